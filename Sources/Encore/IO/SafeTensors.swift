@@ -1,0 +1,219 @@
+import Foundation
+import EncoreKernels
+
+/// Element types that can appear in a safetensors header.
+public enum SafeTensorsDType: String, CaseIterable, Sendable {
+    case F64, F32, F16, BF16, I64, I32, I16, I8, U8, U64, U32, U16, BOOL, F8_E4M3, F8_E5M2
+
+    public var byteSize: Int {
+        switch self {
+        case .F64, .I64, .U64: return 8
+        case .F32, .I32, .U32: return 4
+        case .F16, .BF16, .I16, .U16: return 2
+        case .I8, .U8, .BOOL, .F8_E4M3, .F8_E5M2: return 1
+        }
+    }
+
+    /// Types Encore can turn into fp32 tensors.
+    public var isReadable: Bool { self == .F32 || self == .F16 || self == .BF16 }
+}
+
+/// One tensor entry of a safetensors header.
+public struct SafeTensorInfo: Sendable {
+    public let name: String
+    public let dtype: SafeTensorsDType
+    public let shape: [Int]
+    /// Byte range relative to the start of the data section.
+    public let begin: Int
+    public let end: Int
+    public var elementCount: Int { shape.reduce(1, *) }
+}
+
+/// A memory-mapped `.safetensors` file with a fully validated header.
+///
+/// ```swift
+/// let file = try SafeTensorsFile(path: "model.safetensors")
+/// let wte = try file.tensor("transformer.wte.weight")   // fp32; F32 data is used in place, BF16/F16 widened
+/// ```
+/// Checks: header length sane and inside the file, JSON well formed, known dtypes, shapes non-negative,
+/// byte length = dtype size × element count, every range inside the data section, no two ranges overlapping.
+public final class SafeTensorsFile: @unchecked Sendable {
+    public let path: String
+    public let tensors: [String: SafeTensorInfo]
+    public let metadata: [String: String]
+    private let file: MappedFile
+    private let dataStart: Int
+
+    /// The largest header accepted (100 MB, as the reference implementation).
+    public static let maxHeaderSize = 100_000_000
+
+    public init(path: String) throws {
+        self.path = path
+        file = try MappedFile(path: path)
+        guard file.size >= 8 else {
+            throw EncoreError(.invalidFile, "\(path): file is \(file.size) bytes, too short for a safetensors header (8-byte length first)")
+        }
+        let headerLen = file.loadUInt64LE(at: 0)
+        guard headerLen <= UInt64(Self.maxHeaderSize) else {
+            throw EncoreError(.invalidFile, "\(path): header length \(headerLen) is larger than the \(Self.maxHeaderSize)-byte limit (not a safetensors file?)")
+        }
+        guard Int(headerLen) <= file.size - 8 else {
+            throw EncoreError(.invalidFile, "\(path): header length \(headerLen) runs past the end of the file (\(file.size) bytes): truncated file?")
+        }
+        let n = Int(headerLen)
+        dataStart = 8 + n
+        let headerData = Data(bytes: file.bytes! + 8, count: n)
+        let json: Any
+        do {
+            json = try JSONSerialization.jsonObject(with: headerData, options: [])
+        } catch {
+            throw EncoreError(.invalidFile, "\(path): header (bytes 8..<\(8 + n)) is not valid JSON")
+        }
+        guard let dict = json as? [String: Any] else {
+            throw EncoreError(.invalidFile, "\(path): header JSON must be an object of tensor entries")
+        }
+        var infos: [String: SafeTensorInfo] = [:]
+        var meta: [String: String] = [:]
+        let dataSize = file.size - dataStart
+        for (name, value) in dict {
+            if name == "__metadata__" {
+                guard let m = value as? [String: Any] else {
+                    throw EncoreError(.invalidFile, "\(path): __metadata__ must be an object of strings")
+                }
+                for (k, v) in m {
+                    guard let s = v as? String else { throw EncoreError(.invalidFile, "\(path): __metadata__[\"\(k)\"] must be a string") }
+                    meta[k] = s
+                }
+                continue
+            }
+            guard let entry = value as? [String: Any] else {
+                throw EncoreError(.invalidFile, "\(path): tensor '\(name)': entry must be an object with dtype, shape, data_offsets")
+            }
+            guard let dtypeName = entry["dtype"] as? String else {
+                throw EncoreError(.invalidFile, "\(path): tensor '\(name)': missing or non-string 'dtype'")
+            }
+            guard let dtype = SafeTensorsDType(rawValue: dtypeName) else {
+                throw EncoreError(.invalidFile, "\(path): tensor '\(name)': unknown dtype '\(dtypeName)'")
+            }
+            guard let shapeAny = entry["shape"] as? [Any], let shape = Self.integers(shapeAny), shape.allSatisfy({ $0 >= 0 }) else {
+                throw EncoreError(.invalidFile, "\(path): tensor '\(name)': 'shape' must be an array of non-negative integers")
+            }
+            guard let offAny = entry["data_offsets"] as? [Any], let offs = Self.integers(offAny), offs.count == 2 else {
+                throw EncoreError(.invalidFile, "\(path): tensor '\(name)': 'data_offsets' must be [begin, end] integers")
+            }
+            var elements = 1
+            for d in shape {
+                let (r, o) = elements.multipliedReportingOverflow(by: d)
+                guard !o else { throw EncoreError(.invalidFile, "\(path): tensor '\(name)': shape \(shape) overflows") }
+                elements = r
+            }
+            let (bytes, o2) = elements.multipliedReportingOverflow(by: dtype.byteSize)
+            let (begin, end) = (offs[0], offs[1])
+            guard !o2, begin >= 0, end >= begin else {
+                throw EncoreError(.invalidFile, "\(path): tensor '\(name)': invalid data_offsets [\(begin), \(end)]")
+            }
+            guard end - begin == bytes else {
+                throw EncoreError(.invalidFile, "\(path): tensor '\(name)': \(dtypeName) \(shape) needs \(bytes) bytes but data_offsets [\(begin), \(end)] hold \(end - begin)")
+            }
+            guard end <= dataSize else {
+                throw EncoreError(.invalidFile, "\(path): tensor '\(name)': data_offsets [\(begin), \(end)] run past the end of the data section (\(dataSize) bytes; absolute byte \(dataStart + end) > file size \(file.size))")
+            }
+            infos[name] = SafeTensorInfo(name: name, dtype: dtype, shape: shape, begin: begin, end: end)
+        }
+        let sorted = infos.values.filter { $0.end > $0.begin }.sorted { $0.begin < $1.begin }
+        for (a, b) in zip(sorted, sorted.dropFirst()) where b.begin < a.end {
+            throw EncoreError(.invalidFile, "\(path): tensors '\(a.name)' [\(a.begin), \(a.end)) and '\(b.name)' [\(b.begin), \(b.end)) overlap")
+        }
+        tensors = infos
+        metadata = meta
+    }
+
+    private static func integers(_ a: [Any]) -> [Int]? {
+        var out: [Int] = []
+        for x in a {
+            guard let n = x as? NSNumber else { return nil }
+            let d = n.doubleValue
+            guard d == d.rounded(), abs(d) < 9.0e15 else { return nil }
+            out.append(Int(d))
+        }
+        return out
+    }
+
+    /// Tensor names in file order.
+    public var names: [String] { tensors.values.sorted { $0.begin < $1.begin }.map(\.name) }
+
+    /// The tensor as fp32. F32 data that is suitably aligned is used in place (memory-mapped, no copy);
+    /// BF16 and F16 are widened into new memory; other dtypes are rejected.
+    public func tensor(_ name: String) throws -> Tensor {
+        guard let info = tensors[name] else {
+            throw EncoreError(.missingTensor, "\(path): no tensor named '\(name)'")
+        }
+        guard info.dtype.isReadable else {
+            throw EncoreError(.unsupported, "\(path): tensor '\(name)' has dtype \(info.dtype.rawValue); Encore reads F32, F16 and BF16")
+        }
+        let count = info.elementCount
+        let src = file.bytes.map { $0 + dataStart + info.begin }
+        switch info.dtype {
+        case .F32:
+            if let src, Int(bitPattern: src) % MemoryLayout<Float>.alignment == 0 {
+                let p = UnsafeMutablePointer(mutating: src.assumingMemoryBound(to: Float.self))
+                return Tensor(shape: info.shape, storage: TensorStorage(borrowing: p, count: count, owner: file))
+            }
+            let t = Tensor(zeros: info.shape)
+            if let src, count > 0 { UnsafeMutableRawPointer(t.data).copyMemory(from: src, byteCount: count * 4) }
+            return t
+        case .BF16, .F16:
+            let t = Tensor(zeros: info.shape)
+            guard let src, count > 0 else { return t }
+            var tmp = [UInt16](repeating: 0, count: count)
+            tmp.withUnsafeMutableBytes { $0.baseAddress!.copyMemory(from: src, byteCount: count * 2) }
+            if info.dtype == .BF16 { ek_bf16_to_f32(tmp, t.data, count) } else { ek_f16_to_f32(tmp, t.data, count) }
+            return t
+        default:
+            fatalError("unreachable")
+        }
+    }
+}
+
+/// Writes `.safetensors` files atomically (temp file, fsync, rename).
+///
+/// ```swift
+/// try SafeTensorsWriter.write(["w": tensor], to: "out.safetensors", dtype: .BF16)
+/// ```
+public enum SafeTensorsWriter {
+    /// Writes the tensors (sorted by name) in `dtype` (F32, F16 or BF16), with optional string metadata.
+    public static func write(_ tensors: [String: Tensor], to path: String, dtype: SafeTensorsDType = .F32,
+                             metadata: [String: String] = [:]) throws {
+        guard dtype.isReadable else { throw EncoreError(.unsupported, "cannot write dtype \(dtype.rawValue); use F32, F16 or BF16") }
+        let names = tensors.keys.sorted()
+        var header: [String: Any] = [:]
+        if !metadata.isEmpty { header["__metadata__"] = metadata }
+        var offset = 0
+        for name in names {
+            let t = tensors[name]!
+            let bytes = t.count * dtype.byteSize
+            header[name] = ["dtype": dtype.rawValue, "shape": t.shape, "data_offsets": [offset, offset + bytes]] as [String: Any]
+            offset += bytes
+        }
+        var json = try JSONSerialization.data(withJSONObject: header, options: [.sortedKeys])
+        while (8 + json.count) % 8 != 0 { json.append(0x20) }  // pad with spaces so data starts 8-aligned
+        try AtomicFile.write(to: path) { fd in
+            var len = UInt64(json.count).littleEndian
+            try AtomicFile.writeAll(fd, &len, 8, path: path)
+            try json.withUnsafeBytes { try AtomicFile.writeAll(fd, $0.baseAddress, $0.count, path: path) }
+            for name in names {
+                let t = tensors[name]!
+                switch dtype {
+                case .F32:
+                    try AtomicFile.writeAll(fd, t.data, t.count * 4, path: path)
+                case .BF16, .F16:
+                    var tmp = [UInt16](repeating: 0, count: t.count)
+                    if dtype == .BF16 { ek_f32_to_bf16(t.data, &tmp, t.count) } else { ek_f32_to_f16(t.data, &tmp, t.count) }
+                    try tmp.withUnsafeBytes { try AtomicFile.writeAll(fd, $0.baseAddress, $0.count, path: path) }
+                default:
+                    break
+                }
+            }
+        }
+    }
+}

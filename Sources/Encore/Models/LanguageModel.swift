@@ -1,0 +1,79 @@
+import Foundation
+
+/// What every model family offers the generator, the scorer, the CLI and the server: start a batch of
+/// prompts, step it one token per row, and score targets. Encoder-decoders encode once and keep their
+/// cross-attention K/V; decoder-only models keep the prompt in their KV cache.
+public protocol LanguageModel: AnyObject {
+    /// `model_type` of the family, e.g. "mu" or "mu_decoder".
+    var modelType: String { get }
+    var vocabSize: Int { get }
+    var bosTokenId: Int? { get }
+    var eosTokenId: Int? { get }
+    var padTokenId: Int { get }
+    var parameterCount: Int { get }
+    /// True for encoder-decoder models (the prompt goes to the encoder).
+    var isEncoderDecoder: Bool { get }
+
+    /// Prepares a batch of prompts (any lengths; padded inside) and computes the logits of the first token
+    /// to generate for every row.
+    func beginGeneration(prompts: [[Int]]) throws -> GenerationState
+
+    /// Teacher-forced log-probabilities (natural log) of each `target` token given `input`.
+    /// Encoder-decoder: input → encoder, decoder reads [BOS] + target. Decoder-only: input ‖ target in one sequence.
+    func score(input: [Int], target: [Int]) throws -> [Float]
+}
+
+/// The running state of a batch being generated.
+public protocol GenerationState: AnyObject {
+    var batchSize: Int { get }
+    /// Logits of the next token for every row: [B, V].
+    var logits: Tensor { get }
+    /// Feeds one token per row and computes the next logits.
+    func advance(tokens: [Int]) throws
+    /// Bytes held by caches (self-attention KV, cross-attention K/V, encoder output).
+    var cacheBytes: Int { get }
+    /// Seconds spent encoding the input (encoder + cross K/V), 0 for decoder-only models.
+    var encodeSeconds: Double { get }
+}
+
+enum TokenCheck {
+    static func validate(_ ids: [Int], vocab: Int, what: String) throws {
+        for (i, id) in ids.enumerated() where id < 0 || id >= vocab {
+            throw EncoreError(.invalidArgument, "\(what): token id \(id) at position \(i) is outside the vocabulary (0..<\(vocab))")
+        }
+    }
+}
+
+/// Loads a model folder (`config.json` + `model.safetensors`) by its `model_type`.
+///
+/// ```swift
+/// let model = try ModelRegistry.load(folder: "models/mu-tiny")
+/// let out = try Generator(model: model).generate(prompt: [5, 6, 7], parameters: .init(maxTokens: 20))
+/// ```
+public enum ModelRegistry {
+    /// The `model_type` values Encore can load.
+    public static let supportedTypes = ["mu", "mu_decoder"]
+
+    public static func load(folder: String) throws -> LanguageModel {
+        let (data, type, path) = try ConfigFile.read(folder: folder)
+        let weights = folder + "/model.safetensors"
+        switch type {
+        case "mu":
+            let config = try ConfigFile.decode(MuConfig.self, from: data, path: path)
+            try config.validate(path: path)
+            return try MuModel(config: config, file: SafeTensorsFile(path: weights))
+        case "mu_decoder":
+            let config = try ConfigFile.decode(MuDecoderConfig.self, from: data, path: path)
+            try config.validate(path: path)
+            return try MuDecoderModel(config: config, file: SafeTensorsFile(path: weights))
+        default:
+            throw EncoreError(.unsupported, "\(path): model_type '\(type)' is not supported (supported: \(supportedTypes.joined(separator: ", ")))")
+        }
+    }
+}
+
+@inline(__always) func now() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
+}

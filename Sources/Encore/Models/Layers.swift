@@ -1,0 +1,208 @@
+import Foundation
+
+/// Where a model's weights come from: a checkpoint file, a dictionary (tests, conversions), or fresh
+/// random values (benchmarks and `init`: N(0, 0.02)-sized matrices, zero biases, unit norms).
+enum WeightSource {
+    case file(SafeTensorsFile)
+    case dictionary([String: Tensor], name: String)
+    case random(seed: UInt64)
+}
+
+/// Fetches named tensors with the expected shapes and remembers which were used, so the loader can
+/// reject unexpected ones. Every error names the tensor.
+final class WeightLoader {
+    let source: WeightSource
+    private(set) var used: Set<String> = []
+    private var rng: SplitMix64
+
+    convenience init(file: SafeTensorsFile) { self.init(source: .file(file)) }
+
+    init(source: WeightSource) {
+        self.source = source
+        if case .random(let seed) = source { rng = SplitMix64(seed: seed) } else { rng = SplitMix64(seed: 0) }
+    }
+
+    var sourceName: String {
+        switch source {
+        case .file(let f): return f.path
+        case .dictionary(_, let name): return name
+        case .random: return "random weights"
+        }
+    }
+
+    private func shapeOf(_ name: String) -> [Int]? {
+        switch source {
+        case .file(let f): return f.tensors[name]?.shape
+        case .dictionary(let d, _): return d[name]?.shape
+        case .random: return nil
+        }
+    }
+
+    func tensor(_ name: String, shape: [Int]) throws -> Tensor {
+        if case .random = source {
+            used.insert(name)
+            return randomTensor(name, shape: shape)
+        }
+        guard let actual = shapeOf(name) else {
+            throw EncoreError(.missingTensor, "\(sourceName): missing tensor '\(name)' (expected shape \(shape))")
+        }
+        guard actual == shape else {
+            throw EncoreError(.shapeMismatch, "\(sourceName): tensor '\(name)' has shape \(actual), expected \(shape)")
+        }
+        used.insert(name)
+        switch source {
+        case .file(let f): return try f.tensor(name)
+        case .dictionary(let d, _): return d[name]!
+        case .random: fatalError("unreachable")
+        }
+    }
+
+    func optional(_ name: String, shape: [Int]) throws -> Tensor? {
+        if case .random = source { return nil }
+        return shapeOf(name) == nil ? nil : try tensor(name, shape: shape)
+    }
+
+    /// Throws if the source holds tensors the model did not ask for.
+    func checkAllUsed() throws {
+        let names: [String]
+        switch source {
+        case .file(let f): names = Array(f.tensors.keys)
+        case .dictionary(let d, _): names = Array(d.keys)
+        case .random: return
+        }
+        let extra = Set(names).subtracting(used).sorted()
+        if !extra.isEmpty {
+            let shown = extra.prefix(5).map { "'\($0)'" }.joined(separator: ", ")
+            throw EncoreError(.unexpectedTensor, "\(sourceName): unexpected tensor\(extra.count > 1 ? "s" : "") \(shown)\(extra.count > 5 ? " and \(extra.count - 5) more" : "") (not part of this model's architecture)")
+        }
+    }
+
+    private func randomTensor(_ name: String, shape: [Int]) -> Tensor {
+        let t = Tensor(zeros: shape)
+        if shape.count == 1 {
+            if !name.hasSuffix(".bias") { for i in 0..<t.count { t.data[i] = 1 } }   // norm weights
+            return t
+        }
+        // Uniform with the standard deviation of N(0, 0.02): speed does not depend on the values.
+        let a = Float(0.02 * 3.0.squareRoot())
+        for i in 0..<t.count { t.data[i] = (rng.nextUnitFloat() * 2 - 1) * a }
+        return t
+    }
+}
+
+/// A dense layer y = x·Wᵀ + b with the PyTorch `[out, in]` weight layout.
+struct Linear {
+    var weight: Tensor   // [out, in]
+    var bias: Tensor?    // [out]
+
+    init(weight: Tensor, bias: Tensor?) {
+        self.weight = weight
+        self.bias = bias
+    }
+
+    /// Loads `<prefix>.weight` and `<prefix>.bias`.
+    init(_ loader: WeightLoader, _ prefix: String, in inputs: Int, out outputs: Int, bias: Bool = true) throws {
+        weight = try loader.tensor(prefix + ".weight", shape: [outputs, inputs])
+        self.bias = bias ? try loader.tensor(prefix + ".bias", shape: [outputs]) : nil
+    }
+
+    func callAsFunction(_ x: Tensor) -> Tensor { Ops.linear(x, weight: weight, bias: bias) }
+
+    var parameterTensors: [Tensor] { [weight] + (bias.map { [$0] } ?? []) }
+}
+
+/// Pre-norm RMSNorm weight (`<prefix>.weight`), eps 1e-6, computed in fp32.
+struct RMSNorm {
+    var weight: Tensor
+    init(_ loader: WeightLoader, _ prefix: String, dim: Int) throws {
+        weight = try loader.tensor(prefix + ".weight", shape: [dim])
+    }
+    func callAsFunction(_ x: Tensor) -> Tensor { Ops.rmsNorm(x, weight: weight, eps: 1e-6) }
+}
+
+/// Mu attention projections: `q_linear`, `k_linear`, `v_linear`, `out_linear`, all with biases.
+struct AttentionWeights {
+    var q: Linear, k: Linear, v: Linear, out: Linear
+    init(_ loader: WeightLoader, _ prefix: String, nEmbd: Int, shape: AttentionShape) throws {
+        q = try Linear(loader, prefix + ".q_linear", in: nEmbd, out: shape.qWidth)
+        k = try Linear(loader, prefix + ".k_linear", in: nEmbd, out: shape.kvWidth)
+        v = try Linear(loader, prefix + ".v_linear", in: nEmbd, out: shape.kvWidth)
+        out = try Linear(loader, prefix + ".out_linear", in: shape.qWidth, out: nEmbd)
+    }
+}
+
+/// Mu MLP: `fc1` → tanh-GELU → `fc2`, both with biases.
+struct MLP {
+    var fc1: Linear, fc2: Linear
+    init(_ loader: WeightLoader, _ prefix: String, nEmbd: Int, hidden: Int) throws {
+        fc1 = try Linear(loader, prefix + ".fc1", in: nEmbd, out: hidden)
+        fc2 = try Linear(loader, prefix + ".fc2", in: hidden, out: nEmbd)
+    }
+    func callAsFunction(_ x: Tensor) -> Tensor {
+        let h = Ops.linearGELU(x, weight: fc1.weight, bias: fc1.bias)   // [R, hidden]
+        return fc2(h)                                                    // [R, C]
+    }
+}
+
+/// Self-attention K/V kept across decode steps for a batch: [B, capacity, kvWidth] each, plus which cached
+/// positions hold a real token (the reference masks keys whose token is the pad id, even generated ones).
+final class KVCache {
+    let batch: Int
+    let width: Int
+    private(set) var capacity: Int
+    private(set) var length = 0
+    private(set) var keys: Tensor     // [B, capacity, kvWidth], RoPE applied
+    private(set) var values: Tensor   // [B, capacity, kvWidth]
+    private(set) var keep: [UInt8]    // [B, capacity]
+
+    init(batch: Int, width: Int, capacity: Int) {
+        self.batch = batch
+        self.width = width
+        self.capacity = max(capacity, 1)
+        keys = Tensor(zeros: [batch, self.capacity, width])
+        values = Tensor(zeros: [batch, self.capacity, width])
+        keep = [UInt8](repeating: 0, count: batch * self.capacity)
+    }
+
+    /// Bytes held by the cache's buffers.
+    var bytes: Int { (keys.count + values.count) * 4 + keep.count }
+
+    /// Forgets every cached position (the buffers are kept).
+    func reset() { length = 0 }
+
+    private func grow(to needed: Int) {
+        var cap = capacity
+        while cap < needed { cap *= 2 }
+        func regrow(_ t: Tensor) -> Tensor {
+            let n = Tensor(zeros: [batch, cap, width])
+            for b in 0..<batch { (n.data + b * cap * width).update(from: t.data + b * capacity * width, count: length * width) }
+            return n
+        }
+        keys = regrow(keys)
+        values = regrow(values)
+        var k2 = [UInt8](repeating: 0, count: batch * cap)
+        for b in 0..<batch { for t in 0..<length { k2[b * cap + t] = keep[b * capacity + t] } }
+        keep = k2
+        capacity = cap
+    }
+
+    /// Appends n new positions per row. k, v: [B*n, width] (row-major by batch then position).
+    func append(k: Tensor, v: Tensor, keep newKeep: [UInt8], n: Int) {
+        if length + n > capacity { grow(to: length + n) }
+        for b in 0..<batch {
+            for t in 0..<n {
+                let src = (b * n + t) * width, dst = (b * capacity + length + t) * width
+                (keys.data + dst).update(from: k.data + src, count: width)
+                (values.data + dst).update(from: v.data + src, count: width)
+                keep[b * capacity + length + t] = newKeep[b * n + t]
+            }
+        }
+        length += n
+    }
+
+    func keyPointer(batch b: Int) -> UnsafeMutablePointer<Float> { keys.data + b * capacity * width }
+    func valuePointer(batch b: Int) -> UnsafeMutablePointer<Float> { values.data + b * capacity * width }
+    func withKeep<R>(batch b: Int, _ body: (UnsafePointer<UInt8>) -> R) -> R {
+        keep.withUnsafeBufferPointer { body($0.baseAddress! + b * capacity) }
+    }
+}

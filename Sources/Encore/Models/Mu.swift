@@ -1,0 +1,353 @@
+import Foundation
+
+// Mu: the encoder-decoder of "Return of the Encoder" (arXiv 2501.16273), as the reference
+// microsoft/encoder-decoder-slm `modeling_mu.py` + `mu_utils.py` computes it:
+//   encoder block: x += SelfAttn(RMSNorm(x)) [bidirectional, RoPE on centred positions]; x += MLP(RMSNorm(x))
+//   decoder block: x += CausalSelfAttn(RMSNorm(x)) [RoPE 0..T-1]; x += CrossAttn(RMSNorm(x), enc_out) [no RoPE];
+//                  x += MLP(RMSNorm(x))
+//   enc_out = ln_e(encoder(x)); logits = ln_f(decoder(x)) · wteᵀ (tied head). Masks come from pad ids.
+// Generation adds what the reference lacks: the cross-attention K/V are projected once per request and the
+// decoder keeps a self-attention KV cache; results equal the reference's full recomputation.
+//
+// Tensor names (reference state dict):
+//   transformer.wte.weight                              [V, C]
+//   transformer.e.{i}.ln1.weight, .ln2.weight           [C]
+//   transformer.e.{i}.attn.{q,k,v,out}_linear.{weight,bias}
+//   transformer.e.{i}.mlp.{fc1,fc2}.{weight,bias}
+//   transformer.ln_e.weight                             [C]
+//   transformer.h.{i}.ln1/ln2/ln3.weight                [C]
+//   transformer.h.{i}.causal_attn.*, .cross_attn.*, .mlp.*
+//   transformer.ln_f.weight                             [C]
+//   lm_head.weight                                      [V, C] optional: tied to wte
+
+struct MuEncoderBlock {
+    var ln1: RMSNorm, ln2: RMSNorm, attn: AttentionWeights, mlp: MLP
+    init(_ l: WeightLoader, _ p: String, _ c: MuConfig) throws {
+        ln1 = try RMSNorm(l, p + ".ln1", dim: c.nEmbd)
+        ln2 = try RMSNorm(l, p + ".ln2", dim: c.nEmbd)
+        attn = try AttentionWeights(l, p + ".attn", nEmbd: c.nEmbd, shape: c.attention)
+        mlp = try MLP(l, p + ".mlp", nEmbd: c.nEmbd, hidden: c.hiddenDim)
+    }
+}
+
+struct MuDecoderBlock {
+    var ln1: RMSNorm, ln2: RMSNorm, ln3: RMSNorm
+    var causalAttn: AttentionWeights, crossAttn: AttentionWeights, mlp: MLP
+    init(_ l: WeightLoader, _ p: String, _ c: MuConfig) throws {
+        ln1 = try RMSNorm(l, p + ".ln1", dim: c.nEmbd)
+        ln2 = try RMSNorm(l, p + ".ln2", dim: c.nEmbd)
+        ln3 = try RMSNorm(l, p + ".ln3", dim: c.nEmbd)
+        causalAttn = try AttentionWeights(l, p + ".causal_attn", nEmbd: c.nEmbd, shape: c.attention)
+        crossAttn = try AttentionWeights(l, p + ".cross_attn", nEmbd: c.nEmbd, shape: c.attention)
+        mlp = try MLP(l, p + ".mlp", nEmbd: c.nEmbd, hidden: c.hiddenDim)
+    }
+}
+
+/// The encoder's result for a padded batch, with the cross-attention K/V of every decoder layer.
+public final class MuEncoderOutput {
+    public let batch: Int
+    public let length: Int
+    /// ln_e(encoder(x)): [B, L, C].
+    public let hidden: Tensor
+    /// 1 where the input token is not the pad id: [B*L].
+    let keep: [UInt8]
+    /// Per decoder layer: K and V projected from `hidden`, [B*L, kvWidth] each.
+    let crossK: [Tensor]
+    let crossV: [Tensor]
+
+    init(batch: Int, length: Int, hidden: Tensor, keep: [UInt8], crossK: [Tensor], crossV: [Tensor]) {
+        self.batch = batch
+        self.length = length
+        self.hidden = hidden
+        self.keep = keep
+        self.crossK = crossK
+        self.crossV = crossV
+    }
+
+    var bytes: Int { (hidden.count + crossK.reduce(0) { $0 + $1.count } + crossV.reduce(0) { $0 + $1.count }) * 4 + keep.count }
+}
+
+/// The Mu encoder-decoder model.
+///
+/// ```swift
+/// let mu = try MuModel(folder: "Tests/EncoreTests/Fixtures/mu/gqa_mod")
+/// let enc = try mu.encode([[5, 9, 13]])                                 // [B=1, L=3, C]
+/// let logits = try mu.teacherForcedLogits(encoderIds: [[5, 9, 13]], decoderIds: [[1, 7]])  // [1, 2, V]
+/// ```
+public final class MuModel: LanguageModel {
+    public let config: MuConfig
+    let wte: Tensor          // [V, C]
+    let lmHead: Tensor       // [V, C], tied to wte unless the checkpoint has lm_head.weight
+    let encoderBlocks: [MuEncoderBlock]
+    let lnE: RMSNorm
+    let decoderBlocks: [MuDecoderBlock]
+    let lnF: RMSNorm
+
+    public var modelType: String { "mu" }
+    public var vocabSize: Int { config.vocabSize }
+    public var bosTokenId: Int? { config.bosTokenId }
+    public var eosTokenId: Int? { config.eosTokenId }
+    public var padTokenId: Int { config.padTokenId }
+    public var isEncoderDecoder: Bool { true }
+    public var parameterCount: Int { ParameterCount.mu(config) + (lmHead.storage === wte.storage ? 0 : lmHead.count) }
+
+    /// Loads `folder/config.json` + `folder/model.safetensors`.
+    public convenience init(folder: String) throws {
+        let (data, type, path) = try ConfigFile.read(folder: folder)
+        guard type == "mu" else { throw EncoreError(.invalidConfig, "\(path): model_type is '\(type)', expected 'mu'") }
+        let config = try ConfigFile.decode(MuConfig.self, from: data, path: path)
+        try config.validate(path: path)
+        try self.init(config: config, file: SafeTensorsFile(path: folder + "/model.safetensors"))
+    }
+
+    public convenience init(config: MuConfig, file: SafeTensorsFile) throws {
+        try self.init(config: config, loader: WeightLoader(file: file))
+    }
+
+    /// A model with random weights (for benchmarks and fresh training runs).
+    public convenience init(config: MuConfig, randomSeed: UInt64) throws {
+        try config.validate()
+        try self.init(config: config, loader: WeightLoader(source: .random(seed: randomSeed)))
+    }
+
+    /// A model from named tensors (reference state-dict names).
+    public convenience init(config: MuConfig, tensors: [String: Tensor]) throws {
+        try config.validate()
+        try self.init(config: config, loader: WeightLoader(source: .dictionary(tensors, name: "tensors")))
+    }
+
+    init(config: MuConfig, loader l: WeightLoader) throws {
+        self.config = config
+        let c = config
+        wte = try l.tensor("transformer.wte.weight", shape: [c.vocabSize, c.nEmbd])
+        lmHead = try l.optional("lm_head.weight", shape: [c.vocabSize, c.nEmbd]) ?? wte
+        encoderBlocks = try (0..<c.nEncoderLayer).map { try MuEncoderBlock(l, "transformer.e.\($0)", c) }
+        lnE = try RMSNorm(l, "transformer.ln_e", dim: c.nEmbd)
+        decoderBlocks = try (0..<c.nDecoderLayer).map { try MuDecoderBlock(l, "transformer.h.\($0)", c) }
+        lnF = try RMSNorm(l, "transformer.ln_f", dim: c.nEmbd)
+        try l.checkAllUsed()
+    }
+
+    /// Every weight by its reference name (lm_head omitted when tied), for writing checkpoints.
+    public func namedTensors() -> [String: Tensor] {
+        var d: [String: Tensor] = ["transformer.wte.weight": wte, "transformer.ln_e.weight": lnE.weight, "transformer.ln_f.weight": lnF.weight]
+        if lmHead.storage !== wte.storage { d["lm_head.weight"] = lmHead }
+        func attn(_ p: String, _ a: AttentionWeights) {
+            for (n, lin) in [("q_linear", a.q), ("k_linear", a.k), ("v_linear", a.v), ("out_linear", a.out)] {
+                d["\(p).\(n).weight"] = lin.weight
+                d["\(p).\(n).bias"] = lin.bias!
+            }
+        }
+        func mlp(_ p: String, _ m: MLP) {
+            d["\(p).fc1.weight"] = m.fc1.weight; d["\(p).fc1.bias"] = m.fc1.bias!
+            d["\(p).fc2.weight"] = m.fc2.weight; d["\(p).fc2.bias"] = m.fc2.bias!
+        }
+        for (i, b) in encoderBlocks.enumerated() {
+            d["transformer.e.\(i).ln1.weight"] = b.ln1.weight
+            d["transformer.e.\(i).ln2.weight"] = b.ln2.weight
+            attn("transformer.e.\(i).attn", b.attn)
+            mlp("transformer.e.\(i).mlp", b.mlp)
+        }
+        for (i, b) in decoderBlocks.enumerated() {
+            d["transformer.h.\(i).ln1.weight"] = b.ln1.weight
+            d["transformer.h.\(i).ln2.weight"] = b.ln2.weight
+            d["transformer.h.\(i).ln3.weight"] = b.ln3.weight
+            attn("transformer.h.\(i).causal_attn", b.causalAttn)
+            attn("transformer.h.\(i).cross_attn", b.crossAttn)
+            mlp("transformer.h.\(i).mlp", b.mlp)
+        }
+        return d
+    }
+
+    // MARK: encoder
+
+    /// Right-pads rows with the pad id to a common length, as the reference's data pipeline does.
+    func padBatch(_ rows: [[Int]], what: String) throws -> (ids: [Int], length: Int) {
+        guard !rows.isEmpty else { throw EncoreError(.invalidArgument, "\(what): empty batch") }
+        for (i, r) in rows.enumerated() {
+            guard !r.isEmpty else { throw EncoreError(.invalidArgument, "\(what) \(i): empty token sequence") }
+            try TokenCheck.validate(r, vocab: config.vocabSize, what: "\(what) \(i)")
+        }
+        let L = rows.map(\.count).max()!
+        var ids: [Int] = []
+        ids.reserveCapacity(rows.count * L)
+        for r in rows { ids += r + [Int](repeating: config.padTokenId, count: L - r.count) }
+        return (ids, L)
+    }
+
+    /// Runs the encoder on a batch (rows right-padded with the pad id) and projects every decoder layer's
+    /// cross-attention K/V once.
+    public func encode(_ rows: [[Int]]) throws -> MuEncoderOutput {
+        let (ids, L) = try padBatch(rows, what: "input")
+        let B = rows.count
+        let shape = config.attention
+        let keep = ids.map { $0 == config.padTokenId ? UInt8(0) : 1 }
+        // Centred positions: i − ⌊(L−1)/2⌋, L the padded length.
+        let centre = (L - 1) / 2
+        let positions = (0..<(B * L)).map { Float($0 % L - centre) }
+        let invFreq = config.rope.inverseFrequencies(sequenceLength: L)
+        var scratch: [Float] = []
+
+        var x = Ops.embedding(wte, ids: ids)                               // [B*L, C]
+        for block in encoderBlocks {
+            let h = block.ln1(x)                                           // [B*L, C]
+            let q = block.attn.q(h), k = block.attn.k(h), v = block.attn.v(h)   // [B*L, H*D], [B*L, Hkv*D]
+            Ops.ropeInPlace(q, heads: shape.heads, headDim: shape.headDim, positions: positions, invFreq: invFreq)
+            Ops.ropeInPlace(k, heads: shape.kvHeads, headDim: shape.headDim, positions: positions, invFreq: invFreq)
+            let o = Tensor(zeros: [B * L, shape.qWidth])                   // [B*L, H*D]
+            keep.withUnsafeBufferPointer { kp in
+                for b in 0..<B {
+                    Ops.attention(q: q.data + b * L * shape.qWidth, tq: L, k: k.data + b * L * shape.kvWidth,
+                                  v: v.data + b * L * shape.kvWidth, kvRows: L, kvStride: shape.kvWidth,
+                                  out: o.data + b * L * shape.qWidth, shape: shape, keyKeep: kp.baseAddress! + b * L,
+                                  causalOffset: -1, scratch: &scratch)
+                }
+            }
+            Ops.addInPlace(x, block.attn.out(o))
+            Ops.addInPlace(x, block.mlp(block.ln2(x)))
+        }
+        x = lnE(x)
+        let crossK = decoderBlocks.map { $0.crossAttn.k(x) }               // [B*L, Hkv*D] per layer
+        let crossV = decoderBlocks.map { $0.crossAttn.v(x) }
+        return MuEncoderOutput(batch: B, length: L, hidden: x.reshaped([B, L, config.nEmbd]), keep: keep,
+                               crossK: crossK, crossV: crossV)
+    }
+
+    // MARK: decoder
+
+    /// Decoder state for one batch: the encoder output, the self-attention caches and the tokens fed so far.
+    final class DecoderState {
+        let encoder: MuEncoderOutput
+        let caches: [KVCache]
+        /// Decoder tokens fed so far, per row.
+        var history: [[Int]]
+        var length: Int { caches.first?.length ?? 0 }
+        init(encoder: MuEncoderOutput, caches: [KVCache]) {
+            self.encoder = encoder
+            self.caches = caches
+            self.history = [[Int]](repeating: [], count: encoder.batch)
+        }
+    }
+
+    func makeDecoderState(_ enc: MuEncoderOutput, capacity: Int) -> DecoderState {
+        DecoderState(encoder: enc, caches: decoderBlocks.map { _ in
+            KVCache(batch: enc.batch, width: config.attention.kvWidth, capacity: capacity)
+        })
+    }
+
+    /// Runs the decoder on `n` new tokens per row (ids: [B*n], row-major), extending the caches.
+    /// Returns logits [B*n, V], or only the last position's [B, V] when `lastOnly`.
+    func decode(_ state: DecoderState, ids newIds: [Int], n newCount: Int, lastOnly: Bool) -> Tensor {
+        let B = state.encoder.batch, L = state.encoder.length
+        for b in 0..<B { state.history[b] += newIds[(b * newCount)..<((b + 1) * newCount)] }
+        var ids = newIds, n = newCount
+        // With rope_factor > 1 the reference's dynamic NTK base depends on the decoder length: past block_size
+        // every position's rotation changes at each step, so (like the reference) the prefix is recomputed.
+        if config.ropeFactor > 1 && state.length + newCount > config.blockSize {
+            for c in state.caches { c.reset() }
+            ids = state.history.flatMap { $0 }
+            n = state.history[0].count
+        }
+        let shape = config.attention
+        let start = state.length
+        let total = start + n
+        let invFreq = config.rope.inverseFrequencies(sequenceLength: total)
+        let positions = (0..<(B * n)).map { Float(start + $0 % n) }
+        let newKeep = ids.map { $0 == config.padTokenId ? UInt8(0) : 1 }
+        var scratch: [Float] = []
+
+        var x = Ops.embedding(wte, ids: ids)                               // [B*n, C]
+        for (layer, block) in decoderBlocks.enumerated() {
+            let cache = state.caches[layer]
+            // causal self-attention with the cache
+            let h = block.ln1(x)
+            let q = block.causalAttn.q(h), k = block.causalAttn.k(h), v = block.causalAttn.v(h)
+            Ops.ropeInPlace(q, heads: shape.heads, headDim: shape.headDim, positions: positions, invFreq: invFreq)
+            Ops.ropeInPlace(k, heads: shape.kvHeads, headDim: shape.headDim, positions: positions, invFreq: invFreq)
+            cache.append(k: k, v: v, keep: newKeep, n: n)
+            let o = Tensor(zeros: [B * n, shape.qWidth])
+            for b in 0..<B {
+                cache.withKeep(batch: b) { kp in
+                    Ops.attention(q: q.data + b * n * shape.qWidth, tq: n, k: cache.keyPointer(batch: b),
+                                  v: cache.valuePointer(batch: b), kvRows: total, kvStride: shape.kvWidth,
+                                  out: o.data + b * n * shape.qWidth, shape: shape, keyKeep: kp,
+                                  causalOffset: start, scratch: &scratch)
+                }
+            }
+            Ops.addInPlace(x, block.causalAttn.out(o))
+            // cross-attention over the encoder output (K/V projected once, no RoPE)
+            let qc = block.crossAttn.q(block.ln2(x))                       // [B*n, H*D]
+            let oc = Tensor(zeros: [B * n, shape.qWidth])
+            let ck = state.encoder.crossK[layer], cv = state.encoder.crossV[layer]
+            state.encoder.keep.withUnsafeBufferPointer { kp in
+                for b in 0..<B {
+                    Ops.attention(q: qc.data + b * n * shape.qWidth, tq: n, k: ck.data + b * L * shape.kvWidth,
+                                  v: cv.data + b * L * shape.kvWidth, kvRows: L, kvStride: shape.kvWidth,
+                                  out: oc.data + b * n * shape.qWidth, shape: shape, keyKeep: kp.baseAddress! + b * L,
+                                  causalOffset: -1, scratch: &scratch)
+                }
+            }
+            Ops.addInPlace(x, block.crossAttn.out(oc))
+            Ops.addInPlace(x, block.mlp(block.ln3(x)))
+        }
+        if lastOnly && n > 1 {
+            let last = Tensor(zeros: [B, config.nEmbd])
+            for b in 0..<B { (last.data + b * config.nEmbd).update(from: x.data + (b * n + n - 1) * config.nEmbd, count: config.nEmbd) }
+            x = last
+        }
+        return Ops.linear(lnF(x), weight: lmHead, bias: nil)             // [R, V]
+    }
+
+    /// Teacher-forced logits [B, T, V] for decoder inputs (rows right-padded with the pad id), the
+    /// reference's `forward(encoder_input_ids, decoder_input_ids).logits`.
+    public func teacherForcedLogits(encoderIds: [[Int]], decoderIds: [[Int]]) throws -> Tensor {
+        guard encoderIds.count == decoderIds.count else {
+            throw EncoreError(.invalidArgument, "batch size mismatch: \(encoderIds.count) encoder rows, \(decoderIds.count) decoder rows")
+        }
+        let enc = try encode(encoderIds)
+        let (ids, T) = try padBatch(decoderIds, what: "decoder input")
+        let state = makeDecoderState(enc, capacity: T)
+        return decode(state, ids: ids, n: T, lastOnly: false).reshaped([decoderIds.count, T, config.vocabSize])
+    }
+
+    // MARK: LanguageModel
+
+    final class State: GenerationState {
+        let model: MuModel
+        let decoder: DecoderState
+        var logits: Tensor
+        let encodeSeconds: Double
+        var batchSize: Int { decoder.encoder.batch }
+        var cacheBytes: Int { decoder.encoder.bytes + decoder.caches.reduce(0) { $0 + $1.bytes } }
+
+        init(model: MuModel, decoder: DecoderState, logits: Tensor, encodeSeconds: Double) {
+            self.model = model
+            self.decoder = decoder
+            self.logits = logits
+            self.encodeSeconds = encodeSeconds
+        }
+
+        func advance(tokens: [Int]) throws {
+            guard tokens.count == batchSize else { throw EncoreError(.invalidArgument, "advance: \(tokens.count) tokens for \(batchSize) rows") }
+            try TokenCheck.validate(tokens, vocab: model.config.vocabSize, what: "generated tokens")
+            logits = model.decode(decoder, ids: tokens, n: 1, lastOnly: true)
+        }
+    }
+
+    public func beginGeneration(prompts: [[Int]]) throws -> GenerationState {
+        let t0 = now()
+        let enc = try encode(prompts)
+        let t1 = now()
+        let state = makeDecoderState(enc, capacity: 64)
+        let logits = decode(state, ids: [Int](repeating: config.bosTokenId, count: prompts.count), n: 1, lastOnly: true)
+        return State(model: self, decoder: state, logits: logits, encodeSeconds: t1 - t0)
+    }
+
+    public func score(input: [Int], target: [Int]) throws -> [Float] {
+        guard !target.isEmpty else { return [] }
+        try TokenCheck.validate(target, vocab: config.vocabSize, what: "target")
+        let logits = try teacherForcedLogits(encoderIds: [input], decoderIds: [[config.bosTokenId] + target.dropLast()])
+        let lp = Ops.logSoftmax(logits.reshaped([target.count, config.vocabSize]))
+        return target.enumerated().map { lp[$0.offset, $0.element] }
+    }
+}

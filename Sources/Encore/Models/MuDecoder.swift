@@ -1,0 +1,191 @@
+import Foundation
+
+// The paper's matched decoder-only baseline ("mu_decoder"): the same blocks as Mu's encoder made causal
+// (pre-norm RMSNorm, causal self-attention with RoPE from position 0, GQA, tanh-GELU MLP, biases), a final
+// RMSNorm and the head tied to the embedding. Depth is chosen to match a Mu model's parameter count
+// (MuDecoderConfig.matching). The prompt and the generated tokens share one KV cache.
+//
+// Tensor names:
+//   transformer.wte.weight                          [V, C]
+//   transformer.h.{i}.ln1.weight, .ln2.weight       [C]
+//   transformer.h.{i}.attn.{q,k,v,out}_linear.{weight,bias}
+//   transformer.h.{i}.mlp.{fc1,fc2}.{weight,bias}
+//   transformer.ln_f.weight                         [C]
+//   lm_head.weight                                  [V, C] optional: tied to wte
+
+struct MuDecoderOnlyBlock {
+    var ln1: RMSNorm, ln2: RMSNorm, attn: AttentionWeights, mlp: MLP
+    init(_ l: WeightLoader, _ p: String, _ c: MuDecoderConfig) throws {
+        ln1 = try RMSNorm(l, p + ".ln1", dim: c.nEmbd)
+        ln2 = try RMSNorm(l, p + ".ln2", dim: c.nEmbd)
+        attn = try AttentionWeights(l, p + ".attn", nEmbd: c.nEmbd, shape: c.attention)
+        mlp = try MLP(l, p + ".mlp", nEmbd: c.nEmbd, hidden: c.hiddenDim)
+    }
+}
+
+/// The decoder-only twin of a Mu model.
+///
+/// Batches are left-padded; each row's positions start at 0 at its first real token, so a row gives the
+/// same result alone or in a batch.
+public final class MuDecoderModel: LanguageModel {
+    public let config: MuDecoderConfig
+    let wte: Tensor
+    let lmHead: Tensor
+    let blocks: [MuDecoderOnlyBlock]
+    let lnF: RMSNorm
+
+    public var modelType: String { "mu_decoder" }
+    public var vocabSize: Int { config.vocabSize }
+    public var bosTokenId: Int? { config.bosTokenId }
+    public var eosTokenId: Int? { config.eosTokenId }
+    public var padTokenId: Int { config.padTokenId }
+    public var isEncoderDecoder: Bool { false }
+    public var parameterCount: Int { ParameterCount.muDecoder(config) + (lmHead.storage === wte.storage ? 0 : lmHead.count) }
+
+    public convenience init(folder: String) throws {
+        let (data, type, path) = try ConfigFile.read(folder: folder)
+        guard type == "mu_decoder" else { throw EncoreError(.invalidConfig, "\(path): model_type is '\(type)', expected 'mu_decoder'") }
+        let config = try ConfigFile.decode(MuDecoderConfig.self, from: data, path: path)
+        try config.validate(path: path)
+        try self.init(config: config, file: SafeTensorsFile(path: folder + "/model.safetensors"))
+    }
+
+    public convenience init(config: MuDecoderConfig, file: SafeTensorsFile) throws {
+        try self.init(config: config, loader: WeightLoader(file: file))
+    }
+
+    public convenience init(config: MuDecoderConfig, randomSeed: UInt64) throws {
+        try config.validate()
+        try self.init(config: config, loader: WeightLoader(source: .random(seed: randomSeed)))
+    }
+
+    init(config: MuDecoderConfig, loader l: WeightLoader) throws {
+        self.config = config
+        wte = try l.tensor("transformer.wte.weight", shape: [config.vocabSize, config.nEmbd])
+        lmHead = try l.optional("lm_head.weight", shape: [config.vocabSize, config.nEmbd]) ?? wte
+        blocks = try (0..<config.nLayer).map { try MuDecoderOnlyBlock(l, "transformer.h.\($0)", config) }
+        lnF = try RMSNorm(l, "transformer.ln_f", dim: config.nEmbd)
+        try l.checkAllUsed()
+    }
+
+    final class Cache {
+        let caches: [KVCache]
+        /// Left padding of each row: row b's position of cache slot t is t − offsets[b].
+        let offsets: [Int]
+        /// Tokens fed so far, per row (padding included).
+        var history: [[Int]]
+        var length: Int { caches.first?.length ?? 0 }
+        init(caches: [KVCache], offsets: [Int]) {
+            self.caches = caches
+            self.offsets = offsets
+            self.history = [[Int]](repeating: [], count: offsets.count)
+        }
+    }
+
+    /// Runs `n` new tokens per row (ids [B*n]) through the model, extending the cache.
+    /// Returns logits [B*n, V], or [B, V] for the last position when `lastOnly`.
+    func forward(_ cache: Cache, ids newIds: [Int], n newCount: Int, lastOnly: Bool) -> Tensor {
+        let B = cache.offsets.count
+        for b in 0..<B { cache.history[b] += newIds[(b * newCount)..<((b + 1) * newCount)] }
+        var ids = newIds, n = newCount
+        // Dynamic NTK (rope_factor > 1) past block_size changes every position's rotation: recompute the prefix.
+        if config.ropeFactor > 1 && cache.length + newCount > config.blockSize {
+            for c in cache.caches { c.reset() }
+            ids = cache.history.flatMap { $0 }
+            n = cache.history[0].count
+        }
+        let shape = config.attention
+        let start = cache.length, total = start + n
+        let invFreq = config.rope.inverseFrequencies(sequenceLength: total)
+        let positions = (0..<(B * n)).map { Float(start + $0 % n - cache.offsets[$0 / n]) }
+        let newKeep = ids.map { $0 == config.padTokenId ? UInt8(0) : 1 }
+        var scratch: [Float] = []
+        var x = Ops.embedding(wte, ids: ids)                               // [B*n, C]
+        for (layer, block) in blocks.enumerated() {
+            let kv = cache.caches[layer]
+            let h = block.ln1(x)
+            let q = block.attn.q(h), k = block.attn.k(h), v = block.attn.v(h)
+            Ops.ropeInPlace(q, heads: shape.heads, headDim: shape.headDim, positions: positions, invFreq: invFreq)
+            Ops.ropeInPlace(k, heads: shape.kvHeads, headDim: shape.headDim, positions: positions, invFreq: invFreq)
+            kv.append(k: k, v: v, keep: newKeep, n: n)
+            let o = Tensor(zeros: [B * n, shape.qWidth])
+            for b in 0..<B {
+                kv.withKeep(batch: b) { kp in
+                    Ops.attention(q: q.data + b * n * shape.qWidth, tq: n, k: kv.keyPointer(batch: b),
+                                  v: kv.valuePointer(batch: b), kvRows: total, kvStride: shape.kvWidth,
+                                  out: o.data + b * n * shape.qWidth, shape: shape, keyKeep: kp,
+                                  causalOffset: start, scratch: &scratch)
+                }
+            }
+            Ops.addInPlace(x, block.attn.out(o))
+            Ops.addInPlace(x, block.mlp(block.ln2(x)))
+        }
+        if lastOnly && n > 1 {
+            let last = Tensor(zeros: [B, config.nEmbd])
+            for b in 0..<B { (last.data + b * config.nEmbd).update(from: x.data + (b * n + n - 1) * config.nEmbd, count: config.nEmbd) }
+            x = last
+        }
+        return Ops.linear(lnF(x), weight: lmHead, bias: nil)
+    }
+
+    func makeCache(batch: Int, offsets: [Int], capacity: Int) -> Cache {
+        Cache(caches: blocks.map { _ in
+            KVCache(batch: batch, width: config.attention.kvWidth, capacity: capacity)
+        }, offsets: offsets)
+    }
+
+    /// Logits [B, T, V] for a right-padded batch read from position 0 (the reference's full forward).
+    public func logits(_ rows: [[Int]]) throws -> Tensor {
+        guard !rows.isEmpty else { throw EncoreError(.invalidArgument, "empty batch") }
+        for (i, r) in rows.enumerated() {
+            guard !r.isEmpty else { throw EncoreError(.invalidArgument, "input \(i): empty token sequence") }
+            try TokenCheck.validate(r, vocab: config.vocabSize, what: "input \(i)")
+        }
+        let T = rows.map(\.count).max()!
+        let ids = rows.flatMap { $0 + [Int](repeating: config.padTokenId, count: T - $0.count) }
+        let cache = makeCache(batch: rows.count, offsets: [Int](repeating: 0, count: rows.count), capacity: T)
+        return forward(cache, ids: ids, n: T, lastOnly: false).reshaped([rows.count, T, config.vocabSize])
+    }
+
+    final class State: GenerationState {
+        let model: MuDecoderModel
+        let cache: Cache
+        var logits: Tensor
+        var batchSize: Int { cache.offsets.count }
+        var cacheBytes: Int { cache.caches.reduce(0) { $0 + $1.bytes } }
+        var encodeSeconds: Double { 0 }
+        init(model: MuDecoderModel, cache: Cache, logits: Tensor) {
+            self.model = model
+            self.cache = cache
+            self.logits = logits
+        }
+        func advance(tokens: [Int]) throws {
+            guard tokens.count == batchSize else { throw EncoreError(.invalidArgument, "advance: \(tokens.count) tokens for \(batchSize) rows") }
+            try TokenCheck.validate(tokens, vocab: model.config.vocabSize, what: "generated tokens")
+            logits = model.forward(cache, ids: tokens, n: 1, lastOnly: true)
+        }
+    }
+
+    public func beginGeneration(prompts: [[Int]]) throws -> GenerationState {
+        guard !prompts.isEmpty else { throw EncoreError(.invalidArgument, "empty batch") }
+        for (i, p) in prompts.enumerated() {
+            guard !p.isEmpty else { throw EncoreError(.invalidArgument, "prompt \(i): empty token sequence") }
+            try TokenCheck.validate(p, vocab: config.vocabSize, what: "prompt \(i)")
+        }
+        let T = prompts.map(\.count).max()!
+        let offsets = prompts.map { T - $0.count }
+        let ids = prompts.flatMap { [Int](repeating: config.padTokenId, count: T - $0.count) + $0 }   // left-padded
+        let cache = makeCache(batch: prompts.count, offsets: offsets, capacity: T + 64)
+        let logits = forward(cache, ids: ids, n: T, lastOnly: true)
+        return State(model: self, cache: cache, logits: logits)
+    }
+
+    public func score(input: [Int], target: [Int]) throws -> [Float] {
+        guard !target.isEmpty else { return [] }
+        let context = input.isEmpty ? [config.bosTokenId] : input
+        let seq = context + target.dropLast()
+        let all = try logits([seq]).reshaped([seq.count, config.vocabSize])
+        let lp = Ops.logSoftmax(all.rows((context.count - 1)..<seq.count))
+        return target.enumerated().map { lp[$0.offset, $0.element] }
+    }
+}

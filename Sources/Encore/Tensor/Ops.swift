@@ -1,0 +1,152 @@
+import Foundation
+import EncoreKernels
+
+/// The operations models are written in. Each takes and returns ``Tensor``s and is a pure function of
+/// its inputs, so a reverse-mode tape can record it beside its derivative (training builds on these same
+/// entry points). Matrix products go to BLAS, everything else to `EncoreKernels`.
+///
+/// Shape legend: B batch, T/L sequence, C model width, D head width, H heads, V vocabulary.
+public enum Ops {
+    /// y = x · Wᵀ + b. x [M, K], weight [N, K] (PyTorch `Linear` layout), bias [N] → [M, N].
+    public static func linear(_ x: Tensor, weight: Tensor, bias: Tensor?) -> Tensor {
+        let k = x.shape.last!, n = weight.shape[0]
+        precondition(weight.shape.count == 2 && weight.shape[1] == k, "linear: x \(x.shape) vs weight \(weight.shape)")
+        let m = x.count / k
+        let y = Tensor(zeros: Array(x.shape.dropLast()) + [n])  // [M, N]
+        var beta: Float = 0
+        if let bias {
+            precondition(bias.count == n, "linear: bias \(bias.shape) vs \(n) outputs")
+            for r in 0..<m { (y.data + r * n).update(from: bias.data, count: n) }
+            beta = 1
+        }
+        if m == 1 {
+            BLAS.gemv(n: n, k: k, w: weight.data, x: x.data, y: y.data, beta: beta)
+        } else {
+            BLAS.gemm(m: m, n: n, k: k, a: x.data, b: weight.data, transB: true, c: y.data, beta: beta)
+        }
+        return y
+    }
+
+    /// Embedding lookup: table [V, C], ids → [ids.count, C]. Ids must be in range (checked by callers).
+    public static func embedding(_ table: Tensor, ids: [Int]) -> Tensor {
+        let c = table.shape[1]
+        let out = Tensor(zeros: [ids.count, c])
+        for (i, id) in ids.enumerated() {
+            precondition(id >= 0 && id < table.shape[0], "token id \(id) out of range")
+            (out.data + i * c).update(from: table.data + id * c, count: c)
+        }
+        return out
+    }
+
+    /// RMSNorm over the last dimension, in fp32, eps 1e-6 by default: w * x / sqrt(mean(x²) + eps).
+    public static func rmsNorm(_ x: Tensor, weight: Tensor, eps: Float = 1e-6) -> Tensor {
+        let c = x.shape.last!
+        let out = Tensor(zeros: x.shape)
+        ek_rmsnorm_f32(x.data, weight.data, out.data, x.count / c, c, eps)
+        return out
+    }
+
+    /// tanh-approximated GELU, in place on a fresh result.
+    public static func geluTanh(_ x: Tensor) -> Tensor {
+        let out = x.copy()
+        ek_gelu_tanh_f32(out.data, out.count)
+        return out
+    }
+
+    /// gelu(x · Wᵀ + b): the MLP's first layer with its activation fused into the epilogue.
+    public static func linearGELU(_ x: Tensor, weight: Tensor, bias: Tensor?) -> Tensor {
+        let y = linear(x, weight: weight, bias: bias)
+        ek_gelu_tanh_f32(y.data, y.count)
+        return y
+    }
+
+    /// a + b (same shape), as a new tensor.
+    public static func add(_ a: Tensor, _ b: Tensor) -> Tensor {
+        precondition(a.shape == b.shape, "add: \(a.shape) vs \(b.shape)")
+        let out = a.copy()
+        ek_add_f32(out.data, b.data, out.count)
+        return out
+    }
+
+    /// a += b in place (a must not be shared); used for residual streams at inference.
+    public static func addInPlace(_ a: Tensor, _ b: Tensor) {
+        precondition(a.count == b.count, "add: \(a.shape) vs \(b.shape)")
+        ek_add_f32(a.data, b.data, a.count)
+    }
+
+    /// Rotary embedding (GPT-NeoX layout) in place on `heads` heads of width `headDim` in each row of x
+    /// [R, heads*headDim]; `positions` has one (possibly negative) position per row.
+    public static func ropeInPlace(_ x: Tensor, heads: Int, headDim: Int, positions: [Float], invFreq: [Float]) {
+        let rows = x.count / (heads * headDim)
+        precondition(positions.count == rows, "rope: \(positions.count) positions for \(rows) rows")
+        positions.withUnsafeBufferPointer { p in
+            invFreq.withUnsafeBufferPointer { f in
+                ek_rope_neox_f32(x.data, rows, heads, headDim, heads * headDim, p.baseAddress, f.baseAddress)
+            }
+        }
+    }
+
+    /// Row log-softmax of x [R, V] → [R, V].
+    public static func logSoftmax(_ x: Tensor) -> Tensor {
+        let v = x.shape.last!
+        let out = x.copy()
+        for r in 0..<(x.count / v) {
+            let row = out.data + r * v
+            var mx = -Float.infinity
+            for i in 0..<v where row[i] > mx { mx = row[i] }
+            var sum: Double = 0
+            for i in 0..<v { sum += Double(expf(row[i] - mx)) }
+            let lse = mx + Float(log(sum))
+            for i in 0..<v { row[i] -= lse }
+        }
+        return out
+    }
+}
+
+/// Attention geometry shared by every attention call.
+public struct AttentionShape: Sendable {
+    public var heads: Int
+    public var kvHeads: Int
+    public var headDim: Int
+    /// GQA layout: false → query head h reads KV head h mod kvHeads (Mu v1); true → h ÷ (heads/kvHeads).
+    public var interleaved: Bool
+    public var qWidth: Int { heads * headDim }
+    public var kvWidth: Int { kvHeads * headDim }
+    public func kvHead(for h: Int) -> Int { interleaved ? h / (heads / kvHeads) : h % kvHeads }
+}
+
+extension Ops {
+    /// Scaled dot-product attention for one sequence with the Mu reference's masking.
+    ///
+    /// q [Tq, H*D]; k, v: `kvRows` rows of [*, Hkv*D] starting at the given pointers, `kvStride` floats apart;
+    /// keyKeep[s] = 0 masks key s; `causalOffset` ≥ 0 lets query t see keys ≤ t + causalOffset.
+    /// Writes [Tq, H*D] into `out` (row stride H*D). Long queries use BLAS per head; short ones a fused kernel.
+    static func attention(q: UnsafePointer<Float>, tq: Int, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
+                          kvRows: Int, kvStride: Int, out: UnsafeMutablePointer<Float>, shape: AttentionShape,
+                          keyKeep: UnsafePointer<UInt8>?, causalOffset: Int, scratch: inout [Float]) {
+        let scaleDiv = Float(Double(shape.headDim).squareRoot())
+        if tq >= 16 {
+            // Per head: scores = Q_h K_gᵀ [Tq, Tk] (BLAS), masked softmax (kernel), out_h = P V_g (BLAS).
+            if scratch.count < tq * kvRows { scratch = [Float](repeating: 0, count: tq * kvRows) }
+            scratch.withUnsafeMutableBufferPointer { s in
+                let scores = s.baseAddress!
+                for h in 0..<shape.heads {
+                    let g = shape.kvHead(for: h)
+                    BLAS.gemm(m: tq, n: kvRows, k: shape.headDim, a: q + h * shape.headDim, lda: shape.qWidth,
+                              b: k + g * shape.headDim, ldb: kvStride, transB: true, c: scores, ldc: kvRows)
+                    ek_softmax_masked_f32(scores, tq, kvRows, kvRows, scaleDiv, keyKeep, causalOffset)
+                    BLAS.gemm(m: tq, n: shape.headDim, k: kvRows, a: scores, lda: kvRows,
+                              b: v + g * shape.headDim, ldb: kvStride, transB: false,
+                              c: out + h * shape.headDim, ldc: shape.qWidth)
+                }
+            }
+        } else {
+            if scratch.count < kvRows { scratch = [Float](repeating: 0, count: kvRows) }
+            scratch.withUnsafeMutableBufferPointer { s in
+                ek_attention_f32(q, shape.qWidth, k, kvStride, v, kvStride, out, shape.qWidth, tq, kvRows,
+                                 shape.heads, shape.kvHeads, shape.headDim, shape.interleaved ? 1 : 0,
+                                 keyKeep, causalOffset, scaleDiv, s.baseAddress!)
+            }
+        }
+    }
+}

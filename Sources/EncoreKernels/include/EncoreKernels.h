@@ -1,0 +1,102 @@
+/*
+ * EncoreKernels: hand-written fp32 kernels over raw buffers, for the pieces BLAS has nothing for:
+ * norms, activations, softmax, RoPE and attention. Each fast kernel has a plain `_ref` twin that the
+ * tests compare against; the fast path is chosen at run time from the CPU's features
+ * (AVX2+FMA on x86-64, NEON on arm64, plain C elsewhere). Threads never live here yet: callers own them.
+ *
+ * Shapes are given in comments as [rows, cols]; all matrices are row-major and dense unless a stride says
+ * otherwise.
+ */
+#ifndef ENCORE_KERNELS_H
+#define ENCORE_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- CPU features ---- */
+enum { EK_CPU_AVX2_FMA = 1, EK_CPU_AVX512F = 2, EK_CPU_NEON = 4, EK_CPU_AVX512BF16 = 8, EK_CPU_AVX512VNNI = 16 };
+/** Bit set of EK_CPU_* the running CPU has. */
+int ek_cpu_features(void);
+/** Force the plain-C paths (1) or allow SIMD paths (0); for tests and benchmarks. */
+void ek_set_force_reference(int force);
+/** Name of the kernel path in use: "avx2", "neon" or "scalar". */
+const char *ek_kernel_path(void);
+
+/* ---- elementwise ---- */
+/** sum_i a[i]*b[i] */
+float ek_dot_f32(const float *a, const float *b, long n);
+float ek_dot_f32_ref(const float *a, const float *b, long n);
+/** y[i] += alpha * x[i] */
+void ek_axpy_f32(float alpha, const float *x, float *y, long n);
+/** y[i] += x[i] */
+void ek_add_f32(float *y, const float *x, long n);
+/** x: [rows, cols]; x[r, c] += bias[c] */
+void ek_add_bias_f32(float *x, const float *bias, long rows, long cols);
+/** In place tanh-approximated GELU ("gelu_new"): 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))). */
+void ek_gelu_tanh_f32(float *x, long n);
+void ek_gelu_tanh_f32_ref(float *x, long n);
+/** x: [rows, cols]; x = gelu_tanh(x + bias) (bias may be NULL). */
+void ek_bias_gelu_tanh_f32(float *x, const float *bias, long rows, long cols);
+/** exp over a vector, in place (the SIMD path has ~2 ulp error). */
+void ek_exp_f32(float *x, long n);
+
+/* ---- normalisation ---- */
+/** RMSNorm as the Mu reference: out = w * (x * rsqrt(mean(x^2) + eps)), per row of [rows, dim]. out may alias x. */
+void ek_rmsnorm_f32(const float *x, const float *w, float *out, long rows, long dim, float eps);
+void ek_rmsnorm_f32_ref(const float *x, const float *w, float *out, long rows, long dim, float eps);
+
+/* ---- RoPE (GPT-NeoX "rotate_half" layout) ---- */
+/**
+ * Rotates `n_heads` heads of `head_dim` in each of `t` rows of x (row r starts at x + r*row_stride):
+ * x' = x*cos + rotate_half(x)*sin, angle[r, j] = positions[r] * inv_freq[j], j < head_dim/2,
+ * computed in fp32 like the reference.
+ */
+void ek_rope_neox_f32(float *x, long t, long n_heads, long head_dim, long row_stride,
+                      const float *positions, const float *inv_freq);
+
+/* ---- softmax and attention ---- */
+/**
+ * Row softmax with the Mu reference's masking: scores [rows, cols] (row stride `ld`) are scaled by
+ * 1/scale_div; entries whose key is masked (`key_keep[c] == 0`, or c > r + causal_offset when
+ * causal_offset >= 0) get probability 0. A row with every key masked becomes uniform over all cols,
+ * exactly as the reference's masked_fill(finfo.min) does.
+ */
+void ek_softmax_masked_f32(float *scores, long rows, long cols, long ld, float scale_div,
+                           const uint8_t *key_keep, long causal_offset);
+
+/**
+ * Attention for one batch element, any number of queries (best for few: decode steps).
+ * q:   [tq, n_head*head_dim]   rows `q_stride` apart
+ * k,v: [tk, n_kv_head*head_dim] rows `k_stride`/`v_stride` apart
+ * out: [tq, n_head*head_dim]   rows `out_stride` apart
+ * Query head h reads KV head (interleaved ? h / (n_head/n_kv_head) : h % n_kv_head).
+ * key_keep[s] == 0 masks key s (NULL keeps all); causal_offset >= 0 masks keys s > t + causal_offset.
+ * scratch: at least tk floats.
+ */
+void ek_attention_f32(const float *q, long q_stride, const float *k, long k_stride,
+                      const float *v, long v_stride, float *out, long out_stride,
+                      long tq, long tk, long n_head, long n_kv_head, long head_dim, int interleaved,
+                      const uint8_t *key_keep, long causal_offset, float scale_div, float *scratch);
+void ek_attention_f32_ref(const float *q, long q_stride, const float *k, long k_stride,
+                          const float *v, long v_stride, float *out, long out_stride,
+                          long tq, long tk, long n_head, long n_kv_head, long head_dim, int interleaved,
+                          const uint8_t *key_keep, long causal_offset, float scale_div, float *scratch);
+
+/* ---- conversions ---- */
+void ek_bf16_to_f32(const uint16_t *src, float *dst, long n);
+void ek_f16_to_f32(const uint16_t *src, float *dst, long n);
+void ek_f32_to_bf16(const float *src, uint16_t *dst, long n);  /* round to nearest even */
+void ek_f32_to_f16(const float *src, uint16_t *dst, long n);   /* round to nearest even */
+
+/* ---- sampling helpers ---- */
+/** Index of the largest value (first on ties). */
+long ek_argmax_f32(const float *x, long n);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,443 @@
+/* EncoreKernels: see include/EncoreKernels.h. Each SIMD kernel has a `_ref` twin in plain C. */
+#include "EncoreKernels.h"
+#include <math.h>
+#include <string.h>
+#include <float.h>
+
+#if defined(__x86_64__) || defined(_M_X64)
+#define EK_X86 1
+#include <immintrin.h>
+#define EK_AVX2 __attribute__((target("avx2,fma")))
+#endif
+
+/* ------------------------------------------------------------------------------------------------ */
+/* CPU features and dispatch                                                                         */
+
+static int g_force_ref = 0;
+static int g_features = -1;
+
+int ek_cpu_features(void) {
+    if (g_features >= 0) return g_features;
+    int f = 0;
+#if EK_X86
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) f |= EK_CPU_AVX2_FMA;
+    if (__builtin_cpu_supports("avx512f")) f |= EK_CPU_AVX512F;
+    if (__builtin_cpu_supports("avx512vnni")) f |= EK_CPU_AVX512VNNI;
+#if defined(__clang__) && __clang_major__ >= 12
+    if (__builtin_cpu_supports("avx512bf16")) f |= EK_CPU_AVX512BF16;
+#endif
+#elif defined(__aarch64__)
+    f |= EK_CPU_NEON;
+#endif
+    g_features = f;
+    return f;
+}
+
+void ek_set_force_reference(int force) { g_force_ref = force; }
+
+static inline int use_avx2(void) {
+#if EK_X86
+    return !g_force_ref && (ek_cpu_features() & EK_CPU_AVX2_FMA);
+#else
+    return 0;
+#endif
+}
+
+const char *ek_kernel_path(void) { return use_avx2() ? "avx2" : "scalar"; }
+
+/* ------------------------------------------------------------------------------------------------ */
+/* AVX2 helpers                                                                                      */
+
+#if EK_X86
+EK_AVX2 static inline float hsum256(__m256 v) {
+    __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
+    lo = _mm_add_ps(lo, hi);
+    __m128 sh = _mm_movehdup_ps(lo);
+    __m128 s = _mm_add_ps(lo, sh);
+    sh = _mm_movehl_ps(sh, s);
+    s = _mm_add_ss(s, sh);
+    return _mm_cvtss_f32(s);
+}
+
+/* Cephes-style expf, ~2 ulp over the float range. */
+EK_AVX2 static inline __m256 exp256(__m256 x) {
+    const __m256 hi = _mm256_set1_ps(88.3762626647949f), lo = _mm256_set1_ps(-88.3762626647949f);
+    x = _mm256_min_ps(_mm256_max_ps(x, lo), hi);
+    __m256 fx = _mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), _mm256_set1_ps(0.5f));
+    fx = _mm256_floor_ps(fx);
+    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
+    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), x);
+    __m256 y = _mm256_set1_ps(1.9875691500E-4f);
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507E-3f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073E-3f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894E-2f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459E-1f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201E-1f));
+    __m256 x2 = _mm256_mul_ps(x, x);
+    y = _mm256_fmadd_ps(y, x2, _mm256_add_ps(x, _mm256_set1_ps(1.0f)));
+    __m256i n = _mm256_cvttps_epi32(fx);
+    n = _mm256_add_epi32(n, _mm256_set1_epi32(127));
+    n = _mm256_slli_epi32(n, 23);
+    return _mm256_mul_ps(y, _mm256_castsi256_ps(n));
+}
+
+EK_AVX2 static float dot_avx2(const float *a, const float *b, long n) {
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps(), s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
+    long i = 0;
+    for (; i + 32 <= n; i += 32) {
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+        s2 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 16), _mm256_loadu_ps(b + i + 16), s2);
+        s3 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 24), _mm256_loadu_ps(b + i + 24), s3);
+    }
+    for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+    float s = hsum256(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
+    for (; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+EK_AVX2 static void axpy_avx2(float alpha, const float *x, float *y, long n) {
+    __m256 a = _mm256_set1_ps(alpha);
+    long i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(a, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+    for (; i < n; i++) y[i] += alpha * x[i];
+}
+
+EK_AVX2 static void exp_avx2(float *x, long n) {
+    long i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, exp256(_mm256_loadu_ps(x + i)));
+    for (; i < n; i++) x[i] = expf(x[i]);
+}
+
+/* gelu(x) = 0.5 x (1 + tanh(u)), tanh(u) = 1 - 2 / (exp(2u) + 1) */
+EK_AVX2 static void bias_gelu_avx2(float *x, const float *bias, long rows, long cols) {
+    const __m256 c = _mm256_set1_ps(0.7978845608028654f), k = _mm256_set1_ps(0.044715f);
+    const __m256 one = _mm256_set1_ps(1.0f), two = _mm256_set1_ps(2.0f), half = _mm256_set1_ps(0.5f);
+    for (long r = 0; r < rows; r++) {
+        float *row = x + r * cols;
+        long i = 0;
+        for (; i + 8 <= cols; i += 8) {
+            __m256 v = _mm256_loadu_ps(row + i);
+            if (bias) v = _mm256_add_ps(v, _mm256_loadu_ps(bias + i));
+            __m256 v3 = _mm256_mul_ps(_mm256_mul_ps(v, v), v);
+            __m256 u = _mm256_mul_ps(c, _mm256_fmadd_ps(k, v3, v));
+            __m256 e = exp256(_mm256_mul_ps(two, u));
+            __m256 t = _mm256_sub_ps(one, _mm256_div_ps(two, _mm256_add_ps(e, one)));
+            _mm256_storeu_ps(row + i, _mm256_mul_ps(_mm256_mul_ps(half, v), _mm256_add_ps(one, t)));
+        }
+        for (; i < cols; i++) {
+            float v = row[i] + (bias ? bias[i] : 0.0f);
+            row[i] = 0.5f * v * (1.0f + tanhf(0.7978845608028654f * (v + 0.044715f * v * v * v)));
+        }
+    }
+}
+
+EK_AVX2 static void rmsnorm_avx2(const float *x, const float *w, float *out, long rows, long dim, float eps) {
+    for (long r = 0; r < rows; r++) {
+        const float *xr = x + r * dim;
+        float *o = out + r * dim;
+        __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+        long i = 0;
+        for (; i + 16 <= dim; i += 16) {
+            __m256 a = _mm256_loadu_ps(xr + i), b = _mm256_loadu_ps(xr + i + 8);
+            s0 = _mm256_fmadd_ps(a, a, s0);
+            s1 = _mm256_fmadd_ps(b, b, s1);
+        }
+        float ss = hsum256(_mm256_add_ps(s0, s1));
+        for (; i < dim; i++) ss += xr[i] * xr[i];
+        float inv = 1.0f / sqrtf(ss / (float)dim + eps);
+        __m256 vi = _mm256_set1_ps(inv);
+        i = 0;
+        for (; i + 8 <= dim; i += 8)
+            _mm256_storeu_ps(o + i, _mm256_mul_ps(_mm256_loadu_ps(w + i), _mm256_mul_ps(_mm256_loadu_ps(xr + i), vi)));
+        for (; i < dim; i++) o[i] = w[i] * (xr[i] * inv);
+    }
+}
+#endif
+
+/* ------------------------------------------------------------------------------------------------ */
+/* elementwise                                                                                       */
+
+float ek_dot_f32_ref(const float *a, const float *b, long n) {
+    double s = 0;
+    for (long i = 0; i < n; i++) s += (double)a[i] * (double)b[i];
+    return (float)s;
+}
+
+float ek_dot_f32(const float *a, const float *b, long n) {
+#if EK_X86
+    if (use_avx2()) return dot_avx2(a, b, n);
+#endif
+    float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    long i = 0;
+    for (; i + 4 <= n; i += 4) { s0 += a[i] * b[i]; s1 += a[i + 1] * b[i + 1]; s2 += a[i + 2] * b[i + 2]; s3 += a[i + 3] * b[i + 3]; }
+    for (; i < n; i++) s0 += a[i] * b[i];
+    return (s0 + s1) + (s2 + s3);
+}
+
+void ek_axpy_f32(float alpha, const float *x, float *y, long n) {
+#if EK_X86
+    if (use_avx2()) { axpy_avx2(alpha, x, y, n); return; }
+#endif
+    for (long i = 0; i < n; i++) y[i] += alpha * x[i];
+}
+
+void ek_add_f32(float *y, const float *x, long n) {
+    for (long i = 0; i < n; i++) y[i] += x[i];
+}
+
+void ek_add_bias_f32(float *x, const float *bias, long rows, long cols) {
+    for (long r = 0; r < rows; r++) {
+        float *row = x + r * cols;
+        for (long c = 0; c < cols; c++) row[c] += bias[c];
+    }
+}
+
+void ek_exp_f32(float *x, long n) {
+#if EK_X86
+    if (use_avx2()) { exp_avx2(x, n); return; }
+#endif
+    for (long i = 0; i < n; i++) x[i] = expf(x[i]);
+}
+
+void ek_gelu_tanh_f32_ref(float *x, long n) {
+    for (long i = 0; i < n; i++) {
+        double v = x[i];
+        x[i] = (float)(0.5 * v * (1.0 + tanh(sqrt(2.0 / M_PI) * (v + 0.044715 * v * v * v))));
+    }
+}
+
+void ek_bias_gelu_tanh_f32(float *x, const float *bias, long rows, long cols) {
+#if EK_X86
+    if (use_avx2()) { bias_gelu_avx2(x, bias, rows, cols); return; }
+#endif
+    for (long r = 0; r < rows; r++) {
+        float *row = x + r * cols;
+        for (long i = 0; i < cols; i++) {
+            float v = row[i] + (bias ? bias[i] : 0.0f);
+            row[i] = 0.5f * v * (1.0f + tanhf(0.7978845608028654f * (v + 0.044715f * v * v * v)));
+        }
+    }
+}
+
+void ek_gelu_tanh_f32(float *x, long n) { ek_bias_gelu_tanh_f32(x, NULL, 1, n); }
+
+/* ------------------------------------------------------------------------------------------------ */
+/* RMSNorm                                                                                           */
+
+void ek_rmsnorm_f32_ref(const float *x, const float *w, float *out, long rows, long dim, float eps) {
+    for (long r = 0; r < rows; r++) {
+        const float *xr = x + r * dim;
+        double ss = 0;
+        for (long i = 0; i < dim; i++) ss += (double)xr[i] * (double)xr[i];
+        float inv = (float)(1.0 / sqrt(ss / (double)dim + (double)eps));
+        for (long i = 0; i < dim; i++) out[r * dim + i] = w[i] * (xr[i] * inv);
+    }
+}
+
+void ek_rmsnorm_f32(const float *x, const float *w, float *out, long rows, long dim, float eps) {
+#if EK_X86
+    if (use_avx2()) { rmsnorm_avx2(x, w, out, rows, dim, eps); return; }
+#endif
+    for (long r = 0; r < rows; r++) {
+        const float *xr = x + r * dim;
+        float ss = 0;
+        for (long i = 0; i < dim; i++) ss += xr[i] * xr[i];
+        float inv = 1.0f / sqrtf(ss / (float)dim + eps);
+        for (long i = 0; i < dim; i++) out[r * dim + i] = w[i] * (xr[i] * inv);
+    }
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* RoPE                                                                                              */
+
+void ek_rope_neox_f32(float *x, long t, long n_heads, long head_dim, long row_stride,
+                      const float *positions, const float *inv_freq) {
+    long half = head_dim / 2;
+    float cs[512], sn[512];  /* head_dim <= 1024 */
+    for (long r = 0; r < t; r++) {
+        float p = positions[r];
+        for (long j = 0; j < half && j < 512; j++) {
+            float ang = p * inv_freq[j];   /* fp32 product, as torch.einsum in float32 */
+            cs[j] = cosf(ang);
+            sn[j] = sinf(ang);
+        }
+        float *row = x + r * row_stride;
+        for (long h = 0; h < n_heads; h++) {
+            float *v = row + h * head_dim;
+            for (long j = 0; j < half; j++) {
+                float a = v[j], b = v[j + half];
+                v[j] = a * cs[j] - b * sn[j];
+                v[j + half] = b * cs[j] + a * sn[j];
+            }
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* softmax and attention                                                                             */
+
+static inline int key_allowed(const uint8_t *keep, long causal_offset, long r, long c) {
+    if (keep && !keep[c]) return 0;
+    if (causal_offset >= 0 && c > r + causal_offset) return 0;
+    return 1;
+}
+
+/* Softmax of one row in place over `cols` entries, with the masking rule above. */
+static void softmax_row(float *s, long cols, float scale_div, const uint8_t *keep, long causal_offset, long r) {
+    float mx = -INFINITY;
+    long allowed = 0;
+    for (long c = 0; c < cols; c++) {
+        if (key_allowed(keep, causal_offset, r, c)) {
+            s[c] = s[c] / scale_div;
+            if (s[c] > mx) mx = s[c];
+            allowed++;
+        }
+    }
+    if (allowed == 0) {  /* reference: every score is finfo.min -> uniform */
+        float u = 1.0f / (float)cols;
+        for (long c = 0; c < cols; c++) s[c] = u;
+        return;
+    }
+    for (long c = 0; c < cols; c++) s[c] = key_allowed(keep, causal_offset, r, c) ? s[c] - mx : -INFINITY;
+    ek_exp_f32(s, cols);
+    double sum = 0;
+    for (long c = 0; c < cols; c++) {
+        if (!key_allowed(keep, causal_offset, r, c)) s[c] = 0.0f;
+        sum += s[c];
+    }
+    float inv = (float)(1.0 / sum);
+    for (long c = 0; c < cols; c++) s[c] *= inv;
+}
+
+void ek_softmax_masked_f32(float *scores, long rows, long cols, long ld, float scale_div,
+                           const uint8_t *key_keep, long causal_offset) {
+    for (long r = 0; r < rows; r++) softmax_row(scores + r * ld, cols, scale_div, key_keep, causal_offset, r);
+}
+
+static inline long kv_head_for(long h, long n_head, long n_kv_head, int interleaved) {
+    long groups = n_head / n_kv_head;
+    return interleaved ? h / groups : h % n_kv_head;
+}
+
+void ek_attention_f32(const float *q, long q_stride, const float *k, long k_stride,
+                      const float *v, long v_stride, float *out, long out_stride,
+                      long tq, long tk, long n_head, long n_kv_head, long head_dim, int interleaved,
+                      const uint8_t *key_keep, long causal_offset, float scale_div, float *scratch) {
+    for (long t = 0; t < tq; t++) {
+        for (long h = 0; h < n_head; h++) {
+            long g = kv_head_for(h, n_head, n_kv_head, interleaved);
+            const float *qh = q + t * q_stride + h * head_dim;
+            long limit = tk;
+            if (causal_offset >= 0 && t + causal_offset + 1 < limit) limit = t + causal_offset + 1;
+            for (long s = 0; s < limit; s++) scratch[s] = ek_dot_f32(qh, k + s * k_stride + g * head_dim, head_dim);
+            for (long s = limit; s < tk; s++) scratch[s] = 0.0f;
+            softmax_row(scratch, tk, scale_div, key_keep, causal_offset, t);
+            float *o = out + t * out_stride + h * head_dim;
+            memset(o, 0, sizeof(float) * head_dim);
+            for (long s = 0; s < tk; s++) {
+                float p = scratch[s];
+                if (p != 0.0f) ek_axpy_f32(p, v + s * v_stride + g * head_dim, o, head_dim);
+            }
+        }
+    }
+}
+
+void ek_attention_f32_ref(const float *q, long q_stride, const float *k, long k_stride,
+                          const float *v, long v_stride, float *out, long out_stride,
+                          long tq, long tk, long n_head, long n_kv_head, long head_dim, int interleaved,
+                          const uint8_t *key_keep, long causal_offset, float scale_div, float *scratch) {
+    for (long t = 0; t < tq; t++) {
+        for (long h = 0; h < n_head; h++) {
+            long g = kv_head_for(h, n_head, n_kv_head, interleaved);
+            const float *qh = q + t * q_stride + h * head_dim;
+            double mx = -INFINITY;
+            long allowed = 0;
+            for (long s = 0; s < tk; s++) {
+                if (!key_allowed(key_keep, causal_offset, t, s)) continue;
+                scratch[s] = ek_dot_f32_ref(qh, k + s * k_stride + g * head_dim, head_dim) / scale_div;
+                if (scratch[s] > mx) mx = scratch[s];
+                allowed++;
+            }
+            double sum = 0;
+            for (long s = 0; s < tk; s++) {
+                if (allowed == 0) scratch[s] = 1.0f;
+                else scratch[s] = key_allowed(key_keep, causal_offset, t, s) ? (float)exp(scratch[s] - mx) : 0.0f;
+                sum += scratch[s];
+            }
+            float *o = out + t * out_stride + h * head_dim;
+            for (long d = 0; d < head_dim; d++) {
+                double acc = 0;
+                for (long s = 0; s < tk; s++) acc += (double)scratch[s] * v[s * v_stride + g * head_dim + d];
+                o[d] = (float)(acc / sum);
+            }
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* conversions                                                                                       */
+
+void ek_bf16_to_f32(const uint16_t *src, float *dst, long n) {
+    for (long i = 0; i < n; i++) { uint32_t b = (uint32_t)src[i] << 16; memcpy(dst + i, &b, 4); }
+}
+
+void ek_f32_to_bf16(const float *src, uint16_t *dst, long n) {
+    for (long i = 0; i < n; i++) {
+        uint32_t b; memcpy(&b, src + i, 4);
+        if ((b & 0x7fffffffu) > 0x7f800000u) { dst[i] = (uint16_t)((b >> 16) | 0x40); continue; } /* NaN stays NaN */
+        b += 0x7fffu + ((b >> 16) & 1u);
+        dst[i] = (uint16_t)(b >> 16);
+    }
+}
+
+static float half_to_float(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+    uint32_t exp = (h >> 10) & 0x1fu, man = h & 0x3ffu, bits;
+    if (exp == 0) {
+        if (man == 0) bits = sign;
+        else {  /* subnormal */
+            float f = (float)man * (1.0f / 16777216.0f);  /* man * 2^-24 */
+            memcpy(&bits, &f, 4);
+            bits |= sign;
+        }
+    } else if (exp == 31) bits = sign | 0x7f800000u | (man << 13);
+    else bits = sign | ((exp + 112) << 23) | (man << 13);
+    float out; memcpy(&out, &bits, 4);
+    return out;
+}
+
+void ek_f16_to_f32(const uint16_t *src, float *dst, long n) {
+    for (long i = 0; i < n; i++) dst[i] = half_to_float(src[i]);
+}
+
+static uint16_t float_to_half(float f) {
+    uint32_t x; memcpy(&x, &f, 4);
+    uint32_t sign = (x >> 16) & 0x8000u;
+    uint32_t absx = x & 0x7fffffffu;
+    if (absx > 0x7f800000u) return (uint16_t)(sign | 0x7e00u);              /* NaN */
+    if (absx >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u);             /* overflow -> inf */
+    if (absx < 0x38800000u) {                                                /* subnormal half */
+        float a; memcpy(&a, &absx, 4);
+        float scaled = a * 16777216.0f;                                      /* / 2^-24 */
+        uint32_t m = (uint32_t)lrintf(scaled);                               /* nearest even */
+        return (uint16_t)(sign | m);
+    }
+    uint32_t mant = absx & 0x7fffffu;
+    uint32_t e = (absx >> 23) - 112;
+    uint32_t h = (e << 10) | (mant >> 13);
+    uint32_t rem = mant & 0x1fffu;
+    if (rem > 0x1000u || (rem == 0x1000u && (h & 1u))) h++;
+    return (uint16_t)(sign | h);
+}
+
+void ek_f32_to_f16(const float *src, uint16_t *dst, long n) {
+    for (long i = 0; i < n; i++) dst[i] = float_to_half(src[i]);
+}
+
+long ek_argmax_f32(const float *x, long n) {
+    long best = 0;
+    for (long i = 1; i < n; i++) if (x[i] > x[best]) best = i;
+    return best;
+}

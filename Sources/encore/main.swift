@@ -1,0 +1,2 @@
+import Encore
+print("encore")

@@ -1,0 +1,162 @@
+import XCTest
+@testable import Encore
+
+/// Parity with the reference PyTorch Mu (microsoft/encoder-decoder-slm), through goldens made by
+/// tools/goldens/make_mu_goldens.py. Tolerances: fp32 logits and encoder outputs within 1e-4 relative
+/// (max |Δ| / max |golden|); greedy tokens identical.
+final class MuParityTests: XCTestCase {
+    static let muCases = ["gqa_mod", "gqa_interleaved_ntk", "mha"]
+
+    func load(_ name: String, weights: String = "model.safetensors") throws -> (MuModel, [String: Any], SafeTensorsFile) {
+        let dir = fixture("mu/\(name)")
+        let (data, _, path) = try ConfigFile.read(folder: dir)
+        let config = try ConfigFile.decode(MuConfig.self, from: data, path: path)
+        let model = try MuModel(config: config, file: SafeTensorsFile(path: dir + "/" + weights))
+        return (model, try readJSON(dir + "/golden.json"), try SafeTensorsFile(path: dir + "/golden.safetensors"))
+    }
+
+    func testEncoderOutputsMatchReference() throws {
+        for name in Self.muCases {
+            let (model, golden, tensors) = try load(name)
+            let enc = try model.encode(try intRows(golden["encoder_input_ids"]))
+            let expected = try tensors.tensor("encoder_out")
+            XCTAssertEqual(enc.hidden.shape, expected.shape, name)
+            let err = relativeError(enc.hidden.toArray(), expected.toArray())
+            XCTAssertLessThan(err, 1e-4, "\(name): encoder output relative error \(err)")
+        }
+    }
+
+    func testTeacherForcedLogitsMatchReference() throws {
+        for name in Self.muCases {
+            let (model, golden, tensors) = try load(name)
+            let logits = try model.teacherForcedLogits(encoderIds: try intRows(golden["encoder_input_ids"]),
+                                                       decoderIds: try intRows(golden["decoder_input_ids"]))
+            let expected = try tensors.tensor("logits")
+            XCTAssertEqual(logits.shape, expected.shape, name)
+            let err = relativeError(logits.toArray(), expected.toArray())
+            XCTAssertLessThan(err, 1e-4, "\(name): logits relative error \(err)")
+        }
+    }
+
+    /// bf16 and f16 checkpoints: against the reference run on the same rounded weights (1e-4), and against
+    /// the fp32 model (the cost of the format on these deliberately large random weights: 0.25 for bf16, 5e-2 for f16).
+    func testHalfPrecisionCheckpoints() throws {
+        for name in Self.muCases {
+            for (file, key, loose) in [("model-bf16.safetensors", "logits_bf16w", Float(0.25)), ("model-f16.safetensors", "logits_f16w", Float(5e-2))] {
+                let (model, golden, tensors) = try load(name, weights: file)
+                let logits = try model.teacherForcedLogits(encoderIds: try intRows(golden["encoder_input_ids"]),
+                                                           decoderIds: try intRows(golden["decoder_input_ids"]))
+                let same = relativeError(logits.toArray(), try tensors.tensor(key).toArray())
+                XCTAssertLessThan(same, 1e-4, "\(name) \(file): vs reference on rounded weights \(same)")
+                let vsF32 = relativeError(logits.toArray(), try tensors.tensor("logits").toArray())
+                XCTAssertLessThan(vsF32, loose, "\(name) \(file): vs fp32 \(vsF32)")
+                XCTAssertGreaterThan(vsF32, 0, "\(name) \(file): rounded weights should change the logits")
+            }
+        }
+    }
+
+    func testGreedyGenerationMatchesReference() throws {
+        for name in Self.muCases {
+            let (model, golden, _) = try load(name)
+            for key in ["greedy", "greedy_single"] {
+                let g = try XCTUnwrap(golden[key] as? [String: Any])
+                let eos = (g["eos_token_id"] as! NSNumber).intValue
+                let inputs = try intRows(g["input_ids"]).map { row in Array(row.prefix { $0 != 0 }) }  // unpadded
+                let expected = try intRows(g["output_ids"]).map { untilEOS(Array($0.dropFirst()), eos: eos) }  // drop BOS
+                let maxNew = (g["max_new_tokens"] as! NSNumber).intValue
+                let result = try Generator(model: model).generate(prompts: inputs, parameters: .init(maxTokens: maxNew, eosTokenId: eos))
+                XCTAssertEqual(result.tokens, expected, "\(name) \(key)")
+            }
+        }
+    }
+
+    /// Cached generation (cross K/V once, self-attention cache) equals the reference's way: re-running the
+    /// whole decoder over the prefix at every step.
+    func testCachedGenerationEqualsFullRecomputation() throws {
+        for name in Self.muCases {
+            let (model, golden, _) = try load(name)
+            let inputs = try intRows(golden["encoder_input_ids"])
+            let cached = try Generator(model: model).generate(prompts: inputs, parameters: .init(maxTokens: 12, useModelEOS: false))
+            var prefix = [[Int]](repeating: [model.config.bosTokenId], count: inputs.count)
+            for _ in 0..<12 {
+                let logits = try model.teacherForcedLogits(encoderIds: inputs, decoderIds: prefix)  // [B, T, V]
+                let (B, T, V) = (logits.shape[0], logits.shape[1], logits.shape[2])
+                for b in 0..<B {
+                    let row = Array(logits.toArray()[((b * T + T - 1) * V)..<((b * T + T) * V)])
+                    prefix[b].append(row.indices.max { row[$0] < row[$1] || (row[$0] == row[$1] && $0 > $1) }!)
+                }
+            }
+            XCTAssertEqual(cached.tokens, prefix.map { Array($0.dropFirst()) }, name)
+            // and the cached logits at every step equal the recomputed ones
+            let state = try model.beginGeneration(prompts: inputs)
+            for step in 0..<6 {
+                let full = try model.teacherForcedLogits(encoderIds: inputs, decoderIds: prefix.map { Array($0.prefix(step + 1)) })
+                let V = model.vocabSize, T = step + 1
+                for b in 0..<inputs.count {
+                    let want = Array(full.toArray()[((b * T + T - 1) * V)..<((b * T + T) * V)])
+                    let got = Array(state.logits.toArray()[(b * V)..<((b + 1) * V)])
+                    XCTAssertLessThan(relativeError(got, want), 1e-5, "\(name) step \(step) row \(b)")
+                }
+                try state.advance(tokens: prefix.map { $0[step + 1] })
+            }
+        }
+    }
+
+    func testScoreEqualsLogSoftmaxOfTeacherForcedLogits() throws {
+        let (model, golden, tensors) = try load("gqa_mod")
+        let enc = try intRows(golden["encoder_input_ids"])[0]
+        let dec = try intRows(golden["decoder_input_ids"])[0]          // [BOS, t1..t5]
+        let target = Array(dec.dropFirst())
+        let lp = try model.score(input: enc, target: target)
+        let logits = try tensors.tensor("logits")                     // [B, T, V]
+        let V = model.vocabSize
+        for (i, tok) in target.enumerated() {
+            let row = (0..<V).map { logits[0, i, $0] }
+            let mx = row.max()!
+            let lse = mx + log(row.reduce(0) { $0 + exp($1 - mx) })
+            XCTAssertEqual(lp[i], row[tok] - lse, accuracy: 1e-4)
+        }
+    }
+
+    func testParameterCountOfReleasedConfig() {
+        XCTAssertEqual(ParameterCount.mu(.mu330m), 332_042_240)   // the reference model's numel
+        let twin = MuDecoderConfig.matching(.mu330m)
+        XCTAssertEqual(twin.nLayer, 31)
+        XCTAssertEqual(ParameterCount.muDecoder(twin), 329_793_792)   // 329.8M, as BASELINES.md
+    }
+}
+
+/// The matched decoder-only baseline, against the reference's own blocks made causal.
+final class MuDecoderParityTests: XCTestCase {
+    func model() throws -> (MuDecoderModel, [String: Any], SafeTensorsFile) {
+        let dir = fixture("mu/mu_decoder")
+        return (try MuDecoderModel(folder: dir), try readJSON(dir + "/golden.json"), try SafeTensorsFile(path: dir + "/golden.safetensors"))
+    }
+
+    func testLogitsMatchReference() throws {
+        let (m, golden, tensors) = try model()
+        let logits = try m.logits(try intRows(golden["logits_input_ids"]))
+        let err = relativeError(logits.toArray(), try tensors.tensor("logits").toArray())
+        XCTAssertLessThan(err, 1e-4, "relative error \(err)")
+    }
+
+    func testGreedyMatchesReference() throws {
+        let (m, golden, _) = try model()
+        let g = try XCTUnwrap(golden["greedy"] as? [String: Any])
+        let out = try Generator(model: m).generate(prompt: try ints(g["prompt_ids"]),
+                                                   parameters: .init(maxTokens: 20, useModelEOS: false))
+        XCTAssertEqual(out, try ints(g["output_ids"]))
+    }
+
+    /// Left-padded batches give each row what it gets alone.
+    func testBatchedGenerationEqualsSingle() throws {
+        let (m, golden, _) = try model()
+        let g = try XCTUnwrap(golden["greedy"] as? [String: Any])
+        let p0 = try ints(g["prompt_ids"]), p1 = Array(p0.suffix(3)), p2 = [7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27]
+        let params = GenerationParameters(maxTokens: 10, useModelEOS: false)
+        let batch = try Generator(model: m).generate(prompts: [p0, p1, p2], parameters: params).tokens
+        for (i, p) in [p0, p1, p2].enumerated() {
+            XCTAssertEqual(batch[i], try Generator(model: m).generate(prompt: p, parameters: params), "row \(i)")
+        }
+    }
+}

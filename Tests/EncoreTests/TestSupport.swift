@@ -1,0 +1,46 @@
+import Foundation
+import XCTest
+@testable import Encore
+
+/// Fixture folders live beside the tests (made by tools/goldens/make_mu_goldens.py).
+let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures").path
+
+func fixture(_ rel: String) -> String { fixtures + "/" + rel }
+
+func readJSON(_ path: String) throws -> [String: Any] {
+    let data = try Data(contentsOf: URL(fileURLWithPath: path))
+    return try XCTUnwrap(JSONSerialization.jsonObject(with: data) as? [String: Any])
+}
+
+func intRows(_ any: Any?) throws -> [[Int]] {
+    try XCTUnwrap(any as? [[Any]]).map { $0.map { ($0 as! NSNumber).intValue } }
+}
+
+func ints(_ any: Any?) throws -> [Int] {
+    try XCTUnwrap(any as? [Any]).map { ($0 as! NSNumber).intValue }
+}
+
+/// max |a − b| / max |b|: the relative error used by the parity tests.
+func relativeError(_ a: [Float], _ b: [Float]) -> Float {
+    precondition(a.count == b.count)
+    var diff: Float = 0, scale: Float = 0
+    for (x, y) in zip(a, b) {
+        diff = max(diff, abs(x - y))
+        scale = max(scale, abs(y))
+    }
+    return diff / max(scale, 1e-30)
+}
+
+/// A temporary folder removed at the end of the test.
+func makeTempDir(_ test: XCTestCase) throws -> String {
+    let dir = NSTemporaryDirectory() + "encore-test-" + UUID().uuidString
+    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    test.addTeardownBlock { try? FileManager.default.removeItem(atPath: dir) }
+    return dir
+}
+
+/// Cuts a reference output after its first EOS (the reference pads finished rows with EOS).
+func untilEOS(_ ids: [Int], eos: Int) -> [Int] {
+    if let i = ids.firstIndex(of: eos) { return Array(ids[...i]) }
+    return ids
+}
