@@ -48,7 +48,7 @@ MU_DEFAULTS = {
 INT_FIELDS = {"n_encoder_layer", "n_decoder_layer", "n_embd", "qkv_embd", "hidden_dim", "n_head", "n_kv_head",
               "block_size", "pad_token_id", "vocab_size"}
 FLOAT_FIELDS = {"dropout", "rope_factor", "rope_theta"}
-DEFAULT_BOS, DEFAULT_EOS = 1, 32000  # the Mu tokenizer (T5-style vocab + added BOS)
+DEFAULT_BOS, DEFAULT_EOS = 1, 32000  # the Mu tokenizer (Phi-3.5-mini): <s> = 1, <|endoftext|> = 32000
 ENCORE_EXTRA = ("model_type", "bos_token_id", "eos_token_id")
 TIED_HEAD = "lm_head.weight"
 EMBEDDING = "transformer.wte.weight"
@@ -139,19 +139,20 @@ def check_tensors(sd: dict, cfg: dict, where: str) -> None:
     """Names and shapes of sd (which may hold lm_head.weight) against the config; raises ConvertError."""
     shapes = expected_shapes(cfg)
     names = set(sd) - {TIED_HEAD}
-    missing = sorted(set(shapes) - names)
+    missing = [k for k in shapes if k not in names]                 # in model order
     unexpected = sorted(names - set(shapes))
+    wrong = [f"{k} has shape {list(sd[k].shape)}, the config implies {list(shape)}"
+             for k, shape in shapes.items() if k in names and tuple(sd[k].shape) != shape]
+    if TIED_HEAD in sd and tuple(sd[TIED_HEAD].shape) != shapes[EMBEDDING]:
+        wrong.append(f"{TIED_HEAD} has shape {list(sd[TIED_HEAD].shape)}, "
+                     f"the config implies {list(shapes[EMBEDDING])}")
     problems = []
     if missing:
         problems.append(f"{len(missing)} missing tensor(s): {_few(missing)}")
     if unexpected:
         problems.append(f"{len(unexpected)} unexpected tensor(s): {_few(unexpected)}")
-    for name in sorted(names & set(shapes)):
-        if tuple(sd[name].shape) != shapes[name]:
-            problems.append(f"tensor {name} has shape {list(sd[name].shape)}, the config implies {list(shapes[name])}")
-    if TIED_HEAD in sd and tuple(sd[TIED_HEAD].shape) != shapes[EMBEDDING]:
-        problems.append(f"tensor {TIED_HEAD} has shape {list(sd[TIED_HEAD].shape)}, "
-                        f"the config implies {list(shapes[EMBEDDING])}")
+    if wrong:
+        problems.append(f"{len(wrong)} tensor(s) with the wrong shape: {_few(wrong, 3)}")
     if problems:
         raise ConvertError(f"{where}: tensors do not match the config "
                            f"({cfg['n_encoder_layer']}+{cfg['n_decoder_layer']} layers, n_embd {cfg['n_embd']}): "

@@ -194,7 +194,7 @@ public final class MuModel: LanguageModel {
             let q = block.attn.q(h), k = block.attn.k(h), v = block.attn.v(h)   // [B*L, H*D], [B*L, Hkv*D]
             Ops.ropeInPlace(q, heads: shape.heads, headDim: shape.headDim, positions: positions, invFreq: invFreq)
             Ops.ropeInPlace(k, heads: shape.kvHeads, headDim: shape.headDim, positions: positions, invFreq: invFreq)
-            let o = Tensor(zeros: [B * L, shape.qWidth])                   // [B*L, H*D]
+            let o = Tensor(uninitialized: [B * L, shape.qWidth])                   // [B*L, H*D]
             keep.withUnsafeBufferPointer { kp in
                 for b in 0..<B {
                     Ops.attention(q: q.data + b * L * shape.qWidth, tq: L, k: k.data + b * L * shape.kvWidth,
@@ -265,7 +265,7 @@ public final class MuModel: LanguageModel {
             Ops.ropeInPlace(q, heads: shape.heads, headDim: shape.headDim, positions: positions, invFreq: invFreq)
             Ops.ropeInPlace(k, heads: shape.kvHeads, headDim: shape.headDim, positions: positions, invFreq: invFreq)
             cache.append(k: k, v: v, keep: newKeep, n: n)
-            let o = Tensor(zeros: [B * n, shape.qWidth])
+            let o = Tensor(uninitialized: [B * n, shape.qWidth])
             for b in 0..<B {
                 cache.withKeep(batch: b) { kp in
                     Ops.attention(q: q.data + b * n * shape.qWidth, tq: n, k: cache.keyPointer(batch: b),
@@ -277,7 +277,7 @@ public final class MuModel: LanguageModel {
             Ops.addInPlace(x, block.causalAttn.out(o))
             // cross-attention over the encoder output (K/V projected once, no RoPE)
             let qc = block.crossAttn.q(block.ln2(x))                       // [B*n, H*D]
-            let oc = Tensor(zeros: [B * n, shape.qWidth])
+            let oc = Tensor(uninitialized: [B * n, shape.qWidth])
             let ck = state.encoder.crossK[layer], cv = state.encoder.crossV[layer]
             state.encoder.keep.withUnsafeBufferPointer { kp in
                 for b in 0..<B {

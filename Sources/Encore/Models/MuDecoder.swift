@@ -108,7 +108,7 @@ public final class MuDecoderModel: LanguageModel {
             Ops.ropeInPlace(q, heads: shape.heads, headDim: shape.headDim, positions: positions, invFreq: invFreq)
             Ops.ropeInPlace(k, heads: shape.kvHeads, headDim: shape.headDim, positions: positions, invFreq: invFreq)
             kv.append(k: k, v: v, keep: newKeep, n: n)
-            let o = Tensor(zeros: [B * n, shape.qWidth])
+            let o = Tensor(uninitialized: [B * n, shape.qWidth])
             for b in 0..<B {
                 kv.withKeep(batch: b) { kp in
                     Ops.attention(q: q.data + b * n * shape.qWidth, tq: n, k: kv.keyPointer(batch: b),

@@ -12,7 +12,7 @@ public enum Ops {
         let k = x.shape.last!, n = weight.shape[0]
         precondition(weight.shape.count == 2 && weight.shape[1] == k, "linear: x \(x.shape) vs weight \(weight.shape)")
         let m = x.count / k
-        let y = Tensor(zeros: Array(x.shape.dropLast()) + [n])  // [M, N]
+        let y = Tensor(uninitialized: Array(x.shape.dropLast()) + [n])  // [M, N]
         var beta: Float = 0
         if let bias {
             precondition(bias.count == n, "linear: bias \(bias.shape) vs \(n) outputs")
@@ -20,6 +20,7 @@ public enum Ops {
             beta = 1
         }
         if m == 1 {
+            if beta == 0 { y.data.update(repeating: 0, count: n) }   // sgemv's beta = 0 may read y
             BLAS.gemv(n: n, k: k, w: weight.data, x: x.data, y: y.data, beta: beta)
         } else {
             BLAS.gemm(m: m, n: n, k: k, a: x.data, b: weight.data, transB: true, c: y.data, beta: beta)
@@ -30,7 +31,7 @@ public enum Ops {
     /// Embedding lookup: table [V, C], ids → [ids.count, C]. Ids must be in range (checked by callers).
     public static func embedding(_ table: Tensor, ids: [Int]) -> Tensor {
         let c = table.shape[1]
-        let out = Tensor(zeros: [ids.count, c])
+        let out = Tensor(uninitialized: [ids.count, c])
         for (i, id) in ids.enumerated() {
             precondition(id >= 0 && id < table.shape[0], "token id \(id) out of range")
             (out.data + i * c).update(from: table.data + id * c, count: c)
@@ -41,7 +42,7 @@ public enum Ops {
     /// RMSNorm over the last dimension, in fp32, eps 1e-6 by default: w * x / sqrt(mean(x²) + eps).
     public static func rmsNorm(_ x: Tensor, weight: Tensor, eps: Float = 1e-6) -> Tensor {
         let c = x.shape.last!
-        let out = Tensor(zeros: x.shape)
+        let out = Tensor(uninitialized: x.shape)
         ek_rmsnorm_f32(x.data, weight.data, out.data, x.count / c, c, eps)
         return out
     }

@@ -1,21 +1,23 @@
 import Foundation
 
-/// Memory behind a ``Tensor``: fp32 values, either owned (64-byte aligned) or borrowed from a mapping
-/// that `owner` keeps alive.
+/// Memory behind a ``Tensor``: fp32 values, either owned (64-byte aligned, recycled through
+/// ``BufferPool``) or borrowed from a mapping that `owner` keeps alive.
 public final class TensorStorage: @unchecked Sendable {
     public let base: UnsafeMutablePointer<Float>
     public let count: Int
     private let owner: AnyObject?
+    private let byteCount: Int
 
-    /// Allocates `count` zeroed floats.
-    public init(count: Int) {
+    /// Allocates `count` floats, zeroed unless `zeroed` is false (then the caller writes every element).
+    public init(count: Int, zeroed: Bool = true) {
         precondition(count >= 0, "negative tensor size")
         let bytes = max(count, 1) * MemoryLayout<Float>.stride
-        let raw = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)
-        raw.initializeMemory(as: UInt8.self, repeating: 0, count: bytes)
+        let raw = BufferPool.shared.take(bytes)
+        if zeroed { raw.initializeMemory(as: UInt8.self, repeating: 0, count: bytes) }
         self.base = raw.bindMemory(to: Float.self, capacity: max(count, 1))
         self.count = count
         self.owner = nil
+        self.byteCount = bytes
     }
 
     /// Wraps memory owned by `owner` (for example a memory-mapped checkpoint); never freed here.
@@ -23,10 +25,56 @@ public final class TensorStorage: @unchecked Sendable {
         self.base = pointer
         self.count = count
         self.owner = owner
+        self.byteCount = 0
     }
 
     deinit {
-        if owner == nil { UnsafeMutableRawPointer(base).deallocate() }
+        if owner == nil { BufferPool.shared.give(UnsafeMutableRawPointer(base), byteCount) }
+    }
+}
+
+/// Recycles freed tensor buffers by exact size, so the many same-sized temporaries of a forward pass
+/// (activations, attention outputs) do not go back to the OS and fault in again at every step. Holds at
+/// most `limit` bytes; thread-safe.
+public final class BufferPool: @unchecked Sendable {
+    public static let shared = BufferPool()
+    private var free: [Int: [UnsafeMutableRawPointer]] = [:]
+    private var held = 0
+    private let lock = NSLock()
+    /// Most bytes kept for reuse (256 MiB).
+    public var limit = 256 << 20
+
+    func take(_ bytes: Int) -> UnsafeMutableRawPointer {
+        lock.lock()
+        if var list = free[bytes], let p = list.popLast() {
+            free[bytes] = list
+            held -= bytes
+            lock.unlock()
+            return p
+        }
+        lock.unlock()
+        return UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)
+    }
+
+    func give(_ p: UnsafeMutableRawPointer, _ bytes: Int) {
+        lock.lock()
+        if held + bytes <= limit && bytes >= 4096 {
+            free[bytes, default: []].append(p)
+            held += bytes
+            lock.unlock()
+            return
+        }
+        lock.unlock()
+        p.deallocate()
+    }
+
+    /// Returns every kept buffer to the system.
+    public func drain() {
+        lock.lock()
+        for (_, list) in free { for p in list { p.deallocate() } }
+        free = [:]
+        held = 0
+        lock.unlock()
     }
 }
 
@@ -53,6 +101,14 @@ public struct Tensor: @unchecked Sendable {
         precondition(shape.allSatisfy { $0 >= 0 }, "negative dimension in \(shape)")
         self.shape = shape
         self.storage = TensorStorage(count: shape.reduce(1, *))
+        self.offset = 0
+    }
+
+    /// A tensor whose values the caller will overwrite entirely (no zero fill).
+    public init(uninitialized shape: [Int]) {
+        precondition(shape.allSatisfy { $0 >= 0 }, "negative dimension in \(shape)")
+        self.shape = shape
+        self.storage = TensorStorage(count: shape.reduce(1, *), zeroed: false)
         self.offset = 0
     }
 
@@ -90,7 +146,7 @@ public struct Tensor: @unchecked Sendable {
 
     /// A copy with its own storage.
     public func copy() -> Tensor {
-        let t = Tensor(zeros: shape)
+        let t = Tensor(uninitialized: shape)
         t.data.update(from: data, count: count)
         return t
     }

@@ -1,0 +1,121 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Process memory figures for benchmarks.
+public enum MemoryStats {
+    /// Starts a new peak-RSS window (Linux: /proc/self/clear_refs; elsewhere a no-op).
+    public static func resetPeak() {
+        #if os(Linux)
+        if let fh = FileHandle(forWritingAtPath: "/proc/self/clear_refs") {
+            fh.write("5".data(using: .utf8)!)
+            try? fh.close()
+        }
+        #endif
+    }
+
+    /// Peak resident set size in bytes since the last reset (Linux VmHWM; elsewhere the process maximum).
+    public static func peakRSS() -> Int {
+        #if os(Linux)
+        return statusField("VmHWM:") ?? 0
+        #else
+        var usage = rusage()
+        getrusage(RUSAGE_SELF, &usage)
+        return Int(usage.ru_maxrss)   // bytes on Darwin
+        #endif
+    }
+
+    /// Current resident set size in bytes (Linux; 0 elsewhere).
+    public static func currentRSS() -> Int {
+        #if os(Linux)
+        return statusField("VmRSS:") ?? 0
+        #else
+        return 0
+        #endif
+    }
+
+    private static func statusField(_ key: String) -> Int? {
+        guard let text = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return nil }
+        for line in text.split(separator: "\n") where line.hasPrefix(key) {
+            let parts = line.split(separator: " ", omittingEmptySubsequences: true)
+            if parts.count >= 2, let kb = Int(parts[1]) { return kb * 1024 }
+        }
+        return nil
+    }
+}
+
+/// One model measured by ``Benchmark``.
+public struct BenchResult: Sendable {
+    public var model: String
+    public var params: Int
+    public var inputTokens: Int
+    public var outputTokens: Int
+    /// Encoder + cross-attention K/V (encoder-decoder only), median over repetitions.
+    public var encodeMs: Double
+    /// Input ids → first generated token id, median.
+    public var ttftMs: Double
+    /// Tokens 2…N per second, median.
+    public var decodeTokensPerSecond: Double
+    /// Whole generation, median.
+    public var endToEndMs: Double
+    public var peakRSSMB: Double
+    /// Bytes of KV / cross caches at the end of a generation.
+    public var cacheMB: Double
+
+    public var json: [String: Any] {
+        ["model": model, "params": params, "input_tokens": inputTokens, "output_tokens": outputTokens,
+         "encode_ms": encodeMs, "ttft_ms": ttftMs, "decode_tokens_per_s": decodeTokensPerSecond,
+         "e2e_ms": endToEndMs, "peak_rss_mb": peakRSSMB, "cache_mb": cacheMB]
+    }
+}
+
+/// Times generation the way the paper's efficiency study does: batch 1, greedy, fixed input and output
+/// lengths, no early stop; one warm-up, then the median of `repetitions`.
+public struct Benchmark {
+    public var inputTokens: Int
+    public var outputTokens: Int
+    public var repetitions: Int
+    public var seed: UInt64
+
+    public init(inputTokens: Int, outputTokens: Int, repetitions: Int = 3, seed: UInt64 = 1) {
+        self.inputTokens = inputTokens
+        self.outputTokens = outputTokens
+        self.repetitions = repetitions
+        self.seed = seed
+    }
+
+    /// Measures `model`; `progress` is called with (repetition, total) before each run (0 = warm-up).
+    public func run(_ model: LanguageModel, progress: ((Int, Int) -> Void)? = nil) throws -> BenchResult {
+        guard inputTokens >= 1, outputTokens >= 2, repetitions >= 1 else {
+            throw EncoreError(.invalidArgument, "benchmark needs input tokens >= 1, output tokens >= 2, repetitions >= 1")
+        }
+        var rng = SplitMix64(seed: seed)
+        let low = min(3, model.vocabSize - 1)
+        let prompt = (0..<inputTokens).map { _ in low + Int(rng.next() % UInt64(model.vocabSize - low)) }
+        let params = GenerationParameters(maxTokens: outputTokens, useModelEOS: false)
+        let gen = Generator(model: model)
+        MemoryStats.resetPeak()
+        var encode: [Double] = [], ttft: [Double] = [], tps: [Double] = [], e2e: [Double] = []
+        var cache = 0
+        for rep in 0...repetitions {
+            progress?(rep, repetitions)
+            let t0 = now()
+            let r = try gen.generate(prompts: [prompt], parameters: params)
+            let total = now() - t0
+            if rep == 0 { continue }   // warm-up
+            encode.append(r.encodeSeconds * 1000)
+            ttft.append(r.timeToFirstToken * 1000)
+            tps.append(Double(r.decodeSteps) / max(r.decodeSeconds, 1e-9))
+            e2e.append(total * 1000)
+            cache = r.cacheBytes
+        }
+        func median(_ a: [Double]) -> Double { let s = a.sorted(); return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2 }
+        return BenchResult(model: model.modelType, params: model.parameterCount, inputTokens: inputTokens,
+                           outputTokens: outputTokens, encodeMs: median(encode), ttftMs: median(ttft),
+                           decodeTokensPerSecond: median(tps), endToEndMs: median(e2e),
+                           peakRSSMB: Double(MemoryStats.peakRSS()) / 1_048_576, cacheMB: Double(cache) / 1_048_576)
+    }
+}

@@ -1,0 +1,61 @@
+import ArgumentParser
+import Encore
+import Foundation
+
+@main
+struct EncoreCLI: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "encore",
+        abstract: "Encoder-decoder small language models on CPU: generate, score, inspect and benchmark.",
+        discussion: """
+        A model is a folder holding config.json + model.safetensors (model_type "mu" for the paper's
+        encoder-decoder, "mu_decoder" for its matched decoder-only baseline).
+
+        Examples:
+          encore bench --preset mu-330m --input-tokens 512 --output-tokens 64
+          encore generate --model models/mu --input-ids 5,6,7 --max-tokens 20 --json
+          encore score --model models/mu --input-ids 5,6,7 --target-ids 8,9 --json
+          encore inspect models/mu
+        """,
+        version: EncoreVersion.string,
+        subcommands: [GenerateCommand.self, ScoreCommand.self, InspectCommand.self, BenchCommand.self]
+    )
+}
+
+enum EncoreVersion {
+    static let string = "0.1.0"
+}
+
+/// Parses "1,2,3" (spaces allowed) into ids, naming the bad item.
+func parseIds(_ text: String, option: String) throws -> [Int] {
+    let parts = text.split(whereSeparator: { $0 == "," || $0 == " " }).map(String.init)
+    guard !parts.isEmpty else { throw ValidationError("\(option): expected comma-separated token ids, got an empty list") }
+    return try parts.enumerated().map { i, p in
+        guard let v = Int(p) else { throw ValidationError("\(option): item \(i + 1) '\(p)' is not an integer token id") }
+        return v
+    }
+}
+
+func jsonString(_ object: Any) -> String {
+    guard let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]),
+          let s = String(data: data, encoding: .utf8) else { return "{}" }
+    return s
+}
+
+func printError(_ message: String) {
+    FileHandle.standardError.write(("error: " + message + "\n").data(using: .utf8)!)
+}
+
+func printStderr(_ message: String, terminator: String = "\n") {
+    FileHandle.standardError.write((message + terminator).data(using: .utf8)!)
+}
+
+/// Runs `body`, turning Encore's errors into a clean message and exit code 1 (never a crash trace).
+func runReportingErrors(_ body: () throws -> Void) throws {
+    do {
+        try body()
+    } catch let error as EncoreError {
+        printError(error.message)
+        throw ExitCode(1)
+    }
+}

@@ -1,0 +1,84 @@
+import ArgumentParser
+import Encore
+import Foundation
+
+struct InspectCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "inspect",
+        abstract: "Show a checkpoint's tensors, dtypes, shapes, parameter count and config.",
+        discussion: "PATH is a model folder (config.json + model.safetensors) or a .safetensors file."
+    )
+
+    @Argument(help: "Model folder or .safetensors file.")
+    var path: String
+
+    @Flag(help: "Print JSON.")
+    var json = false
+
+    @Flag(name: .customLong("no-check"), help: "Only read the files; do not build the model to check names and shapes.")
+    var noCheck = false
+
+    func run() throws {
+        try runReportingErrors {
+            var isDir: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
+                throw EncoreError(.io, "\(path): no such file or folder")
+            }
+            let weights = isDir.boolValue ? path + "/model.safetensors" : path
+            let file = try SafeTensorsFile(path: weights)
+            var config: [String: Any]? = nil
+            if isDir.boolValue, let data = FileManager.default.contents(atPath: path + "/config.json") {
+                config = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any]
+                if config == nil { throw EncoreError(.invalidConfig, "\(path)/config.json: not a JSON object") }
+            }
+            var modelCheck = "not checked"
+            var modelParams: Int? = nil
+            if isDir.boolValue && !noCheck {
+                let lm = try ModelRegistry.load(folder: path)
+                modelCheck = "ok: every tensor present with the expected shape, none unexpected (\(lm.modelType))"
+                modelParams = lm.parameterCount
+            }
+            let names = file.names
+            let total = names.reduce(0) { $0 + file.tensors[$1]!.elementCount }
+            var dtypes: [String: Int] = [:]
+            for n in names { dtypes[file.tensors[n]!.dtype.rawValue, default: 0] += 1 }
+            let size = (try? FileManager.default.attributesOfItem(atPath: weights)[.size] as? Int) ?? 0
+            if json {
+                var o: [String: Any] = [
+                    "file": weights, "bytes": size, "tensor_count": names.count, "elements": total,
+                    "tensors": names.map { n -> [String: Any] in
+                        let t = file.tensors[n]!
+                        return ["name": n, "dtype": t.dtype.rawValue, "shape": t.shape]
+                    },
+                    "metadata": file.metadata,
+                ]
+                if let config { o["config"] = config }
+                if let modelParams { o["parameters"] = modelParams }
+                print(jsonString(o))
+                return
+            }
+            print("file:       \(weights) (\(formatBytes(size)))")
+            print("tensors:    \(names.count) (\(dtypes.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", ")))")
+            print("elements:   \(total) (\(String(format: "%.2f", Double(total) / 1e6))M)")
+            if let modelParams { print("parameters: \(modelParams) (\(String(format: "%.2f", Double(modelParams) / 1e6))M, tied head counted once)") }
+            print("check:      \(modelCheck)")
+            if let config {
+                print("config:")
+                for (k, v) in config.sorted(by: { $0.key < $1.key }) { print("  \(k): \(v)") }
+            }
+            print("")
+            let width = min(64, names.map(\.count).max() ?? 10)
+            for n in names {
+                let t = file.tensors[n]!
+                print(n.padding(toLength: max(width, n.count), withPad: " ", startingAt: 0) + "  " + t.dtype.rawValue.padding(toLength: 5, withPad: " ", startingAt: 0) + "  " + "\(t.shape)")
+            }
+        }
+    }
+}
+
+func formatBytes(_ n: Int) -> String {
+    if n >= 1 << 30 { return String(format: "%.2f GiB", Double(n) / Double(1 << 30)) }
+    if n >= 1 << 20 { return String(format: "%.1f MiB", Double(n) / Double(1 << 20)) }
+    if n >= 1 << 10 { return String(format: "%.1f KiB", Double(n) / 1024) }
+    return "\(n) B"
+}

@@ -1,2 +1,0 @@
-import Encore
-print("encore")

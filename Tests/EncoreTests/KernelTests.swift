@@ -1,0 +1,196 @@
+import XCTest
+import EncoreKernels
+@testable import Encore
+
+/// Every fast kernel against its plain reference twin, on odd shapes. Tolerances are relative to the
+/// largest magnitude of the reference result.
+final class KernelTests: XCTestCase {
+    var rng = SplitMix64(seed: 7)
+    func randoms(_ n: Int, scale: Float = 1) -> [Float] { (0..<n).map { _ in (rng.nextUnitFloat() * 2 - 1) * scale } }
+
+    func testDot() {
+        for n in [1, 7, 8, 33, 64, 1000] {
+            let a = randoms(n), b = randoms(n)
+            XCTAssertEqual(ek_dot_f32(a, b, n), ek_dot_f32_ref(a, b, n), accuracy: 1e-5 * Float(n), "n=\(n)")
+        }
+    }
+
+    func testRMSNorm() {
+        for (rows, dim) in [(1, 5), (3, 48), (2, 1024), (4, 33)] {
+            let x = randoms(rows * dim, scale: 3), w = randoms(dim)
+            var fast = [Float](repeating: 0, count: rows * dim), ref = fast
+            ek_rmsnorm_f32(x, w, &fast, rows, dim, 1e-6)
+            ek_rmsnorm_f32_ref(x, w, &ref, rows, dim, 1e-6)
+            XCTAssertLessThan(relativeError(fast, ref), 1e-6, "\(rows)x\(dim)")
+        }
+    }
+
+    func testGELU() {
+        let x = randoms(1003, scale: 8) + [0, -20, 20, 1e-4, -1e-4]
+        var fast = x, ref = x
+        ek_gelu_tanh_f32(&fast, fast.count)
+        ek_gelu_tanh_f32_ref(&ref, ref.count)
+        for i in 0..<x.count { XCTAssertEqual(fast[i], ref[i], accuracy: 2e-6 * max(1, abs(ref[i])), "x=\(x[i])") }
+    }
+
+    func testExp() {
+        let x = randoms(517, scale: 80)
+        var fast = x
+        ek_exp_f32(&fast, fast.count)
+        for i in 0..<x.count { XCTAssertEqual(fast[i], expf(x[i]), accuracy: 4e-7 * expf(x[i]), "x=\(x[i])") }
+    }
+
+    /// Attention with GQA in both layouts, key masks, causal offsets and fully masked rows.
+    func testAttentionMatchesReference() {
+        for (tq, tk, heads, kvHeads, hd, interleaved, causal) in [
+            (1, 1, 1, 1, 2, false, -1), (3, 9, 4, 2, 8, false, -1), (3, 9, 4, 2, 8, true, 6), (5, 5, 6, 3, 64, false, 0),
+            (1, 37, 6, 3, 64, true, 36), (2, 17, 8, 1, 16, false, -1),
+        ] {
+            let q = randoms(tq * heads * hd), k = randoms(tk * kvHeads * hd), v = randoms(tk * kvHeads * hd)
+            var keep = (0..<tk).map { _ in UInt8(rng.next() % 4 == 0 ? 0 : 1) }
+            keep[0] = 1
+            var fast = [Float](repeating: 0, count: tq * heads * hd), ref = fast
+            var scratch = [Float](repeating: 0, count: tk)
+            let scale = Float(hd).squareRoot()
+            ek_attention_f32(q, heads * hd, k, kvHeads * hd, v, kvHeads * hd, &fast, heads * hd, tq, tk, heads, kvHeads, hd,
+                             interleaved ? 1 : 0, keep, causal, scale, &scratch)
+            ek_attention_f32_ref(q, heads * hd, k, kvHeads * hd, v, kvHeads * hd, &ref, heads * hd, tq, tk, heads, kvHeads, hd,
+                                 interleaved ? 1 : 0, keep, causal, scale, &scratch)
+            XCTAssertLessThan(relativeError(fast, ref), 1e-5, "tq=\(tq) tk=\(tk) h=\(heads)/\(kvHeads) interleaved=\(interleaved)")
+        }
+        // every key masked: uniform weights, as the reference's masked_fill(finfo.min)
+        let v = randoms(4 * 2)
+        var out = [Float](repeating: 0, count: 2), scratch = [Float](repeating: 0, count: 4)
+        ek_attention_f32(randoms(2), 2, randoms(8), 2, v, 2, &out, 2, 1, 4, 1, 1, 2, 0, [0, 0, 0, 0], -1, 1, &scratch)
+        XCTAssertEqual(out[0], (v[0] + v[2] + v[4] + v[6]) / 4, accuracy: 1e-6)
+    }
+
+    /// The BLAS prefill path and the fused short-query path of Ops.attention agree.
+    func testAttentionBLASPathMatchesKernelPath() {
+        let shape = AttentionShape(heads: 6, kvHeads: 3, headDim: 16, interleaved: false)
+        let tq = 40, tk = 40
+        let q = randoms(tq * shape.qWidth), k = randoms(tk * shape.kvWidth), v = randoms(tk * shape.kvWidth)
+        let keep = (0..<tk).map { UInt8($0 < 33 ? 1 : 0) }
+        for causal in [-1, 0] {
+            var blas = [Float](repeating: 0, count: tq * shape.qWidth), kernel = blas
+            var scratch: [Float] = []
+            Ops.attention(q: q, tq: tq, k: k, v: v, kvRows: tk, kvStride: shape.kvWidth, out: &blas, shape: shape,
+                          keyKeep: keep, causalOffset: causal, scratch: &scratch)
+            // one query at a time takes the kernel path
+            for t in 0..<tq {
+                q.withUnsafeBufferPointer { qp in
+                    kernel.withUnsafeMutableBufferPointer { op in
+                        Ops.attention(q: qp.baseAddress! + t * shape.qWidth, tq: 1, k: k, v: v,
+                                      kvRows: causal >= 0 ? t + 1 : tk, kvStride: shape.kvWidth,
+                                      out: op.baseAddress! + t * shape.qWidth, shape: shape, keyKeep: keep,
+                                      causalOffset: causal >= 0 ? t : -1, scratch: &scratch)
+                    }
+                }
+            }
+            XCTAssertLessThan(relativeError(blas, kernel), 1e-5, "causal \(causal)")
+        }
+    }
+
+    func testHalfConversions() {
+        let x: [Float] = [0, -0.0, 1, -1.5, 3.140625, 65504, 1e-8, 6e-5, -2.5e-7, 1e30, .infinity]
+        var h = [UInt16](repeating: 0, count: x.count), b = h
+        var back = [Float](repeating: 0, count: x.count)
+        ek_f32_to_f16(x, &h, x.count)
+        ek_f16_to_f32(h, &back, x.count)
+        XCTAssertEqual(Array(back[0..<6]), [0, -0.0, 1, -1.5, 3.140625, 65504])
+        XCTAssertEqual(back[9], .infinity)            // overflow → inf
+        XCTAssertEqual(back[7], 6e-5, accuracy: 1e-7)  // subnormal half
+        ek_f32_to_bf16(x, &b, x.count)
+        ek_bf16_to_f32(b, &back, x.count)
+        XCTAssertEqual(Array(back[0..<5]), [0, -0.0, 1, -1.5, 3.140625])
+        XCTAssertEqual(back[9], 1e30, accuracy: 1e30 * 4e-3)
+        // round to nearest even: 1 + 2^-8 is a tie between bf16 1 and 1 + 2^-7
+        let tie: [Float] = [1 + 1.0 / 256, 1 + 3.0 / 256]
+        ek_f32_to_bf16(tie, &b, 2)
+        ek_bf16_to_f32(b, &back, 2)
+        XCTAssertEqual(back[0], 1)
+        XCTAssertEqual(back[1], 1 + 4.0 / 256)
+    }
+
+    func testScalarPathsMatchSIMDPaths() {
+        let x = randoms(4 * 96, scale: 4), w = randoms(96)
+        var simd = [Float](repeating: 0, count: x.count), scalar = simd
+        ek_rmsnorm_f32(x, w, &simd, 4, 96, 1e-6)
+        ek_set_force_reference(1)
+        defer { ek_set_force_reference(0) }
+        XCTAssertEqual(String(cString: ek_kernel_path()), "scalar")
+        ek_rmsnorm_f32(x, w, &scalar, 4, 96, 1e-6)
+        XCTAssertLessThan(relativeError(simd, scalar), 1e-6)
+        var g1 = x, g2 = x
+        ek_set_force_reference(0)
+        ek_gelu_tanh_f32(&g1, g1.count)
+        ek_set_force_reference(1)
+        ek_gelu_tanh_f32(&g2, g2.count)
+        XCTAssertLessThan(relativeError(g1, g2), 1e-6)
+    }
+}
+
+final class SamplerTests: XCTestCase {
+    let logits: [Float] = [0.1, 2.0, -1.0, 1.9, 0.5, -3.0]
+
+    func sample(_ p: GenerationParameters, times: Int) -> [Int] {
+        var s = Sampler(parameters: p)
+        return (0..<times).map { _ in logits.withUnsafeBufferPointer { s.sample($0.baseAddress!, count: logits.count) } }
+    }
+
+    func testGreedyAndTopKOneAreArgmax() {
+        XCTAssertEqual(Set(sample(.init(temperature: 0), times: 5)), [1])
+        XCTAssertEqual(Set(sample(.init(temperature: 1.5, topK: 1, seed: 3), times: 20)), [1])
+    }
+
+    func testSeedReproducesAndDiffers() {
+        let a = sample(.init(temperature: 1, seed: 42), times: 50)
+        XCTAssertEqual(a, sample(.init(temperature: 1, seed: 42), times: 50))
+        XCTAssertNotEqual(a, sample(.init(temperature: 1, seed: 43), times: 50))
+        XCTAssertGreaterThan(Set(a).count, 2)
+    }
+
+    func testTopKAndTopPRestrictTheChoice() {
+        XCTAssertEqual(Set(sample(.init(temperature: 1, topK: 2, seed: 1), times: 200)), [1, 3])
+        // p(1) ≈ 0.42, p(3) ≈ 0.38: top-p 0.5 keeps both, top-p 0.3 keeps only the first
+        XCTAssertEqual(Set(sample(.init(temperature: 1, topP: 0.5, seed: 1), times: 200)), [1, 3])
+        XCTAssertEqual(Set(sample(.init(temperature: 1, topP: 0.3, seed: 1), times: 50)), [1])
+    }
+
+    func testFrequenciesFollowTheSoftmax() {
+        let n = 20000
+        let counts = sample(.init(temperature: 1, seed: 9), times: n).reduce(into: [Int: Int]()) { $0[$1, default: 0] += 1 }
+        let mx = logits.max()!
+        let z = logits.map { exp($0 - mx) }.reduce(0, +)
+        for i in 0..<logits.count {
+            let expected = Double(exp(logits[i] - mx) / z)
+            XCTAssertEqual(Double(counts[i, default: 0]) / Double(n), expected, accuracy: 0.015, "token \(i)")
+        }
+    }
+
+    func testStreamingDeliversTheSameTokens() async throws {
+        let model = try MuModel(folder: fixture("mu/gqa_mod"))
+        let params = GenerationParameters(maxTokens: 8, useModelEOS: false)
+        let direct = try Generator(model: model).generate(prompts: [[5, 6, 7], [9, 10]], parameters: params).tokens
+        var streamed = [[Int]](repeating: [], count: 2)
+        for try await e in Generator(model: model).stream(prompts: [[5, 6, 7], [9, 10]], parameters: params) {
+            streamed[e.row].append(e.token)
+        }
+        XCTAssertEqual(streamed, direct)
+        // the callback can stop generation
+        var seen = 0
+        _ = try Generator(model: model).generate(prompts: [[5, 6, 7]], parameters: params) { _ in seen += 1; return seen < 3 }
+        XCTAssertEqual(seen, 3)
+    }
+
+    /// A row gives the same tokens alone and in a right-padded encoder batch.
+    func testMuBatchEqualsSingle() throws {
+        let model = try MuModel(folder: fixture("mu/gqa_mod"))
+        let prompts = [[5, 6, 7, 8, 9, 10, 11], [12, 13], [14, 15, 16, 17]]
+        let params = GenerationParameters(maxTokens: 10, useModelEOS: false)
+        let batch = try Generator(model: model).generate(prompts: prompts, parameters: params).tokens
+        for (i, p) in prompts.enumerated() {
+            XCTAssertEqual(batch[i], try Generator(model: model).generate(prompt: p, parameters: params), "row \(i)")
+        }
+    }
+}
