@@ -441,3 +441,69 @@ long ek_argmax_f32(const float *x, long n) {
     for (long i = 1; i < n; i++) if (x[i] > x[best]) best = i;
     return best;
 }
+
+/* ------------------------------------------------------------------------------------------------ */
+/* GEMV / small-M GEMM for decode                                                                    */
+
+typedef struct { const float *w, *x, *bias; float *y; long m, n, k; } gemv_ctx;
+
+#if EK_X86
+/* rows [r0, r1): each weight row is read once and dotted with the m inputs */
+EK_AVX2 static void gemv_rows_avx2(const gemv_ctx *c, long r0, long r1) {
+    const long k = c->k;
+    for (long r = r0; r < r1; r++) {
+        const float *wr = c->w + r * k;
+        if (c->m == 1) {
+            float s = dot_avx2(wr, c->x, k);
+            c->y[r] = s + (c->bias ? c->bias[r] : 0.0f);
+            continue;
+        }
+        for (long i0 = 0; i0 < c->m; i0 += 4) {
+            long mm = c->m - i0 < 4 ? c->m - i0 : 4;
+            __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+            const float *x0 = c->x + i0 * k;
+            const float *x1 = mm > 1 ? x0 + k : x0, *x2 = mm > 2 ? x0 + 2 * k : x0, *x3 = mm > 3 ? x0 + 3 * k : x0;
+            long j = 0;
+            for (; j + 8 <= k; j += 8) {
+                __m256 wv = _mm256_loadu_ps(wr + j);
+                a0 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x0 + j), a0);
+                a1 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x1 + j), a1);
+                a2 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x2 + j), a2);
+                a3 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x3 + j), a3);
+            }
+            float s[4] = { hsum256(a0), hsum256(a1), hsum256(a2), hsum256(a3) };
+            for (; j < k; j++) { s[0] += wr[j] * x0[j]; s[1] += wr[j] * x1[j]; s[2] += wr[j] * x2[j]; s[3] += wr[j] * x3[j]; }
+            float b = c->bias ? c->bias[r] : 0.0f;
+            for (long i = 0; i < mm; i++) c->y[(i0 + i) * c->n + r] = s[i] + b;
+        }
+    }
+}
+#endif
+
+static void gemv_rows_scalar(const gemv_ctx *c, long r0, long r1) {
+    for (long r = r0; r < r1; r++) {
+        float b = c->bias ? c->bias[r] : 0.0f;
+        for (long i = 0; i < c->m; i++) c->y[i * c->n + r] = ek_dot_f32(c->w + r * c->k, c->x + i * c->k, c->k) + b;
+    }
+}
+
+static void gemv_task(void *ctx, long index, long count) {
+    const gemv_ctx *c = (const gemv_ctx *)ctx;
+    long r0 = c->n * index / count, r1 = c->n * (index + 1) / count;
+#if EK_X86
+    if (use_avx2()) { gemv_rows_avx2(c, r0, r1); return; }
+#endif
+    gemv_rows_scalar(c, r0, r1);
+}
+
+void ek_gemv_f32(const float *w, const float *x, const float *bias, float *y, long m, long n, long k) {
+    gemv_ctx c = { w, x, bias, y, m, n, k };
+    long bytes = n * k * 4;
+    long tasks = bytes < (1L << 18) ? 1 : ek_get_threads();   /* tiny matrices: not worth a wake-up */
+    ek_parallel_for(tasks, gemv_task, &c);
+}
+
+void ek_gemv_f32_ref(const float *w, const float *x, const float *bias, float *y, long m, long n, long k) {
+    for (long i = 0; i < m; i++)
+        for (long r = 0; r < n; r++) y[i * n + r] = ek_dot_f32_ref(w + r * k, x + i * k, k) + (bias ? bias[r] : 0.0f);
+}

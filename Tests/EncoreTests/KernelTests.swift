@@ -194,3 +194,40 @@ final class SamplerTests: XCTestCase {
         }
     }
 }
+
+final class GEMVTests: XCTestCase {
+    func testGEMVMatchesReferenceAndBLAS() {
+        var rng = SplitMix64(seed: 11)
+        for (m, n, k) in [(1, 1, 1), (1, 37, 33), (3, 130, 64), (5, 1000, 100), (8, 300, 257), (2, 4096, 96)] {
+            let w = (0..<(n * k)).map { _ in rng.nextUnitFloat() - 0.5 }
+            let x = (0..<(m * k)).map { _ in rng.nextUnitFloat() - 0.5 }
+            let b = (0..<n).map { _ in rng.nextUnitFloat() }
+            var fast = [Float](repeating: .nan, count: m * n), ref = fast
+            ek_gemv_f32(w, x, b, &fast, m, n, k)
+            ek_gemv_f32_ref(w, x, b, &ref, m, n, k)
+            XCTAssertLessThan(relativeError(fast, ref), 1e-5, "\(m)x\(n)x\(k)")
+            // Ops.linear (GEMV path for m <= 8) equals the BLAS GEMM path
+            let xt = Tensor(shape: [m, k], values: x), wt = Tensor(shape: [n, k], values: w), bt = Tensor(shape: [n], values: b)
+            let viaOps = Ops.linear(xt, weight: wt, bias: bt).toArray()
+            var viaBLAS = [Float](repeating: 0, count: m * n)
+            for r in 0..<m { for c in 0..<n { viaBLAS[r * n + c] = b[c] } }
+            BLAS.gemm(m: m, n: n, k: k, a: x, b: w, transB: true, c: &viaBLAS, beta: 1)
+            XCTAssertLessThan(relativeError(viaOps, viaBLAS), 1e-5)
+        }
+    }
+
+    func testThreadPoolRunsEveryTaskOnce() {
+        final class Box { var hits = [Int32](repeating: 0, count: 1000) }
+        let box = Box()
+        Backend.setThreads(2)
+        for _ in 0..<50 {
+            box.hits = [Int32](repeating: 0, count: 1000)
+            box.hits.withUnsafeMutableBufferPointer { p in
+                ek_parallel_for(1000, { ctx, i, _ in
+                    ctx!.assumingMemoryBound(to: Int32.self)[i] += 1
+                }, p.baseAddress!)
+            }
+            XCTAssertEqual(Set(box.hits), [1])
+        }
+    }
+}

@@ -1,3 +1,4 @@
+import EncoreKernels
 #if canImport(Accelerate)
 import Accelerate
 #else
@@ -53,9 +54,12 @@ enum BLAS {
 /// Run-time settings of the compute backend.
 public enum Backend {
     /// Number of threads for matrix products (both cores by default).
-    public static func setThreads(_ n: Int) { BLAS.setThreads(n) }
-    /// Current thread count (0 when the platform library decides).
-    public static var threads: Int { BLAS.threads }
+    public static func setThreads(_ n: Int) {
+        BLAS.setThreads(n)
+        ek_set_threads(Int32(max(1, n)))
+    }
+    /// Threads of Encore's own kernels.
+    public static var threads: Int { Int(ek_get_threads()) }
     /// BLAS library and kernel set, e.g. "OpenBLAS Cooperlake".
     public static var blasName: String { BLAS.coreName }
 }

@@ -13,16 +13,16 @@ public enum Ops {
         precondition(weight.shape.count == 2 && weight.shape[1] == k, "linear: x \(x.shape) vs weight \(weight.shape)")
         let m = x.count / k
         let y = Tensor(uninitialized: Array(x.shape.dropLast()) + [n])  // [M, N]
-        var beta: Float = 0
-        if let bias {
-            precondition(bias.count == n, "linear: bias \(bias.shape) vs \(n) outputs")
-            for r in 0..<m { (y.data + r * n).update(from: bias.data, count: n) }
-            beta = 1
-        }
-        if m == 1 {
-            if beta == 0 { y.data.update(repeating: 0, count: n) }   // sgemv's beta = 0 may read y
-            BLAS.gemv(n: n, k: k, w: weight.data, x: x.data, y: y.data, beta: beta)
+        if let bias { precondition(bias.count == n, "linear: bias \(bias.shape) vs \(n) outputs") }
+        if m <= 8 {
+            // decode: stream each weight row once for all M inputs, on both cores
+            ek_gemv_f32(weight.data, x.data, bias?.data, y.data, m, n, k)
         } else {
+            var beta: Float = 0
+            if let bias {
+                for r in 0..<m { (y.data + r * n).update(from: bias.data, count: n) }
+                beta = 1
+            }
             BLAS.gemm(m: m, n: n, k: k, a: x.data, b: weight.data, transB: true, c: y.data, beta: beta)
         }
         return y

@@ -92,6 +92,23 @@ void ek_f16_to_f32(const uint16_t *src, float *dst, long n);
 void ek_f32_to_bf16(const float *src, uint16_t *dst, long n);  /* round to nearest even */
 void ek_f32_to_f16(const float *src, uint16_t *dst, long n);   /* round to nearest even */
 
+/* ---- threads ---- */
+/** A task of a parallel loop: called once for each index in [0, count). */
+typedef void (*ek_task_fn)(void *ctx, long index, long count);
+/** Runs fn(ctx, i, ntasks) for every i on the kernel thread pool (the caller takes part); returns when all are done. */
+void ek_parallel_for(long ntasks, ek_task_fn fn, void *ctx);
+/** Threads the kernels use (default: online cores). */
+void ek_set_threads(int n);
+int ek_get_threads(void);
+
+/* ---- matrix-vector products for decode (weights streamed once, both cores) ---- */
+/**
+ * y[m, n] = x[m, k] · w[n, k]ᵀ (+ bias[n]) for a few rows m (decode: m = batch, at most 8 per pass).
+ * Each thread streams a contiguous block of weight rows once, reusing it for all m inputs.
+ */
+void ek_gemv_f32(const float *w, const float *x, const float *bias, float *y, long m, long n, long k);
+void ek_gemv_f32_ref(const float *w, const float *x, const float *bias, float *y, long m, long n, long k);
+
 /* ---- sampling helpers ---- */
 /** Index of the largest value (first on ties). */
 long ek_argmax_f32(const float *x, long n);
