@@ -9,7 +9,7 @@
 #include <sched.h>
 
 #define EK_MAX_THREADS 64
-#define EK_SPIN_ITERS 40000   /* ~100-200 us of spinning before parking */
+#define EK_SPIN_ITERS 6000    /* ~100 us of spinning before parking */
 
 static struct {
     int nthreads;            /* including the caller */
@@ -110,7 +110,7 @@ void ek_parallel_for(long ntasks, ek_task_fn fn, void *ctx) {
     run_tasks();
     long spins = 0;
     while (atomic_load_explicit(&g_pool.pending, memory_order_acquire) > 0) {
-        if (++spins < EK_SPIN_ITERS * 4) cpu_relax(); else { sched_yield(); }
+        if (++spins < 2000) cpu_relax(); else sched_yield();   /* a descheduled helper gets the core back */
     }
     pthread_mutex_unlock(&g_pool.submit);
 }

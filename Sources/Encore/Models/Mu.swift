@@ -195,14 +195,14 @@ public final class MuModel: LanguageModel {
             Ops.ropeInPlace(q, heads: shape.heads, headDim: shape.headDim, positions: positions, invFreq: invFreq)
             Ops.ropeInPlace(k, heads: shape.kvHeads, headDim: shape.headDim, positions: positions, invFreq: invFreq)
             let o = Tensor(uninitialized: [B * L, shape.qWidth])                   // [B*L, H*D]
-            keep.withUnsafeBufferPointer { kp in
+            withExtendedLifetime((q, k, v)) { keep.withUnsafeBufferPointer { kp in   // q/k/v outlive the raw pointers
                 for b in 0..<B {
                     Ops.attention(q: q.data + b * L * shape.qWidth, tq: L, k: k.data + b * L * shape.kvWidth,
                                   v: v.data + b * L * shape.kvWidth, kvRows: L, kvStride: shape.kvWidth,
                                   out: o.data + b * L * shape.qWidth, shape: shape, keyKeep: kp.baseAddress! + b * L,
                                   causalOffset: -1, scratch: &scratch)
                 }
-            }
+            } }
             Ops.addInPlace(x, block.attn.out(o))
             Ops.addInPlace(x, block.mlp(block.ln2(x)))
         }
@@ -266,27 +266,27 @@ public final class MuModel: LanguageModel {
             Ops.ropeInPlace(k, heads: shape.kvHeads, headDim: shape.headDim, positions: positions, invFreq: invFreq)
             cache.append(k: k, v: v, keep: newKeep, n: n)
             let o = Tensor(uninitialized: [B * n, shape.qWidth])
-            for b in 0..<B {
+            withExtendedLifetime(q) { for b in 0..<B {
                 cache.withKeep(batch: b) { kp in
                     Ops.attention(q: q.data + b * n * shape.qWidth, tq: n, k: cache.keyPointer(batch: b),
                                   v: cache.valuePointer(batch: b), kvRows: total, kvStride: shape.kvWidth,
                                   out: o.data + b * n * shape.qWidth, shape: shape, keyKeep: kp,
                                   causalOffset: start, scratch: &scratch)
                 }
-            }
+            } }
             Ops.addInPlace(x, block.causalAttn.out(o))
             // cross-attention over the encoder output (K/V projected once, no RoPE)
             let qc = block.crossAttn.q(block.ln2(x))                       // [B*n, H*D]
             let oc = Tensor(uninitialized: [B * n, shape.qWidth])
             let ck = state.encoder.crossK[layer], cv = state.encoder.crossV[layer]
-            state.encoder.keep.withUnsafeBufferPointer { kp in
+            withExtendedLifetime((qc, ck, cv)) { state.encoder.keep.withUnsafeBufferPointer { kp in
                 for b in 0..<B {
                     Ops.attention(q: qc.data + b * n * shape.qWidth, tq: n, k: ck.data + b * L * shape.kvWidth,
                                   v: cv.data + b * L * shape.kvWidth, kvRows: L, kvStride: shape.kvWidth,
                                   out: oc.data + b * n * shape.qWidth, shape: shape, keyKeep: kp.baseAddress! + b * L,
                                   causalOffset: -1, scratch: &scratch)
                 }
-            }
+            } }
             Ops.addInPlace(x, block.crossAttn.out(oc))
             Ops.addInPlace(x, block.mlp(block.ln3(x)))
         }

@@ -109,14 +109,14 @@ public final class MuDecoderModel: LanguageModel {
             Ops.ropeInPlace(k, heads: shape.kvHeads, headDim: shape.headDim, positions: positions, invFreq: invFreq)
             kv.append(k: k, v: v, keep: newKeep, n: n)
             let o = Tensor(uninitialized: [B * n, shape.qWidth])
-            for b in 0..<B {
+            withExtendedLifetime(q) { for b in 0..<B {
                 kv.withKeep(batch: b) { kp in
                     Ops.attention(q: q.data + b * n * shape.qWidth, tq: n, k: kv.keyPointer(batch: b),
                                   v: kv.valuePointer(batch: b), kvRows: total, kvStride: shape.kvWidth,
                                   out: o.data + b * n * shape.qWidth, shape: shape, keyKeep: kp,
                                   causalOffset: start, scratch: &scratch)
                 }
-            }
+            } }
             Ops.addInPlace(x, block.attn.out(o))
             Ops.addInPlace(x, block.mlp(block.ln2(x)))
         }

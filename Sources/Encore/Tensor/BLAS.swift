@@ -20,6 +20,13 @@ enum BLAS {
                     Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
     }
 
+    /// C[M, N] = Aᵀ·B, A stored [K, M], B [K, N] (row-major).
+    static func gemmTransA(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
+                           c: UnsafeMutablePointer<Float>, ldc: Int) {
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(m), Int32(n), Int32(k), 1, a, Int32(lda), b, Int32(ldb),
+                    0, c, Int32(ldc))
+    }
+
     /// y[N] = alpha * W[N, K] · x[K] + beta * y. (Debian's OpenBLAS runs M=1 GEMM 3–4× slower than GEMV.)
     static func gemv(n: Int, k: Int, w: UnsafePointer<Float>, x: UnsafePointer<Float>,
                      y: UnsafeMutablePointer<Float>, alpha: Float = 1, beta: Float = 0) {

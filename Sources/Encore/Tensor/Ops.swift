@@ -151,3 +151,94 @@ extension Ops {
         }
     }
 }
+
+// MARK: derivatives
+//
+// The backward half of the ops above, used by the reverse-mode tape (Autograd/Variable.swift). Each takes the
+// gradient of the loss with respect to the op's output and returns the gradients of its inputs.
+extension Ops {
+    /// y = x·Wᵀ + b  ⇒  dx = dy·W, dW = dyᵀ·x, db = Σ_rows dy.   x [M, K], W [N, K], dy [M, N].
+    public static func linearBackward(_ dy: Tensor, x: Tensor, weight: Tensor, needBias: Bool) -> (dx: Tensor, dw: Tensor, db: Tensor?) {
+        let k = x.shape.last!, n = weight.shape[0], m = x.count / k
+        let dx = Tensor(uninitialized: x.shape)
+        BLAS.gemm(m: m, n: k, k: n, a: dy.data, b: weight.data, transB: false, c: dx.data)
+        let dw = Tensor(zeros: weight.shape)
+        // dW[N, K] = dyᵀ[N, M] · x[M, K]
+        cblasGemmTransA(m: n, n: k, k: m, a: dy.data, lda: n, b: x.data, ldb: k, c: dw.data, ldc: k)
+        var db: Tensor? = nil
+        if needBias {
+            let g = Tensor(zeros: [n])
+            for r in 0..<m { ek_add_f32(g.data, dy.data + r * n, n) }
+            db = g
+        }
+        return (dx, dw, db)
+    }
+
+    /// y = w ⊙ x / rms(x)  ⇒  with r = 1/rms, x̂ = x·r:  dx = r·(dy⊙w − x̂·mean(dy⊙w⊙x̂)), dw = Σ_rows dy⊙x̂.
+    public static func rmsNormBackward(_ dy: Tensor, x: Tensor, weight: Tensor, eps: Float = 1e-6) -> (dx: Tensor, dw: Tensor) {
+        let c = x.shape.last!, rows = x.count / c
+        let dx = Tensor(uninitialized: x.shape), dw = Tensor(zeros: [c])
+        for r in 0..<rows {
+            let xr = x.data + r * c, gr = dy.data + r * c, out = dx.data + r * c
+            var ss: Double = 0
+            for i in 0..<c { ss += Double(xr[i]) * Double(xr[i]) }
+            let inv = Float(1 / (ss / Double(c) + Double(eps)).squareRoot())
+            var dot: Double = 0
+            for i in 0..<c { dot += Double(gr[i] * weight.data[i] * xr[i] * inv) }
+            let mean = Float(dot / Double(c))
+            for i in 0..<c {
+                let xhat = xr[i] * inv
+                out[i] = inv * (gr[i] * weight.data[i] - xhat * mean)
+                dw.data[i] += gr[i] * xhat
+            }
+        }
+        return (dx, dw)
+    }
+
+    /// d gelu_tanh(x)/dx · dy.
+    public static func geluTanhBackward(_ dy: Tensor, x: Tensor) -> Tensor {
+        let dx = Tensor(uninitialized: x.shape)
+        let c: Float = 0.7978845608028654
+        for i in 0..<x.count {
+            let v = x.data[i]
+            let u = c * (v + 0.044715 * v * v * v)
+            let t = tanhf(u)
+            let du = c * (1 + 3 * 0.044715 * v * v)
+            dx.data[i] = dy.data[i] * (0.5 * (1 + t) + 0.5 * v * (1 - t * t) * du)
+        }
+        return dx
+    }
+
+    /// Scatter-adds rows of dy [ids.count, C] into a [V, C] gradient of the embedding table.
+    public static func embeddingBackward(_ dy: Tensor, ids: [Int], vocab: Int) -> Tensor {
+        let c = dy.shape.last!
+        let g = Tensor(zeros: [vocab, c])
+        for (i, id) in ids.enumerated() { ek_add_f32(g.data + id * c, dy.data + i * c, c) }
+        return g
+    }
+
+    /// Mean cross-entropy of logits [R, V] against targets (entries equal to `ignoreIndex` are skipped, as
+    /// PyTorch's `ignore_index`), and its gradient with respect to the logits.
+    public static func crossEntropy(_ logits: Tensor, targets: [Int], ignoreIndex: Int? = nil) -> (loss: Float, dlogits: Tensor) {
+        let v = logits.shape.last!, rows = logits.count / v
+        precondition(targets.count == rows, "crossEntropy: \(targets.count) targets for \(rows) rows")
+        let lp = logSoftmax(logits)
+        let counted = targets.filter { $0 != ignoreIndex }.count
+        let grad = Tensor(zeros: logits.shape)
+        var total: Double = 0
+        guard counted > 0 else { return (0, grad) }
+        let scale = 1 / Float(counted)
+        for r in 0..<rows where targets[r] != ignoreIndex {
+            total -= Double(lp.data[r * v + targets[r]])
+            for i in 0..<v { grad.data[r * v + i] = expf(lp.data[r * v + i]) * scale }
+            grad.data[r * v + targets[r]] -= scale
+        }
+        return (Float(total / Double(counted)), grad)
+    }
+}
+
+/// C[M, N] = Aᵀ · B with A stored [K, M] (row-major, leading dimension lda) and B [K, N].
+func cblasGemmTransA(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
+                     c: UnsafeMutablePointer<Float>, ldc: Int) {
+    BLAS.gemmTransA(m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, c: c, ldc: ldc)
+}
