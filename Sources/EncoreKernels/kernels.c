@@ -499,11 +499,58 @@ static void gemv_task(void *ctx, long index, long count) {
 void ek_gemv_f32(const float *w, const float *x, const float *bias, float *y, long m, long n, long k) {
     gemv_ctx c = { w, x, bias, y, m, n, k };
     long bytes = n * k * 4;
-    long tasks = bytes < (1L << 18) ? 1 : ek_get_threads();   /* tiny matrices: not worth a wake-up */
+    /* tiny matrices are not worth a wake-up; otherwise 4 contiguous row blocks per thread, claimed
+       dynamically so a busy core's share is picked up by the others */
+    long tasks = bytes < (1L << 18) ? 1 : 4L * ek_get_threads();
+    if (tasks > n) tasks = n;
     ek_parallel_for(tasks, gemv_task, &c);
 }
 
 void ek_gemv_f32_ref(const float *w, const float *x, const float *bias, float *y, long m, long n, long k) {
     for (long i = 0; i < m; i++)
         for (long r = 0; r < n; r++) y[i * n + r] = ek_dot_f32_ref(w + r * k, x + i * k, k) + (bias ? bias[r] : 0.0f);
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* memory read ceiling (for benchmarks): sums n floats, each thread streaming its own block          */
+
+#if EK_X86
+EK_AVX2 static float sum_avx2(const float *x, long n) {
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps(), s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
+    long i = 0;
+    for (; i + 32 <= n; i += 32) {
+        s0 = _mm256_add_ps(s0, _mm256_loadu_ps(x + i));
+        s1 = _mm256_add_ps(s1, _mm256_loadu_ps(x + i + 8));
+        s2 = _mm256_add_ps(s2, _mm256_loadu_ps(x + i + 16));
+        s3 = _mm256_add_ps(s3, _mm256_loadu_ps(x + i + 24));
+    }
+    float s = hsum256(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
+    for (; i < n; i++) s += x[i];
+    return s;
+}
+#endif
+
+typedef struct { const float *x; long n; float partial[64]; } sum_ctx;
+
+static void sum_task(void *ctx, long index, long count) {
+    sum_ctx *c = (sum_ctx *)ctx;
+    long a = c->n * index / count, b = c->n * (index + 1) / count;
+#if EK_X86
+    if (use_avx2()) { c->partial[index] = sum_avx2(c->x + a, b - a); return; }
+#endif
+    float s = 0;
+    for (long i = a; i < b; i++) s += c->x[i];
+    c->partial[index] = s;
+}
+
+float ek_sum_f32(const float *x, long n) {
+    sum_ctx c;
+    c.x = x;
+    c.n = n;
+    long tasks = ek_get_threads();
+    if (tasks > 64) tasks = 64;
+    ek_parallel_for(tasks, sum_task, &c);
+    float s = 0;
+    for (long i = 0; i < tasks; i++) s += c.partial[i];
+    return s;
 }

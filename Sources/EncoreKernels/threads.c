@@ -1,31 +1,38 @@
-/* A persistent worker pool for the kernels: workers spin briefly after each job (decode issues a job
- * every few hundred microseconds), then park on a condition variable so an idle pool costs nothing.
- * Dispatch's concurrentPerform wakes too slowly for 20-100 us jobs on this kind of VM (see CPU.md). */
+/* A persistent worker pool for the kernels.
+ *
+ * Workers spin briefly after each job (decode issues a job every few hundred microseconds), then park on a
+ * condition variable, so an idle pool costs nothing. Tasks are claimed one at a time from a ticket that
+ * packs (job id, next task index): the caller runs tasks too and only waits for tasks actually claimed, so
+ * a helper that the OS has descheduled before claiming anything never delays a job, and a stale helper can
+ * never claim a task of a later job. Dispatch's concurrentPerform wakes too slowly for 20-100 us jobs on
+ * this kind of VM (see CPU.md). */
 #include "EncoreKernels.h"
 #include <pthread.h>
-#include <stdatomic.h>
-#include <unistd.h>
-#include <stdint.h>
 #include <sched.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <unistd.h>
 
 #define EK_MAX_THREADS 64
 #define EK_SPIN_ITERS 6000    /* ~100 us of spinning before parking */
 
+typedef struct {
+    _Atomic(ek_task_fn) fn;
+    _Atomic(void *) ctx;
+    _Atomic long ntasks;
+} job_slot;
+
 static struct {
-    int nthreads;            /* including the caller */
-    int started;             /* workers started */
+    int nthreads;                 /* including the caller */
+    int started;
     pthread_t threads[EK_MAX_THREADS];
-    _Atomic long generation;
-    _Atomic long next_task;
-    _Atomic int pending;
-    long ntasks;
-    ek_task_fn fn;
-    void *ctx;
+    _Atomic uint64_t ticket;      /* job id << 32 | next task index */
+    _Atomic long done;            /* tasks finished in the current job */
+    job_slot slots[2];            /* parameters of job id % 2 */
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    pthread_mutex_t submit;  /* one job at a time */
-} g_pool = { .nthreads = 0, .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER,
-             .submit = PTHREAD_MUTEX_INITIALIZER };
+    pthread_mutex_t submit;       /* one job at a time */
+} g_pool = { .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER, .submit = PTHREAD_MUTEX_INITIALIZER };
 
 static inline void cpu_relax(void) {
 #if defined(__x86_64__)
@@ -35,25 +42,37 @@ static inline void cpu_relax(void) {
 #endif
 }
 
-static void run_tasks(void) {
-    long i;
-    while ((i = atomic_fetch_add(&g_pool.next_task, 1)) < g_pool.ntasks) g_pool.fn(g_pool.ctx, i, g_pool.ntasks);
+/* Claims and runs tasks of job `job` until none are left; returns when the ticket moved on. */
+static void run_job(uint32_t job) {
+    for (;;) {
+        uint64_t t = atomic_load_explicit(&g_pool.ticket, memory_order_acquire);
+        if ((uint32_t)(t >> 32) != job) return;
+        job_slot *s = &g_pool.slots[job & 1];
+        ek_task_fn fn = atomic_load_explicit(&s->fn, memory_order_relaxed);
+        void *ctx = atomic_load_explicit(&s->ctx, memory_order_relaxed);
+        long n = atomic_load_explicit(&s->ntasks, memory_order_relaxed);
+        long i = (long)(uint32_t)t;
+        if (i >= n) return;
+        if (!atomic_compare_exchange_weak_explicit(&g_pool.ticket, &t, t + 1, memory_order_acq_rel, memory_order_relaxed))
+            continue;   /* someone else claimed it, or a new job started: look again */
+        fn(ctx, i, n);
+        atomic_fetch_add_explicit(&g_pool.done, 1, memory_order_release);
+    }
 }
 
 static void *worker(void *arg) {
-    /* the generation current when this worker was created: it must run the job submitted right after */
-    long seen = (long)(intptr_t)arg;
+    uint32_t seen = (uint32_t)(uintptr_t)arg;   /* job id current when created: run the next one */
     for (;;) {
         long spins = 0;
-        while (atomic_load_explicit(&g_pool.generation, memory_order_acquire) == seen) {
+        uint32_t job;
+        while ((job = (uint32_t)(atomic_load_explicit(&g_pool.ticket, memory_order_acquire) >> 32)) == seen) {
             if (++spins < EK_SPIN_ITERS) { cpu_relax(); continue; }
             pthread_mutex_lock(&g_pool.mu);
-            while (atomic_load(&g_pool.generation) == seen) pthread_cond_wait(&g_pool.cv, &g_pool.mu);
+            while ((uint32_t)(atomic_load(&g_pool.ticket) >> 32) == seen) pthread_cond_wait(&g_pool.cv, &g_pool.mu);
             pthread_mutex_unlock(&g_pool.mu);
         }
-        seen = atomic_load(&g_pool.generation);
-        run_tasks();
-        atomic_fetch_sub_explicit(&g_pool.pending, 1, memory_order_release);
+        seen = job;
+        run_job(job);
     }
     return NULL;
 }
@@ -86,30 +105,29 @@ void ek_parallel_for(long ntasks, ek_task_fn fn, void *ctx) {
         return;
     }
     pthread_mutex_lock(&g_pool.submit);
+    uint32_t current = (uint32_t)(atomic_load(&g_pool.ticket) >> 32);
     while (g_pool.started < n - 1) {
-        void *gen = (void *)(intptr_t)atomic_load(&g_pool.generation);
-        if (pthread_create(&g_pool.threads[g_pool.started], NULL, worker, gen) != 0) break;
+        if (pthread_create(&g_pool.threads[g_pool.started], NULL, worker, (void *)(uintptr_t)current) != 0) break;
         g_pool.started++;
     }
-    int helpers = g_pool.started < n - 1 ? g_pool.started : n - 1;
-    if (helpers == 0) {
+    if (g_pool.started == 0) {
         pthread_mutex_unlock(&g_pool.submit);
         for (long i = 0; i < ntasks; i++) fn(ctx, i, ntasks);
         return;
     }
-    g_pool.fn = fn;
-    g_pool.ctx = ctx;
-    g_pool.ntasks = ntasks;
-    atomic_store(&g_pool.next_task, 0);
-    /* every started worker wakes for each job; the ones beyond `helpers` find no task and return */
-    atomic_store(&g_pool.pending, g_pool.started);
+    uint32_t job = current + 1;
+    job_slot *s = &g_pool.slots[job & 1];
+    atomic_store_explicit(&s->fn, fn, memory_order_relaxed);
+    atomic_store_explicit(&s->ctx, ctx, memory_order_relaxed);
+    atomic_store_explicit(&s->ntasks, ntasks, memory_order_relaxed);
+    atomic_store_explicit(&g_pool.done, 0, memory_order_relaxed);
     pthread_mutex_lock(&g_pool.mu);
-    atomic_fetch_add_explicit(&g_pool.generation, 1, memory_order_release);
+    atomic_store_explicit(&g_pool.ticket, (uint64_t)job << 32, memory_order_release);
     pthread_cond_broadcast(&g_pool.cv);
     pthread_mutex_unlock(&g_pool.mu);
-    run_tasks();
+    run_job(job);
     long spins = 0;
-    while (atomic_load_explicit(&g_pool.pending, memory_order_acquire) > 0) {
+    while (atomic_load_explicit(&g_pool.done, memory_order_acquire) < ntasks) {
         if (++spins < 2000) cpu_relax(); else sched_yield();   /* a descheduled helper gets the core back */
     }
     pthread_mutex_unlock(&g_pool.submit);

@@ -44,6 +44,9 @@ struct BenchCommand: ParsableCommand {
     @Flag(help: "Print JSON on standard output (progress still goes to standard error).")
     var json = false
 
+    @Flag(name: .customLong("no-limits"), help: "Skip measuring the machine's ceilings (memory bandwidth, GEMM peak).")
+    var noLimits = false
+
     func validate() throws {
         if inputTokens < 1 { throw ValidationError("--input-tokens must be >= 1") }
         if outputTokens < 2 { throw ValidationError("--output-tokens must be >= 2 (decode speed needs a second token)") }
@@ -67,6 +70,11 @@ struct BenchCommand: ParsableCommand {
                 loaded = lm
                 if let mu = lm as? MuModel { muConfig = mu.config }
             }
+            var limits: KernelBench.Figures? = nil
+            if !noLimits {
+                printStderr("measuring the machine's ceilings (memory read bandwidth, BLAS GEMM)…")
+                limits = KernelBench.run()
+            }
             let bench = Benchmark(inputTokens: inputTokens, outputTokens: outputTokens, repetitions: reps, seed: seed)
             var results: [BenchResult] = []
             for name in wanted {
@@ -87,7 +95,12 @@ struct BenchCommand: ParsableCommand {
             if json {
                 print(jsonString([
                     "system": "encore", "version": EncoreVersion.string, "threads": threads, "blas": Backend.blasName,
-                    "results": results.map(\.json),
+                    "results": results.map { r -> [String: Any] in
+                        var o = r.json
+                        if let limits { o["decode_weight_gb_per_s"] = r.weightGBps; o["decode_fraction_of_read_bw"] = r.weightGBps / limits.readGBps }
+                        return o
+                    },
+                    "machine": limits?.json ?? [:],
                 ]))
                 return
             }
@@ -97,6 +110,14 @@ struct BenchCommand: ParsableCommand {
                 print(String(format: "%-10@ %7.1fM  %6d  %6d  %9.1f  %8.1f  %13.1f  %6.2f  %13.0f  %10.1f",
                              r.model as NSString, Double(r.params) / 1e6, r.inputTokens, r.outputTokens, r.encodeMs,
                              r.ttftMs, r.decodeTokensPerSecond, r.endToEndMs / 1000, r.peakRSSMB, r.cacheMB))
+            }
+            if let limits {
+                print(String(format: "\nmachine: read %.1f GB/s, BLAS GEMM %.0f GFLOP/s; decode GEMV %.1f GB/s (%.0f%% of read), LM-head GEMV %.1f GB/s",
+                             limits.readGBps, limits.gemmGFLOPs, limits.gemvGBps, 100 * limits.gemvGBps / limits.readGBps, limits.gemvLMHeadGBps))
+                for r in results {
+                    print(String(format: "%@: decode streams %.2f GB of weights per token = %.1f GB/s, %.0f%% of the read ceiling",
+                                 r.model as NSString, r.weightBytesPerToken / 1e9, r.weightGBps, 100 * r.weightGBps / limits.readGBps))
+                }
             }
             if let mu = results.first(where: { $0.model == "mu" }), let dec = results.first(where: { $0.model == "mu_decoder" }) {
                 print(String(format: "\nencoder-decoder vs decoder-only: TTFT ratio %.2f (%.0f%% lower), decode speed %.2f×, peak memory %.0f%% %@",

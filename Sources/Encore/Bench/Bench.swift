@@ -64,6 +64,10 @@ public struct BenchResult: Sendable {
     public var peakRSSMB: Double
     /// Bytes of KV / cross caches at the end of a generation.
     public var cacheMB: Double
+    /// Weight bytes a decode step reads (every matrix once, fp32).
+    public var weightBytesPerToken: Double
+    /// weightBytesPerToken × decode tokens/s.
+    public var weightGBps: Double { weightBytesPerToken * decodeTokensPerSecond / 1e9 }
 
     public var json: [String: Any] {
         ["model": model, "params": params, "input_tokens": inputTokens, "output_tokens": outputTokens,
@@ -85,6 +89,20 @@ public struct Benchmark {
         self.outputTokens = outputTokens
         self.repetitions = repetitions
         self.seed = seed
+    }
+
+    /// Parameters a decode step reads: the decoder (without its cross-attention K/V projections, applied
+    /// once per request) and the head; for decoder-only models, everything.
+    static func decodeWeightCount(_ model: LanguageModel) -> Int {
+        if let mu = model as? MuModel {
+            let c = mu.config
+            let kv = c.attention.kvWidth
+            let perLayer = ParameterCount.attention(nEmbd: c.nEmbd, qkvEmbd: c.qkvEmbd, kvWidth: kv)
+                + (c.nEmbd * c.qkvEmbd + c.qkvEmbd) + (c.qkvEmbd * c.nEmbd + c.nEmbd)
+                + ParameterCount.mlp(nEmbd: c.nEmbd, hidden: c.hiddenDim) + 3 * c.nEmbd
+            return c.nDecoderLayer * perLayer + c.vocabSize * c.nEmbd + c.nEmbd
+        }
+        return model.parameterCount
     }
 
     /// Measures `model`; `progress` is called with (repetition, total) before each run (0 = warm-up).
@@ -116,6 +134,7 @@ public struct Benchmark {
         return BenchResult(model: model.modelType, params: model.parameterCount, inputTokens: inputTokens,
                            outputTokens: outputTokens, encodeMs: median(encode), ttftMs: median(ttft),
                            decodeTokensPerSecond: median(tps), endToEndMs: median(e2e),
-                           peakRSSMB: Double(MemoryStats.peakRSS()) / 1_048_576, cacheMB: Double(cache) / 1_048_576)
+                           peakRSSMB: Double(MemoryStats.peakRSS()) / 1_048_576, cacheMB: Double(cache) / 1_048_576,
+                           weightBytesPerToken: Double(Self.decodeWeightCount(model)) * 4)
     }
 }

@@ -109,6 +109,9 @@ int ek_get_threads(void);
 void ek_gemv_f32(const float *w, const float *x, const float *bias, float *y, long m, long n, long k);
 void ek_gemv_f32_ref(const float *w, const float *x, const float *bias, float *y, long m, long n, long k);
 
+/** Sum of n floats on the kernel threads, each streaming its own block: measures the memory read ceiling. */
+float ek_sum_f32(const float *x, long n);
+
 /* ---- sampling helpers ---- */
 /** Index of the largest value (first on ties). */
 long ek_argmax_f32(const float *x, long n);

@@ -1,0 +1,64 @@
+import Foundation
+import EncoreKernels
+
+/// Measures the machine's ceilings and Encore's kernels against them: memory read bandwidth (the limit of
+/// decode), BLAS GEMM throughput (the limit of prefill), and the decode GEMV's bandwidth.
+public enum KernelBench {
+    public struct Figures: Sendable {
+        /// Sequential read bandwidth over a 512 MiB buffer (GB/s).
+        public var readGBps: Double
+        /// fp32 GEMM 512×4096×1024 via BLAS (GFLOP/s).
+        public var gemmGFLOPs: Double
+        /// Decode GEMV 4096×1024 and 32128×1024 from cold weights (GB/s of weights).
+        public var gemvGBps: Double
+        public var gemvLMHeadGBps: Double
+
+        public var json: [String: Any] {
+            ["read_gb_per_s": readGBps, "gemm_gflop_per_s": gemmGFLOPs, "gemv_gb_per_s": gemvGBps, "gemv_lm_head_gb_per_s": gemvLMHeadGBps]
+        }
+    }
+
+    static func best(_ reps: Int, _ body: () -> Void) -> Double {
+        var b = Double.infinity
+        for _ in 0..<reps {
+            let t0 = now()
+            body()
+            b = min(b, now() - t0)
+        }
+        return b
+    }
+
+    public static func run() -> Figures {
+        // read ceiling: 512 MiB, touched first
+        let n = 128 << 20
+        let big = Tensor(zeros: [n])
+        for i in stride(from: 0, to: n, by: 1024) { big.data[i] = 1 }
+        var sink: Float = 0
+        let tRead = best(5) { sink += ek_sum_f32(big.data, n) }
+        let read = Double(n * 4) / tRead / 1e9
+        // GEMM
+        let (m, nn, k) = (512, 4096, 1024)
+        let a = Tensor(zeros: [m, k]), w = Tensor(zeros: [nn, k]), c = Tensor(zeros: [m, nn])
+        let tGemm = best(5) { BLAS.gemm(m: m, n: nn, k: k, a: a.data, b: w.data, transB: true, c: c.data) }
+        let gemm = 2.0 * Double(m * nn * k) / tGemm / 1e9
+        // GEMV from cold weights: rotate through 24 matrices (384 MiB) so they come from DRAM
+        let mats = (0..<24).map { _ in Tensor(zeros: [4096, 1024]) }
+        let x = Tensor(zeros: [1024]), y = Tensor(zeros: [4096])
+        var idx = 0
+        let tGemv = best(24) {
+            ek_gemv_f32(mats[idx % 24].data, x.data, nil, y.data, 1, 4096, 1024)
+            idx += 1
+        }
+        let gemv = Double(4096 * 1024 * 4) / tGemv / 1e9
+        let head = big.reshaped([n / 1024, 1024])
+        let yh = Tensor(zeros: [32128])
+        var off = 0
+        let tHead = best(3) {
+            ek_gemv_f32(head.data + off * 1024, x.data, nil, yh.data, 1, 32128, 1024)
+            off = (off + 32128) % (n / 1024 - 32128)
+        }
+        let headGBps = Double(32128 * 1024 * 4) / tHead / 1e9
+        if sink == .infinity { print("") }
+        return Figures(readGBps: read, gemmGFLOPs: gemm, gemvGBps: gemv, gemvLMHeadGBps: headGBps)
+    }
+}
