@@ -4,7 +4,8 @@ import PackageDescription
 // Encore: encoder-decoder small language models in Swift.
 //
 // Module graph (arrows = imports):
-//   encore (CLI) -> Encore -> EncoreKernels (C kernels), CBLAS (OpenBLAS on Linux, Accelerate on Apple)
+//   encore (CLI) -> Encore -> EncoreKernels (C kernels), CBLAS (OpenBLAS on Linux, Accelerate on Apple),
+//                             EncoreTokenizers (Foundation only: never sees tensors)
 // Models never call BLAS or threads directly: only through Encore's ops layer.
 let package = Package(
     name: "Encore",
@@ -31,10 +32,13 @@ let package = Package(
             linkerSettings: [.linkedLibrary("m", .when(platforms: [.linux])),
                              .linkedLibrary("pthread", .when(platforms: [.linux]))]
         ),
+        // Tokenizers (Hugging Face tokenizer.json, GGUF vocabularies, chat templates): Foundation only.
+        .target(name: "EncoreTokenizers", path: "Sources/EncoreTokenizers"),
         .target(
             name: "Encore",
             dependencies: [
                 "EncoreKernels",
+                "EncoreTokenizers",
                 .target(name: "CBLAS", condition: .when(platforms: [.linux])),
             ],
             path: "Sources/Encore",
@@ -45,10 +49,17 @@ let package = Package(
             name: "encore",
             dependencies: [
                 "Encore",
+                "EncoreTokenizers",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Sources/encore",
             swiftSettings: [.swiftLanguageMode(.v5)]
+        ),
+        .testTarget(
+            name: "EncoreTokenizersTests",
+            dependencies: ["EncoreTokenizers"],
+            path: "Tests/EncoreTokenizersTests",
+            resources: [.copy("Fixtures")]
         ),
         .testTarget(
             name: "EncoreTests",

@@ -6,7 +6,7 @@ import Foundation
 struct EncoreCLI: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "encore",
-        abstract: "Encoder-decoder small language models on CPU: generate, score, inspect and benchmark.",
+        abstract: "Encoder-decoder small language models on CPU: generate, score, tokenize, inspect and benchmark.",
         discussion: """
         A model is a folder holding config.json + model.safetensors (model_type "mu" for the paper's
         encoder-decoder, "mu_decoder" for its matched decoder-only baseline).
@@ -18,7 +18,8 @@ struct EncoreCLI: ParsableCommand {
           encore inspect models/mu
         """,
         version: EncoreVersion.string,
-        subcommands: [GenerateCommand.self, ScoreCommand.self, InspectCommand.self, BenchCommand.self]
+        subcommands: [GenerateCommand.self, ScoreCommand.self, TokenizeCommand.self, DetokenizeCommand.self,
+                      InspectCommand.self, BenchCommand.self]
     )
 }
 

@@ -67,12 +67,15 @@ struct GenerateCommand: ParsableCommand {
             } else {
                 inputs = try inputIds.map { try parseIds($0, option: "--input-ids") }
             }
+            if inputs.contains(where: \.isEmpty) { throw EncoreError(.invalidArgument, "the prompt encodes to no tokens") }
             let params = GenerationParameters(maxTokens: maxTokens, temperature: temperature, topK: topK, topP: topP, seed: seed)
+            var decoders = inputs.map { _ in tokenizer?.streamingDecoder() }
             let result = try Generator(model: lm).generate(prompts: inputs, parameters: params) { event in
                 if stream && !json {
-                    let piece = tokenizer?.decode([event.token]) ?? "\(event.token) "
+                    let piece: String
+                    if decoders[event.row] != nil { piece = decoders[event.row]!.push(event.token) ?? "" } else { piece = "\(event.token) " }
                     let prefix = inputs.count > 1 ? "[\(event.row)] " : ""
-                    FileHandle.standardOutput.write((prefix + piece).data(using: .utf8)!)
+                    if !piece.isEmpty { FileHandle.standardOutput.write((prefix + piece).data(using: .utf8)!) }
                 }
                 return true
             }

@@ -62,9 +62,10 @@ struct InspectCommand: ParsableCommand {
             print("elements:   \(total) (\(String(format: "%.2f", Double(total) / 1e6))M)")
             if let modelParams { print("parameters: \(modelParams) (\(String(format: "%.2f", Double(modelParams) / 1e6))M, tied head counted once)") }
             print("check:      \(modelCheck)")
-            if let config {
+            if isDir.boolValue, let data = FileManager.default.contents(atPath: path + "/config.json"),
+               let typed = try? JSONDecoder().decode([String: JSONValue].self, from: data) {
                 print("config:")
-                for (k, v) in config.sorted(by: { $0.key < $1.key }) { print("  \(k): \(v)") }
+                for (k, v) in typed.sorted(by: { $0.key < $1.key }) { print("  \(k): \(v)") }
             }
             print("")
             let width = min(64, names.map(\.count).max() ?? 10)
@@ -81,4 +82,32 @@ func formatBytes(_ n: Int) -> String {
     if n >= 1 << 20 { return String(format: "%.1f MiB", Double(n) / Double(1 << 20)) }
     if n >= 1 << 10 { return String(format: "%.1f KiB", Double(n) / 1024) }
     return "\(n) B"
+}
+
+/// Any JSON value, decoded without losing the difference between true and 1.
+enum JSONValue: Decodable, CustomStringConvertible {
+    case bool(Bool), int(Int), double(Double), string(String), null, array([JSONValue]), object([String: JSONValue])
+
+    init(from decoder: Decoder) throws {
+        let c = try decoder.singleValueContainer()
+        if c.decodeNil() { self = .null }
+        else if let b = try? c.decode(Bool.self) { self = .bool(b) }
+        else if let i = try? c.decode(Int.self) { self = .int(i) }
+        else if let d = try? c.decode(Double.self) { self = .double(d) }
+        else if let s = try? c.decode(String.self) { self = .string(s) }
+        else if let a = try? c.decode([JSONValue].self) { self = .array(a) }
+        else { self = .object(try c.decode([String: JSONValue].self)) }
+    }
+
+    var description: String {
+        switch self {
+        case .bool(let b): return b ? "true" : "false"
+        case .int(let i): return String(i)
+        case .double(let d): return String(d)
+        case .string(let s): return s
+        case .null: return "null"
+        case .array(let a): return "[" + a.map(\.description).joined(separator: ", ") + "]"
+        case .object(let o): return "{" + o.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value)" }.joined(separator: ", ") + "}"
+        }
+    }
 }

@@ -1,13 +1,34 @@
 import Encore
+import EncoreTokenizers
 import Foundation
 
-/// Text ↔ ids for the CLI, from the model folder's tokenizer.
+/// Text ↔ ids for the CLI, from the tokenizer in the model folder (tokenizer.json, optionally with
+/// tokenizer_config.json).
 struct TextCodec {
+    let tokenizer: Tokenizer
+
+    /// The folder's tokenizer; nil when it has none and text is not needed.
     static func load(folder: String, required: Bool) throws -> TextCodec? {
-        guard required else { return nil }
-        throw EncoreError(.unsupported, "\(folder): text input needs a tokenizer; this build reads token ids only (use --input-ids)")
+        let path = folder + "/tokenizer.json"
+        guard FileManager.default.fileExists(atPath: path) else {
+            if required {
+                throw EncoreError(.invalidArgument, "\(folder): no tokenizer.json, so --prompt cannot be encoded; give token ids with --input-ids")
+            }
+            return nil
+        }
+        do {
+            return TextCodec(tokenizer: try Tokenizer.load(path: folder))
+        } catch let e as TokenizerError {
+            throw EncoreError(.invalidFile, e.description)
+        }
     }
 
-    func encode(_ text: String, model: LanguageModel) -> [Int] { [] }
-    func decode(_ ids: [Int]) -> String { "" }
+    /// Encodes a prompt: special tokens as the tokenizer's post-processor adds them (Phi-3.5 adds none).
+    func encode(_ text: String, model: LanguageModel) -> [Int] {
+        tokenizer.encode(text, addSpecialTokens: true)
+    }
+
+    func decode(_ ids: [Int]) -> String { tokenizer.decode(ids, skipSpecialTokens: true) }
+
+    func streamingDecoder() -> StreamingDecoder { StreamingDecoder(tokenizer: tokenizer, skipSpecialTokens: true) }
 }
