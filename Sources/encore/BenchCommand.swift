@@ -7,9 +7,9 @@ struct BenchCommand: ParsableCommand {
         commandName: "bench",
         abstract: "The paper's efficiency comparison: Mu encoder-decoder vs its parameter-matched decoder-only twin.",
         discussion: """
-        Times batch-1 greedy generation (no early stop) of a Mu model and of the decoder-only baseline with
-        the same parameter count: time to first token (encode + first decoder step, or prompt prefill),
-        decode tokens/s, peak RSS and cache size. Random weights unless --model gives a checkpoint (its
+        Times batch-1 greedy generation (no early stop) of a Mu model and of the decoder-only baseline with \
+        the same parameter count: time to first token (encode + first decoder step, or prompt prefill), \
+        decode tokens/s, peak RSS and cache size. Random weights unless --model gives a checkpoint (its \
         twin then gets random weights of the matched shape: speed does not depend on the values).
 
         Example:

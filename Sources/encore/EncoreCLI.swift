@@ -8,7 +8,7 @@ struct EncoreCLI: ParsableCommand {
         commandName: "encore",
         abstract: "Encoder-decoder small language models on CPU: generate, score, tokenize, inspect and benchmark.",
         discussion: """
-        A model is a folder holding config.json + model.safetensors (model_type "mu" for the paper's
+        A model is a folder holding config.json + model.safetensors (model_type "mu" for the paper's \
         encoder-decoder, "mu_decoder" for its matched decoder-only baseline).
 
         Examples:
