@@ -97,7 +97,11 @@ struct BenchCommand: ParsableCommand {
                     "system": "encore", "version": EncoreVersion.string, "threads": threads, "blas": Backend.blasName,
                     "results": results.map { r -> [String: Any] in
                         var o = r.json
-                        if let limits { o["decode_weight_gb_per_s"] = r.weightGBps; o["decode_fraction_of_read_bw"] = r.weightGBps / limits.readGBps }
+                        if let limits {
+                            o["decode_weight_gb_per_s"] = r.weightGBps
+                            o["decode_fraction_of_read_bw"] = r.weightGBps / limits.readGBps
+                            o["prefill_fraction_of_gemm"] = r.prefillGFLOPs / limits.gemmGFLOPs
+                        }
                         return o
                     },
                     "machine": limits?.json ?? [:],
@@ -107,14 +111,16 @@ struct BenchCommand: ParsableCommand {
             print("Encore \(EncoreVersion.string) · \(Backend.blasName) · \(threads) thread(s) · batch 1, greedy, fp32")
             print("model        params   input  output  encode ms   TTFT ms   decode tok/s   e2e s   peak RSS MiB   cache MiB")
             for r in results {
-                print(String(format: "%-10@ %7.1fM  %6d  %6d  %9.1f  %8.1f  %13.1f  %6.2f  %13.0f  %10.1f",
-                             r.model as NSString, Double(r.params) / 1e6, r.inputTokens, r.outputTokens, r.encodeMs,
+                print(r.model.padding(toLength: 11, withPad: " ", startingAt: 0) + String(format: "%7.1fM  %6d  %6d  %9.1f  %8.1f  %13.1f  %6.2f  %13.0f  %10.1f",
+                             Double(r.params) / 1e6, r.inputTokens, r.outputTokens, r.encodeMs,
                              r.ttftMs, r.decodeTokensPerSecond, r.endToEndMs / 1000, r.peakRSSMB, r.cacheMB))
             }
             if let limits {
                 print(String(format: "\nmachine: read %.1f GB/s, BLAS GEMM %.0f GFLOP/s; decode GEMV %.1f GB/s (%.0f%% of read), LM-head GEMV %.1f GB/s",
                              limits.readGBps, limits.gemmGFLOPs, limits.gemvGBps, 100 * limits.gemvGBps / limits.readGBps, limits.gemvLMHeadGBps))
                 for r in results {
+                    print(String(format: "%@: prompt pass %.0f GFLOP at %.0f GFLOP/s = %.0f%% of the measured BLAS GEMM rate",
+                                 r.model as NSString, r.prefillFLOPs / 1e9, r.prefillGFLOPs, 100 * r.prefillGFLOPs / limits.gemmGFLOPs))
                     print(String(format: "%@: decode streams %.2f GB of weights per token = %.1f GB/s, %.0f%% of the read ceiling",
                                  r.model as NSString, r.weightBytesPerToken / 1e9, r.weightGBps, 100 * r.weightGBps / limits.readGBps))
                 }

@@ -66,13 +66,19 @@ public struct BenchResult: Sendable {
     public var cacheMB: Double
     /// Weight bytes a decode step reads (every matrix once, fp32).
     public var weightBytesPerToken: Double
+    /// FLOPs of the prompt pass (encoder + cross K/V, or decoder-only prefill), counted from the shapes.
+    public var prefillFLOPs: Double
+    /// prefillFLOPs / time of the prompt pass (encode, or TTFT for decoder-only), in GFLOP/s.
+    public var prefillGFLOPs: Double { prefillFLOPs / ((model == "mu" ? encodeMs : ttftMs) / 1000) / 1e9 }
     /// weightBytesPerToken × decode tokens/s.
     public var weightGBps: Double { weightBytesPerToken * decodeTokensPerSecond / 1e9 }
 
     public var json: [String: Any] {
         ["model": model, "params": params, "input_tokens": inputTokens, "output_tokens": outputTokens,
          "encode_ms": encodeMs, "ttft_ms": ttftMs, "decode_tokens_per_s": decodeTokensPerSecond,
-         "e2e_ms": endToEndMs, "peak_rss_mb": peakRSSMB, "cache_mb": cacheMB]
+         "e2e_ms": endToEndMs, "peak_rss_mb": peakRSSMB, "cache_mb": cacheMB,
+         "prefill_gflop": prefillFLOPs / 1e9, "prefill_gflop_per_s": prefillGFLOPs,
+         "decode_weight_bytes_per_token": weightBytesPerToken]
     }
 }
 
@@ -105,6 +111,28 @@ public struct Benchmark {
         return model.parameterCount
     }
 
+    /// Multiply-adds ×2 of the prompt pass: every matrix product (weights and attention scores/values;
+    /// attention counted over the full L×L square as computed).
+    static func prefillFLOPs(_ model: LanguageModel, length L: Int) -> Double {
+        func attn(_ c: Int, _ q: Int, _ kv: Int) -> Double { Double(c * q + 2 * c * kv + q * c) }
+        let l = Double(L)
+        if let mu = model as? MuModel {
+            let c = mu.config
+            let perLayer = attn(c.nEmbd, c.qkvEmbd, c.attention.kvWidth) + Double(2 * c.nEmbd * c.hiddenDim)
+            let weights = 2 * l * perLayer * Double(c.nEncoderLayer)
+            let scores = 4 * l * l * Double(c.qkvEmbd) * Double(c.nEncoderLayer)
+            let cross = 2 * l * Double(2 * c.nEmbd * c.attention.kvWidth) * Double(c.nDecoderLayer)
+            return weights + scores + cross
+        }
+        if let d = model as? MuDecoderModel {
+            let c = d.config
+            let perLayer = attn(c.nEmbd, c.qkvEmbd, c.attention.kvWidth) + Double(2 * c.nEmbd * c.hiddenDim)
+            return 2 * l * perLayer * Double(c.nLayer) + 4 * l * l * Double(c.qkvEmbd) * Double(c.nLayer)
+                + 2 * Double(c.vocabSize * c.nEmbd)
+        }
+        return 0
+    }
+
     /// Measures `model`; `progress` is called with (repetition, total) before each run (0 = warm-up).
     public func run(_ model: LanguageModel, progress: ((Int, Int) -> Void)? = nil) throws -> BenchResult {
         guard inputTokens >= 1, outputTokens >= 2, repetitions >= 1 else {
@@ -135,6 +163,7 @@ public struct Benchmark {
                            outputTokens: outputTokens, encodeMs: median(encode), ttftMs: median(ttft),
                            decodeTokensPerSecond: median(tps), endToEndMs: median(e2e),
                            peakRSSMB: Double(MemoryStats.peakRSS()) / 1_048_576, cacheMB: Double(cache) / 1_048_576,
-                           weightBytesPerToken: Double(Self.decodeWeightCount(model)) * 4)
+                           weightBytesPerToken: Double(Self.decodeWeightCount(model)) * 4,
+                           prefillFLOPs: Self.prefillFLOPs(model, length: inputTokens))
     }
 }
