@@ -18,8 +18,8 @@ struct EncoreCLI: ParsableCommand {
           encore inspect models/mu
         """,
         version: EncoreVersion.string,
-        subcommands: [GenerateCommand.self, ScoreCommand.self, TokenizeCommand.self, DetokenizeCommand.self,
-                      InspectCommand.self, BenchCommand.self]
+        subcommands: [GenerateCommand.self, ScoreCommand.self, TokenizeCommand.self, DetokenizeCommand.self, TokenizerBenchCommand.self,
+                      InspectCommand.self, InitCommand.self, BenchCommand.self]
     )
 }
 
@@ -38,7 +38,7 @@ func parseIds(_ text: String, option: String) throws -> [Int] {
 }
 
 func jsonString(_ object: Any) -> String {
-    guard let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]),
+    guard let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes]),
           let s = String(data: data, encoding: .utf8) else { return "{}" }
     return s
 }

@@ -160,3 +160,33 @@ final class MuDecoderParityTests: XCTestCase {
         }
     }
 }
+
+final class MuSaveLoadTests: XCTestCase {
+    /// save(to:) writes a folder that loads back to the same model (bit-identical logits in F32).
+    func testSaveRoundTrip() throws {
+        let model = try MuModel(folder: fixture("mu/gqa_interleaved_ntk"))
+        let dir = try makeTempDir(self)
+        try model.save(to: dir + "/m")
+        let back = try MuModel(folder: dir + "/m")
+        XCTAssertEqual(back.config, model.config)
+        let ids = [[5, 6, 7, 8], [9, 10, 0, 0]], dec = [[1, 4, 5], [1, 6, 0]]
+        XCTAssertEqual(try back.teacherForcedLogits(encoderIds: ids, decoderIds: dec).toArray(),
+                       try model.teacherForcedLogits(encoderIds: ids, decoderIds: dec).toArray())
+    }
+
+    /// The reference initialisation: N(0, 0.02) matrices, zero biases, unit norms.
+    func testReferenceInit() throws {
+        let config = MuConfig(nEncoderLayer: 2, nDecoderLayer: 1, nEmbd: 64, qkvEmbd: 32, hiddenDim: 128, nHead: 4, nKVHead: 2, vocabSize: 300)
+        let model = try MuModel(config: config, referenceInitSeed: 1)
+        let t = model.namedTensors()
+        let w = t["transformer.e.0.mlp.fc1.weight"]!.toArray()
+        let mean = w.reduce(0, +) / Float(w.count)
+        let std = (w.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Float(w.count)).squareRoot()
+        XCTAssertEqual(std, 0.02, accuracy: 0.001)
+        XCTAssertEqual(mean, 0, accuracy: 0.001)
+        XCTAssertEqual(Set(t["transformer.e.0.mlp.fc1.bias"]!.toArray()), [0])
+        XCTAssertEqual(Set(t["transformer.ln_f.weight"]!.toArray()), [1])
+        XCTAssertEqual(t.count, 3 + 2 * 14 + 1 * 23)   // wte, ln_e, ln_f + 14 per encoder block, 23 per decoder block (tied head omitted)
+        XCTAssertEqual(model.parameterCount, t.values.reduce(0) { $0 + $1.count })
+    }
+}

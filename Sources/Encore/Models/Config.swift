@@ -131,6 +131,14 @@ public struct MuConfig: Codable, Equatable, Sendable {
         eosTokenId = try c.decodeIfPresent(Int.self, forKey: .eosTokenId)
     }
 
+    /// Decodes and validates a config.json, naming the field at fault.
+    public static func decode(_ data: Data, path: String) throws -> MuConfig {
+        let c = try ConfigFile.decode(MuConfig.self, from: data, path: path)
+        guard c.modelType == "mu" else { throw EncoreError(.invalidConfig, "\(path): model_type is '\(c.modelType)', expected 'mu'") }
+        try c.validate(path: path)
+        return c
+    }
+
     /// The released 330M model's configuration (the reference `MuConfig()` defaults, Phi-3.5 BOS/EOS).
     public static let mu330m = MuConfig(nEncoderLayer: 20, nDecoderLayer: 10, nEmbd: 1024, qkvEmbd: 384,
                                         hiddenDim: 4096, nHead: 6, nKVHead: 3, vocabSize: 32128)

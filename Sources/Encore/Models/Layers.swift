@@ -6,6 +6,8 @@ enum WeightSource {
     case file(SafeTensorsFile)
     case dictionary([String: Tensor], name: String)
     case random(seed: UInt64)
+    /// The reference's initialisation: every matrix N(0, 0.02), biases 0, norm weights 1.
+    case referenceInit(seed: UInt64)
 }
 
 /// Fetches named tensors with the expected shapes and remembers which were used, so the loader can
@@ -19,14 +21,17 @@ final class WeightLoader {
 
     init(source: WeightSource) {
         self.source = source
-        if case .random(let seed) = source { rng = SplitMix64(seed: seed) } else { rng = SplitMix64(seed: 0) }
+        switch source {
+        case .random(let seed), .referenceInit(let seed): rng = SplitMix64(seed: seed)
+        default: rng = SplitMix64(seed: 0)
+        }
     }
 
     var sourceName: String {
         switch source {
         case .file(let f): return f.path
         case .dictionary(_, let name): return name
-        case .random: return "random weights"
+        case .random, .referenceInit: return "random weights"
         }
     }
 
@@ -34,14 +39,19 @@ final class WeightLoader {
         switch source {
         case .file(let f): return f.tensors[name]?.shape
         case .dictionary(let d, _): return d[name]?.shape
-        case .random: return nil
+        case .random, .referenceInit: return nil
         }
     }
 
     func tensor(_ name: String, shape: [Int]) throws -> Tensor {
-        if case .random = source {
+        switch source {
+        case .random:
             used.insert(name)
-            return randomTensor(name, shape: shape)
+            return randomTensor(name, shape: shape, normal: false)
+        case .referenceInit:
+            used.insert(name)
+            return randomTensor(name, shape: shape, normal: true)
+        default: break
         }
         guard let actual = shapeOf(name) else {
             throw EncoreError(.missingTensor, "\(sourceName): missing tensor '\(name)' (expected shape \(shape))")
@@ -53,13 +63,15 @@ final class WeightLoader {
         switch source {
         case .file(let f): return try f.tensor(name)
         case .dictionary(let d, _): return d[name]!
-        case .random: fatalError("unreachable")
+        case .random, .referenceInit: fatalError("unreachable")
         }
     }
 
     func optional(_ name: String, shape: [Int]) throws -> Tensor? {
-        if case .random = source { return nil }
-        return shapeOf(name) == nil ? nil : try tensor(name, shape: shape)
+        switch source {
+        case .random, .referenceInit: return nil
+        default: return shapeOf(name) == nil ? nil : try tensor(name, shape: shape)
+        }
     }
 
     /// Throws if the source holds tensors the model did not ask for.
@@ -68,7 +80,7 @@ final class WeightLoader {
         switch source {
         case .file(let f): names = Array(f.tensors.keys)
         case .dictionary(let d, _): names = Array(d.keys)
-        case .random: return
+        case .random, .referenceInit: return
         }
         let extra = Set(names).subtracting(used).sorted()
         if !extra.isEmpty {
@@ -77,10 +89,22 @@ final class WeightLoader {
         }
     }
 
-    private func randomTensor(_ name: String, shape: [Int]) -> Tensor {
+    private func randomTensor(_ name: String, shape: [Int], normal: Bool) -> Tensor {
         let t = Tensor(zeros: shape)
         if shape.count == 1 {
             if !name.hasSuffix(".bias") { for i in 0..<t.count { t.data[i] = 1 } }   // norm weights
+            return t
+        }
+        if normal {
+            // Box-Muller, N(0, 0.02)
+            var i = 0
+            while i < t.count {
+                let u1 = max(rng.nextUnitDouble(), 1e-300), u2 = rng.nextUnitDouble()
+                let r = (-2 * log(u1)).squareRoot() * 0.02
+                t.data[i] = Float(r * cos(2 * .pi * u2))
+                if i + 1 < t.count { t.data[i + 1] = Float(r * sin(2 * .pi * u2)) }
+                i += 2
+            }
             return t
         }
         // Uniform with the standard deviation of N(0, 0.02): speed does not depend on the values.

@@ -110,6 +110,22 @@ public final class MuModel: LanguageModel {
         try self.init(config: config, loader: WeightLoader(source: .random(seed: randomSeed)))
     }
 
+    /// A fresh model initialised as the reference does (matrices N(0, 0.02), zero biases, unit norms).
+    public convenience init(config: MuConfig, referenceInitSeed seed: UInt64) throws {
+        try config.validate()
+        try self.init(config: config, loader: WeightLoader(source: .referenceInit(seed: seed)))
+    }
+
+    /// Writes `folder/config.json` and `folder/model.safetensors` (reference tensor names, tied head
+    /// omitted), both atomically.
+    public func save(to folder: String, dtype: SafeTensorsDType = .F32) throws {
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try AtomicFile.write(try encoder.encode(config), to: folder + "/config.json")
+        try SafeTensorsWriter.write(namedTensors(), to: folder + "/model.safetensors", dtype: dtype, metadata: ["format": "pt"])
+    }
+
     /// A model from named tensors (reference state-dict names).
     public convenience init(config: MuConfig, tensors: [String: Tensor]) throws {
         try config.validate()
