@@ -155,6 +155,61 @@ struct AttentionWeights {
     }
 }
 
+extension AttentionWeights {
+    /// Causal self-attention over a KV cache for `n` new tokens per row: projects Q/K/V of h [B*n, C],
+    /// rotates them at `positions` (one per row of h), appends K/V to `cache`, attends over everything cached
+    /// (keys whose token is the pad id masked) and applies `out_linear`. Returns [B*n, C].
+    func cachedSelfAttention(_ h: Tensor, batch B: Int, n: Int, cache: KVCache, newKeep: [UInt8], positions: [Float],
+                             invFreq: [Float], shape: AttentionShape, scratch: inout [Float]) -> Tensor {
+        let q = self.q(h), k = self.k(h), v = self.v(h)                  // [B*n, H*D], [B*n, Hkv*D]
+        Ops.ropeInPlace(q, heads: shape.heads, headDim: shape.headDim, positions: positions, invFreq: invFreq)
+        Ops.ropeInPlace(k, heads: shape.kvHeads, headDim: shape.headDim, positions: positions, invFreq: invFreq)
+        let start = cache.length
+        cache.append(k: k, v: v, keep: newKeep, n: n)
+        let o = Tensor(uninitialized: [B * n, shape.qWidth])              // [B*n, H*D]
+        withExtendedLifetime(q) {
+            for b in 0..<B {
+                cache.withKeep(batch: b) { kp in
+                    Ops.attention(q: q.data + b * n * shape.qWidth, tq: n, k: cache.keyPointer(batch: b),
+                                  v: cache.valuePointer(batch: b), kvRows: cache.length, kvStride: shape.kvWidth,
+                                  out: o.data + b * n * shape.qWidth, shape: shape, keyKeep: kp,
+                                  causalOffset: start, scratch: &scratch)
+                }
+            }
+        }
+        return out(o)
+    }
+}
+
+extension Ops {
+    /// Attention for B sequences without a cache: q [B*tq, H*D] against k, v [B*kvRows, Hkv*D], keyKeep
+    /// [B*kvRows] (0 = masked); `causalOffset` as in ``Ops/attention(q:tq:k:v:kvRows:kvStride:out:shape:keyKeep:causalOffset:scratch:)``.
+    /// Returns [B*tq, H*D].
+    static func batchedAttention(q: Tensor, k: Tensor, v: Tensor, batch B: Int, tq: Int, kvRows: Int, keyKeep: [UInt8],
+                                 shape: AttentionShape, causalOffset: Int, scratch: inout [Float]) -> Tensor {
+        let o = Tensor(uninitialized: [B * tq, shape.qWidth])
+        withExtendedLifetime((q, k, v)) {
+            keyKeep.withUnsafeBufferPointer { kp in
+                for b in 0..<B {
+                    attention(q: q.data + b * tq * shape.qWidth, tq: tq, k: k.data + b * kvRows * shape.kvWidth,
+                              v: v.data + b * kvRows * shape.kvWidth, kvRows: kvRows, kvStride: shape.kvWidth,
+                              out: o.data + b * tq * shape.qWidth, shape: shape, keyKeep: kp.baseAddress! + b * kvRows,
+                              causalOffset: causalOffset, scratch: &scratch)
+                }
+            }
+        }
+        return o
+    }
+
+    /// The last of every `n` rows of x [B*n, C] → [B, C].
+    static func lastRows(_ x: Tensor, batch B: Int, n: Int) -> Tensor {
+        let c = x.shape.last!
+        let out = Tensor(uninitialized: [B, c])
+        for b in 0..<B { (out.data + b * c).update(from: x.data + (b * n + n - 1) * c, count: c) }
+        return out
+    }
+}
+
 /// Mu MLP: `fc1` → tanh-GELU → `fc2`, both with biases.
 struct MLP {
     var fc1: Linear, fc2: Linear

@@ -210,15 +210,8 @@ public final class MuModel: LanguageModel {
             let q = block.attn.q(h), k = block.attn.k(h), v = block.attn.v(h)   // [B*L, H*D], [B*L, Hkv*D]
             Ops.ropeInPlace(q, heads: shape.heads, headDim: shape.headDim, positions: positions, invFreq: invFreq)
             Ops.ropeInPlace(k, heads: shape.kvHeads, headDim: shape.headDim, positions: positions, invFreq: invFreq)
-            let o = Tensor(uninitialized: [B * L, shape.qWidth])                   // [B*L, H*D]
-            withExtendedLifetime((q, k, v)) { keep.withUnsafeBufferPointer { kp in   // q/k/v outlive the raw pointers
-                for b in 0..<B {
-                    Ops.attention(q: q.data + b * L * shape.qWidth, tq: L, k: k.data + b * L * shape.kvWidth,
-                                  v: v.data + b * L * shape.kvWidth, kvRows: L, kvStride: shape.kvWidth,
-                                  out: o.data + b * L * shape.qWidth, shape: shape, keyKeep: kp.baseAddress! + b * L,
-                                  causalOffset: -1, scratch: &scratch)
-                }
-            } }
+            let o = Ops.batchedAttention(q: q, k: k, v: v, batch: B, tq: L, kvRows: L, keyKeep: keep, shape: shape,
+                                         causalOffset: -1, scratch: &scratch)   // [B*L, H*D]
             Ops.addInPlace(x, block.attn.out(o))
             Ops.addInPlace(x, block.mlp(block.ln2(x)))
         }
@@ -274,43 +267,19 @@ public final class MuModel: LanguageModel {
 
         var x = Ops.embedding(wte, ids: ids)                               // [B*n, C]
         for (layer, block) in decoderBlocks.enumerated() {
-            let cache = state.caches[layer]
             // causal self-attention with the cache
-            let h = block.ln1(x)
-            let q = block.causalAttn.q(h), k = block.causalAttn.k(h), v = block.causalAttn.v(h)
-            Ops.ropeInPlace(q, heads: shape.heads, headDim: shape.headDim, positions: positions, invFreq: invFreq)
-            Ops.ropeInPlace(k, heads: shape.kvHeads, headDim: shape.headDim, positions: positions, invFreq: invFreq)
-            cache.append(k: k, v: v, keep: newKeep, n: n)
-            let o = Tensor(uninitialized: [B * n, shape.qWidth])
-            withExtendedLifetime(q) { for b in 0..<B {
-                cache.withKeep(batch: b) { kp in
-                    Ops.attention(q: q.data + b * n * shape.qWidth, tq: n, k: cache.keyPointer(batch: b),
-                                  v: cache.valuePointer(batch: b), kvRows: total, kvStride: shape.kvWidth,
-                                  out: o.data + b * n * shape.qWidth, shape: shape, keyKeep: kp,
-                                  causalOffset: start, scratch: &scratch)
-                }
-            } }
-            Ops.addInPlace(x, block.causalAttn.out(o))
+            Ops.addInPlace(x, block.causalAttn.cachedSelfAttention(block.ln1(x), batch: B, n: n, cache: state.caches[layer],
+                                                                   newKeep: newKeep, positions: positions, invFreq: invFreq,
+                                                                   shape: shape, scratch: &scratch))
             // cross-attention over the encoder output (K/V projected once, no RoPE)
             let qc = block.crossAttn.q(block.ln2(x))                       // [B*n, H*D]
-            let oc = Tensor(uninitialized: [B * n, shape.qWidth])
-            let ck = state.encoder.crossK[layer], cv = state.encoder.crossV[layer]
-            withExtendedLifetime((qc, ck, cv)) { state.encoder.keep.withUnsafeBufferPointer { kp in
-                for b in 0..<B {
-                    Ops.attention(q: qc.data + b * n * shape.qWidth, tq: n, k: ck.data + b * L * shape.kvWidth,
-                                  v: cv.data + b * L * shape.kvWidth, kvRows: L, kvStride: shape.kvWidth,
-                                  out: oc.data + b * n * shape.qWidth, shape: shape, keyKeep: kp.baseAddress! + b * L,
-                                  causalOffset: -1, scratch: &scratch)
-                }
-            } }
+            let oc = Ops.batchedAttention(q: qc, k: state.encoder.crossK[layer], v: state.encoder.crossV[layer], batch: B,
+                                          tq: n, kvRows: L, keyKeep: state.encoder.keep, shape: shape, causalOffset: -1,
+                                          scratch: &scratch)
             Ops.addInPlace(x, block.crossAttn.out(oc))
             Ops.addInPlace(x, block.mlp(block.ln3(x)))
         }
-        if lastOnly && n > 1 {
-            let last = Tensor(zeros: [B, config.nEmbd])
-            for b in 0..<B { (last.data + b * config.nEmbd).update(from: x.data + (b * n + n - 1) * config.nEmbd, count: config.nEmbd) }
-            x = last
-        }
+        if lastOnly && n > 1 { x = Ops.lastRows(x, batch: B, n: n) }
         return Ops.linear(lnF(x), weight: lmHead, bias: nil)             // [R, V]
     }
 

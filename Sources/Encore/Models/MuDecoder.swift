@@ -102,29 +102,12 @@ public final class MuDecoderModel: LanguageModel {
         var scratch: [Float] = []
         var x = Ops.embedding(wte, ids: ids)                               // [B*n, C]
         for (layer, block) in blocks.enumerated() {
-            let kv = cache.caches[layer]
-            let h = block.ln1(x)
-            let q = block.attn.q(h), k = block.attn.k(h), v = block.attn.v(h)
-            Ops.ropeInPlace(q, heads: shape.heads, headDim: shape.headDim, positions: positions, invFreq: invFreq)
-            Ops.ropeInPlace(k, heads: shape.kvHeads, headDim: shape.headDim, positions: positions, invFreq: invFreq)
-            kv.append(k: k, v: v, keep: newKeep, n: n)
-            let o = Tensor(uninitialized: [B * n, shape.qWidth])
-            withExtendedLifetime(q) { for b in 0..<B {
-                kv.withKeep(batch: b) { kp in
-                    Ops.attention(q: q.data + b * n * shape.qWidth, tq: n, k: kv.keyPointer(batch: b),
-                                  v: kv.valuePointer(batch: b), kvRows: total, kvStride: shape.kvWidth,
-                                  out: o.data + b * n * shape.qWidth, shape: shape, keyKeep: kp,
-                                  causalOffset: start, scratch: &scratch)
-                }
-            } }
-            Ops.addInPlace(x, block.attn.out(o))
+            Ops.addInPlace(x, block.attn.cachedSelfAttention(block.ln1(x), batch: B, n: n, cache: cache.caches[layer],
+                                                             newKeep: newKeep, positions: positions, invFreq: invFreq,
+                                                             shape: shape, scratch: &scratch))
             Ops.addInPlace(x, block.mlp(block.ln2(x)))
         }
-        if lastOnly && n > 1 {
-            let last = Tensor(zeros: [B, config.nEmbd])
-            for b in 0..<B { (last.data + b * config.nEmbd).update(from: x.data + (b * n + n - 1) * config.nEmbd, count: config.nEmbd) }
-            x = last
-        }
+        if lastOnly && n > 1 { x = Ops.lastRows(x, batch: B, n: n) }
         return Ops.linear(lnF(x), weight: lmHead, bias: nil)
     }
 
