@@ -3,4 +3,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec swift test "$@"
+exec swift test --disable-swift-testing "$@"
