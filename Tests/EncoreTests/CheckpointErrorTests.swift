@@ -14,6 +14,14 @@ final class CheckpointErrorTests: XCTestCase {
         try Data(bytes).write(to: URL(fileURLWithPath: path))
     }
 
+    /// The error from the library, and a non-zero exit from `encore inspect` on the same file.
+    func assertFileError(_ path: String, containing parts: [String], file: StaticString = #filePath, line: UInt = #line) {
+        assertError(.invalidFile, containing: parts, { _ = try SafeTensorsFile(path: path) }, file: file, line: line)
+        let r = runCLI(["inspect", path])
+        XCTAssertEqual(r.status, 1, "encore inspect exit status", file: file, line: line)
+        XCTAssertTrue(r.stderr.contains(parts[0]), "CLI message: \(r.stderr)", file: file, line: line)
+    }
+
     func assertError(_ kind: EncoreError.Kind, containing parts: [String], _ body: () throws -> Void,
                      file: StaticString = #filePath, line: UInt = #line) {
         do {
@@ -31,44 +39,44 @@ final class CheckpointErrorTests: XCTestCase {
         let dir = try makeTempDir(self)
         let p = dir + "/t.safetensors"
         try Data([1, 2, 3]).write(to: URL(fileURLWithPath: p))
-        assertError(.invalidFile, containing: ["too short"]) { _ = try SafeTensorsFile(path: p) }
+        assertFileError(p, containing: ["too short"])
         // header length points past the end
         try writeRaw(p, header: "{}", data: [], declaredLength: 4096)
-        assertError(.invalidFile, containing: ["4096", "past the end", "truncated"]) { _ = try SafeTensorsFile(path: p) }
+        assertFileError(p, containing: ["4096", "past the end", "truncated"])
         // a real checkpoint cut in the middle of its data
         let full = try Data(contentsOf: URL(fileURLWithPath: fixture("mu/gqa_mod/model.safetensors")))
         try full.prefix(full.count / 2).write(to: URL(fileURLWithPath: p))
-        assertError(.invalidFile, containing: ["past the end of the data section"]) { _ = try SafeTensorsFile(path: p) }
+        assertFileError(p, containing: ["past the end of the data section"])
         // absurd header length
         try writeRaw(p, header: "{}", data: [], declaredLength: UInt64(1) << 40)
-        assertError(.invalidFile, containing: ["limit"]) { _ = try SafeTensorsFile(path: p) }
+        assertFileError(p, containing: ["limit"])
     }
 
     func testHeaderValidation() throws {
         let dir = try makeTempDir(self)
         let p = dir + "/h.safetensors"
         try writeRaw(p, header: "{not json", data: [])
-        assertError(.invalidFile, containing: ["not valid JSON"]) { _ = try SafeTensorsFile(path: p) }
+        assertFileError(p, containing: ["not valid JSON"])
         try writeRaw(p, header: "[1,2]", data: [])
-        assertError(.invalidFile, containing: ["must be an object"]) { _ = try SafeTensorsFile(path: p) }
+        assertFileError(p, containing: ["must be an object"])
         try writeRaw(p, header: #"{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}"#, data: [UInt8](repeating: 0, count: 8))
-        assertError(.invalidFile, containing: ["'a'", "past the end"]) { _ = try SafeTensorsFile(path: p) }
+        assertFileError(p, containing: ["'a'", "past the end"])
         // offsets past the end of the file
         try writeRaw(p, header: #"{"a":{"dtype":"F32","shape":[4],"data_offsets":[8,24]}}"#, data: [UInt8](repeating: 0, count: 16))
         assertError(.invalidFile, containing: ["'a'", "[8, 24]", "past the end"]) { _ = try SafeTensorsFile(path: p) }
         // overlapping tensors
         try writeRaw(p, header: #"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#,
                      data: [UInt8](repeating: 0, count: 12))
-        assertError(.invalidFile, containing: ["'a'", "'b'", "overlap"]) { _ = try SafeTensorsFile(path: p) }
+        assertFileError(p, containing: ["'a'", "'b'", "overlap"])
         // dtype / shape mismatch with the byte length
         try writeRaw(p, header: #"{"a":{"dtype":"BF16","shape":[3],"data_offsets":[0,8]}}"#, data: [UInt8](repeating: 0, count: 8))
-        assertError(.invalidFile, containing: ["'a'", "BF16", "needs 6 bytes", "hold 8"]) { _ = try SafeTensorsFile(path: p) }
+        assertFileError(p, containing: ["'a'", "BF16", "needs 6 bytes", "hold 8"])
         // unknown dtype
         try writeRaw(p, header: #"{"a":{"dtype":"Q4","shape":[1],"data_offsets":[0,1]}}"#, data: [0])
-        assertError(.invalidFile, containing: ["unknown dtype 'Q4'"]) { _ = try SafeTensorsFile(path: p) }
+        assertFileError(p, containing: ["unknown dtype 'Q4'"])
         // bad shape
         try writeRaw(p, header: #"{"a":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}}"#, data: [0, 0, 0, 0])
-        assertError(.invalidFile, containing: ["'a'", "shape"]) { _ = try SafeTensorsFile(path: p) }
+        assertFileError(p, containing: ["'a'", "shape"])
     }
 
     func testUnsupportedDtypeIsRejectedOnRead() throws {
