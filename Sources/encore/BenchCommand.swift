@@ -2,6 +2,25 @@ import ArgumentParser
 import Encore
 import Foundation
 
+/// Writes the time-against-input-length plot of the paper's Figure 1 (TTFT and end-to-end time).
+func writePlot(_ results: [BenchResult], to path: String) throws {
+    func points(_ model: String, _ value: (BenchResult) -> Double) -> [(x: Double, y: Double)] {
+        results.filter { $0.model == model }.map { (Double($0.inputTokens), value($0)) }
+    }
+    let out = results.first?.outputTokens ?? 0
+    let chart = SVGLineChart(
+        title: "Mu-330M encoder-decoder vs decoder-only twin (\(out) output tokens)",
+        xLabel: "input tokens", yLabel: "seconds",
+        series: [
+            .init(name: "decoder-only, end to end", color: "#d62728", points: points("mu_decoder") { $0.endToEndMs / 1000 }),
+            .init(name: "enc-dec, end to end", color: "#1f77b4", points: points("mu") { $0.endToEndMs / 1000 }),
+            .init(name: "decoder-only, first token", color: "#d62728", dashed: true, points: points("mu_decoder") { $0.ttftMs / 1000 }),
+            .init(name: "enc-dec, first token", color: "#1f77b4", dashed: true, points: points("mu") { $0.ttftMs / 1000 }),
+        ].filter { !$0.points.isEmpty })
+    guard let data = chart.render().data(using: .utf8) else { return }
+    try AtomicFile.write(data, to: path)
+}
+
 struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
@@ -14,6 +33,7 @@ struct BenchCommand: ParsableCommand {
 
         Example:
           encore bench --preset mu-330m --input-tokens 512 --output-tokens 64 --threads 2 --json
+          encore bench --input-tokens 128,512,1024,2048 --output-tokens 64 --plot fig1.svg
         """
     )
 
@@ -23,8 +43,13 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "A model folder to benchmark instead of a preset.")
     var model: String?
 
-    @Option(name: .customLong("input-tokens"), help: "Input length.")
-    var inputTokens: Int = 512
+    @Option(name: .customLong("input-tokens"), help: "Input length, or several comma separated (e.g. 128,512,1024,2048).")
+    var inputTokens: String = "512"
+
+    @Option(help: "Write the paper's Figure-1-style plot (time against input length) to this SVG file.")
+    var plot: String?
+
+    var lengths: [Int] { inputTokens.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) } }
 
     @Option(name: .customLong("output-tokens"), help: "Tokens to generate.")
     var outputTokens: Int = 64
@@ -48,7 +73,10 @@ struct BenchCommand: ParsableCommand {
     var noLimits = false
 
     func validate() throws {
-        if inputTokens < 1 { throw ValidationError("--input-tokens must be >= 1") }
+        let parts = inputTokens.split(separator: ",")
+        if parts.isEmpty || parts.count != lengths.count || lengths.contains(where: { $0 < 1 }) {
+            throw ValidationError("--input-tokens: expected positive integers, comma separated (got '\(inputTokens)')")
+        }
         if outputTokens < 2 { throw ValidationError("--output-tokens must be >= 2 (decode speed needs a second token)") }
         if threads < 1 { throw ValidationError("--threads must be >= 1") }
         if reps < 1 { throw ValidationError("--reps must be >= 1") }
@@ -75,7 +103,6 @@ struct BenchCommand: ParsableCommand {
                 printStderr("measuring the machine's ceilings (memory read bandwidth, BLAS GEMM)…")
                 limits = KernelBench.run()
             }
-            let bench = Benchmark(inputTokens: inputTokens, outputTokens: outputTokens, repetitions: reps, seed: seed)
             var results: [BenchResult] = []
             for name in wanted {
                 printStderr("[\(name)] building model…")
@@ -87,11 +114,15 @@ struct BenchCommand: ParsableCommand {
                 } else {
                     lm = try MuDecoderModel(config: MuDecoderConfig.matching(muConfig), randomSeed: seed)
                 }
-                let r = try bench.run(lm) { rep, total in
-                    printStderr(rep == 0 ? "[\(name)] warm-up (\(inputTokens) in → \(outputTokens) out)…" : "[\(name)] run \(rep)/\(total)…")
+                for length in lengths {
+                    let bench = Benchmark(inputTokens: length, outputTokens: outputTokens, repetitions: reps, seed: seed)
+                    let r = try bench.run(lm) { rep, total in
+                        printStderr(rep == 0 ? "[\(name)] warm-up (\(length) in → \(outputTokens) out)…" : "[\(name)] \(length) in: run \(rep)/\(total)…")
+                    }
+                    results.append(r)
                 }
-                results.append(r)
             }
+            if let plot { try writePlot(results, to: plot) }
             if json {
                 print(jsonString([
                     "system": "encore", "version": EncoreVersion.string, "threads": threads, "blas": Backend.blasName,
@@ -125,13 +156,20 @@ struct BenchCommand: ParsableCommand {
                                  r.model as NSString, r.weightBytesPerToken / 1e9, r.weightGBps, 100 * r.weightGBps / limits.readGBps))
                 }
             }
-            if let mu = results.first(where: { $0.model == "mu" }), let dec = results.first(where: { $0.model == "mu_decoder" }) {
-                print(String(format: "\nencoder-decoder vs decoder-only: TTFT ratio %.2f (%.0f%% lower), decode speed %.2f×, peak memory %.0f%% %@",
-                             mu.ttftMs / dec.ttftMs, (1 - mu.ttftMs / dec.ttftMs) * 100,
-                             mu.decodeTokensPerSecond / dec.decodeTokensPerSecond,
+            var compared = false
+            for length in lengths {
+                guard let mu = results.first(where: { $0.model == "mu" && $0.inputTokens == length }),
+                      let dec = results.first(where: { $0.model == "mu_decoder" && $0.inputTokens == length }) else { continue }
+                if !compared { print(""); compared = true }
+                print(String(format: "encoder-decoder vs decoder-only at %d input tokens: TTFT ratio %.2f (%.0f%% lower), decode speed %.2f×, end to end %.2f×, peak memory %.0f%% %@",
+                             length, mu.ttftMs / dec.ttftMs, (1 - mu.ttftMs / dec.ttftMs) * 100,
+                             mu.decodeTokensPerSecond / dec.decodeTokensPerSecond, dec.endToEndMs / mu.endToEndMs,
                              abs(1 - mu.peakRSSMB / dec.peakRSSMB) * 100, (mu.peakRSSMB <= dec.peakRSSMB ? "lower" : "higher") as NSString))
-                print("(paper, on an NPU: 47% lower first-token latency, 4.7× decode throughput)")
+                print(String(format: "  predicted by the architecture: prompt FLOPs ratio %.2f, decode weight bytes ratio %.2f×",
+                             mu.prefillFLOPs / dec.prefillFLOPs, dec.weightBytesPerToken / mu.weightBytesPerToken))
             }
+            if compared { print("(paper, on an NPU: 47% lower first-token latency, 4.7× decode throughput)") }
+            if let plot { print("plot: \(plot)") }
         }
     }
 }
