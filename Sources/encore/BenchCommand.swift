@@ -69,6 +69,9 @@ struct BenchCommand: ParsableCommand {
     @Flag(help: "Print JSON on standard output (progress still goes to standard error).")
     var json = false
 
+    @Option(name: .customLong("decode-weights"), help: "Weight format streamed by decode steps: f32 or bf16 (prompt passes stay fp32).")
+    var decodeWeights: String = "f32"
+
     @Flag(name: .customLong("no-limits"), help: "Skip measuring the machine's ceilings (memory bandwidth, GEMM peak).")
     var noLimits = false
 
@@ -79,6 +82,7 @@ struct BenchCommand: ParsableCommand {
         }
         if outputTokens < 2 { throw ValidationError("--output-tokens must be >= 2 (decode speed needs a second token)") }
         if threads < 1 { throw ValidationError("--threads must be >= 1") }
+        if !["f32", "bf16"].contains(decodeWeights) { throw ValidationError("--decode-weights must be f32 or bf16") }
         if reps < 1 { throw ValidationError("--reps must be >= 1") }
         let known = Set(["mu", "mu_decoder"])
         for m in models.split(separator: ",") where !known.contains(String(m)) {
@@ -114,8 +118,10 @@ struct BenchCommand: ParsableCommand {
                 } else {
                     lm = try MuDecoderModel(config: MuDecoderConfig.matching(muConfig), randomSeed: seed)
                 }
+                if decodeWeights == "bf16" { lm.useBF16ForDecode() }
                 for length in lengths {
-                    let bench = Benchmark(inputTokens: length, outputTokens: outputTokens, repetitions: reps, seed: seed)
+                    var bench = Benchmark(inputTokens: length, outputTokens: outputTokens, repetitions: reps, seed: seed)
+                    bench.bytesPerDecodeWeight = decodeWeights == "bf16" ? 2 : 4
                     let r = try bench.run(lm) { rep, total in
                         printStderr(rep == 0 ? "[\(name)] warm-up (\(length) in → \(outputTokens) out)…" : "[\(name)] \(length) in: run \(rep)/\(total)…")
                     }
@@ -125,7 +131,7 @@ struct BenchCommand: ParsableCommand {
             if let plot { try writePlot(results, to: plot) }
             if json {
                 print(jsonString([
-                    "system": "encore", "version": EncoreVersion.string, "threads": threads, "blas": Backend.blasName,
+                    "system": "encore", "version": EncoreVersion.string, "decode_weights": decodeWeights, "threads": threads, "blas": Backend.blasName,
                     "results": results.map { r -> [String: Any] in
                         var o = r.json
                         if let limits {
@@ -139,7 +145,7 @@ struct BenchCommand: ParsableCommand {
                 ]))
                 return
             }
-            print("Encore \(EncoreVersion.string) · \(Backend.blasName) · \(threads) thread(s) · batch 1, greedy, fp32")
+            print("Encore \(EncoreVersion.string) · \(Backend.blasName) · \(threads) thread(s) · batch 1, greedy, fp32" + (decodeWeights == "bf16" ? " (decode weights bf16)" : ""))
             print("model        params   input  output  encode ms   TTFT ms   decode tok/s   e2e s   peak RSS MiB   cache MiB")
             for r in results {
                 print(r.model.padding(toLength: 11, withPad: " ", startingAt: 0) + String(format: "%7.1fM  %6d  %6d  %9.1f  %8.1f  %13.1f  %6.2f  %13.0f  %10.1f",

@@ -46,6 +46,9 @@ struct GenerateCommand: ParsableCommand {
     @Option(help: "Threads for matrix products (default: all cores).")
     var threads: Int?
 
+    @Option(name: .customLong("decode-weights"), help: "Weight format streamed by decode steps: f32 or bf16 (half the bytes; prompt passes stay fp32).")
+    var decodeWeights: String = "f32"
+
     func validate() throws {
         if prompt == nil && inputIds.isEmpty { throw ValidationError("give --prompt TEXT or --input-ids 1,2,3") }
         if prompt != nil && !inputIds.isEmpty { throw ValidationError("give either --prompt or --input-ids, not both") }
@@ -54,12 +57,14 @@ struct GenerateCommand: ParsableCommand {
         if topK < 0 { throw ValidationError("--top-k must be >= 0") }
         if !(topP > 0 && topP <= 1) { throw ValidationError("--top-p must be in (0, 1]") }
         if let threads, threads < 1 { throw ValidationError("--threads must be >= 1") }
+        if !["f32", "bf16"].contains(decodeWeights) { throw ValidationError("--decode-weights must be f32 or bf16") }
     }
 
     func run() throws {
         try runReportingErrors {
             if let threads { Backend.setThreads(threads) }
             let lm = try ModelRegistry.load(folder: model)
+            if decodeWeights == "bf16" { lm.useBF16ForDecode() }
             let tokenizer = try TextCodec.load(folder: model, required: prompt != nil)
             var inputs: [[Int]]
             if let prompt {

@@ -231,3 +231,54 @@ final class GEMVTests: XCTestCase {
         }
     }
 }
+
+final class BF16DecodeTests: XCTestCase {
+    func testBF16GEMVMatchesReference() {
+        var rng = SplitMix64(seed: 3)
+        for (m, n, k) in [(1, 5, 7), (1, 300, 1024), (3, 129, 40), (8, 64, 333)] {
+            let w = (0..<(n * k)).map { _ in rng.nextUnitFloat() - 0.5 }
+            let x = (0..<(m * k)).map { _ in rng.nextUnitFloat() - 0.5 }
+            var wb = [UInt16](repeating: 0, count: n * k)
+            ek_f32_to_bf16(w, &wb, n * k)
+            var fast = [Float](repeating: .nan, count: m * n), ref = fast
+            ek_gemv_bf16(wb, x, nil, &fast, m, n, k)
+            ek_gemv_bf16_ref(wb, x, nil, &ref, m, n, k)
+            XCTAssertLessThan(relativeError(fast, ref), 1e-5, "\(m)x\(n)x\(k)")
+        }
+    }
+
+    /// On a checkpoint whose weights are already bf16 values, bf16 decode is lossless: same logits at every
+    /// step as the fp32 path (1e-5) and the same greedy tokens as the reference on those weights.
+    func testBF16DecodeIsExactOnBF16Checkpoint() throws {
+        let dir = fixture("mu/gqa_mod")
+        let (data, _, path) = try ConfigFile.read(folder: dir)
+        let config = try ConfigFile.decode(MuConfig.self, from: data, path: path)
+        let f32 = try MuModel(config: config, file: SafeTensorsFile(path: dir + "/model-bf16.safetensors"))
+        let bf16 = try MuModel(config: config, file: SafeTensorsFile(path: dir + "/model-bf16.safetensors"))
+        bf16.useBF16ForDecode()
+        let prompts = [[86, 98, 35, 74, 27], [79, 64, 84]]
+        let a = try f32.beginGeneration(prompts: prompts), b = try bf16.beginGeneration(prompts: prompts)
+        for step in 0..<6 {
+            XCTAssertLessThan(relativeError(b.logits.toArray(), a.logits.toArray()), 1e-5, "step \(step)")
+            let next = (0..<2).map { r in Int(ek_argmax_f32(a.logits.data + r * config.vocabSize, config.vocabSize)) }
+            try a.advance(tokens: next)
+            try b.advance(tokens: next)
+        }
+    }
+
+    /// On fp32 weights, bf16 decode changes logits by the rounding of the weights only (the cost of the format).
+    func testBF16DecodeQualityCostOnFP32Weights() throws {
+        for (name, isMu) in [("gqa_mod", true), ("mu_decoder", false)] {
+            let m1 = try ModelRegistry.load(folder: fixture("mu/\(name)"))
+            let m2 = try ModelRegistry.load(folder: fixture("mu/\(name)"))
+            m2.useBF16ForDecode()
+            let p = [Array(5..<17)]   // 12 tokens: the prompt pass takes the fp32 GEMM path (M > 8)
+            let a = try m1.beginGeneration(prompts: p), b = try m2.beginGeneration(prompts: p)
+            XCTAssertLessThan(relativeError(b.logits.toArray(), a.logits.toArray()), 0.1, "\(name): first token")
+            try a.advance(tokens: [11]); try b.advance(tokens: [11])
+            let err = relativeError(b.logits.toArray(), a.logits.toArray())
+            XCTAssertGreaterThan(err, 0, name)
+            XCTAssertLessThan(err, 0.1, "\(name): bf16 decode relative logit error \(err)")
+        }
+    }
+}

@@ -89,6 +89,8 @@ public struct Benchmark {
     public var outputTokens: Int
     public var repetitions: Int
     public var seed: UInt64
+    /// Bytes per weight a decode step streams (4 for fp32, 2 for bf16), for the bandwidth figures.
+    public var bytesPerDecodeWeight = 4
 
     public init(inputTokens: Int, outputTokens: Int, repetitions: Int = 3, seed: UInt64 = 1) {
         self.inputTokens = inputTokens
@@ -163,7 +165,7 @@ public struct Benchmark {
                            outputTokens: outputTokens, encodeMs: median(encode), ttftMs: median(ttft),
                            decodeTokensPerSecond: median(tps), endToEndMs: median(e2e),
                            peakRSSMB: Double(MemoryStats.peakRSS()) / 1_048_576, cacheMB: Double(cache) / 1_048_576,
-                           weightBytesPerToken: Double(Self.decodeWeightCount(model)) * 4,
+                           weightBytesPerToken: Double(Self.decodeWeightCount(model) * bytesPerDecodeWeight),
                            prefillFLOPs: Self.prefillFLOPs(model, length: inputTokens))
     }
 }

@@ -18,6 +18,9 @@ public protocol LanguageModel: AnyObject {
     /// to generate for every row.
     func beginGeneration(prompts: [[Int]]) throws -> GenerationState
 
+    /// Streams weights as bf16 during decode steps (half the bytes per token); prompt passes stay fp32.
+    func useBF16ForDecode()
+
     /// Teacher-forced log-probabilities (natural log) of each `target` token given `input`.
     /// Encoder-decoder: input → encoder, decoder reads [BOS] + target. Decoder-only: input ‖ target in one sequence.
     func score(input: [Int], target: [Int]) throws -> [Float]

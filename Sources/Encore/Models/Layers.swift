@@ -1,4 +1,5 @@
 import Foundation
+import EncoreKernels
 
 /// Where a model's weights come from: a checkpoint file, a dictionary (tests, conversions), or fresh
 /// random values (benchmarks and `init`: N(0, 0.02)-sized matrices, zero biases, unit norms).
@@ -114,10 +115,30 @@ final class WeightLoader {
     }
 }
 
+/// A weight matrix stored as bf16 (round to nearest even), for decode steps that stream it: half the bytes.
+public final class BF16Matrix: @unchecked Sendable {
+    public let rows: Int, columns: Int
+    let values: UnsafeMutablePointer<UInt16>
+
+    public init(_ t: Tensor) {
+        precondition(t.shape.count == 2, "BF16Matrix wants a matrix, got \(t.shape)")
+        rows = t.shape[0]
+        columns = t.shape[1]
+        values = .allocate(capacity: max(t.count, 1))
+        ek_f32_to_bf16(t.data, values, t.count)
+    }
+
+    deinit { values.deallocate() }
+
+    public var bytes: Int { rows * columns * 2 }
+}
+
 /// A dense layer y = x·Wᵀ + b with the PyTorch `[out, in]` weight layout.
 struct Linear {
     var weight: Tensor   // [out, in]
     var bias: Tensor?    // [out]
+    /// A bf16 copy used by decode steps (M ≤ 8 rows) when set; prompt passes keep the fp32 weight.
+    var bf16: BF16Matrix? = nil
 
     init(weight: Tensor, bias: Tensor?) {
         self.weight = weight
@@ -130,7 +151,13 @@ struct Linear {
         self.bias = bias ? try loader.tensor(prefix + ".bias", shape: [outputs]) : nil
     }
 
-    func callAsFunction(_ x: Tensor) -> Tensor { Ops.linear(x, weight: weight, bias: bias) }
+    func callAsFunction(_ x: Tensor) -> Tensor {
+        if let bf16, x.count / bf16.columns <= 8 { return Ops.linearBF16(x, weight: bf16, bias: bias) }
+        return Ops.linear(x, weight: weight, bias: bias)
+    }
+
+    /// Adds the bf16 copy used by decode steps.
+    mutating func useBF16ForDecode() { bf16 = BF16Matrix(weight) }
 
     var parameterTensors: [Tensor] { [weight] + (bias.map { [$0] } ?? []) }
 }
@@ -152,6 +179,12 @@ struct AttentionWeights {
         k = try Linear(loader, prefix + ".k_linear", in: nEmbd, out: shape.kvWidth)
         v = try Linear(loader, prefix + ".v_linear", in: nEmbd, out: shape.kvWidth)
         out = try Linear(loader, prefix + ".out_linear", in: shape.qWidth, out: nEmbd)
+    }
+
+    mutating func useBF16ForDecode(includingKV: Bool = true) {
+        q.useBF16ForDecode()
+        out.useBF16ForDecode()
+        if includingKV { k.useBF16ForDecode(); v.useBF16ForDecode() }
     }
 }
 
@@ -218,8 +251,14 @@ struct MLP {
         fc2 = try Linear(loader, prefix + ".fc2", in: hidden, out: nEmbd)
     }
     func callAsFunction(_ x: Tensor) -> Tensor {
-        let h = Ops.linearGELU(x, weight: fc1.weight, bias: fc1.bias)   // [R, hidden]
+        let h = fc1(x)                                                   // [R, hidden]
+        ek_gelu_tanh_f32(h.data, h.count)
         return fc2(h)                                                    // [R, C]
+    }
+
+    mutating func useBF16ForDecode() {
+        fc1.useBF16ForDecode()
+        fc2.useBF16ForDecode()
     }
 }
 

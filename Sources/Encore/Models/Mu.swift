@@ -78,9 +78,11 @@ public final class MuModel: LanguageModel {
     public let config: MuConfig
     let wte: Tensor          // [V, C]
     let lmHead: Tensor       // [V, C], tied to wte unless the checkpoint has lm_head.weight
+    /// bf16 copy of the head for decode steps, when ``useBF16ForDecode()`` was called.
+    private(set) var lmHeadBF16: BF16Matrix?
     let encoderBlocks: [MuEncoderBlock]
     let lnE: RMSNorm
-    let decoderBlocks: [MuDecoderBlock]
+    private(set) var decoderBlocks: [MuDecoderBlock]
     let lnF: RMSNorm
 
     public var modelType: String { "mu" }
@@ -173,6 +175,19 @@ public final class MuModel: LanguageModel {
             mlp("transformer.h.\(i).mlp", b.mlp)
         }
         return d
+    }
+
+    /// Streams the decoder's matrices and the head as bf16 during decode steps (half the bytes per token);
+    /// the encoder and prompt passes keep fp32. The cross-attention K/V projections run once per request
+    /// and stay fp32. Costs the bf16 copies' memory (2 bytes per decoder parameter).
+    public func useBF16ForDecode() {
+        for i in decoderBlocks.indices {
+            decoderBlocks[i].causalAttn.useBF16ForDecode()
+            decoderBlocks[i].crossAttn.q.useBF16ForDecode()
+            decoderBlocks[i].crossAttn.out.useBF16ForDecode()
+            decoderBlocks[i].mlp.useBF16ForDecode()
+        }
+        lmHeadBF16 = BF16Matrix(lmHead)
     }
 
     // MARK: encoder
@@ -280,7 +295,9 @@ public final class MuModel: LanguageModel {
             Ops.addInPlace(x, block.mlp(block.ln3(x)))
         }
         if lastOnly && n > 1 { x = Ops.lastRows(x, batch: B, n: n) }
-        return Ops.linear(lnF(x), weight: lmHead, bias: nil)             // [R, V]
+        let h = lnF(x)
+        if let lmHeadBF16, h.shape[0] <= 8 { return Ops.linearBF16(h, weight: lmHeadBF16, bias: nil) }   // [R, V]
+        return Ops.linear(h, weight: lmHead, bias: nil)                  // [R, V]
     }
 
     /// Teacher-forced logits [B, T, V] for decoder inputs (rows right-padded with the pad id), the

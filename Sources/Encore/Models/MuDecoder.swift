@@ -31,7 +31,8 @@ public final class MuDecoderModel: LanguageModel {
     public let config: MuDecoderConfig
     let wte: Tensor
     let lmHead: Tensor
-    let blocks: [MuDecoderOnlyBlock]
+    private(set) var blocks: [MuDecoderOnlyBlock]
+    private(set) var lmHeadBF16: BF16Matrix?
     let lnF: RMSNorm
 
     public var modelType: String { "mu_decoder" }
@@ -66,6 +67,15 @@ public final class MuDecoderModel: LanguageModel {
         blocks = try (0..<config.nLayer).map { try MuDecoderOnlyBlock(l, "transformer.h.\($0)", config) }
         lnF = try RMSNorm(l, "transformer.ln_f", dim: config.nEmbd)
         try l.checkAllUsed()
+    }
+
+    /// Streams every matrix and the head as bf16 during decode steps; prompt prefill keeps fp32.
+    public func useBF16ForDecode() {
+        for i in blocks.indices {
+            blocks[i].attn.useBF16ForDecode()
+            blocks[i].mlp.useBF16ForDecode()
+        }
+        lmHeadBF16 = BF16Matrix(lmHead)
     }
 
     final class Cache {
@@ -108,7 +118,9 @@ public final class MuDecoderModel: LanguageModel {
             Ops.addInPlace(x, block.mlp(block.ln2(x)))
         }
         if lastOnly && n > 1 { x = Ops.lastRows(x, batch: B, n: n) }
-        return Ops.linear(lnF(x), weight: lmHead, bias: nil)
+        let h = lnF(x)
+        if let lmHeadBF16, h.shape[0] <= 8 { return Ops.linearBF16(h, weight: lmHeadBF16, bias: nil) }
+        return Ops.linear(h, weight: lmHead, bias: nil)
     }
 
     func makeCache(batch: Int, offsets: [Int], capacity: Int) -> Cache {

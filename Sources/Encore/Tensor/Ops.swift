@@ -28,6 +28,16 @@ public enum Ops {
         return y
     }
 
+    /// y = x · Wᵀ + b with a bf16 weight [N, K], for decode steps (M ≤ 8 rows).
+    public static func linearBF16(_ x: Tensor, weight: BF16Matrix, bias: Tensor?) -> Tensor {
+        let k = weight.columns, n = weight.rows
+        precondition(x.shape.last == k, "linear: x \(x.shape) vs weight [\(n), \(k)]")
+        let m = x.count / k
+        let y = Tensor(uninitialized: Array(x.shape.dropLast()) + [n])
+        ek_gemv_bf16(weight.values, x.data, bias?.data, y.data, m, n, k)
+        return y
+    }
+
     /// Embedding lookup: table [V, C], ids → [ids.count, C]. Ids must be in range (checked by callers).
     public static func embedding(_ table: Tensor, ids: [Int]) -> Tensor {
         let c = table.shape[1]

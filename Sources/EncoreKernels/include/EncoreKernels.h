@@ -109,6 +109,10 @@ int ek_get_threads(void);
 void ek_gemv_f32(const float *w, const float *x, const float *bias, float *y, long m, long n, long k);
 void ek_gemv_f32_ref(const float *w, const float *x, const float *bias, float *y, long m, long n, long k);
 
+/** As ek_gemv_f32 with bf16 weights (half the bytes per decode step), widened to fp32 in registers. */
+void ek_gemv_bf16(const uint16_t *w, const float *x, const float *bias, float *y, long m, long n, long k);
+void ek_gemv_bf16_ref(const uint16_t *w, const float *x, const float *bias, float *y, long m, long n, long k);
+
 /** Sum of n floats on the kernel threads, each streaming its own block: measures the memory read ceiling. */
 float ek_sum_f32(const float *x, long n);
 
