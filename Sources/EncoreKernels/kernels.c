@@ -159,6 +159,8 @@ EK_AVX2 static void rmsnorm_avx2(const float *x, const float *w, float *out, lon
 /* ------------------------------------------------------------------------------------------------ */
 /* elementwise                                                                                       */
 
+static void rmsnorm_serial(const float *x, const float *w, float *out, long rows, long dim, float eps);
+
 float ek_dot_f32_ref(const float *a, const float *b, long n) {
     double s = 0;
     for (long i = 0; i < n; i++) s += (double)a[i] * (double)b[i];
@@ -208,7 +210,7 @@ void ek_gelu_tanh_f32_ref(float *x, long n) {
     }
 }
 
-void ek_bias_gelu_tanh_f32(float *x, const float *bias, long rows, long cols) {
+static void bias_gelu_serial(float *x, const float *bias, long rows, long cols) {
 #if EK_X86
     if (use_avx2()) { bias_gelu_avx2(x, bias, rows, cols); return; }
 #endif
@@ -221,7 +223,46 @@ void ek_bias_gelu_tanh_f32(float *x, const float *bias, long rows, long cols) {
     }
 }
 
-void ek_gelu_tanh_f32(float *x, long n) { ek_bias_gelu_tanh_f32(x, NULL, 1, n); }
+/* Row-parallel wrappers: prompt passes (hundreds of rows) use all cores; decode rows stay on the caller. */
+typedef struct { float *x; const float *bias; long rows, cols; } gelu_ctx;
+
+static void gelu_task(void *ctx, long index, long count) {
+    gelu_ctx *c = (gelu_ctx *)ctx;
+    long r0 = c->rows * index / count, r1 = c->rows * (index + 1) / count;
+    bias_gelu_serial(c->x + r0 * c->cols, c->bias, r1 - r0, c->cols);
+}
+
+void ek_bias_gelu_tanh_f32(float *x, const float *bias, long rows, long cols) {
+    if (rows < 2 || rows * cols < (1L << 16)) { bias_gelu_serial(x, bias, rows, cols); return; }
+    gelu_ctx c = { x, bias, rows, cols };
+    ek_parallel_for(ek_get_threads(), gelu_task, &c);
+}
+
+static void gelu_flat_task(void *ctx, long index, long count) {
+    gelu_ctx *c = (gelu_ctx *)ctx;
+    long a = c->cols * index / count, b = c->cols * (index + 1) / count;
+    bias_gelu_serial(c->x + a, NULL, 1, b - a);
+}
+
+void ek_gelu_tanh_f32(float *x, long n) {
+    if (n < (1L << 16)) { bias_gelu_serial(x, NULL, 1, n); return; }
+    gelu_ctx c = { x, NULL, 1, n };   /* one flat row of n values, split into equal ranges */
+    ek_parallel_for(ek_get_threads(), gelu_flat_task, &c);
+}
+
+typedef struct { const float *x, *w; float *out; long rows, dim; float eps; } rms_ctx;
+
+static void rms_task(void *ctx, long index, long count) {
+    rms_ctx *c = (rms_ctx *)ctx;
+    long r0 = c->rows * index / count, r1 = c->rows * (index + 1) / count;
+    rmsnorm_serial(c->x + r0 * c->dim, c->w, c->out + r0 * c->dim, r1 - r0, c->dim, c->eps);
+}
+
+void ek_rmsnorm_f32(const float *x, const float *w, float *out, long rows, long dim, float eps) {
+    if (rows < 2 || rows * dim < (1L << 16)) { rmsnorm_serial(x, w, out, rows, dim, eps); return; }
+    rms_ctx c = { x, w, out, rows, dim, eps };
+    ek_parallel_for(ek_get_threads(), rms_task, &c);
+}
 
 /* ------------------------------------------------------------------------------------------------ */
 /* RMSNorm                                                                                           */
@@ -236,7 +277,7 @@ void ek_rmsnorm_f32_ref(const float *x, const float *w, float *out, long rows, l
     }
 }
 
-void ek_rmsnorm_f32(const float *x, const float *w, float *out, long rows, long dim, float eps) {
+static void rmsnorm_serial(const float *x, const float *w, float *out, long rows, long dim, float eps) {
 #if EK_X86
     if (use_avx2()) { rmsnorm_avx2(x, w, out, rows, dim, eps); return; }
 #endif
@@ -311,9 +352,19 @@ static void softmax_row(float *s, long cols, float scale_div, const uint8_t *kee
     for (long c = 0; c < cols; c++) s[c] *= inv;
 }
 
+typedef struct { float *s; long rows, cols, ld; float scale_div; const uint8_t *keep; long causal; } softmax_ctx;
+
+static void softmax_task(void *ctx, long index, long count) {
+    softmax_ctx *c = (softmax_ctx *)ctx;
+    long r0 = c->rows * index / count, r1 = c->rows * (index + 1) / count;
+    for (long r = r0; r < r1; r++) softmax_row(c->s + r * c->ld, c->cols, c->scale_div, c->keep, c->causal, r);
+}
+
 void ek_softmax_masked_f32(float *scores, long rows, long cols, long ld, float scale_div,
                            const uint8_t *key_keep, long causal_offset) {
-    for (long r = 0; r < rows; r++) softmax_row(scores + r * ld, cols, scale_div, key_keep, causal_offset, r);
+    softmax_ctx c = { scores, rows, cols, ld, scale_div, key_keep, causal_offset };
+    long tasks = rows * cols < (1L << 16) || rows < 2 ? 1 : ek_get_threads();   /* big prompt passes: all cores */
+    ek_parallel_for(tasks, softmax_task, &c);
 }
 
 static inline long kv_head_for(long h, long n_head, long n_kv_head, int interleaved) {

@@ -282,3 +282,32 @@ final class BF16DecodeTests: XCTestCase {
         }
     }
 }
+
+final class ParallelElementwiseTests: XCTestCase {
+    /// Large inputs take the multi-threaded paths; they must equal the single-threaded results exactly.
+    func testParallelPathsEqualSerial() {
+        var rng = SplitMix64(seed: 21)
+        let n = 300 * 1024 + 7
+        let x = (0..<n).map { _ in (rng.nextUnitFloat() - 0.5) * 8 }
+        let w = (0..<1024).map { _ in rng.nextUnitFloat() }
+        func run(threads: Int) -> ([Float], [Float], [Float]) {
+            Backend.setThreads(threads)
+            var g = x
+            ek_gelu_tanh_f32(&g, n)
+            var r = [Float](repeating: 0, count: 300 * 1024)
+            ek_rmsnorm_f32(x, w, &r, 300, 1024, 1e-6)
+            var s = Array(x[0..<(300 * 300)])
+            let keep = (0..<300).map { UInt8($0 % 7 == 0 ? 0 : 1) }
+            ek_softmax_masked_f32(&s, 300, 300, 300, 8, keep, 0)
+            return (g, r, s)
+        }
+        let one = run(threads: 1), two = run(threads: 2)
+        defer { Backend.setThreads(ProcessInfo.processInfo.activeProcessorCount) }
+        XCTAssertEqual(one.0, two.0)
+        XCTAssertEqual(one.1, two.1)
+        XCTAssertEqual(one.2, two.2)
+        var ref = x
+        ek_gelu_tanh_f32_ref(&ref, n)
+        XCTAssertLessThan(relativeError(two.0, ref), 1e-5)
+    }
+}
