@@ -240,7 +240,8 @@ void ek_bias_gelu_tanh_f32(float *x, const float *bias, long rows, long cols) {
 
 static void gelu_flat_task(void *ctx, long index, long count) {
     gelu_ctx *c = (gelu_ctx *)ctx;
-    long a = c->cols * index / count, b = c->cols * (index + 1) / count;
+    /* boundaries on multiples of 64 so every element takes the same (SIMD or scalar-tail) path as serially */
+    long a = (c->cols * index / count) & ~63L, b = index + 1 == count ? c->cols : (c->cols * (index + 1) / count) & ~63L;
     bias_gelu_serial(c->x + a, NULL, 1, b - a);
 }
 
