@@ -27,6 +27,10 @@ peft import is stubbed, the teacher and the student are stubs returning fixed ra
 loss is Mu.forward's cross-entropy) on small random tensors, in two cases (student vocabulary larger /
 smaller than the teacher's): loss, kd_loss, ce_loss and the gradients with respect to both student logits.
 
+``OUT/kd_mu.safetensors`` / ``kd_mu.json``: the same ``KDModel.forward`` with the real ``gqa_mod`` Mu as the
+student (eval mode) and a stub teacher of random logits (vocabulary 97 < 101): the losses and every student
+parameter's gradient.
+
 Usage (from the repository root):
 
     /work/venv/bin/python tools/goldens/make_mu_grad_goldens.py --reference /work/mu-ref
@@ -224,6 +228,43 @@ def kd_cases(torch, KDModel, out):
     (out / "kd.json").write_text(json.dumps(meta, indent=1) + "\n")
 
 
+def kd_mu_case(torch, Mu, MuConfig, KDModel, out):
+    """KDModel.forward with the real Mu student (gqa_mod weights) and a stub teacher of fixed random logits."""
+    from safetensors.torch import save_file
+    golden = json.loads((FIXTURES / "mu" / "gqa_mod" / "golden.json").read_text())
+    enc_ids, dec_ids = golden["encoder_input_ids"], golden["decoder_input_ids"]
+    targets = targets_for(dec_ids)
+    B, L, T = len(enc_ids), len(enc_ids[0]), len(dec_ids[0])
+    g = torch.Generator().manual_seed(909)
+    kd_dec = torch.randint(3, 101, (B, T), generator=g)
+    kd_dec[:, 0] = BOS
+    kd_dec[1, T - 2:] = PAD                                  # a generated target shorter than decoder_seq_len
+    teacher = torch.randn(B, L + T, 97, generator=g) * 3     # Vt = 97 < Vs = 101: the student is cut to 97
+
+    class Teacher(torch.nn.Module):
+        def forward(self, input_ids, attention_mask):
+            return SimpleNamespace(logits=teacher)
+
+    student = load_model(torch, Mu, MuConfig, "gqa_mod")
+    kd = KDModel(student=student, teacher=Teacher(), tokenizer=None, alpha=0.9, encoder_seq_len=L, decoder_seq_len=T)
+    kd._log_sample = lambda **kw: None
+    o = kd(encoder_input_ids=torch.tensor(enc_ids), decoder_input_ids=torch.tensor(dec_ids),
+           kd_teacher_input_ids=torch.zeros(B, L + T, dtype=torch.long),
+           kd_teacher_attention_mask=torch.ones(B, L + T, dtype=torch.long),
+           kd_student_decoder_input_ids=kd_dec, targets=torch.tensor(targets))
+    o.loss.backward()
+    tensors = {"teacher": teacher, "loss": o.loss.detach().reshape(1), "kd_loss": o.kd_loss.detach().reshape(1),
+               "ce_loss": o.ce_loss.detach().reshape(1)}
+    for n, p in student.named_parameters():
+        tensors["grad." + n] = p.grad.detach().clone()
+    save_file({k: v.float().contiguous() for k, v in tensors.items()}, str(out / "kd_mu.safetensors"))
+    meta = dict(case="gqa_mod", alpha=0.9, encoder_seq_len=L, encoder_input_ids=enc_ids, decoder_input_ids=dec_ids,
+                targets=targets, kd_decoder_input_ids=kd_dec.tolist(), loss=o.loss.item(), kd_loss=o.kd_loss.item(),
+                ce_loss=o.ce_loss.item())
+    (out / "kd_mu.json").write_text(json.dumps(meta, indent=1) + "\n")
+    print("kd_mu", meta["loss"], meta["kd_loss"], meta["ce_loss"])
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--reference", required=True, help="checkout of microsoft/encoder-decoder-slm")
@@ -247,6 +288,7 @@ def main():
         mu_case(torch, Mu, MuConfig, get_optimizer, get_scheduler, case, out)
     optimizer_case(torch, get_optimizer, get_scheduler, out)
     kd_cases(torch, KDModel, out)
+    kd_mu_case(torch, Mu, MuConfig, KDModel, out)
 
     def sha(p):
         return hashlib.sha256(p.read_bytes()).hexdigest()
@@ -258,7 +300,7 @@ def main():
              f"- python {platform.python_version()}, torch {torch.__version__}, safetensors {safetensors.__version__}"]
     lines += [f"- `{p}` sha256 `{h}`" for p, h in files.items()]
     lines += ["", "Files: `<case>.safetensors` + `<case>.json` for the Mu cases (loss, gradients, parameters after "
-              f"{STEPS} AdamW steps), `adamw.safetensors` (the optimizer alone on given gradients), `kd.safetensors` + `kd.json` for the distillation loss.", ""]
+              f"{STEPS} AdamW steps), `adamw.safetensors` (the optimizer alone on given gradients), `kd.safetensors` + `kd.json` for the distillation loss, `kd_mu.*` for it through the gqa_mod Mu.", ""]
     (out / "README.md").write_text("\n".join(lines))
 
 
