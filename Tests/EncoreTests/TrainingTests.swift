@@ -270,6 +270,22 @@ final class TrainerTests: XCTestCase {
         XCTAssertThrowsError(try Seq2SeqData.load(path: path))      // text without a tokenizer
     }
 
+    /// A saved checkpoint reloads to the same model (config and weights).
+    func testSaveReloads() throws {
+        let model = try MuModel(folder: fixture("mu/gqa_interleaved_ntk"))
+        let params = MuParameters(model: model)
+        params["transformer.ln_f.weight"].value.data[0] += 0.5              // a trained change must survive
+        let dir = NSTemporaryDirectory() + "encore-save-\(getpid())"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try params.save(folder: dir)
+        let back = try MuModel(folder: dir)
+        XCTAssertEqual(back.config, model.config)
+        let want = try params.makeModel().teacherForcedLogits(encoderIds: [[5, 6, 7]], decoderIds: [[1, 9]])
+        let got = try back.teacherForcedLogits(encoderIds: [[5, 6, 7]], decoderIds: [[1, 9]])
+        XCTAssertEqual(got.toArray(), want.toArray())
+        XCTAssertNotEqual(got.toArray(), try model.teacherForcedLogits(encoderIds: [[5, 6, 7]], decoderIds: [[1, 9]]).toArray())
+    }
+
     func testTinyMuOverfitsFourPairs() throws {
         let config = MuConfig(nEncoderLayer: 1, nDecoderLayer: 1, nEmbd: 32, qkvEmbd: 32, hiddenDim: 64, nHead: 4, nKVHead: 2,
                               blockSize: 16, vocabSize: 40, bosTokenId: 1, eosTokenId: 2)

@@ -41,6 +41,17 @@ public final class MuParameters {
         try MuModel(config: config, tensors: variables.mapValues { $0.value.copy() })
     }
 
+    /// Writes `folder/config.json` (the reference MuConfig fields) and `folder/model.safetensors` (F32,
+    /// reference names, tied head omitted), loadable by ``MuModel/init(folder:)`` and `encore generate`.
+    public func save(folder: String) throws {
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try encoder.encode(config).write(to: URL(fileURLWithPath: folder + "/config.json"), options: .atomic)
+        try SafeTensorsWriter.write(variables.mapValues(\.value), to: folder + "/model.safetensors",
+                                    metadata: ["format": "pt", "writer": "encore train"])
+    }
+
     // MARK: differentiable forward
 
     private func linear(_ x: Variable, _ prefix: String) -> Variable {
