@@ -10,7 +10,7 @@ struct TrainCommand: ParsableCommand {
         DATA is JSONL, one {"source": ..., "target": ...} per line, each a string (encoded with the model \
         folder's tokenizer.json) or an array of token ids. Batches follow the reference Seq2SeqDataset \
         (target + EOS, truncated and right-padded). Each optimizer step: clip the gradient norm, AdamW \
-        (betas 0.9/0.98, weight decay on matrices only), linear warmup then cosine to 0. Dropout is off. \
+        (betas 0.9/0.98, weight decay on matrices only), linear warmup then cosine to 0. Dropout as the config says unless --dropout is given. \
         Logs one JSON line per step on stderr; writes config.json + model.safetensors into --out.
         """
     )
@@ -39,12 +39,15 @@ struct TrainCommand: ParsableCommand {
     var warmupSteps: Int = 4
     @Option(name: .customLong("max-grad-norm"), help: "Gradient clipping threshold.")
     var maxGradNorm: Double = 1.0
-    @Option(help: "Shuffling seed.")
+    @Option(help: "Shuffling and dropout seed.")
     var seed: UInt64 = 1337
+    @Option(help: "Dropout probability (default: the model config's dropout).")
+    var dropout: Float?
 
     func validate() throws {
         if epochs < 1 || batchSize < 1 || accumulation < 1 { throw ValidationError("--epochs, --batch-size and --accumulation must be >= 1") }
         if encoderSeqLen < 1 || decoderSeqLen < 1 { throw ValidationError("sequence lengths must be >= 1") }
+        if let dropout, !(dropout >= 0 && dropout < 1) { throw ValidationError("--dropout must be in [0, 1)") }
     }
 
     func run() throws {
@@ -56,7 +59,7 @@ struct TrainCommand: ParsableCommand {
             s.encoderSeqLen = encoderSeqLen; s.decoderSeqLen = decoderSeqLen
             s.batchSize = batchSize; s.accumulation = accumulation
             s.learningRate = learningRate; s.weightDecay = weightDecay; s.warmupSteps = warmupSteps
-            s.maxGradNorm = maxGradNorm; s.seed = seed
+            s.maxGradNorm = maxGradNorm; s.seed = seed; s.dropout = dropout
             let params = MuParameters(model: mu)
             let trainer = try Seq2SeqTrainer(parameters: params, data: examples, settings: s, epochs: epochs)
             let steps = Int(trainer.schedule.totalSteps)

@@ -21,6 +21,24 @@ extension AutogradTests {
         }
     }
 
+    func testAttentionDropoutBackwardMatchesFiniteDifferences() {
+        var rng = SplitMix64(seed: 4)
+        let shape = AttentionShape(heads: 4, kvHeads: 2, headDim: 4, interleaved: false)
+        let mask = Ops.dropoutMask(shape: [2, 4, 3, 5], p: 0.3, rng: &rng)
+        let keep: [UInt8] = [1, 1, 1, 0, 1, 1, 1, 1, 1, 1]
+        let q = Variable(rand([6, 16]), requiresGrad: true), k = Variable(rand([10, 8]), requiresGrad: true)
+        let v = Variable(rand([10, 8]), requiresGrad: true), w = Variable(rand([7, 16], scale: 0.5), requiresGrad: true)
+        check([q, k, v, w]) {
+            for p in [q, k, v, w] { p.zeroGrad() }
+            let o = Variable.attention(q: q, k: k, v: v, batch: 2, shape: shape, keyKeep: keep, causal: false, dropMask: mask)
+            return Variable.crossEntropy(Variable.linear(o, w, nil), targets: [0, 1, 2, 3, 4, 5])
+        }
+        // the mask changes the output
+        let a = Ops.attentionForTraining(q: q.value, k: k.value, v: v.value, batch: 2, shape: shape, keyKeep: keep, causal: false).out
+        let b = Ops.attentionForTraining(q: q.value, k: k.value, v: v.value, batch: 2, shape: shape, keyKeep: keep, causal: false, dropMask: mask).out
+        XCTAssertGreaterThan(relativeError(a.toArray(), b.toArray()), 1e-2)
+    }
+
     /// Self-attention (causal and not, key padding) and cross-attention (different lengths, one batch row
     /// entirely masked: uniform weights, no gradient to Q and K) in both GQA layouts.
     func testAttentionBackwardMatchesFiniteDifferences() {
@@ -307,5 +325,28 @@ final class TrainerTests: XCTestCase {
             let out = try Generator(model: model).generate(prompt: p.source, parameters: .init(maxTokens: 8, eosTokenId: 2))
             XCTAssertEqual(out, p.target + [2])             // the generator keeps the EOS
         }
+    }
+}
+
+/// Dropout (training mode): masks, the attention-dropout derivative, and the Mu forward in both modes.
+final class DropoutTests: XCTestCase {
+    func testMaskStatistics() {
+        var rng = SplitMix64(seed: 9)
+        let m = Ops.dropoutMask(shape: [20000], p: 0.1, rng: &rng).toArray()
+        let zeros = Float(m.filter { $0 == 0 }.count) / Float(m.count)
+        XCTAssertEqual(zeros, 0.1, accuracy: 0.01)
+        XCTAssertEqual(Set(m), [0, 1 / 0.9])
+        XCTAssertEqual(m.reduce(0, +) / Float(m.count), 1, accuracy: 0.02)
+    }
+
+    func testMuForwardWithDropout() throws {
+        let params = MuParameters(model: try MuModel(folder: fixture("mu/gqa_mod")))
+        let enc = [[5, 6, 7, 8]], dec = [[1, 9, 10]]
+        let eval = try params.logits(encoderIds: enc, decoderIds: dec).value.toArray()
+        XCTAssertEqual(try params.logits(encoderIds: enc, decoderIds: dec, dropout: Dropout(p: 0, seed: 1)).value.toArray(), eval)
+        let a = try params.logits(encoderIds: enc, decoderIds: dec, dropout: Dropout(p: 0.1, seed: 1)).value.toArray()
+        let b = try params.logits(encoderIds: enc, decoderIds: dec, dropout: Dropout(p: 0.1, seed: 1)).value.toArray()
+        XCTAssertEqual(a, b)                                   // seeded
+        XCTAssertGreaterThan(relativeError(a, eval), 1e-3)     // and active
     }
 }

@@ -125,6 +125,11 @@ extension Variable {
         return Variable(value.reshaped(shape), parents: [self]) { dy in [dy.reshaped(old)] }
     }
 
+    /// x ⊙ mask for a constant mask (dropout: ``Ops/dropoutMask(shape:p:rng:)``).
+    public static func masked(_ x: Variable, by mask: Tensor) -> Variable {
+        Variable(Ops.multiply(x.value, mask), parents: [x]) { dy in [Ops.multiply(dy, mask)] }
+    }
+
     /// s · a.
     public static func * (s: Float, a: Variable) -> Variable {
         let y = a.value.copy()
@@ -145,13 +150,14 @@ extension Variable {
 
     /// Masked multi-head attention (``Ops/attentionForTraining(q:k:v:batch:shape:keyKeep:causal:)``):
     /// q [B*Tq, H*D], k, v [B*Tk, Hkv*D] → [B*Tq, H*D].
+    /// `dropMask` [B, H, Tq, Tk]: attention dropout on the probabilities (nil: none).
     public static func attention(q: Variable, k: Variable, v: Variable, batch: Int, shape: AttentionShape,
-                                 keyKeep: [UInt8], causal: Bool) -> Variable {
+                                 keyKeep: [UInt8], causal: Bool, dropMask: Tensor? = nil) -> Variable {
         let (out, probs) = Ops.attentionForTraining(q: q.value, k: k.value, v: v.value, batch: batch, shape: shape,
-                                                    keyKeep: keyKeep, causal: causal)
+                                                    keyKeep: keyKeep, causal: causal, dropMask: dropMask)
         return Variable(out, parents: [q, k, v]) { dy in
             let g = Ops.attentionBackward(dy, q: q.value, k: k.value, v: v.value, probs: probs, batch: batch,
-                                          shape: shape, keyKeep: keyKeep, causal: causal)
+                                          shape: shape, keyKeep: keyKeep, causal: causal, dropMask: dropMask)
             return [g.dq, g.dk, g.dv]
         }
     }

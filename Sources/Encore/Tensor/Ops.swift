@@ -264,8 +264,11 @@ extension Ops {
     ///
     /// q [B*Tq, H*D]; k, v [B*Tk, Hkv*D]; keyKeep [B*Tk] (0 masks key s of its row); `causal`: query t sees keys
     /// ≤ t. Returns out [B*Tq, H*D] and P [B, H, Tq, Tk] = softmax(mask(Q Kᵀ) / √D).
+    ///
+    /// `dropMask` [B, H, Tq, Tk] (entries 0 or 1/(1−p), ``dropoutMask(count:p:rng:)``) applies the reference's
+    /// attention dropout: out = (P ⊙ M) V. P is returned before the mask.
     public static func attentionForTraining(q: Tensor, k: Tensor, v: Tensor, batch B: Int, shape: AttentionShape,
-                                            keyKeep: [UInt8], causal: Bool) -> (out: Tensor, probs: Tensor) {
+                                            keyKeep: [UInt8], causal: Bool, dropMask: Tensor? = nil) -> (out: Tensor, probs: Tensor) {
         let (qW, kvW, D, H) = (shape.qWidth, shape.kvWidth, shape.headDim, shape.heads)
         let tq = q.count / (B * qW), tk = k.count / (B * kvW)
         precondition(q.count == B * tq * qW && k.count == B * tk * kvW && v.count == k.count, "attention: q \(q.shape) k \(k.shape) v \(v.shape)")
@@ -273,7 +276,10 @@ extension Ops {
         let scaleDiv = Float(Double(D).squareRoot())
         let out = Tensor(uninitialized: [B * tq, qW])
         let probs = Tensor(uninitialized: [B, H, tq, tk])
-        withExtendedLifetime((q, k, v)) { keyKeep.withUnsafeBufferPointer { kp in
+        if let dropMask { precondition(dropMask.count == probs.count, "attention: dropout mask \(dropMask.shape) for \(probs.shape)") }
+        let dropped = UnsafeMutablePointer<Float>.allocate(capacity: dropMask == nil ? 1 : tq * tk)   // [Tq, Tk]
+        defer { dropped.deallocate() }
+        withExtendedLifetime((q, k, v, dropMask)) { keyKeep.withUnsafeBufferPointer { kp in
             for b in 0..<B {
                 for h in 0..<H {
                     let g = shape.kvHead(for: h)
@@ -281,7 +287,13 @@ extension Ops {
                     BLAS.gemm(m: tq, n: tk, k: D, a: q.data + b * tq * qW + h * D, lda: qW,
                               b: k.data + b * tk * kvW + g * D, ldb: kvW, transB: true, c: p, ldc: tk)
                     ek_softmax_masked_f32(p, tq, tk, tk, scaleDiv, kp.baseAddress! + b * tk, causal ? 0 : -1)
-                    BLAS.gemm(m: tq, n: D, k: tk, a: p, lda: tk, b: v.data + b * tk * kvW + g * D, ldb: kvW,
+                    var pv = UnsafePointer(p)
+                    if let dropMask {                                                 // P ⊙ M into scratch
+                        let m = dropMask.data + (b * H + h) * tq * tk
+                        for i in 0..<(tq * tk) { dropped[i] = p[i] * m[i] }
+                        pv = UnsafePointer(dropped)
+                    }
+                    BLAS.gemm(m: tq, n: D, k: tk, a: pv, lda: tk, b: v.data + b * tk * kvW + g * D, ldb: kvW,
                               transB: false, c: out.data + b * tq * qW + h * D, ldc: qW)
                 }
             }
@@ -294,14 +306,18 @@ extension Ops {
     ///   dV_g += Pᵀ dO_h;  dP = dO_h V_gᵀ;  dS = P ⊙ (dP − rowsum(dP ⊙ P)) / √D, 0 where masked
     ///   (the reference's `masked_fill` passes no gradient, even to a fully masked row's uniform weights);
     ///   dQ_h = dS K_g;  dK_g += dSᵀ Q_h.   KV heads shared by several query heads accumulate.
+    /// With a dropout mask M: dV_g += (P ⊙ M)ᵀ dO_h and dP = (dO_h V_gᵀ) ⊙ M.
     public static func attentionBackward(_ dOut: Tensor, q: Tensor, k: Tensor, v: Tensor, probs: Tensor, batch B: Int,
-                                         shape: AttentionShape, keyKeep: [UInt8], causal: Bool) -> (dq: Tensor, dk: Tensor, dv: Tensor) {
+                                         shape: AttentionShape, keyKeep: [UInt8], causal: Bool,
+                                         dropMask: Tensor? = nil) -> (dq: Tensor, dk: Tensor, dv: Tensor) {
         let (qW, kvW, D, H) = (shape.qWidth, shape.kvWidth, shape.headDim, shape.heads)
         let tq = q.count / (B * qW), tk = k.count / (B * kvW)
         let scaleDiv = Float(Double(D).squareRoot())
         let dq = Tensor(zeros: q.shape), dk = Tensor(zeros: k.shape), dv = Tensor(zeros: v.shape)
         var dS = [Float](repeating: 0, count: tq * tk)                                // [Tq, Tk]
-        withExtendedLifetime((dOut, q, k, v, probs)) { dS.withUnsafeMutableBufferPointer { sb in
+        let dropped = UnsafeMutablePointer<Float>.allocate(capacity: dropMask == nil ? 1 : tq * tk)   // P ⊙ M, [Tq, Tk]
+        defer { dropped.deallocate() }
+        withExtendedLifetime((dOut, q, k, v, probs, dropMask)) { dS.withUnsafeMutableBufferPointer { sb in
             let ds = sb.baseAddress!
             for b in 0..<B {
                 for h in 0..<H {
@@ -309,9 +325,16 @@ extension Ops {
                     let p = probs.data + (b * H + h) * tq * tk
                     let dOh = dOut.data + b * tq * qW + h * D, qh = q.data + b * tq * qW + h * D
                     let kg = k.data + b * tk * kvW + g * D, vg = v.data + b * tk * kvW + g * D
-                    BLAS.gemmTransA(m: tk, n: D, k: tq, a: p, lda: tk, b: dOh, ldb: qW,
+                    var pv = UnsafePointer(p)
+                    let m = dropMask.map { $0.data + (b * H + h) * tq * tk }
+                    if let m {
+                        for i in 0..<(tq * tk) { dropped[i] = p[i] * m[i] }
+                        pv = UnsafePointer(dropped)
+                    }
+                    BLAS.gemmTransA(m: tk, n: D, k: tq, a: pv, lda: tk, b: dOh, ldb: qW,
                                     c: dv.data + b * tk * kvW + g * D, ldc: kvW, beta: 1)
                     BLAS.gemm(m: tq, n: tk, k: D, a: dOh, lda: qW, b: vg, ldb: kvW, transB: true, c: ds, ldc: tk)
+                    if let m { for i in 0..<(tq * tk) { ds[i] *= m[i] } }
                     for r in 0..<tq {
                         let pr = p + r * tk, dr = ds + r * tk
                         var dot: Double = 0
@@ -362,5 +385,26 @@ extension Ops {
             }
         }
         return (Float(total / Double(n)), grad)
+    }
+}
+
+// MARK: dropout
+extension Ops {
+    /// A dropout mask as `torch.nn.Dropout(p)` in training mode applies it: each entry is 0 with probability p,
+    /// else 1/(1 − p) (so the expectation is unchanged). The random stream is Encore's (SplitMix64), not torch's.
+    public static func dropoutMask(shape: [Int], p: Float, rng: inout SplitMix64) -> Tensor {
+        precondition(p >= 0 && p < 1, "dropout probability must be in [0, 1)")
+        let m = Tensor(uninitialized: shape)
+        let keep = 1 / (1 - p)
+        for i in 0..<m.count { m.data[i] = rng.nextUnitFloat() < p ? 0 : keep }
+        return m
+    }
+
+    /// x ⊙ mask (also the derivative: dy ⊙ mask).
+    public static func multiply(_ x: Tensor, _ mask: Tensor) -> Tensor {
+        precondition(x.count == mask.count, "multiply: \(x.shape) vs \(mask.shape)")
+        let y = Tensor(uninitialized: x.shape)
+        for i in 0..<x.count { y.data[i] = x.data[i] * mask.data[i] }
+        return y
     }
 }

@@ -58,8 +58,11 @@ public final class MuParameters {
         Variable.linear(x, self[prefix + ".weight"], variables[prefix + ".bias"])
     }
 
-    private func mlp(_ x: Variable, _ prefix: String) -> Variable {
-        linear(Variable.gelu(linear(x, prefix + ".fc1")), prefix + ".fc2")
+    /// fc2(gelu(fc1(x))), then dropout as the reference's `MuMLP`.
+    private func mlp(_ x: Variable, _ prefix: String, _ dropout: Dropout?) -> Variable {
+        let y = linear(Variable.gelu(linear(x, prefix + ".fc1")), prefix + ".fc2")      // [R, C]
+        guard let m = dropout?.mask(y.shape) else { return y }
+        return Variable.masked(y, by: m)
     }
 
     /// Right-pads rows with the pad id (as ``MuModel/teacherForcedLogits(encoderIds:decoderIds:)``).
@@ -74,9 +77,10 @@ public final class MuParameters {
     }
 
     /// Teacher-forced logits [B, T, V] on the tape: the reference `Mu.forward(encoder_input_ids,
-    /// decoder_input_ids).logits` in eval mode (no dropout), the same ops and values as
-    /// ``MuModel/teacherForcedLogits(encoderIds:decoderIds:)``.
-    public func logits(encoderIds: [[Int]], decoderIds: [[Int]]) throws -> Variable {
+    /// decoder_input_ids).logits`. Without `dropout` (eval mode) the same ops and values as
+    /// ``MuModel/teacherForcedLogits(encoderIds:decoderIds:)``; with it, training mode (dropout on the attention
+    /// probabilities and on every MLP output, from Encore's random stream).
+    public func logits(encoderIds: [[Int]], decoderIds: [[Int]], dropout: Dropout? = nil) throws -> Variable {
         guard encoderIds.count == decoderIds.count else {
             throw EncoreError(.invalidArgument, "batch size mismatch: \(encoderIds.count) encoder rows, \(decoderIds.count) decoder rows")
         }
@@ -99,9 +103,10 @@ public final class MuParameters {
             let k = Variable.rope(linear(h, p + ".attn.k_linear"), heads: shape.kvHeads, headDim: shape.headDim,
                                   positions: encPos, invFreq: encFreq)               // [B*L, Hkv*D]
             let v = linear(h, p + ".attn.v_linear")
-            let o = Variable.attention(q: q, k: k, v: v, batch: B, shape: shape, keyKeep: encKeep, causal: false)
+            let o = Variable.attention(q: q, k: k, v: v, batch: B, shape: shape, keyKeep: encKeep, causal: false,
+                                       dropMask: dropout?.mask([B, shape.heads, L, L]))
             x = x + linear(o, p + ".attn.out_linear")
-            x = x + mlp(Variable.rmsNorm(x, self[p + ".ln2.weight"]), p + ".mlp")
+            x = x + mlp(Variable.rmsNorm(x, self[p + ".ln2.weight"]), p + ".mlp", dropout)
         }
         let enc = Variable.rmsNorm(x, self["transformer.ln_e.weight"])             // [B*L, C]
 
@@ -117,13 +122,15 @@ public final class MuParameters {
             let k = Variable.rope(linear(h, p + ".causal_attn.k_linear"), heads: shape.kvHeads, headDim: shape.headDim,
                                   positions: decPos, invFreq: decFreq)
             let v = linear(h, p + ".causal_attn.v_linear")
-            let o = Variable.attention(q: q, k: k, v: v, batch: B, shape: shape, keyKeep: decKeep, causal: true)
+            let o = Variable.attention(q: q, k: k, v: v, batch: B, shape: shape, keyKeep: decKeep, causal: true,
+                                       dropMask: dropout?.mask([B, shape.heads, T, T]))
             y = y + linear(o, p + ".causal_attn.out_linear")
             let qc = linear(Variable.rmsNorm(y, self[p + ".ln2.weight"]), p + ".cross_attn.q_linear")   // [B*T, H*D]
             let kc = linear(enc, p + ".cross_attn.k_linear"), vc = linear(enc, p + ".cross_attn.v_linear")  // [B*L, Hkv*D]
-            let oc = Variable.attention(q: qc, k: kc, v: vc, batch: B, shape: shape, keyKeep: encKeep, causal: false)
+            let oc = Variable.attention(q: qc, k: kc, v: vc, batch: B, shape: shape, keyKeep: encKeep, causal: false,
+                                        dropMask: dropout?.mask([B, shape.heads, T, L]))
             y = y + linear(oc, p + ".cross_attn.out_linear")
-            y = y + mlp(Variable.rmsNorm(y, self[p + ".ln3.weight"]), p + ".mlp")
+            y = y + mlp(Variable.rmsNorm(y, self[p + ".ln3.weight"]), p + ".mlp", dropout)
         }
         let head = variables["lm_head.weight"] ?? wte
         let logits = Variable.linear(Variable.rmsNorm(y, self["transformer.ln_f.weight"]), head, nil)   // [B*T, V]
@@ -132,14 +139,29 @@ public final class MuParameters {
 
     /// The reference `Mu.forward(..., targets).loss`: `F.cross_entropy(logits, targets, ignore_index=pad)`
     /// averaged over non-pad targets. `targets` rows are right-padded with the pad id to the decoder length.
-    public func loss(encoderIds: [[Int]], decoderIds: [[Int]], targets: [[Int]]) throws -> Variable {
-        let logits = try self.logits(encoderIds: encoderIds, decoderIds: decoderIds)   // [B, T, V]
+    public func loss(encoderIds: [[Int]], decoderIds: [[Int]], targets: [[Int]], dropout: Dropout? = nil) throws -> Variable {
+        let logits = try self.logits(encoderIds: encoderIds, decoderIds: decoderIds, dropout: dropout)   // [B, T, V]
         let T = logits.shape[1]
         guard targets.count == decoderIds.count, targets.allSatisfy({ $0.count <= T }) else {
             throw EncoreError(.invalidArgument, "targets must have one row of at most \(T) ids per decoder row")
         }
         let flat = targets.flatMap { $0 + [Int](repeating: config.padTokenId, count: T - $0.count) }
         return Variable.crossEntropy(logits, targets: flat, ignoreIndex: config.padTokenId)
+    }
+}
+
+/// Training-mode dropout (`nn.Dropout(p)`): masks drawn from a seeded SplitMix64 stream, one per use.
+public final class Dropout {
+    public let p: Float
+    private var rng: SplitMix64
+    public init(p: Float, seed: UInt64) {
+        precondition(p >= 0 && p < 1, "dropout probability must be in [0, 1)")
+        self.p = p
+        rng = SplitMix64(seed: seed)
+    }
+    /// A fresh mask of 0 and 1/(1 − p) (``Ops/dropoutMask(shape:p:rng:)``), or nil when p is 0.
+    public func mask(_ shape: [Int]) -> Tensor? {
+        p == 0 ? nil : Ops.dropoutMask(shape: shape, p: p, rng: &rng)
     }
 }
 

@@ -58,7 +58,8 @@ public struct Seq2SeqBatch: Equatable, Sendable {
 
 /// A minimal trainer for Mu on sequence-to-sequence pairs, following `mu/train.py Trainer`: per optimizer
 /// step, `accumulation` micro-batches each contribute loss / accumulation, then clip_grad_norm_, AdamW at
-/// lr · schedule(step). Dropout is not applied (the reference trains with dropout 0.1). Batches are drawn
+/// lr · schedule(step), in training mode (dropout p = the config's `dropout`, 0.1 for Mu, unless
+/// ``Settings/dropout`` overrides it; masks from Encore's seeded stream, not torch's). Batches are drawn
 /// without replacement from a seeded shuffle of the data each epoch, dropping the last partial batch (the
 /// reference's `DataLoader(shuffle=True, drop_last=True)`; the order itself differs from torch's generator).
 public final class Seq2SeqTrainer {
@@ -68,6 +69,8 @@ public final class Seq2SeqTrainer {
         public var learningRate = 1e-4, weightDecay = 0.01, betas = (0.9, 0.98), maxGradNorm = 1.0
         public var warmupSteps = 4
         public var seed: UInt64 = 1337
+        /// Dropout probability; nil: the model config's.
+        public var dropout: Float? = nil
         public init() {}
     }
 
@@ -83,6 +86,7 @@ public final class Seq2SeqTrainer {
     let data: [Seq2SeqExample]
     public private(set) var step = 0
     private var rng: SplitMix64
+    let dropout: Dropout
     private var order: [Int] = []
     private var cursor = 0
 
@@ -102,6 +106,7 @@ public final class Seq2SeqTrainer {
         }
         schedule = WarmupCosineSchedule(warmupSteps: settings.warmupSteps, totalSteps: total)
         rng = SplitMix64(seed: settings.seed)
+        dropout = Dropout(p: settings.dropout ?? Float(parameters.config.dropout), seed: settings.seed &+ 1)
     }
 
     private func nextBatch() -> Seq2SeqBatch {
@@ -124,7 +129,8 @@ public final class Seq2SeqTrainer {
         var total: Float = 0
         for _ in 0..<settings.accumulation {
             let b = nextBatch()
-            let loss = try parameters.loss(encoderIds: b.encoderIds, decoderIds: b.decoderIds, targets: b.targets)
+            let loss = try parameters.loss(encoderIds: b.encoderIds, decoderIds: b.decoderIds, targets: b.targets,
+                                           dropout: dropout.p > 0 ? dropout : nil)
             let scaled = (1 / Float(settings.accumulation)) * loss
             scaled.backward()
             total += scaled.value.data[0]
