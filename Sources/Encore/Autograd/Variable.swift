@@ -117,3 +117,60 @@ extension Variable {
         }
     }
 }
+
+extension Variable {
+    /// The same values with another shape (a view; the gradient is reshaped back).
+    public func reshaped(_ shape: [Int]) -> Variable {
+        let old = self.shape
+        return Variable(value.reshaped(shape), parents: [self]) { dy in [dy.reshaped(old)] }
+    }
+
+    /// x ⊙ mask for a constant mask (dropout: ``Ops/dropoutMask(shape:p:rng:)``).
+    public static func masked(_ x: Variable, by mask: Tensor) -> Variable {
+        Variable(Ops.multiply(x.value, mask), parents: [x]) { dy in [Ops.multiply(dy, mask)] }
+    }
+
+    /// s · a.
+    public static func * (s: Float, a: Variable) -> Variable {
+        let y = a.value.copy()
+        for i in 0..<y.count { y.data[i] *= s }
+        return Variable(y, parents: [a]) { dy in
+            let g = dy.copy()
+            for i in 0..<g.count { g.data[i] *= s }
+            return [g]
+        }
+    }
+
+    /// RoPE (``Ops/rope(_:heads:headDim:positions:invFreq:)``) on x [R, heads*headDim], one position per row.
+    public static func rope(_ x: Variable, heads: Int, headDim: Int, positions: [Float], invFreq: [Float]) -> Variable {
+        Variable(Ops.rope(x.value, heads: heads, headDim: headDim, positions: positions, invFreq: invFreq), parents: [x]) { dy in
+            [Ops.ropeBackward(dy, heads: heads, headDim: headDim, positions: positions, invFreq: invFreq)]
+        }
+    }
+
+    /// Masked multi-head attention (``Ops/attentionForTraining(q:k:v:batch:shape:keyKeep:causal:)``):
+    /// q [B*Tq, H*D], k, v [B*Tk, Hkv*D] → [B*Tq, H*D].
+    /// `dropMask` [B, H, Tq, Tk]: attention dropout on the probabilities (nil: none).
+    public static func attention(q: Variable, k: Variable, v: Variable, batch: Int, shape: AttentionShape,
+                                 keyKeep: [UInt8], causal: Bool, dropMask: Tensor? = nil) -> Variable {
+        let (out, probs) = Ops.attentionForTraining(q: q.value, k: k.value, v: v.value, batch: batch, shape: shape,
+                                                    keyKeep: keyKeep, causal: causal, dropMask: dropMask)
+        return Variable(out, parents: [q, k, v]) { dy in
+            let g = Ops.attentionBackward(dy, q: q.value, k: k.value, v: v.value, probs: probs, batch: batch,
+                                          shape: shape, keyKeep: keyKeep, causal: causal, dropMask: dropMask)
+            return [g.dq, g.dk, g.dv]
+        }
+    }
+
+    /// The reference's distillation term (``Ops/distillationKL(student:teacher:offset:)``): student logits
+    /// [B, T, Vs] against constant teacher logits [B, Tt, Vt] read from position `offset`. A scalar.
+    public static func distillationKL(student: Variable, teacher: Tensor, offset: Int) -> Variable {
+        let (loss, ds) = Ops.distillationKL(student: student.value, teacher: teacher, offset: offset)
+        return Variable(Tensor(shape: [1], values: [loss]), parents: [student]) { dy in
+            let g = ds.copy()
+            let s = dy.data[0]
+            for i in 0..<g.count { g.data[i] *= s }
+            return [g]
+        }
+    }
+}

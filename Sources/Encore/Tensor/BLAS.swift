@@ -20,11 +20,11 @@ enum BLAS {
                     Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
     }
 
-    /// C[M, N] = Aᵀ·B, A stored [K, M], B [K, N] (row-major).
+    /// C[M, N] = Aᵀ·B + beta·C, A stored [K, M], B [K, N] (row-major).
     static func gemmTransA(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
-                           c: UnsafeMutablePointer<Float>, ldc: Int) {
+                           c: UnsafeMutablePointer<Float>, ldc: Int, beta: Float = 0) {
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(m), Int32(n), Int32(k), 1, a, Int32(lda), b, Int32(ldb),
-                    0, c, Int32(ldc))
+                    beta, c, Int32(ldc))
     }
 
     /// y[N] = alpha * W[N, K] · x[K] + beta * y. (Debian's OpenBLAS runs M=1 GEMM 3–4× slower than GEMV.)

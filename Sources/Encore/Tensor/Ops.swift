@@ -252,3 +252,169 @@ func cblasGemmTransA(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int, 
                      c: UnsafeMutablePointer<Float>, ldc: Int) {
     BLAS.gemmTransA(m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, c: c, ldc: ldc)
 }
+
+// MARK: training ops (forward with saved state, and their derivatives)
+extension Ops {
+    /// Rotary embedding (``ropeInPlace(_:heads:headDim:positions:invFreq:)``) on a copy of x [R, heads*headDim].
+    public static func rope(_ x: Tensor, heads: Int, headDim: Int, positions: [Float], invFreq: [Float]) -> Tensor {
+        let y = x.copy()
+        ropeInPlace(y, heads: heads, headDim: headDim, positions: positions, invFreq: invFreq)
+        return y
+    }
+
+    /// Derivative of ``rope(_:heads:headDim:positions:invFreq:)``: each (j, j + D/2) pair is rotated by an
+    /// orthogonal 2×2 matrix, whose transpose is the rotation by −angle, i.e. RoPE at the negated positions
+    /// (cosf/sinf are even/odd exactly, so this is the exact transpose of the forward rotation).
+    public static func ropeBackward(_ dy: Tensor, heads: Int, headDim: Int, positions: [Float], invFreq: [Float]) -> Tensor {
+        rope(dy, heads: heads, headDim: headDim, positions: positions.map { -$0 }, invFreq: invFreq)
+    }
+
+    /// Batched attention that keeps its probabilities for ``attentionBackward(_:q:k:v:probs:batch:shape:keyKeep:causal:)``,
+    /// with the Mu reference's masking and GQA mapping (``AttentionShape/kvHead(for:)``).
+    ///
+    /// q [B*Tq, H*D]; k, v [B*Tk, Hkv*D]; keyKeep [B*Tk] (0 masks key s of its row); `causal`: query t sees keys
+    /// ≤ t. Returns out [B*Tq, H*D] and P [B, H, Tq, Tk] = softmax(mask(Q Kᵀ) / √D).
+    ///
+    /// `dropMask` [B, H, Tq, Tk] (entries 0 or 1/(1−p), ``dropoutMask(count:p:rng:)``) applies the reference's
+    /// attention dropout: out = (P ⊙ M) V. P is returned before the mask.
+    public static func attentionForTraining(q: Tensor, k: Tensor, v: Tensor, batch B: Int, shape: AttentionShape,
+                                            keyKeep: [UInt8], causal: Bool, dropMask: Tensor? = nil) -> (out: Tensor, probs: Tensor) {
+        let (qW, kvW, D, H) = (shape.qWidth, shape.kvWidth, shape.headDim, shape.heads)
+        let tq = q.count / (B * qW), tk = k.count / (B * kvW)
+        precondition(q.count == B * tq * qW && k.count == B * tk * kvW && v.count == k.count, "attention: q \(q.shape) k \(k.shape) v \(v.shape)")
+        precondition(keyKeep.count == B * tk, "attention: \(keyKeep.count) key flags for \(B * tk) keys")
+        let scaleDiv = Float(Double(D).squareRoot())
+        let out = Tensor(uninitialized: [B * tq, qW])
+        let probs = Tensor(uninitialized: [B, H, tq, tk])
+        if let dropMask { precondition(dropMask.count == probs.count, "attention: dropout mask \(dropMask.shape) for \(probs.shape)") }
+        let dropped = UnsafeMutablePointer<Float>.allocate(capacity: dropMask == nil ? 1 : tq * tk)   // [Tq, Tk]
+        defer { dropped.deallocate() }
+        withExtendedLifetime((q, k, v, dropMask)) { keyKeep.withUnsafeBufferPointer { kp in
+            for b in 0..<B {
+                for h in 0..<H {
+                    let g = shape.kvHead(for: h)
+                    let p = probs.data + (b * H + h) * tq * tk                        // [Tq, Tk]
+                    BLAS.gemm(m: tq, n: tk, k: D, a: q.data + b * tq * qW + h * D, lda: qW,
+                              b: k.data + b * tk * kvW + g * D, ldb: kvW, transB: true, c: p, ldc: tk)
+                    ek_softmax_masked_f32(p, tq, tk, tk, scaleDiv, kp.baseAddress! + b * tk, causal ? 0 : -1)
+                    var pv = UnsafePointer(p)
+                    if let dropMask {                                                 // P ⊙ M into scratch
+                        let m = dropMask.data + (b * H + h) * tq * tk
+                        for i in 0..<(tq * tk) { dropped[i] = p[i] * m[i] }
+                        pv = UnsafePointer(dropped)
+                    }
+                    BLAS.gemm(m: tq, n: D, k: tk, a: pv, lda: tk, b: v.data + b * tk * kvW + g * D, ldb: kvW,
+                              transB: false, c: out.data + b * tq * qW + h * D, ldc: qW)
+                }
+            }
+        } }
+        return (out, probs)
+    }
+
+    /// Derivative of ``attentionForTraining(q:k:v:batch:shape:keyKeep:causal:)``. Per batch row and head, with
+    /// P the saved probabilities and dO the output gradient:
+    ///   dV_g += Pᵀ dO_h;  dP = dO_h V_gᵀ;  dS = P ⊙ (dP − rowsum(dP ⊙ P)) / √D, 0 where masked
+    ///   (the reference's `masked_fill` passes no gradient, even to a fully masked row's uniform weights);
+    ///   dQ_h = dS K_g;  dK_g += dSᵀ Q_h.   KV heads shared by several query heads accumulate.
+    /// With a dropout mask M: dV_g += (P ⊙ M)ᵀ dO_h and dP = (dO_h V_gᵀ) ⊙ M.
+    public static func attentionBackward(_ dOut: Tensor, q: Tensor, k: Tensor, v: Tensor, probs: Tensor, batch B: Int,
+                                         shape: AttentionShape, keyKeep: [UInt8], causal: Bool,
+                                         dropMask: Tensor? = nil) -> (dq: Tensor, dk: Tensor, dv: Tensor) {
+        let (qW, kvW, D, H) = (shape.qWidth, shape.kvWidth, shape.headDim, shape.heads)
+        let tq = q.count / (B * qW), tk = k.count / (B * kvW)
+        let scaleDiv = Float(Double(D).squareRoot())
+        let dq = Tensor(zeros: q.shape), dk = Tensor(zeros: k.shape), dv = Tensor(zeros: v.shape)
+        var dS = [Float](repeating: 0, count: tq * tk)                                // [Tq, Tk]
+        let dropped = UnsafeMutablePointer<Float>.allocate(capacity: dropMask == nil ? 1 : tq * tk)   // P ⊙ M, [Tq, Tk]
+        defer { dropped.deallocate() }
+        withExtendedLifetime((dOut, q, k, v, probs, dropMask)) { dS.withUnsafeMutableBufferPointer { sb in
+            let ds = sb.baseAddress!
+            for b in 0..<B {
+                for h in 0..<H {
+                    let g = shape.kvHead(for: h)
+                    let p = probs.data + (b * H + h) * tq * tk
+                    let dOh = dOut.data + b * tq * qW + h * D, qh = q.data + b * tq * qW + h * D
+                    let kg = k.data + b * tk * kvW + g * D, vg = v.data + b * tk * kvW + g * D
+                    var pv = UnsafePointer(p)
+                    let m = dropMask.map { $0.data + (b * H + h) * tq * tk }
+                    if let m {
+                        for i in 0..<(tq * tk) { dropped[i] = p[i] * m[i] }
+                        pv = UnsafePointer(dropped)
+                    }
+                    BLAS.gemmTransA(m: tk, n: D, k: tq, a: pv, lda: tk, b: dOh, ldb: qW,
+                                    c: dv.data + b * tk * kvW + g * D, ldc: kvW, beta: 1)
+                    BLAS.gemm(m: tq, n: tk, k: D, a: dOh, lda: qW, b: vg, ldb: kvW, transB: true, c: ds, ldc: tk)
+                    if let m { for i in 0..<(tq * tk) { ds[i] *= m[i] } }
+                    for r in 0..<tq {
+                        let pr = p + r * tk, dr = ds + r * tk
+                        var dot: Double = 0
+                        for c in 0..<tk { dot += Double(pr[c]) * Double(dr[c]) }
+                        let d = Float(dot)
+                        for c in 0..<tk {
+                            let allowed = keyKeep[b * tk + c] != 0 && (!causal || c <= r)
+                            dr[c] = allowed ? pr[c] * (dr[c] - d) / scaleDiv : 0
+                        }
+                    }
+                    BLAS.gemm(m: tq, n: D, k: tk, a: ds, lda: tk, b: kg, ldb: kvW, transB: false,
+                              c: dq.data + b * tq * qW + h * D, ldc: qW)
+                    BLAS.gemmTransA(m: tk, n: D, k: tq, a: ds, lda: tk, b: qh, ldb: qW,
+                                    c: dk.data + b * tk * kvW + g * D, ldc: kvW, beta: 1)
+                }
+            }
+        } }
+        return (dq, dk, dv)
+    }
+
+    /// The distillation term of the reference `KDModel.forward_kd`: teacher logits [B, Tt, Vt] sliced to
+    /// positions `offset ..< offset + T` (offset = encoder_seq_len − 1), both vocabularies cut to min(Vs, Vt),
+    /// then `F.kl_div(log_softmax(student), log_softmax(teacher), reduction="batchmean", log_target=True)`
+    /// = Σ p_t·(log p_t − log p_s) / (B·T), over every position (padding included, as the reference).
+    /// Returns the loss and its gradient with respect to the student logits [B, T, Vs]:
+    /// (softmax(student) − p_t) / (B·T) on the shared columns, 0 beyond them.
+    public static func distillationKL(student: Tensor, teacher: Tensor, offset: Int) -> (loss: Float, dstudent: Tensor) {
+        precondition(student.shape.count == 3 && teacher.shape.count == 3 && student.shape[0] == teacher.shape[0],
+                     "distillation: student \(student.shape) vs teacher \(teacher.shape)")
+        let (B, T, vs) = (student.shape[0], student.shape[1], student.shape[2])
+        let (tt, vt) = (teacher.shape[1], teacher.shape[2])
+        precondition(offset >= 0 && offset + T <= tt, "distillation: teacher positions \(offset)..<\(offset + T) out of \(tt)")
+        let v = min(vs, vt), n = B * T
+        let grad = Tensor(zeros: student.shape)
+        var total: Double = 0
+        let s = Tensor(uninitialized: [1, v]), t = Tensor(uninitialized: [1, v])
+        for b in 0..<B {
+            for i in 0..<T {
+                s.data.update(from: student.data + (b * T + i) * vs, count: v)
+                t.data.update(from: teacher.data + (b * tt + offset + i) * vt, count: v)
+                let ls = logSoftmax(s), lt = logSoftmax(t)
+                let g = grad.data + (b * T + i) * vs
+                for j in 0..<v {
+                    let pt = expf(lt.data[j])
+                    total += Double(pt) * Double(lt.data[j] - ls.data[j])
+                    g[j] = (expf(ls.data[j]) - pt) / Float(n)
+                }
+            }
+        }
+        return (Float(total / Double(n)), grad)
+    }
+}
+
+// MARK: dropout
+extension Ops {
+    /// A dropout mask as `torch.nn.Dropout(p)` in training mode applies it: each entry is 0 with probability p,
+    /// else 1/(1 − p) (so the expectation is unchanged). The random stream is Encore's (SplitMix64), not torch's.
+    public static func dropoutMask(shape: [Int], p: Float, rng: inout SplitMix64) -> Tensor {
+        precondition(p >= 0 && p < 1, "dropout probability must be in [0, 1)")
+        let m = Tensor(uninitialized: shape)
+        let keep = 1 / (1 - p)
+        for i in 0..<m.count { m.data[i] = rng.nextUnitFloat() < p ? 0 : keep }
+        return m
+    }
+
+    /// x ⊙ mask (also the derivative: dy ⊙ mask).
+    public static func multiply(_ x: Tensor, _ mask: Tensor) -> Tensor {
+        precondition(x.count == mask.count, "multiply: \(x.shape) vs \(mask.shape)")
+        let y = Tensor(uninitialized: x.shape)
+        for i in 0..<x.count { y.data[i] = x.data[i] * mask.data[i] }
+        return y
+    }
+}

@@ -1,0 +1,87 @@
+import Foundation
+
+/// `torch.optim.AdamW` (single-tensor algorithm, `amsgrad=False`, `maximize=False`) over named parameters,
+/// with the reference's grouping (`mu/train.py get_optimizer`): weight decay only on parameters of rank ≥ 2.
+///
+/// Per step t (1-based), for each parameter with a gradient g:
+///   p ← p·(1 − lr·wd);  m ← m + (g − m)(1 − β1);  v ← β2·v + (1 − β2)·g²
+///   p ← p − lr/(1 − β1ᵗ) · m / (√v / √(1 − β2ᵗ) + ε)
+/// Parameters without a gradient are skipped (their step count does not advance), as in PyTorch.
+public final class AdamW {
+    public var learningRate: Double
+    public let beta1: Double, beta2: Double, eps: Double, weightDecay: Double
+    let parameters: [Variable]
+    let decays: [Bool]
+    private var m: [Tensor?], v: [Tensor?], steps: [Int]
+
+    /// The reference's defaults: betas (0.9, 0.98), eps 1e-8, weight decay 0.01 on rank ≥ 2 parameters.
+    public init(parameters: [Variable], learningRate: Double, betas: (Double, Double) = (0.9, 0.98), eps: Double = 1e-8,
+                weightDecay: Double = 0.01, decay: ((Variable) -> Bool)? = nil) {
+        self.parameters = parameters
+        self.learningRate = learningRate
+        (beta1, beta2) = betas
+        self.eps = eps
+        self.weightDecay = weightDecay
+        decays = parameters.map { decay?($0) ?? ($0.shape.count >= 2) }
+        m = Array(repeating: nil, count: parameters.count)
+        v = Array(repeating: nil, count: parameters.count)
+        steps = Array(repeating: 0, count: parameters.count)
+    }
+
+    /// One update of every parameter that has a gradient, at ``learningRate``.
+    public func step() {
+        let lr = learningRate
+        for (i, p) in parameters.enumerated() {
+            guard let g = p.grad else { continue }
+            let n = p.value.count
+            if m[i] == nil { m[i] = Tensor(zeros: p.shape); v[i] = Tensor(zeros: p.shape) }
+            steps[i] += 1
+            let t = Double(steps[i])
+            let x = p.value.data, gd = g.data, md = m[i]!.data, vd = v[i]!.data
+            if decays[i] && weightDecay != 0 {
+                let f = Float(1 - lr * weightDecay)
+                for j in 0..<n { x[j] *= f }
+            }
+            let b1 = Float(1 - beta1), b2 = Float(beta2), c2 = Float(1 - beta2)
+            let stepSize = Float(lr / (1 - pow(beta1, t)))
+            let bc2Sqrt = Float((1 - pow(beta2, t)).squareRoot())
+            let e = Float(eps)
+            for j in 0..<n {
+                md[j] += (gd[j] - md[j]) * b1
+                vd[j] = vd[j] * b2 + c2 * gd[j] * gd[j]
+                let denom = vd[j].squareRoot() / bc2Sqrt + e
+                x[j] += -stepSize * (md[j] / denom)
+            }
+        }
+    }
+}
+
+/// `torch.nn.utils.clip_grad_norm_(parameters, maxNorm)`: the global L2 norm of all gradients; every gradient
+/// is multiplied by min(1, maxNorm / (norm + 1e-6)). Returns the norm before clipping.
+@discardableResult
+public func clipGradNorm(_ parameters: [Variable], maxNorm: Double) -> Double {
+    var ss: Double = 0
+    for p in parameters { if let g = p.grad { for j in 0..<g.count { ss += Double(g.data[j]) * Double(g.data[j]) } } }
+    let norm = ss.squareRoot()
+    let coef = Float(min(1, maxNorm / (norm + 1e-6)))
+    for p in parameters { if let g = p.grad { for j in 0..<g.count { g.data[j] *= coef } } }
+    return norm
+}
+
+/// The reference schedule (`mu/train.py _get_lr_lambda` under `LambdaLR`): the learning-rate factor at
+/// optimizer step s (0-based) is s / warmup while s ≤ warmup, then 0.5·(1 + cos(π·(s − warmup)/(total − warmup))).
+/// Note the first step runs at factor 0.
+public struct WarmupCosineSchedule: Sendable {
+    public var warmupSteps: Int
+    public var totalSteps: Double
+    public init(warmupSteps: Int, totalSteps: Double) {
+        precondition(Double(warmupSteps) < totalSteps, "warmup must be shorter than training")
+        self.warmupSteps = warmupSteps
+        self.totalSteps = totalSteps
+    }
+    public func factor(step s: Int) -> Double {
+        if s <= warmupSteps { return Double(s) / Double(max(1, warmupSteps)) }
+        let progress = Double(s - warmupSteps) / (totalSteps - Double(warmupSteps))
+        return 0.5 * (1 + cos(Double.pi * progress))
+    }
+}

@@ -1,0 +1,144 @@
+import Foundation
+import EncoreTokenizers
+
+/// One sequence-to-sequence pair, as token ids (before padding; the target without EOS).
+public struct Seq2SeqExample: Equatable, Sendable {
+    public var source: [Int]
+    public var target: [Int]
+    public init(source: [Int], target: [Int]) {
+        self.source = source
+        self.target = target
+    }
+}
+
+/// Sequence-to-sequence data in the reference's JSONL format (`mu/train_text2text_by_kd.py Seq2SeqDataset`).
+public enum Seq2SeqData {
+    /// Reads one `{"source": ..., "target": ...}` object per non-empty line. Values are token-id arrays, or
+    /// strings encoded with `tokenizer` (with its special-token settings; required for text).
+    public static func load(path: String, tokenizer: Tokenizer? = nil) throws -> [Seq2SeqExample] {
+        guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8) else {
+            throw EncoreError(.invalidArgument, "\(path): cannot read")
+        }
+        var out: [Seq2SeqExample] = []
+        for (i, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let trimmed = line.trimmingCharacters(in: .whitespaces)
+            if trimmed.isEmpty { continue }
+            guard let obj = try? JSONSerialization.jsonObject(with: Data(trimmed.utf8)) as? [String: Any] else {
+                throw EncoreError(.invalidArgument, "\(path):\(i + 1): not a JSON object")
+            }
+            func field(_ key: String) throws -> [Int] {
+                if let ids = obj[key] as? [NSNumber] { return ids.map(\.intValue) }
+                if let s = obj[key] as? String {
+                    guard let tokenizer else { throw EncoreError(.invalidArgument, "\(path):\(i + 1): '\(key)' is text; a tokenizer is needed") }
+                    return tokenizer.encode(s)
+                }
+                throw EncoreError(.invalidArgument, "\(path):\(i + 1): '\(key)' must be a string or an array of token ids")
+            }
+            out.append(Seq2SeqExample(source: try field("source"), target: try field("target")))
+        }
+        return out
+    }
+}
+
+/// A padded batch as the reference's `Seq2SeqDataset` builds it: the source truncated and right-padded to
+/// `encoderSeqLen`; labels = target + EOS, truncated and right-padded to `decoderSeqLen`; decoder inputs =
+/// [BOS] + labels[..<last] (so the pads after EOS are fed too, and masked as keys).
+public struct Seq2SeqBatch: Equatable, Sendable {
+    public var encoderIds: [[Int]]   // [B, encoderSeqLen]
+    public var decoderIds: [[Int]]   // [B, decoderSeqLen]
+    public var targets: [[Int]]      // [B, decoderSeqLen], pad ignored by the loss
+
+    public init(_ examples: [Seq2SeqExample], encoderSeqLen: Int, decoderSeqLen: Int, bos: Int, eos: Int, pad: Int) {
+        func fit(_ ids: [Int], _ n: Int) -> [Int] { Array(ids.prefix(n)) + [Int](repeating: pad, count: max(0, n - ids.count)) }
+        encoderIds = examples.map { fit($0.source, encoderSeqLen) }
+        targets = examples.map { fit($0.target + [eos], decoderSeqLen) }
+        decoderIds = targets.map { [bos] + $0.dropLast() }
+    }
+}
+
+/// A minimal trainer for Mu on sequence-to-sequence pairs, following `mu/train.py Trainer`: per optimizer
+/// step, `accumulation` micro-batches each contribute loss / accumulation, then clip_grad_norm_, AdamW at
+/// lr · schedule(step), in training mode (dropout p = the config's `dropout`, 0.1 for Mu, unless
+/// ``Settings/dropout`` overrides it; masks from Encore's seeded stream, not torch's). Batches are drawn
+/// without replacement from a seeded shuffle of the data each epoch, dropping the last partial batch (the
+/// reference's `DataLoader(shuffle=True, drop_last=True)`; the order itself differs from torch's generator).
+public final class Seq2SeqTrainer {
+    public struct Settings: Sendable {
+        public var encoderSeqLen = 1024, decoderSeqLen = 256
+        public var batchSize = 6, accumulation = 1
+        public var learningRate = 1e-4, weightDecay = 0.01, betas = (0.9, 0.98), maxGradNorm = 1.0
+        public var warmupSteps = 4
+        public var seed: UInt64 = 1337
+        /// Dropout probability; nil: the model config's.
+        public var dropout: Float? = nil
+        public init() {}
+    }
+
+    /// What one optimizer step did.
+    public struct StepResult: Sendable {
+        public var loss: Float, gradNorm: Double, learningRate: Double
+    }
+
+    public let parameters: MuParameters
+    public let settings: Settings
+    public let optimizer: AdamW
+    public let schedule: WarmupCosineSchedule
+    let data: [Seq2SeqExample]
+    public private(set) var step = 0
+    private var rng: SplitMix64
+    let dropout: Dropout
+    private var order: [Int] = []
+    private var cursor = 0
+
+    /// `epochs` sets the schedule's length: (⌊data / batch⌋ · epochs) / accumulation optimizer steps.
+    public init(parameters: MuParameters, data: [Seq2SeqExample], settings: Settings, epochs: Int) throws {
+        guard data.count >= settings.batchSize, settings.batchSize > 0, settings.accumulation > 0 else {
+            throw EncoreError(.invalidArgument, "need at least one full batch of \(settings.batchSize) examples (have \(data.count))")
+        }
+        self.parameters = parameters
+        self.data = data
+        self.settings = settings
+        optimizer = AdamW(parameters: parameters.all, learningRate: settings.learningRate, betas: settings.betas,
+                          weightDecay: settings.weightDecay)
+        let total = Double(data.count / settings.batchSize * epochs) / Double(settings.accumulation)
+        guard Double(settings.warmupSteps) < total else {
+            throw EncoreError(.invalidArgument, "warmup (\(settings.warmupSteps)) must be shorter than training (\(total) steps)")
+        }
+        schedule = WarmupCosineSchedule(warmupSteps: settings.warmupSteps, totalSteps: total)
+        rng = SplitMix64(seed: settings.seed)
+        dropout = Dropout(p: settings.dropout ?? Float(parameters.config.dropout), seed: settings.seed &+ 1)
+    }
+
+    private func nextBatch() -> Seq2SeqBatch {
+        if cursor + settings.batchSize > order.count {
+            order = Array(data.indices)
+            order.shuffle(using: &rng)
+            cursor = 0
+        }
+        let picked = order[cursor..<(cursor + settings.batchSize)].map { data[$0] }
+        cursor += settings.batchSize
+        let c = parameters.config
+        return Seq2SeqBatch(picked, encoderSeqLen: settings.encoderSeqLen, decoderSeqLen: settings.decoderSeqLen,
+                            bos: c.bosTokenId, eos: c.eosTokenId ?? c.padTokenId, pad: c.padTokenId)
+    }
+
+    /// One optimizer step (over `accumulation` micro-batches).
+    @discardableResult
+    public func trainStep() throws -> StepResult {
+        parameters.zeroGrad()
+        var total: Float = 0
+        for _ in 0..<settings.accumulation {
+            let b = nextBatch()
+            let loss = try parameters.loss(encoderIds: b.encoderIds, decoderIds: b.decoderIds, targets: b.targets,
+                                           dropout: dropout.p > 0 ? dropout : nil)
+            let scaled = (1 / Float(settings.accumulation)) * loss
+            scaled.backward()
+            total += scaled.value.data[0]
+        }
+        let norm = clipGradNorm(parameters.all, maxNorm: settings.maxGradNorm)
+        optimizer.learningRate = settings.learningRate * schedule.factor(step: step)
+        optimizer.step()
+        step += 1
+        return StepResult(loss: total, gradNorm: norm, learningRate: optimizer.learningRate)
+    }
+}

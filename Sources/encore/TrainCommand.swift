@@ -1,0 +1,78 @@
+import ArgumentParser
+import Encore
+import Foundation
+
+struct TrainCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "train",
+        abstract: "Fine-tune a Mu model on sequence-to-sequence pairs (cross-entropy, the reference recipe).",
+        discussion: """
+        DATA is JSONL, one {"source": ..., "target": ...} per line, each a string (encoded with the model \
+        folder's tokenizer.json) or an array of token ids. Batches follow the reference Seq2SeqDataset \
+        (target + EOS, truncated and right-padded). Each optimizer step: clip the gradient norm, AdamW \
+        (betas 0.9/0.98, weight decay on matrices only), linear warmup then cosine to 0. Dropout as the config says unless --dropout is given. \
+        Logs one JSON line per step on stderr; writes config.json + model.safetensors into --out.
+        """
+    )
+
+    @Option(name: .long, help: "Model folder to start from (config.json + model.safetensors).")
+    var model: String
+    @Option(name: .long, help: "Training data (JSONL).")
+    var data: String
+    @Option(name: .long, help: "Output folder for the trained model.")
+    var out: String
+    @Option(help: "Passes over the data.")
+    var epochs: Int = 1
+    @Option(name: .customLong("batch-size"), help: "Examples per micro-batch.")
+    var batchSize: Int = 6
+    @Option(help: "Micro-batches per optimizer step.")
+    var accumulation: Int = 1
+    @Option(name: .customLong("encoder-seq-len"), help: "Source length (truncate / pad).")
+    var encoderSeqLen: Int = 1024
+    @Option(name: .customLong("decoder-seq-len"), help: "Target length (truncate / pad).")
+    var decoderSeqLen: Int = 256
+    @Option(name: .customLong("lr"), help: "Peak learning rate.")
+    var learningRate: Double = 1e-4
+    @Option(name: .customLong("weight-decay"), help: "AdamW weight decay (matrices only).")
+    var weightDecay: Double = 0.01
+    @Option(name: .customLong("warmup-steps"), help: "Linear warmup steps.")
+    var warmupSteps: Int = 4
+    @Option(name: .customLong("max-grad-norm"), help: "Gradient clipping threshold.")
+    var maxGradNorm: Double = 1.0
+    @Option(help: "Shuffling and dropout seed.")
+    var seed: UInt64 = 1337
+    @Option(help: "Dropout probability (default: the model config's dropout).")
+    var dropout: Float?
+
+    func validate() throws {
+        if epochs < 1 || batchSize < 1 || accumulation < 1 { throw ValidationError("--epochs, --batch-size and --accumulation must be >= 1") }
+        if encoderSeqLen < 1 || decoderSeqLen < 1 { throw ValidationError("sequence lengths must be >= 1") }
+        if let dropout, !(dropout >= 0 && dropout < 1) { throw ValidationError("--dropout must be in [0, 1)") }
+    }
+
+    func run() throws {
+        try runReportingErrors {
+            let mu = try MuModel(folder: model)
+            let codec = try TextCodec.load(folder: model, required: false)
+            let examples = try Seq2SeqData.load(path: data, tokenizer: codec?.tokenizer)
+            var s = Seq2SeqTrainer.Settings()
+            s.encoderSeqLen = encoderSeqLen; s.decoderSeqLen = decoderSeqLen
+            s.batchSize = batchSize; s.accumulation = accumulation
+            s.learningRate = learningRate; s.weightDecay = weightDecay; s.warmupSteps = warmupSteps
+            s.maxGradNorm = maxGradNorm; s.seed = seed; s.dropout = dropout
+            let params = MuParameters(model: mu)
+            let trainer = try Seq2SeqTrainer(parameters: params, data: examples, settings: s, epochs: epochs)
+            let steps = Int(trainer.schedule.totalSteps)
+            for step in 0..<steps {
+                let t0 = Date()
+                let r = try trainer.trainStep()
+                guard r.loss.isFinite else { throw EncoreError(.invalidArgument, "loss is \(r.loss) at step \(step)") }
+                printStderr(jsonString(["message": "training_step", "global_step": step, "loss": Double(r.loss),
+                                        "grad_norm": r.gradNorm, "lr": r.learningRate,
+                                        "time_in_s": Date().timeIntervalSince(t0)] as [String: Any]))
+            }
+            try params.save(folder: out)
+            print("wrote \(out)/config.json and \(out)/model.safetensors after \(steps) steps")
+        }
+    }
+}
