@@ -13,7 +13,7 @@ struct GenerateCommand: ParsableCommand {
         """
     )
 
-    @Option(name: .long, help: "Model folder (config.json + model.safetensors).")
+    @Option(name: .long, help: "Model folder (config.json + model.safetensors) or a .gguf file.")
     var model: String
 
     @Option(name: .long, help: "Input text (needs a tokenizer.json in the model folder).")
@@ -112,7 +112,7 @@ struct ScoreCommand: ParsableCommand {
         """
     )
 
-    @Option(name: .long, help: "Model folder (config.json + model.safetensors).")
+    @Option(name: .long, help: "Model folder (config.json + model.safetensors) or a .gguf file.")
     var model: String
 
     @Option(name: .customLong("input-ids"), help: "Input token ids, comma separated.")

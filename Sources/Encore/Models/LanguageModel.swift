@@ -1,4 +1,5 @@
 import Foundation
+import EncoreTokenizers
 
 /// What every model family offers the generator, the scorer, the CLI and the server: start a batch of
 /// prompts, step it one token per row, and score targets. Encoder-decoders encode once and keep their
@@ -44,7 +45,8 @@ enum TokenCheck {
     }
 }
 
-/// Loads a model folder (`config.json` + `model.safetensors`) by its `model_type`.
+/// Loads a model folder (`config.json` + `model.safetensors`) by its `model_type`, or a `.gguf` file by its
+/// `general.architecture`.
 ///
 /// ```swift
 /// let model = try ModelRegistry.load(folder: "models/mu-tiny")
@@ -52,9 +54,17 @@ enum TokenCheck {
 /// ```
 public enum ModelRegistry {
     /// The `model_type` values Encore can load.
-    public static let supportedTypes = ["mu", "mu_decoder"]
+    public static let supportedTypes = ["mu", "mu_decoder", "llama (GGUF)"]
 
+    /// `folder` is a model folder or a `.gguf` file (recognised by its magic, whatever its name).
     public static func load(folder: String) throws -> LanguageModel {
+        var isDir: ObjCBool = false
+        if FileManager.default.fileExists(atPath: folder, isDirectory: &isDir), !isDir.boolValue {
+            guard GGUFFile.hasMagic(path: folder) else {
+                throw EncoreError(.invalidArgument, "\(folder): not a model folder nor a GGUF file")
+            }
+            return try LlamaModel(path: folder)
+        }
         let (data, type, path) = try ConfigFile.read(folder: folder)
         let weights = folder + "/model.safetensors"
         switch type {

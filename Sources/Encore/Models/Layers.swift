@@ -5,6 +5,8 @@ import Foundation
 enum WeightSource {
     case file(SafeTensorsFile)
     case dictionary([String: Tensor], name: String)
+    /// A GGUF file (llama.cpp names, ggml types dequantized to fp32).
+    case gguf(GGUFModelFile)
     case random(seed: UInt64)
 }
 
@@ -25,6 +27,7 @@ final class WeightLoader {
     var sourceName: String {
         switch source {
         case .file(let f): return f.path
+        case .gguf(let f): return f.path
         case .dictionary(_, let name): return name
         case .random: return "random weights"
         }
@@ -33,6 +36,7 @@ final class WeightLoader {
     private func shapeOf(_ name: String) -> [Int]? {
         switch source {
         case .file(let f): return f.tensors[name]?.shape
+        case .gguf(let f): return f.tensors[name]?.shape
         case .dictionary(let d, _): return d[name]?.shape
         case .random: return nil
         }
@@ -52,6 +56,7 @@ final class WeightLoader {
         used.insert(name)
         switch source {
         case .file(let f): return try f.tensor(name)
+        case .gguf(let f): return try f.tensor(name)
         case .dictionary(let d, _): return d[name]!
         case .random: fatalError("unreachable")
         }
@@ -67,6 +72,7 @@ final class WeightLoader {
         let names: [String]
         switch source {
         case .file(let f): names = Array(f.tensors.keys)
+        case .gguf(let f): names = f.tensorNames
         case .dictionary(let d, _): names = Array(d.keys)
         case .random: return
         }
