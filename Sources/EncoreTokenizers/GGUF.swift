@@ -53,6 +53,8 @@ public struct GGUFFile: Sendable {
     public let metadata: [String: GGUFValue]
     /// Metadata keys in file order.
     public let keys: [String]
+    /// Byte offset just past the metadata, where the tensor infos begin.
+    public let metadataEnd: Int
 
     /// True when the file at `path` starts with the GGUF magic.
     public static func hasMagic(path: String) -> Bool {
@@ -105,10 +107,64 @@ public struct GGUFFile: Sendable {
         }
         metadata = md
         self.keys = keys
+        metadataEnd = r.pos
+    }
+
+    /// The tensor-info table that follows the metadata (`data` must be the bytes this file was parsed from),
+    /// and the byte offset of the aligned data section (`general.alignment`, default 32).
+    ///
+    /// Checks names, dimension counts (1–4), that each entry fits in the file, and the alignment value;
+    /// types, sizes and data ranges are left to the caller, which knows the tensor formats.
+    public func tensorInfos(data: Data, source: String) throws -> (infos: [GGUFTensorInfo], dataOffset: Int) {
+        var alignment = 32
+        if let a = metadata["general.alignment"] {
+            guard let v = a.intValue, v > 0, v <= 1 << 20, v & (v - 1) == 0 else {
+                throw TokenizerError(.gguf, "\(source): general.alignment is \(a), expected a power of two")
+            }
+            alignment = v
+        }
+        var r = GGUFReader(data: data, source: source)
+        r.pos = metadataEnd
+        // The smallest entry is 8 (name length) + 4 (dims) + 8 (one dim) + 4 (type) + 8 (offset) bytes.
+        guard tensorCount <= UInt64(max(0, data.count - metadataEnd) / 32) else {
+            throw TokenizerError(.gguf, "\(source): tensor count \(tensorCount) at byte 8 cannot fit in a \(data.count)-byte file")
+        }
+        var infos: [GGUFTensorInfo] = []
+        infos.reserveCapacity(Int(tensorCount))
+        for i in 0..<Int(tensorCount) {
+            let at = r.pos
+            let name = try r.string(what: "name of tensor \(i)")
+            let dimsAt = r.pos
+            let nDims = try r.u32(what: "dimension count of tensor '\(name)'")
+            guard (1...4).contains(nDims) else {
+                throw TokenizerError(.gguf, "\(source): tensor '\(name)' at byte \(at) has \(nDims) dimensions at byte \(dimsAt) (expected 1 to 4)")
+            }
+            var dims: [UInt64] = []
+            for d in 0..<Int(nDims) { dims.append(try r.u64(what: "dimension \(d) of tensor '\(name)'")) }
+            let type = try r.u32(what: "type of tensor '\(name)'")
+            let offset = try r.u64(what: "data offset of tensor '\(name)'")
+            infos.append(GGUFTensorInfo(name: name, dims: dims, type: type, offset: offset, infoOffset: at))
+        }
+        let dataOffset = (r.pos + alignment - 1) / alignment * alignment
+        return (infos, dataOffset)
     }
 
     /// The metadata value for `key`.
     public subscript(key: String) -> GGUFValue? { metadata[key] }
+}
+
+/// One entry of a GGUF tensor-info table, as stored.
+public struct GGUFTensorInfo: Sendable, Equatable {
+    /// Tensor name, e.g. `blk.0.attn_q.weight`.
+    public let name: String
+    /// Dimensions innermost first (ggml `ne`): a PyTorch `[out, in]` matrix is stored as `[in, out]`.
+    public let dims: [UInt64]
+    /// The ggml type id (0 F32, 1 F16, 2 Q4_0, 3 Q4_1, 8 Q8_0, 12 Q4_K, 13 Q5_K, 14 Q6_K, 30 BF16, …).
+    public let type: UInt32
+    /// Offset of the data relative to the start of the data section.
+    public let offset: UInt64
+    /// Byte offset in the file where this entry begins (for error messages).
+    public let infoOffset: Int
 }
 
 /// A bounds-checked little-endian reader.

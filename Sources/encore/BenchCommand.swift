@@ -118,7 +118,7 @@ struct BenchCommand: ParsableCommand {
                 } else {
                     lm = try MuDecoderModel(config: MuDecoderConfig.matching(muConfig), randomSeed: seed)
                 }
-                if decodeWeights == "bf16" { lm.useBF16ForDecode() }
+                if decodeWeights == "bf16" { try lm.useBF16ForDecode() }
                 for length in lengths {
                     var bench = Benchmark(inputTokens: length, outputTokens: outputTokens, repetitions: reps, seed: seed)
                     bench.bytesPerDecodeWeight = decodeWeights == "bf16" ? 2 : 4

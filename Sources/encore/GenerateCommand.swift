@@ -13,7 +13,7 @@ struct GenerateCommand: ParsableCommand {
         """
     )
 
-    @Option(name: .long, help: "Model folder (config.json + model.safetensors).")
+    @Option(name: .long, help: "Model folder (config.json + model.safetensors) or a .gguf file.")
     var model: String
 
     @Option(name: .long, help: "Input text (needs a tokenizer.json in the model folder).")
@@ -64,7 +64,7 @@ struct GenerateCommand: ParsableCommand {
         try runReportingErrors {
             if let threads { Backend.setThreads(threads) }
             let lm = try ModelRegistry.load(folder: model)
-            if decodeWeights == "bf16" { lm.useBF16ForDecode() }
+            if decodeWeights == "bf16" { try lm.useBF16ForDecode() }
             let tokenizer = try TextCodec.load(folder: model, required: prompt != nil)
             var inputs: [[Int]]
             if let prompt {
@@ -117,7 +117,7 @@ struct ScoreCommand: ParsableCommand {
         """
     )
 
-    @Option(name: .long, help: "Model folder (config.json + model.safetensors).")
+    @Option(name: .long, help: "Model folder (config.json + model.safetensors) or a .gguf file.")
     var model: String
 
     @Option(name: .customLong("input-ids"), help: "Input token ids, comma separated.")

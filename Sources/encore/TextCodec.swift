@@ -7,8 +7,17 @@ import Foundation
 struct TextCodec {
     let tokenizer: Tokenizer
 
-    /// The folder's tokenizer; nil when it has none and text is not needed.
+    /// The folder's tokenizer (or the vocabulary inside a `.gguf` model file); nil when it has none and text
+    /// is not needed.
     static func load(folder: String, required: Bool) throws -> TextCodec? {
+        var isDir: ObjCBool = false
+        if FileManager.default.fileExists(atPath: folder, isDirectory: &isDir), !isDir.boolValue, GGUFFile.hasMagic(path: folder) {
+            do {
+                return TextCodec(tokenizer: try Tokenizer.load(path: folder))
+            } catch let e as TokenizerError {
+                throw EncoreError(.invalidFile, e.description)
+            }
+        }
         let path = folder + "/tokenizer.json"
         guard FileManager.default.fileExists(atPath: path) else {
             if required {

@@ -271,7 +271,7 @@ final class BF16DecodeTests: XCTestCase {
         for (name, isMu) in [("gqa_mod", true), ("mu_decoder", false)] {
             let m1 = try ModelRegistry.load(folder: fixture("mu/\(name)"))
             let m2 = try ModelRegistry.load(folder: fixture("mu/\(name)"))
-            m2.useBF16ForDecode()
+            try m2.useBF16ForDecode()
             let p = [Array(5..<17)]   // 12 tokens: the prompt pass takes the fp32 GEMM path (M > 8)
             let a = try m1.beginGeneration(prompts: p), b = try m2.beginGeneration(prompts: p)
             XCTAssertLessThan(relativeError(b.logits.toArray(), a.logits.toArray()), 0.1, "\(name): first token")

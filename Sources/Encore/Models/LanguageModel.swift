@@ -1,4 +1,5 @@
 import Foundation
+import EncoreTokenizers
 
 /// What every model family offers the generator, the scorer, the CLI and the server: start a batch of
 /// prompts, step it one token per row, and score targets. Encoder-decoders encode once and keep their
@@ -19,11 +20,18 @@ public protocol LanguageModel: AnyObject {
     func beginGeneration(prompts: [[Int]]) throws -> GenerationState
 
     /// Streams weights as bf16 during decode steps (half the bytes per token); prompt passes stay fp32.
-    func useBF16ForDecode()
+    /// Throws for families that do not support it yet.
+    func useBF16ForDecode() throws
 
     /// Teacher-forced log-probabilities (natural log) of each `target` token given `input`.
     /// Encoder-decoder: input → encoder, decoder reads [BOS] + target. Decoder-only: input ‖ target in one sequence.
     func score(input: [Int], target: [Int]) throws -> [Float]
+}
+
+extension LanguageModel {
+    public func useBF16ForDecode() throws {
+        throw EncoreError(.unsupported, "bf16 decode weights are not supported for model_type '\(modelType)' yet (supported: mu, mu_decoder)")
+    }
 }
 
 /// The running state of a batch being generated.
@@ -47,7 +55,8 @@ enum TokenCheck {
     }
 }
 
-/// Loads a model folder (`config.json` + `model.safetensors`) by its `model_type`.
+/// Loads a model folder (`config.json` + `model.safetensors`) by its `model_type`, or a `.gguf` file by its
+/// `general.architecture`.
 ///
 /// ```swift
 /// let model = try ModelRegistry.load(folder: "models/mu-tiny")
@@ -55,9 +64,17 @@ enum TokenCheck {
 /// ```
 public enum ModelRegistry {
     /// The `model_type` values Encore can load.
-    public static let supportedTypes = ["mu", "mu_decoder"]
+    public static let supportedTypes = ["mu", "mu_decoder", "llama (GGUF)"]
 
+    /// `folder` is a model folder or a `.gguf` file (recognised by its magic, whatever its name).
     public static func load(folder: String) throws -> LanguageModel {
+        var isDir: ObjCBool = false
+        if FileManager.default.fileExists(atPath: folder, isDirectory: &isDir), !isDir.boolValue {
+            guard GGUFFile.hasMagic(path: folder) else {
+                throw EncoreError(.invalidArgument, "\(folder): not a model folder nor a GGUF file")
+            }
+            return try LlamaModel(path: folder)
+        }
         let (data, type, path) = try ConfigFile.read(folder: folder)
         let weights = folder + "/model.safetensors"
         switch type {

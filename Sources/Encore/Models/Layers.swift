@@ -6,6 +6,8 @@ import EncoreKernels
 enum WeightSource {
     case file(SafeTensorsFile)
     case dictionary([String: Tensor], name: String)
+    /// A GGUF file (llama.cpp names, ggml types dequantized to fp32).
+    case gguf(GGUFModelFile)
     case random(seed: UInt64)
     /// The reference's initialisation: every matrix N(0, 0.02), biases 0, norm weights 1.
     case referenceInit(seed: UInt64)
@@ -31,6 +33,7 @@ final class WeightLoader {
     var sourceName: String {
         switch source {
         case .file(let f): return f.path
+        case .gguf(let f): return f.path
         case .dictionary(_, let name): return name
         case .random, .referenceInit: return "random weights"
         }
@@ -39,6 +42,7 @@ final class WeightLoader {
     private func shapeOf(_ name: String) -> [Int]? {
         switch source {
         case .file(let f): return f.tensors[name]?.shape
+        case .gguf(let f): return f.tensors[name]?.shape
         case .dictionary(let d, _): return d[name]?.shape
         case .random, .referenceInit: return nil
         }
@@ -63,6 +67,7 @@ final class WeightLoader {
         used.insert(name)
         switch source {
         case .file(let f): return try f.tensor(name)
+        case .gguf(let f): return try f.tensor(name)
         case .dictionary(let d, _): return d[name]!
         case .random, .referenceInit: fatalError("unreachable")
         }
@@ -80,6 +85,7 @@ final class WeightLoader {
         let names: [String]
         switch source {
         case .file(let f): names = Array(f.tensors.keys)
+        case .gguf(let f): names = f.tensorNames
         case .dictionary(let d, _): names = Array(d.keys)
         case .random, .referenceInit: return
         }

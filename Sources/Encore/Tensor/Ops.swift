@@ -71,6 +71,14 @@ public enum Ops {
         return y
     }
 
+    /// SwiGLU: silu(gate) ⊙ up, as a new tensor. gate, up [R, F] → [R, F].
+    public static func swiGLU(gate: Tensor, up: Tensor) -> Tensor {
+        precondition(gate.shape == up.shape, "swiGLU: \(gate.shape) vs \(up.shape)")
+        let out = Tensor(uninitialized: gate.shape)
+        ek_swiglu_f32(gate.data, up.data, out.data, gate.count)
+        return out
+    }
+
     /// a + b (same shape), as a new tensor.
     public static func add(_ a: Tensor, _ b: Tensor) -> Tensor {
         precondition(a.shape == b.shape, "add: \(a.shape) vs \(b.shape)")

@@ -86,11 +86,29 @@ void ek_attention_f32_ref(const float *q, long q_stride, const float *k, long k_
                           long tq, long tk, long n_head, long n_kv_head, long head_dim, int interleaved,
                           const uint8_t *key_keep, long causal_offset, float scale_div, float *scratch);
 
+/* ---- SwiGLU ---- */
+/** out[i] = silu(gate[i]) * up[i], silu(x) = x / (1 + exp(-x)). */
+void ek_swiglu_f32(const float *gate, const float *up, float *out, long n);
+
 /* ---- conversions ---- */
 void ek_bf16_to_f32(const uint16_t *src, float *dst, long n);
 void ek_f16_to_f32(const uint16_t *src, float *dst, long n);
 void ek_f32_to_bf16(const float *src, uint16_t *dst, long n);  /* round to nearest even */
 void ek_f32_to_f16(const float *src, uint16_t *dst, long n);   /* round to nearest even */
+
+/* ---- GGML block formats (GGUF tensors) → fp32 ---- */
+/** GGML type ids as stored in GGUF tensor infos. */
+enum { EK_GGML_F32 = 0, EK_GGML_F16 = 1, EK_GGML_Q4_0 = 2, EK_GGML_Q4_1 = 3, EK_GGML_Q8_0 = 8,
+       EK_GGML_Q4_K = 12, EK_GGML_Q5_K = 13, EK_GGML_Q6_K = 14, EK_GGML_BF16 = 30 };
+/** Values per block of a supported type (1 for F32/F16/BF16), 0 when unsupported. */
+long ek_ggml_block_values(int type);
+/** Bytes per block of a supported type, 0 when unsupported. */
+long ek_ggml_block_bytes(int type);
+/** dst[n] = dequantized src (n/block_values whole blocks); on the thread pool. Returns -1 for an unsupported
+ *  type or n not a multiple of the block, 0 otherwise. */
+int ek_dequantize(int type, const void *src, float *dst, long n);
+/** The per-element reference twin of ek_dequantize. */
+int ek_dequantize_ref(int type, const void *src, float *dst, long n);
 
 /* ---- threads ---- */
 /** A task of a parallel loop: called once for each index in [0, count). */

