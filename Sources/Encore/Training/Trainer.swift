@@ -62,6 +62,10 @@ public struct Seq2SeqBatch: Equatable, Sendable {
 /// ``Settings/dropout`` overrides it; masks from Encore's seeded stream, not torch's). Batches are drawn
 /// without replacement from a seeded shuffle of the data each epoch, dropping the last partial batch (the
 /// reference's `DataLoader(shuffle=True, drop_last=True)`; the order itself differs from torch's generator).
+///
+/// With ``DistillationSettings`` each micro-batch is the reference `KDModel` step: the current student samples
+/// a target per source, the teacher scores [source left-padded ++ target] (``DistillationItem``), and the loss
+/// is α·KL(teacher‖student) + (1 − α)·CE on the ground truth (``Distillation/loss(studentKD:teacher:encoderSeqLen:studentCE:targets:padTokenId:alpha:)``).
 public final class Seq2SeqTrainer {
     public struct Settings: Sendable {
         public var encoderSeqLen = 1024, decoderSeqLen = 256
@@ -74,15 +78,18 @@ public final class Seq2SeqTrainer {
         public init() {}
     }
 
-    /// What one optimizer step did.
+    /// What one optimizer step did (`kd` and `ce`: the distillation terms, when distilling).
     public struct StepResult: Sendable {
         public var loss: Float, gradNorm: Double, learningRate: Double
+        public var kd: Float? = nil, ce: Float? = nil
     }
 
     public let parameters: MuParameters
     public let settings: Settings
     public let optimizer: AdamW
     public let schedule: WarmupCosineSchedule
+    /// Distillation (the reference `KDModel`); nil: plain cross-entropy training.
+    public let distillation: DistillationSettings?
     let data: [Seq2SeqExample]
     public private(set) var step = 0
     private var rng: SplitMix64
@@ -91,7 +98,9 @@ public final class Seq2SeqTrainer {
     private var cursor = 0
 
     /// `epochs` sets the schedule's length: (⌊data / batch⌋ · epochs) / accumulation optimizer steps.
-    public init(parameters: MuParameters, data: [Seq2SeqExample], settings: Settings, epochs: Int) throws {
+    public init(parameters: MuParameters, data: [Seq2SeqExample], settings: Settings, epochs: Int,
+                distillation: DistillationSettings? = nil) throws {
+        self.distillation = distillation
         guard data.count >= settings.batchSize, settings.batchSize > 0, settings.accumulation > 0 else {
             throw EncoreError(.invalidArgument, "need at least one full batch of \(settings.batchSize) examples (have \(data.count))")
         }
@@ -109,7 +118,7 @@ public final class Seq2SeqTrainer {
         dropout = Dropout(p: settings.dropout ?? Float(parameters.config.dropout), seed: settings.seed &+ 1)
     }
 
-    private func nextBatch() -> Seq2SeqBatch {
+    private func nextExamples() -> [Seq2SeqExample] {
         if cursor + settings.batchSize > order.count {
             order = Array(data.indices)
             order.shuffle(using: &rng)
@@ -117,28 +126,54 @@ public final class Seq2SeqTrainer {
         }
         let picked = order[cursor..<(cursor + settings.batchSize)].map { data[$0] }
         cursor += settings.batchSize
-        let c = parameters.config
-        return Seq2SeqBatch(picked, encoderSeqLen: settings.encoderSeqLen, decoderSeqLen: settings.decoderSeqLen,
-                            bos: c.bosTokenId, eos: c.eosTokenId ?? c.padTokenId, pad: c.padTokenId)
+        return picked
+    }
+
+    /// The micro-batch loss: cross-entropy, or α·KL(teacher‖student) + (1 − α)·CE when distilling.
+    private func microBatchLoss(_ examples: [Seq2SeqExample], micro: Int) throws -> (Variable, Float?, Float?) {
+        let c = parameters.config, drop = dropout.p > 0 ? dropout : nil
+        let b = Seq2SeqBatch(examples, encoderSeqLen: settings.encoderSeqLen, decoderSeqLen: settings.decoderSeqLen,
+                             bos: c.bosTokenId, eos: c.eosTokenId ?? c.padTokenId, pad: c.padTokenId)
+        guard let kd = distillation else {
+            return (try parameters.loss(encoderIds: b.encoderIds, decoderIds: b.decoderIds, targets: b.targets, dropout: drop), nil, nil)
+        }
+        // on-policy targets from the current student (its weights, shared, not copied)
+        let student = try parameters.makeModel(copy: false)
+        let items = try examples.enumerated().map { i, e -> DistillationItem in
+            let g = GenerationParameters(maxTokens: settings.decoderSeqLen, temperature: kd.temperature, topK: kd.topK,
+                                         seed: settings.seed &+ UInt64((step * settings.accumulation + micro) * settings.batchSize + i),
+                                         eosTokenId: c.eosTokenId)
+            let generated = try Generator(model: student).generate(prompt: Array(e.source.prefix(settings.encoderSeqLen)), parameters: g)
+            return DistillationItem(source: e.source, generated: generated, encoderSeqLen: settings.encoderSeqLen,
+                                    decoderSeqLen: settings.decoderSeqLen, bos: c.bosTokenId, pad: c.padTokenId,
+                                    unk: kd.unkTokenId, tokenizerSize: kd.tokenizerSize)
+        }
+        let teacher = try kd.teacher.logits(items.map(\.teacherIds))                  // [B, Tt, Vt]
+        let sKD = try parameters.logits(encoderIds: b.encoderIds, decoderIds: items.map(\.studentDecoderIds), dropout: drop)
+        let sCE = try parameters.logits(encoderIds: b.encoderIds, decoderIds: b.decoderIds, dropout: drop)
+        let r = Distillation.loss(studentKD: sKD, teacher: teacher, encoderSeqLen: settings.encoderSeqLen, studentCE: sCE,
+                                  targets: b.targets.flatMap { $0 }, padTokenId: c.padTokenId, alpha: kd.alpha)
+        return (r.loss, r.kd, r.ce)
     }
 
     /// One optimizer step (over `accumulation` micro-batches).
     @discardableResult
     public func trainStep() throws -> StepResult {
         parameters.zeroGrad()
-        var total: Float = 0
-        for _ in 0..<settings.accumulation {
-            let b = nextBatch()
-            let loss = try parameters.loss(encoderIds: b.encoderIds, decoderIds: b.decoderIds, targets: b.targets,
-                                           dropout: dropout.p > 0 ? dropout : nil)
+        var total: Float = 0, kdSum: Float = 0, ceSum: Float = 0
+        for micro in 0..<settings.accumulation {
+            let (loss, kd, ce) = try microBatchLoss(nextExamples(), micro: micro)
             let scaled = (1 / Float(settings.accumulation)) * loss
             scaled.backward()
             total += scaled.value.data[0]
+            kdSum += (kd ?? 0) / Float(settings.accumulation)
+            ceSum += (ce ?? 0) / Float(settings.accumulation)
         }
         let norm = clipGradNorm(parameters.all, maxNorm: settings.maxGradNorm)
         optimizer.learningRate = settings.learningRate * schedule.factor(step: step)
         optimizer.step()
         step += 1
-        return StepResult(loss: total, gradNorm: norm, learningRate: optimizer.learningRate)
+        return StepResult(loss: total, gradNorm: norm, learningRate: optimizer.learningRate,
+                          kd: distillation == nil ? nil : kdSum, ce: distillation == nil ? nil : ceSum)
     }
 }
