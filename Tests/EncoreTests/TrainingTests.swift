@@ -1,4 +1,5 @@
 import XCTest
+import EncoreTokenizers
 @testable import Encore
 
 /// RoPE and attention derivatives against finite differences (the ``AutogradTests`` harness: fp32 central
@@ -366,6 +367,36 @@ final class DistillationTrainingTests: XCTestCase {
                                     decoderSeqLen: 3, bos: 1, pad: 0, unk: 0)
         XCTAssertEqual(long.teacherIds, [5, 6, 7, 8, 11, 12, 13])
         XCTAssertEqual(long.studentDecoderIds, [1, 11, 12])
+    }
+
+    /// The reference `KDDataset.__getitem__` on text with the real Phi-3.5 tokenizer (goldens by
+    /// tools/goldens/make_kd_data_goldens.py): Encore's JSONL tokenization, Seq2SeqBatch and DistillationItem
+    /// give the same ids for every field, including truncation, EOS handling and the unk mapping.
+    func testDataMatchesReferenceKDDataset() throws {
+        let meta = try readJSON(fixture("mu_grads/kd_data.json"))
+        let tokenizer = try Tokenizer.load(path: fixtures + "/../../EncoreTokenizersTests/Fixtures/phi-3.5-mini")
+        let n = { (k: String) in (meta[k] as! NSNumber).intValue }
+        let (enc, dec, bos, eos, pad) = (n("encoder_seq_len"), n("decoder_seq_len"), n("bos_token_id"), n("eos_token_id"), n("pad_token_id"))
+        let examples = try XCTUnwrap(meta["examples"] as? [[String: Any]])
+        // through the JSONL loader, as `encore train` reads text
+        let path = NSTemporaryDirectory() + "encore-kd-\(getpid()).jsonl"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let lines = try examples.map { e -> String in
+            String(data: try JSONSerialization.data(withJSONObject: ["source": e["source"]!, "target": e["target"]!]), encoding: .utf8)!
+        }
+        try lines.joined(separator: "\n").write(toFile: path, atomically: true, encoding: .utf8)
+        let data = try Seq2SeqData.load(path: path, tokenizer: tokenizer)
+        XCTAssertEqual(data.count, examples.count)
+        for (e, x) in zip(examples, data) {
+            let b = Seq2SeqBatch([x], encoderSeqLen: enc, decoderSeqLen: dec, bos: bos, eos: eos, pad: pad)
+            XCTAssertEqual(b.encoderIds[0], try ints(e["encoder_input_ids"]))
+            XCTAssertEqual(b.decoderIds[0], try ints(e["decoder_input_ids"]))
+            XCTAssertEqual(b.targets[0], try ints(e["targets"]))
+            let item = DistillationItem(source: x.source, generated: try ints(e["generated"]), encoderSeqLen: enc, decoderSeqLen: dec,
+                                        bos: bos, pad: pad, unk: n("unk_token_id"), tokenizerSize: n("tokenizer_size"))
+            XCTAssertEqual(item.teacherIds, try ints(e["kd_teacher_input_ids"]))
+            XCTAssertEqual(item.studentDecoderIds, try ints(e["kd_student_decoder_input_ids"]))
+        }
     }
 
     /// A tiny random Mu distils the decoder-only fixture model (α = 1: KL only) on targets it samples itself.

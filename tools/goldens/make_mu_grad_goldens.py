@@ -300,7 +300,9 @@ def main():
              f"- python {platform.python_version()}, torch {torch.__version__}, safetensors {safetensors.__version__}"]
     lines += [f"- `{p}` sha256 `{h}`" for p, h in files.items()]
     lines += ["", "Files: `<case>.safetensors` + `<case>.json` for the Mu cases (loss, gradients, parameters after "
-              f"{STEPS} AdamW steps), `adamw.safetensors` (the optimizer alone on given gradients), `kd.safetensors` + `kd.json` for the distillation loss, `kd_mu.*` for it through the gqa_mod Mu.", ""]
+              f"{STEPS} AdamW steps), `adamw.safetensors` (the optimizer alone on given gradients), `kd.safetensors` + `kd.json` for the distillation loss, `kd_mu.*` for it through the gqa_mod Mu.",
+              "", "`kd_data.json` is made by `tools/goldens/make_kd_data_goldens.py --reference /work/mu-ref` (the reference",
+              "KDDataset items on text with the Phi-3.5 tokenizer).", ""]
     (out / "README.md").write_text("\n".join(lines))
 
 
