@@ -377,6 +377,7 @@ final class DistillationTrainingTests: XCTestCase {
         let tokenizer = try Tokenizer.load(path: fixtures + "/../../EncoreTokenizersTests/Fixtures/phi-3.5-mini")
         let n = { (k: String) in (meta[k] as! NSNumber).intValue }
         let (enc, dec, bos, eos, pad) = (n("encoder_seq_len"), n("decoder_seq_len"), n("bos_token_id"), n("eos_token_id"), n("pad_token_id"))
+        XCTAssertEqual(tokenizer.vocabSize, n("tokenizer_size"))          // len(tokenizer), as `encore train` uses it
         let examples = try XCTUnwrap(meta["examples"] as? [[String: Any]])
         // through the JSONL loader, as `encore train` reads text
         let path = NSTemporaryDirectory() + "encore-kd-\(getpid()).jsonl"
