@@ -50,12 +50,17 @@ struct TrainCommand: ParsableCommand {
     var teacher: String?
     @Option(name: .customLong("kd-alpha"), help: "Weight of the distillation term (the rest is cross-entropy).")
     var kdAlpha: Float = 0.9
+    @Option(name: .customLong("val-data"), help: "Validation data (JSONL): its loss is logged every --eval-every steps and the 3 best models are kept in OUT/checkpoints.")
+    var valData: String?
+    @Option(name: .customLong("eval-every"), help: "Steps between validation losses.")
+    var evalEvery: Int = 32
 
     func validate() throws {
         if epochs < 1 || batchSize < 1 || accumulation < 1 { throw ValidationError("--epochs, --batch-size and --accumulation must be >= 1") }
         if encoderSeqLen < 1 || decoderSeqLen < 1 { throw ValidationError("sequence lengths must be >= 1") }
         if let dropout, !(dropout >= 0 && dropout < 1) { throw ValidationError("--dropout must be in [0, 1)") }
         if !(kdAlpha >= 0 && kdAlpha <= 1) { throw ValidationError("--kd-alpha must be in [0, 1]") }
+        if evalEvery < 1 { throw ValidationError("--eval-every must be >= 1") }
     }
 
     func run() throws {
@@ -80,6 +85,8 @@ struct TrainCommand: ParsableCommand {
             }
             let trainer = try Seq2SeqTrainer(parameters: params, data: examples, settings: s, epochs: epochs, distillation: kd)
             let steps = Int(trainer.schedule.totalSteps)
+            let validation = try valData.map { try Seq2SeqData.load(path: $0, tokenizer: codec?.tokenizer) }
+            let best = validation == nil ? nil : try BestCheckpoints(directory: out + "/checkpoints")
             for step in 0..<steps {
                 let t0 = Date()
                 let r = try trainer.trainStep()
@@ -88,6 +95,13 @@ struct TrainCommand: ParsableCommand {
                                           "grad_norm": r.gradNorm, "lr": r.learningRate, "time_in_s": Date().timeIntervalSince(t0)]
                 if let k = r.kd, let c = r.ce { log["kd_loss"] = Double(k); log["ce_loss"] = Double(c) }
                 printStderr(jsonString(log))
+                if let validation, let best, (step + 1) % evalEvery == 0 || step + 1 == steps {
+                    let loss = try trainer.evaluate(validation)
+                    let path = try best.saveIfBest(params, step: step, score: -loss)
+                    var entry: [String: Any] = ["message": "loss_evaluator_metrics", "dataset": "val", "loss": Double(loss), "global_step": step]
+                    if let path { entry["saved"] = path }
+                    printStderr(jsonString(entry))
+                }
             }
             try params.save(folder: out)
             print("wrote \(out)/config.json and \(out)/model.safetensors after \(steps) steps")

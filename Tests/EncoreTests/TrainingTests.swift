@@ -432,3 +432,32 @@ final class DistillationTrainingTests: XCTestCase {
         XCTAssertLessThan(after, 0.7 * before)                  // measured 3.93 → 2.40
     }
 }
+
+final class EvaluationTests: XCTestCase {
+    /// Eval-mode loss is the mean of per-batch reference losses; the best-k saver keeps the highest scores.
+    func testEvaluateAndBestCheckpoints() throws {
+        let params = MuParameters(model: try MuModel(folder: fixture("mu/gqa_mod")))
+        let data = [([5, 6, 7], [8, 9]), ([10, 11], [12]), ([13, 14, 15], [16, 17, 18])].map { Seq2SeqExample(source: $0.0, target: $0.1) }
+        var s = Seq2SeqTrainer.Settings()
+        (s.encoderSeqLen, s.decoderSeqLen, s.batchSize) = (4, 4, 2)
+        let trainer = try Seq2SeqTrainer(parameters: params, data: data, settings: s, epochs: 10)
+        func batchLoss(_ ex: [Seq2SeqExample]) throws -> Float {
+            let b = Seq2SeqBatch(ex, encoderSeqLen: 4, decoderSeqLen: 4, bos: 1, eos: 2, pad: 0)
+            return try params.loss(encoderIds: b.encoderIds, decoderIds: b.decoderIds, targets: b.targets).item
+        }
+        let want = (try batchLoss(Array(data[0..<2])) + batchLoss([data[2]])) / 2
+        XCTAssertEqual(try trainer.evaluate(data), want, accuracy: want * 1e-6)
+        XCTAssertEqual(try trainer.evaluate(data), want, accuracy: want * 1e-6)   // no dropout in eval mode
+
+        let dir = NSTemporaryDirectory() + "encore-best-\(getpid())"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let best = try BestCheckpoints(directory: dir, capacity: 2)
+        XCTAssertNotNil(try best.saveIfBest(params, step: 1, score: -3))
+        XCTAssertNotNil(try best.saveIfBest(params, step: 2, score: -1))
+        XCTAssertNil(try best.saveIfBest(params, step: 3, score: -5))
+        XCTAssertNotNil(try best.saveIfBest(params, step: 4, score: -2))
+        XCTAssertEqual(Set(try FileManager.default.contentsOfDirectory(atPath: dir)), ["step-2", "step-4"])
+        XCTAssertEqual(best.best, dir + "/step-2")
+        XCTAssertEqual(try MuModel(folder: best.best!).config, params.config)
+    }
+}

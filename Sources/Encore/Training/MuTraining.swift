@@ -179,6 +179,6 @@ public enum Distillation {
         precondition(alpha >= 0 && alpha <= 1, "alpha must be in [0, 1]")
         let kd = Variable.distillationKL(student: studentKD, teacher: teacher, offset: encoderSeqLen - 1)
         let ce = Variable.crossEntropy(studentCE, targets: targets, ignoreIndex: padTokenId)
-        return (alpha * kd + (1 - alpha) * ce, kd.value.data[0], ce.value.data[0])
+        return (alpha * kd + (1 - alpha) * ce, kd.item, ce.item)
     }
 }

@@ -129,9 +129,23 @@ public final class Seq2SeqTrainer {
         return picked
     }
 
+    /// The reference `LossEvaluator`: the mean of the per-batch losses over `examples` in batches of
+    /// ``Settings/batchSize`` (the last one may be smaller), in eval mode (no dropout). When distilling the loss
+    /// is the distillation loss, with targets sampled by the current student (seeded).
+    public func evaluate(_ examples: [Seq2SeqExample]) throws -> Float {
+        guard !examples.isEmpty else { throw EncoreError(.invalidArgument, "evaluate: no examples") }
+        var total: Float = 0, count = 0
+        for start in stride(from: 0, to: examples.count, by: settings.batchSize) {
+            let batch = Array(examples[start..<min(start + settings.batchSize, examples.count)])
+            total += try microBatchLoss(batch, micro: count, training: false).0.item
+            count += 1
+        }
+        return total / Float(count)
+    }
+
     /// The micro-batch loss: cross-entropy, or α·KL(teacher‖student) + (1 − α)·CE when distilling.
-    private func microBatchLoss(_ examples: [Seq2SeqExample], micro: Int) throws -> (Variable, Float?, Float?) {
-        let c = parameters.config, drop = dropout.p > 0 ? dropout : nil
+    private func microBatchLoss(_ examples: [Seq2SeqExample], micro: Int, training: Bool = true) throws -> (Variable, Float?, Float?) {
+        let c = parameters.config, drop = training && dropout.p > 0 ? dropout : nil
         let b = Seq2SeqBatch(examples, encoderSeqLen: settings.encoderSeqLen, decoderSeqLen: settings.decoderSeqLen,
                              bos: c.bosTokenId, eos: c.eosTokenId ?? c.padTokenId, pad: c.padTokenId)
         guard let kd = distillation else {
@@ -165,7 +179,7 @@ public final class Seq2SeqTrainer {
             let (loss, kd, ce) = try microBatchLoss(nextExamples(), micro: micro)
             let scaled = (1 / Float(settings.accumulation)) * loss
             scaled.backward()
-            total += scaled.value.data[0]
+            total += scaled.item
             kdSum += (kd ?? 0) / Float(settings.accumulation)
             ceSum += (ce ?? 0) / Float(settings.accumulation)
         }
@@ -176,4 +190,37 @@ public final class Seq2SeqTrainer {
         return StepResult(loss: total, gradNorm: norm, learningRate: optimizer.learningRate,
                           kd: distillation == nil ? nil : kdSum, ce: distillation == nil ? nil : ceSum)
     }
+}
+
+/// The reference `CheckpointSaver`: keeps the `capacity` best model folders by score (higher is better; the
+/// reference scores with −validation loss) under `directory`, removing the worst when a better one arrives.
+public final class BestCheckpoints {
+    public let directory: String
+    public let capacity: Int
+    /// Saved folders and their scores.
+    public private(set) var saved: [(path: String, score: Float)] = []
+
+    public init(directory: String, capacity: Int = 3) throws {
+        precondition(capacity > 0, "capacity must be positive")
+        self.directory = directory
+        self.capacity = capacity
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+    }
+
+    /// Saves `parameters` as `step-<step>` if the score is among the best; returns the folder if saved.
+    @discardableResult
+    public func saveIfBest(_ parameters: MuParameters, step: Int, score: Float) throws -> String? {
+        if saved.count >= capacity {
+            guard let worst = saved.indices.min(by: { saved[$0].score < saved[$1].score }), score > saved[worst].score else { return nil }
+            try? FileManager.default.removeItem(atPath: saved[worst].path)
+            saved.remove(at: worst)
+        }
+        let path = directory + "/step-\(step)"
+        try parameters.save(folder: path)
+        saved.append((path, score))
+        return path
+    }
+
+    /// The best saved folder.
+    public var best: String? { saved.max { $0.score < $1.score }?.path }
 }
