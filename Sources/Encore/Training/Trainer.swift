@@ -170,13 +170,23 @@ public final class Seq2SeqTrainer {
         return (r.loss, r.kd, r.ce)
     }
 
-    /// One optimizer step (over `accumulation` micro-batches).
+    /// One optimizer step over the next `accumulation` micro-batches of the shuffled data.
     @discardableResult
     public func trainStep() throws -> StepResult {
+        try trainStep(on: (0..<settings.accumulation).map { _ in nextExamples() })
+    }
+
+    /// One optimizer step over the given micro-batches (the reference `Trainer.step` calls of one global
+    /// batch): each adds loss / accumulation to the gradients, then clip, AdamW at lr · schedule(step).
+    @discardableResult
+    public func trainStep(on microBatches: [[Seq2SeqExample]]) throws -> StepResult {
+        guard microBatches.count == settings.accumulation, microBatches.allSatisfy({ !$0.isEmpty }) else {
+            throw EncoreError(.invalidArgument, "trainStep: \(microBatches.count) micro-batches for accumulation \(settings.accumulation)")
+        }
         parameters.zeroGrad()
         var total: Float = 0, kdSum: Float = 0, ceSum: Float = 0
-        for micro in 0..<settings.accumulation {
-            let (loss, kd, ce) = try microBatchLoss(nextExamples(), micro: micro)
+        for (micro, examples) in microBatches.enumerated() {
+            let (loss, kd, ce) = try microBatchLoss(examples, micro: micro)
             let scaled = (1 / Float(settings.accumulation)) * loss
             scaled.backward()
             total += scaled.item
