@@ -11,7 +11,10 @@ struct TrainCommand: ParsableCommand {
         folder's tokenizer.json) or an array of token ids. Batches follow the reference Seq2SeqDataset \
         (target + EOS, truncated and right-padded). Each optimizer step: clip the gradient norm, AdamW \
         (betas 0.9/0.98, weight decay on matrices only), linear warmup then cosine to 0. Dropout as the config says unless --dropout is given. \
-        Logs one JSON line per step on stderr; writes config.json + model.safetensors into --out.
+        Logs one JSON line per step on stderr; writes config.json + model.safetensors into --out. \
+        With --teacher (a decoder-only model folder, e.g. mu_decoder) each step distils as the reference \
+        KDModel: the student samples a target per source (temperature 0.9, top-k 128), the teacher scores \
+        [source left-padded to --encoder-seq-len ++ target], loss = a*KL(teacher||student) + (1-a)*CE.
         """
     )
 
@@ -43,11 +46,21 @@ struct TrainCommand: ParsableCommand {
     var seed: UInt64 = 1337
     @Option(help: "Dropout probability (default: the model config's dropout).")
     var dropout: Float?
+    @Option(help: "Teacher model folder for distillation (decoder-only, same token ids).")
+    var teacher: String?
+    @Option(name: .customLong("kd-alpha"), help: "Weight of the distillation term (the rest is cross-entropy).")
+    var kdAlpha: Float = 0.9
+    @Option(name: .customLong("val-data"), help: "Validation data (JSONL): its loss is logged every --eval-every steps and the 3 best models are kept in OUT/checkpoints.")
+    var valData: String?
+    @Option(name: .customLong("eval-every"), help: "Steps between validation losses.")
+    var evalEvery: Int = 32
 
     func validate() throws {
         if epochs < 1 || batchSize < 1 || accumulation < 1 { throw ValidationError("--epochs, --batch-size and --accumulation must be >= 1") }
         if encoderSeqLen < 1 || decoderSeqLen < 1 { throw ValidationError("sequence lengths must be >= 1") }
         if let dropout, !(dropout >= 0 && dropout < 1) { throw ValidationError("--dropout must be in [0, 1)") }
+        if !(kdAlpha >= 0 && kdAlpha <= 1) { throw ValidationError("--kd-alpha must be in [0, 1]") }
+        if evalEvery < 1 { throw ValidationError("--eval-every must be >= 1") }
     }
 
     func run() throws {
@@ -61,15 +74,34 @@ struct TrainCommand: ParsableCommand {
             s.learningRate = learningRate; s.weightDecay = weightDecay; s.warmupSteps = warmupSteps
             s.maxGradNorm = maxGradNorm; s.seed = seed; s.dropout = dropout
             let params = MuParameters(model: mu)
-            let trainer = try Seq2SeqTrainer(parameters: params, data: examples, settings: s, epochs: epochs)
+            var kd: DistillationSettings? = nil
+            if let teacher {
+                guard let t = try ModelRegistry.load(folder: teacher) as? DistillationTeacher else {
+                    throw EncoreError(.invalidArgument, "\(teacher): this model type cannot serve as a distillation teacher (use a decoder-only model)")
+                }
+                kd = DistillationSettings(teacher: t)
+                kd!.alpha = kdAlpha
+                if let codec { kd!.tokenizerSize = codec.tokenizer.vocabSize }   // len(tokenizer)
+            }
+            let trainer = try Seq2SeqTrainer(parameters: params, data: examples, settings: s, epochs: epochs, distillation: kd)
             let steps = Int(trainer.schedule.totalSteps)
+            let validation = try valData.map { try Seq2SeqData.load(path: $0, tokenizer: codec?.tokenizer) }
+            let best = validation == nil ? nil : try BestCheckpoints(directory: out + "/checkpoints")
             for step in 0..<steps {
                 let t0 = Date()
                 let r = try trainer.trainStep()
                 guard r.loss.isFinite else { throw EncoreError(.invalidArgument, "loss is \(r.loss) at step \(step)") }
-                printStderr(jsonString(["message": "training_step", "global_step": step, "loss": Double(r.loss),
-                                        "grad_norm": r.gradNorm, "lr": r.learningRate,
-                                        "time_in_s": Date().timeIntervalSince(t0)] as [String: Any]))
+                var log: [String: Any] = ["message": "training_step", "global_step": step, "loss": Double(r.loss),
+                                          "grad_norm": r.gradNorm, "lr": r.learningRate, "time_in_s": Date().timeIntervalSince(t0)]
+                if let k = r.kd, let c = r.ce { log["kd_loss"] = Double(k); log["ce_loss"] = Double(c) }
+                printStderr(jsonString(log))
+                if let validation, let best, (step + 1) % evalEvery == 0 || step + 1 == steps {
+                    let loss = try trainer.evaluate(validation)
+                    let path = try best.saveIfBest(params, step: step, score: -loss)
+                    var entry: [String: Any] = ["message": "loss_evaluator_metrics", "dataset": "val", "loss": Double(loss), "global_step": step]
+                    if let path { entry["saved"] = path }
+                    printStderr(jsonString(entry))
+                }
             }
             try params.save(folder: out)
             print("wrote \(out)/config.json and \(out)/model.safetensors after \(steps) steps")

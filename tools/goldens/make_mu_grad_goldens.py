@@ -27,6 +27,9 @@ peft import is stubbed, the teacher and the student are stubs returning fixed ra
 loss is Mu.forward's cross-entropy) on small random tensors, in two cases (student vocabulary larger /
 smaller than the teacher's): loss, kd_loss, ce_loss and the gradients with respect to both student logits.
 
+``OUT/trainer.safetensors`` / ``trainer.json``: the reference ``mu.train.Trainer`` itself (gradient accumulation
+2, 3 optimizer steps) on the mha fixture with dropout p = 0 and fixed micro-batches: per-step metrics, parameters after.
+
 ``OUT/kd_mu.safetensors`` / ``kd_mu.json``: the same ``KDModel.forward`` with the real ``gqa_mod`` Mu as the
 student (eval mode) and a stub teacher of random logits (vocabulary 97 < 101): the losses and every student
 parameter's gradient.
@@ -265,6 +268,50 @@ def kd_mu_case(torch, Mu, MuConfig, KDModel, out):
     print("kd_mu", meta["loss"], meta["kd_loss"], meta["ce_loss"])
 
 
+TRAINER_EXAMPLES = [([5, 6, 7, 8, 9], [20, 21, 22]), ([10, 11, 12], [23, 24, 25, 26, 27, 28]),
+                    ([13, 14, 15, 16, 17, 18, 19, 30, 31], [29]), ([32, 33], [34, 35])]
+TRAINER = dict(encoder_seq_len=8, decoder_seq_len=5, batch_size=2, global_batch_size=4, epochs=3, learning_rate=1e-2,
+               warmup_steps=1, max_grad_norm=1.0, weight_decay=0.01)
+
+
+def trainer_case(torch, Mu, MuConfig, out):
+    """The reference ``mu.train.Trainer`` (gradient accumulation 2, clip, AdamW, schedule) on mha, dropout p=0,
+    micro-batches in a fixed order; batches built as Seq2SeqDataset does (labels = target + EOS, truncated and
+    right-padded; decoder input = [BOS] + labels[:-1])."""
+    from safetensors.torch import save_file
+    import mu.train as mt
+    torch.cuda.synchronize = lambda *a, **k: None          # the reference times steps with CUDA syncs
+    model = load_model(torch, Mu, MuConfig, "mha")
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    c = TRAINER
+    def fit(ids, n):
+        return ids[:n] + [PAD] * max(0, n - len(ids))
+    def batch(examples):
+        enc = [fit(s, c["encoder_seq_len"]) for s, _ in examples]
+        labels = [fit(t + [EOS], c["decoder_seq_len"]) for _, t in examples]
+        dec = [[BOS] + l[:-1] for l in labels]
+        return dict(encoder_input_ids=torch.tensor(enc), decoder_input_ids=torch.tensor(dec), targets=torch.tensor(labels))
+    batches = [TRAINER_EXAMPLES[0:2], TRAINER_EXAMPLES[2:4]]
+    data_steps = len(batches) * c["epochs"]
+    trainer = mt.Trainer(model, data_steps=data_steps, batch_size=c["batch_size"], global_batch_size=c["global_batch_size"],
+                         max_grad_norm=c["max_grad_norm"], weight_decay=c["weight_decay"], learning_rate=c["learning_rate"],
+                         warmup_steps=c["warmup_steps"])
+    metrics = []
+    for epoch in range(c["epochs"]):
+        for b in batches:
+            _, m = trainer.step(batch(b))
+            if m is not None:
+                metrics.append(dict(loss=m["global_batch_loss"], grad_norm=m["grad_norm"], lr=m["lr"]))
+    tensors = {"after." + n: p.detach().clone() for n, p in model.named_parameters()}
+    save_file({k: v.float().contiguous() for k, v in tensors.items()}, str(out / "trainer.safetensors"))
+    meta = dict(TRAINER, case="mha", examples=[dict(source=s, target=t) for s, t in TRAINER_EXAMPLES],
+                micro_batches=[[0, 1], [2, 3]], steps=metrics)
+    (out / "trainer.json").write_text(json.dumps(meta, indent=1) + "\n")
+    print("trainer", metrics)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--reference", required=True, help="checkout of microsoft/encoder-decoder-slm")
@@ -289,6 +336,7 @@ def main():
     optimizer_case(torch, get_optimizer, get_scheduler, out)
     kd_cases(torch, KDModel, out)
     kd_mu_case(torch, Mu, MuConfig, KDModel, out)
+    trainer_case(torch, Mu, MuConfig, out)
 
     def sha(p):
         return hashlib.sha256(p.read_bytes()).hexdigest()
@@ -300,7 +348,9 @@ def main():
              f"- python {platform.python_version()}, torch {torch.__version__}, safetensors {safetensors.__version__}"]
     lines += [f"- `{p}` sha256 `{h}`" for p, h in files.items()]
     lines += ["", "Files: `<case>.safetensors` + `<case>.json` for the Mu cases (loss, gradients, parameters after "
-              f"{STEPS} AdamW steps), `adamw.safetensors` (the optimizer alone on given gradients), `kd.safetensors` + `kd.json` for the distillation loss, `kd_mu.*` for it through the gqa_mod Mu.", ""]
+              f"{STEPS} AdamW steps), `adamw.safetensors` (the optimizer alone on given gradients), `kd.safetensors` + `kd.json` for the distillation loss, `kd_mu.*` for it through the gqa_mod Mu, `trainer.*` for the reference Trainer loop.",
+              "", "`kd_data.json` is made by `tools/goldens/make_kd_data_goldens.py --reference /work/mu-ref` (the reference",
+              "KDDataset items on text with the Phi-3.5 tokenizer).", ""]
     (out / "README.md").write_text("\n".join(lines))
 
 

@@ -39,6 +39,13 @@ public final class Variable {
 
     public var shape: [Int] { value.shape }
 
+    /// The value of a one-element variable (a loss). Read through this rather than `value.data[0]`: a raw
+    /// pointer does not keep a temporary's storage alive.
+    public var item: Float {
+        precondition(value.count == 1, "item of a \(value.shape) variable")
+        return value.toArray()[0]
+    }
+
     /// Clears the stored gradient.
     public func zeroGrad() { grad = nil }
 

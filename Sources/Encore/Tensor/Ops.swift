@@ -393,12 +393,12 @@ extension Ops {
             for i in 0..<T {
                 s.data.update(from: student.data + (b * T + i) * vs, count: v)
                 t.data.update(from: teacher.data + (b * tt + offset + i) * vt, count: v)
-                let ls = logSoftmax(s), lt = logSoftmax(t)
+                let ls = logSoftmax(s).toArray(), lt = logSoftmax(t).toArray()   // [V] each
                 let g = grad.data + (b * T + i) * vs
                 for j in 0..<v {
-                    let pt = expf(lt.data[j])
-                    total += Double(pt) * Double(lt.data[j] - ls.data[j])
-                    g[j] = (expf(ls.data[j]) - pt) / Float(n)
+                    let pt = expf(lt[j])
+                    total += Double(pt) * Double(lt[j] - ls[j])
+                    g[j] = (expf(ls[j]) - pt) / Float(n)
                 }
             }
         }

@@ -36,9 +36,10 @@ public final class MuParameters {
     /// Clears every gradient.
     public func zeroGrad() { for v in variables.values { v.zeroGrad() } }
 
-    /// An inference model holding (copies of) the current values.
-    public func makeModel() throws -> MuModel {
-        try MuModel(config: config, tensors: variables.mapValues { $0.value.copy() })
+    /// An inference model holding copies of the current values, or (`copy: false`) sharing them: it then
+    /// follows every optimizer update.
+    public func makeModel(copy: Bool = true) throws -> MuModel {
+        try MuModel(config: config, tensors: variables.mapValues { copy ? $0.value.copy() : $0.value })
     }
 
     /// Writes `folder/config.json` (the reference MuConfig fields) and `folder/model.safetensors` (F32,
@@ -178,6 +179,6 @@ public enum Distillation {
         precondition(alpha >= 0 && alpha <= 1, "alpha must be in [0, 1]")
         let kd = Variable.distillationKL(student: studentKD, teacher: teacher, offset: encoderSeqLen - 1)
         let ce = Variable.crossEntropy(studentCE, targets: targets, ignoreIndex: padTokenId)
-        return (alpha * kd + (1 - alpha) * ce, kd.value.data[0], ce.value.data[0])
+        return (alpha * kd + (1 - alpha) * ce, kd.item, ce.item)
     }
 }

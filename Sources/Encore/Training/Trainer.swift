@@ -62,6 +62,10 @@ public struct Seq2SeqBatch: Equatable, Sendable {
 /// ``Settings/dropout`` overrides it; masks from Encore's seeded stream, not torch's). Batches are drawn
 /// without replacement from a seeded shuffle of the data each epoch, dropping the last partial batch (the
 /// reference's `DataLoader(shuffle=True, drop_last=True)`; the order itself differs from torch's generator).
+///
+/// With ``DistillationSettings`` each micro-batch is the reference `KDModel` step: the current student samples
+/// a target per source, the teacher scores [source left-padded ++ target] (``DistillationItem``), and the loss
+/// is α·KL(teacher‖student) + (1 − α)·CE on the ground truth (``Distillation/loss(studentKD:teacher:encoderSeqLen:studentCE:targets:padTokenId:alpha:)``).
 public final class Seq2SeqTrainer {
     public struct Settings: Sendable {
         public var encoderSeqLen = 1024, decoderSeqLen = 256
@@ -74,15 +78,18 @@ public final class Seq2SeqTrainer {
         public init() {}
     }
 
-    /// What one optimizer step did.
+    /// What one optimizer step did (`kd` and `ce`: the distillation terms, when distilling).
     public struct StepResult: Sendable {
         public var loss: Float, gradNorm: Double, learningRate: Double
+        public var kd: Float? = nil, ce: Float? = nil
     }
 
     public let parameters: MuParameters
     public let settings: Settings
     public let optimizer: AdamW
     public let schedule: WarmupCosineSchedule
+    /// Distillation (the reference `KDModel`); nil: plain cross-entropy training.
+    public let distillation: DistillationSettings?
     let data: [Seq2SeqExample]
     public private(set) var step = 0
     private var rng: SplitMix64
@@ -91,7 +98,9 @@ public final class Seq2SeqTrainer {
     private var cursor = 0
 
     /// `epochs` sets the schedule's length: (⌊data / batch⌋ · epochs) / accumulation optimizer steps.
-    public init(parameters: MuParameters, data: [Seq2SeqExample], settings: Settings, epochs: Int) throws {
+    public init(parameters: MuParameters, data: [Seq2SeqExample], settings: Settings, epochs: Int,
+                distillation: DistillationSettings? = nil) throws {
+        self.distillation = distillation
         guard data.count >= settings.batchSize, settings.batchSize > 0, settings.accumulation > 0 else {
             throw EncoreError(.invalidArgument, "need at least one full batch of \(settings.batchSize) examples (have \(data.count))")
         }
@@ -109,7 +118,7 @@ public final class Seq2SeqTrainer {
         dropout = Dropout(p: settings.dropout ?? Float(parameters.config.dropout), seed: settings.seed &+ 1)
     }
 
-    private func nextBatch() -> Seq2SeqBatch {
+    private func nextExamples() -> [Seq2SeqExample] {
         if cursor + settings.batchSize > order.count {
             order = Array(data.indices)
             order.shuffle(using: &rng)
@@ -117,28 +126,111 @@ public final class Seq2SeqTrainer {
         }
         let picked = order[cursor..<(cursor + settings.batchSize)].map { data[$0] }
         cursor += settings.batchSize
-        let c = parameters.config
-        return Seq2SeqBatch(picked, encoderSeqLen: settings.encoderSeqLen, decoderSeqLen: settings.decoderSeqLen,
-                            bos: c.bosTokenId, eos: c.eosTokenId ?? c.padTokenId, pad: c.padTokenId)
+        return picked
     }
 
-    /// One optimizer step (over `accumulation` micro-batches).
+    /// The reference `LossEvaluator`: the mean of the per-batch losses over `examples` in batches of
+    /// ``Settings/batchSize`` (the last one may be smaller), in eval mode (no dropout). When distilling the loss
+    /// is the distillation loss, with targets sampled by the current student (seeded).
+    public func evaluate(_ examples: [Seq2SeqExample]) throws -> Float {
+        guard !examples.isEmpty else { throw EncoreError(.invalidArgument, "evaluate: no examples") }
+        var total: Float = 0, count = 0
+        for start in stride(from: 0, to: examples.count, by: settings.batchSize) {
+            let batch = Array(examples[start..<min(start + settings.batchSize, examples.count)])
+            total += try microBatchLoss(batch, micro: count, training: false).0.item
+            count += 1
+        }
+        return total / Float(count)
+    }
+
+    /// The micro-batch loss: cross-entropy, or α·KL(teacher‖student) + (1 − α)·CE when distilling.
+    private func microBatchLoss(_ examples: [Seq2SeqExample], micro: Int, training: Bool = true) throws -> (Variable, Float?, Float?) {
+        let c = parameters.config, drop = training && dropout.p > 0 ? dropout : nil
+        let b = Seq2SeqBatch(examples, encoderSeqLen: settings.encoderSeqLen, decoderSeqLen: settings.decoderSeqLen,
+                             bos: c.bosTokenId, eos: c.eosTokenId ?? c.padTokenId, pad: c.padTokenId)
+        guard let kd = distillation else {
+            return (try parameters.loss(encoderIds: b.encoderIds, decoderIds: b.decoderIds, targets: b.targets, dropout: drop), nil, nil)
+        }
+        // on-policy targets from the current student (its weights, shared, not copied)
+        let student = try parameters.makeModel(copy: false)
+        let items = try examples.enumerated().map { i, e -> DistillationItem in
+            let g = GenerationParameters(maxTokens: settings.decoderSeqLen, temperature: kd.temperature, topK: kd.topK,
+                                         seed: settings.seed &+ UInt64((step * settings.accumulation + micro) * settings.batchSize + i),
+                                         eosTokenId: c.eosTokenId)
+            let generated = try Generator(model: student).generate(prompt: Array(e.source.prefix(settings.encoderSeqLen)), parameters: g)
+            return DistillationItem(source: e.source, generated: generated, encoderSeqLen: settings.encoderSeqLen,
+                                    decoderSeqLen: settings.decoderSeqLen, bos: c.bosTokenId, pad: c.padTokenId,
+                                    unk: kd.unkTokenId, tokenizerSize: kd.tokenizerSize)
+        }
+        let teacher = try kd.teacher.logits(items.map(\.teacherIds))                  // [B, Tt, Vt]
+        let sKD = try parameters.logits(encoderIds: b.encoderIds, decoderIds: items.map(\.studentDecoderIds), dropout: drop)
+        let sCE = try parameters.logits(encoderIds: b.encoderIds, decoderIds: b.decoderIds, dropout: drop)
+        let r = Distillation.loss(studentKD: sKD, teacher: teacher, encoderSeqLen: settings.encoderSeqLen, studentCE: sCE,
+                                  targets: b.targets.flatMap { $0 }, padTokenId: c.padTokenId, alpha: kd.alpha)
+        return (r.loss, r.kd, r.ce)
+    }
+
+    /// One optimizer step over the next `accumulation` micro-batches of the shuffled data.
     @discardableResult
     public func trainStep() throws -> StepResult {
+        try trainStep(on: (0..<settings.accumulation).map { _ in nextExamples() })
+    }
+
+    /// One optimizer step over the given micro-batches (the reference `Trainer.step` calls of one global
+    /// batch): each adds loss / accumulation to the gradients, then clip, AdamW at lr · schedule(step).
+    @discardableResult
+    public func trainStep(on microBatches: [[Seq2SeqExample]]) throws -> StepResult {
+        guard microBatches.count == settings.accumulation, microBatches.allSatisfy({ !$0.isEmpty }) else {
+            throw EncoreError(.invalidArgument, "trainStep: \(microBatches.count) micro-batches for accumulation \(settings.accumulation)")
+        }
         parameters.zeroGrad()
-        var total: Float = 0
-        for _ in 0..<settings.accumulation {
-            let b = nextBatch()
-            let loss = try parameters.loss(encoderIds: b.encoderIds, decoderIds: b.decoderIds, targets: b.targets,
-                                           dropout: dropout.p > 0 ? dropout : nil)
+        var total: Float = 0, kdSum: Float = 0, ceSum: Float = 0
+        for (micro, examples) in microBatches.enumerated() {
+            let (loss, kd, ce) = try microBatchLoss(examples, micro: micro)
             let scaled = (1 / Float(settings.accumulation)) * loss
             scaled.backward()
-            total += scaled.value.data[0]
+            total += scaled.item
+            kdSum += (kd ?? 0) / Float(settings.accumulation)
+            ceSum += (ce ?? 0) / Float(settings.accumulation)
         }
         let norm = clipGradNorm(parameters.all, maxNorm: settings.maxGradNorm)
         optimizer.learningRate = settings.learningRate * schedule.factor(step: step)
         optimizer.step()
         step += 1
-        return StepResult(loss: total, gradNorm: norm, learningRate: optimizer.learningRate)
+        return StepResult(loss: total, gradNorm: norm, learningRate: optimizer.learningRate,
+                          kd: distillation == nil ? nil : kdSum, ce: distillation == nil ? nil : ceSum)
     }
+}
+
+/// The reference `CheckpointSaver`: keeps the `capacity` best model folders by score (higher is better; the
+/// reference scores with −validation loss) under `directory`, removing the worst when a better one arrives.
+public final class BestCheckpoints {
+    public let directory: String
+    public let capacity: Int
+    /// Saved folders and their scores.
+    public private(set) var saved: [(path: String, score: Float)] = []
+
+    public init(directory: String, capacity: Int = 3) throws {
+        precondition(capacity > 0, "capacity must be positive")
+        self.directory = directory
+        self.capacity = capacity
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+    }
+
+    /// Saves `parameters` as `step-<step>` if the score is among the best; returns the folder if saved.
+    @discardableResult
+    public func saveIfBest(_ parameters: MuParameters, step: Int, score: Float) throws -> String? {
+        if saved.count >= capacity {
+            guard let worst = saved.indices.min(by: { saved[$0].score < saved[$1].score }), score > saved[worst].score else { return nil }
+            try? FileManager.default.removeItem(atPath: saved[worst].path)
+            saved.remove(at: worst)
+        }
+        let path = directory + "/step-\(step)"
+        try parameters.save(folder: path)
+        saved.append((path, score))
+        return path
+    }
+
+    /// The best saved folder.
+    public var best: String? { saved.max { $0.score < $1.score }?.path }
 }
