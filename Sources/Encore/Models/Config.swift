@@ -115,20 +115,10 @@ public struct MuConfig: Codable, Equatable, Sendable {
         modelType = try c.decodeIfPresent(String.self, forKey: .modelType) ?? "mu"
         nEncoderLayer = try c.decode(Int.self, forKey: .nEncoderLayer)
         nDecoderLayer = try c.decode(Int.self, forKey: .nDecoderLayer)
-        nEmbd = try c.decode(Int.self, forKey: .nEmbd)
-        qkvEmbd = try c.decodeIfPresent(Int.self, forKey: .qkvEmbd) ?? nEmbd
-        isInterleaved = try c.decodeIfPresent(Bool.self, forKey: .isInterleaved) ?? false
-        hiddenDim = try c.decode(Int.self, forKey: .hiddenDim)
-        nHead = try c.decode(Int.self, forKey: .nHead)
-        nKVHead = try c.decode(Int.self, forKey: .nKVHead)
-        blockSize = try c.decodeIfPresent(Int.self, forKey: .blockSize) ?? 1024
-        dropout = try c.decodeIfPresent(Double.self, forKey: .dropout) ?? 0.1
-        ropeTheta = try c.decodeIfPresent(Double.self, forKey: .ropeTheta) ?? 10000
-        ropeFactor = try c.decodeIfPresent(Double.self, forKey: .ropeFactor) ?? 1.0
-        padTokenId = try c.decodeIfPresent(Int.self, forKey: .padTokenId) ?? 0
-        vocabSize = try c.decode(Int.self, forKey: .vocabSize)
-        bosTokenId = try c.decodeIfPresent(Int.self, forKey: .bosTokenId) ?? 1
-        eosTokenId = try c.decodeIfPresent(Int.self, forKey: .eosTokenId)
+        let f = try SharedFields(from: decoder)
+        (nEmbd, qkvEmbd, isInterleaved, hiddenDim, nHead, nKVHead) = (f.nEmbd, f.qkvEmbd, f.isInterleaved, f.hiddenDim, f.nHead, f.nKVHead)
+        (blockSize, dropout, ropeTheta, ropeFactor) = (f.blockSize, f.dropout, f.ropeTheta, f.ropeFactor)
+        (padTokenId, vocabSize, bosTokenId, eosTokenId) = (f.padTokenId, f.vocabSize, f.bosTokenId, f.eosTokenId)
     }
 
     /// Decodes and validates a config.json, naming the field at fault.
@@ -210,20 +200,10 @@ public struct MuDecoderConfig: Codable, Equatable, Sendable {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         modelType = try c.decodeIfPresent(String.self, forKey: .modelType) ?? "mu_decoder"
         nLayer = try c.decode(Int.self, forKey: .nLayer)
-        nEmbd = try c.decode(Int.self, forKey: .nEmbd)
-        qkvEmbd = try c.decodeIfPresent(Int.self, forKey: .qkvEmbd) ?? nEmbd
-        isInterleaved = try c.decodeIfPresent(Bool.self, forKey: .isInterleaved) ?? false
-        hiddenDim = try c.decode(Int.self, forKey: .hiddenDim)
-        nHead = try c.decode(Int.self, forKey: .nHead)
-        nKVHead = try c.decode(Int.self, forKey: .nKVHead)
-        blockSize = try c.decodeIfPresent(Int.self, forKey: .blockSize) ?? 1024
-        dropout = try c.decodeIfPresent(Double.self, forKey: .dropout) ?? 0.1
-        ropeTheta = try c.decodeIfPresent(Double.self, forKey: .ropeTheta) ?? 10000
-        ropeFactor = try c.decodeIfPresent(Double.self, forKey: .ropeFactor) ?? 1.0
-        padTokenId = try c.decodeIfPresent(Int.self, forKey: .padTokenId) ?? 0
-        vocabSize = try c.decode(Int.self, forKey: .vocabSize)
-        bosTokenId = try c.decodeIfPresent(Int.self, forKey: .bosTokenId) ?? 1
-        eosTokenId = try c.decodeIfPresent(Int.self, forKey: .eosTokenId)
+        let f = try SharedFields(from: decoder)
+        (nEmbd, qkvEmbd, isInterleaved, hiddenDim, nHead, nKVHead) = (f.nEmbd, f.qkvEmbd, f.isInterleaved, f.hiddenDim, f.nHead, f.nKVHead)
+        (blockSize, dropout, ropeTheta, ropeFactor) = (f.blockSize, f.dropout, f.ropeTheta, f.ropeFactor)
+        (padTokenId, vocabSize, bosTokenId, eosTokenId) = (f.padTokenId, f.vocabSize, f.bosTokenId, f.eosTokenId)
     }
 
     /// The decoder-only twin of a Mu config: same blocks and vocabulary, depth chosen so the parameter
@@ -251,6 +231,38 @@ public struct MuDecoderConfig: Codable, Equatable, Sendable {
                                      hiddenDim: hiddenDim, nHead: nHead, nKVHead: nKVHead, vocabSize: vocabSize,
                                      padTokenId: padTokenId, bosTokenId: bosTokenId, eosTokenId: eosTokenId,
                                      ropeTheta: ropeTheta, ropeFactor: ropeFactor, blockSize: blockSize)
+    }
+}
+
+/// The fields Mu and its decoder-only twin share (same JSON names), decoded once for both configs.
+private struct SharedFields: Decodable {
+    var nEmbd: Int, qkvEmbd: Int, isInterleaved: Bool, hiddenDim: Int, nHead: Int, nKVHead: Int
+    var blockSize: Int, dropout: Double, ropeTheta: Double, ropeFactor: Double
+    var padTokenId: Int, vocabSize: Int, bosTokenId: Int, eosTokenId: Int?
+
+    enum CodingKeys: String, CodingKey {
+        case nEmbd = "n_embd", qkvEmbd = "qkv_embd", isInterleaved = "is_interleaved", hiddenDim = "hidden_dim"
+        case nHead = "n_head", nKVHead = "n_kv_head", blockSize = "block_size", dropout
+        case ropeTheta = "rope_theta", ropeFactor = "rope_factor", padTokenId = "pad_token_id"
+        case vocabSize = "vocab_size", bosTokenId = "bos_token_id", eosTokenId = "eos_token_id"
+    }
+
+    init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        nEmbd = try c.decode(Int.self, forKey: .nEmbd)
+        qkvEmbd = try c.decodeIfPresent(Int.self, forKey: .qkvEmbd) ?? nEmbd
+        isInterleaved = try c.decodeIfPresent(Bool.self, forKey: .isInterleaved) ?? false
+        hiddenDim = try c.decode(Int.self, forKey: .hiddenDim)
+        nHead = try c.decode(Int.self, forKey: .nHead)
+        nKVHead = try c.decode(Int.self, forKey: .nKVHead)
+        blockSize = try c.decodeIfPresent(Int.self, forKey: .blockSize) ?? 1024
+        dropout = try c.decodeIfPresent(Double.self, forKey: .dropout) ?? 0.1
+        ropeTheta = try c.decodeIfPresent(Double.self, forKey: .ropeTheta) ?? 10000
+        ropeFactor = try c.decodeIfPresent(Double.self, forKey: .ropeFactor) ?? 1.0
+        padTokenId = try c.decodeIfPresent(Int.self, forKey: .padTokenId) ?? 0
+        vocabSize = try c.decode(Int.self, forKey: .vocabSize)
+        bosTokenId = try c.decodeIfPresent(Int.self, forKey: .bosTokenId) ?? 1
+        eosTokenId = try c.decodeIfPresent(Int.self, forKey: .eosTokenId)
     }
 }
 
