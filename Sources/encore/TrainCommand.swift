@@ -62,6 +62,8 @@ struct TrainCommand: ParsableCommand {
     var evalEvery: Int = 32
     @Option(name: .customLong("save-every"), help: "Steps between resumable checkpoints in OUT/checkpoints/state-<step> (0: none; the 2 newest are kept).")
     var saveEvery: Int = 0
+    @Option(name: .customLong("stop-after"), help: "Stop after this many steps in total (a checkpoint is written there; the schedule still spans the whole run, so --resume continues it).")
+    var stopAfter: Int?
     @Flag(help: "Continue from the newest complete checkpoint in OUT/checkpoints (same data and settings), bit for bit.")
     var resume = false
     @Option(name: .customLong("resume-from"), help: "Continue from this checkpoint folder (implies --resume).")
@@ -77,6 +79,7 @@ struct TrainCommand: ParsableCommand {
             throw ValidationError("--schedule must be one of \(LearningRateSchedule.Kind.allCases.map(\.rawValue).joined(separator: ", "))")
         }
         if !(decayFraction > 0 && decayFraction <= 1) { throw ValidationError("--decay-fraction must be in (0, 1]") }
+        if let stopAfter, stopAfter < 1 { throw ValidationError("--stop-after must be >= 1") }
         if saveEvery < 0 { throw ValidationError("--save-every must be >= 0") }
     }
 
@@ -126,7 +129,8 @@ struct TrainCommand: ParsableCommand {
                 try trainer.restoreCheckpoint(folder: folder)
                 printStderr(jsonString(["message": "resumed", "checkpoint": folder, "global_step": trainer.step, "epoch": trainer.epoch]))
             }
-            for step in trainer.step..<max(trainer.step, steps) {
+            let end = min(steps, stopAfter ?? steps)
+            for step in trainer.step..<max(trainer.step, end) {
                 let t0 = Date()
                 let r = try trainer.trainStep()
                 guard r.loss.isFinite else { throw EncoreError(.invalidArgument, "loss is \(r.loss) at step \(step)") }
@@ -134,7 +138,7 @@ struct TrainCommand: ParsableCommand {
                                           "grad_norm": r.gradNorm, "lr": r.learningRate, "time_in_s": Date().timeIntervalSince(t0)]
                 if let k = r.kd, let c = r.ce { log["kd_loss"] = Double(k); log["ce_loss"] = Double(c) }
                 printStderr(jsonString(log))
-                if saveEvery > 0, (step + 1) % saveEvery == 0 || step + 1 == steps {
+                if (saveEvery > 0 && ((step + 1) % saveEvery == 0 || step + 1 == steps)) || (step + 1 == end && end < steps) {
                     let folder = checkpoints + "/" + TrainingCheckpoint.prefix + "\(step + 1)"
                     try trainer.saveCheckpoint(folder: folder)
                     TrainingCheckpoint.prune(directory: checkpoints)
@@ -147,6 +151,10 @@ struct TrainCommand: ParsableCommand {
                     if let path { entry["saved"] = path }
                     printStderr(jsonString(entry))
                 }
+            }
+            guard end == steps else {
+                print("stopped after \(end) of \(steps) steps; continue with --resume")
+                return
             }
             try params.save(folder: out)
             print("wrote \(out)/config.json and \(out)/model.safetensors after \(steps) steps")
