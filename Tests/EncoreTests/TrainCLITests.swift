@@ -69,4 +69,45 @@ final class TrainCLITests: XCTestCase {
         XCTAssertTrue(r.stderr.contains("data.jsonl:2:") && r.stderr.contains("target_ids"), r.stderr)
         XCTAssertFalse(r.stderr.contains("training_step"), "no step may run on a file that fails validation")
     }
+
+    /// A run checkpointing every step is SIGKILLed at several moments (mostly mid-save); each time the newest
+    /// complete checkpoint restores, and `--resume` continues from it.
+    func testKillDuringCheckpointingLeavesALoadableCheckpoint() throws {
+        let dir = try tempDir("kill")
+        try MuParameters(model: try MuModel(config: CheckpointTests.config, randomSeed: 3)).save(folder: dir + "/model")
+        try CheckpointTests.pairs.map { #"{"source_ids": \#($0.source), "target_ids": \#($0.target)}"# }
+            .joined(separator: "\n").write(toFile: dir + "/data.jsonl", atomically: true, encoding: .utf8)
+        let args = ["train", "--model", dir + "/model", "--data", dir + "/data.jsonl", "--out", dir + "/o", "--epochs", "400",
+                    "--batch-size", "2", "--encoder-seq-len", "5", "--decoder-seq-len", "4", "--warmup", "2", "--save-every", "1"]
+        let bundle = Bundle(for: CheckpointErrorTests.self).bundleURL
+        let exe = [bundle.appendingPathComponent("encore"), bundle.deletingLastPathComponent().appendingPathComponent("encore")]
+            .first { FileManager.default.isExecutableFile(atPath: $0.path) }
+        let encore = try XCTUnwrap(exe, "encore executable not built")
+        var lastStep = -1
+        func newest() -> Int { TrainingCheckpoint.complete(in: dir + "/o/checkpoints").last?.step ?? -1 }
+        for (round, delay) in [0.0, 0.013, 0.029].enumerated() {
+            let p = Process()
+            p.executableURL = encore
+            p.arguments = args + (round == 0 ? [] : ["--resume"])
+            p.standardOutput = FileHandle.nullDevice
+            p.standardError = FileHandle.nullDevice
+            try p.run()
+            // wait for a new complete checkpoint (not a fixed time: robust on a loaded machine), then kill soon after
+            let deadline = Date().addingTimeInterval(20)
+            while newest() <= lastStep && p.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.005) }
+            Thread.sleep(forTimeInterval: delay)
+            kill(p.processIdentifier, SIGKILL)
+            p.waitUntilExit()
+            XCTAssertEqual(p.terminationReason, .uncaughtSignal, "round \(round): the run ended before the kill")
+            let latest = try XCTUnwrap(TrainingCheckpoint.latest(in: dir + "/o/checkpoints"), "round \(round): no complete checkpoint")
+            let params = MuParameters(model: try MuModel(config: CheckpointTests.config, randomSeed: 5))
+            var s = Seq2SeqTrainer.Settings()
+            (s.encoderSeqLen, s.decoderSeqLen, s.batchSize, s.warmupSteps) = (5, 4, 2, 2)
+            let t = try Seq2SeqTrainer(parameters: params, data: CheckpointTests.pairs, settings: s, epochs: 400)
+            try t.restoreCheckpoint(folder: latest)
+            XCTAssertGreaterThan(t.step, lastStep, "round \(round): resumed runs make progress")
+            lastStep = t.step
+        }
+        print("killed 3 times; newest complete checkpoint at step \(lastStep)")
+    }
 }
