@@ -67,6 +67,14 @@ final class CheckpointTests: XCTestCase {
         XCTAssertThrowsError(try other.restoreCheckpoint(folder: dir + "/state-1")) {
             XCTAssertTrue("\($0)".contains("batch_size"), "\($0)")
         }
+        var shuffled = Self.pairs
+        shuffled.swapAt(0, 1)
+        let otherData = try Seq2SeqTrainer(parameters: params, data: shuffled, settings: t.settings, epochs: 3)
+        XCTAssertThrowsError(try otherData.restoreCheckpoint(folder: dir + "/state-1")) {
+            XCTAssertTrue("\($0)".contains("other training data"), "\($0)")
+        }
+        let same = try Seq2SeqTrainer(parameters: params, data: Self.pairs, settings: t.settings, epochs: 3)
+        XCTAssertNoThrow(try same.restoreCheckpoint(folder: dir + "/state-1"))
     }
 
     func testInterruptedSaveLeavesPreviousCheckpoint() throws {

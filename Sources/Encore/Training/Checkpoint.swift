@@ -102,7 +102,7 @@ extension Seq2SeqTrainer {
         let manifest: [String: Any] = [
             "format": TrainingCheckpoint.format, "step": step, "epoch": epoch, "order": order, "cursor": cursor,
             "shuffle_rng_state": String(rng.state), "dropout_rng_state": String(dropout.rngState),
-            "settings": checkpointSettings, "files": sizes,
+            "settings": checkpointSettings, "data_fingerprint": String(dataFingerprint), "files": sizes,
         ]
         try AtomicFile.write(try JSONSerialization.data(withJSONObject: manifest, options: [.prettyPrinted, .sortedKeys]),
                              to: folder + "/checkpoint.json")
@@ -112,6 +112,17 @@ extension Seq2SeqTrainer {
     var checkpointSettings: [String: Int] {
         ["batch_size": settings.batchSize, "accumulation": settings.accumulation, "examples": data.count,
          "encoder_seq_len": settings.encoderSeqLen, "decoder_seq_len": settings.decoderSeqLen, "shuffle": settings.shuffle ? 1 : 0]
+    }
+
+    /// FNV-1a over every example's ids in order: resuming on other data (same count) is refused.
+    var dataFingerprint: UInt64 {
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        func mix(_ x: Int) { h = (h ^ UInt64(bitPattern: Int64(x))) &* 0x100_0000_01b3 }
+        for e in data {
+            mix(e.source.count); e.source.forEach(mix)
+            mix(e.target.count); e.target.forEach(mix)
+        }
+        return h
     }
 
     /// Restores the whole training state (parameters, AdamW moments and counts, step, epoch, data position,
@@ -124,6 +135,9 @@ extension Seq2SeqTrainer {
         let saved = m["settings"] as? [String: NSNumber] ?? [:]
         for (key, want) in checkpointSettings where saved[key]?.intValue != want {
             throw EncoreError(.invalidArgument, "\(folder): checkpoint has \(key) = \(saved[key].map { "\($0)" } ?? "nothing"), this run has \(want)")
+        }
+        guard m["data_fingerprint"] as? String == String(dataFingerprint) else {
+            throw EncoreError(.invalidArgument, "\(folder): checkpoint was written for other training data (data_fingerprint differs)")
         }
         guard let newStep = (m["step"] as? NSNumber)?.intValue, newStep >= 0,
               let newEpoch = (m["epoch"] as? NSNumber)?.intValue,
