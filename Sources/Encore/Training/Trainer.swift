@@ -302,11 +302,27 @@ public final class BestCheckpoints {
     /// Saved folders and their scores.
     public private(set) var saved: [(path: String, score: Float)] = []
 
+    /// Reopens the list kept in `directory/best.json` (folders still on disk only), so a resumed run keeps
+    /// ranking against the models saved before it stopped.
     public init(directory: String, capacity: Int = 3) throws {
         precondition(capacity > 0, "capacity must be positive")
         self.directory = directory
         self.capacity = capacity
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        if let data = FileManager.default.contents(atPath: directory + "/best.json"),
+           let list = try? JSONSerialization.jsonObject(with: data) as? [[String: Any]] {
+            saved = list.compactMap { e in
+                guard let name = e["folder"] as? String, let score = (e["score"] as? NSNumber)?.floatValue,
+                      !name.contains("/"), FileManager.default.fileExists(atPath: directory + "/" + name + "/model.safetensors") else { return nil }
+                return (directory + "/" + name, score)
+            }
+        }
+    }
+
+    /// Records ``saved`` in `directory/best.json` (atomically).
+    private func writeList() throws {
+        let list = saved.map { ["folder": URL(fileURLWithPath: $0.path).lastPathComponent, "score": Double($0.score)] as [String: Any] }
+        try AtomicFile.write(try JSONSerialization.data(withJSONObject: list, options: [.sortedKeys]), to: directory + "/best.json")
     }
 
     /// Saves `parameters` as `step-<step>` if the score is among the best; returns the folder if saved.
@@ -314,12 +330,15 @@ public final class BestCheckpoints {
     public func saveIfBest(_ parameters: MuParameters, step: Int, score: Float) throws -> String? {
         if saved.count >= capacity {
             guard let worst = saved.indices.min(by: { saved[$0].score < saved[$1].score }), score > saved[worst].score else { return nil }
-            try? FileManager.default.removeItem(atPath: saved[worst].path)
-            saved.remove(at: worst)
+            let gone = saved.remove(at: worst)
+            try writeList()
+            try? FileManager.default.removeItem(atPath: gone.path)
         }
         let path = directory + "/step-\(step)"
         try parameters.save(folder: path)
+        saved.removeAll { $0.path == path }
         saved.append((path, score))
+        try writeList()
         return path
     }
 
