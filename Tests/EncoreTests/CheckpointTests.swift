@@ -111,4 +111,31 @@ final class CheckpointTests: XCTestCase {
         TrainingCheckpoint.prune(directory: dir, keep: 1)
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir), ["state-4"])
     }
+
+    /// Distillation (on-policy targets sampled by the student, dropout on) resumes bit for bit too.
+    func testDistillationResumeIsBitIdentical() throws {
+        let teacher = try MuDecoderModel(folder: fixture("mu/mu_decoder"))
+        let config = MuConfig(nEncoderLayer: 1, nDecoderLayer: 1, nEmbd: 16, qkvEmbd: 16, hiddenDim: 32, nHead: 2, nKVHead: 1,
+                              blockSize: 16, vocabSize: 101, bosTokenId: 1, eosTokenId: 2)
+        let data = [[5, 6, 7], [9, 10], [12, 13, 14], [17, 18]].map { Seq2SeqExample(source: $0, target: [20, 21]) }
+        func make(_ seed: UInt64) throws -> Seq2SeqTrainer {
+            var s = Seq2SeqTrainer.Settings()
+            (s.encoderSeqLen, s.decoderSeqLen, s.batchSize, s.learningRate, s.warmupSteps, s.dropout) = (4, 4, 2, 1e-2, 1, 0.1)
+            var kd = DistillationSettings(teacher: teacher)
+            kd.alpha = 0.7
+            return try Seq2SeqTrainer(parameters: MuParameters(model: try MuModel(config: config, randomSeed: seed)), data: data,
+                                      settings: s, epochs: 3, distillation: kd)            // 6 steps
+        }
+        let straight = try make(8)
+        let want = try (0..<6).map { _ in try straight.trainStep() }.map { [$0.loss, $0.kd!, $0.ce!] }
+        let dir = tempDir("kd")
+        let first = try make(8)
+        for _ in 0..<3 { try first.trainStep() }
+        try first.saveCheckpoint(folder: dir + "/state-3")
+        let resumed = try make(9)
+        try resumed.restoreCheckpoint(folder: dir + "/state-3")
+        let got = try (3..<6).map { _ in try resumed.trainStep() }.map { [$0.loss, $0.kd!, $0.ce!] }
+        XCTAssertEqual(got, Array(want[3...]))
+        XCTAssertTrue(values(resumed) == values(straight), "final parameters after a distillation resume differ")
+    }
 }
