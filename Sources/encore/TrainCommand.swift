@@ -26,9 +26,11 @@ struct TrainCommand: ParsableCommand {
     var out: String
     @Option(help: "Passes over the data.")
     var epochs: Int = 1
+    @Option(help: "Optimizer steps in total (overrides --epochs; the data is cycled as needed).")
+    var steps: Int?
     @Option(name: .customLong("batch-size"), help: "Examples per micro-batch.")
     var batchSize: Int = 6
-    @Option(help: "Micro-batches per optimizer step.")
+    @Option(name: [.long, .customLong("grad-accum")], help: "Micro-batches per optimizer step.")
     var accumulation: Int = 1
     @Option(name: .customLong("encoder-seq-len"), help: "Source length (truncate / pad).")
     var encoderSeqLen: Int = 1024
@@ -40,7 +42,7 @@ struct TrainCommand: ParsableCommand {
     var weightDecay: Double = 0.01
     @Option(name: [.customLong("warmup-steps"), .customLong("warmup")], help: "Linear warmup steps.")
     var warmupSteps: Int = 4
-    @Option(name: .customLong("max-grad-norm"), help: "Gradient clipping threshold.")
+    @Option(name: [.customLong("max-grad-norm"), .customLong("clip")], help: "Gradient clipping threshold.")
     var maxGradNorm: Double = 1.0
     @Option(help: "Learning-rate schedule after the warmup: constant, cosine (to 0, the reference's) or wsd (constant, then linear to 0 over the last --decay-fraction of the steps).")
     var schedule: String = "cosine"
@@ -56,7 +58,7 @@ struct TrainCommand: ParsableCommand {
     var teacher: String?
     @Option(name: .customLong("kd-alpha"), help: "Weight of the distillation term (the rest is cross-entropy).")
     var kdAlpha: Float = 0.9
-    @Option(name: .customLong("val-data"), help: "Validation data (JSONL): its loss is logged every --eval-every steps and the 3 best models are kept in OUT/checkpoints.")
+    @Option(name: [.customLong("val-data"), .customLong("val")], help: "Validation data (JSONL): its loss is logged every --eval-every steps and the 3 best models are kept in OUT/checkpoints.")
     var valData: String?
     @Option(name: .customLong("eval-every"), help: "Steps between validation losses.")
     var evalEvery: Int = 32
@@ -79,6 +81,7 @@ struct TrainCommand: ParsableCommand {
             throw ValidationError("--schedule must be one of \(LearningRateSchedule.Kind.allCases.map(\.rawValue).joined(separator: ", "))")
         }
         if !(decayFraction > 0 && decayFraction <= 1) { throw ValidationError("--decay-fraction must be in (0, 1]") }
+        if let steps, steps < 1 { throw ValidationError("--steps must be >= 1") }
         if let stopAfter, stopAfter < 1 { throw ValidationError("--stop-after must be >= 1") }
         if saveEvery < 0 { throw ValidationError("--save-every must be >= 0") }
     }
@@ -109,7 +112,7 @@ struct TrainCommand: ParsableCommand {
                 kd!.alpha = kdAlpha
                 if let codec { kd!.tokenizerSize = codec.tokenizer.vocabSize }   // len(tokenizer)
             }
-            let trainer = try Seq2SeqTrainer(parameters: params, data: examples, settings: s, epochs: epochs, distillation: kd)
+            let trainer = try Seq2SeqTrainer(parameters: params, data: examples, settings: s, epochs: epochs, steps: steps, distillation: kd)
             let steps = Int(trainer.schedule.totalSteps)
             let validation = try valData.map { path -> [Seq2SeqExample] in
                 let (v, r) = try Seq2SeqData.read(path: path, tokenizer: codec?.tokenizer, vocabSize: mu.config.vocabSize,

@@ -73,6 +73,10 @@ final class CheckpointTests: XCTestCase {
         XCTAssertThrowsError(try otherData.restoreCheckpoint(folder: dir + "/state-1")) {
             XCTAssertTrue("\($0)".contains("other training data"), "\($0)")
         }
+        let longer = try Seq2SeqTrainer(parameters: params, data: Self.pairs, settings: t.settings, epochs: 4)
+        XCTAssertThrowsError(try longer.restoreCheckpoint(folder: dir + "/state-1")) {
+            XCTAssertTrue("\($0)".contains("schedule"), "\($0)")
+        }
         let same = try Seq2SeqTrainer(parameters: params, data: Self.pairs, settings: t.settings, epochs: 3)
         XCTAssertNoThrow(try same.restoreCheckpoint(folder: dir + "/state-1"))
     }

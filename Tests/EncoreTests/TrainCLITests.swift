@@ -52,6 +52,11 @@ final class TrainCLITests: XCTestCase {
         XCTAssertEqual(FileManager.default.contents(atPath: dir + "/b/model.safetensors"),
                        FileManager.default.contents(atPath: dir + "/a/model.safetensors"), "final weights differ")
 
+        // --steps sets the run's length directly (the 6 pairs are cycled), with the flag names
+        let byStep = runCLI(common + ["--out", dir + "/d", "--steps", "5", "--grad-accum", "1", "--clip", "0.5", "--schedule", "wsd"])
+        XCTAssertEqual(byStep.status, 0, byStep.stderr)
+        XCTAssertEqual(losses(byStep.stderr).keys.sorted(), Array(0..<5))
+
         // --resume with nothing to resume from is a clear error
         let none = runCLI(common + ["--out", dir + "/c", "--resume"])
         XCTAssertNotEqual(none.status, 0)

@@ -102,7 +102,8 @@ extension Seq2SeqTrainer {
         let manifest: [String: Any] = [
             "format": TrainingCheckpoint.format, "step": step, "epoch": epoch, "order": order, "cursor": cursor,
             "shuffle_rng_state": String(rng.state), "dropout_rng_state": String(dropout.rngState),
-            "settings": checkpointSettings, "data_fingerprint": String(dataFingerprint), "files": sizes,
+            "settings": checkpointSettings, "data_fingerprint": String(dataFingerprint), "schedule": scheduleDescription,
+            "files": sizes,
         ]
         try AtomicFile.write(try JSONSerialization.data(withJSONObject: manifest, options: [.prettyPrinted, .sortedKeys]),
                              to: folder + "/checkpoint.json")
@@ -112,6 +113,11 @@ extension Seq2SeqTrainer {
     var checkpointSettings: [String: Int] {
         ["batch_size": settings.batchSize, "accumulation": settings.accumulation, "examples": data.count,
          "encoder_seq_len": settings.encoderSeqLen, "decoder_seq_len": settings.decoderSeqLen, "shuffle": settings.shuffle ? 1 : 0]
+    }
+
+    /// The learning-rate schedule and rate, which a resume must keep (other flags, e.g. --steps, would change them).
+    var scheduleDescription: String {
+        "\(schedule.kind.rawValue) lr=\(settings.learningRate) warmup=\(schedule.warmupSteps) total=\(schedule.totalSteps) decay_fraction=\(schedule.decayFraction)"
     }
 
     /// FNV-1a over every example's ids in order: resuming on other data (same count) is refused.
@@ -135,6 +141,9 @@ extension Seq2SeqTrainer {
         let saved = m["settings"] as? [String: NSNumber] ?? [:]
         for (key, want) in checkpointSettings where saved[key]?.intValue != want {
             throw EncoreError(.invalidArgument, "\(folder): checkpoint has \(key) = \(saved[key].map { "\($0)" } ?? "nothing"), this run has \(want)")
+        }
+        if let saved = m["schedule"] as? String, saved != scheduleDescription {
+            throw EncoreError(.invalidArgument, "\(folder): checkpoint schedule '\(saved)', this run '\(scheduleDescription)'")
         }
         guard m["data_fingerprint"] as? String == String(dataFingerprint) else {
             throw EncoreError(.invalidArgument, "\(folder): checkpoint was written for other training data (data_fingerprint differs)")

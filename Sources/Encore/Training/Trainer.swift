@@ -183,9 +183,10 @@ public final class Seq2SeqTrainer {
     var order: [Int] = []
     var cursor = 0
 
-    /// `epochs` sets the schedule's length: (⌊data / batch⌋ · epochs) / accumulation optimizer steps.
+    /// `epochs` sets the schedule's length: (⌊data / batch⌋ · epochs) / accumulation optimizer steps, unless
+    /// `steps` gives it directly (the data is then cycled, reshuffled each pass, as long as needed).
     public init(parameters: MuParameters, data: [Seq2SeqExample], settings: Settings, epochs: Int,
-                distillation: DistillationSettings? = nil) throws {
+                steps: Int? = nil, distillation: DistillationSettings? = nil) throws {
         self.distillation = distillation
         guard data.count >= settings.batchSize, settings.batchSize > 0, settings.accumulation > 0 else {
             throw EncoreError(.invalidArgument, "need at least one full batch of \(settings.batchSize) examples (have \(data.count))")
@@ -195,7 +196,8 @@ public final class Seq2SeqTrainer {
         self.settings = settings
         optimizer = AdamW(parameters: parameters.all, learningRate: settings.learningRate, betas: settings.betas,
                           weightDecay: settings.weightDecay)
-        let total = Double(data.count / settings.batchSize * epochs) / Double(settings.accumulation)
+        if let steps, steps < 1 { throw EncoreError(.invalidArgument, "steps must be >= 1 (have \(steps))") }
+        let total = steps.map(Double.init) ?? Double(data.count / settings.batchSize * epochs) / Double(settings.accumulation)
         guard Double(settings.warmupSteps) < total else {
             throw EncoreError(.invalidArgument, "warmup (\(settings.warmupSteps)) must be shorter than training (\(total) steps)")
         }
