@@ -64,6 +64,8 @@ struct TrainCommand: ParsableCommand {
     var evalEvery: Int = 32
     @Option(name: .customLong("save-every"), help: "Steps between resumable checkpoints in OUT/checkpoints/state-<step> (0: none; the 2 newest are kept).")
     var saveEvery: Int = 0
+    @Option(help: "Also append each step's JSON line to this file (step, loss, ce_loss, kd_loss, lr, tokens_per_s, ...).")
+    var log: String?
     @Option(name: .customLong("stop-after"), help: "Stop after this many steps in total (a checkpoint is written there; the schedule still spans the whole run, so --resume continues it).")
     var stopAfter: Int?
     @Flag(help: "Continue from the newest complete checkpoint in OUT/checkpoints (same data and settings), bit for bit.")
@@ -113,7 +115,7 @@ struct TrainCommand: ParsableCommand {
                 if let codec { kd!.tokenizerSize = codec.tokenizer.vocabSize }   // len(tokenizer)
             }
             let trainer = try Seq2SeqTrainer(parameters: params, data: examples, settings: s, epochs: epochs, steps: steps, distillation: kd)
-            let steps = Int(trainer.schedule.totalSteps)
+            let total = Int(trainer.schedule.totalSteps)  // the schedule's length in optimizer steps
             let validation = try valData.map { path -> [Seq2SeqExample] in
                 let (v, r) = try Seq2SeqData.read(path: path, tokenizer: codec?.tokenizer, vocabSize: mu.config.vocabSize,
                                                   encoderSeqLen: encoderSeqLen, decoderSeqLen: decoderSeqLen)
@@ -132,22 +134,35 @@ struct TrainCommand: ParsableCommand {
                 try trainer.restoreCheckpoint(folder: folder)
                 printStderr(jsonString(["message": "resumed", "checkpoint": folder, "global_step": trainer.step, "epoch": trainer.epoch]))
             }
-            let end = min(steps, stopAfter ?? steps)
+            var logFile: FileHandle? = nil
+            if let log {
+                if !FileManager.default.fileExists(atPath: log) { FileManager.default.createFile(atPath: log, contents: nil) }
+                guard let h = FileHandle(forWritingAtPath: log) else { throw EncoreError(.io, "\(log): cannot open for appending") }
+                h.seekToEndOfFile()
+                logFile = h
+            }
+            defer { try? logFile?.close() }
+            // positions processed per step (padded), for tokens_per_s
+            let tokensPerStep = Double(batchSize * accumulation * (encoderSeqLen + decoderSeqLen))
+            let end = min(total, stopAfter ?? total)
             for step in trainer.step..<max(trainer.step, end) {
                 let t0 = Date()
                 let r = try trainer.trainStep()
                 guard r.loss.isFinite else { throw EncoreError(.invalidArgument, "loss is \(r.loss) at step \(step)") }
-                var log: [String: Any] = ["message": "training_step", "global_step": step, "loss": Double(r.loss),
-                                          "grad_norm": r.gradNorm, "lr": r.learningRate, "time_in_s": Date().timeIntervalSince(t0)]
-                if let k = r.kd, let c = r.ce { log["kd_loss"] = Double(k); log["ce_loss"] = Double(c) }
-                printStderr(jsonString(log))
-                if (saveEvery > 0 && ((step + 1) % saveEvery == 0 || step + 1 == steps)) || (step + 1 == end && end < steps) {
+                let seconds = Date().timeIntervalSince(t0)
+                var entry: [String: Any] = ["message": "training_step", "global_step": step, "step": step, "loss": Double(r.loss),
+                                            "grad_norm": r.gradNorm, "lr": r.learningRate, "time_in_s": seconds,
+                                            "tokens_per_s": seconds > 0 ? tokensPerStep / seconds : 0]
+                if let k = r.kd, let c = r.ce { entry["kd_loss"] = Double(k); entry["ce_loss"] = Double(c) }
+                printStderr(jsonString(entry))
+                logFile?.write(Data((jsonString(entry) + "\n").utf8))
+                if (saveEvery > 0 && ((step + 1) % saveEvery == 0 || step + 1 == total)) || (step + 1 == end && end < total) {
                     let folder = checkpoints + "/" + TrainingCheckpoint.prefix + "\(step + 1)"
                     try trainer.saveCheckpoint(folder: folder)
                     TrainingCheckpoint.prune(directory: checkpoints)
                     printStderr(jsonString(["message": "checkpoint", "path": folder, "global_step": step + 1]))
                 }
-                if let validation, let best, (step + 1) % evalEvery == 0 || step + 1 == steps {
+                if let validation, let best, (step + 1) % evalEvery == 0 || step + 1 == total {
                     let loss = try trainer.evaluate(validation)
                     let path = try best.saveIfBest(params, step: step, score: -loss)
                     var entry: [String: Any] = ["message": "loss_evaluator_metrics", "dataset": "val", "loss": Double(loss), "global_step": step]
@@ -155,12 +170,12 @@ struct TrainCommand: ParsableCommand {
                     printStderr(jsonString(entry))
                 }
             }
-            guard end == steps else {
-                print("stopped after \(end) of \(steps) steps; continue with --resume")
+            guard end == total else {
+                print("stopped after \(end) of \(total) steps; continue with --resume")
                 return
             }
             try params.save(folder: out)
-            print("wrote \(out)/config.json and \(out)/model.safetensors after \(steps) steps")
+            print("wrote \(out)/config.json and \(out)/model.safetensors after \(total) steps")
         }
     }
 }

@@ -53,9 +53,14 @@ final class TrainCLITests: XCTestCase {
                        FileManager.default.contents(atPath: dir + "/a/model.safetensors"), "final weights differ")
 
         // --steps sets the run's length directly (the 6 pairs are cycled), with the flag names
-        let byStep = runCLI(common + ["--out", dir + "/d", "--steps", "5", "--grad-accum", "1", "--clip", "0.5", "--schedule", "wsd"])
+        let byStep = runCLI(common + ["--out", dir + "/d", "--steps", "5", "--grad-accum", "1", "--clip", "0.5", "--schedule", "wsd", "--log", dir + "/d.jsonl"])
         XCTAssertEqual(byStep.status, 0, byStep.stderr)
         XCTAssertEqual(losses(byStep.stderr).keys.sorted(), Array(0..<5))
+        let logLines = try String(contentsOfFile: dir + "/d.jsonl", encoding: .utf8).split(separator: "\n")
+        XCTAssertEqual(logLines.count, 5)
+        let entry = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(logLines[4].utf8)) as? [String: Any])
+        for key in ["step", "loss", "lr", "tokens_per_s"] { XCTAssertNotNil(entry[key], "log lacks \(key)") }
+        XCTAssertEqual(entry["step"] as? Int, 4)
 
         // --resume with nothing to resume from is a clear error
         let none = runCLI(common + ["--out", dir + "/c", "--resume"])
