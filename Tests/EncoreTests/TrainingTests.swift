@@ -498,8 +498,14 @@ final class EvaluationTests: XCTestCase {
         XCTAssertNotNil(try best.saveIfBest(params, step: 2, score: -1))
         XCTAssertNil(try best.saveIfBest(params, step: 3, score: -5))
         XCTAssertNotNil(try best.saveIfBest(params, step: 4, score: -2))
-        XCTAssertEqual(Set(try FileManager.default.contentsOfDirectory(atPath: dir)), ["step-2", "step-4"])
+        XCTAssertEqual(Set(try FileManager.default.contentsOfDirectory(atPath: dir)), ["step-2", "step-4", "best.json"])
         XCTAssertEqual(best.best, dir + "/step-2")
         XCTAssertEqual(try MuModel(folder: best.best!).config, params.config)
+        // a resumed run reopens the list: a worse score than both kept ones is not saved
+        let reopened = try BestCheckpoints(directory: dir, capacity: 2)
+        XCTAssertEqual(reopened.saved.map(\.path).sorted(), [dir + "/step-2", dir + "/step-4"])
+        XCTAssertNil(try reopened.saveIfBest(params, step: 5, score: -2.5))
+        XCTAssertNotNil(try reopened.saveIfBest(params, step: 6, score: -0.5))
+        XCTAssertEqual(Set(try FileManager.default.contentsOfDirectory(atPath: dir)), ["step-2", "step-6", "best.json"])
     }
 }

@@ -1,7 +1,8 @@
 /// A small, fast, seedable generator (SplitMix64) so sampling with a seed gives the same tokens on every
 /// platform.
 public struct SplitMix64: RandomNumberGenerator, Sendable {
-    private var state: UInt64
+    /// The whole generator state: `SplitMix64(seed: g.state)` continues exactly where `g` is (checkpoints).
+    public private(set) var state: UInt64
     public init(seed: UInt64) { state = seed }
     public mutating func next() -> UInt64 {
         state &+= 0x9E37_79B9_7F4A_7C15

@@ -161,6 +161,11 @@ public final class Dropout {
         rng = SplitMix64(seed: seed)
     }
     /// A fresh mask of 0 and 1/(1 − p) (``Ops/dropoutMask(shape:p:rng:)``), or nil when p is 0.
+    /// The state of the mask stream (saved in checkpoints; setting it continues that stream exactly).
+    public var rngState: UInt64 {
+        get { rng.state }
+        set { rng = SplitMix64(seed: newValue) }
+    }
     public func mask(_ shape: [Int]) -> Tensor? {
         p == 0 ? nil : Ops.dropoutMask(shape: shape, p: p, rng: &rng)
     }

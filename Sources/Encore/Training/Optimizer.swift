@@ -28,6 +28,22 @@ public final class AdamW {
         steps = Array(repeating: 0, count: parameters.count)
     }
 
+    /// The state of parameter `i`: first and second moments (nil before its first update) and its step count.
+    public func state(at i: Int) -> (m: Tensor?, v: Tensor?, steps: Int) { (m[i], v[i], steps[i]) }
+
+    /// Replaces the state of parameter `i` (restoring a checkpoint); the moments must have the parameter's
+    /// shape, and both be given or both be nil.
+    public func setState(at i: Int, m newM: Tensor?, v newV: Tensor?, steps newSteps: Int) throws {
+        let shape = parameters[i].shape
+        guard (newM == nil) == (newV == nil), newSteps >= 0 else {
+            throw EncoreError(.invalidArgument, "AdamW state \(i): moments must both be present or both absent, steps >= 0")
+        }
+        for t in [newM, newV].compactMap({ $0 }) where t.shape != shape {
+            throw EncoreError(.invalidArgument, "AdamW state \(i): moment shape \(t.shape), parameter shape \(shape)")
+        }
+        m[i] = newM?.copy(); v[i] = newV?.copy(); steps[i] = newSteps
+    }
+
     /// One update of every parameter that has a gradient, at ``learningRate``.
     public func step() {
         let lr = learningRate
@@ -83,5 +99,42 @@ public struct WarmupCosineSchedule: Sendable {
         if s <= warmupSteps { return Double(s) / Double(max(1, warmupSteps)) }
         let progress = Double(s - warmupSteps) / (totalSteps - Double(warmupSteps))
         return 0.5 * (1 + cos(Double.pi * progress))
+    }
+}
+
+/// The learning-rate factor at each optimizer step s (0-based), for `--schedule`:
+/// - `constant`: linear warmup s / warmup while s ≤ warmup, then 1;
+/// - `cosine`: the reference's warmup then cosine to 0 at `totalSteps` (``WarmupCosineSchedule``);
+/// - `wsd` (warmup-stable-decay, as the Mu model was trained): linear warmup, 1, then linear decay to 0 over the
+///   last `decayFraction` of `totalSteps`: factor (total − s) / (decayFraction · total) from
+///   s ≥ (1 − decayFraction) · total.
+public struct LearningRateSchedule: Sendable {
+    public enum Kind: String, CaseIterable, Sendable { case constant, cosine, wsd }
+    public var kind: Kind
+    public var warmupSteps: Int
+    public var totalSteps: Double
+    /// For `wsd`: the fraction of training spent decaying, in (0, 1].
+    public var decayFraction: Double
+
+    public init(_ kind: Kind = .cosine, warmupSteps: Int, totalSteps: Double, decayFraction: Double = 0.2) {
+        precondition(Double(warmupSteps) < totalSteps, "warmup must be shorter than training")
+        precondition(decayFraction > 0 && decayFraction <= 1, "decay fraction must be in (0, 1]")
+        self.kind = kind
+        self.warmupSteps = warmupSteps
+        self.totalSteps = totalSteps
+        self.decayFraction = decayFraction
+    }
+
+    public func factor(step s: Int) -> Double {
+        switch kind {
+        case .cosine:
+            return WarmupCosineSchedule(warmupSteps: warmupSteps, totalSteps: totalSteps).factor(step: s)
+        case .constant, .wsd:
+            if s < warmupSteps { return Double(s) / Double(warmupSteps) }
+            guard kind == .wsd else { return 1 }
+            let decay = decayFraction * totalSteps, start = totalSteps - decay
+            if Double(s) < start { return 1 }
+            return max(0, (totalSteps - Double(s)) / decay)
+        }
     }
 }

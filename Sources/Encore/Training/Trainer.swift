@@ -11,32 +11,108 @@ public struct Seq2SeqExample: Equatable, Sendable {
     }
 }
 
+/// What reading a training file found, decided before training starts: lines skipped (with their 1-based
+/// numbers) and examples truncated to the sequence lengths (as the reference's `Seq2SeqDataset` does).
+public struct Seq2SeqDataReport: Equatable, Sendable {
+    /// Non-empty lines read.
+    public var lines = 0
+    /// Examples kept.
+    public var kept = 0
+    /// Lines that are not a JSON object with usable `source`/`target` (or `source_ids`/`target_ids`) fields.
+    public var malformedLines: [Int] = []
+    /// Lines whose target (or source) has no tokens.
+    public var emptyLines: [Int] = []
+    /// Examples whose source is longer than the encoder length / whose target + EOS is longer than the
+    /// decoder length: they are truncated, as the reference does.
+    public var truncatedSources = 0, truncatedTargets = 0
+
+    public init() {}
+
+    /// Lines skipped for any reason.
+    public var skipped: Int { malformedLines.count + emptyLines.count }
+
+    /// A JSON-able summary for the training log.
+    public var summary: [String: Any] {
+        ["lines": lines, "kept": kept, "malformed": malformedLines.count, "malformed_lines": Array(malformedLines.prefix(20)),
+         "empty": emptyLines.count, "empty_lines": Array(emptyLines.prefix(20)),
+         "truncated_sources": truncatedSources, "truncated_targets": truncatedTargets]
+    }
+}
+
 /// Sequence-to-sequence data in the reference's JSONL format (`mu/train_text2text_by_kd.py Seq2SeqDataset`).
 public enum Seq2SeqData {
     /// Reads one `{"source": ..., "target": ...}` object per non-empty line. Values are token-id arrays, or
-    /// strings encoded with `tokenizer` (with its special-token settings; required for text).
+    /// strings encoded with `tokenizer` (with its special-token settings; required for text). Throws on the
+    /// first bad line (use ``read(path:tokenizer:vocabSize:encoderSeqLen:decoderSeqLen:)`` to skip and count).
     public static func load(path: String, tokenizer: Tokenizer? = nil) throws -> [Seq2SeqExample] {
-        guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8) else {
+        let (examples, report) = try read(path: path, tokenizer: tokenizer)
+        if let line = (report.malformedLines + report.emptyLines).min() {
+            throw EncoreError(.invalidArgument, "\(path):\(line): \(report.malformedLines.contains(line) ? "not a JSON object with 'source' and 'target'" : "empty source or target")")
+        }
+        return examples
+    }
+
+    /// Reads and validates a whole training file before training starts, so bad data never stops a run midway.
+    ///
+    /// Each non-empty line is `{"source": S, "target": T}` (S, T text encoded with `tokenizer`, or arrays of
+    /// token ids) or pre-tokenized `{"source_ids": [...], "target_ids": [...]}` (used as given; EOS is appended
+    /// to the target at batching, as for text). Then:
+    /// - a line that is not such an object (bad JSON, missing field, ids that are not integers) is skipped and
+    ///   counted in ``Seq2SeqDataReport/malformedLines``;
+    /// - an empty target or source is skipped and counted in ``Seq2SeqDataReport/emptyLines``;
+    /// - a source longer than `encoderSeqLen`, or a target + EOS longer than `decoderSeqLen`, is kept, truncated
+    ///   at batching as the reference does, and counted;
+    /// - an id outside `0..<vocabSize` (or text without a tokenizer) is an error naming the line and field:
+    ///   the file does not belong to this model.
+    public static func read(path: String, tokenizer: Tokenizer? = nil, vocabSize: Int? = nil, encoderSeqLen: Int? = nil,
+                            decoderSeqLen: Int? = nil) throws -> (examples: [Seq2SeqExample], report: Seq2SeqDataReport) {
+        guard let data = FileManager.default.contents(atPath: path) else {
             throw EncoreError(.invalidArgument, "\(path): cannot read")
         }
-        var out: [Seq2SeqExample] = []
+        let text = String(decoding: data, as: UTF8.self)
+        var out: [Seq2SeqExample] = [], report = Seq2SeqDataReport()
+        struct Malformed: Error {}
         for (i, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-            let trimmed = line.trimmingCharacters(in: .whitespaces)
+            let trimmed = line.trimmingCharacters(in: .whitespacesAndNewlines)
             if trimmed.isEmpty { continue }
+            report.lines += 1
+            let where_ = "\(path):\(i + 1)"
             guard let obj = try? JSONSerialization.jsonObject(with: Data(trimmed.utf8)) as? [String: Any] else {
-                throw EncoreError(.invalidArgument, "\(path):\(i + 1): not a JSON object")
+                report.malformedLines.append(i + 1); continue
             }
             func field(_ key: String) throws -> [Int] {
-                if let ids = obj[key] as? [NSNumber] { return ids.map(\.intValue) }
-                if let s = obj[key] as? String {
-                    guard let tokenizer else { throw EncoreError(.invalidArgument, "\(path):\(i + 1): '\(key)' is text; a tokenizer is needed") }
+                let value = obj[key + "_ids"] ?? obj[key]
+                if let s = value as? String {
+                    guard let tokenizer else { throw EncoreError(.invalidArgument, "\(where_): '\(key)' is text; a tokenizer is needed") }
                     return tokenizer.encode(s)
                 }
-                throw EncoreError(.invalidArgument, "\(path):\(i + 1): '\(key)' must be a string or an array of token ids")
+                guard let numbers = value as? [Any] else { throw Malformed() }
+                return try numbers.map { n -> Int in
+                    guard let d = (n as? NSNumber)?.doubleValue, d == d.rounded(), abs(d) < 1e15 else { throw Malformed() }
+                    return Int(d)
+                }
             }
-            out.append(Seq2SeqExample(source: try field("source"), target: try field("target")))
+            let source: [Int], target: [Int]
+            do {
+                source = try field("source"); target = try field("target")
+            } catch is Malformed {
+                report.malformedLines.append(i + 1); continue
+            }
+            if source.isEmpty || target.isEmpty { report.emptyLines.append(i + 1); continue }
+            if let vocabSize {
+                for (key, ids) in [("source", source), ("target", target)] {
+                    if let bad = ids.first(where: { $0 < 0 || $0 >= vocabSize }) {
+                        let name = obj[key + "_ids"] != nil ? key + "_ids" : key
+                        throw EncoreError(.invalidArgument, "\(where_): '\(name)' has token id \(bad), outside the vocabulary 0..<\(vocabSize)")
+                    }
+                }
+            }
+            if let encoderSeqLen, source.count > encoderSeqLen { report.truncatedSources += 1 }
+            if let decoderSeqLen, target.count + 1 > decoderSeqLen { report.truncatedTargets += 1 }
+            out.append(Seq2SeqExample(source: source, target: target))
         }
-        return out
+        report.kept = out.count
+        return (out, report)
     }
 }
 
@@ -72,6 +148,11 @@ public final class Seq2SeqTrainer {
         public var batchSize = 6, accumulation = 1
         public var learningRate = 1e-4, weightDecay = 0.01, betas = (0.9, 0.98), maxGradNorm = 1.0
         public var warmupSteps = 4
+        /// Learning-rate schedule (the reference's warmup + cosine by default) and, for `wsd`, its decay fraction.
+        public var schedule: LearningRateSchedule.Kind = .cosine
+        public var decayFraction = 0.2
+        /// Shuffle the data each epoch (false: the file's order every epoch).
+        public var shuffle = true
         public var seed: UInt64 = 1337
         /// Dropout probability; nil: the model config's.
         public var dropout: Float? = nil
@@ -87,19 +168,25 @@ public final class Seq2SeqTrainer {
     public let parameters: MuParameters
     public let settings: Settings
     public let optimizer: AdamW
-    public let schedule: WarmupCosineSchedule
+    public let schedule: LearningRateSchedule
     /// Distillation (the reference `KDModel`); nil: plain cross-entropy training.
     public let distillation: DistillationSettings?
     let data: [Seq2SeqExample]
-    public private(set) var step = 0
-    private var rng: SplitMix64
+    /// Optimizer steps taken.
+    public internal(set) var step = 0
+    /// Passes over the data begun (each starts with a new shuffle).
+    public internal(set) var epoch = 0
+    /// The shuffling stream.
+    var rng: SplitMix64
     let dropout: Dropout
-    private var order: [Int] = []
-    private var cursor = 0
+    /// The current pass's order of example indices and the position of the next batch in it.
+    var order: [Int] = []
+    var cursor = 0
 
-    /// `epochs` sets the schedule's length: (⌊data / batch⌋ · epochs) / accumulation optimizer steps.
+    /// `epochs` sets the schedule's length: (⌊data / batch⌋ · epochs) / accumulation optimizer steps, unless
+    /// `steps` gives it directly (the data is then cycled, reshuffled each pass, as long as needed).
     public init(parameters: MuParameters, data: [Seq2SeqExample], settings: Settings, epochs: Int,
-                distillation: DistillationSettings? = nil) throws {
+                steps: Int? = nil, distillation: DistillationSettings? = nil) throws {
         self.distillation = distillation
         guard data.count >= settings.batchSize, settings.batchSize > 0, settings.accumulation > 0 else {
             throw EncoreError(.invalidArgument, "need at least one full batch of \(settings.batchSize) examples (have \(data.count))")
@@ -109,20 +196,27 @@ public final class Seq2SeqTrainer {
         self.settings = settings
         optimizer = AdamW(parameters: parameters.all, learningRate: settings.learningRate, betas: settings.betas,
                           weightDecay: settings.weightDecay)
-        let total = Double(data.count / settings.batchSize * epochs) / Double(settings.accumulation)
+        if let steps, steps < 1 { throw EncoreError(.invalidArgument, "steps must be >= 1 (have \(steps))") }
+        let total = steps.map(Double.init) ?? Double(data.count / settings.batchSize * epochs) / Double(settings.accumulation)
         guard Double(settings.warmupSteps) < total else {
             throw EncoreError(.invalidArgument, "warmup (\(settings.warmupSteps)) must be shorter than training (\(total) steps)")
         }
-        schedule = WarmupCosineSchedule(warmupSteps: settings.warmupSteps, totalSteps: total)
+        guard settings.decayFraction > 0 && settings.decayFraction <= 1 else {
+            throw EncoreError(.invalidArgument, "decay fraction \(settings.decayFraction) must be in (0, 1]")
+        }
+        schedule = LearningRateSchedule(settings.schedule, warmupSteps: settings.warmupSteps, totalSteps: total,
+                                        decayFraction: settings.decayFraction)
         rng = SplitMix64(seed: settings.seed)
         dropout = Dropout(p: settings.dropout ?? Float(parameters.config.dropout), seed: settings.seed &+ 1)
     }
 
-    private func nextExamples() -> [Seq2SeqExample] {
+    /// The next micro-batch of the current pass (a new pass, reshuffled unless `shuffle` is off, when this one is used up).
+    func nextExamples() -> [Seq2SeqExample] {
         if cursor + settings.batchSize > order.count {
             order = Array(data.indices)
-            order.shuffle(using: &rng)
+            if settings.shuffle { order.shuffle(using: &rng) }
             cursor = 0
+            epoch += 1
         }
         let picked = order[cursor..<(cursor + settings.batchSize)].map { data[$0] }
         cursor += settings.batchSize
@@ -210,11 +304,27 @@ public final class BestCheckpoints {
     /// Saved folders and their scores.
     public private(set) var saved: [(path: String, score: Float)] = []
 
+    /// Reopens the list kept in `directory/best.json` (folders still on disk only), so a resumed run keeps
+    /// ranking against the models saved before it stopped.
     public init(directory: String, capacity: Int = 3) throws {
         precondition(capacity > 0, "capacity must be positive")
         self.directory = directory
         self.capacity = capacity
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        if let data = FileManager.default.contents(atPath: directory + "/best.json"),
+           let list = try? JSONSerialization.jsonObject(with: data) as? [[String: Any]] {
+            saved = list.compactMap { e in
+                guard let name = e["folder"] as? String, let score = (e["score"] as? NSNumber)?.floatValue,
+                      !name.contains("/"), FileManager.default.fileExists(atPath: directory + "/" + name + "/model.safetensors") else { return nil }
+                return (directory + "/" + name, score)
+            }
+        }
+    }
+
+    /// Records ``saved`` in `directory/best.json` (atomically).
+    private func writeList() throws {
+        let list = saved.map { ["folder": URL(fileURLWithPath: $0.path).lastPathComponent, "score": Double($0.score)] as [String: Any] }
+        try AtomicFile.write(try JSONSerialization.data(withJSONObject: list, options: [.sortedKeys]), to: directory + "/best.json")
     }
 
     /// Saves `parameters` as `step-<step>` if the score is among the best; returns the folder if saved.
@@ -222,12 +332,15 @@ public final class BestCheckpoints {
     public func saveIfBest(_ parameters: MuParameters, step: Int, score: Float) throws -> String? {
         if saved.count >= capacity {
             guard let worst = saved.indices.min(by: { saved[$0].score < saved[$1].score }), score > saved[worst].score else { return nil }
-            try? FileManager.default.removeItem(atPath: saved[worst].path)
-            saved.remove(at: worst)
+            let gone = saved.remove(at: worst)
+            try writeList()
+            try? FileManager.default.removeItem(atPath: gone.path)
         }
         let path = directory + "/step-\(step)"
         try parameters.save(folder: path)
+        saved.removeAll { $0.path == path }
         saved.append((path, score))
+        try writeList()
         return path
     }
 
