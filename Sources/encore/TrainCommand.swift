@@ -175,6 +175,11 @@ struct TrainCommand: ParsableCommand {
                 return
             }
             try params.save(folder: out)
+            // the trained folder keeps the starting model's tokenizer, so `generate --prompt` works on it
+            for name in ["tokenizer.json", "tokenizer_config.json"] where FileManager.default.fileExists(atPath: model + "/" + name) {
+                let src = try Data(contentsOf: URL(fileURLWithPath: model + "/" + name))
+                try AtomicFile.write(src, to: out + "/" + name)
+            }
             print("wrote \(out)/config.json and \(out)/model.safetensors after \(total) steps")
         }
     }
