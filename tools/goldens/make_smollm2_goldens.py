@@ -15,8 +15,11 @@ Two parts:
      Tests/EncoreTests/Fixtures/smollm2/{golden.json, golden.safetensors}
 
 llama.cpp settings: F32 KV cache (type_k = type_v = 0), flash attention off, logits for every position.
-Its CPU matrix products still quantize activations for quantized weights (Q8_0/Q8_1/Q8_K), which Encore
-(fp32 after dequantizing the weights) does not: the Swift tests state their tolerances accordingly.
+Its CPU matrix products still quantize activations for quantized weights (Q8_0/Q8_1/Q8_K; f16/bf16 for
+F16/BF16 weights), which Encore (fp32 after dequantizing the weights) does not. So the goldens also hold a
+second, exact reference: `numpy_forward`, a plain fp32 numpy Llama over the weights dequantized by the `gguf`
+package, applying llama.cpp's adjacent-pair RoPE to the stored (permuted) Q/K rows as llama.cpp does. Encore
+must match it tightly and llama.cpp within the activation-rounding tolerance stated in the Swift tests.
 
 Run (build takes ~6+ minutes on 2 cores):
     python3 -m venv /work/venv-llama
@@ -88,6 +91,61 @@ def greedy(llm, tokens, n, eos=None):
     return out
 
 
+# ---------------------------------------------------------------------------------------------- fp32 reference
+
+def numpy_forward(path, ids):
+    """Logits [T, V] of a llama GGUF in fp32 numpy (weights from gguf.quants.dequantize), read from position 0."""
+    from gguf.quants import dequantize
+    r = gguf.GGUFReader(path)
+    W = {}
+    for t in r.tensors:
+        a = dequantize(t.data, t.tensor_type).astype(np.float32)
+        W[t.name] = a.reshape([int(x) for x in reversed(t.shape)])
+
+    def kv(k, default=None):
+        if k not in r.fields:
+            return default
+        f = r.fields[k]
+        return f.parts[f.data[0]][0]
+
+    C, L = int(kv("llama.embedding_length")), int(kv("llama.block_count"))
+    H = int(kv("llama.attention.head_count"))
+    Hkv = int(kv("llama.attention.head_count_kv", H))
+    eps, theta = float(kv("llama.attention.layer_norm_rms_epsilon")), float(kv("llama.rope.freq_base", 10000.0))
+    D, n = C // H, len(ids)
+
+    def rms(x, w):
+        return (x / np.sqrt((x.astype(np.float64) ** 2).mean(-1, keepdims=True) + eps)).astype(np.float32) * w
+
+    def rope_adjacent(x, nh):                      # llama.cpp "normal" RoPE: pairs (2i, 2i+1) of each head
+        x = x.reshape(n, nh, D // 2, 2)
+        ang = np.arange(n)[:, None] * (theta ** (-np.arange(0, D, 2) / D))[None, :]
+        c, s = np.cos(ang)[:, None, :], np.sin(ang)[:, None, :]
+        a, b = x[..., 0], x[..., 1]
+        return np.stack([a * c - b * s, a * s + b * c], -1).reshape(n, nh * D).astype(np.float32)
+
+    x = W["token_embd.weight"][ids]                                          # [T, C]
+    mask = np.triu(np.full((n, n), -np.inf, np.float32), 1)
+    for l in range(L):
+        p = f"blk.{l}."
+        h = rms(x, W[p + "attn_norm.weight"])
+        q = rope_adjacent(h @ W[p + "attn_q.weight"].T, H)                  # [T, H*D]
+        k = rope_adjacent(h @ W[p + "attn_k.weight"].T, Hkv)                # [T, Hkv*D]
+        v = h @ W[p + "attn_v.weight"].T
+        o = np.zeros((n, H * D), np.float32)
+        for hh in range(H):
+            g = hh // (H // Hkv)
+            sc = q[:, hh * D:(hh + 1) * D] @ k[:, g * D:(g + 1) * D].T / np.float32(np.sqrt(D)) + mask
+            sc = np.exp(sc - sc.max(-1, keepdims=True))
+            sc /= sc.sum(-1, keepdims=True)
+            o[:, hh * D:(hh + 1) * D] = sc @ v[:, g * D:(g + 1) * D]
+        x = x + o @ W[p + "attn_output.weight"].T
+        m = rms(x, W[p + "ffn_norm.weight"])
+        gt, up = m @ W[p + "ffn_gate.weight"].T, m @ W[p + "ffn_up.weight"].T
+        x = x + (gt / (1 + np.exp(-gt)) * up) @ W[p + "ffn_down.weight"].T
+    return (rms(x, W["output_norm.weight"]) @ W.get("output.weight", W["token_embd.weight"]).T).astype(np.float32)
+
+
 # ---------------------------------------------------------------------------------------------- tiny models
 
 TINY = dict(vocab=320, n_embd=64, n_head=4, n_kv=2, ffn=256, n_layer=3, ctx=256, theta=10000.0, eps=1e-5)
@@ -148,7 +206,8 @@ def write_tiny(path, mixed, seed):
             w.add_tensor(name, quantize(x, qtype), raw_dtype=qtype)
 
     C, F, V = c["n_embd"], c["ffn"], c["vocab"]
-    put("token_embd.weight", mat(V, C, 1.0), Q.Q8_0 if mixed else Q.F32)
+    # Tied head: a small embedding keeps the blocks, not the input token, in charge of the prediction.
+    put("token_embd.weight", mat(V, C, 1.0 if mixed else 0.25), Q.Q8_0 if mixed else Q.F32)
     plans = [  # (attention q/k/v/o, ffn gate/up, ffn down) per layer
         (Q.Q8_0, Q.Q4_0, Q.Q6_K),
         (Q.Q4_1, Q.F16, Q.Q4_K),
@@ -190,6 +249,7 @@ def make_tiny():
         tensors, conts = {}, []
         for i, p in enumerate(prompts):
             tensors[f"prompt{i}.logits"] = all_logits(llm, p)
+            tensors[f"prompt{i}.fp32_logits"] = numpy_forward(path, p)
             conts.append(greedy(llm, p, 16))
         write_safetensors(os.path.join(out, f"golden-{name}.safetensors"), tensors)
         golden["models"][name] = {"file": name + ".gguf", "greedy": conts}
@@ -243,6 +303,8 @@ def make_smollm2(path):
         rows = sorted({0, len(ids) // 2, len(ids) - 1})
         tensors[name + ".topk_logits"] = np.take_along_axis(logits, top, axis=1).astype(np.float32)
         tensors[name + ".rows_logits"] = logits[rows]
+        if name == "chat_short":
+            tensors[name + ".fp32_logits"] = numpy_forward(path, ids)[rows]
         cont = greedy(llm, ids, 32, eos)
         golden["prompts"].append({"name": name, "text": text, "ids": [int(t) for t in ids],
                                   "topk_ids": top.astype(int).tolist(), "full_rows": rows, "greedy": cont,
