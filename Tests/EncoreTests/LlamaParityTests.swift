@@ -103,6 +103,50 @@ final class LlamaParityTests: XCTestCase {
         }
     }
 
+    /// The tiny F32 model as a Hugging Face folder (HF names, rotate-half Q/K rows, made by the golden script with
+    /// numpy's inverse of llama.cpp's permutation) gives llama.cpp's logits too (≤ 2e-5 relative).
+    func testTinyHuggingFaceFolderMatchesLlamaCpp() throws {
+        let (gguf, gold, golden) = try loadTiny("f32")
+        let hf = try XCTUnwrap(ModelRegistry.load(folder: Self.tinyDir + "/hf") as? LlamaModel)
+        var config = hf.config
+        XCTAssertEqual(Float(config.rmsNormEps), Float(gguf.config.rmsNormEps))   // GGUF stores eps as f32
+        config.rmsNormEps = gguf.config.rmsNormEps
+        XCTAssertEqual(config, gguf.config)
+        XCTAssertEqual(hf.parameterCount, gguf.parameterCount)
+        for (i, p) in try intRows(golden["prompts"]).enumerated() {
+            let got = try hf.logits([p]).toArray()
+            let err = relativeError(got, try gold.tensor("prompt\(i).logits").toArray())
+            XCTAssertLessThanOrEqual(err, 2e-5, "prompt \(i): relative error \(err)")
+            XCTAssertLessThanOrEqual(relativeError(got, try gguf.logits([p]).toArray()), 1e-6, "prompt \(i): HF vs GGUF")
+        }
+    }
+
+    /// Hugging Face configs: unsupported features and missing fields fail naming the field.
+    func testHuggingFaceConfigErrors() throws {
+        let base = try readJSON(Self.tinyDir + "/hf/config.json")
+        func load(_ edit: (inout [String: Any]) -> Void) throws -> Error? {
+            var c = base
+            edit(&c)
+            let dir = try makeTempDir(self)
+            try JSONSerialization.data(withJSONObject: c).write(to: URL(fileURLWithPath: dir + "/config.json"))
+            try FileManager.default.copyItem(atPath: Self.tinyDir + "/hf/model.safetensors", toPath: dir + "/model.safetensors")
+            do { _ = try ModelRegistry.load(folder: dir); return nil } catch { return error }
+        }
+        let cases: [((inout [String: Any]) -> Void, String)] = [
+            ({ $0["rope_scaling"] = ["rope_type": "llama3", "factor": 8.0] }, "rope_scaling"),
+            ({ $0["attention_bias"] = true }, "attention_bias"),
+            ({ $0["head_dim"] = 32 }, "head_dim"),
+            ({ $0.removeValue(forKey: "hidden_size") }, "'hidden_size'"),
+            ({ $0["num_key_value_heads"] = 3 }, "n_kv_head 3"),
+            ({ $0["vocab_size"] = 321 }, "model.embed_tokens.weight"),
+        ]
+        for (edit, part) in cases {
+            let e = try XCTUnwrap(try load(edit), "expected an error mentioning \(part)")
+            XCTAssertTrue("\(e)".contains(part), "'\(e)' lacks '\(part)'")
+        }
+        XCTAssertNil(try load { _ in })
+    }
+
     /// Un-permuting llama.cpp's Q/K rows: stored row 2i+j of a head is rotate-half row j·D/2+i.
     func testUnpermuteRoPERows() {
         let w = Tensor(zeros: [8, 1])                      // 2 heads of D = 4

