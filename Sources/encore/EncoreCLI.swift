@@ -9,13 +9,17 @@ struct EncoreCLI: ParsableCommand {
         abstract: "Encoder-decoder small language models on CPU: generate, score, tokenize, inspect and benchmark.",
         discussion: """
         A model is a folder holding config.json + model.safetensors (model_type "mu" for the paper's \
-        encoder-decoder, "mu_decoder" for its matched decoder-only baseline).
+        encoder-decoder, "mu_decoder" for its matched decoder-only baseline, "llama" for a Hugging Face \
+        Llama-family model), or a Llama-family .gguf file (weights dequantized to fp32 on load; its \
+        vocabulary serves --prompt).
 
         Examples:
           encore bench --preset mu-330m --input-tokens 512 --output-tokens 64
           encore generate --model models/mu --input-ids 5,6,7 --max-tokens 20 --json
           encore score --model models/mu --input-ids 5,6,7 --target-ids 8,9 --json
           encore inspect models/mu
+          scripts/fetch-smollm2.sh && encore generate --model models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf \
+            --prompt $'<|im_start|>user\\nWhat is the capital of France?<|im_end|>\\n<|im_start|>assistant\\n'
         """,
         version: EncoreVersion.string,
         subcommands: [GenerateCommand.self, ScoreCommand.self, TokenizeCommand.self, DetokenizeCommand.self, TokenizerBenchCommand.self,

