@@ -100,14 +100,16 @@ public final class MuDecoderParameters {
     /// Causal-LM rows for the paper's baseline: input = `source ‖ target` (the sequence
     /// `source ‖ target ‖ EOS` without its last token) and labels = the next token at every position from the
     /// last source token on (predicting the target and EOS), `pad` elsewhere (ignored by the loss).
-    public static func causalLMBatch(sources: [[Int]], targets: [[Int]], eos: Int, pad: Int) throws -> (inputs: [[Int]], labels: [[Int]]) {
+    /// With `maxTargetLength`, `target ‖ EOS` is cut to that many tokens first (as the seq2seq labels are).
+    public static func causalLMBatch(sources: [[Int]], targets: [[Int]], eos: Int, pad: Int,
+                                     maxTargetLength: Int? = nil) throws -> (inputs: [[Int]], labels: [[Int]]) {
         guard sources.count == targets.count, !sources.isEmpty else {
             throw EncoreError(.invalidArgument, "causal-LM batch: \(sources.count) sources, \(targets.count) targets")
         }
         var inputs: [[Int]] = [], labels: [[Int]] = []
         for (i, (s, t)) in zip(sources, targets).enumerated() {
             guard !s.isEmpty else { throw EncoreError(.invalidArgument, "example \(i): empty source") }
-            let seq = s + t + [eos]
+            let seq = s + Array((t + [eos]).prefix(maxTargetLength ?? Int.max))
             inputs.append(Array(seq.dropLast()))
             labels.append((0..<(seq.count - 1)).map { $0 + 1 >= s.count ? seq[$0 + 1] : pad })
         }
@@ -131,5 +133,93 @@ public final class MuDecoderParameters {
         let T = logits.shape[1]
         let flat = labels.flatMap { $0 + [Int](repeating: config.padTokenId, count: T - $0.count) }
         return Variable.crossEntropy(logits, targets: flat, ignoreIndex: config.padTokenId)
+    }
+}
+
+/// Causal-LM training of a ``MuDecoderModel`` (the paper's decoder-only baseline) on seq2seq pairs: each example is
+/// `source` (cut to `encoderSeqLen`) ‖ `target + EOS` (cut to `decoderSeqLen`), loss on the target only
+/// (``MuDecoderParameters/loss(inputs:labels:dropout:)``); gradient accumulation, clipping, AdamW and the learning-rate
+/// schedule as ``Seq2SeqTrainer`` (same ``Seq2SeqTrainer/Settings``, seeded shuffling and dropout).
+public final class CausalLMTrainer {
+    public let parameters: MuDecoderParameters
+    public let settings: Seq2SeqTrainer.Settings
+    public let optimizer: AdamW
+    public let schedule: LearningRateSchedule
+    private let data: [Seq2SeqExample]
+    private var order: [Int] = []
+    private var cursor = 0
+    private var rng: SplitMix64
+    private let dropout: Dropout
+    /// Optimizer steps taken.
+    public private(set) var step = 0
+
+    /// `steps` gives the schedule's length; without it (⌊data / batch⌋ · epochs) / accumulation.
+    public init(parameters: MuDecoderParameters, data: [Seq2SeqExample], settings: Seq2SeqTrainer.Settings, epochs: Int,
+                steps: Int? = nil) throws {
+        guard data.count >= settings.batchSize, settings.batchSize > 0, settings.accumulation > 0 else {
+            throw EncoreError(.invalidArgument, "need at least one full batch of \(settings.batchSize) examples (have \(data.count))")
+        }
+        guard parameters.config.eosTokenId != nil else { throw EncoreError(.invalidConfig, "mu_decoder config has no eos_token_id") }
+        self.parameters = parameters
+        self.data = data
+        self.settings = settings
+        optimizer = AdamW(parameters: parameters.all, learningRate: settings.learningRate, betas: settings.betas,
+                          weightDecay: settings.weightDecay)
+        let total = steps.map(Double.init) ?? Double(data.count / settings.batchSize * epochs) / Double(settings.accumulation)
+        guard Double(settings.warmupSteps) < total else {
+            throw EncoreError(.invalidArgument, "warmup (\(settings.warmupSteps)) must be shorter than training (\(total) steps)")
+        }
+        schedule = LearningRateSchedule(settings.schedule, warmupSteps: settings.warmupSteps, totalSteps: total,
+                                        decayFraction: settings.decayFraction)
+        rng = SplitMix64(seed: settings.seed)
+        dropout = Dropout(p: settings.dropout ?? Float(parameters.config.dropout), seed: settings.seed &+ 1)
+    }
+
+    private func nextExamples() -> [Seq2SeqExample] {
+        if cursor + settings.batchSize > order.count {
+            order = Array(data.indices)
+            if settings.shuffle { order.shuffle(using: &rng) }
+            cursor = 0
+        }
+        defer { cursor += settings.batchSize }
+        return order[cursor..<(cursor + settings.batchSize)].map { data[$0] }
+    }
+
+    /// The loss of `examples` (training mode: dropout as configured; eval mode: none).
+    public func loss(_ examples: [Seq2SeqExample], training: Bool = true) throws -> Variable {
+        let c = parameters.config
+        let (inputs, labels) = try MuDecoderParameters.causalLMBatch(
+            sources: examples.map { Array($0.source.prefix(settings.encoderSeqLen)) }, targets: examples.map(\.target),
+            eos: c.eosTokenId!, pad: c.padTokenId, maxTargetLength: settings.decoderSeqLen)
+        return try parameters.loss(inputs: inputs, labels: labels, dropout: training && dropout.p > 0 ? dropout : nil)
+    }
+
+    /// Mean per-batch loss over `examples` in eval mode.
+    public func evaluate(_ examples: [Seq2SeqExample]) throws -> Float {
+        guard !examples.isEmpty else { throw EncoreError(.invalidArgument, "evaluate: no examples") }
+        var total: Float = 0, count = 0
+        for start in stride(from: 0, to: examples.count, by: settings.batchSize) {
+            total += try loss(Array(examples[start..<min(start + settings.batchSize, examples.count)]), training: false).item
+            count += 1
+        }
+        return total / Float(count)
+    }
+
+    /// One optimizer step over the next `accumulation` micro-batches: each adds loss / accumulation to the
+    /// gradients, then clip, AdamW at lr · schedule(step).
+    @discardableResult
+    public func trainStep() throws -> Seq2SeqTrainer.StepResult {
+        parameters.zeroGrad()
+        var total: Float = 0
+        for _ in 0..<settings.accumulation {
+            let scaled = (1 / Float(settings.accumulation)) * (try loss(nextExamples()))
+            scaled.backward()
+            total += scaled.item
+        }
+        let norm = clipGradNorm(parameters.all, maxNorm: settings.maxGradNorm)
+        optimizer.learningRate = settings.learningRate * schedule.factor(step: step)
+        optimizer.step()
+        step += 1
+        return Seq2SeqTrainer.StepResult(loss: total, gradNorm: norm, learningRate: optimizer.learningRate)
     }
 }
