@@ -112,4 +112,18 @@ final class MuDecoderTrainingTests: XCTestCase {
         XCTAssertNotEqual(refused.status, 0)
         XCTAssertTrue(refused.stderr.contains("--save-every is not supported"), refused.stderr)
     }
+
+    /// `encore bench-train` times forward + backward + AdamW on a tiny Mu and reports tokens/s for its shape.
+    func testBenchTrainReportsTokensPerSecond() throws {
+        let r = runCLI(["bench-train", "--config", fixture("mu/mha/config.json"), "--batch-size", "2", "--encoder-seq-len", "6",
+                        "--decoder-seq-len", "4", "--steps", "2", "--threads", "1", "--json"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let o = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any], r.stdout)
+        let median = try XCTUnwrap(o["median_step_s"] as? Double), tps = try XCTUnwrap(o["tokens_per_s"] as? Double)
+        XCTAssertGreaterThan(median, 0)
+        XCTAssertEqual(tps, 2 * (6 + 4) / median, accuracy: tps * 1e-9)
+        XCTAssertEqual((o["steps"] as? [Double])?.count, 2)
+        XCTAssertEqual(o["params"] as? Int, try MuModel(folder: fixture("mu/mha")).parameterCount)
+        XCTAssertTrue((o["loss"] as? Double).map { $0.isFinite && $0 > 0 } ?? false, r.stdout)
+    }
 }
