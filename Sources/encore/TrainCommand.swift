@@ -12,6 +12,8 @@ struct TrainCommand: ParsableCommand {
         (target + EOS, truncated and right-padded). Each optimizer step: clip the gradient norm, AdamW \
         (betas 0.9/0.98, weight decay on matrices only), linear warmup then --schedule (cosine to 0 by default). Dropout as the config says unless --dropout is given. \
         Logs one JSON line per step on stderr; writes config.json + model.safetensors into --out; --save-every N writes resumable checkpoints, --resume continues bit for bit. \
+        A mu_decoder model folder (the decoder-only baseline) is trained as a causal LM on source ++ target + EOS (source cut to \
+        --encoder-seq-len, target + EOS to --decoder-seq-len) with the loss on the target only; checkpoints, --resume, --teacher and --val-data are refused there. \
         With --teacher (a decoder-only model folder, e.g. mu_decoder) each step distils as the reference \
         KDModel: the student samples a target per source (temperature 0.9, top-k 128), the teacher scores \
         [source left-padded to --encoder-seq-len ++ target], loss = a*KL(teacher||student) + (1-a)*CE.
@@ -90,6 +92,7 @@ struct TrainCommand: ParsableCommand {
 
     func run() throws {
         try runReportingErrors {
+            if Self.modelType(folder: model) == "mu_decoder" { return try runCausalLM() }
             let mu = try MuModel(folder: model)
             let codec = try TextCodec.load(folder: model, required: false)
             // the whole file is validated before training: bad lines are skipped and counted, or stop here
@@ -182,5 +185,61 @@ struct TrainCommand: ParsableCommand {
             }
             print("wrote \(out)/config.json and \(out)/model.safetensors after \(total) steps")
         }
+    }
+
+    /// `model_type` of a model folder's config.json (nil when unreadable: the Mu loader then reports the problem).
+    static func modelType(folder: String) -> String? {
+        guard let data = FileManager.default.contents(atPath: folder + "/config.json"),
+              let o = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else { return nil }
+        return o["model_type"] as? String
+    }
+
+    /// Causal-LM training of a mu_decoder folder (``CausalLMTrainer``): the same data, optimizer, schedule and log lines.
+    func runCausalLM() throws {
+        for (flag, used) in [("--teacher", teacher != nil), ("--val-data", valData != nil), ("--save-every", saveEvery > 0),
+                             ("--resume", resume || resumeFrom != nil), ("--stop-after", stopAfter != nil)] where used {
+            throw EncoreError(.invalidArgument, "\(flag) is not supported for mu_decoder (causal-LM) training yet")
+        }
+        let dec = try MuDecoderModel(folder: model)
+        let codec = try TextCodec.load(folder: model, required: false)
+        let (examples, report) = try Seq2SeqData.read(path: data, tokenizer: codec?.tokenizer, vocabSize: dec.config.vocabSize,
+                                                      encoderSeqLen: encoderSeqLen, decoderSeqLen: decoderSeqLen)
+        var summary = report.summary
+        summary["message"] = "data"; summary["path"] = data
+        printStderr(jsonString(summary))
+        var s = Seq2SeqTrainer.Settings()
+        s.encoderSeqLen = encoderSeqLen; s.decoderSeqLen = decoderSeqLen
+        s.batchSize = batchSize; s.accumulation = accumulation
+        s.learningRate = learningRate; s.weightDecay = weightDecay; s.warmupSteps = warmupSteps
+        s.maxGradNorm = maxGradNorm; s.seed = seed; s.dropout = dropout
+        s.schedule = LearningRateSchedule.Kind(rawValue: schedule)!; s.decayFraction = decayFraction; s.shuffle = !noShuffle
+        let params = MuDecoderParameters(model: dec)
+        let trainer = try CausalLMTrainer(parameters: params, data: examples, settings: s, epochs: epochs, steps: steps)
+        let total = Int(trainer.schedule.totalSteps)
+        var logFile: FileHandle? = nil
+        if let log {
+            if !FileManager.default.fileExists(atPath: log) { FileManager.default.createFile(atPath: log, contents: nil) }
+            guard let h = FileHandle(forWritingAtPath: log) else { throw EncoreError(.io, "\(log): cannot open for appending") }
+            h.seekToEndOfFile()
+            logFile = h
+        }
+        defer { try? logFile?.close() }
+        let tokensPerStep = Double(batchSize * accumulation * (encoderSeqLen + decoderSeqLen))   // upper bound (padded)
+        for step in 0..<total {
+            let t0 = Date()
+            let r = try trainer.trainStep()
+            guard r.loss.isFinite else { throw EncoreError(.invalidArgument, "loss is \(r.loss) at step \(step)") }
+            let seconds = Date().timeIntervalSince(t0)
+            let entry: [String: Any] = ["message": "training_step", "global_step": step, "step": step, "loss": Double(r.loss),
+                                        "grad_norm": r.gradNorm, "lr": r.learningRate, "time_in_s": seconds,
+                                        "tokens_per_s": seconds > 0 ? tokensPerStep / seconds : 0]
+            printStderr(jsonString(entry))
+            logFile?.write(Data((jsonString(entry) + "\n").utf8))
+        }
+        try params.save(folder: out)
+        for name in ["tokenizer.json", "tokenizer_config.json"] where FileManager.default.fileExists(atPath: model + "/" + name) {
+            try AtomicFile.write(try Data(contentsOf: URL(fileURLWithPath: model + "/" + name)), to: out + "/" + name)
+        }
+        print("wrote \(out)/config.json and \(out)/model.safetensors after \(total) steps (causal LM)")
     }
 }

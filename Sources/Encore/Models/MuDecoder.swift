@@ -69,6 +69,30 @@ public final class MuDecoderModel: LanguageModel {
         try l.checkAllUsed()
     }
 
+    /// Builds the model from tensors with reference names (``namedTensors()``'s form).
+    public convenience init(config: MuDecoderConfig, tensors: [String: Tensor]) throws {
+        try config.validate()
+        try self.init(config: config, loader: WeightLoader(source: .dictionary(tensors, name: "tensors")))
+    }
+
+    /// Every weight by its reference name (lm_head omitted when tied), for training and checkpoints.
+    public func namedTensors() -> [String: Tensor] {
+        var d: [String: Tensor] = ["transformer.wte.weight": wte, "transformer.ln_f.weight": lnF.weight]
+        if lmHead.storage !== wte.storage { d["lm_head.weight"] = lmHead }
+        for (i, b) in blocks.enumerated() {
+            let p = "transformer.h.\(i)"
+            d[p + ".ln1.weight"] = b.ln1.weight
+            d[p + ".ln2.weight"] = b.ln2.weight
+            for (n, lin) in [("q_linear", b.attn.q), ("k_linear", b.attn.k), ("v_linear", b.attn.v), ("out_linear", b.attn.out)] {
+                d["\(p).attn.\(n).weight"] = lin.weight
+                d["\(p).attn.\(n).bias"] = lin.bias!
+            }
+            d[p + ".mlp.fc1.weight"] = b.mlp.fc1.weight; d[p + ".mlp.fc1.bias"] = b.mlp.fc1.bias!
+            d[p + ".mlp.fc2.weight"] = b.mlp.fc2.weight; d[p + ".mlp.fc2.bias"] = b.mlp.fc2.bias!
+        }
+        return d
+    }
+
     /// Streams every matrix and the head as bf16 during decode steps; prompt prefill keeps fp32.
     public func useBF16ForDecode() {
         for i in blocks.indices {

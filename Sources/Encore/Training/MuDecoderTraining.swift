@@ -1,0 +1,225 @@
+import Foundation
+
+/// Trainable weights of the decoder-only baseline (``MuDecoderModel``, "mu_decoder"): one ``Variable`` per
+/// reference tensor name (copies of the model's weights; the tied head shares `transformer.wte.weight`,
+/// which then receives both the embedding's and the head's gradient).
+///
+/// The forward is the Mu encoder block made causal (the reference `MuEncoderBlock` with
+/// `attn.is_causal = True`): RoPE from position 0, causal mask plus key padding, pre-norm RMSNorm, GELU MLP,
+/// final RMSNorm and the head. The paper's baseline is trained as a causal LM on `source ‖ target` with the
+/// loss on the target positions only (``causalLMBatch(sources:targets:eos:pad:)``, ``loss(sources:targets:dropout:)``).
+///
+/// ```swift
+/// let params = MuDecoderParameters(model: try MuDecoderModel(folder: dir))
+/// let loss = try params.loss(sources: [[5, 9]], targets: [[7, 8]])   // CE over 7, 8, EOS
+/// loss.backward()
+/// ```
+public final class MuDecoderParameters {
+    public let config: MuDecoderConfig
+    /// Every parameter by reference name.
+    public let variables: [String: Variable]
+    /// Names in a fixed (sorted) order, for optimizers and checkpoints.
+    public let names: [String]
+
+    /// Copies the weights of `model`.
+    public init(model: MuDecoderModel) {
+        config = model.config
+        var v: [String: Variable] = [:]
+        for (name, t) in model.namedTensors() { v[name] = Variable(t.copy(), requiresGrad: true) }
+        variables = v
+        names = v.keys.sorted()
+    }
+
+    public subscript(_ name: String) -> Variable {
+        guard let v = variables[name] else { preconditionFailure("no mu_decoder parameter named '\(name)'") }
+        return v
+    }
+
+    /// The parameters in ``names`` order.
+    public var all: [Variable] { names.map { variables[$0]! } }
+
+    /// Clears every gradient.
+    public func zeroGrad() { for v in variables.values { v.zeroGrad() } }
+
+    /// An inference model holding copies of the current values, or (`copy: false`) sharing them.
+    public func makeModel(copy: Bool = true) throws -> MuDecoderModel {
+        try MuDecoderModel(config: config, tensors: variables.mapValues { copy ? $0.value.copy() : $0.value })
+    }
+
+    /// Writes `folder/config.json` and `folder/model.safetensors` (F32, reference names, tied head omitted),
+    /// loadable by ``MuDecoderModel/init(folder:)``.
+    public func save(folder: String) throws {
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try encoder.encode(config).write(to: URL(fileURLWithPath: folder + "/config.json"), options: .atomic)
+        try SafeTensorsWriter.write(variables.mapValues(\.value), to: folder + "/model.safetensors",
+                                    metadata: ["format": "pt", "writer": "encore train"])
+    }
+
+    private func linear(_ x: Variable, _ prefix: String) -> Variable {
+        Variable.linear(x, self[prefix + ".weight"], variables[prefix + ".bias"])
+    }
+
+    /// Logits [B, T, V] on the tape for right-padded rows read from position 0 (pad keys masked): in eval mode
+    /// (no `dropout`) the same values as ``MuDecoderModel/logits(_:)``; with a ``Dropout``, training mode
+    /// (attention probabilities and MLP outputs, as the reference's `MuEncoderBlock`).
+    public func logits(_ rows: [[Int]], dropout: Dropout? = nil) throws -> Variable {
+        guard !rows.isEmpty else { throw EncoreError(.invalidArgument, "empty batch") }
+        for (i, r) in rows.enumerated() {
+            guard !r.isEmpty else { throw EncoreError(.invalidArgument, "input \(i): empty token sequence") }
+            try TokenCheck.validate(r, vocab: config.vocabSize, what: "input \(i)")
+        }
+        let c = config, shape = c.attention, B = rows.count
+        let T = rows.map(\.count).max()!
+        let ids = rows.flatMap { $0 + [Int](repeating: c.padTokenId, count: T - $0.count) }
+        let keep = ids.map { $0 == c.padTokenId ? UInt8(0) : 1 }
+        let pos = (0..<(B * T)).map { Float($0 % T) }
+        let freq = c.rope.inverseFrequencies(sequenceLength: T)
+        let wte = self["transformer.wte.weight"]
+        var x = Variable.embedding(wte, ids: ids)                                     // [B*T, C]
+        for i in 0..<c.nLayer {
+            let p = "transformer.h.\(i)"
+            let h = Variable.rmsNorm(x, self[p + ".ln1.weight"])
+            let q = Variable.rope(linear(h, p + ".attn.q_linear"), heads: shape.heads, headDim: shape.headDim,
+                                  positions: pos, invFreq: freq)
+            let k = Variable.rope(linear(h, p + ".attn.k_linear"), heads: shape.kvHeads, headDim: shape.headDim,
+                                  positions: pos, invFreq: freq)
+            let v = linear(h, p + ".attn.v_linear")
+            let o = Variable.attention(q: q, k: k, v: v, batch: B, shape: shape, keyKeep: keep, causal: true,
+                                       dropMask: dropout?.mask([B, shape.heads, T, T]))
+            x = x + linear(o, p + ".attn.out_linear")
+            var m = linear(Variable.gelu(linear(Variable.rmsNorm(x, self[p + ".ln2.weight"]), p + ".mlp.fc1")), p + ".mlp.fc2")
+            if let mask = dropout?.mask(m.shape) { m = Variable.masked(m, by: mask) }
+            x = x + m
+        }
+        let head = variables["lm_head.weight"] ?? wte
+        return Variable.linear(Variable.rmsNorm(x, self["transformer.ln_f.weight"]), head, nil).reshaped([B, T, c.vocabSize])
+    }
+
+    /// Causal-LM rows for the paper's baseline: input = `source ‖ target` (the sequence
+    /// `source ‖ target ‖ EOS` without its last token) and labels = the next token at every position from the
+    /// last source token on (predicting the target and EOS), `pad` elsewhere (ignored by the loss).
+    /// With `maxTargetLength`, `target ‖ EOS` is cut to that many tokens first (as the seq2seq labels are).
+    public static func causalLMBatch(sources: [[Int]], targets: [[Int]], eos: Int, pad: Int,
+                                     maxTargetLength: Int? = nil) throws -> (inputs: [[Int]], labels: [[Int]]) {
+        guard sources.count == targets.count, !sources.isEmpty else {
+            throw EncoreError(.invalidArgument, "causal-LM batch: \(sources.count) sources, \(targets.count) targets")
+        }
+        var inputs: [[Int]] = [], labels: [[Int]] = []
+        for (i, (s, t)) in zip(sources, targets).enumerated() {
+            guard !s.isEmpty else { throw EncoreError(.invalidArgument, "example \(i): empty source") }
+            let seq = s + Array((t + [eos]).prefix(maxTargetLength ?? Int.max))
+            inputs.append(Array(seq.dropLast()))
+            labels.append((0..<(seq.count - 1)).map { $0 + 1 >= s.count ? seq[$0 + 1] : pad })
+        }
+        return (inputs, labels)
+    }
+
+    /// Cross-entropy (pad ignored, mean over the counted positions) of the causal LM on
+    /// ``causalLMBatch(sources:targets:eos:pad:)`` rows: the loss covers the target tokens and EOS only.
+    public func loss(sources: [[Int]], targets: [[Int]], dropout: Dropout? = nil) throws -> Variable {
+        guard let eos = config.eosTokenId else { throw EncoreError(.invalidConfig, "mu_decoder config has no eos_token_id") }
+        let (inputs, labels) = try Self.causalLMBatch(sources: sources, targets: targets, eos: eos, pad: config.padTokenId)
+        return try loss(inputs: inputs, labels: labels, dropout: dropout)
+    }
+
+    /// Cross-entropy of `logits(inputs)` against `labels` (rows as long as their inputs; pad ignored).
+    public func loss(inputs: [[Int]], labels: [[Int]], dropout: Dropout? = nil) throws -> Variable {
+        guard inputs.count == labels.count, zip(inputs, labels).allSatisfy({ $0.count == $1.count }) else {
+            throw EncoreError(.invalidArgument, "labels must have one row per input row, of the same length")
+        }
+        let logits = try self.logits(inputs, dropout: dropout)
+        let T = logits.shape[1]
+        let flat = labels.flatMap { $0 + [Int](repeating: config.padTokenId, count: T - $0.count) }
+        return Variable.crossEntropy(logits, targets: flat, ignoreIndex: config.padTokenId)
+    }
+}
+
+/// Causal-LM training of a ``MuDecoderModel`` (the paper's decoder-only baseline) on seq2seq pairs: each example is
+/// `source` (cut to `encoderSeqLen`) ‖ `target + EOS` (cut to `decoderSeqLen`), loss on the target only
+/// (``MuDecoderParameters/loss(inputs:labels:dropout:)``); gradient accumulation, clipping, AdamW and the learning-rate
+/// schedule as ``Seq2SeqTrainer`` (same ``Seq2SeqTrainer/Settings``, seeded shuffling and dropout).
+public final class CausalLMTrainer {
+    public let parameters: MuDecoderParameters
+    public let settings: Seq2SeqTrainer.Settings
+    public let optimizer: AdamW
+    public let schedule: LearningRateSchedule
+    private let data: [Seq2SeqExample]
+    private var order: [Int] = []
+    private var cursor = 0
+    private var rng: SplitMix64
+    private let dropout: Dropout
+    /// Optimizer steps taken.
+    public private(set) var step = 0
+
+    /// `steps` gives the schedule's length; without it (⌊data / batch⌋ · epochs) / accumulation.
+    public init(parameters: MuDecoderParameters, data: [Seq2SeqExample], settings: Seq2SeqTrainer.Settings, epochs: Int,
+                steps: Int? = nil) throws {
+        guard data.count >= settings.batchSize, settings.batchSize > 0, settings.accumulation > 0 else {
+            throw EncoreError(.invalidArgument, "need at least one full batch of \(settings.batchSize) examples (have \(data.count))")
+        }
+        guard parameters.config.eosTokenId != nil else { throw EncoreError(.invalidConfig, "mu_decoder config has no eos_token_id") }
+        self.parameters = parameters
+        self.data = data
+        self.settings = settings
+        optimizer = AdamW(parameters: parameters.all, learningRate: settings.learningRate, betas: settings.betas,
+                          weightDecay: settings.weightDecay)
+        let total = steps.map(Double.init) ?? Double(data.count / settings.batchSize * epochs) / Double(settings.accumulation)
+        guard Double(settings.warmupSteps) < total else {
+            throw EncoreError(.invalidArgument, "warmup (\(settings.warmupSteps)) must be shorter than training (\(total) steps)")
+        }
+        schedule = LearningRateSchedule(settings.schedule, warmupSteps: settings.warmupSteps, totalSteps: total,
+                                        decayFraction: settings.decayFraction)
+        rng = SplitMix64(seed: settings.seed)
+        dropout = Dropout(p: settings.dropout ?? Float(parameters.config.dropout), seed: settings.seed &+ 1)
+    }
+
+    private func nextExamples() -> [Seq2SeqExample] {
+        if cursor + settings.batchSize > order.count {
+            order = Array(data.indices)
+            if settings.shuffle { order.shuffle(using: &rng) }
+            cursor = 0
+        }
+        defer { cursor += settings.batchSize }
+        return order[cursor..<(cursor + settings.batchSize)].map { data[$0] }
+    }
+
+    /// The loss of `examples` (training mode: dropout as configured; eval mode: none).
+    public func loss(_ examples: [Seq2SeqExample], training: Bool = true) throws -> Variable {
+        let c = parameters.config
+        let (inputs, labels) = try MuDecoderParameters.causalLMBatch(
+            sources: examples.map { Array($0.source.prefix(settings.encoderSeqLen)) }, targets: examples.map(\.target),
+            eos: c.eosTokenId!, pad: c.padTokenId, maxTargetLength: settings.decoderSeqLen)
+        return try parameters.loss(inputs: inputs, labels: labels, dropout: training && dropout.p > 0 ? dropout : nil)
+    }
+
+    /// Mean per-batch loss over `examples` in eval mode.
+    public func evaluate(_ examples: [Seq2SeqExample]) throws -> Float {
+        guard !examples.isEmpty else { throw EncoreError(.invalidArgument, "evaluate: no examples") }
+        var total: Float = 0, count = 0
+        for start in stride(from: 0, to: examples.count, by: settings.batchSize) {
+            total += try loss(Array(examples[start..<min(start + settings.batchSize, examples.count)]), training: false).item
+            count += 1
+        }
+        return total / Float(count)
+    }
+
+    /// One optimizer step over the next `accumulation` micro-batches: each adds loss / accumulation to the
+    /// gradients, then clip, AdamW at lr · schedule(step).
+    @discardableResult
+    public func trainStep() throws -> Seq2SeqTrainer.StepResult {
+        parameters.zeroGrad()
+        var total: Float = 0
+        for _ in 0..<settings.accumulation {
+            let scaled = (1 / Float(settings.accumulation)) * (try loss(nextExamples()))
+            scaled.backward()
+            total += scaled.item
+        }
+        let norm = clipGradNorm(parameters.all, maxNorm: settings.maxGradNorm)
+        optimizer.learningRate = settings.learningRate * schedule.factor(step: step)
+        optimizer.step()
+        step += 1
+        return Seq2SeqTrainer.StepResult(loss: total, gradNorm: norm, learningRate: optimizer.learningRate)
+    }
+}
