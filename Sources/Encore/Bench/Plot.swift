@@ -44,7 +44,7 @@ public struct SVGLineChart {
         var svg = """
         <svg xmlns="http://www.w3.org/2000/svg" width="\(Int(width))" height="\(Int(height))" font-family="Helvetica, Arial, sans-serif" font-size="12">
         <rect width="100%" height="100%" fill="white"/>
-        <text x="\(left + pw / 2)" y="22" text-anchor="middle" font-size="15" font-weight="bold">\(Self.escape(title))</text>
+        <text x="\(left)" y="22" text-anchor="start" font-size="14" font-weight="bold">\(Self.escape(title))</text>
 
         """
         for i in 0...5 {
