@@ -204,7 +204,7 @@ struct LlamaBlock {
 /// ```
 /// Batches are left-padded; each row's positions start at 0 at its first real token and the padding slots
 /// are masked, so a row gives the same result alone or in a batch.
-public final class LlamaModel: LanguageModel {
+public final class LlamaModel: CausalDecoder {
     public let config: LlamaConfig
     let embedding: Tensor   // [V, C]
     let head: Tensor        // [V, C]
@@ -218,6 +218,8 @@ public final class LlamaModel: LanguageModel {
     public var eosTokenId: Int? { config.eosTokenId }
     public var padTokenId: Int { config.padTokenId }
     public var isEncoderDecoder: Bool { false }
+    var layerCount: Int { blocks.count }
+    var kvWidth: Int { config.attention.kvWidth }
     public var parameterCount: Int {
         let c = config, s = config.attention
         let block = 2 * c.nEmbd + c.nEmbd * (2 * s.qWidth + 2 * s.kvWidth) + 3 * c.nEmbd * c.ffnDim
@@ -247,24 +249,9 @@ public final class LlamaModel: LanguageModel {
         try l.checkAllUsed()
     }
 
-    final class Cache {
-        let caches: [KVCache]
-        /// Left padding of each row: row b's position of cache slot t is t − offsets[b].
-        let offsets: [Int]
-        var length: Int { caches.first?.length ?? 0 }
-        init(caches: [KVCache], offsets: [Int]) {
-            self.caches = caches
-            self.offsets = offsets
-        }
-    }
-
-    func makeCache(batch: Int, offsets: [Int], capacity: Int) -> Cache {
-        Cache(caches: blocks.map { _ in KVCache(batch: batch, width: config.attention.kvWidth, capacity: capacity) }, offsets: offsets)
-    }
-
     /// Runs `n` new tokens per row (ids [B*n]) through the model, extending the cache.
     /// Returns logits [B*n, V], or [B, V] for the last position when `lastOnly`.
-    func forward(_ cache: Cache, ids: [Int], n: Int, lastOnly: Bool) -> Tensor {
+    func forward(_ cache: CausalDecoderCache, ids: [Int], n: Int, lastOnly: Bool) -> Tensor {
         let B = cache.offsets.count, C = config.nEmbd, shape = config.attention
         let eps = Float(config.rmsNormEps)
         let start = cache.length, total = start + n
@@ -304,60 +291,11 @@ public final class LlamaModel: LanguageModel {
 
     /// Logits [B, T, V] for a right-padded batch read from position 0 (padding only follows real tokens, so
     /// causality keeps it from affecting them).
-    public func logits(_ rows: [[Int]]) throws -> Tensor {
-        guard !rows.isEmpty else { throw EncoreError(.invalidArgument, "empty batch") }
-        for (i, r) in rows.enumerated() {
-            guard !r.isEmpty else { throw EncoreError(.invalidArgument, "input \(i): empty token sequence") }
-            try TokenCheck.validate(r, vocab: config.vocabSize, what: "input \(i)")
-        }
-        let T = rows.map(\.count).max()!
-        let ids = rows.flatMap { $0 + [Int](repeating: config.padTokenId, count: T - $0.count) }
-        let cache = makeCache(batch: rows.count, offsets: [Int](repeating: 0, count: rows.count), capacity: T)
-        return forward(cache, ids: ids, n: T, lastOnly: false).reshaped([rows.count, T, config.vocabSize])
-    }
+    public func logits(_ rows: [[Int]]) throws -> Tensor { try causalLogits(rows) }
 
-    final class State: GenerationState {
-        let model: LlamaModel
-        let cache: Cache
-        var logits: Tensor
-        var batchSize: Int { cache.offsets.count }
-        var cacheBytes: Int { cache.caches.reduce(0) { $0 + $1.bytes } }
-        var encodeSeconds: Double { 0 }
-        init(model: LlamaModel, cache: Cache, logits: Tensor) {
-            self.model = model
-            self.cache = cache
-            self.logits = logits
-        }
-        func advance(tokens: [Int]) throws {
-            guard tokens.count == batchSize else { throw EncoreError(.invalidArgument, "advance: \(tokens.count) tokens for \(batchSize) rows") }
-            try TokenCheck.validate(tokens, vocab: model.config.vocabSize, what: "generated tokens")
-            logits = model.forward(cache, ids: tokens, n: 1, lastOnly: true)
-        }
-    }
-
-    public func beginGeneration(prompts: [[Int]]) throws -> GenerationState {
-        guard !prompts.isEmpty else { throw EncoreError(.invalidArgument, "empty batch") }
-        for (i, p) in prompts.enumerated() {
-            guard !p.isEmpty else { throw EncoreError(.invalidArgument, "prompt \(i): empty token sequence") }
-            try TokenCheck.validate(p, vocab: config.vocabSize, what: "prompt \(i)")
-        }
-        let T = prompts.map(\.count).max()!
-        let offsets = prompts.map { T - $0.count }
-        let ids = prompts.flatMap { [Int](repeating: config.padTokenId, count: T - $0.count) + $0 }   // left-padded
-        let cache = makeCache(batch: prompts.count, offsets: offsets, capacity: T + 64)
-        let logits = forward(cache, ids: ids, n: T, lastOnly: true)
-        return State(model: self, cache: cache, logits: logits)
-    }
+    public func beginGeneration(prompts: [[Int]]) throws -> GenerationState { try beginCausalGeneration(prompts: prompts) }
 
     public func score(input: [Int], target: [Int]) throws -> [Float] {
-        guard !target.isEmpty else { return [] }
-        guard let context = input.isEmpty ? config.bosTokenId.map({ [$0] }) : input else {
-            throw EncoreError(.invalidArgument, "score: empty input and the model has no BOS token")
-        }
-        try TokenCheck.validate(target, vocab: config.vocabSize, what: "target")
-        let seq = context + target.dropLast()
-        let all = try logits([seq]).reshaped([seq.count, config.vocabSize])
-        let lp = Ops.logSoftmax(all.rows((context.count - 1)..<seq.count))
-        return target.enumerated().map { lp[$0.offset, $0.element] }
+        try causalScore(input: input, target: target, bos: config.bosTokenId)
     }
 }

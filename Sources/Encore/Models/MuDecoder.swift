@@ -27,7 +27,7 @@ struct MuDecoderOnlyBlock {
 ///
 /// Batches are left-padded; each row's positions start at 0 at its first real token, so a row gives the
 /// same result alone or in a batch.
-public final class MuDecoderModel: LanguageModel {
+public final class MuDecoderModel: CausalDecoder {
     public let config: MuDecoderConfig
     let wte: Tensor
     let lmHead: Tensor
@@ -41,6 +41,8 @@ public final class MuDecoderModel: LanguageModel {
     public var eosTokenId: Int? { config.eosTokenId }
     public var padTokenId: Int { config.padTokenId }
     public var isEncoderDecoder: Bool { false }
+    var layerCount: Int { blocks.count }
+    var kvWidth: Int { config.attention.kvWidth }
     public var parameterCount: Int { ParameterCount.muDecoder(config) + (lmHead.storage === wte.storage ? 0 : lmHead.count) }
 
     public convenience init(folder: String) throws {
@@ -102,23 +104,9 @@ public final class MuDecoderModel: LanguageModel {
         lmHeadBF16 = BF16Matrix(lmHead)
     }
 
-    final class Cache {
-        let caches: [KVCache]
-        /// Left padding of each row: row b's position of cache slot t is t − offsets[b].
-        let offsets: [Int]
-        /// Tokens fed so far, per row (padding included).
-        var history: [[Int]]
-        var length: Int { caches.first?.length ?? 0 }
-        init(caches: [KVCache], offsets: [Int]) {
-            self.caches = caches
-            self.offsets = offsets
-            self.history = [[Int]](repeating: [], count: offsets.count)
-        }
-    }
-
     /// Runs `n` new tokens per row (ids [B*n]) through the model, extending the cache.
     /// Returns logits [B*n, V], or [B, V] for the last position when `lastOnly`.
-    func forward(_ cache: Cache, ids newIds: [Int], n newCount: Int, lastOnly: Bool) -> Tensor {
+    func forward(_ cache: CausalDecoderCache, ids newIds: [Int], n newCount: Int, lastOnly: Bool) -> Tensor {
         let B = cache.offsets.count
         for b in 0..<B { cache.history[b] += newIds[(b * newCount)..<((b + 1) * newCount)] }
         var ids = newIds, n = newCount
@@ -147,64 +135,12 @@ public final class MuDecoderModel: LanguageModel {
         return Ops.linear(h, weight: lmHead, bias: nil)
     }
 
-    func makeCache(batch: Int, offsets: [Int], capacity: Int) -> Cache {
-        Cache(caches: blocks.map { _ in
-            KVCache(batch: batch, width: config.attention.kvWidth, capacity: capacity)
-        }, offsets: offsets)
-    }
-
     /// Logits [B, T, V] for a right-padded batch read from position 0 (the reference's full forward).
-    public func logits(_ rows: [[Int]]) throws -> Tensor {
-        guard !rows.isEmpty else { throw EncoreError(.invalidArgument, "empty batch") }
-        for (i, r) in rows.enumerated() {
-            guard !r.isEmpty else { throw EncoreError(.invalidArgument, "input \(i): empty token sequence") }
-            try TokenCheck.validate(r, vocab: config.vocabSize, what: "input \(i)")
-        }
-        let T = rows.map(\.count).max()!
-        let ids = rows.flatMap { $0 + [Int](repeating: config.padTokenId, count: T - $0.count) }
-        let cache = makeCache(batch: rows.count, offsets: [Int](repeating: 0, count: rows.count), capacity: T)
-        return forward(cache, ids: ids, n: T, lastOnly: false).reshaped([rows.count, T, config.vocabSize])
-    }
+    public func logits(_ rows: [[Int]]) throws -> Tensor { try causalLogits(rows) }
 
-    final class State: GenerationState {
-        let model: MuDecoderModel
-        let cache: Cache
-        var logits: Tensor
-        var batchSize: Int { cache.offsets.count }
-        var cacheBytes: Int { cache.caches.reduce(0) { $0 + $1.bytes } }
-        var encodeSeconds: Double { 0 }
-        init(model: MuDecoderModel, cache: Cache, logits: Tensor) {
-            self.model = model
-            self.cache = cache
-            self.logits = logits
-        }
-        func advance(tokens: [Int]) throws {
-            guard tokens.count == batchSize else { throw EncoreError(.invalidArgument, "advance: \(tokens.count) tokens for \(batchSize) rows") }
-            try TokenCheck.validate(tokens, vocab: model.config.vocabSize, what: "generated tokens")
-            logits = model.forward(cache, ids: tokens, n: 1, lastOnly: true)
-        }
-    }
-
-    public func beginGeneration(prompts: [[Int]]) throws -> GenerationState {
-        guard !prompts.isEmpty else { throw EncoreError(.invalidArgument, "empty batch") }
-        for (i, p) in prompts.enumerated() {
-            guard !p.isEmpty else { throw EncoreError(.invalidArgument, "prompt \(i): empty token sequence") }
-            try TokenCheck.validate(p, vocab: config.vocabSize, what: "prompt \(i)")
-        }
-        let T = prompts.map(\.count).max()!
-        let offsets = prompts.map { T - $0.count }
-        let ids = prompts.flatMap { [Int](repeating: config.padTokenId, count: T - $0.count) + $0 }   // left-padded
-        let cache = makeCache(batch: prompts.count, offsets: offsets, capacity: T + 64)
-        let logits = forward(cache, ids: ids, n: T, lastOnly: true)
-        return State(model: self, cache: cache, logits: logits)
-    }
+    public func beginGeneration(prompts: [[Int]]) throws -> GenerationState { try beginCausalGeneration(prompts: prompts) }
 
     public func score(input: [Int], target: [Int]) throws -> [Float] {
-        guard !target.isEmpty else { return [] }
-        let context = input.isEmpty ? [config.bosTokenId] : input
-        let seq = context + target.dropLast()
-        let all = try logits([seq]).reshaped([seq.count, config.vocabSize])
-        let lp = Ops.logSoftmax(all.rows((context.count - 1)..<seq.count))
-        return target.enumerated().map { lp[$0.offset, $0.element] }
+        try causalScore(input: input, target: target, bos: config.bosTokenId)
     }
 }

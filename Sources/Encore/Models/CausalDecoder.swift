@@ -1,0 +1,96 @@
+import Foundation
+
+/// The KV caches of a decoder-only model for one batch, with each row's left padding.
+final class CausalDecoderCache {
+    let caches: [KVCache]
+    /// Left padding of each row: row b's position of cache slot t is t − offsets[b].
+    let offsets: [Int]
+    /// Tokens fed so far, per row (padding included), for models that must recompute the prefix.
+    var history: [[Int]]
+    var length: Int { caches.first?.length ?? 0 }
+
+    init(layers: Int, batch: Int, width: Int, offsets: [Int], capacity: Int) {
+        caches = (0..<layers).map { _ in KVCache(batch: batch, width: width, capacity: capacity) }
+        self.offsets = offsets
+        history = [[Int]](repeating: [], count: batch)
+    }
+}
+
+/// What a decoder-only family supplies; generation, full-sequence logits and scoring are shared
+/// (``CausalDecoder/beginCausalGeneration(prompts:)``, ``CausalDecoder/causalLogits(_:)``, ``CausalDecoder/causalScore(input:target:bos:)``).
+protocol CausalDecoder: LanguageModel {
+    var layerCount: Int { get }
+    var kvWidth: Int { get }
+    /// Runs `n` new tokens per row (ids [B*n]) through the model, extending the cache.
+    /// Returns logits [B*n, V], or [B, V] for the last position when `lastOnly`.
+    func forward(_ cache: CausalDecoderCache, ids: [Int], n: Int, lastOnly: Bool) -> Tensor
+}
+
+extension CausalDecoder {
+    func makeCache(batch: Int, offsets: [Int], capacity: Int) -> CausalDecoderCache {
+        CausalDecoderCache(layers: layerCount, batch: batch, width: kvWidth, offsets: offsets, capacity: capacity)
+    }
+
+    func validate(_ rows: [[Int]], what: String) throws {
+        guard !rows.isEmpty else { throw EncoreError(.invalidArgument, "empty batch") }
+        for (i, r) in rows.enumerated() {
+            guard !r.isEmpty else { throw EncoreError(.invalidArgument, "\(what) \(i): empty token sequence") }
+            try TokenCheck.validate(r, vocab: vocabSize, what: "\(what) \(i)")
+        }
+    }
+
+    /// Logits [B, T, V] for a right-padded batch read from position 0.
+    func causalLogits(_ rows: [[Int]]) throws -> Tensor {
+        try validate(rows, what: "input")
+        let T = rows.map(\.count).max()!
+        let ids = rows.flatMap { $0 + [Int](repeating: padTokenId, count: T - $0.count) }
+        let cache = makeCache(batch: rows.count, offsets: [Int](repeating: 0, count: rows.count), capacity: T)
+        return forward(cache, ids: ids, n: T, lastOnly: false).reshaped([rows.count, T, vocabSize])
+    }
+
+    /// Left-pads the prompts, prefills them into the cache and returns the state for the first new token.
+    func beginCausalGeneration(prompts: [[Int]]) throws -> GenerationState {
+        try validate(prompts, what: "prompt")
+        let T = prompts.map(\.count).max()!
+        let offsets = prompts.map { T - $0.count }
+        let ids = prompts.flatMap { [Int](repeating: padTokenId, count: T - $0.count) + $0 }   // left-padded
+        let cache = makeCache(batch: prompts.count, offsets: offsets, capacity: T + 64)
+        let logits = forward(cache, ids: ids, n: T, lastOnly: true)
+        return CausalDecoderState(model: self, cache: cache, logits: logits)
+    }
+
+    /// Log-probabilities of `target` after `input` in one sequence (`bos` when the input is empty).
+    func causalScore(input: [Int], target: [Int], bos: Int?) throws -> [Float] {
+        guard !target.isEmpty else { return [] }
+        guard let context = input.isEmpty ? bos.map({ [$0] }) : input else {
+            throw EncoreError(.invalidArgument, "score: empty input and the model has no BOS token")
+        }
+        try TokenCheck.validate(target, vocab: vocabSize, what: "target")
+        let seq = context + target.dropLast()
+        let all = try causalLogits([seq]).reshaped([seq.count, vocabSize])
+        let lp = Ops.logSoftmax(all.rows((context.count - 1)..<seq.count))
+        return target.enumerated().map { lp[$0.offset, $0.element] }
+    }
+}
+
+/// The generation state of any ``CausalDecoder``.
+final class CausalDecoderState: GenerationState {
+    let model: any CausalDecoder
+    let cache: CausalDecoderCache
+    var logits: Tensor
+    var batchSize: Int { cache.offsets.count }
+    var cacheBytes: Int { cache.caches.reduce(0) { $0 + $1.bytes } }
+    var encodeSeconds: Double { 0 }
+
+    init(model: any CausalDecoder, cache: CausalDecoderCache, logits: Tensor) {
+        self.model = model
+        self.cache = cache
+        self.logits = logits
+    }
+
+    func advance(tokens: [Int]) throws {
+        guard tokens.count == batchSize else { throw EncoreError(.invalidArgument, "advance: \(tokens.count) tokens for \(batchSize) rows") }
+        try TokenCheck.validate(tokens, vocab: model.vocabSize, what: "generated tokens")
+        logits = model.forward(cache, ids: tokens, n: 1, lastOnly: true)
+    }
+}
