@@ -121,11 +121,7 @@ public final class MuModel: LanguageModel {
     /// Writes `folder/config.json` and `folder/model.safetensors` (reference tensor names, tied head
     /// omitted), both atomically.
     public func save(to folder: String, dtype: SafeTensorsDType = .F32) throws {
-        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        try AtomicFile.write(try encoder.encode(config), to: folder + "/config.json")
-        try SafeTensorsWriter.write(namedTensors(), to: folder + "/model.safetensors", dtype: dtype, metadata: ["format": "pt"])
+        try ModelFolder.write(config: config, tensors: namedTensors(), to: folder, dtype: dtype, metadata: ["format": "pt"])
     }
 
     /// A model from named tensors (reference state-dict names).

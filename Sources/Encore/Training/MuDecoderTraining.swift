@@ -14,51 +14,26 @@ import Foundation
 /// let loss = try params.loss(sources: [[5, 9]], targets: [[7, 8]])   // CE over 7, 8, EOS
 /// loss.backward()
 /// ```
-public final class MuDecoderParameters {
+public final class MuDecoderParameters: ModelParameters {
     public let config: MuDecoderConfig
-    /// Every parameter by reference name.
-    public let variables: [String: Variable]
-    /// Names in a fixed (sorted) order, for optimizers and checkpoints.
-    public let names: [String]
 
     /// Copies the weights of `model`.
     public init(model: MuDecoderModel) {
         config = model.config
-        var v: [String: Variable] = [:]
-        for (name, t) in model.namedTensors() { v[name] = Variable(t.copy(), requiresGrad: true) }
-        variables = v
-        names = v.keys.sorted()
+        super.init(tensors: model.namedTensors(), family: "mu_decoder")
     }
 
-    public subscript(_ name: String) -> Variable {
-        guard let v = variables[name] else { preconditionFailure("no mu_decoder parameter named '\(name)'") }
-        return v
-    }
-
-    /// The parameters in ``names`` order.
-    public var all: [Variable] { names.map { variables[$0]! } }
-
-    /// Clears every gradient.
-    public func zeroGrad() { for v in variables.values { v.zeroGrad() } }
-
-    /// An inference model holding copies of the current values, or (`copy: false`) sharing them.
+    /// An inference model holding copies of the current values, or (`copy: false`) sharing them: it then
+    /// follows every optimizer update.
     public func makeModel(copy: Bool = true) throws -> MuDecoderModel {
-        try MuDecoderModel(config: config, tensors: variables.mapValues { copy ? $0.value.copy() : $0.value })
+        try MuDecoderModel(config: config, tensors: tensors(copy: copy))
     }
 
     /// Writes `folder/config.json` and `folder/model.safetensors` (F32, reference names, tied head omitted),
-    /// loadable by ``MuDecoderModel/init(folder:)``.
+    /// loadable by ``MuDecoderModel/init(folder:)`` and `encore generate`.
     public func save(folder: String) throws {
-        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        try encoder.encode(config).write(to: URL(fileURLWithPath: folder + "/config.json"), options: .atomic)
-        try SafeTensorsWriter.write(variables.mapValues(\.value), to: folder + "/model.safetensors",
-                                    metadata: ["format": "pt", "writer": "encore train"])
-    }
-
-    private func linear(_ x: Variable, _ prefix: String) -> Variable {
-        Variable.linear(x, self[prefix + ".weight"], variables[prefix + ".bias"])
+        try ModelFolder.write(config: config, tensors: tensors(copy: false), to: folder,
+                              metadata: ["format": "pt", "writer": "encore train"])
     }
 
     /// Logits [B, T, V] on the tape for right-padded rows read from position 0 (pad keys masked): in eval mode
