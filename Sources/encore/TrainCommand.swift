@@ -95,18 +95,8 @@ struct TrainCommand: ParsableCommand {
             if Self.modelType(folder: model) == "mu_decoder" { return try runCausalLM() }
             let mu = try MuModel(folder: model)
             let codec = try TextCodec.load(folder: model, required: false)
-            // the whole file is validated before training: bad lines are skipped and counted, or stop here
-            let (examples, report) = try Seq2SeqData.read(path: data, tokenizer: codec?.tokenizer, vocabSize: mu.config.vocabSize,
-                                                          encoderSeqLen: encoderSeqLen, decoderSeqLen: decoderSeqLen)
-            var summary = report.summary
-            summary["message"] = "data"; summary["path"] = data
-            printStderr(jsonString(summary))
-            var s = Seq2SeqTrainer.Settings()
-            s.encoderSeqLen = encoderSeqLen; s.decoderSeqLen = decoderSeqLen
-            s.batchSize = batchSize; s.accumulation = accumulation
-            s.learningRate = learningRate; s.weightDecay = weightDecay; s.warmupSteps = warmupSteps
-            s.maxGradNorm = maxGradNorm; s.seed = seed; s.dropout = dropout
-            s.schedule = LearningRateSchedule.Kind(rawValue: schedule)!; s.decayFraction = decayFraction; s.shuffle = !noShuffle
+            let examples = try readTrainingData(tokenizer: codec, vocabSize: mu.config.vocabSize)
+            let s = trainerSettings()
             let params = MuParameters(model: mu)
             var kd: DistillationSettings? = nil
             if let teacher {
@@ -195,6 +185,28 @@ struct TrainCommand: ParsableCommand {
     }
 
     /// Causal-LM training of a mu_decoder folder (``CausalLMTrainer``): the same data, optimizer, schedule and log lines.
+    /// Reads and validates the whole training file before training (bad lines are skipped and counted, or
+    /// stop here naming the line), logging the `"data"` summary line.
+    func readTrainingData(tokenizer codec: TextCodec?, vocabSize: Int) throws -> [Seq2SeqExample] {
+        let (examples, report) = try Seq2SeqData.read(path: data, tokenizer: codec?.tokenizer, vocabSize: vocabSize,
+                                                      encoderSeqLen: encoderSeqLen, decoderSeqLen: decoderSeqLen)
+        var summary = report.summary
+        summary["message"] = "data"; summary["path"] = data
+        printStderr(jsonString(summary))
+        return examples
+    }
+
+    /// The trainer settings the flags describe.
+    func trainerSettings() -> Seq2SeqTrainer.Settings {
+        var s = Seq2SeqTrainer.Settings()
+        s.encoderSeqLen = encoderSeqLen; s.decoderSeqLen = decoderSeqLen
+        s.batchSize = batchSize; s.accumulation = accumulation
+        s.learningRate = learningRate; s.weightDecay = weightDecay; s.warmupSteps = warmupSteps
+        s.maxGradNorm = maxGradNorm; s.seed = seed; s.dropout = dropout
+        s.schedule = LearningRateSchedule.Kind(rawValue: schedule)!; s.decayFraction = decayFraction; s.shuffle = !noShuffle
+        return s
+    }
+
     func runCausalLM() throws {
         for (flag, used) in [("--teacher", teacher != nil), ("--val-data", valData != nil), ("--save-every", saveEvery > 0),
                              ("--resume", resume || resumeFrom != nil), ("--stop-after", stopAfter != nil)] where used {
@@ -202,17 +214,8 @@ struct TrainCommand: ParsableCommand {
         }
         let dec = try MuDecoderModel(folder: model)
         let codec = try TextCodec.load(folder: model, required: false)
-        let (examples, report) = try Seq2SeqData.read(path: data, tokenizer: codec?.tokenizer, vocabSize: dec.config.vocabSize,
-                                                      encoderSeqLen: encoderSeqLen, decoderSeqLen: decoderSeqLen)
-        var summary = report.summary
-        summary["message"] = "data"; summary["path"] = data
-        printStderr(jsonString(summary))
-        var s = Seq2SeqTrainer.Settings()
-        s.encoderSeqLen = encoderSeqLen; s.decoderSeqLen = decoderSeqLen
-        s.batchSize = batchSize; s.accumulation = accumulation
-        s.learningRate = learningRate; s.weightDecay = weightDecay; s.warmupSteps = warmupSteps
-        s.maxGradNorm = maxGradNorm; s.seed = seed; s.dropout = dropout
-        s.schedule = LearningRateSchedule.Kind(rawValue: schedule)!; s.decayFraction = decayFraction; s.shuffle = !noShuffle
+        let examples = try readTrainingData(tokenizer: codec, vocabSize: dec.config.vocabSize)
+        let s = trainerSettings()
         let params = MuDecoderParameters(model: dec)
         let trainer = try CausalLMTrainer(parameters: params, data: examples, settings: s, epochs: epochs, steps: steps)
         let total = Int(trainer.schedule.totalSteps)
