@@ -16,6 +16,8 @@ Writes under --out (default /tmp/encore-peers; delete it to regenerate):
     t5-hf/               T5ForConditionalGeneration, the 347M config of BASELINES.md: 20 + 10 layers, d_model
                          1024, 6 heads x 64, d_ff 4096 (ReLU), vocabulary 32,128, tied head
     t5-ct2/, t5-ct2-int8/  CTranslate2 conversions of t5-hf
+    t5-f32.gguf          t5-hf as a T5 GGUF (names and metadata as llama.cpp's convert_hf_to_gguf.py writes them)
+    t5-bf16.gguf, t5-q8_0.gguf, t5-q4_0.gguf   requantized by llama.cpp
 
 --small writes tiny versions of the same shapes (for a smoke test of the driver). A file ``DONE.json`` per
 model records the config; an existing complete set is kept.
@@ -178,6 +180,66 @@ def make_llama_gguf(src: Path, dst: Path, cfg: dict):
     log(f"{dst}: written")
 
 
+def make_t5_gguf(src: Path, dst: Path, cfg: dict):
+    """The T5 folder as a GGUF the way llama.cpp's convert_hf_to_gguf.py (T5Model) writes it (F32 tensors)."""
+    import gguf
+    import numpy as np
+    from safetensors.numpy import load_file
+    W = load_file(str(src / "model.safetensors"))
+    V = cfg["vocab_size"]
+    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.T5, max(cfg["num_layers"], cfg["num_decoder_layers"]))
+    tmp = str(dst) + ".tmp"
+    w = gguf.GGUFWriter(tmp, "t5")
+    w.add_name("encore-peers-random-t5")
+    w.add_context_length(2048)
+    w.add_embedding_length(cfg["d_model"])
+    w.add_feed_forward_length(cfg["d_ff"])
+    w.add_block_count(cfg["num_layers"])
+    w.add_decoder_block_count(cfg["num_decoder_layers"])
+    w.add_head_count(cfg["num_heads"])
+    w.add_key_length(cfg["d_kv"])
+    w.add_value_length(cfg["d_kv"])
+    w.add_layer_norm_eps(1e-6)
+    w.add_layer_norm_rms_eps(1e-6)
+    w.add_relative_attn_buckets_count(cfg["relative_attention_num_buckets"])
+    w.add_decoder_start_token_id(cfg["decoder_start_token_id"])
+    w.add_file_type(0)
+    tokens = ["<pad>", "</s>", "<unk>"] + [f"\u2581t{i}" for i in range(V - 3)]
+    w.add_tokenizer_model("llama")
+    w.add_token_list(tokens)
+    w.add_token_scores([0.0] * V)
+    w.add_token_types([3, 3, 2] + [1] * (V - 3))
+    w.add_pad_token_id(0)
+    w.add_eos_token_id(1)
+    w.add_unk_token_id(2)
+    done = set()
+    for hf, a in W.items():
+        if hf in ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight"):
+            hf = "shared.weight"
+        if hf in done:
+            continue
+        done.add(hf)
+        name = names.get_name(hf, try_suffixes=(".weight", ".bias"))
+        if name is None:
+            raise SystemExit(f"no GGUF name for {hf}")
+        w.add_tensor(name, np.ascontiguousarray(a, dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    os.replace(tmp, dst)
+    log(f"{dst}: written")
+
+
+def quantize_ggufs(args, f32: Path, prefix: str):
+    for t in GGUF_TYPES:
+        dst = args.out / f"{prefix}-{t}.gguf"
+        if not dst.is_file():
+            subprocess.run([args.llama_python, str(HERE / "llamacpp_peer.py"), "--quantize", str(f32), str(dst), t],
+                           check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            log(f"{dst}: quantized by llama.cpp")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -202,12 +264,7 @@ def main() -> int:
         f32 = out / "llama-f32.gguf"
         if not f32.is_file():
             make_llama_gguf(hf, f32, cfg)
-        for t in GGUF_TYPES:
-            dst = out / f"llama-{t}.gguf"
-            if not dst.is_file():
-                subprocess.run([args.llama_python, str(HERE / "llamacpp_peer.py"), "--quantize", str(f32), str(dst), t],
-                               check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                log(f"{dst}: quantized by llama.cpp")
+        quantize_ggufs(args, f32, "llama")
     if "t5" in models:
         cfg = SMALL_T5 if args.small else T5
         hf = out / "t5-hf"
@@ -216,6 +273,10 @@ def main() -> int:
         for q, d in ((None, "t5-ct2"), ("int8", "t5-ct2-int8")):
             if not (out / d / "model.bin").is_file():
                 make_ct2(hf, out / d, q)
+        f32 = out / "t5-f32.gguf"
+        if not f32.is_file():
+            make_t5_gguf(hf, f32, cfg)
+        quantize_ggufs(args, f32, "t5")
     return 0
 
 
