@@ -46,7 +46,7 @@ def first_error_line(stderr: str) -> str:
 
 def run(cmd: list[str], timeout: float, env: dict | None = None):
     """Runs cmd; returns (json dict, None) or (None, reason)."""
-    t0 = time.time()
+    t0, load = time.time(), os.getloadavg()[0]
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
                            env=dict(os.environ, **(env or {})))
@@ -60,6 +60,7 @@ def run(cmd: list[str], timeout: float, env: dict | None = None):
     if not isinstance(data, dict) or not isinstance(data.get("results"), list) or not data["results"]:
         return None, f"no JSON results on stdout: {p.stdout.strip()[-200:]!r}"
     data["wall_s"] = round(time.time() - t0, 1)
+    data["load_avg_1min_before"] = round(load, 2)   # the host is shared: other jobs' load, for the record
     return data, None
 
 

@@ -156,7 +156,8 @@ def main() -> int:
             r = result_at(data, args.input_tokens) or data["results"][0]
             e["samples"].append({"ttft_ms": r.get("ttft_ms"), "decode_tokens_per_s": r.get("decode_tokens_per_s"),
                                  "peak_rss_mb": r.get("peak_rss_mb"), "params": r.get("params"),
-                                 "wall_s": data.get("wall_s"), "version": data.get("version"),
+                                 "wall_s": data.get("wall_s"), "load_avg": data.get("load_avg_1min_before"),
+                                 "version": data.get("version"),
                                  "decode_weights": data.get("decode_weights")})
             log(f"  TTFT {r.get('ttft_ms', 0):,.0f} ms, decode {r.get('decode_tokens_per_s', 0):.1f} tok/s, "
                 f"peak RSS {r.get('peak_rss_mb', 0):,.0f} MiB ({data.get('wall_s')} s)")
