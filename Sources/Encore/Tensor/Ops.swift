@@ -170,6 +170,58 @@ extension Ops {
     }
 }
 
+extension Ops {
+    /// Attention with unscaled scores and an additive relative-position bias (T5), for one sequence.
+    ///
+    /// As ``Ops/attention(q:tq:k:v:kvRows:kvStride:out:shape:keyKeep:causalOffset:scratch:)`` but
+    /// score(t, s) = q_t·k_s + bias[h, tq − 1 + s − t] (no 1/√D). `bias`: [H, tq + kvRows − 1] floats (the caller
+    /// looks up the buckets), or nil for none (T5 cross-attention). Writes [Tq, H*D] into `out`.
+    static func relativeBiasAttention(q: UnsafePointer<Float>, tq: Int, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
+                                      kvRows: Int, kvStride: Int, out: UnsafeMutablePointer<Float>, shape: AttentionShape,
+                                      keyKeep: UnsafePointer<UInt8>?, causalOffset: Int, bias: UnsafePointer<Float>?,
+                                      scratch: inout [Float]) {
+        let biasStride = tq + kvRows - 1
+        if tq >= 16 {
+            // Per head: scores = Q_h K_gᵀ [Tq, Tk] (BLAS), + bias, masked softmax (kernels), out_h = P V_g (BLAS).
+            if scratch.count < tq * kvRows { scratch = [Float](repeating: 0, count: tq * kvRows) }
+            scratch.withUnsafeMutableBufferPointer { s in
+                let scores = s.baseAddress!
+                for h in 0..<shape.heads {
+                    let g = shape.kvHead(for: h)
+                    BLAS.gemm(m: tq, n: kvRows, k: shape.headDim, a: q + h * shape.headDim, lda: shape.qWidth,
+                              b: k + g * shape.headDim, ldb: kvStride, transB: true, c: scores, ldc: kvRows)
+                    if let bias { ek_add_relbias_f32(scores, tq, kvRows, kvRows, bias + h * biasStride) }
+                    ek_softmax_masked_f32(scores, tq, kvRows, kvRows, 1, keyKeep, causalOffset)
+                    BLAS.gemm(m: tq, n: shape.headDim, k: kvRows, a: scores, lda: kvRows,
+                              b: v + g * shape.headDim, ldb: kvStride, transB: false,
+                              c: out + h * shape.headDim, ldc: shape.qWidth)
+                }
+            }
+        } else {
+            if scratch.count < kvRows { scratch = [Float](repeating: 0, count: kvRows) }
+            scratch.withUnsafeMutableBufferPointer { s in
+                ek_attention_relbias_f32(q, shape.qWidth, k, kvStride, v, kvStride, out, shape.qWidth, tq, kvRows,
+                                         shape.heads, shape.kvHeads, shape.headDim, shape.interleaved ? 1 : 0,
+                                         keyKeep, causalOffset, bias, biasStride, s.baseAddress!)
+            }
+        }
+    }
+
+    /// x · s, as a new tensor.
+    public static func scaled(_ x: Tensor, by s: Float) -> Tensor {
+        let out = Tensor(uninitialized: x.shape)
+        for i in 0..<x.count { out.data[i] = x.data[i] * s }
+        return out
+    }
+
+    /// max(x, 0), as a new tensor (T5 v1.0's MLP activation).
+    public static func relu(_ x: Tensor) -> Tensor {
+        let out = Tensor(uninitialized: x.shape)
+        for i in 0..<x.count { out.data[i] = max(x.data[i], 0) }
+        return out
+    }
+}
+
 // MARK: derivatives
 //
 // The backward half of the ops above, used by the reverse-mode tape (Autograd/Variable.swift). Each takes the
