@@ -93,6 +93,25 @@ public enum Ops {
         ek_add_f32(a.data, b.data, a.count)
     }
 
+    /// x ⊙ s in place.
+    public static func scaleInPlace(_ x: Tensor, _ s: Float) {
+        for i in 0..<x.count { x.data[i] *= s }
+    }
+
+    /// Splits the columns of x [R, Σwidths] into tensors [R, widths[i]] (fused projections → their parts).
+    public static func splitColumns(_ x: Tensor, widths: [Int]) -> [Tensor] {
+        let total = widths.reduce(0, +)
+        precondition(x.shape.last == total, "splitColumns: \(x.shape) into \(widths)")
+        let rows = x.count / total
+        var start = 0
+        return widths.map { w in
+            let part = Tensor(uninitialized: [rows, w])
+            for r in 0..<rows { (part.data + r * w).update(from: x.data + r * total + start, count: w) }
+            start += w
+            return part
+        }
+    }
+
     /// Rotary embedding (GPT-NeoX layout) in place on `heads` heads of width `headDim` in each row of x
     /// [R, heads*headDim]; `positions` has one (possibly negative) position per row.
     public static func ropeInPlace(_ x: Tensor, heads: Int, headDim: Int, positions: [Float], invFreq: [Float]) {
