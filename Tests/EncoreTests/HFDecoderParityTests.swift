@@ -131,3 +131,39 @@ final class HFDecoderParityTests: XCTestCase {
         }
     }
 }
+
+/// Qwen2 and Phi-3 GGUF files (written by tools/goldens/make_gguf_family_goldens.py in llama.cpp's layout; the
+/// script checks that llama.cpp on qwen2.gguf reproduces transformers to 5e-7) against llama.cpp 0.3.36 (F32
+/// weights and KV cache): logits ≤ 2e-5 relative, greedy 30 tokens identical. Phi-3 without LongRoPE factors
+/// (llama.cpp picks them by context size, transformers and Encore by sequence length).
+final class GGUFFamilyParityTests: XCTestCase {
+    func check(_ arch: String, family: DecoderFamily) throws {
+        let dir = fixture("gguf_families")
+        let golden = try XCTUnwrap(try readJSON(dir + "/golden.json")[arch] as? [String: Any])
+        let gold = try SafeTensorsFile(path: dir + "/golden.safetensors")
+        let model = try XCTUnwrap(ModelRegistry.load(folder: dir + "/\(arch).gguf") as? LlamaModel)
+        XCTAssertEqual(model.config.family, family)
+        XCTAssertEqual(model.modelType, arch)
+        for (i, p) in try intRows(golden["prompts"]).enumerated() {
+            let want = try gold.tensor("\(arch).prompt\(i).logits")
+            let got = try model.logits([p]).reshaped([p.count, model.vocabSize])
+            let err = relativeError(got.toArray(), want.toArray())
+            XCTAssertLessThanOrEqual(err, 2e-5, "\(arch) prompt \(i): relative error \(err) vs llama.cpp")
+        }
+        let gen = try XCTUnwrap(golden["generation"] as? [String: Any])
+        let want = try ints(gen["tokens"])
+        let got = try Generator(model: model).generate(prompt: try ints(gen["prompt"]), parameters: .init(maxTokens: want.count, useModelEOS: false))
+        XCTAssertEqual(got, want, "\(arch): greedy continuation differs from llama.cpp")
+    }
+
+    func testQwen2GGUF() throws { try check("qwen2", family: .qwen2) }
+    func testPhi3GGUF() throws { try check("phi3", family: .phi3) }
+
+    /// The same Qwen2 weights from GGUF and from the Hugging Face folder give the same logits.
+    func testQwen2GGUFEqualsHuggingFace() throws {
+        let a = try ModelRegistry.load(folder: fixture("gguf_families/qwen2.gguf")) as! LlamaModel
+        let b = try ModelRegistry.load(folder: fixture("hf_decoders/qwen2")) as! LlamaModel
+        let ids = [[5, 9, 77, 3, 100, 41]]
+        XCTAssertLessThanOrEqual(relativeError(try a.logits(ids).toArray(), try b.logits(ids).toArray()), 1e-6)
+    }
+}
