@@ -17,6 +17,10 @@ Models (all: 2 layers, vocabulary 128, GQA 4 query / 2 KV heads, SwiGLU, RMSNorm
   qwen2            q/k/v biases, tied head
   phi3             fused qkv_proj / gate_up_proj, rope_type longrope (short/long factors, original 16)
 
+The `llama` folder also gets a tiny ChatML tokenizer (tokenizer.json: byte-level BPE over 120 base symbols + the
+special tokens <|im_start|>, <|im_end|>, <|endoftext|>; tokenizer_config.json with a ChatML chat_template) so that
+`encore chat` can be tested offline.
+
 Weights are re-drawn with a larger spread than transformers' init (N(0, 0.15) matrices, norms 1 ± 0.2,
 biases N(0, 0.1)) so logits are far from ties and greedy continuations are a real check.
 
@@ -76,6 +80,29 @@ def redraw(model, seed):
                 p.copy_(1 + (torch.rand(p.shape, generator=g) - 0.5) * 0.4)
 
 
+def write_chat_tokenizer(folder):
+    """A 128-token ChatML tokenizer for the tiny llama (ids 0..127, specials 0, 1, 2)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, decoders
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    # printable ASCII, then byte-level symbols of control bytes (Ā = 0x00, …, Ġ = space, Ċ = newline) to fill 128
+    alphabet = [chr(c) for c in range(33, 127)] + ["\u010a", "\u0120"] + [chr(0x100 + i) for i in range(40)]
+    alphabet = list(dict.fromkeys(alphabet))
+    vocab = {t: i for i, t in enumerate(specials)}
+    for ch in alphabet:
+        if len(vocab) < 128:
+            vocab.setdefault(ch, len(vocab))
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens(specials)
+    tok.save(os.path.join(folder, "tokenizer.json"))
+    template = ("{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + "
+                "'<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+    with open(os.path.join(folder, "tokenizer_config.json"), "w") as f:
+        json.dump({"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<|im_start|>", "eos_token": "<|im_end|>",
+                   "pad_token": "<|endoftext|>", "chat_template": template}, f, indent=1)
+
+
 def main():
     torch.manual_seed(0)
     torch.set_num_threads(1)
@@ -109,6 +136,8 @@ def main():
                 out = fresh.generate(ids, attention_mask=mask, max_new_tokens=12, do_sample=False, num_beams=1,
                                      eos_token_id=None, pad_token_id=0)
             record["batch_generation"] = {"prompts": [a, b], "tokens": out[:, 10:].tolist()}
+        if name == "llama":
+            write_chat_tokenizer(d)
         save_file(tensors, os.path.join(d, "golden.safetensors"))
         with open(os.path.join(d, "golden.json"), "w") as f:
             json.dump(record, f, indent=1)
