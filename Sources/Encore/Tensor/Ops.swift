@@ -14,8 +14,10 @@ public enum Ops {
         let m = x.count / k
         let y = Tensor(uninitialized: Array(x.shape.dropLast()) + [n])  // [M, N]
         if let bias { precondition(bias.count == n, "linear: bias \(bias.shape) vs \(n) outputs") }
+        OpCounter.add(weightBytes: n * k * 4)
         if m <= 8 {
             // decode: stream each weight row once for all M inputs, on both cores
+            OpCounter.add(flops: 2 * m * n * k)
             ek_gemv_f32(weight.data, x.data, bias?.data, y.data, m, n, k)
         } else {
             var beta: Float = 0
@@ -34,6 +36,8 @@ public enum Ops {
         precondition(x.shape.last == k, "linear: x \(x.shape) vs weight [\(n), \(k)]")
         let m = x.count / k
         let y = Tensor(uninitialized: Array(x.shape.dropLast()) + [n])
+        OpCounter.add(flops: 2 * m * n * k)
+        OpCounter.add(weightBytes: n * k * 2)
         ek_gemv_bf16(weight.values, x.data, bias?.data, y.data, m, n, k)
         return y
     }
@@ -180,6 +184,7 @@ extension Ops {
             }
         } else {
             if scratch.count < kvRows { scratch = [Float](repeating: 0, count: kvRows) }
+            OpCounter.add(flops: 4 * tq * kvRows * shape.heads * shape.headDim)   // scores + values
             scratch.withUnsafeMutableBufferPointer { s in
                 ek_attention_f32(q, shape.qWidth, k, kvStride, v, kvStride, out, shape.qWidth, tq, kvRows,
                                  shape.heads, shape.kvHeads, shape.headDim, shape.interleaved ? 1 : 0,
