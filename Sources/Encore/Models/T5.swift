@@ -481,10 +481,8 @@ public final class T5Model: LanguageModel {
             Ops.addInPlace(x, block.ff(block.ln2(x)))
         }
         if lastOnly && n > 1 { x = Ops.lastRows(x, batch: B, n: n) }
-        var y = decoderNorm(x)                                             // [R, C]
-        if config.scalesDecoderOutput {
-            y = Ops.scaled(y, by: Float(pow(Double(config.dModel), -0.5)))   // tied head (v1.0)
-        }
+        let y = decoderNorm(x)                                             // [R, C]
+        if config.scalesDecoderOutput { Ops.scaleInPlace(y, Float(pow(Double(config.dModel), -0.5))) }   // tied head (v1.0)
         return Ops.linear(y, weight: lmHead, bias: nil)                    // [R, V]
     }
 
