@@ -116,6 +116,9 @@ def main() -> int:
     ap.add_argument("--llama-python", default="/work/venv-llama/bin/python", help="Python with llama-cpp-python")
     ap.add_argument("--timeout", type=float, default=900, help="seconds per process")
     ap.add_argument("--write-json", type=Path)
+    ap.add_argument("--reuse", type=Path, metavar="PREVIOUS.json",
+                    help="take the rows measured in an earlier run_all JSON (same lengths and threads) and run only "
+                         "the rest, e.g. the n/a rows once Encore supports them; the JSON marks reused rows")
     args = ap.parse_args()
     if args.quick:
         args.rounds, args.reps, args.output_tokens = 1, 1, 16
@@ -142,11 +145,21 @@ def main() -> int:
     started = datetime.datetime.now(datetime.timezone.utc)
     for e in rows:
         e["samples"], e["error"] = [], None
+    if args.reuse:
+        prev = json.loads(args.reuse.read_text())
+        if (prev.get("input_tokens"), prev.get("output_tokens"), prev.get("threads")) != \
+                (args.input_tokens, args.output_tokens, args.threads):
+            ap.error(f"--reuse: {args.reuse} was measured at other lengths or threads")
+        old_rows = {(r["model"], r["precision"], r["label"]): r for r in prev.get("rows", [])}
+        for e in rows:
+            r = old_rows.get((e["model"], e["precision"], e["label"]))
+            if r and r.get("samples"):
+                e["samples"], e["reused_from"] = r["samples"], prev.get("started_utc")
     for rnd in range(args.rounds):
         order = rows if rnd % 2 == 0 else list(reversed(rows))
         for i, e in enumerate(order):
-            if e["error"]:
-                continue   # could not run in an earlier round (e.g. n/a for Encore): not retried
+            if e["error"] or e.get("reused_from"):
+                continue   # could not run in an earlier round (e.g. n/a for Encore), or reused: not run again
             log(f"round {rnd + 1}/{args.rounds} [{i + 1}/{len(order)}] {e['model']} {e['precision']} {e['label']}")
             data, err = run(e["cmd"], args.timeout, env)
             if err:
@@ -221,6 +234,8 @@ def print_tables(args, rows, summary, started):
             note = "n/a: " + e["error"]
         elif e["engine"] == "encore" and e["samples"] and e["samples"][-1].get("decode_weights"):
             note = f"decode weights {e['samples'][-1]['decode_weights']}"
+        if e.get("reused_from"):
+            note = (note + "; " if note else "") + f"from the run of {e['reused_from']}"
         print(f"{e['model']:<6} {e['precision']:<5} {e['label']:<17} {fmt(m['ttft_ms'], 0)} "
               f"{fmt(m['decode_tokens_per_s'], 1, 13)} {fmt(m['peak_rss_mb'], 0, 13)}  {note[:110]}")
     print("\nEncore / best peer at the same precision (TTFT, RSS: lower is better; decode: higher is better)\n")
