@@ -16,7 +16,7 @@ Models (random weights; speed does not depend on the values):
          architecture with a KV cache) own random weights of the same shapes
 Engines: encore (`encore bench --model ...`), hf (transformers generate, fp32/bf16), ct2 (CTranslate2
 float32/int8), llama.cpp (llama-cpp-python, GGUF), pytorch (Mu). Precisions: fp32, bf16, int8 (CT2 int8,
-llama.cpp q8_0), q4_0 (llama.cpp). An engine that cannot run a row (e.g. Encore before its T5 or int8 support
+llama.cpp q8_0), q4_0 (llama.cpp). An engine that cannot run a row (e.g. Encore before its int8 or T5-GGUF support
 lands) prints n/a with the reason, and is measured automatically once it can.
 
 Usage (from the repository root):
@@ -101,10 +101,10 @@ def main() -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog=__doc__.split("\n\n", 1)[1])
     ap.add_argument("--quick", action="store_true", help="1 round, 1 rep, 16 output tokens (a smoke run)")
-    ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--reps", type=int, default=2, help="timed repetitions inside each process")
+    ap.add_argument("--rounds", type=int, help="fresh-process rounds, order reversed each round (default 2; --quick 1)")
+    ap.add_argument("--reps", type=int, help="timed repetitions inside each process (default 2; --quick 1)")
     ap.add_argument("--input-tokens", type=int, default=512)
-    ap.add_argument("--output-tokens", type=int, default=64)
+    ap.add_argument("--output-tokens", type=int, help="generated tokens (default 64; --quick 16)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--precisions", default=",".join(PRECISIONS))
@@ -120,8 +120,9 @@ def main() -> int:
                     help="take the rows measured in an earlier run_all JSON (same lengths and threads) and run only "
                          "the rest, e.g. the n/a rows once Encore supports them; the JSON marks reused rows")
     args = ap.parse_args()
-    if args.quick:
-        args.rounds, args.reps, args.output_tokens = 1, 1, 16
+    for name, normal, quick in (("rounds", 2, 1), ("reps", 2, 1), ("output_tokens", 64, 16)):
+        if getattr(args, name) is None:   # --quick changes only what was not given explicitly
+            setattr(args, name, quick if args.quick else normal)
     for name, allowed in (("models", MODELS), ("precisions", PRECISIONS), ("engines", ENGINES)):
         vals = [v for v in getattr(args, name).split(",") if v]
         bad = [v for v in vals if v not in allowed]
