@@ -23,15 +23,27 @@ public protocol LanguageModel: AnyObject {
     /// Throws for families that do not support it yet.
     func useBF16ForDecode() throws
 
+    /// Chooses the format decode steps stream their matrices in (f32, bf16, int8, q8_0, q4_0, q4_1); prompt
+    /// passes keep fp32 GEMM. Throws for families that do not support it yet.
+    func useDecodeWeights(_ format: WeightFormat) throws
+
+    /// Weight bytes one decode step streams in the current formats (every matrix once, the head included).
+    var decodeWeightBytes: Int { get }
+
     /// Teacher-forced log-probabilities (natural log) of each `target` token given `input`.
     /// Encoder-decoder: input → encoder, decoder reads [BOS] + target. Decoder-only: input ‖ target in one sequence.
     func score(input: [Int], target: [Int]) throws -> [Float]
 }
 
 extension LanguageModel {
-    public func useBF16ForDecode() throws {
-        throw EncoreError(.unsupported, "bf16 decode weights are not supported for model_type '\(modelType)' yet (supported: mu, mu_decoder)")
+    public func useBF16ForDecode() throws { try useDecodeWeights(.bf16) }
+
+    public func useDecodeWeights(_ format: WeightFormat) throws {
+        if format == .f32 { return }
+        throw EncoreError(.unsupported, "\(format.rawValue) decode weights are not supported for model_type '\(modelType)' yet (supported: mu, mu_decoder, llama)")
     }
+
+    public var decodeWeightBytes: Int { parameterCount * 4 }
 }
 
 /// The running state of a batch being generated.

@@ -167,16 +167,24 @@ struct LlamaBlock {
         let n = naming.block(i)
         let s = c.attention
         let permuted = naming == .gguf
-        func qk(_ w: Tensor, heads: Int) -> Tensor { permuted ? Self.unpermuteRoPE(w, heads: heads) : w }
+        func qkOrder(heads: Int, rows: Int) -> [Int]? { permuted ? Self.ropeRowOrder(rows: rows, heads: heads) : nil }
         attnNorm = try l.tensor(n[0], shape: [c.nEmbd])
-        q = Linear(weight: qk(try l.tensor(n[1], shape: [s.qWidth, c.nEmbd]), heads: s.heads), bias: nil)
-        k = Linear(weight: qk(try l.tensor(n[2], shape: [s.kvWidth, c.nEmbd]), heads: s.kvHeads), bias: nil)
-        v = Linear(weight: try l.tensor(n[3], shape: [s.kvWidth, c.nEmbd]), bias: nil)
-        o = Linear(weight: try l.tensor(n[4], shape: [c.nEmbd, s.qWidth]), bias: nil)
+        q = try l.linear(n[1], shape: [s.qWidth, c.nEmbd], rowOrder: qkOrder(heads: s.heads, rows: s.qWidth))
+        k = try l.linear(n[2], shape: [s.kvWidth, c.nEmbd], rowOrder: qkOrder(heads: s.kvHeads, rows: s.kvWidth))
+        v = try l.linear(n[3], shape: [s.kvWidth, c.nEmbd])
+        o = try l.linear(n[4], shape: [c.nEmbd, s.qWidth])
         ffnNorm = try l.tensor(n[5], shape: [c.nEmbd])
-        gate = Linear(weight: try l.tensor(n[6], shape: [c.ffnDim, c.nEmbd]), bias: nil)
-        up = Linear(weight: try l.tensor(n[7], shape: [c.ffnDim, c.nEmbd]), bias: nil)
-        down = Linear(weight: try l.tensor(n[8], shape: [c.nEmbd, c.ffnDim]), bias: nil)
+        gate = try l.linear(n[6], shape: [c.ffnDim, c.nEmbd])
+        up = try l.linear(n[7], shape: [c.ffnDim, c.nEmbd])
+        down = try l.linear(n[8], shape: [c.nEmbd, c.ffnDim])
+    }
+
+    /// llama.cpp's Q/K row permutation as a row order: row j·D/2 + i of a head is stored row 2i + j.
+    static func ropeRowOrder(rows: Int, heads: Int) -> [Int] {
+        let d = rows / heads, half = d / 2
+        var order = [Int](repeating: 0, count: rows)
+        for h in 0..<heads { for i in 0..<half { for j in 0..<2 { order[h * d + j * half + i] = h * d + 2 * i + j } } }
+        return order
     }
 
     /// Undoes llama.cpp's Q/K row permutation: within each head of D rows, stored row 2i+j (j ∈ {0, 1}) is
@@ -208,7 +216,9 @@ public final class LlamaModel: CausalDecoder {
     public let config: LlamaConfig
     let embedding: Tensor   // [V, C]
     let head: Tensor        // [V, C]
-    let blocks: [LlamaBlock]
+    /// Decode-format copy of the head (``useDecodeWeights(_:)``, or the GGUF blocks kept quantized).
+    private(set) var headDecode: QuantizedMatrix?
+    private(set) var blocks: [LlamaBlock]
     let outputNorm: Tensor  // [C]
     let invFreq: [Float]
 
@@ -226,10 +236,13 @@ public final class LlamaModel: CausalDecoder {
         return c.vocabSize * c.nEmbd * (head.storage === embedding.storage ? 1 : 2) + c.nLayer * block + c.nEmbd
     }
 
-    /// Loads a `.gguf` file.
-    public convenience init(path: String) throws {
+    /// Loads a `.gguf` file. `keepQuantized`: Q8_0/Q4_0/Q4_1 matrices stay in their blocks (read in place from the
+    /// mapped file; decode streams them, prompt passes dequantize per call) instead of being widened to fp32.
+    public convenience init(path: String, keepQuantized: Bool = false) throws {
         let file = try GGUFModelFile(path: path)
-        try self.init(config: LlamaConfig(gguf: file), loader: WeightLoader(source: .gguf(file)), naming: .gguf)
+        let loader = WeightLoader(source: .gguf(file))
+        loader.keepQuantized = keepQuantized
+        try self.init(config: LlamaConfig(gguf: file), loader: loader, naming: .gguf)
     }
 
     /// Loads Hugging Face weights (`model.embed_tokens.weight`, `model.layers.{i}.self_attn.q_proj.weight`, …;
@@ -243,6 +256,8 @@ public final class LlamaModel: CausalDecoder {
         self.config = config
         embedding = try l.tensor(naming.embedding, shape: [config.vocabSize, config.nEmbd])
         head = try l.optional(naming.head, shape: [config.vocabSize, config.nEmbd]) ?? embedding
+        let headName = l.has(naming.head) ? naming.head : naming.embedding
+        headDecode = try l.packedMatrix(headName, shape: [config.vocabSize, config.nEmbd])
         blocks = try (0..<config.nLayer).map { try LlamaBlock(l, $0, config, naming: naming) }
         outputNorm = try l.tensor(naming.outputNorm, shape: [config.nEmbd])
         invFreq = config.inverseFrequencies
@@ -286,7 +301,24 @@ public final class LlamaModel: CausalDecoder {
             for b in 0..<B { (last.data + b * C).update(from: x.data + (b * n + n - 1) * C, count: C) }
             x = last
         }
-        return Ops.linear(Ops.rmsNorm(x, weight: outputNorm, eps: eps), weight: head, bias: nil)   // [*, V]
+        let hn = Ops.rmsNorm(x, weight: outputNorm, eps: eps)
+        if let headDecode, hn.shape[0] <= 8 { return Ops.linearQuantized(hn, weight: headDecode, bias: nil) }
+        return Ops.linear(hn, weight: head, bias: nil)   // [*, V]
+    }
+
+    /// Streams every matrix and the head in `format` during decode steps (prompt passes keep fp32 GEMM).
+    public func useDecodeWeights(_ format: WeightFormat) {
+        for i in blocks.indices {
+            for kp in [\LlamaBlock.q, \.k, \.v, \.o, \.gate, \.up, \.down] { blocks[i][keyPath: kp].useDecodeWeights(format) }
+        }
+        headDecode = format == .f32 ? nil : QuantizedMatrix(head, format: format)
+    }
+
+    /// Bytes one decode step streams: every matrix and the head.
+    public var decodeWeightBytes: Int {
+        blocks.reduce(headDecode?.byteCount ?? head.count * 4) { n, b in
+            n + [b.q, b.k, b.v, b.o, b.gate, b.up, b.down].reduce(0) { $0 + $1.decodeBytes }
+        }
     }
 
     /// Logits [B, T, V] for a right-padded batch read from position 0 (padding only follows real tokens, so
