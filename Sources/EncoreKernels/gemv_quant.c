@@ -240,11 +240,28 @@ static void rows_scalar(const qctx *c, long r0, long r1) {
 
 #if EQ_X86
 
-/* One kernel body per integer path; DOT(u, s) = int32x8 of Σ u8·s8 over groups of 4 bytes. */
+/* One kernel body per integer path; DOT(u, s) = int32x8 of Σ u8·s8 over groups of 4 bytes. Four blocks per
+ * iteration into four accumulators (vector and scalar), so no FMA latency chain limits the loop. */
 #define EQ_HSUM256(v, out) do { \
         __m128 lo_ = _mm256_castps256_ps128(v), hi_ = _mm256_extractf128_ps(v, 1); \
         lo_ = _mm_add_ps(lo_, hi_); lo_ = _mm_add_ps(lo_, _mm_movehl_ps(lo_, lo_)); \
         lo_ = _mm_add_ss(lo_, _mm_movehdup_ps(lo_)); out = _mm_cvtss_f32(lo_); } while (0)
+
+/* signed int8 weights at WP (32 bytes), block B of the activations, scale SC */
+#define EQ_STEP_S8(DOT, ACC, WP, B, SC) do { \
+        __m256i xv_ = _mm256_load_si256((const __m256i *)(xq + (B) * 32)); \
+        __m256i wv_ = _mm256_loadu_si256((const __m256i *)(WP)); \
+        __m256i p_ = DOT(_mm256_sign_epi8(xv_, xv_), _mm256_sign_epi8(wv_, xv_)); \
+        ACC = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p_), _mm256_set1_ps(SC), ACC); } while (0)
+
+/* 4-bit block at BLK (nibbles at BLK+QO), block B; CORR += Q4_0: −d·c, Q4_1: m·c */
+#define EQ_STEP_Q4(DOT, ACC, CORR, BLK, QO, B) do { \
+        __m128i r_ = _mm_loadu_si128((const __m128i *)((BLK) + (QO))); \
+        __m256i q_ = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(r_, 4), r_), m4); \
+        __m256i p_ = DOT(q_, _mm256_load_si256((const __m256i *)(xq + (B) * 32))); \
+        float dw_ = _cvtsh_ss(rd16(BLK)); \
+        ACC = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p_), _mm256_set1_ps(dw_ * xd[B]), ACC); \
+        CORR += ((QO) == 2 ? -dw_ : _cvtsh_ss(rd16((BLK) + 2))) * xc[B]; } while (0)
 
 #define EQ_DEFINE_INT_ROWS(SUFFIX, ATTR, DOT)                                                                  \
 ATTR static void rows_##SUFFIX(const qctx *c, long r0, long r1) {                                              \
@@ -256,82 +273,53 @@ ATTR static void rows_##SUFFIX(const qctx *c, long r0, long r1) {               
         for (long i = 0; i < c->m; i++) {                                                                      \
             const int8_t *xq = c->xq + i * nb * 32;                                                            \
             const float *xd = c->xd + i * nb, *xc = c->xc + i * nb;                                            \
-            __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();                                     \
-            float corr = 0;                                                                                    \
+            __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps(); \
+            float c0 = 0, c1 = 0, c2 = 0, c3 = 0;                                                              \
             long b = 0;                                                                                        \
             switch (c->format) {                                                                               \
             case EK_WF_INT8:                                                                                   \
-                for (; b + 2 <= nb; b += 2) {                                                                  \
-                    __m256i x0 = _mm256_load_si256((const __m256i *)(xq + b * 32));                            \
-                    __m256i x1 = _mm256_load_si256((const __m256i *)(xq + b * 32 + 32));                       \
-                    __m256i w0 = _mm256_loadu_si256((const __m256i *)(wr + b * 32));                           \
-                    __m256i w1 = _mm256_loadu_si256((const __m256i *)(wr + b * 32 + 32));                      \
-                    __m256i p0 = DOT(_mm256_sign_epi8(x0, x0), _mm256_sign_epi8(w0, x0));                      \
-                    __m256i p1 = DOT(_mm256_sign_epi8(x1, x1), _mm256_sign_epi8(w1, x1));                      \
-                    acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p0), _mm256_set1_ps(xd[b]), acc0);               \
-                    acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p1), _mm256_set1_ps(xd[b + 1]), acc1);           \
+                for (; b + 4 <= nb; b += 4) {                                                                  \
+                    EQ_STEP_S8(DOT, a0, wr + b * 32, b, xd[b]);                                                \
+                    EQ_STEP_S8(DOT, a1, wr + b * 32 + 32, b + 1, xd[b + 1]);                                   \
+                    EQ_STEP_S8(DOT, a2, wr + b * 32 + 64, b + 2, xd[b + 2]);                                   \
+                    EQ_STEP_S8(DOT, a3, wr + b * 32 + 96, b + 3, xd[b + 3]);                                   \
                 }                                                                                              \
-                for (; b < nb; b++) {                                                                          \
-                    __m256i x0 = _mm256_load_si256((const __m256i *)(xq + b * 32));                            \
-                    __m256i w0 = _mm256_loadu_si256((const __m256i *)(wr + b * 32));                           \
-                    __m256i p0 = DOT(_mm256_sign_epi8(x0, x0), _mm256_sign_epi8(w0, x0));                      \
-                    acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p0), _mm256_set1_ps(xd[b]), acc0);               \
-                }                                                                                              \
+                for (; b < nb; b++) EQ_STEP_S8(DOT, a0, wr + b * 32, b, xd[b]);                                \
                 break;                                                                                         \
             case EK_WF_Q8_0:                                                                                   \
-                for (; b + 2 <= nb; b += 2) {                                                                  \
-                    const uint8_t *k0 = wr + b * 34, *k1 = k0 + 34;                                            \
-                    __m256i x0 = _mm256_load_si256((const __m256i *)(xq + b * 32));                            \
-                    __m256i x1 = _mm256_load_si256((const __m256i *)(xq + b * 32 + 32));                       \
-                    __m256i w0 = _mm256_loadu_si256((const __m256i *)(k0 + 2));                                \
-                    __m256i w1 = _mm256_loadu_si256((const __m256i *)(k1 + 2));                                \
-                    __m256i p0 = DOT(_mm256_sign_epi8(x0, x0), _mm256_sign_epi8(w0, x0));                      \
-                    __m256i p1 = DOT(_mm256_sign_epi8(x1, x1), _mm256_sign_epi8(w1, x1));                      \
-                    float d0 = _cvtsh_ss(rd16(k0)) * xd[b], d1 = _cvtsh_ss(rd16(k1)) * xd[b + 1];              \
-                    acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p0), _mm256_set1_ps(d0), acc0);                  \
-                    acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p1), _mm256_set1_ps(d1), acc1);                  \
-                }                                                                                              \
-                for (; b < nb; b++) {                                                                          \
+                for (; b + 4 <= nb; b += 4) {                                                                  \
                     const uint8_t *k0 = wr + b * 34;                                                           \
-                    __m256i x0 = _mm256_load_si256((const __m256i *)(xq + b * 32));                            \
-                    __m256i w0 = _mm256_loadu_si256((const __m256i *)(k0 + 2));                                \
-                    __m256i p0 = DOT(_mm256_sign_epi8(x0, x0), _mm256_sign_epi8(w0, x0));                      \
-                    acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p0), _mm256_set1_ps(_cvtsh_ss(rd16(k0)) * xd[b]), acc0); \
+                    EQ_STEP_S8(DOT, a0, k0 + 2, b, _cvtsh_ss(rd16(k0)) * xd[b]);                               \
+                    EQ_STEP_S8(DOT, a1, k0 + 36, b + 1, _cvtsh_ss(rd16(k0 + 34)) * xd[b + 1]);                 \
+                    EQ_STEP_S8(DOT, a2, k0 + 70, b + 2, _cvtsh_ss(rd16(k0 + 68)) * xd[b + 2]);                 \
+                    EQ_STEP_S8(DOT, a3, k0 + 104, b + 3, _cvtsh_ss(rd16(k0 + 102)) * xd[b + 3]);               \
                 }                                                                                              \
+                for (; b < nb; b++) EQ_STEP_S8(DOT, a0, wr + b * 34 + 2, b, _cvtsh_ss(rd16(wr + b * 34)) * xd[b]); \
                 break;                                                                                         \
-            case EK_WF_Q4_0: case EK_WF_Q4_1: {                                                                \
-                const long bs = c->format == EK_WF_Q4_0 ? 18 : 20, qo = c->format == EK_WF_Q4_0 ? 2 : 4;       \
-                const int q40 = c->format == EK_WF_Q4_0;                                                       \
-                for (; b + 2 <= nb; b += 2) {                                                                  \
-                    const uint8_t *k0 = wr + b * bs, *k1 = k0 + bs;                                            \
-                    __m128i r0_ = _mm_loadu_si128((const __m128i *)(k0 + qo));                                 \
-                    __m128i r1_ = _mm_loadu_si128((const __m128i *)(k1 + qo));                                 \
-                    __m256i q0 = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(r0_, 4), r0_), m4);          \
-                    __m256i q1 = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(r1_, 4), r1_), m4);          \
-                    __m256i p0 = DOT(q0, _mm256_load_si256((const __m256i *)(xq + b * 32)));                   \
-                    __m256i p1 = DOT(q1, _mm256_load_si256((const __m256i *)(xq + b * 32 + 32)));              \
-                    float dw0 = _cvtsh_ss(rd16(k0)), dw1 = _cvtsh_ss(rd16(k1));                                \
-                    acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p0), _mm256_set1_ps(dw0 * xd[b]), acc0);         \
-                    acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p1), _mm256_set1_ps(dw1 * xd[b + 1]), acc1);     \
-                    if (q40) corr -= dw0 * xc[b] + dw1 * xc[b + 1];                                            \
-                    else corr += _cvtsh_ss(rd16(k0 + 2)) * xc[b] + _cvtsh_ss(rd16(k1 + 2)) * xc[b + 1];        \
+            case EK_WF_Q4_0:                                                                                   \
+                for (; b + 4 <= nb; b += 4) {                                                                  \
+                    const uint8_t *k0 = wr + b * 18;                                                           \
+                    EQ_STEP_Q4(DOT, a0, c0, k0, 2, b);                                                         \
+                    EQ_STEP_Q4(DOT, a1, c1, k0 + 18, 2, b + 1);                                                \
+                    EQ_STEP_Q4(DOT, a2, c2, k0 + 36, 2, b + 2);                                                \
+                    EQ_STEP_Q4(DOT, a3, c3, k0 + 54, 2, b + 3);                                                \
                 }                                                                                              \
-                for (; b < nb; b++) {                                                                          \
-                    const uint8_t *k0 = wr + b * bs;                                                           \
-                    __m128i r0_ = _mm_loadu_si128((const __m128i *)(k0 + qo));                                 \
-                    __m256i q0 = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(r0_, 4), r0_), m4);          \
-                    __m256i p0 = DOT(q0, _mm256_load_si256((const __m256i *)(xq + b * 32)));                   \
-                    float dw0 = _cvtsh_ss(rd16(k0));                                                           \
-                    acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p0), _mm256_set1_ps(dw0 * xd[b]), acc0);         \
-                    if (q40) corr -= dw0 * xc[b];                                                              \
-                    else corr += _cvtsh_ss(rd16(k0 + 2)) * xc[b];                                              \
-                }                                                                                              \
+                for (; b < nb; b++) EQ_STEP_Q4(DOT, a0, c0, wr + b * 18, 2, b);                                \
                 break;                                                                                         \
-            }                                                                                                  \
+            case EK_WF_Q4_1:                                                                                   \
+                for (; b + 4 <= nb; b += 4) {                                                                  \
+                    const uint8_t *k0 = wr + b * 20;                                                           \
+                    EQ_STEP_Q4(DOT, a0, c0, k0, 4, b);                                                         \
+                    EQ_STEP_Q4(DOT, a1, c1, k0 + 20, 4, b + 1);                                                \
+                    EQ_STEP_Q4(DOT, a2, c2, k0 + 40, 4, b + 2);                                                \
+                    EQ_STEP_Q4(DOT, a3, c3, k0 + 60, 4, b + 3);                                                \
+                }                                                                                              \
+                for (; b < nb; b++) EQ_STEP_Q4(DOT, a0, c0, wr + b * 20, 4, b);                                \
+                break;                                                                                         \
             }                                                                                                  \
             float s;                                                                                           \
-            EQ_HSUM256(_mm256_add_ps(acc0, acc1), s);                                                          \
-            s += corr;                                                                                         \
+            EQ_HSUM256(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)), s);                        \
+            s += (c0 + c1) + (c2 + c3);                                                                        \
             if (c->format == EK_WF_INT8) s *= c->wscale[r];                                                    \
             c->y[i * c->n + r] = s + bias;                                                                     \
         }                                                                                                      \
