@@ -69,8 +69,13 @@ struct BenchCommand: ParsableCommand {
     @Flag(help: "Print JSON on standard output (progress still goes to standard error).")
     var json = false
 
-    @Option(name: .customLong("decode-weights"), help: "Weight format streamed by decode steps: f32 or bf16 (prompt passes stay fp32).")
+    @Option(name: .customLong("decode-weights"), help: "Weight formats streamed by decode steps, comma separated: f32, bf16, int8, q8_0, q4_0, q4_1 (prompt passes stay fp32). Each is measured in the same run, with its quality cost against f32.")
     var decodeWeights: String = "f32"
+
+    var formats: [WeightFormat] { decodeWeights.split(separator: ",").compactMap { try? WeightFormat(parsing: String($0)) } }
+
+    @Option(name: .customLong("quality-tokens"), help: "Teacher-forced decode steps for the quality report of non-f32 formats (0: skip).")
+    var qualityTokens: Int = 64
 
     @Flag(name: .customLong("no-limits"), help: "Skip measuring the machine's ceilings (memory bandwidth, GEMM peak).")
     var noLimits = false
@@ -82,7 +87,10 @@ struct BenchCommand: ParsableCommand {
         }
         if outputTokens < 2 { throw ValidationError("--output-tokens must be >= 2 (decode speed needs a second token)") }
         if threads < 1 { throw ValidationError("--threads must be >= 1") }
-        if !["f32", "bf16"].contains(decodeWeights) { throw ValidationError("--decode-weights must be f32 or bf16") }
+        if formats.isEmpty || formats.count != decodeWeights.split(separator: ",").count {
+            throw ValidationError("--decode-weights: expected f32, bf16, int8, q8_0, q4_0 or q4_1, comma separated (got '\(decodeWeights)')")
+        }
+        if qualityTokens < 0 { throw ValidationError("--quality-tokens must be >= 0") }
         if reps < 1 { throw ValidationError("--reps must be >= 1") }
         let known = Set(["mu", "mu_decoder"])
         for m in models.split(separator: ",") where !known.contains(String(m)) {
@@ -108,6 +116,7 @@ struct BenchCommand: ParsableCommand {
                 limits = KernelBench.run()
             }
             var results: [BenchResult] = []
+            var qualities: [(model: String, format: String, absolute: Float, relative: Float, ppl: Double, refPPL: Double)] = []
             for name in wanted {
                 printStderr("[\(name)] building model…")
                 let lm: LanguageModel
@@ -118,20 +127,45 @@ struct BenchCommand: ParsableCommand {
                 } else {
                     lm = try MuDecoderModel(config: MuDecoderConfig.matching(muConfig), randomSeed: seed)
                 }
-                if decodeWeights == "bf16" { try lm.useBF16ForDecode() }
-                for length in lengths {
-                    var bench = Benchmark(inputTokens: length, outputTokens: outputTokens, repetitions: reps, seed: seed)
-                    bench.bytesPerDecodeWeight = decodeWeights == "bf16" ? 2 : 4
-                    let r = try bench.run(lm) { rep, total in
-                        printStderr(rep == 0 ? "[\(name)] warm-up (\(length) in → \(outputTokens) out)…" : "[\(name)] \(length) in: run \(rep)/\(total)…")
+                var reference: DecodeQuality? = nil
+                for format in formats {
+                    try lm.useDecodeWeights(format)
+                    for length in lengths {
+                        let bench = Benchmark(inputTokens: length, outputTokens: outputTokens, repetitions: reps, seed: seed)
+                        var r = try bench.run(lm) { rep, total in
+                            printStderr(rep == 0 ? "[\(name) \(format.rawValue)] warm-up (\(length) in → \(outputTokens) out)…" : "[\(name) \(format.rawValue)] \(length) in: run \(rep)/\(total)…")
+                        }
+                        r.decodeWeights = format.rawValue
+                        results.append(r)
                     }
-                    results.append(r)
+                    if qualityTokens > 0 && (format != .f32 || formats.count > 1) {
+                        // fixed token sequences from the seed: prompt of the first input length, qualityTokens targets
+                        var rng = SplitMix64(seed: seed &+ 17)
+                        let low = min(3, lm.vocabSize - 1)
+                        func ids(_ n: Int) -> [Int] { (0..<n).map { _ in low + Int(rng.next() % UInt64(lm.vocabSize - low)) } }
+                        let prompt = ids(lengths[0]), targets = ids(qualityTokens)
+                        if reference == nil {
+                            printStderr("[\(name)] quality reference: f32, \(qualityTokens) teacher-forced decode steps…")
+                            try lm.useDecodeWeights(.f32)
+                            reference = try DecodeQuality.run(lm, prompt: prompt, targets: targets)
+                            try lm.useDecodeWeights(format)
+                        }
+                        let q = try DecodeQuality.run(lm, prompt: prompt, targets: targets)
+                        let e = q.maxLogitError(against: reference!)
+                        qualities.append((name, format.rawValue, e.absolute, e.relative, q.perplexity, reference!.perplexity))
+                    }
                 }
+                try lm.useDecodeWeights(.f32)
             }
-            if let plot { try writePlot(results, to: plot) }
+            if let plot { try writePlot(results.filter { $0.decodeWeights == formats[0].rawValue }, to: plot) }
             if json {
                 print(jsonString([
                     "system": "encore", "version": EncoreVersion.string, "decode_weights": decodeWeights, "threads": threads, "blas": Backend.blasName,
+                    "kernel_paths": Dictionary(uniqueKeysWithValues: formats.map { ($0.rawValue, $0.kernelPath) }),
+                    "quality": qualities.map { q -> [String: Any] in
+                        ["model": q.model, "decode_weights": q.format, "max_logit_error": q.absolute, "max_logit_error_relative": q.relative,
+                         "perplexity": q.ppl, "perplexity_f32": q.refPPL, "tokens": qualityTokens]
+                    },
                     "results": results.map { r -> [String: Any] in
                         var o = r.json
                         if let limits {
@@ -145,12 +179,21 @@ struct BenchCommand: ParsableCommand {
                 ]))
                 return
             }
-            print("Encore \(EncoreVersion.string) · \(Backend.blasName) · \(threads) thread(s) · batch 1, greedy, fp32" + (decodeWeights == "bf16" ? " (decode weights bf16)" : ""))
-            print("model        params   input  output  encode ms   TTFT ms   decode tok/s   e2e s   peak RSS MiB   cache MiB")
+            print("Encore \(EncoreVersion.string) · \(Backend.blasName) · \(threads) thread(s) · batch 1, greedy, fp32 prompt passes")
+            print("decode kernels: " + formats.map { "\($0.rawValue) \($0.kernelPath)" }.joined(separator: ", "))
+            print("model       weights   params   input  output  encode ms   TTFT ms   decode tok/s   e2e s   peak RSS MiB   cache MiB")
             for r in results {
-                print(r.model.padding(toLength: 11, withPad: " ", startingAt: 0) + String(format: "%7.1fM  %6d  %6d  %9.1f  %8.1f  %13.1f  %6.2f  %13.0f  %10.1f",
+                print(r.model.padding(toLength: 11, withPad: " ", startingAt: 0) + " " + r.decodeWeights.padding(toLength: 6, withPad: " ", startingAt: 0)
+                      + String(format: "%7.1fM  %6d  %6d  %9.1f  %8.1f  %13.1f  %6.2f  %13.0f  %10.1f",
                              Double(r.params) / 1e6, r.inputTokens, r.outputTokens, r.encodeMs,
                              r.ttftMs, r.decodeTokensPerSecond, r.endToEndMs / 1000, r.peakRSSMB, r.cacheMB))
+            }
+            if !qualities.isEmpty {
+                print("\nquality vs f32 (\(qualityTokens) teacher-forced decode steps on a fixed sequence):")
+                for q in qualities {
+                    print(String(format: "%@ %@: max logit error %.4f (%.2e of max |logit|), perplexity %.3f vs %.3f f32 (%+.2f%%)",
+                                 q.model as NSString, q.format as NSString, q.absolute, q.relative, q.ppl, q.refPPL, 100 * (q.ppl / q.refPPL - 1)))
+                }
             }
             if let limits {
                 print(String(format: "\nmachine: read %.1f GB/s, BLAS GEMM %.0f GFLOP/s; decode GEMV %.1f GB/s (%.0f%% of read), LM-head GEMV %.1f GB/s",
@@ -158,22 +201,23 @@ struct BenchCommand: ParsableCommand {
                 for r in results {
                     print(String(format: "%@: prompt pass %.0f GFLOP at %.0f GFLOP/s = %.0f%% of the measured BLAS GEMM rate",
                                  r.model as NSString, r.prefillFLOPs / 1e9, r.prefillGFLOPs, 100 * r.prefillGFLOPs / limits.gemmGFLOPs))
-                    print(String(format: "%@: decode streams %.2f GB of weights per token = %.1f GB/s, %.0f%% of the read ceiling",
-                                 r.model as NSString, r.weightBytesPerToken / 1e9, r.weightGBps, 100 * r.weightGBps / limits.readGBps))
+                    print(String(format: "%@ %@: decode streams %.3f GB of weights per token = %.1f GB/s, %.0f%% of the read ceiling",
+                                 r.model as NSString, r.decodeWeights as NSString, r.weightBytesPerToken / 1e9, r.weightGBps, 100 * r.weightGBps / limits.readGBps))
                 }
             }
             var compared = false
-            for length in lengths {
-                guard let mu = results.first(where: { $0.model == "mu" && $0.inputTokens == length }),
-                      let dec = results.first(where: { $0.model == "mu_decoder" && $0.inputTokens == length }) else { continue }
+            for format in formats.map(\.rawValue) { for length in lengths {
+                guard let mu = results.first(where: { $0.model == "mu" && $0.inputTokens == length && $0.decodeWeights == format }),
+                      let dec = results.first(where: { $0.model == "mu_decoder" && $0.inputTokens == length && $0.decodeWeights == format }) else { continue }
                 if !compared { print(""); compared = true }
+                if formats.count > 1 { print("[\(format) decode weights]") }
                 print(String(format: "encoder-decoder vs decoder-only at %d input tokens: TTFT ratio %.2f (%.0f%% lower), decode speed %.2f×, end to end %.2f×, peak memory %.0f%% %@",
                              length, mu.ttftMs / dec.ttftMs, (1 - mu.ttftMs / dec.ttftMs) * 100,
                              mu.decodeTokensPerSecond / dec.decodeTokensPerSecond, dec.endToEndMs / mu.endToEndMs,
                              abs(1 - mu.peakRSSMB / dec.peakRSSMB) * 100, (mu.peakRSSMB <= dec.peakRSSMB ? "lower" : "higher") as NSString))
                 print(String(format: "  predicted by the architecture: prompt FLOPs ratio %.2f, decode weight bytes ratio %.2f×",
                              mu.prefillFLOPs / dec.prefillFLOPs, dec.weightBytesPerToken / mu.weightBytesPerToken))
-            }
+            } }
             if compared { print("(paper, on an NPU: 47% lower first-token latency, 4.7× decode throughput)") }
             if let plot { print("plot: \(plot)") }
         }

@@ -64,7 +64,9 @@ public struct BenchResult: Sendable {
     public var peakRSSMB: Double
     /// Bytes of KV / cross caches at the end of a generation.
     public var cacheMB: Double
-    /// Weight bytes a decode step reads (every matrix once, fp32).
+    /// Format decode steps streamed the matrices in ("f32", "bf16", "int8", "q8_0", …).
+    public var decodeWeights: String = "f32"
+    /// Weight bytes a decode step reads (every matrix once, in the decode format).
     public var weightBytesPerToken: Double
     /// FLOPs of the prompt pass (encoder + cross K/V, or decoder-only prefill), counted from the shapes.
     public var prefillFLOPs: Double
@@ -78,7 +80,7 @@ public struct BenchResult: Sendable {
          "encode_ms": encodeMs, "ttft_ms": ttftMs, "decode_tokens_per_s": decodeTokensPerSecond,
          "e2e_ms": endToEndMs, "peak_rss_mb": peakRSSMB, "cache_mb": cacheMB,
          "prefill_gflop": prefillFLOPs / 1e9, "prefill_gflop_per_s": prefillGFLOPs,
-         "decode_weight_bytes_per_token": weightBytesPerToken]
+         "decode_weight_bytes_per_token": weightBytesPerToken, "decode_weights": decodeWeights]
     }
 }
 
@@ -89,8 +91,6 @@ public struct Benchmark {
     public var outputTokens: Int
     public var repetitions: Int
     public var seed: UInt64
-    /// Bytes per weight a decode step streams (4 for fp32, 2 for bf16), for the bandwidth figures.
-    public var bytesPerDecodeWeight = 4
 
     public init(inputTokens: Int, outputTokens: Int, repetitions: Int = 3, seed: UInt64 = 1) {
         self.inputTokens = inputTokens
@@ -111,6 +111,12 @@ public struct Benchmark {
             return c.nDecoderLayer * perLayer + c.vocabSize * c.nEmbd + c.nEmbd
         }
         return model.parameterCount
+    }
+
+    /// The decode format of a model's matrices, judged from the bytes a step streams against fp32.
+    static func formatName(_ model: LanguageModel) -> String {
+        let ratio = Double(model.decodeWeightBytes) / Double(max(decodeWeightCount(model) * 4, 1))
+        return ratio > 0.9 ? "f32" : ratio > 0.4 ? "bf16" : "quantized"
     }
 
     /// Multiply-adds ×2 of the prompt pass: every matrix product (weights and attention scores/values;
@@ -165,7 +171,51 @@ public struct Benchmark {
                            outputTokens: outputTokens, encodeMs: median(encode), ttftMs: median(ttft),
                            decodeTokensPerSecond: median(tps), endToEndMs: median(e2e),
                            peakRSSMB: Double(MemoryStats.peakRSS()) / 1_048_576, cacheMB: Double(cache) / 1_048_576,
-                           weightBytesPerToken: Double(Self.decodeWeightCount(model) * bytesPerDecodeWeight),
+                           decodeWeights: Self.formatName(model),
+                           weightBytesPerToken: Double(model.decodeWeightBytes),
                            prefillFLOPs: Self.prefillFLOPs(model, length: inputTokens))
+    }
+}
+
+
+/// The quality cost of a decode format: teacher-forced decode steps (the decode kernels, one token per step) over
+/// a fixed sequence, compared with the same steps in fp32.
+///
+/// ```swift
+/// let ref = try DecodeQuality.run(model, prompt: p, targets: t)          // fp32
+/// try model.useDecodeWeights(.q4_0)
+/// let q = try DecodeQuality.run(model, prompt: p, targets: t)
+/// q.compared(to: ref)   // (max |Δlogit|, relative, perplexities)
+/// ```
+public struct DecodeQuality: Sendable {
+    /// Logits of every step [targets.count][V].
+    public var logits: [[Float]]
+    /// exp(mean NLL of the targets).
+    public var perplexity: Double
+
+    /// Feeds `targets` one at a time after `prompt` (decoder-only: the prompt is the prefix; encoder-decoder: the
+    /// encoder input, the decoder starting from BOS) and scores each target from the previous step's logits.
+    public static func run(_ model: LanguageModel, prompt: [Int], targets: [Int]) throws -> DecodeQuality {
+        let state = try model.beginGeneration(prompts: [prompt])
+        var logits: [[Float]] = []
+        var nll = 0.0
+        for t in targets {
+            let row = state.logits.toArray()
+            logits.append(row)
+            let mx = row.max()!
+            let lse = Double(mx) + log(row.reduce(0.0) { $0 + exp(Double($1 - mx)) })
+            nll += lse - Double(row[t])
+            try state.advance(tokens: [t])
+        }
+        return DecodeQuality(logits: logits, perplexity: exp(nll / Double(max(targets.count, 1))))
+    }
+
+    /// Largest |logit − reference logit| over all steps, and that divided by the reference's largest |logit|.
+    public func maxLogitError(against ref: DecodeQuality) -> (absolute: Float, relative: Float) {
+        var err: Float = 0, scale: Float = 0
+        for (a, b) in zip(logits, ref.logits) {
+            for (x, y) in zip(a, b) { err = max(err, abs(x - y)); scale = max(scale, abs(y)) }
+        }
+        return (err, err / max(scale, 1e-30))
     }
 }

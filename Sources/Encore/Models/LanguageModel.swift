@@ -79,16 +79,31 @@ public enum ModelRegistry {
     public static let supportedTypes = ["mu", "mu_decoder", "llama (Hugging Face safetensors or GGUF)"]
 
     /// `folder` is a model folder or a `.gguf` file (recognised by its magic, whatever its name).
-    public static func load(folder: String) throws -> LanguageModel {
+    /// `keepQuantized`: GGUF Q8_0/Q4_0/Q4_1 matrices stay in their blocks (see ``LlamaModel/init(path:keepQuantized:)``).
+    public static func load(folder: String, keepQuantized: Bool = false) throws -> LanguageModel {
         var isDir: ObjCBool = false
         if FileManager.default.fileExists(atPath: folder, isDirectory: &isDir), !isDir.boolValue {
             guard GGUFFile.hasMagic(path: folder) else {
                 throw EncoreError(.invalidArgument, "\(folder): not a model folder nor a GGUF file")
             }
-            return try LlamaModel(path: folder)
+            return try LlamaModel(path: folder, keepQuantized: keepQuantized)
         }
         let (data, type, path) = try ConfigFile.read(folder: folder)
         let weights = folder + "/model.safetensors"
+        let model = try load(type: type, config: data, path: path, weights: weights)
+        // a quantized checkpoint (encore quantize): its matrices load packed; the head follows their format
+        if let name = try SafeTensorsFile(path: weights).metadata[QuantizedCheckpoint.formatKey] {
+            let format: WeightFormat
+            do { format = try WeightFormat(parsing: name) } catch {
+                throw EncoreError(.invalidFile, "\(weights): metadata '\(QuantizedCheckpoint.formatKey)' is '\(name)', not a weight format")
+            }
+            try model.useDecodeWeights(format)
+        }
+        return model
+    }
+
+    /// Loads `model.safetensors` for a `model_type`.
+    private static func load(type: String, config data: Data, path: String, weights: String) throws -> LanguageModel {
         switch type {
         case "mu":
             let config = try ConfigFile.decode(MuConfig.self, from: data, path: path)
