@@ -275,7 +275,7 @@ extension SafeTensorsWriter {
                       metadata: [String: String] = [:]) throws {
         enum Blob { case f32(Tensor), raw(UnsafeRawBufferPointer, SafeTensorsDType, [Int]) }
         var blobs: [String: Blob] = [:]
-        var meta = metadata
+        var meta: [String: String] = [:]
         for (name, t) in tensors where quantized[name] == nil { blobs[name] = .f32(t) }
         for (name, q) in quantized {
             let dtype: SafeTensorsDType = q.format == .int8 ? .I8 : q.format == .bf16 ? .U16 : .U8
@@ -286,6 +286,7 @@ extension SafeTensorsWriter {
             meta[SafeTensorsFile.formatKey(name)] = q.format.rawValue
             meta[SafeTensorsFile.columnsKey(name)] = String(q.columns)
         }
+        meta.merge(metadata) { _, given in given }   // the caller's entries win (tests write broken files this way)
         // F32 data first (4-byte aligned: used in place), then the packed rows
         func isF32(_ n: String) -> Bool { switch blobs[n]! { case .f32: return true; case .raw(_, let d, _): return d == .F32 } }
         let names = blobs.keys.sorted { (isF32($0) ? 0 : 1, $0) < (isF32($1) ? 0 : 1, $1) }
