@@ -113,7 +113,7 @@ struct BenchCommand: ParsableCommand {
             var limits: KernelBench.Figures? = nil
             if !noLimits {
                 printStderr("measuring the machine's ceilings (memory read bandwidth, BLAS GEMM)…")
-                limits = KernelBench.run()
+                limits = KernelBench.run(formats: formats)
             }
             var results: [BenchResult] = []
             var qualities: [(model: String, format: String, absolute: Float, relative: Float, ppl: Double, refPPL: Double)] = []
@@ -198,6 +198,11 @@ struct BenchCommand: ParsableCommand {
             if let limits {
                 print(String(format: "\nmachine: read %.1f GB/s, BLAS GEMM %.0f GFLOP/s; decode GEMV %.1f GB/s (%.0f%% of read), LM-head GEMV %.1f GB/s",
                              limits.readGBps, limits.gemmGFLOPs, limits.gemvGBps, 100 * limits.gemvGBps / limits.readGBps, limits.gemvLMHeadGBps))
+                if !limits.gemvFormatGBps.isEmpty {
+                    print("decode GEMV 4096×1024, cold weights: " + limits.gemvFormatGBps.map {
+                        String(format: "%@ %.1f GB/s (%.0f%%)", $0.format.rawValue as NSString, $0.gbps, 100 * $0.gbps / limits.readGBps)
+                    }.joined(separator: ", "))
+                }
                 for r in results {
                     print(String(format: "%@: prompt pass %.0f GFLOP at %.0f GFLOP/s = %.0f%% of the measured BLAS GEMM rate",
                                  r.model as NSString, r.prefillFLOPs / 1e9, r.prefillGFLOPs, 100 * r.prefillGFLOPs / limits.gemmGFLOPs))
