@@ -146,10 +146,10 @@ final class QuantizedModelTests: XCTestCase {
         let golden = try readJSON(dir + "/golden.json")
         let prompt = try intRows(golden["prompts"])[1]                       // 40 tokens
         XCTAssertLessThan(relativeError(try kept.logits([prompt]).toArray(), try plain.logits([prompt]).toArray()), 1e-5)
-        let packedLayers = kept.blocks.flatMap { [$0.q, $0.k, $0.v, $0.o, $0.gate, $0.up, $0.down] }.filter { $0.decodeFormat != .f32 }
+        let packedLayers = kept.blocks.flatMap(\.linears).filter { $0.decodeFormat != .f32 }
         XCTAssertFalse(packedLayers.isEmpty)
-        XCTAssertLessThan(kept.blocks.reduce(0) { $0 + $1.gate.residentBytes + $1.q.residentBytes },
-                          plain.blocks.reduce(0) { $0 + $1.gate.residentBytes + $1.q.residentBytes })
+        func resident(_ m: LlamaModel) -> Int { m.blocks.flatMap(\.linears).reduce(0) { $0 + $1.residentBytes } }
+        XCTAssertLessThan(resident(kept), resident(plain))
         // one token per step through the decode kernels, compared with llama.cpp's logits of the same positions
         let want = try SafeTensorsFile(path: dir + "/golden-mixed.safetensors").tensor("prompt1.logits").toArray()
         func stepwise(_ m: LlamaModel) throws -> [Float] {

@@ -24,6 +24,8 @@ protocol CausalDecoder: LanguageModel {
     /// Runs `n` new tokens per row (ids [B*n]) through the model, extending the cache.
     /// Returns logits [B*n, V], or [B, V] for the last position when `lastOnly`.
     func forward(_ cache: CausalDecoderCache, ids: [Int], n: Int, lastOnly: Bool) -> Tensor
+    /// The longest sequence the model attends over in full (sliding-window models), nil when unlimited.
+    var attentionSpan: Int? { get }
 }
 
 extension CausalDecoder {
@@ -31,11 +33,21 @@ extension CausalDecoder {
         CausalDecoderCache(layers: layerCount, batch: batch, width: kvWidth, offsets: offsets, capacity: capacity)
     }
 
+    var attentionSpan: Int? { nil }
+
     func validate(_ rows: [[Int]], what: String) throws {
         guard !rows.isEmpty else { throw EncoreError(.invalidArgument, "empty batch") }
         for (i, r) in rows.enumerated() {
             guard !r.isEmpty else { throw EncoreError(.invalidArgument, "\(what) \(i): empty token sequence") }
             try TokenCheck.validate(r, vocab: vocabSize, what: "\(what) \(i)")
+        }
+        try checkSpan(rows.map(\.count).max()!)
+    }
+
+    /// Refuses sequences past a sliding window (Encore attends over the whole cache).
+    func checkSpan(_ length: Int) throws {
+        if let span = attentionSpan, length > span {
+            throw EncoreError(.invalidArgument, "sequence of \(length) tokens is longer than the model's sliding attention window (\(span)); sliding-window attention is not supported")
         }
     }
 
@@ -91,6 +103,7 @@ final class CausalDecoderState: GenerationState {
     func advance(tokens: [Int]) throws {
         guard tokens.count == batchSize else { throw EncoreError(.invalidArgument, "advance: \(tokens.count) tokens for \(batchSize) rows") }
         try TokenCheck.validate(tokens, vocab: model.vocabSize, what: "generated tokens")
+        try model.checkSpan(cache.length + 1)
         logits = model.forward(cache, ids: tokens, n: 1, lastOnly: true)
     }
 }

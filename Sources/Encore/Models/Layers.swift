@@ -179,24 +179,6 @@ final class WeightLoader {
     }
 }
 
-/// A weight matrix stored as bf16 (round to nearest even), for decode steps that stream it: half the bytes.
-public final class BF16Matrix: @unchecked Sendable {
-    public let rows: Int, columns: Int
-    let values: UnsafeMutablePointer<UInt16>
-
-    public init(_ t: Tensor) {
-        precondition(t.shape.count == 2, "BF16Matrix wants a matrix, got \(t.shape)")
-        rows = t.shape[0]
-        columns = t.shape[1]
-        values = .allocate(capacity: max(t.count, 1))
-        ek_f32_to_bf16(t.data, values, t.count)
-    }
-
-    deinit { values.deallocate() }
-
-    public var bytes: Int { rows * columns * 2 }
-}
-
 /// A dense layer y = x·Wᵀ + b with the PyTorch `[out, in]` weight layout.
 ///
 /// Decode steps (M ≤ 8 rows) stream `packed` when set (bf16, int8, q8_0, q4_0, q4_1); prompt passes use the

@@ -158,6 +158,8 @@ extension Ops {
         var r0 = 0
         while r0 < m {
             let mm = min(8, m - r0)
+            OpCounter.add(flops: 2 * mm * n * k)
+            OpCounter.add(weightBytes: weight.byteCount)   // streamed once per pass of up to 8 rows
             let rc = ek_gemv_quant(weight.format.kernelID, weight.data, weight.scales, x.data + r0 * k, bias?.data,
                                    y.data + r0 * n, mm, n, k)
             precondition(rc == 0, "gemv: format \(weight.format) failed (\(rc): out of memory?)")
