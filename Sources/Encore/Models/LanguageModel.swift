@@ -92,7 +92,8 @@ public enum ModelRegistry {
         let weights = folder + "/model.safetensors"
         let model = try load(type: type, config: data, path: path, weights: weights)
         // a quantized checkpoint (encore quantize): its matrices load packed; the head follows their format
-        if let name = try SafeTensorsFile(path: weights).metadata[QuantizedCheckpoint.formatKey] {
+        if FileManager.default.fileExists(atPath: weights),
+           let name = try SafeTensorsFile(path: weights).metadata[QuantizedCheckpoint.formatKey] {
             let format: WeightFormat
             do { format = try WeightFormat(parsing: name) } catch {
                 throw EncoreError(.invalidFile, "\(weights): metadata '\(QuantizedCheckpoint.formatKey)' is '\(name)', not a weight format")
