@@ -32,9 +32,14 @@ struct BenchCommand: ParsableCommand {
         decode tokens/s, peak RSS and cache size. Random weights unless --model gives a checkpoint (its \
         twin then gets random weights of the matched shape: speed does not depend on the values).
 
+        With --model naming any other family (e.g. a Llama GGUF file or Hugging Face folder), that model alone \
+        is timed the same way (its TTFT at N input tokens is the prompt-processing time); --models model \
+        selects it explicitly beside mu and mu_decoder.
+
         Example:
           encore bench --preset mu-330m --input-tokens 512 --output-tokens 64 --threads 2 --json
           encore bench --input-tokens 128,512,1024,2048 --output-tokens 64 --plot fig1.svg
+          encore bench --model models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf --input-tokens 128,512 --threads 2
         """
     )
 
@@ -63,8 +68,8 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "Timed repetitions per model (after one warm-up); the median is reported.")
     var reps: Int = 3
 
-    @Option(help: "Which models to run: mu, mu_decoder or both, comma separated.")
-    var models: String = "mu,mu_decoder"
+    @Option(help: "Which models to run, comma separated: mu, mu_decoder, model (the --model checkpoint as loaded). Default: mu,mu_decoder; with a --model of another family, that model.")
+    var models: String?
 
     @Option(help: "Seed for the random input ids and weights.")
     var seed: UInt64 = 1
@@ -98,9 +103,12 @@ struct BenchCommand: ParsableCommand {
         }
         if qualityTokens < 0 { throw ValidationError("--quality-tokens must be >= 0") }
         if reps < 1 { throw ValidationError("--reps must be >= 1") }
-        let known = Set(["mu", "mu_decoder"])
-        for m in models.split(separator: ",") where !known.contains(String(m)) {
-            throw ValidationError("--models: unknown model '\(m)' (use mu, mu_decoder)")
+        let known = Set(["mu", "mu_decoder", "model"])
+        for m in (models ?? "mu").split(separator: ",") where !known.contains(String(m)) {
+            throw ValidationError("--models: unknown model '\(m)' (use mu, mu_decoder, model)")
+        }
+        if model == nil, (models ?? "").split(separator: ",").contains("model") {
+            throw ValidationError("--models model needs --model FILE_OR_FOLDER")
         }
         if model == nil && preset != "mu-330m" { throw ValidationError("--preset: unknown preset '\(preset)' (available: mu-330m)") }
     }
@@ -108,7 +116,6 @@ struct BenchCommand: ParsableCommand {
     func run() throws {
         try runReportingErrors {
             Backend.setThreads(threads)
-            let wanted = models.split(separator: ",").map(String.init)
             var muConfig = MuConfig.mu330m
             var loaded: LanguageModel? = nil
             if let model {
@@ -116,6 +123,10 @@ struct BenchCommand: ParsableCommand {
                 loaded = lm
                 if let mu = lm as? MuModel { muConfig = mu.config }
             }
+            // A checkpoint of another family (Llama GGUF / HF) is benchmarked alone unless --models says otherwise.
+            let isMuFamily = loaded == nil || loaded is MuModel || loaded is MuDecoderModel
+            var wanted = (models ?? (isMuFamily ? "mu,mu_decoder" : "model")).split(separator: ",").map(String.init)
+            if let loaded { wanted = wanted.map { $0 == "model" ? loaded.modelType : $0 } }
             var limits: KernelBench.Figures? = nil
             if !noLimits {
                 printStderr("measuring the machine's ceilings (memory read bandwidth, BLAS GEMM)…")
@@ -128,6 +139,8 @@ struct BenchCommand: ParsableCommand {
                 let lm: LanguageModel
                 if let loaded, loaded.modelType == name {
                     lm = loaded
+                } else if name != "mu" && name != "mu_decoder" {
+                    throw EncoreError(.invalidArgument, "--models: '\(name)' is not the loaded model's type")
                 } else if name == "mu" {
                     lm = try MuModel(config: muConfig, randomSeed: seed)
                 } else {
