@@ -32,9 +32,14 @@ struct BenchCommand: ParsableCommand {
         decode tokens/s, peak RSS and cache size. Random weights unless --model gives a checkpoint (its \
         twin then gets random weights of the matched shape: speed does not depend on the values).
 
+        With --model naming any other family (e.g. a Llama GGUF file or Hugging Face folder), that model alone \
+        is timed the same way (its TTFT at N input tokens is the prompt-processing time); --models model \
+        selects it explicitly beside mu and mu_decoder.
+
         Example:
           encore bench --preset mu-330m --input-tokens 512 --output-tokens 64 --threads 2 --json
           encore bench --input-tokens 128,512,1024,2048 --output-tokens 64 --plot fig1.svg
+          encore bench --model models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf --input-tokens 128,512 --threads 2
         """
     )
 
@@ -63,8 +68,8 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "Timed repetitions per model (after one warm-up); the median is reported.")
     var reps: Int = 3
 
-    @Option(help: "Which models to run: mu, mu_decoder or both, comma separated.")
-    var models: String = "mu,mu_decoder"
+    @Option(help: "Which models to run, comma separated: mu, mu_decoder, model (the --model checkpoint as loaded). Default: mu,mu_decoder; with a --model of another family, that model.")
+    var models: String?
 
     @Option(help: "Seed for the random input ids and weights.")
     var seed: UInt64 = 1
@@ -79,6 +84,9 @@ struct BenchCommand: ParsableCommand {
 
     @Option(name: .customLong("quality-tokens"), help: "Teacher-forced decode steps for the quality report of non-f32 formats (0: skip).")
     var qualityTokens: Int = 64
+
+    @Flag(name: .customLong("keep-quantized"), help: "With a GGUF --model: keep Q8_0/Q4_0/Q4_1 matrices in their blocks (decode reads them natively; f32 in --decode-weights then means these blocks).")
+    var keepQuantized = false
 
     @Option(name: .customLong("epilogue-ab"), help: "Instead of the study: time the Mu encoder N times with fused and N times with separate GEMM epilogues, interleaved, and print both medians.")
     var epilogueAB: Int = 0
@@ -100,10 +108,16 @@ struct BenchCommand: ParsableCommand {
             throw ValidationError("--decode-weights: expected f32, bf16, int8, q8_0, q4_0 or q4_1, comma separated (got '\(decodeWeights)')")
         }
         if qualityTokens < 0 { throw ValidationError("--quality-tokens must be >= 0") }
+        if keepQuantized && (model == nil || formats != [.f32]) {
+            throw ValidationError("--keep-quantized needs a GGUF --model and no --decode-weights (it benchmarks the file's own blocks)")
+        }
         if reps < 1 { throw ValidationError("--reps must be >= 1") }
-        let known = Set(["mu", "mu_decoder"])
-        for m in models.split(separator: ",") where !known.contains(String(m)) {
-            throw ValidationError("--models: unknown model '\(m)' (use mu, mu_decoder)")
+        let known = Set(["mu", "mu_decoder", "model"])
+        for m in (models ?? "mu").split(separator: ",") where !known.contains(String(m)) {
+            throw ValidationError("--models: unknown model '\(m)' (use mu, mu_decoder, model)")
+        }
+        if model == nil, (models ?? "").split(separator: ",").contains("model") {
+            throw ValidationError("--models model needs --model FILE_OR_FOLDER")
         }
         if model == nil && preset != "mu-330m" { throw ValidationError("--preset: unknown preset '\(preset)' (available: mu-330m)") }
     }
@@ -112,14 +126,17 @@ struct BenchCommand: ParsableCommand {
         try runReportingErrors {
             Backend.setThreads(threads)
             if epilogueAB > 0 { try runEpilogueAB(); return }
-            let wanted = models.split(separator: ",").map(String.init)
             var muConfig = MuConfig.mu330m
             var loaded: LanguageModel? = nil
             if let model {
-                let lm = try ModelRegistry.load(folder: model)
+                let lm = try ModelRegistry.load(folder: model, keepQuantized: keepQuantized)
                 loaded = lm
                 if let mu = lm as? MuModel { muConfig = mu.config }
             }
+            // A checkpoint of another family (Llama GGUF / HF) is benchmarked alone unless --models says otherwise.
+            let isMuFamily = loaded == nil || loaded is MuModel || loaded is MuDecoderModel
+            var wanted = (models ?? (isMuFamily ? "mu,mu_decoder" : "model")).split(separator: ",").map(String.init)
+            if let loaded { wanted = wanted.map { $0 == "model" ? loaded.modelType : $0 } }
             var limits: KernelBench.Figures? = nil
             if !noLimits {
                 printStderr("measuring the machine's ceilings (memory read bandwidth, BLAS GEMM)…")
@@ -132,6 +149,8 @@ struct BenchCommand: ParsableCommand {
                 let lm: LanguageModel
                 if let loaded, loaded.modelType == name {
                     lm = loaded
+                } else if name != "mu" && name != "mu_decoder" {
+                    throw EncoreError(.invalidArgument, "--models: '\(name)' is not the loaded model's type")
                 } else if name == "mu" {
                     lm = try MuModel(config: muConfig, randomSeed: seed)
                 } else {
@@ -139,8 +158,11 @@ struct BenchCommand: ParsableCommand {
                 }
                 var reference: DecodeQuality? = nil
                 for format in formats {
-                    try lm.useDecodeWeights(format)
-                    let tag = "\(name) \(format.rawValue)"
+                    // --keep-quantized: the GGUF blocks as loaded ("gguf"); other formats are made from them
+                    let asLoaded = keepQuantized && format == .f32
+                    if !asLoaded { try lm.useDecodeWeights(format) }
+                    let label = asLoaded ? "gguf" : format.rawValue
+                    let tag = "\(name) \(label)"
                     for length in lengths {
                         for outputTokens in outputLengths {
                             let bench = Benchmark(inputTokens: length, outputTokens: outputTokens, repetitions: reps, seed: seed)
@@ -148,11 +170,11 @@ struct BenchCommand: ParsableCommand {
                                 printStderr(rep == 0 ? "[\(tag)] warm-up, counting FLOPs (\(length) in → \(outputTokens) out)…"
                                                      : "[\(tag)] \(length) in → \(outputTokens) out: run \(rep)/\(total)…")
                             }
-                            r.decodeWeights = format.rawValue
+                            r.decodeWeights = label
                             results.append(r)
                         }
                     }
-                    if qualityTokens > 0 && (format != .f32 || formats.count > 1) {
+                    if qualityTokens > 0 && !keepQuantized && (format != .f32 || formats.count > 1) {
                         // fixed token sequences from the seed: a prompt of the first input length, then qualityTokens targets
                         var rng = SplitMix64(seed: seed &+ 17)
                         let low = min(3, lm.vocabSize - 1)
@@ -169,9 +191,9 @@ struct BenchCommand: ParsableCommand {
                         qualities.append((name, format.rawValue, e.absolute, e.relative, q.perplexity, reference!.perplexity))
                     }
                 }
-                try lm.useDecodeWeights(.f32)
+                if !keepQuantized { try lm.useDecodeWeights(.f32) }
             }
-            if let plot { try writePlot(results.filter { $0.decodeWeights == formats[0].rawValue }, to: plot) }
+            if let plot { try writePlot(results.filter { $0.decodeWeights == results.first?.decodeWeights }, to: plot) }
             if json {
                 print(jsonString([
                     "system": "encore", "version": EncoreVersion.string, "decode_weights": decodeWeights, "threads": threads, "blas": Backend.blasName,

@@ -1,0 +1,43 @@
+import XCTest
+@testable import Encore
+
+/// `encore bench --model` on a model of another family (the tiny Llama GGUF): it is timed alone, with the JSON
+/// the peer drivers in bench/peers/ read; bad --models values fail with a message. (No timing is asserted.)
+final class BenchCLITests: XCTestCase {
+    func testBenchTimesALlamaGGUFAlone() throws {
+        let r = runCLI(["bench", "--model", fixture("tiny_llama/f32.gguf"), "--input-tokens", "8,16", "--output-tokens", "3",
+                        "--reps", "1", "--threads", "1", "--json", "--no-limits"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let o = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any], r.stdout)
+        let results = try XCTUnwrap(o["results"] as? [[String: Any]])
+        XCTAssertEqual(results.map { $0["model"] as? String }, ["llama", "llama"], "only the loaded model, no random Mu pair")
+        XCTAssertEqual(results.map { $0["input_tokens"] as? Int }, [8, 16])
+        for res in results {
+            XCTAssertEqual(res["output_tokens"] as? Int, 3)
+            for key in ["ttft_ms", "decode_tokens_per_s", "peak_rss_mb"] {
+                let v = try XCTUnwrap(res[key] as? Double, key)
+                XCTAssertTrue(v.isFinite && v > 0, "\(key) = \(v)")
+            }
+        }
+        XCTAssertEqual(o["decode_weights"] as? String, "f32")
+    }
+
+    func testBenchModelsSelection() {
+        let sel = runCLI(["bench", "--model", fixture("tiny_llama/f32.gguf"), "--models", "model", "--input-tokens", "4",
+                          "--output-tokens", "2", "--reps", "1", "--threads", "1", "--no-limits"])
+        XCTAssertEqual(sel.status, 0, sel.stderr)
+        XCTAssertTrue(sel.stdout.contains("llama"), sel.stdout)
+
+        let noModel = runCLI(["bench", "--models", "model"])
+        XCTAssertNotEqual(noModel.status, 0)
+        XCTAssertTrue(noModel.stderr.contains("--models model needs --model"), noModel.stderr)
+
+        let unknown = runCLI(["bench", "--models", "gpt"])
+        XCTAssertNotEqual(unknown.status, 0)
+        XCTAssertTrue(unknown.stderr.contains("unknown model 'gpt'"), unknown.stderr)
+
+        let wrongType = runCLI(["bench", "--model", fixture("tiny_llama/f32.gguf"), "--models", "mu_decoder,llama",
+                                "--input-tokens", "4", "--output-tokens", "2", "--reps", "1", "--no-limits"])
+        XCTAssertNotEqual(wrongType.status, 0, "'llama' is not a --models name (use 'model')")
+    }
+}
