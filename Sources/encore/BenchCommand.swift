@@ -85,6 +85,9 @@ struct BenchCommand: ParsableCommand {
     @Option(name: .customLong("quality-tokens"), help: "Teacher-forced decode steps for the quality report of non-f32 formats (0: skip).")
     var qualityTokens: Int = 64
 
+    @Option(name: .customLong("epilogue-ab"), help: "Instead of the study: time the Mu encoder N times with fused and N times with separate GEMM epilogues, interleaved, and print both medians.")
+    var epilogueAB: Int = 0
+
     @Flag(name: .customLong("no-limits"), help: "Skip measuring the machine's ceilings (memory bandwidth, GEMM peak).")
     var noLimits = false
 
@@ -116,6 +119,7 @@ struct BenchCommand: ParsableCommand {
     func run() throws {
         try runReportingErrors {
             Backend.setThreads(threads)
+            if epilogueAB > 0 { try runEpilogueAB(); return }
             var muConfig = MuConfig.mu330m
             var loaded: LanguageModel? = nil
             if let model {
@@ -250,5 +254,30 @@ struct BenchCommand: ParsableCommand {
             if compared { print("(paper, on an NPU: 47% lower first-token latency, 4.7× decode throughput)") }
             if let plot { print("plot: \(plot)") }
         }
+    }
+
+    /// `--epilogue-ab N`: the Mu encoder (preset or --model) on a random prompt of the first --input-tokens length,
+    /// alternating separate and fused epilogues; medians of N runs each.
+    func runEpilogueAB() throws {
+        var config = MuConfig.mu330m
+        if let model, let mu = try ModelRegistry.load(folder: model) as? MuModel { config = mu.config }
+        let mu = try MuModel(config: config, randomSeed: seed)
+        var rng = SplitMix64(seed: seed)
+        let prompt = (0..<lengths[0]).map { _ in 3 + Int(rng.next() % UInt64(config.vocabSize - 3)) }
+        _ = try mu.encode([prompt])
+        var times: [Bool: [Double]] = [false: [], true: []]
+        for i in 0..<(2 * epilogueAB) {
+            let fused = i % 2 == 1
+            Ops.fusedEpilogues = fused
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            _ = try mu.encode([prompt])
+            times[fused]!.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6)
+            printStderr("epilogues \(fused ? "fused" : "separate"): \(String(format: "%.1f", times[fused]!.last!)) ms")
+        }
+        Ops.fusedEpilogues = true
+        func median(_ a: [Double]) -> Double { let s = a.sorted(); return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2 }
+        let a = median(times[false]!), b = median(times[true]!)
+        print(String(format: "Mu encoder, %d tokens, %d thread(s), median of %d: separate epilogues %.1f ms, fused %.1f ms (%.3f×)",
+                     lengths[0], threads, epilogueAB, a, b, a / b))
     }
 }

@@ -372,3 +372,36 @@ final class ParallelElementwiseTests: XCTestCase {
         XCTAssertLessThan(relativeError(two.0, ref), 1e-5)
     }
 }
+
+final class FusedEpilogueTests: XCTestCase {
+    /// Prompt passes with fused GEMM epilogues (bias + GELU in one pass, residual accumulated by the GEMM) equal the
+    /// separate passes (≤ 1e-5 relative: only the order of the bias addition differs).
+    func testFusedEpiloguesMatchSeparatePasses() throws {
+        defer { Ops.fusedEpilogues = true }
+        for name in ["gqa_mod", "mu_decoder"] {
+            let model = try ModelRegistry.load(folder: fixture("mu/\(name)"))
+            let rows = [Array(3..<40)]
+            func logits() throws -> [Float] {
+                if let mu = model as? MuModel { return try mu.teacherForcedLogits(encoderIds: rows, decoderIds: [Array(1..<20)]).toArray() }
+                return try (model as! MuDecoderModel).logits(rows).toArray()
+            }
+            Ops.fusedEpilogues = false
+            let separate = try logits()
+            Ops.fusedEpilogues = true
+            let fused = try logits()
+            XCTAssertLessThan(relativeError(fused, separate), 1e-5, name)
+        }
+        var rng = SplitMix64(seed: 4)
+        let x = Tensor(shape: [12, 40], values: (0..<480).map { _ in rng.nextUnitFloat() - 0.5 })
+        let w = Tensor(shape: [24, 40], values: (0..<960).map { _ in rng.nextUnitFloat() - 0.5 })
+        let b = Tensor(shape: [24], values: (0..<24).map { _ in rng.nextUnitFloat() })
+        let r0 = Tensor(shape: [12, 24], values: (0..<288).map { _ in rng.nextUnitFloat() })
+        let want = Ops.add(r0, Ops.linear(x, weight: w, bias: b)).toArray()
+        let r = r0.copy()
+        Ops.linearAccumulate(into: r, x, weight: w, bias: b)
+        XCTAssertLessThan(relativeError(r.toArray(), want), 1e-6)
+        var g = Ops.linear(x, weight: w, bias: b).toArray()
+        ek_gelu_tanh_f32(&g, g.count)
+        XCTAssertLessThan(relativeError(Ops.linearGELU(x, weight: w, bias: b).toArray(), g), 1e-6)
+    }
+}

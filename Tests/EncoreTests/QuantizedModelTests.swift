@@ -183,3 +183,39 @@ final class QuantizedModelTests: XCTestCase {
         XCTAssertLessThan(errors[.q8_0]!, errors[.q4_0]!)
     }
 }
+
+/// `encore quantize`, `generate --decode-weights/--keep-quantized` and `bench --decode-weights` from the command line.
+final class QuantizeCLITests: XCTestCase {
+    func testQuantizeThenGenerate() throws {
+        let dir = try makeTempDir(self)
+        let q = runCLI(["quantize", "--model", fixture("mu/mu_decoder"), "--out", dir + "/q8", "--format", "q8_0"])
+        XCTAssertEqual(q.status, 0, q.stderr)
+        XCTAssertTrue(q.stdout.contains("q8_0 matrices"), q.stdout)
+        let direct = runCLI(["generate", "--model", fixture("mu/mu_decoder"), "--input-ids", "5,6,7", "--max-tokens", "6", "--json",
+                             "--decode-weights", "q8_0"])
+        let viaFile = runCLI(["generate", "--model", dir + "/q8", "--input-ids", "5,6,7", "--max-tokens", "6", "--json"])
+        XCTAssertEqual(direct.status, 0, direct.stderr)
+        XCTAssertEqual(viaFile.status, 0, viaFile.stderr)
+        XCTAssertFalse(viaFile.stdout.isEmpty)
+        // a 3-token prompt: every pass is a decode-kernel pass, so the checkpoint and the in-memory format agree
+        XCTAssertEqual(viaFile.stdout, direct.stdout)
+        let gguf = runCLI(["generate", "--model", fixture("tiny_llama/mixed.gguf"), "--keep-quantized", "--input-ids", "1,45,43",
+                           "--max-tokens", "4", "--json"])
+        XCTAssertEqual(gguf.status, 0, gguf.stderr)
+    }
+
+    func testBadFormatsAreRejected() throws {
+        let dir = try makeTempDir(self)
+        for args in [["quantize", "--model", fixture("mu/mu_decoder"), "--out", dir + "/x", "--format", "q3_k"],
+                     ["quantize", "--model", fixture("mu/mu_decoder"), "--out", dir + "/x", "--format", "f32"],
+                     ["generate", "--model", fixture("mu/mu_decoder"), "--input-ids", "5", "--decode-weights", "int4"],
+                     ["bench", "--model", fixture("mu/mu_decoder"), "--decode-weights", "f32,q9"]] {
+            let r = runCLI(args)
+            XCTAssertNotEqual(r.status, 0, args.joined(separator: " "))
+            XCTAssertTrue(r.stderr.contains("format") || r.stderr.contains("decode-weights"), r.stderr)
+        }
+        let t5 = runCLI(["quantize", "--model", fixture("tiny_llama/f32.gguf"), "--out", dir + "/y", "--format", "int8"])
+        XCTAssertNotEqual(t5.status, 0)
+        XCTAssertTrue(t5.stderr.contains("not supported"), t5.stderr)
+    }
+}

@@ -237,6 +237,25 @@ struct Linear {
         return Ops.linear(x, weight: dense ?? packed!.dequantized(), bias: bias)
     }
 
+    /// gelu(x·Wᵀ + b), the bias and activation fused after the GEMM for prompt passes.
+    func gelu(_ x: Tensor) -> Tensor {
+        if let packed, x.count / inputs <= 8 {
+            let y = Ops.linearQuantized(x, weight: packed, bias: bias)
+            ek_gelu_tanh_f32(y.data, y.count)
+            return y
+        }
+        return Ops.linearGELU(x, weight: dense ?? packed!.dequantized(), bias: bias)
+    }
+
+    /// r += x·Wᵀ + b (a residual stream), accumulated by the GEMM for prompt passes.
+    func accumulate(into r: Tensor, _ x: Tensor) {
+        if let packed, x.count / inputs <= 8 {
+            Ops.addInPlace(r, Ops.linearQuantized(x, weight: packed, bias: bias))
+            return
+        }
+        Ops.linearAccumulate(into: r, x, weight: dense ?? packed!.dequantized(), bias: bias)
+    }
+
     /// Streams the weight in `format` during decode steps. `keepFP32: false` drops the fp32 copy (prompt passes
     /// then dequantize per call); `.f32` goes back to fp32 only.
     mutating func useDecodeWeights(_ format: WeightFormat, keepFP32: Bool = true) {
@@ -348,9 +367,12 @@ struct MLP {
         fc2 = try Linear(loader, prefix + ".fc2", in: hidden, out: nEmbd)
     }
     func callAsFunction(_ x: Tensor) -> Tensor {
-        let h = fc1(x)                                                   // [R, hidden]
-        ek_gelu_tanh_f32(h.data, h.count)
-        return fc2(h)                                                    // [R, C]
+        fc2(fc1.gelu(x))                                                 // [R, hidden] → [R, C]
+    }
+
+    /// r += mlp(x): the residual stream accumulates fc2's product (fused epilogues for prompt passes).
+    func accumulate(into r: Tensor, _ x: Tensor) {
+        fc2.accumulate(into: r, fc1.gelu(x))                             // [R, hidden] → r [R, C]
     }
 
     mutating func useBF16ForDecode() { useDecodeWeights(.bf16) }

@@ -259,8 +259,8 @@ public final class MuModel: LanguageModel {
             Ops.ropeInPlace(k, heads: shape.kvHeads, headDim: shape.headDim, positions: positions, invFreq: invFreq)
             let o = Ops.batchedAttention(q: q, k: k, v: v, batch: B, tq: L, kvRows: L, keyKeep: keep, shape: shape,
                                          causalOffset: -1, scratch: &scratch)   // [B*L, H*D]
-            Ops.addInPlace(x, block.attn.out(o))
-            Ops.addInPlace(x, block.mlp(block.ln2(x)))
+            block.attn.out.accumulate(into: x, o)                         // x += out(o)
+            block.mlp.accumulate(into: x, block.ln2(x))                   // x += mlp(ln2(x))
         }
         x = lnE(x)
         let crossK = decoderBlocks.map { $0.crossAttn.k(x) }               // [B*L, Hkv*D] per layer
@@ -323,8 +323,8 @@ public final class MuModel: LanguageModel {
             let oc = Ops.batchedAttention(q: qc, k: state.encoder.crossK[layer], v: state.encoder.crossV[layer], batch: B,
                                           tq: n, kvRows: L, keyKeep: state.encoder.keep, shape: shape, causalOffset: -1,
                                           scratch: &scratch)
-            Ops.addInPlace(x, block.crossAttn.out(oc))
-            Ops.addInPlace(x, block.mlp(block.ln3(x)))
+            block.crossAttn.out.accumulate(into: x, oc)
+            block.mlp.accumulate(into: x, block.ln3(x))
         }
         if lastOnly && n > 1 { x = Ops.lastRows(x, batch: B, n: n) }
         let h = lnF(x)

@@ -140,7 +140,7 @@ public final class MuDecoderModel: CausalDecoder {
             Ops.addInPlace(x, block.attn.cachedSelfAttention(block.ln1(x), batch: B, n: n, cache: cache.caches[layer],
                                                              newKeep: newKeep, positions: positions, invFreq: invFreq,
                                                              shape: shape, scratch: &scratch))
-            Ops.addInPlace(x, block.mlp(block.ln2(x)))
+            block.mlp.accumulate(into: x, block.ln2(x))
         }
         if lastOnly && n > 1 { x = Ops.lastRows(x, batch: B, n: n) }
         let h = lnF(x)
