@@ -61,9 +61,11 @@ let package = Package(
             path: "Tests/EncoreTokenizersTests",
             resources: [.copy("Fixtures")]
         ),
+        // Test-only: counts the test process's heap allocations (decode must not allocate per step).
+        .target(name: "AllocCounter", path: "Tests/AllocCounter"),
         .testTarget(
             name: "EncoreTests",
-            dependencies: ["Encore", "EncoreKernels", "encore"],
+            dependencies: ["Encore", "EncoreKernels", "encore", "AllocCounter"],
             path: "Tests/EncoreTests",
             exclude: ["Fixtures"],
             swiftSettings: [.swiftLanguageMode(.v5)]

@@ -7,6 +7,7 @@
 #if defined(__x86_64__) || defined(_M_X64)
 #define EK_X86 1
 #include <immintrin.h>
+#include <cpuid.h>
 #define EK_AVX2 __attribute__((target("avx2,fma")))
 #endif
 
@@ -23,10 +24,18 @@ int ek_cpu_features(void) {
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) f |= EK_CPU_AVX2_FMA;
     if (__builtin_cpu_supports("avx512f")) f |= EK_CPU_AVX512F;
+    if (__builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl")) f |= EK_CPU_AVX512BWVL;
     if (__builtin_cpu_supports("avx512vnni")) f |= EK_CPU_AVX512VNNI;
-#if defined(__clang__) && __clang_major__ >= 12
-    if (__builtin_cpu_supports("avx512bf16")) f |= EK_CPU_AVX512BF16;
-#endif
+    {
+        /* CPUID leaf 1 ECX bit 29 F16C; leaf 7.1 EAX bit 4 AVX-VNNI, bit 5 AVX512_BF16 (the OS-saved register
+           state is already implied by the avx2 / avx512f checks above) */
+        unsigned a, b, c, d;
+        if (__get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29))) f |= EK_CPU_F16C;
+        if (__get_cpuid_count(7, 1, &a, &b, &c, &d)) {
+            if ((a & (1u << 4)) && (f & EK_CPU_AVX2_FMA)) f |= EK_CPU_AVXVNNI;
+            if ((a & (1u << 5)) && (f & EK_CPU_AVX512F)) f |= EK_CPU_AVX512BF16;
+        }
+    }
 #elif defined(__aarch64__)
     f |= EK_CPU_NEON;
 #endif
@@ -35,6 +44,7 @@ int ek_cpu_features(void) {
 }
 
 void ek_set_force_reference(int force) { g_force_ref = force; }
+int ek_get_force_reference(void) { return g_force_ref; }
 
 static inline int use_avx2(void) {
 #if EK_X86
@@ -682,76 +692,12 @@ float ek_sum_f32(const float *x, long n) {
 }
 
 /* ------------------------------------------------------------------------------------------------ */
-/* bf16-weight GEMV for decode: weights stored as bf16 (half the bytes), widened to fp32 in registers */
-
-typedef struct { const uint16_t *w; const float *x, *bias; float *y; long m, n, k; } gemv_bf16_ctx;
+/* bf16-weight GEMV for decode: the dispatch and kernels live in gemv_quant.c                        */
 
 static inline float bf16_to_float(uint16_t h) { uint32_t b = (uint32_t)h << 16; float f; memcpy(&f, &b, 4); return f; }
 
-#if EK_X86
-EK_AVX2 static inline __m256 load_bf16x8(const uint16_t *p) {
-    __m256i v = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p));
-    return _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
-}
-
-EK_AVX2 static void gemv_bf16_rows_avx2(const gemv_bf16_ctx *c, long r0, long r1) {
-    const long k = c->k;
-    for (long r = r0; r < r1; r++) {
-        const uint16_t *wr = c->w + r * k;
-        for (long i0 = 0; i0 < c->m; i0 += 4) {
-            long mm = c->m - i0 < 4 ? c->m - i0 : 4;
-            const float *x0 = c->x + i0 * k;
-            const float *x1 = mm > 1 ? x0 + k : x0, *x2 = mm > 2 ? x0 + 2 * k : x0, *x3 = mm > 3 ? x0 + 3 * k : x0;
-            __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
-            __m256 b0 = _mm256_setzero_ps();
-            long j = 0;
-            if (mm == 1) {
-                for (; j + 16 <= k; j += 16) {
-                    a0 = _mm256_fmadd_ps(load_bf16x8(wr + j), _mm256_loadu_ps(x0 + j), a0);
-                    b0 = _mm256_fmadd_ps(load_bf16x8(wr + j + 8), _mm256_loadu_ps(x0 + j + 8), b0);
-                }
-            }
-            for (; j + 8 <= k; j += 8) {
-                __m256 wv = load_bf16x8(wr + j);
-                a0 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x0 + j), a0);
-                a1 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x1 + j), a1);
-                a2 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x2 + j), a2);
-                a3 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x3 + j), a3);
-            }
-            float s[4] = { hsum256(_mm256_add_ps(a0, b0)), hsum256(a1), hsum256(a2), hsum256(a3) };
-            for (; j < k; j++) {
-                float w = bf16_to_float(wr[j]);
-                s[0] += w * x0[j]; s[1] += w * x1[j]; s[2] += w * x2[j]; s[3] += w * x3[j];
-            }
-            float b = c->bias ? c->bias[r] : 0.0f;
-            for (long i = 0; i < mm; i++) c->y[(i0 + i) * c->n + r] = s[i] + b;
-        }
-    }
-}
-#endif
-
-static void gemv_bf16_task(void *ctx, long index, long count) {
-    const gemv_bf16_ctx *c = (const gemv_bf16_ctx *)ctx;
-    long r0 = c->n * index / count, r1 = c->n * (index + 1) / count;
-#if EK_X86
-    if (use_avx2()) { gemv_bf16_rows_avx2(c, r0, r1); return; }
-#endif
-    for (long r = r0; r < r1; r++) {
-        float b = c->bias ? c->bias[r] : 0.0f;
-        for (long i = 0; i < c->m; i++) {
-            float s = 0;
-            for (long j = 0; j < c->k; j++) s += bf16_to_float(c->w[r * c->k + j]) * c->x[i * c->k + j];
-            c->y[i * c->n + r] = s + b;
-        }
-    }
-}
-
 void ek_gemv_bf16(const uint16_t *w, const float *x, const float *bias, float *y, long m, long n, long k) {
-    gemv_bf16_ctx c = { w, x, bias, y, m, n, k };
-    long bytes = n * k * 2;
-    long tasks = bytes < (1L << 18) ? 1 : 4L * ek_get_threads();
-    if (tasks > n) tasks = n;
-    ek_parallel_for(tasks, gemv_bf16_task, &c);
+    ek_gemv_quant(EK_WF_BF16, w, NULL, x, bias, y, m, n, k);
 }
 
 void ek_gemv_bf16_ref(const uint16_t *w, const float *x, const float *bias, float *y, long m, long n, long k) {

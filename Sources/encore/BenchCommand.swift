@@ -77,8 +77,19 @@ struct BenchCommand: ParsableCommand {
     @Flag(help: "Print JSON on standard output (progress still goes to standard error).")
     var json = false
 
-    @Option(name: .customLong("decode-weights"), help: "Weight format streamed by decode steps: f32 or bf16 (prompt passes stay fp32).")
+    @Option(name: .customLong("decode-weights"), help: "Weight formats streamed by decode steps, comma separated: f32, bf16, int8, q8_0, q4_0, q4_1 (prompt passes stay fp32). Each is measured in the same run, with its quality cost against f32.")
     var decodeWeights: String = "f32"
+
+    var formats: [WeightFormat] { decodeWeights.split(separator: ",").compactMap { try? WeightFormat(parsing: String($0)) } }
+
+    @Option(name: .customLong("quality-tokens"), help: "Teacher-forced decode steps for the quality report of non-f32 formats (0: skip).")
+    var qualityTokens: Int = 64
+
+    @Flag(name: .customLong("keep-quantized"), help: "With a GGUF --model: keep Q8_0/Q4_0/Q4_1 matrices in their blocks (decode reads them natively; f32 in --decode-weights then means these blocks).")
+    var keepQuantized = false
+
+    @Option(name: .customLong("epilogue-ab"), help: "Instead of the study: time the Mu encoder N times with fused and N times with separate GEMM epilogues, interleaved, and print both medians.")
+    var epilogueAB: Int = 0
 
     @Flag(name: .customLong("no-limits"), help: "Skip measuring the machine's ceilings (memory bandwidth, GEMM peak).")
     var noLimits = false
@@ -93,7 +104,13 @@ struct BenchCommand: ParsableCommand {
             throw ValidationError("--output-tokens: expected integers >= 2 (decode speed needs a second token), comma separated (got '\(outputTokensList)')")
         }
         if threads < 1 { throw ValidationError("--threads must be >= 1") }
-        if !["f32", "bf16"].contains(decodeWeights) { throw ValidationError("--decode-weights must be f32 or bf16") }
+        if formats.isEmpty || formats.count != decodeWeights.split(separator: ",").count {
+            throw ValidationError("--decode-weights: expected f32, bf16, int8, q8_0, q4_0 or q4_1, comma separated (got '\(decodeWeights)')")
+        }
+        if qualityTokens < 0 { throw ValidationError("--quality-tokens must be >= 0") }
+        if keepQuantized && (model == nil || formats != [.f32]) {
+            throw ValidationError("--keep-quantized needs a GGUF --model and no --decode-weights (it benchmarks the file's own blocks)")
+        }
         if reps < 1 { throw ValidationError("--reps must be >= 1") }
         let known = Set(["mu", "mu_decoder", "model"])
         for m in (models ?? "mu").split(separator: ",") where !known.contains(String(m)) {
@@ -108,10 +125,11 @@ struct BenchCommand: ParsableCommand {
     func run() throws {
         try runReportingErrors {
             Backend.setThreads(threads)
+            if epilogueAB > 0 { try runEpilogueAB(); return }
             var muConfig = MuConfig.mu330m
             var loaded: LanguageModel? = nil
             if let model {
-                let lm = try ModelRegistry.load(folder: model)
+                let lm = try ModelRegistry.load(folder: model, keepQuantized: keepQuantized)
                 loaded = lm
                 if let mu = lm as? MuModel { muConfig = mu.config }
             }
@@ -122,9 +140,10 @@ struct BenchCommand: ParsableCommand {
             var limits: KernelBench.Figures? = nil
             if !noLimits {
                 printStderr("measuring the machine's ceilings (memory read bandwidth, BLAS GEMM)…")
-                limits = KernelBench.run()
+                limits = KernelBench.run(formats: formats)
             }
             var results: [BenchResult] = []
+            var qualities: [(model: String, format: String, absolute: Float, relative: Float, ppl: Double, refPPL: Double)] = []
             for name in wanted {
                 printStderr("[\(name)] building model…")
                 let lm: LanguageModel
@@ -137,22 +156,52 @@ struct BenchCommand: ParsableCommand {
                 } else {
                     lm = try MuDecoderModel(config: MuDecoderConfig.matching(muConfig), randomSeed: seed)
                 }
-                if decodeWeights == "bf16" { try lm.useBF16ForDecode() }
-                for length in lengths {
-                    for outputTokens in outputLengths {
-                        let bench = Benchmark(inputTokens: length, outputTokens: outputTokens, repetitions: reps, seed: seed)
-                        let r = try bench.run(lm) { rep, total in
-                            printStderr(rep == 0 ? "[\(name)] warm-up, counting FLOPs (\(length) in → \(outputTokens) out)…"
-                                                 : "[\(name)] \(length) in → \(outputTokens) out: run \(rep)/\(total)…")
+                var reference: DecodeQuality? = nil
+                for format in formats {
+                    // --keep-quantized: the GGUF blocks as loaded ("gguf"); other formats are made from them
+                    let asLoaded = keepQuantized && format == .f32
+                    if !asLoaded { try lm.useDecodeWeights(format) }
+                    let label = asLoaded ? "gguf" : format.rawValue
+                    let tag = "\(name) \(label)"
+                    for length in lengths {
+                        for outputTokens in outputLengths {
+                            let bench = Benchmark(inputTokens: length, outputTokens: outputTokens, repetitions: reps, seed: seed)
+                            var r = try bench.run(lm) { rep, total in
+                                printStderr(rep == 0 ? "[\(tag)] warm-up, counting FLOPs (\(length) in → \(outputTokens) out)…"
+                                                     : "[\(tag)] \(length) in → \(outputTokens) out: run \(rep)/\(total)…")
+                            }
+                            r.decodeWeights = label
+                            results.append(r)
                         }
-                        results.append(r)
+                    }
+                    if qualityTokens > 0 && !keepQuantized && (format != .f32 || formats.count > 1) {
+                        // fixed token sequences from the seed: a prompt of the first input length, then qualityTokens targets
+                        var rng = SplitMix64(seed: seed &+ 17)
+                        let low = min(3, lm.vocabSize - 1)
+                        func ids(_ n: Int) -> [Int] { (0..<n).map { _ in low + Int(rng.next() % UInt64(lm.vocabSize - low)) } }
+                        let prompt = ids(lengths[0]), targets = ids(qualityTokens)
+                        if reference == nil {
+                            printStderr("[\(name)] quality reference: f32, \(qualityTokens) teacher-forced decode steps…")
+                            try lm.useDecodeWeights(.f32)
+                            reference = try DecodeQuality.run(lm, prompt: prompt, targets: targets)
+                            try lm.useDecodeWeights(format)
+                        }
+                        let q = try DecodeQuality.run(lm, prompt: prompt, targets: targets)
+                        let e = q.maxLogitError(against: reference!)
+                        qualities.append((name, format.rawValue, e.absolute, e.relative, q.perplexity, reference!.perplexity))
                     }
                 }
+                if !keepQuantized { try lm.useDecodeWeights(.f32) }
             }
-            if let plot { try writePlot(results, to: plot) }
+            if let plot { try writePlot(results.filter { $0.decodeWeights == results.first?.decodeWeights }, to: plot) }
             if json {
                 print(jsonString([
                     "system": "encore", "version": EncoreVersion.string, "decode_weights": decodeWeights, "threads": threads, "blas": Backend.blasName,
+                    "kernel_paths": Dictionary(uniqueKeysWithValues: formats.map { ($0.rawValue, $0.kernelPath) }),
+                    "quality": qualities.map { q -> [String: Any] in
+                        ["model": q.model, "decode_weights": q.format, "max_logit_error": q.absolute, "max_logit_error_relative": q.relative,
+                         "perplexity": q.ppl, "perplexity_f32": q.refPPL, "tokens": qualityTokens]
+                    },
                     "results": results.map { r -> [String: Any] in
                         var o = r.json
                         if let limits {
@@ -166,38 +215,78 @@ struct BenchCommand: ParsableCommand {
                 ]))
                 return
             }
-            print("Encore \(EncoreVersion.string) · \(Backend.blasName) · \(threads) thread(s) · batch 1, greedy, fp32" + (decodeWeights == "bf16" ? " (decode weights bf16)" : ""))
-            print("model        params   input  output  encode ms  1st step ms   TTFT ms   decode tok/s   e2e s   GFLOP/seq   peak RSS MiB   cache MiB")
+            print("Encore \(EncoreVersion.string) · \(Backend.blasName) · \(threads) thread(s) · batch 1, greedy, fp32 prompt passes")
+            print("decode kernels: " + formats.map { "\($0.rawValue) \($0.kernelPath)" }.joined(separator: ", "))
+            print("model       weights   params   input  output  encode ms  1st step ms   TTFT ms   decode tok/s   e2e s   GFLOP/seq   peak RSS MiB   cache MiB")
             for r in results {
-                print(r.model.padding(toLength: 11, withPad: " ", startingAt: 0) + String(format: "%7.1fM  %6d  %6d  %9.1f  %11.1f  %8.1f  %13.1f  %6.2f  %10.2f  %13.0f  %10.1f",
+                print(r.model.padding(toLength: 11, withPad: " ", startingAt: 0) + " " + r.decodeWeights.padding(toLength: 6, withPad: " ", startingAt: 0)
+                      + String(format: "%7.1fM  %6d  %6d  %9.1f  %11.1f  %8.1f  %13.1f  %6.2f  %10.2f  %13.0f  %10.1f",
                              Double(r.params) / 1e6, r.inputTokens, r.outputTokens, r.encodeMs, r.firstStepMs,
                              r.ttftMs, r.decodeTokensPerSecond, r.endToEndMs / 1000, r.sequenceFLOPs / 1e9, r.peakRSSMB, r.cacheMB))
             }
             print("(FLOPs and weight bytes are counted by the model as it runs: every matrix product, attention included)")
+            if !qualities.isEmpty {
+                print("\nquality vs f32 (\(qualityTokens) teacher-forced decode steps on a fixed sequence):")
+                for q in qualities {
+                    print(String(format: "%@ %@: max logit error %.4f (%.2e of max |logit|), perplexity %.3f vs %.3f f32 (%+.2f%%)",
+                                 q.model as NSString, q.format as NSString, q.absolute, q.relative, q.ppl, q.refPPL, 100 * (q.ppl / q.refPPL - 1)))
+                }
+            }
             if let limits {
                 print(String(format: "\nmachine: read %.1f GB/s, BLAS GEMM %.0f GFLOP/s; decode GEMV %.1f GB/s (%.0f%% of read), LM-head GEMV %.1f GB/s",
                              limits.readGBps, limits.gemmGFLOPs, limits.gemvGBps, 100 * limits.gemvGBps / limits.readGBps, limits.gemvLMHeadGBps))
+                if !limits.gemvFormatGBps.isEmpty {
+                    print("decode GEMV 4096×1024, cold weights: " + limits.gemvFormatGBps.map {
+                        String(format: "%@ %.1f GB/s (%.0f%%)", $0.format.rawValue as NSString, $0.gbps, 100 * $0.gbps / limits.readGBps)
+                    }.joined(separator: ", "))
+                }
                 for r in results {
                     print(String(format: "%@ %d→%d: prompt pass %.0f GFLOP at %.0f GFLOP/s = %.0f%% of the measured BLAS GEMM rate",
                                  r.model as NSString, r.inputTokens, r.outputTokens, r.prefillFLOPs / 1e9, r.prefillGFLOPs, 100 * r.prefillGFLOPs / limits.gemmGFLOPs))
-                    print(String(format: "%@ %d→%d: decode streams %.2f GB of weights per token = %.1f GB/s, %.0f%% of the read ceiling",
-                                 r.model as NSString, r.inputTokens, r.outputTokens, r.weightBytesPerToken / 1e9, r.weightGBps, 100 * r.weightGBps / limits.readGBps))
+                    print(String(format: "%@ %@ %d→%d: decode streams %.3f GB of weights per token = %.1f GB/s, %.0f%% of the read ceiling",
+                                 r.model as NSString, r.decodeWeights as NSString, r.inputTokens, r.outputTokens, r.weightBytesPerToken / 1e9, r.weightGBps, 100 * r.weightGBps / limits.readGBps))
                 }
             }
             var compared = false
-            for length in lengths { for out in outputLengths {
-                guard let mu = results.first(where: { $0.model == "mu" && $0.inputTokens == length && $0.outputTokens == out }),
-                      let dec = results.first(where: { $0.model == "mu_decoder" && $0.inputTokens == length && $0.outputTokens == out }) else { continue }
+            for format in formats.map(\.rawValue) { for length in lengths { for out in outputLengths {
+                guard let mu = results.first(where: { $0.model == "mu" && $0.inputTokens == length && $0.outputTokens == out && $0.decodeWeights == format }),
+                      let dec = results.first(where: { $0.model == "mu_decoder" && $0.inputTokens == length && $0.outputTokens == out && $0.decodeWeights == format }) else { continue }
                 if !compared { print(""); compared = true }
+                if formats.count > 1 { print("[\(format) decode weights]") }
                 print(String(format: "encoder-decoder vs decoder-only at %d → %d tokens: TTFT ratio %.2f (%.0f%% lower), decode speed %.2f×, end to end %.2f×, peak memory %.0f%% %@",
                              length, out, mu.ttftMs / dec.ttftMs, (1 - mu.ttftMs / dec.ttftMs) * 100,
                              mu.decodeTokensPerSecond / dec.decodeTokensPerSecond, dec.endToEndMs / mu.endToEndMs,
                              abs(1 - mu.peakRSSMB / dec.peakRSSMB) * 100, (mu.peakRSSMB <= dec.peakRSSMB ? "lower" : "higher") as NSString))
                 print(String(format: "  predicted by the architecture: prompt FLOPs ratio %.2f, decode weight bytes ratio %.2f×, FLOPs per sequence ratio %.2f",
                              mu.prefillFLOPs / dec.prefillFLOPs, dec.weightBytesPerToken / mu.weightBytesPerToken, mu.sequenceFLOPs / dec.sequenceFLOPs))
-            } }
+            } } }
             if compared { print("(paper, on an NPU: 47% lower first-token latency, 4.7× decode throughput)") }
             if let plot { print("plot: \(plot)") }
         }
+    }
+
+    /// `--epilogue-ab N`: the Mu encoder (preset or --model) on a random prompt of the first --input-tokens length,
+    /// alternating separate and fused epilogues; medians of N runs each.
+    func runEpilogueAB() throws {
+        var config = MuConfig.mu330m
+        if let model, let mu = try ModelRegistry.load(folder: model) as? MuModel { config = mu.config }
+        let mu = try MuModel(config: config, randomSeed: seed)
+        var rng = SplitMix64(seed: seed)
+        let prompt = (0..<lengths[0]).map { _ in 3 + Int(rng.next() % UInt64(config.vocabSize - 3)) }
+        _ = try mu.encode([prompt])
+        var times: [Bool: [Double]] = [false: [], true: []]
+        for i in 0..<(2 * epilogueAB) {
+            let fused = i % 2 == 1
+            Ops.fusedEpilogues = fused
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            _ = try mu.encode([prompt])
+            times[fused]!.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6)
+            printStderr("epilogues \(fused ? "fused" : "separate"): \(String(format: "%.1f", times[fused]!.last!)) ms")
+        }
+        Ops.fusedEpilogues = true
+        func median(_ a: [Double]) -> Double { let s = a.sorted(); return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2 }
+        let a = median(times[false]!), b = median(times[true]!)
+        print(String(format: "Mu encoder, %d tokens, %d thread(s), median of %d: separate epilogues %.1f ms, fused %.1f ms (%.3f×)",
+                     lengths[0], threads, epilogueAB, a, b, a / b))
     }
 }

@@ -47,8 +47,11 @@ struct GenerateCommand: ParsableCommand {
     @Option(help: "Threads for matrix products (default: all cores).")
     var threads: Int?
 
-    @Option(name: .customLong("decode-weights"), help: "Weight format streamed by decode steps: f32 or bf16 (half the bytes; prompt passes stay fp32).")
+    @Option(name: .customLong("decode-weights"), help: "Weight format streamed by decode steps: f32, bf16, int8, q8_0, q4_0 or q4_1 (prompt passes stay fp32).")
     var decodeWeights: String = "f32"
+
+    @Flag(name: .customLong("keep-quantized"), help: "GGUF models: keep Q8_0/Q4_0/Q4_1 matrices in their blocks instead of widening them to fp32 (less memory; decode reads them natively).")
+    var keepQuantized = false
 
     func validate() throws {
         if prompt == nil && inputIds.isEmpty { throw ValidationError("give --prompt TEXT or --input-ids 1,2,3") }
@@ -58,14 +61,15 @@ struct GenerateCommand: ParsableCommand {
         if topK < 0 { throw ValidationError("--top-k must be >= 0") }
         if !(topP > 0 && topP <= 1) { throw ValidationError("--top-p must be in (0, 1]") }
         if let threads, threads < 1 { throw ValidationError("--threads must be >= 1") }
-        if !["f32", "bf16"].contains(decodeWeights) { throw ValidationError("--decode-weights must be f32 or bf16") }
+        if (try? WeightFormat(parsing: decodeWeights)) == nil { throw ValidationError("--decode-weights must be f32, bf16, int8, q8_0, q4_0 or q4_1") }
     }
 
     func run() throws {
         try runReportingErrors {
             if let threads { Backend.setThreads(threads) }
-            let lm = try ModelRegistry.load(folder: model)
-            if decodeWeights == "bf16" { try lm.useBF16ForDecode() }
+            let lm = try ModelRegistry.load(folder: model, keepQuantized: keepQuantized)
+            let format = try WeightFormat(parsing: decodeWeights)
+            if format != .f32 { try lm.useDecodeWeights(format) }
             let tokenizer = try TextCodec.load(folder: model, required: prompt != nil)
             var inputs: [[Int]]
             if let prompt {

@@ -64,6 +64,8 @@ public struct BenchResult: Sendable {
     public var peakRSSMB: Double
     /// Bytes of KV / cross caches at the end of a generation.
     public var cacheMB: Double
+    /// Format decode steps streamed the matrices in ("f32", "bf16", "int8", "q8_0", …).
+    public var decodeWeights: String = "f32"
     /// Weight bytes a decode step reads, counted by the model (``OpCounter``) over the decode steps.
     public var weightBytesPerToken: Double
     /// FLOPs from the input ids to the first token's logits (encoder + cross K/V + first decoder step, or the
@@ -83,7 +85,8 @@ public struct BenchResult: Sendable {
          "encode_ms": encodeMs, "ttft_ms": ttftMs, "decode_tokens_per_s": decodeTokensPerSecond,
          "e2e_ms": endToEndMs, "peak_rss_mb": peakRSSMB, "cache_mb": cacheMB,
          "first_step_ms": firstStepMs, "prefill_gflop": prefillFLOPs / 1e9, "prefill_gflop_per_s": prefillGFLOPs,
-         "sequence_gflop": sequenceFLOPs / 1e9, "decode_weight_bytes_per_token": weightBytesPerToken]
+         "sequence_gflop": sequenceFLOPs / 1e9, "decode_weight_bytes_per_token": weightBytesPerToken,
+         "decode_weights": decodeWeights]
     }
 }
 
@@ -144,5 +147,47 @@ public struct Benchmark {
                            peakRSSMB: Double(MemoryStats.peakRSS()) / 1_048_576, cacheMB: Double(cache) / 1_048_576,
                            weightBytesPerToken: (counted.weightBytes - prefillBytes) / Double(outputTokens - 1),
                            prefillFLOPs: prefillFLOPs, sequenceFLOPs: counted.flops)
+    }
+}
+
+/// The quality cost of a decode format: teacher-forced decode steps (the decode kernels, one token per step) over
+/// a fixed sequence, compared with the same steps in fp32.
+///
+/// ```swift
+/// let ref = try DecodeQuality.run(model, prompt: p, targets: t)          // fp32
+/// try model.useDecodeWeights(.q4_0)
+/// let q = try DecodeQuality.run(model, prompt: p, targets: t)
+/// q.compared(to: ref)   // (max |Δlogit|, relative, perplexities)
+/// ```
+public struct DecodeQuality: Sendable {
+    /// Logits of every step [targets.count][V].
+    public var logits: [[Float]]
+    /// exp(mean NLL of the targets).
+    public var perplexity: Double
+
+    /// Feeds `targets` one at a time after `prompt` (decoder-only: the prompt is the prefix; encoder-decoder: the
+    /// encoder input, the decoder starting from BOS) and scores each target from the previous step's logits.
+    public static func run(_ model: LanguageModel, prompt: [Int], targets: [Int]) throws -> DecodeQuality {
+        let state = try model.beginGeneration(prompts: [prompt])
+        var logits: [[Float]] = []
+        var nll = 0.0
+        for t in targets {
+            let row = state.logits.toArray()
+            logits.append(row)
+            let mx = row.max()!
+            let lse = Double(mx) + log(row.reduce(0.0) { $0 + exp(Double($1 - mx)) })
+            nll += lse - Double(row[t])
+            try state.advance(tokens: [t])
+        }
+        return DecodeQuality(logits: logits, perplexity: exp(nll / Double(max(targets.count, 1))))
+    }
+
+    /// Largest |logit − reference logit| over all steps, and that divided by the reference's largest |logit|.
+    public func maxLogitError(against ref: DecodeQuality) -> (absolute: Float, relative: Float) {
+        var err: Float = 0, scale: Float = 0
+        for (a, b) in zip(logits, ref.logits) {
+            for (x, y) in zip(a, b) { err = max(err, abs(x - y)); scale = max(scale, abs(y)) }
+        }
+        return (err, err / max(scale, 1e-30))
     }
 }

@@ -12,9 +12,13 @@ public enum KernelBench {
         /// Decode GEMV 4096×1024 and 32128×1024 from cold weights (GB/s of weights).
         public var gemvGBps: Double
         public var gemvLMHeadGBps: Double
+        /// Decode GEMV 4096×1024 from cold weights in each requested decode format (GB/s of weight bytes).
+        public var gemvFormatGBps: [(format: WeightFormat, gbps: Double)] = []
 
         public var json: [String: Any] {
-            ["read_gb_per_s": readGBps, "gemm_gflop_per_s": gemmGFLOPs, "gemv_gb_per_s": gemvGBps, "gemv_lm_head_gb_per_s": gemvLMHeadGBps]
+            ["read_gb_per_s": readGBps, "gemm_gflop_per_s": gemmGFLOPs, "gemv_gb_per_s": gemvGBps, "gemv_lm_head_gb_per_s": gemvLMHeadGBps,
+             "gemv_format_gb_per_s": Dictionary(uniqueKeysWithValues: gemvFormatGBps.map { ($0.format.rawValue, $0.gbps) }),
+             "gemv_format_paths": Dictionary(uniqueKeysWithValues: gemvFormatGBps.map { ($0.format.rawValue, $0.format.kernelPath) })]
         }
     }
 
@@ -28,7 +32,30 @@ public enum KernelBench {
         return b
     }
 
-    public static func run() -> Figures {
+    /// GB/s of one format's 4096×1024 decode GEMV, rotating through copies totalling ≥ 192 MiB (cold weights).
+    public static func gemvGBps(_ format: WeightFormat) -> Double {
+        let (n, k) = (4096, 1024)
+        var w = Tensor(zeros: [n, k])
+        var rng = SplitMix64(seed: 9)
+        for i in 0..<w.count { w.data[i] = rng.nextUnitFloat() - 0.5 }
+        let bytes = format == .f32 ? n * k * 4 : format.matrixBytes(rows: n, columns: k)
+        let copies = max(12, (192 << 20) / bytes)
+        let x = Tensor(zeros: [1, k])
+        for i in 0..<k { x.data[i] = rng.nextUnitFloat() }
+        var idx = 0
+        let t: Double
+        if format == .f32 {
+            let mats = (0..<copies).map { _ in w.copy() }
+            t = best(copies) { _ = Ops.linear(x, weight: mats[idx % copies], bias: nil); idx += 1 }
+        } else {
+            let mats = (0..<copies).map { _ in QuantizedMatrix(w, format: format) }
+            t = best(copies) { _ = Ops.linearQuantized(x, weight: mats[idx % copies], bias: nil); idx += 1 }
+        }
+        w = Tensor(zeros: [1])
+        return Double(bytes) / t / 1e9
+    }
+
+    public static func run(formats: [WeightFormat] = []) -> Figures {
         // read ceiling: 512 MiB, touched first
         let n = 128 << 20
         let big = Tensor(zeros: [n])
@@ -59,6 +86,8 @@ public enum KernelBench {
         }
         let headGBps = Double(32128 * 1024 * 4) / tHead / 1e9
         if sink == .infinity { print("") }
-        return Figures(readGBps: read, gemmGFLOPs: gemm, gemvGBps: gemv, gemvLMHeadGBps: headGBps)
+        var f = Figures(readGBps: read, gemmGFLOPs: gemm, gemvGBps: gemv, gemvLMHeadGBps: headGBps)
+        f.gemvFormatGBps = formats.map { ($0, gemvGBps($0)) }
+        return f
     }
 }

@@ -44,6 +44,8 @@ public final class SafeTensorsFile: @unchecked Sendable {
     private let file: MappedFile
     private let dataStart: Int
 
+    func rawPointer(_ info: SafeTensorInfo) -> UnsafeRawPointer { file.bytes! + dataStart + info.begin }
+
     /// The largest header accepted (100 MB, as the reference implementation).
     public static let maxHeaderSize = 100_000_000
 
@@ -175,6 +177,54 @@ public final class SafeTensorsFile: @unchecked Sendable {
     }
 }
 
+/// Quantized matrices in Encore's safetensors checkpoints (`encore quantize`).
+///
+/// A matrix `<name>` of logical shape [rows, columns] stored in a decode format is the tensor `<name>` holding
+/// its rows as written by the kernels (`U8 [rows, rowBytes]`: ggml blocks for q8_0/q4_0/q4_1, `U16` for bf16,
+/// `I8 [rows, ceil(columns/32)*32]` for int8 with `<name>_scale` `F32 [rows]`), described by two metadata
+/// entries: `encore.format.<name>` (`q8_0`, …) and `encore.columns.<name>` (the logical column count).
+public struct QuantizedEntry {
+    public let format: WeightFormat
+    public let rows: Int, columns: Int
+    let data: UnsafeRawPointer
+    let scales: UnsafePointer<Float>?
+}
+
+extension SafeTensorsFile {
+    static func formatKey(_ name: String) -> String { "encore.format." + name }
+    static func columnsKey(_ name: String) -> String { "encore.columns." + name }
+
+    /// The quantized matrix `name`, nil when the file stores it as a plain tensor. Errors name the tensor.
+    public func quantizedEntry(_ name: String) throws -> QuantizedEntry? {
+        guard let fmtName = metadata[Self.formatKey(name)] else { return nil }
+        guard let info = tensors[name] else { throw EncoreError(.missingTensor, "\(path): metadata describes '\(name)' but the tensor is missing") }
+        let format: WeightFormat
+        do { format = try WeightFormat(parsing: fmtName) } catch {
+            throw EncoreError(.invalidFile, "\(path): tensor '\(name)': unknown format '\(fmtName)' in metadata")
+        }
+        guard format != .f32, let cols = metadata[Self.columnsKey(name)].flatMap({ Int($0) }), cols > 0 else {
+            throw EncoreError(.invalidFile, "\(path): tensor '\(name)': metadata '\(Self.columnsKey(name))' must be a positive integer")
+        }
+        let dtype: SafeTensorsDType = format == .int8 ? .I8 : format == .bf16 ? .U16 : .U8
+        let rb = format.rowBytes(cols)
+        guard info.dtype == dtype, info.shape.count == 2, info.shape[1] * dtype.byteSize == rb else {
+            throw EncoreError(.invalidFile, "\(path): tensor '\(name)': \(format.rawValue) rows of \(cols) values need \(dtype.rawValue) [rows, \(rb / dtype.byteSize)], found \(info.dtype.rawValue) \(info.shape)")
+        }
+        let rows = info.shape[0]
+        var scales: UnsafePointer<Float>? = nil
+        if format == .int8 {
+            let sn = name + "_scale"
+            guard let si = tensors[sn], si.dtype == .F32, si.shape == [rows] else {
+                throw EncoreError(.invalidFile, "\(path): tensor '\(name)': int8 needs '\(sn)' F32 [\(rows)]")
+            }
+            let p = rawPointer(si)
+            guard Int(bitPattern: p) % 4 == 0 else { throw EncoreError(.invalidFile, "\(path): tensor '\(sn)' is not 4-byte aligned") }
+            scales = p.assumingMemoryBound(to: Float.self)
+        }
+        return QuantizedEntry(format: format, rows: rows, columns: cols, data: rawPointer(info), scales: scales)
+    }
+}
+
 /// Writes `.safetensors` files atomically (temp file, fsync, rename).
 ///
 /// ```swift
@@ -212,6 +262,57 @@ public enum SafeTensorsWriter {
                     try tmp.withUnsafeBytes { try AtomicFile.writeAll(fd, $0.baseAddress, $0.count, path: path) }
                 default:
                     break
+                }
+            }
+        }
+    }
+}
+
+extension SafeTensorsWriter {
+    /// Writes a checkpoint whose matrices in `quantized` are stored in their decode format (see
+    /// ``QuantizedEntry`` for the naming) and every other tensor as F32, atomically.
+    static func write(tensors: [String: Tensor], quantized: [String: QuantizedMatrix], to path: String,
+                      metadata: [String: String] = [:]) throws {
+        enum Blob { case f32(Tensor), raw(UnsafeRawBufferPointer, SafeTensorsDType, [Int]) }
+        var blobs: [String: Blob] = [:]
+        var meta: [String: String] = [:]
+        for (name, t) in tensors where quantized[name] == nil { blobs[name] = .f32(t) }
+        for (name, q) in quantized {
+            let dtype: SafeTensorsDType = q.format == .int8 ? .I8 : q.format == .bf16 ? .U16 : .U8
+            blobs[name] = .raw(q.rawBytes, dtype, [q.rows, q.format.rowBytes(q.columns) / dtype.byteSize])
+            if q.format == .int8, let s = q.scales {
+                blobs[name + "_scale"] = .raw(UnsafeRawBufferPointer(start: s, count: 4 * q.rows), .F32, [q.rows])
+            }
+            meta[SafeTensorsFile.formatKey(name)] = q.format.rawValue
+            meta[SafeTensorsFile.columnsKey(name)] = String(q.columns)
+        }
+        meta.merge(metadata) { _, given in given }   // the caller's entries win (tests write broken files this way)
+        // F32 data first (4-byte aligned: used in place), then the packed rows
+        func isF32(_ n: String) -> Bool { switch blobs[n]! { case .f32: return true; case .raw(_, let d, _): return d == .F32 } }
+        let names = blobs.keys.sorted { (isF32($0) ? 0 : 1, $0) < (isF32($1) ? 0 : 1, $1) }
+        var header: [String: Any] = ["__metadata__": meta]
+        var offset = 0
+        func size(_ b: Blob) -> Int { if case .f32(let t) = b { return t.count * 4 }; if case .raw(let r, _, _) = b { return r.count }; return 0 }
+        for name in names {
+            let b = blobs[name]!, bytes = size(b)
+            let (dtype, shape): (SafeTensorsDType, [Int])
+            switch b {
+            case .f32(let t): (dtype, shape) = (.F32, t.shape)
+            case .raw(_, let d, let s): (dtype, shape) = (d, s)
+            }
+            header[name] = ["dtype": dtype.rawValue, "shape": shape, "data_offsets": [offset, offset + bytes]] as [String: Any]
+            offset += bytes
+        }
+        var json = try JSONSerialization.data(withJSONObject: header, options: [.sortedKeys])
+        while (8 + json.count) % 8 != 0 { json.append(0x20) }
+        try AtomicFile.write(to: path) { fd in
+            var len = UInt64(json.count).littleEndian
+            try AtomicFile.writeAll(fd, &len, 8, path: path)
+            try json.withUnsafeBytes { try AtomicFile.writeAll(fd, $0.baseAddress, $0.count, path: path) }
+            for name in names {
+                switch blobs[name]! {
+                case .f32(let t): try AtomicFile.writeAll(fd, t.data, t.count * 4, path: path)
+                case .raw(let r, _, _): if r.count > 0 { try AtomicFile.writeAll(fd, r.baseAddress, r.count, path: path) }
                 }
             }
         }

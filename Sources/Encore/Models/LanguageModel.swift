@@ -23,15 +23,27 @@ public protocol LanguageModel: AnyObject {
     /// Throws for families that do not support it yet.
     func useBF16ForDecode() throws
 
+    /// Chooses the format decode steps stream their matrices in (f32, bf16, int8, q8_0, q4_0, q4_1); prompt
+    /// passes keep fp32 GEMM. Throws for families that do not support it yet.
+    func useDecodeWeights(_ format: WeightFormat) throws
+
+    /// Weight bytes one decode step streams in the current formats (every matrix once, the head included).
+    var decodeWeightBytes: Int { get }
+
     /// Teacher-forced log-probabilities (natural log) of each `target` token given `input`.
     /// Encoder-decoder: input → encoder, decoder reads [BOS] + target. Decoder-only: input ‖ target in one sequence.
     func score(input: [Int], target: [Int]) throws -> [Float]
 }
 
 extension LanguageModel {
-    public func useBF16ForDecode() throws {
-        throw EncoreError(.unsupported, "bf16 decode weights are not supported for model_type '\(modelType)' yet (supported: mu, mu_decoder)")
+    public func useBF16ForDecode() throws { try useDecodeWeights(.bf16) }
+
+    public func useDecodeWeights(_ format: WeightFormat) throws {
+        if format == .f32 { return }
+        throw EncoreError(.unsupported, "\(format.rawValue) decode weights are not supported for model_type '\(modelType)' yet (supported: mu, mu_decoder, llama)")
     }
+
+    public var decodeWeightBytes: Int { parameterCount * 4 }
 }
 
 /// The running state of a batch being generated.
@@ -67,16 +79,32 @@ public enum ModelRegistry {
     public static let supportedTypes = ["mu", "mu_decoder", "llama, qwen2, phi3 (Hugging Face safetensors or GGUF)", "t5 (Hugging Face T5 / Flan-T5)"]
 
     /// `folder` is a model folder or a `.gguf` file (recognised by its magic, whatever its name).
-    public static func load(folder: String) throws -> LanguageModel {
+    /// `keepQuantized`: GGUF Q8_0/Q4_0/Q4_1 matrices stay in their blocks (see ``LlamaModel/init(path:keepQuantized:)``).
+    public static func load(folder: String, keepQuantized: Bool = false) throws -> LanguageModel {
         var isDir: ObjCBool = false
         if FileManager.default.fileExists(atPath: folder, isDirectory: &isDir), !isDir.boolValue {
             guard GGUFFile.hasMagic(path: folder) else {
                 throw EncoreError(.invalidArgument, "\(folder): not a model folder nor a GGUF file")
             }
-            return try LlamaModel(path: folder)
+            return try LlamaModel(path: folder, keepQuantized: keepQuantized)
         }
         let (data, type, path) = try ConfigFile.read(folder: folder)
         let weights = folder + "/model.safetensors"
+        let model = try load(type: type, config: data, path: path, weights: weights)
+        // a quantized checkpoint (encore quantize): its matrices load packed; the head follows their format
+        if FileManager.default.fileExists(atPath: weights),
+           let name = try SafeTensorsFile(path: weights).metadata[QuantizedCheckpoint.formatKey] {
+            let format: WeightFormat
+            do { format = try WeightFormat(parsing: name) } catch {
+                throw EncoreError(.invalidFile, "\(weights): metadata '\(QuantizedCheckpoint.formatKey)' is '\(name)', not a weight format")
+            }
+            try model.useDecodeWeights(format)
+        }
+        return model
+    }
+
+    /// Loads `model.safetensors` for a `model_type`.
+    private static func load(type: String, config data: Data, path: String, weights: String) throws -> LanguageModel {
         switch type {
         case "mu":
             let config = try ConfigFile.decode(MuConfig.self, from: data, path: path)

@@ -41,7 +41,9 @@ final class WeightLoader {
 
     private func shapeOf(_ name: String) -> [Int]? {
         switch source {
-        case .file(let f): return f.tensors[name]?.shape
+        case .file(let f):
+            if let q = try? f.quantizedEntry(name) { return [q.rows, q.columns] }
+            return f.tensors[name]?.shape
         case .gguf(let f): return f.tensors[name]?.shape
         case .dictionary(let d, _): return d[name]?.shape
         case .random, .referenceInit: return nil
@@ -66,17 +68,73 @@ final class WeightLoader {
         }
         used.insert(name)
         switch source {
-        case .file(let f): return try f.tensor(name)
+        case .file(let f):
+            if let q = try f.quantizedEntry(name) {
+                if q.format == .int8 { used.insert(name + "_scale") }
+                return QuantizedMatrix(borrowing: q.data, scales: q.scales, format: q.format, rows: q.rows, columns: q.columns, owner: f).dequantized()
+            }
+            return try f.tensor(name)
         case .gguf(let f): return try f.tensor(name)
         case .dictionary(let d, _): return d[name]!
         case .random, .referenceInit: fatalError("unreachable")
         }
     }
 
+    /// Whether the source has a tensor `name` (random sources have none).
+    func has(_ name: String) -> Bool { shapeOf(name) != nil }
+
     func optional(_ name: String, shape: [Int]) throws -> Tensor? {
         switch source {
         case .random, .referenceInit: return nil
         default: return shapeOf(name) == nil ? nil : try tensor(name, shape: shape)
+        }
+    }
+
+    /// Keep GGUF Q8_0/Q4_0/Q4_1 matrices in their blocks (decode streams them; prompt passes dequantize per call)
+    /// instead of dequantizing them to fp32 at load.
+    var keepQuantized = false
+
+    /// The layer `name` ([out, in]) without bias: packed when the checkpoint stores it quantized (or, with
+    /// `keepQuantized`, in a GGUF block format), fp32 otherwise. `rowOrder[i]` = stored row that becomes row i.
+    func linear(_ name: String, shape: [Int], rowOrder: [Int]? = nil) throws -> Linear {
+        if let packed = try packedMatrix(name, shape: shape, rowOrder: rowOrder) { return Linear(packed: packed, bias: nil) }
+        var w = try tensor(name, shape: shape)
+        if let rowOrder {
+            let cols = shape[1], out = Tensor(uninitialized: shape)
+            for (i, from) in rowOrder.enumerated() { (out.data + i * cols).update(from: w.data + from * cols, count: cols) }
+            w = out
+        }
+        return Linear(weight: w, bias: nil)
+    }
+
+    /// The stored quantized matrix `name`, if the source keeps it quantized.
+    func packedMatrix(_ name: String, shape: [Int], rowOrder: [Int]? = nil) throws -> QuantizedMatrix? {
+        switch source {
+        case .file(let f):
+            guard let q = try f.quantizedEntry(name) else { return nil }
+            guard [q.rows, q.columns] == shape else {
+                throw EncoreError(.shapeMismatch, "\(sourceName): tensor '\(name)' has shape \([q.rows, q.columns]), expected \(shape)")
+            }
+            used.insert(name)
+            if q.format == .int8 { used.insert(name + "_scale") }
+            if let rowOrder {
+                return QuantizedMatrix(copying: q.data, scales: q.scales, format: q.format, rows: q.rows, columns: q.columns, rowOrder: rowOrder)
+            }
+            return QuantizedMatrix(borrowing: q.data, scales: q.scales, format: q.format, rows: q.rows, columns: q.columns, owner: f)
+        case .gguf(let f):
+            guard keepQuantized, let info = f.tensors[name], info.shape.count == 2,
+                  let format = [WeightFormat.q8_0, .q4_0, .q4_1].first(where: { $0.ggmlType == info.type }) else { return nil }
+            guard info.shape == shape else {
+                throw EncoreError(.shapeMismatch, "\(sourceName): tensor '\(name)' has shape \(info.shape), expected \(shape)")
+            }
+            used.insert(name)
+            let raw = try f.rawBytes(name)
+            if let rowOrder {
+                return QuantizedMatrix(copying: raw.baseAddress!, scales: nil, format: format, rows: shape[0], columns: shape[1], rowOrder: rowOrder)
+            }
+            return QuantizedMatrix(borrowing: raw.baseAddress!, scales: nil, format: format, rows: shape[0], columns: shape[1], owner: f)
+        default:
+            return nil
         }
     }
 
@@ -121,49 +179,97 @@ final class WeightLoader {
     }
 }
 
-/// A weight matrix stored as bf16 (round to nearest even), for decode steps that stream it: half the bytes.
-public final class BF16Matrix: @unchecked Sendable {
-    public let rows: Int, columns: Int
-    let values: UnsafeMutablePointer<UInt16>
-
-    public init(_ t: Tensor) {
-        precondition(t.shape.count == 2, "BF16Matrix wants a matrix, got \(t.shape)")
-        rows = t.shape[0]
-        columns = t.shape[1]
-        values = .allocate(capacity: max(t.count, 1))
-        ek_f32_to_bf16(t.data, values, t.count)
-    }
-
-    deinit { values.deallocate() }
-
-    public var bytes: Int { rows * columns * 2 }
-}
-
 /// A dense layer y = x·Wᵀ + b with the PyTorch `[out, in]` weight layout.
+///
+/// Decode steps (M ≤ 8 rows) stream `packed` when set (bf16, int8, q8_0, q4_0, q4_1); prompt passes use the
+/// fp32 weight with BLAS GEMM, dequantizing `packed` per call when no fp32 copy is kept (quantized
+/// checkpoints, GGUF tensors kept quantized).
+///
+/// ```swift
+/// var lin = Linear(weight: w, bias: b)
+/// lin.useDecodeWeights(.q8_0)                   // keeps fp32 for prompts, adds a Q8_0 copy for decode
+/// lin.useDecodeWeights(.int8, keepFP32: false)  // int8 only: a quarter of the memory
+/// ```
 struct Linear {
-    var weight: Tensor   // [out, in]
+    /// fp32 weight [out, in]; nil when only `packed` is kept.
+    private var dense: Tensor?
     var bias: Tensor?    // [out]
-    /// A bf16 copy used by decode steps (M ≤ 8 rows) when set; prompt passes keep the fp32 weight.
-    var bf16: BF16Matrix? = nil
+    /// The decode-format copy streamed by decode steps.
+    private(set) var packed: QuantizedMatrix?
+    let outputs: Int, inputs: Int
 
     init(weight: Tensor, bias: Tensor?) {
-        self.weight = weight
+        dense = weight
         self.bias = bias
+        outputs = weight.shape[0]
+        inputs = weight.shape[1]
     }
 
-    /// Loads `<prefix>.weight` and `<prefix>.bias`.
+    /// A layer that only has its packed weight (quantized checkpoints, GGUF blocks).
+    init(packed: QuantizedMatrix, bias: Tensor?) {
+        self.packed = packed
+        self.bias = bias
+        outputs = packed.rows
+        inputs = packed.columns
+    }
+
+    /// Loads `<prefix>.weight` (fp32, or packed when the checkpoint stores it quantized) and `<prefix>.bias`.
     init(_ loader: WeightLoader, _ prefix: String, in inputs: Int, out outputs: Int, bias: Bool = true) throws {
-        weight = try loader.tensor(prefix + ".weight", shape: [outputs, inputs])
+        self = try loader.linear(prefix + ".weight", shape: [outputs, inputs])
         self.bias = bias ? try loader.tensor(prefix + ".bias", shape: [outputs]) : nil
     }
 
+    /// The fp32 weight [out, in] (dequantized into new memory when only the packed copy is kept).
+    var weight: Tensor {
+        get { dense ?? packed!.dequantized() }
+        set { dense = newValue; packed = nil }
+    }
+
+    /// The format decode steps stream.
+    var decodeFormat: WeightFormat { packed?.format ?? .f32 }
+    /// Bytes a decode step streams for this layer (weights, scales and bias).
+    var decodeBytes: Int { (packed?.byteCount ?? outputs * inputs * 4) + (bias?.count ?? 0) * 4 }
+    /// Bytes held (fp32 copy, packed copy, bias).
+    var residentBytes: Int { (dense == nil ? 0 : outputs * inputs * 4) + (packed?.byteCount ?? 0) + (bias?.count ?? 0) * 4 }
+
     func callAsFunction(_ x: Tensor) -> Tensor {
-        if let bf16, x.count / bf16.columns <= 8 { return Ops.linearBF16(x, weight: bf16, bias: bias) }
-        return Ops.linear(x, weight: weight, bias: bias)
+        if let packed, x.count / inputs <= 8 { return Ops.linearQuantized(x, weight: packed, bias: bias) }
+        return Ops.linear(x, weight: dense ?? packed!.dequantized(), bias: bias)
+    }
+
+    /// gelu(x·Wᵀ + b), the bias and activation fused after the GEMM for prompt passes.
+    func gelu(_ x: Tensor) -> Tensor {
+        if let packed, x.count / inputs <= 8 {
+            let y = Ops.linearQuantized(x, weight: packed, bias: bias)
+            ek_gelu_tanh_f32(y.data, y.count)
+            return y
+        }
+        return Ops.linearGELU(x, weight: dense ?? packed!.dequantized(), bias: bias)
+    }
+
+    /// r += x·Wᵀ + b (a residual stream), accumulated by the GEMM for prompt passes.
+    func accumulate(into r: Tensor, _ x: Tensor) {
+        if let packed, x.count / inputs <= 8 {
+            Ops.addInPlace(r, Ops.linearQuantized(x, weight: packed, bias: bias))
+            return
+        }
+        Ops.linearAccumulate(into: r, x, weight: dense ?? packed!.dequantized(), bias: bias)
+    }
+
+    /// Streams the weight in `format` during decode steps. `keepFP32: false` drops the fp32 copy (prompt passes
+    /// then dequantize per call); `.f32` goes back to fp32 only.
+    mutating func useDecodeWeights(_ format: WeightFormat, keepFP32: Bool = true) {
+        if format == .f32 {
+            if dense == nil { dense = packed!.dequantized() }
+            packed = nil
+            return
+        }
+        if packed?.format != format { packed = QuantizedMatrix(dense ?? packed!.dequantized(), format: format) }
+        if !keepFP32 { dense = nil }
     }
 
     /// Adds the bf16 copy used by decode steps.
-    mutating func useBF16ForDecode() { bf16 = BF16Matrix(weight) }
+    mutating func useBF16ForDecode() { useDecodeWeights(.bf16) }
 
     var parameterTensors: [Tensor] { [weight] + (bias.map { [$0] } ?? []) }
 }
@@ -187,11 +293,15 @@ struct AttentionWeights {
         out = try Linear(loader, prefix + ".out_linear", in: shape.qWidth, out: nEmbd)
     }
 
-    mutating func useBF16ForDecode(includingKV: Bool = true) {
-        q.useBF16ForDecode()
-        out.useBF16ForDecode()
-        if includingKV { k.useBF16ForDecode(); v.useBF16ForDecode() }
+    mutating func useBF16ForDecode(includingKV: Bool = true) { useDecodeWeights(.bf16, includingKV: includingKV) }
+
+    mutating func useDecodeWeights(_ format: WeightFormat, includingKV: Bool = true, keepFP32: Bool = true) {
+        q.useDecodeWeights(format, keepFP32: keepFP32)
+        out.useDecodeWeights(format, keepFP32: keepFP32)
+        if includingKV { k.useDecodeWeights(format, keepFP32: keepFP32); v.useDecodeWeights(format, keepFP32: keepFP32) }
     }
+
+    var linears: [Linear] { [q, k, v, out] }
 }
 
 extension AttentionWeights {
@@ -257,14 +367,19 @@ struct MLP {
         fc2 = try Linear(loader, prefix + ".fc2", in: hidden, out: nEmbd)
     }
     func callAsFunction(_ x: Tensor) -> Tensor {
-        let h = fc1(x)                                                   // [R, hidden]
-        ek_gelu_tanh_f32(h.data, h.count)
-        return fc2(h)                                                    // [R, C]
+        fc2(fc1.gelu(x))                                                 // [R, hidden] → [R, C]
     }
 
-    mutating func useBF16ForDecode() {
-        fc1.useBF16ForDecode()
-        fc2.useBF16ForDecode()
+    /// r += mlp(x): the residual stream accumulates fc2's product (fused epilogues for prompt passes).
+    func accumulate(into r: Tensor, _ x: Tensor) {
+        fc2.accumulate(into: r, fc1.gelu(x))                             // [R, hidden] → r [R, C]
+    }
+
+    mutating func useBF16ForDecode() { useDecodeWeights(.bf16) }
+
+    mutating func useDecodeWeights(_ format: WeightFormat, keepFP32: Bool = true) {
+        fc1.useDecodeWeights(format, keepFP32: keepFP32)
+        fc2.useDecodeWeights(format, keepFP32: keepFP32)
     }
 }
 

@@ -426,13 +426,15 @@ struct LlamaBlock {
         let s = c.attention, C = c.nEmbd
         let permuted = naming == .gguf && c.family == .llama
         func linear(_ name: String, out: Int, in inputs: Int, bias: Bool, ropeHeads: Int? = nil) throws -> Linear {
-            var w = try l.tensor(name + ".weight", shape: [out, inputs])
+            // fp32, or packed when the loader keeps the checkpoint's blocks (GGUF keepQuantized, encore quantize)
+            let order = permuted ? ropeHeads.map { Self.ropeRowOrder(rows: out, heads: $0) } : nil
+            var lin = try l.linear(name + ".weight", shape: [out, inputs], rowOrder: order)
             var b = bias ? try l.tensor(name + ".bias", shape: [out]) : nil
             if permuted, let heads = ropeHeads {
-                w = Self.unpermuteRoPE(w, heads: heads)
                 b = b.map { Self.unpermuteRoPE($0.reshaped([out, 1]), heads: heads).reshaped([out]) }
             }
-            return Linear(weight: w, bias: b)
+            lin.bias = b
+            return lin
         }
         attnNorm = try l.tensor(n.attnNorm + ".weight", shape: [C])
         if c.family == .phi3 {
@@ -513,7 +515,9 @@ public final class LlamaModel: CausalDecoder {
     public let config: LlamaConfig
     let embedding: Tensor   // [V, C]
     let head: Tensor        // [V, C]
-    let blocks: [LlamaBlock]
+    private(set) var blocks: [LlamaBlock]
+    /// Decode-format copy of the head (``useDecodeWeights(_:)``, or the GGUF blocks kept quantized).
+    private(set) var headDecode: QuantizedMatrix?
     let outputNorm: Tensor  // [C]
     /// llama.cpp's `rope_freqs` divisors (Llama 3.1 GGUF), applied to the inverse frequencies.
     let ropeFactors: [Float]?
@@ -531,14 +535,18 @@ public final class LlamaModel: CausalDecoder {
     var attentionSpan: Int? { config.slidingWindow }
     public var parameterCount: Int {
         let vectors = 2 * config.nEmbd * blocks.count + config.nEmbd
-        let matrices = blocks.reduce(0) { $0 + $1.linears.reduce(0) { $0 + $1.weight.count + ($1.bias?.count ?? 0) } }
+        let matrices = blocks.reduce(0) { $0 + $1.linears.reduce(0) { $0 + $1.outputs * $1.inputs + ($1.bias?.count ?? 0) } }
         return embedding.count * (head.storage === embedding.storage ? 1 : 2) + matrices + vectors
     }
 
     /// Loads a `.gguf` file (architecture llama, qwen2 or phi3).
-    public convenience init(path: String) throws {
+    /// `keepQuantized`: Q8_0/Q4_0/Q4_1 matrices stay in their blocks (read in place from the mapped file; decode
+    /// streams them, prompt passes dequantize per call) instead of being widened to fp32.
+    public convenience init(path: String, keepQuantized: Bool = false) throws {
         let file = try GGUFModelFile(path: path)
-        try self.init(config: LlamaConfig(gguf: file), loader: WeightLoader(source: .gguf(file)), naming: .gguf)
+        let loader = WeightLoader(source: .gguf(file))
+        loader.keepQuantized = keepQuantized
+        try self.init(config: LlamaConfig(gguf: file), loader: loader, naming: .gguf)
     }
 
     /// Loads Hugging Face weights (`model.embed_tokens.weight`, `model.layers.{i}.self_attn.q_proj.weight`, …;
@@ -558,6 +566,7 @@ public final class LlamaModel: CausalDecoder {
         } else {
             head = try l.optional(naming.head, shape: [c.vocabSize, c.nEmbd]) ?? embedding
         }
+        headDecode = try l.packedMatrix(head.storage === embedding.storage ? naming.embedding : naming.head, shape: [c.vocabSize, c.nEmbd])
         blocks = try (0..<c.nLayer).map { try LlamaBlock(l, $0, c, naming: naming) }
         outputNorm = try l.tensor(naming.outputNorm, shape: [c.nEmbd])
         var config = c
@@ -638,7 +647,9 @@ public final class LlamaModel: CausalDecoder {
             for b in 0..<B { (last.data + b * C).update(from: x.data + (b * n + n - 1) * C, count: C) }
             x = last
         }
-        return Ops.linear(Ops.rmsNorm(x, weight: outputNorm, eps: eps), weight: head, bias: nil)   // [*, V]
+        let hn = Ops.rmsNorm(x, weight: outputNorm, eps: eps)
+        if let headDecode, hn.shape[0] <= 8 { return Ops.linearQuantized(hn, weight: headDecode, bias: nil) }
+        return Ops.linear(hn, weight: head, bias: nil)   // [*, V]
     }
 
     /// Logits [B, T, V] for a right-padded batch read from position 0 (padding only follows real tokens, so
@@ -649,5 +660,51 @@ public final class LlamaModel: CausalDecoder {
 
     public func score(input: [Int], target: [Int]) throws -> [Float] {
         try causalScore(input: input, target: target, bos: config.bosTokenId)
+    }
+}
+
+// MARK: decode weight formats
+
+extension LlamaBlock {
+    /// llama.cpp's Q/K row permutation as a row order: row j·D/2 + i of a head is stored row 2i + j.
+    static func ropeRowOrder(rows: Int, heads: Int) -> [Int] {
+        let d = rows / heads, half = d / 2
+        var order = [Int](repeating: 0, count: rows)
+        for h in 0..<heads { for i in 0..<half { for j in 0..<2 { order[h * d + j * half + i] = h * d + 2 * i + j } } }
+        return order
+    }
+
+    mutating func useDecodeWeights(_ format: WeightFormat) {
+        switch qkv {
+        case .separate(var q, var k, var v):
+            q.useDecodeWeights(format); k.useDecodeWeights(format); v.useDecodeWeights(format)
+            qkv = .separate(q: q, k: k, v: v)
+        case .fused(var w):
+            w.useDecodeWeights(format)
+            qkv = .fused(w)
+        }
+        switch gateUp {
+        case .separate(var g, var u):
+            g.useDecodeWeights(format); u.useDecodeWeights(format)
+            gateUp = .separate(gate: g, up: u)
+        case .fused(var w):
+            w.useDecodeWeights(format)
+            gateUp = .fused(w)
+        }
+        o.useDecodeWeights(format)
+        down.useDecodeWeights(format)
+    }
+}
+
+extension LlamaModel {
+    /// Streams every matrix and the head in `format` during decode steps (prompt passes keep fp32 GEMM).
+    public func useDecodeWeights(_ format: WeightFormat) {
+        for i in blocks.indices { blocks[i].useDecodeWeights(format) }
+        headDecode = format == .f32 ? nil : QuantizedMatrix(head, format: format)
+    }
+
+    /// Bytes one decode step streams: every matrix and the head.
+    public var decodeWeightBytes: Int {
+        blocks.reduce(headDecode?.byteCount ?? head.count * 4) { n, b in n + b.linears.reduce(0) { $0 + $1.decodeBytes } }
     }
 }

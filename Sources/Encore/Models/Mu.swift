@@ -78,9 +78,9 @@ public final class MuModel: LanguageModel {
     public let config: MuConfig
     let wte: Tensor          // [V, C]
     let lmHead: Tensor       // [V, C], tied to wte unless the checkpoint has lm_head.weight
-    /// bf16 copy of the head for decode steps, when ``useBF16ForDecode()`` was called.
-    private(set) var lmHeadBF16: BF16Matrix?
-    let encoderBlocks: [MuEncoderBlock]
+    /// Decode-format copy of the head, when ``useDecodeWeights(_:encoder:keepFP32:)`` chose one.
+    private(set) var lmHeadDecode: QuantizedMatrix?
+    private(set) var encoderBlocks: [MuEncoderBlock]
     let lnE: RMSNorm
     private(set) var decoderBlocks: [MuDecoderBlock]
     let lnF: RMSNorm
@@ -174,16 +174,52 @@ public final class MuModel: LanguageModel {
     }
 
     /// Streams the decoder's matrices and the head as bf16 during decode steps (half the bytes per token);
-    /// the encoder and prompt passes keep fp32. The cross-attention K/V projections run once per request
-    /// and stay fp32. Costs the bf16 copies' memory (2 bytes per decoder parameter).
-    public func useBF16ForDecode() {
+    /// the encoder and prompt passes keep fp32. Same as `useDecodeWeights(.bf16)`.
+    public func useBF16ForDecode() { useDecodeWeights(.bf16) }
+
+    /// Chooses the weight format decode steps stream: the decoder's matrices and the head. The cross-attention
+    /// K/V projections run once per request with the encoder and follow `encoder`.
+    ///
+    /// - `encoder`: format of the encoder's matrices (and the cross K/V projections), which only prompt passes
+    ///   use; nil keeps fp32. A non-f32 encoder format drops the fp32 copies (memory), and prompt passes then
+    ///   dequantize each matrix per call (plus the format's rounding error).
+    /// - `keepFP32: false` also drops the decoder's fp32 copies (teacher-forced passes then dequantize per call).
+    ///
+    /// ```swift
+    /// mu.useDecodeWeights(.q8_0)                        // decoder + head streamed as Q8_0, fp32 kept for prompts
+    /// mu.useDecodeWeights(.int8, encoder: .bf16, keepFP32: false)
+    /// ```
+    public func useDecodeWeights(_ format: WeightFormat, encoder: WeightFormat? = nil, keepFP32: Bool = true) {
         for i in decoderBlocks.indices {
-            decoderBlocks[i].causalAttn.useBF16ForDecode()
-            decoderBlocks[i].crossAttn.q.useBF16ForDecode()
-            decoderBlocks[i].crossAttn.out.useBF16ForDecode()
-            decoderBlocks[i].mlp.useBF16ForDecode()
+            decoderBlocks[i].causalAttn.useDecodeWeights(format, keepFP32: keepFP32)
+            decoderBlocks[i].crossAttn.q.useDecodeWeights(format, keepFP32: keepFP32)
+            decoderBlocks[i].crossAttn.out.useDecodeWeights(format, keepFP32: keepFP32)
+            decoderBlocks[i].mlp.useDecodeWeights(format, keepFP32: keepFP32)
         }
-        lmHeadBF16 = BF16Matrix(lmHead)
+        lmHeadDecode = format == .f32 ? nil : QuantizedMatrix(lmHead, format: format)
+        if let encoder {
+            let keep = encoder == .f32
+            for i in encoderBlocks.indices {
+                encoderBlocks[i].attn.useDecodeWeights(encoder, keepFP32: keep)
+                encoderBlocks[i].mlp.useDecodeWeights(encoder, keepFP32: keep)
+            }
+            for i in decoderBlocks.indices {
+                decoderBlocks[i].crossAttn.k.useDecodeWeights(encoder, keepFP32: keep)
+                decoderBlocks[i].crossAttn.v.useDecodeWeights(encoder, keepFP32: keep)
+            }
+        }
+    }
+
+    public func useDecodeWeights(_ format: WeightFormat) { useDecodeWeights(format, encoder: nil, keepFP32: true) }
+
+    /// Bytes one decode step streams: the decoder's matrices (without the cross K/V projections) and the head.
+    public var decodeWeightBytes: Int {
+        var n = lmHeadDecode?.byteCount ?? lmHead.count * 4
+        for b in decoderBlocks {
+            n += [b.causalAttn.q, b.causalAttn.k, b.causalAttn.v, b.causalAttn.out, b.crossAttn.q, b.crossAttn.out, b.mlp.fc1, b.mlp.fc2]
+                .reduce(0) { $0 + $1.decodeBytes }
+        }
+        return n
     }
 
     // MARK: encoder
@@ -223,8 +259,8 @@ public final class MuModel: LanguageModel {
             Ops.ropeInPlace(k, heads: shape.kvHeads, headDim: shape.headDim, positions: positions, invFreq: invFreq)
             let o = Ops.batchedAttention(q: q, k: k, v: v, batch: B, tq: L, kvRows: L, keyKeep: keep, shape: shape,
                                          causalOffset: -1, scratch: &scratch)   // [B*L, H*D]
-            Ops.addInPlace(x, block.attn.out(o))
-            Ops.addInPlace(x, block.mlp(block.ln2(x)))
+            block.attn.out.accumulate(into: x, o)                         // x += out(o)
+            block.mlp.accumulate(into: x, block.ln2(x))                   // x += mlp(ln2(x))
         }
         x = lnE(x)
         let crossK = decoderBlocks.map { $0.crossAttn.k(x) }               // [B*L, Hkv*D] per layer
@@ -287,12 +323,12 @@ public final class MuModel: LanguageModel {
             let oc = Ops.batchedAttention(q: qc, k: state.encoder.crossK[layer], v: state.encoder.crossV[layer], batch: B,
                                           tq: n, kvRows: L, keyKeep: state.encoder.keep, shape: shape, causalOffset: -1,
                                           scratch: &scratch)
-            Ops.addInPlace(x, block.crossAttn.out(oc))
-            Ops.addInPlace(x, block.mlp(block.ln3(x)))
+            block.crossAttn.out.accumulate(into: x, oc)
+            block.mlp.accumulate(into: x, block.ln3(x))
         }
         if lastOnly && n > 1 { x = Ops.lastRows(x, batch: B, n: n) }
         let h = lnF(x)
-        if let lmHeadBF16, h.shape[0] <= 8 { return Ops.linearBF16(h, weight: lmHeadBF16, bias: nil) }   // [R, V]
+        if let lmHeadDecode, h.shape[0] <= 8 { return Ops.linearQuantized(h, weight: lmHeadDecode, bias: nil) }   // [R, V]
         return Ops.linear(h, weight: lmHead, bias: nil)                  // [R, V]
     }
 

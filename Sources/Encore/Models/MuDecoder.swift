@@ -32,7 +32,7 @@ public final class MuDecoderModel: CausalDecoder {
     let wte: Tensor
     let lmHead: Tensor
     private(set) var blocks: [MuDecoderOnlyBlock]
-    private(set) var lmHeadBF16: BF16Matrix?
+    private(set) var lmHeadDecode: QuantizedMatrix?
     let lnF: RMSNorm
 
     public var modelType: String { "mu_decoder" }
@@ -96,12 +96,25 @@ public final class MuDecoderModel: CausalDecoder {
     }
 
     /// Streams every matrix and the head as bf16 during decode steps; prompt prefill keeps fp32.
-    public func useBF16ForDecode() {
+    public func useBF16ForDecode() { useDecodeWeights(.bf16) }
+
+    /// Streams every matrix and the head in `format` during decode steps; prompt prefill keeps fp32 unless
+    /// `keepFP32` is false (then it dequantizes each matrix per call).
+    public func useDecodeWeights(_ format: WeightFormat, keepFP32: Bool) {
         for i in blocks.indices {
-            blocks[i].attn.useBF16ForDecode()
-            blocks[i].mlp.useBF16ForDecode()
+            blocks[i].attn.useDecodeWeights(format, keepFP32: keepFP32)
+            blocks[i].mlp.useDecodeWeights(format, keepFP32: keepFP32)
         }
-        lmHeadBF16 = BF16Matrix(lmHead)
+        lmHeadDecode = format == .f32 ? nil : QuantizedMatrix(lmHead, format: format)
+    }
+
+    public func useDecodeWeights(_ format: WeightFormat) { useDecodeWeights(format, keepFP32: true) }
+
+    /// Bytes one decode step streams: every matrix and the head.
+    public var decodeWeightBytes: Int {
+        blocks.reduce(lmHeadDecode?.byteCount ?? lmHead.count * 4) { n, b in
+            n + (b.attn.linears + [b.mlp.fc1, b.mlp.fc2]).reduce(0) { $0 + $1.decodeBytes }
+        }
     }
 
     /// Runs `n` new tokens per row (ids [B*n]) through the model, extending the cache.
@@ -127,11 +140,11 @@ public final class MuDecoderModel: CausalDecoder {
             Ops.addInPlace(x, block.attn.cachedSelfAttention(block.ln1(x), batch: B, n: n, cache: cache.caches[layer],
                                                              newKeep: newKeep, positions: positions, invFreq: invFreq,
                                                              shape: shape, scratch: &scratch))
-            Ops.addInPlace(x, block.mlp(block.ln2(x)))
+            block.mlp.accumulate(into: x, block.ln2(x))
         }
         if lastOnly && n > 1 { x = Ops.lastRows(x, batch: B, n: n) }
         let h = lnF(x)
-        if let lmHeadBF16, h.shape[0] <= 8 { return Ops.linearBF16(h, weight: lmHeadBF16, bias: nil) }
+        if let lmHeadDecode, h.shape[0] <= 8 { return Ops.linearQuantized(h, weight: lmHeadDecode, bias: nil) }
         return Ops.linear(h, weight: lmHead, bias: nil)
     }
 

@@ -30,18 +30,6 @@ public enum Ops {
         return y
     }
 
-    /// y = x · Wᵀ + b with a bf16 weight [N, K], for decode steps (M ≤ 8 rows).
-    public static func linearBF16(_ x: Tensor, weight: BF16Matrix, bias: Tensor?) -> Tensor {
-        let k = weight.columns, n = weight.rows
-        precondition(x.shape.last == k, "linear: x \(x.shape) vs weight [\(n), \(k)]")
-        let m = x.count / k
-        let y = Tensor(uninitialized: Array(x.shape.dropLast()) + [n])
-        OpCounter.add(flops: 2 * m * n * k)
-        OpCounter.add(weightBytes: n * k * 2)
-        ek_gemv_bf16(weight.values, x.data, bias?.data, y.data, m, n, k)
-        return y
-    }
-
     /// Embedding lookup: table [V, C], ids → [ids.count, C]. Ids must be in range (checked by callers).
     public static func embedding(_ table: Tensor, ids: [Int]) -> Tensor {
         let c = table.shape[1]
@@ -68,11 +56,45 @@ public enum Ops {
         return out
     }
 
-    /// gelu(x · Wᵀ + b): the MLP's first layer with its activation fused into the epilogue.
+    /// Prompt passes (M > 8) fuse their GEMM epilogues: bias + GELU in one pass over the product, and residual
+    /// products accumulated into the stream by the GEMM itself (beta = 1). False runs the separate passes
+    /// (bias copy, GEMM, then a GELU pass or an add pass), for A/B measurements (`encore bench --epilogue-ab`).
+    nonisolated(unsafe) public static var fusedEpilogues = true
+
+    /// gelu(x · Wᵀ + b): the MLP's first layer; for M > 8 the GEMM writes x·Wᵀ and one pass adds the bias and
+    /// applies GELU.
     public static func linearGELU(_ x: Tensor, weight: Tensor, bias: Tensor?) -> Tensor {
-        let y = linear(x, weight: weight, bias: bias)
-        ek_gelu_tanh_f32(y.data, y.count)
+        let k = x.shape.last!, n = weight.shape[0], m = x.count / k
+        guard fusedEpilogues, m > 8 else {
+            let y = linear(x, weight: weight, bias: bias)
+            ek_gelu_tanh_f32(y.data, y.count)
+            return y
+        }
+        precondition(weight.shape.count == 2 && weight.shape[1] == k, "linear: x \(x.shape) vs weight \(weight.shape)")
+        if let bias { precondition(bias.count == n, "linear: bias \(bias.shape) vs \(n) outputs") }
+        OpCounter.add(weightBytes: n * k * 4)
+        let y = Tensor(uninitialized: Array(x.shape.dropLast()) + [n])   // [M, N]
+        BLAS.gemm(m: m, n: n, k: k, a: x.data, b: weight.data, transB: true, c: y.data)
+        ek_bias_gelu_tanh_f32(y.data, bias?.data, m, n)
         return y
+    }
+
+    /// r += x · Wᵀ + b in place (a residual stream r [M, N]); for M > 8 the bias is added to r and the GEMM
+    /// accumulates into it (no product tensor, no add pass).
+    public static func linearAccumulate(into r: Tensor, _ x: Tensor, weight: Tensor, bias: Tensor?) {
+        let k = x.shape.last!, n = weight.shape[0], m = x.count / k
+        precondition(r.count == m * n, "linear: residual \(r.shape) vs [\(m), \(n)]")
+        guard fusedEpilogues, m > 8 else {
+            addInPlace(r, linear(x, weight: weight, bias: bias))
+            return
+        }
+        precondition(weight.shape.count == 2 && weight.shape[1] == k, "linear: x \(x.shape) vs weight \(weight.shape)")
+        OpCounter.add(weightBytes: n * k * 4)
+        if let bias {
+            precondition(bias.count == n, "linear: bias \(bias.shape) vs \(n) outputs")
+            ek_add_bias_f32(r.data, bias.data, m, n)
+        }
+        BLAS.gemm(m: m, n: n, k: k, a: x.data, b: weight.data, transB: true, c: r.data, beta: 1)
     }
 
     /// SwiGLU: silu(gate) ⊙ up, as a new tensor. gate, up [R, F] → [R, F].

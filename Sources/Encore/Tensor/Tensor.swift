@@ -33,9 +33,9 @@ public final class TensorStorage: @unchecked Sendable {
     }
 }
 
-/// Recycles freed tensor buffers by exact size, so the many same-sized temporaries of a forward pass
-/// (activations, attention outputs) do not go back to the OS and fault in again at every step. Holds at
-/// most `limit` bytes; thread-safe.
+/// Recycles freed tensor buffers of 1 KiB and more by exact size, so the many same-sized temporaries of a forward
+/// pass (activations, attention outputs) do not go back to the OS and fault in again at every step: a decode step
+/// allocates no buffer once warm (DecodeAllocationTests). Holds at most `limit` bytes; thread-safe.
 public final class BufferPool: @unchecked Sendable {
     public static let shared = BufferPool()
     private var free: [Int: [UnsafeMutableRawPointer]] = [:]
@@ -46,8 +46,7 @@ public final class BufferPool: @unchecked Sendable {
 
     func take(_ bytes: Int) -> UnsafeMutableRawPointer {
         lock.lock()
-        if var list = free[bytes], let p = list.popLast() {
-            free[bytes] = list
+        if let i = free.index(forKey: bytes), let p = free.values[i].popLast() {   // in place: no copy of the list
             held -= bytes
             lock.unlock()
             return p
@@ -58,7 +57,7 @@ public final class BufferPool: @unchecked Sendable {
 
     func give(_ p: UnsafeMutableRawPointer, _ bytes: Int) {
         lock.lock()
-        if held + bytes <= limit && bytes >= 4096 {
+        if held + bytes <= limit && bytes >= 1024 {
             free[bytes, default: []].append(p)
             held += bytes
             lock.unlock()

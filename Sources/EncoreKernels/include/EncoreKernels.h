@@ -18,11 +18,13 @@ extern "C" {
 #endif
 
 /* ---- CPU features ---- */
-enum { EK_CPU_AVX2_FMA = 1, EK_CPU_AVX512F = 2, EK_CPU_NEON = 4, EK_CPU_AVX512BF16 = 8, EK_CPU_AVX512VNNI = 16 };
+enum { EK_CPU_AVX2_FMA = 1, EK_CPU_AVX512F = 2, EK_CPU_NEON = 4, EK_CPU_AVX512BF16 = 8, EK_CPU_AVX512VNNI = 16,
+       EK_CPU_AVXVNNI = 32, EK_CPU_AVX512BWVL = 64, EK_CPU_F16C = 128 };
 /** Bit set of EK_CPU_* the running CPU has. */
 int ek_cpu_features(void);
 /** Force the plain-C paths (1) or allow SIMD paths (0); for tests and benchmarks. */
 void ek_set_force_reference(int force);
+int ek_get_force_reference(void);
 /** Name of the kernel path in use: "avx2", "neon" or "scalar". */
 const char *ek_kernel_path(void);
 
@@ -149,9 +151,41 @@ int ek_get_threads(void);
 void ek_gemv_f32(const float *w, const float *x, const float *bias, float *y, long m, long n, long k);
 void ek_gemv_f32_ref(const float *w, const float *x, const float *bias, float *y, long m, long n, long k);
 
-/** As ek_gemv_f32 with bf16 weights (half the bytes per decode step), widened to fp32 in registers. */
+/** As ek_gemv_f32 with bf16 weights (half the bytes per decode step): ek_gemv_quant(EK_WF_BF16, …). With
+ *  AVX512_BF16, x is rounded to bf16 (see ek_gemv_bf16_xbf16_ref); otherwise weights are widened to fp32. */
 void ek_gemv_bf16(const uint16_t *w, const float *x, const float *bias, float *y, long m, long n, long k);
 void ek_gemv_bf16_ref(const uint16_t *w, const float *x, const float *bias, float *y, long m, long n, long k);
+
+/* ---- quantized weights for decode (gemv_quant.c) ---- */
+/** Weight formats. Rows are padded to ceil(k/32) blocks of 32 (GGUF rows already are):
+ *  BF16 uint16 [n, k]; INT8 int8 [n, nb*32] + fp32 scale per row; Q8_0/Q4_0/Q4_1 ggml blocks (34/18/20 B). */
+enum { EK_WF_F32 = 0, EK_WF_BF16 = 1, EK_WF_INT8 = 2, EK_WF_Q8_0 = 3, EK_WF_Q4_0 = 4, EK_WF_Q4_1 = 5 };
+/** Instruction-set levels, for capping the dispatch in tests and benchmarks. */
+enum { EK_ISA_SCALAR = 0, EK_ISA_AVX2 = 1, EK_ISA_AVXVNNI = 2, EK_ISA_AVX512 = 3 };
+/** Highest level the quantized GEMVs may use (default and -1: EK_ISA_AVX512, i.e. the best the CPU has). */
+void ek_set_isa_limit(int level);
+int ek_get_isa_limit(void);
+/** Path a format runs on under the current limit: "avx512vnni", "avxvnni", "avx2", "avx512bf16", "avx512f", "scalar". */
+const char *ek_gemv_path(int format);
+/** Bytes of one stored row of k values in `format`. */
+long ek_quant_row_bytes(int format, long k);
+/**
+ * y[m, n] = x[m, k] · W[n, k]ᵀ (+ bias) for m ≤ 8 decode rows with W in `format` (wscale: INT8 row scales, else
+ * NULL). Integer formats quantize x per block of 32 as ggml's q8_0 (Q4_1: q8_1) once per call; see gemv_quant.c
+ * for the arithmetic. Returns 0, -1 for an unknown format, -2 if the activation buffer could not grow.
+ */
+int ek_gemv_quant(int format, const void *w, const float *wscale, const float *x, const float *bias, float *y,
+                  long m, long n, long k);
+/** Reference twin: the same activation quantization, then element by element from dequantized weights in double. */
+int ek_gemv_quant_ref(int format, const void *w, const float *wscale, const float *x, const float *bias, float *y,
+                      long m, long n, long k);
+/** bf16 reference with x rounded to bf16 first (the avx512bf16 path's arithmetic). */
+int ek_gemv_bf16_xbf16_ref(const uint16_t *w, const float *x, const float *bias, float *y, long m, long n, long k);
+/** src [rows, cols] fp32 → dst rows of ek_quant_row_bytes (llama.cpp's reference rounding for Q8_0/Q4_0/Q4_1;
+ *  INT8: per-row scale amax/127 into scales[rows]). Returns -1 for F32 or an unknown format. */
+int ek_quantize_rows(int format, const float *src, void *dst, float *scales, long rows, long cols);
+/** The inverse: dst [rows, cols] fp32. */
+int ek_dequantize_rows(int format, const void *src, const float *scales, float *dst, long rows, long cols);
 
 /** Sum of n floats on the kernel threads, each streaming its own block: measures the memory read ceiling. */
 float ek_sum_f32(const float *x, long n);

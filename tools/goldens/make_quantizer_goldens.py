@@ -1,0 +1,43 @@
+#!/usr/bin/env python3
+"""Goldens for Encore's weight quantizers (ek_quantize_rows): llama.cpp's reference rounding for Q8_0, Q4_0, Q4_1.
+
+Writes Tests/EncoreTests/Fixtures/gguf/quantizer.gguf: for each type a tensor `<type>.input` (F32 [rows, 96])
+and `<type>` holding the `gguf` Python package's `gguf.quants.quantize` of it (bit-exact with ggml-quants.c's
+quantize_row_*_ref). Encore must produce the same bytes. Rows include zeros, one large outlier per block,
+all-equal values and negative-only values.
+
+    python3 -m venv /work/venv-llama && /work/venv-llama/bin/pip install numpy gguf==0.19.0
+    /work/venv-llama/bin/python tools/goldens/make_quantizer_goldens.py
+"""
+import os
+import numpy as np
+import gguf
+from gguf import GGMLQuantizationType as Q
+from gguf.quants import quantize
+
+OUT = os.path.join(os.path.dirname(__file__), "../../Tests/EncoreTests/Fixtures/gguf/quantizer.gguf")
+
+
+def main():
+    rng = np.random.default_rng(4242)
+    x = (rng.standard_normal((6, 96)) * 0.5).astype(np.float32)
+    x[1, :] = 0.0                     # all zeros: d = 0
+    x[2, 5] = 9.0                     # one outlier
+    x[2, 40] = -7.5
+    x[3, :] = 0.25                    # all equal
+    x[4, :] = -np.abs(x[4, :])        # negative only
+    x[5, :] = np.round(x[5, :] * 8) / 8   # many exact ties after scaling
+    w = gguf.GGUFWriter(OUT, "encore-quantizer-test")
+    w.add_string("encore.purpose", "quantizer goldens")
+    for name, qtype in [("q8_0", Q.Q8_0), ("q4_0", Q.Q4_0), ("q4_1", Q.Q4_1)]:
+        w.add_tensor(name + ".input", x)
+        w.add_tensor(name, quantize(x, qtype), raw_dtype=qtype)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    print("wrote", os.path.normpath(OUT), os.path.getsize(OUT), "bytes")
+
+
+if __name__ == "__main__":
+    main()
