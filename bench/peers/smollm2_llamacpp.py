@@ -10,7 +10,8 @@ over rounds; values are medians over rounds.
 
 Variants: ``q4_1`` is the file as shipped (Q4_1 matrices, Q8_0 embeddings); ``q8_0`` and ``f32`` are made from
 it by llama.cpp's own quantizer (``llama_model_quantize``, allow_requantize) under --work. Encore reads every
-variant; today it dequantizes GGUF weights to fp32 on load (its JSON says which decode weights it ran).
+variant; by default it widens GGUF blocks to fp32 on load, with --keep-quantized it computes on the blocks (its
+JSON says which decode weights it ran: f32 or gguf).
 
 Usage (from the repository root, after ``swift build -c release --product encore``):
 
@@ -61,6 +62,9 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--timeout", type=float, default=900)
+    ap.add_argument("--keep-quantized", action="store_true",
+                    help="Encore computes on the GGUF blocks (encore bench --keep-quantized) instead of widening "
+                         "them to fp32 on load")
     ap.add_argument("--write-json", type=Path)
     args = ap.parse_args()
     if not args.gguf.is_file():
@@ -74,7 +78,7 @@ def main() -> int:
     def cmd(system, v):
         if system == "encore":
             return encore_bench_cmd(encore, str(files[v]), args.input_tokens, args.output_tokens, args.threads,
-                                    args.reps)
+                                    args.reps, ["--keep-quantized"] if args.keep_quantized else [])
         return [args.llama_python, str(HERE / "llamacpp_peer.py"), "--gguf", str(files[v]), "--threads",
                 str(args.threads), "--input-tokens", ",".join(map(str, args.input_tokens)),
                 "--output-tokens", str(args.output_tokens), "--reps", str(args.reps)]
@@ -92,6 +96,8 @@ def main() -> int:
                     raise SystemExit(f"{system} on {v} failed: {err}")
                 samples[v][system].append(data)
                 meta[system] = {k: data.get(k) for k in ("version", "system", "decode_weights", "blas")}
+                if system == "encore":
+                    meta[system]["decode_weights"] = data["results"][0].get("decode_weights", data.get("decode_weights"))
 
     L_max = max(args.input_tokens)
     rows = []   # (variant, metric, encore, llama, ratio, higher_is_better)
