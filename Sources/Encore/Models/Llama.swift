@@ -249,15 +249,15 @@ public final class LlamaModel: CausalDecoder {
         try l.checkAllUsed()
     }
 
-    /// Runs `n` new tokens per row (ids [B*n]) through the model, extending the cache.
-    /// Returns logits [B*n, V], or [B, V] for the last position when `lastOnly`.
-    func forward(_ cache: CausalDecoderCache, ids: [Int], n: Int, lastOnly: Bool) -> Tensor {
+    /// Runs `n` new tokens per row (ids [B*n]) through the model, extending the cache; returns the logits of
+    /// `outputs`. Left padding (slots before a row's offset) is masked unless `keyKeep` [B*n] gives the mask.
+    func forward(_ cache: CausalDecoderCache, ids: [Int], n: Int, outputs: CausalOutputs, keyKeep: [UInt8]?) -> Tensor {
         let B = cache.offsets.count, C = config.nEmbd, shape = config.attention
         let eps = Float(config.rmsNormEps)
         let start = cache.length, total = start + n
         let positionsInt = (0..<(B * n)).map { start + $0 % n - cache.offsets[$0 / n] }
         let positions = positionsInt.map(Float.init)
-        let newKeep = positionsInt.map { $0 < 0 ? UInt8(0) : 1 }                 // left padding is masked
+        let newKeep = keyKeep ?? positionsInt.map { $0 < 0 ? UInt8(0) : 1 }      // left padding is masked
         var scratch: [Float] = []
         var x = Ops.embedding(embedding, ids: ids)                                // [B*n, C]
         for (layer, block) in blocks.enumerated() {
@@ -281,10 +281,10 @@ public final class LlamaModel: CausalDecoder {
             let g = Ops.swiGLU(gate: block.gate(m), up: block.up(m))              // [B*n, F]
             Ops.addInPlace(x, block.down(g))
         }
-        if lastOnly && n > 1 {
-            let last = Tensor(zeros: [B, C])                                      // [B, C]
-            for b in 0..<B { (last.data + b * C).update(from: x.data + (b * n + n - 1) * C, count: C) }
-            x = last
+        switch outputs {
+        case .all: break
+        case .last: if n > 1 { x = Ops.lastRows(x, batch: B, n: n) }              // [B, C]
+        case .rows(let r): x = Ops.rowRange(x, batch: B, n: n, r)                  // [B*r.count, C]
         }
         return Ops.linear(Ops.rmsNorm(x, weight: outputNorm, eps: eps), weight: head, bias: nil)   // [*, V]
     }
