@@ -372,11 +372,13 @@ public class Trainer {
         }
     }
 
-    /// The micro-batch loss: cross-entropy, or α·KL(teacher‖student) + (1 − α)·CE when distilling.
-    func microBatchLoss(_ examples: [Seq2SeqExample], micro: Int, training: Bool = true) throws -> (loss: Variable, kd: Float?, ce: Float?) {
+    /// The micro-batch loss: cross-entropy, or α·KL(teacher‖student) + (1 − α)·CE when distilling (`targets`, when
+    /// given, replace the distillation targets: tests compare fixed generated targets with the reference).
+    func microBatchLoss(_ examples: [Seq2SeqExample], micro: Int, training: Bool = true,
+                        targets given: [[Int]]? = nil) throws -> (loss: Variable, kd: Float?, ce: Float?) {
         let drop = training && dropout.p > 0 ? dropout : nil
         guard let kd = distillation else { return (try ceLoss(examples, dropout: drop), nil, nil) }
-        let targets = try distillationTargets(examples, micro: micro, kd: kd)
+        let targets = try given ?? distillationTargets(examples, micro: micro, kd: kd)
         // sequence lengths: the reference pads to the configured lengths; bucketing pads to the batch's longest
         var (E, T) = (settings.encoderSeqLen, settings.decoderSeqLen)
         if settings.bucketByLength {
@@ -394,7 +396,8 @@ public class Trainer {
             teacher = .logits(try kd.teacher.teacherLogits(items.map(\.teacherIds), attentionMask: items.map(\.teacherMask),
                                                             range: (E - 1)..<(E - 1 + T)), offset: 0)   // [B, T, Vt]
         }
-        let s = try distillationForward(examples, items: items, encoderLength: E, positions: T, dropout: drop, withCE: kd.targets == .data)
+        let s = try distillationForward(examples, items: items, encoderLength: E, positions: T, dropout: drop,
+                                        withCE: kd.targets == .data && given == nil)
         let kl = Variable.distillationKL(student: s.logits, studentOffsets: s.offsets, positions: T, teacher: teacher,
                                          temperature: kd.temperature)
         let ce = try s.ce ?? ceLoss(examples, dropout: drop)
