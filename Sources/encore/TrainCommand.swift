@@ -430,7 +430,7 @@ final class ProgressReporter {
         let done = step + 1 - first, elapsed = Date().timeIntervalSince(start)
         let eta = Double(total - step - 1) * elapsed / Double(max(1, done))
         let kdPart = r.kd.map { String(format: " (kd %.4f, ce %.4f)", $0, r.ce ?? 0) } ?? ""
-        let line = "step \(step + 1)/\(total)  loss " + String(format: "%.4f", r.loss) + kdPart + "  lr " + String(format: "%.2e", r.learningRate)
+        let line = "step \(step + 1)/\(total) (\(100 * (step + 1) / max(1, total))%)  loss " + String(format: "%.4f", r.loss) + kdPart + "  lr " + String(format: "%.2e", r.learningRate)
             + "  " + String(format: "%.0f", tps) + " tok/s  elapsed \(Self.duration(elapsed))  ETA \(Self.duration(eta))"
         switch mode {
         case .json: printStderr(jsonString(entry))

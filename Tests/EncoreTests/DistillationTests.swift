@@ -309,7 +309,15 @@ final class DistillCLITests: XCTestCase {
         let sampled = runCLI(Array(common.dropLast(2)) + ["--targets", "student", "--out", dir + "/s", "--steps", "4", "--progress", "lines",
                                                     "--progress-every", "2", "--sample-every", "2", "--samples", "2"])
         XCTAssertEqual(sampled.status, 0, sampled.stderr)
-        XCTAssertTrue(sampled.stderr.contains("step 2/4  loss") && sampled.stderr.contains("step 4/4") && sampled.stderr.contains("ETA"), sampled.stderr)
+        XCTAssertTrue(sampled.stderr.contains("step 2/4 (50%)  loss") && sampled.stderr.contains("step 4/4") && sampled.stderr.contains("ETA"), sampled.stderr)
+        XCTAssertFalse(sampled.stderr.contains("step 3/4"), "--progress-every 2")
+        // the terminal bar rewrites one line in place, with events printed above it
+        let bar = runCLI(Array(common.dropLast(2)) + ["--targets", "data", "--out", dir + "/t", "--steps", "3", "--progress", "bar",
+                                                       "--sample-every", "2", "--samples", "1"])
+        XCTAssertEqual(bar.status, 0, bar.stderr)
+        XCTAssertTrue(bar.stderr.contains("\r\u{1B}[2Kstep 1/3 (33%)  loss") && bar.stderr.contains("\r\u{1B}[2Kstep 3/3"), bar.stderr)
+        XCTAssertTrue(bar.stderr.contains("\r\u{1B}[2K{\"generated\""), "an event clears the bar first")
+        XCTAssertFalse(bar.stderr.contains("training_step"))
         XCTAssertEqual(sampled.stderr.components(separatedBy: #""message":"sample""#).count - 1, 6, "2 samples at steps 0, 2 and 4")
     }
 

@@ -252,7 +252,7 @@ public final class LlamaModel: CausalDecoder {
     /// Runs `n` new tokens per row (ids [B*n]) through the model, extending the cache; returns the logits of
     /// `outputs`. Left padding (slots before a row's offset) is masked unless `keyKeep` [B*n] gives the mask.
     func forward(_ cache: CausalDecoderCache, ids: [Int], n: Int, outputs: CausalOutputs, keyKeep: [UInt8]?) -> Tensor {
-        let B = cache.offsets.count, C = config.nEmbd, shape = config.attention
+        let B = cache.offsets.count, shape = config.attention
         let eps = Float(config.rmsNormEps)
         let start = cache.length, total = start + n
         let positionsInt = (0..<(B * n)).map { start + $0 % n - cache.offsets[$0 / n] }
