@@ -429,6 +429,80 @@ void ek_attention_f32_ref(const float *q, long q_stride, const float *k, long k_
 }
 
 /* ------------------------------------------------------------------------------------------------ */
+/* attention with a relative-position bias (T5): unscaled scores + bias[(tq - 1) + s - t]              */
+
+void ek_attention_relbias_f32(const float *q, long q_stride, const float *k, long k_stride,
+                              const float *v, long v_stride, float *out, long out_stride,
+                              long tq, long tk, long n_head, long n_kv_head, long head_dim, int interleaved,
+                              const uint8_t *key_keep, long causal_offset, const float *bias, long bias_stride,
+                              float *scratch) {
+    for (long t = 0; t < tq; t++) {
+        for (long h = 0; h < n_head; h++) {
+            long g = kv_head_for(h, n_head, n_kv_head, interleaved);
+            const float *qh = q + t * q_stride + h * head_dim;
+            long limit = tk;
+            if (causal_offset >= 0 && t + causal_offset + 1 < limit) limit = t + causal_offset + 1;
+            for (long s = 0; s < limit; s++) scratch[s] = ek_dot_f32(qh, k + s * k_stride + g * head_dim, head_dim);
+            if (bias) {
+                const float *b = bias + h * bias_stride + (tq - 1) - t;
+                for (long s = 0; s < limit; s++) scratch[s] += b[s];
+            }
+            for (long s = limit; s < tk; s++) scratch[s] = 0.0f;
+            softmax_row(scratch, tk, 1.0f, key_keep, causal_offset, t);
+            float *o = out + t * out_stride + h * head_dim;
+            memset(o, 0, sizeof(float) * head_dim);
+            for (long s = 0; s < tk; s++) {
+                float p = scratch[s];
+                if (p != 0.0f) ek_axpy_f32(p, v + s * v_stride + g * head_dim, o, head_dim);
+            }
+        }
+    }
+}
+
+void ek_attention_relbias_f32_ref(const float *q, long q_stride, const float *k, long k_stride,
+                                  const float *v, long v_stride, float *out, long out_stride,
+                                  long tq, long tk, long n_head, long n_kv_head, long head_dim, int interleaved,
+                                  const uint8_t *key_keep, long causal_offset, const float *bias, long bias_stride,
+                                  float *scratch) {
+    for (long t = 0; t < tq; t++) {
+        for (long h = 0; h < n_head; h++) {
+            long g = kv_head_for(h, n_head, n_kv_head, interleaved);
+            const float *qh = q + t * q_stride + h * head_dim;
+            double mx = -INFINITY;
+            long allowed = 0;
+            for (long s = 0; s < tk; s++) {
+                if (!key_allowed(key_keep, causal_offset, t, s)) continue;
+                double score = ek_dot_f32_ref(qh, k + s * k_stride + g * head_dim, head_dim);
+                if (bias) score += bias[h * bias_stride + (tq - 1) + s - t];
+                scratch[s] = (float)score;
+                if (scratch[s] > mx) mx = scratch[s];
+                allowed++;
+            }
+            double sum = 0;
+            for (long s = 0; s < tk; s++) {
+                if (allowed == 0) scratch[s] = 1.0f;
+                else scratch[s] = key_allowed(key_keep, causal_offset, t, s) ? (float)exp(scratch[s] - mx) : 0.0f;
+                sum += scratch[s];
+            }
+            float *o = out + t * out_stride + h * head_dim;
+            for (long d = 0; d < head_dim; d++) {
+                double acc = 0;
+                for (long s = 0; s < tk; s++) acc += (double)scratch[s] * v[s * v_stride + g * head_dim + d];
+                o[d] = (float)(acc / sum);
+            }
+        }
+    }
+}
+
+void ek_add_relbias_f32(float *scores, long rows, long cols, long ld, const float *bias_row) {
+    for (long r = 0; r < rows; r++) {
+        const float *b = bias_row + (rows - 1) - r;
+        float *s = scores + r * ld;
+        for (long c = 0; c < cols; c++) s[c] += b[c];
+    }
+}
+
+/* ------------------------------------------------------------------------------------------------ */
 /* conversions                                                                                       */
 
 void ek_bf16_to_f32(const uint16_t *src, float *dst, long n) {

@@ -3,11 +3,12 @@ import Encore
 import Foundation
 
 /// Writes the time-against-input-length plot of the paper's Figure 1 (TTFT and end-to-end time).
-func writePlot(_ results: [BenchResult], to path: String) throws {
+func writePlot(_ all: [BenchResult], to path: String) throws {
+    let out = all.first?.outputTokens ?? 0
+    let results = all.filter { $0.outputTokens == out }         // one output length per plot: the first
     func points(_ model: String, _ value: (BenchResult) -> Double) -> [(x: Double, y: Double)] {
         results.filter { $0.model == model }.map { (Double($0.inputTokens), value($0)) }
     }
-    let out = results.first?.outputTokens ?? 0
     let chart = SVGLineChart(
         title: "Mu-330M encoder-decoder vs decoder-only twin (\(out) output tokens)",
         xLabel: "input tokens", yLabel: "seconds",
@@ -51,8 +52,10 @@ struct BenchCommand: ParsableCommand {
 
     var lengths: [Int] { inputTokens.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) } }
 
-    @Option(name: .customLong("output-tokens"), help: "Tokens to generate.")
-    var outputTokens: Int = 64
+    @Option(name: .customLong("output-tokens"), help: "Tokens to generate, or several comma separated (e.g. 16,64,256); the plot uses the first.")
+    var outputTokensList: String = "64"
+
+    var outputLengths: [Int] { outputTokensList.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) } }
 
     @Option(help: "Threads for matrix products.")
     var threads: Int = ProcessInfo.processInfo.activeProcessorCount
@@ -80,7 +83,10 @@ struct BenchCommand: ParsableCommand {
         if parts.isEmpty || parts.count != lengths.count || lengths.contains(where: { $0 < 1 }) {
             throw ValidationError("--input-tokens: expected positive integers, comma separated (got '\(inputTokens)')")
         }
-        if outputTokens < 2 { throw ValidationError("--output-tokens must be >= 2 (decode speed needs a second token)") }
+        let outs = outputTokensList.split(separator: ",")
+        if outs.isEmpty || outs.count != outputLengths.count || outputLengths.contains(where: { $0 < 2 }) {
+            throw ValidationError("--output-tokens: expected integers >= 2 (decode speed needs a second token), comma separated (got '\(outputTokensList)')")
+        }
         if threads < 1 { throw ValidationError("--threads must be >= 1") }
         if !["f32", "bf16"].contains(decodeWeights) { throw ValidationError("--decode-weights must be f32 or bf16") }
         if reps < 1 { throw ValidationError("--reps must be >= 1") }
@@ -120,12 +126,14 @@ struct BenchCommand: ParsableCommand {
                 }
                 if decodeWeights == "bf16" { try lm.useBF16ForDecode() }
                 for length in lengths {
-                    var bench = Benchmark(inputTokens: length, outputTokens: outputTokens, repetitions: reps, seed: seed)
-                    bench.bytesPerDecodeWeight = decodeWeights == "bf16" ? 2 : 4
-                    let r = try bench.run(lm) { rep, total in
-                        printStderr(rep == 0 ? "[\(name)] warm-up (\(length) in → \(outputTokens) out)…" : "[\(name)] \(length) in: run \(rep)/\(total)…")
+                    for outputTokens in outputLengths {
+                        let bench = Benchmark(inputTokens: length, outputTokens: outputTokens, repetitions: reps, seed: seed)
+                        let r = try bench.run(lm) { rep, total in
+                            printStderr(rep == 0 ? "[\(name)] warm-up, counting FLOPs (\(length) in → \(outputTokens) out)…"
+                                                 : "[\(name)] \(length) in → \(outputTokens) out: run \(rep)/\(total)…")
+                        }
+                        results.append(r)
                     }
-                    results.append(r)
                 }
             }
             if let plot { try writePlot(results, to: plot) }
@@ -146,34 +154,35 @@ struct BenchCommand: ParsableCommand {
                 return
             }
             print("Encore \(EncoreVersion.string) · \(Backend.blasName) · \(threads) thread(s) · batch 1, greedy, fp32" + (decodeWeights == "bf16" ? " (decode weights bf16)" : ""))
-            print("model        params   input  output  encode ms   TTFT ms   decode tok/s   e2e s   peak RSS MiB   cache MiB")
+            print("model        params   input  output  encode ms  1st step ms   TTFT ms   decode tok/s   e2e s   GFLOP/seq   peak RSS MiB   cache MiB")
             for r in results {
-                print(r.model.padding(toLength: 11, withPad: " ", startingAt: 0) + String(format: "%7.1fM  %6d  %6d  %9.1f  %8.1f  %13.1f  %6.2f  %13.0f  %10.1f",
-                             Double(r.params) / 1e6, r.inputTokens, r.outputTokens, r.encodeMs,
-                             r.ttftMs, r.decodeTokensPerSecond, r.endToEndMs / 1000, r.peakRSSMB, r.cacheMB))
+                print(r.model.padding(toLength: 11, withPad: " ", startingAt: 0) + String(format: "%7.1fM  %6d  %6d  %9.1f  %11.1f  %8.1f  %13.1f  %6.2f  %10.2f  %13.0f  %10.1f",
+                             Double(r.params) / 1e6, r.inputTokens, r.outputTokens, r.encodeMs, r.firstStepMs,
+                             r.ttftMs, r.decodeTokensPerSecond, r.endToEndMs / 1000, r.sequenceFLOPs / 1e9, r.peakRSSMB, r.cacheMB))
             }
+            print("(FLOPs and weight bytes are counted by the model as it runs: every matrix product, attention included)")
             if let limits {
                 print(String(format: "\nmachine: read %.1f GB/s, BLAS GEMM %.0f GFLOP/s; decode GEMV %.1f GB/s (%.0f%% of read), LM-head GEMV %.1f GB/s",
                              limits.readGBps, limits.gemmGFLOPs, limits.gemvGBps, 100 * limits.gemvGBps / limits.readGBps, limits.gemvLMHeadGBps))
                 for r in results {
-                    print(String(format: "%@: prompt pass %.0f GFLOP at %.0f GFLOP/s = %.0f%% of the measured BLAS GEMM rate",
-                                 r.model as NSString, r.prefillFLOPs / 1e9, r.prefillGFLOPs, 100 * r.prefillGFLOPs / limits.gemmGFLOPs))
-                    print(String(format: "%@: decode streams %.2f GB of weights per token = %.1f GB/s, %.0f%% of the read ceiling",
-                                 r.model as NSString, r.weightBytesPerToken / 1e9, r.weightGBps, 100 * r.weightGBps / limits.readGBps))
+                    print(String(format: "%@ %d→%d: prompt pass %.0f GFLOP at %.0f GFLOP/s = %.0f%% of the measured BLAS GEMM rate",
+                                 r.model as NSString, r.inputTokens, r.outputTokens, r.prefillFLOPs / 1e9, r.prefillGFLOPs, 100 * r.prefillGFLOPs / limits.gemmGFLOPs))
+                    print(String(format: "%@ %d→%d: decode streams %.2f GB of weights per token = %.1f GB/s, %.0f%% of the read ceiling",
+                                 r.model as NSString, r.inputTokens, r.outputTokens, r.weightBytesPerToken / 1e9, r.weightGBps, 100 * r.weightGBps / limits.readGBps))
                 }
             }
             var compared = false
-            for length in lengths {
-                guard let mu = results.first(where: { $0.model == "mu" && $0.inputTokens == length }),
-                      let dec = results.first(where: { $0.model == "mu_decoder" && $0.inputTokens == length }) else { continue }
+            for length in lengths { for out in outputLengths {
+                guard let mu = results.first(where: { $0.model == "mu" && $0.inputTokens == length && $0.outputTokens == out }),
+                      let dec = results.first(where: { $0.model == "mu_decoder" && $0.inputTokens == length && $0.outputTokens == out }) else { continue }
                 if !compared { print(""); compared = true }
-                print(String(format: "encoder-decoder vs decoder-only at %d input tokens: TTFT ratio %.2f (%.0f%% lower), decode speed %.2f×, end to end %.2f×, peak memory %.0f%% %@",
-                             length, mu.ttftMs / dec.ttftMs, (1 - mu.ttftMs / dec.ttftMs) * 100,
+                print(String(format: "encoder-decoder vs decoder-only at %d → %d tokens: TTFT ratio %.2f (%.0f%% lower), decode speed %.2f×, end to end %.2f×, peak memory %.0f%% %@",
+                             length, out, mu.ttftMs / dec.ttftMs, (1 - mu.ttftMs / dec.ttftMs) * 100,
                              mu.decodeTokensPerSecond / dec.decodeTokensPerSecond, dec.endToEndMs / mu.endToEndMs,
                              abs(1 - mu.peakRSSMB / dec.peakRSSMB) * 100, (mu.peakRSSMB <= dec.peakRSSMB ? "lower" : "higher") as NSString))
-                print(String(format: "  predicted by the architecture: prompt FLOPs ratio %.2f, decode weight bytes ratio %.2f×",
-                             mu.prefillFLOPs / dec.prefillFLOPs, dec.weightBytesPerToken / mu.weightBytesPerToken))
-            }
+                print(String(format: "  predicted by the architecture: prompt FLOPs ratio %.2f, decode weight bytes ratio %.2f×, FLOPs per sequence ratio %.2f",
+                             mu.prefillFLOPs / dec.prefillFLOPs, dec.weightBytesPerToken / mu.weightBytesPerToken, mu.sequenceFLOPs / dec.sequenceFLOPs))
+            } }
             if compared { print("(paper, on an NPU: 47% lower first-token latency, 4.7× decode throughput)") }
             if let plot { print("plot: \(plot)") }
         }

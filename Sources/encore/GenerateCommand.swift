@@ -7,7 +7,8 @@ struct GenerateCommand: ParsableCommand {
         commandName: "generate",
         abstract: "Generate tokens from a model (greedy by default).",
         discussion: """
-        The input goes to the encoder of an encoder-decoder model (the decoder starts from BOS), or is the \
+        The input goes to the encoder of an encoder-decoder model (the decoder starts from BOS, or from \
+        decoder_start_token_id for T5), or is the \
         prompt of a decoder-only model. Repeat --input-ids to generate for several inputs in one batch. \
         With --json prints {"ids": [generated ids, without the BOS], "text": "..."} (an array for a batch).
         """
@@ -111,7 +112,8 @@ struct ScoreCommand: ParsableCommand {
         commandName: "score",
         abstract: "Teacher-forced log-probabilities of target tokens given an input.",
         discussion: """
-        Encoder-decoder: the input goes to the encoder and the decoder reads [BOS] + target. \
+        Encoder-decoder: the input goes to the encoder and the decoder reads [BOS] + target (T5: \
+        [decoder_start_token_id] + target). \
         Decoder-only: the target follows the input in one sequence. \
         With --json prints {"logprobs": [one per target token], "total": sum} (natural logarithms).
         """

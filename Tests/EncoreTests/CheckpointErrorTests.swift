@@ -220,7 +220,11 @@ func runCLI(_ args: [String], stdin: String? = nil) -> (status: Int32, stdout: S
     let out = Pipe(), err = Pipe()
     p.standardOutput = out
     p.standardError = err
+    let input = Pipe()
+    p.standardInput = input
     do { try p.run() } catch { return (-1, "", "cannot run \(exe.path): \(error)") }
+    if let stdin { input.fileHandleForWriting.write(Data(stdin.utf8)) }
+    try? input.fileHandleForWriting.close()
     let o = out.fileHandleForReading.readDataToEndOfFile()
     let e = err.fileHandleForReading.readDataToEndOfFile()
     p.waitUntilExit()

@@ -91,6 +91,55 @@ final class KernelTests: XCTestCase {
         }
     }
 
+    /// T5 attention (unscaled scores + relative-position bias) against its plain twin: with and without a bias,
+    /// key masks, causal offsets (decode steps over a cache), a fully masked row; and the BLAS path of
+    /// Ops.relativeBiasAttention (tq ≥ 16, bias added by ek_add_relbias_f32) against the twin. Tolerance 1e-5
+    /// relative to the largest output.
+    func testRelativeBiasAttentionMatchesReference() {
+        for (tq, tk, heads, hd, causal, withBias) in [
+            (1, 1, 1, 4, -1, true), (3, 9, 4, 8, -1, true), (3, 9, 4, 8, 6, true), (5, 5, 6, 16, 0, true),
+            (1, 37, 4, 12, 36, true), (2, 17, 8, 16, -1, false), (20, 20, 4, 16, -1, true), (24, 30, 3, 8, 6, true),
+            (16, 16, 2, 8, 0, false),
+        ] {
+            let q = randoms(tq * heads * hd), k = randoms(tk * heads * hd), v = randoms(tk * heads * hd)
+            let bias = randoms(heads * (tq + tk - 1), scale: 3)
+            var keep = (0..<tk).map { _ in UInt8(rng.next() % 4 == 0 ? 0 : 1) }
+            keep[0] = 1
+            var fast = [Float](repeating: 0, count: tq * heads * hd), ref = fast, ops = fast
+            var scratch = [Float](repeating: 0, count: tk)
+            bias.withUnsafeBufferPointer { bp in
+                let b = withBias ? bp.baseAddress : nil
+                ek_attention_relbias_f32(q, heads * hd, k, heads * hd, v, heads * hd, &fast, heads * hd, tq, tk, heads, heads, hd,
+                                         0, keep, causal, b, tq + tk - 1, &scratch)
+                ek_attention_relbias_f32_ref(q, heads * hd, k, heads * hd, v, heads * hd, &ref, heads * hd, tq, tk, heads, heads, hd,
+                                             0, keep, causal, b, tq + tk - 1, &scratch)
+                var s: [Float] = []
+                Ops.relativeBiasAttention(q: q, tq: tq, k: k, v: v, kvRows: tk, kvStride: heads * hd, out: &ops,
+                                          shape: AttentionShape(heads: heads, kvHeads: heads, headDim: hd, interleaved: false),
+                                          keyKeep: keep, causalOffset: causal, bias: b, scratch: &s)
+            }
+            let what = "tq=\(tq) tk=\(tk) h=\(heads) causal=\(causal) bias=\(withBias)"
+            XCTAssertLessThan(relativeError(fast, ref), 1e-5, what)
+            XCTAssertLessThan(relativeError(ops, ref), 1e-5, what + " (Ops)")
+        }
+        // the bias really enters: a large bias on one key makes every query read that key's value
+        let (tk, hd) = (4, 2)
+        let v: [Float] = [1, 2, 3, 4, 5, 6, 7, 8]
+        var bias = [Float](repeating: 0, count: tk)   // tq = 1: bias[s]
+        bias[2] = 100
+        var out = [Float](repeating: 0, count: hd), scratch = [Float](repeating: 0, count: tk)
+        ek_attention_relbias_f32(randoms(hd, scale: 0.1), hd, randoms(tk * hd, scale: 0.1), hd, v, hd, &out, hd, 1, tk, 1, 1, hd, 0,
+                                 nil, -1, bias, tk, &scratch)
+        XCTAssertEqual(out[0], 5, accuracy: 1e-4)
+        XCTAssertEqual(out[1], 6, accuracy: 1e-4)
+        // every key masked: uniform weights, as the other attention kernels
+        let keep = [UInt8](repeating: 0, count: tk)
+        ek_attention_relbias_f32_ref(randoms(hd), hd, randoms(tk * hd), hd, v, hd, &out, hd, 1, tk, 1, 1, hd, 0, keep, -1, bias, tk, &scratch)
+        XCTAssertEqual(out[0], (1 + 3 + 5 + 7) / 4, accuracy: 1e-6)
+        ek_attention_relbias_f32(randoms(hd), hd, randoms(tk * hd), hd, v, hd, &out, hd, 1, tk, 1, 1, hd, 0, keep, -1, bias, tk, &scratch)
+        XCTAssertEqual(out[0], (1 + 3 + 5 + 7) / 4, accuracy: 1e-6)
+    }
+
     func testHalfConversions() {
         let x: [Float] = [0, -0.0, 1, -1.5, 3.140625, 65504, 1e-8, 6e-5, -2.5e-7, 1e30, .infinity]
         var h = [UInt16](repeating: 0, count: x.count), b = h

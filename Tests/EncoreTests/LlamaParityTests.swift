@@ -133,9 +133,11 @@ final class LlamaParityTests: XCTestCase {
             do { _ = try ModelRegistry.load(folder: dir); return nil } catch { return error }
         }
         let cases: [((inout [String: Any]) -> Void, String)] = [
-            ({ $0["rope_scaling"] = ["rope_type": "llama3", "factor": 8.0] }, "rope_scaling"),
-            ({ $0["attention_bias"] = true }, "attention_bias"),
-            ({ $0["head_dim"] = 32 }, "head_dim"),
+            ({ $0["rope_scaling"] = ["rope_type": "llama3", "factor": 8.0] }, "needs the field 'low_freq_factor'"),
+            ({ $0["rope_scaling"] = ["rope_type": "yarn", "factor": 8.0] }, "'yarn' is not supported"),
+            ({ $0["attention_bias"] = true }, "missing tensor 'model.layers.0.self_attn.q_proj.bias'"),
+            ({ $0["head_dim"] = 32 }, "'model.layers.0.self_attn.q_proj.weight' has shape"),
+            ({ $0["num_attention_heads"] = 3 }, "n_head 3 must divide n_embd"),
             ({ $0.removeValue(forKey: "hidden_size") }, "'hidden_size'"),
             ({ $0["num_key_value_heads"] = 3 }, "n_kv_head 3"),
             ({ $0["vocab_size"] = 321 }, "model.embed_tokens.weight"),

@@ -64,21 +64,26 @@ public struct BenchResult: Sendable {
     public var peakRSSMB: Double
     /// Bytes of KV / cross caches at the end of a generation.
     public var cacheMB: Double
-    /// Weight bytes a decode step reads (every matrix once, fp32).
+    /// Weight bytes a decode step reads, counted by the model (``OpCounter``) over the decode steps.
     public var weightBytesPerToken: Double
-    /// FLOPs of the prompt pass (encoder + cross K/V, or decoder-only prefill), counted from the shapes.
+    /// FLOPs from the input ids to the first token's logits (encoder + cross K/V + first decoder step, or the
+    /// decoder-only prefill), counted by the model.
     public var prefillFLOPs: Double
-    /// prefillFLOPs / time of the prompt pass (encode, or TTFT for decoder-only), in GFLOP/s.
-    public var prefillGFLOPs: Double { prefillFLOPs / ((model == "mu" ? encodeMs : ttftMs) / 1000) / 1e9 }
+    /// FLOPs of the whole generation (prompt pass + every decode step), counted by the model.
+    public var sequenceFLOPs: Double
+    /// prefillFLOPs / time to first token, in GFLOP/s.
+    public var prefillGFLOPs: Double { prefillFLOPs / (ttftMs / 1000) / 1e9 }
     /// weightBytesPerToken × decode tokens/s.
     public var weightGBps: Double { weightBytesPerToken * decodeTokensPerSecond / 1e9 }
+    /// The first decoder step after encoding (encoder-decoder), or 0.
+    public var firstStepMs: Double { encodeMs > 0 ? ttftMs - encodeMs : 0 }
 
     public var json: [String: Any] {
         ["model": model, "params": params, "input_tokens": inputTokens, "output_tokens": outputTokens,
          "encode_ms": encodeMs, "ttft_ms": ttftMs, "decode_tokens_per_s": decodeTokensPerSecond,
          "e2e_ms": endToEndMs, "peak_rss_mb": peakRSSMB, "cache_mb": cacheMB,
-         "prefill_gflop": prefillFLOPs / 1e9, "prefill_gflop_per_s": prefillGFLOPs,
-         "decode_weight_bytes_per_token": weightBytesPerToken]
+         "first_step_ms": firstStepMs, "prefill_gflop": prefillFLOPs / 1e9, "prefill_gflop_per_s": prefillGFLOPs,
+         "sequence_gflop": sequenceFLOPs / 1e9, "decode_weight_bytes_per_token": weightBytesPerToken]
     }
 }
 
@@ -89,50 +94,11 @@ public struct Benchmark {
     public var outputTokens: Int
     public var repetitions: Int
     public var seed: UInt64
-    /// Bytes per weight a decode step streams (4 for fp32, 2 for bf16), for the bandwidth figures.
-    public var bytesPerDecodeWeight = 4
-
     public init(inputTokens: Int, outputTokens: Int, repetitions: Int = 3, seed: UInt64 = 1) {
         self.inputTokens = inputTokens
         self.outputTokens = outputTokens
         self.repetitions = repetitions
         self.seed = seed
-    }
-
-    /// Parameters a decode step reads: the decoder (without its cross-attention K/V projections, applied
-    /// once per request) and the head; for decoder-only models, everything.
-    static func decodeWeightCount(_ model: LanguageModel) -> Int {
-        if let mu = model as? MuModel {
-            let c = mu.config
-            let kv = c.attention.kvWidth
-            let perLayer = ParameterCount.attention(nEmbd: c.nEmbd, qkvEmbd: c.qkvEmbd, kvWidth: kv)
-                + (c.nEmbd * c.qkvEmbd + c.qkvEmbd) + (c.qkvEmbd * c.nEmbd + c.nEmbd)
-                + ParameterCount.mlp(nEmbd: c.nEmbd, hidden: c.hiddenDim) + 3 * c.nEmbd
-            return c.nDecoderLayer * perLayer + c.vocabSize * c.nEmbd + c.nEmbd
-        }
-        return model.parameterCount
-    }
-
-    /// Multiply-adds ×2 of the prompt pass: every matrix product (weights and attention scores/values;
-    /// attention counted over the full L×L square as computed).
-    static func prefillFLOPs(_ model: LanguageModel, length L: Int) -> Double {
-        func attn(_ c: Int, _ q: Int, _ kv: Int) -> Double { Double(c * q + 2 * c * kv + q * c) }
-        let l = Double(L)
-        if let mu = model as? MuModel {
-            let c = mu.config
-            let perLayer = attn(c.nEmbd, c.qkvEmbd, c.attention.kvWidth) + Double(2 * c.nEmbd * c.hiddenDim)
-            let weights = 2 * l * perLayer * Double(c.nEncoderLayer)
-            let scores = 4 * l * l * Double(c.qkvEmbd) * Double(c.nEncoderLayer)
-            let cross = 2 * l * Double(2 * c.nEmbd * c.attention.kvWidth) * Double(c.nDecoderLayer)
-            return weights + scores + cross
-        }
-        if let d = model as? MuDecoderModel {
-            let c = d.config
-            let perLayer = attn(c.nEmbd, c.qkvEmbd, c.attention.kvWidth) + Double(2 * c.nEmbd * c.hiddenDim)
-            return 2 * l * perLayer * Double(c.nLayer) + 4 * l * l * Double(c.qkvEmbd) * Double(c.nLayer)
-                + 2 * Double(c.vocabSize * c.nEmbd)
-        }
-        return 0
     }
 
     /// Measures `model`; `progress` is called with (repetition, total) before each run (0 = warm-up).
@@ -148,12 +114,23 @@ public struct Benchmark {
         MemoryStats.resetPeak()
         var encode: [Double] = [], ttft: [Double] = [], tps: [Double] = [], e2e: [Double] = []
         var cache = 0
+        var prefillFLOPs = 0.0, prefillBytes = 0.0
+        var counted: (flops: Double, weightBytes: Double) = (0, 0)
         for rep in 0...repetitions {
             progress?(rep, repetitions)
+            if rep == 0 {
+                // The warm-up counts what the model computes: up to the first token, then the whole sequence.
+                OpCounter.start()
+                defer { counted = OpCounter.stop() }
+                try gen.generate(prompts: [prompt], parameters: params) { event in
+                    if event.index == 0 { (prefillFLOPs, prefillBytes) = (OpCounter.flops, OpCounter.weightBytes) }
+                    return true
+                }
+                continue
+            }
             let t0 = now()
             let r = try gen.generate(prompts: [prompt], parameters: params)
             let total = now() - t0
-            if rep == 0 { continue }   // warm-up
             encode.append(r.encodeSeconds * 1000)
             ttft.append(r.timeToFirstToken * 1000)
             tps.append(Double(r.decodeSteps) / max(r.decodeSeconds, 1e-9))
@@ -165,7 +142,7 @@ public struct Benchmark {
                            outputTokens: outputTokens, encodeMs: median(encode), ttftMs: median(ttft),
                            decodeTokensPerSecond: median(tps), endToEndMs: median(e2e),
                            peakRSSMB: Double(MemoryStats.peakRSS()) / 1_048_576, cacheMB: Double(cache) / 1_048_576,
-                           weightBytesPerToken: Double(Self.decodeWeightCount(model) * bytesPerDecodeWeight),
-                           prefillFLOPs: Self.prefillFLOPs(model, length: inputTokens))
+                           weightBytesPerToken: (counted.weightBytes - prefillBytes) / Double(outputTokens - 1),
+                           prefillFLOPs: prefillFLOPs, sequenceFLOPs: counted.flops)
     }
 }

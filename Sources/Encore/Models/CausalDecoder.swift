@@ -35,6 +35,8 @@ protocol CausalDecoder: LanguageModel {
     /// of `outputs`. `keyKeep` [B*n] (0 masks that key), when given, replaces the family's own key mask for the
     /// new positions (a caller's attention mask, as Hugging Face's `attention_mask`).
     func forward(_ cache: CausalDecoderCache, ids: [Int], n: Int, outputs: CausalOutputs, keyKeep: [UInt8]?) -> Tensor
+    /// The longest sequence the model attends over in full (sliding-window models), nil when unlimited.
+    var attentionSpan: Int? { get }
 }
 
 extension CausalDecoder {
@@ -42,11 +44,21 @@ extension CausalDecoder {
         CausalDecoderCache(layers: layerCount, batch: batch, width: kvWidth, offsets: offsets, capacity: capacity)
     }
 
+    var attentionSpan: Int? { nil }
+
     func validate(_ rows: [[Int]], what: String) throws {
         guard !rows.isEmpty else { throw EncoreError(.invalidArgument, "empty batch") }
         for (i, r) in rows.enumerated() {
             guard !r.isEmpty else { throw EncoreError(.invalidArgument, "\(what) \(i): empty token sequence") }
             try TokenCheck.validate(r, vocab: vocabSize, what: "\(what) \(i)")
+        }
+        try checkSpan(rows.map(\.count).max()!)
+    }
+
+    /// Refuses sequences past a sliding window (Encore attends over the whole cache).
+    func checkSpan(_ length: Int) throws {
+        if let span = attentionSpan, length > span {
+            throw EncoreError(.invalidArgument, "sequence of \(length) tokens is longer than the model's sliding attention window (\(span)); sliding-window attention is not supported")
         }
     }
 
@@ -119,6 +131,7 @@ final class CausalDecoderState: GenerationState {
     func advance(tokens: [Int]) throws {
         guard tokens.count == batchSize else { throw EncoreError(.invalidArgument, "advance: \(tokens.count) tokens for \(batchSize) rows") }
         try TokenCheck.validate(tokens, vocab: model.vocabSize, what: "generated tokens")
+        try model.checkSpan(cache.length + 1)
         logits = model.forward(cache, ids: tokens, n: 1, outputs: .last, keyKeep: nil)
     }
 }

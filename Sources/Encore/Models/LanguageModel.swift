@@ -64,7 +64,7 @@ enum TokenCheck {
 /// ```
 public enum ModelRegistry {
     /// The `model_type` values Encore can load.
-    public static let supportedTypes = ["mu", "mu_decoder", "llama (Hugging Face safetensors or GGUF)"]
+    public static let supportedTypes = ["mu", "mu_decoder", "llama, qwen2, phi3 (Hugging Face safetensors or GGUF)", "t5 (Hugging Face T5 / Flan-T5)"]
 
     /// `folder` is a model folder or a `.gguf` file (recognised by its magic, whatever its name).
     public static func load(folder: String) throws -> LanguageModel {
@@ -86,12 +86,14 @@ public enum ModelRegistry {
             let config = try ConfigFile.decode(MuDecoderConfig.self, from: data, path: path)
             try config.validate(path: path)
             return try MuDecoderModel(config: config, file: SafeTensorsFile(path: weights))
-        case "llama":
+        case "llama", "qwen2", "phi3":
             let config: LlamaConfig
             do { config = try ConfigFile.decode(LlamaConfig.self, from: data, path: path) } catch let e as EncoreError where e.kind == .unsupported {
                 throw EncoreError(.unsupported, "\(path): \(e.message)")
             }
             return try LlamaModel(config: config, file: SafeTensorsFile(path: weights))
+        case "t5":
+            return try T5Model(config: T5Config.decode(data, path: path), file: SafeTensorsFile(path: weights))
         default:
             throw EncoreError(.unsupported, "\(path): model_type '\(type)' is not supported (supported: \(supportedTypes.joined(separator: ", ")))")
         }

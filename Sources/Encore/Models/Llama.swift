@@ -22,78 +22,266 @@ import Foundation
 // undoes that permutation at load (row 2i+j of a head goes back to row j*D/2+i) and applies its NeoX
 // (rotate-half) kernel: the attention scores are identical, since q·k is invariant under a common permutation.
 
-/// Hyper-parameters of a Llama-family model, read from GGUF metadata (`llama.*` keys).
+/// The decoder-only families Encore reads (`model_type` in a Hugging Face config, `general.architecture` in GGUF).
+public enum DecoderFamily: String, Codable, Sendable, CaseIterable {
+    /// Llama 1/2/3, SmolLM2, TinyLlama, …: optional attention / MLP biases (`attention_bias`, `mlp_bias`).
+    case llama
+    /// Qwen2 / Qwen2.5: biases on q, k and v (not on the output projection).
+    case qwen2
+    /// Phi-3 / Phi-3.5: fused `qkv_proj` and `gate_up_proj`, often LongRoPE.
+    case phi3
+}
+
+/// How a model scales RoPE for long contexts (`rope_scaling` / `rope_parameters` of Hugging Face configs; the
+/// formulas of transformers' `modeling_rope_utils`).
+public enum RoPEScaling: Equatable, Sendable {
+    case none
+    /// Positions divided by `factor` (inverse frequencies ÷ factor).
+    case linear(factor: Double)
+    /// Dynamic NTK: past `maxPositions` tokens, θ grows to θ·(factor·len/max − (factor − 1))^(D/(D−2)), for the
+    /// tokens computed at that length (cached keys keep their rotation, as transformers does).
+    case dynamic(factor: Double, maxPositions: Int)
+    /// Llama 3.1's frequency-dependent scaling (static).
+    case llama3(factor: Double, lowFreqFactor: Double, highFreqFactor: Double, originalMaxPositions: Int)
+    /// LongRoPE (Phi-3): per-frequency factors, `short` up to `originalMaxPositions` tokens, `long` past it; cos and
+    /// sin scaled by `attentionFactor`.
+    case longrope(short: [Double], long: [Double], originalMaxPositions: Int, attentionFactor: Double)
+
+    /// The name Hugging Face configs use.
+    public var typeName: String {
+        switch self {
+        case .none: return "default"
+        case .linear: return "linear"
+        case .dynamic: return "dynamic"
+        case .llama3: return "llama3"
+        case .longrope: return "longrope"
+        }
+    }
+
+    /// True when the frequencies depend on the sequence length.
+    var dependsOnLength: Bool {
+        switch self {
+        case .dynamic, .longrope: return true
+        default: return false
+        }
+    }
+}
+
+/// Hyper-parameters of a decoder-only model of the Llama family (Llama, SmolLM2, Qwen2, Phi-3), read from a
+/// Hugging Face `config.json` (Codable) or from GGUF metadata (`<arch>.*` keys).
 public struct LlamaConfig: Codable, Equatable, Sendable {
+    public var family: DecoderFamily = .llama
     public var vocabSize: Int
     public var nEmbd: Int
     public var nLayer: Int
     public var nHead: Int
     public var nKVHead: Int
+    /// Width of one attention head (`head_dim`; hidden_size / heads unless the config says otherwise).
+    public var headDim: Int
     public var ffnDim: Int
     public var contextLength: Int
     public var ropeTheta: Double
+    public var ropeScaling: RoPEScaling = .none
     public var rmsNormEps: Double
+    /// Biases on the q, k, v projections (Qwen2; Llama with `attention_bias`).
+    public var qkvBias = false
+    /// Bias on the attention output projection (Llama with `attention_bias`).
+    public var outputBias = false
+    /// Biases on gate, up and down (Llama with `mlp_bias`).
+    public var mlpBias = false
+    /// `tie_word_embeddings`; nil: tied exactly when the checkpoint has no head tensor.
+    public var tieWordEmbeddings: Bool?
+    /// Sliding-window attention span, when the config enables one (longer sequences are refused).
+    public var slidingWindow: Int?
     public var bosTokenId: Int?
     public var eosTokenId: Int?
     public var padTokenId: Int
 
-    /// Hugging Face `config.json` names (`LlamaConfig` of transformers).
+    /// Hugging Face `config.json` names (`LlamaConfig`, `Qwen2Config`, `Phi3Config` of transformers).
     enum CodingKeys: String, CodingKey {
+        case modelType = "model_type"
         case vocabSize = "vocab_size", nEmbd = "hidden_size", nLayer = "num_hidden_layers", nHead = "num_attention_heads"
         case nKVHead = "num_key_value_heads", ffnDim = "intermediate_size", contextLength = "max_position_embeddings"
         case ropeTheta = "rope_theta", rmsNormEps = "rms_norm_eps", bosTokenId = "bos_token_id", eosTokenId = "eos_token_id"
-        case padTokenId = "pad_token_id"
+        case padTokenId = "pad_token_id", headDim = "head_dim", ropeScaling = "rope_scaling", ropeParameters = "rope_parameters"
+        case attentionBias = "attention_bias", mlpBias = "mlp_bias", tieWordEmbeddings = "tie_word_embeddings"
+        case originalMaxPositions = "original_max_position_embeddings", partialRotaryFactor = "partial_rotary_factor"
+        case useSlidingWindow = "use_sliding_window", slidingWindow = "sliding_window", hiddenAct = "hidden_act"
     }
 
-    /// Keys of a Hugging Face config that change the architecture in ways Encore does not implement.
-    private enum UnsupportedKeys: String, CodingKey {
-        case ropeScaling = "rope_scaling", attentionBias = "attention_bias", mlpBias = "mlp_bias", headDim = "head_dim"
+    /// `rope_parameters` (transformers ≥ 5) or `rope_scaling` (older configs, `type` or `rope_type`).
+    private struct RoPEFields: Decodable {
+        var ropeType: String?, type: String?, ropeTheta: Double?, factor: Double?
+        var lowFreqFactor: Double?, highFreqFactor: Double?, originalMaxPositions: Int?
+        var shortFactor: [Double]?, longFactor: [Double]?, attentionFactor: Double?, partialRotaryFactor: Double?
+        enum CodingKeys: String, CodingKey {
+            case ropeType = "rope_type", type, ropeTheta = "rope_theta", factor, lowFreqFactor = "low_freq_factor"
+            case highFreqFactor = "high_freq_factor", originalMaxPositions = "original_max_position_embeddings"
+            case shortFactor = "short_factor", longFactor = "long_factor", attentionFactor = "attention_factor"
+            case partialRotaryFactor = "partial_rotary_factor"
+        }
+    }
+
+    public init(family: DecoderFamily = .llama, vocabSize: Int, nEmbd: Int, nLayer: Int, nHead: Int, nKVHead: Int,
+                headDim: Int? = nil, ffnDim: Int, contextLength: Int = 2048, ropeTheta: Double = 10000,
+                ropeScaling: RoPEScaling = .none, rmsNormEps: Double = 1e-5, bosTokenId: Int? = nil,
+                eosTokenId: Int? = nil, padTokenId: Int = 0) {
+        self.family = family
+        self.vocabSize = vocabSize
+        self.nEmbd = nEmbd
+        self.nLayer = nLayer
+        self.nHead = nHead
+        self.nKVHead = nKVHead
+        self.headDim = headDim ?? nEmbd / max(nHead, 1)
+        self.ffnDim = ffnDim
+        self.contextLength = contextLength
+        self.ropeTheta = ropeTheta
+        self.ropeScaling = ropeScaling
+        self.rmsNormEps = rmsNormEps
+        self.qkvBias = family == .qwen2
+        self.bosTokenId = bosTokenId
+        self.eosTokenId = eosTokenId
+        self.padTokenId = padTokenId
     }
 
     /// Decodes a Hugging Face `config.json` (defaults as transformers: KV heads = heads, θ = 10000).
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
+        let type = try c.decodeIfPresent(String.self, forKey: .modelType) ?? "llama"
+        guard let family = DecoderFamily(rawValue: type) else {
+            throw EncoreError(.unsupported, "model_type '\(type)' is not a decoder-only family Encore reads (supported: \(DecoderFamily.allCases.map(\.rawValue).joined(separator: ", ")))")
+        }
+        self.family = family
         vocabSize = try c.decode(Int.self, forKey: .vocabSize)
         nEmbd = try c.decode(Int.self, forKey: .nEmbd)
         nLayer = try c.decode(Int.self, forKey: .nLayer)
         nHead = try c.decode(Int.self, forKey: .nHead)
         nKVHead = try c.decodeIfPresent(Int.self, forKey: .nKVHead) ?? nHead
+        headDim = try c.decodeIfPresent(Int.self, forKey: .headDim) ?? Self.derivedHeadDim(nEmbd, nHead, "config")
         ffnDim = try c.decode(Int.self, forKey: .ffnDim)
         contextLength = try c.decodeIfPresent(Int.self, forKey: .contextLength) ?? 2048
-        ropeTheta = try c.decodeIfPresent(Double.self, forKey: .ropeTheta) ?? 10000
         rmsNormEps = try c.decodeIfPresent(Double.self, forKey: .rmsNormEps) ?? 1e-6
-        bosTokenId = try c.decodeIfPresent(Int.self, forKey: .bosTokenId)
-        eosTokenId = try c.decodeIfPresent(Int.self, forKey: .eosTokenId)
-        padTokenId = try c.decodeIfPresent(Int.self, forKey: .padTokenId) ?? eosTokenId ?? 0
-        let u = try decoder.container(keyedBy: UnsupportedKeys.self)
-        if u.contains(.ropeScaling), !(try u.decodeNil(forKey: .ropeScaling)) {
-            throw EncoreError(.unsupported, "config field 'rope_scaling' is set; only plain RoPE is supported")
+        bosTokenId = try Self.tokenId(c, .bosTokenId)
+        eosTokenId = try Self.tokenId(c, .eosTokenId)
+        padTokenId = try Self.tokenId(c, .padTokenId) ?? eosTokenId ?? 0
+        tieWordEmbeddings = try c.decodeIfPresent(Bool.self, forKey: .tieWordEmbeddings)
+        if let act = try c.decodeIfPresent(String.self, forKey: .hiddenAct), act != "silu" {
+            throw EncoreError(.unsupported, "config field 'hidden_act' is '\(act)'; only 'silu' (SwiGLU) is supported")
         }
-        for k in [UnsupportedKeys.attentionBias, .mlpBias] where (try u.decodeIfPresent(Bool.self, forKey: k)) == true {
-            throw EncoreError(.unsupported, "config field '\(k.rawValue)' is true; Llama biases are not supported")
+        let attentionBias = try c.decodeIfPresent(Bool.self, forKey: .attentionBias) ?? false
+        switch family {
+        case .llama:
+            qkvBias = attentionBias
+            outputBias = attentionBias
+            mlpBias = try c.decodeIfPresent(Bool.self, forKey: .mlpBias) ?? false
+        case .qwen2:
+            qkvBias = true
+        case .phi3:
+            break
         }
-        if let hd = try u.decodeIfPresent(Int.self, forKey: .headDim), hd != nEmbd / max(nHead, 1) {
-            throw EncoreError(.unsupported, "config field 'head_dim' \(hd) differs from hidden_size / num_attention_heads")
+        if family == .qwen2 {
+            if try c.decodeIfPresent(Bool.self, forKey: .useSlidingWindow) == true {
+                slidingWindow = try c.decodeIfPresent(Int.self, forKey: .slidingWindow)
+            }
+        } else {
+            slidingWindow = try c.decodeIfPresent(Int.self, forKey: .slidingWindow)
+        }
+        // RoPE: transformers ≥ 5 writes `rope_parameters` (θ inside); older configs `rope_theta` + `rope_scaling`.
+        let fields = try c.decodeIfPresent(RoPEFields.self, forKey: .ropeParameters)
+            ?? c.decodeIfPresent(RoPEFields.self, forKey: .ropeScaling)
+        ropeTheta = try fields?.ropeTheta ?? c.decodeIfPresent(Double.self, forKey: .ropeTheta) ?? 10000
+        let partial = try fields?.partialRotaryFactor ?? c.decodeIfPresent(Double.self, forKey: .partialRotaryFactor) ?? 1
+        guard partial == 1 else {
+            throw EncoreError(.unsupported, "config field 'partial_rotary_factor' is \(partial); only full-head RoPE (1.0) is supported")
+        }
+        let originalMax = try fields?.originalMaxPositions ?? c.decodeIfPresent(Int.self, forKey: .originalMaxPositions)
+        ropeScaling = try Self.scaling(fields, originalMax: originalMax, contextLength: contextLength)
+    }
+
+    /// hidden / heads when the head width is not given; the heads must divide the width.
+    private static func derivedHeadDim(_ nEmbd: Int, _ nHead: Int, _ path: String) throws -> Int {
+        guard nHead > 0, nEmbd % nHead == 0 else {
+            throw EncoreError(.invalidConfig, "\(path): n_head \(nHead) must divide n_embd \(nEmbd) (or give head_dim)")
+        }
+        return nEmbd / nHead
+    }
+
+    private static func tokenId(_ c: KeyedDecodingContainer<CodingKeys>, _ key: CodingKeys) throws -> Int? {
+        if let id = try? c.decodeIfPresent(Int.self, forKey: key) { return id }
+        // Some configs list several EOS ids; the first is the one generation stops on by default.
+        if let ids = try? c.decodeIfPresent([Int].self, forKey: key) { return ids.first }
+        return try c.decodeIfPresent(Int.self, forKey: key)
+    }
+
+    private static func scaling(_ f: RoPEFields?, originalMax: Int?, contextLength: Int) throws -> RoPEScaling {
+        guard let f else { return .none }
+        let type = f.ropeType ?? f.type ?? "default"
+        func need<T>(_ v: T?, _ name: String) throws -> T {
+            guard let v else { throw EncoreError(.invalidConfig, "RoPE scaling '\(type)' needs the field '\(name)'") }
+            return v
+        }
+        switch type {
+        case "default", "none":
+            return .none
+        case "linear":
+            return .linear(factor: try need(f.factor, "factor"))
+        case "dynamic":
+            return .dynamic(factor: try need(f.factor, "factor"), maxPositions: contextLength)
+        case "llama3":
+            return .llama3(factor: try need(f.factor, "factor"), lowFreqFactor: try need(f.lowFreqFactor, "low_freq_factor"),
+                           highFreqFactor: try need(f.highFreqFactor, "high_freq_factor"),
+                           originalMaxPositions: try need(f.originalMaxPositions ?? originalMax, "original_max_position_embeddings"))
+        case "longrope", "su":
+            let original = try need(originalMax, "original_max_position_embeddings")
+            let factor = f.factor ?? Double(contextLength) / Double(original)
+            let attention = f.attentionFactor ?? (factor <= 1 ? 1 : (1 + log(factor) / log(Double(original))).squareRoot())
+            return .longrope(short: try need(f.shortFactor, "short_factor"), long: try need(f.longFactor, "long_factor"),
+                             originalMaxPositions: original, attentionFactor: attention)
+        default:
+            throw EncoreError(.unsupported, "RoPE scaling type '\(type)' is not supported (supported: default, linear, dynamic, llama3, longrope)")
         }
     }
 
-    public var headDim: Int { nEmbd / nHead }
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(family.rawValue, forKey: .modelType)
+        try c.encode(vocabSize, forKey: .vocabSize)
+        try c.encode(nEmbd, forKey: .nEmbd)
+        try c.encode(nLayer, forKey: .nLayer)
+        try c.encode(nHead, forKey: .nHead)
+        try c.encode(nKVHead, forKey: .nKVHead)
+        try c.encode(headDim, forKey: .headDim)
+        try c.encode(ffnDim, forKey: .ffnDim)
+        try c.encode(contextLength, forKey: .contextLength)
+        try c.encode(ropeTheta, forKey: .ropeTheta)
+        try c.encode(rmsNormEps, forKey: .rmsNormEps)
+        try c.encodeIfPresent(bosTokenId, forKey: .bosTokenId)
+        try c.encodeIfPresent(eosTokenId, forKey: .eosTokenId)
+        try c.encode(padTokenId, forKey: .padTokenId)
+        try c.encodeIfPresent(tieWordEmbeddings, forKey: .tieWordEmbeddings)
+        if family == .llama { try c.encode(qkvBias, forKey: .attentionBias); try c.encode(mlpBias, forKey: .mlpBias) }
+    }
+
     public var attention: AttentionShape { AttentionShape(heads: nHead, kvHeads: nKVHead, headDim: headDim, interleaved: true) }
 
-    /// Reads the config from a GGUF file's metadata; errors name the missing or invalid key.
+    /// Reads the config from a GGUF file's metadata (`general.architecture` llama, qwen2 or phi3); errors name the
+    /// missing or invalid key.
     public init(gguf f: GGUFModelFile) throws {
         let arch = try f.string("general.architecture")
-        guard arch == "llama" else {
-            throw EncoreError(.unsupported, "\(f.path): general.architecture is '\(arch)'; Encore reads 'llama' GGUF models")
+        guard let family = DecoderFamily(rawValue: arch) else {
+            throw EncoreError(.unsupported, "\(f.path): general.architecture is '\(arch)'; Encore reads \(DecoderFamily.allCases.map { "'\($0.rawValue)'" }.joined(separator: ", ")) GGUF models")
         }
-        nEmbd = try f.int("llama.embedding_length")
-        nLayer = try f.int("llama.block_count")
-        nHead = try f.int("llama.attention.head_count")
-        nKVHead = f["llama.attention.head_count_kv"] == nil ? nHead : try f.int("llama.attention.head_count_kv")
-        ffnDim = try f.int("llama.feed_forward_length")
-        contextLength = try f.int("llama.context_length")
-        ropeTheta = f["llama.rope.freq_base"] == nil ? 10000 : try f.double("llama.rope.freq_base")
-        rmsNormEps = try f.double("llama.attention.layer_norm_rms_epsilon")
+        self.family = family
+        nEmbd = try f.int("\(arch).embedding_length")
+        nLayer = try f.int("\(arch).block_count")
+        nHead = try f.int("\(arch).attention.head_count")
+        nKVHead = f["\(arch).attention.head_count_kv"] == nil ? nHead : try f.int("\(arch).attention.head_count_kv")
+        headDim = f["\(arch).attention.key_length"] == nil ? try Self.derivedHeadDim(nEmbd, nHead, f.path)
+            : try f.int("\(arch).attention.key_length")
+        ffnDim = try f.int("\(arch).feed_forward_length")
+        contextLength = try f.int("\(arch).context_length")
+        ropeTheta = f["\(arch).rope.freq_base"] == nil ? 10000 : try f.double("\(arch).rope.freq_base")
+        rmsNormEps = try f.double("\(arch).attention.layer_norm_rms_epsilon")
         guard let emb = f.tensors["token_embd.weight"], emb.shape.count == 2 else {
             throw EncoreError(.missingTensor, "\(f.path): missing tensor 'token_embd.weight' (2-D [vocab, n_embd])")
         }
@@ -101,14 +289,26 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
         bosTokenId = f["tokenizer.ggml.bos_token_id"]?.intValue
         eosTokenId = f["tokenizer.ggml.eos_token_id"]?.intValue
         padTokenId = f["tokenizer.ggml.padding_token_id"]?.intValue ?? eosTokenId ?? 0
-        if let rd = f["llama.rope.dimension_count"] {
+        tieWordEmbeddings = f.tensors["output.weight"] == nil
+        qkvBias = f.tensors["blk.0.attn_q.bias"] != nil
+        outputBias = f.tensors["blk.0.attn_output.bias"] != nil
+        mlpBias = f.tensors["blk.0.ffn_down.bias"] != nil
+        if let rd = f["\(arch).rope.dimension_count"] {
             guard rd.intValue == headDim else {
-                throw EncoreError(.unsupported, "\(f.path): llama.rope.dimension_count is \(rd), but only full-head RoPE (\(headDim)) is supported")
+                throw EncoreError(.unsupported, "\(f.path): \(arch).rope.dimension_count is \(rd), but only full-head RoPE (\(headDim)) is supported")
             }
         }
-        if let st = f["llama.rope.scaling.type"]?.stringValue, st != "none" {
-            throw EncoreError(.unsupported, "\(f.path): llama.rope.scaling.type '\(st)' is not supported")
+        let scalingType = f["\(arch).rope.scaling.type"]?.stringValue ?? "none"
+        switch scalingType {
+        case "none":
+            ropeScaling = .none
+        case "linear":
+            ropeScaling = .linear(factor: try f.double("\(arch).rope.scaling.factor"))
+        default:
+            throw EncoreError(.unsupported, "\(f.path): \(arch).rope.scaling.type '\(scalingType)' is not supported (supported: none, linear; LongRoPE and Llama 3 factors come as tensors)")
         }
+        // llama.cpp stores LongRoPE (Phi-3) and Llama 3.1 factors as tensors; the model reads them at load.
+        if let sw = f["\(arch).attention.sliding_window"]?.intValue, sw > 0 { slidingWindow = sw }
         try validate(path: f.path)
     }
 
@@ -119,23 +319,69 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
         }
         try check(vocabSize > 0, "vocab_size \(vocabSize) must be positive")
         try check(nEmbd > 0 && nLayer > 0 && ffnDim > 0 && contextLength > 0, "n_embd, n_layer, ffn_dim and context_length must be positive")
-        try check(nHead > 0 && nEmbd % nHead == 0 && headDim % 2 == 0, "n_head \(nHead) must divide n_embd \(nEmbd) into even head widths")
+        try check(nHead > 0, "num_attention_heads \(nHead) must be positive")
+        try check(headDim > 0 && headDim % 2 == 0 && headDim <= 1024, "head_dim \(headDim) must be even and at most 1024")
         try check(nKVHead > 0 && nHead % nKVHead == 0, "n_kv_head \(nKVHead) must divide n_head \(nHead)")
         try check(ropeTheta > 0, "rope_theta \(ropeTheta) must be positive")
         try check(rmsNormEps > 0 && rmsNormEps < 1, "rms_norm_eps \(rmsNormEps) must be in (0, 1)")
+        switch ropeScaling {
+        case .none: break
+        case .linear(let f), .dynamic(let f, _): try check(f > 0, "RoPE scaling factor \(f) must be positive")
+        case .llama3(let f, let lo, let hi, let orig):
+            try check(f > 0 && lo > 0 && hi > lo && orig > 0, "llama3 RoPE scaling needs factor > 0, 0 < low_freq_factor < high_freq_factor, original_max_position_embeddings > 0")
+        case .longrope(let s, let l, let orig, let a):
+            try check(s.count == headDim / 2 && l.count == headDim / 2, "longrope short_factor and long_factor need head_dim/2 = \(headDim / 2) values each (have \(s.count), \(l.count))")
+            try check(orig > 0 && a > 0, "longrope original_max_position_embeddings and attention_factor must be positive")
+        }
         for (name, id) in [("bos_token_id", bosTokenId), ("eos_token_id", eosTokenId), ("pad_token_id", padTokenId)] {
             if let id { try check(id >= 0 && id < vocabSize, "\(name) \(id) is outside the vocabulary (0..<\(vocabSize))") }
         }
     }
 
-    /// RoPE inverse frequencies θ^(−2j/D), j < D/2.
-    var inverseFrequencies: [Float] {
-        (0..<(headDim / 2)).map { j in Float(1 / pow(ropeTheta, Double(2 * j) / Double(headDim))) }
+    /// Plain RoPE inverse frequencies θ^(−2j/D), j < D/2.
+    var inverseFrequencies: [Float] { Self.frequencies(theta: ropeTheta, dim: headDim) }
+
+    static func frequencies(theta: Double, dim: Int) -> [Float] {
+        (0..<(dim / 2)).map { j in Float(1 / pow(theta, Double(2 * j) / Double(dim))) }
+    }
+
+    /// RoPE inverse frequencies and the cos/sin scale for a forward pass whose largest position is `seqLen − 1`
+    /// (transformers' rule for the length-dependent types). `factors` are llama.cpp's `rope_freqs` divisors.
+    func rope(seqLen: Int, factors: [Float]? = nil) -> (invFreq: [Float], scale: Float) {
+        var base = inverseFrequencies
+        if let factors { base = zip(base, factors).map { $0 / $1 } }
+        switch ropeScaling {
+        case .none:
+            return (base, 1)
+        case .linear(let factor):
+            return (base.map { $0 / Float(factor) }, 1)
+        case .dynamic(let factor, let maxPositions):
+            guard seqLen > maxPositions else { return (base, 1) }
+            let d = Double(headDim)
+            let theta = ropeTheta * pow(factor * Double(seqLen) / Double(maxPositions) - (factor - 1), d / (d - 2))
+            return (Self.frequencies(theta: theta, dim: headDim), 1)
+        case .llama3(let factor, let low, let high, let original):
+            let lowWavelen = Double(original) / low, highWavelen = Double(original) / high
+            let f = base.map { inv -> Float in
+                let wavelen = 2 * Double.pi / Double(inv)
+                if wavelen < highWavelen { return inv }
+                if wavelen > lowWavelen { return inv / Float(factor) }
+                let smooth = (Double(original) / wavelen - low) / (high - low)
+                return Float((1 - smooth) * Double(inv) / factor + smooth * Double(inv))
+            }
+            return (f, 1)
+        case .longrope(let short, let long, let original, let attention):
+            let ext = seqLen > original ? long : short
+            let f = (0..<(headDim / 2)).map { j in
+                Float(1 / (ext[j] * pow(ropeTheta, Double(2 * j) / Double(headDim))))
+            }
+            return (f, Float(attention))
+        }
     }
 }
 
-/// Where a Llama checkpoint comes from: llama.cpp's GGUF names (Q/K rows permuted for adjacent-pair RoPE) or
-/// Hugging Face's safetensors names (rotate-half layout as is).
+/// Where a Llama checkpoint comes from: llama.cpp's GGUF names (for the `llama` architecture Q/K rows are
+/// permuted for adjacent-pair RoPE) or Hugging Face's safetensors names (rotate-half layout as is).
 enum LlamaNaming {
     case gguf, huggingFace
 
@@ -143,40 +389,98 @@ enum LlamaNaming {
     var outputNorm: String { self == .gguf ? "output_norm.weight" : "model.norm.weight" }
     var head: String { self == .gguf ? "output.weight" : "lm_head.weight" }
 
-    /// Tensor names of block i, in the order attn_norm, q, k, v, o, ffn_norm, gate, up, down.
-    func block(_ i: Int) -> [String] {
+    /// Tensor-name prefixes (without `.weight` / `.bias`) of block i.
+    func block(_ i: Int) -> (attnNorm: String, q: String, k: String, v: String, qkv: String, o: String,
+                             ffnNorm: String, gate: String, up: String, gateUp: String, down: String) {
         switch self {
         case .gguf:
-            return ["attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm", "ffn_gate", "ffn_up", "ffn_down"]
-                .map { "blk.\(i).\($0).weight" }
+            let p = "blk.\(i)."
+            return (p + "attn_norm", p + "attn_q", p + "attn_k", p + "attn_v", p + "attn_qkv", p + "attn_output",
+                    p + "ffn_norm", p + "ffn_gate", p + "ffn_up", p + "ffn_up", p + "ffn_down")
         case .huggingFace:
-            return ["input_layernorm", "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
-                    "post_attention_layernorm", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"]
-                .map { "model.layers.\(i).\($0).weight" }
+            let p = "model.layers.\(i)."
+            return (p + "input_layernorm", p + "self_attn.q_proj", p + "self_attn.k_proj", p + "self_attn.v_proj",
+                    p + "self_attn.qkv_proj", p + "self_attn.o_proj", p + "post_attention_layernorm",
+                    p + "mlp.gate_proj", p + "mlp.up_proj", p + "mlp.gate_up_proj", p + "mlp.down_proj")
         }
     }
 }
 
-/// One transformer block of a Llama model.
+/// One transformer block of a Llama-family model. Phi-3 keeps its fused projections fused (one matrix product
+/// for q, k and v, one for gate and up); the outputs are split.
 struct LlamaBlock {
+    enum Projection {
+        case separate(q: Linear, k: Linear, v: Linear)
+        case fused(Linear)          // [H*D + 2*Hkv*D, C]
+    }
+    enum FeedForward {
+        case separate(gate: Linear, up: Linear)
+        case fused(Linear)          // [2F, C], gate rows first
+    }
     var attnNorm: Tensor, ffnNorm: Tensor
-    var q: Linear, k: Linear, v: Linear, o: Linear
-    var gate: Linear, up: Linear, down: Linear
+    var qkv: Projection, o: Linear
+    var gateUp: FeedForward, down: Linear
 
     init(_ l: WeightLoader, _ i: Int, _ c: LlamaConfig, naming: LlamaNaming) throws {
         let n = naming.block(i)
-        let s = c.attention
-        let permuted = naming == .gguf
-        func qk(_ w: Tensor, heads: Int) -> Tensor { permuted ? Self.unpermuteRoPE(w, heads: heads) : w }
-        attnNorm = try l.tensor(n[0], shape: [c.nEmbd])
-        q = Linear(weight: qk(try l.tensor(n[1], shape: [s.qWidth, c.nEmbd]), heads: s.heads), bias: nil)
-        k = Linear(weight: qk(try l.tensor(n[2], shape: [s.kvWidth, c.nEmbd]), heads: s.kvHeads), bias: nil)
-        v = Linear(weight: try l.tensor(n[3], shape: [s.kvWidth, c.nEmbd]), bias: nil)
-        o = Linear(weight: try l.tensor(n[4], shape: [c.nEmbd, s.qWidth]), bias: nil)
-        ffnNorm = try l.tensor(n[5], shape: [c.nEmbd])
-        gate = Linear(weight: try l.tensor(n[6], shape: [c.ffnDim, c.nEmbd]), bias: nil)
-        up = Linear(weight: try l.tensor(n[7], shape: [c.ffnDim, c.nEmbd]), bias: nil)
-        down = Linear(weight: try l.tensor(n[8], shape: [c.nEmbd, c.ffnDim]), bias: nil)
+        let s = c.attention, C = c.nEmbd
+        let permuted = naming == .gguf && c.family == .llama
+        func linear(_ name: String, out: Int, in inputs: Int, bias: Bool, ropeHeads: Int? = nil) throws -> Linear {
+            var w = try l.tensor(name + ".weight", shape: [out, inputs])
+            var b = bias ? try l.tensor(name + ".bias", shape: [out]) : nil
+            if permuted, let heads = ropeHeads {
+                w = Self.unpermuteRoPE(w, heads: heads)
+                b = b.map { Self.unpermuteRoPE($0.reshaped([out, 1]), heads: heads).reshaped([out]) }
+            }
+            return Linear(weight: w, bias: b)
+        }
+        attnNorm = try l.tensor(n.attnNorm + ".weight", shape: [C])
+        if c.family == .phi3 {
+            qkv = .fused(try linear(n.qkv, out: s.qWidth + 2 * s.kvWidth, in: C, bias: c.qkvBias))
+            gateUp = .fused(try linear(n.gateUp, out: 2 * c.ffnDim, in: C, bias: c.mlpBias))
+        } else {
+            qkv = .separate(q: try linear(n.q, out: s.qWidth, in: C, bias: c.qkvBias, ropeHeads: s.heads),
+                            k: try linear(n.k, out: s.kvWidth, in: C, bias: c.qkvBias, ropeHeads: s.kvHeads),
+                            v: try linear(n.v, out: s.kvWidth, in: C, bias: c.qkvBias))
+            gateUp = .separate(gate: try linear(n.gate, out: c.ffnDim, in: C, bias: c.mlpBias),
+                               up: try linear(n.up, out: c.ffnDim, in: C, bias: c.mlpBias))
+        }
+        o = try linear(n.o, out: C, in: s.qWidth, bias: c.outputBias)
+        ffnNorm = try l.tensor(n.ffnNorm + ".weight", shape: [C])
+        down = try linear(n.down, out: C, in: c.ffnDim, bias: c.mlpBias)
+    }
+
+    /// q [N, H*D], k and v [N, Hkv*D] of h [N, C].
+    func project(_ h: Tensor, _ s: AttentionShape) -> (q: Tensor, k: Tensor, v: Tensor) {
+        switch qkv {
+        case .separate(let q, let k, let v): return (q(h), k(h), v(h))
+        case .fused(let w):
+            let parts = Ops.splitColumns(w(h), widths: [s.qWidth, s.kvWidth, s.kvWidth])
+            return (parts[0], parts[1], parts[2])
+        }
+    }
+
+    /// SwiGLU activations [N, F] of m [N, C].
+    func feedForward(_ m: Tensor, hidden: Int) -> Tensor {
+        switch gateUp {
+        case .separate(let gate, let up): return Ops.swiGLU(gate: gate(m), up: up(m))
+        case .fused(let w):
+            let parts = Ops.splitColumns(w(m), widths: [hidden, hidden])
+            return Ops.swiGLU(gate: parts[0], up: parts[1])
+        }
+    }
+
+    var linears: [Linear] {
+        var all: [Linear] = [o, down]
+        switch qkv {
+        case .separate(let q, let k, let v): all += [q, k, v]
+        case .fused(let w): all.append(w)
+        }
+        switch gateUp {
+        case .separate(let g, let u): all += [g, u]
+        case .fused(let w): all.append(w)
+        }
+        return all
     }
 
     /// Undoes llama.cpp's Q/K row permutation: within each head of D rows, stored row 2i+j (j ∈ {0, 1}) is
@@ -195,8 +499,9 @@ struct LlamaBlock {
     }
 }
 
-/// A Llama-family decoder-only model loaded from a GGUF file (weights dequantized to fp32) or from a Hugging
-/// Face folder (`config.json` with `model_type` "llama" + `model.safetensors`).
+/// A decoder-only model of the Llama family — Llama, SmolLM2, Qwen2 (q/k/v biases), Phi-3 (fused projections,
+/// LongRoPE) — loaded from a GGUF file (weights dequantized to fp32) or from a Hugging Face folder
+/// (`config.json` with `model_type` llama, qwen2 or phi3 + `model.safetensors`).
 ///
 /// ```swift
 /// let model = try LlamaModel(path: "models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
@@ -210,9 +515,12 @@ public final class LlamaModel: CausalDecoder {
     let head: Tensor        // [V, C]
     let blocks: [LlamaBlock]
     let outputNorm: Tensor  // [C]
-    let invFreq: [Float]
+    /// llama.cpp's `rope_freqs` divisors (Llama 3.1 GGUF), applied to the inverse frequencies.
+    let ropeFactors: [Float]?
+    /// RoPE for the length-independent types, computed once.
+    let staticRoPE: (invFreq: [Float], scale: Float)
 
-    public var modelType: String { "llama" }
+    public var modelType: String { config.family.rawValue }
     public var vocabSize: Int { config.vocabSize }
     public var bosTokenId: Int? { config.bosTokenId }
     public var eosTokenId: Int? { config.eosTokenId }
@@ -220,13 +528,14 @@ public final class LlamaModel: CausalDecoder {
     public var isEncoderDecoder: Bool { false }
     var layerCount: Int { blocks.count }
     var kvWidth: Int { config.attention.kvWidth }
+    var attentionSpan: Int? { config.slidingWindow }
     public var parameterCount: Int {
-        let c = config, s = config.attention
-        let block = 2 * c.nEmbd + c.nEmbd * (2 * s.qWidth + 2 * s.kvWidth) + 3 * c.nEmbd * c.ffnDim
-        return c.vocabSize * c.nEmbd * (head.storage === embedding.storage ? 1 : 2) + c.nLayer * block + c.nEmbd
+        let vectors = 2 * config.nEmbd * blocks.count + config.nEmbd
+        let matrices = blocks.reduce(0) { $0 + $1.linears.reduce(0) { $0 + $1.weight.count + ($1.bias?.count ?? 0) } }
+        return embedding.count * (head.storage === embedding.storage ? 1 : 2) + matrices + vectors
     }
 
-    /// Loads a `.gguf` file.
+    /// Loads a `.gguf` file (architecture llama, qwen2 or phi3).
     public convenience init(path: String) throws {
         let file = try GGUFModelFile(path: path)
         try self.init(config: LlamaConfig(gguf: file), loader: WeightLoader(source: .gguf(file)), naming: .gguf)
@@ -239,33 +548,79 @@ public final class LlamaModel: CausalDecoder {
         try self.init(config: config, loader: WeightLoader(file: file), naming: .huggingFace)
     }
 
-    init(config: LlamaConfig, loader l: WeightLoader, naming: LlamaNaming) throws {
+    init(config c: LlamaConfig, loader l: WeightLoader, naming: LlamaNaming) throws {
+        embedding = try l.tensor(naming.embedding, shape: [c.vocabSize, c.nEmbd])
+        if c.tieWordEmbeddings == true {
+            head = embedding
+            _ = try l.optional(naming.head, shape: [c.vocabSize, c.nEmbd])      // a redundant copy may be saved
+        } else if c.tieWordEmbeddings == false {
+            head = try l.tensor(naming.head, shape: [c.vocabSize, c.nEmbd])
+        } else {
+            head = try l.optional(naming.head, shape: [c.vocabSize, c.nEmbd]) ?? embedding
+        }
+        blocks = try (0..<c.nLayer).map { try LlamaBlock(l, $0, c, naming: naming) }
+        outputNorm = try l.tensor(naming.outputNorm, shape: [c.nEmbd])
+        var config = c
+        var factors: [Float]? = nil
+        if naming == .gguf {
+            // llama.cpp keeps Llama 3.1's scaling as `rope_freqs` and Phi-3's LongRoPE as two factor tensors.
+            let half = c.headDim / 2
+            factors = try l.optional("rope_freqs.weight", shape: [half]).map { Array(UnsafeBufferPointer(start: $0.data, count: half)) }
+            if let long = try l.optional("rope_factors_long.weight", shape: [half]) {
+                let short = try l.tensor("rope_factors_short.weight", shape: [half])
+                guard case .gguf(let file) = l.source else { preconditionFailure("GGUF naming without a GGUF file") }
+                let key = "\(c.family.rawValue).rope.scaling.original_context_length"
+                let original = file[key] == nil ? c.contextLength : try file.int(key)
+                let factor = Double(c.contextLength) / Double(original)
+                let attnKey = "\(c.family.rawValue).rope.scaling.attn_factor"
+                let attention = file[attnKey] != nil ? try file.double(attnKey)
+                    : (factor <= 1 ? 1 : (1 + log(factor) / log(Double(original))).squareRoot())
+                func values(_ t: Tensor) -> [Double] { (0..<half).map { Double(t.data[$0]) } }
+                config.ropeScaling = .longrope(short: values(short), long: values(long), originalMaxPositions: original,
+                                               attentionFactor: attention)
+            }
+        }
         self.config = config
-        embedding = try l.tensor(naming.embedding, shape: [config.vocabSize, config.nEmbd])
-        head = try l.optional(naming.head, shape: [config.vocabSize, config.nEmbd]) ?? embedding
-        blocks = try (0..<config.nLayer).map { try LlamaBlock(l, $0, config, naming: naming) }
-        outputNorm = try l.tensor(naming.outputNorm, shape: [config.nEmbd])
-        invFreq = config.inverseFrequencies
+        ropeFactors = factors
+        staticRoPE = config.rope(seqLen: 0, factors: factors)
         try l.checkAllUsed()
     }
 
     /// Runs `n` new tokens per row (ids [B*n]) through the model, extending the cache; returns the logits of
-    /// `outputs`. Left padding (slots before a row's offset) is masked unless `keyKeep` [B*n] gives the mask.
-    func forward(_ cache: CausalDecoderCache, ids: [Int], n: Int, outputs: CausalOutputs, keyKeep: [UInt8]?) -> Tensor {
+    /// `outputs` (of the new tokens). Left padding (slots before a row's offset) is masked unless `keyKeep` [B*n]
+    /// gives the mask.
+    func forward(_ cache: CausalDecoderCache, ids newIds: [Int], n newCount: Int, outputs: CausalOutputs, keyKeep: [UInt8]?) -> Tensor {
         let B = cache.offsets.count, shape = config.attention
+        var ids = newIds, n = newCount
+        if case .longrope(_, _, let original, _) = config.ropeScaling {
+            for b in 0..<B { cache.history[b] += newIds[(b * newCount)..<((b + 1) * newCount)] }
+            // Crossing the original context switches every position to the long factors: like transformers'
+            // Phi-3, recompute the cached prefix once with them.
+            if cache.length > 0 && cache.length <= original && cache.length + newCount > original {
+                for c in cache.caches { c.reset() }
+                ids = cache.history.flatMap { $0 }
+                n = cache.history[0].count
+            }
+        }
+        precondition(keyKeep == nil || (n == newCount && keyKeep!.count == B * n), "keyKeep with a recomputed prefix")
         let eps = Float(config.rmsNormEps)
         let start = cache.length, total = start + n
         let positionsInt = (0..<(B * n)).map { start + $0 % n - cache.offsets[$0 / n] }
         let positions = positionsInt.map(Float.init)
         let newKeep = keyKeep ?? positionsInt.map { $0 < 0 ? UInt8(0) : 1 }      // left padding is masked
+        // Length-dependent RoPE (dynamic NTK, LongRoPE) follows the largest position of this pass, as
+        // transformers does; cached keys keep the rotation they were computed with.
+        let rope = config.ropeScaling.dependsOnLength
+            ? config.rope(seqLen: (positionsInt.max() ?? 0) + 1, factors: ropeFactors) : staticRoPE
         var scratch: [Float] = []
         var x = Ops.embedding(embedding, ids: ids)                                // [B*n, C]
         for (layer, block) in blocks.enumerated() {
             let kv = cache.caches[layer]
             let h = Ops.rmsNorm(x, weight: block.attnNorm, eps: eps)             // [B*n, C]
-            let q = block.q(h), k = block.k(h), v = block.v(h)                    // [B*n, H*D], [B*n, Hkv*D] ×2
-            Ops.ropeInPlace(q, heads: shape.heads, headDim: shape.headDim, positions: positions, invFreq: invFreq)
-            Ops.ropeInPlace(k, heads: shape.kvHeads, headDim: shape.headDim, positions: positions, invFreq: invFreq)
+            let (q, k, v) = block.project(h, shape)                               // [B*n, H*D], [B*n, Hkv*D] ×2
+            Ops.ropeInPlace(q, heads: shape.heads, headDim: shape.headDim, positions: positions, invFreq: rope.invFreq)
+            Ops.ropeInPlace(k, heads: shape.kvHeads, headDim: shape.headDim, positions: positions, invFreq: rope.invFreq)
+            if rope.scale != 1 { Ops.scaleInPlace(q, rope.scale); Ops.scaleInPlace(k, rope.scale) }
             kv.append(k: k, v: v, keep: newKeep, n: n)
             let o = Tensor(uninitialized: [B * n, shape.qWidth])                  // [B*n, H*D]
             withExtendedLifetime(q) { for b in 0..<B {
@@ -278,13 +633,12 @@ public final class LlamaModel: CausalDecoder {
             } }
             Ops.addInPlace(x, block.o(o))
             let m = Ops.rmsNorm(x, weight: block.ffnNorm, eps: eps)
-            let g = Ops.swiGLU(gate: block.gate(m), up: block.up(m))              // [B*n, F]
-            Ops.addInPlace(x, block.down(g))
+            Ops.addInPlace(x, block.down(block.feedForward(m, hidden: config.ffnDim)))   // [B*n, C]
         }
         switch outputs {
         case .all: break
         case .last: if n > 1 { x = Ops.lastRows(x, batch: B, n: n) }              // [B, C]
-        case .rows(let r): x = Ops.rowRange(x, batch: B, n: n, r)                  // [B*r.count, C]
+        case .rows(let r): x = Ops.rowRange(x, batch: B, n: n, (n - newCount + r.lowerBound)..<(n - newCount + r.upperBound))   // [B*r.count, C]
         }
         return Ops.linear(Ops.rmsNorm(x, weight: outputNorm, eps: eps), weight: head, bias: nil)   // [*, V]
     }

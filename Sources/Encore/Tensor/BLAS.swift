@@ -16,6 +16,7 @@ enum BLAS {
         let lda = lda ?? k
         let ldb = ldb ?? (transB ? k : n)
         let ldc = ldc ?? n
+        OpCounter.add(flops: 2 * m * n * k)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
                     Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
     }
@@ -23,6 +24,7 @@ enum BLAS {
     /// C[M, N] = Aᵀ·B + beta·C, A stored [K, M], B [K, N] (row-major).
     static func gemmTransA(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
                            c: UnsafeMutablePointer<Float>, ldc: Int, beta: Float = 0) {
+        OpCounter.add(flops: 2 * m * n * k)
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(m), Int32(n), Int32(k), 1, a, Int32(lda), b, Int32(ldb),
                     beta, c, Int32(ldc))
     }
@@ -30,6 +32,7 @@ enum BLAS {
     /// y[N] = alpha * W[N, K] · x[K] + beta * y. (Debian's OpenBLAS runs M=1 GEMM 3–4× slower than GEMV.)
     static func gemv(n: Int, k: Int, w: UnsafePointer<Float>, x: UnsafePointer<Float>,
                      y: UnsafeMutablePointer<Float>, alpha: Float = 1, beta: Float = 0) {
+        OpCounter.add(flops: 2 * n * k)
         cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(n), Int32(k), alpha, w, Int32(k), x, 1, beta, y, 1)
     }
 

@@ -14,8 +14,10 @@ public enum Ops {
         let m = x.count / k
         let y = Tensor(uninitialized: Array(x.shape.dropLast()) + [n])  // [M, N]
         if let bias { precondition(bias.count == n, "linear: bias \(bias.shape) vs \(n) outputs") }
+        OpCounter.add(weightBytes: n * k * 4)
         if m <= 8 {
             // decode: stream each weight row once for all M inputs, on both cores
+            OpCounter.add(flops: 2 * m * n * k)
             ek_gemv_f32(weight.data, x.data, bias?.data, y.data, m, n, k)
         } else {
             var beta: Float = 0
@@ -34,6 +36,8 @@ public enum Ops {
         precondition(x.shape.last == k, "linear: x \(x.shape) vs weight [\(n), \(k)]")
         let m = x.count / k
         let y = Tensor(uninitialized: Array(x.shape.dropLast()) + [n])
+        OpCounter.add(flops: 2 * m * n * k)
+        OpCounter.add(weightBytes: n * k * 2)
         ek_gemv_bf16(weight.values, x.data, bias?.data, y.data, m, n, k)
         return y
     }
@@ -91,6 +95,25 @@ public enum Ops {
     public static func addInPlace(_ a: Tensor, _ b: Tensor) {
         precondition(a.count == b.count, "add: \(a.shape) vs \(b.shape)")
         ek_add_f32(a.data, b.data, a.count)
+    }
+
+    /// x ⊙ s in place.
+    public static func scaleInPlace(_ x: Tensor, _ s: Float) {
+        for i in 0..<x.count { x.data[i] *= s }
+    }
+
+    /// Splits the columns of x [R, Σwidths] into tensors [R, widths[i]] (fused projections → their parts).
+    public static func splitColumns(_ x: Tensor, widths: [Int]) -> [Tensor] {
+        let total = widths.reduce(0, +)
+        precondition(x.shape.last == total, "splitColumns: \(x.shape) into \(widths)")
+        let rows = x.count / total
+        var start = 0
+        return widths.map { w in
+            let part = Tensor(uninitialized: [rows, w])
+            for r in 0..<rows { (part.data + r * w).update(from: x.data + r * total + start, count: w) }
+            start += w
+            return part
+        }
     }
 
     /// Rotary embedding (GPT-NeoX layout) in place on `heads` heads of width `headDim` in each row of x
@@ -161,12 +184,59 @@ extension Ops {
             }
         } else {
             if scratch.count < kvRows { scratch = [Float](repeating: 0, count: kvRows) }
+            OpCounter.add(flops: 4 * tq * kvRows * shape.heads * shape.headDim)   // scores + values
             scratch.withUnsafeMutableBufferPointer { s in
                 ek_attention_f32(q, shape.qWidth, k, kvStride, v, kvStride, out, shape.qWidth, tq, kvRows,
                                  shape.heads, shape.kvHeads, shape.headDim, shape.interleaved ? 1 : 0,
                                  keyKeep, causalOffset, scaleDiv, s.baseAddress!)
             }
         }
+    }
+}
+
+extension Ops {
+    /// Attention with unscaled scores and an additive relative-position bias (T5), for one sequence.
+    ///
+    /// As ``Ops/attention(q:tq:k:v:kvRows:kvStride:out:shape:keyKeep:causalOffset:scratch:)`` but
+    /// score(t, s) = q_t·k_s + bias[h, tq − 1 + s − t] (no 1/√D). `bias`: [H, tq + kvRows − 1] floats (the caller
+    /// looks up the buckets), or nil for none (T5 cross-attention). Writes [Tq, H*D] into `out`.
+    static func relativeBiasAttention(q: UnsafePointer<Float>, tq: Int, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
+                                      kvRows: Int, kvStride: Int, out: UnsafeMutablePointer<Float>, shape: AttentionShape,
+                                      keyKeep: UnsafePointer<UInt8>?, causalOffset: Int, bias: UnsafePointer<Float>?,
+                                      scratch: inout [Float]) {
+        let biasStride = tq + kvRows - 1
+        if tq >= 16 {
+            // Per head: scores = Q_h K_gᵀ [Tq, Tk] (BLAS), + bias, masked softmax (kernels), out_h = P V_g (BLAS).
+            if scratch.count < tq * kvRows { scratch = [Float](repeating: 0, count: tq * kvRows) }
+            scratch.withUnsafeMutableBufferPointer { s in
+                let scores = s.baseAddress!
+                for h in 0..<shape.heads {
+                    let g = shape.kvHead(for: h)
+                    BLAS.gemm(m: tq, n: kvRows, k: shape.headDim, a: q + h * shape.headDim, lda: shape.qWidth,
+                              b: k + g * shape.headDim, ldb: kvStride, transB: true, c: scores, ldc: kvRows)
+                    if let bias { ek_add_relbias_f32(scores, tq, kvRows, kvRows, bias + h * biasStride) }
+                    ek_softmax_masked_f32(scores, tq, kvRows, kvRows, 1, keyKeep, causalOffset)
+                    BLAS.gemm(m: tq, n: shape.headDim, k: kvRows, a: scores, lda: kvRows,
+                              b: v + g * shape.headDim, ldb: kvStride, transB: false,
+                              c: out + h * shape.headDim, ldc: shape.qWidth)
+                }
+            }
+        } else {
+            if scratch.count < kvRows { scratch = [Float](repeating: 0, count: kvRows) }
+            OpCounter.add(flops: 4 * tq * kvRows * shape.heads * shape.headDim)   // scores + values
+            scratch.withUnsafeMutableBufferPointer { s in
+                ek_attention_relbias_f32(q, shape.qWidth, k, kvStride, v, kvStride, out, shape.qWidth, tq, kvRows,
+                                         shape.heads, shape.kvHeads, shape.headDim, shape.interleaved ? 1 : 0,
+                                         keyKeep, causalOffset, bias, biasStride, s.baseAddress!)
+            }
+        }
+    }
+
+    /// max(x, 0), as a new tensor (T5 v1.0's MLP activation).
+    public static func relu(_ x: Tensor) -> Tensor {
+        let out = Tensor(uninitialized: x.shape)
+        for i in 0..<x.count { out.data[i] = max(x.data[i], 0) }
+        return out
     }
 }
 

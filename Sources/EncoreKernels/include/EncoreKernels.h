@@ -86,6 +86,28 @@ void ek_attention_f32_ref(const float *q, long q_stride, const float *k, long k_
                           long tq, long tk, long n_head, long n_kv_head, long head_dim, int interleaved,
                           const uint8_t *key_keep, long causal_offset, float scale_div, float *scratch);
 
+/* ---- attention with a relative-position bias (T5) ---- */
+/**
+ * As ek_attention_f32, with unscaled scores plus an additive bias that depends on the key index minus the
+ * query index (T5's relative position buckets, looked up by the caller):
+ *   score(t, s) = q_t . k_s + bias[h * bias_stride + (tq - 1) + s - t]
+ * then the same masking (key_keep, causal_offset) and softmax. bias: [n_head, bias_stride] with
+ * bias_stride >= tq + tk - 1, or NULL for no bias (T5 cross-attention). scratch: at least tk floats.
+ */
+void ek_attention_relbias_f32(const float *q, long q_stride, const float *k, long k_stride,
+                              const float *v, long v_stride, float *out, long out_stride,
+                              long tq, long tk, long n_head, long n_kv_head, long head_dim, int interleaved,
+                              const uint8_t *key_keep, long causal_offset, const float *bias, long bias_stride,
+                              float *scratch);
+void ek_attention_relbias_f32_ref(const float *q, long q_stride, const float *k, long k_stride,
+                                  const float *v, long v_stride, float *out, long out_stride,
+                                  long tq, long tk, long n_head, long n_kv_head, long head_dim, int interleaved,
+                                  const uint8_t *key_keep, long causal_offset, const float *bias, long bias_stride,
+                                  float *scratch);
+/** scores[r, c] += bias_row[(rows - 1) + c - r] over [rows, cols] (row stride ld): one head's relative bias,
+ *  laid out as for ek_attention_relbias_f32, added to scores computed by BLAS (long queries). */
+void ek_add_relbias_f32(float *scores, long rows, long cols, long ld, const float *bias_row);
+
 /* ---- SwiGLU ---- */
 /** out[i] = silu(gate[i]) * up[i], silu(x) = x / (1 + exp(-x)). */
 void ek_swiglu_f32(const float *gate, const float *up, float *out, long n);

@@ -1,0 +1,543 @@
+import Foundation
+
+// T5 and Flan-T5 (`T5ForConditionalGeneration` folders of Hugging Face transformers), as `modeling_t5.py` computes them:
+//   encoder block: x += SelfAttn(LN(x)) [bidirectional, + relative position bias]; x += FF(LN(x))
+//   decoder block: x += SelfAttn(LN(x)) [causal, + relative position bias]; x += CrossAttn(LN(x), enc_out) [no bias];
+//                  x += FF(LN(x))
+//   enc_out = LN(encoder(shared[ids])); logits = head(LN(decoder(shared[ids]))), the decoder output scaled by
+//   d_model^-0.5 first when the head is tied (v1.0).
+// LN is T5's layer norm: RMS without the mean, no bias. Attention scores are not scaled by 1/sqrt(d_kv); the
+// position bias is looked up by relative-position bucket in a [buckets, H] table that only layer 0 of each
+// stack has and every layer of that stack shares. FF: v1.0 "relu" (wi → ReLU → wo); v1.1 / Flan "gated-gelu"
+// (GELU-tanh(wi_0 x) ⊙ wi_1 x → wo). No biases anywhere. Masks: encoder keys whose token is the pad id;
+// the decoder is causal only (its start token is the pad id, so decoder pads are never masked).
+// Generation: the encoder runs once, every decoder layer's cross-attention K/V are projected once per request,
+// and the decoder keeps a self-attention KV cache.
+//
+// Tensor names (transformers), C = d_model, A = num_heads·d_kv, F = d_ff, V = vocab_size:
+//   shared.weight                                                        [V, C]
+//   encoder.block.{i}.layer.0.SelfAttention.{q,k,v}.weight               [A, C]
+//   encoder.block.{i}.layer.0.SelfAttention.o.weight                     [C, A]
+//   encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight [buckets, H]   block 0 only
+//   encoder.block.{i}.layer.0.layer_norm.weight                          [C]
+//   encoder.block.{i}.layer.1.DenseReluDense.wi.weight                   [F, C]   relu
+//   encoder.block.{i}.layer.1.DenseReluDense.wi_0/wi_1.weight            [F, C]   gated-gelu
+//   encoder.block.{i}.layer.1.DenseReluDense.wo.weight                   [C, F]
+//   encoder.block.{i}.layer.1.layer_norm.weight                          [C]
+//   encoder.final_layer_norm.weight                                      [C]
+//   decoder.block.{i}.layer.0.SelfAttention.*, layer.0.layer_norm        (as the encoder; bias table in block 0)
+//   decoder.block.{i}.layer.1.EncDecAttention.{q,k,v,o}.weight, layer.1.layer_norm.weight
+//   decoder.block.{i}.layer.2.DenseReluDense.*, layer.2.layer_norm.weight
+//   decoder.final_layer_norm.weight                                      [C]
+//   lm_head.weight                                                       [V, C]   optional: tied to shared
+// Also accepted: encoder.embed_tokens.weight / decoder.embed_tokens.weight (older checkpoints' copies of
+// shared.weight; they must equal it) and decoder.block.0.layer.1.EncDecAttention.relative_attention_bias.weight
+// (unused by transformers too).
+
+/// The `config.json` of a Hugging Face T5 / Flan-T5 checkpoint (`T5Config` of transformers). Missing optional
+/// fields take transformers' defaults.
+///
+/// ```json
+/// {"model_type": "t5", "vocab_size": 32128, "d_model": 512, "d_kv": 64, "d_ff": 1024, "num_layers": 8,
+///  "num_decoder_layers": 8, "num_heads": 6, "relative_attention_num_buckets": 32,
+///  "relative_attention_max_distance": 128, "layer_norm_epsilon": 1e-6, "feed_forward_proj": "gated-gelu",
+///  "tie_word_embeddings": false, "pad_token_id": 0, "eos_token_id": 1, "decoder_start_token_id": 0}
+/// ```
+public struct T5Config: Codable, Equatable, Sendable {
+    /// `feed_forward_proj` values Encore implements.
+    public static let supportedFeedForward = ["relu", "gated-gelu"]
+
+    public var vocabSize: Int
+    public var dModel: Int
+    /// Width of one attention head (independent of `d_model`: A = num_heads · d_kv).
+    public var dKV: Int
+    public var dFF: Int
+    /// Encoder layers.
+    public var numLayers: Int
+    /// Decoder layers (default: `num_layers`).
+    public var numDecoderLayers: Int
+    public var numHeads: Int
+    public var relativeAttentionNumBuckets: Int = 32
+    public var relativeAttentionMaxDistance: Int = 128
+    public var layerNormEpsilon: Double = 1e-6
+    /// "relu" (T5 v1.0) or "gated-gelu" (v1.1, Flan-T5).
+    public var feedForwardProj: String = "relu"
+    public var padTokenId: Int = 0
+    /// EOS (a list in the config uses its first id).
+    public var eosTokenId: Int? = 1
+    /// The decoder's first token (T5: the pad id).
+    public var decoderStartTokenId: Int
+    /// True (v1.0): no `lm_head.weight` needed, and the decoder output is scaled by d_model^-0.5.
+    public var tieWordEmbeddings: Bool = true
+    /// Written by transformers 5 (which always ties the head and keeps the scaling choice here); overrides
+    /// `tie_word_embeddings` for the scaling when present.
+    public var scaleDecoderOutputs: Bool?
+
+    enum CodingKeys: String, CodingKey {
+        case vocabSize = "vocab_size", dModel = "d_model", dKV = "d_kv", dFF = "d_ff", numLayers = "num_layers"
+        case numDecoderLayers = "num_decoder_layers", numHeads = "num_heads"
+        case relativeAttentionNumBuckets = "relative_attention_num_buckets"
+        case relativeAttentionMaxDistance = "relative_attention_max_distance"
+        case layerNormEpsilon = "layer_norm_epsilon", feedForwardProj = "feed_forward_proj"
+        case padTokenId = "pad_token_id", eosTokenId = "eos_token_id", decoderStartTokenId = "decoder_start_token_id"
+        case tieWordEmbeddings = "tie_word_embeddings", scaleDecoderOutputs = "scale_decoder_outputs"
+    }
+
+    public init(vocabSize: Int, dModel: Int, dKV: Int, dFF: Int, numLayers: Int, numDecoderLayers: Int? = nil, numHeads: Int,
+                relativeAttentionNumBuckets: Int = 32, relativeAttentionMaxDistance: Int = 128, layerNormEpsilon: Double = 1e-6,
+                feedForwardProj: String = "relu", padTokenId: Int = 0, eosTokenId: Int? = 1, decoderStartTokenId: Int? = nil,
+                tieWordEmbeddings: Bool = true, scaleDecoderOutputs: Bool? = nil) {
+        self.vocabSize = vocabSize
+        self.dModel = dModel
+        self.dKV = dKV
+        self.dFF = dFF
+        self.numLayers = numLayers
+        self.numDecoderLayers = numDecoderLayers ?? numLayers
+        self.numHeads = numHeads
+        self.relativeAttentionNumBuckets = relativeAttentionNumBuckets
+        self.relativeAttentionMaxDistance = relativeAttentionMaxDistance
+        self.layerNormEpsilon = layerNormEpsilon
+        self.feedForwardProj = feedForwardProj
+        self.padTokenId = padTokenId
+        self.eosTokenId = eosTokenId
+        self.decoderStartTokenId = decoderStartTokenId ?? padTokenId
+        self.tieWordEmbeddings = tieWordEmbeddings
+        self.scaleDecoderOutputs = scaleDecoderOutputs
+    }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        vocabSize = try c.decode(Int.self, forKey: .vocabSize)
+        dModel = try c.decode(Int.self, forKey: .dModel)
+        dKV = try c.decode(Int.self, forKey: .dKV)
+        dFF = try c.decode(Int.self, forKey: .dFF)
+        numLayers = try c.decode(Int.self, forKey: .numLayers)
+        numDecoderLayers = try c.decodeIfPresent(Int.self, forKey: .numDecoderLayers) ?? numLayers
+        numHeads = try c.decode(Int.self, forKey: .numHeads)
+        relativeAttentionNumBuckets = try c.decodeIfPresent(Int.self, forKey: .relativeAttentionNumBuckets) ?? 32
+        relativeAttentionMaxDistance = try c.decodeIfPresent(Int.self, forKey: .relativeAttentionMaxDistance) ?? 128
+        layerNormEpsilon = try c.decodeIfPresent(Double.self, forKey: .layerNormEpsilon) ?? 1e-6
+        feedForwardProj = try c.decodeIfPresent(String.self, forKey: .feedForwardProj) ?? "relu"
+        padTokenId = try c.decodeIfPresent(Int.self, forKey: .padTokenId) ?? 0
+        if let list = try? c.decodeIfPresent([Int].self, forKey: .eosTokenId) {
+            eosTokenId = list.first
+        } else {
+            eosTokenId = try c.decodeIfPresent(Int.self, forKey: .eosTokenId)
+        }
+        decoderStartTokenId = try c.decodeIfPresent(Int.self, forKey: .decoderStartTokenId) ?? padTokenId
+        tieWordEmbeddings = try c.decodeIfPresent(Bool.self, forKey: .tieWordEmbeddings) ?? true
+        scaleDecoderOutputs = try c.decodeIfPresent(Bool.self, forKey: .scaleDecoderOutputs)
+    }
+
+    /// Decodes and validates a `config.json` (errors name the file and the field).
+    public static func decode(_ data: Data, path: String) throws -> T5Config {
+        let c = try ConfigFile.decode(T5Config.self, from: data, path: path)
+        try c.validate(path: path)
+        return c
+    }
+
+    /// Whether the decoder output is multiplied by d_model^-0.5 before the head.
+    public var scalesDecoderOutput: Bool { scaleDecoderOutputs ?? tieWordEmbeddings }
+    var isGated: Bool { feedForwardProj == "gated-gelu" }
+    var attention: AttentionShape { AttentionShape(heads: numHeads, kvHeads: numHeads, headDim: dKV, interleaved: false) }
+
+    /// Throws if the numbers cannot describe a working model, naming the field.
+    public func validate(path: String = "config") throws {
+        func fail(_ m: String, _ kind: EncoreError.Kind = .invalidConfig) -> EncoreError { EncoreError(kind, "\(path): \(m)") }
+        guard Self.supportedFeedForward.contains(feedForwardProj) else {
+            throw fail("'feed_forward_proj' is '\(feedForwardProj)', which is not supported (supported: \(Self.supportedFeedForward.joined(separator: ", ")))", .unsupported)
+        }
+        for (name, v) in [("vocab_size", vocabSize), ("d_model", dModel), ("d_kv", dKV), ("d_ff", dFF), ("num_heads", numHeads),
+                          ("num_layers", numLayers), ("num_decoder_layers", numDecoderLayers)] where v <= 0 || v > 1 << 24 {
+            throw fail("'\(name)' must be a positive integer (at most 2^24), got \(v)")
+        }
+        guard relativeAttentionNumBuckets >= 4, relativeAttentionNumBuckets <= 1 << 16 else {
+            throw fail("'relative_attention_num_buckets' must be between 4 and 65536, got \(relativeAttentionNumBuckets)")
+        }
+        guard relativeAttentionMaxDistance > relativeAttentionNumBuckets / 2 else {
+            throw fail("'relative_attention_max_distance' (\(relativeAttentionMaxDistance)) must exceed half of 'relative_attention_num_buckets' (\(relativeAttentionNumBuckets))")
+        }
+        guard layerNormEpsilon > 0, layerNormEpsilon < 1 else { throw fail("'layer_norm_epsilon' must be in (0, 1), got \(layerNormEpsilon)") }
+        for (name, id) in [("pad_token_id", padTokenId), ("decoder_start_token_id", decoderStartTokenId)] where !(0..<vocabSize).contains(id) {
+            throw fail("'\(name)' \(id) is outside the vocabulary (0..<\(vocabSize))")
+        }
+        if let e = eosTokenId, e < 0 { throw fail("'eos_token_id' must not be negative") }
+    }
+}
+
+/// T5's relative position buckets and the [buckets, H] bias table of one stack (`relative_attention_bias`).
+struct T5RelativeBias {
+    let weight: Tensor          // [buckets, H]
+    let bidirectional: Bool
+    let numBuckets: Int
+    let maxDistance: Int
+
+    /// transformers' `_relative_position_bucket`, in fp32 like torch: `relative` is key position − query position.
+    /// Bidirectional: half the buckets for keys after the query. In each half, distances below half the half are
+    /// exact, longer ones share log-spaced buckets up to `maxDistance`, and everything further the last one.
+    static func bucket(_ relative: Int, bidirectional: Bool, numBuckets: Int, maxDistance: Int) -> Int {
+        var buckets = numBuckets, result = 0, distance: Int
+        if bidirectional {
+            buckets /= 2
+            if relative > 0 { result += buckets }
+            distance = abs(relative)
+        } else {
+            distance = max(-relative, 0)
+        }
+        let maxExact = buckets / 2
+        if distance < maxExact { return result + distance }
+        let logRatio = logf(Float(distance) / Float(maxExact)) / Float(log(Double(maxDistance) / Double(maxExact)))
+        return result + min(maxExact + Int(logRatio * Float(buckets - maxExact)), buckets - 1)
+    }
+
+    /// The bias of every (query, key) pair of a block of `tq` queries at positions `queryStart`… against keys
+    /// 0..<tk, laid out as `Ops.relativeBiasAttention` wants: [H, tq + tk − 1], entry (tq − 1) + s − t for query
+    /// t and key s (relative position s − (queryStart + t)).
+    func table(tq: Int, tk: Int, queryStart: Int) -> [Float] {
+        let heads = weight.shape[1], width = tq + tk - 1
+        var out = [Float](repeating: 0, count: heads * width)
+        for i in 0..<width {
+            let b = Self.bucket(i - (tq - 1) - queryStart, bidirectional: bidirectional, numBuckets: numBuckets, maxDistance: maxDistance)
+            for h in 0..<heads { out[h * width + i] = weight.data[b * heads + h] }
+        }
+        return out
+    }
+}
+
+/// `SelfAttention` / `EncDecAttention`: q, k, v, o without biases.
+struct T5Attention {
+    var q: Linear, k: Linear, v: Linear, o: Linear
+    init(_ l: WeightLoader, _ p: String, _ c: T5Config) throws {
+        let inner = c.numHeads * c.dKV
+        q = try Linear(l, p + ".q", in: c.dModel, out: inner, bias: false)
+        k = try Linear(l, p + ".k", in: c.dModel, out: inner, bias: false)
+        v = try Linear(l, p + ".v", in: c.dModel, out: inner, bias: false)
+        o = try Linear(l, p + ".o", in: inner, out: c.dModel, bias: false)
+    }
+}
+
+/// T5LayerNorm: w · x / sqrt(mean(x²) + eps), no mean subtraction, no bias (`<prefix>.layer_norm.weight`).
+struct T5LayerNorm {
+    var weight: Tensor
+    var eps: Float
+    init(_ l: WeightLoader, _ p: String, _ c: T5Config) throws {
+        weight = try l.tensor(p + ".weight", shape: [c.dModel])
+        eps = Float(c.layerNormEpsilon)
+    }
+    func callAsFunction(_ x: Tensor) -> Tensor { Ops.rmsNorm(x, weight: weight, eps: eps) }
+}
+
+/// `DenseReluDense`: relu → wi, wo; gated-gelu → wi_0, wi_1, wo.
+struct T5FeedForward {
+    var wi: Linear?, wi0: Linear?, wi1: Linear?, wo: Linear
+    init(_ l: WeightLoader, _ p: String, _ c: T5Config) throws {
+        if c.isGated {
+            wi0 = try Linear(l, p + ".wi_0", in: c.dModel, out: c.dFF, bias: false)
+            wi1 = try Linear(l, p + ".wi_1", in: c.dModel, out: c.dFF, bias: false)
+        } else {
+            wi = try Linear(l, p + ".wi", in: c.dModel, out: c.dFF, bias: false)
+        }
+        wo = try Linear(l, p + ".wo", in: c.dFF, out: c.dModel, bias: false)
+    }
+    func callAsFunction(_ x: Tensor) -> Tensor {                         // x [R, C]
+        if let wi0, let wi1 {
+            let gate = Ops.linearGELU(x, weight: wi0.weight, bias: nil)  // [R, F] GELU-tanh ("gelu_new")
+            return wo(Ops.multiply(gate, wi1(x)))                        // [R, C]
+        }
+        return wo(Ops.relu(wi!(x)))                                      // [R, C]
+    }
+}
+
+struct T5EncoderBlock {
+    var selfAttn: T5Attention, ln0: T5LayerNorm, ff: T5FeedForward, ln1: T5LayerNorm
+    init(_ l: WeightLoader, _ p: String, _ c: T5Config) throws {
+        selfAttn = try T5Attention(l, p + ".layer.0.SelfAttention", c)
+        ln0 = try T5LayerNorm(l, p + ".layer.0.layer_norm", c)
+        ff = try T5FeedForward(l, p + ".layer.1.DenseReluDense", c)
+        ln1 = try T5LayerNorm(l, p + ".layer.1.layer_norm", c)
+    }
+}
+
+struct T5DecoderBlock {
+    var selfAttn: T5Attention, ln0: T5LayerNorm, crossAttn: T5Attention, ln1: T5LayerNorm, ff: T5FeedForward, ln2: T5LayerNorm
+    init(_ l: WeightLoader, _ p: String, _ c: T5Config) throws {
+        selfAttn = try T5Attention(l, p + ".layer.0.SelfAttention", c)
+        ln0 = try T5LayerNorm(l, p + ".layer.0.layer_norm", c)
+        crossAttn = try T5Attention(l, p + ".layer.1.EncDecAttention", c)
+        ln1 = try T5LayerNorm(l, p + ".layer.1.layer_norm", c)
+        ff = try T5FeedForward(l, p + ".layer.2.DenseReluDense", c)
+        ln2 = try T5LayerNorm(l, p + ".layer.2.layer_norm", c)
+    }
+}
+
+/// The T5 encoder's result for a padded batch, with the cross-attention K/V of every decoder layer.
+public final class T5EncoderOutput {
+    public let batch: Int
+    public let length: Int
+    /// final_layer_norm(encoder(x)): [B, L, C].
+    public let hidden: Tensor
+    /// 1 where the input token is not the pad id: [B*L].
+    let keep: [UInt8]
+    /// Per decoder layer: K and V projected from `hidden`, [B*L, A] each.
+    let crossK: [Tensor]
+    let crossV: [Tensor]
+
+    init(batch: Int, length: Int, hidden: Tensor, keep: [UInt8], crossK: [Tensor], crossV: [Tensor]) {
+        (self.batch, self.length, self.hidden, self.keep, self.crossK, self.crossV) = (batch, length, hidden, keep, crossK, crossV)
+    }
+
+    var bytes: Int { (hidden.count + crossK.reduce(0) { $0 + $1.count } + crossV.reduce(0) { $0 + $1.count }) * 4 + keep.count }
+}
+
+/// A T5 / Flan-T5 encoder-decoder (`T5ForConditionalGeneration`) from a Hugging Face folder.
+///
+/// ```swift
+/// let t5 = try T5Model(folder: "Tests/EncoreTests/Fixtures/t5/v1_1")
+/// let logits = try t5.teacherForcedLogits(encoderIds: [[37, 12, 1]], decoderIds: [[0, 5]])   // [1, 2, V]
+/// let ids = try Generator(model: t5).generate(prompt: [37, 12, 1], parameters: .init(maxTokens: 20))
+/// ```
+public final class T5Model: LanguageModel {
+    public let config: T5Config
+    let shared: Tensor          // [V, C]
+    let lmHead: Tensor          // [V, C]: lm_head.weight, or shared when tied
+    let encoderBlocks: [T5EncoderBlock]
+    let encoderBias: T5RelativeBias
+    let encoderNorm: T5LayerNorm
+    let decoderBlocks: [T5DecoderBlock]
+    let decoderBias: T5RelativeBias
+    let decoderNorm: T5LayerNorm
+    public let parameterCount: Int
+
+    public var modelType: String { "t5" }
+    public var vocabSize: Int { config.vocabSize }
+    /// The decoder's start token (`decoder_start_token_id`).
+    public var bosTokenId: Int? { config.decoderStartTokenId }
+    public var eosTokenId: Int? { config.eosTokenId }
+    public var padTokenId: Int { config.padTokenId }
+    public var isEncoderDecoder: Bool { true }
+
+    /// Loads `folder/config.json` (model_type "t5") + `folder/model.safetensors`.
+    public convenience init(folder: String) throws {
+        let (data, type, path) = try ConfigFile.read(folder: folder)
+        guard type == "t5" else { throw EncoreError(.invalidConfig, "\(path): model_type is '\(type)', expected 't5'") }
+        try self.init(config: T5Config.decode(data, path: path), file: SafeTensorsFile(path: folder + "/model.safetensors"))
+    }
+
+    public convenience init(config: T5Config, file: SafeTensorsFile) throws {
+        try self.init(config: config, loader: WeightLoader(file: file))
+    }
+
+    /// A model from named tensors (transformers names).
+    public convenience init(config: T5Config, tensors: [String: Tensor]) throws {
+        try config.validate()
+        try self.init(config: config, loader: WeightLoader(source: .dictionary(tensors, name: "tensors")))
+    }
+
+    init(config: T5Config, loader l: WeightLoader) throws {
+        self.config = config
+        let c = config
+        shared = try l.tensor("shared.weight", shape: [c.vocabSize, c.dModel])
+        for copy in ["encoder.embed_tokens.weight", "decoder.embed_tokens.weight"] {
+            if let t = try l.optional(copy, shape: [c.vocabSize, c.dModel]), t.storage !== shared.storage,
+               !t.toArray().elementsEqual(shared.toArray()) {
+                throw EncoreError(.unsupported, "\(l.sourceName): tensor '\(copy)' differs from 'shared.weight' (Encore ties the T5 embeddings)")
+            }
+        }
+        if let head = try l.optional("lm_head.weight", shape: [c.vocabSize, c.dModel]) {
+            lmHead = head
+        } else if c.tieWordEmbeddings {
+            lmHead = shared
+        } else {
+            throw EncoreError(.missingTensor, "\(l.sourceName): missing tensor 'lm_head.weight' (expected shape \([c.vocabSize, c.dModel]); the config says tie_word_embeddings false)")
+        }
+        let biasShape = [c.relativeAttentionNumBuckets, c.numHeads]
+        encoderBias = T5RelativeBias(weight: try l.tensor("encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight", shape: biasShape),
+                                     bidirectional: true, numBuckets: c.relativeAttentionNumBuckets, maxDistance: c.relativeAttentionMaxDistance)
+        encoderBlocks = try (0..<c.numLayers).map { try T5EncoderBlock(l, "encoder.block.\($0)", c) }
+        encoderNorm = try T5LayerNorm(l, "encoder.final_layer_norm", c)
+        decoderBias = T5RelativeBias(weight: try l.tensor("decoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight", shape: biasShape),
+                                     bidirectional: false, numBuckets: c.relativeAttentionNumBuckets, maxDistance: c.relativeAttentionMaxDistance)
+        _ = try l.optional("decoder.block.0.layer.1.EncDecAttention.relative_attention_bias.weight", shape: biasShape)   // unused, as in transformers
+        decoderBlocks = try (0..<c.numDecoderLayers).map { try T5DecoderBlock(l, "decoder.block.\($0)", c) }
+        decoderNorm = try T5LayerNorm(l, "decoder.final_layer_norm", c)
+        try l.checkAllUsed()
+
+        let attention = 4 * c.dModel * c.numHeads * c.dKV
+        let ff = (c.isGated ? 3 : 2) * c.dModel * c.dFF
+        parameterCount = c.vocabSize * c.dModel + (lmHead.storage === shared.storage ? 0 : lmHead.count)
+            + 2 * c.relativeAttentionNumBuckets * c.numHeads
+            + c.numLayers * (attention + ff + 2 * c.dModel) + c.dModel
+            + c.numDecoderLayers * (2 * attention + ff + 3 * c.dModel) + c.dModel
+    }
+
+    // MARK: encoder
+
+    /// Right-pads rows with the pad id to a common length (the attention mask is ids ≠ pad).
+    func padBatch(_ rows: [[Int]], what: String) throws -> (ids: [Int], length: Int) {
+        guard !rows.isEmpty else { throw EncoreError(.invalidArgument, "\(what): empty batch") }
+        for (i, r) in rows.enumerated() {
+            guard !r.isEmpty else { throw EncoreError(.invalidArgument, "\(what) \(i): empty token sequence") }
+            try TokenCheck.validate(r, vocab: config.vocabSize, what: "\(what) \(i)")
+        }
+        let L = rows.map(\.count).max()!
+        return (rows.flatMap { $0 + [Int](repeating: config.padTokenId, count: L - $0.count) }, L)
+    }
+
+    /// Runs the encoder on a batch (rows right-padded with the pad id, pad keys masked) and projects every
+    /// decoder layer's cross-attention K/V once.
+    public func encode(_ rows: [[Int]]) throws -> T5EncoderOutput {
+        let (ids, L) = try padBatch(rows, what: "input")
+        let B = rows.count, shape = config.attention, A = shape.qWidth
+        let keep = ids.map { $0 == config.padTokenId ? UInt8(0) : 1 }
+        let bias = encoderBias.table(tq: L, tk: L, queryStart: 0)          // [H, 2L-1], shared by every layer
+        var scratch: [Float] = []
+
+        var x = Ops.embedding(shared, ids: ids)                            // [B*L, C]
+        for block in encoderBlocks {
+            let h = block.ln0(x)                                           // [B*L, C]
+            let q = block.selfAttn.q(h), k = block.selfAttn.k(h), v = block.selfAttn.v(h)   // [B*L, A]
+            let o = Tensor(uninitialized: [B * L, A])
+            withExtendedLifetime((q, k, v)) {
+                keep.withUnsafeBufferPointer { kp in
+                    bias.withUnsafeBufferPointer { bp in
+                        for b in 0..<B {
+                            Ops.relativeBiasAttention(q: q.data + b * L * A, tq: L, k: k.data + b * L * A, v: v.data + b * L * A,
+                                                      kvRows: L, kvStride: A, out: o.data + b * L * A, shape: shape,
+                                                      keyKeep: kp.baseAddress! + b * L, causalOffset: -1, bias: bp.baseAddress,
+                                                      scratch: &scratch)
+                        }
+                    }
+                }
+            }
+            Ops.addInPlace(x, block.selfAttn.o(o))
+            Ops.addInPlace(x, block.ff(block.ln1(x)))
+        }
+        x = encoderNorm(x)
+        let crossK = decoderBlocks.map { $0.crossAttn.k(x) }               // [B*L, A] per layer
+        let crossV = decoderBlocks.map { $0.crossAttn.v(x) }
+        return T5EncoderOutput(batch: B, length: L, hidden: x.reshaped([B, L, config.dModel]), keep: keep, crossK: crossK, crossV: crossV)
+    }
+
+    // MARK: decoder
+
+    /// Decoder state for one batch: the encoder output and the self-attention caches.
+    final class DecoderState {
+        let encoder: T5EncoderOutput
+        let caches: [KVCache]
+        var length: Int { caches.first?.length ?? 0 }
+        init(encoder: T5EncoderOutput, caches: [KVCache]) {
+            self.encoder = encoder
+            self.caches = caches
+        }
+    }
+
+    func makeDecoderState(_ enc: T5EncoderOutput, capacity: Int) -> DecoderState {
+        DecoderState(encoder: enc, caches: decoderBlocks.map { _ in
+            KVCache(batch: enc.batch, width: config.attention.qWidth, capacity: capacity)
+        })
+    }
+
+    /// Runs the decoder on `n` new tokens per row (ids: [B*n], row-major), extending the caches.
+    /// Returns logits [B*n, V], or only the last position's [B, V] when `lastOnly`.
+    func decode(_ state: DecoderState, ids: [Int], n: Int, lastOnly: Bool) -> Tensor {
+        let B = state.encoder.batch, L = state.encoder.length, shape = config.attention, A = shape.qWidth
+        let start = state.length
+        let bias = decoderBias.table(tq: n, tk: start + n, queryStart: start)   // [H, 2n+start-1]
+        let ones = [UInt8](repeating: 1, count: B * n)                          // decoder keys: causal mask only
+        var scratch: [Float] = []
+
+        var x = Ops.embedding(shared, ids: ids)                            // [B*n, C]
+        for (layer, block) in decoderBlocks.enumerated() {
+            // causal self-attention over the cache, + position bias
+            let h = block.ln0(x)
+            let q = block.selfAttn.q(h)                                    // [B*n, A]
+            let cache = state.caches[layer]
+            cache.append(k: block.selfAttn.k(h), v: block.selfAttn.v(h), keep: ones, n: n)
+            let o = Tensor(uninitialized: [B * n, A])
+            withExtendedLifetime(q) {
+                bias.withUnsafeBufferPointer { bp in
+                    for b in 0..<B {
+                        Ops.relativeBiasAttention(q: q.data + b * n * A, tq: n, k: cache.keyPointer(batch: b), v: cache.valuePointer(batch: b),
+                                                  kvRows: cache.length, kvStride: A, out: o.data + b * n * A, shape: shape,
+                                                  keyKeep: nil, causalOffset: start, bias: bp.baseAddress, scratch: &scratch)
+                    }
+                }
+            }
+            Ops.addInPlace(x, block.selfAttn.o(o))
+            // cross-attention over the encoder output (K/V projected once, no position bias)
+            let qc = block.crossAttn.q(block.ln1(x))                       // [B*n, A]
+            let kc = state.encoder.crossK[layer], vc = state.encoder.crossV[layer]
+            let oc = Tensor(uninitialized: [B * n, A])
+            withExtendedLifetime((qc, kc, vc)) {
+                state.encoder.keep.withUnsafeBufferPointer { kp in
+                    for b in 0..<B {
+                        Ops.relativeBiasAttention(q: qc.data + b * n * A, tq: n, k: kc.data + b * L * A, v: vc.data + b * L * A,
+                                                  kvRows: L, kvStride: A, out: oc.data + b * n * A, shape: shape,
+                                                  keyKeep: kp.baseAddress! + b * L, causalOffset: -1, bias: nil, scratch: &scratch)
+                    }
+                }
+            }
+            Ops.addInPlace(x, block.crossAttn.o(oc))
+            Ops.addInPlace(x, block.ff(block.ln2(x)))
+        }
+        if lastOnly && n > 1 { x = Ops.lastRows(x, batch: B, n: n) }
+        let y = decoderNorm(x)                                             // [R, C]
+        if config.scalesDecoderOutput { Ops.scaleInPlace(y, Float(pow(Double(config.dModel), -0.5))) }   // tied head (v1.0)
+        return Ops.linear(y, weight: lmHead, bias: nil)                    // [R, V]
+    }
+
+    /// Teacher-forced logits [B, T, V], transformers' `model(input_ids, attention_mask, decoder_input_ids).logits`
+    /// with attention_mask = ids ≠ pad. Decoder rows start with `decoder_start_token_id`; shorter rows are
+    /// right-padded with the pad id (T5 does not mask decoder pads, so a row's earlier positions are unaffected).
+    public func teacherForcedLogits(encoderIds: [[Int]], decoderIds: [[Int]]) throws -> Tensor {
+        guard encoderIds.count == decoderIds.count else {
+            throw EncoreError(.invalidArgument, "batch size mismatch: \(encoderIds.count) encoder rows, \(decoderIds.count) decoder rows")
+        }
+        let enc = try encode(encoderIds)
+        let (ids, T) = try padBatch(decoderIds, what: "decoder input")
+        let state = makeDecoderState(enc, capacity: T)
+        return decode(state, ids: ids, n: T, lastOnly: false).reshaped([decoderIds.count, T, config.vocabSize])
+    }
+
+    // MARK: LanguageModel
+
+    final class State: GenerationState {
+        let model: T5Model
+        let decoder: DecoderState
+        var logits: Tensor
+        let encodeSeconds: Double
+        var batchSize: Int { decoder.encoder.batch }
+        var cacheBytes: Int { decoder.encoder.bytes + decoder.caches.reduce(0) { $0 + $1.bytes } }
+
+        init(model: T5Model, decoder: DecoderState, logits: Tensor, encodeSeconds: Double) {
+            self.model = model
+            self.decoder = decoder
+            self.logits = logits
+            self.encodeSeconds = encodeSeconds
+        }
+
+        func advance(tokens: [Int]) throws {
+            guard tokens.count == batchSize else { throw EncoreError(.invalidArgument, "advance: \(tokens.count) tokens for \(batchSize) rows") }
+            try TokenCheck.validate(tokens, vocab: model.config.vocabSize, what: "generated tokens")
+            logits = model.decode(decoder, ids: tokens, n: 1, lastOnly: true)
+        }
+    }
+
+    public func beginGeneration(prompts: [[Int]]) throws -> GenerationState {
+        let t0 = now()
+        let enc = try encode(prompts)
+        let t1 = now()
+        let state = makeDecoderState(enc, capacity: 64)
+        let logits = decode(state, ids: [Int](repeating: config.decoderStartTokenId, count: prompts.count), n: 1, lastOnly: true)
+        return State(model: self, decoder: state, logits: logits, encodeSeconds: t1 - t0)
+    }
+
+    /// Log-probabilities of `target` given `input`: the decoder reads [decoder_start_token_id] + target.
+    public func score(input: [Int], target: [Int]) throws -> [Float] {
+        guard !target.isEmpty else { return [] }
+        try TokenCheck.validate(target, vocab: config.vocabSize, what: "target")
+        let logits = try teacherForcedLogits(encoderIds: [input], decoderIds: [[config.decoderStartTokenId] + target.dropLast()])
+        let lp = Ops.logSoftmax(logits.reshaped([target.count, config.vocabSize]))
+        return target.enumerated().map { lp[$0.offset, $0.element] }
+    }
+}
