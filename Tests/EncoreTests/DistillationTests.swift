@@ -244,6 +244,13 @@ final class DistillationTests: XCTestCase {
         let batch = Seq2SeqBatch([data[0], data[1]], encoderSeqLen: 32, decoderSeqLen: 16, bos: 1, eos: 2, pad: 0, padToLongest: true)
         XCTAssertEqual(batch.encoderIds[0].count, min(32, max(data[0].source.count, data[1].source.count)))
         XCTAssertEqual(batch.targets[0].count, min(16, max(data[0].target.count, data[1].target.count) + 1))
+        // padding only to the batch's longest leaves the cross-entropy unchanged (1e-5 relative): masked keys,
+        // ignored targets, and encoder positions shifted by a constant, which RoPE attention does not see
+        let few = Array(data.filter { $0.source.count < 20 }.prefix(3))
+        let fixed = try (try trainer(bucket: false, seed: 1) as! Seq2SeqTrainer).ceLoss(few, dropout: nil).item
+        let short = try (bucketed as! Seq2SeqTrainer).ceLoss(few, dropout: nil).item
+        XCTAssertEqual(short, fixed, accuracy: fixed * 1e-5)
+        XCTAssertLessThan(Seq2SeqBatch(few, encoderSeqLen: 32, decoderSeqLen: 16, bos: 1, eos: 2, pad: 0, padToLongest: true).encoderIds[0].count, 32)
         // and a bucketed run trains
         let t = try trainer(bucket: true, seed: 3)
         XCTAssertTrue(try t.trainStep().loss.isFinite)

@@ -124,8 +124,10 @@ public enum Seq2SeqData {
 /// [BOS] + labels[..<last] (so the pads after EOS are fed too, and masked as keys).
 ///
 /// With `padToLongest` (``Trainer/Settings/bucketByLength``) both sides are padded only to the batch's longest
-/// (still truncated at the sequence lengths), which the reference never does: the encoder's centred RoPE
-/// positions then follow the shorter padded length, as they do at inference on an unpadded prompt.
+/// (still truncated at the sequence lengths). The cross-entropy is unchanged up to roundoff: padded keys are
+/// masked, the loss ignores padded targets, and the shorter padding only shifts the encoder's centred RoPE
+/// positions by a constant, which attention does not see (RoPE depends on position differences) — unless
+/// `rope_factor` > 1 and the padded length passes `block_size`, where the dynamic-NTK base depends on it.
 public struct Seq2SeqBatch: Equatable, Sendable {
     public var encoderIds: [[Int]]   // [B, encoderSeqLen]
     public var decoderIds: [[Int]]   // [B, decoderSeqLen]
