@@ -352,6 +352,19 @@ final class DistillCLITests: XCTestCase {
         XCTAssertEqual(c.status, 0, c.stderr)     // targets are sampled: ids >= 320 become unk for the teacher
     }
 
+    /// A student whose tokenizer is not the teacher's is refused before training, naming an id where they differ.
+    func testMismatchedTokenizersAreRefused() throws {
+        let dir = try makeTempDir(self)
+        try setUpStudent(vocab: 320, dir: dir)           // both are Llama-style: ids 0..258 (specials, bytes) agree
+        try FileManager.default.copyItem(atPath: fixtures + "/../../EncoreTokenizersTests/Fixtures/phi-3.5-mini/tokenizer.json",
+                                         toPath: dir + "/student/tokenizer.json")
+        try #"{"source_ids": [5, 6], "target_ids": [7]}"#.write(toFile: dir + "/d.jsonl", atomically: true, encoding: .utf8)
+        let r = runCLI(["distill", "--model", dir + "/student", "--teacher", fixture("tiny_llama/f32.gguf"), "--data", dir + "/d.jsonl",
+                        "--out", dir + "/o", "--batch-size", "1", "--warmup", "0"])
+        XCTAssertEqual(r.status, 1)
+        XCTAssertTrue(r.stderr.contains("tokenizer and the teacher's differ at id"), r.stderr)
+    }
+
     /// `encore init --tokenizer model.gguf` stores the vocabulary (no weights) as tokenizer.gguf, which encodes
     /// exactly as the source GGUF's vocabulary.
     func testInitWithAGGUFTokenizer() throws {
