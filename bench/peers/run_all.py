@@ -14,10 +14,11 @@ Models (random weights; speed does not depend on the values):
   t5     the 347M T5 of BASELINES.md (20 + 10 layers, d_model 1024, 6 x 64 heads, ReLU d_ff 4096), same sets
   mu     Mu-330M (the released config); Encore's and PyTorch's (bench/peers/mu_torch.py, reference
          architecture with a KV cache) own random weights of the same shapes
-Engines: encore (`encore bench --model ...`), hf (transformers generate, fp32/bf16), ct2 (CTranslate2
+Engines: encore (`encore bench --model ...`, `--decode-weights bf16|int8|q4_0`, `--keep-quantized` for the GGUF
+blocks), hf (transformers generate, fp32/bf16), ct2 (CTranslate2
 float32/int8), llama.cpp (llama-cpp-python, GGUF), pytorch (Mu). Precisions: fp32, bf16, int8 (CT2 int8,
-llama.cpp q8_0), q4_0 (llama.cpp). An engine that cannot run a row (e.g. Encore before its T5 or int8 support
-lands) prints n/a with the reason, and is measured automatically once it can.
+llama.cpp q8_0), q4_0 (llama.cpp). An engine that cannot run a row (e.g. Encore on a T5 GGUF, or a decode format a family
+lacks) prints n/a with the reason, and is measured automatically once it can.
 
 Usage (from the repository root):
 
@@ -78,12 +79,15 @@ def entries(args, ck: Path):
         add(m, "bf16", "llama.cpp", "llama.cpp bf16", [lpy, str(HERE / "llamacpp_peer.py"), "--gguf",
                                                       str(ck / f"{m}-bf16.gguf")] + io)
         add(m, "int8", "encore", "encore", encore_bench_cmd(enc, hf, L, N, T, R, ["--decode-weights", "int8"]))
-        add(m, "int8", "encore", "encore q8_0 GGUF", encore_bench_cmd(enc, str(ck / f"{m}-q8_0.gguf"), L, N, T, R))
+        add(m, "int8", "encore", "encore q8_0 GGUF", encore_bench_cmd(enc, str(ck / f"{m}-q8_0.gguf"), L, N, T, R,
+                                                                      ["--keep-quantized"]))
         add(m, "int8", "ct2", "ct2 int8", [py, str(HERE / "ct2_peer.py"), "--model", str(ck / f"{m}-ct2-int8"),
                                            "--compute-type", "int8"] + io)
         add(m, "int8", "llama.cpp", "llama.cpp q8_0", [lpy, str(HERE / "llamacpp_peer.py"), "--gguf",
                                                       str(ck / f"{m}-q8_0.gguf")] + io)
-        add(m, "q4_0", "encore", "encore q4_0 GGUF", encore_bench_cmd(enc, str(ck / f"{m}-q4_0.gguf"), L, N, T, R))
+        add(m, "q4_0", "encore", "encore q4_0 GGUF", encore_bench_cmd(enc, str(ck / f"{m}-q4_0.gguf"), L, N, T, R,
+                                                                      ["--keep-quantized"]))
+        add(m, "q4_0", "encore", "encore q4_0", encore_bench_cmd(enc, hf, L, N, T, R, ["--decode-weights", "q4_0"]))
         add(m, "q4_0", "llama.cpp", "llama.cpp q4_0", [lpy, str(HERE / "llamacpp_peer.py"), "--gguf",
                                                       str(ck / f"{m}-q4_0.gguf")] + io)
     mu_enc = [enc, "bench", "--preset", "mu-330m", "--models", "mu", "--input-tokens", str(args.input_tokens),
@@ -101,10 +105,10 @@ def main() -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog=__doc__.split("\n\n", 1)[1])
     ap.add_argument("--quick", action="store_true", help="1 round, 1 rep, 16 output tokens (a smoke run)")
-    ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--reps", type=int, default=2, help="timed repetitions inside each process")
+    ap.add_argument("--rounds", type=int, help="fresh-process rounds, order reversed each round (default 2; --quick 1)")
+    ap.add_argument("--reps", type=int, help="timed repetitions inside each process (default 2; --quick 1)")
     ap.add_argument("--input-tokens", type=int, default=512)
-    ap.add_argument("--output-tokens", type=int, default=64)
+    ap.add_argument("--output-tokens", type=int, help="generated tokens (default 64; --quick 16)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--precisions", default=",".join(PRECISIONS))
@@ -120,8 +124,9 @@ def main() -> int:
                     help="take the rows measured in an earlier run_all JSON (same lengths and threads) and run only "
                          "the rest, e.g. the n/a rows once Encore supports them; the JSON marks reused rows")
     args = ap.parse_args()
-    if args.quick:
-        args.rounds, args.reps, args.output_tokens = 1, 1, 16
+    for name, normal, quick in (("rounds", 2, 1), ("reps", 2, 1), ("output_tokens", 64, 16)):
+        if getattr(args, name) is None:   # --quick changes only what was not given explicitly
+            setattr(args, name, quick if args.quick else normal)
     for name, allowed in (("models", MODELS), ("precisions", PRECISIONS), ("engines", ENGINES)):
         vals = [v for v in getattr(args, name).split(",") if v]
         bad = [v for v in vals if v not in allowed]
@@ -150,9 +155,10 @@ def main() -> int:
         if (prev.get("input_tokens"), prev.get("output_tokens"), prev.get("threads")) != \
                 (args.input_tokens, args.output_tokens, args.threads):
             ap.error(f"--reuse: {args.reuse} was measured at other lengths or threads")
-        old_rows = {(r["model"], r["precision"], r["label"]): r for r in prev.get("rows", [])}
+        # same row and the same command (the binary or interpreter path aside): a changed command is run again
+        old_rows = {(r["model"], r["precision"], r["label"], tuple(r["cmd"][1:])): r for r in prev.get("rows", [])}
         for e in rows:
-            r = old_rows.get((e["model"], e["precision"], e["label"]))
+            r = old_rows.get((e["model"], e["precision"], e["label"], tuple(e["cmd"][1:])))
             if r and r.get("samples"):
                 e["samples"], e["reused_from"] = r["samples"], prev.get("started_utc")
     for rnd in range(args.rounds):
@@ -171,7 +177,7 @@ def main() -> int:
                                  "peak_rss_mb": r.get("peak_rss_mb"), "params": r.get("params"),
                                  "wall_s": data.get("wall_s"), "load_avg": data.get("load_avg_1min_before"),
                                  "version": data.get("version"),
-                                 "decode_weights": data.get("decode_weights")})
+                                 "decode_weights": r.get("decode_weights", data.get("decode_weights"))})
             log(f"  TTFT {r.get('ttft_ms', 0):,.0f} ms, decode {r.get('decode_tokens_per_s', 0):.1f} tok/s, "
                 f"peak RSS {r.get('peak_rss_mb', 0):,.0f} MiB ({data.get('wall_s')} s)")
 
@@ -193,7 +199,8 @@ def main() -> int:
 
 
 # What Encore's JSON must report as its decode weights for a row to count as that precision.
-FORMATS = {"fp32": ("f32", "fp32"), "bf16": ("bf16",), "int8": ("int8", "q8_0"), "q4_0": ("q4_0", "q4")}
+# "gguf" = `encore bench --keep-quantized`: the GGUF file's own blocks (the q8_0 / q4_0 files of those rows).
+FORMATS = {"fp32": ("f32", "fp32"), "bf16": ("bf16",), "int8": ("int8", "q8_0", "gguf"), "q4_0": ("q4_0", "gguf")}
 
 METRICS = (("ttft", "ttft_ms", min, f"TTFT ms"), ("decode", "decode_tokens_per_s", max, "decode tok/s"),
            ("rss", "peak_rss_mb", min, "peak RSS MiB"))
