@@ -252,3 +252,69 @@ struct GGUFReader {
         }
     }
 }
+
+extension GGUFValue {
+    /// The GGUF type code of this value (arrays: 9).
+    var typeCode: UInt32 {
+        switch self {
+        case .uint8: return 0
+        case .int8: return 1
+        case .uint16: return 2
+        case .int16: return 3
+        case .uint32: return 4
+        case .int32: return 5
+        case .float32: return 6
+        case .bool: return 7
+        case .string: return 8
+        case .array: return 9
+        case .uint64: return 10
+        case .int64: return 11
+        case .float64: return 12
+        }
+    }
+
+    func append(to out: inout [UInt8]) {
+        func le<T: FixedWidthInteger>(_ x: T) { withUnsafeBytes(of: x.littleEndian) { out += $0 } }
+        switch self {
+        case .uint8(let v): le(v)
+        case .int8(let v): le(v)
+        case .uint16(let v): le(v)
+        case .int16(let v): le(v)
+        case .uint32(let v): le(v)
+        case .int32(let v): le(v)
+        case .float32(let v): le(v.bitPattern)
+        case .bool(let v): le(UInt8(v ? 1 : 0))
+        case .string(let s): le(UInt64(s.utf8.count)); out += Array(s.utf8)
+        case .array(let items):
+            le(items.first?.typeCode ?? 4)        // an empty array keeps no element type: uint32
+            le(UInt64(items.count))
+            for item in items { item.append(to: &out) }
+        case .uint64(let v): le(v)
+        case .int64(let v): le(v)
+        case .float64(let v): le(v.bitPattern)
+        }
+    }
+}
+
+extension GGUFFile {
+    /// A GGUF v3 file holding only the metadata keys of this file that `include` accepts (in file order) and
+    /// no tensors — e.g. a model's vocabulary (`tokenizer.*`) for a model folder that shares it:
+    ///
+    /// ```swift
+    /// let bytes = try GGUFFile(path: "SmolLM2.gguf").metadataOnly { $0.hasPrefix("tokenizer.") || $0 == "general.architecture" }
+    /// ```
+    public func metadataOnly(include: (String) -> Bool) -> [UInt8] {
+        let kept = keys.filter(include)
+        var out: [UInt8] = [0x47, 0x47, 0x55, 0x46]
+        func le<T: FixedWidthInteger>(_ x: T) { withUnsafeBytes(of: x.littleEndian) { out += $0 } }
+        le(UInt32(3)); le(UInt64(0)); le(UInt64(kept.count))
+        for key in kept {
+            let value = metadata[key]!
+            le(UInt64(key.utf8.count)); out += Array(key.utf8)
+            le(value.typeCode)
+            value.append(to: &out)
+        }
+        while out.count % 32 != 0 { out.append(0) }   // the (empty) data section starts aligned
+        return out
+    }
+}

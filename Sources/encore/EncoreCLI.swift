@@ -23,7 +23,8 @@ struct EncoreCLI: ParsableCommand {
         """,
         version: EncoreVersion.string,
         subcommands: [GenerateCommand.self, ScoreCommand.self, TokenizeCommand.self, DetokenizeCommand.self, TokenizerBenchCommand.self,
-                      InspectCommand.self, InitCommand.self, QuantizeCommand.self, BenchCommand.self, BenchTrainCommand.self, TrainCommand.self, ChatCommand.self]
+                      InspectCommand.self, InitCommand.self, QuantizeCommand.self, BenchCommand.self, BenchTrainCommand.self, TrainCommand.self,
+                      DistillCommand.self, ChatCommand.self]
     )
 }
 

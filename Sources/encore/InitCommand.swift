@@ -1,5 +1,6 @@
 import ArgumentParser
 import Encore
+import EncoreTokenizers
 import Foundation
 
 struct InitCommand: ParsableCommand {
@@ -9,11 +10,14 @@ struct InitCommand: ParsableCommand {
         discussion: """
         Matrices N(0, 0.02), zero biases, unit norm weights (the reference's _init_weights), written as \
         config.json + model.safetensors with the reference's tensor names. --tokenizer copies a tokenizer \
-        (tokenizer.json and, if present beside it, tokenizer_config.json) into the folder so --prompt works.
+        (tokenizer.json and, if present beside it, tokenizer_config.json) into the folder so --prompt works; \
+        given a .gguf model file, its vocabulary (the tokenizer.* metadata, no weights) is written as \
+        tokenizer.gguf (e.g. a student that shares SmolLM2's vocabulary: set vocab_size 49152 in the config).
 
         Examples:
           encore init --preset mu-330m --out models/mu-random --tokenizer ../shared/data/phi-3.5-mini-tokenizer
           encore init --config my-config.json --out models/mu-small
+          encore init --config mu-smollm2.json --out models/mu-student --tokenizer models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
         """
     )
 
@@ -26,7 +30,7 @@ struct InitCommand: ParsableCommand {
     @Option(help: "Output folder.")
     var out: String
 
-    @Option(help: "A tokenizer.json file or a folder holding one, copied into the model folder.")
+    @Option(help: "A tokenizer.json file or a folder holding one (copied into the model folder), or a .gguf file (its vocabulary is written as tokenizer.gguf).")
     var tokenizer: String?
 
     @Option(help: "Random seed.")
@@ -55,6 +59,19 @@ struct InitCommand: ParsableCommand {
                 var isDir: ObjCBool = false
                 guard FileManager.default.fileExists(atPath: tokenizer, isDirectory: &isDir) else {
                     throw EncoreError(.io, "\(tokenizer): no such file or folder")
+                }
+                if !isDir.boolValue && GGUFFile.hasMagic(path: tokenizer) {
+                    let file: GGUFFile
+                    do { file = try GGUFFile(path: tokenizer) } catch let e as TokenizerError { throw EncoreError(.invalidFile, e.description) }
+                    guard file.metadata["tokenizer.ggml.tokens"] != nil else { throw EncoreError(.invalidFile, "\(tokenizer): no tokenizer.ggml.tokens metadata") }
+                    let bytes = file.metadataOnly { $0.hasPrefix("tokenizer.") || $0 == "general.architecture" || $0 == "general.name" }
+                    try AtomicFile.write(Data(bytes), to: out + "/tokenizer.gguf")
+                    let tok = try TextCodec.load(folder: out, required: true)!.tokenizer
+                    if tok.vocabSize > cfg.vocabSize {
+                        printStderr("warning: the tokenizer has \(tok.vocabSize) ids, the model's vocab_size is \(cfg.vocabSize)")
+                    }
+                    print("wrote \(out): \(String(format: "%.1fM", Double(model.parameterCount) / 1e6)) parameters, \(dtype); tokenizer.gguf (\(tok.vocabSize) ids)")
+                    return
                 }
                 let dir = isDir.boolValue ? tokenizer : (tokenizer as NSString).deletingLastPathComponent
                 let json = isDir.boolValue ? tokenizer + "/tokenizer.json" : tokenizer

@@ -3,7 +3,7 @@ import EncoreTokenizers
 import Foundation
 
 /// Text ↔ ids for the CLI, from the tokenizer in the model folder (tokenizer.json, optionally with
-/// tokenizer_config.json).
+/// tokenizer_config.json, or a vocabulary-only tokenizer.gguf).
 struct TextCodec {
     let tokenizer: Tokenizer
 
@@ -19,6 +19,13 @@ struct TextCodec {
             }
         }
         let path = folder + "/tokenizer.json"
+        if !FileManager.default.fileExists(atPath: path), FileManager.default.fileExists(atPath: folder + "/tokenizer.gguf") {
+            do {
+                return TextCodec(tokenizer: try Tokenizer.load(path: folder + "/tokenizer.gguf"))   // a vocabulary-only GGUF (encore init)
+            } catch let e as TokenizerError {
+                throw EncoreError(.invalidFile, e.description)
+            }
+        }
         guard FileManager.default.fileExists(atPath: path) else {
             if required {
                 throw EncoreError(.invalidArgument, "\(folder): no tokenizer.json, so --prompt cannot be encoded; give token ids with --input-ids")

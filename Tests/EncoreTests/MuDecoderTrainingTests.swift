@@ -86,31 +86,69 @@ final class MuDecoderTrainingTests: XCTestCase {
         XCTAssertEqual(labels, [[0, 0, 0, 10, 19, 66]])
     }
 
-    /// `encore train` on a mu_decoder folder runs the causal-LM trainer and writes a loadable mu_decoder folder.
-    func testTrainCLIOnMuDecoder() throws {
+    /// `encore train` on a mu_decoder folder runs the causal-LM trainer, writes a loadable mu_decoder folder, and
+    /// a run stopped at step 3 and resumed reproduces the unbroken run's losses and final weights exactly.
+    func testTrainCLIOnMuDecoderAndResume() throws {
         let dir = NSTemporaryDirectory() + "encore-mudec-train-\(getpid())"
         try? FileManager.default.removeItem(atPath: dir)
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         addTeardownBlock { try? FileManager.default.removeItem(atPath: dir) }
-        try [#"{"source_ids": [69, 23, 13], "target_ids": [10, 19]}"#, #"{"source_ids": [57, 22], "target_ids": [96, 27, 5]}"#]
+        try [#"{"source_ids": [69, 23, 13], "target_ids": [10, 19]}"#, #"{"source_ids": [57, 22], "target_ids": [96, 27, 5]}"#,
+             #"{"source_ids": [5, 6, 7, 8], "target_ids": [9]}"#, #"{"source_ids": [44], "target_ids": [45, 46, 47, 48]}"#]
             .joined(separator: "\n").write(toFile: dir + "/data.jsonl", atomically: true, encoding: .utf8)
-        let r = runCLI(["train", "--model", fixture("mu/mu_decoder"), "--data", dir + "/data.jsonl", "--out", dir + "/o",
-                        "--batch-size", "2", "--steps", "4", "--warmup", "1", "--lr", "0.01", "--dropout", "0",
-                        "--encoder-seq-len", "8", "--decoder-seq-len", "8"])
-        XCTAssertEqual(r.status, 0, r.stderr)
-        let losses = r.stderr.split(separator: "\n").compactMap { line -> Double? in
-            guard let o = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
-                  o["message"] as? String == "training_step" else { return nil }
-            return o["loss"] as? Double
+        func losses(_ stderr: String) -> [Int: Double] {
+            var out: [Int: Double] = [:]
+            for line in stderr.split(separator: "\n") {
+                guard let o = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
+                      o["message"] as? String == "training_step", let s = o["step"] as? Int, let l = o["loss"] as? Double else { continue }
+                out[s] = l
+            }
+            return out
         }
-        XCTAssertEqual(losses.count, 4, r.stderr)
-        XCTAssertLessThan(losses.last!, losses.first!, "\(losses)")
+        let common = ["train", "--model", fixture("mu/mu_decoder"), "--data", dir + "/data.jsonl", "--batch-size", "2", "--steps", "6",
+                      "--warmup", "1", "--lr", "0.01", "--dropout", "0.1", "--encoder-seq-len", "8", "--decoder-seq-len", "8",
+                      "--progress", "json", "--bucket-by-length", "--val", dir + "/data.jsonl", "--eval-every", "3"]
+        let r = runCLI(common + ["--out", dir + "/o"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let want = losses(r.stderr)
+        XCTAssertEqual(want.keys.sorted(), Array(0..<6), r.stderr)
+        XCTAssertLessThan(want[5]!, want[0]!, "\(want)")
+        XCTAssertTrue(r.stderr.contains(#""message":"loss_evaluator_metrics""#), r.stderr)
         let trained = try MuDecoderModel(folder: dir + "/o")
         XCTAssertNotEqual(try trained.logits([[69, 23]]).toArray(), try MuDecoderModel(folder: fixture("mu/mu_decoder")).logits([[69, 23]]).toArray())
-        let refused = runCLI(["train", "--model", fixture("mu/mu_decoder"), "--data", dir + "/data.jsonl", "--out", dir + "/p",
-                              "--batch-size", "2", "--steps", "2", "--warmup", "0", "--save-every", "1"])
-        XCTAssertNotEqual(refused.status, 0)
-        XCTAssertTrue(refused.stderr.contains("--save-every is not supported"), refused.stderr)
+
+        let first = runCLI(common + ["--out", dir + "/p", "--stop-after", "3"])
+        XCTAssertEqual(first.status, 0, first.stderr)
+        XCTAssertNotNil(TrainingCheckpoint.manifest(folder: dir + "/p/checkpoints/state-3"))
+        let second = runCLI(common + ["--out", dir + "/p", "--resume"])
+        XCTAssertEqual(second.status, 0, second.stderr)
+        XCTAssertEqual(losses(first.stderr).merging(losses(second.stderr)) { a, _ in a }, want, "losses of the stopped + resumed run")
+        XCTAssertEqual(FileManager.default.contents(atPath: dir + "/p/model.safetensors"),
+                       FileManager.default.contents(atPath: dir + "/o/model.safetensors"), "final weights differ")
+    }
+
+    /// The library-level resume of the causal-LM trainer (dropout on, shuffled, several epochs): bit-identical.
+    func testCausalLMResumeIsBitIdentical() throws {
+        let data = [([69, 23, 13], [10, 19]), ([57, 22], [96, 27, 5]), ([5, 6, 7, 8], [9]), ([44], [45, 46, 47, 48]),
+                    ([30, 31], [32]), ([33, 34, 35], [36, 37])].map { Seq2SeqExample(source: $0.0, target: $0.1) }
+        func make() throws -> CausalLMTrainer {
+            var s = Seq2SeqTrainer.Settings()
+            (s.encoderSeqLen, s.decoderSeqLen, s.batchSize, s.learningRate, s.warmupSteps, s.dropout) = (5, 4, 2, 1e-2, 1, 0.1)
+            return try CausalLMTrainer(parameters: MuDecoderParameters(model: try MuDecoderModel(folder: fixture("mu/mu_decoder"))),
+                                       data: data, settings: s, epochs: 3)                   // 9 steps
+        }
+        let straight = try make()
+        let want = try (0..<9).map { _ in try straight.trainStep().loss }
+        let dir = try makeTempDir(self)
+        let first = try make()
+        for _ in 0..<4 { try first.trainStep() }
+        try first.saveCheckpoint(folder: dir + "/state-4")
+        XCTAssertEqual(try MuDecoderModel(folder: dir + "/state-4").config, first.parameters.config)   // a loadable model folder
+        let resumed = try make()
+        try resumed.trainStep()                                // moved away; the restore must replace everything
+        try resumed.restoreCheckpoint(folder: dir + "/state-4")
+        XCTAssertEqual(try (4..<9).map { _ in try resumed.trainStep().loss }, Array(want[4...]))
+        XCTAssertTrue(resumed.parameters.variables.mapValues { $0.value.toArray() } == straight.parameters.variables.mapValues { $0.value.toArray() })
     }
 
     /// `encore bench-train` times forward + backward + AdamW on a tiny Mu and reports tokens/s for its shape.

@@ -29,7 +29,8 @@ final class TrainCLITests: XCTestCase {
         lines.insert("{broken", at: 2)                                      // skipped and counted, not fatal
         try lines.joined(separator: "\n").write(toFile: dir + "/data.jsonl", atomically: true, encoding: .utf8)
         let common = ["train", "--model", dir + "/model", "--data", dir + "/data.jsonl", "--epochs", "3", "--batch-size", "2",
-                      "--encoder-seq-len", "5", "--decoder-seq-len", "4", "--warmup", "2", "--lr", "0.01", "--dropout", "0.1"]
+                      "--encoder-seq-len", "5", "--decoder-seq-len", "4", "--warmup", "2", "--lr", "0.01", "--dropout", "0.1",
+                      "--progress", "json"]
 
         let straight = runCLI(common + ["--out", dir + "/a"])
         XCTAssertEqual(straight.status, 0, straight.stderr)
@@ -57,9 +58,13 @@ final class TrainCLITests: XCTestCase {
         XCTAssertEqual(byStep.status, 0, byStep.stderr)
         XCTAssertEqual(losses(byStep.stderr).keys.sorted(), Array(0..<5))
         let logLines = try String(contentsOfFile: dir + "/d.jsonl", encoding: .utf8).split(separator: "\n")
-        XCTAssertEqual(logLines.count, 5)
-        let entry = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(logLines[4].utf8)) as? [String: Any])
-        for key in ["step", "loss", "lr", "tokens_per_s"] { XCTAssertNotNil(entry[key], "log lacks \(key)") }
+        XCTAssertTrue(logLines[0].contains(#""message":"data""#), "the log has the data summary too")
+        let stepLines = logLines.filter { $0.contains(#""message":"training_step""#) }
+        XCTAssertEqual(stepLines.count, 5)
+        let entry = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(stepLines[4].utf8)) as? [String: Any])
+        for key in ["step", "loss", "ce_loss", "kd_loss", "lr", "tokens_per_s"] { XCTAssertNotNil(entry[key], "log lacks \(key)") }
+        XCTAssertTrue(entry["kd_loss"] is NSNull, "no teacher: kd_loss is null")
+        XCTAssertEqual(entry["ce_loss"] as? Double, entry["loss"] as? Double)
         XCTAssertEqual(entry["step"] as? Int, 4)
 
         // --resume with nothing to resume from is a clear error

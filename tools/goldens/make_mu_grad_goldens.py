@@ -350,7 +350,10 @@ def main():
     lines += ["", "Files: `<case>.safetensors` + `<case>.json` for the Mu cases (loss, gradients, parameters after "
               f"{STEPS} AdamW steps), `adamw.safetensors` (the optimizer alone on given gradients), `kd.safetensors` + `kd.json` for the distillation loss, `kd_mu.*` for it through the gqa_mod Mu, `trainer.*` for the reference Trainer loop.",
               "", "`kd_data.json` is made by `tools/goldens/make_kd_data_goldens.py --reference /work/mu-ref` (the reference",
-              "KDDataset items on text with the Phi-3.5 tokenizer).", ""]
+              "KDDataset items on text with the Phi-3.5 tokenizer).", "",
+              "`kd_llama.json` + `kd_llama_<student>.safetensors` (and the teacher `../tiny_llama_teacher/`) are made by",
+              "`tools/goldens/make_kd_llama_goldens.py --reference /work/mu-ref`: KD from a tiny random Hugging Face Llama into",
+              "gqa_mod and mu_decoder (losses, every gradient, ten AdamW steps with warmup + cosine).", ""]
     (out / "README.md").write_text("\n".join(lines))
 
 

@@ -172,7 +172,15 @@ extension Variable {
     /// The reference's distillation term (``Ops/distillationKL(student:teacher:offset:)``): student logits
     /// [B, T, Vs] against constant teacher logits [B, Tt, Vt] read from position `offset`. A scalar.
     public static func distillationKL(student: Variable, teacher: Tensor, offset: Int) -> Variable {
-        let (loss, ds) = Ops.distillationKL(student: student.value, teacher: teacher, offset: offset)
+        distillationKL(student: student, studentOffsets: nil, positions: student.shape[1], teacher: .logits(teacher, offset: offset), temperature: 1)
+    }
+
+    /// The generalised distillation term (``Ops/distillationKL(student:studentOffsets:positions:teacher:temperature:)``):
+    /// per-row student offsets, dense or top-k teacher, temperature. A scalar.
+    public static func distillationKL(student: Variable, studentOffsets: [Int]?, positions: Int, teacher: TeacherDistribution,
+                                      temperature: Float) -> Variable {
+        let (loss, ds) = Ops.distillationKL(student: student.value, studentOffsets: studentOffsets, positions: positions,
+                                            teacher: teacher, temperature: temperature)
         return Variable(Tensor(shape: [1], values: [loss]), parents: [student]) { dy in
             let g = ds.copy()
             let s = dy.data[0]

@@ -16,14 +16,25 @@ final class CausalDecoderCache {
     }
 }
 
+/// Which positions' logits ``CausalDecoder/forward(_:ids:n:outputs:keyKeep:)`` returns.
+enum CausalOutputs {
+    /// Every new position: [B*n, V].
+    case all
+    /// The last new position of each row: [B, V].
+    case last
+    /// Positions `range` of each row's new positions: [B*range.count, V].
+    case rows(Range<Int>)
+}
+
 /// What a decoder-only family supplies; generation, full-sequence logits and scoring are shared
 /// (``CausalDecoder/beginCausalGeneration(prompts:)``, ``CausalDecoder/causalLogits(_:)``, ``CausalDecoder/causalScore(input:target:bos:)``).
 protocol CausalDecoder: LanguageModel {
     var layerCount: Int { get }
     var kvWidth: Int { get }
-    /// Runs `n` new tokens per row (ids [B*n]) through the model, extending the cache.
-    /// Returns logits [B*n, V], or [B, V] for the last position when `lastOnly`.
-    func forward(_ cache: CausalDecoderCache, ids: [Int], n: Int, lastOnly: Bool) -> Tensor
+    /// Runs `n` new tokens per row (ids [B*n]) through the model, extending the cache, and returns the logits
+    /// of `outputs`. `keyKeep` [B*n] (0 masks that key), when given, replaces the family's own key mask for the
+    /// new positions (a caller's attention mask, as Hugging Face's `attention_mask`).
+    func forward(_ cache: CausalDecoderCache, ids: [Int], n: Int, outputs: CausalOutputs, keyKeep: [UInt8]?) -> Tensor
     /// The longest sequence the model attends over in full (sliding-window models), nil when unlimited.
     var attentionSpan: Int? { get }
 }
@@ -57,7 +68,24 @@ extension CausalDecoder {
         let T = rows.map(\.count).max()!
         let ids = rows.flatMap { $0 + [Int](repeating: padTokenId, count: T - $0.count) }
         let cache = makeCache(batch: rows.count, offsets: [Int](repeating: 0, count: rows.count), capacity: T)
-        return forward(cache, ids: ids, n: T, lastOnly: false).reshaped([rows.count, T, vocabSize])
+        return forward(cache, ids: ids, n: T, outputs: .all, keyKeep: nil).reshaped([rows.count, T, vocabSize])
+    }
+
+    /// Logits [B, range.count, V] of positions `range` for rows of equal length read from position 0, with the
+    /// caller's key mask `attentionMask` [B][T] (0: masked; Hugging Face's `attention_mask` without
+    /// `position_ids`, so positions count the masked slots too). A distillation teacher's forward.
+    func causalLogits(_ rows: [[Int]], attentionMask: [[UInt8]], range: Range<Int>) throws -> Tensor {
+        try validate(rows, what: "teacher input")
+        let T = rows[0].count
+        guard rows.allSatisfy({ $0.count == T }), attentionMask.count == rows.count, attentionMask.allSatisfy({ $0.count == T }) else {
+            throw EncoreError(.invalidArgument, "teacher input: rows and attention masks must all have the same length")
+        }
+        guard range.lowerBound >= 0, range.upperBound <= T, !range.isEmpty else {
+            throw EncoreError(.invalidArgument, "teacher input: positions \(range) outside 0..<\(T)")
+        }
+        let cache = makeCache(batch: rows.count, offsets: [Int](repeating: 0, count: rows.count), capacity: T)
+        return forward(cache, ids: rows.flatMap { $0 }, n: T, outputs: .rows(range), keyKeep: attentionMask.flatMap { $0 })
+            .reshaped([rows.count, range.count, vocabSize])
     }
 
     /// Left-pads the prompts, prefills them into the cache and returns the state for the first new token.
@@ -67,7 +95,7 @@ extension CausalDecoder {
         let offsets = prompts.map { T - $0.count }
         let ids = prompts.flatMap { [Int](repeating: padTokenId, count: T - $0.count) + $0 }   // left-padded
         let cache = makeCache(batch: prompts.count, offsets: offsets, capacity: T + 64)
-        let logits = forward(cache, ids: ids, n: T, lastOnly: true)
+        let logits = forward(cache, ids: ids, n: T, outputs: .last, keyKeep: nil)
         return CausalDecoderState(model: self, cache: cache, logits: logits)
     }
 
@@ -104,6 +132,6 @@ final class CausalDecoderState: GenerationState {
         guard tokens.count == batchSize else { throw EncoreError(.invalidArgument, "advance: \(tokens.count) tokens for \(batchSize) rows") }
         try TokenCheck.validate(tokens, vocab: model.vocabSize, what: "generated tokens")
         try model.checkSpan(cache.length + 1)
-        logits = model.forward(cache, ids: tokens, n: 1, lastOnly: true)
+        logits = model.forward(cache, ids: tokens, n: 1, outputs: .last, keyKeep: nil)
     }
 }

@@ -357,6 +357,15 @@ extension Ops {
         for b in 0..<B { (out.data + b * c).update(from: x.data + (b * n + n - 1) * c, count: c) }
         return out
     }
+
+    /// Rows `range` of every `n` rows of x [B*n, C] → [B*range.count, C].
+    static func rowRange(_ x: Tensor, batch B: Int, n: Int, _ range: Range<Int>) -> Tensor {
+        let c = x.shape.last!, m = range.count
+        precondition(range.lowerBound >= 0 && range.upperBound <= n, "rowRange: \(range) outside 0..<\(n)")
+        let out = Tensor(uninitialized: [B * m, c])
+        for b in 0..<B { (out.data + b * m * c).update(from: x.data + (b * n + range.lowerBound) * c, count: m * c) }
+        return out
+    }
 }
 
 /// Mu MLP: `fc1` → tanh-GELU → `fc2`, both with biases.

@@ -595,10 +595,11 @@ public final class LlamaModel: CausalDecoder {
         try l.checkAllUsed()
     }
 
-    /// Runs `n` new tokens per row (ids [B*n]) through the model, extending the cache.
-    /// Returns logits [B*n, V], or [B, V] for the last position when `lastOnly`.
-    func forward(_ cache: CausalDecoderCache, ids newIds: [Int], n newCount: Int, lastOnly: Bool) -> Tensor {
-        let B = cache.offsets.count, C = config.nEmbd, shape = config.attention
+    /// Runs `n` new tokens per row (ids [B*n]) through the model, extending the cache; returns the logits of
+    /// `outputs` (of the new tokens). Left padding (slots before a row's offset) is masked unless `keyKeep` [B*n]
+    /// gives the mask.
+    func forward(_ cache: CausalDecoderCache, ids newIds: [Int], n newCount: Int, outputs: CausalOutputs, keyKeep: [UInt8]?) -> Tensor {
+        let B = cache.offsets.count, shape = config.attention
         var ids = newIds, n = newCount
         if case .longrope(_, _, let original, _) = config.ropeScaling {
             for b in 0..<B { cache.history[b] += newIds[(b * newCount)..<((b + 1) * newCount)] }
@@ -610,11 +611,12 @@ public final class LlamaModel: CausalDecoder {
                 n = cache.history[0].count
             }
         }
+        precondition(keyKeep == nil || (n == newCount && keyKeep!.count == B * n), "keyKeep with a recomputed prefix")
         let eps = Float(config.rmsNormEps)
         let start = cache.length, total = start + n
         let positionsInt = (0..<(B * n)).map { start + $0 % n - cache.offsets[$0 / n] }
         let positions = positionsInt.map(Float.init)
-        let newKeep = positionsInt.map { $0 < 0 ? UInt8(0) : 1 }                 // left padding is masked
+        let newKeep = keyKeep ?? positionsInt.map { $0 < 0 ? UInt8(0) : 1 }      // left padding is masked
         // Length-dependent RoPE (dynamic NTK, LongRoPE) follows the largest position of this pass, as
         // transformers does; cached keys keep the rotation they were computed with.
         let rope = config.ropeScaling.dependsOnLength
@@ -642,10 +644,10 @@ public final class LlamaModel: CausalDecoder {
             let m = Ops.rmsNorm(x, weight: block.ffnNorm, eps: eps)
             Ops.addInPlace(x, block.down(block.feedForward(m, hidden: config.ffnDim)))   // [B*n, C]
         }
-        if lastOnly && n > 1 {
-            let last = Tensor(zeros: [B, C])                                      // [B, C]
-            for b in 0..<B { (last.data + b * C).update(from: x.data + (b * n + n - 1) * C, count: C) }
-            x = last
+        switch outputs {
+        case .all: break
+        case .last: if n > 1 { x = Ops.lastRows(x, batch: B, n: n) }              // [B, C]
+        case .rows(let r): x = Ops.rowRange(x, batch: B, n: n, (n - newCount + r.lowerBound)..<(n - newCount + r.upperBound))   // [B*r.count, C]
         }
         let hn = Ops.rmsNorm(x, weight: outputNorm, eps: eps)
         if let headDecode, hn.shape[0] <= 8 { return Ops.linearQuantized(hn, weight: headDecode, bias: nil) }

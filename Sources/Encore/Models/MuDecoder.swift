@@ -117,9 +117,9 @@ public final class MuDecoderModel: CausalDecoder {
         }
     }
 
-    /// Runs `n` new tokens per row (ids [B*n]) through the model, extending the cache.
-    /// Returns logits [B*n, V], or [B, V] for the last position when `lastOnly`.
-    func forward(_ cache: CausalDecoderCache, ids newIds: [Int], n newCount: Int, lastOnly: Bool) -> Tensor {
+    /// Runs `n` new tokens per row (ids [B*n]) through the model, extending the cache; returns the logits of
+    /// `outputs`. Keys at the pad id are masked unless `keyKeep` [B*n] gives the mask.
+    func forward(_ cache: CausalDecoderCache, ids newIds: [Int], n newCount: Int, outputs: CausalOutputs, keyKeep: [UInt8]?) -> Tensor {
         let B = cache.offsets.count
         for b in 0..<B { cache.history[b] += newIds[(b * newCount)..<((b + 1) * newCount)] }
         var ids = newIds, n = newCount
@@ -133,7 +133,8 @@ public final class MuDecoderModel: CausalDecoder {
         let start = cache.length, total = start + n
         let invFreq = config.rope.inverseFrequencies(sequenceLength: total)
         let positions = (0..<(B * n)).map { Float(start + $0 % n - cache.offsets[$0 / n]) }
-        let newKeep = ids.map { $0 == config.padTokenId ? UInt8(0) : 1 }
+        precondition(keyKeep == nil || (ids.count == newIds.count && keyKeep!.count == ids.count), "keyKeep with a recomputed prefix")
+        let newKeep = keyKeep ?? ids.map { $0 == config.padTokenId ? UInt8(0) : 1 }
         var scratch: [Float] = []
         var x = Ops.embedding(wte, ids: ids)                               // [B*n, C]
         for (layer, block) in blocks.enumerated() {
@@ -142,7 +143,11 @@ public final class MuDecoderModel: CausalDecoder {
                                                              shape: shape, scratch: &scratch))
             block.mlp.accumulate(into: x, block.ln2(x))
         }
-        if lastOnly && n > 1 { x = Ops.lastRows(x, batch: B, n: n) }
+        switch outputs {
+        case .all: break
+        case .last: if n > 1 { x = Ops.lastRows(x, batch: B, n: n) }
+        case .rows(let r): x = Ops.rowRange(x, batch: B, n: n, (n - newCount + r.lowerBound)..<(n - newCount + r.upperBound))
+        }
         let h = lnF(x)
         if let lmHeadDecode, h.shape[0] <= 8 { return Ops.linearQuantized(h, weight: lmHeadDecode, bias: nil) }
         return Ops.linear(h, weight: lmHead, bias: nil)

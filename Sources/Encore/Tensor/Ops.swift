@@ -472,29 +472,190 @@ extension Ops {
     /// Returns the loss and its gradient with respect to the student logits [B, T, Vs]:
     /// (softmax(student) − p_t) / (B·T) on the shared columns, 0 beyond them.
     public static func distillationKL(student: Tensor, teacher: Tensor, offset: Int) -> (loss: Float, dstudent: Tensor) {
-        precondition(student.shape.count == 3 && teacher.shape.count == 3 && student.shape[0] == teacher.shape[0],
-                     "distillation: student \(student.shape) vs teacher \(teacher.shape)")
-        let (B, T, vs) = (student.shape[0], student.shape[1], student.shape[2])
-        let (tt, vt) = (teacher.shape[1], teacher.shape[2])
-        precondition(offset >= 0 && offset + T <= tt, "distillation: teacher positions \(offset)..<\(offset + T) out of \(tt)")
-        let v = min(vs, vt), n = B * T
+        distillationKL(student: student, studentOffsets: nil, positions: student.shape[1],
+                       teacher: .logits(teacher, offset: offset), temperature: 1)
+    }
+
+    /// The distillation term over `positions` T positions per row, generalised:
+    ///
+    /// - student logits [B, Ts, Vs], row b read from `studentOffsets[b]` (nil: 0) — an encoder-decoder's decoder
+    ///   positions, or a decoder-only student's `source ‖ target` row from its last source position;
+    /// - the teacher either as logits [B, Tt, Vt] read from `offset` (``TeacherDistribution/logits(_:offset:)``),
+    ///   or as top-k log-probabilities per row (``TeacherDistribution/topK(_:)``, see ``TeacherTopK``);
+    /// - temperature τ: both distributions softened, p = softmax(t/τ), q = softmax(s/τ), and the KL scaled by τ²
+    ///   (Hinton et al.; keeps the gradient's size comparable across τ), so τ = 1 is the reference exactly:
+    ///   loss = τ²·Σ KL(p‖q) / (B·T), d loss / d s = τ·(q − p) / (B·T).
+    ///
+    /// With top-k the teacher's distribution is the k kept entries plus one bucket for the rest of its mass
+    /// (`tail` = log(1 − Σ_k p)), compared with the student's probabilities on the same k entries and the
+    /// student's own mass outside them: the exact KL between the two distributions coarsened to k + 1 outcomes,
+    /// a lower bound of the full KL, equal to it when k covers the vocabulary. Its gradient is
+    /// q_j − p_j on the k entries and q_j·(1 − p_tail/q_tail) elsewhere (times τ / (B·T)).
+    public static func distillationKL(student: Tensor, studentOffsets: [Int]?, positions T: Int, teacher: TeacherDistribution,
+                                      temperature tau: Float) -> (loss: Float, dstudent: Tensor) {
+        precondition(student.shape.count == 3, "distillation: student logits \(student.shape) are not [B, T, V]")
+        let (B, ts, vs) = (student.shape[0], student.shape[1], student.shape[2])
+        let offsets = studentOffsets ?? [Int](repeating: 0, count: B)
+        precondition(offsets.count == B && offsets.allSatisfy { $0 >= 0 && $0 + T <= ts }, "distillation: student offsets \(offsets) + \(T) out of \(ts)")
+        precondition(tau > 0 && tau.isFinite, "distillation: temperature must be > 0")
+        let n = B * T
         let grad = Tensor(zeros: student.shape)
         var total: Double = 0
-        let s = Tensor(uninitialized: [1, v]), t = Tensor(uninitialized: [1, v])
-        for b in 0..<B {
-            for i in 0..<T {
-                s.data.update(from: student.data + (b * T + i) * vs, count: v)
-                t.data.update(from: teacher.data + (b * tt + offset + i) * vt, count: v)
-                let ls = logSoftmax(s).toArray(), lt = logSoftmax(t).toArray()   // [V] each
-                let g = grad.data + (b * T + i) * vs
-                for j in 0..<v {
-                    let pt = expf(lt[j])
-                    total += Double(pt) * Double(lt[j] - ls[j])
-                    g[j] = (expf(ls[j]) - pt) / Float(n)
+        let gscale = tau / Float(n)                         // τ² · (1/τ) / N
+        switch teacher {
+        case .logits(let t, let offset):
+            precondition(t.shape.count == 3 && t.shape[0] == B, "distillation: student \(student.shape) vs teacher \(t.shape)")
+            let (tt, vt) = (t.shape[1], t.shape[2])
+            precondition(offset >= 0 && offset + T <= tt, "distillation: teacher positions \(offset)..<\(offset + T) out of \(tt)")
+            let v = min(vs, vt)
+            var ls = [Float](repeating: 0, count: v), lt = [Float](repeating: 0, count: v)
+            for b in 0..<B {
+                for i in 0..<T {
+                    logSoftmaxRow(student.data + (b * ts + offsets[b] + i) * vs, count: v, scale: 1 / tau, into: &ls)
+                    logSoftmaxRow(t.data + (b * tt + offset + i) * vt, count: v, scale: 1 / tau, into: &lt)
+                    let g = grad.data + (b * ts + offsets[b] + i) * vs
+                    var row: Double = 0
+                    for j in 0..<v {
+                        let pt = expf(lt[j])
+                        row += Double(pt) * Double(lt[j] - ls[j])
+                        g[j] = (expf(ls[j]) - pt) * gscale
+                    }
+                    total += row
+                }
+            }
+        case .topK(let rows):
+            precondition(rows.count == B, "distillation: \(rows.count) teacher rows for a batch of \(B)")
+            var ls = [Float](repeating: 0, count: vs)
+            var inK = [Bool](repeating: false, count: vs)
+            for b in 0..<B {
+                let r = rows[b]
+                precondition(r.positions >= T, "distillation: teacher row \(b) has \(r.positions) positions, need \(T)")
+                precondition(r.vocabulary <= vs, "distillation: teacher top-k over \(r.vocabulary) ids, student has \(vs)")
+                let v = r.vocabulary
+                for i in 0..<T {
+                    logSoftmaxRow(student.data + (b * ts + offsets[b] + i) * vs, count: v, scale: 1 / tau, into: &ls)
+                    let g = grad.data + (b * ts + offsets[b] + i) * vs
+                    let ids = r.indices[(i * r.k)..<((i + 1) * r.k)], lps = r.logprobs[(i * r.k)..<((i + 1) * r.k)]
+                    for id in ids { inK[id] = true }
+                    var row: Double = 0
+                    for (id, lp) in zip(ids, lps) { row += Double(expf(lp)) * Double(lp - ls[id]) }
+                    let tail = r.tail[i]
+                    if tail > -Float.infinity {
+                        // log q_tail = logsumexp of the student's log-probs outside the k entries
+                        var mx = -Float.infinity
+                        for j in 0..<v where !inK[j] && ls[j] > mx { mx = ls[j] }
+                        var sum: Double = 0
+                        for j in 0..<v where !inK[j] { sum += Double(expf(ls[j] - mx)) }
+                        let logQTail = mx + Float(log(sum))
+                        let pTail = expf(tail)
+                        row += Double(pTail) * Double(tail - logQTail)
+                        for j in 0..<v where !inK[j] { g[j] = (expf(ls[j]) - pTail * expf(ls[j] - logQTail)) * gscale }
+                    } else {
+                        for j in 0..<v where !inK[j] { g[j] = expf(ls[j]) * gscale }
+                    }
+                    for (id, lp) in zip(ids, lps) { g[id] = (expf(ls[id]) - expf(lp)) * gscale }
+                    for id in ids { inK[id] = false }
+                    total += row
                 }
             }
         }
-        return (Float(total / Double(n)), grad)
+        return (Float(Double(tau * tau) * total / Double(n)), grad)
+    }
+
+    /// log_softmax(scale · x[0..<count]) into `out` (max-shifted, the sum in double, as ``logSoftmax(_:)``).
+    static func logSoftmaxRow(_ x: UnsafePointer<Float>, count v: Int, scale: Float, into out: inout [Float]) {
+        var mx = -Float.infinity
+        for i in 0..<v { let y = x[i] * scale; out[i] = y; if y > mx { mx = y } }
+        var sum: Double = 0
+        for i in 0..<v { sum += Double(expf(out[i] - mx)) }
+        let lse = mx + Float(log(sum))
+        for i in 0..<v { out[i] -= lse }
+    }
+
+    /// The k most probable entries of log_softmax(scale · x[0..<count]) in descending order (ties: lower id first),
+    /// and the log of the probability mass outside them (−∞ when k covers every entry).
+    static func topKLogProbs(_ x: UnsafePointer<Float>, count v: Int, k: Int, scale: Float, scratch: inout [Float])
+        -> (ids: [Int], logprobs: [Float], tail: Float) {
+        if scratch.count < v { scratch = [Float](repeating: 0, count: v) }
+        logSoftmaxRow(x, count: v, scale: scale, into: &scratch)
+        let kk = min(k, v)
+        // a min-heap of the best kk (value, id), smallest at the root
+        var heap: [(Float, Int)] = []
+        heap.reserveCapacity(kk)
+        func worse(_ a: (Float, Int), _ b: (Float, Int)) -> Bool { a.0 < b.0 || (a.0 == b.0 && a.1 > b.1) }
+        func siftDown(_ start: Int) {
+            var i = start
+            while true {
+                let l = 2 * i + 1, r = l + 1
+                var m = i
+                if l < heap.count && worse(heap[l], heap[m]) { m = l }
+                if r < heap.count && worse(heap[r], heap[m]) { m = r }
+                if m == i { return }
+                heap.swapAt(i, m); i = m
+            }
+        }
+        for j in 0..<v {
+            let e = (scratch[j], j)
+            if heap.count < kk {
+                heap.append(e)
+                var i = heap.count - 1
+                while i > 0 { let p = (i - 1) / 2; if worse(heap[i], heap[p]) { heap.swapAt(i, p); i = p } else { break } }
+            } else if worse(heap[0], e) {
+                heap[0] = e; siftDown(0)
+            }
+        }
+        let best = heap.sorted { worse($1, $0) }
+        guard kk < v else { return (best.map(\.1), best.map(\.0), -Float.infinity) }
+        var kept = [Bool](repeating: false, count: v)
+        for (_, id) in best { kept[id] = true }
+        var mx = -Float.infinity
+        for j in 0..<v where !kept[j] && scratch[j] > mx { mx = scratch[j] }
+        var sum: Double = 0
+        for j in 0..<v where !kept[j] { sum += Double(expf(scratch[j] - mx)) }
+        return (best.map(\.1), best.map(\.0), mx + Float(log(sum)))
+    }
+}
+
+/// The teacher's side of the distillation KL (``Ops/distillationKL(student:studentOffsets:positions:teacher:temperature:)``).
+public enum TeacherDistribution {
+    /// Teacher logits [B, Tt, Vt], read from position `offset` of each row.
+    case logits(Tensor, offset: Int)
+    /// The teacher's top-k log-probabilities, one ``TeacherTopK`` per row.
+    case topK([TeacherTopK])
+}
+
+/// A teacher's k most probable next tokens at each of `positions` positions of one example, at the distillation
+/// temperature, over the vocabulary cut to `vocabulary` ids, with the log of the mass outside them.
+public struct TeacherTopK: Equatable, Sendable {
+    public var k: Int, positions: Int, vocabulary: Int
+    /// [positions · k] ids and their log-probabilities, most probable first at each position.
+    public var indices: [Int], logprobs: [Float]
+    /// [positions] log(1 − Σ_k p); −∞ when k covers the vocabulary.
+    public var tail: [Float]
+
+    public init(k: Int, positions: Int, vocabulary: Int, indices: [Int], logprobs: [Float], tail: [Float]) {
+        precondition(indices.count == k * positions && logprobs.count == k * positions && tail.count == positions, "TeacherTopK sizes")
+        (self.k, self.positions, self.vocabulary, self.indices, self.logprobs, self.tail) = (k, positions, vocabulary, indices, logprobs, tail)
+    }
+
+    /// The top-k of teacher logits [T, Vt] (positions in rows), vocabulary cut to `vocabulary`, at `temperature`.
+    public init(logits: Tensor, k: Int, vocabulary: Int, temperature: Float) {
+        precondition(logits.shape.count == 2 && vocabulary <= logits.shape[1], "TeacherTopK: logits \(logits.shape)")
+        let (T, vt) = (logits.shape[0], logits.shape[1])
+        let kk = min(k, vocabulary)
+        var ids: [Int] = [], lps: [Float] = [], tails: [Float] = [], scratch: [Float] = []
+        for t in 0..<T {
+            let r = Ops.topKLogProbs(logits.data + t * vt, count: vocabulary, k: kk, scale: 1 / temperature, scratch: &scratch)
+            ids += r.ids; lps += r.logprobs; tails.append(r.tail)
+        }
+        self.init(k: kk, positions: T, vocabulary: vocabulary, indices: ids, logprobs: lps, tail: tails)
+    }
+
+    /// The first `n` positions.
+    public func prefix(_ n: Int) -> TeacherTopK {
+        precondition(n <= positions)
+        return TeacherTopK(k: k, positions: n, vocabulary: vocabulary, indices: Array(indices.prefix(n * k)),
+                           logprobs: Array(logprobs.prefix(n * k)), tail: Array(tail.prefix(n)))
     }
 }
 

@@ -61,7 +61,7 @@ public enum TrainingCheckpoint {
     }
 }
 
-extension Seq2SeqTrainer {
+extension Trainer {
     /// Writes a resumable checkpoint of the whole training state into `folder` (see ``TrainingCheckpoint``).
     /// `beforeWrite` is called with each file name before that file is written (tests inject failures
     /// there); if anything throws, the folder is left without a valid `checkpoint.json` and is ignored.
@@ -75,20 +75,18 @@ extension Seq2SeqTrainer {
             let attrs = try fm.attributesOfItem(atPath: folder + "/" + name)
             sizes[name] = (attrs[.size] as? NSNumber)?.intValue ?? -1
         }
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         try beforeWrite("config.json")
-        try AtomicFile.write(try encoder.encode(parameters.config), to: folder + "/config.json")
+        try AtomicFile.write(try model.encodedConfig(), to: folder + "/config.json")
         try record("config.json")
 
         try beforeWrite("model.safetensors")
-        try SafeTensorsWriter.write(parameters.variables.mapValues(\.value), to: folder + "/model.safetensors",
+        try SafeTensorsWriter.write(model.variables.mapValues(\.value), to: folder + "/model.safetensors",
                                     metadata: ["format": "pt", "writer": "encore train"])
         try record("model.safetensors")
 
         try beforeWrite("optimizer.safetensors")
         var moments: [String: Tensor] = [:], steps: [String: Int] = [:]
-        for (i, name) in parameters.names.enumerated() {
+        for (i, name) in model.names.enumerated() {
             let s = optimizer.state(at: i)
             steps[name] = s.steps
             if let m = s.m, let v = s.v { moments["m." + name] = m; moments["v." + name] = v }
@@ -103,7 +101,7 @@ extension Seq2SeqTrainer {
             "format": TrainingCheckpoint.format, "step": step, "epoch": epoch, "order": order, "cursor": cursor,
             "shuffle_rng_state": String(rng.state), "dropout_rng_state": String(dropout.rngState),
             "settings": checkpointSettings, "data_fingerprint": String(dataFingerprint), "schedule": scheduleDescription,
-            "files": sizes,
+            "files": sizes, "distillation": distillation?.description ?? "none",
         ]
         try AtomicFile.write(try JSONSerialization.data(withJSONObject: manifest, options: [.prettyPrinted, .sortedKeys]),
                              to: folder + "/checkpoint.json")
@@ -112,7 +110,8 @@ extension Seq2SeqTrainer {
     /// The settings a checkpoint must have been written with to be resumed by this trainer.
     var checkpointSettings: [String: Int] {
         ["batch_size": settings.batchSize, "accumulation": settings.accumulation, "examples": data.count,
-         "encoder_seq_len": settings.encoderSeqLen, "decoder_seq_len": settings.decoderSeqLen, "shuffle": settings.shuffle ? 1 : 0]
+         "encoder_seq_len": settings.encoderSeqLen, "decoder_seq_len": settings.decoderSeqLen, "shuffle": settings.shuffle ? 1 : 0,
+         "bucket_by_length": settings.bucketByLength ? 1 : 0]
     }
 
     /// The learning-rate schedule and rate, which a resume must keep (other flags, e.g. --steps, would change them).
@@ -139,11 +138,15 @@ extension Seq2SeqTrainer {
             throw EncoreError(.invalidArgument, "\(folder): not a complete training checkpoint (checkpoint.json missing, damaged, or a file has the wrong size)")
         }
         let saved = m["settings"] as? [String: NSNumber] ?? [:]
-        for (key, want) in checkpointSettings where saved[key]?.intValue != want {
+        // checkpoints written before bucketing existed did not bucket
+        for (key, want) in checkpointSettings where (saved[key]?.intValue ?? (key == "bucket_by_length" ? 0 : nil)) != want {
             throw EncoreError(.invalidArgument, "\(folder): checkpoint has \(key) = \(saved[key].map { "\($0)" } ?? "nothing"), this run has \(want)")
         }
         if let saved = m["schedule"] as? String, saved != scheduleDescription {
             throw EncoreError(.invalidArgument, "\(folder): checkpoint schedule '\(saved)', this run '\(scheduleDescription)'")
+        }
+        if let saved = m["distillation"] as? String, saved != (distillation?.description ?? "none") {
+            throw EncoreError(.invalidArgument, "\(folder): checkpoint distillation settings '\(saved)', this run '\(distillation?.description ?? "none")'")
         }
         guard m["data_fingerprint"] as? String == String(dataFingerprint) else {
             throw EncoreError(.invalidArgument, "\(folder): checkpoint was written for other training data (data_fingerprint differs)")
@@ -156,7 +159,7 @@ extension Seq2SeqTrainer {
               let drop = (m["dropout_rng_state"] as? String).flatMap(UInt64.init) else {
             throw EncoreError(.invalidArgument, "\(folder)/checkpoint.json: step, epoch, order, cursor or RNG state missing or invalid")
         }
-        let model = try SafeTensorsFile(path: folder + "/model.safetensors")
+        let weights = try SafeTensorsFile(path: folder + "/model.safetensors")
         let opt = try SafeTensorsFile(path: folder + "/optimizer.safetensors")
         guard let stepsText = opt.metadata["steps"],
               let counts = try? JSONSerialization.jsonObject(with: Data(stepsText.utf8)) as? [String: NSNumber] else {
@@ -164,11 +167,11 @@ extension Seq2SeqTrainer {
         }
         // read and check everything before changing anything
         var values: [Tensor] = [], states: [(Tensor?, Tensor?, Int)] = []
-        for name in parameters.names {
-            guard model.tensors[name] != nil else { throw EncoreError(.invalidArgument, "\(folder)/model.safetensors: no tensor '\(name)'") }
-            let t = try model.tensor(name)
-            guard t.shape == parameters[name].shape else {
-                throw EncoreError(.invalidArgument, "\(folder)/model.safetensors: '\(name)' has shape \(t.shape), expected \(parameters[name].shape)")
+        for name in model.names {
+            guard weights.tensors[name] != nil else { throw EncoreError(.invalidArgument, "\(folder)/model.safetensors: no tensor '\(name)'") }
+            let t = try weights.tensor(name)
+            guard t.shape == model[name].shape else {
+                throw EncoreError(.invalidArgument, "\(folder)/model.safetensors: '\(name)' has shape \(t.shape), expected \(model[name].shape)")
             }
             values.append(t)
             let mt = opt.tensors["m." + name] == nil ? nil : try opt.tensor("m." + name)
@@ -178,9 +181,9 @@ extension Seq2SeqTrainer {
             }
             states.append((mt, vt, counts[name]?.intValue ?? 0))
         }
-        for (i, name) in parameters.names.enumerated() {
+        for (i, name) in model.names.enumerated() {
             try optimizer.setState(at: i, m: states[i].0, v: states[i].1, steps: states[i].2)
-            let dst = parameters[name].value
+            let dst = model[name].value
             for j in 0..<dst.count { dst.data[j] = values[i].data[j] }
         }
         step = newStep; epoch = newEpoch; order = newOrder; cursor = newCursor

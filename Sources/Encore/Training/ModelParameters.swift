@@ -9,14 +9,26 @@ public class ModelParameters {
     /// Names in a fixed (sorted) order, for optimizers and checkpoints.
     public let names: [String]
     private let family: String
+    private let configJSON: () throws -> Data
 
-    /// Copies `tensors` into fresh variables that require gradients.
-    init(tensors: [String: Tensor], family: String) {
+    /// Copies `tensors` into fresh variables that require gradients; `config` is written beside the weights.
+    init<C: Encodable>(tensors: [String: Tensor], family: String, config: C) {
         var v: [String: Variable] = [:]
         for (name, t) in tensors { v[name] = Variable(t.copy(), requiresGrad: true) }
         variables = v
         names = v.keys.sorted()
         self.family = family
+        configJSON = { try ModelFolder.encodeConfig(config) }
+    }
+
+    /// The model's `config.json` (pretty-printed, sorted keys).
+    public func encodedConfig() throws -> Data { try configJSON() }
+
+    /// Writes `folder/config.json` and `folder/model.safetensors` (F32, reference names, tied head omitted),
+    /// loadable by ``ModelRegistry/load(folder:)`` and `encore generate`.
+    public func save(folder: String) throws {
+        try ModelFolder.write(configJSON: try configJSON(), tensors: tensors(copy: false), to: folder,
+                              metadata: ["format": "pt", "writer": "encore train"])
     }
 
     public subscript(_ name: String) -> Variable {
@@ -42,10 +54,19 @@ public class ModelParameters {
 enum ModelFolder {
     static func write<C: Encodable>(config: C, tensors: [String: Tensor], to folder: String,
                                     dtype: SafeTensorsDType = .F32, metadata: [String: String]) throws {
+        try write(configJSON: try encodeConfig(config), tensors: tensors, to: folder, dtype: dtype, metadata: metadata)
+    }
+
+    static func write(configJSON: Data, tensors: [String: Tensor], to folder: String, dtype: SafeTensorsDType = .F32,
+                      metadata: [String: String]) throws {
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        try AtomicFile.write(configJSON, to: folder + "/config.json")
+        try SafeTensorsWriter.write(tensors, to: folder + "/model.safetensors", dtype: dtype, metadata: metadata)
+    }
+
+    static func encodeConfig<C: Encodable>(_ config: C) throws -> Data {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        try AtomicFile.write(try encoder.encode(config), to: folder + "/config.json")
-        try SafeTensorsWriter.write(tensors, to: folder + "/model.safetensors", dtype: dtype, metadata: metadata)
+        return try encoder.encode(config)
     }
 }

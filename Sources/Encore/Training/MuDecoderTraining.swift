@@ -20,20 +20,13 @@ public final class MuDecoderParameters: ModelParameters {
     /// Copies the weights of `model`.
     public init(model: MuDecoderModel) {
         config = model.config
-        super.init(tensors: model.namedTensors(), family: "mu_decoder")
+        super.init(tensors: model.namedTensors(), family: "mu_decoder", config: model.config)
     }
 
     /// An inference model holding copies of the current values, or (`copy: false`) sharing them: it then
     /// follows every optimizer update.
     public func makeModel(copy: Bool = true) throws -> MuDecoderModel {
         try MuDecoderModel(config: config, tensors: tensors(copy: copy))
-    }
-
-    /// Writes `folder/config.json` and `folder/model.safetensors` (F32, reference names, tied head omitted),
-    /// loadable by ``MuDecoderModel/init(folder:)`` and `encore generate`.
-    public func save(folder: String) throws {
-        try ModelFolder.write(config: config, tensors: tensors(copy: false), to: folder,
-                              metadata: ["format": "pt", "writer": "encore train"])
     }
 
     /// Logits [B, T, V] on the tape for right-padded rows read from position 0 (pad keys masked): in eval mode
@@ -113,88 +106,54 @@ public final class MuDecoderParameters: ModelParameters {
 
 /// Causal-LM training of a ``MuDecoderModel`` (the paper's decoder-only baseline) on seq2seq pairs: each example is
 /// `source` (cut to `encoderSeqLen`) ‖ `target + EOS` (cut to `decoderSeqLen`), loss on the target only
-/// (``MuDecoderParameters/loss(inputs:labels:dropout:)``); gradient accumulation, clipping, AdamW and the learning-rate
-/// schedule as ``Seq2SeqTrainer`` (same ``Seq2SeqTrainer/Settings``, seeded shuffling and dropout).
-public final class CausalLMTrainer {
+/// (``MuDecoderParameters/loss(inputs:labels:dropout:)``); everything else (accumulation, clipping, AdamW, schedule,
+/// seeded shuffling and dropout, checkpoints, bucketing) is ``Trainer``'s.
+///
+/// Distillation: the decoder-only student reads `source ‖ target[..<T − 1]` (target = the
+/// ``DistillationItem/target``, padded to T) and its position |source| − 1 + t, which predicts target[t], is
+/// compared with the teacher's position encoderSeqLen − 1 + t — the same target positions an encoder-decoder
+/// student is trained on. With targets from the data, that row is the causal-LM row plus padding, so the same
+/// pass gives the cross-entropy.
+public final class CausalLMTrainer: Trainer {
     public let parameters: MuDecoderParameters
-    public let settings: Seq2SeqTrainer.Settings
-    public let optimizer: AdamW
-    public let schedule: LearningRateSchedule
-    private let data: [Seq2SeqExample]
-    private var order: [Int] = []
-    private var cursor = 0
-    private var rng: SplitMix64
-    private let dropout: Dropout
-    /// Optimizer steps taken.
-    public private(set) var step = 0
 
     /// `steps` gives the schedule's length; without it (⌊data / batch⌋ · epochs) / accumulation.
     public init(parameters: MuDecoderParameters, data: [Seq2SeqExample], settings: Seq2SeqTrainer.Settings, epochs: Int,
-                steps: Int? = nil) throws {
-        guard data.count >= settings.batchSize, settings.batchSize > 0, settings.accumulation > 0 else {
-            throw EncoreError(.invalidArgument, "need at least one full batch of \(settings.batchSize) examples (have \(data.count))")
-        }
-        guard parameters.config.eosTokenId != nil else { throw EncoreError(.invalidConfig, "mu_decoder config has no eos_token_id") }
+                steps: Int? = nil, distillation: DistillationSettings? = nil) throws {
+        let c = parameters.config
+        guard let eos = c.eosTokenId else { throw EncoreError(.invalidConfig, "mu_decoder config has no eos_token_id") }
         self.parameters = parameters
-        self.data = data
-        self.settings = settings
-        optimizer = AdamW(parameters: parameters.all, learningRate: settings.learningRate, betas: settings.betas,
-                          weightDecay: settings.weightDecay)
-        let total = steps.map(Double.init) ?? Double(data.count / settings.batchSize * epochs) / Double(settings.accumulation)
-        guard Double(settings.warmupSteps) < total else {
-            throw EncoreError(.invalidArgument, "warmup (\(settings.warmupSteps)) must be shorter than training (\(total) steps)")
-        }
-        schedule = LearningRateSchedule(settings.schedule, warmupSteps: settings.warmupSteps, totalSteps: total,
-                                        decayFraction: settings.decayFraction)
-        rng = SplitMix64(seed: settings.seed)
-        dropout = Dropout(p: settings.dropout ?? Float(parameters.config.dropout), seed: settings.seed &+ 1)
-    }
-
-    private func nextExamples() -> [Seq2SeqExample] {
-        if cursor + settings.batchSize > order.count {
-            order = Array(data.indices)
-            if settings.shuffle { order.shuffle(using: &rng) }
-            cursor = 0
-        }
-        defer { cursor += settings.batchSize }
-        return order[cursor..<(cursor + settings.batchSize)].map { data[$0] }
+        try super.init(model: parameters, data: data, settings: settings, epochs: epochs, steps: steps, distillation: distillation,
+                       configDropout: Float(c.dropout), vocabSize: c.vocabSize, bos: c.bosTokenId, eos: eos, pad: c.padTokenId)
     }
 
     /// The loss of `examples` (training mode: dropout as configured; eval mode: none).
     public func loss(_ examples: [Seq2SeqExample], training: Bool = true) throws -> Variable {
-        let c = parameters.config
+        try ceLoss(examples, dropout: training && dropout.p > 0 ? dropout : nil)
+    }
+
+    override func ceLoss(_ examples: [Seq2SeqExample], dropout: Dropout?) throws -> Variable {
         let (inputs, labels) = try MuDecoderParameters.causalLMBatch(
             sources: examples.map { Array($0.source.prefix(settings.encoderSeqLen)) }, targets: examples.map(\.target),
-            eos: c.eosTokenId!, pad: c.padTokenId, maxTargetLength: settings.decoderSeqLen)
-        return try parameters.loss(inputs: inputs, labels: labels, dropout: training && dropout.p > 0 ? dropout : nil)
+            eos: eos, pad: pad, maxTargetLength: settings.decoderSeqLen)
+        return try parameters.loss(inputs: inputs, labels: labels, dropout: dropout)
     }
 
-    /// Mean per-batch loss over `examples` in eval mode.
-    public func evaluate(_ examples: [Seq2SeqExample]) throws -> Float {
-        guard !examples.isEmpty else { throw EncoreError(.invalidArgument, "evaluate: no examples") }
-        var total: Float = 0, count = 0
-        for start in stride(from: 0, to: examples.count, by: settings.batchSize) {
-            total += try loss(Array(examples[start..<min(start + settings.batchSize, examples.count)]), training: false).item
-            count += 1
+    override func distillationForward(_ examples: [Seq2SeqExample], items: [DistillationItem], encoderLength: Int, positions T: Int,
+                                      dropout: Dropout?, withCE: Bool) throws -> (logits: Variable, offsets: [Int]?, ce: Variable?) {
+        let sources = examples.map { Array($0.source.prefix(encoderLength)) }
+        let rows = zip(sources, items).map { $0 + $1.target.dropLast() }                // [B][S_b + T − 1]
+        let logits = try parameters.logits(rows, dropout: dropout)                       // [B, maxRow, V]
+        let offsets = sources.map { $0.count - 1 }
+        guard withCE else { return (logits, offsets, nil) }
+        let width = logits.shape[1]
+        let labels = zip(offsets, items).flatMap { o, item -> [Int] in
+            var row = [Int](repeating: pad, count: width)
+            for t in 0..<T { row[o + t] = item.target[t] }
+            return row
         }
-        return total / Float(count)
+        return (logits, offsets, Variable.crossEntropy(logits, targets: labels, ignoreIndex: pad))
     }
 
-    /// One optimizer step over the next `accumulation` micro-batches: each adds loss / accumulation to the
-    /// gradients, then clip, AdamW at lr · schedule(step).
-    @discardableResult
-    public func trainStep() throws -> Seq2SeqTrainer.StepResult {
-        parameters.zeroGrad()
-        var total: Float = 0
-        for _ in 0..<settings.accumulation {
-            let scaled = (1 / Float(settings.accumulation)) * (try loss(nextExamples()))
-            scaled.backward()
-            total += scaled.item
-        }
-        let norm = clipGradNorm(parameters.all, maxNorm: settings.maxGradNorm)
-        optimizer.learningRate = settings.learningRate * schedule.factor(step: step)
-        optimizer.step()
-        step += 1
-        return Seq2SeqTrainer.StepResult(loss: total, gradNorm: norm, learningRate: optimizer.learningRate)
-    }
+    public override func studentModel() throws -> LanguageModel { try parameters.makeModel(copy: false) }
 }

@@ -15,20 +15,13 @@ public final class MuParameters: ModelParameters {
     /// Copies the weights of `model`.
     public init(model: MuModel) {
         config = model.config
-        super.init(tensors: model.namedTensors(), family: "Mu")
+        super.init(tensors: model.namedTensors(), family: "Mu", config: model.config)
     }
 
     /// An inference model holding copies of the current values, or (`copy: false`) sharing them: it then
     /// follows every optimizer update.
     public func makeModel(copy: Bool = true) throws -> MuModel {
         try MuModel(config: config, tensors: tensors(copy: copy))
-    }
-
-    /// Writes `folder/config.json` and `folder/model.safetensors` (F32, reference names, tied head omitted),
-    /// loadable by ``MuModel/init(folder:)`` and `encore generate`.
-    public func save(folder: String) throws {
-        try ModelFolder.write(config: config, tensors: tensors(copy: false), to: folder,
-                              metadata: ["format": "pt", "writer": "encore train"])
     }
 
     /// fc2(gelu(fc1(x))), then dropout as the reference's `MuMLP`.
@@ -140,22 +133,5 @@ public final class Dropout {
     }
     public func mask(_ shape: [Int]) -> Tensor? {
         p == 0 ? nil : Ops.dropoutMask(shape: shape, p: p, rng: &rng)
-    }
-}
-
-/// The reference `KDModel` loss: α·KL(teacher‖student) + (1 − α)·CE.
-///
-/// - `studentKD`: student logits [B, T, Vs] for the decoder inputs built from the distillation targets;
-/// - `teacher`: teacher logits [B, Tt, Vt] over `[source left-padded to encoderSeqLen] ++ target`, read from
-///   position `encoderSeqLen − 1` for T positions (``Ops/distillationKL(student:teacher:offset:)``);
-/// - `studentCE`, `targets`: student logits [B, T', Vs] and flat targets for the cross-entropy on the
-///   ground truth (pad ignored).
-public enum Distillation {
-    public static func loss(studentKD: Variable, teacher: Tensor, encoderSeqLen: Int, studentCE: Variable,
-                            targets: [Int], padTokenId: Int, alpha: Float) -> (loss: Variable, kd: Float, ce: Float) {
-        precondition(alpha >= 0 && alpha <= 1, "alpha must be in [0, 1]")
-        let kd = Variable.distillationKL(student: studentKD, teacher: teacher, offset: encoderSeqLen - 1)
-        let ce = Variable.crossEntropy(studentCE, targets: targets, ignoreIndex: padTokenId)
-        return (alpha * kd + (1 - alpha) * ce, kd.item, ce.item)
     }
 }

@@ -18,6 +18,8 @@ public struct Seq2SeqDataReport: Equatable, Sendable {
     public var lines = 0
     /// Examples kept.
     public var kept = 0
+    /// The 1-based line number of each kept example.
+    public var exampleLines: [Int] = []
     /// Lines that are not a JSON object with usable `source`/`target` (or `source_ids`/`target_ids`) fields.
     public var malformedLines: [Int] = []
     /// Lines whose target (or source) has no tokens.
@@ -110,6 +112,7 @@ public enum Seq2SeqData {
             if let encoderSeqLen, source.count > encoderSeqLen { report.truncatedSources += 1 }
             if let decoderSeqLen, target.count + 1 > decoderSeqLen { report.truncatedTargets += 1 }
             out.append(Seq2SeqExample(source: source, target: target))
+            report.exampleLines.append(i + 1)
         }
         report.kept = out.count
         return (out, report)
@@ -119,30 +122,45 @@ public enum Seq2SeqData {
 /// A padded batch as the reference's `Seq2SeqDataset` builds it: the source truncated and right-padded to
 /// `encoderSeqLen`; labels = target + EOS, truncated and right-padded to `decoderSeqLen`; decoder inputs =
 /// [BOS] + labels[..<last] (so the pads after EOS are fed too, and masked as keys).
+///
+/// With `padToLongest` (``Trainer/Settings/bucketByLength``) both sides are padded only to the batch's longest
+/// (still truncated at the sequence lengths). The cross-entropy is unchanged up to roundoff: padded keys are
+/// masked, the loss ignores padded targets, and the shorter padding only shifts the encoder's centred RoPE
+/// positions by a constant, which attention does not see (RoPE depends on position differences) — unless
+/// `rope_factor` > 1 and the padded length passes `block_size`, where the dynamic-NTK base depends on it.
 public struct Seq2SeqBatch: Equatable, Sendable {
     public var encoderIds: [[Int]]   // [B, encoderSeqLen]
     public var decoderIds: [[Int]]   // [B, decoderSeqLen]
     public var targets: [[Int]]      // [B, decoderSeqLen], pad ignored by the loss
 
-    public init(_ examples: [Seq2SeqExample], encoderSeqLen: Int, decoderSeqLen: Int, bos: Int, eos: Int, pad: Int) {
+    public init(_ examples: [Seq2SeqExample], encoderSeqLen: Int, decoderSeqLen: Int, bos: Int, eos: Int, pad: Int,
+                padToLongest: Bool = false) {
+        let (L, T) = padToLongest ? Self.longest(examples, encoderSeqLen: encoderSeqLen, decoderSeqLen: decoderSeqLen)
+                                  : (encoderSeqLen, decoderSeqLen)
         func fit(_ ids: [Int], _ n: Int) -> [Int] { Array(ids.prefix(n)) + [Int](repeating: pad, count: max(0, n - ids.count)) }
-        encoderIds = examples.map { fit($0.source, encoderSeqLen) }
-        targets = examples.map { fit($0.target + [eos], decoderSeqLen) }
+        encoderIds = examples.map { fit($0.source, L) }
+        targets = examples.map { fit($0.target + [eos], T) }
         decoderIds = targets.map { [bos] + $0.dropLast() }
+    }
+
+    /// The longest source and target + EOS of `examples`, capped at the sequence lengths.
+    static func longest(_ examples: [Seq2SeqExample], encoderSeqLen: Int, decoderSeqLen: Int) -> (Int, Int) {
+        (min(encoderSeqLen, examples.map(\.source.count).max() ?? 1), min(decoderSeqLen, (examples.map(\.target.count).max() ?? 0) + 1))
     }
 }
 
-/// A minimal trainer for Mu on sequence-to-sequence pairs, following `mu/train.py Trainer`: per optimizer
-/// step, `accumulation` micro-batches each contribute loss / accumulation, then clip_grad_norm_, AdamW at
-/// lr · schedule(step), in training mode (dropout p = the config's `dropout`, 0.1 for Mu, unless
-/// ``Settings/dropout`` overrides it; masks from Encore's seeded stream, not torch's). Batches are drawn
-/// without replacement from a seeded shuffle of the data each epoch, dropping the last partial batch (the
-/// reference's `DataLoader(shuffle=True, drop_last=True)`; the order itself differs from torch's generator).
+/// What every trainer shares (``Seq2SeqTrainer`` for Mu, ``CausalLMTrainer`` for the decoder-only baseline),
+/// following `mu/train.py Trainer`: per optimizer step, `accumulation` micro-batches each contribute
+/// loss / accumulation, then clip_grad_norm_, AdamW at lr · schedule(step), in training mode (dropout p = the
+/// config's unless ``Settings/dropout`` overrides it; masks from Encore's seeded stream, not torch's). Batches
+/// are drawn without replacement from a seeded shuffle of the data each pass, dropping the last partial batch
+/// (the reference's `DataLoader(shuffle=True, drop_last=True)`; the order itself differs from torch's).
 ///
-/// With ``DistillationSettings`` each micro-batch is the reference `KDModel` step: the current student samples
-/// a target per source, the teacher scores [source left-padded ++ target] (``DistillationItem``), and the loss
-/// is α·KL(teacher‖student) + (1 − α)·CE on the ground truth (``Distillation/loss(studentKD:teacher:encoderSeqLen:studentCE:targets:padTokenId:alpha:)``).
-public final class Seq2SeqTrainer {
+/// With ``DistillationSettings`` each micro-batch is the reference `KDModel` step: targets from the data, the
+/// student (sampled, the reference) or the teacher; the teacher scores [source left-padded ++ target]
+/// (``DistillationItem``), and the loss is α·τ²·KL(teacher‖student) + (1 − α)·CE on the data. The state
+/// (weights, AdamW, data position, random streams) is saved and restored by ``saveCheckpoint(folder:beforeWrite:)``.
+public class Trainer {
     public struct Settings: Sendable {
         public var encoderSeqLen = 1024, decoderSeqLen = 256
         public var batchSize = 6, accumulation = 1
@@ -153,19 +171,25 @@ public final class Seq2SeqTrainer {
         public var decayFraction = 0.2
         /// Shuffle the data each epoch (false: the file's order every epoch).
         public var shuffle = true
+        /// Group examples of similar length into batches (``Trainer/epochOrder()``) and pad each batch to its
+        /// longest example instead of the sequence lengths.
+        public var bucketByLength = false
         public var seed: UInt64 = 1337
         /// Dropout probability; nil: the model config's.
         public var dropout: Float? = nil
         public init() {}
     }
 
-    /// What one optimizer step did (`kd` and `ce`: the distillation terms, when distilling).
+    /// What one optimizer step did (`kd` and `ce`: the distillation terms, when distilling; `tokens`: real
+    /// source and target tokens, EOS included, padding excluded).
     public struct StepResult: Sendable {
         public var loss: Float, gradNorm: Double, learningRate: Double
         public var kd: Float? = nil, ce: Float? = nil
+        public var tokens = 0
     }
 
-    public let parameters: MuParameters
+    /// The trained weights.
+    public let model: ModelParameters
     public let settings: Settings
     public let optimizer: AdamW
     public let schedule: LearningRateSchedule
@@ -182,20 +206,20 @@ public final class Seq2SeqTrainer {
     /// The current pass's order of example indices and the position of the next batch in it.
     var order: [Int] = []
     var cursor = 0
+    /// Greedy teacher targets by example key (deterministic, so computed once).
+    private var teacherTargets: [String: [Int]] = [:]
+    let bos: Int, eos: Int, pad: Int, vocabSize: Int
 
     /// `epochs` sets the schedule's length: (⌊data / batch⌋ · epochs) / accumulation optimizer steps, unless
     /// `steps` gives it directly (the data is then cycled, reshuffled each pass, as long as needed).
-    public init(parameters: MuParameters, data: [Seq2SeqExample], settings: Settings, epochs: Int,
-                steps: Int? = nil, distillation: DistillationSettings? = nil) throws {
-        self.distillation = distillation
+    init(model: ModelParameters, data: [Seq2SeqExample], settings: Settings, epochs: Int, steps: Int?,
+         distillation: DistillationSettings?, configDropout: Float, vocabSize: Int, bos: Int, eos: Int, pad: Int) throws {
         guard data.count >= settings.batchSize, settings.batchSize > 0, settings.accumulation > 0 else {
             throw EncoreError(.invalidArgument, "need at least one full batch of \(settings.batchSize) examples (have \(data.count))")
         }
-        self.parameters = parameters
-        self.data = data
-        self.settings = settings
-        optimizer = AdamW(parameters: parameters.all, learningRate: settings.learningRate, betas: settings.betas,
-                          weightDecay: settings.weightDecay)
+        guard settings.encoderSeqLen > 0, settings.decoderSeqLen > 0 else {
+            throw EncoreError(.invalidArgument, "sequence lengths must be >= 1")
+        }
         if let steps, steps < 1 { throw EncoreError(.invalidArgument, "steps must be >= 1 (have \(steps))") }
         let total = steps.map(Double.init) ?? Double(data.count / settings.batchSize * epochs) / Double(settings.accumulation)
         guard Double(settings.warmupSteps) < total else {
@@ -204,17 +228,82 @@ public final class Seq2SeqTrainer {
         guard settings.decayFraction > 0 && settings.decayFraction <= 1 else {
             throw EncoreError(.invalidArgument, "decay fraction \(settings.decayFraction) must be in (0, 1]")
         }
+        if let kd = distillation {
+            guard kd.alpha >= 0 && kd.alpha <= 1 else { throw EncoreError(.invalidArgument, "distillation alpha \(kd.alpha) must be in [0, 1]") }
+            guard kd.temperature > 0 && kd.temperature.isFinite else {
+                throw EncoreError(.invalidArgument, "distillation temperature \(kd.temperature) must be > 0")
+            }
+            guard kd.cache == nil || kd.targets == .data else {
+                throw EncoreError(.invalidArgument, "a teacher cache needs targets from the data (--targets data): sampled targets change every step")
+            }
+            let vt = kd.teacher.vocabSize
+            for (what, id) in [("pad", pad), ("bos", bos), ("eos", eos), ("unk", kd.unkTokenId)] where id < 0 || id >= vt {
+                throw EncoreError(.invalidArgument, "the student's \(what) id \(id) is outside the teacher's vocabulary (0..<\(vt))")
+            }
+            for (i, e) in data.enumerated() {
+                let ids = kd.targets == .data ? e.source + e.target : e.source
+                if let bad = ids.first(where: { $0 >= vt }) {
+                    throw EncoreError(.invalidArgument, "example \(i + 1): token id \(bad) is outside the teacher's vocabulary (0..<\(vt))")
+                }
+            }
+        }
+        self.model = model
+        self.data = data
+        self.settings = settings
+        self.distillation = distillation
+        (self.vocabSize, self.bos, self.eos, self.pad) = (vocabSize, bos, eos, pad)
+        optimizer = AdamW(parameters: model.all, learningRate: settings.learningRate, betas: settings.betas,
+                          weightDecay: settings.weightDecay)
         schedule = LearningRateSchedule(settings.schedule, warmupSteps: settings.warmupSteps, totalSteps: total,
                                         decayFraction: settings.decayFraction)
         rng = SplitMix64(seed: settings.seed)
-        dropout = Dropout(p: settings.dropout ?? Float(parameters.config.dropout), seed: settings.seed &+ 1)
+        dropout = Dropout(p: settings.dropout ?? configDropout, seed: settings.seed &+ 1)
     }
 
-    /// The next micro-batch of the current pass (a new pass, reshuffled unless `shuffle` is off, when this one is used up).
+    // MARK: what each student family supplies
+
+    /// The cross-entropy of `examples` (the family's training loss on the data).
+    func ceLoss(_ examples: [Seq2SeqExample], dropout: Dropout?) throws -> Variable { fatalError("subclass") }
+
+    /// The student's logits for the distillation items (targets [B][T]), each row's offset of target position 0
+    /// (nil: 0), and — with `withCE` (targets from the data) — the cross-entropy on the data from the same pass.
+    func distillationForward(_ examples: [Seq2SeqExample], items: [DistillationItem], encoderLength: Int, positions: Int,
+                             dropout: Dropout?, withCE: Bool) throws -> (logits: Variable, offsets: [Int]?, ce: Variable?) {
+        fatalError("subclass")
+    }
+
+    /// An inference model sharing the current weights (for sampled targets and sample generations).
+    public func studentModel() throws -> LanguageModel { fatalError("subclass") }
+
+    // MARK: data order
+
+    /// The order of one pass: a seeded shuffle (unless `shuffle` is off); with `bucketByLength`, the shuffled
+    /// examples are taken 50 batches at a time, sorted by length (source + target, as truncated) inside each such
+    /// group, cut into batches, and the batches shuffled (seeded), so a batch holds similar lengths while the
+    /// order of batches stays random. The last partial batch (if any) is last, and dropped as before.
+    func epochOrder() -> [Int] {
+        var idx = Array(data.indices)
+        if settings.shuffle { idx.shuffle(using: &rng) }
+        guard settings.bucketByLength else { return idx }
+        let B = settings.batchSize
+        func length(_ i: Int) -> Int {
+            min(data[i].source.count, settings.encoderSeqLen) + min(data[i].target.count + 1, settings.decoderSeqLen)
+        }
+        var batches: [[Int]] = [], rest: [Int] = []
+        for start in stride(from: 0, to: idx.count, by: B * 50) {
+            let group = idx[start..<min(start + B * 50, idx.count)].sorted { (length($0), $0) < (length($1), $1) }
+            var s = 0
+            while s + B <= group.count { batches.append(Array(group[s..<(s + B)])); s += B }
+            rest += group[s...]
+        }
+        if settings.shuffle { batches.shuffle(using: &rng) }
+        return batches.flatMap { $0 } + rest
+    }
+
+    /// The next micro-batch of the current pass (a new pass when this one is used up).
     func nextExamples() -> [Seq2SeqExample] {
         if cursor + settings.batchSize > order.count {
-            order = Array(data.indices)
-            if settings.shuffle { order.shuffle(using: &rng) }
+            order = epochOrder()
             cursor = 0
             epoch += 1
         }
@@ -223,45 +312,122 @@ public final class Seq2SeqTrainer {
         return picked
     }
 
+    /// Real tokens of `examples` as truncated: source + target + EOS.
+    func tokenCount(_ examples: [Seq2SeqExample]) -> Int {
+        examples.reduce(0) { $0 + min($1.source.count, settings.encoderSeqLen) + min($1.target.count + 1, settings.decoderSeqLen) }
+    }
+
+    // MARK: losses
+
     /// The reference `LossEvaluator`: the mean of the per-batch losses over `examples` in batches of
     /// ``Settings/batchSize`` (the last one may be smaller), in eval mode (no dropout). When distilling the loss
-    /// is the distillation loss, with targets sampled by the current student (seeded).
+    /// is the distillation loss (sampled targets seeded).
     public func evaluate(_ examples: [Seq2SeqExample]) throws -> Float {
         guard !examples.isEmpty else { throw EncoreError(.invalidArgument, "evaluate: no examples") }
         var total: Float = 0, count = 0
         for start in stride(from: 0, to: examples.count, by: settings.batchSize) {
             let batch = Array(examples[start..<min(start + settings.batchSize, examples.count)])
-            total += try microBatchLoss(batch, micro: count, training: false).0.item
+            total += try microBatchLoss(batch, micro: count, training: false).loss.item
             count += 1
         }
         return total / Float(count)
     }
 
-    /// The micro-batch loss: cross-entropy, or α·KL(teacher‖student) + (1 − α)·CE when distilling.
-    private func microBatchLoss(_ examples: [Seq2SeqExample], micro: Int, training: Bool = true) throws -> (Variable, Float?, Float?) {
-        let c = parameters.config, drop = training && dropout.p > 0 ? dropout : nil
-        let b = Seq2SeqBatch(examples, encoderSeqLen: settings.encoderSeqLen, decoderSeqLen: settings.decoderSeqLen,
-                             bos: c.bosTokenId, eos: c.eosTokenId ?? c.padTokenId, pad: c.padTokenId)
-        guard let kd = distillation else {
-            return (try parameters.loss(encoderIds: b.encoderIds, decoderIds: b.decoderIds, targets: b.targets, dropout: drop), nil, nil)
+    /// Greedy generations of the current student for `sources` (cut to the encoder length), up to `maxTokens`
+    /// each, stopping at EOS (kept): the sample generations a run prints.
+    public func generate(sources: [[Int]], maxTokens: Int) throws -> [[Int]] {
+        let m = try studentModel()
+        return try sources.map {
+            try Generator(model: m).generate(prompt: Array($0.prefix(settings.encoderSeqLen)),
+                                             parameters: GenerationParameters(maxTokens: maxTokens, eosTokenId: eos))
         }
-        // on-policy targets from the current student (its weights, shared, not copied)
-        let student = try parameters.makeModel(copy: false)
-        let items = try examples.enumerated().map { i, e -> DistillationItem in
-            let g = GenerationParameters(maxTokens: settings.decoderSeqLen, temperature: kd.temperature, topK: kd.topK,
-                                         seed: settings.seed &+ UInt64((step * settings.accumulation + micro) * settings.batchSize + i),
-                                         eosTokenId: c.eosTokenId)
-            let generated = try Generator(model: student).generate(prompt: Array(e.source.prefix(settings.encoderSeqLen)), parameters: g)
-            return DistillationItem(source: e.source, generated: generated, encoderSeqLen: settings.encoderSeqLen,
-                                    decoderSeqLen: settings.decoderSeqLen, bos: c.bosTokenId, pad: c.padTokenId,
-                                    unk: kd.unkTokenId, tokenizerSize: kd.tokenizerSize)
+    }
+
+    /// The distillation targets of `examples`: the data's target + EOS, or generated (EOS kept) by the student
+    /// (sampled) or the teacher, each at most `decoderSeqLen` ids.
+    func distillationTargets(_ examples: [Seq2SeqExample], micro: Int, kd: DistillationSettings) throws -> [[Int]] {
+        let T = settings.decoderSeqLen
+        switch kd.targets {
+        case .data:
+            return examples.map { Array(($0.target + [eos]).prefix(T)) }
+        case .student:
+            // on-policy targets from the current student (its weights, shared, not copied)
+            let student = try studentModel()
+            return try examples.enumerated().map { i, e in
+                let g = GenerationParameters(maxTokens: T, temperature: kd.sampleTemperature, topK: kd.sampleTopK,
+                                             seed: settings.seed &+ UInt64((step * settings.accumulation + micro) * settings.batchSize + i),
+                                             eosTokenId: eos)
+                return try Generator(model: student).generate(prompt: Array(e.source.prefix(settings.encoderSeqLen)), parameters: g)
+            }
+        case .teacher:
+            return try examples.enumerated().map { i, e in
+                let greedy = kd.teacherTemperature == 0 || kd.teacherTopK == 1
+                let key = TeacherCache.key(e)
+                if greedy, let known = teacherTargets[key] { return known }
+                let g = GenerationParameters(maxTokens: T, temperature: kd.teacherTemperature, topK: kd.teacherTopK,
+                                             seed: settings.seed &+ 0x5EED_7EAC &+ UInt64((step * settings.accumulation + micro) * settings.batchSize + i),
+                                             eosTokenId: eos)
+                let out = try Generator(model: kd.teacher).generate(prompt: Array(e.source.prefix(settings.encoderSeqLen)), parameters: g)
+                if greedy { teacherTargets[key] = out }
+                return out
+            }
         }
-        let teacher = try kd.teacher.logits(items.map(\.teacherIds))                  // [B, Tt, Vt]
-        let sKD = try parameters.logits(encoderIds: b.encoderIds, decoderIds: items.map(\.studentDecoderIds), dropout: drop)
-        let sCE = try parameters.logits(encoderIds: b.encoderIds, decoderIds: b.decoderIds, dropout: drop)
-        let r = Distillation.loss(studentKD: sKD, teacher: teacher, encoderSeqLen: settings.encoderSeqLen, studentCE: sCE,
-                                  targets: b.targets.flatMap { $0 }, padTokenId: c.padTokenId, alpha: kd.alpha)
+    }
+
+    /// The micro-batch loss: cross-entropy, or α·KL(teacher‖student) + (1 − α)·CE when distilling (`targets`, when
+    /// given, replace the distillation targets: tests compare fixed generated targets with the reference).
+    func microBatchLoss(_ examples: [Seq2SeqExample], micro: Int, training: Bool = true,
+                        targets given: [[Int]]? = nil) throws -> (loss: Variable, kd: Float?, ce: Float?) {
+        let drop = training && dropout.p > 0 ? dropout : nil
+        guard let kd = distillation else { return (try ceLoss(examples, dropout: drop), nil, nil) }
+        let targets = try given ?? distillationTargets(examples, micro: micro, kd: kd)
+        // sequence lengths: the reference pads to the configured lengths; bucketing pads to the batch's longest
+        var (E, T) = (settings.encoderSeqLen, settings.decoderSeqLen)
+        if settings.bucketByLength {
+            E = min(E, examples.map(\.source.count).max()!)
+            T = max(1, targets.map(\.count).max()!)
+        }
+        let items = zip(examples, targets).map { e, t in
+            DistillationItem(source: e.source, generated: t, encoderSeqLen: E, decoderSeqLen: T, bos: bos, pad: pad,
+                             unk: kd.unkTokenId, tokenizerSize: kd.tokenizerSize, teacherVocabulary: kd.teacher.vocabSize)
+        }
+        let teacher: TeacherDistribution
+        if let cache = kd.cache {
+            teacher = .topK(try cachedTeacher(examples, cache: cache, kd: kd, encoderLength: E).map { $0.prefix(T) })
+        } else {
+            teacher = .logits(try kd.teacher.teacherLogits(items.map(\.teacherIds), attentionMask: items.map(\.teacherMask),
+                                                            range: (E - 1)..<(E - 1 + T)), offset: 0)   // [B, T, Vt]
+        }
+        let s = try distillationForward(examples, items: items, encoderLength: E, positions: T, dropout: drop,
+                                        withCE: kd.targets == .data && given == nil)
+        let kl = Variable.distillationKL(student: s.logits, studentOffsets: s.offsets, positions: T, teacher: teacher,
+                                         temperature: kd.temperature)
+        let ce = try s.ce ?? ceLoss(examples, dropout: drop)
+        let r = Distillation.combine(kd: kl, ce: ce, alpha: kd.alpha)
         return (r.loss, r.kd, r.ce)
+    }
+
+    /// The teacher's top-k for each example (targets from the data): read from the cache, or computed for the
+    /// missing ones in one teacher pass over all `decoderSeqLen` positions and stored.
+    func cachedTeacher(_ examples: [Seq2SeqExample], cache: TeacherCache, kd: DistillationSettings, encoderLength E: Int) throws -> [TeacherTopK] {
+        var out = examples.map { cache.load($0) }
+        let missing = out.indices.filter { out[$0] == nil }
+        guard !missing.isEmpty else { return out.map { $0! } }
+        let T = settings.decoderSeqLen
+        let items = missing.map { i in
+            DistillationItem(source: examples[i].source, generated: Array((examples[i].target + [eos]).prefix(T)), encoderSeqLen: E,
+                             decoderSeqLen: T, bos: bos, pad: pad, unk: kd.unkTokenId, tokenizerSize: kd.tokenizerSize,
+                             teacherVocabulary: kd.teacher.vocabSize)
+        }
+        let logits = try kd.teacher.teacherLogits(items.map(\.teacherIds), attentionMask: items.map(\.teacherMask), range: (E - 1)..<(E - 1 + T))
+        let vt = logits.shape[2]
+        for (row, i) in missing.enumerated() {
+            let rowLogits = Tensor(shape: [T, vt], values: Array(UnsafeBufferPointer(start: logits.data + row * T * vt, count: T * vt)))
+            let top = TeacherTopK(logits: rowLogits, k: cache.k, vocabulary: cache.vocabulary, temperature: cache.temperature)
+            try cache.store(top, for: examples[i])
+            out[i] = top
+        }
+        return withExtendedLifetime(logits) { out.map { $0! } }
     }
 
     /// One optimizer step over the next `accumulation` micro-batches of the shuffled data.
@@ -277,8 +443,8 @@ public final class Seq2SeqTrainer {
         guard microBatches.count == settings.accumulation, microBatches.allSatisfy({ !$0.isEmpty }) else {
             throw EncoreError(.invalidArgument, "trainStep: \(microBatches.count) micro-batches for accumulation \(settings.accumulation)")
         }
-        parameters.zeroGrad()
-        var total: Float = 0, kdSum: Float = 0, ceSum: Float = 0
+        model.zeroGrad()
+        var total: Float = 0, kdSum: Float = 0, ceSum: Float = 0, tokens = 0
         for (micro, examples) in microBatches.enumerated() {
             let (loss, kd, ce) = try microBatchLoss(examples, micro: micro)
             let scaled = (1 / Float(settings.accumulation)) * loss
@@ -286,14 +452,53 @@ public final class Seq2SeqTrainer {
             total += scaled.item
             kdSum += (kd ?? 0) / Float(settings.accumulation)
             ceSum += (ce ?? 0) / Float(settings.accumulation)
+            tokens += tokenCount(examples)
         }
-        let norm = clipGradNorm(parameters.all, maxNorm: settings.maxGradNorm)
+        let norm = clipGradNorm(model.all, maxNorm: settings.maxGradNorm)
         optimizer.learningRate = settings.learningRate * schedule.factor(step: step)
         optimizer.step()
         step += 1
         return StepResult(loss: total, gradNorm: norm, learningRate: optimizer.learningRate,
-                          kd: distillation == nil ? nil : kdSum, ce: distillation == nil ? nil : ceSum)
+                          kd: distillation == nil ? nil : kdSum, ce: distillation == nil ? nil : ceSum, tokens: tokens)
     }
+}
+
+/// The trainer for Mu on sequence-to-sequence pairs (``Trainer``): the reference `Seq2SeqDataset` batches
+/// (``Seq2SeqBatch``) and `Mu.forward(..., targets).loss`; when distilling, the student's decoder reads
+/// [BOS] + target (``DistillationItem/studentDecoderIds``) and position t is compared with the teacher's
+/// position encoderSeqLen − 1 + t.
+public final class Seq2SeqTrainer: Trainer {
+    public let parameters: MuParameters
+
+    public init(parameters: MuParameters, data: [Seq2SeqExample], settings: Settings, epochs: Int,
+                steps: Int? = nil, distillation: DistillationSettings? = nil) throws {
+        self.parameters = parameters
+        let c = parameters.config
+        try super.init(model: parameters, data: data, settings: settings, epochs: epochs, steps: steps, distillation: distillation,
+                       configDropout: Float(c.dropout), vocabSize: c.vocabSize, bos: c.bosTokenId, eos: c.eosTokenId ?? c.padTokenId,
+                       pad: c.padTokenId)
+    }
+
+    func batch(_ examples: [Seq2SeqExample]) -> Seq2SeqBatch {
+        Seq2SeqBatch(examples, encoderSeqLen: settings.encoderSeqLen, decoderSeqLen: settings.decoderSeqLen, bos: bos, eos: eos,
+                     pad: pad, padToLongest: settings.bucketByLength)
+    }
+
+    override func ceLoss(_ examples: [Seq2SeqExample], dropout: Dropout?) throws -> Variable {
+        let b = batch(examples)
+        return try parameters.loss(encoderIds: b.encoderIds, decoderIds: b.decoderIds, targets: b.targets, dropout: dropout)
+    }
+
+    override func distillationForward(_ examples: [Seq2SeqExample], items: [DistillationItem], encoderLength: Int, positions: Int,
+                                      dropout: Dropout?, withCE: Bool) throws -> (logits: Variable, offsets: [Int]?, ce: Variable?) {
+        let encoderIds = examples.map { Array($0.source.prefix(encoderLength)) + [Int](repeating: pad, count: max(0, encoderLength - $0.source.count)) }
+        let logits = try parameters.logits(encoderIds: encoderIds, decoderIds: items.map(\.studentDecoderIds), dropout: dropout)
+        // targets from the data: the decoder input is the data's, so one pass serves the KL and the cross-entropy
+        let ce = withCE ? Variable.crossEntropy(logits, targets: items.flatMap(\.target), ignoreIndex: pad) : nil
+        return (logits, nil, ce)
+    }
+
+    public override func studentModel() throws -> LanguageModel { try parameters.makeModel(copy: false) }
 }
 
 /// The reference `CheckpointSaver`: keeps the `capacity` best model folders by score (higher is better; the
@@ -329,7 +534,7 @@ public final class BestCheckpoints {
 
     /// Saves `parameters` as `step-<step>` if the score is among the best; returns the folder if saved.
     @discardableResult
-    public func saveIfBest(_ parameters: MuParameters, step: Int, score: Float) throws -> String? {
+    public func saveIfBest(_ parameters: ModelParameters, step: Int, score: Float) throws -> String? {
         if saved.count >= capacity {
             guard let worst = saved.indices.min(by: { saved[$0].score < saved[$1].score }), score > saved[worst].score else { return nil }
             let gone = saved.remove(at: worst)
