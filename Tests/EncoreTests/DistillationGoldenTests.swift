@@ -9,9 +9,10 @@ import XCTest
 /// Tolerances: the teacher's logit slice 1e-5 relative; losses 1e-5 relative; every parameter gradient 1e-4
 /// relative per tensor (max |Δ| / max |golden|; Mu's cross-attention key biases have an exactly-zero gradient,
 /// so both sides hold roundoff: checked below 1e-6 of the largest gradient). Ten optimizer steps (AdamW, warmup 2
-/// + cosine to 0 at step 10, clip 1.0, lr 1e-3): losses 1e-4 relative, gradient norms 1e-2, parameters within 5%
-/// of each tensor's movement with at most 1% of the elements beyond 1e-3 of it (the reasoning of
-/// `testAdamWStepsMatchReference`). Why these: this KD trajectory is sensitive to roundoff — Encore against itself
+/// + cosine to 0 at step 10, clip 1.0, lr 1e-3): losses 1e-4 relative, gradient norms 1e-2, parameters within 10%
+/// of each tensor's movement (median over tensors below 1%) with at most 1% of the elements beyond 1e-3 of it (the
+/// reasoning of `testAdamWStepsMatchReference`). Why these: this KD trajectory is sensitive to roundoff — the worst
+/// tensor moved from 2.7% to 5.1% of its movement when only the cross-entropy's exp changed by an ulp; Encore against itself
 /// with the starting weights perturbed by 1e-7 relative differs by up to 5e-5 in the step losses and 0.7% in the
 /// gradient norm of the Mu student (whose norm swings 16–52 between steps while clipped to 1) by step 9 (measured;
 /// at lr 1e-2 the same experiment gives 5e-4 and 0.6%), so Encore and PyTorch cannot agree more closely than that.
@@ -133,7 +134,7 @@ final class DistillationGoldenTests: XCTestCase {
                 XCTAssertEqual(Float(r.gradNorm), want[3][s], accuracy: want[3][s] * 1e-2, "\(student) step \(s) grad norm")
             }
             let lrSum = want[4].reduce(0, +)
-            var worst: (Float, String) = (0, "")
+            var worst: (Float, String) = (0, ""), errors: [Float] = []
             for n in t.model.names {
                 let after = try g.tensor("\(student).after." + n).toArray(), got = t.model[n].value.toArray(), before = initial[n]!
                 if MuTrainingTests.hasZeroGradient(n) {
@@ -145,10 +146,13 @@ final class DistillationGoldenTests: XCTestCase {
                 let diffs = zip(got, after).map { abs($0 - $1) / moved }
                 let err = diffs.max()!, far = diffs.filter { $0 > 1e-3 }.count
                 if err > worst.0 { worst = (err, n) }
-                XCTAssertLessThan(err, 5e-2, "\(student): \(n) after 10 steps: max |Δ| / movement \(err)")
+                errors.append(err)
+                XCTAssertLessThan(err, 1e-1, "\(student): \(n) after 10 steps: max |Δ| / movement \(err)")
                 XCTAssertLessThanOrEqual(far, max(1, got.count / 100), "\(student): \(n): \(far) elements beyond 1e-3 of the movement")
             }
-            print("\(student): 10 KD steps, losses \(want[0].first!) → \(want[0].last!); worst parameter max |Δ| / movement \(worst.0) (\(worst.1))")
+            let median = errors.sorted()[errors.count / 2]
+            XCTAssertLessThan(median, 1e-2, "\(student): median over tensors of max |Δ| / movement")
+            print("\(student): 10 KD steps, losses \(want[0].first!) → \(want[0].last!); max |Δ| / movement: median over tensors \(median), worst \(worst.0) (\(worst.1))")
         }
     }
 }

@@ -307,15 +307,9 @@ extension Ops {
 
     /// d gelu_tanh(x)/dx · dy.
     public static func geluTanhBackward(_ dy: Tensor, x: Tensor) -> Tensor {
+        precondition(dy.count == x.count, "geluTanhBackward: \(dy.shape) vs \(x.shape)")
         let dx = Tensor(uninitialized: x.shape)
-        let c: Float = 0.7978845608028654
-        for i in 0..<x.count {
-            let v = x.data[i]
-            let u = c * (v + 0.044715 * v * v * v)
-            let t = tanhf(u)
-            let du = c * (1 + 3 * 0.044715 * v * v)
-            dx.data[i] = dy.data[i] * (0.5 * (1 + t) + 0.5 * v * (1 - t * t) * du)
-        }
+        ek_gelu_tanh_backward_f32(x.data, dy.data, dx.data, x.count)
         return dx
     }
 
@@ -332,18 +326,14 @@ extension Ops {
     public static func crossEntropy(_ logits: Tensor, targets: [Int], ignoreIndex: Int? = nil) -> (loss: Float, dlogits: Tensor) {
         let v = logits.shape.last!, rows = logits.count / v
         precondition(targets.count == rows, "crossEntropy: \(targets.count) targets for \(rows) rows")
-        let lp = logSoftmax(logits)
+        precondition(targets.allSatisfy { $0 == ignoreIndex || ($0 >= 0 && $0 < v) }, "crossEntropy: target outside 0..<\(v)")
         let counted = targets.filter { $0 != ignoreIndex }.count
-        let grad = Tensor(zeros: logits.shape)
-        var total: Double = 0
-        guard counted > 0 else { return (0, grad) }
-        let scale = 1 / Float(counted)
-        for r in 0..<rows where targets[r] != ignoreIndex {
-            total -= Double(lp.data[r * v + targets[r]])
-            for i in 0..<v { grad.data[r * v + i] = expf(lp.data[r * v + i]) * scale }
-            grad.data[r * v + targets[r]] -= scale
-        }
-        return (Float(total / Double(counted)), grad)
+        let grad = Tensor(uninitialized: logits.shape)
+        guard counted > 0 else { grad.data.update(repeating: 0, count: grad.count); return (0, grad) }
+        let rowTargets = targets.map { $0 == ignoreIndex ? -1 : $0 }
+        var losses = [Double](repeating: 0, count: rows)
+        ek_cross_entropy_f32(logits.data, rowTargets, rows, v, 1 / Float(counted), grad.data, &losses)
+        return (Float(losses.reduce(0, +) / Double(counted)), grad)
     }
 }
 

@@ -1,4 +1,5 @@
 import Foundation
+import EncoreKernels
 
 /// `torch.optim.AdamW` (single-tensor algorithm, `amsgrad=False`, `maximize=False`) over named parameters,
 /// with the reference's grouping (`mu/train.py get_optimizer`): weight decay only on parameters of rank ≥ 2.
@@ -53,20 +54,12 @@ public final class AdamW {
             if m[i] == nil { m[i] = Tensor(zeros: p.shape); v[i] = Tensor(zeros: p.shape) }
             steps[i] += 1
             let t = Double(steps[i])
-            let x = p.value.data, gd = g.data, md = m[i]!.data, vd = v[i]!.data
-            if decays[i] && weightDecay != 0 {
-                let f = Float(1 - lr * weightDecay)
-                for j in 0..<n { x[j] *= f }
-            }
-            let b1 = Float(1 - beta1), b2 = Float(beta2), c2 = Float(1 - beta2)
+            let decay = decays[i] && weightDecay != 0 ? Float(1 - lr * weightDecay) : 1
             let stepSize = Float(lr / (1 - pow(beta1, t)))
             let bc2Sqrt = Float((1 - pow(beta2, t)).squareRoot())
-            let e = Float(eps)
-            for j in 0..<n {
-                md[j] += (gd[j] - md[j]) * b1
-                vd[j] = vd[j] * b2 + c2 * gd[j] * gd[j]
-                let denom = vd[j].squareRoot() / bc2Sqrt + e
-                x[j] += -stepSize * (md[j] / denom)
+            withExtendedLifetime((p, g, m[i], v[i])) {
+                ek_adamw_f32(p.value.data, g.data, m[i]!.data, v[i]!.data, n, decay, Float(1 - beta1), Float(beta2),
+                             Float(1 - beta2), stepSize, bc2Sqrt, Float(eps))
             }
         }
     }

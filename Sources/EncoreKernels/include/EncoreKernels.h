@@ -134,6 +134,27 @@ int ek_dequantize(int type, const void *src, float *dst, long n);
 /** The per-element reference twin of ek_dequantize. */
 int ek_dequantize_ref(int type, const void *src, float *dst, long n);
 
+/* ---- training (train.c): backward pieces and the optimizer step; thread-pool parallel, bit-independent of threads ---- */
+/** dx[i] = dy[i] * gelu_tanh'(x[i]) (the derivative of ek_gelu_tanh_f32). */
+void ek_gelu_tanh_backward_f32(const float *x, const float *dy, float *dx, long n);
+void ek_gelu_tanh_backward_f32_ref(const float *x, const float *dy, float *dx, long n);
+/**
+ * One AdamW update of n parameters (torch.optim.AdamW, single-tensor): p *= decay (1 − lr·wd, or 1);
+ * m += (g − m)·b1c; v = v·b2 + c2·g·g; p += −step · m / (sqrt(v) / bc2 + eps), with b1c = 1 − β1, c2 = 1 − β2,
+ * step = lr / (1 − β1ᵗ), bc2 = sqrt(1 − β2ᵗ). The SIMD path is bit-identical to the twin (no fused multiply-add).
+ */
+void ek_adamw_f32(float *p, const float *g, float *m, float *v, long n, float decay, float b1c, float b2, float c2,
+                  float step, float bc2, float eps);
+void ek_adamw_f32_ref(float *p, const float *g, float *m, float *v, long n, float decay, float b1c, float b2, float c2,
+                      float step, float bc2, float eps);
+/**
+ * Cross-entropy rows of logits [rows, v]: for targets[r] >= 0, loss[r] = logsumexp(row) − row[target] and
+ * grad[r] = scale · (softmax(row) − onehot(target)); rows with targets[r] < 0 (ignored) get 0 and a zero gradient.
+ */
+void ek_cross_entropy_f32(const float *logits, const long *targets, long rows, long v, float scale, float *grad, double *loss);
+void ek_cross_entropy_f32_ref(const float *logits, const long *targets, long rows, long v, float scale, float *grad,
+                              double *loss);
+
 /* ---- threads ---- */
 /** A task of a parallel loop: called once for each index in [0, count). */
 typedef void (*ek_task_fn)(void *ctx, long index, long count);
