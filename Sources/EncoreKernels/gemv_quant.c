@@ -42,6 +42,10 @@
 #define EQ_AVX512VNNI __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")))
 #define EQ_AVX512F __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl")))
 #define EQ_AVX512BF16 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512bf16")))
+#define EQ_HSUM256(v, out) do { \
+        __m128 lo_ = _mm256_castps256_ps128(v), hi_ = _mm256_extractf128_ps(v, 1); \
+        lo_ = _mm_add_ps(lo_, hi_); lo_ = _mm_add_ps(lo_, _mm_movehl_ps(lo_, lo_)); \
+        lo_ = _mm_add_ss(lo_, _mm_movehdup_ps(lo_)); out = _mm_cvtss_f32(lo_); } while (0)
 #endif
 
 enum { P_SCALAR = 0, P_AVX2, P_AVXVNNI, P_AVX512VNNI, P_AVX512F, P_AVX512BF16 };
@@ -64,6 +68,8 @@ static int path_for(int format) {
         return P_SCALAR;
     }
     if (format == EK_WF_F32) return (f & EK_CPU_AVX2_FMA) && lim >= EK_ISA_AVX2 ? P_AVX2 : P_SCALAR;
+    if (format == EK_WF_Q4_K || format == EK_WF_Q5_K || format == EK_WF_Q6_K)      /* K-quants: AVX2 kernel only */
+        return lim >= EK_ISA_AVX2 && (f & EK_CPU_AVX2_FMA) && (f & EK_CPU_F16C) ? P_AVX2 : P_SCALAR;
     if (lim >= EK_ISA_AVX512 && avx512 && (f & EK_CPU_AVX512VNNI) && (f & EK_CPU_F16C)) return P_AVX512VNNI;
     if (lim >= EK_ISA_AVXVNNI && (f & EK_CPU_AVXVNNI) && (f & EK_CPU_AVX2_FMA) && (f & EK_CPU_F16C)) return P_AVXVNNI;
     if (lim >= EK_ISA_AVX2 && (f & EK_CPU_AVX2_FMA) && (f & EK_CPU_F16C)) return P_AVX2;
@@ -81,15 +87,37 @@ static inline float f16_round(float f) { return f16_to_f32(f32_to_f16(f)); }
 static inline uint16_t rd16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
 static inline void wr16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }
 
+/* ---- the x8 layouts: ggml blocks regrouped by 8 (see ek_repack_x8) ---- */
+
+static int is_x8(int f) { return f == EK_WF_Q8_0X8 || f == EK_WF_Q4_0X8 || f == EK_WF_Q4_1X8; }
+/* The ggml format an x8 layout regroups (others: themselves). */
+static int base_format(int f) {
+    return f == EK_WF_Q8_0X8 ? EK_WF_Q8_0 : f == EK_WF_Q4_0X8 ? EK_WF_Q4_0 : f == EK_WF_Q4_1X8 ? EK_WF_Q4_1 : f;
+}
+static long block_bytes(int base) { return base == EK_WF_Q8_0 ? 34 : base == EK_WF_Q4_0 ? 18 : 20; }
+static long header_bytes(int base) { return base == EK_WF_Q4_1 ? 4 : 2; }
+
+/* Copies block b of an x8 row (nb blocks) into `out` as the ggml block. */
+static void x8_block(int base, const uint8_t *row, long nb, long b, uint8_t *out) {
+    long B = block_bytes(base), h = header_bytes(base), g0 = b / 8 * 8, g = nb - g0 < 8 ? nb - g0 : 8, j = b - g0;
+    const uint8_t *grp = row + g0 * B;
+    out[0] = grp[2 * j]; out[1] = grp[2 * j + 1];
+    if (h == 4) { out[2] = grp[2 * g + 2 * j]; out[3] = grp[2 * g + 2 * j + 1]; }
+    memcpy(out + h, grp + h * g + (B - h) * j, (size_t)(B - h));
+}
+
 long ek_quant_row_bytes(int format, long k) {
     long nb = (k + 31) / 32;
     switch (format) {
     case EK_WF_F32: return 4 * k;
     case EK_WF_BF16: return 2 * k;
     case EK_WF_INT8: return 32 * nb;
-    case EK_WF_Q8_0: return 34 * nb;
-    case EK_WF_Q4_0: return 18 * nb;
-    case EK_WF_Q4_1: return 20 * nb;
+    case EK_WF_Q8_0: case EK_WF_Q8_0X8: return 34 * nb;
+    case EK_WF_Q4_0: case EK_WF_Q4_0X8: return 18 * nb;
+    case EK_WF_Q4_1: case EK_WF_Q4_1X8: return 20 * nb;
+    case EK_WF_Q4_K: return 144 * ((k + 255) / 256);
+    case EK_WF_Q5_K: return 176 * ((k + 255) / 256);
+    case EK_WF_Q6_K: return 210 * ((k + 255) / 256);
     default: return 0;
     }
 }
@@ -126,13 +154,60 @@ static int act_reserve(act_buf *a, long qbytes, long blocks, long xbf) {
     return 1;
 }
 
+#if EQ_X86
+/* Whole blocks of 32 on AVX2: the same operations as the scalar loop below (|x| max, x·(127/amax), round to
+ * nearest even), so the same bytes. Returns the int32 sum of the block's values. */
+EQ_AVX2 static int quantize_block_avx2(const float *x, float id, int8_t *q, float *amax_out) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    __m256 v0 = _mm256_loadu_ps(x), v1 = _mm256_loadu_ps(x + 8), v2 = _mm256_loadu_ps(x + 16), v3 = _mm256_loadu_ps(x + 24);
+    if (amax_out) {
+        __m256 a = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, v0), _mm256_andnot_ps(sign, v1)),
+                                 _mm256_max_ps(_mm256_andnot_ps(sign, v2), _mm256_andnot_ps(sign, v3)));
+        __m128 h = _mm_max_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+        h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+        h = _mm_max_ss(h, _mm_movehdup_ps(h));
+        *amax_out = _mm_cvtss_f32(h);
+        return 0;
+    }
+    const __m256 s = _mm256_set1_ps(id);
+    __m256i i0 = _mm256_cvtps_epi32(_mm256_mul_ps(v0, s)), i1 = _mm256_cvtps_epi32(_mm256_mul_ps(v1, s));
+    __m256i i2 = _mm256_cvtps_epi32(_mm256_mul_ps(v2, s)), i3 = _mm256_cvtps_epi32(_mm256_mul_ps(v3, s));
+    __m256i lim = _mm256_set1_epi32(127), nlim = _mm256_set1_epi32(-127);
+    i0 = _mm256_max_epi32(_mm256_min_epi32(i0, lim), nlim); i1 = _mm256_max_epi32(_mm256_min_epi32(i1, lim), nlim);
+    i2 = _mm256_max_epi32(_mm256_min_epi32(i2, lim), nlim); i3 = _mm256_max_epi32(_mm256_min_epi32(i3, lim), nlim);
+    __m256i sum = _mm256_add_epi32(_mm256_add_epi32(i0, i1), _mm256_add_epi32(i2, i3));
+    __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(sum), _mm256_extracti128_si256(sum, 1));
+    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4E));
+    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xB1));
+    __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
+    p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm256_storeu_si256((__m256i *)q, p);
+    return _mm_cvtsi128_si32(s4);
+}
+#endif
+
 /* x [m, k] → q [m, nb*32] (zero padded), d/c [m, nb]. */
-static void quantize_act(int format, const float *x, long m, long k, int8_t *q, float *d, float *c) {
+static void quantize_act(int format, const float *x, long m, long k, int8_t *q, float *d, float *c, int simd) {
     long nb = (k + 31) / 32;
+    (void)simd;
     for (long i = 0; i < m; i++) {
         const float *xr = x + i * k;
         for (long b = 0; b < nb; b++) {
             long j0 = b * 32, len = k - j0 < 32 ? k - j0 : 32;
+#if EQ_X86
+            if (simd && len == 32) {
+                float amax;
+                quantize_block_avx2(xr + j0, 0, NULL, &amax);
+                float db = amax / 127.0f, id = amax != 0.0f ? 127.0f / amax : 0.0f;
+                int sum = quantize_block_avx2(xr + j0, id, q + (i * nb + b) * 32, NULL);
+                float dq = format == EK_WF_INT8 ? db : f16_round(db);
+                d[i * nb + b] = dq;
+                if (format == EK_WF_Q4_0) c[i * nb + b] = 8.0f * dq * (float)sum;
+                else if (format == EK_WF_Q4_1) c[i * nb + b] = f16_round(db * (float)sum);
+                else c[i * nb + b] = 0.0f;
+                continue;
+            }
+#endif
             float amax = 0;
             for (long j = 0; j < len; j++) { float a = fabsf(xr[j0 + j]); if (a > amax) amax = a; }
             float db = amax / 127.0f, id = amax != 0.0f ? 127.0f / amax : 0.0f;   /* as ggml's AVX2 quantizer */
@@ -154,6 +229,18 @@ static void quantize_act(int format, const float *x, long m, long k, int8_t *q, 
     }
 }
 
+/* 4-bit x8 kernels read two blocks' nibbles with one 32-byte load; their activations are arranged to match:
+ * each pair of blocks (2p, 2p+1) becomes [a0..15, b0..15, a16..31, b16..31]; an odd last block stays as is. */
+static void interleave_pairs(int8_t *q, long m, long nb) {
+    int8_t t[64];
+    for (long i = 0; i < m; i++)
+        for (long b = 0; b + 2 <= nb; b += 2) {
+            int8_t *p = q + (i * nb + b) * 32;
+            memcpy(t, p, 16); memcpy(t + 16, p + 32, 16); memcpy(t + 32, p + 16, 16); memcpy(t + 48, p + 48, 16);
+            memcpy(p, t, 64);
+        }
+}
+
 /* ------------------------------------------------------------------------------------------------ */
 /* call context                                                                                      */
 
@@ -164,11 +251,195 @@ typedef struct {
     const float *x;          /* fp32 activations [m, k] */
     const int8_t *xq;        /* quantized activations */
     const float *xd, *xc;
+    const int16_t *xbs;      /* K-quants: Q8_K sums of 16 activations [m, k/16] */
     const uint16_t *xb;      /* bf16 activations */
     const float *bias;
     float *y;
     long m, n, k, nb, row_bytes;
 } qctx;
+
+/* ------------------------------------------------------------------------------------------------ */
+/* K-quants (Q4_K, Q5_K, Q6_K: super-blocks of 256) against Q8_K activations, llama.cpp's arithmetic      */
+/*
+ * Activations (ggml's quantize_row_q8_K): per block of 256, max = the value of largest |x|, iscale = −127/max,
+ * q = round-to-nearest-even(iscale·x) capped at 127, d = 1/iscale in fp32 (not f16), bsums = Σ q per 16.
+ * Per super-block of the weights (sc, m: 6-bit scales/minima of the 8 sub-blocks of 32; Q6_K: int8 scales of
+ * 16 sub-blocks of 16, values q−32):
+ *   Q4_K/Q5_K:  d_w d_x Σ_j sc_j Σ_{l∈j} q_l x_l  −  dmin_w d_x Σ_j m_j (bsums_{2j} + bsums_{2j+1})
+ *   Q6_K:       d_w d_x Σ_j sc_j (Σ_{l∈j} q_l x_l − 32 bsums_j)
+ * with every inner sum an exact int32, as ggml_vec_dot_q{4,5,6}_K_q8_K. Rows hold k/256 super-blocks (k a
+ * multiple of 256, as GGUF stores K-quant rows).
+ */
+static int is_kq(int f) { return f == EK_WF_Q4_K || f == EK_WF_Q5_K || f == EK_WF_Q6_K; }
+
+static void quantize_act_k(const float *x, long m, long k, int8_t *q, float *d, int16_t *bsums) {
+    long nb = k / 256;
+    for (long i = 0; i < m * nb; i++) {
+        const float *xb = x + i * 256;
+        int8_t *qb = q + i * 256;
+        float amax = 0, mx = 0;
+        for (int j = 0; j < 256; j++) { float a = fabsf(xb[j]); if (a > amax) { amax = a; mx = xb[j]; } }
+        if (amax == 0.0f) {
+            d[i] = 0.0f;
+            memset(qb, 0, 256);
+            for (int j = 0; j < 16; j++) bsums[i * 16 + j] = 0;
+            continue;
+        }
+        float iscale = -127.0f / mx;
+        for (int j = 0; j < 256; j++) { int v = (int)lrintf(iscale * xb[j]); qb[j] = (int8_t)(v > 127 ? 127 : v); }
+        for (int j = 0; j < 16; j++) {
+            int sum = 0;
+            for (int l = 0; l < 16; l++) sum += qb[j * 16 + l];
+            bsums[i * 16 + j] = (int16_t)sum;
+        }
+        d[i] = 1.0f / iscale;
+    }
+}
+
+/* The 6-bit scale and min of sub-block j (0..7) of a Q4_K/Q5_K super-block (as quant.c). */
+static inline void kq_scale_min(int j, const uint8_t *q, int *sc, int *mn) {
+    if (j < 4) { *sc = q[j] & 63; *mn = q[j + 4] & 63; }
+    else { *sc = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4); *mn = (q[j + 4] >> 4) | ((q[j] >> 6) << 4); }
+}
+
+/* Values of one super-block as small ints: Q4_K 0..15, Q5_K 0..31, Q6_K −32..31 (ggml's element order). */
+static void kq_values(int format, const uint8_t *x, int8_t *a) {
+    if (format == EK_WF_Q6_K) {
+        const uint8_t *ql = x, *qh = x + 128;
+        for (int n = 0; n < 256; n += 128, ql += 64, qh += 32)
+            for (int l = 0; l < 32; l++) {
+                a[n + l] = (int8_t)(((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32);
+                a[n + l + 32] = (int8_t)(((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32);
+                a[n + l + 64] = (int8_t)(((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32);
+                a[n + l + 96] = (int8_t)(((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32);
+            }
+        return;
+    }
+    const uint8_t *qh = format == EK_WF_Q5_K ? x + 16 : NULL, *q4 = format == EK_WF_Q5_K ? x + 48 : x + 16;
+    for (int j = 0; j < 4; j++, q4 += 32)
+        for (int l = 0; l < 32; l++) {
+            a[64 * j + l] = (int8_t)((q4[l] & 0xF) + (qh && ((qh[l] >> (2 * j)) & 1) ? 16 : 0));
+            a[64 * j + 32 + l] = (int8_t)((q4[l] >> 4) + (qh && ((qh[l] >> (2 * j + 1)) & 1) ? 16 : 0));
+        }
+}
+
+static long kq_block_bytes(int format) { return format == EK_WF_Q4_K ? 144 : format == EK_WF_Q5_K ? 176 : 210; }
+
+/* Scalar dot of weight row r with activation row i (also the "scalar" dispatch level). */
+static float row_dot_k_scalar(const qctx *c, long r, long i) {
+    const long nb = c->k / 256, bb = kq_block_bytes(c->format);
+    const uint8_t *wr = c->w + r * c->row_bytes;
+    const int8_t *xq = c->xq + i * c->k;
+    const float *xd = c->xd + i * nb;
+    const int16_t *bs = c->xbs + i * nb * 16;
+    int8_t a[256];
+    float acc = 0, accm = 0;
+    for (long b = 0; b < nb; b++) {
+        const uint8_t *x = wr + b * bb;
+        const int8_t *q8 = xq + b * 256;
+        const int16_t *bsum = bs + b * 16;
+        kq_values(c->format, x, a);
+        int sumi = 0;
+        if (c->format == EK_WF_Q6_K) {
+            const int8_t *sc = (const int8_t *)(x + 192);
+            for (int j = 0; j < 16; j++) {
+                int s = 0;
+                for (int l = 0; l < 16; l++) s += a[16 * j + l] * q8[16 * j + l];
+                sumi += sc[j] * s;
+            }
+            acc += f16_to_f32(rd16(x + 208)) * xd[b] * (float)sumi;
+        } else {
+            int summ = 0;
+            for (int j = 0; j < 8; j++) {
+                int sc, mn, s = 0;
+                kq_scale_min(j, x + 4, &sc, &mn);
+                for (int l = 0; l < 32; l++) s += a[32 * j + l] * q8[32 * j + l];
+                sumi += sc * s;
+                summ += mn * (bsum[2 * j] + bsum[2 * j + 1]);
+            }
+            acc += f16_to_f32(rd16(x)) * xd[b] * (float)sumi;
+            accm += f16_to_f32(rd16(x + 2)) * xd[b] * (float)summ;
+        }
+    }
+    return acc - accm;
+}
+
+#if EQ_X86
+/* AVX2: unsigned values (Q6_K: q+32, corrected with 32·bsums) × int8 activations with vpmaddubsw (|sum of a
+ * pair| ≤ 63·127·2 < 2^15), then vpmaddwd by the sub-block scales into exact int32 sums; one fp32 FMA per
+ * super-block. The minima (Q4_K/Q5_K) and the Q6_K offset: vpmaddwd of the 16 bsums by the matching scales. */
+EQ_AVX2 static void rows_k_avx2(const qctx *c, long r0, long r1) {
+    const long nb = c->k / 256, bb = kq_block_bytes(c->format);
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m3 = _mm256_set1_epi8(0x03), one = _mm256_set1_epi8(1);
+    for (long r = r0; r < r1; r++) {
+        const uint8_t *wr = c->w + r * c->row_bytes;
+        float bias = c->bias ? c->bias[r] : 0.0f;
+        for (long i = 0; i < c->m; i++) {
+            const int8_t *xq = c->xq + i * c->k;
+            const float *xd = c->xd + i * nb;
+            const int16_t *bs = c->xbs + i * nb * 16;
+            __m256 acc = _mm256_setzero_ps(), accm = _mm256_setzero_ps();
+            for (long b = 0; b < nb; b++) {
+                const uint8_t *x = wr + b * bb;
+                const int8_t *q8 = xq + b * 256;
+                _mm_prefetch((const char *)x + 512, _MM_HINT_T0);
+                const __m256i bsv = _mm256_loadu_si256((const __m256i *)(bs + b * 16));
+                __m256i sumi = _mm256_setzero_si256();
+                if (c->format == EK_WF_Q6_K) {
+                    const int8_t *sc = (const int8_t *)(x + 192);
+                    const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)sc));   /* 16 scales */
+                    const uint8_t *ql = x, *qh = x + 128;
+                    for (int half = 0; half < 2; half++, ql += 64, qh += 32) {
+                        __m256i l0 = _mm256_loadu_si256((const __m256i *)ql), l1 = _mm256_loadu_si256((const __m256i *)(ql + 32));
+                        __m256i h = _mm256_loadu_si256((const __m256i *)qh);
+                        __m256i v[4];
+                        v[0] = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16(_mm256_and_si256(h, m3), 4));
+                        v[1] = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 2), m3), 4));
+                        v[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 4), m3), 4));
+                        v[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 6), m3), 4));
+                        for (int qq = 0; qq < 4; qq++) {
+                            __m256i p = _mm256_maddubs_epi16(v[qq], _mm256_loadu_si256((const __m256i *)(q8 + 128 * half + 32 * qq)));
+                            int j = 8 * half + 2 * qq;         /* scales j (values 0..15) and j+1 (16..31) */
+                            __m256i s = _mm256_set_m128i(_mm_set1_epi16((short)sc[j + 1]), _mm_set1_epi16((short)sc[j]));
+                            sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, s));
+                        }
+                    }
+                    /* − 32 Σ_j sc_j bsums_j */
+                    sumi = _mm256_sub_epi32(sumi, _mm256_slli_epi32(_mm256_madd_epi16(bsv, sc16), 5));
+                    acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_to_f32(rd16(x + 208)) * xd[b]), _mm256_cvtepi32_ps(sumi), acc);
+                } else {
+                    int sc[8], mn[8];
+                    for (int j = 0; j < 8; j++) kq_scale_min(j, x + 4, &sc[j], &mn[j]);
+                    const uint8_t *q4 = c->format == EK_WF_Q5_K ? x + 48 : x + 16;
+                    __m256i hb = c->format == EK_WF_Q5_K ? _mm256_loadu_si256((const __m256i *)(x + 16)) : _mm256_setzero_si256();
+                    for (int j = 0; j < 4; j++) {
+                        __m256i v = _mm256_loadu_si256((const __m256i *)(q4 + 32 * j));
+                        __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+                        if (c->format == EK_WF_Q5_K) {
+                            lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(hb, one), 4));
+                            hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 1), one), 4));
+                            hb = _mm256_srli_epi16(hb, 2);
+                        }
+                        __m256i plo = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)(q8 + 64 * j)));
+                        __m256i phi = _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(q8 + 64 * j + 32)));
+                        sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(_mm256_madd_epi16(plo, _mm256_set1_epi16((short)sc[2 * j])),
+                                                                       _mm256_madd_epi16(phi, _mm256_set1_epi16((short)sc[2 * j + 1]))));
+                    }
+                    /* minima: Σ_j m_j (bsums_2j + bsums_2j+1) */
+                    __m256i mv = _mm256_setr_epi16((short)mn[0], (short)mn[0], (short)mn[1], (short)mn[1], (short)mn[2], (short)mn[2],
+                                                   (short)mn[3], (short)mn[3], (short)mn[4], (short)mn[4], (short)mn[5], (short)mn[5],
+                                                   (short)mn[6], (short)mn[6], (short)mn[7], (short)mn[7]);
+                    acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_to_f32(rd16(x)) * xd[b]), _mm256_cvtepi32_ps(sumi), acc);
+                    accm = _mm256_fmadd_ps(_mm256_set1_ps(f16_to_f32(rd16(x + 2)) * xd[b]), _mm256_cvtepi32_ps(_mm256_madd_epi16(bsv, mv)), accm);
+                }
+            }
+            float s;
+            EQ_HSUM256(_mm256_sub_ps(acc, accm), s);
+            c->y[i * c->n + r] = s + bias;
+        }
+    }
+}
+#endif
 
 /* ---- scalar block dots (also the "scalar" dispatch level) ---- */
 
@@ -176,33 +447,36 @@ static float row_dot_scalar(const qctx *c, long r, long i) {
     const uint8_t *wr = c->w + r * c->row_bytes;
     const int8_t *xq = c->xq + i * c->nb * 32;
     const float *xd = c->xd + i * c->nb, *xc = c->xc + i * c->nb;
+    const int fmt = base_format(c->format), x8 = is_x8(c->format);
+    uint8_t tmp[34];
     float acc = 0;
     for (long b = 0; b < c->nb; b++) {
         const int8_t *xb = xq + b * 32;
         int s = 0;
-        switch (c->format) {
-        case EK_WF_INT8: {
+        if (fmt == EK_WF_INT8) {
             const int8_t *q = (const int8_t *)wr + b * 32;
             for (int j = 0; j < 32; j++) s += q[j] * xb[j];
             acc += xd[b] * (float)s;
-            break;
+            continue;
         }
+        const uint8_t *blk = wr + b * block_bytes(fmt);
+        if (x8) { x8_block(fmt, wr, c->nb, b, tmp); blk = tmp; }
+        switch (fmt) {
         case EK_WF_Q8_0: {
-            const uint8_t *blk = wr + b * 34;
             const int8_t *q = (const int8_t *)(blk + 2);
             for (int j = 0; j < 32; j++) s += q[j] * xb[j];
             acc += f16_to_f32(rd16(blk)) * xd[b] * (float)s;
             break;
         }
         case EK_WF_Q4_0: {
-            const uint8_t *blk = wr + b * 18, *q = blk + 2;
+            const uint8_t *q = blk + 2;
             for (int j = 0; j < 16; j++) s += (q[j] & 0xF) * xb[j] + (q[j] >> 4) * xb[j + 16];
             float dw = f16_to_f32(rd16(blk));
             acc += dw * xd[b] * (float)s - dw * xc[b];
             break;
         }
         case EK_WF_Q4_1: {
-            const uint8_t *blk = wr + b * 20, *q = blk + 4;
+            const uint8_t *q = blk + 4;
             for (int j = 0; j < 16; j++) s += (q[j] & 0xF) * xb[j] + (q[j] >> 4) * xb[j + 16];
             acc += f16_to_f32(rd16(blk)) * xd[b] * (float)s + f16_to_f32(rd16(blk + 2)) * xc[b];
             break;
@@ -227,6 +501,8 @@ static void rows_scalar(const qctx *c, long r0, long r1) {
                 for (; j + 2 <= c->k; j += 2) { s0 += bf16f(wr[j]) * xr[j]; s1 += bf16f(wr[j + 1]) * xr[j + 1]; }
                 for (; j < c->k; j++) s0 += bf16f(wr[j]) * xr[j];
                 s = s0 + s1;
+            } else if (is_kq(c->format)) {
+                s = row_dot_k_scalar(c, r, i);
             } else {
                 s = row_dot_scalar(c, r, i);
             }
@@ -242,10 +518,6 @@ static void rows_scalar(const qctx *c, long r0, long r1) {
 
 /* One kernel body per integer path; DOT(u, s) = int32x8 of Σ u8·s8 over groups of 4 bytes. Four blocks per
  * iteration into four accumulators (vector and scalar), so no FMA latency chain limits the loop. */
-#define EQ_HSUM256(v, out) do { \
-        __m128 lo_ = _mm256_castps256_ps128(v), hi_ = _mm256_extractf128_ps(v, 1); \
-        lo_ = _mm_add_ps(lo_, hi_); lo_ = _mm_add_ps(lo_, _mm_movehl_ps(lo_, lo_)); \
-        lo_ = _mm_add_ss(lo_, _mm_movehdup_ps(lo_)); out = _mm_cvtss_f32(lo_); } while (0)
 
 /* signed int8 weights at WP (32 bytes), block B of the activations, scale SC */
 #define EQ_STEP_S8(DOT, ACC, WP, B, SC) do { \
@@ -326,6 +598,111 @@ ATTR static void rows_##SUFFIX(const qctx *c, long r0, long r1) {               
     }                                                                                                          \
 }
 
+/* ---- x8 layouts: the scales of 8 blocks are one vector (one vcvtph2ps, one multiply by the activation
+ * scales), the int32 sums of 8 blocks are gathered into one vector by a vphaddd tree, and one FMA applies the
+ * 8 scales: no scalar work per block. 4-bit pairs share one 32-byte load of nibbles (activations arranged by
+ * interleave_pairs) and one vpmaddwd (the two vpmaddubsw results are added as int16: |sum| ≤ 4·15·127). ---- */
+#ifndef EQ_PF
+#define EQ_PF 1024   /* software prefetch distance (bytes) in the x8 kernels */
+#endif
+#define EQ_DEFINE_X8_ROWS(SUFFIX, ATTR, DOT, PAIRDOT)                                                          \
+ATTR static inline __m256i x8_pair_##SUFFIX(const uint8_t *wq, const int8_t *xq, __m256i m4) {                 \
+    __m256i v_ = _mm256_loadu_si256((const __m256i *)wq);                                                      \
+    return PAIRDOT(_mm256_and_si256(v_, m4), _mm256_load_si256((const __m256i *)xq),                           \
+                   _mm256_and_si256(_mm256_srli_epi16(v_, 4), m4), _mm256_load_si256((const __m256i *)(xq + 32))); \
+}                                                                                                              \
+ATTR static inline __m256i x8_s8_##SUFFIX(const uint8_t *wq, const int8_t *xq) {                               \
+    __m256i xv_ = _mm256_load_si256((const __m256i *)xq), wv_ = _mm256_loadu_si256((const __m256i *)wq);       \
+    return DOT(_mm256_sign_epi8(xv_, xv_), _mm256_sign_epi8(wv_, xv_));                                        \
+}                                                                                                              \
+ATTR static inline __attribute__((always_inline)) void x8_body_##SUFFIX(const qctx *c, long r0, long r1, const int fmt) { \
+    const __m256i m4 = _mm256_set1_epi8(0x0F), order = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);             \
+    const long nb = c->nb, B = block_bytes(fmt), h = header_bytes(fmt);                                        \
+    for (long r = r0; r < r1; r++) {                                                                           \
+        const uint8_t *wr = c->w + r * c->row_bytes;                                                           \
+        float bias = c->bias ? c->bias[r] : 0.0f;                                                              \
+        for (long i = 0; i < c->m; i++) {                                                                      \
+            const int8_t *xq = c->xq + i * nb * 32;                                                            \
+            const float *xd = c->xd + i * nb, *xc = c->xc + i * nb;                                            \
+            __m256 acc = _mm256_setzero_ps(), corr = _mm256_setzero_ps();                                      \
+            for (long b0 = 0; b0 < nb; b0 += 8) {                                                              \
+                const uint8_t *grp = wr + b0 * B;                                                              \
+                const long g = nb - b0 < 8 ? nb - b0 : 8;                                                      \
+                const uint8_t *q = grp + h * g;                                                                \
+                const int8_t *xg = xq + b0 * 32;                                                               \
+                if (EQ_PF) { _mm_prefetch((const char *)grp + EQ_PF, _MM_HINT_T0);                              \
+                    _mm_prefetch((const char *)grp + EQ_PF + 64, _MM_HINT_T0);                                 \
+                    _mm_prefetch((const char *)grp + EQ_PF + 128, _MM_HINT_T0);                                \
+                    if (B * 8 > 192) _mm_prefetch((const char *)grp + EQ_PF + 192, _MM_HINT_T0); }             \
+                __m256 dw, xdv, xcv, mw = _mm256_setzero_ps();                                                 \
+                __m256i p0, p1, p2, p3, p4 = _mm256_setzero_si256(), p5 = p4, p6 = p4, p7 = p4;               \
+                if (g == 8) {                                                                                  \
+                    dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)grp));                               \
+                    if (h == 4) mw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(grp + 16)));            \
+                    xdv = _mm256_loadu_ps(xd + b0); xcv = _mm256_loadu_ps(xc + b0);                            \
+                    if (fmt == EK_WF_Q8_0) {                                                                   \
+                        p0 = x8_s8_##SUFFIX(q, xg); p1 = x8_s8_##SUFFIX(q + 32, xg + 32);                       \
+                        p2 = x8_s8_##SUFFIX(q + 64, xg + 64); p3 = x8_s8_##SUFFIX(q + 96, xg + 96);             \
+                        p4 = x8_s8_##SUFFIX(q + 128, xg + 128); p5 = x8_s8_##SUFFIX(q + 160, xg + 160);         \
+                        p6 = x8_s8_##SUFFIX(q + 192, xg + 192); p7 = x8_s8_##SUFFIX(q + 224, xg + 224);         \
+                    } else {                                                                                   \
+                        p0 = x8_pair_##SUFFIX(q, xg, m4); p1 = x8_pair_##SUFFIX(q + 32, xg + 64, m4);          \
+                        p2 = x8_pair_##SUFFIX(q + 64, xg + 128, m4); p3 = x8_pair_##SUFFIX(q + 96, xg + 192, m4); \
+                    }                                                                                          \
+                } else {                     /* last group of a row: fewer blocks, zeros for the rest */       \
+                    float t_[4][8] = { { 0 } };                                                                \
+                    for (long j = 0; j < g; j++) {                                                             \
+                        t_[0][j] = _cvtsh_ss(rd16(grp + 2 * j));                                               \
+                        if (h == 4) t_[1][j] = _cvtsh_ss(rd16(grp + 2 * g + 2 * j));                           \
+                        t_[2][j] = xd[b0 + j]; t_[3][j] = xc[b0 + j];                                          \
+                    }                                                                                          \
+                    dw = _mm256_loadu_ps(t_[0]); mw = _mm256_loadu_ps(t_[1]);                                  \
+                    xdv = _mm256_loadu_ps(t_[2]); xcv = _mm256_loadu_ps(t_[3]);                                \
+                    __m256i p_[8];                                                                             \
+                    for (int j = 0; j < 8; j++) p_[j] = _mm256_setzero_si256();                                \
+                    if (fmt == EK_WF_Q8_0) {                                                                   \
+                        for (long j = 0; j < g; j++) p_[j] = x8_s8_##SUFFIX(q + 32 * j, xg + 32 * j);          \
+                    } else {                                                                                   \
+                        long j = 0;                                                                            \
+                        for (; j + 2 <= g; j += 2) p_[j / 2] = x8_pair_##SUFFIX(q + 16 * j, xg + 32 * j, m4);  \
+                        if (j < g) {         /* odd last block, activations in plain order */                  \
+                            __m128i r_ = _mm_loadu_si128((const __m128i *)(q + 16 * j));                       \
+                            __m256i u_ = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(r_, 4), r_), m4);    \
+                            __m256i s_ = DOT(u_, _mm256_load_si256((const __m256i *)(xg + 32 * j)));           \
+                            __m128i l_ = _mm_add_epi32(_mm256_castsi256_si128(s_), _mm256_extracti128_si256(s_, 1)); \
+                            p_[j / 2] = _mm256_zextsi128_si256(l_);                                            \
+                        }                                                                                      \
+                    }                                                                                          \
+                    p0 = p_[0]; p1 = p_[1]; p2 = p_[2]; p3 = p_[3]; p4 = p_[4]; p5 = p_[5]; p6 = p_[6]; p7 = p_[7]; \
+                }                                                                                              \
+                __m256 sc = _mm256_mul_ps(dw, xdv);                                                            \
+                __m256i t;                                                                                     \
+                if (fmt == EK_WF_Q8_0) {                                                                       \
+                    __m256i u_ = _mm256_hadd_epi32(_mm256_hadd_epi32(p0, p1), _mm256_hadd_epi32(p2, p3));      \
+                    __m256i v_ = _mm256_hadd_epi32(_mm256_hadd_epi32(p4, p5), _mm256_hadd_epi32(p6, p7));      \
+                    t = _mm256_add_epi32(_mm256_permute2x128_si256(u_, v_, 0x20), _mm256_permute2x128_si256(u_, v_, 0x31)); \
+                } else {             /* blocks in lanes [0 2 4 6 | 1 3 5 7] */                                 \
+                    t = _mm256_hadd_epi32(_mm256_hadd_epi32(p0, p1), _mm256_hadd_epi32(p2, p3));               \
+                    sc = _mm256_permutevar8x32_ps(sc, order);                                                  \
+                    if (fmt == EK_WF_Q4_0) corr = _mm256_fnmadd_ps(dw, xcv, corr);                             \
+                    else corr = _mm256_fmadd_ps(mw, xcv, corr);                                                \
+                }                                                                                              \
+                acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(t), sc, acc);                                         \
+            }                                                                                                  \
+            float s;                                                                                           \
+            EQ_HSUM256(_mm256_add_ps(acc, corr), s);                                                           \
+            c->y[i * c->n + r] = s + bias;                                                                     \
+        }                                                                                                      \
+    }                                                                                                          \
+}                                                                                                              \
+ATTR static void rows_x8_##SUFFIX(const qctx *c, long r0, long r1) {   /* one specialised body per format */  \
+    switch (c->format) {                                                                                       \
+    case EK_WF_Q8_0X8: x8_body_##SUFFIX(c, r0, r1, EK_WF_Q8_0); return;                                        \
+    case EK_WF_Q4_0X8: x8_body_##SUFFIX(c, r0, r1, EK_WF_Q4_0); return;                                        \
+    default: x8_body_##SUFFIX(c, r0, r1, EK_WF_Q4_1); return;                                                  \
+    }                                                                                                          \
+}
+
 #define EQ_DOT_AVX2(u, s) _mm256_madd_epi16(_mm256_maddubs_epi16((u), (s)), _mm256_set1_epi16(1))
 #define EQ_DOT_AVXVNNI(u, s) _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), (u), (s))
 #define EQ_DOT_AVX512VNNI(u, s) _mm256_dpbusd_epi32(_mm256_setzero_si256(), (u), (s))
@@ -333,6 +710,13 @@ ATTR static void rows_##SUFFIX(const qctx *c, long r0, long r1) {               
 EQ_DEFINE_INT_ROWS(avx2, EQ_AVX2, EQ_DOT_AVX2)
 EQ_DEFINE_INT_ROWS(avxvnni, EQ_AVXVNNI, EQ_DOT_AVXVNNI)
 EQ_DEFINE_INT_ROWS(avx512vnni, EQ_AVX512VNNI, EQ_DOT_AVX512VNNI)
+
+#define EQ_PAIR_AVX2(a, x, b, y) _mm256_madd_epi16(_mm256_add_epi16(_mm256_maddubs_epi16((a), (x)), _mm256_maddubs_epi16((b), (y))), _mm256_set1_epi16(1))
+#define EQ_PAIR_AVXVNNI(a, x, b, y) _mm256_dpbusd_avx_epi32(_mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), (a), (x)), (b), (y))
+#define EQ_PAIR_AVX512VNNI(a, x, b, y) _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(_mm256_setzero_si256(), (a), (x)), (b), (y))
+EQ_DEFINE_X8_ROWS(avx2, EQ_AVX2, EQ_DOT_AVX2, EQ_PAIR_AVX2)
+EQ_DEFINE_X8_ROWS(avxvnni, EQ_AVXVNNI, EQ_DOT_AVXVNNI, EQ_PAIR_AVXVNNI)
+EQ_DEFINE_X8_ROWS(avx512vnni, EQ_AVX512VNNI, EQ_DOT_AVX512VNNI, EQ_PAIR_AVX512VNNI)
 
 /* bf16 weights widened to fp32 (x fp32), AVX2 */
 EQ_AVX2 static inline __m256 bf16x8(const uint16_t *p) {
@@ -421,9 +805,14 @@ static void qtask(void *ctx, long index, long count) {
     long r0 = c->n * index / count, r1 = c->n * (index + 1) / count;
     switch (c->path) {
 #if EQ_X86
-    case P_AVX2: if (c->format == EK_WF_BF16) rows_bf16_avx2(c, r0, r1); else rows_avx2(c, r0, r1); return;
-    case P_AVXVNNI: rows_avxvnni(c, r0, r1); return;
-    case P_AVX512VNNI: rows_avx512vnni(c, r0, r1); return;
+    case P_AVX2:
+        if (c->format == EK_WF_BF16) rows_bf16_avx2(c, r0, r1);
+        else if (is_kq(c->format)) rows_k_avx2(c, r0, r1);
+        else if (is_x8(c->format)) rows_x8_avx2(c, r0, r1);
+        else rows_avx2(c, r0, r1);
+        return;
+    case P_AVXVNNI: if (is_x8(c->format)) rows_x8_avxvnni(c, r0, r1); else rows_avxvnni(c, r0, r1); return;
+    case P_AVX512VNNI: if (is_x8(c->format)) rows_x8_avx512vnni(c, r0, r1); else rows_avx512vnni(c, r0, r1); return;
     case P_AVX512F: rows_bf16_avx512f(c, r0, r1); return;
     case P_AVX512BF16: rows_bf16_avx512bf16(c, r0, r1); return;
 #endif
@@ -448,8 +837,15 @@ static int prepare(qctx *c) {
         c->xb = a->xb;
         return 1;
     }
+    if (is_kq(c->format)) {      /* Q8_K: q [m, k], d [m, k/256], bsums int16 [m, k/16] in the c buffer */
+        if (!act_reserve(a, c->m * c->k, c->m * c->k / 32, 0)) return 0;
+        quantize_act_k(c->x, c->m, c->k, a->q, a->d, (int16_t *)a->c);
+        c->xq = a->q; c->xd = a->d; c->xbs = (const int16_t *)a->c;
+        return 1;
+    }
     if (!act_reserve(a, c->m * c->nb * 32, c->m * c->nb, 0)) return 0;
-    quantize_act(c->format, c->x, c->m, c->k, a->q, a->d, a->c);
+    quantize_act(base_format(c->format), c->x, c->m, c->k, a->q, a->d, a->c, c->path != P_SCALAR);
+    if ((c->format == EK_WF_Q4_0X8 || c->format == EK_WF_Q4_1X8) && c->path != P_SCALAR) interleave_pairs(a->q, c->m, c->nb);
     c->xq = a->q; c->xd = a->d; c->xc = a->c;
     return 1;
 }
@@ -458,7 +854,8 @@ int ek_gemv_quant(int format, const void *w, const float *wscale, const float *x
                   long m, long n, long k) {
     if (m < 1 || n < 1 || k < 1) return 0;
     if (format != EK_WF_BF16 && format != EK_WF_INT8 && format != EK_WF_Q8_0 && format != EK_WF_Q4_0 &&
-        format != EK_WF_Q4_1) return -1;
+        format != EK_WF_Q4_1 && !is_x8(format) && !is_kq(format)) return -1;
+    if (is_kq(format) && k % 256 != 0) return -1;
     qctx c;
     memset(&c, 0, sizeof c);
     c.format = format; c.path = path_for(format);
@@ -497,13 +894,56 @@ static double weight_at(int format, const uint8_t *w, const float *wscale, long 
 int ek_gemv_quant_ref(int format, const void *w, const float *wscale, const float *x, const float *bias, float *y,
                       long m, long n, long k) {
     if (m < 1 || n < 1 || k < 1) return 0;
+    if (is_kq(format)) {        /* Q8_K activations, weights dequantized in double from their integer parts */
+        if (k % 256 != 0) return -1;
+        long nb = k / 256, bb = kq_block_bytes(format);
+        int8_t *q = malloc((size_t)(m * k));
+        float *d = malloc(sizeof(float) * (size_t)(m * nb));
+        int16_t *bs = malloc(sizeof(int16_t) * (size_t)(m * nb * 16));
+        double *wv = malloc(sizeof(double) * (size_t)k);
+        if (!q || !d || !bs || !wv) { free(q); free(d); free(bs); free(wv); return -2; }
+        quantize_act_k(x, m, k, q, d, bs);
+        int8_t a[256];
+        for (long r = 0; r < n; r++) {
+            const uint8_t *wr = (const uint8_t *)w + r * ek_quant_row_bytes(format, k);
+            for (long b = 0; b < nb; b++) {
+                const uint8_t *blk = wr + b * bb;
+                kq_values(format, blk, a);
+                for (int j = 0; j < 256; j++) {
+                    if (format == EK_WF_Q6_K) {
+                        wv[b * 256 + j] = (double)f16_to_f32(rd16(blk + 208)) * ((const int8_t *)(blk + 192))[j / 16] * a[j];
+                    } else {
+                        int sc, mn;
+                        kq_scale_min(j / 32, blk + 4, &sc, &mn);
+                        wv[b * 256 + j] = (double)f16_to_f32(rd16(blk)) * sc * a[j] - (double)f16_to_f32(rd16(blk + 2)) * mn;
+                    }
+                }
+            }
+            for (long i = 0; i < m; i++) {
+                double acc = 0;
+                for (long j = 0; j < k; j++) acc += wv[j] * (double)d[i * nb + j / 256] * q[i * k + j];
+                y[i * n + r] = (float)acc + (bias ? bias[r] : 0.0f);
+            }
+        }
+        free(q); free(d); free(bs); free(wv);
+        return 0;
+    }
+    if (is_x8(format)) {        /* back to ggml blocks, then the same arithmetic */
+        long bytes = n * ek_quant_row_bytes(format, k);
+        void *plain = malloc((size_t)bytes);
+        if (!plain) return -2;
+        ek_unpack_x8(format, w, plain, n, k);
+        int rc = ek_gemv_quant_ref(base_format(format), plain, wscale, x, bias, y, m, n, k);
+        free(plain);
+        return rc;
+    }
     long nb = (k + 31) / 32;
     int8_t *q = NULL;
     float *d = NULL, *cc = NULL;
     if (format != EK_WF_BF16) {
         q = malloc((size_t)(m * nb * 32)); d = malloc(sizeof(float) * (size_t)(m * nb)); cc = malloc(sizeof(float) * (size_t)(m * nb));
         if (!q || !d || !cc) { free(q); free(d); free(cc); return -2; }
-        quantize_act(format, x, m, k, q, d, cc);
+        quantize_act(format, x, m, k, q, d, cc, 0);
     }
     for (long i = 0; i < m; i++) {
         for (long r = 0; r < n; r++) {
@@ -609,6 +1049,22 @@ int ek_quantize_rows(int format, const float *src, void *dst, float *scales, lon
 int ek_dequantize_rows(int format, const void *src, const float *scales, float *dst, long rows, long cols) {
     long rb = ek_quant_row_bytes(format, cols);
     if (rb == 0) return -1;
+    if (is_kq(format)) {
+        if (cols % 256 != 0) return -1;
+        int type = format == EK_WF_Q4_K ? EK_GGML_Q4_K : format == EK_WF_Q5_K ? EK_GGML_Q5_K : EK_GGML_Q6_K;
+        return ek_dequantize(type, src, dst, rows * cols);
+    }
+    if (is_x8(format)) {        /* one row at a time through a ggml copy (on the stack for rows ≤ 8 KiB) */
+        uint8_t stack_row[8192];
+        uint8_t *row = rb <= (long)sizeof stack_row ? stack_row : malloc((size_t)rb);
+        if (!row) return -2;
+        for (long r = 0; r < rows; r++) {
+            ek_unpack_x8(format, (const uint8_t *)src + r * rb, row, 1, cols);
+            ek_dequantize_rows(base_format(format), row, NULL, dst + r * cols, 1, cols);
+        }
+        if (row != stack_row) free(row);
+        return 0;
+    }
     if (format == EK_WF_F32) { memcpy(dst, src, sizeof(float) * (size_t)(rows * cols)); return 0; }
     if (format == EK_WF_BF16) { ek_bf16_to_f32(src, dst, rows * cols); return 0; }
     if (format == EK_WF_INT8) {
@@ -629,4 +1085,45 @@ int ek_dequantize_rows(int format, const void *src, const float *scales, float *
             memcpy(dst + r * cols + b * 32, tmp, sizeof(float) * (size_t)len);
         }
     return 0;
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* x8 layouts: ggml blocks regrouped by 8                                                            */
+
+/* One row: ggml → x8 (pack = 1) or x8 → ggml (pack = 0); src and dst do not overlap. */
+static void x8_row(int base, const uint8_t *src, uint8_t *dst, long nb, int pack) {
+    const long B = block_bytes(base), h = header_bytes(base), P = B - h;
+    for (long g0 = 0; g0 < nb; g0 += 8) {
+        long g = nb - g0 < 8 ? nb - g0 : 8;
+        for (long j = 0; j < g; j++) {
+            long plain = (g0 + j) * B, grp = g0 * B;
+            long off[3][2] = { { plain, grp + 2 * j }, { plain + 2, grp + 2 * g + 2 * j }, { plain + h, grp + h * g + P * j } };
+            for (int f = 0; f < 3; f++) {
+                long len = f == 0 ? 2 : f == 1 ? (h == 4 ? 2 : 0) : P;
+                if (len == 0) continue;
+                if (pack) memcpy(dst + off[f][1], src + off[f][0], (size_t)len);
+                else memcpy(dst + off[f][0], src + off[f][1], (size_t)len);
+            }
+        }
+    }
+}
+
+static int x8_convert(int format, const void *src, void *dst, long rows, long cols, int pack) {
+    int base = base_format(format);
+    if (!is_x8(format) && !(base == EK_WF_Q8_0 || base == EK_WF_Q4_0 || base == EK_WF_Q4_1)) return -1;
+    long rb = ek_quant_row_bytes(base, cols), nb = (cols + 31) / 32;
+    uint8_t *tmp = malloc((size_t)rb);
+    if (!tmp) return -2;
+    for (long r = 0; r < rows; r++) {
+        memcpy(tmp, (const uint8_t *)src + r * rb, (size_t)rb);        /* src may be dst */
+        x8_row(base, tmp, (uint8_t *)dst + r * rb, nb, pack);
+    }
+    free(tmp);
+    return 0;
+}
+
+int ek_repack_x8(int format, const void *src, void *dst, long rows, long cols) { return x8_convert(format, src, dst, rows, cols, 1); }
+int ek_unpack_x8(int format, const void *src, void *dst, long rows, long cols) { return x8_convert(format, src, dst, rows, cols, 0); }
+int ek_x8_format(int format) {
+    return format == EK_WF_Q8_0 ? EK_WF_Q8_0X8 : format == EK_WF_Q4_0 ? EK_WF_Q4_0X8 : format == EK_WF_Q4_1 ? EK_WF_Q4_1X8 : -1;
 }

@@ -91,6 +91,9 @@ struct BenchCommand: ParsableCommand {
     @Option(name: .customLong("epilogue-ab"), help: "Instead of the study: time the Mu encoder N times with fused and N times with separate GEMM epilogues, interleaved, and print both medians.")
     var epilogueAB: Int = 0
 
+    @Flag(name: .customLong("gemv-layout-ab"), help: "Instead of the study: the quantized decode GEMVs (q8_0, q4_0, q4_1) over cold weights in ggml's block order vs regrouped by 8, at 1 and 2 threads, on the cold 4096x1024 and SmolLM2-135M shapes, as fractions of the read ceiling measured in the same run.")
+    var gemvLayoutAB = false
+
     @Flag(name: .customLong("no-limits"), help: "Skip measuring the machine's ceilings (memory bandwidth, GEMM peak).")
     var noLimits = false
 
@@ -126,6 +129,7 @@ struct BenchCommand: ParsableCommand {
         try runReportingErrors {
             Backend.setThreads(threads)
             if epilogueAB > 0 { try runEpilogueAB(); return }
+            if gemvLayoutAB { runGemvLayoutAB(); return }
             var muConfig = MuConfig.mu330m
             var loaded: LanguageModel? = nil
             if let model {
@@ -267,6 +271,27 @@ struct BenchCommand: ParsableCommand {
 
     /// `--epilogue-ab N`: the Mu encoder (preset or --model) on a random prompt of the first --input-tokens length,
     /// alternating separate and fused epilogues; medians of N runs each.
+    func runGemvLayoutAB() {
+        let threadList = threads == 1 ? [1] : [1, threads]
+        let rows = KernelBench.gemvLayoutAB(threads: threadList, progress: { printStderr($0) })
+        defer { Backend.setThreads(threads) }
+        if json {
+            let obj: [String: Any] = ["system": "encore", "version": EncoreVersion.string, "gemv_layout_ab": rows.map(\.json),
+                                      "kernel_paths": Dictionary(uniqueKeysWithValues: [WeightFormat.q8_0, .q4_0, .q4_1].map { ($0.rawValue, $0.kernelPath) })]
+            if let data = try? JSONSerialization.data(withJSONObject: obj, options: [.prettyPrinted, .sortedKeys]),
+               let text = String(data: data, encoding: .utf8) { print(text) }
+            return
+        }
+        print("decode GEMV, one activation row, cold weights; ggml block order (previous kernels) vs regrouped by 8 (x8)")
+        print("kernels: " + [WeightFormat.q8_0, .q4_0, .q4_1].map { "\($0.rawValue) \($0.kernelPath)" }.joined(separator: ", "))
+        print("shape                     fmt   thr  read GB/s  ggml GB/s  of read   x8 GB/s  of read  x8/ggml")
+        for r in rows {
+            print(String(format: "%-25@ %-5@ %3d  %9.1f  %9.1f  %6.0f%%  %8.1f  %6.0f%%  %6.2fx", r.shape as NSString,
+                         r.format.rawValue as NSString, r.threads, r.readGBps, r.ggmlGBps, 100 * r.ggmlGBps / r.readGBps,
+                         r.x8GBps, 100 * r.x8GBps / r.readGBps, r.x8GBps / r.ggmlGBps))
+        }
+    }
+
     func runEpilogueAB() throws {
         var config = MuConfig.mu330m
         if let model, let mu = try ModelRegistry.load(folder: model) as? MuModel { config = mu.config }

@@ -134,6 +134,68 @@ final class QuantizedKernelTests: XCTestCase {
         }
     }
 
+    /// The x8 layouts (Q8_0/Q4_0/Q4_1 blocks regrouped by 8, ek_repack_x8): the regrouping round-trips byte for
+    /// byte, dequantizes to the same values, and every dispatch level on it matches the ggml-order reference
+    /// twin ≤ 1e-5 (only the fp32 order of the per-block sums differs; short last groups, odd block counts and
+    /// several activation rows included). Also the reference twin on x8 equals the one on ggml order exactly.
+    func testRegroupedLayoutsMatchReference() {
+        defer { ek_set_isa_limit(-1) }
+        var tested = Set<String>()
+        let shapes = Self.shapes + [(1, 33, 32 * 19), (2, 50, 576), (5, 17, 32 * 13), (1, 9, 32 * 8), (3, 64, 1536)]
+        for f in [WeightFormat.q8_0, .q4_0, .q4_1] {
+            let x8 = ek_x8_format(f.kernelID)
+            XCTAssertGreaterThan(x8, 0)
+            for (m, n, k) in shapes {
+                let w = randoms(n * k), x = randoms(m * k, scale: 3), b = randoms(n)
+                let (q, s) = quantize(w, f, rows: n, cols: k)
+                var r = [UInt8](repeating: 0, count: q.count), back = r
+                XCTAssertEqual(ek_repack_x8(f.kernelID, q, &r, n, k), 0)
+                XCTAssertEqual(ek_unpack_x8(x8, r, &back, n, k), 0)
+                XCTAssertEqual(back, q, "\(f) \(n)x\(k): unpack(repack) differs")
+                if k > 32 { XCTAssertNotEqual(r, q, "\(f) \(n)x\(k): regrouping changed nothing") }
+                var d0 = [Float](repeating: 0, count: n * k), d1 = d0
+                XCTAssertEqual(ek_dequantize_rows(f.kernelID, q, s, &d0, n, k), 0)
+                XCTAssertEqual(ek_dequantize_rows(x8, r, s, &d1, n, k), 0)
+                XCTAssertEqual(d0, d1, "\(f) \(n)x\(k): dequantized x8 differs")
+                let ref = gemv(f, q, s, x, b, m: m, n: n, k: k, ref: true)
+                var refX8 = [Float](repeating: .nan, count: m * n)
+                XCTAssertEqual(ek_gemv_quant_ref(x8, r, nil, x, b, &refX8, m, n, k), 0)
+                XCTAssertEqual(refX8, ref, "\(f) x8 reference twin")
+                for level in [EK_ISA_SCALAR, EK_ISA_AVX2, EK_ISA_AVXVNNI, EK_ISA_AVX512] {
+                    ek_set_isa_limit(Int32(level))
+                    tested.insert("\(f.rawValue):\(f.kernelPath)")
+                    var y = [Float](repeating: .nan, count: m * n)
+                    XCTAssertEqual(ek_gemv_quant(x8, r, nil, x, b, &y, m, n, k), 0)
+                    XCTAssertLessThan(relativeError(y, ref), 1e-5, "\(f) x8 \(f.kernelPath) \(m)x\(n)x\(k)")
+                }
+            }
+        }
+        #if arch(x86_64)
+        if ek_cpu_features() & Int32(EK_CPU_AVX2_FMA) != 0 {
+            for f in [WeightFormat.q8_0, .q4_0, .q4_1] { XCTAssertTrue(tested.contains("\(f.rawValue):avx2"), "\(f): AVX2 path not exercised") }
+        }
+        #endif
+        print("x8 GEMV paths tested: \(tested.sorted().joined(separator: ", "))")
+    }
+
+    /// QuantizedMatrix regroups by default and its products and dequantization match the ggml-order matrix.
+    func testQuantizedMatrixRegroups() {
+        let (n, k) = (70, 608)
+        let w = Tensor(zeros: [n, k]), x = Tensor(zeros: [3, k])
+        for i in 0..<w.count { w.data[i] = rng.nextUnitFloat() - 0.5 }
+        for i in 0..<x.count { x.data[i] = rng.nextUnitFloat() * 2 - 1 }
+        for f in [WeightFormat.q8_0, .q4_0, .q4_1] {
+            let a = QuantizedMatrix(w, format: f, regroup: false), b = QuantizedMatrix(w, format: f)
+            XCTAssertFalse(a.isRegrouped)
+            XCTAssertTrue(b.isRegrouped)
+            XCTAssertEqual(a.dequantized().toArray(), b.dequantized().toArray(), "\(f)")
+            XCTAssertEqual(a.dequantizedRows([5, 0, 69]).toArray(), Array(a.dequantized().toArray()[(5 * k)..<(6 * k)] + a.dequantized().toArray()[0..<k] + a.dequantized().toArray()[(69 * k)..<(70 * k)]))
+            XCTAssertEqual(b.dequantizedRows([5, 0, 69]).toArray(), a.dequantizedRows([5, 0, 69]).toArray(), "\(f)")
+            let ya = Ops.linearQuantized(x, weight: a, bias: nil).toArray(), yb = Ops.linearQuantized(x, weight: b, bias: nil).toArray()
+            XCTAssertLessThan(relativeError(yb, ya), 1e-5, "\(f)")
+        }
+    }
+
     /// A second call with the same shape reuses the activation buffer; calls stay correct when it grows.
     func testActivationBufferGrowsAndIsReused() {
         for (m, k) in [(1, 64), (8, 4096), (2, 100)] {

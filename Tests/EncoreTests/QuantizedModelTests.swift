@@ -162,6 +162,46 @@ final class QuantizedModelTests: XCTestCase {
         print("tiny mixed GGUF, decode steps vs llama.cpp: kept quantized \(errKept), dequantized \(errPlain)")
         XCTAssertLessThan(errKept, errPlain)
         XCTAssertLessThan(errKept, 4e-2)
+        // the Q8_0 embedding stays in its blocks: lookups dequantize rows (exactly the widened values)
+        XCTAssertNil(kept.embedding)
+        XCTAssertEqual(kept.embeddingBlocks?.format, .q8_0)
+        XCTAssertNotNil(plain.embedding)
+    }
+
+    /// A head tied to a Q4_0 embedding (tools/goldens/make_tied_quant_goldens.py): with --keep-quantized the table
+    /// stays in its blocks (no fp32 copy), lookups dequantize the rows they need, and the head runs the quantized
+    /// GEMV over the same blocks, as llama.cpp does. Decode-step logits vs llama.cpp's: measured 1.9e-2 kept,
+    /// 2.2e-2 widened (fp32 head, no activation rounding there); bound: kept ≤ widened and < 4e-2. Prompt
+    /// logits kept vs widened differ by the head's activation quantization alone (8 bits per block of 32:
+    /// measured 6.4e-3; bound 3e-2).
+    func testGGUFTiedQuantizedEmbeddingStaysInBlocks() throws {
+        let path = fixture("tiny_llama/tied-q4.gguf")
+        let plain = try XCTUnwrap(ModelRegistry.load(folder: path) as? LlamaModel)
+        let kept = try XCTUnwrap(ModelRegistry.load(folder: path, keepQuantized: true) as? LlamaModel)
+        XCTAssertTrue(kept.tiedHead && plain.tiedHead)
+        XCTAssertNil(kept.embedding)
+        XCTAssertNil(kept.head)
+        let blocks = try XCTUnwrap(kept.embeddingBlocks)
+        XCTAssertEqual(blocks.format, .q4_0)
+        XCTAssertTrue(kept.headDecode === blocks, "the tied head should be the embedding's blocks")
+        XCTAssertNotNil(plain.embedding)
+        XCTAssertEqual(kept.parameterCount, plain.parameterCount)
+        let golden = try readJSON(fixture("tiny_llama/golden.json"))
+        let prompt = try intRows(golden["prompts"])[1]                       // 40 tokens
+        let promptErr = relativeError(try kept.logits([prompt]).toArray(), try plain.logits([prompt]).toArray())
+        XCTAssertGreaterThan(promptErr, 0)
+        XCTAssertLessThan(promptErr, 3e-2)
+        let want = try SafeTensorsFile(path: fixture("tiny_llama/golden-tied-q4.safetensors")).tensor("prompt1.logits").toArray()
+        func stepwise(_ m: LlamaModel) throws -> [Float] {
+            let s = try m.beginGeneration(prompts: [[prompt[0]]])
+            var out = s.logits.toArray()
+            for t in prompt.dropFirst() { try s.advance(tokens: [t]); out += s.logits.toArray() }
+            return out
+        }
+        let errKept = relativeError(try stepwise(kept), want), errPlain = relativeError(try stepwise(plain), want)
+        print("tiny tied-Q4_0 GGUF: prompt kept vs widened \(promptErr); decode steps vs llama.cpp: kept \(errKept), widened \(errPlain)")
+        XCTAssertLessThanOrEqual(errKept, errPlain)
+        XCTAssertLessThan(errKept, 4e-2)
     }
 
     /// Llama (tiny F32 GGUF, large random weights): every format decodes, with the error ordered by the format's

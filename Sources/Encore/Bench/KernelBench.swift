@@ -91,3 +91,76 @@ public enum KernelBench {
         return f
     }
 }
+
+extension KernelBench {
+    /// One row of ``gemvLayoutAB``: a decode GEMV shape and format, ggml's block order against the x8 regrouping.
+    public struct LayoutAB: Sendable {
+        public var shape: String, rows: Int, columns: Int, format: WeightFormat, threads: Int
+        /// Read ceiling measured just before this row (GB/s), and each layout's weight GB/s.
+        public var readGBps: Double, ggmlGBps: Double, x8GBps: Double
+        public var json: [String: Any] {
+            ["shape": shape, "rows": rows, "columns": columns, "format": format.rawValue, "threads": threads,
+             "read_gb_per_s": readGBps, "ggml_gb_per_s": ggmlGBps, "x8_gb_per_s": x8GBps]
+        }
+    }
+
+    /// Shapes of the A/B: the cold 4096×1024 of ``run(formats:)`` and SmolLM2-135M's decode matrices.
+    public static let abShapes: [(name: String, n: Int, k: Int)] = [
+        ("4096x1024", 4096, 1024), ("smollm2 q/o 576x576", 576, 576), ("smollm2 k/v 192x576", 192, 576),
+        ("smollm2 gate/up 1536x576", 1536, 576), ("smollm2 down 576x1536", 576, 1536), ("smollm2 head 49152x576", 49152, 576),
+    ]
+
+    /// Decode GEMV (one activation row) over cold weights in ggml's block order (the previous kernels) and
+    /// regrouped by 8 (the x8 kernels), alternating call by call over copies totalling ≥ 192 MiB, best of each;
+    /// the read ceiling (ek_sum_f32 over 512 MiB, best of 3) is measured again before each shape, on the same threads.
+    public static func gemvLayoutAB(formats: [WeightFormat] = [.q8_0, .q4_0, .q4_1], threads: [Int] = [1, 2],
+                                    progress: (String) -> Void = { _ in }) -> [LayoutAB] {
+        let big = Tensor(zeros: [128 << 20])
+        for i in stride(from: 0, to: big.count, by: 1024) { big.data[i] = 1 }
+        var sink: Float = 0
+        var out: [LayoutAB] = []
+        var rng = SplitMix64(seed: 9)
+        for t in threads {
+            Backend.setThreads(t)
+            for (name, n, k) in abShapes {
+                let read = Double(big.count * 4) / best(3) { sink += ek_sum_f32(big.data, big.count) } / 1e9
+                let w = Tensor(zeros: [n, k])
+                for i in 0..<w.count { w.data[i] = rng.nextUnitFloat() - 0.5 }
+                let x = Tensor(zeros: [1, k])
+                for i in 0..<k { x.data[i] = rng.nextUnitFloat() }
+                for f in formats {
+                    let bytes = f.matrixBytes(rows: n, columns: k)
+                    let copies = max(3, min(64, (192 << 20) / bytes))
+                    let plain = QuantizedMatrix(w, format: f, regroup: false)
+                    let mats = (0..<copies).map { _ in
+                        (QuantizedMatrix(copying: plain.data, scales: plain.scales, format: f, rows: n, columns: k),
+                         QuantizedMatrix(copying: plain.data, scales: plain.scales, format: f, rows: n, columns: k, regroup: true))
+                    }
+                    var tOld = Double.infinity, tNew = Double.infinity
+                    let rounds = max(2, 48 / copies)
+                    for r in 0..<rounds {
+                        for c in 0..<copies {
+                            // the regrouped copy read here is the one half the rotation away: both come from DRAM
+                            let (a, b) = (mats[c].0, mats[(c + copies / 2) % copies].1)
+                            let first = (r + c) % 2 == 0
+                            for which in first ? [0, 1] : [1, 0] {
+                                let m = which == 0 ? a : b
+                                let t0 = now()
+                                _ = Ops.linearQuantized(x, weight: m, bias: nil)
+                                let dt = now() - t0
+                                if which == 0 { tOld = min(tOld, dt) } else { tNew = min(tNew, dt) }
+                            }
+                        }
+                    }
+                    let row = LayoutAB(shape: name, rows: n, columns: k, format: f, threads: t, readGBps: read,
+                                       ggmlGBps: Double(bytes) / tOld / 1e9, x8GBps: Double(bytes) / tNew / 1e9)
+                    progress(String(format: "%@ %@ %d thread(s): ggml %.1f GB/s, x8 %.1f GB/s, read %.1f GB/s",
+                                    name, f.rawValue, t, row.ggmlGBps, row.x8GBps, read))
+                    out.append(row)
+                }
+            }
+        }
+        if sink == .infinity { print("") }
+        return out
+    }
+}

@@ -155,6 +155,11 @@ public final class GGUFModelFile: @unchecked Sendable {
     }
 
     /// The raw bytes of tensor `name` (for tests and tools).
+    /// Drops tensor `name`'s mapped pages from RSS once it has been copied out (see MappedFile.releasePages).
+    func releasePages(_ name: String) {
+        if let raw = try? rawBytes(name) { file.releasePages(raw) }
+    }
+
     public func rawBytes(_ name: String) throws -> UnsafeRawBufferPointer {
         guard let info = tensors[name] else { throw EncoreError(.missingTensor, "\(path): missing tensor '\(name)'") }
         return UnsafeRawBufferPointer(start: file.bytes! + info.fileOffset, count: info.byteCount)

@@ -40,6 +40,17 @@ public final class MappedFile: @unchecked Sendable {
         if let bytes { munmap(UnsafeMutableRawPointer(mutating: bytes), size) }
     }
 
+    /// Drops the resident pages wholly inside `range` (a part of this mapping) from the process: after a
+    /// tensor was copied out (e.g. regrouped), its mapped bytes stop counting in RSS. Reading them again
+    /// faults the file's bytes back in (nothing was written to these private pages).
+    func releasePages(_ range: UnsafeRawBufferPointer) {
+        guard let base = range.baseAddress, range.count > 0 else { return }
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let start = (Int(bitPattern: base) + page - 1) / page * page
+        let end = (Int(bitPattern: base) + range.count) / page * page
+        if end > start { _ = madvise(UnsafeMutableRawPointer(bitPattern: start), end - start, Int32(MADV_DONTNEED)) }
+    }
+
     /// Reads a little-endian UInt64 at `offset` (caller checks bounds).
     func loadUInt64LE(at offset: Int) -> UInt64 {
         UInt64(littleEndian: bytes!.loadUnaligned(fromByteOffset: offset, as: UInt64.self))

@@ -277,7 +277,11 @@ extension SafeTensorsWriter {
         var blobs: [String: Blob] = [:]
         var meta: [String: String] = [:]
         for (name, t) in tensors where quantized[name] == nil { blobs[name] = .f32(t) }
-        for (name, q) in quantized {
+        var plain: [QuantizedMatrix] = []        // ggml-order copies of regrouped matrices, alive until written
+        defer { withExtendedLifetime(plain) {} }
+        for (name, q0) in quantized {
+            let q = q0.inGGMLOrder()
+            plain.append(q)
             let dtype: SafeTensorsDType = q.format == .int8 ? .I8 : q.format == .bf16 ? .U16 : .U8
             blobs[name] = .raw(q.rawBytes, dtype, [q.rows, q.format.rowBytes(q.columns) / dtype.byteSize])
             if q.format == .int8, let s = q.scales {

@@ -93,6 +93,8 @@ final class WeightLoader {
     /// Keep GGUF Q8_0/Q4_0/Q4_1 matrices in their blocks (decode streams them; prompt passes dequantize per call)
     /// instead of dequantizing them to fp32 at load.
     var keepQuantized = false
+    /// GGUF tensors already regrouped (a tied embedding and head share one).
+    private var regrouped: [String: QuantizedMatrix] = [:]
 
     /// The layer `name` ([out, in]) without bias: packed when the checkpoint stores it quantized (or, with
     /// `keepQuantized`, in a GGUF block format), fp32 otherwise. `rowOrder[i]` = stored row that becomes row i.
@@ -128,11 +130,15 @@ final class WeightLoader {
                 throw EncoreError(.shapeMismatch, "\(sourceName): tensor '\(name)' has shape \(info.shape), expected \(shape)")
             }
             used.insert(name)
+            if let done = regrouped[name] { return done }
+            // Regrouped by 8 for the fast decode kernels into memory of its own; the mapped blocks are then
+            // released, so one copy stays resident.
             let raw = try f.rawBytes(name)
-            if let rowOrder {
-                return QuantizedMatrix(copying: raw.baseAddress!, scales: nil, format: format, rows: shape[0], columns: shape[1], rowOrder: rowOrder)
-            }
-            return QuantizedMatrix(borrowing: raw.baseAddress!, scales: nil, format: format, rows: shape[0], columns: shape[1], owner: f)
+            let q = QuantizedMatrix(copying: raw.baseAddress!, scales: nil, format: format, rows: shape[0], columns: shape[1],
+                                    rowOrder: rowOrder, regroup: true)
+            f.releasePages(name)
+            if rowOrder == nil { regrouped[name] = q }
+            return q
         default:
             return nil
         }

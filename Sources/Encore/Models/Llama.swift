@@ -513,8 +513,15 @@ struct LlamaBlock {
 /// are masked, so a row gives the same result alone or in a batch.
 public final class LlamaModel: CausalDecoder {
     public let config: LlamaConfig
-    let embedding: Tensor   // [V, C]
-    let head: Tensor        // [V, C]
+    /// Token embedding [V, C] in fp32; nil when it is kept in its GGUF blocks (``embeddingBlocks``).
+    let embedding: Tensor?
+    /// The GGUF embedding blocks kept quantized (`keepQuantized`): lookups dequantize only the rows they need.
+    let embeddingBlocks: QuantizedMatrix?
+    /// Output head [V, C] in fp32; nil when only ``headDecode`` holds it (kept GGUF blocks; a tied head then
+    /// is the same blocks as the embedding).
+    let head: Tensor?
+    /// Whether the head is the token embedding.
+    let tiedHead: Bool
     private(set) var blocks: [LlamaBlock]
     /// Decode-format copy of the head (``useDecodeWeights(_:)``, or the GGUF blocks kept quantized).
     private(set) var headDecode: QuantizedMatrix?
@@ -536,7 +543,7 @@ public final class LlamaModel: CausalDecoder {
     public var parameterCount: Int {
         let vectors = 2 * config.nEmbd * blocks.count + config.nEmbd
         let matrices = blocks.reduce(0) { $0 + $1.linears.reduce(0) { $0 + $1.outputs * $1.inputs + ($1.bias?.count ?? 0) } }
-        return embedding.count * (head.storage === embedding.storage ? 1 : 2) + matrices + vectors
+        return config.vocabSize * config.nEmbd * (tiedHead ? 1 : 2) + matrices + vectors
     }
 
     /// Loads a `.gguf` file (architecture llama, qwen2 or phi3).
@@ -557,16 +564,23 @@ public final class LlamaModel: CausalDecoder {
     }
 
     init(config c: LlamaConfig, loader l: WeightLoader, naming: LlamaNaming) throws {
-        embedding = try l.tensor(naming.embedding, shape: [c.vocabSize, c.nEmbd])
+        let table = [c.vocabSize, c.nEmbd]
+        // kept GGUF blocks (Q8_0/Q4_0/Q4_1 with keepQuantized): no fp32 copy of the table or of the head
+        embeddingBlocks = try l.packedMatrix(naming.embedding, shape: table)
+        embedding = embeddingBlocks == nil ? try l.tensor(naming.embedding, shape: table) : nil
         if c.tieWordEmbeddings == true {
-            head = embedding
-            _ = try l.optional(naming.head, shape: [c.vocabSize, c.nEmbd])      // a redundant copy may be saved
-        } else if c.tieWordEmbeddings == false {
-            head = try l.tensor(naming.head, shape: [c.vocabSize, c.nEmbd])
+            tiedHead = true
+            if l.has(naming.head) { _ = try l.optional(naming.head, shape: table) }     // a redundant copy may be saved
         } else {
-            head = try l.optional(naming.head, shape: [c.vocabSize, c.nEmbd]) ?? embedding
+            tiedHead = c.tieWordEmbeddings == nil && !l.has(naming.head)
         }
-        headDecode = try l.packedMatrix(head.storage === embedding.storage ? naming.embedding : naming.head, shape: [c.vocabSize, c.nEmbd])
+        if tiedHead {
+            head = embedding
+            headDecode = embeddingBlocks
+        } else {
+            headDecode = try l.packedMatrix(naming.head, shape: table)
+            head = headDecode == nil ? try l.tensor(naming.head, shape: table) : nil
+        }
         blocks = try (0..<c.nLayer).map { try LlamaBlock(l, $0, c, naming: naming) }
         outputNorm = try l.tensor(naming.outputNorm, shape: [c.nEmbd])
         var config = c
@@ -622,7 +636,7 @@ public final class LlamaModel: CausalDecoder {
         let rope = config.ropeScaling.dependsOnLength
             ? config.rope(seqLen: (positionsInt.max() ?? 0) + 1, factors: ropeFactors) : staticRoPE
         var scratch: [Float] = []
-        var x = Ops.embedding(embedding, ids: ids)                                // [B*n, C]
+        var x = embedding.map { Ops.embedding($0, ids: ids) } ?? embeddingBlocks!.dequantizedRows(ids)   // [B*n, C]
         for (layer, block) in blocks.enumerated() {
             let kv = cache.caches[layer]
             let h = Ops.rmsNorm(x, weight: block.attnNorm, eps: eps)             // [B*n, C]
@@ -650,8 +664,9 @@ public final class LlamaModel: CausalDecoder {
         case .rows(let r): x = Ops.rowRange(x, batch: B, n: n, (n - newCount + r.lowerBound)..<(n - newCount + r.upperBound))   // [B*r.count, C]
         }
         let hn = Ops.rmsNorm(x, weight: outputNorm, eps: eps)
-        if let headDecode, hn.shape[0] <= 8 { return Ops.linearQuantized(hn, weight: headDecode, bias: nil) }
-        return Ops.linear(hn, weight: head, bias: nil)   // [*, V]
+        // the blocks for decode steps, and for every pass when no fp32 head is kept (8 rows per pass over them)
+        if let headDecode, hn.shape[0] <= 8 || head == nil { return Ops.linearQuantized(hn, weight: headDecode, bias: nil) }
+        return Ops.linear(hn, weight: head!, bias: nil)   // [*, V]
     }
 
     /// Logits [B, T, V] for a right-padded batch read from position 0 (padding only follows real tokens, so
@@ -702,11 +717,15 @@ extension LlamaModel {
     /// Streams every matrix and the head in `format` during decode steps (prompt passes keep fp32 GEMM).
     public func useDecodeWeights(_ format: WeightFormat) {
         for i in blocks.indices { blocks[i].useDecodeWeights(format) }
+        guard let head else {        // only the kept blocks hold the head: re-quantize from them, never drop them
+            if format != .f32, let blocks = headDecode, blocks.format != format { headDecode = QuantizedMatrix(blocks.dequantized(), format: format) }
+            return
+        }
         headDecode = format == .f32 ? nil : QuantizedMatrix(head, format: format)
     }
 
     /// Bytes one decode step streams: every matrix and the head.
     public var decodeWeightBytes: Int {
-        blocks.reduce(headDecode?.byteCount ?? head.count * 4) { n, b in n + b.linears.reduce(0) { $0 + $1.decodeBytes } }
+        blocks.reduce(headDecode?.byteCount ?? config.vocabSize * config.nEmbd * 4) { n, b in n + b.linears.reduce(0) { $0 + $1.decodeBytes } }
     }
 }

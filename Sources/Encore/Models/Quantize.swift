@@ -42,7 +42,7 @@ public enum QuantizedCheckpoint {
         var before = 0, after = 0
         for name in quantizable(tensors) {
             let t = tensors[name]!
-            let q = QuantizedMatrix(t, format: format)
+            let q = QuantizedMatrix(t, format: format, regroup: false)
             quantized[name] = q
             before += t.count * 4
             after += q.byteCount

@@ -65,6 +65,11 @@ public enum WeightFormat: String, CaseIterable, Sendable {
 public final class QuantizedMatrix: @unchecked Sendable {
     public let format: WeightFormat
     public let rows: Int, columns: Int
+    /// The kernels' id of the stored layout: `format.kernelID`, or its x8 regrouping (Q8_0/Q4_0/Q4_1 blocks
+    /// regrouped by 8, ek_repack_x8: same bytes, faster decode kernels) when ``isRegrouped``.
+    let layoutID: Int32
+    /// Whether the blocks are stored regrouped by 8 (in memory only; checkpoints store ggml's order).
+    public var isRegrouped: Bool { layoutID != format.kernelID }
     /// rows × format.rowBytes(columns) bytes.
     let data: UnsafeRawPointer
     /// int8: one fp32 scale per row.
@@ -73,8 +78,9 @@ public final class QuantizedMatrix: @unchecked Sendable {
     private let ownedScales: UnsafeMutablePointer<Float>?
     private let owner: AnyObject?
 
-    /// Quantizes an fp32 matrix (format ≠ f32).
-    public init(_ t: Tensor, format: WeightFormat) {
+    /// Quantizes an fp32 matrix (format ≠ f32). `regroup`: store Q8_0/Q4_0/Q4_1 regrouped by 8 for the fast
+    /// decode kernels (false for matrices written to checkpoints).
+    public init(_ t: Tensor, format: WeightFormat, regroup: Bool = true) {
         precondition(t.shape.count == 2, "QuantizedMatrix wants a matrix, got \(t.shape)")
         precondition(format != .f32, "QuantizedMatrix holds a decode format, not f32")
         self.format = format
@@ -85,6 +91,7 @@ public final class QuantizedMatrix: @unchecked Sendable {
         let s: UnsafeMutablePointer<Float>? = format == .int8 ? .allocate(capacity: max(rows, 1)) : nil
         let rc = ek_quantize_rows(format.kernelID, t.data, p, s, rows, columns)
         precondition(rc == 0, "quantize: format \(format) rejected")
+        layoutID = Self.regroupInPlace(p, format: format, rows: rows, columns: columns, regroup)
         owned = p
         ownedScales = s
         data = UnsafeRawPointer(p)
@@ -92,9 +99,18 @@ public final class QuantizedMatrix: @unchecked Sendable {
         owner = nil
     }
 
-    /// Copies stored rows (e.g. from a checkpoint), optionally reordered: row i of the result is row order[i].
+    /// Regroups ggml rows at `p` by 8 when asked and the format has an x8 layout; returns the layout's id.
+    private static func regroupInPlace(_ p: UnsafeMutableRawPointer, format: WeightFormat, rows: Int, columns: Int, _ regroup: Bool) -> Int32 {
+        let x8 = ek_x8_format(format.kernelID)
+        guard regroup, x8 >= 0, rows > 0 else { return format.kernelID }
+        precondition(ek_repack_x8(x8, p, p, rows, columns) == 0, "regroup: out of memory")
+        return x8
+    }
+
+    /// Copies stored rows in ggml's block order (e.g. from a checkpoint or a GGUF file), optionally reordered:
+    /// row i of the result is row order[i]; `regroup` as in ``init(_:format:regroup:)``.
     init(copying src: UnsafeRawPointer, scales srcScales: UnsafePointer<Float>?, format: WeightFormat, rows: Int,
-         columns: Int, rowOrder: [Int]? = nil) {
+         columns: Int, rowOrder: [Int]? = nil, regroup: Bool = false) {
         self.format = format
         self.rows = rows
         self.columns = columns
@@ -106,6 +122,7 @@ public final class QuantizedMatrix: @unchecked Sendable {
             (p + i * rb).copyMemory(from: src + from * rb, byteCount: rb)
             if let s, let srcScales { s[i] = srcScales[from] }
         }
+        layoutID = Self.regroupInPlace(p, format: format, rows: rows, columns: columns, regroup)
         owned = p
         ownedScales = s
         data = UnsafeRawPointer(p)
@@ -121,6 +138,7 @@ public final class QuantizedMatrix: @unchecked Sendable {
         self.columns = columns
         data = src
         self.scales = scales
+        layoutID = format.kernelID
         owned = nil
         ownedScales = nil
         self.owner = owner
@@ -137,13 +155,49 @@ public final class QuantizedMatrix: @unchecked Sendable {
     /// The matrix as fp32 [rows, columns] (new memory).
     public func dequantized() -> Tensor {
         let t = Tensor(uninitialized: [rows, columns])
-        let rc = ek_dequantize_rows(format.kernelID, data, scales, t.data, rows, columns)
+        let rc = ek_dequantize_rows(layoutID, data, scales, t.data, rows, columns)
         precondition(rc == 0, "dequantize: format \(format) rejected")
         return t
     }
 
-    /// The stored rows as bytes (for writing checkpoints).
-    var rawBytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: data, count: rows * format.rowBytes(columns)) }
+    /// Rows `ids` as fp32 [ids.count, columns] (embedding lookups from a quantized table).
+    func dequantizedRows(_ ids: [Int]) -> Tensor {
+        let t = Tensor(uninitialized: [ids.count, columns])
+        let rb = format.rowBytes(columns)
+        for (i, id) in ids.enumerated() {
+            precondition(id >= 0 && id < rows, "token id \(id) out of range")
+            let rc = ek_dequantize_rows(layoutID, data + id * rb, scales.map { $0 + id }, t.data + i * columns, 1, columns)
+            precondition(rc == 0, "dequantize: format \(format) rejected")
+        }
+        return t
+    }
+
+    /// The same matrix in ggml's block order (itself when it is not regrouped).
+    func inGGMLOrder() -> QuantizedMatrix {
+        isRegrouped ? QuantizedMatrix(unpacking: self) : self
+    }
+
+    /// A ggml-order copy of a regrouped matrix (Q8_0/Q4_0/Q4_1: no scales).
+    private init(unpacking m: QuantizedMatrix) {
+        format = m.format
+        rows = m.rows
+        columns = m.columns
+        let bytes = max(rows * format.rowBytes(columns), 1)
+        let p = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)
+        precondition(ek_unpack_x8(m.layoutID, m.data, p, rows, columns) == 0, "unpack: out of memory")
+        layoutID = format.kernelID
+        owned = p
+        ownedScales = nil
+        data = UnsafeRawPointer(p)
+        scales = nil
+        owner = nil
+    }
+
+    /// The stored rows as bytes (for writing checkpoints: call on ``inGGMLOrder()``).
+    var rawBytes: UnsafeRawBufferPointer {
+        precondition(!isRegrouped, "rawBytes of a regrouped matrix: write inGGMLOrder()")
+        return UnsafeRawBufferPointer(start: data, count: rows * format.rowBytes(columns))
+    }
 }
 
 extension Ops {
@@ -160,7 +214,7 @@ extension Ops {
             let mm = min(8, m - r0)
             OpCounter.add(flops: 2 * mm * n * k)
             OpCounter.add(weightBytes: weight.byteCount)   // streamed once per pass of up to 8 rows
-            let rc = ek_gemv_quant(weight.format.kernelID, weight.data, weight.scales, x.data + r0 * k, bias?.data,
+            let rc = ek_gemv_quant(weight.layoutID, weight.data, weight.scales, x.data + r0 * k, bias?.data,
                                    y.data + r0 * n, mm, n, k)
             precondition(rc == 0, "gemv: format \(weight.format) failed (\(rc): out of memory?)")
             r0 += mm

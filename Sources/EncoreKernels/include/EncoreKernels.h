@@ -180,7 +180,11 @@ void ek_gemv_bf16_ref(const uint16_t *w, const float *x, const float *bias, floa
 /* ---- quantized weights for decode (gemv_quant.c) ---- */
 /** Weight formats. Rows are padded to ceil(k/32) blocks of 32 (GGUF rows already are):
  *  BF16 uint16 [n, k]; INT8 int8 [n, nb*32] + fp32 scale per row; Q8_0/Q4_0/Q4_1 ggml blocks (34/18/20 B). */
-enum { EK_WF_F32 = 0, EK_WF_BF16 = 1, EK_WF_INT8 = 2, EK_WF_Q8_0 = 3, EK_WF_Q4_0 = 4, EK_WF_Q4_1 = 5 };
+enum { EK_WF_F32 = 0, EK_WF_BF16 = 1, EK_WF_INT8 = 2, EK_WF_Q8_0 = 3, EK_WF_Q4_0 = 4, EK_WF_Q4_1 = 5,
+       /* the same blocks regrouped by 8 (ek_repack_x8): what the fast decode kernels read */
+       EK_WF_Q8_0X8 = 6, EK_WF_Q4_0X8 = 7, EK_WF_Q4_1X8 = 8,
+       /* GGUF K-quants, super-blocks of 256 (rows of k % 256 == 0), activations as ggml's Q8_K */
+       EK_WF_Q4_K = 9, EK_WF_Q5_K = 10, EK_WF_Q6_K = 11 };
 /** Instruction-set levels, for capping the dispatch in tests and benchmarks. */
 enum { EK_ISA_SCALAR = 0, EK_ISA_AVX2 = 1, EK_ISA_AVXVNNI = 2, EK_ISA_AVX512 = 3 };
 /** Highest level the quantized GEMVs may use (default and -1: EK_ISA_AVX512, i.e. the best the CPU has). */
@@ -205,6 +209,17 @@ int ek_gemv_bf16_xbf16_ref(const uint16_t *w, const float *x, const float *bias,
 /** src [rows, cols] fp32 → dst rows of ek_quant_row_bytes (llama.cpp's reference rounding for Q8_0/Q4_0/Q4_1;
  *  INT8: per-row scale amax/127 into scales[rows]). Returns -1 for F32 or an unknown format. */
 int ek_quantize_rows(int format, const float *src, void *dst, float *scales, long rows, long cols);
+/**
+ * x8 layouts: each row's ggml blocks (Q8_0/Q4_0/Q4_1) regrouped by 8 (the last group of a row may be shorter),
+ * same bytes per row. A group of g blocks holds the g f16 scales d, then (Q4_1) the g f16 minima m, then the g
+ * payloads in order (int8[32] or the 16 nibble bytes as in ggml). So 8 scales convert with one vcvtph2ps and two
+ * 4-bit blocks' nibbles load as one 32-byte vector. Arithmetic as the ggml format's.
+ * ek_repack_x8(format = the ggml format or its x8 id) writes x8 rows, ek_unpack_x8 the ggml rows back; src may
+ * equal dst. Return 0, -1 for another format, -2 out of memory. ek_x8_format: the x8 id of Q8_0/Q4_0/Q4_1, else -1.
+ */
+int ek_repack_x8(int format, const void *src, void *dst, long rows, long cols);
+int ek_unpack_x8(int format, const void *src, void *dst, long rows, long cols);
+int ek_x8_format(int format);
 /** The inverse: dst [rows, cols] fp32. */
 int ek_dequantize_rows(int format, const void *src, const float *scales, float *dst, long rows, long cols);
 
