@@ -50,7 +50,7 @@ struct GenerateCommand: ParsableCommand {
     @Option(name: .customLong("decode-weights"), help: "Weight format streamed by decode steps: f32, bf16, int8, q8_0, q4_0 or q4_1 (prompt passes stay fp32).")
     var decodeWeights: String = "f32"
 
-    @Flag(name: .customLong("keep-quantized"), help: "GGUF models: keep Q8_0/Q4_0/Q4_1 matrices in their blocks instead of widening them to fp32 (less memory; decode reads them natively).")
+    @Flag(name: .customLong("keep-quantized"), help: "GGUF models: keep Q8_0/Q4_0/Q4_1/Q4_K/Q5_K/Q6_K matrices and the embedding table in their blocks instead of widening them to fp32 (less memory; decode reads them natively).")
     var keepQuantized = false
 
     func validate() throws {

@@ -100,7 +100,7 @@ final class QuantizedKernelTests: XCTestCase {
                     case .q8_0: bound = amax / 254 * 1.002 + amax * 1e-3
                     case .q4_1: bound = (block.max()! - block.min()!) / 30 * 1.01 + amax * 1e-3
                     case .q4_0: bound = amax / 8 * 1.01
-                    case .f32: bound = 0
+                    case .f32, .q4_K, .q5_K, .q6_K: bound = 0     // not in Self.formats
                     }
                     XCTAssertLessThanOrEqual(abs(back[i] - w[i]), bound, "\(f) [\(r), \(j)]")
                 }
@@ -176,6 +176,67 @@ final class QuantizedKernelTests: XCTestCase {
         }
         #endif
         print("x8 GEMV paths tested: \(tested.sorted().joined(separator: ", "))")
+    }
+
+    /// Random K-quant rows (random bytes, small f16 scales), as tools/goldens' random_kquant.
+    func randomKQuant(_ f: WeightFormat, rows: Int, cols: Int) -> [UInt8] {
+        var w = (0..<(rows * f.rowBytes(cols))).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+        let bb = f == .q4_K ? 144 : f == .q5_K ? 176 : 210
+        func f16(_ v: Float) -> [UInt8] { var h: UInt16 = 0; var x = v; ek_f32_to_f16(&x, &h, 1); return [UInt8(h & 0xFF), UInt8(h >> 8)] }
+        for b in 0..<(rows * cols / 256) {
+            if f == .q6_K {
+                w.replaceSubrange((b * bb + 208)..<(b * bb + 210), with: f16(0.0005 + 0.001 * rng.nextUnitFloat()))
+            } else {
+                w.replaceSubrange((b * bb)..<(b * bb + 2), with: f16(0.0002 + 0.0004 * rng.nextUnitFloat()))
+                w.replaceSubrange((b * bb + 2)..<(b * bb + 4), with: f16(0.0002 + 0.0004 * rng.nextUnitFloat()))
+            }
+        }
+        return w
+    }
+
+    /// Q4_K/Q5_K/Q6_K GEMVs (llama.cpp's arithmetic against Q8_K activations): every dispatch level against the
+    /// reference twin (weights dequantized in double from their integer parts) ≤ 1e-5; the twin against fp32
+    /// math on the dequantized weights within the activation quantization (8 bits per block of 256: measured
+    /// 2–8e-3 on random data, up to 2.2e-2 with 5 outputs of one super-block; bound 3e-2); also on the real
+    /// K-quant blocks of the mixed GGUF fixture.
+    func testKQuantGEMVs() throws {
+        defer { ek_set_isa_limit(-1) }
+        var tested = Set<String>()
+        let file = try GGUFModelFile(path: fixture("tiny_llama/mixed.gguf"))
+        var cases: [(WeightFormat, [UInt8], Int, Int, Int)] = []
+        for f in [WeightFormat.q4_K, .q5_K, .q6_K] {
+            for (m, n, k) in [(1, 5, 256), (3, 37, 512), (2, 64, 1536), (8, 33, 256), (1, 300, 1024), (9, 7, 768)] {
+                cases.append((f, randomKQuant(f, rows: n, cols: k), m, n, k))
+            }
+        }
+        for (name, f) in [("blk.0.ffn_down.weight", WeightFormat.q6_K), ("blk.1.ffn_down.weight", .q4_K), ("blk.2.ffn_down.weight", .q5_K)] {
+            XCTAssertEqual(file.tensors[name]?.type, f.ggmlType, name)
+            cases.append((f, Array(try file.rawBytes(name)), 2, 64, 256))
+        }
+        for (f, w, m, n, k) in cases {
+            let x = randoms(m * k, scale: 3), b = randoms(n)
+            let ref = gemv(f, w, [], x, b, m: m, n: n, k: k, ref: true)
+            var wd = [Float](repeating: 0, count: n * k), exact = [Float](repeating: 0, count: m * n)
+            XCTAssertEqual(ek_dequantize_rows(f.kernelID, w, nil, &wd, n, k), 0)
+            ek_gemv_f32_ref(wd, x, b, &exact, m, n, k)
+            let err = relativeError(ref, exact)
+            XCTAssertGreaterThan(err, 0, "\(f): activations should be quantized")
+            XCTAssertLessThan(err, 3e-2, "\(f) \(m)x\(n)x\(k) reference vs fp32 on dequantized weights")
+            for level in [EK_ISA_SCALAR, EK_ISA_AVX2, EK_ISA_AVXVNNI, EK_ISA_AVX512] {
+                ek_set_isa_limit(Int32(level))
+                tested.insert("\(f.rawValue):\(f.kernelPath)")
+                XCTAssertLessThan(relativeError(gemv(f, w, [], x, b, m: m, n: n, k: k), ref), 1e-5, "\(f) \(f.kernelPath) \(m)x\(n)x\(k)")
+            }
+        }
+        var y = [Float](repeating: 0, count: 4)
+        XCTAssertEqual(ek_gemv_quant(WeightFormat.q4_K.kernelID, [UInt8](repeating: 0, count: 4 * 144), nil, randoms(200), nil, &y, 1, 4, 200), -1,
+                       "K-quant rows need k % 256 == 0")
+        #if arch(x86_64)
+        if ek_cpu_features() & Int32(EK_CPU_AVX2_FMA) != 0 {
+            for f in [WeightFormat.q4_K, .q5_K, .q6_K] { XCTAssertTrue(tested.contains("\(f.rawValue):avx2"), "\(f): AVX2 path not exercised") }
+        }
+        #endif
+        print("K-quant GEMV paths tested: \(tested.sorted().joined(separator: ", "))")
     }
 
     /// QuantizedMatrix regroups by default and its products and dequantization match the ggml-order matrix.

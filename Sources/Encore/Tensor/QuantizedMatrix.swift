@@ -3,10 +3,16 @@ import EncoreKernels
 
 /// Storage formats of a weight matrix for the decode GEMVs (prompt passes keep fp32 GEMM through BLAS).
 ///
-/// Bytes per weight: f32 4, bf16 2, int8 1 (+ one fp32 scale per row), q8_0 1.0625, q4_1 0.625, q4_0 0.5625.
-/// The integer formats quantize the activations per block of 32 once per call, as llama.cpp does.
+/// Bytes per weight: f32 4, bf16 2, int8 1 (+ one fp32 scale per row), q8_0 1.0625, q4_1 0.625, q4_0 0.5625;
+/// GGUF's K-quants (read from GGUF files with `keepQuantized`, not made by ``QuantizedMatrix/init(_:format:regroup:)``):
+/// q6_K 0.8203, q5_K 0.6875, q4_K 0.5625.
+/// The integer formats quantize the activations per block of 32 once per call (K-quants: ggml's Q8_K, blocks of
+/// 256), as llama.cpp does.
 public enum WeightFormat: String, CaseIterable, Sendable {
-    case f32, bf16, int8, q8_0, q4_0, q4_1
+    case f32, bf16, int8, q8_0, q4_0, q4_1, q4_K, q5_K, q6_K
+
+    /// Whether Encore quantizes fp32 weights to this format (the K-quants are only read from GGUF files).
+    public var isQuantizationTarget: Bool { self != .q4_K && self != .q5_K && self != .q6_K }
 
     /// The kernel's format id (EK_WF_*).
     var kernelID: Int32 {
@@ -17,6 +23,9 @@ public enum WeightFormat: String, CaseIterable, Sendable {
         case .q8_0: return Int32(EK_WF_Q8_0)
         case .q4_0: return Int32(EK_WF_Q4_0)
         case .q4_1: return Int32(EK_WF_Q4_1)
+        case .q4_K: return Int32(EK_WF_Q4_K)
+        case .q5_K: return Int32(EK_WF_Q5_K)
+        case .q6_K: return Int32(EK_WF_Q6_K)
         }
     }
 
@@ -34,7 +43,8 @@ public enum WeightFormat: String, CaseIterable, Sendable {
         }
     }
 
-    /// Bytes of one stored row of `k` values (rows are padded to whole blocks of 32 for the integer formats).
+    /// Bytes of one stored row of `k` values (rows are padded to whole blocks of 32 for the integer formats; K-quant
+    /// rows hold k/256 super-blocks).
     public func rowBytes(_ k: Int) -> Int { ek_quant_row_bytes(kernelID, k) }
 
     /// Bytes of an [n, k] matrix in this format, scales included.
@@ -46,6 +56,9 @@ public enum WeightFormat: String, CaseIterable, Sendable {
         case .q8_0: return .q8_0
         case .q4_0: return .q4_0
         case .q4_1: return .q4_1
+        case .q4_K: return .q4_K
+        case .q5_K: return .q5_K
+        case .q6_K: return .q6_K
         case .bf16: return .bf16
         case .f32: return .f32
         case .int8: return nil
