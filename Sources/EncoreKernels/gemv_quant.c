@@ -406,10 +406,17 @@ EQ_AVX2 static void rows_k_avx2(const qctx *c, long r0, long r1) {
                     }
                     /* − 32 Σ_j sc_j bsums_j */
                     sumi = _mm256_sub_epi32(sumi, _mm256_slli_epi32(_mm256_madd_epi16(bsv, sc16), 5));
-                    acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_to_f32(rd16(x + 208)) * xd[b]), _mm256_cvtepi32_ps(sumi), acc);
+                    acc = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(rd16(x + 208)) * xd[b]), _mm256_cvtepi32_ps(sumi), acc);
                 } else {
-                    int sc[8], mn[8];
-                    for (int j = 0; j < 8; j++) kq_scale_min(j, x + 4, &sc[j], &mn[j]);
+                    /* the 8 6-bit scales to bytes 0..7 and minima to bytes 8..15 of u (kq_scale_min, 4 words at once) */
+                    uint32_t u[4];
+                    memcpy(u, x + 4, 12);
+                    u[3] = ((u[2] >> 4) & 0x0f0f0f0f) | (((u[1] >> 6) & 0x03030303) << 4);
+                    const uint32_t mins_lo = u[1] & 0x3f3f3f3f;
+                    u[1] = (u[2] & 0x0f0f0f0f) | (((u[0] >> 6) & 0x03030303) << 4);
+                    u[2] = mins_lo;
+                    u[0] &= 0x3f3f3f3f;
+                    const uint8_t *sc = (const uint8_t *)u;
                     const uint8_t *q4 = c->format == EK_WF_Q5_K ? x + 48 : x + 16;
                     __m256i hb = c->format == EK_WF_Q5_K ? _mm256_loadu_si256((const __m256i *)(x + 16)) : _mm256_setzero_si256();
                     for (int j = 0; j < 4; j++) {
@@ -426,11 +433,10 @@ EQ_AVX2 static void rows_k_avx2(const qctx *c, long r0, long r1) {
                                                                        _mm256_madd_epi16(phi, _mm256_set1_epi16((short)sc[2 * j + 1]))));
                     }
                     /* minima: Σ_j m_j (bsums_2j + bsums_2j+1) */
-                    __m256i mv = _mm256_setr_epi16((short)mn[0], (short)mn[0], (short)mn[1], (short)mn[1], (short)mn[2], (short)mn[2],
-                                                   (short)mn[3], (short)mn[3], (short)mn[4], (short)mn[4], (short)mn[5], (short)mn[5],
-                                                   (short)mn[6], (short)mn[6], (short)mn[7], (short)mn[7]);
-                    acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_to_f32(rd16(x)) * xd[b]), _mm256_cvtepi32_ps(sumi), acc);
-                    accm = _mm256_fmadd_ps(_mm256_set1_ps(f16_to_f32(rd16(x + 2)) * xd[b]), _mm256_cvtepi32_ps(_mm256_madd_epi16(bsv, mv)), accm);
+                    __m256i pairs = _mm256_madd_epi16(bsv, _mm256_set1_epi16(1));
+                    __m256i mv = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(sc + 8)));
+                    acc = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(rd16(x)) * xd[b]), _mm256_cvtepi32_ps(sumi), acc);
+                    accm = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(rd16(x + 2)) * xd[b]), _mm256_cvtepi32_ps(_mm256_mullo_epi32(pairs, mv)), accm);
                 }
             }
             float s;

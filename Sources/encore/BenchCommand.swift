@@ -282,11 +282,12 @@ struct BenchCommand: ParsableCommand {
                let text = String(data: data, encoding: .utf8) { print(text) }
             return
         }
-        print("decode GEMV, one activation row, cold weights; ggml block order (previous kernels) vs regrouped by 8 (x8)")
+        print("decode GEMV, one activation row, cold weights (>= 192 MiB of copies in rotation), median call; read ceiling: best of 3 sums over 512 MiB before each shape")
+        print("ggml = blocks in ggml's order (the previous kernels), x8 = regrouped by 8 (the new kernels), alternating call by call")
         print("kernels: " + [WeightFormat.q8_0, .q4_0, .q4_1].map { "\($0.rawValue) \($0.kernelPath)" }.joined(separator: ", "))
-        print("shape                     fmt   thr  read GB/s  ggml GB/s  of read   x8 GB/s  of read  x8/ggml")
+        print("shape                      fmt    thr  read GB/s  ggml GB/s  of read   x8 GB/s  of read  x8/ggml")
         for r in rows {
-            print(String(format: "%-25@ %-5@ %3d  %9.1f  %9.1f  %6.0f%%  %8.1f  %6.0f%%  %6.2fx", r.shape as NSString,
+            print(String(format: "%-26@ %-5@ %3d  %9.1f  %9.1f  %6.0f%%  %8.1f  %6.0f%%  %6.2fx", r.shape as NSString,
                          r.format.rawValue as NSString, r.threads, r.readGBps, r.ggmlGBps, 100 * r.ggmlGBps / r.readGBps,
                          r.x8GBps, 100 * r.x8GBps / r.readGBps, r.x8GBps / r.ggmlGBps))
         }

@@ -111,7 +111,8 @@ extension KernelBench {
     ]
 
     /// Decode GEMV (one activation row) over cold weights in ggml's block order (the previous kernels) and
-    /// regrouped by 8 (the x8 kernels), alternating call by call over copies totalling ≥ 192 MiB, best of each;
+    /// regrouped by 8 (the x8 kernels), alternating call by call over copies totalling ≥ 192 MiB (the first pass
+    /// over them untimed), the median call of each;
     /// the read ceiling (ek_sum_f32 over 512 MiB, best of 3) is measured again before each shape, on the same threads.
     public static func gemvLayoutAB(formats: [WeightFormat] = [.q8_0, .q4_0, .q4_1], threads: [Int] = [1, 2],
                                     progress: (String) -> Void = { _ in }) -> [LayoutAB] {
@@ -130,13 +131,13 @@ extension KernelBench {
                 for i in 0..<k { x.data[i] = rng.nextUnitFloat() }
                 for f in formats {
                     let bytes = f.matrixBytes(rows: n, columns: k)
-                    let copies = max(3, min(64, (192 << 20) / bytes))
+                    let copies = max(3, (192 << 20) / bytes)            // ≥ 192 MiB in rotation: from DRAM
                     let plain = QuantizedMatrix(w, format: f, regroup: false)
                     let mats = (0..<copies).map { _ in
                         (QuantizedMatrix(copying: plain.data, scales: plain.scales, format: f, rows: n, columns: k),
                          QuantizedMatrix(copying: plain.data, scales: plain.scales, format: f, rows: n, columns: k, regroup: true))
                     }
-                    var tOld = Double.infinity, tNew = Double.infinity
+                    var tOld: [Double] = [], tNew: [Double] = []
                     let rounds = max(2, 48 / copies)
                     for r in 0..<rounds {
                         for c in 0..<copies {
@@ -148,12 +149,13 @@ extension KernelBench {
                                 let t0 = now()
                                 _ = Ops.linearQuantized(x, weight: m, bias: nil)
                                 let dt = now() - t0
-                                if which == 0 { tOld = min(tOld, dt) } else { tNew = min(tNew, dt) }
+                                if r > 0 || rounds == 1 { if which == 0 { tOld.append(dt) } else { tNew.append(dt) } }
                             }
                         }
                     }
+                    func median(_ a: [Double]) -> Double { let s = a.sorted(); return s[s.count / 2] }
                     let row = LayoutAB(shape: name, rows: n, columns: k, format: f, threads: t, readGBps: read,
-                                       ggmlGBps: Double(bytes) / tOld / 1e9, x8GBps: Double(bytes) / tNew / 1e9)
+                                       ggmlGBps: Double(bytes) / median(tOld) / 1e9, x8GBps: Double(bytes) / median(tNew) / 1e9)
                     progress(String(format: "%@ %@ %d thread(s): ggml %.1f GB/s, x8 %.1f GB/s, read %.1f GB/s",
                                     name, f.rawValue, t, row.ggmlGBps, row.x8GBps, read))
                     out.append(row)

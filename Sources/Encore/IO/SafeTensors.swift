@@ -46,6 +46,11 @@ public final class SafeTensorsFile: @unchecked Sendable {
 
     func rawPointer(_ info: SafeTensorInfo) -> UnsafeRawPointer { file.bytes! + dataStart + info.begin }
 
+    /// Drops tensor `name`'s mapped pages from RSS once it has been copied out (see MappedFile.releasePages).
+    func releasePages(_ name: String) {
+        if let info = tensors[name] { file.releasePages(UnsafeRawBufferPointer(start: rawPointer(info), count: info.end - info.begin)) }
+    }
+
     /// The largest header accepted (100 MB, as the reference implementation).
     public static let maxHeaderSize = 100_000_000
 

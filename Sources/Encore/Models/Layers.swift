@@ -119,8 +119,13 @@ final class WeightLoader {
             }
             used.insert(name)
             if q.format == .int8 { used.insert(name + "_scale") }
-            if let rowOrder {
-                return QuantizedMatrix(copying: q.data, scales: q.scales, format: q.format, rows: q.rows, columns: q.columns, rowOrder: rowOrder)
+            if rowOrder != nil || ek_x8_format(q.format.kernelID) >= 0 {
+                // Q8_0/Q4_0/Q4_1 regrouped by 8 for the fast decode kernels into memory of its own, the mapped
+                // rows released (one copy resident); reordered rows are copied in any case
+                let m = QuantizedMatrix(copying: q.data, scales: q.scales, format: q.format, rows: q.rows, columns: q.columns,
+                                        rowOrder: rowOrder, regroup: true)
+                f.releasePages(name)
+                return m
             }
             return QuantizedMatrix(borrowing: q.data, scales: q.scales, format: q.format, rows: q.rows, columns: q.columns, owner: f)
         case .gguf(let f):
