@@ -155,51 +155,50 @@ static int act_reserve(act_buf *a, long qbytes, long blocks, long xbf) {
 }
 
 #if EQ_X86
-/* Whole blocks of 32 on AVX2: the same operations as the scalar loop below (|x| max, x·(127/amax), round to
- * nearest even), so the same bytes. Returns the int32 sum of the block's values. */
-EQ_AVX2 static int quantize_block_avx2(const float *x, float id, int8_t *q, float *amax_out) {
+/* One full block of 32: q = round-half-even(x · 127/amax) (lrintf's rounding, as the scalar loop), amax, Σq. */
+EQ_AVX2 static float quantize_block_avx2(const float *x, int8_t *q, int *sum_out) {
     const __m256 sign = _mm256_set1_ps(-0.0f);
     __m256 v0 = _mm256_loadu_ps(x), v1 = _mm256_loadu_ps(x + 8), v2 = _mm256_loadu_ps(x + 16), v3 = _mm256_loadu_ps(x + 24);
-    if (amax_out) {
-        __m256 a = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, v0), _mm256_andnot_ps(sign, v1)),
-                                 _mm256_max_ps(_mm256_andnot_ps(sign, v2), _mm256_andnot_ps(sign, v3)));
-        __m128 h = _mm_max_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
-        h = _mm_max_ps(h, _mm_movehl_ps(h, h));
-        h = _mm_max_ss(h, _mm_movehdup_ps(h));
-        *amax_out = _mm_cvtss_f32(h);
-        return 0;
-    }
-    const __m256 s = _mm256_set1_ps(id);
-    __m256i i0 = _mm256_cvtps_epi32(_mm256_mul_ps(v0, s)), i1 = _mm256_cvtps_epi32(_mm256_mul_ps(v1, s));
-    __m256i i2 = _mm256_cvtps_epi32(_mm256_mul_ps(v2, s)), i3 = _mm256_cvtps_epi32(_mm256_mul_ps(v3, s));
-    __m256i lim = _mm256_set1_epi32(127), nlim = _mm256_set1_epi32(-127);
-    i0 = _mm256_max_epi32(_mm256_min_epi32(i0, lim), nlim); i1 = _mm256_max_epi32(_mm256_min_epi32(i1, lim), nlim);
-    i2 = _mm256_max_epi32(_mm256_min_epi32(i2, lim), nlim); i3 = _mm256_max_epi32(_mm256_min_epi32(i3, lim), nlim);
-    __m256i sum = _mm256_add_epi32(_mm256_add_epi32(i0, i1), _mm256_add_epi32(i2, i3));
-    __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(sum), _mm256_extracti128_si256(sum, 1));
+    __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, v0), _mm256_andnot_ps(sign, v1)),
+                             _mm256_max_ps(_mm256_andnot_ps(sign, v2), _mm256_andnot_ps(sign, v3)));
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+    float amax = _mm_cvtss_f32(m4);
+    const __m256 id = _mm256_set1_ps(amax != 0.0f ? 127.0f / amax : 0.0f);
+    const __m256i hi = _mm256_set1_epi32(127), lo = _mm256_set1_epi32(-127);
+    __m256i i0 = _mm256_cvtps_epi32(_mm256_mul_ps(v0, id)), i1 = _mm256_cvtps_epi32(_mm256_mul_ps(v1, id));
+    __m256i i2 = _mm256_cvtps_epi32(_mm256_mul_ps(v2, id)), i3 = _mm256_cvtps_epi32(_mm256_mul_ps(v3, id));
+    i0 = _mm256_max_epi32(_mm256_min_epi32(i0, hi), lo); i1 = _mm256_max_epi32(_mm256_min_epi32(i1, hi), lo);
+    i2 = _mm256_max_epi32(_mm256_min_epi32(i2, hi), lo); i3 = _mm256_max_epi32(_mm256_min_epi32(i3, hi), lo);
+    __m256i s = _mm256_add_epi32(_mm256_add_epi32(i0, i1), _mm256_add_epi32(i2, i3));
+    __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
     s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4E));
     s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xB1));
-    __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
-    p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-    _mm256_storeu_si256((__m256i *)q, p);
-    return _mm_cvtsi128_si32(s4);
+    *sum_out = _mm_cvtsi128_si32(s4);
+    /* pack to int8 in element order: packs interleave 128-bit lanes, the permute undoes it */
+    __m256i p16a = _mm256_packs_epi32(i0, i1), p16b = _mm256_packs_epi32(i2, i3);
+    __m256i p8 = _mm256_packs_epi16(p16a, p16b);
+    p8 = _mm256_permutevar8x32_epi32(p8, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm256_storeu_si256((__m256i *)q, p8);
+    return amax;
 }
 #endif
 
 /* x [m, k] → q [m, nb*32] (zero padded), d/c [m, nb]. */
-static void quantize_act(int format, const float *x, long m, long k, int8_t *q, float *d, float *c, int simd) {
+static void quantize_act(int format, const float *x, long m, long k, int8_t *q, float *d, float *c) {
     long nb = (k + 31) / 32;
-    (void)simd;
+#if EQ_X86
+    int simd = !ek_get_force_reference() && (ek_cpu_features() & EK_CPU_AVX2_FMA);
+#endif
     for (long i = 0; i < m; i++) {
         const float *xr = x + i * k;
         for (long b = 0; b < nb; b++) {
             long j0 = b * 32, len = k - j0 < 32 ? k - j0 : 32;
 #if EQ_X86
             if (simd && len == 32) {
-                float amax;
-                quantize_block_avx2(xr + j0, 0, NULL, &amax);
-                float db = amax / 127.0f, id = amax != 0.0f ? 127.0f / amax : 0.0f;
-                int sum = quantize_block_avx2(xr + j0, id, q + (i * nb + b) * 32, NULL);
+                int sum;
+                float db = quantize_block_avx2(xr + j0, q + (i * nb + b) * 32, &sum) / 127.0f;
                 float dq = format == EK_WF_INT8 ? db : f16_round(db);
                 d[i * nb + b] = dq;
                 if (format == EK_WF_Q4_0) c[i * nb + b] = 8.0f * dq * (float)sum;
@@ -239,6 +238,10 @@ static void interleave_pairs(int8_t *q, long m, long nb) {
             memcpy(t, p, 16); memcpy(t + 16, p + 32, 16); memcpy(t + 32, p + 16, 16); memcpy(t + 48, p + 48, 16);
             memcpy(p, t, 64);
         }
+}
+
+void ek_quantize_activations(int format, const float *x, long m, long k, int8_t *q, float *d, float *c) {
+    quantize_act(format, x, m, k, q, d, c);
 }
 
 /* ------------------------------------------------------------------------------------------------ */
@@ -850,7 +853,7 @@ static int prepare(qctx *c) {
         return 1;
     }
     if (!act_reserve(a, c->m * c->nb * 32, c->m * c->nb, 0)) return 0;
-    quantize_act(base_format(c->format), c->x, c->m, c->k, a->q, a->d, a->c, c->path != P_SCALAR);
+    quantize_act(base_format(c->format), c->x, c->m, c->k, a->q, a->d, a->c);
     if ((c->format == EK_WF_Q4_0X8 || c->format == EK_WF_Q4_1X8) && c->path != P_SCALAR) interleave_pairs(a->q, c->m, c->nb);
     c->xq = a->q; c->xd = a->d; c->xc = a->c;
     return 1;
@@ -949,7 +952,7 @@ int ek_gemv_quant_ref(int format, const void *w, const float *wscale, const floa
     if (format != EK_WF_BF16) {
         q = malloc((size_t)(m * nb * 32)); d = malloc(sizeof(float) * (size_t)(m * nb)); cc = malloc(sizeof(float) * (size_t)(m * nb));
         if (!q || !d || !cc) { free(q); free(d); free(cc); return -2; }
-        quantize_act(format, x, m, k, q, d, cc, 0);
+        quantize_act(format, x, m, k, q, d, cc);
     }
     for (long i = 0; i < m; i++) {
         for (long r = 0; r < n; r++) {
