@@ -87,6 +87,8 @@ static inline float f16_round(float f) { return f16_to_f32(f32_to_f16(f)); }
 static inline uint16_t rd16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
 static inline void wr16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }
 
+static void quantize_act_k(const float *x, long m, long k, int8_t *q, float *d, int16_t *bsums);
+
 /* ---- the x8 layouts: ggml blocks regrouped by 8 (see ek_repack_x8) ---- */
 
 static int is_x8(int f) { return f == EK_WF_Q8_0X8 || f == EK_WF_Q4_0X8 || f == EK_WF_Q4_1X8; }
@@ -244,6 +246,10 @@ void ek_quantize_activations(int format, const float *x, long m, long k, int8_t 
     quantize_act(format, x, m, k, q, d, c);
 }
 
+void ek_quantize_activations_q8k(const float *x, long m, long k, int8_t *q, float *d, int16_t *bsums) {
+    quantize_act_k(x, m, k, q, d, bsums);
+}
+
 /* ------------------------------------------------------------------------------------------------ */
 /* call context                                                                                      */
 
@@ -275,11 +281,61 @@ typedef struct {
  */
 static int is_kq(int f) { return f == EK_WF_Q4_K || f == EK_WF_Q5_K || f == EK_WF_Q6_K; }
 
+#if EQ_X86
+/* One Q8_K block on AVX2: the same operations as the plain loop below (first value of largest |x|, iscale·x
+ * rounded half to even, capped at 127, sums of 16), so the same bytes. Returns 0 for an all-zero block. */
+EQ_AVX2 static int quantize_block_k_avx2(const float *xb, int8_t *qb, float *d, int16_t *bsums) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    __m256 a = _mm256_setzero_ps();
+    for (int j = 0; j < 256; j += 8) a = _mm256_max_ps(a, _mm256_andnot_ps(sign, _mm256_loadu_ps(xb + j)));
+    __m128 h = _mm_max_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_max_ss(h, _mm_movehdup_ps(h));
+    float amax = _mm_cvtss_f32(h);
+    if (amax == 0.0f) return 0;
+    float mx = 0;
+    for (int j = 0; j < 256; j++) if (fabsf(xb[j]) == amax) { mx = xb[j]; break; }
+    float iscale = -127.0f / mx;
+    const __m256 s = _mm256_set1_ps(iscale);
+    const __m256i cap = _mm256_set1_epi32(127);
+    for (int g = 0; g < 8; g++) {                 /* 32 values: two sums of 16 */
+        const float *xg = xb + 32 * g;
+        __m256i i0 = _mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xg), s)), cap);
+        __m256i i1 = _mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xg + 8), s)), cap);
+        __m256i i2 = _mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xg + 16), s)), cap);
+        __m256i i3 = _mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xg + 24), s)), cap);
+        __m256i s01 = _mm256_add_epi32(i0, i1), s23 = _mm256_add_epi32(i2, i3);
+        __m256i hs = _mm256_hadd_epi32(s01, s23);          /* [a01 a23 b01 b23 | a45 a67 b45 b67] */
+        hs = _mm256_hadd_epi32(hs, hs);                      /* [a0-3 b0-3 . . | a4-7 b4-7 . .] */
+        __m128i t = _mm_add_epi32(_mm256_castsi256_si128(hs), _mm256_extracti128_si256(hs, 1));
+        bsums[2 * g] = (int16_t)_mm_cvtsi128_si32(t);
+        bsums[2 * g + 1] = (int16_t)_mm_extract_epi32(t, 1);
+        __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
+        p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        _mm256_storeu_si256((__m256i *)(qb + 32 * g), p);
+    }
+    *d = 1.0f / iscale;
+    return 1;
+}
+#endif
+
 static void quantize_act_k(const float *x, long m, long k, int8_t *q, float *d, int16_t *bsums) {
     long nb = k / 256;
+#if EQ_X86
+    const int simd = !ek_get_force_reference() && (ek_cpu_features() & EK_CPU_AVX2_FMA);
+#endif
     for (long i = 0; i < m * nb; i++) {
         const float *xb = x + i * 256;
         int8_t *qb = q + i * 256;
+#if EQ_X86
+        if (simd) {
+            if (quantize_block_k_avx2(xb, qb, d + i, bsums + i * 16)) continue;
+            d[i] = 0.0f;
+            memset(qb, 0, 256);
+            for (int j = 0; j < 16; j++) bsums[i * 16 + j] = 0;
+            continue;
+        }
+#endif
         float amax = 0, mx = 0;
         for (int j = 0; j < 256; j++) { float a = fabsf(xb[j]); if (a > amax) { amax = a; mx = xb[j]; } }
         if (amax == 0.0f) {

@@ -202,6 +202,31 @@ final class QuantizedKernelTests: XCTestCase {
         print("x8 GEMV paths tested: \(tested.sorted().joined(separator: ", "))")
     }
 
+    /// The Q8_K activation quantizer (K-quant GEMVs): AVX2 and plain C give identical bytes, scales and sums,
+    /// incl. an all-zero block and exact .5 ties (round half to even).
+    func testQ8KActivationQuantizerPathsAgree() {
+        defer { ek_set_force_reference(0) }
+        let m = 2, k = 768
+        var x = randoms(m * k, scale: 2)
+        for j in 256..<512 { x[j] = 0 }                            // block 1 of row 0 all zero
+        x[768] = -127; x[769] = 1.5; x[770] = 2.5; x[771] = -0.5        // iscale = −127/−127 = 1: exact ties
+        var out: [([Int8], [Float], [Int16])] = []
+        for force in [Int32(0), 1] {
+            ek_set_force_reference(force)
+            var q = [Int8](repeating: 99, count: m * k), d = [Float](repeating: 9, count: m * k / 256), bs = [Int16](repeating: 9, count: m * k / 16)
+            ek_quantize_activations_q8k(x, m, k, &q, &d, &bs)
+            out.append((q, d, bs))
+        }
+        XCTAssertEqual(out[0].0, out[1].0, "quantized bytes")
+        XCTAssertEqual(out[0].1, out[1].1, "scales")
+        XCTAssertEqual(out[0].2, out[1].2, "sums of 16")
+        XCTAssertEqual(Array(out[0].0[768..<772]), [-127, 2, 2, 0], "iscale·x rounded half to even")
+        XCTAssertEqual(out[0].1[3], 1, "d = 1/iscale with iscale = −127/(value of largest |x|)")
+        XCTAssertEqual(out[0].1[1], 0)
+        XCTAssertEqual(Array(out[0].0[256..<512]), [Int8](repeating: 0, count: 256))
+        for g in 0..<(m * k / 16) { XCTAssertEqual(Int(out[0].2[g]), out[0].0[(16 * g)..<(16 * g + 16)].reduce(0) { $0 + Int($1) }, "bsum \(g)") }
+    }
+
     /// Random K-quant rows (random bytes, small f16 scales), as tools/goldens' random_kquant.
     func randomKQuant(_ f: WeightFormat, rows: Int, cols: Int) -> [UInt8] {
         var w = (0..<(rows * f.rowBytes(cols))).map { _ in UInt8(truncatingIfNeeded: rng.next()) }

@@ -208,6 +208,10 @@ long ek_quant_row_bytes(int format, long k);
  *  (x/d)): x [m, k] → q [m, nb*32] (zero padded, nb = ceil(k/32)), d [m, nb], c [m, nb] (the Q4_0/Q4_1 offset term).
  *  AVX2 where present, else plain C; both give identical bytes (tested). */
 void ek_quantize_activations(int format, const float *x, long m, long k, int8_t *q, float *d, float *c);
+/** The K-quant GEMVs' activation quantizer (ggml's Q8_K: per 256 values iscale = −127/(value of largest |x|),
+ *  q = round-half-even(iscale·x) capped at 127, d = 1/iscale, bsums = Σq per 16): x [m, k] (k % 256 == 0) →
+ *  q [m, k], d [m, k/256], bsums [m, k/16]. AVX2 where present, else plain C; identical bytes (tested). */
+void ek_quantize_activations_q8k(const float *x, long m, long k, int8_t *q, float *d, int16_t *bsums);
 int ek_gemv_quant(int format, const void *w, const float *wscale, const float *x, const float *bias, float *y,
                   long m, long n, long k);
 /** Reference twin: the same activation quantization, then element by element from dequantized weights in double. */
