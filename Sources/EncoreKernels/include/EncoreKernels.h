@@ -77,8 +77,12 @@ void ek_softmax_masked_f32(float *scores, long rows, long cols, long ld, float s
  * out: [tq, n_head*head_dim]   rows `out_stride` apart
  * Query head h reads KV head (interleaved ? h / (n_head/n_kv_head) : h % n_kv_head).
  * key_keep[s] == 0 masks key s (NULL keeps all); causal_offset >= 0 masks keys s > t + causal_offset.
- * scratch: at least tk floats.
+ * scratch: at least ek_attention_scratch_floats(tq, tk, n_head, head_dim) floats (the _ref twin: tk).
+ * Keys are split into chunks of 128 processed on all threads (split-K, merged exactly); the query heads that
+ * share a KV head are handled together, so each key and value row is read once per group.
  */
+/** Floats of scratch ek_attention_f32 / ek_attention_relbias_f32 need for these sizes. */
+long ek_attention_scratch_floats(long tq, long tk, long n_head, long head_dim);
 void ek_attention_f32(const float *q, long q_stride, const float *k, long k_stride,
                       const float *v, long v_stride, float *out, long out_stride,
                       long tq, long tk, long n_head, long n_kv_head, long head_dim, int interleaved,
@@ -94,7 +98,8 @@ void ek_attention_f32_ref(const float *q, long q_stride, const float *k, long k_
  * query index (T5's relative position buckets, looked up by the caller):
  *   score(t, s) = q_t . k_s + bias[h * bias_stride + (tq - 1) + s - t]
  * then the same masking (key_keep, causal_offset) and softmax. bias: [n_head, bias_stride] with
- * bias_stride >= tq + tk - 1, or NULL for no bias (T5 cross-attention). scratch: at least tk floats.
+ * bias_stride >= tq + tk - 1, or NULL for no bias (T5 cross-attention).
+ * scratch: at least ek_attention_scratch_floats(tq, tk, n_head, head_dim) floats (the _ref twin: tk).
  */
 void ek_attention_relbias_f32(const float *q, long q_stride, const float *k, long k_stride,
                               const float *v, long v_stride, float *out, long out_stride,
