@@ -13,7 +13,8 @@ struct QuantizeCommand: ParsableCommand {
         included) in --format f32, f16, bf16, q8_0, q4_0 or q4_1 with llama.cpp's rounding (bit-identical to the \
         gguf package's quantizer), norms and biases in F32. From a GGUF file all metadata is kept (the tokenizer \
         too); from a Hugging Face folder Q/K rows are permuted as llama.cpp's converter does and no vocabulary is \
-        written (tokenizer.ggml.model "none"). Run the result with --keep-quantized to decode from the blocks.
+        written (tokenizer.ggml.model "none"). Run a q8_0/q4_0/q4_1 result with --keep-quantized to decode from \
+        its blocks (f16/bf16 files are widened to fp32 on load).
 
         Mu and mu_decoder folders → a model folder: every matrix except the token embedding in the chosen format \
         (int8: one fp32 scale per row; q8_0/q4_0/q4_1: ggml blocks of 32; bf16), the embedding, norms and \
