@@ -336,8 +336,35 @@ static inline int key_allowed(const uint8_t *keep, long causal_offset, long r, l
     return 1;
 }
 
+#if EK_X86
+EK_AVX2 static float chunk_softmax_avx2(float *sc, long n, float scale_div, const float *b, float *sum_out);
+#endif
+
+#if EK_X86
+/* softmax_row on AVX2: masked keys to −inf, the vector chunk softmax, then normalise. */
+EK_AVX2 static void softmax_row_avx2(float *s, long cols, float scale_div, const uint8_t *keep, long causal_offset, long r) {
+    long limit = cols;
+    if (causal_offset >= 0 && r + causal_offset + 1 < limit) limit = r + causal_offset + 1 > 0 ? r + causal_offset + 1 : 0;
+    if (keep && memchr(keep, 0, (size_t)limit)) for (long c = 0; c < limit; c++) if (!keep[c]) s[c] = -INFINITY;
+    float sum = 0, m = chunk_softmax_avx2(s, limit, scale_div, NULL, &sum);
+    if (m == -INFINITY) {   /* every key masked: uniform, as the reference */
+        float u = 1.0f / (float)cols;
+        for (long c = 0; c < cols; c++) s[c] = u;
+        return;
+    }
+    __m256 inv = _mm256_set1_ps((float)(1.0 / sum));
+    long c = 0;
+    for (; c + 8 <= limit; c += 8) _mm256_storeu_ps(s + c, _mm256_mul_ps(_mm256_loadu_ps(s + c), inv));
+    for (; c < limit; c++) s[c] *= (float)(1.0 / sum);
+    for (c = limit; c < cols; c++) s[c] = 0.0f;
+}
+#endif
+
 /* Softmax of one row in place over `cols` entries, with the masking rule above. */
 static void softmax_row(float *s, long cols, float scale_div, const uint8_t *keep, long causal_offset, long r) {
+#if EK_X86
+    if (use_avx2()) { softmax_row_avx2(s, cols, scale_div, keep, causal_offset, r); return; }
+#endif
     float mx = -INFINITY;
     long allowed = 0;
     for (long c = 0; c < cols; c++) {

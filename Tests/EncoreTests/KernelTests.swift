@@ -80,6 +80,30 @@ final class KernelTests: XCTestCase {
         XCTAssertEqual(out3[0], mean0, accuracy: 1e-5)
     }
 
+    /// The masked row softmax of prompt passes: the AVX2 path against the plain-C path (1e-6 absolute on
+    /// probabilities), with key masks, causal offsets (including rows whose every key is masked: uniform) and a
+    /// ragged width.
+    func testMaskedSoftmaxPathsAgree() {
+        defer { ek_set_force_reference(0) }
+        let rows = 37, cols = 301
+        let x = randoms(rows * cols, scale: 6)
+        for causal in [-1, 0, 5] {
+            var keep = (0..<cols).map { UInt8($0 % 5 == 1 ? 0 : 1) }
+            if causal == 0 { keep[0] = 0 }   // row 0 then has no key left: uniform over all columns
+            var out: [[Float]] = []
+            for force in [Int32(0), 1] {
+                ek_set_force_reference(force)
+                var sc = x
+                ek_softmax_masked_f32(&sc, rows, cols, cols, 8, keep, causal)
+                out.append(sc)
+            }
+            XCTAssertLessThan(zip(out[0], out[1]).map { abs($0 - $1) }.max()!, 1e-6, "causal \(causal)")
+            if causal == 0 { XCTAssertEqual(out[0][0], 1 / Float(cols), accuracy: 1e-7) }
+            if causal == 5 { XCTAssertEqual(out[0][cols + 7], 0, "key 7 is beyond row 1 + 5") }
+            XCTAssertEqual(out[0][2 * cols + 1], 0, "key 1 is masked")
+        }
+    }
+
     /// The BLAS prefill path and the fused short-query path of Ops.attention agree.
     func testAttentionBLASPathMatchesKernelPath() {
         let shape = AttentionShape(heads: 6, kvHeads: 3, headDim: 16, interleaved: false)

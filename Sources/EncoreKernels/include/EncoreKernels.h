@@ -200,6 +200,10 @@ long ek_quant_row_bytes(int format, long k);
  * NULL). Integer formats quantize x per block of 32 as ggml's q8_0 (Q4_1: q8_1) once per call; see gemv_quant.c
  * for the arithmetic. Returns 0, -1 for an unknown format, -2 if the activation buffer could not grow.
  */
+/** The activation quantizer of the integer GEMVs (llama.cpp's Q8_0 rule: per 32 values d = amax/127, q = round-half-even
+ *  (x/d)): x [m, k] → q [m, nb*32] (zero padded, nb = ceil(k/32)), d [m, nb], c [m, nb] (the Q4_0/Q4_1 offset term).
+ *  AVX2 where present, else plain C; both give identical bytes (tested). */
+void ek_quantize_activations(int format, const float *x, long m, long k, int8_t *q, float *d, float *c);
 int ek_gemv_quant(int format, const void *w, const float *wscale, const float *x, const float *bias, float *y,
                   long m, long n, long k);
 /** Reference twin: the same activation quantization, then element by element from dequantized weights in double. */
