@@ -40,7 +40,7 @@ extension LanguageModel {
 
     public func useDecodeWeights(_ format: WeightFormat) throws {
         if format == .f32 { return }
-        throw EncoreError(.unsupported, "\(format.rawValue) decode weights are not supported for model_type '\(modelType)' yet (supported: mu, mu_decoder, llama)")
+        throw EncoreError(.unsupported, "\(format.rawValue) decode weights are not supported for model_type '\(modelType)' yet (supported: mu, mu_decoder, llama, t5)")
     }
 
     public var decodeWeightBytes: Int { parameterCount * 4 }

@@ -80,6 +80,14 @@ final class WeightLoader {
         }
     }
 
+    /// Whether the weights are generated (random sources), not read.
+    var isRandom: Bool {
+        switch source {
+        case .random, .referenceInit: return true
+        default: return false
+        }
+    }
+
     /// Whether the source has a tensor `name` (random sources have none).
     func has(_ name: String) -> Bool { shapeOf(name) != nil }
 

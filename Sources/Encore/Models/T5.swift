@@ -214,6 +214,15 @@ struct T5Attention {
         v = try Linear(l, p + ".v", in: c.dModel, out: inner, bias: false)
         o = try Linear(l, p + ".o", in: inner, out: c.dModel, bias: false)
     }
+
+    /// Streams q and o (and k, v when `includingKV`) in `format` during decode steps.
+    mutating func useDecodeWeights(_ format: WeightFormat, includingKV: Bool = true, keepFP32: Bool = true) {
+        q.useDecodeWeights(format, keepFP32: keepFP32)
+        o.useDecodeWeights(format, keepFP32: keepFP32)
+        if includingKV { k.useDecodeWeights(format, keepFP32: keepFP32); v.useDecodeWeights(format, keepFP32: keepFP32) }
+    }
+
+    var linears: [Linear] { [q, k, v, o] }
 }
 
 /// T5LayerNorm: w · x / sqrt(mean(x²) + eps), no mean subtraction, no bias (`<prefix>.layer_norm.weight`).
@@ -241,11 +250,20 @@ struct T5FeedForward {
     }
     func callAsFunction(_ x: Tensor) -> Tensor {                         // x [R, C]
         if let wi0, let wi1 {
-            let gate = Ops.linearGELU(x, weight: wi0.weight, bias: nil)  // [R, F] GELU-tanh ("gelu_new")
+            let gate = wi0.gelu(x)                                       // [R, F] GELU-tanh ("gelu_new")
             return wo(Ops.multiply(gate, wi1(x)))                        // [R, C]
         }
         return wo(Ops.relu(wi!(x)))                                      // [R, C]
     }
+
+    mutating func useDecodeWeights(_ format: WeightFormat, keepFP32: Bool = true) {
+        wi?.useDecodeWeights(format, keepFP32: keepFP32)
+        wi0?.useDecodeWeights(format, keepFP32: keepFP32)
+        wi1?.useDecodeWeights(format, keepFP32: keepFP32)
+        wo.useDecodeWeights(format, keepFP32: keepFP32)
+    }
+
+    var linears: [Linear] { [wi, wi0, wi1, wo].compactMap { $0 } }
 }
 
 struct T5EncoderBlock {
@@ -300,10 +318,12 @@ public final class T5Model: LanguageModel {
     public let config: T5Config
     let shared: Tensor          // [V, C]
     let lmHead: Tensor          // [V, C]: lm_head.weight, or shared when tied
-    let encoderBlocks: [T5EncoderBlock]
+    /// Decode-format copy of the head (``useDecodeWeights(_:encoder:keepFP32:)``, or GGUF blocks kept quantized).
+    private(set) var lmHeadDecode: QuantizedMatrix?
+    private(set) var encoderBlocks: [T5EncoderBlock]
     let encoderBias: T5RelativeBias
     let encoderNorm: T5LayerNorm
-    let decoderBlocks: [T5DecoderBlock]
+    private(set) var decoderBlocks: [T5DecoderBlock]
     let decoderBias: T5RelativeBias
     let decoderNorm: T5LayerNorm
     public let parameterCount: Int
@@ -327,6 +347,13 @@ public final class T5Model: LanguageModel {
         try self.init(config: config, loader: WeightLoader(file: file))
     }
 
+    /// A model with random weights (benchmarks): matrices uniform with the std of N(0, 0.02), unit layer norms,
+    /// the head tied to `shared` (the config's `tie_word_embeddings` still decides the d_model^-0.5 scaling).
+    public convenience init(config: T5Config, randomSeed: UInt64) throws {
+        try config.validate()
+        try self.init(config: config, loader: WeightLoader(source: .random(seed: randomSeed)))
+    }
+
     /// A model from named tensors (transformers names).
     public convenience init(config: T5Config, tensors: [String: Tensor]) throws {
         try config.validate()
@@ -345,7 +372,7 @@ public final class T5Model: LanguageModel {
         }
         if let head = try l.optional("lm_head.weight", shape: [c.vocabSize, c.dModel]) {
             lmHead = head
-        } else if c.tieWordEmbeddings {
+        } else if c.tieWordEmbeddings || l.isRandom {
             lmHead = shared
         } else {
             throw EncoreError(.missingTensor, "\(l.sourceName): missing tensor 'lm_head.weight' (expected shape \([c.vocabSize, c.dModel]); the config says tie_word_embeddings false)")
@@ -368,6 +395,51 @@ public final class T5Model: LanguageModel {
             + 2 * c.relativeAttentionNumBuckets * c.numHeads
             + c.numLayers * (attention + ff + 2 * c.dModel) + c.dModel
             + c.numDecoderLayers * (2 * attention + ff + 3 * c.dModel) + c.dModel
+    }
+
+    // MARK: decode weight formats
+
+    /// Chooses the weight format decode steps stream: the decoder's self-attention, the cross-attention q and o
+    /// (run at every step), the feed-forward matrices (relu or gated-gelu) and the head. The cross-attention K/V
+    /// projections run once per request with the encoder and follow `encoder`, like the encoder's matrices;
+    /// nil keeps them fp32 (prompt passes always use fp32 GEMM while an fp32 copy is kept).
+    ///
+    /// - `keepFP32: false` drops the decoder's fp32 copies (teacher-forced passes then dequantize per call).
+    ///
+    /// ```swift
+    /// t5.useDecodeWeights(.q8_0)                        // decoder + head streamed as Q8_0, fp32 kept for prompts
+    /// t5.useDecodeWeights(.int8, encoder: .bf16, keepFP32: false)
+    /// ```
+    public func useDecodeWeights(_ format: WeightFormat, encoder: WeightFormat? = nil, keepFP32: Bool = true) {
+        for i in decoderBlocks.indices {
+            decoderBlocks[i].selfAttn.useDecodeWeights(format, keepFP32: keepFP32)
+            decoderBlocks[i].crossAttn.useDecodeWeights(format, includingKV: false, keepFP32: keepFP32)
+            decoderBlocks[i].ff.useDecodeWeights(format, keepFP32: keepFP32)
+        }
+        lmHeadDecode = format == .f32 ? nil : QuantizedMatrix(lmHead, format: format)
+        if let encoder {
+            let keep = encoder == .f32
+            for i in encoderBlocks.indices {
+                encoderBlocks[i].selfAttn.useDecodeWeights(encoder, keepFP32: keep)
+                encoderBlocks[i].ff.useDecodeWeights(encoder, keepFP32: keep)
+            }
+            for i in decoderBlocks.indices {
+                decoderBlocks[i].crossAttn.k.useDecodeWeights(encoder, keepFP32: keep)
+                decoderBlocks[i].crossAttn.v.useDecodeWeights(encoder, keepFP32: keep)
+            }
+        }
+    }
+
+    public func useDecodeWeights(_ format: WeightFormat) { useDecodeWeights(format, encoder: nil, keepFP32: true) }
+
+    /// Bytes one decode step streams: the decoder's matrices (without the cross K/V projections) and the head.
+    public var decodeWeightBytes: Int {
+        var n = lmHeadDecode?.byteCount ?? lmHead.count * 4
+        for b in decoderBlocks {
+            n += ([b.selfAttn.q, b.selfAttn.k, b.selfAttn.v, b.selfAttn.o, b.crossAttn.q, b.crossAttn.o] + b.ff.linears)
+                .reduce(0) { $0 + $1.decodeBytes }
+        }
+        return n
     }
 
     // MARK: encoder
@@ -483,6 +555,7 @@ public final class T5Model: LanguageModel {
         if lastOnly && n > 1 { x = Ops.lastRows(x, batch: B, n: n) }
         let y = decoderNorm(x)                                             // [R, C]
         if config.scalesDecoderOutput { Ops.scaleInPlace(y, Float(pow(Double(config.dModel), -0.5))) }   // tied head (v1.0)
+        if let lmHeadDecode, y.shape[0] <= 8 { return Ops.linearQuantized(y, weight: lmHeadDecode, bias: nil) }   // [R, V]
         return Ops.linear(y, weight: lmHead, bias: nil)                    // [R, V]
     }
 
