@@ -30,6 +30,13 @@ import Foundation
 //   decoder.block.{i}.layer.2.DenseReluDense.*, layer.2.layer_norm.weight
 //   decoder.final_layer_norm.weight                                      [C]
 //   lm_head.weight                                                       [V, C]   optional: tied to shared
+// GGUF (llama.cpp's convert_hf_to_gguf.py, general.architecture "t5"): the same tensors under llama.cpp's names
+// (``T5Model/ggufName(_:)``): shared → token_embd, lm_head → output, encoder.block.N.layer.0.SelfAttention.{q,k,v,o}
+// → enc.blk.N.attn_{q,k,v,o}, …relative_attention_bias → enc.blk.0.attn_rel_b, layer.0.layer_norm → attn_norm,
+// DenseReluDense.wi / wi_0 / wi_1 / wo → ffn_up / ffn_gate / ffn_up / ffn_down, layer.1.layer_norm → ffn_norm,
+// decoder.block.N.layer.1.EncDecAttention.* → dec.blk.N.cross_attn_*, layer.1.layer_norm → cross_attn_norm,
+// layer.2.* → ffn_*, final_layer_norm → {enc,dec}.output_norm. The config comes from `t5.*` metadata
+// (``T5Config/init(gguf:)``).
 // Also accepted: encoder.embed_tokens.weight / decoder.embed_tokens.weight (older checkpoints' copies of
 // shared.weight; they must equal it) and decoder.block.0.layer.1.EncDecAttention.relative_attention_bias.weight
 // (unused by transformers too).
@@ -127,6 +134,39 @@ public struct T5Config: Codable, Equatable, Sendable {
         decoderStartTokenId = try c.decodeIfPresent(Int.self, forKey: .decoderStartTokenId) ?? padTokenId
         tieWordEmbeddings = try c.decodeIfPresent(Bool.self, forKey: .tieWordEmbeddings) ?? true
         scaleDecoderOutputs = try c.decodeIfPresent(Bool.self, forKey: .scaleDecoderOutputs)
+    }
+
+    /// The config of a llama.cpp T5 GGUF (`general.architecture` "t5"), from the keys `convert_hf_to_gguf.py` writes:
+    /// `t5.embedding_length`, `t5.feed_forward_length`, `t5.block_count`, `t5.decoder_block_count` (default: block
+    /// count), `t5.attention.head_count`, `t5.attention.key_length`, `t5.attention.relative_buckets_count`,
+    /// `t5.attention.layer_norm_rms_epsilon`, `t5.decoder_start_token_id` (default: the pad id), and
+    /// `tokenizer.ggml.padding_token_id` / `eos_token_id` (defaults 0 / 1). As llama.cpp reads these files: the
+    /// vocabulary is the rows of `token_embd.weight`, the feed-forward is gated-gelu when `enc.blk.0.ffn_gate.weight`
+    /// exists (relu otherwise), `relative_attention_max_distance` is 128 (no key; llama.cpp hard-codes it), the head is
+    /// tied when `output.weight` is absent, and the decoder output is never scaled by d_model^-0.5 (llama.cpp's T5
+    /// graph has no such step; a v1.0 checkpoint's GGUF therefore gives its logits × sqrt(d_model), same argmax).
+    public init(gguf f: GGUFModelFile) throws {
+        let arch = try f.string("general.architecture")
+        guard arch == "t5" else { throw EncoreError(.unsupported, "\(f.path): general.architecture is '\(arch)', expected 't5'") }
+        guard let embd = f.tensors["token_embd.weight"] else {
+            throw EncoreError(.missingTensor, "\(f.path): missing tensor 'token_embd.weight' (its rows give the vocabulary size)")
+        }
+        guard embd.shape.count == 2 else { throw EncoreError(.shapeMismatch, "\(f.path): tensor 'token_embd.weight' has shape \(embd.shape), expected [vocab, d_model]") }
+        let layers = try f.int("t5.block_count")
+        let heads = try f.int("t5.attention.head_count"), dKV = try f.int("t5.attention.key_length")
+        if f["t5.attention.value_length"] != nil, try f.int("t5.attention.value_length") != dKV {
+            throw EncoreError(.unsupported, "\(f.path): 't5.attention.value_length' \(try f.int("t5.attention.value_length")) differs from 't5.attention.key_length' \(dKV)")
+        }
+        let pad = f["tokenizer.ggml.padding_token_id"] == nil ? 0 : try f.int("tokenizer.ggml.padding_token_id")
+        self.init(vocabSize: embd.shape[0], dModel: try f.int("t5.embedding_length"), dKV: dKV, dFF: try f.int("t5.feed_forward_length"),
+                  numLayers: layers, numDecoderLayers: f["t5.decoder_block_count"] == nil ? layers : try f.int("t5.decoder_block_count"),
+                  numHeads: heads, relativeAttentionNumBuckets: try f.int("t5.attention.relative_buckets_count"),
+                  relativeAttentionMaxDistance: 128, layerNormEpsilon: try f.double("t5.attention.layer_norm_rms_epsilon"),
+                  feedForwardProj: f.tensors["enc.blk.0.ffn_gate.weight"] == nil ? "relu" : "gated-gelu", padTokenId: pad,
+                  eosTokenId: f["tokenizer.ggml.eos_token_id"] == nil ? 1 : try f.int("tokenizer.ggml.eos_token_id"),
+                  decoderStartTokenId: f["t5.decoder_start_token_id"] == nil ? pad : try f.int("t5.decoder_start_token_id"),
+                  tieWordEmbeddings: f.tensors["output.weight"] == nil, scaleDecoderOutputs: false)
+        try validate(path: f.path)
     }
 
     /// Decodes and validates a `config.json` (errors name the file and the field).
@@ -343,6 +383,57 @@ public final class T5Model: LanguageModel {
         try self.init(config: T5Config.decode(data, path: path), file: SafeTensorsFile(path: folder + "/model.safetensors"))
     }
 
+    /// Loads a llama.cpp T5 GGUF (`general.architecture` "t5"; tensors under llama.cpp's names, see the top of this
+    /// file). `keepQuantized`: Q8_0/Q4_0/Q4_1 matrices stay in their blocks (decode streams them; prompt passes
+    /// dequantize per call), the head included; otherwise every tensor is dequantized to fp32 at load.
+    ///
+    /// ```swift
+    /// let t5 = try T5Model(path: "Tests/EncoreTests/Fixtures/t5_gguf/gated/q8_0.gguf", keepQuantized: true)
+    /// ```
+    public convenience init(path: String, keepQuantized: Bool = false) throws {
+        let file = try GGUFModelFile(path: path)
+        let loader = WeightLoader(source: .gguf(file))
+        loader.rename = T5Model.ggufName
+        loader.keepQuantized = keepQuantized
+        try self.init(config: T5Config(gguf: file), loader: loader)
+    }
+
+    /// llama.cpp's GGUF name of a transformers T5 tensor name (names without a GGUF counterpart are returned as they are).
+    ///
+    /// ```swift
+    /// T5Model.ggufName("decoder.block.3.layer.1.EncDecAttention.k.weight")   // "dec.blk.3.cross_attn_k.weight"
+    /// ```
+    public static func ggufName(_ name: String) -> String {
+        switch name {
+        case "shared.weight": return "token_embd.weight"
+        case "lm_head.weight": return "output.weight"
+        case "encoder.final_layer_norm.weight": return "enc.output_norm.weight"
+        case "decoder.final_layer_norm.weight": return "dec.output_norm.weight"
+        default: break
+        }
+        let parts = name.split(separator: ".", omittingEmptySubsequences: false).map(String.init)
+        // <stack>.block.<i>.layer.<j>.<module...>.weight
+        guard parts.count >= 7, parts[1] == "block", parts[3] == "layer", let i = Int(parts[2]), let j = Int(parts[4]),
+              parts.last == "weight", parts[0] == "encoder" || parts[0] == "decoder" else { return name }
+        let decoder = parts[0] == "decoder"
+        let module = parts[5..<(parts.count - 1)].joined(separator: ".")
+        let ffnLayer = decoder ? 2 : 1
+        let projections = ["q": "q", "k": "k", "v": "v", "o": "o", "relative_attention_bias": "rel_b"]
+        let ffn = ["wi": "ffn_up", "wi_0": "ffn_gate", "wi_1": "ffn_up", "wo": "ffn_down"]
+        var mapped: String?
+        if module == "layer_norm" {
+            mapped = j == 0 ? "attn_norm" : j == ffnLayer ? "ffn_norm" : (decoder && j == 1 ? "cross_attn_norm" : nil)
+        } else if j == 0, module.hasPrefix("SelfAttention."), let p = projections[String(module.dropFirst("SelfAttention.".count))] {
+            mapped = "attn_" + p
+        } else if decoder, j == 1, module.hasPrefix("EncDecAttention."), let p = projections[String(module.dropFirst("EncDecAttention.".count))] {
+            mapped = "cross_attn_" + p
+        } else if j == ffnLayer, module.hasPrefix("DenseReluDense."), let p = ffn[String(module.dropFirst("DenseReluDense.".count))] {
+            mapped = p
+        }
+        guard let mapped else { return name }
+        return "\(decoder ? "dec" : "enc").blk.\(i).\(mapped).weight"
+    }
+
     public convenience init(config: T5Config, file: SafeTensorsFile) throws {
         try self.init(config: config, loader: WeightLoader(file: file))
     }
@@ -387,6 +478,8 @@ public final class T5Model: LanguageModel {
         _ = try l.optional("decoder.block.0.layer.1.EncDecAttention.relative_attention_bias.weight", shape: biasShape)   // unused, as in transformers
         decoderBlocks = try (0..<c.numDecoderLayers).map { try T5DecoderBlock(l, "decoder.block.\($0)", c) }
         decoderNorm = try T5LayerNorm(l, "decoder.final_layer_norm", c)
+        // GGUF blocks kept quantized: the head streams its stored blocks in decode steps
+        lmHeadDecode = try l.packedMatrix(lmHead.storage === shared.storage ? "shared.weight" : "lm_head.weight", shape: [c.vocabSize, c.dModel])
         try l.checkAllUsed()
 
         let attention = 4 * c.dModel * c.numHeads * c.dKV
