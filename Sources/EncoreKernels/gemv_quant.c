@@ -126,13 +126,59 @@ static int act_reserve(act_buf *a, long qbytes, long blocks, long xbf) {
     return 1;
 }
 
+#if EQ_X86
+/* One full block of 32: q = round-half-even(x · 127/amax) (lrintf's rounding, as the scalar loop), amax, Σq. */
+EQ_AVX2 static float quantize_block_avx2(const float *x, int8_t *q, int *sum_out) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    __m256 v0 = _mm256_loadu_ps(x), v1 = _mm256_loadu_ps(x + 8), v2 = _mm256_loadu_ps(x + 16), v3 = _mm256_loadu_ps(x + 24);
+    __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, v0), _mm256_andnot_ps(sign, v1)),
+                             _mm256_max_ps(_mm256_andnot_ps(sign, v2), _mm256_andnot_ps(sign, v3)));
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+    float amax = _mm_cvtss_f32(m4);
+    const __m256 id = _mm256_set1_ps(amax != 0.0f ? 127.0f / amax : 0.0f);
+    const __m256i hi = _mm256_set1_epi32(127), lo = _mm256_set1_epi32(-127);
+    __m256i i0 = _mm256_cvtps_epi32(_mm256_mul_ps(v0, id)), i1 = _mm256_cvtps_epi32(_mm256_mul_ps(v1, id));
+    __m256i i2 = _mm256_cvtps_epi32(_mm256_mul_ps(v2, id)), i3 = _mm256_cvtps_epi32(_mm256_mul_ps(v3, id));
+    i0 = _mm256_max_epi32(_mm256_min_epi32(i0, hi), lo); i1 = _mm256_max_epi32(_mm256_min_epi32(i1, hi), lo);
+    i2 = _mm256_max_epi32(_mm256_min_epi32(i2, hi), lo); i3 = _mm256_max_epi32(_mm256_min_epi32(i3, hi), lo);
+    __m256i s = _mm256_add_epi32(_mm256_add_epi32(i0, i1), _mm256_add_epi32(i2, i3));
+    __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4E));
+    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xB1));
+    *sum_out = _mm_cvtsi128_si32(s4);
+    /* pack to int8 in element order: packs interleave 128-bit lanes, the permute undoes it */
+    __m256i p16a = _mm256_packs_epi32(i0, i1), p16b = _mm256_packs_epi32(i2, i3);
+    __m256i p8 = _mm256_packs_epi16(p16a, p16b);
+    p8 = _mm256_permutevar8x32_epi32(p8, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm256_storeu_si256((__m256i *)q, p8);
+    return amax;
+}
+#endif
+
 /* x [m, k] → q [m, nb*32] (zero padded), d/c [m, nb]. */
 static void quantize_act(int format, const float *x, long m, long k, int8_t *q, float *d, float *c) {
     long nb = (k + 31) / 32;
+#if EQ_X86
+    int simd = !ek_get_force_reference() && (ek_cpu_features() & EK_CPU_AVX2_FMA);
+#endif
     for (long i = 0; i < m; i++) {
         const float *xr = x + i * k;
         for (long b = 0; b < nb; b++) {
             long j0 = b * 32, len = k - j0 < 32 ? k - j0 : 32;
+#if EQ_X86
+            if (simd && len == 32) {
+                int sum;
+                float db = quantize_block_avx2(xr + j0, q + (i * nb + b) * 32, &sum) / 127.0f;
+                float dq = format == EK_WF_INT8 ? db : f16_round(db);
+                d[i * nb + b] = dq;
+                if (format == EK_WF_Q4_0) c[i * nb + b] = 8.0f * dq * (float)sum;
+                else if (format == EK_WF_Q4_1) c[i * nb + b] = f16_round(db * (float)sum);
+                else c[i * nb + b] = 0.0f;
+                continue;
+            }
+#endif
             float amax = 0;
             for (long j = 0; j < len; j++) { float a = fabsf(xr[j0 + j]); if (a > amax) amax = a; }
             float db = amax / 127.0f, id = amax != 0.0f ? 127.0f / amax : 0.0f;   /* as ggml's AVX2 quantizer */
@@ -152,6 +198,10 @@ static void quantize_act(int format, const float *x, long m, long k, int8_t *q, 
             else c[i * nb + b] = 0.0f;
         }
     }
+}
+
+void ek_quantize_activations(int format, const float *x, long m, long k, int8_t *q, float *d, float *c) {
+    quantize_act(format, x, m, k, q, d, c);
 }
 
 /* ------------------------------------------------------------------------------------------------ */

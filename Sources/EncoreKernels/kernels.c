@@ -336,8 +336,35 @@ static inline int key_allowed(const uint8_t *keep, long causal_offset, long r, l
     return 1;
 }
 
+#if EK_X86
+EK_AVX2 static float chunk_softmax_avx2(float *sc, long n, float scale_div, const float *b, float *sum_out);
+#endif
+
+#if EK_X86
+/* softmax_row on AVX2: masked keys to −inf, the vector chunk softmax, then normalise. */
+EK_AVX2 static void softmax_row_avx2(float *s, long cols, float scale_div, const uint8_t *keep, long causal_offset, long r) {
+    long limit = cols;
+    if (causal_offset >= 0 && r + causal_offset + 1 < limit) limit = r + causal_offset + 1 > 0 ? r + causal_offset + 1 : 0;
+    if (keep && memchr(keep, 0, (size_t)limit)) for (long c = 0; c < limit; c++) if (!keep[c]) s[c] = -INFINITY;
+    float sum = 0, m = chunk_softmax_avx2(s, limit, scale_div, NULL, &sum);
+    if (m == -INFINITY) {   /* every key masked: uniform, as the reference */
+        float u = 1.0f / (float)cols;
+        for (long c = 0; c < cols; c++) s[c] = u;
+        return;
+    }
+    __m256 inv = _mm256_set1_ps((float)(1.0 / sum));
+    long c = 0;
+    for (; c + 8 <= limit; c += 8) _mm256_storeu_ps(s + c, _mm256_mul_ps(_mm256_loadu_ps(s + c), inv));
+    for (; c < limit; c++) s[c] *= (float)(1.0 / sum);
+    for (c = limit; c < cols; c++) s[c] = 0.0f;
+}
+#endif
+
 /* Softmax of one row in place over `cols` entries, with the masking rule above. */
 static void softmax_row(float *s, long cols, float scale_div, const uint8_t *keep, long causal_offset, long r) {
+#if EK_X86
+    if (use_avx2()) { softmax_row_avx2(s, cols, scale_div, keep, causal_offset, r); return; }
+#endif
     float mx = -INFINITY;
     long allowed = 0;
     for (long c = 0; c < cols; c++) {
@@ -383,27 +410,257 @@ static inline long kv_head_for(long h, long n_head, long n_kv_head, int interlea
     return interleaved ? h / groups : h % n_kv_head;
 }
 
+/* Split-K attention for few queries (decode steps). Work is cut into tasks of (query t, KV head g, chunk of
+ * keys): each task scores its keys against every query head that reads KV head g (GQA: the key and value rows
+ * are loaded once for the whole group), takes a chunk-local softmax (max, sum of exp, weighted value sum), and
+ * leaves them in `scratch`; the caller then merges the chunks exactly (rescaling by exp(max_c − max)). The tasks
+ * run on all threads, so a decode step's attention over a long cache or a 512-row encoder memory uses both
+ * cores. Rows whose every key is masked become uniform over all tk keys, as in softmax_row. */
+#define EK_ATTN_CHUNK 128
+#define EK_ATTN_GROUP 16     /* query heads per KV head handled in one pass (larger groups loop) */
+
+static long attn_chunks(long tk) { return tk <= EK_ATTN_CHUNK ? 1 : (tk + EK_ATTN_CHUNK - 1) / EK_ATTN_CHUNK; }
+
+long ek_attention_scratch_floats(long tq, long tk, long n_head, long head_dim) {
+    long parts = tq * n_head * attn_chunks(tk) * (head_dim + 2);
+    return parts > tk ? parts : tk;
+}
+
+typedef struct {
+    const float *q, *k, *v; float *out;
+    long q_stride, k_stride, v_stride, out_stride;
+    long tq, tk, n_head, n_kv_head, head_dim; int interleaved;
+    const uint8_t *keep; long causal; float scale_div;
+    const float *bias; long bias_stride;        /* T5: additive relative bias, or NULL */
+    long chunk, nchunks;
+    float *part;                                /* [tq][n_head][nchunks][head_dim + 2]: max, sum, o[D] */
+} attn_ctx;
+
+static inline long group_head(const attn_ctx *c, long g, long j) {
+    long groups = c->n_head / c->n_kv_head;
+    return c->interleaved ? g * groups + j : g + j * c->n_kv_head;
+}
+
+#if EK_X86
+/* [Σ a0, Σ a1, …, Σ a7]: eight horizontal sums at once */
+EK_AVX2 static inline __m256 hsum8x8(__m256 a0, __m256 a1, __m256 a2, __m256 a3, __m256 a4, __m256 a5, __m256 a6, __m256 a7) {
+    __m256 s0123 = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
+    __m256 s4567 = _mm256_hadd_ps(_mm256_hadd_ps(a4, a5), _mm256_hadd_ps(a6, a7));
+    return _mm256_add_ps(_mm256_permute2f128_ps(s0123, s4567, 0x20), _mm256_permute2f128_ps(s0123, s4567, 0x31));
+}
+
+/* scores[j][i] = q_{h_j} . k_{s0+i} for the G heads of one group, D % 8 == 0: eight keys per pass, eight
+   independent FMA chains, one combined reduction */
+EK_AVX2 static void group_scores_avx2(const float *const *qs, long G, const float *k, long k_stride, long n, long D,
+                                      float *scores, long ld) {
+    for (long j = 0; j < G; j++) {
+        const float *qh = qs[j];
+        float *out = scores + j * ld;
+        long i = 0;
+        for (; i + 8 <= n; i += 8) {
+            const float *k0 = k + i * k_stride;
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+            for (long d = 0; d < D; d += 8) {
+                __m256 qv = _mm256_loadu_ps(qh + d);
+                a0 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + d), a0);
+                a1 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + k_stride + d), a1);
+                a2 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + 2 * k_stride + d), a2);
+                a3 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + 3 * k_stride + d), a3);
+                a4 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + 4 * k_stride + d), a4);
+                a5 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + 5 * k_stride + d), a5);
+                a6 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + 6 * k_stride + d), a6);
+                a7 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + 7 * k_stride + d), a7);
+            }
+            _mm256_storeu_ps(out + i, hsum8x8(a0, a1, a2, a3, a4, a5, a6, a7));
+        }
+        for (; i < n; i++) {
+            const float *kr = k + i * k_stride;
+            __m256 a = _mm256_setzero_ps();
+            for (long d = 0; d < D; d += 8) a = _mm256_fmadd_ps(_mm256_loadu_ps(qh + d), _mm256_loadu_ps(kr + d), a);
+            out[i] = hsum256(a);
+        }
+    }
+}
+
+/* o_j[:] = Σ_i p[j][i] · v_{s0+i} for the G heads of one group, D % 8 == 0: 32 output floats in four
+   registers per pass over the chunk's value rows */
+EK_AVX2 static void group_values_avx2(const float *p, long ld, long G, const float *v, long v_stride, long n, long D,
+                                      float *const *os) {
+    for (long j = 0; j < G; j++) {
+        const float *pj = p + j * ld;
+        float *o = os[j];
+        long d = 0;
+        for (; d + 32 <= D; d += 32) {
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+            const float *vr = v + d;
+            for (long i = 0; i < n; i++, vr += v_stride) {
+                __m256 w = _mm256_broadcast_ss(pj + i);
+                a0 = _mm256_fmadd_ps(w, _mm256_loadu_ps(vr), a0);
+                a1 = _mm256_fmadd_ps(w, _mm256_loadu_ps(vr + 8), a1);
+                a2 = _mm256_fmadd_ps(w, _mm256_loadu_ps(vr + 16), a2);
+                a3 = _mm256_fmadd_ps(w, _mm256_loadu_ps(vr + 24), a3);
+            }
+            _mm256_storeu_ps(o + d, a0); _mm256_storeu_ps(o + d + 8, a1);
+            _mm256_storeu_ps(o + d + 16, a2); _mm256_storeu_ps(o + d + 24, a3);
+        }
+        for (; d < D; d += 8) {
+            __m256 a0 = _mm256_setzero_ps();
+            const float *vr = v + d;
+            for (long i = 0; i < n; i++, vr += v_stride) a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(pj + i), _mm256_loadu_ps(vr), a0);
+            _mm256_storeu_ps(o + d, a0);
+        }
+    }
+}
+/* In place over one chunk's scores: x = sc/scale_div (or sc + b when b), then exp(x − max); returns max, sum.
+   Masked entries must already be −inf; they come out as exactly 0. */
+EK_AVX2 static float chunk_softmax_avx2(float *sc, long n, float scale_div, const float *b, float *sum_out) {
+    const __m256 inv = _mm256_set1_ps(scale_div), ninf = _mm256_set1_ps(-INFINITY);
+    __m256 m8 = ninf;
+    long i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 x = _mm256_loadu_ps(sc + i);
+        x = b ? _mm256_add_ps(x, _mm256_loadu_ps(b + i)) : _mm256_div_ps(x, inv);
+        _mm256_storeu_ps(sc + i, x);
+        m8 = _mm256_max_ps(m8, x);
+    }
+    float m = -INFINITY;
+    for (; i < n; i++) { sc[i] = b ? sc[i] + b[i] : sc[i] / scale_div; if (sc[i] > m) m = sc[i]; }
+    {
+        float lanes[8];
+        _mm256_storeu_ps(lanes, m8);
+        for (int l = 0; l < 8; l++) if (lanes[l] > m) m = lanes[l];
+    }
+    if (m == -INFINITY) { memset(sc, 0, sizeof(float) * n); *sum_out = 0; return m; }   /* all masked */
+    const __m256 mv = _mm256_set1_ps(m), zero = _mm256_setzero_ps();
+    __m256 s8 = zero;
+    for (i = 0; i + 8 <= n; i += 8) {
+        __m256 x = _mm256_loadu_ps(sc + i);
+        __m256 e = _mm256_and_ps(exp256(_mm256_sub_ps(x, mv)), _mm256_cmp_ps(x, ninf, _CMP_NEQ_OQ));
+        _mm256_storeu_ps(sc + i, e);
+        s8 = _mm256_add_ps(s8, e);
+    }
+    float sum = hsum256(s8);
+    for (; i < n; i++) { sc[i] = sc[i] == -INFINITY ? 0.0f : expf(sc[i] - m); sum += sc[i]; }
+    (void)zero;
+    *sum_out = sum;
+    return m;
+}
+#endif
+
+static void attn_task(void *ctx, long index, long count) {
+    (void)count;
+    const attn_ctx *c = (const attn_ctx *)ctx;
+    long chunk_i = index % c->nchunks, rest = index / c->nchunks;
+    long g = rest % c->n_kv_head, t = rest / c->n_kv_head;
+    long D = c->head_dim, groups = c->n_head / c->n_kv_head;
+    long s0 = chunk_i * c->chunk, s1 = s0 + c->chunk;
+    if (s1 > c->tk) s1 = c->tk;
+    if (c->causal >= 0 && s1 > t + c->causal + 1) s1 = t + c->causal + 1;   /* later keys are masked anyway */
+    long n = s1 > s0 ? s1 - s0 : 0;
+    float scores[EK_ATTN_GROUP * EK_ATTN_CHUNK];
+    const float *qs[EK_ATTN_GROUP];
+    float *os[EK_ATTN_GROUP], *mxs[EK_ATTN_GROUP];   /* each head's partial: [max, sum, o[D]] in c->part */
+    const float *kbase = c->k + s0 * c->k_stride + g * D, *vbase = c->v + s0 * c->v_stride + g * D;
+    int simd = 0;
+#if EK_X86
+    simd = use_avx2() && D % 8 == 0;
+#endif
+    for (long j0 = 0; j0 < groups; j0 += EK_ATTN_GROUP) {
+        long G = groups - j0 < EK_ATTN_GROUP ? groups - j0 : EK_ATTN_GROUP;
+        for (long j = 0; j < G; j++) {
+            long h = group_head(c, g, j0 + j);
+            qs[j] = c->q + t * c->q_stride + h * D;
+            mxs[j] = c->part + ((t * c->n_head + h) * c->nchunks + chunk_i) * (D + 2);
+            os[j] = mxs[j] + 2;
+        }
+        /* scores */
+#if EK_X86
+        if (simd) group_scores_avx2(qs, G, kbase, c->k_stride, n, D, scores, EK_ATTN_CHUNK);
+        else
+#endif
+        for (long j = 0; j < G; j++)
+            for (long i = 0; i < n; i++) scores[j * EK_ATTN_CHUNK + i] = ek_dot_f32(qs[j], kbase + i * c->k_stride, D);
+        /* chunk-local softmax per head */
+        float mx[EK_ATTN_GROUP], sum[EK_ATTN_GROUP];
+        int any_masked = c->keep && n > 0 && memchr(c->keep + s0, 0, (size_t)n) != NULL;
+        for (long j = 0; j < G; j++) {
+            long h = group_head(c, g, j0 + j);
+            float *sc = scores + j * EK_ATTN_CHUNK;
+            const float *b = c->bias ? c->bias + h * c->bias_stride + (c->tq - 1) - t + s0 : NULL;
+            if (any_masked) for (long i = 0; i < n; i++) if (!c->keep[s0 + i]) sc[i] = -INFINITY;
+#if EK_X86
+            if (simd) { mx[j] = chunk_softmax_avx2(sc, n, c->scale_div, b, &sum[j]); continue; }
+#endif
+            float m = -INFINITY;
+            for (long i = 0; i < n; i++) {
+                if (sc[i] == -INFINITY) continue;
+                sc[i] = b ? sc[i] + b[i] : sc[i] / c->scale_div;
+                if (sc[i] > m) m = sc[i];
+            }
+            mx[j] = m;
+            if (m == -INFINITY) { for (long i = 0; i < n; i++) sc[i] = 0.0f; sum[j] = 0; continue; }
+            double sm = 0;
+            for (long i = 0; i < n; i++) { sc[i] = sc[i] == -INFINITY ? 0.0f : expf(sc[i] - m); sm += sc[i]; }
+            sum[j] = (float)sm;
+        }
+        /* weighted values */
+#if EK_X86
+        if (simd) group_values_avx2(scores, EK_ATTN_CHUNK, G, vbase, c->v_stride, n, D, os);
+        else
+#endif
+        for (long j = 0; j < G; j++) {
+            memset(os[j], 0, sizeof(float) * D);
+            for (long i = 0; i < n; i++) {
+                float p = scores[j * EK_ATTN_CHUNK + i];
+                if (p != 0.0f) ek_axpy_f32(p, vbase + i * c->v_stride, os[j], D);
+            }
+        }
+        for (long j = 0; j < G; j++) { mxs[j][0] = mx[j]; mxs[j][1] = sum[j]; }
+    }
+}
+
+static void attention_engine(attn_ctx *c) {
+    long D = c->head_dim;
+    long tasks = c->tq * c->n_kv_head * c->nchunks;
+    double work = (double)c->tq * c->tk * c->n_head * D;
+    if (work < 32768.0) for (long i = 0; i < tasks; i++) attn_task(c, i, tasks);   /* tiny: no thread wake-up */
+    else ek_parallel_for(tasks, attn_task, c);
+    /* merge the chunks of every (t, h) */
+    for (long t = 0; t < c->tq; t++) {
+        for (long h = 0; h < c->n_head; h++) {
+            const float *parts = c->part + (t * c->n_head + h) * c->nchunks * (D + 2);
+            float *o = c->out + t * c->out_stride + h * D;
+            float m = -INFINITY;
+            for (long ch = 0; ch < c->nchunks; ch++) if (parts[ch * (D + 2)] > m) m = parts[ch * (D + 2)];
+            if (m == -INFINITY) {   /* every key masked: uniform over all tk keys */
+                long g = c->interleaved ? h / (c->n_head / c->n_kv_head) : h % c->n_kv_head;
+                memset(o, 0, sizeof(float) * D);
+                for (long s = 0; s < c->tk; s++) ek_axpy_f32(1.0f / (float)c->tk, c->v + s * c->v_stride + g * D, o, D);
+                continue;
+            }
+            double total = 0;
+            memset(o, 0, sizeof(float) * D);
+            for (long ch = 0; ch < c->nchunks; ch++) {
+                const float *p = parts + ch * (D + 2);
+                if (p[0] == -INFINITY) continue;
+                float w = expf(p[0] - m);
+                total += (double)w * p[1];
+                ek_axpy_f32(w, p + 2, o, D);
+            }
+            float inv = (float)(1.0 / total);
+            for (long d = 0; d < D; d++) o[d] *= inv;
+        }
+    }
+}
+
 void ek_attention_f32(const float *q, long q_stride, const float *k, long k_stride,
                       const float *v, long v_stride, float *out, long out_stride,
                       long tq, long tk, long n_head, long n_kv_head, long head_dim, int interleaved,
                       const uint8_t *key_keep, long causal_offset, float scale_div, float *scratch) {
-    for (long t = 0; t < tq; t++) {
-        for (long h = 0; h < n_head; h++) {
-            long g = kv_head_for(h, n_head, n_kv_head, interleaved);
-            const float *qh = q + t * q_stride + h * head_dim;
-            long limit = tk;
-            if (causal_offset >= 0 && t + causal_offset + 1 < limit) limit = t + causal_offset + 1;
-            for (long s = 0; s < limit; s++) scratch[s] = ek_dot_f32(qh, k + s * k_stride + g * head_dim, head_dim);
-            for (long s = limit; s < tk; s++) scratch[s] = 0.0f;
-            softmax_row(scratch, tk, scale_div, key_keep, causal_offset, t);
-            float *o = out + t * out_stride + h * head_dim;
-            memset(o, 0, sizeof(float) * head_dim);
-            for (long s = 0; s < tk; s++) {
-                float p = scratch[s];
-                if (p != 0.0f) ek_axpy_f32(p, v + s * v_stride + g * head_dim, o, head_dim);
-            }
-        }
-    }
+    attn_ctx c = { q, k, v, out, q_stride, k_stride, v_stride, out_stride, tq, tk, n_head, n_kv_head, head_dim,
+                   interleaved, key_keep, causal_offset, scale_div, NULL, 0, EK_ATTN_CHUNK, attn_chunks(tk), scratch };
+    if (c.nchunks == 1) c.chunk = tk;
+    attention_engine(&c);
 }
 
 void ek_attention_f32_ref(const float *q, long q_stride, const float *k, long k_stride,
@@ -446,27 +703,10 @@ void ek_attention_relbias_f32(const float *q, long q_stride, const float *k, lon
                               long tq, long tk, long n_head, long n_kv_head, long head_dim, int interleaved,
                               const uint8_t *key_keep, long causal_offset, const float *bias, long bias_stride,
                               float *scratch) {
-    for (long t = 0; t < tq; t++) {
-        for (long h = 0; h < n_head; h++) {
-            long g = kv_head_for(h, n_head, n_kv_head, interleaved);
-            const float *qh = q + t * q_stride + h * head_dim;
-            long limit = tk;
-            if (causal_offset >= 0 && t + causal_offset + 1 < limit) limit = t + causal_offset + 1;
-            for (long s = 0; s < limit; s++) scratch[s] = ek_dot_f32(qh, k + s * k_stride + g * head_dim, head_dim);
-            if (bias) {
-                const float *b = bias + h * bias_stride + (tq - 1) - t;
-                for (long s = 0; s < limit; s++) scratch[s] += b[s];
-            }
-            for (long s = limit; s < tk; s++) scratch[s] = 0.0f;
-            softmax_row(scratch, tk, 1.0f, key_keep, causal_offset, t);
-            float *o = out + t * out_stride + h * head_dim;
-            memset(o, 0, sizeof(float) * head_dim);
-            for (long s = 0; s < tk; s++) {
-                float p = scratch[s];
-                if (p != 0.0f) ek_axpy_f32(p, v + s * v_stride + g * head_dim, o, head_dim);
-            }
-        }
-    }
+    attn_ctx c = { q, k, v, out, q_stride, k_stride, v_stride, out_stride, tq, tk, n_head, n_kv_head, head_dim,
+                   interleaved, key_keep, causal_offset, 1.0f, bias, bias_stride, EK_ATTN_CHUNK, attn_chunks(tk), scratch };
+    if (c.nchunks == 1) c.chunk = tk;
+    attention_engine(&c);
 }
 
 void ek_attention_relbias_f32_ref(const float *q, long q_stride, const float *k, long k_stride,

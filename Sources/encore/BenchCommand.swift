@@ -77,6 +77,9 @@ struct BenchCommand: ParsableCommand {
     @Flag(help: "Print JSON on standard output (progress still goes to standard error).")
     var json = false
 
+    @Option(name: .customLong("json-out"), help: "Also write the JSON to this file (atomically), beside the printed table.")
+    var jsonOut: String?
+
     @Option(name: .customLong("decode-weights"), help: "Weight formats streamed by decode steps, comma separated: f32, bf16, int8, q8_0, q4_0, q4_1 (prompt passes stay fp32). Each is measured in the same run, with its quality cost against f32.")
     var decodeWeights: String = "f32"
 
@@ -194,25 +197,27 @@ struct BenchCommand: ParsableCommand {
                 if !keepQuantized { try lm.useDecodeWeights(.f32) }
             }
             if let plot { try writePlot(results.filter { $0.decodeWeights == results.first?.decodeWeights }, to: plot) }
+            let report: [String: Any] = [
+                "system": "encore", "version": EncoreVersion.string, "decode_weights": decodeWeights, "threads": threads, "blas": Backend.blasName,
+                "kernel_paths": Dictionary(uniqueKeysWithValues: formats.map { ($0.rawValue, $0.kernelPath) }),
+                "quality": qualities.map { q -> [String: Any] in
+                    ["model": q.model, "decode_weights": q.format, "max_logit_error": q.absolute, "max_logit_error_relative": q.relative,
+                     "perplexity": q.ppl, "perplexity_f32": q.refPPL, "tokens": qualityTokens]
+                },
+                "results": results.map { r -> [String: Any] in
+                    var o = r.json
+                    if let limits {
+                        o["decode_weight_gb_per_s"] = r.weightGBps
+                        o["decode_fraction_of_read_bw"] = r.weightGBps / limits.readGBps
+                        o["prefill_fraction_of_gemm"] = r.prefillGFLOPs / limits.gemmGFLOPs
+                    }
+                    return o
+                },
+                "machine": limits?.json ?? [:],
+            ]
+            if let jsonOut { try AtomicFile.write(Data((jsonString(report) + "\n").utf8), to: jsonOut) }
             if json {
-                print(jsonString([
-                    "system": "encore", "version": EncoreVersion.string, "decode_weights": decodeWeights, "threads": threads, "blas": Backend.blasName,
-                    "kernel_paths": Dictionary(uniqueKeysWithValues: formats.map { ($0.rawValue, $0.kernelPath) }),
-                    "quality": qualities.map { q -> [String: Any] in
-                        ["model": q.model, "decode_weights": q.format, "max_logit_error": q.absolute, "max_logit_error_relative": q.relative,
-                         "perplexity": q.ppl, "perplexity_f32": q.refPPL, "tokens": qualityTokens]
-                    },
-                    "results": results.map { r -> [String: Any] in
-                        var o = r.json
-                        if let limits {
-                            o["decode_weight_gb_per_s"] = r.weightGBps
-                            o["decode_fraction_of_read_bw"] = r.weightGBps / limits.readGBps
-                            o["prefill_fraction_of_gemm"] = r.prefillGFLOPs / limits.gemmGFLOPs
-                        }
-                        return o
-                    },
-                    "machine": limits?.json ?? [:],
-                ]))
+                print(jsonString(report))
                 return
             }
             print("Encore \(EncoreVersion.string) · \(Backend.blasName) · \(threads) thread(s) · batch 1, greedy, fp32 prompt passes")

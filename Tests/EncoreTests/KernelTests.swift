@@ -42,27 +42,66 @@ final class KernelTests: XCTestCase {
 
     /// Attention with GQA in both layouts, key masks, causal offsets and fully masked rows.
     func testAttentionMatchesReference() {
+        defer { ek_set_force_reference(0) }
+        for force in [Int32(0), 1] {   // the AVX2 path, then the plain-C path of the same split-K kernel
+        ek_set_force_reference(force)
         for (tq, tk, heads, kvHeads, hd, interleaved, causal) in [
             (1, 1, 1, 1, 2, false, -1), (3, 9, 4, 2, 8, false, -1), (3, 9, 4, 2, 8, true, 6), (5, 5, 6, 3, 64, false, 0),
             (1, 37, 6, 3, 64, true, 36), (2, 17, 8, 1, 16, false, -1),
+            // several 128-key chunks merged (split-K), GQA groups, a group of 18 heads (> 16 per pass), D not % 8
+            (1, 513, 6, 3, 64, false, -1), (1, 300, 9, 3, 64, true, 299), (2, 400, 18, 1, 16, false, 150),
+            (3, 260, 4, 2, 12, false, 257), (1, 1030, 2, 2, 8, true, -1),
         ] {
             let q = randoms(tq * heads * hd), k = randoms(tk * kvHeads * hd), v = randoms(tk * kvHeads * hd)
             var keep = (0..<tk).map { _ in UInt8(rng.next() % 4 == 0 ? 0 : 1) }
             keep[0] = 1
+            if tk > 300 { for s in 128..<256 { keep[s] = 0 } }   // a whole chunk masked
             var fast = [Float](repeating: 0, count: tq * heads * hd), ref = fast
-            var scratch = [Float](repeating: 0, count: tk)
+            var scratch = [Float](repeating: 0, count: ek_attention_scratch_floats(tq, tk, heads, hd))
             let scale = Float(hd).squareRoot()
             ek_attention_f32(q, heads * hd, k, kvHeads * hd, v, kvHeads * hd, &fast, heads * hd, tq, tk, heads, kvHeads, hd,
                              interleaved ? 1 : 0, keep, causal, scale, &scratch)
             ek_attention_f32_ref(q, heads * hd, k, kvHeads * hd, v, kvHeads * hd, &ref, heads * hd, tq, tk, heads, kvHeads, hd,
                                  interleaved ? 1 : 0, keep, causal, scale, &scratch)
-            XCTAssertLessThan(relativeError(fast, ref), 1e-5, "tq=\(tq) tk=\(tk) h=\(heads)/\(kvHeads) interleaved=\(interleaved)")
+            XCTAssertLessThan(relativeError(fast, ref), 1e-5, "tq=\(tq) tk=\(tk) h=\(heads)/\(kvHeads) interleaved=\(interleaved) force=\(force)")
+        }
         }
         // every key masked: uniform weights, as the reference's masked_fill(finfo.min)
         let v = randoms(4 * 2)
-        var out = [Float](repeating: 0, count: 2), scratch = [Float](repeating: 0, count: 4)
+        var out = [Float](repeating: 0, count: 2), scratch = [Float](repeating: 0, count: ek_attention_scratch_floats(1, 4, 1, 2))
         ek_attention_f32(randoms(2), 2, randoms(8), 2, v, 2, &out, 2, 1, 4, 1, 1, 2, 0, [0, 0, 0, 0], -1, 1, &scratch)
         XCTAssertEqual(out[0], (v[0] + v[2] + v[4] + v[6]) / 4, accuracy: 1e-6)
+        // every key of a 300-key row masked (three chunks): uniform over all keys
+        let v3 = randoms(300 * 8)
+        var out3 = [Float](repeating: 0, count: 8), scratch3 = [Float](repeating: 0, count: ek_attention_scratch_floats(1, 300, 1, 8))
+        ek_attention_f32(randoms(8), 8, randoms(300 * 8), 8, v3, 8, &out3, 8, 1, 300, 1, 1, 8, 0,
+                         [UInt8](repeating: 0, count: 300), -1, 1, &scratch3)
+        let mean0 = (0..<300).map { v3[$0 * 8] }.reduce(0, +) / 300
+        XCTAssertEqual(out3[0], mean0, accuracy: 1e-5)
+    }
+
+    /// The masked row softmax of prompt passes: the AVX2 path against the plain-C path (1e-6 absolute on
+    /// probabilities), with key masks, causal offsets (including rows whose every key is masked: uniform) and a
+    /// ragged width.
+    func testMaskedSoftmaxPathsAgree() {
+        defer { ek_set_force_reference(0) }
+        let rows = 37, cols = 301
+        let x = randoms(rows * cols, scale: 6)
+        for causal in [-1, 0, 5] {
+            var keep = (0..<cols).map { UInt8($0 % 5 == 1 ? 0 : 1) }
+            if causal == 0 { keep[0] = 0 }   // row 0 then has no key left: uniform over all columns
+            var out: [[Float]] = []
+            for force in [Int32(0), 1] {
+                ek_set_force_reference(force)
+                var sc = x
+                ek_softmax_masked_f32(&sc, rows, cols, cols, 8, keep, causal)
+                out.append(sc)
+            }
+            XCTAssertLessThan(zip(out[0], out[1]).map { abs($0 - $1) }.max()!, 1e-6, "causal \(causal)")
+            if causal == 0 { XCTAssertEqual(out[0][0], 1 / Float(cols), accuracy: 1e-7) }
+            if causal == 5 { XCTAssertEqual(out[0][cols + 7], 0, "key 7 is beyond row 1 + 5") }
+            XCTAssertEqual(out[0][2 * cols + 1], 0, "key 1 is masked")
+        }
     }
 
     /// The BLAS prefill path and the fused short-query path of Ops.attention agree.
@@ -99,14 +138,14 @@ final class KernelTests: XCTestCase {
         for (tq, tk, heads, hd, causal, withBias) in [
             (1, 1, 1, 4, -1, true), (3, 9, 4, 8, -1, true), (3, 9, 4, 8, 6, true), (5, 5, 6, 16, 0, true),
             (1, 37, 4, 12, 36, true), (2, 17, 8, 16, -1, false), (20, 20, 4, 16, -1, true), (24, 30, 3, 8, 6, true),
-            (16, 16, 2, 8, 0, false),
+            (16, 16, 2, 8, 0, false), (1, 300, 4, 16, 299, true), (2, 520, 3, 8, -1, false), (3, 260, 2, 12, 257, true),
         ] {
             let q = randoms(tq * heads * hd), k = randoms(tk * heads * hd), v = randoms(tk * heads * hd)
             let bias = randoms(heads * (tq + tk - 1), scale: 3)
             var keep = (0..<tk).map { _ in UInt8(rng.next() % 4 == 0 ? 0 : 1) }
             keep[0] = 1
             var fast = [Float](repeating: 0, count: tq * heads * hd), ref = fast, ops = fast
-            var scratch = [Float](repeating: 0, count: tk)
+            var scratch = [Float](repeating: 0, count: ek_attention_scratch_floats(tq, tk, heads, hd))
             bias.withUnsafeBufferPointer { bp in
                 let b = withBias ? bp.baseAddress : nil
                 ek_attention_relbias_f32(q, heads * hd, k, heads * hd, v, heads * hd, &fast, heads * hd, tq, tk, heads, heads, hd,
@@ -127,7 +166,7 @@ final class KernelTests: XCTestCase {
         let v: [Float] = [1, 2, 3, 4, 5, 6, 7, 8]
         var bias = [Float](repeating: 0, count: tk)   // tq = 1: bias[s]
         bias[2] = 100
-        var out = [Float](repeating: 0, count: hd), scratch = [Float](repeating: 0, count: tk)
+        var out = [Float](repeating: 0, count: hd), scratch = [Float](repeating: 0, count: ek_attention_scratch_floats(1, tk, 1, hd))
         ek_attention_relbias_f32(randoms(hd, scale: 0.1), hd, randoms(tk * hd, scale: 0.1), hd, v, hd, &out, hd, 1, tk, 1, 1, hd, 0,
                                  nil, -1, bias, tk, &scratch)
         XCTAssertEqual(out[0], 5, accuracy: 1e-4)

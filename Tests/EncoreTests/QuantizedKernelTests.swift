@@ -78,6 +78,30 @@ final class QuantizedKernelTests: XCTestCase {
         }
     }
 
+    /// The GEMVs' activation quantizer: the AVX2 path writes the same bytes, scales and offsets as the plain-C
+    /// path (exact), on random rows with a ragged tail block and on ties (x·127/amax = k + 0.5, where
+    /// round-half-even gives 2, −4, 0, 2 and any other rounding differs), and its values are right.
+    func testActivationQuantizerPathsAgree() {
+        let k = 200, m = 3, nb = (k + 31) / 32
+        var x = randoms(m * k, scale: 3)
+        for (j, v) in [127, 2.5, -3.5, 0.5, 1.5].enumerated() { x[j] = Float(v) }   // block 0: amax 127 → id 1
+        defer { ek_set_force_reference(0) }
+        for f in [WeightFormat.int8, .q8_0, .q4_0, .q4_1] {
+            var out: [([Int8], [Float], [Float])] = []
+            for force in [Int32(0), 1] {
+                ek_set_force_reference(force)
+                var q = [Int8](repeating: 99, count: m * nb * 32), d = [Float](repeating: 0, count: m * nb), c = d
+                ek_quantize_activations(f.kernelID, x, m, k, &q, &d, &c)
+                out.append((q, d, c))
+            }
+            XCTAssertEqual(out[0].0, out[1].0, "\(f): quantized bytes")
+            XCTAssertEqual(out[0].1, out[1].1, "\(f): scales")
+            XCTAssertEqual(out[0].2, out[1].2, "\(f): offsets")
+            XCTAssertEqual(Array(out[0].0[0..<5]), [127, 2, -4, 0, 2], "\(f): round half to even")
+            XCTAssertEqual(out[0].0[nb * 32 - 1], 0, "\(f): tail padding")
+        }
+    }
+
     /// Round trip of each quantizer within its format's step: int8/q8_0 ≤ amax/254 (+ f16 scale rounding),
     /// q4_1 ≤ (max−min)/30, q4_0 ≤ amax/8 (its clamp at 15), bf16 ≤ 2^-9 relative.
     func testQuantizerRoundTrip() {

@@ -89,6 +89,7 @@ final class GGUFReaderTests: XCTestCase {
         var b = Builder(); b.header(kv: 1); b.key("general.architecture", type: 8); b.str("llama")
         let path = NSTemporaryDirectory() + "encore-notok-\(getpid()).gguf"
         XCTAssertTrue(FileManager.default.createFile(atPath: path, contents: Data(b.bytes)))
+        defer { try? FileManager.default.removeItem(atPath: path) }
         XCTAssertThrowsError(try Tokenizer.load(path: path)) { e in
             XCTAssertTrue("\(e)".contains("tokenizer.ggml.model"), "\(e)")
         }

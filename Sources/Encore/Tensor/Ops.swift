@@ -205,7 +205,8 @@ extension Ops {
                 }
             }
         } else {
-            if scratch.count < kvRows { scratch = [Float](repeating: 0, count: kvRows) }
+            let need = ek_attention_scratch_floats(tq, kvRows, shape.heads, shape.headDim)
+            if scratch.count < need { scratch = [Float](repeating: 0, count: need) }
             OpCounter.add(flops: 4 * tq * kvRows * shape.heads * shape.headDim)   // scores + values
             scratch.withUnsafeMutableBufferPointer { s in
                 ek_attention_f32(q, shape.qWidth, k, kvStride, v, kvStride, out, shape.qWidth, tq, kvRows,
@@ -244,7 +245,8 @@ extension Ops {
                 }
             }
         } else {
-            if scratch.count < kvRows { scratch = [Float](repeating: 0, count: kvRows) }
+            let need = ek_attention_scratch_floats(tq, kvRows, shape.heads, shape.headDim)
+            if scratch.count < need { scratch = [Float](repeating: 0, count: need) }
             OpCounter.add(flops: 4 * tq * kvRows * shape.heads * shape.headDim)   // scores + values
             scratch.withUnsafeMutableBufferPointer { s in
                 ek_attention_relbias_f32(q, shape.qWidth, k, kvStride, v, kvStride, out, shape.qWidth, tq, kvRows,

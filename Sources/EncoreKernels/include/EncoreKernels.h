@@ -77,8 +77,12 @@ void ek_softmax_masked_f32(float *scores, long rows, long cols, long ld, float s
  * out: [tq, n_head*head_dim]   rows `out_stride` apart
  * Query head h reads KV head (interleaved ? h / (n_head/n_kv_head) : h % n_kv_head).
  * key_keep[s] == 0 masks key s (NULL keeps all); causal_offset >= 0 masks keys s > t + causal_offset.
- * scratch: at least tk floats.
+ * scratch: at least ek_attention_scratch_floats(tq, tk, n_head, head_dim) floats (the _ref twin: tk).
+ * Keys are split into chunks of 128 processed on all threads (split-K, merged exactly); the query heads that
+ * share a KV head are handled together, so each key and value row is read once per group.
  */
+/** Floats of scratch ek_attention_f32 / ek_attention_relbias_f32 need for these sizes. */
+long ek_attention_scratch_floats(long tq, long tk, long n_head, long head_dim);
 void ek_attention_f32(const float *q, long q_stride, const float *k, long k_stride,
                       const float *v, long v_stride, float *out, long out_stride,
                       long tq, long tk, long n_head, long n_kv_head, long head_dim, int interleaved,
@@ -94,7 +98,8 @@ void ek_attention_f32_ref(const float *q, long q_stride, const float *k, long k_
  * query index (T5's relative position buckets, looked up by the caller):
  *   score(t, s) = q_t . k_s + bias[h * bias_stride + (tq - 1) + s - t]
  * then the same masking (key_keep, causal_offset) and softmax. bias: [n_head, bias_stride] with
- * bias_stride >= tq + tk - 1, or NULL for no bias (T5 cross-attention). scratch: at least tk floats.
+ * bias_stride >= tq + tk - 1, or NULL for no bias (T5 cross-attention).
+ * scratch: at least ek_attention_scratch_floats(tq, tk, n_head, head_dim) floats (the _ref twin: tk).
  */
 void ek_attention_relbias_f32(const float *q, long q_stride, const float *k, long k_stride,
                               const float *v, long v_stride, float *out, long out_stride,
@@ -195,6 +200,10 @@ long ek_quant_row_bytes(int format, long k);
  * NULL). Integer formats quantize x per block of 32 as ggml's q8_0 (Q4_1: q8_1) once per call; see gemv_quant.c
  * for the arithmetic. Returns 0, -1 for an unknown format, -2 if the activation buffer could not grow.
  */
+/** The activation quantizer of the integer GEMVs (llama.cpp's Q8_0 rule: per 32 values d = amax/127, q = round-half-even
+ *  (x/d)): x [m, k] → q [m, nb*32] (zero padded, nb = ceil(k/32)), d [m, nb], c [m, nb] (the Q4_0/Q4_1 offset term).
+ *  AVX2 where present, else plain C; both give identical bytes (tested). */
+void ek_quantize_activations(int format, const float *x, long m, long k, int8_t *q, float *d, float *c);
 int ek_gemv_quant(int format, const void *w, const float *wscale, const float *x, const float *bias, float *y,
                   long m, long n, long k);
 /** Reference twin: the same activation quantization, then element by element from dequantized weights in double. */
