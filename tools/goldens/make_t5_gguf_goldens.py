@@ -7,8 +7,8 @@ GGUF the way llama.cpp's ``convert_hf_to_gguf.py`` does (``conversion/t5.py`` of
 0.3.36), then quantizes with llama.cpp's own quantizer and records llama.cpp's logits:
 
     OUT/<case>/f32.gguf          every tensor F32 (the converter's ``--outtype f32``)
-    OUT/gated/q8_0.gguf          ``llama_model_quantize`` of f32.gguf, LLAMA_FTYPE_MOSTLY_Q8_0
-    OUT/gated/q4_0.gguf          ``llama_model_quantize`` of f32.gguf, LLAMA_FTYPE_MOSTLY_Q4_0
+    OUT/<case>/q8_0.gguf         ``llama_model_quantize`` of f32.gguf, LLAMA_FTYPE_MOSTLY_Q8_0
+    OUT/<case>/q4_0.gguf         ``llama_model_quantize`` of f32.gguf, LLAMA_FTYPE_MOSTLY_Q4_0
     OUT/<case>/llama_cpp.safetensors  F32 logits per file: ``<file>.<prompt>`` [steps, V]
     OUT/<case>/llama_cpp.json    the prompts (encoder ids) and decoder ids fed, file types
 
@@ -57,7 +57,7 @@ import llama_cpp
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HF_ROOT = REPO_ROOT / "Tests" / "EncoreTests" / "Fixtures" / "t5"
 DEFAULT_OUT = REPO_ROOT / "Tests" / "EncoreTests" / "Fixtures" / "t5_gguf"
-CASES = {"gated": ("gguf_gated", ["f32", "q8_0", "q4_0"]), "relu": ("gguf_relu", ["f32"])}
+CASES = {"gated": ("gguf_gated", ["f32", "q8_0", "q4_0"]), "relu": ("gguf_relu", ["f32", "q8_0", "q4_0"])}
 FTYPES = {"q8_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0, "q4_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_0}
 DECODER_STEPS = [11, 23, 7, 42, 5, 17, 3, 60]        # fed after decoder_start_token_id
 
