@@ -337,7 +337,7 @@ static inline int key_allowed(const uint8_t *keep, long causal_offset, long r, l
 }
 
 #if EK_X86
-EK_AVX2 static float chunk_softmax_avx2(float *sc, long n, float scale_div, const float *b, float *sum_out);
+EK_AVX2 static float chunk_softmax_avx2(float *sc, long n, float scale_div, const float *b, double *sum_out);
 #endif
 
 #if EK_X86
@@ -346,7 +346,8 @@ EK_AVX2 static void softmax_row_avx2(float *s, long cols, float scale_div, const
     long limit = cols;
     if (causal_offset >= 0 && r + causal_offset + 1 < limit) limit = r + causal_offset + 1 > 0 ? r + causal_offset + 1 : 0;
     if (keep && memchr(keep, 0, (size_t)limit)) for (long c = 0; c < limit; c++) if (!keep[c]) s[c] = -INFINITY;
-    float sum = 0, m = chunk_softmax_avx2(s, limit, scale_div, NULL, &sum);
+    double sum = 0;
+    float m = chunk_softmax_avx2(s, limit, scale_div, NULL, &sum);
     if (m == -INFINITY) {   /* every key masked: uniform, as the reference */
         float u = 1.0f / (float)cols;
         for (long c = 0; c < cols; c++) s[c] = u;
@@ -513,7 +514,7 @@ EK_AVX2 static void group_values_avx2(const float *p, long ld, long G, const flo
 }
 /* In place over one chunk's scores: x = sc/scale_div (or sc + b when b), then exp(x − max); returns max, sum.
    Masked entries must already be −inf; they come out as exactly 0. */
-EK_AVX2 static float chunk_softmax_avx2(float *sc, long n, float scale_div, const float *b, float *sum_out) {
+EK_AVX2 static float chunk_softmax_avx2(float *sc, long n, float scale_div, const float *b, double *sum_out) {
     const __m256 inv = _mm256_set1_ps(scale_div), ninf = _mm256_set1_ps(-INFINITY);
     __m256 m8 = ninf;
     long i = 0;
@@ -531,17 +532,19 @@ EK_AVX2 static float chunk_softmax_avx2(float *sc, long n, float scale_div, cons
         for (int l = 0; l < 8; l++) if (lanes[l] > m) m = lanes[l];
     }
     if (m == -INFINITY) { memset(sc, 0, sizeof(float) * n); *sum_out = 0; return m; }   /* all masked */
-    const __m256 mv = _mm256_set1_ps(m), zero = _mm256_setzero_ps();
-    __m256 s8 = zero;
+    const __m256 mv = _mm256_set1_ps(m);
+    __m256d s4a = _mm256_setzero_pd(), s4b = _mm256_setzero_pd();   /* the sum in double, as the plain-C path */
     for (i = 0; i + 8 <= n; i += 8) {
         __m256 x = _mm256_loadu_ps(sc + i);
         __m256 e = _mm256_and_ps(exp256(_mm256_sub_ps(x, mv)), _mm256_cmp_ps(x, ninf, _CMP_NEQ_OQ));
         _mm256_storeu_ps(sc + i, e);
-        s8 = _mm256_add_ps(s8, e);
+        s4a = _mm256_add_pd(s4a, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
+        s4b = _mm256_add_pd(s4b, _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
     }
-    float sum = hsum256(s8);
+    double lanes[4], sum;
+    _mm256_storeu_pd(lanes, _mm256_add_pd(s4a, s4b));
+    sum = (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
     for (; i < n; i++) { sc[i] = sc[i] == -INFINITY ? 0.0f : expf(sc[i] - m); sum += sc[i]; }
-    (void)zero;
     *sum_out = sum;
     return m;
 }
@@ -589,7 +592,7 @@ static void attn_task(void *ctx, long index, long count) {
             const float *b = c->bias ? c->bias + h * c->bias_stride + (c->tq - 1) - t + s0 : NULL;
             if (any_masked) for (long i = 0; i < n; i++) if (!c->keep[s0 + i]) sc[i] = -INFINITY;
 #if EK_X86
-            if (simd) { mx[j] = chunk_softmax_avx2(sc, n, c->scale_div, b, &sum[j]); continue; }
+            if (simd) { double sd; mx[j] = chunk_softmax_avx2(sc, n, c->scale_div, b, &sd); sum[j] = (float)sd; continue; }
 #endif
             float m = -INFINITY;
             for (long i = 0; i < n; i++) {

@@ -255,7 +255,7 @@ struct GGUFReader {
 
 extension GGUFValue {
     /// The GGUF type code of this value (arrays: 9).
-    var typeCode: UInt32 {
+    public var typeCode: UInt32 {
         switch self {
         case .uint8: return 0
         case .int8: return 1
@@ -273,7 +273,8 @@ extension GGUFValue {
         }
     }
 
-    func append(to out: inout [UInt8]) {
+    /// Appends the value's GGUF encoding (without its type code) to `out`.
+    public func append(to out: inout [UInt8]) {
         func le<T: FixedWidthInteger>(_ x: T) { withUnsafeBytes(of: x.littleEndian) { out += $0 } }
         switch self {
         case .uint8(let v): le(v)

@@ -12,6 +12,14 @@ struct TextCodec {
     static func load(folder: String, required: Bool) throws -> TextCodec? {
         var isDir: ObjCBool = false
         if FileManager.default.fileExists(atPath: folder, isDirectory: &isDir), !isDir.boolValue, GGUFFile.hasMagic(path: folder) {
+            // a GGUF without a vocabulary (e.g. `encore quantize` from a Hugging Face folder: tokenizer.ggml.model "none")
+            if let meta = try? GGUFFile(path: folder), meta["tokenizer.ggml.tokens"] == nil,
+               ["none", "no_vocab"].contains(meta["tokenizer.ggml.model"]?.stringValue ?? "none") {
+                if required {
+                    throw EncoreError(.invalidArgument, "\(folder): this GGUF has no vocabulary (tokenizer.ggml.model '\(meta["tokenizer.ggml.model"]?.stringValue ?? "none")'), so --prompt cannot be encoded; give token ids with --input-ids")
+                }
+                return nil
+            }
             do {
                 return TextCodec(tokenizer: try Tokenizer.load(path: folder))
             } catch let e as TokenizerError {

@@ -9,8 +9,13 @@ and keeps a decoder self-attention KV cache. ``mu_decoder`` is the matched decod
 shaped like Mu's encoder blocks, made causal, with the tied head; N is chosen so that its parameter
 count is closest to Mu's (31 blocks, 329.8M, for the 330M config).
 
-Measured per model, each in a fresh process (fp32, batch 1, greedy, random input ids, no EOS stop,
-random N(0, 0.02) weights; one warm-up, then the median over --reps):
+Measured per model, each in a fresh process (batch 1, greedy, random input ids, no EOS stop, random N(0, 0.02)
+weights; one warm-up, then the median over --reps), at --precision fp32 (default), bf16 (every parameter, the
+KV caches and all compute in torch.bfloat16) or int8 (torch.ao.quantization.quantize_dynamic: per-channel qint8
+weights for every nn.Linear, the tied head included; activations quantized per tensor at run time; embedding and
+norms fp32). The JSON then also holds the CPU path torch takes (``cpu_capability``; ``mkldnn_bf16`` False means
+no AVX-512 BF16/AMX, so oneDNN is not used and ATen computes bf16 matmuls in its own widening kernels) and the
+converted model's logit error against fp32 on a short request (``logit_rel_err_vs_fp32``).
 
     encode_ms            Mu: encoder + cross-attention K/V projection (decoder-only: omitted)
     ttft_ms              input ids -> first generated token id (includes the encode)
@@ -21,7 +26,7 @@ random N(0, 0.02) weights; one warm-up, then the median over --reps):
 Usage:
 
     /work/venv/bin/python bench/peers/mu_torch.py --threads 2 --input-tokens 512 --output-tokens 64 \\
-        --reps 3 --models mu,mu_decoder --json /tmp/mu_torch.json
+        --reps 3 --models mu,mu_decoder --json /tmp/mu_torch.json [--precision bf16|int8] [--config config.json]
     # correctness (no timing): against the reference code and/or Encore's golden fixtures
     /work/venv/bin/python bench/peers/mu_torch.py --verify-only --reference /work/mu-ref \\
         --fixtures Tests/EncoreTests/Fixtures/mu
@@ -133,6 +138,7 @@ def rope_cos_sin(cfg, seq_len, positions):
 
 
 def apply_rope(x, cos, sin):
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)      # computed in fp32, applied in the model's dtype (as HF does)
     half = x.shape[-1] // 2
     rot = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
     return x * cos + rot * sin
@@ -251,19 +257,19 @@ class DecoderBlock(nn.Module):
 
 
 class LayerCache:
-    def __init__(self, cfg, B, max_len):
+    def __init__(self, cfg, B, max_len, dtype=torch.float32):
         shape = (B, cfg.n_kv_head, max_len, cfg.head_dim)
-        self.k = torch.empty(shape)                                             # RoPE already applied
-        self.v = torch.empty(shape)
+        self.k = torch.empty(shape, dtype=dtype)                                # RoPE already applied
+        self.v = torch.empty(shape, dtype=dtype)
 
 
 class KVCache:
     """Self-attention cache for n layers; also the ids so far and the key-padding state (keys whose id is
     pad are masked, as the reference derives the mask from the ids, generated ones included)."""
 
-    def __init__(self, cfg, n_layer, B, max_len):
+    def __init__(self, cfg, n_layer, B, max_len, dtype=torch.float32):
         self.cfg = cfg
-        self.layers = [LayerCache(cfg, B, max_len) for _ in range(n_layer)]
+        self.layers = [LayerCache(cfg, B, max_len, dtype) for _ in range(n_layer)]
         self.pos = 0
         self.pad = cfg.pad_token_id
         self.ids = torch.zeros(B, max_len, dtype=torch.long)
@@ -336,7 +342,7 @@ class MuTorch(nn.Module):
         return [block.cross_attn.cross_kv(enc_out) for block in self.transformer.h]
 
     def new_cache(self, B, max_len):
-        return KVCache(self.cfg, self.cfg.n_decoder_layer, B, max_len)
+        return KVCache(self.cfg, self.cfg.n_decoder_layer, B, max_len, self.transformer.wte.weight.dtype)
 
     def decode(self, ids, cache, cross, enc_mask, last_only=True):
         """New decoder ids [B, Tn] -> logits [B, V] (last position) or [B, Tn, V]."""
@@ -390,9 +396,10 @@ class MuDecoderTorch(nn.Module):
             "h": nn.ModuleList([EncoderBlock(cfg) for _ in range(cfg.n_layer)]),
             "ln_f": RMSNorm(cfg.n_embd),
         })
+        self.head = None   # --precision int8: an nn.Linear sharing wte's weight, so quantize_dynamic converts it
 
     def new_cache(self, B, max_len):
-        return KVCache(self.cfg, self.cfg.n_layer, B, max_len)
+        return KVCache(self.cfg, self.cfg.n_layer, B, max_len, self.transformer.wte.weight.dtype)
 
     def step(self, ids, cache, last_only=True):
         Tn = ids.shape[1]
@@ -403,6 +410,8 @@ class MuDecoderTorch(nn.Module):
             x = block.forward_cached(x, lc, cache)
         cache.end(ids.shape[1])
         x = x[:, -1] if last_only else x[:, -Tn:]
+        if self.head is not None:
+            return self.head(self.transformer.ln_f(x))
         return F.linear(self.transformer.ln_f(x), self.transformer.wte.weight)
 
     def forward(self, ids):
@@ -477,10 +486,62 @@ def rss_peak_mib():
     return float("nan")
 
 
+def _logits_probe(model, worker, V):
+    """Logits of a short fixed request (64 input ids, 8 teacher-forced decoder ids) [8, V] as fp32."""
+    g = torch.Generator().manual_seed(7)
+    ids = torch.randint(3, V, (1, 64), generator=g)
+    dec = torch.randint(3, V, (1, 8), generator=g)
+    with torch.inference_mode():
+        out = model(ids, torch.cat([torch.tensor([[1]]), dec[:, :-1]], 1)) if worker == "mu" else model(
+            torch.cat([ids, dec], 1))[:, -8:]
+    return out[0].float()
+
+
+def _release_freed_memory():
+    import ctypes
+    import gc
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)    # the fp32 weights that were replaced go back to the OS
+    except OSError:
+        pass
+
+
+def apply_precision(model, worker, precision, V):
+    """Converts `model` in place for --precision and returns what ran (the JSON's precision fields).
+
+    bf16: every parameter (embedding, norms, biases included) and all compute in torch.bfloat16 (the KV caches
+    too); RoPE tables computed in fp32 and cast. int8: torch.ao.quantization.quantize_dynamic on every nn.Linear
+    (the tied head included) with per-channel qint8 weights; activations quantized per tensor at run time.
+    The logits of a short request are compared with the fp32 model's (relative error, max |Δ| / max |logit|).
+    """
+    if precision == "fp32":
+        return {"decode_weights": "f32"}
+    ref = _logits_probe(model, worker, V)
+    info = {"cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    if precision == "bf16":
+        model.to(torch.bfloat16)
+        # oneDNN's bf16 GEMM needs AVX-512 BF16 / AMX; without them ATen widens bf16 to fp32 in its own kernels
+        info["mkldnn_bf16"] = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        info["decode_weights"] = "bf16"
+    else:
+        import torch.ao.quantization as tq
+        if worker == "mu_decoder":
+            model.head = nn.Linear(model.cfg.n_embd, V, bias=False)
+            model.head.weight = model.transformer.wte.weight
+        tq.quantize_dynamic(model, {nn.Linear: tq.per_channel_dynamic_qconfig}, dtype=torch.qint8, inplace=True)
+        info["quantized_engine"] = torch.backends.quantized.engine
+        info["decode_weights"] = "int8"
+    _release_freed_memory()
+    got = _logits_probe(model, worker, V)
+    info["logit_rel_err_vs_fp32"] = round(float((got - ref).abs().max() / ref.abs().max()), 5)
+    return info
+
+
 def bench_worker(args):
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    cfg = PRESETS[args.preset]
+    cfg = MuCfg.from_json(json.loads(args.config.read_text())) if args.config else PRESETS[args.preset]
     if args.worker == "mu":
         model = MuTorch(cfg)
     else:
@@ -489,6 +550,7 @@ def bench_worker(args):
     model.eval()
     params = count_params(model)
     V, N, L = cfg.vocab_size, args.output_tokens, args.input_tokens
+    precision = apply_precision(model, args.worker, args.precision, V)
     g = torch.Generator().manual_seed(1)
     rss_reset()
 
@@ -528,7 +590,8 @@ def bench_worker(args):
         vals = [r[key] for r in runs if r[key] is not None]
         return round(statistics.median(vals), 3) if vals else None
 
-    result = {"model": args.worker, "params": params, "input_tokens": L, "output_tokens": N}
+    result = {"model": args.worker, "params": params, "input_tokens": L, "output_tokens": N,
+              "precision": args.precision, **precision}
     if args.worker == "mu":
         result["encode_ms"] = med("encode_ms")
     result.update({"ttft_ms": med("ttft_ms"), "decode_tokens_per_s": med("decode_tokens_per_s"),
@@ -730,6 +793,10 @@ def main():
     parser.add_argument("--reps", type=int, default=3, help="timed repetitions after one warm-up (default 3)")
     parser.add_argument("--models", default="mu,mu_decoder", help="comma-separated: mu, mu_decoder")
     parser.add_argument("--preset", default="mu-330m", choices=list(PRESETS), help="model config (default mu-330m)")
+    parser.add_argument("--config", type=Path, help="a Mu config.json (MuConfig fields) instead of --preset")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "int8"],
+                        help="fp32; bf16 (weights and compute in torch.bfloat16); int8 (quantize_dynamic, per-channel "
+                             "qint8 nn.Linear weights, fp32 activations quantized at run time)")
     parser.add_argument("--json", metavar="OUT", help="write the results as JSON to OUT ('-' = stdout only)")
     parser.add_argument("--reference", type=Path, help="reference checkout: verify against it first")
     parser.add_argument("--fixtures", type=Path, help="golden fixture folder (Tests/EncoreTests/Fixtures/mu): "
@@ -776,7 +843,8 @@ def main():
     for m in models:
         cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", m, "--threads", str(args.threads),
                "--input-tokens", str(args.input_tokens), "--output-tokens", str(args.output_tokens),
-               "--reps", str(args.reps), "--preset", args.preset]
+               "--reps", str(args.reps), "--preset", args.preset, "--precision", args.precision] + \
+            (["--config", str(args.config)] if args.config else [])
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if proc.returncode != 0:
             log(proc.stderr)
@@ -785,7 +853,8 @@ def main():
         results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
 
     report = {"system": "pytorch", "torch_version": torch.__version__, "threads": args.threads,
-              "preset": args.preset, "reps": args.reps, "results": results}
+              "preset": args.preset, "precision": args.precision, "reps": args.reps, "results": results,
+              "decode_weights": results[0].get("decode_weights")}
     if not to_stdout:
         print(f"{'model':<11} {'params':>12} {'in':>5} {'out':>4} {'encode ms':>10} {'TTFT ms':>9} "
               f"{'decode tok/s':>13} {'peak RSS MiB':>13}")

@@ -13,18 +13,23 @@ Models (random weights; speed does not depend on the values):
          (f32, bf16, q8_0, q4_0 by llama.cpp's quantizer)
   t5     the 347M T5 of BASELINES.md (20 + 10 layers, d_model 1024, 6 x 64 heads, ReLU d_ff 4096), same sets
   mu     Mu-330M (the released config); Encore's and PyTorch's (bench/peers/mu_torch.py, reference
-         architecture with a KV cache) own random weights of the same shapes
-Engines: encore (`encore bench --model ...`, `--decode-weights bf16|int8|q4_0`, `--keep-quantized` for the GGUF
-blocks), hf (transformers generate, fp32/bf16), ct2 (CTranslate2
-float32/int8), llama.cpp (llama-cpp-python, GGUF), pytorch (Mu). Precisions: fp32, bf16, int8 (CT2 int8,
-llama.cpp q8_0), q4_0 (llama.cpp). An engine that cannot run a row (e.g. Encore on a T5 GGUF, or a decode format a family
-lacks) prints n/a with the reason, and is measured automatically once it can.
+         architecture with a KV cache) own random weights of the same shapes; PyTorch at fp32, bf16 (weights and
+         compute in torch.bfloat16) and int8 (quantize_dynamic, per-channel qint8 nn.Linear) beside Encore's
+         --decode-weights bf16 / int8 (--small: a 4 + 2-layer, width-256 Mu made by `encore init`)
+Engines: encore (`encore bench --model ...` on the HF folder with `--decode-weights bf16|int8|q8_0|q4_0`, and on
+the F32 / q8_0 / q4_0 GGUFs, `--keep-quantized` for the blocks), hf (transformers generate, fp32/bf16), ct2
+(CTranslate2 float32/int8), llama.cpp (llama-cpp-python, GGUF f32/bf16/q8_0/q4_0; T5 through llama_encode),
+pytorch (Mu fp32/bf16/int8). Llama and T5 get the same rows. Precisions: fp32, bf16, int8 (CT2 int8, llama.cpp
+q8_0; Encore int8 and q8_0), q4_0 (llama.cpp). An engine that cannot run a row prints n/a with the reason, and is
+measured automatically once it can.
 
 Usage (from the repository root):
 
     swift build -c release --product encore
     python3 bench/peers/run_all.py [--quick]          # --quick: 1 round, 1 rep, 16 output tokens
     python3 bench/peers/run_all.py --rounds 2 --models llama,t5,mu --precisions fp32,int8
+    python3 bench/peers/run_all.py --quick --small --models t5 --input-tokens 32 \
+        --checkpoints /tmp/encore-peers-t5small                  # smoke test of the script: tiny T5, < 1 min
 
 Checkpoints are made on first use under --checkpoints (default /tmp/encore-peers; ~8 GB; ~5 min). The JSON
 (every sample, medians, ratios) goes to bench/results/run_all-<UTC time>.json unless --write-json says where.
@@ -55,6 +60,23 @@ TARGETS = {  # issue 5: Encore / best peer at the same precision
 }
 
 
+MU_SMALL = {"model_type": "mu", "n_encoder_layer": 4, "n_decoder_layer": 2, "n_embd": 256, "qkv_embd": 192,
+            "is_interleaved": False, "hidden_dim": 1024, "n_head": 6, "n_kv_head": 3, "block_size": 1024,
+            "dropout": 0.1, "rope_theta": 10000, "rope_factor": 1.0, "pad_token_id": 0, "vocab_size": 8192,
+            "bos_token_id": 1, "eos_token_id": 2}
+
+
+def mu_small(enc, ck: Path) -> Path:
+    """--small: a Mu folder of MU_SMALL's shape (encore init, random weights); PyTorch builds the same shape."""
+    folder = ck / "mu-small"
+    if not (folder / "model.safetensors").is_file() or json.loads((folder / "config.json").read_text()) != MU_SMALL:
+        ck.mkdir(parents=True, exist_ok=True)
+        cfg = ck / "mu-small-config.json"
+        cfg.write_text(json.dumps(MU_SMALL, indent=1) + "\n")
+        subprocess.run([enc, "init", "--config", str(cfg), "--out", str(folder)], check=True, stdout=subprocess.DEVNULL)
+    return folder
+
+
 def entries(args, ck: Path):
     """(model, precision, engine, label, command) for every row."""
     enc = args.encore
@@ -72,6 +94,7 @@ def entries(args, ck: Path):
         add(m, "fp32", "hf", "hf", [py, str(HERE / "hf_peer.py"), "--model", hf, "--dtype", "fp32"] + io)
         add(m, "fp32", "ct2", "ct2", [py, str(HERE / "ct2_peer.py"), "--model", str(ck / f"{m}-ct2"),
                                       "--compute-type", "float32"] + io)
+        add(m, "fp32", "encore", "encore f32 GGUF", encore_bench_cmd(enc, str(ck / f"{m}-f32.gguf"), L, N, T, R))
         add(m, "fp32", "llama.cpp", "llama.cpp f32", [lpy, str(HERE / "llamacpp_peer.py"), "--gguf",
                                                      str(ck / f"{m}-f32.gguf")] + io)
         add(m, "bf16", "encore", "encore", encore_bench_cmd(enc, hf, L, N, T, R, ["--decode-weights", "bf16"]))
@@ -79,6 +102,7 @@ def entries(args, ck: Path):
         add(m, "bf16", "llama.cpp", "llama.cpp bf16", [lpy, str(HERE / "llamacpp_peer.py"), "--gguf",
                                                       str(ck / f"{m}-bf16.gguf")] + io)
         add(m, "int8", "encore", "encore", encore_bench_cmd(enc, hf, L, N, T, R, ["--decode-weights", "int8"]))
+        add(m, "int8", "encore", "encore q8_0", encore_bench_cmd(enc, hf, L, N, T, R, ["--decode-weights", "q8_0"]))
         add(m, "int8", "encore", "encore q8_0 GGUF", encore_bench_cmd(enc, str(ck / f"{m}-q8_0.gguf"), L, N, T, R,
                                                                       ["--keep-quantized"]))
         add(m, "int8", "ct2", "ct2 int8", [py, str(HERE / "ct2_peer.py"), "--model", str(ck / f"{m}-ct2-int8"),
@@ -90,12 +114,22 @@ def entries(args, ck: Path):
         add(m, "q4_0", "encore", "encore q4_0", encore_bench_cmd(enc, hf, L, N, T, R, ["--decode-weights", "q4_0"]))
         add(m, "q4_0", "llama.cpp", "llama.cpp q4_0", [lpy, str(HERE / "llamacpp_peer.py"), "--gguf",
                                                       str(ck / f"{m}-q4_0.gguf")] + io)
-    mu_enc = [enc, "bench", "--preset", "mu-330m", "--models", "mu", "--input-tokens", str(args.input_tokens),
-              "--output-tokens", str(N), "--threads", str(T), "--reps", str(R), "--json", "--no-limits"]
+    # Mu: Encore's --decode-weights bf16 / int8 beside PyTorch's bf16 model and quantize_dynamic int8 (mu_torch.py)
+    mu_shape = ["--preset", "mu-330m"]
+    torch_mu = [py, str(HERE / "mu_torch.py"), "--models", "mu", "--json", "-"] + io
+    if args.small and "mu" in args.models:
+        folder = mu_small(enc, ck)
+        mu_shape = ["--model", str(folder)]
+        torch_mu += ["--config", str(folder / "config.json")]
+    mu_enc = [enc, "bench"] + mu_shape + ["--models", "mu", "--input-tokens", str(args.input_tokens),
+                                          "--output-tokens", str(N), "--threads", str(T), "--reps", str(R), "--json",
+                                          "--no-limits"]
     add("mu", "fp32", "encore", "encore", mu_enc)
-    add("mu", "fp32", "pytorch", "pytorch", [py, str(HERE / "mu_torch.py"), "--models", "mu", "--json", "-"] + io)
+    add("mu", "fp32", "pytorch", "pytorch", torch_mu)
     add("mu", "bf16", "encore", "encore", mu_enc + ["--decode-weights", "bf16"])
+    add("mu", "bf16", "pytorch", "pytorch bf16", torch_mu + ["--precision", "bf16"])
     add("mu", "int8", "encore", "encore", mu_enc + ["--decode-weights", "int8"])
+    add("mu", "int8", "pytorch", "pytorch int8", torch_mu + ["--precision", "int8"])
     return [e for e in out if e["model"] in args.models and e["precision"] in args.precisions
             and e["engine"] in args.engines]
 

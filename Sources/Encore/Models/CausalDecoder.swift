@@ -7,6 +7,8 @@ final class CausalDecoderCache {
     let offsets: [Int]
     /// Tokens fed so far, per row (padding included), for models that must recompute the prefix.
     var history: [[Int]]
+    /// Attention kernel scratch, kept across steps (a decode step allocates no buffer).
+    var scratch: [Float] = []
     var length: Int { caches.first?.length ?? 0 }
 
     init(layers: Int, batch: Int, width: Int, offsets: [Int], capacity: Int) {

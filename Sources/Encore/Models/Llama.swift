@@ -635,7 +635,6 @@ public final class LlamaModel: CausalDecoder {
         // transformers does; cached keys keep the rotation they were computed with.
         let rope = config.ropeScaling.dependsOnLength
             ? config.rope(seqLen: (positionsInt.max() ?? 0) + 1, factors: ropeFactors) : staticRoPE
-        var scratch: [Float] = []
         var x = embedding.map { Ops.embedding($0, ids: ids) } ?? embeddingBlocks!.dequantizedRows(ids)   // [B*n, C]
         for (layer, block) in blocks.enumerated() {
             let kv = cache.caches[layer]
@@ -651,7 +650,7 @@ public final class LlamaModel: CausalDecoder {
                     Ops.attention(q: q.data + b * n * shape.qWidth, tq: n, k: kv.keyPointer(batch: b),
                                   v: kv.valuePointer(batch: b), kvRows: total, kvStride: shape.kvWidth,
                                   out: o.data + b * n * shape.qWidth, shape: shape, keyKeep: kp,
-                                  causalOffset: start, scratch: &scratch)
+                                  causalOffset: start, scratch: &cache.scratch)
                 }
             } }
             Ops.addInPlace(x, block.o(o))

@@ -277,6 +277,8 @@ public final class MuModel: LanguageModel {
         let caches: [KVCache]
         /// Decoder tokens fed so far, per row.
         var history: [[Int]]
+        /// Attention kernel scratch, kept across steps (a decode step allocates no buffer).
+        var scratch: [Float] = []
         var length: Int { caches.first?.length ?? 0 }
         init(encoder: MuEncoderOutput, caches: [KVCache]) {
             self.encoder = encoder
@@ -310,19 +312,18 @@ public final class MuModel: LanguageModel {
         let invFreq = config.rope.inverseFrequencies(sequenceLength: total)
         let positions = (0..<(B * n)).map { Float(start + $0 % n) }
         let newKeep = ids.map { $0 == config.padTokenId ? UInt8(0) : 1 }
-        var scratch: [Float] = []
 
         var x = Ops.embedding(wte, ids: ids)                               // [B*n, C]
         for (layer, block) in decoderBlocks.enumerated() {
             // causal self-attention with the cache
             Ops.addInPlace(x, block.causalAttn.cachedSelfAttention(block.ln1(x), batch: B, n: n, cache: state.caches[layer],
                                                                    newKeep: newKeep, positions: positions, invFreq: invFreq,
-                                                                   shape: shape, scratch: &scratch))
+                                                                   shape: shape, scratch: &state.scratch))
             // cross-attention over the encoder output (K/V projected once, no RoPE)
             let qc = block.crossAttn.q(block.ln2(x))                       // [B*n, H*D]
             let oc = Ops.batchedAttention(q: qc, k: state.encoder.crossK[layer], v: state.encoder.crossV[layer], batch: B,
                                           tq: n, kvRows: L, keyKeep: state.encoder.keep, shape: shape, causalOffset: -1,
-                                          scratch: &scratch)
+                                          scratch: &state.scratch)
             block.crossAttn.out.accumulate(into: x, oc)
             block.mlp.accumulate(into: x, block.ln3(x))
         }

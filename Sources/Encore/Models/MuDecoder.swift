@@ -135,12 +135,11 @@ public final class MuDecoderModel: CausalDecoder {
         let positions = (0..<(B * n)).map { Float(start + $0 % n - cache.offsets[$0 / n]) }
         precondition(keyKeep == nil || (ids.count == newIds.count && keyKeep!.count == ids.count), "keyKeep with a recomputed prefix")
         let newKeep = keyKeep ?? ids.map { $0 == config.padTokenId ? UInt8(0) : 1 }
-        var scratch: [Float] = []
         var x = Ops.embedding(wte, ids: ids)                               // [B*n, C]
         for (layer, block) in blocks.enumerated() {
             Ops.addInPlace(x, block.attn.cachedSelfAttention(block.ln1(x), batch: B, n: n, cache: cache.caches[layer],
                                                              newKeep: newKeep, positions: positions, invFreq: invFreq,
-                                                             shape: shape, scratch: &scratch))
+                                                             shape: shape, scratch: &cache.scratch))
             block.mlp.accumulate(into: x, block.ln2(x))
         }
         switch outputs {
