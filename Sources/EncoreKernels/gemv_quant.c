@@ -423,6 +423,9 @@ static float row_dot_k_scalar(const qctx *c, long r, long i) {
     return acc - accm;
 }
 
+#ifndef EQ_KPF
+#define EQ_KPF 1024   /* software prefetch distance (bytes) in the K-quant kernel */
+#endif
 #if EQ_X86
 /* AVX2: unsigned values (Q6_K: q+32, corrected with 32·bsums) × int8 activations with vpmaddubsw (|sum of a
  * pair| ≤ 63·127·2 < 2^15), then vpmaddwd by the sub-block scales into exact int32 sums; one fp32 FMA per
@@ -441,7 +444,12 @@ EQ_AVX2 static void rows_k_avx2(const qctx *c, long r0, long r1) {
             for (long b = 0; b < nb; b++) {
                 const uint8_t *x = wr + b * bb;
                 const int8_t *q8 = xq + b * 256;
-                _mm_prefetch((const char *)x + 512, _MM_HINT_T0);
+                if (EQ_KPF) {                /* the lines of the super-block EQ_KPF bytes ahead */
+                    _mm_prefetch((const char *)x + EQ_KPF, _MM_HINT_T0);
+                    _mm_prefetch((const char *)x + EQ_KPF + 64, _MM_HINT_T0);
+                    _mm_prefetch((const char *)x + EQ_KPF + 128, _MM_HINT_T0);
+                    if (bb > 192) _mm_prefetch((const char *)x + EQ_KPF + 192, _MM_HINT_T0);
+                }
                 const __m256i bsv = _mm256_loadu_si256((const __m256i *)(bs + b * 16));
                 __m256i sumi = _mm256_setzero_si256();
                 if (c->format == EK_WF_Q6_K) {

@@ -97,10 +97,11 @@ extension KernelBench {
     public struct LayoutAB: Sendable {
         public var shape: String, rows: Int, columns: Int, format: WeightFormat, threads: Int
         /// Read ceiling measured just before this row (GB/s), and each layout's weight GB/s.
-        public var readGBps: Double, ggmlGBps: Double, x8GBps: Double
+        /// K-quants have one layout: `ggmlGBps` is nil and `x8GBps` is their kernel's.
+        public var readGBps: Double, ggmlGBps: Double?, x8GBps: Double
         public var json: [String: Any] {
             ["shape": shape, "rows": rows, "columns": columns, "format": format.rawValue, "threads": threads,
-             "read_gb_per_s": readGBps, "ggml_gb_per_s": ggmlGBps, "x8_gb_per_s": x8GBps]
+             "read_gb_per_s": readGBps, "ggml_gb_per_s": ggmlGBps ?? NSNull(), "x8_gb_per_s": x8GBps]
         }
     }
 
@@ -157,7 +158,28 @@ extension KernelBench {
                     let row = LayoutAB(shape: name, rows: n, columns: k, format: f, threads: t, readGBps: read,
                                        ggmlGBps: Double(bytes) / median(tOld) / 1e9, x8GBps: Double(bytes) / median(tNew) / 1e9)
                     progress(String(format: "%@ %@ %d thread(s): ggml %.1f GB/s, x8 %.1f GB/s, read %.1f GB/s",
-                                    name, f.rawValue, t, row.ggmlGBps, row.x8GBps, read))
+                                    name, f.rawValue, t, row.ggmlGBps ?? 0, row.x8GBps, read))
+                    out.append(row)
+                }
+                // K-quants (rows of k % 256 == 0): their one layout, random blocks (speed does not depend on values)
+                for f in [WeightFormat.q4_K, .q5_K, .q6_K] where k % 256 == 0 {
+                    let bytes = f.matrixBytes(rows: n, columns: k)
+                    let copies = max(3, (192 << 20) / bytes)
+                    let raw = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)
+                    defer { raw.deallocate() }
+                    for i in 0..<bytes { raw.storeBytes(of: UInt8(truncatingIfNeeded: rng.next()), toByteOffset: i, as: UInt8.self) }
+                    let mats = (0..<copies).map { _ in QuantizedMatrix(copying: raw, scales: nil, format: f, rows: n, columns: k) }
+                    var times: [Double] = []
+                    for r in 0..<max(2, 48 / copies) {
+                        for c in 0..<copies {
+                            let t0 = now()
+                            _ = Ops.linearQuantized(x, weight: mats[c], bias: nil)
+                            if r > 0 { times.append(now() - t0) }
+                        }
+                    }
+                    let row = LayoutAB(shape: name, rows: n, columns: k, format: f, threads: t, readGBps: read, ggmlGBps: nil,
+                                       x8GBps: Double(bytes) / times.sorted()[times.count / 2] / 1e9)
+                    progress(String(format: "%@ %@ %d thread(s): %.1f GB/s, read %.1f GB/s", name, f.rawValue, t, row.x8GBps, read))
                     out.append(row)
                 }
             }
