@@ -589,6 +589,8 @@ public final class T5Model: LanguageModel {
     final class DecoderState {
         let encoder: T5EncoderOutput
         let caches: [KVCache]
+        /// Attention kernel scratch, kept across steps (a decode step allocates no buffer).
+        var scratch: [Float] = []
         var length: Int { caches.first?.length ?? 0 }
         init(encoder: T5EncoderOutput, caches: [KVCache]) {
             self.encoder = encoder
@@ -609,7 +611,6 @@ public final class T5Model: LanguageModel {
         let start = state.length
         let bias = decoderBias.table(tq: n, tk: start + n, queryStart: start)   // [H, 2n+start-1]
         let ones = [UInt8](repeating: 1, count: B * n)                          // decoder keys: causal mask only
-        var scratch: [Float] = []
 
         var x = Ops.embedding(shared, ids: ids)                            // [B*n, C]
         for (layer, block) in decoderBlocks.enumerated() {
@@ -624,7 +625,7 @@ public final class T5Model: LanguageModel {
                     for b in 0..<B {
                         Ops.relativeBiasAttention(q: q.data + b * n * A, tq: n, k: cache.keyPointer(batch: b), v: cache.valuePointer(batch: b),
                                                   kvRows: cache.length, kvStride: A, out: o.data + b * n * A, shape: shape,
-                                                  keyKeep: nil, causalOffset: start, bias: bp.baseAddress, scratch: &scratch)
+                                                  keyKeep: nil, causalOffset: start, bias: bp.baseAddress, scratch: &state.scratch)
                     }
                 }
             }
@@ -638,7 +639,7 @@ public final class T5Model: LanguageModel {
                     for b in 0..<B {
                         Ops.relativeBiasAttention(q: qc.data + b * n * A, tq: n, k: kc.data + b * L * A, v: vc.data + b * L * A,
                                                   kvRows: L, kvStride: A, out: oc.data + b * n * A, shape: shape,
-                                                  keyKeep: kp.baseAddress! + b * L, causalOffset: -1, bias: nil, scratch: &scratch)
+                                                  keyKeep: kp.baseAddress! + b * L, causalOffset: -1, bias: nil, scratch: &state.scratch)
                     }
                 }
             }
