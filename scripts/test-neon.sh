@@ -31,8 +31,9 @@ cc_native=$(command -v cc || find_clang)
 
 echo "== kernel parity, arm64 NEON under qemu-aarch64 =="
 sysroot=/usr/aarch64-linux-gnu
+qemu=${QEMU_AARCH64:-qemu-aarch64}
 gcclib=$(ls -d /usr/lib/gcc-cross/aarch64-linux-gnu/* 2>/dev/null | sort -V | tail -1 || true)
-have_tools() { command -v qemu-aarch64 >/dev/null && [ -f "$sysroot/lib/libc.a" ] && [ -n "$gcclib" ] && [ -f "$gcclib/libgcc.a" ]; }
+have_tools() { command -v "$qemu" >/dev/null && [ -f "$sysroot/lib/libc.a" ] && [ -n "$gcclib" ] && [ -f "$gcclib/libgcc.a" ]; }
 if ! have_tools && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   echo "installing qemu-user libc6-dev-arm64-cross libgcc-12-dev-arm64-cross ..."
   (apt-get install -y --no-install-recommends qemu-user libc6-dev-arm64-cross libgcc-12-dev-arm64-cross >/dev/null 2>&1 ||
@@ -55,6 +56,6 @@ else
     "${flags[@]}" "${srcs[@]}" -lm -lpthread -o "$bin"
 fi
 echo "-- qemu default CPU (max: SDOT) --"
-qemu-aarch64 "$bin"
+"$qemu" "$bin"
 echo "-- qemu -cpu cortex-a53 (no SDOT) --"
-qemu-aarch64 -cpu cortex-a53 "$bin"
+"$qemu" -cpu cortex-a53 "$bin"
