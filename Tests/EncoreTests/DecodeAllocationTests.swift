@@ -33,7 +33,10 @@ final class DecodeAllocationTests: XCTestCase {
                           blockSize: 256, vocabSize: 500, eosTokenId: 2)
         return [("mu", try MuModel(config: mu, randomSeed: 1), mu.nDecoderLayer),
                 ("mu_decoder", try MuDecoderModel(config: .matching(mu), randomSeed: 1), MuDecoderConfig.matching(mu).nLayer),
-                ("llama", try ModelRegistry.load(folder: fixture("tiny_llama/f32.gguf")), 3)]
+                ("llama", try ModelRegistry.load(folder: fixture("tiny_llama/f32.gguf")), 3),
+                ("t5", try T5Model(config: T5Config(vocabSize: 500, dModel: 256, dKV: 64, dFF: 512, numLayers: 2, numDecoderLayers: 3,
+                                                    numHeads: 4, feedForwardProj: "gated-gelu", tieWordEmbeddings: false),
+                                   randomSeed: 1), 3)]
     }
 
     func testDecodeStepsDoNotAllocateBuffers() throws {

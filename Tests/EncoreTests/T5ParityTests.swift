@@ -4,10 +4,10 @@ import XCTest
 /// Parity with transformers' `T5ForConditionalGeneration` (5.24) through goldens made by
 /// tools/goldens/make_t5_goldens.py: T5 v1.0 (relu, tied and scaled head), v1.1 / Flan-T5 (gated-gelu, untied
 /// head, Flan-style config, num_decoder_layers > num_layers) and v1.1 as transformers 5 saves it (tied head,
-/// `scale_decoder_outputs` false). Tolerances: encoder outputs and logits within 1e-4 relative (max |Δ| / max
+/// `scale_decoder_outputs` false), and gguf_gated / gguf_relu (the checkpoints converted to GGUF for T5GGUFTests). Tolerances: encoder outputs and logits within 1e-4 relative (max |Δ| / max
 /// |golden|); greedy tokens identical; relative-position buckets exact.
 final class T5ParityTests: XCTestCase {
-    static let cases = ["v1_0", "v1_1", "v1_1_tied"]
+    static let cases = ["v1_0", "v1_1", "v1_1_tied", "gguf_gated", "gguf_relu"]
 
     func load(_ name: String) throws -> (T5Model, [String: Any], SafeTensorsFile) {
         let dir = fixture("t5/\(name)")

@@ -16,17 +16,20 @@ Models (random weights; speed does not depend on the values):
          architecture with a KV cache) own random weights of the same shapes; PyTorch at fp32, bf16 (weights and
          compute in torch.bfloat16) and int8 (quantize_dynamic, per-channel qint8 nn.Linear) beside Encore's
          --decode-weights bf16 / int8 (--small: a 4 + 2-layer, width-256 Mu made by `encore init`)
-Engines: encore (`encore bench --model ...`, `--decode-weights bf16|int8|q4_0`, `--keep-quantized` for the GGUF
-blocks), hf (transformers generate, fp32/bf16), ct2 (CTranslate2
-float32/int8), llama.cpp (llama-cpp-python, GGUF), pytorch (Mu fp32/bf16/int8). Precisions: fp32, bf16, int8 (CT2 int8,
-llama.cpp q8_0), q4_0 (llama.cpp). An engine that cannot run a row (e.g. Encore on a T5 GGUF, or a decode format a family
-lacks) prints n/a with the reason, and is measured automatically once it can.
+Engines: encore (`encore bench --model ...` on the HF folder with `--decode-weights bf16|int8|q8_0|q4_0`, and on
+the F32 / q8_0 / q4_0 GGUFs, `--keep-quantized` for the blocks), hf (transformers generate, fp32/bf16), ct2
+(CTranslate2 float32/int8), llama.cpp (llama-cpp-python, GGUF f32/bf16/q8_0/q4_0; T5 through llama_encode),
+pytorch (Mu fp32/bf16/int8). Llama and T5 get the same rows. Precisions: fp32, bf16, int8 (CT2 int8, llama.cpp
+q8_0; Encore int8 and q8_0), q4_0 (llama.cpp). An engine that cannot run a row prints n/a with the reason, and is
+measured automatically once it can.
 
 Usage (from the repository root):
 
     swift build -c release --product encore
     python3 bench/peers/run_all.py [--quick]          # --quick: 1 round, 1 rep, 16 output tokens
     python3 bench/peers/run_all.py --rounds 2 --models llama,t5,mu --precisions fp32,int8
+    python3 bench/peers/run_all.py --quick --small --models t5 --input-tokens 32 \
+        --checkpoints /tmp/encore-peers-t5small                  # smoke test of the script: tiny T5, < 1 min
 
 Checkpoints are made on first use under --checkpoints (default /tmp/encore-peers; ~8 GB; ~5 min). The JSON
 (every sample, medians, ratios) goes to bench/results/run_all-<UTC time>.json unless --write-json says where.
@@ -91,6 +94,7 @@ def entries(args, ck: Path):
         add(m, "fp32", "hf", "hf", [py, str(HERE / "hf_peer.py"), "--model", hf, "--dtype", "fp32"] + io)
         add(m, "fp32", "ct2", "ct2", [py, str(HERE / "ct2_peer.py"), "--model", str(ck / f"{m}-ct2"),
                                       "--compute-type", "float32"] + io)
+        add(m, "fp32", "encore", "encore f32 GGUF", encore_bench_cmd(enc, str(ck / f"{m}-f32.gguf"), L, N, T, R))
         add(m, "fp32", "llama.cpp", "llama.cpp f32", [lpy, str(HERE / "llamacpp_peer.py"), "--gguf",
                                                      str(ck / f"{m}-f32.gguf")] + io)
         add(m, "bf16", "encore", "encore", encore_bench_cmd(enc, hf, L, N, T, R, ["--decode-weights", "bf16"]))
@@ -98,6 +102,7 @@ def entries(args, ck: Path):
         add(m, "bf16", "llama.cpp", "llama.cpp bf16", [lpy, str(HERE / "llamacpp_peer.py"), "--gguf",
                                                       str(ck / f"{m}-bf16.gguf")] + io)
         add(m, "int8", "encore", "encore", encore_bench_cmd(enc, hf, L, N, T, R, ["--decode-weights", "int8"]))
+        add(m, "int8", "encore", "encore q8_0", encore_bench_cmd(enc, hf, L, N, T, R, ["--decode-weights", "q8_0"]))
         add(m, "int8", "encore", "encore q8_0 GGUF", encore_bench_cmd(enc, str(ck / f"{m}-q8_0.gguf"), L, N, T, R,
                                                                       ["--keep-quantized"]))
         add(m, "int8", "ct2", "ct2 int8", [py, str(HERE / "ct2_peer.py"), "--model", str(ck / f"{m}-ct2-int8"),

@@ -29,10 +29,14 @@ Cases:
              the head anyway and writes ``"tie_word_embeddings": true, "scale_decoder_outputs": false`` (a tied
              head without scaling); 16 buckets, max_distance 24, num_decoder_layers 2 < num_layers 3,
              layer_norm_epsilon 1e-5.
+  gguf_gated, gguf_relu  the checkpoints tools/goldens/make_t5_gguf_goldens.py converts to GGUF: d_model, d_ff and
+             num_heads·d_kv multiples of 32 (Q8_0/Q4_0 blocks), 32 buckets, max_distance 128; gated-gelu with an
+             untied head (Flan-style config) and relu with a tied, scaled head (v1.0). Projections keep transformers'
+             own init (weight_scale 1: realistic magnitudes, so quantized files' errors are not amplified ×3 per layer).
 
 Weights: transformers' own initialisation (``torch.manual_seed(seed)`` before construction), then, from
 ``torch.Generator().manual_seed(seed)``: every projection matrix (q, k, v, o, wi*, wo) multiplied by
-WEIGHT_SCALE (with the default init the random nets repeat one token forever), layer-norm weights
+WEIGHT_SCALE (the case's ``weight_scale`` when it has one) (with the default init the random nets repeat one token forever), layer-norm weights
 1 + N(0, 0.1), relative_attention_bias N(0, 1) (so a wrong bucket moves the logits well past the
 tolerance), untied lm_head N(0, 1). Input ids are drawn from the same generator in [2, vocab) and end with
 EOS (1), as T5's tokenizer does.
@@ -92,6 +96,18 @@ CASES = {
         config=dict(vocab_size=120, d_model=32, d_kv=8, num_heads=4, d_ff=64, num_layers=3, num_decoder_layers=2,
                     relative_attention_num_buckets=16, relative_attention_max_distance=24, layer_norm_epsilon=1e-5,
                     feed_forward_proj="gated-gelu", tie_word_embeddings=False)),
+    # For GGUF (tools/goldens/make_t5_gguf_goldens.py converts these two): every matrix row a multiple of 32 values
+    # (Q8_0 / Q4_0 blocks), 32 buckets and max_distance 128 (llama.cpp has no key for it and uses 128).
+    "gguf_gated": dict(
+        seed=53, batch_lens=(10, 4, 7), long_lens=(150, 40), untied_head=True, flan_config=True, prompt=False, weight_scale=1.0,
+        config=dict(vocab_size=96, d_model=32, d_kv=8, num_heads=4, d_ff=64, num_layers=2, num_decoder_layers=2,
+                    relative_attention_num_buckets=32, relative_attention_max_distance=128,
+                    feed_forward_proj="gated-gelu", tie_word_embeddings=False)),
+    "gguf_relu": dict(
+        seed=63, batch_lens=(9, 5, 6), long_lens=(150, 40), untied_head=False, flan_config=False, prompt=False, weight_scale=1.0,
+        config=dict(vocab_size=96, d_model=32, d_kv=8, num_heads=4, d_ff=64, num_layers=2, num_decoder_layers=2,
+                    relative_attention_num_buckets=32, relative_attention_max_distance=128,
+                    feed_forward_proj="relu", tie_word_embeddings=True)),
 }
 
 
@@ -100,7 +116,7 @@ def fail(msg: str):
     sys.exit(2)
 
 
-def randomize(model, gen, untied_head: bool):
+def randomize(model, gen, untied_head: bool, weight_scale: float = WEIGHT_SCALE):
     """Scales the projections, perturbs the norms, widens the position biases (see the module docstring)."""
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -113,7 +129,7 @@ def randomize(model, gen, untied_head: bool):
             elif name == "lm_head.weight":
                 pass                                              # tied: the same tensor as shared
             elif p.ndim == 2:
-                p.mul_(WEIGHT_SCALE)
+                p.mul_(weight_scale)
         if untied_head:
             model.lm_head.weight = torch.nn.Parameter(torch.randn(model.lm_head.weight.shape, generator=gen))
 
@@ -162,7 +178,7 @@ def make_case(name, case, out_dir: Path):
     config = T5Config(**COMMON, **case["config"])
     model = T5ForConditionalGeneration(config).eval()
     gen = torch.Generator().manual_seed(seed)
-    randomize(model, gen, case["untied_head"])
+    randomize(model, gen, case["untied_head"], case.get("weight_scale", WEIGHT_SCALE))
     expected = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
     folder = out_dir / name

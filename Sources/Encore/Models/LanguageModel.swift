@@ -40,7 +40,7 @@ extension LanguageModel {
 
     public func useDecodeWeights(_ format: WeightFormat) throws {
         if format == .f32 { return }
-        throw EncoreError(.unsupported, "\(format.rawValue) decode weights are not supported for model_type '\(modelType)' yet (supported: mu, mu_decoder, llama)")
+        throw EncoreError(.unsupported, "\(format.rawValue) decode weights are not supported for model_type '\(modelType)' yet (supported: mu, mu_decoder, llama, t5)")
     }
 
     public var decodeWeightBytes: Int { parameterCount * 4 }
@@ -76,7 +76,7 @@ enum TokenCheck {
 /// ```
 public enum ModelRegistry {
     /// The `model_type` values Encore can load.
-    public static let supportedTypes = ["mu", "mu_decoder", "llama, qwen2, phi3 (Hugging Face safetensors or GGUF)", "t5 (Hugging Face T5 / Flan-T5)"]
+    public static let supportedTypes = ["mu", "mu_decoder", "llama, qwen2, phi3 (Hugging Face safetensors or GGUF)", "t5 (Hugging Face T5 / Flan-T5, or llama.cpp's T5 GGUF)"]
 
     /// `folder` is a model folder or a `.gguf` file (recognised by its magic, whatever its name).
     /// `keepQuantized`: GGUF Q8_0/Q4_0/Q4_1 matrices stay in their blocks (see ``LlamaModel/init(path:keepQuantized:)``).
@@ -86,6 +86,8 @@ public enum ModelRegistry {
             guard GGUFFile.hasMagic(path: folder) else {
                 throw EncoreError(.invalidArgument, "\(folder): not a model folder nor a GGUF file")
             }
+            let file = try GGUFModelFile(path: folder)
+            if file["general.architecture"]?.stringValue == "t5" { return try T5Model(path: folder, keepQuantized: keepQuantized) }
             return try LlamaModel(path: folder, keepQuantized: keepQuantized)
         }
         let (data, type, path) = try ConfigFile.read(folder: folder)

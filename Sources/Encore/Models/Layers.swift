@@ -30,6 +30,12 @@ final class WeightLoader {
         }
     }
 
+    /// Maps the names a model asks for to the source's names (T5 from GGUF: transformers names → llama.cpp's).
+    /// Errors and the unused-tensor check use the source's names.
+    var rename: ((String) -> String)?
+
+    private func resolve(_ name: String) -> String { rename?(name) ?? name }
+
     var sourceName: String {
         switch source {
         case .file(let f): return f.path
@@ -39,7 +45,8 @@ final class WeightLoader {
         }
     }
 
-    private func shapeOf(_ name: String) -> [Int]? {
+    private func shapeOf(_ requested: String) -> [Int]? {
+        let name = resolve(requested)
         switch source {
         case .file(let f):
             if let q = try? f.quantizedEntry(name) { return [q.rows, q.columns] }
@@ -50,7 +57,8 @@ final class WeightLoader {
         }
     }
 
-    func tensor(_ name: String, shape: [Int]) throws -> Tensor {
+    func tensor(_ requested: String, shape: [Int]) throws -> Tensor {
+        let name = resolve(requested)
         switch source {
         case .random:
             used.insert(name)
@@ -60,7 +68,7 @@ final class WeightLoader {
             return randomTensor(name, shape: shape, normal: true)
         default: break
         }
-        guard let actual = shapeOf(name) else {
+        guard let actual = shapeOf(requested) else {
             throw EncoreError(.missingTensor, "\(sourceName): missing tensor '\(name)' (expected shape \(shape))")
         }
         guard actual == shape else {
@@ -77,6 +85,14 @@ final class WeightLoader {
         case .gguf(let f): return try f.tensor(name)
         case .dictionary(let d, _): return d[name]!
         case .random, .referenceInit: fatalError("unreachable")
+        }
+    }
+
+    /// Whether the weights are generated (random sources), not read.
+    var isRandom: Bool {
+        switch source {
+        case .random, .referenceInit: return true
+        default: return false
         }
     }
 
@@ -108,7 +124,8 @@ final class WeightLoader {
     }
 
     /// The stored quantized matrix `name`, if the source keeps it quantized.
-    func packedMatrix(_ name: String, shape: [Int], rowOrder: [Int]? = nil) throws -> QuantizedMatrix? {
+    func packedMatrix(_ requested: String, shape: [Int], rowOrder: [Int]? = nil) throws -> QuantizedMatrix? {
+        let name = resolve(requested)
         switch source {
         case .file(let f):
             guard let q = try f.quantizedEntry(name) else { return nil }

@@ -30,6 +30,13 @@ import Foundation
 //   decoder.block.{i}.layer.2.DenseReluDense.*, layer.2.layer_norm.weight
 //   decoder.final_layer_norm.weight                                      [C]
 //   lm_head.weight                                                       [V, C]   optional: tied to shared
+// GGUF (llama.cpp's convert_hf_to_gguf.py, general.architecture "t5"): the same tensors under llama.cpp's names
+// (``T5Model/ggufName(_:)``): shared → token_embd, lm_head → output, encoder.block.N.layer.0.SelfAttention.{q,k,v,o}
+// → enc.blk.N.attn_{q,k,v,o}, …relative_attention_bias → enc.blk.0.attn_rel_b, layer.0.layer_norm → attn_norm,
+// DenseReluDense.wi / wi_0 / wi_1 / wo → ffn_up / ffn_gate / ffn_up / ffn_down, layer.1.layer_norm → ffn_norm,
+// decoder.block.N.layer.1.EncDecAttention.* → dec.blk.N.cross_attn_*, layer.1.layer_norm → cross_attn_norm,
+// layer.2.* → ffn_*, final_layer_norm → {enc,dec}.output_norm. The config comes from `t5.*` metadata
+// (``T5Config/init(gguf:)``).
 // Also accepted: encoder.embed_tokens.weight / decoder.embed_tokens.weight (older checkpoints' copies of
 // shared.weight; they must equal it) and decoder.block.0.layer.1.EncDecAttention.relative_attention_bias.weight
 // (unused by transformers too).
@@ -129,6 +136,39 @@ public struct T5Config: Codable, Equatable, Sendable {
         scaleDecoderOutputs = try c.decodeIfPresent(Bool.self, forKey: .scaleDecoderOutputs)
     }
 
+    /// The config of a llama.cpp T5 GGUF (`general.architecture` "t5"), from the keys `convert_hf_to_gguf.py` writes:
+    /// `t5.embedding_length`, `t5.feed_forward_length`, `t5.block_count`, `t5.decoder_block_count` (default: block
+    /// count), `t5.attention.head_count`, `t5.attention.key_length`, `t5.attention.relative_buckets_count`,
+    /// `t5.attention.layer_norm_rms_epsilon`, `t5.decoder_start_token_id` (default: the pad id), and
+    /// `tokenizer.ggml.padding_token_id` / `eos_token_id` (defaults 0 / 1). As llama.cpp reads these files: the
+    /// vocabulary is the rows of `token_embd.weight`, the feed-forward is gated-gelu when `enc.blk.0.ffn_gate.weight`
+    /// exists (relu otherwise), `relative_attention_max_distance` is 128 (no key; llama.cpp hard-codes it), the head is
+    /// tied when `output.weight` is absent, and the decoder output is never scaled by d_model^-0.5 (llama.cpp's T5
+    /// graph has no such step; a v1.0 checkpoint's GGUF therefore gives its logits × sqrt(d_model), same argmax).
+    public init(gguf f: GGUFModelFile) throws {
+        let arch = try f.string("general.architecture")
+        guard arch == "t5" else { throw EncoreError(.unsupported, "\(f.path): general.architecture is '\(arch)', expected 't5'") }
+        guard let embd = f.tensors["token_embd.weight"] else {
+            throw EncoreError(.missingTensor, "\(f.path): missing tensor 'token_embd.weight' (its rows give the vocabulary size)")
+        }
+        guard embd.shape.count == 2 else { throw EncoreError(.shapeMismatch, "\(f.path): tensor 'token_embd.weight' has shape \(embd.shape), expected [vocab, d_model]") }
+        let layers = try f.int("t5.block_count")
+        let heads = try f.int("t5.attention.head_count"), dKV = try f.int("t5.attention.key_length")
+        if f["t5.attention.value_length"] != nil, try f.int("t5.attention.value_length") != dKV {
+            throw EncoreError(.unsupported, "\(f.path): 't5.attention.value_length' \(try f.int("t5.attention.value_length")) differs from 't5.attention.key_length' \(dKV)")
+        }
+        let pad = f["tokenizer.ggml.padding_token_id"] == nil ? 0 : try f.int("tokenizer.ggml.padding_token_id")
+        self.init(vocabSize: embd.shape[0], dModel: try f.int("t5.embedding_length"), dKV: dKV, dFF: try f.int("t5.feed_forward_length"),
+                  numLayers: layers, numDecoderLayers: f["t5.decoder_block_count"] == nil ? layers : try f.int("t5.decoder_block_count"),
+                  numHeads: heads, relativeAttentionNumBuckets: try f.int("t5.attention.relative_buckets_count"),
+                  relativeAttentionMaxDistance: 128, layerNormEpsilon: try f.double("t5.attention.layer_norm_rms_epsilon"),
+                  feedForwardProj: f.tensors["enc.blk.0.ffn_gate.weight"] == nil ? "relu" : "gated-gelu", padTokenId: pad,
+                  eosTokenId: f["tokenizer.ggml.eos_token_id"] == nil ? 1 : try f.int("tokenizer.ggml.eos_token_id"),
+                  decoderStartTokenId: f["t5.decoder_start_token_id"] == nil ? pad : try f.int("t5.decoder_start_token_id"),
+                  tieWordEmbeddings: f.tensors["output.weight"] == nil, scaleDecoderOutputs: false)
+        try validate(path: f.path)
+    }
+
     /// Decodes and validates a `config.json` (errors name the file and the field).
     public static func decode(_ data: Data, path: String) throws -> T5Config {
         let c = try ConfigFile.decode(T5Config.self, from: data, path: path)
@@ -214,6 +254,15 @@ struct T5Attention {
         v = try Linear(l, p + ".v", in: c.dModel, out: inner, bias: false)
         o = try Linear(l, p + ".o", in: inner, out: c.dModel, bias: false)
     }
+
+    /// Streams q and o (and k, v when `includingKV`) in `format` during decode steps.
+    mutating func useDecodeWeights(_ format: WeightFormat, includingKV: Bool = true, keepFP32: Bool = true) {
+        q.useDecodeWeights(format, keepFP32: keepFP32)
+        o.useDecodeWeights(format, keepFP32: keepFP32)
+        if includingKV { k.useDecodeWeights(format, keepFP32: keepFP32); v.useDecodeWeights(format, keepFP32: keepFP32) }
+    }
+
+    var linears: [Linear] { [q, k, v, o] }
 }
 
 /// T5LayerNorm: w · x / sqrt(mean(x²) + eps), no mean subtraction, no bias (`<prefix>.layer_norm.weight`).
@@ -241,11 +290,20 @@ struct T5FeedForward {
     }
     func callAsFunction(_ x: Tensor) -> Tensor {                         // x [R, C]
         if let wi0, let wi1 {
-            let gate = Ops.linearGELU(x, weight: wi0.weight, bias: nil)  // [R, F] GELU-tanh ("gelu_new")
+            let gate = wi0.gelu(x)                                       // [R, F] GELU-tanh ("gelu_new")
             return wo(Ops.multiply(gate, wi1(x)))                        // [R, C]
         }
         return wo(Ops.relu(wi!(x)))                                      // [R, C]
     }
+
+    mutating func useDecodeWeights(_ format: WeightFormat, keepFP32: Bool = true) {
+        wi?.useDecodeWeights(format, keepFP32: keepFP32)
+        wi0?.useDecodeWeights(format, keepFP32: keepFP32)
+        wi1?.useDecodeWeights(format, keepFP32: keepFP32)
+        wo.useDecodeWeights(format, keepFP32: keepFP32)
+    }
+
+    var linears: [Linear] { [wi, wi0, wi1, wo].compactMap { $0 } }
 }
 
 struct T5EncoderBlock {
@@ -300,10 +358,12 @@ public final class T5Model: LanguageModel {
     public let config: T5Config
     let shared: Tensor          // [V, C]
     let lmHead: Tensor          // [V, C]: lm_head.weight, or shared when tied
-    let encoderBlocks: [T5EncoderBlock]
+    /// Decode-format copy of the head (``useDecodeWeights(_:encoder:keepFP32:)``, or GGUF blocks kept quantized).
+    private(set) var lmHeadDecode: QuantizedMatrix?
+    private(set) var encoderBlocks: [T5EncoderBlock]
     let encoderBias: T5RelativeBias
     let encoderNorm: T5LayerNorm
-    let decoderBlocks: [T5DecoderBlock]
+    private(set) var decoderBlocks: [T5DecoderBlock]
     let decoderBias: T5RelativeBias
     let decoderNorm: T5LayerNorm
     public let parameterCount: Int
@@ -323,8 +383,66 @@ public final class T5Model: LanguageModel {
         try self.init(config: T5Config.decode(data, path: path), file: SafeTensorsFile(path: folder + "/model.safetensors"))
     }
 
+    /// Loads a llama.cpp T5 GGUF (`general.architecture` "t5"; tensors under llama.cpp's names, see the top of this
+    /// file). `keepQuantized`: Q8_0/Q4_0/Q4_1 matrices stay in their blocks (decode streams them; prompt passes
+    /// dequantize per call), the head included; otherwise every tensor is dequantized to fp32 at load.
+    ///
+    /// ```swift
+    /// let t5 = try T5Model(path: "Tests/EncoreTests/Fixtures/t5_gguf/gated/q8_0.gguf", keepQuantized: true)
+    /// ```
+    public convenience init(path: String, keepQuantized: Bool = false) throws {
+        let file = try GGUFModelFile(path: path)
+        let loader = WeightLoader(source: .gguf(file))
+        loader.rename = T5Model.ggufName
+        loader.keepQuantized = keepQuantized
+        try self.init(config: T5Config(gguf: file), loader: loader)
+    }
+
+    /// llama.cpp's GGUF name of a transformers T5 tensor name (names without a GGUF counterpart are returned as they are).
+    ///
+    /// ```swift
+    /// T5Model.ggufName("decoder.block.3.layer.1.EncDecAttention.k.weight")   // "dec.blk.3.cross_attn_k.weight"
+    /// ```
+    public static func ggufName(_ name: String) -> String {
+        switch name {
+        case "shared.weight": return "token_embd.weight"
+        case "lm_head.weight": return "output.weight"
+        case "encoder.final_layer_norm.weight": return "enc.output_norm.weight"
+        case "decoder.final_layer_norm.weight": return "dec.output_norm.weight"
+        default: break
+        }
+        let parts = name.split(separator: ".", omittingEmptySubsequences: false).map(String.init)
+        // <stack>.block.<i>.layer.<j>.<module...>.weight
+        guard parts.count >= 7, parts[1] == "block", parts[3] == "layer", let i = Int(parts[2]), let j = Int(parts[4]),
+              parts.last == "weight", parts[0] == "encoder" || parts[0] == "decoder" else { return name }
+        let decoder = parts[0] == "decoder"
+        let module = parts[5..<(parts.count - 1)].joined(separator: ".")
+        let ffnLayer = decoder ? 2 : 1
+        let projections = ["q": "q", "k": "k", "v": "v", "o": "o", "relative_attention_bias": "rel_b"]
+        let ffn = ["wi": "ffn_up", "wi_0": "ffn_gate", "wi_1": "ffn_up", "wo": "ffn_down"]
+        var mapped: String?
+        if module == "layer_norm" {
+            mapped = j == 0 ? "attn_norm" : j == ffnLayer ? "ffn_norm" : (decoder && j == 1 ? "cross_attn_norm" : nil)
+        } else if j == 0, module.hasPrefix("SelfAttention."), let p = projections[String(module.dropFirst("SelfAttention.".count))] {
+            mapped = "attn_" + p
+        } else if decoder, j == 1, module.hasPrefix("EncDecAttention."), let p = projections[String(module.dropFirst("EncDecAttention.".count))] {
+            mapped = "cross_attn_" + p
+        } else if j == ffnLayer, module.hasPrefix("DenseReluDense."), let p = ffn[String(module.dropFirst("DenseReluDense.".count))] {
+            mapped = p
+        }
+        guard let mapped else { return name }
+        return "\(decoder ? "dec" : "enc").blk.\(i).\(mapped).weight"
+    }
+
     public convenience init(config: T5Config, file: SafeTensorsFile) throws {
         try self.init(config: config, loader: WeightLoader(file: file))
+    }
+
+    /// A model with random weights (benchmarks): matrices uniform with the std of N(0, 0.02), unit layer norms,
+    /// the head tied to `shared` (the config's `tie_word_embeddings` still decides the d_model^-0.5 scaling).
+    public convenience init(config: T5Config, randomSeed: UInt64) throws {
+        try config.validate()
+        try self.init(config: config, loader: WeightLoader(source: .random(seed: randomSeed)))
     }
 
     /// A model from named tensors (transformers names).
@@ -345,7 +463,7 @@ public final class T5Model: LanguageModel {
         }
         if let head = try l.optional("lm_head.weight", shape: [c.vocabSize, c.dModel]) {
             lmHead = head
-        } else if c.tieWordEmbeddings {
+        } else if c.tieWordEmbeddings || l.isRandom {
             lmHead = shared
         } else {
             throw EncoreError(.missingTensor, "\(l.sourceName): missing tensor 'lm_head.weight' (expected shape \([c.vocabSize, c.dModel]); the config says tie_word_embeddings false)")
@@ -360,6 +478,8 @@ public final class T5Model: LanguageModel {
         _ = try l.optional("decoder.block.0.layer.1.EncDecAttention.relative_attention_bias.weight", shape: biasShape)   // unused, as in transformers
         decoderBlocks = try (0..<c.numDecoderLayers).map { try T5DecoderBlock(l, "decoder.block.\($0)", c) }
         decoderNorm = try T5LayerNorm(l, "decoder.final_layer_norm", c)
+        // GGUF blocks kept quantized: the head streams its stored blocks in decode steps
+        lmHeadDecode = try l.packedMatrix(lmHead.storage === shared.storage ? "shared.weight" : "lm_head.weight", shape: [c.vocabSize, c.dModel])
         try l.checkAllUsed()
 
         let attention = 4 * c.dModel * c.numHeads * c.dKV
@@ -368,6 +488,51 @@ public final class T5Model: LanguageModel {
             + 2 * c.relativeAttentionNumBuckets * c.numHeads
             + c.numLayers * (attention + ff + 2 * c.dModel) + c.dModel
             + c.numDecoderLayers * (2 * attention + ff + 3 * c.dModel) + c.dModel
+    }
+
+    // MARK: decode weight formats
+
+    /// Chooses the weight format decode steps stream: the decoder's self-attention, the cross-attention q and o
+    /// (run at every step), the feed-forward matrices (relu or gated-gelu) and the head. The cross-attention K/V
+    /// projections run once per request with the encoder and follow `encoder`, like the encoder's matrices;
+    /// nil keeps them fp32 (prompt passes always use fp32 GEMM while an fp32 copy is kept).
+    ///
+    /// - `keepFP32: false` drops the decoder's fp32 copies (teacher-forced passes then dequantize per call).
+    ///
+    /// ```swift
+    /// t5.useDecodeWeights(.q8_0)                        // decoder + head streamed as Q8_0, fp32 kept for prompts
+    /// t5.useDecodeWeights(.int8, encoder: .bf16, keepFP32: false)
+    /// ```
+    public func useDecodeWeights(_ format: WeightFormat, encoder: WeightFormat? = nil, keepFP32: Bool = true) {
+        for i in decoderBlocks.indices {
+            decoderBlocks[i].selfAttn.useDecodeWeights(format, keepFP32: keepFP32)
+            decoderBlocks[i].crossAttn.useDecodeWeights(format, includingKV: false, keepFP32: keepFP32)
+            decoderBlocks[i].ff.useDecodeWeights(format, keepFP32: keepFP32)
+        }
+        lmHeadDecode = format == .f32 ? nil : QuantizedMatrix(lmHead, format: format)
+        if let encoder {
+            let keep = encoder == .f32
+            for i in encoderBlocks.indices {
+                encoderBlocks[i].selfAttn.useDecodeWeights(encoder, keepFP32: keep)
+                encoderBlocks[i].ff.useDecodeWeights(encoder, keepFP32: keep)
+            }
+            for i in decoderBlocks.indices {
+                decoderBlocks[i].crossAttn.k.useDecodeWeights(encoder, keepFP32: keep)
+                decoderBlocks[i].crossAttn.v.useDecodeWeights(encoder, keepFP32: keep)
+            }
+        }
+    }
+
+    public func useDecodeWeights(_ format: WeightFormat) { useDecodeWeights(format, encoder: nil, keepFP32: true) }
+
+    /// Bytes one decode step streams: the decoder's matrices (without the cross K/V projections) and the head.
+    public var decodeWeightBytes: Int {
+        var n = lmHeadDecode?.byteCount ?? lmHead.count * 4
+        for b in decoderBlocks {
+            n += ([b.selfAttn.q, b.selfAttn.k, b.selfAttn.v, b.selfAttn.o, b.crossAttn.q, b.crossAttn.o] + b.ff.linears)
+                .reduce(0) { $0 + $1.decodeBytes }
+        }
+        return n
     }
 
     // MARK: encoder
@@ -424,6 +589,8 @@ public final class T5Model: LanguageModel {
     final class DecoderState {
         let encoder: T5EncoderOutput
         let caches: [KVCache]
+        /// Attention kernel scratch, kept across steps (a decode step allocates no buffer).
+        var scratch: [Float] = []
         var length: Int { caches.first?.length ?? 0 }
         init(encoder: T5EncoderOutput, caches: [KVCache]) {
             self.encoder = encoder
@@ -444,7 +611,6 @@ public final class T5Model: LanguageModel {
         let start = state.length
         let bias = decoderBias.table(tq: n, tk: start + n, queryStart: start)   // [H, 2n+start-1]
         let ones = [UInt8](repeating: 1, count: B * n)                          // decoder keys: causal mask only
-        var scratch: [Float] = []
 
         var x = Ops.embedding(shared, ids: ids)                            // [B*n, C]
         for (layer, block) in decoderBlocks.enumerated() {
@@ -459,7 +625,7 @@ public final class T5Model: LanguageModel {
                     for b in 0..<B {
                         Ops.relativeBiasAttention(q: q.data + b * n * A, tq: n, k: cache.keyPointer(batch: b), v: cache.valuePointer(batch: b),
                                                   kvRows: cache.length, kvStride: A, out: o.data + b * n * A, shape: shape,
-                                                  keyKeep: nil, causalOffset: start, bias: bp.baseAddress, scratch: &scratch)
+                                                  keyKeep: nil, causalOffset: start, bias: bp.baseAddress, scratch: &state.scratch)
                     }
                 }
             }
@@ -473,7 +639,7 @@ public final class T5Model: LanguageModel {
                     for b in 0..<B {
                         Ops.relativeBiasAttention(q: qc.data + b * n * A, tq: n, k: kc.data + b * L * A, v: vc.data + b * L * A,
                                                   kvRows: L, kvStride: A, out: oc.data + b * n * A, shape: shape,
-                                                  keyKeep: kp.baseAddress! + b * L, causalOffset: -1, bias: nil, scratch: &scratch)
+                                                  keyKeep: kp.baseAddress! + b * L, causalOffset: -1, bias: nil, scratch: &state.scratch)
                     }
                 }
             }
@@ -483,6 +649,7 @@ public final class T5Model: LanguageModel {
         if lastOnly && n > 1 { x = Ops.lastRows(x, batch: B, n: n) }
         let y = decoderNorm(x)                                             // [R, C]
         if config.scalesDecoderOutput { Ops.scaleInPlace(y, Float(pow(Double(config.dModel), -0.5))) }   // tied head (v1.0)
+        if let lmHeadDecode, y.shape[0] <= 8 { return Ops.linearQuantized(y, weight: lmHeadDecode, bias: nil) }   // [R, V]
         return Ops.linear(y, weight: lmHead, bias: nil)                    // [R, V]
     }
 
