@@ -61,8 +61,8 @@ static int path_for(int format) {
     int f = ek_cpu_features(), lim = g_isa_limit;
     int avx512 = (f & EK_CPU_AVX512F) && (f & EK_CPU_AVX512BWVL);
 #if defined(__aarch64__)
-    /* NEON hook: bf16 and int8 only; limit AVX2 = plain NEON, AVX-VNNI and up = SDOT too */
-    if ((f & EK_CPU_NEON) && lim >= EK_ISA_AVX2 && (format == EK_WF_BF16 || format == EK_WF_INT8))
+    /* NEON hook: f32 (kernels.c), bf16 and int8; limit AVX2 = plain NEON, AVX-VNNI and up = SDOT too */
+    if ((f & EK_CPU_NEON) && lim >= EK_ISA_AVX2 && (format == EK_WF_F32 || format == EK_WF_BF16 || format == EK_WF_INT8))
         return format == EK_WF_INT8 && lim >= EK_ISA_AVXVNNI && (f & EK_CPU_NEON_DOTPROD) ? P_NEON_DOTPROD : P_NEON;
 #endif
     if (format == EK_WF_BF16) {

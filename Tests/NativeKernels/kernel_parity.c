@@ -262,7 +262,7 @@ static void test_gemv_f32(void) {
 
 static const char *const fmt_names[] = { "f32", "bf16", "int8", "q8_0", "q4_0", "q4_1" };
 
-/* every format at every ISA level; returns a bit set of the levels whose path is `want_path` */
+/* every format at every ISA level vs its reference twin; seen[format][level] records the path each level ran */
 static void test_gemv_quant(char seen[][8][16]) {
     for (int f = EK_WF_BF16; f <= EK_WF_Q4_1; f++) {
         for (long si = 0; si < NGSHAPES; si++) {
@@ -354,6 +354,7 @@ int main(void) {
 #endif
     expect_str("ek_kernel_path()", ek_kernel_path(), simd);
 #if defined(__aarch64__)
+    expect_str("ek_gemv_path(f32)", ek_gemv_path(EK_WF_F32), "neon");
     expect_str("ek_gemv_path(bf16)", ek_gemv_path(EK_WF_BF16), "neon");
     expect_str("ek_gemv_path(int8)", ek_gemv_path(EK_WF_INT8), int8_path);
     ek_set_isa_limit(EK_ISA_AVX2);
