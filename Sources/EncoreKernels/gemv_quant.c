@@ -24,7 +24,8 @@
  *   integer formats: avx512vnni (EVEX vpdpbusd on ymm; Zen 4 splits zmm anyway) > avxvnni (VEX vpdpbusd) >
  *                    avx2 (vpmaddubsw + vpmaddwd) > scalar
  *   bf16:            avx512bf16 (vdpbf16ps on zmm) > avx512f (widen + FMA) > avx2 (widen + FMA) > scalar
- * arm64 builds run the scalar paths (the place for NEON sdot/bfdot kernels).
+ * arm64 (neon.c):  bf16 neon (widen + FMA); int8 neon-dotprod (SDOT) > neon (SMULL + SADALP); Q8_0/Q4_0/Q4_1 still
+ *                  scalar. The activation quantizer has a NEON block too (same bytes as plain C).
  *
  * Every call is parallel over rows on the ek_parallel_for pool (4 contiguous row ranges per thread, claimed
  * dynamically), streams each weight once for up to m ≤ 8 activation rows, and allocates nothing once its
@@ -47,9 +48,11 @@
         lo_ = _mm_add_ps(lo_, hi_); lo_ = _mm_add_ps(lo_, _mm_movehl_ps(lo_, lo_)); \
         lo_ = _mm_add_ss(lo_, _mm_movehdup_ps(lo_)); out = _mm_cvtss_f32(lo_); } while (0)
 #endif
+#include "neon.h"   /* arm64 kernels; hooks marked "NEON hook" */
 
-enum { P_SCALAR = 0, P_AVX2, P_AVXVNNI, P_AVX512VNNI, P_AVX512F, P_AVX512BF16 };
-static const char *const path_names[] = { "scalar", "avx2", "avxvnni", "avx512vnni", "avx512f", "avx512bf16" };
+enum { P_SCALAR = 0, P_AVX2, P_AVXVNNI, P_AVX512VNNI, P_AVX512F, P_AVX512BF16, P_NEON, P_NEON_DOTPROD };
+static const char *const path_names[] = { "scalar", "avx2", "avxvnni", "avx512vnni", "avx512f", "avx512bf16", "neon",
+                                          "neon-dotprod" };
 
 static int g_isa_limit = EK_ISA_AVX512;
 
@@ -61,6 +64,11 @@ static int path_for(int format) {
     if (ek_get_force_reference()) return P_SCALAR;
     int f = ek_cpu_features(), lim = g_isa_limit;
     int avx512 = (f & EK_CPU_AVX512F) && (f & EK_CPU_AVX512BWVL);
+#if defined(__aarch64__)
+    /* NEON hook: f32 (kernels.c), bf16 and int8; limit AVX2 = plain NEON, AVX-VNNI and up = SDOT too */
+    if ((f & EK_CPU_NEON) && lim >= EK_ISA_AVX2 && (format == EK_WF_F32 || format == EK_WF_BF16 || format == EK_WF_INT8))
+        return format == EK_WF_INT8 && lim >= EK_ISA_AVXVNNI && (f & EK_CPU_NEON_DOTPROD) ? P_NEON_DOTPROD : P_NEON;
+#endif
     if (format == EK_WF_BF16) {
         if (lim >= EK_ISA_AVX512 && avx512 && (f & EK_CPU_AVX512BF16)) return P_AVX512BF16;
         if (lim >= EK_ISA_AVX512 && avx512 && (f & EK_CPU_F16C)) return P_AVX512F;
@@ -192,15 +200,19 @@ static void quantize_act(int format, const float *x, long m, long k, int8_t *q, 
     long nb = (k + 31) / 32;
 #if EQ_X86
     int simd = !ek_get_force_reference() && (ek_cpu_features() & EK_CPU_AVX2_FMA);
+#define EQ_QBLOCK quantize_block_avx2
+#elif defined(__aarch64__)
+    int simd = !ek_get_force_reference() && (ek_cpu_features() & EK_CPU_NEON);   /* NEON hook */
+#define EQ_QBLOCK ek_neon_quantize_block
 #endif
     for (long i = 0; i < m; i++) {
         const float *xr = x + i * k;
         for (long b = 0; b < nb; b++) {
             long j0 = b * 32, len = k - j0 < 32 ? k - j0 : 32;
-#if EQ_X86
+#if EQ_X86 || defined(__aarch64__)
             if (simd && len == 32) {
                 int sum;
-                float db = quantize_block_avx2(xr + j0, q + (i * nb + b) * 32, &sum) / 127.0f;
+                float db = EQ_QBLOCK(xr + j0, q + (i * nb + b) * 32, &sum) / 127.0f;
                 float dq = format == EK_WF_INT8 ? db : f16_round(db);
                 d[i * nb + b] = dq;
                 if (format == EK_WF_Q4_0) c[i * nb + b] = 8.0f * dq * (float)sum;
@@ -889,7 +901,14 @@ static void qtask(void *ctx, long index, long count) {
     case P_AVX512F: rows_bf16_avx512f(c, r0, r1); return;
     case P_AVX512BF16: rows_bf16_avx512bf16(c, r0, r1); return;
 #endif
-    default: rows_scalar(c, r0, r1); return;   /* arm64: NEON kernels go here */
+#if defined(__aarch64__)   /* NEON hook */
+    case P_NEON: case P_NEON_DOTPROD:
+        if (c->format == EK_WF_BF16) ek_neon_rows_bf16((const uint16_t *)c->w, c->x, c->bias, c->y, c->m, c->n, c->k, r0, r1);
+        else ek_neon_rows_int8((const int8_t *)c->w, c->wscale, c->xq, c->xd, c->bias, c->y, c->m, c->n, c->nb, r0, r1,
+                               c->path == P_NEON_DOTPROD);
+        return;
+#endif
+    default: rows_scalar(c, r0, r1); return;
     }
 }
 

@@ -10,6 +10,7 @@
 #include <cpuid.h>
 #define EK_AVX2 __attribute__((target("avx2,fma")))
 #endif
+#include "neon.h"   /* arm64 NEON twins of the AVX2 kernels (neon.c); hooks marked "NEON hook" */
 
 /* ------------------------------------------------------------------------------------------------ */
 /* CPU features and dispatch                                                                         */
@@ -37,7 +38,7 @@ int ek_cpu_features(void) {
         }
     }
 #elif defined(__aarch64__)
-    f |= EK_CPU_NEON;
+    f |= ek_neon_features();   /* NEON hook */
 #endif
     g_features = f;
     return f;
@@ -54,7 +55,16 @@ static inline int use_avx2(void) {
 #endif
 }
 
-const char *ek_kernel_path(void) { return use_avx2() ? "avx2" : "scalar"; }
+/* NEON hook: arm64 paths in neon.c */
+static inline int use_neon(void) {
+#if defined(__aarch64__)
+    return !g_force_ref && (ek_cpu_features() & EK_CPU_NEON);
+#else
+    return 0;
+#endif
+}
+
+const char *ek_kernel_path(void) { return use_avx2() ? "avx2" : use_neon() ? "neon" : "scalar"; }
 
 /* ------------------------------------------------------------------------------------------------ */
 /* AVX2 helpers                                                                                      */
@@ -180,6 +190,8 @@ float ek_dot_f32_ref(const float *a, const float *b, long n) {
 float ek_dot_f32(const float *a, const float *b, long n) {
 #if EK_X86
     if (use_avx2()) return dot_avx2(a, b, n);
+#elif defined(__aarch64__)
+    if (use_neon()) return ek_neon_dot_f32(a, b, n);   /* NEON hook */
 #endif
     float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
     long i = 0;
@@ -191,6 +203,8 @@ float ek_dot_f32(const float *a, const float *b, long n) {
 void ek_axpy_f32(float alpha, const float *x, float *y, long n) {
 #if EK_X86
     if (use_avx2()) { axpy_avx2(alpha, x, y, n); return; }
+#elif defined(__aarch64__)
+    if (use_neon()) { ek_neon_axpy_f32(alpha, x, y, n); return; }   /* NEON hook */
 #endif
     for (long i = 0; i < n; i++) y[i] += alpha * x[i];
 }
@@ -209,6 +223,8 @@ void ek_add_bias_f32(float *x, const float *bias, long rows, long cols) {
 void ek_exp_f32(float *x, long n) {
 #if EK_X86
     if (use_avx2()) { exp_avx2(x, n); return; }
+#elif defined(__aarch64__)
+    if (use_neon()) { ek_neon_exp_f32(x, n); return; }   /* NEON hook */
 #endif
     for (long i = 0; i < n; i++) x[i] = expf(x[i]);
 }
@@ -223,6 +239,8 @@ void ek_gelu_tanh_f32_ref(float *x, long n) {
 static void bias_gelu_serial(float *x, const float *bias, long rows, long cols) {
 #if EK_X86
     if (use_avx2()) { bias_gelu_avx2(x, bias, rows, cols); return; }
+#elif defined(__aarch64__)
+    if (use_neon()) { ek_neon_bias_gelu_f32(x, bias, rows, cols); return; }   /* NEON hook */
 #endif
     for (long r = 0; r < rows; r++) {
         float *row = x + r * cols;
@@ -291,6 +309,8 @@ void ek_rmsnorm_f32_ref(const float *x, const float *w, float *out, long rows, l
 static void rmsnorm_serial(const float *x, const float *w, float *out, long rows, long dim, float eps) {
 #if EK_X86
     if (use_avx2()) { rmsnorm_avx2(x, w, out, rows, dim, eps); return; }
+#elif defined(__aarch64__)
+    if (use_neon()) { ek_neon_rmsnorm_f32(x, w, out, rows, dim, eps); return; }   /* NEON hook */
 #endif
     for (long r = 0; r < rows; r++) {
         const float *xr = x + r * dim;
@@ -567,6 +587,8 @@ static void attn_task(void *ctx, long index, long count) {
     int simd = 0;
 #if EK_X86
     simd = use_avx2() && D % 8 == 0;
+#elif defined(__aarch64__)
+    simd = use_neon() && D % 4 == 0;   /* NEON hook: the three calls below */
 #endif
     for (long j0 = 0; j0 < groups; j0 += EK_ATTN_GROUP) {
         long G = groups - j0 < EK_ATTN_GROUP ? groups - j0 : EK_ATTN_GROUP;
@@ -579,6 +601,9 @@ static void attn_task(void *ctx, long index, long count) {
         /* scores */
 #if EK_X86
         if (simd) group_scores_avx2(qs, G, kbase, c->k_stride, n, D, scores, EK_ATTN_CHUNK);
+        else
+#elif defined(__aarch64__)
+        if (simd) ek_neon_group_scores(qs, G, kbase, c->k_stride, n, D, scores, EK_ATTN_CHUNK);
         else
 #endif
         for (long j = 0; j < G; j++)
@@ -593,6 +618,8 @@ static void attn_task(void *ctx, long index, long count) {
             if (any_masked) for (long i = 0; i < n; i++) if (!c->keep[s0 + i]) sc[i] = -INFINITY;
 #if EK_X86
             if (simd) { double sd; mx[j] = chunk_softmax_avx2(sc, n, c->scale_div, b, &sd); sum[j] = (float)sd; continue; }
+#elif defined(__aarch64__)
+            if (simd) { double sd; mx[j] = ek_neon_chunk_softmax(sc, n, c->scale_div, b, &sd); sum[j] = (float)sd; continue; }
 #endif
             float m = -INFINITY;
             for (long i = 0; i < n; i++) {
@@ -609,6 +636,9 @@ static void attn_task(void *ctx, long index, long count) {
         /* weighted values */
 #if EK_X86
         if (simd) group_values_avx2(scores, EK_ATTN_CHUNK, G, vbase, c->v_stride, n, D, os);
+        else
+#elif defined(__aarch64__)
+        if (simd) ek_neon_group_values(scores, EK_ATTN_CHUNK, G, vbase, c->v_stride, n, D, os);
         else
 #endif
         for (long j = 0; j < G; j++) {
@@ -871,6 +901,8 @@ static void gemv_task(void *ctx, long index, long count) {
     long r0 = c->n * index / count, r1 = c->n * (index + 1) / count;
 #if EK_X86
     if (use_avx2()) { gemv_rows_avx2(c, r0, r1); return; }
+#elif defined(__aarch64__)
+    if (use_neon()) { ek_neon_gemv_rows_f32(c->w, c->x, c->bias, c->y, c->m, c->n, c->k, r0, r1); return; }   /* NEON hook */
 #endif
     gemv_rows_scalar(c, r0, r1);
 }
@@ -916,6 +948,8 @@ static void sum_task(void *ctx, long index, long count) {
     long a = c->n * index / count, b = c->n * (index + 1) / count;
 #if EK_X86
     if (use_avx2()) { c->partial[index] = sum_avx2(c->x + a, b - a); return; }
+#elif defined(__aarch64__)
+    if (use_neon()) { c->partial[index] = ek_neon_sum_f32(c->x + a, b - a); return; }   /* NEON hook */
 #endif
     float s = 0;
     for (long i = a; i < b; i++) s += c->x[i];

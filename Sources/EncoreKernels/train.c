@@ -10,13 +10,9 @@
 #define EK_AVX2 __attribute__((target("avx2,fma")))
 #endif
 
-static int train_use_avx2(void) {
-#if EK_X86
-    return ek_kernel_path()[0] == 'a';
-#else
-    return 0;
+#if EK_X86   /* only the x86 paths ask */
+static int train_use_avx2(void) { return ek_kernel_path()[0] == 'a'; }
 #endif
-}
 
 /* ------------------------------------------------------------------------------------------------ */
 /* GELU (tanh) backward                                                                             */

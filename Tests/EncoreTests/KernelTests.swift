@@ -201,6 +201,12 @@ final class KernelTests: XCTestCase {
     }
 
     func testScalarPathsMatchSIMDPaths() {
+        // the run-time dispatch picks the CPU's SIMD path (NEON on every arm64; AVX2+FMA where x86-64 has it)
+        #if arch(arm64)
+        XCTAssertEqual(String(cString: ek_kernel_path()), "neon")
+        #elseif arch(x86_64)
+        if ek_cpu_features() & Int32(EK_CPU_AVX2_FMA) != 0 { XCTAssertEqual(String(cString: ek_kernel_path()), "avx2") }
+        #endif
         let x = randoms(4 * 96, scale: 4), w = randoms(96)
         var simd = [Float](repeating: 0, count: x.count), scalar = simd
         ek_rmsnorm_f32(x, w, &simd, 4, 96, 1e-6)

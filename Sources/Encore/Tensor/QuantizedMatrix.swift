@@ -65,7 +65,7 @@ public enum WeightFormat: String, CaseIterable, Sendable {
         }
     }
 
-    /// The decode path this CPU runs for the format, e.g. "avx512vnni", "avx2", "scalar".
+    /// The decode path this CPU runs for the format, e.g. "avx512vnni", "avx2", "neon-dotprod", "neon", "scalar".
     public var kernelPath: String { String(cString: ek_gemv_path(kernelID)) }
 }
 

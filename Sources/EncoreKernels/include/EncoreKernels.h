@@ -19,13 +19,13 @@ extern "C" {
 
 /* ---- CPU features ---- */
 enum { EK_CPU_AVX2_FMA = 1, EK_CPU_AVX512F = 2, EK_CPU_NEON = 4, EK_CPU_AVX512BF16 = 8, EK_CPU_AVX512VNNI = 16,
-       EK_CPU_AVXVNNI = 32, EK_CPU_AVX512BWVL = 64, EK_CPU_F16C = 128 };
+       EK_CPU_AVXVNNI = 32, EK_CPU_AVX512BWVL = 64, EK_CPU_F16C = 128, EK_CPU_NEON_DOTPROD = 256 };
 /** Bit set of EK_CPU_* the running CPU has. */
 int ek_cpu_features(void);
 /** Force the plain-C paths (1) or allow SIMD paths (0); for tests and benchmarks. */
 void ek_set_force_reference(int force);
 int ek_get_force_reference(void);
-/** Name of the kernel path in use: "avx2", "neon" or "scalar". */
+/** Name of the kernel path in use: "avx2", "neon" (arm64, neon.c) or "scalar". */
 const char *ek_kernel_path(void);
 
 /* ---- elementwise ---- */
@@ -190,12 +190,14 @@ enum { EK_WF_F32 = 0, EK_WF_BF16 = 1, EK_WF_INT8 = 2, EK_WF_Q8_0 = 3, EK_WF_Q4_0
        EK_WF_Q8_0X8 = 6, EK_WF_Q4_0X8 = 7, EK_WF_Q4_1X8 = 8,
        /* GGUF K-quants, super-blocks of 256 (rows of k % 256 == 0), activations as ggml's Q8_K */
        EK_WF_Q4_K = 9, EK_WF_Q5_K = 10, EK_WF_Q6_K = 11 };
-/** Instruction-set levels, for capping the dispatch in tests and benchmarks. */
+/** Instruction-set levels, for capping the dispatch in tests and benchmarks. On arm64, EK_ISA_AVX2 means plain NEON
+ *  and EK_ISA_AVXVNNI and above also allow the SDOT int8 path ("neon-dotprod"); EK_ISA_SCALAR is plain C everywhere. */
 enum { EK_ISA_SCALAR = 0, EK_ISA_AVX2 = 1, EK_ISA_AVXVNNI = 2, EK_ISA_AVX512 = 3 };
 /** Highest level the quantized GEMVs may use (default and -1: EK_ISA_AVX512, i.e. the best the CPU has). */
 void ek_set_isa_limit(int level);
 int ek_get_isa_limit(void);
-/** Path a format runs on under the current limit: "avx512vnni", "avxvnni", "avx2", "avx512bf16", "avx512f", "scalar". */
+/** Path a format runs on under the current limit: "avx512vnni", "avxvnni", "avx2", "avx512bf16", "avx512f", "neon",
+ *  "neon-dotprod" (arm64: bf16 and int8 only so far), "scalar". */
 const char *ek_gemv_path(int format);
 /** Bytes of one stored row of k values in `format`. */
 long ek_quant_row_bytes(int format, long k);

@@ -1,0 +1,401 @@
+/* kernel_parity: every SIMD path of EncoreKernels against its plain reference, in plain C, so it runs where
+ * Swift does not (arm64 under qemu-aarch64: scripts/test-neon.sh) as well as natively (x86-64: the AVX2 paths).
+ *
+ *   cc -O2 -std=gnu11 -I Sources/EncoreKernels/include Sources/EncoreKernels/ *.c Tests/NativeKernels/kernel_parity.c \
+ *      -lm -lpthread -o kernel_parity && ./kernel_parity            (scripts/test-neon.sh --native does this)
+ *
+ * Each kernel runs twice, on the dispatched path (neon / avx2) and with ek_set_force_reference(1) (plain C), on
+ * random inputs with ragged lengths (1 … 4099, not multiples of the vector width) and shapes big enough to take the
+ * thread pool. The quantized GEMVs run at every ek_set_isa_limit level (arm64: scalar, neon, neon-dotprod).
+ * Tolerances (|fast − reference| ≤ tol · scale, per element):
+ *   dot, f32/bf16 GEMV, sum, attention     1e-5 · Σ|terms| (attention: max|v|; outputs are convex sums of v)
+ *   axpy                                   1e-6 · (|y| + |αx|)                   (one fused rounding)
+ *   exp                                    1e-6 · |exp(x)|                        (Cephes polynomial, ~2 ulp)
+ *   gelu-tanh, bias-gelu                   1e-5 · |gelu(x)| + 1e-6 · |x|          (tanh from exp near ±1)
+ *   rmsnorm                                1e-5 · |out|
+ *   masked softmax                         1e-6 absolute (probabilities)
+ *   int8/Q8_0/Q4_x GEMV vs ek_gemv_quant_ref 1e-5 · (Σ|w x| + |bias|): same quantized activations, exact int32
+ *                                          block sums, only the fp32 order of the block sums differs
+ *   activation quantizer                   identical bytes, scales and corrections
+ * The dispatch must report "neon" on arm64 ("neon-dotprod" for int8 when the CPU has SDOT) and "avx2" on x86-64
+ * with AVX2+FMA, and "scalar" when forced. Exit status: 0 when every check passes, 1 otherwise. */
+#include "EncoreKernels.h"
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int g_checks, g_failures;
+static const char *g_mode = "";
+static uint64_t g_rng = 0x9E3779B97F4A7C15ull;
+
+static float urand(void) {   /* splitmix64 → [-1, 1) */
+    uint64_t z = (g_rng += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    return (float)((double)(z >> 40) / (double)(1ull << 24)) * 2.0f - 1.0f;
+}
+
+static float *frand(long n, float scale) {
+    float *p = malloc(sizeof(float) * (size_t)(n > 0 ? n : 1));
+    for (long i = 0; i < n; i++) p[i] = urand() * scale;
+    return p;
+}
+
+/* worst err/(tol·scale) per kernel name and mode, printed at the end of each kernel's checks */
+static double g_worst;
+
+/* Passes when |got[i] − want[i]| ≤ tol · scale[i] for all i (scale NULL: 1). */
+static int expect_close(const char *what, long case_id, const float *got, const double *want, const double *scale,
+                        long n, double tol) {
+    g_checks++;
+    for (long i = 0; i < n; i++) {
+        double s = scale ? scale[i] : 1.0, err = fabs((double)got[i] - want[i]);
+        double bound = tol * s;
+        if (bound > 0 && err / bound > g_worst) g_worst = err / bound;
+        if (!(err <= bound) || isnan(got[i])) {
+            printf("FAIL %-22s [%s] case %ld: element %ld of %ld: got %.9g want %.9g (|err| %.3g > bound %.3g)\n", what,
+                   g_mode, case_id, i, n, got[i], want[i], err, bound);
+            g_failures++;
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static void report(const char *what, const char *path) {
+    printf("ok   %-22s [%-12s] worst |err|/bound %.3f\n", what, path, g_worst);
+    g_worst = 0;
+}
+
+static const long sizes[] = { 1, 3, 4, 7, 8, 15, 16, 17, 31, 33, 63, 64, 65, 127, 129, 255, 257, 1000, 1023, 4099 };
+#define NSIZES (long)(sizeof sizes / sizeof sizes[0])
+
+/* ------------------------------------------------------------------------------------------------ */
+
+static void test_elementwise(void) {
+    for (long si = 0; si < NSIZES; si++) {   /* dot */
+        long n = sizes[si];
+        float *a = frand(n, 1), *b = frand(n, 2);
+        float got = ek_dot_f32(a, b, n);
+        double want = ek_dot_f32_ref(a, b, n), sc = 0;
+        for (long i = 0; i < n; i++) sc += fabs((double)a[i] * b[i]);
+        expect_close("dot_f32", n, &got, &want, &sc, 1, 1e-5);
+        free(a); free(b);
+    }
+    report("dot_f32", ek_kernel_path());
+    for (long si = 0; si < NSIZES; si++) {   /* axpy */
+        long n = sizes[si];
+        float *x = frand(n, 1), *y = frand(n, 1), alpha = urand() * 3;
+        double *want = malloc(sizeof(double) * n), *sc = malloc(sizeof(double) * n);
+        for (long i = 0; i < n; i++) { want[i] = y[i] + (double)alpha * x[i]; sc[i] = fabs(y[i]) + fabs((double)alpha * x[i]); }
+        ek_axpy_f32(alpha, x, y, n);
+        expect_close("axpy_f32", n, y, want, sc, n, 1e-6);
+        free(x); free(y); free(want); free(sc);
+    }
+    report("axpy_f32", ek_kernel_path());
+    for (long si = 0; si < NSIZES; si++) {   /* exp */
+        long n = sizes[si];
+        float *x = frand(n, 80);
+        double *want = malloc(sizeof(double) * n), *sc = malloc(sizeof(double) * n);
+        for (long i = 0; i < n; i++) { want[i] = exp((double)x[i]); sc[i] = want[i]; }
+        ek_exp_f32(x, n);
+        expect_close("exp_f32", n, x, want, sc, n, 1e-6);
+        free(x); free(want); free(sc);
+    }
+    report("exp_f32", ek_kernel_path());
+    long gelu_sizes[NSIZES + 1];
+    memcpy(gelu_sizes, sizes, sizeof sizes);
+    gelu_sizes[NSIZES] = 70001;   /* ≥ 65536: the thread-pool split */
+    for (long si = 0; si <= NSIZES; si++) {   /* gelu-tanh */
+        long n = gelu_sizes[si];
+        float *x = frand(n, 6), *r = malloc(sizeof(float) * n);
+        memcpy(r, x, sizeof(float) * n);
+        ek_gelu_tanh_f32_ref(r, n);
+        double *want = malloc(sizeof(double) * n), *sc = malloc(sizeof(double) * n);
+        for (long i = 0; i < n; i++) { want[i] = r[i]; sc[i] = fabs(r[i]) + 0.1 * fabs(x[i]); }
+        ek_gelu_tanh_f32(x, n);
+        expect_close("gelu_tanh_f32", n, x, want, sc, n, 1e-5);
+        free(x); free(r); free(want); free(sc);
+    }
+    report("gelu_tanh_f32", ek_kernel_path());
+    static const long shapes[][2] = { { 1, 1 }, { 1, 7 }, { 3, 17 }, { 2, 64 }, { 5, 100 }, { 300, 257 } };
+    for (long s = 0; s < 6; s++) {   /* bias-gelu, rmsnorm */
+        long rows = shapes[s][0], cols = shapes[s][1], n = rows * cols;
+        float *x = frand(n, 4), *bias = frand(cols, 1), *r = malloc(sizeof(float) * n), *w = frand(cols, 2);
+        float *out = malloc(sizeof(float) * n), *rout = malloc(sizeof(float) * n);
+        double *want = malloc(sizeof(double) * n), *sc = malloc(sizeof(double) * n);
+        for (long i = 0; i < n; i++) r[i] = x[i] + bias[i % cols];
+        float *pre = malloc(sizeof(float) * n);
+        memcpy(pre, r, sizeof(float) * n);
+        ek_gelu_tanh_f32_ref(r, n);
+        for (long i = 0; i < n; i++) { want[i] = r[i]; sc[i] = fabs(r[i]) + 0.1 * fabs(pre[i]); }
+        ek_rmsnorm_f32_ref(x, w, rout, rows, cols, 1e-6f);
+        ek_rmsnorm_f32(x, w, out, rows, cols, 1e-6f);
+        ek_bias_gelu_tanh_f32(x, bias, rows, cols);
+        expect_close("bias_gelu_tanh_f32", s, x, want, sc, n, 1e-5);
+        for (long i = 0; i < n; i++) { want[i] = rout[i]; sc[i] = fabs(rout[i]); }
+        expect_close("rmsnorm_f32", s, out, want, sc, n, 1e-5);
+        free(x); free(bias); free(r); free(w); free(out); free(rout); free(want); free(sc); free(pre);
+    }
+    report("bias_gelu + rmsnorm", ek_kernel_path());
+    for (long si = 0; si < NSIZES; si++) {   /* sum (the read-ceiling probe) */
+        long n = sizes[si] * 97;
+        float *x = frand(n, 1);
+        double want = 0, sc = 0;
+        for (long i = 0; i < n; i++) { want += x[i]; sc += fabs(x[i]); }
+        float got = ek_sum_f32(x, n);
+        expect_close("sum_f32", n, &got, &want, &sc, 1, 1e-5);
+        free(x);
+    }
+    report("sum_f32", ek_kernel_path());
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+
+static int allowed(const uint8_t *keep, long causal, long r, long c) {
+    return (!keep || keep[c]) && (causal < 0 || c <= r + causal);
+}
+
+static void test_softmax(void) {
+    static const long shapes[][2] = { { 1, 1 }, { 3, 7 }, { 5, 33 }, { 4, 130 }, { 300, 257 } };
+    for (long s = 0; s < 5; s++) {
+        for (int variant = 0; variant < 3; variant++) {
+            long rows = shapes[s][0], cols = shapes[s][1], ld = cols + 3, causal = variant == 2 ? 0 : -1;
+            float *sc = frand(rows * ld, 8);
+            uint8_t *keep = NULL;
+            if (variant == 1) { keep = malloc((size_t)cols); for (long c = 0; c < cols; c++) keep[c] = urand() > -0.5f; keep[0] = 0; }
+            if (variant == 1 && cols > 3) keep[1] = keep[2] = 0;
+            double *want = malloc(sizeof(double) * rows * ld);
+            for (long r = 0; r < rows; r++) {
+                double mx = -INFINITY, sum = 0;
+                long live = 0;
+                for (long c = 0; c < cols; c++) if (allowed(keep, causal, r, c)) { live++; if (sc[r * ld + c] / 1.7 > mx) mx = sc[r * ld + c] / 1.7; }
+                for (long c = 0; c < cols; c++) {
+                    double e = live == 0 ? 1.0 : allowed(keep, causal, r, c) ? exp((double)(sc[r * ld + c] / 1.7f) - mx) : 0.0;
+                    want[r * ld + c] = e; sum += e;
+                }
+                for (long c = 0; c < cols; c++) want[r * ld + c] /= sum;
+            }
+            ek_softmax_masked_f32(sc, rows, cols, ld, 1.7f, keep, causal);
+            for (long r = 0; r < rows; r++) expect_close("softmax_masked_f32", s * 3 + variant, sc + r * ld, want + r * ld, NULL, cols, 1e-6);
+            free(sc); free(keep); free(want);
+        }
+    }
+    report("softmax_masked_f32", ek_kernel_path());
+}
+
+static void test_attention(void) {
+    /* tq, tk, n_head, n_kv_head, head_dim, interleaved, masked, causal offset, relbias */
+    static const long cfg[][9] = {
+        { 1, 1, 2, 2, 64, 0, 0, -1, 0 },   { 1, 37, 4, 2, 64, 1, 0, -1, 0 },  { 1, 129, 8, 2, 64, 0, 1, -1, 0 },
+        { 2, 300, 4, 4, 32, 0, 0, 299, 0 }, { 1, 513, 9, 3, 64, 1, 1, -1, 0 }, { 3, 200, 4, 1, 12, 0, 0, 197, 0 },
+        { 1, 70, 2, 1, 6, 0, 1, -1, 0 },   { 1, 257, 6, 6, 64, 0, 0, -1, 1 }, { 4, 131, 4, 2, 20, 1, 1, 127, 1 },
+        { 1, 40, 32, 2, 64, 1, 0, -1, 0 },  { 1, 9, 2, 2, 8, 0, 2, -1, 0 } };
+    for (long ci = 0; ci < (long)(sizeof cfg / sizeof cfg[0]); ci++) {
+        long tq = cfg[ci][0], tk = cfg[ci][1], H = cfg[ci][2], KV = cfg[ci][3], D = cfg[ci][4], causal = cfg[ci][7];
+        int inter = (int)cfg[ci][5], masked = (int)cfg[ci][6], relb = (int)cfg[ci][8];
+        long qs = H * D + 5, ks = KV * D + 3, os = H * D + 1;
+        float *q = frand(tq * qs, 1), *k = frand(tk * ks, 1), *v = frand(tk * ks, 2);
+        float *out = malloc(sizeof(float) * tq * os), *ref = malloc(sizeof(float) * tq * os);
+        uint8_t *keep = NULL;
+        if (masked) {
+            keep = malloc((size_t)tk);
+            for (long s = 0; s < tk; s++) keep[s] = masked == 2 ? 0 : urand() > -0.3f;   /* 2: every key masked */
+        }
+        long bs = tq + tk - 1 + 2;
+        float *bias = relb ? frand(H * bs, 2) : NULL;
+        long nscr = ek_attention_scratch_floats(tq, tk, H, D);
+        float *scr = malloc(sizeof(float) * nscr), *rscr = malloc(sizeof(float) * tk);
+        if (relb) {
+            ek_attention_relbias_f32(q, qs, k, ks, v, ks, out, os, tq, tk, H, KV, D, inter, keep, causal, bias, bs, scr);
+            ek_attention_relbias_f32_ref(q, qs, k, ks, v, ks, ref, os, tq, tk, H, KV, D, inter, keep, causal, bias, bs, rscr);
+        } else {
+            ek_attention_f32(q, qs, k, ks, v, ks, out, os, tq, tk, H, KV, D, inter, keep, causal, sqrtf((float)D), scr);
+            ek_attention_f32_ref(q, qs, k, ks, v, ks, ref, os, tq, tk, H, KV, D, inter, keep, causal, sqrtf((float)D), rscr);
+        }
+        double vmax = 0;
+        for (long i = 0; i < tk * ks; i++) if (fabs(v[i]) > vmax) vmax = fabs(v[i]);
+        for (long t = 0; t < tq; t++) {
+            double want[4096], sc[4096];
+            for (long i = 0; i < H * D; i++) { want[i] = ref[t * os + i]; sc[i] = vmax; }
+            expect_close(relb ? "attention_relbias_f32" : "attention_f32", ci, out + t * os, want, sc, H * D, 1e-5);
+        }
+        free(q); free(k); free(v); free(out); free(ref); free(keep); free(bias); free(scr); free(rscr);
+    }
+    report("attention (+relbias)", ek_kernel_path());
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+
+static const long gshapes[][3] = { { 1, 1, 1 }, { 1, 5, 7 }, { 2, 37, 48 }, { 3, 130, 64 }, { 5, 100, 100 },
+                                   { 8, 300, 257 }, { 1, 300, 1024 }, { 2, 40, 4099 }, { 4, 17, 96 }, { 1, 513, 200 } };
+#define NGSHAPES (long)(sizeof gshapes / sizeof gshapes[0])
+
+/* scale[i, r] = Σ_j |w[r, j] x[i, j]| + |bias[r]| */
+static double *gemv_scale(const float *w, const float *x, const float *b, long m, long n, long k) {
+    double *sc = malloc(sizeof(double) * m * n);
+    for (long i = 0; i < m; i++)
+        for (long r = 0; r < n; r++) {
+            double s = fabs(b[r]);
+            for (long j = 0; j < k; j++) s += fabs((double)w[r * k + j] * x[i * k + j]);
+            sc[i * n + r] = s;
+        }
+    return sc;
+}
+
+static void test_gemv_f32(void) {
+    for (long si = 0; si < NGSHAPES; si++) {
+        long m = gshapes[si][0], n = gshapes[si][1], k = gshapes[si][2];
+        float *w = frand(n * k, 1), *x = frand(m * k, 3), *b = frand(n, 1);
+        float *y = malloc(sizeof(float) * m * n), *r = malloc(sizeof(float) * m * n);
+        double *want = malloc(sizeof(double) * m * n), *sc = gemv_scale(w, x, b, m, n, k);
+        ek_gemv_f32(w, x, b, y, m, n, k);
+        ek_gemv_f32_ref(w, x, b, r, m, n, k);
+        for (long i = 0; i < m * n; i++) want[i] = r[i];
+        expect_close("gemv_f32", si, y, want, sc, m * n, 1e-5);
+        free(w); free(x); free(b); free(y); free(r); free(want); free(sc);
+    }
+    report("gemv_f32", ek_kernel_path());
+}
+
+static const char *const fmt_names[] = { "f32", "bf16", "int8", "q8_0", "q4_0", "q4_1" };
+
+/* every format at every ISA level vs its reference twin; seen[format][level] records the path each level ran */
+static void test_gemv_quant(char seen[][8][16]) {
+    for (int f = EK_WF_BF16; f <= EK_WF_Q4_1; f++) {
+        for (long si = 0; si < NGSHAPES; si++) {
+            long m = gshapes[si][0], n = gshapes[si][1], k = gshapes[si][2];
+            float *w = frand(n * k, 1), *x = frand(m * k, 3), *b = frand(n, 1);
+            void *q = malloc((size_t)(n * ek_quant_row_bytes(f, k)));
+            float *ws = malloc(sizeof(float) * n), *wd = malloc(sizeof(float) * n * k);
+            ek_quantize_rows(f, w, q, ws, n, k);
+            ek_dequantize_rows(f, q, ws, wd, n, k);
+            float *y = malloc(sizeof(float) * m * n), *r = malloc(sizeof(float) * m * n);
+            double *want = malloc(sizeof(double) * m * n), *sc = gemv_scale(wd, x, b, m, n, k);
+            if (f == EK_WF_BF16) ek_gemv_bf16_ref(q, x, b, r, m, n, k);
+            else ek_gemv_quant_ref(f, q, ws, x, b, r, m, n, k);
+            for (int level = EK_ISA_SCALAR; level <= EK_ISA_AVX512; level++) {
+                ek_set_isa_limit(level);
+                const char *path = ek_gemv_path(f);
+                snprintf(seen[f][level], 16, "%s", path);
+                if (strcmp(path, "avx512bf16") == 0) ek_gemv_bf16_xbf16_ref(q, x, b, r, m, n, k);
+                for (long i = 0; i < m * n; i++) want[i] = r[i];
+                if (f == EK_WF_BF16 && level == EK_ISA_AVX2) ek_gemv_bf16(q, x, b, y, m, n, k);   /* the public wrapper */
+                else ek_gemv_quant(f, q, ws, x, b, y, m, n, k);
+                char what[48];
+                snprintf(what, sizeof what, "gemv_%s@%s", fmt_names[f], path);
+                expect_close(what, si, y, want, sc, m * n, 1e-5);
+            }
+            ek_set_isa_limit(-1);
+            free(w); free(x); free(b); free(q); free(ws); free(wd); free(y); free(r); free(want); free(sc);
+        }
+        char paths[80] = "";
+        for (int level = EK_ISA_SCALAR; level <= EK_ISA_AVX512; level++) {
+            if (level == EK_ISA_SCALAR || strcmp(seen[f][level], seen[f][level - 1]) != 0) {
+                if (paths[0]) strcat(paths, ",");
+                strcat(paths, seen[f][level]);
+            }
+        }
+        char what[32];
+        snprintf(what, sizeof what, "gemv_%s", fmt_names[f]);
+        report(what, paths);
+    }
+}
+
+static void test_quantize_activations(void) {
+    for (int f = EK_WF_INT8; f <= EK_WF_Q4_1; f++) {
+        for (long si = 0; si < NSIZES; si++) {
+            long m = 3, k = sizes[si], nb = (k + 31) / 32;
+            float *x = frand(m * k, 5);
+            if (k > 40) x[7] = 0, x[3] = 5.0f;   /* a tie-prone value and an exact amax */
+            int8_t *q0 = malloc((size_t)(m * nb * 32)), *q1 = malloc((size_t)(m * nb * 32));
+            float *d0 = malloc(sizeof(float) * m * nb), *d1 = malloc(sizeof(float) * m * nb);
+            float *c0 = malloc(sizeof(float) * m * nb), *c1 = malloc(sizeof(float) * m * nb);
+            ek_quantize_activations(f, x, m, k, q0, d0, c0);
+            int force = ek_get_force_reference();
+            ek_set_force_reference(1);
+            ek_quantize_activations(f, x, m, k, q1, d1, c1);
+            ek_set_force_reference(force);
+            g_checks++;
+            if (memcmp(q0, q1, (size_t)(m * nb * 32)) || memcmp(d0, d1, sizeof(float) * m * nb) ||
+                memcmp(c0, c1, sizeof(float) * m * nb)) {
+                printf("FAIL quantize_activations [%s] %s k=%ld: bytes differ from plain C\n", g_mode, fmt_names[f], k);
+                g_failures++;
+            }
+            free(x); free(q0); free(q1); free(d0); free(d1); free(c0); free(c1);
+        }
+    }
+    report("quantize_activations", ek_kernel_path());
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+
+static void expect_str(const char *what, const char *got, const char *want) {
+    g_checks++;
+    if (strcmp(got, want) != 0) { printf("FAIL dispatch: %s is \"%s\", expected \"%s\"\n", what, got, want); g_failures++; }
+}
+
+int main(void) {
+    ek_set_threads(2);
+    int f = ek_cpu_features();
+#if defined(__aarch64__)
+    const char *simd = "neon";
+    const char *int8_path = (f & EK_CPU_NEON_DOTPROD) ? "neon-dotprod" : "neon";
+    printf("kernel_parity: arm64, features 0x%x (neon%s)\n", f, (f & EK_CPU_NEON_DOTPROD) ? ", dotprod" : "");
+#elif defined(__x86_64__)
+    const char *simd = (f & EK_CPU_AVX2_FMA) ? "avx2" : "scalar";
+    const char *int8_path = NULL;
+    printf("kernel_parity: x86-64, features 0x%x\n", f);
+#else
+    const char *simd = "scalar", *int8_path = NULL;
+    printf("kernel_parity: generic target, features 0x%x\n", f);
+#endif
+    expect_str("ek_kernel_path()", ek_kernel_path(), simd);
+#if defined(__aarch64__)
+    expect_str("ek_gemv_path(f32)", ek_gemv_path(EK_WF_F32), "neon");
+    expect_str("ek_gemv_path(bf16)", ek_gemv_path(EK_WF_BF16), "neon");
+    expect_str("ek_gemv_path(int8)", ek_gemv_path(EK_WF_INT8), int8_path);
+    ek_set_isa_limit(EK_ISA_AVX2);
+    expect_str("ek_gemv_path(int8) at limit AVX2", ek_gemv_path(EK_WF_INT8), "neon");
+    ek_set_isa_limit(-1);
+#endif
+    (void)int8_path;
+    ek_set_isa_limit(EK_ISA_SCALAR);
+    expect_str("ek_gemv_path(int8) at limit SCALAR", ek_gemv_path(EK_WF_INT8), "scalar");
+    ek_set_isa_limit(-1);
+    ek_set_force_reference(1);
+    expect_str("forced ek_kernel_path()", ek_kernel_path(), "scalar");
+    expect_str("forced ek_gemv_path(bf16)", ek_gemv_path(EK_WF_BF16), "scalar");
+    expect_str("forced ek_gemv_path(int8)", ek_gemv_path(EK_WF_INT8), "scalar");
+    ek_set_force_reference(0);
+
+    char seen[8][8][16];
+    memset(seen, 0, sizeof seen);
+    for (int mode = 0; mode < 2; mode++) {
+        ek_set_force_reference(mode);
+        g_mode = mode ? "forced scalar" : "dispatched";
+        printf("-- %s paths --\n", g_mode);
+        test_elementwise();
+        test_softmax();
+        test_attention();
+        test_gemv_f32();
+        test_gemv_quant(seen);
+        if (mode == 0) {
+            test_quantize_activations();
+#if defined(__aarch64__)
+            /* the NEON int8 paths must actually have run */
+            char joined[64];
+            snprintf(joined, sizeof joined, "%s,%s", seen[EK_WF_INT8][EK_ISA_AVX2], seen[EK_WF_INT8][EK_ISA_AVX512]);
+            char want[64];
+            snprintf(want, sizeof want, "neon,%s", int8_path);
+            expect_str("int8 paths exercised", joined, want);
+            expect_str("bf16 path exercised", seen[EK_WF_BF16][EK_ISA_AVX512], "neon");
+#endif
+        }
+    }
+    ek_set_force_reference(0);
+    printf("kernel_parity: %d checks, %d failures\n", g_checks, g_failures);
+    return g_failures ? 1 : 0;
+}
