@@ -914,7 +914,7 @@ static void qtask(void *ctx, long index, long count) {
 
 static void run_rows(qctx *c) {
     long bytes = c->n * c->row_bytes;
-    long tasks = bytes < (1L << 18) ? 1 : 4L * ek_get_threads();
+    long tasks = bytes < ek_parallel_min_bytes() ? 1 : 4L * ek_get_threads();
     if (tasks > c->n) tasks = c->n;
     ek_parallel_for(tasks, qtask, c);
 }

@@ -251,6 +251,45 @@ static void bias_gelu_serial(float *x, const float *bias, long rows, long cols) 
     }
 }
 
+/* SwiGLU: out = silu(gate) · up = gate / (1 + exp(−gate)) · up */
+void ek_swiglu_f32_ref(const float *gate, const float *up, float *out, long n) {
+    for (long i = 0; i < n; i++) out[i] = (float)((double)gate[i] / (1.0 + exp(-(double)gate[i])) * (double)up[i]);
+}
+
+#if EK_X86
+EK_AVX2 static void swiglu_avx2(const float *gate, const float *up, float *out, long n) {
+    const __m256 one = _mm256_set1_ps(1.0f), sign = _mm256_set1_ps(-0.0f);
+    long i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 g = _mm256_loadu_ps(gate + i);
+        __m256 e = exp256(_mm256_xor_ps(g, sign));                       /* exp(−g), clamped to ±88.4 */
+        _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_div_ps(g, _mm256_add_ps(one, e)), _mm256_loadu_ps(up + i)));
+    }
+    for (; i < n; i++) out[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
+}
+#endif
+
+static void swiglu_serial(const float *gate, const float *up, float *out, long n) {
+#if EK_X86
+    if (use_avx2()) { swiglu_avx2(gate, up, out, n); return; }
+#endif
+    for (long i = 0; i < n; i++) out[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
+}
+
+typedef struct { const float *gate, *up; float *out; long n; } swiglu_ctx;
+
+static void swiglu_task(void *ctx, long index, long count) {
+    swiglu_ctx *c = (swiglu_ctx *)ctx;
+    long i0 = c->n * index / count, i1 = c->n * (index + 1) / count;
+    swiglu_serial(c->gate + i0, c->up + i0, c->out + i0, i1 - i0);
+}
+
+void ek_swiglu_f32(const float *gate, const float *up, float *out, long n) {
+    swiglu_ctx c = { gate, up, out, n };
+    long tasks = n < (1L << 16) ? 1 : 4 * ek_get_threads();   /* prompt passes: all cores; decode rows: inline */
+    ek_parallel_for(tasks, swiglu_task, &c);
+}
+
 /* Row-parallel wrappers: prompt passes (hundreds of rows) use all cores; decode rows stay on the caller. */
 typedef struct { float *x; const float *bias; long rows, cols; } gelu_ctx;
 
@@ -912,7 +951,7 @@ void ek_gemv_f32(const float *w, const float *x, const float *bias, float *y, lo
     long bytes = n * k * 4;
     /* tiny matrices are not worth a wake-up; otherwise 4 contiguous row blocks per thread, claimed
        dynamically so a busy core's share is picked up by the others */
-    long tasks = bytes < (1L << 18) ? 1 : 4L * ek_get_threads();
+    long tasks = bytes < ek_parallel_min_bytes() ? 1 : 4L * ek_get_threads();
     if (tasks > n) tasks = n;
     ek_parallel_for(tasks, gemv_task, &c);
 }

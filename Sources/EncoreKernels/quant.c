@@ -199,6 +199,4 @@ int ek_dequantize_ref(int type, const void *src, float *dst, long n) {
     return 0;
 }
 
-void ek_swiglu_f32(const float *gate, const float *up, float *out, long n) {
-    for (long i = 0; i < n; i++) out[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
-}
+/* ek_swiglu_f32 lives in kernels.c (AVX2 exp) */

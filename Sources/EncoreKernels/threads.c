@@ -12,6 +12,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <unistd.h>
+#include <stdlib.h>
 
 #define EK_MAX_THREADS 64
 #define EK_SPIN_ITERS 6000    /* ~100 us of spinning before parking */
@@ -90,6 +91,18 @@ void ek_set_threads(int n) {
     if (n > EK_MAX_THREADS) n = EK_MAX_THREADS;
     g_pool.nthreads = n;
     pthread_mutex_unlock(&g_pool.submit);
+}
+
+/* Smallest decode GEMV (weight bytes) worth waking the other threads for; EK_PARALLEL_MIN_BYTES overrides. */
+static long g_parallel_min_bytes = -1;
+
+long ek_parallel_min_bytes(void) {
+    if (g_parallel_min_bytes < 0) {
+        const char *e = getenv("EK_PARALLEL_MIN_BYTES");
+        long v = e ? atol(e) : 0;
+        g_parallel_min_bytes = v > 0 ? v : (1L << 15);
+    }
+    return g_parallel_min_bytes;
 }
 
 int ek_get_threads(void) {

@@ -77,6 +77,9 @@ struct BenchCommand: ParsableCommand {
     @Flag(help: "Print JSON on standard output (progress still goes to standard error).")
     var json = false
 
+    @Option(name: .customLong("twin-layers"), help: "Depth of the decoder-only baseline (default: the depth whose parameter count matches the Mu model, 31 for Mu-330M). A deeper twin is the 'deeper baseline' of bench/README.md.")
+    var twinLayers: Int?
+
     @Option(name: .customLong("json-out"), help: "Also write the JSON to this file (atomically), beside the printed table.")
     var jsonOut: String?
 
@@ -161,7 +164,12 @@ struct BenchCommand: ParsableCommand {
                 } else if name == "mu" {
                     lm = try MuModel(config: muConfig, randomSeed: seed)
                 } else {
-                    lm = try MuDecoderModel(config: MuDecoderConfig.matching(muConfig), randomSeed: seed)
+                    var twin = MuDecoderConfig.matching(muConfig)
+                    if let twinLayers {
+                        guard twinLayers >= 1 && twinLayers <= 512 else { throw ValidationError("--twin-layers must be in 1...512 (got \(twinLayers))") }
+                        twin.nLayer = twinLayers
+                    }
+                    lm = try MuDecoderModel(config: twin, randomSeed: seed)
                 }
                 var reference: DecodeQuality? = nil
                 for format in formats {

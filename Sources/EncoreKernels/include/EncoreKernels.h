@@ -116,8 +116,9 @@ void ek_attention_relbias_f32_ref(const float *q, long q_stride, const float *k,
 void ek_add_relbias_f32(float *scores, long rows, long cols, long ld, const float *bias_row);
 
 /* ---- SwiGLU ---- */
-/** out[i] = silu(gate[i]) * up[i], silu(x) = x / (1 + exp(-x)). */
+/** out[i] = silu(gate[i]) · up[i] (SwiGLU); AVX2 exp where present, all cores for long inputs. out may alias gate. */
 void ek_swiglu_f32(const float *gate, const float *up, float *out, long n);
+void ek_swiglu_f32_ref(const float *gate, const float *up, float *out, long n);
 
 /* ---- conversions ---- */
 void ek_bf16_to_f32(const uint16_t *src, float *dst, long n);
@@ -164,6 +165,9 @@ void ek_cross_entropy_f32_ref(const float *logits, const long *targets, long row
 /** A task of a parallel loop: called once for each index in [0, count). */
 typedef void (*ek_task_fn)(void *ctx, long index, long count);
 /** Runs fn(ctx, i, ntasks) for every i on the kernel thread pool (the caller takes part); returns when all are done. */
+/** Smallest decode GEMV, in weight bytes, that is split across threads (default 32 KiB; the environment variable
+ *  EK_PARALLEL_MIN_BYTES overrides it, for tuning on other machines). */
+long ek_parallel_min_bytes(void);
 void ek_parallel_for(long ntasks, ek_task_fn fn, void *ctx);
 /** Threads the kernels use (default: online cores). */
 void ek_set_threads(int n);
