@@ -15,7 +15,8 @@
 #include <stdlib.h>
 
 #define EK_MAX_THREADS 64
-#define EK_SPIN_ITERS 6000    /* ~100 us of spinning before parking */
+#define EK_SPIN_ITERS 6000    /* ~100 us of spinning before parking (EK_SPIN_ITERS in the environment overrides) */
+static long g_spin_iters = EK_SPIN_ITERS;
 
 typedef struct {
     _Atomic(ek_task_fn) fn;
@@ -67,7 +68,7 @@ static void *worker(void *arg) {
         long spins = 0;
         uint32_t job;
         while ((job = (uint32_t)(atomic_load_explicit(&g_pool.ticket, memory_order_acquire) >> 32)) == seen) {
-            if (++spins < EK_SPIN_ITERS) { cpu_relax(); continue; }
+            if (++spins < g_spin_iters) { cpu_relax(); continue; }
             pthread_mutex_lock(&g_pool.mu);
             while ((uint32_t)(atomic_load(&g_pool.ticket) >> 32) == seen) pthread_cond_wait(&g_pool.cv, &g_pool.mu);
             pthread_mutex_unlock(&g_pool.mu);
@@ -119,6 +120,7 @@ void ek_parallel_for(long ntasks, ek_task_fn fn, void *ctx) {
     }
     pthread_mutex_lock(&g_pool.submit);
     uint32_t current = (uint32_t)(atomic_load(&g_pool.ticket) >> 32);
+    if (g_pool.started == 0) { const char *e = getenv("EK_SPIN_ITERS"); if (e && atol(e) > 0) g_spin_iters = atol(e); }
     while (g_pool.started < n - 1) {
         if (pthread_create(&g_pool.threads[g_pool.started], NULL, worker, (void *)(uintptr_t)current) != 0) break;
         g_pool.started++;
