@@ -118,7 +118,14 @@ final class T5GGUFTests: XCTestCase {
             let rows = [Array(3..<40)]
             let pa = try kept.teacherForcedLogits(encoderIds: rows, decoderIds: [[0] + Array(5..<20)]).toArray()
             let pb = try plain.teacherForcedLogits(encoderIds: rows, decoderIds: [[0] + Array(5..<20)]).toArray()
-            XCTAssertLessThan(relativeError(pa, pb), 1e-5, "\(f): prompt passes dequantize the same blocks")
+            // the embedding table and the tied head stay in their blocks (no fp32 copy): lookups dequantize the same
+            // rows, and every pass's head runs the quantized GEMV (activations quantized as llama.cpp does), so
+            // teacher-forced logits move by the head's activation rounding only: measured 5.8–6.3e-3, bound 2e-2
+            XCTAssertNil(kept.shared)
+            XCTAssertNotNil(kept.sharedBlocks)
+            XCTAssertNil(kept.lmHead)
+            XCTAssertNotNil(plain.shared)
+            XCTAssertLessThan(relativeError(pa, pb), 2e-2, "\(f): prompt passes dequantize the same blocks; the head reads its blocks")
             let llamaF32Change = relativeError(try logits.tensor("\(f).short").toArray(), try logits.tensor("f32.short").toArray())
             for (name, prompt) in prompts.sorted(by: { $0.key < $1.key }) {
                 let want = try logits.tensor("\(f).\(name)").toArray()

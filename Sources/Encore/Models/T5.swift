@@ -356,8 +356,13 @@ public final class T5EncoderOutput {
 /// ```
 public final class T5Model: LanguageModel {
     public let config: T5Config
-    let shared: Tensor          // [V, C]
-    let lmHead: Tensor          // [V, C]: lm_head.weight, or shared when tied
+    /// Token embedding [V, C] in fp32; nil when a GGUF's blocks are kept (``sharedBlocks``, looked up row by row).
+    let shared: Tensor?
+    let sharedBlocks: QuantizedMatrix?
+    /// lm_head.weight [V, C] in fp32, or `shared` when tied; nil when only the GGUF blocks are kept (``headBlocks``).
+    let lmHead: Tensor?
+    let headBlocks: QuantizedMatrix?
+    let tiedHead: Bool
     /// Decode-format copy of the head (``useDecodeWeights(_:encoder:keepFP32:)``, or GGUF blocks kept quantized).
     private(set) var lmHeadDecode: QuantizedMatrix?
     private(set) var encoderBlocks: [T5EncoderBlock]
@@ -454,17 +459,24 @@ public final class T5Model: LanguageModel {
     init(config: T5Config, loader l: WeightLoader) throws {
         self.config = config
         let c = config
-        shared = try l.tensor("shared.weight", shape: [c.vocabSize, c.dModel])
+        let table = [c.vocabSize, c.dModel]
+        // kept GGUF blocks (keepQuantized): no fp32 copy of the table or of the head
+        sharedBlocks = try l.packedMatrix("shared.weight", shape: table)
+        shared = sharedBlocks == nil ? try l.tensor("shared.weight", shape: table) : nil
         for copy in ["encoder.embed_tokens.weight", "decoder.embed_tokens.weight"] {
-            if let t = try l.optional(copy, shape: [c.vocabSize, c.dModel]), t.storage !== shared.storage,
+            if let t = try l.optional(copy, shape: table), let shared, t.storage !== shared.storage,
                !t.toArray().elementsEqual(shared.toArray()) {
                 throw EncoreError(.unsupported, "\(l.sourceName): tensor '\(copy)' differs from 'shared.weight' (Encore ties the T5 embeddings)")
             }
         }
-        if let head = try l.optional("lm_head.weight", shape: [c.vocabSize, c.dModel]) {
-            lmHead = head
+        if l.has("lm_head.weight") {
+            tiedHead = false
+            headBlocks = try l.packedMatrix("lm_head.weight", shape: table)
+            lmHead = headBlocks == nil ? try l.tensor("lm_head.weight", shape: table) : nil
         } else if c.tieWordEmbeddings || l.isRandom {
+            tiedHead = true
             lmHead = shared
+            headBlocks = sharedBlocks
         } else {
             throw EncoreError(.missingTensor, "\(l.sourceName): missing tensor 'lm_head.weight' (expected shape \([c.vocabSize, c.dModel]); the config says tie_word_embeddings false)")
         }
@@ -479,15 +491,20 @@ public final class T5Model: LanguageModel {
         decoderBlocks = try (0..<c.numDecoderLayers).map { try T5DecoderBlock(l, "decoder.block.\($0)", c) }
         decoderNorm = try T5LayerNorm(l, "decoder.final_layer_norm", c)
         // GGUF blocks kept quantized: the head streams its stored blocks in decode steps
-        lmHeadDecode = try l.packedMatrix(lmHead.storage === shared.storage ? "shared.weight" : "lm_head.weight", shape: [c.vocabSize, c.dModel])
+        lmHeadDecode = headBlocks
         try l.checkAllUsed()
 
         let attention = 4 * c.dModel * c.numHeads * c.dKV
         let ff = (c.isGated ? 3 : 2) * c.dModel * c.dFF
-        parameterCount = c.vocabSize * c.dModel + (lmHead.storage === shared.storage ? 0 : lmHead.count)
+        parameterCount = c.vocabSize * c.dModel + (tiedHead ? 0 : c.vocabSize * c.dModel)
             + 2 * c.relativeAttentionNumBuckets * c.numHeads
             + c.numLayers * (attention + ff + 2 * c.dModel) + c.dModel
             + c.numDecoderLayers * (2 * attention + ff + 3 * c.dModel) + c.dModel
+    }
+
+    /// Embedding rows [ids.count, C]: from the fp32 table, or dequantized from the kept GGUF blocks.
+    func embed(_ ids: [Int]) -> Tensor {
+        shared.map { Ops.embedding($0, ids: ids) } ?? sharedBlocks!.dequantizedRows(ids)
     }
 
     // MARK: decode weight formats
@@ -509,7 +526,8 @@ public final class T5Model: LanguageModel {
             decoderBlocks[i].crossAttn.useDecodeWeights(format, includingKV: false, keepFP32: keepFP32)
             decoderBlocks[i].ff.useDecodeWeights(format, keepFP32: keepFP32)
         }
-        lmHeadDecode = format == .f32 ? nil : QuantizedMatrix(lmHead, format: format)
+        if let lmHead { lmHeadDecode = format == .f32 ? nil : QuantizedMatrix(lmHead, format: format) }
+        else { lmHeadDecode = format == .f32 ? headBlocks : QuantizedMatrix(headBlocks!.dequantized(), format: format) }   // kept blocks: f32 means them
         if let encoder {
             let keep = encoder == .f32
             for i in encoderBlocks.indices {
@@ -527,7 +545,7 @@ public final class T5Model: LanguageModel {
 
     /// Bytes one decode step streams: the decoder's matrices (without the cross K/V projections) and the head.
     public var decodeWeightBytes: Int {
-        var n = lmHeadDecode?.byteCount ?? lmHead.count * 4
+        var n = lmHeadDecode?.byteCount ?? config.vocabSize * config.dModel * 4
         for b in decoderBlocks {
             n += ([b.selfAttn.q, b.selfAttn.k, b.selfAttn.v, b.selfAttn.o, b.crossAttn.q, b.crossAttn.o] + b.ff.linears)
                 .reduce(0) { $0 + $1.decodeBytes }
@@ -557,7 +575,7 @@ public final class T5Model: LanguageModel {
         let bias = encoderBias.table(tq: L, tk: L, queryStart: 0)          // [H, 2L-1], shared by every layer
         var scratch: [Float] = []
 
-        var x = Ops.embedding(shared, ids: ids)                            // [B*L, C]
+        var x = embed(ids)                            // [B*L, C]
         for block in encoderBlocks {
             let h = block.ln0(x)                                           // [B*L, C]
             let q = block.selfAttn.q(h), k = block.selfAttn.k(h), v = block.selfAttn.v(h)   // [B*L, A]
@@ -612,7 +630,7 @@ public final class T5Model: LanguageModel {
         let bias = decoderBias.table(tq: n, tk: start + n, queryStart: start)   // [H, 2n+start-1]
         let ones = [UInt8](repeating: 1, count: B * n)                          // decoder keys: causal mask only
 
-        var x = Ops.embedding(shared, ids: ids)                            // [B*n, C]
+        var x = embed(ids)                            // [B*n, C]
         for (layer, block) in decoderBlocks.enumerated() {
             // causal self-attention over the cache, + position bias
             let h = block.ln0(x)
@@ -649,8 +667,9 @@ public final class T5Model: LanguageModel {
         if lastOnly && n > 1 { x = Ops.lastRows(x, batch: B, n: n) }
         let y = decoderNorm(x)                                             // [R, C]
         if config.scalesDecoderOutput { Ops.scaleInPlace(y, Float(pow(Double(config.dModel), -0.5))) }   // tied head (v1.0)
-        if let lmHeadDecode, y.shape[0] <= 8 { return Ops.linearQuantized(y, weight: lmHeadDecode, bias: nil) }   // [R, V]
-        return Ops.linear(y, weight: lmHead, bias: nil)                    // [R, V]
+        // the blocks for decode steps, and for every pass when no fp32 head is kept
+        if let lmHeadDecode, y.shape[0] <= 8 || lmHead == nil { return Ops.linearQuantized(y, weight: lmHeadDecode, bias: nil) }   // [R, V]
+        return Ops.linear(y, weight: lmHead!, bias: nil)                   // [R, V]
     }
 
     /// Teacher-forced logits [B, T, V], transformers' `model(input_ids, attention_mask, decoder_input_ids).logits`
