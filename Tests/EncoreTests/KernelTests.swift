@@ -101,6 +101,45 @@ final class KernelTests: XCTestCase {
         }
     }
 
+    /// GEMMs split across Encore's pool (OpenBLAS single-threaded per slice): every layout the ops use — B stored
+    /// [N, K] (transB) or [K, N], Aᵀ·B (gradients), beta = 1 accumulation, strided C, N not a multiple of the 16-column
+    /// slices — against a double-precision product, 1e-5 relative to the largest |C|; large enough to be split.
+    func testSplitGEMMMatchesReference() {
+        let (m, n, k) = (67, 203, 301)   // m·n·k ≈ 4.1M ≥ the split threshold
+        #if !canImport(Accelerate)
+        XCTAssertTrue(BLAS.onPool, "GEMMs run on Encore's pool unless ENCORE_GEMM_THREADS=openblas")
+        #endif
+        let a = randoms(m * k), at = randoms(k * m), bT = randoms(n * k), bN = randoms(k * n), c0 = randoms(m * (n + 5))
+        for (name, transA, transB, beta) in [("A·Bᵀ", false, true, Float(0)), ("A·B", false, false, 0), ("A·Bᵀ + C", false, true, 1),
+                                             ("Aᵀ·B", true, false, 0), ("Aᵀ·B + C", true, false, 1)] {
+            var c = c0
+            let b = transB ? bT : bN
+            if transA {
+                BLAS.gemmTransA(m: m, n: n, k: k, a: at, lda: m, b: b, ldb: n, c: &c, ldc: n + 5, beta: beta)
+            } else {
+                BLAS.gemm(m: m, n: n, k: k, a: a, b: b, transB: transB, c: &c, ldc: n + 5, beta: beta)
+            }
+            var worst: Double = 0, largest: Double = 0
+            for i in 0..<m {
+                for j in 0..<(n + 5) {
+                    var want = Double(c0[i * (n + 5) + j])
+                    if j < n {
+                        var dot: Double = 0
+                        for p in 0..<k {
+                            let x = transA ? Double(at[p * m + i]) : Double(a[i * k + p])
+                            let y = transB ? Double(bT[j * k + p]) : Double(bN[p * n + j])
+                            dot += x * y
+                        }
+                        want = dot + Double(beta) * want
+                    }
+                    worst = max(worst, abs(Double(c[i * (n + 5) + j]) - want))
+                    largest = max(largest, abs(want))
+                }
+            }
+            XCTAssertLessThan(worst / largest, 1e-5, "\(name): columns past n must stay untouched, the rest equal the product")
+        }
+    }
+
     /// The masked row softmax of prompt passes: the AVX2 path against the plain-C path (1e-6 absolute on
     /// probabilities), with key masks, causal offsets (including rows whose every key is masked: uniform) and a
     /// ragged width.

@@ -1,4 +1,5 @@
 import EncoreKernels
+import Foundation
 #if canImport(Accelerate)
 import Accelerate
 #else
@@ -17,16 +18,62 @@ enum BLAS {
         let ldb = ldb ?? (transB ? k : n)
         let ldc = ldc ?? n
         OpCounter.add(flops: 2 * m * n * k)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
-                    Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+        run(GemmJob(m: Int32(m), n: Int32(n), k: Int32(k), a: a, lda: Int32(lda), b: b, ldb: Int32(ldb), transA: false,
+                    transB: transB, c: c, ldc: Int32(ldc), alpha: alpha, beta: beta))
+    }
+
+    /// One row-major SGEMM call's arguments.
+    struct GemmJob {
+        var m, n, k: Int32
+        var a: UnsafePointer<Float>, lda: Int32
+        var b: UnsafePointer<Float>, ldb: Int32
+        var transA, transB: Bool
+        var c: UnsafeMutablePointer<Float>, ldc: Int32
+        var alpha, beta: Float
+    }
+
+    /// GEMMs on Encore's thread pool: OpenBLAS runs single-threaded and each pool thread computes a slice of the
+    /// output columns (N). One pool instead of two: OpenBLAS's idle threads otherwise spin and yield beside
+    /// Encore's kernels between the GEMMs of a prompt pass. `ENCORE_GEMM_THREADS=openblas` restores OpenBLAS's own
+    /// threading (A/B). Off with Accelerate (it schedules its own work).
+    static let onPool: Bool = {
+        #if canImport(Accelerate)
+        return false
+        #else
+        let useOpenBLASThreads = ProcessInfo.processInfo.environment["ENCORE_GEMM_THREADS"] == "openblas"
+        if !useOpenBLASThreads { openblas_set_num_threads(1) }
+        return !useOpenBLASThreads
+        #endif
+    }()
+
+    private static let gemmTask: ek_task_fn = { ctx, index, count in
+        let j = ctx!.assumingMemoryBound(to: GemmJob.self).pointee
+        let n = Int(j.n), per = ((n + count - 1) / count + 15) / 16 * 16
+        let start = index * per, end = Swift.min(n, start + per)
+        guard start < end else { return }
+        let bSlice = j.transB ? j.b + start * Int(j.ldb) : j.b + start
+        cblas_sgemm(CblasRowMajor, j.transA ? CblasTrans : CblasNoTrans, j.transB ? CblasTrans : CblasNoTrans,
+                    j.m, Int32(end - start), j.k, j.alpha, j.a, j.lda, bSlice, j.ldb, j.beta, j.c + start, j.ldc)
+    }
+
+    private static func run(_ job: GemmJob) {
+        var job = job
+        let threads = Int(ek_get_threads())
+        let work = Int(job.m) * Int(job.n) * Int(job.k)
+        if onPool && threads > 1 && work >= (1 << 21) && job.n >= 32 && job.m >= 2 {
+            withUnsafeMutablePointer(to: &job) { ek_parallel_for(threads, gemmTask, $0) }
+            return
+        }
+        cblas_sgemm(CblasRowMajor, job.transA ? CblasTrans : CblasNoTrans, job.transB ? CblasTrans : CblasNoTrans,
+                    job.m, job.n, job.k, job.alpha, job.a, job.lda, job.b, job.ldb, job.beta, job.c, job.ldc)
     }
 
     /// C[M, N] = Aᵀ·B + beta·C, A stored [K, M], B [K, N] (row-major).
     static func gemmTransA(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
                            c: UnsafeMutablePointer<Float>, ldc: Int, beta: Float = 0) {
         OpCounter.add(flops: 2 * m * n * k)
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(m), Int32(n), Int32(k), 1, a, Int32(lda), b, Int32(ldb),
-                    beta, c, Int32(ldc))
+        run(GemmJob(m: Int32(m), n: Int32(n), k: Int32(k), a: a, lda: Int32(lda), b: b, ldb: Int32(ldb), transA: true,
+                    transB: false, c: c, ldc: Int32(ldc), alpha: 1, beta: beta))
     }
 
     /// y[N] = alpha * W[N, K] · x[K] + beta * y. (Debian's OpenBLAS runs M=1 GEMM 3–4× slower than GEMV.)
@@ -39,7 +86,7 @@ enum BLAS {
     /// Sets the number of BLAS threads (OpenBLAS); Accelerate picks its own.
     static func setThreads(_ n: Int) {
         #if !canImport(Accelerate)
-        openblas_set_num_threads(Int32(max(1, n)))
+        openblas_set_num_threads(onPool ? 1 : Int32(max(1, n)))   // on the pool, each slice is single-threaded
         #endif
     }
 
