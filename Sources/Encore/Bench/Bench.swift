@@ -114,6 +114,9 @@ public struct Benchmark {
         let prompt = (0..<inputTokens).map { _ in low + Int(rng.next() % UInt64(model.vocabSize - low)) }
         let params = GenerationParameters(maxTokens: outputTokens, useModelEOS: false)
         let gen = Generator(model: model)
+        // Free the tensor pool's held buffers first: otherwise a previous (larger) run's buffers stay resident and
+        // count in this run's peak.
+        BufferPool.shared.drain()
         MemoryStats.resetPeak()
         var encode: [Double] = [], ttft: [Double] = [], tps: [Double] = [], e2e: [Double] = []
         var cache = 0
