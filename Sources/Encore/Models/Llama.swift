@@ -653,9 +653,9 @@ public final class LlamaModel: CausalDecoder {
                                   causalOffset: start, scratch: &cache.scratch)
                 }
             } }
-            Ops.addInPlace(x, block.o(o))
+            block.o.accumulate(into: x, o)                                        // x += o·Wᵀ (+ b), in the GEMM
             let m = Ops.rmsNorm(x, weight: block.ffnNorm, eps: eps)
-            Ops.addInPlace(x, block.down(block.feedForward(m, hidden: config.ffnDim)))   // [B*n, C]
+            block.down.accumulate(into: x, block.feedForward(m, hidden: config.ffnDim))   // x += ffn, in the GEMM
         }
         switch outputs {
         case .all: break
