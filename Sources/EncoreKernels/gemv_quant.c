@@ -48,6 +48,7 @@
         lo_ = _mm_add_ps(lo_, hi_); lo_ = _mm_add_ps(lo_, _mm_movehl_ps(lo_, lo_)); \
         lo_ = _mm_add_ss(lo_, _mm_movehdup_ps(lo_)); out = _mm_cvtss_f32(lo_); } while (0)
 #endif
+#include "avx2_math.h" /* hmax256 */
 #include "neon.h"   /* arm64 kernels; hooks marked "NEON hook" */
 
 enum { P_SCALAR = 0, P_AVX2, P_AVXVNNI, P_AVX512VNNI, P_AVX512F, P_AVX512BF16, P_NEON, P_NEON_DOTPROD };
@@ -171,10 +172,7 @@ EQ_AVX2 static float quantize_block_avx2(const float *x, int8_t *q, int *sum_out
     __m256 v0 = _mm256_loadu_ps(x), v1 = _mm256_loadu_ps(x + 8), v2 = _mm256_loadu_ps(x + 16), v3 = _mm256_loadu_ps(x + 24);
     __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, v0), _mm256_andnot_ps(sign, v1)),
                              _mm256_max_ps(_mm256_andnot_ps(sign, v2), _mm256_andnot_ps(sign, v3)));
-    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
-    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
-    m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
-    float amax = _mm_cvtss_f32(m4);
+    float amax = hmax256(m);
     const __m256 id = _mm256_set1_ps(amax != 0.0f ? 127.0f / amax : 0.0f);
     const __m256i hi = _mm256_set1_epi32(127), lo = _mm256_set1_epi32(-127);
     __m256i i0 = _mm256_cvtps_epi32(_mm256_mul_ps(v0, id)), i1 = _mm256_cvtps_epi32(_mm256_mul_ps(v1, id));
@@ -300,10 +298,7 @@ EQ_AVX2 static int quantize_block_k_avx2(const float *xb, int8_t *qb, float *d, 
     const __m256 sign = _mm256_set1_ps(-0.0f);
     __m256 a = _mm256_setzero_ps();
     for (int j = 0; j < 256; j += 8) a = _mm256_max_ps(a, _mm256_andnot_ps(sign, _mm256_loadu_ps(xb + j)));
-    __m128 h = _mm_max_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
-    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
-    h = _mm_max_ss(h, _mm_movehdup_ps(h));
-    float amax = _mm_cvtss_f32(h);
+    float amax = hmax256(a);
     if (amax == 0.0f) return 0;
     float mx = 0;
     for (int j = 0; j < 256; j++) if (fabsf(xb[j]) == amax) { mx = xb[j]; break; }

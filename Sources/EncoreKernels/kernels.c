@@ -10,6 +10,7 @@
 #include <cpuid.h>
 #define EK_AVX2 __attribute__((target("avx2,fma")))
 #endif
+#include "avx2_math.h" /* hsum256, hmax256, exp256 */
 #include "neon.h"   /* arm64 NEON twins of the AVX2 kernels (neon.c); hooks marked "NEON hook" */
 
 /* ------------------------------------------------------------------------------------------------ */
@@ -70,38 +71,6 @@ const char *ek_kernel_path(void) { return use_avx2() ? "avx2" : use_neon() ? "ne
 /* AVX2 helpers                                                                                      */
 
 #if EK_X86
-EK_AVX2 static inline float hsum256(__m256 v) {
-    __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
-    lo = _mm_add_ps(lo, hi);
-    __m128 sh = _mm_movehdup_ps(lo);
-    __m128 s = _mm_add_ps(lo, sh);
-    sh = _mm_movehl_ps(sh, s);
-    s = _mm_add_ss(s, sh);
-    return _mm_cvtss_f32(s);
-}
-
-/* Cephes-style expf, ~2 ulp over the float range. */
-EK_AVX2 static inline __m256 exp256(__m256 x) {
-    const __m256 hi = _mm256_set1_ps(88.3762626647949f), lo = _mm256_set1_ps(-88.3762626647949f);
-    x = _mm256_min_ps(_mm256_max_ps(x, lo), hi);
-    __m256 fx = _mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), _mm256_set1_ps(0.5f));
-    fx = _mm256_floor_ps(fx);
-    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
-    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), x);
-    __m256 y = _mm256_set1_ps(1.9875691500E-4f);
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507E-3f));
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073E-3f));
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894E-2f));
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459E-1f));
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201E-1f));
-    __m256 x2 = _mm256_mul_ps(x, x);
-    y = _mm256_fmadd_ps(y, x2, _mm256_add_ps(x, _mm256_set1_ps(1.0f)));
-    __m256i n = _mm256_cvttps_epi32(fx);
-    n = _mm256_add_epi32(n, _mm256_set1_epi32(127));
-    n = _mm256_slli_epi32(n, 23);
-    return _mm256_mul_ps(y, _mm256_castsi256_ps(n));
-}
-
 EK_AVX2 static float dot_avx2(const float *a, const float *b, long n) {
     __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps(), s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
     long i = 0;
@@ -583,13 +552,8 @@ EK_AVX2 static float chunk_softmax_avx2(float *sc, long n, float scale_div, cons
         _mm256_storeu_ps(sc + i, x);
         m8 = _mm256_max_ps(m8, x);
     }
-    float m = -INFINITY;
+    float m = hmax256(m8);
     for (; i < n; i++) { sc[i] = b ? sc[i] + b[i] : sc[i] / scale_div; if (sc[i] > m) m = sc[i]; }
-    {
-        float lanes[8];
-        _mm256_storeu_ps(lanes, m8);
-        for (int l = 0; l < 8; l++) if (lanes[l] > m) m = lanes[l];
-    }
     if (m == -INFINITY) { memset(sc, 0, sizeof(float) * n); *sum_out = 0; return m; }   /* all masked */
     const __m256 mv = _mm256_set1_ps(m);
     __m256d s4a = _mm256_setzero_pd(), s4b = _mm256_setzero_pd();   /* the sum in double, as the plain-C path */

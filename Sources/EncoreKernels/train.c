@@ -2,6 +2,7 @@
  * that BLAS has nothing for. Each has a plain `_ref` twin; the fast path is AVX2 (run-time dispatch) and runs on
  * the kernel thread pool over independent elements or rows, so the result does not depend on the thread count. */
 #include "EncoreKernels.h"
+#include "avx2_math.h"   /* exp256 */
 #include <math.h>
 
 #if defined(__x86_64__) || defined(_M_X64)
@@ -29,26 +30,6 @@ void ek_gelu_tanh_backward_f32_ref(const float *x, const float *dy, float *dx, l
 }
 
 #if EK_X86
-/* Cephes-style expf as in kernels.c (~2 ulp). */
-EK_AVX2 static inline __m256 train_exp256(__m256 x) {
-    const __m256 hi = _mm256_set1_ps(88.3762626647949f), lo = _mm256_set1_ps(-88.3762626647949f);
-    x = _mm256_min_ps(_mm256_max_ps(x, lo), hi);
-    __m256 fx = _mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), _mm256_set1_ps(0.5f));
-    fx = _mm256_floor_ps(fx);
-    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
-    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), x);
-    __m256 y = _mm256_set1_ps(1.9875691500E-4f);
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507E-3f));
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073E-3f));
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894E-2f));
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459E-1f));
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201E-1f));
-    __m256 x2 = _mm256_mul_ps(x, x);
-    y = _mm256_fmadd_ps(y, x2, _mm256_add_ps(x, _mm256_set1_ps(1.0f)));
-    __m256i e = _mm256_add_epi32(_mm256_cvttps_epi32(fx), _mm256_set1_epi32(127));
-    return _mm256_mul_ps(y, _mm256_castsi256_ps(_mm256_slli_epi32(e, 23)));
-}
-
 EK_AVX2 static void gelu_backward_avx2(const float *x, const float *dy, float *dx, long n) {
     const __m256 c = _mm256_set1_ps(0.7978845608028654f), k = _mm256_set1_ps(0.044715f), k3 = _mm256_set1_ps(3.0f * 0.044715f);
     const __m256 one = _mm256_set1_ps(1.0f), two = _mm256_set1_ps(2.0f), half = _mm256_set1_ps(0.5f);
@@ -56,7 +37,7 @@ EK_AVX2 static void gelu_backward_avx2(const float *x, const float *dy, float *d
     for (; i + 8 <= n; i += 8) {
         __m256 v = _mm256_loadu_ps(x + i), v2 = _mm256_mul_ps(v, v);
         __m256 u = _mm256_mul_ps(c, _mm256_fmadd_ps(_mm256_mul_ps(k, v2), v, v));
-        __m256 t = _mm256_sub_ps(one, _mm256_div_ps(two, _mm256_add_ps(train_exp256(_mm256_mul_ps(two, u)), one)));
+        __m256 t = _mm256_sub_ps(one, _mm256_div_ps(two, _mm256_add_ps(exp256(_mm256_mul_ps(two, u)), one)));
         __m256 du = _mm256_mul_ps(c, _mm256_fmadd_ps(k3, v2, one));
         __m256 g = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_mul_ps(half, v), _mm256_fnmadd_ps(t, t, one)), du,
                                    _mm256_mul_ps(half, _mm256_add_ps(one, t)));
@@ -204,7 +185,7 @@ EK_AVX2 static void cross_entropy_avx2(const float *logits, const long *targets,
         __m256d s0 = _mm256_setzero_pd(), s1 = _mm256_setzero_pd();
         const __m256 vm = _mm256_set1_ps(mx);
         for (i = 0; i + 8 <= v; i += 8) {
-            __m256 e = train_exp256(_mm256_sub_ps(_mm256_loadu_ps(x + i), vm));
+            __m256 e = exp256(_mm256_sub_ps(_mm256_loadu_ps(x + i), vm));
             s0 = _mm256_add_pd(s0, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
             s1 = _mm256_add_pd(s1, _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
         }
@@ -214,7 +195,7 @@ EK_AVX2 static void cross_entropy_avx2(const float *logits, const long *targets,
         for (; i < v; i++) sum += (double)expf(x[i] - mx);
         float lse = mx + (float)log(sum);
         const __m256 vl = _mm256_set1_ps(lse), vs = _mm256_set1_ps(scale);
-        for (i = 0; i + 8 <= v; i += 8) _mm256_storeu_ps(gr + i, _mm256_mul_ps(train_exp256(_mm256_sub_ps(_mm256_loadu_ps(x + i), vl)), vs));
+        for (i = 0; i + 8 <= v; i += 8) _mm256_storeu_ps(gr + i, _mm256_mul_ps(exp256(_mm256_sub_ps(_mm256_loadu_ps(x + i), vl)), vs));
         for (; i < v; i++) gr[i] = expf(x[i] - lse) * scale;
         gr[targets[r]] -= scale;
         loss[r] = (double)(lse - x[targets[r]]);
