@@ -94,15 +94,18 @@ void ek_set_threads(int n) {
     pthread_mutex_unlock(&g_pool.submit);
 }
 
+/* A positive integer from the environment (tuning knobs), else `fallback`. */
+static long env_positive(const char *name, long fallback) {
+    const char *e = getenv(name);
+    long v = e ? atol(e) : 0;
+    return v > 0 ? v : fallback;
+}
+
 /* Smallest decode GEMV (weight bytes) worth waking the other threads for; EK_PARALLEL_MIN_BYTES overrides. */
 static long g_parallel_min_bytes = -1;
 
 long ek_parallel_min_bytes(void) {
-    if (g_parallel_min_bytes < 0) {
-        const char *e = getenv("EK_PARALLEL_MIN_BYTES");
-        long v = e ? atol(e) : 0;
-        g_parallel_min_bytes = v > 0 ? v : (1L << 15);
-    }
+    if (g_parallel_min_bytes < 0) g_parallel_min_bytes = env_positive("EK_PARALLEL_MIN_BYTES", 1L << 15);
     return g_parallel_min_bytes;
 }
 
@@ -120,7 +123,7 @@ void ek_parallel_for(long ntasks, ek_task_fn fn, void *ctx) {
     }
     pthread_mutex_lock(&g_pool.submit);
     uint32_t current = (uint32_t)(atomic_load(&g_pool.ticket) >> 32);
-    if (g_pool.started == 0) { const char *e = getenv("EK_SPIN_ITERS"); if (e && atol(e) > 0) g_spin_iters = atol(e); }
+    if (g_pool.started == 0) g_spin_iters = env_positive("EK_SPIN_ITERS", EK_SPIN_ITERS);   /* before the workers start */
     while (g_pool.started < n - 1) {
         if (pthread_create(&g_pool.threads[g_pool.started], NULL, worker, (void *)(uintptr_t)current) != 0) break;
         g_pool.started++;

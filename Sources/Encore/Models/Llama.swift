@@ -635,7 +635,7 @@ public final class LlamaModel: CausalDecoder {
         // transformers does; cached keys keep the rotation they were computed with.
         let rope = config.ropeScaling.dependsOnLength
             ? config.rope(seqLen: (positionsInt.max() ?? 0) + 1, factors: ropeFactors) : staticRoPE
-        var x = embedding.map { Ops.embedding($0, ids: ids) } ?? embeddingBlocks!.dequantizedRows(ids)   // [B*n, C]
+        var x = Ops.embeddingRows(embedding, blocks: embeddingBlocks, ids: ids)   // [B*n, C]
         for (layer, block) in blocks.enumerated() {
             let kv = cache.caches[layer]
             let h = Ops.rmsNorm(x, weight: block.attnNorm, eps: eps)             // [B*n, C]

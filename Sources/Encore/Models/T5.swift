@@ -502,11 +502,6 @@ public final class T5Model: LanguageModel {
             + c.numDecoderLayers * (2 * attention + ff + 3 * c.dModel) + c.dModel
     }
 
-    /// Embedding rows [ids.count, C]: from the fp32 table, or dequantized from the kept GGUF blocks.
-    func embed(_ ids: [Int]) -> Tensor {
-        shared.map { Ops.embedding($0, ids: ids) } ?? sharedBlocks!.dequantizedRows(ids)
-    }
-
     // MARK: decode weight formats
 
     /// Chooses the weight format decode steps stream: the decoder's self-attention, the cross-attention q and o
@@ -575,7 +570,7 @@ public final class T5Model: LanguageModel {
         let bias = encoderBias.table(tq: L, tk: L, queryStart: 0)          // [H, 2L-1], shared by every layer
         var scratch: [Float] = []
 
-        var x = embed(ids)                            // [B*L, C]
+        var x = Ops.embeddingRows(shared, blocks: sharedBlocks, ids: ids)                            // [B*L, C]
         for block in encoderBlocks {
             let h = block.ln0(x)                                           // [B*L, C]
             let q = block.selfAttn.q(h), k = block.selfAttn.k(h), v = block.selfAttn.v(h)   // [B*L, A]
@@ -630,7 +625,7 @@ public final class T5Model: LanguageModel {
         let bias = decoderBias.table(tq: n, tk: start + n, queryStart: start)   // [H, 2n+start-1]
         let ones = [UInt8](repeating: 1, count: B * n)                          // decoder keys: causal mask only
 
-        var x = embed(ids)                            // [B*n, C]
+        var x = Ops.embeddingRows(shared, blocks: sharedBlocks, ids: ids)                            // [B*n, C]
         for (layer, block) in decoderBlocks.enumerated() {
             // causal self-attention over the cache, + position bias
             let h = block.ln0(x)

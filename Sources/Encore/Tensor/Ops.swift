@@ -41,6 +41,13 @@ public enum Ops {
         return out
     }
 
+    /// Embedding rows [ids.count, C] from an fp32 table, or dequantized row by row from a table kept in its
+    /// quantized blocks (GGUF `--keep-quantized`) when `table` is nil.
+    static func embeddingRows(_ table: Tensor?, blocks: QuantizedMatrix?, ids: [Int]) -> Tensor {
+        if let table { return embedding(table, ids: ids) }
+        return blocks!.dequantizedRows(ids)
+    }
+
     /// RMSNorm over the last dimension, in fp32, eps 1e-6 by default: w * x / sqrt(mean(x²) + eps).
     public static func rmsNorm(_ x: Tensor, weight: Tensor, eps: Float = 1e-6) -> Tensor {
         let c = x.shape.last!
