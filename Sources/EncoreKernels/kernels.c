@@ -593,6 +593,7 @@ static void attn_task(void *ctx, long index, long count) {
 #elif defined(__aarch64__)
     simd = use_neon() && D % 4 == 0;   /* NEON hook: the three calls below */
 #endif
+    int any_masked = c->keep && n > 0 && memchr(c->keep + s0, 0, (size_t)n) != NULL;   /* once per chunk */
     for (long j0 = 0; j0 < groups; j0 += EK_ATTN_GROUP) {
         long G = groups - j0 < EK_ATTN_GROUP ? groups - j0 : EK_ATTN_GROUP;
         for (long j = 0; j < G; j++) {
@@ -613,7 +614,6 @@ static void attn_task(void *ctx, long index, long count) {
             for (long i = 0; i < n; i++) scores[j * EK_ATTN_CHUNK + i] = ek_dot_f32(qs[j], kbase + i * c->k_stride, D);
         /* chunk-local softmax per head */
         float mx[EK_ATTN_GROUP], sum[EK_ATTN_GROUP];
-        int any_masked = c->keep && n > 0 && memchr(c->keep + s0, 0, (size_t)n) != NULL;
         for (long j = 0; j < G; j++) {
             long h = group_head(c, g, j0 + j);
             float *sc = scores + j * EK_ATTN_CHUNK;
