@@ -880,9 +880,8 @@ EQ_AVX512BF16 static void rows_bf16_avx512bf16(const qctx *c, long r0, long r1) 
 }
 #endif /* EQ_X86 */
 
-static void qtask(void *ctx, long index, long count) {
-    const qctx *c = (const qctx *)ctx;
-    long r0 = c->n * index / count, r1 = c->n * (index + 1) / count;
+/* Rows [r0, r1) of one call on its path. */
+static void run_range(const qctx *c, long r0, long r1) {
     switch (c->path) {
 #if EQ_X86
     case P_AVX2:
@@ -905,6 +904,11 @@ static void qtask(void *ctx, long index, long count) {
 #endif
     default: rows_scalar(c, r0, r1); return;
     }
+}
+
+static void qtask(void *ctx, long index, long count) {
+    const qctx *c = (const qctx *)ctx;
+    run_range(c, c->n * index / count, c->n * (index + 1) / count);
 }
 
 static void run_rows(qctx *c) {
@@ -950,6 +954,68 @@ int ek_gemv_quant(int format, const void *w, const float *wscale, const float *x
     c.m = m; c.n = n; c.k = k; c.nb = (k + 31) / 32; c.row_bytes = ek_quant_row_bytes(format, k);
     if (!prepare(&c)) return -2;
     run_rows(&c);
+    return 0;
+}
+
+/* Several matrices of one format against the same x (q/k/v, gate/up): the activations are quantized once and
+ * one pool job covers the rows of all of them, cut into equal runs of the concatenated rows. */
+typedef struct {
+    long count;
+    qctx c[EK_GEMV_MULTI_MAX];
+    long row0[EK_GEMV_MULTI_MAX + 1];   /* first concatenated row of each matrix; row0[count] = total */
+} multi_ctx;
+
+static void multi_task(void *ctx, long index, long count) {
+    const multi_ctx *mc = (const multi_ctx *)ctx;
+    long total = mc->row0[mc->count];
+    long g0 = total * index / count, g1 = total * (index + 1) / count;
+    for (long j = 0; j < mc->count && g0 < g1; j++) {
+        long a = mc->row0[j], b = mc->row0[j + 1];
+        if (b <= g0) continue;
+        long e = g1 < b ? g1 : b;
+        run_range(&mc->c[j], g0 - a, e - a);
+        g0 = e;
+    }
+}
+
+int ek_gemv_quant_multi(int format, long count, const void *const *w, const float *const *wscale,
+                        const float *const *bias, float *const *y, const long *n, const float *x, long m, long k) {
+    if (count < 1 || count > EK_GEMV_MULTI_MAX) return -1;
+    if (m < 1 || k < 1) return 0;
+    if (format != EK_WF_BF16 && format != EK_WF_INT8 && format != EK_WF_Q8_0 && format != EK_WF_Q4_0 &&
+        format != EK_WF_Q4_1 && !is_x8(format) && !is_kq(format)) return -1;
+    if (is_kq(format) && k % 256 != 0) return -1;
+    multi_ctx mc;
+    memset(&mc, 0, sizeof mc);
+    mc.count = count;
+    qctx *c0 = &mc.c[0];
+    c0->format = format; c0->path = path_for(format); c0->x = x;
+    c0->m = m; c0->k = k; c0->nb = (k + 31) / 32; c0->row_bytes = ek_quant_row_bytes(format, k);
+    if (!prepare(c0)) return -2;                       /* one quantization of x for every matrix */
+    long bytes = 0;
+    for (long j = 0; j < count; j++) {
+        if (n[j] < 0) return -1;
+        mc.c[j] = *c0;
+        mc.c[j].w = (const uint8_t *)w[j]; mc.c[j].wscale = wscale ? wscale[j] : NULL;
+        mc.c[j].bias = bias ? bias[j] : NULL; mc.c[j].y = y[j]; mc.c[j].n = n[j];
+        mc.row0[j + 1] = mc.row0[j] + n[j];
+        bytes += n[j] * c0->row_bytes;
+    }
+    long total = mc.row0[count];
+    if (total == 0) return 0;
+    long tasks = bytes < ek_parallel_min_bytes() ? 1 : 4L * ek_get_threads();
+    if (tasks > total) tasks = total;
+    ek_parallel_for(tasks, multi_task, &mc);
+    return 0;
+}
+
+int ek_gemv_quant_multi_ref(int format, long count, const void *const *w, const float *const *wscale,
+                            const float *const *bias, float *const *y, const long *n, const float *x, long m, long k) {
+    if (count < 1 || count > EK_GEMV_MULTI_MAX) return -1;
+    for (long j = 0; j < count; j++) {
+        int rc = ek_gemv_quant_ref(format, w[j], wscale ? wscale[j] : NULL, x, bias ? bias[j] : NULL, y[j], m, n[j], k);
+        if (rc != 0) return rc;
+    }
     return 0;
 }
 

@@ -187,6 +187,7 @@ struct BenchCommand: ParsableCommand {
                             }
                             r.decodeWeights = label
                             results.append(r)
+                            if StepProfile.enabled { printStderr("[\(tag)] " + StepProfile.reportText()) }
                         }
                     }
                     if qualityTokens > 0 && !keepQuantized && (format != .f32 || formats.count > 1) {

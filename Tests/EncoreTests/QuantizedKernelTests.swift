@@ -315,4 +315,55 @@ final class QuantizedKernelTests: XCTestCase {
             XCTAssertLessThan(relativeError(gemv(.q4_1, q, s, x, nil, m: m, n: n, k: k), gemv(.q4_1, q, s, x, nil, m: m, n: n, k: k, ref: true)), 1e-5)
         }
     }
+
+    /// Several matrices against one x in one call (ek_gemv_quant_multi: q/k/v, gate/up): every matrix's result has
+    /// the same bytes as its own ek_gemv_quant call, at every dispatch level, in ggml order and regrouped, with task
+    /// runs that straddle the matrices' boundaries (2 threads, > 32 KiB of weights) and with one task (small
+    /// shapes); and matches the `_ref` twin (each matrix through ek_gemv_quant_ref) within 1e-5 of the largest value.
+    func testSharedActivationGEMVMatchesSeparateCalls() {
+        defer { ek_set_isa_limit(-1); ek_set_threads(0) }
+        ek_set_threads(2)
+        let cases: [(m: Int, ns: [Int], k: Int)] = [(1, [100, 37, 55], 1024), (3, [64, 32, 32], 320), (1, [5, 7], 40),
+                                                   (2, [300, 300], 512), (8, [9, 1, 17, 3], 96)]
+        for f in Self.formats {
+            for regroup in [false, true] where regroup == false || ek_x8_format(f.kernelID) >= 0 {
+                for (m, ns, k) in cases {
+                    let ws = ns.map { n -> QuantizedMatrix in
+                        let t = Tensor(zeros: [n, k])
+                        for i in 0..<t.count { t.data[i] = rng.nextUnitFloat() - 0.5 }
+                        return QuantizedMatrix(t, format: f, regroup: regroup)
+                    }
+                    let bs: [Tensor?] = ns.enumerated().map { j, n in j == 1 ? nil : Tensor(shape: [n], values: randoms(n)) }
+                    let x = Tensor(shape: [m, k], values: randoms(m * k, scale: 3))
+                    let refs: [[Float]] = zip(ws, bs).map { w, b in
+                        var y = [Float](repeating: .nan, count: m * w.rows)
+                        XCTAssertEqual(ek_gemv_quant_ref(w.layoutID, w.data, w.scales, x.data, b?.data, &y, m, w.rows, k), 0)
+                        return y
+                    }
+                    var multiRef = ns.map { [Float](repeating: .nan, count: m * $0) }
+                    let rc = multiRef.withUnsafeMutableBufferPointer { yb -> Int32 in
+                        var ys: [UnsafeMutablePointer<Float>?] = []
+                        for j in yb.indices { ys.append(yb[j].withUnsafeMutableBufferPointer { $0.baseAddress }) }
+                        return ek_gemv_quant_multi_ref(ws[0].layoutID, ws.count, ws.map { Optional($0.data) }, ws.map(\.scales),
+                                                       bs.map { $0.map { UnsafePointer($0.data) } }, ys, ns, x.data, m, k)
+                    }
+                    XCTAssertEqual(rc, 0)
+                    XCTAssertEqual(multiRef, refs, "\(f) multi _ref twin")
+                    for level in [EK_ISA_SCALAR, EK_ISA_AVX2, EK_ISA_AVXVNNI, EK_ISA_AVX512] {
+                        ek_set_isa_limit(Int32(level))
+                        let shared = Ops.linearQuantizedShared(x, weights: ws, biases: bs).map { $0.toArray() }
+                        for (j, w) in ws.enumerated() {
+                            let alone = Ops.linearQuantized(x, weight: w, bias: bs[j]).toArray()
+                            XCTAssertEqual(shared[j], alone, "\(f) regroup \(regroup) \(f.kernelPath) m\(m) \(ns) k\(k): matrix \(j)")
+                            XCTAssertLessThan(relativeError(shared[j], refs[j]), 1e-5, "\(f) \(f.kernelPath) matrix \(j) vs _ref")
+                        }
+                    }
+                }
+            }
+        }
+        // count outside 1…EK_GEMV_MULTI_MAX is rejected
+        let x = [Float](repeating: 1, count: 32)
+        XCTAssertEqual(ek_gemv_quant_multi(WeightFormat.q8_0.kernelID, 0, nil, nil, nil, nil, nil, x, 1, 32), -1)
+        XCTAssertEqual(ek_gemv_quant_multi(WeightFormat.q8_0.kernelID, Int(EK_GEMV_MULTI_MAX) + 1, nil, nil, nil, nil, nil, x, 1, 32), -1)
+    }
 }

@@ -263,3 +263,25 @@ final class QuantizeCLITests: XCTestCase {
         XCTAssertTrue(gguf.stderr.contains("int8 has no GGUF type"), gguf.stderr)
     }
 }
+
+extension QuantizedModelTests {
+    /// Decode steps with the shared-activation GEMVs (q/k/v and gate/up in one kernel call, DecodeTuning.sharedGEMV)
+    /// give exactly the logits of one call per layer, for Mu, mu_decoder and a Llama GGUF, in every decode format.
+    func testSharedDecodeGEMVsGiveTheSameLogits() throws {
+        defer { DecodeTuning.sharedGEMV = true }
+        let mu = try MuModel(config: MuConfig(nEncoderLayer: 2, nDecoderLayer: 2, nEmbd: 96, qkvEmbd: 64, hiddenDim: 256, nHead: 4,
+                                              nKVHead: 2, blockSize: 64, vocabSize: 300, eosTokenId: 2), randomSeed: 4)
+        let llama = try ModelRegistry.load(folder: fixture("tiny_llama/f32.gguf"))
+        for (name, model) in [("mu", mu as LanguageModel), ("mu_decoder", try smallDecoder()), ("llama", llama)] {
+            for f in quantFormats {
+                try model.useDecodeWeights(f)
+                DecodeTuning.sharedGEMV = false
+                let separate = try decodeLogits(model)
+                DecodeTuning.sharedGEMV = true
+                let shared = try decodeLogits(model)
+                XCTAssertEqual(shared, separate, "\(name) \(f)")
+            }
+            try model.useDecodeWeights(.f32)
+        }
+    }
+}

@@ -132,6 +132,7 @@ public struct Benchmark {
                     if event.index == 0 { (prefillFLOPs, prefillBytes) = (OpCounter.flops, OpCounter.weightBytes) }
                     return true
                 }
+                StepProfile.reset()   // the timed repetitions' steps only
                 continue
             }
             let t0 = now()

@@ -303,6 +303,19 @@ struct Linear {
     var parameterTensors: [Tensor] { [weight] + (bias.map { [$0] } ?? []) }
 }
 
+extension Linear {
+    /// Each layer's x·Wᵀ + b for layers that read the same x [R, K] (q/k/v, gate/up). In a decode step (R ≤ 8) where
+    /// every layer streams the same packed layout, one kernel call serves them all (``Ops/linearQuantizedShared(_:weights:biases:)``:
+    /// the activations quantized once, one pool job; same results); otherwise each layer runs on its own.
+    static func shared(_ x: Tensor, _ layers: [Linear]) -> [Tensor] {
+        if DecodeTuning.sharedGEMV, layers.count > 1, let first = layers[0].packed, x.count / first.columns <= 8,
+           layers.allSatisfy({ $0.packed?.layoutID == first.layoutID && $0.inputs == first.columns }) {
+            return Ops.linearQuantizedShared(x, weights: layers.map { $0.packed! }, biases: layers.map(\.bias))
+        }
+        return layers.map { $0(x) }
+    }
+}
+
 /// Pre-norm RMSNorm weight (`<prefix>.weight`), eps 1e-6, computed in fp32.
 struct RMSNorm {
     var weight: Tensor
@@ -339,11 +352,14 @@ extension AttentionWeights {
     /// (keys whose token is the pad id masked) and applies `out_linear`. Returns [B*n, C].
     func cachedSelfAttention(_ h: Tensor, batch B: Int, n: Int, cache: KVCache, newKeep: [UInt8], positions: [Float],
                              invFreq: [Float], shape: AttentionShape, scratch: inout [Float]) -> Tensor {
-        let q = self.q(h), k = self.k(h), v = self.v(h)                  // [B*n, H*D], [B*n, Hkv*D]
+        let qkv = Linear.shared(h, [self.q, self.k, self.v])
+        let q = qkv[0], k = qkv[1], v = qkv[2]                             // [B*n, H*D], [B*n, Hkv*D]
+        StepProfile.lap(.qkvGEMV)
         Ops.ropeInPlace(q, heads: shape.heads, headDim: shape.headDim, positions: positions, invFreq: invFreq)
         Ops.ropeInPlace(k, heads: shape.kvHeads, headDim: shape.headDim, positions: positions, invFreq: invFreq)
         let start = cache.length
         cache.append(k: k, v: v, keep: newKeep, n: n)
+        StepProfile.lap(.ropeCache)
         let o = Tensor(uninitialized: [B * n, shape.qWidth])              // [B*n, H*D]
         withExtendedLifetime(q) {
             for b in 0..<B {
@@ -355,6 +371,7 @@ extension AttentionWeights {
                 }
             }
         }
+        StepProfile.lap(.selfAttention)
         return out(o)
     }
 }
@@ -410,7 +427,10 @@ struct MLP {
 
     /// r += mlp(x): the residual stream accumulates fc2's product (fused epilogues for prompt passes).
     func accumulate(into r: Tensor, _ x: Tensor) {
-        fc2.accumulate(into: r, fc1.gelu(x))                             // [R, hidden] → r [R, C]
+        let a = fc1.gelu(x)                                              // [R, hidden]
+        StepProfile.lap(.mlpUpGEMV)
+        fc2.accumulate(into: r, a)                                       // → r [R, C]
+        StepProfile.lap(.mlpDownGEMV)
     }
 
     mutating func useBF16ForDecode() { useDecodeWeights(.bf16) }

@@ -455,7 +455,9 @@ struct LlamaBlock {
     /// q [N, H*D], k and v [N, Hkv*D] of h [N, C].
     func project(_ h: Tensor, _ s: AttentionShape) -> (q: Tensor, k: Tensor, v: Tensor) {
         switch qkv {
-        case .separate(let q, let k, let v): return (q(h), k(h), v(h))
+        case .separate(let q, let k, let v):
+            let r = Linear.shared(h, [q, k, v])                          // one decode kernel call for the three
+            return (r[0], r[1], r[2])
         case .fused(let w):
             let parts = Ops.splitColumns(w(h), widths: [s.qWidth, s.kvWidth, s.kvWidth])
             return (parts[0], parts[1], parts[2])
@@ -465,7 +467,9 @@ struct LlamaBlock {
     /// SwiGLU activations [N, F] of m [N, C].
     func feedForward(_ m: Tensor, hidden: Int) -> Tensor {
         switch gateUp {
-        case .separate(let gate, let up): return Ops.swiGLU(gate: gate(m), up: up(m))
+        case .separate(let gate, let up):
+            let r = Linear.shared(m, [gate, up])                         // one decode kernel call for both
+            return Ops.swiGLU(gate: r[0], up: r[1])
         case .fused(let w):
             let parts = Ops.splitColumns(w(m), widths: [hidden, hidden])
             return Ops.swiGLU(gate: parts[0], up: parts[1])

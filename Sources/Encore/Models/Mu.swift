@@ -313,23 +313,40 @@ public final class MuModel: LanguageModel {
         let positions = (0..<(B * n)).map { Float(start + $0 % n) }
         let newKeep = ids.map { $0 == config.padTokenId ? UInt8(0) : 1 }
 
+        StepProfile.begin(tokens: B * n)
+        defer { StepProfile.end() }
         var x = Ops.embedding(wte, ids: ids)                               // [B*n, C]
+        StepProfile.lap(.embed)
         for (layer, block) in decoderBlocks.enumerated() {
             // causal self-attention with the cache
-            Ops.addInPlace(x, block.causalAttn.cachedSelfAttention(block.ln1(x), batch: B, n: n, cache: state.caches[layer],
+            let h1 = block.ln1(x)
+            StepProfile.lap(.norm)
+            Ops.addInPlace(x, block.causalAttn.cachedSelfAttention(h1, batch: B, n: n, cache: state.caches[layer],
                                                                    newKeep: newKeep, positions: positions, invFreq: invFreq,
                                                                    shape: shape, scratch: &state.scratch))
+            StepProfile.lap(.selfOutGEMV)
             // cross-attention over the encoder output (K/V projected once, no RoPE)
-            let qc = block.crossAttn.q(block.ln2(x))                       // [B*n, H*D]
+            let h2 = block.ln2(x)
+            StepProfile.lap(.norm)
+            let qc = block.crossAttn.q(h2)                                 // [B*n, H*D]
+            StepProfile.lap(.crossQGEMV)
             let oc = Ops.batchedAttention(q: qc, k: state.encoder.crossK[layer], v: state.encoder.crossV[layer], batch: B,
                                           tq: n, kvRows: L, keyKeep: state.encoder.keep, shape: shape, causalOffset: -1,
                                           scratch: &state.scratch)
+            StepProfile.lap(.crossAttention)
             block.crossAttn.out.accumulate(into: x, oc)
-            block.mlp.accumulate(into: x, block.ln3(x))
+            StepProfile.lap(.crossOutGEMV)
+            let h3 = block.ln3(x)
+            StepProfile.lap(.norm)
+            block.mlp.accumulate(into: x, h3)
         }
         if lastOnly && n > 1 { x = Ops.lastRows(x, batch: B, n: n) }
         let h = lnF(x)
-        if let lmHeadDecode, h.shape[0] <= 8 { return Ops.linearQuantized(h, weight: lmHeadDecode, bias: nil) }   // [R, V]
+        if let lmHeadDecode, h.shape[0] <= 8 {
+            let logits = Ops.linearQuantized(h, weight: lmHeadDecode, bias: nil)   // [R, V]
+            StepProfile.lap(.head)
+            return logits
+        }
         return Ops.linear(h, weight: lmHead, bias: nil)                  // [R, V]
     }
 

@@ -235,3 +235,52 @@ extension Ops {
         return y
     }
 }
+
+/// Switches for the decode-step fusions, so one binary can time them against the unfused steps (A/B runs).
+/// Read once from the environment; tests flip them.
+public enum DecodeTuning {
+    /// Layers that read the same activations in a decode step (q/k/v, gate/up) run as one kernel call: the
+    /// activations are quantized once and one pool job covers all their rows. `ENCORE_DECODE_SHARED_GEMV=0` turns
+    /// it off (one call per layer, as before).
+    nonisolated(unsafe) public static var sharedGEMV = ProcessInfo.processInfo.environment["ENCORE_DECODE_SHARED_GEMV"] != "0"
+}
+
+extension Ops {
+    /// y_j = x · W_jᵀ + b_j for several matrices of one stored layout and width that read the same x [M, K]
+    /// (decode steps, M ≤ 8 per pass): the activations are quantized once and one kernel call covers every
+    /// matrix's rows. Each result equals ``linearQuantized(_:weight:bias:)`` of its matrix (same bytes).
+    ///
+    /// ```swift
+    /// let qkv = Ops.linearQuantizedShared(h, weights: [wq, wk, wv], biases: [bq, bk, bv])   // [M, Nq], [M, Nk], [M, Nv]
+    /// ```
+    public static func linearQuantizedShared(_ x: Tensor, weights: [QuantizedMatrix], biases: [Tensor?]) -> [Tensor] {
+        precondition(!weights.isEmpty && weights.count <= Int(EK_GEMV_MULTI_MAX) && biases.count == weights.count,
+                     "linearQuantizedShared: \(weights.count) matrices, \(biases.count) biases")
+        let k = weights[0].columns, layout = weights[0].layoutID
+        precondition(x.shape.last == k, "linear: x \(x.shape) vs weight [\(weights[0].rows), \(k)]")
+        for (w, b) in zip(weights, biases) {
+            precondition(w.columns == k && w.layoutID == layout, "linearQuantizedShared: matrices of different layouts or widths")
+            if let b { precondition(b.count == w.rows, "linear: bias \(b.shape) vs \(w.rows) outputs") }
+        }
+        let m = x.count / k
+        let ys = weights.map { Tensor(uninitialized: Array(x.shape.dropLast()) + [$0.rows]) }
+        let wp = weights.map { Optional($0.data) }, sp = weights.map(\.scales)
+        let ns = weights.map(\.rows)
+        withExtendedLifetime((weights, biases, ys)) {
+            let bp = biases.map { $0.map { UnsafePointer($0.data) } }
+            var r0 = 0
+            while r0 < m {
+                let mm = min(8, m - r0)
+                for w in weights {
+                    OpCounter.add(flops: 2 * mm * w.rows * k)
+                    OpCounter.add(weightBytes: w.byteCount)
+                }
+                let yp = zip(ys, ns).map { Optional($0.data + r0 * $1) }
+                let rc = ek_gemv_quant_multi(layout, weights.count, wp, sp, bp, yp, ns, x.data + r0 * k, mm, k)
+                precondition(rc == 0, "gemv: format \(weights[0].format) failed (\(rc): out of memory?)")
+                r0 += mm
+            }
+        }
+        return ys
+    }
+}

@@ -220,6 +220,19 @@ void ek_quantize_activations(int format, const float *x, long m, long k, int8_t 
 void ek_quantize_activations_q8k(const float *x, long m, long k, int8_t *q, float *d, int16_t *bsums);
 int ek_gemv_quant(int format, const void *w, const float *wscale, const float *x, const float *bias, float *y,
                   long m, long n, long k);
+/** Most matrices one ek_gemv_quant_multi call takes. */
+#define EK_GEMV_MULTI_MAX 4
+/**
+ * ek_gemv_quant for `count` ≤ EK_GEMV_MULTI_MAX matrices of one `format` and width k that read the same x [m, k]
+ * (q/k/v, gate/up): y[j] [m, n[j]] = x · w[j]ᵀ (+ bias[j]). x is quantized once and one pool job covers every
+ * matrix's rows; each y[j] equals what ek_gemv_quant gives for w[j] (same bytes). wscale/bias may be NULL or
+ * hold NULL entries. Returns as ek_gemv_quant (-1 also for count outside 1…EK_GEMV_MULTI_MAX).
+ */
+int ek_gemv_quant_multi(int format, long count, const void *const *w, const float *const *wscale,
+                        const float *const *bias, float *const *y, const long *n, const float *x, long m, long k);
+/** Reference twin: ek_gemv_quant_ref for each matrix in turn. */
+int ek_gemv_quant_multi_ref(int format, long count, const void *const *w, const float *const *wscale,
+                            const float *const *bias, float *const *y, const long *n, const float *x, long m, long k);
 /** Reference twin: the same activation quantization, then element by element from dequantized weights in double. */
 int ek_gemv_quant_ref(int format, const void *w, const float *wscale, const float *x, const float *bias, float *y,
                       long m, long n, long k);

@@ -1,0 +1,89 @@
+import Foundation
+
+/// Wall time per part of single-token decode steps, for finding the time a step spends outside its weight GEMVs.
+/// Off unless the environment sets `ENCORE_STEP_PROFILE=1` (then `encore bench` prints the parts per step on
+/// stderr after each model); when off, each lap is one predictable branch.
+///
+/// ```swift
+/// StepProfile.begin()                 // at the top of a one-token step
+/// ... ; StepProfile.lap(.norm)        // time since the previous lap goes to .norm
+/// StepProfile.end()                   // counts the step
+/// ```
+public enum StepProfile {
+    /// The parts of a decode step (Mu and the Llama family; a model uses the ones it has).
+    public enum Part: Int, CaseIterable, Sendable {
+        case embed, norm, qkvGEMV, ropeCache, selfAttention, selfOutGEMV, crossQGEMV, crossAttention, crossOutGEMV
+        case mlpUpGEMV, mlpActivation, mlpDownGEMV, head, other
+
+        var label: String {
+            switch self {
+            case .embed: return "embedding"
+            case .norm: return "RMSNorms"
+            case .qkvGEMV: return "q/k/v GEMVs"
+            case .ropeCache: return "RoPE + cache append"
+            case .selfAttention: return "self-attention"
+            case .selfOutGEMV: return "self-attn out GEMV (+ residual)"
+            case .crossQGEMV: return "cross q GEMV"
+            case .crossAttention: return "cross-attention"
+            case .crossOutGEMV: return "cross out GEMV (+ residual)"
+            case .mlpUpGEMV: return "MLP up GEMV(s)"
+            case .mlpActivation: return "MLP activation"
+            case .mlpDownGEMV: return "MLP down GEMV (+ residual)"
+            case .head: return "final norm + head GEMV"
+            case .other: return "other"
+            }
+        }
+    }
+
+    /// Whether laps are recorded (ENCORE_STEP_PROFILE=1).
+    public static let enabled = ProcessInfo.processInfo.environment["ENCORE_STEP_PROFILE"] == "1"
+
+    nonisolated(unsafe) private static var totals = [Double](repeating: 0, count: Part.allCases.count)
+    nonisolated(unsafe) private static var last = 0.0
+    nonisolated(unsafe) private static var active = false
+    nonisolated(unsafe) private(set) static var steps = 0
+
+    /// Starts timing a step (only one-token steps are timed; pass `tokens` = rows × new tokens).
+    @inline(__always) static func begin(tokens: Int) {
+        guard enabled else { return }
+        active = tokens == 1
+        if active { last = now() }
+    }
+
+    /// Adds the time since the previous lap to `part`.
+    @inline(__always) static func lap(_ part: Part) {
+        guard enabled, active else { return }
+        let t = now()
+        totals[part.rawValue] += t - last
+        last = t
+    }
+
+    /// Ends a timed step.
+    @inline(__always) static func end() {
+        guard enabled, active else { return }
+        lap(.other)
+        steps += 1
+        active = false
+    }
+
+    /// Clears the totals.
+    public static func reset() {
+        totals = [Double](repeating: 0, count: Part.allCases.count)
+        steps = 0
+    }
+
+    /// Milliseconds per step of each part that was timed, largest first, and the total.
+    public static func report() -> (parts: [(label: String, ms: Double)], totalMs: Double) {
+        guard steps > 0 else { return ([], 0) }
+        let rows = Part.allCases.map { ($0.label, totals[$0.rawValue] * 1000 / Double(steps)) }.filter { $0.1 > 0 }
+        return (rows.sorted { $0.1 > $1.1 }, rows.reduce(0) { $0 + $1.1 })
+    }
+
+    /// The report as lines of text.
+    public static func reportText() -> String {
+        let r = report()
+        var lines = [String(format: "decode step parts (ENCORE_STEP_PROFILE, %d one-token steps): %.3f ms per step", steps, r.totalMs)]
+        for p in r.parts { lines.append("  " + p.label.padding(toLength: 34, withPad: " ", startingAt: 0) + String(format: " %7.3f ms  %5.1f%%", p.ms, 100 * p.ms / max(r.totalMs, 1e-12))) }
+        return lines.joined(separator: "\n")
+    }
+}
