@@ -463,7 +463,10 @@ typedef struct {
     const float *bias; long bias_stride;        /* T5: additive relative bias, or NULL */
     long chunk, nchunks;
     float *part;                                /* [tq][n_head][nchunks][head_dim + 2]: max, sum, o[D] */
+    const uint16_t *k16, *v16;                  /* f16 K/V (then k, v are NULL), or NULL */
 } attn_ctx;
+
+static inline float h2f(uint16_t h) { float f; ek_f16_to_f32(&h, &f, 1); return f; }
 
 static inline long group_head(const attn_ctx *c, long g, long j) {
     long groups = c->n_head / c->n_kv_head;
@@ -540,6 +543,70 @@ EK_AVX2 static void group_values_avx2(const float *p, long ld, long G, const flo
         }
     }
 }
+/* group_scores_avx2 / group_values_avx2 over f16 keys and values (F16C widening; the same fp32 arithmetic on
+   the widened values) */
+#define EK_AVX2_F16C __attribute__((target("avx2,fma,f16c")))
+#define EK_LDH(p) _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p)))
+EK_AVX2_F16C static void group_scores_f16_avx2(const float *const *qs, long G, const uint16_t *k, long k_stride, long n,
+                                               long D, float *scores, long ld) {
+    for (long j = 0; j < G; j++) {
+        const float *qh = qs[j];
+        float *out = scores + j * ld;
+        long i = 0;
+        for (; i + 8 <= n; i += 8) {
+            const uint16_t *k0 = k + i * k_stride;
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+            for (long d = 0; d < D; d += 8) {
+                __m256 qv = _mm256_loadu_ps(qh + d);
+                a0 = _mm256_fmadd_ps(qv, EK_LDH(k0 + d), a0);
+                a1 = _mm256_fmadd_ps(qv, EK_LDH(k0 + k_stride + d), a1);
+                a2 = _mm256_fmadd_ps(qv, EK_LDH(k0 + 2 * k_stride + d), a2);
+                a3 = _mm256_fmadd_ps(qv, EK_LDH(k0 + 3 * k_stride + d), a3);
+                a4 = _mm256_fmadd_ps(qv, EK_LDH(k0 + 4 * k_stride + d), a4);
+                a5 = _mm256_fmadd_ps(qv, EK_LDH(k0 + 5 * k_stride + d), a5);
+                a6 = _mm256_fmadd_ps(qv, EK_LDH(k0 + 6 * k_stride + d), a6);
+                a7 = _mm256_fmadd_ps(qv, EK_LDH(k0 + 7 * k_stride + d), a7);
+            }
+            _mm256_storeu_ps(out + i, hsum8x8(a0, a1, a2, a3, a4, a5, a6, a7));
+        }
+        for (; i < n; i++) {
+            const uint16_t *kr = k + i * k_stride;
+            __m256 a = _mm256_setzero_ps();
+            for (long d = 0; d < D; d += 8) a = _mm256_fmadd_ps(_mm256_loadu_ps(qh + d), EK_LDH(kr + d), a);
+            out[i] = hsum256(a);
+        }
+    }
+}
+
+EK_AVX2_F16C static void group_values_f16_avx2(const float *p, long ld, long G, const uint16_t *v, long v_stride, long n,
+                                               long D, float *const *os) {
+    for (long j = 0; j < G; j++) {
+        const float *pj = p + j * ld;
+        float *o = os[j];
+        long d = 0;
+        for (; d + 32 <= D; d += 32) {
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+            const uint16_t *vr = v + d;
+            for (long i = 0; i < n; i++, vr += v_stride) {
+                __m256 w = _mm256_broadcast_ss(pj + i);
+                a0 = _mm256_fmadd_ps(w, EK_LDH(vr), a0);
+                a1 = _mm256_fmadd_ps(w, EK_LDH(vr + 8), a1);
+                a2 = _mm256_fmadd_ps(w, EK_LDH(vr + 16), a2);
+                a3 = _mm256_fmadd_ps(w, EK_LDH(vr + 24), a3);
+            }
+            _mm256_storeu_ps(o + d, a0); _mm256_storeu_ps(o + d + 8, a1);
+            _mm256_storeu_ps(o + d + 16, a2); _mm256_storeu_ps(o + d + 24, a3);
+        }
+        for (; d < D; d += 8) {
+            __m256 a0 = _mm256_setzero_ps();
+            const uint16_t *vr = v + d;
+            for (long i = 0; i < n; i++, vr += v_stride) a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(pj + i), EK_LDH(vr), a0);
+            _mm256_storeu_ps(o + d, a0);
+        }
+    }
+}
+#undef EK_LDH
+
 /* In place over one chunk's scores: x = sc/scale_div (or sc + b when b), then exp(x − max); returns max, sum.
    Masked entries must already be −inf; they come out as exactly 0. */
 EK_AVX2 static float chunk_softmax_avx2(float *sc, long n, float scale_div, const float *b, double *sum_out) {
@@ -586,12 +653,14 @@ static void attn_task(void *ctx, long index, long count) {
     float scores[EK_ATTN_GROUP * EK_ATTN_CHUNK];
     const float *qs[EK_ATTN_GROUP];
     float *os[EK_ATTN_GROUP], *mxs[EK_ATTN_GROUP];   /* each head's partial: [max, sum, o[D]] in c->part */
-    const float *kbase = c->k + s0 * c->k_stride + g * D, *vbase = c->v + s0 * c->v_stride + g * D;
+    const int half = c->k16 != NULL;
+    const float *kbase = half ? NULL : c->k + s0 * c->k_stride + g * D, *vbase = half ? NULL : c->v + s0 * c->v_stride + g * D;
+    const uint16_t *kb16 = half ? c->k16 + s0 * c->k_stride + g * D : NULL, *vb16 = half ? c->v16 + s0 * c->v_stride + g * D : NULL;
     int simd = 0;
 #if EK_X86
-    simd = use_avx2() && D % 8 == 0;
+    simd = use_avx2() && D % 8 == 0 && (!half || (ek_cpu_features() & EK_CPU_F16C));
 #elif defined(__aarch64__)
-    simd = use_neon() && D % 4 == 0;   /* NEON hook: the three calls below */
+    simd = !half && use_neon() && D % 4 == 0;   /* NEON hook: the three calls below (f16 K/V: plain C) */
 #endif
     int any_masked = c->keep && n > 0 && memchr(c->keep + s0, 0, (size_t)n) != NULL;   /* once per chunk */
     for (long j0 = 0; j0 < groups; j0 += EK_ATTN_GROUP) {
@@ -603,6 +672,19 @@ static void attn_task(void *ctx, long index, long count) {
             os[j] = mxs[j] + 2;
         }
         /* scores */
+        if (half) {
+#if EK_X86
+            if (simd) group_scores_f16_avx2(qs, G, kb16, c->k_stride, n, D, scores, EK_ATTN_CHUNK);
+            else
+#endif
+            for (long j = 0; j < G; j++)
+                for (long i = 0; i < n; i++) {
+                    const uint16_t *kr = kb16 + i * c->k_stride;
+                    float a = 0;
+                    for (long d = 0; d < D; d++) a += qs[j][d] * h2f(kr[d]);
+                    scores[j * EK_ATTN_CHUNK + i] = a;
+                }
+        } else
 #if EK_X86
         if (simd) group_scores_avx2(qs, G, kbase, c->k_stride, n, D, scores, EK_ATTN_CHUNK);
         else
@@ -637,6 +719,20 @@ static void attn_task(void *ctx, long index, long count) {
             sum[j] = (float)sm;
         }
         /* weighted values */
+        if (half) {
+#if EK_X86
+            if (simd) group_values_f16_avx2(scores, EK_ATTN_CHUNK, G, vb16, c->v_stride, n, D, os);
+            else
+#endif
+            for (long j = 0; j < G; j++) {
+                memset(os[j], 0, sizeof(float) * D);
+                for (long i = 0; i < n; i++) {
+                    float p = scores[j * EK_ATTN_CHUNK + i];
+                    const uint16_t *vr = vb16 + i * c->v_stride;
+                    if (p != 0.0f) for (long d = 0; d < D; d++) os[j][d] += p * h2f(vr[d]);
+                }
+            }
+        } else
 #if EK_X86
         if (simd) group_values_avx2(scores, EK_ATTN_CHUNK, G, vbase, c->v_stride, n, D, os);
         else
@@ -671,7 +767,16 @@ static void attention_engine(attn_ctx *c) {
             if (m == -INFINITY) {   /* every key masked: uniform over all tk keys */
                 long g = c->interleaved ? h / (c->n_head / c->n_kv_head) : h % c->n_kv_head;
                 memset(o, 0, sizeof(float) * D);
-                for (long s = 0; s < c->tk; s++) ek_axpy_f32(1.0f / (float)c->tk, c->v + s * c->v_stride + g * D, o, D);
+                for (long s = 0; s < c->tk; s++) {
+                    if (c->v16) {          /* widened 64 at a time: the same axpy as the fp32 path */
+                        float row[64];
+                        for (long d0 = 0; d0 < D; d0 += 64) {
+                            long len = D - d0 < 64 ? D - d0 : 64;
+                            ek_f16_to_f32(c->v16 + s * c->v_stride + g * D + d0, row, len);
+                            ek_axpy_f32(1.0f / (float)c->tk, row, o + d0, len);
+                        }
+                    } else ek_axpy_f32(1.0f / (float)c->tk, c->v + s * c->v_stride + g * D, o, D);
+                }
                 continue;
             }
             double total = 0;
@@ -725,6 +830,50 @@ void ek_attention_f32_ref(const float *q, long q_stride, const float *k, long k_
             for (long d = 0; d < head_dim; d++) {
                 double acc = 0;
                 for (long s = 0; s < tk; s++) acc += (double)scratch[s] * v[s * v_stride + g * head_dim + d];
+                o[d] = (float)(acc / sum);
+            }
+        }
+    }
+}
+
+void ek_attention_f16kv(const float *q, long q_stride, const uint16_t *k, long k_stride,
+                        const uint16_t *v, long v_stride, float *out, long out_stride,
+                        long tq, long tk, long n_head, long n_kv_head, long head_dim, int interleaved,
+                        const uint8_t *key_keep, long causal_offset, float scale_div, float *scratch) {
+    attn_ctx c = { q, NULL, NULL, out, q_stride, k_stride, v_stride, out_stride, tq, tk, n_head, n_kv_head, head_dim,
+                   interleaved, key_keep, causal_offset, scale_div, NULL, 0, EK_ATTN_CHUNK, attn_chunks(tk), scratch, k, v };
+    if (c.nchunks == 1) c.chunk = tk;
+    attention_engine(&c);
+}
+
+void ek_attention_f16kv_ref(const float *q, long q_stride, const uint16_t *k, long k_stride,
+                            const uint16_t *v, long v_stride, float *out, long out_stride,
+                            long tq, long tk, long n_head, long n_kv_head, long head_dim, int interleaved,
+                            const uint8_t *key_keep, long causal_offset, float scale_div, float *scratch) {
+    for (long t = 0; t < tq; t++) {
+        for (long h = 0; h < n_head; h++) {
+            long g = kv_head_for(h, n_head, n_kv_head, interleaved);
+            const float *qh = q + t * q_stride + h * head_dim;
+            double mx = -INFINITY;
+            long allowed = 0;
+            for (long s = 0; s < tk; s++) {
+                if (!key_allowed(key_keep, causal_offset, t, s)) continue;
+                double a = 0;
+                for (long d = 0; d < head_dim; d++) a += (double)qh[d] * h2f(k[s * k_stride + g * head_dim + d]);
+                scratch[s] = (float)(a / scale_div);
+                if (scratch[s] > mx) mx = scratch[s];
+                allowed++;
+            }
+            double sum = 0;
+            for (long s = 0; s < tk; s++) {
+                if (allowed == 0) scratch[s] = 1.0f;
+                else scratch[s] = key_allowed(key_keep, causal_offset, t, s) ? (float)exp(scratch[s] - mx) : 0.0f;
+                sum += scratch[s];
+            }
+            float *o = out + t * out_stride + h * head_dim;
+            for (long d = 0; d < head_dim; d++) {
+                double acc = 0;
+                for (long s = 0; s < tk; s++) acc += (double)scratch[s] * h2f(v[s * v_stride + g * head_dim + d]);
                 o[d] = (float)(acc / sum);
             }
         }

@@ -103,6 +103,9 @@ struct BenchCommand: ParsableCommand {
     @Flag(name: .customLong("no-limits"), help: "Skip measuring the machine's ceilings (memory bandwidth, GEMM peak).")
     var noLimits = false
 
+    @Option(name: .customLong("cross-kv"), help: "Storage of Mu's cross-attention K/V: f32, or f16 (opt-in: half the bytes a decode step reads over the encoder positions; logits within ~5e-4 of fp32).")
+    var crossKV = "f32"
+
     func validate() throws {
         let parts = inputTokens.split(separator: ",")
         if parts.isEmpty || parts.count != lengths.count || lengths.contains(where: { $0 < 1 }) {
@@ -121,6 +124,7 @@ struct BenchCommand: ParsableCommand {
             throw ValidationError("--keep-quantized needs a GGUF --model and no --decode-weights (it benchmarks the file's own blocks)")
         }
         if reps < 1 { throw ValidationError("--reps must be >= 1") }
+        if crossKV != "f32" && crossKV != "f16" { throw ValidationError("--cross-kv: expected f32 or f16 (got '\(crossKV)')") }
         let known = Set(["mu", "mu_decoder", "model"])
         for m in (models ?? "mu").split(separator: ",") where !known.contains(String(m)) {
             throw ValidationError("--models: unknown model '\(m)' (use mu, mu_decoder, model)")
@@ -171,6 +175,7 @@ struct BenchCommand: ParsableCommand {
                     }
                     lm = try MuDecoderModel(config: twin, randomSeed: seed)
                 }
+                if let mu = lm as? MuModel { mu.halfCrossKV = crossKV == "f16" }
                 var reference: DecodeQuality? = nil
                 for format in formats {
                     // --keep-quantized: the GGUF blocks as loaded ("gguf"); other formats are made from them
@@ -187,7 +192,11 @@ struct BenchCommand: ParsableCommand {
                             }
                             r.decodeWeights = label
                             results.append(r)
-                            if StepProfile.enabled { printStderr("[\(tag)] " + StepProfile.reportText()) }
+                            if StepProfile.enabled {
+                                let p = StepProfile.stepPercentiles()
+                                printStderr("[\(tag)] " + StepProfile.reportText() + String(format: "\n  weights %.4f GB per step: %.1f GB/s at the p10 step, %.1f GB/s at the median step",
+                                                                                         r.weightBytesPerToken / 1e9, r.weightBytesPerToken / p.p10 / 1e6, r.weightBytesPerToken / p.median / 1e6))
+                            }
                         }
                     }
                     if qualityTokens > 0 && !keepQuantized && (format != .f32 || formats.count > 1) {
@@ -212,6 +221,7 @@ struct BenchCommand: ParsableCommand {
             if let plot { try writePlot(results.filter { $0.decodeWeights == results.first?.decodeWeights }, to: plot) }
             let report: [String: Any] = [
                 "system": "encore", "version": EncoreVersion.string, "decode_weights": decodeWeights, "threads": threads, "blas": Backend.blasName,
+                "cross_kv": crossKV,
                 "kernel_paths": Dictionary(uniqueKeysWithValues: formats.map { ($0.rawValue, $0.kernelPath) }),
                 "quality": qualities.map { q -> [String: Any] in
                     ["model": q.model, "decode_weights": q.format, "max_logit_error": q.absolute, "max_logit_error_relative": q.relative,
@@ -233,7 +243,8 @@ struct BenchCommand: ParsableCommand {
                 print(jsonString(report))
                 return
             }
-            print("Encore \(EncoreVersion.string) · \(Backend.blasName) · \(threads) thread(s) · batch 1, greedy, fp32 prompt passes")
+            print("Encore \(EncoreVersion.string) · \(Backend.blasName) · \(threads) thread(s) · batch 1, greedy, fp32 prompt passes"
+                  + (crossKV == "f16" ? " · Mu cross-attention K/V in f16" : ""))
             print("decode kernels: " + formats.map { "\($0.rawValue) \($0.kernelPath)" }.joined(separator: ", "))
             print("model       weights   params   input  output  encode ms  1st step ms   TTFT ms   decode tok/s   e2e s   GFLOP/seq   peak RSS MiB   cache MiB")
             for r in results {

@@ -80,6 +80,47 @@ final class KernelTests: XCTestCase {
         XCTAssertEqual(out3[0], mean0, accuracy: 1e-5)
     }
 
+    /// Attention over f16 K/V (Mu's opt-in half cross-attention K/V): the AVX2 and plain-C paths against the `_ref`
+    /// twin (≤ 1e-5 of the largest output), and the AVX2 path gives exactly ek_attention_f32's bytes on the widened
+    /// values (same fp32 arithmetic); masks, GQA layouts, split-K chunks, D not % 8, a fully masked row.
+    func testHalfKVAttentionMatchesReference() {
+        defer { ek_set_force_reference(0) }
+        for force in [Int32(0), 1] {
+            ek_set_force_reference(force)
+            for (tq, tk, heads, kvHeads, hd, interleaved, allMasked) in [
+                (1, 1, 1, 1, 8, false, false), (1, 512, 6, 3, 64, false, false), (1, 300, 9, 3, 64, true, false),
+                (3, 260, 4, 2, 12, false, false), (2, 130, 8, 2, 32, true, false), (1, 200, 2, 1, 16, false, true),
+            ] {
+                let q = randoms(tq * heads * hd)
+                let k32 = randoms(tk * kvHeads * hd, scale: 4), v32 = randoms(tk * kvHeads * hd, scale: 4)
+                var k16 = [UInt16](repeating: 0, count: k32.count), v16 = k16
+                ek_f32_to_f16(k32, &k16, k32.count)
+                ek_f32_to_f16(v32, &v16, v32.count)
+                var kw = [Float](repeating: 0, count: k32.count), vw = kw            // the f16 values widened
+                ek_f16_to_f32(k16, &kw, kw.count)
+                ek_f16_to_f32(v16, &vw, vw.count)
+                var keep = (0..<tk).map { _ in UInt8(rng.next() % 4 == 0 ? 0 : 1) }
+                if allMasked { keep = [UInt8](repeating: 0, count: tk) } else { keep[0] = 1 }
+                if tk > 300 { for s in 128..<256 { keep[s] = 0 } }
+                var half = [Float](repeating: 0, count: tq * heads * hd), ref = half, widened = half
+                var scratch = [Float](repeating: 0, count: max(ek_attention_scratch_floats(tq, tk, heads, hd), tk))
+                let scale = Float(hd).squareRoot(), il: Int32 = interleaved ? 1 : 0
+                ek_attention_f16kv(q, heads * hd, k16, kvHeads * hd, v16, kvHeads * hd, &half, heads * hd, tq, tk, heads, kvHeads, hd,
+                                   il, keep, -1, scale, &scratch)
+                ek_attention_f16kv_ref(q, heads * hd, k16, kvHeads * hd, v16, kvHeads * hd, &ref, heads * hd, tq, tk, heads, kvHeads, hd,
+                                       il, keep, -1, scale, &scratch)
+                ek_attention_f32(q, heads * hd, kw, kvHeads * hd, vw, kvHeads * hd, &widened, heads * hd, tq, tk, heads, kvHeads, hd,
+                                 il, keep, -1, scale, &scratch)
+                let what = "tq=\(tq) tk=\(tk) h=\(heads)/\(kvHeads) D=\(hd) masked=\(allMasked) force=\(force)"
+                XCTAssertLessThan(relativeError(half, ref), 1e-5, what)
+                if force == 0 && hd % 8 == 0 && ek_cpu_features() & Int32(EK_CPU_AVX2_FMA) != 0 && ek_cpu_features() & Int32(EK_CPU_F16C) != 0 {
+                    XCTAssertEqual(half, widened, "f16 path vs fp32 path on the widened values: " + what)
+                }
+                XCTAssertFalse(half.contains { !$0.isFinite }, what)
+            }
+        }
+    }
+
     /// SwiGLU (Llama/Qwen2/Phi-3 MLPs): the AVX2 path, threaded for long inputs, against the double-precision
     /// twin, 2e-6 relative to max(|out|, 1e-3·|up|) per element, over a ragged length, extreme gates (±100: exp
     /// clamped), a long prompt-sized input; the plain-C path too.

@@ -40,6 +40,9 @@ public enum StepProfile {
 
     nonisolated(unsafe) private static var totals = [Double](repeating: 0, count: Part.allCases.count)
     nonisolated(unsafe) private static var last = 0.0
+    nonisolated(unsafe) private static var stepStart = 0.0
+    /// Wall time of every timed step (seconds).
+    nonisolated(unsafe) private static var stepTimes: [Double] = []
     nonisolated(unsafe) private static var active = false
     nonisolated(unsafe) private(set) static var steps = 0
 
@@ -47,7 +50,7 @@ public enum StepProfile {
     @inline(__always) static func begin(tokens: Int) {
         guard enabled else { return }
         active = tokens == 1
-        if active { last = now() }
+        if active { last = now(); stepStart = last }
     }
 
     /// Adds the time since the previous lap to `part`.
@@ -62,6 +65,7 @@ public enum StepProfile {
     @inline(__always) static func end() {
         guard enabled, active else { return }
         lap(.other)
+        stepTimes.append(last - stepStart)
         steps += 1
         active = false
     }
@@ -69,6 +73,7 @@ public enum StepProfile {
     /// Clears the totals.
     public static func reset() {
         totals = [Double](repeating: 0, count: Part.allCases.count)
+        stepTimes.removeAll(keepingCapacity: true)
         steps = 0
     }
 
@@ -79,10 +84,19 @@ public enum StepProfile {
         return (rows.sorted { $0.1 > $1.1 }, rows.reduce(0) { $0 + $1.1 })
     }
 
+    /// Step times in milliseconds: the fastest tenth's upper end (p10), the median and the mean. On a shared host the
+    /// p10 is the step time with the least interference from other tenants.
+    public static func stepPercentiles() -> (p10: Double, median: Double, mean: Double) {
+        guard !stepTimes.isEmpty else { return (0, 0, 0) }
+        let s = stepTimes.sorted()
+        return (s[s.count / 10] * 1000, s[s.count / 2] * 1000, s.reduce(0, +) * 1000 / Double(s.count))
+    }
+
     /// The report as lines of text.
     public static func reportText() -> String {
-        let r = report()
-        var lines = [String(format: "decode step parts (ENCORE_STEP_PROFILE, %d one-token steps): %.3f ms per step", steps, r.totalMs)]
+        let r = report(), p = stepPercentiles()
+        var lines = [String(format: "decode step parts (ENCORE_STEP_PROFILE, %d one-token steps): %.3f ms per step (mean); step time p10 %.3f ms, median %.3f ms",
+                            steps, r.totalMs, p.p10, p.median)]
         for p in r.parts { lines.append("  " + p.label.padding(toLength: 34, withPad: " ", startingAt: 0) + String(format: " %7.3f ms  %5.1f%%", p.ms, 100 * p.ms / max(r.totalMs, 1e-12))) }
         return lines.joined(separator: "\n")
     }

@@ -396,6 +396,32 @@ extension Ops {
         return o
     }
 
+    /// As ``batchedAttention(q:k:v:batch:tq:kvRows:keyKeep:shape:causalOffset:scratch:)`` without a causal mask,
+    /// with K and V in f16 (`ek_attention_f16kv`: widened to fp32 per element). Returns [B*tq, H*D].
+    static func batchedAttentionF16KV(q: Tensor, k: HalfTensor, v: HalfTensor, batch B: Int, tq: Int, kvRows: Int,
+                                      keyKeep: [UInt8], shape: AttentionShape, scratch: inout [Float]) -> Tensor {
+        precondition(k.count == B * kvRows * shape.kvWidth && v.count == k.count, "attention: k \(k.shape) v \(v.shape)")
+        let o = Tensor(uninitialized: [B * tq, shape.qWidth])
+        let need = ek_attention_scratch_floats(tq, kvRows, shape.heads, shape.headDim)
+        if scratch.count < need { scratch = [Float](repeating: 0, count: need) }
+        OpCounter.add(flops: 4 * B * tq * kvRows * shape.heads * shape.headDim)   // scores + values
+        let scaleDiv = Float(Double(shape.headDim).squareRoot())
+        withExtendedLifetime((q, k, v)) {
+            keyKeep.withUnsafeBufferPointer { kp in
+                scratch.withUnsafeMutableBufferPointer { s in
+                    for b in 0..<B {
+                        ek_attention_f16kv(q.data + b * tq * shape.qWidth, shape.qWidth, k.data + b * kvRows * shape.kvWidth,
+                                           shape.kvWidth, v.data + b * kvRows * shape.kvWidth, shape.kvWidth,
+                                           o.data + b * tq * shape.qWidth, shape.qWidth, tq, kvRows, shape.heads, shape.kvHeads,
+                                           shape.headDim, shape.interleaved ? 1 : 0, kp.baseAddress! + b * kvRows, -1, scaleDiv,
+                                           s.baseAddress!)
+                    }
+                }
+            }
+        }
+        return o
+    }
+
     /// The last of every `n` rows of x [B*n, C] → [B, C].
     static func lastRows(_ x: Tensor, batch B: Int, n: Int) -> Tensor {
         let c = x.shape.last!

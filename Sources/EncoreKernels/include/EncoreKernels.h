@@ -92,6 +92,18 @@ void ek_attention_f32_ref(const float *q, long q_stride, const float *k, long k_
                           long tq, long tk, long n_head, long n_kv_head, long head_dim, int interleaved,
                           const uint8_t *key_keep, long causal_offset, float scale_div, float *scratch);
 
+/** As ek_attention_f32 with K and V stored as IEEE half floats (Mu's cross-attention K/V kept in f16, half the
+ *  bytes a decode step reads; opt-in): each key/value element is widened to fp32, the arithmetic is ek_attention_f32's.
+ *  Strides count elements. For few queries (decode steps; any tq works). */
+void ek_attention_f16kv(const float *q, long q_stride, const uint16_t *k, long k_stride,
+                        const uint16_t *v, long v_stride, float *out, long out_stride,
+                        long tq, long tk, long n_head, long n_kv_head, long head_dim, int interleaved,
+                        const uint8_t *key_keep, long causal_offset, float scale_div, float *scratch);
+void ek_attention_f16kv_ref(const float *q, long q_stride, const uint16_t *k, long k_stride,
+                            const uint16_t *v, long v_stride, float *out, long out_stride,
+                            long tq, long tk, long n_head, long n_kv_head, long head_dim, int interleaved,
+                            const uint8_t *key_keep, long causal_offset, float scale_div, float *scratch);
+
 /* ---- attention with a relative-position bias (T5) ---- */
 /**
  * As ek_attention_f32, with unscaled scores plus an additive bias that depends on the key index minus the
