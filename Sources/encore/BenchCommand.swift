@@ -103,6 +103,9 @@ struct BenchCommand: ParsableCommand {
     @Flag(name: .customLong("no-limits"), help: "Skip measuring the machine's ceilings (memory bandwidth, GEMM peak).")
     var noLimits = false
 
+    @Option(name: .customLong("step-ab"), help: "Instead of the study: Mu decode steps (the first --input-tokens, --output-tokens steps) alternating step by step between two variants, for each --decode-weights format: shared-gemv (q/k/v in one kernel call vs one call each) or cross-kv (f32 vs f16 cross-attention K/V). Prints each variant's p10 and median step time.")
+    var stepAB: String?
+
     @Option(name: .customLong("cross-kv"), help: "Storage of Mu's cross-attention K/V: f32, or f16 (opt-in: half the bytes a decode step reads over the encoder positions; logits within ~5e-4 of fp32).")
     var crossKV = "f32"
 
@@ -124,6 +127,9 @@ struct BenchCommand: ParsableCommand {
             throw ValidationError("--keep-quantized needs a GGUF --model and no --decode-weights (it benchmarks the file's own blocks)")
         }
         if reps < 1 { throw ValidationError("--reps must be >= 1") }
+        if let stepAB, !["shared-gemv", "cross-kv"].contains(stepAB) {
+            throw ValidationError("--step-ab: expected shared-gemv or cross-kv (got '\(stepAB)')")
+        }
         if crossKV != "f32" && crossKV != "f16" { throw ValidationError("--cross-kv: expected f32 or f16 (got '\(crossKV)')") }
         let known = Set(["mu", "mu_decoder", "model"])
         for m in (models ?? "mu").split(separator: ",") where !known.contains(String(m)) {
@@ -140,6 +146,7 @@ struct BenchCommand: ParsableCommand {
             Backend.setThreads(threads)
             if epilogueAB > 0 { try runEpilogueAB(); return }
             if gemvLayoutAB { runGemvLayoutAB(); return }
+            if let stepAB { try runStepAB(stepAB); return }
             var muConfig = MuConfig.mu330m
             var loaded: LanguageModel? = nil
             if let model {
@@ -320,6 +327,43 @@ struct BenchCommand: ParsableCommand {
             print(String(format: "%-26@ %-5@ %3d  %9.1f  %9.1f  %6.0f%%  %8.1f  %6.0f%%  %6.2fx", r.shape as NSString,
                          r.format.rawValue as NSString, r.threads, r.readGBps, old, 100 * old / r.readGBps,
                          r.x8GBps, 100 * r.x8GBps / r.readGBps, r.x8GBps / old))
+        }
+    }
+
+    /// `--step-ab VARIANT`: Mu decode steps alternating between the variant's two code paths (StepAB), per format.
+    func runStepAB(_ variant: String) throws {
+        // Mu (the preset or a Mu --model), or with shared-gemv any other --model (a Llama GGUF: q/k/v and gate/up)
+        var lm: LanguageModel = try MuModel(config: .mu330m, randomSeed: seed)
+        if let model {
+            let loaded = try ModelRegistry.load(folder: model, keepQuantized: keepQuantized)
+            if let mu = loaded as? MuModel { lm = try MuModel(config: mu.config, randomSeed: seed) }
+            else if variant == "shared-gemv" { lm = loaded }
+            else { throw ValidationError("--step-ab cross-kv needs a Mu model") }
+        }
+        let mu = lm as? MuModel
+        var rng = SplitMix64(seed: seed)
+        let prompt = (0..<lengths[0]).map { _ in 3 + Int(rng.next() % UInt64(lm.vocabSize - 3)) }
+        let limits = noLimits ? nil : KernelBench.run(formats: [])
+        let names = variant == "shared-gemv" ? ("one GEMV call per layer", "q/k/v (gate/up) in one call") : ("cross K/V f32", "cross K/V f16")
+        print("\(lm.modelType) decode steps after \(lengths[0]) input tokens, \(outputLengths[0]) steps per variant, alternating step by step; \(threads) thread(s)"
+              + (limits.map { String(format: "; read ceiling %.1f GB/s", $0.readGBps) } ?? ""))
+        print("A = \(names.0), B = \(names.1); ms per step (p10 / median); weight GB/s and fraction of the read ceiling at the p10 step")
+        defer { DecodeTuning.sharedGEMV = true; mu?.halfCrossKV = crossKV == "f16" }
+        for format in formats {
+            if !(keepQuantized && format == .f32) { try lm.useDecodeWeights(format) }
+            printStderr("[\(lm.modelType) \(format.rawValue)] \(variant): \(outputLengths[0]) steps per variant…")
+            let r = try StepAB.run(lm, prompt: prompt, steps: outputLengths[0]) { v in
+                if variant == "shared-gemv" { DecodeTuning.sharedGEMV = v == 1; mu?.halfCrossKV = crossKV == "f16" }
+                else { mu?.halfCrossKV = v == 1 }
+            }
+            let bytes = r.weightBytes
+            func side(_ t: StepAB.Times) -> String {
+                var s = String(format: "%.3f / %.3f ms, %.1f GB/s", t.p10, t.median, bytes / t.p10 / 1e6)
+                if let limits { s += String(format: " (%.0f%%)", 100 * bytes / t.p10 / 1e6 / limits.readGBps) }
+                return s
+            }
+            print(String(format: "%@: A %@ | B %@ | B/A speed p10 %.3f×, median %.3f×", format.rawValue as NSString,
+                         side(r.a) as NSString, side(r.b) as NSString, r.a.p10 / r.b.p10, r.a.median / r.b.median))
         }
     }
 

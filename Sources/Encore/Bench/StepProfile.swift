@@ -26,7 +26,7 @@ public enum StepProfile {
             case .crossQGEMV: return "cross q GEMV"
             case .crossAttention: return "cross-attention"
             case .crossOutGEMV: return "cross out GEMV (+ residual)"
-            case .mlpUpGEMV: return "MLP up GEMV(s)"
+            case .mlpUpGEMV: return "MLP up GEMV(s) + activation"
             case .mlpActivation: return "MLP activation"
             case .mlpDownGEMV: return "MLP down GEMV (+ residual)"
             case .head: return "final norm + head GEMV"

@@ -639,15 +639,21 @@ public final class LlamaModel: CausalDecoder {
         // transformers does; cached keys keep the rotation they were computed with.
         let rope = config.ropeScaling.dependsOnLength
             ? config.rope(seqLen: (positionsInt.max() ?? 0) + 1, factors: ropeFactors) : staticRoPE
+        StepProfile.begin(tokens: B * n)
+        defer { StepProfile.end() }
         var x = Ops.embeddingRows(embedding, blocks: embeddingBlocks, ids: ids)   // [B*n, C]
+        StepProfile.lap(.embed)
         for (layer, block) in blocks.enumerated() {
             let kv = cache.caches[layer]
             let h = Ops.rmsNorm(x, weight: block.attnNorm, eps: eps)             // [B*n, C]
+            StepProfile.lap(.norm)
             let (q, k, v) = block.project(h, shape)                               // [B*n, H*D], [B*n, Hkv*D] ×2
+            StepProfile.lap(.qkvGEMV)
             Ops.ropeInPlace(q, heads: shape.heads, headDim: shape.headDim, positions: positions, invFreq: rope.invFreq)
             Ops.ropeInPlace(k, heads: shape.kvHeads, headDim: shape.headDim, positions: positions, invFreq: rope.invFreq)
             if rope.scale != 1 { Ops.scaleInPlace(q, rope.scale); Ops.scaleInPlace(k, rope.scale) }
             kv.append(k: k, v: v, keep: newKeep, n: n)
+            StepProfile.lap(.ropeCache)
             let o = Tensor(uninitialized: [B * n, shape.qWidth])                  // [B*n, H*D]
             withExtendedLifetime(q) { for b in 0..<B {
                 kv.withKeep(batch: b) { kp in
@@ -657,9 +663,15 @@ public final class LlamaModel: CausalDecoder {
                                   causalOffset: start, scratch: &cache.scratch)
                 }
             } }
+            StepProfile.lap(.selfAttention)
             block.o.accumulate(into: x, o)                                        // x += o·Wᵀ (+ b), in the GEMM
+            StepProfile.lap(.selfOutGEMV)
             let m = Ops.rmsNorm(x, weight: block.ffnNorm, eps: eps)
-            block.down.accumulate(into: x, block.feedForward(m, hidden: config.ffnDim))   // x += ffn, in the GEMM
+            StepProfile.lap(.norm)
+            let f = block.feedForward(m, hidden: config.ffnDim)                   // [B*n, F]
+            StepProfile.lap(.mlpUpGEMV)
+            block.down.accumulate(into: x, f)                                     // x += ffn, in the GEMM
+            StepProfile.lap(.mlpDownGEMV)
         }
         switch outputs {
         case .all: break
@@ -668,7 +680,11 @@ public final class LlamaModel: CausalDecoder {
         }
         let hn = Ops.rmsNorm(x, weight: outputNorm, eps: eps)
         // the blocks for decode steps, and for every pass when no fp32 head is kept (8 rows per pass over them)
-        if let headDecode, hn.shape[0] <= 8 || head == nil { return Ops.linearQuantized(hn, weight: headDecode, bias: nil) }
+        if let headDecode, hn.shape[0] <= 8 || head == nil {
+            let logits = Ops.linearQuantized(hn, weight: headDecode, bias: nil)
+            StepProfile.lap(.head)
+            return logits
+        }
         return Ops.linear(hn, weight: head!, bias: nil)   // [*, V]
     }
 
