@@ -730,14 +730,13 @@ ATTR static inline __attribute__((always_inline)) void x8_body_##SUFFIX(const qc
                         p2 = x8_pair_##SUFFIX(q + 64, xg + 128, m4); p3 = x8_pair_##SUFFIX(q + 96, xg + 192, m4); \
                     }                                                                                          \
                 } else {                     /* last group of a row: fewer blocks, zeros for the rest */       \
-                    float t_[4][8] = { { 0 } };                                                                \
-                    for (long j = 0; j < g; j++) {                                                             \
-                        t_[0][j] = _cvtsh_ss(rd16(grp + 2 * j));                                               \
-                        if (h == 4) t_[1][j] = _cvtsh_ss(rd16(grp + 2 * g + 2 * j));                           \
-                        t_[2][j] = xd[b0 + j]; t_[3][j] = xc[b0 + j];                                          \
-                    }                                                                                          \
-                    dw = _mm256_loadu_ps(t_[0]); mw = _mm256_loadu_ps(t_[1]);                                  \
-                    xdv = _mm256_loadu_ps(t_[2]); xcv = _mm256_loadu_ps(t_[3]);                                \
+                    /* lanes >= g masked to zero; the 16-byte header loads stay inside the group (g·B >= 2h + 16) */ \
+                    const __m256i live_ = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)g),                        \
+                                                             _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));       \
+                    const __m256 livef_ = _mm256_castsi256_ps(live_);                                          \
+                    dw = _mm256_and_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)grp)), livef_);        \
+                    if (h == 4) mw = _mm256_and_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(grp + 2 * g))), livef_); \
+                    xdv = _mm256_maskload_ps(xd + b0, live_); xcv = _mm256_maskload_ps(xc + b0, live_);        \
                     __m256i p_[8];                                                                             \
                     for (int j = 0; j < 8; j++) p_[j] = _mm256_setzero_si256();                                \
                     if (fmt == EK_WF_Q8_0) {                                                                   \
