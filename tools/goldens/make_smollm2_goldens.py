@@ -21,8 +21,8 @@ Its CPU matrix products still quantize activations for quantized weights (Q8_0/Q
 F16/BF16 weights), which Encore (fp32 after dequantizing the weights) does not. So the goldens also hold an
 exact reference: for the tiny models `numpy_forward` (in _gguf_common.py), a plain fp32 numpy Llama over the
 weights dequantized by the `gguf` package (llama.cpp's adjacent-pair RoPE on the stored, permuted Q/K rows); for
-SmolLM2 llama.cpp itself on an F32 copy of the GGUF. Encore must match those tightly, and llama.cpp on the quantized file within
-the activation-rounding tolerance stated in the Swift tests.
+SmolLM2 llama.cpp itself on an F32 copy of the GGUF. Encore must match those tightly, and llama.cpp on the
+quantized file within the activation-rounding tolerance stated in the Swift tests.
 
 Run from the repository root (the llama-cpp-python build takes ~6+ minutes on 2 cores; the script itself ~2.5
 minutes, deterministic: a rerun gives the committed files bit for bit):
