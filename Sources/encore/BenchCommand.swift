@@ -88,6 +88,11 @@ struct BenchCommand: ParsableCommand {
 
     var formats: [WeightFormat] { decodeWeights.split(separator: ",").compactMap { try? WeightFormat(parsing: String($0)) } }
 
+    @Option(name: .customLong("prompt-weights"), help: "Weights prompt passes multiply with: f32 (BLAS GEMM over fp32 copies) or int8 (int8 GEMM over int8 rows, per-row int8 activations as CTranslate2's int8; the fp32 copies are released after the quality reference is taken, and every --decode-weights format is then made from the int8 rows).")
+    var promptWeights: String = "f32"
+
+    var promptInt8: Bool { promptWeights == "int8" }
+
     @Option(name: .customLong("quality-tokens"), help: "Teacher-forced decode steps for the quality report of non-f32 formats (0: skip).")
     var qualityTokens: Int = 64
 
@@ -117,6 +122,8 @@ struct BenchCommand: ParsableCommand {
             throw ValidationError("--decode-weights: expected f32, bf16, int8, q8_0, q4_0 or q4_1, comma separated (got '\(decodeWeights)')")
         }
         if qualityTokens < 0 { throw ValidationError("--quality-tokens must be >= 0") }
+        if promptWeights != "f32" && promptWeights != "int8" { throw ValidationError("--prompt-weights must be f32 or int8 (got '\(promptWeights)')") }
+        if promptInt8 && keepQuantized { throw ValidationError("--prompt-weights int8 is for fp32 checkpoints (with --keep-quantized, prompt passes widen the file's blocks)") }
         if keepQuantized && (model == nil || formats != [.f32]) {
             throw ValidationError("--keep-quantized needs a GGUF --model and no --decode-weights (it benchmarks the file's own blocks)")
         }
@@ -172,6 +179,19 @@ struct BenchCommand: ParsableCommand {
                     lm = try MuDecoderModel(config: twin, randomSeed: seed)
                 }
                 var reference: DecodeQuality? = nil
+                // fixed token sequences from the seed: a prompt of the first input length, then qualityTokens targets
+                var rng = SplitMix64(seed: seed &+ 17)
+                let low = min(3, lm.vocabSize - 1)
+                func ids(_ n: Int) -> [Int] { (0..<n).map { _ in low + Int(rng.next() % UInt64(lm.vocabSize - low)) } }
+                let qualityPrompt = ids(lengths[0]), qualityTargets = ids(qualityTokens)
+                let wantsQuality = qualityTokens > 0 && !keepQuantized && (promptInt8 || formats != [.f32])
+                if promptInt8 {
+                    if wantsQuality {   // the fp32 reference before the int8 rows replace the fp32 copies
+                        printStderr("[\(name)] quality reference: f32, \(qualityTokens) teacher-forced decode steps…")
+                        reference = try DecodeQuality.run(lm, prompt: qualityPrompt, targets: qualityTargets)
+                    }
+                    try lm.usePromptWeights(.int8)
+                }
                 for format in formats {
                     // --keep-quantized: the GGUF blocks as loaded ("gguf"); other formats are made from them
                     let asLoaded = keepQuantized && format == .f32
@@ -189,12 +209,8 @@ struct BenchCommand: ParsableCommand {
                             results.append(r)
                         }
                     }
-                    if qualityTokens > 0 && !keepQuantized && (format != .f32 || formats.count > 1) {
-                        // fixed token sequences from the seed: a prompt of the first input length, then qualityTokens targets
-                        var rng = SplitMix64(seed: seed &+ 17)
-                        let low = min(3, lm.vocabSize - 1)
-                        func ids(_ n: Int) -> [Int] { (0..<n).map { _ in low + Int(rng.next() % UInt64(lm.vocabSize - low)) } }
-                        let prompt = ids(lengths[0]), targets = ids(qualityTokens)
+                    if wantsQuality && (format != .f32 || formats.count > 1 || promptInt8) {
+                        let prompt = qualityPrompt, targets = qualityTargets
                         if reference == nil {
                             printStderr("[\(name)] quality reference: f32, \(qualityTokens) teacher-forced decode steps…")
                             try lm.useDecodeWeights(.f32)
@@ -207,10 +223,11 @@ struct BenchCommand: ParsableCommand {
                     }
                 }
                 if !keepQuantized { try lm.useDecodeWeights(.f32) }
+                if promptInt8 { try lm.usePromptWeights(.f32) }
             }
             if let plot { try writePlot(results.filter { $0.decodeWeights == results.first?.decodeWeights }, to: plot) }
             let report: [String: Any] = [
-                "system": "encore", "version": EncoreVersion.string, "decode_weights": decodeWeights, "threads": threads, "blas": Backend.blasName,
+                "system": "encore", "version": EncoreVersion.string, "decode_weights": decodeWeights, "prompt_weights": promptWeights, "threads": threads, "blas": Backend.blasName,
                 "kernel_paths": Dictionary(uniqueKeysWithValues: formats.map { ($0.rawValue, $0.kernelPath) }),
                 "quality": qualities.map { q -> [String: Any] in
                     ["model": q.model, "decode_weights": q.format, "max_logit_error": q.absolute, "max_logit_error_relative": q.relative,
@@ -232,7 +249,7 @@ struct BenchCommand: ParsableCommand {
                 print(jsonString(report))
                 return
             }
-            print("Encore \(EncoreVersion.string) · \(Backend.blasName) · \(threads) thread(s) · batch 1, greedy, fp32 prompt passes")
+            print("Encore \(EncoreVersion.string) · \(Backend.blasName) · \(threads) thread(s) · batch 1, greedy, " + (promptInt8 ? "int8 prompt passes (int8 GEMM)" : "fp32 prompt passes"))
             print("decode kernels: " + formats.map { "\($0.rawValue) \($0.kernelPath)" }.joined(separator: ", "))
             print("model       weights   params   input  output  encode ms  1st step ms   TTFT ms   decode tok/s   e2e s   GFLOP/seq   peak RSS MiB   cache MiB")
             for r in results {

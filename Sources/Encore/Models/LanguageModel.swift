@@ -27,6 +27,12 @@ public protocol LanguageModel: AnyObject {
     /// passes keep fp32 GEMM. Throws for families that do not support it yet.
     func useDecodeWeights(_ format: WeightFormat) throws
 
+    /// Chooses what prompt passes (encoder, prefill, teacher-forced scoring) multiply with: `.f32` (BLAS GEMM
+    /// over fp32 copies, the default) or `.int8` (an int8 GEMM over int8 rows with per-row int8 activations, as
+    /// CTranslate2's and PyTorch's int8; the fp32 copies are released, an int8 decode copy is shared). Throws
+    /// for other formats, and for families without it.
+    func usePromptWeights(_ format: WeightFormat) throws
+
     /// Weight bytes one decode step streams in the current formats (every matrix once, the head included).
     var decodeWeightBytes: Int { get }
 
@@ -44,6 +50,23 @@ extension LanguageModel {
     }
 
     public var decodeWeightBytes: Int { parameterCount * 4 }
+
+    public func usePromptWeights(_ format: WeightFormat) throws {
+        _ = try PromptWeights.isInt8(format)
+        if format == .int8 { throw EncoreError(.unsupported, "int8 prompt weights are not supported for model_type '\(modelType)' yet (supported: mu, mu_decoder, llama, t5)") }
+    }
+}
+
+/// The formats prompt passes can run on.
+public enum PromptWeights {
+    public static let formats: [WeightFormat] = [.f32, .int8]
+    /// True for `.int8`, false for `.f32`; throws for any other format.
+    static func isInt8(_ format: WeightFormat) throws -> Bool {
+        guard formats.contains(format) else {
+            throw EncoreError(.invalidArgument, "prompt weights must be f32 or int8 (got \(format.rawValue)): prompt passes have GEMMs for those two")
+        }
+        return format == .int8
+    }
 }
 
 /// The running state of a batch being generated.

@@ -690,6 +690,28 @@ extension LlamaBlock {
         return order
     }
 
+    /// Applies `f` to every matrix in place.
+    mutating func updateLinears(_ f: (inout Linear) -> Void) {
+        switch qkv {
+        case .separate(var q, var k, var v):
+            f(&q); f(&k); f(&v)
+            qkv = .separate(q: q, k: k, v: v)
+        case .fused(var w):
+            f(&w)
+            qkv = .fused(w)
+        }
+        switch gateUp {
+        case .separate(var g, var u):
+            f(&g); f(&u)
+            gateUp = .separate(gate: g, up: u)
+        case .fused(var w):
+            f(&w)
+            gateUp = .fused(w)
+        }
+        f(&o)
+        f(&down)
+    }
+
     mutating func useDecodeWeights(_ format: WeightFormat) {
         switch qkv {
         case .separate(var q, var k, var v):
@@ -721,6 +743,14 @@ extension LlamaModel {
             return
         }
         headDecode = format == .f32 ? nil : QuantizedMatrix(head, format: format)
+    }
+
+    /// `.int8`: prompt passes (prefill, scoring) run the int8 GEMM over int8 rows and the fp32 copies are
+    /// released (an int8 decode copy is shared); `.f32` brings fp32 copies back. Matrices kept in GGUF blocks get
+    /// int8 rows made from them.
+    public func usePromptWeights(_ format: WeightFormat) throws {
+        let on = try PromptWeights.isInt8(format)
+        for i in blocks.indices { blocks[i].updateLinears { $0.usePromptInt8(on) } }
     }
 
     /// Bytes one decode step streams: every matrix and the head.

@@ -212,6 +212,25 @@ public final class MuModel: LanguageModel {
 
     public func useDecodeWeights(_ format: WeightFormat) { useDecodeWeights(format, encoder: nil, keepFP32: true) }
 
+    /// `.int8`: prompt passes (encoder, cross K/V, teacher-forced decoder passes) run the int8 GEMM over int8
+    /// rows and the fp32 copies are released (an int8 decode copy is shared); `.f32` brings fp32 copies back.
+    ///
+    /// ```swift
+    /// mu.useDecodeWeights(.int8); try mu.usePromptWeights(.int8)   // int8 everywhere, as CTranslate2's int8
+    /// ```
+    public func usePromptWeights(_ format: WeightFormat) throws {
+        let on = try PromptWeights.isInt8(format)
+        for i in encoderBlocks.indices {
+            encoderBlocks[i].attn.updateLinears { $0.usePromptInt8(on) }
+            encoderBlocks[i].mlp.updateLinears { $0.usePromptInt8(on) }
+        }
+        for i in decoderBlocks.indices {
+            decoderBlocks[i].causalAttn.updateLinears { $0.usePromptInt8(on) }
+            decoderBlocks[i].crossAttn.updateLinears { $0.usePromptInt8(on) }
+            decoderBlocks[i].mlp.updateLinears { $0.usePromptInt8(on) }
+        }
+    }
+
     /// Bytes one decode step streams: the decoder's matrices (without the cross K/V projections) and the head.
     public var decodeWeightBytes: Int {
         var n = lmHeadDecode?.byteCount ?? lmHead.count * 4

@@ -110,6 +110,16 @@ public final class MuDecoderModel: CausalDecoder {
 
     public func useDecodeWeights(_ format: WeightFormat) { useDecodeWeights(format, keepFP32: true) }
 
+    /// `.int8`: prompt passes run the int8 GEMM over int8 rows and the fp32 copies are released (an int8 decode
+    /// copy is shared); `.f32` brings fp32 copies back.
+    public func usePromptWeights(_ format: WeightFormat) throws {
+        let on = try PromptWeights.isInt8(format)
+        for i in blocks.indices {
+            blocks[i].attn.updateLinears { $0.usePromptInt8(on) }
+            blocks[i].mlp.updateLinears { $0.usePromptInt8(on) }
+        }
+    }
+
     /// Bytes one decode step streams: every matrix and the head.
     public var decodeWeightBytes: Int {
         blocks.reduce(lmHeadDecode?.byteCount ?? lmHead.count * 4) { n, b in

@@ -263,6 +263,8 @@ struct T5Attention {
     }
 
     var linears: [Linear] { [q, k, v, o] }
+    /// Applies `f` to q, k, v and o in place.
+    mutating func updateLinears(_ f: (inout Linear) -> Void) { f(&q); f(&k); f(&v); f(&o) }
 }
 
 /// T5LayerNorm: w · x / sqrt(mean(x²) + eps), no mean subtraction, no bias (`<prefix>.layer_norm.weight`).
@@ -304,6 +306,14 @@ struct T5FeedForward {
     }
 
     var linears: [Linear] { [wi, wi0, wi1, wo].compactMap { $0 } }
+
+    /// Applies `f` to every matrix in place.
+    mutating func updateLinears(_ f: (inout Linear) -> Void) {
+        if wi != nil { f(&wi!) }
+        if wi0 != nil { f(&wi0!) }
+        if wi1 != nil { f(&wi1!) }
+        f(&wo)
+    }
 }
 
 struct T5EncoderBlock {
@@ -537,6 +547,21 @@ public final class T5Model: LanguageModel {
     }
 
     public func useDecodeWeights(_ format: WeightFormat) { useDecodeWeights(format, encoder: nil, keepFP32: true) }
+
+    /// `.int8`: prompt passes (encoder, cross K/V, teacher-forced decoder passes) run the int8 GEMM over int8
+    /// rows and the fp32 copies are released (an int8 decode copy is shared); `.f32` brings fp32 copies back.
+    public func usePromptWeights(_ format: WeightFormat) throws {
+        let on = try PromptWeights.isInt8(format)
+        for i in encoderBlocks.indices {
+            encoderBlocks[i].selfAttn.updateLinears { $0.usePromptInt8(on) }
+            encoderBlocks[i].ff.updateLinears { $0.usePromptInt8(on) }
+        }
+        for i in decoderBlocks.indices {
+            decoderBlocks[i].selfAttn.updateLinears { $0.usePromptInt8(on) }
+            decoderBlocks[i].crossAttn.updateLinears { $0.usePromptInt8(on) }
+            decoderBlocks[i].ff.updateLinears { $0.usePromptInt8(on) }
+        }
+    }
 
     /// Bytes one decode step streams: the decoder's matrices (without the cross K/V projections) and the head.
     public var decodeWeightBytes: Int {
