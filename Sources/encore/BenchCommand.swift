@@ -157,7 +157,7 @@ struct BenchCommand: ParsableCommand {
             var limits: KernelBench.Figures? = nil
             if !noLimits {
                 printStderr("measuring the machine's ceilings (memory read bandwidth, BLAS GEMM)…")
-                limits = KernelBench.run(formats: formats)
+                limits = KernelBench.run(formats: formats, int8Prompts: promptInt8)
             }
             var results: [BenchResult] = []
             var qualities: [(model: String, format: String, absolute: Float, relative: Float, ppl: Double, refPPL: Double)] = []
@@ -239,6 +239,7 @@ struct BenchCommand: ParsableCommand {
                         o["decode_weight_gb_per_s"] = r.weightGBps
                         o["decode_fraction_of_read_bw"] = r.weightGBps / limits.readGBps
                         o["prefill_fraction_of_gemm"] = r.prefillGFLOPs / limits.gemmGFLOPs
+                        if let i8 = limits.int8GemmGOPs { o["prefill_fraction_of_int8_gemm"] = r.prefillGFLOPs / i8 }
                     }
                     return o
                 },
@@ -274,9 +275,18 @@ struct BenchCommand: ParsableCommand {
                         String(format: "%@ %.1f GB/s (%.0f%%)", $0.format.rawValue as NSString, $0.gbps, 100 * $0.gbps / limits.readGBps)
                     }.joined(separator: ", "))
                 }
+                if let i8 = limits.int8GemmGOPs {
+                    print(String(format: "int8 prompt GEMM 512×4096×1024: %.0f GOP/s = %.2f× the BLAS fp32 GEMM", i8, i8 / limits.gemmGFLOPs))
+                }
                 for r in results {
-                    print(String(format: "%@ %d→%d: prompt pass %.0f GFLOP at %.0f GFLOP/s = %.0f%% of the measured BLAS GEMM rate",
-                                 r.model as NSString, r.inputTokens, r.outputTokens, r.prefillFLOPs / 1e9, r.prefillGFLOPs, 100 * r.prefillGFLOPs / limits.gemmGFLOPs))
+                    if let i8 = limits.int8GemmGOPs {
+                        print(String(format: "%@ %d→%d: prompt pass %.0f GOP at %.0f GOP/s = %.0f%% of the measured int8 GEMM rate (%.0f%% of BLAS fp32's)",
+                                     r.model as NSString, r.inputTokens, r.outputTokens, r.prefillFLOPs / 1e9, r.prefillGFLOPs,
+                                     100 * r.prefillGFLOPs / i8, 100 * r.prefillGFLOPs / limits.gemmGFLOPs))
+                    } else {
+                        print(String(format: "%@ %d→%d: prompt pass %.0f GFLOP at %.0f GFLOP/s = %.0f%% of the measured BLAS GEMM rate",
+                                     r.model as NSString, r.inputTokens, r.outputTokens, r.prefillFLOPs / 1e9, r.prefillGFLOPs, 100 * r.prefillGFLOPs / limits.gemmGFLOPs))
+                    }
                     print(String(format: "%@ %@ %d→%d: decode streams %.3f GB of weights per token = %.1f GB/s, %.0f%% of the read ceiling",
                                  r.model as NSString, r.decodeWeights as NSString, r.inputTokens, r.outputTokens, r.weightBytesPerToken / 1e9, r.weightGBps, 100 * r.weightGBps / limits.readGBps))
                 }

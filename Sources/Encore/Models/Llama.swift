@@ -750,6 +750,7 @@ extension LlamaModel {
     /// int8 rows made from them.
     public func usePromptWeights(_ format: WeightFormat) throws {
         let on = try PromptWeights.isInt8(format)
+        defer { if on { BufferPool.shared.drain() } }   // the released fp32 copies back to the system
         for i in blocks.indices { blocks[i].updateLinears { $0.usePromptInt8(on) } }
     }
 

@@ -220,6 +220,7 @@ public final class MuModel: LanguageModel {
     /// ```
     public func usePromptWeights(_ format: WeightFormat) throws {
         let on = try PromptWeights.isInt8(format)
+        defer { if on { BufferPool.shared.drain() } }   // the released fp32 copies back to the system
         for i in encoderBlocks.indices {
             encoderBlocks[i].attn.updateLinears { $0.usePromptInt8(on) }
             encoderBlocks[i].mlp.updateLinears { $0.usePromptInt8(on) }

@@ -114,6 +114,7 @@ public final class MuDecoderModel: CausalDecoder {
     /// copy is shared); `.f32` brings fp32 copies back.
     public func usePromptWeights(_ format: WeightFormat) throws {
         let on = try PromptWeights.isInt8(format)
+        defer { if on { BufferPool.shared.drain() } }   // the released fp32 copies back to the system
         for i in blocks.indices {
             blocks[i].attn.updateLinears { $0.usePromptInt8(on) }
             blocks[i].mlp.updateLinears { $0.usePromptInt8(on) }

@@ -552,6 +552,7 @@ public final class T5Model: LanguageModel {
     /// rows and the fp32 copies are released (an int8 decode copy is shared); `.f32` brings fp32 copies back.
     public func usePromptWeights(_ format: WeightFormat) throws {
         let on = try PromptWeights.isInt8(format)
+        defer { if on { BufferPool.shared.drain() } }   // the released fp32 copies back to the system
         for i in encoderBlocks.indices {
             encoderBlocks[i].selfAttn.updateLinears { $0.usePromptInt8(on) }
             encoderBlocks[i].ff.updateLinears { $0.usePromptInt8(on) }

@@ -169,6 +169,8 @@ typedef void (*ek_task_fn)(void *ctx, long index, long count);
  *  EK_PARALLEL_MIN_BYTES overrides it, for tuning on other machines). */
 long ek_parallel_min_bytes(void);
 void ek_parallel_for(long ntasks, ek_task_fn fn, void *ctx);
+/** Returns the C allocator's free pages to the system (glibc malloc_trim; a no-op elsewhere). */
+void ek_release_free_memory(void);
 /** Threads the kernels use (default: online cores). */
 void ek_set_threads(int n);
 int ek_get_threads(void);
