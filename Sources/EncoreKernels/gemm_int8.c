@@ -161,16 +161,31 @@ static int16_t *pack_buffer(long len) {
 }
 
 /* Packs weight rows c0..c0+nc (nc ≤ EG_NR, the rest zero) into [kp/2][EG_NR][2] int16: for each pair of k values,
- * the pair of every column side by side (one int32 lane per column). */
+ * the pair of every column side by side (one int32 lane per column). Per 8 rows and 8 pairs: 16 bytes of each row
+ * widened to int16 (8 lanes of pairs), then an 8×8 transpose of the 32-bit lanes. */
 EG_AVX2 static void pack_panel(const int8_t *w, long kp, long c0, long nc, int16_t *dst) {
     int32_t *d32 = (int32_t *)dst;
-    for (long j = 0; j < EG_NR; j++) {
-        if (j >= nc) { for (long p = 0; p < kp / 2; p++) d32[p * EG_NR + j] = 0; continue; }
-        const int8_t *src = w + (c0 + j) * kp;
+    for (long g = 0; g < EG_NR; g += 8) {
         for (long p = 0; p < kp / 2; p += 8) {
-            int32_t lanes[8];
-            _mm256_storeu_si256((__m256i *)lanes, _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(src + 2 * p))));
-            for (int t = 0; t < 8; t++) d32[(p + t) * EG_NR + j] = lanes[t];
+            __m256i r[8];
+            for (int j = 0; j < 8; j++)
+                r[j] = g + j < nc ? _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(w + (c0 + g + j) * kp + 2 * p)))
+                                  : _mm256_setzero_si256();
+            __m256i t0 = _mm256_unpacklo_epi32(r[0], r[1]), t1 = _mm256_unpackhi_epi32(r[0], r[1]);
+            __m256i t2 = _mm256_unpacklo_epi32(r[2], r[3]), t3 = _mm256_unpackhi_epi32(r[2], r[3]);
+            __m256i t4 = _mm256_unpacklo_epi32(r[4], r[5]), t5 = _mm256_unpackhi_epi32(r[4], r[5]);
+            __m256i t6 = _mm256_unpacklo_epi32(r[6], r[7]), t7 = _mm256_unpackhi_epi32(r[6], r[7]);
+            __m256i u0 = _mm256_unpacklo_epi64(t0, t2), u1 = _mm256_unpackhi_epi64(t0, t2);
+            __m256i u2 = _mm256_unpacklo_epi64(t1, t3), u3 = _mm256_unpackhi_epi64(t1, t3);
+            __m256i u4 = _mm256_unpacklo_epi64(t4, t6), u5 = _mm256_unpackhi_epi64(t4, t6);
+            __m256i u6 = _mm256_unpacklo_epi64(t5, t7), u7 = _mm256_unpackhi_epi64(t5, t7);
+            /* u0 = pairs 0 (rows 0-3 | 4-7 in the halves' order) … : recombine the 128-bit halves */
+            __m256i o[8];
+            o[0] = _mm256_permute2x128_si256(u0, u4, 0x20); o[4] = _mm256_permute2x128_si256(u0, u4, 0x31);
+            o[1] = _mm256_permute2x128_si256(u1, u5, 0x20); o[5] = _mm256_permute2x128_si256(u1, u5, 0x31);
+            o[2] = _mm256_permute2x128_si256(u2, u6, 0x20); o[6] = _mm256_permute2x128_si256(u2, u6, 0x31);
+            o[3] = _mm256_permute2x128_si256(u3, u7, 0x20); o[7] = _mm256_permute2x128_si256(u3, u7, 0x31);
+            for (int t = 0; t < 8; t++) _mm256_store_si256((__m256i *)(d32 + (p + t) * EG_NR + g), o[t]);
         }
     }
 }
