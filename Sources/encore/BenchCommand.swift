@@ -88,10 +88,11 @@ struct BenchCommand: ParsableCommand {
 
     var formats: [WeightFormat] { decodeWeights.split(separator: ",").compactMap { try? WeightFormat(parsing: String($0)) } }
 
-    @Option(name: .customLong("prompt-weights"), help: "Weights prompt passes multiply with: f32 (BLAS GEMM over fp32 copies) or int8 (int8 GEMM over int8 rows, per-row int8 activations as CTranslate2's int8; the fp32 copies are released after the quality reference is taken, and every --decode-weights format is then made from the int8 rows).")
+    @Option(name: .customLong("prompt-weights"), help: "Weights prompt passes multiply with: f32 (BLAS GEMM over fp32 copies), int8 (int8 GEMM over int8 rows, per-row int8 activations as CTranslate2's int8) or decode (the decode format widened one matrix at a time). int8 and decode release the fp32 copies: each --decode-weights format then runs on a freshly built or loaded model, after an fp32 quality reference.")
     var promptWeights: String = "f32"
 
-    var promptInt8: Bool { promptWeights == "int8" }
+    var prompts: PromptWeights { PromptWeights(rawValue: promptWeights) ?? .f32 }
+    var promptInt8: Bool { prompts == .int8 }
 
     @Option(name: .customLong("quality-tokens"), help: "Teacher-forced decode steps for the quality report of non-f32 formats (0: skip).")
     var qualityTokens: Int = 64
@@ -122,8 +123,8 @@ struct BenchCommand: ParsableCommand {
             throw ValidationError("--decode-weights: expected f32, bf16, int8, q8_0, q4_0 or q4_1, comma separated (got '\(decodeWeights)')")
         }
         if qualityTokens < 0 { throw ValidationError("--quality-tokens must be >= 0") }
-        if promptWeights != "f32" && promptWeights != "int8" { throw ValidationError("--prompt-weights must be f32 or int8 (got '\(promptWeights)')") }
-        if promptInt8 && keepQuantized { throw ValidationError("--prompt-weights int8 is for fp32 checkpoints (with --keep-quantized, prompt passes widen the file's blocks)") }
+        if PromptWeights(rawValue: promptWeights) == nil { throw ValidationError("--prompt-weights must be f32, int8 or decode (got '\(promptWeights)')") }
+        if prompts != .f32 && keepQuantized { throw ValidationError("--prompt-weights \(promptWeights) is for fp32 checkpoints (with --keep-quantized, prompt passes already widen the file's blocks one matrix at a time)") }
         if keepQuantized && (model == nil || formats != [.f32]) {
             throw ValidationError("--keep-quantized needs a GGUF --model and no --decode-weights (it benchmarks the file's own blocks)")
         }
@@ -163,39 +164,43 @@ struct BenchCommand: ParsableCommand {
             var qualities: [(model: String, format: String, absolute: Float, relative: Float, ppl: Double, refPPL: Double)] = []
             for name in wanted {
                 printStderr("[\(name)] building model…")
-                let lm: LanguageModel
-                if let loaded, loaded.modelType == name {
-                    lm = loaded
-                } else if name != "mu" && name != "mu_decoder" {
+                let fromFile = loaded?.modelType == name
+                if !fromFile && name != "mu" && name != "mu_decoder" {
                     throw EncoreError(.invalidArgument, "--models: '\(name)' is not the loaded model's type")
-                } else if name == "mu" {
-                    lm = try MuModel(config: muConfig, randomSeed: seed)
-                } else {
+                }
+                /// The model as built or loaded (rebuilt for each format when the prompt weights release the fp32 copies).
+                func build() throws -> LanguageModel {
+                    if fromFile { return try ModelRegistry.load(folder: model!, keepQuantized: keepQuantized) }
+                    if name == "mu" { return try MuModel(config: muConfig, randomSeed: seed) }
                     var twin = MuDecoderConfig.matching(muConfig)
                     if let twinLayers {
                         guard twinLayers >= 1 && twinLayers <= 512 else { throw ValidationError("--twin-layers must be in 1...512 (got \(twinLayers))") }
                         twin.nLayer = twinLayers
                     }
-                    lm = try MuDecoderModel(config: twin, randomSeed: seed)
+                    return try MuDecoderModel(config: twin, randomSeed: seed)
                 }
+                var lm: LanguageModel = fromFile ? loaded! : try build()
+                if fromFile && prompts != .f32 { loaded = nil }   // rebuilt models replace it: only `lm` holds it
                 var reference: DecodeQuality? = nil
                 // fixed token sequences from the seed: a prompt of the first input length, then qualityTokens targets
                 var rng = SplitMix64(seed: seed &+ 17)
                 let low = min(3, lm.vocabSize - 1)
                 func ids(_ n: Int) -> [Int] { (0..<n).map { _ in low + Int(rng.next() % UInt64(lm.vocabSize - low)) } }
                 let qualityPrompt = ids(lengths[0]), qualityTargets = ids(qualityTokens)
-                let wantsQuality = qualityTokens > 0 && !keepQuantized && (promptInt8 || formats != [.f32])
-                if promptInt8 {
-                    if wantsQuality {   // the fp32 reference before the int8 rows replace the fp32 copies
-                        printStderr("[\(name)] quality reference: f32, \(qualityTokens) teacher-forced decode steps…")
-                        reference = try DecodeQuality.run(lm, prompt: qualityPrompt, targets: qualityTargets)
-                    }
-                    try lm.usePromptWeights(.int8)
+                let wantsQuality = qualityTokens > 0 && !keepQuantized && (prompts != .f32 || formats != [.f32])
+                if prompts != .f32 && wantsQuality {   // the fp32 reference before the fp32 copies are released
+                    printStderr("[\(name)] quality reference: f32, \(qualityTokens) teacher-forced decode steps…")
+                    reference = try DecodeQuality.run(lm, prompt: qualityPrompt, targets: qualityTargets)
                 }
-                for format in formats {
+                for (index, format) in formats.enumerated() {
                     // --keep-quantized: the GGUF blocks as loaded ("gguf"); other formats are made from them
                     let asLoaded = keepQuantized && format == .f32
+                    if prompts != .f32 && index > 0 {
+                        printStderr("[\(name)] rebuilding the model for \(format.rawValue) (the previous format released its fp32 copies)…")
+                        lm = try build()
+                    }
                     if !asLoaded { try lm.useDecodeWeights(format) }
+                    if prompts != .f32 { try lm.usePromptWeights(prompts) }
                     let label = asLoaded ? "gguf" : format.rawValue
                     let tag = "\(name) \(label)"
                     for length in lengths {
@@ -209,7 +214,7 @@ struct BenchCommand: ParsableCommand {
                             results.append(r)
                         }
                     }
-                    if wantsQuality && (format != .f32 || formats.count > 1 || promptInt8) {
+                    if wantsQuality && (format != .f32 || formats.count > 1 || prompts != .f32) {
                         let prompt = qualityPrompt, targets = qualityTargets
                         if reference == nil {
                             printStderr("[\(name)] quality reference: f32, \(qualityTokens) teacher-forced decode steps…")
@@ -222,8 +227,7 @@ struct BenchCommand: ParsableCommand {
                         qualities.append((name, format.rawValue, e.absolute, e.relative, q.perplexity, reference!.perplexity))
                     }
                 }
-                if !keepQuantized { try lm.useDecodeWeights(.f32) }
-                if promptInt8 { try lm.usePromptWeights(.f32) }
+                if !keepQuantized && prompts == .f32 { try lm.useDecodeWeights(.f32) }
             }
             if let plot { try writePlot(results.filter { $0.decodeWeights == results.first?.decodeWeights }, to: plot) }
             let report: [String: Any] = [
@@ -250,7 +254,8 @@ struct BenchCommand: ParsableCommand {
                 print(jsonString(report))
                 return
             }
-            print("Encore \(EncoreVersion.string) · \(Backend.blasName) · \(threads) thread(s) · batch 1, greedy, " + (promptInt8 ? "int8 prompt passes (int8 GEMM)" : "fp32 prompt passes"))
+            print("Encore \(EncoreVersion.string) · \(Backend.blasName) · \(threads) thread(s) · batch 1, greedy, " + ["f32": "fp32 prompt passes", "int8": "int8 prompt passes (int8 GEMM)",
+                                                                                                                        "decode": "prompt passes on the decode format"][promptWeights]!)
             print("decode kernels: " + formats.map { "\($0.rawValue) \($0.kernelPath)" }.joined(separator: ", "))
             print("model       weights   params   input  output  encode ms  1st step ms   TTFT ms   decode tok/s   e2e s   GFLOP/seq   peak RSS MiB   cache MiB")
             for r in results {

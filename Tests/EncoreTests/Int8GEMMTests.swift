@@ -3,7 +3,7 @@ import EncoreKernels
 @testable import Encore
 
 /// The prompt-pass GEMM over int8 weights (gemm_int8.c) and int8 prompt weights in the models
-/// (`usePromptWeights(.int8)`). Tolerances are relative to the largest |value| of the reference result.
+/// (`usePromptWeights(.int8)`, and `.decode`). Tolerances are relative to the largest |value| of the reference result.
 final class Int8GEMMTests: XCTestCase {
     var rng = SplitMix64(seed: 11)
     func randoms(_ n: Int, scale: Float = 1) -> [Float] { (0..<n).map { _ in (rng.nextUnitFloat() * 2 - 1) * scale } }
@@ -126,7 +126,6 @@ final class Int8GEMMTests: XCTestCase {
             print("\(name): int8 decode only \(relativeError(decodeOnly, ref)), int8 prompts too \(err)")
             XCTAssertGreaterThan(relativeError(int8, decodeOnly), 0, "\(name): prompt passes should use the int8 GEMM")
             XCTAssertLessThan(err, bound, "\(name): relative logit error \(err)")
-            XCTAssertThrowsError(try m.usePromptWeights(.q4_0), "\(name): q4_0 prompt weights")
             try m.usePromptWeights(.f32)
             try m.useDecodeWeights(.f32)
             let back = try logits(m, prompt: prompt)
@@ -141,5 +140,31 @@ final class Int8GEMMTests: XCTestCase {
         XCTAssertEqual(q.decodeFormat, .int8)
         mu.useDecodeWeights(.f32)
         XCTAssertEqual(q.decodeFormat, .int8, "no fp32 copy left: decode streams the int8 rows")
+        XCTAssertThrowsError(try PromptWeights(parsing: "q4_0"))
+        XCTAssertEqual(try PromptWeights(parsing: "DECODE"), .decode)
+    }
+
+    /// `.decode`: nothing fp32 stays resident (Mu's and T5's encoders and cross K/V take the decoder's format, packed
+    /// only), decode steps are unchanged, and prompt passes equal a model built from the dequantized weights
+    /// (≤ 1e-5: the same fp32 GEMMs on the same values).
+    func testDecodeFormatPromptsKeepNoFP32() throws {
+        for f in [WeightFormat.q4_0, .bf16] {
+            let mu = try XCTUnwrap(ModelRegistry.load(folder: fixture("mu/gqa_interleaved_ntk")) as? MuModel)
+            mu.useDecodeWeights(f)
+            try mu.usePromptWeights(.decode)
+            for l in [mu.encoderBlocks[0].mlp.fc1, mu.encoderBlocks[0].attn.q, mu.decoderBlocks[0].crossAttn.k, mu.decoderBlocks[0].mlp.fc2] {
+                XCTAssertEqual(l.decodeFormat, f)
+                XCTAssertEqual(l.residentBytes, l.decodeBytes, "\(f): only the decode copy is resident")
+            }
+            let dequantized = try MuModel(config: mu.config, tensors: mu.namedTensors())
+            dequantized.useDecodeWeights(f)   // decode steps: the same blocks (quantizing dequantized blocks is exact for q4_0/bf16)
+            let prompt = Array(3..<40)
+            XCTAssertLessThan(relativeError(try logits(mu, prompt: prompt), try logits(dequantized, prompt: prompt)), 1e-5, "\(f)")
+        }
+        let llama = try XCTUnwrap(ModelRegistry.load(folder: fixture("tiny_llama/f32.gguf")) as? LlamaModel)
+        llama.useDecodeWeights(.q8_0)
+        try llama.usePromptWeights(.decode)
+        for l in llama.blocks[0].linears { XCTAssertEqual(l.residentBytes, l.decodeBytes) }
+        XCTAssertGreaterThan(try logits(llama, prompt: Array(5..<30)).count, 0)
     }
 }

@@ -211,14 +211,15 @@ final class WeightLoader {
 /// A dense layer y = x·Wᵀ + b with the PyTorch `[out, in]` weight layout.
 ///
 /// Decode steps (M ≤ 8 rows) stream `packed` when set (bf16, int8, q8_0, q4_0, q4_1); prompt passes use the
-/// fp32 weight with BLAS GEMM, or the int8 GEMM over `promptInt8` after ``usePromptInt8()`` (no fp32 copy then),
-/// dequantizing `packed` per call when neither is kept (quantized checkpoints, GGUF tensors kept quantized).
+/// fp32 weight with BLAS GEMM, or the int8 GEMM over `promptInt8` after `usePromptWeights(.int8)` (no fp32 copy then),
+/// dequantizing `packed` per call when neither is kept (quantized checkpoints, GGUF tensors kept quantized,
+/// ``PromptWeights/decode``).
 ///
 /// ```swift
 /// var lin = Linear(weight: w, bias: b)
 /// lin.useDecodeWeights(.q8_0)                   // keeps fp32 for prompts, adds a Q8_0 copy for decode
 /// lin.useDecodeWeights(.int8, keepFP32: false)  // int8 only: a quarter of the memory
-/// lin.usePromptInt8()                           // prompts on the int8 GEMM too (shares the int8 rows)
+/// lin.usePromptWeights(.int8)                   // prompts on the int8 GEMM too (shares the int8 rows)
 /// ```
 struct Linear {
     /// fp32 weight [out, in]; nil when only `packed` / `promptInt8` are kept.
@@ -318,17 +319,22 @@ struct Linear {
         if !keepFP32 { dense = nil }
     }
 
-    /// Prompt passes (M > 8) run the int8 GEMM over int8 rows (`ek_gemm_int8`: per-row int8 activations, exact
-    /// int32 sums) and the fp32 copy is dropped; the rows are shared with an int8 decode copy. `false` brings the
-    /// fp32 weight back (dequantized from the int8 rows when no other copy is left).
-    mutating func usePromptInt8(_ on: Bool = true) {
-        if on {
+    /// What prompt passes (M > 8) multiply with (``PromptWeights``): `.int8` runs the int8 GEMM over int8 rows
+    /// (shared with an int8 decode copy) and drops the fp32 copy; `.decode` drops the fp32 copy when a decode copy
+    /// exists (prompt passes widen it per call); `.f32` brings an fp32 copy back (dequantized when none is left).
+    mutating func usePromptWeights(_ weights: PromptWeights) {
+        switch weights {
+        case .int8:
             if promptInt8 == nil {
                 promptInt8 = packed?.format == .int8 ? packed : QuantizedMatrix(dense ?? packed!.dequantized(), format: .int8)
             }
             dense = nil
-        } else if let p = promptInt8 {
-            if dense == nil { dense = p.dequantized() }
+        case .decode:
+            guard packed != nil else { return }   // no decode copy: fp32 is the decode format
+            promptInt8 = nil
+            dense = nil
+        case .f32:
+            if dense == nil { dense = (promptInt8 ?? packed!).dequantized() }
             promptInt8 = nil
         }
     }

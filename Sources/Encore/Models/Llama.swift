@@ -745,13 +745,11 @@ extension LlamaModel {
         headDecode = format == .f32 ? nil : QuantizedMatrix(head, format: format)
     }
 
-    /// `.int8`: prompt passes (prefill, scoring) run the int8 GEMM over int8 rows and the fp32 copies are
-    /// released (an int8 decode copy is shared); `.f32` brings fp32 copies back. Matrices kept in GGUF blocks get
-    /// int8 rows made from them.
-    public func usePromptWeights(_ format: WeightFormat) throws {
-        let on = try PromptWeights.isInt8(format)
-        defer { if on { BufferPool.shared.drain() } }   // the released fp32 copies back to the system
-        for i in blocks.indices { blocks[i].updateLinears { $0.usePromptInt8(on) } }
+    /// What prompt passes (prefill, scoring) multiply with (``PromptWeights``: fp32 copies, int8 rows, or the
+    /// decode format). Matrices kept in GGUF blocks get int8 rows made from them for `.int8`.
+    public func usePromptWeights(_ weights: PromptWeights) throws {
+        defer { if weights != .f32 { BufferPool.shared.drain() } }   // the released fp32 copies back to the system
+        for i in blocks.indices { blocks[i].updateLinears { $0.usePromptWeights(weights) } }
     }
 
     /// Bytes one decode step streams: every matrix and the head.

@@ -110,14 +110,12 @@ public final class MuDecoderModel: CausalDecoder {
 
     public func useDecodeWeights(_ format: WeightFormat) { useDecodeWeights(format, keepFP32: true) }
 
-    /// `.int8`: prompt passes run the int8 GEMM over int8 rows and the fp32 copies are released (an int8 decode
-    /// copy is shared); `.f32` brings fp32 copies back.
-    public func usePromptWeights(_ format: WeightFormat) throws {
-        let on = try PromptWeights.isInt8(format)
-        defer { if on { BufferPool.shared.drain() } }   // the released fp32 copies back to the system
+    /// What prompt passes multiply with (``PromptWeights``: fp32 copies, int8 rows, or the decode format).
+    public func usePromptWeights(_ weights: PromptWeights) throws {
+        defer { if weights != .f32 { BufferPool.shared.drain() } }   // the released fp32 copies back to the system
         for i in blocks.indices {
-            blocks[i].attn.updateLinears { $0.usePromptInt8(on) }
-            blocks[i].mlp.updateLinears { $0.usePromptInt8(on) }
+            blocks[i].attn.updateLinears { $0.usePromptWeights(weights) }
+            blocks[i].mlp.updateLinears { $0.usePromptWeights(weights) }
         }
     }
 

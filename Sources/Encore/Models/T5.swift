@@ -548,19 +548,33 @@ public final class T5Model: LanguageModel {
 
     public func useDecodeWeights(_ format: WeightFormat) { useDecodeWeights(format, encoder: nil, keepFP32: true) }
 
-    /// `.int8`: prompt passes (encoder, cross K/V, teacher-forced decoder passes) run the int8 GEMM over int8
-    /// rows and the fp32 copies are released (an int8 decode copy is shared); `.f32` brings fp32 copies back.
-    public func usePromptWeights(_ format: WeightFormat) throws {
-        let on = try PromptWeights.isInt8(format)
-        defer { if on { BufferPool.shared.drain() } }   // the released fp32 copies back to the system
+    /// What prompt passes multiply with (``PromptWeights``); `.decode` also gives the encoder and the cross K/V
+    /// projections the decoder's decode format (packed only), so nothing fp32 stays resident.
+    ///
+    /// ```swift
+    /// t5.useDecodeWeights(.int8); try t5.usePromptWeights(.int8)   // int8 everywhere, as CTranslate2's int8
+    /// ```
+    public func usePromptWeights(_ weights: PromptWeights) throws {
+        defer { if weights != .f32 { BufferPool.shared.drain() } }   // the released fp32 copies back to the system
+        let format = decoderBlocks.first?.selfAttn.q.decodeFormat ?? .f32
+        if weights == .decode && format != .f32 {
+            for i in encoderBlocks.indices {
+                encoderBlocks[i].selfAttn.updateLinears { $0.useDecodeWeights(format, keepFP32: false) }
+                encoderBlocks[i].ff.updateLinears { $0.useDecodeWeights(format, keepFP32: false) }
+            }
+            for i in decoderBlocks.indices {
+                decoderBlocks[i].crossAttn.k.useDecodeWeights(format, keepFP32: false)
+                decoderBlocks[i].crossAttn.v.useDecodeWeights(format, keepFP32: false)
+            }
+        }
         for i in encoderBlocks.indices {
-            encoderBlocks[i].selfAttn.updateLinears { $0.usePromptInt8(on) }
-            encoderBlocks[i].ff.updateLinears { $0.usePromptInt8(on) }
+            encoderBlocks[i].selfAttn.updateLinears { $0.usePromptWeights(weights) }
+            encoderBlocks[i].ff.updateLinears { $0.usePromptWeights(weights) }
         }
         for i in decoderBlocks.indices {
-            decoderBlocks[i].selfAttn.updateLinears { $0.usePromptInt8(on) }
-            decoderBlocks[i].crossAttn.updateLinears { $0.usePromptInt8(on) }
-            decoderBlocks[i].ff.updateLinears { $0.usePromptInt8(on) }
+            decoderBlocks[i].selfAttn.updateLinears { $0.usePromptWeights(weights) }
+            decoderBlocks[i].crossAttn.updateLinears { $0.usePromptWeights(weights) }
+            decoderBlocks[i].ff.updateLinears { $0.usePromptWeights(weights) }
         }
     }
 
