@@ -150,3 +150,13 @@ void ek_parallel_for(long ntasks, ek_task_fn fn, void *ctx) {
     }
     pthread_mutex_unlock(&g_pool.submit);
 }
+
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+/* glibc keeps freed heap pages resident until trimmed; elsewhere a no-op. */
+void ek_release_free_memory(void) {
+#if defined(__GLIBC__)
+    malloc_trim(0);
+#endif
+}

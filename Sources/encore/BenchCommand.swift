@@ -88,6 +88,12 @@ struct BenchCommand: ParsableCommand {
 
     var formats: [WeightFormat] { decodeWeights.split(separator: ",").compactMap { try? WeightFormat(parsing: String($0)) } }
 
+    @Option(name: .customLong("prompt-weights"), help: "Weights prompt passes multiply with: f32 (BLAS GEMM over fp32 copies), int8 (int8 GEMM over int8 rows, per-row int8 activations as CTranslate2's int8) or decode (the decode format widened one matrix at a time). int8 and decode release the fp32 copies: each --decode-weights format then runs on a freshly built or loaded model, after an fp32 quality reference.")
+    var promptWeights: String = "f32"
+
+    var prompts: PromptWeights { PromptWeights(rawValue: promptWeights) ?? .f32 }
+    var promptInt8: Bool { prompts == .int8 }
+
     @Option(name: .customLong("quality-tokens"), help: "Teacher-forced decode steps for the quality report of non-f32 formats (0: skip).")
     var qualityTokens: Int = 64
 
@@ -123,6 +129,8 @@ struct BenchCommand: ParsableCommand {
             throw ValidationError("--decode-weights: expected f32, bf16, int8, q8_0, q4_0 or q4_1, comma separated (got '\(decodeWeights)')")
         }
         if qualityTokens < 0 { throw ValidationError("--quality-tokens must be >= 0") }
+        if PromptWeights(rawValue: promptWeights) == nil { throw ValidationError("--prompt-weights must be f32, int8 or decode (got '\(promptWeights)')") }
+        if prompts != .f32 && keepQuantized { throw ValidationError("--prompt-weights \(promptWeights) is for fp32 checkpoints (with --keep-quantized, prompt passes already widen the file's blocks one matrix at a time)") }
         if keepQuantized && (model == nil || formats != [.f32]) {
             throw ValidationError("--keep-quantized needs a GGUF --model and no --decode-weights (it benchmarks the file's own blocks)")
         }
@@ -161,33 +169,51 @@ struct BenchCommand: ParsableCommand {
             var limits: KernelBench.Figures? = nil
             if !noLimits {
                 printStderr("measuring the machine's ceilings (memory read bandwidth, BLAS GEMM)…")
-                limits = KernelBench.run(formats: formats)
+                limits = KernelBench.run(formats: formats, int8Prompts: promptInt8)
             }
             var results: [BenchResult] = []
             var qualities: [(model: String, format: String, absolute: Float, relative: Float, ppl: Double, refPPL: Double)] = []
             for name in wanted {
                 printStderr("[\(name)] building model…")
-                let lm: LanguageModel
-                if let loaded, loaded.modelType == name {
-                    lm = loaded
-                } else if name != "mu" && name != "mu_decoder" {
+                let fromFile = loaded?.modelType == name
+                if !fromFile && name != "mu" && name != "mu_decoder" {
                     throw EncoreError(.invalidArgument, "--models: '\(name)' is not the loaded model's type")
-                } else if name == "mu" {
-                    lm = try MuModel(config: muConfig, randomSeed: seed)
-                } else {
+                }
+                /// The model as built or loaded (rebuilt for each format when the prompt weights release the fp32 copies).
+                func build() throws -> LanguageModel {
+                    if fromFile { return try ModelRegistry.load(folder: model!, keepQuantized: keepQuantized) }
+                    if name == "mu" { return try MuModel(config: muConfig, randomSeed: seed) }
                     var twin = MuDecoderConfig.matching(muConfig)
                     if let twinLayers {
                         guard twinLayers >= 1 && twinLayers <= 512 else { throw ValidationError("--twin-layers must be in 1...512 (got \(twinLayers))") }
                         twin.nLayer = twinLayers
                     }
-                    lm = try MuDecoderModel(config: twin, randomSeed: seed)
+                    return try MuDecoderModel(config: twin, randomSeed: seed)
                 }
+                var lm: LanguageModel = fromFile ? loaded! : try build()
+                if fromFile && prompts != .f32 { loaded = nil }   // rebuilt models replace it: only `lm` holds it
                 if let mu = lm as? MuModel { mu.halfCrossKV = crossKV == "f16" }
                 var reference: DecodeQuality? = nil
-                for format in formats {
+                // fixed token sequences from the seed: a prompt of the first input length, then qualityTokens targets
+                var rng = SplitMix64(seed: seed &+ 17)
+                let low = min(3, lm.vocabSize - 1)
+                func ids(_ n: Int) -> [Int] { (0..<n).map { _ in low + Int(rng.next() % UInt64(lm.vocabSize - low)) } }
+                let qualityPrompt = ids(lengths[0]), qualityTargets = ids(qualityTokens)
+                let wantsQuality = qualityTokens > 0 && !keepQuantized && (prompts != .f32 || formats != [.f32])
+                if prompts != .f32 && wantsQuality {   // the fp32 reference before the fp32 copies are released
+                    printStderr("[\(name)] quality reference: f32, \(qualityTokens) teacher-forced decode steps…")
+                    reference = try DecodeQuality.run(lm, prompt: qualityPrompt, targets: qualityTargets)
+                }
+                for (index, format) in formats.enumerated() {
                     // --keep-quantized: the GGUF blocks as loaded ("gguf"); other formats are made from them
                     let asLoaded = keepQuantized && format == .f32
+                    if prompts != .f32 && index > 0 {
+                        printStderr("[\(name)] rebuilding the model for \(format.rawValue) (the previous format released its fp32 copies)…")
+                        lm = try build()
+                        if let mu = lm as? MuModel { mu.halfCrossKV = crossKV == "f16" }
+                    }
                     if !asLoaded { try lm.useDecodeWeights(format) }
+                    if prompts != .f32 { try lm.usePromptWeights(prompts) }
                     let label = asLoaded ? "gguf" : format.rawValue
                     let tag = "\(name) \(label)"
                     for length in lengths {
@@ -206,12 +232,8 @@ struct BenchCommand: ParsableCommand {
                             }
                         }
                     }
-                    if qualityTokens > 0 && !keepQuantized && (format != .f32 || formats.count > 1) {
-                        // fixed token sequences from the seed: a prompt of the first input length, then qualityTokens targets
-                        var rng = SplitMix64(seed: seed &+ 17)
-                        let low = min(3, lm.vocabSize - 1)
-                        func ids(_ n: Int) -> [Int] { (0..<n).map { _ in low + Int(rng.next() % UInt64(lm.vocabSize - low)) } }
-                        let prompt = ids(lengths[0]), targets = ids(qualityTokens)
+                    if wantsQuality && (format != .f32 || formats.count > 1 || prompts != .f32) {
+                        let prompt = qualityPrompt, targets = qualityTargets
                         if reference == nil {
                             printStderr("[\(name)] quality reference: f32, \(qualityTokens) teacher-forced decode steps…")
                             try lm.useDecodeWeights(.f32)
@@ -223,11 +245,11 @@ struct BenchCommand: ParsableCommand {
                         qualities.append((name, format.rawValue, e.absolute, e.relative, q.perplexity, reference!.perplexity))
                     }
                 }
-                if !keepQuantized { try lm.useDecodeWeights(.f32) }
+                if !keepQuantized && prompts == .f32 { try lm.useDecodeWeights(.f32) }
             }
             if let plot { try writePlot(results.filter { $0.decodeWeights == results.first?.decodeWeights }, to: plot) }
             let report: [String: Any] = [
-                "system": "encore", "version": EncoreVersion.string, "decode_weights": decodeWeights, "threads": threads, "blas": Backend.blasName,
+                "system": "encore", "version": EncoreVersion.string, "decode_weights": decodeWeights, "prompt_weights": promptWeights, "threads": threads, "blas": Backend.blasName,
                 "cross_kv": crossKV,
                 "kernel_paths": Dictionary(uniqueKeysWithValues: formats.map { ($0.rawValue, $0.kernelPath) }),
                 "quality": qualities.map { q -> [String: Any] in
@@ -240,6 +262,7 @@ struct BenchCommand: ParsableCommand {
                         o["decode_weight_gb_per_s"] = r.weightGBps
                         o["decode_fraction_of_read_bw"] = r.weightGBps / limits.readGBps
                         o["prefill_fraction_of_gemm"] = r.prefillGFLOPs / limits.gemmGFLOPs
+                        if let i8 = limits.int8GemmGOPs { o["prefill_fraction_of_int8_gemm"] = r.prefillGFLOPs / i8 }
                     }
                     return o
                 },
@@ -250,7 +273,8 @@ struct BenchCommand: ParsableCommand {
                 print(jsonString(report))
                 return
             }
-            print("Encore \(EncoreVersion.string) · \(Backend.blasName) · \(threads) thread(s) · batch 1, greedy, fp32 prompt passes"
+            print("Encore \(EncoreVersion.string) · \(Backend.blasName) · \(threads) thread(s) · batch 1, greedy, " + ["f32": "fp32 prompt passes", "int8": "int8 prompt passes (int8 GEMM)",
+                                                                                                                        "decode": "prompt passes on the decode format"][promptWeights]!
                   + (crossKV == "f16" ? " · Mu cross-attention K/V in f16" : ""))
             print("decode kernels: " + formats.map { "\($0.rawValue) \($0.kernelPath)" }.joined(separator: ", "))
             print("model       weights   params   input  output  encode ms  1st step ms   TTFT ms   decode tok/s   e2e s   GFLOP/seq   peak RSS MiB   cache MiB")
@@ -276,9 +300,18 @@ struct BenchCommand: ParsableCommand {
                         String(format: "%@ %.1f GB/s (%.0f%%)", $0.format.rawValue as NSString, $0.gbps, 100 * $0.gbps / limits.readGBps)
                     }.joined(separator: ", "))
                 }
+                if let i8 = limits.int8GemmGOPs {
+                    print(String(format: "int8 prompt GEMM 512×4096×1024: %.0f GOP/s = %.2f× the BLAS fp32 GEMM", i8, i8 / limits.gemmGFLOPs))
+                }
                 for r in results {
-                    print(String(format: "%@ %d→%d: prompt pass %.0f GFLOP at %.0f GFLOP/s = %.0f%% of the measured BLAS GEMM rate",
-                                 r.model as NSString, r.inputTokens, r.outputTokens, r.prefillFLOPs / 1e9, r.prefillGFLOPs, 100 * r.prefillGFLOPs / limits.gemmGFLOPs))
+                    if let i8 = limits.int8GemmGOPs {
+                        print(String(format: "%@ %d→%d: prompt pass %.0f GOP at %.0f GOP/s = %.0f%% of the measured int8 GEMM rate (%.0f%% of BLAS fp32's)",
+                                     r.model as NSString, r.inputTokens, r.outputTokens, r.prefillFLOPs / 1e9, r.prefillGFLOPs,
+                                     100 * r.prefillGFLOPs / i8, 100 * r.prefillGFLOPs / limits.gemmGFLOPs))
+                    } else {
+                        print(String(format: "%@ %d→%d: prompt pass %.0f GFLOP at %.0f GFLOP/s = %.0f%% of the measured BLAS GEMM rate",
+                                     r.model as NSString, r.inputTokens, r.outputTokens, r.prefillFLOPs / 1e9, r.prefillGFLOPs, 100 * r.prefillGFLOPs / limits.gemmGFLOPs))
+                    }
                     print(String(format: "%@ %@ %d→%d: decode streams %.3f GB of weights per token = %.1f GB/s, %.0f%% of the read ceiling",
                                  r.model as NSString, r.decodeWeights as NSString, r.inputTokens, r.outputTokens, r.weightBytesPerToken / 1e9, r.weightGBps, 100 * r.weightGBps / limits.readGBps))
                 }

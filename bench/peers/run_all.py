@@ -16,7 +16,9 @@ Models (random weights; speed does not depend on the values):
          architecture with a KV cache) own random weights of the same shapes; PyTorch at fp32, bf16 (weights and
          compute in torch.bfloat16) and int8 (quantize_dynamic, per-channel qint8 nn.Linear) beside Encore's
          --decode-weights bf16 / int8 (--small: a 4 + 2-layer, width-256 Mu made by `encore init`)
-Engines: encore (`encore bench --model ...` on the HF folder with `--decode-weights bf16|int8|q8_0|q4_0`, and on
+Engines: encore (`encore bench --model ...` on the HF folder with `--decode-weights bf16|int8|q8_0|q4_0` (int8 rows:
+also `--prompt-weights int8`, int8 GEMMs in prompt passes as CTranslate2's and PyTorch's int8; bf16/q8_0/q4_0 rows
+`--prompt-weights decode`, no fp32 copy resident, as the peers hold only their format), and on
 the F32 / q8_0 / q4_0 GGUFs, `--keep-quantized` for the blocks), hf (transformers generate, fp32/bf16), ct2
 (CTranslate2 float32/int8), llama.cpp (llama-cpp-python, GGUF f32/bf16/q8_0/q4_0; T5 through llama_encode),
 pytorch (Mu fp32/bf16/int8). Llama and T5 get the same rows. Precisions: fp32, bf16, int8 (CT2 int8, llama.cpp
@@ -97,12 +99,14 @@ def entries(args, ck: Path):
         add(m, "fp32", "encore", "encore f32 GGUF", encore_bench_cmd(enc, str(ck / f"{m}-f32.gguf"), L, N, T, R))
         add(m, "fp32", "llama.cpp", "llama.cpp f32", [lpy, str(HERE / "llamacpp_peer.py"), "--gguf",
                                                      str(ck / f"{m}-f32.gguf")] + io)
-        add(m, "bf16", "encore", "encore", encore_bench_cmd(enc, hf, L, N, T, R, ["--decode-weights", "bf16"]))
+        dec = ["--prompt-weights", "decode"]   # no fp32 copy resident: the decode format alone, widened per matrix
+        add(m, "bf16", "encore", "encore bf16", encore_bench_cmd(enc, hf, L, N, T, R, ["--decode-weights", "bf16"] + dec))
         add(m, "bf16", "hf", "hf", [py, str(HERE / "hf_peer.py"), "--model", hf, "--dtype", "bf16"] + io)
         add(m, "bf16", "llama.cpp", "llama.cpp bf16", [lpy, str(HERE / "llamacpp_peer.py"), "--gguf",
                                                       str(ck / f"{m}-bf16.gguf")] + io)
-        add(m, "int8", "encore", "encore", encore_bench_cmd(enc, hf, L, N, T, R, ["--decode-weights", "int8"]))
-        add(m, "int8", "encore", "encore q8_0", encore_bench_cmd(enc, hf, L, N, T, R, ["--decode-weights", "q8_0"]))
+        add(m, "int8", "encore", "encore int8", encore_bench_cmd(enc, hf, L, N, T, R, ["--decode-weights", "int8",
+                                                                                "--prompt-weights", "int8"]))
+        add(m, "int8", "encore", "encore q8_0", encore_bench_cmd(enc, hf, L, N, T, R, ["--decode-weights", "q8_0"] + dec))
         add(m, "int8", "encore", "encore q8_0 GGUF", encore_bench_cmd(enc, str(ck / f"{m}-q8_0.gguf"), L, N, T, R,
                                                                       ["--keep-quantized"]))
         add(m, "int8", "ct2", "ct2 int8", [py, str(HERE / "ct2_peer.py"), "--model", str(ck / f"{m}-ct2-int8"),
@@ -111,7 +115,7 @@ def entries(args, ck: Path):
                                                       str(ck / f"{m}-q8_0.gguf")] + io)
         add(m, "q4_0", "encore", "encore q4_0 GGUF", encore_bench_cmd(enc, str(ck / f"{m}-q4_0.gguf"), L, N, T, R,
                                                                       ["--keep-quantized"]))
-        add(m, "q4_0", "encore", "encore q4_0", encore_bench_cmd(enc, hf, L, N, T, R, ["--decode-weights", "q4_0"]))
+        add(m, "q4_0", "encore", "encore q4_0", encore_bench_cmd(enc, hf, L, N, T, R, ["--decode-weights", "q4_0"] + dec))
         add(m, "q4_0", "llama.cpp", "llama.cpp q4_0", [lpy, str(HERE / "llamacpp_peer.py"), "--gguf",
                                                       str(ck / f"{m}-q4_0.gguf")] + io)
     # Mu: Encore's --decode-weights bf16 / int8 beside PyTorch's bf16 model and quantize_dynamic int8 (mu_torch.py)
@@ -126,9 +130,9 @@ def entries(args, ck: Path):
                                           "--no-limits"]
     add("mu", "fp32", "encore", "encore", mu_enc)
     add("mu", "fp32", "pytorch", "pytorch", torch_mu)
-    add("mu", "bf16", "encore", "encore", mu_enc + ["--decode-weights", "bf16"])
+    add("mu", "bf16", "encore", "encore bf16", mu_enc + ["--decode-weights", "bf16", "--prompt-weights", "decode"])
     add("mu", "bf16", "pytorch", "pytorch bf16", torch_mu + ["--precision", "bf16"])
-    add("mu", "int8", "encore", "encore", mu_enc + ["--decode-weights", "int8"])
+    add("mu", "int8", "encore", "encore int8", mu_enc + ["--decode-weights", "int8", "--prompt-weights", "int8"])
     add("mu", "int8", "pytorch", "pytorch int8", torch_mu + ["--precision", "int8"])
     return [e for e in out if e["model"] in args.models and e["precision"] in args.precisions
             and e["engine"] in args.engines]

@@ -6,21 +6,23 @@ Q8_0, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K) a tensor `<type>` holding quantized data, an
 the F32 values that the `gguf` Python package's reference `gguf.quants.dequantize` gives for those bytes.
 Types the package can quantize are quantized from random floats; K-quants are random bytes with sane f16
 scales (every bit pattern of the quants is then exercised). Shapes are odd on purpose (3-D, few rows).
+Deterministic (fixed seed); helpers from _gguf_common.py. Run from the repository root:
 
     python3 -m venv /work/venv-llama && /work/venv-llama/bin/pip install numpy gguf==0.19.0
     /work/venv-llama/bin/python tools/goldens/make_gguf_quant_goldens.py
 """
 import os
+import sys
+
 import numpy as np
 import gguf
 from gguf import GGMLQuantizationType as Q
 from gguf.quants import quantize, dequantize
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))   # _gguf_common from any working directory
+from _gguf_common import finish_gguf, random_kquant  # noqa: E402
+
 OUT = os.path.join(os.path.dirname(__file__), "../../Tests/EncoreTests/Fixtures/gguf/quant_types.gguf")
-
-
-def f16_bytes(values):
-    return np.asarray(values, dtype=np.float16).view(np.uint8).reshape(-1, 2)
 
 
 def main():
@@ -45,26 +47,15 @@ def main():
             raw = x.astype(np.float16)
         elif qtype in (Q.BF16, Q.Q8_0, Q.Q4_0, Q.Q4_1):
             raw = quantize(x, qtype)
-        else:
-            block_vals, block_bytes = gguf.GGML_QUANT_SIZES[qtype]
-            nblocks = int(np.prod(shape)) // block_vals
-            raw = rng.integers(0, 256, size=(nblocks, block_bytes), dtype=np.uint8)
-            if qtype in (Q.Q4_K, Q.Q5_K):       # d, dmin first
-                raw[:, 0:2] = f16_bytes(rng.uniform(0.001, 0.05, nblocks))
-                raw[:, 2:4] = f16_bytes(rng.uniform(0.001, 0.05, nblocks))
-            else:                                 # Q6_K: d last
-                raw[:, 208:210] = f16_bytes(rng.uniform(0.001, 0.05, nblocks))
-            raw = raw.reshape(shape[:-1] + (shape[-1] // block_vals * block_bytes,))
+        else:                                     # K-quants: random bytes, f16 scales in [0.001, 0.05]
+            raw = random_kquant(rng, qtype, shape, scale=(0.001, 0.05))
         expected = dequantize(raw, qtype).astype(np.float32).reshape(shape)
         if qtype == Q.F32:
             w.add_tensor(name, raw)
         else:
             w.add_tensor(name, raw, raw_dtype=qtype)
         w.add_tensor(name + ".expected", expected)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    finish_gguf(w)
     print("wrote", os.path.normpath(OUT), os.path.getsize(OUT), "bytes")
 
 

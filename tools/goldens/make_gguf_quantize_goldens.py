@@ -26,7 +26,9 @@ With --smollm2 PATH (scripts/fetch-smollm2.sh), also quantizes SmolLM2-135M (Q4_
 llama.cpp's vs Encore's log-probabilities of a chat continuation on each file, and llama.cpp's greedy text
 (not stored).
 
-Run from the repository root (needs llama-cpp-python 0.3.36 built from source and gguf 0.19.0 in /work/venv-llama):
+Shared helpers (safetensors, GGUF reading, llama.cpp settings/logits/greedy) are in _gguf_common.py. Deterministic
+for a given encore binary: a rerun gives the committed files bit for bit. Run from the repository root (needs
+llama-cpp-python 0.3.36 built from source and gguf 0.19.0 in /work/venv-llama; ~70 s with --smollm2):
     swift build --scratch-path .build && \\
     /work/venv-llama/bin/python tools/goldens/make_gguf_quantize_goldens.py --encore .build/debug/encore \\
         [--smollm2 models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf]
@@ -34,8 +36,8 @@ Run from the repository root (needs llama-cpp-python 0.3.36 built from source an
 import argparse
 import json
 import os
-import struct
 import subprocess
+import sys
 import tempfile
 
 import numpy as np
@@ -43,8 +45,10 @@ import gguf
 from gguf import GGMLQuantizationType as Q
 from gguf.quants import quantize
 
-ROOT = os.path.normpath(os.path.join(os.path.dirname(__file__), "../.."))
-FIX = os.path.join(ROOT, "Tests/EncoreTests/Fixtures")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))   # _gguf_common from any working directory
+from _gguf_common import (FIX, ROOT, all_logits, gguf_shape, gguf_tensor_f32, greedy, load_llama,  # noqa: E402
+                          read_safetensors, write_safetensors)
+
 OUT = os.path.join(FIX, "gguf_quantize")
 TYPES = {"f32": Q.F32, "f16": Q.F16, "bf16": Q.BF16, "q8_0": Q.Q8_0, "q4_0": Q.Q4_0, "q4_1": Q.Q4_1}
 
@@ -74,37 +78,6 @@ def fnv1a64(b):
     return "%016x" % h
 
 
-def read_safetensors(path):
-    with open(path, "rb") as f:
-        n = struct.unpack("<Q", f.read(8))[0]
-        header = json.loads(f.read(n))
-        data = f.read()
-    out = {}
-    for k, v in header.items():
-        if k == "__metadata__":
-            continue
-        a, b = v["data_offsets"]
-        assert v["dtype"] == "F32", "fixtures are F32"
-        out[k] = np.frombuffer(data[a:b], dtype=np.float32).reshape(v["shape"]).copy()
-    return out
-
-
-def write_safetensors(path, tensors):
-    header, blobs, offset = {}, [], 0
-    for name, arr in tensors.items():
-        b = np.ascontiguousarray(arr, dtype=np.float32).tobytes()
-        header[name] = {"dtype": "F32", "shape": list(arr.shape), "data_offsets": [offset, offset + len(b)]}
-        blobs.append(b)
-        offset += len(b)
-    h = json.dumps(header, separators=(",", ":")).encode()
-    h += b" " * ((8 - len(h) % 8) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)))
-        f.write(h)
-        for b in blobs:
-            f.write(b)
-
-
 def permute(w, n_head, n_head_kv):
     """convert_hf_to_gguf.py's LlamaModel.permute (numpy)."""
     if n_head_kv is not None and n_head != n_head_kv:
@@ -119,8 +92,7 @@ def source_tensors(src):
         out = []
         for t in r.tensors:
             assert t.tensor_type == Q.F32
-            shape = [int(d) for d in reversed(t.shape.tolist())]
-            out.append((t.name, np.array(t.data, dtype=np.float32).reshape(shape)))
+            out.append((t.name, gguf_tensor_f32(t)))
         return out
     cfg = json.load(open(os.path.join(src, "config.json")))
     W = read_safetensors(os.path.join(src, "model.safetensors"))
@@ -190,7 +162,7 @@ def check_file(path, rows):
     for name, qt, w, want in rows:
         t = got[name]
         assert t.tensor_type == qt, f"{name}: type {t.tensor_type.name}, expected {qt.name}"
-        shape = [int(d) for d in reversed(t.shape.tolist())]
+        shape = gguf_shape(t)
         assert shape == list(w.shape), f"{name}: shape {shape} vs {list(w.shape)}"
         b = np.array(t.data).tobytes()
         if name.startswith("rope_"):
@@ -201,18 +173,6 @@ def check_file(path, rows):
             assert b == want, f"{path}: tensor {name} bytes differ from gguf.quants.quantize"
             record[name] = [qt.name, shape, fnv1a64(want)]
     return r, record
-
-
-def load_llama(path, n_ctx=64):
-    from llama_cpp import Llama
-    return Llama(model_path=path, n_ctx=n_ctx, n_batch=n_ctx, n_ubatch=n_ctx, logits_all=True, type_k=0, type_v=0,
-                 flash_attn=False, n_threads=2, seed=0, verbose=False)
-
-
-def llama_logits(llm, prompt):
-    llm.reset()
-    llm.eval(prompt)
-    return np.array(llm.scores[: len(prompt)], dtype=np.float32)
 
 
 def logprobs(logits, targets):
@@ -230,7 +190,7 @@ def encore_score(encore, path, inp, tgt):
 def compare_score(encore, llm, path, prompt, label):
     """llama.cpp's log-probabilities of prompt[k:] given prompt[:k] vs `encore score` on the same file."""
     k = max(1, len(prompt) // 2)
-    lg = llama_logits(llm, prompt)
+    lg = all_logits(llm, prompt)
     want = logprobs(lg[k - 1: len(prompt) - 1], prompt[k:])
     got = encore_score(encore, path, prompt[:k], prompt[k:])
     err = float(np.abs(got - want).max())
@@ -240,13 +200,8 @@ def compare_score(encore, llm, path, prompt, label):
 
 
 def compare_greedy(encore, llm, path, prompt, label, n=16):
-    llm.reset()
-    llm.eval(prompt)
-    want = []
-    for _ in range(n):
-        t = int(np.argmax(llm.scores[llm.n_tokens - 1]))
-        want.append(t)
-        llm.eval([t])
+    """llama.cpp's n greedy tokens after prompt vs `encore generate --keep-quantized` on the same file."""
+    want = greedy(llm, prompt, n)
     out = subprocess.run([encore, "generate", "--model", path, "--keep-quantized", "--input-ids", ",".join(map(str, prompt)),
                           "--max-tokens", str(n), "--json"], check=True, capture_output=True, text=True)
     got = json.loads(out.stdout)["ids"][:n]
@@ -293,7 +248,7 @@ def main():
             arch = reader.fields["general.architecture"].contents()
             assert llm.n_vocab() == rows[0][2].shape[0], "llama.cpp reads another vocabulary size"
             for i, p in enumerate(entry["prompts"]):
-                logits[f"{case}.prompt{i}.logits"] = llama_logits(llm, p)
+                logits[f"{case}.prompt{i}.logits"] = all_logits(llm, p)
             err = compare_score(encore, llm, path, entry["prompts"][1], f"{case} ({arch})")
             assert err <= SCORE_TOLERANCE[fmt], f"{case}: Encore and llama.cpp disagree by {err} nats"
             entry["greedy_agreement"] = compare_greedy(encore, llm, path, entry["prompts"][0], f"{case} ({arch})")

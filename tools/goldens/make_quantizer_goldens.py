@@ -4,16 +4,21 @@
 Writes Tests/EncoreTests/Fixtures/gguf/quantizer.gguf: for each type a tensor `<type>.input` (F32 [rows, 96])
 and `<type>` holding the `gguf` Python package's `gguf.quants.quantize` of it (bit-exact with ggml-quants.c's
 quantize_row_*_ref). Encore must produce the same bytes. Rows include zeros, one large outlier per block,
-all-equal values and negative-only values.
+all-equal values and negative-only values. Deterministic (fixed seed). Run from the repository root:
 
     python3 -m venv /work/venv-llama && /work/venv-llama/bin/pip install numpy gguf==0.19.0
     /work/venv-llama/bin/python tools/goldens/make_quantizer_goldens.py
 """
 import os
+import sys
+
 import numpy as np
 import gguf
 from gguf import GGMLQuantizationType as Q
 from gguf.quants import quantize
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))   # _gguf_common from any working directory
+from _gguf_common import finish_gguf  # noqa: E402
 
 OUT = os.path.join(os.path.dirname(__file__), "../../Tests/EncoreTests/Fixtures/gguf/quantizer.gguf")
 
@@ -32,10 +37,7 @@ def main():
     for name, qtype in [("q8_0", Q.Q8_0), ("q4_0", Q.Q4_0), ("q4_1", Q.Q4_1)]:
         w.add_tensor(name + ".input", x)
         w.add_tensor(name, quantize(x, qtype), raw_dtype=qtype)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    finish_gguf(w)
     print("wrote", os.path.normpath(OUT), os.path.getsize(OUT), "bytes")
 
 

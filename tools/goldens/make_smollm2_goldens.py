@@ -19,12 +19,13 @@ Two parts:
 llama.cpp settings: F32 KV cache (type_k = type_v = 0), flash attention off, logits for every position.
 Its CPU matrix products still quantize activations for quantized weights (Q8_0/Q8_1/Q8_K; f16/bf16 for
 F16/BF16 weights), which Encore (fp32 after dequantizing the weights) does not. So the goldens also hold an
-exact reference: for the tiny models `numpy_forward`, a plain fp32 numpy Llama over the weights dequantized by
-the `gguf` package (llama.cpp's adjacent-pair RoPE on the stored, permuted Q/K rows); for SmolLM2 llama.cpp
-itself on an F32 copy of the GGUF. Encore must match those tightly, and llama.cpp on the quantized file within
-the activation-rounding tolerance stated in the Swift tests.
+exact reference: for the tiny models `numpy_forward` (in _gguf_common.py), a plain fp32 numpy Llama over the
+weights dequantized by the `gguf` package (llama.cpp's adjacent-pair RoPE on the stored, permuted Q/K rows); for
+SmolLM2 llama.cpp itself on an F32 copy of the GGUF. Encore must match those tightly, and llama.cpp on the
+quantized file within the activation-rounding tolerance stated in the Swift tests.
 
-Run (build takes ~6+ minutes on 2 cores):
+Run from the repository root (the llama-cpp-python build takes ~6+ minutes on 2 cores; the script itself ~2.5
+minutes, deterministic: a rerun gives the committed files bit for bit):
     python3 -m venv /work/venv-llama
     /work/venv-llama/bin/pip install scikit-build-core cmake numpy gguf==0.19.0
     CMAKE_ARGS="-DGGML_NATIVE=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF \
@@ -37,204 +38,33 @@ Run (build takes ~6+ minutes on 2 cores):
 import argparse
 import json
 import os
-import struct
+import sys
 
 import numpy as np
 import gguf
 from gguf import GGMLQuantizationType as Q
-from gguf.quants import quantize
 
-ROOT = os.path.normpath(os.path.join(os.path.dirname(__file__), "../.."))
-FIX = os.path.join(ROOT, "Tests/EncoreTests/Fixtures")
-
-
-def write_safetensors(path, tensors):
-    """Minimal safetensors writer (F32 and I32 only)."""
-    header, blobs, offset = {}, [], 0
-    for name, arr in tensors.items():
-        arr = np.ascontiguousarray(arr)
-        dtype = {np.dtype(np.float32): "F32", np.dtype(np.int32): "I32"}[arr.dtype]
-        b = arr.tobytes()
-        header[name] = {"dtype": dtype, "shape": list(arr.shape), "data_offsets": [offset, offset + len(b)]}
-        blobs.append(b)
-        offset += len(b)
-    h = json.dumps(header, separators=(",", ":")).encode()
-    h += b" " * ((8 - len(h) % 8) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)))
-        f.write(h)
-        for b in blobs:
-            f.write(b)
-
-
-def load_llama(path, n_ctx):
-    from llama_cpp import Llama
-    return Llama(model_path=path, n_ctx=n_ctx, n_batch=n_ctx, n_ubatch=n_ctx, logits_all=True,
-                 type_k=0, type_v=0, flash_attn=False, n_threads=2, seed=0, verbose=False)
-
-
-def all_logits(llm, tokens):
-    """Logits [T, V] of every position of `tokens` read from position 0."""
-    llm.reset()
-    llm.eval(tokens)
-    return np.array(llm.scores[: len(tokens)], dtype=np.float32)
-
-
-def greedy(llm, tokens, n, eos=None):
-    """n greedy tokens after `tokens` (stops after EOS)."""
-    llm.reset()
-    llm.eval(tokens)
-    out = []
-    for _ in range(n):
-        t = int(np.argmax(llm.scores[llm.n_tokens - 1]))
-        out.append(t)
-        if t == eos:
-            break
-        llm.eval([t])
-    return out
-
-
-# ---------------------------------------------------------------------------------------------- fp32 reference
-
-def numpy_forward(path, ids):
-    """Logits [T, V] of a llama GGUF in fp32 numpy (weights from gguf.quants.dequantize), read from position 0."""
-    from gguf.quants import dequantize
-    r = gguf.GGUFReader(path)
-    W = {}
-    for t in r.tensors:
-        a = dequantize(t.data, t.tensor_type).astype(np.float32)
-        W[t.name] = a.reshape([int(x) for x in reversed(t.shape)])
-
-    def kv(k, default=None):
-        if k not in r.fields:
-            return default
-        f = r.fields[k]
-        return f.parts[f.data[0]][0]
-
-    C, L = int(kv("llama.embedding_length")), int(kv("llama.block_count"))
-    H = int(kv("llama.attention.head_count"))
-    Hkv = int(kv("llama.attention.head_count_kv", H))
-    eps, theta = float(kv("llama.attention.layer_norm_rms_epsilon")), float(kv("llama.rope.freq_base", 10000.0))
-    D, n = C // H, len(ids)
-
-    def rms(x, w):
-        return (x / np.sqrt((x.astype(np.float64) ** 2).mean(-1, keepdims=True) + eps)).astype(np.float32) * w
-
-    def rope_adjacent(x, nh):                      # llama.cpp "normal" RoPE: pairs (2i, 2i+1) of each head
-        x = x.reshape(n, nh, D // 2, 2)
-        ang = np.arange(n)[:, None] * (theta ** (-np.arange(0, D, 2) / D))[None, :]
-        c, s = np.cos(ang)[:, None, :], np.sin(ang)[:, None, :]
-        a, b = x[..., 0], x[..., 1]
-        return np.stack([a * c - b * s, a * s + b * c], -1).reshape(n, nh * D).astype(np.float32)
-
-    x = W["token_embd.weight"][ids]                                          # [T, C]
-    mask = np.triu(np.full((n, n), -np.inf, np.float32), 1)
-    for l in range(L):
-        p = f"blk.{l}."
-        h = rms(x, W[p + "attn_norm.weight"])
-        q = rope_adjacent(h @ W[p + "attn_q.weight"].T, H)                  # [T, H*D]
-        k = rope_adjacent(h @ W[p + "attn_k.weight"].T, Hkv)                # [T, Hkv*D]
-        v = h @ W[p + "attn_v.weight"].T
-        o = np.zeros((n, H * D), np.float32)
-        for hh in range(H):
-            g = hh // (H // Hkv)
-            sc = q[:, hh * D:(hh + 1) * D] @ k[:, g * D:(g + 1) * D].T / np.float32(np.sqrt(D)) + mask
-            sc = np.exp(sc - sc.max(-1, keepdims=True))
-            sc /= sc.sum(-1, keepdims=True)
-            o[:, hh * D:(hh + 1) * D] = sc @ v[:, g * D:(g + 1) * D]
-        x = x + o @ W[p + "attn_output.weight"].T
-        m = rms(x, W[p + "ffn_norm.weight"])
-        gt, up = m @ W[p + "ffn_gate.weight"].T, m @ W[p + "ffn_up.weight"].T
-        x = x + (gt / (1 + np.exp(-gt)) * up) @ W[p + "ffn_down.weight"].T
-    return (rms(x, W["output_norm.weight"]) @ W.get("output.weight", W["token_embd.weight"]).T).astype(np.float32)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))   # _gguf_common from any working directory
+from _gguf_common import (FIX, TINY, add_tiny_llama_tensors, all_logits, finish_gguf, gguf_tensor_f32,  # noqa: E402
+                          greedy, load_llama, numpy_forward, tiny_llama_writer, write_safetensors)
 
 
 # ---------------------------------------------------------------------------------------------- tiny models
 
-TINY = dict(vocab=320, n_embd=64, n_head=4, n_kv=2, ffn=256, n_layer=3, ctx=256, theta=10000.0, eps=1e-5)
-
-
-def random_kquant(rng, qtype, rows, cols):
-    """Random K-quant bytes with small scales (the gguf package cannot quantize K-quants)."""
-    vals, nbytes = gguf.GGML_QUANT_SIZES[qtype]
-    nb = rows * cols // vals
-    raw = rng.integers(0, 256, size=(nb, nbytes), dtype=np.uint8)
-    f16 = lambda lo, hi: np.asarray(rng.uniform(lo, hi, nb), dtype=np.float16).view(np.uint8).reshape(-1, 2)
-    if qtype in (Q.Q4_K, Q.Q5_K):
-        raw[:, 0:2] = f16(0.0002, 0.0006)
-        raw[:, 2:4] = f16(0.0002, 0.0006)
-    else:
-        raw[:, 208:210] = f16(0.0005, 0.0015)
-    return raw.reshape(rows, cols // vals * nbytes)
-
-
 def write_tiny(path, mixed, seed):
-    c = TINY
+    """tiny_llama/f32.gguf (mixed=False: all F32, head tied to token_embd) or mixed.gguf (per-layer matrix types
+    below, Q8_0 token_embd, untied F16 head); weights from seed."""
     rng = np.random.default_rng(seed)
-    d = c["n_embd"] // c["n_head"]
-    w = gguf.GGUFWriter(path, "llama")
-    w.add_name("encore-tiny-llama-" + ("mixed" if mixed else "f32"))
-    w.add_context_length(c["ctx"])
-    w.add_embedding_length(c["n_embd"])
-    w.add_block_count(c["n_layer"])
-    w.add_feed_forward_length(c["ffn"])
-    w.add_head_count(c["n_head"])
-    w.add_head_count_kv(c["n_kv"])
-    w.add_layer_norm_rms_eps(c["eps"])
-    w.add_rope_freq_base(c["theta"])
-    w.add_rope_dimension_count(d)
-    # SentencePiece-style vocabulary: <unk> <s> </s>, 256 byte tokens, filler pieces.
-    tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)]
-    tokens += [f"\u2581t{i}" for i in range(c["vocab"] - len(tokens))]
-    types = [2, 3, 3] + [6] * 256 + [1] * (c["vocab"] - 259)
-    w.add_tokenizer_model("llama")
-    w.add_token_list(tokens)
-    w.add_token_scores([0.0] * len(tokens))
-    w.add_token_types(types)
-    w.add_bos_token_id(1)
-    w.add_eos_token_id(2)
-    w.add_unk_token_id(0)
-
-    def mat(rows, cols, std=0.15):
-        return (rng.standard_normal((rows, cols)) * std).astype(np.float32)
-
-    def put(name, x, qtype):
-        if qtype == Q.F32:
-            w.add_tensor(name, x)
-        elif qtype == Q.F16:
-            w.add_tensor(name, x.astype(np.float16))
-        elif qtype in (Q.Q4_K, Q.Q5_K, Q.Q6_K):
-            w.add_tensor(name, random_kquant(rng, qtype, *x.shape), raw_dtype=qtype)
-        else:
-            w.add_tensor(name, quantize(x, qtype), raw_dtype=qtype)
-
-    C, F, V = c["n_embd"], c["ffn"], c["vocab"]
-    # Tied head: a small embedding keeps the blocks, not the input token, in charge of the prediction.
-    put("token_embd.weight", mat(V, C, 1.0 if mixed else 0.25), Q.Q8_0 if mixed else Q.F32)
+    w = tiny_llama_writer(path, "encore-tiny-llama-" + ("mixed" if mixed else "f32"))
     plans = [  # (attention q/k/v/o, ffn gate/up, ffn down) per layer
         (Q.Q8_0, Q.Q4_0, Q.Q6_K),
         (Q.Q4_1, Q.F16, Q.Q4_K),
         (Q.BF16, Q.Q4_1, Q.Q5_K),
-    ]
-    for i in range(c["n_layer"]):
-        qa, qf, qd = plans[i] if mixed else (Q.F32, Q.F32, Q.F32)
-        p = f"blk.{i}."
-        w.add_tensor(p + "attn_norm.weight", (1 + 0.1 * rng.standard_normal(C)).astype(np.float32))
-        put(p + "attn_q.weight", mat(C, C), qa)
-        put(p + "attn_k.weight", mat(c["n_kv"] * d, C), qa)
-        put(p + "attn_v.weight", mat(c["n_kv"] * d, C), qa)
-        put(p + "attn_output.weight", mat(C, C), qa)
-        w.add_tensor(p + "ffn_norm.weight", (1 + 0.1 * rng.standard_normal(C)).astype(np.float32))
-        put(p + "ffn_gate.weight", mat(F, C), qf)
-        put(p + "ffn_up.weight", mat(F, C), qf)
-        put(p + "ffn_down.weight", mat(C, F, 0.08), qd)
-    w.add_tensor("output_norm.weight", (1 + 0.1 * rng.standard_normal(C)).astype(np.float32))
-    if mixed:
-        put("output.weight", mat(V, C), Q.F16)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    ] if mixed else [(Q.F32, Q.F32, Q.F32)] * TINY["n_layer"]
+    # Tied head: a small embedding keeps the blocks, not the input token, in charge of the prediction.
+    add_tiny_llama_tensors(w, rng, Q.Q8_0 if mixed else Q.F32, 1.0 if mixed else 0.25, plans,
+                           head_type=Q.F16 if mixed else None)
+    finish_gguf(w)
 
 
 def write_hf_copy(gguf_path, folder):
@@ -243,7 +73,7 @@ def write_hf_copy(gguf_path, folder):
     permute(w) = w.reshape(H, 2, D/2, C).swapaxes(1, 2).reshape(w.shape), so inverse = reshape(H, D/2, 2, C)."""
     c = TINY
     r = gguf.GGUFReader(gguf_path)
-    W = {t.name: np.array(t.data, dtype=np.float32).reshape([int(x) for x in reversed(t.shape)]) for t in r.tensors}
+    W = {t.name: gguf_tensor_f32(t) for t in r.tensors}
 
     def unpermute(w, heads):
         return w.reshape(heads, w.shape[0] // heads // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
@@ -330,7 +160,6 @@ def smollm2_prompts(llm):
 
 def write_f32_copy(src, dst):
     """The same GGUF with every tensor dequantized to F32 (metadata copied), for llama.cpp's exact fp32 path."""
-    from gguf.quants import dequantize
     r = gguf.GGUFReader(src)
     w = gguf.GGUFWriter(dst, r.fields["general.architecture"].contents())
     for k, f in r.fields.items():
@@ -339,11 +168,8 @@ def write_f32_copy(src, dst):
         vt = f.types[0]
         w.add_key_value(k, f.contents(), vt, sub_type=f.types[-1] if vt == gguf.GGUFValueType.ARRAY else None)
     for t in r.tensors:
-        w.add_tensor(t.name, dequantize(t.data, t.tensor_type).astype(np.float32).reshape([int(x) for x in reversed(t.shape)]))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+        w.add_tensor(t.name, gguf_tensor_f32(t))
+    finish_gguf(w)
 
 
 def make_smollm2(path):

@@ -35,7 +35,9 @@ quantize activations as llama.cpp's quantized matmuls do).
 llama.cpp computes T5 without the d_model^-0.5 scaling of the decoder output that transformers applies to tied
 (v1.0) heads (the GGUF has no key for it); the relu case records that.
 
-Usage (from the repository root; /work/venv-llama has gguf and llama-cpp-python 0.3.36):
+Safetensors reading/writing and the GGUF writer's last steps come from _gguf_common.py. Deterministic: a rerun
+gives the committed files bit for bit. Usage (from the repository root; /work/venv-llama has gguf 0.19.0 and
+llama-cpp-python 0.3.36):
 
     /work/venv-llama/bin/python tools/goldens/make_t5_gguf_goldens.py
 """
@@ -46,13 +48,15 @@ import argparse
 import ctypes
 import json
 import platform
-import struct
 import sys
 from pathlib import Path
 
 import numpy as np
 import gguf
 import llama_cpp
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))   # _gguf_common from any working directory
+from _gguf_common import finish_gguf, read_safetensors, write_safetensors  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HF_ROOT = REPO_ROOT / "Tests" / "EncoreTests" / "Fixtures" / "t5"
@@ -67,38 +71,13 @@ def fail(msg: str):
     sys.exit(2)
 
 
-def read_safetensors(path: Path) -> dict[str, np.ndarray]:
-    """F32 tensors of a .safetensors file (the format: u64 header size, JSON header, data)."""
-    raw = path.read_bytes()
-    (n,) = struct.unpack("<Q", raw[:8])
-    header = json.loads(raw[8:8 + n])
-    out = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        if info["dtype"] != "F32":
-            fail(f"{path}: {name} is {info['dtype']}, expected F32")
-        a, b = info["data_offsets"]
-        out[name] = np.frombuffer(raw[8 + n + a:8 + n + b], dtype=np.float32).reshape(info["shape"]).copy()
-    return out
-
-
-def write_safetensors(path: Path, tensors: dict[str, np.ndarray]):
-    header, blobs, offset = {}, [], 0
-    for name, t in sorted(tensors.items()):
-        b = np.ascontiguousarray(t, dtype=np.float32).tobytes()
-        header[name] = {"dtype": "F32", "shape": list(t.shape), "data_offsets": [offset, offset + len(b)]}
-        blobs.append(b)
-        offset += len(b)
-    h = json.dumps(header, separators=(",", ":")).encode()
-    h += b" " * ((8 - len(h) % 8) % 8)
-    path.write_bytes(struct.pack("<Q", len(h)) + h + b"".join(blobs))
-
-
 def convert(hf: Path, out: Path):
     """config.json + model.safetensors → GGUF F32, as convert_hf_to_gguf.py's T5Model (see the docstring)."""
     cfg = json.loads((hf / "config.json").read_text())
-    tensors = read_safetensors(hf / "model.safetensors")
+    try:
+        tensors = read_safetensors(hf / "model.safetensors")
+    except ValueError as e:                                          # a tensor that is not F32
+        fail(str(e))
     n_layer = cfg["num_layers"]
     n_dec = cfg.get("num_decoder_layers", n_layer)
     w = gguf.GGUFWriter(str(out), "t5")
@@ -145,10 +124,7 @@ def convert(hf: Path, out: Path):
         if new is None:
             fail(f"{hf}: no GGUF name for {name}")
         w.add_tensor(new, t)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    finish_gguf(w)
 
 
 def quantize(src: Path, dst: Path, ftype: int):
@@ -241,7 +217,7 @@ def main():
         for f in files:
             for p, ids in prompts.items():
                 logits[f"{f}.{p}"] = llama_logits(out / f"{f}.gguf", ids, decoder_ids)
-        write_safetensors(out / "llama_cpp.safetensors", logits)
+        write_safetensors(out / "llama_cpp.safetensors", dict(sorted(logits.items())))    # names in sorted order
         info = {"hf_checkpoint": f"t5/{hf_name}", "prompts": prompts, "decoder_ids": decoder_ids,
                 "files": {f: tensor_types(out / f"{f}.gguf") for f in files},
                 "llama_cpp_python": llama_cpp.__version__, "python": platform.python_version()}

@@ -12,7 +12,7 @@ only the rows they need) and the tied head runs the quantized GEMV on the same b
                                                                      the fp32 numpy reference (prompt<i>.fp32_logits)
 
 Same shapes, prompts and llama.cpp settings as make_smollm2_goldens.py's tiny models (F32 KV cache, flash
-attention off). Deterministic (fixed seed). Run from the repository root:
+attention off; the shared code is in _gguf_common.py). Deterministic (fixed seed). Run from the repository root:
     /work/venv-llama/bin/python tools/goldens/make_tied_quant_goldens.py
 """
 import json
@@ -20,67 +20,20 @@ import os
 import sys
 
 import numpy as np
-import gguf
 from gguf import GGMLQuantizationType as Q
-from gguf.quants import quantize
 
-sys.path.insert(0, os.path.dirname(__file__))
-from make_smollm2_goldens import FIX, TINY, all_logits, load_llama, numpy_forward, random_kquant, write_safetensors  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))   # _gguf_common from any working directory
+from _gguf_common import (FIX, TINY, add_tiny_llama_tensors, all_logits, finish_gguf, load_llama,  # noqa: E402
+                          numpy_forward, tiny_llama_writer, write_safetensors)
 
 
 def write_tied(path, seed):
-    c = TINY
+    """tied-q4.gguf: Q4_0 token_embd = the tied head (no output.weight), per-layer matrix types below."""
     rng = np.random.default_rng(seed)
-    d = c["n_embd"] // c["n_head"]
-    w = gguf.GGUFWriter(path, "llama")
-    w.add_name("encore-tiny-llama-tied-q4")
-    w.add_context_length(c["ctx"])
-    w.add_embedding_length(c["n_embd"])
-    w.add_block_count(c["n_layer"])
-    w.add_feed_forward_length(c["ffn"])
-    w.add_head_count(c["n_head"])
-    w.add_head_count_kv(c["n_kv"])
-    w.add_layer_norm_rms_eps(c["eps"])
-    w.add_rope_freq_base(c["theta"])
-    w.add_rope_dimension_count(d)
-    tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)]
-    tokens += [f"\u2581t{i}" for i in range(c["vocab"] - len(tokens))]
-    w.add_tokenizer_model("llama")
-    w.add_token_list(tokens)
-    w.add_token_scores([0.0] * len(tokens))
-    w.add_token_types([2, 3, 3] + [6] * 256 + [1] * (c["vocab"] - 259))
-    w.add_bos_token_id(1)
-    w.add_eos_token_id(2)
-    w.add_unk_token_id(0)
-
-    def mat(rows, cols, std=0.15):
-        return (rng.standard_normal((rows, cols)) * std).astype(np.float32)
-
-    def put(name, x, qtype):
-        if qtype in (Q.Q4_K, Q.Q5_K, Q.Q6_K):
-            w.add_tensor(name, random_kquant(rng, qtype, *x.shape), raw_dtype=qtype)
-        else:
-            w.add_tensor(name, quantize(x, qtype), raw_dtype=qtype)
-
-    C, F, V = c["n_embd"], c["ffn"], c["vocab"]
-    put("token_embd.weight", mat(V, C, 1.0), Q.Q4_0)
+    w = tiny_llama_writer(path, "encore-tiny-llama-tied-q4")
     plans = [(Q.Q4_0, Q.Q4_0, Q.Q6_K), (Q.Q8_0, Q.Q4_1, Q.Q4_K), (Q.Q4_1, Q.Q8_0, Q.Q5_K)]
-    for i, (qa, qf, qd) in enumerate(plans):
-        p = f"blk.{i}."
-        w.add_tensor(p + "attn_norm.weight", (1 + 0.1 * rng.standard_normal(C)).astype(np.float32))
-        put(p + "attn_q.weight", mat(C, C), qa)
-        put(p + "attn_k.weight", mat(c["n_kv"] * d, C), qa)
-        put(p + "attn_v.weight", mat(c["n_kv"] * d, C), qa)
-        put(p + "attn_output.weight", mat(C, C), qa)
-        w.add_tensor(p + "ffn_norm.weight", (1 + 0.1 * rng.standard_normal(C)).astype(np.float32))
-        put(p + "ffn_gate.weight", mat(F, C), qf)
-        put(p + "ffn_up.weight", mat(F, C), qf)
-        put(p + "ffn_down.weight", mat(C, F, 0.08), qd)
-    w.add_tensor("output_norm.weight", (1 + 0.1 * rng.standard_normal(C)).astype(np.float32))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    add_tiny_llama_tensors(w, rng, Q.Q4_0, 1.0, plans)
+    finish_gguf(w)
 
 
 def main():

@@ -14,11 +14,14 @@ public enum KernelBench {
         public var gemvLMHeadGBps: Double
         /// Decode GEMV 4096×1024 from cold weights in each requested decode format (GB/s of weight bytes).
         public var gemvFormatGBps: [(format: WeightFormat, gbps: Double)] = []
+        /// int8 prompt-pass GEMM 512×4096×1024 (`ek_gemm_int8`, GOP/s), when int8 prompt weights are benchmarked.
+        public var int8GemmGOPs: Double? = nil
 
         public var json: [String: Any] {
             ["read_gb_per_s": readGBps, "gemm_gflop_per_s": gemmGFLOPs, "gemv_gb_per_s": gemvGBps, "gemv_lm_head_gb_per_s": gemvLMHeadGBps,
              "gemv_format_gb_per_s": Dictionary(uniqueKeysWithValues: gemvFormatGBps.map { ($0.format.rawValue, $0.gbps) }),
-             "gemv_format_paths": Dictionary(uniqueKeysWithValues: gemvFormatGBps.map { ($0.format.rawValue, $0.format.kernelPath) })]
+             "gemv_format_paths": Dictionary(uniqueKeysWithValues: gemvFormatGBps.map { ($0.format.rawValue, $0.format.kernelPath) }),
+             "int8_gemm_gop_per_s": int8GemmGOPs as Any]
         }
     }
 
@@ -55,7 +58,19 @@ public enum KernelBench {
         return Double(bytes) / t / 1e9
     }
 
-    public static func run(formats: [WeightFormat] = []) -> Figures {
+    /// GOP/s of the int8 prompt-pass GEMM on the fp32 GEMM's shape (512×4096×1024, random int8 rows).
+    public static func int8GemmGOPs() -> Double {
+        let (m, n, k) = (512, 4096, 1024)
+        var rng = SplitMix64(seed: 10)
+        let w = Tensor(zeros: [n, k]), x = Tensor(zeros: [m, k])
+        for i in 0..<w.count { w.data[i] = rng.nextUnitFloat() - 0.5 }
+        for i in 0..<x.count { x.data[i] = rng.nextUnitFloat() - 0.5 }
+        let q = QuantizedMatrix(w, format: .int8)
+        let t = best(5) { _ = Ops.linearInt8(x, weight: q, bias: nil) }
+        return 2.0 * Double(m * n * k) / t / 1e9
+    }
+
+    public static func run(formats: [WeightFormat] = [], int8Prompts: Bool = false) -> Figures {
         // read ceiling: 512 MiB, touched first
         let n = 128 << 20
         let big = Tensor(zeros: [n])
@@ -88,6 +103,7 @@ public enum KernelBench {
         if sink == .infinity { print("") }
         var f = Figures(readGBps: read, gemmGFLOPs: gemm, gemvGBps: gemv, gemvLMHeadGBps: headGBps)
         f.gemvFormatGBps = formats.map { ($0, gemvGBps($0)) }
+        if int8Prompts { f.int8GemmGOPs = int8GemmGOPs() }
         return f
     }
 }

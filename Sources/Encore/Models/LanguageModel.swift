@@ -27,6 +27,11 @@ public protocol LanguageModel: AnyObject {
     /// passes keep fp32 GEMM. Throws for families that do not support it yet.
     func useDecodeWeights(_ format: WeightFormat) throws
 
+    /// Chooses what prompt passes (encoder, prefill, teacher-forced scoring) multiply with (see ``PromptWeights``):
+    /// fp32 copies (the default), int8 rows with an int8 GEMM, or the decode format widened one matrix at a time.
+    /// Call it after ``useDecodeWeights(_:)``. Throws for families without it.
+    func usePromptWeights(_ weights: PromptWeights) throws
+
     /// Weight bytes one decode step streams in the current formats (every matrix once, the head included).
     var decodeWeightBytes: Int { get }
 
@@ -44,6 +49,36 @@ extension LanguageModel {
     }
 
     public var decodeWeightBytes: Int { parameterCount * 4 }
+
+    public func usePromptWeights(_ weights: PromptWeights) throws {
+        if weights == .f32 { return }
+        throw EncoreError(.unsupported, "\(weights.rawValue) prompt weights are not supported for model_type '\(modelType)' yet (supported: mu, mu_decoder, llama, t5)")
+    }
+}
+
+/// What prompt passes (encoder, prefill, teacher-forced scoring: M > 8 rows) multiply with. Decode steps always
+/// stream the decode format (``LanguageModel/useDecodeWeights(_:)``).
+///
+/// - `f32`: fp32 copies with BLAS GEMM (the default; most precise; memory: fp32 beside the decode copy).
+/// - `int8`: int8 rows with Encore's int8 GEMM (`ek_gemm_int8`: per-row int8 activations, exact int32 sums, as
+///   CTranslate2's and PyTorch's dynamic int8); the fp32 copies are released, an int8 decode copy is shared.
+/// - `decode`: the decode-format copy, widened to fp32 one matrix at a time for BLAS GEMM (no resident fp32 copy:
+///   the memory of the decode format alone; Mu's and T5's encoders take the decoder's format too).
+///
+/// ```swift
+/// try model.useDecodeWeights(.int8); try model.usePromptWeights(.int8)   // int8 everywhere
+/// try model.useDecodeWeights(.q4_0); try model.usePromptWeights(.decode) // q4_0 only in memory
+/// ```
+public enum PromptWeights: String, CaseIterable, Sendable {
+    case f32, int8, decode
+
+    /// Parses `f32`, `int8` or `decode`, naming the choices otherwise.
+    public init(parsing s: String) throws {
+        guard let p = PromptWeights(rawValue: s.lowercased()) else {
+            throw EncoreError(.invalidArgument, "prompt weights must be f32, int8 or decode (got '\(s)')")
+        }
+        self = p
+    }
 }
 
 /// The running state of a batch being generated.

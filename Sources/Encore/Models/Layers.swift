@@ -211,20 +211,24 @@ final class WeightLoader {
 /// A dense layer y = x·Wᵀ + b with the PyTorch `[out, in]` weight layout.
 ///
 /// Decode steps (M ≤ 8 rows) stream `packed` when set (bf16, int8, q8_0, q4_0, q4_1); prompt passes use the
-/// fp32 weight with BLAS GEMM, dequantizing `packed` per call when no fp32 copy is kept (quantized
-/// checkpoints, GGUF tensors kept quantized).
+/// fp32 weight with BLAS GEMM, or the int8 GEMM over `promptInt8` after `usePromptWeights(.int8)` (no fp32 copy then),
+/// dequantizing `packed` per call when neither is kept (quantized checkpoints, GGUF tensors kept quantized,
+/// ``PromptWeights/decode``).
 ///
 /// ```swift
 /// var lin = Linear(weight: w, bias: b)
 /// lin.useDecodeWeights(.q8_0)                   // keeps fp32 for prompts, adds a Q8_0 copy for decode
 /// lin.useDecodeWeights(.int8, keepFP32: false)  // int8 only: a quarter of the memory
+/// lin.usePromptWeights(.int8)                   // prompts on the int8 GEMM too (shares the int8 rows)
 /// ```
 struct Linear {
-    /// fp32 weight [out, in]; nil when only `packed` is kept.
+    /// fp32 weight [out, in]; nil when only `packed` / `promptInt8` are kept.
     private var dense: Tensor?
     var bias: Tensor?    // [out]
     /// The decode-format copy streamed by decode steps.
     private(set) var packed: QuantizedMatrix?
+    /// int8 rows the prompt passes multiply with `ek_gemm_int8` (the same object as `packed` when that is int8).
+    private(set) var promptInt8: QuantizedMatrix?
     let outputs: Int, inputs: Int
 
     init(weight: Tensor, bias: Tensor?) {
@@ -248,53 +252,91 @@ struct Linear {
         self.bias = bias ? try loader.tensor(prefix + ".bias", shape: [outputs]) : nil
     }
 
-    /// The fp32 weight [out, in] (dequantized into new memory when only the packed copy is kept).
+    /// The fp32 weight [out, in] (dequantized into new memory when only a quantized copy is kept).
     var weight: Tensor {
-        get { dense ?? packed!.dequantized() }
-        set { dense = newValue; packed = nil }
+        get { dense ?? (promptInt8 ?? packed!).dequantized() }
+        set { dense = newValue; packed = nil; promptInt8 = nil }
     }
 
+    /// The matrix decode steps stream (nil: the fp32 weight).
+    private var decodeMatrix: QuantizedMatrix? { packed ?? (dense == nil ? promptInt8 : nil) }
     /// The format decode steps stream.
-    var decodeFormat: WeightFormat { packed?.format ?? .f32 }
+    var decodeFormat: WeightFormat { decodeMatrix?.format ?? .f32 }
     /// Bytes a decode step streams for this layer (weights, scales and bias).
-    var decodeBytes: Int { (packed?.byteCount ?? outputs * inputs * 4) + (bias?.count ?? 0) * 4 }
-    /// Bytes held (fp32 copy, packed copy, bias).
-    var residentBytes: Int { (dense == nil ? 0 : outputs * inputs * 4) + (packed?.byteCount ?? 0) + (bias?.count ?? 0) * 4 }
+    var decodeBytes: Int { (decodeMatrix?.byteCount ?? outputs * inputs * 4) + (bias?.count ?? 0) * 4 }
+    /// Bytes held (fp32 copy, packed copy, int8 prompt copy unless shared, bias).
+    var residentBytes: Int {
+        let prompt = promptInt8 != nil && promptInt8 !== packed ? promptInt8!.byteCount : 0
+        return (dense == nil ? 0 : outputs * inputs * 4) + (packed?.byteCount ?? 0) + prompt + (bias?.count ?? 0) * 4
+    }
+
+    /// The weight prompt passes multiply: int8 rows, else fp32 (dequantized per call when only blocks are kept).
+    private func promptProduct(_ x: Tensor, gelu: Bool = false, into r: Tensor? = nil) -> Tensor? {
+        guard let promptInt8 else { return nil }
+        return Ops.linearInt8(x, weight: promptInt8, bias: bias, gelu: gelu, into: r)
+    }
 
     func callAsFunction(_ x: Tensor) -> Tensor {
-        if let packed, x.count / inputs <= 8 { return Ops.linearQuantized(x, weight: packed, bias: bias) }
+        if let m = decodeMatrix, x.count / inputs <= 8 { return Ops.linearQuantized(x, weight: m, bias: bias) }
+        if let y = promptProduct(x) { return y }
         return Ops.linear(x, weight: dense ?? packed!.dequantized(), bias: bias)
     }
 
     /// gelu(x·Wᵀ + b), the bias and activation fused after the GEMM for prompt passes.
     func gelu(_ x: Tensor) -> Tensor {
-        if let packed, x.count / inputs <= 8 {
-            let y = Ops.linearQuantized(x, weight: packed, bias: bias)
+        if let m = decodeMatrix, x.count / inputs <= 8 {
+            let y = Ops.linearQuantized(x, weight: m, bias: bias)
             ek_gelu_tanh_f32(y.data, y.count)
             return y
         }
+        if let y = promptProduct(x, gelu: true) { return y }
         return Ops.linearGELU(x, weight: dense ?? packed!.dequantized(), bias: bias)
     }
 
     /// r += x·Wᵀ + b (a residual stream), accumulated by the GEMM for prompt passes.
     func accumulate(into r: Tensor, _ x: Tensor) {
-        if let packed, x.count / inputs <= 8 {
-            Ops.addInPlace(r, Ops.linearQuantized(x, weight: packed, bias: bias))
+        if let m = decodeMatrix, x.count / inputs <= 8 {
+            Ops.addInPlace(r, Ops.linearQuantized(x, weight: m, bias: bias))
             return
         }
+        if promptProduct(x, into: r) != nil { return }
         Ops.linearAccumulate(into: r, x, weight: dense ?? packed!.dequantized(), bias: bias)
     }
 
     /// Streams the weight in `format` during decode steps. `keepFP32: false` drops the fp32 copy (prompt passes
-    /// then dequantize per call); `.f32` goes back to fp32 only.
+    /// then dequantize per call); `.f32` goes back to fp32 only (with int8 prompts on, decode steps then stream
+    /// those int8 rows: no fp32 copy is kept).
     mutating func useDecodeWeights(_ format: WeightFormat, keepFP32: Bool = true) {
         if format == .f32 {
-            if dense == nil { dense = packed!.dequantized() }
+            if dense == nil && promptInt8 == nil { dense = packed!.dequantized() }
             packed = nil
             return
         }
-        if packed?.format != format { packed = QuantizedMatrix(dense ?? packed!.dequantized(), format: format) }
+        if packed?.format != format {
+            packed = format == .int8 && promptInt8 != nil ? promptInt8
+                : QuantizedMatrix(dense ?? (promptInt8 ?? packed!).dequantized(), format: format)
+        }
         if !keepFP32 { dense = nil }
+    }
+
+    /// What prompt passes (M > 8) multiply with (``PromptWeights``): `.int8` runs the int8 GEMM over int8 rows
+    /// (shared with an int8 decode copy) and drops the fp32 copy; `.decode` drops the fp32 copy when a decode copy
+    /// exists (prompt passes widen it per call); `.f32` brings an fp32 copy back (dequantized when none is left).
+    mutating func usePromptWeights(_ weights: PromptWeights) {
+        switch weights {
+        case .int8:
+            if promptInt8 == nil {
+                promptInt8 = packed?.format == .int8 ? packed : QuantizedMatrix(dense ?? packed!.dequantized(), format: .int8)
+            }
+            dense = nil
+        case .decode:
+            guard packed != nil else { return }   // no decode copy: fp32 is the decode format
+            promptInt8 = nil
+            dense = nil
+        case .f32:
+            if dense == nil { dense = (promptInt8 ?? packed!).dequantized() }
+            promptInt8 = nil
+        }
     }
 
     /// Adds the bf16 copy used by decode steps.
@@ -308,12 +350,22 @@ extension Linear {
     /// every layer streams the same packed layout, one kernel call serves them all (``Ops/linearQuantizedShared(_:weights:biases:)``:
     /// the activations quantized once, one pool job; same results); otherwise each layer runs on its own.
     static func shared(_ x: Tensor, _ layers: [Linear]) -> [Tensor] {
-        if DecodeTuning.sharedGEMV, layers.count > 1, let first = layers[0].packed, x.count / first.columns <= 8,
-           layers.allSatisfy({ $0.packed?.layoutID == first.layoutID && $0.inputs == first.columns }) {
-            return Ops.linearQuantizedShared(x, weights: layers.map { $0.packed! }, biases: layers.map(\.bias))
+        if DecodeTuning.sharedGEMV, layers.count > 1, let first = layers[0].decodeMatrix, x.count / first.columns <= 8,
+           layers.allSatisfy({ $0.decodeMatrix?.layoutID == first.layoutID && $0.inputs == first.columns }) {
+            return Ops.linearQuantizedShared(x, weights: layers.map { $0.decodeMatrix! }, biases: layers.map(\.bias))
         }
         return layers.map { $0(x) }
     }
+}
+
+extension AttentionWeights {
+    /// Applies `f` to q, k, v and out in place.
+    mutating func updateLinears(_ f: (inout Linear) -> Void) { f(&q); f(&k); f(&v); f(&out) }
+}
+
+extension MLP {
+    /// Applies `f` to fc1 and fc2 in place.
+    mutating func updateLinears(_ f: (inout Linear) -> Void) { f(&fc1); f(&fc2) }
 }
 
 /// Pre-norm RMSNorm weight (`<prefix>.weight`), eps 1e-6, computed in fp32.

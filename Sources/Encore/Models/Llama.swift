@@ -710,6 +710,28 @@ extension LlamaBlock {
         return order
     }
 
+    /// Applies `f` to every matrix in place.
+    mutating func updateLinears(_ f: (inout Linear) -> Void) {
+        switch qkv {
+        case .separate(var q, var k, var v):
+            f(&q); f(&k); f(&v)
+            qkv = .separate(q: q, k: k, v: v)
+        case .fused(var w):
+            f(&w)
+            qkv = .fused(w)
+        }
+        switch gateUp {
+        case .separate(var g, var u):
+            f(&g); f(&u)
+            gateUp = .separate(gate: g, up: u)
+        case .fused(var w):
+            f(&w)
+            gateUp = .fused(w)
+        }
+        f(&o)
+        f(&down)
+    }
+
     mutating func useDecodeWeights(_ format: WeightFormat) {
         switch qkv {
         case .separate(var q, var k, var v):
@@ -741,6 +763,13 @@ extension LlamaModel {
             return
         }
         headDecode = format == .f32 ? nil : QuantizedMatrix(head, format: format)
+    }
+
+    /// What prompt passes (prefill, scoring) multiply with (``PromptWeights``: fp32 copies, int8 rows, or the
+    /// decode format). Matrices kept in GGUF blocks get int8 rows made from them for `.int8`.
+    public func usePromptWeights(_ weights: PromptWeights) throws {
+        defer { if weights != .f32 { BufferPool.shared.drain() } }   // the released fp32 copies back to the system
+        for i in blocks.indices { blocks[i].updateLinears { $0.usePromptWeights(weights) } }
     }
 
     /// Bytes one decode step streams: every matrix and the head.

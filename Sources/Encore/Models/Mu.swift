@@ -221,6 +221,36 @@ public final class MuModel: LanguageModel {
 
     public func useDecodeWeights(_ format: WeightFormat) { useDecodeWeights(format, encoder: nil, keepFP32: true) }
 
+    /// What prompt passes multiply with (``PromptWeights``); `.decode` also gives the encoder and the cross K/V
+    /// projections the decoder's decode format (packed only), so nothing fp32 stays resident.
+    ///
+    /// ```swift
+    /// mu.useDecodeWeights(.int8); try mu.usePromptWeights(.int8)   // int8 everywhere, as CTranslate2's int8
+    /// ```
+    public func usePromptWeights(_ weights: PromptWeights) throws {
+        defer { if weights != .f32 { BufferPool.shared.drain() } }   // the released fp32 copies back to the system
+        let format = decoderBlocks.first?.mlp.fc1.decodeFormat ?? .f32
+        if weights == .decode && format != .f32 {
+            for i in encoderBlocks.indices {
+                encoderBlocks[i].attn.updateLinears { $0.useDecodeWeights(format, keepFP32: false) }
+                encoderBlocks[i].mlp.updateLinears { $0.useDecodeWeights(format, keepFP32: false) }
+            }
+            for i in decoderBlocks.indices {
+                decoderBlocks[i].crossAttn.k.useDecodeWeights(format, keepFP32: false)
+                decoderBlocks[i].crossAttn.v.useDecodeWeights(format, keepFP32: false)
+            }
+        }
+        for i in encoderBlocks.indices {
+            encoderBlocks[i].attn.updateLinears { $0.usePromptWeights(weights) }
+            encoderBlocks[i].mlp.updateLinears { $0.usePromptWeights(weights) }
+        }
+        for i in decoderBlocks.indices {
+            decoderBlocks[i].causalAttn.updateLinears { $0.usePromptWeights(weights) }
+            decoderBlocks[i].crossAttn.updateLinears { $0.usePromptWeights(weights) }
+            decoderBlocks[i].mlp.updateLinears { $0.usePromptWeights(weights) }
+        }
+    }
+
     /// Bytes one decode step streams: the decoder's matrices (without the cross K/V projections) and the head.
     public var decodeWeightBytes: Int {
         var n = lmHeadDecode?.byteCount ?? lmHead.count * 4

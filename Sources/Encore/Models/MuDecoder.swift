@@ -110,6 +110,15 @@ public final class MuDecoderModel: CausalDecoder {
 
     public func useDecodeWeights(_ format: WeightFormat) { useDecodeWeights(format, keepFP32: true) }
 
+    /// What prompt passes multiply with (``PromptWeights``: fp32 copies, int8 rows, or the decode format).
+    public func usePromptWeights(_ weights: PromptWeights) throws {
+        defer { if weights != .f32 { BufferPool.shared.drain() } }   // the released fp32 copies back to the system
+        for i in blocks.indices {
+            blocks[i].attn.updateLinears { $0.usePromptWeights(weights) }
+            blocks[i].mlp.updateLinears { $0.usePromptWeights(weights) }
+        }
+    }
+
     /// Bytes one decode step streams: every matrix and the head.
     public var decodeWeightBytes: Int {
         blocks.reduce(lmHeadDecode?.byteCount ?? lmHead.count * 4) { n, b in

@@ -263,6 +263,8 @@ struct T5Attention {
     }
 
     var linears: [Linear] { [q, k, v, o] }
+    /// Applies `f` to q, k, v and o in place.
+    mutating func updateLinears(_ f: (inout Linear) -> Void) { f(&q); f(&k); f(&v); f(&o) }
 }
 
 /// T5LayerNorm: w · x / sqrt(mean(x²) + eps), no mean subtraction, no bias (`<prefix>.layer_norm.weight`).
@@ -304,6 +306,14 @@ struct T5FeedForward {
     }
 
     var linears: [Linear] { [wi, wi0, wi1, wo].compactMap { $0 } }
+
+    /// Applies `f` to every matrix in place.
+    mutating func updateLinears(_ f: (inout Linear) -> Void) {
+        if wi != nil { f(&wi!) }
+        if wi0 != nil { f(&wi0!) }
+        if wi1 != nil { f(&wi1!) }
+        f(&wo)
+    }
 }
 
 struct T5EncoderBlock {
@@ -537,6 +547,36 @@ public final class T5Model: LanguageModel {
     }
 
     public func useDecodeWeights(_ format: WeightFormat) { useDecodeWeights(format, encoder: nil, keepFP32: true) }
+
+    /// What prompt passes multiply with (``PromptWeights``); `.decode` also gives the encoder and the cross K/V
+    /// projections the decoder's decode format (packed only), so nothing fp32 stays resident.
+    ///
+    /// ```swift
+    /// t5.useDecodeWeights(.int8); try t5.usePromptWeights(.int8)   // int8 everywhere, as CTranslate2's int8
+    /// ```
+    public func usePromptWeights(_ weights: PromptWeights) throws {
+        defer { if weights != .f32 { BufferPool.shared.drain() } }   // the released fp32 copies back to the system
+        let format = decoderBlocks.first?.selfAttn.q.decodeFormat ?? .f32
+        if weights == .decode && format != .f32 {
+            for i in encoderBlocks.indices {
+                encoderBlocks[i].selfAttn.updateLinears { $0.useDecodeWeights(format, keepFP32: false) }
+                encoderBlocks[i].ff.updateLinears { $0.useDecodeWeights(format, keepFP32: false) }
+            }
+            for i in decoderBlocks.indices {
+                decoderBlocks[i].crossAttn.k.useDecodeWeights(format, keepFP32: false)
+                decoderBlocks[i].crossAttn.v.useDecodeWeights(format, keepFP32: false)
+            }
+        }
+        for i in encoderBlocks.indices {
+            encoderBlocks[i].selfAttn.updateLinears { $0.usePromptWeights(weights) }
+            encoderBlocks[i].ff.updateLinears { $0.usePromptWeights(weights) }
+        }
+        for i in decoderBlocks.indices {
+            decoderBlocks[i].selfAttn.updateLinears { $0.usePromptWeights(weights) }
+            decoderBlocks[i].crossAttn.updateLinears { $0.usePromptWeights(weights) }
+            decoderBlocks[i].ff.updateLinears { $0.usePromptWeights(weights) }
+        }
+    }
 
     /// Bytes one decode step streams: the decoder's matrices (without the cross K/V projections) and the head.
     public var decodeWeightBytes: Int {

@@ -234,6 +234,26 @@ extension Ops {
         }
         return y
     }
+
+    /// Prompt-pass product over int8 rows (``WeightFormat/int8``) without an fp32 copy: x [M, K] → [M, N] with
+    /// x quantized per row to int8 and exact int32 dot products (`ek_gemm_int8`), then the epilogue: stored
+    /// (`into` nil), GELU'd (`gelu`), or accumulated into the residual stream `into` [M, N].
+    static func linearInt8(_ x: Tensor, weight: QuantizedMatrix, bias: Tensor?, gelu: Bool = false, into r: Tensor? = nil) -> Tensor {
+        let k = weight.columns, n = weight.rows
+        precondition(weight.format == .int8, "linearInt8: \(weight.format) weights")
+        precondition(x.shape.last == k, "linear: x \(x.shape) vs weight [\(n), \(k)]")
+        if let bias { precondition(bias.count == n, "linear: bias \(bias.shape) vs \(n) outputs") }
+        let m = x.count / k
+        let y = r ?? Tensor(uninitialized: Array(x.shape.dropLast()) + [n])   // [M, N]
+        precondition(y.count == m * n, "linear: residual \(y.shape) vs [\(m), \(n)]")
+        OpCounter.add(flops: 2 * m * n * k)
+        OpCounter.add(weightBytes: weight.byteCount)
+        let epilogue = r != nil ? Int32(EK_EPI_ACCUMULATE) : gelu ? Int32(EK_EPI_GELU) : Int32(EK_EPI_STORE)
+        let rc = ek_gemm_int8(weight.data.assumingMemoryBound(to: Int8.self), weight.scales, x.data, bias?.data, y.data,
+                              m, n, k, epilogue)
+        precondition(rc == 0, "gemm_int8 failed (\(rc): out of memory?)")
+        return y
+    }
 }
 
 /// Switches for the decode-step fusions, so one binary can time them against the unfused steps (A/B runs).

@@ -1,4 +1,5 @@
 import Foundation
+import EncoreKernels
 
 /// Memory behind a ``Tensor``: fp32 values, either owned (64-byte aligned, recycled through
 /// ``BufferPool``) or borrowed from a mapping that `owner` keeps alive.
@@ -67,13 +68,16 @@ public final class BufferPool: @unchecked Sendable {
         p.deallocate()
     }
 
-    /// Returns every kept buffer to the system.
+    /// Returns every kept buffer to the system, and (glibc) the allocator's free pages too: after large buffers
+    /// come and go, glibc serves later ones up to 32 MiB from its heap, where freed weights would otherwise
+    /// stay resident (e.g. the fp32 copies released by `usePromptWeights(.int8)`).
     public func drain() {
         lock.lock()
         for (_, list) in free { for p in list { p.deallocate() } }
         free = [:]
         held = 0
         lock.unlock()
+        ek_release_free_memory()
     }
 }
 

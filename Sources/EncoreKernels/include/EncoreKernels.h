@@ -181,6 +181,8 @@ typedef void (*ek_task_fn)(void *ctx, long index, long count);
  *  EK_PARALLEL_MIN_BYTES overrides it, for tuning on other machines). */
 long ek_parallel_min_bytes(void);
 void ek_parallel_for(long ntasks, ek_task_fn fn, void *ctx);
+/** Returns the C allocator's free pages to the system (glibc malloc_trim; a no-op elsewhere). */
+void ek_release_free_memory(void);
 /** Threads the kernels use (default: online cores). */
 void ek_set_threads(int n);
 int ek_get_threads(void);
@@ -266,6 +268,22 @@ int ek_unpack_x8(int format, const void *src, void *dst, long rows, long cols);
 int ek_x8_format(int format);
 /** The inverse: dst [rows, cols] fp32. */
 int ek_dequantize_rows(int format, const void *src, const float *scales, float *dst, long rows, long cols);
+
+/* ---- prompt-pass GEMM over int8 weights (gemm_int8.c) ---- */
+/** Epilogues of ek_gemm_int8: y = product (+ bias); y += product (+ bias); y = gelu_tanh(product + bias). */
+enum { EK_EPI_STORE = 0, EK_EPI_ACCUMULATE = 1, EK_EPI_GELU = 2 };
+/**
+ * y[m, n] = x[m, k] · Wᵀ (+ bias[n]) for prompt passes, W the EK_WF_INT8 rows [n, ceil(k/32)*32] with their fp32
+ * row scales, no fp32 copy needed. x is quantized per row (d = amax/127, q = round-half-even(x·127/amax), as
+ * CTranslate2's int8 GEMM), the dot products are exact int32 sums, y = d_x·wscale·Σ (+ bias), then the epilogue.
+ * AVX2: int16 pairs and vpmaddwd on a 6×16 register tile, parallel over 16-column panels; else plain C.
+ * Returns 0, -1 for an unknown epilogue, -2 out of memory. Example: ek_gemm_int8(w, s, x, NULL, y, 512, 1024, 1024, EK_EPI_STORE).
+ */
+int ek_gemm_int8(const int8_t *w, const float *wscale, const float *x, const float *bias, float *y,
+                 long m, long n, long k, int epilogue);
+/** Twin: the same quantization, int64 dot products element by element, the plain GELU. */
+int ek_gemm_int8_ref(const int8_t *w, const float *wscale, const float *x, const float *bias, float *y,
+                     long m, long n, long k, int epilogue);
 
 /** Sum of n floats on the kernel threads, each streaming its own block: measures the memory read ceiling. */
 float ek_sum_f32(const float *x, long n);

@@ -1,0 +1,326 @@
+/* Prompt-pass GEMM over int8 weights (the EK_WF_INT8 rows decode streams), without an fp32 copy.
+ *
+ *   y[m, n] = d_x[m] · wscale[n] · Σ_k q_x[m, k] q_w[n, k]  (+ bias[n]), stored, accumulated into y, or GELU'd
+ *
+ * Activations are quantized per row as CTranslate2 does for its int8 GEMMs: d_x = amax/127, q_x = round-half-even
+ * (x · 127/amax) in [-127, 127]. The dot products are exact int32 sums (|Σ| ≤ k · 127² < 2³¹ for k < 133 000), so
+ * the only rounding besides the activation quantization is the fp32 epilogue.
+ *
+ * AVX2 path: both operands widened to int16, vpmaddwd multiplies pairs into int32 lanes (16 multiply-adds per
+ * instruction, twice the 8 of an fp32 FMA, and no vpmaddubsw saturation, so activations keep all 8 bits). The micro-
+ * kernel holds a 6-row × 16-column int32 tile in 12 registers; a thread packs 16 weight rows into pairs interleaved
+ * by column ([k/2][16][2] int16, blocks of EG_KC values of k so the panel stays in L1), broadcasts a pair of each
+ * activation row, and writes the epilogue straight from the tile. Threads take panels of 16 columns.
+ *
+ * The plain path (and the twin ek_gemm_int8_ref) does the same integer arithmetic element by element. */
+#include "EncoreKernels.h"
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__x86_64__) || defined(_M_X64)
+#define EG_X86 1
+#include <immintrin.h>
+#define EG_AVX2 __attribute__((target("avx2,fma,f16c")))
+#endif
+
+#ifndef EG_MR
+#define EG_MR 6      /* activation rows per micro-tile */
+#define EG_NV 2      /* vectors of 8 output columns per micro-tile: EG_MR × EG_NV = 12 int32 accumulators */
+#endif
+#define EG_NR (8 * EG_NV)   /* weight rows (output columns) per panel: 16 */
+#ifndef EG_MC
+#define EG_MC 96     /* activation rows per block (their accumulators: 16 tiles × 12 vectors = 6 KiB) */
+#define EG_KC 256    /* k values per block: a panel's block is 16 × 256 × 2 B = 8 KiB (stays in L1) */
+#endif
+#define EG_MAX_PANELS 16    /* panels per task at most (bounds a thread's packing buffer: 256 × k × 2 B) */
+
+/* Row r of x [m, k] → q [kp] int16 (zero padded) and d; the same arithmetic on every path. */
+static void quantize_row_plain(const float *xr, long k, long kp, int16_t *qr, float *d) {
+    float amax = 0;
+    for (long i = 0; i < k; i++) { float a = fabsf(xr[i]); if (a > amax) amax = a; }
+    float id = amax > 0 ? 127.0f / amax : 0.0f;
+    *d = amax / 127.0f;
+    for (long i = 0; i < k; i++) {
+        float v = nearbyintf(xr[i] * id);
+        qr[i] = (int16_t)(v > 127 ? 127 : (v < -127 ? -127 : v));
+    }
+    for (long i = k; i < kp; i++) qr[i] = 0;
+}
+
+#ifdef EG_X86
+/* The same bytes with AVX2: vcvtps2dq rounds half to even (the default MXCSR mode), as nearbyintf does. */
+EG_AVX2 static void quantize_row_avx2(const float *xr, long k, long kp, int16_t *qr, float *d) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    __m256 vmax = _mm256_setzero_ps();
+    long i = 0;
+    for (; i + 8 <= k; i += 8) vmax = _mm256_max_ps(vmax, _mm256_andnot_ps(sign, _mm256_loadu_ps(xr + i)));
+    float lanes[8], amax = 0;
+    _mm256_storeu_ps(lanes, vmax);
+    for (int t = 0; t < 8; t++) if (lanes[t] > amax) amax = lanes[t];
+    for (long j = i; j < k; j++) { float a = fabsf(xr[j]); if (a > amax) amax = a; }
+    float id = amax > 0 ? 127.0f / amax : 0.0f;
+    *d = amax / 127.0f;
+    const __m256 vid = _mm256_set1_ps(id);
+    const __m256i hi = _mm256_set1_epi32(127), lo = _mm256_set1_epi32(-127);
+    for (i = 0; i + 16 <= k; i += 16) {
+        __m256i a = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xr + i), vid));
+        __m256i b = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xr + i + 8), vid));
+        a = _mm256_max_epi32(_mm256_min_epi32(a, hi), lo);
+        b = _mm256_max_epi32(_mm256_min_epi32(b, hi), lo);
+        _mm256_storeu_si256((__m256i *)(qr + i), _mm256_permute4x64_epi64(_mm256_packs_epi32(a, b), 0xD8));
+    }
+    for (; i < k; i++) {
+        float v = nearbyintf(xr[i] * id);
+        qr[i] = (int16_t)(v > 127 ? 127 : (v < -127 ? -127 : v));
+    }
+    for (; i < kp; i++) qr[i] = 0;
+}
+#endif
+
+typedef struct { const float *x; long m, k, kp; int16_t *q; float *d; int simd; } quant_ctx;
+
+static void quantize_task(void *ctx, long index, long count) {
+    quant_ctx *c = ctx;
+    for (long r = c->m * index / count; r < c->m * (index + 1) / count; r++) {
+#ifdef EG_X86
+        if (c->simd) { quantize_row_avx2(c->x + r * c->k, c->k, c->kp, c->q + r * c->kp, c->d + r); continue; }
+#endif
+        quantize_row_plain(c->x + r * c->k, c->k, c->kp, c->q + r * c->kp, c->d + r);
+    }
+}
+
+/* x [m, k] → q [m, kp] int16 and d [m], rows split over the threads when there are many values. */
+static void quantize_rows_s16(const float *x, long m, long k, long kp, int16_t *q, float *d, int simd) {
+    quant_ctx c = { x, m, k, kp, q, d, simd };
+    long tasks = m * k >= (1L << 15) ? ek_get_threads() : 1;
+    if (tasks > m) tasks = m;
+    if (tasks <= 1) quantize_task(&c, 0, 1);
+    else ek_parallel_for(tasks, quantize_task, &c);
+}
+
+/* acc · d_x · wscale + bias, added to the old value when accumulating (GELU is applied to whole rows after). */
+static inline float epilogue_value(float acc, float dx, float ws, const float *bias, long c, float old, int mode) {
+    float v = acc * (dx * ws) + (bias ? bias[c] : 0.0f);
+    return mode == EK_EPI_ACCUMULATE ? old + v : v;
+}
+
+int ek_gemm_int8_ref(const int8_t *w, const float *wscale, const float *x, const float *bias, float *y,
+                     long m, long n, long k, int mode) {
+    if (mode < EK_EPI_STORE || mode > EK_EPI_GELU) return -1;
+    long kp = (k + 31) / 32 * 32;
+    int16_t *q = malloc(sizeof(int16_t) * (size_t)(m * kp + 1));
+    float *d = malloc(sizeof(float) * (size_t)(m + 1));
+    if (!q || !d) { free(q); free(d); return -2; }
+    quantize_rows_s16(x, m, k, kp, q, d, 0);
+    for (long r = 0; r < m; r++)
+        for (long c = 0; c < n; c++) {
+            long long s = 0;
+            for (long i = 0; i < k; i++) s += (long long)q[r * kp + i] * w[c * kp + i];
+            y[r * n + c] = epilogue_value((float)s, d[r], wscale[c], bias, c, y[r * n + c], mode);
+        }
+    if (mode == EK_EPI_GELU) ek_gelu_tanh_f32_ref(y, m * n);
+    free(q); free(d);
+    return 0;
+}
+
+typedef struct {
+    const int8_t *w; const float *wscale; const float *bias; float *y;
+    const int16_t *q; const float *d;
+    long m, n, k, kp, panels_per_task, npanels;
+    int mode, simd;
+} gemm_ctx;
+
+/* Columns [c0, c0+nc) of the plain path: integer dot products row by row. */
+static void panel_plain(const gemm_ctx *g, long c0, long nc) {
+    for (long r = 0; r < g->m; r++)
+        for (long c = c0; c < c0 + nc; c++) {
+            const int16_t *qr = g->q + r * g->kp;
+            const int8_t *wc = g->w + c * g->kp;
+            int32_t s = 0;
+            for (long i = 0; i < g->k; i++) s += (int32_t)qr[i] * wc[i];
+            float *yp = g->y + r * g->n + c;
+            *yp = epilogue_value((float)s, g->d[r], g->wscale[c], g->bias, c, *yp, g->mode);
+        }
+    if (g->mode == EK_EPI_GELU)
+        for (long r = 0; r < g->m; r++) ek_gelu_tanh_f32(g->y + r * g->n + c0, nc);
+}
+
+#ifdef EG_X86
+/* One thread's packing buffer: the task's packed panels (grown once). */
+static _Thread_local int16_t *g_pack;
+static _Thread_local long g_pack_len;
+
+static int16_t *pack_buffer(long len) {
+    if (len > g_pack_len) {
+        free(g_pack);
+        g_pack = aligned_alloc(64, (size_t)((len * 2 + 63) / 64 * 64));
+        g_pack_len = g_pack ? len : 0;
+    }
+    return g_pack;
+}
+
+/* Packs weight rows c0..c0+nc (nc ≤ EG_NR, the rest zero) into [kp/2][EG_NR][2] int16: for each pair of k values,
+ * the pair of every column side by side (one int32 lane per column). Per 8 rows and 8 pairs: 16 bytes of each row
+ * widened to int16 (8 lanes of pairs), then an 8×8 transpose of the 32-bit lanes. */
+EG_AVX2 static void pack_panel(const int8_t *w, long kp, long c0, long nc, int16_t *dst) {
+    int32_t *d32 = (int32_t *)dst;
+    for (long g = 0; g < EG_NR; g += 8) {
+        for (long p = 0; p < kp / 2; p += 8) {
+            __m256i r[8];
+            for (int j = 0; j < 8; j++)
+                r[j] = g + j < nc ? _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(w + (c0 + g + j) * kp + 2 * p)))
+                                  : _mm256_setzero_si256();
+            __m256i t0 = _mm256_unpacklo_epi32(r[0], r[1]), t1 = _mm256_unpackhi_epi32(r[0], r[1]);
+            __m256i t2 = _mm256_unpacklo_epi32(r[2], r[3]), t3 = _mm256_unpackhi_epi32(r[2], r[3]);
+            __m256i t4 = _mm256_unpacklo_epi32(r[4], r[5]), t5 = _mm256_unpackhi_epi32(r[4], r[5]);
+            __m256i t6 = _mm256_unpacklo_epi32(r[6], r[7]), t7 = _mm256_unpackhi_epi32(r[6], r[7]);
+            __m256i u0 = _mm256_unpacklo_epi64(t0, t2), u1 = _mm256_unpackhi_epi64(t0, t2);
+            __m256i u2 = _mm256_unpacklo_epi64(t1, t3), u3 = _mm256_unpackhi_epi64(t1, t3);
+            __m256i u4 = _mm256_unpacklo_epi64(t4, t6), u5 = _mm256_unpackhi_epi64(t4, t6);
+            __m256i u6 = _mm256_unpacklo_epi64(t5, t7), u7 = _mm256_unpackhi_epi64(t5, t7);
+            /* u0 = pairs 0 (rows 0-3 | 4-7 in the halves' order) … : recombine the 128-bit halves */
+            __m256i o[8];
+            o[0] = _mm256_permute2x128_si256(u0, u4, 0x20); o[4] = _mm256_permute2x128_si256(u0, u4, 0x31);
+            o[1] = _mm256_permute2x128_si256(u1, u5, 0x20); o[5] = _mm256_permute2x128_si256(u1, u5, 0x31);
+            o[2] = _mm256_permute2x128_si256(u2, u6, 0x20); o[6] = _mm256_permute2x128_si256(u2, u6, 0x31);
+            o[3] = _mm256_permute2x128_si256(u3, u7, 0x20); o[7] = _mm256_permute2x128_si256(u3, u7, 0x31);
+            for (int t = 0; t < 8; t++) _mm256_store_si256((__m256i *)(d32 + (p + t) * EG_NR + g), o[t]);
+        }
+    }
+}
+
+/* acc[MR][EG_NV] += Σ over `pairs` pairs of k: broadcast pair of each of the MR activation rows (stride lda)
+ * × the packed panel's EG_NV vectors of 8 columns (vpmaddwd: 2 products summed per int32 lane). */
+#define EG_KERNEL(MR) \
+EG_AVX2 static void kernel_##MR(const int16_t *a, long lda, const int16_t *b, long pairs, __m256i *acc) { \
+    __m256i c[MR][EG_NV]; \
+    for (int r = 0; r < MR; r++) for (int v = 0; v < EG_NV; v++) c[r][v] = acc[r * EG_NV + v]; \
+    for (long p = 0; p < pairs; p++) { \
+        __m256i bv[EG_NV]; \
+        for (int v = 0; v < EG_NV; v++) bv[v] = _mm256_load_si256((const __m256i *)(b + p * 2 * EG_NR + 16 * v)); \
+        for (int r = 0; r < MR; r++) { \
+            __m256i av = _mm256_set1_epi32(*(const int32_t *)(a + r * lda + 2 * p)); \
+            for (int v = 0; v < EG_NV; v++) c[r][v] = _mm256_add_epi32(c[r][v], _mm256_madd_epi16(av, bv[v])); \
+        } \
+    } \
+    for (int r = 0; r < MR; r++) for (int v = 0; v < EG_NV; v++) acc[r * EG_NV + v] = c[r][v]; \
+}
+EG_KERNEL(1) EG_KERNEL(2) EG_KERNEL(3) EG_KERNEL(4) EG_KERNEL(5) EG_KERNEL(6)
+
+/* Writes rows r0..r0+mr of columns c0..c0+nc from the int32 tile. */
+EG_AVX2 static void store_tile(const gemm_ctx *g, long r0, int mr, long c0, long nc, const __m256i *acc) {
+    for (int r = 0; r < mr; r++) {
+        float dx = g->d[r0 + r];
+        float *yr = g->y + (r0 + r) * g->n + c0;
+        for (int h = 0; h < EG_NV; h++) {
+            long cc = h * 8;
+            if (cc >= nc) break;
+            __m256 v = _mm256_cvtepi32_ps(acc[r * EG_NV + h]);
+            if (nc - cc >= 8) {
+                v = _mm256_mul_ps(v, _mm256_mul_ps(_mm256_set1_ps(dx), _mm256_loadu_ps(g->wscale + c0 + cc)));
+                if (g->bias) v = _mm256_add_ps(v, _mm256_loadu_ps(g->bias + c0 + cc));
+                if (g->mode == EK_EPI_ACCUMULATE) v = _mm256_add_ps(v, _mm256_loadu_ps(yr + cc));
+                _mm256_storeu_ps(yr + cc, v);
+            } else {
+                float lanes[8];
+                _mm256_storeu_ps(lanes, v);
+                for (long j = 0; j < nc - cc; j++)
+                    yr[cc + j] = epilogue_value(lanes[j], dx, g->wscale[c0 + cc + j], g->bias, c0 + cc + j,
+                                                yr[cc + j], g->mode);
+            }
+        }
+    }
+}
+
+/* Columns [c0, c0 + nc): their panels packed once into the thread's buffer; then per block of EG_MC rows and
+ * panel, k in blocks of EG_KC (the panel's block stays in L1) over EG_MR-row tiles whose accumulators persist in
+ * a small buffer between k blocks; GELU on the finished rows. */
+EG_AVX2 static int columns_avx2(const gemm_ctx *g, long c0, long nc) {
+    long panels = (nc + EG_NR - 1) / EG_NR, panel_len = g->kp * EG_NR;
+    int16_t *pb = pack_buffer(panels * panel_len);
+    if (!pb) return -2;
+    for (long p = 0; p < panels; p++) {
+        long pc = c0 + p * EG_NR;
+        pack_panel(g->w, g->kp, pc, c0 + nc - pc < EG_NR ? c0 + nc - pc : EG_NR, pb + p * panel_len);
+    }
+    __m256i tiles[(EG_MC + EG_MR - 1) / EG_MR * EG_MR * EG_NV];
+    for (long m0 = 0; m0 < g->m; m0 += EG_MC) {
+        long m1 = m0 + EG_MC < g->m ? m0 + EG_MC : g->m, ntiles = (m1 - m0 + EG_MR - 1) / EG_MR;
+        for (long p = 0; p < panels; p++) {
+            long pc = c0 + p * EG_NR, pn = c0 + nc - pc < EG_NR ? c0 + nc - pc : EG_NR;
+            const int16_t *b = pb + p * panel_len;
+            for (long t = 0; t < ntiles * EG_MR * EG_NV; t++) tiles[t] = _mm256_setzero_si256();
+            for (long k0 = 0; k0 < g->kp; k0 += EG_KC) {
+                long kc = g->kp - k0 < EG_KC ? g->kp - k0 : EG_KC;
+                const int16_t *bk = b + k0 * EG_NR;
+                for (long t = 0; t < ntiles; t++) {
+                    long r0 = m0 + t * EG_MR;
+                    int mr = (int)(m1 - r0 < EG_MR ? m1 - r0 : EG_MR);
+                    const int16_t *a = g->q + r0 * g->kp + k0;
+                    __m256i *acc = tiles + t * EG_MR * EG_NV;
+                    switch (mr) {
+                    case 6: kernel_6(a, g->kp, bk, kc / 2, acc); break;
+                    case 5: kernel_5(a, g->kp, bk, kc / 2, acc); break;
+                    case 4: kernel_4(a, g->kp, bk, kc / 2, acc); break;
+                    case 3: kernel_3(a, g->kp, bk, kc / 2, acc); break;
+                    case 2: kernel_2(a, g->kp, bk, kc / 2, acc); break;
+                    default: kernel_1(a, g->kp, bk, kc / 2, acc); break;
+                    }
+                }
+            }
+            for (long t = 0; t < ntiles; t++) {
+                long r0 = m0 + t * EG_MR;
+                store_tile(g, r0, (int)(m1 - r0 < EG_MR ? m1 - r0 : EG_MR), pc, pn, tiles + t * EG_MR * EG_NV);
+            }
+        }
+        if (g->mode == EK_EPI_GELU)
+            for (long r = m0; r < m1; r++) ek_gelu_tanh_f32(g->y + r * g->n + c0, nc);
+    }
+    return 0;
+}
+#endif
+
+static void gemm_task(void *ctx, long index, long count) {
+    (void)count;
+    gemm_ctx *g = ctx;
+    long c0 = index * g->panels_per_task * EG_NR, c1 = c0 + g->panels_per_task * EG_NR;
+    if (c1 > g->n) c1 = g->n;
+#ifdef EG_X86
+    if (g->simd && columns_avx2(g, c0, c1 - c0) == 0) return;
+#endif
+    panel_plain(g, c0, c1 - c0);
+}
+
+/* Activation buffer of the caller (grown once). */
+static _Thread_local int16_t *g_q;
+static _Thread_local float *g_d;
+static _Thread_local long g_q_len, g_d_len;
+
+int ek_gemm_int8(const int8_t *w, const float *wscale, const float *x, const float *bias, float *y,
+                 long m, long n, long k, int mode) {
+    if (mode < EK_EPI_STORE || mode > EK_EPI_GELU) return -1;
+    if (m <= 0 || n <= 0) return 0;
+    long kp = (k + 31) / 32 * 32;
+    if (m * kp > g_q_len) {
+        free(g_q);
+        g_q = aligned_alloc(64, (size_t)((m * kp * 2 + 63) / 64 * 64));
+        g_q_len = g_q ? m * kp : 0;
+    }
+    if (m > g_d_len) { free(g_d); g_d = malloc(sizeof(float) * (size_t)m); g_d_len = g_d ? m : 0; }
+    if (!g_q || !g_d) return -2;
+    gemm_ctx g = { .w = w, .wscale = wscale, .bias = bias, .y = y, .q = g_q, .d = g_d, .m = m, .n = n, .k = k,
+                   .kp = kp, .mode = mode };
+#ifdef EG_X86
+    g.simd = !ek_get_force_reference() && (ek_cpu_features() & EK_CPU_AVX2_FMA);
+#endif
+    quantize_rows_s16(x, m, k, kp, g_q, g_d, g.simd);
+    g.npanels = (n + EG_NR - 1) / EG_NR;
+    long threads = ek_get_threads();
+    long tasks = threads * 4 < g.npanels ? threads * 4 : g.npanels;
+    g.panels_per_task = (g.npanels + tasks - 1) / tasks;
+    if (g.panels_per_task > EG_MAX_PANELS) g.panels_per_task = EG_MAX_PANELS;
+    tasks = (g.npanels + g.panels_per_task - 1) / g.panels_per_task;
+    ek_parallel_for(tasks, gemm_task, &g);
+    return 0;
+}

@@ -1,0 +1,170 @@
+import XCTest
+import EncoreKernels
+@testable import Encore
+
+/// The prompt-pass GEMM over int8 weights (gemm_int8.c) and int8 prompt weights in the models
+/// (`usePromptWeights(.int8)`, and `.decode`). Tolerances are relative to the largest |value| of the reference result.
+final class Int8GEMMTests: XCTestCase {
+    var rng = SplitMix64(seed: 11)
+    func randoms(_ n: Int, scale: Float = 1) -> [Float] { (0..<n).map { _ in (rng.nextUnitFloat() * 2 - 1) * scale } }
+
+    func int8Rows(_ w: [Float], rows: Int, cols: Int) -> ([UInt8], [Float]) {
+        var q = [UInt8](repeating: 0, count: rows * WeightFormat.int8.rowBytes(cols)), s = [Float](repeating: 0, count: rows)
+        XCTAssertEqual(ek_quantize_rows(WeightFormat.int8.kernelID, w, &q, &s, rows, cols), 0)
+        return (q, s)
+    }
+
+    func gemm(_ q: [UInt8], _ s: [Float], _ x: [Float], _ b: [Float]?, _ y0: [Float], m: Int, n: Int, k: Int, epilogue: Int32,
+              ref: Bool = false) -> [Float] {
+        var y = y0
+        let rc = q.withUnsafeBytes { qb -> Int32 in
+            let w = qb.baseAddress!.assumingMemoryBound(to: Int8.self)
+            return ref ? ek_gemm_int8_ref(w, s, x, b, &y, m, n, k, epilogue) : ek_gemm_int8(w, s, x, b, &y, m, n, k, epilogue)
+        }
+        XCTAssertEqual(rc, 0)
+        return y
+    }
+
+    /// Shapes with ragged tiles: m not a multiple of the 6-row tile nor of the 96-row block, n not a multiple of the
+    /// 16-column panel, k not a multiple of 32 (padded) and longer than the 512-value k block.
+    static let shapes: [(m: Int, n: Int, k: Int)] = [(9, 1, 1), (9, 5, 7), (10, 16, 32), (13, 17, 70), (50, 100, 100),
+                                                      (97, 33, 600), (200, 48, 1100), (12, 300, 64), (101, 7, 33)]
+
+    /// The AVX2 path (6×16 int16 tiles) and the plain path against the twin, every epilogue, with and without bias:
+    /// the integer sums are exact on every path, so only the fp32 epilogue's rounding (and the GELU kernel's,
+    /// ≤ 1e-6 against its own twin) differs: bound 2e-6.
+    func testEveryPathMatchesTwin() {
+        defer { ek_set_force_reference(0) }
+        for (m, n, k) in Self.shapes {
+            let w = randoms(n * k), x = randoms(m * k, scale: 3), b = randoms(n), y0 = randoms(m * n)
+            let (q, s) = int8Rows(w, rows: n, cols: k)
+            for epilogue in [EK_EPI_STORE, EK_EPI_ACCUMULATE, EK_EPI_GELU].map(Int32.init) {
+                for bias in [b, nil] {
+                    let want = gemm(q, s, x, bias, y0, m: m, n: n, k: k, epilogue: epilogue, ref: true)
+                    for force in [Int32(0), 1] {
+                        ek_set_force_reference(force)
+                        let got = gemm(q, s, x, bias, y0, m: m, n: n, k: k, epilogue: epilogue)
+                        XCTAssertLessThan(relativeError(got, want), 2e-6, "\(m)x\(n)x\(k) epilogue \(epilogue) bias \(bias != nil) plain \(force)")
+                    }
+                    ek_set_force_reference(0)
+                }
+            }
+        }
+        var y = [Float](repeating: 0, count: 9)
+        XCTAssertEqual(ek_gemm_int8([1], [1], [Float](repeating: 1, count: 9), nil, &y, 9, 1, 1, 7), -1, "unknown epilogue")
+    }
+
+    /// The twin against fp32 math on the dequantized weights: the difference is the per-row 8-bit activation
+    /// quantization alone (measured 2–5e-3 on random rows; bound 1.2e-2), and it is not zero.
+    func testTwinMatchesDequantizedMath() {
+        for (m, n, k) in Self.shapes where k >= 32 {
+            let w = randoms(n * k), x = randoms(m * k, scale: 3), b = randoms(n)
+            let (q, s) = int8Rows(w, rows: n, cols: k)
+            var wd = [Float](repeating: 0, count: n * k)
+            XCTAssertEqual(ek_dequantize_rows(WeightFormat.int8.kernelID, q, s, &wd, n, k), 0)
+            var exact = [Float](repeating: 0, count: m * n)
+            for r in 0..<m { for c in 0..<n {
+                var acc = Double(b[c])
+                for i in 0..<k { acc += Double(x[r * k + i]) * Double(wd[c * k + i]) }
+                exact[r * n + c] = Float(acc)
+            } }
+            let got = gemm(q, s, x, b, [Float](repeating: 0, count: m * n), m: m, n: n, k: k, epilogue: Int32(EK_EPI_STORE), ref: true)
+            let err = relativeError(got, exact)
+            XCTAssertLessThan(err, 1.2e-2, "\(m)x\(n)x\(k)")
+            XCTAssertGreaterThan(err, 0, "\(m)x\(n)x\(k): activations should be quantized")
+        }
+    }
+
+    /// Activations round half to even per row (x·127/amax = k + 0.5 → 2, −4, 0, 2) on both paths: with W = I the
+    /// product returns the quantized activations themselves.
+    func testActivationsRoundHalfToEven() {
+        defer { ek_set_force_reference(0) }
+        let k = 40, m = 9
+        var x = randoms(m * k, scale: 0.5)
+        for (j, v) in [127, 2.5, -3.5, 0.5, 1.5].enumerated() { x[j] = Float(v) }   // row 0: amax 127 → x·127/amax = x
+        var eye = [Float](repeating: 0, count: k * k)
+        for i in 0..<k { eye[i * k + i] = 1 }
+        let (q, s) = int8Rows(eye, rows: k, cols: k)
+        for force in [Int32(0), 1] {
+            ek_set_force_reference(force)
+            let y = gemm(q, s, x, nil, [Float](repeating: 0, count: m * k), m: m, n: k, k: k, epilogue: Int32(EK_EPI_STORE))
+            XCTAssertEqual(Array(y[0..<5]), [127, 2, -4, 0, 2], "plain \(force)")
+        }
+    }
+
+    /// Logits of a prompt pass (> 8 tokens: the GEMM path) and four teacher-forced decode steps.
+    func logits(_ m: LanguageModel, prompt: [Int], steps: [Int] = [11, 23, 7, 42]) throws -> [Float] {
+        let s = try m.beginGeneration(prompts: [prompt])
+        var out = s.logits.toArray()
+        for t in steps { try s.advance(tokens: [t]); out += s.logits.toArray() }
+        return out
+    }
+
+    /// Each family with int8 prompt weights and int8 decode weights against fp32: the fp32 copies are gone (resident
+    /// bytes = the int8 rows, shared with decode), the logits stay within int8's quality bound (Mu's and T5's
+    /// realistic random weights: measured 8e-3–1.2e-2, bound 5e-2; the tiny Llama fixture's large weights: 4.9e-2, bound 0.15), and
+    /// `.f32` brings fp32 copies back (dequantized int8: the int8-rounded weights, prompt passes in fp32 again).
+    func testModelsRunPromptsOnInt8() throws {
+        let mu = try MuModel(config: MuConfig(nEncoderLayer: 2, nDecoderLayer: 2, nEmbd: 80, qkvEmbd: 64, hiddenDim: 320,
+                                              nHead: 4, nKVHead: 2, vocabSize: 300, eosTokenId: 2), randomSeed: 3)
+        let dec = try MuDecoderModel(config: MuDecoderConfig(nLayer: 3, nEmbd: 80, qkvEmbd: 64, isInterleaved: false,
+                                                             hiddenDim: 320, nHead: 4, nKVHead: 2, blockSize: 64,
+                                                             ropeTheta: 10000, ropeFactor: 1, padTokenId: 0, vocabSize: 300,
+                                                             bosTokenId: 1, eosTokenId: 2), randomSeed: 3)
+        let t5 = try T5Model(config: T5Config(vocabSize: 300, dModel: 80, dKV: 16, dFF: 160, numLayers: 2, numDecoderLayers: 3,
+                                              numHeads: 4, feedForwardProj: "gated-gelu", tieWordEmbeddings: false), randomSeed: 5)
+        let llama = try XCTUnwrap(ModelRegistry.load(folder: fixture("tiny_llama/f32.gguf")) as? LlamaModel)
+        let prompt = Array(5..<45)
+        let cases: [(String, LanguageModel, Float)] = [("mu", mu, 5e-2), ("mu_decoder", dec, 5e-2), ("t5", t5, 5e-2), ("llama", llama, 0.15)]
+        for (name, m, bound) in cases {
+            let ref = try logits(m, prompt: prompt)
+            try m.useDecodeWeights(.int8)
+            let decodeOnly = try logits(m, prompt: prompt)
+            try m.usePromptWeights(.int8)
+            let int8 = try logits(m, prompt: prompt)
+            let err = relativeError(int8, ref)
+            print("\(name): int8 decode only \(relativeError(decodeOnly, ref)), int8 prompts too \(err)")
+            XCTAssertGreaterThan(relativeError(int8, decodeOnly), 0, "\(name): prompt passes should use the int8 GEMM")
+            XCTAssertLessThan(err, bound, "\(name): relative logit error \(err)")
+            try m.usePromptWeights(.f32)
+            try m.useDecodeWeights(.f32)
+            let back = try logits(m, prompt: prompt)
+            XCTAssertLessThan(relativeError(back, ref), bound, "\(name): back on fp32")
+        }
+        // the fp32 copies are released: a layer holds its int8 rows once
+        mu.useDecodeWeights(.int8)
+        try mu.usePromptWeights(.int8)
+        let fc1 = mu.encoderBlocks[0].mlp.fc1, q = mu.decoderBlocks[0].causalAttn.q
+        XCTAssertEqual(fc1.residentBytes, WeightFormat.int8.matrixBytes(rows: fc1.outputs, columns: fc1.inputs) + (fc1.bias?.count ?? 0) * 4)
+        XCTAssertEqual(q.residentBytes, q.decodeBytes, "decode and prompt share the int8 rows")
+        XCTAssertEqual(q.decodeFormat, .int8)
+        mu.useDecodeWeights(.f32)
+        XCTAssertEqual(q.decodeFormat, .int8, "no fp32 copy left: decode streams the int8 rows")
+        XCTAssertThrowsError(try PromptWeights(parsing: "q4_0"))
+        XCTAssertEqual(try PromptWeights(parsing: "DECODE"), .decode)
+    }
+
+    /// `.decode`: nothing fp32 stays resident (Mu's and T5's encoders and cross K/V take the decoder's format, packed
+    /// only), decode steps are unchanged, and prompt passes equal a model built from the dequantized weights
+    /// (≤ 1e-5: the same fp32 GEMMs on the same values).
+    func testDecodeFormatPromptsKeepNoFP32() throws {
+        for f in [WeightFormat.q4_0, .bf16] {
+            let mu = try XCTUnwrap(ModelRegistry.load(folder: fixture("mu/gqa_interleaved_ntk")) as? MuModel)
+            mu.useDecodeWeights(f)
+            try mu.usePromptWeights(.decode)
+            for l in [mu.encoderBlocks[0].mlp.fc1, mu.encoderBlocks[0].attn.q, mu.decoderBlocks[0].crossAttn.k, mu.decoderBlocks[0].mlp.fc2] {
+                XCTAssertEqual(l.decodeFormat, f)
+                XCTAssertEqual(l.residentBytes, l.decodeBytes, "\(f): only the decode copy is resident")
+            }
+            let dequantized = try MuModel(config: mu.config, tensors: mu.namedTensors())
+            dequantized.useDecodeWeights(f)   // decode steps: the same blocks (quantizing dequantized blocks is exact for q4_0/bf16)
+            let prompt = Array(3..<40)
+            XCTAssertLessThan(relativeError(try logits(mu, prompt: prompt), try logits(dequantized, prompt: prompt)), 1e-5, "\(f)")
+        }
+        let llama = try XCTUnwrap(ModelRegistry.load(folder: fixture("tiny_llama/f32.gguf")) as? LlamaModel)
+        llama.useDecodeWeights(.q8_0)
+        try llama.usePromptWeights(.decode)
+        for l in llama.blocks[0].linears { XCTAssertEqual(l.residentBytes, l.decodeBytes) }
+        XCTAssertGreaterThan(try logits(llama, prompt: Array(5..<30)).count, 0)
+    }
+}
