@@ -366,12 +366,14 @@ struct BenchCommand: ParsableCommand {
     /// `--step-ab VARIANT`: Mu decode steps alternating between the variant's two code paths (StepAB), per format.
     func runStepAB(_ variant: String) throws {
         // Mu (the preset or a Mu --model), or with shared-gemv any other --model (a Llama GGUF: q/k/v and gate/up)
-        var lm: LanguageModel = try MuModel(config: .mu330m, randomSeed: seed)
+        let lm: LanguageModel
         if let model {
             let loaded = try ModelRegistry.load(folder: model, keepQuantized: keepQuantized)
             if let mu = loaded as? MuModel { lm = try MuModel(config: mu.config, randomSeed: seed) }
             else if variant == "shared-gemv" { lm = loaded }
             else { throw ValidationError("--step-ab cross-kv needs a Mu model") }
+        } else {
+            lm = try MuModel(config: .mu330m, randomSeed: seed)
         }
         let mu = lm as? MuModel
         var rng = SplitMix64(seed: seed)
@@ -395,7 +397,8 @@ struct BenchCommand: ParsableCommand {
                 if let limits { s += String(format: " (%.0f%%)", 100 * bytes / t.p10 / 1e6 / limits.readGBps) }
                 return s
             }
-            print(String(format: "%@: A %@ | B %@ | B/A speed p10 %.3f×, median %.3f×", format.rawValue as NSString,
+            let label = keepQuantized && format == .f32 ? "gguf" : format.rawValue   // the file's own blocks
+            print(String(format: "%@: A %@ | B %@ | B/A speed p10 %.3f×, median %.3f×", label as NSString,
                          side(r.a) as NSString, side(r.b) as NSString, r.a.p10 / r.b.p10, r.a.median / r.b.median))
         }
     }

@@ -40,4 +40,36 @@ final class BenchCLITests: XCTestCase {
                                 "--input-tokens", "4", "--output-tokens", "2", "--reps", "1", "--no-limits"])
         XCTAssertNotEqual(wrongType.status, 0, "'llama' is not a --models name (use 'model')")
     }
+
+    /// `--step-ab` (alternating decode steps of two variants) and `--cross-kv f16` run on a small Mu and a Llama GGUF
+    /// and print their lines; bad values and a cross-kv A/B on a non-Mu model fail with a message. (No timing asserted.)
+    func testStepABAndCrossKV() throws {
+        let mu = fixture("mu/gqa_mod")
+        let shared = runCLI(["bench", "--step-ab", "shared-gemv", "--model", mu, "--input-tokens", "6", "--output-tokens", "3",
+                             "--decode-weights", "f32,q8_0", "--threads", "1", "--no-limits"])
+        XCTAssertEqual(shared.status, 0, shared.stderr)
+        XCTAssertTrue(shared.stdout.contains("q8_0: A ") && shared.stdout.contains("f32: A ") && shared.stdout.contains("B/A speed"), shared.stdout)
+        let cross = runCLI(["bench", "--step-ab", "cross-kv", "--model", mu, "--input-tokens", "6", "--output-tokens", "3",
+                            "--decode-weights", "q4_0", "--threads", "1", "--no-limits"])
+        XCTAssertEqual(cross.status, 0, cross.stderr)
+        XCTAssertTrue(cross.stdout.contains("cross K/V f16") && cross.stdout.contains("q4_0: A "), cross.stdout)
+        let llama = runCLI(["bench", "--step-ab", "shared-gemv", "--model", fixture("tiny_llama/f32.gguf"), "--input-tokens", "4",
+                            "--output-tokens", "3", "--decode-weights", "q4_0", "--threads", "1", "--no-limits"])
+        XCTAssertEqual(llama.status, 0, llama.stderr)
+        XCTAssertTrue(llama.stdout.contains("llama decode steps"), llama.stdout)
+        let half = runCLI(["bench", "--model", mu, "--models", "mu", "--cross-kv", "f16", "--input-tokens", "6", "--output-tokens", "2",
+                           "--reps", "1", "--threads", "1", "--no-limits", "--json"])
+        XCTAssertEqual(half.status, 0, half.stderr)
+        let o = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(half.stdout.utf8)) as? [String: Any], half.stdout)
+        XCTAssertEqual(o["cross_kv"] as? String, "f16")
+        for bad in [["--step-ab", "fused"], ["--cross-kv", "int4"]] {
+            let r = runCLI(["bench"] + bad)
+            XCTAssertNotEqual(r.status, 0, bad.joined(separator: " "))
+            XCTAssertTrue(r.stderr.contains(bad[0]), r.stderr)
+        }
+        let notMu = runCLI(["bench", "--step-ab", "cross-kv", "--model", fixture("tiny_llama/f32.gguf"), "--input-tokens", "4",
+                            "--output-tokens", "2", "--no-limits"])
+        XCTAssertNotEqual(notMu.status, 0)
+        XCTAssertTrue(notMu.stderr.contains("needs a Mu model"), notMu.stderr)
+    }
 }
