@@ -192,19 +192,26 @@ EG_AVX2 static void pack_panel(const int8_t *w, long kp, long c0, long nc, int16
 
 /* acc[MR][EG_NV] += Σ over `pairs` pairs of k: broadcast pair of each of the MR activation rows (stride lda)
  * × the packed panel's EG_NV vectors of 8 columns (vpmaddwd: 2 products summed per int32 lane). */
+#if defined(__clang__)
+#define EG_UNROLL _Pragma("clang loop unroll(full)")
+#else
+#define EG_UNROLL _Pragma("GCC unroll 16")
+#endif
+/* The loops over r and v have constant trip counts: fully unrolled (SwiftPM builds C at -O2, where clang would
+ * otherwise keep some accumulators in memory: 1.4x slower on k = 2816). */
 #define EG_KERNEL(MR) \
 EG_AVX2 static void kernel_##MR(const int16_t *a, long lda, const int16_t *b, long pairs, __m256i *acc) { \
     __m256i c[MR][EG_NV]; \
-    for (int r = 0; r < MR; r++) for (int v = 0; v < EG_NV; v++) c[r][v] = acc[r * EG_NV + v]; \
+    EG_UNROLL for (int r = 0; r < MR; r++) EG_UNROLL for (int v = 0; v < EG_NV; v++) c[r][v] = acc[r * EG_NV + v]; \
     for (long p = 0; p < pairs; p++) { \
         __m256i bv[EG_NV]; \
-        for (int v = 0; v < EG_NV; v++) bv[v] = _mm256_load_si256((const __m256i *)(b + p * 2 * EG_NR + 16 * v)); \
-        for (int r = 0; r < MR; r++) { \
+        EG_UNROLL for (int v = 0; v < EG_NV; v++) bv[v] = _mm256_load_si256((const __m256i *)(b + p * 2 * EG_NR + 16 * v)); \
+        EG_UNROLL for (int r = 0; r < MR; r++) { \
             __m256i av = _mm256_set1_epi32(*(const int32_t *)(a + r * lda + 2 * p)); \
-            for (int v = 0; v < EG_NV; v++) c[r][v] = _mm256_add_epi32(c[r][v], _mm256_madd_epi16(av, bv[v])); \
+            EG_UNROLL for (int v = 0; v < EG_NV; v++) c[r][v] = _mm256_add_epi32(c[r][v], _mm256_madd_epi16(av, bv[v])); \
         } \
     } \
-    for (int r = 0; r < MR; r++) for (int v = 0; v < EG_NV; v++) acc[r * EG_NV + v] = c[r][v]; \
+    EG_UNROLL for (int r = 0; r < MR; r++) EG_UNROLL for (int v = 0; v < EG_NV; v++) acc[r * EG_NV + v] = c[r][v]; \
 }
 EG_KERNEL(1) EG_KERNEL(2) EG_KERNEL(3) EG_KERNEL(4) EG_KERNEL(5) EG_KERNEL(6)
 

@@ -105,8 +105,8 @@ static int is_x8(int f) { return f == EK_WF_Q8_0X8 || f == EK_WF_Q4_0X8 || f == 
 static int base_format(int f) {
     return f == EK_WF_Q8_0X8 ? EK_WF_Q8_0 : f == EK_WF_Q4_0X8 ? EK_WF_Q4_0 : f == EK_WF_Q4_1X8 ? EK_WF_Q4_1 : f;
 }
-static long block_bytes(int base) { return base == EK_WF_Q8_0 ? 34 : base == EK_WF_Q4_0 ? 18 : 20; }
-static long header_bytes(int base) { return base == EK_WF_Q4_1 ? 4 : 2; }
+static long block_bytes(int base) { return base == EK_WF_INT8 ? 32 : base == EK_WF_Q8_0 ? 34 : base == EK_WF_Q4_0 ? 18 : 20; }
+static long header_bytes(int base) { return base == EK_WF_INT8 ? 0 : base == EK_WF_Q4_1 ? 4 : 2; }
 
 /* Copies block b of an x8 row (nb blocks) into `out` as the ggml block. */
 static void x8_block(int base, const uint8_t *row, long nb, long b, uint8_t *out) {
@@ -717,10 +717,10 @@ ATTR static inline __attribute__((always_inline)) void x8_body_##SUFFIX(const qc
                 __m256 dw, xdv, xcv, mw = _mm256_setzero_ps();                                                 \
                 __m256i p0, p1, p2, p3, p4 = _mm256_setzero_si256(), p5 = p4, p6 = p4, p7 = p4;               \
                 if (g == 8) {                                                                                  \
-                    dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)grp));                               \
+                    dw = fmt == EK_WF_INT8 ? _mm256_set1_ps(1.0f) : _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)grp)); \
                     if (h == 4) mw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(grp + 16)));            \
                     xdv = _mm256_loadu_ps(xd + b0); xcv = _mm256_loadu_ps(xc + b0);                            \
-                    if (fmt == EK_WF_Q8_0) {                                                                   \
+                    if (fmt == EK_WF_Q8_0 || fmt == EK_WF_INT8) {                                              \
                         p0 = x8_s8_##SUFFIX(q, xg); p1 = x8_s8_##SUFFIX(q + 32, xg + 32);                       \
                         p2 = x8_s8_##SUFFIX(q + 64, xg + 64); p3 = x8_s8_##SUFFIX(q + 96, xg + 96);             \
                         p4 = x8_s8_##SUFFIX(q + 128, xg + 128); p5 = x8_s8_##SUFFIX(q + 160, xg + 160);         \
@@ -734,12 +734,13 @@ ATTR static inline __attribute__((always_inline)) void x8_body_##SUFFIX(const qc
                     const __m256i live_ = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)g),                        \
                                                              _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));       \
                     const __m256 livef_ = _mm256_castsi256_ps(live_);                                          \
-                    dw = _mm256_and_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)grp)), livef_);        \
+                    dw = fmt == EK_WF_INT8 ? _mm256_and_ps(_mm256_set1_ps(1.0f), livef_)                       \
+                                           : _mm256_and_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)grp)), livef_); \
                     if (h == 4) mw = _mm256_and_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(grp + 2 * g))), livef_); \
                     xdv = _mm256_maskload_ps(xd + b0, live_); xcv = _mm256_maskload_ps(xc + b0, live_);        \
                     __m256i p_[8];                                                                             \
                     for (int j = 0; j < 8; j++) p_[j] = _mm256_setzero_si256();                                \
-                    if (fmt == EK_WF_Q8_0) {                                                                   \
+                    if (fmt == EK_WF_Q8_0 || fmt == EK_WF_INT8) {                                              \
                         for (long j = 0; j < g; j++) p_[j] = x8_s8_##SUFFIX(q + 32 * j, xg + 32 * j);          \
                     } else {                                                                                   \
                         long j = 0;                                                                            \
@@ -756,7 +757,7 @@ ATTR static inline __attribute__((always_inline)) void x8_body_##SUFFIX(const qc
                 }                                                                                              \
                 __m256 sc = _mm256_mul_ps(dw, xdv);                                                            \
                 __m256i t;                                                                                     \
-                if (fmt == EK_WF_Q8_0) {                                                                       \
+                if (fmt == EK_WF_Q8_0 || fmt == EK_WF_INT8) {                                                  \
                     __m256i u_ = _mm256_hadd_epi32(_mm256_hadd_epi32(p0, p1), _mm256_hadd_epi32(p2, p3));      \
                     __m256i v_ = _mm256_hadd_epi32(_mm256_hadd_epi32(p4, p5), _mm256_hadd_epi32(p6, p7));      \
                     t = _mm256_add_epi32(_mm256_permute2x128_si256(u_, v_, 0x20), _mm256_permute2x128_si256(u_, v_, 0x31)); \
@@ -770,12 +771,14 @@ ATTR static inline __attribute__((always_inline)) void x8_body_##SUFFIX(const qc
             }                                                                                                  \
             float s;                                                                                           \
             EQ_HSUM256(_mm256_add_ps(acc, corr), s);                                                           \
+            if (fmt == EK_WF_INT8) s *= c->wscale[r];                                                          \
             c->y[i * c->n + r] = s + bias;                                                                     \
         }                                                                                                      \
     }                                                                                                          \
 }                                                                                                              \
 ATTR static void rows_x8_##SUFFIX(const qctx *c, long r0, long r1) {   /* one specialised body per format */  \
     switch (c->format) {                                                                                       \
+    case EK_WF_INT8: x8_body_##SUFFIX(c, r0, r1, EK_WF_INT8); return;   /* header-less groups of 8 */        \
     case EK_WF_Q8_0X8: x8_body_##SUFFIX(c, r0, r1, EK_WF_Q8_0); return;                                        \
     case EK_WF_Q4_0X8: x8_body_##SUFFIX(c, r0, r1, EK_WF_Q4_0); return;                                        \
     default: x8_body_##SUFFIX(c, r0, r1, EK_WF_Q4_1); return;                                                  \
@@ -879,6 +882,11 @@ EQ_AVX512BF16 static void rows_bf16_avx512bf16(const qctx *c, long r0, long r1) 
 }
 #endif /* EQ_X86 */
 
+/* int8 rows through the x8 kernels (their 8 blocks' int32 sums scaled by one vector, no per-block float work);
+ * EK_INT8_BLOCKWISE=1 in the environment selects the per-block kernel again, for A/B runs. */
+static int g_int8_groups = -1;
+void ek_set_int8_grouped(int on) { g_int8_groups = on < 0 ? -1 : on != 0; }
+
 /* Rows [r0, r1) of one call on its path. */
 static void run_range(const qctx *c, long r0, long r1) {
     switch (c->path) {
@@ -886,11 +894,11 @@ static void run_range(const qctx *c, long r0, long r1) {
     case P_AVX2:
         if (c->format == EK_WF_BF16) rows_bf16_avx2(c, r0, r1);
         else if (is_kq(c->format)) rows_k_avx2(c, r0, r1);
-        else if (is_x8(c->format)) rows_x8_avx2(c, r0, r1);
+        else if (is_x8(c->format) || (c->format == EK_WF_INT8 && g_int8_groups)) rows_x8_avx2(c, r0, r1);
         else rows_avx2(c, r0, r1);
         return;
-    case P_AVXVNNI: if (is_x8(c->format)) rows_x8_avxvnni(c, r0, r1); else rows_avxvnni(c, r0, r1); return;
-    case P_AVX512VNNI: if (is_x8(c->format)) rows_x8_avx512vnni(c, r0, r1); else rows_avx512vnni(c, r0, r1); return;
+    case P_AVXVNNI: if (is_x8(c->format) || (c->format == EK_WF_INT8 && g_int8_groups)) rows_x8_avxvnni(c, r0, r1); else rows_avxvnni(c, r0, r1); return;
+    case P_AVX512VNNI: if (is_x8(c->format) || (c->format == EK_WF_INT8 && g_int8_groups)) rows_x8_avx512vnni(c, r0, r1); else rows_avx512vnni(c, r0, r1); return;
     case P_AVX512F: rows_bf16_avx512f(c, r0, r1); return;
     case P_AVX512BF16: rows_bf16_avx512bf16(c, r0, r1); return;
 #endif
@@ -946,6 +954,7 @@ int ek_gemv_quant(int format, const void *w, const float *wscale, const float *x
     if (format != EK_WF_BF16 && format != EK_WF_INT8 && format != EK_WF_Q8_0 && format != EK_WF_Q4_0 &&
         format != EK_WF_Q4_1 && !is_x8(format) && !is_kq(format)) return -1;
     if (is_kq(format) && k % 256 != 0) return -1;
+    if (g_int8_groups < 0) { const char *e = getenv("EK_INT8_BLOCKWISE"); g_int8_groups = !(e && e[0] == '1'); }
     qctx c;
     memset(&c, 0, sizeof c);
     c.format = format; c.path = path_for(format);
@@ -984,6 +993,7 @@ int ek_gemv_quant_multi(int format, long count, const void *const *w, const floa
     if (format != EK_WF_BF16 && format != EK_WF_INT8 && format != EK_WF_Q8_0 && format != EK_WF_Q4_0 &&
         format != EK_WF_Q4_1 && !is_x8(format) && !is_kq(format)) return -1;
     if (is_kq(format) && k % 256 != 0) return -1;
+    if (g_int8_groups < 0) { const char *e = getenv("EK_INT8_BLOCKWISE"); g_int8_groups = !(e && e[0] == '1'); }
     multi_ctx mc;
     memset(&mc, 0, sizeof mc);
     mc.count = count;

@@ -28,11 +28,13 @@ final class QuantizedKernelTests: XCTestCase {
     }
 
     /// Each level (scalar, AVX2, AVX-VNNI, AVX-512) against the reference twin, ≤ 1e-5 (only the fp32 order of
-    /// the per-block sums differs; the avx512bf16 path is compared with the bf16-rounded-x reference).
+    /// the per-block sums differs; the avx512bf16 path is compared with the bf16-rounded-x reference). int8 runs both
+    /// x86 kernels: blocks grouped by 8 (the default) and block by block.
     func testEveryDispatchLevelMatchesReference() {
-        defer { ek_set_isa_limit(-1) }
+        defer { ek_set_isa_limit(-1); ek_set_int8_grouped(-1) }
         var tested = Set<String>()
-        for f in Self.formats {
+        for (f, grouped) in Self.formats.map({ ($0, Int32(1)) }) + [(WeightFormat.int8, Int32(0))] {   // int8: both x86 kernels
+            ek_set_int8_grouped(grouped)
             for (m, n, k) in Self.shapes {
                 let w = randoms(n * k), x = randoms(m * k, scale: 3), b = randoms(n)
                 let (q, s) = quantize(w, f, rows: n, cols: k)
@@ -45,7 +47,7 @@ final class QuantizedKernelTests: XCTestCase {
                     tested.insert("\(f.rawValue):\(path)")
                     let y = gemv(f, q, s, x, b, m: m, n: n, k: k)
                     let want = path == "avx512bf16" ? refXBF16 : ref
-                    XCTAssertLessThan(relativeError(y, want), 1e-5, "\(f) \(path) \(m)x\(n)x\(k)")
+                    XCTAssertLessThan(relativeError(y, want), 1e-5, "\(f) \(path) \(m)x\(n)x\(k) grouped \(grouped)")
                 }
             }
         }

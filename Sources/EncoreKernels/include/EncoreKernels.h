@@ -214,6 +214,9 @@ enum { EK_ISA_SCALAR = 0, EK_ISA_AVX2 = 1, EK_ISA_AVXVNNI = 2, EK_ISA_AVX512 = 3
 /** Highest level the quantized GEMVs may use (default and -1: EK_ISA_AVX512, i.e. the best the CPU has). */
 void ek_set_isa_limit(int level);
 int ek_get_isa_limit(void);
+/** int8 GEMV kernel on x86: 1 = blocks in groups of 8 (one scale vector per 8 blocks; the default), 0 = the
+ *  per-block kernel, -1 = the default again (EK_INT8_BLOCKWISE=1 in the environment selects the per-block one). */
+void ek_set_int8_grouped(int on);
 /** Path a format runs on under the current limit: "avx512vnni", "avxvnni", "avx2", "avx512bf16", "avx512f", "neon",
  *  "neon-dotprod" (arm64: bf16 and int8 only so far), "scalar". */
 const char *ek_gemv_path(int format);
