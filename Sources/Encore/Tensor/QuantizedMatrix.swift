@@ -282,25 +282,35 @@ extension Ops {
             precondition(w.columns == k && w.layoutID == layout, "linearQuantizedShared: matrices of different layouts or widths")
             if let b { precondition(b.count == w.rows, "linear: bias \(b.shape) vs \(w.rows) outputs") }
         }
-        let m = x.count / k
+        let m = x.count / k, count = weights.count
         let ys = weights.map { Tensor(uninitialized: Array(x.shape.dropLast()) + [$0.rows]) }
-        let wp = weights.map { Optional($0.data) }, sp = weights.map(\.scales)
-        let ns = weights.map(\.rows)
-        withExtendedLifetime((weights, biases, ys)) {
-            let bp = biases.map { $0.map { UnsafePointer($0.data) } }
-            var r0 = 0
-            while r0 < m {
-                let mm = min(8, m - r0)
-                for w in weights {
-                    OpCounter.add(flops: 2 * mm * w.rows * k)
-                    OpCounter.add(weightBytes: w.byteCount)
-                }
-                let yp = zip(ys, ns).map { Optional($0.data + r0 * $1) }
-                let rc = ek_gemv_quant_multi(layout, weights.count, wp, sp, bp, yp, ns, x.data + r0 * k, mm, k)
-                precondition(rc == 0, "gemv: format \(weights[0].format) failed (\(rc): out of memory?)")
-                r0 += mm
+        // the kernel's pointer tables on the stack (a decode step allocates as little as possible)
+        withUnsafeTemporaryAllocation(of: UnsafeRawPointer?.self, capacity: count) { wp in
+        withUnsafeTemporaryAllocation(of: UnsafePointer<Float>?.self, capacity: 2 * count) { sb in
+        withUnsafeTemporaryAllocation(of: UnsafeMutablePointer<Float>?.self, capacity: count) { yp in
+        withUnsafeTemporaryAllocation(of: Int.self, capacity: count) { ns in
+            for j in 0..<count {
+                wp[j] = weights[j].data
+                sb[j] = weights[j].scales
+                sb[count + j] = biases[j].map { UnsafePointer($0.data) }
+                ns[j] = weights[j].rows
             }
-        }
+            withExtendedLifetime((weights, biases, ys)) {
+                var r0 = 0
+                while r0 < m {
+                    let mm = min(8, m - r0)
+                    for w in weights {
+                        OpCounter.add(flops: 2 * mm * w.rows * k)
+                        OpCounter.add(weightBytes: w.byteCount)
+                    }
+                    for j in 0..<count { yp[j] = ys[j].data + r0 * ns[j] }
+                    let rc = ek_gemv_quant_multi(layout, count, wp.baseAddress, sb.baseAddress, sb.baseAddress! + count,
+                                                 yp.baseAddress, ns.baseAddress, x.data + r0 * k, mm, k)
+                    precondition(rc == 0, "gemv: format \(weights[0].format) failed (\(rc): out of memory?)")
+                    r0 += mm
+                }
+            }
+        } } } }
         return ys
     }
 }
