@@ -165,6 +165,19 @@ final class Int8GEMMTests: XCTestCase {
         llama.useDecodeWeights(.q8_0)
         try llama.usePromptWeights(.decode)
         for l in llama.blocks[0].linears { XCTAssertEqual(l.residentBytes, l.decodeBytes) }
+        XCTAssertNil(llama.embedding, "the fp32 table is released: lookups read the head's blocks")
+        XCTAssertNil(llama.head)
+        XCTAssertEqual(llama.embeddingBlocks?.format, .q8_0)
         XCTAssertGreaterThan(try logits(llama, prompt: Array(5..<30)).count, 0)
+        // T5 with an untied head: the table gets its own blocks in the decode format, the head keeps its blocks
+        let t5 = try T5Model(config: T5Config(vocabSize: 300, dModel: 80, dKV: 16, dFF: 160, numLayers: 2, numDecoderLayers: 2,
+                                              numHeads: 4, feedForwardProj: "relu", tieWordEmbeddings: false), randomSeed: 5)
+        let ref = try logits(t5, prompt: Array(5..<30))
+        t5.useDecodeWeights(.bf16)
+        try t5.usePromptWeights(.decode)
+        XCTAssertNil(t5.shared)
+        XCTAssertNil(t5.lmHead)
+        XCTAssertEqual(t5.sharedBlocks?.format, .bf16)
+        XCTAssertLessThan(relativeError(try logits(t5, prompt: Array(5..<30)), ref), 1e-2, "bf16 everywhere")
     }
 }

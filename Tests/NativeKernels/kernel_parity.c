@@ -17,6 +17,7 @@
  *   int8/Q8_0/Q4_x GEMV vs ek_gemv_quant_ref 1e-5 · (Σ|w x| + |bias|): same quantized activations, exact int32
  *                                          block sums, only the fp32 order of the block sums differs
  *   activation quantizer                   identical bytes, scales and corrections
+ *   int8 prompt GEMM vs ek_gemm_int8_ref  1e-5 · (|twin| + 1): exact int32 sums, fp32 epilogue rounding only
  * The dispatch must report "neon" on arm64 ("neon-dotprod" for int8 when the CPU has SDOT) and "avx2" on x86-64
  * with AVX2+FMA, and "scalar" when forced. Exit status: 0 when every check passes, 1 otherwise. */
 #include "EncoreKernels.h"
@@ -337,6 +338,30 @@ static void expect_str(const char *what, const char *got, const char *want) {
     if (strcmp(got, want) != 0) { printf("FAIL dispatch: %s is \"%s\", expected \"%s\"\n", what, got, want); g_failures++; }
 }
 
+/* the prompt-pass int8 GEMM (gemm_int8.c) vs its twin, every epilogue: exact int32 sums, so only the fp32
+ * epilogue's rounding differs (and the GELU kernel's): 1e-5 · (|twin| + 1) */
+static void test_gemm_int8(void) {
+    static const long shapes[][3] = { { 9, 1, 1 }, { 13, 17, 70 }, { 50, 100, 100 }, { 97, 33, 600 }, { 20, 300, 64 } };
+    for (long si = 0; si < 5; si++) {
+        long m = shapes[si][0], n = shapes[si][1], k = shapes[si][2], kp = (k + 31) / 32 * 32;
+        float *w = frand(n * k, 1), *x = frand(m * k, 3), *b = frand(n, 1), *y0 = frand(m * n, 1);
+        int8_t *q = malloc((size_t)(n * kp));
+        float *s = malloc(sizeof(float) * n), *y = malloc(sizeof(float) * m * n), *r = malloc(sizeof(float) * m * n);
+        double *want = malloc(sizeof(double) * m * n), *sc = malloc(sizeof(double) * m * n);
+        ek_quantize_rows(EK_WF_INT8, w, q, s, n, k);
+        for (int epi = EK_EPI_STORE; epi <= EK_EPI_GELU; epi++) {
+            memcpy(y, y0, sizeof(float) * m * n); memcpy(r, y0, sizeof(float) * m * n);
+            ek_gemm_int8(q, s, x, b, y, m, n, k, epi);
+            ek_gemm_int8_ref(q, s, x, b, r, m, n, k, epi);
+            for (long i = 0; i < m * n; i++) { want[i] = r[i]; sc[i] = fabs(r[i]) + 1; }
+            expect_close("gemm_int8", si * 3 + epi, y, want, sc, m * n, 1e-5);
+        }
+        free(w); free(x); free(b); free(y0); free(q); free(s); free(y); free(r); free(want); free(sc);
+    }
+    /* AVX2 on x86-64; elsewhere (arm64 too, for now) the plain C path */
+    report("gemm_int8", !ek_get_force_reference() && !strcmp(ek_kernel_path(), "avx2") ? "avx2" : "scalar");
+}
+
 int main(void) {
     ek_set_threads(2);
     int f = ek_cpu_features();
@@ -382,6 +407,7 @@ int main(void) {
         test_attention();
         test_gemv_f32();
         test_gemv_quant(seen);
+        test_gemm_int8();
         if (mode == 0) {
             test_quantize_activations();
 #if defined(__aarch64__)

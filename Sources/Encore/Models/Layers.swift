@@ -316,7 +316,7 @@ struct Linear {
             packed = format == .int8 && promptInt8 != nil ? promptInt8
                 : QuantizedMatrix(dense ?? (promptInt8 ?? packed!).dequantized(), format: format)
         }
-        if !keepFP32 { dense = nil }
+        if !keepFP32 { dropDense() }
     }
 
     /// What prompt passes (M > 8) multiply with (``PromptWeights``): `.int8` runs the int8 GEMM over int8 rows
@@ -328,15 +328,21 @@ struct Linear {
             if promptInt8 == nil {
                 promptInt8 = packed?.format == .int8 ? packed : QuantizedMatrix(dense ?? packed!.dequantized(), format: .int8)
             }
-            dense = nil
+            dropDense()
         case .decode:
             guard packed != nil else { return }   // no decode copy: fp32 is the decode format
             promptInt8 = nil
-            dense = nil
+            dropDense()
         case .f32:
             if dense == nil { dense = (promptInt8 ?? packed!).dequantized() }
             promptInt8 = nil
         }
+    }
+
+    /// Releases the fp32 copy; values mapped from a checkpoint also leave RSS (their pages are dropped).
+    private mutating func dropDense() {
+        dense?.storage.releaseMappedPages()
+        dense = nil
     }
 
     /// Adds the bf16 copy used by decode steps.

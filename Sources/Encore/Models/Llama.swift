@@ -518,12 +518,13 @@ struct LlamaBlock {
 public final class LlamaModel: CausalDecoder {
     public let config: LlamaConfig
     /// Token embedding [V, C] in fp32; nil when it is kept in its GGUF blocks (``embeddingBlocks``).
-    let embedding: Tensor?
-    /// The GGUF embedding blocks kept quantized (`keepQuantized`): lookups dequantize only the rows they need.
-    let embeddingBlocks: QuantizedMatrix?
+    private(set) var embedding: Tensor?
+    /// The GGUF embedding blocks kept quantized (`keepQuantized`), or the decode-format table after
+    /// `usePromptWeights(.int8 / .decode)`: lookups dequantize only the rows they need.
+    private(set) var embeddingBlocks: QuantizedMatrix?
     /// Output head [V, C] in fp32; nil when only ``headDecode`` holds it (kept GGUF blocks; a tied head then
     /// is the same blocks as the embedding).
-    let head: Tensor?
+    private(set) var head: Tensor?
     /// Whether the head is the token embedding.
     let tiedHead: Bool
     private(set) var blocks: [LlamaBlock]
@@ -767,9 +768,20 @@ extension LlamaModel {
 
     /// What prompt passes (prefill, scoring) multiply with (``PromptWeights``: fp32 copies, int8 rows, or the
     /// decode format). Matrices kept in GGUF blocks get int8 rows made from them for `.int8`.
+    /// With a decode format, `.int8` and `.decode` also release the fp32 embedding table and head: lookups read the
+    /// decode-format table (the head's blocks when tied) and every pass's logits use the head's blocks, as with
+    /// GGUF blocks kept quantized (`.f32` does not bring those two back).
     public func usePromptWeights(_ weights: PromptWeights) throws {
         defer { if weights != .f32 { BufferPool.shared.drain() } }   // the released fp32 copies back to the system
         for i in blocks.indices { blocks[i].updateLinears { $0.usePromptWeights(weights) } }
+        guard weights != .f32, let headDecode else { return }
+        if let embedding {
+            embeddingBlocks = tiedHead ? headDecode : QuantizedMatrix(embedding, format: headDecode.format)
+            embedding.storage.releaseMappedPages()
+            self.embedding = nil
+        }
+        if let head, !tiedHead { head.storage.releaseMappedPages() }
+        head = nil
     }
 
     /// Bytes one decode step streams: every matrix and the head.

@@ -367,11 +367,11 @@ public final class T5EncoderOutput {
 public final class T5Model: LanguageModel {
     public let config: T5Config
     /// Token embedding [V, C] in fp32; nil when a GGUF's blocks are kept (``sharedBlocks``, looked up row by row).
-    let shared: Tensor?
-    let sharedBlocks: QuantizedMatrix?
+    private(set) var shared: Tensor?
+    private(set) var sharedBlocks: QuantizedMatrix?
     /// lm_head.weight [V, C] in fp32, or `shared` when tied; nil when only the GGUF blocks are kept (``headBlocks``).
-    let lmHead: Tensor?
-    let headBlocks: QuantizedMatrix?
+    private(set) var lmHead: Tensor?
+    private(set) var headBlocks: QuantizedMatrix?
     let tiedHead: Bool
     /// Decode-format copy of the head (``useDecodeWeights(_:encoder:keepFP32:)``, or GGUF blocks kept quantized).
     private(set) var lmHeadDecode: QuantizedMatrix?
@@ -554,8 +554,20 @@ public final class T5Model: LanguageModel {
     /// ```swift
     /// t5.useDecodeWeights(.int8); try t5.usePromptWeights(.int8)   // int8 everywhere, as CTranslate2's int8
     /// ```
+    /// With a decode format, `.int8` and `.decode` also release the fp32 embedding table and head (lookups read the
+    /// decode-format table, logits the head's blocks, as with GGUF blocks kept quantized; `.f32` does not bring
+    /// those two back).
     public func usePromptWeights(_ weights: PromptWeights) throws {
         defer { if weights != .f32 { BufferPool.shared.drain() } }   // the released fp32 copies back to the system
+        if weights != .f32, let lmHeadDecode {
+            if let shared {
+                sharedBlocks = tiedHead ? lmHeadDecode : QuantizedMatrix(shared, format: lmHeadDecode.format)
+                shared.storage.releaseMappedPages()
+                self.shared = nil
+            }
+            if let lmHead, !tiedHead { lmHead.storage.releaseMappedPages() }
+            if lmHead != nil { lmHead = nil; headBlocks = lmHeadDecode }
+        }
         let format = decoderBlocks.first?.selfAttn.q.decodeFormat ?? .f32
         if weights == .decode && format != .f32 {
             for i in encoderBlocks.indices {

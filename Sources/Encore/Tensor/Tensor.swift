@@ -32,6 +32,14 @@ public final class TensorStorage: @unchecked Sendable {
     deinit {
         if owner == nil { BufferPool.shared.give(UnsafeMutableRawPointer(base), byteCount) }
     }
+
+    /// For values borrowed from a memory-mapped file: drops their resident pages from the process (reading them
+    /// again faults the file's bytes back in). Called when a model releases a weight it no longer reads, e.g. the
+    /// fp32 copy after `usePromptWeights(.int8)`: the mapping stays alive for the other tensors, these pages leave RSS.
+    func releaseMappedPages() {
+        guard let file = owner as? MappedFile else { return }
+        file.releasePages(UnsafeRawBufferPointer(start: base, count: count * MemoryLayout<Float>.stride))
+    }
 }
 
 /// Recycles freed tensor buffers of 1 KiB and more by exact size, so the many same-sized temporaries of a forward
