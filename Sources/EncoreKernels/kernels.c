@@ -799,7 +799,7 @@ void ek_attention_f32(const float *q, long q_stride, const float *k, long k_stri
                       long tq, long tk, long n_head, long n_kv_head, long head_dim, int interleaved,
                       const uint8_t *key_keep, long causal_offset, float scale_div, float *scratch) {
     attn_ctx c = { q, k, v, out, q_stride, k_stride, v_stride, out_stride, tq, tk, n_head, n_kv_head, head_dim,
-                   interleaved, key_keep, causal_offset, scale_div, NULL, 0, EK_ATTN_CHUNK, attn_chunks(tk), scratch };
+                   interleaved, key_keep, causal_offset, scale_div, NULL, 0, EK_ATTN_CHUNK, attn_chunks(tk), scratch, NULL, NULL };
     if (c.nchunks == 1) c.chunk = tk;
     attention_engine(&c);
 }
@@ -889,7 +889,7 @@ void ek_attention_relbias_f32(const float *q, long q_stride, const float *k, lon
                               const uint8_t *key_keep, long causal_offset, const float *bias, long bias_stride,
                               float *scratch) {
     attn_ctx c = { q, k, v, out, q_stride, k_stride, v_stride, out_stride, tq, tk, n_head, n_kv_head, head_dim,
-                   interleaved, key_keep, causal_offset, 1.0f, bias, bias_stride, EK_ATTN_CHUNK, attn_chunks(tk), scratch };
+                   interleaved, key_keep, causal_offset, 1.0f, bias, bias_stride, EK_ATTN_CHUNK, attn_chunks(tk), scratch, NULL, NULL };
     if (c.nchunks == 1) c.chunk = tk;
     attention_engine(&c);
 }

@@ -15,6 +15,7 @@
  *   rmsnorm                                1e-5 · |out|
  *   masked softmax                         1e-6 absolute (probabilities)
  *   int8/Q8_0/Q4_x GEMV vs ek_gemv_quant_ref 1e-5 · (Σ|w x| + |bias|): same quantized activations, exact int32
+ *   (also as three matrices in one ek_gemv_quant_multi call; f16-K/V attention against its twin as attention)
  *                                          block sums, only the fp32 order of the block sums differs
  *   activation quantizer                   identical bytes, scales and corrections
  *   int8 prompt GEMM vs ek_gemm_int8_ref  1e-5 · (|twin| + 1): exact int32 sums, fp32 epilogue rounding only
@@ -223,9 +224,22 @@ static void test_attention(void) {
             for (long i = 0; i < H * D; i++) { want[i] = ref[t * os + i]; sc[i] = vmax; }
             expect_close(relb ? "attention_relbias_f32" : "attention_f32", ci, out + t * os, want, sc, H * D, 1e-5);
         }
+        if (!relb && causal < 0) {   /* K/V in f16 (Mu's opt-in cross-attention K/V) against its twin */
+            uint16_t *k16 = malloc(sizeof(uint16_t) * tk * ks), *v16 = malloc(sizeof(uint16_t) * tk * ks);
+            ek_f32_to_f16(k, k16, tk * ks);
+            ek_f32_to_f16(v, v16, tk * ks);
+            ek_attention_f16kv(q, qs, k16, ks, v16, ks, out, os, tq, tk, H, KV, D, inter, keep, -1, sqrtf((float)D), scr);
+            ek_attention_f16kv_ref(q, qs, k16, ks, v16, ks, ref, os, tq, tk, H, KV, D, inter, keep, -1, sqrtf((float)D), rscr);
+            for (long t = 0; t < tq; t++) {
+                double want[4096], sc[4096];
+                for (long i = 0; i < H * D; i++) { want[i] = ref[t * os + i]; sc[i] = vmax; }
+                expect_close("attention_f16kv", ci, out + t * os, want, sc, H * D, 1e-5);
+            }
+            free(k16); free(v16);
+        }
         free(q); free(k); free(v); free(out); free(ref); free(keep); free(bias); free(scr); free(rscr);
     }
-    report("attention (+relbias)", ek_kernel_path());
+    report("attention (+relbias, f16kv)", ek_kernel_path());
 }
 
 /* ------------------------------------------------------------------------------------------------ */
@@ -288,6 +302,21 @@ static void test_gemv_quant(char seen[][8][16]) {
                 char what[48];
                 snprintf(what, sizeof what, "gemv_%s@%s", fmt_names[f], path);
                 expect_close(what, si, y, want, sc, m * n, 1e-5);
+                if (n >= 3) {   /* the rows as three matrices in one shared-activation call (q/k/v) */
+                    long n0 = n / 3, n1 = n / 4 + 1, ns[3] = { n0, n1, n - n0 - n1 }, rb = ek_quant_row_bytes(f, k);
+                    const void *wp[3]; const float *sp[3], *bp[3]; float *yp[3];
+                    for (long j = 0, r0 = 0; j < 3; r0 += ns[j], j++) {
+                        wp[j] = (const char *)q + r0 * rb; sp[j] = ws + r0; bp[j] = b + r0;
+                        yp[j] = malloc(sizeof(float) * (size_t)(m * (ns[j] > 0 ? ns[j] : 1)));
+                    }
+                    ek_gemv_quant_multi(f, 3, wp, sp, bp, yp, ns, x, m, k);
+                    for (long j = 0, r0 = 0; j < 3; r0 += ns[j], j++)
+                        for (long i = 0; i < m; i++)
+                            for (long r = 0; r < ns[j]; r++) y[i * n + r0 + r] = yp[j][i * ns[j] + r];
+                    snprintf(what, sizeof what, "gemv_multi_%s@%s", fmt_names[f], path);
+                    expect_close(what, si, y, want, sc, m * n, 1e-5);
+                    for (int j = 0; j < 3; j++) free(yp[j]);
+                }
             }
             ek_set_isa_limit(-1);
             free(w); free(x); free(b); free(q); free(ws); free(wd); free(y); free(r); free(want); free(sc);
