@@ -14,6 +14,7 @@
  *
  * The plain path (and the twin ek_gemm_int8_ref) does the same integer arithmetic element by element. */
 #include "EncoreKernels.h"
+#include "neon.h"   /* arm64: ek_neon_tile_s8 (NEON hook below) */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -127,8 +128,9 @@ int ek_gemm_int8_ref(const int8_t *w, const float *wscale, const float *x, const
 typedef struct {
     const int8_t *w; const float *wscale; const float *bias; float *y;
     const int16_t *q; const float *d;
+    const int8_t *q8;   /* arm64: the activations as int8 (the SDOT / SMULL operands), else NULL */
     long m, n, k, kp, panels_per_task, npanels;
-    int mode, simd;
+    int mode, simd, dotprod;
 } gemm_ctx;
 
 /* Columns [c0, c0+nc) of the plain path: integer dot products row by row. */
@@ -145,6 +147,28 @@ static void panel_plain(const gemm_ctx *g, long c0, long nc) {
     if (g->mode == EK_EPI_GELU)
         for (long r = 0; r < g->m; r++) ek_gelu_tanh_f32(g->y + r * g->n + c0, nc);
 }
+
+#if defined(__aarch64__)
+/* NEON hook: columns [c0, c0 + nc) in 4×4 tiles read straight from the int8 rows (no packing), exact int32 sums
+ * by SDOT or SMULL+SADALP (ek_neon_tile_s8), then the plain epilogue. */
+static void columns_neon(const gemm_ctx *g, long c0, long nc) {
+    int32_t t[16];
+    for (long cc = c0; cc < c0 + nc; cc += 4) {
+        int tn = (int)(c0 + nc - cc < 4 ? c0 + nc - cc : 4);
+        for (long r0 = 0; r0 < g->m; r0 += 4) {
+            int tm = (int)(g->m - r0 < 4 ? g->m - r0 : 4);
+            ek_neon_tile_s8(g->q8 + r0 * g->kp, g->kp, g->w + cc * g->kp, g->kp, g->kp, tm, tn, t, g->dotprod);
+            for (int r = 0; r < tm; r++)
+                for (int c = 0; c < tn; c++) {
+                    float *yp = g->y + (r0 + r) * g->n + cc + c;
+                    *yp = epilogue_value((float)t[r * 4 + c], g->d[r0 + r], g->wscale[cc + c], g->bias, cc + c, *yp, g->mode);
+                }
+        }
+    }
+    if (g->mode == EK_EPI_GELU)
+        for (long r = 0; r < g->m; r++) ek_gelu_tanh_f32(g->y + r * g->n + c0, nc);
+}
+#endif
 
 #ifdef EG_X86
 /* One thread's packing buffer: the task's packed panels (grown once). */
@@ -288,6 +312,19 @@ EG_AVX2 static int columns_avx2(const gemm_ctx *g, long c0, long nc) {
 }
 #endif
 
+const char *ek_gemm_int8_path(void) {
+    if (ek_get_force_reference()) return "scalar";
+    int f = ek_cpu_features();
+#ifdef EG_X86
+    if (f & EK_CPU_AVX2_FMA) return "avx2";
+#elif defined(__aarch64__)   /* NEON hook: the GEMVs' ISA cap applies (AVX2 level = plain NEON, above = SDOT too) */
+    if ((f & EK_CPU_NEON) && ek_get_isa_limit() >= EK_ISA_AVX2)
+        return (f & EK_CPU_NEON_DOTPROD) && ek_get_isa_limit() >= EK_ISA_AVXVNNI ? "neon-dotprod" : "neon";
+#endif
+    (void)f;
+    return "scalar";
+}
+
 static void gemm_task(void *ctx, long index, long count) {
     (void)count;
     gemm_ctx *g = ctx;
@@ -296,6 +333,9 @@ static void gemm_task(void *ctx, long index, long count) {
 #ifdef EG_X86
     if (g->simd && columns_avx2(g, c0, c1 - c0) == 0) return;
 #endif
+#if defined(__aarch64__)
+    if (g->q8) { columns_neon(g, c0, c1 - c0); return; }
+#endif
     panel_plain(g, c0, c1 - c0);
 }
 
@@ -303,6 +343,10 @@ static void gemm_task(void *ctx, long index, long count) {
 static _Thread_local int16_t *g_q;
 static _Thread_local float *g_d;
 static _Thread_local long g_q_len, g_d_len;
+#if defined(__aarch64__)
+static _Thread_local int8_t *g_q8;
+static _Thread_local long g_q8_len;
+#endif
 
 int ek_gemm_int8(const int8_t *w, const float *wscale, const float *x, const float *bias, float *y,
                  long m, long n, long k, int mode) {
@@ -322,6 +366,20 @@ int ek_gemm_int8(const int8_t *w, const float *wscale, const float *x, const flo
     g.simd = !ek_get_force_reference() && (ek_cpu_features() & EK_CPU_AVX2_FMA);
 #endif
     quantize_rows_s16(x, m, k, kp, g_q, g_d, g.simd);
+#if defined(__aarch64__)   /* NEON hook: int8 operands for SDOT / SMULL (the values already fit: |q| ≤ 127) */
+    const char *path = ek_gemm_int8_path();
+    if (path[0] == 'n') {
+        if (m * kp > g_q8_len) {
+            free(g_q8);
+            g_q8 = aligned_alloc(64, (size_t)((m * kp + 63) / 64 * 64));
+            g_q8_len = g_q8 ? m * kp : 0;
+        }
+        if (!g_q8) return -2;
+        for (long i = 0; i < m * kp; i++) g_q8[i] = (int8_t)g_q[i];
+        g.q8 = g_q8;
+        g.dotprod = path[4] == '-';   /* "neon-dotprod" */
+    }
+#endif
     g.npanels = (n + EG_NR - 1) / EG_NR;
     long threads = ek_get_threads();
     long tasks = threads * 4 < g.npanels ? threads * 4 : g.npanels;

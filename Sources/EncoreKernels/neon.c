@@ -380,6 +380,37 @@ void ek_neon_rows_int8(const int8_t *w, const float *wscale, const int8_t *xq, c
     else rows_int8_neon(w, wscale, xq, xd, bias, y, m, n, nb, r0, r1);
 }
 
+/* ---- the int8 prompt GEMM's tile (gemm_int8.c): out[r][c] = Σ_k a[r, k] w[c, k], exact int32 ---- */
+
+/* 16 int8 pairs of one row and one column into the four lanes: SMULL/SMLAL2 then SADALP (|pair sum| ≤ 2·127²). */
+static inline int32x4_t dot16_s8(int32x4_t acc, int8x16_t a, int8x16_t w) {
+    return vpadalq_s16(acc, vmlal_high_s8(vmull_s8(vget_low_s8(a), vget_low_s8(w)), a, w));
+}
+EK_DOTPROD static inline int32x4_t dot16_sdot(int32x4_t acc, int8x16_t a, int8x16_t w) { return vdotq_s32(acc, a, w); }
+
+/* Up to 4 rows × 4 columns (rows/columns past mr/nc read row 0 / column 0 and are not written); kp % 16 == 0. */
+#define EK_NEON_TILE_S8(NAME, ATTR, DOT)                                                                        \
+ATTR static void NAME(const int8_t *a, long lda, const int8_t *w, long ldw, long kp, int mr, int nc, int32_t *out) { \
+    const int8_t *ar[4], *wc[4];                                                                                \
+    for (int i = 0; i < 4; i++) { ar[i] = a + (i < mr ? i : 0) * lda; wc[i] = w + (i < nc ? i : 0) * ldw; }     \
+    int32x4_t acc[4][4];                                                                                        \
+    for (int r = 0; r < 4; r++) for (int c = 0; c < 4; c++) acc[r][c] = vdupq_n_s32(0);                         \
+    for (long k = 0; k < kp; k += 16) {                                                                         \
+        int8x16_t av[4], wv[4];                                                                                 \
+        for (int i = 0; i < 4; i++) { av[i] = vld1q_s8(ar[i] + k); wv[i] = vld1q_s8(wc[i] + k); }              \
+        for (int r = 0; r < 4; r++) for (int c = 0; c < 4; c++) acc[r][c] = DOT(acc[r][c], av[r], wv[c]);       \
+    }                                                                                                           \
+    for (int r = 0; r < mr; r++) for (int c = 0; c < nc; c++) out[r * 4 + c] = vaddvq_s32(acc[r][c]);           \
+}
+EK_NEON_TILE_S8(tile_s8_neon, , dot16_s8)
+EK_NEON_TILE_S8(tile_s8_sdot, EK_DOTPROD, dot16_sdot)
+
+void ek_neon_tile_s8(const int8_t *a, long lda, const int8_t *w, long ldw, long kp, int mr, int nc, int32_t *out,
+                     int dotprod) {
+    if (dotprod) tile_s8_sdot(a, lda, w, ldw, kp, mr, nc, out);
+    else tile_s8_neon(a, lda, w, ldw, kp, mr, nc, out);
+}
+
 #else
 typedef int ek_neon_unused;   /* not arm64: nothing here (ISO C wants a declaration per file) */
 #endif

@@ -37,5 +37,9 @@ void ek_neon_rows_bf16(const uint16_t *w, const float *x, const float *bias, flo
  *  dotprod: use SDOT (only when ek_neon_features() has EK_CPU_NEON_DOTPROD). */
 void ek_neon_rows_int8(const int8_t *w, const float *wscale, const int8_t *xq, const float *xd, const float *bias,
                        float *y, long m, long n, long nb, long r0, long r1, int dotprod);
+/** The int8 prompt GEMM's tile: out[r*4 + c] = Σ_k a[r*lda + k] · w[c*ldw + k] (exact int32) for r < mr ≤ 4,
+ *  c < nc ≤ 4, kp % 16 == 0; dotprod: SDOT, else SMULL + SADALP. */
+void ek_neon_tile_s8(const int8_t *a, long lda, const int8_t *w, long ldw, long kp, int mr, int nc, int32_t *out,
+                     int dotprod);
 #endif
 #endif

@@ -369,7 +369,7 @@ static void expect_str(const char *what, const char *got, const char *want) {
 
 /* the prompt-pass int8 GEMM (gemm_int8.c) vs its twin, every epilogue: exact int32 sums, so only the fp32
  * epilogue's rounding differs (and the GELU kernel's): 1e-5 · (|twin| + 1) */
-static void test_gemm_int8(void) {
+static void test_gemm_int8_once(void) {
     static const long shapes[][3] = { { 9, 1, 1 }, { 13, 17, 70 }, { 50, 100, 100 }, { 97, 33, 600 }, { 20, 300, 64 } };
     for (long si = 0; si < 5; si++) {
         long m = shapes[si][0], n = shapes[si][1], k = shapes[si][2], kp = (k + 31) / 32 * 32;
@@ -387,8 +387,21 @@ static void test_gemm_int8(void) {
         }
         free(w); free(x); free(b); free(y0); free(q); free(s); free(y); free(r); free(want); free(sc);
     }
-    /* AVX2 on x86-64; elsewhere (arm64 too, for now) the plain C path */
-    report("gemm_int8", !ek_get_force_reference() && !strcmp(ek_kernel_path(), "avx2") ? "avx2" : "scalar");
+    report("gemm_int8", ek_gemm_int8_path());
+}
+
+/* every path this CPU has: on arm64 the SDOT and the SMULL tiles (capped by ek_set_isa_limit) */
+static void test_gemm_int8(void) {
+    test_gemm_int8_once();
+#if defined(__aarch64__)
+    if (!ek_get_force_reference()) {
+        ek_set_isa_limit(EK_ISA_AVX2);
+        expect_str("ek_gemm_int8_path() at limit AVX2", ek_gemm_int8_path(), "neon");
+        test_gemm_int8_once();
+        ek_set_isa_limit(-1);
+        expect_str("ek_gemm_int8_path()", ek_gemm_int8_path(), (ek_cpu_features() & EK_CPU_NEON_DOTPROD) ? "neon-dotprod" : "neon");
+    }
+#endif
 }
 
 int main(void) {

@@ -284,6 +284,9 @@ enum { EK_EPI_STORE = 0, EK_EPI_ACCUMULATE = 1, EK_EPI_GELU = 2 };
  */
 int ek_gemm_int8(const int8_t *w, const float *wscale, const float *x, const float *bias, float *y,
                  long m, long n, long k, int epilogue);
+/** Path ek_gemm_int8 runs: "avx2", "neon-dotprod" (SDOT), "neon" (SMULL + SADALP) or "scalar"; on arm64 the
+ *  ek_set_isa_limit cap applies as for the GEMVs (EK_ISA_AVX2 = plain NEON, EK_ISA_AVXVNNI and up = SDOT too). */
+const char *ek_gemm_int8_path(void);
 /** Twin: the same quantization, int64 dot products element by element, the plain GELU. */
 int ek_gemm_int8_ref(const int8_t *w, const float *wscale, const float *x, const float *bias, float *y,
                      long m, long n, long k, int epilogue);
