@@ -184,6 +184,19 @@ static int16_t *pack_buffer(long len) {
     return g_pack;
 }
 
+/* One thread's accumulator tiles (grown once). */
+static _Thread_local __m256i *g_tiles;
+static _Thread_local long g_tiles_len;
+
+EG_AVX2 static __m256i *tile_buffer(long vectors) {
+    if (vectors > g_tiles_len) {
+        free(g_tiles);
+        g_tiles = aligned_alloc(64, (size_t)((vectors * 32 + 63) / 64 * 64));
+        g_tiles_len = g_tiles ? vectors : 0;
+    }
+    return g_tiles;
+}
+
 /* Packs weight rows c0..c0+nc (nc ≤ EG_NR, the rest zero) into [kp/2][EG_NR][2] int16: for each pair of k values,
  * the pair of every column side by side (one int32 lane per column). Per 8 rows and 8 pairs: 16 bytes of each row
  * widened to int16 (8 lanes of pairs), then an 8×8 transpose of the 32-bit lanes. */
@@ -275,21 +288,24 @@ EG_AVX2 static int columns_avx2(const gemm_ctx *g, long c0, long nc) {
         long pc = c0 + p * EG_NR;
         pack_panel(g->w, g->kp, pc, c0 + nc - pc < EG_NR ? c0 + nc - pc : EG_NR, pb + p * panel_len);
     }
-    __m256i tiles[(EG_MC + EG_MR - 1) / EG_MR * EG_MR * EG_NV];
+    /* the int32 accumulators of every (panel, tile) of a row block: they persist across the k blocks */
+    const long tile_vecs = EG_MR * EG_NV, tiles_per_panel = (EG_MC + EG_MR - 1) / EG_MR;
+    __m256i *tiles = tile_buffer(panels * tiles_per_panel * tile_vecs);
+    if (!tiles) return -2;
     for (long m0 = 0; m0 < g->m; m0 += EG_MC) {
         long m1 = m0 + EG_MC < g->m ? m0 + EG_MC : g->m, ntiles = (m1 - m0 + EG_MR - 1) / EG_MR;
-        for (long p = 0; p < panels; p++) {
-            long pc = c0 + p * EG_NR, pn = c0 + nc - pc < EG_NR ? c0 + nc - pc : EG_NR;
-            const int16_t *b = pb + p * panel_len;
-            for (long t = 0; t < ntiles * EG_MR * EG_NV; t++) tiles[t] = _mm256_setzero_si256();
-            for (long k0 = 0; k0 < g->kp; k0 += EG_KC) {
-                long kc = g->kp - k0 < EG_KC ? g->kp - k0 : EG_KC;
-                const int16_t *bk = b + k0 * EG_NR;
+        for (long t = 0; t < panels * tiles_per_panel * tile_vecs; t++) tiles[t] = _mm256_setzero_si256();
+        /* k blocks outermost: the row block's k block (96 × 256 int16 = 48 KiB) and each panel's (8 KiB) stay in
+         * cache while every panel and tile uses them, whatever k is */
+        for (long k0 = 0; k0 < g->kp; k0 += EG_KC) {
+            long kc = g->kp - k0 < EG_KC ? g->kp - k0 : EG_KC;
+            for (long p = 0; p < panels; p++) {
+                const int16_t *bk = pb + p * panel_len + k0 * EG_NR;
                 for (long t = 0; t < ntiles; t++) {
                     long r0 = m0 + t * EG_MR;
                     int mr = (int)(m1 - r0 < EG_MR ? m1 - r0 : EG_MR);
                     const int16_t *a = g->q + r0 * g->kp + k0;
-                    __m256i *acc = tiles + t * EG_MR * EG_NV;
+                    __m256i *acc = tiles + (p * tiles_per_panel + t) * tile_vecs;
                     switch (mr) {
                     case 6: kernel_6(a, g->kp, bk, kc / 2, acc); break;
                     case 5: kernel_5(a, g->kp, bk, kc / 2, acc); break;
@@ -300,9 +316,13 @@ EG_AVX2 static int columns_avx2(const gemm_ctx *g, long c0, long nc) {
                     }
                 }
             }
+        }
+        for (long p = 0; p < panels; p++) {
+            long pc = c0 + p * EG_NR, pn = c0 + nc - pc < EG_NR ? c0 + nc - pc : EG_NR;
             for (long t = 0; t < ntiles; t++) {
                 long r0 = m0 + t * EG_MR;
-                store_tile(g, r0, (int)(m1 - r0 < EG_MR ? m1 - r0 : EG_MR), pc, pn, tiles + t * EG_MR * EG_NV);
+                store_tile(g, r0, (int)(m1 - r0 < EG_MR ? m1 - r0 : EG_MR), pc, pn,
+                           tiles + (p * tiles_per_panel + t) * tile_vecs);
             }
         }
         if (g->mode == EK_EPI_GELU)
