@@ -7,10 +7,13 @@
  * the only rounding besides the activation quantization is the fp32 epilogue.
  *
  * AVX2 path: both operands widened to int16, vpmaddwd multiplies pairs into int32 lanes (16 multiply-adds per
- * instruction, twice the 8 of an fp32 FMA, and no vpmaddubsw saturation, so activations keep all 8 bits). The micro-
- * kernel holds a 6-row × 16-column int32 tile in 12 registers; a thread packs 16 weight rows into pairs interleaved
- * by column ([k/2][16][2] int16, blocks of EG_KC values of k so the panel stays in L1), broadcasts a pair of each
- * activation row, and writes the epilogue straight from the tile. Threads take panels of 16 columns.
+ * instruction, twice the 8 of an fp32 FMA, and no vpmaddubsw saturation, so activations keep all 8 bits). Threads
+ * take up to 16 panels of 16 columns; a task packs its panels' weight rows once per call into pairs interleaved by
+ * column ([k/2][16][2] int16, an 8×8 transpose of widened lanes). Per block of 96 activation rows, k runs in blocks
+ * of 256 outermost (the rows' and each panel's k block stay in cache), and the micro-kernel holds a 6-row × 16-column
+ * int32 tile in 12 registers, broadcasting a pair of each activation row; the tiles of every panel persist across the
+ * k blocks in a per-thread buffer, and the epilogue is applied from them.
+ * arm64 (NEON hook): 4×4 tiles read straight from the int8 rows with SDOT, or SMULL + SADALP (neon.c).
  *
  * The plain path (and the twin ek_gemm_int8_ref) does the same integer arithmetic element by element. */
 #include "EncoreKernels.h"
@@ -31,7 +34,7 @@
 #endif
 #define EG_NR (8 * EG_NV)   /* weight rows (output columns) per panel: 16 */
 #ifndef EG_MC
-#define EG_MC 96     /* activation rows per block (their accumulators: 16 tiles × 12 vectors = 6 KiB) */
+#define EG_MC 96     /* activation rows per block (their k block: 96 × 256 × 2 B = 48 KiB) */
 #define EG_KC 256    /* k values per block: a panel's block is 16 × 256 × 2 B = 8 KiB (stays in L1) */
 #endif
 #define EG_MAX_PANELS 16    /* panels per task at most (bounds a thread's packing buffer: 256 × k × 2 B) */
