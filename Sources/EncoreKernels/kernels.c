@@ -481,131 +481,76 @@ EK_AVX2 static inline __m256 hsum8x8(__m256 a0, __m256 a1, __m256 a2, __m256 a3,
     return _mm256_add_ps(_mm256_permute2f128_ps(s0123, s4567, 0x20), _mm256_permute2f128_ps(s0123, s4567, 0x31));
 }
 
-/* scores[j][i] = q_{h_j} . k_{s0+i} for the G heads of one group, D % 8 == 0: eight keys per pass, eight
-   independent FMA chains, one combined reduction */
-EK_AVX2 static void group_scores_avx2(const float *const *qs, long G, const float *k, long k_stride, long n, long D,
-                                      float *scores, long ld) {
-    for (long j = 0; j < G; j++) {
-        const float *qh = qs[j];
-        float *out = scores + j * ld;
-        long i = 0;
-        for (; i + 8 <= n; i += 8) {
-            const float *k0 = k + i * k_stride;
-            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
-            for (long d = 0; d < D; d += 8) {
-                __m256 qv = _mm256_loadu_ps(qh + d);
-                a0 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + d), a0);
-                a1 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + k_stride + d), a1);
-                a2 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + 2 * k_stride + d), a2);
-                a3 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + 3 * k_stride + d), a3);
-                a4 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + 4 * k_stride + d), a4);
-                a5 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + 5 * k_stride + d), a5);
-                a6 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + 6 * k_stride + d), a6);
-                a7 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + 7 * k_stride + d), a7);
-            }
-            _mm256_storeu_ps(out + i, hsum8x8(a0, a1, a2, a3, a4, a5, a6, a7));
-        }
-        for (; i < n; i++) {
-            const float *kr = k + i * k_stride;
-            __m256 a = _mm256_setzero_ps();
-            for (long d = 0; d < D; d += 8) a = _mm256_fmadd_ps(_mm256_loadu_ps(qh + d), _mm256_loadu_ps(kr + d), a);
-            out[i] = hsum256(a);
-        }
-    }
+/* The attention engine's two inner kernels, for K/V of element type T read as 8 floats by LD (fp32 loads, or f16
+ * widened by F16C: the same fp32 arithmetic on the widened values):
+ *   group_scores_SUF: scores[j][i] = q_{h_j} . k_{s0+i} for the G heads of one group, D % 8 == 0: eight keys per
+ *                     pass, eight independent FMA chains, one combined reduction;
+ *   group_values_SUF: o_j[:] = Σ_i p[j][i] · v_{s0+i}, D % 8 == 0: 32 output floats in four registers per pass
+ *                     over the chunk's value rows. */
+#define EK_GROUP_KERNELS(SUF, ATTR, T, LD)                                                                         \
+ATTR static void group_scores_##SUF(const float *const *qs, long G, const T *k, long k_stride, long n, long D,     \
+                                    float *scores, long ld) {                                                     \
+    for (long j = 0; j < G; j++) {                                                                                \
+        const float *qh = qs[j];                                                                                  \
+        float *out = scores + j * ld;                                                                             \
+        long i = 0;                                                                                               \
+        for (; i + 8 <= n; i += 8) {                                                                              \
+            const T *k0 = k + i * k_stride;                                                                       \
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;       \
+            for (long d = 0; d < D; d += 8) {                                                                     \
+                __m256 qv = _mm256_loadu_ps(qh + d);                                                              \
+                a0 = _mm256_fmadd_ps(qv, LD(k0 + d), a0);                                                         \
+                a1 = _mm256_fmadd_ps(qv, LD(k0 + k_stride + d), a1);                                              \
+                a2 = _mm256_fmadd_ps(qv, LD(k0 + 2 * k_stride + d), a2);                                          \
+                a3 = _mm256_fmadd_ps(qv, LD(k0 + 3 * k_stride + d), a3);                                          \
+                a4 = _mm256_fmadd_ps(qv, LD(k0 + 4 * k_stride + d), a4);                                          \
+                a5 = _mm256_fmadd_ps(qv, LD(k0 + 5 * k_stride + d), a5);                                          \
+                a6 = _mm256_fmadd_ps(qv, LD(k0 + 6 * k_stride + d), a6);                                          \
+                a7 = _mm256_fmadd_ps(qv, LD(k0 + 7 * k_stride + d), a7);                                          \
+            }                                                                                                     \
+            _mm256_storeu_ps(out + i, hsum8x8(a0, a1, a2, a3, a4, a5, a6, a7));                                   \
+        }                                                                                                         \
+        for (; i < n; i++) {                                                                                      \
+            const T *kr = k + i * k_stride;                                                                       \
+            __m256 a = _mm256_setzero_ps();                                                                       \
+            for (long d = 0; d < D; d += 8) a = _mm256_fmadd_ps(_mm256_loadu_ps(qh + d), LD(kr + d), a);         \
+            out[i] = hsum256(a);                                                                                  \
+        }                                                                                                         \
+    }                                                                                                             \
+}                                                                                                                 \
+ATTR static void group_values_##SUF(const float *p, long ld, long G, const T *v, long v_stride, long n, long D,    \
+                                    float *const *os) {                                                           \
+    for (long j = 0; j < G; j++) {                                                                                \
+        const float *pj = p + j * ld;                                                                             \
+        float *o = os[j];                                                                                         \
+        long d = 0;                                                                                               \
+        for (; d + 32 <= D; d += 32) {                                                                            \
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;                                           \
+            const T *vr = v + d;                                                                                  \
+            for (long i = 0; i < n; i++, vr += v_stride) {                                                        \
+                __m256 w = _mm256_broadcast_ss(pj + i);                                                           \
+                a0 = _mm256_fmadd_ps(w, LD(vr), a0);                                                              \
+                a1 = _mm256_fmadd_ps(w, LD(vr + 8), a1);                                                          \
+                a2 = _mm256_fmadd_ps(w, LD(vr + 16), a2);                                                         \
+                a3 = _mm256_fmadd_ps(w, LD(vr + 24), a3);                                                         \
+            }                                                                                                     \
+            _mm256_storeu_ps(o + d, a0); _mm256_storeu_ps(o + d + 8, a1);                                         \
+            _mm256_storeu_ps(o + d + 16, a2); _mm256_storeu_ps(o + d + 24, a3);                                   \
+        }                                                                                                         \
+        for (; d < D; d += 8) {                                                                                   \
+            __m256 a0 = _mm256_setzero_ps();                                                                      \
+            const T *vr = v + d;                                                                                  \
+            for (long i = 0; i < n; i++, vr += v_stride) a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(pj + i), LD(vr), a0); \
+            _mm256_storeu_ps(o + d, a0);                                                                          \
+        }                                                                                                         \
+    }                                                                                                             \
 }
-
-/* o_j[:] = Σ_i p[j][i] · v_{s0+i} for the G heads of one group, D % 8 == 0: 32 output floats in four
-   registers per pass over the chunk's value rows */
-EK_AVX2 static void group_values_avx2(const float *p, long ld, long G, const float *v, long v_stride, long n, long D,
-                                      float *const *os) {
-    for (long j = 0; j < G; j++) {
-        const float *pj = p + j * ld;
-        float *o = os[j];
-        long d = 0;
-        for (; d + 32 <= D; d += 32) {
-            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-            const float *vr = v + d;
-            for (long i = 0; i < n; i++, vr += v_stride) {
-                __m256 w = _mm256_broadcast_ss(pj + i);
-                a0 = _mm256_fmadd_ps(w, _mm256_loadu_ps(vr), a0);
-                a1 = _mm256_fmadd_ps(w, _mm256_loadu_ps(vr + 8), a1);
-                a2 = _mm256_fmadd_ps(w, _mm256_loadu_ps(vr + 16), a2);
-                a3 = _mm256_fmadd_ps(w, _mm256_loadu_ps(vr + 24), a3);
-            }
-            _mm256_storeu_ps(o + d, a0); _mm256_storeu_ps(o + d + 8, a1);
-            _mm256_storeu_ps(o + d + 16, a2); _mm256_storeu_ps(o + d + 24, a3);
-        }
-        for (; d < D; d += 8) {
-            __m256 a0 = _mm256_setzero_ps();
-            const float *vr = v + d;
-            for (long i = 0; i < n; i++, vr += v_stride) a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(pj + i), _mm256_loadu_ps(vr), a0);
-            _mm256_storeu_ps(o + d, a0);
-        }
-    }
-}
-/* group_scores_avx2 / group_values_avx2 over f16 keys and values (F16C widening; the same fp32 arithmetic on
-   the widened values) */
 #define EK_AVX2_F16C __attribute__((target("avx2,fma,f16c")))
 #define EK_LDH(p) _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p)))
-EK_AVX2_F16C static void group_scores_f16_avx2(const float *const *qs, long G, const uint16_t *k, long k_stride, long n,
-                                               long D, float *scores, long ld) {
-    for (long j = 0; j < G; j++) {
-        const float *qh = qs[j];
-        float *out = scores + j * ld;
-        long i = 0;
-        for (; i + 8 <= n; i += 8) {
-            const uint16_t *k0 = k + i * k_stride;
-            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
-            for (long d = 0; d < D; d += 8) {
-                __m256 qv = _mm256_loadu_ps(qh + d);
-                a0 = _mm256_fmadd_ps(qv, EK_LDH(k0 + d), a0);
-                a1 = _mm256_fmadd_ps(qv, EK_LDH(k0 + k_stride + d), a1);
-                a2 = _mm256_fmadd_ps(qv, EK_LDH(k0 + 2 * k_stride + d), a2);
-                a3 = _mm256_fmadd_ps(qv, EK_LDH(k0 + 3 * k_stride + d), a3);
-                a4 = _mm256_fmadd_ps(qv, EK_LDH(k0 + 4 * k_stride + d), a4);
-                a5 = _mm256_fmadd_ps(qv, EK_LDH(k0 + 5 * k_stride + d), a5);
-                a6 = _mm256_fmadd_ps(qv, EK_LDH(k0 + 6 * k_stride + d), a6);
-                a7 = _mm256_fmadd_ps(qv, EK_LDH(k0 + 7 * k_stride + d), a7);
-            }
-            _mm256_storeu_ps(out + i, hsum8x8(a0, a1, a2, a3, a4, a5, a6, a7));
-        }
-        for (; i < n; i++) {
-            const uint16_t *kr = k + i * k_stride;
-            __m256 a = _mm256_setzero_ps();
-            for (long d = 0; d < D; d += 8) a = _mm256_fmadd_ps(_mm256_loadu_ps(qh + d), EK_LDH(kr + d), a);
-            out[i] = hsum256(a);
-        }
-    }
-}
-
-EK_AVX2_F16C static void group_values_f16_avx2(const float *p, long ld, long G, const uint16_t *v, long v_stride, long n,
-                                               long D, float *const *os) {
-    for (long j = 0; j < G; j++) {
-        const float *pj = p + j * ld;
-        float *o = os[j];
-        long d = 0;
-        for (; d + 32 <= D; d += 32) {
-            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-            const uint16_t *vr = v + d;
-            for (long i = 0; i < n; i++, vr += v_stride) {
-                __m256 w = _mm256_broadcast_ss(pj + i);
-                a0 = _mm256_fmadd_ps(w, EK_LDH(vr), a0);
-                a1 = _mm256_fmadd_ps(w, EK_LDH(vr + 8), a1);
-                a2 = _mm256_fmadd_ps(w, EK_LDH(vr + 16), a2);
-                a3 = _mm256_fmadd_ps(w, EK_LDH(vr + 24), a3);
-            }
-            _mm256_storeu_ps(o + d, a0); _mm256_storeu_ps(o + d + 8, a1);
-            _mm256_storeu_ps(o + d + 16, a2); _mm256_storeu_ps(o + d + 24, a3);
-        }
-        for (; d < D; d += 8) {
-            __m256 a0 = _mm256_setzero_ps();
-            const uint16_t *vr = v + d;
-            for (long i = 0; i < n; i++, vr += v_stride) a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(pj + i), EK_LDH(vr), a0);
-            _mm256_storeu_ps(o + d, a0);
-        }
-    }
-}
+EK_GROUP_KERNELS(avx2, EK_AVX2, float, _mm256_loadu_ps)
+EK_GROUP_KERNELS(f16_avx2, EK_AVX2_F16C, uint16_t, EK_LDH)
 #undef EK_LDH
+#undef EK_GROUP_KERNELS
 
 /* In place over one chunk's scores: x = sc/scale_div (or sc + b when b), then exp(x − max); returns max, sum.
    Masked entries must already be −inf; they come out as exactly 0. */
