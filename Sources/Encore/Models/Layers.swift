@@ -520,8 +520,7 @@ struct MLP {
     mutating func useBF16ForDecode() { useDecodeWeights(.bf16) }
 
     mutating func useDecodeWeights(_ format: WeightFormat, keepFP32: Bool = true) {
-        fc1.useDecodeWeights(format, keepFP32: keepFP32)
-        fc2.useDecodeWeights(format, keepFP32: keepFP32)
+        updateLinears { $0.useDecodeWeights(format, keepFP32: keepFP32) }
     }
 }
 

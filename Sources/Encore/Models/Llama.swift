@@ -733,26 +733,7 @@ extension LlamaBlock {
         f(&down)
     }
 
-    mutating func useDecodeWeights(_ format: WeightFormat) {
-        switch qkv {
-        case .separate(var q, var k, var v):
-            q.useDecodeWeights(format); k.useDecodeWeights(format); v.useDecodeWeights(format)
-            qkv = .separate(q: q, k: k, v: v)
-        case .fused(var w):
-            w.useDecodeWeights(format)
-            qkv = .fused(w)
-        }
-        switch gateUp {
-        case .separate(var g, var u):
-            g.useDecodeWeights(format); u.useDecodeWeights(format)
-            gateUp = .separate(gate: g, up: u)
-        case .fused(var w):
-            w.useDecodeWeights(format)
-            gateUp = .fused(w)
-        }
-        o.useDecodeWeights(format)
-        down.useDecodeWeights(format)
-    }
+    mutating func useDecodeWeights(_ format: WeightFormat) { updateLinears { $0.useDecodeWeights(format) } }
 }
 
 extension LlamaModel {

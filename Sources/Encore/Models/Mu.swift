@@ -206,16 +206,19 @@ public final class MuModel: LanguageModel {
             decoderBlocks[i].mlp.useDecodeWeights(format, keepFP32: keepFP32)
         }
         lmHeadDecode = format == .f32 ? nil : QuantizedMatrix(lmHead, format: format)
-        if let encoder {
-            let keep = encoder == .f32
-            for i in encoderBlocks.indices {
-                encoderBlocks[i].attn.useDecodeWeights(encoder, keepFP32: keep)
-                encoderBlocks[i].mlp.useDecodeWeights(encoder, keepFP32: keep)
-            }
-            for i in decoderBlocks.indices {
-                decoderBlocks[i].crossAttn.k.useDecodeWeights(encoder, keepFP32: keep)
-                decoderBlocks[i].crossAttn.v.useDecodeWeights(encoder, keepFP32: keep)
-            }
+        if let encoder { useEncoderWeights(encoder) }
+    }
+
+    /// The encoder's matrices and the cross K/V projections in `format` (packed only unless `.f32`).
+    private func useEncoderWeights(_ format: WeightFormat) {
+        let keep = format == .f32
+        for i in encoderBlocks.indices {
+            encoderBlocks[i].attn.useDecodeWeights(format, keepFP32: keep)
+            encoderBlocks[i].mlp.useDecodeWeights(format, keepFP32: keep)
+        }
+        for i in decoderBlocks.indices {
+            decoderBlocks[i].crossAttn.k.useDecodeWeights(format, keepFP32: keep)
+            decoderBlocks[i].crossAttn.v.useDecodeWeights(format, keepFP32: keep)
         }
     }
 
@@ -230,16 +233,7 @@ public final class MuModel: LanguageModel {
     public func usePromptWeights(_ weights: PromptWeights) throws {
         defer { if weights != .f32 { BufferPool.shared.drain() } }   // the released fp32 copies back to the system
         let format = decoderBlocks.first?.mlp.fc1.decodeFormat ?? .f32
-        if weights == .decode && format != .f32 {
-            for i in encoderBlocks.indices {
-                encoderBlocks[i].attn.updateLinears { $0.useDecodeWeights(format, keepFP32: false) }
-                encoderBlocks[i].mlp.updateLinears { $0.useDecodeWeights(format, keepFP32: false) }
-            }
-            for i in decoderBlocks.indices {
-                decoderBlocks[i].crossAttn.k.useDecodeWeights(format, keepFP32: false)
-                decoderBlocks[i].crossAttn.v.useDecodeWeights(format, keepFP32: false)
-            }
-        }
+        if weights == .decode && format != .f32 { useEncoderWeights(format) }
         for i in encoderBlocks.indices {
             encoderBlocks[i].attn.updateLinears { $0.usePromptWeights(weights) }
             encoderBlocks[i].mlp.updateLinears { $0.usePromptWeights(weights) }

@@ -299,10 +299,7 @@ struct T5FeedForward {
     }
 
     mutating func useDecodeWeights(_ format: WeightFormat, keepFP32: Bool = true) {
-        wi?.useDecodeWeights(format, keepFP32: keepFP32)
-        wi0?.useDecodeWeights(format, keepFP32: keepFP32)
-        wi1?.useDecodeWeights(format, keepFP32: keepFP32)
-        wo.useDecodeWeights(format, keepFP32: keepFP32)
+        updateLinears { $0.useDecodeWeights(format, keepFP32: keepFP32) }
     }
 
     var linears: [Linear] { [wi, wi0, wi1, wo].compactMap { $0 } }
@@ -533,16 +530,19 @@ public final class T5Model: LanguageModel {
         }
         if let lmHead { lmHeadDecode = format == .f32 ? nil : QuantizedMatrix(lmHead, format: format) }
         else { lmHeadDecode = format == .f32 ? headBlocks : QuantizedMatrix(headBlocks!.dequantized(), format: format) }   // kept blocks: f32 means them
-        if let encoder {
-            let keep = encoder == .f32
-            for i in encoderBlocks.indices {
-                encoderBlocks[i].selfAttn.useDecodeWeights(encoder, keepFP32: keep)
-                encoderBlocks[i].ff.useDecodeWeights(encoder, keepFP32: keep)
-            }
-            for i in decoderBlocks.indices {
-                decoderBlocks[i].crossAttn.k.useDecodeWeights(encoder, keepFP32: keep)
-                decoderBlocks[i].crossAttn.v.useDecodeWeights(encoder, keepFP32: keep)
-            }
+        if let encoder { useEncoderWeights(encoder) }
+    }
+
+    /// The encoder's matrices and the cross K/V projections in `format` (packed only unless `.f32`).
+    private func useEncoderWeights(_ format: WeightFormat) {
+        let keep = format == .f32
+        for i in encoderBlocks.indices {
+            encoderBlocks[i].selfAttn.useDecodeWeights(format, keepFP32: keep)
+            encoderBlocks[i].ff.useDecodeWeights(format, keepFP32: keep)
+        }
+        for i in decoderBlocks.indices {
+            decoderBlocks[i].crossAttn.k.useDecodeWeights(format, keepFP32: keep)
+            decoderBlocks[i].crossAttn.v.useDecodeWeights(format, keepFP32: keep)
         }
     }
 
@@ -569,16 +569,7 @@ public final class T5Model: LanguageModel {
             if lmHead != nil { lmHead = nil; headBlocks = lmHeadDecode }
         }
         let format = decoderBlocks.first?.selfAttn.q.decodeFormat ?? .f32
-        if weights == .decode && format != .f32 {
-            for i in encoderBlocks.indices {
-                encoderBlocks[i].selfAttn.updateLinears { $0.useDecodeWeights(format, keepFP32: false) }
-                encoderBlocks[i].ff.updateLinears { $0.useDecodeWeights(format, keepFP32: false) }
-            }
-            for i in decoderBlocks.indices {
-                decoderBlocks[i].crossAttn.k.useDecodeWeights(format, keepFP32: false)
-                decoderBlocks[i].crossAttn.v.useDecodeWeights(format, keepFP32: false)
-            }
-        }
+        if weights == .decode && format != .f32 { useEncoderWeights(format) }
         for i in encoderBlocks.indices {
             encoderBlocks[i].selfAttn.updateLinears { $0.usePromptWeights(weights) }
             encoderBlocks[i].ff.updateLinears { $0.usePromptWeights(weights) }
