@@ -887,6 +887,16 @@ EQ_AVX512BF16 static void rows_bf16_avx512bf16(const qctx *c, long r0, long r1) 
 static int g_int8_groups = -1;
 void ek_set_int8_grouped(int on) { g_int8_groups = on < 0 ? -1 : on != 0; }
 
+/* The entry points read the environment once, on the caller's thread, before any task runs. */
+static void read_int8_grouped(void) {
+    if (g_int8_groups < 0) { const char *e = getenv("EK_INT8_BLOCKWISE"); g_int8_groups = !(e && e[0] == '1'); }
+}
+
+#if EQ_X86
+/* Whether `format`'s rows run through the x8 kernels: the x8 layouts, and int8 unless set block by block. */
+static int runs_grouped(int format) { return is_x8(format) || (format == EK_WF_INT8 && g_int8_groups); }
+#endif
+
 /* Rows [r0, r1) of one call on its path. */
 static void run_range(const qctx *c, long r0, long r1) {
     switch (c->path) {
@@ -894,11 +904,11 @@ static void run_range(const qctx *c, long r0, long r1) {
     case P_AVX2:
         if (c->format == EK_WF_BF16) rows_bf16_avx2(c, r0, r1);
         else if (is_kq(c->format)) rows_k_avx2(c, r0, r1);
-        else if (is_x8(c->format) || (c->format == EK_WF_INT8 && g_int8_groups)) rows_x8_avx2(c, r0, r1);
+        else if (runs_grouped(c->format)) rows_x8_avx2(c, r0, r1);
         else rows_avx2(c, r0, r1);
         return;
-    case P_AVXVNNI: if (is_x8(c->format) || (c->format == EK_WF_INT8 && g_int8_groups)) rows_x8_avxvnni(c, r0, r1); else rows_avxvnni(c, r0, r1); return;
-    case P_AVX512VNNI: if (is_x8(c->format) || (c->format == EK_WF_INT8 && g_int8_groups)) rows_x8_avx512vnni(c, r0, r1); else rows_avx512vnni(c, r0, r1); return;
+    case P_AVXVNNI: if (runs_grouped(c->format)) rows_x8_avxvnni(c, r0, r1); else rows_avxvnni(c, r0, r1); return;
+    case P_AVX512VNNI: if (runs_grouped(c->format)) rows_x8_avx512vnni(c, r0, r1); else rows_avx512vnni(c, r0, r1); return;
     case P_AVX512F: rows_bf16_avx512f(c, r0, r1); return;
     case P_AVX512BF16: rows_bf16_avx512bf16(c, r0, r1); return;
 #endif
@@ -954,7 +964,7 @@ int ek_gemv_quant(int format, const void *w, const float *wscale, const float *x
     if (format != EK_WF_BF16 && format != EK_WF_INT8 && format != EK_WF_Q8_0 && format != EK_WF_Q4_0 &&
         format != EK_WF_Q4_1 && !is_x8(format) && !is_kq(format)) return -1;
     if (is_kq(format) && k % 256 != 0) return -1;
-    if (g_int8_groups < 0) { const char *e = getenv("EK_INT8_BLOCKWISE"); g_int8_groups = !(e && e[0] == '1'); }
+    read_int8_grouped();
     qctx c;
     memset(&c, 0, sizeof c);
     c.format = format; c.path = path_for(format);
@@ -993,7 +1003,7 @@ int ek_gemv_quant_multi(int format, long count, const void *const *w, const floa
     if (format != EK_WF_BF16 && format != EK_WF_INT8 && format != EK_WF_Q8_0 && format != EK_WF_Q4_0 &&
         format != EK_WF_Q4_1 && !is_x8(format) && !is_kq(format)) return -1;
     if (is_kq(format) && k % 256 != 0) return -1;
-    if (g_int8_groups < 0) { const char *e = getenv("EK_INT8_BLOCKWISE"); g_int8_groups = !(e && e[0] == '1'); }
+    read_int8_grouped();
     multi_ctx mc;
     memset(&mc, 0, sizeof mc);
     mc.count = count;
