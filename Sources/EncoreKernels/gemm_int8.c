@@ -1,19 +1,28 @@
 /* Prompt-pass GEMM over int8 weights (the EK_WF_INT8 rows decode streams), without an fp32 copy.
  *
- *   y[m, n] = d_x[m] · wscale[n] · Σ_k q_x[m, k] q_w[n, k]  (+ bias[n]), stored, accumulated into y, or GELU'd
+ *   y[m, n] = d_x[m] · wscale[n] · Σ_k (u_x[m, k] − z_x[m]) q_w[n, k]  (+ bias[n]), stored, accumulated into y,
+ *   or GELU'd
  *
- * Activations are quantized per row as CTranslate2 does for its int8 GEMMs: d_x = amax/127, q_x = round-half-even
- * (x · 127/amax) in [-127, 127]. The dot products are exact int32 sums (|Σ| ≤ k · 127² < 2³¹ for k < 133 000), so
- * the only rounding besides the activation quantization is the fp32 epilogue.
+ * Activations are quantized per row to 7-bit unsigned values with a zero point, as PyTorch's x86 int8 GEMM (fbgemm,
+ * reduce_range) does: the row's range [lo, hi] (always holding 0) in 127 steps, d_x = (hi − lo)/127,
+ * z_x = round(−lo/d_x), u = round-half-even(x/d_x) + z_x in [0, 127]. A ReLU'd row keeps the full 127 levels over
+ * [0, max] (8-bit symmetric quantization has the same step there); a symmetric row gets half the levels of 8-bit.
+ * The dot products are exact int32 sums (Σ u·q − z·Σ q, |·| ≤ 2k · 127² < 2³¹ for k < 66 000), so the only
+ * rounding besides the activation quantization is the fp32 epilogue; every path gives the same integers.
  *
- * AVX2 path: both operands widened to int16, vpmaddwd multiplies pairs into int32 lanes (16 multiply-adds per
- * instruction, twice the 8 of an fp32 FMA, and no vpmaddubsw saturation, so activations keep all 8 bits). Threads
- * take up to 16 panels of 16 columns; a task packs its panels' weight rows once per call into pairs interleaved by
- * column ([k/2][16][2] int16, an 8×8 transpose of widened lanes). Per block of 96 activation rows, k runs in blocks
- * of 256 outermost (the rows' and each panel's k block stay in cache), and the micro-kernel holds a 6-row × 16-column
- * int32 tile in 12 registers, broadcasting a pair of each activation row; the tiles of every panel persist across the
- * k blocks in a per-thread buffer, and the epilogue is applied from them.
- * arm64 (NEON hook): 4×4 tiles read straight from the int8 rows with SDOT, or SMULL + SADALP (neon.c).
+ * Why 7 bits: AVX2 without VNNI multiplies bytes with vpmaddubsw (unsigned × signed bytes, adjacent pairs summed
+ * into int16 with saturation), then vpmaddwd by ones into int32: 32 multiply-adds per 3 instructions, ≈ 1.4× the
+ * int16 vpmaddwd route on Zen 4. With u ≤ 127 and |q| ≤ 127 a pair sums to ≤ 32 258: never saturates (CTranslate2's
+ * MKL kernel shifts 8-bit activations by 128 instead, and accepts saturated pairs).
+ *
+ * AVX2 path: threads take up to 16 panels of 16 columns; a task packs its panels' weight rows once per call into
+ * quads interleaved by column ([k/4][16][4] int8, an 8×8 transpose of 32-bit lanes) and sums each column on the
+ * way (for the zero point). Per block of 96 activation rows, k runs in blocks of 256 outermost (the rows' and each
+ * panel's k block stay in cache), and the micro-kernel holds a 4-row × 16-column int32 tile in 8 registers,
+ * broadcasting a quad of each activation row; the tiles of every panel persist across the k blocks in a per-thread
+ * buffer, and the epilogue is applied from them.
+ * arm64 (NEON hook): 4×4 tiles read straight from the int8 rows with SDOT, or SMULL + SADALP (neon.c); u ≤ 127 is
+ * a valid signed byte, so the same tiles multiply it.
  *
  * The plain path (and the twin ek_gemm_int8_ref) does the same integer arithmetic element by element. */
 #include "EncoreKernels.h"
@@ -29,83 +38,94 @@
 #endif
 
 #ifndef EG_MR
-#define EG_MR 6      /* activation rows per micro-tile */
-#define EG_NV 2      /* vectors of 8 output columns per micro-tile: EG_MR × EG_NV = 12 int32 accumulators */
+#define EG_MR 4      /* activation rows per micro-tile */
+#define EG_NV 2      /* vectors of 8 output columns per micro-tile: EG_MR × EG_NV = 8 int32 accumulators */
 #endif
 #define EG_NR (8 * EG_NV)   /* weight rows (output columns) per panel: 16 */
 #ifndef EG_MC
-#define EG_MC 96     /* activation rows per block (their k block: 96 × 256 × 2 B = 48 KiB) */
-#define EG_KC 256    /* k values per block: a panel's block is 16 × 256 × 2 B = 8 KiB (stays in L1) */
+#define EG_MC 96     /* activation rows per block (their k block: 96 × 256 B = 24 KiB) */
+#define EG_KC 256    /* k values per block: a panel's block is 16 × 256 B = 4 KiB (stays in L1) */
 #endif
-#define EG_MAX_PANELS 16    /* panels per task at most (bounds a thread's packing buffer: 256 × k × 2 B) */
+#define EG_MAX_PANELS 16    /* panels per task at most (bounds a thread's packing buffer: 16 × 16 × k B) */
 
-/* Row r of x [m, k] → q [kp] int16 (zero padded) and d; the same arithmetic on every path. */
-static void quantize_row_plain(const float *xr, long k, long kp, int16_t *qr, float *d) {
-    float amax = 0;
-    for (long i = 0; i < k; i++) { float a = fabsf(xr[i]); if (a > amax) amax = a; }
-    float id = amax > 0 ? 127.0f / amax : 0.0f;
-    *d = amax / 127.0f;
+/* Row r of x [m, k] → u [kp] (zero padded), d and z; the same arithmetic on every path. */
+static void quantize_row_plain(const float *xr, long k, long kp, uint8_t *ur, float *d, int32_t *z) {
+    float lo = 0, hi = 0;
+    for (long i = 0; i < k; i++) { if (xr[i] < lo) lo = xr[i]; if (xr[i] > hi) hi = xr[i]; }
+    float id = hi > lo ? 127.0f / (hi - lo) : 0.0f, zp = nearbyintf(-lo * id);
+    *d = (hi - lo) / 127.0f;
+    *z = (int32_t)zp;
     for (long i = 0; i < k; i++) {
-        float v = nearbyintf(xr[i] * id);
-        qr[i] = (int16_t)(v > 127 ? 127 : (v < -127 ? -127 : v));
+        float v = nearbyintf(xr[i] * id) + zp;
+        ur[i] = (uint8_t)(v > 127 ? 127 : (v < 0 ? 0 : v));
     }
-    for (long i = k; i < kp; i++) qr[i] = 0;
+    for (long i = k; i < kp; i++) ur[i] = 0;
 }
 
 #ifdef EG_X86
 /* The same bytes with AVX2: vcvtps2dq rounds half to even (the default MXCSR mode), as nearbyintf does. */
-EG_AVX2 static void quantize_row_avx2(const float *xr, long k, long kp, int16_t *qr, float *d) {
-    const __m256 sign = _mm256_set1_ps(-0.0f);
-    __m256 vmax = _mm256_setzero_ps();
+EG_AVX2 static void quantize_row_avx2(const float *xr, long k, long kp, uint8_t *ur, float *d, int32_t *z) {
+    __m256 vlo = _mm256_setzero_ps(), vhi = _mm256_setzero_ps();
     long i = 0;
-    for (; i + 8 <= k; i += 8) vmax = _mm256_max_ps(vmax, _mm256_andnot_ps(sign, _mm256_loadu_ps(xr + i)));
-    float lanes[8], amax = 0;
-    _mm256_storeu_ps(lanes, vmax);
-    for (int t = 0; t < 8; t++) if (lanes[t] > amax) amax = lanes[t];
-    for (long j = i; j < k; j++) { float a = fabsf(xr[j]); if (a > amax) amax = a; }
-    float id = amax > 0 ? 127.0f / amax : 0.0f;
-    *d = amax / 127.0f;
+    for (; i + 8 <= k; i += 8) {
+        __m256 v = _mm256_loadu_ps(xr + i);
+        vlo = _mm256_min_ps(vlo, v);
+        vhi = _mm256_max_ps(vhi, v);
+    }
+    float los[8], his[8], lo = 0, hi = 0;
+    _mm256_storeu_ps(los, vlo);
+    _mm256_storeu_ps(his, vhi);
+    for (int t = 0; t < 8; t++) { if (los[t] < lo) lo = los[t]; if (his[t] > hi) hi = his[t]; }
+    for (long j = i; j < k; j++) { if (xr[j] < lo) lo = xr[j]; if (xr[j] > hi) hi = xr[j]; }
+    float id = hi > lo ? 127.0f / (hi - lo) : 0.0f, zp = nearbyintf(-lo * id);
+    *d = (hi - lo) / 127.0f;
+    *z = (int32_t)zp;
     const __m256 vid = _mm256_set1_ps(id);
-    const __m256i hi = _mm256_set1_epi32(127), lo = _mm256_set1_epi32(-127);
-    for (i = 0; i + 16 <= k; i += 16) {
-        __m256i a = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xr + i), vid));
-        __m256i b = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xr + i + 8), vid));
-        a = _mm256_max_epi32(_mm256_min_epi32(a, hi), lo);
-        b = _mm256_max_epi32(_mm256_min_epi32(b, hi), lo);
-        _mm256_storeu_si256((__m256i *)(qr + i), _mm256_permute4x64_epi64(_mm256_packs_epi32(a, b), 0xD8));
+    const __m256i vz = _mm256_set1_epi32((int32_t)zp), top = _mm256_set1_epi32(127), zero = _mm256_setzero_si256();
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for (i = 0; i + 32 <= k; i += 32) {
+        __m256i q[4];
+        for (int j = 0; j < 4; j++) {
+            __m256i v = _mm256_add_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xr + i + 8 * j), vid)), vz);
+            q[j] = _mm256_max_epi32(_mm256_min_epi32(v, top), zero);
+        }
+        /* packs/packus work within 128-bit halves: dwords come out in the order 0,2,4,6,1,3,5,7 of 4-byte groups */
+        __m256i b = _mm256_packus_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+        _mm256_storeu_si256((__m256i *)(ur + i), _mm256_permutevar8x32_epi32(b, order));
     }
     for (; i < k; i++) {
-        float v = nearbyintf(xr[i] * id);
-        qr[i] = (int16_t)(v > 127 ? 127 : (v < -127 ? -127 : v));
+        float v = nearbyintf(xr[i] * id) + zp;
+        ur[i] = (uint8_t)(v > 127 ? 127 : (v < 0 ? 0 : v));
     }
-    for (; i < kp; i++) qr[i] = 0;
+    for (; i < kp; i++) ur[i] = 0;
 }
 #endif
 
-typedef struct { const float *x; long m, k, kp; int16_t *q; float *d; int simd; } quant_ctx;
+typedef struct { const float *x; long m, k, kp; uint8_t *u; float *d; int32_t *z; int simd; } quant_ctx;
 
 static void quantize_task(void *ctx, long index, long count) {
     quant_ctx *c = ctx;
     for (long r = c->m * index / count; r < c->m * (index + 1) / count; r++) {
 #ifdef EG_X86
-        if (c->simd) { quantize_row_avx2(c->x + r * c->k, c->k, c->kp, c->q + r * c->kp, c->d + r); continue; }
+        if (c->simd) { quantize_row_avx2(c->x + r * c->k, c->k, c->kp, c->u + r * c->kp, c->d + r, c->z + r); continue; }
 #endif
-        quantize_row_plain(c->x + r * c->k, c->k, c->kp, c->q + r * c->kp, c->d + r);
+        quantize_row_plain(c->x + r * c->k, c->k, c->kp, c->u + r * c->kp, c->d + r, c->z + r);
     }
 }
 
-/* x [m, k] → q [m, kp] int16 and d [m], rows split over the threads when there are many values. */
-static void quantize_rows_s16(const float *x, long m, long k, long kp, int16_t *q, float *d, int simd) {
-    quant_ctx c = { x, m, k, kp, q, d, simd };
+/* x [m, k] → u [m, kp], d [m], z [m], rows split over the threads when there are many values. */
+static void quantize_rows_u7(const float *x, long m, long k, long kp, uint8_t *u, float *d, int32_t *z, int simd) {
+    quant_ctx c = { x, m, k, kp, u, d, z, simd };
     long tasks = m * k >= (1L << 15) ? ek_get_threads() : 1;
     if (tasks > m) tasks = m;
     if (tasks <= 1) quantize_task(&c, 0, 1);
     else ek_parallel_for(tasks, quantize_task, &c);
 }
 
-/* acc · d_x · wscale + bias, added to the old value when accumulating (GELU is applied to whole rows after). */
-static inline float epilogue_value(float acc, float dx, float ws, const float *bias, long c, float old, int mode) {
-    float v = acc * (dx * ws) + (bias ? bias[c] : 0.0f);
+/* (Σ u·q − z·Σ q) · d_x · wscale + bias, added to the old value when accumulating (GELU is applied to whole rows
+ * after). The integer part is exact, so every path passes the same float on. */
+static inline float epilogue_value(int32_t acc, float dx, float ws, const float *bias, long c, float old, int mode) {
+    float v = (float)acc * (dx * ws) + (bias ? bias[c] : 0.0f);
     return mode == EK_EPI_ACCUMULATE ? old + v : v;
 }
 
@@ -113,58 +133,73 @@ int ek_gemm_int8_ref(const int8_t *w, const float *wscale, const float *x, const
                      long m, long n, long k, int mode) {
     if (mode < EK_EPI_STORE || mode > EK_EPI_GELU) return -1;
     long kp = (k + 31) / 32 * 32;
-    int16_t *q = malloc(sizeof(int16_t) * (size_t)(m * kp + 1));
+    uint8_t *u = malloc((size_t)(m * kp + 1));
     float *d = malloc(sizeof(float) * (size_t)(m + 1));
-    if (!q || !d) { free(q); free(d); return -2; }
-    quantize_rows_s16(x, m, k, kp, q, d, 0);
-    for (long r = 0; r < m; r++)
-        for (long c = 0; c < n; c++) {
+    int32_t *z = malloc(sizeof(int32_t) * (size_t)(m + 1));
+    if (!u || !d || !z) { free(u); free(d); free(z); return -2; }
+    quantize_rows_u7(x, m, k, kp, u, d, z, 0);
+    for (long c = 0; c < n; c++) {
+        long long colsum = 0;
+        for (long i = 0; i < k; i++) colsum += w[c * kp + i];
+        for (long r = 0; r < m; r++) {
             long long s = 0;
-            for (long i = 0; i < k; i++) s += (long long)q[r * kp + i] * w[c * kp + i];
-            y[r * n + c] = epilogue_value((float)s, d[r], wscale[c], bias, c, y[r * n + c], mode);
+            for (long i = 0; i < k; i++) s += (long long)u[r * kp + i] * w[c * kp + i];
+            y[r * n + c] = epilogue_value((int32_t)(s - z[r] * colsum), d[r], wscale[c], bias, c, y[r * n + c], mode);
         }
+    }
     if (mode == EK_EPI_GELU) ek_gelu_tanh_f32_ref(y, m * n);
-    free(q); free(d);
+    free(u); free(d); free(z);
     return 0;
 }
 
 typedef struct {
     const int8_t *w; const float *wscale; const float *bias; float *y;
-    const int16_t *q; const float *d;
-    const int8_t *q8;   /* arm64: the activations as int8 (the SDOT / SMULL operands), else NULL */
+    const uint8_t *u; const float *d; const int32_t *z;
     long m, n, k, kp, panels_per_task, npanels;
-    int mode, simd, dotprod;
+    int mode, simd, neon, dotprod;
 } gemm_ctx;
+
+/* Σ of column c's int8 weights (the zero point's correction). */
+static int32_t column_sum(const gemm_ctx *g, long c) {
+    int32_t s = 0;
+    for (long i = 0; i < g->k; i++) s += g->w[c * g->kp + i];
+    return s;
+}
 
 /* Columns [c0, c0+nc) of the plain path: integer dot products row by row. */
 static void panel_plain(const gemm_ctx *g, long c0, long nc) {
-    for (long r = 0; r < g->m; r++)
-        for (long c = c0; c < c0 + nc; c++) {
-            const int16_t *qr = g->q + r * g->kp;
-            const int8_t *wc = g->w + c * g->kp;
+    for (long c = c0; c < c0 + nc; c++) {
+        int32_t colsum = column_sum(g, c);
+        const int8_t *wc = g->w + c * g->kp;
+        for (long r = 0; r < g->m; r++) {
+            const uint8_t *ur = g->u + r * g->kp;
             int32_t s = 0;
-            for (long i = 0; i < g->k; i++) s += (int32_t)qr[i] * wc[i];
+            for (long i = 0; i < g->k; i++) s += (int32_t)ur[i] * wc[i];
             float *yp = g->y + r * g->n + c;
-            *yp = epilogue_value((float)s, g->d[r], g->wscale[c], g->bias, c, *yp, g->mode);
+            *yp = epilogue_value(s - g->z[r] * colsum, g->d[r], g->wscale[c], g->bias, c, *yp, g->mode);
         }
+    }
     if (g->mode == EK_EPI_GELU)
         for (long r = 0; r < g->m; r++) ek_gelu_tanh_f32(g->y + r * g->n + c0, nc);
 }
 
 #if defined(__aarch64__)
 /* NEON hook: columns [c0, c0 + nc) in 4×4 tiles read straight from the int8 rows (no packing), exact int32 sums
- * by SDOT or SMULL+SADALP (ek_neon_tile_s8), then the plain epilogue. */
+ * by SDOT or SMULL+SADALP (ek_neon_tile_s8; u ≤ 127 is a valid signed byte), then the plain epilogue. */
 static void columns_neon(const gemm_ctx *g, long c0, long nc) {
-    int32_t t[16];
+    int32_t t[16], colsum[4];
     for (long cc = c0; cc < c0 + nc; cc += 4) {
         int tn = (int)(c0 + nc - cc < 4 ? c0 + nc - cc : 4);
+        for (int c = 0; c < tn; c++) colsum[c] = column_sum(g, cc + c);
         for (long r0 = 0; r0 < g->m; r0 += 4) {
             int tm = (int)(g->m - r0 < 4 ? g->m - r0 : 4);
-            ek_neon_tile_s8(g->q8 + r0 * g->kp, g->kp, g->w + cc * g->kp, g->kp, g->kp, tm, tn, t, g->dotprod);
+            ek_neon_tile_s8((const int8_t *)g->u + r0 * g->kp, g->kp, g->w + cc * g->kp, g->kp, g->kp, tm, tn, t,
+                            g->dotprod);
             for (int r = 0; r < tm; r++)
                 for (int c = 0; c < tn; c++) {
                     float *yp = g->y + (r0 + r) * g->n + cc + c;
-                    *yp = epilogue_value((float)t[r * 4 + c], g->d[r0 + r], g->wscale[cc + c], g->bias, cc + c, *yp, g->mode);
+                    *yp = epilogue_value(t[r * 4 + c] - g->z[r0 + r] * colsum[c], g->d[r0 + r], g->wscale[cc + c],
+                                         g->bias, cc + c, *yp, g->mode);
                 }
         }
     }
@@ -174,14 +209,14 @@ static void columns_neon(const gemm_ctx *g, long c0, long nc) {
 #endif
 
 #ifdef EG_X86
-/* One thread's packing buffer: the task's packed panels (grown once). */
-static _Thread_local int16_t *g_pack;
+/* One thread's packing buffer: the task's packed panels and their column sums (grown once). */
+static _Thread_local int8_t *g_pack;
 static _Thread_local long g_pack_len;
 
-static int16_t *pack_buffer(long len) {
+static int8_t *pack_buffer(long len) {
     if (len > g_pack_len) {
         free(g_pack);
-        g_pack = aligned_alloc(64, (size_t)((len * 2 + 63) / 64 * 64));
+        g_pack = aligned_alloc(64, (size_t)((len + 63) / 64 * 64));
         g_pack_len = g_pack ? len : 0;
     }
     return g_pack;
@@ -200,16 +235,18 @@ EG_AVX2 static __m256i *tile_buffer(long vectors) {
     return g_tiles;
 }
 
-/* Packs weight rows c0..c0+nc (nc ≤ EG_NR, the rest zero) into [kp/2][EG_NR][2] int16: for each pair of k values,
- * the pair of every column side by side (one int32 lane per column). Per 8 rows and 8 pairs: 16 bytes of each row
- * widened to int16 (8 lanes of pairs), then an 8×8 transpose of the 32-bit lanes. */
-EG_AVX2 static void pack_panel(const int8_t *w, long kp, long c0, long nc, int16_t *dst) {
+/* Packs weight rows c0..c0+nc (nc ≤ EG_NR, the rest zero) into [kp/4][EG_NR][4] int8: for each quad of k values,
+ * the quad of every column side by side (one int32 lane per column): per 8 rows and 8 quads, an 8×8 transpose of
+ * the 32-bit lanes. colsum[EG_NR] gets each column's sum (vpmaddubsw by ones, then vpmaddwd by ones). */
+EG_AVX2 static void pack_panel(const int8_t *w, long kp, long c0, long nc, int8_t *dst, int32_t *colsum) {
     int32_t *d32 = (int32_t *)dst;
+    const __m256i ones8 = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1);
     for (long g = 0; g < EG_NR; g += 8) {
-        for (long p = 0; p < kp / 2; p += 8) {
+        __m256i sum = _mm256_setzero_si256();
+        for (long p = 0; p < kp / 4; p += 8) {
             __m256i r[8];
             for (int j = 0; j < 8; j++)
-                r[j] = g + j < nc ? _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(w + (c0 + g + j) * kp + 2 * p)))
+                r[j] = g + j < nc ? _mm256_loadu_si256((const __m256i *)(w + (c0 + g + j) * kp + 4 * p))
                                   : _mm256_setzero_si256();
             __m256i t0 = _mm256_unpacklo_epi32(r[0], r[1]), t1 = _mm256_unpackhi_epi32(r[0], r[1]);
             __m256i t2 = _mm256_unpacklo_epi32(r[2], r[3]), t3 = _mm256_unpackhi_epi32(r[2], r[3]);
@@ -219,59 +256,72 @@ EG_AVX2 static void pack_panel(const int8_t *w, long kp, long c0, long nc, int16
             __m256i u2 = _mm256_unpacklo_epi64(t1, t3), u3 = _mm256_unpackhi_epi64(t1, t3);
             __m256i u4 = _mm256_unpacklo_epi64(t4, t6), u5 = _mm256_unpackhi_epi64(t4, t6);
             __m256i u6 = _mm256_unpacklo_epi64(t5, t7), u7 = _mm256_unpackhi_epi64(t5, t7);
-            /* u0 = pairs 0 (rows 0-3 | 4-7 in the halves' order) … : recombine the 128-bit halves */
+            /* u0 = quads 0 (rows 0-3 | 4-7 in the halves' order) … : recombine the 128-bit halves */
             __m256i o[8];
             o[0] = _mm256_permute2x128_si256(u0, u4, 0x20); o[4] = _mm256_permute2x128_si256(u0, u4, 0x31);
             o[1] = _mm256_permute2x128_si256(u1, u5, 0x20); o[5] = _mm256_permute2x128_si256(u1, u5, 0x31);
             o[2] = _mm256_permute2x128_si256(u2, u6, 0x20); o[6] = _mm256_permute2x128_si256(u2, u6, 0x31);
             o[3] = _mm256_permute2x128_si256(u3, u7, 0x20); o[7] = _mm256_permute2x128_si256(u3, u7, 0x31);
-            for (int t = 0; t < 8; t++) _mm256_store_si256((__m256i *)(d32 + (p + t) * EG_NR + g), o[t]);
+            __m256i s16 = _mm256_setzero_si256();   /* ≤ 8 quads × 2 pairs × 2 × 127 per int16 lane: no overflow */
+            for (int t = 0; t < 8; t++) {
+                _mm256_store_si256((__m256i *)(d32 + (p + t) * EG_NR + g), o[t]);
+                s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(ones8, o[t]));
+            }
+            sum = _mm256_add_epi32(sum, _mm256_madd_epi16(s16, ones16));
         }
+        _mm256_storeu_si256((__m256i *)(colsum + g), sum);
     }
 }
 
-/* acc[MR][EG_NV] += Σ over `pairs` pairs of k: broadcast pair of each of the MR activation rows (stride lda)
- * × the packed panel's EG_NV vectors of 8 columns (vpmaddwd: 2 products summed per int32 lane). */
+/* acc[MR][EG_NV] += Σ over `quads` quads of k: broadcast quad of each of the MR activation rows (stride lda, u8)
+ * × the packed panel's EG_NV vectors of 8 columns (s8): vpmaddubsw sums products in pairs into int16 (exact, see
+ * the top), vpmaddwd by ones sums those pairs into the int32 lanes. */
 #if defined(__clang__)
 #define EG_UNROLL _Pragma("clang loop unroll(full)")
 #else
 #define EG_UNROLL _Pragma("GCC unroll 16")
 #endif
 /* The loops over r and v have constant trip counts: fully unrolled (SwiftPM builds C at -O2, where clang would
- * otherwise keep some accumulators in memory: 1.4x slower on k = 2816). */
+ * otherwise keep some accumulators in memory). */
 #define EG_KERNEL(MR) \
-EG_AVX2 static void kernel_##MR(const int16_t *a, long lda, const int16_t *b, long pairs, __m256i *acc) { \
+EG_AVX2 static void kernel_##MR(const uint8_t *a, long lda, const int8_t *b, long quads, __m256i *acc) { \
+    const __m256i ones = _mm256_set1_epi16(1); \
     __m256i c[MR][EG_NV]; \
     EG_UNROLL for (int r = 0; r < MR; r++) EG_UNROLL for (int v = 0; v < EG_NV; v++) c[r][v] = acc[r * EG_NV + v]; \
-    for (long p = 0; p < pairs; p++) { \
+    for (long p = 0; p < quads; p++) { \
         __m256i bv[EG_NV]; \
-        EG_UNROLL for (int v = 0; v < EG_NV; v++) bv[v] = _mm256_load_si256((const __m256i *)(b + p * 2 * EG_NR + 16 * v)); \
+        EG_UNROLL for (int v = 0; v < EG_NV; v++) bv[v] = _mm256_load_si256((const __m256i *)(b + p * 4 * EG_NR + 32 * v)); \
         EG_UNROLL for (int r = 0; r < MR; r++) { \
-            __m256i av = _mm256_set1_epi32(*(const int32_t *)(a + r * lda + 2 * p)); \
-            EG_UNROLL for (int v = 0; v < EG_NV; v++) c[r][v] = _mm256_add_epi32(c[r][v], _mm256_madd_epi16(av, bv[v])); \
+            __m256i av = _mm256_set1_epi32(*(const int32_t *)(a + r * lda + 4 * p)); \
+            EG_UNROLL for (int v = 0; v < EG_NV; v++) \
+                c[r][v] = _mm256_add_epi32(c[r][v], _mm256_madd_epi16(_mm256_maddubs_epi16(av, bv[v]), ones)); \
         } \
     } \
     EG_UNROLL for (int r = 0; r < MR; r++) EG_UNROLL for (int v = 0; v < EG_NV; v++) acc[r * EG_NV + v] = c[r][v]; \
 }
-EG_KERNEL(1) EG_KERNEL(2) EG_KERNEL(3) EG_KERNEL(4) EG_KERNEL(5) EG_KERNEL(6)
+EG_KERNEL(1) EG_KERNEL(2) EG_KERNEL(3) EG_KERNEL(4)
 
-/* Writes rows r0..r0+mr of columns c0..c0+nc from the int32 tile. */
-EG_AVX2 static void store_tile(const gemm_ctx *g, long r0, int mr, long c0, long nc, const __m256i *acc) {
+/* Writes rows r0..r0+mr of columns c0..c0+nc from the int32 tile (minus z · column sum). */
+EG_AVX2 static void store_tile(const gemm_ctx *g, long r0, int mr, long c0, long nc, const __m256i *acc,
+                               const int32_t *colsum) {
     for (int r = 0; r < mr; r++) {
         float dx = g->d[r0 + r];
+        int32_t z = g->z[r0 + r];
         float *yr = g->y + (r0 + r) * g->n + c0;
         for (int h = 0; h < EG_NV; h++) {
             long cc = h * 8;
             if (cc >= nc) break;
-            __m256 v = _mm256_cvtepi32_ps(acc[r * EG_NV + h]);
+            __m256i s = _mm256_sub_epi32(acc[r * EG_NV + h], _mm256_mullo_epi32(_mm256_set1_epi32(z),
+                                         _mm256_loadu_si256((const __m256i *)(colsum + cc))));
             if (nc - cc >= 8) {
+                __m256 v = _mm256_cvtepi32_ps(s);
                 v = _mm256_mul_ps(v, _mm256_mul_ps(_mm256_set1_ps(dx), _mm256_loadu_ps(g->wscale + c0 + cc)));
                 if (g->bias) v = _mm256_add_ps(v, _mm256_loadu_ps(g->bias + c0 + cc));
                 if (g->mode == EK_EPI_ACCUMULATE) v = _mm256_add_ps(v, _mm256_loadu_ps(yr + cc));
                 _mm256_storeu_ps(yr + cc, v);
             } else {
-                float lanes[8];
-                _mm256_storeu_ps(lanes, v);
+                int32_t lanes[8];
+                _mm256_storeu_si256((__m256i *)lanes, s);
                 for (long j = 0; j < nc - cc; j++)
                     yr[cc + j] = epilogue_value(lanes[j], dx, g->wscale[c0 + cc + j], g->bias, c0 + cc + j,
                                                 yr[cc + j], g->mode);
@@ -285,11 +335,12 @@ EG_AVX2 static void store_tile(const gemm_ctx *g, long r0, int mr, long c0, long
  * a small buffer between k blocks; GELU on the finished rows. */
 EG_AVX2 static int columns_avx2(const gemm_ctx *g, long c0, long nc) {
     long panels = (nc + EG_NR - 1) / EG_NR, panel_len = g->kp * EG_NR;
-    int16_t *pb = pack_buffer(panels * panel_len);
+    int8_t *pb = pack_buffer(panels * (panel_len + EG_NR * 4));
     if (!pb) return -2;
+    int32_t *sums = (int32_t *)(pb + panels * panel_len);   /* [panels][EG_NR] column sums */
     for (long p = 0; p < panels; p++) {
         long pc = c0 + p * EG_NR;
-        pack_panel(g->w, g->kp, pc, c0 + nc - pc < EG_NR ? c0 + nc - pc : EG_NR, pb + p * panel_len);
+        pack_panel(g->w, g->kp, pc, c0 + nc - pc < EG_NR ? c0 + nc - pc : EG_NR, pb + p * panel_len, sums + p * EG_NR);
     }
     /* the int32 accumulators of every (panel, tile) of a row block: they persist across the k blocks */
     const long tile_vecs = EG_MR * EG_NV, tiles_per_panel = (EG_MC + EG_MR - 1) / EG_MR;
@@ -298,24 +349,22 @@ EG_AVX2 static int columns_avx2(const gemm_ctx *g, long c0, long nc) {
     for (long m0 = 0; m0 < g->m; m0 += EG_MC) {
         long m1 = m0 + EG_MC < g->m ? m0 + EG_MC : g->m, ntiles = (m1 - m0 + EG_MR - 1) / EG_MR;
         for (long t = 0; t < panels * tiles_per_panel * tile_vecs; t++) tiles[t] = _mm256_setzero_si256();
-        /* k blocks outermost: the row block's k block (96 × 256 int16 = 48 KiB) and each panel's (8 KiB) stay in
+        /* k blocks outermost: the row block's k block (96 × 256 B = 24 KiB) and each panel's (4 KiB) stay in
          * cache while every panel and tile uses them, whatever k is */
         for (long k0 = 0; k0 < g->kp; k0 += EG_KC) {
             long kc = g->kp - k0 < EG_KC ? g->kp - k0 : EG_KC;
             for (long p = 0; p < panels; p++) {
-                const int16_t *bk = pb + p * panel_len + k0 * EG_NR;
+                const int8_t *bk = pb + p * panel_len + k0 * EG_NR;
                 for (long t = 0; t < ntiles; t++) {
                     long r0 = m0 + t * EG_MR;
                     int mr = (int)(m1 - r0 < EG_MR ? m1 - r0 : EG_MR);
-                    const int16_t *a = g->q + r0 * g->kp + k0;
+                    const uint8_t *a = g->u + r0 * g->kp + k0;
                     __m256i *acc = tiles + (p * tiles_per_panel + t) * tile_vecs;
                     switch (mr) {
-                    case 6: kernel_6(a, g->kp, bk, kc / 2, acc); break;
-                    case 5: kernel_5(a, g->kp, bk, kc / 2, acc); break;
-                    case 4: kernel_4(a, g->kp, bk, kc / 2, acc); break;
-                    case 3: kernel_3(a, g->kp, bk, kc / 2, acc); break;
-                    case 2: kernel_2(a, g->kp, bk, kc / 2, acc); break;
-                    default: kernel_1(a, g->kp, bk, kc / 2, acc); break;
+                    case 4: kernel_4(a, g->kp, bk, kc / 4, acc); break;
+                    case 3: kernel_3(a, g->kp, bk, kc / 4, acc); break;
+                    case 2: kernel_2(a, g->kp, bk, kc / 4, acc); break;
+                    default: kernel_1(a, g->kp, bk, kc / 4, acc); break;
                     }
                 }
             }
@@ -325,7 +374,7 @@ EG_AVX2 static int columns_avx2(const gemm_ctx *g, long c0, long nc) {
             for (long t = 0; t < ntiles; t++) {
                 long r0 = m0 + t * EG_MR;
                 store_tile(g, r0, (int)(m1 - r0 < EG_MR ? m1 - r0 : EG_MR), pc, pn,
-                           tiles + (p * tiles_per_panel + t) * tile_vecs);
+                           tiles + (p * tiles_per_panel + t) * tile_vecs, sums + p * EG_NR);
             }
         }
         if (g->mode == EK_EPI_GELU)
@@ -357,52 +406,45 @@ static void gemm_task(void *ctx, long index, long count) {
     if (g->simd && columns_avx2(g, c0, c1 - c0) == 0) return;
 #endif
 #if defined(__aarch64__)
-    if (g->q8) { columns_neon(g, c0, c1 - c0); return; }
+    if (g->neon) { columns_neon(g, c0, c1 - c0); return; }
 #endif
     panel_plain(g, c0, c1 - c0);
 }
 
-/* Activation buffer of the caller (grown once). */
-static _Thread_local int16_t *g_q;
+/* Activation buffers of the caller (grown once). */
+static _Thread_local uint8_t *g_u;
 static _Thread_local float *g_d;
-static _Thread_local long g_q_len, g_d_len;
-#if defined(__aarch64__)
-static _Thread_local int8_t *g_q8;
-static _Thread_local long g_q8_len;
-#endif
+static _Thread_local int32_t *g_z;
+static _Thread_local long g_u_len, g_d_len;
 
 int ek_gemm_int8(const int8_t *w, const float *wscale, const float *x, const float *bias, float *y,
                  long m, long n, long k, int mode) {
     if (mode < EK_EPI_STORE || mode > EK_EPI_GELU) return -1;
     if (m <= 0 || n <= 0) return 0;
     long kp = (k + 31) / 32 * 32;
-    if (m * kp > g_q_len) {
-        free(g_q);
-        g_q = aligned_alloc(64, (size_t)((m * kp * 2 + 63) / 64 * 64));
-        g_q_len = g_q ? m * kp : 0;
+    if (m * kp > g_u_len) {
+        free(g_u);
+        g_u = aligned_alloc(64, (size_t)((m * kp + 63) / 64 * 64));
+        g_u_len = g_u ? m * kp : 0;
     }
-    if (m > g_d_len) { free(g_d); g_d = malloc(sizeof(float) * (size_t)m); g_d_len = g_d ? m : 0; }
-    if (!g_q || !g_d) return -2;
-    gemm_ctx g = { .w = w, .wscale = wscale, .bias = bias, .y = y, .q = g_q, .d = g_d, .m = m, .n = n, .k = k,
-                   .kp = kp, .mode = mode };
+    if (m > g_d_len) {
+        free(g_d); free(g_z);
+        g_d = malloc(sizeof(float) * (size_t)m);
+        g_z = malloc(sizeof(int32_t) * (size_t)m);
+        g_d_len = g_d && g_z ? m : 0;
+    }
+    if (!g_u || !g_d_len) return -2;
+    gemm_ctx g = { .w = w, .wscale = wscale, .bias = bias, .y = y, .u = g_u, .d = g_d, .z = g_z, .m = m, .n = n,
+                   .k = k, .kp = kp, .mode = mode };
 #ifdef EG_X86
     g.simd = !ek_get_force_reference() && (ek_cpu_features() & EK_CPU_AVX2_FMA);
 #endif
-    quantize_rows_s16(x, m, k, kp, g_q, g_d, g.simd);
-#if defined(__aarch64__)   /* NEON hook: int8 operands for SDOT / SMULL (the values already fit: |q| ≤ 127) */
+#if defined(__aarch64__)   /* NEON hook: the SDOT / SMULL tiles take u as signed bytes (u ≤ 127) */
     const char *path = ek_gemm_int8_path();
-    if (path[0] == 'n') {
-        if (m * kp > g_q8_len) {
-            free(g_q8);
-            g_q8 = aligned_alloc(64, (size_t)((m * kp + 63) / 64 * 64));
-            g_q8_len = g_q8 ? m * kp : 0;
-        }
-        if (!g_q8) return -2;
-        for (long i = 0; i < m * kp; i++) g_q8[i] = (int8_t)g_q[i];
-        g.q8 = g_q8;
-        g.dotprod = path[4] == '-';   /* "neon-dotprod" */
-    }
+    g.neon = path[0] == 'n';
+    g.dotprod = path[4] == '-';   /* "neon-dotprod" */
 #endif
+    quantize_rows_u7(x, m, k, kp, g_u, g_d, g_z, g.simd);
     g.npanels = (n + EG_NR - 1) / EG_NR;
     long threads = ek_get_threads();
     long tasks = threads * 4 < g.npanels ? threads * 4 : g.npanels;
