@@ -187,6 +187,9 @@ public struct AttentionShape: Sendable {
 }
 
 extension Ops {
+    /// Queries per block of a causal prompt pass's attention (each block multiplies only the keys it may see).
+    static let causalQueryBlock = 128
+
     /// Scaled dot-product attention for one sequence with the Mu reference's masking.
     ///
     /// q [Tq, H*D]; k, v: `kvRows` rows of [*, Hkv*D] starting at the given pointers, `kvStride` floats apart;
@@ -197,18 +200,32 @@ extension Ops {
                           keyKeep: UnsafePointer<UInt8>?, causalOffset: Int, scratch: inout [Float]) {
         let scaleDiv = Float(Double(shape.headDim).squareRoot())
         if tq >= 16 {
-            // Per head: scores = Q_h K_gᵀ [Tq, Tk] (BLAS), masked softmax (kernel), out_h = P V_g (BLAS).
+            // Per head and block of queries: scores = Q_h K_gᵀ [Tq, Tk] (BLAS), masked softmax (kernel),
+            // out_h = P V_g (BLAS). Causal: a block of queries multiplies only the keys its last row may see
+            // (62% of the full products at 512 tokens in blocks of 128); the keys past them would get probability
+            // 0. A block holding a row whose every visible key is masked (left padding) keeps all keys: such a row
+            // is uniform over all of them, as in the reference.
             if scratch.count < tq * kvRows { scratch = [Float](repeating: 0, count: tq * kvRows) }
+            let block = causalOffset >= 0 ? Self.causalQueryBlock : tq
+            var firstKept = 0
+            if let keyKeep { while firstKept < kvRows && keyKeep[firstKept] == 0 { firstKept += 1 } }
             scratch.withUnsafeMutableBufferPointer { s in
                 let scores = s.baseAddress!
                 for h in 0..<shape.heads {
                     let g = shape.kvHead(for: h)
-                    BLAS.gemm(m: tq, n: kvRows, k: shape.headDim, a: q + h * shape.headDim, lda: shape.qWidth,
-                              b: k + g * shape.headDim, ldb: kvStride, transB: true, c: scores, ldc: kvRows)
-                    ek_softmax_masked_f32(scores, tq, kvRows, kvRows, scaleDiv, keyKeep, causalOffset)
-                    BLAS.gemm(m: tq, n: shape.headDim, k: kvRows, a: scores, lda: kvRows,
-                              b: v + g * shape.headDim, ldb: kvStride, transB: false,
-                              c: out + h * shape.headDim, ldc: shape.qWidth)
+                    for t0 in stride(from: 0, to: tq, by: block) {
+                        let bq = min(block, tq - t0)
+                        let visible = causalOffset >= 0 && firstKept <= t0 + causalOffset
+                            ? min(kvRows, t0 + bq + causalOffset) : kvRows
+                        BLAS.gemm(m: bq, n: visible, k: shape.headDim, a: q + t0 * shape.qWidth + h * shape.headDim,
+                                  lda: shape.qWidth, b: k + g * shape.headDim, ldb: kvStride, transB: true,
+                                  c: scores, ldc: visible)
+                        ek_softmax_masked_f32(scores, bq, visible, visible, scaleDiv, keyKeep,
+                                              causalOffset >= 0 ? causalOffset + t0 : causalOffset)
+                        BLAS.gemm(m: bq, n: shape.headDim, k: visible, a: scores, lda: visible,
+                                  b: v + g * shape.headDim, ldb: kvStride, transB: false,
+                                  c: out + t0 * shape.qWidth + h * shape.headDim, ldc: shape.qWidth)
+                    }
                 }
             }
         } else {
