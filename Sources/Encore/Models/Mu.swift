@@ -228,7 +228,7 @@ public final class MuModel: LanguageModel {
     /// projections the decoder's decode format (packed only), so nothing fp32 stays resident.
     ///
     /// ```swift
-    /// mu.useDecodeWeights(.int8); try mu.usePromptWeights(.int8)   // int8 everywhere, as CTranslate2's int8
+    /// mu.useDecodeWeights(.int8); try mu.usePromptWeights(.int8)   // int8 everywhere, as CTranslate2's and PyTorch's int8
     /// ```
     public func usePromptWeights(_ weights: PromptWeights) throws {
         defer { if weights != .f32 { BufferPool.shared.drain() } }   // the released fp32 copies back to the system

@@ -552,7 +552,7 @@ public final class T5Model: LanguageModel {
     /// projections the decoder's decode format (packed only), so nothing fp32 stays resident.
     ///
     /// ```swift
-    /// t5.useDecodeWeights(.int8); try t5.usePromptWeights(.int8)   // int8 everywhere, as CTranslate2's int8
+    /// t5.useDecodeWeights(.int8); try t5.usePromptWeights(.int8)   // int8 everywhere, as CTranslate2's and PyTorch's int8
     /// ```
     /// With a decode format, `.int8` and `.decode` also release the fp32 embedding table and head (lookups read the
     /// decode-format table, logits the head's blocks, as with GGUF blocks kept quantized; `.f32` does not bring

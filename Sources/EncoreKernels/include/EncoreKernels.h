@@ -277,9 +277,11 @@ int ek_dequantize_rows(int format, const void *src, const float *scales, float *
 enum { EK_EPI_STORE = 0, EK_EPI_ACCUMULATE = 1, EK_EPI_GELU = 2 };
 /**
  * y[m, n] = x[m, k] · Wᵀ (+ bias[n]) for prompt passes, W the EK_WF_INT8 rows [n, ceil(k/32)*32] with their fp32
- * row scales, no fp32 copy needed. x is quantized per row (d = amax/127, q = round-half-even(x·127/amax), as
- * CTranslate2's int8 GEMM), the dot products are exact int32 sums, y = d_x·wscale·Σ (+ bias), then the epilogue.
- * AVX2: int16 pairs and vpmaddwd on a 6×16 register tile, parallel over 16-column panels; else plain C.
+ * row scales, no fp32 copy needed. x is quantized per row to 7 bits with a zero point (d = (hi − lo)/127 over the
+ * row's range holding 0, z = round(−lo/d), u = round-half-even(x/d) + z in [0, 127], as PyTorch's x86 int8 GEMM with
+ * reduce_range), the dot products are exact int32 sums, y = d_x·wscale·(Σ u·q − z·Σ q) (+ bias), then the epilogue.
+ * AVX2: vpmaddubsw + vpmaddwd on a 4×16 register tile of packed quads (never saturates: u ≤ 127), parallel over
+ * 16-column panels; arm64: SDOT or SMULL tiles; else plain C.
  * Returns 0, -1 for an unknown epilogue, -2 out of memory. Example: ek_gemm_int8(w, s, x, NULL, y, 512, 1024, 1024, EK_EPI_STORE).
  */
 int ek_gemm_int8(const int8_t *w, const float *wscale, const float *x, const float *bias, float *y,

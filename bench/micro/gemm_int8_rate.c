@@ -1,0 +1,32 @@
+/* ek_gemm_int8 against OpenBLAS sgemm of the same shape (best of 15; WALL=1 for wall time, else the calling
+ * thread's CPU time), and its largest difference from the twin on small shapes. Build and run from the repository
+ * root (A/B of two kernels: build once per gemm_int8.c):
+ *   clang -O2 -I Sources/EncoreKernels/include -I Sources/EncoreKernels -I/usr/include/x86_64-linux-gnu/openblas-pthread \
+ *       bench/micro/gemm_int8_rate.c Sources/EncoreKernels/*.c -lopenblas -lm -lpthread -o /tmp/gemm_int8_rate
+ *   WALL=1 /tmp/gemm_int8_rate 512 4096 1024 2      # m n k threads
+ */
+#include "EncoreKernels.h"
+#include <cblas.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+#include <math.h>
+#include <string.h>
+static double now(void){struct timespec t;clock_gettime(getenv("WALL")?CLOCK_MONOTONIC:CLOCK_THREAD_CPUTIME_ID,&t);return t.tv_sec+t.tv_nsec*1e-9;}
+int main(int argc,char**argv){
+  long m=atol(argv[1]),n=atol(argv[2]),k=atol(argv[3]); int threads=atoi(argv[4]);
+  ek_set_threads(threads); openblas_set_num_threads(threads);
+  long kp=(k+31)/32*32;
+  float*x=malloc(4*m*k),*wf=malloc(4*n*k),*y=malloc(4*m*n),*y2=malloc(4*m*n),*ws=malloc(4*n);
+  int8_t*w=malloc(n*kp);
+  srand(1); for(long i=0;i<m*k;i++)x[i]=(rand()/(float)RAND_MAX-0.5f);
+  for(long i=0;i<n*k;i++)wf[i]=(rand()/(float)RAND_MAX-0.5f)*0.04f;
+  ek_quantize_rows(EK_WF_INT8,wf,w,ws,n,k);
+  double best=1e9,bestb=1e9;
+  for(int it=0;it<15;it++){double t=now();ek_gemm_int8(w,ws,x,NULL,y,m,n,k,0);t=now()-t;if(t<best)best=t;
+    t=now();cblas_sgemm(CblasRowMajor,CblasNoTrans,CblasTrans,m,n,k,1,x,k,wf,k,0,y2,n);t=now()-t;if(t<bestb)bestb=t;}
+  double err=0,ref=0; for(long i=0;i<m*n;i++){err=fmax(err,fabs(y[i]-y2[i]));ref=fmax(ref,fabs(y2[i]));}
+  if(m*n*k<=64L*1024*1024){ float*y3=malloc(4*m*n); ek_gemm_int8_ref(w,ws,x,NULL,y3,m,n,k,0); double e=0; for(long i=0;i<m*n;i++)e=fmax(e,fabs(y[i]-y3[i])); printf("vs ref %.3g\n",e);}
+  double fl=2.0*m*n*k;
+  printf("m=%ld n=%ld k=%ld thr=%d int8 %.2f ms %.1f GOP/s | sgemm %.2f ms %.1f GFLOP/s | ratio %.2fx | maxerr %.3g of %.3g\n",m,n,k,threads,best*1e3,fl/best/1e9,bestb*1e3,fl/bestb/1e9,bestb/best,err,ref);
+}
