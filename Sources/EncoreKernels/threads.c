@@ -44,6 +44,10 @@ static inline void cpu_relax(void) {
 #endif
 }
 
+/* Set while this thread runs a task: a parallel loop inside a task runs its tasks inline (the pool is busy with
+ * the outer one, and its submit lock is held). */
+static _Thread_local int g_in_task;
+
 /* Claims and runs tasks of job `job` until none are left; returns when the ticket moved on. */
 static void run_job(uint32_t job) {
     for (;;) {
@@ -57,13 +61,29 @@ static void run_job(uint32_t job) {
         if (i >= n) return;
         if (!atomic_compare_exchange_weak_explicit(&g_pool.ticket, &t, t + 1, memory_order_acq_rel, memory_order_relaxed))
             continue;   /* someone else claimed it, or a new job started: look again */
+        g_in_task = 1;
         fn(ctx, i, n);
+        g_in_task = 0;
         atomic_fetch_add_explicit(&g_pool.done, 1, memory_order_release);
     }
 }
 
+/* Which thread runs a task: 0 for the submitting thread, 1 + the creation index for a worker. */
+static _Thread_local int g_slot;
+
+int ek_thread_slot(void) { return g_slot; }
+
+int ek_thread_slots(void) {
+    int threads = ek_get_threads();   /* first: it may set the default, under the submit lock */
+    pthread_mutex_lock(&g_pool.submit);
+    int n = g_pool.started + 1 > threads ? g_pool.started + 1 : threads;   /* workers started earlier still claim */
+    pthread_mutex_unlock(&g_pool.submit);
+    return n;
+}
+
 static void *worker(void *arg) {
     uint32_t seen = (uint32_t)(uintptr_t)arg;   /* job id current when created: run the next one */
+    g_slot = (int)((uintptr_t)arg >> 32);
     for (;;) {
         long spins = 0;
         uint32_t job;
@@ -117,7 +137,7 @@ int ek_get_threads(void) {
 void ek_parallel_for(long ntasks, ek_task_fn fn, void *ctx) {
     int n = ek_get_threads();
     if (ntasks <= 0) return;
-    if (n <= 1 || ntasks == 1) {
+    if (n <= 1 || ntasks == 1 || g_in_task) {
         for (long i = 0; i < ntasks; i++) fn(ctx, i, ntasks);
         return;
     }
@@ -125,7 +145,8 @@ void ek_parallel_for(long ntasks, ek_task_fn fn, void *ctx) {
     uint32_t current = (uint32_t)(atomic_load(&g_pool.ticket) >> 32);
     if (g_pool.started == 0) g_spin_iters = env_positive("EK_SPIN_ITERS", EK_SPIN_ITERS);   /* before the workers start */
     while (g_pool.started < n - 1) {
-        if (pthread_create(&g_pool.threads[g_pool.started], NULL, worker, (void *)(uintptr_t)current) != 0) break;
+        uintptr_t arg = (uintptr_t)current | (uintptr_t)(g_pool.started + 1) << 32;   /* job id, slot */
+        if (pthread_create(&g_pool.threads[g_pool.started], NULL, worker, (void *)arg) != 0) break;
         g_pool.started++;
     }
     if (g_pool.started == 0) {

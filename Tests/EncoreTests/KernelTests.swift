@@ -231,6 +231,33 @@ final class KernelTests: XCTestCase {
         }
     }
 
+    /// The pool's thread slots index per-thread scratch: every task sees a slot below ek_thread_slots(); a parallel
+    /// loop inside a task runs its tasks inline on that thread (no deadlock, every inner task runs once).
+    func testThreadSlotsAndNestedLoops() {
+        struct Ctx { var slots: UnsafeMutablePointer<Int32>; var inner: UnsafeMutablePointer<Int32> }
+        let n = 64, innerN = 8
+        let slots = UnsafeMutablePointer<Int32>.allocate(capacity: n), inner = UnsafeMutablePointer<Int32>.allocate(capacity: n * innerN)
+        defer { slots.deallocate(); inner.deallocate() }
+        inner.initialize(repeating: 0, count: n * innerN)
+        let limit = ek_thread_slots()
+        var ctx = Ctx(slots: slots, inner: inner)
+        withUnsafeMutablePointer(to: &ctx) { cp in
+            ek_parallel_for(n, { c, i, _ in
+                let ctx = c!.assumingMemoryBound(to: Ctx.self).pointee
+                ctx.slots[i] = ek_thread_slot()
+                var sub = (ctx.inner + i * 8, ek_thread_slot())
+                withUnsafeMutablePointer(to: &sub) { sp in
+                    ek_parallel_for(8, { c2, j, _ in
+                        let s = c2!.assumingMemoryBound(to: (UnsafeMutablePointer<Int32>, Int32).self).pointee
+                        s.0[j] += ek_thread_slot() == s.1 ? 1 : 100   // inline: the outer task's own thread
+                    }, sp)
+                }
+            }, cp)
+        }
+        for i in 0..<n { XCTAssert(slots[i] >= 0 && slots[i] < limit, "task \(i): slot \(slots[i]) of \(limit)") }
+        XCTAssertEqual((0..<n * innerN).map { inner[$0] }, [Int32](repeating: 1, count: n * innerN))
+    }
+
     /// The causal prompt path multiplies each block of 128 queries only with the keys it may see: against plain
     /// full-width attention in Double (every score, the mask, softmax), over 3 blocks (the last partial), with a
     /// causal offset (a prompt continuing a cache) and left padding whose rows have no visible key (uniform over
@@ -285,6 +312,7 @@ final class KernelTests: XCTestCase {
             (1, 1, 1, 4, -1, true), (3, 9, 4, 8, -1, true), (3, 9, 4, 8, 6, true), (5, 5, 6, 16, 0, true),
             (1, 37, 4, 12, 36, true), (2, 17, 8, 16, -1, false), (20, 20, 4, 16, -1, true), (24, 30, 3, 8, 6, true),
             (16, 16, 2, 8, 0, false), (1, 300, 4, 16, 299, true), (2, 520, 3, 8, -1, false), (3, 260, 2, 12, 257, true),
+            (300, 300, 3, 8, -1, true), (200, 210, 2, 8, 10, true),   // several blocks of 128 queries: the bias offset per block
         ] {
             let q = randoms(tq * heads * hd), k = randoms(tk * heads * hd), v = randoms(tk * heads * hd)
             let bias = randoms(heads * (tq + tk - 1), scale: 3)

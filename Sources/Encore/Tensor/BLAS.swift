@@ -68,6 +68,14 @@ enum BLAS {
                     job.m, job.n, job.k, job.alpha, job.a, job.lda, job.b, job.ldb, job.beta, job.c, job.ldc)
     }
 
+    /// As ``gemm(m:n:k:a:lda:b:ldb:transB:c:ldc:alpha:beta:)`` on the calling thread alone and not counted: for
+    /// tasks that already run on the kernel threads (the caller counts their FLOPs).
+    static func gemmOnThisThread(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>,
+                                 ldb: Int, transB: Bool, c: UnsafeMutablePointer<Float>, ldc: Int) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, transB ? CblasTrans : CblasNoTrans, Int32(m), Int32(n), Int32(k), 1,
+                    a, Int32(lda), b, Int32(ldb), 0, c, Int32(ldc))
+    }
+
     /// C[M, N] = Aᵀ·B + beta·C, A stored [K, M], B [K, N] (row-major).
     static func gemmTransA(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
                            c: UnsafeMutablePointer<Float>, ldc: Int, beta: Float = 0) {

@@ -187,47 +187,24 @@ public struct AttentionShape: Sendable {
 }
 
 extension Ops {
-    /// Queries per block of a causal prompt pass's attention (each block multiplies only the keys it may see).
+    /// Queries per block of a long-query attention (a task of the kernel threads is one head and one block; causal
+    /// blocks multiply only the keys they may see).
     static let causalQueryBlock = 128
 
     /// Scaled dot-product attention for one sequence with the Mu reference's masking.
     ///
     /// q [Tq, H*D]; k, v: `kvRows` rows of [*, Hkv*D] starting at the given pointers, `kvStride` floats apart;
     /// keyKeep[s] = 0 masks key s; `causalOffset` ≥ 0 lets query t see keys ≤ t + causalOffset.
-    /// Writes [Tq, H*D] into `out` (row stride H*D). Long queries use BLAS per head; short ones a fused kernel.
+    /// Writes [Tq, H*D] into `out` (row stride H*D). Long queries (≥ 16) use BLAS per head and block of queries on the
+    /// kernel threads; short ones a fused kernel.
     static func attention(q: UnsafePointer<Float>, tq: Int, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
                           kvRows: Int, kvStride: Int, out: UnsafeMutablePointer<Float>, shape: AttentionShape,
                           keyKeep: UnsafePointer<UInt8>?, causalOffset: Int, scratch: inout [Float]) {
         let scaleDiv = Float(Double(shape.headDim).squareRoot())
         if tq >= 16 {
-            // Per head and block of queries: scores = Q_h K_gᵀ [Tq, Tk] (BLAS), masked softmax (kernel),
-            // out_h = P V_g (BLAS). Causal: a block of queries multiplies only the keys its last row may see
-            // (62% of the full products at 512 tokens in blocks of 128); the keys past them would get probability
-            // 0. A block holding a row whose every visible key is masked (left padding) keeps all keys: such a row
-            // is uniform over all of them, as in the reference.
-            if scratch.count < tq * kvRows { scratch = [Float](repeating: 0, count: tq * kvRows) }
-            let block = causalOffset >= 0 ? Self.causalQueryBlock : tq
-            var firstKept = 0
-            if let keyKeep { while firstKept < kvRows && keyKeep[firstKept] == 0 { firstKept += 1 } }
-            scratch.withUnsafeMutableBufferPointer { s in
-                let scores = s.baseAddress!
-                for h in 0..<shape.heads {
-                    let g = shape.kvHead(for: h)
-                    for t0 in stride(from: 0, to: tq, by: block) {
-                        let bq = min(block, tq - t0)
-                        let visible = causalOffset >= 0 && firstKept <= t0 + causalOffset
-                            ? min(kvRows, t0 + bq + causalOffset) : kvRows
-                        BLAS.gemm(m: bq, n: visible, k: shape.headDim, a: q + t0 * shape.qWidth + h * shape.headDim,
-                                  lda: shape.qWidth, b: k + g * shape.headDim, ldb: kvStride, transB: true,
-                                  c: scores, ldc: visible)
-                        ek_softmax_masked_f32(scores, bq, visible, visible, scaleDiv, keyKeep,
-                                              causalOffset >= 0 ? causalOffset + t0 : causalOffset)
-                        BLAS.gemm(m: bq, n: shape.headDim, k: visible, a: scores, lda: visible,
-                                  b: v + g * shape.headDim, ldb: kvStride, transB: false,
-                                  c: out + t0 * shape.qWidth + h * shape.headDim, ldc: shape.qWidth)
-                    }
-                }
-            }
+            longQueryAttention(q: q, tq: tq, k: k, v: v, kvRows: kvRows, kvStride: kvStride, out: out, shape: shape,
+                               keyKeep: keyKeep, causalOffset: causalOffset, scaleDiv: scaleDiv, bias: nil,
+                               scratch: &scratch)
         } else {
             let need = ek_attention_scratch_floats(tq, kvRows, shape.heads, shape.headDim)
             if scratch.count < need { scratch = [Float](repeating: 0, count: need) }
@@ -237,6 +214,76 @@ extension Ops {
                                  shape.heads, shape.kvHeads, shape.headDim, shape.interleaved ? 1 : 0,
                                  keyKeep, causalOffset, scaleDiv, s.baseAddress!)
             }
+        }
+    }
+}
+
+/// One long-query attention call (``Ops/attention(q:tq:k:v:kvRows:kvStride:out:shape:keyKeep:causalOffset:scratch:)``
+/// or the relative-bias one) for the kernel threads: a task is one (head, block of queries).
+private struct LongQueryJob {
+    var q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>
+    var tq: Int, kvRows: Int, kvStride: Int
+    var shape: AttentionShape
+    var keyKeep: UnsafePointer<UInt8>?
+    var causalOffset: Int
+    var firstKept: Int                      // first key not masked by keyKeep (kvRows if none)
+    var scaleDiv: Float
+    var bias: UnsafePointer<Float>?         // [H, tq + kvRows − 1] relative bias, or nil
+    var blocks: Int                         // query blocks per head
+    var scratch: UnsafeMutablePointer<Float>   // [thread slots, causalQueryBlock × kvRows]
+}
+
+extension Ops {
+    /// Keys query block [t0, t0 + bq) multiplies: causal blocks stop after the last key their last query may see;
+    /// a block holding a row with no visible key (left padding) keeps all keys, as the reference makes such a row
+    /// uniform over every key.
+    fileprivate static func visibleKeys(t0: Int, bq: Int, kvRows: Int, causalOffset: Int, firstKept: Int) -> Int {
+        causalOffset >= 0 && firstKept <= t0 + causalOffset ? min(kvRows, t0 + bq + causalOffset) : kvRows
+    }
+
+    private static let longQueryTask: ek_task_fn = { ctx, index, _ in
+        let j = ctx!.assumingMemoryBound(to: LongQueryJob.self).pointee
+        let s = j.shape, h = index / j.blocks, g = s.kvHead(for: h)
+        let t0 = (index % j.blocks) * causalQueryBlock, bq = min(causalQueryBlock, j.tq - t0)
+        let visible = visibleKeys(t0: t0, bq: bq, kvRows: j.kvRows, causalOffset: j.causalOffset, firstKept: j.firstKept)
+        let scores = j.scratch + Int(ek_thread_slot()) * causalQueryBlock * j.kvRows   // [bq, visible]
+        BLAS.gemmOnThisThread(m: bq, n: visible, k: s.headDim, a: j.q + t0 * s.qWidth + h * s.headDim, lda: s.qWidth,
+                              b: j.k + g * s.headDim, ldb: j.kvStride, transB: true, c: scores, ldc: visible)
+        if let bias = j.bias {   // bias[h, tq − 1 + c − t] with t = t0 + r: the block's rows as the kernel's own
+            ek_add_relbias_f32(scores, bq, visible, visible, bias + h * (j.tq + j.kvRows - 1) + (j.tq - bq - t0))
+        }
+        ek_softmax_masked_f32(scores, bq, visible, visible, j.scaleDiv, j.keyKeep,
+                              j.causalOffset >= 0 ? j.causalOffset + t0 : j.causalOffset)
+        BLAS.gemmOnThisThread(m: bq, n: s.headDim, k: visible, a: scores, lda: visible, b: j.v + g * s.headDim,
+                              ldb: j.kvStride, transB: false, c: j.out + t0 * s.qWidth + h * s.headDim, ldc: s.qWidth)
+    }
+
+    /// Long queries (tq ≥ 16): per head and block of ≤ ``causalQueryBlock`` queries, scores = Q Kᵀ (BLAS, one thread),
+    /// (+ relative bias), masked softmax, out = P V (BLAS); the (head, block) tasks are claimed by the kernel threads,
+    /// each with its own block of scores. Causal blocks multiply only the keys they may see (62% of the square at 512
+    /// tokens, 53% at 4096).
+    fileprivate static func longQueryAttention(q: UnsafePointer<Float>, tq: Int, k: UnsafePointer<Float>,
+                                               v: UnsafePointer<Float>, kvRows: Int, kvStride: Int,
+                                               out: UnsafeMutablePointer<Float>, shape: AttentionShape,
+                                               keyKeep: UnsafePointer<UInt8>?, causalOffset: Int, scaleDiv: Float,
+                                               bias: UnsafePointer<Float>?, scratch: inout [Float]) {
+        var firstKept = 0
+        if let keyKeep { while firstKept < kvRows && keyKeep[firstKept] == 0 { firstKept += 1 } }
+        let blocks = (tq + causalQueryBlock - 1) / causalQueryBlock
+        var flops = 0
+        for b in 0..<blocks {
+            let t0 = b * causalQueryBlock, bq = min(causalQueryBlock, tq - t0)
+            flops += 4 * bq * visibleKeys(t0: t0, bq: bq, kvRows: kvRows, causalOffset: causalOffset,
+                                          firstKept: firstKept) * shape.headDim
+        }
+        OpCounter.add(flops: flops * shape.heads)   // scores + values
+        let slots = Int(ek_thread_slots()), perSlot = causalQueryBlock * kvRows
+        if scratch.count < slots * perSlot { scratch = [Float](repeating: 0, count: slots * perSlot) }
+        scratch.withUnsafeMutableBufferPointer { sp in
+            var job = LongQueryJob(q: q, k: k, v: v, out: out, tq: tq, kvRows: kvRows, kvStride: kvStride, shape: shape,
+                                   keyKeep: keyKeep, causalOffset: causalOffset, firstKept: firstKept,
+                                   scaleDiv: scaleDiv, bias: bias, blocks: blocks, scratch: sp.baseAddress!)
+            withUnsafeMutablePointer(to: &job) { ek_parallel_for(shape.heads * blocks, longQueryTask, $0) }
         }
     }
 }
@@ -253,21 +300,9 @@ extension Ops {
                                       scratch: inout [Float]) {
         let biasStride = tq + kvRows - 1
         if tq >= 16 {
-            // Per head: scores = Q_h K_gᵀ [Tq, Tk] (BLAS), + bias, masked softmax (kernels), out_h = P V_g (BLAS).
-            if scratch.count < tq * kvRows { scratch = [Float](repeating: 0, count: tq * kvRows) }
-            scratch.withUnsafeMutableBufferPointer { s in
-                let scores = s.baseAddress!
-                for h in 0..<shape.heads {
-                    let g = shape.kvHead(for: h)
-                    BLAS.gemm(m: tq, n: kvRows, k: shape.headDim, a: q + h * shape.headDim, lda: shape.qWidth,
-                              b: k + g * shape.headDim, ldb: kvStride, transB: true, c: scores, ldc: kvRows)
-                    if let bias { ek_add_relbias_f32(scores, tq, kvRows, kvRows, bias + h * biasStride) }
-                    ek_softmax_masked_f32(scores, tq, kvRows, kvRows, 1, keyKeep, causalOffset)
-                    BLAS.gemm(m: tq, n: shape.headDim, k: kvRows, a: scores, lda: kvRows,
-                              b: v + g * shape.headDim, ldb: kvStride, transB: false,
-                              c: out + h * shape.headDim, ldc: shape.qWidth)
-                }
-            }
+            longQueryAttention(q: q, tq: tq, k: k, v: v, kvRows: kvRows, kvStride: kvStride, out: out, shape: shape,
+                               keyKeep: keyKeep, causalOffset: causalOffset, scaleDiv: 1, bias: bias,
+                               scratch: &scratch)
         } else {
             let need = ek_attention_scratch_floats(tq, kvRows, shape.heads, shape.headDim)
             if scratch.count < need { scratch = [Float](repeating: 0, count: need) }

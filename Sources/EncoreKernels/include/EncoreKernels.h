@@ -180,7 +180,14 @@ typedef void (*ek_task_fn)(void *ctx, long index, long count);
 /** Smallest decode GEMV, in weight bytes, that is split across threads (default 32 KiB; the environment variable
  *  EK_PARALLEL_MIN_BYTES overrides it, for tuning on other machines). */
 long ek_parallel_min_bytes(void);
+/** Runs fn(ctx, i, ntasks) for i in [0, ntasks), tasks claimed by the kernel threads and the caller; returns when all
+ *  are done. Called from inside a task, it runs the tasks inline on that thread. */
 void ek_parallel_for(long ntasks, ek_task_fn fn, void *ctx);
+/** Inside a task: which thread runs it, in [0, ek_thread_slots()) (0 = the thread that called ek_parallel_for); a
+ *  task can index per-thread scratch with it. */
+int ek_thread_slot(void);
+/** Threads that may run tasks of the next ek_parallel_for (call outside tasks). */
+int ek_thread_slots(void);
 /** Returns the C allocator's free pages to the system (glibc malloc_trim; a no-op elsewhere). */
 void ek_release_free_memory(void);
 /** Threads the kernels use (default: online cores). */
