@@ -74,11 +74,11 @@ static _Thread_local int g_slot;
 int ek_thread_slot(void) { return g_slot; }
 
 int ek_thread_slots(void) {
-    int threads = ek_get_threads();   /* first: it may set the default, under the submit lock */
-    pthread_mutex_lock(&g_pool.submit);
-    int n = g_pool.started + 1 > threads ? g_pool.started + 1 : threads;   /* workers started earlier still claim */
-    pthread_mutex_unlock(&g_pool.submit);
-    return n;
+    /* No lock (a task may ask while its submitter holds the submit lock). Workers are only ever added, up to
+     * threads - 1, so a stale count is covered by `threads`; a count above it (threads lowered after workers
+     * started) is stable by then: those workers still claim tasks. */
+    int threads = ek_get_threads(), started = __atomic_load_n(&g_pool.started, __ATOMIC_RELAXED);
+    return started + 1 > threads ? started + 1 : threads;
 }
 
 static void *worker(void *arg) {
@@ -147,7 +147,7 @@ void ek_parallel_for(long ntasks, ek_task_fn fn, void *ctx) {
     while (g_pool.started < n - 1) {
         uintptr_t arg = (uintptr_t)current | (uintptr_t)(g_pool.started + 1) << 32;   /* job id, slot */
         if (pthread_create(&g_pool.threads[g_pool.started], NULL, worker, (void *)arg) != 0) break;
-        g_pool.started++;
+        __atomic_store_n(&g_pool.started, g_pool.started + 1, __ATOMIC_RELAXED);   /* read unlocked by ek_thread_slots */
     }
     if (g_pool.started == 0) {
         pthread_mutex_unlock(&g_pool.submit);
