@@ -1218,7 +1218,32 @@ int ek_quantize_rows(int format, const float *src, void *dst, float *scales, lon
     return 0;
 }
 
+static int dequantize_rows_serial(int format, const void *src, const float *scales, float *dst, long rows, long cols);
+
+typedef struct { int format; const void *src; const float *scales; float *dst; long rows, cols, rb; int rc; } dqr_ctx;
+
+static void dqr_task(void *ctx, long index, long count) {
+    dqr_ctx *c = ctx;
+    long r0 = c->rows * index / count, r1 = c->rows * (index + 1) / count;
+    if (r0 >= r1) return;
+    int rc = dequantize_rows_serial(c->format, (const uint8_t *)c->src + r0 * c->rb, c->scales ? c->scales + r0 : NULL,
+                                    c->dst + r0 * c->cols, r1 - r0, c->cols);
+    if (rc != 0) c->rc = rc;   /* any failing range fails the call (they fail alike: same format and width) */
+}
+
+/* Rows split over the kernel threads when there are many values (prompt passes widen a whole matrix per call). */
 int ek_dequantize_rows(int format, const void *src, const float *scales, float *dst, long rows, long cols) {
+    long rb = ek_quant_row_bytes(format, cols);
+    if (rb == 0) return -1;
+    if (is_kq(format) || rows < 2 || rows * cols < (1L << 16) || ek_get_threads() <= 1)   /* K-quants: ek_dequantize splits */
+        return dequantize_rows_serial(format, src, scales, dst, rows, cols);
+    dqr_ctx c = { format, src, scales, dst, rows, cols, rb, 0 };
+    long tasks = 2L * ek_get_threads();
+    ek_parallel_for(tasks < rows ? tasks : rows, dqr_task, &c);
+    return c.rc;
+}
+
+static int dequantize_rows_serial(int format, const void *src, const float *scales, float *dst, long rows, long cols) {
     long rb = ek_quant_row_bytes(format, cols);
     if (rb == 0) return -1;
     if (is_kq(format)) {
@@ -1232,7 +1257,7 @@ int ek_dequantize_rows(int format, const void *src, const float *scales, float *
         if (!row) return -2;
         for (long r = 0; r < rows; r++) {
             ek_unpack_x8(format, (const uint8_t *)src + r * rb, row, 1, cols);
-            ek_dequantize_rows(base_format(format), row, NULL, dst + r * cols, 1, cols);
+            dequantize_rows_serial(base_format(format), row, NULL, dst + r * cols, 1, cols);
         }
         if (row != stack_row) free(row);
         return 0;

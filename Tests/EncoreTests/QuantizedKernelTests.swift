@@ -60,6 +60,41 @@ final class QuantizedKernelTests: XCTestCase {
         print("quantized GEMV paths tested: \(tested.sorted().joined(separator: ", "))")
     }
 
+    /// Widening a whole matrix (prompt passes with decode-format weights) splits its rows over the kernel threads:
+    /// the same floats as widening it one row at a time (the serial path), for every format, with k both a multiple
+    /// of 32 and not, and the x8 layouts; one thread gives them too.
+    func testDequantizeRowsSplitMatchesRowByRow() {
+        defer { Backend.setThreads(2) }
+        for f in Self.formats {
+            for (n, k) in [(300, 512), (257, 300)] {
+                var (q, s) = quantize(randoms(n * k), f, rows: n, cols: k)
+                var layout = f.kernelID
+                if f != .bf16 && f != .int8 && k % 32 == 0 {   // the x8 layout decode streams
+                    var r = q
+                    XCTAssertEqual(ek_repack_x8(ek_x8_format(f.kernelID), q, &r, n, k), 0)
+                    q = r
+                    layout = ek_x8_format(f.kernelID)
+                }
+                var rowByRow = [Float](repeating: .nan, count: n * k)
+                let rb = f.rowBytes(k)
+                q.withUnsafeBytes { qb in
+                    for r in 0..<n {
+                        rowByRow.withUnsafeMutableBufferPointer { d in
+                            XCTAssertEqual(ek_dequantize_rows(layout, qb.baseAddress! + r * rb, f == .int8 ? [s[r]] : nil,
+                                                              d.baseAddress! + r * k, 1, k), 0)
+                        }
+                    }
+                }
+                for threads in [2, 1] {
+                    Backend.setThreads(threads)
+                    var whole = [Float](repeating: .nan, count: n * k)
+                    XCTAssertEqual(ek_dequantize_rows(layout, q, f == .int8 ? s : nil, &whole, n, k), 0)
+                    XCTAssertEqual(whole, rowByRow, "\(f) layout \(layout) \(n)x\(k) threads \(threads)")
+                }
+            }
+        }
+    }
+
     /// The reference twin against fp32 math on the dequantized weights (fp32 x): the difference is the
     /// activation quantization alone (8 bits per block of 32: measured 3–5e-3 on random data; bound 1.2e-2),
     /// none for bf16 with fp32 x (1e-6).
