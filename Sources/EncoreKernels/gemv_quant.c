@@ -27,7 +27,7 @@
  * arm64 (neon.c):  bf16 neon (widen + FMA); int8 neon-dotprod (SDOT) > neon (SMULL + SADALP); Q8_0/Q4_0/Q4_1 still
  *                  scalar. The activation quantizer has a NEON block too (same bytes as plain C).
  *
- * Every call is parallel over rows on the ek_parallel_for pool (4 contiguous row ranges per thread, claimed
+ * Every call is parallel over rows on the ek_parallel_for pool (ek_gemv_tasks: 4 to 16 contiguous row ranges per thread, claimed
  * dynamically), streams each weight once for up to m ≤ 8 activation rows, and allocates nothing once its
  * thread-local activation buffer has grown to the largest m*k seen. */
 #include "EncoreKernels.h"
@@ -930,7 +930,7 @@ static void qtask(void *ctx, long index, long count) {
 
 static void run_rows(qctx *c) {
     long bytes = c->n * c->row_bytes;
-    long tasks = bytes < ek_parallel_min_bytes() ? 1 : 4L * ek_get_threads();
+    long tasks = ek_gemv_tasks(bytes);
     if (tasks > c->n) tasks = c->n;
     ek_parallel_for(tasks, qtask, c);
 }
@@ -1022,7 +1022,7 @@ int ek_gemv_quant_multi(int format, long count, const void *const *w, const floa
     }
     long total = mc.row0[count];
     if (total == 0) return 0;
-    long tasks = bytes < ek_parallel_min_bytes() ? 1 : 4L * ek_get_threads();
+    long tasks = ek_gemv_tasks(bytes);
     if (tasks > total) tasks = total;
     ek_parallel_for(tasks, multi_task, &mc);
     return 0;

@@ -1009,7 +1009,7 @@ void ek_gemv_f32(const float *w, const float *x, const float *bias, float *y, lo
     long bytes = n * k * 4;
     /* tiny matrices are not worth a wake-up; otherwise 4 contiguous row blocks per thread, claimed
        dynamically so a busy core's share is picked up by the others */
-    long tasks = bytes < ek_parallel_min_bytes() ? 1 : 4L * ek_get_threads();
+    long tasks = ek_gemv_tasks(bytes);
     if (tasks > n) tasks = n;
     ek_parallel_for(tasks, gemv_task, &c);
 }

@@ -60,6 +60,25 @@ final class QuantizedKernelTests: XCTestCase {
         print("quantized GEMV paths tested: \(tested.sorted().joined(separator: ", "))")
     }
 
+    /// Decode GEMVs split into about one row range per MiB, 4 to 16 per thread (one task under the threshold); a
+    /// 17 MiB fp32 GEMV split 17 ways gives the same floats as on one thread (each row's sum is computed the same way
+    /// whatever range holds it).
+    func testGEMVTaskSplit() {
+        defer { Backend.setThreads(2) }
+        Backend.setThreads(2)
+        XCTAssertEqual(ek_gemv_tasks(ek_parallel_min_bytes() - 1), 1)
+        XCTAssertEqual(ek_gemv_tasks(4 << 20), 8, "4 per thread up to 8 MiB")
+        XCTAssertEqual(ek_gemv_tasks(12 << 20), 12)
+        XCTAssertEqual(ek_gemv_tasks(100 << 20), 32, "at most 16 per thread")
+        let n = 4352, k = 1024   // 17 MiB of fp32
+        let w = randoms(n * k), x = randoms(k), b = randoms(n)
+        var y2 = [Float](repeating: .nan, count: n), y1 = y2
+        ek_gemv_f32(w, x, b, &y2, 1, n, k)
+        Backend.setThreads(1)
+        ek_gemv_f32(w, x, b, &y1, 1, n, k)
+        XCTAssertEqual(y2, y1)
+    }
+
     /// Widening a whole matrix (prompt passes with decode-format weights) splits its rows over the kernel threads:
     /// the same floats as widening it one row at a time (the serial path), for every format, with k both a multiple
     /// of 32 and not, and the x8 layouts; one thread gives them too.

@@ -180,6 +180,9 @@ typedef void (*ek_task_fn)(void *ctx, long index, long count);
 /** Smallest decode GEMV, in weight bytes, that is split across threads (default 32 KiB; the environment variable
  *  EK_PARALLEL_MIN_BYTES overrides it, for tuning on other machines). */
 long ek_parallel_min_bytes(void);
+/** Tasks a decode GEMV over `bytes` weight bytes is split into: 1 below ek_parallel_min_bytes(), else about one per
+ *  MiB, between 4 and 16 per thread. */
+long ek_gemv_tasks(long bytes);
 /** Runs fn(ctx, i, ntasks) for i in [0, ntasks), tasks claimed by the kernel threads and the caller; returns when all
  *  are done. Called from inside a task, it runs the tasks inline on that thread. */
 void ek_parallel_for(long ntasks, ek_task_fn fn, void *ctx);
