@@ -749,10 +749,14 @@ void ek_attention_f32(const float *q, long q_stride, const float *k, long k_stri
     attention_engine(&c);
 }
 
-void ek_attention_f32_ref(const float *q, long q_stride, const float *k, long k_stride,
-                          const float *v, long v_stride, float *out, long out_stride,
+/* The three attention twins in one loop: keys and values fp32 (kf, vf) or f16 (kh, vh); score = q·k, rounded to
+ * float for fp32 keys (as ek_dot_f32_ref returns it), + bias[h, (tq - 1) + s - t] when given, / scale_div; softmax
+ * and P·V in double. A row with every key masked is uniform over all keys, as the reference's masked_fill. */
+static void attention_ref(const float *q, long q_stride, const float *kf, const uint16_t *kh, long k_stride,
+                          const float *vf, const uint16_t *vh, long v_stride, float *out, long out_stride,
                           long tq, long tk, long n_head, long n_kv_head, long head_dim, int interleaved,
-                          const uint8_t *key_keep, long causal_offset, float scale_div, float *scratch) {
+                          const uint8_t *key_keep, long causal_offset, float scale_div, const float *bias,
+                          long bias_stride, float *scratch) {
     for (long t = 0; t < tq; t++) {
         for (long h = 0; h < n_head; h++) {
             long g = kv_head_for(h, n_head, n_kv_head, interleaved);
@@ -761,7 +765,11 @@ void ek_attention_f32_ref(const float *q, long q_stride, const float *k, long k_
             long allowed = 0;
             for (long s = 0; s < tk; s++) {
                 if (!key_allowed(key_keep, causal_offset, t, s)) continue;
-                scratch[s] = ek_dot_f32_ref(qh, k + s * k_stride + g * head_dim, head_dim) / scale_div;
+                long k0 = s * k_stride + g * head_dim;
+                double score = kf ? (double)ek_dot_f32_ref(qh, kf + k0, head_dim) : 0.0;
+                if (!kf) for (long d = 0; d < head_dim; d++) score += (double)qh[d] * h2f(kh[k0 + d]);
+                if (bias) score += bias[h * bias_stride + (tq - 1) + s - t];
+                scratch[s] = (float)(score / scale_div);
                 if (scratch[s] > mx) mx = scratch[s];
                 allowed++;
             }
@@ -774,11 +782,22 @@ void ek_attention_f32_ref(const float *q, long q_stride, const float *k, long k_
             float *o = out + t * out_stride + h * head_dim;
             for (long d = 0; d < head_dim; d++) {
                 double acc = 0;
-                for (long s = 0; s < tk; s++) acc += (double)scratch[s] * v[s * v_stride + g * head_dim + d];
+                for (long s = 0; s < tk; s++) {
+                    long i = s * v_stride + g * head_dim + d;
+                    acc += (double)scratch[s] * (vf ? vf[i] : h2f(vh[i]));
+                }
                 o[d] = (float)(acc / sum);
             }
         }
     }
+}
+
+void ek_attention_f32_ref(const float *q, long q_stride, const float *k, long k_stride,
+                          const float *v, long v_stride, float *out, long out_stride,
+                          long tq, long tk, long n_head, long n_kv_head, long head_dim, int interleaved,
+                          const uint8_t *key_keep, long causal_offset, float scale_div, float *scratch) {
+    attention_ref(q, q_stride, k, NULL, k_stride, v, NULL, v_stride, out, out_stride, tq, tk, n_head, n_kv_head,
+                  head_dim, interleaved, key_keep, causal_offset, scale_div, NULL, 0, scratch);
 }
 
 void ek_attention_f16kv(const float *q, long q_stride, const uint16_t *k, long k_stride,
@@ -795,34 +814,8 @@ void ek_attention_f16kv_ref(const float *q, long q_stride, const uint16_t *k, lo
                             const uint16_t *v, long v_stride, float *out, long out_stride,
                             long tq, long tk, long n_head, long n_kv_head, long head_dim, int interleaved,
                             const uint8_t *key_keep, long causal_offset, float scale_div, float *scratch) {
-    for (long t = 0; t < tq; t++) {
-        for (long h = 0; h < n_head; h++) {
-            long g = kv_head_for(h, n_head, n_kv_head, interleaved);
-            const float *qh = q + t * q_stride + h * head_dim;
-            double mx = -INFINITY;
-            long allowed = 0;
-            for (long s = 0; s < tk; s++) {
-                if (!key_allowed(key_keep, causal_offset, t, s)) continue;
-                double a = 0;
-                for (long d = 0; d < head_dim; d++) a += (double)qh[d] * h2f(k[s * k_stride + g * head_dim + d]);
-                scratch[s] = (float)(a / scale_div);
-                if (scratch[s] > mx) mx = scratch[s];
-                allowed++;
-            }
-            double sum = 0;
-            for (long s = 0; s < tk; s++) {
-                if (allowed == 0) scratch[s] = 1.0f;
-                else scratch[s] = key_allowed(key_keep, causal_offset, t, s) ? (float)exp(scratch[s] - mx) : 0.0f;
-                sum += scratch[s];
-            }
-            float *o = out + t * out_stride + h * head_dim;
-            for (long d = 0; d < head_dim; d++) {
-                double acc = 0;
-                for (long s = 0; s < tk; s++) acc += (double)scratch[s] * h2f(v[s * v_stride + g * head_dim + d]);
-                o[d] = (float)(acc / sum);
-            }
-        }
-    }
+    attention_ref(q, q_stride, NULL, k, k_stride, NULL, v, v_stride, out, out_stride, tq, tk, n_head, n_kv_head,
+                  head_dim, interleaved, key_keep, causal_offset, scale_div, NULL, 0, scratch);
 }
 
 /* ------------------------------------------------------------------------------------------------ */
@@ -844,34 +837,8 @@ void ek_attention_relbias_f32_ref(const float *q, long q_stride, const float *k,
                                   long tq, long tk, long n_head, long n_kv_head, long head_dim, int interleaved,
                                   const uint8_t *key_keep, long causal_offset, const float *bias, long bias_stride,
                                   float *scratch) {
-    for (long t = 0; t < tq; t++) {
-        for (long h = 0; h < n_head; h++) {
-            long g = kv_head_for(h, n_head, n_kv_head, interleaved);
-            const float *qh = q + t * q_stride + h * head_dim;
-            double mx = -INFINITY;
-            long allowed = 0;
-            for (long s = 0; s < tk; s++) {
-                if (!key_allowed(key_keep, causal_offset, t, s)) continue;
-                double score = ek_dot_f32_ref(qh, k + s * k_stride + g * head_dim, head_dim);
-                if (bias) score += bias[h * bias_stride + (tq - 1) + s - t];
-                scratch[s] = (float)score;
-                if (scratch[s] > mx) mx = scratch[s];
-                allowed++;
-            }
-            double sum = 0;
-            for (long s = 0; s < tk; s++) {
-                if (allowed == 0) scratch[s] = 1.0f;
-                else scratch[s] = key_allowed(key_keep, causal_offset, t, s) ? (float)exp(scratch[s] - mx) : 0.0f;
-                sum += scratch[s];
-            }
-            float *o = out + t * out_stride + h * head_dim;
-            for (long d = 0; d < head_dim; d++) {
-                double acc = 0;
-                for (long s = 0; s < tk; s++) acc += (double)scratch[s] * v[s * v_stride + g * head_dim + d];
-                o[d] = (float)(acc / sum);
-            }
-        }
-    }
+    attention_ref(q, q_stride, k, NULL, k_stride, v, NULL, v_stride, out, out_stride, tq, tk, n_head, n_kv_head,
+                  head_dim, interleaved, key_keep, causal_offset, 1.0f, bias, bias_stride, scratch);
 }
 
 void ek_add_relbias_f32(float *scores, long rows, long cols, long ld, const float *bias_row) {
