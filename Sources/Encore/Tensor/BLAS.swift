@@ -51,9 +51,17 @@ enum BLAS {
         let n = Int(j.n), per = ((n + count - 1) / count + 15) / 16 * 16
         let start = index * per, end = Swift.min(n, start + per)
         guard start < end else { return }
-        let bSlice = j.transB ? j.b + start * Int(j.ldb) : j.b + start
+        var slice = j
+        slice.n = Int32(end - start)
+        slice.b = j.transB ? j.b + start * Int(j.ldb) : j.b + start
+        slice.c = j.c + start
+        sgemm(slice)
+    }
+
+    /// One CBLAS call on the calling thread.
+    private static func sgemm(_ j: GemmJob) {
         cblas_sgemm(CblasRowMajor, j.transA ? CblasTrans : CblasNoTrans, j.transB ? CblasTrans : CblasNoTrans,
-                    j.m, Int32(end - start), j.k, j.alpha, j.a, j.lda, bSlice, j.ldb, j.beta, j.c + start, j.ldc)
+                    j.m, j.n, j.k, j.alpha, j.a, j.lda, j.b, j.ldb, j.beta, j.c, j.ldc)
     }
 
     private static func run(_ job: GemmJob) {
@@ -64,16 +72,15 @@ enum BLAS {
             withUnsafeMutablePointer(to: &job) { ek_parallel_for(threads, gemmTask, $0) }
             return
         }
-        cblas_sgemm(CblasRowMajor, job.transA ? CblasTrans : CblasNoTrans, job.transB ? CblasTrans : CblasNoTrans,
-                    job.m, job.n, job.k, job.alpha, job.a, job.lda, job.b, job.ldb, job.beta, job.c, job.ldc)
+        sgemm(job)
     }
 
     /// As ``gemm(m:n:k:a:lda:b:ldb:transB:c:ldc:alpha:beta:)`` on the calling thread alone and not counted: for
     /// tasks that already run on the kernel threads (the caller counts their FLOPs).
     static func gemmOnThisThread(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>,
                                  ldb: Int, transB: Bool, c: UnsafeMutablePointer<Float>, ldc: Int) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, transB ? CblasTrans : CblasNoTrans, Int32(m), Int32(n), Int32(k), 1,
-                    a, Int32(lda), b, Int32(ldb), 0, c, Int32(ldc))
+        sgemm(GemmJob(m: Int32(m), n: Int32(n), k: Int32(k), a: a, lda: Int32(lda), b: b, ldb: Int32(ldb), transA: false,
+                      transB: transB, c: c, ldc: Int32(ldc), alpha: 1, beta: 0))
     }
 
     /// C[M, N] = Aᵀ·B + beta·C, A stored [K, M], B [K, N] (row-major).
