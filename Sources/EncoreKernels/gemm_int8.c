@@ -126,12 +126,13 @@ static void quantize_rows_u7(const float *x, long m, long k, long kp, uint8_t *u
  * after). The integer part is exact, so every path passes the same float on. */
 static inline float epilogue_value(int32_t acc, float dx, float ws, const float *bias, long c, float old, int mode) {
     float v = (float)acc * (dx * ws) + (bias ? bias[c] : 0.0f);
+    if (mode == EK_EPI_RELU) return v > 0.0f ? v : 0.0f;
     return mode == EK_EPI_ACCUMULATE ? old + v : v;
 }
 
 int ek_gemm_int8_ref(const int8_t *w, const float *wscale, const float *x, const float *bias, float *y,
                      long m, long n, long k, int mode) {
-    if (mode < EK_EPI_STORE || mode > EK_EPI_GELU) return -1;
+    if (mode < EK_EPI_STORE || mode > EK_EPI_RELU) return -1;
     long kp = (k + 31) / 32 * 32;
     uint8_t *u = malloc((size_t)(m * kp + 1));
     float *d = malloc(sizeof(float) * (size_t)(m + 1));
@@ -152,59 +153,64 @@ int ek_gemm_int8_ref(const int8_t *w, const float *wscale, const float *x, const
     return 0;
 }
 
+/* One weight matrix of a call and its output: w [n, kp] int8 rows, wscale [n], bias [n] or NULL, y [m, n]. */
+typedef struct { const int8_t *w; const float *wscale; const float *bias; float *y; long n; } gemm_mat;
+/* One task: columns [c0, c1) of matrix `mat`. */
+typedef struct { long mat, c0, c1; } gemm_range;
+
 typedef struct {
-    const int8_t *w; const float *wscale; const float *bias; float *y;
+    const gemm_mat *mats; const gemm_range *ranges;
     const uint8_t *u; const float *d; const int32_t *z;
-    long m, n, k, kp, panels_per_task, npanels;
+    long m, k, kp;
     int mode, simd, neon, dotprod;
 } gemm_ctx;
 
 /* Σ of column c's int8 weights (the zero point's correction). */
-static int32_t column_sum(const gemm_ctx *g, long c) {
+static int32_t column_sum(const gemm_ctx *g, const gemm_mat *a, long c) {
     int32_t s = 0;
-    for (long i = 0; i < g->k; i++) s += g->w[c * g->kp + i];
+    for (long i = 0; i < g->k; i++) s += a->w[c * g->kp + i];
     return s;
 }
 
 /* Columns [c0, c0+nc) of the plain path: integer dot products row by row. */
-static void panel_plain(const gemm_ctx *g, long c0, long nc) {
+static void panel_plain(const gemm_ctx *g, const gemm_mat *a, long c0, long nc) {
     for (long c = c0; c < c0 + nc; c++) {
-        int32_t colsum = column_sum(g, c);
-        const int8_t *wc = g->w + c * g->kp;
+        int32_t colsum = column_sum(g, a, c);
+        const int8_t *wc = a->w + c * g->kp;
         for (long r = 0; r < g->m; r++) {
             const uint8_t *ur = g->u + r * g->kp;
             int32_t s = 0;
             for (long i = 0; i < g->k; i++) s += (int32_t)ur[i] * wc[i];
-            float *yp = g->y + r * g->n + c;
-            *yp = epilogue_value(s - g->z[r] * colsum, g->d[r], g->wscale[c], g->bias, c, *yp, g->mode);
+            float *yp = a->y + r * a->n + c;
+            *yp = epilogue_value(s - g->z[r] * colsum, g->d[r], a->wscale[c], a->bias, c, *yp, g->mode);
         }
     }
     if (g->mode == EK_EPI_GELU)
-        for (long r = 0; r < g->m; r++) ek_gelu_tanh_f32(g->y + r * g->n + c0, nc);
+        for (long r = 0; r < g->m; r++) ek_gelu_tanh_f32(a->y + r * a->n + c0, nc);
 }
 
 #if defined(__aarch64__)
 /* NEON hook: columns [c0, c0 + nc) in 4×4 tiles read straight from the int8 rows (no packing), exact int32 sums
  * by SDOT or SMULL+SADALP (ek_neon_tile_s8; u ≤ 127 is a valid signed byte), then the plain epilogue. */
-static void columns_neon(const gemm_ctx *g, long c0, long nc) {
+static void columns_neon(const gemm_ctx *g, const gemm_mat *a, long c0, long nc) {
     int32_t t[16], colsum[4];
     for (long cc = c0; cc < c0 + nc; cc += 4) {
         int tn = (int)(c0 + nc - cc < 4 ? c0 + nc - cc : 4);
-        for (int c = 0; c < tn; c++) colsum[c] = column_sum(g, cc + c);
+        for (int c = 0; c < tn; c++) colsum[c] = column_sum(g, a, cc + c);
         for (long r0 = 0; r0 < g->m; r0 += 4) {
             int tm = (int)(g->m - r0 < 4 ? g->m - r0 : 4);
-            ek_neon_tile_s8((const int8_t *)g->u + r0 * g->kp, g->kp, g->w + cc * g->kp, g->kp, g->kp, tm, tn, t,
+            ek_neon_tile_s8((const int8_t *)g->u + r0 * g->kp, g->kp, a->w + cc * g->kp, g->kp, g->kp, tm, tn, t,
                             g->dotprod);
             for (int r = 0; r < tm; r++)
                 for (int c = 0; c < tn; c++) {
-                    float *yp = g->y + (r0 + r) * g->n + cc + c;
-                    *yp = epilogue_value(t[r * 4 + c] - g->z[r0 + r] * colsum[c], g->d[r0 + r], g->wscale[cc + c],
-                                         g->bias, cc + c, *yp, g->mode);
+                    float *yp = a->y + (r0 + r) * a->n + cc + c;
+                    *yp = epilogue_value(t[r * 4 + c] - g->z[r0 + r] * colsum[c], g->d[r0 + r], a->wscale[cc + c],
+                                         a->bias, cc + c, *yp, g->mode);
                 }
         }
     }
     if (g->mode == EK_EPI_GELU)
-        for (long r = 0; r < g->m; r++) ek_gelu_tanh_f32(g->y + r * g->n + c0, nc);
+        for (long r = 0; r < g->m; r++) ek_gelu_tanh_f32(a->y + r * a->n + c0, nc);
 }
 #endif
 
@@ -302,12 +308,12 @@ EG_AVX2 static void kernel_##MR(const uint8_t *a, long lda, const int8_t *b, lon
 EG_KERNEL(1) EG_KERNEL(2) EG_KERNEL(3) EG_KERNEL(4)
 
 /* Writes rows r0..r0+mr of columns c0..c0+nc from the int32 tile (minus z · column sum). */
-EG_AVX2 static void store_tile(const gemm_ctx *g, long r0, int mr, long c0, long nc, const __m256i *acc,
-                               const int32_t *colsum) {
+EG_AVX2 static void store_tile(const gemm_ctx *g, const gemm_mat *a, long r0, int mr, long c0, long nc,
+                               const __m256i *acc, const int32_t *colsum) {
     for (int r = 0; r < mr; r++) {
         float dx = g->d[r0 + r];
         int32_t z = g->z[r0 + r];
-        float *yr = g->y + (r0 + r) * g->n + c0;
+        float *yr = a->y + (r0 + r) * a->n + c0;
         for (int h = 0; h < EG_NV; h++) {
             long cc = h * 8;
             if (cc >= nc) break;
@@ -315,15 +321,16 @@ EG_AVX2 static void store_tile(const gemm_ctx *g, long r0, int mr, long c0, long
                                          _mm256_loadu_si256((const __m256i *)(colsum + cc))));
             if (nc - cc >= 8) {
                 __m256 v = _mm256_cvtepi32_ps(s);
-                v = _mm256_mul_ps(v, _mm256_mul_ps(_mm256_set1_ps(dx), _mm256_loadu_ps(g->wscale + c0 + cc)));
-                if (g->bias) v = _mm256_add_ps(v, _mm256_loadu_ps(g->bias + c0 + cc));
+                v = _mm256_mul_ps(v, _mm256_mul_ps(_mm256_set1_ps(dx), _mm256_loadu_ps(a->wscale + c0 + cc)));
+                if (a->bias) v = _mm256_add_ps(v, _mm256_loadu_ps(a->bias + c0 + cc));
                 if (g->mode == EK_EPI_ACCUMULATE) v = _mm256_add_ps(v, _mm256_loadu_ps(yr + cc));
+                else if (g->mode == EK_EPI_RELU) v = _mm256_max_ps(v, _mm256_setzero_ps());
                 _mm256_storeu_ps(yr + cc, v);
             } else {
                 int32_t lanes[8];
                 _mm256_storeu_si256((__m256i *)lanes, s);
                 for (long j = 0; j < nc - cc; j++)
-                    yr[cc + j] = epilogue_value(lanes[j], dx, g->wscale[c0 + cc + j], g->bias, c0 + cc + j,
+                    yr[cc + j] = epilogue_value(lanes[j], dx, a->wscale[c0 + cc + j], a->bias, c0 + cc + j,
                                                 yr[cc + j], g->mode);
             }
         }
@@ -333,14 +340,14 @@ EG_AVX2 static void store_tile(const gemm_ctx *g, long r0, int mr, long c0, long
 /* Columns [c0, c0 + nc): their panels packed once into the thread's buffer; then per block of EG_MC rows and
  * panel, k in blocks of EG_KC (the panel's block stays in L1) over EG_MR-row tiles whose accumulators persist in
  * a small buffer between k blocks; GELU on the finished rows. */
-EG_AVX2 static int columns_avx2(const gemm_ctx *g, long c0, long nc) {
+EG_AVX2 static int columns_avx2(const gemm_ctx *g, const gemm_mat *a, long c0, long nc) {
     long panels = (nc + EG_NR - 1) / EG_NR, panel_len = g->kp * EG_NR;
     int8_t *pb = pack_buffer(panels * (panel_len + EG_NR * 4));
     if (!pb) return -2;
     int32_t *sums = (int32_t *)(pb + panels * panel_len);   /* [panels][EG_NR] column sums */
     for (long p = 0; p < panels; p++) {
         long pc = c0 + p * EG_NR;
-        pack_panel(g->w, g->kp, pc, c0 + nc - pc < EG_NR ? c0 + nc - pc : EG_NR, pb + p * panel_len, sums + p * EG_NR);
+        pack_panel(a->w, g->kp, pc, c0 + nc - pc < EG_NR ? c0 + nc - pc : EG_NR, pb + p * panel_len, sums + p * EG_NR);
     }
     /* the int32 accumulators of every (panel, tile) of a row block: they persist across the k blocks */
     const long tile_vecs = EG_MR * EG_NV, tiles_per_panel = (EG_MC + EG_MR - 1) / EG_MR;
@@ -373,12 +380,12 @@ EG_AVX2 static int columns_avx2(const gemm_ctx *g, long c0, long nc) {
             long pc = c0 + p * EG_NR, pn = c0 + nc - pc < EG_NR ? c0 + nc - pc : EG_NR;
             for (long t = 0; t < ntiles; t++) {
                 long r0 = m0 + t * EG_MR;
-                store_tile(g, r0, (int)(m1 - r0 < EG_MR ? m1 - r0 : EG_MR), pc, pn,
+                store_tile(g, a, r0, (int)(m1 - r0 < EG_MR ? m1 - r0 : EG_MR), pc, pn,
                            tiles + (p * tiles_per_panel + t) * tile_vecs, sums + p * EG_NR);
             }
         }
         if (g->mode == EK_EPI_GELU)
-            for (long r = m0; r < m1; r++) ek_gelu_tanh_f32(g->y + r * g->n + c0, nc);
+            for (long r = m0; r < m1; r++) ek_gelu_tanh_f32(a->y + r * a->n + c0, nc);
     }
     return 0;
 }
@@ -400,15 +407,15 @@ const char *ek_gemm_int8_path(void) {
 static void gemm_task(void *ctx, long index, long count) {
     (void)count;
     gemm_ctx *g = ctx;
-    long c0 = index * g->panels_per_task * EG_NR, c1 = c0 + g->panels_per_task * EG_NR;
-    if (c1 > g->n) c1 = g->n;
+    const gemm_range *t = g->ranges + index;
+    const gemm_mat *a = g->mats + t->mat;
 #ifdef EG_X86
-    if (g->simd && columns_avx2(g, c0, c1 - c0) == 0) return;
+    if (g->simd && columns_avx2(g, a, t->c0, t->c1 - t->c0) == 0) return;
 #endif
 #if defined(__aarch64__)
-    if (g->neon) { columns_neon(g, c0, c1 - c0); return; }
+    if (g->neon) { columns_neon(g, a, t->c0, t->c1 - t->c0); return; }
 #endif
-    panel_plain(g, c0, c1 - c0);
+    panel_plain(g, a, t->c0, t->c1 - t->c0);
 }
 
 /* Activation buffers of the caller (grown once). */
@@ -417,11 +424,12 @@ static _Thread_local float *g_d;
 static _Thread_local int32_t *g_z;
 static _Thread_local long g_u_len, g_d_len;
 
-int ek_gemm_int8(const int8_t *w, const float *wscale, const float *x, const float *bias, float *y,
-                 long m, long n, long k, int mode) {
-    if (mode < EK_EPI_STORE || mode > EK_EPI_GELU) return -1;
-    if (m <= 0 || n <= 0) return 0;
-    long kp = (k + 31) / 32 * 32;
+int ek_gemm_int8_multi(long count, const int8_t *const *w, const float *const *wscale, const float *const *bias,
+                       float *const *y, const long *n, const float *x, long m, long k, int mode) {
+    if (mode < EK_EPI_STORE || mode > EK_EPI_RELU || count < 1) return -1;
+    long kp = (k + 31) / 32 * 32, npanels = 0;
+    for (long j = 0; j < count; j++) npanels += n[j] > 0 ? (n[j] + EG_NR - 1) / EG_NR : 0;
+    if (m <= 0 || npanels == 0) return 0;
     if (m * kp > g_u_len) {
         free(g_u);
         g_u = aligned_alloc(64, (size_t)((m * kp + 63) / 64 * 64));
@@ -434,8 +442,24 @@ int ek_gemm_int8(const int8_t *w, const float *wscale, const float *x, const flo
         g_d_len = g_d && g_z ? m : 0;
     }
     if (!g_u || !g_d_len) return -2;
-    gemm_ctx g = { .w = w, .wscale = wscale, .bias = bias, .y = y, .u = g_u, .d = g_d, .z = g_z, .m = m, .n = n,
-                   .k = k, .kp = kp, .mode = mode };
+    /* Tasks: each matrix's panels in runs of panels_per_task (about 4 tasks per thread over all the panels, at most
+     * EG_MAX_PANELS each); a run never spans two matrices. */
+    long threads = ek_get_threads(), target = threads * 4 < npanels ? threads * 4 : npanels;
+    long per = (npanels + target - 1) / target;
+    if (per > EG_MAX_PANELS) per = EG_MAX_PANELS;
+    long ntasks = 0;
+    for (long j = 0; j < count; j++) ntasks += n[j] > 0 ? ((n[j] + EG_NR - 1) / EG_NR + per - 1) / per : 0;
+    gemm_mat *mats = malloc(sizeof(gemm_mat) * (size_t)count);
+    gemm_range *ranges = malloc(sizeof(gemm_range) * (size_t)ntasks);
+    if (!mats || !ranges) { free(mats); free(ranges); return -2; }
+    long t = 0;
+    for (long j = 0; j < count; j++) {
+        mats[j] = (gemm_mat){ w[j], wscale[j], bias ? bias[j] : NULL, y[j], n[j] };
+        for (long c0 = 0; c0 < n[j]; c0 += per * EG_NR)
+            ranges[t++] = (gemm_range){ j, c0, c0 + per * EG_NR < n[j] ? c0 + per * EG_NR : n[j] };
+    }
+    gemm_ctx g = { .mats = mats, .ranges = ranges, .u = g_u, .d = g_d, .z = g_z, .m = m, .k = k, .kp = kp,
+                   .mode = mode };
 #ifdef EG_X86
     g.simd = !ek_get_force_reference() && (ek_cpu_features() & EK_CPU_AVX2_FMA);
 #endif
@@ -445,12 +469,23 @@ int ek_gemm_int8(const int8_t *w, const float *wscale, const float *x, const flo
     g.dotprod = path[4] == '-';   /* "neon-dotprod" */
 #endif
     quantize_rows_u7(x, m, k, kp, g_u, g_d, g_z, g.simd);
-    g.npanels = (n + EG_NR - 1) / EG_NR;
-    long threads = ek_get_threads();
-    long tasks = threads * 4 < g.npanels ? threads * 4 : g.npanels;
-    g.panels_per_task = (g.npanels + tasks - 1) / tasks;
-    if (g.panels_per_task > EG_MAX_PANELS) g.panels_per_task = EG_MAX_PANELS;
-    tasks = (g.npanels + g.panels_per_task - 1) / g.panels_per_task;
-    ek_parallel_for(tasks, gemm_task, &g);
+    ek_parallel_for(ntasks, gemm_task, &g);
+    free(mats);
+    free(ranges);
+    return 0;
+}
+
+int ek_gemm_int8(const int8_t *w, const float *wscale, const float *x, const float *bias, float *y,
+                 long m, long n, long k, int mode) {
+    return ek_gemm_int8_multi(1, &w, &wscale, &bias, &y, &n, x, m, k, mode);
+}
+
+int ek_gemm_int8_multi_ref(long count, const int8_t *const *w, const float *const *wscale, const float *const *bias,
+                           float *const *y, const long *n, const float *x, long m, long k, int mode) {
+    if (mode < EK_EPI_STORE || mode > EK_EPI_RELU || count < 1) return -1;
+    for (long j = 0; j < count; j++) {
+        int rc = ek_gemm_int8_ref(w[j], wscale[j], x, bias ? bias[j] : NULL, y[j], m, n[j], k, mode);
+        if (rc) return rc;
+    }
     return 0;
 }

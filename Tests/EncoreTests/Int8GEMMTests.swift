@@ -38,7 +38,7 @@ final class Int8GEMMTests: XCTestCase {
         for (m, n, k) in Self.shapes {
             let w = randoms(n * k), x = randoms(m * k, scale: 3), b = randoms(n), y0 = randoms(m * n)
             let (q, s) = int8Rows(w, rows: n, cols: k)
-            for epilogue in [EK_EPI_STORE, EK_EPI_ACCUMULATE, EK_EPI_GELU].map(Int32.init) {
+            for epilogue in [EK_EPI_STORE, EK_EPI_ACCUMULATE, EK_EPI_GELU, EK_EPI_RELU].map(Int32.init) {
                 for bias in [b, nil] {
                     let want = gemm(q, s, x, bias, y0, m: m, n: n, k: k, epilogue: epilogue, ref: true)
                     for force in [Int32(0), 1] {
@@ -52,6 +52,86 @@ final class Int8GEMMTests: XCTestCase {
         }
         var y = [Float](repeating: 0, count: 9)
         XCTAssertEqual(ek_gemm_int8([1], [1], [Float](repeating: 1, count: 9), nil, &y, 9, 1, 1, 7), -1, "unknown epilogue")
+    }
+
+    /// The ReLU epilogue is max(stored value, 0) of the same float, on every path.
+    func testReLUEpilogueClampsTheStoredValue() {
+        defer { ek_set_force_reference(0) }
+        let (m, n, k) = (13, 40, 300)
+        let x = randoms(m * k, scale: 2), b = randoms(n), y0 = [Float](repeating: 9, count: m * n)
+        let (q, s) = int8Rows(randoms(n * k), rows: n, cols: k)
+        for force in [Int32(0), 1] {
+            ek_set_force_reference(force)
+            let stored = gemm(q, s, x, b, y0, m: m, n: n, k: k, epilogue: Int32(EK_EPI_STORE))
+            let relu = gemm(q, s, x, b, y0, m: m, n: n, k: k, epilogue: Int32(EK_EPI_RELU))
+            XCTAssertEqual(relu, stored.map { max($0, 0) }, "plain \(force)")
+            XCTAssertTrue(stored.contains { $0 < 0 } && relu.contains { $0 > 0 }, "both signs occur")
+        }
+    }
+
+    /// Several matrices against one x in one call (ek_gemm_int8_multi: q/k/v, every layer's cross-attention K/V):
+    /// each result has the same bytes as its own ek_gemm_int8 call, on both paths and with every epilogue, for
+    /// widths that are not multiples of the 16-column panel and for more matrices than tasks; the twin agrees
+    /// within 2e-6 (fp32 epilogue rounding). A count below 1 or an unknown epilogue is refused.
+    func testSeveralMatricesInOneCallMatchOneCallEach() {
+        defer { ek_set_force_reference(0) }
+        let cases: [(m: Int, k: Int, ns: [Int])] = [(13, 70, [40, 16, 7]), (100, 300, Array(repeating: 24, count: 20)),
+                                                    (9, 33, [1, 300])]
+        for (m, k, ns) in cases {
+            let x = randoms(m * k, scale: 3)
+            let mats = ns.map { int8Rows(randoms($0 * k), rows: $0, cols: k) }
+            let biases: [[Float]?] = ns.enumerated().map { $0.offset % 2 == 0 ? randoms($0.element) : nil }
+            let y0s = ns.map { randoms(m * $0) }
+            for epilogue in [EK_EPI_STORE, EK_EPI_ACCUMULATE, EK_EPI_GELU, EK_EPI_RELU].map(Int32.init) {
+                for force in [Int32(0), 1] {
+                    ek_set_force_reference(force)
+                    let want = ns.indices.map { gemm(mats[$0].0, mats[$0].1, x, biases[$0], y0s[$0], m: m, n: ns[$0], k: k, epilogue: epilogue) }
+                    let got = multi(mats, biases, y0s, x, m: m, ns: ns, k: k, epilogue: epilogue)
+                    XCTAssertEqual(got, want, "\(ns.count) matrices \(m)x\(k) epilogue \(epilogue) plain \(force)")
+                    let twin = multi(mats, biases, y0s, x, m: m, ns: ns, k: k, epilogue: epilogue, ref: true)
+                    for j in ns.indices { XCTAssertLessThan(relativeError(got[j], twin[j]), 2e-6, "matrix \(j)") }
+                }
+            }
+        }
+        var y: [Float] = [0]
+        let rc = y.withUnsafeMutableBufferPointer { yb -> [Int32] in
+            [ek_gemm_int8_multi(0, nil, nil, nil, nil, nil, [1], 1, 1, 0),
+             ek_gemm_int8_multi(1, [UnsafePointer<Int8>?](repeating: nil, count: 1), [nil], nil, [yb.baseAddress], [1], [1], 1, 1, 9)]
+        }
+        XCTAssertEqual(rc, [-1, -1], "no matrices; unknown epilogue")
+    }
+
+    func multi(_ mats: [([UInt8], [Float])], _ biases: [[Float]?], _ y0s: [[Float]], _ x: [Float], m: Int, ns: [Int], k: Int,
+               epilogue: Int32, ref: Bool = false) -> [[Float]] {
+        // copies the kernel may write through: one allocation per matrix, freed after
+        let ys = y0s.map { y0 -> UnsafeMutablePointer<Float> in
+            let p = UnsafeMutablePointer<Float>.allocate(capacity: y0.count)
+            p.initialize(from: y0, count: y0.count)
+            return p
+        }
+        let ws = mats.map { m -> UnsafeMutablePointer<Int8> in
+            let p = UnsafeMutablePointer<Int8>.allocate(capacity: m.0.count)
+            for i in m.0.indices { p[i] = Int8(bitPattern: m.0[i]) }
+            return p
+        }
+        let ss = mats.map { m -> UnsafeMutablePointer<Float> in
+            let p = UnsafeMutablePointer<Float>.allocate(capacity: m.1.count)
+            p.initialize(from: m.1, count: m.1.count)
+            return p
+        }
+        let bs = biases.map { b -> UnsafeMutablePointer<Float>? in
+            guard let b else { return nil }
+            let p = UnsafeMutablePointer<Float>.allocate(capacity: b.count)
+            p.initialize(from: b, count: b.count)
+            return p
+        }
+        defer { (ys + ws.map { UnsafeMutableRawPointer($0).assumingMemoryBound(to: Float.self) } + ss + bs.compactMap { $0 }).forEach { $0.deallocate() } }
+        let wp = ws.map { Optional(UnsafePointer($0)) }, sp = ss.map { Optional(UnsafePointer($0)) }
+        let bp = bs.map { $0.map { UnsafePointer($0) } }, yp = ys.map { Optional($0) }
+        let rc = ref ? ek_gemm_int8_multi_ref(ns.count, wp, sp, bp, yp, ns, x, m, k, epilogue)
+                     : ek_gemm_int8_multi(ns.count, wp, sp, bp, yp, ns, x, m, k, epilogue)
+        XCTAssertEqual(rc, 0)
+        return ns.indices.map { Array(UnsafeBufferPointer(start: ys[$0], count: m * ns[$0])) }
     }
 
     /// The twin against fp32 math on the dequantized weights: the difference is the per-row 7-bit activation
@@ -126,7 +206,10 @@ final class Int8GEMMTests: XCTestCase {
                                               numHeads: 4, feedForwardProj: "gated-gelu", tieWordEmbeddings: false), randomSeed: 5)
         let llama = try XCTUnwrap(ModelRegistry.load(folder: fixture("tiny_llama/f32.gguf")) as? LlamaModel)
         let prompt = Array(5..<45)
-        let cases: [(String, LanguageModel, Float)] = [("mu", mu, 5e-2), ("mu_decoder", dec, 5e-2), ("t5", t5, 5e-2), ("llama", llama, 0.15)]
+        let t5relu = try T5Model(config: T5Config(vocabSize: 300, dModel: 80, dKV: 16, dFF: 160, numLayers: 2, numDecoderLayers: 3,
+                                                  numHeads: 4, feedForwardProj: "relu"), randomSeed: 6)
+        let cases: [(String, LanguageModel, Float)] = [("mu", mu, 5e-2), ("mu_decoder", dec, 5e-2), ("t5", t5, 5e-2),
+                                                       ("t5_relu", t5relu, 5e-2), ("llama", llama, 0.15)]
         for (name, m, bound) in cases {
             let ref = try logits(m, prompt: prompt)
             try m.useDecodeWeights(.int8)
@@ -190,5 +273,30 @@ final class Int8GEMMTests: XCTestCase {
         XCTAssertNil(t5.lmHead)
         XCTAssertEqual(t5.sharedBlocks?.format, .bf16)
         XCTAssertLessThan(relativeError(try logits(t5, prompt: Array(5..<30)), ref), 1e-2, "bf16 everywhere")
+    }
+
+    /// Int8 prompt passes with the layers that read the same activations in one `ek_gemm_int8_multi` call (q/k/v,
+    /// gate/up, every decoder layer's cross-attention K/V; DecodeTuning.sharedPromptGEMM) give exactly the logits of
+    /// one call per layer, for Mu, mu_decoder, T5 (ReLU feed-forward: the fused ReLU epilogue) and a Llama GGUF.
+    func testSharedPromptGEMMsGiveTheSameLogits() throws {
+        defer { DecodeTuning.sharedPromptGEMM = true }
+        let mu = try MuModel(config: MuConfig(nEncoderLayer: 2, nDecoderLayer: 3, nEmbd: 80, qkvEmbd: 64, hiddenDim: 320,
+                                              nHead: 4, nKVHead: 2, vocabSize: 300, eosTokenId: 2), randomSeed: 8)
+        let dec = try MuDecoderModel(config: MuDecoderConfig(nLayer: 3, nEmbd: 80, qkvEmbd: 64, isInterleaved: false,
+                                                             hiddenDim: 320, nHead: 4, nKVHead: 2, blockSize: 64,
+                                                             ropeTheta: 10000, ropeFactor: 1, padTokenId: 0, vocabSize: 300,
+                                                             bosTokenId: 1, eosTokenId: 2), randomSeed: 8)
+        let t5 = try T5Model(config: T5Config(vocabSize: 300, dModel: 80, dKV: 16, dFF: 160, numLayers: 2, numDecoderLayers: 3,
+                                              numHeads: 4, feedForwardProj: "relu"), randomSeed: 8)
+        let llama = try XCTUnwrap(ModelRegistry.load(folder: fixture("tiny_llama/f32.gguf")) as? LlamaModel)
+        for (name, model) in [("mu", mu as LanguageModel), ("mu_decoder", dec), ("t5", t5), ("llama", llama)] {
+            try model.useDecodeWeights(.int8)
+            try model.usePromptWeights(.int8)
+            DecodeTuning.sharedPromptGEMM = false
+            let separate = try logits(model, prompt: Array(5..<45))
+            DecodeTuning.sharedPromptGEMM = true
+            let shared = try logits(model, prompt: Array(5..<45))
+            XCTAssertEqual(shared, separate, name)
+        }
     }
 }

@@ -19,6 +19,7 @@
  *                                          block sums, only the fp32 order of the block sums differs
  *   activation quantizer                   identical bytes, scales and corrections
  *   int8 prompt GEMM vs ek_gemm_int8_ref  1e-5 · (|twin| + 1): exact int32 sums, fp32 epilogue rounding only
+ *   (also as two matrices in one ek_gemm_int8_multi call)
  * The dispatch must report "neon" on arm64 ("neon-dotprod" for int8 when the CPU has SDOT) and "avx2" on x86-64
  * with AVX2+FMA, and "scalar" when forced. Exit status: 0 when every check passes, 1 otherwise. */
 #include "EncoreKernels.h"
@@ -378,12 +379,24 @@ static void test_gemm_int8_once(void) {
         float *s = malloc(sizeof(float) * n), *y = malloc(sizeof(float) * m * n), *r = malloc(sizeof(float) * m * n);
         double *want = malloc(sizeof(double) * m * n), *sc = malloc(sizeof(double) * m * n);
         ek_quantize_rows(EK_WF_INT8, w, q, s, n, k);
-        for (int epi = EK_EPI_STORE; epi <= EK_EPI_GELU; epi++) {
+        for (int epi = EK_EPI_STORE; epi <= EK_EPI_RELU; epi++) {
             memcpy(y, y0, sizeof(float) * m * n); memcpy(r, y0, sizeof(float) * m * n);
             ek_gemm_int8(q, s, x, b, y, m, n, k, epi);
             ek_gemm_int8_ref(q, s, x, b, r, m, n, k, epi);
             for (long i = 0; i < m * n; i++) { want[i] = r[i]; sc[i] = fabs(r[i]) + 1; }
-            expect_close("gemm_int8", si * 3 + epi, y, want, sc, m * n, 1e-5);
+            expect_close("gemm_int8", si * 4 + epi, y, want, sc, m * n, 1e-5);
+            /* the same matrix twice in one ek_gemm_int8_multi call (the second without bias): twin's results */
+            float *y2 = malloc(sizeof(float) * m * n), *r2 = malloc(sizeof(float) * m * n);
+            memcpy(y, y0, sizeof(float) * m * n); memcpy(y2, y0, sizeof(float) * m * n);
+            memcpy(r2, y0, sizeof(float) * m * n);
+            const int8_t *ws[2] = { q, q }; const float *ss[2] = { s, s }, *bs[2] = { b, NULL };
+            float *ys[2] = { y, y2 }; long ns[2] = { n, n };
+            ek_gemm_int8_multi(2, ws, ss, bs, ys, ns, x, m, k, epi);
+            ek_gemm_int8_ref(q, s, x, NULL, r2, m, n, k, epi);
+            expect_close("gemm_int8_multi", si * 4 + epi, y, want, sc, m * n, 1e-5);
+            for (long i = 0; i < m * n; i++) { want[i] = r2[i]; sc[i] = fabs(r2[i]) + 1; }
+            expect_close("gemm_int8_multi", 100 + si * 4 + epi, y2, want, sc, m * n, 1e-5);
+            free(y2); free(r2);
         }
         free(w); free(x); free(b); free(y0); free(q); free(s); free(y); free(r); free(want); free(sc);
     }

@@ -271,9 +271,9 @@ struct Linear {
     }
 
     /// The weight prompt passes multiply: int8 rows, else fp32 (dequantized per call when only blocks are kept).
-    private func promptProduct(_ x: Tensor, gelu: Bool = false, into r: Tensor? = nil) -> Tensor? {
+    private func promptProduct(_ x: Tensor, gelu: Bool = false, relu: Bool = false, into r: Tensor? = nil) -> Tensor? {
         guard let promptInt8 else { return nil }
-        return Ops.linearInt8(x, weight: promptInt8, bias: bias, gelu: gelu, into: r)
+        return Ops.linearInt8(x, weight: promptInt8, bias: bias, gelu: gelu, relu: relu, into: r)
     }
 
     func callAsFunction(_ x: Tensor) -> Tensor {
@@ -291,6 +291,14 @@ struct Linear {
         }
         if let y = promptProduct(x, gelu: true) { return y }
         return Ops.linearGELU(x, weight: dense ?? packed!.dequantized(), bias: bias)
+    }
+
+    /// max(x·Wᵀ + b, 0): the int8 GEMM's epilogue for int8 prompt passes, else in place on the product.
+    func relu(_ x: Tensor) -> Tensor {
+        if decodeMatrix == nil || x.count / inputs > 8, let y = promptProduct(x, relu: true) { return y }
+        let y = self(x)
+        Ops.reluInPlace(y)
+        return y
     }
 
     /// r += x·Wᵀ + b (a residual stream), accumulated by the GEMM for prompt passes.
@@ -352,13 +360,22 @@ struct Linear {
 }
 
 extension Linear {
-    /// Each layer's x·Wᵀ + b for layers that read the same x [R, K] (q/k/v, gate/up). In a decode step (R ≤ 8) where
-    /// every layer streams the same packed layout, one kernel call serves them all (``Ops/linearQuantizedShared(_:weights:biases:)``:
-    /// the activations quantized once, one pool job; same results); otherwise each layer runs on its own.
+    /// Each layer's x·Wᵀ + b for layers that read the same x [R, K] (q/k/v, gate/up, every decoder layer's
+    /// cross-attention K/V). In a decode step (R ≤ 8) where every layer streams the same packed layout, one kernel
+    /// call serves up to four of them (``Ops/linearQuantizedShared(_:weights:biases:)``); in a prompt pass where
+    /// every layer has int8 prompt rows, one int8 GEMM call serves them all (``Ops/linearInt8Shared(_:weights:biases:)``).
+    /// Both quantize the activations once and run one pool job, with the same results; otherwise each layer runs
+    /// on its own.
     static func shared(_ x: Tensor, _ layers: [Linear]) -> [Tensor] {
-        if DecodeTuning.sharedGEMV, layers.count > 1, let first = layers[0].decodeMatrix, x.count / first.columns <= 8,
-           layers.allSatisfy({ $0.decodeMatrix?.layoutID == first.layoutID && $0.inputs == first.columns }) {
-            return Ops.linearQuantizedShared(x, weights: layers.map { $0.decodeMatrix! }, biases: layers.map(\.bias))
+        guard layers.count > 1 else { return layers.map { $0(x) } }
+        let k = layers[0].inputs, rows = x.count / k
+        if rows <= 8 {
+            if DecodeTuning.sharedGEMV, layers.count <= Int(EK_GEMV_MULTI_MAX), let first = layers[0].decodeMatrix,
+               layers.allSatisfy({ $0.decodeMatrix?.layoutID == first.layoutID && $0.inputs == k }) {
+                return Ops.linearQuantizedShared(x, weights: layers.map { $0.decodeMatrix! }, biases: layers.map(\.bias))
+            }
+        } else if DecodeTuning.sharedPromptGEMM, layers.allSatisfy({ $0.promptInt8 != nil && $0.inputs == k }) {
+            return Ops.linearInt8Shared(x, weights: layers.map { $0.promptInt8! }, biases: layers.map(\.bias))
         }
         return layers.map { $0(x) }
     }

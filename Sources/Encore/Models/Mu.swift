@@ -287,7 +287,8 @@ public final class MuModel: LanguageModel {
         var x = Ops.embedding(wte, ids: ids)                               // [B*L, C]
         for block in encoderBlocks {
             let h = block.ln1(x)                                           // [B*L, C]
-            let q = block.attn.q(h), k = block.attn.k(h), v = block.attn.v(h)   // [B*L, H*D], [B*L, Hkv*D]
+            let qkv = Linear.shared(h, [block.attn.q, block.attn.k, block.attn.v])
+            let q = qkv[0], k = qkv[1], v = qkv[2]                         // [B*L, H*D], [B*L, Hkv*D]
             Ops.ropeInPlace(q, heads: shape.heads, headDim: shape.headDim, positions: positions, invFreq: invFreq)
             Ops.ropeInPlace(k, heads: shape.kvHeads, headDim: shape.headDim, positions: positions, invFreq: invFreq)
             let o = Ops.batchedAttention(q: q, k: k, v: v, batch: B, tq: L, kvRows: L, keyKeep: keep, shape: shape,
@@ -296,8 +297,10 @@ public final class MuModel: LanguageModel {
             block.mlp.accumulate(into: x, block.ln2(x))                   // x += mlp(ln2(x))
         }
         x = lnE(x)
-        let cross = decoderBlocks.map { b -> MuEncoderOutput.CrossKV in
-            let k = b.crossAttn.k(x), v = b.crossAttn.v(x)                // [B*L, Hkv*D]
+        // every decoder layer's K and V of x in one call where the weights allow (int8 prompts)
+        let kv = Linear.shared(x, decoderBlocks.flatMap { [$0.crossAttn.k, $0.crossAttn.v] })
+        let cross = (0..<decoderBlocks.count).map { i -> MuEncoderOutput.CrossKV in
+            let k = kv[2 * i], v = kv[2 * i + 1]                           // [B*L, Hkv*D]
             if halfCrossKV, let k16 = HalfTensor(fitting: k), let v16 = HalfTensor(fitting: v) { return .f16(k: k16, v: v16) }
             return .f32(k: k, v: v)
         }

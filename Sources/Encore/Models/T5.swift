@@ -291,11 +291,21 @@ struct T5FeedForward {
         wo = try Linear(l, p + ".wo", in: c.dFF, out: c.dModel, bias: false)
     }
     func callAsFunction(_ x: Tensor) -> Tensor {                         // x [R, C]
+        wo(hidden(x))                                                    // [R, C]
+    }
+
+    /// r += self(x) (the residual stream), accumulated by the last GEMM.
+    func accumulate(into r: Tensor, _ x: Tensor) {
+        wo.accumulate(into: r, hidden(x))
+    }
+
+    /// The activations wo reads: [R, F].
+    private func hidden(_ x: Tensor) -> Tensor {
         if let wi0, let wi1 {
             let gate = wi0.gelu(x)                                       // [R, F] GELU-tanh ("gelu_new")
-            return wo(Ops.multiply(gate, wi1(x)))                        // [R, C]
+            return Ops.multiply(gate, wi1(x))
         }
-        return wo(Ops.relu(wi!(x)))                                      // [R, C]
+        return wi!.relu(x)                                               // the GEMM's epilogue for int8 prompts
     }
 
     mutating func useDecodeWeights(_ format: WeightFormat, keepFP32: Bool = true) {
@@ -616,7 +626,8 @@ public final class T5Model: LanguageModel {
         var x = Ops.embeddingRows(shared, blocks: sharedBlocks, ids: ids)                            // [B*L, C]
         for block in encoderBlocks {
             let h = block.ln0(x)                                           // [B*L, C]
-            let q = block.selfAttn.q(h), k = block.selfAttn.k(h), v = block.selfAttn.v(h)   // [B*L, A]
+            let qkv = Linear.shared(h, [block.selfAttn.q, block.selfAttn.k, block.selfAttn.v])
+            let q = qkv[0], k = qkv[1], v = qkv[2]                         // [B*L, A]
             let o = Tensor(uninitialized: [B * L, A])
             withExtendedLifetime((q, k, v)) {
                 keep.withUnsafeBufferPointer { kp in
@@ -630,12 +641,14 @@ public final class T5Model: LanguageModel {
                     }
                 }
             }
-            Ops.addInPlace(x, block.selfAttn.o(o))
-            Ops.addInPlace(x, block.ff(block.ln1(x)))
+            block.selfAttn.o.accumulate(into: x, o)                       // x += o(attention)
+            block.ff.accumulate(into: x, block.ln1(x))                    // x += ff(ln1(x))
         }
         x = encoderNorm(x)
-        let crossK = decoderBlocks.map { $0.crossAttn.k(x) }               // [B*L, A] per layer
-        let crossV = decoderBlocks.map { $0.crossAttn.v(x) }
+        // every decoder layer's K and V of x in one call where the weights allow (int8 prompts)
+        let kv = Linear.shared(x, decoderBlocks.flatMap { [$0.crossAttn.k, $0.crossAttn.v] })
+        let crossK = stride(from: 0, to: kv.count, by: 2).map { kv[$0] }   // [B*L, A] per layer
+        let crossV = stride(from: 1, to: kv.count, by: 2).map { kv[$0] }
         return T5EncoderOutput(batch: B, length: L, hidden: x.reshaped([B, L, config.dModel]), keep: keep, crossK: crossK, crossV: crossV)
     }
 
@@ -700,7 +713,7 @@ public final class T5Model: LanguageModel {
                 }
             }
             Ops.addInPlace(x, block.crossAttn.o(oc))
-            Ops.addInPlace(x, block.ff(block.ln2(x)))
+            block.ff.accumulate(into: x, block.ln2(x))                    // x += ff(ln2(x))
         }
         if lastOnly && n > 1 { x = Ops.lastRows(x, batch: B, n: n) }
         let y = decoderNorm(x)                                             // [R, C]

@@ -321,6 +321,12 @@ extension Ops {
         for i in 0..<x.count { out.data[i] = max(x.data[i], 0) }
         return out
     }
+
+    /// x = max(x, 0) in place.
+    public static func reluInPlace(_ x: Tensor) {
+        let p = x.data
+        for i in 0..<x.count { p[i] = max(p[i], 0) }
+    }
 }
 
 // MARK: derivatives

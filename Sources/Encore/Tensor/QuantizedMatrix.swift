@@ -238,7 +238,10 @@ extension Ops {
     /// Prompt-pass product over int8 rows (``WeightFormat/int8``) without an fp32 copy: x [M, K] → [M, N] with
     /// x quantized per row to int8 and exact int32 dot products (`ek_gemm_int8`), then the epilogue: stored
     /// (`into` nil), GELU'd (`gelu`), or accumulated into the residual stream `into` [M, N].
-    static func linearInt8(_ x: Tensor, weight: QuantizedMatrix, bias: Tensor?, gelu: Bool = false, into r: Tensor? = nil) -> Tensor {
+    ///
+    /// `relu` gives max(x·Wᵀ + b, 0) from the same epilogue (T5's `DenseReluDense`).
+    static func linearInt8(_ x: Tensor, weight: QuantizedMatrix, bias: Tensor?, gelu: Bool = false, relu: Bool = false,
+                           into r: Tensor? = nil) -> Tensor {
         let k = weight.columns, n = weight.rows
         precondition(weight.format == .int8, "linearInt8: \(weight.format) weights")
         precondition(x.shape.last == k, "linear: x \(x.shape) vs weight [\(n), \(k)]")
@@ -248,11 +251,46 @@ extension Ops {
         precondition(y.count == m * n, "linear: residual \(y.shape) vs [\(m), \(n)]")
         OpCounter.add(flops: 2 * m * n * k)
         OpCounter.add(weightBytes: weight.byteCount)
-        let epilogue = r != nil ? Int32(EK_EPI_ACCUMULATE) : gelu ? Int32(EK_EPI_GELU) : Int32(EK_EPI_STORE)
+        let epilogue = r != nil ? Int32(EK_EPI_ACCUMULATE) : gelu ? Int32(EK_EPI_GELU) : relu ? Int32(EK_EPI_RELU) : Int32(EK_EPI_STORE)
         let rc = ek_gemm_int8(weight.data.assumingMemoryBound(to: Int8.self), weight.scales, x.data, bias?.data, y.data,
                               m, n, k, epilogue)
         precondition(rc == 0, "gemm_int8 failed (\(rc): out of memory?)")
         return y
+    }
+}
+
+extension Ops {
+    /// x · W_jᵀ + b_j for several int8 matrices of one width that read the same x [M, K] in a prompt pass (q/k/v,
+    /// gate/up, every decoder layer's cross-attention K/V): x is quantized once and one pool job covers every
+    /// matrix's columns (`ek_gemm_int8_multi`). Each result equals ``linearInt8(_:weight:bias:gelu:relu:into:)`` of
+    /// its matrix (same bytes).
+    ///
+    /// ```swift
+    /// let qkv = Ops.linearInt8Shared(h, weights: [wq, wk, wv], biases: [nil, nil, nil])   // [M, Nq], [M, Nk], [M, Nv]
+    /// ```
+    static func linearInt8Shared(_ x: Tensor, weights: [QuantizedMatrix], biases: [Tensor?]) -> [Tensor] {
+        precondition(!weights.isEmpty && biases.count == weights.count,
+                     "linearInt8Shared: \(weights.count) matrices, \(biases.count) biases")
+        let k = weights[0].columns
+        precondition(x.shape.last == k, "linear: x \(x.shape) vs weight [\(weights[0].rows), \(k)]")
+        for (w, b) in zip(weights, biases) {
+            precondition(w.format == .int8 && w.columns == k, "linearInt8Shared: \(w.format) [\(w.rows), \(w.columns)] with width \(k)")
+            if let b { precondition(b.count == w.rows, "linear: bias \(b.shape) vs \(w.rows) outputs") }
+        }
+        let m = x.count / k
+        let ys = weights.map { Tensor(uninitialized: Array(x.shape.dropLast()) + [$0.rows]) }   // [M, N_j]
+        for w in weights {
+            OpCounter.add(flops: 2 * m * w.rows * k)
+            OpCounter.add(weightBytes: w.byteCount)
+        }
+        let ws = weights.map { Optional(UnsafePointer($0.data.assumingMemoryBound(to: Int8.self))) }
+        let scales = weights.map(\.scales), bs = biases.map { $0.map { UnsafePointer($0.data) } }
+        let yp = ys.map { Optional($0.data) }, ns = weights.map(\.rows)
+        let rc = withExtendedLifetime((weights, biases, ys)) {
+            ek_gemm_int8_multi(weights.count, ws, scales, bs, yp, ns, x.data, m, k, Int32(EK_EPI_STORE))
+        }
+        precondition(rc == 0, "gemm_int8 failed (\(rc): out of memory?)")
+        return ys
     }
 }
 
@@ -263,6 +301,9 @@ public enum DecodeTuning {
     /// activations are quantized once and one pool job covers all their rows. `ENCORE_DECODE_SHARED_GEMV=0` turns
     /// it off (one call per layer, as before).
     nonisolated(unsafe) public static var sharedGEMV = ProcessInfo.processInfo.environment["ENCORE_DECODE_SHARED_GEMV"] != "0"
+    /// The same for int8 prompt passes: layers reading the same activations run as one `ek_gemm_int8_multi` call
+    /// (``Ops/linearInt8Shared(_:weights:biases:)``). `ENCORE_SHARED_PROMPT_GEMM=0` turns it off.
+    nonisolated(unsafe) public static var sharedPromptGEMM = ProcessInfo.processInfo.environment["ENCORE_SHARED_PROMPT_GEMM"] != "0"
 }
 
 extension Ops {

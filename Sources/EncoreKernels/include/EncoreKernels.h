@@ -283,8 +283,9 @@ int ek_x8_format(int format);
 int ek_dequantize_rows(int format, const void *src, const float *scales, float *dst, long rows, long cols);
 
 /* ---- prompt-pass GEMM over int8 weights (gemm_int8.c) ---- */
-/** Epilogues of ek_gemm_int8: y = product (+ bias); y += product (+ bias); y = gelu_tanh(product + bias). */
-enum { EK_EPI_STORE = 0, EK_EPI_ACCUMULATE = 1, EK_EPI_GELU = 2 };
+/** Epilogues of ek_gemm_int8: y = product (+ bias); y += product (+ bias); y = gelu_tanh(product + bias);
+ *  y = max(product + bias, 0). */
+enum { EK_EPI_STORE = 0, EK_EPI_ACCUMULATE = 1, EK_EPI_GELU = 2, EK_EPI_RELU = 3 };
 /**
  * y[m, n] = x[m, k] · Wᵀ (+ bias[n]) for prompt passes, W the EK_WF_INT8 rows [n, ceil(k/32)*32] with their fp32
  * row scales, no fp32 copy needed. x is quantized per row to 7 bits with a zero point (d = (hi − lo)/127 over the
@@ -296,6 +297,17 @@ enum { EK_EPI_STORE = 0, EK_EPI_ACCUMULATE = 1, EK_EPI_GELU = 2 };
  */
 int ek_gemm_int8(const int8_t *w, const float *wscale, const float *x, const float *bias, float *y,
                  long m, long n, long k, int epilogue);
+/**
+ * ek_gemm_int8 for `count` matrices of width k that read the same x [m, k] (q/k/v, gate/up, every decoder layer's
+ * cross-attention K/V): x is quantized once and one pool job covers every matrix's panels, so small matrices share
+ * the threads; y[j] [m, n[j]] equals what ek_gemm_int8 gives for w[j] (same bytes). bias may be NULL or hold NULL
+ * entries. Returns as ek_gemm_int8 (-1 also for count < 1).
+ */
+int ek_gemm_int8_multi(long count, const int8_t *const *w, const float *const *wscale, const float *const *bias,
+                       float *const *y, const long *n, const float *x, long m, long k, int epilogue);
+/** Twin: ek_gemm_int8_ref for each matrix in turn. */
+int ek_gemm_int8_multi_ref(long count, const int8_t *const *w, const float *const *wscale, const float *const *bias,
+                           float *const *y, const long *n, const float *x, long m, long k, int epilogue);
 /** Path ek_gemm_int8 runs: "avx2", "neon-dotprod" (SDOT), "neon" (SMULL + SADALP) or "scalar"; on arm64 the
  *  ek_set_isa_limit cap applies as for the GEMVs (EK_ISA_AVX2 = plain NEON, EK_ISA_AVXVNNI and up = SDOT too). */
 const char *ek_gemm_int8_path(void);
