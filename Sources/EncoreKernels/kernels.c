@@ -439,16 +439,26 @@ static inline long kv_head_for(long h, long n_head, long n_kv_head, int interlea
     return interleaved ? h / groups : h % n_kv_head;
 }
 
-/* Split-K attention for few queries (decode steps). Work is cut into tasks of (query t, KV head g, chunk of
- * keys): each task scores its keys against every query head that reads KV head g (GQA: the key and value rows
+/* Split-K attention for few queries (decode steps). Work is cut into tasks of (query t, chunk of keys): for each
+ * KV head g in turn, a task scores its keys against every query head that reads g (GQA: the key and value rows
  * are loaded once for the whole group), takes a chunk-local softmax (max, sum of exp, weighted value sum), and
- * leaves them in `scratch`; the caller then merges the chunks exactly (rescaling by exp(max_c − max)). The tasks
- * run on all threads, so a decode step's attention over a long cache or a 512-row encoder memory uses both
- * cores. Rows whose every key is masked become uniform over all tk keys, as in softmax_row. */
-#define EK_ATTN_CHUNK 128
+ * leaves them in `scratch`; the caller then merges the chunks exactly (rescaling by exp(max_c − max)). A task
+ * covers whole rows of K and V (every KV head's slice), so it reads contiguous memory: Mu-330M's cold 10-layer
+ * cross-attention at 512 keys took 0.77 ms instead of 0.88 (medians of 8 alternations) with one task per (chunk,
+ * KV head), which read a third of each row. The tasks run
+ * on all threads, so a decode step's attention over a long cache or a 512-row encoder memory uses both cores.
+ * Rows whose every key is masked become uniform over all tk keys, as in softmax_row. */
+#define EK_ATTN_CHUNK 128    /* keys per chunk at most */
 #define EK_ATTN_GROUP 16     /* query heads per KV head handled in one pass (larger groups loop) */
 
-static long attn_chunks(long tk) { return tk <= EK_ATTN_CHUNK ? 1 : (tk + EK_ATTN_CHUNK - 1) / EK_ATTN_CHUNK; }
+/* Keys per chunk: about tk/8 (8 tasks per query to balance two threads), 32 to EK_ATTN_CHUNK, a multiple of 8;
+ * tk itself up to 32. */
+static long attn_chunk(long tk) {
+    if (tk <= 32) return tk > 0 ? tk : 1;
+    long c = ((tk + 7) / 8 + 7) / 8 * 8;
+    return c < 32 ? 32 : c > EK_ATTN_CHUNK ? EK_ATTN_CHUNK : c;
+}
+static long attn_chunks(long tk) { return tk > 0 ? (tk + attn_chunk(tk) - 1) / attn_chunk(tk) : 1; }
 
 long ek_attention_scratch_floats(long tq, long tk, long n_head, long head_dim) {
     long parts = tq * n_head * attn_chunks(tk) * (head_dim + 2);
@@ -585,11 +595,8 @@ EK_AVX2 static float chunk_softmax_avx2(float *sc, long n, float scale_div, cons
 }
 #endif
 
-static void attn_task(void *ctx, long index, long count) {
-    (void)count;
-    const attn_ctx *c = (const attn_ctx *)ctx;
-    long chunk_i = index % c->nchunks, rest = index / c->nchunks;
-    long g = rest % c->n_kv_head, t = rest / c->n_kv_head;
+/* Query t, KV head g, keys of chunk chunk_i. */
+static void attn_chunk_head(const attn_ctx *c, long t, long g, long chunk_i) {
     long D = c->head_dim, groups = c->n_head / c->n_kv_head;
     long s0 = chunk_i * c->chunk, s1 = s0 + c->chunk;
     if (s1 > c->tk) s1 = c->tk;
@@ -696,9 +703,15 @@ static void attn_task(void *ctx, long index, long count) {
     }
 }
 
+static void attn_task(void *ctx, long index, long count) {
+    (void)count;
+    const attn_ctx *c = (const attn_ctx *)ctx;
+    for (long g = 0; g < c->n_kv_head; g++) attn_chunk_head(c, index / c->nchunks, g, index % c->nchunks);
+}
+
 static void attention_engine(attn_ctx *c) {
     long D = c->head_dim;
-    long tasks = c->tq * c->n_kv_head * c->nchunks;
+    long tasks = c->tq * c->nchunks;
     double work = (double)c->tq * c->tk * c->n_head * D;
     if (work < 32768.0) for (long i = 0; i < tasks; i++) attn_task(c, i, tasks);   /* tiny: no thread wake-up */
     else ek_parallel_for(tasks, attn_task, c);
@@ -744,8 +757,7 @@ void ek_attention_f32(const float *q, long q_stride, const float *k, long k_stri
                       long tq, long tk, long n_head, long n_kv_head, long head_dim, int interleaved,
                       const uint8_t *key_keep, long causal_offset, float scale_div, float *scratch) {
     attn_ctx c = { q, k, v, out, q_stride, k_stride, v_stride, out_stride, tq, tk, n_head, n_kv_head, head_dim,
-                   interleaved, key_keep, causal_offset, scale_div, NULL, 0, EK_ATTN_CHUNK, attn_chunks(tk), scratch, NULL, NULL };
-    if (c.nchunks == 1) c.chunk = tk;
+                   interleaved, key_keep, causal_offset, scale_div, NULL, 0, attn_chunk(tk), attn_chunks(tk), scratch, NULL, NULL };
     attention_engine(&c);
 }
 
@@ -805,8 +817,7 @@ void ek_attention_f16kv(const float *q, long q_stride, const uint16_t *k, long k
                         long tq, long tk, long n_head, long n_kv_head, long head_dim, int interleaved,
                         const uint8_t *key_keep, long causal_offset, float scale_div, float *scratch) {
     attn_ctx c = { q, NULL, NULL, out, q_stride, k_stride, v_stride, out_stride, tq, tk, n_head, n_kv_head, head_dim,
-                   interleaved, key_keep, causal_offset, scale_div, NULL, 0, EK_ATTN_CHUNK, attn_chunks(tk), scratch, k, v };
-    if (c.nchunks == 1) c.chunk = tk;
+                   interleaved, key_keep, causal_offset, scale_div, NULL, 0, attn_chunk(tk), attn_chunks(tk), scratch, k, v };
     attention_engine(&c);
 }
 
@@ -827,8 +838,7 @@ void ek_attention_relbias_f32(const float *q, long q_stride, const float *k, lon
                               const uint8_t *key_keep, long causal_offset, const float *bias, long bias_stride,
                               float *scratch) {
     attn_ctx c = { q, k, v, out, q_stride, k_stride, v_stride, out_stride, tq, tk, n_head, n_kv_head, head_dim,
-                   interleaved, key_keep, causal_offset, 1.0f, bias, bias_stride, EK_ATTN_CHUNK, attn_chunks(tk), scratch, NULL, NULL };
-    if (c.nchunks == 1) c.chunk = tk;
+                   interleaved, key_keep, causal_offset, 1.0f, bias, bias_stride, attn_chunk(tk), attn_chunks(tk), scratch, NULL, NULL };
     attention_engine(&c);
 }
 
