@@ -28,7 +28,8 @@ def main(argv):
         m = d.get("machine") or {}
         print(f"<!-- {path} -->")
         if m:
-            print(f"machine (same run): read {m['read_gb_per_s']:.1f} GB/s, BLAS GEMM {m['gemm_gflop_per_s']:.0f} GFLOP/s, "
+            peak = f" (FMA peak {m['fma_peak_gflop_per_s']:.0f})" if m.get("fma_peak_gflop_per_s") else ""
+            print(f"machine (same run): read {m['read_gb_per_s']:.1f} GB/s, BLAS GEMM {m['gemm_gflop_per_s']:.0f} GFLOP/s{peak}, "
                   f"{d.get('threads')} threads, {d.get('blas')}\n")
         rows = d["results"]
         key = lambda r: (r.get("decode_weights", "f32"), r["input_tokens"], r["output_tokens"])

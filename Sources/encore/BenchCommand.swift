@@ -106,7 +106,7 @@ struct BenchCommand: ParsableCommand {
     @Flag(name: .customLong("gemv-layout-ab"), help: "Instead of the study: the quantized decode GEMVs (q8_0, q4_0, q4_1) over cold weights in ggml's block order vs regrouped by 8, at 1 and 2 threads, on the cold 4096x1024 and SmolLM2-135M shapes, as fractions of the read ceiling measured in the same run (and the K-quant GEMVs where k % 256 == 0).")
     var gemvLayoutAB = false
 
-    @Flag(name: .customLong("no-limits"), help: "Skip measuring the machine's ceilings (memory bandwidth, GEMM peak).")
+    @Flag(name: .customLong("no-limits"), help: "Skip measuring the machine's ceilings (memory bandwidth, BLAS GEMM rate, FMA and int8 instruction peaks).")
     var noLimits = false
 
     @Option(name: .customLong("step-ab"), help: "Instead of the study: Mu decode steps (the first --input-tokens, --output-tokens steps) alternating step by step between two variants, for each --decode-weights format: shared-gemv (q/k/v in one kernel call vs one call each) or cross-kv (f32 vs f16 cross-attention K/V). Prints each variant's p10 and median step time.")
@@ -262,7 +262,9 @@ struct BenchCommand: ParsableCommand {
                         o["decode_weight_gb_per_s"] = r.weightGBps
                         o["decode_fraction_of_read_bw"] = r.weightGBps / limits.readGBps
                         o["prefill_fraction_of_gemm"] = r.prefillGFLOPs / limits.gemmGFLOPs
+                        o["prefill_fraction_of_fma_peak"] = r.prefillGFLOPs / limits.fmaPeakGFLOPs
                         if let i8 = limits.int8GemmGOPs { o["prefill_fraction_of_int8_gemm"] = r.prefillGFLOPs / i8 }
+                        if let p8 = limits.int8PeakGOPs { o["prefill_fraction_of_int8_peak"] = r.prefillGFLOPs / p8 }
                     }
                     return o
                 },
@@ -293,24 +295,30 @@ struct BenchCommand: ParsableCommand {
                 }
             }
             if let limits {
-                print(String(format: "\nmachine: read %.1f GB/s, BLAS GEMM %.0f GFLOP/s; decode GEMV %.1f GB/s (%.0f%% of read), LM-head GEMV %.1f GB/s",
-                             limits.readGBps, limits.gemmGFLOPs, limits.gemvGBps, 100 * limits.gemvGBps / limits.readGBps, limits.gemvLMHeadGBps))
+                print(String(format: "\nmachine: read %.1f GB/s, BLAS GEMM %.0f GFLOP/s (%.0f%% of the FMA peak, %.0f GFLOP/s%@); decode GEMV %.1f GB/s (%.0f%% of read), LM-head GEMV %.1f GB/s",
+                             limits.readGBps, limits.gemmGFLOPs, 100 * limits.gemmGFLOPs / limits.fmaPeakGFLOPs, limits.fmaPeakGFLOPs,
+                             (limits.int8PeakGOPs.map { String(format: "; int8 mix %.0f GOP/s", $0) } ?? "") as NSString,
+                             limits.gemvGBps, 100 * limits.gemvGBps / limits.readGBps, limits.gemvLMHeadGBps))
                 if !limits.gemvFormatGBps.isEmpty {
                     print("decode GEMV 4096×1024, cold weights: " + limits.gemvFormatGBps.map {
                         String(format: "%@ %.1f GB/s (%.0f%%)", $0.format.rawValue as NSString, $0.gbps, 100 * $0.gbps / limits.readGBps)
                     }.joined(separator: ", "))
                 }
                 if let i8 = limits.int8GemmGOPs {
-                    print(String(format: "int8 prompt GEMM 512×4096×1024: %.0f GOP/s = %.2f× the BLAS fp32 GEMM", i8, i8 / limits.gemmGFLOPs))
+                    print(String(format: "int8 prompt GEMM 512×4096×1024: %.0f GOP/s = %.2f× the BLAS fp32 GEMM%@", i8, i8 / limits.gemmGFLOPs,
+                                 (limits.int8PeakGOPs.map { String(format: ", %.0f%% of the int8 instruction peak", 100 * i8 / $0) } ?? "") as NSString))
                 }
                 for r in results {
                     if let i8 = limits.int8GemmGOPs {
-                        print(String(format: "%@ %d→%d: prompt pass %.0f GOP at %.0f GOP/s = %.0f%% of the measured int8 GEMM rate (%.0f%% of BLAS fp32's)",
+                        print(String(format: "%@ %d→%d: prompt pass %.0f GOP at %.0f GOP/s = %.0f%% of the measured int8 GEMM rate%@ (%.0f%% of BLAS fp32's)",
                                      r.model as NSString, r.inputTokens, r.outputTokens, r.prefillFLOPs / 1e9, r.prefillGFLOPs,
-                                     100 * r.prefillGFLOPs / i8, 100 * r.prefillGFLOPs / limits.gemmGFLOPs))
+                                     100 * r.prefillGFLOPs / i8,
+                                     (limits.int8PeakGOPs.map { String(format: ", %.0f%% of the int8 instruction peak", 100 * r.prefillGFLOPs / $0) } ?? "") as NSString,
+                                     100 * r.prefillGFLOPs / limits.gemmGFLOPs))
                     } else {
-                        print(String(format: "%@ %d→%d: prompt pass %.0f GFLOP at %.0f GFLOP/s = %.0f%% of the measured BLAS GEMM rate",
-                                     r.model as NSString, r.inputTokens, r.outputTokens, r.prefillFLOPs / 1e9, r.prefillGFLOPs, 100 * r.prefillGFLOPs / limits.gemmGFLOPs))
+                        print(String(format: "%@ %d→%d: prompt pass %.0f GFLOP at %.0f GFLOP/s = %.0f%% of the measured BLAS GEMM rate, %.0f%% of the FMA peak",
+                                     r.model as NSString, r.inputTokens, r.outputTokens, r.prefillFLOPs / 1e9, r.prefillGFLOPs,
+                                     100 * r.prefillGFLOPs / limits.gemmGFLOPs, 100 * r.prefillGFLOPs / limits.fmaPeakGFLOPs))
                     }
                     print(String(format: "%@ %@ %d→%d: decode streams %.3f GB of weights per token = %.1f GB/s, %.0f%% of the read ceiling",
                                  r.model as NSString, r.decodeWeights as NSString, r.inputTokens, r.outputTokens, r.weightBytesPerToken / 1e9, r.weightGBps, 100 * r.weightGBps / limits.readGBps))

@@ -396,6 +396,27 @@ final class KernelTests: XCTestCase {
         ek_gelu_tanh_f32(&g2, g2.count)
         XCTAssertLessThan(relativeError(g1, g2), 1e-6)
     }
+
+    /// The instruction ceilings `encore bench` reports (peaks.c) are finite and positive; the plain-C FMA loop is
+    /// far below the SIMD one (one lane instead of 8 or 4: ≈ 10× on this machine, bound 2×, so a vector loop the
+    /// compiler collapsed or a wrong FLOP count fails); the int8 mix exists only on x86-64 with AVX2.
+    func testInstructionPeaks() {
+        defer { ek_set_force_reference(0) }
+        let simd = ek_peak_fma_gflops(), int8 = ek_peak_int8_gops()
+        ek_set_force_reference(1)
+        let plain = ek_peak_fma_gflops()
+        XCTAssertTrue(simd.isFinite && simd > 0 && plain > 0, "\(simd) \(plain)")
+        let features = ek_cpu_features()
+        if features & Int32(EK_CPU_AVX2_FMA) != 0 || features & Int32(EK_CPU_NEON) != 0 {
+            XCTAssertGreaterThan(simd, 2 * plain, "SIMD FMA peak \(simd) vs plain \(plain) GFLOP/s")
+        }
+        #if arch(x86_64)
+        XCTAssertEqual(int8 > 0, features & Int32(EK_CPU_AVX2_FMA) != 0, "int8 mix \(int8) GOP/s")
+        #else
+        XCTAssertEqual(int8, 0)
+        #endif
+        XCTAssertEqual(ek_peak_int8_gops(), 0, "forced plain path: no int8 mix")
+    }
 }
 
 final class SamplerTests: XCTestCase {

@@ -2,7 +2,8 @@ import Foundation
 import EncoreKernels
 
 /// Measures the machine's ceilings and Encore's kernels against them: memory read bandwidth (the limit of
-/// decode), BLAS GEMM throughput (the limit of prefill), and the decode GEMV's bandwidth.
+/// decode), BLAS GEMM throughput and the FMA / int8 instruction peaks (the limits of prefill), and the decode GEMV's
+/// bandwidth.
 public enum KernelBench {
     public struct Figures: Sendable {
         /// Sequential read bandwidth over a 512 MiB buffer (GB/s).
@@ -16,12 +17,17 @@ public enum KernelBench {
         public var gemvFormatGBps: [(format: WeightFormat, gbps: Double)] = []
         /// int8 prompt-pass GEMM 512×4096×1024 (`ek_gemm_int8`, GOP/s), when int8 prompt weights are benchmarked.
         public var int8GemmGOPs: Double? = nil
+        /// Instruction ceilings on the same threads, registers only (`ek_peak_fma_gflops`, `ek_peak_int8_gops`): fp32
+        /// FMA GFLOP/s and the int8 GEMM's instruction mix in GOP/s (nil where that mix does not exist).
+        public var fmaPeakGFLOPs: Double = 0
+        public var int8PeakGOPs: Double? = nil
 
         public var json: [String: Any] {
             ["read_gb_per_s": readGBps, "gemm_gflop_per_s": gemmGFLOPs, "gemv_gb_per_s": gemvGBps, "gemv_lm_head_gb_per_s": gemvLMHeadGBps,
              "gemv_format_gb_per_s": Dictionary(uniqueKeysWithValues: gemvFormatGBps.map { ($0.format.rawValue, $0.gbps) }),
              "gemv_format_paths": Dictionary(uniqueKeysWithValues: gemvFormatGBps.map { ($0.format.rawValue, $0.format.kernelPath) }),
-             "int8_gemm_gop_per_s": int8GemmGOPs as Any]
+             "int8_gemm_gop_per_s": int8GemmGOPs as Any, "fma_peak_gflop_per_s": fmaPeakGFLOPs,
+             "int8_peak_gop_per_s": int8PeakGOPs as Any]
         }
     }
 
@@ -102,6 +108,9 @@ public enum KernelBench {
         let headGBps = Double(32128 * 1024 * 4) / tHead / 1e9
         if sink == .infinity { print("") }
         var f = Figures(readGBps: read, gemmGFLOPs: gemm, gemvGBps: gemv, gemvLMHeadGBps: headGBps)
+        f.fmaPeakGFLOPs = ek_peak_fma_gflops()
+        let i8peak = ek_peak_int8_gops()
+        f.int8PeakGOPs = i8peak > 0 ? i8peak : nil
         f.gemvFormatGBps = formats.map { ($0, gemvGBps($0)) }
         if int8Prompts { f.int8GemmGOPs = int8GemmGOPs() }
         return f

@@ -1,0 +1,159 @@
+/* Instruction ceilings of this CPU, measured on the kernel threads with registers only (no memory traffic): the
+ * limits `encore bench` sets prompt passes against, beside the BLAS GEMM rate.
+ *
+ *   fp32: 12 independent FMA chains per thread (8 lanes with AVX2+FMA, 4 with NEON, 1 in plain C), 2 FLOPs each.
+ *   int8: the instruction mix ek_gemm_int8's AVX2 tile runs without VNNI (vpmaddubsw, vpmaddwd by ones, vpaddd:
+ *         32 multiply-adds per group), 4 independent chains per thread; 2 ops per multiply-add. 0 where the mix
+ *         does not exist (not x86-64 with AVX2).
+ *
+ * Each thread runs the same number of iterations; the rate is the total over the wall time of the slowest, best of
+ * 5 calls. On this project's VM (2 vCPUs, AVX2 without AVX-512) the fp32 peak comes out ≈ 96 GFLOP/s on one
+ * thread and 175–190 on two: the 234 GFLOP/s of ../shared/CPU.md assume AVX-512 registers the VM does not expose. */
+#include "EncoreKernels.h"
+#include <time.h>
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+#define PK_X86 1
+#define PK_AVX2 __attribute__((target("avx2,fma")))
+#endif
+#if defined(__aarch64__)
+#include <arm_neon.h>
+#endif
+
+static double pk_now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+typedef struct { long iters; float out[64]; } pk_ctx;
+
+#ifdef PK_X86
+/* Whole loops in inline asm: the same instructions at any optimisation level (SwiftPM's debug builds compile C at
+ * -O0, where intrinsics would spill every chain to the stack), and nothing for the compiler to merge or hoist. */
+#define PK_FMA12 "vfmadd213ps %%ymm13,%%ymm12,%%ymm0\n vfmadd213ps %%ymm13,%%ymm12,%%ymm1\n" \
+                 "vfmadd213ps %%ymm13,%%ymm12,%%ymm2\n vfmadd213ps %%ymm13,%%ymm12,%%ymm3\n" \
+                 "vfmadd213ps %%ymm13,%%ymm12,%%ymm4\n vfmadd213ps %%ymm13,%%ymm12,%%ymm5\n" \
+                 "vfmadd213ps %%ymm13,%%ymm12,%%ymm6\n vfmadd213ps %%ymm13,%%ymm12,%%ymm7\n" \
+                 "vfmadd213ps %%ymm13,%%ymm12,%%ymm8\n vfmadd213ps %%ymm13,%%ymm12,%%ymm9\n" \
+                 "vfmadd213ps %%ymm13,%%ymm12,%%ymm10\n vfmadd213ps %%ymm13,%%ymm12,%%ymm11\n"
+PK_AVX2 static float fma_chains_avx2(long iters, float seed) {
+    /* a = a·b + c with b < 1 converges to c / (1 − b): the values stay normal (no denormal slow path) */
+    float one = seed, b = 0.999999f, c = 1e-7f, out;
+    __asm__ volatile(
+        "vbroadcastss %[one], %%ymm0\n vmovaps %%ymm0, %%ymm1\n vmovaps %%ymm0, %%ymm2\n vmovaps %%ymm0, %%ymm3\n"
+        "vmovaps %%ymm0, %%ymm4\n vmovaps %%ymm0, %%ymm5\n vmovaps %%ymm0, %%ymm6\n vmovaps %%ymm0, %%ymm7\n"
+        "vmovaps %%ymm0, %%ymm8\n vmovaps %%ymm0, %%ymm9\n vmovaps %%ymm0, %%ymm10\n vmovaps %%ymm0, %%ymm11\n"
+        "vbroadcastss %[b], %%ymm12\n vbroadcastss %[c], %%ymm13\n"
+        "1:\n" PK_FMA12
+        "dec %[n]\n jnz 1b\n"
+        "vaddps %%ymm1, %%ymm0, %%ymm0\n vmovss %%xmm0, %[out]\n vzeroupper\n"
+        : [n] "+r"(iters), [out] "=m"(out)
+        : [one] "m"(one), [b] "m"(b), [c] "m"(c)
+        : "ymm0", "ymm1", "ymm2", "ymm3", "ymm4", "ymm5", "ymm6", "ymm7", "ymm8", "ymm9", "ymm10", "ymm11", "ymm12",
+          "ymm13", "cc");
+    return out;
+}
+
+/* 4 chains of vpmaddubsw (u8 × s8 pairs into int16), vpmaddwd by ones (into int32), vpaddd: ek_gemm_int8's tile */
+PK_AVX2 static float int8_mix_avx2(long iters) {
+    int32_t ones = 0x00010001, bytes = 0x03020101, out;
+    __asm__ volatile(
+        "vpbroadcastd %[ones], %%ymm13\n vpbroadcastd %[bytes], %%ymm14\n vmovdqa %%ymm14, %%ymm15\n"
+        "vpxor %%ymm4, %%ymm4, %%ymm4\n vpxor %%ymm5, %%ymm5, %%ymm5\n vpxor %%ymm6, %%ymm6, %%ymm6\n"
+        "vpxor %%ymm7, %%ymm7, %%ymm7\n"
+        "1:\n"
+        "vpmaddubsw %%ymm14,%%ymm15,%%ymm0\n vpmaddwd %%ymm0,%%ymm13,%%ymm0\n vpaddd %%ymm0,%%ymm4,%%ymm4\n"
+        "vpmaddubsw %%ymm14,%%ymm15,%%ymm1\n vpmaddwd %%ymm1,%%ymm13,%%ymm1\n vpaddd %%ymm1,%%ymm5,%%ymm5\n"
+        "vpmaddubsw %%ymm14,%%ymm15,%%ymm2\n vpmaddwd %%ymm2,%%ymm13,%%ymm2\n vpaddd %%ymm2,%%ymm6,%%ymm6\n"
+        "vpmaddubsw %%ymm14,%%ymm15,%%ymm3\n vpmaddwd %%ymm3,%%ymm13,%%ymm3\n vpaddd %%ymm3,%%ymm7,%%ymm7\n"
+        "dec %[n]\n jnz 1b\n"
+        "vpaddd %%ymm5, %%ymm4, %%ymm4\n vmovd %%xmm4, %[out]\n vzeroupper\n"
+        : [n] "+r"(iters), [out] "=m"(out)
+        : [ones] "m"(ones), [bytes] "m"(bytes)
+        : "ymm0", "ymm1", "ymm2", "ymm3", "ymm4", "ymm5", "ymm6", "ymm7", "ymm13", "ymm14", "ymm15", "cc");
+    return (float)out;
+}
+#endif
+
+#if defined(__aarch64__)
+static float fma_chains_neon(long iters, float seed) {
+    float32x4_t b = vdupq_n_f32(0.999999f), c = vdupq_n_f32(seed * 1e-7f);
+    float32x4_t a[12];
+    for (int j = 0; j < 12; j++) a[j] = vdupq_n_f32(seed + (float)j);   /* distinct: not merged by the compiler */
+    for (long i = 0; i < iters; i++)
+        for (int j = 0; j < 12; j++) a[j] = vfmaq_f32(c, a[j], b);
+    float32x4_t s = a[0];
+    for (int j = 1; j < 12; j++) s = vaddq_f32(s, a[j]);
+    return vgetq_lane_f32(s, 0) + vgetq_lane_f32(s, 3);
+}
+#endif
+
+static float fma_chains_plain(long iters, float seed) {
+    float a[12];
+    for (int j = 0; j < 12; j++) a[j] = seed + (float)j;
+    for (long i = 0; i < iters; i++)
+        for (int j = 0; j < 12; j++) a[j] = a[j] * 0.999999f + 1e-7f;
+    float s = 0;
+    for (int j = 0; j < 12; j++) s += a[j];
+    return s;
+}
+
+/* lanes per chain of the fp32 path this CPU runs */
+static int fma_lanes(void) {
+#ifdef PK_X86
+    if (!ek_get_force_reference() && (ek_cpu_features() & EK_CPU_AVX2_FMA)) return 8;
+#elif defined(__aarch64__)
+    if (!ek_get_force_reference() && (ek_cpu_features() & EK_CPU_NEON)) return 4;
+#endif
+    return 1;
+}
+
+static void fma_task(void *ctx, long index, long count) {
+    (void)count;
+    pk_ctx *c = ctx;
+    float seed = 1.0f + (float)index;
+#ifdef PK_X86
+    if (fma_lanes() == 8) { c->out[index % 64] = fma_chains_avx2(c->iters, seed); return; }
+#elif defined(__aarch64__)
+    if (fma_lanes() == 4) { c->out[index % 64] = fma_chains_neon(c->iters, seed); return; }
+#endif
+    c->out[index % 64] = fma_chains_plain(c->iters, seed);
+}
+
+#ifdef PK_X86
+static void int8_task(void *ctx, long index, long count) {
+    (void)count;
+    pk_ctx *c = ctx;
+    c->out[index % 64] = int8_mix_avx2(c->iters);
+}
+#endif
+
+/* best of 5 calls: each thread runs `iters` iterations of `ops_per_iter` operations */
+static double rate(ek_task_fn task, long iters, double ops_per_iter) {
+    long threads = ek_get_threads();
+    pk_ctx c = { .iters = iters };
+    double best = 1e30;
+    task(&c, 0, 1);   /* warm-up (clock ramp) */
+    for (int r = 0; r < 5; r++) {
+        double t = pk_now();
+        ek_parallel_for(threads, task, &c);
+        t = pk_now() - t;
+        if (t < best) best = t;
+    }
+    return (double)threads * (double)iters * ops_per_iter / best / 1e9;
+}
+
+double ek_peak_fma_gflops(void) {
+    int lanes = fma_lanes();
+    return rate(fma_task, lanes == 1 ? 2000000 : 4000000, 12.0 * lanes * 2.0);   /* ≥ 1 iteration: asm loops */
+}
+
+double ek_peak_int8_gops(void) {
+#ifdef PK_X86
+    if (!ek_get_force_reference() && (ek_cpu_features() & EK_CPU_AVX2_FMA))
+        return rate(int8_task, 4000000, 4.0 * 32.0 * 2.0);
+#endif
+    return 0.0;
+}
