@@ -7,8 +7,8 @@
  *         does not exist (not x86-64 with AVX2).
  *
  * Each thread runs the same number of iterations; the rate is the total over the wall time of the slowest, best of
- * 5 calls. On this project's VM (2 vCPUs, AVX2 without AVX-512) the fp32 peak comes out ≈ 96 GFLOP/s on one
- * thread and 175–190 on two: the 234 GFLOP/s of ../shared/CPU.md assume AVX-512 registers the VM does not expose. */
+ * 12 calls. On this project's VM (2 vCPUs, AVX2 without AVX-512) the fp32 peak comes out ≈ 96 GFLOP/s on one
+ * thread and 164–187 on two: the 234 GFLOP/s of ../shared/CPU.md assume AVX-512 registers the VM does not expose. */
 #include "EncoreKernels.h"
 #include <time.h>
 
@@ -130,13 +130,14 @@ static void int8_task(void *ctx, long index, long count) {
 }
 #endif
 
-/* best of 5 calls: each thread runs `iters` iterations of `ops_per_iter` operations */
+/* best of 12 calls (a busy sibling vCPU halves single samples on a shared host): each thread runs `iters` iterations
+ * of `ops_per_iter` operations */
 static double rate(ek_task_fn task, long iters, double ops_per_iter) {
     long threads = ek_get_threads();
     pk_ctx c = { .iters = iters };
     double best = 1e30;
     task(&c, 0, 1);   /* warm-up (clock ramp) */
-    for (int r = 0; r < 5; r++) {
+    for (int r = 0; r < 12; r++) {
         double t = pk_now();
         ek_parallel_for(threads, task, &c);
         t = pk_now() - t;

@@ -168,7 +168,7 @@ struct BenchCommand: ParsableCommand {
             if let loaded { wanted = wanted.map { $0 == "model" ? loaded.modelType : $0 } }
             var limits: KernelBench.Figures? = nil
             if !noLimits {
-                printStderr("measuring the machine's ceilings (memory read bandwidth, BLAS GEMM)…")
+                printStderr("measuring the machine's ceilings (memory read bandwidth, BLAS GEMM, instruction peaks)…")
                 limits = KernelBench.run(formats: formats, int8Prompts: promptInt8)
             }
             var results: [BenchResult] = []

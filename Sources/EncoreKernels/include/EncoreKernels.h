@@ -319,7 +319,7 @@ int ek_gemm_int8_ref(const int8_t *w, const float *wscale, const float *x, const
 float ek_sum_f32(const float *x, long n);
 /** Instruction ceilings on the kernel threads, registers only (peaks.c): fp32 FMA chains (AVX2+FMA, NEON or plain
  *  C) in GFLOP/s, and the int8 mix of ek_gemm_int8's AVX2 tile (vpmaddubsw, vpmaddwd by ones, vpaddd) in GOP/s
- *  (2 per multiply-add; 0 where that mix does not exist). Best of 5 calls, about 10–20 ms each. */
+ *  (2 per multiply-add; 0 where that mix does not exist). Best of 12 calls of about 5–10 ms. */
 double ek_peak_fma_gflops(void);
 double ek_peak_int8_gops(void);
 
