@@ -115,6 +115,9 @@ struct BenchCommand: ParsableCommand {
     @Option(name: .customLong("cross-kv"), help: "Storage of Mu's cross-attention K/V: f32, or f16 (opt-in: half the bytes a decode step reads over the encoder positions; logits within ~5e-4 of fp32).")
     var crossKV = "f32"
 
+    @Option(name: .customLong("kv-cache"), help: "Storage of the self-attention KV caches (Mu's decoder, the twin, Llama): f32, or f16 (opt-in, llama.cpp's default: half the cache memory and the bytes a step reads over it). T5 keeps f32.")
+    var kvCache = "f32"
+
     func validate() throws {
         let parts = inputTokens.split(separator: ",")
         if parts.isEmpty || parts.count != lengths.count || lengths.contains(where: { $0 < 1 }) {
@@ -139,6 +142,7 @@ struct BenchCommand: ParsableCommand {
             throw ValidationError("--step-ab: expected shared-gemv or cross-kv (got '\(stepAB)')")
         }
         if crossKV != "f32" && crossKV != "f16" { throw ValidationError("--cross-kv: expected f32 or f16 (got '\(crossKV)')") }
+        if kvCache != "f32" && kvCache != "f16" { throw ValidationError("--kv-cache: expected f32 or f16 (got '\(kvCache)')") }
         let known = Set(["mu", "mu_decoder", "model"])
         for m in (models ?? "mu").split(separator: ",") where !known.contains(String(m)) {
             throw ValidationError("--models: unknown model '\(m)' (use mu, mu_decoder, model)")
@@ -193,6 +197,7 @@ struct BenchCommand: ParsableCommand {
                 var lm: LanguageModel = fromFile ? loaded! : try build()
                 if fromFile && prompts != .f32 { loaded = nil }   // rebuilt models replace it: only `lm` holds it
                 if let mu = lm as? MuModel { mu.halfCrossKV = crossKV == "f16" }
+                if kvCache == "f16" && !(lm is T5Model) { try lm.useHalfKVCache(true) }
                 var reference: DecodeQuality? = nil
                 // fixed token sequences from the seed: a prompt of the first input length, then qualityTokens targets
                 var rng = SplitMix64(seed: seed &+ 17)
@@ -211,6 +216,7 @@ struct BenchCommand: ParsableCommand {
                         printStderr("[\(name)] rebuilding the model for \(format.rawValue) (the previous format released its fp32 copies)…")
                         lm = try build()
                         if let mu = lm as? MuModel { mu.halfCrossKV = crossKV == "f16" }
+                        if kvCache == "f16" && !(lm is T5Model) { try lm.useHalfKVCache(true) }
                     }
                     if !asLoaded { try lm.useDecodeWeights(format) }
                     if prompts != .f32 { try lm.usePromptWeights(prompts) }
@@ -250,7 +256,7 @@ struct BenchCommand: ParsableCommand {
             if let plot { try writePlot(results.filter { $0.decodeWeights == results.first?.decodeWeights }, to: plot) }
             let report: [String: Any] = [
                 "system": "encore", "version": EncoreVersion.string, "decode_weights": decodeWeights, "prompt_weights": promptWeights, "threads": threads, "blas": Backend.blasName,
-                "cross_kv": crossKV,
+                "cross_kv": crossKV, "kv_cache": kvCache,
                 "kernel_paths": Dictionary(uniqueKeysWithValues: formats.map { ($0.rawValue, $0.kernelPath) }),
                 "quality": qualities.map { q -> [String: Any] in
                     ["model": q.model, "decode_weights": q.format, "max_logit_error": q.absolute, "max_logit_error_relative": q.relative,
@@ -277,7 +283,8 @@ struct BenchCommand: ParsableCommand {
             }
             print("Encore \(EncoreVersion.string) · \(Backend.blasName) · \(threads) thread(s) · batch 1, greedy, " + ["f32": "fp32 prompt passes", "int8": "int8 prompt passes (int8 GEMM)",
                                                                                                                         "decode": "prompt passes on the decode format"][promptWeights]!
-                  + (crossKV == "f16" ? " · Mu cross-attention K/V in f16" : ""))
+                  + (crossKV == "f16" ? " · Mu cross-attention K/V in f16" : "")
+                  + (kvCache == "f16" ? " · f16 KV caches" : ""))
             print("decode kernels: " + formats.map { "\($0.rawValue) \($0.kernelPath)" }.joined(separator: ", "))
             print("model       weights   params   input  output  encode ms  1st step ms   TTFT ms   decode tok/s   e2e s   GFLOP/seq   peak RSS MiB   cache MiB")
             for r in results {

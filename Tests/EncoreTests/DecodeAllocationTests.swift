@@ -47,11 +47,14 @@ final class DecodeAllocationTests: XCTestCase {
         probe.deallocate()
         XCTAssertEqual(read().large - before.large, 1, "the allocation counter does not see allocations")
         for (name, model, layers) in try models() {
-            for f in [WeightFormat.f32, .bf16, .q4_0] {
+            // each weight format, then fp32 weights with an f16 KV cache (not T5's)
+            for (f, halfKV) in [(WeightFormat.f32, false), (.bf16, false), (.q4_0, false), (.f32, true)] where !(halfKV && name == "t5") {
                 try model.useDecodeWeights(f)
+                try model.useHalfKVCache(halfKV)
+                defer { try? model.useHalfKVCache(false) }
                 let counts = try perStep(model)
                 let maxCalls = counts.map(\.calls).max()!, maxBytes = counts.map(\.bytes).max()!
-                print("\(name) \(f.rawValue): per decode step \(maxCalls) allocations, \(maxBytes) bytes, \(counts.map(\.large).max()!) of >= 1 KiB")
+                print("\(name) \(f.rawValue)\(halfKV ? " f16 KV" : ""): per decode step \(maxCalls) allocations, \(maxBytes) bytes, \(counts.map(\.large).max()!) of >= 1 KiB")
                 XCTAssertEqual(counts.map(\.large).max(), 0, "\(name) \(f): a decode step allocated a buffer of >= 1 KiB")
                 XCTAssertLessThanOrEqual(maxBytes, 64 << 10, "\(name) \(f): \(maxBytes) bytes allocated per step")
                 // small objects (tensor headers, shape and index arrays): measured ≤ 210 per layer in debug builds

@@ -101,6 +101,11 @@ def entries(args, ck: Path):
                                                      str(ck / f"{m}-f32.gguf")] + io)
         dec = ["--prompt-weights", "decode"]   # no fp32 copy resident: the decode format alone, widened per matrix
         add(m, "bf16", "encore", "encore bf16", encore_bench_cmd(enc, hf, L, N, T, R, ["--decode-weights", "bf16"] + dec))
+        # llama.cpp keeps its KV cache in f16 by default: the same cache type on Encore's side (T5 keeps fp32)
+        kv16 = ["--kv-cache", "f16"]
+        if m == "llama":
+            add(m, "bf16", "encore", "encore bf16 f16-KV", encore_bench_cmd(enc, hf, L, N, T, R,
+                                                                            ["--decode-weights", "bf16"] + dec + kv16))
         add(m, "bf16", "hf", "hf", [py, str(HERE / "hf_peer.py"), "--model", hf, "--dtype", "bf16"] + io)
         add(m, "bf16", "llama.cpp", "llama.cpp bf16", [lpy, str(HERE / "llamacpp_peer.py"), "--gguf",
                                                       str(ck / f"{m}-bf16.gguf")] + io)
@@ -115,6 +120,9 @@ def entries(args, ck: Path):
                                                       str(ck / f"{m}-q8_0.gguf")] + io)
         add(m, "q4_0", "encore", "encore q4_0 GGUF", encore_bench_cmd(enc, str(ck / f"{m}-q4_0.gguf"), L, N, T, R,
                                                                       ["--keep-quantized"]))
+        if m == "llama":
+            add(m, "q4_0", "encore", "encore q4_0 GGUF f16-KV", encore_bench_cmd(enc, str(ck / f"{m}-q4_0.gguf"), L, N, T,
+                                                                             R, ["--keep-quantized"] + kv16))
         add(m, "q4_0", "encore", "encore q4_0", encore_bench_cmd(enc, hf, L, N, T, R, ["--decode-weights", "q4_0"] + dec))
         add(m, "q4_0", "llama.cpp", "llama.cpp q4_0", [lpy, str(HERE / "llamacpp_peer.py"), "--gguf",
                                                       str(ck / f"{m}-q4_0.gguf")] + io)

@@ -11,8 +11,8 @@ final class CausalDecoderCache {
     var scratch: [Float] = []
     var length: Int { caches.first?.length ?? 0 }
 
-    init(layers: Int, batch: Int, width: Int, offsets: [Int], capacity: Int) {
-        caches = (0..<layers).map { _ in KVCache(batch: batch, width: width, capacity: capacity) }
+    init(layers: Int, batch: Int, width: Int, offsets: [Int], capacity: Int, half: Bool = false) {
+        caches = (0..<layers).map { _ in KVCache(batch: batch, width: width, capacity: capacity, half: half) }
         self.offsets = offsets
         history = [[Int]](repeating: [], count: batch)
     }
@@ -39,11 +39,14 @@ protocol CausalDecoder: LanguageModel {
     func forward(_ cache: CausalDecoderCache, ids: [Int], n: Int, outputs: CausalOutputs, keyKeep: [UInt8]?) -> Tensor
     /// The longest sequence the model attends over in full (sliding-window models), nil when unlimited.
     var attentionSpan: Int? { get }
+    /// KV caches of later generations in f16 (``KVCache``), as llama.cpp's default cache type.
+    var halfKVCache: Bool { get }
 }
 
 extension CausalDecoder {
     func makeCache(batch: Int, offsets: [Int], capacity: Int) -> CausalDecoderCache {
-        CausalDecoderCache(layers: layerCount, batch: batch, width: kvWidth, offsets: offsets, capacity: capacity)
+        CausalDecoderCache(layers: layerCount, batch: batch, width: kvWidth, offsets: offsets, capacity: capacity,
+                           half: halfKVCache)
     }
 
     var attentionSpan: Int? { nil }
@@ -135,5 +138,23 @@ final class CausalDecoderState: GenerationState {
         try TokenCheck.validate(tokens, vocab: model.vocabSize, what: "generated tokens")
         try model.checkSpan(cache.length + 1)
         logits = model.forward(cache, ids: tokens, n: 1, outputs: .last, keyKeep: nil)
+    }
+}
+
+extension LanguageModel {
+    /// Keeps the self-attention KV caches of later generations in f16 (`true`) or fp32 (`false`, the default):
+    /// ``LlamaModel/halfKVCache``, ``MuDecoderModel/halfKVCache``, ``MuModel/halfKVCache``. T5's decoder keeps fp32
+    /// (its relative-bias attention kernel reads fp32 rows): asking it for f16 throws.
+    ///
+    /// ```swift
+    /// try model.useHalfKVCache(true)   // half the cache memory; logits within ~1e-3 of the fp32 cache's
+    /// ```
+    public func useHalfKVCache(_ on: Bool) throws {
+        switch self {
+        case let m as LlamaModel: m.halfKVCache = on
+        case let m as MuDecoderModel: m.halfKVCache = on
+        case let m as MuModel: m.halfKVCache = on
+        default: if on { throw EncoreError(.unsupported, "\(modelType): an f16 KV cache is not supported (its decoder attention reads fp32 rows)") }
+        }
     }
 }

@@ -438,12 +438,8 @@ extension AttentionWeights {
         let o = Tensor(uninitialized: [B * n, shape.qWidth])              // [B*n, H*D]
         withExtendedLifetime(q) {
             for b in 0..<B {
-                cache.withKeep(batch: b) { kp in
-                    Ops.attention(q: q.data + b * n * shape.qWidth, tq: n, k: cache.keyPointer(batch: b),
-                                  v: cache.valuePointer(batch: b), kvRows: cache.length, kvStride: shape.kvWidth,
-                                  out: o.data + b * n * shape.qWidth, shape: shape, keyKeep: kp,
-                                  causalOffset: start, scratch: &scratch)
-                }
+                cache.attend(q: q.data + b * n * shape.qWidth, tq: n, batch: b, out: o.data + b * n * shape.qWidth,
+                             shape: shape, causalOffset: start, scratch: &scratch)
             }
         }
         StepProfile.lap(.selfAttention)
@@ -548,21 +544,40 @@ final class KVCache {
     let width: Int
     private(set) var capacity: Int
     private(set) var length = 0
-    private(set) var keys: Tensor     // [B, capacity, kvWidth], RoPE applied
+    /// f16 rows (``init(batch:width:capacity:half:)``, llama.cpp's default cache type): half the bytes held and read
+    /// per step. Turns false for good when an appended value does not fit f16 (|x| > 65504 or NaN): the rows are
+    /// widened back to fp32.
+    private(set) var half: Bool
+    private(set) var keys: Tensor     // [B, capacity, kvWidth], RoPE applied (fp32 storage; [1] when half)
     private(set) var values: Tensor   // [B, capacity, kvWidth]
+    private var keys16: UnsafeMutablePointer<UInt16>?     // [B, capacity, kvWidth] (f16 storage)
+    private var values16: UnsafeMutablePointer<UInt16>?
     private(set) var keep: [UInt8]    // [B, capacity]
 
-    init(batch: Int, width: Int, capacity: Int) {
+    init(batch: Int, width: Int, capacity: Int, half: Bool = false) {
         self.batch = batch
         self.width = width
         self.capacity = max(capacity, 1)
-        keys = Tensor(zeros: [batch, self.capacity, width])
-        values = Tensor(zeros: [batch, self.capacity, width])
+        self.half = half
+        if half {
+            keys = Tensor(zeros: [1])
+            values = Tensor(zeros: [1])
+            keys16 = .allocate(capacity: batch * self.capacity * width)
+            values16 = .allocate(capacity: batch * self.capacity * width)
+        } else {
+            keys = Tensor(zeros: [batch, self.capacity, width])
+            values = Tensor(zeros: [batch, self.capacity, width])
+        }
         keep = [UInt8](repeating: 0, count: batch * self.capacity)
     }
 
+    deinit {
+        keys16?.deallocate()
+        values16?.deallocate()
+    }
+
     /// Bytes held by the cache's buffers.
-    var bytes: Int { (keys.count + values.count) * 4 + keep.count }
+    var bytes: Int { batch * capacity * width * (half ? 2 : 4) * 2 + keep.count }
 
     /// Forgets every cached position (the buffers are kept).
     func reset() { length = 0 }
@@ -570,36 +585,114 @@ final class KVCache {
     private func grow(to needed: Int) {
         var cap = capacity
         while cap < needed { cap *= 2 }
-        func regrow(_ t: Tensor) -> Tensor {
-            let n = Tensor(zeros: [batch, cap, width])
-            for b in 0..<batch { (n.data + b * cap * width).update(from: t.data + b * capacity * width, count: length * width) }
-            return n
+        if half {
+            func regrow(_ p: UnsafeMutablePointer<UInt16>) -> UnsafeMutablePointer<UInt16> {
+                let n = UnsafeMutablePointer<UInt16>.allocate(capacity: batch * cap * width)
+                for b in 0..<batch { (n + b * cap * width).update(from: p + b * capacity * width, count: length * width) }
+                p.deallocate()
+                return n
+            }
+            keys16 = regrow(keys16!)
+            values16 = regrow(values16!)
+        } else {
+            func regrow(_ t: Tensor) -> Tensor {
+                let n = Tensor(zeros: [batch, cap, width])
+                for b in 0..<batch { (n.data + b * cap * width).update(from: t.data + b * capacity * width, count: length * width) }
+                return n
+            }
+            keys = regrow(keys)
+            values = regrow(values)
         }
-        keys = regrow(keys)
-        values = regrow(values)
         var k2 = [UInt8](repeating: 0, count: batch * cap)
         for b in 0..<batch { for t in 0..<length { k2[b * cap + t] = keep[b * capacity + t] } }
         keep = k2
         capacity = cap
     }
 
+    /// f16 storage → fp32 for good (a value out of f16's range arrived).
+    private func widenStorage() {
+        guard half, let k16 = keys16, let v16 = values16 else { return }
+        keys = Tensor(zeros: [batch, capacity, width])
+        values = Tensor(zeros: [batch, capacity, width])
+        ek_f16_to_f32(k16, keys.data, batch * capacity * width)
+        ek_f16_to_f32(v16, values.data, batch * capacity * width)
+        k16.deallocate()
+        v16.deallocate()
+        keys16 = nil
+        values16 = nil
+        half = false
+    }
+
     /// Appends n new positions per row. k, v: [B*n, width] (row-major by batch then position).
     func append(k: Tensor, v: Tensor, keep newKeep: [UInt8], n: Int) {
         if length + n > capacity { grow(to: length + n) }
+        if half && !(Self.fitsHalf(k) && Self.fitsHalf(v)) { widenStorage() }
         for b in 0..<batch {
-            for t in 0..<n {
-                let src = (b * n + t) * width, dst = (b * capacity + length + t) * width
-                (keys.data + dst).update(from: k.data + src, count: width)
-                (values.data + dst).update(from: v.data + src, count: width)
-                keep[b * capacity + length + t] = newKeep[b * n + t]
+            let src = b * n * width, dst = (b * capacity + length) * width
+            if let k16 = keys16, let v16 = values16 {
+                ek_f32_to_f16(k.data + src, k16 + dst, n * width)
+                ek_f32_to_f16(v.data + src, v16 + dst, n * width)
+            } else {
+                (keys.data + dst).update(from: k.data + src, count: n * width)
+                (values.data + dst).update(from: v.data + src, count: n * width)
             }
+            for t in 0..<n { keep[b * capacity + length + t] = newKeep[b * n + t] }
         }
         length += n
     }
 
-    func keyPointer(batch b: Int) -> UnsafeMutablePointer<Float> { keys.data + b * capacity * width }
-    func valuePointer(batch b: Int) -> UnsafeMutablePointer<Float> { values.data + b * capacity * width }
+    private static func fitsHalf(_ t: Tensor) -> Bool {
+        for i in 0..<t.count where !(abs(t.data[i]) <= 65504) { return false }   // NaN fails the comparison too
+        return true
+    }
+
+    /// fp32 storage only (T5's relative-bias attention reads it directly).
+    func keyPointer(batch b: Int) -> UnsafeMutablePointer<Float> {
+        precondition(!half, "keyPointer: an f16 cache")
+        return keys.data + b * capacity * width
+    }
+    func valuePointer(batch b: Int) -> UnsafeMutablePointer<Float> {
+        precondition(!half, "valuePointer: an f16 cache")
+        return values.data + b * capacity * width
+    }
     func withKeep<R>(batch b: Int, _ body: (UnsafePointer<UInt8>) -> R) -> R {
         keep.withUnsafeBufferPointer { body($0.baseAddress! + b * capacity) }
+    }
+
+    /// Attention of row b's `tq` queries (q: [tq, H*D]) over its cached positions [0, length), masked by the cached
+    /// keep flags and `causalOffset` (``Ops/attention(q:tq:k:v:kvRows:kvStride:out:shape:keyKeep:causalOffset:scratch:)``):
+    /// fp32 rows as they are; f16 rows with `ek_attention_f16kv` (decode steps, tq < 16: the fused kernel widens each
+    /// row as it reads it), or widened once into a pooled buffer for longer queries (prompt chunks: it goes back to
+    /// the pool after the call, so layers share it). Writes [tq, H*D].
+    func attend(q: UnsafePointer<Float>, tq: Int, batch b: Int, out: UnsafeMutablePointer<Float>, shape: AttentionShape,
+                causalOffset: Int, scratch: inout [Float]) {
+        withKeep(batch: b) { kp in
+            guard half, let k16 = keys16, let v16 = values16 else {
+                Ops.attention(q: q, tq: tq, k: keyPointer(batch: b), v: valuePointer(batch: b), kvRows: length,
+                              kvStride: width, out: out, shape: shape, keyKeep: kp, causalOffset: causalOffset,
+                              scratch: &scratch)
+                return
+            }
+            let base = b * capacity * width
+            if tq < 16 {
+                let need = ek_attention_scratch_floats(tq, length, shape.heads, shape.headDim)
+                if scratch.count < need { scratch = [Float](repeating: 0, count: need) }
+                OpCounter.add(flops: 4 * tq * length * shape.heads * shape.headDim)   // scores + values
+                scratch.withUnsafeMutableBufferPointer { s in
+                    ek_attention_f16kv(q, shape.qWidth, k16 + base, width, v16 + base, width, out, shape.qWidth, tq, length,
+                                       shape.heads, shape.kvHeads, shape.headDim, shape.interleaved ? 1 : 0, kp, causalOffset,
+                                       Float(Double(shape.headDim).squareRoot()), s.baseAddress!)
+                }
+                return
+            }
+            let rows = length * width
+            let wide = Tensor(uninitialized: [2, length, width])   // keys, values [length, width] in fp32
+            withExtendedLifetime(wide) {
+                ek_f16_to_f32(k16 + base, wide.data, rows)
+                ek_f16_to_f32(v16 + base, wide.data + rows, rows)
+                Ops.attention(q: q, tq: tq, k: wide.data, v: wide.data + rows, kvRows: length, kvStride: width,
+                              out: out, shape: shape, keyKeep: kp, causalOffset: causalOffset, scratch: &scratch)
+            }
+        }
     }
 }

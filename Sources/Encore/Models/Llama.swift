@@ -517,6 +517,11 @@ struct LlamaBlock {
 /// are masked, so a row gives the same result alone or in a batch.
 public final class LlamaModel: CausalDecoder {
     public let config: LlamaConfig
+    /// Keeps the self-attention KV caches of later generations in f16 (opt-in; llama.cpp's default cache type): half
+    /// the cache memory and half the bytes a decode step reads over the cached positions, scores and outputs still in
+    /// fp32 (`ek_attention_f16kv`). Logits move by about 1e-3 of their largest value; a cache that receives a value
+    /// beyond f16's range goes back to fp32. Off by default.
+    public var halfKVCache = false
     /// Token embedding [V, C] in fp32; nil when it is kept in its GGUF blocks (``embeddingBlocks``).
     private(set) var embedding: Tensor?
     /// The GGUF embedding blocks kept quantized (`keepQuantized`), or the decode-format table after
@@ -632,7 +637,7 @@ public final class LlamaModel: CausalDecoder {
         }
         precondition(keyKeep == nil || (n == newCount && keyKeep!.count == B * n), "keyKeep with a recomputed prefix")
         let eps = Float(config.rmsNormEps)
-        let start = cache.length, total = start + n
+        let start = cache.length
         let positionsInt = (0..<(B * n)).map { start + $0 % n - cache.offsets[$0 / n] }
         let positions = positionsInt.map(Float.init)
         let newKeep = keyKeep ?? positionsInt.map { $0 < 0 ? UInt8(0) : 1 }      // left padding is masked
@@ -657,12 +662,8 @@ public final class LlamaModel: CausalDecoder {
             StepProfile.lap(.ropeCache)
             let o = Tensor(uninitialized: [B * n, shape.qWidth])                  // [B*n, H*D]
             withExtendedLifetime(q) { for b in 0..<B {
-                kv.withKeep(batch: b) { kp in
-                    Ops.attention(q: q.data + b * n * shape.qWidth, tq: n, k: kv.keyPointer(batch: b),
-                                  v: kv.valuePointer(batch: b), kvRows: total, kvStride: shape.kvWidth,
-                                  out: o.data + b * n * shape.qWidth, shape: shape, keyKeep: kp,
-                                  causalOffset: start, scratch: &cache.scratch)
-                }
+                kv.attend(q: q.data + b * n * shape.qWidth, tq: n, batch: b, out: o.data + b * n * shape.qWidth,
+                          shape: shape, causalOffset: start, scratch: &cache.scratch)
             } }
             StepProfile.lap(.selfAttention)
             block.o.accumulate(into: x, o)                                        // x += o·Wᵀ (+ b), in the GEMM

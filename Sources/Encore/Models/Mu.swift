@@ -312,6 +312,9 @@ public final class MuModel: LanguageModel {
     /// scores and outputs still computed in fp32 from the widened values. A layer whose K or V exceeds f16's range
     /// stays fp32. Off by default.
     public var halfCrossKV = false
+    /// Keeps the decoder's self-attention KV caches of later generations in f16 (opt-in; see
+    /// ``LlamaModel/halfKVCache``). Off by default.
+    public var halfKVCache = false
 
     // MARK: decoder
 
@@ -333,7 +336,7 @@ public final class MuModel: LanguageModel {
 
     func makeDecoderState(_ enc: MuEncoderOutput, capacity: Int) -> DecoderState {
         DecoderState(encoder: enc, caches: decoderBlocks.map { _ in
-            KVCache(batch: enc.batch, width: config.attention.kvWidth, capacity: capacity)
+            KVCache(batch: enc.batch, width: config.attention.kvWidth, capacity: capacity, half: halfKVCache)
         })
     }
 

@@ -1,0 +1,99 @@
+import XCTest
+import EncoreKernels
+@testable import Encore
+
+/// f16 self-attention KV caches (`useHalfKVCache`, `KVCache(half:)`): logits against the fp32 cache's, the storage,
+/// the fallback to fp32 for values beyond f16's range, and the families that refuse it.
+final class HalfKVCacheTests: XCTestCase {
+    func muDecoder() throws -> MuDecoderModel {
+        try MuDecoderModel(config: MuDecoderConfig(nLayer: 3, nEmbd: 80, qkvEmbd: 64, isInterleaved: false, hiddenDim: 320,
+                                                   nHead: 4, nKVHead: 2, blockSize: 128, ropeTheta: 10000, ropeFactor: 1,
+                                                   padTokenId: 0, vocabSize: 300, bosTokenId: 1, eosTokenId: 2), randomSeed: 12)
+    }
+
+    /// Logits of a prompt pass and four decode steps, through the public generation API.
+    func generationLogits(_ m: LanguageModel, prompt: [Int]) throws -> [Float] {
+        let s = try m.beginGeneration(prompts: [prompt])
+        var out = s.logits.toArray()
+        for t in [11, 23, 7, 42] { try s.advance(tokens: [t]); out += s.logits.toArray() }
+        return out
+    }
+
+    /// Logits of three forward passes over one cache that starts too small (it grows twice): 20 prompt tokens, 20 more
+    /// (a long query over cached f16 rows: the widened path), then 3 single tokens (the fused f16 kernel).
+    func chunkedLogits(_ m: some CausalDecoder) -> [Float] {
+        let cache = m.makeCache(batch: 1, offsets: [0], capacity: 8)
+        var out: [Float] = []
+        out += m.forward(cache, ids: Array(5..<25), n: 20, outputs: .all, keyKeep: nil).toArray()
+        out += m.forward(cache, ids: Array(30..<50), n: 20, outputs: .all, keyKeep: nil).toArray()
+        for t in [7, 8, 9] { out += m.forward(cache, ids: [t], n: 1, outputs: .all, keyKeep: nil).toArray() }
+        XCTAssertEqual(cache.caches[0].half, m.halfKVCache, "the cache takes the model's setting")
+        return out
+    }
+
+    /// Llama (the tiny GGUF fixture), the decoder-only Mu twin and Mu's decoder with f16 caches against fp32 ones:
+    /// measured 7e-5–4.5e-4 of the largest logit (bound 3e-3), and not equal (the f16 rows are really read).
+    func testHalfCacheLogitsStayCloseToFP32() throws {
+        let llama = try XCTUnwrap(ModelRegistry.load(folder: fixture("tiny_llama/f32.gguf")) as? LlamaModel)
+        let dec = try muDecoder()
+        let mu = try MuModel(config: MuConfig(nEncoderLayer: 2, nDecoderLayer: 2, nEmbd: 80, qkvEmbd: 64, hiddenDim: 320,
+                                              nHead: 4, nKVHead: 2, vocabSize: 300, eosTokenId: 2), randomSeed: 12)
+        let prompt = Array(5..<45)
+        for (name, model) in [("llama", llama as LanguageModel), ("mu_decoder", dec), ("mu", mu)] {
+            let ref = try generationLogits(model, prompt: prompt)
+            try model.useHalfKVCache(true)
+            let half = try generationLogits(model, prompt: prompt)
+            try model.useHalfKVCache(false)
+            let err = relativeError(half, ref)
+            print("\(name): f16 KV cache, relative logit error \(err)")
+            XCTAssertLessThan(err, 3e-3, name)
+            XCTAssertGreaterThan(err, 0, "\(name): the f16 cache should be read")
+            XCTAssertEqual(try generationLogits(model, prompt: prompt), ref, "\(name): back on fp32")
+        }
+        for (name, model) in [("llama", llama as any CausalDecoder), ("mu_decoder", dec)] {
+            let ref = chunkedLogits(model)
+            try model.useHalfKVCache(true)
+            let half = chunkedLogits(model)
+            try model.useHalfKVCache(false)
+            let err = relativeError(half, ref)
+            XCTAssertLessThan(err, 3e-3, "\(name) chunked")
+            XCTAssertGreaterThan(err, 0, "\(name) chunked")
+        }
+    }
+
+    /// Half the bytes; rows survive growth; a value beyond f16's range turns the cache back to fp32 with the earlier
+    /// rows widened (exact: they were f16 values) and the new ones as given.
+    func testStorageGrowthAndFallback() {
+        let c = KVCache(batch: 2, width: 8, capacity: 2, half: true)
+        XCTAssertEqual(c.bytes, 2 * 2 * 8 * 2 * 2 + 2 * 2)
+        let k1 = Tensor(shape: [2 * 3, 8], values: (0..<48).map { Float($0) * 0.25 - 3 })
+        let v1 = Tensor(shape: [2 * 3, 8], values: (0..<48).map { Float($0) * -0.5 })
+        c.append(k: k1, v: v1, keep: [1, 1, 1, 1, 1, 0], n: 3)   // grows 2 → 4
+        XCTAssertTrue(c.half)
+        XCTAssertEqual(c.capacity, 4)
+        XCTAssertEqual(c.bytes, 2 * 4 * 8 * 2 * 2 + 2 * 4)
+        let big = Tensor(shape: [2, 8], values: [Float](repeating: 1e5, count: 16))
+        c.append(k: big, v: big, keep: [1, 1], n: 1)
+        XCTAssertFalse(c.half, "1e5 does not fit f16: fp32 from now on")
+        XCTAssertEqual(c.length, 4)
+        for b in 0..<2 {
+            let kp = c.keyPointer(batch: b), vp = c.valuePointer(batch: b)
+            for t in 0..<3 {
+                for d in 0..<8 {
+                    XCTAssertEqual(kp[t * 8 + d], k1.data[(b * 3 + t) * 8 + d], "key row \(b),\(t)")   // quarter steps: exact in f16
+                    XCTAssertEqual(vp[t * 8 + d], v1.data[(b * 3 + t) * 8 + d], "value row \(b),\(t)")
+                }
+            }
+            XCTAssertEqual(kp[3 * 8], 1e5)
+        }
+        XCTAssertEqual(c.withKeep(batch: 1) { Array(UnsafeBufferPointer(start: $0, count: 4)) }, [1, 1, 0, 1])
+    }
+
+    /// T5's decoder reads fp32 rows: asking it for an f16 cache is an error that says so; f32 is accepted.
+    func testT5RefusesHalfCache() throws {
+        let t5 = try T5Model(config: T5Config(vocabSize: 300, dModel: 80, dKV: 16, dFF: 160, numLayers: 1, numDecoderLayers: 1,
+                                              numHeads: 4), randomSeed: 1)
+        XCTAssertThrowsError(try t5.useHalfKVCache(true)) { XCTAssertTrue("\($0)".contains("f16 KV cache is not supported"), "\($0)") }
+        XCTAssertNoThrow(try t5.useHalfKVCache(false))
+    }
+}
