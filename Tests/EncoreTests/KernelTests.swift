@@ -353,6 +353,40 @@ final class KernelTests: XCTestCase {
         XCTAssertEqual(out[0], (1 + 3 + 5 + 7) / 4, accuracy: 1e-6)
     }
 
+    /// The F16C conversions (8 values per instruction) give the plain C path's bytes: rounding to nearest even
+    /// (ties), subnormal halves, overflow to inf, a block holding a NaN (converted in plain C), ragged tails; widening
+    /// every one of the 65 536 halves gives the same floats (NaNs: NaN).
+    func testHalfConversionsMatchPlainPath() {
+        defer { ek_set_force_reference(0) }
+        var rng = SplitMix64(seed: 21)
+        var x: [Float] = (0..<4093).map { i in
+            let u = rng.nextUnitFloat()
+            switch i % 5 {
+            case 0: return (u - 0.5) * 1e-4               // subnormal halves
+            case 1: return (u - 0.5) * 140_000            // beyond 65504 half of the time
+            case 2: return Float(1 + Float(i % 1024) / 1024 + 1.0 / 2048)   // ties between two halves
+            default: return (u - 0.5) * 8
+            }
+        }
+        x[100] = .nan
+        x[2001] = -.infinity
+        var fast = [UInt16](repeating: 0, count: x.count), plain = fast
+        ek_set_force_reference(0)
+        ek_f32_to_f16(x, &fast, x.count)
+        ek_set_force_reference(1)
+        ek_f32_to_f16(x, &plain, x.count)
+        XCTAssertEqual(fast, plain)
+        let all = (0..<65536).map { UInt16($0) }
+        var wideFast = [Float](repeating: 0, count: all.count), widePlain = wideFast
+        ek_set_force_reference(0)
+        ek_f16_to_f32(all, &wideFast, all.count)
+        ek_set_force_reference(1)
+        ek_f16_to_f32(all, &widePlain, all.count)
+        for i in 0..<all.count where !(widePlain[i].isNaN && wideFast[i].isNaN) {
+            XCTAssertEqual(wideFast[i].bitPattern, widePlain[i].bitPattern, "half 0x\(String(i, radix: 16))")
+        }
+    }
+
     func testHalfConversions() {
         let x: [Float] = [0, -0.0, 1, -1.5, 3.140625, 65504, 1e-8, 6e-5, -2.5e-7, 1e30, .infinity]
         var h = [UInt16](repeating: 0, count: x.count), b = h
