@@ -461,7 +461,10 @@ static long attn_chunk(long tk) {
 static long attn_chunks(long tk) { return tk > 0 ? (tk + attn_chunk(tk) - 1) / attn_chunk(tk) : 1; }
 
 long ek_attention_scratch_floats(long tq, long tk, long n_head, long head_dim) {
-    long parts = tq * n_head * attn_chunks(tk) * (head_dim + 2);
+    /* room for at least 8 chunks: a growing decode cache (chunks of 32 up to 256 keys) then resizes its scratch
+     * once past 1024 keys per 128, not at every 32 */
+    long chunks = attn_chunks(tk) > 8 ? attn_chunks(tk) : 8;
+    long parts = tq * n_head * chunks * (head_dim + 2);
     return parts > tk ? parts : tk;
 }
 
@@ -892,9 +895,11 @@ static float half_to_float(uint16_t h) {
 }
 
 #if EK_X86
-static inline int use_f16c(void) { return !g_force_ref && (ek_cpu_features() & EK_CPU_F16C); }
+/* F16C on 256-bit registers: also needs the OS to save AVX state, which the AVX2 check establishes */
+static inline int use_f16c(void) { return use_avx2() && (ek_cpu_features() & EK_CPU_F16C); }
 
-/* F16C, 8 values per instruction: exact widening (the same floats as half_to_float; NaNs stay NaN) */
+/* F16C, 8 values per instruction: exact widening (the same floats as half_to_float; NaNs stay NaN, but their
+ * payloads may differ: the CPU quiets signaling NaNs) */
 __attribute__((target("avx,f16c"))) static long f16_to_f32_f16c(const uint16_t *src, float *dst, long n) {
     long i = 0;
     for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + i))));

@@ -11,11 +11,12 @@ final class HalfKVCacheTests: XCTestCase {
                                                    padTokenId: 0, vocabSize: 300, bosTokenId: 1, eosTokenId: 2), randomSeed: 12)
     }
 
-    /// Logits of a prompt pass and four decode steps, through the public generation API.
-    func generationLogits(_ m: LanguageModel, prompt: [Int]) throws -> [Float] {
-        let s = try m.beginGeneration(prompts: [prompt])
+    /// Logits of a prompt pass and four decode steps, through the public generation API; with a second prompt, a
+    /// padded batch of two rows (the shorter one left-padded).
+    func generationLogits(_ m: LanguageModel, prompt: [Int], second: [Int]? = nil) throws -> [Float] {
+        let s = try m.beginGeneration(prompts: second.map { [prompt, $0] } ?? [prompt])
         var out = s.logits.toArray()
-        for t in [11, 23, 7, 42] { try s.advance(tokens: [t]); out += s.logits.toArray() }
+        for t in [11, 23, 7, 42] { try s.advance(tokens: second == nil ? [t] : [t, t + 1]); out += s.logits.toArray() }
         return out
     }
 
@@ -49,6 +50,13 @@ final class HalfKVCacheTests: XCTestCase {
             XCTAssertLessThan(err, 3e-3, name)
             XCTAssertGreaterThan(err, 0, "\(name): the f16 cache should be read")
             XCTAssertEqual(try generationLogits(model, prompt: prompt), ref, "\(name): back on fp32")
+            // two rows, the second 17 tokens shorter (left padding): each row reads its own f16 rows and keep flags
+            let refBatch = try generationLogits(model, prompt: prompt, second: Array(60..<83))
+            try model.useHalfKVCache(true)
+            let halfBatch = try generationLogits(model, prompt: prompt, second: Array(60..<83))
+            try model.useHalfKVCache(false)
+            XCTAssertLessThan(relativeError(halfBatch, refBatch), 3e-3, "\(name) batch of two")
+            XCTAssertGreaterThan(relativeError(halfBatch, refBatch), 0, "\(name) batch of two")
         }
         for (name, model) in [("llama", llama as any CausalDecoder), ("mu_decoder", dec)] {
             let ref = chunkedLogits(model)

@@ -391,7 +391,8 @@ static void test_gemm_int8_once(void) {
             memcpy(r2, y0, sizeof(float) * m * n);
             const int8_t *ws[2] = { q, q }; const float *ss[2] = { s, s }, *bs[2] = { b, NULL };
             float *ys[2] = { y, y2 }; long ns[2] = { n, n };
-            ek_gemm_int8_multi(2, ws, ss, bs, ys, ns, x, m, k, epi);
+            g_checks++;
+            if (ek_gemm_int8_multi(2, ws, ss, bs, ys, ns, x, m, k, epi) != 0) { printf("FAIL gemm_int8_multi: rc\n"); g_failures++; }
             ek_gemm_int8_ref(q, s, x, NULL, r2, m, n, k, epi);
             expect_close("gemm_int8_multi", si * 4 + epi, y, want, sc, m * n, 1e-5);
             for (long i = 0; i < m * n; i++) { want[i] = r2[i]; sc[i] = fabs(r2[i]) + 1; }

@@ -20,6 +20,7 @@ int main(int argc,char**argv){
   ek_set_threads(threads); openblas_set_num_threads(threads);
   if(argc>5){ /* separate calls against one multi call over `count` matrices of [n, k] */
     long count=atol(argv[5]),kp=(k+31)/32*32;
+    if(count<1||count>64){fprintf(stderr,"count must be 1..64\n");return 2;}
     float*x=malloc(4*m*k),*wf=malloc(4*n*k); srand(1);
     for(long i=0;i<m*k;i++)x[i]=(rand()/(float)RAND_MAX-0.5f);
     const int8_t*w[64];const float*ws[64];float*y[64],*y2[64];long ns[64];

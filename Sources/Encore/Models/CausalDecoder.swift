@@ -39,7 +39,7 @@ protocol CausalDecoder: LanguageModel {
     func forward(_ cache: CausalDecoderCache, ids: [Int], n: Int, outputs: CausalOutputs, keyKeep: [UInt8]?) -> Tensor
     /// The longest sequence the model attends over in full (sliding-window models), nil when unlimited.
     var attentionSpan: Int? { get }
-    /// KV caches of later generations in f16 (``KVCache``), as llama.cpp's default cache type.
+    /// KV caches built afterwards (generation, scoring) in f16 (``KVCache``), as llama.cpp's default cache type.
     var halfKVCache: Bool { get }
 }
 
@@ -142,7 +142,7 @@ final class CausalDecoderState: GenerationState {
 }
 
 extension LanguageModel {
-    /// Keeps the self-attention KV caches of later generations in f16 (`true`) or fp32 (`false`, the default):
+    /// Keeps the self-attention KV caches built afterwards (generation, scoring) in f16 (`true`) or fp32 (`false`, the default):
     /// ``LlamaModel/halfKVCache``, ``MuDecoderModel/halfKVCache``, ``MuModel/halfKVCache``. T5's decoder keeps fp32
     /// (its relative-bias attention kernel reads fp32 rows): asking it for f16 throws.
     ///

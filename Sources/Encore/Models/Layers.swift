@@ -609,13 +609,16 @@ final class KVCache {
         capacity = cap
     }
 
-    /// f16 storage → fp32 for good (a value out of f16's range arrived).
+    /// f16 storage → fp32 for good (a value out of f16's range arrived): each row's cached positions are widened.
     private func widenStorage() {
         guard half, let k16 = keys16, let v16 = values16 else { return }
         keys = Tensor(zeros: [batch, capacity, width])
         values = Tensor(zeros: [batch, capacity, width])
-        ek_f16_to_f32(k16, keys.data, batch * capacity * width)
-        ek_f16_to_f32(v16, values.data, batch * capacity * width)
+        for b in 0..<batch {
+            let base = b * capacity * width
+            ek_f16_to_f32(k16 + base, keys.data + base, length * width)
+            ek_f16_to_f32(v16 + base, values.data + base, length * width)
+        }
         k16.deallocate()
         v16.deallocate()
         keys16 = nil
@@ -626,7 +629,7 @@ final class KVCache {
     /// Appends n new positions per row. k, v: [B*n, width] (row-major by batch then position).
     func append(k: Tensor, v: Tensor, keep newKeep: [UInt8], n: Int) {
         if length + n > capacity { grow(to: length + n) }
-        if half && !(Self.fitsHalf(k) && Self.fitsHalf(v)) { widenStorage() }
+        if half && !(HalfTensor.fits(k) && HalfTensor.fits(v)) { widenStorage() }
         for b in 0..<batch {
             let src = b * n * width, dst = (b * capacity + length) * width
             if let k16 = keys16, let v16 = values16 {
@@ -639,11 +642,6 @@ final class KVCache {
             for t in 0..<n { keep[b * capacity + length + t] = newKeep[b * n + t] }
         }
         length += n
-    }
-
-    private static func fitsHalf(_ t: Tensor) -> Bool {
-        for i in 0..<t.count where !(abs(t.data[i]) <= 65504) { return false }   // NaN fails the comparison too
-        return true
     }
 
     /// fp32 storage only (T5's relative-bias attention reads it directly).

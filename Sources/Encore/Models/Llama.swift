@@ -517,7 +517,7 @@ struct LlamaBlock {
 /// are masked, so a row gives the same result alone or in a batch.
 public final class LlamaModel: CausalDecoder {
     public let config: LlamaConfig
-    /// Keeps the self-attention KV caches of later generations in f16 (opt-in; llama.cpp's default cache type): half
+    /// Keeps the self-attention KV caches the model builds afterwards (generation, scoring) in f16 (opt-in; llama.cpp's default cache type): half
     /// the cache memory and half the bytes a decode step reads over the cached positions, scores and outputs still in
     /// fp32 (`ek_attention_f16kv`). Logits move by about 1e-3 of their largest value; a cache that receives a value
     /// beyond f16's range goes back to fp32. Off by default.

@@ -312,7 +312,7 @@ public final class MuModel: LanguageModel {
     /// scores and outputs still computed in fp32 from the widened values. A layer whose K or V exceeds f16's range
     /// stays fp32. Off by default.
     public var halfCrossKV = false
-    /// Keeps the decoder's self-attention KV caches of later generations in f16 (opt-in; see
+    /// Keeps the decoder's self-attention KV caches built afterwards (generation, scoring) in f16 (opt-in; see
     /// ``LlamaModel/halfKVCache``). Off by default.
     public var halfKVCache = false
 

@@ -29,7 +29,7 @@ struct MuDecoderOnlyBlock {
 /// same result alone or in a batch.
 public final class MuDecoderModel: CausalDecoder {
     public let config: MuDecoderConfig
-    /// Keeps the self-attention KV caches of later generations in f16 (opt-in; llama.cpp's default cache type): half
+    /// Keeps the self-attention KV caches the model builds afterwards (generation, scoring) in f16 (opt-in; llama.cpp's default cache type): half
     /// the cache memory and half the bytes a decode step reads over the cached positions, scores and outputs still in
     /// fp32 (`ek_attention_f16kv`). Logits move by about 1e-3 of their largest value; a cache that receives a value
     /// beyond f16's range goes back to fp32. Off by default.

@@ -12,11 +12,15 @@ public final class HalfTensor: @unchecked Sendable {
     public let count: Int
     let data: UnsafeMutablePointer<UInt16>
 
+    /// Whether every value of `t` is finite within f16's range (|x| ≤ 65504; a NaN is not).
+    public static func fits(_ t: Tensor) -> Bool {
+        for i in 0..<t.count where !(abs(t.data[i]) <= 65504) { return false }   // NaN fails the comparison too
+        return true
+    }
+
     /// The values of `t` in f16, or nil when one of them is not finite within f16's range (|x| > 65504).
     public init?(fitting t: Tensor) {
-        var amax: Float = 0
-        for i in 0..<t.count { amax = max(amax, abs(t.data[i])) }   // NaN compares false: caught below
-        guard amax <= 65504, !(0..<t.count).contains(where: { t.data[$0].isNaN }) else { return nil }
+        guard Self.fits(t) else { return nil }
         shape = t.shape
         count = t.count
         data = .allocate(capacity: max(t.count, 1))
