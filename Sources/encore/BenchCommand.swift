@@ -161,6 +161,7 @@ struct BenchCommand: ParsableCommand {
             if let stepAB { try runStepAB(stepAB); return }
             var muConfig = MuConfig.mu330m
             var loaded: LanguageModel? = nil
+            var kvCacheKeptFP32 = false   // --kv-cache f16 asked of a T5 model
             if let model {
                 let lm = try ModelRegistry.load(folder: model, keepQuantized: keepQuantized)
                 loaded = lm
@@ -197,7 +198,13 @@ struct BenchCommand: ParsableCommand {
                 var lm: LanguageModel = fromFile ? loaded! : try build()
                 if fromFile && prompts != .f32 { loaded = nil }   // rebuilt models replace it: only `lm` holds it
                 if let mu = lm as? MuModel { mu.halfCrossKV = crossKV == "f16" }
-                if kvCache == "f16" && !(lm is T5Model) { try lm.useHalfKVCache(true) }
+                if kvCache == "f16" {
+                    if lm is T5Model {
+                        printStderr("[\(name)] --kv-cache f16: T5 keeps fp32 KV caches (its relative-bias attention reads fp32 rows)")
+                        kvCacheKeptFP32 = true
+                    }
+                    else { try lm.useHalfKVCache(true) }
+                }
                 var reference: DecodeQuality? = nil
                 // fixed token sequences from the seed: a prompt of the first input length, then qualityTokens targets
                 var rng = SplitMix64(seed: seed &+ 17)
@@ -256,7 +263,7 @@ struct BenchCommand: ParsableCommand {
             if let plot { try writePlot(results.filter { $0.decodeWeights == results.first?.decodeWeights }, to: plot) }
             let report: [String: Any] = [
                 "system": "encore", "version": EncoreVersion.string, "decode_weights": decodeWeights, "prompt_weights": promptWeights, "threads": threads, "blas": Backend.blasName,
-                "cross_kv": crossKV, "kv_cache": kvCache,
+                "cross_kv": crossKV, "kv_cache": kvCacheKeptFP32 ? "f32 (T5)" : kvCache,
                 "kernel_paths": Dictionary(uniqueKeysWithValues: formats.map { ($0.rawValue, $0.kernelPath) }),
                 "quality": qualities.map { q -> [String: Any] in
                     ["model": q.model, "decode_weights": q.format, "max_logit_error": q.absolute, "max_logit_error_relative": q.relative,
