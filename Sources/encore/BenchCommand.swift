@@ -195,16 +195,17 @@ struct BenchCommand: ParsableCommand {
                     }
                     return try MuDecoderModel(config: twin, randomSeed: seed)
                 }
+                /// --cross-kv and --kv-cache on a model as built or loaded.
+                func configureCaches(_ lm: LanguageModel) throws {
+                    if let mu = lm as? MuModel { mu.halfCrossKV = crossKV == "f16" }
+                    guard kvCache == "f16" else { return }
+                    if !(lm is T5Model) { return try lm.useHalfKVCache(true) }
+                    if !kvCacheKeptFP32 { printStderr("[\(name)] --kv-cache f16: T5 keeps fp32 KV caches (its relative-bias attention reads fp32 rows)") }
+                    kvCacheKeptFP32 = true
+                }
                 var lm: LanguageModel = fromFile ? loaded! : try build()
                 if fromFile && prompts != .f32 { loaded = nil }   // rebuilt models replace it: only `lm` holds it
-                if let mu = lm as? MuModel { mu.halfCrossKV = crossKV == "f16" }
-                if kvCache == "f16" {
-                    if lm is T5Model {
-                        printStderr("[\(name)] --kv-cache f16: T5 keeps fp32 KV caches (its relative-bias attention reads fp32 rows)")
-                        kvCacheKeptFP32 = true
-                    }
-                    else { try lm.useHalfKVCache(true) }
-                }
+                try configureCaches(lm)
                 var reference: DecodeQuality? = nil
                 // fixed token sequences from the seed: a prompt of the first input length, then qualityTokens targets
                 var rng = SplitMix64(seed: seed &+ 17)
@@ -222,8 +223,7 @@ struct BenchCommand: ParsableCommand {
                     if prompts != .f32 && index > 0 {
                         printStderr("[\(name)] rebuilding the model for \(format.rawValue) (the previous format released its fp32 copies)…")
                         lm = try build()
-                        if let mu = lm as? MuModel { mu.halfCrossKV = crossKV == "f16" }
-                        if kvCache == "f16" && !(lm is T5Model) { try lm.useHalfKVCache(true) }
+                        try configureCaches(lm)
                     }
                     if !asLoaded { try lm.useDecodeWeights(format) }
                     if prompts != .f32 { try lm.usePromptWeights(prompts) }

@@ -5,12 +5,6 @@ import EncoreKernels
 /// f16 self-attention KV caches (`useHalfKVCache`, `KVCache(half:)`): logits against the fp32 cache's, the storage,
 /// the fallback to fp32 for values beyond f16's range, and the families that refuse it.
 final class HalfKVCacheTests: XCTestCase {
-    func muDecoder() throws -> MuDecoderModel {
-        try MuDecoderModel(config: MuDecoderConfig(nLayer: 3, nEmbd: 80, qkvEmbd: 64, isInterleaved: false, hiddenDim: 320,
-                                                   nHead: 4, nKVHead: 2, blockSize: 128, ropeTheta: 10000, ropeFactor: 1,
-                                                   padTokenId: 0, vocabSize: 300, bosTokenId: 1, eosTokenId: 2), randomSeed: 12)
-    }
-
     /// Logits of a prompt pass and four decode steps, through the public generation API; with a second prompt, a
     /// padded batch of two rows (the shorter one left-padded).
     func generationLogits(_ m: LanguageModel, prompt: [Int], second: [Int]? = nil) throws -> [Float] {
@@ -36,9 +30,7 @@ final class HalfKVCacheTests: XCTestCase {
     /// measured 7e-5–4.5e-4 of the largest logit (bound 3e-3), and not equal (the f16 rows are really read).
     func testHalfCacheLogitsStayCloseToFP32() throws {
         let llama = try XCTUnwrap(ModelRegistry.load(folder: fixture("tiny_llama/f32.gguf")) as? LlamaModel)
-        let dec = try muDecoder()
-        let mu = try MuModel(config: MuConfig(nEncoderLayer: 2, nDecoderLayer: 2, nEmbd: 80, qkvEmbd: 64, hiddenDim: 320,
-                                              nHead: 4, nKVHead: 2, vocabSize: 300, eosTokenId: 2), randomSeed: 12)
+        let dec = try smallMuDecoder(blockSize: 128, seed: 12), mu = try smallMu(seed: 12)
         let prompt = Array(5..<45)
         for (name, model) in [("llama", llama as LanguageModel), ("mu_decoder", dec), ("mu", mu)] {
             let ref = try generationLogits(model, prompt: prompt)

@@ -196,18 +196,10 @@ final class Int8GEMMTests: XCTestCase {
     /// realistic random weights: measured 8.7e-3–1.9e-2, bound 5e-2; the tiny Llama fixture's large weights: 5.4e-2, bound 0.15), and
     /// `.f32` brings fp32 copies back (dequantized int8: the int8-rounded weights, prompt passes in fp32 again).
     func testModelsRunPromptsOnInt8() throws {
-        let mu = try MuModel(config: MuConfig(nEncoderLayer: 2, nDecoderLayer: 2, nEmbd: 80, qkvEmbd: 64, hiddenDim: 320,
-                                              nHead: 4, nKVHead: 2, vocabSize: 300, eosTokenId: 2), randomSeed: 3)
-        let dec = try MuDecoderModel(config: MuDecoderConfig(nLayer: 3, nEmbd: 80, qkvEmbd: 64, isInterleaved: false,
-                                                             hiddenDim: 320, nHead: 4, nKVHead: 2, blockSize: 64,
-                                                             ropeTheta: 10000, ropeFactor: 1, padTokenId: 0, vocabSize: 300,
-                                                             bosTokenId: 1, eosTokenId: 2), randomSeed: 3)
-        let t5 = try T5Model(config: T5Config(vocabSize: 300, dModel: 80, dKV: 16, dFF: 160, numLayers: 2, numDecoderLayers: 3,
-                                              numHeads: 4, feedForwardProj: "gated-gelu", tieWordEmbeddings: false), randomSeed: 5)
+        let mu = try smallMu(seed: 3), dec = try smallMuDecoder(seed: 3)
+        let t5 = try smallT5(feedForward: "gated-gelu", tiedHead: false, seed: 5), t5relu = try smallT5(feedForward: "relu", seed: 6)
         let llama = try XCTUnwrap(ModelRegistry.load(folder: fixture("tiny_llama/f32.gguf")) as? LlamaModel)
         let prompt = Array(5..<45)
-        let t5relu = try T5Model(config: T5Config(vocabSize: 300, dModel: 80, dKV: 16, dFF: 160, numLayers: 2, numDecoderLayers: 3,
-                                                  numHeads: 4, feedForwardProj: "relu"), randomSeed: 6)
         let cases: [(String, LanguageModel, Float)] = [("mu", mu, 5e-2), ("mu_decoder", dec, 5e-2), ("t5", t5, 5e-2),
                                                        ("t5_relu", t5relu, 5e-2), ("llama", llama, 0.15)]
         for (name, m, bound) in cases {
@@ -280,14 +272,8 @@ final class Int8GEMMTests: XCTestCase {
     /// one call per layer, for Mu, mu_decoder, T5 (ReLU feed-forward: the fused ReLU epilogue) and a Llama GGUF.
     func testSharedPromptGEMMsGiveTheSameLogits() throws {
         defer { DecodeTuning.sharedPromptGEMM = true }
-        let mu = try MuModel(config: MuConfig(nEncoderLayer: 2, nDecoderLayer: 3, nEmbd: 80, qkvEmbd: 64, hiddenDim: 320,
-                                              nHead: 4, nKVHead: 2, vocabSize: 300, eosTokenId: 2), randomSeed: 8)
-        let dec = try MuDecoderModel(config: MuDecoderConfig(nLayer: 3, nEmbd: 80, qkvEmbd: 64, isInterleaved: false,
-                                                             hiddenDim: 320, nHead: 4, nKVHead: 2, blockSize: 64,
-                                                             ropeTheta: 10000, ropeFactor: 1, padTokenId: 0, vocabSize: 300,
-                                                             bosTokenId: 1, eosTokenId: 2), randomSeed: 8)
-        let t5 = try T5Model(config: T5Config(vocabSize: 300, dModel: 80, dKV: 16, dFF: 160, numLayers: 2, numDecoderLayers: 3,
-                                              numHeads: 4, feedForwardProj: "relu"), randomSeed: 8)
+        let mu = try smallMu(decoderLayers: 3, seed: 8), dec = try smallMuDecoder(seed: 8)
+        let t5 = try smallT5(feedForward: "relu", seed: 8)
         let llama = try XCTUnwrap(ModelRegistry.load(folder: fixture("tiny_llama/f32.gguf")) as? LlamaModel)
         for (name, model) in [("mu", mu as LanguageModel), ("mu_decoder", dec), ("t5", t5), ("llama", llama)] {
             try model.useDecodeWeights(.int8)

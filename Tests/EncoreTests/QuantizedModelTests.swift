@@ -17,12 +17,7 @@ final class QuantizedModelTests: XCTestCase {
 
     /// A small mu_decoder with the benchmark's random weights (uniform, std 0.02: realistic magnitudes, unlike the
     /// fixtures' deliberately large weights); n_embd 80 is not a multiple of 32 (padded blocks).
-    func smallDecoder() throws -> MuDecoderModel {
-        let c = MuDecoderConfig(nLayer: 3, nEmbd: 80, qkvEmbd: 64, isInterleaved: false, hiddenDim: 320, nHead: 4, nKVHead: 2,
-                                blockSize: 64, ropeTheta: 10000, ropeFactor: 1, padTokenId: 0, vocabSize: 300,
-                                bosTokenId: 1, eosTokenId: 2)
-        return try MuDecoderModel(config: c, randomSeed: 3)
-    }
+    func smallDecoder() throws -> MuDecoderModel { try smallMuDecoder(seed: 3) }
 
     /// The quality cost of each format: relative logit error over 5 decode steps against fp32, measured bf16 2.5e-3,
     /// int8 1.5e-2, q8_0 1.2e-2, q4_0 8.4e-2, q4_1 0.11; bounds about 2×. Going back to f32 restores the fp32 logits exactly.

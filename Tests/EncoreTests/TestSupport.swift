@@ -44,3 +44,25 @@ func untilEOS(_ ids: [Int], eos: Int) -> [Int] {
     if let i = ids.firstIndex(of: eos) { return Array(ids[...i]) }
     return ids
 }
+
+// Small random models the weight-format and cache tests share (width 80, vocabulary 300, 4 heads over 2 KV heads).
+
+/// Mu with 2 encoder layers and `decoderLayers` decoder layers.
+func smallMu(decoderLayers: Int = 2, seed: UInt64) throws -> MuModel {
+    try MuModel(config: MuConfig(nEncoderLayer: 2, nDecoderLayer: decoderLayers, nEmbd: 80, qkvEmbd: 64, hiddenDim: 320,
+                                 nHead: 4, nKVHead: 2, vocabSize: 300, eosTokenId: 2), randomSeed: seed)
+}
+
+/// The decoder-only Mu twin with 3 layers.
+func smallMuDecoder(blockSize: Int = 64, seed: UInt64) throws -> MuDecoderModel {
+    try MuDecoderModel(config: MuDecoderConfig(nLayer: 3, nEmbd: 80, qkvEmbd: 64, isInterleaved: false, hiddenDim: 320,
+                                               nHead: 4, nKVHead: 2, blockSize: blockSize, ropeTheta: 10000, ropeFactor: 1,
+                                               padTokenId: 0, vocabSize: 300, bosTokenId: 1, eosTokenId: 2),
+                       randomSeed: seed)
+}
+
+/// T5 with 2 encoder and 3 decoder layers ("relu" or "gated-gelu" feed-forward).
+func smallT5(feedForward: String, tiedHead: Bool = true, seed: UInt64) throws -> T5Model {
+    try T5Model(config: T5Config(vocabSize: 300, dModel: 80, dKV: 16, dFF: 160, numLayers: 2, numDecoderLayers: 3,
+                                 numHeads: 4, feedForwardProj: feedForward, tieWordEmbeddings: tiedHead), randomSeed: seed)
+}

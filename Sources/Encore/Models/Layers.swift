@@ -270,6 +270,11 @@ struct Linear {
         return (dense == nil ? 0 : outputs * inputs * 4) + (packed?.byteCount ?? 0) + prompt + (bias?.count ?? 0) * 4
     }
 
+    /// The decode-format matrix x [R, K] streams: set for decode steps (R ≤ ``Ops/decodeRows``) when a decode copy exists.
+    private func decodeProduct(_ x: Tensor) -> QuantizedMatrix? {
+        x.count / inputs <= Ops.decodeRows ? decodeMatrix : nil
+    }
+
     /// The weight prompt passes multiply: int8 rows, else fp32 (dequantized per call when only blocks are kept).
     private func promptProduct(_ x: Tensor, gelu: Bool = false, relu: Bool = false, into r: Tensor? = nil) -> Tensor? {
         guard let promptInt8 else { return nil }
@@ -277,14 +282,14 @@ struct Linear {
     }
 
     func callAsFunction(_ x: Tensor) -> Tensor {
-        if let m = decodeMatrix, x.count / inputs <= 8 { return Ops.linearQuantized(x, weight: m, bias: bias) }
+        if let m = decodeProduct(x) { return Ops.linearQuantized(x, weight: m, bias: bias) }
         if let y = promptProduct(x) { return y }
         return Ops.linear(x, weight: dense ?? packed!.dequantized(), bias: bias)
     }
 
     /// gelu(x·Wᵀ + b), the bias and activation fused after the GEMM for prompt passes.
     func gelu(_ x: Tensor) -> Tensor {
-        if let m = decodeMatrix, x.count / inputs <= 8 {
+        if let m = decodeProduct(x) {
             let y = Ops.linearQuantized(x, weight: m, bias: bias)
             ek_gelu_tanh_f32(y.data, y.count)
             return y
@@ -295,7 +300,7 @@ struct Linear {
 
     /// max(x·Wᵀ + b, 0): the int8 GEMM's epilogue for int8 prompt passes, else in place on the product.
     func relu(_ x: Tensor) -> Tensor {
-        if decodeMatrix == nil || x.count / inputs > 8, let y = promptProduct(x, relu: true) { return y }
+        if decodeProduct(x) == nil, let y = promptProduct(x, relu: true) { return y }
         let y = self(x)
         Ops.reluInPlace(y)
         return y
@@ -303,7 +308,7 @@ struct Linear {
 
     /// r += x·Wᵀ + b (a residual stream), accumulated by the GEMM for prompt passes.
     func accumulate(into r: Tensor, _ x: Tensor) {
-        if let m = decodeMatrix, x.count / inputs <= 8 {
+        if let m = decodeProduct(x) {
             Ops.addInPlace(r, Ops.linearQuantized(x, weight: m, bias: bias))
             return
         }
@@ -369,7 +374,7 @@ extension Linear {
     static func shared(_ x: Tensor, _ layers: [Linear]) -> [Tensor] {
         guard layers.count > 1 else { return layers.map { $0(x) } }
         let k = layers[0].inputs, rows = x.count / k
-        if rows <= 8 {
+        if rows <= Ops.decodeRows {
             if DecodeTuning.sharedGEMV, layers.count <= Int(EK_GEMV_MULTI_MAX), let first = layers[0].decodeMatrix,
                layers.allSatisfy({ $0.decodeMatrix?.layoutID == first.layoutID && $0.inputs == k }) {
                 return Ops.linearQuantizedShared(x, weights: layers.map { $0.decodeMatrix! }, biases: layers.map(\.bias))
@@ -473,24 +478,30 @@ extension Ops {
                                       keyKeep: [UInt8], shape: AttentionShape, scratch: inout [Float]) -> Tensor {
         precondition(k.count == B * kvRows * shape.kvWidth && v.count == k.count, "attention: k \(k.shape) v \(v.shape)")
         let o = Tensor(uninitialized: [B * tq, shape.qWidth])
-        let need = ek_attention_scratch_floats(tq, kvRows, shape.heads, shape.headDim)
-        if scratch.count < need { scratch = [Float](repeating: 0, count: need) }
-        OpCounter.add(flops: 4 * B * tq * kvRows * shape.heads * shape.headDim)   // scores + values
-        let scaleDiv = Float(Double(shape.headDim).squareRoot())
         withExtendedLifetime((q, k, v)) {
             keyKeep.withUnsafeBufferPointer { kp in
-                scratch.withUnsafeMutableBufferPointer { s in
-                    for b in 0..<B {
-                        ek_attention_f16kv(q.data + b * tq * shape.qWidth, shape.qWidth, k.data + b * kvRows * shape.kvWidth,
-                                           shape.kvWidth, v.data + b * kvRows * shape.kvWidth, shape.kvWidth,
-                                           o.data + b * tq * shape.qWidth, shape.qWidth, tq, kvRows, shape.heads, shape.kvHeads,
-                                           shape.headDim, shape.interleaved ? 1 : 0, kp.baseAddress! + b * kvRows, -1, scaleDiv,
-                                           s.baseAddress!)
-                    }
+                for b in 0..<B {
+                    attentionF16KV(q: q.data + b * tq * shape.qWidth, tq: tq, k: k.data + b * kvRows * shape.kvWidth,
+                                   v: v.data + b * kvRows * shape.kvWidth, kvRows: kvRows, kvStride: shape.kvWidth,
+                                   out: o.data + b * tq * shape.qWidth, shape: shape, keyKeep: kp.baseAddress! + b * kvRows,
+                                   causalOffset: -1, scratch: &scratch)
                 }
             }
         }
         return o
+    }
+
+    /// ``Ops/attention(q:tq:k:v:kvRows:kvStride:out:shape:keyKeep:causalOffset:scratch:)`` for short queries
+    /// (tq < ``Ops/longQueryMinimum``) over f16 keys and values (`ek_attention_f16kv`: widened per element).
+    static func attentionF16KV(q: UnsafePointer<Float>, tq: Int, k: UnsafePointer<UInt16>, v: UnsafePointer<UInt16>,
+                               kvRows: Int, kvStride: Int, out: UnsafeMutablePointer<Float>, shape: AttentionShape,
+                               keyKeep: UnsafePointer<UInt8>?, causalOffset: Int, scratch: inout [Float]) {
+        precondition(tq < longQueryMinimum, "attentionF16KV: \(tq) queries (long queries take fp32 rows)")
+        withShortQueryScratch(tq: tq, kvRows: kvRows, shape: shape, scratch: &scratch) { s in
+            ek_attention_f16kv(q, shape.qWidth, k, kvStride, v, kvStride, out, shape.qWidth, tq, kvRows, shape.heads,
+                               shape.kvHeads, shape.headDim, shape.interleaved ? 1 : 0, keyKeep, causalOffset,
+                               Float(Double(shape.headDim).squareRoot()), s)
+        }
     }
 
     /// The last of every `n` rows of x [B*n, C] → [B, C].
@@ -659,7 +670,7 @@ final class KVCache {
 
     /// Attention of row b's `tq` queries (q: [tq, H*D]) over its cached positions [0, length), masked by the cached
     /// keep flags and `causalOffset` (``Ops/attention(q:tq:k:v:kvRows:kvStride:out:shape:keyKeep:causalOffset:scratch:)``):
-    /// fp32 rows as they are; f16 rows with `ek_attention_f16kv` (decode steps, tq < 16: the fused kernel widens each
+    /// fp32 rows as they are; f16 rows with ``Ops/attentionF16KV`` (decode steps, short queries: the fused kernel widens each
     /// row as it reads it), or widened once into a pooled buffer for longer queries (prompt chunks: it goes back to
     /// the pool after the call, so layers share it). Writes [tq, H*D].
     func attend(q: UnsafePointer<Float>, tq: Int, batch b: Int, out: UnsafeMutablePointer<Float>, shape: AttentionShape,
@@ -672,15 +683,9 @@ final class KVCache {
                 return
             }
             let base = b * capacity * width
-            if tq < 16 {
-                let need = ek_attention_scratch_floats(tq, length, shape.heads, shape.headDim)
-                if scratch.count < need { scratch = [Float](repeating: 0, count: need) }
-                OpCounter.add(flops: 4 * tq * length * shape.heads * shape.headDim)   // scores + values
-                scratch.withUnsafeMutableBufferPointer { s in
-                    ek_attention_f16kv(q, shape.qWidth, k16 + base, width, v16 + base, width, out, shape.qWidth, tq, length,
-                                       shape.heads, shape.kvHeads, shape.headDim, shape.interleaved ? 1 : 0, kp, causalOffset,
-                                       Float(Double(shape.headDim).squareRoot()), s.baseAddress!)
-                }
+            if tq < Ops.longQueryMinimum {
+                Ops.attentionF16KV(q: q, tq: tq, k: k16 + base, v: v16 + base, kvRows: length, kvStride: width, out: out,
+                                   shape: shape, keyKeep: kp, causalOffset: causalOffset, scratch: &scratch)
                 return
             }
             let rows = length * width

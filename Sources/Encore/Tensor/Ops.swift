@@ -7,6 +7,10 @@ import EncoreKernels
 ///
 /// Shape legend: B batch, T/L sequence, C model width, D head width, H heads, V vocabulary.
 public enum Ops {
+    /// Rows up to which a product is a decode step's: a GEMV streaming each weight once for all rows (`ek_gemv_f32`,
+    /// the decode formats' GEMVs); more rows are a prompt pass (GEMM).
+    static let decodeRows = 8
+
     /// y = x · Wᵀ + b. x [M, K], weight [N, K] (PyTorch `Linear` layout), bias [N] → [M, N].
     public static func linear(_ x: Tensor, weight: Tensor, bias: Tensor?) -> Tensor {
         let k = x.shape.last!, n = weight.shape[0]
@@ -15,7 +19,7 @@ public enum Ops {
         let y = Tensor(uninitialized: Array(x.shape.dropLast()) + [n])  // [M, N]
         if let bias { precondition(bias.count == n, "linear: bias \(bias.shape) vs \(n) outputs") }
         OpCounter.add(weightBytes: n * k * 4)
-        if m <= 8 {
+        if m <= decodeRows {
             // decode: stream each weight row once for all M inputs, on both cores
             OpCounter.add(flops: 2 * m * n * k)
             ek_gemv_f32(weight.data, x.data, bias?.data, y.data, m, n, k)
@@ -190,6 +194,18 @@ extension Ops {
     /// Queries per block of a long-query attention (a task of the kernel threads is one head and one block; causal
     /// blocks multiply only the keys they may see).
     static let causalQueryBlock = 128
+    /// Queries from which attention takes the BLAS path (``longQueryAttention``); fewer run the fused split-K kernel.
+    static let longQueryMinimum = 16
+
+    /// The fused split-K kernel's part shared by every caller (fp32, relative-bias and f16 K/V): sizes `scratch`,
+    /// counts the FLOPs and hands the kernel its scratch.
+    static func withShortQueryScratch(tq: Int, kvRows: Int, shape: AttentionShape, scratch: inout [Float],
+                                      _ kernel: (UnsafeMutablePointer<Float>) -> Void) {
+        let need = ek_attention_scratch_floats(tq, kvRows, shape.heads, shape.headDim)
+        if scratch.count < need { scratch = [Float](repeating: 0, count: need) }
+        OpCounter.add(flops: 4 * tq * kvRows * shape.heads * shape.headDim)   // scores + values
+        scratch.withUnsafeMutableBufferPointer { kernel($0.baseAddress!) }
+    }
 
     /// Scaled dot-product attention for one sequence with the Mu reference's masking.
     ///
@@ -201,18 +217,15 @@ extension Ops {
                           kvRows: Int, kvStride: Int, out: UnsafeMutablePointer<Float>, shape: AttentionShape,
                           keyKeep: UnsafePointer<UInt8>?, causalOffset: Int, scratch: inout [Float]) {
         let scaleDiv = Float(Double(shape.headDim).squareRoot())
-        if tq >= 16 {
+        if tq >= longQueryMinimum {
             longQueryAttention(q: q, tq: tq, k: k, v: v, kvRows: kvRows, kvStride: kvStride, out: out, shape: shape,
                                keyKeep: keyKeep, causalOffset: causalOffset, scaleDiv: scaleDiv, bias: nil,
                                scratch: &scratch)
         } else {
-            let need = ek_attention_scratch_floats(tq, kvRows, shape.heads, shape.headDim)
-            if scratch.count < need { scratch = [Float](repeating: 0, count: need) }
-            OpCounter.add(flops: 4 * tq * kvRows * shape.heads * shape.headDim)   // scores + values
-            scratch.withUnsafeMutableBufferPointer { s in
+            withShortQueryScratch(tq: tq, kvRows: kvRows, shape: shape, scratch: &scratch) { s in
                 ek_attention_f32(q, shape.qWidth, k, kvStride, v, kvStride, out, shape.qWidth, tq, kvRows,
                                  shape.heads, shape.kvHeads, shape.headDim, shape.interleaved ? 1 : 0,
-                                 keyKeep, causalOffset, scaleDiv, s.baseAddress!)
+                                 keyKeep, causalOffset, scaleDiv, s)
             }
         }
     }
@@ -299,18 +312,15 @@ extension Ops {
                                       keyKeep: UnsafePointer<UInt8>?, causalOffset: Int, bias: UnsafePointer<Float>?,
                                       scratch: inout [Float]) {
         let biasStride = tq + kvRows - 1
-        if tq >= 16 {
+        if tq >= longQueryMinimum {
             longQueryAttention(q: q, tq: tq, k: k, v: v, kvRows: kvRows, kvStride: kvStride, out: out, shape: shape,
                                keyKeep: keyKeep, causalOffset: causalOffset, scaleDiv: 1, bias: bias,
                                scratch: &scratch)
         } else {
-            let need = ek_attention_scratch_floats(tq, kvRows, shape.heads, shape.headDim)
-            if scratch.count < need { scratch = [Float](repeating: 0, count: need) }
-            OpCounter.add(flops: 4 * tq * kvRows * shape.heads * shape.headDim)   // scores + values
-            scratch.withUnsafeMutableBufferPointer { s in
+            withShortQueryScratch(tq: tq, kvRows: kvRows, shape: shape, scratch: &scratch) { s in
                 ek_attention_relbias_f32(q, shape.qWidth, k, kvStride, v, kvStride, out, shape.qWidth, tq, kvRows,
                                          shape.heads, shape.kvHeads, shape.headDim, shape.interleaved ? 1 : 0,
-                                         keyKeep, causalOffset, bias, biasStride, s.baseAddress!)
+                                         keyKeep, causalOffset, bias, biasStride, s)
             }
         }
     }
