@@ -487,26 +487,27 @@ static inline long group_head(const attn_ctx *c, long g, long j) {
 }
 
 #if EK_X86
-/* [Σ a0, Σ a1, …, Σ a7]: eight horizontal sums at once */
-EK_AVX2 static inline __m256 hsum8x8(__m256 a0, __m256 a1, __m256 a2, __m256 a3, __m256 a4, __m256 a5, __m256 a6, __m256 a7) {
-    __m256 s0123 = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
-    __m256 s4567 = _mm256_hadd_ps(_mm256_hadd_ps(a4, a5), _mm256_hadd_ps(a6, a7));
-    return _mm256_add_ps(_mm256_permute2f128_ps(s0123, s4567, 0x20), _mm256_permute2f128_ps(s0123, s4567, 0x31));
+/* [Σ a, Σ b, Σ c, Σ d] */
+EK_AVX2 static inline __m128 hsum4x8(__m256 a, __m256 b, __m256 c, __m256 d) {
+    __m256 t = _mm256_hadd_ps(_mm256_hadd_ps(a, b), _mm256_hadd_ps(c, d));
+    return _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
 }
 
 /* The attention engine's two inner kernels, for K/V of element type T read as 8 floats by LD (fp32 loads, or f16
- * widened by F16C: the same fp32 arithmetic on the widened values):
- *   group_scores_SUF: scores[j][i] = q_{h_j} . k_{s0+i} for the G heads of one group, D % 8 == 0: eight keys per
- *                     pass, eight independent FMA chains, one combined reduction;
- *   group_values_SUF: o_j[:] = Σ_i p[j][i] · v_{s0+i}, D % 8 == 0: 32 output floats in four registers per pass
- *                     over the chunk's value rows. */
+ * widened by F16C: the same fp32 arithmetic on the widened values). The G query heads that share a KV head are
+ * taken up to three at a time (JN), so each K or V vector is loaded (and widened) once for all of them:
+ *   group_scores_SUF: scores[j][i] = q_{h_j} . k_{s0+i}, D % 8 == 0: JN heads × 4 keys in 4·JN FMA chains
+ *                     (one head: 8 keys), one combined reduction per 4 keys;
+ *   group_values_SUF: o_j[:] = Σ_i p[j][i] · v_{s0+i}, D % 8 == 0: JN heads × 16, 32 or 64 output floats in
+ *                     registers per pass over the chunk's value rows.
+ * A score is the same sum in the same order whatever JN (eight lanes over d, then the lanes pairwise), and so is
+ * an output float, so the grouping never changes a result's bits. */
 #define EK_GROUP_KERNELS(SUF, ATTR, T, LD)                                                                         \
-ATTR static void group_scores_##SUF(const float *const *qs, long G, const T *k, long k_stride, long n, long D,     \
-                                    float *scores, long ld) {                                                     \
-    for (long j = 0; j < G; j++) {                                                                                \
-        const float *qh = qs[j];                                                                                  \
-        float *out = scores + j * ld;                                                                             \
-        long i = 0;                                                                                               \
+ATTR __attribute__((always_inline)) static inline void scores_jn_##SUF(const float *const *qs, int JN,             \
+        const T *k, long k_stride, long n, long D, float *scores, long ld) {                                      \
+    long i = 0;                                                                                                   \
+    if (JN == 1) {                                                                                                \
+        const float *qh = qs[0];                                                                                  \
         for (; i + 8 <= n; i += 8) {                                                                              \
             const T *k0 = k + i * k_stride;                                                                       \
             __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;       \
@@ -521,40 +522,73 @@ ATTR static void group_scores_##SUF(const float *const *qs, long G, const T *k, 
                 a6 = _mm256_fmadd_ps(qv, LD(k0 + 6 * k_stride + d), a6);                                          \
                 a7 = _mm256_fmadd_ps(qv, LD(k0 + 7 * k_stride + d), a7);                                          \
             }                                                                                                     \
-            _mm256_storeu_ps(out + i, hsum8x8(a0, a1, a2, a3, a4, a5, a6, a7));                                   \
+            _mm_storeu_ps(scores + i, hsum4x8(a0, a1, a2, a3));                                                   \
+            _mm_storeu_ps(scores + i + 4, hsum4x8(a4, a5, a6, a7));                                               \
         }                                                                                                         \
-        for (; i < n; i++) {                                                                                      \
-            const T *kr = k + i * k_stride;                                                                       \
-            __m256 a = _mm256_setzero_ps();                                                                       \
-            for (long d = 0; d < D; d += 8) a = _mm256_fmadd_ps(_mm256_loadu_ps(qh + d), LD(kr + d), a);         \
-            out[i] = hsum256(a);                                                                                  \
+    }                                                                                                             \
+    for (; i + 4 <= n; i += 4) {                                                                                  \
+        const T *k0 = k + i * k_stride;                                                                           \
+        __m256 acc[3][4];                                                                                         \
+        for (int j = 0; j < JN; j++) for (int c = 0; c < 4; c++) acc[j][c] = _mm256_setzero_ps();                \
+        for (long d = 0; d < D; d += 8) {                                                                         \
+            for (int c = 0; c < 4; c++) {                                                                         \
+                __m256 kv = LD(k0 + c * k_stride + d);                                                            \
+                for (int j = 0; j < JN; j++) acc[j][c] = _mm256_fmadd_ps(_mm256_loadu_ps(qs[j] + d), kv, acc[j][c]); \
+            }                                                                                                     \
+        }                                                                                                         \
+        for (int j = 0; j < JN; j++) _mm_storeu_ps(scores + j * ld + i, hsum4x8(acc[j][0], acc[j][1], acc[j][2], acc[j][3])); \
+    }                                                                                                             \
+    for (; i < n; i++) {                                                                                          \
+        const T *kr = k + i * k_stride;                                                                           \
+        for (int j = 0; j < JN; j++) {                                                                            \
+            __m256 a = _mm256_setzero_ps(), z = a;                                                                \
+            for (long d = 0; d < D; d += 8) a = _mm256_fmadd_ps(_mm256_loadu_ps(qs[j] + d), LD(kr + d), a);      \
+            scores[j * ld + i] = _mm_cvtss_f32(hsum4x8(a, z, z, z));                                              \
         }                                                                                                         \
     }                                                                                                             \
 }                                                                                                                 \
-ATTR static void group_values_##SUF(const float *p, long ld, long G, const T *v, long v_stride, long n, long D,    \
-                                    float *const *os) {                                                           \
-    for (long j = 0; j < G; j++) {                                                                                \
-        const float *pj = p + j * ld;                                                                             \
-        float *o = os[j];                                                                                         \
-        long d = 0;                                                                                               \
-        for (; d + 32 <= D; d += 32) {                                                                            \
-            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;                                           \
-            const T *vr = v + d;                                                                                  \
-            for (long i = 0; i < n; i++, vr += v_stride) {                                                        \
-                __m256 w = _mm256_broadcast_ss(pj + i);                                                           \
-                a0 = _mm256_fmadd_ps(w, LD(vr), a0);                                                              \
-                a1 = _mm256_fmadd_ps(w, LD(vr + 8), a1);                                                          \
-                a2 = _mm256_fmadd_ps(w, LD(vr + 16), a2);                                                         \
-                a3 = _mm256_fmadd_ps(w, LD(vr + 24), a3);                                                         \
-            }                                                                                                     \
-            _mm256_storeu_ps(o + d, a0); _mm256_storeu_ps(o + d + 8, a1);                                         \
-            _mm256_storeu_ps(o + d + 16, a2); _mm256_storeu_ps(o + d + 24, a3);                                   \
+ATTR static void group_scores_##SUF(const float *const *qs, long G, const T *k, long k_stride, long n, long D,     \
+                                    float *scores, long ld) {                                                     \
+    for (long j0 = 0; j0 < G; j0 += 3) {                                                                          \
+        long jn = G - j0 < 3 ? G - j0 : 3;                                                                        \
+        if (jn == 3) scores_jn_##SUF(qs + j0, 3, k, k_stride, n, D, scores + j0 * ld, ld);                       \
+        else if (jn == 2) scores_jn_##SUF(qs + j0, 2, k, k_stride, n, D, scores + j0 * ld, ld);                  \
+        else scores_jn_##SUF(qs + j0, 1, k, k_stride, n, D, scores + j0 * ld, ld);                               \
+    }                                                                                                             \
+}                                                                                                                 \
+/* JN heads, 8·NV output floats from d on, per pass over the n value rows */                                       \
+ATTR __attribute__((always_inline)) static inline void values_jn_##SUF(const float *p, long ld, int JN, int NV,    \
+        const T *v, long v_stride, long n, long d, float *const *os) {                                            \
+    __m256 acc[3][8];                                                                                             \
+    for (int j = 0; j < JN; j++) for (int e = 0; e < NV; e++) acc[j][e] = _mm256_setzero_ps();                   \
+    const T *vr = v + d;                                                                                          \
+    for (long i = 0; i < n; i++, vr += v_stride) {                                                                \
+        __m256 vv[8];                                                                                             \
+        for (int e = 0; e < NV; e++) vv[e] = LD(vr + 8 * e);                                                      \
+        for (int j = 0; j < JN; j++) {                                                                            \
+            __m256 w = _mm256_broadcast_ss(p + j * ld + i);                                                       \
+            for (int e = 0; e < NV; e++) acc[j][e] = _mm256_fmadd_ps(w, vv[e], acc[j][e]);                        \
         }                                                                                                         \
-        for (; d < D; d += 8) {                                                                                   \
-            __m256 a0 = _mm256_setzero_ps();                                                                      \
-            const T *vr = v + d;                                                                                  \
-            for (long i = 0; i < n; i++, vr += v_stride) a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(pj + i), LD(vr), a0); \
-            _mm256_storeu_ps(o + d, a0);                                                                          \
+    }                                                                                                             \
+    for (int j = 0; j < JN; j++) for (int e = 0; e < NV; e++) _mm256_storeu_ps(os[j] + d + 8 * e, acc[j][e]);    \
+}                                                                                                                 \
+ATTR static void group_values_##SUF(const float *p, long ld, long G, const T *v, long v_stride, long n, long D,     \
+                                    float *const *os) {                                                           \
+    for (long j0 = 0; j0 < G; j0 += 3) {                                                                          \
+        long jn = G - j0 < 3 ? G - j0 : 3;                                                                        \
+        const float *pj = p + j0 * ld;                                                                            \
+        float *const *oj = os + j0;                                                                               \
+        long d = 0;                                                                                               \
+        if (jn == 3) {                                                                                            \
+            for (; d + 16 <= D; d += 16) values_jn_##SUF(pj, ld, 3, 2, v, v_stride, n, d, oj);                    \
+            for (; d < D; d += 8) values_jn_##SUF(pj, ld, 3, 1, v, v_stride, n, d, oj);                           \
+        } else if (jn == 2) {                                                                                     \
+            for (; d + 32 <= D; d += 32) values_jn_##SUF(pj, ld, 2, 4, v, v_stride, n, d, oj);                    \
+            for (; d < D; d += 8) values_jn_##SUF(pj, ld, 2, 1, v, v_stride, n, d, oj);                           \
+        } else {                                                                                                  \
+            for (; d + 64 <= D; d += 64) values_jn_##SUF(pj, ld, 1, 8, v, v_stride, n, d, oj);                    \
+            for (; d + 32 <= D; d += 32) values_jn_##SUF(pj, ld, 1, 4, v, v_stride, n, d, oj);                    \
+            for (; d < D; d += 8) values_jn_##SUF(pj, ld, 1, 1, v, v_stride, n, d, oj);                           \
         }                                                                                                         \
     }                                                                                                             \
 }
@@ -706,9 +740,36 @@ static void attn_chunk_head(const attn_ctx *c, long t, long g, long chunk_i) {
     }
 }
 
+#ifndef EK_ATTN_TOUCH
+#define EK_ATTN_TOUCH 1
+#endif
+/* Reads one byte of every cache line of rows [0, n) (row_bytes each, stride_bytes apart): a plain load stream, so
+ * the core keeps many misses in flight, which the arithmetic that follows does not. */
+static uint8_t touch_rows(const uint8_t *base, long row_bytes, long stride_bytes, long n) {
+    uint8_t acc = 0;
+    for (long i = 0; i < n; i++) {
+        const uint8_t *r = base + i * stride_bytes;
+        for (long b = 0; b < row_bytes; b += 64) acc ^= r[b];
+        acc ^= r[row_bytes - 1];
+    }
+    return acc;
+}
+
 static void attn_task(void *ctx, long index, long count) {
     (void)count;
     const attn_ctx *c = (const attn_ctx *)ctx;
+    if (EK_ATTN_TOUCH && c->tq == 1) {   /* decode step: the chunk's K/V rows come from memory; bring them in first */
+        long chunk_i = index % c->nchunks, s0 = chunk_i * c->chunk, s1 = s0 + c->chunk;
+        if (s1 > c->tk) s1 = c->tk;
+        if (c->causal >= 0 && s1 > c->causal + 1) s1 = c->causal + 1;
+        if (s1 > s0) {
+            long elt = c->k16 ? 2 : 4, row = c->n_kv_head * c->head_dim * elt;
+            const uint8_t *kb = c->k16 ? (const uint8_t *)(c->k16 + s0 * c->k_stride) : (const uint8_t *)(c->k + s0 * c->k_stride);
+            const uint8_t *vb = c->v16 ? (const uint8_t *)(c->v16 + s0 * c->v_stride) : (const uint8_t *)(c->v + s0 * c->v_stride);
+            uint8_t t = touch_rows(kb, row, c->k_stride * elt, s1 - s0) ^ touch_rows(vb, row, c->v_stride * elt, s1 - s0);
+            __asm__ __volatile__("" : : "r"(t));
+        }
+    }
     for (long g = 0; g < c->n_kv_head; g++) attn_chunk_head(c, index / c->nchunks, g, index % c->nchunks);
 }
 
