@@ -498,8 +498,9 @@ EK_AVX2 static inline __m128 hsum4x8(__m256 a, __m256 b, __m256 c, __m256 d) {
  * taken up to three at a time (JN), so each K or V vector is loaded (and widened) once for all of them:
  *   group_scores_SUF: scores[j][i] = q_{h_j} . k_{s0+i}, D % 8 == 0: JN heads × 4 keys in 4·JN FMA chains
  *                     (one head: 8 keys), one combined reduction per 4 keys;
- *   group_values_SUF: o_j[:] = Σ_i p[j][i] · v_{s0+i}, D % 8 == 0: JN heads × 16, 32 or 64 output floats in
- *                     registers per pass over the chunk's value rows.
+ *   group_values_SUF: o_j[:] = Σ_i p[j][i] · v_{s0+i}, D % 8 == 0: JN heads × 16 (JN = 3) or 32 output floats
+ *                     in registers per pass over the chunk's value rows (one head × 64 needs a 17th register:
+ *                     1–9% slower on T5's and 5/5-head shapes).
  * A score is the same sum in the same order whatever JN (eight lanes over d, then the lanes pairwise), and so is
  * an output float, so the grouping never changes a result's bits. */
 #define EK_GROUP_KERNELS(SUF, ATTR, T, LD)                                                                         \
@@ -559,11 +560,11 @@ ATTR static void group_scores_##SUF(const float *const *qs, long G, const T *k, 
 /* JN heads, 8·NV output floats from d on, per pass over the n value rows */                                       \
 ATTR __attribute__((always_inline)) static inline void values_jn_##SUF(const float *p, long ld, int JN, int NV,    \
         const T *v, long v_stride, long n, long d, float *const *os) {                                            \
-    __m256 acc[3][8];                                                                                             \
+    __m256 acc[3][4];                                                                                             \
     for (int j = 0; j < JN; j++) for (int e = 0; e < NV; e++) acc[j][e] = _mm256_setzero_ps();                   \
     const T *vr = v + d;                                                                                          \
     for (long i = 0; i < n; i++, vr += v_stride) {                                                                \
-        __m256 vv[8];                                                                                             \
+        __m256 vv[4];                                                                                             \
         for (int e = 0; e < NV; e++) vv[e] = LD(vr + 8 * e);                                                      \
         for (int j = 0; j < JN; j++) {                                                                            \
             __m256 w = _mm256_broadcast_ss(p + j * ld + i);                                                       \
@@ -586,7 +587,6 @@ ATTR static void group_values_##SUF(const float *p, long ld, long G, const T *v,
             for (; d + 32 <= D; d += 32) values_jn_##SUF(pj, ld, 2, 4, v, v_stride, n, d, oj);                    \
             for (; d < D; d += 8) values_jn_##SUF(pj, ld, 2, 1, v, v_stride, n, d, oj);                           \
         } else {                                                                                                  \
-            for (; d + 64 <= D; d += 64) values_jn_##SUF(pj, ld, 1, 8, v, v_stride, n, d, oj);                    \
             for (; d + 32 <= D; d += 32) values_jn_##SUF(pj, ld, 1, 4, v, v_stride, n, d, oj);                    \
             for (; d < D; d += 8) values_jn_##SUF(pj, ld, 1, 1, v, v_stride, n, d, oj);                           \
         }                                                                                                         \
@@ -762,8 +762,8 @@ static void attn_task(void *ctx, long index, long count) {
         long chunk_i = index % c->nchunks, s0 = chunk_i * c->chunk, s1 = s0 + c->chunk;
         if (s1 > c->tk) s1 = c->tk;
         if (c->causal >= 0 && s1 > c->causal + 1) s1 = c->causal + 1;
-        if (s1 > s0) {
-            long elt = c->k16 ? 2 : 4, row = c->n_kv_head * c->head_dim * elt;
+        long elt = c->k16 ? 2 : 4, row = c->n_kv_head * c->head_dim * elt;
+        if (s1 > s0 && row > 0) {
             const uint8_t *kb = c->k16 ? (const uint8_t *)(c->k16 + s0 * c->k_stride) : (const uint8_t *)(c->k + s0 * c->k_stride);
             const uint8_t *vb = c->v16 ? (const uint8_t *)(c->v16 + s0 * c->v_stride) : (const uint8_t *)(c->v + s0 * c->v_stride);
             uint8_t t = touch_rows(kb, row, c->k_stride * elt, s1 - s0) ^ touch_rows(vb, row, c->v_stride * elt, s1 - s0);

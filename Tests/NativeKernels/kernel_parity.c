@@ -198,7 +198,8 @@ static void test_attention(void) {
         { 1, 40, 32, 2, 64, 1, 0, -1, 0 },  { 1, 9, 2, 2, 8, 0, 2, -1, 0 },
         /* the group kernels' head blocks (3, 2, 1 query heads per pass) with partial output blocks (D = 40, 24, 72) */
         { 1, 77, 6, 2, 40, 0, 0, -1, 0 },  { 2, 45, 4, 2, 24, 1, 1, -1, 0 },  { 1, 99, 5, 5, 72, 0, 1, -1, 0 },
-        { 1, 150, 10, 2, 48, 1, 0, -1, 0 } };
+        { 1, 150, 10, 2, 48, 1, 0, -1, 0 }, { 1, 45, 4, 4, 64, 0, 0, -1, 0 }, { 1, 50, 6, 2, 64, 0, 0, 30, 0 },
+        { 1, 70, 4, 2, 16, 1, 0, -1, 0 },  { 1, 33, 2, 1, 128, 0, 1, -1, 0 } };
     for (long ci = 0; ci < (long)(sizeof cfg / sizeof cfg[0]); ci++) {
         long tq = cfg[ci][0], tk = cfg[ci][1], H = cfg[ci][2], KV = cfg[ci][3], D = cfg[ci][4], causal = cfg[ci][7];
         int inter = (int)cfg[ci][5], masked = (int)cfg[ci][6], relb = (int)cfg[ci][8];
@@ -242,6 +243,30 @@ static void test_attention(void) {
             free(k16); free(v16);
         }
         free(q); free(k); free(v); free(out); free(ref); free(keep); free(bias); free(scr); free(rscr);
+    }
+    /* A query head gets the same bits whichever head block of its KV head it falls in: G = 5 runs as 3 + 2, so
+       heads 0 and 3 of a group (same q) go through different block widths; also one head per KV head (G = 1). */
+    for (int half = 0; half < 2; half++) {
+        long tk = 77, H = 10, KV = 2, D = 64, qs = H * D;
+        float *q = frand(qs, 3), *k = frand(tk * KV * D, 4), *v = frand(tk * KV * D, 5), *out = malloc(sizeof(float) * qs);
+        memcpy(q + 3 * D, q, sizeof(float) * D);                       /* interleaved groups: heads 0-4 read KV head 0 */
+        memcpy(q + 4 * D, q + 1 * D, sizeof(float) * D);
+        float *scr = malloc(sizeof(float) * ek_attention_scratch_floats(1, tk, H, D));
+        if (half) {
+            uint16_t *k16 = malloc(sizeof(uint16_t) * tk * KV * D), *v16 = malloc(sizeof(uint16_t) * tk * KV * D);
+            ek_f32_to_f16(k, k16, tk * KV * D); ek_f32_to_f16(v, v16, tk * KV * D);
+            ek_attention_f16kv(q, qs, k16, KV * D, v16, KV * D, out, qs, 1, tk, H, KV, D, 1, NULL, -1, 8.0f, scr);
+            free(k16); free(v16);
+        } else {
+            ek_attention_f32(q, qs, k, KV * D, v, KV * D, out, qs, 1, tk, H, KV, D, 1, NULL, -1, 8.0f, scr);
+        }
+        int same = memcmp(out, out + 3 * D, sizeof(float) * D) == 0 && memcmp(out + D, out + 4 * D, sizeof(float) * D) == 0;
+        g_checks++;
+        if (!same) {
+            g_failures++;
+            printf("FAIL attention head blocks [%s] %s: a head's output depends on its block width\n", g_mode, half ? "f16kv" : "f32");
+        }
+        free(q); free(k); free(v); free(out); free(scr);
     }
     report("attention (+relbias, f16kv)", ek_kernel_path());
 }

@@ -28,7 +28,7 @@ static double now(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t);
 /* SUMCHUNK: the attention's reads without its arithmetic: 8 tasks per layer, each summing its chunk's K rows, then
  * its V rows (as a decode step's attention tasks do) */
 typedef struct { const char *k, *v; long row_bytes, rows; float out[64]; } chunk_ctx;
-static void chunk_task(void *ctx, long index, long count) {
+__attribute__((target("avx2"))) static void chunk_task(void *ctx, long index, long count) {
     chunk_ctx *c = ctx;
     long r0 = c->rows * index / count, r1 = c->rows * (index + 1) / count;
     __m256 a = _mm256_setzero_ps();
