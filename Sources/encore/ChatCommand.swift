@@ -18,6 +18,7 @@ struct ChatCommand: ParsableCommand {
         Example:
           encore chat --model models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
           encore chat --model models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf --message "What is the capital of France?"
+          encore chat --model models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf --keep-quantized --kv-cache f16   # Q4_1 blocks, f16 cache
         """
     )
 
@@ -48,6 +49,8 @@ struct ChatCommand: ParsableCommand {
     @Option(help: "Threads for matrix products (default: all cores).")
     var threads: Int?
 
+    @OptionGroup var runtime: RuntimeOptions
+
     @Flag(help: "Print each turn's prompt token ids on standard error.")
     var verbose = false
 
@@ -62,7 +65,7 @@ struct ChatCommand: ParsableCommand {
     func run() throws {
         try runReportingErrors {
             if let threads { Backend.setThreads(threads) }
-            let lm = try ModelRegistry.load(folder: model)
+            let lm = try runtime.load(model)
             guard let codec = try TextCodec.load(folder: model, required: false) else {
                 throw EncoreError(.invalidArgument, "\(model): no tokenizer.json; chat needs the model's tokenizer and its chat template")
             }

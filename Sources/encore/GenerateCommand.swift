@@ -47,17 +47,7 @@ struct GenerateCommand: ParsableCommand {
     @Option(help: "Threads for matrix products (default: all cores).")
     var threads: Int?
 
-    @Option(name: .customLong("decode-weights"), help: "Weight format streamed by decode steps: f32, bf16, int8, q8_0, q4_0 or q4_1 (prompt passes stay fp32).")
-    var decodeWeights: String = "f32"
-
-    @Option(name: .customLong("prompt-weights"), help: "Weights prompt passes multiply with: f32 (BLAS GEMM over fp32 copies), int8 (int8 GEMM over int8 rows, fp32 copies released: int8 everywhere with --decode-weights int8) or decode (the decode format widened one matrix at a time: only the decode format stays in memory).")
-    var promptWeights: String = "f32"
-
-    @Option(name: .customLong("kv-cache"), help: "Storage of the self-attention KV cache: f32, or f16 (llama.cpp's default: half the cache memory; logits within ~1e-3). Not for T5.")
-    var kvCache: String = "f32"
-
-    @Flag(name: .customLong("keep-quantized"), help: "GGUF models: keep Q8_0/Q4_0/Q4_1/Q4_K/Q5_K/Q6_K matrices and the embedding table in their blocks instead of widening them to fp32 (less memory; decode reads them natively).")
-    var keepQuantized = false
+    @OptionGroup var runtime: RuntimeOptions
 
     func validate() throws {
         if prompt == nil && inputIds.isEmpty { throw ValidationError("give --prompt TEXT or --input-ids 1,2,3") }
@@ -67,20 +57,12 @@ struct GenerateCommand: ParsableCommand {
         if topK < 0 { throw ValidationError("--top-k must be >= 0") }
         if !(topP > 0 && topP <= 1) { throw ValidationError("--top-p must be in (0, 1]") }
         if let threads, threads < 1 { throw ValidationError("--threads must be >= 1") }
-        if (try? WeightFormat(parsing: decodeWeights)) == nil { throw ValidationError("--decode-weights must be f32, bf16, int8, q8_0, q4_0 or q4_1") }
-        if PromptWeights(rawValue: promptWeights) == nil { throw ValidationError("--prompt-weights must be f32, int8 or decode (got '\(promptWeights)')") }
-        if kvCache != "f32" && kvCache != "f16" { throw ValidationError("--kv-cache must be f32 or f16 (got '\(kvCache)')") }
     }
 
     func run() throws {
         try runReportingErrors {
             if let threads { Backend.setThreads(threads) }
-            let lm = try ModelRegistry.load(folder: model, keepQuantized: keepQuantized)
-            let format = try WeightFormat(parsing: decodeWeights)
-            if format != .f32 { try lm.useDecodeWeights(format) }
-            let prompts = try PromptWeights(parsing: promptWeights)
-            if prompts != .f32 { try lm.usePromptWeights(prompts) }
-            if kvCache == "f16" { try lm.useHalfKVCache(true) }
+            let lm = try runtime.load(model)
             let tokenizer = try TextCodec.load(folder: model, required: prompt != nil)
             var inputs: [[Int]]
             if let prompt {

@@ -9,9 +9,11 @@ final class ChatCLITests: XCTestCase {
     static let tiny = fixture("hf_decoders/llama")        // tiny random Llama + a ChatML tokenizer (128 ids)
 
     /// The reply the library gives for a conversation: greedy until <|im_end|>, decoded.
-    func expectedReply(_ history: [ChatMessage], maxTokens: Int) throws -> String {
+    func expectedReply(_ history: [ChatMessage], maxTokens: Int,
+                       configure: (LanguageModel) throws -> Void = { _ in }) throws -> String {
         let tok = try Tokenizer.load(path: Self.tiny)
         let model = try ModelRegistry.load(folder: Self.tiny)
+        try configure(model)
         let ids = tok.encode(try tok.applyChatTemplate(messages: history, addGenerationPrompt: true), addSpecialTokens: false)
         let stop = try XCTUnwrap(tok.tokenToId("<|im_end|>"))
         var reply: [Int] = []
@@ -47,6 +49,23 @@ final class ChatCLITests: XCTestCase {
         let tooLong = runCLI(["chat", "--model", Self.tiny, "--message", String(repeating: "abcd", count: 20), "--max-tokens", "8"])
         XCTAssertEqual(tooLong.status, 1)
         XCTAssertTrue(tooLong.stderr.contains("does not fit the model's context of 64 tokens"), tooLong.stderr)
+    }
+
+    /// The weight and cache options generate has: the reply is the library's with the same settings.
+    func testDecodeWeightsAndHalfKVCache() throws {
+        let r = runCLI(["chat", "--model", Self.tiny, "--message", "hi", "--max-tokens", "12",
+                        "--decode-weights", "q4_0", "--kv-cache", "f16"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let turn = [ChatMessage(role: "user", content: "hi")]
+        let reply = try expectedReply(turn, maxTokens: 12) { model in
+            try model.useDecodeWeights(.q4_0)
+            try model.useHalfKVCache(true)
+        }
+        XCTAssertEqual(r.stdout, "> hi\n\(reply)\n")
+        XCTAssertNotEqual(reply, try expectedReply(turn, maxTokens: 12), "q4_0 weights change this reply, so the option is seen")
+        let bad = runCLI(["chat", "--model", Self.tiny, "--message", "hi", "--kv-cache", "f8"])
+        XCTAssertNotEqual(bad.status, 0)
+        XCTAssertTrue(bad.stderr.contains("--kv-cache must be f32 or f16 (got 'f8')"), bad.stderr)
     }
 
     func testStandardInputTurnsAndCommands() throws {

@@ -1,0 +1,40 @@
+import ArgumentParser
+import Encore
+
+/// How a loaded model runs: the weight formats its prompt passes and decode steps read, the KV cache's storage, and
+/// whether a GGUF file's quantized blocks are kept. Shared by `generate` and `chat`.
+///
+/// ```sh
+/// encore chat --model smollm2.Q4_1.gguf --keep-quantized --kv-cache f16
+/// encore generate --model llama-hf --prompt "Hi" --decode-weights int8 --prompt-weights int8
+/// ```
+struct RuntimeOptions: ParsableArguments {
+    @Option(name: .customLong("decode-weights"), help: "Weight format streamed by decode steps: f32, bf16, int8, q8_0, q4_0 or q4_1 (prompt passes stay fp32).")
+    var decodeWeights: String = "f32"
+
+    @Option(name: .customLong("prompt-weights"), help: "Weights prompt passes multiply with: f32 (BLAS GEMM over fp32 copies), int8 (int8 GEMM over int8 rows, fp32 copies released: int8 everywhere with --decode-weights int8) or decode (the decode format widened one matrix at a time: only the decode format stays in memory).")
+    var promptWeights: String = "f32"
+
+    @Option(name: .customLong("kv-cache"), help: "Storage of the self-attention KV cache: f32, or f16 (llama.cpp's default: half the cache memory; logits within ~1e-3). Not for T5.")
+    var kvCache: String = "f32"
+
+    @Flag(name: .customLong("keep-quantized"), help: "GGUF models: keep Q8_0/Q4_0/Q4_1/Q4_K/Q5_K/Q6_K matrices and the embedding table in their blocks instead of widening them to fp32 (less memory; decode reads them natively).")
+    var keepQuantized = false
+
+    func validate() throws {
+        if (try? WeightFormat(parsing: decodeWeights)) == nil { throw ValidationError("--decode-weights must be f32, bf16, int8, q8_0, q4_0 or q4_1 (got '\(decodeWeights)')") }
+        if PromptWeights(rawValue: promptWeights) == nil { throw ValidationError("--prompt-weights must be f32, int8 or decode (got '\(promptWeights)')") }
+        if kvCache != "f32" && kvCache != "f16" { throw ValidationError("--kv-cache must be f32 or f16 (got '\(kvCache)')") }
+    }
+
+    /// The model at `path` (a folder or a .gguf file), set up as these options ask.
+    func load(_ path: String) throws -> LanguageModel {
+        let lm = try ModelRegistry.load(folder: path, keepQuantized: keepQuantized)
+        let format = try WeightFormat(parsing: decodeWeights)
+        if format != .f32 { try lm.useDecodeWeights(format) }
+        let prompts = try PromptWeights(parsing: promptWeights)
+        if prompts != .f32 { try lm.usePromptWeights(prompts) }
+        if kvCache == "f16" { try lm.useHalfKVCache(true) }
+        return lm
+    }
+}
