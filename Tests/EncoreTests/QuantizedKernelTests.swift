@@ -60,8 +60,9 @@ final class QuantizedKernelTests: XCTestCase {
         print("quantized GEMV paths tested: \(tested.sorted().joined(separator: ", "))")
     }
 
-    /// Decode GEMVs split into about one row range per MiB, 4 to 16 per thread (one task under the threshold); a
-    /// 17 MiB fp32 GEMV split 17 ways gives the same floats as on one thread (each row's sum is computed the same way
+    /// Decode GEMVs split into about one row range per MiB, 4 to 16 per thread, a multiple of the threads (one task
+    /// under the threshold); a
+    /// 17 MiB fp32 GEMV split 18 ways gives the same floats as on one thread (each row's sum is computed the same way
     /// whatever range holds it).
     func testGEMVTaskSplit() {
         defer { Backend.setThreads(2) }
@@ -69,6 +70,10 @@ final class QuantizedKernelTests: XCTestCase {
         XCTAssertEqual(ek_gemv_tasks(ek_parallel_min_bytes() - 1), 1)
         XCTAssertEqual(ek_gemv_tasks(4 << 20), 8, "4 per thread up to 8 MiB")
         XCTAssertEqual(ek_gemv_tasks(12 << 20), 12)
+        XCTAssertEqual(ek_gemv_tasks(9 << 20), 10, "a multiple of the threads")
+        Backend.setThreads(3)
+        XCTAssertEqual(ek_gemv_tasks(13 << 20), 15, "a multiple of the threads")
+        Backend.setThreads(2)
         XCTAssertEqual(ek_gemv_tasks(100 << 20), 32, "at most 16 per thread")
         let n = 4352, k = 1024   // 17 MiB of fp32
         let w = randoms(n * k), x = randoms(k), b = randoms(n)
