@@ -90,9 +90,13 @@ def entries(args, ck: Path):
     def add(model, prec, engine, label, cmd):
         out.append({"model": model, "precision": prec, "engine": engine, "label": label, "cmd": cmd})
 
+    # llama.cpp keeps its KV cache in f16 by default: "f16-KV" rows give Encore the same cache type (T5 keeps fp32)
+    kv16 = ["--kv-cache", "f16"]
     for m in ("llama", "t5"):
         hf = str(ck / f"{m}-hf")
         add(m, "fp32", "encore", "encore", encore_bench_cmd(enc, hf, L, N, T, R))
+        if m == "llama":
+            add(m, "fp32", "encore", "encore f16-KV", encore_bench_cmd(enc, hf, L, N, T, R, kv16))
         add(m, "fp32", "hf", "hf", [py, str(HERE / "hf_peer.py"), "--model", hf, "--dtype", "fp32"] + io)
         add(m, "fp32", "ct2", "ct2", [py, str(HERE / "ct2_peer.py"), "--model", str(ck / f"{m}-ct2"),
                                       "--compute-type", "float32"] + io)
@@ -101,8 +105,6 @@ def entries(args, ck: Path):
                                                      str(ck / f"{m}-f32.gguf")] + io)
         dec = ["--prompt-weights", "decode"]   # no fp32 copy resident: the decode format alone, widened per matrix
         add(m, "bf16", "encore", "encore bf16", encore_bench_cmd(enc, hf, L, N, T, R, ["--decode-weights", "bf16"] + dec))
-        # llama.cpp keeps its KV cache in f16 by default: the same cache type on Encore's side (T5 keeps fp32)
-        kv16 = ["--kv-cache", "f16"]
         if m == "llama":
             add(m, "bf16", "encore", "encore bf16 f16-KV", encore_bench_cmd(enc, hf, L, N, T, R,
                                                                             ["--decode-weights", "bf16"] + dec + kv16))
@@ -114,6 +116,9 @@ def entries(args, ck: Path):
         add(m, "int8", "encore", "encore q8_0", encore_bench_cmd(enc, hf, L, N, T, R, ["--decode-weights", "q8_0"] + dec))
         add(m, "int8", "encore", "encore q8_0 GGUF", encore_bench_cmd(enc, str(ck / f"{m}-q8_0.gguf"), L, N, T, R,
                                                                       ["--keep-quantized"]))
+        if m == "llama":
+            add(m, "int8", "encore", "encore q8_0 GGUF f16-KV", encore_bench_cmd(enc, str(ck / f"{m}-q8_0.gguf"), L, N,
+                                                                             T, R, ["--keep-quantized"] + kv16))
         add(m, "int8", "ct2", "ct2 int8", [py, str(HERE / "ct2_peer.py"), "--model", str(ck / f"{m}-ct2-int8"),
                                            "--compute-type", "int8"] + io)
         add(m, "int8", "llama.cpp", "llama.cpp q8_0", [lpy, str(HERE / "llamacpp_peer.py"), "--gguf",
