@@ -292,7 +292,10 @@ struct BenchCommand: ParsableCommand {
                                                                                                                         "decode": "prompt passes on the decode format"][promptWeights]!
                   + (crossKV == "f16" ? " · Mu cross-attention K/V in f16" : "")
                   + (kvCache == "f16" ? " · f16 KV caches" : ""))
-            print("decode kernels: " + formats.map { "\($0.rawValue) \($0.kernelPath)" }.joined(separator: ", "))
+            print("decode kernels: " + formats.map {
+                // --keep-quantized: the f32 row streams the GGUF's own blocks (their kernels' path, not fp32's)
+                keepQuantized && $0 == .f32 ? "the GGUF's blocks (\(WeightFormat.q8_0.kernelPath))" : "\($0.rawValue) \($0.kernelPath)"
+            }.joined(separator: ", "))
             print("model       weights   params   input  output  encode ms  1st step ms   TTFT ms   decode tok/s   e2e s   GFLOP/seq   peak RSS MiB   cache MiB")
             for r in results {
                 print(r.model.padding(toLength: 11, withPad: " ", startingAt: 0) + " " + r.decodeWeights.padding(toLength: 6, withPad: " ", startingAt: 0)
