@@ -632,12 +632,18 @@ EK_AVX2 static float chunk_softmax_avx2(float *sc, long n, float scale_div, cons
 }
 #endif
 
+/* Keys [*s0, return) of chunk chunk_i that query t reads: keys past a causal limit are masked anyway. */
+static inline long chunk_keys(const attn_ctx *c, long t, long chunk_i, long *s0) {
+    long s1 = (*s0 = chunk_i * c->chunk) + c->chunk;
+    if (s1 > c->tk) s1 = c->tk;
+    if (c->causal >= 0 && s1 > t + c->causal + 1) s1 = t + c->causal + 1;
+    return s1;
+}
+
 /* Query t, KV head g, keys of chunk chunk_i. */
 static void attn_chunk_head(const attn_ctx *c, long t, long g, long chunk_i) {
     long D = c->head_dim, groups = c->n_head / c->n_kv_head;
-    long s0 = chunk_i * c->chunk, s1 = s0 + c->chunk;
-    if (s1 > c->tk) s1 = c->tk;
-    if (c->causal >= 0 && s1 > t + c->causal + 1) s1 = t + c->causal + 1;   /* later keys are masked anyway */
+    long s0, s1 = chunk_keys(c, t, chunk_i, &s0);
     long n = s1 > s0 ? s1 - s0 : 0;
     float scores[EK_ATTN_GROUP * EK_ATTN_CHUNK];
     const float *qs[EK_ATTN_GROUP];
@@ -758,19 +764,18 @@ static uint8_t touch_rows(const uint8_t *base, long row_bytes, long stride_bytes
 static void attn_task(void *ctx, long index, long count) {
     (void)count;
     const attn_ctx *c = (const attn_ctx *)ctx;
+    long t = index / c->nchunks, chunk_i = index % c->nchunks;
     if (EK_ATTN_TOUCH && c->tq == 1) {   /* decode step: the chunk's K/V rows come from memory; bring them in first */
-        long chunk_i = index % c->nchunks, s0 = chunk_i * c->chunk, s1 = s0 + c->chunk;
-        if (s1 > c->tk) s1 = c->tk;
-        if (c->causal >= 0 && s1 > c->causal + 1) s1 = c->causal + 1;
+        long s0, s1 = chunk_keys(c, t, chunk_i, &s0);
         long elt = c->k16 ? 2 : 4, row = c->n_kv_head * c->head_dim * elt;
         if (s1 > s0 && row > 0) {
             const uint8_t *kb = c->k16 ? (const uint8_t *)(c->k16 + s0 * c->k_stride) : (const uint8_t *)(c->k + s0 * c->k_stride);
             const uint8_t *vb = c->v16 ? (const uint8_t *)(c->v16 + s0 * c->v_stride) : (const uint8_t *)(c->v + s0 * c->v_stride);
-            uint8_t t = touch_rows(kb, row, c->k_stride * elt, s1 - s0) ^ touch_rows(vb, row, c->v_stride * elt, s1 - s0);
-            __asm__ __volatile__("" : : "r"(t));
+            uint8_t seen = touch_rows(kb, row, c->k_stride * elt, s1 - s0) ^ touch_rows(vb, row, c->v_stride * elt, s1 - s0);
+            __asm__ __volatile__("" : : "r"(seen));
         }
     }
-    for (long g = 0; g < c->n_kv_head; g++) attn_chunk_head(c, index / c->nchunks, g, index % c->nchunks);
+    for (long g = 0; g < c->n_kv_head; g++) attn_chunk_head(c, t, g, chunk_i);
 }
 
 static void attention_engine(attn_ctx *c) {
