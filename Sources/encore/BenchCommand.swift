@@ -142,7 +142,7 @@ struct BenchCommand: ParsableCommand {
             throw ValidationError("--step-ab: expected shared-gemv or cross-kv (got '\(stepAB)')")
         }
         if crossKV != "f32" && crossKV != "f16" { throw ValidationError("--cross-kv: expected f32 or f16 (got '\(crossKV)')") }
-        if kvCache != "f32" && kvCache != "f16" { throw ValidationError("--kv-cache: expected f32 or f16 (got '\(kvCache)')") }
+        try RuntimeOptions.checkKVCache(kvCache)
         let known = Set(["mu", "mu_decoder", "model"])
         for m in (models ?? "mu").split(separator: ",") where !known.contains(String(m)) {
             throw ValidationError("--models: unknown model '\(m)' (use mu, mu_decoder, model)")
@@ -264,7 +264,7 @@ struct BenchCommand: ParsableCommand {
             let report: [String: Any] = [
                 "system": "encore", "version": EncoreVersion.string, "decode_weights": decodeWeights, "prompt_weights": promptWeights, "threads": threads, "blas": Backend.blasName,
                 "cross_kv": crossKV, "kv_cache": kvCacheKeptFP32 ? "f32 (T5)" : kvCache,
-                "kernel_paths": Dictionary(uniqueKeysWithValues: formats.map { ($0.rawValue, $0.kernelPath) }),
+                "kernel_paths": Dictionary(uniqueKeysWithValues: formats.map(kernelLabel)),
                 "quality": qualities.map { q -> [String: Any] in
                     ["model": q.model, "decode_weights": q.format, "max_logit_error": q.absolute, "max_logit_error_relative": q.relative,
                      "perplexity": q.ppl, "perplexity_f32": q.refPPL, "tokens": qualityTokens]
@@ -292,10 +292,7 @@ struct BenchCommand: ParsableCommand {
                                                                                                                         "decode": "prompt passes on the decode format"][promptWeights]!
                   + (crossKV == "f16" ? " · Mu cross-attention K/V in f16" : "")
                   + (kvCache == "f16" ? " · f16 KV caches" : ""))
-            print("decode kernels: " + formats.map {
-                // --keep-quantized: the f32 row streams the GGUF's own blocks (their kernels' path, not fp32's)
-                keepQuantized && $0 == .f32 ? "the GGUF's blocks (\(WeightFormat.q8_0.kernelPath))" : "\($0.rawValue) \($0.kernelPath)"
-            }.joined(separator: ", "))
+            print("decode kernels: " + formats.map(kernelLabel).map { "\($0.0) \($0.1)" }.joined(separator: ", "))
             print("model       weights   params   input  output  encode ms  1st step ms   TTFT ms   decode tok/s   e2e s   GFLOP/seq   peak RSS MiB   cache MiB")
             for r in results {
                 print(r.model.padding(toLength: 11, withPad: " ", startingAt: 0) + " " + r.decodeWeights.padding(toLength: 6, withPad: " ", startingAt: 0)
@@ -386,6 +383,12 @@ struct BenchCommand: ParsableCommand {
                          r.format.rawValue as NSString, r.threads, r.readGBps, old, 100 * old / r.readGBps,
                          r.x8GBps, 100 * r.x8GBps / r.readGBps, r.x8GBps / old))
         }
+    }
+
+    /// A decode format and its kernels' path, as the report names them. With --keep-quantized the f32 row streams the
+    /// GGUF's own blocks (whatever their types), not fp32 weights.
+    func kernelLabel(_ format: WeightFormat) -> (String, String) {
+        keepQuantized && format == .f32 ? ("gguf", "(the file's own blocks)") : (format.rawValue, format.kernelPath)
     }
 
     /// `--step-ab VARIANT`: Mu decode steps alternating between the variant's two code paths (StepAB), per format.

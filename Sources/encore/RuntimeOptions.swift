@@ -24,7 +24,12 @@ struct RuntimeOptions: ParsableArguments {
     func validate() throws {
         if (try? WeightFormat(parsing: decodeWeights)) == nil { throw ValidationError("--decode-weights must be f32, bf16, int8, q8_0, q4_0 or q4_1 (got '\(decodeWeights)')") }
         if PromptWeights(rawValue: promptWeights) == nil { throw ValidationError("--prompt-weights must be f32, int8 or decode (got '\(promptWeights)')") }
-        if kvCache != "f32" && kvCache != "f16" { throw ValidationError("--kv-cache must be f32 or f16 (got '\(kvCache)')") }
+        try Self.checkKVCache(kvCache)
+    }
+
+    /// `--kv-cache` takes f32 or f16 (also `encore bench`'s option).
+    static func checkKVCache(_ value: String) throws {
+        if value != "f32" && value != "f16" { throw ValidationError("--kv-cache must be f32 or f16 (got '\(value)')") }
     }
 
     /// The model at `path` (a folder or a .gguf file), set up as these options ask.

@@ -61,9 +61,8 @@ final class QuantizedKernelTests: XCTestCase {
     }
 
     /// Decode GEMVs split into about one row range per MiB, 4 to 16 per thread, a multiple of the threads (one task
-    /// under the threshold); a
-    /// 17 MiB fp32 GEMV split 18 ways gives the same floats as on one thread (each row's sum is computed the same way
-    /// whatever range holds it).
+    /// under the threshold); a 17 MiB fp32 GEMV split 18 ways gives the same floats as on one thread (each row's sum
+    /// is computed the same way whatever range holds it).
     func testGEMVTaskSplit() {
         defer { Backend.setThreads(2) }
         Backend.setThreads(2)
