@@ -24,7 +24,17 @@
  * arm64 (NEON hook): 4×4 tiles read straight from the int8 rows with SDOT, or SMULL + SADALP (neon.c); u ≤ 127 is
  * a valid signed byte, so the same tiles multiply it.
  *
- * The plain path (and the twin ek_gemm_int8_ref) does the same integer arithmetic element by element. */
+ * The plain path (and the twin ek_gemm_int8_ref) does the same integer arithmetic element by element.
+ *
+ * Q8_0 blocks (ek_gemm_q8_0: GGUF's q8_0 rows, ggml or x8 layout) compute what llama.cpp's q8_0 matmuls compute:
+ * activations quantized per block of 32 as ggml's q8_0 (d = amax/127 rounded to f16, q = round-half-even(x/d)),
+ *
+ *   y[m, n] = Σ_b (d_x[m, b] · d_w[n, b]) · Σ_{k∈b} q_x[m, k] q_w[n, k]
+ *
+ * with exact int32 block sums (vpmaddubsw(|q_x|, sign(q_w, q_x)), llama.cpp's sign trick, on the same packed panels)
+ * and one fp32 FMA per block in order b = 0, 1, … (tile: the block's int32 tile widened and FMA'd into an fp32 tile
+ * kept in L1). The twin ek_gemm_q8_0_ref does the same operations in the same order, so every path gives the same
+ * floats. */
 #include "EncoreKernels.h"
 #include "neon.h"   /* arm64: ek_neon_tile_s8 (NEON hook below) */
 #include <math.h>
@@ -153,16 +163,20 @@ int ek_gemm_int8_ref(const int8_t *w, const float *wscale, const float *x, const
     return 0;
 }
 
-/* One weight matrix of a call and its output: w [n, kp] int8 rows, wscale [n], bias [n] or NULL, y [m, n]. */
+/* One weight matrix of a call and its output: w [n, kp] int8 rows with wscale [n] (or Q8_0 rows of blocks, wscale
+ * NULL), bias [n] or NULL, y [m, n]. */
 typedef struct { const int8_t *w; const float *wscale; const float *bias; float *y; long n; } gemm_mat;
 /* One task: columns [c0, c1) of matrix `mat`. */
 typedef struct { long mat, c0, c1; } gemm_range;
 
 typedef struct {
     const gemm_mat *mats; const gemm_range *ranges;
-    const uint8_t *u; const float *d; const int32_t *z;
+    const uint8_t *u; const float *d; const int32_t *z;      /* int8 rows: 7-bit activations, zero points */
+    const int8_t *xq; const float *xd;                       /* Q8_0 blocks: activations as ggml's q8_0 */
     long m, k, kp;
     int mode, simd, neon, dotprod;
+    volatile int failed;   /* a task could not grow its scratch */
+    int format;   /* EK_WF_INT8 (rows + row scales), EK_WF_Q8_0 or EK_WF_Q8_0X8 (blocks) */
 } gemm_ctx;
 
 /* Σ of column c's int8 weights (the zero point's correction). */
@@ -284,8 +298,10 @@ EG_AVX2 static void pack_panel(const int8_t *w, long kp, long c0, long nc, int8_
  * the top), vpmaddwd by ones sums those pairs into the int32 lanes. */
 #if defined(__clang__)
 #define EG_UNROLL _Pragma("clang loop unroll(full)")
+#define EG_NO_UNROLL _Pragma("clang loop unroll(disable)")
 #else
 #define EG_UNROLL _Pragma("GCC unroll 16")
+#define EG_NO_UNROLL _Pragma("GCC unroll 1")
 #endif
 /* The loops over r and v have constant trip counts: fully unrolled (SwiftPM builds C at -O2, where clang would
  * otherwise keep some accumulators in memory). */
@@ -391,6 +407,232 @@ EG_AVX2 static int columns_avx2(const gemm_ctx *g, const gemm_mat *a, long c0, l
 }
 #endif
 
+/* ------------------------------------------------------------------------------------------------ */
+/* Q8_0 blocks: llama.cpp's activations and arithmetic, on the int8 path's packed tiles                 */
+
+/* Row c of Q8_0 blocks (nb per row, ggml or x8 layout): quants into q [nb*32] (zero past k), scales into d [nb]. */
+static void q8_row(int format, const uint8_t *w, long nb, long k, long c, int8_t *q, float *d) {
+    const uint8_t *row = w + c * nb * 34;
+    for (long g0 = 0; g0 < nb; g0 += 8) {
+        long g = nb - g0 < 8 ? nb - g0 : 8;
+        const uint8_t *grp = row + g0 * 34;
+        for (long j = 0; j < g; j++) {
+            /* x8: the group's g scales, then its g payloads; ggml: scale and payload side by side per block */
+            const uint8_t *hp = format == EK_WF_Q8_0X8 ? grp + 2 * j : grp + 34 * j;
+            const uint8_t *qp = format == EK_WF_Q8_0X8 ? grp + 2 * g + 32 * j : grp + 34 * j + 2;
+            uint16_t h = (uint16_t)(hp[0] | (hp[1] << 8));
+            ek_f16_to_f32(&h, d + g0 + j, 1);
+            memcpy(q + (g0 + j) * 32, qp, 32);
+        }
+    }
+    for (long i = k; i < nb * 32; i++) q[i] = 0;
+}
+
+/* acc + bias, then the epilogue (GELU applied to whole rows after). */
+static inline float q8_epilogue(float acc, const float *bias, long c, float old, int mode) {
+    float v = bias ? acc + bias[c] : acc;
+    if (mode == EK_EPI_RELU) return v > 0.0f ? v : 0.0f;
+    return mode == EK_EPI_ACCUMULATE ? old + v : v;
+}
+
+static int q8_format_ok(int format) { return format == EK_WF_Q8_0 || format == EK_WF_Q8_0X8; }
+
+/* Σ_b fma((float) Σ_{k∈b} q_x q_w, d_x[b]·d_w[b]) in order b = 0, 1, …: one output of the plain path and the twin. */
+static float q8_dot(const int8_t *xq, const float *xd, const int8_t *q, const float *dw, long nb) {
+    float acc = 0.0f;
+    for (long b = 0; b < nb; b++) {
+        int32_t s = 0;
+        for (int i = 0; i < 32; i++) s += (int32_t)xq[b * 32 + i] * q[b * 32 + i];
+        acc = fmaf((float)s, xd[b] * dw[b], acc);
+    }
+    return acc;
+}
+
+int ek_gemm_q8_0_ref(int format, const void *w, const float *x, const float *bias, float *y, long m, long n, long k,
+                     int mode) {
+    if (mode < EK_EPI_STORE || mode > EK_EPI_RELU || !q8_format_ok(format)) return -1;
+    long nb = (k + 31) / 32, kp = nb * 32;
+    int8_t *xq = malloc((size_t)(m * kp + 1)), *q = malloc((size_t)kp);
+    float *xd = malloc(sizeof(float) * (size_t)(m * nb + 1)), *xc = malloc(sizeof(float) * (size_t)(m * nb + 1));
+    float *dw = malloc(sizeof(float) * (size_t)nb);
+    if (!xq || !q || !xd || !xc || !dw) { free(xq); free(q); free(xd); free(xc); free(dw); return -2; }
+    int forced = ek_get_force_reference();
+    ek_set_force_reference(1);   /* the plain quantizer (the AVX2 one gives identical bytes: kernel_parity) */
+    ek_quantize_activations(EK_WF_Q8_0, x, m, k, xq, xd, xc);
+    ek_set_force_reference(forced);
+    for (long c = 0; c < n; c++) {
+        q8_row(format, w, nb, k, c, q, dw);
+        for (long r = 0; r < m; r++)
+            y[r * n + c] = q8_epilogue(q8_dot(xq + r * kp, xd + r * nb, q, dw, nb), bias, c, y[r * n + c], mode);
+    }
+    if (mode == EK_EPI_GELU) ek_gelu_tanh_f32_ref(y, m * n);
+    free(xq); free(q); free(xd); free(xc); free(dw);
+    return 0;
+}
+
+int ek_gemm_q8_0_multi_ref(int format, long count, const void *const *w, const float *const *bias, float *const *y,
+                           const long *n, const float *x, long m, long k, int mode) {
+    if (mode < EK_EPI_STORE || mode > EK_EPI_RELU || count < 1 || !q8_format_ok(format)) return -1;
+    for (long j = 0; j < count; j++) {
+        int rc = ek_gemm_q8_0_ref(format, w[j], x, bias ? bias[j] : NULL, y[j], m, n[j], k, mode);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+/* One thread's scratch for Q8_0 panels: a panel's rows [EG_NR][kp] and one row's scales [nb] (grown once). */
+static _Thread_local int8_t *g_q8rows;
+static _Thread_local long g_q8rows_len;
+
+static int8_t *q8rows_buffer(long len) {
+    if (len > g_q8rows_len) {
+        free(g_q8rows);
+        g_q8rows = malloc((size_t)len);
+        g_q8rows_len = g_q8rows ? len : 0;
+    }
+    return g_q8rows;
+}
+
+/* Plain path: columns [c0, c0 + nc) with the twin's arithmetic (and its results). */
+static int panel_plain_q8(const gemm_ctx *g, const gemm_mat *a, long c0, long nc) {
+    long nb = g->kp / 32;
+    int8_t *q = q8rows_buffer(g->kp + 4 * nb);
+    if (!q) return -2;
+    float *dw = (float *)(void *)(q + g->kp);   /* kp is a multiple of 32: aligned for floats */
+    for (long c = c0; c < c0 + nc; c++) {
+        q8_row(g->format, (const uint8_t *)a->w, nb, g->k, c, q, dw);
+        for (long r = 0; r < g->m; r++) {
+            float *yp = a->y + r * a->n + c;
+            *yp = q8_epilogue(q8_dot(g->xq + r * g->kp, g->xd + r * nb, q, dw, nb), a->bias, c, *yp, g->mode);
+        }
+    }
+    if (g->mode == EK_EPI_GELU)
+        for (long r = 0; r < g->m; r++) ek_gelu_tanh_f32(a->y + r * a->n + c0, nc);
+    return 0;
+}
+
+#ifdef EG_X86
+/* fp32 tile [MR][EG_NV] vectors += Σ over `blocks` blocks of 32 of MR activation rows (int8 quants a, stride lda;
+ * scales xd, stride ldd) against a packed panel (quads as the int8 path's) with its block scales ds [blocks][EG_NR]:
+ * per block, the exact int32 tile by llama.cpp's sign trick (vpmaddubsw(|x|, sign(w, x)), then vpmaddwd by ones),
+ * widened and added with one FMA by d_x[r]·d_w[column]. */
+#define EG_KERNEL_Q8(MR) \
+EG_AVX2 static void kernel_q8_##MR(const int8_t *a, long lda, const float *xd, long ldd, const int8_t *b, const float *ds, \
+                                   long blocks, float *acc) { \
+    const __m256i ones = _mm256_set1_epi16(1); \
+    for (long blk = 0; blk < blocks; blk++) { \
+        __m256i c[MR][EG_NV]; \
+        EG_UNROLL for (int r = 0; r < MR; r++) EG_UNROLL for (int v = 0; v < EG_NV; v++) c[r][v] = _mm256_setzero_si256(); \
+        EG_NO_UNROLL for (int p = 0; p < 8; p++) { \
+            __m256i bv[EG_NV]; \
+            EG_UNROLL for (int v = 0; v < EG_NV; v++) \
+                bv[v] = _mm256_load_si256((const __m256i *)(b + (blk * 8 + p) * 4 * EG_NR + 32 * v)); \
+            EG_UNROLL for (int r = 0; r < MR; r++) { \
+                __m256i av = _mm256_set1_epi32(*(const int32_t *)(a + r * lda + 4 * (blk * 8 + p))); \
+                __m256i ax = _mm256_sign_epi8(av, av); \
+                EG_UNROLL for (int v = 0; v < EG_NV; v++) \
+                    c[r][v] = _mm256_add_epi32(c[r][v], _mm256_madd_epi16(_mm256_maddubs_epi16(ax, _mm256_sign_epi8(bv[v], av)), ones)); \
+            } \
+        } \
+        EG_UNROLL for (int v = 0; v < EG_NV; v++) { \
+            __m256 sv = _mm256_loadu_ps(ds + blk * EG_NR + 8 * v); \
+            EG_UNROLL for (int r = 0; r < MR; r++) { \
+                float *ap = acc + (r * EG_NV + v) * 8; \
+                __m256 scale = _mm256_mul_ps(_mm256_set1_ps(xd[r * ldd + blk]), sv); \
+                _mm256_storeu_ps(ap, _mm256_fmadd_ps(_mm256_cvtepi32_ps(c[r][v]), scale, _mm256_loadu_ps(ap))); \
+            } \
+        } \
+    } \
+}
+EG_KERNEL_Q8(1) EG_KERNEL_Q8(2) EG_KERNEL_Q8(3) EG_KERNEL_Q8(4)
+
+/* Writes rows r0..r0+mr of columns c0..c0+nc from the fp32 tile. */
+EG_AVX2 static void store_tile_q8(const gemm_ctx *g, const gemm_mat *a, long r0, int mr, long c0, long nc, const float *acc) {
+    for (int r = 0; r < mr; r++) {
+        float *yr = a->y + (r0 + r) * a->n + c0;
+        for (int h = 0; h < EG_NV; h++) {
+            long cc = h * 8;
+            if (cc >= nc) break;
+            const float *ap = acc + (r * EG_NV + h) * 8;
+            if (nc - cc >= 8) {
+                __m256 v = _mm256_loadu_ps(ap);
+                if (a->bias) v = _mm256_add_ps(v, _mm256_loadu_ps(a->bias + c0 + cc));
+                if (g->mode == EK_EPI_ACCUMULATE) v = _mm256_add_ps(_mm256_loadu_ps(yr + cc), v);
+                else if (g->mode == EK_EPI_RELU) v = _mm256_max_ps(v, _mm256_setzero_ps());
+                _mm256_storeu_ps(yr + cc, v);
+            } else {
+                for (long j = 0; j < nc - cc; j++) yr[cc + j] = q8_epilogue(ap[j], a->bias, c0 + cc + j, yr[cc + j], g->mode);
+            }
+        }
+    }
+}
+
+/* As columns_avx2 for Q8_0 blocks: each panel's rows are unpacked (quants, scales) and packed into quads as the
+ * int8 path's, with the block scales [nb][EG_NR] beside; fp32 tiles persist across the k blocks. */
+EG_AVX2 static int columns_q8_avx2(const gemm_ctx *g, const gemm_mat *a, long c0, long nc) {
+    long nb = g->kp / 32, panels = (nc + EG_NR - 1) / EG_NR, panel_len = g->kp * EG_NR, scale_len = nb * EG_NR * 4;
+    int8_t *pb = pack_buffer(panels * (panel_len + scale_len + EG_NR * 4));
+    int8_t *rows = q8rows_buffer(EG_NR * g->kp + 4 * nb);
+    if (!pb || !rows) return -2;
+    float *scales = (float *)(void *)(pb + panels * panel_len);   /* [panels][nb][EG_NR] */
+    int32_t *sums = (int32_t *)(void *)(pb + panels * (panel_len + scale_len));   /* pack_panel's column sums (unused) */
+    float *dw = (float *)(void *)(rows + EG_NR * g->kp);
+    for (long p = 0; p < panels; p++) {
+        long pc = c0 + p * EG_NR, pn = c0 + nc - pc < EG_NR ? c0 + nc - pc : EG_NR;
+        float *ps = scales + p * nb * EG_NR;
+        for (long j = 0; j < EG_NR; j++) {
+            int8_t *qr = rows + j * g->kp;
+            if (j < pn) {
+                q8_row(g->format, (const uint8_t *)a->w, nb, g->k, pc + j, qr, dw);
+                for (long b = 0; b < nb; b++) ps[b * EG_NR + j] = dw[b];
+            } else {
+                memset(qr, 0, (size_t)g->kp);
+                for (long b = 0; b < nb; b++) ps[b * EG_NR + j] = 0.0f;
+            }
+        }
+        pack_panel(rows, g->kp, 0, EG_NR, pb + p * panel_len, sums + p * EG_NR);
+    }
+    const long tile_floats = EG_MR * EG_NV * 8, tiles_per_panel = (EG_MC + EG_MR - 1) / EG_MR;
+    float *tiles = (float *)(void *)tile_buffer(panels * tiles_per_panel * EG_MR * EG_NV);
+    if (!tiles) return -2;
+    for (long m0 = 0; m0 < g->m; m0 += EG_MC) {
+        long m1 = m0 + EG_MC < g->m ? m0 + EG_MC : g->m, ntiles = (m1 - m0 + EG_MR - 1) / EG_MR;
+        memset(tiles, 0, sizeof(float) * (size_t)(panels * tiles_per_panel * tile_floats));
+        for (long k0 = 0; k0 < g->kp; k0 += EG_KC) {
+            long kc = g->kp - k0 < EG_KC ? g->kp - k0 : EG_KC;
+            for (long p = 0; p < panels; p++) {
+                const int8_t *bk = pb + p * panel_len + k0 * EG_NR;
+                const float *ds = scales + p * nb * EG_NR + (k0 / 32) * EG_NR;
+                for (long t = 0; t < ntiles; t++) {
+                    long r0 = m0 + t * EG_MR;
+                    int mr = (int)(m1 - r0 < EG_MR ? m1 - r0 : EG_MR);
+                    const int8_t *xa = g->xq + r0 * g->kp + k0;
+                    const float *xd = g->xd + r0 * nb + k0 / 32;
+                    float *acc = tiles + (p * tiles_per_panel + t) * tile_floats;
+                    switch (mr) {
+                    case 4: kernel_q8_4(xa, g->kp, xd, nb, bk, ds, kc / 32, acc); break;
+                    case 3: kernel_q8_3(xa, g->kp, xd, nb, bk, ds, kc / 32, acc); break;
+                    case 2: kernel_q8_2(xa, g->kp, xd, nb, bk, ds, kc / 32, acc); break;
+                    default: kernel_q8_1(xa, g->kp, xd, nb, bk, ds, kc / 32, acc); break;
+                    }
+                }
+            }
+        }
+        for (long p = 0; p < panels; p++) {
+            long pc = c0 + p * EG_NR, pn = c0 + nc - pc < EG_NR ? c0 + nc - pc : EG_NR;
+            for (long t = 0; t < ntiles; t++) {
+                long r0 = m0 + t * EG_MR;
+                store_tile_q8(g, a, r0, (int)(m1 - r0 < EG_MR ? m1 - r0 : EG_MR), pc, pn,
+                              tiles + (p * tiles_per_panel + t) * tile_floats);
+            }
+        }
+        if (g->mode == EK_EPI_GELU)
+            for (long r = m0; r < m1; r++) ek_gelu_tanh_f32(a->y + r * a->n + c0, nc);
+    }
+    return 0;
+}
+#endif
+
 const char *ek_gemm_int8_path(void) {
     if (ek_get_force_reference()) return "scalar";
     int f = ek_cpu_features();
@@ -409,6 +651,13 @@ static void gemm_task(void *ctx, long index, long count) {
     gemm_ctx *g = ctx;
     const gemm_range *t = g->ranges + index;
     const gemm_mat *a = g->mats + t->mat;
+    if (g->format != EK_WF_INT8) {
+#ifdef EG_X86
+        if (g->simd && columns_q8_avx2(g, a, t->c0, t->c1 - t->c0) == 0) return;
+#endif
+        if (panel_plain_q8(g, a, t->c0, t->c1 - t->c0) != 0) g->failed = 1;
+        return;
+    }
 #ifdef EG_X86
     if (g->simd && columns_avx2(g, a, t->c0, t->c1 - t->c0) == 0) return;
 #endif
@@ -423,9 +672,29 @@ static _Thread_local uint8_t *g_u;
 static _Thread_local float *g_d;
 static _Thread_local int32_t *g_z;
 static _Thread_local long g_u_len, g_d_len;
+static _Thread_local float *g_xd;     /* Q8_0: block scales d [m, nb], then the quantizer's unused offsets [m, nb] */
+static _Thread_local long g_xd_len;
 
-int ek_gemm_int8_multi(long count, const int8_t *const *w, const float *const *wscale, const float *const *bias,
-                       float *const *y, const long *n, const float *x, long m, long k, int mode) {
+typedef struct { const float *x; long m, k, kp, nb; int8_t *q; float *d, *c; } q8act_ctx;
+
+static void q8act_task(void *ctx, long index, long count) {
+    const q8act_ctx *c = ctx;
+    long r0 = c->m * index / count, r1 = c->m * (index + 1) / count;
+    if (r1 > r0) ek_quantize_activations(EK_WF_Q8_0, c->x + r0 * c->k, r1 - r0, c->k, c->q + r0 * c->kp, c->d + r0 * c->nb,
+                                         c->c + r0 * c->nb);
+}
+
+/* x [m, k] → ggml's q8_0 activations: q [m, kp], d [m, nb] (the GEMVs' quantizer), rows split over the threads. */
+static void quantize_rows_q8(const float *x, long m, long k, long kp, int8_t *q, float *d, float *c) {
+    q8act_ctx a = { x, m, k, kp, kp / 32, q, d, c };
+    long tasks = m * k >= (1L << 15) ? ek_get_threads() : 1;
+    if (tasks > m) tasks = m;
+    if (tasks <= 1) q8act_task(&a, 0, 1);
+    else ek_parallel_for(tasks, q8act_task, &a);
+}
+
+static int gemm_run(int format, long count, const void *const *w, const float *const *wscale, const float *const *bias,
+                    float *const *y, const long *n, const float *x, long m, long k, int mode) {
     if (mode < EK_EPI_STORE || mode > EK_EPI_RELU || count < 1) return -1;
     long kp = (k + 31) / 32 * 32, npanels = 0;
     for (long j = 0; j < count; j++) npanels += n[j] > 0 ? (n[j] + EG_NR - 1) / EG_NR : 0;
@@ -442,6 +711,12 @@ int ek_gemm_int8_multi(long count, const int8_t *const *w, const float *const *w
         g_d_len = g_d && g_z ? m : 0;
     }
     if (!g_u || !g_d_len) return -2;
+    if (format != EK_WF_INT8 && 2 * m * (kp / 32) > g_xd_len) {
+        free(g_xd);
+        g_xd = malloc(sizeof(float) * (size_t)(2 * m * (kp / 32)));
+        g_xd_len = g_xd ? 2 * m * (kp / 32) : 0;
+        if (!g_xd) return -2;
+    }
     /* Tasks: each matrix's panels in runs of panels_per_task (about 4 tasks per thread over all the panels, at most
      * EG_MAX_PANELS each); a run never spans two matrices. */
     long threads = ek_get_threads(), target = threads * 4 < npanels ? threads * 4 : npanels;
@@ -454,25 +729,46 @@ int ek_gemm_int8_multi(long count, const int8_t *const *w, const float *const *w
     if (!mats || !ranges) { free(mats); free(ranges); return -2; }
     long t = 0;
     for (long j = 0; j < count; j++) {
-        mats[j] = (gemm_mat){ w[j], wscale[j], bias ? bias[j] : NULL, y[j], n[j] };
+        mats[j] = (gemm_mat){ (const int8_t *)w[j], wscale ? wscale[j] : NULL, bias ? bias[j] : NULL, y[j], n[j] };
         for (long c0 = 0; c0 < n[j]; c0 += per * EG_NR)
             ranges[t++] = (gemm_range){ j, c0, c0 + per * EG_NR < n[j] ? c0 + per * EG_NR : n[j] };
     }
     gemm_ctx g = { .mats = mats, .ranges = ranges, .u = g_u, .d = g_d, .z = g_z, .m = m, .k = k, .kp = kp,
-                   .mode = mode };
+                   .mode = mode, .format = format };
 #ifdef EG_X86
     g.simd = !ek_get_force_reference() && (ek_cpu_features() & EK_CPU_AVX2_FMA);
 #endif
 #if defined(__aarch64__)   /* NEON hook: the SDOT / SMULL tiles take u as signed bytes (u ≤ 127) */
     const char *path = ek_gemm_int8_path();
-    g.neon = path[0] == 'n';
+    g.neon = path[0] == 'n' && format == EK_WF_INT8;   /* Q8_0 blocks: the plain path */
     g.dotprod = path[4] == '-';   /* "neon-dotprod" */
 #endif
-    quantize_rows_u7(x, m, k, kp, g_u, g_d, g_z, g.simd);
+    if (format == EK_WF_INT8) quantize_rows_u7(x, m, k, kp, g_u, g_d, g_z, g.simd);
+    else {
+        g.xq = (const int8_t *)g_u;
+        g.xd = g_xd;
+        quantize_rows_q8(x, m, k, kp, (int8_t *)g_u, g_xd, g_xd + m * (kp / 32));
+    }
     ek_parallel_for(ntasks, gemm_task, &g);
     free(mats);
     free(ranges);
-    return 0;
+    return g.failed ? -2 : 0;
+}
+
+int ek_gemm_int8_multi(long count, const int8_t *const *w, const float *const *wscale, const float *const *bias,
+                       float *const *y, const long *n, const float *x, long m, long k, int mode) {
+    if (!wscale) return -1;
+    return gemm_run(EK_WF_INT8, count, (const void *const *)w, wscale, bias, y, n, x, m, k, mode);
+}
+
+int ek_gemm_q8_0_multi(int format, long count, const void *const *w, const float *const *bias, float *const *y,
+                       const long *n, const float *x, long m, long k, int mode) {
+    if (!q8_format_ok(format)) return -1;
+    return gemm_run(format, count, w, NULL, bias, y, n, x, m, k, mode);
+}
+
+int ek_gemm_q8_0(int format, const void *w, const float *x, const float *bias, float *y, long m, long n, long k, int mode) {
+    return ek_gemm_q8_0_multi(format, 1, &w, &bias, &y, &n, x, m, k, mode);
 }
 
 int ek_gemm_int8(const int8_t *w, const float *wscale, const float *x, const float *bias, float *y,
@@ -489,3 +785,4 @@ int ek_gemm_int8_multi_ref(long count, const int8_t *const *w, const float *cons
     }
     return 0;
 }
+

@@ -88,7 +88,7 @@ struct BenchCommand: ParsableCommand {
 
     var formats: [WeightFormat] { decodeWeights.split(separator: ",").compactMap { try? WeightFormat(parsing: String($0)) } }
 
-    @Option(name: .customLong("prompt-weights"), help: "Weights prompt passes multiply with: f32 (BLAS GEMM over fp32 copies), int8 (int8 GEMM over int8 rows, per-row 7-bit activations with a zero point as PyTorch's x86 int8) or decode (the decode format widened one matrix at a time). int8 and decode release the fp32 copies: each --decode-weights format then runs on a freshly built or loaded model, after an fp32 quality reference.")
+    @Option(name: .customLong("prompt-weights"), help: "Weights prompt passes multiply with: f32 (BLAS GEMM over fp32 copies), int8 (int8 GEMM, per-row 7-bit activations with a zero point as PyTorch's x86 int8, over int8 rows, or over Q8_0 blocks as stored: --decode-weights q8_0, or a q8_0 GGUF with --keep-quantized) or decode (the decode format widened one matrix at a time). int8 and decode release the fp32 copies: each --decode-weights format then runs on a freshly built or loaded model, after an fp32 quality reference.")
     var promptWeights: String = "f32"
 
     var prompts: PromptWeights { PromptWeights(rawValue: promptWeights) ?? .f32 }
@@ -133,7 +133,6 @@ struct BenchCommand: ParsableCommand {
         }
         if qualityTokens < 0 { throw ValidationError("--quality-tokens must be >= 0") }
         if PromptWeights(rawValue: promptWeights) == nil { throw ValidationError("--prompt-weights must be f32, int8 or decode (got '\(promptWeights)')") }
-        if prompts != .f32 && keepQuantized { throw ValidationError("--prompt-weights \(promptWeights) is for fp32 checkpoints (with --keep-quantized, prompt passes already widen the file's blocks one matrix at a time)") }
         if keepQuantized && (model == nil || formats != [.f32]) {
             throw ValidationError("--keep-quantized needs a GGUF --model and no --decode-weights (it benchmarks the file's own blocks)")
         }

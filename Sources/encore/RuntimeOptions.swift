@@ -12,7 +12,7 @@ struct RuntimeOptions: ParsableArguments {
     @Option(name: .customLong("decode-weights"), help: "Weight format streamed by decode steps: f32, bf16, int8, q8_0, q4_0 or q4_1 (prompt passes stay fp32).")
     var decodeWeights: String = "f32"
 
-    @Option(name: .customLong("prompt-weights"), help: "Weights prompt passes multiply with: f32 (BLAS GEMM over fp32 copies), int8 (int8 GEMM over int8 rows, fp32 copies released: int8 everywhere with --decode-weights int8) or decode (the decode format widened one matrix at a time: only the decode format stays in memory).")
+    @Option(name: .customLong("prompt-weights"), help: "Weights prompt passes multiply with: f32 (BLAS GEMM over fp32 copies), int8 (int8 GEMM over int8 rows, or over Q8_0 blocks as stored with --decode-weights q8_0 or a q8_0 GGUF kept quantized; fp32 copies released: int8 everywhere with --decode-weights int8) or decode (the decode format widened one matrix at a time: only the decode format stays in memory).")
     var promptWeights: String = "f32"
 
     @Option(name: .customLong("kv-cache"), help: "Storage of the self-attention KV cache: f32, or f16 (llama.cpp's default: half the cache memory; logits within ~1e-3). Not for T5.")

@@ -267,22 +267,67 @@ final class Int8GEMMTests: XCTestCase {
         XCTAssertLessThan(relativeError(try logits(t5, prompt: Array(5..<30)), ref), 1e-2, "bf16 everywhere")
     }
 
+    /// Q8_0 decode blocks run prompt passes on the int8 GEMM as stored (`ek_gemm_q8_0`, no int8 copy): the layer
+    /// holds its blocks once, the kernel equals its twin on the regrouped (x8) layout the decode copy keeps and on
+    /// ggml's, and each family's logits stay within Q8_0 + 7-bit activations' bound of fp32 (the int8 bound above),
+    /// while differing from widened-blocks prompt passes (so the GEMM did run).
+    func testQ8_0BlocksRunTheInt8GEMMAsStored() throws {
+        let (m, n, k) = (37, 45, 320)
+        let w = randoms(n * k), x = randoms(m * k, scale: 2), b = randoms(n)
+        var ggml = [UInt8](repeating: 0, count: n * WeightFormat.q8_0.rowBytes(k))
+        XCTAssertEqual(ek_quantize_rows(WeightFormat.q8_0.kernelID, w, &ggml, nil, n, k), 0)
+        var x8 = ggml
+        XCTAssertEqual(ek_repack_x8(Int32(EK_WF_Q8_0X8), ggml, &x8, n, k), 0)
+        for (layout, blocks) in [(Int32(EK_WF_Q8_0), ggml), (Int32(EK_WF_Q8_0X8), x8)] {
+            var y = [Float](repeating: 0, count: m * n), r = y
+            XCTAssertEqual(ek_gemm_q8_0(layout, blocks, x, b, &y, m, n, k, Int32(EK_EPI_STORE)), 0)
+            XCTAssertEqual(ek_gemm_q8_0_ref(layout, blocks, x, b, &r, m, n, k, Int32(EK_EPI_STORE)), 0)
+            XCTAssertEqual(y, r, "layout \(layout): the same floats as the twin")
+        }
+        var y = [Float](repeating: 0, count: 1)
+        XCTAssertEqual(ek_gemm_q8_0(Int32(EK_WF_Q4_0), ggml, x, nil, &y, 1, 1, 32, Int32(EK_EPI_STORE)), -1, "Q4_0 blocks are refused")
+
+        let mu = try smallMu(seed: 4), t5 = try smallT5(feedForward: "gated-gelu", tiedHead: false, seed: 4)
+        let llama = try XCTUnwrap(ModelRegistry.load(folder: fixture("tiny_llama/f32.gguf")) as? LlamaModel)
+        let prompt = Array(5..<45)
+        for (name, model, bound) in [("mu", mu as LanguageModel, Float(5e-2)), ("t5", t5, 5e-2), ("llama", llama, 0.15)] {
+            let ref = try logits(model, prompt: prompt)
+            try model.useDecodeWeights(.q8_0)
+            try model.usePromptWeights(.decode)
+            let widened = try logits(model, prompt: prompt)
+            try model.usePromptWeights(.int8)
+            let int8 = try logits(model, prompt: prompt)
+            let err = relativeError(int8, ref)
+            print("\(name): q8_0 blocks, widened prompts \(relativeError(widened, ref)), int8 GEMM prompts \(err)")
+            XCTAssertGreaterThan(relativeError(int8, widened), 0, "\(name): prompt passes should run the Q8_0 GEMM")
+            XCTAssertLessThan(err, bound, "\(name): relative logit error \(err)")
+        }
+        let fc1 = mu.encoderBlocks[0].mlp.fc1, q = mu.decoderBlocks[0].causalAttn.q
+        XCTAssertEqual(fc1.decodeFormat, .q8_0)
+        XCTAssertEqual(fc1.residentBytes, fc1.decodeBytes, "prompt passes and decode share the Q8_0 blocks")
+        XCTAssertEqual(q.residentBytes, q.decodeBytes)
+    }
+
     /// Int8 prompt passes with the layers that read the same activations in one `ek_gemm_int8_multi` call (q/k/v,
     /// gate/up, every decoder layer's cross-attention K/V; DecodeTuning.sharedPromptGEMM) give exactly the logits of
-    /// one call per layer, for Mu, mu_decoder, T5 (ReLU feed-forward: the fused ReLU epilogue) and a Llama GGUF.
+    /// one call per layer, for Mu, mu_decoder, T5 (ReLU feed-forward: the fused ReLU epilogue) and a Llama GGUF, on
+    /// int8 rows and on Q8_0 blocks (`ek_gemm_q8_0_multi`).
     func testSharedPromptGEMMsGiveTheSameLogits() throws {
         defer { DecodeTuning.sharedPromptGEMM = true }
         let mu = try smallMu(decoderLayers: 3, seed: 8), dec = try smallMuDecoder(seed: 8)
         let t5 = try smallT5(feedForward: "relu", seed: 8)
         let llama = try XCTUnwrap(ModelRegistry.load(folder: fixture("tiny_llama/f32.gguf")) as? LlamaModel)
-        for (name, model) in [("mu", mu as LanguageModel), ("mu_decoder", dec), ("t5", t5), ("llama", llama)] {
-            try model.useDecodeWeights(.int8)
-            try model.usePromptWeights(.int8)
-            DecodeTuning.sharedPromptGEMM = false
-            let separate = try logits(model, prompt: Array(5..<45))
-            DecodeTuning.sharedPromptGEMM = true
-            let shared = try logits(model, prompt: Array(5..<45))
-            XCTAssertEqual(shared, separate, name)
+        for format in [WeightFormat.int8, .q8_0] {
+            for (name, model) in [("mu", mu as LanguageModel), ("mu_decoder", dec), ("t5", t5), ("llama", llama)] {
+                try model.usePromptWeights(.f32)
+                try model.useDecodeWeights(format)
+                try model.usePromptWeights(.int8)
+                DecodeTuning.sharedPromptGEMM = false
+                let separate = try logits(model, prompt: Array(5..<45))
+                DecodeTuning.sharedPromptGEMM = true
+                let shared = try logits(model, prompt: Array(5..<45))
+                XCTAssertEqual(shared, separate, "\(name) \(format)")
+            }
         }
     }
 }

@@ -20,6 +20,9 @@
  *   activation quantizer                   identical bytes, scales and corrections
  *   int8 prompt GEMM vs ek_gemm_int8_ref  1e-5 · (|twin| + 1): exact int32 sums, fp32 epilogue rounding only
  *   (also as two matrices in one ek_gemm_int8_multi call)
+ *   Q8_0 prompt GEMM vs ek_gemm_q8_0_ref  identical floats (GELU: 1e-5 · (|twin| + 1)), ggml and x8 layouts, also
+ *                                          as two matrices in one call; and against the fp32 product of the
+ *                                          dequantized blocks within the activation rounding, Σ_b d_x,b/2 · Σ_b|w| + 1e-5
  * The dispatch must report "neon" on arm64 ("neon-dotprod" for int8 when the CPU has SDOT) and "avx2" on x86-64
  * with AVX2+FMA, and "scalar" when forced. Exit status: 0 when every check passes, 1 otherwise. */
 #include "EncoreKernels.h"
@@ -432,6 +435,86 @@ static void test_gemm_int8_once(void) {
     report("gemm_int8", ek_gemm_int8_path());
 }
 
+/* The Q8_0 prompt GEMM (gemm_int8.c) vs its twin, both layouts, every epilogue: the same operations in the same
+ * order, so identical floats (GELU: the fast GELU against the plain one, 1e-5 · (|twin| + 1)). And, the arithmetic
+ * itself: the stored product against x · Wᵀ of the dequantized blocks in double, within what the activations'
+ * rounding allows (ggml's q8_0 per block of 32: |Δx| ≤ d/2, d = amax/127; Σ_b d_b/2 · Σ_b|w| per output, plus
+ * 1e-5 · (|want| + 1)). */
+static void test_gemm_q8_0(void) {
+    static const long shapes[][3] = { { 9, 1, 32 }, { 13, 17, 70 }, { 50, 100, 256 }, { 97, 33, 600 }, { 20, 300, 64 },
+                                      { 130, 40, 320 } };
+    for (long si = 0; si < 6; si++) {
+        long m = shapes[si][0], n = shapes[si][1], k = shapes[si][2], rb = ek_quant_row_bytes(EK_WF_Q8_0, k);
+        float *w = frand(n * k, 1), *x = frand(m * k, 3), *b = frand(n, 1), *y0 = frand(m * n, 1);
+        uint8_t *q = malloc((size_t)(n * rb)), *qx = malloc((size_t)(n * rb));
+        float *wd = malloc(sizeof(float) * n * k), *y = malloc(sizeof(float) * m * n), *r = malloc(sizeof(float) * m * n);
+        double *want = malloc(sizeof(double) * m * n), *sc = malloc(sizeof(double) * m * n);
+        ek_quantize_rows(EK_WF_Q8_0, w, q, NULL, n, k);
+        ek_repack_x8(EK_WF_Q8_0, q, qx, n, k);
+        ek_dequantize_rows(EK_WF_Q8_0, q, NULL, wd, n, k);
+        for (int layout = 0; layout < 2; layout++) {
+            int fmt = layout ? EK_WF_Q8_0X8 : EK_WF_Q8_0;
+            const void *wq = layout ? (const void *)qx : (const void *)q;
+            for (int epi = EK_EPI_STORE; epi <= EK_EPI_RELU; epi++) {
+                double tol = epi == EK_EPI_GELU ? 1e-5 : 0.0;
+                memcpy(y, y0, sizeof(float) * m * n); memcpy(r, y0, sizeof(float) * m * n);
+                g_checks++;
+                if (ek_gemm_q8_0(fmt, wq, x, b, y, m, n, k, epi) != 0 || ek_gemm_q8_0_ref(fmt, wq, x, b, r, m, n, k, epi) != 0) {
+                    printf("FAIL gemm_q8_0: rc\n"); g_failures++;
+                }
+                for (long i = 0; i < m * n; i++) { want[i] = r[i]; sc[i] = tol > 0 ? fabs(r[i]) + 1 : 1; }
+                if (tol > 0) expect_close("gemm_q8_0", layout * 10 + epi, y, want, sc, m * n, tol);
+                else {
+                    g_checks++;
+                    if (memcmp(y, r, sizeof(float) * m * n) != 0) {
+                        for (long i = 0; i < m * n; i++)
+                            if (memcmp(y + i, r + i, 4) != 0) {
+                                printf("FAIL gemm_q8_0 [%s] shape %ld layout %d epilogue %d: element %ld got %.9g want %.9g\n",
+                                       g_mode, si, layout, epi, i, y[i], r[i]);
+                                break;
+                            }
+                        g_failures++;
+                    }
+                }
+                /* two matrices in one call (the second without bias) */
+                float *y2 = malloc(sizeof(float) * m * n), *r2 = malloc(sizeof(float) * m * n);
+                memcpy(y, y0, sizeof(float) * m * n); memcpy(y2, y0, sizeof(float) * m * n); memcpy(r2, y0, sizeof(float) * m * n);
+                const void *ws[2] = { wq, wq }; const float *bs[2] = { b, NULL };
+                float *ys[2] = { y, y2 }; long ns[2] = { n, n };
+                g_checks++;
+                if (ek_gemm_q8_0_multi(fmt, 2, ws, bs, ys, ns, x, m, k, epi) != 0) { printf("FAIL gemm_q8_0_multi: rc\n"); g_failures++; }
+                ek_gemm_q8_0_ref(fmt, wq, x, NULL, r2, m, n, k, epi);
+                expect_close("gemm_q8_0_multi", layout * 10 + epi, y, want, sc, m * n, tol > 0 ? tol : 1e-7);
+                for (long i = 0; i < m * n; i++) { want[i] = r2[i]; sc[i] = fabs(r2[i]) + 1; }
+                expect_close("gemm_q8_0_multi", 100 + layout * 10 + epi, y2, want, sc, m * n, tol > 0 ? tol : 1e-7);
+                free(y2); free(r2);
+            }
+            /* against the dequantized product: per block |Δx| ≤ d/2 with d = amax/127 (rounded to f16, ≤ 2^-11 more) */
+            ek_gemm_q8_0(fmt, wq, x, NULL, y, m, n, k, EK_EPI_STORE);
+            for (long i = 0; i < m; i++)
+                for (long c = 0; c < n; c++) {
+                    double acc = 0, bound = 0;
+                    for (long j0 = 0; j0 < k; j0 += 32) {
+                        double amax = 0, aw = 0;
+                        for (long j = j0; j < k && j < j0 + 32; j++) {
+                            acc += (double)x[i * k + j] * wd[c * k + j];
+                            aw += fabs(wd[c * k + j]);
+                            if (fabs(x[i * k + j]) > amax) amax = fabs(x[i * k + j]);
+                        }
+                        bound += amax / 127 * (1 + 1.0 / 1024) / 2 * aw;
+                    }
+                    want[i * n + c] = acc;
+                    sc[i * n + c] = (bound + 1e-5 * (fabs(acc) + 1)) * (1 + 1e-6);
+                }
+            expect_close("gemm_q8_0 vs fp32", layout, y, want, sc, m * n, 1.0);
+        }
+        free(w); free(x); free(b); free(y0); free(q); free(qx); free(wd); free(y); free(r); free(want); free(sc);
+    }
+    g_checks++;
+    if (ek_gemm_q8_0(EK_WF_Q4_0, NULL, NULL, NULL, NULL, 1, 1, 32, EK_EPI_STORE) != -1) { printf("FAIL gemm_q8_0: Q4_0 accepted\n"); g_failures++; }
+    report("gemm_q8_0", ek_gemm_int8_path());
+}
+
 /* every path this CPU has: on arm64 the SDOT and the SMULL tiles (capped by ek_set_isa_limit) */
 static void test_gemm_int8(void) {
     test_gemm_int8_once();
@@ -492,6 +575,7 @@ int main(void) {
         test_gemv_f32();
         test_gemv_quant(seen);
         test_gemm_int8();
+        test_gemm_q8_0();
         if (mode == 0) {
             test_quantize_activations();
 #if defined(__aarch64__)

@@ -6,6 +6,7 @@
  *   WALL=1 /tmp/gemm_int8_rate 512 4096 1024 2      # m n k threads
  *   WALL=1 /tmp/gemm_int8_rate 512 384 1024 2 3     # + count: 3 matrices [n, k] one call each, then one
  *                                                   #   ek_gemm_int8_multi call (q/k/v), alternating
+ *   Q8=1 WALL=1 /tmp/gemm_int8_rate 512 4096 1024 2  # also ek_gemm_q8_0 on the same weights as Q8_0 blocks (x8)
  */
 #include "EncoreKernels.h"
 #include <cblas.h>
@@ -47,6 +48,15 @@ int main(int argc,char**argv){
   /* int8 first, then sgemm: OpenBLAS's idle threads spin after a call and would take a core from Encore's */
   for(int it=0;it<15;it++){double t=now();ek_gemm_int8(w,ws,x,NULL,y,m,n,k,0);t=now()-t;if(t<best)best=t;}
   for(int it=0;it<15;it++){double t=now();cblas_sgemm(CblasRowMajor,CblasNoTrans,CblasTrans,m,n,k,1,x,k,wf,k,0,y2,n);t=now()-t;if(t<bestb)bestb=t;}
+  if(getenv("Q8")){ /* the same weights as Q8_0 blocks in the x8 layout (what decode keeps), interleaved with int8 */
+    long rb=ek_quant_row_bytes(EK_WF_Q8_0,k); uint8_t*q8=malloc(n*rb); float*y4=malloc(4*m*n);
+    ek_quantize_rows(EK_WF_Q8_0,wf,q8,NULL,n,k); ek_repack_x8(EK_WF_Q8_0,q8,q8,n,k);
+    double bq=1e9,bi=1e9;
+    for(int it=0;it<15;it++){double t=now();ek_gemm_q8_0(EK_WF_Q8_0X8,q8,x,NULL,y4,m,n,k,0);t=now()-t;if(t<bq)bq=t;
+      t=now();ek_gemm_int8(w,ws,x,NULL,y,m,n,k,0);t=now()-t;if(t<bi)bi=t;}
+    double e=0,r=0; for(long i=0;i<m*n;i++){e=fmax(e,fabs(y4[i]-y2[i]));r=fmax(r,fabs(y2[i]));}
+    printf("q8_0 %.2f ms %.1f GOP/s | int8 %.2f ms %.1f GOP/s | q8_0/int8 time %.2fx | q8_0 maxerr %.3g of %.3g\n",
+           bq*1e3,2.0*m*n*k/bq/1e9,bi*1e3,2.0*m*n*k/bi/1e9,bq/bi,e,r);}
   double err=0,ref=0; for(long i=0;i<m*n;i++){err=fmax(err,fabs(y[i]-y2[i]));ref=fmax(ref,fabs(y2[i]));}
   if(m*n*k<=64L*1024*1024){ float*y3=malloc(4*m*n); ek_gemm_int8_ref(w,ws,x,NULL,y3,m,n,k,0); double e=0; for(long i=0;i<m*n;i++)e=fmax(e,fabs(y[i]-y3[i])); printf("vs ref %.3g\n",e);}
   double fl=2.0*m*n*k;

@@ -326,20 +326,21 @@ struct Linear {
             return
         }
         if packed?.format != format {
-            packed = format == .int8 && promptInt8 != nil ? promptInt8
+            packed = promptInt8 != nil && promptInt8!.format == format ? promptInt8
                 : QuantizedMatrix(dense ?? (promptInt8 ?? packed!).dequantized(), format: format)
         }
         if !keepFP32 { dropDense() }
     }
 
     /// What prompt passes (M > 8) multiply with (``PromptWeights``): `.int8` runs the int8 GEMM over int8 rows
-    /// (shared with an int8 decode copy) and drops the fp32 copy; `.decode` drops the fp32 copy when a decode copy
+    /// (shared with an int8 or Q8_0 decode copy: Q8_0 blocks are multiplied as stored) and drops the fp32 copy; `.decode` drops the fp32 copy when a decode copy
     /// exists (prompt passes widen it per call); `.f32` brings an fp32 copy back (dequantized when none is left).
     mutating func usePromptWeights(_ weights: PromptWeights) {
         switch weights {
         case .int8:
             if promptInt8 == nil {
-                promptInt8 = packed?.format == .int8 ? packed : QuantizedMatrix(dense ?? packed!.dequantized(), format: .int8)
+                promptInt8 = packed?.format.hasInt8PromptGEMM == true ? packed
+                    : QuantizedMatrix(dense ?? packed!.dequantized(), format: .int8)
             }
             dropDense()
         case .decode:
@@ -379,7 +380,8 @@ extension Linear {
                layers.allSatisfy({ $0.decodeMatrix?.layoutID == first.layoutID && $0.inputs == k }) {
                 return Ops.linearQuantizedShared(x, weights: layers.map { $0.decodeMatrix! }, biases: layers.map(\.bias))
             }
-        } else if DecodeTuning.sharedPromptGEMM, layers.allSatisfy({ $0.promptInt8 != nil && $0.inputs == k }) {
+        } else if DecodeTuning.sharedPromptGEMM, let first = layers[0].promptInt8,
+                  layers.allSatisfy({ $0.promptInt8?.layoutID == first.layoutID && $0.inputs == k }) {
             return Ops.linearInt8Shared(x, weights: layers.map { $0.promptInt8! }, biases: layers.map(\.bias))
         }
         return layers.map { $0(x) }

@@ -65,6 +65,10 @@ public enum WeightFormat: String, CaseIterable, Sendable {
         }
     }
 
+    /// Whether prompt passes can multiply matrices stored in this format with the int8 GEMM directly (int8 rows,
+    /// Q8_0 blocks); other formats get an int8 copy for ``PromptWeights/int8``.
+    public var hasInt8PromptGEMM: Bool { self == .int8 || self == .q8_0 }
+
     /// The decode path this CPU runs for the format, e.g. "avx512vnni", "avx2", "neon-dotprod", "neon", "scalar".
     public var kernelPath: String { String(cString: ek_gemv_path(kernelID)) }
 }
@@ -235,15 +239,17 @@ extension Ops {
         return y
     }
 
-    /// Prompt-pass product over int8 rows (``WeightFormat/int8``) without an fp32 copy: x [M, K] → [M, N] with
-    /// x quantized per row to int8 and exact int32 dot products (`ek_gemm_int8`), then the epilogue: stored
-    /// (`into` nil), GELU'd (`gelu`), or accumulated into the residual stream `into` [M, N].
+    /// Prompt-pass product over int8 weights without an fp32 copy: x [M, K] → [M, N] with x quantized per row to
+    /// 7 bits and exact int32 dot products, then the epilogue: stored (`into` nil), GELU'd (`gelu`), or accumulated
+    /// into the residual stream `into` [M, N]. ``WeightFormat/int8`` rows run `ek_gemm_int8` (one scale per row);
+    /// ``WeightFormat/q8_0`` blocks (a GGUF's q8_0 tensors as stored) run `ek_gemm_q8_0` (one scale per block of 32,
+    /// applied to each block's exact sum).
     ///
     /// `relu` gives max(x·Wᵀ + b, 0) from the same epilogue (T5's `DenseReluDense`).
     static func linearInt8(_ x: Tensor, weight: QuantizedMatrix, bias: Tensor?, gelu: Bool = false, relu: Bool = false,
                            into r: Tensor? = nil) -> Tensor {
         let k = weight.columns, n = weight.rows
-        precondition(weight.format == .int8, "linearInt8: \(weight.format) weights")
+        precondition(weight.format.hasInt8PromptGEMM, "linearInt8: \(weight.format) weights")
         precondition(x.shape.last == k, "linear: x \(x.shape) vs weight [\(n), \(k)]")
         if let bias { precondition(bias.count == n, "linear: bias \(bias.shape) vs \(n) outputs") }
         let m = x.count / k
@@ -252,9 +258,11 @@ extension Ops {
         OpCounter.add(flops: 2 * m * n * k)
         OpCounter.add(weightBytes: weight.byteCount)
         let epilogue = r != nil ? Int32(EK_EPI_ACCUMULATE) : gelu ? Int32(EK_EPI_GELU) : relu ? Int32(EK_EPI_RELU) : Int32(EK_EPI_STORE)
-        let rc = ek_gemm_int8(weight.data.assumingMemoryBound(to: Int8.self), weight.scales, x.data, bias?.data, y.data,
-                              m, n, k, epilogue)
-        precondition(rc == 0, "gemm_int8 failed (\(rc): out of memory?)")
+        let rc = weight.format == .q8_0
+            ? ek_gemm_q8_0(weight.layoutID, weight.data, x.data, bias?.data, y.data, m, n, k, epilogue)
+            : ek_gemm_int8(weight.data.assumingMemoryBound(to: Int8.self), weight.scales, x.data, bias?.data, y.data,
+                           m, n, k, epilogue)
+        precondition(rc == 0, "gemm_int8 (\(weight.format)) failed (\(rc): out of memory?)")
         return y
     }
 }
@@ -271,10 +279,11 @@ extension Ops {
     static func linearInt8Shared(_ x: Tensor, weights: [QuantizedMatrix], biases: [Tensor?]) -> [Tensor] {
         precondition(!weights.isEmpty && biases.count == weights.count,
                      "linearInt8Shared: \(weights.count) matrices, \(biases.count) biases")
-        let k = weights[0].columns
+        let k = weights[0].columns, layout = weights[0].layoutID
         precondition(x.shape.last == k, "linear: x \(x.shape) vs weight [\(weights[0].rows), \(k)]")
         for (w, b) in zip(weights, biases) {
-            precondition(w.format == .int8 && w.columns == k, "linearInt8Shared: \(w.format) [\(w.rows), \(w.columns)] with width \(k)")
+            precondition(w.format.hasInt8PromptGEMM && w.layoutID == layout && w.columns == k,
+                         "linearInt8Shared: \(w.format) [\(w.rows), \(w.columns)] with width \(k)")
             if let b { precondition(b.count == w.rows, "linear: bias \(b.shape) vs \(w.rows) outputs") }
         }
         let m = x.count / k
@@ -287,7 +296,10 @@ extension Ops {
         let scales = weights.map(\.scales), bs = biases.map { $0.map { UnsafePointer($0.data) } }
         let yp = ys.map { Optional($0.data) }, ns = weights.map(\.rows)
         let rc = withExtendedLifetime((weights, biases, ys)) {
-            ek_gemm_int8_multi(weights.count, ws, scales, bs, yp, ns, x.data, m, k, Int32(EK_EPI_STORE))
+            weights[0].format == .q8_0
+                ? ek_gemm_q8_0_multi(layout, weights.count, weights.map { Optional($0.data) }, bs, yp, ns, x.data, m, k,
+                                     Int32(EK_EPI_STORE))
+                : ek_gemm_int8_multi(weights.count, ws, scales, bs, yp, ns, x.data, m, k, Int32(EK_EPI_STORE))
         }
         precondition(rc == 0, "gemm_int8 failed (\(rc): out of memory?)")
         return ys

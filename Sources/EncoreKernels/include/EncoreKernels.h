@@ -314,6 +314,25 @@ const char *ek_gemm_int8_path(void);
 /** Twin: the same quantization, int64 dot products element by element, the plain GELU. */
 int ek_gemm_int8_ref(const int8_t *w, const float *wscale, const float *x, const float *bias, float *y,
                      long m, long n, long k, int epilogue);
+/**
+ * The prompt GEMM over Q8_0 blocks (`format` EK_WF_Q8_0: ggml rows, or EK_WF_Q8_0X8), no fp32 copy: GGUF q8_0
+ * weights as stored, with llama.cpp's arithmetic. x is quantized per block of 32 as ggml's q8_0 (the GEMVs' quantizer,
+ * ek_quantize_activations), each block's int32 sum Σ q_x·q_w is exact, and y = Σ_b (d_x·d_w)_b · sum_b (+ bias) in fp32
+ * (one FMA per block, b in order), then the epilogue. The int8 path's 4×16 AVX2 tiles with llama.cpp's sign trick
+ * (other CPUs: plain C); every path gives the same floats as ek_gemm_q8_0_ref. A weight of −128 (never written by
+ * a Q8_0 quantizer) is read as llama.cpp's AVX2 reads it. Returns 0, -1 for another format or an unknown epilogue,
+ * -2 out of memory. Example: ek_gemm_q8_0(EK_WF_Q8_0, blocks, x, NULL, y, 512, 1024, 1024, EK_EPI_STORE).
+ */
+int ek_gemm_q8_0(int format, const void *w, const float *x, const float *bias, float *y, long m, long n, long k,
+                 int epilogue);
+/** ek_gemm_q8_0 for `count` matrices that read the same x (as ek_gemm_int8_multi); same floats per matrix. */
+int ek_gemm_q8_0_multi(int format, long count, const void *const *w, const float *const *bias, float *const *y,
+                       const long *n, const float *x, long m, long k, int epilogue);
+/** Twins: the same (plain) quantizer, per-block int32 sums and fp32 FMAs in the same order, element by element. */
+int ek_gemm_q8_0_ref(int format, const void *w, const float *x, const float *bias, float *y, long m, long n, long k,
+                     int epilogue);
+int ek_gemm_q8_0_multi_ref(int format, long count, const void *const *w, const float *const *bias, float *const *y,
+                           const long *n, const float *x, long m, long k, int epilogue);
 
 /** Sum of n floats on the kernel threads, each streaming its own block: measures the memory read ceiling. */
 float ek_sum_f32(const float *x, long n);
