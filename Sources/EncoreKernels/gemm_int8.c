@@ -33,7 +33,7 @@
  *
  * with exact int32 block sums (vpmaddubsw(|q_x|, sign(q_w, q_x)), llama.cpp's sign trick, on the same packed panels)
  * and one fp32 FMA per block in order b = 0, 1, … (tile: the block's int32 tile widened and FMA'd into an fp32 tile
- * kept in L1). The twin ek_gemm_q8_0_ref does the same operations in the same order, so every path gives the same
+ * kept in L1; arm64: ek_neon_tile_s8's 4×4 int32 tile per block, then the same FMAs). The twin ek_gemm_q8_0_ref does the same operations in the same order, so every path gives the same
  * floats. */
 #include "EncoreKernels.h"
 #include "neon.h"   /* arm64: ek_neon_tile_s8 (NEON hook below) */
@@ -511,6 +511,40 @@ static int panel_plain_q8(const gemm_ctx *g, const gemm_mat *a, long c0, long nc
     return 0;
 }
 
+#if defined(__aarch64__)
+/* NEON hook: columns [c0, c0 + nc) in 4×4 tiles, each block of 32 an exact int32 tile by SDOT or SMULL+SADALP
+ * (ek_neon_tile_s8 on the unpacked rows), then the twin's fp32 FMA per block and its epilogue: the same floats. */
+static int columns_q8_neon(const gemm_ctx *g, const gemm_mat *a, long c0, long nc) {
+    long nb = g->kp / 32;
+    int8_t *rows = q8rows_buffer(4 * g->kp + 4 * 4 * nb);
+    if (!rows) return -2;
+    float *dw = (float *)(void *)(rows + 4 * g->kp);   /* [4][nb] */
+    int32_t t[16];
+    for (long cc = c0; cc < c0 + nc; cc += 4) {
+        int tn = (int)(c0 + nc - cc < 4 ? c0 + nc - cc : 4);
+        for (int c = 0; c < tn; c++) q8_row(g->format, (const uint8_t *)a->w, nb, g->k, cc + c, rows + c * g->kp, dw + c * nb);
+        for (long r0 = 0; r0 < g->m; r0 += 4) {
+            int tm = (int)(g->m - r0 < 4 ? g->m - r0 : 4);
+            float acc[16] = { 0 };
+            for (long b = 0; b < nb; b++) {
+                ek_neon_tile_s8(g->xq + r0 * g->kp + b * 32, g->kp, rows + b * 32, g->kp, 32, tm, tn, t, g->dotprod);
+                for (int r = 0; r < tm; r++)
+                    for (int c = 0; c < tn; c++)
+                        acc[r * 4 + c] = fmaf((float)t[r * 4 + c], g->xd[(r0 + r) * nb + b] * dw[c * nb + b], acc[r * 4 + c]);
+            }
+            for (int r = 0; r < tm; r++)
+                for (int c = 0; c < tn; c++) {
+                    float *yp = a->y + (r0 + r) * a->n + cc + c;
+                    *yp = q8_epilogue(acc[r * 4 + c], a->bias, cc + c, *yp, g->mode);
+                }
+        }
+    }
+    if (g->mode == EK_EPI_GELU)
+        for (long r = 0; r < g->m; r++) ek_gelu_tanh_f32(a->y + r * a->n + c0, nc);
+    return 0;
+}
+#endif
+
 #ifdef EG_X86
 /* fp32 tile [MR][EG_NV] vectors += Σ over `blocks` blocks of 32 of MR activation rows (int8 quants a, stride lda;
  * scales xd, stride ldd) against a packed panel (quads as the int8 path's) with its block scales ds [blocks][EG_NR]:
@@ -655,6 +689,9 @@ static void gemm_task(void *ctx, long index, long count) {
 #ifdef EG_X86
         if (g->simd && columns_q8_avx2(g, a, t->c0, t->c1 - t->c0) == 0) return;
 #endif
+#if defined(__aarch64__)
+        if (g->neon && columns_q8_neon(g, a, t->c0, t->c1 - t->c0) == 0) return;
+#endif
         if (panel_plain_q8(g, a, t->c0, t->c1 - t->c0) != 0) g->failed = 1;
         return;
     }
@@ -740,7 +777,7 @@ static int gemm_run(int format, long count, const void *const *w, const float *c
 #endif
 #if defined(__aarch64__)   /* NEON hook: the SDOT / SMULL tiles take u as signed bytes (u ≤ 127) */
     const char *path = ek_gemm_int8_path();
-    g.neon = path[0] == 'n' && format == EK_WF_INT8;   /* Q8_0 blocks: the plain path */
+    g.neon = path[0] == 'n';
     g.dotprod = path[4] == '-';   /* "neon-dotprod" */
 #endif
     if (format == EK_WF_INT8) quantize_rows_u7(x, m, k, kp, g_u, g_d, g_z, g.simd);

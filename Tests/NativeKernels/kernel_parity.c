@@ -515,14 +515,16 @@ static void test_gemm_q8_0(void) {
     report("gemm_q8_0", ek_gemm_int8_path());
 }
 
-/* every path this CPU has: on arm64 the SDOT and the SMULL tiles (capped by ek_set_isa_limit) */
+/* every path this CPU has (int8 rows and Q8_0 blocks): on arm64 the SDOT and the SMULL tiles (capped by ek_set_isa_limit) */
 static void test_gemm_int8(void) {
     test_gemm_int8_once();
+    test_gemm_q8_0();
 #if defined(__aarch64__)
     if (!ek_get_force_reference()) {
         ek_set_isa_limit(EK_ISA_AVX2);
         expect_str("ek_gemm_int8_path() at limit AVX2", ek_gemm_int8_path(), "neon");
         test_gemm_int8_once();
+        test_gemm_q8_0();
         ek_set_isa_limit(-1);
         expect_str("ek_gemm_int8_path()", ek_gemm_int8_path(), (ek_cpu_features() & EK_CPU_NEON_DOTPROD) ? "neon-dotprod" : "neon");
     }
@@ -575,7 +577,6 @@ int main(void) {
         test_gemv_f32();
         test_gemv_quant(seen);
         test_gemm_int8();
-        test_gemm_q8_0();
         if (mode == 0) {
             test_quantize_activations();
 #if defined(__aarch64__)
