@@ -31,7 +31,7 @@
  *
  *   y[m, n] = Σ_b (d_x[m, b] · d_w[n, b]) · Σ_{k∈b} q_x[m, k] q_w[n, k]
  *
- * with exact int32 block sums (vpmaddubsw(|q_x|, sign(q_w, q_x)), llama.cpp's sign trick, on the same packed panels)
+ * with exact int32 block sums (vpmaddubsw(|q_w|, sign(q_x, q_w)), llama.cpp's sign trick, on the same packed panels)
  * and one fp32 FMA per block in order b = 0, 1, … (tile: the block's int32 tile widened and FMA'd into an fp32 tile
  * kept in L1; arm64: ek_neon_tile_s8's 4×4 int32 tile per block, then the same FMAs). The twin ek_gemm_q8_0_ref does the same operations in the same order, so every path gives the same
  * floats. */
@@ -175,7 +175,7 @@ typedef struct {
     const int8_t *xq; const float *xd;                       /* Q8_0 blocks: activations as ggml's q8_0 */
     long m, k, kp;
     int mode, simd, neon, dotprod;
-    volatile int failed;   /* a task could not grow its scratch */
+    int failed;   /* a task could not grow its scratch (set atomically; read after the pool job) */
     int format;   /* EK_WF_INT8 (rows + row scales), EK_WF_Q8_0 or EK_WF_Q8_0X8 (blocks) */
 } gemm_ctx;
 
@@ -456,10 +456,7 @@ int ek_gemm_q8_0_ref(int format, const void *w, const float *x, const float *bia
     float *xd = malloc(sizeof(float) * (size_t)(m * nb + 1)), *xc = malloc(sizeof(float) * (size_t)(m * nb + 1));
     float *dw = malloc(sizeof(float) * (size_t)nb);
     if (!xq || !q || !xd || !xc || !dw) { free(xq); free(q); free(xd); free(xc); free(dw); return -2; }
-    int forced = ek_get_force_reference();
-    ek_set_force_reference(1);   /* the plain quantizer (the AVX2 one gives identical bytes: kernel_parity) */
-    ek_quantize_activations(EK_WF_Q8_0, x, m, k, xq, xd, xc);
-    ek_set_force_reference(forced);
+    ek_quantize_activations_ref(EK_WF_Q8_0, x, m, k, xq, xd, xc);   /* the plain quantizer (same bytes as the SIMD one) */
     for (long c = 0; c < n; c++) {
         q8_row(format, w, nb, k, c, q, dw);
         for (long r = 0; r < m; r++)
@@ -548,7 +545,8 @@ static int columns_q8_neon(const gemm_ctx *g, const gemm_mat *a, long c0, long n
 #ifdef EG_X86
 /* fp32 tile [MR][EG_NV] vectors += Σ over `blocks` blocks of 32 of MR activation rows (int8 quants a, stride lda;
  * scales xd, stride ldd) against a packed panel (quads as the int8 path's) with its block scales ds [blocks][EG_NR]:
- * per block, the exact int32 tile by llama.cpp's sign trick (vpmaddubsw(|x|, sign(w, x)), then vpmaddwd by ones),
+ * per block, the exact int32 tile by llama.cpp's sign trick (vpmaddubsw(|q_w|, sign(q_x, q_w)), then vpmaddwd by
+ * ones: exact for every byte, |q_w| ≤ 128 and |q_x| ≤ 127 keep a pair ≤ 32 512),
  * widened and added with one FMA by d_x[r]·d_w[column]. */
 #define EG_KERNEL_Q8(MR) \
 EG_AVX2 static void kernel_q8_##MR(const int8_t *a, long lda, const float *xd, long ldd, const int8_t *b, const float *ds, \
@@ -558,14 +556,15 @@ EG_AVX2 static void kernel_q8_##MR(const int8_t *a, long lda, const float *xd, l
         __m256i c[MR][EG_NV]; \
         EG_UNROLL for (int r = 0; r < MR; r++) EG_UNROLL for (int v = 0; v < EG_NV; v++) c[r][v] = _mm256_setzero_si256(); \
         EG_NO_UNROLL for (int p = 0; p < 8; p++) { \
-            __m256i bv[EG_NV]; \
-            EG_UNROLL for (int v = 0; v < EG_NV; v++) \
+            __m256i bv[EG_NV], bw[EG_NV]; \
+            EG_UNROLL for (int v = 0; v < EG_NV; v++) { \
                 bv[v] = _mm256_load_si256((const __m256i *)(b + (blk * 8 + p) * 4 * EG_NR + 32 * v)); \
+                bw[v] = _mm256_sign_epi8(bv[v], bv[v]);   /* |q_w| as unsigned bytes (−128 → 128) */ \
+            } \
             EG_UNROLL for (int r = 0; r < MR; r++) { \
                 __m256i av = _mm256_set1_epi32(*(const int32_t *)(a + r * lda + 4 * (blk * 8 + p))); \
-                __m256i ax = _mm256_sign_epi8(av, av); \
                 EG_UNROLL for (int v = 0; v < EG_NV; v++) \
-                    c[r][v] = _mm256_add_epi32(c[r][v], _mm256_madd_epi16(_mm256_maddubs_epi16(ax, _mm256_sign_epi8(bv[v], av)), ones)); \
+                    c[r][v] = _mm256_add_epi32(c[r][v], _mm256_madd_epi16(_mm256_maddubs_epi16(bw[v], _mm256_sign_epi8(av, bv[v])), ones)); \
             } \
         } \
         EG_UNROLL for (int v = 0; v < EG_NV; v++) { \
@@ -692,7 +691,7 @@ static void gemm_task(void *ctx, long index, long count) {
 #if defined(__aarch64__)
         if (g->neon && columns_q8_neon(g, a, t->c0, t->c1 - t->c0) == 0) return;
 #endif
-        if (panel_plain_q8(g, a, t->c0, t->c1 - t->c0) != 0) g->failed = 1;
+        if (panel_plain_q8(g, a, t->c0, t->c1 - t->c0) != 0) __atomic_store_n(&g->failed, 1, __ATOMIC_RELAXED);
         return;
     }
 #ifdef EG_X86

@@ -194,13 +194,14 @@ EQ_AVX2 static float quantize_block_avx2(const float *x, int8_t *q, int *sum_out
 #endif
 
 /* x [m, k] → q [m, nb*32] (zero padded), d/c [m, nb]. */
-static void quantize_act(int format, const float *x, long m, long k, int8_t *q, float *d, float *c) {
+static void quantize_act_impl(int format, const float *x, long m, long k, int8_t *q, float *d, float *c, int plain) {
     long nb = (k + 31) / 32;
+    (void)plain;
 #if EQ_X86
-    int simd = !ek_get_force_reference() && (ek_cpu_features() & EK_CPU_AVX2_FMA);
+    int simd = !plain && !ek_get_force_reference() && (ek_cpu_features() & EK_CPU_AVX2_FMA);
 #define EQ_QBLOCK quantize_block_avx2
 #elif defined(__aarch64__)
-    int simd = !ek_get_force_reference() && (ek_cpu_features() & EK_CPU_NEON);   /* NEON hook */
+    int simd = !plain && !ek_get_force_reference() && (ek_cpu_features() & EK_CPU_NEON);   /* NEON hook */
 #define EQ_QBLOCK ek_neon_quantize_block
 #endif
     for (long i = 0; i < m; i++) {
@@ -252,8 +253,16 @@ static void interleave_pairs(int8_t *q, long m, long nb) {
         }
 }
 
+static void quantize_act(int format, const float *x, long m, long k, int8_t *q, float *d, float *c) {
+    quantize_act_impl(format, x, m, k, q, d, c, 0);
+}
+
 void ek_quantize_activations(int format, const float *x, long m, long k, int8_t *q, float *d, float *c) {
     quantize_act(format, x, m, k, q, d, c);
+}
+
+void ek_quantize_activations_ref(int format, const float *x, long m, long k, int8_t *q, float *d, float *c) {
+    quantize_act_impl(format, x, m, k, q, d, c, 1);
 }
 
 void ek_quantize_activations_q8k(const float *x, long m, long k, int8_t *q, float *d, int16_t *bsums) {
@@ -603,7 +612,7 @@ static void rows_scalar(const qctx *c, long r0, long r1) {
 #define EQ_STEP_S8(DOT, ACC, WP, B, SC) do { \
         __m256i xv_ = _mm256_load_si256((const __m256i *)(xq + (B) * 32)); \
         __m256i wv_ = _mm256_loadu_si256((const __m256i *)(WP)); \
-        __m256i p_ = DOT(_mm256_sign_epi8(xv_, xv_), _mm256_sign_epi8(wv_, xv_)); \
+        __m256i p_ = DOT(_mm256_sign_epi8(wv_, wv_), _mm256_sign_epi8(xv_, wv_)); /* |w| unsigned: exact for −128 */ \
         ACC = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p_), _mm256_set1_ps(SC), ACC); } while (0)
 
 /* 4-bit block at BLK (nibbles at BLK+QO), block B; CORR += Q4_0: −d·c, Q4_1: m·c */
@@ -693,7 +702,7 @@ ATTR static inline __m256i x8_pair_##SUFFIX(const uint8_t *wq, const int8_t *xq,
 }                                                                                                              \
 ATTR static inline __m256i x8_s8_##SUFFIX(const uint8_t *wq, const int8_t *xq) {                               \
     __m256i xv_ = _mm256_load_si256((const __m256i *)xq), wv_ = _mm256_loadu_si256((const __m256i *)wq);       \
-    return DOT(_mm256_sign_epi8(xv_, xv_), _mm256_sign_epi8(wv_, xv_));                                        \
+    return DOT(_mm256_sign_epi8(wv_, wv_), _mm256_sign_epi8(xv_, wv_)); /* |w| unsigned: exact for −128 */    \
 }                                                                                                              \
 ATTR static inline __attribute__((always_inline)) void x8_body_##SUFFIX(const qctx *c, long r0, long r1, const int fmt) { \
     const __m256i m4 = _mm256_set1_epi8(0x0F), order = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);             \

@@ -92,7 +92,7 @@ final class GGUFQuantizeTests: XCTestCase {
                 checked += 1
             }
         }
-        XCTAssertGreaterThanOrEqual(checked, 8)
+        XCTAssertGreaterThanOrEqual(checked, 10)   // 8 files, and int8 prompts on the 2 q8_0 ones
     }
 
     /// A GGUF source keeps every metadata key (the vocabulary included); the file type is rewritten.

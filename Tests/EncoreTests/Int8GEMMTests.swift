@@ -306,6 +306,12 @@ final class Int8GEMMTests: XCTestCase {
         XCTAssertEqual(fc1.decodeFormat, .q8_0)
         XCTAssertEqual(fc1.residentBytes, fc1.decodeBytes, "prompt passes and decode share the Q8_0 blocks")
         XCTAssertEqual(q.residentBytes, q.decodeBytes)
+        // a new decode format with the int8 GEMM takes the decoder's prompt passes along (one copy, not two)
+        mu.useDecodeWeights(.int8)
+        let q2 = mu.decoderBlocks[0].causalAttn.q
+        XCTAssertEqual(q2.decodeFormat, .int8)
+        XCTAssertEqual(q2.residentBytes, q2.decodeBytes, "int8 prompts follow the int8 copy")
+        XCTAssertGreaterThan(try logits(mu, prompt: prompt).count, 0)
     }
 
     /// Int8 prompt passes with the layers that read the same activations in one `ek_gemm_int8_multi` call (q/k/v,

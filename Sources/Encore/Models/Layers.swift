@@ -326,8 +326,11 @@ struct Linear {
             return
         }
         if packed?.format != format {
+            let shared = promptInt8 != nil && promptInt8 === packed
             packed = promptInt8 != nil && promptInt8!.format == format ? promptInt8
                 : QuantizedMatrix(dense ?? (promptInt8 ?? packed!).dequantized(), format: format)
+            // int8 prompts that shared the old decode copy follow the new one when it has the int8 GEMM (one copy)
+            if shared && format.hasInt8PromptGEMM { promptInt8 = packed }
         }
         if !keepFP32 { dropDense() }
     }

@@ -241,6 +241,8 @@ long ek_quant_row_bytes(int format, long k);
  *  (x/d)): x [m, k] → q [m, nb*32] (zero padded, nb = ceil(k/32)), d [m, nb], c [m, nb] (the Q4_0/Q4_1 offset term).
  *  AVX2 where present, else plain C; both give identical bytes (tested). */
 void ek_quantize_activations(int format, const float *x, long m, long k, int8_t *q, float *d, float *c);
+/** The same quantizer in plain C whatever the CPU (the twins' quantizer; thread-safe, no global switch). */
+void ek_quantize_activations_ref(int format, const float *x, long m, long k, int8_t *q, float *d, float *c);
 /** The K-quant GEMVs' activation quantizer (ggml's Q8_K: per 256 values iscale = −127/(value of largest |x|),
  *  q = round-half-even(iscale·x) capped at 127, d = 1/iscale, bsums = Σq per 16): x [m, k] (k % 256 == 0) →
  *  q [m, k], d [m, k/256], bsums [m, k/16]. AVX2 where present, else plain C; identical bytes (tested). */
@@ -318,9 +320,10 @@ int ek_gemm_int8_ref(const int8_t *w, const float *wscale, const float *x, const
  * The prompt GEMM over Q8_0 blocks (`format` EK_WF_Q8_0: ggml rows, or EK_WF_Q8_0X8), no fp32 copy: GGUF q8_0
  * weights as stored, with llama.cpp's arithmetic. x is quantized per block of 32 as ggml's q8_0 (the GEMVs' quantizer,
  * ek_quantize_activations), each block's int32 sum Σ q_x·q_w is exact, and y = Σ_b (d_x·d_w)_b · sum_b (+ bias) in fp32
- * (one FMA per block, b in order), then the epilogue. The int8 path's 4×16 AVX2 tiles with llama.cpp's sign trick
- * (other CPUs: plain C); every path gives the same floats as ek_gemm_q8_0_ref. A weight of −128 (never written by
- * a Q8_0 quantizer) is read as llama.cpp's AVX2 reads it. Returns 0, -1 for another format or an unknown epilogue,
+ * (one FMA per block, b in order), then the epilogue: llama.cpp's q8_0 matmul (same products and scales; its fp32
+ * sums run in another order). The int8 path's 4×16 AVX2 tiles with llama.cpp's sign trick, vpmaddubsw(|q_w|,
+ * sign(q_x, q_w)), exact for every weight byte, −128 included (arm64: SDOT / SMULL tiles per block; other CPUs:
+ * plain C); every path gives the same floats as ek_gemm_q8_0_ref. Returns 0, -1 for another format or an unknown epilogue,
  * -2 out of memory. Example: ek_gemm_q8_0(EK_WF_Q8_0, blocks, x, NULL, y, 512, 1024, 1024, EK_EPI_STORE).
  */
 int ek_gemm_q8_0(int format, const void *w, const float *x, const float *bias, float *y, long m, long n, long k,
