@@ -92,6 +92,13 @@ struct BenchCommand: ParsableCommand {
     var promptWeights: String = "f32"
 
     var prompts: PromptWeights { PromptWeights(rawValue: promptWeights) ?? .f32 }
+
+    @Option(name: .customLong("encoder-weights"), help: "Encoder-decoder models (Mu, T5): the format of the encoder's matrices and the cross-attention K/V projections (f32, bf16, int8, q8_0, q4_0 or q4_1; packed only, fp32 copies released; see --prompt-weights). Decoder-only models (the twin) keep theirs.")
+    var encoderWeights: String?
+
+    var encoderFormat: WeightFormat? { encoderWeights.flatMap { try? WeightFormat(parsing: $0) } }
+    /// Whether each format's setup releases fp32 copies (then each format runs on a freshly built or loaded model).
+    var releasesFP32: Bool { prompts != .f32 || encoderFormat != nil }
     var promptInt8: Bool { prompts == .int8 }
 
     @Option(name: .customLong("quality-tokens"), help: "Teacher-forced decode steps for the quality report of non-f32 formats (0: skip).")
@@ -133,6 +140,9 @@ struct BenchCommand: ParsableCommand {
         }
         if qualityTokens < 0 { throw ValidationError("--quality-tokens must be >= 0") }
         if PromptWeights(rawValue: promptWeights) == nil { throw ValidationError("--prompt-weights must be f32, int8 or decode (got '\(promptWeights)')") }
+        if let encoderWeights, encoderFormat == nil {
+            throw ValidationError("--encoder-weights must be f32, bf16, int8, q8_0, q4_0 or q4_1 (got '\(encoderWeights)')")
+        }
         if keepQuantized && (model == nil || formats != [.f32]) {
             throw ValidationError("--keep-quantized needs a GGUF --model and no --decode-weights (it benchmarks the file's own blocks)")
         }
@@ -203,7 +213,7 @@ struct BenchCommand: ParsableCommand {
                     kvCacheKeptFP32 = true
                 }
                 var lm: LanguageModel = fromFile ? loaded! : try build()
-                if fromFile && prompts != .f32 { loaded = nil }   // rebuilt models replace it: only `lm` holds it
+                if fromFile && releasesFP32 { loaded = nil }   // rebuilt models replace it: only `lm` holds it
                 try configureCaches(lm)
                 var reference: DecodeQuality? = nil
                 // fixed token sequences from the seed: a prompt of the first input length, then qualityTokens targets
@@ -211,20 +221,24 @@ struct BenchCommand: ParsableCommand {
                 let low = min(3, lm.vocabSize - 1)
                 func ids(_ n: Int) -> [Int] { (0..<n).map { _ in low + Int(rng.next() % UInt64(lm.vocabSize - low)) } }
                 let qualityPrompt = ids(lengths[0]), qualityTargets = ids(qualityTokens)
-                let wantsQuality = qualityTokens > 0 && !keepQuantized && (prompts != .f32 || formats != [.f32])
-                if prompts != .f32 && wantsQuality {   // the fp32 reference before the fp32 copies are released
+                let wantsQuality = qualityTokens > 0 && !keepQuantized && (releasesFP32 || formats != [.f32])
+                if releasesFP32 && wantsQuality {   // the fp32 reference before the fp32 copies are released
                     printStderr("[\(name)] quality reference: f32, \(qualityTokens) teacher-forced decode steps…")
                     reference = try DecodeQuality.run(lm, prompt: qualityPrompt, targets: qualityTargets)
                 }
                 for (index, format) in formats.enumerated() {
                     // --keep-quantized: the GGUF blocks as loaded ("gguf"); other formats are made from them
                     let asLoaded = keepQuantized && format == .f32
-                    if prompts != .f32 && index > 0 {
+                    if releasesFP32 && index > 0 {
                         printStderr("[\(name)] rebuilding the model for \(format.rawValue) (the previous format released its fp32 copies)…")
                         lm = try build()
                         try configureCaches(lm)
                     }
                     if !asLoaded { try lm.useDecodeWeights(format) }
+                    if let encoderFormat {
+                        if lm.isEncoderDecoder { try lm.useEncoderWeights(encoderFormat) }
+                        else if index == 0 { printStderr("[\(name)] --encoder-weights: a decoder-only model, its weights stay as they are") }
+                    }
                     if prompts != .f32 { try lm.usePromptWeights(prompts) }
                     let label = asLoaded ? "gguf" : format.rawValue
                     let tag = "\(name) \(label)"
@@ -244,7 +258,7 @@ struct BenchCommand: ParsableCommand {
                             }
                         }
                     }
-                    if wantsQuality && (format != .f32 || formats.count > 1 || prompts != .f32) {
+                    if wantsQuality && (format != .f32 || formats.count > 1 || releasesFP32) {
                         let prompt = qualityPrompt, targets = qualityTargets
                         if reference == nil {
                             printStderr("[\(name)] quality reference: f32, \(qualityTokens) teacher-forced decode steps…")
@@ -257,11 +271,11 @@ struct BenchCommand: ParsableCommand {
                         qualities.append((name, format.rawValue, e.absolute, e.relative, q.perplexity, reference!.perplexity))
                     }
                 }
-                if !keepQuantized && prompts == .f32 { try lm.useDecodeWeights(.f32) }
+                if !keepQuantized && !releasesFP32 { try lm.useDecodeWeights(.f32) }
             }
             if let plot { try writePlot(results.filter { $0.decodeWeights == results.first?.decodeWeights }, to: plot) }
             let report: [String: Any] = [
-                "system": "encore", "version": EncoreVersion.string, "decode_weights": decodeWeights, "prompt_weights": promptWeights, "threads": threads, "blas": Backend.blasName,
+                "system": "encore", "version": EncoreVersion.string, "decode_weights": decodeWeights, "prompt_weights": promptWeights, "encoder_weights": encoderWeights ?? "f32", "threads": threads, "blas": Backend.blasName,
                 "cross_kv": crossKV, "kv_cache": kvCacheKeptFP32 ? "f32 (T5)" : kvCache,
                 "kernel_paths": Dictionary(uniqueKeysWithValues: formats.map(kernelLabel)),
                 "quality": qualities.map { q -> [String: Any] in
@@ -289,6 +303,7 @@ struct BenchCommand: ParsableCommand {
             }
             print("Encore \(EncoreVersion.string) · \(Backend.blasName) · \(threads) thread(s) · batch 1, greedy, " + ["f32": "fp32 prompt passes", "int8": "int8 prompt passes (int8 GEMM)",
                                                                                                                         "decode": "prompt passes on the decode format"][promptWeights]!
+                  + (encoderWeights.map { " · encoder weights \($0)" } ?? "")
                   + (crossKV == "f16" ? " · Mu cross-attention K/V in f16" : "")
                   + (kvCache == "f16" ? " · f16 KV caches" : ""))
             print("decode kernels: " + formats.map(kernelLabel).map { "\($0.0) \($0.1)" }.joined(separator: ", "))

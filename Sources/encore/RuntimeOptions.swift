@@ -7,6 +7,7 @@ import Encore
 /// ```sh
 /// encore chat --model smollm2.Q4_1.gguf --keep-quantized --kv-cache f16
 /// encore generate --model llama-hf --prompt "Hi" --decode-weights int8 --prompt-weights int8
+/// encore generate --model mu-330m --input-ids 5,6,7 --decode-weights q4_0 --encoder-weights q8_0 --prompt-weights int8
 /// ```
 struct RuntimeOptions: ParsableArguments {
     @Option(name: .customLong("decode-weights"), help: "Weight format streamed by decode steps: f32, bf16, int8, q8_0, q4_0 or q4_1 (prompt passes stay fp32).")
@@ -14,6 +15,9 @@ struct RuntimeOptions: ParsableArguments {
 
     @Option(name: .customLong("prompt-weights"), help: "Weights prompt passes multiply with: f32 (BLAS GEMM over fp32 copies), int8 (int8 GEMM over int8 rows, or over Q8_0 blocks as stored with --decode-weights q8_0 or a q8_0 GGUF kept quantized; fp32 copies released: int8 everywhere with --decode-weights int8) or decode (the decode format widened one matrix at a time: only the decode format stays in memory).")
     var promptWeights: String = "f32"
+
+    @Option(name: .customLong("encoder-weights"), help: "Encoder-decoder models (Mu, T5): the format of the encoder's matrices and the cross-attention K/V projections: f32, bf16, int8, q8_0, q4_0 or q4_1, packed only (fp32 copies released; prompt passes widen them one matrix at a time, or run the int8 GEMM over int8 rows or Q8_0 blocks with --prompt-weights int8). Default: the encoder stays fp32 (with --prompt-weights decode: the decode format).")
+    var encoderWeights: String?
 
     @Option(name: .customLong("kv-cache"), help: "Storage of the self-attention KV cache: f32, or f16 (llama.cpp's default: half the cache memory; logits within ~1e-3). Not for T5.")
     var kvCache: String = "f32"
@@ -24,6 +28,9 @@ struct RuntimeOptions: ParsableArguments {
     func validate() throws {
         if (try? WeightFormat(parsing: decodeWeights)) == nil { throw ValidationError("--decode-weights must be f32, bf16, int8, q8_0, q4_0 or q4_1 (got '\(decodeWeights)')") }
         if PromptWeights(rawValue: promptWeights) == nil { throw ValidationError("--prompt-weights must be f32, int8 or decode (got '\(promptWeights)')") }
+        if let encoderWeights, (try? WeightFormat(parsing: encoderWeights)) == nil {
+            throw ValidationError("--encoder-weights must be f32, bf16, int8, q8_0, q4_0 or q4_1 (got '\(encoderWeights)')")
+        }
         try Self.checkKVCache(kvCache)
     }
 
@@ -37,6 +44,7 @@ struct RuntimeOptions: ParsableArguments {
         let lm = try ModelRegistry.load(folder: path, keepQuantized: keepQuantized)
         let format = try WeightFormat(parsing: decodeWeights)
         if format != .f32 { try lm.useDecodeWeights(format) }
+        if let encoderWeights { try lm.useEncoderWeights(try WeightFormat(parsing: encoderWeights)) }
         let prompts = try PromptWeights(parsing: promptWeights)
         if prompts != .f32 { try lm.usePromptWeights(prompts) }
         if kvCache == "f16" { try lm.useHalfKVCache(true) }

@@ -314,6 +314,62 @@ final class Int8GEMMTests: XCTestCase {
         XCTAssertGreaterThan(try logits(mu, prompt: prompt).count, 0)
     }
 
+    /// `useEncoderWeights`: the encoder and the cross K/V projections packed in their own format (held once, no
+    /// fp32), the decoder in another; `.decode` prompts keep that choice; int8 prompts run the Q8_0 GEMM on the
+    /// encoder's blocks, within the int8 bound (5e-2) of the widened blocks; the q4_0 decoder's own error (measured
+    /// 0.15 on these small random models) under 0.25; decoder-only models refuse with a clear error.
+    /// And `encore generate --encoder-weights` gives the library's ids.
+    func testEncoderWeightsOfTheirOwn() throws {
+        let prompt = Array(5..<45)
+        for (name, model) in [("mu", try smallMu(seed: 6) as LanguageModel), ("t5", try smallT5(feedForward: "relu", seed: 6))] {
+            let ref = try logits(model, prompt: prompt)
+            try model.useDecodeWeights(.q4_0)
+            try model.useEncoderWeights(.q8_0)
+            try model.usePromptWeights(.decode)
+            let encoderLayers: [Linear], crossK: Linear
+            if let mu = model as? MuModel {
+                encoderLayers = mu.encoderBlocks[0].attn.linears + [mu.encoderBlocks[0].mlp.fc1, mu.encoderBlocks[0].mlp.fc2]
+                crossK = mu.decoderBlocks[0].crossAttn.k
+            } else {
+                let t5 = try XCTUnwrap(model as? T5Model)
+                encoderLayers = [t5.encoderBlocks[0].selfAttn.q, t5.encoderBlocks[0].selfAttn.o]
+                crossK = t5.decoderBlocks[0].crossAttn.k
+            }
+            for l in encoderLayers + [crossK] {
+                XCTAssertEqual(l.decodeFormat, .q8_0, "\(name): the encoder's own format survives .decode prompts")
+                XCTAssertEqual(l.residentBytes, l.decodeBytes, "\(name): packed only")
+            }
+            let widened = try logits(model, prompt: prompt)
+            try model.usePromptWeights(.int8)
+            let int8 = try logits(model, prompt: prompt)
+            let gemmError = relativeError(int8, widened)
+            print("\(name): q8_0 encoder + q4_0 decoder vs fp32 \(relativeError(widened, ref)); int8 GEMM vs widened blocks \(gemmError)")
+            XCTAssertGreaterThan(gemmError, 0, "\(name): the encoder runs the Q8_0 GEMM")
+            XCTAssertLessThan(gemmError, 5e-2, "\(name): the int8 GEMM on the same blocks (q8_0 activations)")
+            XCTAssertLessThan(relativeError(widened, ref), 0.25, "\(name): q4_0 decoder, q8_0 encoder")
+        }
+        let llama = try XCTUnwrap(ModelRegistry.load(folder: fixture("tiny_llama/f32.gguf")))
+        XCTAssertThrowsError(try llama.useEncoderWeights(.int8)) { e in
+            XCTAssertTrue("\(e)".contains("has no encoder"), "\(e)")
+        }
+        // the CLI: the same ids as the library with the same settings; bad values and decoder-only models refused
+        let dir = fixture("mu/gqa_interleaved_ntk")
+        let r = runCLI(["generate", "--model", dir, "--input-ids", "5,6,7,8,9,10,11,12,13,14,15,16", "--max-tokens", "6",
+                        "--decode-weights", "q4_0", "--encoder-weights", "q8_0", "--prompt-weights", "int8", "--json"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let mu = try XCTUnwrap(ModelRegistry.load(folder: dir))
+        try mu.useDecodeWeights(.q4_0); try mu.useEncoderWeights(.q8_0); try mu.usePromptWeights(.int8)
+        let want = try Generator(model: mu).generate(prompts: [Array(5...16)], parameters: .init(maxTokens: 6)).tokens[0]
+        let got = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])["ids"] as? [Int]
+        XCTAssertEqual(got, want)
+        let bad = runCLI(["generate", "--model", dir, "--input-ids", "5,6", "--encoder-weights", "q3"])
+        XCTAssertEqual(bad.status, 64)
+        XCTAssertTrue(bad.stderr.contains("--encoder-weights must be f32, bf16, int8, q8_0, q4_0 or q4_1 (got 'q3')"), bad.stderr)
+        let noEncoder = runCLI(["generate", "--model", fixture("tiny_llama/f32.gguf"), "--input-ids", "5,6", "--encoder-weights", "int8"])
+        XCTAssertEqual(noEncoder.status, 1)
+        XCTAssertTrue(noEncoder.stderr.contains("has no encoder"), noEncoder.stderr)
+    }
+
     /// Int8 prompt passes with the layers that read the same activations in one `ek_gemm_int8_multi` call (q/k/v,
     /// gate/up, every decoder layer's cross-attention K/V; DecodeTuning.sharedPromptGEMM) give exactly the logits of
     /// one call per layer, for Mu, mu_decoder, T5 (ReLU feed-forward: the fused ReLU epilogue) and a Llama GGUF, on

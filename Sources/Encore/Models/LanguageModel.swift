@@ -32,6 +32,16 @@ public protocol LanguageModel: AnyObject {
     /// Call it after ``useDecodeWeights(_:)``. Throws for families without it.
     func usePromptWeights(_ weights: PromptWeights) throws
 
+    /// Encoder-decoders: stores the encoder's matrices and the cross-attention K/V projections in `format` (packed
+    /// only, the fp32 copies released, unless `.f32`). Prompt passes widen them one matrix at a time, or run the int8
+    /// GEMM over int8 rows / Q8_0 blocks with ``PromptWeights/int8``; ``PromptWeights/decode`` keeps this choice.
+    /// Call it after ``useDecodeWeights(_:)``, before ``usePromptWeights(_:)``. Throws for decoder-only models.
+    ///
+    /// ```swift
+    /// try mu.useDecodeWeights(.q4_0); try mu.useEncoderWeights(.q8_0); try mu.usePromptWeights(.int8)
+    /// ```
+    func useEncoderWeights(_ format: WeightFormat) throws
+
     /// Weight bytes one decode step streams in the current formats (every matrix once, the head included).
     var decodeWeightBytes: Int { get }
 
@@ -49,6 +59,10 @@ extension LanguageModel {
     }
 
     public var decodeWeightBytes: Int { parameterCount * 4 }
+
+    public func useEncoderWeights(_ format: WeightFormat) throws {
+        throw EncoreError(.unsupported, "model_type '\(modelType)' has no encoder: encoder weights are for encoder-decoder models (mu, t5)")
+    }
 
     public func usePromptWeights(_ weights: PromptWeights) throws {
         if weights == .f32 { return }

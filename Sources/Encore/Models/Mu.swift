@@ -209,8 +209,12 @@ public final class MuModel: LanguageModel {
         if let encoder { useEncoderWeights(encoder) }
     }
 
-    /// The encoder's matrices and the cross K/V projections in `format` (packed only unless `.f32`).
-    private func useEncoderWeights(_ format: WeightFormat) {
+    /// Whether the encoder's matrices already have a packed copy (``useEncoderWeights(_:)``, a GGUF kept quantized).
+    private var encoderIsPacked: Bool { (encoderBlocks.first?.attn.q.decodeFormat ?? .f32) != .f32 }
+
+    /// The encoder's matrices and the cross K/V projections in `format` (packed only unless `.f32`): see
+    /// ``LanguageModel/useEncoderWeights(_:)``.
+    public func useEncoderWeights(_ format: WeightFormat) {
         let keep = format == .f32
         for i in encoderBlocks.indices {
             encoderBlocks[i].attn.useDecodeWeights(format, keepFP32: keep)
@@ -233,7 +237,7 @@ public final class MuModel: LanguageModel {
     public func usePromptWeights(_ weights: PromptWeights) throws {
         defer { if weights != .f32 { BufferPool.shared.drain() } }   // the released fp32 copies back to the system
         let format = decoderBlocks.first?.mlp.fc1.decodeFormat ?? .f32
-        if weights == .decode && format != .f32 { useEncoderWeights(format) }
+        if weights == .decode && format != .f32 && !encoderIsPacked { useEncoderWeights(format) }   // an explicit encoder format stays
         for i in encoderBlocks.indices {
             encoderBlocks[i].attn.updateLinears { $0.usePromptWeights(weights) }
             encoderBlocks[i].mlp.updateLinears { $0.usePromptWeights(weights) }

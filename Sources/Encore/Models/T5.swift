@@ -543,8 +543,12 @@ public final class T5Model: LanguageModel {
         if let encoder { useEncoderWeights(encoder) }
     }
 
-    /// The encoder's matrices and the cross K/V projections in `format` (packed only unless `.f32`).
-    private func useEncoderWeights(_ format: WeightFormat) {
+    /// Whether the encoder's matrices already have a packed copy (``useEncoderWeights(_:)``, a GGUF kept quantized).
+    private var encoderIsPacked: Bool { (encoderBlocks.first?.selfAttn.q.decodeFormat ?? .f32) != .f32 }
+
+    /// The encoder's matrices and the cross K/V projections in `format` (packed only unless `.f32`): see
+    /// ``LanguageModel/useEncoderWeights(_:)``.
+    public func useEncoderWeights(_ format: WeightFormat) {
         let keep = format == .f32
         for i in encoderBlocks.indices {
             encoderBlocks[i].selfAttn.useDecodeWeights(format, keepFP32: keep)
@@ -579,7 +583,7 @@ public final class T5Model: LanguageModel {
             if lmHead != nil { lmHead = nil; headBlocks = lmHeadDecode }
         }
         let format = decoderBlocks.first?.selfAttn.q.decodeFormat ?? .f32
-        if weights == .decode && format != .f32 { useEncoderWeights(format) }
+        if weights == .decode && format != .f32 && !encoderIsPacked { useEncoderWeights(format) }   // an explicit encoder format stays
         for i in encoderBlocks.indices {
             encoderBlocks[i].selfAttn.updateLinears { $0.usePromptWeights(weights) }
             encoderBlocks[i].ff.updateLinears { $0.usePromptWeights(weights) }
