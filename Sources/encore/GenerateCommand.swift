@@ -112,7 +112,9 @@ struct ScoreCommand: ParsableCommand {
         Encoder-decoder: the input goes to the encoder and the decoder reads [BOS] + target (T5: \
         [decoder_start_token_id] + target). \
         Decoder-only: the target follows the input in one sequence. \
-        With --json prints {"logprobs": [one per target token], "total": sum} (natural logarithms).
+        With --json prints {"logprobs": [one per target token], "total": sum} (natural logarithms). \
+        Takes generate's weight options: scoring is a prompt pass, so --prompt-weights (and --keep-quantized for \
+        a GGUF, --encoder-weights for an encoder-decoder) decide its arithmetic.
         """
     )
 
@@ -128,11 +130,13 @@ struct ScoreCommand: ParsableCommand {
     @Flag(help: "Print JSON.")
     var json = false
 
+    @OptionGroup var runtime: RuntimeOptions
+
     func run() throws {
         try runReportingErrors {
             let input = try parseIds(inputIds, option: "--input-ids")
             let target = try parseIds(targetIds, option: "--target-ids")
-            let lm = try ModelRegistry.load(folder: model)
+            let lm = try runtime.load(model)
             let lp = try lm.score(input: input, target: target)
             let total = lp.reduce(0, +)
             if json {
