@@ -122,6 +122,10 @@ def entries(args, ck: Path):
         if m == "llama":
             add(m, "int8", "encore", "encore q8_0 GGUF f16-KV", encore_bench_cmd(enc, str(ck / f"{m}-q8_0.gguf"), L, N,
                                                                              T, R, ["--keep-quantized"] + i8 + kv16))
+        if m == "t5":   # the encoder in int8 rows of its own (requantized from the blocks), the decoder on the blocks
+            add(m, "int8", "encore", "encore q8_0 GGUF int8-enc", encore_bench_cmd(enc, str(ck / f"{m}-q8_0.gguf"), L, N, T,
+                                                                               R, ["--keep-quantized"] + i8 +
+                                                                               ["--encoder-weights", "int8"]))
         add(m, "int8", "ct2", "ct2 int8", [py, str(HERE / "ct2_peer.py"), "--model", str(ck / f"{m}-ct2-int8"),
                                            "--compute-type", "int8"] + io)
         add(m, "int8", "llama.cpp", "llama.cpp q8_0", [lpy, str(HERE / "llamacpp_peer.py"), "--gguf",
