@@ -183,7 +183,8 @@ struct BenchCommand: ParsableCommand {
             var limits: KernelBench.Figures? = nil
             if !noLimits {
                 printStderr("measuring the machine's ceilings (memory read bandwidth, BLAS GEMM, instruction peaks)…")
-                limits = KernelBench.run(formats: formats, int8Prompts: promptInt8)
+                limits = KernelBench.run(formats: formats, int8Prompts: promptInt8,
+                                         q8Prompts: promptInt8 && (formats.contains(.q8_0) || keepQuantized))
             }
             var results: [BenchResult] = []
             var qualities: [(model: String, format: String, absolute: Float, relative: Float, ppl: Double, refPPL: Double)] = []
@@ -290,6 +291,7 @@ struct BenchCommand: ParsableCommand {
                         o["prefill_fraction_of_gemm"] = r.prefillGFLOPs / limits.gemmGFLOPs
                         o["prefill_fraction_of_fma_peak"] = r.prefillGFLOPs / limits.fmaPeakGFLOPs
                         if let i8 = limits.int8GemmGOPs { o["prefill_fraction_of_int8_gemm"] = r.prefillGFLOPs / i8 }
+                        if let q8 = limits.q8GemmGOPs { o["prefill_fraction_of_q8_0_gemm"] = r.prefillGFLOPs / q8 }
                         if let p8 = limits.int8PeakGOPs { o["prefill_fraction_of_int8_peak"] = r.prefillGFLOPs / p8 }
                     }
                     return o
@@ -336,11 +338,15 @@ struct BenchCommand: ParsableCommand {
                     print(String(format: "int8 prompt GEMM 512×4096×1024: %.0f GOP/s = %.2f× the BLAS fp32 GEMM%@", i8, i8 / limits.gemmGFLOPs,
                                  (limits.int8PeakGOPs.map { String(format: ", %.0f%% of the int8 instruction peak", 100 * i8 / $0) } ?? "") as NSString))
                 }
+                if let q8 = limits.q8GemmGOPs, let i8 = limits.int8GemmGOPs {
+                    print(String(format: "Q8_0 prompt GEMM 512×4096×1024 (llama.cpp's q8_0 activations): %.0f GOP/s = %.2f× the int8 GEMM's time", q8, i8 / q8))
+                }
                 for r in results {
                     if let i8 = limits.int8GemmGOPs {
-                        print(String(format: "%@ %d→%d: prompt pass %.0f GOP at %.0f GOP/s = %.0f%% of the measured int8 GEMM rate%@ (%.0f%% of BLAS fp32's)",
+                        print(String(format: "%@ %d→%d: prompt pass %.0f GOP at %.0f GOP/s = %.0f%% of the measured int8 GEMM rate%@%@ (%.0f%% of BLAS fp32's)",
                                      r.model as NSString, r.inputTokens, r.outputTokens, r.prefillFLOPs / 1e9, r.prefillGFLOPs,
                                      100 * r.prefillGFLOPs / i8,
+                                     (limits.q8GemmGOPs.map { String(format: " (%.0f%% of the Q8_0 GEMM's)", 100 * r.prefillGFLOPs / $0) } ?? "") as NSString,
                                      (limits.int8PeakGOPs.map { String(format: ", %.0f%% of the int8 instruction peak", 100 * r.prefillGFLOPs / $0) } ?? "") as NSString,
                                      100 * r.prefillGFLOPs / limits.gemmGFLOPs))
                     } else {

@@ -17,6 +17,8 @@ public enum KernelBench {
         public var gemvFormatGBps: [(format: WeightFormat, gbps: Double)] = []
         /// int8 prompt-pass GEMM 512×4096×1024 (`ek_gemm_int8`, GOP/s), when int8 prompt weights are benchmarked.
         public var int8GemmGOPs: Double? = nil
+        /// The same shape over Q8_0 blocks (`ek_gemm_q8_0`, GOP/s), when int8 prompts run on Q8_0 blocks.
+        public var q8GemmGOPs: Double? = nil
         /// Instruction ceilings on the same threads, registers only (`ek_peak_fma_gflops`, `ek_peak_int8_gops`): fp32
         /// FMA GFLOP/s and the int8 GEMM's instruction mix in GOP/s (nil where that mix does not exist).
         public var fmaPeakGFLOPs: Double = 0
@@ -26,7 +28,7 @@ public enum KernelBench {
             ["read_gb_per_s": readGBps, "gemm_gflop_per_s": gemmGFLOPs, "gemv_gb_per_s": gemvGBps, "gemv_lm_head_gb_per_s": gemvLMHeadGBps,
              "gemv_format_gb_per_s": Dictionary(uniqueKeysWithValues: gemvFormatGBps.map { ($0.format.rawValue, $0.gbps) }),
              "gemv_format_paths": Dictionary(uniqueKeysWithValues: gemvFormatGBps.map { ($0.format.rawValue, $0.format.kernelPath) }),
-             "int8_gemm_gop_per_s": int8GemmGOPs as Any, "fma_peak_gflop_per_s": fmaPeakGFLOPs,
+             "int8_gemm_gop_per_s": int8GemmGOPs as Any, "q8_0_gemm_gop_per_s": q8GemmGOPs as Any, "fma_peak_gflop_per_s": fmaPeakGFLOPs,
              "int8_peak_gop_per_s": int8PeakGOPs as Any]
         }
     }
@@ -65,18 +67,20 @@ public enum KernelBench {
     }
 
     /// GOP/s of the int8 prompt-pass GEMM on the fp32 GEMM's shape (512×4096×1024, random int8 rows).
-    public static func int8GemmGOPs() -> Double {
+    /// The int8 prompt GEMM 512×4096×1024 on int8 rows (`format` .int8) or Q8_0 blocks (.q8_0), GOP/s.
+    public static func int8GemmGOPs(format: WeightFormat = .int8) -> Double {
+        precondition(format.hasInt8PromptGEMM, "int8GemmGOPs: \(format) has no int8 prompt GEMM")
         let (m, n, k) = (512, 4096, 1024)
         var rng = SplitMix64(seed: 10)
         let w = Tensor(zeros: [n, k]), x = Tensor(zeros: [m, k])
         for i in 0..<w.count { w.data[i] = rng.nextUnitFloat() - 0.5 }
         for i in 0..<x.count { x.data[i] = rng.nextUnitFloat() - 0.5 }
-        let q = QuantizedMatrix(w, format: .int8)
+        let q = QuantizedMatrix(w, format: format)
         let t = best(5) { _ = Ops.linearInt8(x, weight: q, bias: nil) }
         return 2.0 * Double(m * n * k) / t / 1e9
     }
 
-    public static func run(formats: [WeightFormat] = [], int8Prompts: Bool = false) -> Figures {
+    public static func run(formats: [WeightFormat] = [], int8Prompts: Bool = false, q8Prompts: Bool = false) -> Figures {
         // read ceiling: 512 MiB, touched first
         let n = 128 << 20
         let big = Tensor(zeros: [n])
@@ -116,6 +120,7 @@ public enum KernelBench {
         f.int8PeakGOPs = i8peak > 0 ? i8peak : nil
         f.gemvFormatGBps = formats.map { ($0, gemvGBps($0)) }
         if int8Prompts { f.int8GemmGOPs = int8GemmGOPs() }
+        if q8Prompts { f.q8GemmGOPs = int8GemmGOPs(format: .q8_0) }
         return f
     }
 }
