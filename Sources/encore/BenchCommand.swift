@@ -97,8 +97,11 @@ struct BenchCommand: ParsableCommand {
     var encoderWeights: String?
 
     var encoderFormat: WeightFormat? { encoderWeights.flatMap { try? WeightFormat(parsing: $0) } }
-    /// Whether each format's setup releases fp32 copies (then each format runs on a freshly built or loaded model).
-    var releasesFP32: Bool { prompts != .f32 || encoderFormat != nil }
+    /// Whether each format's setup releases a model's fp32 copies (then each format runs on a freshly built or loaded
+    /// model): int8 or decode prompt weights, or a non-f32 --encoder-weights on an encoder-decoder.
+    func releasesFP32(encoderDecoder: Bool) -> Bool {
+        prompts != .f32 || (encoderDecoder && (encoderFormat ?? .f32) != .f32)
+    }
     var promptInt8: Bool { prompts == .int8 }
 
     @Option(name: .customLong("quality-tokens"), help: "Teacher-forced decode steps for the quality report of non-f32 formats (0: skip).")
@@ -184,13 +187,14 @@ struct BenchCommand: ParsableCommand {
             if !noLimits {
                 printStderr("measuring the machine's ceilings (memory read bandwidth, BLAS GEMM, instruction peaks)…")
                 limits = KernelBench.run(formats: formats, int8Prompts: promptInt8,
-                                         q8Prompts: promptInt8 && (formats.contains(.q8_0) || keepQuantized))
+                                         q8Prompts: promptInt8 && (formats.contains(.q8_0) || keepQuantized || encoderFormat == .q8_0))
             }
             var results: [BenchResult] = []
             var qualities: [(model: String, format: String, absolute: Float, relative: Float, ppl: Double, refPPL: Double)] = []
             for name in wanted {
                 printStderr("[\(name)] building model…")
                 let fromFile = loaded?.modelType == name
+                let releases = releasesFP32(encoderDecoder: fromFile ? loaded!.isEncoderDecoder : name == "mu")
                 if !fromFile && name != "mu" && name != "mu_decoder" {
                     throw EncoreError(.invalidArgument, "--models: '\(name)' is not the loaded model's type")
                 }
@@ -214,7 +218,7 @@ struct BenchCommand: ParsableCommand {
                     kvCacheKeptFP32 = true
                 }
                 var lm: LanguageModel = fromFile ? loaded! : try build()
-                if fromFile && releasesFP32 { loaded = nil }   // rebuilt models replace it: only `lm` holds it
+                if fromFile && releases { loaded = nil }   // rebuilt models replace it: only `lm` holds it
                 try configureCaches(lm)
                 var reference: DecodeQuality? = nil
                 // fixed token sequences from the seed: a prompt of the first input length, then qualityTokens targets
@@ -222,15 +226,15 @@ struct BenchCommand: ParsableCommand {
                 let low = min(3, lm.vocabSize - 1)
                 func ids(_ n: Int) -> [Int] { (0..<n).map { _ in low + Int(rng.next() % UInt64(lm.vocabSize - low)) } }
                 let qualityPrompt = ids(lengths[0]), qualityTargets = ids(qualityTokens)
-                let wantsQuality = qualityTokens > 0 && !keepQuantized && (releasesFP32 || formats != [.f32])
-                if releasesFP32 && wantsQuality {   // the fp32 reference before the fp32 copies are released
+                let wantsQuality = qualityTokens > 0 && !keepQuantized && (releases || formats != [.f32])
+                if releases && wantsQuality {   // the fp32 reference before the fp32 copies are released
                     printStderr("[\(name)] quality reference: f32, \(qualityTokens) teacher-forced decode steps…")
                     reference = try DecodeQuality.run(lm, prompt: qualityPrompt, targets: qualityTargets)
                 }
                 for (index, format) in formats.enumerated() {
                     // --keep-quantized: the GGUF blocks as loaded ("gguf"); other formats are made from them
                     let asLoaded = keepQuantized && format == .f32
-                    if releasesFP32 && index > 0 {
+                    if releases && index > 0 {
                         printStderr("[\(name)] rebuilding the model for \(format.rawValue) (the previous format released its fp32 copies)…")
                         lm = try build()
                         try configureCaches(lm)
@@ -259,7 +263,7 @@ struct BenchCommand: ParsableCommand {
                             }
                         }
                     }
-                    if wantsQuality && (format != .f32 || formats.count > 1 || releasesFP32) {
+                    if wantsQuality && (format != .f32 || formats.count > 1 || releases) {
                         let prompt = qualityPrompt, targets = qualityTargets
                         if reference == nil {
                             printStderr("[\(name)] quality reference: f32, \(qualityTokens) teacher-forced decode steps…")
@@ -272,11 +276,11 @@ struct BenchCommand: ParsableCommand {
                         qualities.append((name, format.rawValue, e.absolute, e.relative, q.perplexity, reference!.perplexity))
                     }
                 }
-                if !keepQuantized && !releasesFP32 { try lm.useDecodeWeights(.f32) }
+                if !keepQuantized && !releases { try lm.useDecodeWeights(.f32) }
             }
             if let plot { try writePlot(results.filter { $0.decodeWeights == results.first?.decodeWeights }, to: plot) }
             let report: [String: Any] = [
-                "system": "encore", "version": EncoreVersion.string, "decode_weights": decodeWeights, "prompt_weights": promptWeights, "encoder_weights": encoderWeights ?? "f32", "threads": threads, "blas": Backend.blasName,
+                "system": "encore", "version": EncoreVersion.string, "decode_weights": decodeWeights, "prompt_weights": promptWeights, "encoder_weights": encoderWeights ?? (prompts == .decode ? "decode" : "f32"), "threads": threads, "blas": Backend.blasName,
                 "cross_kv": crossKV, "kv_cache": kvCacheKeptFP32 ? "f32 (T5)" : kvCache,
                 "kernel_paths": Dictionary(uniqueKeysWithValues: formats.map(kernelLabel)),
                 "quality": qualities.map { q -> [String: Any] in

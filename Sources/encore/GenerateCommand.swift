@@ -113,8 +113,8 @@ struct ScoreCommand: ParsableCommand {
         [decoder_start_token_id] + target). \
         Decoder-only: the target follows the input in one sequence. \
         With --json prints {"logprobs": [one per target token], "total": sum} (natural logarithms). \
-        Takes generate's weight options: scoring is a prompt pass, so --prompt-weights (and --keep-quantized for \
-        a GGUF, --encoder-weights for an encoder-decoder) decide its arithmetic.
+        Takes generate's weight options: scoring runs prompt passes (--prompt-weights, --encoder-weights, \
+        --keep-quantized for a GGUF), and passes of 8 rows or fewer run the decode GEMVs (--decode-weights).
         """
     )
 

@@ -2,7 +2,7 @@ import ArgumentParser
 import Encore
 
 /// How a loaded model runs: the weight formats its prompt passes and decode steps read, the KV cache's storage, and
-/// whether a GGUF file's quantized blocks are kept. Shared by `generate` and `chat`.
+/// whether a GGUF file's quantized blocks are kept. Shared by `generate`, `chat` and `score`.
 ///
 /// ```sh
 /// encore chat --model smollm2.Q4_1.gguf --keep-quantized --kv-cache f16
@@ -16,7 +16,7 @@ struct RuntimeOptions: ParsableArguments {
     @Option(name: .customLong("prompt-weights"), help: "Weights prompt passes multiply with: f32 (BLAS GEMM over fp32 copies), int8 (int8 GEMM over int8 rows, or over Q8_0 blocks as stored with --decode-weights q8_0 or a q8_0 GGUF kept quantized; fp32 copies released: int8 everywhere with --decode-weights int8) or decode (the decode format widened one matrix at a time: only the decode format stays in memory).")
     var promptWeights: String = "f32"
 
-    @Option(name: .customLong("encoder-weights"), help: "Encoder-decoder models (Mu, T5): the format of the encoder's matrices and the cross-attention K/V projections: f32, bf16, int8, q8_0, q4_0 or q4_1, packed only (fp32 copies released; prompt passes widen them one matrix at a time, or run the int8 GEMM over int8 rows or Q8_0 blocks with --prompt-weights int8). Default: the encoder stays fp32 (with --prompt-weights decode: the decode format).")
+    @Option(name: .customLong("encoder-weights"), help: "Encoder-decoder models (Mu, T5): the format of the encoder's matrices and the cross-attention K/V projections: f32, bf16, int8, q8_0, q4_0 or q4_1, packed only (fp32 copies released; prompt passes widen them one matrix at a time, or run the int8 GEMM over int8 rows or Q8_0 blocks with --prompt-weights int8). Default: the encoder stays as loaded (fp32, or a GGUF's blocks with --keep-quantized); with --prompt-weights decode it takes the decode format.")
     var encoderWeights: String?
 
     @Option(name: .customLong("kv-cache"), help: "Storage of the self-attention KV cache: f32, or f16 (llama.cpp's default: half the cache memory; logits within ~1e-3). Not for T5.")

@@ -342,12 +342,28 @@ final class Int8GEMMTests: XCTestCase {
             let widened = try logits(model, prompt: prompt)
             try model.usePromptWeights(.int8)
             let int8 = try logits(model, prompt: prompt)
+            let after: [Linear]
+            if let mu = model as? MuModel { after = [mu.encoderBlocks[0].mlp.fc1, mu.decoderBlocks[0].crossAttn.k] }
+            else { let t5 = try XCTUnwrap(model as? T5Model); after = [t5.encoderBlocks[0].selfAttn.q, t5.decoderBlocks[0].crossAttn.k] }
+            for l in after {
+                XCTAssertEqual(l.decodeFormat, .q8_0)
+                XCTAssertEqual(l.residentBytes, l.decodeBytes, "\(name): int8 prompts run on the Q8_0 blocks themselves")
+            }
             let gemmError = relativeError(int8, widened)
             print("\(name): q8_0 encoder + q4_0 decoder vs fp32 \(relativeError(widened, ref)); int8 GEMM vs widened blocks \(gemmError)")
             XCTAssertGreaterThan(gemmError, 0, "\(name): the encoder runs the Q8_0 GEMM")
             XCTAssertLessThan(gemmError, 5e-2, "\(name): the int8 GEMM on the same blocks (q8_0 activations)")
             XCTAssertLessThan(relativeError(widened, ref), 0.25, "\(name): q4_0 decoder, q8_0 encoder")
         }
+        // an explicit f32 encoder stays fp32 under .decode prompts; int8 prompt rows (no chosen format) do not count
+        // as a choice: .decode then gives the encoder the decode format, as before
+        let kept = try smallMu(seed: 7)
+        try kept.useDecodeWeights(.q4_0); try kept.useEncoderWeights(.f32); try kept.usePromptWeights(.decode)
+        XCTAssertEqual(kept.encoderBlocks[0].attn.q.decodeFormat, .f32)
+        let switched = try smallMu(seed: 7)
+        try switched.useDecodeWeights(.q4_0); try switched.usePromptWeights(.int8); try switched.usePromptWeights(.decode)
+        XCTAssertEqual(switched.encoderBlocks[0].attn.q.decodeFormat, .q4_0)
+        XCTAssertEqual(switched.encoderBlocks[0].attn.q.residentBytes, switched.encoderBlocks[0].attn.q.decodeBytes)
         let llama = try XCTUnwrap(ModelRegistry.load(folder: fixture("tiny_llama/f32.gguf")))
         XCTAssertThrowsError(try llama.useEncoderWeights(.int8)) { e in
             XCTAssertTrue("\(e)".contains("has no encoder"), "\(e)")
@@ -362,6 +378,18 @@ final class Int8GEMMTests: XCTestCase {
         let want = try Generator(model: mu).generate(prompts: [Array(5...16)], parameters: .init(maxTokens: 6)).tokens[0]
         let got = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])["ids"] as? [Int]
         XCTAssertEqual(got, want)
+        // encore score takes the same options: its log-probabilities are the library's with them
+        let targets = Array(20..<32)
+        let sc = runCLI(["score", "--model", dir, "--input-ids", "5,6,7,8,9,10,11,12,13,14,15,16",
+                         "--target-ids", targets.map(String.init).joined(separator: ","),
+                         "--decode-weights", "q4_0", "--encoder-weights", "q8_0", "--prompt-weights", "int8", "--json"])
+        XCTAssertEqual(sc.status, 0, sc.stderr)
+        let scored = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(sc.stdout.utf8)) as? [String: Any])["logprobs"] as? [Double]
+        let wantLP = try mu.score(input: Array(5...16), target: targets).map(Double.init)
+        XCTAssertEqual(try XCTUnwrap(scored).count, wantLP.count)
+        for (a, b) in zip(try XCTUnwrap(scored), wantLP) { XCTAssertEqual(a, b, accuracy: 1e-5) }
+        let plain = try XCTUnwrap(ModelRegistry.load(folder: dir)).score(input: Array(5...16), target: targets).map(Double.init)
+        XCTAssertGreaterThan(zip(plain, wantLP).map { abs($0 - $1) }.max() ?? 0, 1e-4, "the options change the scores, so they are seen")
         let bad = runCLI(["generate", "--model", dir, "--input-ids", "5,6", "--encoder-weights", "q3"])
         XCTAssertEqual(bad.status, 64)
         XCTAssertTrue(bad.stderr.contains("--encoder-weights must be f32, bf16, int8, q8_0, q4_0 or q4_1 (got 'q3')"), bad.stderr)

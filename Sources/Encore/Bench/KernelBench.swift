@@ -66,8 +66,7 @@ public enum KernelBench {
         return Double(bytes) / t / 1e9
     }
 
-    /// GOP/s of the int8 prompt-pass GEMM on the fp32 GEMM's shape (512×4096×1024, random int8 rows).
-    /// The int8 prompt GEMM 512×4096×1024 on int8 rows (`format` .int8) or Q8_0 blocks (.q8_0), GOP/s.
+    /// The int8 prompt GEMM 512×4096×1024 (the fp32 GEMM's shape, random weights) on int8 rows (`format` .int8) or Q8_0 blocks (.q8_0), GOP/s.
     public static func int8GemmGOPs(format: WeightFormat = .int8) -> Double {
         precondition(format.hasInt8PromptGEMM, "int8GemmGOPs: \(format) has no int8 prompt GEMM")
         let (m, n, k) = (512, 4096, 1024)

@@ -33,7 +33,7 @@ public protocol LanguageModel: AnyObject {
     func usePromptWeights(_ weights: PromptWeights) throws
 
     /// Encoder-decoders: stores the encoder's matrices and the cross-attention K/V projections in `format` (packed
-    /// only, the fp32 copies released, unless `.f32`). Prompt passes widen them one matrix at a time, or run the int8
+    /// only, the fp32 copies released; `.f32`: fp32 copies only). Prompt passes widen them one matrix at a time, or run the int8
     /// GEMM over int8 rows / Q8_0 blocks with ``PromptWeights/int8``; ``PromptWeights/decode`` keeps this choice.
     /// Call it after ``useDecodeWeights(_:)``, before ``usePromptWeights(_:)``. Throws for decoder-only models.
     ///

@@ -209,12 +209,19 @@ public final class MuModel: LanguageModel {
         if let encoder { useEncoderWeights(encoder) }
     }
 
-    /// Whether the encoder's matrices already have a packed copy (``useEncoderWeights(_:)``, a GGUF kept quantized).
-    private var encoderIsPacked: Bool { (encoderBlocks.first?.attn.q.decodeFormat ?? .f32) != .f32 }
+    /// The encoder format chosen with ``useEncoderWeights(_:)`` (nil: none; `.decode` prompts then give the encoder the
+    /// decode format).
+    private var chosenEncoderFormat: WeightFormat?
 
     /// The encoder's matrices and the cross K/V projections in `format` (packed only unless `.f32`): see
-    /// ``LanguageModel/useEncoderWeights(_:)``.
+    /// ``LanguageModel/useEncoderWeights(_:)``. The choice holds through `.decode` prompt weights.
     public func useEncoderWeights(_ format: WeightFormat) {
+        chosenEncoderFormat = format
+        setEncoderWeights(format)
+        if format != .f32 { BufferPool.shared.drain() }   // the released fp32 copies back to the system
+    }
+
+    private func setEncoderWeights(_ format: WeightFormat) {
         let keep = format == .f32
         for i in encoderBlocks.indices {
             encoderBlocks[i].attn.useDecodeWeights(format, keepFP32: keep)
@@ -237,7 +244,7 @@ public final class MuModel: LanguageModel {
     public func usePromptWeights(_ weights: PromptWeights) throws {
         defer { if weights != .f32 { BufferPool.shared.drain() } }   // the released fp32 copies back to the system
         let format = decoderBlocks.first?.mlp.fc1.decodeFormat ?? .f32
-        if weights == .decode && format != .f32 && !encoderIsPacked { useEncoderWeights(format) }   // an explicit encoder format stays
+        if weights == .decode && format != .f32 && chosenEncoderFormat == nil { setEncoderWeights(format) }   // a chosen one stays
         for i in encoderBlocks.indices {
             encoderBlocks[i].attn.updateLinears { $0.usePromptWeights(weights) }
             encoderBlocks[i].mlp.updateLinears { $0.usePromptWeights(weights) }
