@@ -191,6 +191,7 @@ struct BenchCommand: ParsableCommand {
             }
             var results: [BenchResult] = []
             var qualities: [(model: String, format: String, absolute: Float, relative: Float, ppl: Double, refPPL: Double)] = []
+            var qualityOnText = false   // the quality sequences came from QualityText (a checkpoint with a tokenizer)
             for name in wanted {
                 printStderr("[\(name)] building model…")
                 let fromFile = loaded?.modelType == name
@@ -221,11 +222,26 @@ struct BenchCommand: ParsableCommand {
                 if fromFile && releases { loaded = nil }   // rebuilt models replace it: only `lm` holds it
                 try configureCaches(lm)
                 var reference: DecodeQuality? = nil
-                // fixed token sequences from the seed: a prompt of the first input length, then qualityTokens targets
+                // The quality sequences: with a checkpoint that has a tokenizer, a fixed English text (its first 64 tokens
+                // as the prompt, the next qualityTokens as targets: a perplexity that means something); otherwise fixed
+                // token sequences from the seed (a prompt of the first input length, then qualityTokens targets).
                 var rng = SplitMix64(seed: seed &+ 17)
                 let low = min(3, lm.vocabSize - 1)
                 func ids(_ n: Int) -> [Int] { (0..<n).map { _ in low + Int(rng.next() % UInt64(lm.vocabSize - low)) } }
-                let qualityPrompt = ids(lengths[0]), qualityTargets = ids(qualityTokens)
+                var qualityPrompt = ids(lengths[0]), qualityTargets = ids(qualityTokens)
+                if fromFile, qualityTokens > 0, let codec = try? TextCodec.load(folder: model!, required: false) {
+                    var text = QualityText.paragraph
+                    var tokens = codec.encode(text, model: lm)
+                    while tokens.count < 64 + qualityTokens && tokens.count > 0 && text.count < 1 << 20 {
+                        text += " " + QualityText.paragraph
+                        tokens = codec.encode(text, model: lm)
+                    }
+                    if tokens.count >= 64 + qualityTokens, tokens.allSatisfy({ $0 >= 0 && $0 < lm.vocabSize }) {
+                        qualityPrompt = Array(tokens[0..<64])
+                        qualityTargets = Array(tokens[64..<(64 + qualityTokens)])
+                        qualityOnText = true
+                    }
+                }
                 let wantsQuality = qualityTokens > 0 && !keepQuantized && (releases || formats != [.f32])
                 if releases && wantsQuality {   // the fp32 reference before the fp32 copies are released
                     printStderr("[\(name)] quality reference: f32, \(qualityTokens) teacher-forced decode steps…")
@@ -285,7 +301,8 @@ struct BenchCommand: ParsableCommand {
                 "kernel_paths": Dictionary(uniqueKeysWithValues: formats.map(kernelLabel)),
                 "quality": qualities.map { q -> [String: Any] in
                     ["model": q.model, "decode_weights": q.format, "max_logit_error": q.absolute, "max_logit_error_relative": q.relative,
-                     "perplexity": q.ppl, "perplexity_f32": q.refPPL, "tokens": qualityTokens]
+                     "perplexity": q.ppl, "perplexity_f32": q.refPPL, "tokens": qualityTokens,
+                     "sequence": qualityOnText ? "fixed English text" : "fixed random token ids"]
                 },
                 "results": results.map { r -> [String: Any] in
                     var o = r.json
@@ -322,7 +339,7 @@ struct BenchCommand: ParsableCommand {
             }
             print("(FLOPs and weight bytes are counted by the model as it runs: every matrix product, attention included)")
             if !qualities.isEmpty {
-                print("\nquality vs f32 (\(qualityTokens) teacher-forced decode steps on a fixed sequence):")
+                print("\nquality vs f32 (\(qualityTokens) teacher-forced decode steps on " + (qualityOnText ? "a fixed English text, after its first 64 tokens):" : "a fixed sequence of random token ids):"))
                 for q in qualities {
                     print(String(format: "%@ %@: max logit error %.4f (%.2e of max |logit|), perplexity %.3f vs %.3f f32 (%+.2f%%)",
                                  q.model as NSString, q.format as NSString, q.absolute, q.relative, q.ppl, q.refPPL, 100 * (q.ppl / q.refPPL - 1)))
@@ -477,4 +494,18 @@ struct BenchCommand: ParsableCommand {
         print(String(format: "Mu encoder, %d tokens, %d thread(s), median of %d: separate epilogues %.1f ms, fused %.1f ms (%.3f×)",
                      lengths[0], threads, epilogueAB, a, b, a / b))
     }
+}
+
+/// The fixed English text `encore bench` scores quality on when the checkpoint has a tokenizer (written for Encore).
+enum QualityText {
+    static let paragraph = """
+    The lighthouse keeper climbed the narrow stairs every evening at dusk, carrying a can of oil and a small notebook. \
+    In the notebook she wrote the direction of the wind, the height of the waves, and the names of the ships that \
+    passed close to the rocks. Most nights were quiet, and the light turned slowly above the harbour while the town \
+    slept. In winter, however, the storms came from the north, and the fishing boats hurried home before the sea \
+    became too rough to cross. On those nights she stayed awake until morning, watching for lanterns on the water and \
+    listening to the bell at the end of the pier. When the weather cleared, the children of the town walked along the \
+    beach to collect shells and pieces of glass that the waves had polished smooth. They brought the best ones to the \
+    lighthouse, and she kept them in a jar on the windowsill, where they caught the first light of the sun.
+    """
 }

@@ -22,6 +22,25 @@ final class BenchCLITests: XCTestCase {
         XCTAssertEqual(o["decode_weights"] as? String, "f32")
     }
 
+    /// The quality report scores a fixed English text when the checkpoint has a tokenizer (the tiny HF Llama with a
+    /// ChatML tokenizer), and fixed random ids otherwise (a Mu fixture without a tokenizer).
+    func testQualityOnAFixedTextWhenThereIsATokenizer() throws {
+        func quality(_ model: String, _ extra: [String] = []) throws -> [String: Any] {
+            let r = runCLI(["bench", "--model", model, "--input-tokens", "8", "--output-tokens", "2", "--reps", "1",
+                            "--threads", "1", "--decode-weights", "q8_0", "--quality-tokens", "16", "--json", "--no-limits"] + extra)
+            XCTAssertEqual(r.status, 0, r.stderr)
+            let o = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any], r.stdout)
+            return try XCTUnwrap((o["quality"] as? [[String: Any]])?.first, r.stdout)
+        }
+        let text = try quality(fixture("hf_decoders/llama"))
+        XCTAssertEqual(text["sequence"] as? String, "fixed English text")
+        XCTAssertEqual(text["tokens"] as? Int, 16)
+        let ids = try quality(fixture("mu/gqa_mod"), ["--models", "mu"])
+        XCTAssertEqual(ids["sequence"] as? String, "fixed random token ids")
+        let ppl = try XCTUnwrap(text["perplexity_f32"] as? Double)
+        XCTAssertTrue(ppl.isFinite && ppl > 1, "\(ppl)")
+    }
+
     func testBenchModelsSelection() {
         let sel = runCLI(["bench", "--model", fixture("tiny_llama/f32.gguf"), "--models", "model", "--input-tokens", "4",
                           "--output-tokens", "2", "--reps", "1", "--threads", "1", "--no-limits"])
