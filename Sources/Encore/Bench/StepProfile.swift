@@ -10,7 +10,7 @@ import Foundation
 /// StepProfile.end()                   // counts the step
 /// ```
 public enum StepProfile {
-    /// The parts of a decode step (Mu and the Llama family; a model uses the ones it has).
+    /// The parts of a decode step (Mu, T5 and the Llama family; a model uses the ones it has).
     public enum Part: Int, CaseIterable, Sendable {
         case embed, norm, qkvGEMV, ropeCache, selfAttention, selfOutGEMV, crossQGEMV, crossAttention, crossOutGEMV
         case mlpUpGEMV, mlpActivation, mlpDownGEMV, head, other

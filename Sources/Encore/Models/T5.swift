@@ -296,7 +296,9 @@ struct T5FeedForward {
 
     /// r += self(x) (the residual stream), accumulated by the last GEMM.
     func accumulate(into r: Tensor, _ x: Tensor) {
-        wo.accumulate(into: r, hidden(x))
+        let h = hidden(x)
+        StepProfile.lap(.mlpUpGEMV)
+        wo.accumulate(into: r, h)
     }
 
     /// The activations wo reads: [R, F].
@@ -692,13 +694,20 @@ public final class T5Model: LanguageModel {
         let bias = decoderBias.table(tq: n, tk: start + n, queryStart: start)   // [H, 2n+start-1]
         let ones = [UInt8](repeating: 1, count: B * n)                          // decoder keys: causal mask only
 
+        StepProfile.begin(tokens: B * n)
+        defer { StepProfile.end() }
         var x = Ops.embeddingRows(shared, blocks: sharedBlocks, ids: ids)                            // [B*n, C]
+        StepProfile.lap(.embed)
         for (layer, block) in decoderBlocks.enumerated() {
             // causal self-attention over the cache, + position bias
             let h = block.ln0(x)
+            StepProfile.lap(.norm)
             let q = block.selfAttn.q(h)                                    // [B*n, A]
             let cache = state.caches[layer]
-            cache.append(k: block.selfAttn.k(h), v: block.selfAttn.v(h), keep: ones, n: n)
+            let newK = block.selfAttn.k(h), newV = block.selfAttn.v(h)
+            StepProfile.lap(.qkvGEMV)
+            cache.append(k: newK, v: newV, keep: ones, n: n)
+            StepProfile.lap(.ropeCache)
             let o = Tensor(uninitialized: [B * n, A])
             withExtendedLifetime(q) {
                 bias.withUnsafeBufferPointer { bp in
@@ -709,9 +718,14 @@ public final class T5Model: LanguageModel {
                     }
                 }
             }
+            StepProfile.lap(.selfAttention)
             Ops.addInPlace(x, block.selfAttn.o(o))
+            StepProfile.lap(.selfOutGEMV)
             // cross-attention over the encoder output (K/V projected once, no position bias)
-            let qc = block.crossAttn.q(block.ln1(x))                       // [B*n, A]
+            let h1 = block.ln1(x)
+            StepProfile.lap(.norm)
+            let qc = block.crossAttn.q(h1)                                 // [B*n, A]
+            StepProfile.lap(.crossQGEMV)
             let kc = state.encoder.crossK[layer], vc = state.encoder.crossV[layer]
             let oc = Tensor(uninitialized: [B * n, A])
             withExtendedLifetime((qc, kc, vc)) {
@@ -723,13 +737,19 @@ public final class T5Model: LanguageModel {
                     }
                 }
             }
+            StepProfile.lap(.crossAttention)
             Ops.addInPlace(x, block.crossAttn.o(oc))
-            block.ff.accumulate(into: x, block.ln2(x))                    // x += ff(ln2(x))
+            StepProfile.lap(.crossOutGEMV)
+            let h2 = block.ln2(x)
+            StepProfile.lap(.norm)
+            block.ff.accumulate(into: x, h2)                               // x += ff(ln2(x)); laps the up part inside
+            StepProfile.lap(.mlpDownGEMV)
         }
         if lastOnly && n > 1 { x = Ops.lastRows(x, batch: B, n: n) }
         let y = decoderNorm(x)                                             // [R, C]
         if config.scalesDecoderOutput { Ops.scaleInPlace(y, Float(pow(Double(config.dModel), -0.5))) }   // tied head (v1.0)
         // the blocks for decode steps, and for every pass when no fp32 head is kept
+        defer { StepProfile.lap(.head) }
         if let lmHeadDecode, y.shape[0] <= 8 || lmHead == nil { return Ops.linearQuantized(y, weight: lmHeadDecode, bias: nil) }   // [R, V]
         return Ops.linear(y, weight: lmHead!, bias: nil)                   // [R, V]
     }
