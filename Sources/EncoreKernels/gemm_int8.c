@@ -26,7 +26,8 @@
  *
  * The plain path (and the twin ek_gemm_int8_ref) does the same integer arithmetic element by element.
  *
- * Q8_0 blocks (ek_gemm_q8_0: GGUF's q8_0 rows, ggml or x8 layout) compute what llama.cpp's q8_0 matmuls compute:
+ * Q8_0 and Q4_0 blocks (ek_gemm_q8_0: GGUF's q8_0 / q4_0 rows, ggml or x8 layout; Q4_0's nibbles are unpacked to
+ * int8 values − 8 when a panel is packed) compute what llama.cpp's q8_0 / q4_0 matmuls compute:
  * activations quantized per block of 32 as ggml's q8_0 (d = amax/127 rounded to f16, q = round-half-even(x/d)),
  *
  *   y[m, n] = Σ_b (d_x[m, b] · d_w[n, b]) · Σ_{k∈b} q_x[m, k] q_w[n, k]
@@ -410,19 +411,30 @@ EG_AVX2 static int columns_avx2(const gemm_ctx *g, const gemm_mat *a, long c0, l
 /* ------------------------------------------------------------------------------------------------ */
 /* Q8_0 blocks: llama.cpp's activations and arithmetic, on the int8 path's packed tiles                 */
 
-/* Row c of Q8_0 blocks (nb per row, ggml or x8 layout): quants into q [nb*32] (zero past k), scales into d [nb]. */
+/* Row c of Q8_0 or Q4_0 blocks (nb per row, ggml or x8 layout) as int8 values: into q [nb*32] (zero past k; Q4_0's
+ * nibbles minus 8, element j of a block the low nibble of byte j, element j + 16 its high nibble), scales into d [nb]. */
 static void q8_row(int format, const uint8_t *w, long nb, long k, long c, int8_t *q, float *d) {
-    const uint8_t *row = w + c * nb * 34;
+    const int four = format == EK_WF_Q4_0 || format == EK_WF_Q4_0X8, x8 = format == EK_WF_Q8_0X8 || format == EK_WF_Q4_0X8;
+    const long B = four ? 18 : 34, P = B - 2;   /* block bytes, payload bytes */
+    const uint8_t *row = w + c * nb * B;
     for (long g0 = 0; g0 < nb; g0 += 8) {
         long g = nb - g0 < 8 ? nb - g0 : 8;
-        const uint8_t *grp = row + g0 * 34;
+        const uint8_t *grp = row + g0 * B;
         for (long j = 0; j < g; j++) {
             /* x8: the group's g scales, then its g payloads; ggml: scale and payload side by side per block */
-            const uint8_t *hp = format == EK_WF_Q8_0X8 ? grp + 2 * j : grp + 34 * j;
-            const uint8_t *qp = format == EK_WF_Q8_0X8 ? grp + 2 * g + 32 * j : grp + 34 * j + 2;
+            const uint8_t *hp = x8 ? grp + 2 * j : grp + B * j;
+            const uint8_t *qp = x8 ? grp + 2 * g + P * j : grp + B * j + 2;
             uint16_t h = (uint16_t)(hp[0] | (hp[1] << 8));
             ek_f16_to_f32(&h, d + g0 + j, 1);
-            memcpy(q + (g0 + j) * 32, qp, 32);
+            int8_t *out = q + (g0 + j) * 32;
+            if (four) {
+                for (int i = 0; i < 16; i++) {
+                    out[i] = (int8_t)((qp[i] & 0x0F) - 8);
+                    out[i + 16] = (int8_t)((qp[i] >> 4) - 8);
+                }
+            } else {
+                memcpy(out, qp, 32);
+            }
         }
     }
     for (long i = k; i < nb * 32; i++) q[i] = 0;
@@ -435,7 +447,9 @@ static inline float q8_epilogue(float acc, const float *bias, long c, float old,
     return mode == EK_EPI_ACCUMULATE ? old + v : v;
 }
 
-static int q8_format_ok(int format) { return format == EK_WF_Q8_0 || format == EK_WF_Q8_0X8; }
+static int q8_format_ok(int format) {
+    return format == EK_WF_Q8_0 || format == EK_WF_Q8_0X8 || format == EK_WF_Q4_0 || format == EK_WF_Q4_0X8;
+}
 
 /* Σ_b fma((float) Σ_{k∈b} q_x q_w, d_x[b]·d_w[b]) in order b = 0, 1, …: one output of the plain path and the twin. */
 static float q8_dot(const int8_t *xq, const float *xd, const int8_t *q, const float *dw, long nb) {

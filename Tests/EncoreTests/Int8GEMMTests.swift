@@ -285,7 +285,7 @@ final class Int8GEMMTests: XCTestCase {
             XCTAssertEqual(y, r, "layout \(layout): the same floats as the twin")
         }
         var y = [Float](repeating: 0, count: 1)
-        XCTAssertEqual(ek_gemm_q8_0(Int32(EK_WF_Q4_0), ggml, x, nil, &y, 1, 1, 32, Int32(EK_EPI_STORE)), -1, "Q4_0 blocks are refused")
+        XCTAssertEqual(ek_gemm_q8_0(Int32(EK_WF_Q4_1), ggml, x, nil, &y, 1, 1, 32, Int32(EK_EPI_STORE)), -1, "Q4_1 blocks are refused")
 
         let mu = try smallMu(seed: 4), t5 = try smallT5(feedForward: "gated-gelu", tiedHead: false, seed: 4)
         let llama = try XCTUnwrap(ModelRegistry.load(folder: fixture("tiny_llama/f32.gguf")) as? LlamaModel)
@@ -306,6 +306,19 @@ final class Int8GEMMTests: XCTestCase {
         XCTAssertEqual(fc1.decodeFormat, .q8_0)
         XCTAssertEqual(fc1.residentBytes, fc1.decodeBytes, "prompt passes and decode share the Q8_0 blocks")
         XCTAssertEqual(q.residentBytes, q.decodeBytes)
+        // Q4_0 blocks too (nibbles − 8, the same GEMM): held once, and the int8 prompts' change against widened blocks
+        // stays within the int8 bound (the q4_0 weights' own error is the decode format's)
+        for (name, model) in [("mu", try smallMu(seed: 9) as LanguageModel), ("llama", try XCTUnwrap(ModelRegistry.load(folder: fixture("tiny_llama/f32.gguf"))))] {
+            try model.useDecodeWeights(.q4_0)
+            try model.usePromptWeights(.decode)
+            let widened = try logits(model, prompt: prompt)
+            try model.usePromptWeights(.int8)
+            let gemm = try logits(model, prompt: prompt)
+            let e = relativeError(gemm, widened)
+            print("\(name): q4_0 blocks, int8 GEMM prompts vs widened \(e)")
+            XCTAssertGreaterThan(e, 0, "\(name): the Q4_0 blocks run the GEMM")
+            XCTAssertLessThan(e, name == "llama" ? 0.15 : 5e-2, name)
+        }
         // a new decode format with the int8 GEMM takes the decoder's prompt passes along (one copy, not two)
         mu.useDecodeWeights(.int8)
         let q2 = mu.decoderBlocks[0].causalAttn.q

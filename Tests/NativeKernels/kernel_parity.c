@@ -20,7 +20,7 @@
  *   activation quantizer                   identical bytes, scales and corrections
  *   int8 prompt GEMM vs ek_gemm_int8_ref  1e-5 · (|twin| + 1): exact int32 sums, fp32 epilogue rounding only
  *   (also as two matrices in one ek_gemm_int8_multi call)
- *   Q8_0 prompt GEMM vs ek_gemm_q8_0_ref  identical floats (GELU: 1e-5 · (|twin| + 1)), ggml and x8 layouts, also
+ *   Q8_0/Q4_0 prompt GEMM vs ek_gemm_q8_0_ref  identical floats (GELU: 1e-5 · (|twin| + 1)), ggml and x8 layouts, also
  *                                          as two matrices in one call; and against the fp32 product of the
  *                                          dequantized blocks within the activation rounding, Σ_b d_x,b/2 · Σ_b|w| + 1e-5
  * The dispatch must report "neon" on arm64 ("neon-dotprod" for int8 when the CPU has SDOT) and "avx2" on x86-64
@@ -453,12 +453,15 @@ static void test_gemm_q8_0(void) {
         uint8_t *q = malloc((size_t)(n * rb)), *qx = malloc((size_t)(n * rb));
         float *wd = malloc(sizeof(float) * n * k), *y = malloc(sizeof(float) * m * n), *r = malloc(sizeof(float) * m * n);
         double *want = malloc(sizeof(double) * m * n), *sc = malloc(sizeof(double) * m * n);
-        ek_quantize_rows(EK_WF_Q8_0, w, q, NULL, n, k);
-        for (long r = 0; r < n; r += 3) ((int8_t *)q)[r * rb + 2 + r % 32] = -128;   /* a byte no quantizer writes */
-        ek_repack_x8(EK_WF_Q8_0, q, qx, n, k);
-        ek_dequantize_rows(EK_WF_Q8_0, q, NULL, wd, n, k);
+      for (int base = EK_WF_Q8_0; base <= EK_WF_Q4_0; base++) {   /* Q8_0, then Q4_0 (its nibbles − 8) */
+        rb = ek_quant_row_bytes(base, k);
+        ek_quantize_rows(base, w, q, NULL, n, k);
+        if (base == EK_WF_Q8_0)
+            for (long r = 0; r < n; r += 3) ((int8_t *)q)[r * rb + 2 + r % 32] = -128;   /* a byte no quantizer writes */
+        ek_repack_x8(base, q, qx, n, k);
+        ek_dequantize_rows(base, q, NULL, wd, n, k);
         for (int layout = 0; layout < 2; layout++) {
-            int fmt = layout ? EK_WF_Q8_0X8 : EK_WF_Q8_0;
+            int fmt = layout ? ek_x8_format(base) : base;
             const void *wq = layout ? (const void *)qx : (const void *)q;
             for (int epi = EK_EPI_STORE; epi <= EK_EPI_RELU; epi++) {
                 double tol = epi == EK_EPI_GELU ? 1e-5 : 0.0;
@@ -507,10 +510,10 @@ static void test_gemm_q8_0(void) {
             {
                 long mg = m < 8 ? m : 8;
                 ek_gemv_quant(fmt, wq, NULL, x, b, y, mg, n, k);
-                ek_gemv_quant_ref(EK_WF_Q8_0, q, NULL, x, b, r, mg, n, k);
+                ek_gemv_quant_ref(base, q, NULL, x, b, r, mg, n, k);
                 double *gs = gemv_scale(wd, x, b, mg, n, k);
                 for (long i = 0; i < mg * n; i++) want[i] = r[i];
-                expect_close("gemv_q8_0 (-128)", layout, y, want, gs, mg * n, 1e-5);
+                expect_close(base == EK_WF_Q8_0 ? "gemv_q8_0 (-128)" : "gemv_q4_0 (x8)", layout, y, want, gs, mg * n, 1e-5);
                 free(gs);
             }
             /* against the dequantized product: per block |Δx| ≤ d/2 with d = amax/127 (rounded to f16, ≤ 2^-11 more) */
@@ -530,12 +533,13 @@ static void test_gemm_q8_0(void) {
                     want[i * n + c] = acc;
                     sc[i * n + c] = (bound + 1e-5 * (fabs(acc) + 1)) * (1 + 1e-6);
                 }
-            expect_close("gemm_q8_0 vs fp32", layout, y, want, sc, m * n, 1.0);
+            expect_close("gemm_q8_0 vs fp32", base * 10 + layout, y, want, sc, m * n, 1.0);
         }
+      }
         free(w); free(x); free(b); free(y0); free(q); free(qx); free(wd); free(y); free(r); free(want); free(sc);
     }
     g_checks++;
-    if (ek_gemm_q8_0(EK_WF_Q4_0, NULL, NULL, NULL, NULL, 1, 1, 32, EK_EPI_STORE) != -1) { printf("FAIL gemm_q8_0: Q4_0 accepted\n"); g_failures++; }
+    if (ek_gemm_q8_0(EK_WF_Q4_1, NULL, NULL, NULL, NULL, 1, 1, 32, EK_EPI_STORE) != -1) { printf("FAIL gemm_q8_0: Q4_1 accepted\n"); g_failures++; }
     report("gemm_q8_0", ek_gemm_int8_path());
 }
 

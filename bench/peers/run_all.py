@@ -17,10 +17,10 @@ Models (random weights; speed does not depend on the values):
          compute in torch.bfloat16) and int8 (quantize_dynamic, per-channel qint8 nn.Linear) beside Encore's
          --decode-weights bf16 / int8 (--small: a 4 + 2-layer, width-256 Mu made by `encore init`)
 Engines: encore (`encore bench --model ...` on the HF folder with `--decode-weights bf16|int8|q8_0|q4_0` (int8 and
-q8_0 rows: also `--prompt-weights int8`, int8 GEMMs in prompt passes as CTranslate2's, PyTorch's and llama.cpp's int8
-(q8_0: over the blocks as stored, llama.cpp's arithmetic); bf16/q4_0 rows `--prompt-weights decode`, no fp32 copy
+q8_0/q4_0 rows: also `--prompt-weights int8`, int8 GEMMs in prompt passes as CTranslate2's, PyTorch's and llama.cpp's
+int8 (q8_0/q4_0: over the blocks as stored, llama.cpp's arithmetic); bf16 rows `--prompt-weights decode`, no fp32 copy
 resident, as the peers hold only their format), and on the F32 / q8_0 / q4_0 GGUFs, `--keep-quantized` for the
-blocks, q8_0 with `--prompt-weights int8`), hf (transformers generate, fp32/bf16), ct2
+blocks, q8_0/q4_0 with `--prompt-weights int8`), hf (transformers generate, fp32/bf16), ct2
 (CTranslate2 float32/int8), llama.cpp (llama-cpp-python, GGUF f32/bf16/q8_0/q4_0; T5 through llama_encode),
 pytorch (Mu fp32/bf16/int8). Llama and T5 get the same rows. Precisions: fp32, bf16, int8 (CT2 int8, llama.cpp
 q8_0; Encore int8 and q8_0), q4_0 (llama.cpp). An engine that cannot run a row prints n/a with the reason, and is
@@ -130,12 +130,13 @@ def entries(args, ck: Path):
                                            "--compute-type", "int8"] + io)
         add(m, "int8", "llama.cpp", "llama.cpp q8_0", [lpy, str(HERE / "llamacpp_peer.py"), "--gguf",
                                                       str(ck / f"{m}-q8_0.gguf")] + io)
+        # Q4_0 blocks: prompt passes on the same GEMM (nibbles − 8, llama.cpp's q8_0 activations), as llama.cpp's q4_0
         add(m, "q4_0", "encore", "encore q4_0 GGUF", encore_bench_cmd(enc, str(ck / f"{m}-q4_0.gguf"), L, N, T, R,
-                                                                      ["--keep-quantized"]))
+                                                                      ["--keep-quantized"] + i8))
         if m == "llama":
             add(m, "q4_0", "encore", "encore q4_0 GGUF f16-KV", encore_bench_cmd(enc, str(ck / f"{m}-q4_0.gguf"), L, N, T,
-                                                                             R, ["--keep-quantized"] + kv16))
-        add(m, "q4_0", "encore", "encore q4_0", encore_bench_cmd(enc, hf, L, N, T, R, ["--decode-weights", "q4_0"] + dec))
+                                                                             R, ["--keep-quantized"] + i8 + kv16))
+        add(m, "q4_0", "encore", "encore q4_0", encore_bench_cmd(enc, hf, L, N, T, R, ["--decode-weights", "q4_0"] + i8))
         add(m, "q4_0", "llama.cpp", "llama.cpp q4_0", [lpy, str(HERE / "llamacpp_peer.py"), "--gguf",
                                                       str(ck / f"{m}-q4_0.gguf")] + io)
     # Mu: Encore's --decode-weights bf16 / int8 beside PyTorch's bf16 model and quantize_dynamic int8 (mu_torch.py)
