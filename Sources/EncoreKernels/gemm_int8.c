@@ -26,8 +26,9 @@
  *
  * The plain path (and the twin ek_gemm_int8_ref) does the same integer arithmetic element by element.
  *
- * Q8_0 and Q4_0 blocks (ek_gemm_q8_0: GGUF's q8_0 / q4_0 rows, ggml or x8 layout; Q4_0's nibbles are unpacked to
- * int8 values − 8 when a panel is packed) compute what llama.cpp's q8_0 / q4_0 matmuls compute:
+ * Q8_0, Q4_0 and Q4_1 blocks (ek_gemm_q8_0: GGUF's rows, ggml or x8 layout; 4-bit nibbles are unpacked to int8
+ * values when a panel is packed, Q4_0's minus 8; Q4_1 adds s_x·m_w per block, s_x = d_x·Σ q_x from ggml's q8_1) compute
+ * what llama.cpp's q8_0 / q4_0 / q4_1 matmuls compute:
  * activations quantized per block of 32 as ggml's q8_0 (d = amax/127 rounded to f16, q = round-half-even(x/d)),
  *
  *   y[m, n] = Σ_b (d_x[m, b] · d_w[n, b]) · Σ_{k∈b} q_x[m, k] q_w[n, k]
@@ -173,7 +174,8 @@ typedef struct { long mat, c0, c1; } gemm_range;
 typedef struct {
     const gemm_mat *mats; const gemm_range *ranges;
     const uint8_t *u; const float *d; const int32_t *z;      /* int8 rows: 7-bit activations, zero points */
-    const int8_t *xq; const float *xd;                       /* Q8_0 blocks: activations as ggml's q8_0 */
+    const int8_t *xq; const float *xd, *xs;                  /* Q8_0/Q4_x blocks: activations as ggml's q8_0 (Q4_1:
+                                                                q8_1, with the block sums s = d·Σq in xs) */
     long m, k, kp;
     int mode, simd, neon, dotprod;
     int failed;   /* a task could not grow its scratch (set atomically; read after the pool job) */
@@ -411,26 +413,32 @@ EG_AVX2 static int columns_avx2(const gemm_ctx *g, const gemm_mat *a, long c0, l
 /* ------------------------------------------------------------------------------------------------ */
 /* Q8_0 blocks: llama.cpp's activations and arithmetic, on the int8 path's packed tiles                 */
 
-/* Row c of Q8_0 or Q4_0 blocks (nb per row, ggml or x8 layout) as int8 values: into q [nb*32] (zero past k; Q4_0's
- * nibbles minus 8, element j of a block the low nibble of byte j, element j + 16 its high nibble), scales into d [nb]. */
-static void q8_row(int format, const uint8_t *w, long nb, long k, long c, int8_t *q, float *d) {
-    const int four = format == EK_WF_Q4_0 || format == EK_WF_Q4_0X8, x8 = format == EK_WF_Q8_0X8 || format == EK_WF_Q4_0X8;
-    const long B = four ? 18 : 34, P = B - 2;   /* block bytes, payload bytes */
+/* Row c of Q8_0, Q4_0 or Q4_1 blocks (nb per row, ggml or x8 layout) as int8 values: into q [nb*32] (zero past k;
+ * Q4_0's nibbles minus 8, Q4_1's as they are; element j of a block the low nibble of byte j, element j + 16 its high
+ * nibble), scales into d [nb], Q4_1's minima into m [nb] (when m is not NULL). */
+static void q8_row(int format, const uint8_t *w, long nb, long k, long c, int8_t *q, float *d, float *m) {
+    const int q41 = format == EK_WF_Q4_1 || format == EK_WF_Q4_1X8;
+    const int four = q41 || format == EK_WF_Q4_0 || format == EK_WF_Q4_0X8;
+    const int x8 = format == EK_WF_Q8_0X8 || format == EK_WF_Q4_0X8 || format == EK_WF_Q4_1X8;
+    const long B = q41 ? 20 : four ? 18 : 34, H = q41 ? 4 : 2, P = B - H;   /* block, header and payload bytes */
+    const int offset = four && !q41 ? 8 : 0;
     const uint8_t *row = w + c * nb * B;
     for (long g0 = 0; g0 < nb; g0 += 8) {
         long g = nb - g0 < 8 ? nb - g0 : 8;
         const uint8_t *grp = row + g0 * B;
         for (long j = 0; j < g; j++) {
-            /* x8: the group's g scales, then its g payloads; ggml: scale and payload side by side per block */
+            /* x8: the group's g scales (Q4_1: then its g minima), then its g payloads; ggml: per block side by side */
             const uint8_t *hp = x8 ? grp + 2 * j : grp + B * j;
-            const uint8_t *qp = x8 ? grp + 2 * g + P * j : grp + B * j + 2;
+            const uint8_t *mp = x8 ? grp + 2 * g + 2 * j : grp + B * j + 2;
+            const uint8_t *qp = x8 ? grp + H * g + P * j : grp + B * j + H;
             uint16_t h = (uint16_t)(hp[0] | (hp[1] << 8));
             ek_f16_to_f32(&h, d + g0 + j, 1);
+            if (q41 && m) { uint16_t hm = (uint16_t)(mp[0] | (mp[1] << 8)); ek_f16_to_f32(&hm, m + g0 + j, 1); }
             int8_t *out = q + (g0 + j) * 32;
             if (four) {
                 for (int i = 0; i < 16; i++) {
-                    out[i] = (int8_t)((qp[i] & 0x0F) - 8);
-                    out[i + 16] = (int8_t)((qp[i] >> 4) - 8);
+                    out[i] = (int8_t)((qp[i] & 0x0F) - offset);
+                    out[i + 16] = (int8_t)((qp[i] >> 4) - offset);
                 }
             } else {
                 memcpy(out, qp, 32);
@@ -440,6 +448,8 @@ static void q8_row(int format, const uint8_t *w, long nb, long k, long c, int8_t
     for (long i = k; i < nb * 32; i++) q[i] = 0;
 }
 
+static int is_q41(int format) { return format == EK_WF_Q4_1 || format == EK_WF_Q4_1X8; }
+
 /* acc + bias, then the epilogue (GELU applied to whole rows after). */
 static inline float q8_epilogue(float acc, const float *bias, long c, float old, int mode) {
     float v = bias ? acc + bias[c] : acc;
@@ -448,16 +458,20 @@ static inline float q8_epilogue(float acc, const float *bias, long c, float old,
 }
 
 static int q8_format_ok(int format) {
-    return format == EK_WF_Q8_0 || format == EK_WF_Q8_0X8 || format == EK_WF_Q4_0 || format == EK_WF_Q4_0X8;
+    return format == EK_WF_Q8_0 || format == EK_WF_Q8_0X8 || format == EK_WF_Q4_0 || format == EK_WF_Q4_0X8 ||
+           format == EK_WF_Q4_1 || format == EK_WF_Q4_1X8;
 }
 
-/* Σ_b fma((float) Σ_{k∈b} q_x q_w, d_x[b]·d_w[b]) in order b = 0, 1, …: one output of the plain path and the twin. */
-static float q8_dot(const int8_t *xq, const float *xd, const int8_t *q, const float *dw, long nb) {
+/* Σ_b fma((float) Σ_{k∈b} q_x q_w, d_x[b]·d_w[b]) in order b = 0, 1, …, and for Q4_1 (mw not NULL) after each block
+ * fma(s_x[b], m_w[b]) (s_x = d_x·Σ q_x, ggml's q8_1 sum): one output of the plain path and the twin. */
+static float q8_dot(const int8_t *xq, const float *xd, const float *xs, const int8_t *q, const float *dw, const float *mw,
+                    long nb) {
     float acc = 0.0f;
     for (long b = 0; b < nb; b++) {
         int32_t s = 0;
         for (int i = 0; i < 32; i++) s += (int32_t)xq[b * 32 + i] * q[b * 32 + i];
         acc = fmaf((float)s, xd[b] * dw[b], acc);
+        if (mw) acc = fmaf(xs[b], mw[b], acc);
     }
     return acc;
 }
@@ -468,13 +482,14 @@ int ek_gemm_q8_0_ref(int format, const void *w, const float *x, const float *bia
     long nb = (k + 31) / 32, kp = nb * 32;
     int8_t *xq = malloc((size_t)(m * kp + 1)), *q = malloc((size_t)kp);
     float *xd = malloc(sizeof(float) * (size_t)(m * nb + 1)), *xc = malloc(sizeof(float) * (size_t)(m * nb + 1));
-    float *dw = malloc(sizeof(float) * (size_t)nb);
+    float *dw = malloc(sizeof(float) * (size_t)(2 * nb)), *mw = is_q41(format) ? dw + nb : NULL;
     if (!xq || !q || !xd || !xc || !dw) { free(xq); free(q); free(xd); free(xc); free(dw); return -2; }
-    ek_quantize_activations_ref(EK_WF_Q8_0, x, m, k, xq, xd, xc);   /* the plain quantizer (same bytes as the SIMD one) */
+    /* the plain quantizer (same bytes as the SIMD one); Q4_1: ggml's q8_1, whose sums land in xc */
+    ek_quantize_activations_ref(is_q41(format) ? EK_WF_Q4_1 : EK_WF_Q8_0, x, m, k, xq, xd, xc);
     for (long c = 0; c < n; c++) {
-        q8_row(format, w, nb, k, c, q, dw);
+        q8_row(format, w, nb, k, c, q, dw, mw);
         for (long r = 0; r < m; r++)
-            y[r * n + c] = q8_epilogue(q8_dot(xq + r * kp, xd + r * nb, q, dw, nb), bias, c, y[r * n + c], mode);
+            y[r * n + c] = q8_epilogue(q8_dot(xq + r * kp, xd + r * nb, xc + r * nb, q, dw, mw, nb), bias, c, y[r * n + c], mode);
     }
     if (mode == EK_EPI_GELU) ek_gelu_tanh_f32_ref(y, m * n);
     free(xq); free(q); free(xd); free(xc); free(dw);
@@ -507,14 +522,15 @@ static int8_t *q8rows_buffer(long len) {
 /* Plain path: columns [c0, c0 + nc) with the twin's arithmetic (and its results). */
 static int panel_plain_q8(const gemm_ctx *g, const gemm_mat *a, long c0, long nc) {
     long nb = g->kp / 32;
-    int8_t *q = q8rows_buffer(g->kp + 4 * nb);
+    int8_t *q = q8rows_buffer(g->kp + 8 * nb);
     if (!q) return -2;
-    float *dw = (float *)(void *)(q + g->kp);   /* kp is a multiple of 32: aligned for floats */
+    float *dw = (float *)(void *)(q + g->kp), *mw = is_q41(g->format) ? dw + nb : NULL;   /* kp % 32 == 0: aligned */
     for (long c = c0; c < c0 + nc; c++) {
-        q8_row(g->format, (const uint8_t *)a->w, nb, g->k, c, q, dw);
+        q8_row(g->format, (const uint8_t *)a->w, nb, g->k, c, q, dw, mw);
         for (long r = 0; r < g->m; r++) {
             float *yp = a->y + r * a->n + c;
-            *yp = q8_epilogue(q8_dot(g->xq + r * g->kp, g->xd + r * nb, q, dw, nb), a->bias, c, *yp, g->mode);
+            *yp = q8_epilogue(q8_dot(g->xq + r * g->kp, g->xd + r * nb, g->xs + r * nb, q, dw, mw, nb), a->bias, c, *yp,
+                              g->mode);
         }
     }
     if (g->mode == EK_EPI_GELU)
@@ -527,21 +543,25 @@ static int panel_plain_q8(const gemm_ctx *g, const gemm_mat *a, long c0, long nc
  * (ek_neon_tile_s8 on the unpacked rows), then the twin's fp32 FMA per block and its epilogue: the same floats. */
 static int columns_q8_neon(const gemm_ctx *g, const gemm_mat *a, long c0, long nc) {
     long nb = g->kp / 32;
-    int8_t *rows = q8rows_buffer(4 * g->kp + 4 * 4 * nb);
+    int8_t *rows = q8rows_buffer(4 * g->kp + 2 * 4 * 4 * nb);
     if (!rows) return -2;
-    float *dw = (float *)(void *)(rows + 4 * g->kp);   /* [4][nb] */
+    float *dw = (float *)(void *)(rows + 4 * g->kp), *mw = dw + 4 * nb;   /* [4][nb] each */
+    const int q41 = is_q41(g->format);
     int32_t t[16];
     for (long cc = c0; cc < c0 + nc; cc += 4) {
         int tn = (int)(c0 + nc - cc < 4 ? c0 + nc - cc : 4);
-        for (int c = 0; c < tn; c++) q8_row(g->format, (const uint8_t *)a->w, nb, g->k, cc + c, rows + c * g->kp, dw + c * nb);
+        for (int c = 0; c < tn; c++)
+            q8_row(g->format, (const uint8_t *)a->w, nb, g->k, cc + c, rows + c * g->kp, dw + c * nb, mw + c * nb);
         for (long r0 = 0; r0 < g->m; r0 += 4) {
             int tm = (int)(g->m - r0 < 4 ? g->m - r0 : 4);
             float acc[16] = { 0 };
             for (long b = 0; b < nb; b++) {
                 ek_neon_tile_s8(g->xq + r0 * g->kp + b * 32, g->kp, rows + b * 32, g->kp, 32, tm, tn, t, g->dotprod);
                 for (int r = 0; r < tm; r++)
-                    for (int c = 0; c < tn; c++)
+                    for (int c = 0; c < tn; c++) {
                         acc[r * 4 + c] = fmaf((float)t[r * 4 + c], g->xd[(r0 + r) * nb + b] * dw[c * nb + b], acc[r * 4 + c]);
+                        if (q41) acc[r * 4 + c] = fmaf(g->xs[(r0 + r) * nb + b], mw[c * nb + b], acc[r * 4 + c]);
+                    }
             }
             for (int r = 0; r < tm; r++)
                 for (int c = 0; c < tn; c++) {
@@ -561,10 +581,11 @@ static int columns_q8_neon(const gemm_ctx *g, const gemm_mat *a, long c0, long n
  * scales xd, stride ldd) against a packed panel (quads as the int8 path's) with its block scales ds [blocks][EG_NR]:
  * per block, the exact int32 tile by llama.cpp's sign trick (vpmaddubsw(|q_w|, sign(q_x, q_w)), then vpmaddwd by
  * ones: exact for every byte, |q_w| ≤ 128 and |q_x| ≤ 127 keep a pair ≤ 32 512),
- * widened and added with one FMA by d_x[r]·d_w[column]. */
+ * widened and added with one FMA by d_x[r]·d_w[column]; Q4_1 (ms not NULL) then adds s_x[r]·m_w[column] with a
+ * second FMA (its minima; s_x = d_x·Σ q_x, ggml's q8_1 sum, stride ldd as xd). */
 #define EG_KERNEL_Q8(MR) \
-EG_AVX2 static void kernel_q8_##MR(const int8_t *a, long lda, const float *xd, long ldd, const int8_t *b, const float *ds, \
-                                   long blocks, float *acc) { \
+EG_AVX2 static void kernel_q8_##MR(const int8_t *a, long lda, const float *xd, const float *xs, long ldd, const int8_t *b, \
+                                   const float *ds, const float *ms, long blocks, float *acc) { \
     const __m256i ones = _mm256_set1_epi16(1); \
     for (long blk = 0; blk < blocks; blk++) { \
         __m256i c[MR][EG_NV]; \
@@ -586,7 +607,9 @@ EG_AVX2 static void kernel_q8_##MR(const int8_t *a, long lda, const float *xd, l
             EG_UNROLL for (int r = 0; r < MR; r++) { \
                 float *ap = acc + (r * EG_NV + v) * 8; \
                 __m256 scale = _mm256_mul_ps(_mm256_set1_ps(xd[r * ldd + blk]), sv); \
-                _mm256_storeu_ps(ap, _mm256_fmadd_ps(_mm256_cvtepi32_ps(c[r][v]), scale, _mm256_loadu_ps(ap))); \
+                __m256 t = _mm256_fmadd_ps(_mm256_cvtepi32_ps(c[r][v]), scale, _mm256_loadu_ps(ap)); \
+                if (ms) t = _mm256_fmadd_ps(_mm256_set1_ps(xs[r * ldd + blk]), _mm256_loadu_ps(ms + blk * EG_NR + 8 * v), t); \
+                _mm256_storeu_ps(ap, t); \
             } \
         } \
     } \
@@ -617,24 +640,28 @@ EG_AVX2 static void store_tile_q8(const gemm_ctx *g, const gemm_mat *a, long r0,
 /* As columns_avx2 for Q8_0 blocks: each panel's rows are unpacked (quants, scales) and packed into quads as the
  * int8 path's, with the block scales [nb][EG_NR] beside; fp32 tiles persist across the k blocks. */
 EG_AVX2 static int columns_q8_avx2(const gemm_ctx *g, const gemm_mat *a, long c0, long nc) {
-    long nb = g->kp / 32, panels = (nc + EG_NR - 1) / EG_NR, panel_len = g->kp * EG_NR, scale_len = nb * EG_NR * 4;
+    const int q41 = is_q41(g->format);
+    long nb = g->kp / 32, panels = (nc + EG_NR - 1) / EG_NR, panel_len = g->kp * EG_NR;
+    long scale_len = (q41 ? 2 : 1) * nb * EG_NR * 4;   /* block scales [nb][EG_NR], then Q4_1's minima [nb][EG_NR] */
     int8_t *pb = pack_buffer(panels * (panel_len + scale_len + EG_NR * 4));
-    int8_t *rows = q8rows_buffer(EG_NR * g->kp + 4 * nb);
+    int8_t *rows = q8rows_buffer(EG_NR * g->kp + 8 * nb);
     if (!pb || !rows) return -2;
-    float *scales = (float *)(void *)(pb + panels * panel_len);   /* [panels][nb][EG_NR] */
+    float *scales = (float *)(void *)(pb + panels * panel_len);   /* [panels][scale_len / 4] */
     int32_t *sums = (int32_t *)(void *)(pb + panels * (panel_len + scale_len));   /* pack_panel's column sums (unused) */
-    float *dw = (float *)(void *)(rows + EG_NR * g->kp);
+    float *dw = (float *)(void *)(rows + EG_NR * g->kp), *mw = dw + nb;
     for (long p = 0; p < panels; p++) {
         long pc = c0 + p * EG_NR, pn = c0 + nc - pc < EG_NR ? c0 + nc - pc : EG_NR;
-        float *ps = scales + p * nb * EG_NR;
+        float *ps = scales + p * (scale_len / 4), *pm = ps + nb * EG_NR;
         for (long j = 0; j < EG_NR; j++) {
             int8_t *qr = rows + j * g->kp;
             if (j < pn) {
-                q8_row(g->format, (const uint8_t *)a->w, nb, g->k, pc + j, qr, dw);
+                q8_row(g->format, (const uint8_t *)a->w, nb, g->k, pc + j, qr, dw, mw);
                 for (long b = 0; b < nb; b++) ps[b * EG_NR + j] = dw[b];
+                if (q41) for (long b = 0; b < nb; b++) pm[b * EG_NR + j] = mw[b];
             } else {
                 memset(qr, 0, (size_t)g->kp);
                 for (long b = 0; b < nb; b++) ps[b * EG_NR + j] = 0.0f;
+                if (q41) for (long b = 0; b < nb; b++) pm[b * EG_NR + j] = 0.0f;
             }
         }
         pack_panel(rows, g->kp, 0, EG_NR, pb + p * panel_len, sums + p * EG_NR);
@@ -649,18 +676,19 @@ EG_AVX2 static int columns_q8_avx2(const gemm_ctx *g, const gemm_mat *a, long c0
             long kc = g->kp - k0 < EG_KC ? g->kp - k0 : EG_KC;
             for (long p = 0; p < panels; p++) {
                 const int8_t *bk = pb + p * panel_len + k0 * EG_NR;
-                const float *ds = scales + p * nb * EG_NR + (k0 / 32) * EG_NR;
+                const float *ds = scales + p * (scale_len / 4) + (k0 / 32) * EG_NR;
+                const float *ms = q41 ? ds + nb * EG_NR : NULL;
                 for (long t = 0; t < ntiles; t++) {
                     long r0 = m0 + t * EG_MR;
                     int mr = (int)(m1 - r0 < EG_MR ? m1 - r0 : EG_MR);
                     const int8_t *xa = g->xq + r0 * g->kp + k0;
-                    const float *xd = g->xd + r0 * nb + k0 / 32;
+                    const float *xd = g->xd + r0 * nb + k0 / 32, *xs = g->xs + r0 * nb + k0 / 32;
                     float *acc = tiles + (p * tiles_per_panel + t) * tile_floats;
                     switch (mr) {
-                    case 4: kernel_q8_4(xa, g->kp, xd, nb, bk, ds, kc / 32, acc); break;
-                    case 3: kernel_q8_3(xa, g->kp, xd, nb, bk, ds, kc / 32, acc); break;
-                    case 2: kernel_q8_2(xa, g->kp, xd, nb, bk, ds, kc / 32, acc); break;
-                    default: kernel_q8_1(xa, g->kp, xd, nb, bk, ds, kc / 32, acc); break;
+                    case 4: kernel_q8_4(xa, g->kp, xd, xs, nb, bk, ds, ms, kc / 32, acc); break;
+                    case 3: kernel_q8_3(xa, g->kp, xd, xs, nb, bk, ds, ms, kc / 32, acc); break;
+                    case 2: kernel_q8_2(xa, g->kp, xd, xs, nb, bk, ds, ms, kc / 32, acc); break;
+                    default: kernel_q8_1(xa, g->kp, xd, xs, nb, bk, ds, ms, kc / 32, acc); break;
                     }
                 }
             }
@@ -725,18 +753,19 @@ static _Thread_local long g_u_len, g_d_len;
 static _Thread_local float *g_xd;     /* Q8_0: block scales d [m, nb], then the quantizer's unused offsets [m, nb] */
 static _Thread_local long g_xd_len;
 
-typedef struct { const float *x; long m, k, kp, nb; int8_t *q; float *d, *c; } q8act_ctx;
+typedef struct { int format; const float *x; long m, k, kp, nb; int8_t *q; float *d, *c; } q8act_ctx;
 
 static void q8act_task(void *ctx, long index, long count) {
     const q8act_ctx *c = ctx;
     long r0 = c->m * index / count, r1 = c->m * (index + 1) / count;
-    if (r1 > r0) ek_quantize_activations(EK_WF_Q8_0, c->x + r0 * c->k, r1 - r0, c->k, c->q + r0 * c->kp, c->d + r0 * c->nb,
+    if (r1 > r0) ek_quantize_activations(c->format, c->x + r0 * c->k, r1 - r0, c->k, c->q + r0 * c->kp, c->d + r0 * c->nb,
                                          c->c + r0 * c->nb);
 }
 
-/* x [m, k] → ggml's q8_0 activations: q [m, kp], d [m, nb] (the GEMVs' quantizer), rows split over the threads. */
-static void quantize_rows_q8(const float *x, long m, long k, long kp, int8_t *q, float *d, float *c) {
-    q8act_ctx a = { x, m, k, kp, kp / 32, q, d, c };
+/* x [m, k] → ggml's q8_0 activations (format EK_WF_Q8_0; EK_WF_Q4_1: q8_1, block sums in c): q [m, kp], d [m, nb]
+ * (the GEMVs' quantizer), rows split over the threads. */
+static void quantize_rows_q8(int format, const float *x, long m, long k, long kp, int8_t *q, float *d, float *c) {
+    q8act_ctx a = { format, x, m, k, kp, kp / 32, q, d, c };
     long tasks = m * k >= (1L << 15) ? ek_get_threads() : 1;
     if (tasks > m) tasks = m;
     if (tasks <= 1) q8act_task(&a, 0, 1);
@@ -797,7 +826,8 @@ static int gemm_run(int format, long count, const void *const *w, const float *c
     else {
         g.xq = (const int8_t *)g_u;
         g.xd = g_xd;
-        quantize_rows_q8(x, m, k, kp, (int8_t *)g_u, g_xd, g_xd + m * (kp / 32));
+        g.xs = g_xd + m * (kp / 32);
+        quantize_rows_q8(is_q41(format) ? EK_WF_Q4_1 : EK_WF_Q8_0, x, m, k, kp, (int8_t *)g_u, g_xd, g_xd + m * (kp / 32));
     }
     ek_parallel_for(ntasks, gemm_task, &g);
     free(mats);

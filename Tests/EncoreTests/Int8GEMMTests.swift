@@ -285,7 +285,7 @@ final class Int8GEMMTests: XCTestCase {
             XCTAssertEqual(y, r, "layout \(layout): the same floats as the twin")
         }
         var y = [Float](repeating: 0, count: 1)
-        XCTAssertEqual(ek_gemm_q8_0(Int32(EK_WF_Q4_1), ggml, x, nil, &y, 1, 1, 32, Int32(EK_EPI_STORE)), -1, "Q4_1 blocks are refused")
+        XCTAssertEqual(ek_gemm_q8_0(Int32(EK_WF_Q4_K), ggml, x, nil, &y, 1, 1, 32, Int32(EK_EPI_STORE)), -1, "K-quant blocks are refused")
 
         let mu = try smallMu(seed: 4), t5 = try smallT5(feedForward: "gated-gelu", tiedHead: false, seed: 4)
         let llama = try XCTUnwrap(ModelRegistry.load(folder: fixture("tiny_llama/f32.gguf")) as? LlamaModel)

@@ -20,7 +20,7 @@
  *   activation quantizer                   identical bytes, scales and corrections
  *   int8 prompt GEMM vs ek_gemm_int8_ref  1e-5 · (|twin| + 1): exact int32 sums, fp32 epilogue rounding only
  *   (also as two matrices in one ek_gemm_int8_multi call)
- *   Q8_0/Q4_0 prompt GEMM vs ek_gemm_q8_0_ref  identical floats (GELU: 1e-5 · (|twin| + 1)), ggml and x8 layouts, also
+ *   Q8_0/Q4_0/Q4_1 prompt GEMM vs ek_gemm_q8_0_ref  identical floats (GELU: 1e-5 · (|twin| + 1)), ggml and x8 layouts, also
  *                                          as two matrices in one call; and against the fp32 product of the
  *                                          dequantized blocks within the activation rounding, Σ_b d_x,b/2 · Σ_b|w| + 1e-5
  * The dispatch must report "neon" on arm64 ("neon-dotprod" for int8 when the CPU has SDOT) and "avx2" on x86-64
@@ -453,7 +453,7 @@ static void test_gemm_q8_0(void) {
         uint8_t *q = malloc((size_t)(n * rb)), *qx = malloc((size_t)(n * rb));
         float *wd = malloc(sizeof(float) * n * k), *y = malloc(sizeof(float) * m * n), *r = malloc(sizeof(float) * m * n);
         double *want = malloc(sizeof(double) * m * n), *sc = malloc(sizeof(double) * m * n);
-      for (int base = EK_WF_Q8_0; base <= EK_WF_Q4_0; base++) {   /* Q8_0, then Q4_0 (its nibbles − 8) */
+      for (int base = EK_WF_Q8_0; base <= EK_WF_Q4_1; base++) {   /* Q8_0, Q4_0 (nibbles − 8), Q4_1 (+ minima) */
         rb = ek_quant_row_bytes(base, k);
         ek_quantize_rows(base, w, q, NULL, n, k);
         if (base == EK_WF_Q8_0)
@@ -513,7 +513,8 @@ static void test_gemm_q8_0(void) {
                 ek_gemv_quant_ref(base, q, NULL, x, b, r, mg, n, k);
                 double *gs = gemv_scale(wd, x, b, mg, n, k);
                 for (long i = 0; i < mg * n; i++) want[i] = r[i];
-                expect_close(base == EK_WF_Q8_0 ? "gemv_q8_0 (-128)" : "gemv_q4_0 (x8)", layout, y, want, gs, mg * n, 1e-5);
+                expect_close(base == EK_WF_Q8_0 ? "gemv_q8_0 (-128)" : base == EK_WF_Q4_0 ? "gemv_q4_0 (x8)" : "gemv_q4_1 (x8)",
+                             layout, y, want, gs, mg * n, 1e-5);
                 free(gs);
             }
             /* against the dequantized product: per block |Δx| ≤ d/2 with d = amax/127 (rounded to f16, ≤ 2^-11 more) */
@@ -528,7 +529,12 @@ static void test_gemm_q8_0(void) {
                             aw += fabs(wd[c * k + j]);
                             if (fabs(x[i * k + j]) > amax) amax = fabs(x[i * k + j]);
                         }
-                        bound += amax / 127 * (1 + 1.0 / 1024) / 2 * aw;
+                        double sx = 0, wmax = 0;   /* Q4_1: the q8_1 sum s is rounded to f16 (≤ 2^-11 · |s| · |m|) */
+                        for (long j = j0; j < k && j < j0 + 32; j++) {
+                            sx += x[i * k + j];
+                            if (fabs(wd[c * k + j]) > wmax) wmax = fabs(wd[c * k + j]);
+                        }
+                        bound += amax / 127 * (1 + 1.0 / 1024) / 2 * aw + (fabs(sx) + 32 * amax / 127) * wmax / 1024;
                     }
                     want[i * n + c] = acc;
                     sc[i * n + c] = (bound + 1e-5 * (fabs(acc) + 1)) * (1 + 1e-6);
@@ -539,7 +545,7 @@ static void test_gemm_q8_0(void) {
         free(w); free(x); free(b); free(y0); free(q); free(qx); free(wd); free(y); free(r); free(want); free(sc);
     }
     g_checks++;
-    if (ek_gemm_q8_0(EK_WF_Q4_1, NULL, NULL, NULL, NULL, 1, 1, 32, EK_EPI_STORE) != -1) { printf("FAIL gemm_q8_0: Q4_1 accepted\n"); g_failures++; }
+    if (ek_gemm_q8_0(EK_WF_Q4_K, NULL, NULL, NULL, NULL, 1, 1, 256, EK_EPI_STORE) != -1) { printf("FAIL gemm_q8_0: Q4_K accepted\n"); g_failures++; }
     report("gemm_q8_0", ek_gemm_int8_path());
 }
 

@@ -66,8 +66,8 @@ public enum WeightFormat: String, CaseIterable, Sendable {
     }
 
     /// Whether prompt passes can multiply matrices stored in this format with the int8 GEMM directly (int8 rows,
-    /// Q8_0 and Q4_0 blocks); other formats get an int8 copy for ``PromptWeights/int8``.
-    public var hasInt8PromptGEMM: Bool { self == .int8 || self == .q8_0 || self == .q4_0 }
+    /// Q8_0, Q4_0 and Q4_1 blocks); other formats get an int8 copy for ``PromptWeights/int8``.
+    public var hasInt8PromptGEMM: Bool { self == .int8 || self == .q8_0 || self == .q4_0 || self == .q4_1 }
 
     /// The decode path this CPU runs for the format, e.g. "avx512vnni", "avx2", "neon-dotprod", "neon", "scalar".
     public var kernelPath: String { String(cString: ek_gemv_path(kernelID)) }
@@ -242,8 +242,9 @@ extension Ops {
     /// Prompt-pass product over int8 weights without an fp32 copy: x [M, K] → [M, N] with x quantized per row to
     /// 7 bits and exact int32 dot products, then the epilogue: stored (`into` nil), GELU'd (`gelu`), or accumulated
     /// into the residual stream `into` [M, N]. ``WeightFormat/int8`` rows run `ek_gemm_int8` (one scale per row);
-    /// ``WeightFormat/q8_0`` and ``WeightFormat/q4_0`` blocks (a GGUF's tensors as stored) run `ek_gemm_q8_0`
-    /// (llama.cpp's q8_0 activations; one scale per block of 32, applied to each block's exact sum).
+    /// ``WeightFormat/q8_0``, ``WeightFormat/q4_0`` and ``WeightFormat/q4_1`` blocks (a GGUF's tensors as stored) run
+    /// `ek_gemm_q8_0` (llama.cpp's q8_0 / q8_1 activations; one scale per block of 32, applied to each block's exact
+    /// sum, and Q4_1's minima times the activations' block sums).
     ///
     /// `relu` gives max(x·Wᵀ + b, 0) from the same epilogue (T5's `DenseReluDense`).
     static func linearInt8(_ x: Tensor, weight: QuantizedMatrix, bias: Tensor?, gelu: Bool = false, relu: Bool = false,
@@ -258,7 +259,7 @@ extension Ops {
         OpCounter.add(flops: 2 * m * n * k)
         OpCounter.add(weightBytes: weight.byteCount)
         let epilogue = r != nil ? Int32(EK_EPI_ACCUMULATE) : gelu ? Int32(EK_EPI_GELU) : relu ? Int32(EK_EPI_RELU) : Int32(EK_EPI_STORE)
-        let rc = weight.format != .int8   // Q8_0 / Q4_0 blocks
+        let rc = weight.format != .int8   // Q8_0 / Q4_0 / Q4_1 blocks
             ? ek_gemm_q8_0(weight.layoutID, weight.data, x.data, bias?.data, y.data, m, n, k, epilogue)
             : ek_gemm_int8(weight.data.assumingMemoryBound(to: Int8.self), weight.scales, x.data, bias?.data, y.data,
                            m, n, k, epilogue)

@@ -317,11 +317,12 @@ const char *ek_gemm_int8_path(void);
 int ek_gemm_int8_ref(const int8_t *w, const float *wscale, const float *x, const float *bias, float *y,
                      long m, long n, long k, int epilogue);
 /**
- * The prompt GEMM with q8_0 activations over Q8_0 or Q4_0 blocks (`format` EK_WF_Q8_0 / EK_WF_Q4_0: ggml rows, or
- * EK_WF_Q8_0X8 / EK_WF_Q4_0X8), no fp32 copy: GGUF weights as stored, with llama.cpp's arithmetic (its q8_0 and
- * q4_0 matmuls). x is quantized per block of 32 as ggml's q8_0 (the GEMVs' quantizer, ek_quantize_activations), each
- * block's int32 sum Σ q_x·q_w is exact (Q4_0: q_w = nibble − 8), and y = Σ_b (d_x·d_w)_b · sum_b (+ bias) in fp32
- * (one FMA per block, b in order), then the epilogue (llama.cpp: the same products and scales; its fp32 sums run in
+ * The prompt GEMM with q8_0 activations over Q8_0, Q4_0 or Q4_1 blocks (`format` EK_WF_Q8_0 / EK_WF_Q4_0 /
+ * EK_WF_Q4_1: ggml rows, or their x8 ids), no fp32 copy: GGUF weights as stored, with llama.cpp's arithmetic (its
+ * q8_0, q4_0 and q4_1 matmuls). x is quantized per block of 32 as ggml's q8_0 (Q4_1: q8_1, with the block sums
+ * s = d·Σq; the GEMVs' quantizer, ek_quantize_activations), each block's int32 sum Σ q_x·q_w is exact (Q4_0:
+ * q_w = nibble − 8; Q4_1: the nibble), and y = Σ_b [(d_x·d_w)_b · sum_b (+ s_b·m_b for Q4_1)] (+ bias) in fp32 (one
+ * FMA per term, b in order), then the epilogue (llama.cpp: the same products and scales; its fp32 sums run in
  * another order). The int8 path's 4×16 AVX2 tiles with llama.cpp's sign trick, vpmaddubsw(|q_w|, sign(q_x, q_w)),
  * exact for every weight byte, −128 included (arm64: SDOT / SMULL tiles per block; other CPUs: plain C); every path
  * gives the same floats as ek_gemm_q8_0_ref. Returns 0, -1 for another format or an unknown epilogue,
