@@ -506,7 +506,7 @@ int ek_gemm_q8_0_multi_ref(int format, long count, const void *const *w, const f
     return 0;
 }
 
-/* One thread's scratch for Q8_0 panels: a panel's rows [EG_NR][kp] and one row's scales [nb] (grown once). */
+/* One thread's scratch for block panels: a panel's rows [EG_NR][kp], then one row's scales and minima (grown once). */
 static _Thread_local int8_t *g_q8rows;
 static _Thread_local long g_q8rows_len;
 
@@ -750,7 +750,7 @@ static _Thread_local uint8_t *g_u;
 static _Thread_local float *g_d;
 static _Thread_local int32_t *g_z;
 static _Thread_local long g_u_len, g_d_len;
-static _Thread_local float *g_xd;     /* Q8_0: block scales d [m, nb], then the quantizer's unused offsets [m, nb] */
+static _Thread_local float *g_xd;     /* block scales d [m, nb], then Q4_1's activation sums s [m, nb] (unused otherwise) */
 static _Thread_local long g_xd_len;
 
 typedef struct { int format; const float *x; long m, k, kp, nb; int8_t *q; float *d, *c; } q8act_ctx;

@@ -66,7 +66,7 @@ public enum KernelBench {
         return Double(bytes) / t / 1e9
     }
 
-    /// The int8 prompt GEMM 512×4096×1024 (the fp32 GEMM's shape, random weights) on int8 rows (`format` .int8) or Q8_0 blocks (.q8_0), GOP/s.
+    /// The int8 prompt GEMM 512×4096×1024 (the fp32 GEMM's shape, random weights) on int8 rows (`format` .int8) or blocks (.q8_0, .q4_0, .q4_1), GOP/s.
     public static func int8GemmGOPs(format: WeightFormat = .int8) -> Double {
         precondition(format.hasInt8PromptGEMM, "int8GemmGOPs: \(format) has no int8 prompt GEMM")
         let (m, n, k) = (512, 4096, 1024)

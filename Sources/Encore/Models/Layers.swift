@@ -336,7 +336,7 @@ struct Linear {
     }
 
     /// What prompt passes (M > 8) multiply with (``PromptWeights``): `.int8` runs the int8 GEMM over int8 rows
-    /// (shared with an int8 or Q8_0 decode copy: Q8_0 blocks are multiplied as stored) and drops the fp32 copy; `.decode` drops the fp32 copy when a decode copy
+    /// (shared with an int8, Q8_0, Q4_0 or Q4_1 decode copy: blocks are multiplied as stored) and drops the fp32 copy; `.decode` drops the fp32 copy when a decode copy
     /// exists (prompt passes widen it per call); `.f32` brings an fp32 copy back (dequantized when none is left).
     mutating func usePromptWeights(_ weights: PromptWeights) {
         switch weights {
