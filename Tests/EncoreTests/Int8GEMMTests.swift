@@ -306,18 +306,26 @@ final class Int8GEMMTests: XCTestCase {
         XCTAssertEqual(fc1.decodeFormat, .q8_0)
         XCTAssertEqual(fc1.residentBytes, fc1.decodeBytes, "prompt passes and decode share the Q8_0 blocks")
         XCTAssertEqual(q.residentBytes, q.decodeBytes)
-        // Q4_0 blocks too (nibbles − 8, the same GEMM): held once, and the int8 prompts' change against widened blocks
-        // stays within the int8 bound (the q4_0 weights' own error is the decode format's)
-        for (name, model) in [("mu", try smallMu(seed: 9) as LanguageModel), ("llama", try XCTUnwrap(ModelRegistry.load(folder: fixture("tiny_llama/f32.gguf"))))] {
-            try model.useDecodeWeights(.q4_0)
-            try model.usePromptWeights(.decode)
-            let widened = try logits(model, prompt: prompt)
-            try model.usePromptWeights(.int8)
-            let gemm = try logits(model, prompt: prompt)
-            let e = relativeError(gemm, widened)
-            print("\(name): q4_0 blocks, int8 GEMM prompts vs widened \(e)")
-            XCTAssertGreaterThan(e, 0, "\(name): the Q4_0 blocks run the GEMM")
-            XCTAssertLessThan(e, name == "llama" ? 0.15 : 5e-2, name)
+        // Q4_0 and Q4_1 blocks too (nibbles − 8 / nibbles + minima, the same GEMM): held once, and the int8 prompts'
+        // change against widened blocks stays within the int8 bound (the 4-bit weights' own error is the decode format's)
+        for format in [WeightFormat.q4_0, .q4_1] {
+            for (name, model) in [("mu", try smallMu(seed: 9) as LanguageModel),
+                                  ("llama", try XCTUnwrap(ModelRegistry.load(folder: fixture("tiny_llama/f32.gguf"))))] {
+                try model.useDecodeWeights(format)
+                try model.usePromptWeights(.decode)
+                let widened = try logits(model, prompt: prompt)
+                try model.usePromptWeights(.int8)
+                let gemm = try logits(model, prompt: prompt)
+                let e = relativeError(gemm, widened)
+                print("\(name): \(format) blocks, int8 GEMM prompts vs widened \(e)")
+                XCTAssertGreaterThan(e, 0, "\(name) \(format): the blocks run the GEMM")
+                XCTAssertLessThan(e, name == "llama" ? 0.15 : 5e-2, "\(name) \(format)")
+                if let mu = model as? MuModel {
+                    let fc1 = mu.encoderBlocks[0].mlp.fc1
+                    XCTAssertEqual(fc1.decodeFormat, format)
+                    XCTAssertEqual(fc1.residentBytes, fc1.decodeBytes, "\(format): the blocks held once")
+                }
+            }
         }
         // a new decode format with the int8 GEMM takes the decoder's prompt passes along (one copy, not two)
         mu.useDecodeWeights(.int8)
