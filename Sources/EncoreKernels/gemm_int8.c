@@ -125,13 +125,18 @@ static void quantize_task(void *ctx, long index, long count) {
     }
 }
 
+/* Runs `fn` over m activation rows of k values: split over the threads when there are many values, else inline. */
+static void run_row_tasks(long m, long k, ek_task_fn fn, void *ctx) {
+    long tasks = m * k >= (1L << 15) ? ek_get_threads() : 1;
+    if (tasks > m) tasks = m;
+    if (tasks <= 1) fn(ctx, 0, 1);
+    else ek_parallel_for(tasks, fn, ctx);
+}
+
 /* x [m, k] → u [m, kp], d [m], z [m], rows split over the threads when there are many values. */
 static void quantize_rows_u7(const float *x, long m, long k, long kp, uint8_t *u, float *d, int32_t *z, int simd) {
     quant_ctx c = { x, m, k, kp, u, d, z, simd };
-    long tasks = m * k >= (1L << 15) ? ek_get_threads() : 1;
-    if (tasks > m) tasks = m;
-    if (tasks <= 1) quantize_task(&c, 0, 1);
-    else ek_parallel_for(tasks, quantize_task, &c);
+    run_row_tasks(m, k, quantize_task, &c);
 }
 
 /* (Σ u·q − z·Σ q) · d_x · wscale + bias, added to the old value when accumulating (GELU is applied to whole rows
@@ -165,8 +170,8 @@ int ek_gemm_int8_ref(const int8_t *w, const float *wscale, const float *x, const
     return 0;
 }
 
-/* One weight matrix of a call and its output: w [n, kp] int8 rows with wscale [n] (or Q8_0 rows of blocks, wscale
- * NULL), bias [n] or NULL, y [m, n]. */
+/* One weight matrix of a call and its output: w [n, kp] int8 rows with wscale [n] (or rows of Q8_0/Q4_0/Q4_1 blocks,
+ * wscale NULL), bias [n] or NULL, y [m, n]. */
 typedef struct { const int8_t *w; const float *wscale; const float *bias; float *y; long n; } gemm_mat;
 /* One task: columns [c0, c1) of matrix `mat`. */
 typedef struct { long mat, c0, c1; } gemm_range;
@@ -179,7 +184,7 @@ typedef struct {
     long m, k, kp;
     int mode, simd, neon, dotprod;
     int failed;   /* a task could not grow its scratch (set atomically; read after the pool job) */
-    int format;   /* EK_WF_INT8 (rows + row scales), EK_WF_Q8_0 or EK_WF_Q8_0X8 (blocks) */
+    int format;   /* EK_WF_INT8 (rows + row scales), or a block layout q8_format_ok accepts */
 } gemm_ctx;
 
 /* Σ of column c's int8 weights (the zero point's correction). */
@@ -411,7 +416,7 @@ EG_AVX2 static int columns_avx2(const gemm_ctx *g, const gemm_mat *a, long c0, l
 #endif
 
 /* ------------------------------------------------------------------------------------------------ */
-/* Q8_0 blocks: llama.cpp's activations and arithmetic, on the int8 path's packed tiles                 */
+/* Q8_0/Q4_0/Q4_1 blocks: llama.cpp's activations and arithmetic, on the int8 path's packed tiles      */
 
 /* Row c of Q8_0, Q4_0 or Q4_1 blocks (nb per row, ggml or x8 layout) as int8 values: into q [nb*32] (zero past k;
  * Q4_0's nibbles minus 8, Q4_1's as they are; element j of a block the low nibble of byte j, element j + 16 its high
@@ -637,8 +642,9 @@ EG_AVX2 static void store_tile_q8(const gemm_ctx *g, const gemm_mat *a, long r0,
     }
 }
 
-/* As columns_avx2 for Q8_0 blocks: each panel's rows are unpacked (quants, scales) and packed into quads as the
- * int8 path's, with the block scales [nb][EG_NR] beside; fp32 tiles persist across the k blocks. */
+/* As columns_avx2 for blocks: each panel's rows are unpacked (int8 values, scales, Q4_1's minima) and packed into
+ * quads as the int8 path's, with the block scales [nb][EG_NR] (and minima) beside; fp32 tiles persist across the k
+ * blocks. */
 EG_AVX2 static int columns_q8_avx2(const gemm_ctx *g, const gemm_mat *a, long c0, long nc) {
     const int q41 = is_q41(g->format);
     long nb = g->kp / 32, panels = (nc + EG_NR - 1) / EG_NR, panel_len = g->kp * EG_NR;
@@ -766,10 +772,7 @@ static void q8act_task(void *ctx, long index, long count) {
  * (the GEMVs' quantizer), rows split over the threads. */
 static void quantize_rows_q8(int format, const float *x, long m, long k, long kp, int8_t *q, float *d, float *c) {
     q8act_ctx a = { format, x, m, k, kp, kp / 32, q, d, c };
-    long tasks = m * k >= (1L << 15) ? ek_get_threads() : 1;
-    if (tasks > m) tasks = m;
-    if (tasks <= 1) q8act_task(&a, 0, 1);
-    else ek_parallel_for(tasks, q8act_task, &a);
+    run_row_tasks(m, k, q8act_task, &a);
 }
 
 static int gemm_run(int format, long count, const void *const *w, const float *const *wscale, const float *const *bias,
@@ -824,10 +827,11 @@ static int gemm_run(int format, long count, const void *const *w, const float *c
 #endif
     if (format == EK_WF_INT8) quantize_rows_u7(x, m, k, kp, g_u, g_d, g_z, g.simd);
     else {
+        float *xs = g_xd + m * (kp / 32);   /* Q4_1's activation sums, after the scales */
+        quantize_rows_q8(is_q41(format) ? EK_WF_Q4_1 : EK_WF_Q8_0, x, m, k, kp, (int8_t *)g_u, g_xd, xs);
         g.xq = (const int8_t *)g_u;
         g.xd = g_xd;
-        g.xs = g_xd + m * (kp / 32);
-        quantize_rows_q8(is_q41(format) ? EK_WF_Q4_1 : EK_WF_Q8_0, x, m, k, kp, (int8_t *)g_u, g_xd, g_xd + m * (kp / 32));
+        g.xs = xs;
     }
     ek_parallel_for(ntasks, gemm_task, &g);
     free(mats);

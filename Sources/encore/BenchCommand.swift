@@ -142,10 +142,8 @@ struct BenchCommand: ParsableCommand {
             throw ValidationError("--decode-weights: expected f32, bf16, int8, q8_0, q4_0 or q4_1, comma separated (got '\(decodeWeights)')")
         }
         if qualityTokens < 0 { throw ValidationError("--quality-tokens must be >= 0") }
-        if PromptWeights(rawValue: promptWeights) == nil { throw ValidationError("--prompt-weights must be f32, int8 or decode (got '\(promptWeights)')") }
-        if let encoderWeights, encoderFormat == nil {
-            throw ValidationError("--encoder-weights must be f32, bf16, int8, q8_0, q4_0 or q4_1 (got '\(encoderWeights)')")
-        }
+        try RuntimeOptions.checkPromptWeights(promptWeights)
+        try RuntimeOptions.checkEncoderWeights(encoderWeights)
         if keepQuantized && (model == nil || formats != [.f32]) {
             throw ValidationError("--keep-quantized needs a GGUF --model and no --decode-weights (it benchmarks the file's own blocks)")
         }

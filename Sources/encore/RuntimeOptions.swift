@@ -27,11 +27,21 @@ struct RuntimeOptions: ParsableArguments {
 
     func validate() throws {
         if (try? WeightFormat(parsing: decodeWeights)) == nil { throw ValidationError("--decode-weights must be f32, bf16, int8, q8_0, q4_0 or q4_1 (got '\(decodeWeights)')") }
-        if PromptWeights(rawValue: promptWeights) == nil { throw ValidationError("--prompt-weights must be f32, int8 or decode (got '\(promptWeights)')") }
-        if let encoderWeights, (try? WeightFormat(parsing: encoderWeights)) == nil {
-            throw ValidationError("--encoder-weights must be f32, bf16, int8, q8_0, q4_0 or q4_1 (got '\(encoderWeights)')")
-        }
+        try Self.checkPromptWeights(promptWeights)
+        try Self.checkEncoderWeights(encoderWeights)
         try Self.checkKVCache(kvCache)
+    }
+
+    /// `--prompt-weights` takes f32, int8 or decode (also `encore bench`'s option).
+    static func checkPromptWeights(_ value: String) throws {
+        if PromptWeights(rawValue: value) == nil { throw ValidationError("--prompt-weights must be f32, int8 or decode (got '\(value)')") }
+    }
+
+    /// `--encoder-weights`, when given, takes a weight format (also `encore bench`'s option).
+    static func checkEncoderWeights(_ value: String?) throws {
+        if let value, (try? WeightFormat(parsing: value)) == nil {
+            throw ValidationError("--encoder-weights must be f32, bf16, int8, q8_0, q4_0 or q4_1 (got '\(value)')")
+        }
     }
 
     /// `--kv-cache` takes f32 or f16 (also `encore bench`'s option).
