@@ -21,6 +21,9 @@
  * panel's k block stay in cache), and the micro-kernel holds a 4-row × 16-column int32 tile in 8 registers,
  * broadcasting a quad of each activation row; the tiles of every panel persist across the k blocks in a per-thread
  * buffer, and the epilogue is applied from them.
+ * AVX-VNNI / AVX512-VNNI paths: the same packing and tiles, each u8 × s8 quad summed by one vpdpbusd instead of
+ * vpmaddubsw + vpmaddwd + vpaddd (ek_gemm_int8_path names the path; ek_set_isa_limit caps it). This project's VM has
+ * neither, so they are checked by kernel_parity's emulated build (SIMDe, scripts/test-kernels.sh), not timed.
  * arm64 (NEON hook): 4×4 tiles read straight from the int8 rows with SDOT, or SMULL + SADALP (neon.c); u ≤ 127 is
  * a valid signed byte, so the same tiles multiply it.
  *
@@ -47,7 +50,18 @@
 #define EG_X86 1
 #include <immintrin.h>
 #define EG_AVX2 __attribute__((target("avx2,fma,f16c")))
+#if defined(EK_EMULATED_FEATURES)
+/* kernel_parity's emulated build (scripts/test-kernels.sh): SIMDe stands in for vpdpbusd on an AVX2 CPU */
+#define EG_AVXVNNI EG_AVX2
+#define EG_AVX512VNNI EG_AVX2
+#else
+#define EG_AVXVNNI __attribute__((target("avx2,fma,f16c,avxvnni")))
+#define EG_AVX512VNNI __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")))
 #endif
+#endif
+
+/* x86 tile paths (gemm_isa) */
+enum { EG_PLAIN = 0, EG_P_AVX2, EG_P_AVXVNNI, EG_P_AVX512VNNI };
 
 #ifndef EG_MR
 #define EG_MR 4      /* activation rows per micro-tile */
@@ -182,7 +196,7 @@ typedef struct {
     const int8_t *xq; const float *xd, *xs;                  /* Q8_0/Q4_x blocks: activations as ggml's q8_0 (Q4_1:
                                                                 q8_1, with the block sums s = d·Σq in xs) */
     long m, k, kp;
-    int mode, simd, neon, dotprod;
+    int mode, simd, neon, dotprod;   /* simd: the x86 tile path (EG_P_*), EG_PLAIN for none */
     int failed;   /* a task could not grow its scratch (set atomically; read after the pool job) */
     int format;   /* EK_WF_INT8 (rows + row scales), or a block layout q8_format_ok accepts */
 } gemm_ctx;
@@ -302,8 +316,13 @@ EG_AVX2 static void pack_panel(const int8_t *w, long kp, long c0, long nc, int8_
 }
 
 /* acc[MR][EG_NV] += Σ over `quads` quads of k: broadcast quad of each of the MR activation rows (stride lda, u8)
- * × the packed panel's EG_NV vectors of 8 columns (s8): vpmaddubsw sums products in pairs into int16 (exact, see
- * the top), vpmaddwd by ones sums those pairs into the int32 lanes. */
+ * × the packed panel's EG_NV vectors of 8 columns (s8). DOT(c, u, s) adds each int32 lane's four u8 × s8 products:
+ * on AVX2 vpmaddubsw sums them in pairs into int16 (exact, see the top) and vpmaddwd by ones sums those pairs into
+ * int32 (three instructions); with VNNI one vpdpbusd does it (VEX on AVX-VNNI, EVEX on ymm with AVX512-VNNI, which
+ * Zen 4 runs at the 512-bit form's rate per byte). Both never saturate here, so every path gives the same integers. */
+#define EG_DOT_AVX2(c, u, s) _mm256_add_epi32((c), _mm256_madd_epi16(_mm256_maddubs_epi16((u), (s)), ones))
+#define EG_DOT_AVXVNNI(c, u, s) _mm256_dpbusd_avx_epi32((c), (u), (s))
+#define EG_DOT_AVX512VNNI(c, u, s) _mm256_dpbusd_epi32((c), (u), (s))
 #if defined(__clang__)
 #define EG_UNROLL _Pragma("clang loop unroll(full)")
 #define EG_NO_UNROLL _Pragma("clang loop unroll(disable)")
@@ -313,9 +332,9 @@ EG_AVX2 static void pack_panel(const int8_t *w, long kp, long c0, long nc, int8_
 #endif
 /* The loops over r and v have constant trip counts: fully unrolled (SwiftPM builds C at -O2, where clang would
  * otherwise keep some accumulators in memory). */
-#define EG_KERNEL(MR) \
-EG_AVX2 static void kernel_##MR(const uint8_t *a, long lda, const int8_t *b, long quads, __m256i *acc) { \
-    const __m256i ones = _mm256_set1_epi16(1); \
+#define EG_KERNEL(MR, SUF, ATTR, DOT) \
+ATTR static void kernel_##SUF##_##MR(const uint8_t *a, long lda, const int8_t *b, long quads, __m256i *acc) { \
+    const __m256i ones = _mm256_set1_epi16(1); (void)ones; \
     __m256i c[MR][EG_NV]; \
     EG_UNROLL for (int r = 0; r < MR; r++) EG_UNROLL for (int v = 0; v < EG_NV; v++) c[r][v] = acc[r * EG_NV + v]; \
     for (long p = 0; p < quads; p++) { \
@@ -324,12 +343,24 @@ EG_AVX2 static void kernel_##MR(const uint8_t *a, long lda, const int8_t *b, lon
         EG_UNROLL for (int r = 0; r < MR; r++) { \
             __m256i av = _mm256_set1_epi32(*(const int32_t *)(a + r * lda + 4 * p)); \
             EG_UNROLL for (int v = 0; v < EG_NV; v++) \
-                c[r][v] = _mm256_add_epi32(c[r][v], _mm256_madd_epi16(_mm256_maddubs_epi16(av, bv[v]), ones)); \
+                c[r][v] = DOT(c[r][v], av, bv[v]); \
         } \
     } \
     EG_UNROLL for (int r = 0; r < MR; r++) EG_UNROLL for (int v = 0; v < EG_NV; v++) acc[r * EG_NV + v] = c[r][v]; \
 }
-EG_KERNEL(1) EG_KERNEL(2) EG_KERNEL(3) EG_KERNEL(4)
+#define EG_KERNELS(SUF, ATTR, DOT) EG_KERNEL(1, SUF, ATTR, DOT) EG_KERNEL(2, SUF, ATTR, DOT) EG_KERNEL(3, SUF, ATTR, DOT) \
+                                   EG_KERNEL(4, SUF, ATTR, DOT)
+EG_KERNELS(avx2, EG_AVX2, EG_DOT_AVX2)
+EG_KERNELS(avxvnni, EG_AVXVNNI, EG_DOT_AVXVNNI)
+EG_KERNELS(avx512vnni, EG_AVX512VNNI, EG_DOT_AVX512VNNI)
+typedef void (*eg_kernel_fn)(const uint8_t *, long, const int8_t *, long, __m256i *);
+/* [path][rows − 1] */
+static const eg_kernel_fn eg_kernels[4][4] = {
+    { NULL, NULL, NULL, NULL },
+    { kernel_avx2_1, kernel_avx2_2, kernel_avx2_3, kernel_avx2_4 },
+    { kernel_avxvnni_1, kernel_avxvnni_2, kernel_avxvnni_3, kernel_avxvnni_4 },
+    { kernel_avx512vnni_1, kernel_avx512vnni_2, kernel_avx512vnni_3, kernel_avx512vnni_4 },
+};
 
 /* Writes rows r0..r0+mr of columns c0..c0+nc from the int32 tile (minus z · column sum). */
 EG_AVX2 static void store_tile(const gemm_ctx *g, const gemm_mat *a, long r0, int mr, long c0, long nc,
@@ -365,6 +396,7 @@ EG_AVX2 static void store_tile(const gemm_ctx *g, const gemm_mat *a, long r0, in
  * panel, k in blocks of EG_KC (the panel's block stays in L1) over EG_MR-row tiles whose accumulators persist in
  * a small buffer between k blocks; GELU on the finished rows. */
 EG_AVX2 static int columns_avx2(const gemm_ctx *g, const gemm_mat *a, long c0, long nc) {
+    const eg_kernel_fn *kern = eg_kernels[g->simd];
     long panels = (nc + EG_NR - 1) / EG_NR, panel_len = g->kp * EG_NR;
     int8_t *pb = pack_buffer(panels * (panel_len + EG_NR * 4));
     if (!pb) return -2;
@@ -391,12 +423,7 @@ EG_AVX2 static int columns_avx2(const gemm_ctx *g, const gemm_mat *a, long c0, l
                     int mr = (int)(m1 - r0 < EG_MR ? m1 - r0 : EG_MR);
                     const uint8_t *a = g->u + r0 * g->kp + k0;
                     __m256i *acc = tiles + (p * tiles_per_panel + t) * tile_vecs;
-                    switch (mr) {
-                    case 4: kernel_4(a, g->kp, bk, kc / 4, acc); break;
-                    case 3: kernel_3(a, g->kp, bk, kc / 4, acc); break;
-                    case 2: kernel_2(a, g->kp, bk, kc / 4, acc); break;
-                    default: kernel_1(a, g->kp, bk, kc / 4, acc); break;
-                    }
+                    kern[mr - 1](a, g->kp, bk, kc / 4, acc);
                 }
             }
         }
@@ -584,14 +611,14 @@ static int columns_q8_neon(const gemm_ctx *g, const gemm_mat *a, long c0, long n
 #ifdef EG_X86
 /* fp32 tile [MR][EG_NV] vectors += Σ over `blocks` blocks of 32 of MR activation rows (int8 quants a, stride lda;
  * scales xd, stride ldd) against a packed panel (quads as the int8 path's) with its block scales ds [blocks][EG_NR]:
- * per block, the exact int32 tile by llama.cpp's sign trick (vpmaddubsw(|q_w|, sign(q_x, q_w)), then vpmaddwd by
- * ones: exact for every byte, |q_w| ≤ 128 and |q_x| ≤ 127 keep a pair ≤ 32 512),
+ * per block, the exact int32 tile by llama.cpp's sign trick, DOT(|q_w|, sign(q_x, q_w)) (AVX2: vpmaddubsw then
+ * vpmaddwd by ones, exact for every byte: |q_w| ≤ 128 and |q_x| ≤ 127 keep a pair ≤ 32 512; VNNI: one vpdpbusd),
  * widened and added with one FMA by d_x[r]·d_w[column]; Q4_1 (ms not NULL) then adds s_x[r]·m_w[column] with a
  * second FMA (its minima; s_x = d_x·Σ q_x, ggml's q8_1 sum, stride ldd as xd). */
-#define EG_KERNEL_Q8(MR) \
-EG_AVX2 static void kernel_q8_##MR(const int8_t *a, long lda, const float *xd, const float *xs, long ldd, const int8_t *b, \
-                                   const float *ds, const float *ms, long blocks, float *acc) { \
-    const __m256i ones = _mm256_set1_epi16(1); \
+#define EG_KERNEL_Q8(MR, SUF, ATTR, DOT) \
+ATTR static void kernel_q8_##SUF##_##MR(const int8_t *a, long lda, const float *xd, const float *xs, long ldd, \
+                                        const int8_t *b, const float *ds, const float *ms, long blocks, float *acc) { \
+    const __m256i ones = _mm256_set1_epi16(1); (void)ones; \
     for (long blk = 0; blk < blocks; blk++) { \
         __m256i c[MR][EG_NV]; \
         EG_UNROLL for (int r = 0; r < MR; r++) EG_UNROLL for (int v = 0; v < EG_NV; v++) c[r][v] = _mm256_setzero_si256(); \
@@ -604,7 +631,7 @@ EG_AVX2 static void kernel_q8_##MR(const int8_t *a, long lda, const float *xd, c
             EG_UNROLL for (int r = 0; r < MR; r++) { \
                 __m256i av = _mm256_set1_epi32(*(const int32_t *)(a + r * lda + 4 * (blk * 8 + p))); \
                 EG_UNROLL for (int v = 0; v < EG_NV; v++) \
-                    c[r][v] = _mm256_add_epi32(c[r][v], _mm256_madd_epi16(_mm256_maddubs_epi16(bw[v], _mm256_sign_epi8(av, bv[v])), ones)); \
+                    c[r][v] = DOT(c[r][v], bw[v], _mm256_sign_epi8(av, bv[v])); \
             } \
         } \
         EG_UNROLL for (int v = 0; v < EG_NV; v++) { \
@@ -619,7 +646,20 @@ EG_AVX2 static void kernel_q8_##MR(const int8_t *a, long lda, const float *xd, c
         } \
     } \
 }
-EG_KERNEL_Q8(1) EG_KERNEL_Q8(2) EG_KERNEL_Q8(3) EG_KERNEL_Q8(4)
+#define EG_KERNELS_Q8(SUF, ATTR, DOT) EG_KERNEL_Q8(1, SUF, ATTR, DOT) EG_KERNEL_Q8(2, SUF, ATTR, DOT) \
+                                      EG_KERNEL_Q8(3, SUF, ATTR, DOT) EG_KERNEL_Q8(4, SUF, ATTR, DOT)
+EG_KERNELS_Q8(avx2, EG_AVX2, EG_DOT_AVX2)
+EG_KERNELS_Q8(avxvnni, EG_AVXVNNI, EG_DOT_AVXVNNI)
+EG_KERNELS_Q8(avx512vnni, EG_AVX512VNNI, EG_DOT_AVX512VNNI)
+typedef void (*eg_kernel_q8_fn)(const int8_t *, long, const float *, const float *, long, const int8_t *, const float *,
+                                const float *, long, float *);
+/* [path][rows − 1] */
+static const eg_kernel_q8_fn eg_kernels_q8[4][4] = {
+    { NULL, NULL, NULL, NULL },
+    { kernel_q8_avx2_1, kernel_q8_avx2_2, kernel_q8_avx2_3, kernel_q8_avx2_4 },
+    { kernel_q8_avxvnni_1, kernel_q8_avxvnni_2, kernel_q8_avxvnni_3, kernel_q8_avxvnni_4 },
+    { kernel_q8_avx512vnni_1, kernel_q8_avx512vnni_2, kernel_q8_avx512vnni_3, kernel_q8_avx512vnni_4 },
+};
 
 /* Writes rows r0..r0+mr of columns c0..c0+nc from the fp32 tile. */
 EG_AVX2 static void store_tile_q8(const gemm_ctx *g, const gemm_mat *a, long r0, int mr, long c0, long nc, const float *acc) {
@@ -646,6 +686,7 @@ EG_AVX2 static void store_tile_q8(const gemm_ctx *g, const gemm_mat *a, long r0,
  * quads as the int8 path's, with the block scales [nb][EG_NR] (and minima) beside; fp32 tiles persist across the k
  * blocks. */
 EG_AVX2 static int columns_q8_avx2(const gemm_ctx *g, const gemm_mat *a, long c0, long nc) {
+    const eg_kernel_q8_fn *kern = eg_kernels_q8[g->simd];
     const int q41 = is_q41(g->format);
     long nb = g->kp / 32, panels = (nc + EG_NR - 1) / EG_NR, panel_len = g->kp * EG_NR;
     long scale_len = (q41 ? 2 : 1) * nb * EG_NR * 4;   /* block scales [nb][EG_NR], then Q4_1's minima [nb][EG_NR] */
@@ -690,12 +731,7 @@ EG_AVX2 static int columns_q8_avx2(const gemm_ctx *g, const gemm_mat *a, long c0
                     const int8_t *xa = g->xq + r0 * g->kp + k0;
                     const float *xd = g->xd + r0 * nb + k0 / 32, *xs = g->xs + r0 * nb + k0 / 32;
                     float *acc = tiles + (p * tiles_per_panel + t) * tile_floats;
-                    switch (mr) {
-                    case 4: kernel_q8_4(xa, g->kp, xd, xs, nb, bk, ds, ms, kc / 32, acc); break;
-                    case 3: kernel_q8_3(xa, g->kp, xd, xs, nb, bk, ds, ms, kc / 32, acc); break;
-                    case 2: kernel_q8_2(xa, g->kp, xd, xs, nb, bk, ds, ms, kc / 32, acc); break;
-                    default: kernel_q8_1(xa, g->kp, xd, xs, nb, bk, ds, ms, kc / 32, acc); break;
-                    }
+                    kern[mr - 1](xa, g->kp, xd, xs, nb, bk, ds, ms, kc / 32, acc);
                 }
             }
         }
@@ -714,11 +750,27 @@ EG_AVX2 static int columns_q8_avx2(const gemm_ctx *g, const gemm_mat *a, long c0
 }
 #endif
 
+/* The x86 tile path under the CPU's features and the ISA cap (ek_set_isa_limit): EG_PLAIN when none. */
+static int gemm_isa(void) {
+#ifdef EG_X86
+    int f = ek_cpu_features(), lim = ek_get_isa_limit();
+    if (ek_get_force_reference() || !(f & EK_CPU_AVX2_FMA) || !(f & EK_CPU_F16C) || lim < EK_ISA_AVX2) return EG_PLAIN;
+    if (lim >= EK_ISA_AVX512 && (f & EK_CPU_AVX512F) && (f & EK_CPU_AVX512BWVL) && (f & EK_CPU_AVX512VNNI))
+        return EG_P_AVX512VNNI;
+    if (lim >= EK_ISA_AVXVNNI && (f & EK_CPU_AVXVNNI)) return EG_P_AVXVNNI;
+    return EG_P_AVX2;
+#else
+    return EG_PLAIN;
+#endif
+}
+
 const char *ek_gemm_int8_path(void) {
     if (ek_get_force_reference()) return "scalar";
     int f = ek_cpu_features();
 #ifdef EG_X86
-    if (f & EK_CPU_AVX2_FMA) return "avx2";
+    static const char *const names[] = { "scalar", "avx2", "avxvnni", "avx512vnni" };
+    (void)f;
+    return names[gemm_isa()];
 #elif defined(__aarch64__)   /* NEON hook: the GEMVs' ISA cap applies (AVX2 level = plain NEON, above = SDOT too) */
     if ((f & EK_CPU_NEON) && ek_get_isa_limit() >= EK_ISA_AVX2)
         return (f & EK_CPU_NEON_DOTPROD) && ek_get_isa_limit() >= EK_ISA_AVXVNNI ? "neon-dotprod" : "neon";
@@ -817,9 +869,7 @@ static int gemm_run(int format, long count, const void *const *w, const float *c
     }
     gemm_ctx g = { .mats = mats, .ranges = ranges, .u = g_u, .d = g_d, .z = g_z, .m = m, .k = k, .kp = kp,
                    .mode = mode, .format = format };
-#ifdef EG_X86
-    g.simd = !ek_get_force_reference() && (ek_cpu_features() & EK_CPU_AVX2_FMA);
-#endif
+    g.simd = gemm_isa();   /* x86: the tile path (EG_PLAIN elsewhere) */
 #if defined(__aarch64__)   /* NEON hook: the SDOT / SMULL tiles take u as signed bytes (u ≤ 127) */
     const char *path = ek_gemm_int8_path();
     g.neon = path[0] == 'n';

@@ -39,10 +39,19 @@
 #define EQ_X86 1
 #include <immintrin.h>
 #define EQ_AVX2 __attribute__((target("avx2,fma,f16c")))
+#if defined(EK_EMULATED_FEATURES)
+/* kernel_parity's emulated build (scripts/test-kernels.sh): SIMDe implements the AVX-VNNI and AVX-512 intrinsics with
+   AVX2 code, so these paths run their parity checks on a CPU without them */
+#define EQ_AVXVNNI EQ_AVX2
+#define EQ_AVX512VNNI EQ_AVX2
+#define EQ_AVX512F EQ_AVX2
+#define EQ_AVX512BF16 EQ_AVX2
+#else
 #define EQ_AVXVNNI __attribute__((target("avx2,fma,f16c,avxvnni")))
 #define EQ_AVX512VNNI __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")))
 #define EQ_AVX512F __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl")))
 #define EQ_AVX512BF16 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512bf16")))
+#endif
 #define EQ_HSUM256(v, out) do { \
         __m128 lo_ = _mm256_castps256_ps128(v), hi_ = _mm256_extractf128_ps(v, 1); \
         lo_ = _mm_add_ps(lo_, hi_); lo_ = _mm_add_ps(lo_, _mm_movehl_ps(lo_, lo_)); \

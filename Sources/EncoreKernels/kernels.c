@@ -41,6 +41,9 @@ int ek_cpu_features(void) {
 #elif defined(__aarch64__)
     f |= ek_neon_features();   /* NEON hook */
 #endif
+#if defined(EK_EMULATED_FEATURES)
+    f |= EK_EMULATED_FEATURES;   /* kernel_parity's emulated build only (scripts/test-kernels.sh) */
+#endif
     g_features = f;
     return f;
 }

@@ -1,7 +1,7 @@
 /* arm64 NEON kernels (Apple Silicon, phones, Graviton): the twins of the AVX2 kernels in kernels.c and
  * gemv_quant.c, selected at run time by the hooks there (ek_kernel_path() / ek_gemv_path() report "neon", and
  * "neon-dotprod" for the int8 GEMV on CPUs with SDOT). Every kernel is checked against the plain-C `_ref` twin
- * by Tests/NativeKernels/kernel_parity.c (scripts/test-neon.sh runs it under qemu-aarch64).
+ * by Tests/NativeKernels/kernel_parity.c (scripts/test-kernels.sh runs it under qemu-aarch64).
  *
  * Arithmetic: fp32 with fused multiply-add and 4-16 independent accumulators, as the AVX2 kernels; exp is the
  * same Cephes polynomial (~2 ulp); the activation quantizer gives the plain-C bytes exactly (vcvtnq rounds half

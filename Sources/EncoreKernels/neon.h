@@ -1,6 +1,6 @@
 /* Private: the arm64 NEON kernels of neon.c, called from the dispatch hooks in kernels.c and gemv_quant.c.
  * Each one mirrors an AVX2 kernel of those files and is checked against the same `_ref` twin
- * (Tests/NativeKernels/kernel_parity.c, run under qemu-aarch64 by scripts/test-neon.sh). */
+ * (Tests/NativeKernels/kernel_parity.c, run under qemu-aarch64 by scripts/test-kernels.sh). */
 #ifndef ENCORE_NEON_H
 #define ENCORE_NEON_H
 #include <stdint.h>

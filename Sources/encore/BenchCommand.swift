@@ -322,7 +322,7 @@ struct BenchCommand: ParsableCommand {
                 print(jsonString(report))
                 return
             }
-            print("Encore \(EncoreVersion.string) · \(Backend.blasName) · \(threads) thread(s) · batch 1, greedy, " + ["f32": "fp32 prompt passes", "int8": "int8 prompt passes (int8 GEMM)",
+            print("Encore \(EncoreVersion.string) · \(Backend.blasName) · \(threads) thread(s) · batch 1, greedy, " + ["f32": "fp32 prompt passes", "int8": "int8 prompt passes (int8 GEMM, \(Backend.int8GEMMPath))",
                                                                                                                         "decode": "prompt passes on the decode format"][promptWeights]!
                   + (encoderWeights.map { " · encoder weights \($0)" } ?? "")
                   + (crossKV == "f16" ? " · Mu cross-attention K/V in f16" : "")

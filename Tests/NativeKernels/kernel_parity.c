@@ -1,12 +1,16 @@
 /* kernel_parity: every SIMD path of EncoreKernels against its plain reference, in plain C, so it runs where
- * Swift does not (arm64 under qemu-aarch64: scripts/test-neon.sh) as well as natively (x86-64: the AVX2 paths).
+ * Swift does not (arm64 under qemu-aarch64: scripts/test-kernels.sh) as well as natively (x86-64: the AVX2 paths),
+ * and with the AVX-VNNI / AVX-512 paths emulated by SIMDe (-I Tests/NativeKernels/emulated -DEK_EMULATED_FEATURES=…,
+ * see scripts/test-kernels.sh) on CPUs without them.
  *
  *   cc -O2 -std=gnu11 -I Sources/EncoreKernels/include Sources/EncoreKernels/ *.c Tests/NativeKernels/kernel_parity.c \
- *      -lm -lpthread -o kernel_parity && ./kernel_parity            (scripts/test-neon.sh --native does this)
+ *      -lm -lpthread -o kernel_parity && ./kernel_parity            (scripts/test-kernels.sh --native does this)
  *
  * Each kernel runs twice, on the dispatched path (neon / avx2) and with ek_set_force_reference(1) (plain C), on
  * random inputs with ragged lengths (1 … 4099, not multiples of the vector width) and shapes big enough to take the
- * thread pool. The quantized GEMVs run at every ek_set_isa_limit level (arm64: scalar, neon, neon-dotprod).
+ * thread pool. The quantized GEMVs run at every ek_set_isa_limit level (arm64: scalar, neon, neon-dotprod; x86-64:
+ * scalar, avx2, avxvnni, avx512vnni / avx512f / avx512bf16 as the CPU has them), the prompt GEMMs at each level whose
+ * path differs.
  * Tolerances (|fast − reference| ≤ tol · scale, per element):
  *   dot, f32/bf16 GEMV, sum, attention     1e-5 · Σ|terms| (attention: max|v|; outputs are convex sums of v)
  *   axpy                                   1e-6 · (|y| + |αx|)                   (one fused rounding)
@@ -23,8 +27,9 @@
  *   Q8_0/Q4_0/Q4_1 prompt GEMM vs ek_gemm_q8_0_ref  identical floats (GELU: 1e-5 · (|twin| + 1)), ggml and x8 layouts, also
  *                                          as two matrices in one call; and against the fp32 product of the
  *                                          dequantized blocks within the activation rounding, Σ_b d_x,b/2 · Σ_b|w| + 1e-5
- * The dispatch must report "neon" on arm64 ("neon-dotprod" for int8 when the CPU has SDOT) and "avx2" on x86-64
- * with AVX2+FMA, and "scalar" when forced. Exit status: 0 when every check passes, 1 otherwise. */
+ * The dispatch must report "neon" on arm64 ("neon-dotprod" for int8 when the CPU has SDOT) and on x86-64 the path
+ * the CPU's features select (avx2 with AVX2+FMA+F16C; avxvnni / avx512vnni / avx512f / avx512bf16 above), and
+ * "scalar" when forced. Exit status: 0 when every check passes, 1 otherwise. */
 #include "EncoreKernels.h"
 #include <math.h>
 #include <stdio.h>
@@ -549,10 +554,26 @@ static void test_gemm_q8_0(void) {
     report("gemm_q8_0", ek_gemm_int8_path());
 }
 
-/* every path this CPU has (int8 rows and Q8_0 blocks): on arm64 the SDOT and the SMULL tiles (capped by ek_set_isa_limit) */
+/* every path this CPU has (int8 rows and Q8_0 blocks): on arm64 the SDOT and the SMULL tiles, on x86-64 the
+ * AVX512-VNNI, AVX-VNNI and AVX2 tiles (each level of ek_set_isa_limit whose path differs from the level above) */
 static void test_gemm_int8(void) {
     test_gemm_int8_once();
     test_gemm_q8_0();
+#if defined(__x86_64__)
+    if (!ek_get_force_reference()) {
+        char last[16];
+        snprintf(last, sizeof last, "%s", ek_gemm_int8_path());
+        for (int level = EK_ISA_AVX512 - 1; level >= EK_ISA_AVX2; level--) {
+            ek_set_isa_limit(level);
+            if (strcmp(ek_gemm_int8_path(), last) != 0) {
+                snprintf(last, sizeof last, "%s", ek_gemm_int8_path());
+                test_gemm_int8_once();
+                test_gemm_q8_0();
+            }
+        }
+        ek_set_isa_limit(-1);
+    }
+#endif
 #if defined(__aarch64__)
     if (!ek_get_force_reference()) {
         ek_set_isa_limit(EK_ISA_AVX2);
@@ -588,6 +609,29 @@ int main(void) {
     ek_set_isa_limit(EK_ISA_AVX2);
     expect_str("ek_gemv_path(int8) at limit AVX2", ek_gemv_path(EK_WF_INT8), "neon");
     ek_set_isa_limit(-1);
+#endif
+#if defined(__x86_64__)
+    /* the paths this CPU's features select (in the emulated build, the features SIMDe stands in for), so a build
+       that silently ran AVX2 everywhere would fail here */
+    if (f & EK_CPU_AVX2_FMA) {
+        int avx512 = (f & EK_CPU_AVX512F) && (f & EK_CPU_AVX512BWVL), f16c = f & EK_CPU_F16C;
+        const char *want_int = avx512 && (f & EK_CPU_AVX512VNNI) && f16c ? "avx512vnni"
+                             : (f & EK_CPU_AVXVNNI) && f16c ? "avxvnni" : f16c ? "avx2" : "scalar";
+        const char *want_bf16 = avx512 && (f & EK_CPU_AVX512BF16) ? "avx512bf16"
+                              : avx512 && f16c ? "avx512f" : f16c ? "avx2" : "scalar";
+        expect_str("ek_gemv_path(int8)", ek_gemv_path(EK_WF_INT8), want_int);
+        expect_str("ek_gemv_path(q4_0)", ek_gemv_path(EK_WF_Q4_0), want_int);
+        expect_str("ek_gemv_path(bf16)", ek_gemv_path(EK_WF_BF16), want_bf16);
+        expect_str("ek_gemm_int8_path()", ek_gemm_int8_path(), f16c ? (strcmp(want_int, "avx2") == 0 ? "avx2" : want_int) : "scalar");
+        ek_set_isa_limit(EK_ISA_AVX2);
+        expect_str("ek_gemm_int8_path() at limit AVX2", ek_gemm_int8_path(), f16c ? "avx2" : "scalar");
+        ek_set_isa_limit(-1);
+        if (f & EK_CPU_AVXVNNI) {
+            ek_set_isa_limit(EK_ISA_AVXVNNI);
+            expect_str("ek_gemv_path(int8) at limit AVX-VNNI", ek_gemv_path(EK_WF_INT8), f16c ? "avxvnni" : "scalar");
+            ek_set_isa_limit(-1);
+        }
+    }
 #endif
     (void)int8_path;
     ek_set_isa_limit(EK_ISA_SCALAR);

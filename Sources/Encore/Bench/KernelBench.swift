@@ -28,7 +28,7 @@ public enum KernelBench {
             ["read_gb_per_s": readGBps, "gemm_gflop_per_s": gemmGFLOPs, "gemv_gb_per_s": gemvGBps, "gemv_lm_head_gb_per_s": gemvLMHeadGBps,
              "gemv_format_gb_per_s": Dictionary(uniqueKeysWithValues: gemvFormatGBps.map { ($0.format.rawValue, $0.gbps) }),
              "gemv_format_paths": Dictionary(uniqueKeysWithValues: gemvFormatGBps.map { ($0.format.rawValue, $0.format.kernelPath) }),
-             "int8_gemm_gop_per_s": int8GemmGOPs as Any, "q8_0_gemm_gop_per_s": q8GemmGOPs as Any, "fma_peak_gflop_per_s": fmaPeakGFLOPs,
+             "int8_gemm_gop_per_s": int8GemmGOPs as Any, "int8_gemm_path": Backend.int8GEMMPath, "q8_0_gemm_gop_per_s": q8GemmGOPs as Any, "fma_peak_gflop_per_s": fmaPeakGFLOPs,
              "int8_peak_gop_per_s": int8PeakGOPs as Any]
         }
     }

@@ -134,4 +134,7 @@ public enum Backend {
     public static var threads: Int { Int(ek_get_threads()) }
     /// BLAS library and kernel set, e.g. "OpenBLAS Cooperlake".
     public static var blasName: String { BLAS.coreName }
+    /// The tile path of the int8 and Q8_0/Q4_x prompt GEMMs on this CPU: "avx512vnni", "avxvnni", "avx2",
+    /// "neon-dotprod", "neon" or "scalar".
+    public static var int8GEMMPath: String { String(cString: ek_gemm_int8_path()) }
 }

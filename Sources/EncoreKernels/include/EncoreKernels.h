@@ -310,8 +310,9 @@ int ek_gemm_int8_multi(long count, const int8_t *const *w, const float *const *w
 /** Twin: ek_gemm_int8_ref for each matrix in turn. */
 int ek_gemm_int8_multi_ref(long count, const int8_t *const *w, const float *const *wscale, const float *const *bias,
                            float *const *y, const long *n, const float *x, long m, long k, int epilogue);
-/** Path ek_gemm_int8 runs: "avx2", "neon-dotprod" (SDOT), "neon" (SMULL + SADALP) or "scalar"; on arm64 the
- *  ek_set_isa_limit cap applies as for the GEMVs (EK_ISA_AVX2 = plain NEON, EK_ISA_AVXVNNI and up = SDOT too). */
+/** Path ek_gemm_int8 and ek_gemm_q8_0 run: "avx512vnni" (EVEX vpdpbusd on ymm), "avxvnni" (VEX vpdpbusd), "avx2"
+ *  (vpmaddubsw + vpmaddwd), "neon-dotprod" (SDOT), "neon" (SMULL + SADALP) or "scalar". The ek_set_isa_limit cap
+ *  applies as for the GEMVs (arm64: EK_ISA_AVX2 = plain NEON, EK_ISA_AVXVNNI and up = SDOT too). */
 const char *ek_gemm_int8_path(void);
 /** Twin: the same quantization, int64 dot products element by element, the plain GELU. */
 int ek_gemm_int8_ref(const int8_t *w, const float *wscale, const float *x, const float *bias, float *y,

@@ -1,0 +1,42 @@
+/* kernel_parity's emulated x86 build (scripts/test-kernels.sh): this directory comes first on the include path, so
+ * every `#include <immintrin.h>` in Sources/EncoreKernels gets SIMDe's C implementations of the AVX2, F16C, FMA,
+ * AVX-VNNI and AVX-512 intrinsics instead of the CPU's instructions. With EK_EMULATED_FEATURES the kernels then
+ * dispatch to their AVX-VNNI / AVX-512 paths on a CPU that has neither, and kernel_parity checks them against the
+ * plain references. Not used by the package build. */
+#ifndef ENCORE_EMULATED_IMMINTRIN_H
+#define ENCORE_EMULATED_IMMINTRIN_H
+#define SIMDE_ENABLE_NATIVE_ALIASES
+#include <simde/x86/avx512.h>
+#include <simde/x86/f16c.h>
+#include <simde/x86/fma.h>
+
+/* AVX-VNNI's VEX vpdpbusd computes what AVX512-VNNI's EVEX form does */
+#define _mm256_dpbusd_avx_epi32(src, a, b) simde_mm256_dpbusd_epi32(src, a, b)
+
+/* two AVX-512F intrinsics SIMDe 0.7.4 lacks, written from Intel's pseudocode */
+static inline simde__m512i encore_emulated_mm512_cvtepu16_epi32(simde__m256i a) {
+    simde__m256i_private a_ = simde__m256i_to_private(a);
+    simde__m512i_private r_;
+    for (int i = 0; i < 16; i++) r_.i32[i] = (int32_t)a_.u16[i];
+    return simde__m512i_from_private(r_);
+}
+#define _mm512_cvtepu16_epi32(a) encore_emulated_mm512_cvtepu16_epi32(a)
+
+/* GCC's order: 256-bit halves, 128-bit halves, then (2,3,0,1) and the last pair */
+static inline float encore_emulated_mm512_reduce_add_ps(simde__m512 a) {
+    simde__m512_private a_ = simde__m512_to_private(a);
+    float t8[8], t4[4], t2[2];
+    for (int i = 0; i < 8; i++) t8[i] = a_.f32[i + 8] + a_.f32[i];
+    for (int i = 0; i < 4; i++) t4[i] = t8[i + 4] + t8[i];
+    t2[0] = t4[0] + t4[2];
+    t2[1] = t4[1] + t4[3];
+    return t2[0] + t2[1];
+}
+#define _mm512_reduce_add_ps(a) encore_emulated_mm512_reduce_add_ps(a)
+
+/* F16C's scalar conversion and a rounding-control name SIMDe 0.7.4 does not alias */
+#define _cvtsh_ss(h) simde_mm_cvtss_f32(simde_mm_cvtph_ps(simde_mm_cvtsi32_si128((int)(uint16_t)(h))))
+#ifndef _MM_FROUND_NO_EXC
+#define _MM_FROUND_NO_EXC SIMDE_MM_FROUND_NO_EXC
+#endif
+#endif
