@@ -181,11 +181,27 @@ struct BenchCommand: ParsableCommand {
             let isMuFamily = loaded == nil || loaded is MuModel || loaded is MuDecoderModel
             var wanted = (models ?? (isMuFamily ? "mu,mu_decoder" : "model")).split(separator: ",").map(String.init)
             if let loaded { wanted = wanted.map { $0 == "model" ? loaded.modelType : $0 } }
+            // The block format a --keep-quantized file's matrices are in (its most common Q8_0/Q4_0/Q4_1 type), whose
+            // GEMM its int8 prompt passes run.
+            let fileBlockFormat: WeightFormat? = keepQuantized && promptInt8 ? model.flatMap { m in
+                GGUFModelFile.isFile(m) ? try? GGUFModelFile(path: m).mainBlockFormat : nil
+            } : nil
+            var encoderDecoderNames: Set<String> = ["mu"]
+            if let loaded, loaded.isEncoderDecoder { encoderDecoderNames.insert(loaded.modelType) }
+            /// The GEMM a result row's int8 prompt pass ran (see KernelBench.promptGEMMFormat).
+            func promptGEMMFormat(model name: String, label: String) -> WeightFormat {
+                KernelBench.promptGEMMFormat(encoderDecoder: encoderDecoderNames.contains(name),
+                                             decodeFormat: label == "gguf" ? fileBlockFormat : try? WeightFormat(parsing: label),
+                                             encoderFormat: encoderFormat, fileBlockFormat: fileBlockFormat)
+            }
             var limits: KernelBench.Figures? = nil
             if !noLimits {
                 printStderr("measuring the machine's ceilings (memory read bandwidth, BLAS GEMM, instruction peaks)…")
+                var blockFormats = promptInt8 ? formats.filter { $0.hasInt8PromptGEMM && $0 != .int8 } : []
+                if promptInt8, let e = encoderFormat, e.hasInt8PromptGEMM, e != .int8 { blockFormats.append(e) }
+                if let fileBlockFormat { blockFormats.append(fileBlockFormat) }
                 limits = KernelBench.run(formats: formats, int8Prompts: promptInt8,
-                                         q8Prompts: promptInt8 && (formats.contains(.q8_0) || keepQuantized || encoderFormat == .q8_0))
+                                         blockPromptFormats: blockFormats.reduce(into: []) { if !$0.contains($1) { $0.append($1) } })
             }
             var results: [BenchResult] = []
             var qualities: [(model: String, format: String, absolute: Float, relative: Float, ppl: Double, refPPL: Double)] = []
@@ -311,6 +327,11 @@ struct BenchCommand: ParsableCommand {
                         o["prefill_fraction_of_fma_peak"] = r.prefillGFLOPs / limits.fmaPeakGFLOPs
                         if let i8 = limits.int8GemmGOPs { o["prefill_fraction_of_int8_gemm"] = r.prefillGFLOPs / i8 }
                         if let q8 = limits.q8GemmGOPs { o["prefill_fraction_of_q8_0_gemm"] = r.prefillGFLOPs / q8 }
+                        if promptInt8 {
+                            let f = promptGEMMFormat(model: r.model, label: r.decodeWeights)
+                            o["prompt_gemm"] = f.rawValue
+                            if let g = limits.promptGemmGOPs(f) { o["prefill_fraction_of_prompt_gemm"] = r.prefillGFLOPs / g }
+                        }
                         if let p8 = limits.int8PeakGOPs { o["prefill_fraction_of_int8_peak"] = r.prefillGFLOPs / p8 }
                     }
                     return o
@@ -357,15 +378,21 @@ struct BenchCommand: ParsableCommand {
                     print(String(format: "int8 prompt GEMM 512×4096×1024: %.0f GOP/s = %.2f× the BLAS fp32 GEMM%@", i8, i8 / limits.gemmGFLOPs,
                                  (limits.int8PeakGOPs.map { String(format: ", %.0f%% of the int8 instruction peak", 100 * i8 / $0) } ?? "") as NSString))
                 }
-                if let q8 = limits.q8GemmGOPs, let i8 = limits.int8GemmGOPs {
-                    print(String(format: "Q8_0 prompt GEMM 512×4096×1024 (llama.cpp's q8_0 activations): %.0f GOP/s = %.2f× the int8 GEMM's time", q8, i8 / q8))
+                if let i8 = limits.int8GemmGOPs {
+                    for (format, gops) in limits.blockGemmGOPs {
+                        print(String(format: "%@ prompt GEMM 512×4096×1024 (llama.cpp's %@ activations): %.0f GOP/s = %.2f× the int8 GEMM's time",
+                                     format.rawValue.uppercased() as NSString, (format == .q4_1 ? "q8_1" : "q8_0") as NSString, gops, i8 / gops))
+                    }
                 }
                 for r in results {
-                    if let i8 = limits.int8GemmGOPs {
-                        print(String(format: "%@ %d→%d: prompt pass %.0f GOP at %.0f GOP/s = %.0f%% of the measured int8 GEMM rate%@%@ (%.0f%% of BLAS fp32's)",
+                    if limits.int8GemmGOPs != nil {
+                        // the GEMM this row's prompt pass ran (int8 rows, or the blocks of its format)
+                        let f = promptGEMMFormat(model: r.model, label: r.decodeWeights)
+                        let g = limits.promptGemmGOPs(f) ?? limits.int8GemmGOPs!
+                        let gemmName = f == .int8 ? "int8" : f.rawValue.uppercased()
+                        print(String(format: "%@ %d→%d: prompt pass %.0f GOP at %.0f GOP/s = %.0f%% of the measured %@ GEMM rate%@ (%.0f%% of BLAS fp32's)",
                                      r.model as NSString, r.inputTokens, r.outputTokens, r.prefillFLOPs / 1e9, r.prefillGFLOPs,
-                                     100 * r.prefillGFLOPs / i8,
-                                     (limits.q8GemmGOPs.map { String(format: " (%.0f%% of the Q8_0 GEMM's)", 100 * r.prefillGFLOPs / $0) } ?? "") as NSString,
+                                     100 * r.prefillGFLOPs / g, gemmName as NSString,
                                      (limits.int8PeakGOPs.map { String(format: ", %.0f%% of the int8 instruction peak", 100 * r.prefillGFLOPs / $0) } ?? "") as NSString,
                                      100 * r.prefillGFLOPs / limits.gemmGFLOPs))
                     } else {

@@ -111,6 +111,32 @@ final class GGUFModelFileTests: XCTestCase {
         XCTAssertEqual(try f.tensor("t").toArray(), [Float](repeating: 0, count: 64))
     }
 
+    /// `encore bench` labels a --keep-quantized file's int8 prompt passes with the GEMM of its main block format
+    /// (most bytes among Q8_0/Q4_0/Q4_1), and each row with the GEMM its prompt pass ran.
+    func testMainBlockFormatAndPromptGEMM() throws {
+        XCTAssertEqual(try GGUFModelFile(path: fixture("t5_gguf/gated/q4_0.gguf")).mainBlockFormat, .q4_0)
+        XCTAssertEqual(try GGUFModelFile(path: fixture("t5_gguf/gated/q8_0.gguf")).mainBlockFormat, .q8_0)
+        XCTAssertNil(try GGUFModelFile(path: fixture("t5_gguf/gated/f32.gguf")).mainBlockFormat)
+        XCTAssertNil(try GGUFModelFile(path: try write(oneTensorFile())).mainBlockFormat)   // one F32 matrix
+        XCTAssertTrue(GGUFModelFile.isFile(fixture("t5_gguf/gated/q4_0.gguf")))
+        XCTAssertFalse(GGUFModelFile.isFile(fixture("t5_gguf/gated")))
+        XCTAssertFalse(GGUFModelFile.isFile(fixture("tiny_llama/README.md")))
+
+        // decoder-only: the decode format's blocks when it has a GEMM of its own, else int8 rows
+        XCTAssertEqual(KernelBench.promptGEMMFormat(encoderDecoder: false, decodeFormat: .q4_1), .q4_1)
+        XCTAssertEqual(KernelBench.promptGEMMFormat(encoderDecoder: false, decodeFormat: .q8_0), .q8_0)
+        XCTAssertEqual(KernelBench.promptGEMMFormat(encoderDecoder: false, decodeFormat: .f32), .int8)
+        XCTAssertEqual(KernelBench.promptGEMMFormat(encoderDecoder: false, decodeFormat: .bf16), .int8)
+        XCTAssertEqual(KernelBench.promptGEMMFormat(encoderDecoder: false, decodeFormat: nil), .int8)
+        // encoder-decoders: the encoder's format, else the file's blocks, else int8 rows (never the decode format)
+        XCTAssertEqual(KernelBench.promptGEMMFormat(encoderDecoder: true, decodeFormat: .q4_0), .int8)
+        XCTAssertEqual(KernelBench.promptGEMMFormat(encoderDecoder: true, decodeFormat: .q4_0, encoderFormat: .q8_0), .q8_0)
+        XCTAssertEqual(KernelBench.promptGEMMFormat(encoderDecoder: true, decodeFormat: nil, encoderFormat: .int8,
+                                                    fileBlockFormat: .q8_0), .int8)
+        XCTAssertEqual(KernelBench.promptGEMMFormat(encoderDecoder: true, decodeFormat: nil, fileBlockFormat: .q4_0), .q4_0)
+        XCTAssertEqual(KernelBench.promptGEMMFormat(encoderDecoder: true, decodeFormat: .f32, encoderFormat: .bf16), .int8)
+    }
+
     func testWrongMagic() throws {
         var bytes = oneTensorFile()
         bytes[0] = UInt8(ascii: "X")

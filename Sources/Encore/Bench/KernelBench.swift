@@ -17,8 +17,15 @@ public enum KernelBench {
         public var gemvFormatGBps: [(format: WeightFormat, gbps: Double)] = []
         /// int8 prompt-pass GEMM 512×4096×1024 (`ek_gemm_int8`, GOP/s), when int8 prompt weights are benchmarked.
         public var int8GemmGOPs: Double? = nil
-        /// The same shape over Q8_0 blocks (`ek_gemm_q8_0`, GOP/s), when int8 prompts run on Q8_0 blocks.
-        public var q8GemmGOPs: Double? = nil
+        /// The same shape over blocks (`ek_gemm_q8_0` on Q8_0, Q4_0 or Q4_1, GOP/s), for each block format int8
+        /// prompts run on.
+        public var blockGemmGOPs: [(format: WeightFormat, gops: Double)] = []
+        /// The Q8_0 entry of ``blockGemmGOPs``.
+        public var q8GemmGOPs: Double? { blockGemmGOPs.first { $0.format == .q8_0 }?.gops }
+        /// The measured rate of the prompt GEMM that runs on `format` (`.int8` or a block format; nil if not measured).
+        public func promptGemmGOPs(_ format: WeightFormat) -> Double? {
+            format == .int8 ? int8GemmGOPs : blockGemmGOPs.first { $0.format == format }?.gops
+        }
         /// Instruction ceilings on the same threads, registers only (`ek_peak_fma_gflops`, `ek_peak_int8_gops`): fp32
         /// FMA GFLOP/s and the int8 GEMM's instruction mix in GOP/s (nil where that mix does not exist).
         public var fmaPeakGFLOPs: Double = 0
@@ -28,7 +35,8 @@ public enum KernelBench {
             ["read_gb_per_s": readGBps, "gemm_gflop_per_s": gemmGFLOPs, "gemv_gb_per_s": gemvGBps, "gemv_lm_head_gb_per_s": gemvLMHeadGBps,
              "gemv_format_gb_per_s": Dictionary(uniqueKeysWithValues: gemvFormatGBps.map { ($0.format.rawValue, $0.gbps) }),
              "gemv_format_paths": Dictionary(uniqueKeysWithValues: gemvFormatGBps.map { ($0.format.rawValue, $0.format.kernelPath) }),
-             "int8_gemm_gop_per_s": int8GemmGOPs as Any, "int8_gemm_path": Backend.int8GEMMPath, "q8_0_gemm_gop_per_s": q8GemmGOPs as Any, "fma_peak_gflop_per_s": fmaPeakGFLOPs,
+             "int8_gemm_gop_per_s": int8GemmGOPs as Any, "int8_gemm_path": Backend.int8GEMMPath, "q8_0_gemm_gop_per_s": q8GemmGOPs as Any,
+             "block_gemm_gop_per_s": Dictionary(uniqueKeysWithValues: blockGemmGOPs.map { ($0.format.rawValue, $0.gops) }), "fma_peak_gflop_per_s": fmaPeakGFLOPs,
              "int8_peak_gop_per_s": int8PeakGOPs as Any]
         }
     }
@@ -79,7 +87,24 @@ public enum KernelBench {
         return 2.0 * Double(m * n * k) / t / 1e9
     }
 
-    public static func run(formats: [WeightFormat] = [], int8Prompts: Bool = false, q8Prompts: Bool = false) -> Figures {
+    /// The GEMM an int8 prompt pass (``PromptWeights/int8``) runs: `.int8` (int8 rows) or the block format it
+    /// multiplies as stored. Encoder-decoders: the encoder's format when it has a block GEMM, else the file's blocks
+    /// (`fileBlockFormat`, a `--keep-quantized` GGUF), else int8 rows. Decoder-only models: the decode format when it
+    /// has one, else int8 rows.
+    ///
+    /// ```swift
+    /// KernelBench.promptGEMMFormat(encoderDecoder: false, decodeFormat: .q4_0)            // .q4_0
+    /// KernelBench.promptGEMMFormat(encoderDecoder: true, decodeFormat: .q4_0)             // .int8 (encoder rows)
+    /// ```
+    public static func promptGEMMFormat(encoderDecoder: Bool, decodeFormat: WeightFormat?, encoderFormat: WeightFormat? = nil,
+                                        fileBlockFormat: WeightFormat? = nil) -> WeightFormat {
+        let blocks: (WeightFormat?) -> WeightFormat? = { f in f.flatMap { $0.hasInt8PromptGEMM ? $0 : nil } }
+        if encoderDecoder { return blocks(encoderFormat) ?? blocks(fileBlockFormat) ?? .int8 }
+        return blocks(decodeFormat) ?? .int8
+    }
+
+    /// `blockPromptFormats`: the block formats (Q8_0, Q4_0, Q4_1) int8 prompt passes run on, each GEMM measured.
+    public static func run(formats: [WeightFormat] = [], int8Prompts: Bool = false, blockPromptFormats: [WeightFormat] = []) -> Figures {
         // read ceiling: 512 MiB, touched first
         let n = 128 << 20
         let big = Tensor(zeros: [n])
@@ -119,7 +144,7 @@ public enum KernelBench {
         f.int8PeakGOPs = i8peak > 0 ? i8peak : nil
         f.gemvFormatGBps = formats.map { ($0, gemvGBps($0)) }
         if int8Prompts { f.int8GemmGOPs = int8GemmGOPs() }
-        if q8Prompts { f.q8GemmGOPs = int8GemmGOPs(format: .q8_0) }
+        f.blockGemmGOPs = blockPromptFormats.filter { $0.hasInt8PromptGEMM && $0 != .int8 }.map { ($0, int8GemmGOPs(format: $0)) }
         return f
     }
 }

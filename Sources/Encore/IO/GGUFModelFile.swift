@@ -63,6 +63,24 @@ public final class GGUFModelFile: @unchecked Sendable {
     /// Metadata values by key.
     public var metadata: [String: GGUFValue] { gguf.metadata }
 
+    /// The block format most of the file's matrices are in (by bytes), among those Encore's int8 prompt GEMM
+    /// multiplies as stored (Q8_0, Q4_0, Q4_1); nil when it has none of them.
+    public var mainBlockFormat: WeightFormat? {
+        var bytes: [WeightFormat: Int] = [:]
+        for t in tensors.values where t.shape.count == 2 {
+            let f: WeightFormat? = t.type == .q8_0 ? .q8_0 : t.type == .q4_0 ? .q4_0 : t.type == .q4_1 ? .q4_1 : nil
+            if let f { bytes[f, default: 0] += t.byteCount }
+        }
+        return bytes.max { $0.value < $1.value || ($0.value == $1.value && $0.key.rawValue > $1.key.rawValue) }?.key
+    }
+
+    /// Whether `path` is a GGUF file (a regular file starting with the magic), not a folder.
+    public static func isFile(_ path: String) -> Bool {
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir), !isDir.boolValue else { return false }
+        return GGUFFile.hasMagic(path: path)
+    }
+
     public init(path: String) throws {
         self.path = path
         file = try MappedFile(path: path)
