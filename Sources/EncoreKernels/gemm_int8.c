@@ -22,8 +22,9 @@
  * broadcasting a quad of each activation row; the tiles of every panel persist across the k blocks in a per-thread
  * buffer, and the epilogue is applied from them.
  * AVX-VNNI / AVX512-VNNI paths: the same packing and tiles, each u8 × s8 quad summed by one vpdpbusd instead of
- * vpmaddubsw + vpmaddwd + vpaddd (ek_gemm_int8_path names the path; ek_set_isa_limit caps it). This project's VM has
- * neither, so they are checked by kernel_parity's emulated build (SIMDe, scripts/test-kernels.sh), not timed.
+ * vpmaddubsw + vpmaddwd + vpaddd (ek_gemm_int8_path names the path; ek_set_isa_limit caps it); the block GEMM below
+ * drops the sign trick there too (activations offset by 128, see kernel_q8). This project's VM has neither, so they
+ * are checked by kernel_parity's emulated build (SIMDe, scripts/test-kernels.sh), not timed.
  * arm64 (NEON hook): 4×4 tiles read straight from the int8 rows with SDOT, or SMULL + SADALP (neon.c); u ≤ 127 is
  * a valid signed byte, so the same tiles multiply it.
  *
@@ -195,6 +196,7 @@ typedef struct {
     const uint8_t *u; const float *d; const int32_t *z;      /* int8 rows: 7-bit activations, zero points */
     const int8_t *xq; const float *xd, *xs;                  /* Q8_0/Q4_x blocks: activations as ggml's q8_0 (Q4_1:
                                                                 q8_1, with the block sums s = d·Σq in xs) */
+    const uint8_t *xu;                                       /* the same plus 128 (unsigned), for the VNNI paths */
     long m, k, kp;
     int mode, simd, neon, dotprod;   /* simd: the x86 tile path (EG_P_*), EG_PLAIN for none */
     int failed;   /* a task could not grow its scratch (set atomically; read after the pool job) */
@@ -611,14 +613,19 @@ static int columns_q8_neon(const gemm_ctx *g, const gemm_mat *a, long c0, long n
 #ifdef EG_X86
 /* fp32 tile [MR][EG_NV] vectors += Σ over `blocks` blocks of 32 of MR activation rows (int8 quants a, stride lda;
  * scales xd, stride ldd) against a packed panel (quads as the int8 path's) with its block scales ds [blocks][EG_NR]:
- * per block, the exact int32 tile by llama.cpp's sign trick, DOT(|q_w|, sign(q_x, q_w)) (AVX2: vpmaddubsw then
- * vpmaddwd by ones, exact for every byte: |q_w| ≤ 128 and |q_x| ≤ 127 keep a pair ≤ 32 512; VNNI: one vpdpbusd),
- * widened and added with one FMA by d_x[r]·d_w[column]; Q4_1 (ms not NULL) then adds s_x[r]·m_w[column] with a
- * second FMA (its minima; s_x = d_x·Σ q_x, ggml's q8_1 sum, stride ldd as xd). */
-#define EG_KERNEL_Q8(MR, SUF, ATTR, DOT) \
+ * per block the exact int32 tile, widened and added with one FMA by d_x[r]·d_w[column]; Q4_1 (ms not NULL) then adds
+ * s_x[r]·m_w[column] with a second FMA (its minima; s_x = d_x·Σ q_x, ggml's q8_1 sum, stride ldd as xd).
+ * The int32 tile, two ways (OFFSET):
+ *   0  (AVX2) llama.cpp's sign trick, DOT(|q_w|, sign(q_x, q_w)): vpmaddubsw then vpmaddwd by ones, exact for every
+ *      byte (|q_w| ≤ 128 and |q_x| ≤ 127 keep a pair ≤ 32 512); four instructions per step;
+ *   1  (VNNI) the activations offset by 128 (a holds u = q_x + 128, unsigned) and one vpdpbusd(u, q_w) per step,
+ *      which adds four products into int32 without an int16 stage, so nothing saturates; then per block
+ *      Σ u·q_w − cs, cs [blocks][EG_NR] = 128·Σ q_w of the block's column: the same integers. */
+#define EG_KERNEL_Q8(MR, SUF, ATTR, DOT, OFFSET) \
 ATTR static void kernel_q8_##SUF##_##MR(const int8_t *a, long lda, const float *xd, const float *xs, long ldd, \
-                                        const int8_t *b, const float *ds, const float *ms, long blocks, float *acc) { \
-    const __m256i ones = _mm256_set1_epi16(1); (void)ones; \
+                                        const int8_t *b, const float *ds, const float *ms, const int32_t *cs, \
+                                        long blocks, float *acc) { \
+    const __m256i ones = _mm256_set1_epi16(1); (void)ones; (void)cs; \
     for (long blk = 0; blk < blocks; blk++) { \
         __m256i c[MR][EG_NV]; \
         EG_UNROLL for (int r = 0; r < MR; r++) EG_UNROLL for (int v = 0; v < EG_NV; v++) c[r][v] = _mm256_setzero_si256(); \
@@ -626,14 +633,19 @@ ATTR static void kernel_q8_##SUF##_##MR(const int8_t *a, long lda, const float *
             __m256i bv[EG_NV], bw[EG_NV]; \
             EG_UNROLL for (int v = 0; v < EG_NV; v++) { \
                 bv[v] = _mm256_load_si256((const __m256i *)(b + (blk * 8 + p) * 4 * EG_NR + 32 * v)); \
-                bw[v] = _mm256_sign_epi8(bv[v], bv[v]);   /* |q_w| as unsigned bytes (−128 → 128) */ \
+                bw[v] = OFFSET ? bv[v] : _mm256_sign_epi8(bv[v], bv[v]);   /* |q_w| as unsigned bytes (−128 → 128) */ \
             } \
             EG_UNROLL for (int r = 0; r < MR; r++) { \
                 __m256i av = _mm256_set1_epi32(*(const int32_t *)(a + r * lda + 4 * (blk * 8 + p))); \
                 EG_UNROLL for (int v = 0; v < EG_NV; v++) \
-                    c[r][v] = DOT(c[r][v], bw[v], _mm256_sign_epi8(av, bv[v])); \
+                    c[r][v] = OFFSET ? DOT(c[r][v], av, bv[v]) : DOT(c[r][v], bw[v], _mm256_sign_epi8(av, bv[v])); \
             } \
         } \
+        if (OFFSET) \
+            EG_UNROLL for (int v = 0; v < EG_NV; v++) { \
+                __m256i corr = _mm256_loadu_si256((const __m256i *)(cs + blk * EG_NR + 8 * v)); \
+                EG_UNROLL for (int r = 0; r < MR; r++) c[r][v] = _mm256_sub_epi32(c[r][v], corr); \
+            } \
         EG_UNROLL for (int v = 0; v < EG_NV; v++) { \
             __m256 sv = _mm256_loadu_ps(ds + blk * EG_NR + 8 * v); \
             EG_UNROLL for (int r = 0; r < MR; r++) { \
@@ -646,13 +658,13 @@ ATTR static void kernel_q8_##SUF##_##MR(const int8_t *a, long lda, const float *
         } \
     } \
 }
-#define EG_KERNELS_Q8(SUF, ATTR, DOT) EG_KERNEL_Q8(1, SUF, ATTR, DOT) EG_KERNEL_Q8(2, SUF, ATTR, DOT) \
-                                      EG_KERNEL_Q8(3, SUF, ATTR, DOT) EG_KERNEL_Q8(4, SUF, ATTR, DOT)
-EG_KERNELS_Q8(avx2, EG_AVX2, EG_DOT_AVX2)
-EG_KERNELS_Q8(avxvnni, EG_AVXVNNI, EG_DOT_AVXVNNI)
-EG_KERNELS_Q8(avx512vnni, EG_AVX512VNNI, EG_DOT_AVX512VNNI)
+#define EG_KERNELS_Q8(SUF, ATTR, DOT, OFFSET) EG_KERNEL_Q8(1, SUF, ATTR, DOT, OFFSET) EG_KERNEL_Q8(2, SUF, ATTR, DOT, OFFSET) \
+                                              EG_KERNEL_Q8(3, SUF, ATTR, DOT, OFFSET) EG_KERNEL_Q8(4, SUF, ATTR, DOT, OFFSET)
+EG_KERNELS_Q8(avx2, EG_AVX2, EG_DOT_AVX2, 0)
+EG_KERNELS_Q8(avxvnni, EG_AVXVNNI, EG_DOT_AVXVNNI, 1)
+EG_KERNELS_Q8(avx512vnni, EG_AVX512VNNI, EG_DOT_AVX512VNNI, 1)
 typedef void (*eg_kernel_q8_fn)(const int8_t *, long, const float *, const float *, long, const int8_t *, const float *,
-                                const float *, long, float *);
+                                const float *, const int32_t *, long, float *);
 /* [path][rows − 1] */
 static const eg_kernel_q8_fn eg_kernels_q8[4][4] = {
     { NULL, NULL, NULL, NULL },
@@ -683,13 +695,14 @@ EG_AVX2 static void store_tile_q8(const gemm_ctx *g, const gemm_mat *a, long r0,
 }
 
 /* As columns_avx2 for blocks: each panel's rows are unpacked (int8 values, scales, Q4_1's minima) and packed into
- * quads as the int8 path's, with the block scales [nb][EG_NR] (and minima) beside; fp32 tiles persist across the k
- * blocks. */
+ * quads as the int8 path's, with the block scales [nb][EG_NR] (and minima; on the VNNI paths the blocks' column sums
+ * times 128) beside; fp32 tiles persist across the k blocks. */
 EG_AVX2 static int columns_q8_avx2(const gemm_ctx *g, const gemm_mat *a, long c0, long nc) {
     const eg_kernel_q8_fn *kern = eg_kernels_q8[g->simd];
-    const int q41 = is_q41(g->format);
+    const int q41 = is_q41(g->format), offset = g->simd >= EG_P_AVXVNNI;   /* offset: the kernels read g->xu */
     long nb = g->kp / 32, panels = (nc + EG_NR - 1) / EG_NR, panel_len = g->kp * EG_NR;
-    long scale_len = (q41 ? 2 : 1) * nb * EG_NR * 4;   /* block scales [nb][EG_NR], then Q4_1's minima [nb][EG_NR] */
+    /* block scales [nb][EG_NR], then Q4_1's minima [nb][EG_NR], then (offset) 128·Σ q_w per block [nb][EG_NR] */
+    long scale_len = (1 + q41 + offset) * nb * EG_NR * 4;
     int8_t *pb = pack_buffer(panels * (panel_len + scale_len + EG_NR * 4));
     int8_t *rows = q8rows_buffer(EG_NR * g->kp + 8 * nb);
     if (!pb || !rows) return -2;
@@ -699,16 +712,24 @@ EG_AVX2 static int columns_q8_avx2(const gemm_ctx *g, const gemm_mat *a, long c0
     for (long p = 0; p < panels; p++) {
         long pc = c0 + p * EG_NR, pn = c0 + nc - pc < EG_NR ? c0 + nc - pc : EG_NR;
         float *ps = scales + p * (scale_len / 4), *pm = ps + nb * EG_NR;
+        int32_t *pcs = (int32_t *)(void *)(ps + (1 + q41) * nb * EG_NR);
         for (long j = 0; j < EG_NR; j++) {
             int8_t *qr = rows + j * g->kp;
             if (j < pn) {
                 q8_row(g->format, (const uint8_t *)a->w, nb, g->k, pc + j, qr, dw, mw);
                 for (long b = 0; b < nb; b++) ps[b * EG_NR + j] = dw[b];
                 if (q41) for (long b = 0; b < nb; b++) pm[b * EG_NR + j] = mw[b];
+                if (offset)
+                    for (long b = 0; b < nb; b++) {
+                        int32_t sum = 0;
+                        for (int i = 0; i < 32; i++) sum += qr[b * 32 + i];
+                        pcs[b * EG_NR + j] = 128 * sum;
+                    }
             } else {
                 memset(qr, 0, (size_t)g->kp);
                 for (long b = 0; b < nb; b++) ps[b * EG_NR + j] = 0.0f;
                 if (q41) for (long b = 0; b < nb; b++) pm[b * EG_NR + j] = 0.0f;
+                if (offset) for (long b = 0; b < nb; b++) pcs[b * EG_NR + j] = 0;
             }
         }
         pack_panel(rows, g->kp, 0, EG_NR, pb + p * panel_len, sums + p * EG_NR);
@@ -725,13 +746,14 @@ EG_AVX2 static int columns_q8_avx2(const gemm_ctx *g, const gemm_mat *a, long c0
                 const int8_t *bk = pb + p * panel_len + k0 * EG_NR;
                 const float *ds = scales + p * (scale_len / 4) + (k0 / 32) * EG_NR;
                 const float *ms = q41 ? ds + nb * EG_NR : NULL;
+                const int32_t *cs = offset ? (const int32_t *)(const void *)(ds + (1 + q41) * nb * EG_NR) : NULL;
                 for (long t = 0; t < ntiles; t++) {
                     long r0 = m0 + t * EG_MR;
                     int mr = (int)(m1 - r0 < EG_MR ? m1 - r0 : EG_MR);
-                    const int8_t *xa = g->xq + r0 * g->kp + k0;
+                    const int8_t *xa = (offset ? (const int8_t *)g->xu : g->xq) + r0 * g->kp + k0;
                     const float *xd = g->xd + r0 * nb + k0 / 32, *xs = g->xs + r0 * nb + k0 / 32;
                     float *acc = tiles + (p * tiles_per_panel + t) * tile_floats;
-                    kern[mr - 1](xa, g->kp, xd, xs, nb, bk, ds, ms, kc / 32, acc);
+                    kern[mr - 1](xa, g->kp, xd, xs, nb, bk, ds, ms, cs, kc / 32, acc);
                 }
             }
         }
@@ -810,6 +832,8 @@ static _Thread_local int32_t *g_z;
 static _Thread_local long g_u_len, g_d_len;
 static _Thread_local float *g_xd;     /* block scales d [m, nb], then Q4_1's activation sums s [m, nb] (unused otherwise) */
 static _Thread_local long g_xd_len;
+static _Thread_local uint8_t *g_xu;   /* the block activations plus 128 (VNNI paths) */
+static _Thread_local long g_xu_len;
 
 typedef struct { int format; const float *x; long m, k, kp, nb; int8_t *q; float *d, *c; } q8act_ctx;
 
@@ -882,6 +906,18 @@ static int gemm_run(int format, long count, const void *const *w, const float *c
         g.xq = (const int8_t *)g_u;
         g.xd = g_xd;
         g.xs = xs;
+        if (g.simd >= EG_P_AVXVNNI) {   /* vpdpbusd multiplies unsigned bytes: u = q + 128 (the kernels take 128·Σq_w off) */
+            if (m * kp > g_xu_len) {
+                free(g_xu);
+                g_xu = aligned_alloc(64, (size_t)((m * kp + 63) / 64 * 64));
+                g_xu_len = g_xu ? m * kp : 0;
+            }
+            if (!g_xu) g.simd = EG_P_AVX2;   /* no memory for the copy: the sign-trick tiles instead */
+            else {
+                for (long i = 0; i < m * kp; i++) g_xu[i] = (uint8_t)(g_u[i] ^ 0x80);
+                g.xu = g_xu;
+            }
+        }
     }
     ek_parallel_for(ntasks, gemm_task, &g);
     free(mats);
