@@ -4,8 +4,9 @@
 #   1. native (x86-64: the AVX2 paths, and AVX-VNNI / AVX-512 where this CPU has them);
 #   2. x86-64 with the AVX-VNNI and AVX-512 paths emulated: SIMDe (Debian's libsimde-dev, header-only) implements
 #      their intrinsics in C (Tests/NativeKernels/emulated/immintrin.h) and EK_EMULATED_FEATURES makes the kernels
-#      dispatch to them, twice: every feature (int8/Q8_0/Q4 GEMVs on "avx512vnni", bf16 on "avx512bf16") and
-#      AVX-512F + AVX-VNNI only (bf16 on "avx512f", the integer GEMVs on "avxvnni" at every level);
+#      dispatch to them, twice: every feature (int8/Q8_0/Q4 GEMVs and the prompt GEMMs on "avx512vnni", bf16 on
+#      "avx512bf16"; capping the ISA level runs "avxvnni" and "avx2" too) and AVX-512F + AVX-VNNI only (bf16 on
+#      "avx512f", the integer kernels on "avxvnni"); the host's own AVX-512 / VNNI bits are replaced, not added to;
 #   3. arm64 (NEON) cross-compiled and run under qemu-aarch64, twice: on qemu's default CPU (SDOT present: the
 #      "neon-dotprod" int8 path) and on a Cortex-A53 (no SDOT: "neon").
 #
@@ -55,9 +56,14 @@ emulated_x86() {
   local no512vnni='(EK_CPU_AVX512F|EK_CPU_AVX512BWVL|EK_CPU_AVXVNNI)'
   "$cc_emu" "${flags[@]}" -Wno-psabi -ITests/NativeKernels/emulated "-DEK_EMULATED_FEATURES=$all" "${srcs[@]}" \
     -lm -lpthread -o "$out/kernel_parity_emulated" &
+  local pid_all=$!
   "$cc_emu" "${flags[@]}" -Wno-psabi -ITests/NativeKernels/emulated "-DEK_EMULATED_FEATURES=$no512vnni" "${srcs[@]}" \
     -lm -lpthread -o "$out/kernel_parity_emulated_f" &
-  wait %1 && wait %2
+  local pid_f=$!
+  local rc_all=0 rc_f=0
+  wait "$pid_all" || rc_all=$?
+  wait "$pid_f" || rc_f=$?
+  if [ "$rc_all" -ne 0 ] || [ "$rc_f" -ne 0 ]; then echo "emulated build failed"; exit 1; fi
   echo "-- AVX-512F/BW/VL, AVX512-VNNI, AVX512-BF16, AVX-VNNI --"
   "$out/kernel_parity_emulated"
   echo "-- AVX-512F/BW/VL and AVX-VNNI (no AVX512-VNNI, no AVX512-BF16) --"

@@ -321,7 +321,8 @@ EG_AVX2 static void pack_panel(const int8_t *w, long kp, long c0, long nc, int8_
  * × the packed panel's EG_NV vectors of 8 columns (s8). DOT(c, u, s) adds each int32 lane's four u8 × s8 products:
  * on AVX2 vpmaddubsw sums them in pairs into int16 (exact, see the top) and vpmaddwd by ones sums those pairs into
  * int32 (three instructions); with VNNI one vpdpbusd does it (VEX on AVX-VNNI, EVEX on ymm with AVX512-VNNI, which
- * Zen 4 runs at the 512-bit form's rate per byte). Both never saturate here, so every path gives the same integers. */
+ * Zen 4 should run at the 512-bit form's rate per byte; not measured here). Both never saturate here, so every path
+ * gives the same integers. */
 #define EG_DOT_AVX2(c, u, s) _mm256_add_epi32((c), _mm256_madd_epi16(_mm256_maddubs_epi16((u), (s)), ones))
 #define EG_DOT_AVXVNNI(c, u, s) _mm256_dpbusd_avx_epi32((c), (u), (s))
 #define EG_DOT_AVX512VNNI(c, u, s) _mm256_dpbusd_epi32((c), (u), (s))

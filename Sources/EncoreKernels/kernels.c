@@ -42,7 +42,10 @@ int ek_cpu_features(void) {
     f |= ek_neon_features();   /* NEON hook */
 #endif
 #if defined(EK_EMULATED_FEATURES)
-    f |= EK_EMULATED_FEATURES;   /* kernel_parity's emulated build only (scripts/test-kernels.sh) */
+    /* kernel_parity's emulated build only (scripts/test-kernels.sh): exactly the emulated AVX-512 / VNNI features,
+       whatever this CPU has, so each feature set dispatches to the paths it is meant to test */
+    f &= ~(EK_CPU_AVX512F | EK_CPU_AVX512BWVL | EK_CPU_AVX512VNNI | EK_CPU_AVX512BF16 | EK_CPU_AVXVNNI);
+    f |= EK_EMULATED_FEATURES;
 #endif
     g_features = f;
     return f;

@@ -118,6 +118,8 @@ final class GGUFModelFileTests: XCTestCase {
         XCTAssertEqual(try GGUFModelFile(path: fixture("t5_gguf/gated/q8_0.gguf")).mainBlockFormat, .q8_0)
         XCTAssertNil(try GGUFModelFile(path: fixture("t5_gguf/gated/f32.gguf")).mainBlockFormat)
         XCTAssertNil(try GGUFModelFile(path: try write(oneTensorFile())).mainBlockFormat)   // one F32 matrix
+        // eight types, none with half the matrix bytes (Q4_1 the largest block share: 28 of 184 KB): int8 rows
+        XCTAssertNil(try GGUFModelFile(path: fixture("tiny_llama/mixed.gguf")).mainBlockFormat)
         XCTAssertTrue(GGUFModelFile.isFile(fixture("t5_gguf/gated/q4_0.gguf")))
         XCTAssertFalse(GGUFModelFile.isFile(fixture("t5_gguf/gated")))
         XCTAssertFalse(GGUFModelFile.isFile(fixture("tiny_llama/README.md")))
@@ -135,6 +137,11 @@ final class GGUFModelFileTests: XCTestCase {
                                                     fileBlockFormat: .q8_0), .int8)
         XCTAssertEqual(KernelBench.promptGEMMFormat(encoderDecoder: true, decodeFormat: nil, fileBlockFormat: .q4_0), .q4_0)
         XCTAssertEqual(KernelBench.promptGEMMFormat(encoderDecoder: true, decodeFormat: .f32, encoderFormat: .bf16), .int8)
+        // an fp32 / bf16 encoder asked of a block file: int8 rows, not the file's blocks
+        XCTAssertEqual(KernelBench.promptGEMMFormat(encoderDecoder: true, decodeFormat: nil, encoderFormat: .bf16,
+                                                    fileBlockFormat: .q8_0), .int8)
+        XCTAssertEqual(KernelBench.promptGEMMFormat(encoderDecoder: true, decodeFormat: nil, encoderFormat: .f32,
+                                                    fileBlockFormat: .q4_0), .int8)
     }
 
     func testWrongMagic() throws {

@@ -622,9 +622,14 @@ int main(void) {
         expect_str("ek_gemv_path(int8)", ek_gemv_path(EK_WF_INT8), want_int);
         expect_str("ek_gemv_path(q4_0)", ek_gemv_path(EK_WF_Q4_0), want_int);
         expect_str("ek_gemv_path(bf16)", ek_gemv_path(EK_WF_BF16), want_bf16);
-        expect_str("ek_gemm_int8_path()", ek_gemm_int8_path(), f16c ? (strcmp(want_int, "avx2") == 0 ? "avx2" : want_int) : "scalar");
+        expect_str("ek_gemm_int8_path()", ek_gemm_int8_path(), want_int);
+        ek_set_isa_limit(EK_ISA_AVXVNNI);
+        expect_str("ek_gemm_int8_path() at limit AVX-VNNI", ek_gemm_int8_path(),
+                   !f16c ? "scalar" : (f & EK_CPU_AVXVNNI) ? "avxvnni" : "avx2");
         ek_set_isa_limit(EK_ISA_AVX2);
         expect_str("ek_gemm_int8_path() at limit AVX2", ek_gemm_int8_path(), f16c ? "avx2" : "scalar");
+        ek_set_isa_limit(EK_ISA_SCALAR);
+        expect_str("ek_gemm_int8_path() at limit SCALAR", ek_gemm_int8_path(), "scalar");
         ek_set_isa_limit(-1);
         if (f & EK_CPU_AVXVNNI) {
             ek_set_isa_limit(EK_ISA_AVXVNNI);

@@ -88,9 +88,9 @@ public enum KernelBench {
     }
 
     /// The GEMM an int8 prompt pass (``PromptWeights/int8``) runs: `.int8` (int8 rows) or the block format it
-    /// multiplies as stored. Encoder-decoders: the encoder's format when it has a block GEMM, else the file's blocks
-    /// (`fileBlockFormat`, a `--keep-quantized` GGUF), else int8 rows. Decoder-only models: the decode format when it
-    /// has one, else int8 rows.
+    /// multiplies as stored. Encoder-decoders: with an encoder format, its block GEMM if it has one, else int8 rows
+    /// (an f32 or bf16 encoder gets int8 rows); without one, the file's blocks (`fileBlockFormat`, a
+    /// `--keep-quantized` GGUF), else int8 rows. Decoder-only models: the decode format when it has one, else int8 rows.
     ///
     /// ```swift
     /// KernelBench.promptGEMMFormat(encoderDecoder: false, decodeFormat: .q4_0)            // .q4_0
@@ -99,7 +99,10 @@ public enum KernelBench {
     public static func promptGEMMFormat(encoderDecoder: Bool, decodeFormat: WeightFormat?, encoderFormat: WeightFormat? = nil,
                                         fileBlockFormat: WeightFormat? = nil) -> WeightFormat {
         let blocks: (WeightFormat?) -> WeightFormat? = { f in f.flatMap { $0.hasInt8PromptGEMM ? $0 : nil } }
-        if encoderDecoder { return blocks(encoderFormat) ?? blocks(fileBlockFormat) ?? .int8 }
+        if encoderDecoder {
+            if let encoderFormat { return blocks(encoderFormat) ?? .int8 }
+            return blocks(fileBlockFormat) ?? .int8
+        }
         return blocks(decodeFormat) ?? .int8
     }
 

@@ -63,15 +63,18 @@ public final class GGUFModelFile: @unchecked Sendable {
     /// Metadata values by key.
     public var metadata: [String: GGUFValue] { gguf.metadata }
 
-    /// The block format most of the file's matrices are in (by bytes), among those Encore's int8 prompt GEMM
-    /// multiplies as stored (Q8_0, Q4_0, Q4_1); nil when it has none of them.
+    /// The block format Encore's int8 prompt GEMM multiplies as stored (Q8_0, Q4_0, Q4_1) that holds more than half
+    /// the bytes of the file's matrices (the embedding table and the output head, which prompt passes read by rows
+    /// or one position at a time, left out); nil when none does (an F32 or mostly K-quant file).
     public var mainBlockFormat: WeightFormat? {
-        var bytes: [WeightFormat: Int] = [:]
-        for t in tensors.values where t.shape.count == 2 {
+        var bytes: [WeightFormat: Int] = [:], total = 0
+        for t in tensors.values where t.shape.count == 2 && t.name != "token_embd.weight" && t.name != "output.weight" {
+            total += t.byteCount
             let f: WeightFormat? = t.type == .q8_0 ? .q8_0 : t.type == .q4_0 ? .q4_0 : t.type == .q4_1 ? .q4_1 : nil
             if let f { bytes[f, default: 0] += t.byteCount }
         }
-        return bytes.max { $0.value < $1.value || ($0.value == $1.value && $0.key.rawValue > $1.key.rawValue) }?.key
+        guard let best = bytes.max(by: { $0.value < $1.value }), 2 * best.value > total else { return nil }
+        return best.key
     }
 
     /// Whether `path` is a GGUF file (a regular file starting with the magic), not a folder.

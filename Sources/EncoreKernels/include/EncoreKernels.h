@@ -221,7 +221,8 @@ enum { EK_WF_F32 = 0, EK_WF_BF16 = 1, EK_WF_INT8 = 2, EK_WF_Q8_0 = 3, EK_WF_Q4_0
 /** Instruction-set levels, for capping the dispatch in tests and benchmarks. On arm64, EK_ISA_AVX2 means plain NEON
  *  and EK_ISA_AVXVNNI and above also allow the SDOT int8 path ("neon-dotprod"); EK_ISA_SCALAR is plain C everywhere. */
 enum { EK_ISA_SCALAR = 0, EK_ISA_AVX2 = 1, EK_ISA_AVXVNNI = 2, EK_ISA_AVX512 = 3 };
-/** Highest level the quantized GEMVs may use (default and -1: EK_ISA_AVX512, i.e. the best the CPU has). */
+/** Highest level the quantized GEMVs and the int8 / block prompt GEMMs may use (default and -1: EK_ISA_AVX512, i.e.
+ *  the best the CPU has). */
 void ek_set_isa_limit(int level);
 int ek_get_isa_limit(void);
 /** int8 GEMV kernel on x86: 1 = blocks in groups of 8 (one scale vector per 8 blocks; the default), 0 = the
