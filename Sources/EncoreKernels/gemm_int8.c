@@ -1,4 +1,5 @@
-/* Prompt-pass GEMM over int8 weights (the EK_WF_INT8 rows decode streams), without an fp32 copy.
+/* Prompt-pass GEMM over int8 weights (the EK_WF_INT8 rows decode streams), without an fp32 copy; the same tiles
+ * over Q8_0/Q4_0/Q4_1 blocks (below), and over bf16 rows with AVX512-BF16 (ek_gemm_bf16, at the end).
  *
  *   y[m, n] = d_x[m] · wscale[n] · Σ_k (u_x[m, k] − z_x[m]) q_w[n, k]  (+ bias[n]), stored, accumulated into y,
  *   or GELU'd
@@ -957,3 +958,195 @@ int ek_gemm_int8_multi_ref(long count, const int8_t *const *w, const float *cons
     return 0;
 }
 
+
+/* ------------------------------------------------------------------------------------------------ */
+/* bf16 rows with AVX512-BF16: vdpbf16ps on the same packed tiles                                      */
+/*
+ * y[m, n] = Σ_k bf16(x[m, k]) · w[n, k] (+ bias), the int8 GEMM's epilogues. x is rounded to bf16 (nearest even,
+ * ek_f32_to_bf16), as the avx512bf16 GEMV does; a product of two bf16 values is exact in fp32, and the sums are fp32.
+ * The weight rows (the bf16 decode copy, [n, k] uint16) are packed per panel of 16 columns into pairs interleaved by
+ * column ([k/2][16][2]: one 32-bit lane per column, the int8 path's 8×8 transpose of 32-bit lanes when k % 16 == 0),
+ * and a 4-row × 16-column fp32 tile adds vdpbf16ps(broadcast pair of x, two vectors of weight pairs) per pair of k,
+ * kept across k blocks of 256 in the thread's tile buffer. Without AVX512-BF16 the same function runs plain C (far
+ * slower than widening the weights for BLAS sgemm, which is what callers do there: ek_gemm_bf16_path()).
+ * This project's VM has no AVX512-BF16: the tile is checked by kernel_parity's emulated build, not timed. */
+
+#ifdef EG_X86
+#if defined(EK_EMULATED_FEATURES)
+#define EG_BF16 EG_AVX2
+#else
+#define EG_BF16 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512bf16")))
+#endif
+#endif
+#define EB_KC 128    /* pairs of k per block: a panel's block is 16 × 128 × 4 B = 8 KiB */
+
+static int bf16_gemm_simd(void) {
+#ifdef EG_X86
+    int f = ek_cpu_features();
+    return !ek_get_force_reference() && ek_get_isa_limit() >= EK_ISA_AVX512 && (f & EK_CPU_AVX2_FMA) &&
+           (f & EK_CPU_F16C) && (f & EK_CPU_AVX512F) && (f & EK_CPU_AVX512BWVL) && (f & EK_CPU_AVX512BF16);
+#else
+    return 0;
+#endif
+}
+
+const char *ek_gemm_bf16_path(void) { return bf16_gemm_simd() ? "avx512bf16" : "scalar"; }
+
+static inline float bf16_value(uint16_t h) { uint32_t b = (uint32_t)h << 16; float f; memcpy(&f, &b, 4); return f; }
+
+static inline float bf16_epilogue(float acc, const float *bias, long c, float old, int mode) {
+    float v = bias ? acc + bias[c] : acc;
+    if (mode == EK_EPI_RELU) return v > 0.0f ? v : 0.0f;
+    return mode == EK_EPI_ACCUMULATE ? old + v : v;
+}
+
+int ek_gemm_bf16_ref(const uint16_t *w, const float *x, const float *bias, float *y, long m, long n, long k, int mode) {
+    if (mode < EK_EPI_STORE || mode > EK_EPI_RELU) return -1;
+    uint16_t *xb = malloc(sizeof(uint16_t) * (size_t)(k + 1));
+    if (!xb) return -2;
+    for (long r = 0; r < m; r++) {
+        ek_f32_to_bf16(x + r * k, xb, k);
+        for (long c = 0; c < n; c++) {
+            double s = 0;
+            for (long i = 0; i < k; i++) s += (double)bf16_value(xb[i]) * bf16_value(w[c * k + i]);
+            y[r * n + c] = bf16_epilogue((float)s, bias, c, y[r * n + c], mode);
+        }
+    }
+    if (mode == EK_EPI_GELU) ek_gelu_tanh_f32_ref(y, m * n);
+    free(xb);
+    return 0;
+}
+
+typedef struct {
+    const uint16_t *w; const float *bias; float *y; const uint16_t *xb;   /* xb [m, kp] bf16, zero padded */
+    long m, n, k, kp, per;                                                 /* kp: k rounded up to 16 */
+    int mode, simd;
+} bf16_ctx;
+
+/* Plain path: columns [c0, c0 + nc), fp32 sums in order. */
+static void columns_bf16_plain(const bf16_ctx *g, long c0, long nc) {
+    for (long c = c0; c < c0 + nc; c++)
+        for (long r = 0; r < g->m; r++) {
+            float s = 0;
+            for (long i = 0; i < g->k; i++) s += bf16_value(g->xb[r * g->kp + i]) * bf16_value(g->w[c * g->k + i]);
+            float *yp = g->y + r * g->n + c;
+            *yp = bf16_epilogue(s, g->bias, c, *yp, g->mode);
+        }
+    if (g->mode == EK_EPI_GELU)
+        for (long r = 0; r < g->m; r++) ek_gelu_tanh_f32(g->y + r * g->n + c0, nc);
+}
+
+#ifdef EG_X86
+/* acc[MR][EG_NV] += Σ over `pairs` pairs of k: the broadcast pair of each of the MR bf16 activation rows (stride
+ * lda elements) · the packed panel's EG_NV vectors of 8 columns' pairs, by vdpbf16ps. */
+#define EB_KERNEL(MR) \
+EG_BF16 static void kernel_bf16_##MR(const uint16_t *a, long lda, const uint16_t *b, long pairs, __m256 *acc) { \
+    __m256 c[MR][EG_NV]; \
+    EG_UNROLL for (int r = 0; r < MR; r++) EG_UNROLL for (int v = 0; v < EG_NV; v++) c[r][v] = acc[r * EG_NV + v]; \
+    for (long p = 0; p < pairs; p++) { \
+        __m256i bv[EG_NV]; \
+        EG_UNROLL for (int v = 0; v < EG_NV; v++) bv[v] = _mm256_load_si256((const __m256i *)(b + p * 2 * EG_NR + 16 * v)); \
+        EG_UNROLL for (int r = 0; r < MR; r++) { \
+            __m256i av = _mm256_set1_epi32(*(const int32_t *)(const void *)(a + r * lda + 2 * p)); \
+            EG_UNROLL for (int v = 0; v < EG_NV; v++) c[r][v] = _mm256_dpbf16_ps(c[r][v], (__m256bh)av, (__m256bh)bv[v]); \
+        } \
+    } \
+    EG_UNROLL for (int r = 0; r < MR; r++) EG_UNROLL for (int v = 0; v < EG_NV; v++) acc[r * EG_NV + v] = c[r][v]; \
+}
+EB_KERNEL(1) EB_KERNEL(2) EB_KERNEL(3) EB_KERNEL(4)
+typedef void (*eb_kernel_fn)(const uint16_t *, long, const uint16_t *, long, __m256 *);
+static const eb_kernel_fn eb_kernels[4] = { kernel_bf16_1, kernel_bf16_2, kernel_bf16_3, kernel_bf16_4 };
+
+/* Columns [c0, c0 + nc): panels packed once ([kp/2][EG_NR][2]), then as columns_avx2 with fp32 tiles. */
+EG_AVX2 static int columns_bf16_simd(const bf16_ctx *g, long c0, long nc) {
+    long panels = (nc + EG_NR - 1) / EG_NR, panel_len = g->kp * EG_NR * 2;   /* bytes */
+    int8_t *pb = pack_buffer(panels * (panel_len + EG_NR * 4));
+    if (!pb) return -2;
+    int32_t *sums = (int32_t *)(void *)(pb + panels * panel_len);   /* pack_panel's byte sums (unused here) */
+    for (long p = 0; p < panels; p++) {
+        long pc = c0 + p * EG_NR, pn = c0 + nc - pc < EG_NR ? c0 + nc - pc : EG_NR;
+        uint16_t *dst = (uint16_t *)(void *)(pb + p * panel_len);
+        if (g->k == g->kp) {   /* rows of whole 32-byte chunks: the int8 path's 32-bit-lane transpose, pairs as quads */
+            pack_panel((const int8_t *)(const void *)g->w, 2 * g->k, pc, pn, (int8_t *)dst, sums + p * EG_NR);
+        } else {
+            for (long i = 0; i < g->kp / 2; i++)
+                for (long j = 0; j < EG_NR; j++)
+                    for (int h = 0; h < 2; h++) {
+                        long kk = 2 * i + h;
+                        dst[(i * EG_NR + j) * 2 + h] = j < pn && kk < g->k ? g->w[(pc + j) * g->k + kk] : 0;
+                    }
+        }
+    }
+    const long tile_vecs = EG_MR * EG_NV, tiles_per_panel = (EG_MC + EG_MR - 1) / EG_MR;
+    __m256 *tiles = (__m256 *)(void *)tile_buffer(panels * tiles_per_panel * tile_vecs);
+    if (!tiles) return -2;
+    const long pairs = g->kp / 2;
+    for (long m0 = 0; m0 < g->m; m0 += EG_MC) {
+        long m1 = m0 + EG_MC < g->m ? m0 + EG_MC : g->m, ntiles = (m1 - m0 + EG_MR - 1) / EG_MR;
+        for (long t = 0; t < panels * tiles_per_panel * tile_vecs; t++) tiles[t] = _mm256_setzero_ps();
+        for (long p0 = 0; p0 < pairs; p0 += EB_KC) {
+            long pc = pairs - p0 < EB_KC ? pairs - p0 : EB_KC;
+            for (long p = 0; p < panels; p++) {
+                const uint16_t *bk = (const uint16_t *)(const void *)(pb + p * panel_len) + p0 * 2 * EG_NR;
+                for (long t = 0; t < ntiles; t++) {
+                    long r0 = m0 + t * EG_MR;
+                    int mr = (int)(m1 - r0 < EG_MR ? m1 - r0 : EG_MR);
+                    eb_kernels[mr - 1](g->xb + r0 * g->kp + 2 * p0, g->kp, bk, pc, tiles + (p * tiles_per_panel + t) * tile_vecs);
+                }
+            }
+        }
+        for (long p = 0; p < panels; p++) {
+            long pcol = c0 + p * EG_NR, pn = c0 + nc - pcol < EG_NR ? c0 + nc - pcol : EG_NR;
+            for (long t = 0; t < ntiles; t++) {
+                long r0 = m0 + t * EG_MR;
+                int mr = (int)(m1 - r0 < EG_MR ? m1 - r0 : EG_MR);
+                const float *acc = (const float *)(tiles + (p * tiles_per_panel + t) * tile_vecs);
+                for (int r = 0; r < mr; r++)
+                    for (long j = 0; j < pn; j++) {
+                        float *yp = g->y + (r0 + r) * g->n + pcol + j;
+                        *yp = bf16_epilogue(acc[(r * EG_NV + j / 8) * 8 + j % 8], g->bias, pcol + j, *yp, g->mode);
+                    }
+            }
+        }
+        if (g->mode == EK_EPI_GELU)
+            for (long r = m0; r < m1; r++) ek_gelu_tanh_f32(g->y + r * g->n + c0, nc);
+    }
+    return 0;
+}
+#endif
+
+static void bf16_task(void *ctx, long index, long count) {
+    (void)count;
+    bf16_ctx *g = ctx;
+    long c0 = index * g->per * EG_NR, c1 = c0 + g->per * EG_NR < g->n ? c0 + g->per * EG_NR : g->n;
+#ifdef EG_X86
+    if (g->simd && columns_bf16_simd(g, c0, c1 - c0) == 0) return;
+#endif
+    columns_bf16_plain(g, c0, c1 - c0);
+}
+
+static _Thread_local uint16_t *g_xb;
+static _Thread_local long g_xb_len;
+
+int ek_gemm_bf16(const uint16_t *w, const float *x, const float *bias, float *y, long m, long n, long k, int mode) {
+    if (mode < EK_EPI_STORE || mode > EK_EPI_RELU) return -1;
+    if (m <= 0 || n <= 0) return 0;
+    long kp = (k + 15) / 16 * 16;
+    if (m * kp > g_xb_len) {
+        free(g_xb);
+        g_xb = aligned_alloc(64, (size_t)((m * kp * 2 + 63) / 64 * 64));
+        g_xb_len = g_xb ? m * kp : 0;
+        if (!g_xb) return -2;
+    }
+    for (long r = 0; r < m; r++) {
+        ek_f32_to_bf16(x + r * k, g_xb + r * kp, k);
+        for (long i = k; i < kp; i++) g_xb[r * kp + i] = 0;
+    }
+    long npanels = (n + EG_NR - 1) / EG_NR, threads = ek_get_threads();
+    long target = threads * 4 < npanels ? threads * 4 : npanels, per = (npanels + target - 1) / target;
+    if (per > EG_MAX_PANELS) per = EG_MAX_PANELS;
+    bf16_ctx g = { .w = w, .bias = bias, .y = y, .xb = g_xb, .m = m, .n = n, .k = k, .kp = kp, .per = per, .mode = mode,
+                   .simd = bf16_gemm_simd() };
+    ek_parallel_for((npanels + per - 1) / per, bf16_task, &g);
+    return 0;
+}

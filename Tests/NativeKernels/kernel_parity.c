@@ -554,11 +554,51 @@ static void test_gemm_q8_0(void) {
     report("gemm_q8_0", ek_gemm_int8_path());
 }
 
+/* The bf16 prompt GEMM (gemm_int8.c) vs its twin (sums in double), every epilogue, k a multiple of 16 (the
+ * transposing pack) and not: 1e-5 · (Σ|x_b·w| + |bias| + |old y|) per output (GELU: plus its kernel's 1e-5). */
+static void test_gemm_bf16(void) {
+    static const long shapes[][3] = { { 1, 1, 1 }, { 5, 17, 37 }, { 13, 33, 64 }, { 97, 40, 160 }, { 20, 300, 70 } };
+    for (long si = 0; si < 5; si++) {
+        long m = shapes[si][0], n = shapes[si][1], k = shapes[si][2];
+        float *wf = frand(n * k, 1), *x = frand(m * k, 3), *b = frand(n, 1), *y0 = frand(m * n, 1);
+        uint16_t *w = malloc(sizeof(uint16_t) * (size_t)(n * k)), *xb = malloc(sizeof(uint16_t) * (size_t)k);
+        float *y = malloc(sizeof(float) * m * n), *r = malloc(sizeof(float) * m * n);
+        double *want = malloc(sizeof(double) * m * n), *sc = malloc(sizeof(double) * m * n);
+        ek_f32_to_bf16(wf, w, n * k);
+        for (int epi = EK_EPI_STORE; epi <= EK_EPI_RELU; epi++) {
+            memcpy(y, y0, sizeof(float) * m * n); memcpy(r, y0, sizeof(float) * m * n);
+            g_checks++;
+            if (ek_gemm_bf16(w, x, si % 2 ? NULL : b, y, m, n, k, epi) != 0) { printf("FAIL gemm_bf16: rc\n"); g_failures++; }
+            ek_gemm_bf16_ref(w, x, si % 2 ? NULL : b, r, m, n, k, epi);
+            for (long i = 0; i < m; i++) {
+                ek_f32_to_bf16(x + i * k, xb, k);
+                for (long c = 0; c < n; c++) {
+                    double s = 0;
+                    for (long j = 0; j < k; j++) {
+                        float xv, wv; uint32_t u = (uint32_t)xb[j] << 16, v = (uint32_t)w[c * k + j] << 16;
+                        memcpy(&xv, &u, 4); memcpy(&wv, &v, 4);
+                        s += fabs((double)xv * wv);
+                    }
+                    want[i * n + c] = r[i * n + c];
+                    sc[i * n + c] = s + (si % 2 ? 0 : fabs(b[c])) + (epi == EK_EPI_ACCUMULATE ? fabs(y0[i * n + c]) : 0)
+                                    + (epi == EK_EPI_GELU ? fabs(r[i * n + c]) + 1 : 0);
+                }
+            }
+            expect_close("gemm_bf16", si * 4 + epi, y, want, sc, m * n, 1e-5);
+        }
+        free(wf); free(x); free(b); free(y0); free(w); free(xb); free(y); free(r); free(want); free(sc);
+    }
+    g_checks++;
+    if (ek_gemm_bf16(NULL, NULL, NULL, NULL, 1, 1, 1, 99) != -1) { printf("FAIL gemm_bf16: bad epilogue accepted\n"); g_failures++; }
+    report("gemm_bf16", ek_gemm_bf16_path());
+}
+
 /* every path this CPU has (int8 rows and Q8_0 blocks): on arm64 the SDOT and the SMULL tiles, on x86-64 the
  * AVX512-VNNI, AVX-VNNI and AVX2 tiles (each level of ek_set_isa_limit whose path differs from the level above) */
 static void test_gemm_int8(void) {
     test_gemm_int8_once();
     test_gemm_q8_0();
+    test_gemm_bf16();
 #if defined(__x86_64__)
     if (!ek_get_force_reference()) {
         char last[16];
@@ -623,11 +663,13 @@ int main(void) {
         expect_str("ek_gemv_path(q4_0)", ek_gemv_path(EK_WF_Q4_0), want_int);
         expect_str("ek_gemv_path(bf16)", ek_gemv_path(EK_WF_BF16), want_bf16);
         expect_str("ek_gemm_int8_path()", ek_gemm_int8_path(), want_int);
+        expect_str("ek_gemm_bf16_path()", ek_gemm_bf16_path(), strcmp(want_bf16, "avx512bf16") == 0 ? "avx512bf16" : "scalar");
         ek_set_isa_limit(EK_ISA_AVXVNNI);
         expect_str("ek_gemm_int8_path() at limit AVX-VNNI", ek_gemm_int8_path(),
                    !f16c ? "scalar" : (f & EK_CPU_AVXVNNI) ? "avxvnni" : "avx2");
         ek_set_isa_limit(EK_ISA_AVX2);
         expect_str("ek_gemm_int8_path() at limit AVX2", ek_gemm_int8_path(), f16c ? "avx2" : "scalar");
+        expect_str("ek_gemm_bf16_path() at limit AVX2", ek_gemm_bf16_path(), "scalar");
         ek_set_isa_limit(EK_ISA_SCALAR);
         expect_str("ek_gemm_int8_path() at limit SCALAR", ek_gemm_int8_path(), "scalar");
         ek_set_isa_limit(-1);

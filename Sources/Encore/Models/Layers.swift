@@ -275,10 +275,14 @@ struct Linear {
         x.count / inputs <= Ops.decodeRows ? decodeMatrix : nil
     }
 
-    /// The weight prompt passes multiply: int8 rows, else fp32 (dequantized per call when only blocks are kept).
+    /// The weight prompt passes multiply: int8 rows; or, with only a bf16 copy kept and AVX512-BF16
+    /// (``Ops/bf16PromptGEMM``), the bf16 rows as stored; else nil: fp32 (dequantized per call when only blocks are kept).
     private func promptProduct(_ x: Tensor, gelu: Bool = false, relu: Bool = false, into r: Tensor? = nil) -> Tensor? {
-        guard let promptInt8 else { return nil }
-        return Ops.linearInt8(x, weight: promptInt8, bias: bias, gelu: gelu, relu: relu, into: r)
+        if let promptInt8 { return Ops.linearInt8(x, weight: promptInt8, bias: bias, gelu: gelu, relu: relu, into: r) }
+        if dense == nil, let packed, packed.format == .bf16, Ops.bf16PromptGEMM {
+            return Ops.linearBF16(x, weight: packed, bias: bias, gelu: gelu, relu: relu, into: r)
+        }
+        return nil
     }
 
     func callAsFunction(_ x: Tensor) -> Tensor {

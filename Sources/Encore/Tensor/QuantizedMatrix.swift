@@ -269,6 +269,30 @@ extension Ops {
 }
 
 extension Ops {
+    /// Whether prompt passes multiply bf16 weights as stored (`ek_gemm_bf16`, AVX512-BF16's vdpbf16ps) instead of
+    /// widening each matrix to fp32 for BLAS: on by default exactly where that path exists (`ek_gemm_bf16_path()`
+    /// is "avx512bf16"). Tests switch it on to run the plain path through the models.
+    nonisolated(unsafe) static var bf16PromptGEMM = String(cString: ek_gemm_bf16_path()) == "avx512bf16"
+
+    /// Prompt-pass product over bf16 rows without an fp32 copy (`ek_gemm_bf16`): x [M, K] rounded to bf16, exact
+    /// products, fp32 sums, then the epilogue as ``linearInt8(_:weight:bias:gelu:relu:into:)``'s.
+    static func linearBF16(_ x: Tensor, weight: QuantizedMatrix, bias: Tensor?, gelu: Bool = false, relu: Bool = false,
+                           into r: Tensor? = nil) -> Tensor {
+        let k = weight.columns, n = weight.rows
+        precondition(weight.format == .bf16, "linearBF16: \(weight.format) weights")
+        precondition(x.shape.last == k, "linear: x \(x.shape) vs weight [\(n), \(k)]")
+        if let bias { precondition(bias.count == n, "linear: bias \(bias.shape) vs \(n) outputs") }
+        let m = x.count / k
+        let y = r ?? Tensor(uninitialized: Array(x.shape.dropLast()) + [n])   // [M, N]
+        precondition(y.count == m * n, "linear: residual \(y.shape) vs [\(m), \(n)]")
+        OpCounter.add(flops: 2 * m * n * k)
+        OpCounter.add(weightBytes: weight.byteCount)
+        let epilogue = r != nil ? Int32(EK_EPI_ACCUMULATE) : gelu ? Int32(EK_EPI_GELU) : relu ? Int32(EK_EPI_RELU) : Int32(EK_EPI_STORE)
+        let rc = ek_gemm_bf16(weight.data.assumingMemoryBound(to: UInt16.self), x.data, bias?.data, y.data, m, n, k, epilogue)
+        precondition(rc == 0, "gemm_bf16 failed (\(rc): out of memory?)")
+        return y
+    }
+
     /// x · W_jᵀ + b_j for several int8 matrices of one width that read the same x [M, K] in a prompt pass (q/k/v,
     /// gate/up, every decoder layer's cross-attention K/V): x is quantized once and one pool job covers every
     /// matrix's columns (`ek_gemm_int8_multi`). Each result equals ``linearInt8(_:weight:bias:gelu:relu:into:)`` of

@@ -341,6 +341,18 @@ int ek_gemm_q8_0_ref(int format, const void *w, const float *x, const float *bia
 int ek_gemm_q8_0_multi_ref(int format, long count, const void *const *w, const float *const *bias, float *const *y,
                            const long *n, const float *x, long m, long k, int epilogue);
 
+/**
+ * Prompt-pass GEMM over bf16 weight rows w [n, k] (a bf16 decode copy) with AVX512-BF16: y [m, n] = bf16(x) · wᵀ
+ * (+ bias) with ek_gemm_int8's epilogues. x is rounded to bf16 (nearest even) as the avx512bf16 GEMV does; products
+ * are exact in fp32, sums fp32. Without AVX512-BF16 it runs plain C, far slower than widening w for BLAS: call it
+ * where ek_gemm_bf16_path() is "avx512bf16". Returns 0, -1 for a bad epilogue, -2 out of memory.
+ */
+int ek_gemm_bf16(const uint16_t *w, const float *x, const float *bias, float *y, long m, long n, long k, int epilogue);
+/** Twin: x rounded to bf16, sums in double, the plain GELU. */
+int ek_gemm_bf16_ref(const uint16_t *w, const float *x, const float *bias, float *y, long m, long n, long k, int epilogue);
+/** "avx512bf16" (vdpbf16ps tiles; capped by ek_set_isa_limit below EK_ISA_AVX512) or "scalar". */
+const char *ek_gemm_bf16_path(void);
+
 /** Sum of n floats on the kernel threads, each streaming its own block: measures the memory read ceiling. */
 float ek_sum_f32(const float *x, long n);
 /** Instruction ceilings on the kernel threads, registers only (peaks.c): fp32 FMA chains (AVX2+FMA, NEON or plain

@@ -1,0 +1,72 @@
+import XCTest
+import EncoreKernels
+@testable import Encore
+
+/// The bf16 prompt GEMM (`ek_gemm_bf16`: AVX512-BF16's vdpbf16ps where the CPU has it, plain C elsewhere) and its use
+/// by prompt passes over bf16 decode copies (`usePromptWeights(.decode)`, ``Ops/bf16PromptGEMM``). This VM has no
+/// AVX512-BF16: here the tests run the plain path (kernel_parity checks the tile under SIMDe emulation).
+final class BF16GEMMTests: XCTestCase {
+    var rng = SplitMix64(seed: 23)
+    func randoms(_ n: Int, scale: Float = 1) -> [Float] { (0..<n).map { _ in (rng.nextUnitFloat() * 2 - 1) * scale } }
+
+    /// Every epilogue, with and without bias, against the twin (x rounded to bf16, sums in double): the fp32 sums
+    /// differ only in rounding, 1e-5 of the largest |value|; and against fp32 math on the unrounded x, within bf16's
+    /// relative step (2⁻⁸) of Σ|x·w|.
+    func testMatchesTwinAndFP32Math() {
+        for (m, n, k) in [(1, 1, 1), (9, 17, 37), (13, 40, 64), (50, 33, 300)] {
+            let w = randoms(n * k), x = randoms(m * k, scale: 3), b = randoms(n), y0 = randoms(m * n)
+            var wb = [UInt16](repeating: 0, count: n * k)
+            ek_f32_to_bf16(w, &wb, n * k)
+            let wWide = wb.map { Float(bitPattern: UInt32($0) << 16) }
+            for epilogue in [EK_EPI_STORE, EK_EPI_ACCUMULATE, EK_EPI_GELU, EK_EPI_RELU].map(Int32.init) {
+                for bias in [b, nil] {
+                    var got = y0, want = y0
+                    XCTAssertEqual(ek_gemm_bf16(wb, x, bias, &got, m, n, k, epilogue), 0)
+                    XCTAssertEqual(ek_gemm_bf16_ref(wb, x, bias, &want, m, n, k, epilogue), 0)
+                    XCTAssertLessThan(relativeError(got, want), 1e-5, "\(m)x\(n)x\(k) epilogue \(epilogue) bias \(bias != nil)")
+                    if epilogue == EK_EPI_STORE {
+                        for r in 0..<m { for c in 0..<n {
+                            var exact = 0.0, mag = 0.0
+                            for i in 0..<k { exact += Double(x[r * k + i]) * Double(wWide[c * k + i]); mag += abs(Double(x[r * k + i] * wWide[c * k + i])) }
+                            exact += Double(bias?[c] ?? 0)
+                            XCTAssertLessThan(abs(Double(got[r * n + c]) - exact), mag / 256 + 1e-5, "\(m)x\(n)x\(k) [\(r), \(c)]")
+                        } }
+                    }
+                }
+            }
+        }
+        var y: [Float] = [0]
+        XCTAssertEqual(ek_gemm_bf16([0], [1], nil, &y, 1, 1, 1, 9), -1, "unknown epilogue")
+        XCTAssertEqual(String(cString: ek_gemm_bf16_path()), Ops.bf16PromptGEMM ? "avx512bf16" : "scalar")
+    }
+
+    /// Logits of a prompt pass (> 8 tokens: the GEMM path) and two teacher-forced decode steps.
+    func logits(_ m: LanguageModel, prompt: [Int]) throws -> [Float] {
+        let s = try m.beginGeneration(prompts: [prompt])
+        var out = s.logits.toArray()
+        for t in [11, 23] { try s.advance(tokens: [t]); out += s.logits.toArray() }
+        return out
+    }
+
+    /// With only bf16 decode copies kept (`.decode` prompts), prompt passes multiply the bf16 rows as stored when
+    /// ``Ops/bf16PromptGEMM`` is on (the default exactly where AVX512-BF16 exists), instead of widening each matrix for
+    /// BLAS: the logits move by the activations' bf16 rounding (so the GEMM ran) and stay within 2e-2 of the widened
+    /// path's, for Mu (encoder and decoder) and Llama.
+    func testModelsRunBF16PromptsAsStored() throws {
+        let saved = Ops.bf16PromptGEMM
+        defer { Ops.bf16PromptGEMM = saved }
+        let mu = try XCTUnwrap(ModelRegistry.load(folder: fixture("mu/gqa_interleaved_ntk")) as? MuModel)
+        let llama = try XCTUnwrap(ModelRegistry.load(folder: fixture("tiny_llama/f32.gguf")) as? LlamaModel)
+        for model in [mu, llama] as [LanguageModel] {
+            try model.useDecodeWeights(.bf16)
+            try model.usePromptWeights(.decode)
+            let prompt = Array(3..<40)
+            Ops.bf16PromptGEMM = false
+            let widened = try logits(model, prompt: prompt)
+            Ops.bf16PromptGEMM = true
+            let asStored = try logits(model, prompt: prompt)
+            XCTAssertNotEqual(asStored, widened, "\(model.modelType): the bf16 GEMM ran")
+            XCTAssertLessThan(relativeError(asStored, widened), 2e-2, "\(model.modelType)")
+        }
+    }
+}
