@@ -963,7 +963,8 @@ int ek_gemm_int8_multi_ref(long count, const int8_t *const *w, const float *cons
 /* bf16 rows with AVX512-BF16: vdpbf16ps on the same packed tiles                                      */
 /*
  * y[m, n] = Σ_k bf16(x[m, k]) · w[n, k] (+ bias), the int8 GEMM's epilogues. x is rounded to bf16 (nearest even,
- * ek_f32_to_bf16), as the avx512bf16 GEMV does; a product of two bf16 values is exact in fp32, and the sums are fp32.
+ * ek_f32_to_bf16), as the avx512bf16 GEMV does; a product of two bf16 values is exact in fp32 (the hardware also
+ * flushes denormal inputs and outputs to zero, which the plain path and the twin do not), and the sums are fp32.
  * The weight rows (the bf16 decode copy, [n, k] uint16) are packed per panel of 16 columns into pairs interleaved by
  * column ([k/2][16][2]: one 32-bit lane per column, the int8 path's 8×8 transpose of 32-bit lanes when k % 16 == 0),
  * and a 4-row × 16-column fp32 tile adds vdpbf16ps(broadcast pair of x, two vectors of weight pairs) per pair of k,
@@ -978,7 +979,8 @@ int ek_gemm_int8_multi_ref(long count, const int8_t *const *w, const float *cons
 #define EG_BF16 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512bf16")))
 #endif
 #endif
-#define EB_KC 128    /* pairs of k per block: a panel's block is 16 × 128 × 4 B = 8 KiB */
+#define EB_KC 128    /* pairs of k per block: a panel's block is 16 × 128 × 4 B = 8 KiB (L1), a row block's 96 × 512 B
+                        = 48 KiB (L2); not tuned on AVX512-BF16 hardware */
 
 static int bf16_gemm_simd(void) {
 #ifdef EG_X86

@@ -3,7 +3,7 @@ import EncoreKernels
 @testable import Encore
 
 /// The bf16 prompt GEMM (`ek_gemm_bf16`: AVX512-BF16's vdpbf16ps where the CPU has it, plain C elsewhere) and its use
-/// by prompt passes over bf16 decode copies (`usePromptWeights(.decode)`, ``Ops/bf16PromptGEMM``). This VM has no
+/// by prompt passes over bf16 decode copies (`usePromptWeights(.decode)`, opt-in ``Backend/bf16PromptGEMM``). This VM has no
 /// AVX512-BF16: here the tests run the plain path (kernel_parity checks the tile under SIMDe emulation).
 final class BF16GEMMTests: XCTestCase {
     var rng = SplitMix64(seed: 23)
@@ -37,7 +37,16 @@ final class BF16GEMMTests: XCTestCase {
         }
         var y: [Float] = [0]
         XCTAssertEqual(ek_gemm_bf16([0], [1], nil, &y, 1, 1, 1, 9), -1, "unknown epilogue")
-        XCTAssertEqual(String(cString: ek_gemm_bf16_path()), Ops.bf16PromptGEMM ? "avx512bf16" : "scalar")
+        // opt-in, and only where the tile runs (this VM: never); the test override runs the plain path anywhere
+        let saved = Backend.bf16PromptGEMM
+        defer { Backend.bf16PromptGEMM = saved }
+        Backend.bf16PromptGEMM = false
+        XCTAssertFalse(Ops.bf16PromptGEMM)
+        Backend.bf16PromptGEMM = true
+        XCTAssertEqual(Ops.bf16PromptGEMM, Backend.bf16GEMMPath == "avx512bf16")
+        ek_set_isa_limit(Int32(EK_ISA_AVX2))
+        XCTAssertFalse(Ops.bf16PromptGEMM, "an ISA cap set later is honoured")
+        ek_set_isa_limit(-1)
     }
 
     /// Logits of a prompt pass (> 8 tokens: the GEMM path) and two teacher-forced decode steps.
@@ -49,21 +58,20 @@ final class BF16GEMMTests: XCTestCase {
     }
 
     /// With only bf16 decode copies kept (`.decode` prompts), prompt passes multiply the bf16 rows as stored when
-    /// ``Ops/bf16PromptGEMM`` is on (the default exactly where AVX512-BF16 exists), instead of widening each matrix for
-    /// BLAS: the logits move by the activations' bf16 rounding (so the GEMM ran) and stay within 2e-2 of the widened
-    /// path's, for Mu (encoder and decoder) and Llama.
+    /// ``Ops/bf16PromptGEMM`` is on (``Backend/bf16PromptGEMM`` on a CPU with AVX512-BF16; here forced, the plain
+    /// path), instead of widening each matrix for BLAS: the logits move by the activations' bf16 rounding (so the GEMM
+    /// ran) and stay within 2e-2 of the widened path's, for Mu (encoder and decoder) and Llama.
     func testModelsRunBF16PromptsAsStored() throws {
-        let saved = Ops.bf16PromptGEMM
-        defer { Ops.bf16PromptGEMM = saved }
+        defer { Ops.forceBF16PromptGEMM = false }
         let mu = try XCTUnwrap(ModelRegistry.load(folder: fixture("mu/gqa_interleaved_ntk")) as? MuModel)
         let llama = try XCTUnwrap(ModelRegistry.load(folder: fixture("tiny_llama/f32.gguf")) as? LlamaModel)
         for model in [mu, llama] as [LanguageModel] {
             try model.useDecodeWeights(.bf16)
             try model.usePromptWeights(.decode)
             let prompt = Array(3..<40)
-            Ops.bf16PromptGEMM = false
+            Ops.forceBF16PromptGEMM = false
             let widened = try logits(model, prompt: prompt)
-            Ops.bf16PromptGEMM = true
+            Ops.forceBF16PromptGEMM = true
             let asStored = try logits(model, prompt: prompt)
             XCTAssertNotEqual(asStored, widened, "\(model.modelType): the bf16 GEMM ran")
             XCTAssertLessThan(relativeError(asStored, widened), 2e-2, "\(model.modelType)")

@@ -269,10 +269,14 @@ extension Ops {
 }
 
 extension Ops {
-    /// Whether prompt passes multiply bf16 weights as stored (`ek_gemm_bf16`, AVX512-BF16's vdpbf16ps) instead of
-    /// widening each matrix to fp32 for BLAS: on by default exactly where that path exists (`ek_gemm_bf16_path()`
-    /// is "avx512bf16"). Tests switch it on to run the plain path through the models.
-    nonisolated(unsafe) static var bf16PromptGEMM = String(cString: ek_gemm_bf16_path()) == "avx512bf16"
+    /// Whether prompt passes multiply bf16 weights as stored (`ek_gemm_bf16`) instead of widening each matrix to
+    /// fp32 for BLAS: when ``Backend/bf16PromptGEMM`` is on and the CPU runs the AVX512-BF16 tile (checked on every
+    /// call, so an ISA cap set later is honoured), or when tests force it (the plain path, on any CPU).
+    static var bf16PromptGEMM: Bool {
+        forceBF16PromptGEMM || (Backend.bf16PromptGEMM && String(cString: ek_gemm_bf16_path()) == "avx512bf16")
+    }
+    /// Tests: run bf16 prompt passes through `ek_gemm_bf16` whatever the CPU (its plain path without AVX512-BF16).
+    nonisolated(unsafe) static var forceBF16PromptGEMM = false
 
     /// Prompt-pass product over bf16 rows without an fp32 copy (`ek_gemm_bf16`): x [M, K] rounded to bf16, exact
     /// products, fp32 sums, then the epilogue as ``linearInt8(_:weight:bias:gelu:relu:into:)``'s.
