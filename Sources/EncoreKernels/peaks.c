@@ -2,9 +2,14 @@
  * limits `encore bench` sets prompt passes against, beside the BLAS GEMM rate.
  *
  *   fp32: 12 independent FMA chains per thread (8 lanes with AVX2+FMA, 4 with NEON, 1 in plain C), 2 FLOPs each.
- *   int8: the instruction mix ek_gemm_int8's AVX2 tile runs without VNNI (vpmaddubsw, vpmaddwd by ones, vpaddd:
- *         32 multiply-adds per group), 4 independent chains per thread; 2 ops per multiply-add. 0 where the mix
- *         does not exist (not x86-64 with AVX2).
+ *   int8: the instructions of the tile ek_gemm_int8 runs here (ek_gemm_int8_path): on "avx2" its mix (vpmaddubsw,
+ *         vpmaddwd by ones, vpaddd: 32 multiply-adds per group), 4 independent chains per thread; on "avx512vnni" /
+ *         "avxvnni" 12 chains of vpdpbusd on ymm (32 multiply-adds each); 2 ops per multiply-add. 0 elsewhere.
+ *   bf16: 12 chains of vdpbf16ps on ymm (16 multiply-adds each, 2 FLOPs per) where the CPU has AVX512-BF16 (the
+ *         tile of ek_gemm_bf16), else 0.
+ * The VNNI and BF16 chains are intrinsics (their encodings chosen by the compiler for each function's target), so
+ * at -O0 they spill and read low; the AVX2 ones are inline assembly. Neither VNNI nor BF16 exists on this VM: those
+ * two functions are compiled here but have not run on hardware (kernel_parity's emulated build runs them once).
  *
  * Each thread runs the same number of iterations; the rate is the total over the wall time of the slowest, best of
  * 12 calls. On this project's VM (2 vCPUs, AVX2 without AVX-512) the fp32 peak comes out ≈ 96 GFLOP/s on one
@@ -14,8 +19,18 @@
 
 #if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>
+#include <string.h>
 #define PK_X86 1
 #define PK_AVX2 __attribute__((target("avx2,fma")))
+#if defined(EK_EMULATED_FEATURES)   /* kernel_parity's emulated build: SIMDe stands in for the instructions */
+#define PK_AVX512VNNI PK_AVX2
+#define PK_AVXVNNI PK_AVX2
+#define PK_AVX512BF16 PK_AVX2
+#else
+#define PK_AVX512VNNI __attribute__((target("avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni")))
+#define PK_AVXVNNI __attribute__((target("avx2,fma,avxvnni")))
+#define PK_AVX512BF16 __attribute__((target("avx2,fma,avx512f,avx512bw,avx512vl,avx512bf16")))
+#endif
 #endif
 #if defined(__aarch64__)
 #include <arm_neon.h>
@@ -75,6 +90,38 @@ PK_AVX2 static float int8_mix_avx2(long iters) {
         : "ymm0", "ymm1", "ymm2", "ymm3", "ymm4", "ymm5", "ymm6", "ymm7", "ymm13", "ymm14", "ymm15", "cc");
     return (float)out;
 }
+
+/* 12 chains of DOT (vpdpbusd, EVEX or VEX) on ymm; the operands come through volatile loads so nothing folds */
+#define PK_VNNI_CHAINS(NAME, ATTR, DOT) \
+ATTR static float NAME(long iters) { \
+    volatile int32_t av = 0x01010101, bv = 0x01ff01ff;   /* u8 1 × s8 (1, −1): each step adds 0 */ \
+    const __m256i a = _mm256_set1_epi32(av), b = _mm256_set1_epi32(bv); \
+    __m256i c[12]; \
+    for (int j = 0; j < 12; j++) c[j] = _mm256_set1_epi32(j); \
+    for (long i = 0; i < iters; i++) \
+        for (int j = 0; j < 12; j++) c[j] = DOT(c[j], a, b); \
+    __m256i s = c[0]; \
+    for (int j = 1; j < 12; j++) s = _mm256_add_epi32(s, c[j]); \
+    return (float)_mm256_extract_epi32(s, 0); \
+}
+PK_VNNI_CHAINS(vnni_chains_avx512, PK_AVX512VNNI, _mm256_dpbusd_epi32)
+PK_VNNI_CHAINS(vnni_chains_avx, PK_AVXVNNI, _mm256_dpbusd_avx_epi32)
+
+/* 12 chains of vdpbf16ps on ymm: pairs of bf16 1.0 × (2⁻²⁰, 0) added to each lane (the sums stay normal) */
+PK_AVX512BF16 static float bf16_chains(long iters) {
+    volatile int32_t av = 0x3f803f80, bv = 0x35803580;
+    const __m256i ai = _mm256_set1_epi32(av), bi = _mm256_set1_epi32(bv);
+    __m256bh a, b;
+    memcpy(&a, &ai, sizeof a);
+    memcpy(&b, &bi, sizeof b);
+    __m256 c[12];
+    for (int j = 0; j < 12; j++) c[j] = _mm256_set1_ps((float)(j + 1));
+    for (long i = 0; i < iters; i++)
+        for (int j = 0; j < 12; j++) c[j] = _mm256_dpbf16_ps(c[j], a, b);
+    __m256 s = c[0];
+    for (int j = 1; j < 12; j++) s = _mm256_add_ps(s, c[j]);
+    return _mm256_cvtss_f32(s);
+}
 #endif
 
 #if defined(__aarch64__)
@@ -128,6 +175,21 @@ static void int8_task(void *ctx, long index, long count) {
     pk_ctx *c = ctx;
     c->out[index % 64] = int8_mix_avx2(c->iters);
 }
+static void vnni512_task(void *ctx, long index, long count) {
+    (void)count;
+    pk_ctx *c = ctx;
+    c->out[index % 64] = vnni_chains_avx512(c->iters);
+}
+static void vnni_task(void *ctx, long index, long count) {
+    (void)count;
+    pk_ctx *c = ctx;
+    c->out[index % 64] = vnni_chains_avx(c->iters);
+}
+static void bf16_task(void *ctx, long index, long count) {
+    (void)count;
+    pk_ctx *c = ctx;
+    c->out[index % 64] = bf16_chains(c->iters);
+}
 #endif
 
 /* best of 12 calls (a busy sibling vCPU halves single samples on a shared host): each thread runs `iters` iterations
@@ -153,8 +215,17 @@ double ek_peak_fma_gflops(void) {
 
 double ek_peak_int8_gops(void) {
 #ifdef PK_X86
-    if (!ek_get_force_reference() && (ek_cpu_features() & EK_CPU_AVX2_FMA))
-        return rate(int8_task, 4000000, 4.0 * 32.0 * 2.0);
+    const char *path = ek_gemm_int8_path();
+    if (strcmp(path, "avx512vnni") == 0) return rate(vnni512_task, 1000000, 12.0 * 32.0 * 2.0);
+    if (strcmp(path, "avxvnni") == 0) return rate(vnni_task, 1000000, 12.0 * 32.0 * 2.0);
+    if (strcmp(path, "avx2") == 0) return rate(int8_task, 4000000, 4.0 * 32.0 * 2.0);
+#endif
+    return 0.0;
+}
+
+double ek_peak_bf16_gflops(void) {
+#ifdef PK_X86
+    if (strcmp(ek_gemm_bf16_path(), "avx512bf16") == 0) return rate(bf16_task, 1000000, 12.0 * 16.0 * 2.0);
 #endif
     return 0.0;
 }

@@ -207,9 +207,9 @@ struct BenchCommand: ParsableCommand {
                 limits = KernelBench.run(formats: formats, int8Prompts: promptInt8,
                                          blockPromptFormats: blockFormats.reduce(into: []) { if !$0.contains($1) { $0.append($1) } })
             }
-            // The int8 instruction peak is that of the AVX2 tile's mix (peaks.c): a ceiling only for the "avx2" path,
-            // not for VNNI or NEON tiles, so fractions of it are shown only there.
-            let int8MixPeak = Backend.int8GEMMPath == "avx2" ? limits?.int8PeakGOPs : nil
+            // The int8 instruction peak is measured with the instructions of the tile this CPU runs (peaks.c: the AVX2
+            // mix or vpdpbusd; none for NEON tiles).
+            let int8MixPeak = limits?.int8PeakGOPs
             var results: [BenchResult] = []
             var qualities: [(model: String, format: String, absolute: Float, relative: Float, ppl: Double, refPPL: Double)] = []
             var qualityOnText = false   // the quality sequences came from QualityText (a checkpoint with a tokenizer)
@@ -374,7 +374,8 @@ struct BenchCommand: ParsableCommand {
             if let limits {
                 print(String(format: "\nmachine: read %.1f GB/s, BLAS GEMM %.0f GFLOP/s (%.0f%% of the FMA peak, %.0f GFLOP/s%@); decode GEMV %.1f GB/s (%.0f%% of read), LM-head GEMV %.1f GB/s",
                              limits.readGBps, limits.gemmGFLOPs, 100 * limits.gemmGFLOPs / limits.fmaPeakGFLOPs, limits.fmaPeakGFLOPs,
-                             (limits.int8PeakGOPs.map { String(format: "; int8 mix %.0f GOP/s", $0) } ?? "") as NSString,
+                             ((limits.int8PeakGOPs.map { String(format: "; int8 %@ peak %.0f GOP/s", Backend.int8GEMMPath as NSString, $0) } ?? "")
+                              + (limits.bf16PeakGFLOPs.map { String(format: "; bf16 vdpbf16ps peak %.0f GFLOP/s", $0) } ?? "")) as NSString,
                              limits.gemvGBps, 100 * limits.gemvGBps / limits.readGBps, limits.gemvLMHeadGBps))
                 if !limits.gemvFormatGBps.isEmpty {
                     print("decode GEMV 4096×1024, cold weights: " + limits.gemvFormatGBps.map {

@@ -452,6 +452,10 @@ final class KernelTests: XCTestCase {
         XCTAssertEqual(int8, 0)
         #endif
         XCTAssertEqual(ek_peak_int8_gops(), 0, "forced plain path: no int8 mix")
+        XCTAssertEqual(ek_peak_bf16_gflops(), 0, "forced plain path: no vdpbf16ps")
+        ek_set_force_reference(0)
+        // vdpbf16ps chains only where the bf16 GEMM's tile runs (not on this VM)
+        XCTAssertEqual(ek_peak_bf16_gflops() > 0, Backend.bf16GEMMPath == "avx512bf16")
     }
 }
 

@@ -683,6 +683,16 @@ int main(void) {
         }
     }
 #endif
+#if defined(EK_EMULATED_FEATURES)
+    {   /* the VNNI / BF16 instruction-peak loops run (under SIMDe: their rates mean nothing here, only that they run) */
+        double i8 = ek_peak_int8_gops(), bf = ek_peak_bf16_gflops();
+        g_checks++;
+        if (!(i8 > 0 && i8 < 1e12) || ((f & EK_CPU_AVX512BF16) && !(bf > 0 && bf < 1e12))) {
+            printf("FAIL peaks: int8 %g, bf16 %g\n", i8, bf);
+            g_failures++;
+        } else printf("ok   peaks (emulated %s / vdpbf16ps loops ran)\n", ek_gemm_int8_path());
+    }
+#endif
     (void)int8_path;
     ek_set_isa_limit(EK_ISA_SCALAR);
     expect_str("ek_gemv_path(int8) at limit SCALAR", ek_gemv_path(EK_WF_INT8), "scalar");

@@ -30,6 +30,8 @@ public enum KernelBench {
         /// FMA GFLOP/s and the int8 GEMM's instruction mix in GOP/s (nil where that mix does not exist).
         public var fmaPeakGFLOPs: Double = 0
         public var int8PeakGOPs: Double? = nil
+        /// vdpbf16ps chains (GFLOP/s) where the CPU has AVX512-BF16 (`ek_peak_bf16_gflops`), else nil.
+        public var bf16PeakGFLOPs: Double? = nil
 
         public var json: [String: Any] {
             ["read_gb_per_s": readGBps, "gemm_gflop_per_s": gemmGFLOPs, "gemv_gb_per_s": gemvGBps, "gemv_lm_head_gb_per_s": gemvLMHeadGBps,
@@ -37,7 +39,7 @@ public enum KernelBench {
              "gemv_format_paths": Dictionary(uniqueKeysWithValues: gemvFormatGBps.map { ($0.format.rawValue, $0.format.kernelPath) }),
              "int8_gemm_gop_per_s": int8GemmGOPs as Any, "int8_gemm_path": Backend.int8GEMMPath, "q8_0_gemm_gop_per_s": q8GemmGOPs as Any,
              "block_gemm_gop_per_s": Dictionary(uniqueKeysWithValues: blockGemmGOPs.map { ($0.format.rawValue, $0.gops) }), "fma_peak_gflop_per_s": fmaPeakGFLOPs,
-             "int8_peak_gop_per_s": int8PeakGOPs as Any]
+             "int8_peak_gop_per_s": int8PeakGOPs as Any, "bf16_peak_gflop_per_s": bf16PeakGFLOPs as Any]
         }
     }
 
@@ -145,6 +147,8 @@ public enum KernelBench {
         i8peak = max(i8peak, ek_peak_int8_gops())
         f.fmaPeakGFLOPs = fma
         f.int8PeakGOPs = i8peak > 0 ? i8peak : nil
+        let bf16peak = ek_peak_bf16_gflops()
+        f.bf16PeakGFLOPs = bf16peak > 0 ? bf16peak : nil
         f.gemvFormatGBps = formats.map { ($0, gemvGBps($0)) }
         if int8Prompts { f.int8GemmGOPs = int8GemmGOPs() }
         f.blockGemmGOPs = blockPromptFormats.filter { $0.hasInt8PromptGEMM && $0 != .int8 }.map { ($0, int8GemmGOPs(format: $0)) }
