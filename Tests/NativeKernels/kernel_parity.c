@@ -690,7 +690,7 @@ int main(void) {
         if (!(i8 > 0 && i8 < 1e12) || ((f & EK_CPU_AVX512BF16) && !(bf > 0 && bf < 1e12))) {
             printf("FAIL peaks: int8 %g, bf16 %g\n", i8, bf);
             g_failures++;
-        } else printf("ok   peaks (emulated %s / vdpbf16ps loops ran)\n", ek_gemm_int8_path());
+        } else printf("ok   peaks (emulated %s%s loops ran)\n", ek_gemm_int8_path(), bf > 0 ? " and vdpbf16ps" : "");
     }
 #endif
     (void)int8_path;
