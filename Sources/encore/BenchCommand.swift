@@ -209,7 +209,7 @@ struct BenchCommand: ParsableCommand {
             }
             // The int8 instruction peak is measured with the instructions of the tile this CPU runs (peaks.c: the AVX2
             // mix or vpdpbusd; none for NEON tiles).
-            let int8MixPeak = limits?.int8PeakGOPs
+            let int8Peak = limits?.int8PeakGOPs
             var results: [BenchResult] = []
             var qualities: [(model: String, format: String, absolute: Float, relative: Float, ppl: Double, refPPL: Double)] = []
             var qualityOnText = false   // the quality sequences came from QualityText (a checkpoint with a tokenizer)
@@ -339,7 +339,7 @@ struct BenchCommand: ParsableCommand {
                             o["prompt_gemm"] = f.rawValue
                             if let g = limits.promptGemmGOPs(f) { o["prefill_fraction_of_prompt_gemm"] = r.prefillGFLOPs / g }
                         }
-                        if let p8 = int8MixPeak { o["prefill_fraction_of_int8_peak"] = r.prefillGFLOPs / p8 }
+                        if let p8 = int8Peak { o["prefill_fraction_of_int8_peak"] = r.prefillGFLOPs / p8 }
                     }
                     return o
                 },
@@ -384,7 +384,7 @@ struct BenchCommand: ParsableCommand {
                 }
                 if let i8 = limits.int8GemmGOPs {
                     print(String(format: "int8 prompt GEMM 512×4096×1024: %.0f GOP/s = %.2f× the BLAS fp32 GEMM%@", i8, i8 / limits.gemmGFLOPs,
-                                 (int8MixPeak.map { String(format: ", %.0f%% of the int8 instruction peak", 100 * i8 / $0) } ?? "") as NSString))
+                                 (int8Peak.map { String(format: ", %.0f%% of the int8 instruction peak", 100 * i8 / $0) } ?? "") as NSString))
                 }
                 if let i8 = limits.int8GemmGOPs {
                     for (format, gops) in limits.blockGemmGOPs {
@@ -401,7 +401,7 @@ struct BenchCommand: ParsableCommand {
                         print(String(format: "%@ %d→%d: prompt pass %.0f GOP at %.0f GOP/s = %.0f%% of the measured %@ GEMM rate%@ (%.0f%% of BLAS fp32's)",
                                      r.model as NSString, r.inputTokens, r.outputTokens, r.prefillFLOPs / 1e9, r.prefillGFLOPs,
                                      100 * r.prefillGFLOPs / g, gemmName as NSString,
-                                     (int8MixPeak.map { String(format: ", %.0f%% of the int8 instruction peak", 100 * r.prefillGFLOPs / $0) } ?? "") as NSString,
+                                     (int8Peak.map { String(format: ", %.0f%% of the int8 instruction peak", 100 * r.prefillGFLOPs / $0) } ?? "") as NSString,
                                      100 * r.prefillGFLOPs / limits.gemmGFLOPs))
                     } else {
                         print(String(format: "%@ %d→%d: prompt pass %.0f GFLOP at %.0f GFLOP/s = %.0f%% of the measured BLAS GEMM rate, %.0f%% of the FMA peak",

@@ -275,7 +275,7 @@ struct Linear {
         x.count / inputs <= Ops.decodeRows ? decodeMatrix : nil
     }
 
-    /// The weight prompt passes multiply: int8 rows; or, with only a bf16 copy kept and AVX512-BF16
+    /// The weight prompt passes multiply: int8 rows; or, with only a bf16 copy kept and the opt-in AVX512-BF16 GEMM
     /// (``Ops/bf16PromptGEMM``), the bf16 rows as stored; else nil: fp32 (dequantized per call when only blocks are kept).
     private func promptProduct(_ x: Tensor, gelu: Bool = false, relu: Bool = false, into r: Tensor? = nil) -> Tensor? {
         if let promptInt8 { return Ops.linearInt8(x, weight: promptInt8, bias: bias, gelu: gelu, relu: relu, into: r) }

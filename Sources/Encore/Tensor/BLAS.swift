@@ -140,7 +140,8 @@ public enum Backend {
     /// Opt-in: prompt passes over bf16-only weights (`--decode-weights bf16 --prompt-weights decode`) multiply the bf16
     /// rows with AVX512-BF16's `vdpbf16ps` (`ek_gemm_bf16`; x rounded to bf16) instead of widening each matrix for
     /// BLAS sgemm, on CPUs that have it. Off by default: the tile is checked against its twin under emulation but has
-    /// not been timed on such a CPU. `ENCORE_BF16_PROMPT_GEMM=1` in the environment turns it on at start.
+    /// not been timed on such a CPU. `ENCORE_BF16_PROMPT_GEMM=1` in the environment turns it on at start. Set it before
+    /// running models, not while one runs.
     nonisolated(unsafe) public static var bf16PromptGEMM = ProcessInfo.processInfo.environment["ENCORE_BF16_PROMPT_GEMM"] == "1"
     /// "avx512bf16" where ``bf16PromptGEMM`` would run the vdpbf16ps tile, else "scalar".
     public static var bf16GEMMPath: String { String(cString: ek_gemm_bf16_path()) }
