@@ -318,6 +318,7 @@ struct BenchCommand: ParsableCommand {
             if let plot { try writePlot(results.filter { $0.decodeWeights == results.first?.decodeWeights }, to: plot) }
             let report: [String: Any] = [
                 "system": "encore", "version": EncoreVersion.string, "decode_weights": decodeWeights, "prompt_weights": promptWeights, "encoder_weights": encoderWeights ?? (prompts == .decode ? "decode" : "f32"), "threads": threads, "blas": Backend.blasName,
+                "bf16_prompt_gemm": Backend.bf16PromptGEMM && Backend.bf16GEMMPath == "avx512bf16",
                 "cross_kv": crossKV, "kv_cache": kvCacheKeptFP32 ? "f32 (T5)" : kvCache,
                 "kernel_paths": Dictionary(uniqueKeysWithValues: formats.map(kernelLabel)),
                 "quality": qualities.map { q -> [String: Any] in
@@ -351,7 +352,7 @@ struct BenchCommand: ParsableCommand {
                 return
             }
             print("Encore \(EncoreVersion.string) · \(Backend.blasName) · \(threads) thread(s) · batch 1, greedy, " + ["f32": "fp32 prompt passes", "int8": "int8 prompt passes (int8 GEMM, \(Backend.int8GEMMPath))",
-                                                                                                                        "decode": "prompt passes on the decode format"][promptWeights]!
+                                                                                                                        "decode": "prompt passes on the decode format" + (Backend.bf16PromptGEMM && Backend.bf16GEMMPath == "avx512bf16" && formats.contains(.bf16) ? " (bf16: the vdpbf16ps GEMM)" : "")][promptWeights]!
                   + (encoderWeights.map { " · encoder weights \($0)" } ?? "")
                   + (crossKV == "f16" ? " · Mu cross-attention K/V in f16" : "")
                   + (kvCache == "f16" ? " · f16 KV caches" : ""))
@@ -404,9 +405,12 @@ struct BenchCommand: ParsableCommand {
                                      (int8Peak.map { String(format: ", %.0f%% of the int8 instruction peak", 100 * r.prefillGFLOPs / $0) } ?? "") as NSString,
                                      100 * r.prefillGFLOPs / limits.gemmGFLOPs))
                     } else {
-                        print(String(format: "%@ %d→%d: prompt pass %.0f GFLOP at %.0f GFLOP/s = %.0f%% of the measured BLAS GEMM rate, %.0f%% of the FMA peak",
+                        // bf16-only prompt passes on the opt-in AVX512-BF16 GEMM: set against the vdpbf16ps peak too
+                        let bf16Tile = prompts == .decode && r.decodeWeights == "bf16" && Backend.bf16PromptGEMM && Backend.bf16GEMMPath == "avx512bf16"
+                        let bf16Part = bf16Tile ? (limits.bf16PeakGFLOPs.map { String(format: ", %.0f%% of the vdpbf16ps peak", 100 * r.prefillGFLOPs / $0) } ?? "") : ""
+                        print(String(format: "%@ %d→%d: prompt pass %.0f GFLOP at %.0f GFLOP/s = %.0f%% of the measured BLAS GEMM rate, %.0f%% of the FMA peak%@",
                                      r.model as NSString, r.inputTokens, r.outputTokens, r.prefillFLOPs / 1e9, r.prefillGFLOPs,
-                                     100 * r.prefillGFLOPs / limits.gemmGFLOPs, 100 * r.prefillGFLOPs / limits.fmaPeakGFLOPs))
+                                     100 * r.prefillGFLOPs / limits.gemmGFLOPs, 100 * r.prefillGFLOPs / limits.fmaPeakGFLOPs, bf16Part as NSString))
                     }
                     print(String(format: "%@ %@ %d→%d: decode streams %.3f GB of weights per token = %.1f GB/s, %.0f%% of the read ceiling",
                                  r.model as NSString, r.decodeWeights as NSString, r.inputTokens, r.outputTokens, r.weightBytesPerToken / 1e9, r.weightGBps, 100 * r.weightGBps / limits.readGBps))
