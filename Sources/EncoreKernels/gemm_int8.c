@@ -76,6 +76,25 @@ enum { EG_PLAIN = 0, EG_P_AVX2, EG_P_AVXVNNI, EG_P_AVX512VNNI };
 #endif
 #define EG_MAX_PANELS 16    /* panels per task at most (bounds a thread's packing buffer: 16 × 16 × k B) */
 
+/* A thread's scratch buffer, grown to the largest size asked of it (64-byte aligned; contents not kept). */
+typedef struct { void *p; long bytes; } scratch;
+
+static void *scratch_get(scratch *s, long bytes) {
+    if (bytes > s->bytes) {
+        free(s->p);
+        s->p = aligned_alloc(64, (size_t)((bytes + 63) / 64 * 64));
+        s->bytes = s->p ? bytes : 0;
+    }
+    return s->p;
+}
+
+/* Panels of EG_NR columns per task: about 4 tasks per thread over all `npanels`, at most EG_MAX_PANELS each. */
+static long panels_per_task(long npanels) {
+    long threads = ek_get_threads(), target = threads * 4 < npanels ? threads * 4 : npanels;
+    long per = (npanels + target - 1) / target;
+    return per > EG_MAX_PANELS ? EG_MAX_PANELS : per;
+}
+
 /* Row r of x [m, k] → u [kp] (zero padded), d and z; the same arithmetic on every path. */
 static void quantize_row_plain(const float *xr, long k, long kp, uint8_t *ur, float *d, int32_t *z) {
     float lo = 0, hi = 0;
@@ -255,30 +274,14 @@ static void columns_neon(const gemm_ctx *g, const gemm_mat *a, long c0, long nc)
 
 #ifdef EG_X86
 /* One thread's packing buffer: the task's packed panels and their column sums (grown once). */
-static _Thread_local int8_t *g_pack;
-static _Thread_local long g_pack_len;
+static _Thread_local scratch g_pack;
 
-static int8_t *pack_buffer(long len) {
-    if (len > g_pack_len) {
-        free(g_pack);
-        g_pack = aligned_alloc(64, (size_t)((len + 63) / 64 * 64));
-        g_pack_len = g_pack ? len : 0;
-    }
-    return g_pack;
-}
+static int8_t *pack_buffer(long len) { return scratch_get(&g_pack, len); }
 
 /* One thread's accumulator tiles (grown once). */
-static _Thread_local __m256i *g_tiles;
-static _Thread_local long g_tiles_len;
+static _Thread_local scratch g_tiles;
 
-EG_AVX2 static __m256i *tile_buffer(long vectors) {
-    if (vectors > g_tiles_len) {
-        free(g_tiles);
-        g_tiles = aligned_alloc(64, (size_t)((vectors * 32 + 63) / 64 * 64));
-        g_tiles_len = g_tiles ? vectors : 0;
-    }
-    return g_tiles;
-}
+static __m256i *tile_buffer(long vectors) { return scratch_get(&g_tiles, vectors * 32); }
 
 /* Packs weight rows c0..c0+nc (nc ≤ EG_NR, the rest zero) into [kp/4][EG_NR][4] int8: for each quad of k values,
  * the quad of every column side by side (one int32 lane per column): per 8 rows and 8 quads, an 8×8 transpose of
@@ -336,10 +339,11 @@ EG_AVX2 static void pack_panel(const int8_t *w, long kp, long c0, long nc, int8_
 #endif
 /* The loops over r and v have constant trip counts: fully unrolled (SwiftPM builds C at -O2, where clang would
  * otherwise keep some accumulators in memory). */
-#define EG_KERNEL(MR, SUF, ATTR, DOT) \
-ATTR static void kernel_##SUF##_##MR(const uint8_t *a, long lda, const int8_t *b, long quads, __m256i *acc) { \
+/* T: the accumulator vector (int32 lanes; the bf16 GEMM's tile reuses it with fp32 lanes, pairs of bf16 as quads) */
+#define EG_KERNEL(MR, SUF, ATTR, T, DOT) \
+ATTR static void kernel_##SUF##_##MR(const uint8_t *a, long lda, const int8_t *b, long quads, T *acc) { \
     const __m256i ones = _mm256_set1_epi16(1); (void)ones; \
-    __m256i c[MR][EG_NV]; \
+    T c[MR][EG_NV]; \
     EG_UNROLL for (int r = 0; r < MR; r++) EG_UNROLL for (int v = 0; v < EG_NV; v++) c[r][v] = acc[r * EG_NV + v]; \
     for (long p = 0; p < quads; p++) { \
         __m256i bv[EG_NV]; \
@@ -352,11 +356,11 @@ ATTR static void kernel_##SUF##_##MR(const uint8_t *a, long lda, const int8_t *b
     } \
     EG_UNROLL for (int r = 0; r < MR; r++) EG_UNROLL for (int v = 0; v < EG_NV; v++) acc[r * EG_NV + v] = c[r][v]; \
 }
-#define EG_KERNELS(SUF, ATTR, DOT) EG_KERNEL(1, SUF, ATTR, DOT) EG_KERNEL(2, SUF, ATTR, DOT) EG_KERNEL(3, SUF, ATTR, DOT) \
-                                   EG_KERNEL(4, SUF, ATTR, DOT)
-EG_KERNELS(avx2, EG_AVX2, EG_DOT_AVX2)
-EG_KERNELS(avxvnni, EG_AVXVNNI, EG_DOT_AVXVNNI)
-EG_KERNELS(avx512vnni, EG_AVX512VNNI, EG_DOT_AVX512VNNI)
+#define EG_KERNELS(SUF, ATTR, T, DOT) EG_KERNEL(1, SUF, ATTR, T, DOT) EG_KERNEL(2, SUF, ATTR, T, DOT) \
+                                      EG_KERNEL(3, SUF, ATTR, T, DOT) EG_KERNEL(4, SUF, ATTR, T, DOT)
+EG_KERNELS(avx2, EG_AVX2, __m256i, EG_DOT_AVX2)
+EG_KERNELS(avxvnni, EG_AVXVNNI, __m256i, EG_DOT_AVXVNNI)
+EG_KERNELS(avx512vnni, EG_AVX512VNNI, __m256i, EG_DOT_AVX512VNNI)
 typedef void (*eg_kernel_fn)(const uint8_t *, long, const int8_t *, long, __m256i *);
 /* [path][rows − 1] */
 static const eg_kernel_fn eg_kernels[4][4] = {
@@ -486,8 +490,8 @@ static void q8_row(int format, const uint8_t *w, long nb, long k, long c, int8_t
 
 static int is_q41(int format) { return format == EK_WF_Q4_1 || format == EK_WF_Q4_1X8; }
 
-/* acc + bias, then the epilogue (GELU applied to whole rows after). */
-static inline float q8_epilogue(float acc, const float *bias, long c, float old, int mode) {
+/* acc + bias, then the epilogue (GELU applied to whole rows after): the block and bf16 GEMMs' fp32 results. */
+static inline float fp32_epilogue(float acc, const float *bias, long c, float old, int mode) {
     float v = bias ? acc + bias[c] : acc;
     if (mode == EK_EPI_RELU) return v > 0.0f ? v : 0.0f;
     return mode == EK_EPI_ACCUMULATE ? old + v : v;
@@ -525,7 +529,7 @@ int ek_gemm_q8_0_ref(int format, const void *w, const float *x, const float *bia
     for (long c = 0; c < n; c++) {
         q8_row(format, w, nb, k, c, q, dw, mw);
         for (long r = 0; r < m; r++)
-            y[r * n + c] = q8_epilogue(q8_dot(xq + r * kp, xd + r * nb, xc + r * nb, q, dw, mw, nb), bias, c, y[r * n + c], mode);
+            y[r * n + c] = fp32_epilogue(q8_dot(xq + r * kp, xd + r * nb, xc + r * nb, q, dw, mw, nb), bias, c, y[r * n + c], mode);
     }
     if (mode == EK_EPI_GELU) ek_gelu_tanh_f32_ref(y, m * n);
     free(xq); free(q); free(xd); free(xc); free(dw);
@@ -543,17 +547,9 @@ int ek_gemm_q8_0_multi_ref(int format, long count, const void *const *w, const f
 }
 
 /* One thread's scratch for block panels: a panel's rows [EG_NR][kp], then one row's scales and minima (grown once). */
-static _Thread_local int8_t *g_q8rows;
-static _Thread_local long g_q8rows_len;
+static _Thread_local scratch g_q8rows;
 
-static int8_t *q8rows_buffer(long len) {
-    if (len > g_q8rows_len) {
-        free(g_q8rows);
-        g_q8rows = malloc((size_t)len);
-        g_q8rows_len = g_q8rows ? len : 0;
-    }
-    return g_q8rows;
-}
+static int8_t *q8rows_buffer(long len) { return scratch_get(&g_q8rows, len); }
 
 /* Plain path: columns [c0, c0 + nc) with the twin's arithmetic (and its results). */
 static int panel_plain_q8(const gemm_ctx *g, const gemm_mat *a, long c0, long nc) {
@@ -565,7 +561,7 @@ static int panel_plain_q8(const gemm_ctx *g, const gemm_mat *a, long c0, long nc
         q8_row(g->format, (const uint8_t *)a->w, nb, g->k, c, q, dw, mw);
         for (long r = 0; r < g->m; r++) {
             float *yp = a->y + r * a->n + c;
-            *yp = q8_epilogue(q8_dot(g->xq + r * g->kp, g->xd + r * nb, g->xs + r * nb, q, dw, mw, nb), a->bias, c, *yp,
+            *yp = fp32_epilogue(q8_dot(g->xq + r * g->kp, g->xd + r * nb, g->xs + r * nb, q, dw, mw, nb), a->bias, c, *yp,
                               g->mode);
         }
     }
@@ -602,7 +598,7 @@ static int columns_q8_neon(const gemm_ctx *g, const gemm_mat *a, long c0, long n
             for (int r = 0; r < tm; r++)
                 for (int c = 0; c < tn; c++) {
                     float *yp = a->y + (r0 + r) * a->n + cc + c;
-                    *yp = q8_epilogue(acc[r * 4 + c], a->bias, cc + c, *yp, g->mode);
+                    *yp = fp32_epilogue(acc[r * 4 + c], a->bias, cc + c, *yp, g->mode);
                 }
         }
     }
@@ -690,7 +686,7 @@ EG_AVX2 static void store_tile_q8(const gemm_ctx *g, const gemm_mat *a, long r0,
                 else if (g->mode == EK_EPI_RELU) v = _mm256_max_ps(v, _mm256_setzero_ps());
                 _mm256_storeu_ps(yr + cc, v);
             } else {
-                for (long j = 0; j < nc - cc; j++) yr[cc + j] = q8_epilogue(ap[j], a->bias, c0 + cc + j, yr[cc + j], g->mode);
+                for (long j = 0; j < nc - cc; j++) yr[cc + j] = fp32_epilogue(ap[j], a->bias, c0 + cc + j, yr[cc + j], g->mode);
             }
         }
     }
@@ -828,14 +824,13 @@ static void gemm_task(void *ctx, long index, long count) {
 }
 
 /* Activation buffers of the caller (grown once). */
-static _Thread_local uint8_t *g_u;
+static _Thread_local scratch g_u;    /* activations: int8 rows' u [m, kp], or the blocks' q8_0 quants */
 static _Thread_local float *g_d;
 static _Thread_local int32_t *g_z;
-static _Thread_local long g_u_len, g_d_len;
+static _Thread_local long g_d_len;
 static _Thread_local float *g_xd;     /* block scales d [m, nb], then Q4_1's activation sums s [m, nb] (unused otherwise) */
 static _Thread_local long g_xd_len;
-static _Thread_local uint8_t *g_xu;   /* the block activations plus 128 (VNNI paths) */
-static _Thread_local long g_xu_len;
+static _Thread_local scratch g_xu;    /* the block activations plus 128 (VNNI paths) */
 
 typedef struct { int format; const float *x; long m, k, kp, nb; int8_t *q; float *d, *c; } q8act_ctx;
 
@@ -859,18 +854,14 @@ static int gemm_run(int format, long count, const void *const *w, const float *c
     long kp = (k + 31) / 32 * 32, npanels = 0;
     for (long j = 0; j < count; j++) npanels += n[j] > 0 ? (n[j] + EG_NR - 1) / EG_NR : 0;
     if (m <= 0 || npanels == 0) return 0;
-    if (m * kp > g_u_len) {
-        free(g_u);
-        g_u = aligned_alloc(64, (size_t)((m * kp + 63) / 64 * 64));
-        g_u_len = g_u ? m * kp : 0;
-    }
+    uint8_t *u = scratch_get(&g_u, m * kp);
     if (m > g_d_len) {
         free(g_d); free(g_z);
         g_d = malloc(sizeof(float) * (size_t)m);
         g_z = malloc(sizeof(int32_t) * (size_t)m);
         g_d_len = g_d && g_z ? m : 0;
     }
-    if (!g_u || !g_d_len) return -2;
+    if (!u || !g_d_len) return -2;
     if (format != EK_WF_INT8 && 2 * m * (kp / 32) > g_xd_len) {
         free(g_xd);
         g_xd = malloc(sizeof(float) * (size_t)(2 * m * (kp / 32)));
@@ -879,10 +870,7 @@ static int gemm_run(int format, long count, const void *const *w, const float *c
     }
     /* Tasks: each matrix's panels in runs of panels_per_task (about 4 tasks per thread over all the panels, at most
      * EG_MAX_PANELS each); a run never spans two matrices. */
-    long threads = ek_get_threads(), target = threads * 4 < npanels ? threads * 4 : npanels;
-    long per = (npanels + target - 1) / target;
-    if (per > EG_MAX_PANELS) per = EG_MAX_PANELS;
-    long ntasks = 0;
+    long per = panels_per_task(npanels), ntasks = 0;
     for (long j = 0; j < count; j++) ntasks += n[j] > 0 ? ((n[j] + EG_NR - 1) / EG_NR + per - 1) / per : 0;
     gemm_mat *mats = malloc(sizeof(gemm_mat) * (size_t)count);
     gemm_range *ranges = malloc(sizeof(gemm_range) * (size_t)ntasks);
@@ -893,7 +881,7 @@ static int gemm_run(int format, long count, const void *const *w, const float *c
         for (long c0 = 0; c0 < n[j]; c0 += per * EG_NR)
             ranges[t++] = (gemm_range){ j, c0, c0 + per * EG_NR < n[j] ? c0 + per * EG_NR : n[j] };
     }
-    gemm_ctx g = { .mats = mats, .ranges = ranges, .u = g_u, .d = g_d, .z = g_z, .m = m, .k = k, .kp = kp,
+    gemm_ctx g = { .mats = mats, .ranges = ranges, .u = u, .d = g_d, .z = g_z, .m = m, .k = k, .kp = kp,
                    .mode = mode, .format = format };
     g.simd = gemm_isa();   /* x86: the tile path (EG_PLAIN elsewhere) */
 #if defined(__aarch64__)   /* NEON hook: the SDOT / SMULL tiles take u as signed bytes (u ≤ 127) */
@@ -901,23 +889,19 @@ static int gemm_run(int format, long count, const void *const *w, const float *c
     g.neon = path[0] == 'n';
     g.dotprod = path[4] == '-';   /* "neon-dotprod" */
 #endif
-    if (format == EK_WF_INT8) quantize_rows_u7(x, m, k, kp, g_u, g_d, g_z, g.simd);
+    if (format == EK_WF_INT8) quantize_rows_u7(x, m, k, kp, u, g_d, g_z, g.simd);
     else {
         float *xs = g_xd + m * (kp / 32);   /* Q4_1's activation sums, after the scales */
-        quantize_rows_q8(is_q41(format) ? EK_WF_Q4_1 : EK_WF_Q8_0, x, m, k, kp, (int8_t *)g_u, g_xd, xs);
-        g.xq = (const int8_t *)g_u;
+        quantize_rows_q8(is_q41(format) ? EK_WF_Q4_1 : EK_WF_Q8_0, x, m, k, kp, (int8_t *)u, g_xd, xs);
+        g.xq = (const int8_t *)u;
         g.xd = g_xd;
         g.xs = xs;
         if (g.simd >= EG_P_AVXVNNI) {   /* vpdpbusd multiplies unsigned bytes: u = q + 128 (the kernels take 128·Σq_w off) */
-            if (m * kp > g_xu_len) {
-                free(g_xu);
-                g_xu = aligned_alloc(64, (size_t)((m * kp + 63) / 64 * 64));
-                g_xu_len = g_xu ? m * kp : 0;
-            }
-            if (!g_xu) g.simd = EG_P_AVX2;   /* no memory for the copy: the sign-trick tiles instead */
+            uint8_t *xu = scratch_get(&g_xu, m * kp);
+            if (!xu) g.simd = EG_P_AVX2;   /* no memory for the copy: the sign-trick tiles instead */
             else {
-                for (long i = 0; i < m * kp; i++) g_xu[i] = (uint8_t)(g_u[i] ^ 0x80);
-                g.xu = g_xu;
+                for (long i = 0; i < m * kp; i++) xu[i] = (uint8_t)(u[i] ^ 0x80);
+                g.xu = xu;
             }
         }
     }
@@ -996,11 +980,6 @@ const char *ek_gemm_bf16_path(void) { return bf16_gemm_simd() ? "avx512bf16" : "
 
 static inline float bf16_value(uint16_t h) { uint32_t b = (uint32_t)h << 16; float f; memcpy(&f, &b, 4); return f; }
 
-static inline float bf16_epilogue(float acc, const float *bias, long c, float old, int mode) {
-    float v = bias ? acc + bias[c] : acc;
-    if (mode == EK_EPI_RELU) return v > 0.0f ? v : 0.0f;
-    return mode == EK_EPI_ACCUMULATE ? old + v : v;
-}
 
 int ek_gemm_bf16_ref(const uint16_t *w, const float *x, const float *bias, float *y, long m, long n, long k, int mode) {
     if (mode < EK_EPI_STORE || mode > EK_EPI_RELU) return -1;
@@ -1011,7 +990,7 @@ int ek_gemm_bf16_ref(const uint16_t *w, const float *x, const float *bias, float
         for (long c = 0; c < n; c++) {
             double s = 0;
             for (long i = 0; i < k; i++) s += (double)bf16_value(xb[i]) * bf16_value(w[c * k + i]);
-            y[r * n + c] = bf16_epilogue((float)s, bias, c, y[r * n + c], mode);
+            y[r * n + c] = fp32_epilogue((float)s, bias, c, y[r * n + c], mode);
         }
     }
     if (mode == EK_EPI_GELU) ek_gelu_tanh_f32_ref(y, m * n);
@@ -1032,31 +1011,19 @@ static void columns_bf16_plain(const bf16_ctx *g, long c0, long nc) {
             float s = 0;
             for (long i = 0; i < g->k; i++) s += bf16_value(g->xb[r * g->kp + i]) * bf16_value(g->w[c * g->k + i]);
             float *yp = g->y + r * g->n + c;
-            *yp = bf16_epilogue(s, g->bias, c, *yp, g->mode);
+            *yp = fp32_epilogue(s, g->bias, c, *yp, g->mode);
         }
     if (g->mode == EK_EPI_GELU)
         for (long r = 0; r < g->m; r++) ek_gelu_tanh_f32(g->y + r * g->n + c0, nc);
 }
 
 #ifdef EG_X86
-/* acc[MR][EG_NV] += Σ over `pairs` pairs of k: the broadcast pair of each of the MR bf16 activation rows (stride
- * lda elements) · the packed panel's EG_NV vectors of 8 columns' pairs, by vdpbf16ps. */
-#define EB_KERNEL(MR) \
-EG_BF16 static void kernel_bf16_##MR(const uint16_t *a, long lda, const uint16_t *b, long pairs, __m256 *acc) { \
-    __m256 c[MR][EG_NV]; \
-    EG_UNROLL for (int r = 0; r < MR; r++) EG_UNROLL for (int v = 0; v < EG_NV; v++) c[r][v] = acc[r * EG_NV + v]; \
-    for (long p = 0; p < pairs; p++) { \
-        __m256i bv[EG_NV]; \
-        EG_UNROLL for (int v = 0; v < EG_NV; v++) bv[v] = _mm256_load_si256((const __m256i *)(b + p * 2 * EG_NR + 16 * v)); \
-        EG_UNROLL for (int r = 0; r < MR; r++) { \
-            __m256i av = _mm256_set1_epi32(*(const int32_t *)(const void *)(a + r * lda + 2 * p)); \
-            EG_UNROLL for (int v = 0; v < EG_NV; v++) c[r][v] = _mm256_dpbf16_ps(c[r][v], (__m256bh)av, (__m256bh)bv[v]); \
-        } \
-    } \
-    EG_UNROLL for (int r = 0; r < MR; r++) EG_UNROLL for (int v = 0; v < EG_NV; v++) acc[r * EG_NV + v] = c[r][v]; \
-}
-EB_KERNEL(1) EB_KERNEL(2) EB_KERNEL(3) EB_KERNEL(4)
-typedef void (*eb_kernel_fn)(const uint16_t *, long, const uint16_t *, long, __m256 *);
+/* The int8 path's kernel over bf16 pairs (4 bytes, as its quads; a and lda in bytes): acc[MR][EG_NV] fp32 += the
+ * broadcast pair of each of the MR activation rows · the packed panel's EG_NV vectors of 8 columns' pairs, by
+ * vdpbf16ps. */
+#define EG_DOT_BF16(c, u, s) _mm256_dpbf16_ps((c), (__m256bh)(u), (__m256bh)(s))
+EG_KERNELS(bf16, EG_BF16, __m256, EG_DOT_BF16)
+typedef void (*eb_kernel_fn)(const uint8_t *, long, const int8_t *, long, __m256 *);
 static const eb_kernel_fn eb_kernels[4] = { kernel_bf16_1, kernel_bf16_2, kernel_bf16_3, kernel_bf16_4 };
 
 /* Columns [c0, c0 + nc): panels packed once ([kp/2][EG_NR][2]), then as columns_avx2 with fp32 tiles. */
@@ -1089,11 +1056,12 @@ EG_AVX2 static int columns_bf16_simd(const bf16_ctx *g, long c0, long nc) {
         for (long p0 = 0; p0 < pairs; p0 += EB_KC) {
             long pc = pairs - p0 < EB_KC ? pairs - p0 : EB_KC;
             for (long p = 0; p < panels; p++) {
-                const uint16_t *bk = (const uint16_t *)(const void *)(pb + p * panel_len) + p0 * 2 * EG_NR;
+                const int8_t *bk = pb + p * panel_len + p0 * 4 * EG_NR;
                 for (long t = 0; t < ntiles; t++) {
                     long r0 = m0 + t * EG_MR;
                     int mr = (int)(m1 - r0 < EG_MR ? m1 - r0 : EG_MR);
-                    eb_kernels[mr - 1](g->xb + r0 * g->kp + 2 * p0, g->kp, bk, pc, tiles + (p * tiles_per_panel + t) * tile_vecs);
+                    eb_kernels[mr - 1]((const uint8_t *)(g->xb + r0 * g->kp + 2 * p0), 2 * g->kp, bk, pc,
+                                       tiles + (p * tiles_per_panel + t) * tile_vecs);
                 }
             }
         }
@@ -1106,7 +1074,7 @@ EG_AVX2 static int columns_bf16_simd(const bf16_ctx *g, long c0, long nc) {
                 for (int r = 0; r < mr; r++)
                     for (long j = 0; j < pn; j++) {
                         float *yp = g->y + (r0 + r) * g->n + pcol + j;
-                        *yp = bf16_epilogue(acc[(r * EG_NV + j / 8) * 8 + j % 8], g->bias, pcol + j, *yp, g->mode);
+                        *yp = fp32_epilogue(acc[(r * EG_NV + j / 8) * 8 + j % 8], g->bias, pcol + j, *yp, g->mode);
                     }
             }
         }
@@ -1127,27 +1095,20 @@ static void bf16_task(void *ctx, long index, long count) {
     columns_bf16_plain(g, c0, c1 - c0);
 }
 
-static _Thread_local uint16_t *g_xb;
-static _Thread_local long g_xb_len;
+static _Thread_local scratch g_xb;   /* x rounded to bf16 [m, kp] */
 
 int ek_gemm_bf16(const uint16_t *w, const float *x, const float *bias, float *y, long m, long n, long k, int mode) {
     if (mode < EK_EPI_STORE || mode > EK_EPI_RELU) return -1;
     if (m <= 0 || n <= 0) return 0;
     long kp = (k + 15) / 16 * 16;
-    if (m * kp > g_xb_len) {
-        free(g_xb);
-        g_xb = aligned_alloc(64, (size_t)((m * kp * 2 + 63) / 64 * 64));
-        g_xb_len = g_xb ? m * kp : 0;
-        if (!g_xb) return -2;
-    }
+    uint16_t *xb = scratch_get(&g_xb, m * kp * 2);
+    if (!xb) return -2;
     for (long r = 0; r < m; r++) {
-        ek_f32_to_bf16(x + r * k, g_xb + r * kp, k);
-        for (long i = k; i < kp; i++) g_xb[r * kp + i] = 0;
+        ek_f32_to_bf16(x + r * k, xb + r * kp, k);
+        for (long i = k; i < kp; i++) xb[r * kp + i] = 0;
     }
-    long npanels = (n + EG_NR - 1) / EG_NR, threads = ek_get_threads();
-    long target = threads * 4 < npanels ? threads * 4 : npanels, per = (npanels + target - 1) / target;
-    if (per > EG_MAX_PANELS) per = EG_MAX_PANELS;
-    bf16_ctx g = { .w = w, .bias = bias, .y = y, .xb = g_xb, .m = m, .n = n, .k = k, .kp = kp, .per = per, .mode = mode,
+    long npanels = (n + EG_NR - 1) / EG_NR, per = panels_per_task(npanels);
+    bf16_ctx g = { .w = w, .bias = bias, .y = y, .xb = xb, .m = m, .n = n, .k = k, .kp = kp, .per = per, .mode = mode,
                    .simd = bf16_gemm_simd() };
     ek_parallel_for((npanels + per - 1) / per, bf16_task, &g);
     return 0;

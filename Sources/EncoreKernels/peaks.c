@@ -42,7 +42,7 @@ static double pk_now(void) {
     return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
 }
 
-typedef struct { long iters; float out[64]; } pk_ctx;
+typedef struct { long iters; float (*loop)(long iters); float out[64]; } pk_ctx;   /* loop: loop_task's */
 
 #ifdef PK_X86
 /* Whole loops in inline asm: the same instructions at any optimisation level (SwiftPM's debug builds compile C at
@@ -178,33 +178,19 @@ static void fma_task(void *ctx, long index, long count) {
 }
 
 #ifdef PK_X86
-static void int8_task(void *ctx, long index, long count) {
+/* One thread's run of the context's loop (the int8 and bf16 chains) */
+static void loop_task(void *ctx, long index, long count) {
     (void)count;
     pk_ctx *c = ctx;
-    c->out[index % 64] = int8_mix_avx2(c->iters);
-}
-static void vnni512_task(void *ctx, long index, long count) {
-    (void)count;
-    pk_ctx *c = ctx;
-    c->out[index % 64] = vnni_chains_avx512(c->iters);
-}
-static void vnni_task(void *ctx, long index, long count) {
-    (void)count;
-    pk_ctx *c = ctx;
-    c->out[index % 64] = vnni_chains_avx(c->iters);
-}
-static void bf16_task(void *ctx, long index, long count) {
-    (void)count;
-    pk_ctx *c = ctx;
-    c->out[index % 64] = bf16_chains(c->iters);
+    c->out[index % 64] = c->loop(c->iters);
 }
 #endif
 
 /* best of 12 calls (a busy sibling vCPU halves single samples on a shared host): each thread runs `iters` iterations
  * of `ops_per_iter` operations */
-static double rate(ek_task_fn task, long iters, double ops_per_iter) {
+static double rate(ek_task_fn task, float (*loop)(long), long iters, double ops_per_iter) {
     long threads = ek_get_threads();
-    pk_ctx c = { .iters = iters };
+    pk_ctx c = { .iters = iters, .loop = loop };
     double best = 1e30;
     task(&c, 0, 1);   /* warm-up (clock ramp) */
     for (int r = 0; r < 12; r++) {
@@ -218,22 +204,22 @@ static double rate(ek_task_fn task, long iters, double ops_per_iter) {
 
 double ek_peak_fma_gflops(void) {
     int lanes = fma_lanes();
-    return rate(fma_task, lanes == 1 ? 2000000 : 4000000, 12.0 * lanes * 2.0);   /* ≥ 1 iteration: asm loops */
+    return rate(fma_task, NULL, lanes == 1 ? 2000000 : 4000000, 12.0 * lanes * 2.0);   /* ≥ 1 iteration: asm loops */
 }
 
 double ek_peak_int8_gops(void) {
 #ifdef PK_X86
     const char *path = ek_gemm_int8_path();
-    if (strcmp(path, "avx512vnni") == 0) return rate(vnni512_task, PK_CHAIN_ITERS, 12.0 * 32.0 * 2.0);
-    if (strcmp(path, "avxvnni") == 0) return rate(vnni_task, PK_CHAIN_ITERS, 12.0 * 32.0 * 2.0);
-    if (strcmp(path, "avx2") == 0) return rate(int8_task, 4000000, 4.0 * 32.0 * 2.0);
+    if (strcmp(path, "avx512vnni") == 0) return rate(loop_task, vnni_chains_avx512, PK_CHAIN_ITERS, 12.0 * 32.0 * 2.0);
+    if (strcmp(path, "avxvnni") == 0) return rate(loop_task, vnni_chains_avx, PK_CHAIN_ITERS, 12.0 * 32.0 * 2.0);
+    if (strcmp(path, "avx2") == 0) return rate(loop_task, int8_mix_avx2, 4000000, 4.0 * 32.0 * 2.0);
 #endif
     return 0.0;
 }
 
 double ek_peak_bf16_gflops(void) {
 #ifdef PK_X86
-    if (strcmp(ek_gemm_bf16_path(), "avx512bf16") == 0) return rate(bf16_task, PK_CHAIN_ITERS, 12.0 * 16.0 * 2.0);
+    if (strcmp(ek_gemm_bf16_path(), "avx512bf16") == 0) return rate(loop_task, bf16_chains, PK_CHAIN_ITERS, 12.0 * 16.0 * 2.0);
 #endif
     return 0.0;
 }
