@@ -249,8 +249,21 @@ extension Ops {
     /// `relu` gives max(x·Wᵀ + b, 0) from the same epilogue (T5's `DenseReluDense`).
     static func linearInt8(_ x: Tensor, weight: QuantizedMatrix, bias: Tensor?, gelu: Bool = false, relu: Bool = false,
                            into r: Tensor? = nil) -> Tensor {
-        let k = weight.columns, n = weight.rows
         precondition(weight.format.hasInt8PromptGEMM, "linearInt8: \(weight.format) weights")
+        return packedPromptProduct(x, weight: weight, bias: bias, gelu: gelu, relu: relu, into: r) { m, n, k, y, epilogue in
+            weight.format != .int8   // Q8_0 / Q4_0 / Q4_1 blocks
+                ? ek_gemm_q8_0(weight.layoutID, weight.data, x.data, bias?.data, y, m, n, k, epilogue)
+                : ek_gemm_int8(weight.data.assumingMemoryBound(to: Int8.self), weight.scales, x.data, bias?.data, y,
+                               m, n, k, epilogue)
+        }
+    }
+
+    /// What the prompt GEMMs over packed weights share: the shape checks, the output (new, or the residual `into`),
+    /// the FLOP and byte counts, and the epilogue; `gemm(m, n, k, y, epilogue)` runs the kernel (0 on success).
+    private static func packedPromptProduct(_ x: Tensor, weight: QuantizedMatrix, bias: Tensor?, gelu: Bool, relu: Bool,
+                                            into r: Tensor?,
+                                            _ gemm: (Int, Int, Int, UnsafeMutablePointer<Float>, Int32) -> Int32) -> Tensor {
+        let k = weight.columns, n = weight.rows
         precondition(x.shape.last == k, "linear: x \(x.shape) vs weight [\(n), \(k)]")
         if let bias { precondition(bias.count == n, "linear: bias \(bias.shape) vs \(n) outputs") }
         let m = x.count / k
@@ -259,11 +272,8 @@ extension Ops {
         OpCounter.add(flops: 2 * m * n * k)
         OpCounter.add(weightBytes: weight.byteCount)
         let epilogue = r != nil ? Int32(EK_EPI_ACCUMULATE) : gelu ? Int32(EK_EPI_GELU) : relu ? Int32(EK_EPI_RELU) : Int32(EK_EPI_STORE)
-        let rc = weight.format != .int8   // Q8_0 / Q4_0 / Q4_1 blocks
-            ? ek_gemm_q8_0(weight.layoutID, weight.data, x.data, bias?.data, y.data, m, n, k, epilogue)
-            : ek_gemm_int8(weight.data.assumingMemoryBound(to: Int8.self), weight.scales, x.data, bias?.data, y.data,
-                           m, n, k, epilogue)
-        precondition(rc == 0, "gemm_int8 (\(weight.format)) failed (\(rc): out of memory?)")
+        let rc = gemm(m, n, k, y.data, epilogue)
+        precondition(rc == 0, "prompt GEMM over \(weight.format) weights failed (\(rc): out of memory?)")
         return y
     }
 }
@@ -282,19 +292,10 @@ extension Ops {
     /// products, fp32 sums, then the epilogue as ``linearInt8(_:weight:bias:gelu:relu:into:)``'s.
     static func linearBF16(_ x: Tensor, weight: QuantizedMatrix, bias: Tensor?, gelu: Bool = false, relu: Bool = false,
                            into r: Tensor? = nil) -> Tensor {
-        let k = weight.columns, n = weight.rows
         precondition(weight.format == .bf16, "linearBF16: \(weight.format) weights")
-        precondition(x.shape.last == k, "linear: x \(x.shape) vs weight [\(n), \(k)]")
-        if let bias { precondition(bias.count == n, "linear: bias \(bias.shape) vs \(n) outputs") }
-        let m = x.count / k
-        let y = r ?? Tensor(uninitialized: Array(x.shape.dropLast()) + [n])   // [M, N]
-        precondition(y.count == m * n, "linear: residual \(y.shape) vs [\(m), \(n)]")
-        OpCounter.add(flops: 2 * m * n * k)
-        OpCounter.add(weightBytes: weight.byteCount)
-        let epilogue = r != nil ? Int32(EK_EPI_ACCUMULATE) : gelu ? Int32(EK_EPI_GELU) : relu ? Int32(EK_EPI_RELU) : Int32(EK_EPI_STORE)
-        let rc = ek_gemm_bf16(weight.data.assumingMemoryBound(to: UInt16.self), x.data, bias?.data, y.data, m, n, k, epilogue)
-        precondition(rc == 0, "gemm_bf16 failed (\(rc): out of memory?)")
-        return y
+        return packedPromptProduct(x, weight: weight, bias: bias, gelu: gelu, relu: relu, into: r) { m, n, k, y, epilogue in
+            ek_gemm_bf16(weight.data.assumingMemoryBound(to: UInt16.self), x.data, bias?.data, y, m, n, k, epilogue)
+        }
     }
 
     /// x · W_jᵀ + b_j for several int8 matrices of one width that read the same x [M, K] in a prompt pass (q/k/v,
