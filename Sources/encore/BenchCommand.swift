@@ -200,16 +200,12 @@ struct BenchCommand: ParsableCommand {
             var limits: KernelBench.Figures? = nil
             if !noLimits {
                 printStderr("measuring the machine's ceilings (memory read bandwidth, BLAS GEMM, instruction peaks)…")
-                var blockFormats = promptInt8 ? formats.filter { $0.hasInt8PromptGEMM && $0 != .int8 } : []
-                if promptInt8, let e = encoderFormat, e.hasInt8PromptGEMM, e != .int8,
-                   wanted.contains(where: encoderDecoderNames.contains) { blockFormats.append(e) }
-                if let fileBlockFormat { blockFormats.append(fileBlockFormat) }
-                limits = KernelBench.run(formats: formats, int8Prompts: promptInt8,
-                                         blockPromptFormats: blockFormats.reduce(into: []) { if !$0.contains($1) { $0.append($1) } })
+                // the formats int8 prompt passes may run on (KernelBench keeps the block ones, each once)
+                var promptFormats = promptInt8 ? formats : []
+                if promptInt8, let e = encoderFormat, wanted.contains(where: encoderDecoderNames.contains) { promptFormats.append(e) }
+                if let fileBlockFormat { promptFormats.append(fileBlockFormat) }
+                limits = KernelBench.run(formats: formats, int8Prompts: promptInt8, blockPromptFormats: promptFormats)
             }
-            // The int8 instruction peak is measured with the instructions of the tile this CPU runs (peaks.c: the AVX2
-            // mix or vpdpbusd; none for NEON tiles).
-            let int8Peak = limits?.int8PeakGOPs
             var results: [BenchResult] = []
             var qualities: [(model: String, format: String, absolute: Float, relative: Float, ppl: Double, refPPL: Double)] = []
             var qualityOnText = false   // the quality sequences came from QualityText (a checkpoint with a tokenizer)
@@ -318,7 +314,7 @@ struct BenchCommand: ParsableCommand {
             if let plot { try writePlot(results.filter { $0.decodeWeights == results.first?.decodeWeights }, to: plot) }
             let report: [String: Any] = [
                 "system": "encore", "version": EncoreVersion.string, "decode_weights": decodeWeights, "prompt_weights": promptWeights, "encoder_weights": encoderWeights ?? (prompts == .decode ? "decode" : "f32"), "threads": threads, "blas": Backend.blasName,
-                "bf16_prompt_gemm": Backend.bf16PromptGEMM && Backend.bf16GEMMPath == "avx512bf16",
+                "bf16_prompt_gemm": Backend.bf16PromptGEMMRuns,
                 "cross_kv": crossKV, "kv_cache": kvCacheKeptFP32 ? "f32 (T5)" : kvCache,
                 "kernel_paths": Dictionary(uniqueKeysWithValues: formats.map(kernelLabel)),
                 "quality": qualities.map { q -> [String: Any] in
@@ -340,7 +336,7 @@ struct BenchCommand: ParsableCommand {
                             o["prompt_gemm"] = f.rawValue
                             if let g = limits.promptGemmGOPs(f) { o["prefill_fraction_of_prompt_gemm"] = r.prefillGFLOPs / g }
                         }
-                        if let p8 = int8Peak { o["prefill_fraction_of_int8_peak"] = r.prefillGFLOPs / p8 }
+                        if let p8 = limits.int8PeakGOPs { o["prefill_fraction_of_int8_peak"] = r.prefillGFLOPs / p8 }
                     }
                     return o
                 },
@@ -352,7 +348,7 @@ struct BenchCommand: ParsableCommand {
                 return
             }
             print("Encore \(EncoreVersion.string) · \(Backend.blasName) · \(threads) thread(s) · batch 1, greedy, " + ["f32": "fp32 prompt passes", "int8": "int8 prompt passes (int8 GEMM, \(Backend.int8GEMMPath))",
-                                                                                                                        "decode": "prompt passes on the decode format" + (Backend.bf16PromptGEMM && Backend.bf16GEMMPath == "avx512bf16" && formats.contains(.bf16) ? " (bf16: the vdpbf16ps GEMM)" : "")][promptWeights]!
+                                                                                                                        "decode": "prompt passes on the decode format" + (Backend.bf16PromptGEMMRuns && formats.contains(.bf16) ? " (bf16: the vdpbf16ps GEMM)" : "")][promptWeights]!
                   + (encoderWeights.map { " · encoder weights \($0)" } ?? "")
                   + (crossKV == "f16" ? " · Mu cross-attention K/V in f16" : "")
                   + (kvCache == "f16" ? " · f16 KV caches" : ""))
@@ -385,7 +381,7 @@ struct BenchCommand: ParsableCommand {
                 }
                 if let i8 = limits.int8GemmGOPs {
                     print(String(format: "int8 prompt GEMM 512×4096×1024: %.0f GOP/s = %.2f× the BLAS fp32 GEMM%@", i8, i8 / limits.gemmGFLOPs,
-                                 (int8Peak.map { String(format: ", %.0f%% of the int8 instruction peak", 100 * i8 / $0) } ?? "") as NSString))
+                                 (limits.int8PeakGOPs.map { String(format: ", %.0f%% of the int8 instruction peak", 100 * i8 / $0) } ?? "") as NSString))
                 }
                 if let i8 = limits.int8GemmGOPs {
                     for (format, gops) in limits.blockGemmGOPs {
@@ -402,11 +398,11 @@ struct BenchCommand: ParsableCommand {
                         print(String(format: "%@ %d→%d: prompt pass %.0f GOP at %.0f GOP/s = %.0f%% of the measured %@ GEMM rate%@ (%.0f%% of BLAS fp32's)",
                                      r.model as NSString, r.inputTokens, r.outputTokens, r.prefillFLOPs / 1e9, r.prefillGFLOPs,
                                      100 * r.prefillGFLOPs / g, gemmName as NSString,
-                                     (int8Peak.map { String(format: ", %.0f%% of the int8 instruction peak", 100 * r.prefillGFLOPs / $0) } ?? "") as NSString,
+                                     (limits.int8PeakGOPs.map { String(format: ", %.0f%% of the int8 instruction peak", 100 * r.prefillGFLOPs / $0) } ?? "") as NSString,
                                      100 * r.prefillGFLOPs / limits.gemmGFLOPs))
                     } else {
                         // bf16-only prompt passes on the opt-in AVX512-BF16 GEMM: set against the vdpbf16ps peak too
-                        let bf16Tile = prompts == .decode && r.decodeWeights == "bf16" && Backend.bf16PromptGEMM && Backend.bf16GEMMPath == "avx512bf16"
+                        let bf16Tile = prompts == .decode && r.decodeWeights == "bf16" && Backend.bf16PromptGEMMRuns
                         let bf16Part = bf16Tile ? (limits.bf16PeakGFLOPs.map { String(format: ", %.0f%% of the vdpbf16ps peak", 100 * r.prefillGFLOPs / $0) } ?? "") : ""
                         print(String(format: "%@ %d→%d: prompt pass %.0f GFLOP at %.0f GFLOP/s = %.0f%% of the measured BLAS GEMM rate, %.0f%% of the FMA peak%@",
                                      r.model as NSString, r.inputTokens, r.outputTokens, r.prefillFLOPs / 1e9, r.prefillGFLOPs,

@@ -109,7 +109,8 @@ public enum KernelBench {
         return blocks(decodeFormat) ?? .int8
     }
 
-    /// `blockPromptFormats`: the block formats (Q8_0, Q4_0, Q4_1) int8 prompt passes run on, each GEMM measured.
+    /// `blockPromptFormats`: the formats int8 prompt passes run on; the GEMM of each block format among them (Q8_0,
+    /// Q4_0, Q4_1) is measured once.
     public static func run(formats: [WeightFormat] = [], int8Prompts: Bool = false, blockPromptFormats: [WeightFormat] = []) -> Figures {
         // read ceiling: 512 MiB, touched first
         let n = 128 << 20
@@ -152,7 +153,11 @@ public enum KernelBench {
         f.bf16PeakGFLOPs = bf16peak > 0 ? bf16peak : nil
         f.gemvFormatGBps = formats.map { ($0, gemvGBps($0)) }
         if int8Prompts { f.int8GemmGOPs = int8GemmGOPs() }
-        f.blockGemmGOPs = blockPromptFormats.filter { $0.hasInt8PromptGEMM && $0 != .int8 }.map { ($0, int8GemmGOPs(format: $0)) }
+        var blocks: [WeightFormat] = []
+        for format in blockPromptFormats where format.hasInt8PromptGEMM && format != .int8 && !blocks.contains(format) {
+            blocks.append(format)
+        }
+        f.blockGemmGOPs = blocks.map { ($0, int8GemmGOPs(format: $0)) }
         return f
     }
 }

@@ -145,4 +145,6 @@ public enum Backend {
     nonisolated(unsafe) public static var bf16PromptGEMM = ProcessInfo.processInfo.environment["ENCORE_BF16_PROMPT_GEMM"] == "1"
     /// "avx512bf16" where ``bf16PromptGEMM`` would run the vdpbf16ps tile, else "scalar".
     public static var bf16GEMMPath: String { String(cString: ek_gemm_bf16_path()) }
+    /// Whether bf16-only prompt passes run the vdpbf16ps GEMM now: opted in, and the CPU (under the ISA cap) has it.
+    public static var bf16PromptGEMMRuns: Bool { bf16PromptGEMM && bf16GEMMPath == "avx512bf16" }
 }

@@ -283,7 +283,7 @@ extension Ops {
     /// fp32 for BLAS: when ``Backend/bf16PromptGEMM`` is on and the CPU runs the AVX512-BF16 tile (checked on every
     /// call, so an ISA cap set later is honoured), or when tests force it (the plain path, on any CPU).
     static var bf16PromptGEMM: Bool {
-        forceBF16PromptGEMM || (Backend.bf16PromptGEMM && String(cString: ek_gemm_bf16_path()) == "avx512bf16")
+        forceBF16PromptGEMM || Backend.bf16PromptGEMMRuns
     }
     /// Tests: run bf16 prompt passes through `ek_gemm_bf16` whatever the CPU (its plain path without AVX512-BF16).
     nonisolated(unsafe) static var forceBF16PromptGEMM = false
