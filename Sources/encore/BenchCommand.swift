@@ -141,6 +141,9 @@ struct BenchCommand: ParsableCommand {
         if formats.isEmpty || formats.count != decodeWeights.split(separator: ",").count {
             throw ValidationError("--decode-weights: expected f32, bf16, int8, q8_0, q4_0 or q4_1, comma separated (got '\(decodeWeights)')")
         }
+        if let twice = formats.first(where: { f in formats.filter { $0 == f }.count > 1 }) {
+            throw ValidationError("--decode-weights: \(twice.rawValue) is listed more than once (got '\(decodeWeights)')")
+        }
         if qualityTokens < 0 { throw ValidationError("--quality-tokens must be >= 0") }
         try RuntimeOptions.checkPromptWeights(promptWeights)
         try RuntimeOptions.checkEncoderWeights(encoderWeights)

@@ -55,6 +55,12 @@ final class BenchCLITests: XCTestCase {
         XCTAssertNotEqual(unknown.status, 0)
         XCTAssertTrue(unknown.stderr.contains("unknown model 'gpt'"), unknown.stderr)
 
+        // a format listed twice (also through an alias) is refused, not measured twice (it crashed building the JSON)
+        let twice = runCLI(["bench", "--model", fixture("tiny_llama/f32.gguf"), "--decode-weights", "f32,q8_0,fp32",
+                            "--input-tokens", "4", "--output-tokens", "2", "--reps", "1", "--no-limits"])
+        XCTAssertNotEqual(twice.status, 0)
+        XCTAssertTrue(twice.stderr.contains("f32 is listed more than once"), twice.stderr)
+
         let wrongType = runCLI(["bench", "--model", fixture("tiny_llama/f32.gguf"), "--models", "mu_decoder,llama",
                                 "--input-tokens", "4", "--output-tokens", "2", "--reps", "1", "--no-limits"])
         XCTAssertNotEqual(wrongType.status, 0, "'llama' is not a --models name (use 'model')")
