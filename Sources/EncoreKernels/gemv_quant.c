@@ -713,84 +713,100 @@ ATTR static inline __m256i x8_s8_##SUFFIX(const uint8_t *wq, const int8_t *xq) {
     __m256i xv_ = _mm256_load_si256((const __m256i *)xq), wv_ = _mm256_loadu_si256((const __m256i *)wq);       \
     return DOT(_mm256_sign_epi8(wv_, wv_), _mm256_sign_epi8(xv_, wv_)); /* |w| unsigned: exact for −128 */    \
 }                                                                                                              \
+/* One group of up to 8 blocks (from block b0) of row wr against activation row (xq, xd, xc): into *acc, *corr */ \
+ATTR static inline __attribute__((always_inline)) void x8_group_##SUFFIX(const uint8_t *wr, long b0, long nb, const int8_t *xq, \
+        const float *xd, const float *xc, const int fmt, __m256 *acc, __m256 *corr) {                          \
+    const __m256i m4 = _mm256_set1_epi8(0x0F), order = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);              \
+    const long B = block_bytes(fmt), h = header_bytes(fmt);                                                    \
+    const uint8_t *grp = wr + b0 * B;                                                                          \
+    const long g = nb - b0 < 8 ? nb - b0 : 8;                                                                  \
+    const uint8_t *q = grp + h * g;                                                                            \
+    const int8_t *xg = xq + b0 * 32;                                                                           \
+    if (EQ_PF) { _mm_prefetch((const char *)grp + EQ_PF, _MM_HINT_T0);                                         \
+        _mm_prefetch((const char *)grp + EQ_PF + 64, _MM_HINT_T0);                                             \
+        _mm_prefetch((const char *)grp + EQ_PF + 128, _MM_HINT_T0);                                            \
+        if (B * 8 > 192) _mm_prefetch((const char *)grp + EQ_PF + 192, _MM_HINT_T0); }                         \
+    __m256 dw, xdv, xcv, mw = _mm256_setzero_ps();                                                             \
+    __m256i p0, p1, p2, p3, p4 = _mm256_setzero_si256(), p5 = p4, p6 = p4, p7 = p4;                            \
+    if (g == 8) {                                                                                              \
+        dw = fmt == EK_WF_INT8 ? _mm256_set1_ps(1.0f) : _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)grp)); \
+        if (h == 4) mw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(grp + 16)));                        \
+        xdv = _mm256_loadu_ps(xd + b0); xcv = _mm256_loadu_ps(xc + b0);                                        \
+        if (fmt == EK_WF_Q8_0 || fmt == EK_WF_INT8) {                                                          \
+            p0 = x8_s8_##SUFFIX(q, xg); p1 = x8_s8_##SUFFIX(q + 32, xg + 32);                                  \
+            p2 = x8_s8_##SUFFIX(q + 64, xg + 64); p3 = x8_s8_##SUFFIX(q + 96, xg + 96);                        \
+            p4 = x8_s8_##SUFFIX(q + 128, xg + 128); p5 = x8_s8_##SUFFIX(q + 160, xg + 160);                    \
+            p6 = x8_s8_##SUFFIX(q + 192, xg + 192); p7 = x8_s8_##SUFFIX(q + 224, xg + 224);                    \
+        } else {                                                                                               \
+            p0 = x8_pair_##SUFFIX(q, xg, m4); p1 = x8_pair_##SUFFIX(q + 32, xg + 64, m4);                      \
+            p2 = x8_pair_##SUFFIX(q + 64, xg + 128, m4); p3 = x8_pair_##SUFFIX(q + 96, xg + 192, m4);          \
+        }                                                                                                      \
+    } else {                     /* last group of a row: fewer blocks, zeros for the rest */                   \
+        /* lanes >= g masked to zero; the 16-byte header loads stay inside the group (g·B >= 2h + 16) */       \
+        const __m256i live_ = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)g),                                    \
+                                                 _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));                   \
+        const __m256 livef_ = _mm256_castsi256_ps(live_);                                                      \
+        dw = fmt == EK_WF_INT8 ? _mm256_and_ps(_mm256_set1_ps(1.0f), livef_)                                   \
+                               : _mm256_and_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)grp)), livef_); \
+        if (h == 4) mw = _mm256_and_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(grp + 2 * g))), livef_); \
+        xdv = _mm256_maskload_ps(xd + b0, live_); xcv = _mm256_maskload_ps(xc + b0, live_);                    \
+        __m256i p_[8];                                                                                         \
+        for (int j = 0; j < 8; j++) p_[j] = _mm256_setzero_si256();                                            \
+        if (fmt == EK_WF_Q8_0 || fmt == EK_WF_INT8) {                                                          \
+            for (long j = 0; j < g; j++) p_[j] = x8_s8_##SUFFIX(q + 32 * j, xg + 32 * j);                      \
+        } else {                                                                                               \
+            long j = 0;                                                                                        \
+            for (; j + 2 <= g; j += 2) p_[j / 2] = x8_pair_##SUFFIX(q + 16 * j, xg + 32 * j, m4);              \
+            if (j < g) {         /* odd last block, activations in plain order */                              \
+                __m128i r_ = _mm_loadu_si128((const __m128i *)(q + 16 * j));                                   \
+                __m256i u_ = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(r_, 4), r_), m4);                \
+                __m256i s_ = DOT(u_, _mm256_load_si256((const __m256i *)(xg + 32 * j)));                       \
+                __m128i l_ = _mm_add_epi32(_mm256_castsi256_si128(s_), _mm256_extracti128_si256(s_, 1));       \
+                p_[j / 2] = _mm256_zextsi128_si256(l_);                                                        \
+            }                                                                                                  \
+        }                                                                                                      \
+        p0 = p_[0]; p1 = p_[1]; p2 = p_[2]; p3 = p_[3]; p4 = p_[4]; p5 = p_[5]; p6 = p_[6]; p7 = p_[7];        \
+    }                                                                                                          \
+    __m256 sc = _mm256_mul_ps(dw, xdv);                                                                        \
+    __m256i t;                                                                                                 \
+    if (fmt == EK_WF_Q8_0 || fmt == EK_WF_INT8) {                                                              \
+        __m256i u_ = _mm256_hadd_epi32(_mm256_hadd_epi32(p0, p1), _mm256_hadd_epi32(p2, p3));                  \
+        __m256i v_ = _mm256_hadd_epi32(_mm256_hadd_epi32(p4, p5), _mm256_hadd_epi32(p6, p7));                  \
+        t = _mm256_add_epi32(_mm256_permute2x128_si256(u_, v_, 0x20), _mm256_permute2x128_si256(u_, v_, 0x31)); \
+    } else {             /* blocks in lanes [0 2 4 6 | 1 3 5 7] */                                             \
+        t = _mm256_hadd_epi32(_mm256_hadd_epi32(p0, p1), _mm256_hadd_epi32(p2, p3));                           \
+        sc = _mm256_permutevar8x32_ps(sc, order);                                                              \
+        if (fmt == EK_WF_Q4_0) *corr = _mm256_fnmadd_ps(dw, xcv, *corr);                                       \
+        else *corr = _mm256_fmadd_ps(mw, xcv, *corr);                                                          \
+    }                                                                                                          \
+    *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(t), sc, *acc);                                                   \
+}                                                                                                              \
+/* Rows [r0, r1): four rows from the four quarters of the range side by side, group by group (four weight streams \
+ * in flight per thread read DRAM faster than one), the rows left over one at a time; each row's float is the same \
+ * whichever loop computed it. */                                                                              \
 ATTR static inline __attribute__((always_inline)) void x8_body_##SUFFIX(const qctx *c, long r0, long r1, const int fmt) { \
-    const __m256i m4 = _mm256_set1_epi8(0x0F), order = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);             \
-    const long nb = c->nb, B = block_bytes(fmt), h = header_bytes(fmt);                                        \
-    for (long r = r0; r < r1; r++) {                                                                           \
-        const uint8_t *wr = c->w + r * c->row_bytes;                                                           \
-        float bias = c->bias ? c->bias[r] : 0.0f;                                                              \
+    const long nb = c->nb, quarter = (r1 - r0) / 4;                                                            \
+    for (long t = 0; t < quarter + (r1 - r0 - 4 * quarter); t++) {                                             \
+        const int lanes = t < quarter ? 4 : 1;                                                                 \
+        long rows[4];                                                                                          \
+        for (int u = 0; u < 4; u++) rows[u] = t < quarter ? r0 + u * quarter + t : r0 + 3 * quarter + t;       \
         for (long i = 0; i < c->m; i++) {                                                                      \
             const int8_t *xq = c->xq + i * nb * 32;                                                            \
             const float *xd = c->xd + i * nb, *xc = c->xc + i * nb;                                            \
-            __m256 acc = _mm256_setzero_ps(), corr = _mm256_setzero_ps();                                      \
+            __m256 acc[4], corr[4];                                                                            \
+            for (int u = 0; u < 4; u++) acc[u] = corr[u] = _mm256_setzero_ps();                                \
             for (long b0 = 0; b0 < nb; b0 += 8) {                                                              \
-                const uint8_t *grp = wr + b0 * B;                                                              \
-                const long g = nb - b0 < 8 ? nb - b0 : 8;                                                      \
-                const uint8_t *q = grp + h * g;                                                                \
-                const int8_t *xg = xq + b0 * 32;                                                               \
-                if (EQ_PF) { _mm_prefetch((const char *)grp + EQ_PF, _MM_HINT_T0);                              \
-                    _mm_prefetch((const char *)grp + EQ_PF + 64, _MM_HINT_T0);                                 \
-                    _mm_prefetch((const char *)grp + EQ_PF + 128, _MM_HINT_T0);                                \
-                    if (B * 8 > 192) _mm_prefetch((const char *)grp + EQ_PF + 192, _MM_HINT_T0); }             \
-                __m256 dw, xdv, xcv, mw = _mm256_setzero_ps();                                                 \
-                __m256i p0, p1, p2, p3, p4 = _mm256_setzero_si256(), p5 = p4, p6 = p4, p7 = p4;               \
-                if (g == 8) {                                                                                  \
-                    dw = fmt == EK_WF_INT8 ? _mm256_set1_ps(1.0f) : _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)grp)); \
-                    if (h == 4) mw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(grp + 16)));            \
-                    xdv = _mm256_loadu_ps(xd + b0); xcv = _mm256_loadu_ps(xc + b0);                            \
-                    if (fmt == EK_WF_Q8_0 || fmt == EK_WF_INT8) {                                              \
-                        p0 = x8_s8_##SUFFIX(q, xg); p1 = x8_s8_##SUFFIX(q + 32, xg + 32);                       \
-                        p2 = x8_s8_##SUFFIX(q + 64, xg + 64); p3 = x8_s8_##SUFFIX(q + 96, xg + 96);             \
-                        p4 = x8_s8_##SUFFIX(q + 128, xg + 128); p5 = x8_s8_##SUFFIX(q + 160, xg + 160);         \
-                        p6 = x8_s8_##SUFFIX(q + 192, xg + 192); p7 = x8_s8_##SUFFIX(q + 224, xg + 224);         \
-                    } else {                                                                                   \
-                        p0 = x8_pair_##SUFFIX(q, xg, m4); p1 = x8_pair_##SUFFIX(q + 32, xg + 64, m4);          \
-                        p2 = x8_pair_##SUFFIX(q + 64, xg + 128, m4); p3 = x8_pair_##SUFFIX(q + 96, xg + 192, m4); \
-                    }                                                                                          \
-                } else {                     /* last group of a row: fewer blocks, zeros for the rest */       \
-                    /* lanes >= g masked to zero; the 16-byte header loads stay inside the group (g·B >= 2h + 16) */ \
-                    const __m256i live_ = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)g),                        \
-                                                             _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));       \
-                    const __m256 livef_ = _mm256_castsi256_ps(live_);                                          \
-                    dw = fmt == EK_WF_INT8 ? _mm256_and_ps(_mm256_set1_ps(1.0f), livef_)                       \
-                                           : _mm256_and_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)grp)), livef_); \
-                    if (h == 4) mw = _mm256_and_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(grp + 2 * g))), livef_); \
-                    xdv = _mm256_maskload_ps(xd + b0, live_); xcv = _mm256_maskload_ps(xc + b0, live_);        \
-                    __m256i p_[8];                                                                             \
-                    for (int j = 0; j < 8; j++) p_[j] = _mm256_setzero_si256();                                \
-                    if (fmt == EK_WF_Q8_0 || fmt == EK_WF_INT8) {                                              \
-                        for (long j = 0; j < g; j++) p_[j] = x8_s8_##SUFFIX(q + 32 * j, xg + 32 * j);          \
-                    } else {                                                                                   \
-                        long j = 0;                                                                            \
-                        for (; j + 2 <= g; j += 2) p_[j / 2] = x8_pair_##SUFFIX(q + 16 * j, xg + 32 * j, m4);  \
-                        if (j < g) {         /* odd last block, activations in plain order */                  \
-                            __m128i r_ = _mm_loadu_si128((const __m128i *)(q + 16 * j));                       \
-                            __m256i u_ = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(r_, 4), r_), m4);    \
-                            __m256i s_ = DOT(u_, _mm256_load_si256((const __m256i *)(xg + 32 * j)));           \
-                            __m128i l_ = _mm_add_epi32(_mm256_castsi256_si128(s_), _mm256_extracti128_si256(s_, 1)); \
-                            p_[j / 2] = _mm256_zextsi128_si256(l_);                                            \
-                        }                                                                                      \
-                    }                                                                                          \
-                    p0 = p_[0]; p1 = p_[1]; p2 = p_[2]; p3 = p_[3]; p4 = p_[4]; p5 = p_[5]; p6 = p_[6]; p7 = p_[7]; \
-                }                                                                                              \
-                __m256 sc = _mm256_mul_ps(dw, xdv);                                                            \
-                __m256i t;                                                                                     \
-                if (fmt == EK_WF_Q8_0 || fmt == EK_WF_INT8) {                                                  \
-                    __m256i u_ = _mm256_hadd_epi32(_mm256_hadd_epi32(p0, p1), _mm256_hadd_epi32(p2, p3));      \
-                    __m256i v_ = _mm256_hadd_epi32(_mm256_hadd_epi32(p4, p5), _mm256_hadd_epi32(p6, p7));      \
-                    t = _mm256_add_epi32(_mm256_permute2x128_si256(u_, v_, 0x20), _mm256_permute2x128_si256(u_, v_, 0x31)); \
-                } else {             /* blocks in lanes [0 2 4 6 | 1 3 5 7] */                                 \
-                    t = _mm256_hadd_epi32(_mm256_hadd_epi32(p0, p1), _mm256_hadd_epi32(p2, p3));               \
-                    sc = _mm256_permutevar8x32_ps(sc, order);                                                  \
-                    if (fmt == EK_WF_Q4_0) corr = _mm256_fnmadd_ps(dw, xcv, corr);                             \
-                    else corr = _mm256_fmadd_ps(mw, xcv, corr);                                                \
-                }                                                                                              \
-                acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(t), sc, acc);                                         \
+                if (lanes == 4)                                                                                \
+                    for (int u = 0; u < 4; u++)                                                                \
+                        x8_group_##SUFFIX(c->w + rows[u] * c->row_bytes, b0, nb, xq, xd, xc, fmt, &acc[u], &corr[u]); \
+                else x8_group_##SUFFIX(c->w + rows[0] * c->row_bytes, b0, nb, xq, xd, xc, fmt, &acc[0], &corr[0]); \
             }                                                                                                  \
-            float s;                                                                                           \
-            EQ_HSUM256(_mm256_add_ps(acc, corr), s);                                                           \
-            if (fmt == EK_WF_INT8) s *= c->wscale[r];                                                          \
-            c->y[i * c->n + r] = s + bias;                                                                     \
+            for (int u = 0; u < lanes; u++) {                                                                  \
+                float s;                                                                                       \
+                EQ_HSUM256(_mm256_add_ps(acc[u], corr[u]), s);                                                 \
+                if (fmt == EK_WF_INT8) s *= c->wscale[rows[u]];                                                \
+                c->y[i * c->n + rows[u]] = s + (c->bias ? c->bias[rows[u]] : 0.0f);                            \
+            }                                                                                                  \
         }                                                                                                      \
     }                                                                                                          \
 }                                                                                                              \
@@ -823,81 +839,112 @@ EQ_AVX2 static inline __m256 bf16x8(const uint16_t *p) {
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16));
 }
 
-EQ_AVX2 static void rows_bf16_avx2(const qctx *c, long r0, long r1) {
-    const long k = c->k;
-    for (long r = r0; r < r1; r++) {
-        const uint16_t *wr = (const uint16_t *)c->w + r * k;
-        float bias = c->bias ? c->bias[r] : 0.0f;
-        for (long i = 0; i < c->m; i++) {
-            const float *xr = c->x + i * k;
-            __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
-            long j = 0;
-            for (; j + 32 <= k; j += 32) {
-                a0 = _mm256_fmadd_ps(bf16x8(wr + j), _mm256_loadu_ps(xr + j), a0);
-                a1 = _mm256_fmadd_ps(bf16x8(wr + j + 8), _mm256_loadu_ps(xr + j + 8), a1);
-                a2 = _mm256_fmadd_ps(bf16x8(wr + j + 16), _mm256_loadu_ps(xr + j + 16), a2);
-                a3 = _mm256_fmadd_ps(bf16x8(wr + j + 24), _mm256_loadu_ps(xr + j + 24), a3);
-            }
-            for (; j + 8 <= k; j += 8) a0 = _mm256_fmadd_ps(bf16x8(wr + j), _mm256_loadu_ps(xr + j), a0);
-            float s;
-            EQ_HSUM256(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)), s);
-            for (; j < k; j++) s += bf16f(wr[j]) * xr[j];
-            c->y[i * c->n + r] = s + bias;
+/* bf16 rows. Each path's dots function sums nr (1 or 4, constant after inlining) rows against one x row with the
+ * same per-row operations, so a row's float does not depend on how many rows were computed beside it. */
+
+/* AVX2: weights widened to fp32, two accumulators over 16-element steps, an 8-element step, the scalar tail */
+EQ_AVX2 static inline __attribute__((always_inline)) void bf16_dots_avx2(const uint16_t *const *w, const int nr,
+                                                                         const float *xr, long k, float *s) {
+    __m256 a[4][2];
+    for (int t = 0; t < nr; t++) a[t][0] = a[t][1] = _mm256_setzero_ps();
+    long j = 0;
+    for (; j + 16 <= k; j += 16) {
+        __m256 x0 = _mm256_loadu_ps(xr + j), x1 = _mm256_loadu_ps(xr + j + 8);
+        for (int t = 0; t < nr; t++) {
+            a[t][0] = _mm256_fmadd_ps(bf16x8(w[t] + j), x0, a[t][0]);
+            a[t][1] = _mm256_fmadd_ps(bf16x8(w[t] + j + 8), x1, a[t][1]);
         }
+    }
+    long tail = j;
+    if (j + 8 <= k) {
+        __m256 x0 = _mm256_loadu_ps(xr + j);
+        for (int t = 0; t < nr; t++) a[t][0] = _mm256_fmadd_ps(bf16x8(w[t] + j), x0, a[t][0]);
+        tail = j + 8;
+    }
+    for (int t = 0; t < nr; t++) {
+        EQ_HSUM256(_mm256_add_ps(a[t][0], a[t][1]), s[t]);
+        for (long i = tail; i < k; i++) s[t] += bf16f(w[t][i]) * xr[i];
     }
 }
 
-/* bf16 widened (x fp32), AVX-512F */
+/* bf16 widened (x fp32), AVX-512F: two accumulators over 32-element steps, a 16-element step, the scalar tail */
 EQ_AVX512F static inline __m512 bf16x16(const uint16_t *p) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p)), 16));
 }
 
-EQ_AVX512F static void rows_bf16_avx512f(const qctx *c, long r0, long r1) {
-    const long k = c->k;
-    for (long r = r0; r < r1; r++) {
-        const uint16_t *wr = (const uint16_t *)c->w + r * k;
-        float bias = c->bias ? c->bias[r] : 0.0f;
-        for (long i = 0; i < c->m; i++) {
-            const float *xr = c->x + i * k;
-            __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
-            long j = 0;
-            for (; j + 32 <= k; j += 32) {
-                a0 = _mm512_fmadd_ps(bf16x16(wr + j), _mm512_loadu_ps(xr + j), a0);
-                a1 = _mm512_fmadd_ps(bf16x16(wr + j + 16), _mm512_loadu_ps(xr + j + 16), a1);
-            }
-            for (; j + 16 <= k; j += 16) a0 = _mm512_fmadd_ps(bf16x16(wr + j), _mm512_loadu_ps(xr + j), a0);
-            float s = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
-            for (; j < k; j++) s += bf16f(wr[j]) * xr[j];
-            c->y[i * c->n + r] = s + bias;
+EQ_AVX512F static inline __attribute__((always_inline)) void bf16_dots_avx512f(const uint16_t *const *w, const int nr,
+                                                                               const float *xr, long k, float *s) {
+    __m512 a[4][2];
+    for (int t = 0; t < nr; t++) a[t][0] = a[t][1] = _mm512_setzero_ps();
+    long j = 0;
+    for (; j + 32 <= k; j += 32) {
+        __m512 x0 = _mm512_loadu_ps(xr + j), x1 = _mm512_loadu_ps(xr + j + 16);
+        for (int t = 0; t < nr; t++) {
+            a[t][0] = _mm512_fmadd_ps(bf16x16(w[t] + j), x0, a[t][0]);
+            a[t][1] = _mm512_fmadd_ps(bf16x16(w[t] + j + 16), x1, a[t][1]);
         }
+    }
+    long tail = j;
+    if (j + 16 <= k) {
+        __m512 x0 = _mm512_loadu_ps(xr + j);
+        for (int t = 0; t < nr; t++) a[t][0] = _mm512_fmadd_ps(bf16x16(w[t] + j), x0, a[t][0]);
+        tail = j + 16;
+    }
+    for (int t = 0; t < nr; t++) {
+        s[t] = _mm512_reduce_add_ps(_mm512_add_ps(a[t][0], a[t][1]));
+        for (long i = tail; i < k; i++) s[t] += bf16f(w[t][i]) * xr[i];
     }
 }
 
-/* bf16 × bf16 pairs with vdpbf16ps (x rounded to bf16 once per call) */
-EQ_AVX512BF16 static void rows_bf16_avx512bf16(const qctx *c, long r0, long r1) {
-    const long k = c->k;
-    for (long r = r0; r < r1; r++) {
-        const uint16_t *wr = (const uint16_t *)c->w + r * k;
-        float bias = c->bias ? c->bias[r] : 0.0f;
-        for (long i = 0; i < c->m; i++) {
-            const uint16_t *xr = c->xb + i * k;
-            __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
-            long j = 0;
-            for (; j + 64 <= k; j += 64) {
-                a0 = _mm512_dpbf16_ps(a0, (__m512bh)_mm512_loadu_si512((const void *)(wr + j)),
-                                      (__m512bh)_mm512_loadu_si512((const void *)(xr + j)));
-                a1 = _mm512_dpbf16_ps(a1, (__m512bh)_mm512_loadu_si512((const void *)(wr + j + 32)),
-                                      (__m512bh)_mm512_loadu_si512((const void *)(xr + j + 32)));
-            }
-            for (; j + 32 <= k; j += 32)
-                a0 = _mm512_dpbf16_ps(a0, (__m512bh)_mm512_loadu_si512((const void *)(wr + j)),
-                                      (__m512bh)_mm512_loadu_si512((const void *)(xr + j)));
-            float s = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
-            for (; j < k; j++) s += bf16f(wr[j]) * bf16f(xr[j]);
-            c->y[i * c->n + r] = s + bias;
+/* bf16 × bf16 pairs with vdpbf16ps (x rounded to bf16 once per call): 64-element steps, a 32-element step, the tail */
+EQ_AVX512BF16 static inline __attribute__((always_inline)) void bf16_dots_avx512bf16(const uint16_t *const *w, const int nr,
+                                                                                     const uint16_t *xr, long k, float *s) {
+    __m512 a[4][2];
+    for (int t = 0; t < nr; t++) a[t][0] = a[t][1] = _mm512_setzero_ps();
+    long j = 0;
+    for (; j + 64 <= k; j += 64) {
+        __m512bh x0 = (__m512bh)_mm512_loadu_si512((const void *)(xr + j)), x1 = (__m512bh)_mm512_loadu_si512((const void *)(xr + j + 32));
+        for (int t = 0; t < nr; t++) {
+            a[t][0] = _mm512_dpbf16_ps(a[t][0], (__m512bh)_mm512_loadu_si512((const void *)(w[t] + j)), x0);
+            a[t][1] = _mm512_dpbf16_ps(a[t][1], (__m512bh)_mm512_loadu_si512((const void *)(w[t] + j + 32)), x1);
         }
     }
+    long tail = j;
+    if (j + 32 <= k) {
+        __m512bh x0 = (__m512bh)_mm512_loadu_si512((const void *)(xr + j));
+        for (int t = 0; t < nr; t++) a[t][0] = _mm512_dpbf16_ps(a[t][0], (__m512bh)_mm512_loadu_si512((const void *)(w[t] + j)), x0);
+        tail = j + 32;
+    }
+    for (int t = 0; t < nr; t++) {
+        s[t] = _mm512_reduce_add_ps(_mm512_add_ps(a[t][0], a[t][1]));
+        for (long i = tail; i < k; i++) s[t] += bf16f(w[t][i]) * bf16f(xr[i]);
+    }
 }
+
+/* Rows [r0, r1) of a bf16 call: four rows from the four quarters of the range side by side (four weight streams in
+ * flight per thread read DRAM faster than one: bench/micro/gemv_cold.c), the rows left over one at a time. */
+#define EQ_DEFINE_BF16_ROWS(SUFFIX, ATTR, X)                                                                   \
+ATTR static void rows_bf16_##SUFFIX(const qctx *c, long r0, long r1) {                                         \
+    const long k = c->k, quarter = (r1 - r0) / 4;                                                              \
+    for (long t = 0; t < quarter + (r1 - r0 - 4 * quarter); t++) {                                             \
+        long rows[4];                                                                                          \
+        const uint16_t *w[4];                                                                                  \
+        for (int u = 0; u < 4; u++) {                                                                          \
+            rows[u] = t < quarter ? r0 + u * quarter + t : r0 + 3 * quarter + t;                               \
+            w[u] = (const uint16_t *)c->w + rows[u] * k;                                                       \
+        }                                                                                                      \
+        const int nr = t < quarter ? 4 : 1;                                                                    \
+        for (long i = 0; i < c->m; i++) {                                                                      \
+            float s[4];                                                                                        \
+            if (nr == 4) bf16_dots_##SUFFIX(w, 4, (X) + i * k, k, s);                                          \
+            else bf16_dots_##SUFFIX(w, 1, (X) + i * k, k, s);                                                  \
+            for (int u = 0; u < nr; u++) c->y[i * c->n + rows[u]] = s[u] + (c->bias ? c->bias[rows[u]] : 0.0f); \
+        }                                                                                                      \
+    }                                                                                                          \
+}
+EQ_DEFINE_BF16_ROWS(avx2, EQ_AVX2, c->x)
+EQ_DEFINE_BF16_ROWS(avx512f, EQ_AVX512F, c->x)
+EQ_DEFINE_BF16_ROWS(avx512bf16, EQ_AVX512BF16, c->xb)
 #endif /* EQ_X86 */
 
 /* int8 rows through the x8 kernels (their 8 blocks' int32 sums scaled by one vector, no per-block float work);

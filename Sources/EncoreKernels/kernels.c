@@ -1044,15 +1044,64 @@ typedef struct { const float *w, *x, *bias; float *y; long m, n, k; } gemv_ctx;
 
 #if EK_X86
 /* rows [r0, r1): each weight row is read once and dotted with the m inputs */
+/* One fp32 weight row against x for the GEMV: two accumulators over 16-element steps, an 8-element step, the
+ * scalar tail (gemv_dot4_avx2 sums each of its rows in exactly this order). */
+EK_AVX2 static float gemv_dot_avx2(const float *wr, const float *x, long k) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    long j = 0;
+    for (; j + 16 <= k; j += 16) {
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(wr + j), _mm256_loadu_ps(x + j), a0);
+        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(wr + j + 8), _mm256_loadu_ps(x + j + 8), a1);
+    }
+    if (j + 8 <= k) { a0 = _mm256_fmadd_ps(_mm256_loadu_ps(wr + j), _mm256_loadu_ps(x + j), a0); j += 8; }
+    float s = hsum256(_mm256_add_ps(a0, a1));
+    for (; j < k; j++) s += wr[j] * x[j];
+    return s;
+}
+
+/* Four weight rows against x at once (four memory streams in flight), each summed as gemv_dot_avx2 sums it. */
+EK_AVX2 static void gemv_dot4_avx2(const float *const w[4], const float *x, long k, float s[4]) {
+    __m256 a[4][2];
+    for (int t = 0; t < 4; t++) a[t][0] = a[t][1] = _mm256_setzero_ps();
+    long j = 0;
+    for (; j + 16 <= k; j += 16) {
+        __m256 x0 = _mm256_loadu_ps(x + j), x1 = _mm256_loadu_ps(x + j + 8);
+        for (int t = 0; t < 4; t++) {
+            a[t][0] = _mm256_fmadd_ps(_mm256_loadu_ps(w[t] + j), x0, a[t][0]);
+            a[t][1] = _mm256_fmadd_ps(_mm256_loadu_ps(w[t] + j + 8), x1, a[t][1]);
+        }
+    }
+    long tail = j;
+    if (j + 8 <= k) {
+        __m256 x0 = _mm256_loadu_ps(x + j);
+        for (int t = 0; t < 4; t++) a[t][0] = _mm256_fmadd_ps(_mm256_loadu_ps(w[t] + j), x0, a[t][0]);
+        tail = j + 8;
+    }
+    for (int t = 0; t < 4; t++) {
+        s[t] = hsum256(_mm256_add_ps(a[t][0], a[t][1]));
+        for (long i = tail; i < k; i++) s[t] += w[t][i] * x[i];
+    }
+}
+
+/* One input (decode): rows [r0, r1) in four quarters walked side by side. Four weight streams in flight per thread
+ * read DRAM faster than one (bench/micro/gemv_cold.c); the rows left over go one at a time, to the same floats. */
+EK_AVX2 static void gemv_rows1_avx2(const gemv_ctx *c, long r0, long r1) {
+    const long k = c->k, quarter = (r1 - r0) / 4;
+    for (long t = 0; t < quarter; t++) {
+        long rows[4] = { r0 + t, r0 + quarter + t, r0 + 2 * quarter + t, r0 + 3 * quarter + t };
+        const float *w[4] = { c->w + rows[0] * k, c->w + rows[1] * k, c->w + rows[2] * k, c->w + rows[3] * k };
+        float s[4];
+        gemv_dot4_avx2(w, c->x, k, s);
+        for (int u = 0; u < 4; u++) c->y[rows[u]] = s[u] + (c->bias ? c->bias[rows[u]] : 0.0f);
+    }
+    for (long r = r0 + 4 * quarter; r < r1; r++) c->y[r] = gemv_dot_avx2(c->w + r * k, c->x, k) + (c->bias ? c->bias[r] : 0.0f);
+}
+
 EK_AVX2 static void gemv_rows_avx2(const gemv_ctx *c, long r0, long r1) {
     const long k = c->k;
+    if (c->m == 1) { gemv_rows1_avx2(c, r0, r1); return; }
     for (long r = r0; r < r1; r++) {
         const float *wr = c->w + r * k;
-        if (c->m == 1) {
-            float s = dot_avx2(wr, c->x, k);
-            c->y[r] = s + (c->bias ? c->bias[r] : 0.0f);
-            continue;
-        }
         for (long i0 = 0; i0 < c->m; i0 += 4) {
             long mm = c->m - i0 < 4 ? c->m - i0 : 4;
             __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
