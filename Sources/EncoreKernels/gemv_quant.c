@@ -455,85 +455,100 @@ static float row_dot_k_scalar(const qctx *c, long r, long i) {
 /* AVX2: unsigned values (Q6_K: q+32, corrected with 32·bsums) × int8 activations with vpmaddubsw (|sum of a
  * pair| ≤ 63·127·2 < 2^15), then vpmaddwd by the sub-block scales into exact int32 sums; one fp32 FMA per
  * super-block. The minima (Q4_K/Q5_K) and the Q6_K offset: vpmaddwd of the 16 bsums by the matching scales. */
-EQ_AVX2 static void rows_k_avx2(const qctx *c, long r0, long r1) {
-    const long nb = c->k / 256, bb = kq_block_bytes(c->format);
+/* Super-block b of row wr against activation row (xq, xd, bs): into *acc (and *accm, the minima). */
+EQ_AVX2 static inline __attribute__((always_inline)) void k_block_avx2(const qctx *c, const uint8_t *wr, long b, const int8_t *xq,
+                                                                       const float *xd, const int16_t *bs, __m256 *acc, __m256 *accm) {
+    const long bb = kq_block_bytes(c->format);
     const __m256i m4 = _mm256_set1_epi8(0x0F), m3 = _mm256_set1_epi8(0x03), one = _mm256_set1_epi8(1);
-    for (long r = r0; r < r1; r++) {
-        const uint8_t *wr = c->w + r * c->row_bytes;
-        float bias = c->bias ? c->bias[r] : 0.0f;
+    const uint8_t *x = wr + b * bb;
+    const int8_t *q8 = xq + b * 256;
+    if (EQ_KPF) {                /* the lines of the super-block EQ_KPF bytes ahead */
+        _mm_prefetch((const char *)x + EQ_KPF, _MM_HINT_T0);
+        _mm_prefetch((const char *)x + EQ_KPF + 64, _MM_HINT_T0);
+        _mm_prefetch((const char *)x + EQ_KPF + 128, _MM_HINT_T0);
+        if (bb > 192) _mm_prefetch((const char *)x + EQ_KPF + 192, _MM_HINT_T0);
+    }
+    const __m256i bsv = _mm256_loadu_si256((const __m256i *)(bs + b * 16));
+    __m256i sumi = _mm256_setzero_si256();
+    if (c->format == EK_WF_Q6_K) {
+        const int8_t *sc = (const int8_t *)(x + 192);
+        const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)sc));   /* 16 scales */
+        const uint8_t *ql = x, *qh = x + 128;
+        for (int half = 0; half < 2; half++, ql += 64, qh += 32) {
+            __m256i l0 = _mm256_loadu_si256((const __m256i *)ql), l1 = _mm256_loadu_si256((const __m256i *)(ql + 32));
+            __m256i h = _mm256_loadu_si256((const __m256i *)qh);
+            __m256i v[4];
+            v[0] = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16(_mm256_and_si256(h, m3), 4));
+            v[1] = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 2), m3), 4));
+            v[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 4), m3), 4));
+            v[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 6), m3), 4));
+            for (int qq = 0; qq < 4; qq++) {
+                __m256i p = _mm256_maddubs_epi16(v[qq], _mm256_loadu_si256((const __m256i *)(q8 + 128 * half + 32 * qq)));
+                int j = 8 * half + 2 * qq;         /* scales j (values 0..15) and j+1 (16..31) */
+                __m256i s = _mm256_set_m128i(_mm_set1_epi16((short)sc[j + 1]), _mm_set1_epi16((short)sc[j]));
+                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, s));
+            }
+        }
+        /* − 32 Σ_j sc_j bsums_j */
+        sumi = _mm256_sub_epi32(sumi, _mm256_slli_epi32(_mm256_madd_epi16(bsv, sc16), 5));
+        *acc = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(rd16(x + 208)) * xd[b]), _mm256_cvtepi32_ps(sumi), *acc);
+    } else {
+        /* the 8 6-bit scales to bytes 0..7 and minima to bytes 8..15 of u (kq_scale_min, 4 words at once) */
+        uint32_t u[4];
+        memcpy(u, x + 4, 12);
+        u[3] = ((u[2] >> 4) & 0x0f0f0f0f) | (((u[1] >> 6) & 0x03030303) << 4);
+        const uint32_t mins_lo = u[1] & 0x3f3f3f3f;
+        u[1] = (u[2] & 0x0f0f0f0f) | (((u[0] >> 6) & 0x03030303) << 4);
+        u[2] = mins_lo;
+        u[0] &= 0x3f3f3f3f;
+        const uint8_t *sc = (const uint8_t *)u;
+        const uint8_t *q4 = c->format == EK_WF_Q5_K ? x + 48 : x + 16;
+        __m256i hb = c->format == EK_WF_Q5_K ? _mm256_loadu_si256((const __m256i *)(x + 16)) : _mm256_setzero_si256();
+        for (int j = 0; j < 4; j++) {
+            __m256i v = _mm256_loadu_si256((const __m256i *)(q4 + 32 * j));
+            __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+            if (c->format == EK_WF_Q5_K) {
+                lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(hb, one), 4));
+                hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 1), one), 4));
+                hb = _mm256_srli_epi16(hb, 2);
+            }
+            __m256i plo = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)(q8 + 64 * j)));
+            __m256i phi = _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(q8 + 64 * j + 32)));
+            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(_mm256_madd_epi16(plo, _mm256_set1_epi16((short)sc[2 * j])),
+                                                           _mm256_madd_epi16(phi, _mm256_set1_epi16((short)sc[2 * j + 1]))));
+        }
+        /* minima: Σ_j m_j (bsums_2j + bsums_2j+1) */
+        __m256i pairs = _mm256_madd_epi16(bsv, _mm256_set1_epi16(1));
+        __m256i mv = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(sc + 8)));
+        *acc = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(rd16(x)) * xd[b]), _mm256_cvtepi32_ps(sumi), *acc);
+        *accm = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(rd16(x + 2)) * xd[b]), _mm256_cvtepi32_ps(_mm256_mullo_epi32(pairs, mv)), *accm);
+    }
+}
+
+/* Rows [r0, r1): four rows from the four quarters of the range side by side, super-block by super-block (four
+ * weight streams in flight per thread), the rows left over one at a time; each row's float is the same either way. */
+EQ_AVX2 static void rows_k_avx2(const qctx *c, long r0, long r1) {
+    const long nb = c->k / 256, quarter = (r1 - r0) / 4;
+    for (long t = 0; t < quarter + (r1 - r0 - 4 * quarter); t++) {
+        const int nr = t < quarter ? 4 : 1;
+        long rows[4];
+        for (int u = 0; u < 4; u++) rows[u] = t < quarter ? r0 + u * quarter + t : r0 + 3 * quarter + t;
         for (long i = 0; i < c->m; i++) {
             const int8_t *xq = c->xq + i * c->k;
             const float *xd = c->xd + i * nb;
             const int16_t *bs = c->xbs + i * nb * 16;
-            __m256 acc = _mm256_setzero_ps(), accm = _mm256_setzero_ps();
+            __m256 acc[4], accm[4];
+            for (int u = 0; u < 4; u++) acc[u] = accm[u] = _mm256_setzero_ps();
             for (long b = 0; b < nb; b++) {
-                const uint8_t *x = wr + b * bb;
-                const int8_t *q8 = xq + b * 256;
-                if (EQ_KPF) {                /* the lines of the super-block EQ_KPF bytes ahead */
-                    _mm_prefetch((const char *)x + EQ_KPF, _MM_HINT_T0);
-                    _mm_prefetch((const char *)x + EQ_KPF + 64, _MM_HINT_T0);
-                    _mm_prefetch((const char *)x + EQ_KPF + 128, _MM_HINT_T0);
-                    if (bb > 192) _mm_prefetch((const char *)x + EQ_KPF + 192, _MM_HINT_T0);
-                }
-                const __m256i bsv = _mm256_loadu_si256((const __m256i *)(bs + b * 16));
-                __m256i sumi = _mm256_setzero_si256();
-                if (c->format == EK_WF_Q6_K) {
-                    const int8_t *sc = (const int8_t *)(x + 192);
-                    const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)sc));   /* 16 scales */
-                    const uint8_t *ql = x, *qh = x + 128;
-                    for (int half = 0; half < 2; half++, ql += 64, qh += 32) {
-                        __m256i l0 = _mm256_loadu_si256((const __m256i *)ql), l1 = _mm256_loadu_si256((const __m256i *)(ql + 32));
-                        __m256i h = _mm256_loadu_si256((const __m256i *)qh);
-                        __m256i v[4];
-                        v[0] = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16(_mm256_and_si256(h, m3), 4));
-                        v[1] = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 2), m3), 4));
-                        v[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 4), m3), 4));
-                        v[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 6), m3), 4));
-                        for (int qq = 0; qq < 4; qq++) {
-                            __m256i p = _mm256_maddubs_epi16(v[qq], _mm256_loadu_si256((const __m256i *)(q8 + 128 * half + 32 * qq)));
-                            int j = 8 * half + 2 * qq;         /* scales j (values 0..15) and j+1 (16..31) */
-                            __m256i s = _mm256_set_m128i(_mm_set1_epi16((short)sc[j + 1]), _mm_set1_epi16((short)sc[j]));
-                            sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, s));
-                        }
-                    }
-                    /* − 32 Σ_j sc_j bsums_j */
-                    sumi = _mm256_sub_epi32(sumi, _mm256_slli_epi32(_mm256_madd_epi16(bsv, sc16), 5));
-                    acc = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(rd16(x + 208)) * xd[b]), _mm256_cvtepi32_ps(sumi), acc);
-                } else {
-                    /* the 8 6-bit scales to bytes 0..7 and minima to bytes 8..15 of u (kq_scale_min, 4 words at once) */
-                    uint32_t u[4];
-                    memcpy(u, x + 4, 12);
-                    u[3] = ((u[2] >> 4) & 0x0f0f0f0f) | (((u[1] >> 6) & 0x03030303) << 4);
-                    const uint32_t mins_lo = u[1] & 0x3f3f3f3f;
-                    u[1] = (u[2] & 0x0f0f0f0f) | (((u[0] >> 6) & 0x03030303) << 4);
-                    u[2] = mins_lo;
-                    u[0] &= 0x3f3f3f3f;
-                    const uint8_t *sc = (const uint8_t *)u;
-                    const uint8_t *q4 = c->format == EK_WF_Q5_K ? x + 48 : x + 16;
-                    __m256i hb = c->format == EK_WF_Q5_K ? _mm256_loadu_si256((const __m256i *)(x + 16)) : _mm256_setzero_si256();
-                    for (int j = 0; j < 4; j++) {
-                        __m256i v = _mm256_loadu_si256((const __m256i *)(q4 + 32 * j));
-                        __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
-                        if (c->format == EK_WF_Q5_K) {
-                            lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(hb, one), 4));
-                            hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 1), one), 4));
-                            hb = _mm256_srli_epi16(hb, 2);
-                        }
-                        __m256i plo = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)(q8 + 64 * j)));
-                        __m256i phi = _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(q8 + 64 * j + 32)));
-                        sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(_mm256_madd_epi16(plo, _mm256_set1_epi16((short)sc[2 * j])),
-                                                                       _mm256_madd_epi16(phi, _mm256_set1_epi16((short)sc[2 * j + 1]))));
-                    }
-                    /* minima: Σ_j m_j (bsums_2j + bsums_2j+1) */
-                    __m256i pairs = _mm256_madd_epi16(bsv, _mm256_set1_epi16(1));
-                    __m256i mv = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(sc + 8)));
-                    acc = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(rd16(x)) * xd[b]), _mm256_cvtepi32_ps(sumi), acc);
-                    accm = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(rd16(x + 2)) * xd[b]), _mm256_cvtepi32_ps(_mm256_mullo_epi32(pairs, mv)), accm);
-                }
+                if (nr == 4)
+                    for (int u = 0; u < 4; u++) k_block_avx2(c, c->w + rows[u] * c->row_bytes, b, xq, xd, bs, &acc[u], &accm[u]);
+                else k_block_avx2(c, c->w + rows[0] * c->row_bytes, b, xq, xd, bs, &acc[0], &accm[0]);
             }
-            float s;
-            EQ_HSUM256(_mm256_sub_ps(acc, accm), s);
-            c->y[i * c->n + r] = s + bias;
+            for (int u = 0; u < nr; u++) {
+                float s;
+                EQ_HSUM256(_mm256_sub_ps(acc[u], accm[u]), s);
+                c->y[i * c->n + rows[u]] = s + (c->bias ? c->bias[rows[u]] : 0.0f);
+            }
         }
     }
 }
