@@ -75,6 +75,27 @@ static int expect_close(const char *what, long case_id, const float *got, const 
     return 1;
 }
 
+/* The decode GEMVs compute four rows side by side and the leftover rows one at a time, each row in the same
+ * operations either way: y from one call over all n rows must equal, bit for bit, row r computed alone (n = 1, where
+ * only the one-row loop runs). gemv(r, yr) computes row r alone into yr[m]. */
+static void expect_rows_alone(const char *what, long case_id, const float *y, long m, long n, void (*gemv)(void *, long, float *),
+                              void *ctx) {
+    g_checks++;
+    float *yr = malloc(sizeof(float) * m);
+    for (long r = 0; r < n; r++) {
+        gemv(ctx, r, yr);
+        for (long i = 0; i < m; i++)
+            if (memcmp(&yr[i], &y[i * n + r], sizeof(float)) != 0) {
+                printf("FAIL %-22s [%s] case %ld: row %ld input %ld: %.9g in the whole call, %.9g alone\n", what, g_mode,
+                       case_id, r, i, y[i * n + r], yr[i]);
+                g_failures++;
+                free(yr);
+                return;
+            }
+    }
+    free(yr);
+}
+
 static void report(const char *what, const char *path) {
     printf("ok   %-22s [%-12s] worst |err|/bound %.3f\n", what, path, g_worst);
     g_worst = 0;
@@ -281,8 +302,12 @@ static void test_attention(void) {
 
 /* ------------------------------------------------------------------------------------------------ */
 
+/* { 1, 203, 1083 } and { 3, 203, 1083 }: several row ranges (≥ 32 KiB of weights) of 25–26 rows, so the GEMVs' four-row
+ * loops run with leftover rows, and k leaves every tail (AVX2: a 16-step, an 8-step and 3 elements; AVX-512: 16 + 11;
+ * vdpbf16ps: 32 + 27) */
 static const long gshapes[][3] = { { 1, 1, 1 }, { 1, 5, 7 }, { 2, 37, 48 }, { 3, 130, 64 }, { 5, 100, 100 },
-                                   { 8, 300, 257 }, { 1, 300, 1024 }, { 2, 40, 4099 }, { 4, 17, 96 }, { 1, 513, 200 } };
+                                   { 8, 300, 257 }, { 1, 300, 1024 }, { 2, 40, 4099 }, { 4, 17, 96 }, { 1, 513, 200 },
+                                   { 1, 203, 1083 }, { 3, 203, 1083 } };
 #define NGSHAPES (long)(sizeof gshapes / sizeof gshapes[0])
 
 /* scale[i, r] = Σ_j |w[r, j] x[i, j]| + |bias[r]| */
@@ -297,6 +322,12 @@ static double *gemv_scale(const float *w, const float *x, const float *b, long m
     return sc;
 }
 
+struct f32_row_ctx { const float *w, *x, *b; long m, k; };
+static void f32_row(void *ctx, long r, float *yr) {
+    const struct f32_row_ctx *c = ctx;
+    ek_gemv_f32(c->w + r * c->k, c->x, c->b + r, yr, c->m, 1, c->k);
+}
+
 static void test_gemv_f32(void) {
     for (long si = 0; si < NGSHAPES; si++) {
         long m = gshapes[si][0], n = gshapes[si][1], k = gshapes[si][2];
@@ -307,12 +338,21 @@ static void test_gemv_f32(void) {
         ek_gemv_f32_ref(w, x, b, r, m, n, k);
         for (long i = 0; i < m * n; i++) want[i] = r[i];
         expect_close("gemv_f32", si, y, want, sc, m * n, 1e-5);
+        struct f32_row_ctx rc = { w, x, b, m, k };
+        expect_rows_alone("gemv_f32 row alone", si, y, m, n, f32_row, &rc);
         free(w); free(x); free(b); free(y); free(r); free(want); free(sc);
     }
     report("gemv_f32", ek_kernel_path());
 }
 
 static const char *const fmt_names[] = { "f32", "bf16", "int8", "q8_0", "q4_0", "q4_1" };
+
+struct quant_row_ctx { int f; const void *q; const float *ws, *x, *b; long m, k; };
+static void quant_row(void *ctx, long r, float *yr) {
+    const struct quant_row_ctx *c = ctx;
+    ek_gemv_quant(c->f, (const uint8_t *)c->q + r * ek_quant_row_bytes(c->f, c->k), c->ws ? c->ws + r : NULL, c->x,
+                  c->b + r, yr, c->m, 1, c->k);
+}
 
 /* every format at every ISA level vs its reference twin; seen[format][level] records the path each level ran */
 static void test_gemv_quant(char seen[][8][16]) {
@@ -343,6 +383,9 @@ static void test_gemv_quant(char seen[][8][16]) {
                 char what[48];
                 snprintf(what, sizeof what, "gemv_%s@%s", fmt_names[f], path);
                 expect_close(what, si, y, want, sc, m * n, 1e-5);
+                struct quant_row_ctx rc = { f, q, ws, x, b, m, k };
+                snprintf(what, sizeof what, "gemv_%s@%s row alone", fmt_names[f], path);
+                expect_rows_alone(what, si, y, m, n, quant_row, &rc);
                 if (n >= 3) {   /* the rows as three matrices in one shared-activation call (q/k/v) */
                     long n0 = n / 3, n1 = n / 4 + 1, ns[3] = { n0, n1, n - n0 - n1 }, rb = ek_quant_row_bytes(f, k);
                     const void *wp[3]; const float *sp[3], *bp[3]; float *yp[3];
@@ -520,6 +563,8 @@ static void test_gemm_q8_0(void) {
                 for (long i = 0; i < mg * n; i++) want[i] = r[i];
                 expect_close(base == EK_WF_Q8_0 ? "gemv_q8_0 (-128)" : base == EK_WF_Q4_0 ? "gemv_q4_0 (x8)" : "gemv_q4_1 (x8)",
                              layout, y, want, gs, mg * n, 1e-5);
+                struct quant_row_ctx rc = { fmt, wq, NULL, x, b, mg, k };
+                expect_rows_alone("gemv blocks row alone", layout, y, mg, n, quant_row, &rc);
                 free(gs);
             }
             /* against the dequantized product: per block |Δx| ≤ d/2 with d = amax/127 (rounded to f16, ≤ 2^-11 more) */
