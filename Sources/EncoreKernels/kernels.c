@@ -1051,7 +1051,6 @@ long ek_argmax_f32(const float *x, long n) {
 typedef struct { const float *w, *x, *bias; float *y; long m, n, k; } gemv_ctx;
 
 #if EK_X86
-/* rows [r0, r1): each weight row is read once and dotted with the m inputs */
 /* One fp32 weight row against x for the GEMV: two accumulators over 16-element steps, an 8-element step, the
  * scalar tail (gemv_dot4_avx2 sums each of its rows in exactly this order). */
 EK_AVX2 static float gemv_dot_avx2(const float *wr, const float *x, long k) {
@@ -1108,7 +1107,7 @@ EK_AVX2 static void gemv_rows1_avx2(const gemv_ctx *c, long r0, long r1) {
 EK_AVX2 static void gemv_rows_avx2(const gemv_ctx *c, long r0, long r1) {
     const long k = c->k;
     if (c->m == 1) { gemv_rows1_avx2(c, r0, r1); return; }
-    for (long r = r0; r < r1; r++) {
+    for (long r = r0; r < r1; r++) {   /* several inputs: each weight row is read once and dotted with the m inputs */
         const float *wr = c->w + r * k;
         for (long i0 = 0; i0 < c->m; i0 += 4) {
             long mm = c->m - i0 < 4 ? c->m - i0 : 4;

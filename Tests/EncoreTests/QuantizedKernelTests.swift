@@ -309,7 +309,8 @@ final class QuantizedKernelTests: XCTestCase {
     /// reference twin (weights dequantized in double from their integer parts) ≤ 1e-5; the twin against fp32
     /// math on the dequantized weights within the activation quantization (8 bits per block of 256: measured
     /// 2–8e-3 on random data, up to 2.2e-2 with 5 outputs of one super-block; bound 3e-2); also on the real
-    /// K-quant blocks of the mixed GGUF fixture.
+    /// K-quant blocks of the mixed GGUF fixture. Every row of a call equals, bit for bit, the row computed alone
+    /// (the kernels walk four rows side by side, the leftover rows one at a time, in the same operations).
     func testKQuantGEMVs() throws {
         defer { ek_set_isa_limit(-1) }
         var tested = Set<String>()
@@ -336,7 +337,17 @@ final class QuantizedKernelTests: XCTestCase {
             for level in [EK_ISA_SCALAR, EK_ISA_AVX2, EK_ISA_AVXVNNI, EK_ISA_AVX512] {
                 ek_set_isa_limit(Int32(level))
                 tested.insert("\(f.rawValue):\(f.kernelPath)")
-                XCTAssertLessThan(relativeError(gemv(f, w, [], x, b, m: m, n: n, k: k), ref), 1e-5, "\(f) \(f.kernelPath) \(m)x\(n)x\(k)")
+                let y = gemv(f, w, [], x, b, m: m, n: n, k: k)
+                XCTAssertLessThan(relativeError(y, ref), 1e-5, "\(f) \(f.kernelPath) \(m)x\(n)x\(k)")
+                // four rows side by side or one at a time: the same floats (each row alone runs the one-row loop)
+                let rb = f.rowBytes(k)
+                for r in 0..<n {
+                    let alone = gemv(f, Array(w[(r * rb)..<((r + 1) * rb)]), [], x, [b[r]], m: m, n: 1, k: k)
+                    for i in 0..<m where alone[i].bitPattern != y[i * n + r].bitPattern {
+                        XCTFail("\(f) \(f.kernelPath) \(m)x\(n)x\(k): row \(r) input \(i) \(y[i * n + r]) in the whole call, \(alone[i]) alone")
+                        break
+                    }
+                }
             }
         }
         var y = [Float](repeating: 0, count: 4)
