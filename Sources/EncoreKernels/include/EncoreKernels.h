@@ -353,7 +353,8 @@ int ek_gemm_bf16_ref(const uint16_t *w, const float *x, const float *bias, float
 /** "avx512bf16" (vdpbf16ps tiles; capped by ek_set_isa_limit below EK_ISA_AVX512) or "scalar". */
 const char *ek_gemm_bf16_path(void);
 
-/** Sum of n floats on the kernel threads, each streaming its own block: measures the memory read ceiling. */
+/** Sum of n floats on the kernel threads, each reading its own block as four streams (its quarters side by side, as
+ *  the decode GEMVs read their weights): measures the memory read ceiling. */
 float ek_sum_f32(const float *x, long n);
 /** Instruction ceilings on the kernel threads, registers only (peaks.c): fp32 FMA chains (AVX2+FMA, NEON or plain
  *  C) in GFLOP/s; the instructions of the int8 GEMM's tile on this CPU (ek_gemm_int8_path: the AVX2 mix of
