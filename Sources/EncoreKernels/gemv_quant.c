@@ -718,6 +718,13 @@ ATTR static void rows_##SUFFIX(const qctx *c, long r0, long r1) {               
 #ifndef EQ_PF
 #define EQ_PF 1024   /* software prefetch distance (bytes) in the x8 kernels */
 #endif
+/* Rows the x8 kernels walk side by side, from as many equal parts of a thread's range (bench/micro/gemv_cold.c,
+ * cold 2560×960 and 960×2560, 2 threads, means of 3: int8 15.5 / 15.1 GB/s with 1, 16.4 / 16.9 with 2, 14.8 / 13.3
+ * with 4; Q8_0 15.9 / 15.1, 17.8 / 16.3, 16.6 / 16.2; Q4_0 14.9 / 14.7, 15.2 / 15.3, 15.3 / 16.3). Their integer
+ * work per byte is heavier than bf16's, and two streams are enough. */
+#ifndef EQ_X8_STREAMS
+#define EQ_X8_STREAMS 2
+#endif
 #define EQ_DEFINE_X8_ROWS(SUFFIX, ATTR, DOT, PAIRDOT)                                                          \
 ATTR static inline __m256i x8_pair_##SUFFIX(const uint8_t *wq, const int8_t *xq, __m256i m4) {                 \
     __m256i v_ = _mm256_loadu_si256((const __m256i *)wq);                                                      \
@@ -796,23 +803,23 @@ ATTR static inline __attribute__((always_inline)) void x8_group_##SUFFIX(const u
     }                                                                                                          \
     *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(t), sc, *acc);                                                   \
 }                                                                                                              \
-/* Rows [r0, r1): four rows from the four quarters of the range side by side, group by group (four weight streams \
- * in flight per thread read DRAM faster than one), the rows left over one at a time; each row's float is the same \
- * whichever loop computed it. */                                                                              \
+/* Rows [r0, r1): EQ_X8_STREAMS rows from as many equal parts of the range side by side, group by group (several \
+ * weight streams in flight per thread read DRAM faster than one), the rows left over one at a time; each row's \
+ * float is the same whichever loop computed it. */                                                            \
 ATTR static inline __attribute__((always_inline)) void x8_body_##SUFFIX(const qctx *c, long r0, long r1, const int fmt) { \
-    const long nb = c->nb, quarter = (r1 - r0) / 4;                                                            \
-    for (long t = 0; t < quarter + (r1 - r0 - 4 * quarter); t++) {                                             \
-        const int lanes = t < quarter ? 4 : 1;                                                                 \
-        long rows[4];                                                                                          \
-        for (int u = 0; u < 4; u++) rows[u] = t < quarter ? r0 + u * quarter + t : r0 + 3 * quarter + t;       \
+    const long nb = c->nb, part = (r1 - r0) / EQ_X8_STREAMS;                                                   \
+    for (long t = 0; t < part + (r1 - r0 - EQ_X8_STREAMS * part); t++) {                                       \
+        const int lanes = t < part ? EQ_X8_STREAMS : 1;                                                        \
+        long rows[EQ_X8_STREAMS];                                                                              \
+        for (int u = 0; u < EQ_X8_STREAMS; u++) rows[u] = t < part ? r0 + u * part + t : r0 + (EQ_X8_STREAMS - 1) * part + t; \
         for (long i = 0; i < c->m; i++) {                                                                      \
             const int8_t *xq = c->xq + i * nb * 32;                                                            \
             const float *xd = c->xd + i * nb, *xc = c->xc + i * nb;                                            \
-            __m256 acc[4], corr[4];                                                                            \
-            for (int u = 0; u < 4; u++) acc[u] = corr[u] = _mm256_setzero_ps();                                \
+            __m256 acc[EQ_X8_STREAMS], corr[EQ_X8_STREAMS];                                                    \
+            for (int u = 0; u < EQ_X8_STREAMS; u++) acc[u] = corr[u] = _mm256_setzero_ps();                    \
             for (long b0 = 0; b0 < nb; b0 += 8) {                                                              \
-                if (lanes == 4)                                                                                \
-                    for (int u = 0; u < 4; u++)                                                                \
+                if (lanes > 1)                                                                                 \
+                    for (int u = 0; u < EQ_X8_STREAMS; u++)                                                    \
                         x8_group_##SUFFIX(c->w + rows[u] * c->row_bytes, b0, nb, xq, xd, xc, fmt, &acc[u], &corr[u]); \
                 else x8_group_##SUFFIX(c->w + rows[0] * c->row_bytes, b0, nb, xq, xd, xc, fmt, &acc[0], &corr[0]); \
             }                                                                                                  \

@@ -325,6 +325,7 @@ static double *gemv_scale(const float *w, const float *x, const float *b, long m
 struct f32_row_ctx { const float *w, *x, *b; long m, k; };
 static void f32_row(void *ctx, long r, float *yr) {
     const struct f32_row_ctx *c = ctx;
+    for (long i = 0; i < c->m; i++) yr[i] = NAN;
     ek_gemv_f32(c->w + r * c->k, c->x, c->b + r, yr, c->m, 1, c->k);
 }
 
@@ -350,8 +351,9 @@ static const char *const fmt_names[] = { "f32", "bf16", "int8", "q8_0", "q4_0", 
 struct quant_row_ctx { int f; const void *q; const float *ws, *x, *b; long m, k; };
 static void quant_row(void *ctx, long r, float *yr) {
     const struct quant_row_ctx *c = ctx;
-    ek_gemv_quant(c->f, (const uint8_t *)c->q + r * ek_quant_row_bytes(c->f, c->k), c->ws ? c->ws + r : NULL, c->x,
-                  c->b + r, yr, c->m, 1, c->k);
+    for (long i = 0; i < c->m; i++) yr[i] = NAN;
+    if (ek_gemv_quant(c->f, (const uint8_t *)c->q + r * ek_quant_row_bytes(c->f, c->k), c->ws ? c->ws + r : NULL, c->x,
+                      c->b + r, yr, c->m, 1, c->k) != 0) { printf("FAIL quant_row: rc\n"); g_failures++; }
 }
 
 /* every format at every ISA level vs its reference twin; seen[format][level] records the path each level ran */
@@ -386,6 +388,21 @@ static void test_gemv_quant(char seen[][8][16]) {
                 struct quant_row_ctx rc = { f, q, ws, x, b, m, k };
                 snprintf(what, sizeof what, "gemv_%s@%s row alone", fmt_names[f], path);
                 expect_rows_alone(what, si, y, m, n, quant_row, &rc);
+                int x8 = ek_x8_format(f);
+                if (x8 >= 0) {   /* the same blocks regrouped by 8 (the decode layout): the x8 kernels */
+                    void *qx = malloc((size_t)(n * ek_quant_row_bytes(f, k)));
+                    float *yx = malloc(sizeof(float) * m * n);
+                    ek_repack_x8(f, q, qx, n, k);
+                    ek_gemv_quant(x8, qx, NULL, x, b, yx, m, n, k);
+                    snprintf(what, sizeof what, "gemv_%s_x8@%s", fmt_names[f], path);
+                    expect_close(what, si, yx, want, sc, m * n, 1e-5);
+                    struct quant_row_ctx rx = { x8, qx, NULL, x, b, m, k };
+                    snprintf(what, sizeof what, "gemv_%s_x8@%s row alone", fmt_names[f], path);
+                    expect_rows_alone(what, si, yx, m, n, quant_row, &rx);
+                    free(qx); free(yx);
+                }
+                float *single = malloc(sizeof(float) * m * n);
+                memcpy(single, y, sizeof(float) * m * n);
                 if (n >= 3) {   /* the rows as three matrices in one shared-activation call (q/k/v) */
                     long n0 = n / 3, n1 = n / 4 + 1, ns[3] = { n0, n1, n - n0 - n1 }, rb = ek_quant_row_bytes(f, k);
                     const void *wp[3]; const float *sp[3], *bp[3]; float *yp[3];
@@ -399,8 +416,14 @@ static void test_gemv_quant(char seen[][8][16]) {
                             for (long r = 0; r < ns[j]; r++) y[i * n + r0 + r] = yp[j][i * ns[j] + r];
                     snprintf(what, sizeof what, "gemv_multi_%s@%s", fmt_names[f], path);
                     expect_close(what, si, y, want, sc, m * n, 1e-5);
+                    g_checks++;   /* rows split differently across the threads than in one call: the same floats */
+                    if (memcmp(y, single, sizeof(float) * m * n) != 0) {
+                        printf("FAIL %s [%s] case %ld: not the floats of one call per matrix\n", what, g_mode, si);
+                        g_failures++;
+                    }
                     for (int j = 0; j < 3; j++) free(yp[j]);
                 }
+                free(single);
             }
             ek_set_isa_limit(-1);
             free(w); free(x); free(b); free(q); free(ws); free(wd); free(y); free(r); free(want); free(sc);
