@@ -3,13 +3,14 @@
  * each thread taking half the rows of a matrix; best of 10 passes, GB/s of weights read. Variants:
  *   one        one row at a time (the kernel before session 10)
  *   halves     two rows side by side, from the two halves of the thread's rows
- *   quarters   four rows side by side, from the four quarters (what the decode GEMVs do since session 10)
+ *   quarters   four rows side by side, from the four quarters (the fp32, bf16 and K-quant decode GEMVs since
+ *              session 10; the x8 integer kernels take two, as `halves`)
  *   eighths    eight rows side by side, from the eighths
  *   adjacent   two adjacent rows side by side
  *   turns      one row at a time, visiting the four quarters' rows in turn (streams without overlap)
  *   prefetch   one row at a time with prefetcht0 PD bytes ahead (environment PD, default 4096)
  *   read1 / read4   no arithmetic: 32-byte loads summed, one stream / four quarters side by side
- * Session 10 (2026-11-30 04:36 UTC, this VM, 2560×960, 3 runs each, GB/s): one 13.9–14.7, halves 17.0–18.4,
+ * Session 10 (2026-11-30 about 04:12 UTC, this VM, 2560×960, 3 runs each, GB/s): one 13.9–14.7, halves 17.0–18.4,
  * quarters 16.9–23.2, eighths 15.5–17.5, adjacent 8.8–9.1, turns 11.2–13.4, prefetch 15.0–15.9, read1 13.8–14.8,
  * read4 17.6–21.1.
  * Build and run from the repository root:
