@@ -452,6 +452,24 @@ static float row_dot_k_scalar(const qctx *c, long r, long i) {
 #define EQ_KPF 1024   /* software prefetch distance (bytes) in the K-quant kernel */
 #endif
 #if EQ_X86
+/* The decode GEMVs' row walk: a thread's rows [r0, r1) cut into `parts` equal parts; walk step t < walk_steps
+ * computes row t of every part side by side, and each later step one leftover row. walk_rows fills rows[] for step t
+ * and returns how many it holds (parts, or 1). Several weight streams in flight per thread read DRAM faster than
+ * one (bench/micro/gemv_streams.c). */
+static inline long walk_steps(long r0, long r1, int parts) {
+    long p = (r1 - r0) / parts;
+    return p + (r1 - r0 - parts * p);
+}
+static inline int walk_rows(long r0, long r1, int parts, long t, long *rows) {
+    long p = (r1 - r0) / parts;
+    if (t < p) {
+        for (int u = 0; u < parts; u++) rows[u] = r0 + u * p + t;
+        return parts;
+    }
+    rows[0] = r0 + (parts - 1) * p + t;
+    return 1;
+}
+
 /* AVX2: unsigned values (Q6_K: q+32, corrected with 32·bsums) × int8 activations with vpmaddubsw (|sum of a
  * pair| ≤ 63·127·2 < 2^15), then vpmaddwd by the sub-block scales into exact int32 sums; one fp32 FMA per
  * super-block. The minima (Q4_K/Q5_K) and the Q6_K offset: vpmaddwd of the 16 bsums by the matching scales. */
@@ -525,14 +543,13 @@ EQ_AVX2 static inline __attribute__((always_inline)) void k_block_avx2(const qct
     }
 }
 
-/* Rows [r0, r1): four rows from the four quarters of the range side by side, super-block by super-block (four
- * weight streams in flight per thread), the rows left over one at a time; each row's float is the same either way. */
+/* Rows [r0, r1) walked in four parts (walk_rows), super-block by super-block; each row's float is the same
+ * whichever step computed it. */
 EQ_AVX2 static void rows_k_avx2(const qctx *c, long r0, long r1) {
-    const long nb = c->k / 256, quarter = (r1 - r0) / 4;
-    for (long t = 0; t < quarter + (r1 - r0 - 4 * quarter); t++) {
-        const int nr = t < quarter ? 4 : 1;
+    const long nb = c->k / 256;
+    for (long t = 0, steps = walk_steps(r0, r1, 4); t < steps; t++) {
         long rows[4];
-        for (int u = 0; u < 4; u++) rows[u] = t < quarter ? r0 + u * quarter + t : r0 + 3 * quarter + t;
+        const int nr = walk_rows(r0, r1, 4, t, rows);
         for (long i = 0; i < c->m; i++) {
             const int8_t *xq = c->xq + i * c->k;
             const float *xd = c->xd + i * nb;
@@ -803,15 +820,13 @@ ATTR static inline __attribute__((always_inline)) void x8_group_##SUFFIX(const u
     }                                                                                                          \
     *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(t), sc, *acc);                                                   \
 }                                                                                                              \
-/* Rows [r0, r1): EQ_X8_STREAMS rows from as many equal parts of the range side by side, group by group (several \
- * weight streams in flight per thread read DRAM faster than one), the rows left over one at a time; each row's \
- * float is the same whichever loop computed it. */                                                            \
+/* Rows [r0, r1) walked in EQ_X8_STREAMS parts (walk_rows), group by group; each row's float is the same whichever \
+ * step computed it. */                                                                                        \
 ATTR static inline __attribute__((always_inline)) void x8_body_##SUFFIX(const qctx *c, long r0, long r1, const int fmt) { \
-    const long nb = c->nb, part = (r1 - r0) / EQ_X8_STREAMS;                                                   \
-    for (long t = 0; t < part + (r1 - r0 - EQ_X8_STREAMS * part); t++) {                                       \
-        const int lanes = t < part ? EQ_X8_STREAMS : 1;                                                        \
+    const long nb = c->nb;                                                                                     \
+    for (long t = 0, steps = walk_steps(r0, r1, EQ_X8_STREAMS); t < steps; t++) {                              \
         long rows[EQ_X8_STREAMS];                                                                              \
-        for (int u = 0; u < EQ_X8_STREAMS; u++) rows[u] = t < part ? r0 + u * part + t : r0 + (EQ_X8_STREAMS - 1) * part + t; \
+        const int lanes = walk_rows(r0, r1, EQ_X8_STREAMS, t, rows);                                           \
         for (long i = 0; i < c->m; i++) {                                                                      \
             const int8_t *xq = c->xq + i * nb * 32;                                                            \
             const float *xd = c->xd + i * nb, *xc = c->xc + i * nb;                                            \
@@ -943,19 +958,15 @@ EQ_AVX512BF16 static inline __attribute__((always_inline)) void bf16_dots_avx512
     }
 }
 
-/* Rows [r0, r1) of a bf16 call: four rows from the four quarters of the range side by side (four weight streams in
- * flight per thread read DRAM faster than one: bench/micro/gemv_cold.c), the rows left over one at a time. */
+/* Rows [r0, r1) of a bf16 call walked in four parts (walk_rows). */
 #define EQ_DEFINE_BF16_ROWS(SUFFIX, ATTR, X)                                                                   \
 ATTR static void rows_bf16_##SUFFIX(const qctx *c, long r0, long r1) {                                         \
-    const long k = c->k, quarter = (r1 - r0) / 4;                                                              \
-    for (long t = 0; t < quarter + (r1 - r0 - 4 * quarter); t++) {                                             \
+    const long k = c->k;                                                                                       \
+    for (long t = 0, steps = walk_steps(r0, r1, 4); t < steps; t++) {                                          \
         long rows[4];                                                                                          \
         const uint16_t *w[4];                                                                                  \
-        for (int u = 0; u < 4; u++) {                                                                          \
-            rows[u] = t < quarter ? r0 + u * quarter + t : r0 + 3 * quarter + t;                               \
-            w[u] = (const uint16_t *)c->w + rows[u] * k;                                                       \
-        }                                                                                                      \
-        const int nr = t < quarter ? 4 : 1;                                                                    \
+        const int nr = walk_rows(r0, r1, 4, t, rows);                                                          \
+        for (int u = 0; u < nr; u++) w[u] = (const uint16_t *)c->w + rows[u] * k;                              \
         for (long i = 0; i < c->m; i++) {                                                                      \
             float s[4];                                                                                        \
             if (nr == 4) bf16_dots_##SUFFIX(w, 4, (X) + i * k, k, s);                                          \

@@ -1051,29 +1051,16 @@ long ek_argmax_f32(const float *x, long n) {
 typedef struct { const float *w, *x, *bias; float *y; long m, n, k; } gemv_ctx;
 
 #if EK_X86
-/* One fp32 weight row against x for the GEMV: two accumulators over 16-element steps, an 8-element step, the
- * scalar tail (gemv_dot4_avx2 sums each of its rows in exactly this order). */
-EK_AVX2 static float gemv_dot_avx2(const float *wr, const float *x, long k) {
-    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-    long j = 0;
-    for (; j + 16 <= k; j += 16) {
-        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(wr + j), _mm256_loadu_ps(x + j), a0);
-        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(wr + j + 8), _mm256_loadu_ps(x + j + 8), a1);
-    }
-    if (j + 8 <= k) { a0 = _mm256_fmadd_ps(_mm256_loadu_ps(wr + j), _mm256_loadu_ps(x + j), a0); j += 8; }
-    float s = hsum256(_mm256_add_ps(a0, a1));
-    for (; j < k; j++) s += wr[j] * x[j];
-    return s;
-}
-
-/* Four weight rows against x at once (four memory streams in flight), each summed as gemv_dot_avx2 sums it. */
-EK_AVX2 static void gemv_dot4_avx2(const float *const w[4], const float *x, long k, float s[4]) {
+/* nr (1 or 4, constant after inlining) fp32 weight rows against x for the GEMV, side by side: two accumulators per
+ * row over 16-element steps, an 8-element step, the scalar tail; the same operations per row whatever nr is. */
+EK_AVX2 static inline __attribute__((always_inline)) void gemv_dots_avx2(const float *const *w, const int nr,
+                                                                         const float *x, long k, float *s) {
     __m256 a[4][2];
-    for (int t = 0; t < 4; t++) a[t][0] = a[t][1] = _mm256_setzero_ps();
+    for (int t = 0; t < nr; t++) a[t][0] = a[t][1] = _mm256_setzero_ps();
     long j = 0;
     for (; j + 16 <= k; j += 16) {
         __m256 x0 = _mm256_loadu_ps(x + j), x1 = _mm256_loadu_ps(x + j + 8);
-        for (int t = 0; t < 4; t++) {
+        for (int t = 0; t < nr; t++) {
             a[t][0] = _mm256_fmadd_ps(_mm256_loadu_ps(w[t] + j), x0, a[t][0]);
             a[t][1] = _mm256_fmadd_ps(_mm256_loadu_ps(w[t] + j + 8), x1, a[t][1]);
         }
@@ -1081,10 +1068,10 @@ EK_AVX2 static void gemv_dot4_avx2(const float *const w[4], const float *x, long
     long tail = j;
     if (j + 8 <= k) {
         __m256 x0 = _mm256_loadu_ps(x + j);
-        for (int t = 0; t < 4; t++) a[t][0] = _mm256_fmadd_ps(_mm256_loadu_ps(w[t] + j), x0, a[t][0]);
+        for (int t = 0; t < nr; t++) a[t][0] = _mm256_fmadd_ps(_mm256_loadu_ps(w[t] + j), x0, a[t][0]);
         tail = j + 8;
     }
-    for (int t = 0; t < 4; t++) {
+    for (int t = 0; t < nr; t++) {
         s[t] = hsum256(_mm256_add_ps(a[t][0], a[t][1]));
         for (long i = tail; i < k; i++) s[t] += w[t][i] * x[i];
     }
@@ -1098,10 +1085,15 @@ EK_AVX2 static void gemv_rows1_avx2(const gemv_ctx *c, long r0, long r1) {
         long rows[4] = { r0 + t, r0 + quarter + t, r0 + 2 * quarter + t, r0 + 3 * quarter + t };
         const float *w[4] = { c->w + rows[0] * k, c->w + rows[1] * k, c->w + rows[2] * k, c->w + rows[3] * k };
         float s[4];
-        gemv_dot4_avx2(w, c->x, k, s);
+        gemv_dots_avx2(w, 4, c->x, k, s);
         for (int u = 0; u < 4; u++) c->y[rows[u]] = s[u] + (c->bias ? c->bias[rows[u]] : 0.0f);
     }
-    for (long r = r0 + 4 * quarter; r < r1; r++) c->y[r] = gemv_dot_avx2(c->w + r * k, c->x, k) + (c->bias ? c->bias[r] : 0.0f);
+    for (long r = r0 + 4 * quarter; r < r1; r++) {
+        const float *w = c->w + r * k;
+        float s;
+        gemv_dots_avx2(&w, 1, c->x, k, &s);
+        c->y[r] = s + (c->bias ? c->bias[r] : 0.0f);
+    }
 }
 
 EK_AVX2 static void gemv_rows_avx2(const gemv_ctx *c, long r0, long r1) {
