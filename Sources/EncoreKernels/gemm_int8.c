@@ -370,6 +370,35 @@ static const eg_kernel_fn eg_kernels[4][4] = {
     { kernel_avx512vnni_1, kernel_avx512vnni_2, kernel_avx512vnni_3, kernel_avx512vnni_4 },
 };
 
+/* AVX512-VNNI on zmm: a packed quad row of a panel (16 columns × 4 k = 64 B) is one vector, so a call computes
+ * MR activation rows × the panel's 16 columns with MR vpdpbusd on zmm per quad: twice the ymm tile's work per
+ * instruction, which CPUs with two 512-bit ports (Intel Xeon) run at the ymm instructions' rate (Zen 4 splits it
+ * in halves). A row's 16 int32 sums are its two ymm vectors of the tile buffer (EG_NV = 2), and consecutive
+ * 4-row tiles are adjacent there, so MR up to EG_ZMR spans up to EG_ZMR / 4 tiles. Same integers as the ymm tile. */
+#ifndef EG_ZMR
+#define EG_ZMR 8
+#endif
+#define EG_KERNEL_ZMM(MR) \
+EG_AVX512VNNI static void kernel_zmm_##MR(const uint8_t *a, long lda, const int8_t *b, long quads, __m256i *acc) { \
+    __m512i c[MR]; \
+    EG_UNROLL for (int r = 0; r < MR; r++) c[r] = _mm512_loadu_si512((const void *)(acc + 2 * r)); \
+    for (long p = 0; p < quads; p++) { \
+        const __m512i bv = _mm512_loadu_si512((const void *)(b + p * 4 * EG_NR)); \
+        EG_UNROLL for (int r = 0; r < MR; r++) \
+            c[r] = _mm512_dpbusd_epi32(c[r], _mm512_set1_epi32(*(const int32_t *)(a + r * lda + 4 * p)), bv); \
+    } \
+    EG_UNROLL for (int r = 0; r < MR; r++) _mm512_storeu_si512((void *)(acc + 2 * r), c[r]); \
+}
+EG_KERNEL_ZMM(1) EG_KERNEL_ZMM(2) EG_KERNEL_ZMM(3) EG_KERNEL_ZMM(4) EG_KERNEL_ZMM(5) EG_KERNEL_ZMM(6)
+EG_KERNEL_ZMM(7) EG_KERNEL_ZMM(8) EG_KERNEL_ZMM(9) EG_KERNEL_ZMM(10) EG_KERNEL_ZMM(11) EG_KERNEL_ZMM(12)
+/* [rows − 1] */
+static const eg_kernel_fn eg_kernels_zmm[12] = { kernel_zmm_1, kernel_zmm_2, kernel_zmm_3, kernel_zmm_4, kernel_zmm_5,
+    kernel_zmm_6, kernel_zmm_7, kernel_zmm_8, kernel_zmm_9, kernel_zmm_10, kernel_zmm_11, kernel_zmm_12 };
+#ifndef EG_HAVE_ZMM
+#define EG_HAVE_ZMM 1   /* -DEG_HAVE_ZMM=0: the ymm tile on every VNNI path (A/B) */
+#endif
+_Static_assert(EG_NV == 2 && EG_NR == 16 && EG_ZMR % EG_MR == 0 && EG_ZMR <= 12, "zmm kernels: a row is two ymm tile vectors");
+
 /* Writes rows r0..r0+mr of columns c0..c0+nc from the int32 tile (minus z · column sum). */
 EG_AVX2 static void store_tile(const gemm_ctx *g, const gemm_mat *a, long r0, int mr, long c0, long nc,
                                const __m256i *acc, const int32_t *colsum) {
@@ -426,6 +455,17 @@ EG_AVX2 static int columns_avx2(const gemm_ctx *g, const gemm_mat *a, long c0, l
             long kc = g->kp - k0 < EG_KC ? g->kp - k0 : EG_KC;
             for (long p = 0; p < panels; p++) {
                 const int8_t *bk = pb + p * panel_len + k0 * EG_NR;
+#if EG_HAVE_ZMM
+                if (g->simd == EG_P_AVX512VNNI) {   /* EG_ZMR rows (EG_ZMR / EG_MR tiles) per call */
+                    for (long t = 0; t < ntiles; t += EG_ZMR / EG_MR) {
+                        long r0 = m0 + t * EG_MR;
+                        int mr = (int)(m1 - r0 < EG_ZMR ? m1 - r0 : EG_ZMR);
+                        eg_kernels_zmm[mr - 1](g->u + r0 * g->kp + k0, g->kp, bk, kc / 4,
+                                               tiles + (p * tiles_per_panel + t) * tile_vecs);
+                    }
+                    continue;
+                }
+#endif
                 for (long t = 0; t < ntiles; t++) {
                     long r0 = m0 + t * EG_MR;
                     int mr = (int)(m1 - r0 < EG_MR ? m1 - r0 : EG_MR);
@@ -435,10 +475,12 @@ EG_AVX2 static int columns_avx2(const gemm_ctx *g, const gemm_mat *a, long c0, l
                 }
             }
         }
-        for (long p = 0; p < panels; p++) {
-            long pc = c0 + p * EG_NR, pn = c0 + nc - pc < EG_NR ? c0 + nc - pc : EG_NR;
-            for (long t = 0; t < ntiles; t++) {
-                long r0 = m0 + t * EG_MR;
+        /* tiles outer, panels inner: each output row is written as one run of nc columns, not in 64-byte pieces
+         * a row apart (a TLB miss each on wide outputs) */
+        for (long t = 0; t < ntiles; t++) {
+            long r0 = m0 + t * EG_MR;
+            for (long p = 0; p < panels; p++) {
+                long pc = c0 + p * EG_NR, pn = c0 + nc - pc < EG_NR ? c0 + nc - pc : EG_NR;
                 store_tile(g, a, r0, (int)(m1 - r0 < EG_MR ? m1 - r0 : EG_MR), pc, pn,
                            tiles + (p * tiles_per_panel + t) * tile_vecs, sums + p * EG_NR);
             }
@@ -466,14 +508,17 @@ static void q8_row(int format, const uint8_t *w, long nb, long k, long c, int8_t
     for (long g0 = 0; g0 < nb; g0 += 8) {
         long g = nb - g0 < 8 ? nb - g0 : 8;
         const uint8_t *grp = row + g0 * B;
+        /* x8: the group's g scales (Q4_1: then its g minima), then its g payloads; ggml: per block side by side */
+        uint16_t hs[8], hm[8];
         for (long j = 0; j < g; j++) {
-            /* x8: the group's g scales (Q4_1: then its g minima), then its g payloads; ggml: per block side by side */
-            const uint8_t *hp = x8 ? grp + 2 * j : grp + B * j;
-            const uint8_t *mp = x8 ? grp + 2 * g + 2 * j : grp + B * j + 2;
+            const uint8_t *hp = x8 ? grp + 2 * j : grp + B * j, *mp = x8 ? grp + 2 * g + 2 * j : grp + B * j + 2;
+            hs[j] = (uint16_t)(hp[0] | (hp[1] << 8));
+            hm[j] = (uint16_t)(mp[0] | (mp[1] << 8));
+        }
+        ek_f16_to_f32(hs, d + g0, g);
+        if (q41 && m) ek_f16_to_f32(hm, m + g0, g);
+        for (long j = 0; j < g; j++) {
             const uint8_t *qp = x8 ? grp + H * g + P * j : grp + B * j + H;
-            uint16_t h = (uint16_t)(hp[0] | (hp[1] << 8));
-            ek_f16_to_f32(&h, d + g0 + j, 1);
-            if (q41 && m) { uint16_t hm = (uint16_t)(mp[0] | (mp[1] << 8)); ek_f16_to_f32(&hm, m + g0 + j, 1); }
             int8_t *out = q + (g0 + j) * 32;
             if (four) {
                 for (int i = 0; i < 16; i++) {
@@ -663,6 +708,39 @@ EG_KERNELS_Q8(avxvnni, EG_AVXVNNI, EG_DOT_AVXVNNI, 1)
 EG_KERNELS_Q8(avx512vnni, EG_AVX512VNNI, EG_DOT_AVX512VNNI, 1)
 typedef void (*eg_kernel_q8_fn)(const int8_t *, long, const float *, const float *, long, const int8_t *, const float *,
                                 const float *, const int32_t *, long, float *);
+/* kernel_q8_avx512vnni on zmm (as kernel_zmm_*: a row's 16 columns in one vector, MR ≤ EG_ZMR rows over adjacent
+ * tiles): the block's int32 sums and the row's fp32 sums both stay in registers (2·MR vectors) for all `blocks`;
+ * per block and lane the same operations as the ymm kernel, so the same floats. */
+#define EG_KERNEL_Q8_ZMM(MR) \
+EG_AVX512VNNI static void kernel_q8_zmm_##MR(const int8_t *a, long lda, const float *xd, const float *xs, long ldd, \
+                                            const int8_t *b, const float *ds, const float *ms, const int32_t *cs, \
+                                            long blocks, float *acc) { \
+    __m512 f[MR]; \
+    EG_UNROLL for (int r = 0; r < MR; r++) f[r] = _mm512_loadu_ps(acc + 16 * r); \
+    for (long blk = 0; blk < blocks; blk++) { \
+        /* the sums start from −128·Σ q_w (the offset's correction), so no subtraction per row */ \
+        const __m512i start = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_loadu_si512((const void *)(cs + blk * EG_NR))); \
+        __m512i c[MR]; \
+        EG_UNROLL for (int r = 0; r < MR; r++) c[r] = start; \
+        EG_UNROLL for (int p = 0; p < 8; p++) { \
+            const __m512i bv = _mm512_loadu_si512((const void *)(b + (blk * 8 + p) * 4 * EG_NR)); \
+            EG_UNROLL for (int r = 0; r < MR; r++) \
+                c[r] = _mm512_dpbusd_epi32(c[r], _mm512_set1_epi32(*(const int32_t *)(a + r * lda + 4 * (blk * 8 + p))), bv); \
+        } \
+        const __m512 sv = _mm512_loadu_ps(ds + blk * EG_NR); \
+        EG_UNROLL for (int r = 0; r < MR; r++) { \
+            __m512 scale = _mm512_mul_ps(_mm512_set1_ps(xd[r * ldd + blk]), sv); \
+            f[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(c[r]), scale, f[r]); \
+            if (ms) f[r] = _mm512_fmadd_ps(_mm512_set1_ps(xs[r * ldd + blk]), _mm512_loadu_ps(ms + blk * EG_NR), f[r]); \
+        } \
+    } \
+    EG_UNROLL for (int r = 0; r < MR; r++) _mm512_storeu_ps(acc + 16 * r, f[r]); \
+}
+EG_KERNEL_Q8_ZMM(1) EG_KERNEL_Q8_ZMM(2) EG_KERNEL_Q8_ZMM(3) EG_KERNEL_Q8_ZMM(4) EG_KERNEL_Q8_ZMM(5) EG_KERNEL_Q8_ZMM(6)
+EG_KERNEL_Q8_ZMM(7) EG_KERNEL_Q8_ZMM(8) EG_KERNEL_Q8_ZMM(9) EG_KERNEL_Q8_ZMM(10) EG_KERNEL_Q8_ZMM(11) EG_KERNEL_Q8_ZMM(12)
+static const eg_kernel_q8_fn eg_kernels_q8_zmm[12] = { kernel_q8_zmm_1, kernel_q8_zmm_2, kernel_q8_zmm_3, kernel_q8_zmm_4,
+    kernel_q8_zmm_5, kernel_q8_zmm_6, kernel_q8_zmm_7, kernel_q8_zmm_8, kernel_q8_zmm_9, kernel_q8_zmm_10,
+    kernel_q8_zmm_11, kernel_q8_zmm_12 };
 /* [path][rows − 1] */
 static const eg_kernel_q8_fn eg_kernels_q8[4][4] = {
     { NULL, NULL, NULL, NULL },
@@ -692,6 +770,23 @@ EG_AVX2 static void store_tile_q8(const gemm_ctx *g, const gemm_mat *a, long r0,
     }
 }
 
+/* 128 · Σ q_w of each block of 32 k and column of a packed panel ([kp/4][EG_NR][4]) into cs [nb][EG_NR] (the VNNI
+ * paths' correction for activations offset by 128): per quad row, vpmaddubsw(1, q) then vpmaddwd by ones gives each
+ * column's sum of its 4 bytes in an int32 lane. */
+EG_AVX2 static void block_sums_128(const int8_t *panel, long nb, int32_t *cs) {
+    const __m256i ones8 = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1);
+    for (long b = 0; b < nb; b++) {
+        __m256i s0 = _mm256_setzero_si256(), s1 = _mm256_setzero_si256();
+        for (int p = 0; p < 8; p++) {
+            const int8_t *qr = panel + (b * 8 + p) * 4 * EG_NR;
+            s0 = _mm256_add_epi32(s0, _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, _mm256_loadu_si256((const __m256i *)qr)), ones16));
+            s1 = _mm256_add_epi32(s1, _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, _mm256_loadu_si256((const __m256i *)(qr + 32))), ones16));
+        }
+        _mm256_storeu_si256((__m256i *)(cs + b * EG_NR), _mm256_slli_epi32(s0, 7));
+        _mm256_storeu_si256((__m256i *)(cs + b * EG_NR + 8), _mm256_slli_epi32(s1, 7));
+    }
+}
+
 /* As columns_avx2 for blocks: each panel's rows are unpacked (int8 values, scales, Q4_1's minima) and packed into
  * quads as the int8 path's, with the block scales [nb][EG_NR] (and minima; on the VNNI paths the blocks' column sums
  * times 128) beside; fp32 tiles persist across the k blocks. */
@@ -717,20 +812,14 @@ EG_AVX2 static int columns_q8_avx2(const gemm_ctx *g, const gemm_mat *a, long c0
                 q8_row(g->format, (const uint8_t *)a->w, nb, g->k, pc + j, qr, dw, mw);
                 for (long b = 0; b < nb; b++) ps[b * EG_NR + j] = dw[b];
                 if (q41) for (long b = 0; b < nb; b++) pm[b * EG_NR + j] = mw[b];
-                if (offset)
-                    for (long b = 0; b < nb; b++) {
-                        int32_t sum = 0;
-                        for (int i = 0; i < 32; i++) sum += qr[b * 32 + i];
-                        pcs[b * EG_NR + j] = 128 * sum;
-                    }
             } else {
                 memset(qr, 0, (size_t)g->kp);
                 for (long b = 0; b < nb; b++) ps[b * EG_NR + j] = 0.0f;
                 if (q41) for (long b = 0; b < nb; b++) pm[b * EG_NR + j] = 0.0f;
-                if (offset) for (long b = 0; b < nb; b++) pcs[b * EG_NR + j] = 0;
             }
         }
         pack_panel(rows, g->kp, 0, EG_NR, pb + p * panel_len, sums + p * EG_NR);
+        if (offset) block_sums_128(pb + p * panel_len, nb, pcs);
     }
     const long tile_floats = EG_MR * EG_NV * 8, tiles_per_panel = (EG_MC + EG_MR - 1) / EG_MR;
     float *tiles = (float *)(void *)tile_buffer(panels * tiles_per_panel * EG_MR * EG_NV);
@@ -745,6 +834,18 @@ EG_AVX2 static int columns_q8_avx2(const gemm_ctx *g, const gemm_mat *a, long c0
                 const float *ds = scales + p * (scale_len / 4) + (k0 / 32) * EG_NR;
                 const float *ms = q41 ? ds + nb * EG_NR : NULL;
                 const int32_t *cs = offset ? (const int32_t *)(const void *)(ds + (1 + q41) * nb * EG_NR) : NULL;
+#if EG_HAVE_ZMM
+                if (g->simd == EG_P_AVX512VNNI) {   /* EG_ZMR rows (EG_ZMR / EG_MR tiles) per call */
+                    for (long t = 0; t < ntiles; t += EG_ZMR / EG_MR) {
+                        long r0 = m0 + t * EG_MR;
+                        int mr = (int)(m1 - r0 < EG_ZMR ? m1 - r0 : EG_ZMR);
+                        eg_kernels_q8_zmm[mr - 1]((const int8_t *)g->xu + r0 * g->kp + k0, g->kp, g->xd + r0 * nb + k0 / 32,
+                                                  g->xs + r0 * nb + k0 / 32, nb, bk, ds, ms, cs, kc / 32,
+                                                  tiles + (p * tiles_per_panel + t) * tile_floats);
+                    }
+                    continue;
+                }
+#endif
                 for (long t = 0; t < ntiles; t++) {
                     long r0 = m0 + t * EG_MR;
                     int mr = (int)(m1 - r0 < EG_MR ? m1 - r0 : EG_MR);
@@ -755,10 +856,10 @@ EG_AVX2 static int columns_q8_avx2(const gemm_ctx *g, const gemm_mat *a, long c0
                 }
             }
         }
-        for (long p = 0; p < panels; p++) {
-            long pc = c0 + p * EG_NR, pn = c0 + nc - pc < EG_NR ? c0 + nc - pc : EG_NR;
-            for (long t = 0; t < ntiles; t++) {
-                long r0 = m0 + t * EG_MR;
+        for (long t = 0; t < ntiles; t++) {   /* row runs, as columns_avx2 */
+            long r0 = m0 + t * EG_MR;
+            for (long p = 0; p < panels; p++) {
+                long pc = c0 + p * EG_NR, pn = c0 + nc - pc < EG_NR ? c0 + nc - pc : EG_NR;
                 store_tile_q8(g, a, r0, (int)(m1 - r0 < EG_MR ? m1 - r0 : EG_MR), pc, pn,
                               tiles + (p * tiles_per_panel + t) * tile_floats);
             }

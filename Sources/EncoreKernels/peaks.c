@@ -1,19 +1,22 @@
 /* Instruction ceilings of this CPU, measured on the kernel threads with registers only (no memory traffic): the
  * limits `encore bench` sets prompt passes against, beside the BLAS GEMM rate.
  *
- *   fp32: 12 independent FMA chains per thread (8 lanes with AVX2+FMA, 4 with NEON, 1 in plain C), 2 FLOPs each.
- *   int8: the instructions of the tile ek_gemm_int8 runs here (ek_gemm_int8_path): on "avx2" its mix (vpmaddubsw,
- *         vpmaddwd by ones, vpaddd: 32 multiply-adds per group), 4 independent chains per thread; on "avx512vnni" /
- *         "avxvnni" 12 chains of vpdpbusd on ymm (32 multiply-adds each); 2 ops per multiply-add. 0 elsewhere.
- *   bf16: 12 chains of vdpbf16ps on ymm (16 multiply-adds each, 2 FLOPs per) where the CPU has AVX512-BF16 (the
- *         tile of ek_gemm_bf16), else 0.
+ *   fp32: 12 independent FMA chains per thread (16 lanes on zmm with AVX-512F, 8 with AVX2+FMA, 4 with NEON, 1 in
+ *         plain C), 2 FLOPs each.
+ *   int8: on "avx2" (ek_gemm_int8_path) the int8 tile's mix (vpmaddubsw, vpmaddwd by ones, vpaddd: 32 multiply-adds
+ *         per group), 4 independent chains per thread; on "avx512vnni" 12 chains of vpdpbusd on zmm (64
+ *         multiply-adds each: the machine's ceiling, twice the ymm tile's on CPUs with two 512-bit ports), on
+ *         "avxvnni" on ymm (32); 2 ops per multiply-add. 0 elsewhere.
+ *   bf16: 12 chains of vdpbf16ps on zmm (32 multiply-adds each, 2 FLOPs per) where the CPU has AVX512-BF16, else 0.
+ * These are the machine's ceilings, which a kernel on narrower registers cannot reach: on AVX-512 CPUs with two
+ * 512-bit FMA ports (Intel Xeon) zmm doubles the ymm rate, on Zen 4 (512-bit instructions in two halves) it does not.
  * The VNNI and BF16 chains are intrinsics (their encodings chosen by the compiler for each function's target), so
- * at -O0 they spill and read low; the AVX2 ones are inline assembly. Neither VNNI nor BF16 exists on this VM: those
- * two functions are compiled here but have not run on hardware (kernel_parity's emulated build runs them, untimed).
+ * at -O0 they spill and read low; the AVX2 and AVX-512F ones are inline assembly. kernel_parity's emulated build
+ * (AVX-512 by SIMDe on an AVX2 CPU) keeps the ymm chains: it only checks that they run.
  *
  * Each thread runs the same number of iterations; the rate is the total over the wall time of the slowest, best of
- * 12 calls. On this project's VM (2 vCPUs, AVX2 without AVX-512) the fp32 peak comes out ≈ 96 GFLOP/s on one
- * thread and 164–187 on two: the 234 GFLOP/s of ../shared/CPU.md assume AVX-512 registers the VM does not expose. */
+ * 12 calls. Measured on 2 threads (vCPUs): AMD EPYC VM with AVX2 only, fp32 164–187 GFLOP/s (≈ 96 on one thread);
+ * Intel Xeon (family 6 model 207, session 11) with AVX-512: fp32 on ymm 171–188, on zmm see bench/README.md. */
 #include "EncoreKernels.h"
 #include <time.h>
 
@@ -71,6 +74,32 @@ PK_AVX2 static float fma_chains_avx2(long iters, float seed) {
     return out;
 }
 
+#if !defined(EK_EMULATED_FEATURES)
+#define PK_FMA12Z "vfmadd213ps %%zmm13,%%zmm12,%%zmm0\n vfmadd213ps %%zmm13,%%zmm12,%%zmm1\n" \
+                  "vfmadd213ps %%zmm13,%%zmm12,%%zmm2\n vfmadd213ps %%zmm13,%%zmm12,%%zmm3\n" \
+                  "vfmadd213ps %%zmm13,%%zmm12,%%zmm4\n vfmadd213ps %%zmm13,%%zmm12,%%zmm5\n" \
+                  "vfmadd213ps %%zmm13,%%zmm12,%%zmm6\n vfmadd213ps %%zmm13,%%zmm12,%%zmm7\n" \
+                  "vfmadd213ps %%zmm13,%%zmm12,%%zmm8\n vfmadd213ps %%zmm13,%%zmm12,%%zmm9\n" \
+                  "vfmadd213ps %%zmm13,%%zmm12,%%zmm10\n vfmadd213ps %%zmm13,%%zmm12,%%zmm11\n"
+/* fma_chains_avx2 on zmm (AVX-512F) */
+__attribute__((target("avx2,fma,avx512f"))) static float fma_chains_avx512(long iters, float seed) {
+    float one = seed, b = 0.999999f, c = 1e-7f, out;
+    __asm__ volatile(
+        "vbroadcastss %[one], %%zmm0\n vmovaps %%zmm0, %%zmm1\n vmovaps %%zmm0, %%zmm2\n vmovaps %%zmm0, %%zmm3\n"
+        "vmovaps %%zmm0, %%zmm4\n vmovaps %%zmm0, %%zmm5\n vmovaps %%zmm0, %%zmm6\n vmovaps %%zmm0, %%zmm7\n"
+        "vmovaps %%zmm0, %%zmm8\n vmovaps %%zmm0, %%zmm9\n vmovaps %%zmm0, %%zmm10\n vmovaps %%zmm0, %%zmm11\n"
+        "vbroadcastss %[b], %%zmm12\n vbroadcastss %[c], %%zmm13\n"
+        "1:\n" PK_FMA12Z
+        "dec %[n]\n jnz 1b\n"
+        "vaddps %%zmm1, %%zmm0, %%zmm0\n vmovss %%xmm0, %[out]\n vzeroupper\n"
+        : [n] "+r"(iters), [out] "=m"(out)
+        : [one] "m"(one), [b] "m"(b), [c] "m"(c)
+        : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12",
+          "xmm13", "cc");
+    return out;
+}
+#endif
+
 /* 4 chains of vpmaddubsw (u8 × s8 pairs into int16), vpmaddwd by ones (into int32), vpaddd: ek_gemm_int8's tile */
 PK_AVX2 static float int8_mix_avx2(long iters) {
     int32_t ones = 0x00010001, bytes = 0x03020101, out;
@@ -114,6 +143,35 @@ ATTR static float NAME(long iters) { \
 }
 PK_VNNI_CHAINS(vnni_chains_avx512, PK_AVX512VNNI, _mm256_dpbusd_epi32)
 PK_VNNI_CHAINS(vnni_chains_avx, PK_AVXVNNI, _mm256_dpbusd_avx_epi32)
+#if !defined(EK_EMULATED_FEATURES)
+/* 12 chains of vpdpbusd on zmm (64 multiply-adds each) */
+PK_AVX512VNNI static float vnni_chains_zmm(long iters) {
+    volatile int32_t av = 0x01010101, bv = 0x01ff01ff;
+    const __m512i a = _mm512_set1_epi32(av), b = _mm512_set1_epi32(bv);
+    __m512i c[12];
+    for (int j = 0; j < 12; j++) c[j] = _mm512_set1_epi32(j);
+    for (long i = 0; i < iters; i++)
+        for (int j = 0; j < 12; j++) c[j] = _mm512_dpbusd_epi32(c[j], a, b);
+    __m512i s = c[0];
+    for (int j = 1; j < 12; j++) s = _mm512_add_epi32(s, c[j]);
+    return (float)_mm512_reduce_add_epi32(s);
+}
+/* 12 chains of vdpbf16ps on zmm (32 multiply-adds each) */
+PK_AVX512BF16 static float bf16_chains_zmm(long iters) {
+    volatile int32_t av = 0x3f803f80, bv = 0x35803580;
+    const __m512i ai = _mm512_set1_epi32(av), bi = _mm512_set1_epi32(bv);
+    __m512bh a, b;
+    memcpy(&a, &ai, sizeof a);
+    memcpy(&b, &bi, sizeof b);
+    __m512 c[12];
+    for (int j = 0; j < 12; j++) c[j] = _mm512_set1_ps((float)(j + 1));
+    for (long i = 0; i < iters; i++)
+        for (int j = 0; j < 12; j++) c[j] = _mm512_dpbf16_ps(c[j], a, b);
+    __m512 s = c[0];
+    for (int j = 1; j < 12; j++) s = _mm512_add_ps(s, c[j]);
+    return _mm512_reduce_add_ps(s);
+}
+#endif
 
 /* 12 chains of vdpbf16ps on ymm: each step adds 1.0 × 2⁻²⁰ twice to each lane (the sums stay normal) */
 PK_AVX512BF16 static float bf16_chains(long iters) {
@@ -158,6 +216,9 @@ static float fma_chains_plain(long iters, float seed) {
 /* lanes per chain of the fp32 path this CPU runs */
 static int fma_lanes(void) {
 #ifdef PK_X86
+#if !defined(EK_EMULATED_FEATURES)
+    if (!ek_get_force_reference() && (ek_cpu_features() & EK_CPU_AVX512F) && (ek_cpu_features() & EK_CPU_AVX2_FMA)) return 16;
+#endif
     if (!ek_get_force_reference() && (ek_cpu_features() & EK_CPU_AVX2_FMA)) return 8;
 #elif defined(__aarch64__)
     if (!ek_get_force_reference() && (ek_cpu_features() & EK_CPU_NEON)) return 4;
@@ -170,6 +231,9 @@ static void fma_task(void *ctx, long index, long count) {
     pk_ctx *c = ctx;
     float seed = 1.0f + (float)index;
 #ifdef PK_X86
+#if !defined(EK_EMULATED_FEATURES)
+    if (fma_lanes() == 16) { c->out[index % 64] = fma_chains_avx512(c->iters, seed); return; }
+#endif
     if (fma_lanes() == 8) { c->out[index % 64] = fma_chains_avx2(c->iters, seed); return; }
 #elif defined(__aarch64__)
     if (fma_lanes() == 4) { c->out[index % 64] = fma_chains_neon(c->iters, seed); return; }
@@ -210,6 +274,9 @@ double ek_peak_fma_gflops(void) {
 double ek_peak_int8_gops(void) {
 #ifdef PK_X86
     const char *path = ek_gemm_int8_path();
+#if !defined(EK_EMULATED_FEATURES)
+    if (strcmp(path, "avx512vnni") == 0) return rate(loop_task, vnni_chains_zmm, PK_CHAIN_ITERS, 12.0 * 64.0 * 2.0);
+#endif
     if (strcmp(path, "avx512vnni") == 0) return rate(loop_task, vnni_chains_avx512, PK_CHAIN_ITERS, 12.0 * 32.0 * 2.0);
     if (strcmp(path, "avxvnni") == 0) return rate(loop_task, vnni_chains_avx, PK_CHAIN_ITERS, 12.0 * 32.0 * 2.0);
     if (strcmp(path, "avx2") == 0) return rate(loop_task, int8_mix_avx2, 4000000, 4.0 * 32.0 * 2.0);
@@ -219,6 +286,9 @@ double ek_peak_int8_gops(void) {
 
 double ek_peak_bf16_gflops(void) {
 #ifdef PK_X86
+#if !defined(EK_EMULATED_FEATURES)
+    if (strcmp(ek_gemm_bf16_path(), "avx512bf16") == 0) return rate(loop_task, bf16_chains_zmm, PK_CHAIN_ITERS, 12.0 * 32.0 * 2.0);
+#endif
     if (strcmp(ek_gemm_bf16_path(), "avx512bf16") == 0) return rate(loop_task, bf16_chains, PK_CHAIN_ITERS, 12.0 * 16.0 * 2.0);
 #endif
     return 0.0;

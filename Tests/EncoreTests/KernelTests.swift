@@ -458,6 +458,20 @@ final class KernelTests: XCTestCase {
         // vdpbf16ps chains only where the bf16 GEMM's tile runs (not on this VM)
         XCTAssertEqual(ek_peak_bf16_gflops() > 0, Backend.bf16GEMMPath == "avx512bf16")
     }
+
+    /// OpenBLAS must not run pre-AVX2 kernels on a CPU with AVX2 and FMA: Debian's 0.3.21 picks "Prescott" on CPU
+    /// models newer than it knows (Intel family 6 model 207), ~5× slower SGEMM, unless Encore switches it
+    /// (BLAS.coreUpgrade). Skipped where the user set OPENBLAS_CORETYPE or the BLAS is not OpenBLAS.
+    func testOpenBLASKernelSetMatchesTheCPU() throws {
+        let name = Backend.blasName
+        try XCTSkipUnless(name.hasPrefix("OpenBLAS "), "BLAS is \(name)")
+        try XCTSkipIf(ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] != nil, "OPENBLAS_CORETYPE is set")
+        let features = Int(ek_cpu_features())
+        try XCTSkipUnless(features & EK_CPU_AVX2_FMA != 0, "no AVX2 + FMA")
+        let core = name.dropFirst("OpenBLAS ".count).split(separator: " ").first.map(String.init)?.lowercased() ?? ""
+        XCTAssertTrue(["haswell", "zen", "skylakex", "cooperlake", "sapphirerapids"].contains(core),
+                      "OpenBLAS runs \(name) kernels on an AVX2 CPU")
+    }
 }
 
 final class SamplerTests: XCTestCase {

@@ -40,11 +40,67 @@ enum BLAS {
         #if canImport(Accelerate)
         return false
         #else
+        _ = coreUpgrade
         let useOpenBLASThreads = ProcessInfo.processInfo.environment["ENCORE_GEMM_THREADS"] == "openblas"
         if !useOpenBLASThreads { openblas_set_num_threads(1) }
         return !useOpenBLASThreads
         #endif
     }()
+
+    /// The kernel sets OpenBLAS picked and was switched to, or nil when it kept its own choice.
+    ///
+    /// OpenBLAS (DYNAMIC_ARCH builds, as Debian's) picks its kernels by CPU model and falls back to "Prescott" (SSE3)
+    /// on models newer than its release knows: Debian 12's 0.3.21 on an Intel Xeon of family 6 model 207 runs SGEMM
+    /// at 45–58 GFLOP/s on 2 threads instead of 216–292 with its SkylakeX kernels. When `OPENBLAS_CORETYPE` is unset
+    /// and the chosen kernels predate AVX2 on a CPU that has AVX2 and FMA, this does what `OPENBLAS_CORETYPE` would:
+    /// SkylakeX kernels where the CPU has AVX-512 (F, BW, VL), else Haswell, through OpenBLAS's own
+    /// `gotoblas_dynamic_quit` / `gotoblas_dynamic_init` (looked up at run time; absent from single-target builds, and
+    /// then nothing changes). Runs once, before the first BLAS call.
+    static let coreUpgrade: (from: String, to: String)? = {
+        #if canImport(Accelerate) || !os(Linux)
+        return nil
+        #else
+        guard ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] == nil, let p = openblas_get_corename() else { return nil }
+        let picked = String(cString: p), current = picked.lowercased()
+        let f = Int(ek_cpu_features())
+        guard f & EK_CPU_AVX2_FMA != 0,
+              !["haswell", "zen", "skylakex", "cooperlake", "sapphirerapids"].contains(current) else { return nil }
+        let avx512 = EK_CPU_AVX512F | EK_CPU_AVX512BWVL
+        let target = f & avx512 == avx512 ? "SkylakeX" : "Haswell"
+        return switchKernels(to: target) ? (picked, target) : nil
+        #endif
+    }()
+
+    /// Switches OpenBLAS to the named kernel set (an `OPENBLAS_CORETYPE` name such as "Haswell" or "SkylakeX") through
+    /// its `gotoblas_dynamic_init`; false when the BLAS is not a DYNAMIC_ARCH OpenBLAS or did not take the name.
+    /// Not while BLAS calls run. Tests whose results amplify roundoff (multi-step training trajectories) pin one set.
+    @discardableResult
+    static func switchKernels(to name: String) -> Bool {
+        #if canImport(Accelerate) || !os(Linux)
+        return false
+        #else
+        guard let handle = dlopen(nil, RTLD_NOW), let quit = dlsym(handle, "gotoblas_dynamic_quit"),
+              let initialize = dlsym(handle, "gotoblas_dynamic_init") else { return false }
+        typealias Hook = @convention(c) () -> Void
+        let previous = getenv("OPENBLAS_CORETYPE").map { String(cString: $0) }
+        setenv("OPENBLAS_CORETYPE", name, 1)
+        unsafeBitCast(quit, to: Hook.self)()
+        unsafeBitCast(initialize, to: Hook.self)()
+        if let previous { setenv("OPENBLAS_CORETYPE", previous, 1) } else { unsetenv("OPENBLAS_CORETYPE") }
+        guard let q = openblas_get_corename() else { return false }
+        return String(cString: q).lowercased() == name.lowercased()
+        #endif
+    }
+
+    /// The kernel set OpenBLAS runs now (e.g. "SkylakeX"), or nil for another BLAS.
+    static var kernelSet: String? {
+        #if canImport(Accelerate)
+        return nil
+        #else
+        _ = onPool
+        return openblas_get_corename().map { String(cString: $0) }
+        #endif
+    }
 
     private static let gemmTask: ek_task_fn = { ctx, index, count in
         let j = ctx!.assumingMemoryBound(to: GemmJob.self).pointee
@@ -95,12 +151,14 @@ enum BLAS {
     static func gemv(n: Int, k: Int, w: UnsafePointer<Float>, x: UnsafePointer<Float>,
                      y: UnsafeMutablePointer<Float>, alpha: Float = 1, beta: Float = 0) {
         OpCounter.add(flops: 2 * n * k)
+        _ = onPool
         cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(n), Int32(k), alpha, w, Int32(k), x, 1, beta, y, 1)
     }
 
     /// Sets the number of BLAS threads (OpenBLAS); Accelerate picks its own.
     static func setThreads(_ n: Int) {
         #if !canImport(Accelerate)
+        _ = coreUpgrade
         openblas_set_num_threads(onPool ? 1 : Int32(max(1, n)))   // on the pool, each slice is single-threaded
         #endif
     }
@@ -118,7 +176,7 @@ enum BLAS {
         return "Accelerate"
         #else
         guard let p = openblas_get_corename() else { return "OpenBLAS" }
-        return "OpenBLAS " + String(cString: p)
+        return "OpenBLAS " + String(cString: p) + (coreUpgrade.map { " (set by Encore; OpenBLAS picked \($0.from))" } ?? "")
         #endif
     }
 }

@@ -13,7 +13,7 @@
 /* AVX-VNNI's VEX vpdpbusd computes what AVX512-VNNI's EVEX form does */
 #define _mm256_dpbusd_avx_epi32(src, a, b) simde_mm256_dpbusd_epi32(src, a, b)
 
-/* two AVX-512F intrinsics SIMDe 0.7.4 lacks, written from Intel's pseudocode */
+/* three AVX-512F intrinsics SIMDe 0.7.4 lacks, written from Intel's pseudocode */
 static inline simde__m512i encore_emulated_mm512_cvtepu16_epi32(simde__m256i a) {
     simde__m256i_private a_ = simde__m256i_to_private(a);
     simde__m512i_private r_;
@@ -21,6 +21,13 @@ static inline simde__m512i encore_emulated_mm512_cvtepu16_epi32(simde__m256i a) 
     return simde__m512i_from_private(r_);
 }
 #define _mm512_cvtepu16_epi32(a) encore_emulated_mm512_cvtepu16_epi32(a)
+static inline simde__m512 encore_emulated_mm512_cvtepi32_ps(simde__m512i a) {
+    simde__m512i_private a_ = simde__m512i_to_private(a);
+    simde__m512_private r_;
+    for (int i = 0; i < 16; i++) r_.f32[i] = (float)a_.i32[i];   /* round to nearest even, as vcvtdq2ps */
+    return simde__m512_from_private(r_);
+}
+#define _mm512_cvtepi32_ps(a) encore_emulated_mm512_cvtepi32_ps(a)
 
 /* GCC's order: 256-bit halves, 128-bit halves, then (2,3,0,1) and the last pair */
 static inline float encore_emulated_mm512_reduce_add_ps(simde__m512 a) {
