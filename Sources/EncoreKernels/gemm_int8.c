@@ -24,8 +24,10 @@
  * buffer, and the epilogue is applied from them.
  * AVX-VNNI / AVX512-VNNI paths: the same packing and tiles, each u8 × s8 quad summed by one vpdpbusd instead of
  * vpmaddubsw + vpmaddwd + vpaddd (ek_gemm_int8_path names the path; ek_set_isa_limit caps it); the block GEMM below
- * drops the sign trick there too (activations offset by 128, see kernel_q8). This project's VM has neither, so they
- * are checked by kernel_parity's emulated build (SIMDe, scripts/test-kernels.sh), not timed.
+ * drops the sign trick there too (activations offset by 128, see kernel_q8). With AVX512-VNNI the micro-kernels
+ * run on zmm (kernel_zmm_*, kernel_q8_zmm_*): 8 rows × 16 columns, a row's 16 sums in one register. Timed on an
+ * Intel Xeon with AVX-512 (session 11, bench/README.md); checked natively there and by kernel_parity's emulated build
+ * (SIMDe, scripts/test-kernels.sh) on CPUs without them.
  * arm64 (NEON hook): 4×4 tiles read straight from the int8 rows with SDOT, or SMULL + SADALP (neon.c); u ≤ 127 is
  * a valid signed byte, so the same tiles multiply it.
  *
@@ -324,9 +326,9 @@ EG_AVX2 static void pack_panel(const int8_t *w, long kp, long c0, long nc, int8_
 /* acc[MR][EG_NV] += Σ over `quads` quads of k: broadcast quad of each of the MR activation rows (stride lda, u8)
  * × the packed panel's EG_NV vectors of 8 columns (s8). DOT(c, u, s) adds each int32 lane's four u8 × s8 products:
  * on AVX2 vpmaddubsw sums them in pairs into int16 (exact, see the top) and vpmaddwd by ones sums those pairs into
- * int32 (three instructions); with VNNI one vpdpbusd does it (VEX on AVX-VNNI, EVEX on ymm with AVX512-VNNI, which
- * Zen 4 should run at the 512-bit form's rate per byte; not measured here). Both never saturate here, so every path
- * gives the same integers. */
+ * int32 (three instructions); with VNNI one vpdpbusd does it (VEX on AVX-VNNI; EVEX on ymm with AVX512-VNNI only
+ * when built with -DEG_HAVE_ZMM=0, else the zmm kernels below). Both never saturate here, so every path gives the
+ * same integers. */
 #define EG_DOT_AVX2(c, u, s) _mm256_add_epi32((c), _mm256_madd_epi16(_mm256_maddubs_epi16((u), (s)), ones))
 #define EG_DOT_AVXVNNI(c, u, s) _mm256_dpbusd_avx_epi32((c), (u), (s))
 #define EG_DOT_AVX512VNNI(c, u, s) _mm256_dpbusd_epi32((c), (u), (s))
@@ -389,13 +391,15 @@ EG_AVX512VNNI static void kernel_zmm_##MR(const uint8_t *a, long lda, const int8
     } \
     EG_UNROLL for (int r = 0; r < MR; r++) _mm512_storeu_si512((void *)(acc + 2 * r), c[r]); \
 }
+#ifndef EG_HAVE_ZMM
+#define EG_HAVE_ZMM 1   /* -DEG_HAVE_ZMM=0: the ymm tile on every VNNI path (A/B) */
+#endif
+#if EG_HAVE_ZMM
 EG_KERNEL_ZMM(1) EG_KERNEL_ZMM(2) EG_KERNEL_ZMM(3) EG_KERNEL_ZMM(4) EG_KERNEL_ZMM(5) EG_KERNEL_ZMM(6)
 EG_KERNEL_ZMM(7) EG_KERNEL_ZMM(8) EG_KERNEL_ZMM(9) EG_KERNEL_ZMM(10) EG_KERNEL_ZMM(11) EG_KERNEL_ZMM(12)
 /* [rows − 1] */
 static const eg_kernel_fn eg_kernels_zmm[12] = { kernel_zmm_1, kernel_zmm_2, kernel_zmm_3, kernel_zmm_4, kernel_zmm_5,
     kernel_zmm_6, kernel_zmm_7, kernel_zmm_8, kernel_zmm_9, kernel_zmm_10, kernel_zmm_11, kernel_zmm_12 };
-#ifndef EG_HAVE_ZMM
-#define EG_HAVE_ZMM 1   /* -DEG_HAVE_ZMM=0: the ymm tile on every VNNI path (A/B) */
 #endif
 _Static_assert(EG_NV == 2 && EG_NR == 16 && EG_ZMR % EG_MR == 0 && EG_ZMR <= 12, "zmm kernels: a row is two ymm tile vectors");
 
@@ -736,11 +740,13 @@ EG_AVX512VNNI static void kernel_q8_zmm_##MR(const int8_t *a, long lda, const fl
     } \
     EG_UNROLL for (int r = 0; r < MR; r++) _mm512_storeu_ps(acc + 16 * r, f[r]); \
 }
+#if EG_HAVE_ZMM
 EG_KERNEL_Q8_ZMM(1) EG_KERNEL_Q8_ZMM(2) EG_KERNEL_Q8_ZMM(3) EG_KERNEL_Q8_ZMM(4) EG_KERNEL_Q8_ZMM(5) EG_KERNEL_Q8_ZMM(6)
 EG_KERNEL_Q8_ZMM(7) EG_KERNEL_Q8_ZMM(8) EG_KERNEL_Q8_ZMM(9) EG_KERNEL_Q8_ZMM(10) EG_KERNEL_Q8_ZMM(11) EG_KERNEL_Q8_ZMM(12)
 static const eg_kernel_q8_fn eg_kernels_q8_zmm[12] = { kernel_q8_zmm_1, kernel_q8_zmm_2, kernel_q8_zmm_3, kernel_q8_zmm_4,
     kernel_q8_zmm_5, kernel_q8_zmm_6, kernel_q8_zmm_7, kernel_q8_zmm_8, kernel_q8_zmm_9, kernel_q8_zmm_10,
     kernel_q8_zmm_11, kernel_q8_zmm_12 };
+#endif
 /* [path][rows − 1] */
 static const eg_kernel_q8_fn eg_kernels_q8[4][4] = {
     { NULL, NULL, NULL, NULL },
@@ -1055,7 +1061,8 @@ int ek_gemm_int8_multi_ref(long count, const int8_t *const *w, const float *cons
  * and a 4-row × 16-column fp32 tile adds vdpbf16ps(broadcast pair of x, two vectors of weight pairs) per pair of k,
  * kept across k blocks of 256 in the thread's tile buffer. Without AVX512-BF16 the same function runs plain C (far
  * slower than widening the weights for BLAS sgemm, which is what callers do there: ek_gemm_bf16_path()).
- * This project's VM has no AVX512-BF16: the tile is checked by kernel_parity's emulated build, not timed. */
+ * Timed in session 11 on an Intel Xeon with AVX512-BF16 (bench/README.md): there vdpbf16ps runs at half the fp32
+ * FMA rate (peaks 164–167 against 333–346 GFLOP/s on zmm), so widening for BLAS sgemm (the default) is faster. */
 
 #ifdef EG_X86
 #if defined(EK_EMULATED_FEATURES)

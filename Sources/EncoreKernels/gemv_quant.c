@@ -21,7 +21,7 @@
  * product of random signs). Without AVX512_BF16, weights are widened and multiplied by the fp32 x.
  *
  * Paths (run-time dispatch, capped by ek_set_isa_limit for tests):
- *   integer formats: avx512vnni (EVEX vpdpbusd on ymm; Zen 4 splits zmm anyway) > avxvnni (VEX vpdpbusd) >
+ *   integer formats: avx512vnni (EVEX vpdpbusd on ymm: decode is bound by memory, not instructions) > avxvnni (VEX vpdpbusd) >
  *                    avx2 (vpmaddubsw + vpmaddwd) > scalar
  *   bf16:            avx512bf16 (vdpbf16ps on zmm) > avx512f (widen + FMA) > avx2 (widen + FMA) > scalar
  * arm64 (neon.c):  bf16 neon (widen + FMA); int8 neon-dotprod (SDOT) > neon (SMULL + SADALP); Q8_0/Q4_0/Q4_1 still

@@ -3,8 +3,8 @@ import EncoreKernels
 @testable import Encore
 
 /// The bf16 prompt GEMM (`ek_gemm_bf16`: AVX512-BF16's vdpbf16ps where the CPU has it, plain C elsewhere) and its use
-/// by prompt passes over bf16 decode copies (`usePromptWeights(.decode)`, opt-in ``Backend/bf16PromptGEMM``). This VM has no
-/// AVX512-BF16: here the tests run the plain path (kernel_parity checks the tile under SIMDe emulation).
+/// by prompt passes over bf16 decode copies (`usePromptWeights(.decode)`, opt-in ``Backend/bf16PromptGEMM``). On a CPU
+/// without AVX512-BF16 the tests run the plain path (kernel_parity checks the tile under SIMDe emulation there).
 final class BF16GEMMTests: XCTestCase {
     var rng = SplitMix64(seed: 23)
     func randoms(_ n: Int, scale: Float = 1) -> [Float] { (0..<n).map { _ in (rng.nextUnitFloat() * 2 - 1) * scale } }
@@ -37,7 +37,7 @@ final class BF16GEMMTests: XCTestCase {
         }
         var y: [Float] = [0]
         XCTAssertEqual(ek_gemm_bf16([0], [1], nil, &y, 1, 1, 1, 9), -1, "unknown epilogue")
-        // opt-in, and only where the tile runs (this VM: never); the test override runs the plain path anywhere
+        // opt-in, and only where the tile runs (AVX512-BF16); the test override runs the plain path anywhere
         let saved = Backend.bf16PromptGEMM
         defer { Backend.bf16PromptGEMM = saved }
         Backend.bf16PromptGEMM = false

@@ -455,7 +455,7 @@ final class KernelTests: XCTestCase {
         XCTAssertEqual(ek_peak_int8_gops(), 0, "forced plain path: no int8 peak")
         XCTAssertEqual(ek_peak_bf16_gflops(), 0, "forced plain path: no vdpbf16ps")
         ek_set_force_reference(0)
-        // vdpbf16ps chains only where the bf16 GEMM's tile runs (not on this VM)
+        // vdpbf16ps chains only where the bf16 GEMM's tile runs (AVX512-BF16)
         XCTAssertEqual(ek_peak_bf16_gflops() > 0, Backend.bf16GEMMPath == "avx512bf16")
     }
 

@@ -6,8 +6,16 @@ import EncoreKernels
 /// bandwidth.
 public enum KernelBench {
     public struct Figures: Sendable {
-        /// Sequential read bandwidth over a 512 MiB buffer (GB/s).
+        /// Sequential read bandwidth over a 512 MiB buffer (GB/s): the largest of ``readSamples``.
         public var readGBps: Double
+        /// Every sample of the read ceiling taken in this run (GB/s): before the models run, and again after them
+        /// (``addReadSample(_:)``), since the host's bandwidth moves by ±20% over minutes.
+        public var readSamples: [Double] = []
+        /// Adds a read-ceiling sample; ``readGBps`` becomes the largest.
+        public mutating func addReadSample(_ gbps: Double) {
+            readSamples.append(gbps)
+            readGBps = readSamples.max()!
+        }
         /// fp32 GEMM 512×4096×1024 via BLAS (GFLOP/s).
         public var gemmGFLOPs: Double
         /// Decode GEMV 4096×1024 and 32128×1024 from cold weights (GB/s of weights).
@@ -35,7 +43,7 @@ public enum KernelBench {
         public var bf16PeakGFLOPs: Double? = nil
 
         public var json: [String: Any] {
-            ["read_gb_per_s": readGBps, "gemm_gflop_per_s": gemmGFLOPs, "gemv_gb_per_s": gemvGBps, "gemv_lm_head_gb_per_s": gemvLMHeadGBps,
+            ["read_gb_per_s": readGBps, "read_gb_per_s_samples": readSamples, "gemm_gflop_per_s": gemmGFLOPs, "gemv_gb_per_s": gemvGBps, "gemv_lm_head_gb_per_s": gemvLMHeadGBps,
              "gemv_format_gb_per_s": Dictionary(uniqueKeysWithValues: gemvFormatGBps.map { ($0.format.rawValue, $0.gbps) }),
              "gemv_format_paths": Dictionary(uniqueKeysWithValues: gemvFormatGBps.map { ($0.format.rawValue, $0.format.kernelPath) }),
              "int8_gemm_gop_per_s": int8GemmGOPs as Any, "int8_gemm_path": Backend.int8GEMMPath, "q8_0_gemm_gop_per_s": q8GemmGOPs as Any,
@@ -52,6 +60,17 @@ public enum KernelBench {
             b = min(b, now() - t0)
         }
         return b
+    }
+
+    /// The read ceiling: `ek_sum_f32` (four streams per thread) over 512 MiB, touched first, best of `reps` (GB/s).
+    public static func readCeilingGBps(reps: Int = 5) -> Double {
+        let n = 128 << 20
+        let big = Tensor(zeros: [n])
+        for i in stride(from: 0, to: n, by: 1024) { big.data[i] = 1 }
+        var sink: Float = 0
+        let t = best(reps) { sink += ek_sum_f32(big.data, n) }
+        if sink == .infinity { print("") }
+        return Double(n * 4) / t / 1e9
     }
 
     /// GB/s of one format's 4096×1024 decode GEMV, rotating through copies totalling ≥ 192 MiB (cold weights).
@@ -112,15 +131,12 @@ public enum KernelBench {
     /// `blockPromptFormats`: the formats int8 prompt passes run on; the GEMM of each block format among them (Q8_0,
     /// Q4_0, Q4_1) is measured once.
     public static func run(formats: [WeightFormat] = [], int8Prompts: Bool = false, blockPromptFormats: [WeightFormat] = []) -> Figures {
-        // read ceiling: 512 MiB, touched first
+        // instruction peaks first and again at the end (the larger counts: a busy sibling vCPU lowers single samples)
+        var fma = ek_peak_fma_gflops(), i8peak = ek_peak_int8_gops()
+        let read = readCeilingGBps()
         let n = 128 << 20
         let big = Tensor(zeros: [n])
         for i in stride(from: 0, to: n, by: 1024) { big.data[i] = 1 }
-        var sink: Float = 0
-        // instruction peaks first and again at the end (the larger counts: a busy sibling vCPU lowers single samples)
-        var fma = ek_peak_fma_gflops(), i8peak = ek_peak_int8_gops()
-        let tRead = best(5) { sink += ek_sum_f32(big.data, n) }
-        let read = Double(n * 4) / tRead / 1e9
         // GEMM
         let (m, nn, k) = (512, 4096, 1024)
         let a = Tensor(zeros: [m, k]), w = Tensor(zeros: [nn, k]), c = Tensor(zeros: [m, nn])
@@ -143,8 +159,8 @@ public enum KernelBench {
             off = (off + 32128) % (n / 1024 - 32128)
         }
         let headGBps = Double(32128 * 1024 * 4) / tHead / 1e9
-        if sink == .infinity { print("") }
         var f = Figures(readGBps: read, gemmGFLOPs: gemm, gemvGBps: gemv, gemvLMHeadGBps: headGBps)
+        f.readSamples = [read]
         fma = max(fma, ek_peak_fma_gflops())
         i8peak = max(i8peak, ek_peak_int8_gops())
         f.fmaPeakGFLOPs = fma

@@ -55,7 +55,9 @@ enum BLAS {
     /// and the chosen kernels predate AVX2 on a CPU that has AVX2 and FMA, this does what `OPENBLAS_CORETYPE` would:
     /// SkylakeX kernels where the CPU has AVX-512 (F, BW, VL), else Haswell, through OpenBLAS's own
     /// `gotoblas_dynamic_quit` / `gotoblas_dynamic_init` (looked up at run time; absent from single-target builds, and
-    /// then nothing changes). Runs once, before the first BLAS call.
+    /// then nothing changes). Runs once, before the first BLAS call (every entry point here touches `onPool` first).
+    /// The switch is process-wide: an app that also calls OpenBLAS from its own threads should make its first BLAS
+    /// call through Encore (e.g. `Backend.setThreads`) before starting them, or set `OPENBLAS_CORETYPE` itself.
     static let coreUpgrade: (from: String, to: String)? = {
         #if canImport(Accelerate) || !os(Linux)
         return nil
@@ -66,8 +68,13 @@ enum BLAS {
         guard f & EK_CPU_AVX2_FMA != 0,
               !["haswell", "zen", "skylakex", "cooperlake", "sapphirerapids"].contains(current) else { return nil }
         let avx512 = EK_CPU_AVX512F | EK_CPU_AVX512BWVL
-        let target = f & avx512 == avx512 ? "SkylakeX" : "Haswell"
-        return switchKernels(to: target) ? (picked, target) : nil
+        // SkylakeX where the CPU has AVX-512 and the build has those kernels, else Haswell
+        for target in (f & avx512 == avx512 ? ["SkylakeX", "Haswell"] : ["Haswell"]) where switchKernels(to: target) {
+            return (picked, target)
+        }
+        // neither was taken (a build without them): whatever OpenBLAS runs now is reported by `coreName`
+        guard let q = openblas_get_corename(), String(cString: q) != picked else { return nil }
+        return (picked, String(cString: q))
         #endif
     }()
 
@@ -116,6 +123,7 @@ enum BLAS {
 
     /// One CBLAS call on the calling thread.
     private static func sgemm(_ j: GemmJob) {
+        _ = onPool   // the kernel set and thread count are settled before the first call (swift_once: others wait)
         cblas_sgemm(CblasRowMajor, j.transA ? CblasTrans : CblasNoTrans, j.transB ? CblasTrans : CblasNoTrans,
                     j.m, j.n, j.k, j.alpha, j.a, j.lda, j.b, j.ldb, j.beta, j.c, j.ldc)
     }
@@ -167,6 +175,7 @@ enum BLAS {
         #if canImport(Accelerate)
         return 0
         #else
+        _ = onPool
         return Int(openblas_get_num_threads())
         #endif
     }
@@ -175,6 +184,7 @@ enum BLAS {
         #if canImport(Accelerate)
         return "Accelerate"
         #else
+        _ = onPool
         guard let p = openblas_get_corename() else { return "OpenBLAS" }
         return "OpenBLAS " + String(cString: p) + (coreUpgrade.map { " (set by Encore; OpenBLAS picked \($0.from))" } ?? "")
         #endif
@@ -197,8 +207,8 @@ public enum Backend {
     public static var int8GEMMPath: String { String(cString: ek_gemm_int8_path()) }
     /// Opt-in: prompt passes over bf16-only weights (`--decode-weights bf16 --prompt-weights decode`) multiply the bf16
     /// rows with AVX512-BF16's `vdpbf16ps` (`ek_gemm_bf16`; x rounded to bf16) instead of widening each matrix for
-    /// BLAS sgemm, on CPUs that have it. Off by default: the tile is checked against its twin under emulation but has
-    /// not been timed on such a CPU. `ENCORE_BF16_PROMPT_GEMM=1` in the environment turns it on at start. Set it before
+    /// BLAS sgemm, on CPUs that have it. Off by default: on the one such CPU timed (an Intel Xeon, session 11),
+    /// vdpbf16ps runs at half the zmm FMA rate and the widened sgemm is faster. `ENCORE_BF16_PROMPT_GEMM=1` in the environment turns it on at start. Set it before
     /// running models, not while one runs.
     nonisolated(unsafe) public static var bf16PromptGEMM = ProcessInfo.processInfo.environment["ENCORE_BF16_PROMPT_GEMM"] == "1"
     /// "avx512bf16" where ``bf16PromptGEMM`` would run the vdpbf16ps tile, else "scalar".

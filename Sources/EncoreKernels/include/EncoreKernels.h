@@ -356,10 +356,11 @@ const char *ek_gemm_bf16_path(void);
 /** Sum of n floats on the kernel threads, each reading its own block as four streams (its quarters side by side, as
  *  the decode GEMVs read their weights): measures the memory read ceiling. */
 float ek_sum_f32(const float *x, long n);
-/** Instruction ceilings on the kernel threads, registers only (peaks.c): fp32 FMA chains (AVX2+FMA, NEON or plain
- *  C) in GFLOP/s; the instructions of the int8 GEMM's tile on this CPU (ek_gemm_int8_path: the AVX2 mix of
- *  vpmaddubsw, vpmaddwd by ones and vpaddd, or vpdpbusd) in GOP/s (2 per multiply-add; 0 for other paths); and
- *  vdpbf16ps in GFLOP/s where ek_gemm_bf16_path() is "avx512bf16" (else 0). Best of 12 calls of about 5–10 ms. */
+/** Instruction ceilings on the kernel threads, registers only (peaks.c): fp32 FMA chains (zmm with AVX-512F, else
+ *  AVX2+FMA, NEON or plain C) in GFLOP/s; the int8 GEMM's instructions on this CPU (ek_gemm_int8_path: the AVX2 mix
+ *  of vpmaddubsw, vpmaddwd by ones and vpaddd, vpdpbusd on ymm with AVX-VNNI, on zmm with AVX512-VNNI) in GOP/s (2
+ *  per multiply-add; 0 for other paths); and vdpbf16ps on zmm in GFLOP/s where ek_gemm_bf16_path() is "avx512bf16"
+ *  (else 0). Best of 12 calls of about 5–10 ms. */
 double ek_peak_fma_gflops(void);
 double ek_peak_int8_gops(void);
 double ek_peak_bf16_gflops(void);

@@ -27,6 +27,7 @@ static inline simde__m512 encore_emulated_mm512_cvtepi32_ps(simde__m512i a) {
     for (int i = 0; i < 16; i++) r_.f32[i] = (float)a_.i32[i];   /* round to nearest even, as vcvtdq2ps */
     return simde__m512_from_private(r_);
 }
+#undef _mm512_cvtepi32_ps
 #define _mm512_cvtepi32_ps(a) encore_emulated_mm512_cvtepi32_ps(a)
 
 /* GCC's order: 256-bit halves, 128-bit halves, then (2,3,0,1) and the last pair */
