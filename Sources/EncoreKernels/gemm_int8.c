@@ -391,10 +391,42 @@ EG_AVX512VNNI static void kernel_zmm_##MR(const uint8_t *a, long lda, const int8
     } \
     EG_UNROLL for (int r = 0; r < MR; r++) _mm512_storeu_si512((void *)(acc + 2 * r), c[r]); \
 }
+/* Two panels at once (b0 → acc0, b1 → acc1): MR rows × 32 columns, 2·MR accumulators; per quad two weight loads
+ * and MR broadcasts feed 2·MR vpdpbusd (one broadcast per two instructions instead of one per instruction). */
+#define EG_KERNEL_ZMM2(MR) \
+EG_AVX512VNNI static void kernel_zmm2_##MR(const uint8_t *a, long lda, const int8_t *b0, const int8_t *b1, long quads, \
+                                          __m256i *acc0, __m256i *acc1) { \
+    __m512i c[MR], d[MR]; \
+    EG_UNROLL for (int r = 0; r < MR; r++) { \
+        c[r] = _mm512_loadu_si512((const void *)(acc0 + 2 * r)); \
+        d[r] = _mm512_loadu_si512((const void *)(acc1 + 2 * r)); \
+    } \
+    for (long p = 0; p < quads; p++) { \
+        const __m512i bv = _mm512_loadu_si512((const void *)(b0 + p * 4 * EG_NR)); \
+        const __m512i bw = _mm512_loadu_si512((const void *)(b1 + p * 4 * EG_NR)); \
+        EG_UNROLL for (int r = 0; r < MR; r++) { \
+            const __m512i av = _mm512_set1_epi32(*(const int32_t *)(a + r * lda + 4 * p)); \
+            c[r] = _mm512_dpbusd_epi32(c[r], av, bv); \
+            d[r] = _mm512_dpbusd_epi32(d[r], av, bw); \
+        } \
+    } \
+    EG_UNROLL for (int r = 0; r < MR; r++) { \
+        _mm512_storeu_si512((void *)(acc0 + 2 * r), c[r]); \
+        _mm512_storeu_si512((void *)(acc1 + 2 * r), d[r]); \
+    } \
+}
 #ifndef EG_HAVE_ZMM
 #define EG_HAVE_ZMM 1   /* -DEG_HAVE_ZMM=0: the ymm tile on every VNNI path (A/B) */
 #endif
+#ifndef EG_ZMM2
+#define EG_ZMM2 1       /* -DEG_ZMM2=0: one panel per zmm call (A/B) */
+#endif
 #if EG_HAVE_ZMM
+EG_KERNEL_ZMM2(1) EG_KERNEL_ZMM2(2) EG_KERNEL_ZMM2(3) EG_KERNEL_ZMM2(4) EG_KERNEL_ZMM2(5) EG_KERNEL_ZMM2(6)
+EG_KERNEL_ZMM2(7) EG_KERNEL_ZMM2(8)
+typedef void (*eg_kernel2_fn)(const uint8_t *, long, const int8_t *, const int8_t *, long, __m256i *, __m256i *);
+static const eg_kernel2_fn eg_kernels_zmm2[8] = { kernel_zmm2_1, kernel_zmm2_2, kernel_zmm2_3, kernel_zmm2_4,
+    kernel_zmm2_5, kernel_zmm2_6, kernel_zmm2_7, kernel_zmm2_8 };
 EG_KERNEL_ZMM(1) EG_KERNEL_ZMM(2) EG_KERNEL_ZMM(3) EG_KERNEL_ZMM(4) EG_KERNEL_ZMM(5) EG_KERNEL_ZMM(6)
 EG_KERNEL_ZMM(7) EG_KERNEL_ZMM(8) EG_KERNEL_ZMM(9) EG_KERNEL_ZMM(10) EG_KERNEL_ZMM(11) EG_KERNEL_ZMM(12)
 /* [rows − 1] */
@@ -461,6 +493,17 @@ EG_AVX2 static int columns_avx2(const gemm_ctx *g, const gemm_mat *a, long c0, l
                 const int8_t *bk = pb + p * panel_len + k0 * EG_NR;
 #if EG_HAVE_ZMM
                 if (g->simd == EG_P_AVX512VNNI) {   /* EG_ZMR rows (EG_ZMR / EG_MR tiles) per call */
+                    if (EG_ZMM2 && p + 1 < panels) {   /* this panel and the next, 8 rows per call */
+                        for (long t = 0; t < ntiles; t += 2) {
+                            long r0 = m0 + t * EG_MR;
+                            int mr = (int)(m1 - r0 < 8 ? m1 - r0 : 8);
+                            eg_kernels_zmm2[mr - 1](g->u + r0 * g->kp + k0, g->kp, bk, bk + panel_len, kc / 4,
+                                                    tiles + (p * tiles_per_panel + t) * tile_vecs,
+                                                    tiles + ((p + 1) * tiles_per_panel + t) * tile_vecs);
+                        }
+                        p++;
+                        continue;
+                    }
                     for (long t = 0; t < ntiles; t += EG_ZMR / EG_MR) {
                         long r0 = m0 + t * EG_MR;
                         int mr = (int)(m1 - r0 < EG_ZMR ? m1 - r0 : EG_ZMR);
