@@ -1105,7 +1105,7 @@ int ek_gemm_int8_multi_ref(long count, const int8_t *const *w, const float *cons
  * kept across k blocks of 256 in the thread's tile buffer. Without AVX512-BF16 the same function runs plain C (far
  * slower than widening the weights for BLAS sgemm, which is what callers do there: ek_gemm_bf16_path()).
  * Timed in session 11 on an Intel Xeon with AVX512-BF16 (bench/README.md): there vdpbf16ps runs at half the fp32
- * FMA rate (peaks 164–167 against 333–346 GFLOP/s on zmm), so widening for BLAS sgemm (the default) is faster. */
+ * FMA rate (peaks 156–171 against 319–346 GFLOP/s on zmm), so widening for BLAS sgemm (the default) is faster. */
 
 #ifdef EG_X86
 #if defined(EK_EMULATED_FEATURES)

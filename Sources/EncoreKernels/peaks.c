@@ -16,8 +16,8 @@
  *
  * Each thread runs the same number of iterations; the rate is the total over the wall time of the slowest, best of
  * 12 calls. Measured on 2 threads (vCPUs): AMD EPYC VM with AVX2 only, fp32 164–187 GFLOP/s (≈ 96 on one thread);
- * Intel Xeon (family 6 model 207, session 11) with AVX-512: fp32 on ymm 171–188, on zmm 333–346; vpdpbusd on zmm
- * 1,419–1,454 GOP/s (ymm 705–757); vdpbf16ps on zmm 162–167 GFLOP/s (ymm 91–94), half the fp32 FMA rate there. */
+ * Intel Xeon (family 6 model 207, session 11) with AVX-512: fp32 on ymm 171–188, on zmm 319–346; vpdpbusd on zmm
+ * 1,376–1,454 GOP/s (ymm 705–757); vdpbf16ps on zmm 156–171 GFLOP/s (ymm 91–94), about half the fp32 FMA rate there. */
 #include "EncoreKernels.h"
 #include <time.h>
 

@@ -51,7 +51,7 @@ enum BLAS {
     ///
     /// OpenBLAS (DYNAMIC_ARCH builds, as Debian's) picks its kernels by CPU model and falls back to "Prescott" (SSE3)
     /// on models newer than its release knows: Debian 12's 0.3.21 on an Intel Xeon of family 6 model 207 runs SGEMM
-    /// at 45–58 GFLOP/s on 2 threads instead of 216–292 with its SkylakeX kernels. When `OPENBLAS_CORETYPE` is unset
+    /// at 43–58 GFLOP/s on 2 threads instead of 215–279 with its SkylakeX kernels. When `OPENBLAS_CORETYPE` is unset
     /// and the chosen kernels predate AVX2 on a CPU that has AVX2 and FMA, this does what `OPENBLAS_CORETYPE` would:
     /// SkylakeX kernels where the CPU has AVX-512 (F, BW, VL), else Haswell, through OpenBLAS's own
     /// `gotoblas_dynamic_quit` / `gotoblas_dynamic_init` (looked up at run time; absent from single-target builds, and
