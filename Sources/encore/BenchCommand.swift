@@ -334,7 +334,7 @@ struct BenchCommand: ParsableCommand {
                     if let limits {
                         o["decode_weight_gb_per_s"] = r.weightGBps
                         o["decode_fraction_of_read_bw"] = r.weightGBps / limits.readGBps
-                        o["decode_fraction_of_read_bw_with_caches_upper_bound"] = (r.weightBytesPerToken + r.cacheMB * 1_048_576) * r.decodeTokensPerSecond / 1e9 / limits.readGBps
+                        o["decode_fraction_of_read_bw_with_caches_upper_bound"] = r.weightAndCacheGBpsUpperBound / limits.readGBps
                         o["prefill_fraction_of_gemm"] = r.prefillGFLOPs / limits.gemmGFLOPs
                         o["prefill_fraction_of_fma_peak"] = r.prefillGFLOPs / limits.fmaPeakGFLOPs
                         if let i8 = limits.int8GemmGOPs { o["prefill_fraction_of_int8_gemm"] = r.prefillGFLOPs / i8 }
@@ -417,9 +417,7 @@ struct BenchCommand: ParsableCommand {
                                      r.model as NSString, r.inputTokens, r.outputTokens, r.prefillFLOPs / 1e9, r.prefillGFLOPs,
                                      100 * r.prefillGFLOPs / limits.gemmGFLOPs, 100 * r.prefillGFLOPs / limits.fmaPeakGFLOPs, bf16Part as NSString))
                     }
-                    // the KV / cross caches are read every step too: at most their allocated size at the end (cacheMB:
-                    // capacity, not just the used length, and Mu/T5's encoder states), so an upper bound
-                    let withCaches = (r.weightBytesPerToken + r.cacheMB * 1_048_576) * r.decodeTokensPerSecond / 1e9
+                    let withCaches = r.weightAndCacheGBpsUpperBound   // the caches each step reads too
                     print(String(format: "%@ %@ %d→%d: decode streams %.3f GB of weights per token = %.1f GB/s, %.0f%% of the read ceiling; with the caches (≤ %.1f MiB a step) %.1f GB/s, %.0f%%",
                                  r.model as NSString, r.decodeWeights as NSString, r.inputTokens, r.outputTokens, r.weightBytesPerToken / 1e9, r.weightGBps,
                                  100 * r.weightGBps / limits.readGBps, r.cacheMB, withCaches, 100 * withCaches / limits.readGBps))

@@ -77,6 +77,9 @@ public struct BenchResult: Sendable {
     public var prefillGFLOPs: Double { prefillFLOPs / (ttftMs / 1000) / 1e9 }
     /// weightBytesPerToken × decode tokens/s.
     public var weightGBps: Double { weightBytesPerToken * decodeTokensPerSecond / 1e9 }
+    /// As ``weightGBps`` with the KV / cross caches a step reads, counted at their size at the end (``cacheMB``:
+    /// allocated capacity, and Mu/T5's encoder states): an upper bound.
+    public var weightAndCacheGBpsUpperBound: Double { (weightBytesPerToken + cacheMB * 1_048_576) * decodeTokensPerSecond / 1e9 }
     /// The first decoder step after encoding (encoder-decoder), or 0.
     public var firstStepMs: Double { encodeMs > 0 ? ttftMs - encodeMs : 0 }
 

@@ -63,14 +63,21 @@ public enum KernelBench {
     }
 
     /// The read ceiling: `ek_sum_f32` (four streams per thread) over 512 MiB, touched first, best of `reps` (GB/s).
-    public static func readCeilingGBps(reps: Int = 5) -> Double {
-        let n = 128 << 20
-        let big = Tensor(zeros: [n])
-        for i in stride(from: 0, to: n, by: 1024) { big.data[i] = 1 }
+    public static func readCeilingGBps(reps: Int = 5) -> Double { readCeilingGBps(over: touchedBuffer(), reps: reps) }
+
+    /// The read ceiling over `big` (a buffer larger than the caches, already touched).
+    static func readCeilingGBps(over big: Tensor, reps: Int) -> Double {
         var sink: Float = 0
-        let t = best(reps) { sink += ek_sum_f32(big.data, n) }
+        let t = best(reps) { sink += ek_sum_f32(big.data, big.count) }
         if sink == .infinity { print("") }
-        return Double(n * 4) / t / 1e9
+        return Double(big.count * 4) / t / 1e9
+    }
+
+    /// 512 MiB of fp32, every page touched.
+    static func touchedBuffer() -> Tensor {
+        let big = Tensor(zeros: [128 << 20])
+        for i in stride(from: 0, to: big.count, by: 1024) { big.data[i] = 1 }
+        return big
     }
 
     /// GB/s of one format's 4096×1024 decode GEMV, rotating through copies totalling ≥ 192 MiB (cold weights).
@@ -133,10 +140,8 @@ public enum KernelBench {
     public static func run(formats: [WeightFormat] = [], int8Prompts: Bool = false, blockPromptFormats: [WeightFormat] = []) -> Figures {
         // instruction peaks first and again at the end (the larger counts: a busy sibling vCPU lowers single samples)
         var fma = ek_peak_fma_gflops(), i8peak = ek_peak_int8_gops()
-        let read = readCeilingGBps()
-        let n = 128 << 20
-        let big = Tensor(zeros: [n])
-        for i in stride(from: 0, to: n, by: 1024) { big.data[i] = 1 }
+        let big = touchedBuffer(), n = big.count   // the read ceiling's buffer, then the LM-head GEMV's weights
+        let read = readCeilingGBps(over: big, reps: 5)
         // GEMM
         let (m, nn, k) = (512, 4096, 1024)
         let a = Tensor(zeros: [m, k]), w = Tensor(zeros: [nn, k]), c = Tensor(zeros: [m, nn])
@@ -203,15 +208,13 @@ extension KernelBench {
     /// the read ceiling (ek_sum_f32 over 512 MiB, best of 3) is measured again before each shape, on the same threads.
     public static func gemvLayoutAB(formats: [WeightFormat] = [.q8_0, .q4_0, .q4_1], threads: [Int] = [1, 2],
                                     progress: (String) -> Void = { _ in }) -> [LayoutAB] {
-        let big = Tensor(zeros: [128 << 20])
-        for i in stride(from: 0, to: big.count, by: 1024) { big.data[i] = 1 }
-        var sink: Float = 0
+        let big = touchedBuffer()
         var out: [LayoutAB] = []
         var rng = SplitMix64(seed: 9)
         for t in threads {
             Backend.setThreads(t)
             for (name, n, k) in abShapes {
-                let read = Double(big.count * 4) / best(3) { sink += ek_sum_f32(big.data, big.count) } / 1e9
+                let read = readCeilingGBps(over: big, reps: 3)
                 let w = Tensor(zeros: [n, k])
                 for i in 0..<w.count { w.data[i] = rng.nextUnitFloat() - 0.5 }
                 let x = Tensor(zeros: [1, k])
@@ -270,7 +273,6 @@ extension KernelBench {
                 }
             }
         }
-        if sink == .infinity { print("") }
         return out
     }
 }

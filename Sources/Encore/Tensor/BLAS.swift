@@ -65,8 +65,7 @@ enum BLAS {
         guard ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] == nil, let p = openblas_get_corename() else { return nil }
         let picked = String(cString: p), current = picked.lowercased()
         let f = Int(ek_cpu_features())
-        guard f & EK_CPU_AVX2_FMA != 0,
-              !["haswell", "zen", "skylakex", "cooperlake", "sapphirerapids"].contains(current) else { return nil }
+        guard f & EK_CPU_AVX2_FMA != 0, !avx2KernelSets.contains(current) else { return nil }
         let avx512 = EK_CPU_AVX512F | EK_CPU_AVX512BWVL
         // SkylakeX where the CPU has AVX-512 and the build has those kernels, else Haswell
         for target in (f & avx512 == avx512 ? ["SkylakeX", "Haswell"] : ["Haswell"]) where switchKernels(to: target) {
@@ -77,6 +76,9 @@ enum BLAS {
         return (picked, String(cString: q))
         #endif
     }()
+
+    /// OpenBLAS kernel sets (lowercased `openblas_get_corename()`) built on AVX2 and FMA or newer.
+    static let avx2KernelSets: Set<String> = ["haswell", "zen", "skylakex", "cooperlake", "sapphirerapids"]
 
     /// Switches OpenBLAS to the named kernel set (an `OPENBLAS_CORETYPE` name such as "Haswell" or "SkylakeX") through
     /// its `gotoblas_dynamic_init`; false when the BLAS is not a DYNAMIC_ARCH OpenBLAS or did not take the name.
@@ -166,7 +168,6 @@ enum BLAS {
     /// Sets the number of BLAS threads (OpenBLAS); Accelerate picks its own.
     static func setThreads(_ n: Int) {
         #if !canImport(Accelerate)
-        _ = coreUpgrade
         openblas_set_num_threads(onPool ? 1 : Int32(max(1, n)))   // on the pool, each slice is single-threaded
         #endif
     }
