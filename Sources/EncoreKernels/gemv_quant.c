@@ -37,6 +37,7 @@
 
 #if defined(__x86_64__) || defined(_M_X64)
 #define EQ_X86 1
+#include <cpuid.h>
 #include <immintrin.h>
 #define EQ_AVX2 __attribute__((target("avx2,fma,f16c")))
 #if defined(EK_EMULATED_FEATURES)
@@ -293,6 +294,7 @@ typedef struct {
     const float *bias;
     float *y;
     long m, n, k, nb, row_bytes;
+    int streams;             /* x8 kernels: rows walked side by side (ek_get_x8_streams) */
 } qctx;
 
 /* ------------------------------------------------------------------------------------------------ */
@@ -735,13 +737,32 @@ ATTR static void rows_##SUFFIX(const qctx *c, long r0, long r1) {               
 #ifndef EQ_PF
 #define EQ_PF 1024   /* software prefetch distance (bytes) in the x8 kernels */
 #endif
-/* Rows the x8 kernels walk side by side, from as many equal parts of a thread's range (bench/micro/gemv_cold.c,
- * cold 2560×960 and 960×2560, 2 threads, means of 3: int8 15.5 / 15.1 GB/s with 1, 16.4 / 16.9 with 2, 14.8 / 13.3
- * with 4; Q8_0 15.9 / 15.1, 17.8 / 16.3, 16.6 / 16.2; Q4_0 14.9 / 14.7, 15.2 / 15.3, 15.3 / 16.3). Their integer
- * work per byte is heavier than bf16's, and two streams are enough. */
-#ifndef EQ_X8_STREAMS
-#define EQ_X8_STREAMS 2
+/* Rows the x8 kernels walk side by side, from as many equal parts of a thread's range: 2 or 4 (x8_streams()).
+ * On the AMD EPYC of sessions 1–10 two were best (bench/micro/gemv_cold.c, cold 2560×960 and 960×2560, 2 threads,
+ * means of 3: int8 15.5 / 15.1 GB/s with 1, 16.4 / 16.9 with 2, 14.8 / 13.3 with 4; Q8_0 15.9 / 15.1, 17.8 / 16.3,
+ * 16.6 / 16.2; Q4_0 14.9 / 14.7, 15.2 / 15.3, 15.3 / 16.3). On the Intel Xeon of session 12, where one core streams
+ * only 11–12 GB/s (so more misses in flight pay), four were: Llama-362M decode, 128 → 64 tokens, f16 KV, medians of
+ * 8 runs alternating builds, 2 → 4 streams gave Q4_0 73.8 → 80.1 tok/s, Q8_0 42.6 → 48.0, int8 47.9 → 48.4, and 8
+ * streams fell back (Q4_0 63.1, Q8_0 41.9 against 79.5 and 48.0 with 4 in the same runs). So Intel CPUs walk 4,
+ * others 2; EK_X8_STREAMS=2|4 in the environment or ek_set_x8_streams overrides. A row's float is the same either way. */
+#define EQ_X8_MAX_STREAMS 4
+static int g_x8_streams = -1;
+void ek_set_x8_streams(int n) { g_x8_streams = n == 2 || n == 4 ? n : -1; }
+int ek_get_x8_streams(void) {
+    if (g_x8_streams < 0) {
+        const char *e = getenv("EK_X8_STREAMS");
+        int n = e ? atoi(e) : 0;
+        if (n != 2 && n != 4) {
+            n = 2;
+#if EQ_X86
+            unsigned a = 0, b = 0, c = 0, d = 0;
+            if (__get_cpuid(0, &a, &b, &c, &d) && b == 0x756e6547u && d == 0x49656e69u && c == 0x6c65746eu) n = 4;  /* GenuineIntel */
 #endif
+        }
+        g_x8_streams = n;
+    }
+    return g_x8_streams;
+}
 #define EQ_DEFINE_X8_ROWS(SUFFIX, ATTR, DOT, PAIRDOT)                                                          \
 ATTR static inline __m256i x8_pair_##SUFFIX(const uint8_t *wq, const int8_t *xq, __m256i m4) {                 \
     __m256i v_ = _mm256_loadu_si256((const __m256i *)wq);                                                      \
@@ -820,21 +841,21 @@ ATTR static inline __attribute__((always_inline)) void x8_group_##SUFFIX(const u
     }                                                                                                          \
     *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(t), sc, *acc);                                                   \
 }                                                                                                              \
-/* Rows [r0, r1) walked in EQ_X8_STREAMS parts (walk_rows), group by group; each row's float is the same whichever \
+/* Rows [r0, r1) walked in S parts (2 or 4) (walk_rows), group by group; each row's float is the same whichever \
  * step computed it. */                                                                                        \
-ATTR static inline __attribute__((always_inline)) void x8_body_##SUFFIX(const qctx *c, long r0, long r1, const int fmt) { \
+ATTR static inline __attribute__((always_inline)) void x8_body_##SUFFIX(const qctx *c, long r0, long r1, const int fmt, const int S) { \
     const long nb = c->nb;                                                                                     \
-    for (long t = 0, steps = walk_steps(r0, r1, EQ_X8_STREAMS); t < steps; t++) {                              \
-        long rows[EQ_X8_STREAMS];                                                                              \
-        const int lanes = walk_rows(r0, r1, EQ_X8_STREAMS, t, rows);                                           \
+    for (long t = 0, steps = walk_steps(r0, r1, S); t < steps; t++) {                              \
+        long rows[EQ_X8_MAX_STREAMS];                                                                              \
+        const int lanes = walk_rows(r0, r1, S, t, rows);                                           \
         for (long i = 0; i < c->m; i++) {                                                                      \
             const int8_t *xq = c->xq + i * nb * 32;                                                            \
             const float *xd = c->xd + i * nb, *xc = c->xc + i * nb;                                            \
-            __m256 acc[EQ_X8_STREAMS], corr[EQ_X8_STREAMS];                                                    \
-            for (int u = 0; u < EQ_X8_STREAMS; u++) acc[u] = corr[u] = _mm256_setzero_ps();                    \
+            __m256 acc[EQ_X8_MAX_STREAMS], corr[EQ_X8_MAX_STREAMS];                                                    \
+            for (int u = 0; u < S; u++) acc[u] = corr[u] = _mm256_setzero_ps();                    \
             for (long b0 = 0; b0 < nb; b0 += 8) {                                                              \
                 if (lanes > 1)                                                                                 \
-                    for (int u = 0; u < EQ_X8_STREAMS; u++)                                                    \
+                    for (int u = 0; u < S; u++)                                                                \
                         x8_group_##SUFFIX(c->w + rows[u] * c->row_bytes, b0, nb, xq, xd, xc, fmt, &acc[u], &corr[u]); \
                 else x8_group_##SUFFIX(c->w + rows[0] * c->row_bytes, b0, nb, xq, xd, xc, fmt, &acc[0], &corr[0]); \
             }                                                                                                  \
@@ -847,12 +868,17 @@ ATTR static inline __attribute__((always_inline)) void x8_body_##SUFFIX(const qc
         }                                                                                                      \
     }                                                                                                          \
 }                                                                                                              \
-ATTR static void rows_x8_##SUFFIX(const qctx *c, long r0, long r1) {   /* one specialised body per format */  \
+ATTR static void rows_x8_##SUFFIX(const qctx *c, long r0, long r1) {   /* one specialised body per format and S */ \
+    const int four = c->streams == 4;                                                                          \
     switch (c->format) {                                                                                       \
-    case EK_WF_INT8: x8_body_##SUFFIX(c, r0, r1, EK_WF_INT8); return;   /* header-less groups of 8 */        \
-    case EK_WF_Q8_0X8: x8_body_##SUFFIX(c, r0, r1, EK_WF_Q8_0); return;                                        \
-    case EK_WF_Q4_0X8: x8_body_##SUFFIX(c, r0, r1, EK_WF_Q4_0); return;                                        \
-    default: x8_body_##SUFFIX(c, r0, r1, EK_WF_Q4_1); return;                                                  \
+    case EK_WF_INT8:   /* header-less groups of 8 */                                                           \
+        if (four) x8_body_##SUFFIX(c, r0, r1, EK_WF_INT8, 4); else x8_body_##SUFFIX(c, r0, r1, EK_WF_INT8, 2); return; \
+    case EK_WF_Q8_0X8:                                                                                         \
+        if (four) x8_body_##SUFFIX(c, r0, r1, EK_WF_Q8_0, 4); else x8_body_##SUFFIX(c, r0, r1, EK_WF_Q8_0, 2); return; \
+    case EK_WF_Q4_0X8:                                                                                         \
+        if (four) x8_body_##SUFFIX(c, r0, r1, EK_WF_Q4_0, 4); else x8_body_##SUFFIX(c, r0, r1, EK_WF_Q4_0, 2); return; \
+    default:                                                                                                   \
+        if (four) x8_body_##SUFFIX(c, r0, r1, EK_WF_Q4_1, 4); else x8_body_##SUFFIX(c, r0, r1, EK_WF_Q4_1, 2); return; \
     }                                                                                                          \
 }
 
@@ -1065,7 +1091,7 @@ int ek_gemv_quant(int format, const void *w, const float *wscale, const float *x
     read_int8_grouped();
     qctx c;
     memset(&c, 0, sizeof c);
-    c.format = format; c.path = path_for(format);
+    c.format = format; c.path = path_for(format); c.streams = ek_get_x8_streams();
     c.w = (const uint8_t *)w; c.wscale = wscale; c.x = x; c.bias = bias; c.y = y;
     c.m = m; c.n = n; c.k = k; c.nb = (k + 31) / 32; c.row_bytes = ek_quant_row_bytes(format, k);
     if (!prepare(&c)) return -2;
@@ -1106,7 +1132,7 @@ int ek_gemv_quant_multi(int format, long count, const void *const *w, const floa
     memset(&mc, 0, sizeof mc);
     mc.count = count;
     qctx *c0 = &mc.c[0];
-    c0->format = format; c0->path = path_for(format); c0->x = x;
+    c0->format = format; c0->path = path_for(format); c0->x = x; c0->streams = ek_get_x8_streams();
     c0->m = m; c0->k = k; c0->nb = (k + 31) / 32; c0->row_bytes = ek_quant_row_bytes(format, k);
     if (!prepare(c0)) return -2;                       /* one quantization of x for every matrix */
     long bytes = 0;

@@ -360,7 +360,9 @@ struct BenchCommand: ParsableCommand {
                   + (encoderWeights.map { " · encoder weights \($0)" } ?? "")
                   + (crossKV == "f16" ? " · Mu cross-attention K/V in f16" : "")
                   + (kvCache == "f16" ? " · f16 KV caches" : ""))
-            print("decode kernels: " + formats.map(kernelLabel).map { "\($0.0) \($0.1)" }.joined(separator: ", "))
+            print("decode kernels: " + formats.map(kernelLabel).map { "\($0.0) \($0.1)" }.joined(separator: ", ")
+                  + (formats.contains { [.int8, .q8_0, .q4_0, .q4_1].contains($0) }
+                     ? Backend.groupedDecodeStreams.map { " (\($0) rows side by side per thread)" } ?? "" : ""))
             print("model       weights   params   input  output  encode ms  1st step ms   TTFT ms   decode tok/s   e2e s   GFLOP/seq   peak RSS MiB   cache MiB")
             for r in results {
                 print(r.model.padding(toLength: 11, withPad: " ", startingAt: 0) + " " + r.decodeWeights.padding(toLength: 6, withPad: " ", startingAt: 0)

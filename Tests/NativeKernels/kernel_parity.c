@@ -399,7 +399,32 @@ static void test_gemv_quant(char seen[][8][16]) {
                     struct quant_row_ctx rx = { x8, qx, NULL, x, b, m, k };
                     snprintf(what, sizeof what, "gemv_%s_x8@%s row alone", fmt_names[f], path);
                     expect_rows_alone(what, si, yx, m, n, quant_row, &rx);
-                    free(qx); free(yx);
+                    /* the other count of rows walked side by side (2 or 4, ek_set_x8_streams): the same floats, here
+                       and for the plain-layout call (int8 rows run the grouped kernels too) */
+                    float *yo = malloc(sizeof(float) * m * n), *yxo = malloc(sizeof(float) * m * n);
+                    ek_set_x8_streams(ek_get_x8_streams() == 4 ? 2 : 4);
+                    ek_gemv_quant(x8, qx, NULL, x, b, yxo, m, n, k);
+                    ek_gemv_quant(f, q, ws, x, b, yo, m, n, k);
+                    ek_set_x8_streams(-1);
+                    g_checks++;
+                    if (memcmp(yxo, yx, sizeof(float) * m * n) != 0 || memcmp(yo, y, sizeof(float) * m * n) != 0) {
+                        printf("FAIL gemv_%s_x8@%s [%s] case %ld: another stream count changed the floats\n", fmt_names[f],
+                               path, g_mode, si);
+                        g_failures++;
+                    }
+                    free(qx); free(yx); free(yo); free(yxo);
+                }
+                if (f == EK_WF_INT8) {   /* int8 rows: grouped kernels, the other stream count */
+                    float *yo = malloc(sizeof(float) * m * n);
+                    ek_set_x8_streams(ek_get_x8_streams() == 4 ? 2 : 4);
+                    ek_gemv_quant(f, q, ws, x, b, yo, m, n, k);
+                    ek_set_x8_streams(-1);
+                    g_checks++;
+                    if (memcmp(yo, y, sizeof(float) * m * n) != 0) {
+                        printf("FAIL gemv_int8@%s [%s] case %ld: another stream count changed the floats\n", path, g_mode, si);
+                        g_failures++;
+                    }
+                    free(yo);
                 }
                 float *single = malloc(sizeof(float) * m * n);
                 memcpy(single, y, sizeof(float) * m * n);
