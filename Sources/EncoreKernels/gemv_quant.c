@@ -742,7 +742,7 @@ ATTR static void rows_##SUFFIX(const qctx *c, long r0, long r1) {               
  * means of 3: int8 15.5 / 15.1 GB/s with 1, 16.4 / 16.9 with 2, 14.8 / 13.3 with 4; Q8_0 15.9 / 15.1, 17.8 / 16.3,
  * 16.6 / 16.2; Q4_0 14.9 / 14.7, 15.2 / 15.3, 15.3 / 16.3). On the Intel Xeon of session 12, where one core streams
  * only 11–12 GB/s (so more misses in flight pay), four were: Llama-362M decode, 128 → 64 tokens, f16 KV, medians of
- * 8 runs alternating builds, 2 → 4 streams gave Q4_0 73.8 → 80.1 tok/s, Q8_0 42.6 → 48.0, int8 47.9 → 48.4, and 8
+ * 8 runs alternating builds, 2 → 4 streams gave Q4_0 74.5 → 80.1 tok/s, Q8_0 42.6 → 48.0, int8 47.9 → 48.4, and 8
  * streams fell back (Q4_0 63.1, Q8_0 41.9 against 79.5 and 48.0 with 4 in the same runs). So Intel CPUs walk 4,
  * others 2; EK_X8_STREAMS=2|4 in the environment or ek_set_x8_streams overrides. A row's float is the same either way. */
 #define EQ_X8_MAX_STREAMS 4
