@@ -37,7 +37,6 @@
 
 #if defined(__x86_64__) || defined(_M_X64)
 #define EQ_X86 1
-#include <cpuid.h>
 #include <immintrin.h>
 #define EQ_AVX2 __attribute__((target("avx2,fma,f16c")))
 #if defined(EK_EMULATED_FEATURES)
@@ -752,13 +751,7 @@ int ek_get_x8_streams(void) {
     if (g_x8_streams < 0) {
         const char *e = getenv("EK_X8_STREAMS");
         int n = e ? atoi(e) : 0;
-        if (n != 2 && n != 4) {
-            n = 2;
-#if EQ_X86
-            unsigned a = 0, b = 0, c = 0, d = 0;
-            if (__get_cpuid(0, &a, &b, &c, &d) && b == 0x756e6547u && d == 0x49656e69u && c == 0x6c65746eu) n = 4;  /* GenuineIntel */
-#endif
-        }
+        if (n != 2 && n != 4) n = ek_cpu_is_intel() ? 4 : 2;
         g_x8_streams = n;
     }
     return g_x8_streams;

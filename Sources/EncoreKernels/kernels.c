@@ -51,6 +51,18 @@ int ek_cpu_features(void) {
     return f;
 }
 
+int ek_cpu_is_intel(void) {
+    static int intel = -1;
+    if (intel < 0) {
+        intel = 0;
+#if EK_X86
+        unsigned a, b, c, d;   /* leaf 0: the vendor string "GenuineIntel" in EBX, EDX, ECX */
+        if (__get_cpuid(0, &a, &b, &c, &d)) intel = b == 0x756e6547u && d == 0x49656e69u && c == 0x6c65746eu;
+#endif
+    }
+    return intel;
+}
+
 void ek_set_force_reference(int force) { g_force_ref = force; }
 int ek_get_force_reference(void) { return g_force_ref; }
 

@@ -130,15 +130,25 @@ long ek_parallel_min_bytes(void) {
 }
 
 /* Row ranges a decode GEMV of `bytes` weight bytes is split into (claimed dynamically): one task below the
- * threshold; else about 1 MiB per range, between 4 and 16 per thread. Large fp32 matrices (16 MiB and up) get finer
+ * threshold; else about 1 MiB per range, between P and 16 per thread. Large fp32 matrices (16 MiB and up) get finer
  * ranges, so the thread that finishes first waits less for the other (T5-347M fp32 decode: 16 ranges per thread
- * ≈ 5% faster than 4); matrices up to 8 MiB keep 4 per thread (finer ranges were slower there: Mu int8). The count
- * is rounded up to a multiple of the threads: 9 equal ranges on 2 threads (Llama-362M's bf16 gate/up, 9.4 MiB) end
- * with one thread running the 5th while the other waits, 11% longer than 10 ranges. */
+ * ≈ 5% faster than 4). P, the fewest per thread, is 4 on the AMD EPYC of sessions 1–10 (finer ranges were slower
+ * there: Mu int8) and 1 on Intel CPUs: a core of the Intel Xeon streams only 11–12 GB/s, and longer ranges keep its
+ * streams going (session 12, Llama-362M decode, 128 → 64 tokens, medians of 14 alternating runs: Q4_0 74.7 → 83.4
+ * tok/s, int8 49.4 → 50.5, bf16 level; bench/micro/gemv_layers.c, Q4_0: 9.5–9.9 → 8.4–8.8 ms for a step's GEMVs).
+ * EK_GEMV_TASKS_PER_THREAD=1..16 in the environment sets P. The count is rounded up to a multiple of the threads: 9
+ * equal ranges on 2 threads (Llama-362M's bf16 gate/up, 9.4 MiB) end with one thread running the 5th while the other
+ * waits, 11% longer than 10 ranges. */
+static long g_min_tasks = -1;
+
 long ek_gemv_tasks(long bytes) {
     if (bytes < ek_parallel_min_bytes()) return 1;
+    if (g_min_tasks < 0) {
+        long v = env_positive("EK_GEMV_TASKS_PER_THREAD", ek_cpu_is_intel() ? 1 : 4);
+        g_min_tasks = v > 16 ? 16 : v;
+    }
     long threads = ek_get_threads(), per_mib = bytes >> 20;
-    long n = per_mib < 4 * threads ? 4 * threads : per_mib > 16 * threads ? 16 * threads : per_mib;
+    long n = per_mib < g_min_tasks * threads ? g_min_tasks * threads : per_mib > 16 * threads ? 16 * threads : per_mib;
     return (n + threads - 1) / threads * threads;   /* equal ranges: a count the threads share evenly */
 }
 

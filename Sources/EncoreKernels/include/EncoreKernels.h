@@ -22,6 +22,8 @@ enum { EK_CPU_AVX2_FMA = 1, EK_CPU_AVX512F = 2, EK_CPU_NEON = 4, EK_CPU_AVX512BF
        EK_CPU_AVXVNNI = 32, EK_CPU_AVX512BWVL = 64, EK_CPU_F16C = 128, EK_CPU_NEON_DOTPROD = 256 };
 /** Bit set of EK_CPU_* the running CPU has. */
 int ek_cpu_features(void);
+/** 1 on an Intel CPU (cpuid vendor "GenuineIntel"), else 0: picks tuning defaults (ek_gemv_tasks, ek_get_x8_streams). */
+int ek_cpu_is_intel(void);
 /** Force the plain-C paths (1) or allow SIMD paths (0); for tests and benchmarks. */
 void ek_set_force_reference(int force);
 int ek_get_force_reference(void);
@@ -181,7 +183,7 @@ typedef void (*ek_task_fn)(void *ctx, long index, long count);
  *  EK_PARALLEL_MIN_BYTES overrides it, for tuning on other machines). */
 long ek_parallel_min_bytes(void);
 /** Tasks a decode GEMV over `bytes` weight bytes is split into: 1 below ek_parallel_min_bytes(), else about one per
- *  MiB, between 4 and 16 per thread. */
+ *  MiB, between P and 16 per thread (P: 1 on Intel CPUs, 4 elsewhere; EK_GEMV_TASKS_PER_THREAD overrides). */
 long ek_gemv_tasks(long bytes);
 /** Runs fn(ctx, i, ntasks) for i in [0, ntasks), tasks claimed by the kernel threads and the caller; returns when all
  *  are done. Called from inside a task, it runs the tasks inline on that thread. */
