@@ -745,17 +745,6 @@ ATTR static void rows_##SUFFIX(const qctx *c, long r0, long r1) {               
  * streams fell back (Q4_0 63.1, Q8_0 41.9 against 79.5 and 48.0 with 4 in the same runs). So Intel CPUs walk 4,
  * others 2; EK_X8_STREAMS=2|4 in the environment or ek_set_x8_streams overrides. A row's float is the same either way. */
 #define EQ_X8_MAX_STREAMS 4
-static int g_x8_streams = -1;
-void ek_set_x8_streams(int n) { g_x8_streams = n == 2 || n == 4 ? n : -1; }
-int ek_get_x8_streams(void) {
-    if (g_x8_streams < 0) {
-        const char *e = getenv("EK_X8_STREAMS");
-        int n = e ? atoi(e) : 0;
-        if (n != 2 && n != 4) n = ek_cpu_is_intel() ? 4 : 2;
-        g_x8_streams = n;
-    }
-    return g_x8_streams;
-}
 #define EQ_DEFINE_X8_ROWS(SUFFIX, ATTR, DOT, PAIRDOT)                                                          \
 ATTR static inline __m256i x8_pair_##SUFFIX(const uint8_t *wq, const int8_t *xq, __m256i m4) {                 \
     __m256i v_ = _mm256_loadu_si256((const __m256i *)wq);                                                      \
@@ -998,6 +987,19 @@ EQ_DEFINE_BF16_ROWS(avx2, EQ_AVX2, c->x)
 EQ_DEFINE_BF16_ROWS(avx512f, EQ_AVX512F, c->x)
 EQ_DEFINE_BF16_ROWS(avx512bf16, EQ_AVX512BF16, c->xb)
 #endif /* EQ_X86 */
+
+/* The x8 kernels' stream count (comment above EQ_X8_MAX_STREAMS): defined on every CPU, read by the x86 kernels only. */
+static int g_x8_streams = -1;
+void ek_set_x8_streams(int n) { g_x8_streams = n == 2 || n == 4 ? n : -1; }
+int ek_get_x8_streams(void) {
+    if (g_x8_streams < 0) {
+        const char *e = getenv("EK_X8_STREAMS");
+        int n = e ? atoi(e) : 0;
+        if (n != 2 && n != 4) n = ek_cpu_is_intel() ? 4 : 2;
+        g_x8_streams = n;
+    }
+    return g_x8_streams;
+}
 
 /* int8 rows through the x8 kernels (their 8 blocks' int32 sums scaled by one vector, no per-block float work);
  * EK_INT8_BLOCKWISE=1 in the environment selects the per-block kernel again, for A/B runs. */
