@@ -85,7 +85,8 @@ static int path_for(int format) {
         if (lim >= EK_ISA_AVX2 && (f & EK_CPU_AVX2_FMA) && (f & EK_CPU_F16C)) return P_AVX2;
         return P_SCALAR;
     }
-    if (format == EK_WF_F32) return (f & EK_CPU_AVX2_FMA) && lim >= EK_ISA_AVX2 ? P_AVX2 : P_SCALAR;
+    if (format == EK_WF_F32)   /* kernels.c: zmm for one input row with AVX-512F (gemv_f32_zmm), else AVX2 */
+        return !((f & EK_CPU_AVX2_FMA) && lim >= EK_ISA_AVX2) ? P_SCALAR : lim >= EK_ISA_AVX512 && (f & EK_CPU_AVX512F) ? P_AVX512F : P_AVX2;
     if (format == EK_WF_Q4_K || format == EK_WF_Q5_K || format == EK_WF_Q6_K)      /* K-quants: AVX2 kernel only */
         return lim >= EK_ISA_AVX2 && (f & EK_CPU_AVX2_FMA) && (f & EK_CPU_F16C) ? P_AVX2 : P_SCALAR;
     if (lim >= EK_ISA_AVX512 && avx512 && (f & EK_CPU_AVX512VNNI) && (f & EK_CPU_F16C)) return P_AVX512VNNI;

@@ -329,7 +329,7 @@ static void f32_row(void *ctx, long r, float *yr) {
     ek_gemv_f32(c->w + r * c->k, c->x, c->b + r, yr, c->m, 1, c->k);
 }
 
-static void test_gemv_f32(void) {
+static void test_gemv_f32_once(void) {
     for (long si = 0; si < NGSHAPES; si++) {
         long m = gshapes[si][0], n = gshapes[si][1], k = gshapes[si][2];
         float *w = frand(n * k, 1), *x = frand(m * k, 3), *b = frand(n, 1);
@@ -343,7 +343,21 @@ static void test_gemv_f32(void) {
         expect_rows_alone("gemv_f32 row alone", si, y, m, n, f32_row, &rc);
         free(w); free(x); free(b); free(y); free(r); free(want); free(sc);
     }
-    report("gemv_f32", ek_kernel_path());
+    report("gemv_f32", ek_gemv_path(EK_WF_F32));
+}
+
+static void expect_str(const char *what, const char *got, const char *want);
+/* every path this CPU has: on x86-64 with AVX-512F one input row runs on zmm, and capped at AVX2 on ymm */
+static void test_gemv_f32(void) {
+    test_gemv_f32_once();
+#if defined(__x86_64__)
+    if (!ek_get_force_reference() && strcmp(ek_gemv_path(EK_WF_F32), "avx512f") == 0) {
+        ek_set_isa_limit(EK_ISA_AVX2);
+        expect_str("ek_gemv_path(EK_WF_F32) at limit AVX2", ek_gemv_path(EK_WF_F32), "avx2");
+        test_gemv_f32_once();
+        ek_set_isa_limit(-1);
+    }
+#endif
 }
 
 static const char *const fmt_names[] = { "f32", "bf16", "int8", "q8_0", "q4_0", "q4_1" };

@@ -202,7 +202,8 @@ int ek_get_threads(void);
 /* ---- matrix-vector products for decode (weights streamed once, both cores) ---- */
 /**
  * y[m, n] = x[m, k] · w[n, k]ᵀ (+ bias[n]) for a few rows m (decode: m = batch, at most 8 per pass).
- * Each thread streams a contiguous block of weight rows once, reusing it for all m inputs.
+ * Each thread streams a contiguous block of weight rows once, reusing it for all m inputs. One input row runs on zmm
+ * with AVX-512F (ek_gemv_path(EK_WF_F32) "avx512f"; capped by ek_set_isa_limit), else on ymm ("avx2").
  */
 void ek_gemv_f32(const float *w, const float *x, const float *bias, float *y, long m, long n, long k);
 void ek_gemv_f32_ref(const float *w, const float *x, const float *bias, float *y, long m, long n, long k);
