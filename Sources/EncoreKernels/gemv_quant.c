@@ -27,7 +27,7 @@
  * arm64 (neon.c):  bf16 neon (widen + FMA); int8 neon-dotprod (SDOT) > neon (SMULL + SADALP); Q8_0/Q4_0/Q4_1 still
  *                  scalar. The activation quantizer has a NEON block too (same bytes as plain C).
  *
- * Every call is parallel over rows on the ek_parallel_for pool (ek_gemv_tasks: 4 to 16 contiguous row ranges per thread, claimed
+ * Every call is parallel over rows on the ek_parallel_for pool (ek_gemv_tasks: 1 (Intel) or 4 to 16 contiguous row ranges per thread, claimed
  * dynamically), streams each weight once for up to m ≤ 8 activation rows, and allocates nothing once its
  * thread-local activation buffer has grown to the largest m*k seen. */
 #include "EncoreKernels.h"
@@ -85,8 +85,8 @@ static int path_for(int format) {
         if (lim >= EK_ISA_AVX2 && (f & EK_CPU_AVX2_FMA) && (f & EK_CPU_F16C)) return P_AVX2;
         return P_SCALAR;
     }
-    if (format == EK_WF_F32)   /* kernels.c: zmm for one input row with AVX-512F (gemv_f32_zmm), else AVX2 */
-        return !((f & EK_CPU_AVX2_FMA) && lim >= EK_ISA_AVX2) ? P_SCALAR : lim >= EK_ISA_AVX512 && (f & EK_CPU_AVX512F) ? P_AVX512F : P_AVX2;
+    if (format == EK_WF_F32)   /* kernels.c: zmm for one input row (ek_gemv_f32_zmm), else AVX2 */
+        return !((f & EK_CPU_AVX2_FMA) && lim >= EK_ISA_AVX2) ? P_SCALAR : ek_gemv_f32_zmm() ? P_AVX512F : P_AVX2;
     if (format == EK_WF_Q4_K || format == EK_WF_Q5_K || format == EK_WF_Q6_K)      /* K-quants: AVX2 kernel only */
         return lim >= EK_ISA_AVX2 && (f & EK_CPU_AVX2_FMA) && (f & EK_CPU_F16C) ? P_AVX2 : P_SCALAR;
     if (lim >= EK_ISA_AVX512 && avx512 && (f & EK_CPU_AVX512VNNI) && (f & EK_CPU_F16C)) return P_AVX512VNNI;
@@ -737,7 +737,7 @@ ATTR static void rows_##SUFFIX(const qctx *c, long r0, long r1) {               
 #ifndef EQ_PF
 #define EQ_PF 1024   /* software prefetch distance (bytes) in the x8 kernels */
 #endif
-/* Rows the x8 kernels walk side by side, from as many equal parts of a thread's range: 2 or 4 (x8_streams()).
+/* Rows the x8 kernels walk side by side, from as many equal parts of a thread's range: 2 or 4 (ek_get_x8_streams()).
  * On the AMD EPYC of sessions 1–10 two were best (bench/micro/gemv_cold.c, cold 2560×960 and 960×2560, 2 threads,
  * means of 3: int8 15.5 / 15.1 GB/s with 1, 16.4 / 16.9 with 2, 14.8 / 13.3 with 4; Q8_0 15.9 / 15.1, 17.8 / 16.3,
  * 16.6 / 16.2; Q4_0 14.9 / 14.7, 15.2 / 15.3, 15.3 / 16.3). On the Intel Xeon of session 12, where one core streams

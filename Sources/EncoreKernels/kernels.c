@@ -52,13 +52,14 @@ int ek_cpu_features(void) {
 }
 
 int ek_cpu_is_intel(void) {
-    static int intel = -1;
+    static int intel = -1;   /* one store of the final answer: a thread reading early computes it too */
     if (intel < 0) {
-        intel = 0;
+        int v = 0;
 #if EK_X86
         unsigned a, b, c, d;   /* leaf 0: the vendor string "GenuineIntel" in EBX, EDX, ECX */
-        if (__get_cpuid(0, &a, &b, &c, &d)) intel = b == 0x756e6547u && d == 0x49656e69u && c == 0x6c65746eu;
+        if (__get_cpuid(0, &a, &b, &c, &d)) v = b == 0x756e6547u && d == 0x49656e69u && c == 0x6c65746eu;
 #endif
+        intel = v;
     }
     return intel;
 }
@@ -1148,15 +1149,15 @@ EK_GEMV_ROWS1(avx2, EK_AVX2)
 EK_GEMV_ROWS1(avx512, EK_AVX512F_GEMV)
 #undef EK_GEMV_ROWS1
 
-/* Whether single-input fp32 GEMVs run on zmm: AVX-512F, and the ISA cap (ek_set_isa_limit) at EK_ISA_AVX512. */
-static int gemv_f32_zmm(void) {
+/* Whether single-input fp32 GEMVs run on zmm (ek_gemv_path(EK_WF_F32) reports this same test). */
+int ek_gemv_f32_zmm(void) {
     return use_avx2() && (ek_cpu_features() & EK_CPU_AVX512F) && ek_get_isa_limit() >= EK_ISA_AVX512;
 }
 
 EK_AVX2 static void gemv_rows_avx2(const gemv_ctx *c, long r0, long r1) {
     const long k = c->k;
     if (c->m == 1) {
-        if (gemv_f32_zmm()) gemv_rows1_avx512(c, r0, r1);
+        if (ek_gemv_f32_zmm()) gemv_rows1_avx512(c, r0, r1);
         else gemv_rows1_avx2(c, r0, r1);
         return;
     }
@@ -1182,6 +1183,8 @@ EK_AVX2 static void gemv_rows_avx2(const gemv_ctx *c, long r0, long r1) {
         }
     }
 }
+#else
+int ek_gemv_f32_zmm(void) { return 0; }
 #endif
 
 static void gemv_rows_scalar(const gemv_ctx *c, long r0, long r1) {
@@ -1205,7 +1208,7 @@ static void gemv_task(void *ctx, long index, long count) {
 void ek_gemv_f32(const float *w, const float *x, const float *bias, float *y, long m, long n, long k) {
     gemv_ctx c = { w, x, bias, y, m, n, k };
     long bytes = n * k * 4;
-    /* tiny matrices are not worth a wake-up; otherwise 4 contiguous row blocks per thread, claimed
+    /* tiny matrices are not worth a wake-up; otherwise contiguous row blocks (ek_gemv_tasks), claimed
        dynamically so a busy core's share is picked up by the others */
     long tasks = ek_gemv_tasks(bytes);
     if (tasks > n) tasks = n;

@@ -135,7 +135,7 @@ long ek_parallel_min_bytes(void) {
  * ≈ 5% faster than 4). P, the fewest per thread, is 4 on the AMD EPYC of sessions 1–10 (finer ranges were slower
  * there: Mu int8) and 1 on Intel CPUs: a core of the Intel Xeon streams only 11–12 GB/s, and longer ranges keep its
  * streams going (session 12, Llama-362M decode, 128 → 64 tokens, medians of 14 alternating runs: Q4_0 74.7 → 83.4
- * tok/s, int8 49.4 → 50.5, bf16 level; bench/micro/gemv_layers.c, Q4_0: 9.5–9.9 → 8.4–8.8 ms for a step's GEMVs).
+ * tok/s, int8 49.4 → 50.5, bf16 level; bench/micro/gemv_layers.c, Q4_0: 9.4–9.9 → 8.4–9.0 ms for a step's GEMVs).
  * EK_GEMV_TASKS_PER_THREAD=1..16 in the environment sets P. The count is rounded up to a multiple of the threads: 9
  * equal ranges on 2 threads (Llama-362M's bf16 gate/up, 9.4 MiB) end with one thread running the 5th while the other
  * waits, 11% longer than 10 ranges. */

@@ -53,6 +53,7 @@ int main(int argc, char **argv) {
     for (int f = 0; f < 9; f++) if (!strcmp(argv[1], names[f])) g_fmt = f;
     if (g_fmt < 0 || g_fmt == EK_WF_Q8_0 || g_fmt == EK_WF_Q4_0 || g_fmt == EK_WF_Q4_1) { fprintf(stderr, "format?\n"); return 2; }
     long L = argc > 2 ? atol(argv[2]) : 32, C = 960, KV = 320, F = 2560;
+    if (L < 1 || L > 64) { fprintf(stderr, "layers: 1 to 64\n"); return 2; }
     ek_set_threads(2);
     /* per layer: q, k, v, o, gate, up (k = C); down (k = F); and the stacked twin: all k = C rows in one, down */
     const long nq[6] = { C, KV, KV, C, F, F };

@@ -206,6 +206,8 @@ int ek_get_threads(void);
  * with AVX-512F (ek_gemv_path(EK_WF_F32) "avx512f"; capped by ek_set_isa_limit), else on ymm ("avx2").
  */
 void ek_gemv_f32(const float *w, const float *x, const float *bias, float *y, long m, long n, long k);
+/** 1 when ek_gemv_f32 runs one input row on zmm now (AVX-512F, not forced to the reference, ISA cap at EK_ISA_AVX512). */
+int ek_gemv_f32_zmm(void);
 void ek_gemv_f32_ref(const float *w, const float *x, const float *bias, float *y, long m, long n, long k);
 
 /** As ek_gemv_f32 with bf16 weights (half the bytes per decode step): ek_gemv_quant(EK_WF_BF16, …). With
@@ -224,8 +226,8 @@ enum { EK_WF_F32 = 0, EK_WF_BF16 = 1, EK_WF_INT8 = 2, EK_WF_Q8_0 = 3, EK_WF_Q4_0
 /** Instruction-set levels, for capping the dispatch in tests and benchmarks. On arm64, EK_ISA_AVX2 means plain NEON
  *  and EK_ISA_AVXVNNI and above also allow the SDOT int8 path ("neon-dotprod"); EK_ISA_SCALAR is plain C everywhere. */
 enum { EK_ISA_SCALAR = 0, EK_ISA_AVX2 = 1, EK_ISA_AVXVNNI = 2, EK_ISA_AVX512 = 3 };
-/** Highest level the quantized GEMVs and the int8 / block prompt GEMMs may use (default and -1: EK_ISA_AVX512, i.e.
- *  the best the CPU has). */
+/** Highest level the quantized GEMVs, the one-row fp32 GEMV (zmm at EK_ISA_AVX512) and the int8 / block prompt GEMMs
+ *  may use (default and -1: EK_ISA_AVX512, i.e. the best the CPU has). */
 void ek_set_isa_limit(int level);
 int ek_get_isa_limit(void);
 /** int8 GEMV kernel on x86: 1 = blocks in groups of 8 (one scale vector per 8 blocks; the default), 0 = the
