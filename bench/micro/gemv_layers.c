@@ -8,10 +8,13 @@
  *       -o /tmp/gemv_layers
  *   /tmp/gemv_layers q4_0x8     # f32 | bf16 | int8 | q8_0x8 | q4_0x8 [layers]
  *   EK_GEMV_TASKS_PER_THREAD=4 /tmp/gemv_layers q4_0x8   # the fewest row ranges per thread (ek_gemv_tasks)
+ *   THREADS=1 /tmp/gemv_layers q4_0x8                     # one thread (default 2)
  * Session 12 (Intel Xeon, 2 threads, 08:40–08:52 UTC, one run each unless noted): Q4_0 as a decode step 9.0–9.9 ms, stacked
  * 8.1–8.6, one call 7.4–8.0 (its 128 calls cost about 14 µs each); int8 13.8–15.2 / 14.4–14.5 / 13.8–14.3; bf16
  * 29.2–31.4 / 29.2–32.4 / 27.8–31.2. Fewest ranges per thread 1 against 4 (the split used on Intel since): Q4_0 step
- * 8.4–9.0 against 9.4–9.9 ms (three pairs), int8 and bf16 within the noise. See bench/README.md, Session 12.
+ * 8.4–9.0 against 9.4–9.9 ms (three pairs), int8 and bf16 within the noise. With the session's final settings
+ * (10:05 UTC) Q4_0 8.2–9.2 / 7.7–9.4 / 7.8 ms; on one thread 16.4–16.8 / 16.1–16.6 / 16.7–17.0: one thread pays
+ * nothing per call, so what two threads pay is the hand-over between them. See bench/README.md, Session 12.
  */
 #include "EncoreKernels.h"
 #include <stdio.h>
@@ -54,7 +57,7 @@ int main(int argc, char **argv) {
     if (g_fmt < 0 || g_fmt == EK_WF_Q8_0 || g_fmt == EK_WF_Q4_0 || g_fmt == EK_WF_Q4_1) { fprintf(stderr, "format?\n"); return 2; }
     long L = argc > 2 ? atol(argv[2]) : 32, C = 960, KV = 320, F = 2560;
     if (L < 1 || L > 64) { fprintf(stderr, "layers: 1 to 64\n"); return 2; }
-    ek_set_threads(2);
+    ek_set_threads(getenv("THREADS") ? atoi(getenv("THREADS")) : 2);   /* THREADS=1: no hand-over between threads */
     /* per layer: q, k, v, o, gate, up (k = C); down (k = F); and the stacked twin: all k = C rows in one, down */
     const long nq[6] = { C, KV, KV, C, F, F };
     char *w[64][7], *st[64]; float *s[64][7], *ss[64];
