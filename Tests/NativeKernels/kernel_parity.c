@@ -371,6 +371,21 @@ static void quant_row(void *ctx, long r, float *yr) {
 }
 
 /* every format at every ISA level vs its reference twin; seen[format][level] records the path each level ran */
+/* The grouped kernels with the other count of rows walked side by side (2 or 4, ek_set_x8_streams) give y's floats. */
+static void expect_same_other_streams(const char *what, long case_id, int format, const void *w, const float *ws,
+                                      const float *x, const float *b, const float *y, long m, long n, long k) {
+    float *yo = malloc(sizeof(float) * m * n);
+    ek_set_x8_streams(ek_get_x8_streams() == 4 ? 2 : 4);
+    ek_gemv_quant(format, w, ws, x, b, yo, m, n, k);
+    ek_set_x8_streams(-1);
+    g_checks++;
+    if (memcmp(yo, y, sizeof(float) * m * n) != 0) {
+        printf("FAIL %s [%s] case %ld: another stream count changed the floats\n", what, g_mode, case_id);
+        g_failures++;
+    }
+    free(yo);
+}
+
 static void test_gemv_quant(char seen[][8][16]) {
     for (int f = EK_WF_BF16; f <= EK_WF_Q4_1; f++) {
         for (long si = 0; si < NGSHAPES; si++) {
@@ -413,30 +428,13 @@ static void test_gemv_quant(char seen[][8][16]) {
                     struct quant_row_ctx rx = { x8, qx, NULL, x, b, m, k };
                     snprintf(what, sizeof what, "gemv_%s_x8@%s row alone", fmt_names[f], path);
                     expect_rows_alone(what, si, yx, m, n, quant_row, &rx);
-                    /* the other count of rows walked side by side (2 or 4, ek_set_x8_streams): the same floats */
-                    float *yxo = malloc(sizeof(float) * m * n);
-                    ek_set_x8_streams(ek_get_x8_streams() == 4 ? 2 : 4);
-                    ek_gemv_quant(x8, qx, NULL, x, b, yxo, m, n, k);
-                    ek_set_x8_streams(-1);
-                    g_checks++;
-                    if (memcmp(yxo, yx, sizeof(float) * m * n) != 0) {
-                        printf("FAIL gemv_%s_x8@%s [%s] case %ld: another stream count changed the floats\n", fmt_names[f],
-                               path, g_mode, si);
-                        g_failures++;
-                    }
-                    free(qx); free(yx); free(yxo);
+                    snprintf(what, sizeof what, "gemv_%s_x8@%s", fmt_names[f], path);
+                    expect_same_other_streams(what, si, x8, qx, NULL, x, b, yx, m, n, k);
+                    free(qx); free(yx);
                 }
-                if (f == EK_WF_INT8) {   /* int8 rows: grouped kernels, the other stream count */
-                    float *yo = malloc(sizeof(float) * m * n);
-                    ek_set_x8_streams(ek_get_x8_streams() == 4 ? 2 : 4);
-                    ek_gemv_quant(f, q, ws, x, b, yo, m, n, k);
-                    ek_set_x8_streams(-1);
-                    g_checks++;
-                    if (memcmp(yo, y, sizeof(float) * m * n) != 0) {
-                        printf("FAIL gemv_int8@%s [%s] case %ld: another stream count changed the floats\n", path, g_mode, si);
-                        g_failures++;
-                    }
-                    free(yo);
+                if (f == EK_WF_INT8) {   /* int8 rows run the grouped kernels too */
+                    snprintf(what, sizeof what, "gemv_int8@%s", path);
+                    expect_same_other_streams(what, si, f, q, ws, x, b, y, m, n, k);
                 }
                 float *single = malloc(sizeof(float) * m * n);
                 memcpy(single, y, sizeof(float) * m * n);
