@@ -783,7 +783,59 @@ EG_AVX512VNNI static void kernel_q8_zmm_##MR(const int8_t *a, long lda, const fl
     } \
     EG_UNROLL for (int r = 0; r < MR; r++) _mm512_storeu_ps(acc + 16 * r, f[r]); \
 }
+/* Two panels at once (b0 → acc0, b1 → acc1: MR rows × 32 columns), as kernel_zmm2_* for the int8 rows: per quad two
+ * weight loads and MR broadcasts feed 2·MR vpdpbusd, where one panel per call spends a broadcast on each. The fp32
+ * sums stay in the tile buffer (a load, FMA and store per row, panel and block of 32 k), so only the 2·MR int32
+ * sums live in registers. Q41 (a constant) adds Q4_1's minima. Per block and lane the same operations as the ymm
+ * kernel, so the same floats. */
+#define EG_KERNEL_Q8_ZMM2(MR, Q41) \
+EG_AVX512VNNI static void kernel_q8_zmm2_##Q41##_##MR(const int8_t *a, long lda, const float *xd, const float *xs, \
+        long ldd, const int8_t *b0, const int8_t *b1, const float *ds0, const float *ds1, const float *ms0, \
+        const float *ms1, const int32_t *cs0, const int32_t *cs1, long blocks, float *acc0, float *acc1) { \
+    (void)xs; (void)ms0; (void)ms1; \
+    for (long blk = 0; blk < blocks; blk++) { \
+        const __m512i start0 = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_loadu_si512((const void *)(cs0 + blk * EG_NR))); \
+        const __m512i start1 = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_loadu_si512((const void *)(cs1 + blk * EG_NR))); \
+        __m512i c[MR], e[MR]; \
+        EG_UNROLL for (int r = 0; r < MR; r++) { c[r] = start0; e[r] = start1; } \
+        EG_UNROLL for (int p = 0; p < 8; p++) { \
+            const __m512i bv = _mm512_loadu_si512((const void *)(b0 + (blk * 8 + p) * 4 * EG_NR)); \
+            const __m512i bw = _mm512_loadu_si512((const void *)(b1 + (blk * 8 + p) * 4 * EG_NR)); \
+            EG_UNROLL for (int r = 0; r < MR; r++) { \
+                const __m512i av = _mm512_set1_epi32(*(const int32_t *)(a + r * lda + 4 * (blk * 8 + p))); \
+                c[r] = _mm512_dpbusd_epi32(c[r], av, bv); \
+                e[r] = _mm512_dpbusd_epi32(e[r], av, bw); \
+            } \
+        } \
+        const __m512 sv = _mm512_loadu_ps(ds0 + blk * EG_NR), sw = _mm512_loadu_ps(ds1 + blk * EG_NR); \
+        EG_UNROLL for (int r = 0; r < MR; r++) { \
+            const __m512 x = _mm512_set1_ps(xd[r * ldd + blk]); \
+            __m512 f = _mm512_fmadd_ps(_mm512_cvtepi32_ps(c[r]), _mm512_mul_ps(x, sv), _mm512_loadu_ps(acc0 + 16 * r)); \
+            __m512 h = _mm512_fmadd_ps(_mm512_cvtepi32_ps(e[r]), _mm512_mul_ps(x, sw), _mm512_loadu_ps(acc1 + 16 * r)); \
+            if (Q41) { \
+                const __m512 s = _mm512_set1_ps(xs[r * ldd + blk]); \
+                f = _mm512_fmadd_ps(s, _mm512_loadu_ps(ms0 + blk * EG_NR), f); \
+                h = _mm512_fmadd_ps(s, _mm512_loadu_ps(ms1 + blk * EG_NR), h); \
+            } \
+            _mm512_storeu_ps(acc0 + 16 * r, f); \
+            _mm512_storeu_ps(acc1 + 16 * r, h); \
+        } \
+    } \
+}
+typedef void (*eg_kernel_q8_2_fn)(const int8_t *, long, const float *, const float *, long, const int8_t *, const int8_t *,
+                                  const float *, const float *, const float *, const float *, const int32_t *,
+                                  const int32_t *, long, float *, float *);
 #if EG_HAVE_ZMM
+EG_KERNEL_Q8_ZMM2(1, 0) EG_KERNEL_Q8_ZMM2(2, 0) EG_KERNEL_Q8_ZMM2(3, 0) EG_KERNEL_Q8_ZMM2(4, 0) EG_KERNEL_Q8_ZMM2(5, 0)
+EG_KERNEL_Q8_ZMM2(6, 0) EG_KERNEL_Q8_ZMM2(7, 0) EG_KERNEL_Q8_ZMM2(8, 0)
+EG_KERNEL_Q8_ZMM2(1, 1) EG_KERNEL_Q8_ZMM2(2, 1) EG_KERNEL_Q8_ZMM2(3, 1) EG_KERNEL_Q8_ZMM2(4, 1) EG_KERNEL_Q8_ZMM2(5, 1)
+EG_KERNEL_Q8_ZMM2(6, 1) EG_KERNEL_Q8_ZMM2(7, 1) EG_KERNEL_Q8_ZMM2(8, 1)
+/* [Q4_1][rows − 1] */
+static const eg_kernel_q8_2_fn eg_kernels_q8_zmm2[2][8] = {
+    { kernel_q8_zmm2_0_1, kernel_q8_zmm2_0_2, kernel_q8_zmm2_0_3, kernel_q8_zmm2_0_4, kernel_q8_zmm2_0_5,
+      kernel_q8_zmm2_0_6, kernel_q8_zmm2_0_7, kernel_q8_zmm2_0_8 },
+    { kernel_q8_zmm2_1_1, kernel_q8_zmm2_1_2, kernel_q8_zmm2_1_3, kernel_q8_zmm2_1_4, kernel_q8_zmm2_1_5,
+      kernel_q8_zmm2_1_6, kernel_q8_zmm2_1_7, kernel_q8_zmm2_1_8 } };
 EG_KERNEL_Q8_ZMM(1) EG_KERNEL_Q8_ZMM(2) EG_KERNEL_Q8_ZMM(3) EG_KERNEL_Q8_ZMM(4) EG_KERNEL_Q8_ZMM(5) EG_KERNEL_Q8_ZMM(6)
 EG_KERNEL_Q8_ZMM(7) EG_KERNEL_Q8_ZMM(8) EG_KERNEL_Q8_ZMM(9) EG_KERNEL_Q8_ZMM(10) EG_KERNEL_Q8_ZMM(11) EG_KERNEL_Q8_ZMM(12)
 static const eg_kernel_q8_fn eg_kernels_q8_zmm[12] = { kernel_q8_zmm_1, kernel_q8_zmm_2, kernel_q8_zmm_3, kernel_q8_zmm_4,
@@ -885,6 +937,20 @@ EG_AVX2 static int columns_q8_avx2(const gemm_ctx *g, const gemm_mat *a, long c0
                 const int32_t *cs = offset ? (const int32_t *)(const void *)(ds + (1 + q41) * nb * EG_NR) : NULL;
 #if EG_HAVE_ZMM
                 if (g->simd == EG_P_AVX512VNNI) {   /* EG_ZMR rows (EG_ZMR / EG_MR tiles) per call */
+                    if (EG_ZMM2 && p + 1 < panels) {   /* this panel and the next, 8 rows per call */
+                        const long next = scale_len / 4;   /* the next panel's scales, minima and sums */
+                        for (long t = 0; t < ntiles; t += 2) {
+                            long r0 = m0 + t * EG_MR;
+                            int mr = (int)(m1 - r0 < 8 ? m1 - r0 : 8);
+                            eg_kernels_q8_zmm2[q41][mr - 1]((const int8_t *)g->xu + r0 * g->kp + k0, g->kp,
+                                g->xd + r0 * nb + k0 / 32, g->xs + r0 * nb + k0 / 32, nb, bk, bk + panel_len, ds, ds + next,
+                                ms, ms ? ms + next : NULL, cs, cs + next, kc / 32,
+                                tiles + (p * tiles_per_panel + t) * tile_floats,
+                                tiles + ((p + 1) * tiles_per_panel + t) * tile_floats);
+                        }
+                        p++;
+                        continue;
+                    }
                     for (long t = 0; t < ntiles; t += EG_ZMR / EG_MR) {
                         long r0 = m0 + t * EG_MR;
                         int mr = (int)(m1 - r0 < EG_ZMR ? m1 - r0 : EG_ZMR);
