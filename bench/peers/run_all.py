@@ -117,6 +117,9 @@ def entries(args, ck: Path):
         # Q8_0 blocks: prompt passes on the int8 GEMM over the blocks as stored (llama.cpp's q8_0 arithmetic)
         i8 = ["--prompt-weights", "int8"]
         add(m, "int8", "encore", "encore q8_0", encore_bench_cmd(enc, hf, L, N, T, R, ["--decode-weights", "q8_0"] + i8))
+        if m == "llama":   # llama.cpp's cache type: peak memory at the same KV bytes as the llama.cpp row
+            add(m, "int8", "encore", "encore q8_0 f16-KV", encore_bench_cmd(enc, hf, L, N, T, R,
+                                                                         ["--decode-weights", "q8_0"] + i8 + kv16))
         add(m, "int8", "encore", "encore q8_0 GGUF", encore_bench_cmd(enc, str(ck / f"{m}-q8_0.gguf"), L, N, T, R,
                                                                       ["--keep-quantized"] + i8))
         if m == "llama":
