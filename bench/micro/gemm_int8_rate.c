@@ -7,6 +7,8 @@
  *   WALL=1 /tmp/gemm_int8_rate 512 384 1024 2 3     # + count: 3 matrices [n, k] one call each, then one
  *                                                   #   ek_gemm_int8_multi call (q/k/v), alternating
  *   Q8=1 WALL=1 /tmp/gemm_int8_rate 512 4096 1024 2  # also ek_gemm_q8_0 on the same weights as Q8_0 blocks (x8)
+ * Session 13 (Intel Xeon 6/207, 2 threads, 512 2560 960, alternated builds, 3 runs each): q8_0/int8 time 2.00-2.18x
+ * with one panel per zmm call, 1.28-1.33x with two (kernel_q8_zmm2); bench/README.md "Session 13".
  */
 #include "EncoreKernels.h"
 #include <cblas.h>
