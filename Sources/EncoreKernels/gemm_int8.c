@@ -25,7 +25,8 @@
  * AVX-VNNI / AVX512-VNNI paths: the same packing and tiles, each u8 × s8 quad summed by one vpdpbusd instead of
  * vpmaddubsw + vpmaddwd + vpaddd (ek_gemm_int8_path names the path; ek_set_isa_limit caps it); the block GEMM below
  * drops the sign trick there too (activations offset by 128, see kernel_q8). With AVX512-VNNI the micro-kernels
- * run on zmm (kernel_zmm_*, kernel_q8_zmm_*): 8 rows × 16 columns, a row's 16 sums in one register. Timed on an
+ * run on zmm (kernel_zmm2_*, kernel_q8_zmm2_*): 8 rows × two panels of 16 columns, a row's 16 sums of a panel in one
+ * register (kernel_zmm_*, kernel_q8_zmm_*: a lone last panel). Timed on an
  * Intel Xeon with AVX-512 (session 11, bench/README.md); checked natively there and by kernel_parity's emulated build
  * (SIMDe, scripts/test-kernels.sh) on CPUs without them.
  * arm64 (NEON hook): 4×4 tiles read straight from the int8 rows with SDOT, or SMULL + SADALP (neon.c); u ≤ 127 is
@@ -434,6 +435,7 @@ static const eg_kernel_fn eg_kernels_zmm[12] = { kernel_zmm_1, kernel_zmm_2, ker
     kernel_zmm_6, kernel_zmm_7, kernel_zmm_8, kernel_zmm_9, kernel_zmm_10, kernel_zmm_11, kernel_zmm_12 };
 #endif
 _Static_assert(EG_NV == 2 && EG_NR == 16 && EG_ZMR % EG_MR == 0 && EG_ZMR <= 12, "zmm kernels: a row is two ymm tile vectors");
+_Static_assert(EG_MR == 4, "two-panel zmm kernels: 8 rows are two 4-row tiles (t += 2)");
 
 /* Writes rows r0..r0+mr of columns c0..c0+nc from the int32 tile (minus z · column sum). */
 EG_AVX2 static void store_tile(const gemm_ctx *g, const gemm_mat *a, long r0, int mr, long c0, long nc,
@@ -757,7 +759,8 @@ typedef void (*eg_kernel_q8_fn)(const int8_t *, long, const float *, const float
                                 const float *, const int32_t *, long, float *);
 /* kernel_q8_avx512vnni on zmm (as kernel_zmm_*: a row's 16 columns in one vector, MR ≤ EG_ZMR rows over adjacent
  * tiles): the block's int32 sums and the row's fp32 sums both stay in registers (2·MR vectors) for all `blocks`;
- * per block and lane the same operations as the ymm kernel, so the same floats. */
+ * per block and lane the same operations as the ymm kernel, so the same floats. Since session 13 it runs a lone last
+ * panel only (and every panel under -DEG_ZMM2=0); pairs of panels run kernel_q8_zmm2_* below. */
 #define EG_KERNEL_Q8_ZMM(MR) \
 EG_AVX512VNNI static void kernel_q8_zmm_##MR(const int8_t *a, long lda, const float *xd, const float *xs, long ldd, \
                                             const int8_t *b, const float *ds, const float *ms, const int32_t *cs, \
@@ -785,9 +788,10 @@ EG_AVX512VNNI static void kernel_q8_zmm_##MR(const int8_t *a, long lda, const fl
 }
 /* Two panels at once (b0 → acc0, b1 → acc1: MR rows × 32 columns), as kernel_zmm2_* for the int8 rows: per quad two
  * weight loads and MR broadcasts feed 2·MR vpdpbusd, where one panel per call spends a broadcast on each. The fp32
- * sums stay in the tile buffer (a load, FMA and store per row, panel and block of 32 k), so only the 2·MR int32
- * sums live in registers. Q41 (a constant) adds Q4_1's minima. Per block and lane the same operations as the ymm
- * kernel, so the same floats. */
+ * sums stay in the tile buffer (a load, an FMA — two for Q4_1 — and a store per row, panel and block of 32 k), so
+ * only the 2·MR int32 sums live in registers. Q41 (a constant) adds Q4_1's minima. Per block and lane the same
+ * operations as the ymm kernel, so the same floats. Session 13, 512 × 2560 × 960 on 2 threads: Q8_0 time over the
+ * int8 rows' 2.0–2.2× → 1.28–1.33× (bench/README.md "Session 13"). The 8 rows (t += 2 tiles) assume EG_MR == 4. */
 #define EG_KERNEL_Q8_ZMM2(MR, Q41) \
 EG_AVX512VNNI static void kernel_q8_zmm2_##Q41##_##MR(const int8_t *a, long lda, const float *xd, const float *xs, \
         long ldd, const int8_t *b0, const int8_t *b1, const float *ds0, const float *ds1, const float *ms0, \

@@ -551,9 +551,12 @@ static void test_gemm_int8_once(void) {
  * rounding allows (ggml's q8_0 per block of 32: |Δx| ≤ d/2, d = amax/127; Σ_b d_b/2 · Σ_b|w| per output, plus
  * 1e-5 · (|want| + 1)). */
 static void test_gemm_q8_0(void) {
+    /* the last five reach the zmm tile's two-panel calls (10 panels: more than one per thread) with k > 256 (sums
+       carried across k blocks): last calls of 5, 3, 7 and 1 rows, and a second row block (m > 96) */
     static const long shapes[][3] = { { 9, 1, 32 }, { 13, 17, 70 }, { 50, 100, 256 }, { 97, 33, 600 }, { 20, 300, 64 },
-                                      { 130, 40, 320 } };
-    for (long si = 0; si < 6; si++) {
+                                      { 130, 40, 320 }, { 21, 160, 288 }, { 19, 160, 288 }, { 23, 160, 288 },
+                                      { 17, 160, 288 }, { 101, 160, 288 } };
+    for (long si = 0; si < (long)(sizeof shapes / sizeof shapes[0]); si++) {
         long m = shapes[si][0], n = shapes[si][1], k = shapes[si][2], rb = ek_quant_row_bytes(EK_WF_Q8_0, k);
         float *w = frand(n * k, 1), *x = frand(m * k, 3), *b = frand(n, 1), *y0 = frand(m * n, 1);
         uint8_t *q = malloc((size_t)(n * rb)), *qx = malloc((size_t)(n * rb));
