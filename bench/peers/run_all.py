@@ -22,7 +22,8 @@ int8 (q8_0/q4_0: over the blocks as stored, llama.cpp's arithmetic); bf16 rows `
 resident, as the peers hold only their format), and on the F32 / q8_0 / q4_0 GGUFs, `--keep-quantized` for the
 blocks, q8_0/q4_0 with `--prompt-weights int8`), hf (transformers generate, fp32/bf16), ct2
 (CTranslate2 float32/int8), llama.cpp (llama-cpp-python, GGUF f32/bf16/q8_0/q4_0; T5 through llama_encode),
-pytorch (Mu fp32/bf16/int8). Llama and T5 get the same rows. Precisions: fp32, bf16, int8 (CT2 int8, llama.cpp
+pytorch (Mu fp32/bf16/int8). Llama and T5 get the same rows, but for a few: f16-KV rows for Llama (llama.cpp's cache
+type), and for T5 an "int8-enc" q8_0 GGUF row (the encoder requantized to int8 rows). Precisions: fp32, bf16, int8 (CT2 int8, llama.cpp
 q8_0; Encore int8 and q8_0), q4_0 (llama.cpp). An engine that cannot run a row prints n/a with the reason, and is
 measured automatically once it can.
 
@@ -293,7 +294,8 @@ def summarize(rows):
 def print_tables(args, rows, summary, started):
     print(f"\n{started:%Y-%m-%d %H:%M} UTC · batch 1, greedy, {args.input_tokens} input -> {args.output_tokens} "
           f"output tokens, {args.threads} threads · medians over {args.rounds} round(s) x {args.reps} rep(s)\n")
-    hdr = f"{'model':<6} {'prec':<5} {'engine':<17} {'TTFT ms':>10} {'decode tok/s':>13} {'peak RSS MiB':>13}  note"
+    w = max([17] + [len(e["label"]) for e in rows] + [len(s["encore_label"]) + 1 for s in summary])   # label column
+    hdr = f"{'model':<6} {'prec':<5} {'engine':<{w}} {'TTFT ms':>10} {'decode tok/s':>13} {'peak RSS MiB':>13}  note"
     print(hdr)
     print("-" * len(hdr))
     for e in rows:
@@ -305,10 +307,10 @@ def print_tables(args, rows, summary, started):
             note = f"decode weights {e['samples'][-1]['decode_weights']}"
         if e.get("reused_from"):
             note = (note + "; " if note else "") + f"from the run of {e['reused_from']}"
-        print(f"{e['model']:<6} {e['precision']:<5} {e['label']:<17} {fmt(m['ttft_ms'], 0)} "
+        print(f"{e['model']:<6} {e['precision']:<5} {e['label']:<{w}} {fmt(m['ttft_ms'], 0)} "
               f"{fmt(m['decode_tokens_per_s'], 1, 13)} {fmt(m['peak_rss_mb'], 0, 13)}  {note[:110]}")
     print("\nEncore / best peer at the same precision (TTFT, RSS: lower is better; decode: higher is better)\n")
-    hdr = f"{'model':<6} {'prec':<5} {'Encore':<17} {'metric':<13} {'Encore':>9} {'best peer':>24} {'ratio':>6}  target"
+    hdr = f"{'model':<6} {'prec':<5} {'Encore':<{w}} {'metric':<13} {'Encore':>9} {'best peer':>24} {'ratio':>6}  target"
     print(hdr)
     print("-" * len(hdr))
     for s in summary:
@@ -317,7 +319,7 @@ def print_tables(args, rows, summary, started):
         peer = "no peer" if s["best_peer"] is None else f"{s['best_peer_value']:,.{d}f} {s['best_peer']}"
         ratio = "n/a" if s["ratio"] is None else f"{s['ratio']:.2f}"
         label = s["encore_label"] + ("*" if s["encore"] is not None and not s["encore_format_matches"] else "")
-        print(f"{s['model']:<6} {s['precision']:<5} {label:<17} {title:<13} "
+        print(f"{s['model']:<6} {s['precision']:<5} {label:<{w}} {title:<13} "
               f"{fmt(s['encore'], d, 9)} {peer:>24} {ratio:>6}  {s['target'] or ''}")
     if any(s["encore"] is not None and not s["encore_format_matches"] for s in summary):
         print("* Encore read this file but decoded with other weights than the row's precision (its JSON "
