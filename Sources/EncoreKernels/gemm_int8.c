@@ -224,6 +224,7 @@ typedef struct {
     int mode, simd, neon, dotprod;   /* simd: the x86 tile path (EG_P_*), EG_PLAIN for none */
     int failed;   /* a task could not grow its scratch (set atomically; read after the pool job) */
     int format;   /* EK_WF_INT8 (rows + row scales), or a block layout q8_format_ok accepts */
+    int nt;       /* x86: outputs written with non-temporal stores (stream_outputs) */
 } gemm_ctx;
 
 /* Σ of column c's int8 weights (the zero point's correction). */
@@ -437,6 +438,10 @@ static const eg_kernel_fn eg_kernels_zmm[12] = { kernel_zmm_1, kernel_zmm_2, ker
 _Static_assert(EG_NV == 2 && EG_NR == 16 && EG_ZMR % EG_MR == 0 && EG_ZMR <= 12, "zmm kernels: a row is two ymm tile vectors");
 _Static_assert(EG_MR == 4, "two-panel zmm kernels: 8 rows are two 4-row tiles (t += 2)");
 
+/* Whether a call writes its outputs with non-temporal stores (gemm_ctx.nt, see stream_outputs): per 32-byte-aligned
+ * vector of 8 outputs (others are stored as usual). */
+static inline int nt_ok(const gemm_ctx *g, const float *p) { return g->nt && ((unsigned long)p & 31) == 0; }
+
 /* Writes rows r0..r0+mr of columns c0..c0+nc from the int32 tile (minus z · column sum). */
 EG_AVX2 static void store_tile(const gemm_ctx *g, const gemm_mat *a, long r0, int mr, long c0, long nc,
                                const __m256i *acc, const int32_t *colsum) {
@@ -455,7 +460,7 @@ EG_AVX2 static void store_tile(const gemm_ctx *g, const gemm_mat *a, long r0, in
                 if (a->bias) v = _mm256_add_ps(v, _mm256_loadu_ps(a->bias + c0 + cc));
                 if (g->mode == EK_EPI_ACCUMULATE) v = _mm256_add_ps(v, _mm256_loadu_ps(yr + cc));
                 else if (g->mode == EK_EPI_RELU) v = _mm256_max_ps(v, _mm256_setzero_ps());
-                _mm256_storeu_ps(yr + cc, v);
+                if (nt_ok(g, yr + cc)) _mm256_stream_ps(yr + cc, v); else _mm256_storeu_ps(yr + cc, v);
             } else {
                 int32_t lanes[8];
                 _mm256_storeu_si256((__m256i *)lanes, s);
@@ -867,7 +872,7 @@ EG_AVX2 static void store_tile_q8(const gemm_ctx *g, const gemm_mat *a, long r0,
                 if (a->bias) v = _mm256_add_ps(v, _mm256_loadu_ps(a->bias + c0 + cc));
                 if (g->mode == EK_EPI_ACCUMULATE) v = _mm256_add_ps(_mm256_loadu_ps(yr + cc), v);
                 else if (g->mode == EK_EPI_RELU) v = _mm256_max_ps(v, _mm256_setzero_ps());
-                _mm256_storeu_ps(yr + cc, v);
+                if (nt_ok(g, yr + cc)) _mm256_stream_ps(yr + cc, v); else _mm256_storeu_ps(yr + cc, v);
             } else {
                 for (long j = 0; j < nc - cc; j++) yr[cc + j] = fp32_epilogue(ap[j], a->bias, c0 + cc + j, yr[cc + j], g->mode);
             }
@@ -1019,7 +1024,7 @@ const char *ek_gemm_int8_path(void) {
     return "scalar";
 }
 
-static void gemm_task(void *ctx, long index, long count) {
+static void gemm_task_body(void *ctx, long index, long count) {
     (void)count;
     gemm_ctx *g = ctx;
     const gemm_range *t = g->ranges + index;
@@ -1041,6 +1046,37 @@ static void gemm_task(void *ctx, long index, long count) {
     if (g->neon) { columns_neon(g, a, t->c0, t->c1 - t->c0); return; }
 #endif
     panel_plain(g, a, t->c0, t->c1 - t->c0);
+}
+
+static void gemm_task(void *ctx, long index, long count) {
+    gemm_task_body(ctx, index, count);
+#ifdef EG_X86
+    if (((const gemm_ctx *)ctx)->nt) _mm_sfence();   /* the non-temporal stores land before the task counts as done */
+#endif
+}
+
+/* Non-temporal output stores (ek_set_gemm_stream_outputs): a prompt GEMM's outputs go to memory without the read
+ * for ownership and the cache traffic of ordinary stores, which in Encore's thread pool stall the tile loop that
+ * writes each row block; the next operation then reads them from memory. Intel Xeon of session 13 (bench/README.md
+ * "Session 13", bench/results/2026-11-30-gemm-nt-stores-ab-session13.txt), TTFT at 512 tokens, 5–8 alternated runs
+ * per set, medians: Llama-362M int8 faster in all five sets (1–13%: 874 → 822 ms with outputs ≥ 4 MiB streamed),
+ * q8_0 GGUF 920 → 845 and 1,020 → 971, T5-347M int8 452 → 410 and Mu-330M int8 464 → 441 (T5 level when every
+ * output size was streamed). Outputs under 4 MiB (short prompts) stay in the cache for the next operation. Not on
+ * other CPUs (untimed there). */
+#define EG_NT_MIN_BYTES (4L << 20)
+static int g_nt_mode = -2;   /* -2: not read yet */
+
+void ek_set_gemm_stream_outputs(int mode) { g_nt_mode = mode < 0 ? -1 : mode > 0 ? 1 : 0; }
+
+static int stream_outputs(int simd, int mode, long m, long ncols) {
+#ifdef EG_X86
+    if (g_nt_mode == -2) { const char *e = getenv("EK_GEMM_NT"); g_nt_mode = e && (e[0] == '0' || e[0] == '1') ? e[0] - '0' : -1; }
+    if (simd == EG_PLAIN || (mode != EK_EPI_STORE && mode != EK_EPI_RELU) || g_nt_mode == 0) return 0;
+    return g_nt_mode == 1 || (ek_cpu_is_intel() && m * ncols * 4 >= EG_NT_MIN_BYTES);
+#else
+    (void)simd; (void)mode; (void)m; (void)ncols;
+    return 0;
+#endif
 }
 
 /* Activation buffers of the caller (grown once). */
@@ -1125,6 +1161,9 @@ static int gemm_run(int format, long count, const void *const *w, const float *c
             }
         }
     }
+    long ncols = 0;
+    for (long j = 0; j < count; j++) ncols += n[j] > 0 ? n[j] : 0;
+    g.nt = stream_outputs(g.simd, mode, m, ncols);
     ek_parallel_for(ntasks, gemm_task, &g);
     free(mats);
     free(ranges);

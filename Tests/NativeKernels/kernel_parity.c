@@ -722,6 +722,19 @@ static void test_gemm_int8(void) {
         }
         ek_set_isa_limit(-1);
     }
+#if !defined(EK_EMULATED_FEATURES)
+    /* outputs written with non-temporal stores at every size (by default only calls with ≥ 4 MiB of outputs, on Intel):
+       the same floats, stored and ReLU'd (the other epilogues keep ordinary stores) */
+    if (!ek_get_force_reference()) {
+        const char *mode = g_mode;
+        g_mode = "streamed outputs";
+        ek_set_gemm_stream_outputs(1);
+        test_gemm_int8_once();
+        test_gemm_q8_0();
+        ek_set_gemm_stream_outputs(-1);
+        g_mode = mode;
+    }
+#endif
 #endif
 #if defined(__aarch64__)
     if (!ek_get_force_reference()) {

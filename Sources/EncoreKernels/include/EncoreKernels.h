@@ -325,6 +325,10 @@ int ek_gemm_int8_multi_ref(long count, const int8_t *const *w, const float *cons
  *  (vpmaddubsw + vpmaddwd), "neon-dotprod" (SDOT), "neon" (SMULL + SADALP) or "scalar". The ek_set_isa_limit cap
  *  applies as for the GEMVs (arm64: EK_ISA_AVX2 = plain NEON, EK_ISA_AVXVNNI and up = SDOT too). */
 const char *ek_gemm_int8_path(void);
+/** Whether the int8 and Q8_0/Q4_x prompt GEMMs write their outputs with non-temporal stores (x86 tile paths; stored and
+ *  ReLU'd outputs only): -1 (default) on Intel CPUs when a call's outputs are 4 MiB or more, 0 never, 1 at any size
+ *  (tests). EK_GEMM_NT=0|1 in the environment sets 0 or 1 at start. The floats are the same either way. */
+void ek_set_gemm_stream_outputs(int mode);
 /** Twin: the same quantization, int64 dot products element by element, the plain GELU. */
 int ek_gemm_int8_ref(const int8_t *w, const float *wscale, const float *x, const float *bias, float *y,
                      long m, long n, long k, int epilogue);
