@@ -49,6 +49,7 @@
 #include "neon.h"   /* arm64: ek_neon_tile_s8 (NEON hook below) */
 #include <math.h>
 #include <stdlib.h>
+#include <stdint.h>
 #include <string.h>
 
 #if defined(__x86_64__) || defined(_M_X64)
@@ -440,7 +441,7 @@ _Static_assert(EG_MR == 4, "two-panel zmm kernels: 8 rows are two 4-row tiles (t
 
 /* Whether a call writes its outputs with non-temporal stores (gemm_ctx.nt, see stream_outputs): per 32-byte-aligned
  * vector of 8 outputs (others are stored as usual). */
-static inline int nt_ok(const gemm_ctx *g, const float *p) { return g->nt && ((unsigned long)p & 31) == 0; }
+static inline int nt_ok(const gemm_ctx *g, const float *p) { return g->nt && ((uintptr_t)p & 31) == 0; }
 
 /* Writes rows r0..r0+mr of columns c0..c0+nc from the int32 tile (minus z · column sum). */
 EG_AVX2 static void store_tile(const gemm_ctx *g, const gemm_mat *a, long r0, int mr, long c0, long nc,
@@ -1056,23 +1057,33 @@ static void gemm_task(void *ctx, long index, long count) {
 }
 
 /* Non-temporal output stores (ek_set_gemm_stream_outputs): a prompt GEMM's outputs go to memory without the read
- * for ownership and the cache traffic of ordinary stores, which in Encore's thread pool stall the tile loop that
- * writes each row block; the next operation then reads them from memory. Intel Xeon of session 13 (bench/README.md
- * "Session 13", bench/results/2026-11-30-gemm-nt-stores-ab-session13.txt), TTFT at 512 tokens, 5–8 alternated runs
- * per set, medians: Llama-362M int8 faster in all five sets (1–13%: 874 → 822 ms with outputs ≥ 4 MiB streamed),
- * q8_0 GGUF 920 → 845 and 1,020 → 971, T5-347M int8 452 → 410 and Mu-330M int8 464 → 441 (T5 level when every
- * output size was streamed). Outputs under 4 MiB (short prompts) stay in the cache for the next operation. Not on
- * other CPUs (untimed there). */
+ * for ownership and the cache traffic of ordinary stores, which stall the tile loop that writes each row block; the
+ * next operation then reads them from memory. Intel Xeon of session 13 (bench/README.md "Session 13",
+ * bench/results/2026-11-30-gemm-nt-stores-ab-session13.txt), TTFT at 512 tokens, 4–8 alternated runs per set,
+ * medians, with outputs of 4 MiB or more streamed (the default): Llama-362M int8 874 → 822 and 856 → 846 ms, q8_0 GGUF
+ * 1,020 → 971, T5-347M int8 452 → 410, Mu-330M int8 464 → 441; with every output size streamed, Llama int8 7–13%
+ * faster and T5 within noise (396 → 411 over 4 runs). Outputs under 4 MiB (short prompts) stay in the cache for the
+ * next operation. The default covers Intel CPUs, timed on that one VM only; others keep ordinary stores. */
 #define EG_NT_MIN_BYTES (4L << 20)
-static int g_nt_mode = -2;   /* -2: not read yet */
+static int g_nt_mode = -1;   /* ek_set_gemm_stream_outputs: -1 default, 0 never, 1 always */
+#ifdef EG_X86
+static int g_nt_env = -2;    /* EK_GEMM_NT: -2 not read yet, -1 unset, 0 or 1 */
+#endif
 
-void ek_set_gemm_stream_outputs(int mode) { g_nt_mode = mode < 0 ? -1 : mode > 0 ? 1 : 0; }
+void ek_set_gemm_stream_outputs(int mode) { __atomic_store_n(&g_nt_mode, mode < 0 ? -1 : mode > 0 ? 1 : 0, __ATOMIC_RELAXED); }
+int ek_get_gemm_stream_outputs(void) { return __atomic_load_n(&g_nt_mode, __ATOMIC_RELAXED); }
 
 static int stream_outputs(int simd, int mode, long m, long ncols) {
 #ifdef EG_X86
-    if (g_nt_mode == -2) { const char *e = getenv("EK_GEMM_NT"); g_nt_mode = e && (e[0] == '0' || e[0] == '1') ? e[0] - '0' : -1; }
-    if (simd == EG_PLAIN || (mode != EK_EPI_STORE && mode != EK_EPI_RELU) || g_nt_mode == 0) return 0;
-    return g_nt_mode == 1 || (ek_cpu_is_intel() && m * ncols * 4 >= EG_NT_MIN_BYTES);
+    int env = __atomic_load_n(&g_nt_env, __ATOMIC_RELAXED);
+    if (env == -2) {
+        const char *e = getenv("EK_GEMM_NT");
+        env = e && (!strcmp(e, "0") || !strcmp(e, "1")) ? e[0] - '0' : -1;
+        __atomic_store_n(&g_nt_env, env, __ATOMIC_RELAXED);
+    }
+    int set = ek_get_gemm_stream_outputs(), on = set >= 0 ? set : env;   /* the setter's 0 or 1, else the environment's */
+    if (simd == EG_PLAIN || (mode != EK_EPI_STORE && mode != EK_EPI_RELU) || on == 0) return 0;
+    return on == 1 || (ek_cpu_is_intel() && m * ncols * 4 >= EG_NT_MIN_BYTES);
 #else
     (void)simd; (void)mode; (void)m; (void)ncols;
     return 0;

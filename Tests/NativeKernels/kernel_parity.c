@@ -511,13 +511,17 @@ static void expect_str(const char *what, const char *got, const char *want) {
 
 /* the prompt-pass int8 GEMM (gemm_int8.c) vs its twin, every epilogue: exact int32 sums, so only the fp32
  * epilogue's rounding differs (and the GELU kernel's): 1e-5 · (|twin| + 1) */
+/* GEMM outputs 64-byte aligned (as Encore's tensors are), so the streamed-output pass streams every row whose stride
+ * keeps the alignment, whatever malloc returns. */
+static float *out_alloc(long count) { return aligned_alloc(64, (size_t)((count * 4 + 63) / 64 * 64)); }
+
 static void test_gemm_int8_once(void) {
     static const long shapes[][3] = { { 9, 1, 1 }, { 13, 17, 70 }, { 50, 100, 100 }, { 97, 33, 600 }, { 20, 300, 64 } };
     for (long si = 0; si < 5; si++) {
         long m = shapes[si][0], n = shapes[si][1], k = shapes[si][2], kp = (k + 31) / 32 * 32;
         float *w = frand(n * k, 1), *x = frand(m * k, 3), *b = frand(n, 1), *y0 = frand(m * n, 1);
         int8_t *q = malloc((size_t)(n * kp));
-        float *s = malloc(sizeof(float) * n), *y = malloc(sizeof(float) * m * n), *r = malloc(sizeof(float) * m * n);
+        float *s = malloc(sizeof(float) * n), *y = out_alloc(m * n), *r = malloc(sizeof(float) * m * n);
         double *want = malloc(sizeof(double) * m * n), *sc = malloc(sizeof(double) * m * n);
         ek_quantize_rows(EK_WF_INT8, w, q, s, n, k);
         for (int epi = EK_EPI_STORE; epi <= EK_EPI_RELU; epi++) {
@@ -527,7 +531,7 @@ static void test_gemm_int8_once(void) {
             for (long i = 0; i < m * n; i++) { want[i] = r[i]; sc[i] = fabs(r[i]) + 1; }
             expect_close("gemm_int8", si * 4 + epi, y, want, sc, m * n, 1e-5);
             /* the same matrix twice in one ek_gemm_int8_multi call (the second without bias): twin's results */
-            float *y2 = malloc(sizeof(float) * m * n), *r2 = malloc(sizeof(float) * m * n);
+            float *y2 = out_alloc(m * n), *r2 = malloc(sizeof(float) * m * n);
             memcpy(y, y0, sizeof(float) * m * n); memcpy(y2, y0, sizeof(float) * m * n);
             memcpy(r2, y0, sizeof(float) * m * n);
             const int8_t *ws[2] = { q, q }; const float *ss[2] = { s, s }, *bs[2] = { b, NULL };
@@ -560,7 +564,7 @@ static void test_gemm_q8_0(void) {
         long m = shapes[si][0], n = shapes[si][1], k = shapes[si][2], rb = ek_quant_row_bytes(EK_WF_Q8_0, k);
         float *w = frand(n * k, 1), *x = frand(m * k, 3), *b = frand(n, 1), *y0 = frand(m * n, 1);
         uint8_t *q = malloc((size_t)(n * rb)), *qx = malloc((size_t)(n * rb));
-        float *wd = malloc(sizeof(float) * n * k), *y = malloc(sizeof(float) * m * n), *r = malloc(sizeof(float) * m * n);
+        float *wd = malloc(sizeof(float) * n * k), *y = out_alloc(m * n), *r = malloc(sizeof(float) * m * n);
         double *want = malloc(sizeof(double) * m * n), *sc = malloc(sizeof(double) * m * n);
       for (int base = EK_WF_Q8_0; base <= EK_WF_Q4_1; base++) {   /* Q8_0, Q4_0 (nibbles − 8), Q4_1 (+ minima) */
         rb = ek_quant_row_bytes(base, k);
@@ -594,7 +598,7 @@ static void test_gemm_q8_0(void) {
                     }
                 }
                 /* two matrices in one call (the second without bias) */
-                float *y2 = malloc(sizeof(float) * m * n), *r2 = malloc(sizeof(float) * m * n);
+                float *y2 = out_alloc(m * n), *r2 = malloc(sizeof(float) * m * n);
                 memcpy(y, y0, sizeof(float) * m * n); memcpy(y2, y0, sizeof(float) * m * n); memcpy(r2, y0, sizeof(float) * m * n);
                 const void *ws[2] = { wq, wq }; const float *bs[2] = { b, NULL };
                 float *ys[2] = { y, y2 }; long ns[2] = { n, n };
@@ -727,11 +731,12 @@ static void test_gemm_int8(void) {
        the same floats, stored and ReLU'd (the other epilogues keep ordinary stores) */
     if (!ek_get_force_reference()) {
         const char *mode = g_mode;
+        int before = ek_get_gemm_stream_outputs();
         g_mode = "streamed outputs";
         ek_set_gemm_stream_outputs(1);
         test_gemm_int8_once();
         test_gemm_q8_0();
-        ek_set_gemm_stream_outputs(-1);
+        ek_set_gemm_stream_outputs(before);
         g_mode = mode;
     }
 #endif

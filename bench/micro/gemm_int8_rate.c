@@ -9,6 +9,8 @@
  *   Q8=1 WALL=1 /tmp/gemm_int8_rate 512 4096 1024 2  # also ek_gemm_q8_0 on the same weights as Q8_0 blocks (x8)
  * Session 13 (Intel Xeon 6/207, 2 threads, 512 2560 960, alternated builds, 3 runs each): q8_0/int8 time 2.00-2.18x
  * with one panel per zmm call, 1.28-1.33x with two (kernel_q8_zmm2); bench/README.md "Session 13".
+ * Since session 13 outputs of 4 MiB or more are written with non-temporal stores on Intel CPUs: EK_GEMM_NT=0 compares
+ * with earlier figures (the micro benchmark does not pay the next operation's read from memory).
  */
 #include "EncoreKernels.h"
 #include <cblas.h>

@@ -22,7 +22,7 @@ enum { EK_CPU_AVX2_FMA = 1, EK_CPU_AVX512F = 2, EK_CPU_NEON = 4, EK_CPU_AVX512BF
        EK_CPU_AVXVNNI = 32, EK_CPU_AVX512BWVL = 64, EK_CPU_F16C = 128, EK_CPU_NEON_DOTPROD = 256 };
 /** Bit set of EK_CPU_* the running CPU has. */
 int ek_cpu_features(void);
-/** 1 on an Intel CPU (cpuid vendor "GenuineIntel"), else 0: picks tuning defaults (ek_gemv_tasks, ek_get_x8_streams). */
+/** 1 on an Intel CPU (cpuid vendor "GenuineIntel"), else 0: picks tuning defaults (ek_gemv_tasks, ek_get_x8_streams, the prompt GEMMs' streamed outputs). */
 int ek_cpu_is_intel(void);
 /** Force the plain-C paths (1) or allow SIMD paths (0); for tests and benchmarks. */
 void ek_set_force_reference(int force);
@@ -326,9 +326,11 @@ int ek_gemm_int8_multi_ref(long count, const int8_t *const *w, const float *cons
  *  applies as for the GEMVs (arm64: EK_ISA_AVX2 = plain NEON, EK_ISA_AVXVNNI and up = SDOT too). */
 const char *ek_gemm_int8_path(void);
 /** Whether the int8 and Q8_0/Q4_x prompt GEMMs write their outputs with non-temporal stores (x86 tile paths; stored and
- *  ReLU'd outputs only): -1 (default) on Intel CPUs when a call's outputs are 4 MiB or more, 0 never, 1 at any size
- *  (tests). EK_GEMM_NT=0|1 in the environment sets 0 or 1 at start. The floats are the same either way. */
+ *  ReLU'd outputs only; each 32-byte-aligned vector of 8 outputs, the rest as usual): -1 (default) as the environment's
+ *  EK_GEMM_NT=0|1 says (read at the first GEMM), else on Intel CPUs when a call's outputs are 4 MiB or more; 0 never;
+ *  1 at any size (tests). The floats are the same either way. Output rows 64-byte aligned stream whole cache lines. */
 void ek_set_gemm_stream_outputs(int mode);
+int ek_get_gemm_stream_outputs(void);
 /** Twin: the same quantization, int64 dot products element by element, the plain GELU. */
 int ek_gemm_int8_ref(const int8_t *w, const float *wscale, const float *x, const float *bias, float *y,
                      long m, long n, long k, int epilogue);
