@@ -59,6 +59,7 @@ func printStderr(_ message: String, terminator: String = "\n") {
 /// Runs `body`, turning Encore's errors into a clean message and exit code 1 (never a crash trace).
 func runReportingErrors(_ body: () throws -> Void) throws {
     do {
+        try Backend.selectBLASFromEnvironment()   // ENCORE_BLAS naming a library that cannot be loaded: exit 1
         try body()
     } catch let error as EncoreError {
         printError(error.message)

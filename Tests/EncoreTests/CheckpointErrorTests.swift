@@ -210,13 +210,14 @@ final class CheckpointErrorTests: XCTestCase {
 }
 
 /// Runs the built `encore` executable.
-func runCLI(_ args: [String], stdin: String? = nil) -> (status: Int32, stdout: String, stderr: String) {
+func runCLI(_ args: [String], stdin: String? = nil, environment: [String: String] = [:]) -> (status: Int32, stdout: String, stderr: String) {
     let bundle = Bundle(for: CheckpointErrorTests.self).bundleURL
     let candidates = [bundle.appendingPathComponent("encore"), bundle.deletingLastPathComponent().appendingPathComponent("encore")]
     let exe = candidates.first { FileManager.default.isExecutableFile(atPath: $0.path) } ?? candidates[1]
     let p = Process()
     p.executableURL = exe
     p.arguments = args
+    if !environment.isEmpty { p.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
     let out = Pipe(), err = Pipe()
     p.standardOutput = out
     p.standardError = err

@@ -34,6 +34,8 @@ Usage (from the repository root):
     python3 bench/peers/run_all.py --rounds 2 --models llama,t5,mu --precisions fp32,int8
     python3 bench/peers/run_all.py --quick --small --models t5 --input-tokens 32 \
         --checkpoints /tmp/encore-peers-t5small                  # smoke test of the script: tiny T5, < 1 min
+    python3 bench/peers/run_all.py --precisions fp32,bf16 --encore-blas "$(bash scripts/fetch-mkl.sh)"
+                                                                 # + Encore rows with fp32 GEMMs on Intel MKL
 
 Checkpoints are made on first use under --checkpoints (default /tmp/encore-peers; ~8 GB; ~5 min). The JSON
 (every sample, medians, ratios) goes to bench/results/run_all-<UTC time>.json unless --write-json says where.
@@ -91,6 +93,10 @@ def entries(args, ck: Path):
 
     def add(model, prec, engine, label, cmd):
         out.append({"model": model, "precision": prec, "engine": engine, "label": label, "cmd": cmd})
+        if engine == "encore" and args.encore_blas and prec in ("fp32", "bf16"):
+            # a twin row with Encore's fp32 GEMMs on Intel MKL (ENCORE_BLAS), where sgemm is most of a prompt pass
+            out.append({"model": model, "precision": prec, "engine": engine, "label": label + " +MKL", "cmd": cmd,
+                        "env": {"ENCORE_BLAS": args.encore_blas}})
 
     # llama.cpp keeps its KV cache in f16 by default: "f16-KV" rows give Encore the same cache type (T5 keeps fp32)
     kv16 = ["--kv-cache", "f16"]
@@ -181,6 +187,10 @@ def main() -> int:
     ap.add_argument("--encore", help="Encore binary (default $ENCORE_BIN or .build/release/encore)")
     ap.add_argument("--python", default="/work/venv/bin/python", help="Python with torch, transformers, ctranslate2")
     ap.add_argument("--llama-python", default="/work/venv-llama/bin/python", help="Python with llama-cpp-python")
+    ap.add_argument("--encore-blas", metavar="LIBMKL_RT",
+                    help="add a twin of each fp32 and bf16 Encore row run with ENCORE_BLAS set to this (Intel MKL's "
+                         "libmkl_rt.so.3, from `bash scripts/fetch-mkl.sh` or `pip install mkl`), labelled ' +MKL': "
+                         "CTranslate2 and PyTorch run their fp32 GEMMs on MKL")
     ap.add_argument("--timeout", type=float, default=900, help="seconds per process")
     ap.add_argument("--write-json", type=Path)
     ap.add_argument("--reuse", type=Path, metavar="PREVIOUS.json",
@@ -230,7 +240,7 @@ def main() -> int:
             if e["error"] or e.get("reused_from"):
                 continue   # could not run in an earlier round (e.g. n/a for Encore), or reused: not run again
             log(f"round {rnd + 1}/{args.rounds} [{i + 1}/{len(order)}] {e['model']} {e['precision']} {e['label']}")
-            data, err = run(e["cmd"], args.timeout, env)
+            data, err = run(e["cmd"], args.timeout, {**env, **e.get("env", {})})
             if err:
                 e["error"] = err
                 log(f"  n/a: {err}")

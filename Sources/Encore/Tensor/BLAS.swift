@@ -37,6 +37,9 @@ enum BLAS {
     /// Encore's kernels between the GEMMs of a prompt pass. `ENCORE_GEMM_THREADS=openblas` restores OpenBLAS's own
     /// threading (A/B). Off with Accelerate (it schedules its own work).
     static let onPool: Bool = {
+        if let error = environmentBLAS, !environmentErrorThrown {
+            FileHandle.standardError.write(("warning: \(error.message); using the linked BLAS\n").data(using: .utf8)!)
+        }
         #if canImport(Accelerate)
         return false
         #else
@@ -46,6 +49,102 @@ enum BLAS {
         return !useOpenBLASThreads
         #endif
     }()
+
+    // MARK: Intel MKL, loaded at run time
+
+    /// Intel MKL's `cblas_sgemm` as loaded by ``loadMKL(_:)``.
+    struct MKL {
+        typealias SGEMM = @convention(c) (Int32, Int32, Int32, Int32, Int32, Int32, Float, UnsafePointer<Float>?, Int32,
+                                          UnsafePointer<Float>?, Int32, Float, UnsafeMutablePointer<Float>?, Int32) -> Void
+        /// The file loaded as named (a path, or "libmkl_rt.so.3" as the loader found it), and MKL's version, e.g. "2026.2".
+        let path: String, version: String
+        let sgemm: SGEMM
+    }
+
+    /// The MKL that runs the fp32 GEMMs (prompt passes, prompt attention, training), or nil: the linked BLAS does
+    /// (OpenBLAS on Linux, Accelerate on Apple platforms). Set by ``Backend/selectBLAS(_:)`` or `ENCORE_BLAS`; not while
+    /// GEMMs run. MKL's SkylakeX-class sgemm is 16–38% faster than Debian's OpenBLAS 0.3.21 on the Intel Xeon of
+    /// session 14 (`bench/micro/sgemm_cold.c`), the library CTranslate2 and PyTorch's wheels use.
+    nonisolated(unsafe) static var mkl: MKL?
+
+    /// `ENCORE_BLAS` applied once, before the first GEMM: nil when it is unset or was applied, else the error (the CLI
+    /// throws it through ``Backend/selectBLASFromEnvironment()``; a library caller gets a warning on stderr and the
+    /// linked BLAS).
+    nonisolated(unsafe) static var environmentErrorThrown = false
+    static let environmentBLAS: EncoreError? = {
+        guard let spec = ProcessInfo.processInfo.environment["ENCORE_BLAS"], !spec.isEmpty else { return nil }
+        do {
+            try select(spec)
+            return nil
+        } catch let error as EncoreError {
+            return error
+        } catch {
+            return EncoreError(.invalidArgument, "ENCORE_BLAS=\(spec): \(error)")
+        }
+    }()
+
+    /// "openblas" (or "accelerate", "default"): the linked BLAS; "mkl": `libmkl_rt.so.3` / `.so.2` / `.so` found by the
+    /// dynamic loader; anything with a "/": that file.
+    static func select(_ spec: String) throws {
+        switch spec.lowercased() {
+        case "openblas", "accelerate", "default":
+            mkl = nil
+        case "mkl":
+            mkl = try loadMKL(["libmkl_rt.so.3", "libmkl_rt.so.2", "libmkl_rt.so"], spec: spec)
+        default:
+            guard spec.contains("/") else {
+                throw EncoreError(.invalidArgument, "ENCORE_BLAS=\(spec): expected openblas, mkl, or the path of Intel MKL's "
+                                  + "libmkl_rt.so (e.g. /venv/lib/libmkl_rt.so.3 after `pip install mkl`)")
+            }
+            mkl = try loadMKL([spec], spec: spec)
+        }
+    }
+
+    /// Opens MKL's single dynamic library, sets its LP64 interface and sequential threading (each pool thread runs its
+    /// own slice, as with OpenBLAS) before any other MKL call, and looks up `cblas_sgemm`.
+    static func loadMKL(_ names: [String], spec: String) throws -> MKL {
+        #if os(Linux) && arch(x86_64)
+        var problems: [String] = []
+        for name in names {
+            guard let handle = dlopen(name, RTLD_NOW | RTLD_LOCAL) else {
+                problems.append(dlerror().map { String(cString: $0) } ?? "\(name): cannot be loaded")
+                continue
+            }
+            typealias SetLayer = @convention(c) (Int32) -> Int32
+            typealias Version = @convention(c) (UnsafeMutablePointer<CChar>?, Int32) -> Void
+            guard let sgemm = dlsym(handle, "cblas_sgemm"), let interface = dlsym(handle, "MKL_Set_Interface_Layer"),
+                  let threading = dlsym(handle, "MKL_Set_Threading_Layer") else {
+                problems.append("\(name): not Intel MKL's libmkl_rt (no cblas_sgemm, MKL_Set_Interface_Layer or "
+                                + "MKL_Set_Threading_Layer)")
+                dlclose(handle)
+                continue
+            }
+            // MKL_INTERFACE_LP64 = 0 (32-bit integers, as CBLAS's), MKL_THREADING_SEQUENTIAL = 1
+            let lp64 = unsafeBitCast(interface, to: SetLayer.self)(0)
+            let sequential = unsafeBitCast(threading, to: SetLayer.self)(1)
+            guard lp64 == 0, sequential == 1 else {
+                problems.append("\(name): MKL kept interface layer \(lp64) and threading layer \(sequential) (wanted LP64 0 "
+                                + "and sequential 1; set them before anything else in this process calls MKL)")
+                continue
+            }
+            var version = "?"
+            if let get = dlsym(handle, "MKL_Get_Version_String") {
+                var buffer = [CChar](repeating: 0, count: 256)
+                buffer.withUnsafeMutableBufferPointer { unsafeBitCast(get, to: Version.self)($0.baseAddress, 255) }
+                let text = String(cString: buffer)
+                // "Intel(R) oneAPI Math Kernel Library Version 2026.2-Product Build …" -> "2026.2"
+                version = text.range(of: "Version ").map { String(text[$0.upperBound...].prefix { !$0.isWhitespace && $0 != "-" }) } ?? text
+            }
+            return MKL(path: name, version: version, sgemm: unsafeBitCast(sgemm, to: MKL.SGEMM.self))
+        }
+        throw EncoreError(.invalidArgument, "ENCORE_BLAS=\(spec): could not load Intel MKL: " + problems.joined(separator: "; ")
+                          + ". Install it with `pip install mkl` and set ENCORE_BLAS to its lib/libmkl_rt.so.3, or unset "
+                          + "ENCORE_BLAS to use OpenBLAS")
+        #else
+        throw EncoreError(.unsupported, "ENCORE_BLAS=\(spec): Intel MKL is supported on x86-64 Linux only; this build uses "
+                          + "the linked BLAS (OpenBLAS or Accelerate)")
+        #endif
+    }
 
     /// The kernel sets OpenBLAS picked and was switched to, or nil when it kept its own choice.
     ///
@@ -123,9 +222,15 @@ enum BLAS {
         sgemm(slice)
     }
 
-    /// One CBLAS call on the calling thread.
+    /// One CBLAS call on the calling thread: Intel MKL's when one is selected (``mkl``), else the linked BLAS's.
     private static func sgemm(_ j: GemmJob) {
         _ = onPool   // the kernel set and thread count are settled before the first call (swift_once: others wait)
+        if let mkl {
+            // CBLAS's enum values (CblasRowMajor 101, CblasNoTrans 111, CblasTrans 112), the same in every CBLAS
+            mkl.sgemm(101, j.transA ? 112 : 111, j.transB ? 112 : 111, j.m, j.n, j.k, j.alpha, j.a, j.lda, j.b, j.ldb,
+                      j.beta, j.c, j.ldc)
+            return
+        }
         cblas_sgemm(CblasRowMajor, j.transA ? CblasTrans : CblasNoTrans, j.transB ? CblasTrans : CblasNoTrans,
                     j.m, j.n, j.k, j.alpha, j.a, j.lda, j.b, j.ldb, j.beta, j.c, j.ldc)
     }
@@ -134,7 +239,8 @@ enum BLAS {
         var job = job
         let threads = Int(ek_get_threads())
         let work = Int(job.m) * Int(job.n) * Int(job.k)
-        if onPool && threads > 1 && work >= (1 << 21) && job.n >= 32 && job.m >= 2 {
+        // MKL runs sequentially (its threading layer is set so), so its GEMMs always go on the pool
+        if (onPool || mkl != nil) && threads > 1 && work >= (1 << 21) && job.n >= 32 && job.m >= 2 {
             withUnsafeMutablePointer(to: &job) { ek_parallel_for(threads, gemmTask, $0) }
             return
         }
@@ -182,6 +288,7 @@ enum BLAS {
     }
 
     static var coreName: String {
+        if let mkl { return "Intel MKL \(mkl.version) (\(mkl.path), sequential on Encore's pool)" }
         #if canImport(Accelerate)
         return "Accelerate"
         #else
@@ -201,8 +308,34 @@ public enum Backend {
     }
     /// Threads of Encore's own kernels.
     public static var threads: Int { Int(ek_get_threads()) }
-    /// BLAS library and kernel set, e.g. "OpenBLAS Cooperlake".
+    /// BLAS library and kernel set, e.g. "OpenBLAS Cooperlake" or "Intel MKL 2026.2 (…/libmkl_rt.so.3, sequential on
+    /// Encore's pool)".
     public static var blasName: String { BLAS.coreName }
+
+    /// Chooses the library for fp32 GEMMs (prompt passes over fp32 weights, prompt attention, training):
+    /// - "openblas": the BLAS Encore links (OpenBLAS on Linux; Accelerate on Apple platforms), the default;
+    /// - "mkl": Intel MKL's `libmkl_rt.so` as the dynamic loader finds it (`LD_LIBRARY_PATH`, ldconfig);
+    /// - a path, e.g. `"/venv/lib/libmkl_rt.so.3"` after `pip install mkl`.
+    ///
+    /// MKL is loaded at run time (x86-64 Linux only) and runs sequentially on each of Encore's threads. Call before
+    /// running models, not while one runs. Throws ``EncoreError`` naming what could not be loaded.
+    ///
+    /// ```swift
+    /// try Backend.selectBLAS("/venv/lib/libmkl_rt.so.3")
+    /// print(Backend.blasName)   // Intel MKL 2026.2 (/venv/lib/libmkl_rt.so.3, sequential on Encore's pool)
+    /// ```
+    public static func selectBLAS(_ library: String) throws {
+        _ = BLAS.onPool   // ENCORE_BLAS first, so an explicit choice is not undone by it
+        try BLAS.select(library)
+    }
+
+    /// Applies `ENCORE_BLAS` (the values of ``selectBLAS(_:)``) if it is set, throwing when it names a library that
+    /// cannot be loaded. The CLI calls this at start; without it the first GEMM applies it and only warns.
+    public static func selectBLASFromEnvironment() throws {
+        BLAS.environmentErrorThrown = true
+        _ = BLAS.onPool
+        if let error = BLAS.environmentBLAS { throw error }
+    }
     /// The tile path of the int8 and Q8_0/Q4_x prompt GEMMs on this CPU: "avx512vnni", "avxvnni", "avx2",
     /// "neon-dotprod", "neon" or "scalar".
     public static var int8GEMMPath: String { String(cString: ek_gemm_int8_path()) }

@@ -1,0 +1,120 @@
+import XCTest
+@testable import Encore
+
+/// The fp32 GEMM library chosen at run time (`Backend.selectBLAS`, `ENCORE_BLAS`): bad choices fail with a message that
+/// names them, and Intel MKL, where the tests are given one (`ENCORE_TEST_MKL=/path/libmkl_rt.so.3`; `.ci/run` fetches
+/// it with scripts/fetch-mkl.sh), computes the same GEMMs and model outputs as the linked BLAS.
+/// Tolerances: GEMMs within 1e-5 of a float64 reference relative to the largest |C| (fp32 sums of up to 1,000 terms);
+/// the Mu goldens within the 1e-4 of MuParityTests.
+final class BLASLibraryTests: XCTestCase {
+    override func tearDown() {
+        try? Backend.selectBLAS("openblas")
+        super.tearDown()
+    }
+
+    func testUnknownOrMissingLibrariesAreRefusedByName() throws {
+        let before = Backend.blasName
+        XCTAssertThrowsError(try Backend.selectBLAS("blis")) { error in
+            XCTAssertTrue("\(error)".contains("ENCORE_BLAS=blis: expected openblas, mkl, or the path"), "\(error)")
+        }
+        #if os(Linux) && arch(x86_64)
+        XCTAssertThrowsError(try Backend.selectBLAS("/nonexistent/libmkl_rt.so.3")) { error in
+            XCTAssertEqual((error as? EncoreError)?.kind, .invalidArgument)
+            XCTAssertTrue("\(error)".contains("could not load Intel MKL: /nonexistent/libmkl_rt.so.3"), "\(error)")
+        }
+        // a real shared library that is not MKL's (the test bundle's own libc)
+        let libc = ["/lib/x86_64-linux-gnu/libc.so.6", "/usr/lib/x86_64-linux-gnu/libc.so.6"].first {
+            FileManager.default.fileExists(atPath: $0)
+        }
+        if let libc {
+            XCTAssertThrowsError(try Backend.selectBLAS(libc)) { error in
+                XCTAssertTrue("\(error)".contains("not Intel MKL's libmkl_rt"), "\(error)")
+            }
+        }
+        #else
+        XCTAssertThrowsError(try Backend.selectBLAS("mkl")) { error in
+            XCTAssertEqual((error as? EncoreError)?.kind, .unsupported)
+        }
+        #endif
+        XCTAssertEqual(Backend.blasName, before, "a refused choice leaves the BLAS as it was")
+    }
+
+    /// The CLI applies ENCORE_BLAS before anything else and exits 1 with the message when it cannot.
+    func testCLIRefusesABadEncoreBLAS() {
+        let r = runCLI(["inspect", fixture("mu/gqa_mod")], environment: ["ENCORE_BLAS": "/nonexistent/libmkl_rt.so.3"])
+        XCTAssertEqual(r.status, 1, r.stderr)
+        XCTAssertTrue(r.stderr.contains("error: ENCORE_BLAS=/nonexistent/libmkl_rt.so.3"), r.stderr)
+        let ok = runCLI(["inspect", fixture("mu/gqa_mod")], environment: ["ENCORE_BLAS": "openblas"])
+        XCTAssertEqual(ok.status, 0, ok.stderr)
+    }
+
+    private func mklPath() throws -> String {
+        let path = ProcessInfo.processInfo.environment["ENCORE_TEST_MKL"] ?? ""
+        try XCTSkipIf(path.isEmpty, "ENCORE_TEST_MKL is not set (scripts/fetch-mkl.sh fetches Intel MKL from PyPI)")
+        return path
+    }
+
+    /// Every shape the ops layer sends: transposed B (Linear), plain B, transposed A (weight gradients), beta = 1
+    /// (accumulation), ldc wider than N, on the pool (large) and on one thread (small).
+    func testMKLGEMMsMatchAFloat64Reference() throws {
+        try Backend.selectBLAS(try mklPath())
+        XCTAssertTrue(Backend.blasName.hasPrefix("Intel MKL "), Backend.blasName)
+        var rng = SplitMix64(seed: 7)
+        for (m, n, k) in [(3, 5, 7), (128, 96, 200), (64, 257, 130), (37, 300, 1000)] {
+            for mode in ["transB", "plain", "transA", "accumulate"] {
+                let a = (0..<(m * k)).map { _ in Float.random(in: -1...1, using: &rng) }
+                let b = (0..<(n * k)).map { _ in Float.random(in: -1...1, using: &rng) }
+                let ldc = n + 3
+                var c = (0..<(m * ldc)).map { _ in Float.random(in: -1...1, using: &rng) }
+                let c0 = c
+                // reference in float64: A as [M, K] (transA: stored [K, M]), B as [N, K] (transB) or [K, N]
+                var expected = [Double](repeating: 0, count: m * ldc)
+                for i in 0..<m {
+                    for j in 0..<ldc {
+                        guard j < n else { expected[i * ldc + j] = Double(c0[i * ldc + j]); continue }
+                        var s = mode == "accumulate" ? Double(c0[i * ldc + j]) : 0
+                        for p in 0..<k {
+                            let av = mode == "transA" ? a[p * m + i] : a[i * k + p]
+                            let bv = mode == "transB" || mode == "accumulate" ? b[j * k + p] : b[p * n + j]
+                            s += Double(av) * Double(bv)
+                        }
+                        expected[i * ldc + j] = s
+                    }
+                }
+                a.withUnsafeBufferPointer { ap in
+                    b.withUnsafeBufferPointer { bp in
+                        c.withUnsafeMutableBufferPointer { cp in
+                            switch mode {
+                            case "transA":
+                                BLAS.gemmTransA(m: m, n: n, k: k, a: ap.baseAddress!, lda: m, b: bp.baseAddress!, ldb: n,
+                                                c: cp.baseAddress!, ldc: ldc)
+                            default:
+                                BLAS.gemm(m: m, n: n, k: k, a: ap.baseAddress!, b: bp.baseAddress!, transB: mode != "plain",
+                                          c: cp.baseAddress!, ldc: ldc, beta: mode == "accumulate" ? 1 : 0)
+                            }
+                        }
+                    }
+                }
+                let scale = expected.map { abs($0) }.max()!
+                let worst = zip(c, expected).map { abs(Double($0) - $1) }.max()!
+                XCTAssertLessThan(worst / scale, 1e-5, "\(m)x\(n)x\(k) \(mode): relative error \(worst / scale)")
+            }
+        }
+    }
+
+    /// A whole model through MKL: the Mu goldens of the reference PyTorch code hold as they do with OpenBLAS.
+    func testMuMatchesTheReferenceOnMKL() throws {
+        try Backend.selectBLAS(try mklPath())
+        for name in MuParityTests.muCases {
+            let dir = fixture("mu/\(name)")
+            let (data, _, path) = try ConfigFile.read(folder: dir)
+            let model = try MuModel(config: try ConfigFile.decode(MuConfig.self, from: data, path: path),
+                                    file: SafeTensorsFile(path: dir + "/model.safetensors"))
+            let golden = try readJSON(dir + "/golden.json"), tensors = try SafeTensorsFile(path: dir + "/golden.safetensors")
+            let logits = try model.teacherForcedLogits(encoderIds: try intRows(golden["encoder_input_ids"]),
+                                                       decoderIds: try intRows(golden["decoder_input_ids"]))
+            let err = relativeError(logits.toArray(), try tensors.tensor("logits").toArray())
+            XCTAssertLessThan(err, 1e-4, "\(name) on \(Backend.blasName): logits relative error \(err)")
+        }
+    }
+}
