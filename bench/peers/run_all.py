@@ -35,7 +35,7 @@ Usage (from the repository root):
     python3 bench/peers/run_all.py --quick --small --models t5 --input-tokens 32 \
         --checkpoints /tmp/encore-peers-t5small                  # smoke test of the script: tiny T5, < 1 min
     python3 bench/peers/run_all.py --precisions fp32,bf16 --encore-blas "$(bash scripts/fetch-mkl.sh)"
-                                                                 # + Encore rows with fp32 GEMMs on Intel MKL
+                                                                 # + a twin of each Encore row on Intel MKL
 
 Checkpoints are made on first use under --checkpoints (default /tmp/encore-peers; ~8 GB; ~5 min). The JSON
 (every sample, medians, ratios) goes to bench/results/run_all-<UTC time>.json unless --write-json says where.
@@ -93,8 +93,9 @@ def entries(args, ck: Path):
 
     def add(model, prec, engine, label, cmd):
         out.append({"model": model, "precision": prec, "engine": engine, "label": label, "cmd": cmd})
-        if engine == "encore" and args.encore_blas and prec in ("fp32", "bf16"):
-            # a twin row with Encore's fp32 GEMMs on Intel MKL (ENCORE_BLAS), where sgemm is most of a prompt pass
+        if engine == "encore" and args.encore_blas:
+            # a twin row with Encore's fp32 GEMMs on Intel MKL (ENCORE_BLAS): most of an fp32 or bf16 prompt pass, the
+            # prompt attention of an int8 or 4-bit one
             out.append({"model": model, "precision": prec, "engine": engine, "label": label + " +MKL", "cmd": cmd,
                         "env": {"ENCORE_BLAS": args.encore_blas}})
 
@@ -188,7 +189,7 @@ def main() -> int:
     ap.add_argument("--python", default="/work/venv/bin/python", help="Python with torch, transformers, ctranslate2")
     ap.add_argument("--llama-python", default="/work/venv-llama/bin/python", help="Python with llama-cpp-python")
     ap.add_argument("--encore-blas", metavar="LIBMKL_RT",
-                    help="add a twin of each fp32 and bf16 Encore row run with ENCORE_BLAS set to this (Intel MKL's "
+                    help="add a twin of each Encore row run with ENCORE_BLAS set to this (Intel MKL's "
                          "libmkl_rt.so.3, from `bash scripts/fetch-mkl.sh` or `pip install mkl`), labelled ' +MKL': "
                          "CTranslate2 and PyTorch run their fp32 GEMMs on MKL")
     ap.add_argument("--timeout", type=float, default=900, help="seconds per process")
