@@ -20,6 +20,13 @@ struct EncoreCLI: ParsableCommand {
           encore inspect models/mu
           scripts/fetch-smollm2.sh && encore generate --model models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf \
             --prompt $'<|im_start|>user\\nWhat is the capital of France?<|im_end|>\\n<|im_start|>assistant\\n'
+
+        Environment:
+          ENCORE_BLAS=mkl|PATH   run fp32 GEMMs on Intel MKL (x86-64 Linux; `bash scripts/fetch-mkl.sh` prints \
+        a PATH, or `pip install mkl` gives $VIRTUAL_ENV/lib/libmkl_rt.so.3); default: the linked OpenBLAS
+          OPENBLAS_CORETYPE      OpenBLAS's kernel set (Encore picks SkylakeX or Haswell when OpenBLAS falls back \
+        to pre-AVX2 kernels on a CPU it does not know)
+          ENCORE_STEP_PROFILE=1  encore bench: where each decode step's time goes
         """,
         version: EncoreVersion.string,
         subcommands: [GenerateCommand.self, ScoreCommand.self, TokenizeCommand.self, DetokenizeCommand.self, TokenizerBenchCommand.self,
