@@ -15,7 +15,7 @@ WHEEL_SHA=eaab1875ce9f47ab3c66d5632cef06baf768c05781f2f28847bdbc4343500ed7
 LIBS="libmkl_rt.so.3 libmkl_core.so.3 libmkl_sequential.so.3 libmkl_intel_lp64.so.3 libmkl_def.so.3 libmkl_mc3.so.3
       libmkl_avx2.so.3 libmkl_avx512.so.3 libmkl_avx10.so.3"
 DEST=models/mkl
-if [ -f "$DEST/.complete-$VERSION" ]; then
+if [ -f "$DEST/.complete-$VERSION" ] && [ -f "$DEST/libmkl_rt.so.3" ]; then
     echo "$DEST holds Intel MKL $VERSION" >&2
     echo "$(pwd)/$DEST/libmkl_rt.so.3"
     exit 0
@@ -24,8 +24,9 @@ mkdir -p "$DEST"
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 echo "downloading $WHEEL (221 MB) from PyPI" >&2
-python3 -m pip download --quiet --no-deps "mkl==$VERSION" --only-binary=:all: --platform manylinux_2_28_x86_64 -d "$TMP" >&2
-echo "$WHEEL_SHA  $TMP/$WHEEL" | sha256sum -c --quiet - || { echo "wheel checksum mismatch" >&2; exit 1; }
+python3 -m pip download --quiet --no-deps --timeout 20 --retries 1 "mkl==$VERSION" --only-binary=:all: \
+    --platform manylinux_2_28_x86_64 -d "$TMP" >&2
+echo "$WHEEL_SHA  $TMP/$WHEEL" | sha256sum -c --quiet - >&2 || { echo "wheel checksum mismatch" >&2; exit 1; }
 python3 - "$TMP/$WHEEL" "$DEST" $LIBS <<'PY'
 import os, sys, zipfile
 wheel, dest, wanted = sys.argv[1], sys.argv[2], set(sys.argv[3:])
@@ -34,7 +35,7 @@ with zipfile.ZipFile(wheel) as z:
     for name in z.namelist():
         base = os.path.basename(name)
         if name.startswith("mkl-") and "/data/lib/" in name and base in wanted:
-            tmp = os.path.join(dest, base + ".part")
+            tmp = os.path.join(dest, f"{base}.part{os.getpid()}")   # per run: two runs never share a partial file
             with z.open(name) as src, open(tmp, "wb") as out:
                 while chunk := src.read(1 << 20):
                     out.write(chunk)

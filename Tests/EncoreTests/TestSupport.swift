@@ -76,6 +76,7 @@ func smallT5(feedForward: String, tiedHead: Bool = true, seed: UInt64) throws ->
 /// kernels (Haswell's sgemm with other blocking), which are left as they are.
 /// An MKL selected by `ENCORE_BLAS` is set aside meanwhile (OpenBLAS runs the body).
 func withPinnedBLASKernels<T>(_ body: () throws -> T) rethrows -> T {
+    _ = BLAS.onPool   // ENCORE_BLAS applied now, so it cannot load MKL inside the body
     let mkl = BLAS.mkl
     BLAS.mkl = nil
     defer { BLAS.mkl = mkl }

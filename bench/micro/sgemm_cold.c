@@ -11,6 +11,10 @@
  *   cc -O2 -I/usr/include/x86_64-linux-gnu/openblas-pthread bench/micro/sgemm_cold.c -lopenblas -lpthread \
  *       -o /tmp/sgemm_cold
  *   OPENBLAS_CORETYPE=SkylakeX /tmp/sgemm_cold anon4k 512 2560 960 1536
+ * Intel MKL instead (`bash scripts/fetch-mkl.sh` first; MKL's cblas_sgemm behind OpenBLAS's cblas.h, same prototype):
+ *   cc -O2 -DSGEMM_COLD_MKL -I/usr/include/x86_64-linux-gnu/openblas-pthread bench/micro/sgemm_cold.c \
+ *       models/mkl/libmkl_rt.so.3 -Wl,-rpath,$PWD/models/mkl -lpthread -o /tmp/sgemm_cold_mkl
+ *   MKL_THREADING_LAYER=SEQUENTIAL /tmp/sgemm_cold_mkl file 512 2560 960 1536
  * Arguments: mode M N K pool-MiB [rounds, default 3].
  */
 #define _GNU_SOURCE
@@ -24,6 +28,11 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+
+#ifdef SGEMM_COLD_MKL   /* the two OpenBLAS extensions this file calls, for a build against MKL */
+void openblas_set_num_threads(int n) { (void)n; }
+char *openblas_get_corename(void) { return "MKL"; }
+#endif
 
 static double now(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec + t.tv_nsec * 1e-9; }
 static long M, N, K, count;

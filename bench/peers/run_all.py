@@ -92,7 +92,10 @@ def entries(args, ck: Path):
     out = []
 
     def add(model, prec, engine, label, cmd):
-        out.append({"model": model, "precision": prec, "engine": engine, "label": label, "cmd": cmd})
+        row = {"model": model, "precision": prec, "engine": engine, "label": label, "cmd": cmd}
+        if engine == "encore":   # the linked OpenBLAS, whatever ENCORE_BLAS the caller's shell has
+            row["env"] = {"ENCORE_BLAS": "openblas"}
+        out.append(row)
         if engine == "encore" and args.encore_blas:
             # a twin row with Encore's fp32 GEMMs on Intel MKL (ENCORE_BLAS): most of an fp32 or bf16 prompt pass, the
             # prompt attention of an int8 or 4-bit one

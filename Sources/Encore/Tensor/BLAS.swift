@@ -63,7 +63,7 @@ enum BLAS {
 
     /// The MKL that runs the fp32 GEMMs (prompt passes, prompt attention, training), or nil: the linked BLAS does
     /// (OpenBLAS on Linux, Accelerate on Apple platforms). Set by ``Backend/selectBLAS(_:)`` or `ENCORE_BLAS`; not while
-    /// GEMMs run. MKL's SkylakeX-class sgemm is 16–38% faster than Debian's OpenBLAS 0.3.21 on the Intel Xeon of
+    /// GEMMs run. MKL's sgemm ran the prompt GEMM shapes 17–31% faster than Debian's OpenBLAS 0.3.21 on the Intel Xeon of
     /// session 14 (`bench/micro/sgemm_cold.c`), the library CTranslate2 and PyTorch's wheels use.
     nonisolated(unsafe) static var mkl: MKL?
 
@@ -288,6 +288,7 @@ enum BLAS {
     }
 
     static var coreName: String {
+        _ = onPool   // ENCORE_BLAS applied first
         if let mkl { return "Intel MKL \(mkl.version) (\(mkl.path), sequential on Encore's pool)" }
         #if canImport(Accelerate)
         return "Accelerate"
