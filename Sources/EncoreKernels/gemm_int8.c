@@ -1118,8 +1118,12 @@ static void quantize_rows_q8(int format, const float *x, long m, long k, long kp
 static int gemm_run(int format, long count, const void *const *w, const float *const *wscale, const float *const *bias,
                     float *const *y, const long *n, const float *x, long m, long k, int mode) {
     if (mode < EK_EPI_STORE || mode > EK_EPI_RELU || count < 1) return -1;
-    long kp = (k + 31) / 32 * 32, npanels = 0;
-    for (long j = 0; j < count; j++) npanels += n[j] > 0 ? (n[j] + EG_NR - 1) / EG_NR : 0;
+    long kp = (k + 31) / 32 * 32, npanels = 0, ncols = 0;   /* over all the matrices (ncols: stream_outputs) */
+    for (long j = 0; j < count; j++) {
+        if (n[j] <= 0) continue;
+        npanels += (n[j] + EG_NR - 1) / EG_NR;
+        ncols += n[j];
+    }
     if (m <= 0 || npanels == 0) return 0;
     uint8_t *u = scratch_get(&g_u, m * kp);
     if (m > g_d_len) {
@@ -1172,8 +1176,6 @@ static int gemm_run(int format, long count, const void *const *w, const float *c
             }
         }
     }
-    long ncols = 0;
-    for (long j = 0; j < count; j++) ncols += n[j] > 0 ? n[j] : 0;
     g.nt = stream_outputs(g.simd, mode, m, ncols);
     ek_parallel_for(ntasks, gemm_task, &g);
     free(mats);
