@@ -79,13 +79,12 @@ final class BLASLibraryTests: XCTestCase {
                 let b = (0..<(n * k)).map { _ in Float.random(in: -1...1, using: &rng) }
                 let ldc = n + 3
                 var c = (0..<(m * ldc)).map { _ in Float.random(in: -1...1, using: &rng) }
-                let c0 = c
-                // reference in float64: A as [M, K] (transA: stored [K, M]), B as [N, K] (transB) or [K, N]
-                var expected = [Double](repeating: 0, count: m * ldc)
+                // reference in float64: A as [M, K] (transA: stored [K, M]), B as [N, K] (transB) or [K, N]; the
+                // columns past N keep C's values
+                var expected = c.map(Double.init)
                 for i in 0..<m {
-                    for j in 0..<ldc {
-                        guard j < n else { expected[i * ldc + j] = Double(c0[i * ldc + j]); continue }
-                        var s = mode == "accumulate" ? Double(c0[i * ldc + j]) : 0
+                    for j in 0..<n {
+                        var s = mode == "accumulate" ? expected[i * ldc + j] : 0
                         for p in 0..<k {
                             let av = mode == "transA" ? a[p * m + i] : a[i * k + p]
                             let bv = mode == "transB" || mode == "accumulate" ? b[j * k + p] : b[p * n + j]
@@ -119,11 +118,7 @@ final class BLASLibraryTests: XCTestCase {
     func testMuMatchesTheReferenceOnMKL() throws {
         try Backend.selectBLAS(try mklPath())
         for name in MuParityTests.muCases {
-            let dir = fixture("mu/\(name)")
-            let (data, _, path) = try ConfigFile.read(folder: dir)
-            let model = try MuModel(config: try ConfigFile.decode(MuConfig.self, from: data, path: path),
-                                    file: SafeTensorsFile(path: dir + "/model.safetensors"))
-            let golden = try readJSON(dir + "/golden.json"), tensors = try SafeTensorsFile(path: dir + "/golden.safetensors")
+            let (model, golden, tensors) = try MuParityTests.load(name)
             let logits = try model.teacherForcedLogits(encoderIds: try intRows(golden["encoder_input_ids"]),
                                                        decoderIds: try intRows(golden["decoder_input_ids"]))
             let err = relativeError(logits.toArray(), try tensors.tensor("logits").toArray())

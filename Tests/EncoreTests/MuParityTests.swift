@@ -7,7 +7,7 @@ import XCTest
 final class MuParityTests: XCTestCase {
     static let muCases = ["gqa_mod", "gqa_interleaved_ntk", "mha"]
 
-    func load(_ name: String, weights: String = "model.safetensors") throws -> (MuModel, [String: Any], SafeTensorsFile) {
+    static func load(_ name: String, weights: String = "model.safetensors") throws -> (MuModel, [String: Any], SafeTensorsFile) {
         let dir = fixture("mu/\(name)")
         let (data, _, path) = try ConfigFile.read(folder: dir)
         let config = try ConfigFile.decode(MuConfig.self, from: data, path: path)
@@ -17,7 +17,7 @@ final class MuParityTests: XCTestCase {
 
     func testEncoderOutputsMatchReference() throws {
         for name in Self.muCases {
-            let (model, golden, tensors) = try load(name)
+            let (model, golden, tensors) = try Self.load(name)
             let enc = try model.encode(try intRows(golden["encoder_input_ids"]))
             let expected = try tensors.tensor("encoder_out")
             XCTAssertEqual(enc.hidden.shape, expected.shape, name)
@@ -28,7 +28,7 @@ final class MuParityTests: XCTestCase {
 
     func testTeacherForcedLogitsMatchReference() throws {
         for name in Self.muCases {
-            let (model, golden, tensors) = try load(name)
+            let (model, golden, tensors) = try Self.load(name)
             let logits = try model.teacherForcedLogits(encoderIds: try intRows(golden["encoder_input_ids"]),
                                                        decoderIds: try intRows(golden["decoder_input_ids"]))
             let expected = try tensors.tensor("logits")
@@ -43,7 +43,7 @@ final class MuParityTests: XCTestCase {
     func testHalfPrecisionCheckpoints() throws {
         for name in Self.muCases {
             for (file, key, loose) in [("model-bf16.safetensors", "logits_bf16w", Float(0.25)), ("model-f16.safetensors", "logits_f16w", Float(5e-2))] {
-                let (model, golden, tensors) = try load(name, weights: file)
+                let (model, golden, tensors) = try Self.load(name, weights: file)
                 let logits = try model.teacherForcedLogits(encoderIds: try intRows(golden["encoder_input_ids"]),
                                                            decoderIds: try intRows(golden["decoder_input_ids"]))
                 let same = relativeError(logits.toArray(), try tensors.tensor(key).toArray())
@@ -60,7 +60,7 @@ final class MuParityTests: XCTestCase {
     /// (measured 2.7e-4–5.4e-4 on these deliberately large random weights), not equal to the fp32 path's.
     func testHalfCrossKVStaysCloseToReference() throws {
         for name in Self.muCases {
-            let (model, golden, tensors) = try load(name)
+            let (model, golden, tensors) = try Self.load(name)
             model.halfCrossKV = true
             let enc = try model.encode(try intRows(golden["encoder_input_ids"]))
             for layer in enc.cross { guard case .f16 = layer else { return XCTFail("\(name): cross K/V not stored in f16") } }
@@ -86,7 +86,7 @@ final class MuParityTests: XCTestCase {
 
     func testGreedyGenerationMatchesReference() throws {
         for name in Self.muCases {
-            let (model, golden, _) = try load(name)
+            let (model, golden, _) = try Self.load(name)
             for key in ["greedy", "greedy_single"] {
                 let g = try XCTUnwrap(golden[key] as? [String: Any])
                 let eos = (g["eos_token_id"] as! NSNumber).intValue
@@ -103,7 +103,7 @@ final class MuParityTests: XCTestCase {
     /// whole decoder over the prefix at every step.
     func testCachedGenerationEqualsFullRecomputation() throws {
         for name in Self.muCases {
-            let (model, golden, _) = try load(name)
+            let (model, golden, _) = try Self.load(name)
             let inputs = try intRows(golden["encoder_input_ids"])
             let cached = try Generator(model: model).generate(prompts: inputs, parameters: .init(maxTokens: 12, useModelEOS: false))
             var prefix = [[Int]](repeating: [model.config.bosTokenId], count: inputs.count)
@@ -132,7 +132,7 @@ final class MuParityTests: XCTestCase {
     }
 
     func testScoreEqualsLogSoftmaxOfTeacherForcedLogits() throws {
-        let (model, golden, tensors) = try load("gqa_mod")
+        let (model, golden, tensors) = try Self.load("gqa_mod")
         let enc = try intRows(golden["encoder_input_ids"])[0]
         let dec = try intRows(golden["decoder_input_ids"])[0]          // [BOS, t1..t5]
         let target = Array(dec.dropFirst())

@@ -99,8 +99,7 @@ def entries(args, ck: Path):
         if engine == "encore" and args.encore_blas:
             # a twin row with Encore's fp32 GEMMs on Intel MKL (ENCORE_BLAS): most of an fp32 or bf16 prompt pass, the
             # prompt attention of an int8 or 4-bit one
-            out.append({"model": model, "precision": prec, "engine": engine, "label": label + " +MKL", "cmd": cmd,
-                        "env": {"ENCORE_BLAS": args.encore_blas}})
+            out.append({**row, "label": label + " +MKL", "env": {"ENCORE_BLAS": args.encore_blas}})
 
     # llama.cpp keeps its KV cache in f16 by default: "f16-KV" rows give Encore the same cache type (T5 keeps fp32)
     kv16 = ["--kv-cache", "f16"]

@@ -67,10 +67,13 @@ enum BLAS {
     /// session 14 (`bench/micro/sgemm_cold.c`), the library CTranslate2 and PyTorch's wheels use.
     nonisolated(unsafe) static var mkl: MKL?
 
+    /// Set by ``Backend/selectBLASFromEnvironment()``, which throws `environmentBLAS`'s error: `onPool` then does not
+    /// also print it as a warning.
+    nonisolated(unsafe) static var environmentErrorThrown = false
+
     /// `ENCORE_BLAS` applied once, before the first GEMM: nil when it is unset or was applied, else the error (the CLI
     /// throws it through ``Backend/selectBLASFromEnvironment()``; a library caller gets a warning on stderr and the
     /// linked BLAS).
-    nonisolated(unsafe) static var environmentErrorThrown = false
     static let environmentBLAS: EncoreError? = {
         guard let spec = ProcessInfo.processInfo.environment["ENCORE_BLAS"], !spec.isEmpty else { return nil }
         do {
