@@ -125,8 +125,8 @@ struct BenchCommand: ParsableCommand {
     @Option(name: .customLong("cross-kv"), help: "Storage of Mu's cross-attention K/V: f32, or f16 (opt-in: half the bytes a decode step reads over the encoder positions; logits within ~5e-4 of fp32).")
     var crossKV = "f32"
 
-    @Option(name: .customLong("kv-cache"), help: "Storage of the self-attention KV caches (Mu's decoder, the twin, Llama): f32, or f16 (opt-in, llama.cpp's default: half the cache memory and the bytes a step reads over it). T5 keeps f32.")
-    var kvCache = "f32"
+    @Option(name: .customLong("kv-cache"), help: "Storage of the self-attention KV caches (Mu's decoder, the twin, Llama): auto (the default: f16 for rows whose decode weights are bf16 or quantized, as llama.cpp's cache; f32 for fp32 rows), f32, or f16 (half the cache memory and the bytes a step reads over it). T5 keeps f32. The KV column says what each row ran.")
+    var kvCache = "auto"
 
     func validate() throws {
         let parts = inputTokens.split(separator: ",")
@@ -175,6 +175,7 @@ struct BenchCommand: ParsableCommand {
             var muConfig = MuConfig.mu330m
             var loaded: LanguageModel? = nil
             var kvCacheKeptFP32 = false   // --kv-cache f16 asked of a T5 model
+            let kvStorage = try KVCacheStorage(parsing: kvCache)
             if let model {
                 let lm = try ModelRegistry.load(folder: model, keepQuantized: keepQuantized)
                 loaded = lm
@@ -230,13 +231,18 @@ struct BenchCommand: ParsableCommand {
                     }
                     return try MuDecoderModel(config: twin, randomSeed: seed)
                 }
-                /// --cross-kv and --kv-cache on a model as built or loaded.
+                /// --cross-kv on a model as built or loaded.
                 func configureCaches(_ lm: LanguageModel) throws {
                     if let mu = lm as? MuModel { mu.halfCrossKV = crossKV == "f16" }
-                    guard kvCache == "f16" else { return }
-                    if !(lm is T5Model) { return try lm.useHalfKVCache(true) }
-                    if !kvCacheKeptFP32 { printStderr("[\(name)] --kv-cache f16: T5 keeps fp32 KV caches (its relative-bias attention reads fp32 rows)") }
-                    kvCacheKeptFP32 = true
+                }
+                /// --kv-cache on a model whose decode weights are set (auto: f16 for bf16 / quantized ones); whether f16.
+                func configureKVCache(_ lm: LanguageModel) throws -> Bool {
+                    if lm.supportsHalfKVCache { return try lm.useKVCache(kvStorage) }
+                    if kvStorage == .f16 && !kvCacheKeptFP32 {
+                        printStderr("[\(name)] --kv-cache f16: T5 keeps fp32 KV caches (its relative-bias attention reads fp32 rows)")
+                        kvCacheKeptFP32 = true
+                    }
+                    return false
                 }
                 var lm: LanguageModel = fromFile ? loaded! : try build()
                 if fromFile && releases { loaded = nil }   // rebuilt models replace it: only `lm` holds it
@@ -281,6 +287,7 @@ struct BenchCommand: ParsableCommand {
                         else if index == 0 { printStderr("[\(name)] --encoder-weights: a decoder-only model, its weights stay as they are") }
                     }
                     if prompts != .f32 { try lm.usePromptWeights(prompts) }
+                    let halfKV = try configureKVCache(lm)
                     let label = asLoaded ? "gguf" : format.rawValue
                     let tag = "\(name) \(label)"
                     for length in lengths {
@@ -291,6 +298,7 @@ struct BenchCommand: ParsableCommand {
                                                      : "[\(tag)] \(length) in → \(outputTokens) out: run \(rep)/\(total)…")
                             }
                             r.decodeWeights = label
+                            r.kvCache = halfKV ? "f16" : "f32"
                             results.append(r)
                             if StepProfile.enabled {
                                 let p = StepProfile.stepPercentiles()
@@ -301,11 +309,13 @@ struct BenchCommand: ParsableCommand {
                     }
                     if wantsQuality && (format != .f32 || formats.count > 1 || releases) {
                         let prompt = qualityPrompt, targets = qualityTargets
-                        if reference == nil {
+                        if reference == nil {   // fp32 weights and an fp32 cache: the row's cost is both choices'
                             printStderr("[\(name)] quality reference: f32, \(qualityTokens) teacher-forced decode steps…")
                             try lm.useDecodeWeights(.f32)
+                            try lm.useKVCache(.f32)
                             reference = try DecodeQuality.run(lm, prompt: prompt, targets: targets)
                             try lm.useDecodeWeights(format)
+                            try lm.useKVCache(halfKV ? .f16 : .f32)
                         }
                         let q = try DecodeQuality.run(lm, prompt: prompt, targets: targets)
                         let e = q.maxLogitError(against: reference!)
@@ -322,7 +332,7 @@ struct BenchCommand: ParsableCommand {
             let report: [String: Any] = [
                 "system": "encore", "version": EncoreVersion.string, "decode_weights": decodeWeights, "prompt_weights": promptWeights, "encoder_weights": encoderWeights ?? (prompts == .decode ? "decode" : "f32"), "threads": threads, "blas": Backend.blasName,
                 "bf16_prompt_gemm": Backend.bf16PromptGEMMRuns,
-                "cross_kv": crossKV, "kv_cache": kvCacheKeptFP32 ? "f32 (T5)" : kvCache,
+                "cross_kv": crossKV, "kv_cache": kvCacheKeptFP32 ? "f32 (T5)" : kvCache,   // as asked; each row's "kv_cache" says what it ran
                 "kernel_paths": Dictionary(uniqueKeysWithValues: formats.map(kernelLabel)),
                 "quality": qualities.map { q -> [String: Any] in
                     ["model": q.model, "decode_weights": q.format, "max_logit_error": q.absolute, "max_logit_error_relative": q.relative,
@@ -355,17 +365,18 @@ struct BenchCommand: ParsableCommand {
                 print(jsonString(report))
                 return
             }
+            let kvNote: String = " · KV caches " + kvCache + (kvStorage == .auto ? " (f16 for bf16 / quantized decode weights)" : "")
             print("Encore \(EncoreVersion.string) · \(Backend.blasName) · \(threads) thread(s) · batch 1, greedy, " + ["f32": "fp32 prompt passes", "int8": "int8 prompt passes (int8 GEMM, \(Backend.int8GEMMPath))",
                                                                                                                         "decode": "prompt passes on the decode format" + (Backend.bf16PromptGEMMRuns && formats.contains(.bf16) ? " (bf16: the vdpbf16ps GEMM)" : "")][promptWeights]!
                   + (encoderWeights.map { " · encoder weights \($0)" } ?? "")
-                  + (crossKV == "f16" ? " · Mu cross-attention K/V in f16" : "")
-                  + (kvCache == "f16" ? " · f16 KV caches" : ""))
+                  + (crossKV == "f16" ? " · Mu cross-attention K/V in f16" : "") + kvNote)
             print("decode kernels: " + formats.map(kernelLabel).map { "\($0.0) \($0.1)" }.joined(separator: ", ")
                   + (formats.contains { [.int8, .q8_0, .q4_0, .q4_1].contains($0) }
                      ? Backend.groupedDecodeStreams.map { " (\($0) rows side by side per thread)" } ?? "" : ""))
-            print("model       weights   params   input  output  encode ms  1st step ms   TTFT ms   decode tok/s   e2e s   GFLOP/seq   peak RSS MiB   cache MiB")
+            print("model       weights KV    params   input  output  encode ms  1st step ms   TTFT ms   decode tok/s   e2e s   GFLOP/seq   peak RSS MiB   cache MiB")
             for r in results {
-                print(r.model.padding(toLength: 11, withPad: " ", startingAt: 0) + " " + r.decodeWeights.padding(toLength: 6, withPad: " ", startingAt: 0)
+                print(r.model.padding(toLength: 11, withPad: " ", startingAt: 0) + " " + r.decodeWeights.padding(toLength: 8, withPad: " ", startingAt: 0)
+                      + r.kvCache.padding(toLength: 4, withPad: " ", startingAt: 0)
                       + String(format: "%7.1fM  %6d  %6d  %9.1f  %11.1f  %8.1f  %13.1f  %6.2f  %10.2f  %13.0f  %10.1f",
                              Double(r.params) / 1e6, r.inputTokens, r.outputTokens, r.encodeMs, r.firstStepMs,
                              r.ttftMs, r.decodeTokensPerSecond, r.endToEndMs / 1000, r.sequenceFLOPs / 1e9, r.peakRSSMB, r.cacheMB))

@@ -18,7 +18,7 @@ struct ChatCommand: ParsableCommand {
         Example:
           encore chat --model models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
           encore chat --model models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf --message "What is the capital of France?"
-          encore chat --model models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf --keep-quantized --kv-cache f16   # Q4_1 blocks, f16 cache
+          encore chat --model models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf --keep-quantized   # Q4_1 blocks, f16 cache (--kv-cache auto)
         """
     )
 

@@ -5,7 +5,7 @@ import Encore
 /// whether a GGUF file's quantized blocks are kept. Shared by `generate`, `chat` and `score`.
 ///
 /// ```sh
-/// encore chat --model smollm2.Q4_1.gguf --keep-quantized --kv-cache f16
+/// encore chat --model smollm2.Q4_1.gguf --keep-quantized --kv-cache f32   # fp32 cache (auto would pick f16)
 /// encore generate --model llama-hf --prompt "Hi" --decode-weights int8 --prompt-weights int8
 /// encore generate --model mu-330m --input-ids 5,6,7 --decode-weights q4_0 --encoder-weights q8_0 --prompt-weights int8
 /// ```
@@ -19,8 +19,8 @@ struct RuntimeOptions: ParsableArguments {
     @Option(name: .customLong("encoder-weights"), help: "Encoder-decoder models (Mu, T5): the format of the encoder's matrices and the cross-attention K/V projections: f32, bf16, int8, q8_0, q4_0 or q4_1, packed only (fp32 copies released; prompt passes widen them one matrix at a time, or run the int8 GEMM over int8 rows or Q8_0/Q4_0/Q4_1 blocks with --prompt-weights int8). Default: the encoder stays as loaded (fp32, or a GGUF's blocks with --keep-quantized); with --prompt-weights decode it takes the decode format.")
     var encoderWeights: String?
 
-    @Option(name: .customLong("kv-cache"), help: "Storage of the self-attention KV cache: f32, or f16 (llama.cpp's default: half the cache memory; logits within ~1e-3). Not for T5.")
-    var kvCache: String = "f32"
+    @Option(name: .customLong("kv-cache"), help: "Storage of the self-attention KV cache: auto (the default: f16 when decode steps read bf16 or quantized weights, as llama.cpp's cache; f32 with fp32 weights and for T5), f32, or f16 (half the cache memory and the bytes a step reads over it; logits within ~1e-3). T5 keeps f32.")
+    var kvCache: String = "auto"
 
     @Flag(name: .customLong("keep-quantized"), help: "GGUF models: keep Q8_0/Q4_0/Q4_1/Q4_K/Q5_K/Q6_K matrices and the embedding table in their blocks instead of widening them to fp32 (less memory; decode reads them natively).")
     var keepQuantized = false
@@ -44,9 +44,9 @@ struct RuntimeOptions: ParsableArguments {
         }
     }
 
-    /// `--kv-cache` takes f32 or f16 (also `encore bench`'s option).
+    /// `--kv-cache` takes auto, f32 or f16 (also `encore bench`'s option).
     static func checkKVCache(_ value: String) throws {
-        if value != "f32" && value != "f16" { throw ValidationError("--kv-cache must be f32 or f16 (got '\(value)')") }
+        if KVCacheStorage(rawValue: value) == nil { throw ValidationError("--kv-cache must be auto, f32 or f16 (got '\(value)')") }
     }
 
     /// The model at `path` (a folder or a .gguf file), set up as these options ask.
@@ -57,7 +57,7 @@ struct RuntimeOptions: ParsableArguments {
         if let encoderWeights { try lm.useEncoderWeights(try WeightFormat(parsing: encoderWeights)) }
         let prompts = try PromptWeights(parsing: promptWeights)
         if prompts != .f32 { try lm.usePromptWeights(prompts) }
-        if kvCache == "f16" { try lm.useHalfKVCache(true) }
+        try lm.useKVCache(try KVCacheStorage(parsing: kvCache))
         return lm
     }
 }

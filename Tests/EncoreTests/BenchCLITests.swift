@@ -20,6 +20,29 @@ final class BenchCLITests: XCTestCase {
             }
         }
         XCTAssertEqual(o["decode_weights"] as? String, "f32")
+        XCTAssertEqual(o["kv_cache"] as? String, "auto")
+        XCTAssertEqual(results.map { $0["kv_cache"] as? String }, ["f32", "f32"], "fp32 weights: auto keeps the fp32 cache")
+    }
+
+    /// Each row's JSON and table line say which KV cache it ran: auto gives f16 to the quantized row only; --kv-cache
+    /// f32 gives fp32 to both.
+    func testBenchRowsNameTheirKVCache() throws {
+        func rows(_ extra: [String]) throws -> (json: [String?], table: String) {
+            let args = ["bench", "--model", fixture("tiny_llama/f32.gguf"), "--decode-weights", "f32,q8_0", "--input-tokens", "8",
+                        "--output-tokens", "2", "--reps", "1", "--threads", "1", "--quality-tokens", "0", "--no-limits"] + extra
+            let r = runCLI(args + ["--json"]), t = runCLI(args)
+            XCTAssertEqual(r.status, 0, r.stderr)
+            XCTAssertEqual(t.status, 0, t.stderr)
+            let o = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any], r.stdout)
+            return ((try XCTUnwrap(o["results"] as? [[String: Any]])).map { $0["kv_cache"] as? String }, t.stdout)
+        }
+        let auto = try rows([])
+        XCTAssertEqual(auto.json, ["f32", "f16"])
+        XCTAssertTrue(auto.table.contains("llama       f32     f32 "), auto.table)
+        XCTAssertTrue(auto.table.contains("llama       q8_0    f16 "), auto.table)
+        XCTAssertTrue(auto.table.contains("KV caches auto (f16 for bf16 / quantized decode weights)"), auto.table)
+        XCTAssertEqual(try rows(["--kv-cache", "f32"]).json, ["f32", "f32"])
+        XCTAssertEqual(try rows(["--kv-cache", "f16"]).json, ["f16", "f16"])
     }
 
     /// The quality report scores a fixed English text when the checkpoint has a tokenizer (the tiny HF Llama with a

@@ -65,7 +65,23 @@ final class ChatCLITests: XCTestCase {
         XCTAssertNotEqual(reply, try expectedReply(turn, maxTokens: 12), "q4_0 weights change this reply, so the option is seen")
         let bad = runCLI(["chat", "--model", Self.tiny, "--message", "hi", "--kv-cache", "f8"])
         XCTAssertNotEqual(bad.status, 0)
-        XCTAssertTrue(bad.stderr.contains("--kv-cache must be f32 or f16 (got 'f8')"), bad.stderr)
+        XCTAssertTrue(bad.stderr.contains("--kv-cache must be auto, f32 or f16 (got 'f8')"), bad.stderr)
+    }
+
+    /// The default `--kv-cache auto`: the reply with q4_0 decode weights is the library's with q4_0 and an f16 cache,
+    /// and `--kv-cache f32` gives the library's fp32-cache reply (the tiny model's replies may coincide; the choice
+    /// itself is checked in HalfKVCacheTests).
+    func testAutoKVCacheIsHalfForQuantizedWeights() throws {
+        let turn = [ChatMessage(role: "user", content: "hi")]
+        for (flags, half) in [([String](), true), (["--kv-cache", "f32"], false)] {
+            let r = runCLI(["chat", "--model", Self.tiny, "--message", "hi", "--max-tokens", "12", "--decode-weights", "q4_0"] + flags)
+            XCTAssertEqual(r.status, 0, r.stderr)
+            let reply = try expectedReply(turn, maxTokens: 12) { model in
+                try model.useDecodeWeights(.q4_0)
+                try model.useHalfKVCache(half)
+            }
+            XCTAssertEqual(r.stdout, "> hi\n\(reply)\n", "\(flags)")
+        }
     }
 
     func testStandardInputTurnsAndCommands() throws {

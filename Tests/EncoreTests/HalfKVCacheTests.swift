@@ -89,6 +89,46 @@ final class HalfKVCacheTests: XCTestCase {
         XCTAssertEqual(c.withKeep(batch: 1) { Array(UnsafeBufferPointer(start: $0, count: 4)) }, [1, 1, 0, 1])
     }
 
+    /// `useKVCache(.auto)` (the CLI's default) picks f16 exactly when decode steps stream bf16 or quantized weights and
+    /// the family has an f16 cache; `.f32` / `.f16` are taken as given; T5 stays fp32 under auto and refuses f16.
+    func testAutoPicksHalfCacheForNarrowDecodeWeights() throws {
+        let llama = try XCTUnwrap(ModelRegistry.load(folder: fixture("tiny_llama/f32.gguf")) as? LlamaModel)
+        let dec = try smallMuDecoder(seed: 3), mu = try smallMu(seed: 3)
+        for (name, m) in [("llama", llama as LanguageModel), ("mu_decoder", dec), ("mu", mu)] {
+            XCTAssertTrue(m.decodeStreamsFP32, name)
+            XCTAssertFalse(try m.useKVCache(.auto), "\(name): fp32 weights keep the fp32 cache")
+            for format in [WeightFormat.bf16, .int8, .q8_0, .q4_0] {
+                try m.useDecodeWeights(format)
+                XCTAssertFalse(m.decodeStreamsFP32, "\(name) \(format)")
+                XCTAssertTrue(try m.useKVCache(.auto), "\(name) \(format): auto picks f16")
+                XCTAssertTrue(m.usesHalfKVCache, name)
+                XCTAssertFalse(try m.useKVCache(.f32), "\(name) \(format): f32 as asked")
+                XCTAssertFalse(m.usesHalfKVCache, name)
+            }
+            try m.useDecodeWeights(.f32)
+            XCTAssertTrue(try m.useKVCache(.f16), "\(name): f16 as asked")
+            XCTAssertFalse(try m.useKVCache(.auto), "\(name): back on fp32 weights, auto is fp32 again")
+            XCTAssertFalse(m.usesHalfKVCache, name)
+        }
+        // a GGUF whose blocks are kept: the decode steps read them, so auto picks f16
+        let kept = try ModelRegistry.load(folder: fixture("tiny_llama/mixed.gguf"), keepQuantized: true)
+        XCTAssertFalse(kept.decodeStreamsFP32)
+        XCTAssertTrue(try kept.useKVCache(.auto))
+        // caches built after the choice take it (the storage itself is checked by the tests above)
+        let s = try kept.beginGeneration(prompts: [[5, 6, 7]])
+        try s.advance(tokens: [8])
+        XCTAssertTrue(try XCTUnwrap(kept as? LlamaModel).halfKVCache)
+        let t5 = try T5Model(config: T5Config(vocabSize: 300, dModel: 80, dKV: 16, dFF: 160, numLayers: 1, numDecoderLayers: 1,
+                                              numHeads: 4), randomSeed: 1)
+        try t5.useDecodeWeights(.q8_0)
+        XCTAssertFalse(t5.decodeStreamsFP32)
+        XCTAssertFalse(t5.supportsHalfKVCache)
+        XCTAssertFalse(try t5.useKVCache(.auto), "T5 keeps fp32 under auto")
+        XCTAssertThrowsError(try t5.useKVCache(.f16))
+        XCTAssertEqual(try KVCacheStorage(parsing: "F16"), .f16)
+        XCTAssertThrowsError(try KVCacheStorage(parsing: "f8")) { XCTAssertTrue("\($0)".contains("auto, f32 or f16 (got 'f8')"), "\($0)") }
+    }
+
     /// T5's decoder reads fp32 rows: asking it for an f16 cache is an error that says so; f32 is accepted.
     func testT5RefusesHalfCache() throws {
         let t5 = try T5Model(config: T5Config(vocabSize: 300, dModel: 80, dKV: 16, dFF: 160, numLayers: 1, numDecoderLayers: 1,

@@ -396,6 +396,7 @@ final class Int8GEMMTests: XCTestCase {
         XCTAssertEqual(r.status, 0, r.stderr)
         let mu = try XCTUnwrap(ModelRegistry.load(folder: dir))
         try mu.useDecodeWeights(.q4_0); try mu.useEncoderWeights(.q8_0); try mu.usePromptWeights(.int8)
+        XCTAssertTrue(try mu.useKVCache(.auto), "the CLI's default --kv-cache auto: f16 beside q4_0 weights")
         let want = try Generator(model: mu).generate(prompts: [Array(5...16)], parameters: .init(maxTokens: 6)).tokens[0]
         let got = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])["ids"] as? [Int]
         XCTAssertEqual(got, want)

@@ -22,8 +22,9 @@ int8 (q8_0/q4_0: over the blocks as stored, llama.cpp's arithmetic); bf16 rows `
 resident, as the peers hold only their format), and on the F32 / q8_0 / q4_0 GGUFs, `--keep-quantized` for the
 blocks, q8_0/q4_0 with `--prompt-weights int8`), hf (transformers generate, fp32/bf16), ct2
 (CTranslate2 float32/int8), llama.cpp (llama-cpp-python, GGUF f32/bf16/q8_0/q4_0; T5 through llama_encode),
-pytorch (Mu fp32/bf16/int8). Llama and T5 get the same rows, but for a few: f16-KV rows for Llama (llama.cpp's cache
-type), and for T5 an "int8-enc" q8_0 GGUF row (the encoder requantized to int8 rows). Precisions: fp32, bf16, int8 (CT2 int8, llama.cpp
+pytorch (Mu fp32/bf16/int8). Encore runs its default `--kv-cache auto`: an f16 KV cache beside bf16 and quantized
+decode weights (llama.cpp's cache type), fp32 beside fp32 weights and for T5. Llama and T5 get the same rows, but for a
+few: Llama's other cache type (an "f16-KV" fp32 row, "f32-KV" bf16 / q8_0 / q4_0 rows), and for T5 an "int8-enc" q8_0 GGUF row (the encoder requantized to int8 rows). Precisions: fp32, bf16, int8 (CT2 int8, llama.cpp
 q8_0; Encore int8 and q8_0), q4_0 (llama.cpp). An engine that cannot run a row prints n/a with the reason, and is
 measured automatically once it can.
 
@@ -101,8 +102,9 @@ def entries(args, ck: Path):
             # prompt attention of an int8 or 4-bit one
             out.append({**row, "label": label + " +MKL", "env": {"ENCORE_BLAS": args.encore_blas}})
 
-    # llama.cpp keeps its KV cache in f16 by default: "f16-KV" rows give Encore the same cache type (T5 keeps fp32)
-    kv16 = ["--kv-cache", "f16"]
+    # Encore's --kv-cache auto (its default) keeps an f16 cache beside bf16 and quantized weights, as llama.cpp does
+    # by default, and fp32 beside fp32 weights: Llama's twin rows show the other choice (T5 keeps fp32)
+    kv16, kv32 = ["--kv-cache", "f16"], ["--kv-cache", "f32"]
     for m in ("llama", "t5"):
         hf = str(ck / f"{m}-hf")
         add(m, "fp32", "encore", "encore", encore_bench_cmd(enc, hf, L, N, T, R))
@@ -117,8 +119,8 @@ def entries(args, ck: Path):
         dec = ["--prompt-weights", "decode"]   # no fp32 copy resident: the decode format alone, widened per matrix
         add(m, "bf16", "encore", "encore bf16", encore_bench_cmd(enc, hf, L, N, T, R, ["--decode-weights", "bf16"] + dec))
         if m == "llama":
-            add(m, "bf16", "encore", "encore bf16 f16-KV", encore_bench_cmd(enc, hf, L, N, T, R,
-                                                                            ["--decode-weights", "bf16"] + dec + kv16))
+            add(m, "bf16", "encore", "encore bf16 f32-KV", encore_bench_cmd(enc, hf, L, N, T, R,
+                                                                            ["--decode-weights", "bf16"] + dec + kv32))
         add(m, "bf16", "hf", "hf", [py, str(HERE / "hf_peer.py"), "--model", hf, "--dtype", "bf16"] + io)
         add(m, "bf16", "llama.cpp", "llama.cpp bf16", [lpy, str(HERE / "llamacpp_peer.py"), "--gguf",
                                                       str(ck / f"{m}-bf16.gguf")] + io)
@@ -127,14 +129,14 @@ def entries(args, ck: Path):
         # Q8_0 blocks: prompt passes on the int8 GEMM over the blocks as stored (llama.cpp's q8_0 arithmetic)
         i8 = ["--prompt-weights", "int8"]
         add(m, "int8", "encore", "encore q8_0", encore_bench_cmd(enc, hf, L, N, T, R, ["--decode-weights", "q8_0"] + i8))
-        if m == "llama":   # llama.cpp's cache type: peak memory at the same KV bytes as the llama.cpp row
-            add(m, "int8", "encore", "encore q8_0 f16-KV", encore_bench_cmd(enc, hf, L, N, T, R,
-                                                                         ["--decode-weights", "q8_0"] + i8 + kv16))
+        if m == "llama":   # an fp32 cache: twice the KV bytes of the llama.cpp row
+            add(m, "int8", "encore", "encore q8_0 f32-KV", encore_bench_cmd(enc, hf, L, N, T, R,
+                                                                         ["--decode-weights", "q8_0"] + i8 + kv32))
         add(m, "int8", "encore", "encore q8_0 GGUF", encore_bench_cmd(enc, str(ck / f"{m}-q8_0.gguf"), L, N, T, R,
                                                                       ["--keep-quantized"] + i8))
         if m == "llama":
-            add(m, "int8", "encore", "encore q8_0 GGUF f16-KV", encore_bench_cmd(enc, str(ck / f"{m}-q8_0.gguf"), L, N,
-                                                                             T, R, ["--keep-quantized"] + i8 + kv16))
+            add(m, "int8", "encore", "encore q8_0 GGUF f32-KV", encore_bench_cmd(enc, str(ck / f"{m}-q8_0.gguf"), L, N,
+                                                                             T, R, ["--keep-quantized"] + i8 + kv32))
         if m == "t5":   # the encoder in int8 rows of its own (requantized from the blocks), the decoder on the blocks
             add(m, "int8", "encore", "encore q8_0 GGUF int8-enc", encore_bench_cmd(enc, str(ck / f"{m}-q8_0.gguf"), L, N, T,
                                                                                R, ["--keep-quantized"] + i8 +
@@ -147,8 +149,8 @@ def entries(args, ck: Path):
         add(m, "q4_0", "encore", "encore q4_0 GGUF", encore_bench_cmd(enc, str(ck / f"{m}-q4_0.gguf"), L, N, T, R,
                                                                       ["--keep-quantized"] + i8))
         if m == "llama":
-            add(m, "q4_0", "encore", "encore q4_0 GGUF f16-KV", encore_bench_cmd(enc, str(ck / f"{m}-q4_0.gguf"), L, N, T,
-                                                                             R, ["--keep-quantized"] + i8 + kv16))
+            add(m, "q4_0", "encore", "encore q4_0 GGUF f32-KV", encore_bench_cmd(enc, str(ck / f"{m}-q4_0.gguf"), L, N, T,
+                                                                             R, ["--keep-quantized"] + i8 + kv32))
         add(m, "q4_0", "encore", "encore q4_0", encore_bench_cmd(enc, hf, L, N, T, R, ["--decode-weights", "q4_0"] + i8))
         add(m, "q4_0", "llama.cpp", "llama.cpp q4_0", [lpy, str(HERE / "llamacpp_peer.py"), "--gguf",
                                                       str(ck / f"{m}-q4_0.gguf")] + io)
@@ -253,7 +255,8 @@ def main() -> int:
                                  "peak_rss_mb": r.get("peak_rss_mb"), "params": r.get("params"),
                                  "wall_s": data.get("wall_s"), "load_avg": data.get("load_avg_1min_before"),
                                  "version": data.get("version"),
-                                 "decode_weights": r.get("decode_weights", data.get("decode_weights"))})
+                                 "decode_weights": r.get("decode_weights", data.get("decode_weights")),
+                                 "kv_cache": r.get("kv_cache")})
             log(f"  TTFT {r.get('ttft_ms', 0):,.0f} ms, decode {r.get('decode_tokens_per_s', 0):.1f} tok/s, "
                 f"peak RSS {r.get('peak_rss_mb', 0):,.0f} MiB ({data.get('wall_s')} s)")
 
@@ -318,6 +321,8 @@ def print_tables(args, rows, summary, started):
             note = "n/a: " + e["error"]
         elif e["engine"] == "encore" and e["samples"] and e["samples"][-1].get("decode_weights"):
             note = f"decode weights {e['samples'][-1]['decode_weights']}"
+            if e["samples"][-1].get("kv_cache"):
+                note += f", {e['samples'][-1]['kv_cache']} KV cache"
         if e.get("reused_from"):
             note = (note + "; " if note else "") + f"from the run of {e['reused_from']}"
         print(f"{e['model']:<6} {e['precision']:<5} {e['label']:<{w}} {fmt(m['ttft_ms'], 0)} "

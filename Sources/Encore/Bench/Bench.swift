@@ -66,6 +66,8 @@ public struct BenchResult: Sendable {
     public var cacheMB: Double
     /// Format decode steps streamed the matrices in ("f32", "bf16", "int8", "q8_0", …).
     public var decodeWeights: String = "f32"
+    /// Storage of the self-attention KV cache the row ran with ("f32" or "f16").
+    public var kvCache: String = "f32"
     /// Weight bytes a decode step reads, counted by the model (``OpCounter``) over the decode steps.
     public var weightBytesPerToken: Double
     /// FLOPs from the input ids to the first token's logits (encoder + cross K/V + first decoder step, or the
@@ -89,7 +91,7 @@ public struct BenchResult: Sendable {
          "e2e_ms": endToEndMs, "peak_rss_mb": peakRSSMB, "cache_mb": cacheMB,
          "first_step_ms": firstStepMs, "prefill_gflop": prefillFLOPs / 1e9, "prefill_gflop_per_s": prefillGFLOPs,
          "sequence_gflop": sequenceFLOPs / 1e9, "decode_weight_bytes_per_token": weightBytesPerToken,
-         "decode_weights": decodeWeights]
+         "decode_weights": decodeWeights, "kv_cache": kvCache]
     }
 }
 

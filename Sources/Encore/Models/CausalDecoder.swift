@@ -157,4 +157,67 @@ extension LanguageModel {
         default: if on { throw EncoreError(.unsupported, "\(modelType): an f16 KV cache is not supported (its decoder attention reads fp32 rows)") }
         }
     }
+
+    /// Whether the self-attention KV caches built from now on are f16 (``useHalfKVCache(_:)``, ``useKVCache(_:)``).
+    public var usesHalfKVCache: Bool {
+        switch self {
+        case let m as LlamaModel: m.halfKVCache
+        case let m as MuDecoderModel: m.halfKVCache
+        case let m as MuModel: m.halfKVCache
+        default: false
+        }
+    }
+
+    /// Whether this family can keep its self-attention KV caches in f16 (all but T5).
+    public var supportsHalfKVCache: Bool { self is LlamaModel || self is MuDecoderModel || self is MuModel }
+
+    /// Whether decode steps stream fp32 matrices: no decode format chosen (``useDecodeWeights(_:)``) and no GGUF
+    /// blocks kept. False for bf16, int8, Q8_0, Q4_x and K-quant decode weights.
+    public var decodeStreamsFP32: Bool {
+        switch self {
+        case let m as LlamaModel: m.headDecode == nil && m.blocks.allSatisfy { $0.linears.allSatisfy { $0.decodeFormat == .f32 } }
+        case let m as MuModel: m.lmHeadDecode == nil && (m.decoderBlocks.first?.mlp.fc1.decodeFormat ?? .f32) == .f32
+        case let m as MuDecoderModel: m.lmHeadDecode == nil && (m.blocks.first?.mlp.fc1.decodeFormat ?? .f32) == .f32
+        case let m as T5Model: m.lmHeadDecode == nil
+        default: true
+        }
+    }
+
+    /// Chooses the storage of the self-attention KV caches built from now on (see ``KVCacheStorage``) and returns
+    /// whether it is f16. `.auto` picks f16 when the decode weights are not fp32 and the family supports it, as
+    /// llama.cpp keeps its cache in f16: call it after ``useDecodeWeights(_:)``. `.f16` throws for T5.
+    ///
+    /// ```swift
+    /// try model.useDecodeWeights(.q4_0)
+    /// let half = try model.useKVCache(.auto)   // true: 4-bit weights, f16 cache
+    /// ```
+    @discardableResult
+    public func useKVCache(_ storage: KVCacheStorage) throws -> Bool {
+        let half = switch storage {
+        case .f32: false
+        case .f16: true
+        case .auto: supportsHalfKVCache && !decodeStreamsFP32
+        }
+        try useHalfKVCache(half)
+        return half
+    }
+}
+
+/// Storage of the self-attention KV caches (decoder-only models, Mu's decoder).
+///
+/// - `f32`: exact; the library's default.
+/// - `f16`: half the cache memory and half the bytes a decode step reads over it; logits within ~1e-3 of the fp32
+///   cache's (llama.cpp's default cache type). Values beyond f16's range turn a cache back to fp32.
+/// - `auto`: f16 when decode steps stream bf16 or quantized weights (whose own rounding is larger), fp32 otherwise
+///   and for T5; the CLI's default.
+public enum KVCacheStorage: String, CaseIterable, Sendable {
+    case auto, f32, f16
+
+    /// Parses `auto`, `f32` or `f16`, naming the choices otherwise.
+    public init(parsing s: String) throws {
+        guard let v = KVCacheStorage(rawValue: s.lowercased()) else {
+            throw EncoreError(.invalidArgument, "KV cache storage must be auto, f32 or f16 (got '\(s)')")
+        }
+        self = v
+    }
 }
