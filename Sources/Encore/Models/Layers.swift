@@ -285,9 +285,16 @@ struct Linear {
         return nil
     }
 
+    /// The decode-format matrix a prompt pass (more than ``Ops/decodeRows`` rows) widens tile by tile
+    /// (``Ops/linearWidened(_:weight:bias:gelu:into:)``) when no fp32 copy is kept; nil otherwise.
+    private func widenedProduct(_ x: Tensor, fused: Bool) -> QuantizedMatrix? {
+        dense == nil && x.count / inputs > Ops.decodeRows && (!fused || Ops.fusedEpilogues) ? packed : nil
+    }
+
     func callAsFunction(_ x: Tensor) -> Tensor {
         if let m = decodeProduct(x) { return Ops.linearQuantized(x, weight: m, bias: bias) }
         if let y = promptProduct(x) { return y }
+        if let w = widenedProduct(x, fused: false) { return Ops.linearWidened(x, weight: w, bias: bias) }
         return Ops.linear(x, weight: dense ?? packed!.dequantized(), bias: bias)
     }
 
@@ -299,6 +306,7 @@ struct Linear {
             return y
         }
         if let y = promptProduct(x, gelu: true) { return y }
+        if let w = widenedProduct(x, fused: true) { return Ops.linearWidened(x, weight: w, bias: bias, gelu: true) }
         return Ops.linearGELU(x, weight: dense ?? packed!.dequantized(), bias: bias)
     }
 
@@ -317,6 +325,7 @@ struct Linear {
             return
         }
         if promptProduct(x, into: r) != nil { return }
+        if let w = widenedProduct(x, fused: true) { _ = Ops.linearWidened(x, weight: w, bias: bias, into: r); return }
         Ops.linearAccumulate(into: r, x, weight: dense ?? packed!.dequantized(), bias: bias)
     }
 

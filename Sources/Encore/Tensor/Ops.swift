@@ -108,6 +108,50 @@ public enum Ops {
         BLAS.gemm(m: m, n: n, k: k, a: x.data, b: weight.data, transB: true, c: r.data, beta: 1)
     }
 
+    /// Floats of the scratch ``linearWidened(_:weight:bias:gelu:into:)`` widens weight rows into (4 MiB).
+    static let widenTileFloats = 1 << 20
+
+    /// A prompt pass's product (M > 8 rows) over a matrix kept only in a decode format (bf16, int8 rows, GGUF blocks):
+    /// `widenTileFloats / K` weight rows at a time are widened to fp32 into one pooled buffer and multiplied into their
+    /// columns of the output (ldc = N), so the scratch is one 4 MiB tile whatever the matrix, instead of a whole fp32
+    /// copy per distinct shape held by the buffer pool (Llama-362M's fused gate/up alone: 19.7 MB). The epilogues and
+    /// their rounding are ``linear(_:weight:bias:)``'s (the bias first, then the GEMM with beta = 1),
+    /// ``linearGELU(_:weight:bias:)``'s (`gelu`) and ``linearAccumulate(into:_:weight:bias:)``'s (`into`: r += x·Wᵀ + b,
+    /// returning r). The sums over K are the whole matrix's, but BLAS may block them otherwise for a narrower N:
+    /// within 1e-6 of the largest |value| (BF16GEMMTests; OpenBLAS differs in the last bits on multi-tile shapes).
+    ///
+    /// ```swift
+    /// let y = Ops.linearWidened(x, weight: bf16Rows, bias: b)   // [M, N]
+    /// ```
+    static func linearWidened(_ x: Tensor, weight w: QuantizedMatrix, bias: Tensor?, gelu: Bool = false,
+                              into r: Tensor? = nil) -> Tensor {
+        let k = x.shape.last!, n = w.rows, m = x.count / k
+        precondition(w.columns == k, "linear: x \(x.shape) vs weight [\(n), \(w.columns)]")
+        if let bias { precondition(bias.count == n, "linear: bias \(bias.shape) vs \(n) outputs") }
+        if let r { precondition(r.count == m * n, "linear: residual \(r.shape) vs [\(m), \(n)]") }
+        OpCounter.add(weightBytes: n * k * 4)
+        let y = r ?? Tensor(uninitialized: Array(x.shape.dropLast()) + [n])   // [M, N]
+        var beta: Float = 0
+        if let bias, !gelu {
+            if r != nil { ek_add_bias_f32(y.data, bias.data, m, n) }
+            else { for row in 0..<m { (y.data + row * n).update(from: bias.data, count: n) } }
+        }
+        if r != nil || (bias != nil && !gelu) { beta = 1 }
+        let tileRows = max(1, min(n, widenTileFloats / k))
+        let tile = Tensor(uninitialized: [max(widenTileFloats, k)])   // one pooled size for every matrix
+        withExtendedLifetime(tile) {
+            var n0 = 0
+            while n0 < n {
+                let rows = min(tileRows, n - n0)
+                w.dequantizeRows(from: n0, count: rows, into: tile.data)
+                BLAS.gemm(m: m, n: rows, k: k, a: x.data, b: tile.data, transB: true, c: y.data + n0, ldc: n, beta: beta)
+                n0 += rows
+            }
+        }
+        if gelu { ek_bias_gelu_tanh_f32(y.data, bias?.data, m, n) }
+        return y
+    }
+
     /// SwiGLU: silu(gate) ⊙ up, as a new tensor. gate, up [R, F] → [R, F].
     public static func swiGLU(gate: Tensor, up: Tensor) -> Tensor {
         precondition(gate.shape == up.shape, "swiGLU: \(gate.shape) vs \(up.shape)")

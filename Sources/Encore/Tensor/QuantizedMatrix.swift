@@ -177,6 +177,13 @@ public final class QuantizedMatrix: @unchecked Sendable {
         return t
     }
 
+    /// Rows [r0, r0 + count) as fp32 into `dst` ([count, columns]): a tile of a prompt pass's widened weight.
+    func dequantizeRows(from r0: Int, count: Int, into dst: UnsafeMutablePointer<Float>) {
+        precondition(r0 >= 0 && count >= 0 && r0 + count <= rows, "dequantizeRows: \(r0)..<\(r0 + count) of \(rows) rows")
+        let rc = ek_dequantize_rows(layoutID, data + r0 * format.rowBytes(columns), scales.map { $0 + r0 }, dst, count, columns)
+        precondition(rc == 0, "dequantize: format \(format) rejected")
+    }
+
     /// Rows `ids` as fp32 [ids.count, columns] (embedding lookups from a quantized table).
     func dequantizedRows(_ ids: [Int]) -> Tensor {
         let t = Tensor(uninitialized: [ids.count, columns])
