@@ -737,6 +737,14 @@ ATTR static void rows_##SUFFIX(const qctx *c, long r0, long r1) {               
 #ifndef EQ_PF
 #define EQ_PF 1024   /* software prefetch distance (bytes) in the x8 kernels */
 #endif
+/* Software prefetch distance of the AVX-512 bf16 GEMVs, in elements (768: 1,536 bytes, most of a 960-wide row, ahead
+ * in each of the four rows walked side by side), as the x8 kernels' EQ_PF. On the Intel Xeon of sessions 11-15 (one
+ * core streams only 11-12 GB/s alone) the hardware prefetchers keep too few misses in flight for four 2-KB rows:
+ * bench/micro/gemv_cold.c bf16, cold 5120×960 and 960×2560, 2 threads, 4 alternations, medians: 19.8 / 19.5 GB/s
+ * without, 22.4 / 21.8 at 1,024 bytes, 23.3 / 23.9 at 1,536 (session 15). 0 turns it off. */
+#ifndef EQ_BF16_PF
+#define EQ_BF16_PF 768
+#endif
 /* Rows the x8 kernels walk side by side, from as many equal parts of a thread's range: 2 or 4 (ek_get_x8_streams()).
  * On the AMD EPYC of sessions 1–10 two were best (bench/micro/gemv_cold.c, cold 2560×960 and 960×2560, 2 threads,
  * means of 3: int8 15.5 / 15.1 GB/s with 1, 16.4 / 16.9 with 2, 14.8 / 13.3 with 4; Q8_0 15.9 / 15.1, 17.8 / 16.3,
@@ -925,6 +933,7 @@ EQ_AVX512F static inline __attribute__((always_inline)) void bf16_dots_avx512f(c
     long j = 0;
     for (; j + 32 <= k; j += 32) {
         __m512 x0 = _mm512_loadu_ps(xr + j), x1 = _mm512_loadu_ps(xr + j + 16);
+        if (EQ_BF16_PF) for (int t = 0; t < nr; t++) _mm_prefetch((const char *)(w[t] + j + EQ_BF16_PF), _MM_HINT_T0);
         for (int t = 0; t < nr; t++) {
             a[t][0] = _mm512_fmadd_ps(bf16x16(w[t] + j), x0, a[t][0]);
             a[t][1] = _mm512_fmadd_ps(bf16x16(w[t] + j + 16), x1, a[t][1]);
@@ -950,6 +959,10 @@ EQ_AVX512BF16 static inline __attribute__((always_inline)) void bf16_dots_avx512
     long j = 0;
     for (; j + 64 <= k; j += 64) {
         __m512bh x0 = (__m512bh)_mm512_loadu_si512((const void *)(xr + j)), x1 = (__m512bh)_mm512_loadu_si512((const void *)(xr + j + 32));
+        if (EQ_BF16_PF) for (int t = 0; t < nr; t++) {   /* the two lines this step's 128 bytes will be, 768 elements on */
+            _mm_prefetch((const char *)(w[t] + j + EQ_BF16_PF), _MM_HINT_T0);
+            _mm_prefetch((const char *)(w[t] + j + EQ_BF16_PF) + 64, _MM_HINT_T0);
+        }
         for (int t = 0; t < nr; t++) {
             a[t][0] = _mm512_dpbf16_ps(a[t][0], (__m512bh)_mm512_loadu_si512((const void *)(w[t] + j)), x0);
             a[t][1] = _mm512_dpbf16_ps(a[t][1], (__m512bh)_mm512_loadu_si512((const void *)(w[t] + j + 32)), x1);
