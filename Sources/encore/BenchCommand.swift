@@ -467,7 +467,7 @@ struct BenchCommand: ParsableCommand {
                let text = String(data: data, encoding: .utf8) { print(text) }
             return
         }
-        print("decode GEMV, one activation row, cold weights (>= 192 MiB of copies in rotation), median call; read ceiling: best of 3 sums over 512 MiB before each shape")
+        print("decode GEMV, one activation row, cold weights (>= \(KernelBench.coldBytes >> 20) MiB of copies in rotation: 192 MiB or twice the L3), median call; read ceiling: best of 3 sums over \(max(512, KernelBench.coldBytes >> 20)) MiB before each shape")
         print("ggml = blocks in ggml's order (the previous kernels), x8 = regrouped by 8 (the new kernels), alternating call by call")
         print("kernels: " + [WeightFormat.q8_0, .q4_0, .q4_1].map { "\($0.rawValue) \($0.kernelPath)" }.joined(separator: ", "))
         print("shape                      fmt    thr  read GB/s  ggml GB/s  of read   x8 GB/s  of read  x8/ggml")

@@ -62,7 +62,21 @@ public enum KernelBench {
         return b
     }
 
-    /// The read ceiling: `ek_sum_f32` (four streams per thread) over 512 MiB, touched first, best of `reps` (GB/s).
+    /// Bytes of weights a "cold" measurement rotates through: 192 MiB, or twice the last-level cache where that is
+    /// larger (the Intel Xeon of sessions 11-15 reports 260 MiB of L3, which held most of a 192 MiB rotation: its
+    /// cold 4096×1024 GEMVs read 102-124% of the 512 MiB read ceiling), at most 1 GiB.
+    public static let coldBytes: Int = min(1 << 30, max(192 << 20, 2 * lastLevelCacheBytes))
+
+    /// The last-level cache's size (Linux: /sys/devices/system/cpu/cpu0/cache/index3/size, e.g. "266240K"), or 0.
+    static var lastLevelCacheBytes: Int {
+        guard let text = try? String(contentsOfFile: "/sys/devices/system/cpu/cpu0/cache/index3/size", encoding: .utf8) else { return 0 }
+        let t = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        let unit = t.last.map { ["K": 1 << 10, "M": 1 << 20, "G": 1 << 30][String($0)] ?? 1 } ?? 1
+        return (Int(t.filter(\.isNumber)) ?? 0) * unit
+    }
+
+    /// The read ceiling: `ek_sum_f32` (four streams per thread) over 512 MiB (or ``coldBytes`` when larger), touched
+    /// first, best of `reps` (GB/s).
     public static func readCeilingGBps(reps: Int = 5) -> Double { readCeilingGBps(over: touchedBuffer(), reps: reps) }
 
     /// The read ceiling over `big` (a buffer larger than the caches, already touched).
@@ -73,21 +87,21 @@ public enum KernelBench {
         return Double(big.count * 4) / t / 1e9
     }
 
-    /// 512 MiB of fp32, every page touched.
+    /// 512 MiB of fp32 (``coldBytes`` when larger), every page touched.
     static func touchedBuffer() -> Tensor {
-        let big = Tensor(zeros: [128 << 20])
+        let big = Tensor(zeros: [max(512 << 20, coldBytes) / 4])
         for i in stride(from: 0, to: big.count, by: 1024) { big.data[i] = 1 }
         return big
     }
 
-    /// GB/s of one format's 4096×1024 decode GEMV, rotating through copies totalling ≥ 192 MiB (cold weights).
+    /// GB/s of one format's 4096×1024 decode GEMV, rotating through copies totalling ≥ ``coldBytes`` (cold weights).
     public static func gemvGBps(_ format: WeightFormat) -> Double {
         let (n, k) = (4096, 1024)
         var w = Tensor(zeros: [n, k])
         var rng = SplitMix64(seed: 9)
         for i in 0..<w.count { w.data[i] = rng.nextUnitFloat() - 0.5 }
         let bytes = format == .f32 ? n * k * 4 : format.matrixBytes(rows: n, columns: k)
-        let copies = max(12, (192 << 20) / bytes)
+        let copies = max(12, coldBytes / bytes)
         let x = Tensor(zeros: [1, k])
         for i in 0..<k { x.data[i] = rng.nextUnitFloat() }
         var idx = 0
@@ -147,12 +161,13 @@ public enum KernelBench {
         let a = Tensor(zeros: [m, k]), w = Tensor(zeros: [nn, k]), c = Tensor(zeros: [m, nn])
         let tGemm = best(5) { BLAS.gemm(m: m, n: nn, k: k, a: a.data, b: w.data, transB: true, c: c.data) }
         let gemm = 2.0 * Double(m * nn * k) / tGemm / 1e9
-        // GEMV from cold weights: rotate through 24 matrices (384 MiB) so they come from DRAM
-        let mats = (0..<24).map { _ in Tensor(zeros: [4096, 1024]) }
+        // GEMV from cold weights: rotate through ≥ 24 matrices (384 MiB, or coldBytes) so they come from DRAM
+        let rotation = max(24, coldBytes / (4096 * 1024 * 4))
+        let mats = (0..<rotation).map { _ in Tensor(zeros: [4096, 1024]) }
         let x = Tensor(zeros: [1024]), y = Tensor(zeros: [4096])
         var idx = 0
-        let tGemv = best(24) {
-            ek_gemv_f32(mats[idx % 24].data, x.data, nil, y.data, 1, 4096, 1024)
+        let tGemv = best(rotation) {
+            ek_gemv_f32(mats[idx % rotation].data, x.data, nil, y.data, 1, 4096, 1024)
             idx += 1
         }
         let gemv = Double(4096 * 1024 * 4) / tGemv / 1e9
@@ -203,7 +218,7 @@ extension KernelBench {
     ]
 
     /// Decode GEMV (one activation row) over cold weights in ggml's block order (the previous kernels) and
-    /// regrouped by 8 (the x8 kernels), alternating call by call over copies totalling ≥ 192 MiB (the first pass
+    /// regrouped by 8 (the x8 kernels), alternating call by call over copies totalling ≥ ``coldBytes`` (the first pass
     /// over them untimed), the median call of each;
     /// the read ceiling (ek_sum_f32 over 512 MiB, best of 3) is measured again before each shape, on the same threads.
     public static func gemvLayoutAB(formats: [WeightFormat] = [.q8_0, .q4_0, .q4_1], threads: [Int] = [1, 2],
@@ -221,7 +236,7 @@ extension KernelBench {
                 for i in 0..<k { x.data[i] = rng.nextUnitFloat() }
                 for f in formats {
                     let bytes = f.matrixBytes(rows: n, columns: k)
-                    let copies = max(3, (192 << 20) / bytes)            // ≥ 192 MiB in rotation: from DRAM
+                    let copies = max(3, coldBytes / bytes)            // ≥ coldBytes in rotation: from DRAM
                     let plain = QuantizedMatrix(w, format: f, regroup: false)
                     let mats = (0..<copies).map { _ in
                         (QuantizedMatrix(copying: plain.data, scales: plain.scales, format: f, rows: n, columns: k),
@@ -253,7 +268,7 @@ extension KernelBench {
                 // K-quants (rows of k % 256 == 0): their one layout, random blocks (speed does not depend on values)
                 for f in [WeightFormat.q4_K, .q5_K, .q6_K] where k % 256 == 0 {
                     let bytes = f.matrixBytes(rows: n, columns: k)
-                    let copies = max(3, (192 << 20) / bytes)
+                    let copies = max(3, coldBytes / bytes)
                     let raw = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)
                     defer { raw.deallocate() }
                     for i in 0..<bytes { raw.storeBytes(of: UInt8(truncatingIfNeeded: rng.next()), toByteOffset: i, as: UInt8.self) }
