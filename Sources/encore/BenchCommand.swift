@@ -125,7 +125,7 @@ struct BenchCommand: ParsableCommand {
     @Option(name: .customLong("cross-kv"), help: "Storage of Mu's cross-attention K/V: f32, or f16 (opt-in: half the bytes a decode step reads over the encoder positions; logits within ~5e-4 of fp32).")
     var crossKV = "f32"
 
-    @Option(name: .customLong("kv-cache"), help: "Storage of the self-attention KV caches (Mu's decoder, the twin, Llama): auto (the default: f16 for rows whose decode weights are bf16 or quantized, as llama.cpp's cache; f32 for fp32 rows), f32, or f16 (half the cache memory and the bytes a step reads over it). T5 keeps f32. The KV column says what each row ran.")
+    @Option(name: .customLong("kv-cache"), help: "Storage of the self-attention KV caches (Mu's decoder, the twin, Llama): auto (the default: f16 for rows whose decode steps read bf16 or quantized weights, as llama.cpp's cache, including f32 rows with --prompt-weights int8, which then stream the int8 rows; f32 otherwise), f32, or f16 (half the cache memory and the bytes a step reads over it). T5 keeps f32. The KV column says what each row ran.")
     var kvCache = "auto"
 
     func validate() throws {

@@ -19,7 +19,7 @@ struct RuntimeOptions: ParsableArguments {
     @Option(name: .customLong("encoder-weights"), help: "Encoder-decoder models (Mu, T5): the format of the encoder's matrices and the cross-attention K/V projections: f32, bf16, int8, q8_0, q4_0 or q4_1, packed only (fp32 copies released; prompt passes widen them one matrix at a time, or run the int8 GEMM over int8 rows or Q8_0/Q4_0/Q4_1 blocks with --prompt-weights int8). Default: the encoder stays as loaded (fp32, or a GGUF's blocks with --keep-quantized); with --prompt-weights decode it takes the decode format.")
     var encoderWeights: String?
 
-    @Option(name: .customLong("kv-cache"), help: "Storage of the self-attention KV cache: auto (the default: f16 when decode steps read bf16 or quantized weights, as llama.cpp's cache; f32 with fp32 weights and for T5), f32, or f16 (half the cache memory and the bytes a step reads over it; logits within ~1e-3). T5 keeps f32.")
+    @Option(name: .customLong("kv-cache"), help: "Storage of the self-attention KV cache: auto (the default: f16 when decode steps read bf16 or quantized weights, as llama.cpp's cache: --decode-weights other than f32, a GGUF with --keep-quantized, or --prompt-weights int8, whose int8 rows decode steps then stream; f32 beside fp32 weights and for T5), f32, or f16 (half the cache memory and the bytes a step reads over it; logits within ~1e-3; refused for T5).")
     var kvCache: String = "auto"
 
     @Flag(name: .customLong("keep-quantized"), help: "GGUF models: keep Q8_0/Q4_0/Q4_1/Q4_K/Q5_K/Q6_K matrices and the embedding table in their blocks instead of widening them to fp32 (less memory; decode reads them natively).")
@@ -46,7 +46,7 @@ struct RuntimeOptions: ParsableArguments {
 
     /// `--kv-cache` takes auto, f32 or f16 (also `encore bench`'s option).
     static func checkKVCache(_ value: String) throws {
-        if KVCacheStorage(rawValue: value) == nil { throw ValidationError("--kv-cache must be auto, f32 or f16 (got '\(value)')") }
+        if (try? KVCacheStorage(parsing: value)) == nil { throw ValidationError("--kv-cache must be auto, f32 or f16 (got '\(value)')") }
     }
 
     /// The model at `path` (a folder or a .gguf file), set up as these options ask.

@@ -69,8 +69,9 @@ final class ChatCLITests: XCTestCase {
     }
 
     /// The default `--kv-cache auto`: the reply with q4_0 decode weights is the library's with q4_0 and an f16 cache,
-    /// and `--kv-cache f32` gives the library's fp32-cache reply (the tiny model's replies may coincide; the choice
-    /// itself is checked in HalfKVCacheTests).
+    /// and `--kv-cache f32` gives the library's fp32-cache reply. The tiny model's two replies may coincide, so this
+    /// checks that chat runs with both; HalfKVCacheTests.testScoreFollowsTheKVCacheChoice shows the option applied
+    /// through the same RuntimeOptions, on scores that differ.
     func testAutoKVCacheIsHalfForQuantizedWeights() throws {
         let turn = [ChatMessage(role: "user", content: "hi")]
         for (flags, half) in [([String](), true), (["--kv-cache", "f32"], false)] {

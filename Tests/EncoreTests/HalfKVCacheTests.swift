@@ -114,10 +114,11 @@ final class HalfKVCacheTests: XCTestCase {
         let kept = try ModelRegistry.load(folder: fixture("tiny_llama/mixed.gguf"), keepQuantized: true)
         XCTAssertFalse(kept.decodeStreamsFP32)
         XCTAssertTrue(try kept.useKVCache(.auto))
-        // caches built after the choice take it (the storage itself is checked by the tests above)
-        let s = try kept.beginGeneration(prompts: [[5, 6, 7]])
-        try s.advance(tokens: [8])
-        XCTAssertTrue(try XCTUnwrap(kept as? LlamaModel).halfKVCache)
+        // caches built after the choice take it
+        let keptLlama = try XCTUnwrap(kept as? LlamaModel)
+        XCTAssertTrue(keptLlama.makeCache(batch: 1, offsets: [0], capacity: 8).caches[0].half)
+        try kept.useKVCache(.f32)
+        XCTAssertFalse(keptLlama.makeCache(batch: 1, offsets: [0], capacity: 8).caches[0].half)
         let t5 = try T5Model(config: T5Config(vocabSize: 300, dModel: 80, dKV: 16, dFF: 160, numLayers: 1, numDecoderLayers: 1,
                                               numHeads: 4), randomSeed: 1)
         try t5.useDecodeWeights(.q8_0)
@@ -127,6 +128,35 @@ final class HalfKVCacheTests: XCTestCase {
         XCTAssertThrowsError(try t5.useKVCache(.f16))
         XCTAssertEqual(try KVCacheStorage(parsing: "F16"), .f16)
         XCTAssertThrowsError(try KVCacheStorage(parsing: "f8")) { XCTAssertTrue("\($0)".contains("auto, f32 or f16 (got 'f8')"), "\($0)") }
+    }
+
+    /// `encore score` (generate, chat and score share RuntimeOptions) applies --kv-cache: with q4_0 decode weights its
+    /// log-probabilities are the library's with an f16 cache by default (auto) and with an fp32 cache under
+    /// `--kv-cache f32`; the two caches give different scores here, so a choice that is not applied fails.
+    func testScoreFollowsTheKVCacheChoice() throws {
+        let model = fixture("tiny_llama/f32.gguf")
+        let input = Array(5..<40), target = Array(40..<52)
+        func cli(_ extra: [String]) throws -> [Double] {
+            let r = runCLI(["score", "--model", model, "--input-ids", input.map(String.init).joined(separator: ","),
+                            "--target-ids", target.map(String.init).joined(separator: ","), "--decode-weights", "q4_0", "--json"] + extra)
+            XCTAssertEqual(r.status, 0, r.stderr)
+            let o = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any], r.stdout)
+            return try XCTUnwrap(o["logprobs"] as? [Double], r.stdout)
+        }
+        func library(half: Bool) throws -> [Double] {
+            let m = try ModelRegistry.load(folder: model)
+            try m.useDecodeWeights(.q4_0)
+            try m.useHalfKVCache(half)
+            return try m.score(input: input, target: target).map(Double.init)
+        }
+        func gap(_ a: [Double], _ b: [Double]) -> Double { zip(a, b).map { abs($0 - $1) }.max() ?? .infinity }
+        let half = try library(half: true), full = try library(half: false)
+        XCTAssertEqual(half.count, target.count)
+        XCTAssertGreaterThan(gap(half, full), 1e-5, "the f16 cache changes these scores")
+        let auto = try cli([]), f32 = try cli(["--kv-cache", "f32"]), f16 = try cli(["--kv-cache", "F16"])
+        XCTAssertLessThan(gap(auto, half), 1e-6, "auto beside q4_0 weights: f16")
+        XCTAssertLessThan(gap(f32, full), 1e-6)
+        XCTAssertLessThan(gap(f16, half), 1e-6, "the value is case-insensitive, as the library's parser")
     }
 
     /// T5's decoder reads fp32 rows: asking it for an f16 cache is an error that says so; f32 is accepted.

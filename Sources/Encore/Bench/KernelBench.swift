@@ -63,8 +63,8 @@ public enum KernelBench {
     }
 
     /// Bytes of weights a "cold" measurement rotates through: 192 MiB, or twice the last-level cache where that is
-    /// larger (the Intel Xeon of sessions 11-15 reports 260 MiB of L3, which held most of a 192 MiB rotation: its
-    /// cold 4096×1024 GEMVs read 102-124% of the 512 MiB read ceiling), at most 1 GiB.
+    /// larger (the Intel Xeon of sessions 11-15 reports 260 MiB of L3, which could hold most of a 192 MiB rotation),
+    /// at most 1 GiB.
     public static let coldBytes: Int = min(1 << 30, max(192 << 20, 2 * lastLevelCacheBytes))
 
     /// The last-level cache's size (Linux: /sys/devices/system/cpu/cpu0/cache/index3/size, e.g. "266240K"), or 0.
@@ -220,7 +220,7 @@ extension KernelBench {
     /// Decode GEMV (one activation row) over cold weights in ggml's block order (the previous kernels) and
     /// regrouped by 8 (the x8 kernels), alternating call by call over copies totalling ≥ ``coldBytes`` (the first pass
     /// over them untimed), the median call of each;
-    /// the read ceiling (ek_sum_f32 over 512 MiB, best of 3) is measured again before each shape, on the same threads.
+    /// the read ceiling (ek_sum_f32 over 512 MiB or ``coldBytes``, best of 3) is measured again before each shape, on the same threads.
     public static func gemvLayoutAB(formats: [WeightFormat] = [.q8_0, .q4_0, .q4_1], threads: [Int] = [1, 2],
                                     progress: (String) -> Void = { _ in }) -> [LayoutAB] {
         let big = touchedBuffer()

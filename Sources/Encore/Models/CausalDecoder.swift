@@ -171,8 +171,9 @@ extension LanguageModel {
     /// Whether this family can keep its self-attention KV caches in f16 (all but T5).
     public var supportsHalfKVCache: Bool { self is LlamaModel || self is MuDecoderModel || self is MuModel }
 
-    /// Whether decode steps stream fp32 matrices: no decode format chosen (``useDecodeWeights(_:)``) and no GGUF
-    /// blocks kept. False for bf16, int8, Q8_0, Q4_x and K-quant decode weights.
+    /// Whether decode steps stream fp32 matrices: no decode format chosen (``useDecodeWeights(_:)``), no GGUF blocks
+    /// kept, and fp32 copies still there (``usePromptWeights(_:)`` with `.int8` releases them: steps then stream the
+    /// int8 rows). False for bf16, int8, Q8_0, Q4_x and K-quant decode weights.
     public var decodeStreamsFP32: Bool {
         switch self {
         case let m as LlamaModel: m.headDecode == nil && m.blocks.allSatisfy { $0.linears.allSatisfy { $0.decodeFormat == .f32 } }

@@ -128,7 +128,7 @@ public enum Ops {
         let k = x.shape.last!, n = w.rows, m = x.count / k
         precondition(w.columns == k, "linear: x \(x.shape) vs weight [\(n), \(w.columns)]")
         if let bias { precondition(bias.count == n, "linear: bias \(bias.shape) vs \(n) outputs") }
-        if let r { precondition(r.count == m * n, "linear: residual \(r.shape) vs [\(m), \(n)]") }
+        if let r { precondition(r.count == m * n && !gelu, "linear: residual \(r.shape) vs [\(m), \(n)] (no GELU when accumulating)") }
         OpCounter.add(weightBytes: n * k * 4)
         let y = r ?? Tensor(uninitialized: Array(x.shape.dropLast()) + [n])   // [M, N]
         var beta: Float = 0
