@@ -141,6 +141,15 @@ final class CausalDecoderState: GenerationState {
     }
 }
 
+/// The families whose self-attention KV caches can be f16 (Llama, mu_decoder, Mu's decoder; not T5): the one list
+/// ``LanguageModel/useHalfKVCache(_:)``, ``LanguageModel/usesHalfKVCache`` and ``LanguageModel/supportsHalfKVCache`` read.
+protocol HalfKVCacheModel: AnyObject {
+    var halfKVCache: Bool { get set }
+}
+extension LlamaModel: HalfKVCacheModel {}
+extension MuDecoderModel: HalfKVCacheModel {}
+extension MuModel: HalfKVCacheModel {}
+
 extension LanguageModel {
     /// Keeps the self-attention KV caches built afterwards (generation, scoring) in f16 (`true`) or fp32 (`false`, the default):
     /// ``LlamaModel/halfKVCache``, ``MuDecoderModel/halfKVCache``, ``MuModel/halfKVCache``. T5's decoder keeps fp32
@@ -150,26 +159,18 @@ extension LanguageModel {
     /// try model.useHalfKVCache(true)   // half the cache memory; logits within ~1e-3 of the fp32 cache's
     /// ```
     public func useHalfKVCache(_ on: Bool) throws {
-        switch self {
-        case let m as LlamaModel: m.halfKVCache = on
-        case let m as MuDecoderModel: m.halfKVCache = on
-        case let m as MuModel: m.halfKVCache = on
-        default: if on { throw EncoreError(.unsupported, "\(modelType): an f16 KV cache is not supported (its decoder attention reads fp32 rows)") }
+        guard let m = self as? HalfKVCacheModel else {
+            if on { throw EncoreError(.unsupported, "\(modelType): an f16 KV cache is not supported (its decoder attention reads fp32 rows)") }
+            return
         }
+        m.halfKVCache = on
     }
 
     /// Whether the self-attention KV caches built from now on are f16 (``useHalfKVCache(_:)``, ``useKVCache(_:)``).
-    public var usesHalfKVCache: Bool {
-        switch self {
-        case let m as LlamaModel: m.halfKVCache
-        case let m as MuDecoderModel: m.halfKVCache
-        case let m as MuModel: m.halfKVCache
-        default: false
-        }
-    }
+    public var usesHalfKVCache: Bool { (self as? HalfKVCacheModel)?.halfKVCache ?? false }
 
     /// Whether this family can keep its self-attention KV caches in f16 (all but T5).
-    public var supportsHalfKVCache: Bool { self is LlamaModel || self is MuDecoderModel || self is MuModel }
+    public var supportsHalfKVCache: Bool { self is HalfKVCacheModel }
 
     /// Whether decode steps stream fp32 matrices: no decode format chosen (``useDecodeWeights(_:)``), no GGUF blocks
     /// kept, and fp32 copies still there (``usePromptWeights(_:)`` with `.int8` releases them: steps then stream the
