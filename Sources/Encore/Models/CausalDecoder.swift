@@ -215,11 +215,6 @@ extension LanguageModel {
 public enum KVCacheStorage: String, CaseIterable, Sendable {
     case auto, f32, f16
 
-    /// Parses `auto`, `f32` or `f16`, naming the choices otherwise.
-    public init(parsing s: String) throws {
-        guard let v = KVCacheStorage(rawValue: s.lowercased()) else {
-            throw EncoreError(.invalidArgument, "KV cache storage must be auto, f32 or f16 (got '\(s)')")
-        }
-        self = v
-    }
+    /// Parses `auto`, `f32` or `f16` (any case), naming the choices otherwise.
+    public init(parsing s: String) throws { self = try Self.parsed(s, what: "KV cache storage") }
 }

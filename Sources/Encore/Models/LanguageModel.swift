@@ -89,12 +89,18 @@ extension LanguageModel {
 public enum PromptWeights: String, CaseIterable, Sendable {
     case f32, int8, decode
 
-    /// Parses `f32`, `int8` or `decode`, naming the choices otherwise.
-    public init(parsing s: String) throws {
-        guard let p = PromptWeights(rawValue: s.lowercased()) else {
-            throw EncoreError(.invalidArgument, "prompt weights must be f32, int8 or decode (got '\(s)')")
-        }
-        self = p
+    /// Parses `f32`, `int8` or `decode` (any case), naming the choices otherwise.
+    public init(parsing s: String) throws { self = try Self.parsed(s, what: "prompt weights") }
+}
+
+extension CaseIterable where Self: RawRepresentable, Self.RawValue == String {
+    /// The case spelled `s` in any case, or an error naming `what` and every choice in declaration order:
+    /// "prompt weights must be f32, int8 or decode (got 'x')".
+    static func parsed(_ s: String, what: String) throws -> Self {
+        if let v = Self(rawValue: s.lowercased()) { return v }
+        let names = allCases.map(\.rawValue)
+        let choices = names.count > 1 ? names.dropLast().joined(separator: ", ") + " or " + names.last! : names.joined()
+        throw EncoreError(.invalidArgument, "\(what) must be \(choices) (got '\(s)')")
     }
 }
 
