@@ -22,8 +22,10 @@ struct EncoreCLI: ParsableCommand {
             --prompt $'<|im_start|>user\\nWhat is the capital of France?<|im_end|>\\n<|im_start|>assistant\\n'
 
         Environment:
-          ENCORE_BLAS=mkl|PATH   run fp32 GEMMs on Intel MKL (x86-64 Linux; `bash scripts/fetch-mkl.sh` prints \
-        a PATH, or `pip install mkl` gives $VIRTUAL_ENV/lib/libmkl_rt.so.3); default: the linked OpenBLAS
+          ENCORE_BLAS            the library of the fp32 GEMMs: auto (the default: Intel MKL on an Intel CPU \
+        when one is installed in the loader's path, $VIRTUAL_ENV/lib, $CONDA_PREFIX/lib or models/mkl/ above the \
+        executable, where `bash scripts/fetch-mkl.sh` puts it; else the linked OpenBLAS), openblas, mkl, or a \
+        libmkl_rt.so PATH
           OPENBLAS_CORETYPE      OpenBLAS's kernel set (Encore picks SkylakeX or Haswell when OpenBLAS falls back \
         to pre-AVX2 kernels on a CPU it does not know)
           ENCORE_STEP_PROFILE=1  encore bench: where each decode step's time goes

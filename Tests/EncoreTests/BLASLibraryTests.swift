@@ -1,5 +1,6 @@
 import XCTest
 @testable import Encore
+import EncoreKernels
 
 /// The fp32 GEMM library chosen at run time (`Backend.selectBLAS`, `ENCORE_BLAS`): bad choices fail with a message that
 /// names them, and Intel MKL, where the tests are given one (`ENCORE_TEST_MKL=/path/libmkl_rt.so.3`; `.ci/run` fetches
@@ -23,7 +24,7 @@ final class BLASLibraryTests: XCTestCase {
     func testUnknownOrMissingLibrariesAreRefusedByName() throws {
         let before = Backend.blasName
         XCTAssertThrowsError(try Backend.selectBLAS("blis")) { error in
-            XCTAssertTrue("\(error)".contains("ENCORE_BLAS=blis: expected openblas, mkl, or the path"), "\(error)")
+            XCTAssertTrue("\(error)".contains("ENCORE_BLAS=blis: expected auto, openblas, mkl, or the path"), "\(error)")
         }
         #if os(Linux) && arch(x86_64)
         XCTAssertThrowsError(try Backend.selectBLAS("/nonexistent/libmkl_rt.so.3")) { error in
@@ -67,11 +68,61 @@ final class BLASLibraryTests: XCTestCase {
         #endif
     }
 
+    /// Where the automatic choice looks: the loader's names first, then the Python environments' lib folders and
+    /// `models/mkl/` above the executable, each only when the file is there.
+    func testAutomaticCandidatesListOnlyFilesThatExist() {
+        let present: Set<String> = ["/venv/lib/libmkl_rt.so.3", "/conda/lib/libmkl_rt.so.2",
+                                    "/src/encore/models/mkl/libmkl_rt.so.3", "/src/models/mkl/libmkl_rt.so.3"]
+        let found = BLAS.automaticMKLCandidates(
+            environment: ["VIRTUAL_ENV": "/venv", "CONDA_PREFIX": "/conda", "HOME": "/home/u"],
+            executable: "/src/encore/.build/x86_64-unknown-linux-gnu/release/encore", exists: present.contains)
+        XCTAssertEqual(found, ["libmkl_rt.so.3", "libmkl_rt.so.2", "libmkl_rt.so", "/venv/lib/libmkl_rt.so.3",
+                               "/conda/lib/libmkl_rt.so.2", "/src/encore/models/mkl/libmkl_rt.so.3"],
+                       "the nearest models/mkl above the executable, and nothing that is absent")
+        let none = BLAS.automaticMKLCandidates(environment: [:], executable: "/a/b/c/d/e/f/g/encore", exists: { _ in false })
+        XCTAssertEqual(none, ["libmkl_rt.so.3", "libmkl_rt.so.2", "libmkl_rt.so"])
+        // five folders up at most: /x/models/mkl is six above this executable's folder
+        let far = BLAS.automaticMKLCandidates(environment: [:], executable: "/x/1/2/3/4/5/encore",
+                                              exists: { $0 == "/x/models/mkl/libmkl_rt.so.3" })
+        XCTAssertEqual(far.count, 3, "\(far)")
+        XCTAssertEqual(BLAS.automaticMKLCandidates(environment: [:], executable: "/x/1/2/3/4/encore",
+                                                   exists: { $0 == "/x/models/mkl/libmkl_rt.so.3" }).last,
+                       "/x/models/mkl/libmkl_rt.so.3")
+    }
+
+    /// The automatic choice takes the first candidate that loads as MKL, on an Intel CPU only; names that do not load
+    /// are skipped without an error; the BLAS name says it was found automatically.
+    func testAutomaticChoiceLoadsMKLOnIntelOnly() throws {
+        XCTAssertNil(BLAS.automaticMKL(candidates: ["/nonexistent/libmkl_rt.so.3"], intelCPU: true))
+        let path = try mklPath()
+        XCTAssertNil(BLAS.automaticMKL(candidates: [path], intelCPU: false), "other CPUs keep the linked BLAS")
+        let found = try XCTUnwrap(BLAS.automaticMKL(candidates: ["/nonexistent/libmkl_rt.so.3", path], intelCPU: true))
+        XCTAssertEqual(found.path, path)
+        XCTAssertTrue(found.automatic)
+        BLAS.mkl = found
+        XCTAssertTrue(Backend.blasName.contains("found automatically, ENCORE_BLAS=openblas turns it off"), Backend.blasName)
+        try Backend.selectBLAS("openblas")
+        XCTAssertFalse(Backend.blasName.hasPrefix("Intel MKL"), Backend.blasName)
+        try Backend.selectBLAS("AUTO")   // parsed like the others; this CPU decides
+        if ek_cpu_is_intel() == 0 { XCTAssertFalse(Backend.blasName.hasPrefix("Intel MKL"), Backend.blasName) }
+    }
+
     /// Every shape the ops layer sends: transposed B (Linear), plain B, transposed A (weight gradients), beta = 1
     /// (accumulation), ldc wider than N, on the pool (large) and on one thread (small).
     func testMKLGEMMsMatchAFloat64Reference() throws {
         try Backend.selectBLAS(try mklPath())
         XCTAssertTrue(Backend.blasName.hasPrefix("Intel MKL "), Backend.blasName)
+        try checkGEMMsAgainstFloat64()
+    }
+
+    /// The same on the linked BLAS (OpenBLAS), whichever library the process chose by default.
+    func testLinkedBLASGEMMsMatchAFloat64Reference() throws {
+        try Backend.selectBLAS("openblas")
+        XCTAssertFalse(Backend.blasName.hasPrefix("Intel MKL"), Backend.blasName)
+        try checkGEMMsAgainstFloat64()
+    }
+
+    private func checkGEMMsAgainstFloat64() throws {
         var rng = SplitMix64(seed: 7)
         for (m, n, k) in [(3, 5, 7), (128, 96, 200), (64, 257, 130), (37, 300, 1000)] {
             for mode in ["transB", "plain", "transA", "accumulate"] {
@@ -117,6 +168,16 @@ final class BLASLibraryTests: XCTestCase {
     /// A whole model through MKL: the Mu goldens of the reference PyTorch code hold as they do with OpenBLAS.
     func testMuMatchesTheReferenceOnMKL() throws {
         try Backend.selectBLAS(try mklPath())
+        try checkMuGoldens()
+    }
+
+    /// And through the linked BLAS, whichever library the process chose by default.
+    func testMuMatchesTheReferenceOnTheLinkedBLAS() throws {
+        try Backend.selectBLAS("openblas")
+        try checkMuGoldens()
+    }
+
+    private func checkMuGoldens() throws {
         for name in MuParityTests.muCases {
             let (model, golden, tensors) = try MuParityTests.load(name)
             let logits = try model.teacherForcedLogits(encoderIds: try intRows(golden["encoder_input_ids"]),

@@ -35,8 +35,11 @@ Usage (from the repository root):
     python3 bench/peers/run_all.py --rounds 2 --models llama,t5,mu --precisions fp32,int8
     python3 bench/peers/run_all.py --quick --small --models t5 --input-tokens 32 \
         --checkpoints /tmp/encore-peers-t5small                  # smoke test of the script: tiny T5, < 1 min
-    python3 bench/peers/run_all.py --precisions fp32,bf16 --encore-blas "$(bash scripts/fetch-mkl.sh)"
-                                                                 # + a twin of each Encore row on Intel MKL
+    python3 bench/peers/run_all.py --precisions fp32,bf16 --blas-twin openblas
+                                                                 # + a twin of each Encore row on OpenBLAS
+
+Encore rows run Encore's default library for fp32 GEMMs (ENCORE_BLAS=auto: Intel MKL on an Intel CPU when
+`bash scripts/fetch-mkl.sh` or `pip install mkl` installed it, else OpenBLAS); --encore-blas openblas pins OpenBLAS.
 
 Checkpoints are made on first use under --checkpoints (default /tmp/encore-peers; ~8 GB; ~5 min). The JSON
 (every sample, medians, ratios) goes to bench/results/run_all-<UTC time>.json unless --write-json says where.
@@ -94,13 +97,14 @@ def entries(args, ck: Path):
 
     def add(model, prec, engine, label, cmd):
         row = {"model": model, "precision": prec, "engine": engine, "label": label, "cmd": cmd}
-        if engine == "encore":   # the linked OpenBLAS, whatever ENCORE_BLAS the caller's shell has
-            row["env"] = {"ENCORE_BLAS": "openblas"}
+        if engine == "encore":   # --encore-blas, whatever ENCORE_BLAS the caller's shell has
+            row["env"] = {"ENCORE_BLAS": args.encore_blas}
         out.append(row)
-        if engine == "encore" and args.encore_blas:
-            # a twin row with Encore's fp32 GEMMs on Intel MKL (ENCORE_BLAS): most of an fp32 or bf16 prompt pass, the
+        if engine == "encore" and args.blas_twin:
+            # a twin row with Encore's fp32 GEMMs on the other library: most of an fp32 or bf16 prompt pass, the
             # prompt attention of an int8 or 4-bit one
-            out.append({**row, "label": label + " +MKL", "env": {"ENCORE_BLAS": args.encore_blas}})
+            twin = "OpenBLAS" if args.blas_twin.lower() == "openblas" else "MKL"
+            out.append({**row, "label": f"{label} +{twin}", "env": {"ENCORE_BLAS": args.blas_twin}})
 
     # Encore's --kv-cache auto (its default) keeps an f16 cache beside bf16 and quantized weights, as llama.cpp does
     # by default, and fp32 beside fp32 weights: Llama's twin rows show the other choice (T5 keeps fp32)
@@ -192,10 +196,13 @@ def main() -> int:
     ap.add_argument("--encore", help="Encore binary (default $ENCORE_BIN or .build/release/encore)")
     ap.add_argument("--python", default="/work/venv/bin/python", help="Python with torch, transformers, ctranslate2")
     ap.add_argument("--llama-python", default="/work/venv-llama/bin/python", help="Python with llama-cpp-python")
-    ap.add_argument("--encore-blas", metavar="LIBMKL_RT",
-                    help="add a twin of each Encore row run with ENCORE_BLAS set to this (Intel MKL's "
-                         "libmkl_rt.so.3, from `bash scripts/fetch-mkl.sh` or `pip install mkl`), labelled ' +MKL': "
-                         "CTranslate2 and PyTorch run their fp32 GEMMs on MKL")
+    ap.add_argument("--encore-blas", default="auto", metavar="auto|openblas|mkl|LIBMKL_RT",
+                    help="ENCORE_BLAS for the Encore rows (default auto, Encore's own default: Intel MKL on an Intel "
+                         "CPU where one is installed, e.g. by `bash scripts/fetch-mkl.sh`, else OpenBLAS; "
+                         "CTranslate2 and PyTorch run their fp32 GEMMs on MKL)")
+    ap.add_argument("--blas-twin", metavar="openblas|mkl|LIBMKL_RT",
+                    help="add a twin of each Encore row run with ENCORE_BLAS set to this, labelled ' +OpenBLAS' or "
+                         "' +MKL'")
     ap.add_argument("--timeout", type=float, default=900, help="seconds per process")
     ap.add_argument("--write-json", type=Path)
     ap.add_argument("--reuse", type=Path, metavar="PREVIOUS.json",
@@ -256,7 +263,7 @@ def main() -> int:
                                  "wall_s": data.get("wall_s"), "load_avg": data.get("load_avg_1min_before"),
                                  "version": data.get("version"),
                                  "decode_weights": r.get("decode_weights", data.get("decode_weights")),
-                                 "kv_cache": r.get("kv_cache")})
+                                 "kv_cache": r.get("kv_cache"), "blas": data.get("blas")})
             log(f"  TTFT {r.get('ttft_ms', 0):,.0f} ms, decode {r.get('decode_tokens_per_s', 0):.1f} tok/s, "
                 f"peak RSS {r.get('peak_rss_mb', 0):,.0f} MiB ({data.get('wall_s')} s)")
 
@@ -323,6 +330,9 @@ def print_tables(args, rows, summary, started):
             note = f"decode weights {e['samples'][-1]['decode_weights']}"
             if e["samples"][-1].get("kv_cache"):
                 note += f", {e['samples'][-1]['kv_cache']} KV cache"
+            blas = e["samples"][-1].get("blas") or ""
+            if blas:
+                note += ", MKL" if blas.startswith("Intel MKL") else ", OpenBLAS" if blas.startswith("OpenBLAS") else f", {blas}"
         if e.get("reused_from"):
             note = (note + "; " if note else "") + f"from the run of {e['reused_from']}"
         print(f"{e['model']:<6} {e['precision']:<5} {e['label']:<{w}} {fmt(m['ttft_ms'], 0)} "

@@ -594,8 +594,10 @@ final class KVCache {
             keys16 = .allocate(capacity: batch * self.capacity * width)
             values16 = .allocate(capacity: batch * self.capacity * width)
         } else {
-            keys = Tensor(zeros: [batch, self.capacity, width])
-            values = Tensor(zeros: [batch, self.capacity, width])
+            // uninitialized: positions are written before they are read, so the pages of the slack past the
+            // prompt (64 positions beyond it for generation) stay out of RSS until a token reaches them
+            keys = Tensor(uninitialized: [batch, self.capacity, width])
+            values = Tensor(uninitialized: [batch, self.capacity, width])
         }
         keep = [UInt8](repeating: 0, count: batch * self.capacity)
     }
@@ -625,7 +627,7 @@ final class KVCache {
             values16 = regrow(values16!)
         } else {
             func regrow(_ t: Tensor) -> Tensor {
-                let n = Tensor(zeros: [batch, cap, width])
+                let n = Tensor(uninitialized: [batch, cap, width])
                 for b in 0..<batch { (n.data + b * cap * width).update(from: t.data + b * capacity * width, count: length * width) }
                 return n
             }
@@ -641,8 +643,8 @@ final class KVCache {
     /// f16 storage → fp32 for good (a value out of f16's range arrived): each row's cached positions are widened.
     private func widenStorage() {
         guard half, let k16 = keys16, let v16 = values16 else { return }
-        keys = Tensor(zeros: [batch, capacity, width])
-        values = Tensor(zeros: [batch, capacity, width])
+        keys = Tensor(uninitialized: [batch, capacity, width])
+        values = Tensor(uninitialized: [batch, capacity, width])
         for b in 0..<batch {
             let base = b * capacity * width
             ek_f16_to_f32(k16 + base, keys.data + base, length * width)

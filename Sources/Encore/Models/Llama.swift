@@ -469,10 +469,12 @@ struct LlamaBlock {
         switch gateUp {
         case .separate(let gate, let up):
             let r = Linear.shared(m, [gate, up])                         // one decode kernel call for both
-            return Ops.swiGLU(gate: r[0], up: r[1])
+            Ops.swiGLUInPlace(gate: r[0], up: r[1])                      // fresh outputs: written over the gate's
+            return r[0]
         case .fused(let w):
             let parts = Ops.splitColumns(w(m), widths: [hidden, hidden])
-            return Ops.swiGLU(gate: parts[0], up: parts[1])
+            Ops.swiGLUInPlace(gate: parts[0], up: parts[1])
+            return parts[0]
         }
     }
 
@@ -650,24 +652,28 @@ public final class LlamaModel: CausalDecoder {
         var x = Ops.embeddingRows(embedding, blocks: embeddingBlocks, ids: ids)   // [B*n, C]
         StepProfile.lap(.embed)
         for (layer, block) in blocks.enumerated() {
-            let kv = cache.caches[layer]
-            let h = Ops.rmsNorm(x, weight: block.attnNorm, eps: eps)             // [B*n, C]
-            StepProfile.lap(.norm)
-            let (q, k, v) = block.project(h, shape)                               // [B*n, H*D], [B*n, Hkv*D] ×2
-            StepProfile.lap(.qkvGEMV)
-            Ops.ropeInPlace(q, heads: shape.heads, headDim: shape.headDim, positions: positions, invFreq: rope.invFreq)
-            Ops.ropeInPlace(k, heads: shape.kvHeads, headDim: shape.headDim, positions: positions, invFreq: rope.invFreq)
-            if rope.scale != 1 { Ops.scaleInPlace(q, rope.scale); Ops.scaleInPlace(k, rope.scale) }
-            kv.append(k: k, v: v, keep: newKeep, n: n)
-            StepProfile.lap(.ropeCache)
-            let o = Tensor(uninitialized: [B * n, shape.qWidth])                  // [B*n, H*D]
-            withExtendedLifetime(q) { for b in 0..<B {
-                kv.attend(q: q.data + b * n * shape.qWidth, tq: n, batch: b, out: o.data + b * n * shape.qWidth,
-                          shape: shape, causalOffset: start, scratch: &cache.scratch)
-            } }
-            StepProfile.lap(.selfAttention)
-            block.o.accumulate(into: x, o)                                        // x += o·Wᵀ (+ b), in the GEMM
-            StepProfile.lap(.selfOutGEMV)
+            do {   // h, q, k, v and o end here, before the MLP's buffers: a prompt pass holds one [B*n, C] fewer
+                let kv = cache.caches[layer]
+                let h = Ops.rmsNorm(x, weight: block.attnNorm, eps: eps)             // [B*n, C]
+                StepProfile.lap(.norm)
+                let (q, k, v) = block.project(h, shape)                               // [B*n, H*D], [B*n, Hkv*D] ×2
+                StepProfile.lap(.qkvGEMV)
+                Ops.ropeInPlace(q, heads: shape.heads, headDim: shape.headDim, positions: positions, invFreq: rope.invFreq)
+                Ops.ropeInPlace(k, heads: shape.kvHeads, headDim: shape.headDim, positions: positions, invFreq: rope.invFreq)
+                if rope.scale != 1 { Ops.scaleInPlace(q, rope.scale); Ops.scaleInPlace(k, rope.scale) }
+                kv.append(k: k, v: v, keep: newKeep, n: n)
+                StepProfile.lap(.ropeCache)
+                // [B*n, H*D], over h's buffer where the widths match (h is not read again): one buffer fewer
+                let o = h.count == B * n * shape.qWidth && h.offset == 0
+                    ? Tensor(shape: [B * n, shape.qWidth], storage: h.storage) : Tensor(uninitialized: [B * n, shape.qWidth])
+                withExtendedLifetime(q) { for b in 0..<B {
+                    kv.attend(q: q.data + b * n * shape.qWidth, tq: n, batch: b, out: o.data + b * n * shape.qWidth,
+                              shape: shape, causalOffset: start, scratch: &cache.scratch)
+                } }
+                StepProfile.lap(.selfAttention)
+                block.o.accumulate(into: x, o)                                        // x += o·Wᵀ (+ b), in the GEMM
+                StepProfile.lap(.selfOutGEMV)
+            }
             let m = Ops.rmsNorm(x, weight: block.ffnNorm, eps: eps)
             StepProfile.lap(.norm)
             let f = block.feedForward(m, hidden: config.ffnDim)                   // [B*n, F]
