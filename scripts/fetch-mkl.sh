@@ -2,9 +2,9 @@
 # Fetches Intel MKL's runtime for x86-64 Linux from the pinned PyPI wheel mkl==2026.2.0 (Intel Simplified Software
 # License, in the wheel), checks the wheel's SHA-256, and unpacks the nine libraries Encore's fp32 GEMMs need
 # (libmkl_rt, core, sequential threading, the LP64 interface and the CPU kernels, 442 MiB) to models/mkl/ (ignored by
-# git). Prints the library to give Encore:
-#   ENCORE_BLAS=$(bash scripts/fetch-mkl.sh | tail -1) encore bench --model ...
-# In a Python environment `pip install mkl` does the same (ENCORE_BLAS=$VIRTUAL_ENV/lib/libmkl_rt.so.3).
+# git), and prints its path. On an Intel CPU Encore then finds it by itself (ENCORE_BLAS unset or auto: models/mkl/
+# above the encore executable of a SwiftPM build); ENCORE_BLAS=openblas turns it off, ENCORE_BLAS=PATH names a copy.
+# In a Python environment `pip install mkl` does the same ($VIRTUAL_ENV/lib/libmkl_rt.so.3, also found by itself).
 # .ci/run uses it so BLASLibraryTests' MKL tests run (ENCORE_TEST_MKL); without it they skip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
