@@ -76,17 +76,17 @@ final class BLASLibraryTests: XCTestCase {
         let found = BLAS.automaticMKLCandidates(
             environment: ["VIRTUAL_ENV": "/venv", "CONDA_PREFIX": "/conda", "HOME": "/home/u"],
             executable: "/src/encore/.build/x86_64-unknown-linux-gnu/release/encore", exists: present.contains)
-        XCTAssertEqual(found, ["libmkl_rt.so.3", "libmkl_rt.so.2", "libmkl_rt.so", "/venv/lib/libmkl_rt.so.3",
-                               "/conda/lib/libmkl_rt.so.2", "/src/encore/models/mkl/libmkl_rt.so.3"],
-                       "the nearest models/mkl above the executable, and nothing that is absent")
+        XCTAssertEqual(found, ["/src/encore/models/mkl/libmkl_rt.so.3", "/venv/lib/libmkl_rt.so.3",
+                               "/conda/lib/libmkl_rt.so.2", "libmkl_rt.so.3", "libmkl_rt.so.2", "libmkl_rt.so"],
+                       "the nearest models/mkl above the executable first, and nothing that is absent")
         let none = BLAS.automaticMKLCandidates(environment: [:], executable: "/a/b/c/d/e/f/g/encore", exists: { _ in false })
         XCTAssertEqual(none, ["libmkl_rt.so.3", "libmkl_rt.so.2", "libmkl_rt.so"])
-        // five folders up at most: /x/models/mkl is six above this executable's folder
+        // the executable's folder and the four above it: /x is the fifth above /x/1/2/3/4/5, the fourth above /x/1/2/3/4
         let far = BLAS.automaticMKLCandidates(environment: [:], executable: "/x/1/2/3/4/5/encore",
                                               exists: { $0 == "/x/models/mkl/libmkl_rt.so.3" })
         XCTAssertEqual(far.count, 3, "\(far)")
         XCTAssertEqual(BLAS.automaticMKLCandidates(environment: [:], executable: "/x/1/2/3/4/encore",
-                                                   exists: { $0 == "/x/models/mkl/libmkl_rt.so.3" }).last,
+                                                   exists: { $0 == "/x/models/mkl/libmkl_rt.so.3" }).first,
                        "/x/models/mkl/libmkl_rt.so.3")
     }
 
@@ -103,8 +103,11 @@ final class BLASLibraryTests: XCTestCase {
         XCTAssertTrue(Backend.blasName.contains("found automatically, ENCORE_BLAS=openblas turns it off"), Backend.blasName)
         try Backend.selectBLAS("openblas")
         XCTAssertFalse(Backend.blasName.hasPrefix("Intel MKL"), Backend.blasName)
-        try Backend.selectBLAS("AUTO")   // parsed like the others; this CPU decides
-        if ek_cpu_is_intel() == 0 { XCTAssertFalse(Backend.blasName.hasPrefix("Intel MKL"), Backend.blasName) }
+        try Backend.selectBLAS("AUTO")   // parsed like the others: MKL exactly when this CPU and machine give one
+        let expected = BLAS.automaticMKL(candidates: BLAS.automaticMKLCandidates(
+            environment: ProcessInfo.processInfo.environment, executable: BLAS.executablePath), intelCPU: ek_cpu_is_intel() != 0)
+        XCTAssertEqual(BLAS.mkl?.path, expected?.path, Backend.blasName)
+        XCTAssertEqual(BLAS.mkl?.automatic ?? false, expected != nil)
     }
 
     /// Every shape the ops layer sends: transposed B (Linear), plain B, transposed A (weight gradients), beta = 1

@@ -463,6 +463,9 @@ final class KernelTests: XCTestCase {
     /// models newer than it knows (Intel family 6 model 207), ~5× slower SGEMM, unless Encore switches it
     /// (BLAS.coreUpgrade). Skipped where the user set OPENBLAS_CORETYPE or the BLAS is not OpenBLAS.
     func testOpenBLASKernelSetMatchesTheCPU() throws {
+        let previous = BLAS.mkl   // the kernel set of the linked OpenBLAS, even where MKL was chosen (automatically)
+        BLAS.mkl = nil
+        defer { BLAS.mkl = previous }
         let name = Backend.blasName
         try XCTSkipUnless(name.hasPrefix("OpenBLAS "), "BLAS is \(name)")
         try XCTSkipIf(ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] != nil, "OPENBLAS_CORETYPE is set")

@@ -86,7 +86,7 @@ def encore_binary(path: str | None) -> str:
     for cand in (os.environ.get("ENCORE_BIN"), str(REPO / ".build" / "release" / "encore")):
         if cand and Path(cand).is_file():
             return cand
-    raise SystemExit("Encore binary not found: build it (swift build -c release --product encore) or pass --encore PATH")
+    raise SystemExit("Encore binary not found: build it (swift build -c release --product encore --static-swift-stdlib) or pass --encore PATH")
 
 
 def encore_bench_cmd(binary: str, model: str | None, lengths: list[int], out: int, threads: int, reps: int,

@@ -30,7 +30,7 @@ measured automatically once it can.
 
 Usage (from the repository root):
 
-    swift build -c release --product encore
+    swift build -c release --product encore --static-swift-stdlib   # as scripts/bench.sh builds it
     python3 bench/peers/run_all.py [--quick]          # --quick: 1 round, 1 rep, 16 output tokens
     python3 bench/peers/run_all.py --rounds 2 --models llama,t5,mu --precisions fp32,int8
     python3 bench/peers/run_all.py --quick --small --models t5 --input-tokens 32 \
@@ -103,7 +103,7 @@ def entries(args, ck: Path):
         if engine == "encore" and args.blas_twin:
             # a twin row with Encore's fp32 GEMMs on the other library: most of an fp32 or bf16 prompt pass, the
             # prompt attention of an int8 or 4-bit one
-            twin = "OpenBLAS" if args.blas_twin.lower() == "openblas" else "MKL"
+            twin = {"openblas": "OpenBLAS", "auto": "auto"}.get(args.blas_twin.lower(), "MKL")
             out.append({**row, "label": f"{label} +{twin}", "env": {"ENCORE_BLAS": args.blas_twin}})
 
     # Encore's --kv-cache auto (its default) keeps an f16 cache beside bf16 and quantized weights, as llama.cpp does
@@ -209,6 +209,8 @@ def main() -> int:
                     help="take the rows measured in an earlier run_all JSON (same lengths and threads) and run only "
                          "the rest, e.g. the n/a rows once Encore supports them; the JSON marks reused rows")
     args = ap.parse_args()
+    if args.blas_twin and args.blas_twin.lower() == args.encore_blas.lower():
+        ap.error(f"--blas-twin {args.blas_twin} is the Encore rows' own library (--encore-blas {args.encore_blas})")
     for name, normal, quick in (("rounds", 2, 1), ("reps", 2, 1), ("output_tokens", 64, 16)):
         if getattr(args, name) is None:   # --quick changes only what was not given explicitly
             setattr(args, name, quick if args.quick else normal)

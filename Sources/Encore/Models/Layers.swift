@@ -595,7 +595,8 @@ final class KVCache {
             values16 = .allocate(capacity: batch * self.capacity * width)
         } else {
             // uninitialized: positions are written before they are read, so the pages of the slack past the
-            // prompt (64 positions beyond it for generation) stay out of RSS until a token reaches them
+            // prompt (64 positions beyond it for generation) stay out of RSS until a token reaches them (when the
+            // buffer is freshly mapped; one reused from the buffer pool or the heap is resident already)
             keys = Tensor(uninitialized: [batch, self.capacity, width])
             values = Tensor(uninitialized: [batch, self.capacity, width])
         }

@@ -72,6 +72,9 @@ enum BLAS {
     /// Set by ``Backend/selectBLASFromEnvironment()``, which throws `environmentBLAS`'s error: `onPool` then does not
     /// also print it as a warning.
     nonisolated(unsafe) static var environmentErrorThrown = false
+    /// Set by ``Backend/selectBLAS(_:)``: with `ENCORE_BLAS` unset, its choice is made without first loading (and
+    /// discarding) the automatic one.
+    nonisolated(unsafe) static var explicitChoice = false
 
     /// `ENCORE_BLAS` applied once, before the first GEMM: nil when it is unset or was applied, else the error (the CLI
     /// throws it through ``Backend/selectBLASFromEnvironment()``; a library caller gets a warning on stderr and the
@@ -79,8 +82,10 @@ enum BLAS {
     static let environmentBLAS: EncoreError? = {
         let environment = ProcessInfo.processInfo.environment
         guard let spec = environment["ENCORE_BLAS"], !spec.isEmpty, spec.lowercased() != "auto" else {
-            mkl = automaticMKL(candidates: automaticMKLCandidates(environment: environment, executable: executablePath),
-                               intelCPU: ek_cpu_is_intel() != 0)
+            if !explicitChoice {   // Backend.selectBLAS before any GEMM: that choice stands, nothing is loaded here
+                mkl = automaticMKL(candidates: automaticMKLCandidates(environment: environment, executable: executablePath),
+                                   intelCPU: ek_cpu_is_intel() != 0)
+            }
             return nil
         }
         do {
@@ -104,35 +109,36 @@ enum BLAS {
         #endif
     }
 
-    /// Where the automatic choice looks for Intel MKL, in order: the dynamic loader's search (`LD_LIBRARY_PATH`,
-    /// ldconfig: a system package), the active Python environment (`$VIRTUAL_ENV/lib`, `$CONDA_PREFIX/lib` after
-    /// `pip install mkl` or `conda install mkl`), then `models/mkl/` in the folders above the executable (where
-    /// scripts/fetch-mkl.sh unpacks it beside a SwiftPM build: `<package>/.build/<triple>/release/encore`, up to
-    /// five levels). Paths are listed only when the file exists.
+    /// Where the automatic choice looks for Intel MKL, in order: `models/mkl/` in the executable's folder or one of
+    /// the four above it (where scripts/fetch-mkl.sh unpacks its pinned copy beside a SwiftPM build:
+    /// `<package>/.build/<triple>/release/encore`), the active Python environment (`$VIRTUAL_ENV/lib`,
+    /// `$CONDA_PREFIX/lib` after `pip install mkl` or `conda install mkl`), then the dynamic loader's search
+    /// (`LD_LIBRARY_PATH`, ldconfig: a system package). Paths are listed only when the file exists.
     ///
     /// ```swift
     /// BLAS.automaticMKLCandidates(environment: ["VIRTUAL_ENV": "/venv"], executable: "/src/encore/.build/release/encore")
-    /// // ["libmkl_rt.so.3", "libmkl_rt.so.2", "libmkl_rt.so", "/venv/lib/libmkl_rt.so.3" (if present), …]
+    /// // ["/src/encore/models/mkl/libmkl_rt.so.3" (if present), "/venv/lib/libmkl_rt.so.3" (if present),
+    /// //  "libmkl_rt.so.3", "libmkl_rt.so.2", "libmkl_rt.so"]
     /// ```
     static func automaticMKLCandidates(environment: [String: String], executable: String?,
                                        exists: (String) -> Bool = { FileManager.default.fileExists(atPath: $0) }) -> [String] {
-        var found = ["libmkl_rt.so.3", "libmkl_rt.so.2", "libmkl_rt.so"]
-        for key in ["VIRTUAL_ENV", "CONDA_PREFIX"] {
-            guard let root = environment[key], !root.isEmpty else { continue }
-            for name in ["libmkl_rt.so.3", "libmkl_rt.so.2"] where exists(root + "/lib/" + name) {
-                found.append(root + "/lib/" + name)
-            }
-        }
+        var found: [String] = []
         if let executable, executable.hasPrefix("/") {
             var dir = URL(fileURLWithPath: executable).deletingLastPathComponent()
-            for _ in 0..<5 {
+            for _ in 0..<5 {   // the executable's folder and the four above it
                 let path = dir.appendingPathComponent("models/mkl/libmkl_rt.so.3").path
                 if exists(path) { found.append(path); break }
                 if dir.path == "/" { break }
                 dir = dir.deletingLastPathComponent()
             }
         }
-        return found
+        for key in ["VIRTUAL_ENV", "CONDA_PREFIX"] {
+            guard let root = environment[key], !root.isEmpty else { continue }
+            for name in ["libmkl_rt.so.3", "libmkl_rt.so.2"] where exists(root + "/lib/" + name) {
+                found.append(root + "/lib/" + name)
+            }
+        }
+        return found + ["libmkl_rt.so.3", "libmkl_rt.so.2", "libmkl_rt.so"]
     }
 
     /// The automatic choice: on an Intel CPU, the first of `candidates` that loads as Intel MKL (MKL's sgemm ran the
@@ -210,8 +216,8 @@ enum BLAS {
             return MKL(path: name, version: version, sgemm: unsafeBitCast(sgemm, to: MKL.SGEMM.self))
         }
         throw EncoreError(.invalidArgument, "ENCORE_BLAS=\(spec): could not load Intel MKL: " + problems.joined(separator: "; ")
-                          + ". Install it with `pip install mkl` and set ENCORE_BLAS to its lib/libmkl_rt.so.3, or unset "
-                          + "ENCORE_BLAS to use OpenBLAS")
+                          + ". Install it with `pip install mkl` and set ENCORE_BLAS to its lib/libmkl_rt.so.3, or set "
+                          + "ENCORE_BLAS=openblas to use OpenBLAS")
         #else
         throw EncoreError(.unsupported, "ENCORE_BLAS=\(spec): Intel MKL is supported on x86-64 Linux only; this build uses "
                           + "the linked BLAS (OpenBLAS or Accelerate)")
@@ -390,8 +396,9 @@ public enum Backend {
 
     /// Chooses the library for fp32 GEMMs (prompt passes over fp32 weights, prompt attention, training):
     /// - "auto", the default (`ENCORE_BLAS` unset): Intel MKL on an Intel CPU when one is installed where
-    ///   `BLAS.automaticMKLCandidates` looks (the loader's path, `$VIRTUAL_ENV/lib`, `$CONDA_PREFIX/lib`, or
-    ///   `models/mkl/` above the executable, where scripts/fetch-mkl.sh puts it), else the linked BLAS;
+    ///   `BLAS.automaticMKLCandidates` looks (`models/mkl/` by the executable, where scripts/fetch-mkl.sh puts it,
+    ///   `$VIRTUAL_ENV/lib`, `$CONDA_PREFIX/lib`, or the loader's path), else the linked BLAS. Choosing here before
+    ///   the first GEMM loads nothing else (e.g. `selectBLAS("openblas")` keeps MKL out of the process);
     /// - "openblas": the BLAS Encore links (OpenBLAS on Linux; Accelerate on Apple platforms);
     /// - "mkl": Intel MKL's `libmkl_rt.so` as the dynamic loader finds it (`LD_LIBRARY_PATH`, ldconfig);
     /// - a path, e.g. `"/venv/lib/libmkl_rt.so.3"` after `pip install mkl`.
@@ -404,6 +411,7 @@ public enum Backend {
     /// print(Backend.blasName)   // Intel MKL 2026.2 (/venv/lib/libmkl_rt.so.3, sequential on Encore's pool)
     /// ```
     public static func selectBLAS(_ library: String) throws {
+        BLAS.explicitChoice = true
         _ = BLAS.onPool   // ENCORE_BLAS first, so an explicit choice is not undone by it
         try BLAS.select(library)
     }
