@@ -201,6 +201,7 @@ struct BenchCommand: ParsableCommand {
                                                     decodeFormat: label == "gguf" ? fileBlocks : try? WeightFormat(parsing: label),
                                                     encoderFormat: encoderFormat, fileBlockFormat: fileBlocks)
             }
+            if let advice = Backend.blasAdvice { printStderr(advice) }
             var limits: KernelBench.Figures? = nil
             if !noLimits {
                 printStderr("measuring the machine's ceilings (memory read bandwidth, BLAS GEMM, instruction peaks)…")

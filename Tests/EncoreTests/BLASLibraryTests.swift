@@ -110,6 +110,19 @@ final class BLASLibraryTests: XCTestCase {
         XCTAssertEqual(BLAS.mkl?.automatic ?? false, expected != nil)
     }
 
+    /// The install hint: only for an Intel CPU that the automatic choice left on OpenBLAS.
+    func testAdviceOnlyWhereMKLWouldHelpAndWasNotChosenAgainst() {
+        #if os(Linux) && arch(x86_64)
+        let hint = BLAS.advice(intelCPU: true, usingMKL: false, chosen: false)
+        XCTAssertTrue(hint?.contains("bash scripts/fetch-mkl.sh") ?? false, "\(String(describing: hint))")
+        #else
+        XCTAssertNil(BLAS.advice(intelCPU: true, usingMKL: false, chosen: false))
+        #endif
+        XCTAssertNil(BLAS.advice(intelCPU: false, usingMKL: false, chosen: false), "other CPUs: OpenBLAS is the choice")
+        XCTAssertNil(BLAS.advice(intelCPU: true, usingMKL: true, chosen: false), "MKL already runs")
+        XCTAssertNil(BLAS.advice(intelCPU: true, usingMKL: false, chosen: true), "ENCORE_BLAS=openblas was asked for")
+    }
+
     /// Every shape the ops layer sends: transposed B (Linear), plain B, transposed A (weight gradients), beta = 1
     /// (accumulation), ldc wider than N, on the pool (large) and on one thread (small).
     func testMKLGEMMsMatchAFloat64Reference() throws {

@@ -157,6 +157,19 @@ enum BLAS {
         return nil
     }
 
+    /// ``Backend/blasAdvice``'s rule: advice only on an Intel CPU left on OpenBLAS by the automatic choice.
+    static func advice(intelCPU: Bool, usingMKL: Bool, chosen: Bool) -> String? {
+        #if os(Linux) && arch(x86_64)
+        guard intelCPU && !usingMKL && !chosen else { return nil }
+        return "hint: this Intel CPU runs Encore's fp32 GEMMs on OpenBLAS because no Intel MKL was found; "
+            + "`bash scripts/fetch-mkl.sh` (or `pip install mkl` in the active environment) installs it, and Encore then "
+            + "uses it by itself (fp32 first tokens 7-28% sooner in session 14's and 16's runs; ENCORE_BLAS=openblas "
+            + "silences this)"
+        #else
+        return nil
+        #endif
+    }
+
     /// "auto": ``automaticMKL(candidates:intelCPU:)``; "openblas" (or "accelerate", "default"): the linked BLAS; "mkl":
     /// `libmkl_rt.so.3` / `.so.2` / `.so` found by the dynamic loader; anything with a "/": that file.
     static func select(_ spec: String) throws {
@@ -414,6 +427,16 @@ public enum Backend {
         BLAS.explicitChoice = true
         _ = BLAS.onPool   // ENCORE_BLAS first, so an explicit choice is not undone by it
         try BLAS.select(library)
+    }
+
+    /// A one-line hint for an Intel CPU whose fp32 GEMMs run on OpenBLAS because no Intel MKL was found (nil
+    /// otherwise, and when `ENCORE_BLAS` or ``selectBLAS(_:)`` chose the library): how to install MKL, which the
+    /// automatic choice would then use. `encore bench` prints it on standard error.
+    public static var blasAdvice: String? {
+        _ = BLAS.onPool
+        let spec = ProcessInfo.processInfo.environment["ENCORE_BLAS"] ?? ""
+        return BLAS.advice(intelCPU: ek_cpu_is_intel() != 0, usingMKL: BLAS.mkl != nil,
+                           chosen: BLAS.explicitChoice || !(spec.isEmpty || spec.lowercased() == "auto"))
     }
 
     /// Applies `ENCORE_BLAS` (the values of ``selectBLAS(_:)``) if it is set, throwing when it names a library that
