@@ -80,12 +80,8 @@ enum BLAS {
     /// throws it through ``Backend/selectBLASFromEnvironment()``; a library caller gets a warning on stderr and the
     /// linked BLAS).
     static let environmentBLAS: EncoreError? = {
-        let environment = ProcessInfo.processInfo.environment
-        guard let spec = environment["ENCORE_BLAS"], !spec.isEmpty, spec.lowercased() != "auto" else {
-            if !explicitChoice {   // Backend.selectBLAS before any GEMM: that choice stands, nothing is loaded here
-                mkl = automaticMKL(candidates: automaticMKLCandidates(environment: environment, executable: executablePath),
-                                   intelCPU: ek_cpu_is_intel() != 0)
-            }
+        guard let spec = ProcessInfo.processInfo.environment["ENCORE_BLAS"], !spec.isEmpty, spec.lowercased() != "auto" else {
+            if !explicitChoice { mkl = automaticChoice() }   // else Backend.selectBLAS's choice stands, nothing loaded
             return nil
         }
         do {
@@ -157,6 +153,13 @@ enum BLAS {
         return nil
     }
 
+    /// The automatic choice for this process: its environment, executable and CPU.
+    static func automaticChoice() -> MKL? {
+        automaticMKL(candidates: automaticMKLCandidates(environment: ProcessInfo.processInfo.environment,
+                                                        executable: executablePath),
+                     intelCPU: ek_cpu_is_intel() != 0)
+    }
+
     /// ``Backend/blasAdvice``'s rule: advice only on an Intel CPU left on OpenBLAS by the automatic choice.
     static func advice(intelCPU: Bool, usingMKL: Bool, chosen: Bool) -> String? {
         #if os(Linux) && arch(x86_64)
@@ -175,9 +178,7 @@ enum BLAS {
     static func select(_ spec: String) throws {
         switch spec.lowercased() {
         case "auto":
-            mkl = automaticMKL(candidates: automaticMKLCandidates(environment: ProcessInfo.processInfo.environment,
-                                                                  executable: executablePath),
-                               intelCPU: ek_cpu_is_intel() != 0)
+            mkl = automaticChoice()
         case "openblas", "accelerate", "default":
             mkl = nil
         case "mkl":
