@@ -109,6 +109,26 @@ final class BLASLibraryTests: XCTestCase {
         XCTAssertEqual(BLAS.mkl?.automatic ?? false, expected != nil)
     }
 
+    /// An interrupted copy of MKL (libmkl_rt without the parts it loads at its first GEMM, where MKL would exit the
+    /// process) is refused by name, and the automatic choice skips it.
+    func testAnIncompleteMKLIsRefusedBeforeItCanStopTheProcess() throws {
+        XCTAssertEqual(BLAS.missingMKLParts(besides: "/m/libmkl_rt.so.3", exists: { $0 == "/m/libmkl_core.so.3" }),
+                       ["libmkl_sequential.so.3", "libmkl_intel_lp64.so.3"])
+        XCTAssertEqual(BLAS.missingMKLParts(besides: "/m/libmkl_rt.so", exists: { _ in true }), [])
+        let path = try mklPath()
+        let partial = FileManager.default.temporaryDirectory.appendingPathComponent("encore-partial-mkl-\(getpid())")
+        try FileManager.default.createDirectory(at: partial, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: partial) }
+        let rt = partial.appendingPathComponent("libmkl_rt.so.3")
+        try FileManager.default.copyItem(atPath: path, toPath: rt.path)
+        XCTAssertThrowsError(try Backend.selectBLAS(rt.path)) { error in
+            XCTAssertTrue("\(error)".contains("an incomplete Intel MKL install (no libmkl_core.so.3, libmkl_sequential.so.3, "
+                                              + "libmkl_intel_lp64.so.3 beside it"), "\(error)")
+        }
+        XCTAssertNil(BLAS.automaticMKL(candidates: [rt.path], intelCPU: true))
+        XCTAssertEqual(BLAS.automaticMKL(candidates: [rt.path, path], intelCPU: true)?.path, path, "the next candidate")
+    }
+
     /// The install hint: only for an Intel CPU that the automatic choice left on OpenBLAS.
     func testAdviceOnlyWhereMKLWouldHelpAndWasNotChosenAgainst() {
         #if os(Linux) && arch(x86_64)

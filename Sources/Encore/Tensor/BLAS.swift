@@ -211,6 +211,17 @@ enum BLAS {
                 dlclose(handle)
                 continue
             }
+            // libmkl_rt loads its parts from its own folder at the first GEMM and exits the process when one is
+            // missing (an interrupted copy): check them first, beside the file the loader actually opened
+            if let file = mappedFile(containing: sgemm) ?? (name.contains("/") ? name : nil) {
+                let missing = missingMKLParts(besides: file)
+                if !missing.isEmpty {
+                    problems.append("\(file): an incomplete Intel MKL install (no \(missing.joined(separator: ", ")) "
+                                    + "beside it; MKL would stop the process at its first GEMM)")
+                    dlclose(handle)
+                    continue
+                }
+            }
             // MKL_INTERFACE_LP64 = 0 (32-bit integers, as CBLAS's), MKL_THREADING_SEQUENTIAL = 1
             let lp64 = unsafeBitCast(interface, to: SetLayer.self)(0)
             let sequential = unsafeBitCast(threading, to: SetLayer.self)(1)
@@ -236,6 +247,41 @@ enum BLAS {
         throw EncoreError(.unsupported, "ENCORE_BLAS=\(spec): Intel MKL is supported on x86-64 Linux only; this build uses "
                           + "the linked BLAS (OpenBLAS or Accelerate)")
         #endif
+    }
+
+    /// The file mapped at `address` in this process (`/proc/self/maps`), e.g. where the loader found a library.
+    static func mappedFile(containing address: UnsafeMutableRawPointer) -> String? {
+        guard let maps = try? String(contentsOfFile: "/proc/self/maps", encoding: .utf8) else { return nil }
+        let target = UInt(bitPattern: address)
+        for line in maps.split(separator: "\n") {
+            // "7f0c1a000000-7f0c1a200000 r-xp 00000000 08:01 1234   /path/lib.so"
+            let fields = line.split(separator: " ", maxSplits: 5, omittingEmptySubsequences: true)
+            guard fields.count == 6, let dash = fields[0].firstIndex(of: "-"),
+                  let low = UInt(fields[0][..<dash], radix: 16),
+                  let high = UInt(fields[0][fields[0].index(after: dash)...], radix: 16),
+                  low <= target && target < high else { continue }
+            let path = fields[5].trimmingCharacters(in: .whitespaces)
+            return path.hasPrefix("/") ? path : nil
+        }
+        return nil
+    }
+
+    /// The parts MKL's single dynamic library loads at run time for Encore's settings (core, sequential threading,
+    /// the LP64 interface) that are absent from the folder of `runtime`, a `libmkl_rt.so[.N]` path; with the same
+    /// version suffix. Empty for a complete install.
+    ///
+    /// ```swift
+    /// BLAS.missingMKLParts(besides: "/tmp/partial/libmkl_rt.so.3")   // ["libmkl_core.so.3", …] when only rt was copied
+    /// ```
+    static func missingMKLParts(besides runtime: String,
+                                exists: (String) -> Bool = { FileManager.default.fileExists(atPath: $0) }) -> [String] {
+        let url = URL(fileURLWithPath: runtime)
+        let name = url.lastPathComponent
+        guard let range = name.range(of: ".so") else { return [] }
+        let suffix = String(name[range.lowerBound...])   // ".so.3", ".so.2", ".so"
+        let folder = url.deletingLastPathComponent()
+        return ["libmkl_core", "libmkl_sequential", "libmkl_intel_lp64"].map { $0 + suffix }
+            .filter { !exists(folder.appendingPathComponent($0).path) }
     }
 
     /// The kernel sets OpenBLAS picked and was switched to, or nil when it kept its own choice.
