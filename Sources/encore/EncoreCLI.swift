@@ -23,9 +23,9 @@ struct EncoreCLI: ParsableCommand {
 
         Environment:
           ENCORE_BLAS            the library of the fp32 GEMMs: auto (the default: Intel MKL on an Intel CPU \
-        when one is installed in the loader's path, $VIRTUAL_ENV/lib, $CONDA_PREFIX/lib or models/mkl/ above the \
-        executable, where `bash scripts/fetch-mkl.sh` puts it; else the linked OpenBLAS), openblas, mkl, or a \
-        libmkl_rt.so PATH
+        when one is installed, looked for in models/mkl/ by the executable, where `bash scripts/fetch-mkl.sh` puts \
+        it, then $VIRTUAL_ENV/lib, $CONDA_PREFIX/lib and the loader's path; else the linked OpenBLAS), openblas, \
+        mkl, or a libmkl_rt.so PATH
           OPENBLAS_CORETYPE      OpenBLAS's kernel set (Encore picks SkylakeX or Haswell when OpenBLAS falls back \
         to pre-AVX2 kernels on a CPU it does not know)
           ENCORE_STEP_PROFILE=1  encore bench: where each decode step's time goes

@@ -140,6 +140,8 @@ final class BLASLibraryTests: XCTestCase {
         XCTAssertNil(BLAS.advice(intelCPU: false, usingMKL: false, chosen: false), "other CPUs: OpenBLAS is the choice")
         XCTAssertNil(BLAS.advice(intelCPU: true, usingMKL: true, chosen: false), "MKL already runs")
         XCTAssertNil(BLAS.advice(intelCPU: true, usingMKL: false, chosen: true), "ENCORE_BLAS=openblas was asked for")
+        XCTAssertEqual([nil, "", "auto", "AUTO", "openblas", "mkl", "/v/lib/libmkl_rt.so.3"].map(BLAS.namesAutomaticChoice),
+                       [true, true, true, true, false, false, false], "which ENCORE_BLAS values leave the choice to Encore")
     }
 
     /// Every shape the ops layer sends: transposed B (Linear), plain B, transposed A (weight gradients), beta = 1

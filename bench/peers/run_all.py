@@ -200,9 +200,9 @@ def main() -> int:
                     help="ENCORE_BLAS for the Encore rows (default auto, Encore's own default: Intel MKL on an Intel "
                          "CPU where one is installed, e.g. by `bash scripts/fetch-mkl.sh`, else OpenBLAS; "
                          "CTranslate2 and PyTorch run their fp32 GEMMs on MKL)")
-    ap.add_argument("--blas-twin", metavar="openblas|mkl|LIBMKL_RT",
-                    help="add a twin of each Encore row run with ENCORE_BLAS set to this, labelled ' +OpenBLAS' or "
-                         "' +MKL'")
+    ap.add_argument("--blas-twin", metavar="openblas|auto|mkl|LIBMKL_RT",
+                    help="add a twin of each Encore row run with ENCORE_BLAS set to this, labelled ' +OpenBLAS', "
+                         "' +auto' or ' +MKL'")
     ap.add_argument("--timeout", type=float, default=900, help="seconds per process")
     ap.add_argument("--write-json", type=Path)
     ap.add_argument("--reuse", type=Path, metavar="PREVIOUS.json",

@@ -80,7 +80,7 @@ enum BLAS {
     /// throws it through ``Backend/selectBLASFromEnvironment()``; a library caller gets a warning on stderr and the
     /// linked BLAS).
     static let environmentBLAS: EncoreError? = {
-        guard let spec = ProcessInfo.processInfo.environment["ENCORE_BLAS"], !spec.isEmpty, spec.lowercased() != "auto" else {
+        guard let spec = ProcessInfo.processInfo.environment["ENCORE_BLAS"], !namesAutomaticChoice(spec) else {
             if !explicitChoice { mkl = automaticChoice() }   // else Backend.selectBLAS's choice stands, nothing loaded
             return nil
         }
@@ -95,6 +95,12 @@ enum BLAS {
     }()
 
     // MARK: The automatic choice
+
+    /// Whether an `ENCORE_BLAS` value leaves the choice to Encore: unset, empty or "auto" (any case).
+    static func namesAutomaticChoice(_ spec: String?) -> Bool {
+        guard let spec, !spec.isEmpty else { return true }
+        return spec.lowercased() == "auto"
+    }
 
     /// The running executable (the CLI, or the test bundle), for ``automaticMKLCandidates(environment:executable:)``.
     static var executablePath: String? {
@@ -481,9 +487,9 @@ public enum Backend {
     /// automatic choice would then use. `encore bench` prints it on standard error.
     public static var blasAdvice: String? {
         _ = BLAS.onPool
-        let spec = ProcessInfo.processInfo.environment["ENCORE_BLAS"] ?? ""
         return BLAS.advice(intelCPU: ek_cpu_is_intel() != 0, usingMKL: BLAS.mkl != nil,
-                           chosen: BLAS.explicitChoice || !(spec.isEmpty || spec.lowercased() == "auto"))
+                           chosen: BLAS.explicitChoice
+                               || !BLAS.namesAutomaticChoice(ProcessInfo.processInfo.environment["ENCORE_BLAS"]))
     }
 
     /// Applies `ENCORE_BLAS` (the values of ``selectBLAS(_:)``) if it is set, throwing when it names a library that
