@@ -263,6 +263,22 @@ static void interleave_pairs(int8_t *q, long m, long nb) {
         }
 }
 
+/* The zmm 4-bit kernels' arrangement (x8z_group): in each full group of 8 blocks, blocks 4j…4j+3 (a, b, c, d) become
+ * [a0..15 b0..15 c0..15 d0..15 a16..31 b16..31 c16..31 d16..31]; the blocks of a shorter last group are arranged by
+ * pairs, as interleave_pairs does. */
+static void interleave_quads(int8_t *q, long m, long nb) {
+    int8_t t[128];
+    const long full = nb / 8 * 8;
+    for (long i = 0; i < m; i++) {
+        for (long b = 0; b < full; b += 4) {
+            int8_t *p = q + (i * nb + b) * 32;
+            for (int j = 0; j < 4; j++) { memcpy(t + 16 * j, p + 32 * j, 16); memcpy(t + 64 + 16 * j, p + 32 * j + 16, 16); }
+            memcpy(p, t, 128);
+        }
+        if (full < nb) interleave_pairs(q + (i * nb + full) * 32, 1, nb - full);
+    }
+}
+
 static void quantize_act(int format, const float *x, long m, long k, int8_t *q, float *d, float *c) {
     quantize_act_impl(format, x, m, k, q, d, c, 0);
 }
@@ -888,6 +904,81 @@ EQ_DEFINE_X8_ROWS(avx2, EQ_AVX2, EQ_DOT_AVX2, EQ_PAIR_AVX2)
 EQ_DEFINE_X8_ROWS(avxvnni, EQ_AVXVNNI, EQ_DOT_AVXVNNI, EQ_PAIR_AVXVNNI)
 EQ_DEFINE_X8_ROWS(avx512vnni, EQ_AVX512VNNI, EQ_DOT_AVX512VNNI, EQ_PAIR_AVX512VNNI)
 
+/* ---- 4-bit x8 groups on zmm (AVX-512 VNNI): a full group's 8 payloads are two 64-byte loads, one block per 128-bit
+ * lane, and each vpdpbusd covers four blocks. The activations of full groups are arranged by interleave_quads to match
+ * (blocks 4j…4j+3 as [a0..15 b0..15 c0..15 d0..15 a16..31 … d16..31]); a row's last, shorter group keeps the pair
+ * arrangement and runs x8_group_avx512vnni. No horizontal sum per group: each block's four int32 partial sums are
+ * scaled in their lanes (its scale spread over them by one vpermps) and summed at the row's end, so only the fp32
+ * order of the partial sums differs from the ymm kernel (bench/micro/gemv_cold.c, session 17: the ymm kernel reads
+ * 2.8 MB of hot Q4_0 rows at 18.9 GB/s, no faster than cold ones: it was bound by its per-block instructions). ---- */
+EQ_AVX512VNNI static inline __attribute__((always_inline)) void x8z_group(const uint8_t *grp, const int fmt,
+        __m512i xlo0, __m512i xhi0, __m512i xlo1, __m512i xhi1, __m256 xdv, __m256 xcv,
+        __m512 *acc0, __m512 *acc1, __m256 *corr) {
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    const __m512i spread0 = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+    const __m512i spread1 = _mm512_setr_epi32(4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 7, 7, 7, 7);
+    const long h = header_bytes(fmt);
+    const uint8_t *q = grp + 8 * h;
+    if (EQ_PF) { _mm_prefetch((const char *)grp + EQ_PF, _MM_HINT_T0);
+        _mm_prefetch((const char *)grp + EQ_PF + 64, _MM_HINT_T0);
+        _mm_prefetch((const char *)grp + EQ_PF + 128, _MM_HINT_T0); }
+    const __m512i v0 = _mm512_loadu_si512((const void *)q), v1 = _mm512_loadu_si512((const void *)(q + 64));
+    __m512i p0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_and_si512(v0, m4), xlo0);
+    __m512i p1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_and_si512(v1, m4), xlo1);
+    p0 = _mm512_dpbusd_epi32(p0, _mm512_and_si512(_mm512_srli_epi16(v0, 4), m4), xhi0);
+    p1 = _mm512_dpbusd_epi32(p1, _mm512_and_si512(_mm512_srli_epi16(v1, 4), m4), xhi1);
+    const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)grp));
+    const __m512 sc = _mm512_castps256_ps512(_mm256_mul_ps(dw, xdv));
+    *acc0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p0), _mm512_permutexvar_ps(spread0, sc), *acc0);
+    *acc1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p1), _mm512_permutexvar_ps(spread1, sc), *acc1);
+    if (fmt == EK_WF_Q4_0) *corr = _mm256_fnmadd_ps(dw, xcv, *corr);
+    else *corr = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(grp + 16))), xcv, *corr);
+}
+
+/* Rows [r0, r1) in S parts (walk_rows) as x8_body: full groups on zmm (the activations loaded once per group for the
+ * S rows), the last shorter group on ymm; each row's float is the same whichever step computed it. */
+EQ_AVX512VNNI static inline __attribute__((always_inline)) void x8z_body(const qctx *c, long r0, long r1, const int fmt,
+                                                                         const int S) {
+    const long nb = c->nb, full = nb / 8 * 8, B = block_bytes(fmt);
+    for (long t = 0, steps = walk_steps(r0, r1, S); t < steps; t++) {
+        long rows[EQ_X8_MAX_STREAMS];
+        const int lanes = walk_rows(r0, r1, S, t, rows);
+        const int L = lanes > 1 ? S : 1;
+        const uint8_t *wr[EQ_X8_MAX_STREAMS];
+        for (int u = 0; u < L; u++) wr[u] = c->w + rows[u] * c->row_bytes;
+        for (long i = 0; i < c->m; i++) {
+            const int8_t *xq = c->xq + i * nb * 32;
+            const float *xd = c->xd + i * nb, *xc = c->xc + i * nb;
+            __m512 a0[EQ_X8_MAX_STREAMS], a1[EQ_X8_MAX_STREAMS];
+            __m256 corr[EQ_X8_MAX_STREAMS], tail[EQ_X8_MAX_STREAMS];
+            for (int u = 0; u < S; u++) { a0[u] = a1[u] = _mm512_setzero_ps(); corr[u] = tail[u] = _mm256_setzero_ps(); }
+            for (long b0 = 0; b0 < full; b0 += 8) {
+                const int8_t *xg = xq + b0 * 32;
+                const __m512i xlo0 = _mm512_loadu_si512((const void *)xg), xhi0 = _mm512_loadu_si512((const void *)(xg + 64));
+                const __m512i xlo1 = _mm512_loadu_si512((const void *)(xg + 128)), xhi1 = _mm512_loadu_si512((const void *)(xg + 192));
+                const __m256 xdv = _mm256_loadu_ps(xd + b0), xcv = _mm256_loadu_ps(xc + b0);
+                if (L > 1)
+                    for (int u = 0; u < S; u++)
+                        x8z_group(wr[u] + b0 * B, fmt, xlo0, xhi0, xlo1, xhi1, xdv, xcv, &a0[u], &a1[u], &corr[u]);
+                else x8z_group(wr[0] + b0 * B, fmt, xlo0, xhi0, xlo1, xhi1, xdv, xcv, &a0[0], &a1[0], &corr[0]);
+            }
+            if (full < nb)
+                for (int u = 0; u < L; u++) x8_group_avx512vnni(wr[u], full, nb, xq, xd, xc, fmt, &tail[u], &corr[u]);
+            for (int u = 0; u < lanes; u++) {
+                float s;
+                EQ_HSUM256(_mm256_add_ps(tail[u], corr[u]), s);
+                s += _mm512_reduce_add_ps(_mm512_add_ps(a0[u], a1[u]));
+                c->y[i * c->n + rows[u]] = s + (c->bias ? c->bias[rows[u]] : 0.0f);
+            }
+        }
+    }
+}
+EQ_AVX512VNNI static void rows_x8z(const qctx *c, long r0, long r1) {
+    const int four = c->streams == 4;
+    if (c->format == EK_WF_Q4_0X8) { if (four) x8z_body(c, r0, r1, EK_WF_Q4_0, 4); else x8z_body(c, r0, r1, EK_WF_Q4_0, 2); }
+    else { if (four) x8z_body(c, r0, r1, EK_WF_Q4_1, 4); else x8z_body(c, r0, r1, EK_WF_Q4_1, 2); }
+}
+
 /* bf16 weights widened to fp32 (x fp32), AVX2 */
 EQ_AVX2 static inline __m256 bf16x8(const uint16_t *p) {
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16));
@@ -1041,7 +1132,11 @@ static void run_range(const qctx *c, long r0, long r1) {
         else rows_avx2(c, r0, r1);
         return;
     case P_AVXVNNI: if (runs_grouped(c->format)) rows_x8_avxvnni(c, r0, r1); else rows_avxvnni(c, r0, r1); return;
-    case P_AVX512VNNI: if (runs_grouped(c->format)) rows_x8_avx512vnni(c, r0, r1); else rows_avx512vnni(c, r0, r1); return;
+    case P_AVX512VNNI:
+        if (c->format == EK_WF_Q4_0X8 || c->format == EK_WF_Q4_1X8) rows_x8z(c, r0, r1);
+        else if (runs_grouped(c->format)) rows_x8_avx512vnni(c, r0, r1);
+        else rows_avx512vnni(c, r0, r1);
+        return;
     case P_AVX512F: rows_bf16_avx512f(c, r0, r1); return;
     case P_AVX512BF16: rows_bf16_avx512bf16(c, r0, r1); return;
 #endif
@@ -1086,7 +1181,10 @@ static int prepare(qctx *c) {
     }
     if (!act_reserve(a, c->m * c->nb * 32, c->m * c->nb, 0)) return 0;
     quantize_act(base_format(c->format), c->x, c->m, c->k, a->q, a->d, a->c);
-    if ((c->format == EK_WF_Q4_0X8 || c->format == EK_WF_Q4_1X8) && c->path != P_SCALAR) interleave_pairs(a->q, c->m, c->nb);
+    if ((c->format == EK_WF_Q4_0X8 || c->format == EK_WF_Q4_1X8) && c->path != P_SCALAR) {
+        if (c->path == P_AVX512VNNI) interleave_quads(a->q, c->m, c->nb);   /* the zmm kernels (x8z_group) */
+        else interleave_pairs(a->q, c->m, c->nb);
+    }
     c->xq = a->q; c->xd = a->d; c->xc = a->c;
     return 1;
 }
