@@ -115,8 +115,15 @@ static int is_x8(int f) { return f == EK_WF_Q8_0X8 || f == EK_WF_Q4_0X8 || f == 
 static int base_format(int f) {
     return f == EK_WF_Q8_0X8 ? EK_WF_Q8_0 : f == EK_WF_Q4_0X8 ? EK_WF_Q4_0 : f == EK_WF_Q4_1X8 ? EK_WF_Q4_1 : f;
 }
-static long block_bytes(int base) { return base == EK_WF_INT8 ? 32 : base == EK_WF_Q8_0 ? 34 : base == EK_WF_Q4_0 ? 18 : 20; }
-static long header_bytes(int base) { return base == EK_WF_INT8 ? 0 : base == EK_WF_Q4_1 ? 4 : 2; }
+static long block_bytes(int base) {
+    return base == EK_WF_INT8 ? 32 : base == EK_WF_Q8_0 ? 34 : base == EK_WF_Q4_0 ? 18 : base == EK_WF_Q5_0 ? 22 : base == EK_WF_Q5_1 ? 24 : 20;
+}
+/* Bytes before a block's values: the f16 scale (and minimum), and the Q5 formats' 32 high bits */
+static long header_bytes(int base) {
+    return base == EK_WF_INT8 ? 0 : base == EK_WF_Q4_1 ? 4 : base == EK_WF_Q5_0 ? 6 : base == EK_WF_Q5_1 ? 8 : 2;
+}
+/* The 32-value block formats with a Q4_1-style minimum (q8_1 activations, m·s correction). */
+static int has_min(int base) { return base == EK_WF_Q4_1 || base == EK_WF_Q5_1; }
 
 /* Copies block b of an x8 row (nb blocks) into `out` as the ggml block. */
 static void x8_block(int base, const uint8_t *row, long nb, long b, uint8_t *out) {
@@ -136,6 +143,8 @@ long ek_quant_row_bytes(int format, long k) {
     case EK_WF_Q8_0: case EK_WF_Q8_0X8: return 34 * nb;
     case EK_WF_Q4_0: case EK_WF_Q4_0X8: return 18 * nb;
     case EK_WF_Q4_1: case EK_WF_Q4_1X8: return 20 * nb;
+    case EK_WF_Q5_0: return 22 * nb;
+    case EK_WF_Q5_1: return 24 * nb;
     case EK_WF_Q4_K: return 144 * ((k + 255) / 256);
     case EK_WF_Q5_K: return 176 * ((k + 255) / 256);
     case EK_WF_Q6_K: return 210 * ((k + 255) / 256);
@@ -225,7 +234,8 @@ static void quantize_act_impl(int format, const float *x, long m, long k, int8_t
                 float dq = format == EK_WF_INT8 ? db : f16_round(db);
                 d[i * nb + b] = dq;
                 if (format == EK_WF_Q4_0) c[i * nb + b] = 8.0f * dq * (float)sum;
-                else if (format == EK_WF_Q4_1) c[i * nb + b] = f16_round(db * (float)sum);
+                else if (format == EK_WF_Q5_0) c[i * nb + b] = 16.0f * dq * (float)sum;
+                else if (has_min(format)) c[i * nb + b] = f16_round(db * (float)sum);
                 else c[i * nb + b] = 0.0f;
                 continue;
             }
@@ -245,7 +255,8 @@ static void quantize_act_impl(int format, const float *x, long m, long k, int8_t
             float dq = format == EK_WF_INT8 ? db : f16_round(db);
             d[i * nb + b] = dq;
             if (format == EK_WF_Q4_0) c[i * nb + b] = 8.0f * dq * (float)sum;
-            else if (format == EK_WF_Q4_1) c[i * nb + b] = f16_round(db * (float)sum);
+            else if (format == EK_WF_Q5_0) c[i * nb + b] = 16.0f * dq * (float)sum;
+            else if (has_min(format)) c[i * nb + b] = f16_round(db * (float)sum);
             else c[i * nb + b] = 0.0f;
         }
     }
@@ -629,6 +640,16 @@ static float row_dot_scalar(const qctx *c, long r, long i) {
             acc += f16_to_f32(rd16(blk)) * xd[b] * (float)s + f16_to_f32(rd16(blk + 2)) * xc[b];
             break;
         }
+        case EK_WF_Q5_0: case EK_WF_Q5_1: {   /* values q | h<<4 in 0..31; Q5_0's −16 through xc = 16·d_x·Σq_x */
+            const int one = fmt == EK_WF_Q5_1;
+            const uint8_t *hb = blk + 2 + 2 * one, *q = hb + 4;
+            uint32_t qh = (uint32_t)hb[0] | (uint32_t)hb[1] << 8 | (uint32_t)hb[2] << 16 | (uint32_t)hb[3] << 24;
+            for (int j = 0; j < 16; j++)
+                s += ((q[j] & 0xF) | (int)((qh >> j) & 1) << 4) * xb[j] + ((q[j] >> 4) | (int)((qh >> (j + 16)) & 1) << 4) * xb[j + 16];
+            float dw = f16_to_f32(rd16(blk));
+            acc += dw * xd[b] * (float)s + (one ? f16_to_f32(rd16(blk + 2)) * xc[b] : -dw * xc[b]);
+            break;
+        }
         }
     }
     return c->format == EK_WF_INT8 ? acc * c->wscale[r] : acc;
@@ -683,9 +704,24 @@ static void rows_scalar(const qctx *c, long r0, long r1) {
         ACC = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p_), _mm256_set1_ps(dw_ * xd[B]), ACC); \
         CORR += ((QO) == 2 ? -dw_ : _cvtsh_ss(rd16((BLK) + 2))) * xc[B]; } while (0)
 
+/* 5-bit block at BLK (qh at BLK+HO, nibbles at BLK+HO+4), block B: the nibbles as EQ_STEP_Q4, each value's 5th bit
+ * from qh spread to its byte (bit i → byte i, ggml's bytes_from_bits_32), 16 where set; CORR += Q5_0: −d·c, Q5_1: m·c */
+#define EQ_STEP_Q5(DOT, ACC, CORR, BLK, HO, B) do { \
+        uint32_t h_; memcpy(&h_, (BLK) + (HO), 4); \
+        __m256i hb_ = _mm256_shuffle_epi8(_mm256_set1_epi32((int)h_), hshuf); \
+        hb_ = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_or_si256(hb_, hbits), _mm256_set1_epi64x(-1)), h16); \
+        __m128i r_ = _mm_loadu_si128((const __m128i *)((BLK) + (HO) + 4)); \
+        __m256i q_ = _mm256_or_si256(_mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(r_, 4), r_), m4), hb_); \
+        __m256i p_ = DOT(q_, _mm256_load_si256((const __m256i *)(xq + (B) * 32))); \
+        float dw_ = _cvtsh_ss(rd16(BLK)); \
+        ACC = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p_), _mm256_set1_ps(dw_ * xd[B]), ACC); \
+        CORR += ((HO) == 2 ? -dw_ : _cvtsh_ss(rd16((BLK) + 2))) * xc[B]; } while (0)
+
 #define EQ_DEFINE_INT_ROWS(SUFFIX, ATTR, DOT)                                                                  \
 ATTR static void rows_##SUFFIX(const qctx *c, long r0, long r1) {                                              \
-    const __m256i m4 = _mm256_set1_epi8(0x0F);                                                                 \
+    const __m256i m4 = _mm256_set1_epi8(0x0F), h16 = _mm256_set1_epi8(0x10);                                   \
+    const __m256i hshuf = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0);    \
+    const __m256i hbits = _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe);                                              \
     const long nb = c->nb;                                                                                     \
     for (long r = r0; r < r1; r++) {                                                                           \
         const uint8_t *wr = c->w + r * c->row_bytes;                                                           \
@@ -735,6 +771,26 @@ ATTR static void rows_##SUFFIX(const qctx *c, long r0, long r1) {               
                     EQ_STEP_Q4(DOT, a3, c3, k0 + 60, 4, b + 3);                                                \
                 }                                                                                              \
                 for (; b < nb; b++) EQ_STEP_Q4(DOT, a0, c0, wr + b * 20, 4, b);                                \
+                break;                                                                                         \
+            case EK_WF_Q5_0:                                                                                   \
+                for (; b + 4 <= nb; b += 4) {                                                                  \
+                    const uint8_t *k0 = wr + b * 22;                                                           \
+                    EQ_STEP_Q5(DOT, a0, c0, k0, 2, b);                                                         \
+                    EQ_STEP_Q5(DOT, a1, c1, k0 + 22, 2, b + 1);                                                \
+                    EQ_STEP_Q5(DOT, a2, c2, k0 + 44, 2, b + 2);                                                \
+                    EQ_STEP_Q5(DOT, a3, c3, k0 + 66, 2, b + 3);                                                \
+                }                                                                                              \
+                for (; b < nb; b++) EQ_STEP_Q5(DOT, a0, c0, wr + b * 22, 2, b);                                \
+                break;                                                                                         \
+            case EK_WF_Q5_1:                                                                                   \
+                for (; b + 4 <= nb; b += 4) {                                                                  \
+                    const uint8_t *k0 = wr + b * 24;                                                           \
+                    EQ_STEP_Q5(DOT, a0, c0, k0, 4, b);                                                         \
+                    EQ_STEP_Q5(DOT, a1, c1, k0 + 24, 4, b + 1);                                                \
+                    EQ_STEP_Q5(DOT, a2, c2, k0 + 48, 4, b + 2);                                                \
+                    EQ_STEP_Q5(DOT, a3, c3, k0 + 72, 4, b + 3);                                                \
+                }                                                                                              \
+                for (; b < nb; b++) EQ_STEP_Q5(DOT, a0, c0, wr + b * 24, 4, b);                                \
                 break;                                                                                         \
             }                                                                                                  \
             float s;                                                                                           \
@@ -1193,7 +1249,7 @@ int ek_gemv_quant(int format, const void *w, const float *wscale, const float *x
                   long m, long n, long k) {
     if (m < 1 || n < 1 || k < 1) return 0;
     if (format != EK_WF_BF16 && format != EK_WF_INT8 && format != EK_WF_Q8_0 && format != EK_WF_Q4_0 &&
-        format != EK_WF_Q4_1 && !is_x8(format) && !is_kq(format)) return -1;
+        format != EK_WF_Q4_1 && format != EK_WF_Q5_0 && format != EK_WF_Q5_1 && !is_x8(format) && !is_kq(format)) return -1;
     if (is_kq(format) && k % 256 != 0) return -1;
     read_int8_grouped();
     qctx c;
@@ -1232,7 +1288,7 @@ int ek_gemv_quant_multi(int format, long count, const void *const *w, const floa
     if (count < 1 || count > EK_GEMV_MULTI_MAX) return -1;
     if (m < 1 || k < 1) return 0;
     if (format != EK_WF_BF16 && format != EK_WF_INT8 && format != EK_WF_Q8_0 && format != EK_WF_Q4_0 &&
-        format != EK_WF_Q4_1 && !is_x8(format) && !is_kq(format)) return -1;
+        format != EK_WF_Q4_1 && format != EK_WF_Q5_0 && format != EK_WF_Q5_1 && !is_x8(format) && !is_kq(format)) return -1;
     if (is_kq(format) && k % 256 != 0) return -1;
     read_int8_grouped();
     multi_ctx mc;
@@ -1289,6 +1345,13 @@ static double weight_at(int format, const uint8_t *w, const float *wscale, long 
         const uint8_t *blk = wr + b * 20;
         int q = e < 16 ? blk[4 + e] & 0xF : blk[4 + e - 16] >> 4;
         return (double)f16_to_f32(rd16(blk)) * q + f16_to_f32(rd16(blk + 2));
+    }
+    case EK_WF_Q5_0: case EK_WF_Q5_1: {
+        const int one = format == EK_WF_Q5_1;
+        const uint8_t *blk = wr + b * (22 + 2 * one), *hb = blk + 2 + 2 * one;
+        int q = e < 16 ? hb[4 + e] & 0xF : hb[4 + e - 16] >> 4;
+        q |= ((hb[e / 8] >> (e % 8)) & 1) << 4;
+        return one ? (double)f16_to_f32(rd16(blk)) * q + f16_to_f32(rd16(blk + 2)) : (double)f16_to_f32(rd16(blk)) * (q - 16);
     }
     default: return 0;
     }
@@ -1353,15 +1416,16 @@ int ek_gemv_quant_ref(int format, const void *w, const float *wscale, const floa
             double s = 0;
             if (format == EK_WF_BF16) {
                 for (long j = 0; j < k; j++) s += weight_at(format, w, wscale, r, j, k) * x[i * k + j];
-            } else if (format == EK_WF_Q4_1) {
-                /* ggml's q4_1·q8_1: the m·x part uses the block's f16-rounded s = d_x Σ q_x */
+            } else if (has_min(format)) {
+                /* ggml's q4_1·q8_1 (q5_1·q8_1): the m·x part uses the block's f16-rounded s = d_x Σ q_x */
+                const long bb = block_bytes(format);
                 for (long j = 0; j < k; j++) {
-                    const uint8_t *blk = (const uint8_t *)w + r * ek_quant_row_bytes(format, k) + (j / 32) * 20;
+                    const uint8_t *blk = (const uint8_t *)w + r * ek_quant_row_bytes(format, k) + (j / 32) * bb;
                     double wq = weight_at(format, w, wscale, r, j, k) - f16_to_f32(rd16(blk + 2));
                     s += wq * (double)d[i * nb + j / 32] * q[i * nb * 32 + j];
                 }
                 for (long b = 0; b < nb; b++)
-                    s += (double)f16_to_f32(rd16((const uint8_t *)w + r * ek_quant_row_bytes(format, k) + b * 20 + 2)) * cc[i * nb + b];
+                    s += (double)f16_to_f32(rd16((const uint8_t *)w + r * ek_quant_row_bytes(format, k) + b * bb + 2)) * cc[i * nb + b];
             } else {
                 for (long j = 0; j < k; j++)
                     s += weight_at(format, w, wscale, r, j, k) * (double)d[i * nb + j / 32] * q[i * nb * 32 + j];
@@ -1430,6 +1494,37 @@ int ek_quantize_rows(int format, const float *src, void *dst, float *scales, lon
                     if (q1 > 15) q1 = 15;
                     blk[2 + j] = (uint8_t)(q0 | (q1 << 4));
                 }
+            } else if (format == EK_WF_Q5_0 || format == EK_WF_Q5_1) {   /* quantize_row_q5_0_ref / q5_1_ref */
+                const int one = format == EK_WF_Q5_1;
+                uint8_t *blk = out + b * (22 + 2 * one), *hb = blk + 2 + 2 * one;
+                float d, id, mn = 0;
+                if (one) {
+                    float mx = v[0];
+                    mn = v[0];
+                    for (int j = 1; j < 32; j++) { if (v[j] < mn) mn = v[j]; if (v[j] > mx) mx = v[j]; }
+                    d = (mx - mn) / 31.0f;
+                    wr16(blk + 2, f32_to_f16(mn));
+                } else {
+                    float amax = 0, mx = 0;
+                    for (int j = 0; j < 32; j++) if (fabsf(v[j]) > amax) { amax = fabsf(v[j]); mx = v[j]; }
+                    d = mx / -16.0f;
+                }
+                id = d != 0.0f ? 1.0f / d : 0.0f;
+                wr16(blk, f32_to_f16(d));
+                uint32_t qh = 0;
+                for (int j = 0; j < 16; j++) {
+                    int q0, q1;
+                    if (one) { q0 = (uint8_t)((v[j] - mn) * id + 0.5f); q1 = (uint8_t)((v[j + 16] - mn) * id + 0.5f); }
+                    else {
+                        q0 = (int)(int8_t)(v[j] * id + 16.5f); q1 = (int)(int8_t)(v[j + 16] * id + 16.5f);
+                        if (q0 > 31) q0 = 31;
+                        if (q1 > 31) q1 = 31;
+                    }
+                    hb[4 + j] = (uint8_t)((q0 & 0x0F) | ((q1 & 0x0F) << 4));
+                    qh |= (uint32_t)((q0 & 0x10) >> 4) << j;
+                    qh |= (uint32_t)((q1 & 0x10) >> 4) << (j + 16);
+                }
+                hb[0] = (uint8_t)qh; hb[1] = (uint8_t)(qh >> 8); hb[2] = (uint8_t)(qh >> 16); hb[3] = (uint8_t)(qh >> 24);
             } else { /* Q4_1 */
                 uint8_t *blk = out + b * 20;
                 float mn = v[0], mx = v[0];
@@ -1502,7 +1597,8 @@ static int dequantize_rows_serial(int format, const void *src, const float *scal
         }
         return 0;
     }
-    int type = format == EK_WF_Q8_0 ? EK_GGML_Q8_0 : format == EK_WF_Q4_0 ? EK_GGML_Q4_0 : EK_GGML_Q4_1;
+    int type = format == EK_WF_Q8_0 ? EK_GGML_Q8_0 : format == EK_WF_Q4_0 ? EK_GGML_Q4_0 : format == EK_WF_Q5_0 ? EK_GGML_Q5_0
+             : format == EK_WF_Q5_1 ? EK_GGML_Q5_1 : EK_GGML_Q4_1;
     long nb = (cols + 31) / 32;
     if (cols % 32 == 0) return ek_dequantize(type, src, dst, rows * cols);
     float tmp[32];

@@ -4,6 +4,8 @@
  *   Q8_0  32 values, 34 B: f16 d, int8 q[32]                      x = d*q
  *   Q4_0  32 values, 18 B: f16 d, u8 q[16] (low nibbles first)   x = d*(q-8)
  *   Q4_1  32 values, 20 B: f16 d, f16 m, u8 q[16]                 x = d*q + m
+ *   Q5_0  32 values, 22 B: f16 d, u32 qh, u8 q[16]                x = d*((q | h<<4) - 16), h = bit i of qh for value i
+ *   Q5_1  32 values, 24 B: f16 d, f16 m, u32 qh, u8 q[16]         x = d*(q | h<<4) + m
  *   Q4_K 256 values, 144 B: f16 d, f16 dmin, u8 scales[12] (8 6-bit scale/min pairs), u8 q[128]
  *   Q5_K 256 values, 176 B: as Q4_K plus u8 qh[32] (5th bit) before q[128]
  *   Q6_K 256 values, 210 B: u8 ql[128], u8 qh[64], int8 scales[16], f16 d
@@ -23,7 +25,7 @@ static float h2f(const uint8_t *p) {
 long ek_ggml_block_values(int type) {
     switch (type) {
     case EK_GGML_F32: case EK_GGML_F16: case EK_GGML_BF16: return 1;
-    case EK_GGML_Q4_0: case EK_GGML_Q4_1: case EK_GGML_Q8_0: return 32;
+    case EK_GGML_Q4_0: case EK_GGML_Q4_1: case EK_GGML_Q5_0: case EK_GGML_Q5_1: case EK_GGML_Q8_0: return 32;
     case EK_GGML_Q4_K: case EK_GGML_Q5_K: case EK_GGML_Q6_K: return 256;
     default: return 0;
     }
@@ -35,6 +37,8 @@ long ek_ggml_block_bytes(int type) {
     case EK_GGML_F16: case EK_GGML_BF16: return 2;
     case EK_GGML_Q4_0: return 18;
     case EK_GGML_Q4_1: return 20;
+    case EK_GGML_Q5_0: return 22;
+    case EK_GGML_Q5_1: return 24;
     case EK_GGML_Q8_0: return 34;
     case EK_GGML_Q4_K: return 144;
     case EK_GGML_Q5_K: return 176;
@@ -84,6 +88,19 @@ static void dequant_blocks(int type, const uint8_t *src, float *dst, long nb) {
             for (int j = 0; j < 16; j++) {
                 y[j] = d * (float)(q[j] & 0xF) + m;
                 y[j + 16] = d * (float)(q[j] >> 4) + m;
+            }
+            break;
+        }
+        case EK_GGML_Q5_0: case EK_GGML_Q5_1: {
+            const int one = type == EK_GGML_Q5_1;
+            float d = h2f(x), m = one ? h2f(x + 2) : 0.0f, *y = dst + b * 32;
+            const uint8_t *h = x + 2 + 2 * one, *q = h + 4;
+            uint32_t qh = (uint32_t)h[0] | (uint32_t)h[1] << 8 | (uint32_t)h[2] << 16 | (uint32_t)h[3] << 24;
+            const int off = one ? 0 : 16;
+            for (int j = 0; j < 16; j++) {
+                int v0 = (q[j] & 0xF) | (int)((qh >> j) & 1) << 4, v1 = (q[j] >> 4) | (int)((qh >> (j + 16)) & 1) << 4;
+                y[j] = d * (float)(v0 - off) + m;
+                y[j + 16] = d * (float)(v1 - off) + m;
             }
             break;
         }
@@ -169,6 +186,12 @@ static float ref_one(int type, const uint8_t *src, long i) {
     case EK_GGML_Q8_0: return h2f(x) * (float)(int8_t)x[2 + j];
     case EK_GGML_Q4_0: { int q = j < 16 ? (x[2 + j] & 0xF) : (x[2 + j - 16] >> 4); return h2f(x) * (float)(q - 8); }
     case EK_GGML_Q4_1: { int q = j < 16 ? (x[4 + j] & 0xF) : (x[4 + j - 16] >> 4); return h2f(x) * (float)q + h2f(x + 2); }
+    case EK_GGML_Q5_0: case EK_GGML_Q5_1: {   /* byte j % 16 holds values j % 16 (low nibble) and j % 16 + 16 */
+        const int one = type == EK_GGML_Q5_1, hoff = 2 + 2 * one;
+        int q = j < 16 ? (x[hoff + 4 + j] & 0xF) : (x[hoff + 4 + j - 16] >> 4);
+        q |= ((x[hoff + j / 8] >> (j % 8)) & 1) << 4;
+        return one ? h2f(x) * (float)q + h2f(x + 2) : h2f(x) * (float)(q - 16);
+    }
     case EK_GGML_Q4_K: case EK_GGML_Q5_K: {
         int sub = j / 32;                  /* 8 sub-blocks of 32 */
         int chunk = sub / 2, high = sub % 2, l = j % 32;

@@ -107,7 +107,7 @@ struct BenchCommand: ParsableCommand {
     @Option(name: .customLong("quality-tokens"), help: "Teacher-forced decode steps for the quality report of non-f32 formats (0: skip).")
     var qualityTokens: Int = 64
 
-    @Flag(name: .customLong("keep-quantized"), help: "With a GGUF --model: keep Q8_0/Q4_0/Q4_1/Q4_K/Q5_K/Q6_K matrices and the embedding in their blocks (decode reads them natively; f32 in --decode-weights then means these blocks).")
+    @Flag(name: .customLong("keep-quantized"), help: "With a GGUF --model: keep Q8_0/Q4_0/Q4_1/Q5_0/Q5_1/Q4_K/Q5_K/Q6_K matrices and the embedding in their blocks (decode reads them natively; f32 in --decode-weights then means these blocks).")
     var keepQuantized = false
 
     @Option(name: .customLong("epilogue-ab"), help: "Instead of the study: time the Mu encoder N times with fused and N times with separate GEMM epilogues, interleaved, and print both medians.")

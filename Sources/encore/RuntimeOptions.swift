@@ -22,7 +22,7 @@ struct RuntimeOptions: ParsableArguments {
     @Option(name: .customLong("kv-cache"), help: "Storage of the self-attention KV cache: auto (the default: f16 when decode steps read bf16 or quantized weights, as llama.cpp's cache: --decode-weights other than f32, a GGUF with --keep-quantized, or --prompt-weights int8, whose int8 rows decode steps then stream; f32 beside fp32 weights and for T5), f32, or f16 (half the cache memory and the bytes a step reads over it; logits within ~1e-3; refused for T5).")
     var kvCache: String = "auto"
 
-    @Flag(name: .customLong("keep-quantized"), help: "GGUF models: keep Q8_0/Q4_0/Q4_1/Q4_K/Q5_K/Q6_K matrices and the embedding table in their blocks instead of widening them to fp32 (less memory; decode reads them natively).")
+    @Flag(name: .customLong("keep-quantized"), help: "GGUF models: keep Q8_0/Q4_0/Q4_1/Q5_0/Q5_1/Q4_K/Q5_K/Q6_K matrices and the embedding table in their blocks instead of widening them to fp32 (less memory; decode reads them natively).")
     var keepQuantized = false
 
     func validate() throws {

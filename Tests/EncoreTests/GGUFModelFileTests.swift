@@ -11,8 +11,9 @@ final class GGUFModelFileTests: XCTestCase {
     func testDequantizeMatchesGGUFPackage() throws {
         let f = try GGUFModelFile(path: fixture("gguf/quant_types.gguf"))
         let expectedTypes: [String: GGMLType] = ["f32": .f32, "f16": .f16, "bf16": .bf16, "q8_0": .q8_0, "q4_0": .q4_0,
-                                                 "q4_1": .q4_1, "q4_k": .q4_K, "q5_k": .q5_K, "q6_k": .q6_K]
-        XCTAssertEqual(f.tensorNames.count, 18)
+                                                 "q4_1": .q4_1, "q4_k": .q4_K, "q5_k": .q5_K, "q6_k": .q6_K,
+                                                 "q5_0": .q5_0, "q5_1": .q5_1]
+        XCTAssertEqual(f.tensorNames.count, 22)
         for (name, type) in expectedTypes {
             let info = try XCTUnwrap(f.tensors[name])
             XCTAssertEqual(info.type, type, name)
@@ -38,8 +39,8 @@ final class GGUFModelFileTests: XCTestCase {
             for b in 0..<blocks {
                 let at: [Int]
                 switch type {
-                case .q8_0, .q4_0: at = [0]
-                case .q4_1, .q4_K, .q5_K: at = [0, 2]
+                case .q8_0, .q4_0, .q5_0: at = [0]
+                case .q4_1, .q5_1, .q4_K, .q5_K: at = [0, 2]
                 case .q6_K: at = [208]
                 case .f16: at = [0]
                 default: at = []

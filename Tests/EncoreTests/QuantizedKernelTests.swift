@@ -9,7 +9,7 @@ final class QuantizedKernelTests: XCTestCase {
     var rng = SplitMix64(seed: 5)
     func randoms(_ n: Int, scale: Float = 1) -> [Float] { (0..<n).map { _ in (rng.nextUnitFloat() * 2 - 1) * scale } }
 
-    static let formats: [WeightFormat] = [.bf16, .int8, .q8_0, .q4_0, .q4_1]
+    static let formats: [WeightFormat] = [.bf16, .int8, .q8_0, .q4_0, .q4_1, .q5_0, .q5_1]
     /// Odd shapes: k not a multiple of 32 (padded blocks), one and several activation rows, one row per task.
     static let shapes: [(m: Int, n: Int, k: Int)] = [(1, 1, 1), (1, 5, 7), (1, 37, 48), (3, 130, 64), (5, 100, 100),
                                                       (8, 300, 257), (1, 300, 1024), (2, 40, 4096), (9, 17, 96)]
@@ -95,7 +95,7 @@ final class QuantizedKernelTests: XCTestCase {
             for (n, k) in [(300, 512), (257, 300)] {
                 var (q, s) = quantize(randoms(n * k), f, rows: n, cols: k)
                 var layout = f.kernelID
-                if f != .bf16 && f != .int8 && k % 32 == 0 {   // the x8 layout decode streams
+                if ek_x8_format(f.kernelID) >= 0 && k % 32 == 0 {   // the x8 layout decode streams
                     var r = q
                     XCTAssertEqual(ek_repack_x8(ek_x8_format(f.kernelID), q, &r, n, k), 0)
                     q = r
@@ -149,7 +149,7 @@ final class QuantizedKernelTests: XCTestCase {
         var x = randoms(m * k, scale: 3)
         for (j, v) in [127, 2.5, -3.5, 0.5, 1.5].enumerated() { x[j] = Float(v) }   // block 0: amax 127 → id 1
         defer { ek_set_force_reference(0) }
-        for f in [WeightFormat.int8, .q8_0, .q4_0, .q4_1] {
+        for f in [WeightFormat.int8, .q8_0, .q4_0, .q4_1, .q5_0, .q5_1] {
             var out: [([Int8], [Float], [Float])] = []
             for force in [Int32(0), 1] {
                 ek_set_force_reference(force)
@@ -187,6 +187,8 @@ final class QuantizedKernelTests: XCTestCase {
                     case .q8_0: bound = amax / 254 * 1.002 + amax * 1e-3
                     case .q4_1: bound = (block.max()! - block.min()!) / 30 * 1.01 + amax * 1e-3
                     case .q4_0: bound = amax / 8 * 1.01
+                    case .q5_0: bound = amax / 16 * 1.01                                        // its clamp at 31
+                    case .q5_1: bound = (block.max()! - block.min()!) / 62 * 1.01 + amax * 1e-3
                     case .f32, .q4_K, .q5_K, .q6_K: bound = 0     // not in Self.formats
                     }
                     XCTAssertLessThanOrEqual(abs(back[i] - w[i]), bound, "\(f) [\(r), \(j)]")
@@ -195,11 +197,11 @@ final class QuantizedKernelTests: XCTestCase {
         }
     }
 
-    /// Encore's Q8_0/Q4_0/Q4_1 quantizers write the bytes llama.cpp's reference quantizers write
+    /// Encore's Q8_0/Q4_0/Q4_1/Q5_0/Q5_1 quantizers write the bytes llama.cpp's reference quantizers write
     /// (golden: tools/goldens/make_quantizer_goldens.py, via the `gguf` package).
     func testQuantizersMatchLlamaCppBytes() throws {
         let file = try GGUFModelFile(path: fixture("gguf/quantizer.gguf"))
-        for f in [WeightFormat.q8_0, .q4_0, .q4_1] {
+        for f in [WeightFormat.q8_0, .q4_0, .q4_1, .q5_0, .q5_1] {
             let input = try file.tensor(f.rawValue + ".input")                    // [rows, 96]
             let rows = input.shape[0], cols = input.shape[1]
             let (q, _) = quantize(input.toArray(), f, rows: rows, cols: cols)
@@ -212,7 +214,7 @@ final class QuantizedKernelTests: XCTestCase {
     /// The GGUF dequantizer and the new row dequantizer agree on ggml blocks (the kernels read the same bytes).
     func testRowDequantizerMatchesGGUFReader() throws {
         let file = try GGUFModelFile(path: fixture("gguf/quant_types.gguf"))
-        for (name, f) in [("q8_0", WeightFormat.q8_0), ("q4_0", .q4_0), ("q4_1", .q4_1)] {
+        for (name, f) in [("q8_0", WeightFormat.q8_0), ("q4_0", .q4_0), ("q4_1", .q4_1), ("q5_0", .q5_0), ("q5_1", .q5_1)] {
             let info = try XCTUnwrap(file.tensors[name])
             let cols = info.shape.last!, rows = info.elementCount / cols
             var out = [Float](repeating: 0, count: rows * cols)

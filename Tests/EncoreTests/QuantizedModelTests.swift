@@ -202,6 +202,37 @@ final class QuantizedModelTests: XCTestCase {
         XCTAssertLessThan(errKept, 1e-5)
     }
 
+    /// Q5_0 / Q5_1 blocks (tools/goldens/make_tied_quant_goldens.py's q5.gguf): what llama.cpp's Q4_K_M files of
+    /// small models hold wherever a row is not a multiple of 256 (SmolLM2-360M, Qwen2.5-0.5B). With --keep-quantized
+    /// they stay in their blocks and decode runs llama.cpp's arithmetic on them (q8_0 / q8_1 activations, exact int32
+    /// block sums), so decode-step logits land on llama.cpp's: bound 1e-5 and no further than the widened model's.
+    /// Widened, the same file gives llama.cpp's fp32 reference logits (prompt pass, fp32 everywhere: bound 1e-5).
+    func testGGUFQ5BlocksMatchLlamaCpp() throws {
+        let path = fixture("tiny_llama/q5.gguf")
+        let plain = try XCTUnwrap(ModelRegistry.load(folder: path) as? LlamaModel)
+        let kept = try XCTUnwrap(ModelRegistry.load(folder: path, keepQuantized: true) as? LlamaModel)
+        XCTAssertEqual(kept.blocks.map(\.down.decodeFormat), [.q5_0, .q6_K, .q5_1])
+        XCTAssertEqual(kept.blocks.map(\.o.decodeFormat), [.q5_0, .q5_1, .q5_0])
+        XCTAssertEqual(kept.embeddingBlocks?.format, .q8_0)
+        XCTAssertEqual(plain.blocks.map(\.down.decodeFormat), [.f32, .f32, .f32])
+        let golden = try readJSON(fixture("tiny_llama/golden.json"))
+        let prompt = try intRows(golden["prompts"])[1]                       // 40 tokens
+        let reference = try SafeTensorsFile(path: fixture("tiny_llama/golden-q5.safetensors"))
+        let fp32Err = relativeError(try plain.logits([prompt]).toArray(), try reference.tensor("prompt1.fp32_logits").toArray())
+        XCTAssertLessThan(fp32Err, 1e-5, "widened Q5 blocks against gguf's dequantization in numpy")
+        let want = try reference.tensor("prompt1.logits").toArray()
+        func stepwise(_ m: LlamaModel) throws -> [Float] {
+            let s = try m.beginGeneration(prompts: [[prompt[0]]])
+            var out = s.logits.toArray()
+            for t in prompt.dropFirst() { try s.advance(tokens: [t]); out += s.logits.toArray() }
+            return out
+        }
+        let errKept = relativeError(try stepwise(kept), want), errPlain = relativeError(try stepwise(plain), want)
+        print("tiny Q5_0/Q5_1 GGUF: prompt widened vs fp32 numpy \(fp32Err); decode steps vs llama.cpp: kept \(errKept), widened \(errPlain)")
+        XCTAssertLessThanOrEqual(errKept, errPlain)
+        XCTAssertLessThan(errKept, 1e-5)
+    }
+
     /// Llama (tiny F32 GGUF, large random weights): every format decodes, with the error ordered by the format's
     /// precision; measured bf16 1e-2, int8 5.5e-2, q8_0 ~5e-2, q4 0.44; bounds 1.5×.
     func testLlamaDecodeFormats() throws {

@@ -360,7 +360,11 @@ static void test_gemv_f32(void) {
 #endif
 }
 
-static const char *const fmt_names[] = { "f32", "bf16", "int8", "q8_0", "q4_0", "q4_1" };
+static const char *const fmt_names[] = { "f32", "bf16", "int8", "q8_0", "q4_0", "q4_1", "q8_0x8", "q4_0x8", "q4_1x8",
+                                         "q4_K", "q5_K", "q6_K", "q5_0", "q5_1" };
+/* the formats the GEMV checks quantize with ek_quantize_rows (llama.cpp's reference rounding) */
+static const int gemv_formats[] = { EK_WF_BF16, EK_WF_INT8, EK_WF_Q8_0, EK_WF_Q4_0, EK_WF_Q4_1, EK_WF_Q5_0, EK_WF_Q5_1 };
+#define NGEMV_FORMATS (long)(sizeof gemv_formats / sizeof gemv_formats[0])
 
 struct quant_row_ctx { int f; const void *q; const float *ws, *x, *b; long m, k; };
 static void quant_row(void *ctx, long r, float *yr) {
@@ -387,7 +391,8 @@ static void expect_same_other_streams(const char *what, long case_id, int format
 }
 
 static void test_gemv_quant(char seen[][8][16]) {
-    for (int f = EK_WF_BF16; f <= EK_WF_Q4_1; f++) {
+    for (long fi = 0; fi < NGEMV_FORMATS; fi++) {
+        const int f = gemv_formats[fi];
         for (long si = 0; si < NGSHAPES; si++) {
             long m = gshapes[si][0], n = gshapes[si][1], k = gshapes[si][2];
             float *w = frand(n * k, 1), *x = frand(m * k, 3), *b = frand(n, 1);
@@ -477,7 +482,8 @@ static void test_gemv_quant(char seen[][8][16]) {
 }
 
 static void test_quantize_activations(void) {
-    for (int f = EK_WF_INT8; f <= EK_WF_Q4_1; f++) {
+    for (long fi = 1; fi < NGEMV_FORMATS; fi++) {   /* the integer formats */
+        const int f = gemv_formats[fi];
         for (long si = 0; si < NSIZES; si++) {
             long m = 3, k = sizes[si], nb = (k + 31) / 32;
             float *x = frand(m * k, 5);
@@ -831,7 +837,7 @@ int main(void) {
     expect_str("forced ek_gemv_path(int8)", ek_gemv_path(EK_WF_INT8), "scalar");
     ek_set_force_reference(0);
 
-    char seen[8][8][16];
+    char seen[16][8][16];
     memset(seen, 0, sizeof seen);
     for (int mode = 0; mode < 2; mode++) {
         ek_set_force_reference(mode);

@@ -2,7 +2,7 @@
 """Goldens for Encore's GGUF tensor reader and dequantization kernels.
 
 Writes Tests/EncoreTests/Fixtures/gguf/quant_types.gguf: for every ggml type Encore reads (F32, F16, BF16,
-Q8_0, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K) a tensor `<type>` holding quantized data, and beside it `<type>.expected`,
+Q8_0, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K, Q5_0, Q5_1) a tensor `<type>` holding quantized data, and beside it `<type>.expected`,
 the F32 values that the `gguf` Python package's reference `gguf.quants.dequantize` gives for those bytes.
 Types the package can quantize are quantized from random floats; K-quants are random bytes with sane f16
 scales (every bit pattern of the quants is then exercised). Shapes are odd on purpose (3-D, few rows).
@@ -39,13 +39,15 @@ def main():
         ("q4_k", Q.Q4_K, (3, 256)),
         ("q5_k", Q.Q5_K, (2, 512)),
         ("q6_k", Q.Q6_K, (3, 256)),
+        ("q5_0", Q.Q5_0, (3, 96)),        # added in session 17: last, so the tensors above keep their bytes
+        ("q5_1", Q.Q5_1, (3, 96)),
     ]:
         x = (rng.standard_normal(shape) * 0.7 + 0.1).astype(np.float32)
         if qtype == Q.F32:
             raw = x
         elif qtype == Q.F16:
             raw = x.astype(np.float16)
-        elif qtype in (Q.BF16, Q.Q8_0, Q.Q4_0, Q.Q4_1):
+        elif qtype in (Q.BF16, Q.Q8_0, Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1):
             raw = quantize(x, qtype)
         else:                                     # K-quants: random bytes, f16 scales in [0.001, 0.05]
             raw = random_kquant(rng, qtype, shape, scale=(0.001, 0.05))

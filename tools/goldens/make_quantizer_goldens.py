@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Goldens for Encore's weight quantizers (ek_quantize_rows): llama.cpp's reference rounding for Q8_0, Q4_0, Q4_1.
+"""Goldens for Encore's weight quantizers (ek_quantize_rows): llama.cpp's reference rounding for Q8_0, Q4_0, Q4_1,
+Q5_0 and Q5_1.
 
 Writes Tests/EncoreTests/Fixtures/gguf/quantizer.gguf: for each type a tensor `<type>.input` (F32 [rows, 96])
 and `<type>` holding the `gguf` Python package's `gguf.quants.quantize` of it (bit-exact with ggml-quants.c's
@@ -34,7 +35,7 @@ def main():
     x[5, :] = np.round(x[5, :] * 8) / 8   # many exact ties after scaling
     w = gguf.GGUFWriter(OUT, "encore-quantizer-test")
     w.add_string("encore.purpose", "quantizer goldens")
-    for name, qtype in [("q8_0", Q.Q8_0), ("q4_0", Q.Q4_0), ("q4_1", Q.Q4_1)]:
+    for name, qtype in [("q8_0", Q.Q8_0), ("q4_0", Q.Q4_0), ("q4_1", Q.Q4_1), ("q5_0", Q.Q5_0), ("q5_1", Q.Q5_1)]:
         w.add_tensor(name + ".input", x)
         w.add_tensor(name, quantize(x, qtype), raw_dtype=qtype)
     finish_gguf(w)

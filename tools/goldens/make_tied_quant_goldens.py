@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""A tiny Llama GGUF whose head is tied to a quantized token embedding, and llama.cpp's logits on it.
+"""Tiny Llama GGUFs whose head is tied to a quantized token embedding, and llama.cpp's logits on them.
 
 Checks Encore's `--keep-quantized` path where the embedding table stays in its blocks (row lookups dequantize
 only the rows they need) and the tied head runs the quantized GEMV on the same blocks, as llama.cpp does:
@@ -10,6 +10,10 @@ only the rows they need) and the tied head runs the quantized GEMV on the same b
   Tests/EncoreTests/Fixtures/tiny_llama/golden-tied-q4.safetensors   llama.cpp logits of every position of the
                                                                      prompts of golden.json (prompt<i>.logits), and
                                                                      the fp32 numpy reference (prompt<i>.fp32_logits)
+  Tests/EncoreTests/Fixtures/tiny_llama/q5.gguf                      Q8_0 token_embd (tied head), Q5_0/Q5_1/Q6_K
+                                                                     matrices: the mix of llama.cpp's Q4_K_M files of
+                                                                     small models, whose rows are not multiples of 256
+  Tests/EncoreTests/Fixtures/tiny_llama/golden-q5.safetensors        as golden-tied-q4.safetensors, for q5.gguf
 
 Same shapes, prompts and llama.cpp settings as make_smollm2_goldens.py's tiny models (F32 KV cache, flash
 attention off; the shared code is in _gguf_common.py). Deterministic (fixed seed). Run from the repository root:
@@ -36,20 +40,36 @@ def write_tied(path, seed):
     finish_gguf(w)
 
 
-def main():
-    out = os.path.join(FIX, "tiny_llama")
-    prompts = json.load(open(os.path.join(out, "golden.json")))["prompts"]
-    path = os.path.join(out, "tied-q4.gguf")
-    write_tied(path, 3)
+def write_q5(path, seed):
+    """q5.gguf (session 17): Q8_0 token_embd = the tied head, Q5_0/Q5_1 attention and gate/up, Q5_0/Q6_K/Q5_1 down."""
+    rng = np.random.default_rng(seed)
+    w = tiny_llama_writer(path, "encore-tiny-llama-q5")
+    plans = [(Q.Q5_0, Q.Q5_1, Q.Q5_0), (Q.Q5_1, Q.Q5_0, Q.Q6_K), (Q.Q5_0, Q.Q5_0, Q.Q5_1)]
+    add_tiny_llama_tensors(w, rng, Q.Q8_0, 1.0, plans)
+    finish_gguf(w)
+
+
+def goldens(out, prompts, name, path):
     llm = load_llama(path, TINY["ctx"])
     tensors = {}
     for i, p in enumerate(prompts):
         tensors[f"prompt{i}.logits"] = all_logits(llm, p)
         tensors[f"prompt{i}.fp32_logits"] = numpy_forward(path, p)
         err = np.abs(tensors[f"prompt{i}.logits"] - tensors[f"prompt{i}.fp32_logits"]).max() / np.abs(tensors[f"prompt{i}.fp32_logits"]).max()
-        print(f"prompt {i}: llama.cpp vs fp32 numpy relative error {err:.2e}")
-    write_safetensors(os.path.join(out, "golden-tied-q4.safetensors"), tensors)
-    print("tied-q4", os.path.getsize(path), "bytes")
+        print(f"{name} prompt {i}: llama.cpp vs fp32 numpy relative error {err:.2e}")
+    write_safetensors(os.path.join(out, f"golden-{name}.safetensors"), tensors)
+    print(name, os.path.getsize(path), "bytes")
+
+
+def main():
+    out = os.path.join(FIX, "tiny_llama")
+    prompts = json.load(open(os.path.join(out, "golden.json")))["prompts"]
+    path = os.path.join(out, "tied-q4.gguf")
+    write_tied(path, 3)
+    goldens(out, prompts, "tied-q4", path)
+    path = os.path.join(out, "q5.gguf")
+    write_q5(path, 5)
+    goldens(out, prompts, "q5", path)
 
 
 if __name__ == "__main__":

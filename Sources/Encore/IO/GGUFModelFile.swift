@@ -4,7 +4,7 @@ import EncoreTokenizers
 
 /// The ggml tensor types Encore reads from GGUF files (all dequantized to fp32 on load).
 public enum GGMLType: UInt32, CaseIterable, Sendable {
-    case f32 = 0, f16 = 1, q4_0 = 2, q4_1 = 3, q8_0 = 8, q4_K = 12, q5_K = 13, q6_K = 14, bf16 = 30
+    case f32 = 0, f16 = 1, q4_0 = 2, q4_1 = 3, q5_0 = 6, q5_1 = 7, q8_0 = 8, q4_K = 12, q5_K = 13, q6_K = 14, bf16 = 30
 
     /// Values per block (1 for the float types).
     public var blockValues: Int { ek_ggml_block_values(Int32(rawValue)) }
@@ -18,6 +18,8 @@ public enum GGMLType: UInt32, CaseIterable, Sendable {
         case .bf16: return "BF16"
         case .q4_0: return "Q4_0"
         case .q4_1: return "Q4_1"
+        case .q5_0: return "Q5_0"
+        case .q5_1: return "Q5_1"
         case .q8_0: return "Q8_0"
         case .q4_K: return "Q4_K"
         case .q5_K: return "Q5_K"

@@ -137,7 +137,7 @@ public enum ModelRegistry {
     public static let supportedTypes = ["mu", "mu_decoder", "llama, qwen2, phi3 (Hugging Face safetensors or GGUF)", "t5 (Hugging Face T5 / Flan-T5, or llama.cpp's T5 GGUF)"]
 
     /// `folder` is a model folder or a `.gguf` file (recognised by its magic, whatever its name).
-    /// `keepQuantized`: GGUF Q8_0/Q4_0/Q4_1 and Q4_K/Q5_K/Q6_K matrices (and the embedding table) stay in their blocks (see ``LlamaModel/init(path:keepQuantized:)``).
+    /// `keepQuantized`: GGUF Q8_0/Q4_0/Q4_1/Q5_0/Q5_1 and Q4_K/Q5_K/Q6_K matrices (and the embedding table) stay in their blocks (see ``LlamaModel/init(path:keepQuantized:)``).
     public static func load(folder: String, keepQuantized: Bool = false) throws -> LanguageModel {
         var isDir: ObjCBool = false
         if FileManager.default.fileExists(atPath: folder, isDirectory: &isDir), !isDir.boolValue {

@@ -106,7 +106,7 @@ final class WeightLoader {
         }
     }
 
-    /// Keep GGUF Q8_0/Q4_0/Q4_1/Q4_K/Q5_K/Q6_K matrices in their blocks (decode streams them; prompt passes dequantize per call)
+    /// Keep GGUF Q8_0/Q4_0/Q4_1/Q5_0/Q5_1/Q4_K/Q5_K/Q6_K matrices in their blocks (decode streams them; prompt passes dequantize per call)
     /// instead of dequantizing them to fp32 at load.
     var keepQuantized = false
     /// GGUF tensors already regrouped (a tied embedding and head share one).
@@ -147,8 +147,8 @@ final class WeightLoader {
             return QuantizedMatrix(borrowing: q.data, scales: q.scales, format: q.format, rows: q.rows, columns: q.columns, owner: f)
         case .gguf(let f):
             guard keepQuantized, let info = f.tensors[name], info.shape.count == 2,
-                  let format = [WeightFormat.q8_0, .q4_0, .q4_1, .q4_K, .q5_K, .q6_K].first(where: { $0.ggmlType == info.type }),
-                  format.isQuantizationTarget || info.shape[1] % 256 == 0 else { return nil }
+                  let format = [WeightFormat.q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .q4_K, .q5_K, .q6_K].first(where: { $0.ggmlType == info.type }),
+                  info.shape[1] % info.type.blockValues == 0 else { return nil }
             guard info.shape == shape else {
                 throw EncoreError(.shapeMismatch, "\(sourceName): tensor '\(name)' has shape \(info.shape), expected \(shape)")
             }

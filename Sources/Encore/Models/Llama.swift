@@ -559,7 +559,7 @@ public final class LlamaModel: CausalDecoder {
     }
 
     /// Loads a `.gguf` file (architecture llama, qwen2 or phi3).
-    /// `keepQuantized`: Q8_0/Q4_0/Q4_1/Q4_K/Q5_K/Q6_K matrices and the embedding stay in their blocks (copied out of the mapping, Q8_0/Q4_0/Q4_1 regrouped by 8; decode
+    /// `keepQuantized`: Q8_0/Q4_0/Q4_1/Q5_0/Q5_1/Q4_K/Q5_K/Q6_K matrices and the embedding stay in their blocks (copied out of the mapping, Q8_0/Q4_0/Q4_1 regrouped by 8; decode
     /// streams them, prompt passes dequantize per call) instead of being widened to fp32.
     public convenience init(path: String, keepQuantized: Bool = false) throws {
         let file = try GGUFModelFile(path: path)

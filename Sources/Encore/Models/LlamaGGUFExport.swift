@@ -53,6 +53,8 @@ public enum LlamaGGUFExport {
         case .q4_0: return 2
         case .q4_1: return 3
         case .q8_0: return 7
+        case .q5_0: return 8
+        case .q5_1: return 9
         case .bf16: return 32
         case .q4_K: return 15
         case .q5_K: return 17

@@ -4,15 +4,19 @@ import EncoreKernels
 /// Storage formats of a weight matrix for the decode GEMVs (prompt passes keep fp32 GEMM through BLAS).
 ///
 /// Bytes per weight: f32 4, bf16 2, int8 1 (+ one fp32 scale per row), q8_0 1.0625, q4_1 0.625, q4_0 0.5625;
-/// GGUF's K-quants (read from GGUF files with `keepQuantized`, not made by ``QuantizedMatrix/init(_:format:regroup:)``):
-/// q6_K 0.8203, q5_K 0.6875, q4_K 0.5625.
+/// GGUF's K-quants and Q5 blocks (read from GGUF files with `keepQuantized`, not made by
+/// ``QuantizedMatrix/init(_:format:regroup:)``): q6_K 0.8203, q5_K 0.6875, q4_K 0.5625, q5_1 0.75, q5_0 0.6875.
+/// (llama.cpp's Q4_K_M files of small models hold mostly Q5_0: a row that is not a multiple of 256 cannot be a K-quant.)
 /// The integer formats quantize the activations per block of 32 once per call (K-quants: ggml's Q8_K, blocks of
 /// 256), as llama.cpp does.
 public enum WeightFormat: String, CaseIterable, Sendable {
-    case f32, bf16, int8, q8_0, q4_0, q4_1, q4_K, q5_K, q6_K
+    case f32, bf16, int8, q8_0, q4_0, q4_1, q4_K, q5_K, q6_K, q5_0, q5_1
 
-    /// Whether Encore quantizes fp32 weights to this format (the K-quants are only read from GGUF files).
-    public var isQuantizationTarget: Bool { self != .q4_K && self != .q5_K && self != .q6_K }
+    /// Whether Encore quantizes fp32 weights to this format (the K-quants and Q5 blocks are only read from GGUF files).
+    public var isQuantizationTarget: Bool { !isGGUFOnly }
+
+    /// The formats only read from GGUF files: the K-quants, Q5_0 and Q5_1.
+    var isGGUFOnly: Bool { self == .q4_K || self == .q5_K || self == .q6_K || self == .q5_0 || self == .q5_1 }
 
     /// The kernel's format id (EK_WF_*).
     var kernelID: Int32 {
@@ -26,6 +30,8 @@ public enum WeightFormat: String, CaseIterable, Sendable {
         case .q4_K: return Int32(EK_WF_Q4_K)
         case .q5_K: return Int32(EK_WF_Q5_K)
         case .q6_K: return Int32(EK_WF_Q6_K)
+        case .q5_0: return Int32(EK_WF_Q5_0)
+        case .q5_1: return Int32(EK_WF_Q5_1)
         }
     }
 
@@ -59,6 +65,8 @@ public enum WeightFormat: String, CaseIterable, Sendable {
         case .q4_K: return .q4_K
         case .q5_K: return .q5_K
         case .q6_K: return .q6_K
+        case .q5_0: return .q5_0
+        case .q5_1: return .q5_1
         case .bf16: return .bf16
         case .f32: return .f32
         case .int8: return nil

@@ -142,7 +142,8 @@ void ek_f32_to_f16(const float *src, uint16_t *dst, long n);   /* round to neare
 
 /* ---- GGML block formats (GGUF tensors) → fp32 ---- */
 /** GGML type ids as stored in GGUF tensor infos. */
-enum { EK_GGML_F32 = 0, EK_GGML_F16 = 1, EK_GGML_Q4_0 = 2, EK_GGML_Q4_1 = 3, EK_GGML_Q8_0 = 8,
+enum { EK_GGML_F32 = 0, EK_GGML_F16 = 1, EK_GGML_Q4_0 = 2, EK_GGML_Q4_1 = 3, EK_GGML_Q5_0 = 6, EK_GGML_Q5_1 = 7,
+       EK_GGML_Q8_0 = 8,
        EK_GGML_Q4_K = 12, EK_GGML_Q5_K = 13, EK_GGML_Q6_K = 14, EK_GGML_BF16 = 30 };
 /** Values per block of a supported type (1 for F32/F16/BF16), 0 when unsupported. */
 long ek_ggml_block_values(int type);
@@ -217,12 +218,16 @@ void ek_gemv_bf16_ref(const uint16_t *w, const float *x, const float *bias, floa
 
 /* ---- quantized weights for decode (gemv_quant.c) ---- */
 /** Weight formats. Rows are padded to ceil(k/32) blocks of 32 (GGUF rows already are):
- *  BF16 uint16 [n, k]; INT8 int8 [n, nb*32] + fp32 scale per row; Q8_0/Q4_0/Q4_1 ggml blocks (34/18/20 B). */
+ *  BF16 uint16 [n, k]; INT8 int8 [n, nb*32] + fp32 scale per row; Q8_0/Q4_0/Q4_1/Q5_0/Q5_1 ggml blocks
+ *  (34/18/20/22/24 B). */
 enum { EK_WF_F32 = 0, EK_WF_BF16 = 1, EK_WF_INT8 = 2, EK_WF_Q8_0 = 3, EK_WF_Q4_0 = 4, EK_WF_Q4_1 = 5,
        /* the same blocks regrouped by 8 (ek_repack_x8): what the fast decode kernels read */
        EK_WF_Q8_0X8 = 6, EK_WF_Q4_0X8 = 7, EK_WF_Q4_1X8 = 8,
        /* GGUF K-quants, super-blocks of 256 (rows of k % 256 == 0), activations as ggml's Q8_K */
-       EK_WF_Q4_K = 9, EK_WF_Q5_K = 10, EK_WF_Q6_K = 11 };
+       EK_WF_Q4_K = 9, EK_WF_Q5_K = 10, EK_WF_Q6_K = 11,
+       /* GGUF Q5_0 / Q5_1 blocks of 32 (22 / 24 B: f16 d, [f16 m,] u32 qh (bit i = 5th bit of value i), u8 qs[16]),
+        * activations as for Q4_0 / Q4_1: what llama.cpp's Q4_K_M files hold where a row is not a multiple of 256 */
+       EK_WF_Q5_0 = 12, EK_WF_Q5_1 = 13 };
 /** Instruction-set levels, for capping the dispatch in tests and benchmarks. On arm64, EK_ISA_AVX2 means plain NEON
  *  and EK_ISA_AVXVNNI and above also allow the SDOT int8 path ("neon-dotprod"); EK_ISA_SCALAR is plain C everywhere. */
 enum { EK_ISA_SCALAR = 0, EK_ISA_AVX2 = 1, EK_ISA_AVXVNNI = 2, EK_ISA_AVX512 = 3 };
