@@ -110,10 +110,14 @@ static void quantize_act_k(const float *x, long m, long k, int8_t *q, float *d, 
 
 /* ---- the x8 layouts: ggml blocks regrouped by 8 (see ek_repack_x8) ---- */
 
-static int is_x8(int f) { return f == EK_WF_Q8_0X8 || f == EK_WF_Q4_0X8 || f == EK_WF_Q4_1X8; }
+static int is_x8(int f) {
+    return f == EK_WF_Q8_0X8 || f == EK_WF_Q4_0X8 || f == EK_WF_Q4_1X8 || f == EK_WF_Q5_0X8 || f == EK_WF_Q5_1X8;
+}
+static int is_q5x8(int f) { return f == EK_WF_Q5_0X8 || f == EK_WF_Q5_1X8; }
 /* The ggml format an x8 layout regroups (others: themselves). */
 static int base_format(int f) {
-    return f == EK_WF_Q8_0X8 ? EK_WF_Q8_0 : f == EK_WF_Q4_0X8 ? EK_WF_Q4_0 : f == EK_WF_Q4_1X8 ? EK_WF_Q4_1 : f;
+    return f == EK_WF_Q8_0X8 ? EK_WF_Q8_0 : f == EK_WF_Q4_0X8 ? EK_WF_Q4_0 : f == EK_WF_Q4_1X8 ? EK_WF_Q4_1
+         : f == EK_WF_Q5_0X8 ? EK_WF_Q5_0 : f == EK_WF_Q5_1X8 ? EK_WF_Q5_1 : f;
 }
 static long block_bytes(int base) {
     return base == EK_WF_INT8 ? 32 : base == EK_WF_Q8_0 ? 34 : base == EK_WF_Q4_0 ? 18 : base == EK_WF_Q5_0 ? 22 : base == EK_WF_Q5_1 ? 24 : 20;
@@ -125,8 +129,44 @@ static long header_bytes(int base) {
 /* The 32-value block formats with a Q4_1-style minimum (q8_1 activations, m·s correction). */
 static int has_min(int base) { return base == EK_WF_Q4_1 || base == EK_WF_Q5_1; }
 
+/* The Q5 x8 layout. A full group of 8 blocks (22 / 24 bytes each as ggml's) holds the 8 f16 scales, (Q5_1) the 8 f16
+ * minima, then for each quad of blocks (4j…4j+3) two 64-bit masks: bits 16L…16L+15 of the first are block 4j+L's
+ * qh bits 0…15 (its values 0…15, the low nibbles), of the second its qh bits 16…31 (values 16…31, the high
+ * nibbles), so one masked byte add gives the 5th bits of four blocks; then the 8 blocks' 16 nibble bytes in order.
+ * The last nb % 8 blocks of a row stay ggml blocks. Same bytes per row. pack: ggml → x8, else back. */
+static void x8_row5(int base, const uint8_t *src, uint8_t *dst, long nb, int pack) {
+    const int one = base == EK_WF_Q5_1;
+    const long B = 22 + 2 * one, full = nb / 8 * 8;
+    for (long g0 = 0; g0 < full; g0 += 8) {
+        const long grp = g0 * B, qm = grp + 16 + 16 * one, q = qm + 32;
+        for (long j = 0; j < 8; j++) {
+            const long plain = (g0 + j) * B, hb = plain + 2 + 2 * one, quad = qm + 16 * (j / 4) + 2 * (j % 4);
+            long off[5][3] = { { plain, grp + 2 * j, 2 }, { plain + 2, grp + 16 + 2 * j, one ? 2 : 0 },
+                               { hb, quad, 2 }, { hb + 2, quad + 8, 2 }, { hb + 4, q + 16 * j, 16 } };
+            for (int f = 0; f < 5; f++) {
+                if (off[f][2] == 0) continue;
+                if (pack) memcpy(dst + off[f][1], src + off[f][0], (size_t)off[f][2]);
+                else memcpy(dst + off[f][0], src + off[f][1], (size_t)off[f][2]);
+            }
+        }
+    }
+    memcpy(dst + full * B, src + full * B, (size_t)((nb - full) * B));   /* the last blocks as they are */
+}
+
 /* Copies block b of an x8 row (nb blocks) into `out` as the ggml block. */
 static void x8_block(int base, const uint8_t *row, long nb, long b, uint8_t *out) {
+    if (base == EK_WF_Q5_0 || base == EK_WF_Q5_1) {
+        const int one = base == EK_WF_Q5_1;
+        const long B = 22 + 2 * one, g0 = b / 8 * 8, j = b - g0;
+        if (g0 + 8 > nb) { memcpy(out, row + b * B, (size_t)B); return; }
+        const uint8_t *grp = row + g0 * B, *qm = grp + 16 + 16 * one, *quad = qm + 16 * (j / 4) + 2 * (j % 4);
+        uint8_t *hb = out + 2 + 2 * one;
+        memcpy(out, grp + 2 * j, 2);
+        if (one) memcpy(out + 2, grp + 16 + 2 * j, 2);
+        memcpy(hb, quad, 2); memcpy(hb + 2, quad + 8, 2);
+        memcpy(hb + 4, qm + 32 + 16 * j, 16);
+        return;
+    }
     long B = block_bytes(base), h = header_bytes(base), g0 = b / 8 * 8, g = nb - g0 < 8 ? nb - g0 : 8, j = b - g0;
     const uint8_t *grp = row + g0 * B;
     out[0] = grp[2 * j]; out[1] = grp[2 * j + 1];
@@ -143,8 +183,8 @@ long ek_quant_row_bytes(int format, long k) {
     case EK_WF_Q8_0: case EK_WF_Q8_0X8: return 34 * nb;
     case EK_WF_Q4_0: case EK_WF_Q4_0X8: return 18 * nb;
     case EK_WF_Q4_1: case EK_WF_Q4_1X8: return 20 * nb;
-    case EK_WF_Q5_0: return 22 * nb;
-    case EK_WF_Q5_1: return 24 * nb;
+    case EK_WF_Q5_0: case EK_WF_Q5_0X8: return 22 * nb;
+    case EK_WF_Q5_1: case EK_WF_Q5_1X8: return 24 * nb;
     case EK_WF_Q4_K: return 144 * ((k + 255) / 256);
     case EK_WF_Q5_K: return 176 * ((k + 255) / 256);
     case EK_WF_Q6_K: return 210 * ((k + 255) / 256);
@@ -277,7 +317,7 @@ static void interleave_pairs(int8_t *q, long m, long nb) {
 /* The zmm 4-bit kernels' arrangement (x8z_group): in each full group of 8 blocks, blocks 4j…4j+3 (a, b, c, d) become
  * [a0..15 b0..15 c0..15 d0..15 a16..31 b16..31 c16..31 d16..31]; the blocks of a shorter last group are arranged by
  * pairs, as interleave_pairs does. */
-static void interleave_quads(int8_t *q, long m, long nb) {
+static void interleave_quads(int8_t *q, long m, long nb, int tail_pairs) {
     int8_t t[128];
     const long full = nb / 8 * 8;
     for (long i = 0; i < m; i++) {
@@ -286,7 +326,7 @@ static void interleave_quads(int8_t *q, long m, long nb) {
             for (int j = 0; j < 4; j++) { memcpy(t + 16 * j, p + 32 * j, 16); memcpy(t + 64 + 16 * j, p + 32 * j + 16, 16); }
             memcpy(p, t, 128);
         }
-        if (full < nb) interleave_pairs(q + (i * nb + full) * 32, 1, nb - full);
+        if (full < nb && tail_pairs) interleave_pairs(q + (i * nb + full) * 32, 1, nb - full);
     }
 }
 
@@ -1029,6 +1069,121 @@ EQ_AVX512VNNI static inline __attribute__((always_inline)) void x8z_body(const q
         }
     }
 }
+/* Q5 x8 rows on the AVX2 / AVX-VNNI paths: each row back to ggml blocks on the stack, then the per-block kernel
+ * (the x8 layout serves the AVX-512 kernel below; on these paths the activations stay in plain order). */
+static void rows_q5x8_plain(const qctx *c, long r0, long r1, void (*rows)(const qctx *, long, long)) {
+    uint8_t stack_row[8192];
+    uint8_t *buf = c->row_bytes <= (long)sizeof stack_row ? stack_row : malloc((size_t)c->row_bytes);
+    if (!buf) {   /* no memory for a long row: block by block through the scalar dot, same arithmetic */
+        rows_scalar(c, r0, r1);
+        return;
+    }
+    qctx t = *c;
+    t.format = base_format(c->format);
+    t.w = buf;
+    for (long r = r0; r < r1; r++) {
+        x8_row5(t.format, c->w + r * c->row_bytes, buf, c->nb, 0);
+        t.y = c->y + r;                      /* row 0 of t is row r of c: y[i·n + r] */
+        t.bias = c->bias ? c->bias + r : NULL;
+        rows(&t, 0, 1);
+    }
+    if (buf != stack_row) free(buf);
+}
+
+/* ---- Q5_0 / Q5_1 x8 groups on zmm (AVX-512 VNNI), as x8z_group with the 5th bits added by one masked byte add per
+ * quad of blocks (x8_row5's masks); the last nb % 8 blocks are ggml blocks, one ymm step each (qh as a 32-bit mask),
+ * against activations in plain order (interleave_quads without pairs). ---- */
+EQ_AVX512VNNI static inline __attribute__((always_inline)) void x8z5_group(const uint8_t *grp, const int one,
+        __m512i xlo0, __m512i xhi0, __m512i xlo1, __m512i xhi1, __m256 xdv, __m256 xcv,
+        __m512 *acc0, __m512 *acc1, __m256 *corr) {
+    const __m512i m4 = _mm512_set1_epi8(0x0F), h16 = _mm512_set1_epi8(0x10);
+    const __m512i spread0 = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+    const __m512i spread1 = _mm512_setr_epi32(4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 7, 7, 7, 7);
+    const uint8_t *qm = grp + 16 + 16 * one, *q = qm + 32;
+    if (EQ_PF) { _mm_prefetch((const char *)grp + EQ_PF, _MM_HINT_T0);
+        _mm_prefetch((const char *)grp + EQ_PF + 64, _MM_HINT_T0);
+        _mm_prefetch((const char *)grp + EQ_PF + 128, _MM_HINT_T0); }
+    uint64_t k[4];
+    memcpy(k, qm, 32);
+    const __m512i v0 = _mm512_loadu_si512((const void *)q), v1 = _mm512_loadu_si512((const void *)(q + 64));
+    __m512i l0 = _mm512_and_si512(v0, m4), l1 = _mm512_and_si512(v1, m4);
+    __m512i h0 = _mm512_and_si512(_mm512_srli_epi16(v0, 4), m4), h1 = _mm512_and_si512(_mm512_srli_epi16(v1, 4), m4);
+    l0 = _mm512_mask_add_epi8(l0, _cvtu64_mask64(k[0]), l0, h16);
+    h0 = _mm512_mask_add_epi8(h0, _cvtu64_mask64(k[1]), h0, h16);
+    l1 = _mm512_mask_add_epi8(l1, _cvtu64_mask64(k[2]), l1, h16);
+    h1 = _mm512_mask_add_epi8(h1, _cvtu64_mask64(k[3]), h1, h16);
+    __m512i p0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), l0, xlo0);
+    __m512i p1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), l1, xlo1);
+    p0 = _mm512_dpbusd_epi32(p0, h0, xhi0);
+    p1 = _mm512_dpbusd_epi32(p1, h1, xhi1);
+    const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)grp));
+    const __m512 sc = _mm512_castps256_ps512(_mm256_mul_ps(dw, xdv));
+    *acc0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p0), _mm512_permutexvar_ps(spread0, sc), *acc0);
+    *acc1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p1), _mm512_permutexvar_ps(spread1, sc), *acc1);
+    if (one) *corr = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(grp + 16))), xcv, *corr);
+    else *corr = _mm256_fnmadd_ps(dw, xcv, *corr);
+}
+
+/* One ggml Q5 block (the last blocks of an x8 row) on ymm: into *acc, its correction into *corr. */
+EQ_AVX512VNNI static inline __attribute__((always_inline)) void q5_block_ymm(const uint8_t *blk, const int one,
+        const int8_t *xb, float xd, float xc, __m256 *acc, float *corr) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F), h16 = _mm256_set1_epi8(0x10);
+    uint32_t h;
+    memcpy(&h, blk + 2 + 2 * one, 4);
+    const __m128i r = _mm_loadu_si128((const __m128i *)(blk + 6 + 2 * one));
+    __m256i v = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(r, 4), r), m4);
+    v = _mm256_mask_add_epi8(v, _cvtu32_mask32(h), v, h16);
+    const __m256i p = _mm256_dpbusd_epi32(_mm256_setzero_si256(), v, _mm256_loadu_si256((const __m256i *)xb));
+    const float dw = _cvtsh_ss(rd16(blk));
+    *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dw * xd), *acc);
+    *corr += (one ? _cvtsh_ss(rd16(blk + 2)) : -dw) * xc;
+}
+
+EQ_AVX512VNNI static inline __attribute__((always_inline)) void x8z5_body(const qctx *c, long r0, long r1, const int one,
+                                                                          const int S) {
+    const long nb = c->nb, full = nb / 8 * 8, B = 22 + 2 * one;
+    for (long t = 0, steps = walk_steps(r0, r1, S); t < steps; t++) {
+        long rows[EQ_X8_MAX_STREAMS];
+        const int lanes = walk_rows(r0, r1, S, t, rows);
+        const int L = lanes > 1 ? S : 1;
+        const uint8_t *wr[EQ_X8_MAX_STREAMS];
+        for (int u = 0; u < L; u++) wr[u] = c->w + rows[u] * c->row_bytes;
+        for (long i = 0; i < c->m; i++) {
+            const int8_t *xq = c->xq + i * nb * 32;
+            const float *xd = c->xd + i * nb, *xc = c->xc + i * nb;
+            __m512 a0[EQ_X8_MAX_STREAMS], a1[EQ_X8_MAX_STREAMS];
+            __m256 corr[EQ_X8_MAX_STREAMS], tail[EQ_X8_MAX_STREAMS];
+            float tcorr[EQ_X8_MAX_STREAMS];
+            for (int u = 0; u < S; u++) {
+                a0[u] = a1[u] = _mm512_setzero_ps(); corr[u] = tail[u] = _mm256_setzero_ps(); tcorr[u] = 0;
+            }
+            for (long b0 = 0; b0 < full; b0 += 8) {
+                const int8_t *xg = xq + b0 * 32;
+                const __m512i xlo0 = _mm512_loadu_si512((const void *)xg), xhi0 = _mm512_loadu_si512((const void *)(xg + 64));
+                const __m512i xlo1 = _mm512_loadu_si512((const void *)(xg + 128)), xhi1 = _mm512_loadu_si512((const void *)(xg + 192));
+                const __m256 xdv = _mm256_loadu_ps(xd + b0), xcv = _mm256_loadu_ps(xc + b0);
+                if (L > 1)
+                    for (int u = 0; u < S; u++)
+                        x8z5_group(wr[u] + b0 * B, one, xlo0, xhi0, xlo1, xhi1, xdv, xcv, &a0[u], &a1[u], &corr[u]);
+                else x8z5_group(wr[0] + b0 * B, one, xlo0, xhi0, xlo1, xhi1, xdv, xcv, &a0[0], &a1[0], &corr[0]);
+            }
+            for (long b = full; b < nb; b++)
+                for (int u = 0; u < L; u++) q5_block_ymm(wr[u] + b * B, one, xq + b * 32, xd[b], xc[b], &tail[u], &tcorr[u]);
+            for (int u = 0; u < lanes; u++) {
+                float s;
+                EQ_HSUM256(_mm256_add_ps(tail[u], corr[u]), s);
+                s += _mm512_reduce_add_ps(_mm512_add_ps(a0[u], a1[u])) + tcorr[u];
+                c->y[i * c->n + rows[u]] = s + (c->bias ? c->bias[rows[u]] : 0.0f);
+            }
+        }
+    }
+}
+EQ_AVX512VNNI static void rows_x8z5(const qctx *c, long r0, long r1) {
+    const int four = c->streams == 4, one = c->format == EK_WF_Q5_1X8;
+    if (one) { if (four) x8z5_body(c, r0, r1, 1, 4); else x8z5_body(c, r0, r1, 1, 2); }
+    else { if (four) x8z5_body(c, r0, r1, 0, 4); else x8z5_body(c, r0, r1, 0, 2); }
+}
+
 EQ_AVX512VNNI static void rows_x8z(const qctx *c, long r0, long r1) {
     const int four = c->streams == 4;
     if (c->format == EK_WF_Q4_0X8) { if (four) x8z_body(c, r0, r1, EK_WF_Q4_0, 4); else x8z_body(c, r0, r1, EK_WF_Q4_0, 2); }
@@ -1182,14 +1337,20 @@ static void run_range(const qctx *c, long r0, long r1) {
     switch (c->path) {
 #if EQ_X86
     case P_AVX2:
-        if (c->format == EK_WF_BF16) rows_bf16_avx2(c, r0, r1);
+        if (is_q5x8(c->format)) rows_q5x8_plain(c, r0, r1, rows_avx2);
+        else if (c->format == EK_WF_BF16) rows_bf16_avx2(c, r0, r1);
         else if (is_kq(c->format)) rows_k_avx2(c, r0, r1);
         else if (runs_grouped(c->format)) rows_x8_avx2(c, r0, r1);
         else rows_avx2(c, r0, r1);
         return;
-    case P_AVXVNNI: if (runs_grouped(c->format)) rows_x8_avxvnni(c, r0, r1); else rows_avxvnni(c, r0, r1); return;
+    case P_AVXVNNI:
+        if (is_q5x8(c->format)) rows_q5x8_plain(c, r0, r1, rows_avxvnni);
+        else if (runs_grouped(c->format)) rows_x8_avxvnni(c, r0, r1);
+        else rows_avxvnni(c, r0, r1);
+        return;
     case P_AVX512VNNI:
         if (c->format == EK_WF_Q4_0X8 || c->format == EK_WF_Q4_1X8) rows_x8z(c, r0, r1);
+        else if (is_q5x8(c->format)) rows_x8z5(c, r0, r1);
         else if (runs_grouped(c->format)) rows_x8_avx512vnni(c, r0, r1);
         else rows_avx512vnni(c, r0, r1);
         return;
@@ -1238,9 +1399,10 @@ static int prepare(qctx *c) {
     if (!act_reserve(a, c->m * c->nb * 32, c->m * c->nb, 0)) return 0;
     quantize_act(base_format(c->format), c->x, c->m, c->k, a->q, a->d, a->c);
     if ((c->format == EK_WF_Q4_0X8 || c->format == EK_WF_Q4_1X8) && c->path != P_SCALAR) {
-        if (c->path == P_AVX512VNNI) interleave_quads(a->q, c->m, c->nb);   /* the zmm kernels (x8z_group) */
+        if (c->path == P_AVX512VNNI) interleave_quads(a->q, c->m, c->nb, 1);   /* the zmm kernels (x8z_group) */
         else interleave_pairs(a->q, c->m, c->nb);
     }
+    if (is_q5x8(c->format) && c->path == P_AVX512VNNI) interleave_quads(a->q, c->m, c->nb, 0);   /* x8z5_group */
     c->xq = a->q; c->xd = a->d; c->xc = a->c;
     return 1;
 }
@@ -1634,13 +1796,15 @@ static void x8_row(int base, const uint8_t *src, uint8_t *dst, long nb, int pack
 
 static int x8_convert(int format, const void *src, void *dst, long rows, long cols, int pack) {
     int base = base_format(format);
-    if (!is_x8(format) && !(base == EK_WF_Q8_0 || base == EK_WF_Q4_0 || base == EK_WF_Q4_1)) return -1;
+    if (!is_x8(format) && !(base == EK_WF_Q8_0 || base == EK_WF_Q4_0 || base == EK_WF_Q4_1 || base == EK_WF_Q5_0 ||
+                            base == EK_WF_Q5_1)) return -1;
     long rb = ek_quant_row_bytes(base, cols), nb = (cols + 31) / 32;
     uint8_t *tmp = malloc((size_t)rb);
     if (!tmp) return -2;
     for (long r = 0; r < rows; r++) {
         memcpy(tmp, (const uint8_t *)src + r * rb, (size_t)rb);        /* src may be dst */
-        x8_row(base, tmp, (uint8_t *)dst + r * rb, nb, pack);
+        if (base == EK_WF_Q5_0 || base == EK_WF_Q5_1) x8_row5(base, tmp, (uint8_t *)dst + r * rb, nb, pack);
+        else x8_row(base, tmp, (uint8_t *)dst + r * rb, nb, pack);
     }
     free(tmp);
     return 0;
@@ -1649,5 +1813,6 @@ static int x8_convert(int format, const void *src, void *dst, long rows, long co
 int ek_repack_x8(int format, const void *src, void *dst, long rows, long cols) { return x8_convert(format, src, dst, rows, cols, 1); }
 int ek_unpack_x8(int format, const void *src, void *dst, long rows, long cols) { return x8_convert(format, src, dst, rows, cols, 0); }
 int ek_x8_format(int format) {
-    return format == EK_WF_Q8_0 ? EK_WF_Q8_0X8 : format == EK_WF_Q4_0 ? EK_WF_Q4_0X8 : format == EK_WF_Q4_1 ? EK_WF_Q4_1X8 : -1;
+    return format == EK_WF_Q8_0 ? EK_WF_Q8_0X8 : format == EK_WF_Q4_0 ? EK_WF_Q4_0X8 : format == EK_WF_Q4_1 ? EK_WF_Q4_1X8
+         : format == EK_WF_Q5_0 ? EK_WF_Q5_0X8 : format == EK_WF_Q5_1 ? EK_WF_Q5_1X8 : -1;
 }

@@ -223,7 +223,7 @@ final class QuantizedKernelTests: XCTestCase {
         }
     }
 
-    /// The x8 layouts (Q8_0/Q4_0/Q4_1 blocks regrouped by 8, ek_repack_x8): the regrouping round-trips byte for
+    /// The x8 layouts (Q8_0/Q4_0/Q4_1/Q5_0/Q5_1 blocks regrouped by 8, ek_repack_x8): the regrouping round-trips byte for
     /// byte, dequantizes to the same values, and every dispatch level on it matches the ggml-order reference
     /// twin ≤ 1e-5 (only the fp32 order of the per-block sums differs; short last groups, odd block counts and
     /// several activation rows included). Also the reference twin on x8 equals the one on ggml order exactly.
@@ -233,7 +233,7 @@ final class QuantizedKernelTests: XCTestCase {
         // last groups of every size 1…7 blocks (k = 32 * (8q + g)): the masked tail path of the x8 kernels
         let shapes = Self.shapes + [(1, 33, 32 * 19), (2, 50, 576), (5, 17, 32 * 13), (1, 9, 32 * 8), (3, 64, 1536),
                                     (1, 20, 32 * 14), (2, 21, 32 * 15), (1, 11, 32 * 9), (3, 12, 32 * 12), (1, 30, 32 * 6)]
-        for f in [WeightFormat.q8_0, .q4_0, .q4_1] {
+        for f in [WeightFormat.q8_0, .q4_0, .q4_1, .q5_0, .q5_1] {
             let x8 = ek_x8_format(f.kernelID)
             XCTAssertGreaterThan(x8, 0)
             for (m, n, k) in shapes {
@@ -243,7 +243,8 @@ final class QuantizedKernelTests: XCTestCase {
                 XCTAssertEqual(ek_repack_x8(f.kernelID, q, &r, n, k), 0)
                 XCTAssertEqual(ek_unpack_x8(x8, r, &back, n, k), 0)
                 XCTAssertEqual(back, q, "\(f) \(n)x\(k): unpack(repack) differs")
-                if k > 32 { XCTAssertNotEqual(r, q, "\(f) \(n)x\(k): regrouping changed nothing") }
+                // (Q5 rows regroup only whole groups of 8 blocks; their last nb % 8 blocks stay as they are)
+                if k > ((f == .q5_0 || f == .q5_1) ? 224 : 32) { XCTAssertNotEqual(r, q, "\(f) \(n)x\(k): regrouping changed nothing") }
                 var d0 = [Float](repeating: 0, count: n * k), d1 = d0
                 XCTAssertEqual(ek_dequantize_rows(f.kernelID, q, s, &d0, n, k), 0)
                 XCTAssertEqual(ek_dequantize_rows(x8, r, s, &d1, n, k), 0)
@@ -263,7 +264,7 @@ final class QuantizedKernelTests: XCTestCase {
         }
         #if arch(x86_64)
         if ek_cpu_features() & Int32(EK_CPU_AVX2_FMA) != 0 {
-            for f in [WeightFormat.q8_0, .q4_0, .q4_1] { XCTAssertTrue(tested.contains("\(f.rawValue):avx2"), "\(f): AVX2 path not exercised") }
+            for f in [WeightFormat.q8_0, .q4_0, .q4_1, .q5_0, .q5_1] { XCTAssertTrue(tested.contains("\(f.rawValue):avx2"), "\(f): AVX2 path not exercised") }
         }
         #endif
         print("x8 GEMV paths tested: \(tested.sorted().joined(separator: ", "))")

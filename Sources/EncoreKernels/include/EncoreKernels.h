@@ -227,7 +227,9 @@ enum { EK_WF_F32 = 0, EK_WF_BF16 = 1, EK_WF_INT8 = 2, EK_WF_Q8_0 = 3, EK_WF_Q4_0
        EK_WF_Q4_K = 9, EK_WF_Q5_K = 10, EK_WF_Q6_K = 11,
        /* GGUF Q5_0 / Q5_1 blocks of 32 (22 / 24 B: f16 d, [f16 m,] u32 qh (bit i = 5th bit of value i), u8 qs[16]),
         * activations as for Q4_0 / Q4_1: what llama.cpp's Q4_K_M files hold where a row is not a multiple of 256 */
-       EK_WF_Q5_0 = 12, EK_WF_Q5_1 = 13 };
+       EK_WF_Q5_0 = 12, EK_WF_Q5_1 = 13,
+       /* Q5_0 / Q5_1 rows regrouped for the decode kernels (ek_repack_x8; layout in gemv_quant.c, x8_row5) */
+       EK_WF_Q5_0X8 = 14, EK_WF_Q5_1X8 = 15 };
 /** Instruction-set levels, for capping the dispatch in tests and benchmarks. On arm64, EK_ISA_AVX2 means plain NEON
  *  and EK_ISA_AVXVNNI and above also allow the SDOT int8 path ("neon-dotprod"); EK_ISA_SCALAR is plain C everywhere. */
 enum { EK_ISA_SCALAR = 0, EK_ISA_AVX2 = 1, EK_ISA_AVXVNNI = 2, EK_ISA_AVX512 = 3 };
@@ -292,7 +294,9 @@ int ek_quantize_rows(int format, const float *src, void *dst, float *scales, lon
  * payloads in order (int8[32] or the 16 nibble bytes as in ggml). So 8 scales convert with one vcvtph2ps and two
  * 4-bit blocks' nibbles load as one 32-byte vector. Arithmetic as the ggml format's.
  * ek_repack_x8(format = the ggml format or its x8 id) writes x8 rows, ek_unpack_x8 the ggml rows back; src may
- * equal dst. Return 0, -1 for another format, -2 out of memory. ek_x8_format: the x8 id of Q8_0/Q4_0/Q4_1, else -1.
+ * equal dst. Return 0, -1 for another format, -2 out of memory. ek_x8_format: the x8 id of Q8_0/Q4_0/Q4_1/Q5_0/Q5_1,
+ * else -1. Q5_0/Q5_1 regroup differently (full groups of 8: the 8 scales, the 8 minima, each quad's 5th bits as two
+ * 64-bit masks, the 8 nibble payloads; the last nb % 8 blocks stay ggml blocks): see x8_row5 in gemv_quant.c.
  */
 int ek_repack_x8(int format, const void *src, void *dst, long rows, long cols);
 int ek_unpack_x8(int format, const void *src, void *dst, long rows, long cols);
