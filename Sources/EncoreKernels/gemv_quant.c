@@ -60,9 +60,9 @@
 #include "avx2_math.h" /* hmax256 */
 #include "neon.h"   /* arm64 kernels; hooks marked "NEON hook" */
 
-enum { P_SCALAR = 0, P_AVX2, P_AVXVNNI, P_AVX512VNNI, P_AVX512F, P_AVX512BF16, P_NEON, P_NEON_DOTPROD };
+enum { P_SCALAR = 0, P_AVX2, P_AVXVNNI, P_AVX512VNNI, P_AVX512F, P_AVX512BF16, P_NEON, P_NEON_DOTPROD, P_AVX512BW };
 static const char *const path_names[] = { "scalar", "avx2", "avxvnni", "avx512vnni", "avx512f", "avx512bf16", "neon",
-                                          "neon-dotprod" };
+                                          "neon-dotprod", "avx512bw" };
 
 static int g_isa_limit = EK_ISA_AVX512;
 
@@ -87,8 +87,10 @@ static int path_for(int format) {
     }
     if (format == EK_WF_F32)   /* kernels.c: zmm for one input row (ek_gemv_f32_zmm), else AVX2 */
         return !((f & EK_CPU_AVX2_FMA) && lim >= EK_ISA_AVX2) ? P_SCALAR : ek_gemv_f32_zmm() ? P_AVX512F : P_AVX2;
-    if (format == EK_WF_Q4_K || format == EK_WF_Q5_K || format == EK_WF_Q6_K)      /* K-quants: AVX2 kernel only */
+    if (format == EK_WF_Q4_K || format == EK_WF_Q5_K || format == EK_WF_Q6_K) {    /* K-quants: zmm or ymm kernels */
+        if (lim >= EK_ISA_AVX512 && avx512 && (f & EK_CPU_AVX2_FMA) && (f & EK_CPU_F16C)) return P_AVX512BW;
         return lim >= EK_ISA_AVX2 && (f & EK_CPU_AVX2_FMA) && (f & EK_CPU_F16C) ? P_AVX2 : P_SCALAR;
+    }
     if (lim >= EK_ISA_AVX512 && avx512 && (f & EK_CPU_AVX512VNNI) && (f & EK_CPU_F16C)) return P_AVX512VNNI;
     if (lim >= EK_ISA_AVXVNNI && (f & EK_CPU_AVXVNNI) && (f & EK_CPU_AVX2_FMA) && (f & EK_CPU_F16C)) return P_AVXVNNI;
     if (lim >= EK_ISA_AVX2 && (f & EK_CPU_AVX2_FMA) && (f & EK_CPU_F16C)) return P_AVX2;
@@ -634,6 +636,125 @@ EQ_AVX2 static void rows_k_avx2(const qctx *c, long r0, long r1) {
                 float s;
                 EQ_HSUM256(_mm256_sub_ps(acc[u], accm[u]), s);
                 c->y[i * c->n + rows[u]] = s + (c->bias ? c->bias[rows[u]] : 0.0f);
+            }
+        }
+    }
+}
+#endif
+
+#if EQ_X86
+/* AVX-512BW: the AVX2 kernel's arithmetic (vpmaddubsw into int16 pairs, vpmaddwd by the sub-block scales into exact
+ * int32 sums, one fp32 FMA per super-block) on 64 values per instruction. Q6_K: one 64-byte load of ql covers 64
+ * values of a half with its 2 high bits from qh and qh >> 2 side by side; Q4_K/Q5_K: one 64-byte load of nibbles
+ * covers sub-blocks 4j' and 4j'+2 (low nibbles) and 4j'+1, 4j'+3 (high), their activations joined from two 32-byte
+ * halves. The scales reach their lanes by one vpermw each. Session 17: single-thread hot rows of Q6_K / Q4_K read
+ * 11-13 GB/s with the AVX2 kernel, below what a core streams from memory. */
+#define EQ_AVX512BW __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl")))
+EQ_AVX512BW static inline __attribute__((always_inline)) __m512i kq_join(const int8_t *a, const int8_t *b) {
+    return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)a)),
+                              _mm256_loadu_si256((const __m256i *)b), 1);
+}
+/* vpermw index: word lanes [a ×16 | b ×16] */
+#define EQ_KQ_IDX2(a, b) _mm512_set_epi16(b, b, b, b, b, b, b, b, b, b, b, b, b, b, b, b, \
+                                          a, a, a, a, a, a, a, a, a, a, a, a, a, a, a, a)
+/* word lanes [a ×8 | a+1 ×8 | a+2 ×8 | a+3 ×8] */
+EQ_AVX512BW static inline __m512i kq_spread4(__m512i v, int a) {
+    const __m512i base = _mm512_set_epi16(3, 3, 3, 3, 3, 3, 3, 3, 2, 2, 2, 2, 2, 2, 2, 2,
+                                          1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+    return _mm512_permutexvar_epi16(_mm512_add_epi16(base, _mm512_set1_epi16((short)a)), v);
+}
+EQ_AVX512BW static inline __attribute__((always_inline)) void k_block_avx512(const qctx *c, const uint8_t *wr, long b,
+        const int8_t *xq, const float *xd, const int16_t *bs, __m512 *acc, __m256 *accm) {
+    const long bb = kq_block_bytes(c->format);
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    const uint8_t *x = wr + b * bb;
+    const int8_t *q8 = xq + b * 256;
+    if (EQ_KPF) {
+        _mm_prefetch((const char *)x + EQ_KPF, _MM_HINT_T0);
+        _mm_prefetch((const char *)x + EQ_KPF + 64, _MM_HINT_T0);
+        _mm_prefetch((const char *)x + EQ_KPF + 128, _MM_HINT_T0);
+        if (bb > 192) _mm_prefetch((const char *)x + EQ_KPF + 192, _MM_HINT_T0);
+    }
+    const __m256i bsv = _mm256_loadu_si256((const __m256i *)(bs + b * 16));
+    __m512i sumi = _mm512_setzero_si512();
+    if (c->format == EK_WF_Q6_K) {
+        const int8_t *sc = (const int8_t *)(x + 192);
+        const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)sc));   /* 16 scales */
+        const __m512i scw = _mm512_castsi256_si512(sc16), m30 = _mm512_set1_epi8(0x30);
+#pragma clang loop unroll(full)
+        for (int half = 0; half < 2; half++) {
+            const __m512i l = _mm512_loadu_si512((const void *)(x + 64 * half));
+            const __m256i h = _mm256_loadu_si256((const __m256i *)(x + 128 + 32 * half));
+            const __m512i h2 = _mm512_inserti64x4(_mm512_castsi256_si512(h), _mm256_srli_epi16(h, 2), 1);
+            const __m512i v01 = _mm512_or_si512(_mm512_and_si512(l, m4), _mm512_and_si512(_mm512_slli_epi16(h2, 4), m30));
+            const __m512i v23 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l, 4), m4), _mm512_and_si512(h2, m30));
+            const __m512i p01 = _mm512_maddubs_epi16(v01, _mm512_loadu_si512((const void *)(q8 + 128 * half)));
+            const __m512i p23 = _mm512_maddubs_epi16(v23, _mm512_loadu_si512((const void *)(q8 + 128 * half + 64)));
+            sumi = _mm512_add_epi32(sumi, _mm512_add_epi32(_mm512_madd_epi16(p01, kq_spread4(scw, 8 * half)),
+                                                           _mm512_madd_epi16(p23, kq_spread4(scw, 8 * half + 4))));
+        }
+        /* − 32 Σ_j sc_j bsums_j */
+        sumi = _mm512_sub_epi32(sumi, _mm512_zextsi256_si512(_mm256_slli_epi32(_mm256_madd_epi16(bsv, sc16), 5)));
+        *acc = _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(rd16(x + 208)) * xd[b]), _mm512_cvtepi32_ps(sumi), *acc);
+    } else {
+        /* the 8 6-bit scales to bytes 0..7 and minima to bytes 8..15 of s16 (kq_scale_min, 4 words at once), built in
+         * registers: a vector load of words just stored would wait for store forwarding */
+        uint32_t u0, u1, u2;
+        memcpy(&u0, x + 4, 4); memcpy(&u1, x + 8, 4); memcpy(&u2, x + 12, 4);
+        const __m128i s16 = _mm_set_epi32((int)(((u2 >> 4) & 0x0f0f0f0f) | (((u1 >> 6) & 0x03030303) << 4)),
+                                          (int)(u1 & 0x3f3f3f3f),
+                                          (int)((u2 & 0x0f0f0f0f) | (((u0 >> 6) & 0x03030303) << 4)),
+                                          (int)(u0 & 0x3f3f3f3f));
+        const __m512i scw = _mm512_castsi128_si512(_mm_cvtepu8_epi16(s16));
+        const int five = c->format == EK_WF_Q5_K;
+        const uint8_t *q4 = five ? x + 48 : x + 16;
+        const __m256i qh = five ? _mm256_loadu_si256((const __m256i *)(x + 16)) : _mm256_setzero_si256();
+        const __m512i b4 = _mm512_set1_epi8(0x10);
+        const __m512i idx[4] = { EQ_KQ_IDX2(0, 2), EQ_KQ_IDX2(1, 3), EQ_KQ_IDX2(4, 6), EQ_KQ_IDX2(5, 7) };
+#pragma clang loop unroll(full)
+        for (int jp = 0; jp < 2; jp++) {   /* sub-blocks 4jp … 4jp+3 */
+            const __m512i v = _mm512_loadu_si512((const void *)(q4 + 64 * jp));
+            __m512i lo = _mm512_and_si512(v, m4), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+            if (five) {          /* 5th bits: sub-block s takes bit s of qh[l] */
+                const __m512i hq = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_srli_epi16(qh, 4 * jp)),
+                                                      _mm256_srli_epi16(qh, 4 * jp + 2), 1);
+                lo = _mm512_or_si512(lo, _mm512_and_si512(_mm512_slli_epi16(hq, 4), b4));
+                hi = _mm512_or_si512(hi, _mm512_and_si512(_mm512_slli_epi16(hq, 3), b4));
+            }
+            const int8_t *a = q8 + 128 * jp;
+            const __m512i plo = _mm512_maddubs_epi16(lo, kq_join(a, a + 64));
+            const __m512i phi = _mm512_maddubs_epi16(hi, kq_join(a + 32, a + 96));
+            sumi = _mm512_add_epi32(sumi, _mm512_add_epi32(_mm512_madd_epi16(plo, _mm512_permutexvar_epi16(idx[2 * jp], scw)),
+                                                           _mm512_madd_epi16(phi, _mm512_permutexvar_epi16(idx[2 * jp + 1], scw))));
+        }
+        __m256i pairs = _mm256_madd_epi16(bsv, _mm256_set1_epi16(1));
+        __m256i mv = _mm256_cvtepu8_epi32(_mm_srli_si128(s16, 8));
+        *acc = _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(rd16(x)) * xd[b]), _mm512_cvtepi32_ps(sumi), *acc);
+        *accm = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(rd16(x + 2)) * xd[b]), _mm256_cvtepi32_ps(_mm256_mullo_epi32(pairs, mv)), *accm);
+    }
+}
+
+EQ_AVX512BW static void rows_k_avx512(const qctx *c, long r0, long r1) {
+    const long nb = c->k / 256;
+    for (long t = 0, steps = walk_steps(r0, r1, 4); t < steps; t++) {
+        long rows[4];
+        const int nr = walk_rows(r0, r1, 4, t, rows);
+        for (long i = 0; i < c->m; i++) {
+            const int8_t *xq = c->xq + i * c->k;
+            const float *xd = c->xd + i * nb;
+            const int16_t *bs = c->xbs + i * nb * 16;
+            __m512 acc[4];
+            __m256 accm[4];
+            for (int u = 0; u < 4; u++) { acc[u] = _mm512_setzero_ps(); accm[u] = _mm256_setzero_ps(); }
+            for (long b = 0; b < nb; b++) {
+                if (nr == 4)
+                    for (int u = 0; u < 4; u++) k_block_avx512(c, c->w + rows[u] * c->row_bytes, b, xq, xd, bs, &acc[u], &accm[u]);
+                else k_block_avx512(c, c->w + rows[0] * c->row_bytes, b, xq, xd, bs, &acc[0], &accm[0]);
+            }
+            for (int u = 0; u < nr; u++) {
+                float s;
+                EQ_HSUM256(accm[u], s);
+                c->y[i * c->n + rows[u]] = _mm512_reduce_add_ps(acc[u]) - s + (c->bias ? c->bias[rows[u]] : 0.0f);
             }
         }
     }
@@ -1355,6 +1476,7 @@ static void run_range(const qctx *c, long r0, long r1) {
         else rows_avx512vnni(c, r0, r1);
         return;
     case P_AVX512F: rows_bf16_avx512f(c, r0, r1); return;
+    case P_AVX512BW: rows_k_avx512(c, r0, r1); return;
     case P_AVX512BF16: rows_bf16_avx512bf16(c, r0, r1); return;
 #endif
 #if defined(__aarch64__)   /* NEON hook */

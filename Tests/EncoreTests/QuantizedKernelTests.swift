@@ -311,7 +311,8 @@ final class QuantizedKernelTests: XCTestCase {
         return w
     }
 
-    /// Q4_K/Q5_K/Q6_K GEMVs (llama.cpp's arithmetic against Q8_K activations): every dispatch level against the
+    /// Q4_K/Q5_K/Q6_K GEMVs (llama.cpp's arithmetic against Q8_K activations): every dispatch level (scalar, AVX2,
+    /// AVX-512BW) against the
     /// reference twin (weights dequantized in double from their integer parts) ≤ 1e-5; the twin against fp32
     /// math on the dequantized weights within the activation quantization (8 bits per block of 256: measured
     /// 2–8e-3 on random data, up to 2.2e-2 with 5 outputs of one super-block; bound 3e-2); also on the real
@@ -362,6 +363,9 @@ final class QuantizedKernelTests: XCTestCase {
         #if arch(x86_64)
         if ek_cpu_features() & Int32(EK_CPU_AVX2_FMA) != 0 {
             for f in [WeightFormat.q4_K, .q5_K, .q6_K] { XCTAssertTrue(tested.contains("\(f.rawValue):avx2"), "\(f): AVX2 path not exercised") }
+        }
+        if ek_cpu_features() & Int32(EK_CPU_AVX512F) != 0 && ek_cpu_features() & Int32(EK_CPU_AVX512BWVL) != 0 {
+            for f in [WeightFormat.q4_K, .q5_K, .q6_K] { XCTAssertTrue(tested.contains("\(f.rawValue):avx512bw"), "\(f): AVX-512 path not exercised") }
         }
         #endif
         print("K-quant GEMV paths tested: \(tested.sorted().joined(separator: ", "))")
