@@ -11,13 +11,13 @@ Writes under --out (default /tmp/encore-peers; delete it to regenerate):
     llama-ct2-int8/      ... converted with quantization int8
     llama-f32.gguf       the same weights as a llama GGUF (llama.cpp's Q/K row permutation), written with the
                          ``gguf`` package; F32 tensors
-    llama-bf16.gguf, llama-q8_0.gguf, llama-q4_0.gguf
+    llama-bf16.gguf, llama-q8_0.gguf, llama-q4_0.gguf, llama-q4_k_m.gguf
                          requantized from llama-f32.gguf by llama.cpp's own ``llama_model_quantize``
     t5-hf/               T5ForConditionalGeneration, the 347M config of BASELINES.md: 20 + 10 layers, d_model
                          1024, 6 heads x 64, d_ff 4096 (ReLU), vocabulary 32,128, tied head
     t5-ct2/, t5-ct2-int8/  CTranslate2 conversions of t5-hf
     t5-f32.gguf          t5-hf as a T5 GGUF (names and metadata as llama.cpp's convert_hf_to_gguf.py writes them)
-    t5-bf16.gguf, t5-q8_0.gguf, t5-q4_0.gguf   requantized by llama.cpp
+    t5-bf16.gguf, t5-q8_0.gguf, t5-q4_0.gguf, t5-q4_k_m.gguf   requantized by llama.cpp
 
 --small writes tiny versions of the same shapes (for a smoke test of the driver). A file ``DONE.json`` per
 model records the config; an existing complete set is kept.
@@ -50,7 +50,7 @@ T5 = dict(vocab_size=32128, d_model=1024, d_kv=64, d_ff=4096, num_layers=20, num
 SMALL_LLAMA = dict(LLAMA, vocab_size=1024, hidden_size=128, num_hidden_layers=2, num_attention_heads=2,
                    num_key_value_heads=1, intermediate_size=256)
 SMALL_T5 = dict(T5, vocab_size=1024, d_model=128, d_ff=256, num_layers=2, num_decoder_layers=2, num_heads=2)
-GGUF_TYPES = ("bf16", "q8_0", "q4_0")
+GGUF_TYPES = ("bf16", "q8_0", "q4_0", "q4_k_m")
 
 
 def log(s):

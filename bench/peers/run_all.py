@@ -10,7 +10,7 @@ the best median among the other engines at the same precision; the ratio is Enco
 Models (random weights; speed does not depend on the values):
   llama  SmolLM2-360M shape (32 layers, width 960, 15/5 heads, SwiGLU 2560, vocab 49,152; 361.8M), ONE set of
          weights written by bench/peers/checkpoints.py as an HF folder, CTranslate2 folders and llama GGUFs
-         (f32, bf16, q8_0, q4_0 by llama.cpp's quantizer)
+         (f32, bf16, q8_0, q4_0, q4_k_m by llama.cpp's quantizer)
   t5     the 347M T5 of BASELINES.md (20 + 10 layers, d_model 1024, 6 x 64 heads, ReLU d_ff 4096), same sets
   mu     Mu-330M (the released config); Encore's and PyTorch's (bench/peers/mu_torch.py, reference
          architecture with a KV cache) own random weights of the same shapes; PyTorch at fp32, bf16 (weights and
@@ -20,12 +20,12 @@ Engines: encore (`encore bench --model ...` on the HF folder with `--decode-weig
 q8_0/q4_0 rows: also `--prompt-weights int8`, int8 GEMMs in prompt passes as CTranslate2's, PyTorch's and llama.cpp's
 int8 (q8_0/q4_0: over the blocks as stored, llama.cpp's arithmetic); bf16 rows `--prompt-weights decode`, no fp32 copy
 resident, as the peers hold only their format), and on the F32 / q8_0 / q4_0 GGUFs, `--keep-quantized` for the
-blocks, q8_0/q4_0 with `--prompt-weights int8`), hf (transformers generate, fp32/bf16), ct2
-(CTranslate2 float32/int8), llama.cpp (llama-cpp-python, GGUF f32/bf16/q8_0/q4_0; T5 through llama_encode),
+blocks, q8_0/q4_0 with `--prompt-weights int8`; q4_k_m on its own mix of Q4_K/Q6_K/Q5_0 blocks), hf (transformers generate, fp32/bf16), ct2
+(CTranslate2 float32/int8), llama.cpp (llama-cpp-python, GGUF f32/bf16/q8_0/q4_0/q4_k_m; T5 through llama_encode),
 pytorch (Mu fp32/bf16/int8). Encore runs its default `--kv-cache auto`: an f16 KV cache beside bf16 and quantized
 decode weights (llama.cpp's cache type), fp32 beside fp32 weights and for T5. Llama and T5 get the same rows, but for a
 few: Llama's other cache type (an "f16-KV" fp32 row, "f32-KV" bf16 / q8_0 / q4_0 rows), and for T5 an "int8-enc" q8_0 GGUF row (the encoder requantized to int8 rows). Precisions: fp32, bf16, int8 (CT2 int8, llama.cpp
-q8_0; Encore int8 and q8_0), q4_0 (llama.cpp). An engine that cannot run a row prints n/a with the reason, and is
+q8_0; Encore int8 and q8_0), q4_0 and q4_k_m (llama.cpp). An engine that cannot run a row prints n/a with the reason, and is
 measured automatically once it can.
 
 Usage (from the repository root):
@@ -60,13 +60,13 @@ from _driver import (HERE, REPO, encore_bench_cmd, encore_binary, fmt, log, medi
                      show)
 
 MODELS = ("llama", "t5", "mu")
-PRECISIONS = ("fp32", "bf16", "int8", "q4_0")
+PRECISIONS = ("fp32", "bf16", "int8", "q4_0", "q4_k_m")
 ENGINES = ("encore", "hf", "ct2", "llama.cpp", "pytorch")
 TARGETS = {  # issue 5: Encore / best peer at the same precision
     ("fp32", "ttft"): "<= 1.0", ("int8", "ttft"): "<= 1.0", ("bf16", "ttft"): "<= 0.8",
     ("fp32", "decode"): ">= 1.0", ("bf16", "decode"): ">= 1.5", ("int8", "decode"): ">= 1.5",
     ("q4_0", "decode"): ">= 1.2", ("fp32", "rss"): "<= 1.0", ("bf16", "rss"): "<= 1.0", ("int8", "rss"): "<= 1.0",
-    ("q4_0", "rss"): "<= 1.0",
+    ("q4_0", "rss"): "<= 1.0", ("q4_k_m", "decode"): ">= 1.2", ("q4_k_m", "rss"): "<= 1.0",
 }
 
 
@@ -158,6 +158,12 @@ def entries(args, ck: Path):
         add(m, "q4_0", "encore", "encore q4_0", encore_bench_cmd(enc, hf, L, N, T, R, ["--decode-weights", "q4_0"] + i8))
         add(m, "q4_0", "llama.cpp", "llama.cpp q4_0", [lpy, str(HERE / "llamacpp_peer.py"), "--gguf",
                                                       str(ck / f"{m}-q4_0.gguf")] + io)
+        # llama.cpp's Q4_K_M mix (Q4_K / Q6_K, and Q5_0 where a row is not a multiple of 256): the blocks as stored,
+        # prompt passes widening them per tile (no block GEMM for these types yet)
+        add(m, "q4_k_m", "encore", "encore q4_k_m GGUF", encore_bench_cmd(enc, str(ck / f"{m}-q4_k_m.gguf"), L, N, T, R,
+                                                                          ["--keep-quantized"]))
+        add(m, "q4_k_m", "llama.cpp", "llama.cpp q4_k_m", [lpy, str(HERE / "llamacpp_peer.py"), "--gguf",
+                                                          str(ck / f"{m}-q4_k_m.gguf")] + io)
     # Mu: Encore's --decode-weights bf16 / int8 beside PyTorch's bf16 model and quantize_dynamic int8 (mu_torch.py)
     mu_shape = ["--preset", "mu-330m"]
     torch_mu = [py, str(HERE / "mu_torch.py"), "--models", "mu", "--json", "-"] + io
@@ -288,7 +294,8 @@ def main() -> int:
 
 # What Encore's JSON must report as its decode weights for a row to count as that precision.
 # "gguf" = `encore bench --keep-quantized`: the GGUF file's own blocks (the q8_0 / q4_0 files of those rows).
-FORMATS = {"fp32": ("f32", "fp32"), "bf16": ("bf16",), "int8": ("int8", "q8_0", "gguf"), "q4_0": ("q4_0", "gguf")}
+FORMATS = {"fp32": ("f32", "fp32"), "bf16": ("bf16",), "int8": ("int8", "q8_0", "gguf"), "q4_0": ("q4_0", "gguf"),
+           "q4_k_m": ("gguf",)}
 
 METRICS = (("ttft", "ttft_ms", min, f"TTFT ms"), ("decode", "decode_tokens_per_s", max, "decode tok/s"),
            ("rss", "peak_rss_mb", min, "peak RSS MiB"))
