@@ -113,7 +113,7 @@ struct BenchCommand: ParsableCommand {
     @Option(name: .customLong("epilogue-ab"), help: "Instead of the study: time the Mu encoder N times with fused and N times with separate GEMM epilogues, interleaved, and print both medians.")
     var epilogueAB: Int = 0
 
-    @Flag(name: .customLong("gemv-layout-ab"), help: "Instead of the study: the quantized decode GEMVs (q8_0, q4_0, q4_1) over cold weights in ggml's block order vs regrouped by 8, at 1 and 2 threads, on the cold 4096x1024 and SmolLM2-135M shapes, as fractions of the read ceiling measured in the same run (and the K-quant GEMVs where k % 256 == 0).")
+    @Flag(name: .customLong("gemv-layout-ab"), help: "Instead of the study: the quantized decode GEMVs (q8_0, q4_0, q4_1, q5_0, q5_1) over cold weights in ggml's block order vs regrouped by 8, at 1 and 2 threads, on the cold 4096x1024 and SmolLM2-135M shapes, as fractions of the read ceiling measured in the same run (and the K-quant GEMVs where k % 256 == 0).")
     var gemvLayoutAB = false
 
     @Flag(name: .customLong("no-limits"), help: "Skip measuring the machine's ceilings (memory bandwidth, BLAS GEMM rate, FMA and int8 instruction peaks).")

@@ -221,7 +221,7 @@ extension KernelBench {
     /// regrouped by 8 (the x8 kernels), alternating call by call over copies totalling ≥ ``coldBytes`` (the first pass
     /// over them untimed), the median call of each;
     /// the read ceiling (ek_sum_f32 over 512 MiB or ``coldBytes``, best of 3) is measured again before each shape, on the same threads.
-    public static func gemvLayoutAB(formats: [WeightFormat] = [.q8_0, .q4_0, .q4_1], threads: [Int] = [1, 2],
+    public static func gemvLayoutAB(formats: [WeightFormat] = [.q8_0, .q4_0, .q4_1, .q5_0, .q5_1], threads: [Int] = [1, 2],
                                     progress: (String) -> Void = { _ in }) -> [LayoutAB] {
         let big = touchedBuffer()
         var out: [LayoutAB] = []
