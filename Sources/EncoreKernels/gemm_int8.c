@@ -1,5 +1,5 @@
 /* Prompt-pass GEMM over int8 weights (the EK_WF_INT8 rows decode streams), without an fp32 copy; the same tiles
- * over Q8_0/Q4_0/Q4_1 blocks (below), and over bf16 rows with AVX512-BF16 (ek_gemm_bf16, at the end).
+ * over Q8_0/Q4_0/Q4_1/Q5_0/Q5_1 blocks (below), and over bf16 rows with AVX512-BF16 (ek_gemm_bf16, at the end).
  *
  *   y[m, n] = d_x[m] · wscale[n] · Σ_k (u_x[m, k] − z_x[m]) q_w[n, k]  (+ bias[n]), stored, accumulated into y,
  *   or GELU'd
@@ -35,7 +35,8 @@
  * The plain path (and the twin ek_gemm_int8_ref) does the same integer arithmetic element by element.
  *
  * Q8_0, Q4_0 and Q4_1 blocks (ek_gemm_q8_0: GGUF's rows, ggml or x8 layout; 4-bit nibbles are unpacked to int8
- * values when a panel is packed, Q4_0's minus 8; Q4_1 adds s_x·m_w per block, s_x = d_x·Σ q_x from ggml's q8_1) compute
+ * values when a panel is packed, Q4_0's minus 8, Q5's with their 5th bits (Q5_0 minus 16); Q4_1 and Q5_1 add s_x·m_w
+ * per block, s_x = d_x·Σ q_x from ggml's q8_1) compute
  * what llama.cpp's q8_0 / q4_0 / q4_1 matmuls compute:
  * activations quantized per block of 32 as ggml's q8_0 (d = amax/127 rounded to f16, q = round-half-even(x/d)),
  *
@@ -553,7 +554,13 @@ EG_AVX2 static int columns_avx2(const gemm_ctx *g, const gemm_mat *a, long c0, l
 /* Row c of Q8_0, Q4_0 or Q4_1 blocks (nb per row, ggml or x8 layout) as int8 values: into q [nb*32] (zero past k;
  * Q4_0's nibbles minus 8, Q4_1's as they are; element j of a block the low nibble of byte j, element j + 16 its high
  * nibble), scales into d [nb], Q4_1's minima into m [nb] (when m is not NULL). */
+static void q5_row(int format, const uint8_t *w, long nb, long k, long c, int8_t *q, float *d, float *m);
+
 static void q8_row(int format, const uint8_t *w, long nb, long k, long c, int8_t *q, float *d, float *m) {
+    if (format == EK_WF_Q5_0 || format == EK_WF_Q5_1 || format == EK_WF_Q5_0X8 || format == EK_WF_Q5_1X8) {
+        q5_row(format, w, nb, k, c, q, d, m);
+        return;
+    }
     const int q41 = format == EK_WF_Q4_1 || format == EK_WF_Q4_1X8;
     const int four = q41 || format == EK_WF_Q4_0 || format == EK_WF_Q4_0X8;
     const int x8 = format == EK_WF_Q8_0X8 || format == EK_WF_Q4_0X8 || format == EK_WF_Q4_1X8;
@@ -588,7 +595,37 @@ static void q8_row(int format, const uint8_t *w, long nb, long k, long c, int8_t
     for (long i = k; i < nb * 32; i++) q[i] = 0;
 }
 
-static int is_q41(int format) { return format == EK_WF_Q4_1 || format == EK_WF_Q4_1X8; }
+/* Row c of Q5_0 / Q5_1 blocks (ggml, or the Q5 x8 layout through ek_x8_block) as int8 values q | h<<4 (Q5_0 minus 16:
+ * −16…15; Q5_1 0…31), scales into d, Q5_1's minima into m (when not NULL). */
+static void q5_row(int format, const uint8_t *w, long nb, long k, long c, int8_t *q, float *d, float *m) {
+    const int one = format == EK_WF_Q5_1 || format == EK_WF_Q5_1X8, x8 = format == EK_WF_Q5_0X8 || format == EK_WF_Q5_1X8;
+    const long B = 22 + 2 * one;
+    const uint8_t *row = w + c * nb * B;
+    uint8_t blk[24];
+    for (long b = 0; b < nb; b++) {
+        const uint8_t *p = row + b * B;
+        if (x8) { ek_x8_block(format, row, nb, b, blk); p = blk; }
+        uint16_t h[2] = { (uint16_t)(p[0] | (p[1] << 8)), (uint16_t)(p[2] | (p[3] << 8)) };
+        float f[2];
+        ek_f16_to_f32(h, f, one ? 2 : 1);
+        d[b] = f[0];
+        if (one && m) m[b] = f[1];
+        const uint8_t *hb = p + 2 + 2 * one, *qs = hb + 4;
+        const uint32_t qh = (uint32_t)hb[0] | (uint32_t)hb[1] << 8 | (uint32_t)hb[2] << 16 | (uint32_t)hb[3] << 24;
+        const int offset = one ? 0 : 16;
+        int8_t *out = q + b * 32;
+        for (int i = 0; i < 16; i++) {
+            out[i] = (int8_t)(((qs[i] & 0x0F) | (int)((qh >> i) & 1) << 4) - offset);
+            out[i + 16] = (int8_t)(((qs[i] >> 4) | (int)((qh >> (i + 16)) & 1) << 4) - offset);
+        }
+    }
+    for (long i = k; i < nb * 32; i++) q[i] = 0;
+}
+
+/* The formats with a minimum per block (ggml's q8_1 activations, + s_x·m_w per block): Q4_1 and Q5_1. */
+static int is_q41(int format) {
+    return format == EK_WF_Q4_1 || format == EK_WF_Q4_1X8 || format == EK_WF_Q5_1 || format == EK_WF_Q5_1X8;
+}
 
 /* acc + bias, then the epilogue (GELU applied to whole rows after): the block and bf16 GEMMs' fp32 results. */
 static inline float fp32_epilogue(float acc, const float *bias, long c, float old, int mode) {
@@ -599,7 +636,8 @@ static inline float fp32_epilogue(float acc, const float *bias, long c, float ol
 
 static int q8_format_ok(int format) {
     return format == EK_WF_Q8_0 || format == EK_WF_Q8_0X8 || format == EK_WF_Q4_0 || format == EK_WF_Q4_0X8 ||
-           format == EK_WF_Q4_1 || format == EK_WF_Q4_1X8;
+           format == EK_WF_Q4_1 || format == EK_WF_Q4_1X8 || format == EK_WF_Q5_0 || format == EK_WF_Q5_0X8 ||
+           format == EK_WF_Q5_1 || format == EK_WF_Q5_1X8;
 }
 
 /* Σ_b fma((float) Σ_{k∈b} q_x q_w, d_x[b]·d_w[b]) in order b = 0, 1, …, and for Q4_1 (mw not NULL) after each block

@@ -6,6 +6,9 @@
  *   Q8_0   ggml blocks of 34 B: f16 d, int8 q[32]        w = d*q
  *   Q4_0   ggml blocks of 18 B: f16 d, u8 q[16]          w = d*(nibble-8), low nibbles = values 0..15
  *   Q4_1   ggml blocks of 20 B: f16 d, f16 m, u8 q[16]   w = d*nibble + m
+ *   Q5_0   ggml blocks of 22 B: f16 d, u32 qh, u8 q[16]  w = d*(v-16), v = nibble | (bit i of qh) << 4 for value i
+ *   Q5_1   ggml blocks of 24 B: f16 d, f16 m, u32 qh, u8 q[16]   w = d*v + m
+ *   Q4_K / Q5_K / Q6_K   GGUF super-blocks of 256 (activations as ggml's Q8_K; see k_block_avx2)
  *
  * Activations of the integer formats are quantized once per call, as llama.cpp does (ggml's q8_0/q8_1): per
  * block of 32, d = amax/127, q = round-to-nearest-even(x/d) in [-127, 127], d rounded to f16 (int8 keeps the
@@ -13,6 +16,7 @@
  *   Q8_0, int8:  sum_b d_w d_x Σ q_w q_x
  *   Q4_0:        sum_b d_w d_x (Σ nib q_x − 8 Σ q_x)
  *   Q4_1:        sum_b d_w d_x Σ nib q_x + m_w s_x,     s_x = f16(d_x Σ q_x)   (ggml's q8_1 "s")
+ *   Q5_0, Q5_1:  as Q4_0 (with 16 for 8) and Q4_1, on the 5-bit values v
  * The signed×signed int8 products use the unsigned×signed instructions with |x| and sign(w, x); this needs
  * q_w ≠ −128, which every quantizer here (and llama.cpp's) guarantees.
  *
@@ -21,11 +25,12 @@
  * product of random signs). Without AVX512_BF16, weights are widened and multiplied by the fp32 x.
  *
  * Paths (run-time dispatch, capped by ek_set_isa_limit for tests):
- *   integer formats: avx512vnni (EVEX vpdpbusd on ymm: decode is bound by memory, not instructions) > avxvnni (VEX vpdpbusd) >
- *                    avx2 (vpmaddubsw + vpmaddwd) > scalar
+ *   integer formats: avx512vnni (EVEX vpdpbusd: on ymm, and on zmm for the x8 Q4_0/Q4_1/Q5_0/Q5_1 groups) >
+ *                    avxvnni (VEX vpdpbusd) > avx2 (vpmaddubsw + vpmaddwd) > scalar
+ *   K-quants:        avx512bw (vpmaddubsw + vpmaddwd on zmm) > avx2 > scalar
  *   bf16:            avx512bf16 (vdpbf16ps on zmm) > avx512f (widen + FMA) > avx2 (widen + FMA) > scalar
- * arm64 (neon.c):  bf16 neon (widen + FMA); int8 neon-dotprod (SDOT) > neon (SMULL + SADALP); Q8_0/Q4_0/Q4_1 still
- *                  scalar. The activation quantizer has a NEON block too (same bytes as plain C).
+ * arm64 (neon.c):  bf16 neon (widen + FMA); int8 neon-dotprod (SDOT) > neon (SMULL + SADALP); Q8_0/Q4_x/Q5_x and
+ *                  the K-quants still scalar. The activation quantizer has a NEON block too (same bytes as plain C).
  *
  * Every call is parallel over rows on the ek_parallel_for pool (ek_gemv_tasks: 1 (Intel) or 4 to 16 contiguous row ranges per thread, claimed
  * dynamically), streams each weight once for up to m ≤ 8 activation rows, and allocates nothing once its
@@ -46,11 +51,13 @@
 #define EQ_AVX512VNNI EQ_AVX2
 #define EQ_AVX512F EQ_AVX2
 #define EQ_AVX512BF16 EQ_AVX2
+#define EQ_AVX512BW EQ_AVX2
 #else
 #define EQ_AVXVNNI __attribute__((target("avx2,fma,f16c,avxvnni")))
 #define EQ_AVX512VNNI __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")))
 #define EQ_AVX512F __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl")))
 #define EQ_AVX512BF16 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512bf16")))
+#define EQ_AVX512BW __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl")))
 #endif
 #define EQ_HSUM256(v, out) do { \
         __m128 lo_ = _mm256_castps256_ps128(v), hi_ = _mm256_extractf128_ps(v, 1); \
@@ -649,7 +656,6 @@ EQ_AVX2 static void rows_k_avx2(const qctx *c, long r0, long r1) {
  * covers sub-blocks 4j' and 4j'+2 (low nibbles) and 4j'+1, 4j'+3 (high), their activations joined from two 32-byte
  * halves. The scales reach their lanes by one vpermw each. Session 17: single-thread hot rows of Q6_K / Q4_K read
  * 11-13 GB/s with the AVX2 kernel, below what a core streams from memory. */
-#define EQ_AVX512BW __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl")))
 EQ_AVX512BW static inline __attribute__((always_inline)) __m512i kq_join(const int8_t *a, const int8_t *b) {
     return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)a)),
                               _mm256_loadu_si256((const __m256i *)b), 1);
@@ -681,7 +687,6 @@ EQ_AVX512BW static inline __attribute__((always_inline)) void k_block_avx512(con
         const int8_t *sc = (const int8_t *)(x + 192);
         const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)sc));   /* 16 scales */
         const __m512i scw = _mm512_castsi256_si512(sc16), m30 = _mm512_set1_epi8(0x30);
-#pragma clang loop unroll(full)
         for (int half = 0; half < 2; half++) {
             const __m512i l = _mm512_loadu_si512((const void *)(x + 64 * half));
             const __m256i h = _mm256_loadu_si256((const __m256i *)(x + 128 + 32 * half));
@@ -711,7 +716,6 @@ EQ_AVX512BW static inline __attribute__((always_inline)) void k_block_avx512(con
         const __m256i qh = five ? _mm256_loadu_si256((const __m256i *)(x + 16)) : _mm256_setzero_si256();
         const __m512i b4 = _mm512_set1_epi8(0x10);
         const __m512i idx[4] = { EQ_KQ_IDX2(0, 2), EQ_KQ_IDX2(1, 3), EQ_KQ_IDX2(4, 6), EQ_KQ_IDX2(5, 7) };
-#pragma clang loop unroll(full)
         for (int jp = 0; jp < 2; jp++) {   /* sub-blocks 4jp … 4jp+3 */
             const __m512i v = _mm512_loadu_si512((const void *)(q4 + 64 * jp));
             __m512i lo = _mm512_and_si512(v, m4), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
@@ -1190,15 +1194,22 @@ EQ_AVX512VNNI static inline __attribute__((always_inline)) void x8z_body(const q
         }
     }
 }
-/* Q5 x8 rows on the AVX2 / AVX-VNNI paths: each row back to ggml blocks on the stack, then the per-block kernel
- * (the x8 layout serves the AVX-512 kernel below; on these paths the activations stay in plain order). */
+/* Q5 x8 rows on the AVX2 / AVX-VNNI paths (matrices regrouped while the AVX-512 kernel ran, then capped by
+ * ek_set_isa_limit; ek_x8_pays keeps them in ggml order otherwise): each row back to ggml blocks in the thread's
+ * buffer (grown once), then the per-block kernel, against activations in plain order. */
+static _Thread_local uint8_t *g_q5_row;
+static _Thread_local long g_q5_row_cap;
 static void rows_q5x8_plain(const qctx *c, long r0, long r1, void (*rows)(const qctx *, long, long)) {
-    uint8_t stack_row[8192];
-    uint8_t *buf = c->row_bytes <= (long)sizeof stack_row ? stack_row : malloc((size_t)c->row_bytes);
-    if (!buf) {   /* no memory for a long row: block by block through the scalar dot, same arithmetic */
-        rows_scalar(c, r0, r1);
-        return;
+    if (c->row_bytes > g_q5_row_cap) {
+        uint8_t *p = realloc(g_q5_row, (size_t)c->row_bytes);
+        if (!p) {   /* no memory for the row: block by block through the scalar dot, the same arithmetic */
+            rows_scalar(c, r0, r1);
+            return;
+        }
+        g_q5_row = p;
+        g_q5_row_cap = c->row_bytes;
     }
+    uint8_t *buf = g_q5_row;
     qctx t = *c;
     t.format = base_format(c->format);
     t.w = buf;
@@ -1208,7 +1219,6 @@ static void rows_q5x8_plain(const qctx *c, long r0, long r1, void (*rows)(const 
         t.bias = c->bias ? c->bias + r : NULL;
         rows(&t, 0, 1);
     }
-    if (buf != stack_row) free(buf);
 }
 
 /* ---- Q5_0 / Q5_1 x8 groups on zmm (AVX-512 VNNI), as x8z_group with the 5th bits added by one masked byte add per
@@ -1741,7 +1751,7 @@ int ek_gemv_bf16_xbf16_ref(const uint16_t *w, const float *x, const float *bias,
 
 int ek_quantize_rows(int format, const float *src, void *dst, float *scales, long rows, long cols) {
     long nb = (cols + 31) / 32, rb = ek_quant_row_bytes(format, cols);
-    if (rb == 0 || format == EK_WF_F32) return -1;
+    if (rb == 0 || format == EK_WF_F32 || is_kq(format) || is_x8(format)) return -1;   /* no quantizer for these */
     for (long r = 0; r < rows; r++) {
         const float *x = src + r * cols;
         uint8_t *out = (uint8_t *)dst + r * rb;
@@ -1930,6 +1940,16 @@ static int x8_convert(int format, const void *src, void *dst, long rows, long co
     }
     free(tmp);
     return 0;
+}
+
+int ek_x8_pays(int format) {
+    if (format == EK_WF_Q8_0 || format == EK_WF_Q4_0 || format == EK_WF_Q4_1) return 1;
+    if (format == EK_WF_Q5_0 || format == EK_WF_Q5_1) return path_for(ek_x8_format(format)) == P_AVX512VNNI;
+    return 0;
+}
+
+void ek_x8_block(int format, const void *row, long nb, long b, void *out) {
+    x8_block(base_format(format), (const uint8_t *)row, nb, b, (uint8_t *)out);
 }
 
 int ek_repack_x8(int format, const void *src, void *dst, long rows, long cols) { return x8_convert(format, src, dst, rows, cols, 1); }

@@ -88,7 +88,7 @@ struct BenchCommand: ParsableCommand {
 
     var formats: [WeightFormat] { decodeWeights.split(separator: ",").compactMap { try? WeightFormat(parsing: String($0)) } }
 
-    @Option(name: .customLong("prompt-weights"), help: "Weights prompt passes multiply with: f32 (BLAS GEMM over fp32 copies), int8 (int8 GEMM, per-row 7-bit activations with a zero point as PyTorch's x86 int8, over int8 rows, or over Q8_0 / Q4_0 / Q4_1 blocks as stored with llama.cpp's q8_0 activations: --decode-weights q8_0|q4_0|q4_1, or such a GGUF with --keep-quantized; other GGUF block types get int8 copies for prompts) or decode (the decode format widened one matrix at a time). int8 and decode release the fp32 copies: each --decode-weights format then runs on a freshly built or loaded model, after an fp32 quality reference.")
+    @Option(name: .customLong("prompt-weights"), help: "Weights prompt passes multiply with: f32 (BLAS GEMM over fp32 copies), int8 (int8 GEMM, per-row 7-bit activations with a zero point as PyTorch's x86 int8, over int8 rows, or over Q8_0 / Q4_0 / Q4_1 / Q5_0 / Q5_1 blocks as stored with llama.cpp's q8_0 activations: --decode-weights q8_0|q4_0|q4_1, or such a GGUF with --keep-quantized; K-quant blocks get int8 copies for prompts) or decode (the decode format widened one matrix at a time). int8 and decode release the fp32 copies: each --decode-weights format then runs on a freshly built or loaded model, after an fp32 quality reference.")
     var promptWeights: String = "f32"
 
     var prompts: PromptWeights { PromptWeights(rawValue: promptWeights) ?? .f32 }

@@ -202,7 +202,7 @@ final class QuantizedModelTests: XCTestCase {
         XCTAssertLessThan(errKept, 1e-5)
     }
 
-    /// Q5_0 / Q5_1 blocks (tools/goldens/make_tied_quant_goldens.py's q5.gguf): what llama.cpp's Q4_K_M files of
+    /// Q5_0 / Q5_1 blocks (tools/goldens/make_tied_quant_goldens.py's q5.gguf, with a tied Q8_0 head): what llama.cpp's Q4_K_M files of
     /// small models hold wherever a row is not a multiple of 256 (SmolLM2-360M, Qwen2.5-0.5B). With --keep-quantized
     /// they stay in their blocks and decode runs llama.cpp's arithmetic on them (q8_0 / q8_1 activations, exact int32
     /// block sums), so decode-step logits land on llama.cpp's: bound 1e-5 and no further than the widened model's.
@@ -211,7 +211,7 @@ final class QuantizedModelTests: XCTestCase {
         let path = fixture("tiny_llama/q5.gguf")
         let plain = try XCTUnwrap(ModelRegistry.load(folder: path) as? LlamaModel)
         let kept = try XCTUnwrap(ModelRegistry.load(folder: path, keepQuantized: true) as? LlamaModel)
-        XCTAssertEqual(kept.blocks.map(\.down.decodeFormat), [.q5_0, .q6_K, .q5_1])
+        XCTAssertEqual(kept.blocks.map(\.down.decodeFormat), [.q5_0, .q5_1, .q5_1])
         XCTAssertEqual(kept.blocks.map(\.o.decodeFormat), [.q5_0, .q5_1, .q5_0])
         XCTAssertEqual(kept.embeddingBlocks?.format, .q8_0)
         XCTAssertEqual(plain.blocks.map(\.down.decodeFormat), [.f32, .f32, .f32])
@@ -228,9 +228,15 @@ final class QuantizedModelTests: XCTestCase {
             return out
         }
         let errKept = relativeError(try stepwise(kept), want), errPlain = relativeError(try stepwise(plain), want)
-        print("tiny Q5_0/Q5_1 GGUF: prompt widened vs fp32 numpy \(fp32Err); decode steps vs llama.cpp: kept \(errKept), widened \(errPlain)")
+        // prompt passes on the blocks as stored (--prompt-weights int8: ek_gemm_q8_0, llama.cpp's q8_0 / q8_1
+        // activations and exact block sums): llama.cpp's prompt logits, bound 1e-5
+        try kept.usePromptWeights(.int8)
+        XCTAssertTrue(kept.blocks[0].o.promptInt8 === kept.blocks[0].o.packed, "the Q5_0 blocks serve prompt passes as stored")
+        let errPrompt = relativeError(try kept.logits([prompt]).toArray(), want)
+        print("tiny Q5_0/Q5_1 GGUF: prompt widened vs fp32 numpy \(fp32Err); decode steps vs llama.cpp: kept \(errKept), widened \(errPlain); int8 prompt pass vs llama.cpp \(errPrompt)")
         XCTAssertLessThanOrEqual(errKept, errPlain)
         XCTAssertLessThan(errKept, 1e-5)
+        XCTAssertLessThan(errPrompt, 1e-5)
     }
 
     /// Llama (tiny F32 GGUF, large random weights): every format decodes, with the error ordered by the format's
@@ -293,6 +299,31 @@ final class QuantizeCLITests: XCTestCase {
 extension QuantizedModelTests {
     /// Decode steps with the shared-activation GEMVs (q/k/v and gate/up in one kernel call, DecodeTuning.sharedGEMV)
     /// give exactly the logits of one call per layer, for Mu, mu_decoder and a Llama GGUF, in every decode format.
+    /// Layers of different layouts (q/k in Q5_0 beside a Q8_0 v, as llama.cpp's Q4_K_M files have them): in a decode
+    /// step each layout's layers share one call, with exactly the floats of one call per layer, in the layers' order.
+    func testSharedDecodeGEMVsGroupLayouts() {
+        defer { DecodeTuning.sharedGEMV = true }
+        var rng = SplitMix64(seed: 11)
+        func layer(_ out: Int, _ f: WeightFormat) -> Linear {
+            let w = Tensor(zeros: [out, 320])
+            for i in 0..<w.count { w.data[i] = rng.nextUnitFloat() - 0.5 }
+            var l = Linear(weight: w, bias: nil)
+            l.useDecodeWeights(f)
+            return l
+        }
+        let x = Tensor(zeros: [2, 320])
+        for i in 0..<x.count { x.data[i] = rng.nextUnitFloat() * 2 - 1 }
+        for formats in [[WeightFormat.q5_0, .q5_0, .q8_0], [.q8_0, .q4_0, .q8_0], [.q4_0, .q5_1, .int8]] {
+            let layers = [layer(64, formats[0]), layer(32, formats[1]), layer(48, formats[2])]
+            DecodeTuning.sharedGEMV = false
+            let separate = Linear.shared(x, layers).map { $0.toArray() }
+            DecodeTuning.sharedGEMV = true
+            let grouped = Linear.shared(x, layers).map { $0.toArray() }
+            XCTAssertEqual(grouped.map(\.count), [128, 64, 96], "\(formats)")
+            XCTAssertEqual(grouped, separate, "\(formats)")
+        }
+    }
+
     func testSharedDecodeGEMVsGiveTheSameLogits() throws {
         defer { DecodeTuning.sharedGEMV = true }
         let mu = try MuModel(config: MuConfig(nEncoderLayer: 2, nDecoderLayer: 2, nEmbd: 96, qkvEmbd: 64, hiddenDim: 256, nHead: 4,

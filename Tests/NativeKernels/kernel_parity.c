@@ -572,7 +572,9 @@ static void test_gemm_q8_0(void) {
         uint8_t *q = malloc((size_t)(n * rb)), *qx = malloc((size_t)(n * rb));
         float *wd = malloc(sizeof(float) * n * k), *y = out_alloc(m * n), *r = malloc(sizeof(float) * m * n);
         double *want = malloc(sizeof(double) * m * n), *sc = malloc(sizeof(double) * m * n);
-      for (int base = EK_WF_Q8_0; base <= EK_WF_Q4_1; base++) {   /* Q8_0, Q4_0 (nibbles − 8), Q4_1 (+ minima) */
+      static const int block_bases[] = { EK_WF_Q8_0, EK_WF_Q4_0, EK_WF_Q4_1, EK_WF_Q5_0, EK_WF_Q5_1 };
+      for (int bi = 0; bi < 5; bi++) {   /* Q8_0, Q4_0 (nibbles − 8), Q4_1 (+ minima), Q5_0 (5 bits − 16), Q5_1 */
+        const int base = block_bases[bi];
         rb = ek_quant_row_bytes(base, k);
         ek_quantize_rows(base, w, q, NULL, n, k);
         if (base == EK_WF_Q8_0)
@@ -632,7 +634,9 @@ static void test_gemm_q8_0(void) {
                 ek_gemv_quant_ref(base, q, NULL, x, b, r, mg, n, k);
                 double *gs = gemv_scale(wd, x, b, mg, n, k);
                 for (long i = 0; i < mg * n; i++) want[i] = r[i];
-                expect_close(base == EK_WF_Q8_0 ? "gemv_q8_0 (-128)" : base == EK_WF_Q4_0 ? "gemv_q4_0 (x8)" : "gemv_q4_1 (x8)",
+                static const char *const gemv_names[] = { "gemv_q8_0 (-128)", "gemv_q4_0 (x8)", "gemv_q4_1 (x8)", "gemv_q5_0 (x8)",
+                                                          "gemv_q5_1 (x8)" };
+                expect_close(gemv_names[bi],
                              layout, y, want, gs, mg * n, 1e-5);
                 struct quant_row_ctx rc = { fmt, wq, NULL, x, b, mg, k };
                 expect_rows_alone("gemv blocks row alone", layout, y, mg, n, quant_row, &rc);

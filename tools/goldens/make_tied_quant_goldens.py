@@ -10,7 +10,7 @@ only the rows they need) and the tied head runs the quantized GEMV on the same b
   Tests/EncoreTests/Fixtures/tiny_llama/golden-tied-q4.safetensors   llama.cpp logits of every position of the
                                                                      prompts of golden.json (prompt<i>.logits), and
                                                                      the fp32 numpy reference (prompt<i>.fp32_logits)
-  Tests/EncoreTests/Fixtures/tiny_llama/q5.gguf                      Q8_0 token_embd (tied head), Q5_0/Q5_1/Q6_K
+  Tests/EncoreTests/Fixtures/tiny_llama/q5.gguf                      Q8_0 token_embd (tied head), Q5_0/Q5_1
                                                                      matrices: the mix of llama.cpp's Q4_K_M files of
                                                                      small models, whose rows are not multiples of 256
   Tests/EncoreTests/Fixtures/tiny_llama/golden-q5.safetensors        as golden-tied-q4.safetensors, for q5.gguf
@@ -41,10 +41,10 @@ def write_tied(path, seed):
 
 
 def write_q5(path, seed):
-    """q5.gguf (session 17): Q8_0 token_embd = the tied head, Q5_0/Q5_1 attention and gate/up, Q5_0/Q6_K/Q5_1 down."""
+    """q5.gguf (session 17): Q8_0 token_embd = the tied head, Q5_0/Q5_1 attention, gate/up and down."""
     rng = np.random.default_rng(seed)
     w = tiny_llama_writer(path, "encore-tiny-llama-q5")
-    plans = [(Q.Q5_0, Q.Q5_1, Q.Q5_0), (Q.Q5_1, Q.Q5_0, Q.Q6_K), (Q.Q5_0, Q.Q5_0, Q.Q5_1)]
+    plans = [(Q.Q5_0, Q.Q5_1, Q.Q5_0), (Q.Q5_1, Q.Q5_0, Q.Q5_1), (Q.Q5_0, Q.Q5_0, Q.Q5_1)]
     add_tiny_llama_tensors(w, rng, Q.Q8_0, 1.0, plans)
     finish_gguf(w)
 

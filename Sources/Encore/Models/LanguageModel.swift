@@ -76,7 +76,7 @@ extension LanguageModel {
 /// - `f32`: fp32 copies with BLAS GEMM (the default; most precise; memory: fp32 beside the decode copy).
 /// - `int8`: int8 rows with Encore's int8 GEMM (`ek_gemm_int8`: per-row 7-bit activations with a zero point, exact
 ///   int32 sums, as PyTorch's dynamic int8 on x86 (fbgemm, reduce_range)); the fp32 copies are released, an int8 decode copy is shared.
-///   A Q8_0, Q4_0 or Q4_1 decode copy (`useDecodeWeights(.q8_0)`, or a GGUF's such tensors kept quantized) is multiplied as stored
+///   A Q8_0, Q4_0, Q4_1, Q5_0 or Q5_1 decode copy (`useDecodeWeights(.q8_0)`, or a GGUF's such tensors kept quantized) is multiplied as stored
 ///   (`ek_gemm_q8_0`: llama.cpp's q8_0 activations (q8_1 for Q4_1), each block's exact int32 sum times its scales): no
 ///   int8 copy. So `--decode-weights q4_0 --prompt-weights int8` runs prompts on the 4-bit blocks, not on int8 rows.
 /// - `decode`: the decode-format copy, widened to fp32 one matrix at a time for BLAS GEMM (no resident fp32 copy:

@@ -349,7 +349,7 @@ struct Linear {
     }
 
     /// What prompt passes (M > 8) multiply with (``PromptWeights``): `.int8` runs the int8 GEMM over int8 rows
-    /// (shared with an int8, Q8_0, Q4_0 or Q4_1 decode copy: blocks are multiplied as stored) and drops the fp32 copy; `.decode` drops the fp32 copy when a decode copy
+    /// (shared with an int8, Q8_0, Q4_x or Q5_x decode copy: blocks are multiplied as stored) and drops the fp32 copy; `.decode` drops the fp32 copy when a decode copy
     /// exists (prompt passes widen it per call); `.f32` brings an fp32 copy back (dequantized when none is left).
     mutating func usePromptWeights(_ weights: PromptWeights) {
         switch weights {
@@ -387,14 +387,31 @@ extension Linear {
     /// call serves up to four of them (``Ops/linearQuantizedShared(_:weights:biases:)``); in a prompt pass where
     /// every layer has int8 prompt rows, one int8 GEMM call serves them all (``Ops/linearInt8Shared(_:weights:biases:)``).
     /// Both quantize the activations once and run one pool job, with the same results; otherwise each layer runs
-    /// on its own.
+    /// on its own. In a decode step, layers of different layouts (llama.cpp's Q4_K_M files: Q5_0 q/k beside a Q8_0
+    /// v) share a call with the others of their layout.
     static func shared(_ x: Tensor, _ layers: [Linear]) -> [Tensor] {
         guard layers.count > 1 else { return layers.map { $0(x) } }
         let k = layers[0].inputs, rows = x.count / k
         if rows <= Ops.decodeRows {
-            if DecodeTuning.sharedGEMV, layers.count <= Int(EK_GEMV_MULTI_MAX), let first = layers[0].decodeMatrix,
-               layers.allSatisfy({ $0.decodeMatrix?.layoutID == first.layoutID && $0.inputs == k }) {
-                return Ops.linearQuantizedShared(x, weights: layers.map { $0.decodeMatrix! }, biases: layers.map(\.bias))
+            if DecodeTuning.sharedGEMV, layers.count <= Int(EK_GEMV_MULTI_MAX),
+               layers.allSatisfy({ $0.decodeMatrix != nil && $0.inputs == k }) {
+                var groups: [[Int]] = []               // layer indices by layout, in order of first appearance
+                for (i, layer) in layers.enumerated() {
+                    if let g = groups.firstIndex(where: { layers[$0[0]].decodeMatrix!.layoutID == layer.decodeMatrix!.layoutID }) {
+                        groups[g].append(i)
+                    } else {
+                        groups.append([i])
+                    }
+                }
+                if groups.count < layers.count {
+                    var out = [Tensor?](repeating: nil, count: layers.count)
+                    for g in groups {
+                        let ys = g.count == 1 ? [layers[g[0]](x)]
+                            : Ops.linearQuantizedShared(x, weights: g.map { layers[$0].decodeMatrix! }, biases: g.map { layers[$0].bias })
+                        for (j, i) in g.enumerated() { out[i] = ys[j] }
+                    }
+                    return out.map { $0! }
+                }
             }
         } else if DecodeTuning.sharedPromptGEMM, let first = layers[0].promptInt8,
                   layers.allSatisfy({ $0.promptInt8?.layoutID == first.layoutID && $0.inputs == k }) {

@@ -559,7 +559,7 @@ public final class LlamaModel: CausalDecoder {
     }
 
     /// Loads a `.gguf` file (architecture llama, qwen2 or phi3).
-    /// `keepQuantized`: Q8_0/Q4_0/Q4_1/Q5_0/Q5_1/Q4_K/Q5_K/Q6_K matrices and the embedding stay in their blocks (copied out of the mapping, Q8_0/Q4_0/Q4_1 regrouped by 8; decode
+    /// `keepQuantized`: Q8_0/Q4_0/Q4_1/Q5_0/Q5_1/Q4_K/Q5_K/Q6_K matrices and the embedding stay in their blocks (copied out of the mapping, Q8_0/Q4_0/Q4_1 regrouped by 8, Q5_0/Q5_1 their own way where the AVX-512 kernel runs; decode
     /// streams them, prompt passes dequantize per call) instead of being widened to fp32.
     public convenience init(path: String, keepQuantized: Bool = false) throws {
         let file = try GGUFModelFile(path: path)
@@ -577,7 +577,7 @@ public final class LlamaModel: CausalDecoder {
 
     init(config c: LlamaConfig, loader l: WeightLoader, naming: LlamaNaming) throws {
         let table = [c.vocabSize, c.nEmbd]
-        // kept GGUF blocks (Q8_0/Q4_0/Q4_1/K-quants with keepQuantized): no fp32 copy of the table or of the head
+        // kept GGUF blocks (Q8_0/Q4_x/Q5_x/K-quants with keepQuantized): no fp32 copy of the table or of the head
         embeddingBlocks = try l.packedMatrix(naming.embedding, shape: table)
         embedding = embeddingBlocks == nil ? try l.tensor(naming.embedding, shape: table) : nil
         if c.tieWordEmbeddings == true {

@@ -12,11 +12,10 @@ import EncoreKernels
 public enum WeightFormat: String, CaseIterable, Sendable {
     case f32, bf16, int8, q8_0, q4_0, q4_1, q4_K, q5_K, q6_K, q5_0, q5_1
 
-    /// Whether Encore quantizes fp32 weights to this format (the K-quants and Q5 blocks are only read from GGUF files).
-    public var isQuantizationTarget: Bool { !isGGUFOnly }
-
-    /// The formats only read from GGUF files: the K-quants, Q5_0 and Q5_1.
-    var isGGUFOnly: Bool { self == .q4_K || self == .q5_K || self == .q6_K || self == .q5_0 || self == .q5_1 }
+    /// Whether `encore quantize` and `--decode-weights` offer this format: not the K-quants, Q5_0 and Q5_1, which are
+    /// read from GGUF files (``QuantizedMatrix/init(_:format:regroup:)`` quantizes Q5_0 / Q5_1 too, with llama.cpp's
+    /// reference rounding, for tests).
+    public var isQuantizationTarget: Bool { self != .q4_K && self != .q5_K && self != .q6_K && self != .q5_0 && self != .q5_1 }
 
     /// The kernel's format id (EK_WF_*).
     var kernelID: Int32 {
@@ -74,8 +73,8 @@ public enum WeightFormat: String, CaseIterable, Sendable {
     }
 
     /// Whether prompt passes can multiply matrices stored in this format with the int8 GEMM directly (int8 rows,
-    /// Q8_0, Q4_0 and Q4_1 blocks); other formats get an int8 copy for ``PromptWeights/int8``.
-    public var hasInt8PromptGEMM: Bool { self == .int8 || self == .q8_0 || self == .q4_0 || self == .q4_1 }
+    /// Q8_0, Q4_0, Q4_1, Q5_0 and Q5_1 blocks); other formats (the K-quants) get an int8 copy for ``PromptWeights/int8``.
+    public var hasInt8PromptGEMM: Bool { self == .int8 || self == .q8_0 || self == .q4_0 || self == .q4_1 || self == .q5_0 || self == .q5_1 }
 
     /// The decode path this CPU runs for the format, e.g. "avx512vnni", "avx2", "neon-dotprod", "neon", "scalar".
     public var kernelPath: String { String(cString: ek_gemv_path(kernelID)) }
@@ -91,7 +90,7 @@ public final class QuantizedMatrix: @unchecked Sendable {
     public let format: WeightFormat
     public let rows: Int, columns: Int
     /// The kernels' id of the stored layout: `format.kernelID`, or its x8 regrouping (Q8_0/Q4_0/Q4_1 blocks
-    /// regrouped by 8, ek_repack_x8: same bytes, faster decode kernels) when ``isRegrouped``.
+    /// regrouped by 8, Q5_0/Q5_1 their own way; ek_repack_x8: same bytes, faster decode kernels) when ``isRegrouped``.
     let layoutID: Int32
     /// Whether the blocks are stored regrouped by 8 (in memory only; checkpoints store ggml's order).
     public var isRegrouped: Bool { layoutID != format.kernelID }
@@ -103,8 +102,8 @@ public final class QuantizedMatrix: @unchecked Sendable {
     private let ownedScales: UnsafeMutablePointer<Float>?
     private let owner: AnyObject?
 
-    /// Quantizes an fp32 matrix (format ≠ f32). `regroup`: store Q8_0/Q4_0/Q4_1 regrouped by 8 for the fast
-    /// decode kernels (false for matrices written to checkpoints).
+    /// Quantizes an fp32 matrix (format ≠ f32, not a K-quant). `regroup`: store Q8_0/Q4_0/Q4_1 (and, where the
+    /// AVX-512 kernel runs, Q5_0/Q5_1) regrouped for the fast decode kernels (false for matrices written to checkpoints).
     public init(_ t: Tensor, format: WeightFormat, regroup: Bool = true) {
         precondition(t.shape.count == 2, "QuantizedMatrix wants a matrix, got \(t.shape)")
         precondition(format != .f32, "QuantizedMatrix holds a decode format, not f32")
@@ -124,10 +123,11 @@ public final class QuantizedMatrix: @unchecked Sendable {
         owner = nil
     }
 
-    /// Regroups ggml rows at `p` by 8 when asked and the format has an x8 layout; returns the layout's id.
+    /// Regroups ggml rows at `p` when asked and the format has an x8 layout that speeds this CPU's decode kernels
+    /// (`ek_x8_pays`); returns the layout's id.
     private static func regroupInPlace(_ p: UnsafeMutableRawPointer, format: WeightFormat, rows: Int, columns: Int, _ regroup: Bool) -> Int32 {
         let x8 = ek_x8_format(format.kernelID)
-        guard regroup, x8 >= 0, rows > 0 else { return format.kernelID }
+        guard regroup, x8 >= 0, ek_x8_pays(format.kernelID) != 0, rows > 0 else { return format.kernelID }
         precondition(ek_repack_x8(x8, p, p, rows, columns) == 0, "regroup: out of memory")
         return x8
     }
@@ -257,16 +257,17 @@ extension Ops {
     /// Prompt-pass product over int8 weights without an fp32 copy: x [M, K] → [M, N] with x quantized per row to
     /// 7 bits and exact int32 dot products, then the epilogue: stored (`into` nil), GELU'd (`gelu`), or accumulated
     /// into the residual stream `into` [M, N]. ``WeightFormat/int8`` rows run `ek_gemm_int8` (one scale per row);
-    /// ``WeightFormat/q8_0``, ``WeightFormat/q4_0`` and ``WeightFormat/q4_1`` blocks (a GGUF's tensors as stored) run
-    /// `ek_gemm_q8_0` (llama.cpp's q8_0 / q8_1 activations; one scale per block of 32, applied to each block's exact
-    /// sum, and Q4_1's minima times the activations' block sums).
+    /// ``WeightFormat/q8_0``, ``WeightFormat/q4_0``, ``WeightFormat/q4_1``, ``WeightFormat/q5_0`` and
+    /// ``WeightFormat/q5_1`` blocks (a GGUF's tensors as stored) run `ek_gemm_q8_0` (llama.cpp's q8_0 / q8_1
+    /// activations; one scale per block of 32, applied to each block's exact sum, and Q4_1's / Q5_1's minima times the
+    /// activations' block sums).
     ///
     /// `relu` gives max(x·Wᵀ + b, 0) from the same epilogue (T5's `DenseReluDense`).
     static func linearInt8(_ x: Tensor, weight: QuantizedMatrix, bias: Tensor?, gelu: Bool = false, relu: Bool = false,
                            into r: Tensor? = nil) -> Tensor {
         precondition(weight.format.hasInt8PromptGEMM, "linearInt8: \(weight.format) weights")
         return packedPromptProduct(x, weight: weight, bias: bias, gelu: gelu, relu: relu, into: r) { m, n, k, y, epilogue in
-            weight.format != .int8   // Q8_0 / Q4_0 / Q4_1 blocks
+            weight.format != .int8   // Q8_0 / Q4_x / Q5_x blocks
                 ? ek_gemm_q8_0(weight.layoutID, weight.data, x.data, bias?.data, y, m, n, k, epilogue)
                 : ek_gemm_int8(weight.data.assumingMemoryBound(to: Int8.self), weight.scales, x.data, bias?.data, y,
                                m, n, k, epilogue)

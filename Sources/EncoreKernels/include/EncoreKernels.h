@@ -245,18 +245,18 @@ void ek_set_int8_grouped(int on);
  *  ek_set_x8_streams(2|4) overrides (-1: the default again). Results are the same bytes either way. */
 void ek_set_x8_streams(int n);
 int ek_get_x8_streams(void);
-/** Path a format runs on under the current limit: "avx512vnni", "avxvnni", "avx2", "avx512bf16", "avx512f", "neon",
- *  "neon-dotprod" (arm64: bf16 and int8 only so far), "scalar". */
+/** Path a format runs on under the current limit: "avx512vnni", "avxvnni", "avx2", "avx512bf16", "avx512f", "avx512bw"
+ *  (the K-quants), "neon", "neon-dotprod" (arm64: bf16 and int8 only so far), "scalar". */
 const char *ek_gemv_path(int format);
 /** Bytes of one stored row of k values in `format`. */
 long ek_quant_row_bytes(int format, long k);
 /**
  * y[m, n] = x[m, k] · W[n, k]ᵀ (+ bias) for m ≤ 8 decode rows with W in `format` (wscale: INT8 row scales, else
- * NULL). Integer formats quantize x per block of 32 as ggml's q8_0 (Q4_1: q8_1) once per call; see gemv_quant.c
+ * NULL). Integer formats quantize x per block of 32 as ggml's q8_0 (Q4_1, Q5_1: q8_1) once per call; see gemv_quant.c
  * for the arithmetic. Returns 0, -1 for an unknown format, -2 if the activation buffer could not grow.
  */
 /** The activation quantizer of the integer GEMVs (llama.cpp's Q8_0 rule: per 32 values d = amax/127, q = round-half-even
- *  (x/d)): x [m, k] → q [m, nb*32] (zero padded, nb = ceil(k/32)), d [m, nb], c [m, nb] (the Q4_0/Q4_1 offset term).
+ *  (x/d)): x [m, k] → q [m, nb*32] (zero padded, nb = ceil(k/32)), d [m, nb], c [m, nb] (the Q4_0/Q4_1/Q5_0/Q5_1 offset term).
  *  AVX2 where present, else plain C; both give identical bytes (tested). */
 void ek_quantize_activations(int format, const float *x, long m, long k, int8_t *q, float *d, float *c);
 /** The same quantizer in plain C whatever the CPU (the twins' quantizer; thread-safe, no global switch). */
@@ -285,7 +285,7 @@ int ek_gemv_quant_ref(int format, const void *w, const float *wscale, const floa
                       long m, long n, long k);
 /** bf16 reference with x rounded to bf16 first (the avx512bf16 path's arithmetic). */
 int ek_gemv_bf16_xbf16_ref(const uint16_t *w, const float *x, const float *bias, float *y, long m, long n, long k);
-/** src [rows, cols] fp32 → dst rows of ek_quant_row_bytes (llama.cpp's reference rounding for Q8_0/Q4_0/Q4_1;
+/** src [rows, cols] fp32 → dst rows of ek_quant_row_bytes (llama.cpp's reference rounding for Q8_0/Q4_0/Q4_1/Q5_0/Q5_1;
  *  INT8: per-row scale amax/127 into scales[rows]). Returns -1 for F32 or an unknown format. */
 int ek_quantize_rows(int format, const float *src, void *dst, float *scales, long rows, long cols);
 /**
@@ -298,6 +298,12 @@ int ek_quantize_rows(int format, const float *src, void *dst, float *scales, lon
  * else -1. Q5_0/Q5_1 regroup differently (full groups of 8: the 8 scales, the 8 minima, each quad's 5th bits as two
  * 64-bit masks, the 8 nibble payloads; the last nb % 8 blocks stay ggml blocks): see x8_row5 in gemv_quant.c.
  */
+/** Whether regrouping ggml `format` into its x8 layout speeds this CPU's decode GEMVs under the current ISA limit:
+ *  Q8_0/Q4_0/Q4_1 always (every SIMD path reads x8); Q5_0/Q5_1 where the AVX-512 VNNI kernel runs (the AVX2 paths
+ *  would unpack each x8 row per call). 0 for formats without an x8 layout. */
+int ek_x8_pays(int format);
+/** Block b of one x8 row of nb blocks (`format` an x8 id) copied out as the ggml block (out: its block bytes). */
+void ek_x8_block(int format, const void *row, long nb, long b, void *out);
 int ek_repack_x8(int format, const void *src, void *dst, long rows, long cols);
 int ek_unpack_x8(int format, const void *src, void *dst, long rows, long cols);
 int ek_x8_format(int format);
@@ -344,11 +350,12 @@ int ek_get_gemm_stream_outputs(void);
 int ek_gemm_int8_ref(const int8_t *w, const float *wscale, const float *x, const float *bias, float *y,
                      long m, long n, long k, int epilogue);
 /**
- * The prompt GEMM with q8_0 activations over Q8_0, Q4_0 or Q4_1 blocks (`format` EK_WF_Q8_0 / EK_WF_Q4_0 /
- * EK_WF_Q4_1: ggml rows, or their x8 ids), no fp32 copy: GGUF weights as stored, with llama.cpp's arithmetic (its
- * q8_0, q4_0 and q4_1 matmuls). x is quantized per block of 32 as ggml's q8_0 (Q4_1: q8_1, with the block sums
- * s = d·Σq; the GEMVs' quantizer, ek_quantize_activations), each block's int32 sum Σ q_x·q_w is exact (Q4_0:
- * q_w = nibble − 8; Q4_1: the nibble), and y = Σ_b [(d_x·d_w)_b · sum_b (+ s_b·m_b for Q4_1)] (+ bias) in fp32 (one
+ * The prompt GEMM with q8_0 activations over Q8_0, Q4_0, Q4_1, Q5_0 or Q5_1 blocks (`format` EK_WF_Q8_0 /
+ * EK_WF_Q4_0 / EK_WF_Q4_1 / EK_WF_Q5_0 / EK_WF_Q5_1: ggml rows, or their x8 ids), no fp32 copy: GGUF weights as
+ * stored, with llama.cpp's arithmetic (its q8_0, q4_0, q4_1, q5_0 and q5_1 matmuls). x is quantized per block of 32 as
+ * ggml's q8_0 (Q4_1, Q5_1: q8_1, with the block sums s = d·Σq; the GEMVs' quantizer, ek_quantize_activations), each
+ * block's int32 sum Σ q_x·q_w is exact (Q4_0: q_w = nibble − 8; Q4_1: the nibble; Q5_0: the 5-bit value − 16; Q5_1:
+ * the 5-bit value), and y = Σ_b [(d_x·d_w)_b · sum_b (+ s_b·m_b for Q4_1 / Q5_1)] (+ bias) in fp32 (one
  * FMA per term, b in order), then the epilogue (llama.cpp: the same products and scales; its fp32 sums run in
  * another order). The int8 path's 4×16 AVX2 tiles with llama.cpp's sign trick, vpmaddubsw(|q_w|, sign(q_x, q_w)),
  * exact for every weight byte, −128 included (arm64: SDOT / SMULL tiles per block; other CPUs: plain C); every path

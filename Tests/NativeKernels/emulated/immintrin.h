@@ -13,7 +13,7 @@
 /* AVX-VNNI's VEX vpdpbusd computes what AVX512-VNNI's EVEX form does */
 #define _mm256_dpbusd_avx_epi32(src, a, b) simde_mm256_dpbusd_epi32(src, a, b)
 
-/* three AVX-512F intrinsics SIMDe 0.7.4 lacks, written from Intel's pseudocode */
+/* three AVX-512F intrinsics SIMDe 0.7.4 lacks, written from Intel's pseudocode (more below) */
 static inline simde__m512i encore_emulated_mm512_cvtepu16_epi32(simde__m256i a) {
     simde__m256i_private a_ = simde__m256i_to_private(a);
     simde__m512i_private r_;
@@ -41,6 +41,33 @@ static inline float encore_emulated_mm512_reduce_add_ps(simde__m512 a) {
     return t2[0] + t2[1];
 }
 #define _mm512_reduce_add_ps(a) encore_emulated_mm512_reduce_add_ps(a)
+
+/* four AVX-512 intrinsics of the Q5 and K-quant decode kernels SIMDe 0.7.4 lacks (session 17) */
+#define _cvtu64_mask64(a) ((simde__mmask64)(a))
+#define _cvtu32_mask32(a) ((simde__mmask32)(a))
+static inline simde__m256i encore_emulated_mm256_mask_add_epi8(simde__m256i src, simde__mmask32 k, simde__m256i a,
+                                                               simde__m256i b) {
+    simde__m256i_private s_ = simde__m256i_to_private(src), a_ = simde__m256i_to_private(a), b_ = simde__m256i_to_private(b);
+    for (int i = 0; i < 32; i++) if ((k >> i) & 1) s_.i8[i] = (int8_t)(a_.i8[i] + b_.i8[i]);
+    return simde__m256i_from_private(s_);
+}
+#define _mm256_mask_add_epi8(src, k, a, b) encore_emulated_mm256_mask_add_epi8(src, k, a, b)
+static inline simde__m512i encore_emulated_mm512_zextsi256_si512(simde__m256i a) {
+    simde__m256i_private a_ = simde__m256i_to_private(a);
+    simde__m512i_private r_;
+    for (int i = 0; i < 8; i++) { r_.i32[i] = a_.i32[i]; r_.i32[i + 8] = 0; }
+    return simde__m512i_from_private(r_);
+}
+#define _mm512_zextsi256_si512(a) encore_emulated_mm512_zextsi256_si512(a)
+/* SIMDe 0.7.4's native alias of _mm512_madd_epi16 takes four arguments (a bug): vpmaddwd from Intel's pseudocode */
+static inline simde__m512i encore_emulated_mm512_madd_epi16(simde__m512i a, simde__m512i b) {
+    simde__m512i_private a_ = simde__m512i_to_private(a), b_ = simde__m512i_to_private(b), r_;
+    for (int i = 0; i < 16; i++)
+        r_.i32[i] = (int32_t)a_.i16[2 * i] * b_.i16[2 * i] + (int32_t)a_.i16[2 * i + 1] * b_.i16[2 * i + 1];
+    return simde__m512i_from_private(r_);
+}
+#undef _mm512_madd_epi16
+#define _mm512_madd_epi16(a, b) encore_emulated_mm512_madd_epi16(a, b)
 
 /* F16C's scalar conversion and a rounding-control name SIMDe 0.7.4 does not alias */
 #define _cvtsh_ss(h) simde_mm_cvtss_f32(simde_mm_cvtph_ps(simde_mm_cvtsi32_si128((int)(uint16_t)(h))))
