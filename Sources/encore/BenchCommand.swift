@@ -88,7 +88,7 @@ struct BenchCommand: ParsableCommand {
 
     var formats: [WeightFormat] { decodeWeights.split(separator: ",").compactMap { try? WeightFormat(parsing: String($0)) } }
 
-    @Option(name: .customLong("prompt-weights"), help: "Weights prompt passes multiply with: f32 (BLAS GEMM over fp32 copies), int8 (int8 GEMM, per-row 7-bit activations with a zero point as PyTorch's x86 int8, over int8 rows, or over Q8_0 / Q4_0 / Q4_1 / Q5_0 / Q5_1 blocks as stored with llama.cpp's q8_0 activations: --decode-weights q8_0|q4_0|q4_1, or such a GGUF with --keep-quantized; K-quant blocks get int8 copies for prompts) or decode (the decode format widened one matrix at a time). int8 and decode release the fp32 copies: each --decode-weights format then runs on a freshly built or loaded model, after an fp32 quality reference.")
+    @Option(name: .customLong("prompt-weights"), help: "Weights prompt passes multiply with: f32 (BLAS GEMM over fp32 copies), int8 (int8 GEMM, per-row 7-bit activations with a zero point as PyTorch's x86 int8, over int8 rows, or over Q8_0 / Q4_0 / Q4_1 / Q5_0 / Q5_1 blocks as stored with llama.cpp's q8_0 activations: --decode-weights q8_0|q4_0|q4_1, or such a GGUF with --keep-quantized; K-quant blocks get int8 copies for prompts) decode (the decode format widened one matrix at a time), or blocks (as llama.cpp: blocks the int8 GEMM reads multiplied as stored, the others, bf16 and the K-quants, widened per matrix; no copies). int8 and decode release the fp32 copies: each --decode-weights format then runs on a freshly built or loaded model, after an fp32 quality reference.")
     var promptWeights: String = "f32"
 
     var prompts: PromptWeights { PromptWeights(rawValue: promptWeights) ?? .f32 }
@@ -102,7 +102,8 @@ struct BenchCommand: ParsableCommand {
     func releasesFP32(encoderDecoder: Bool) -> Bool {
         prompts != .f32 || (encoderDecoder && (encoderFormat ?? .f32) != .f32)
     }
-    var promptInt8: Bool { prompts == .int8 }
+    /// Whether prompt passes run the int8 / block GEMMs (int8, or blocks where the format has one).
+    var promptInt8: Bool { prompts == .int8 || prompts == .blocks }
 
     @Option(name: .customLong("quality-tokens"), help: "Teacher-forced decode steps for the quality report of non-f32 formats (0: skip).")
     var qualityTokens: Int = 64
@@ -367,10 +368,17 @@ struct BenchCommand: ParsableCommand {
                 return
             }
             let kvNote: String = " · KV caches " + kvCache + (kvStorage == .auto ? " (f16 for bf16 / quantized decode weights)" : "")
-            print("Encore \(EncoreVersion.string) · \(Backend.blasName) · \(threads) thread(s) · batch 1, greedy, " + ["f32": "fp32 prompt passes", "int8": "int8 prompt passes (int8 GEMM, \(Backend.int8GEMMPath))",
-                                                                                                                        "decode": "prompt passes on the decode format" + (Backend.bf16PromptGEMMRuns && formats.contains(.bf16) ? " (bf16: the vdpbf16ps GEMM)" : "")][promptWeights]!
-                  + (encoderWeights.map { " · encoder weights \($0)" } ?? "")
-                  + (crossKV == "f16" ? " · Mu cross-attention K/V in f16" : "") + kvNote)
+            let promptNote: String
+            switch prompts {
+            case .f32: promptNote = "fp32 prompt passes"
+            case .int8: promptNote = "int8 prompt passes (int8 GEMM, \(Backend.int8GEMMPath))"
+            case .decode: promptNote = "prompt passes on the decode format" + (Backend.bf16PromptGEMMRuns && formats.contains(.bf16) ? " (bf16: the vdpbf16ps GEMM)" : "")
+            case .blocks: promptNote = "prompt passes on the decode blocks as stored (block GEMM, \(Backend.int8GEMMPath); other formats widened)"
+            }
+            let encoderNote = encoderWeights.map { " · encoder weights \($0)" } ?? ""
+            let crossNote = crossKV == "f16" ? " · Mu cross-attention K/V in f16" : ""
+            print("Encore \(EncoreVersion.string) · \(Backend.blasName) · \(threads) thread(s) · batch 1, greedy, " + promptNote
+                  + encoderNote + crossNote + kvNote)
             print("decode kernels: " + formats.map(kernelLabel).map { "\($0.0) \($0.1)" }.joined(separator: ", ")
                   + (formats.contains { [.int8, .q8_0, .q4_0, .q4_1].contains($0) }
                      ? Backend.groupedDecodeStreams.map { " (\($0) rows side by side per thread)" } ?? "" : ""))

@@ -121,6 +121,7 @@ final class GGUFModelFileTests: XCTestCase {
         XCTAssertNil(try GGUFModelFile(path: try write(oneTensorFile())).mainBlockFormat)   // one F32 matrix
         // eight types, none with half the matrix bytes (Q4_1 the largest block share: 28 of 184 KB): int8 rows
         XCTAssertNil(try GGUFModelFile(path: fixture("tiny_llama/mixed.gguf")).mainBlockFormat)
+        XCTAssertEqual(try GGUFModelFile(path: fixture("tiny_llama/q5.gguf")).mainBlockFormat, .q5_0)
         XCTAssertTrue(GGUFModelFile.isFile(fixture("t5_gguf/gated/q4_0.gguf")))
         XCTAssertFalse(GGUFModelFile.isFile(fixture("t5_gguf/gated")))
         XCTAssertFalse(GGUFModelFile.isFile(fixture("tiny_llama/README.md")))

@@ -129,7 +129,7 @@ final class HalfKVCacheTests: XCTestCase {
         XCTAssertEqual(try KVCacheStorage(parsing: "F16"), .f16)
         XCTAssertThrowsError(try KVCacheStorage(parsing: "f8")) { XCTAssertTrue("\($0)".contains("KV cache storage must be auto, f32 or f16 (got 'f8')"), "\($0)") }
         XCTAssertEqual(try PromptWeights(parsing: "INT8"), .int8)
-        XCTAssertThrowsError(try PromptWeights(parsing: "i4")) { XCTAssertTrue("\($0)".contains("prompt weights must be f32, int8 or decode (got 'i4')"), "\($0)") }
+        XCTAssertThrowsError(try PromptWeights(parsing: "i4")) { XCTAssertTrue("\($0)".contains("prompt weights must be f32, int8, decode or blocks (got 'i4')"), "\($0)") }
     }
 
     /// `encore score` (generate, chat and score share RuntimeOptions) applies --kv-cache: with q4_0 decode weights its

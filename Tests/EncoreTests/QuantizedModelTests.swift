@@ -299,6 +299,38 @@ final class QuantizeCLITests: XCTestCase {
 extension QuantizedModelTests {
     /// Decode steps with the shared-activation GEMVs (q/k/v and gate/up in one kernel call, DecodeTuning.sharedGEMV)
     /// give exactly the logits of one call per layer, for Mu, mu_decoder and a Llama GGUF, in every decode format.
+    /// `--prompt-weights blocks` on a kept mixed GGUF (Q8_0/Q4_0/Q4_1, F16/BF16 and K-quant matrices): the blocks the
+    /// int8 GEMM reads serve prompt passes as stored, the others have no prompt copy (widened per matrix), no layer
+    /// keeps an fp32 copy, the resident bytes do not grow, and the prompt logits stay within the activation
+    /// quantization of the widened model's (measured 1.5e-2; bound 3e-2).
+    func testBlocksPromptWeightsAddNoCopies() throws {
+        let path = fixture("tiny_llama/mixed.gguf")
+        let kept = try XCTUnwrap(ModelRegistry.load(folder: path, keepQuantized: true) as? LlamaModel)
+        let golden = try readJSON(fixture("tiny_llama/golden.json"))
+        let prompt = try intRows(golden["prompts"])[1]
+        let widened = try kept.logits([prompt]).toArray()
+        func resident(_ m: LlamaModel) -> Int { m.blocks.flatMap(\.linears).reduce(0) { $0 + $1.residentBytes } }
+        let before = resident(kept)
+        try kept.usePromptWeights(.blocks)
+        var shared = 0, widenedLayers = 0
+        for l in kept.blocks.flatMap(\.linears) where l.decodeFormat != .f32 {
+            if l.decodeFormat.hasInt8PromptGEMM {
+                XCTAssertTrue(l.promptInt8 === l.packed, "\(l.decodeFormat): blocks as stored")
+                shared += 1
+            } else {
+                XCTAssertNil(l.promptInt8, "\(l.decodeFormat): no int8 copy")
+                widenedLayers += 1
+            }
+        }
+        XCTAssertGreaterThan(shared, 0)
+        XCTAssertGreaterThan(widenedLayers, 0)
+        XCTAssertLessThanOrEqual(resident(kept), before)
+        let err = relativeError(try kept.logits([prompt]).toArray(), widened)
+        print("tiny mixed GGUF, --prompt-weights blocks: \(shared) layers on their blocks, \(widenedLayers) widened; prompt logits vs widened \(err)")
+        XCTAssertGreaterThan(err, 0)
+        XCTAssertLessThan(err, 3e-2)
+    }
+
     /// Layers of different layouts (q/k in Q5_0 beside a Q8_0 v, as llama.cpp's Q4_K_M files have them): in a decode
     /// step each layout's layers share one call, with exactly the floats of one call per layer, in the layers' order.
     func testSharedDecodeGEMVsGroupLayouts() {

@@ -65,14 +65,14 @@ public final class GGUFModelFile: @unchecked Sendable {
     /// Metadata values by key.
     public var metadata: [String: GGUFValue] { gguf.metadata }
 
-    /// The block format Encore's int8 prompt GEMM multiplies as stored (Q8_0, Q4_0, Q4_1) that holds more than half
+    /// The block format Encore's int8 prompt GEMM multiplies as stored (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1) that holds more than half
     /// the bytes of the file's matrices (the embedding table and the output head, which prompt passes read by rows
     /// or one position at a time, left out); nil when none does (an F32 or mostly K-quant file).
     public var mainBlockFormat: WeightFormat? {
         var bytes: [WeightFormat: Int] = [:], total = 0
         for t in tensors.values where t.shape.count == 2 && t.name != "token_embd.weight" && t.name != "output.weight" {
             total += t.byteCount
-            let f: WeightFormat? = t.type == .q8_0 ? .q8_0 : t.type == .q4_0 ? .q4_0 : t.type == .q4_1 ? .q4_1 : nil
+            let f: WeightFormat? = [WeightFormat.q8_0, .q4_0, .q4_1, .q5_0, .q5_1].first { $0.ggmlType == t.type }
             if let f { bytes[f, default: 0] += t.byteCount }
         }
         guard let best = bytes.max(by: { $0.value < $1.value }), 2 * best.value > total else { return nil }

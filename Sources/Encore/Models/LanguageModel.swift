@@ -81,21 +81,25 @@ extension LanguageModel {
 ///   int8 copy. So `--decode-weights q4_0 --prompt-weights int8` runs prompts on the 4-bit blocks, not on int8 rows.
 /// - `decode`: the decode-format copy, widened to fp32 one matrix at a time for BLAS GEMM (no resident fp32 copy:
 ///   the memory of the decode format alone; Mu's and T5's encoders take the decoder's format too).
+/// - `blocks`: the decode-format copy as llama.cpp's prompt passes use it: blocks the int8 GEMM reads (int8 rows,
+///   Q8_0, Q4_0, Q4_1, Q5_0, Q5_1) are multiplied as stored, as with `int8`, and the others (bf16, the K-quants)
+///   widened per matrix, as with `decode`: no copy of any matrix (a GGUF Q4_K_M file kept quantized holds its file's
+///   bytes alone).
 ///
 /// ```swift
 /// try model.useDecodeWeights(.int8); try model.usePromptWeights(.int8)   // int8 everywhere
 /// try model.useDecodeWeights(.q4_0); try model.usePromptWeights(.decode) // q4_0 only in memory
 /// ```
 public enum PromptWeights: String, CaseIterable, Sendable {
-    case f32, int8, decode
+    case f32, int8, decode, blocks
 
-    /// Parses `f32`, `int8` or `decode` (any case), naming the choices otherwise.
+    /// Parses `f32`, `int8`, `decode` or `blocks` (any case), naming the choices otherwise.
     public init(parsing s: String) throws { self = try Self.parsed(s, what: "prompt weights") }
 }
 
 extension CaseIterable where Self: RawRepresentable, Self.RawValue == String {
     /// The case spelled `s` in any case, or an error naming `what` and every choice in declaration order:
-    /// "prompt weights must be f32, int8 or decode (got 'x')".
+    /// "prompt weights must be f32, int8, decode or blocks (got 'x')".
     static func parsed(_ s: String, what: String) throws -> Self {
         if let v = Self(rawValue: s.lowercased()) { return v }
         let names = allCases.map(\.rawValue)

@@ -363,6 +363,10 @@ struct Linear {
             guard packed != nil else { return }   // no decode copy: fp32 is the decode format
             promptInt8 = nil
             dropDense()
+        case .blocks:
+            guard let packed else { return }      // no decode copy: fp32 is the decode format
+            promptInt8 = packed.format.hasInt8PromptGEMM ? packed : nil
+            dropDense()
         case .f32:
             if dense == nil { dense = (promptInt8 ?? packed!).dequantized() }
             promptInt8 = nil
