@@ -551,11 +551,11 @@ EG_AVX2 static int columns_avx2(const gemm_ctx *g, const gemm_mat *a, long c0, l
 /* ------------------------------------------------------------------------------------------------ */
 /* Q8_0/Q4_0/Q4_1 blocks: llama.cpp's activations and arithmetic, on the int8 path's packed tiles      */
 
-/* Row c of Q8_0, Q4_0 or Q4_1 blocks (nb per row, ggml or x8 layout) as int8 values: into q [nb*32] (zero past k;
- * Q4_0's nibbles minus 8, Q4_1's as they are; element j of a block the low nibble of byte j, element j + 16 its high
- * nibble), scales into d [nb], Q4_1's minima into m [nb] (when m is not NULL). */
 static void q5_row(int format, const uint8_t *w, long nb, long k, long c, int8_t *q, float *d, float *m);
 
+/* Row c of Q8_0, Q4_0 or Q4_1 blocks (nb per row, ggml or x8 layout; Q5_0 / Q5_1: q5_row) as int8 values: into q [nb*32] (zero past k;
+ * Q4_0's nibbles minus 8, Q4_1's as they are; element j of a block the low nibble of byte j, element j + 16 its high
+ * nibble), scales into d [nb], Q4_1's minima into m [nb] (when m is not NULL). */
 static void q8_row(int format, const uint8_t *w, long nb, long k, long c, int8_t *q, float *d, float *m) {
     if (format == EK_WF_Q5_0 || format == EK_WF_Q5_1 || format == EK_WF_Q5_0X8 || format == EK_WF_Q5_1X8) {
         q5_row(format, w, nb, k, c, q, d, m);

@@ -88,7 +88,7 @@ struct BenchCommand: ParsableCommand {
 
     var formats: [WeightFormat] { decodeWeights.split(separator: ",").compactMap { try? WeightFormat(parsing: String($0)) } }
 
-    @Option(name: .customLong("prompt-weights"), help: "Weights prompt passes multiply with: f32 (BLAS GEMM over fp32 copies), int8 (int8 GEMM, per-row 7-bit activations with a zero point as PyTorch's x86 int8, over int8 rows, or over Q8_0 / Q4_0 / Q4_1 / Q5_0 / Q5_1 blocks as stored with llama.cpp's q8_0 activations: --decode-weights q8_0|q4_0|q4_1, or such a GGUF with --keep-quantized; K-quant blocks get int8 copies for prompts) decode (the decode format widened one matrix at a time), or blocks (as llama.cpp: blocks the int8 GEMM reads multiplied as stored, the others, bf16 and the K-quants, widened per matrix; no copies). int8 and decode release the fp32 copies: each --decode-weights format then runs on a freshly built or loaded model, after an fp32 quality reference.")
+    @Option(name: .customLong("prompt-weights"), help: "Weights prompt passes multiply with: f32 (BLAS GEMM over fp32 copies), int8 (int8 GEMM, per-row 7-bit activations with a zero point as PyTorch's x86 int8, over int8 rows, or over Q8_0 / Q4_0 / Q4_1 / Q5_0 / Q5_1 blocks as stored with llama.cpp's q8_0 activations: --decode-weights q8_0|q4_0|q4_1, or such a GGUF with --keep-quantized; K-quant blocks get int8 copies for prompts), decode (the decode format widened one matrix at a time), or blocks (as llama.cpp: blocks the int8 GEMM reads multiplied as stored, the others, bf16 and the K-quants, widened per matrix; no copies). int8, decode and blocks release the fp32 copies: each --decode-weights format then runs on a freshly built or loaded model, after an fp32 quality reference.")
     var promptWeights: String = "f32"
 
     var prompts: PromptWeights { PromptWeights(rawValue: promptWeights) ?? .f32 }
@@ -186,8 +186,8 @@ struct BenchCommand: ParsableCommand {
             let isMuFamily = loaded == nil || loaded is MuModel || loaded is MuDecoderModel
             var wanted = (models ?? (isMuFamily ? "mu,mu_decoder" : "model")).split(separator: ",").map(String.init)
             if let loaded { wanted = wanted.map { $0 == "model" ? loaded.modelType : $0 } }
-            // The block format a --keep-quantized file's matrices are in (its most common Q8_0/Q4_0/Q4_1 type), whose
-            // GEMM its int8 prompt passes run.
+            // The block format a --keep-quantized file's matrices are in (its most common Q8_0/Q4_x/Q5_x type), whose
+            // GEMM its int8 / blocks prompt passes run.
             let fileBlockFormat: WeightFormat? = keepQuantized && promptInt8 ? model.flatMap { m in
                 GGUFModelFile.isFile(m) ? try? GGUFModelFile(path: m).mainBlockFormat : nil
             } : nil
@@ -201,6 +201,20 @@ struct BenchCommand: ParsableCommand {
                 return KernelBench.promptGEMMFormat(encoderDecoder: encoderDecoderNames.contains(name),
                                                     decodeFormat: label == "gguf" ? fileBlocks : try? WeightFormat(parsing: label),
                                                     encoderFormat: encoderFormat, fileBlockFormat: fileBlocks)
+            }
+            /// The block or int8 GEMM a result row's prompt pass ran, nil when it ran BLAS (fp32 copies, or weights
+            /// widened per matrix): with `int8` every row's; with `blocks` only a row whose decode (or chosen encoder)
+            /// format the int8 GEMM reads as stored (Mu's and T5's encoders take the decoder's format then).
+            func promptGEMM(_ r: BenchResult) -> WeightFormat? {
+                switch prompts {
+                case .int8: return promptGEMMFormat(model: r.model, label: r.decodeWeights)
+                case .blocks:
+                    let fileBlocks = r.model == loadedType ? fileBlockFormat : nil
+                    let decode = r.decodeWeights == "gguf" ? fileBlocks : try? WeightFormat(parsing: r.decodeWeights)
+                    let f = encoderDecoderNames.contains(r.model) ? (encoderFormat ?? decode) : decode
+                    return f.flatMap { $0.hasInt8PromptGEMM ? $0 : nil }
+                case .f32, .decode: return nil
+                }
             }
             if let advice = Backend.blasAdvice { printStderr(advice) }
             var limits: KernelBench.Figures? = nil
@@ -332,7 +346,7 @@ struct BenchCommand: ParsableCommand {
             }
             if let plot { try writePlot(results.filter { $0.decodeWeights == results.first?.decodeWeights }, to: plot) }
             let report: [String: Any] = [
-                "system": "encore", "version": EncoreVersion.string, "decode_weights": decodeWeights, "prompt_weights": promptWeights, "encoder_weights": encoderWeights ?? (prompts == .decode ? "decode" : "f32"), "threads": threads, "blas": Backend.blasName,
+                "system": "encore", "version": EncoreVersion.string, "decode_weights": decodeWeights, "prompt_weights": promptWeights, "encoder_weights": encoderWeights ?? (prompts == .decode || prompts == .blocks ? "decode" : "f32"), "threads": threads, "blas": Backend.blasName,
                 "bf16_prompt_gemm": Backend.bf16PromptGEMMRuns,
                 "cross_kv": crossKV, "kv_cache": kvCacheKeptFP32 ? "f32 (T5)" : kvCache,   // as asked; each row's "kv_cache" says what it ran
                 "kernel_paths": Dictionary(uniqueKeysWithValues: formats.map(kernelLabel)),
@@ -351,8 +365,7 @@ struct BenchCommand: ParsableCommand {
                         o["prefill_fraction_of_fma_peak"] = r.prefillGFLOPs / limits.fmaPeakGFLOPs
                         if let i8 = limits.int8GemmGOPs { o["prefill_fraction_of_int8_gemm"] = r.prefillGFLOPs / i8 }
                         if let q8 = limits.q8GemmGOPs { o["prefill_fraction_of_q8_0_gemm"] = r.prefillGFLOPs / q8 }
-                        if promptInt8 {
-                            let f = promptGEMMFormat(model: r.model, label: r.decodeWeights)
+                        if let f = promptGEMM(r) {
                             o["prompt_gemm"] = f.rawValue
                             if let g = limits.promptGemmGOPs(f) { o["prefill_fraction_of_prompt_gemm"] = r.prefillGFLOPs / g }
                         }
@@ -373,7 +386,8 @@ struct BenchCommand: ParsableCommand {
             case .f32: promptNote = "fp32 prompt passes"
             case .int8: promptNote = "int8 prompt passes (int8 GEMM, \(Backend.int8GEMMPath))"
             case .decode: promptNote = "prompt passes on the decode format" + (Backend.bf16PromptGEMMRuns && formats.contains(.bf16) ? " (bf16: the vdpbf16ps GEMM)" : "")
-            case .blocks: promptNote = "prompt passes on the decode blocks as stored (block GEMM, \(Backend.int8GEMMPath); other formats widened)"
+            case .blocks: promptNote = "prompt passes on the decode blocks as stored (block GEMM, \(Backend.int8GEMMPath); other formats widened"
+                + (Backend.bf16PromptGEMMRuns && formats.contains(.bf16) ? ", bf16 on the vdpbf16ps GEMM)" : ")")
             }
             let encoderNote = encoderWeights.map { " · encoder weights \($0)" } ?? ""
             let crossNote = crossKV == "f16" ? " · Mu cross-attention K/V in f16" : ""
@@ -417,14 +431,13 @@ struct BenchCommand: ParsableCommand {
                 if let i8 = limits.int8GemmGOPs {
                     for (format, gops) in limits.blockGemmGOPs {
                         print(String(format: "%@ prompt GEMM 512×4096×1024 (llama.cpp's %@ activations): %.0f GOP/s = %.2f× the int8 GEMM's time",
-                                     format.rawValue.uppercased() as NSString, (format == .q4_1 ? "q8_1" : "q8_0") as NSString, gops, i8 / gops))
+                                     format.rawValue.uppercased() as NSString, (format == .q4_1 || format == .q5_1 ? "q8_1" : "q8_0") as NSString, gops, i8 / gops))
                     }
                 }
                 for r in results {
-                    if limits.int8GemmGOPs != nil {
+                    if let i8 = limits.int8GemmGOPs, let f = promptGEMM(r) {
                         // the GEMM this row's prompt pass ran (int8 rows, or the blocks of its format)
-                        let f = promptGEMMFormat(model: r.model, label: r.decodeWeights)
-                        let g = limits.promptGemmGOPs(f) ?? limits.int8GemmGOPs!
+                        let g = limits.promptGemmGOPs(f) ?? i8
                         let gemmName = f == .int8 ? "int8" : f.rawValue.uppercased()
                         print(String(format: "%@ %d→%d: prompt pass %.0f GOP at %.0f GOP/s = %.0f%% of the measured %@ GEMM rate%@ (%.0f%% of BLAS fp32's)",
                                      r.model as NSString, r.inputTokens, r.outputTokens, r.prefillFLOPs / 1e9, r.prefillGFLOPs,
@@ -433,7 +446,7 @@ struct BenchCommand: ParsableCommand {
                                      100 * r.prefillGFLOPs / limits.gemmGFLOPs))
                     } else {
                         // bf16-only prompt passes on the opt-in AVX512-BF16 GEMM: set against the vdpbf16ps peak too
-                        let bf16Tile = prompts == .decode && r.decodeWeights == "bf16" && Backend.bf16PromptGEMMRuns
+                        let bf16Tile = (prompts == .decode || prompts == .blocks) && r.decodeWeights == "bf16" && Backend.bf16PromptGEMMRuns
                         let bf16Part = bf16Tile ? (limits.bf16PeakGFLOPs.map { String(format: ", %.0f%% of the vdpbf16ps peak", 100 * r.prefillGFLOPs / $0) } ?? "") : ""
                         print(String(format: "%@ %d→%d: prompt pass %.0f GFLOP at %.0f GFLOP/s = %.0f%% of the measured BLAS GEMM rate, %.0f%% of the FMA peak%@",
                                      r.model as NSString, r.inputTokens, r.outputTokens, r.prefillFLOPs / 1e9, r.prefillGFLOPs,

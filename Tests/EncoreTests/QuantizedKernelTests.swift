@@ -389,6 +389,25 @@ final class QuantizedKernelTests: XCTestCase {
         }
     }
 
+    /// Q5 matrices are regrouped only where the AVX-512 VNNI kernel reads the x8 layout (ek_x8_pays: the AVX2 paths
+    /// would unpack each row per call); Q8_0/Q4_x always. Either layout gives the same products.
+    func testQ5RegroupsOnlyForTheAVX512Kernel() {
+        defer { ek_set_isa_limit(-1) }
+        let w = Tensor(zeros: [16, 320]), x = Tensor(zeros: [1, 320])
+        for i in 0..<w.count { w.data[i] = rng.nextUnitFloat() - 0.5 }
+        for i in 0..<x.count { x.data[i] = rng.nextUnitFloat() * 2 - 1 }
+        ek_set_isa_limit(Int32(EK_ISA_AVX2))
+        let plain = QuantizedMatrix(w, format: .q5_0)
+        XCTAssertFalse(plain.isRegrouped, "Q5_0 on the AVX2 path: ggml order")
+        XCTAssertTrue(QuantizedMatrix(w, format: .q4_0).isRegrouped)
+        ek_set_isa_limit(-1)
+        let zmm = String(cString: ek_gemv_path(Int32(EK_WF_Q5_0X8))) == "avx512vnni"
+        let fresh = QuantizedMatrix(w, format: .q5_0)
+        XCTAssertEqual(fresh.isRegrouped, zmm)
+        XCTAssertLessThan(relativeError(Ops.linearQuantized(x, weight: fresh, bias: nil).toArray(),
+                                        Ops.linearQuantized(x, weight: plain, bias: nil).toArray()), 1e-5)
+    }
+
     /// A second call with the same shape reuses the activation buffer; calls stay correct when it grows.
     func testActivationBufferGrowsAndIsReused() {
         for (m, k) in [(1, 64), (8, 4096), (2, 100)] {

@@ -297,11 +297,9 @@ final class QuantizeCLITests: XCTestCase {
 }
 
 extension QuantizedModelTests {
-    /// Decode steps with the shared-activation GEMVs (q/k/v and gate/up in one kernel call, DecodeTuning.sharedGEMV)
-    /// give exactly the logits of one call per layer, for Mu, mu_decoder and a Llama GGUF, in every decode format.
     /// `--prompt-weights blocks` on a kept mixed GGUF (Q8_0/Q4_0/Q4_1, F16/BF16 and K-quant matrices): the blocks the
-    /// int8 GEMM reads serve prompt passes as stored, the others have no prompt copy (widened per matrix), no layer
-    /// keeps an fp32 copy, the resident bytes do not grow, and the prompt logits stay within the activation
+    /// int8 GEMM reads serve prompt passes as stored, the others have no prompt copy (widened per matrix), the
+    /// resident bytes do not grow, and the prompt logits stay within the activation
     /// quantization of the widened model's (measured 1.5e-2; bound 3e-2).
     func testBlocksPromptWeightsAddNoCopies() throws {
         let path = fixture("tiny_llama/mixed.gguf")
@@ -332,7 +330,7 @@ extension QuantizedModelTests {
     }
 
     /// Layers of different layouts (q/k in Q5_0 beside a Q8_0 v, as llama.cpp's Q4_K_M files have them): in a decode
-    /// step each layout's layers share one call, with exactly the floats of one call per layer, in the layers' order.
+    /// step each layout's layers share one call (counted), with exactly the floats of one call per layer, in order.
     func testSharedDecodeGEMVsGroupLayouts() {
         defer { DecodeTuning.sharedGEMV = true }
         var rng = SplitMix64(seed: 11)
@@ -345,17 +343,21 @@ extension QuantizedModelTests {
         }
         let x = Tensor(zeros: [2, 320])
         for i in 0..<x.count { x.data[i] = rng.nextUnitFloat() * 2 - 1 }
-        for formats in [[WeightFormat.q5_0, .q5_0, .q8_0], [.q8_0, .q4_0, .q8_0], [.q4_0, .q5_1, .int8]] {
+        for (formats, groupedCalls) in [([WeightFormat.q5_0, .q5_0, .q8_0], 1), ([.q8_0, .q4_0, .q8_0], 1), ([.q4_0, .q5_1, .int8], 0)] {
             let layers = [layer(64, formats[0]), layer(32, formats[1]), layer(48, formats[2])]
             DecodeTuning.sharedGEMV = false
             let separate = Linear.shared(x, layers).map { $0.toArray() }
             DecodeTuning.sharedGEMV = true
+            let calls = DecodeTuning.groupedSharedCalls
             let grouped = Linear.shared(x, layers).map { $0.toArray() }
+            XCTAssertEqual(DecodeTuning.groupedSharedCalls - calls, groupedCalls, "\(formats): shared calls by layout")
             XCTAssertEqual(grouped.map(\.count), [128, 64, 96], "\(formats)")
             XCTAssertEqual(grouped, separate, "\(formats)")
         }
     }
 
+    /// Decode steps with the shared-activation GEMVs (q/k/v and gate/up in one kernel call, DecodeTuning.sharedGEMV)
+    /// give exactly the logits of one call per layer, for Mu, mu_decoder and a Llama GGUF, in every decode format.
     func testSharedDecodeGEMVsGiveTheSameLogits() throws {
         defer { DecodeTuning.sharedGEMV = true }
         let mu = try MuModel(config: MuConfig(nEncoderLayer: 2, nDecoderLayer: 2, nEmbd: 96, qkvEmbd: 64, hiddenDim: 256, nHead: 4,

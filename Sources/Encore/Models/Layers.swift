@@ -136,8 +136,8 @@ final class WeightLoader {
             }
             used.insert(name)
             if q.format == .int8 { used.insert(name + "_scale") }
-            if rowOrder != nil || ek_x8_format(q.format.kernelID) >= 0 {
-                // Q8_0/Q4_0/Q4_1 regrouped by 8 for the fast decode kernels into memory of its own, the mapped
+            if rowOrder != nil || ek_x8_pays(q.format.kernelID) != 0 {
+                // Q8_0/Q4_0/Q4_1 (Q5_x: with the AVX-512 kernel) regrouped for the fast decode kernels into memory of its own, the mapped
                 // rows released (one copy resident); reordered rows are copied in any case
                 let m = QuantizedMatrix(copying: q.data, scales: q.scales, format: q.format, rows: q.rows, columns: q.columns,
                                         rowOrder: rowOrder, regroup: true)
@@ -410,6 +410,7 @@ extension Linear {
                 if groups.count < layers.count {
                     var out = [Tensor?](repeating: nil, count: layers.count)
                     for g in groups {
+                        if g.count > 1 { DecodeTuning.groupedSharedCalls += 1 }
                         let ys = g.count == 1 ? [layers[g[0]](x)]
                             : Ops.linearQuantizedShared(x, weights: g.map { layers[$0].decodeMatrix! }, biases: g.map { layers[$0].bias })
                         for (j, i) in g.enumerated() { out[i] = ys[j] }

@@ -592,7 +592,7 @@ public final class T5Model: LanguageModel {
             if lmHead != nil { lmHead = nil; headBlocks = lmHeadDecode }
         }
         let format = decoderBlocks.first?.selfAttn.q.decodeFormat ?? .f32
-        if weights == .decode && format != .f32 && chosenEncoderFormat == nil { setEncoderWeights(format) }   // a chosen one stays
+        if (weights == .decode || weights == .blocks) && format != .f32 && chosenEncoderFormat == nil { setEncoderWeights(format) }   // a chosen one stays
         for i in encoderBlocks.indices {
             encoderBlocks[i].selfAttn.updateLinears { $0.usePromptWeights(weights) }
             encoderBlocks[i].ff.updateLinears { $0.usePromptWeights(weights) }

@@ -359,6 +359,8 @@ public enum DecodeTuning {
     /// activations are quantized once and one pool job covers all their rows. `ENCORE_DECODE_SHARED_GEMV=0` turns
     /// it off (one call per layer, as before).
     nonisolated(unsafe) public static var sharedGEMV = ProcessInfo.processInfo.environment["ENCORE_DECODE_SHARED_GEMV"] != "0"
+    /// Shared calls made for a layout group of layers whose layouts differ (``Linear/shared(_:_:)``; a count for tests).
+    nonisolated(unsafe) static var groupedSharedCalls = 0
     /// The same for int8 prompt passes: layers reading the same activations run as one `ek_gemm_int8_multi` call
     /// (``Ops/linearInt8Shared(_:weights:biases:)``). `ENCORE_SHARED_PROMPT_GEMM=0` turns it off.
     nonisolated(unsafe) public static var sharedPromptGEMM = ProcessInfo.processInfo.environment["ENCORE_SHARED_PROMPT_GEMM"] != "0"

@@ -299,7 +299,7 @@ int ek_quantize_rows(int format, const float *src, void *dst, float *scales, lon
  * 64-bit masks, the 8 nibble payloads; the last nb % 8 blocks stay ggml blocks): see x8_row5 in gemv_quant.c.
  */
 /** Whether regrouping ggml `format` into its x8 layout speeds this CPU's decode GEMVs under the current ISA limit:
- *  Q8_0/Q4_0/Q4_1 always (every SIMD path reads x8); Q5_0/Q5_1 where the AVX-512 VNNI kernel runs (the AVX2 paths
+ *  Q8_0/Q4_0/Q4_1 always (every x86 SIMD path reads x8); Q5_0/Q5_1 where the AVX-512 VNNI kernel runs (the AVX2 paths
  *  would unpack each x8 row per call). 0 for formats without an x8 layout. */
 int ek_x8_pays(int format);
 /** Block b of one x8 row of nb blocks (`format` an x8 id) copied out as the ggml block (out: its block bytes). */
