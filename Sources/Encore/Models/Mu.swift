@@ -244,7 +244,10 @@ public final class MuModel: LanguageModel {
     public func usePromptWeights(_ weights: PromptWeights) throws {
         defer { if weights != .f32 { BufferPool.shared.drain() } }   // the released fp32 copies back to the system
         let format = decoderBlocks.first?.mlp.fc1.decodeFormat ?? .f32
-        if (weights == .decode || weights == .blocks) && format != .f32 && chosenEncoderFormat == nil { setEncoderWeights(format) }   // a chosen one stays
+        // a chosen one stays; a kept GGUF's K-quant / Q5 decoder format cannot be made from fp32: its encoder keeps its own blocks
+        if (weights == .decode || weights == .blocks) && format != .f32 && format.isQuantizationTarget && chosenEncoderFormat == nil {
+            setEncoderWeights(format)
+        }
         for i in encoderBlocks.indices {
             encoderBlocks[i].attn.updateLinears { $0.usePromptWeights(weights) }
             encoderBlocks[i].mlp.updateLinears { $0.usePromptWeights(weights) }

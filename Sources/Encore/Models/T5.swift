@@ -592,7 +592,10 @@ public final class T5Model: LanguageModel {
             if lmHead != nil { lmHead = nil; headBlocks = lmHeadDecode }
         }
         let format = decoderBlocks.first?.selfAttn.q.decodeFormat ?? .f32
-        if (weights == .decode || weights == .blocks) && format != .f32 && chosenEncoderFormat == nil { setEncoderWeights(format) }   // a chosen one stays
+        // a chosen one stays; a kept GGUF's K-quant / Q5 decoder format cannot be made from fp32: its encoder keeps its own blocks
+        if (weights == .decode || weights == .blocks) && format != .f32 && format.isQuantizationTarget && chosenEncoderFormat == nil {
+            setEncoderWeights(format)
+        }
         for i in encoderBlocks.indices {
             encoderBlocks[i].selfAttn.updateLinears { $0.usePromptWeights(weights) }
             encoderBlocks[i].ff.updateLinears { $0.usePromptWeights(weights) }
