@@ -72,7 +72,7 @@ public final class GGUFModelFile: @unchecked Sendable {
         var bytes: [WeightFormat: Int] = [:], total = 0
         for t in tensors.values where t.shape.count == 2 && t.name != "token_embd.weight" && t.name != "output.weight" {
             total += t.byteCount
-            let f: WeightFormat? = [WeightFormat.q8_0, .q4_0, .q4_1, .q5_0, .q5_1].first { $0.ggmlType == t.type }
+            let f = WeightFormat.allCases.first { $0.hasInt8PromptGEMM && $0.ggmlType == t.type }   // int8 has no ggml type
             if let f { bytes[f, default: 0] += t.byteCount }
         }
         guard let best = bytes.max(by: { $0.value < $1.value }), 2 * best.value > total else { return nil }
