@@ -702,14 +702,16 @@ EQ_AVX512BW static inline __attribute__((always_inline)) void k_block_avx512(con
         sumi = _mm512_sub_epi32(sumi, _mm512_zextsi256_si512(_mm256_slli_epi32(_mm256_madd_epi16(bsv, sc16), 5)));
         *acc = _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(rd16(x + 208)) * xd[b]), _mm512_cvtepi32_ps(sumi), *acc);
     } else {
-        /* the 8 6-bit scales to bytes 0..7 and minima to bytes 8..15 of s16 (kq_scale_min, 4 words at once), built in
-         * registers: a vector load of words just stored would wait for store forwarding */
-        uint32_t u0, u1, u2;
-        memcpy(&u0, x + 4, 4); memcpy(&u1, x + 8, 4); memcpy(&u2, x + 12, 4);
-        const __m128i s16 = _mm_set_epi32((int)(((u2 >> 4) & 0x0f0f0f0f) | (((u1 >> 6) & 0x03030303) << 4)),
-                                          (int)(u1 & 0x3f3f3f3f),
-                                          (int)((u2 & 0x0f0f0f0f) | (((u0 >> 6) & 0x03030303) << 4)),
-                                          (int)(u0 & 0x3f3f3f3f));
+        /* the 8 6-bit scales to bytes 0..7 and minima to bytes 8..15 of s16 (kq_scale_min, 4 words at once), in one
+         * vector: with u0, u1, u2 the scale bytes' words, lanes u0 & 0x3f3f3f3f, (u2 & 0x0f0f0f0f) | ((u0 >> 6) &
+         * 0x03030303) << 4, u1 & 0x3f3f3f3f, ((u2 >> 4) & 0x0f0f0f0f) | ((u1 >> 6) & 0x03030303) << 4 (the 16-byte
+         * load reads 4 bytes of nibbles past the scales, inside the block) */
+        const __m128i v = _mm_loadu_si128((const __m128i *)(x + 4));
+        const __m128i a = _mm_shuffle_epi32(v, _MM_SHUFFLE(2, 1, 2, 0)), bq = _mm_shuffle_epi32(v, _MM_SHUFFLE(1, 1, 0, 0));
+        const __m128i even = _mm_and_si128(a, _mm_set1_epi32(0x3f3f3f3f));
+        const __m128i odd = _mm_or_si128(_mm_and_si128(_mm_srlv_epi32(a, _mm_setr_epi32(0, 0, 0, 4)), _mm_set1_epi32(0x0f0f0f0f)),
+                                         _mm_slli_epi32(_mm_and_si128(_mm_srli_epi32(bq, 6), _mm_set1_epi32(0x03030303)), 4));
+        const __m128i s16 = _mm_blend_epi32(even, odd, 0xA);
         const __m512i scw = _mm512_castsi128_si512(_mm_cvtepu8_epi16(s16));
         const int five = c->format == EK_WF_Q5_K;
         const uint8_t *q4 = five ? x + 48 : x + 16;
@@ -731,10 +733,11 @@ EQ_AVX512BW static inline __attribute__((always_inline)) void k_block_avx512(con
             sumi = _mm512_add_epi32(sumi, _mm512_add_epi32(_mm512_madd_epi16(plo, _mm512_permutexvar_epi16(idx[2 * jp], scw)),
                                                            _mm512_madd_epi16(phi, _mm512_permutexvar_epi16(idx[2 * jp + 1], scw))));
         }
-        __m256i pairs = _mm256_madd_epi16(bsv, _mm256_set1_epi16(1));
-        __m256i mv = _mm256_cvtepu8_epi32(_mm_srli_si128(s16, 8));
+        /* minima: m_j (bsums_2j + bsums_2j+1) in one vpmaddwd, each minimum beside its two sums of 16 */
+        const __m128i mins = _mm_srli_si128(s16, 8);
+        const __m256i mw = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mins, mins));
         *acc = _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(rd16(x)) * xd[b]), _mm512_cvtepi32_ps(sumi), *acc);
-        *accm = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(rd16(x + 2)) * xd[b]), _mm256_cvtepi32_ps(_mm256_mullo_epi32(pairs, mv)), *accm);
+        *accm = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(rd16(x + 2)) * xd[b]), _mm256_cvtepi32_ps(_mm256_madd_epi16(bsv, mw)), *accm);
     }
 }
 
