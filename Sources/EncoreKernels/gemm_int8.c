@@ -556,9 +556,15 @@ static void q5_row(int format, const uint8_t *w, long nb, long k, long c, int8_t
 /* Row c of Q8_0, Q4_0 or Q4_1 blocks (nb per row, ggml or x8 layout; Q5_0 / Q5_1: q5_row) as int8 values: into q [nb*32] (zero past k;
  * Q4_0's nibbles minus 8, Q4_1's as they are; element j of a block the low nibble of byte j, element j + 16 its high
  * nibble), scales into d [nb], Q4_1's minima into m [nb] (when m is not NULL). */
+static void kq_row(int format, const uint8_t *w, long nb, long k, long c, int8_t *q, float *d, float *m);
+
 static void q8_row(int format, const uint8_t *w, long nb, long k, long c, int8_t *q, float *d, float *m) {
     if (format == EK_WF_Q5_0 || format == EK_WF_Q5_1 || format == EK_WF_Q5_0X8 || format == EK_WF_Q5_1X8) {
         q5_row(format, w, nb, k, c, q, d, m);
+        return;
+    }
+    if (format == EK_WF_Q4_K || format == EK_WF_Q5_K) {
+        kq_row(format, w, nb, k, c, q, d, m);
         return;
     }
     const int q41 = format == EK_WF_Q4_1 || format == EK_WF_Q4_1X8;
@@ -622,9 +628,41 @@ static void q5_row(int format, const uint8_t *w, long nb, long k, long c, int8_t
     for (long i = k; i < nb * 32; i++) q[i] = 0;
 }
 
-/* The formats with a minimum per block (ggml's q8_1 activations, + s_x·m_w per block): Q4_1 and Q5_1. */
+/* Row c of Q4_K / Q5_K super-blocks (k % 256 == 0: nb / 8 of them) as 32-value blocks in the Q4_1 form: values
+ * 0…15 (Q5_K: 0…31, the 5th bit of sub-block j being bit j of qh[l]), scale d·sc_j and minimum −dmin·m_j per
+ * sub-block j (both exact in fp32: an f16 times a 6-bit integer), so w = d·sc_j·v − dmin·m_j as ggml defines it. */
+static void kq_row(int format, const uint8_t *w, long nb, long k, long c, int8_t *q, float *d, float *m) {
+    const int five = format == EK_WF_Q5_K;
+    const long SB = five ? 176 : 144, nsb = nb / 8;
+    const uint8_t *row = w + c * nsb * SB;
+    for (long s = 0; s < nsb; s++) {
+        const uint8_t *x = row + s * SB, *sc = x + 4, *qh = x + 16, *ql = five ? x + 48 : x + 16;
+        uint16_t h[2] = { (uint16_t)(x[0] | (x[1] << 8)), (uint16_t)(x[2] | (x[3] << 8)) };
+        float f[2];
+        ek_f16_to_f32(h, f, 2);
+        for (int j = 0; j < 8; j++) {
+            int scale, mn;   /* the 6-bit scale and minimum of sub-block j (ggml's get_scale_min_k4) */
+            if (j < 4) { scale = sc[j] & 63; mn = sc[j + 4] & 63; }
+            else { scale = (sc[j + 4] & 0xF) | ((sc[j - 4] >> 6) << 4); mn = (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4); }
+            d[s * 8 + j] = f[0] * (float)scale;
+            if (m) m[s * 8 + j] = -(f[1] * (float)mn);
+            const uint8_t *qq = ql + 32 * (j / 2);
+            int8_t *out = q + (s * 8 + j) * 32;
+            for (int l = 0; l < 32; l++) {
+                int v = (j & 1) ? qq[l] >> 4 : qq[l] & 0xF;
+                if (five && ((qh[l] >> j) & 1)) v += 16;
+                out[l] = (int8_t)v;
+            }
+        }
+    }
+    for (long i = k; i < nb * 32; i++) q[i] = 0;
+}
+
+/* The formats with a minimum per block of 32 (ggml's q8_1 activations, + s_x·m_w per block): Q4_1, Q5_1, and the
+ * Q4_K / Q5_K sub-blocks (kq_row). */
 static int is_q41(int format) {
-    return format == EK_WF_Q4_1 || format == EK_WF_Q4_1X8 || format == EK_WF_Q5_1 || format == EK_WF_Q5_1X8;
+    return format == EK_WF_Q4_1 || format == EK_WF_Q4_1X8 || format == EK_WF_Q5_1 || format == EK_WF_Q5_1X8 ||
+           format == EK_WF_Q4_K || format == EK_WF_Q5_K;
 }
 
 /* acc + bias, then the epilogue (GELU applied to whole rows after): the block and bf16 GEMMs' fp32 results. */
@@ -637,8 +675,10 @@ static inline float fp32_epilogue(float acc, const float *bias, long c, float ol
 static int q8_format_ok(int format) {
     return format == EK_WF_Q8_0 || format == EK_WF_Q8_0X8 || format == EK_WF_Q4_0 || format == EK_WF_Q4_0X8 ||
            format == EK_WF_Q4_1 || format == EK_WF_Q4_1X8 || format == EK_WF_Q5_0 || format == EK_WF_Q5_0X8 ||
-           format == EK_WF_Q5_1 || format == EK_WF_Q5_1X8;
+           format == EK_WF_Q5_1 || format == EK_WF_Q5_1X8 || format == EK_WF_Q4_K || format == EK_WF_Q5_K;
 }
+/* K-quant rows hold whole super-blocks of 256 */
+static int q8_shape_ok(int format, long k) { return !(format == EK_WF_Q4_K || format == EK_WF_Q5_K) || k % 256 == 0; }
 
 /* Σ_b fma((float) Σ_{k∈b} q_x q_w, d_x[b]·d_w[b]) in order b = 0, 1, …, and for Q4_1 (mw not NULL) after each block
  * fma(s_x[b], m_w[b]) (s_x = d_x·Σ q_x, ggml's q8_1 sum): one output of the plain path and the twin. */
@@ -656,7 +696,7 @@ static float q8_dot(const int8_t *xq, const float *xd, const float *xs, const in
 
 int ek_gemm_q8_0_ref(int format, const void *w, const float *x, const float *bias, float *y, long m, long n, long k,
                      int mode) {
-    if (mode < EK_EPI_STORE || mode > EK_EPI_RELU || !q8_format_ok(format)) return -1;
+    if (mode < EK_EPI_STORE || mode > EK_EPI_RELU || !q8_format_ok(format) || !q8_shape_ok(format, k)) return -1;
     long nb = (k + 31) / 32, kp = nb * 32;
     int8_t *xq = malloc((size_t)(m * kp + 1)), *q = malloc((size_t)kp);
     float *xd = malloc(sizeof(float) * (size_t)(m * nb + 1)), *xc = malloc(sizeof(float) * (size_t)(m * nb + 1));
@@ -1229,7 +1269,7 @@ int ek_gemm_int8_multi(long count, const int8_t *const *w, const float *const *w
 
 int ek_gemm_q8_0_multi(int format, long count, const void *const *w, const float *const *bias, float *const *y,
                        const long *n, const float *x, long m, long k, int mode) {
-    if (!q8_format_ok(format)) return -1;
+    if (!q8_format_ok(format) || !q8_shape_ok(format, k)) return -1;
     return gemm_run(format, count, w, NULL, bias, y, n, x, m, k, mode);
 }
 

@@ -190,7 +190,9 @@ public enum KernelBench {
         f.gemvFormatGBps = formats.map { ($0, gemvGBps($0)) }
         if int8Prompts { f.int8GemmGOPs = int8GemmGOPs() }
         var blocks: [WeightFormat] = []
-        for format in blockPromptFormats where format.hasInt8PromptGEMM && format != .int8 && !blocks.contains(format) {
+        // (the K-quants have no quantizer to make the probe's random matrix from fp32: their rows use the int8 rate)
+        for format in blockPromptFormats where format.hasInt8PromptGEMM && format != .int8 && format != .q4_K && format != .q5_K
+            && !blocks.contains(format) {
             blocks.append(format)
         }
         f.blockGemmGOPs = blocks.map { ($0, int8GemmGOPs(format: $0)) }

@@ -82,7 +82,7 @@ extension LanguageModel {
 /// - `decode`: the decode-format copy, widened to fp32 one matrix at a time for BLAS GEMM (no resident fp32 copy:
 ///   the memory of the decode format alone; Mu's and T5's encoders take the decoder's format too).
 /// - `blocks`: the decode-format copy as llama.cpp's prompt passes use it: blocks the int8 GEMM reads (int8 rows,
-///   Q8_0, Q4_0, Q4_1, Q5_0, Q5_1) are multiplied as stored, as with `int8`, and the others (bf16, the K-quants)
+///   Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K) are multiplied as stored, as with `int8`, and the others (bf16, Q6_K)
 ///   widened per matrix, as with `decode`: no copy of any matrix (a GGUF Q4_K_M file kept quantized holds its file's
 ///   bytes alone).
 ///
