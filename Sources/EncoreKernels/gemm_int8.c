@@ -1,5 +1,6 @@
 /* Prompt-pass GEMM over int8 weights (the EK_WF_INT8 rows decode streams), without an fp32 copy; the same tiles
- * over Q8_0/Q4_0/Q4_1/Q5_0/Q5_1 blocks (below), and over bf16 rows with AVX512-BF16 (ek_gemm_bf16, at the end).
+ * over Q8_0/Q4_0/Q4_1/Q5_0/Q5_1 blocks and Q4_K/Q5_K sub-blocks (below), and over bf16 rows with AVX512-BF16
+ * (ek_gemm_bf16, at the end).
  *
  *   y[m, n] = d_x[m] · wscale[n] · Σ_k (u_x[m, k] − z_x[m]) q_w[n, k]  (+ bias[n]), stored, accumulated into y,
  *   or GELU'd
