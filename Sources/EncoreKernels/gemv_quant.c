@@ -1159,44 +1159,6 @@ EQ_AVX512VNNI static inline __attribute__((always_inline)) void x8z_group(const 
     else *corr = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(grp + 16))), xcv, *corr);
 }
 
-/* Rows [r0, r1) in S parts (walk_rows) as x8_body: full groups on zmm (the activations loaded once per group for the
- * S rows), the last shorter group on ymm; each row's float is the same whichever step computed it. */
-EQ_AVX512VNNI static inline __attribute__((always_inline)) void x8z_body(const qctx *c, long r0, long r1, const int fmt,
-                                                                         const int S) {
-    const long nb = c->nb, full = nb / 8 * 8, B = block_bytes(fmt);
-    for (long t = 0, steps = walk_steps(r0, r1, S); t < steps; t++) {
-        long rows[EQ_X8_MAX_STREAMS];
-        const int lanes = walk_rows(r0, r1, S, t, rows);
-        const int L = lanes > 1 ? S : 1;
-        const uint8_t *wr[EQ_X8_MAX_STREAMS];
-        for (int u = 0; u < L; u++) wr[u] = c->w + rows[u] * c->row_bytes;
-        for (long i = 0; i < c->m; i++) {
-            const int8_t *xq = c->xq + i * nb * 32;
-            const float *xd = c->xd + i * nb, *xc = c->xc + i * nb;
-            __m512 a0[EQ_X8_MAX_STREAMS], a1[EQ_X8_MAX_STREAMS];
-            __m256 corr[EQ_X8_MAX_STREAMS], tail[EQ_X8_MAX_STREAMS];
-            for (int u = 0; u < S; u++) { a0[u] = a1[u] = _mm512_setzero_ps(); corr[u] = tail[u] = _mm256_setzero_ps(); }
-            for (long b0 = 0; b0 < full; b0 += 8) {
-                const int8_t *xg = xq + b0 * 32;
-                const __m512i xlo0 = _mm512_loadu_si512((const void *)xg), xhi0 = _mm512_loadu_si512((const void *)(xg + 64));
-                const __m512i xlo1 = _mm512_loadu_si512((const void *)(xg + 128)), xhi1 = _mm512_loadu_si512((const void *)(xg + 192));
-                const __m256 xdv = _mm256_loadu_ps(xd + b0), xcv = _mm256_loadu_ps(xc + b0);
-                if (L > 1)
-                    for (int u = 0; u < S; u++)
-                        x8z_group(wr[u] + b0 * B, fmt, xlo0, xhi0, xlo1, xhi1, xdv, xcv, &a0[u], &a1[u], &corr[u]);
-                else x8z_group(wr[0] + b0 * B, fmt, xlo0, xhi0, xlo1, xhi1, xdv, xcv, &a0[0], &a1[0], &corr[0]);
-            }
-            if (full < nb)
-                for (int u = 0; u < L; u++) x8_group_avx512vnni(wr[u], full, nb, xq, xd, xc, fmt, &tail[u], &corr[u]);
-            for (int u = 0; u < lanes; u++) {
-                float s;
-                EQ_HSUM256(_mm256_add_ps(tail[u], corr[u]), s);
-                s += _mm512_reduce_add_ps(_mm512_add_ps(a0[u], a1[u]));
-                c->y[i * c->n + rows[u]] = s + (c->bias ? c->bias[rows[u]] : 0.0f);
-            }
-        }
-    }
-}
 /* Q5 x8 rows on the AVX2 / AVX-VNNI paths (matrices regrouped while the AVX-512 kernel ran, then capped by
  * ek_set_isa_limit; ek_x8_pays keeps them in ggml order otherwise): each row back to ggml blocks in the thread's
  * buffer (grown once), then the per-block kernel, against activations in plain order. */
@@ -1273,9 +1235,14 @@ EQ_AVX512VNNI static inline __attribute__((always_inline)) void q5_block_ymm(con
     *corr += (one ? _cvtsh_ss(rd16(blk + 2)) : -dw) * xc;
 }
 
-EQ_AVX512VNNI static inline __attribute__((always_inline)) void x8z5_body(const qctx *c, long r0, long r1, const int one,
-                                                                          const int S) {
-    const long nb = c->nb, full = nb / 8 * 8, B = 22 + 2 * one;
+/* Rows [r0, r1) in S parts (walk_rows) as x8_body: full groups on zmm (the activations loaded once per group for the
+ * S rows; Q4_0 / Q4_1: x8z_group, Q5_0 / Q5_1: x8z5_group), then a row's last nb % 8 blocks (Q4: one shorter group
+ * on ymm, x8_group_avx512vnni; Q5: ggml blocks one by one, q5_block_ymm); fmt is the ggml format. Each row's float is
+ * the same whichever step computed it. */
+EQ_AVX512VNNI static inline __attribute__((always_inline)) void x8z_body(const qctx *c, long r0, long r1, const int fmt,
+                                                                         const int S) {
+    const int five = fmt == EK_WF_Q5_0 || fmt == EK_WF_Q5_1, one = fmt == EK_WF_Q5_1;
+    const long nb = c->nb, full = nb / 8 * 8, B = block_bytes(fmt);
     for (long t = 0, steps = walk_steps(r0, r1, S); t < steps; t++) {
         long rows[EQ_X8_MAX_STREAMS];
         const int lanes = walk_rows(r0, r1, S, t, rows);
@@ -1287,7 +1254,7 @@ EQ_AVX512VNNI static inline __attribute__((always_inline)) void x8z5_body(const 
             const float *xd = c->xd + i * nb, *xc = c->xc + i * nb;
             __m512 a0[EQ_X8_MAX_STREAMS], a1[EQ_X8_MAX_STREAMS];
             __m256 corr[EQ_X8_MAX_STREAMS], tail[EQ_X8_MAX_STREAMS];
-            float tcorr[EQ_X8_MAX_STREAMS];
+            float tcorr[EQ_X8_MAX_STREAMS];   /* Q5: the last blocks' corrections */
             for (int u = 0; u < S; u++) {
                 a0[u] = a1[u] = _mm512_setzero_ps(); corr[u] = tail[u] = _mm256_setzero_ps(); tcorr[u] = 0;
             }
@@ -1296,32 +1263,39 @@ EQ_AVX512VNNI static inline __attribute__((always_inline)) void x8z5_body(const 
                 const __m512i xlo0 = _mm512_loadu_si512((const void *)xg), xhi0 = _mm512_loadu_si512((const void *)(xg + 64));
                 const __m512i xlo1 = _mm512_loadu_si512((const void *)(xg + 128)), xhi1 = _mm512_loadu_si512((const void *)(xg + 192));
                 const __m256 xdv = _mm256_loadu_ps(xd + b0), xcv = _mm256_loadu_ps(xc + b0);
-                if (L > 1)
-                    for (int u = 0; u < S; u++)
-                        x8z5_group(wr[u] + b0 * B, one, xlo0, xhi0, xlo1, xhi1, xdv, xcv, &a0[u], &a1[u], &corr[u]);
-                else x8z5_group(wr[0] + b0 * B, one, xlo0, xhi0, xlo1, xhi1, xdv, xcv, &a0[0], &a1[0], &corr[0]);
+#define EQ_X8Z_GROUP(u) do { \
+        if (five) x8z5_group(wr[u] + b0 * B, one, xlo0, xhi0, xlo1, xhi1, xdv, xcv, &a0[u], &a1[u], &corr[u]); \
+        else x8z_group(wr[u] + b0 * B, fmt, xlo0, xhi0, xlo1, xhi1, xdv, xcv, &a0[u], &a1[u], &corr[u]); } while (0)
+                if (L > 1)   /* S constant: the S rows' groups side by side */
+                    for (int u = 0; u < S; u++) EQ_X8Z_GROUP(u);
+                else EQ_X8Z_GROUP(0);
+#undef EQ_X8Z_GROUP
             }
-            for (long b = full; b < nb; b++)
-                for (int u = 0; u < L; u++) q5_block_ymm(wr[u] + b * B, one, xq + b * 32, xd[b], xc[b], &tail[u], &tcorr[u]);
+            if (five) {
+                for (long b = full; b < nb; b++)
+                    for (int u = 0; u < L; u++) q5_block_ymm(wr[u] + b * B, one, xq + b * 32, xd[b], xc[b], &tail[u], &tcorr[u]);
+            } else if (full < nb) {
+                for (int u = 0; u < L; u++) x8_group_avx512vnni(wr[u], full, nb, xq, xd, xc, fmt, &tail[u], &corr[u]);
+            }
             for (int u = 0; u < lanes; u++) {
                 float s;
                 EQ_HSUM256(_mm256_add_ps(tail[u], corr[u]), s);
-                s += _mm512_reduce_add_ps(_mm512_add_ps(a0[u], a1[u])) + tcorr[u];
+                const float z = _mm512_reduce_add_ps(_mm512_add_ps(a0[u], a1[u]));
+                s += five ? z + tcorr[u] : z;
                 c->y[i * c->n + rows[u]] = s + (c->bias ? c->bias[rows[u]] : 0.0f);
             }
         }
     }
 }
-EQ_AVX512VNNI static void rows_x8z5(const qctx *c, long r0, long r1) {
-    const int four = c->streams == 4, one = c->format == EK_WF_Q5_1X8;
-    if (one) { if (four) x8z5_body(c, r0, r1, 1, 4); else x8z5_body(c, r0, r1, 1, 2); }
-    else { if (four) x8z5_body(c, r0, r1, 0, 4); else x8z5_body(c, r0, r1, 0, 2); }
-}
-
+/* The x8 Q4_0 / Q4_1 / Q5_0 / Q5_1 rows on zmm: one specialised body per format and stream count. */
 EQ_AVX512VNNI static void rows_x8z(const qctx *c, long r0, long r1) {
     const int four = c->streams == 4;
-    if (c->format == EK_WF_Q4_0X8) { if (four) x8z_body(c, r0, r1, EK_WF_Q4_0, 4); else x8z_body(c, r0, r1, EK_WF_Q4_0, 2); }
-    else { if (four) x8z_body(c, r0, r1, EK_WF_Q4_1, 4); else x8z_body(c, r0, r1, EK_WF_Q4_1, 2); }
+    switch (c->format) {
+    case EK_WF_Q4_0X8: if (four) x8z_body(c, r0, r1, EK_WF_Q4_0, 4); else x8z_body(c, r0, r1, EK_WF_Q4_0, 2); return;
+    case EK_WF_Q4_1X8: if (four) x8z_body(c, r0, r1, EK_WF_Q4_1, 4); else x8z_body(c, r0, r1, EK_WF_Q4_1, 2); return;
+    case EK_WF_Q5_0X8: if (four) x8z_body(c, r0, r1, EK_WF_Q5_0, 4); else x8z_body(c, r0, r1, EK_WF_Q5_0, 2); return;
+    default:           if (four) x8z_body(c, r0, r1, EK_WF_Q5_1, 4); else x8z_body(c, r0, r1, EK_WF_Q5_1, 2); return;
+    }
 }
 
 /* bf16 weights widened to fp32 (x fp32), AVX2 */
@@ -1483,8 +1457,7 @@ static void run_range(const qctx *c, long r0, long r1) {
         else rows_avxvnni(c, r0, r1);
         return;
     case P_AVX512VNNI:
-        if (c->format == EK_WF_Q4_0X8 || c->format == EK_WF_Q4_1X8) rows_x8z(c, r0, r1);
-        else if (is_q5x8(c->format)) rows_x8z5(c, r0, r1);
+        if (c->format == EK_WF_Q4_0X8 || c->format == EK_WF_Q4_1X8 || is_q5x8(c->format)) rows_x8z(c, r0, r1);
         else if (runs_grouped(c->format)) rows_x8_avx512vnni(c, r0, r1);
         else rows_avx512vnni(c, r0, r1);
         return;
