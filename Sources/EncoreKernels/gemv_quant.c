@@ -885,6 +885,18 @@ static void rows_scalar(const qctx *c, long r0, long r1) {
         ACC = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p_), _mm256_set1_ps(dw_ * xd[B]), ACC); \
         CORR += ((HO) == 2 ? -dw_ : _cvtsh_ss(rd16((BLK) + 2))) * xc[B]; } while (0)
 
+/* The 4- and 5-bit blocks of B bytes from block b on: four per iteration into the four accumulators, then one at a
+ * time (STEP EQ_STEP_Q4 or EQ_STEP_Q5, O its offset argument: 2 without a minimum, 4 with) */
+#define EQ_BLOCKS4(DOT, STEP, B, O) do { \
+        for (; b + 4 <= nb; b += 4) { \
+            const uint8_t *k0 = wr + b * (B); \
+            STEP(DOT, a0, c0, k0, O, b); \
+            STEP(DOT, a1, c1, k0 + (B), O, b + 1); \
+            STEP(DOT, a2, c2, k0 + 2 * (B), O, b + 2); \
+            STEP(DOT, a3, c3, k0 + 3 * (B), O, b + 3); \
+        } \
+        for (; b < nb; b++) STEP(DOT, a0, c0, wr + b * (B), O, b); } while (0)
+
 #define EQ_DEFINE_INT_ROWS(SUFFIX, ATTR, DOT)                                                                  \
 ATTR static void rows_##SUFFIX(const qctx *c, long r0, long r1) {                                              \
     const __m256i m4 = _mm256_set1_epi8(0x0F), h16 = _mm256_set1_epi8(0x10);                                   \
@@ -921,44 +933,16 @@ ATTR static void rows_##SUFFIX(const qctx *c, long r0, long r1) {               
                 for (; b < nb; b++) EQ_STEP_S8(DOT, a0, wr + b * 34 + 2, b, _cvtsh_ss(rd16(wr + b * 34)) * xd[b]); \
                 break;                                                                                         \
             case EK_WF_Q4_0:                                                                                   \
-                for (; b + 4 <= nb; b += 4) {                                                                  \
-                    const uint8_t *k0 = wr + b * 18;                                                           \
-                    EQ_STEP_Q4(DOT, a0, c0, k0, 2, b);                                                         \
-                    EQ_STEP_Q4(DOT, a1, c1, k0 + 18, 2, b + 1);                                                \
-                    EQ_STEP_Q4(DOT, a2, c2, k0 + 36, 2, b + 2);                                                \
-                    EQ_STEP_Q4(DOT, a3, c3, k0 + 54, 2, b + 3);                                                \
-                }                                                                                              \
-                for (; b < nb; b++) EQ_STEP_Q4(DOT, a0, c0, wr + b * 18, 2, b);                                \
+                EQ_BLOCKS4(DOT, EQ_STEP_Q4, 18, 2);                                                            \
                 break;                                                                                         \
             case EK_WF_Q4_1:                                                                                   \
-                for (; b + 4 <= nb; b += 4) {                                                                  \
-                    const uint8_t *k0 = wr + b * 20;                                                           \
-                    EQ_STEP_Q4(DOT, a0, c0, k0, 4, b);                                                         \
-                    EQ_STEP_Q4(DOT, a1, c1, k0 + 20, 4, b + 1);                                                \
-                    EQ_STEP_Q4(DOT, a2, c2, k0 + 40, 4, b + 2);                                                \
-                    EQ_STEP_Q4(DOT, a3, c3, k0 + 60, 4, b + 3);                                                \
-                }                                                                                              \
-                for (; b < nb; b++) EQ_STEP_Q4(DOT, a0, c0, wr + b * 20, 4, b);                                \
+                EQ_BLOCKS4(DOT, EQ_STEP_Q4, 20, 4);                                                            \
                 break;                                                                                         \
             case EK_WF_Q5_0:                                                                                   \
-                for (; b + 4 <= nb; b += 4) {                                                                  \
-                    const uint8_t *k0 = wr + b * 22;                                                           \
-                    EQ_STEP_Q5(DOT, a0, c0, k0, 2, b);                                                         \
-                    EQ_STEP_Q5(DOT, a1, c1, k0 + 22, 2, b + 1);                                                \
-                    EQ_STEP_Q5(DOT, a2, c2, k0 + 44, 2, b + 2);                                                \
-                    EQ_STEP_Q5(DOT, a3, c3, k0 + 66, 2, b + 3);                                                \
-                }                                                                                              \
-                for (; b < nb; b++) EQ_STEP_Q5(DOT, a0, c0, wr + b * 22, 2, b);                                \
+                EQ_BLOCKS4(DOT, EQ_STEP_Q5, 22, 2);                                                            \
                 break;                                                                                         \
             case EK_WF_Q5_1:                                                                                   \
-                for (; b + 4 <= nb; b += 4) {                                                                  \
-                    const uint8_t *k0 = wr + b * 24;                                                           \
-                    EQ_STEP_Q5(DOT, a0, c0, k0, 4, b);                                                         \
-                    EQ_STEP_Q5(DOT, a1, c1, k0 + 24, 4, b + 1);                                                \
-                    EQ_STEP_Q5(DOT, a2, c2, k0 + 48, 4, b + 2);                                                \
-                    EQ_STEP_Q5(DOT, a3, c3, k0 + 72, 4, b + 3);                                                \
-                }                                                                                              \
-                for (; b < nb; b++) EQ_STEP_Q5(DOT, a0, c0, wr + b * 24, 4, b);                                \
+                EQ_BLOCKS4(DOT, EQ_STEP_Q5, 24, 4);                                                            \
                 break;                                                                                         \
             }                                                                                                  \
             float s;                                                                                           \
