@@ -147,13 +147,8 @@ final class QuantizedModelTests: XCTestCase {
         XCTAssertLessThan(resident(kept), resident(plain))
         // one token per step through the decode kernels, compared with llama.cpp's logits of the same positions
         let want = try SafeTensorsFile(path: dir + "/golden-mixed.safetensors").tensor("prompt1.logits").toArray()
-        func stepwise(_ m: LlamaModel) throws -> [Float] {
-            let s = try m.beginGeneration(prompts: [[prompt[0]]])
-            var out = s.logits.toArray()
-            for t in prompt.dropFirst() { try s.advance(tokens: [t]); out += s.logits.toArray() }
-            return out
-        }
-        let errKept = relativeError(try stepwise(kept), want), errPlain = relativeError(try stepwise(plain), want)
+        let errKept = relativeError(try decodeLogits(kept, prompt: [prompt[0]], steps: Array(prompt.dropFirst())), want),
+            errPlain = relativeError(try decodeLogits(plain, prompt: [prompt[0]], steps: Array(prompt.dropFirst())), want)
         print("tiny mixed GGUF, decode steps vs llama.cpp: kept quantized \(errKept), dequantized \(errPlain)")
         XCTAssertLessThan(errKept, errPlain)
         XCTAssertLessThan(errKept, 1e-2)    // measured 2.7e-3 (the rest: llama.cpp rounds x to f16/bf16 for F16/BF16 weights)
@@ -190,13 +185,8 @@ final class QuantizedModelTests: XCTestCase {
         XCTAssertGreaterThan(promptErr, 0)
         XCTAssertLessThan(promptErr, 3e-2)
         let want = try SafeTensorsFile(path: fixture("tiny_llama/golden-tied-q4.safetensors")).tensor("prompt1.logits").toArray()
-        func stepwise(_ m: LlamaModel) throws -> [Float] {
-            let s = try m.beginGeneration(prompts: [[prompt[0]]])
-            var out = s.logits.toArray()
-            for t in prompt.dropFirst() { try s.advance(tokens: [t]); out += s.logits.toArray() }
-            return out
-        }
-        let errKept = relativeError(try stepwise(kept), want), errPlain = relativeError(try stepwise(plain), want)
+        let errKept = relativeError(try decodeLogits(kept, prompt: [prompt[0]], steps: Array(prompt.dropFirst())), want),
+            errPlain = relativeError(try decodeLogits(plain, prompt: [prompt[0]], steps: Array(prompt.dropFirst())), want)
         print("tiny tied-Q4_0 GGUF: prompt kept vs widened \(promptErr); decode steps vs llama.cpp: kept \(errKept), widened \(errPlain)")
         XCTAssertLessThanOrEqual(errKept, errPlain)
         XCTAssertLessThan(errKept, 1e-5)
@@ -221,13 +211,8 @@ final class QuantizedModelTests: XCTestCase {
         let fp32Err = relativeError(try plain.logits([prompt]).toArray(), try reference.tensor("prompt1.fp32_logits").toArray())
         XCTAssertLessThan(fp32Err, 1e-5, "widened Q5 blocks against gguf's dequantization in numpy")
         let want = try reference.tensor("prompt1.logits").toArray()
-        func stepwise(_ m: LlamaModel) throws -> [Float] {
-            let s = try m.beginGeneration(prompts: [[prompt[0]]])
-            var out = s.logits.toArray()
-            for t in prompt.dropFirst() { try s.advance(tokens: [t]); out += s.logits.toArray() }
-            return out
-        }
-        let errKept = relativeError(try stepwise(kept), want), errPlain = relativeError(try stepwise(plain), want)
+        let errKept = relativeError(try decodeLogits(kept, prompt: [prompt[0]], steps: Array(prompt.dropFirst())), want),
+            errPlain = relativeError(try decodeLogits(plain, prompt: [prompt[0]], steps: Array(prompt.dropFirst())), want)
         // prompt passes on the blocks as stored (--prompt-weights int8: ek_gemm_q8_0, llama.cpp's q8_0 / q8_1
         // activations and exact block sums): llama.cpp's prompt logits, bound 1e-5
         try kept.usePromptWeights(.int8)
