@@ -31,21 +31,20 @@ from _gguf_common import (FIX, TINY, add_tiny_llama_tensors, all_logits, finish_
                           numpy_forward, tiny_llama_writer, write_safetensors)
 
 
-def write_tied(path, seed):
-    """tied-q4.gguf: Q4_0 token_embd = the tied head (no output.weight), per-layer matrix types below."""
-    rng = np.random.default_rng(seed)
-    w = tiny_llama_writer(path, "encore-tiny-llama-tied-q4")
-    plans = [(Q.Q4_0, Q.Q4_0, Q.Q6_K), (Q.Q8_0, Q.Q4_1, Q.Q4_K), (Q.Q4_1, Q.Q8_0, Q.Q5_K)]
-    add_tiny_llama_tensors(w, rng, Q.Q4_0, 1.0, plans)
-    finish_gguf(w)
+# name: (seed, token_embd type = the tied head, per-layer (attention, gate/up, down) types)
+MODELS = {
+    "tied-q4": (3, Q.Q4_0, [(Q.Q4_0, Q.Q4_0, Q.Q6_K), (Q.Q8_0, Q.Q4_1, Q.Q4_K), (Q.Q4_1, Q.Q8_0, Q.Q5_K)]),
+    # session 17: Q5_0/Q5_1 everywhere, a Q8_0 head, as llama.cpp's Q4_K_M files of small models
+    "q5": (5, Q.Q8_0, [(Q.Q5_0, Q.Q5_1, Q.Q5_0), (Q.Q5_1, Q.Q5_0, Q.Q5_1), (Q.Q5_0, Q.Q5_0, Q.Q5_1)]),
+}
 
 
-def write_q5(path, seed):
-    """q5.gguf (session 17): Q8_0 token_embd = the tied head, Q5_0/Q5_1 attention, gate/up and down."""
+def write_tied(path, name):
+    """<name>.gguf: the tied-head tiny Llama of MODELS[name] (no output.weight)."""
+    seed, embd_type, plans = MODELS[name]
     rng = np.random.default_rng(seed)
-    w = tiny_llama_writer(path, "encore-tiny-llama-q5")
-    plans = [(Q.Q5_0, Q.Q5_1, Q.Q5_0), (Q.Q5_1, Q.Q5_0, Q.Q5_1), (Q.Q5_0, Q.Q5_0, Q.Q5_1)]
-    add_tiny_llama_tensors(w, rng, Q.Q8_0, 1.0, plans)
+    w = tiny_llama_writer(path, f"encore-tiny-llama-{name}")
+    add_tiny_llama_tensors(w, rng, embd_type, 1.0, plans)
     finish_gguf(w)
 
 
@@ -64,12 +63,10 @@ def goldens(out, prompts, name, path):
 def main():
     out = os.path.join(FIX, "tiny_llama")
     prompts = json.load(open(os.path.join(out, "golden.json")))["prompts"]
-    path = os.path.join(out, "tied-q4.gguf")
-    write_tied(path, 3)
-    goldens(out, prompts, "tied-q4", path)
-    path = os.path.join(out, "q5.gguf")
-    write_q5(path, 5)
-    goldens(out, prompts, "q5", path)
+    for name in MODELS:
+        path = os.path.join(out, f"{name}.gguf")
+        write_tied(path, name)
+        goldens(out, prompts, name, path)
 
 
 if __name__ == "__main__":
