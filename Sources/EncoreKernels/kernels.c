@@ -3,6 +3,7 @@
 #include <math.h>
 #include <string.h>
 #include <float.h>
+#include <stdlib.h>
 
 #if defined(__x86_64__) || defined(_M_X64)
 #define EK_X86 1
@@ -351,27 +352,49 @@ static void rmsnorm_serial(const float *x, const float *w, float *out, long rows
 /* ------------------------------------------------------------------------------------------------ */
 /* RoPE                                                                                              */
 
+/* cos/sin of one row's angles positions[r] * inv_freq[j] (an fp32 product, as torch.einsum in float32) */
+static void rope_angles(float p, const float *inv_freq, long half, float *cs, float *sn) {
+    for (long j = 0; j < half; j++) {
+        float ang = p * inv_freq[j];
+        cs[j] = cosf(ang);
+        sn[j] = sinf(ang);
+    }
+}
+
+/* one row's heads rotated by the angles whose cos/sin are cs/sn */
+static void rope_apply_row(float *row, long n_heads, long head_dim, const float *cs, const float *sn) {
+    long half = head_dim / 2;
+    for (long h = 0; h < n_heads; h++) {
+        float *v = row + h * head_dim;
+        for (long j = 0; j < half; j++) {
+            float a = v[j], b = v[j + half];
+            v[j] = a * cs[j] - b * sn[j];
+            v[j + half] = b * cs[j] + a * sn[j];
+        }
+    }
+}
+
 void ek_rope_neox_f32(float *x, long t, long n_heads, long head_dim, long row_stride,
                       const float *positions, const float *inv_freq) {
     long half = head_dim / 2;
-    float cs[512], sn[512];  /* head_dim <= 1024 */
+    float stack[2 * 512], *cs = half <= 512 ? stack : malloc(sizeof(float) * 2 * (size_t)half);
+    if (!cs) return;   /* head_dim > 1024 and no memory: left unrotated */
+    float *sn = cs + (half <= 512 ? 512 : half);
     for (long r = 0; r < t; r++) {
-        float p = positions[r];
-        for (long j = 0; j < half && j < 512; j++) {
-            float ang = p * inv_freq[j];   /* fp32 product, as torch.einsum in float32 */
-            cs[j] = cosf(ang);
-            sn[j] = sinf(ang);
-        }
-        float *row = x + r * row_stride;
-        for (long h = 0; h < n_heads; h++) {
-            float *v = row + h * head_dim;
-            for (long j = 0; j < half; j++) {
-                float a = v[j], b = v[j + half];
-                v[j] = a * cs[j] - b * sn[j];
-                v[j + half] = b * cs[j] + a * sn[j];
-            }
-        }
+        rope_angles(positions[r], inv_freq, half, cs, sn);
+        rope_apply_row(x + r * row_stride, n_heads, head_dim, cs, sn);
     }
+    if (cs != stack) free(cs);
+}
+
+void ek_rope_table_f32(const float *positions, long t, const float *inv_freq, long half, float *cos_out, float *sin_out) {
+    for (long r = 0; r < t; r++) rope_angles(positions[r], inv_freq, half, cos_out + r * half, sin_out + r * half);
+}
+
+void ek_rope_neox_table_f32(float *x, long t, long n_heads, long head_dim, long row_stride,
+                            const float *cos_table, const float *sin_table) {
+    long half = head_dim / 2;
+    for (long r = 0; r < t; r++) rope_apply_row(x + r * row_stride, n_heads, head_dim, cos_table + r * half, sin_table + r * half);
 }
 
 /* ------------------------------------------------------------------------------------------------ */

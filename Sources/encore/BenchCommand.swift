@@ -318,8 +318,9 @@ struct BenchCommand: ParsableCommand {
                             results.append(r)
                             if StepProfile.enabled {
                                 let p = StepProfile.stepPercentiles()
-                                printStderr("[\(tag)] " + StepProfile.reportText() + String(format: "\n  weights %.4f GB per step: %.1f GB/s at the p10 step, %.1f GB/s at the median step",
+                                printStderr("[\(tag)] " + (StepProfile.reportText() ?? "") + String(format: "\n  weights %.4f GB per step: %.1f GB/s at the p10 step, %.1f GB/s at the median step",
                                                                                          r.weightBytesPerToken / 1e9, r.weightBytesPerToken / p.p10 / 1e6, r.weightBytesPerToken / p.median / 1e6))
+                                if let prompt = StepProfile.reportText(prompt: true) { printStderr("[\(tag)] " + prompt) }
                             }
                         }
                     }

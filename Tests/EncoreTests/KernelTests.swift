@@ -25,6 +25,29 @@ final class KernelTests: XCTestCase {
         }
     }
 
+    /// A pass's shared RoPE table rotates exactly as the per-call rotation (same cosf/sinf of the same fp32 angles):
+    /// bit for bit, on Mu's centred (negative) positions, an odd head width and head widths past the kernel's stack
+    /// buffer (1,026: 513 angles).
+    func testRoPETableMatchesPerCallRotation() {
+        for (rows, heads, headDim) in [(5, 3, 64), (4, 2, 7), (2, 1, 1026)] {
+            let positions = (0..<rows).map { Float($0 - rows / 2) * 3 }
+            let invFreq = (0..<(headDim / 2)).map { powf(10000, -Float(2 * $0) / Float(headDim)) }
+            let x = Tensor(shape: [rows, heads * headDim], values: randoms(rows * heads * headDim, scale: 2))
+            let a = x.copy(), b = x.copy()
+            Ops.ropeInPlace(a, heads: heads, headDim: headDim, positions: positions, invFreq: invFreq)
+            Ops.ropeInPlace(b, heads: heads, headDim: headDim, table: Ops.RoPETable(positions: positions, invFreq: invFreq))
+            let differing = zip(a.toArray(), b.toArray()).filter { $0.bitPattern != $1.bitPattern }.count
+            XCTAssertEqual(differing, 0, "\(rows)×\(heads)×\(headDim): floats that differ from the per-call rotation")
+            XCTAssertNotEqual(a.toArray(), x.toArray(), "rotated")
+            if headDim % 2 == 1 {   // the odd last element of every head is left as it was
+                for r in 0..<rows { for h in 0..<heads {
+                    let i = r * heads * headDim + h * headDim + headDim - 1
+                    XCTAssertEqual(a.toArray()[i], x.toArray()[i])
+                } }
+            }
+        }
+    }
+
     func testGELU() {
         let x = randoms(1003, scale: 8) + [0, -20, 20, 1e-4, -1e-4]
         var fast = x, ref = x

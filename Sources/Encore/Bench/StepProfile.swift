@@ -1,8 +1,9 @@
 import Foundation
 
-/// Wall time per part of single-token decode steps, for finding the time a step spends outside its weight GEMVs.
-/// Off unless the environment sets `ENCORE_STEP_PROFILE=1` (then `encore bench` prints the parts per step on
-/// stderr after each model); when off, each lap is one predictable branch.
+/// Wall time per part of single-token decode steps, for finding the time a step spends outside its weight GEMVs, and
+/// of the decoder-only models' prompt passes (calls with more than one new token), kept apart.
+/// Off unless the environment sets `ENCORE_STEP_PROFILE=1` (then `encore bench` prints the parts per step, and per
+/// prompt pass, on stderr after each model); when off, each lap is one predictable branch.
 ///
 /// ```swift
 /// StepProfile.begin()                 // at the top of a one-token step
@@ -14,6 +15,9 @@ public enum StepProfile {
     public enum Part: Int, CaseIterable, Sendable {
         case embed, norm, qkvGEMV, ropeCache, selfAttention, selfOutGEMV, crossQGEMV, crossAttention, crossOutGEMV
         case mlpUpGEMV, mlpActivation, mlpDownGEMV, head, other
+
+        /// The label; in a prompt pass the projections are matrix products (GEMMs), not GEMVs.
+        func label(prompt: Bool) -> String { prompt ? label.replacingOccurrences(of: "GEMV", with: "GEMM") : label }
 
         var label: String {
             switch self {
@@ -38,18 +42,25 @@ public enum StepProfile {
     /// Whether laps are recorded (ENCORE_STEP_PROFILE=1).
     public static let enabled = ProcessInfo.processInfo.environment["ENCORE_STEP_PROFILE"] == "1"
 
-    nonisolated(unsafe) private static var totals = [Double](repeating: 0, count: Part.allCases.count)
+    /// What one kind of call (decode steps, or prompt passes) has accumulated.
+    private struct Tally {
+        var totals = [Double](repeating: 0, count: Part.allCases.count)
+        /// Wall time of every timed call (seconds).
+        var times: [Double] = []
+    }
+    nonisolated(unsafe) private static var tallies = [Tally(), Tally()]   // [decode steps, prompt passes]
+    nonisolated(unsafe) private static var kind = 0
     nonisolated(unsafe) private static var last = 0.0
     nonisolated(unsafe) private static var stepStart = 0.0
-    /// Wall time of every timed step (seconds).
-    nonisolated(unsafe) private static var stepTimes: [Double] = []
     nonisolated(unsafe) private static var active = false
-    nonisolated(unsafe) private(set) static var steps = 0
+    /// Decode steps timed since the last reset.
+    static var steps: Int { tallies[0].times.count }
 
-    /// Starts timing a step (only one-token steps are timed; pass `tokens` = rows × new tokens).
+    /// Starts timing a call; pass `tokens` = rows × new tokens (1: a decode step; more: a prompt pass).
     @inline(__always) static func begin(tokens: Int) {
         guard enabled else { return }
-        active = tokens == 1
+        active = tokens >= 1
+        kind = tokens == 1 ? 0 : 1
         if active { last = now(); stepStart = last }
     }
 
@@ -57,47 +68,48 @@ public enum StepProfile {
     @inline(__always) static func lap(_ part: Part) {
         guard enabled, active else { return }
         let t = now()
-        totals[part.rawValue] += t - last
+        tallies[kind].totals[part.rawValue] += t - last
         last = t
     }
 
-    /// Ends a timed step.
+    /// Ends a timed call.
     @inline(__always) static func end() {
         guard enabled, active else { return }
         lap(.other)
-        stepTimes.append(last - stepStart)
-        steps += 1
+        tallies[kind].times.append(last - stepStart)
         active = false
     }
 
     /// Clears the totals.
-    public static func reset() {
-        totals = [Double](repeating: 0, count: Part.allCases.count)
-        stepTimes.removeAll(keepingCapacity: true)
-        steps = 0
-    }
+    public static func reset() { tallies = [Tally(), Tally()] }
 
-    /// Milliseconds per step of each part that was timed, largest first, and the total.
-    public static func report() -> (parts: [(label: String, ms: Double)], totalMs: Double) {
-        guard steps > 0 else { return ([], 0) }
-        let rows = Part.allCases.map { ($0.label, totals[$0.rawValue] * 1000 / Double(steps)) }.filter { $0.1 > 0 }
+    /// Milliseconds per decode step (or per prompt pass) of each part that was timed, largest first, and the total.
+    public static func report(prompt: Bool = false) -> (parts: [(label: String, ms: Double)], totalMs: Double) {
+        let tally = tallies[prompt ? 1 : 0]
+        guard !tally.times.isEmpty else { return ([], 0) }
+        let rows = Part.allCases.map { ($0.label(prompt: prompt), tally.totals[$0.rawValue] * 1000 / Double(tally.times.count)) }.filter { $0.1 > 0 }
         return (rows.sorted { $0.1 > $1.1 }, rows.reduce(0) { $0 + $1.1 })
     }
 
     /// Step times in milliseconds: the fastest tenth's upper end (p10), the median and the mean. On a shared host the
     /// p10 is the step time with the least interference from other tenants.
-    public static func stepPercentiles() -> (p10: Double, median: Double, mean: Double) {
-        guard !stepTimes.isEmpty else { return (0, 0, 0) }
-        let s = stepTimes.sorted()
+    public static func stepPercentiles(prompt: Bool = false) -> (p10: Double, median: Double, mean: Double) {
+        let times = tallies[prompt ? 1 : 0].times
+        guard !times.isEmpty else { return (0, 0, 0) }
+        let s = times.sorted()
         return (s[s.count / 10] * 1000, s[s.count / 2] * 1000, s.reduce(0, +) * 1000 / Double(s.count))
     }
 
-    /// The report as lines of text.
-    public static func reportText() -> String {
-        let r = report(), p = stepPercentiles()
-        var lines = [String(format: "decode step parts (ENCORE_STEP_PROFILE, %d one-token steps): %.3f ms per step (mean); step time p10 %.3f ms, median %.3f ms",
-                            steps, r.totalMs, p.p10, p.median)]
-        for p in r.parts { lines.append("  " + p.label.padding(toLength: 34, withPad: " ", startingAt: 0) + String(format: " %7.3f ms  %5.1f%%", p.ms, 100 * p.ms / max(r.totalMs, 1e-12))) }
+    /// The decode steps' report (or the prompt passes', nil when none was timed) as lines of text.
+    public static func reportText(prompt: Bool = false) -> String? {
+        let count = tallies[prompt ? 1 : 0].times.count
+        if prompt && count == 0 { return nil }
+        let r = report(prompt: prompt), p = stepPercentiles(prompt: prompt)
+        var lines = [prompt
+            ? String(format: "prompt pass parts (ENCORE_STEP_PROFILE, %d pass(es)): %.3f ms per pass (mean); median %.3f ms", count, r.totalMs, p.median)
+            : String(format: "decode step parts (ENCORE_STEP_PROFILE, %d one-token steps): %.3f ms per step (mean); step time p10 %.3f ms, median %.3f ms",
+                     count, r.totalMs, p.p10, p.median)]
+        for p in r.parts { lines.append("  " + p.label.padding(toLength: 34, withPad: " ", startingAt: 0) + String(format: " %9.3f ms  %5.1f%%", p.ms, 100 * p.ms / max(r.totalMs, 1e-12))) }
         return lines.joined(separator: "\n")
     }
 }

@@ -468,15 +468,15 @@ struct AttentionWeights {
 
 extension AttentionWeights {
     /// Causal self-attention over a KV cache for `n` new tokens per row: projects Q/K/V of h [B*n, C],
-    /// rotates them at `positions` (one per row of h), appends K/V to `cache`, attends over everything cached
-    /// (keys whose token is the pad id masked) and applies `out_linear`. Returns [B*n, C].
-    func cachedSelfAttention(_ h: Tensor, batch B: Int, n: Int, cache: KVCache, newKeep: [UInt8], positions: [Float],
-                             invFreq: [Float], shape: AttentionShape, scratch: inout [Float]) -> Tensor {
+    /// rotates them by `rope` (the angles of one position per row of h), appends K/V to `cache`, attends over
+    /// everything cached (keys whose token is the pad id masked) and applies `out_linear`. Returns [B*n, C].
+    func cachedSelfAttention(_ h: Tensor, batch B: Int, n: Int, cache: KVCache, newKeep: [UInt8], rope: Ops.RoPETable,
+                             shape: AttentionShape, scratch: inout [Float]) -> Tensor {
         let qkv = Linear.shared(h, [self.q, self.k, self.v])
         let q = qkv[0], k = qkv[1], v = qkv[2]                             // [B*n, H*D], [B*n, Hkv*D]
         StepProfile.lap(.qkvGEMV)
-        Ops.ropeInPlace(q, heads: shape.heads, headDim: shape.headDim, positions: positions, invFreq: invFreq)
-        Ops.ropeInPlace(k, heads: shape.kvHeads, headDim: shape.headDim, positions: positions, invFreq: invFreq)
+        Ops.ropeInPlace(q, heads: shape.heads, headDim: shape.headDim, table: rope)
+        Ops.ropeInPlace(k, heads: shape.kvHeads, headDim: shape.headDim, table: rope)
         let start = cache.length
         cache.append(k: k, v: v, keep: newKeep, n: n)
         StepProfile.lap(.ropeCache)

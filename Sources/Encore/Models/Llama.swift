@@ -649,6 +649,7 @@ public final class LlamaModel: CausalDecoder {
             ? config.rope(seqLen: (positionsInt.max() ?? 0) + 1, factors: ropeFactors) : staticRoPE
         StepProfile.begin(tokens: B * n)
         defer { StepProfile.end() }
+        let ropeTable = Ops.RoPETable(positions: positions, invFreq: rope.invFreq)   // every layer's angles
         var x = Ops.embeddingRows(embedding, blocks: embeddingBlocks, ids: ids)   // [B*n, C]
         StepProfile.lap(.embed)
         for (layer, block) in blocks.enumerated() {
@@ -658,8 +659,8 @@ public final class LlamaModel: CausalDecoder {
                 StepProfile.lap(.norm)
                 let (q, k, v) = block.project(h, shape)                               // [B*n, H*D], [B*n, Hkv*D] ×2
                 StepProfile.lap(.qkvGEMV)
-                Ops.ropeInPlace(q, heads: shape.heads, headDim: shape.headDim, positions: positions, invFreq: rope.invFreq)
-                Ops.ropeInPlace(k, heads: shape.kvHeads, headDim: shape.headDim, positions: positions, invFreq: rope.invFreq)
+                Ops.ropeInPlace(q, heads: shape.heads, headDim: shape.headDim, table: ropeTable)
+                Ops.ropeInPlace(k, heads: shape.kvHeads, headDim: shape.headDim, table: ropeTable)
                 if rope.scale != 1 { Ops.scaleInPlace(q, rope.scale); Ops.scaleInPlace(k, rope.scale) }
                 kv.append(k: k, v: v, keep: newKeep, n: n)
                 StepProfile.lap(.ropeCache)

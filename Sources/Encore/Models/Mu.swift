@@ -295,7 +295,7 @@ public final class MuModel: LanguageModel {
         // Centred positions: i − ⌊(L−1)/2⌋, L the padded length.
         let centre = (L - 1) / 2
         let positions = (0..<(B * L)).map { Float($0 % L - centre) }
-        let invFreq = config.rope.inverseFrequencies(sequenceLength: L)
+        let ropeTable = Ops.RoPETable(positions: positions, invFreq: config.rope.inverseFrequencies(sequenceLength: L))
         var scratch: [Float] = []
 
         var x = Ops.embedding(wte, ids: ids)                               // [B*L, C]
@@ -303,8 +303,8 @@ public final class MuModel: LanguageModel {
             let h = block.ln1(x)                                           // [B*L, C]
             let qkv = Linear.shared(h, [block.attn.q, block.attn.k, block.attn.v])
             let q = qkv[0], k = qkv[1], v = qkv[2]                         // [B*L, H*D], [B*L, Hkv*D]
-            Ops.ropeInPlace(q, heads: shape.heads, headDim: shape.headDim, positions: positions, invFreq: invFreq)
-            Ops.ropeInPlace(k, heads: shape.kvHeads, headDim: shape.headDim, positions: positions, invFreq: invFreq)
+            Ops.ropeInPlace(q, heads: shape.heads, headDim: shape.headDim, table: ropeTable)
+            Ops.ropeInPlace(k, heads: shape.kvHeads, headDim: shape.headDim, table: ropeTable)
             let o = Ops.batchedAttention(q: q, k: k, v: v, batch: B, tq: L, kvRows: L, keyKeep: keep, shape: shape,
                                          causalOffset: -1, scratch: &scratch)   // [B*L, H*D]
             block.attn.out.accumulate(into: x, o)                         // x += out(o)
@@ -370,8 +370,8 @@ public final class MuModel: LanguageModel {
         let shape = config.attention
         let start = state.length
         let total = start + n
-        let invFreq = config.rope.inverseFrequencies(sequenceLength: total)
         let positions = (0..<(B * n)).map { Float(start + $0 % n) }
+        let rope = Ops.RoPETable(positions: positions, invFreq: config.rope.inverseFrequencies(sequenceLength: total))
         let newKeep = ids.map { $0 == config.padTokenId ? UInt8(0) : 1 }
 
         StepProfile.begin(tokens: B * n)
@@ -383,8 +383,7 @@ public final class MuModel: LanguageModel {
             let h1 = block.ln1(x)
             StepProfile.lap(.norm)
             Ops.addInPlace(x, block.causalAttn.cachedSelfAttention(h1, batch: B, n: n, cache: state.caches[layer],
-                                                                   newKeep: newKeep, positions: positions, invFreq: invFreq,
-                                                                   shape: shape, scratch: &state.scratch))
+                                                                   newKeep: newKeep, rope: rope, shape: shape, scratch: &state.scratch))
             StepProfile.lap(.selfOutGEMV)
             // cross-attention over the encoder output (K/V projected once, no RoPE)
             let h2 = block.ln2(x)

@@ -145,15 +145,14 @@ public final class MuDecoderModel: CausalDecoder {
         }
         let shape = config.attention
         let start = cache.length, total = start + n
-        let invFreq = config.rope.inverseFrequencies(sequenceLength: total)
         let positions = (0..<(B * n)).map { Float(start + $0 % n - cache.offsets[$0 / n]) }
+        let rope = Ops.RoPETable(positions: positions, invFreq: config.rope.inverseFrequencies(sequenceLength: total))
         precondition(keyKeep == nil || (ids.count == newIds.count && keyKeep!.count == ids.count), "keyKeep with a recomputed prefix")
         let newKeep = keyKeep ?? ids.map { $0 == config.padTokenId ? UInt8(0) : 1 }
         var x = Ops.embedding(wte, ids: ids)                               // [B*n, C]
         for (layer, block) in blocks.enumerated() {
             Ops.addInPlace(x, block.attn.cachedSelfAttention(block.ln1(x), batch: B, n: n, cache: cache.caches[layer],
-                                                             newKeep: newKeep, positions: positions, invFreq: invFreq,
-                                                             shape: shape, scratch: &cache.scratch))
+                                                             newKeep: newKeep, rope: rope, shape: shape, scratch: &cache.scratch))
             block.mlp.accumulate(into: x, block.ln2(x))
         }
         switch outputs {

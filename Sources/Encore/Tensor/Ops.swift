@@ -200,6 +200,37 @@ public enum Ops {
         }
     }
 
+    /// The cos and sin of a pass's rotary angles (positions[r] · invFreq[j]), computed once and shared by every
+    /// layer's q and k: the same floats as ``ropeInPlace(_:heads:headDim:positions:invFreq:)`` computes per call.
+    ///
+    /// ```swift
+    /// let table = Ops.RoPETable(positions: positions, invFreq: invFreq)   // before the layers
+    /// Ops.ropeInPlace(q, heads: 15, headDim: 64, table: table)            // in each layer
+    /// ```
+    public struct RoPETable: Sendable {
+        public let rows: Int, half: Int
+        let cos: [Float], sin: [Float]   // [rows, half]
+
+        public init(positions: [Float], invFreq: [Float]) {
+            let rows = positions.count, half = invFreq.count
+            var c = [Float](repeating: 0, count: rows * half), s = c
+            c.withUnsafeMutableBufferPointer { cp in s.withUnsafeMutableBufferPointer { sp in
+                ek_rope_table_f32(positions, rows, invFreq, half, cp.baseAddress, sp.baseAddress)
+            } }
+            (self.rows, self.half, cos, sin) = (rows, half, c, s)
+        }
+    }
+
+    /// ``ropeInPlace(_:heads:headDim:positions:invFreq:)`` with the angles of `table` (one row per row of x).
+    public static func ropeInPlace(_ x: Tensor, heads: Int, headDim: Int, table: RoPETable) {
+        let rows = x.count / (heads * headDim)
+        precondition(table.rows == rows && table.half == headDim / 2,
+                     "rope: a table of \(table.rows)×\(table.half) angles for \(rows) rows of head width \(headDim)")
+        table.cos.withUnsafeBufferPointer { c in table.sin.withUnsafeBufferPointer { s in
+            ek_rope_neox_table_f32(x.data, rows, heads, headDim, heads * headDim, c.baseAddress, s.baseAddress)
+        } }
+    }
+
     /// Rotary embedding (GPT-NeoX layout) in place on `heads` heads of width `headDim` in each row of x
     /// [R, heads*headDim]; `positions` has one (possibly negative) position per row.
     public static func ropeInPlace(_ x: Tensor, heads: Int, headDim: Int, positions: [Float], invFreq: [Float]) {

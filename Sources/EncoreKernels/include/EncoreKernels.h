@@ -61,6 +61,15 @@ void ek_rmsnorm_f32_ref(const float *x, const float *w, float *out, long rows, l
  */
 void ek_rope_neox_f32(float *x, long t, long n_heads, long head_dim, long row_stride,
                       const float *positions, const float *inv_freq);
+/**
+ * The angles' cos and sin once for every layer of a pass: cos_out/sin_out [t, half], entry (r, j) = cosf/sinf of
+ * positions[r] * inv_freq[j] (an fp32 product), half = head_dim / 2.
+ */
+void ek_rope_table_f32(const float *positions, long t, const float *inv_freq, long half, float *cos_out, float *sin_out);
+/** ek_rope_neox_f32 with the angles' cos/sin from ek_rope_table_f32 ([t, head_dim/2] each): the same floats,
+ *  without a cosf/sinf per row and head group (a 512-token pass of a 32-layer model called them 2M times). */
+void ek_rope_neox_table_f32(float *x, long t, long n_heads, long head_dim, long row_stride,
+                            const float *cos_table, const float *sin_table);
 
 /* ---- softmax and attention ---- */
 /**
