@@ -76,6 +76,15 @@ static inline int use_avx2(void) {
 #endif
 }
 
+/* zmm kernels: AVX-512F present and not capped by ek_set_isa_limit */
+static inline int use_avx512f(void) {
+#if EK_X86
+    return use_avx2() && (ek_cpu_features() & EK_CPU_AVX512F) && ek_get_isa_limit() >= EK_ISA_AVX512;
+#else
+    return 0;
+#endif
+}
+
 /* NEON hook: arm64 paths in neon.c */
 static inline int use_neon(void) {
 #if defined(__aarch64__)
@@ -391,10 +400,21 @@ void ek_rope_table_f32(const float *positions, long t, const float *inv_freq, lo
     for (long r = 0; r < t; r++) rope_angles(positions[r], inv_freq, half, cos_out + r * half, sin_out + r * half);
 }
 
+typedef struct { float *x; long t, n_heads, head_dim, row_stride; const float *cs, *sn; } rope_ctx;
+
+static void rope_rows_task(void *ctx, long index, long count) {
+    const rope_ctx *c = (const rope_ctx *)ctx;
+    long half = c->head_dim / 2, r0 = c->t * index / count, r1 = c->t * (index + 1) / count;
+    for (long r = r0; r < r1; r++)
+        rope_apply_row(c->x + r * c->row_stride, c->n_heads, c->head_dim, c->cs + r * half, c->sn + r * half);
+}
+
 void ek_rope_neox_table_f32(float *x, long t, long n_heads, long head_dim, long row_stride,
                             const float *cos_table, const float *sin_table) {
-    long half = head_dim / 2;
-    for (long r = 0; r < t; r++) rope_apply_row(x + r * row_stride, n_heads, head_dim, cos_table + r * half, sin_table + r * half);
+    rope_ctx c = { x, t, n_heads, head_dim, row_stride, cos_table, sin_table };
+    /* a prompt pass's rows on the kernel threads (each row on its own: the same floats however they are split) */
+    long tasks = t * n_heads * head_dim >= (1L << 16) ? ek_get_threads() : 1;
+    ek_parallel_for(tasks < t ? tasks : (t > 0 ? t : 1), rope_rows_task, &c);
 }
 
 /* ------------------------------------------------------------------------------------------------ */
@@ -431,9 +451,87 @@ EK_AVX2 static void softmax_row_avx2(float *s, long cols, float scale_div, const
 }
 #endif
 
+#if EK_X86
+#if defined(EK_EMULATED_FEATURES)
+#define EK_AVX512F_SOFTMAX EK_AVX2   /* kernel_parity's emulated build: SIMDe */
+#else
+#define EK_AVX512F_SOFTMAX __attribute__((target("avx2,fma,avx512f")))
+#endif
+/* exp256's polynomial on 16 lanes (the same operations per lane) */
+EK_AVX512F_SOFTMAX static inline __m512 exp512(__m512 x) {
+    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-88.3762626647949f)), _mm512_set1_ps(88.3762626647949f));
+    __m512 fx = _mm512_fmadd_ps(x, _mm512_set1_ps(1.44269504088896341f), _mm512_set1_ps(0.5f));
+    fx = _mm512_roundscale_ps(fx, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+    x = _mm512_fnmadd_ps(fx, _mm512_set1_ps(0.693359375f), x);
+    x = _mm512_fnmadd_ps(fx, _mm512_set1_ps(-2.12194440e-4f), x);
+    __m512 y = _mm512_set1_ps(1.9875691500E-4f);
+    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(1.3981999507E-3f));
+    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(8.3334519073E-3f));
+    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(4.1665795894E-2f));
+    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(1.6666665459E-1f));
+    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(5.0000001201E-1f));
+    y = _mm512_fmadd_ps(y, _mm512_mul_ps(x, x), _mm512_add_ps(x, _mm512_set1_ps(1.0f)));
+    __m512i n = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvttps_epi32(fx), _mm512_set1_epi32(127)), 23);
+    return _mm512_mul_ps(y, _mm512_castsi512_ps(n));
+}
+
+/* softmax_row_avx2 on zmm for the prompt passes' long rows (scores of 128 queries against up to thousands of keys):
+ * 16 lanes, the row's last partial vector under a mask instead of scalar expf, the sum in double over four 8-lane
+ * accumulators. The same arithmetic per entry (x / scale_div, exp256's polynomial, a float 1/sum) except the
+ * summation order and the tail's exp (the polynomial rather than libm's expf): within ~2 ulp of the ymm path. */
+EK_AVX512F_SOFTMAX static void softmax_row_avx512(float *s, long cols, float scale_div, const uint8_t *keep,
+                                                  long causal_offset, long r) {
+    long limit = cols;
+    if (causal_offset >= 0 && r + causal_offset + 1 < limit) limit = r + causal_offset + 1 > 0 ? r + causal_offset + 1 : 0;
+    if (keep && memchr(keep, 0, (size_t)limit)) for (long c = 0; c < limit; c++) if (!keep[c]) s[c] = -INFINITY;
+    const __m512 div = _mm512_set1_ps(scale_div), ninf = _mm512_set1_ps(-INFINITY);
+    __m512 m16 = ninf;
+    long c = 0;
+    for (; c + 16 <= limit; c += 16) {
+        __m512 x = _mm512_div_ps(_mm512_loadu_ps(s + c), div);
+        _mm512_storeu_ps(s + c, x);
+        m16 = _mm512_max_ps(m16, x);
+    }
+    const __mmask16 tail = (__mmask16)((1u << (limit - c)) - 1);
+    if (tail) {
+        __m512 x = _mm512_div_ps(_mm512_maskz_loadu_ps(tail, s + c), div);
+        _mm512_mask_storeu_ps(s + c, tail, x);
+        m16 = _mm512_mask_max_ps(m16, tail, m16, x);
+    }
+    float m = _mm512_reduce_max_ps(m16);
+    if (m == -INFINITY) {   /* every key masked: uniform, as the reference */
+        float u = 1.0f / (float)cols;
+        for (c = 0; c < cols; c++) s[c] = u;
+        return;
+    }
+    const __m512 mv = _mm512_set1_ps(m);
+    __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
+    for (c = 0; c + 16 <= limit; c += 16) {
+        __m512 x = _mm512_loadu_ps(s + c);
+        __m512 e = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x, ninf, _CMP_NEQ_OQ), exp512(_mm512_sub_ps(x, mv)));
+        _mm512_storeu_ps(s + c, e);
+        s0 = _mm512_add_pd(s0, _mm512_cvtps_pd(_mm512_castps512_ps256(e)));
+        s1 = _mm512_add_pd(s1, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(e), 1))));
+    }
+    if (tail) {
+        __m512 x = _mm512_maskz_loadu_ps(tail, s + c);
+        __m512 e = _mm512_maskz_mov_ps(_mm512_mask_cmp_ps_mask(tail, x, ninf, _CMP_NEQ_OQ), exp512(_mm512_sub_ps(x, mv)));
+        _mm512_mask_storeu_ps(s + c, tail, e);
+        s0 = _mm512_add_pd(s0, _mm512_cvtps_pd(_mm512_castps512_ps256(e)));
+        s1 = _mm512_add_pd(s1, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(e), 1))));
+    }
+    double sum = _mm512_reduce_add_pd(_mm512_add_pd(s0, s1));
+    const __m512 inv = _mm512_set1_ps((float)(1.0 / sum));
+    for (c = 0; c + 16 <= limit; c += 16) _mm512_storeu_ps(s + c, _mm512_mul_ps(_mm512_loadu_ps(s + c), inv));
+    if (tail) _mm512_mask_storeu_ps(s + c, tail, _mm512_mul_ps(_mm512_maskz_loadu_ps(tail, s + c), inv));
+    if (limit < cols) memset(s + limit, 0, sizeof(float) * (size_t)(cols - limit));
+}
+#endif
+
 /* Softmax of one row in place over `cols` entries, with the masking rule above. */
 static void softmax_row(float *s, long cols, float scale_div, const uint8_t *keep, long causal_offset, long r) {
 #if EK_X86
+    if (use_avx512f()) { softmax_row_avx512(s, cols, scale_div, keep, causal_offset, r); return; }
     if (use_avx2()) { softmax_row_avx2(s, cols, scale_div, keep, causal_offset, r); return; }
 #endif
     float mx = -INFINITY;
@@ -1075,6 +1173,28 @@ void ek_f32_to_f16(const float *src, uint16_t *dst, long n) {
     for (; i < n; i++) dst[i] = float_to_half(src[i]);
 }
 
+#if EK_X86
+/* the vector part of ek_f16_fits: 1 while every |x| <= 65504 (a NaN compares false), over whole blocks of 8 */
+EK_AVX2 static int f16_fits_avx2(const float *x, long n, long *done) {
+    const __m256 lim = _mm256_set1_ps(65504.0f), abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    __m256 ok = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
+    long i = 0;
+    for (; i + 8 <= n; i += 8)
+        ok = _mm256_and_ps(ok, _mm256_cmp_ps(_mm256_and_ps(_mm256_loadu_ps(x + i), abs_mask), lim, _CMP_LE_OQ));
+    *done = i;
+    return _mm256_movemask_ps(ok) == 0xff;
+}
+#endif
+
+int ek_f16_fits(const float *x, long n) {
+    long i = 0;
+#if EK_X86
+    if (use_avx2() && !f16_fits_avx2(x, n, &i)) return 0;
+#endif
+    for (; i < n; i++) if (!(fabsf(x[i]) <= 65504.0f)) return 0;   /* NaN fails the comparison too */
+    return 1;
+}
+
 long ek_argmax_f32(const float *x, long n) {
     long best = 0;
     for (long i = 1; i < n; i++) if (x[i] > x[best]) best = i;
@@ -1184,9 +1304,7 @@ EK_GEMV_ROWS1(avx512, EK_AVX512F_GEMV)
 #undef EK_GEMV_ROWS1
 
 /* Whether single-input fp32 GEMVs run on zmm (ek_gemv_path(EK_WF_F32) reports this same test). */
-int ek_gemv_f32_zmm(void) {
-    return use_avx2() && (ek_cpu_features() & EK_CPU_AVX512F) && ek_get_isa_limit() >= EK_ISA_AVX512;
-}
+int ek_gemv_f32_zmm(void) { return use_avx512f(); }
 
 EK_AVX2 static void gemv_rows_avx2(const gemv_ctx *c, long r0, long r1) {
     const long k = c->k;

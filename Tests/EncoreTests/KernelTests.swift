@@ -27,9 +27,9 @@ final class KernelTests: XCTestCase {
 
     /// A pass's shared RoPE table rotates exactly as the per-call rotation (same cosf/sinf of the same fp32 angles):
     /// bit for bit, on Mu's centred (negative) positions, an odd head width and head widths past the kernel's stack
-    /// buffer (1,026: 513 angles).
+    /// buffer (1,026: 513 angles), and a prompt-sized pass whose rows the kernel threads share.
     func testRoPETableMatchesPerCallRotation() {
-        for (rows, heads, headDim) in [(5, 3, 64), (4, 2, 7), (2, 1, 1026)] {
+        for (rows, heads, headDim) in [(5, 3, 64), (4, 2, 7), (2, 1, 1026), (301, 4, 64)] {   // the last on the kernel threads
             let positions = (0..<rows).map { Float($0 - rows / 2) * 3 }
             let invFreq = (0..<(headDim / 2)).map { powf(10000, -Float(2 * $0) / Float(headDim)) }
             let x = Tensor(shape: [rows, heads * headDim], values: randoms(rows * heads * headDim, scale: 2))
@@ -44,6 +44,23 @@ final class KernelTests: XCTestCase {
                     let i = r * heads * headDim + h * headDim + headDim - 1
                     XCTAssertEqual(a.toArray()[i], x.toArray()[i])
                 } }
+            }
+        }
+    }
+
+    /// ek_f16_fits (the f16 KV cache's check before each append): one value out of f16's range, anywhere in the
+    /// vector blocks or the tail, fails it; ±65504 fits.
+    func testF16FitsFindsEveryOutOfRangeValue() {
+        for n in [1, 7, 8, 9, 64, 67] {
+            var x = randoms(n, scale: 1000)
+            x[n / 2] = 65504; x[n - 1] = -65504
+            XCTAssertEqual(ek_f16_fits(x, n), 1, "n=\(n)")
+            for bad: Float in [65504.01, -65520, .infinity, -.infinity, .nan] {
+                for i in Set([0, n / 2, n - 1]) {
+                    var y = x
+                    y[i] = bad
+                    XCTAssertEqual(ek_f16_fits(y, n), 0, "n=\(n) x[\(i)]=\(bad)")
+                }
             }
         }
     }

@@ -613,8 +613,8 @@ final class KVCache {
         if half {
             keys = Tensor(zeros: [1])
             values = Tensor(zeros: [1])
-            keys16 = .allocate(capacity: batch * self.capacity * width)
-            values16 = .allocate(capacity: batch * self.capacity * width)
+            keys16 = Self.takeHalf(batch * self.capacity * width)
+            values16 = Self.takeHalf(batch * self.capacity * width)
         } else {
             // uninitialized: positions are written before they are read, so the pages of the slack past the
             // prompt (64 positions beyond it for generation) stay out of RSS until a token reaches them (when the
@@ -626,8 +626,16 @@ final class KVCache {
     }
 
     deinit {
-        keys16?.deallocate()
-        values16?.deallocate()
+        if let keys16, let values16 { Self.giveHalf(keys16, batch * capacity * width); Self.giveHalf(values16, batch * capacity * width) }
+    }
+
+    /// f16 rows from the ``BufferPool``, as fp32 tensors are: the next request's cache reuses a finished one's pages
+    /// instead of faulting fresh ones in (Llama-362M, 512-token prompt: 10,240 pages a pass).
+    private static func takeHalf(_ count: Int) -> UnsafeMutablePointer<UInt16> {
+        BufferPool.shared.take(max(count, 1) * 2).bindMemory(to: UInt16.self, capacity: max(count, 1))
+    }
+    private static func giveHalf(_ p: UnsafeMutablePointer<UInt16>, _ count: Int) {
+        BufferPool.shared.give(UnsafeMutableRawPointer(p), max(count, 1) * 2)
     }
 
     /// Bytes held by the cache's buffers.
@@ -641,9 +649,9 @@ final class KVCache {
         while cap < needed { cap *= 2 }
         if half {
             func regrow(_ p: UnsafeMutablePointer<UInt16>) -> UnsafeMutablePointer<UInt16> {
-                let n = UnsafeMutablePointer<UInt16>.allocate(capacity: batch * cap * width)
+                let n = Self.takeHalf(batch * cap * width)
                 for b in 0..<batch { (n + b * cap * width).update(from: p + b * capacity * width, count: length * width) }
-                p.deallocate()
+                Self.giveHalf(p, batch * capacity * width)
                 return n
             }
             keys16 = regrow(keys16!)
@@ -673,8 +681,8 @@ final class KVCache {
             ek_f16_to_f32(k16 + base, keys.data + base, length * width)
             ek_f16_to_f32(v16 + base, values.data + base, length * width)
         }
-        k16.deallocate()
-        v16.deallocate()
+        Self.giveHalf(k16, batch * capacity * width)
+        Self.giveHalf(v16, batch * capacity * width)
         keys16 = nil
         values16 = nil
         half = false

@@ -14,8 +14,7 @@ public final class HalfTensor: @unchecked Sendable {
 
     /// Whether every value of `t` is finite within f16's range (|x| ≤ 65504; a NaN is not).
     public static func fits(_ t: Tensor) -> Bool {
-        for i in 0..<t.count where !(abs(t.data[i]) <= 65504) { return false }   // NaN fails the comparison too
-        return true
+        withExtendedLifetime(t) { ek_f16_fits(t.data, t.count) != 0 }   // NaN fails too
     }
 
     /// The values of `t` in f16, or nil when one of them is not finite within f16's range (|x| > 65504).

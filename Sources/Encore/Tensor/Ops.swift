@@ -338,8 +338,10 @@ extension Ops {
 
     private static let longQueryTask: ek_task_fn = { ctx, index, _ in
         let j = ctx!.assumingMemoryBound(to: LongQueryJob.self).pointee
-        let s = j.shape, h = index / j.blocks, g = s.kvHead(for: h)
-        let t0 = (index % j.blocks) * causalQueryBlock, bq = min(causalQueryBlock, j.tq - t0)
+        // the last query blocks first: under a causal mask they see the most keys, so the threads claim the longest
+        // tasks first and finish together (the same outputs in any order: each task writes its own)
+        let s = j.shape, h = index % s.heads, g = s.kvHead(for: h)
+        let t0 = (j.blocks - 1 - index / s.heads) * causalQueryBlock, bq = min(causalQueryBlock, j.tq - t0)
         let visible = visibleKeys(t0: t0, bq: bq, kvRows: j.kvRows, causalOffset: j.causalOffset, firstKept: j.firstKept)
         let scores = j.scratch + Int(ek_thread_slot()) * causalQueryBlock * j.kvRows   // [bq, visible]
         BLAS.gemmOnThisThread(m: bq, n: visible, k: s.headDim, a: j.q + t0 * s.qWidth + h * s.headDim, lda: s.qWidth,
@@ -355,7 +357,7 @@ extension Ops {
 
     /// Long queries (tq ≥ 16): per head and block of ≤ ``causalQueryBlock`` queries, scores = Q Kᵀ (BLAS, one thread),
     /// (+ relative bias), masked softmax, out = P V (BLAS); the (head, block) tasks are claimed by the kernel threads,
-    /// each with its own block of scores. Causal blocks multiply only the keys they may see (62% of the square at 512
+    /// last block first, each with its own block of scores. Causal blocks multiply only the keys they may see (62% of the square at 512
     /// tokens, 53% at 4096).
     fileprivate static func longQueryAttention(q: UnsafePointer<Float>, tq: Int, k: UnsafePointer<Float>,
                                                v: UnsafePointer<Float>, kvRows: Int, kvStride: Int,

@@ -148,6 +148,8 @@ void ek_bf16_to_f32(const uint16_t *src, float *dst, long n);
 void ek_f16_to_f32(const uint16_t *src, float *dst, long n);
 void ek_f32_to_bf16(const float *src, uint16_t *dst, long n);  /* round to nearest even */
 void ek_f32_to_f16(const float *src, uint16_t *dst, long n);   /* round to nearest even */
+/** 1 when every x[i] is finite within f16's range (|x| <= 65504; NaN and ±inf fail), else 0. */
+int ek_f16_fits(const float *x, long n);
 
 /* ---- GGML block formats (GGUF tensors) → fp32 ---- */
 /** GGML type ids as stored in GGUF tensor infos. */
