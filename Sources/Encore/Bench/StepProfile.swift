@@ -1,7 +1,8 @@
 import Foundation
 
 /// Wall time per part of single-token decode steps, for finding the time a step spends outside its weight GEMVs, and
-/// of the decoder-only models' prompt passes (calls with more than one new token), kept apart.
+/// of prompt passes (the encoders of Mu and T5, and decoder-only models' calls with more than one new token), kept
+/// apart.
 /// Off unless the environment sets `ENCORE_STEP_PROFILE=1` (then `encore bench` prints the parts per step, and per
 /// prompt pass, on stderr after each model); when off, each lap is one predictable branch.
 ///
@@ -14,7 +15,7 @@ public enum StepProfile {
     /// The parts of a decode step (Mu, T5 and the Llama family; a model uses the ones it has).
     public enum Part: Int, CaseIterable, Sendable {
         case embed, norm, qkvGEMV, ropeCache, selfAttention, selfOutGEMV, crossQGEMV, crossAttention, crossOutGEMV
-        case mlpUpGEMV, mlpActivation, mlpDownGEMV, head, other
+        case mlpUpGEMV, mlpActivation, mlpDownGEMV, crossKV, head, other
 
         /// The label; in a prompt pass the projections are matrix products (GEMMs), not GEMVs.
         func label(prompt: Bool) -> String { prompt ? label.replacingOccurrences(of: "GEMV", with: "GEMM") : label }
@@ -33,6 +34,7 @@ public enum StepProfile {
             case .mlpUpGEMV: return "MLP up GEMV(s) + activation"
             case .mlpActivation: return "MLP activation"
             case .mlpDownGEMV: return "MLP down GEMV (+ residual)"
+            case .crossKV: return "cross-attention K/V GEMVs (once)"
             case .head: return "final norm + head GEMV"
             case .other: return "other"
             }

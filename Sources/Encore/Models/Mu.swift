@@ -298,21 +298,33 @@ public final class MuModel: LanguageModel {
         let ropeTable = Ops.RoPETable(positions: positions, invFreq: config.rope.inverseFrequencies(sequenceLength: L))
         var scratch: [Float] = []
 
+        StepProfile.begin(tokens: B * L)
+        defer { StepProfile.end() }
         var x = Ops.embedding(wte, ids: ids)                               // [B*L, C]
+        StepProfile.lap(.embed)
         for block in encoderBlocks {
             let h = block.ln1(x)                                           // [B*L, C]
+            StepProfile.lap(.norm)
             let qkv = Linear.shared(h, [block.attn.q, block.attn.k, block.attn.v])
             let q = qkv[0], k = qkv[1], v = qkv[2]                         // [B*L, H*D], [B*L, Hkv*D]
+            StepProfile.lap(.qkvGEMV)
             Ops.ropeInPlace(q, heads: shape.heads, headDim: shape.headDim, table: ropeTable)
             Ops.ropeInPlace(k, heads: shape.kvHeads, headDim: shape.headDim, table: ropeTable)
+            StepProfile.lap(.ropeCache)
             let o = Ops.batchedAttention(q: q, k: k, v: v, batch: B, tq: L, kvRows: L, keyKeep: keep, shape: shape,
                                          causalOffset: -1, scratch: &scratch)   // [B*L, H*D]
+            StepProfile.lap(.selfAttention)
             block.attn.out.accumulate(into: x, o)                         // x += out(o)
-            block.mlp.accumulate(into: x, block.ln2(x))                   // x += mlp(ln2(x))
+            StepProfile.lap(.selfOutGEMV)
+            let m = block.ln2(x)
+            StepProfile.lap(.norm)
+            block.mlp.accumulate(into: x, m)                              // x += mlp(ln2(x)) (laps up and down)
         }
         x = lnE(x)
+        StepProfile.lap(.norm)
         // every decoder layer's K and V of x in one call where the weights allow (int8 prompts)
         let kv = Linear.shared(x, decoderBlocks.flatMap { [$0.crossAttn.k, $0.crossAttn.v] })
+        StepProfile.lap(.crossKV)
         let cross = (0..<decoderBlocks.count).map { i -> MuEncoderOutput.CrossKV in
             let k = kv[2 * i], v = kv[2 * i + 1]                           // [B*L, Hkv*D]
             if halfCrossKV, let k16 = HalfTensor(fitting: k), let v16 = HalfTensor(fitting: v) { return .f16(k: k16, v: v16) }

@@ -639,11 +639,16 @@ public final class T5Model: LanguageModel {
         let bias = encoderBias.table(tq: L, tk: L, queryStart: 0)          // [H, 2L-1], shared by every layer
         var scratch: [Float] = []
 
+        StepProfile.begin(tokens: B * L)
+        defer { StepProfile.end() }
         var x = Ops.embeddingRows(shared, blocks: sharedBlocks, ids: ids)                            // [B*L, C]
+        StepProfile.lap(.embed)
         for block in encoderBlocks {
             let h = block.ln0(x)                                           // [B*L, C]
+            StepProfile.lap(.norm)
             let qkv = Linear.shared(h, [block.selfAttn.q, block.selfAttn.k, block.selfAttn.v])
             let q = qkv[0], k = qkv[1], v = qkv[2]                         // [B*L, A]
+            StepProfile.lap(.qkvGEMV)
             let o = Tensor(uninitialized: [B * L, A])
             withExtendedLifetime((q, k, v)) {
                 keep.withUnsafeBufferPointer { kp in
@@ -657,12 +662,19 @@ public final class T5Model: LanguageModel {
                     }
                 }
             }
+            StepProfile.lap(.selfAttention)
             block.selfAttn.o.accumulate(into: x, o)                       // x += o(attention)
-            block.ff.accumulate(into: x, block.ln1(x))                    // x += ff(ln1(x))
+            StepProfile.lap(.selfOutGEMV)
+            let m = block.ln1(x)
+            StepProfile.lap(.norm)
+            block.ff.accumulate(into: x, m)                               // x += ff(ln1(x)) (laps its up GEMM)
+            StepProfile.lap(.mlpDownGEMV)
         }
         x = encoderNorm(x)
+        StepProfile.lap(.norm)
         // every decoder layer's K and V of x in one call where the weights allow (int8 prompts)
         let kv = Linear.shared(x, decoderBlocks.flatMap { [$0.crossAttn.k, $0.crossAttn.v] })
+        StepProfile.lap(.crossKV)
         let crossK = stride(from: 0, to: kv.count, by: 2).map { kv[$0] }   // [B*L, A] per layer
         let crossV = stride(from: 1, to: kv.count, by: 2).map { kv[$0] }
         return T5EncoderOutput(batch: B, length: L, hidden: x.reshaped([B, L, config.dModel]), keep: keep, crossK: crossK, crossV: crossV)
