@@ -128,6 +128,49 @@ EK_AVX2 static void exp_avx2(float *x, long n) {
     for (; i < n; i++) x[i] = expf(x[i]);
 }
 
+#if defined(EK_EMULATED_FEATURES)
+#define EK_AVX512F_MATH EK_AVX2   /* kernel_parity's emulated build: SIMDe */
+#else
+#define EK_AVX512F_MATH __attribute__((target("avx2,fma,avx512f")))
+#endif
+/* exp256's polynomial on 16 lanes (the same operations per lane) */
+EK_AVX512F_MATH static inline __m512 exp512(__m512 x) {
+    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-88.3762626647949f)), _mm512_set1_ps(88.3762626647949f));
+    __m512 fx = _mm512_fmadd_ps(x, _mm512_set1_ps(1.44269504088896341f), _mm512_set1_ps(0.5f));
+    fx = _mm512_roundscale_ps(fx, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+    x = _mm512_fnmadd_ps(fx, _mm512_set1_ps(0.693359375f), x);
+    x = _mm512_fnmadd_ps(fx, _mm512_set1_ps(-2.12194440e-4f), x);
+    __m512 y = _mm512_set1_ps(1.9875691500E-4f);
+    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(1.3981999507E-3f));
+    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(8.3334519073E-3f));
+    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(4.1665795894E-2f));
+    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(1.6666665459E-1f));
+    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(5.0000001201E-1f));
+    y = _mm512_fmadd_ps(y, _mm512_mul_ps(x, x), _mm512_add_ps(x, _mm512_set1_ps(1.0f)));
+    __m512i n = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvttps_epi32(fx), _mm512_set1_epi32(127)), 23);
+    return _mm512_mul_ps(y, _mm512_castsi512_ps(n));
+}
+
+/* bias_gelu_avx2 on zmm: the same operations per lane (exp512 is exp256's polynomial), and the row's last partial
+ * vector under a mask instead of tanhf (there the two paths may differ by an ulp or two) */
+EK_AVX512F_MATH static void bias_gelu_avx512(float *x, const float *bias, long rows, long cols) {
+    const __m512 c = _mm512_set1_ps(0.7978845608028654f), k = _mm512_set1_ps(0.044715f);
+    const __m512 one = _mm512_set1_ps(1.0f), two = _mm512_set1_ps(2.0f), half = _mm512_set1_ps(0.5f);
+    for (long r = 0; r < rows; r++) {
+        float *row = x + r * cols;
+        for (long i = 0; i < cols; i += 16) {
+            const __mmask16 lanes = cols - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (cols - i)) - 1);
+            __m512 v = _mm512_maskz_loadu_ps(lanes, row + i);
+            if (bias) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(lanes, bias + i));
+            __m512 v3 = _mm512_mul_ps(_mm512_mul_ps(v, v), v);
+            __m512 u = _mm512_mul_ps(c, _mm512_fmadd_ps(k, v3, v));
+            __m512 e = exp512(_mm512_mul_ps(two, u));
+            __m512 t = _mm512_sub_ps(one, _mm512_div_ps(two, _mm512_add_ps(e, one)));
+            _mm512_mask_storeu_ps(row + i, lanes, _mm512_mul_ps(_mm512_mul_ps(half, v), _mm512_add_ps(one, t)));
+        }
+    }
+}
+
 /* gelu(x) = 0.5 x (1 + tanh(u)), tanh(u) = 1 - 2 / (exp(2u) + 1) */
 EK_AVX2 static void bias_gelu_avx2(float *x, const float *bias, long rows, long cols) {
     const __m256 c = _mm256_set1_ps(0.7978845608028654f), k = _mm256_set1_ps(0.044715f);
@@ -236,6 +279,7 @@ void ek_gelu_tanh_f32_ref(float *x, long n) {
 
 static void bias_gelu_serial(float *x, const float *bias, long rows, long cols) {
 #if EK_X86
+    if (use_avx512f()) { bias_gelu_avx512(x, bias, rows, cols); return; }
     if (use_avx2()) { bias_gelu_avx2(x, bias, rows, cols); return; }
 #elif defined(__aarch64__)
     if (use_neon()) { ek_neon_bias_gelu_f32(x, bias, rows, cols); return; }   /* NEON hook */
@@ -452,34 +496,11 @@ EK_AVX2 static void softmax_row_avx2(float *s, long cols, float scale_div, const
 #endif
 
 #if EK_X86
-#if defined(EK_EMULATED_FEATURES)
-#define EK_AVX512F_SOFTMAX EK_AVX2   /* kernel_parity's emulated build: SIMDe */
-#else
-#define EK_AVX512F_SOFTMAX __attribute__((target("avx2,fma,avx512f")))
-#endif
-/* exp256's polynomial on 16 lanes (the same operations per lane) */
-EK_AVX512F_SOFTMAX static inline __m512 exp512(__m512 x) {
-    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-88.3762626647949f)), _mm512_set1_ps(88.3762626647949f));
-    __m512 fx = _mm512_fmadd_ps(x, _mm512_set1_ps(1.44269504088896341f), _mm512_set1_ps(0.5f));
-    fx = _mm512_roundscale_ps(fx, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
-    x = _mm512_fnmadd_ps(fx, _mm512_set1_ps(0.693359375f), x);
-    x = _mm512_fnmadd_ps(fx, _mm512_set1_ps(-2.12194440e-4f), x);
-    __m512 y = _mm512_set1_ps(1.9875691500E-4f);
-    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(1.3981999507E-3f));
-    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(8.3334519073E-3f));
-    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(4.1665795894E-2f));
-    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(1.6666665459E-1f));
-    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(5.0000001201E-1f));
-    y = _mm512_fmadd_ps(y, _mm512_mul_ps(x, x), _mm512_add_ps(x, _mm512_set1_ps(1.0f)));
-    __m512i n = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvttps_epi32(fx), _mm512_set1_epi32(127)), 23);
-    return _mm512_mul_ps(y, _mm512_castsi512_ps(n));
-}
-
 /* softmax_row_avx2 on zmm for the prompt passes' long rows (scores of 128 queries against up to thousands of keys):
  * 16 lanes, the row's last partial vector under a mask instead of scalar expf, the sum in double over four 8-lane
  * accumulators. The same arithmetic per entry (x / scale_div, exp256's polynomial, a float 1/sum) except the
  * summation order and the tail's exp (the polynomial rather than libm's expf): within ~2 ulp of the ymm path. */
-EK_AVX512F_SOFTMAX static void softmax_row_avx512(float *s, long cols, float scale_div, const uint8_t *keep,
+EK_AVX512F_MATH static void softmax_row_avx512(float *s, long cols, float scale_div, const uint8_t *keep,
                                                   long causal_offset, long r) {
     long limit = cols;
     if (causal_offset >= 0 && r + causal_offset + 1 < limit) limit = r + causal_offset + 1 > 0 ? r + causal_offset + 1 : 0;

@@ -140,6 +140,8 @@ static void test_elementwise(void) {
     long gelu_sizes[NSIZES + 1];
     memcpy(gelu_sizes, sizes, sizeof sizes);
     gelu_sizes[NSIZES] = 70001;   /* ≥ 65536: the thread-pool split */
+    for (int level = 0; level < 2; level++) {   /* the default ISA (zmm GELU with AVX-512F), then capped at AVX2 */
+    ek_set_isa_limit(level ? EK_ISA_AVX2 : -1);
     for (long si = 0; si <= NSIZES; si++) {   /* gelu-tanh */
         long n = gelu_sizes[si];
         float *x = frand(n, 6), *r = malloc(sizeof(float) * n);
@@ -172,6 +174,8 @@ static void test_elementwise(void) {
         free(x); free(bias); free(r); free(w); free(out); free(rout); free(want); free(sc); free(pre);
     }
     report("bias_gelu + rmsnorm", ek_kernel_path());
+    }
+    ek_set_isa_limit(-1);
     for (long si = 0; si < NSIZES; si++) {   /* sum (the read-ceiling probe) */
         long n = sizes[si] * 97;
         float *x = frand(n, 1);
