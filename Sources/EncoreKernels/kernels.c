@@ -137,7 +137,7 @@ EK_AVX2 static void exp_avx2(float *x, long n) {
 EK_AVX512F_MATH static inline __m512 exp512(__m512 x) {
     x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-88.3762626647949f)), _mm512_set1_ps(88.3762626647949f));
     __m512 fx = _mm512_fmadd_ps(x, _mm512_set1_ps(1.44269504088896341f), _mm512_set1_ps(0.5f));
-    fx = _mm512_roundscale_ps(fx, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+    fx = _mm512_roundscale_ps(fx, _MM_FROUND_TO_NEG_INF);   /* floor (SIMDe 0.7.4 misreads the SAE bit as scale) */
     x = _mm512_fnmadd_ps(fx, _mm512_set1_ps(0.693359375f), x);
     x = _mm512_fnmadd_ps(fx, _mm512_set1_ps(-2.12194440e-4f), x);
     __m512 y = _mm512_set1_ps(1.9875691500E-4f);
@@ -431,7 +431,7 @@ void ek_rope_neox_f32(float *x, long t, long n_heads, long head_dim, long row_st
                       const float *positions, const float *inv_freq) {
     long half = head_dim / 2;
     float stack[2 * 512], *cs = half <= 512 ? stack : malloc(sizeof(float) * 2 * (size_t)half);
-    if (!cs) return;   /* head_dim > 1024 and no memory: left unrotated */
+    if (!cs) abort();   /* head_dim > 1024 and no memory for its angles */
     float *sn = cs + (half <= 512 ? 512 : half);
     for (long r = 0; r < t; r++) {
         rope_angles(positions[r], inv_freq, half, cs, sn);
@@ -496,9 +496,9 @@ EK_AVX2 static void softmax_row_avx2(float *s, long cols, float scale_div, const
 #endif
 
 #if EK_X86
-/* softmax_row_avx2 on zmm for the prompt passes' long rows (scores of 128 queries against up to thousands of keys):
- * 16 lanes, the row's last partial vector under a mask instead of scalar expf, the sum in double over four 8-lane
- * accumulators. The same arithmetic per entry (x / scale_div, exp256's polynomial, a float 1/sum) except the
+/* softmax_row_avx2 on zmm (ek_softmax_masked_f32's rows: the prompt passes' scores of 128 queries against up to
+ * thousands of keys, and training's attention): 16 lanes, the row's last partial vector under a mask instead of
+ * scalar expf, the sum in double over two 8-lane accumulators. The same arithmetic per entry (x / scale_div, exp256's polynomial, a float 1/sum) except the
  * summation order and the tail's exp (the polynomial rather than libm's expf): within ~2 ulp of the ymm path. */
 EK_AVX512F_MATH static void softmax_row_avx512(float *s, long cols, float scale_div, const uint8_t *keep,
                                                   long causal_offset, long r) {

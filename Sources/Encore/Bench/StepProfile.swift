@@ -4,12 +4,13 @@ import Foundation
 /// of prompt passes (the encoders of Mu and T5, and decoder-only models' calls with more than one new token), kept
 /// apart.
 /// Off unless the environment sets `ENCORE_STEP_PROFILE=1` (then `encore bench` prints the parts per step, and per
-/// prompt pass, on stderr after each model); when off, each lap is one predictable branch.
+/// prompt pass, on stderr after each model); when off, each lap is one predictable branch. The tallies are global and
+/// unsynchronised: for benchmarks that run one model at a time, as `encore bench` does.
 ///
 /// ```swift
-/// StepProfile.begin()                 // at the top of a one-token step
+/// StepProfile.begin(prompt: n > 1)    // at the top of a forward pass (n new tokens per row)
 /// ... ; StepProfile.lap(.norm)        // time since the previous lap goes to .norm
-/// StepProfile.end()                   // counts the step
+/// StepProfile.end()                   // counts the step or pass
 /// ```
 public enum StepProfile {
     /// The parts of a decode step (Mu, T5 and the Llama family; a model uses the ones it has).
@@ -58,12 +59,14 @@ public enum StepProfile {
     /// Decode steps timed since the last reset.
     static var steps: Int { tallies[0].times.count }
 
-    /// Starts timing a call; pass `tokens` = rows × new tokens (1: a decode step; more: a prompt pass).
-    @inline(__always) static func begin(tokens: Int) {
+    /// Starts timing a call: a prompt pass (an encoder, or a decoder reading more than one new token per row) or a
+    /// decode step (one new token per row).
+    @inline(__always) static func begin(prompt: Bool) {
         guard enabled else { return }
-        active = tokens >= 1
-        kind = tokens == 1 ? 0 : 1
-        if active { last = now(); stepStart = last }
+        active = true
+        kind = prompt ? 1 : 0
+        last = now()
+        stepStart = last
     }
 
     /// Adds the time since the previous lap to `part`.

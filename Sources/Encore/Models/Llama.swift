@@ -647,9 +647,9 @@ public final class LlamaModel: CausalDecoder {
         // transformers does; cached keys keep the rotation they were computed with.
         let rope = config.ropeScaling.dependsOnLength
             ? config.rope(seqLen: (positionsInt.max() ?? 0) + 1, factors: ropeFactors) : staticRoPE
-        StepProfile.begin(tokens: B * n)
-        defer { StepProfile.end() }
         let ropeTable = Ops.RoPETable(positions: positions, invFreq: rope.invFreq)   // every layer's angles
+        StepProfile.begin(prompt: n > 1)
+        defer { StepProfile.end() }
         var x = Ops.embeddingRows(embedding, blocks: embeddingBlocks, ids: ids)   // [B*n, C]
         StepProfile.lap(.embed)
         for (layer, block) in blocks.enumerated() {

@@ -298,7 +298,7 @@ public final class MuModel: LanguageModel {
         let ropeTable = Ops.RoPETable(positions: positions, invFreq: config.rope.inverseFrequencies(sequenceLength: L))
         var scratch: [Float] = []
 
-        StepProfile.begin(tokens: B * L)
+        StepProfile.begin(prompt: true)
         defer { StepProfile.end() }
         var x = Ops.embedding(wte, ids: ids)                               // [B*L, C]
         StepProfile.lap(.embed)
@@ -386,7 +386,7 @@ public final class MuModel: LanguageModel {
         let rope = Ops.RoPETable(positions: positions, invFreq: config.rope.inverseFrequencies(sequenceLength: total))
         let newKeep = ids.map { $0 == config.padTokenId ? UInt8(0) : 1 }
 
-        StepProfile.begin(tokens: B * n)
+        StepProfile.begin(prompt: n > 1)
         defer { StepProfile.end() }
         var x = Ops.embedding(wte, ids: ids)                               // [B*n, C]
         StepProfile.lap(.embed)

@@ -639,7 +639,7 @@ public final class T5Model: LanguageModel {
         let bias = encoderBias.table(tq: L, tk: L, queryStart: 0)          // [H, 2L-1], shared by every layer
         var scratch: [Float] = []
 
-        StepProfile.begin(tokens: B * L)
+        StepProfile.begin(prompt: true)
         defer { StepProfile.end() }
         var x = Ops.embeddingRows(shared, blocks: sharedBlocks, ids: ids)                            // [B*L, C]
         StepProfile.lap(.embed)
@@ -709,7 +709,7 @@ public final class T5Model: LanguageModel {
         let bias = decoderBias.table(tq: n, tk: start + n, queryStart: start)   // [H, 2n+start-1]
         let ones = [UInt8](repeating: 1, count: B * n)                          // decoder keys: causal mask only
 
-        StepProfile.begin(tokens: B * n)
+        StepProfile.begin(prompt: n > 1)
         defer { StepProfile.end() }
         var x = Ops.embeddingRows(shared, blocks: sharedBlocks, ids: ids)                            // [B*n, C]
         StepProfile.lap(.embed)

@@ -27,7 +27,8 @@ int ek_cpu_is_intel(void);
 /** Force the plain-C paths (1) or allow SIMD paths (0); for tests and benchmarks. */
 void ek_set_force_reference(int force);
 int ek_get_force_reference(void);
-/** Name of the kernel path in use: "avx2", "neon" (arm64, neon.c) or "scalar". */
+/** Name of the kernel path in use: "avx2", "neon" (arm64, neon.c) or "scalar" (with AVX-512F the masked softmax rows
+ *  and GELU run on zmm under the "avx2" name; ek_set_isa_limit(EK_ISA_AVX2) keeps them on ymm). */
 const char *ek_kernel_path(void);
 
 /* ---- elementwise ---- */
@@ -244,8 +245,8 @@ enum { EK_WF_F32 = 0, EK_WF_BF16 = 1, EK_WF_INT8 = 2, EK_WF_Q8_0 = 3, EK_WF_Q4_0
 /** Instruction-set levels, for capping the dispatch in tests and benchmarks. On arm64, EK_ISA_AVX2 means plain NEON
  *  and EK_ISA_AVXVNNI and above also allow the SDOT int8 path ("neon-dotprod"); EK_ISA_SCALAR is plain C everywhere. */
 enum { EK_ISA_SCALAR = 0, EK_ISA_AVX2 = 1, EK_ISA_AVXVNNI = 2, EK_ISA_AVX512 = 3 };
-/** Highest level the quantized GEMVs, the one-row fp32 GEMV (zmm at EK_ISA_AVX512) and the int8 / block prompt GEMMs
- *  may use (default and -1: EK_ISA_AVX512, i.e. the best the CPU has). */
+/** Highest level the quantized GEMVs, the one-row fp32 GEMV, the masked softmax rows and GELU (zmm at EK_ISA_AVX512)
+ *  and the int8 / block prompt GEMMs may use (default and -1: EK_ISA_AVX512, i.e. the best the CPU has). */
 void ek_set_isa_limit(int level);
 int ek_get_isa_limit(void);
 /** int8 GEMV kernel on x86: 1 = blocks in groups of 8 (one scale vector per 8 blocks; the default), 0 = the

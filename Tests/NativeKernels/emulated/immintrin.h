@@ -9,6 +9,7 @@
 #include <simde/x86/avx512.h>
 #include <simde/x86/f16c.h>
 #include <simde/x86/fma.h>
+#include <stdint.h>
 
 /* AVX-VNNI's VEX vpdpbusd computes what AVX512-VNNI's EVEX form does */
 #define _mm256_dpbusd_avx_epi32(src, a, b) simde_mm256_dpbusd_epi32(src, a, b)
@@ -68,6 +69,54 @@ static inline simde__m512i encore_emulated_mm512_madd_epi16(simde__m512i a, simd
 }
 #undef _mm512_madd_epi16
 #define _mm512_madd_epi16(a, b) encore_emulated_mm512_madd_epi16(a, b)
+
+/* the zmm softmax rows and GELU of the prompt passes (session 18): a mask type alias and seven AVX-512F intrinsics
+ * SIMDe 0.7.4 lacks, from Intel's pseudocode (masked loads and stores touch only the selected lanes' memory) */
+typedef simde__mmask16 __mmask16;
+static inline simde__m512 encore_emulated_mm512_maskz_loadu_ps(simde__mmask16 k, const void *p) {
+    simde__m512_private r_;
+    for (int i = 0; i < 16; i++) r_.f32[i] = ((k >> i) & 1) ? ((const float *)p)[i] : 0.0f;
+    return simde__m512_from_private(r_);
+}
+#define _mm512_maskz_loadu_ps(k, p) encore_emulated_mm512_maskz_loadu_ps(k, p)
+static inline void encore_emulated_mm512_mask_storeu_ps(void *p, simde__mmask16 k, simde__m512 a) {
+    simde__m512_private a_ = simde__m512_to_private(a);
+    for (int i = 0; i < 16; i++) if ((k >> i) & 1) ((float *)p)[i] = a_.f32[i];
+}
+#define _mm512_mask_storeu_ps(p, k, a) encore_emulated_mm512_mask_storeu_ps(p, k, a)
+#define _mm512_mask_cmp_ps_mask(k, a, b, imm) ((simde__mmask16)((k) & simde_mm512_cmp_ps_mask(a, b, imm)))
+static inline simde__m512i encore_emulated_mm512_cvttps_epi32(simde__m512 a) {
+    simde__m512_private a_ = simde__m512_to_private(a);
+    simde__m512i_private r_;
+    for (int i = 0; i < 16; i++)   /* truncation; NaN and out of range give the "integer indefinite" 0x80000000 */
+        r_.i32[i] = a_.f32[i] >= -2147483648.0f && a_.f32[i] < 2147483648.0f ? (int32_t)a_.f32[i] : INT32_MIN;
+    return simde__m512i_from_private(r_);
+}
+#define _mm512_cvttps_epi32(a) encore_emulated_mm512_cvttps_epi32(a)
+static inline simde__m512d encore_emulated_mm512_cvtps_pd(simde__m256 a) {
+    simde__m256_private a_ = simde__m256_to_private(a);
+    simde__m512d_private r_;
+    for (int i = 0; i < 8; i++) r_.f64[i] = (double)a_.f32[i];
+    return simde__m512d_from_private(r_);
+}
+#define _mm512_cvtps_pd(a) encore_emulated_mm512_cvtps_pd(a)
+static inline float encore_emulated_mm512_reduce_max_ps(simde__m512 a) {
+    simde__m512_private a_ = simde__m512_to_private(a);
+    float m = a_.f32[0];
+    for (int i = 1; i < 16; i++) if (a_.f32[i] > m) m = a_.f32[i];
+    return m;
+}
+#define _mm512_reduce_max_ps(a) encore_emulated_mm512_reduce_max_ps(a)
+/* GCC's order, as _mm512_reduce_add_ps above */
+static inline double encore_emulated_mm512_reduce_add_pd(simde__m512d a) {
+    simde__m512d_private a_ = simde__m512d_to_private(a);
+    double t4[4], t2[2];
+    for (int i = 0; i < 4; i++) t4[i] = a_.f64[i + 4] + a_.f64[i];
+    t2[0] = t4[0] + t4[2];
+    t2[1] = t4[1] + t4[3];
+    return t2[0] + t2[1];
+}
+#define _mm512_reduce_add_pd(a) encore_emulated_mm512_reduce_add_pd(a)
 
 /* F16C's scalar conversion and a rounding-control name SIMDe 0.7.4 does not alias */
 #define _cvtsh_ss(h) simde_mm_cvtss_f32(simde_mm_cvtph_ps(simde_mm_cvtsi32_si128((int)(uint16_t)(h))))
