@@ -76,14 +76,12 @@ static inline int use_avx2(void) {
 #endif
 }
 
+#if EK_X86
 /* zmm kernels: AVX-512F present and not capped by ek_set_isa_limit */
 static inline int use_avx512f(void) {
-#if EK_X86
     return use_avx2() && (ek_cpu_features() & EK_CPU_AVX512F) && ek_get_isa_limit() >= EK_ISA_AVX512;
-#else
-    return 0;
-#endif
 }
+#endif
 
 /* NEON hook: arm64 paths in neon.c */
 static inline int use_neon(void) {
