@@ -131,19 +131,19 @@ EK_AVX2 static void exp_avx2(float *x, long n) {
 #else
 #define EK_AVX512F_MATH __attribute__((target("avx2,fma,avx512f")))
 #endif
-/* exp256's polynomial on 16 lanes (the same operations per lane) */
+/* exp256's polynomial on 16 lanes (the same operations per lane, avx2_math.h's EK_EXP_* constants) */
 EK_AVX512F_MATH static inline __m512 exp512(__m512 x) {
-    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-88.3762626647949f)), _mm512_set1_ps(88.3762626647949f));
-    __m512 fx = _mm512_fmadd_ps(x, _mm512_set1_ps(1.44269504088896341f), _mm512_set1_ps(0.5f));
+    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-EK_EXP_CLAMP)), _mm512_set1_ps(EK_EXP_CLAMP));
+    __m512 fx = _mm512_fmadd_ps(x, _mm512_set1_ps(EK_EXP_LOG2E), _mm512_set1_ps(0.5f));
     fx = _mm512_roundscale_ps(fx, _MM_FROUND_TO_NEG_INF);   /* floor (SIMDe 0.7.4 misreads the SAE bit as scale) */
-    x = _mm512_fnmadd_ps(fx, _mm512_set1_ps(0.693359375f), x);
-    x = _mm512_fnmadd_ps(fx, _mm512_set1_ps(-2.12194440e-4f), x);
-    __m512 y = _mm512_set1_ps(1.9875691500E-4f);
-    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(1.3981999507E-3f));
-    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(8.3334519073E-3f));
-    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(4.1665795894E-2f));
-    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(1.6666665459E-1f));
-    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(5.0000001201E-1f));
+    x = _mm512_fnmadd_ps(fx, _mm512_set1_ps(EK_EXP_C1), x);
+    x = _mm512_fnmadd_ps(fx, _mm512_set1_ps(EK_EXP_C2), x);
+    __m512 y = _mm512_set1_ps(EK_EXP_P0);
+    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(EK_EXP_P1));
+    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(EK_EXP_P2));
+    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(EK_EXP_P3));
+    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(EK_EXP_P4));
+    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(EK_EXP_P5));
     y = _mm512_fmadd_ps(y, _mm512_mul_ps(x, x), _mm512_add_ps(x, _mm512_set1_ps(1.0f)));
     __m512i n = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvttps_epi32(fx), _mm512_set1_epi32(127)), 23);
     return _mm512_mul_ps(y, _mm512_castsi512_ps(n));
@@ -473,18 +473,27 @@ EK_AVX2 static float chunk_softmax_avx2(float *sc, long n, float scale_div, cons
 #endif
 
 #if EK_X86
-/* softmax_row on AVX2: masked keys to −inf, the vector chunk softmax, then normalise. */
-EK_AVX2 static void softmax_row_avx2(float *s, long cols, float scale_div, const uint8_t *keep, long causal_offset, long r) {
+/* The vector softmax rows' shared start: the keys row r may see end at the returned limit (causal_offset); those
+ * masked by keep become −inf. */
+static long softmax_row_limit(float *s, long cols, const uint8_t *keep, long causal_offset, long r) {
     long limit = cols;
     if (causal_offset >= 0 && r + causal_offset + 1 < limit) limit = r + causal_offset + 1 > 0 ? r + causal_offset + 1 : 0;
     if (keep && memchr(keep, 0, (size_t)limit)) for (long c = 0; c < limit; c++) if (!keep[c]) s[c] = -INFINITY;
+    return limit;
+}
+
+/* A row with every key masked: uniform over all cols, as the reference's masked_fill(finfo.min). */
+static void softmax_row_uniform(float *s, long cols) {
+    float u = 1.0f / (float)cols;
+    for (long c = 0; c < cols; c++) s[c] = u;
+}
+
+/* softmax_row on AVX2: masked keys to −inf, the vector chunk softmax, then normalise. */
+EK_AVX2 static void softmax_row_avx2(float *s, long cols, float scale_div, const uint8_t *keep, long causal_offset, long r) {
+    long limit = softmax_row_limit(s, cols, keep, causal_offset, r);
     double sum = 0;
     float m = chunk_softmax_avx2(s, limit, scale_div, NULL, &sum);
-    if (m == -INFINITY) {   /* every key masked: uniform, as the reference */
-        float u = 1.0f / (float)cols;
-        for (long c = 0; c < cols; c++) s[c] = u;
-        return;
-    }
+    if (m == -INFINITY) { softmax_row_uniform(s, cols); return; }
     __m256 inv = _mm256_set1_ps((float)(1.0 / sum));
     long c = 0;
     for (; c + 8 <= limit; c += 8) _mm256_storeu_ps(s + c, _mm256_mul_ps(_mm256_loadu_ps(s + c), inv));
@@ -500,9 +509,7 @@ EK_AVX2 static void softmax_row_avx2(float *s, long cols, float scale_div, const
  * summation order and the tail's exp (the polynomial rather than libm's expf): within ~2 ulp of the ymm path. */
 EK_AVX512F_MATH static void softmax_row_avx512(float *s, long cols, float scale_div, const uint8_t *keep,
                                                   long causal_offset, long r) {
-    long limit = cols;
-    if (causal_offset >= 0 && r + causal_offset + 1 < limit) limit = r + causal_offset + 1 > 0 ? r + causal_offset + 1 : 0;
-    if (keep && memchr(keep, 0, (size_t)limit)) for (long c = 0; c < limit; c++) if (!keep[c]) s[c] = -INFINITY;
+    long limit = softmax_row_limit(s, cols, keep, causal_offset, r);
     const __m512 div = _mm512_set1_ps(scale_div), ninf = _mm512_set1_ps(-INFINITY);
     __m512 m16 = ninf;
     long c = 0;
@@ -518,11 +525,7 @@ EK_AVX512F_MATH static void softmax_row_avx512(float *s, long cols, float scale_
         m16 = _mm512_mask_max_ps(m16, tail, m16, x);
     }
     float m = _mm512_reduce_max_ps(m16);
-    if (m == -INFINITY) {   /* every key masked: uniform, as the reference */
-        float u = 1.0f / (float)cols;
-        for (c = 0; c < cols; c++) s[c] = u;
-        return;
-    }
+    if (m == -INFINITY) { softmax_row_uniform(s, cols); return; }
     const __m512 mv = _mm512_set1_ps(m);
     __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
     for (c = 0; c + 16 <= limit; c += 16) {

@@ -8,6 +8,7 @@
  * to even like lrintf); int8 block dots are exact int32 sums (SMULL+SADALP, or SDOT). */
 #include "EncoreKernels.h"
 #include "neon.h"
+#include "avx2_math.h"   /* EK_EXP_* (the rest of it is x86-only) */
 
 #if defined(__aarch64__)
 #include <arm_neon.h>
@@ -79,18 +80,18 @@ float ek_neon_sum_f32(const float *x, long n) {
     return s;
 }
 
-/* Cephes-style expf, ~2 ulp over the float range (the polynomial of exp256 in kernels.c). */
+/* Cephes-style expf, ~2 ulp over the float range (exp256's polynomial, avx2_math.h's EK_EXP_* constants). */
 static inline float32x4_t exp4(float32x4_t x) {
-    x = vminq_f32(vmaxq_f32(x, vdupq_n_f32(-88.3762626647949f)), vdupq_n_f32(88.3762626647949f));
-    float32x4_t fx = vrndmq_f32(vfmaq_f32(vdupq_n_f32(0.5f), x, vdupq_n_f32(1.44269504088896341f)));
-    x = vfmsq_f32(x, fx, vdupq_n_f32(0.693359375f));
-    x = vfmsq_f32(x, fx, vdupq_n_f32(-2.12194440e-4f));
-    float32x4_t y = vdupq_n_f32(1.9875691500E-4f);
-    y = vfmaq_f32(vdupq_n_f32(1.3981999507E-3f), y, x);
-    y = vfmaq_f32(vdupq_n_f32(8.3334519073E-3f), y, x);
-    y = vfmaq_f32(vdupq_n_f32(4.1665795894E-2f), y, x);
-    y = vfmaq_f32(vdupq_n_f32(1.6666665459E-1f), y, x);
-    y = vfmaq_f32(vdupq_n_f32(5.0000001201E-1f), y, x);
+    x = vminq_f32(vmaxq_f32(x, vdupq_n_f32(-EK_EXP_CLAMP)), vdupq_n_f32(EK_EXP_CLAMP));
+    float32x4_t fx = vrndmq_f32(vfmaq_f32(vdupq_n_f32(0.5f), x, vdupq_n_f32(EK_EXP_LOG2E)));
+    x = vfmsq_f32(x, fx, vdupq_n_f32(EK_EXP_C1));
+    x = vfmsq_f32(x, fx, vdupq_n_f32(EK_EXP_C2));
+    float32x4_t y = vdupq_n_f32(EK_EXP_P0);
+    y = vfmaq_f32(vdupq_n_f32(EK_EXP_P1), y, x);
+    y = vfmaq_f32(vdupq_n_f32(EK_EXP_P2), y, x);
+    y = vfmaq_f32(vdupq_n_f32(EK_EXP_P3), y, x);
+    y = vfmaq_f32(vdupq_n_f32(EK_EXP_P4), y, x);
+    y = vfmaq_f32(vdupq_n_f32(EK_EXP_P5), y, x);
     y = vfmaq_f32(vaddq_f32(x, vdupq_n_f32(1.0f)), y, vmulq_f32(x, x));
     int32x4_t e = vshlq_n_s32(vaddq_s32(vcvtq_s32_f32(fx), vdupq_n_s32(127)), 23);
     return vmulq_f32(y, vreinterpretq_f32_s32(e));
