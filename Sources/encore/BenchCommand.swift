@@ -88,10 +88,15 @@ struct BenchCommand: ParsableCommand {
 
     var formats: [WeightFormat] { decodeWeights.split(separator: ",").compactMap { try? WeightFormat(parsing: String($0)) } }
 
-    @Option(name: .customLong("prompt-weights"), help: "Weights prompt passes multiply with: f32 (BLAS GEMM over fp32 copies), int8 (int8 GEMM, per-row 7-bit activations with a zero point as PyTorch's x86 int8, over int8 rows, or over Q8_0 / Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q4_K / Q5_K blocks as stored with llama.cpp's q8_0 / q8_1 activations: --decode-weights q8_0|q4_0|q4_1, or such a GGUF with --keep-quantized; Q6_K blocks get int8 copies for prompts), decode (the decode format widened one matrix at a time), or blocks (as llama.cpp: blocks the int8 GEMM reads multiplied as stored, the others, bf16 and Q6_K, widened per matrix; no copies). int8, decode and blocks release the fp32 copies: each --decode-weights format then runs on a freshly built or loaded model, after an fp32 quality reference.")
-    var promptWeights: String = "f32"
+    @Option(name: .customLong("prompt-weights"), help: "Weights prompt passes multiply with: auto (the default: blocks with --keep-quantized, whose matrices have no fp32 copy, f32 otherwise), f32 (BLAS GEMM over fp32 copies), int8 (int8 GEMM, per-row 7-bit activations with a zero point as PyTorch's x86 int8, over int8 rows, or over Q8_0 / Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q4_K / Q5_K blocks as stored with llama.cpp's q8_0 / q8_1 activations: --decode-weights q8_0|q4_0|q4_1, or such a GGUF with --keep-quantized; Q6_K blocks get int8 copies for prompts), decode (the decode format widened one matrix at a time), or blocks (as llama.cpp: blocks the int8 GEMM reads multiplied as stored, the others, bf16 and Q6_K, widened per matrix; no copies). int8, decode and blocks release the fp32 copies: each --decode-weights format then runs on a freshly built or loaded model, after an fp32 quality reference.")
+    var promptWeights: String = "auto"
 
-    var prompts: PromptWeights { PromptWeights(rawValue: promptWeights) ?? .f32 }
+    /// `auto` is `blocks` for a GGUF --model kept quantized (PromptWeights.automatic: the model as loaded has no fp32
+    /// copy), `f32` otherwise.
+    var prompts: PromptWeights {
+        if promptWeights == "auto" { return keepQuantized && model.map(GGUFModelFile.isFile) == true ? .blocks : .f32 }
+        return PromptWeights(rawValue: promptWeights) ?? .f32
+    }
 
     @Option(name: .customLong("encoder-weights"), help: "Encoder-decoder models (Mu, T5): the format of the encoder's matrices and the cross-attention K/V projections (f32, bf16, int8, q8_0, q4_0 or q4_1; packed only, fp32 copies released; see --prompt-weights). Decoder-only models (the twin) keep theirs.")
     var encoderWeights: String?
@@ -347,7 +352,7 @@ struct BenchCommand: ParsableCommand {
             }
             if let plot { try writePlot(results.filter { $0.decodeWeights == results.first?.decodeWeights }, to: plot) }
             let report: [String: Any] = [
-                "system": "encore", "version": EncoreVersion.string, "decode_weights": decodeWeights, "prompt_weights": promptWeights, "encoder_weights": encoderWeights ?? (prompts == .decode || prompts == .blocks ? "decode" : "f32"), "threads": threads, "blas": Backend.blasName,
+                "system": "encore", "version": EncoreVersion.string, "decode_weights": decodeWeights, "prompt_weights": prompts.rawValue, "encoder_weights": encoderWeights ?? (prompts == .decode || prompts == .blocks ? "decode" : "f32"), "threads": threads, "blas": Backend.blasName,
                 "bf16_prompt_gemm": Backend.bf16PromptGEMMRuns,
                 "cross_kv": crossKV, "kv_cache": kvCacheKeptFP32 ? "f32 (T5)" : kvCache,   // as asked; each row's "kv_cache" says what it ran
                 "kernel_paths": Dictionary(uniqueKeysWithValues: formats.map(kernelLabel)),

@@ -22,6 +22,21 @@ final class BenchCLITests: XCTestCase {
         XCTAssertEqual(o["decode_weights"] as? String, "f32")
         XCTAssertEqual(o["kv_cache"] as? String, "auto")
         XCTAssertEqual(results.map { $0["kv_cache"] as? String }, ["f32", "f32"], "fp32 weights: auto keeps the fp32 cache")
+        XCTAssertEqual(o["prompt_weights"] as? String, "f32", "no --keep-quantized: --prompt-weights auto is f32")
+    }
+
+    /// `--prompt-weights auto` (the default) on a GGUF kept quantized: the prompt passes run on the blocks, as
+    /// `--prompt-weights blocks` (the JSON names what ran; the header line names the block GEMM).
+    func testAutoPromptWeightsOnKeptBlocks() throws {
+        let r = runCLI(["bench", "--model", fixture("tiny_llama/q5.gguf"), "--keep-quantized", "--input-tokens", "16",
+                        "--output-tokens", "2", "--reps", "1", "--threads", "1", "--quality-tokens", "0", "--no-limits", "--json"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let o = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any], r.stdout)
+        XCTAssertEqual(o["prompt_weights"] as? String, "blocks")
+        let t = runCLI(["bench", "--model", fixture("tiny_llama/q5.gguf"), "--keep-quantized", "--input-tokens", "16",
+                        "--output-tokens", "2", "--reps", "1", "--threads", "1", "--quality-tokens", "0", "--no-limits"])
+        XCTAssertEqual(t.status, 0, t.stderr)
+        XCTAssertTrue(t.stdout.contains("prompt passes on the decode blocks as stored"), t.stdout)
     }
 
     /// Each row's JSON and table line say which KV cache it ran: auto gives f16 to the quantized row only; --kv-cache

@@ -314,6 +314,35 @@ extension QuantizedModelTests {
         XCTAssertLessThan(err, 3e-2)
     }
 
+    /// `--prompt-weights auto`, the command line's default: a GGUF kept quantized runs its prompt passes on its blocks
+    /// (as `blocks`: no fp32 copy exists, so `f32` would widen every matrix each pass), everything else on fp32
+    /// copies. The library's rule, then `score` with and without --keep-quantized: the default gives exactly the
+    /// explicit choice's log-probabilities, and blocks and widened ones differ here, so the default is seen.
+    func testAutoPromptWeightsUseKeptBlocks() throws {
+        let path = fixture("tiny_llama/mixed.gguf")
+        XCTAssertEqual(PromptWeights.automatic(for: try ModelRegistry.load(folder: path, keepQuantized: true), keptQuantized: true), .blocks)
+        XCTAssertEqual(PromptWeights.automatic(for: try ModelRegistry.load(folder: path), keptQuantized: false), .f32)
+        XCTAssertEqual(PromptWeights.automatic(for: try ModelRegistry.load(folder: path), keptQuantized: true), .f32,
+                       "widened on load (no --keep-quantized): fp32 copies exist")
+        XCTAssertEqual(PromptWeights.automatic(for: try ModelRegistry.load(folder: fixture("tiny_llama/f32.gguf"), keepQuantized: true),
+                                               keptQuantized: true), .f32, "an F32 GGUF has no blocks to keep")
+        let input = Array(5..<40), target = Array(40..<52)   // 35 + 12 rows: prompt passes, not decode GEMVs
+        func score(_ extra: [String]) throws -> [Double] {
+            let r = runCLI(["score", "--model", path, "--input-ids", input.map(String.init).joined(separator: ","),
+                            "--target-ids", target.map(String.init).joined(separator: ","), "--json"] + extra)
+            XCTAssertEqual(r.status, 0, r.stderr)
+            let o = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any], r.stdout)
+            return try XCTUnwrap(o["logprobs"] as? [Double], r.stdout)
+        }
+        func gap(_ a: [Double], _ b: [Double]) -> Double { zip(a, b).map { abs($0 - $1) }.max() ?? .infinity }
+        let kept = try score(["--keep-quantized"]), blocks = try score(["--keep-quantized", "--prompt-weights", "blocks"])
+        let widened = try score(["--keep-quantized", "--prompt-weights", "f32"])
+        XCTAssertEqual(kept.count, target.count)
+        XCTAssertEqual(gap(kept, blocks), 0, "auto on kept blocks is blocks")
+        XCTAssertGreaterThan(gap(blocks, widened), 1e-5, "blocks and widened prompt passes score differently here")
+        XCTAssertEqual(gap(try score([]), try score(["--prompt-weights", "f32"])), 0, "no --keep-quantized: auto is f32")
+    }
+
     /// Layers of different layouts (q/k in Q5_0 beside a Q8_0 v, as llama.cpp's Q4_K_M files have them): in a decode
     /// step each layout's layers share one call (counted), with exactly the floats of one call per layer, in order.
     func testSharedDecodeGEMVsGroupLayouts() {
