@@ -159,13 +159,14 @@ def entries(args, ck: Path):
         add(m, "q4_0", "llama.cpp", "llama.cpp q4_0", [lpy, str(HERE / "llamacpp_peer.py"), "--gguf",
                                                       str(ck / f"{m}-q4_0.gguf")] + io)
         # llama.cpp's Q4_K_M mix (Q4_K / Q6_K, and Q5_0 where a row is not a multiple of 256): the blocks as stored,
-        # prompt passes widening them per tile (the default)
+        # with the default prompt weights (auto: blocks since session 19, as llama.cpp's prompt passes: the blocks the
+        # block GEMM reads as stored, Q6_K widened per matrix)
         add(m, "q4_k_m", "encore", "encore q4_k_m GGUF", encore_bench_cmd(enc, str(ck / f"{m}-q4_k_m.gguf"), L, N, T, R,
                                                                           ["--keep-quantized"]))
-        # as llama.cpp's prompt passes: the Q5_0 / Q8_0 blocks through the block GEMM as stored, the K-quants widened
-        add(m, "q4_k_m", "encore", "encore q4_k_m GGUF blocks", encore_bench_cmd(enc, str(ck / f"{m}-q4_k_m.gguf"), L, N, T,
-                                                                                 R, ["--keep-quantized", "--prompt-weights",
-                                                                                     "blocks"]))
+        # every matrix widened to fp32 per tile (the default before session 19)
+        add(m, "q4_k_m", "encore", "encore q4_k_m GGUF widened", encore_bench_cmd(enc, str(ck / f"{m}-q4_k_m.gguf"), L, N,
+                                                                                  T, R, ["--keep-quantized",
+                                                                                         "--prompt-weights", "f32"]))
         add(m, "q4_k_m", "llama.cpp", "llama.cpp q4_k_m", [lpy, str(HERE / "llamacpp_peer.py"), "--gguf",
                                                           str(ck / f"{m}-q4_k_m.gguf")] + io)
     # Mu: Encore's --decode-weights bf16 / int8 beside PyTorch's bf16 model and quantize_dynamic int8 (mu_torch.py)
