@@ -314,14 +314,10 @@ struct BenchCommand: ParsableCommand {
                     for length in lengths {
                         for outputTokens in outputLengths {
                             let bench = Benchmark(inputTokens: length, outputTokens: outputTokens, repetitions: reps, seed: seed)
-                            // the read ceiling just before and just after the row: its decode fraction is set against
-                            // the host as it was meanwhile (the buffer goes back to the system before the RSS window)
-                            let before = limits != nil ? KernelBench.readCeilingGBps(reps: 3) : nil
                             var r = try bench.run(lm) { rep, total in
                                 printStderr(rep == 0 ? "[\(tag)] warm-up, counting FLOPs (\(length) in → \(outputTokens) out)…"
                                                      : "[\(tag)] \(length) in → \(outputTokens) out: run \(rep)/\(total)…")
                             }
-                            if let before { r.readCeilingBesideGBps = max(before, KernelBench.readCeilingGBps(reps: 3)) }
                             r.decodeWeights = label
                             r.kvCache = halfKV ? "f16" : "f32"
                             results.append(r)
@@ -371,10 +367,6 @@ struct BenchCommand: ParsableCommand {
                         o["decode_weight_gb_per_s"] = r.weightGBps
                         o["decode_fraction_of_read_bw"] = r.weightGBps / limits.readGBps
                         o["decode_fraction_of_read_bw_with_caches_upper_bound"] = r.weightAndCacheGBpsUpperBound / limits.readGBps
-                        if let beside = r.readCeilingBesideGBps {
-                            o["decode_fraction_of_read_bw_beside"] = r.weightGBps / beside
-                            o["decode_fraction_of_read_bw_beside_with_caches_upper_bound"] = r.weightAndCacheGBpsUpperBound / beside
-                        }
                         o["prefill_fraction_of_gemm"] = r.prefillGFLOPs / limits.gemmGFLOPs
                         o["prefill_fraction_of_fma_peak"] = r.prefillGFLOPs / limits.fmaPeakGFLOPs
                         if let i8 = limits.int8GemmGOPs { o["prefill_fraction_of_int8_gemm"] = r.prefillGFLOPs / i8 }
@@ -467,13 +459,9 @@ struct BenchCommand: ParsableCommand {
                                      100 * r.prefillGFLOPs / limits.gemmGFLOPs, 100 * r.prefillGFLOPs / limits.fmaPeakGFLOPs, bf16Part as NSString))
                     }
                     let withCaches = r.weightAndCacheGBpsUpperBound   // the caches each step reads too
-                    let beside = r.readCeilingBesideGBps.map {
-                        String(format: "; against the ceiling measured beside this row (%.1f GB/s) %.0f%%, with the caches %.0f%%",
-                               $0, 100 * r.weightGBps / $0, 100 * withCaches / $0)
-                    } ?? ""
-                    print(String(format: "%@ %@ %d→%d: decode streams %.3f GB of weights per token = %.1f GB/s, %.0f%% of the read ceiling; with the caches (≤ %.1f MiB a step) %.1f GB/s, %.0f%%%@",
+                    print(String(format: "%@ %@ %d→%d: decode streams %.3f GB of weights per token = %.1f GB/s, %.0f%% of the read ceiling; with the caches (≤ %.1f MiB a step) %.1f GB/s, %.0f%%",
                                  r.model as NSString, r.decodeWeights as NSString, r.inputTokens, r.outputTokens, r.weightBytesPerToken / 1e9, r.weightGBps,
-                                 100 * r.weightGBps / limits.readGBps, r.cacheMB, withCaches, 100 * withCaches / limits.readGBps, beside as NSString))
+                                 100 * r.weightGBps / limits.readGBps, r.cacheMB, withCaches, 100 * withCaches / limits.readGBps))
                 }
             }
             var compared = false

@@ -68,10 +68,6 @@ public struct BenchResult: Sendable {
     public var decodeWeights: String = "f32"
     /// Storage of the self-attention KV cache the row ran with ("f32" or "f16").
     public var kvCache: String = "f32"
-    /// The read ceiling sampled just before and just after this row ran (the larger of the two, GB/s), when the
-    /// machine's ceilings are measured: on a host whose bandwidth moves by half over minutes, the row's decode
-    /// fraction is set against the machine as it was while the row ran.
-    public var readCeilingBesideGBps: Double? = nil
     /// Weight bytes a decode step reads, counted by the model (``OpCounter``) over the decode steps.
     public var weightBytesPerToken: Double
     /// FLOPs from the input ids to the first token's logits (encoder + cross K/V + first decoder step, or the
@@ -95,7 +91,7 @@ public struct BenchResult: Sendable {
          "e2e_ms": endToEndMs, "peak_rss_mb": peakRSSMB, "cache_mb": cacheMB,
          "first_step_ms": firstStepMs, "prefill_gflop": prefillFLOPs / 1e9, "prefill_gflop_per_s": prefillGFLOPs,
          "sequence_gflop": sequenceFLOPs / 1e9, "decode_weight_bytes_per_token": weightBytesPerToken,
-         "decode_weights": decodeWeights, "kv_cache": kvCache, "read_gb_per_s_beside": readCeilingBesideGBps as Any]
+         "decode_weights": decodeWeights, "kv_cache": kvCache]
     }
 }
 
