@@ -83,18 +83,21 @@ struct BenchCommand: ParsableCommand {
     @Option(name: .customLong("json-out"), help: "Also write the JSON to this file (atomically), beside the printed table.")
     var jsonOut: String?
 
-    @Option(name: .customLong("decode-weights"), help: "Weight formats streamed by decode steps, comma separated: f32, bf16, int8, q8_0, q4_0, q4_1 (prompt passes stay fp32). Each is measured in the same run, with its quality cost against f32.")
+    @Option(name: .customLong("decode-weights"), help: "Weight formats streamed by decode steps, comma separated: f32, bf16, int8, q8_0, q4_0, q4_1 (prompt passes: see --prompt-weights). Each is measured in the same run, with its quality cost against f32.")
     var decodeWeights: String = "f32"
 
     var formats: [WeightFormat] { decodeWeights.split(separator: ",").compactMap { try? WeightFormat(parsing: String($0)) } }
 
-    @Option(name: .customLong("prompt-weights"), help: "Weights prompt passes multiply with: auto (the default: blocks with --keep-quantized, whose matrices have no fp32 copy, f32 otherwise), f32 (BLAS GEMM over fp32 copies), int8 (int8 GEMM, per-row 7-bit activations with a zero point as PyTorch's x86 int8, over int8 rows, or over Q8_0 / Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q4_K / Q5_K blocks as stored with llama.cpp's q8_0 / q8_1 activations: --decode-weights q8_0|q4_0|q4_1, or such a GGUF with --keep-quantized; Q6_K blocks get int8 copies for prompts), decode (the decode format widened one matrix at a time), or blocks (as llama.cpp: blocks the int8 GEMM reads multiplied as stored, the others, bf16 and Q6_K, widened per matrix; no copies). int8, decode and blocks release the fp32 copies: each --decode-weights format then runs on a freshly built or loaded model, after an fp32 quality reference.")
+    @Option(name: .customLong("prompt-weights"), help: "Weights prompt passes multiply with: auto (the default: blocks for a GGUF --model with --keep-quantized, whose quantized matrices have no fp32 copy; f32 otherwise), f32 (BLAS GEMM over fp32 copies), int8 (int8 GEMM, per-row 7-bit activations with a zero point as PyTorch's x86 int8, over int8 rows, or over Q8_0 / Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q4_K / Q5_K blocks as stored with llama.cpp's q8_0 / q8_1 activations: --decode-weights q8_0|q4_0|q4_1, or such a GGUF with --keep-quantized; Q6_K blocks get int8 copies for prompts), decode (the decode format widened one matrix at a time), or blocks (as llama.cpp: blocks the int8 GEMM reads multiplied as stored, the others, bf16 and Q6_K, widened per matrix; no copies). int8, decode and blocks release the fp32 copies: each --decode-weights format then runs on a freshly built or loaded model, after an fp32 quality reference.")
     var promptWeights: String = "auto"
 
-    /// `auto` is `blocks` for a GGUF --model kept quantized (PromptWeights.automatic: the model as loaded has no fp32
-    /// copy), `f32` otherwise.
+    /// `auto` as generate resolves it (``PromptWeights/automatic(modelPath:keepQuantized:decodesAsLoaded:)``): `blocks`
+    /// for a GGUF --model with quantized matrices kept (`--keep-quantized`, which benchmarks the file's own blocks),
+    /// `f32` otherwise; the run's every row takes it.
     var prompts: PromptWeights {
-        if promptWeights == "auto" { return keepQuantized && model.map(GGUFModelFile.isFile) == true ? .blocks : .f32 }
+        if promptWeights == "auto" {
+            return model.map { PromptWeights.automatic(modelPath: $0, keepQuantized: keepQuantized, decodesAsLoaded: formats == [.f32]) } ?? .f32
+        }
         return PromptWeights(rawValue: promptWeights) ?? .f32
     }
 
@@ -103,7 +106,7 @@ struct BenchCommand: ParsableCommand {
 
     var encoderFormat: WeightFormat? { encoderWeights.flatMap { try? WeightFormat(parsing: $0) } }
     /// Whether each format's setup releases a model's fp32 copies (then each format runs on a freshly built or loaded
-    /// model): int8 or decode prompt weights, or a non-f32 --encoder-weights on an encoder-decoder.
+    /// model): int8, decode or blocks prompt weights, or a non-f32 --encoder-weights on an encoder-decoder.
     func releasesFP32(encoderDecoder: Bool) -> Bool {
         prompts != .f32 || (encoderDecoder && (encoderFormat ?? .f32) != .f32)
     }

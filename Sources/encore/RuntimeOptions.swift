@@ -10,10 +10,10 @@ import Encore
 /// encore generate --model mu-330m --input-ids 5,6,7 --decode-weights q4_0 --encoder-weights q8_0 --prompt-weights int8
 /// ```
 struct RuntimeOptions: ParsableArguments {
-    @Option(name: .customLong("decode-weights"), help: "Weight format streamed by decode steps: f32, bf16, int8, q8_0, q4_0 or q4_1 (prompt passes stay fp32).")
+    @Option(name: .customLong("decode-weights"), help: "Weight format streamed by decode steps: f32, bf16, int8, q8_0, q4_0 or q4_1 (prompt passes: see --prompt-weights).")
     var decodeWeights: String = "f32"
 
-    @Option(name: .customLong("prompt-weights"), help: "Weights prompt passes multiply with: auto (the default: blocks for a GGUF with --keep-quantized, whose matrices have no fp32 copy, f32 otherwise), f32 (BLAS GEMM over fp32 copies), int8 (int8 GEMM over int8 rows, or over Q8_0 / Q4_0 / Q4_1 / Q5_0 / Q5_1 blocks as stored (llama.cpp's q8_0 activations) with --decode-weights q8_0|q4_0|q4_1 or such a GGUF kept quantized; fp32 copies released: int8 everywhere with --decode-weights int8) decode (the decode format widened one matrix at a time: only the decode format stays in memory), or blocks (as llama.cpp: blocks the int8 GEMM reads, Q8_0/Q4_x/Q5_x and int8 rows, multiplied as stored, the rest widened per matrix; no copies).")
+    @Option(name: .customLong("prompt-weights"), help: "Weights prompt passes multiply with: auto (the default: blocks for a GGUF with --keep-quantized and no --decode-weights, whose quantized matrices have no fp32 copy; f32 otherwise), f32 (BLAS GEMM over fp32 copies), int8 (int8 GEMM over int8 rows, or over Q8_0 / Q4_0 / Q4_1 / Q5_0 / Q5_1 blocks as stored (llama.cpp's q8_0 activations) with --decode-weights q8_0|q4_0|q4_1 or such a GGUF kept quantized; fp32 copies released: int8 everywhere with --decode-weights int8) decode (the decode format widened one matrix at a time: only the decode format stays in memory), or blocks (as llama.cpp: blocks the int8 GEMM reads, Q8_0/Q4_x/Q5_x and int8 rows, multiplied as stored, the rest widened per matrix; no copies).")
     var promptWeights: String = "auto"
 
     @Option(name: .customLong("encoder-weights"), help: "Encoder-decoder models (Mu, T5): the format of the encoder's matrices and the cross-attention K/V projections: f32, bf16, int8, q8_0, q4_0 or q4_1, packed only (fp32 copies released; prompt passes widen them one matrix at a time, or run the int8 GEMM over int8 rows or Q8_0/Q4_0/Q4_1 blocks with --prompt-weights int8). Default: the encoder stays as loaded (fp32, or a GGUF's blocks with --keep-quantized); with --prompt-weights decode it takes the decode format.")
@@ -54,8 +54,8 @@ struct RuntimeOptions: ParsableArguments {
     /// The model at `path` (a folder or a .gguf file), set up as these options ask.
     func load(_ path: String) throws -> LanguageModel {
         let lm = try ModelRegistry.load(folder: path, keepQuantized: keepQuantized)
-        let auto = PromptWeights.automatic(for: lm, keptQuantized: keepQuantized)   // as loaded, before any format change
         let format = try WeightFormat(parsing: decodeWeights)
+        let auto = PromptWeights.automatic(modelPath: path, keepQuantized: keepQuantized, decodesAsLoaded: format == .f32)
         if format != .f32 { try lm.useDecodeWeights(format) }
         if let encoderWeights { try lm.useEncoderWeights(try WeightFormat(parsing: encoderWeights)) }
         let prompts = promptWeights == "auto" ? auto : try PromptWeights(parsing: promptWeights)

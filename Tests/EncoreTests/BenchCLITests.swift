@@ -37,6 +37,12 @@ final class BenchCLITests: XCTestCase {
                         "--output-tokens", "2", "--reps", "1", "--threads", "1", "--quality-tokens", "0", "--no-limits"])
         XCTAssertEqual(t.status, 0, t.stderr)
         XCTAssertTrue(t.stdout.contains("prompt passes on the decode blocks as stored"), t.stdout)
+        // an F32 GGUF has no blocks to keep: auto stays f32, as generate's
+        let f = runCLI(["bench", "--model", fixture("tiny_llama/f32.gguf"), "--keep-quantized", "--input-tokens", "16",
+                        "--output-tokens", "2", "--reps", "1", "--threads", "1", "--quality-tokens", "0", "--no-limits", "--json"])
+        XCTAssertEqual(f.status, 0, f.stderr)
+        let fo = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(f.stdout.utf8)) as? [String: Any], f.stdout)
+        XCTAssertEqual(fo["prompt_weights"] as? String, "f32")
     }
 
     /// Each row's JSON and table line say which KV cache it ran: auto gives f16 to the quantized row only; --kv-cache

@@ -314,18 +314,24 @@ extension QuantizedModelTests {
         XCTAssertLessThan(err, 3e-2)
     }
 
-    /// `--prompt-weights auto`, the command line's default: a GGUF kept quantized runs its prompt passes on its blocks
-    /// (as `blocks`: no fp32 copy exists, so `f32` would widen every matrix each pass), everything else on fp32
-    /// copies. The library's rule, then `score` with and without --keep-quantized: the default gives exactly the
-    /// explicit choice's log-probabilities, and blocks and widened ones differ here, so the default is seen.
+    /// `--prompt-weights auto`, the command line's default: a GGUF kept quantized whose blocks the decode steps stream
+    /// as loaded runs its prompt passes on them (as `blocks`: no fp32 copy exists, so `f32` would widen every matrix
+    /// each pass); everything else on fp32 (copies, or the decode format widened). The library's rule, then `score`:
+    /// the default gives exactly the explicit choice's log-probabilities, in cases where blocks and f32 differ, so a
+    /// rule that picked the other one fails.
     func testAutoPromptWeightsUseKeptBlocks() throws {
         let path = fixture("tiny_llama/mixed.gguf")
-        XCTAssertEqual(PromptWeights.automatic(for: try ModelRegistry.load(folder: path, keepQuantized: true), keptQuantized: true), .blocks)
-        XCTAssertEqual(PromptWeights.automatic(for: try ModelRegistry.load(folder: path), keptQuantized: false), .f32)
-        XCTAssertEqual(PromptWeights.automatic(for: try ModelRegistry.load(folder: path), keptQuantized: true), .f32,
-                       "widened on load (no --keep-quantized): fp32 copies exist")
-        XCTAssertEqual(PromptWeights.automatic(for: try ModelRegistry.load(folder: fixture("tiny_llama/f32.gguf"), keepQuantized: true),
-                                               keptQuantized: true), .f32, "an F32 GGUF has no blocks to keep")
+        XCTAssertEqual(PromptWeights.automatic(modelPath: path, keepQuantized: true, decodesAsLoaded: true), .blocks)
+        XCTAssertEqual(PromptWeights.automatic(modelPath: path, keepQuantized: false, decodesAsLoaded: true), .f32,
+                       "widened on load: fp32 copies exist")
+        XCTAssertEqual(PromptWeights.automatic(modelPath: path, keepQuantized: true, decodesAsLoaded: false), .f32,
+                       "another decode format asked for (T5: its encoder would take it too)")
+        XCTAssertEqual(PromptWeights.automatic(modelPath: fixture("tiny_llama/f32.gguf"), keepQuantized: true, decodesAsLoaded: true),
+                       .f32, "an F32 GGUF has no blocks to keep")
+        XCTAssertEqual(PromptWeights.automatic(modelPath: fixture("tiny_llama/hf"), keepQuantized: true, decodesAsLoaded: true),
+                       .f32, "a folder: --keep-quantized is for GGUF files")
+        XCTAssertTrue(try GGUFModelFile(path: path).hasQuantizedMatrices)
+        XCTAssertFalse(try GGUFModelFile(path: fixture("tiny_llama/f32.gguf")).hasQuantizedMatrices)
         let input = Array(5..<40), target = Array(40..<52)   // 35 + 12 rows: prompt passes, not decode GEMVs
         func score(_ extra: [String]) throws -> [Double] {
             let r = runCLI(["score", "--model", path, "--input-ids", input.map(String.init).joined(separator: ","),
@@ -335,12 +341,47 @@ extension QuantizedModelTests {
             return try XCTUnwrap(o["logprobs"] as? [Double], r.stdout)
         }
         func gap(_ a: [Double], _ b: [Double]) -> Double { zip(a, b).map { abs($0 - $1) }.max() ?? .infinity }
-        let kept = try score(["--keep-quantized"]), blocks = try score(["--keep-quantized", "--prompt-weights", "blocks"])
-        let widened = try score(["--keep-quantized", "--prompt-weights", "f32"])
-        XCTAssertEqual(kept.count, target.count)
-        XCTAssertEqual(gap(kept, blocks), 0, "auto on kept blocks is blocks")
+        let kept = ["--keep-quantized"], keptQ8 = ["--keep-quantized", "--decode-weights", "q8_0"]
+        let auto = try score(kept), blocks = try score(kept + ["--prompt-weights", "blocks"])
+        let widened = try score(kept + ["--prompt-weights", "f32"])
+        XCTAssertEqual(auto.count, target.count)
+        XCTAssertEqual(gap(auto, blocks), 0, "auto on the kept blocks is blocks")
         XCTAssertGreaterThan(gap(blocks, widened), 1e-5, "blocks and widened prompt passes score differently here")
-        XCTAssertEqual(gap(try score([]), try score(["--prompt-weights", "f32"])), 0, "no --keep-quantized: auto is f32")
+        let autoQ8 = try score(keptQ8), widenedQ8 = try score(keptQ8 + ["--prompt-weights", "f32"])
+        XCTAssertEqual(gap(autoQ8, widenedQ8), 0, "another decode format: auto is f32")
+        XCTAssertGreaterThan(gap(widenedQ8, try score(keptQ8 + ["--prompt-weights", "blocks"])), 1e-5,
+                             "q8_0 blocks and widened prompt passes score differently here")
+    }
+
+    /// A kept GGUF with an fp32 embedding table beside an untied head in a format Encore does not quantize to (Q5_0
+    /// here; Q5_1 and the K-quants alike): `blocks` prompt weights (the default for such a file) keep the table fp32
+    /// instead of quantizing it to the head's format. Without that rule this file's prompt logits move by 0.11 (every
+    /// embedding rounded to 5 bits), and a K-quant head, which has no quantizer, stops the process.
+    func testBlocksKeepAnFP32TableBesideAQ5Head() throws {
+        let src = try GGUFModelFile(path: fixture("tiny_llama/mixed.gguf"))
+        let out = try makeTempDir(self) + "/q5head.gguf"
+        var tensors: [GGUFOutputTensor] = []
+        for name in src.tensorNames {
+            let t = try XCTUnwrap(src.tensors[name])
+            if name == "token_embd.weight" || name == "output.weight" {
+                let values = try src.tensor(name)   // fp32 values of the stored tensor
+                let type: GGMLType = name == "output.weight" ? .q5_0 : .f32
+                tensors.append(GGUFOutputTensor(name: name, shape: t.shape, type: type) { dst in
+                    if type == .f32 { dst.copyMemory(from: values.data, byteCount: values.count * 4); return }
+                    XCTAssertEqual(ek_quantize_rows(Int32(EK_WF_Q5_0), values.data, dst, nil, t.shape[0], t.shape[1]), 0)
+                })
+            } else {
+                let raw = try src.rawBytes(name)
+                tensors.append(GGUFOutputTensor(name: name, shape: t.shape, type: t.type) { $0.copyMemory(from: raw.baseAddress!, byteCount: raw.count) })
+            }
+        }
+        try GGUFWriter.write(to: out, metadata: src.gguf.keys.map { ($0, src.gguf.metadata[$0]!) }, tensors: tensors)
+        let m = try XCTUnwrap(ModelRegistry.load(folder: out, keepQuantized: true) as? LlamaModel)
+        let before = try m.logits([[5, 6, 7, 8, 9, 10, 11, 12, 13, 14]]).toArray()
+        try m.usePromptWeights(.blocks)
+        let after = try m.logits([[5, 6, 7, 8, 9, 10, 11, 12, 13, 14]]).toArray()
+        XCTAssertLessThan(relativeError(after, before), 3e-2, "the blocks' activation rounding only")
+        XCTAssertEqual(PromptWeights.automatic(modelPath: out, keepQuantized: true, decodesAsLoaded: true), .blocks)
     }
 
     /// Layers of different layouts (q/k in Q5_0 beside a Q8_0 v, as llama.cpp's Q4_K_M files have them): in a decode

@@ -79,6 +79,12 @@ public final class GGUFModelFile: @unchecked Sendable {
         return best.key
     }
 
+    /// Whether any matrix is stored in a quantized block type (Q8_0, Q4_x, Q5_x, Q4_K, Q5_K, Q6_K): what
+    /// `keepQuantized` loading keeps in its blocks.
+    public var hasQuantizedMatrices: Bool {
+        tensors.values.contains { $0.shape.count == 2 && ![.f32, .f16, .bf16].contains($0.type) }
+    }
+
     /// Whether `path` is a GGUF file (a regular file starting with the magic), not a folder.
     public static func isFile(_ path: String) -> Bool {
         var isDir: ObjCBool = false

@@ -96,18 +96,20 @@ public enum PromptWeights: String, CaseIterable, Sendable {
     /// Parses `f32`, `int8`, `decode` or `blocks` (any case), naming the choices otherwise.
     public init(parsing s: String) throws { self = try Self.parsed(s, what: "prompt weights") }
 
-    /// What `--prompt-weights auto`, the command line's default, picks for a model as loaded: ``blocks`` when its
-    /// matrices are a GGUF file's blocks kept as stored (`ModelRegistry.load(folder:keepQuantized: true)`; no fp32
-    /// copy exists, so ``f32`` would widen every matrix in every prompt pass), multiplied as llama.cpp's prompt passes
-    /// do; ``f32`` otherwise (the fp32 copies with BLAS GEMM, the most precise). On this Intel Xeon the kept GGUFs'
-    /// first token at 512 tokens comes 1.6–2.7× sooner with ``blocks`` (bench/README.md "Session 19").
+    /// What `--prompt-weights auto`, the command line's default, picks: ``blocks`` for a GGUF file loaded with
+    /// `keepQuantized` whose quantized matrices decode steps stream as loaded (`decodesAsLoaded`: no other decode
+    /// format asked for). Such a model holds no fp32 copy of those matrices, so ``f32`` would widen each of them in
+    /// every prompt pass; ``blocks`` multiplies them as llama.cpp's prompt passes do (Q6_K widened per matrix).
+    /// ``f32`` otherwise: fp32 copies with BLAS GEMM, the most precise. On session 19's Intel Xeon the kept GGUFs'
+    /// first token at 512 tokens came 1.6–2.7× sooner with ``blocks`` (bench/README.md "Session 19").
     ///
     /// ```swift
-    /// let model = try ModelRegistry.load(folder: "smollm2.Q4_1.gguf", keepQuantized: true)
-    /// let prompts = PromptWeights.automatic(for: model, keptQuantized: true)   // .blocks
+    /// PromptWeights.automatic(modelPath: "smollm2.Q4_1.gguf", keepQuantized: true, decodesAsLoaded: true)   // .blocks
     /// ```
-    public static func automatic(for model: LanguageModel, keptQuantized: Bool) -> PromptWeights {
-        keptQuantized && !model.decodeStreamsFP32 ? .blocks : .f32
+    public static func automatic(modelPath: String, keepQuantized: Bool, decodesAsLoaded: Bool) -> PromptWeights {
+        guard keepQuantized, decodesAsLoaded, GGUFModelFile.isFile(modelPath),
+              let file = try? GGUFModelFile(path: modelPath), file.hasQuantizedMatrices else { return .f32 }
+        return .blocks
     }
 }
 

@@ -764,7 +764,8 @@ extension LlamaModel {
         defer { if weights != .f32 { BufferPool.shared.drain() } }   // the released fp32 copies back to the system
         for i in blocks.indices { blocks[i].updateLinears { $0.usePromptWeights(weights) } }
         guard weights != .f32, let headDecode else { return }
-        if let embedding {
+        // an fp32 table beside an untied head in a format Encore cannot quantize to (Q5_x, K-quants) stays fp32
+        if let embedding, tiedHead || headDecode.format.isQuantizationTarget {
             embeddingBlocks = tiedHead ? headDecode : QuantizedMatrix(embedding, format: headDecode.format)
             embedding.storage.releaseMappedPages()
             self.embedding = nil

@@ -583,7 +583,8 @@ public final class T5Model: LanguageModel {
     public func usePromptWeights(_ weights: PromptWeights) throws {
         defer { if weights != .f32 { BufferPool.shared.drain() } }   // the released fp32 copies back to the system
         if weights != .f32, let lmHeadDecode {
-            if let shared {
+            // an fp32 table beside an untied head in a format Encore cannot quantize to (Q5_x, K-quants) stays fp32
+            if let shared, tiedHead || lmHeadDecode.format.isQuantizationTarget {
                 sharedBlocks = tiedHead ? lmHeadDecode : QuantizedMatrix(shared, format: lmHeadDecode.format)
                 shared.storage.releaseMappedPages()
                 self.shared = nil
