@@ -20,7 +20,8 @@ Engines: encore (`encore bench --model ...` on the HF folder with `--decode-weig
 q8_0/q4_0 rows: also `--prompt-weights int8`, int8 GEMMs in prompt passes as CTranslate2's, PyTorch's and llama.cpp's
 int8 (q8_0/q4_0: over the blocks as stored, llama.cpp's arithmetic); bf16 rows `--prompt-weights decode`, no fp32 copy
 resident, as the peers hold only their format), and on the F32 / q8_0 / q4_0 GGUFs, `--keep-quantized` for the
-blocks, q8_0/q4_0 with `--prompt-weights int8`; q4_k_m on its own mix of Q4_K/Q6_K/Q5_0 blocks), hf (transformers generate, fp32/bf16), ct2
+blocks, q8_0/q4_0 with `--prompt-weights int8`; q4_k_m on its own mix of Q4_K/Q6_K/Q5_0 blocks, with the default
+prompt weights (auto: blocks since session 19) and widened to fp32), hf (transformers generate, fp32/bf16), ct2
 (CTranslate2 float32/int8), llama.cpp (llama-cpp-python, GGUF f32/bf16/q8_0/q4_0/q4_k_m; T5 through llama_encode),
 pytorch (Mu fp32/bf16/int8). Encore runs its default `--kv-cache auto`: an f16 KV cache beside bf16 and quantized
 decode weights (llama.cpp's cache type), fp32 beside fp32 weights and for T5. Llama and T5 get the same rows, but for a

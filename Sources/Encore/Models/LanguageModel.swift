@@ -71,7 +71,8 @@ extension LanguageModel {
 }
 
 /// What prompt passes (encoder, prefill, teacher-forced scoring: M > 8 rows) multiply with. Decode steps always
-/// stream the decode format (``LanguageModel/useDecodeWeights(_:)``).
+/// stream the decode format (``LanguageModel/useDecodeWeights(_:)``). The command line's default, `auto`, picks one
+/// of these per model (``automatic(modelPath:keepQuantized:decodesAsLoaded:)``).
 ///
 /// - `f32`: fp32 copies with BLAS GEMM (the default; most precise; memory: fp32 beside the decode copy).
 /// - `int8`: int8 rows with Encore's int8 GEMM (`ek_gemm_int8`: per-row 7-bit activations with a zero point, exact
