@@ -299,7 +299,7 @@ struct BenchCommand: ParsableCommand {
                 }
                 for (index, format) in formats.enumerated() {
                     // --keep-quantized: the GGUF blocks as loaded ("gguf"); other formats are made from them
-                    let asLoaded = keepQuantized && format == .f32
+                    let asLoaded = keepQuantized && format == .f32 && fromFile   // the random preset rows beside it are fp32
                     if releases && index > 0 {
                         printStderr("[\(name)] rebuilding the model for \(format.rawValue) (the previous format released its fp32 copies)…")
                         lm = try build()
