@@ -353,10 +353,11 @@ extension QuantizedModelTests {
                              "q8_0 blocks and widened prompt passes score differently here")
     }
 
-    /// A kept GGUF with an fp32 embedding table beside an untied head in a format Encore does not quantize to (Q5_0
-    /// here; Q5_1 and the K-quants alike): `blocks` prompt weights (the default for such a file) keep the table fp32
-    /// instead of quantizing it to the head's format. Without that rule this file's prompt logits move by 0.11 (every
-    /// embedding rounded to 5 bits), and a K-quant head, which has no quantizer, stops the process.
+    /// A kept GGUF with an fp32 embedding table beside an untied quantized head (Q5_0 here): `blocks` prompt weights
+    /// (the default for such a file) leave the table as the file stores it instead of quantizing it to the head's
+    /// format. Without that rule this file's prompt logits move by 0.11 (every embedding rounded to 5 bits), and a
+    /// K-quant head, which has no quantizer, stops the process. With it they move by the blocks' activation rounding
+    /// only (measured 1.4e-2 in session 19; bound 3e-2, as for the tied quantized table).
     func testBlocksKeepAnFP32TableBesideAQ5Head() throws {
         let src = try GGUFModelFile(path: fixture("tiny_llama/mixed.gguf"))
         let out = try makeTempDir(self) + "/q5head.gguf"
@@ -375,12 +376,20 @@ extension QuantizedModelTests {
                 tensors.append(GGUFOutputTensor(name: name, shape: t.shape, type: t.type) { $0.copyMemory(from: raw.baseAddress!, byteCount: raw.count) })
             }
         }
-        try GGUFWriter.write(to: out, metadata: src.gguf.keys.map { ($0, src.gguf.metadata[$0]!) }, tensors: tensors)
+        try withExtendedLifetime(src) {   // the fills read src's mapping
+            try GGUFWriter.write(to: out, metadata: src.gguf.keys.map { ($0, src.gguf.metadata[$0]!) }, tensors: tensors)
+        }
         let m = try XCTUnwrap(ModelRegistry.load(folder: out, keepQuantized: true) as? LlamaModel)
+        XCTAssertTrue(m.keptQuantized)
         let before = try m.logits([[5, 6, 7, 8, 9, 10, 11, 12, 13, 14]]).toArray()
         try m.usePromptWeights(.blocks)
+        XCTAssertNotNil(m.embedding, "the file's fp32 table stays")
+        XCTAssertNil(m.embeddingBlocks)
         let after = try m.logits([[5, 6, 7, 8, 9, 10, 11, 12, 13, 14]]).toArray()
-        XCTAssertLessThan(relativeError(after, before), 3e-2, "the blocks' activation rounding only")
+        let err = relativeError(after, before)
+        print("kept GGUF, fp32 table beside a Q5_0 head, --prompt-weights blocks: prompt logits vs widened \(err)")
+        XCTAssertGreaterThan(err, 0)
+        XCTAssertLessThan(err, 3e-2, "the blocks' activation rounding only")
         XCTAssertEqual(PromptWeights.automatic(modelPath: out, keepQuantized: true, decodesAsLoaded: true), .blocks)
     }
 

@@ -566,7 +566,12 @@ public final class LlamaModel: CausalDecoder {
         let loader = WeightLoader(source: .gguf(file))
         loader.keepQuantized = keepQuantized
         try self.init(config: LlamaConfig(gguf: file), loader: loader, naming: .gguf)
+        keptQuantized = keepQuantized
     }
+
+    /// Loaded from a GGUF file with `keepQuantized`: prompt weights other than `.f32` then leave the embedding table
+    /// as the file stores it (llama.cpp's own table), an unquantized one included.
+    public private(set) var keptQuantized = false
 
     /// Loads Hugging Face weights (`model.embed_tokens.weight`, `model.layers.{i}.self_attn.q_proj.weight`, …;
     /// `lm_head.weight` optional: tied).
@@ -757,15 +762,17 @@ extension LlamaModel {
 
     /// What prompt passes (prefill, scoring) multiply with (``PromptWeights``: fp32 copies, int8 rows, or the
     /// decode format). Matrices kept in GGUF blocks get int8 rows made from them for `.int8`.
-    /// With a decode format, `.int8` and `.decode` also release the fp32 embedding table and head: lookups read the
-    /// decode-format table (the head's blocks when tied) and every pass's logits use the head's blocks, as with
-    /// GGUF blocks kept quantized (`.f32` does not bring those two back).
+    /// With a decode format, `.int8`, `.decode` and `.blocks` also release the fp32 embedding table and head: lookups
+    /// read the decode-format table (the head's blocks when tied) and every pass's logits use the head's blocks, as
+    /// with GGUF blocks kept quantized (`.f32` does not bring those two back). A GGUF loaded with `keepQuantized`
+    /// keeps its table as the file stores it (``keptQuantized``).
     public func usePromptWeights(_ weights: PromptWeights) throws {
         defer { if weights != .f32 { BufferPool.shared.drain() } }   // the released fp32 copies back to the system
         for i in blocks.indices { blocks[i].updateLinears { $0.usePromptWeights(weights) } }
         guard weights != .f32, let headDecode else { return }
-        // an fp32 table beside an untied head in a format Encore cannot quantize to (Q5_x, K-quants) stays fp32
-        if let embedding, tiedHead || headDecode.format.isQuantizationTarget {
+        // a kept GGUF's table stays as the file stores it (an fp32 one beside an untied Q4_x / Q5_x / K-quant head
+        // would otherwise be rounded to the head's format, and K-quants have no quantizer)
+        if let embedding, !keptQuantized, tiedHead || headDecode.format.isQuantizationTarget {
             embeddingBlocks = tiedHead ? headDecode : QuantizedMatrix(embedding, format: headDecode.format)
             embedding.storage.releaseMappedPages()
             self.embedding = nil

@@ -420,7 +420,12 @@ public final class T5Model: LanguageModel {
         loader.rename = T5Model.ggufName
         loader.keepQuantized = keepQuantized
         try self.init(config: T5Config(gguf: file), loader: loader)
+        keptQuantized = keepQuantized
     }
+
+    /// Loaded from a GGUF file with `keepQuantized`: prompt weights other than `.f32` then leave the embedding table
+    /// as the file stores it, and the encoder keeps its own blocks.
+    public private(set) var keptQuantized = false
 
     /// llama.cpp's GGUF name of a transformers T5 tensor name (names without a GGUF counterpart are returned as they are).
     ///
@@ -577,14 +582,15 @@ public final class T5Model: LanguageModel {
     /// ```swift
     /// t5.useDecodeWeights(.int8); try t5.usePromptWeights(.int8)   // int8 everywhere, as CTranslate2's and PyTorch's int8
     /// ```
-    /// With a decode format, `.int8` and `.decode` also release the fp32 embedding table and head (lookups read the
-    /// decode-format table, logits the head's blocks, as with GGUF blocks kept quantized; `.f32` does not bring
-    /// those two back).
+    /// With a decode format, `.int8`, `.decode` and `.blocks` also release the fp32 embedding table and head (lookups
+    /// read the decode-format table, logits the head's blocks, as with GGUF blocks kept quantized; `.f32` does not
+    /// bring those two back). A GGUF loaded with `keepQuantized` keeps its table as stored (``keptQuantized``).
     public func usePromptWeights(_ weights: PromptWeights) throws {
         defer { if weights != .f32 { BufferPool.shared.drain() } }   // the released fp32 copies back to the system
         if weights != .f32, let lmHeadDecode {
-            // an fp32 table beside an untied head in a format Encore cannot quantize to (Q5_x, K-quants) stays fp32
-            if let shared, tiedHead || lmHeadDecode.format.isQuantizationTarget {
+            // a kept GGUF's table stays as the file stores it (an fp32 one beside an untied Q4_x / Q5_x / K-quant
+            // head would otherwise be rounded to the head's format, and K-quants have no quantizer)
+            if let shared, !keptQuantized, tiedHead || lmHeadDecode.format.isQuantizationTarget {
                 sharedBlocks = tiedHead ? lmHeadDecode : QuantizedMatrix(shared, format: lmHeadDecode.format)
                 shared.storage.releaseMappedPages()
                 self.shared = nil
@@ -593,8 +599,10 @@ public final class T5Model: LanguageModel {
             if lmHead != nil { lmHead = nil; headBlocks = lmHeadDecode }
         }
         let format = decoderBlocks.first?.selfAttn.q.decodeFormat ?? .f32
-        // a chosen one stays; a kept GGUF's K-quant / Q5 decoder format cannot be made from fp32: its encoder keeps its own blocks
-        if (weights == .decode || weights == .blocks) && format != .f32 && format.isQuantizationTarget && chosenEncoderFormat == nil {
+        // a chosen one stays; a kept GGUF's encoder keeps its own blocks (a mixed file's would otherwise be requantized
+        // from them, and a K-quant / Q5 decoder format cannot be made from fp32)
+        if (weights == .decode || weights == .blocks) && format != .f32 && format.isQuantizationTarget && chosenEncoderFormat == nil
+            && !keptQuantized {
             setEncoderWeights(format)
         }
         for i in encoderBlocks.indices {
