@@ -55,10 +55,11 @@ struct RuntimeOptions: ParsableArguments {
     func load(_ path: String) throws -> LanguageModel {
         let lm = try ModelRegistry.load(folder: path, keepQuantized: keepQuantized)
         let format = try WeightFormat(parsing: decodeWeights)
-        let auto = PromptWeights.automatic(modelPath: path, keepQuantized: keepQuantized, decodesAsLoaded: format == .f32)
         if format != .f32 { try lm.useDecodeWeights(format) }
         if let encoderWeights { try lm.useEncoderWeights(try WeightFormat(parsing: encoderWeights)) }
-        let prompts = promptWeights == "auto" ? auto : try PromptWeights(parsing: promptWeights)
+        let prompts = promptWeights == "auto"
+            ? PromptWeights.automatic(modelPath: path, keepQuantized: keepQuantized, decodesAsLoaded: format == .f32)
+            : try PromptWeights(parsing: promptWeights)
         if prompts != .f32 { try lm.usePromptWeights(prompts) }
         try lm.useKVCache(try KVCacheStorage(parsing: kvCache))
         return lm
