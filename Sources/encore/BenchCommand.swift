@@ -96,7 +96,10 @@ struct BenchCommand: ParsableCommand {
     /// `f32` otherwise; the run's every row takes it.
     var prompts: PromptWeights {
         if promptWeights == "auto" {
-            return model.map { PromptWeights.automatic(modelPath: $0, keepQuantized: keepQuantized, decodesAsLoaded: formats == [.f32]) } ?? .f32
+            // bench converts a quantized folder to each --decode-weights format (f32 included): only a kept GGUF's
+            // blocks run as loaded
+            return model.map { PromptWeights.automatic(modelPath: $0, keepQuantized: keepQuantized,
+                                                       decodesAsLoaded: keepQuantized && formats == [.f32]) } ?? .f32
         }
         return PromptWeights(rawValue: promptWeights) ?? .f32
     }

@@ -353,6 +353,34 @@ extension QuantizedModelTests {
                              "q8_0 blocks and widened prompt passes score differently here")
     }
 
+    /// `--prompt-weights auto` on a folder written by `encore quantize`: its matrices load packed, without fp32
+    /// copies, so auto runs the prompt passes on them (int8 rows or blocks) unless another decode format is asked for
+    /// or the format has no int8 GEMM (bf16); an fp32 folder stays f32. `score`'s default equals the explicit choice
+    /// where the two differ.
+    func testAutoPromptWeightsOnAQuantizedFolder() throws {
+        let dir = try makeTempDir(self)
+        for f in ["q8_0", "bf16"] {
+            let q = runCLI(["quantize", "--model", fixture("mu/mu_decoder"), "--out", dir + "/" + f, "--format", f])
+            XCTAssertEqual(q.status, 0, q.stderr)
+        }
+        XCTAssertEqual(PromptWeights.automatic(modelPath: dir + "/q8_0", keepQuantized: false, decodesAsLoaded: true), .blocks)
+        XCTAssertEqual(PromptWeights.automatic(modelPath: dir + "/q8_0", keepQuantized: false, decodesAsLoaded: false), .f32)
+        XCTAssertEqual(PromptWeights.automatic(modelPath: dir + "/bf16", keepQuantized: false, decodesAsLoaded: true), .f32)
+        XCTAssertEqual(PromptWeights.automatic(modelPath: fixture("mu/mu_decoder"), keepQuantized: false, decodesAsLoaded: true), .f32)
+        func score(_ extra: [String]) throws -> [Double] {
+            let r = runCLI(["score", "--model", dir + "/q8_0", "--input-ids", "5,6,7,8,9,10,11,12,13,14", "--target-ids", "15,16,17,18,19",
+                            "--json"] + extra)   // 15 rows: a prompt pass
+            XCTAssertEqual(r.status, 0, r.stderr)
+            let o = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any], r.stdout)
+            return try XCTUnwrap(o["logprobs"] as? [Double], r.stdout)
+        }
+        func gap(_ a: [Double], _ b: [Double]) -> Double { zip(a, b).map { abs($0 - $1) }.max() ?? .infinity }
+        let auto = try score([]), blocks = try score(["--prompt-weights", "blocks"]), widened = try score(["--prompt-weights", "f32"])
+        XCTAssertEqual(auto.count, 5)
+        XCTAssertEqual(gap(auto, blocks), 0, "auto on a quantized folder is blocks")
+        XCTAssertGreaterThan(gap(blocks, widened), 1e-6, "blocks and widened prompt passes score differently here")
+    }
+
     /// A kept GGUF with an fp32 embedding table beside an untied quantized head (Q5_0 here): `blocks` prompt weights
     /// (the default for such a file) leave the table as the file stores it instead of quantizing it to the head's
     /// format. Without that rule this file's prompt logits move by 0.11 (every embedding rounded to 5 bits), and a

@@ -97,19 +97,29 @@ public enum PromptWeights: String, CaseIterable, Sendable {
     /// Parses `f32`, `int8`, `decode` or `blocks` (any case), naming the choices otherwise.
     public init(parsing s: String) throws { self = try Self.parsed(s, what: "prompt weights") }
 
-    /// What `--prompt-weights auto`, the command line's default, picks: ``blocks`` for a GGUF file loaded with
-    /// `keepQuantized` whose quantized matrices decode steps stream as loaded (`decodesAsLoaded`: no other decode
-    /// format asked for). Such a model holds no fp32 copy of those matrices, so ``f32`` would widen each of them in
-    /// every prompt pass; ``blocks`` multiplies them as llama.cpp's prompt passes do (Q6_K widened per matrix).
-    /// ``f32`` otherwise: fp32 copies with BLAS GEMM, the most precise. On session 19's Intel Xeon the kept GGUFs'
-    /// first token at 512 tokens came 1.6–2.7× sooner with ``blocks`` (bench/README.md "Session 19").
+    /// What `--prompt-weights auto`, the command line's default, picks: ``blocks`` for a model whose matrices are
+    /// held only in a quantized format as loaded and streamed so by decode steps (`decodesAsLoaded`: no other decode
+    /// format asked for): a GGUF file with quantized matrices loaded with `keepQuantized`, or a folder written by
+    /// `encore quantize` (int8, q8_0, q4_0, q4_1; bf16 ones are widened either way). Such a model holds no fp32 copy,
+    /// so ``f32`` would widen every matrix in every prompt pass; ``blocks`` multiplies the blocks as llama.cpp's prompt
+    /// passes do (int8 rows as PyTorch's dynamic int8; Q6_K widened per matrix). ``f32`` otherwise: fp32 copies with
+    /// BLAS GEMM, the most precise. On session 19's Intel Xeon first tokens at 512 tokens came 1.6–2.7× sooner with
+    /// ``blocks`` (bench/README.md "Session 19").
     ///
     /// ```swift
     /// PromptWeights.automatic(modelPath: "smollm2.Q4_1.gguf", keepQuantized: true, decodesAsLoaded: true)   // .blocks
+    /// PromptWeights.automatic(modelPath: "models/mu-int8", keepQuantized: false, decodesAsLoaded: true)    // .blocks
     /// ```
     public static func automatic(modelPath: String, keepQuantized: Bool, decodesAsLoaded: Bool) -> PromptWeights {
-        guard keepQuantized, decodesAsLoaded, GGUFModelFile.isFile(modelPath),
-              let file = try? GGUFModelFile(path: modelPath), file.hasQuantizedMatrices else { return .f32 }
+        guard decodesAsLoaded else { return .f32 }
+        if GGUFModelFile.isFile(modelPath) {
+            guard keepQuantized, let file = try? GGUFModelFile(path: modelPath), file.hasQuantizedMatrices else { return .f32 }
+            return .blocks
+        }
+        let weights = modelPath + "/model.safetensors"
+        guard FileManager.default.fileExists(atPath: weights),
+              let name = try? SafeTensorsFile(path: weights).metadata[QuantizedCheckpoint.formatKey],
+              let format = try? WeightFormat(parsing: name), format.hasInt8PromptGEMM else { return .f32 }
         return .blocks
     }
 }
