@@ -93,8 +93,8 @@ struct BenchCommand: ParsableCommand {
 
     /// `auto` as generate resolves it (``PromptWeights/automatic(modelPath:keepQuantized:decodesAsLoaded:)``): `blocks`
     /// for a GGUF --model with quantized matrices kept (`--keep-quantized`, which benchmarks the file's own blocks),
-    /// `f32` otherwise; the run's every row takes it.
-    var prompts: PromptWeights {
+    /// `f32` otherwise; the run's every row takes it. It reads the model file: `run()` resolves it once.
+    var resolvedPrompts: PromptWeights {
         if promptWeights == "auto" {
             // bench converts a quantized folder to each --decode-weights format (f32 included): only a kept GGUF's
             // blocks run as loaded
@@ -110,11 +110,9 @@ struct BenchCommand: ParsableCommand {
     var encoderFormat: WeightFormat? { encoderWeights.flatMap { try? WeightFormat(parsing: $0) } }
     /// Whether each format's setup releases a model's fp32 copies (then each format runs on a freshly built or loaded
     /// model): int8, decode or blocks prompt weights, or a non-f32 --encoder-weights on an encoder-decoder.
-    func releasesFP32(encoderDecoder: Bool) -> Bool {
+    func releasesFP32(encoderDecoder: Bool, prompts: PromptWeights) -> Bool {
         prompts != .f32 || (encoderDecoder && (encoderFormat ?? .f32) != .f32)
     }
-    /// Whether prompt passes run the int8 / block GEMMs (int8, or blocks where the format has one).
-    var promptInt8: Bool { prompts == .int8 || prompts == .blocks }
 
     @Option(name: .customLong("quality-tokens"), help: "Teacher-forced decode steps for the quality report of non-f32 formats (0: skip).")
     var qualityTokens: Int = 64
@@ -184,6 +182,8 @@ struct BenchCommand: ParsableCommand {
             if epilogueAB > 0 { try runEpilogueAB(); return }
             if gemvLayoutAB { runGemvLayoutAB(); return }
             if let stepAB { try runStepAB(stepAB); return }
+            let prompts = resolvedPrompts
+            let promptInt8 = prompts == .int8 || prompts == .blocks   // prompt passes on the int8 / block GEMMs
             var muConfig = MuConfig.mu330m
             var loaded: LanguageModel? = nil
             var kvCacheKeptFP32 = false   // --kv-cache f16 asked of a T5 model
@@ -243,7 +243,7 @@ struct BenchCommand: ParsableCommand {
             for name in wanted {
                 printStderr("[\(name)] building model…")
                 let fromFile = loaded?.modelType == name
-                let releases = releasesFP32(encoderDecoder: fromFile ? loaded!.isEncoderDecoder : name == "mu")
+                let releases = releasesFP32(encoderDecoder: fromFile ? loaded!.isEncoderDecoder : name == "mu", prompts: prompts)
                 if !fromFile && name != "mu" && name != "mu_decoder" {
                     throw EncoreError(.invalidArgument, "--models: '\(name)' is not the loaded model's type")
                 }

@@ -116,10 +116,7 @@ public enum PromptWeights: String, CaseIterable, Sendable {
             guard keepQuantized, let file = try? GGUFModelFile(path: modelPath), file.hasQuantizedMatrices else { return .f32 }
             return .blocks
         }
-        let weights = modelPath + "/model.safetensors"
-        guard FileManager.default.fileExists(atPath: weights),
-              let name = try? SafeTensorsFile(path: weights).metadata[QuantizedCheckpoint.formatKey],
-              let format = try? WeightFormat(parsing: name), format.hasInt8PromptGEMM else { return .f32 }
+        guard let format = try? QuantizedCheckpoint.storedFormat(folder: modelPath), format.hasInt8PromptGEMM else { return .f32 }
         return .blocks
     }
 }
@@ -183,14 +180,7 @@ public enum ModelRegistry {
         let weights = folder + "/model.safetensors"
         let model = try load(type: type, config: data, path: path, weights: weights)
         // a quantized checkpoint (encore quantize): its matrices load packed; the head follows their format
-        if FileManager.default.fileExists(atPath: weights),
-           let name = try SafeTensorsFile(path: weights).metadata[QuantizedCheckpoint.formatKey] {
-            let format: WeightFormat
-            do { format = try WeightFormat(parsing: name) } catch {
-                throw EncoreError(.invalidFile, "\(weights): metadata '\(QuantizedCheckpoint.formatKey)' is '\(name)', not a weight format")
-            }
-            try model.useDecodeWeights(format)
-        }
+        if let format = try QuantizedCheckpoint.storedFormat(folder: folder) { try model.useDecodeWeights(format) }
         return model
     }
 

@@ -14,6 +14,17 @@ import Foundation
 public enum QuantizedCheckpoint {
     public static let formatKey = "encore.weight_format"
 
+    /// The format a folder's `model.safetensors` was quantized to (its ``formatKey`` metadata), or nil for an
+    /// unquantized checkpoint or a folder without one. Throws for a metadata value that names no weight format.
+    public static func storedFormat(folder: String) throws -> WeightFormat? {
+        let weights = folder + "/model.safetensors"
+        guard FileManager.default.fileExists(atPath: weights),
+              let name = try SafeTensorsFile(path: weights).metadata[formatKey] else { return nil }
+        do { return try WeightFormat(parsing: name) } catch {
+            throw EncoreError(.invalidFile, "\(weights): metadata '\(formatKey)' is '\(name)', not a weight format")
+        }
+    }
+
     /// The names of `tensors` that are quantized: matrices, except the token embedding (looked up by row).
     static func quantizable(_ tensors: [String: Tensor]) -> [String] {
         tensors.filter { $0.value.shape.count == 2 && !$0.key.hasSuffix("wte.weight") && !$0.key.hasSuffix("embed_tokens.weight") }
