@@ -139,11 +139,7 @@ final class HalfKVCacheTests: XCTestCase {
         let model = fixture("tiny_llama/f32.gguf")
         let input = Array(5..<40), target = Array(40..<52)
         func cli(_ extra: [String]) throws -> [Double] {
-            let r = runCLI(["score", "--model", model, "--input-ids", input.map(String.init).joined(separator: ","),
-                            "--target-ids", target.map(String.init).joined(separator: ","), "--decode-weights", "q4_0", "--json"] + extra)
-            XCTAssertEqual(r.status, 0, r.stderr)
-            let o = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any], r.stdout)
-            return try XCTUnwrap(o["logprobs"] as? [Double], r.stdout)
+            try scoreLogprobs(model: model, input: input, target: target, ["--decode-weights", "q4_0"] + extra)
         }
         func library(half: Bool) throws -> [Double] {
             let m = try ModelRegistry.load(folder: model)
@@ -151,7 +147,7 @@ final class HalfKVCacheTests: XCTestCase {
             try m.useHalfKVCache(half)
             return try m.score(input: input, target: target).map(Double.init)
         }
-        func gap(_ a: [Double], _ b: [Double]) -> Double { zip(a, b).map { abs($0 - $1) }.max() ?? .infinity }
+        let gap = maxGap
         let half = try library(half: true), full = try library(half: false)
         XCTAssertEqual(half.count, target.count)
         XCTAssertGreaterThan(gap(half, full), 1e-5, "the f16 cache changes these scores")

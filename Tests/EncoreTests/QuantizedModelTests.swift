@@ -333,14 +333,8 @@ extension QuantizedModelTests {
         XCTAssertTrue(try GGUFModelFile(path: path).hasQuantizedMatrices)
         XCTAssertFalse(try GGUFModelFile(path: fixture("tiny_llama/f32.gguf")).hasQuantizedMatrices)
         let input = Array(5..<40), target = Array(40..<52)   // 35 + 12 rows: prompt passes, not decode GEMVs
-        func score(_ extra: [String]) throws -> [Double] {
-            let r = runCLI(["score", "--model", path, "--input-ids", input.map(String.init).joined(separator: ","),
-                            "--target-ids", target.map(String.init).joined(separator: ","), "--json"] + extra)
-            XCTAssertEqual(r.status, 0, r.stderr)
-            let o = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any], r.stdout)
-            return try XCTUnwrap(o["logprobs"] as? [Double], r.stdout)
-        }
-        func gap(_ a: [Double], _ b: [Double]) -> Double { zip(a, b).map { abs($0 - $1) }.max() ?? .infinity }
+        func score(_ extra: [String]) throws -> [Double] { try scoreLogprobs(model: path, input: input, target: target, extra) }
+        let gap = maxGap
         let kept = ["--keep-quantized"], keptQ8 = ["--keep-quantized", "--decode-weights", "q8_0"]
         let auto = try score(kept), blocks = try score(kept + ["--prompt-weights", "blocks"])
         let widened = try score(kept + ["--prompt-weights", "f32"])
@@ -367,14 +361,10 @@ extension QuantizedModelTests {
         XCTAssertEqual(PromptWeights.automatic(modelPath: dir + "/q8_0", keepQuantized: false, decodesAsLoaded: false), .f32)
         XCTAssertEqual(PromptWeights.automatic(modelPath: dir + "/bf16", keepQuantized: false, decodesAsLoaded: true), .f32)
         XCTAssertEqual(PromptWeights.automatic(modelPath: fixture("mu/mu_decoder"), keepQuantized: false, decodesAsLoaded: true), .f32)
-        func score(_ extra: [String]) throws -> [Double] {
-            let r = runCLI(["score", "--model", dir + "/q8_0", "--input-ids", "5,6,7,8,9,10,11,12,13,14", "--target-ids", "15,16,17,18,19",
-                            "--json"] + extra)   // 15 rows: a prompt pass
-            XCTAssertEqual(r.status, 0, r.stderr)
-            let o = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any], r.stdout)
-            return try XCTUnwrap(o["logprobs"] as? [Double], r.stdout)
+        func score(_ extra: [String]) throws -> [Double] {   // 15 rows: a prompt pass
+            try scoreLogprobs(model: dir + "/q8_0", input: Array(5...14), target: Array(15...19), extra)
         }
-        func gap(_ a: [Double], _ b: [Double]) -> Double { zip(a, b).map { abs($0 - $1) }.max() ?? .infinity }
+        let gap = maxGap
         let auto = try score([]), blocks = try score(["--prompt-weights", "blocks"]), widened = try score(["--prompt-weights", "f32"])
         XCTAssertEqual(auto.count, 5)
         XCTAssertEqual(gap(auto, blocks), 0, "auto on a quantized folder is blocks")

@@ -32,6 +32,19 @@ func relativeError(_ a: [Float], _ b: [Float]) -> Float {
     return diff / max(scale, 1e-30)
 }
 
+/// `encore score --model model --input-ids … --target-ids … --json` + `extra`: its log-probabilities (the call must
+/// succeed).
+func scoreLogprobs(model: String, input: [Int], target: [Int], _ extra: [String]) throws -> [Double] {
+    let r = runCLI(["score", "--model", model, "--input-ids", input.map(String.init).joined(separator: ","),
+                    "--target-ids", target.map(String.init).joined(separator: ","), "--json"] + extra)
+    XCTAssertEqual(r.status, 0, r.stderr)
+    let o = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any], r.stdout)
+    return try XCTUnwrap(o["logprobs"] as? [Double], r.stdout)
+}
+
+/// The largest |a − b| over two score lists (infinity when either is empty).
+func maxGap(_ a: [Double], _ b: [Double]) -> Double { zip(a, b).map { abs($0 - $1) }.max() ?? .infinity }
+
 /// A temporary folder removed at the end of the test.
 func makeTempDir(_ test: XCTestCase) throws -> String {
     let dir = NSTemporaryDirectory() + "encore-test-" + UUID().uuidString
