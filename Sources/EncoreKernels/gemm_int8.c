@@ -1,5 +1,5 @@
 /* Prompt-pass GEMM over int8 weights (the EK_WF_INT8 rows decode streams), without an fp32 copy; the same tiles
- * over Q8_0/Q4_0/Q4_1/Q5_0/Q5_1 blocks and Q4_K/Q5_K sub-blocks (below), and over bf16 rows with AVX512-BF16
+ * over Q8_0/Q4_0/Q4_1/Q5_0/Q5_1 blocks and Q4_K/Q5_K/Q6_K sub-blocks (below), and over bf16 rows with AVX512-BF16
  * (ek_gemm_bf16, at the end).
  *
  *   y[m, n] = d_x[m] · wscale[n] · Σ_k (u_x[m, k] − z_x[m]) q_w[n, k]  (+ bias[n]), stored, accumulated into y,
@@ -43,6 +43,8 @@
  *
  *   y[m, n] = Σ_b (d_x[m, b] · d_w[n, b]) · Σ_{k∈b} q_x[m, k] q_w[n, k]
  *
+ * (Q6_K: b runs over the weights' blocks of 16, each with the scale d_x of the activations' block of 32 holding it:
+ * the same tiles with 4 quads per block instead of 8, kernel_q6_* and kernel_q8_zmm2_6_*)
  * with exact int32 block sums (vpmaddubsw(|q_w|, sign(q_x, q_w)), llama.cpp's sign trick, on the same packed panels)
  * and one fp32 FMA per block in order b = 0, 1, … (tile: the block's int32 tile widened and FMA'd into an fp32 tile
  * kept in L1; arm64: ek_neon_tile_s8's 4×4 int32 tile per block, then the same FMAs). The twin ek_gemm_q8_0_ref does the same operations in the same order, so every path gives the same
@@ -558,6 +560,7 @@ static void q5_row(int format, const uint8_t *w, long nb, long k, long c, int8_t
  * Q4_0's nibbles minus 8, Q4_1's as they are; element j of a block the low nibble of byte j, element j + 16 its high
  * nibble), scales into d [nb], Q4_1's minima into m [nb] (when m is not NULL). */
 static void kq_row(int format, const uint8_t *w, long nb, long k, long c, int8_t *q, float *d, float *m);
+static void q6_row(const uint8_t *w, long nb, long k, long c, int8_t *q, float *d);
 
 static void q8_row(int format, const uint8_t *w, long nb, long k, long c, int8_t *q, float *d, float *m) {
     if (format == EK_WF_Q5_0 || format == EK_WF_Q5_1 || format == EK_WF_Q5_0X8 || format == EK_WF_Q5_1X8) {
@@ -566,6 +569,10 @@ static void q8_row(int format, const uint8_t *w, long nb, long k, long c, int8_t
     }
     if (format == EK_WF_Q4_K || format == EK_WF_Q5_K) {
         kq_row(format, w, nb, k, c, q, d, m);
+        return;
+    }
+    if (format == EK_WF_Q6_K) {   /* 16-value blocks: d gets 2·nb scales, no minima */
+        q6_row(w, nb, k, c, q, d);
         return;
     }
     const int q41 = format == EK_WF_Q4_1 || format == EK_WF_Q4_1X8;
@@ -659,6 +666,35 @@ static void kq_row(int format, const uint8_t *w, long nb, long k, long c, int8_t
     for (long i = k; i < nb * 32; i++) q[i] = 0;
 }
 
+/* Row c of Q6_K super-blocks (k % 256 == 0: nb / 8 of them) as 16-value blocks: values −32…31 in ggml's element
+ * order (dequantize_row_q6_K), and d [2·nb] the scale d·sc_j of each sub-block j of 16 (exact in fp32: an f16 times
+ * an int8), so w = d·sc_j·q as ggml defines it. The only weight format whose blocks hold 16 values (wblock). */
+static void q6_row(const uint8_t *w, long nb, long k, long c, int8_t *q, float *d) {
+    const long nsb = nb / 8;
+    const uint8_t *row = w + c * nsb * 210;
+    for (long s = 0; s < nsb; s++) {
+        const uint8_t *x = row + s * 210, *ql = x, *qh = x + 128;
+        const int8_t *sc = (const int8_t *)(const void *)(x + 192);
+        uint16_t h = (uint16_t)(x[208] | (x[209] << 8));
+        float f;
+        ek_f16_to_f32(&h, &f, 1);
+        int8_t *a = q + s * 256;
+        for (int n = 0; n < 256; n += 128, ql += 64, qh += 32)
+            for (int l = 0; l < 32; l++) {
+                a[n + l] = (int8_t)(((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32);
+                a[n + l + 32] = (int8_t)(((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32);
+                a[n + l + 64] = (int8_t)(((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32);
+                a[n + l + 96] = (int8_t)(((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32);
+            }
+        for (int j = 0; j < 16; j++) d[s * 16 + j] = f * (float)sc[j];
+    }
+    for (long i = k; i < nb * 32; i++) q[i] = 0;
+}
+
+/* Values per weight block: 16 for Q6_K (a scale per 16), 32 for the others. Activations stay in blocks of 32 (their
+ * scale d_x[b / 2] for Q6_K's block b). */
+static int wblock(int format) { return format == EK_WF_Q6_K ? 16 : 32; }
+
 /* The formats with a minimum per block of 32 (ggml's q8_1 activations, + s_x·m_w per block): Q4_1, Q5_1, and the
  * Q4_K / Q5_K sub-blocks (kq_row). */
 static int is_q41(int format) {
@@ -676,20 +712,24 @@ static inline float fp32_epilogue(float acc, const float *bias, long c, float ol
 static int q8_format_ok(int format) {
     return format == EK_WF_Q8_0 || format == EK_WF_Q8_0X8 || format == EK_WF_Q4_0 || format == EK_WF_Q4_0X8 ||
            format == EK_WF_Q4_1 || format == EK_WF_Q4_1X8 || format == EK_WF_Q5_0 || format == EK_WF_Q5_0X8 ||
-           format == EK_WF_Q5_1 || format == EK_WF_Q5_1X8 || format == EK_WF_Q4_K || format == EK_WF_Q5_K;
+           format == EK_WF_Q5_1 || format == EK_WF_Q5_1X8 || format == EK_WF_Q4_K || format == EK_WF_Q5_K ||
+           format == EK_WF_Q6_K;
 }
 /* K-quant rows hold whole super-blocks of 256 */
-static int q8_shape_ok(int format, long k) { return !(format == EK_WF_Q4_K || format == EK_WF_Q5_K) || k % 256 == 0; }
+static int q8_shape_ok(int format, long k) {
+    return !(format == EK_WF_Q4_K || format == EK_WF_Q5_K || format == EK_WF_Q6_K) || k % 256 == 0;
+}
 
-/* Σ_b fma((float) Σ_{k∈b} q_x q_w, d_x[b]·d_w[b]) in order b = 0, 1, …, and for Q4_1 (mw not NULL) after each block
- * fma(s_x[b], m_w[b]) (s_x = d_x·Σ q_x, ggml's q8_1 sum): one output of the plain path and the twin. */
+/* Σ_b fma((float) Σ_{k∈b} q_x q_w, d_x[b·bs/32]·d_w[b]) over the nbw weight blocks of bs values (wblock) in order
+ * b = 0, 1, …, and for Q4_1 (mw not NULL, bs = 32) after each block fma(s_x[b], m_w[b]) (s_x = d_x·Σ q_x, ggml's
+ * q8_1 sum): one output of the plain path and the twin. */
 static float q8_dot(const int8_t *xq, const float *xd, const float *xs, const int8_t *q, const float *dw, const float *mw,
-                    long nb) {
+                    long nbw, int bs) {
     float acc = 0.0f;
-    for (long b = 0; b < nb; b++) {
+    for (long b = 0; b < nbw; b++) {
         int32_t s = 0;
-        for (int i = 0; i < 32; i++) s += (int32_t)xq[b * 32 + i] * q[b * 32 + i];
-        acc = fmaf((float)s, xd[b] * dw[b], acc);
+        for (int i = 0; i < bs; i++) s += (int32_t)xq[b * bs + i] * q[b * bs + i];
+        acc = fmaf((float)s, xd[b * bs / 32] * dw[b], acc);
         if (mw) acc = fmaf(xs[b], mw[b], acc);
     }
     return acc;
@@ -701,14 +741,17 @@ int ek_gemm_q8_0_ref(int format, const void *w, const float *x, const float *bia
     long nb = (k + 31) / 32, kp = nb * 32;
     int8_t *xq = malloc((size_t)(m * kp + 1)), *q = malloc((size_t)kp);
     float *xd = malloc(sizeof(float) * (size_t)(m * nb + 1)), *xc = malloc(sizeof(float) * (size_t)(m * nb + 1));
-    float *dw = malloc(sizeof(float) * (size_t)(2 * nb)), *mw = is_q41(format) ? dw + nb : NULL;
+    const int bs = wblock(format);
+    const long nbw = kp / bs;   /* weight blocks per row (Q6_K: 2·nb; then no minima) */
+    float *dw = malloc(sizeof(float) * (size_t)(nbw + nb)), *mw = is_q41(format) ? dw + nbw : NULL;
     if (!xq || !q || !xd || !xc || !dw) { free(xq); free(q); free(xd); free(xc); free(dw); return -2; }
     /* the plain quantizer (same bytes as the SIMD one); Q4_1: ggml's q8_1, whose sums land in xc */
     ek_quantize_activations_ref(is_q41(format) ? EK_WF_Q4_1 : EK_WF_Q8_0, x, m, k, xq, xd, xc);
     for (long c = 0; c < n; c++) {
         q8_row(format, w, nb, k, c, q, dw, mw);
         for (long r = 0; r < m; r++)
-            y[r * n + c] = fp32_epilogue(q8_dot(xq + r * kp, xd + r * nb, xc + r * nb, q, dw, mw, nb), bias, c, y[r * n + c], mode);
+            y[r * n + c] = fp32_epilogue(q8_dot(xq + r * kp, xd + r * nb, xc + r * nb, q, dw, mw, nbw, bs), bias, c,
+                                         y[r * n + c], mode);
     }
     if (mode == EK_EPI_GELU) ek_gelu_tanh_f32_ref(y, m * n);
     free(xq); free(q); free(xd); free(xc); free(dw);
@@ -732,16 +775,17 @@ static int8_t *q8rows_buffer(long len) { return scratch_get(&g_q8rows, len); }
 
 /* Plain path: columns [c0, c0 + nc) with the twin's arithmetic (and its results). */
 static int panel_plain_q8(const gemm_ctx *g, const gemm_mat *a, long c0, long nc) {
-    long nb = g->kp / 32;
-    int8_t *q = q8rows_buffer(g->kp + 8 * nb);
+    const int bs = wblock(g->format);
+    long nb = g->kp / 32, nbw = g->kp / bs;
+    int8_t *q = q8rows_buffer(g->kp + 4 * (nbw + nb));
     if (!q) return -2;
-    float *dw = (float *)(void *)(q + g->kp), *mw = is_q41(g->format) ? dw + nb : NULL;   /* kp % 32 == 0: aligned */
+    float *dw = (float *)(void *)(q + g->kp), *mw = is_q41(g->format) ? dw + nbw : NULL;   /* kp % 32 == 0: aligned */
     for (long c = c0; c < c0 + nc; c++) {
         q8_row(g->format, (const uint8_t *)a->w, nb, g->k, c, q, dw, mw);
         for (long r = 0; r < g->m; r++) {
             float *yp = a->y + r * a->n + c;
-            *yp = fp32_epilogue(q8_dot(g->xq + r * g->kp, g->xd + r * nb, g->xs + r * nb, q, dw, mw, nb), a->bias, c, *yp,
-                              g->mode);
+            *yp = fp32_epilogue(q8_dot(g->xq + r * g->kp, g->xd + r * nb, g->xs + r * nb, q, dw, mw, nbw, bs), a->bias, c,
+                                *yp, g->mode);
         }
     }
     if (g->mode == EK_EPI_GELU)
@@ -753,24 +797,26 @@ static int panel_plain_q8(const gemm_ctx *g, const gemm_mat *a, long c0, long nc
 /* NEON hook: columns [c0, c0 + nc) in 4×4 tiles, each block of 32 an exact int32 tile by SDOT or SMULL+SADALP
  * (ek_neon_tile_s8 on the unpacked rows), then the twin's fp32 FMA per block and its epilogue: the same floats. */
 static int columns_q8_neon(const gemm_ctx *g, const gemm_mat *a, long c0, long nc) {
-    long nb = g->kp / 32;
-    int8_t *rows = q8rows_buffer(4 * g->kp + 2 * 4 * 4 * nb);
+    const int bs = wblock(g->format);
+    long nb = g->kp / 32, nbw = g->kp / bs;
+    int8_t *rows = q8rows_buffer(4 * g->kp + 4 * 4 * (nbw + nb));
     if (!rows) return -2;
-    float *dw = (float *)(void *)(rows + 4 * g->kp), *mw = dw + 4 * nb;   /* [4][nb] each */
+    float *dw = (float *)(void *)(rows + 4 * g->kp), *mw = dw + 4 * nbw;   /* [4][nbw] scales, [4][nb] minima */
     const int q41 = is_q41(g->format);
     int32_t t[16];
     for (long cc = c0; cc < c0 + nc; cc += 4) {
         int tn = (int)(c0 + nc - cc < 4 ? c0 + nc - cc : 4);
         for (int c = 0; c < tn; c++)
-            q8_row(g->format, (const uint8_t *)a->w, nb, g->k, cc + c, rows + c * g->kp, dw + c * nb, mw + c * nb);
+            q8_row(g->format, (const uint8_t *)a->w, nb, g->k, cc + c, rows + c * g->kp, dw + c * nbw, mw + c * nb);
         for (long r0 = 0; r0 < g->m; r0 += 4) {
             int tm = (int)(g->m - r0 < 4 ? g->m - r0 : 4);
             float acc[16] = { 0 };
-            for (long b = 0; b < nb; b++) {
-                ek_neon_tile_s8(g->xq + r0 * g->kp + b * 32, g->kp, rows + b * 32, g->kp, 32, tm, tn, t, g->dotprod);
+            for (long b = 0; b < nbw; b++) {
+                ek_neon_tile_s8(g->xq + r0 * g->kp + b * bs, g->kp, rows + b * bs, g->kp, bs, tm, tn, t, g->dotprod);
                 for (int r = 0; r < tm; r++)
                     for (int c = 0; c < tn; c++) {
-                        acc[r * 4 + c] = fmaf((float)t[r * 4 + c], g->xd[(r0 + r) * nb + b] * dw[c * nb + b], acc[r * 4 + c]);
+                        acc[r * 4 + c] = fmaf((float)t[r * 4 + c], g->xd[(r0 + r) * nb + b * bs / 32] * dw[c * nbw + b],
+                                              acc[r * 4 + c]);
                         if (q41) acc[r * 4 + c] = fmaf(g->xs[(r0 + r) * nb + b], mw[c * nb + b], acc[r * 4 + c]);
                     }
             }
@@ -798,22 +844,22 @@ static int columns_q8_neon(const gemm_ctx *g, const gemm_mat *a, long c0, long n
  *   1  (VNNI) the activations offset by 128 (a holds u = q_x + 128, unsigned) and one vpdpbusd(u, q_w) per step,
  *      which adds four products into int32 without an int16 stage, so nothing saturates; then per block
  *      Σ u·q_w − cs, cs [blocks][EG_NR] = 128·Σ q_w of the block's column: the same integers. */
-#define EG_KERNEL_Q8(MR, SUF, ATTR, DOT, OFFSET) \
-ATTR static void kernel_q8_##SUF##_##MR(const int8_t *a, long lda, const float *xd, const float *xs, long ldd, \
+#define EG_KERNEL_Q8(MR, SUF, ATTR, DOT, OFFSET, BQ, PRE) \
+ATTR static void kernel_##PRE##_##SUF##_##MR(const int8_t *a, long lda, const float *xd, const float *xs, long ldd, \
                                         const int8_t *b, const float *ds, const float *ms, const int32_t *cs, \
                                         long blocks, float *acc) { \
     const __m256i ones = _mm256_set1_epi16(1); (void)ones; (void)cs; \
     for (long blk = 0; blk < blocks; blk++) { \
         __m256i c[MR][EG_NV]; \
         EG_UNROLL for (int r = 0; r < MR; r++) EG_UNROLL for (int v = 0; v < EG_NV; v++) c[r][v] = _mm256_setzero_si256(); \
-        EG_NO_UNROLL for (int p = 0; p < 8; p++) { \
+        EG_NO_UNROLL for (int p = 0; p < BQ; p++) { \
             __m256i bv[EG_NV], bw[EG_NV]; \
             EG_UNROLL for (int v = 0; v < EG_NV; v++) { \
-                bv[v] = _mm256_load_si256((const __m256i *)(b + (blk * 8 + p) * 4 * EG_NR + 32 * v)); \
+                bv[v] = _mm256_load_si256((const __m256i *)(b + (blk * BQ + p) * 4 * EG_NR + 32 * v)); \
                 bw[v] = OFFSET ? bv[v] : _mm256_sign_epi8(bv[v], bv[v]);   /* |q_w| as unsigned bytes (−128 → 128) */ \
             } \
             EG_UNROLL for (int r = 0; r < MR; r++) { \
-                __m256i av = _mm256_set1_epi32(*(const int32_t *)(a + r * lda + 4 * (blk * 8 + p))); \
+                __m256i av = _mm256_set1_epi32(*(const int32_t *)(a + r * lda + 4 * (blk * BQ + p))); \
                 EG_UNROLL for (int v = 0; v < EG_NV; v++) \
                     c[r][v] = OFFSET ? DOT(c[r][v], av, bv[v]) : DOT(c[r][v], bw[v], _mm256_sign_epi8(av, bv[v])); \
             } \
@@ -827,7 +873,7 @@ ATTR static void kernel_q8_##SUF##_##MR(const int8_t *a, long lda, const float *
             __m256 sv = _mm256_loadu_ps(ds + blk * EG_NR + 8 * v); \
             EG_UNROLL for (int r = 0; r < MR; r++) { \
                 float *ap = acc + (r * EG_NV + v) * 8; \
-                __m256 scale = _mm256_mul_ps(_mm256_set1_ps(xd[r * ldd + blk]), sv); \
+                __m256 scale = _mm256_mul_ps(_mm256_set1_ps(xd[r * ldd + blk * BQ / 8]), sv); \
                 __m256 t = _mm256_fmadd_ps(_mm256_cvtepi32_ps(c[r][v]), scale, _mm256_loadu_ps(ap)); \
                 if (ms) t = _mm256_fmadd_ps(_mm256_set1_ps(xs[r * ldd + blk]), _mm256_loadu_ps(ms + blk * EG_NR + 8 * v), t); \
                 _mm256_storeu_ps(ap, t); \
@@ -835,19 +881,25 @@ ATTR static void kernel_q8_##SUF##_##MR(const int8_t *a, long lda, const float *
         } \
     } \
 }
-#define EG_KERNELS_Q8(SUF, ATTR, DOT, OFFSET) EG_KERNEL_Q8(1, SUF, ATTR, DOT, OFFSET) EG_KERNEL_Q8(2, SUF, ATTR, DOT, OFFSET) \
-                                              EG_KERNEL_Q8(3, SUF, ATTR, DOT, OFFSET) EG_KERNEL_Q8(4, SUF, ATTR, DOT, OFFSET)
-EG_KERNELS_Q8(avx2, EG_AVX2, EG_DOT_AVX2, 0)
-EG_KERNELS_Q8(avxvnni, EG_AVXVNNI, EG_DOT_AVXVNNI, 1)
-EG_KERNELS_Q8(avx512vnni, EG_AVX512VNNI, EG_DOT_AVX512VNNI, 1)
+/* BQ quads per weight block: 8 (blocks of 32, kernel_q8_*) or 4 (Q6_K's blocks of 16, kernel_q6_*, whose activation
+ * scale is the one of their block of 32: xd[blk · BQ / 8]) */
+#define EG_KERNELS_Q8(SUF, ATTR, DOT, OFFSET, BQ, PRE) \
+    EG_KERNEL_Q8(1, SUF, ATTR, DOT, OFFSET, BQ, PRE) EG_KERNEL_Q8(2, SUF, ATTR, DOT, OFFSET, BQ, PRE) \
+    EG_KERNEL_Q8(3, SUF, ATTR, DOT, OFFSET, BQ, PRE) EG_KERNEL_Q8(4, SUF, ATTR, DOT, OFFSET, BQ, PRE)
+EG_KERNELS_Q8(avx2, EG_AVX2, EG_DOT_AVX2, 0, 8, q8)
+EG_KERNELS_Q8(avxvnni, EG_AVXVNNI, EG_DOT_AVXVNNI, 1, 8, q8)
+EG_KERNELS_Q8(avx512vnni, EG_AVX512VNNI, EG_DOT_AVX512VNNI, 1, 8, q8)
+EG_KERNELS_Q8(avx2, EG_AVX2, EG_DOT_AVX2, 0, 4, q6)
+EG_KERNELS_Q8(avxvnni, EG_AVXVNNI, EG_DOT_AVXVNNI, 1, 4, q6)
+EG_KERNELS_Q8(avx512vnni, EG_AVX512VNNI, EG_DOT_AVX512VNNI, 1, 4, q6)
 typedef void (*eg_kernel_q8_fn)(const int8_t *, long, const float *, const float *, long, const int8_t *, const float *,
                                 const float *, const int32_t *, long, float *);
 /* kernel_q8_avx512vnni on zmm (as kernel_zmm_*: a row's 16 columns in one vector, MR ≤ EG_ZMR rows over adjacent
  * tiles): the block's int32 sums and the row's fp32 sums both stay in registers (2·MR vectors) for all `blocks`;
  * per block and lane the same operations as the ymm kernel, so the same floats. Since session 13 it runs a lone last
  * panel only (and every panel under -DEG_ZMM2=0); pairs of panels run kernel_q8_zmm2_* below. */
-#define EG_KERNEL_Q8_ZMM(MR) \
-EG_AVX512VNNI static void kernel_q8_zmm_##MR(const int8_t *a, long lda, const float *xd, const float *xs, long ldd, \
+#define EG_KERNEL_Q8_ZMM(MR, BQ, PRE) \
+EG_AVX512VNNI static void kernel_##PRE##_zmm_##MR(const int8_t *a, long lda, const float *xd, const float *xs, long ldd, \
                                             const int8_t *b, const float *ds, const float *ms, const int32_t *cs, \
                                             long blocks, float *acc) { \
     __m512 f[MR]; \
@@ -857,14 +909,14 @@ EG_AVX512VNNI static void kernel_q8_zmm_##MR(const int8_t *a, long lda, const fl
         const __m512i start = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_loadu_si512((const void *)(cs + blk * EG_NR))); \
         __m512i c[MR]; \
         EG_UNROLL for (int r = 0; r < MR; r++) c[r] = start; \
-        EG_UNROLL for (int p = 0; p < 8; p++) { \
-            const __m512i bv = _mm512_loadu_si512((const void *)(b + (blk * 8 + p) * 4 * EG_NR)); \
+        EG_UNROLL for (int p = 0; p < BQ; p++) { \
+            const __m512i bv = _mm512_loadu_si512((const void *)(b + (blk * BQ + p) * 4 * EG_NR)); \
             EG_UNROLL for (int r = 0; r < MR; r++) \
-                c[r] = _mm512_dpbusd_epi32(c[r], _mm512_set1_epi32(*(const int32_t *)(a + r * lda + 4 * (blk * 8 + p))), bv); \
+                c[r] = _mm512_dpbusd_epi32(c[r], _mm512_set1_epi32(*(const int32_t *)(a + r * lda + 4 * (blk * BQ + p))), bv); \
         } \
         const __m512 sv = _mm512_loadu_ps(ds + blk * EG_NR); \
         EG_UNROLL for (int r = 0; r < MR; r++) { \
-            __m512 scale = _mm512_mul_ps(_mm512_set1_ps(xd[r * ldd + blk]), sv); \
+            __m512 scale = _mm512_mul_ps(_mm512_set1_ps(xd[r * ldd + blk * BQ / 8]), sv); \
             f[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(c[r]), scale, f[r]); \
             if (ms) f[r] = _mm512_fmadd_ps(_mm512_set1_ps(xs[r * ldd + blk]), _mm512_loadu_ps(ms + blk * EG_NR), f[r]); \
         } \
@@ -877,8 +929,8 @@ EG_AVX512VNNI static void kernel_q8_zmm_##MR(const int8_t *a, long lda, const fl
  * only the 2·MR int32 sums live in registers. Q41 (a constant) adds Q4_1's minima. Per block and lane the same
  * operations as the ymm kernel, so the same floats. Session 13, 512 × 2560 × 960 on 2 threads: Q8_0 time over the
  * int8 rows' 2.0–2.2× → 1.28–1.33× (bench/README.md "Session 13"). The 8 rows (t += 2 tiles) assume EG_MR == 4. */
-#define EG_KERNEL_Q8_ZMM2(MR, Q41) \
-EG_AVX512VNNI static void kernel_q8_zmm2_##Q41##_##MR(const int8_t *a, long lda, const float *xd, const float *xs, \
+#define EG_KERNEL_Q8_ZMM2(MR, Q41, BQ, TAG) \
+EG_AVX512VNNI static void kernel_q8_zmm2_##TAG##_##MR(const int8_t *a, long lda, const float *xd, const float *xs, \
         long ldd, const int8_t *b0, const int8_t *b1, const float *ds0, const float *ds1, const float *ms0, \
         const float *ms1, const int32_t *cs0, const int32_t *cs1, long blocks, float *acc0, float *acc1) { \
     (void)xs; (void)ms0; (void)ms1; \
@@ -887,18 +939,18 @@ EG_AVX512VNNI static void kernel_q8_zmm2_##Q41##_##MR(const int8_t *a, long lda,
         const __m512i start1 = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_loadu_si512((const void *)(cs1 + blk * EG_NR))); \
         __m512i c[MR], e[MR]; \
         EG_UNROLL for (int r = 0; r < MR; r++) { c[r] = start0; e[r] = start1; } \
-        EG_UNROLL for (int p = 0; p < 8; p++) { \
-            const __m512i bv = _mm512_loadu_si512((const void *)(b0 + (blk * 8 + p) * 4 * EG_NR)); \
-            const __m512i bw = _mm512_loadu_si512((const void *)(b1 + (blk * 8 + p) * 4 * EG_NR)); \
+        EG_UNROLL for (int p = 0; p < BQ; p++) { \
+            const __m512i bv = _mm512_loadu_si512((const void *)(b0 + (blk * BQ + p) * 4 * EG_NR)); \
+            const __m512i bw = _mm512_loadu_si512((const void *)(b1 + (blk * BQ + p) * 4 * EG_NR)); \
             EG_UNROLL for (int r = 0; r < MR; r++) { \
-                const __m512i av = _mm512_set1_epi32(*(const int32_t *)(a + r * lda + 4 * (blk * 8 + p))); \
+                const __m512i av = _mm512_set1_epi32(*(const int32_t *)(a + r * lda + 4 * (blk * BQ + p))); \
                 c[r] = _mm512_dpbusd_epi32(c[r], av, bv); \
                 e[r] = _mm512_dpbusd_epi32(e[r], av, bw); \
             } \
         } \
         const __m512 sv = _mm512_loadu_ps(ds0 + blk * EG_NR), sw = _mm512_loadu_ps(ds1 + blk * EG_NR); \
         EG_UNROLL for (int r = 0; r < MR; r++) { \
-            const __m512 x = _mm512_set1_ps(xd[r * ldd + blk]); \
+            const __m512 x = _mm512_set1_ps(xd[r * ldd + blk * BQ / 8]); \
             __m512 f = _mm512_fmadd_ps(_mm512_cvtepi32_ps(c[r]), _mm512_mul_ps(x, sv), _mm512_loadu_ps(acc0 + 16 * r)); \
             __m512 h = _mm512_fmadd_ps(_mm512_cvtepi32_ps(e[r]), _mm512_mul_ps(x, sw), _mm512_loadu_ps(acc1 + 16 * r)); \
             if (Q41) { \
@@ -915,28 +967,41 @@ typedef void (*eg_kernel_q8_2_fn)(const int8_t *, long, const float *, const flo
                                   const float *, const float *, const float *, const float *, const int32_t *,
                                   const int32_t *, long, float *, float *);
 #if EG_HAVE_ZMM
-EG_KERNEL_Q8_ZMM2(1, 0) EG_KERNEL_Q8_ZMM2(2, 0) EG_KERNEL_Q8_ZMM2(3, 0) EG_KERNEL_Q8_ZMM2(4, 0) EG_KERNEL_Q8_ZMM2(5, 0)
-EG_KERNEL_Q8_ZMM2(6, 0) EG_KERNEL_Q8_ZMM2(7, 0) EG_KERNEL_Q8_ZMM2(8, 0)
-EG_KERNEL_Q8_ZMM2(1, 1) EG_KERNEL_Q8_ZMM2(2, 1) EG_KERNEL_Q8_ZMM2(3, 1) EG_KERNEL_Q8_ZMM2(4, 1) EG_KERNEL_Q8_ZMM2(5, 1)
-EG_KERNEL_Q8_ZMM2(6, 1) EG_KERNEL_Q8_ZMM2(7, 1) EG_KERNEL_Q8_ZMM2(8, 1)
-/* [Q4_1][rows − 1] */
-static const eg_kernel_q8_2_fn eg_kernels_q8_zmm2[2][8] = {
+#define EG_KERNELS_Q8_ZMM2(Q41, BQ, TAG) \
+    EG_KERNEL_Q8_ZMM2(1, Q41, BQ, TAG) EG_KERNEL_Q8_ZMM2(2, Q41, BQ, TAG) EG_KERNEL_Q8_ZMM2(3, Q41, BQ, TAG) \
+    EG_KERNEL_Q8_ZMM2(4, Q41, BQ, TAG) EG_KERNEL_Q8_ZMM2(5, Q41, BQ, TAG) EG_KERNEL_Q8_ZMM2(6, Q41, BQ, TAG) \
+    EG_KERNEL_Q8_ZMM2(7, Q41, BQ, TAG) EG_KERNEL_Q8_ZMM2(8, Q41, BQ, TAG)
+EG_KERNELS_Q8_ZMM2(0, 8, 0) EG_KERNELS_Q8_ZMM2(1, 8, 1) EG_KERNELS_Q8_ZMM2(0, 4, 6)
+/* [kind: 0 blocks of 32, 1 with Q4_1's minima, 2 Q6_K's blocks of 16][rows − 1] */
+static const eg_kernel_q8_2_fn eg_kernels_q8_zmm2[3][8] = {
     { kernel_q8_zmm2_0_1, kernel_q8_zmm2_0_2, kernel_q8_zmm2_0_3, kernel_q8_zmm2_0_4, kernel_q8_zmm2_0_5,
       kernel_q8_zmm2_0_6, kernel_q8_zmm2_0_7, kernel_q8_zmm2_0_8 },
     { kernel_q8_zmm2_1_1, kernel_q8_zmm2_1_2, kernel_q8_zmm2_1_3, kernel_q8_zmm2_1_4, kernel_q8_zmm2_1_5,
-      kernel_q8_zmm2_1_6, kernel_q8_zmm2_1_7, kernel_q8_zmm2_1_8 } };
-EG_KERNEL_Q8_ZMM(1) EG_KERNEL_Q8_ZMM(2) EG_KERNEL_Q8_ZMM(3) EG_KERNEL_Q8_ZMM(4) EG_KERNEL_Q8_ZMM(5) EG_KERNEL_Q8_ZMM(6)
-EG_KERNEL_Q8_ZMM(7) EG_KERNEL_Q8_ZMM(8) EG_KERNEL_Q8_ZMM(9) EG_KERNEL_Q8_ZMM(10) EG_KERNEL_Q8_ZMM(11) EG_KERNEL_Q8_ZMM(12)
-static const eg_kernel_q8_fn eg_kernels_q8_zmm[12] = { kernel_q8_zmm_1, kernel_q8_zmm_2, kernel_q8_zmm_3, kernel_q8_zmm_4,
-    kernel_q8_zmm_5, kernel_q8_zmm_6, kernel_q8_zmm_7, kernel_q8_zmm_8, kernel_q8_zmm_9, kernel_q8_zmm_10,
-    kernel_q8_zmm_11, kernel_q8_zmm_12 };
+      kernel_q8_zmm2_1_6, kernel_q8_zmm2_1_7, kernel_q8_zmm2_1_8 },
+    { kernel_q8_zmm2_6_1, kernel_q8_zmm2_6_2, kernel_q8_zmm2_6_3, kernel_q8_zmm2_6_4, kernel_q8_zmm2_6_5,
+      kernel_q8_zmm2_6_6, kernel_q8_zmm2_6_7, kernel_q8_zmm2_6_8 } };
+#define EG_KERNELS_Q8_ZMM(BQ, PRE) \
+    EG_KERNEL_Q8_ZMM(1, BQ, PRE) EG_KERNEL_Q8_ZMM(2, BQ, PRE) EG_KERNEL_Q8_ZMM(3, BQ, PRE) EG_KERNEL_Q8_ZMM(4, BQ, PRE) \
+    EG_KERNEL_Q8_ZMM(5, BQ, PRE) EG_KERNEL_Q8_ZMM(6, BQ, PRE) EG_KERNEL_Q8_ZMM(7, BQ, PRE) EG_KERNEL_Q8_ZMM(8, BQ, PRE) \
+    EG_KERNEL_Q8_ZMM(9, BQ, PRE) EG_KERNEL_Q8_ZMM(10, BQ, PRE) EG_KERNEL_Q8_ZMM(11, BQ, PRE) EG_KERNEL_Q8_ZMM(12, BQ, PRE)
+EG_KERNELS_Q8_ZMM(8, q8) EG_KERNELS_Q8_ZMM(4, q6)
+/* [Q6_K][rows − 1] */
+static const eg_kernel_q8_fn eg_kernels_q8_zmm[2][12] = {
+    { kernel_q8_zmm_1, kernel_q8_zmm_2, kernel_q8_zmm_3, kernel_q8_zmm_4, kernel_q8_zmm_5, kernel_q8_zmm_6,
+      kernel_q8_zmm_7, kernel_q8_zmm_8, kernel_q8_zmm_9, kernel_q8_zmm_10, kernel_q8_zmm_11, kernel_q8_zmm_12 },
+    { kernel_q6_zmm_1, kernel_q6_zmm_2, kernel_q6_zmm_3, kernel_q6_zmm_4, kernel_q6_zmm_5, kernel_q6_zmm_6,
+      kernel_q6_zmm_7, kernel_q6_zmm_8, kernel_q6_zmm_9, kernel_q6_zmm_10, kernel_q6_zmm_11, kernel_q6_zmm_12 } };
 #endif
-/* [path][rows − 1] */
-static const eg_kernel_q8_fn eg_kernels_q8[4][4] = {
-    { NULL, NULL, NULL, NULL },
+/* [Q6_K][path][rows − 1] */
+static const eg_kernel_q8_fn eg_kernels_q8[2][4][4] = {
+  { { NULL, NULL, NULL, NULL },
     { kernel_q8_avx2_1, kernel_q8_avx2_2, kernel_q8_avx2_3, kernel_q8_avx2_4 },
     { kernel_q8_avxvnni_1, kernel_q8_avxvnni_2, kernel_q8_avxvnni_3, kernel_q8_avxvnni_4 },
-    { kernel_q8_avx512vnni_1, kernel_q8_avx512vnni_2, kernel_q8_avx512vnni_3, kernel_q8_avx512vnni_4 },
+    { kernel_q8_avx512vnni_1, kernel_q8_avx512vnni_2, kernel_q8_avx512vnni_3, kernel_q8_avx512vnni_4 } },
+  { { NULL, NULL, NULL, NULL },
+    { kernel_q6_avx2_1, kernel_q6_avx2_2, kernel_q6_avx2_3, kernel_q6_avx2_4 },
+    { kernel_q6_avxvnni_1, kernel_q6_avxvnni_2, kernel_q6_avxvnni_3, kernel_q6_avxvnni_4 },
+    { kernel_q6_avx512vnni_1, kernel_q6_avx512vnni_2, kernel_q6_avx512vnni_3, kernel_q6_avx512vnni_4 } },
 };
 
 /* Writes rows r0..r0+mr of columns c0..c0+nc from the fp32 tile. */
@@ -960,15 +1025,15 @@ EG_AVX2 static void store_tile_q8(const gemm_ctx *g, const gemm_mat *a, long r0,
     }
 }
 
-/* 128 · Σ q_w of each block of 32 k and column of a packed panel ([kp/4][EG_NR][4]) into cs [nb][EG_NR] (the VNNI
- * paths' correction for activations offset by 128): per quad row, vpmaddubsw(1, q) then vpmaddwd by ones gives each
- * column's sum of its 4 bytes in an int32 lane. */
-EG_AVX2 static void block_sums_128(const int8_t *panel, long nb, int32_t *cs) {
+/* 128 · Σ q_w of each weight block (bq quads: 8, or Q6_K's 4) and column of a packed panel ([kp/4][EG_NR][4]) into
+ * cs [nbw][EG_NR] (the VNNI paths' correction for activations offset by 128): per quad row, vpmaddubsw(1, q) then
+ * vpmaddwd by ones gives each column's sum of its 4 bytes in an int32 lane. */
+EG_AVX2 static void block_sums_128(const int8_t *panel, long nbw, int bq, int32_t *cs) {
     const __m256i ones8 = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1);
-    for (long b = 0; b < nb; b++) {
+    for (long b = 0; b < nbw; b++) {
         __m256i s0 = _mm256_setzero_si256(), s1 = _mm256_setzero_si256();
-        for (int p = 0; p < 8; p++) {
-            const int8_t *qr = panel + (b * 8 + p) * 4 * EG_NR;
+        for (int p = 0; p < bq; p++) {
+            const int8_t *qr = panel + (b * bq + p) * 4 * EG_NR;
             s0 = _mm256_add_epi32(s0, _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, _mm256_loadu_si256((const __m256i *)qr)), ones16));
             s1 = _mm256_add_epi32(s1, _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, _mm256_loadu_si256((const __m256i *)(qr + 32))), ones16));
         }
@@ -981,35 +1046,36 @@ EG_AVX2 static void block_sums_128(const int8_t *panel, long nb, int32_t *cs) {
  * quads as the int8 path's, with the block scales [nb][EG_NR] (and minima; on the VNNI paths the blocks' column sums
  * times 128) beside; fp32 tiles persist across the k blocks. */
 EG_AVX2 static int columns_q8_avx2(const gemm_ctx *g, const gemm_mat *a, long c0, long nc) {
-    const eg_kernel_q8_fn *kern = eg_kernels_q8[g->simd];
+    const int q6 = g->format == EK_WF_Q6_K, bs = wblock(g->format);   /* Q6_K: blocks of 16 (kernel_q6_*) */
+    const eg_kernel_q8_fn *kern = eg_kernels_q8[q6][g->simd];
     const int q41 = is_q41(g->format), offset = g->simd >= EG_P_AVXVNNI;   /* offset: the kernels read g->xu */
-    long nb = g->kp / 32, panels = (nc + EG_NR - 1) / EG_NR, panel_len = g->kp * EG_NR;
-    /* block scales [nb][EG_NR], then Q4_1's minima [nb][EG_NR], then (offset) 128·Σ q_w per block [nb][EG_NR] */
-    long scale_len = (1 + q41 + offset) * nb * EG_NR * 4;
+    long nb = g->kp / 32, nbw = g->kp / bs, panels = (nc + EG_NR - 1) / EG_NR, panel_len = g->kp * EG_NR;
+    /* block scales [nbw][EG_NR], then Q4_1's minima [nbw][EG_NR], then (offset) 128·Σ q_w per block [nbw][EG_NR] */
+    long scale_len = (1 + q41 + offset) * nbw * EG_NR * 4;
     int8_t *pb = pack_buffer(panels * (panel_len + scale_len + EG_NR * 4));
-    int8_t *rows = q8rows_buffer(EG_NR * g->kp + 8 * nb);
+    int8_t *rows = q8rows_buffer(EG_NR * g->kp + 4 * (nbw + nb));
     if (!pb || !rows) return -2;
     float *scales = (float *)(void *)(pb + panels * panel_len);   /* [panels][scale_len / 4] */
     int32_t *sums = (int32_t *)(void *)(pb + panels * (panel_len + scale_len));   /* pack_panel's column sums (unused) */
-    float *dw = (float *)(void *)(rows + EG_NR * g->kp), *mw = dw + nb;
+    float *dw = (float *)(void *)(rows + EG_NR * g->kp), *mw = dw + nbw;
     for (long p = 0; p < panels; p++) {
         long pc = c0 + p * EG_NR, pn = c0 + nc - pc < EG_NR ? c0 + nc - pc : EG_NR;
-        float *ps = scales + p * (scale_len / 4), *pm = ps + nb * EG_NR;
-        int32_t *pcs = (int32_t *)(void *)(ps + (1 + q41) * nb * EG_NR);
+        float *ps = scales + p * (scale_len / 4), *pm = ps + nbw * EG_NR;
+        int32_t *pcs = (int32_t *)(void *)(ps + (1 + q41) * nbw * EG_NR);
         for (long j = 0; j < EG_NR; j++) {
             int8_t *qr = rows + j * g->kp;
             if (j < pn) {
                 q8_row(g->format, (const uint8_t *)a->w, nb, g->k, pc + j, qr, dw, mw);
-                for (long b = 0; b < nb; b++) ps[b * EG_NR + j] = dw[b];
-                if (q41) for (long b = 0; b < nb; b++) pm[b * EG_NR + j] = mw[b];
+                for (long b = 0; b < nbw; b++) ps[b * EG_NR + j] = dw[b];
+                if (q41) for (long b = 0; b < nbw; b++) pm[b * EG_NR + j] = mw[b];
             } else {
                 memset(qr, 0, (size_t)g->kp);
-                for (long b = 0; b < nb; b++) ps[b * EG_NR + j] = 0.0f;
-                if (q41) for (long b = 0; b < nb; b++) pm[b * EG_NR + j] = 0.0f;
+                for (long b = 0; b < nbw; b++) ps[b * EG_NR + j] = 0.0f;
+                if (q41) for (long b = 0; b < nbw; b++) pm[b * EG_NR + j] = 0.0f;
             }
         }
         pack_panel(rows, g->kp, 0, EG_NR, pb + p * panel_len, sums + p * EG_NR);
-        if (offset) block_sums_128(pb + p * panel_len, nb, pcs);
+        if (offset) block_sums_128(pb + p * panel_len, nbw, bs / 4, pcs);
     }
     const long tile_floats = EG_MR * EG_NV * 8, tiles_per_panel = (EG_MC + EG_MR - 1) / EG_MR;
     float *tiles = (float *)(void *)tile_buffer(panels * tiles_per_panel * EG_MR * EG_NV);
@@ -1021,9 +1087,9 @@ EG_AVX2 static int columns_q8_avx2(const gemm_ctx *g, const gemm_mat *a, long c0
             long kc = g->kp - k0 < EG_KC ? g->kp - k0 : EG_KC;
             for (long p = 0; p < panels; p++) {
                 const int8_t *bk = pb + p * panel_len + k0 * EG_NR;
-                const float *ds = scales + p * (scale_len / 4) + (k0 / 32) * EG_NR;
-                const float *ms = q41 ? ds + nb * EG_NR : NULL;
-                const int32_t *cs = offset ? (const int32_t *)(const void *)(ds + (1 + q41) * nb * EG_NR) : NULL;
+                const float *ds = scales + p * (scale_len / 4) + (k0 / bs) * EG_NR;
+                const float *ms = q41 ? ds + nbw * EG_NR : NULL;
+                const int32_t *cs = offset ? (const int32_t *)(const void *)(ds + (1 + q41) * nbw * EG_NR) : NULL;
 #if EG_HAVE_ZMM
                 if (g->simd == EG_P_AVX512VNNI) {   /* EG_ZMR rows (EG_ZMR / EG_MR tiles) per call */
                     if (EG_ZMM2 && p + 1 < panels) {   /* this panel and the next, 8 rows per call */
@@ -1031,9 +1097,9 @@ EG_AVX2 static int columns_q8_avx2(const gemm_ctx *g, const gemm_mat *a, long c0
                         for (long t = 0; t < ntiles; t += 2) {
                             long r0 = m0 + t * EG_MR;
                             int mr = (int)(m1 - r0 < 8 ? m1 - r0 : 8);
-                            eg_kernels_q8_zmm2[q41][mr - 1]((const int8_t *)g->xu + r0 * g->kp + k0, g->kp,
+                            eg_kernels_q8_zmm2[q6 ? 2 : q41][mr - 1]((const int8_t *)g->xu + r0 * g->kp + k0, g->kp,
                                 g->xd + r0 * nb + k0 / 32, g->xs + r0 * nb + k0 / 32, nb, bk, bk + panel_len, ds, ds + next,
-                                ms, ms ? ms + next : NULL, cs, cs + next, kc / 32,
+                                ms, ms ? ms + next : NULL, cs, cs + next, kc / bs,
                                 tiles + (p * tiles_per_panel + t) * tile_floats,
                                 tiles + ((p + 1) * tiles_per_panel + t) * tile_floats);
                         }
@@ -1043,8 +1109,8 @@ EG_AVX2 static int columns_q8_avx2(const gemm_ctx *g, const gemm_mat *a, long c0
                     for (long t = 0; t < ntiles; t += EG_ZMR / EG_MR) {
                         long r0 = m0 + t * EG_MR;
                         int mr = (int)(m1 - r0 < EG_ZMR ? m1 - r0 : EG_ZMR);
-                        eg_kernels_q8_zmm[mr - 1]((const int8_t *)g->xu + r0 * g->kp + k0, g->kp, g->xd + r0 * nb + k0 / 32,
-                                                  g->xs + r0 * nb + k0 / 32, nb, bk, ds, ms, cs, kc / 32,
+                        eg_kernels_q8_zmm[q6][mr - 1]((const int8_t *)g->xu + r0 * g->kp + k0, g->kp, g->xd + r0 * nb + k0 / 32,
+                                                      g->xs + r0 * nb + k0 / 32, nb, bk, ds, ms, cs, kc / bs,
                                                   tiles + (p * tiles_per_panel + t) * tile_floats);
                     }
                     continue;
@@ -1056,7 +1122,7 @@ EG_AVX2 static int columns_q8_avx2(const gemm_ctx *g, const gemm_mat *a, long c0
                     const int8_t *xa = (offset ? (const int8_t *)g->xu : g->xq) + r0 * g->kp + k0;
                     const float *xd = g->xd + r0 * nb + k0 / 32, *xs = g->xs + r0 * nb + k0 / 32;
                     float *acc = tiles + (p * tiles_per_panel + t) * tile_floats;
-                    kern[mr - 1](xa, g->kp, xd, xs, nb, bk, ds, ms, cs, kc / 32, acc);
+                    kern[mr - 1](xa, g->kp, xd, xs, nb, bk, ds, ms, cs, kc / bs, acc);
                 }
             }
         }

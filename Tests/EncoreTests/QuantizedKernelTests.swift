@@ -295,6 +295,55 @@ final class QuantizedKernelTests: XCTestCase {
         for g in 0..<(m * k / 16) { XCTAssertEqual(Int(out[0].2[g]), out[0].0[(16 * g)..<(16 * g + 16)].reduce(0) { $0 + Int($1) }, "bsum \(g)") }
     }
 
+    /// The prompt GEMM over K-quant blocks as stored (`ek_gemm_q8_0`: Q4_K / Q5_K as 32-value blocks with scale d·sc
+    /// and minimum, Q6_K as 16-value blocks with scale d·sc, against q8_0 / q8_1 activations per block of 32): at every
+    /// dispatch level the twin's floats exactly (the same integer sums and FMAs in the same order), on random rows and
+    /// on the mixed GGUF fixture's real K-quant matrices; and the twin within the activations' rounding of llama.cpp's
+    /// own arithmetic (the Q8_K decode GEMV twin, 8 bits per 256: measured up to 6e-3 relative; bound 3e-2) and of fp32
+    /// math on the dequantized weights (bound 3e-2), for 9–40 rows (the tile paths, ragged tiles, two k blocks).
+    func testKQuantPromptGEMMs() throws {
+        defer { ek_set_isa_limit(-1) }
+        let file = try GGUFModelFile(path: fixture("tiny_llama/mixed.gguf"))
+        var cases: [(WeightFormat, [UInt8], Int, Int, Int)] = []
+        for f in [WeightFormat.q4_K, .q5_K, .q6_K] {
+            for (m, n, k) in [(9, 37, 512), (40, 70, 256), (17, 33, 768)] { cases.append((f, randomKQuant(f, rows: n, cols: k), m, n, k)) }
+        }
+        for (name, f) in [("blk.0.ffn_down.weight", WeightFormat.q6_K), ("blk.1.ffn_down.weight", .q4_K), ("blk.2.ffn_down.weight", .q5_K)] {
+            XCTAssertEqual(file.tensors[name]?.type, f.ggmlType, name)
+            cases.append((f, Array(try file.rawBytes(name)), 12, 64, 256))
+        }
+        var paths = Set<String>()
+        for (f, w, m, n, k) in cases {
+            let x = randoms(m * k, scale: 3), b = randoms(n)
+            var twin = [Float](repeating: 0, count: m * n)
+            XCTAssertEqual(ek_gemm_q8_0_ref(f.kernelID, w, x, b, &twin, m, n, k, Int32(EK_EPI_STORE)), 0, "\(f)")
+            var llama = [Float](repeating: 0, count: m * n), exact = llama, wd = [Float](repeating: 0, count: n * k)
+            for r0 in stride(from: 0, to: m, by: 8) {   // llama.cpp's Q8_K arithmetic (the decode GEMV's twin), ≤ 8 rows a call
+                let rows = min(8, m - r0)
+                var part = [Float](repeating: 0, count: rows * n)
+                XCTAssertEqual(ek_gemv_quant_ref(f.kernelID, w, nil, Array(x[(r0 * k)..<((r0 + rows) * k)]), b, &part, rows, n, k), 0)
+                llama.replaceSubrange((r0 * n)..<((r0 + rows) * n), with: part)
+            }
+            XCTAssertEqual(ek_dequantize_rows(f.kernelID, w, nil, &wd, n, k), 0)
+            ek_gemv_f32_ref(wd, x, b, &exact, m, n, k)
+            let toLlama = relativeError(twin, llama), toExact = relativeError(twin, exact)
+            XCTAssertGreaterThan(toExact, 0, "\(f): activations are quantized")
+            XCTAssertLessThan(toLlama, 3e-2, "\(f) \(m)x\(n)x\(k) vs llama.cpp's Q8_K arithmetic")
+            XCTAssertLessThan(toExact, 3e-2, "\(f) \(m)x\(n)x\(k) vs fp32 on the dequantized weights")
+            for level in [EK_ISA_SCALAR, EK_ISA_AVX2, EK_ISA_AVXVNNI, EK_ISA_AVX512] {
+                ek_set_isa_limit(Int32(level))
+                paths.insert(String(cString: ek_gemm_int8_path()))
+                var y = [Float](repeating: 0, count: m * n)
+                XCTAssertEqual(ek_gemm_q8_0(f.kernelID, w, x, b, &y, m, n, k, Int32(EK_EPI_STORE)), 0)
+                XCTAssertEqual(y, twin, "\(f) \(m)x\(n)x\(k) on \(String(cString: ek_gemm_int8_path())): the twin's floats")
+            }
+        }
+        print("K-quant prompt GEMM paths tested: \(paths.sorted().joined(separator: ", "))")
+        var y = [Float](repeating: 0, count: 1)
+        XCTAssertEqual(ek_gemm_q8_0(WeightFormat.q6_K.kernelID, randomKQuant(.q6_K, rows: 1, cols: 256), randoms(200), nil, &y, 1, 1, 200,
+                                    Int32(EK_EPI_STORE)), -1, "K-quant rows need k % 256 == 0")
+    }
+
     /// Random K-quant rows (random bytes, small f16 scales), as tools/goldens' random_kquant.
     func randomKQuant(_ f: WeightFormat, rows: Int, cols: Int) -> [UInt8] {
         var w = (0..<(rows * f.rowBytes(cols))).map { _ in UInt8(truncatingIfNeeded: rng.next()) }

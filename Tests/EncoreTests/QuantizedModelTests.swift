@@ -283,9 +283,10 @@ final class QuantizeCLITests: XCTestCase {
 
 extension QuantizedModelTests {
     /// `--prompt-weights blocks` on a kept mixed GGUF (Q8_0/Q4_0/Q4_1, F16/BF16 and K-quant matrices): the blocks the
-    /// int8 GEMM reads serve prompt passes as stored, the others have no prompt copy (widened per matrix), the
-    /// resident bytes do not grow, and the prompt logits stay within the activation
-    /// quantization of the widened model's (measured 1.5e-2; bound 3e-2).
+    /// int8 GEMM reads (all of this file's block formats, Q6_K included since session 20) serve prompt passes as stored,
+    /// the resident bytes do not grow, and the prompt logits stay within the activation quantization of the widened
+    /// model's (measured 1.6e-2; bound 3e-2). A bf16 decode copy, which the int8 GEMM does not read, gets no prompt
+    /// copy (widened per matrix).
     func testBlocksPromptWeightsAddNoCopies() throws {
         let path = fixture("tiny_llama/mixed.gguf")
         let kept = try XCTUnwrap(ModelRegistry.load(folder: path, keepQuantized: true) as? LlamaModel)
@@ -306,12 +307,21 @@ extension QuantizedModelTests {
             }
         }
         XCTAssertGreaterThan(shared, 0)
-        XCTAssertGreaterThan(widenedLayers, 0)
+        XCTAssertEqual(widenedLayers, 0)
+        XCTAssertEqual(kept.blocks[0].down.decodeFormat, .q6_K)
+        XCTAssertTrue(kept.blocks[0].down.promptInt8 === kept.blocks[0].down.packed, "Q6_K: blocks as stored")
         XCTAssertLessThanOrEqual(resident(kept), before)
         let err = relativeError(try kept.logits([prompt]).toArray(), widened)
         print("tiny mixed GGUF, --prompt-weights blocks: \(shared) layers on their blocks, \(widenedLayers) widened; prompt logits vs widened \(err)")
         XCTAssertGreaterThan(err, 0)
         XCTAssertLessThan(err, 3e-2)
+        let bf16 = try XCTUnwrap(ModelRegistry.load(folder: fixture("tiny_llama/f32.gguf")) as? LlamaModel)
+        bf16.useDecodeWeights(.bf16)
+        try bf16.usePromptWeights(.blocks)
+        for l in bf16.blocks.flatMap(\.linears) {
+            XCTAssertEqual(l.decodeFormat, .bf16)
+            XCTAssertNil(l.promptInt8, "bf16: widened per matrix, no int8 copy")
+        }
     }
 
     /// `--prompt-weights auto`, the command line's default: a GGUF kept quantized whose blocks the decode steps stream

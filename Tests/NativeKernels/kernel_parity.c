@@ -584,28 +584,32 @@ static void test_gemm_int8_once(void) {
  * rounding allows (ggml's q8_0 per block of 32: |Δx| ≤ d/2, d = amax/127; Σ_b d_b/2 · Σ_b|w| per output, plus
  * 1e-5 · (|want| + 1)). */
 static void test_gemm_q8_0(void) {
-    /* the last five reach the zmm tile's two-panel calls (10 panels: more than one per thread) with k > 256 (sums
-       carried across k blocks): last calls of 5, 3, 7 and 1 rows, and a second row block (m > 96) */
+    /* the last six reach the zmm tile's two-panel calls (10 panels: more than one per thread) with k > 256 (sums
+       carried across k blocks): last calls of 5, 3, 7 and 1 rows, and a second row block (m > 96), the last one with
+       the K-quants too */
     static const long shapes[][3] = { { 9, 1, 32 }, { 13, 17, 70 }, { 50, 100, 256 }, { 97, 33, 600 }, { 20, 300, 64 }, { 33, 70, 512 },
                                       { 130, 40, 320 }, { 21, 160, 288 }, { 19, 160, 288 }, { 23, 160, 288 },
-                                      { 17, 160, 288 }, { 101, 160, 288 } };
+                                      { 17, 160, 288 }, { 101, 160, 288 }, { 101, 160, 512 } };
     for (long si = 0; si < (long)(sizeof shapes / sizeof shapes[0]); si++) {
         long m = shapes[si][0], n = shapes[si][1], k = shapes[si][2], rb = ek_quant_row_bytes(EK_WF_Q8_0, k);
         float *w = frand(n * k, 1), *x = frand(m * k, 3), *b = frand(n, 1), *y0 = frand(m * n, 1);
         uint8_t *q = malloc((size_t)(n * rb)), *qx = malloc((size_t)(n * rb));
         float *wd = malloc(sizeof(float) * n * k), *y = out_alloc(m * n), *r = malloc(sizeof(float) * m * n);
         double *want = malloc(sizeof(double) * m * n), *sc = malloc(sizeof(double) * m * n);
-      static const int block_bases[] = { EK_WF_Q8_0, EK_WF_Q4_0, EK_WF_Q4_1, EK_WF_Q5_0, EK_WF_Q5_1, EK_WF_Q4_K, EK_WF_Q5_K };
-      /* Q8_0, Q4_0 (nibbles − 8), Q4_1 (+ minima), Q5_0 (5 bits − 16), Q5_1, and Q4_K / Q5_K as 32-value blocks with
-         scale d·sc_j and minimum −dmin·m_j (k % 256 == 0 only: random bytes, f16 scales in [2^-10, 2^-8]) */
-      for (int bi = 0; bi < 7; bi++) {
-        const int base = block_bases[bi], kq = base == EK_WF_Q4_K || base == EK_WF_Q5_K;
+      static const int block_bases[] = { EK_WF_Q8_0, EK_WF_Q4_0, EK_WF_Q4_1, EK_WF_Q5_0, EK_WF_Q5_1, EK_WF_Q4_K, EK_WF_Q5_K,
+                                         EK_WF_Q6_K };
+      /* Q8_0, Q4_0 (nibbles − 8), Q4_1 (+ minima), Q5_0 (5 bits − 16), Q5_1, Q4_K / Q5_K as 32-value blocks with
+         scale d·sc_j and minimum −dmin·m_j, and Q6_K as 16-value blocks with scale d·sc_j (the K-quants for k % 256 == 0
+         only: random bytes, f16 scales in [2^-10, 2^-8]; Q6_K's int8 scales any byte) */
+      for (int bi = 0; bi < 8; bi++) {
+        const int base = block_bases[bi], kq = base == EK_WF_Q4_K || base == EK_WF_Q5_K || base == EK_WF_Q6_K;
         if (kq && k % 256 != 0) continue;
         rb = ek_quant_row_bytes(base, k);
         if (kq) {
-            const long sb = base == EK_WF_Q4_K ? 144 : 176;
+            const long sb = base == EK_WF_Q4_K ? 144 : base == EK_WF_Q5_K ? 176 : 210;
             for (long i = 0; i < n * rb; i++) q[i] = (uint8_t)((urand() + 1.0f) * 127.99f);
-            for (long i = 0; i < n * rb; i += sb) {   /* d and dmin: small positive normal f16 values */
+            for (long i = 0; i < n * rb; i += sb) {   /* d and dmin (Q6_K: d, its last two bytes): small positive normal f16 */
+                if (base == EK_WF_Q6_K) { q[i + 209] = (uint8_t)(0x14 + (q[i + 209] & 3)); continue; }
                 q[i + 1] = (uint8_t)(0x14 + (q[i + 1] & 3)); q[i + 3] = (uint8_t)(0x14 + (q[i + 3] & 3));
             }
         } else {
@@ -669,7 +673,7 @@ static void test_gemm_q8_0(void) {
                 double *gs = gemv_scale(wd, x, b, mg, n, k);
                 for (long i = 0; i < mg * n; i++) want[i] = r[i];
                 static const char *const gemv_names[] = { "gemv_q8_0 (-128)", "gemv_q4_0 (x8)", "gemv_q4_1 (x8)", "gemv_q5_0 (x8)",
-                                                          "gemv_q5_1 (x8)", "gemv_q4_K", "gemv_q5_K" };
+                                                          "gemv_q5_1 (x8)", "gemv_q4_K", "gemv_q5_K", "gemv_q6_K" };
                 expect_close(gemv_names[bi],
                              layout, y, want, gs, mg * n, 1e-5);
                 struct quant_row_ctx rc = { fmt, wq, NULL, x, b, mg, k };
@@ -704,7 +708,9 @@ static void test_gemm_q8_0(void) {
         free(w); free(x); free(b); free(y0); free(q); free(qx); free(wd); free(y); free(r); free(want); free(sc);
     }
     g_checks++;
-    if (ek_gemm_q8_0(EK_WF_Q6_K, NULL, NULL, NULL, NULL, 1, 1, 256, EK_EPI_STORE) != -1) { printf("FAIL gemm_q8_0: Q6_K accepted\n"); g_failures++; }
+    if (ek_gemm_q8_0(EK_WF_Q6_K, NULL, NULL, NULL, NULL, 1, 1, 272, EK_EPI_STORE) != -1) { printf("FAIL gemm_q8_0: Q6_K with k %% 256 != 0 accepted\n"); g_failures++; }
+    g_checks++;
+    if (ek_gemm_q8_0(EK_WF_BF16, NULL, NULL, NULL, NULL, 1, 1, 256, EK_EPI_STORE) != -1) { printf("FAIL gemm_q8_0: bf16 accepted\n"); g_failures++; }
     g_checks++;
     if (ek_gemm_q8_0(EK_WF_Q4_K, NULL, NULL, NULL, NULL, 1, 1, 300, EK_EPI_STORE) != -1) { printf("FAIL gemm_q8_0: Q4_K with k %% 256 != 0 accepted\n"); g_failures++; }
     report("gemm_q8_0", ek_gemm_int8_path());

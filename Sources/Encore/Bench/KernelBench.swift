@@ -192,7 +192,7 @@ public enum KernelBench {
         var blocks: [WeightFormat] = []
         // (the K-quants have no quantizer to make the probe's random matrix from fp32: their rows use the int8 rate)
         for format in blockPromptFormats where format.hasInt8PromptGEMM && format != .int8 && format != .q4_K && format != .q5_K
-            && !blocks.contains(format) {
+            && format != .q6_K && !blocks.contains(format) {
             blocks.append(format)
         }
         f.blockGemmGOPs = blocks.map { ($0, int8GemmGOPs(format: $0)) }

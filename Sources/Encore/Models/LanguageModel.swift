@@ -83,9 +83,8 @@ extension LanguageModel {
 /// - `decode`: the decode-format copy, widened to fp32 one matrix at a time for BLAS GEMM (no resident fp32 copy:
 ///   the memory of the decode format alone; Mu's and T5's encoders take the decoder's format too).
 /// - `blocks`: the decode-format copy as llama.cpp's prompt passes use it: blocks the int8 GEMM reads (int8 rows,
-///   Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K) are multiplied as stored, as with `int8`, and the others (bf16, Q6_K)
-///   widened per matrix, as with `decode`: no copy of any matrix (a GGUF Q4_K_M file kept quantized holds its file's
-///   bytes alone).
+///   Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K) are multiplied as stored, as with `int8`, and bf16 widened per
+///   matrix, as with `decode`: no copy of any matrix (a GGUF Q4_K_M file kept quantized holds its file's bytes alone).
 ///
 /// ```swift
 /// try model.useDecodeWeights(.int8); try model.usePromptWeights(.int8)   // int8 everywhere
@@ -102,7 +101,7 @@ public enum PromptWeights: String, CaseIterable, Sendable {
     /// format asked for): a GGUF file with quantized matrices loaded with `keepQuantized`, or a folder written by
     /// `encore quantize` (int8, q8_0, q4_0, q4_1; bf16 ones are widened either way). Such a model holds no fp32 copy,
     /// so ``f32`` would widen every matrix in every prompt pass; ``blocks`` multiplies the blocks as llama.cpp's prompt
-    /// passes do (int8 rows as PyTorch's dynamic int8; Q6_K widened per matrix). ``f32`` otherwise: fp32 copies with
+    /// passes do (int8 rows as PyTorch's dynamic int8). ``f32`` otherwise: fp32 copies with
     /// BLAS GEMM, the most precise. On session 19's Intel Xeon first tokens at 512 tokens came 1.6–2.7× sooner with
     /// ``blocks`` (bench/README.md "Session 19").
     ///

@@ -73,10 +73,12 @@ public enum WeightFormat: String, CaseIterable, Sendable {
     }
 
     /// Whether prompt passes can multiply matrices stored in this format with the int8 GEMM directly (int8 rows,
-    /// Q8_0, Q4_0, Q4_1, Q5_0 and Q5_1 blocks, and Q4_K / Q5_K super-blocks as 32-value blocks with scale d·sc and
-    /// minimum −dmin·m); other formats (bf16, Q6_K) get an int8 copy for ``PromptWeights/int8``.
+    /// Q8_0, Q4_0, Q4_1, Q5_0 and Q5_1 blocks, Q4_K / Q5_K super-blocks as 32-value blocks with scale d·sc and
+    /// minimum −dmin·m, and Q6_K super-blocks as 16-value blocks with scale d·sc); bf16 gets an int8 copy for
+    /// ``PromptWeights/int8``.
     public var hasInt8PromptGEMM: Bool {
-        self == .int8 || self == .q8_0 || self == .q4_0 || self == .q4_1 || self == .q5_0 || self == .q5_1 || self == .q4_K || self == .q5_K
+        self == .int8 || self == .q8_0 || self == .q4_0 || self == .q4_1 || self == .q5_0 || self == .q5_1 || self == .q4_K
+            || self == .q5_K || self == .q6_K
     }
 
     /// The decode path this CPU runs for the format, e.g. "avx512vnni", "avx2", "neon-dotprod", "neon", "scalar".

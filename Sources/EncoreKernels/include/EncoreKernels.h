@@ -365,7 +365,8 @@ int ek_gemm_int8_ref(const int8_t *w, const float *wscale, const float *x, const
  * The prompt GEMM with q8_0 activations over Q8_0, Q4_0, Q4_1, Q5_0 or Q5_1 blocks (`format` EK_WF_Q8_0 /
  * EK_WF_Q4_0 / EK_WF_Q4_1 / EK_WF_Q5_0 / EK_WF_Q5_1: ggml rows, or their x8 ids), and over Q4_K / Q5_K rows
  * (k % 256 == 0; each sub-block of 32 as a Q4_1 block with scale d·sc_j and minimum −dmin·m_j, q8_1 activations per
- * 32 values where llama.cpp's use Q8_K per 256), no fp32 copy: GGUF weights as
+ * 32 values where llama.cpp's use Q8_K per 256) and Q6_K rows (k % 256 == 0; each sub-block of 16 a block of its own
+ * with scale d·sc_j, values −32…31, against the q8_0 activations of its block of 32), no fp32 copy: GGUF weights as
  * stored, with llama.cpp's arithmetic (its q8_0, q4_0, q4_1, q5_0 and q5_1 matmuls). x is quantized per block of 32 as
  * ggml's q8_0 (Q4_1, Q5_1: q8_1, with the block sums s = d·Σq; the GEMVs' quantizer, ek_quantize_activations), each
  * block's int32 sum Σ q_x·q_w is exact (Q4_0: q_w = nibble − 8; Q4_1: the nibble; Q5_0: the 5-bit value − 16; Q5_1:
