@@ -132,8 +132,8 @@ struct BenchCommand: ParsableCommand {
     @Option(name: .customLong("step-ab"), help: "Instead of the study: Mu decode steps (the first --input-tokens, --output-tokens steps) alternating step by step between two variants, for each --decode-weights format: shared-gemv (q/k/v in one kernel call vs one call each) or cross-kv (f32 vs f16 cross-attention K/V). Prints each variant's p10 and median step time.")
     var stepAB: String?
 
-    @Option(name: .customLong("cross-kv"), help: "Storage of Mu's cross-attention K/V: f32, or f16 (opt-in: half the bytes a decode step reads over the encoder positions; logits within ~5e-4 of fp32).")
-    var crossKV = "f32"
+    @Option(name: .customLong("cross-kv"), help: "Storage of Mu's cross-attention K/V: auto (the default: as the row's KV cache, see --kv-cache: f16 beside bf16 or quantized decode weights), f32, or f16 (half the bytes a decode step reads over the encoder positions; logits within ~5e-4 of fp32).")
+    var crossKV = "auto"
 
     @Option(name: .customLong("kv-cache"), help: "Storage of the self-attention KV caches (Mu's decoder, the twin, Llama): auto (the default: f16 for rows whose decode steps read bf16 or quantized weights, as llama.cpp's cache, including f32 rows with --prompt-weights int8, which then stream the int8 rows; f32 otherwise), f32, or f16 (half the cache memory and the bytes a step reads over it). T5 keeps f32. The KV column says what each row ran.")
     var kvCache = "auto"
@@ -164,7 +164,7 @@ struct BenchCommand: ParsableCommand {
         if let stepAB, !["shared-gemv", "cross-kv"].contains(stepAB) {
             throw ValidationError("--step-ab: expected shared-gemv or cross-kv (got '\(stepAB)')")
         }
-        if crossKV != "f32" && crossKV != "f16" { throw ValidationError("--cross-kv: expected f32 or f16 (got '\(crossKV)')") }
+        if !["auto", "f32", "f16"].contains(crossKV) { throw ValidationError("--cross-kv: expected auto, f32 or f16 (got '\(crossKV)')") }
         try RuntimeOptions.checkKVCache(kvCache)
         let known = Set(["mu", "mu_decoder", "model"])
         for m in (models ?? "mu").split(separator: ",") where !known.contains(String(m)) {
@@ -258,13 +258,14 @@ struct BenchCommand: ParsableCommand {
                     }
                     return try MuDecoderModel(config: twin, randomSeed: seed)
                 }
-                /// --cross-kv on a model as built or loaded.
-                func configureCaches(_ lm: LanguageModel) throws {
-                    if let mu = lm as? MuModel { mu.halfCrossKV = crossKV == "f16" }
-                }
-                /// --kv-cache on a model whose decode weights are set (auto: f16 for bf16 / quantized ones); whether f16.
+                /// --kv-cache on a model whose decode weights are set (auto: f16 for bf16 / quantized ones; Mu's
+                /// cross-attention K/V follow it unless --cross-kv says f32 or f16); whether f16.
                 func configureKVCache(_ lm: LanguageModel) throws -> Bool {
-                    if lm.supportsHalfKVCache { return try lm.useKVCache(kvStorage) }
+                    if lm.supportsHalfKVCache {
+                        let half = try lm.useKVCache(kvStorage)
+                        if crossKV != "auto", let mu = lm as? MuModel { mu.halfCrossKV = crossKV == "f16" }
+                        return half
+                    }
                     if kvStorage == .f16 && !kvCacheKeptFP32 {
                         printStderr("[\(name)] --kv-cache f16: T5 keeps fp32 KV caches (its relative-bias attention reads fp32 rows)")
                         kvCacheKeptFP32 = true
@@ -273,7 +274,6 @@ struct BenchCommand: ParsableCommand {
                 }
                 var lm: LanguageModel = fromFile ? loaded! : try build()
                 if fromFile && releases { loaded = nil }   // rebuilt models replace it: only `lm` holds it
-                try configureCaches(lm)
                 var reference: DecodeQuality? = nil
                 // The quality sequences: with a checkpoint that has a tokenizer, a fixed English text (its first 64 tokens
                 // as the prompt, the next qualityTokens as targets: a perplexity that means something); otherwise fixed
@@ -306,7 +306,6 @@ struct BenchCommand: ParsableCommand {
                     if releases && index > 0 {
                         printStderr("[\(name)] rebuilding the model for \(format.rawValue) (the previous format released its fp32 copies)…")
                         lm = try build()
-                        try configureCaches(lm)
                     }
                     if !asLoaded { try lm.useDecodeWeights(format) }
                     if let encoderFormat {
@@ -402,7 +401,7 @@ struct BenchCommand: ParsableCommand {
                 + (Backend.bf16PromptGEMMRuns && formats.contains(.bf16) ? ", bf16 on the vdpbf16ps GEMM)" : ")")
             }
             let encoderNote = encoderWeights.map { " · encoder weights \($0)" } ?? ""
-            let crossNote = crossKV == "f16" ? " · Mu cross-attention K/V in f16" : ""
+            let crossNote = crossKV == "auto" ? " · Mu's cross-attention K/V as its KV cache" : " · Mu cross-attention K/V in \(crossKV)"
             print("Encore \(EncoreVersion.string) · \(Backend.blasName) · \(threads) thread(s) · batch 1, greedy, " + promptNote
                   + encoderNote + crossNote + kvNote)
             print("decode kernels: " + formats.map(kernelLabel).map { "\($0.0) \($0.1)" }.joined(separator: ", ")
@@ -543,12 +542,14 @@ struct BenchCommand: ParsableCommand {
         print("\(lm.modelType) decode steps after \(lengths[0]) input tokens, \(outputLengths[0]) steps per variant, alternating step by step; \(threads) thread(s)"
               + (limits.map { String(format: "; read ceiling %.1f GB/s", $0.readGBps) } ?? ""))
         print("A = \(names.0), B = \(names.1); ms per step (p10 / median); weight GB/s and fraction of the read ceiling at the p10 step")
-        defer { DecodeTuning.sharedGEMV = true; mu?.halfCrossKV = crossKV == "f16" }
+        defer { DecodeTuning.sharedGEMV = true }
         for format in formats {
             if !(keepQuantized && format == .f32) { try lm.useDecodeWeights(format) }
+            // shared-gemv: the cross K/V as --cross-kv says (auto: f16 beside bf16 / quantized decode weights)
+            let halfCross = crossKV == "f16" || (crossKV == "auto" && format != .f32)
             printStderr("[\(lm.modelType) \(format.rawValue)] \(variant): \(outputLengths[0]) steps per variant…")
             let r = try StepAB.run(lm, prompt: prompt, steps: outputLengths[0]) { v in
-                if variant == "shared-gemv" { DecodeTuning.sharedGEMV = v == 1; mu?.halfCrossKV = crossKV == "f16" }
+                if variant == "shared-gemv" { DecodeTuning.sharedGEMV = v == 1; mu?.halfCrossKV = halfCross }
                 else { mu?.halfCrossKV = v == 1 }
             }
             let bytes = r.weightBytes

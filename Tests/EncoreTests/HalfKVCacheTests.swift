@@ -91,6 +91,7 @@ final class HalfKVCacheTests: XCTestCase {
 
     /// `useKVCache(.auto)` (the CLI's default) picks f16 exactly when decode steps stream bf16 or quantized weights and
     /// the family has an f16 cache; `.f32` / `.f16` are taken as given; T5 stays fp32 under auto and refuses f16.
+    /// Mu's cross-attention K/V follow the choice: the encodes after it store them in f16 or fp32.
     func testAutoPicksHalfCacheForNarrowDecodeWeights() throws {
         let llama = try XCTUnwrap(ModelRegistry.load(folder: fixture("tiny_llama/f32.gguf")) as? LlamaModel)
         let dec = try smallMuDecoder(seed: 3), mu = try smallMu(seed: 3)
@@ -110,6 +111,22 @@ final class HalfKVCacheTests: XCTestCase {
             XCTAssertFalse(try m.useKVCache(.auto), "\(name): back on fp32 weights, auto is fp32 again")
             XCTAssertFalse(m.usesHalfKVCache, name)
         }
+        // Mu's cross-attention K/V: f16 under auto beside int8 weights, fp32 beside fp32 ones or when asked
+        func crossIsHalf() throws -> [Bool] {
+            try mu.encode([[5, 6, 7, 8]]).cross.map { if case .f16 = $0 { return true } else { return false } }
+        }
+        XCTAssertEqual(try crossIsHalf(), [Bool](repeating: false, count: mu.decoderBlocks.count))
+        mu.useDecodeWeights(.int8)
+        try mu.useKVCache(.auto)
+        XCTAssertTrue(mu.halfCrossKV)
+        XCTAssertEqual(try crossIsHalf(), [Bool](repeating: true, count: mu.decoderBlocks.count))
+        try mu.useKVCache(.f32)
+        XCTAssertEqual(try crossIsHalf(), [Bool](repeating: false, count: mu.decoderBlocks.count))
+        mu.useDecodeWeights(.f32)
+        try mu.useKVCache(.f16)
+        XCTAssertEqual(try crossIsHalf(), [Bool](repeating: true, count: mu.decoderBlocks.count))
+        try mu.useKVCache(.auto)
+        XCTAssertFalse(mu.halfCrossKV)
         // a GGUF whose blocks are kept: the decode steps read them, so auto picks f16
         let kept = try ModelRegistry.load(folder: fixture("tiny_llama/mixed.gguf"), keepQuantized: true)
         XCTAssertFalse(kept.decodeStreamsFP32)
@@ -121,7 +138,7 @@ final class HalfKVCacheTests: XCTestCase {
         XCTAssertFalse(keptLlama.makeCache(batch: 1, offsets: [0], capacity: 8).caches[0].half)
         let t5 = try T5Model(config: T5Config(vocabSize: 300, dModel: 80, dKV: 16, dFF: 160, numLayers: 1, numDecoderLayers: 1,
                                               numHeads: 4), randomSeed: 1)
-        try t5.useDecodeWeights(.q8_0)
+        t5.useDecodeWeights(.q8_0)
         XCTAssertFalse(t5.decodeStreamsFP32)
         XCTAssertFalse(t5.supportsHalfKVCache)
         XCTAssertFalse(try t5.useKVCache(.auto), "T5 keeps fp32 under auto")

@@ -333,10 +333,11 @@ public final class MuModel: LanguageModel {
         return MuEncoderOutput(batch: B, length: L, hidden: x.reshaped([B, L, config.nEmbd]), keep: keep, cross: cross)
     }
 
-    /// Keeps the cross-attention K/V of later ``encode(_:)`` calls in f16 (opt-in): decode steps read half the bytes
-    /// over the encoder positions (7.9 of Mu-330M's 8.4 MB of attention reads per step at 512 input tokens), with
-    /// scores and outputs still computed in fp32 from the widened values. A layer whose K or V exceeds f16's range
-    /// stays fp32. Off by default.
+    /// Keeps the cross-attention K/V of later ``encode(_:)`` calls in f16: decode steps read half the bytes over the
+    /// encoder positions (7.9 of Mu-330M's 8.4 MB of attention reads per step at 512 input tokens, 63 MB at 4,096),
+    /// with scores and outputs still computed in fp32 from the widened values. A layer whose K or V exceeds f16's range
+    /// stays fp32. Off by default; ``LanguageModel/useKVCache(_:)`` sets it with the self-attention cache (`.auto`:
+    /// on beside bf16 or quantized decode weights, the CLI's default).
     public var halfCrossKV = false
     /// Keeps the decoder's self-attention KV caches built afterwards (generation, scoring) in f16 (opt-in; see
     /// ``LlamaModel/halfKVCache``). Off by default.
