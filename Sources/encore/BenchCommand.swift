@@ -129,10 +129,10 @@ struct BenchCommand: ParsableCommand {
     @Flag(name: .customLong("no-limits"), help: "Skip measuring the machine's ceilings (memory bandwidth, BLAS GEMM rate, FMA and int8 instruction peaks).")
     var noLimits = false
 
-    @Option(name: .customLong("step-ab"), help: "Instead of the study: Mu decode steps (the first --input-tokens, --output-tokens steps) alternating step by step between two variants, for each --decode-weights format: shared-gemv (q/k/v in one kernel call vs one call each) or cross-kv (f32 vs f16 cross-attention K/V). Prints each variant's p10 and median step time.")
+    @Option(name: .customLong("step-ab"), help: "Instead of the study: Mu decode steps (the first --input-tokens, --output-tokens steps) alternating step by step between two variants, for each --decode-weights format: shared-gemv (q/k/v in one kernel call vs one call each; any --model) or cross-kv (f32 vs f16 cross-attention K/V; a T5 --model too). Prints each variant's p10 and median step time.")
     var stepAB: String?
 
-    @Option(name: .customLong("cross-kv"), help: "Storage of Mu's cross-attention K/V: auto (the default: as the row's KV cache, see --kv-cache: f16 beside bf16 or quantized decode weights), f32, or f16 (half the bytes a decode step reads over the encoder positions; logits within ~5e-4 of fp32).")
+    @Option(name: .customLong("cross-kv"), help: "Storage of the cross-attention K/V of Mu and T5: auto (the default: as --kv-cache says: f16 beside bf16 or quantized decode weights), f32, or f16 (half the bytes a decode step reads over the encoder positions; logits within ~5e-4 of fp32).")
     var crossKV = "auto"
 
     @Option(name: .customLong("kv-cache"), help: "Storage of the self-attention KV caches (Mu's decoder, the twin, Llama): auto (the default: f16 for rows whose decode steps read bf16 or quantized weights, as llama.cpp's cache, including f32 rows with --prompt-weights int8, which then stream the int8 rows; f32 otherwise), f32, or f16 (half the cache memory and the bytes a step reads over it). T5 keeps f32. The KV column says what each row ran.")
@@ -258,19 +258,21 @@ struct BenchCommand: ParsableCommand {
                     }
                     return try MuDecoderModel(config: twin, randomSeed: seed)
                 }
-                /// --kv-cache on a model whose decode weights are set (auto: f16 for bf16 / quantized ones; Mu's
-                /// cross-attention K/V follow it unless --cross-kv says f32 or f16); whether f16.
+                /// --kv-cache on a model whose decode weights are set (auto: f16 for bf16 / quantized ones; Mu's and
+                /// T5's cross-attention K/V follow it unless --cross-kv says f32 or f16); whether the self-attention
+                /// cache is f16.
                 func configureKVCache(_ lm: LanguageModel) throws -> Bool {
-                    if lm.supportsHalfKVCache {
-                        let half = try lm.useKVCache(kvStorage)
-                        if crossKV != "auto", let mu = lm as? MuModel { mu.halfCrossKV = crossKV == "f16" }
-                        return half
+                    var half = false
+                    if lm.supportsHalfKVCache || kvStorage != .f16 { half = try lm.useKVCache(kvStorage) }
+                    else {   // T5 under f16: its self-attention cache stays fp32, its cross K/V take f16
+                        if !kvCacheKeptFP32 {
+                            printStderr("[\(name)] --kv-cache f16: T5 keeps an fp32 self-attention cache (its relative-bias attention reads fp32 rows); its cross-attention K/V are f16")
+                            kvCacheKeptFP32 = true
+                        }
+                        (lm as? HalfCrossKVModel)?.halfCrossKV = true
                     }
-                    if kvStorage == .f16 && !kvCacheKeptFP32 {
-                        printStderr("[\(name)] --kv-cache f16: T5 keeps fp32 KV caches (its relative-bias attention reads fp32 rows)")
-                        kvCacheKeptFP32 = true
-                    }
-                    return false
+                    if crossKV != "auto" { (lm as? HalfCrossKVModel)?.halfCrossKV = crossKV == "f16" }
+                    return half
                 }
                 var lm: LanguageModel = fromFile ? loaded! : try build()
                 if fromFile && releases { loaded = nil }   // rebuilt models replace it: only `lm` holds it
@@ -401,7 +403,7 @@ struct BenchCommand: ParsableCommand {
                 + (Backend.bf16PromptGEMMRuns && formats.contains(.bf16) ? ", bf16 on the vdpbf16ps GEMM)" : ")")
             }
             let encoderNote = encoderWeights.map { " · encoder weights \($0)" } ?? ""
-            let crossNote = crossKV == "auto" ? " · Mu's cross-attention K/V as its KV cache" : " · Mu cross-attention K/V in \(crossKV)"
+            let crossNote = crossKV == "auto" ? " · cross-attention K/V (Mu, T5) f16 where the decode weights are bf16 / quantized" : " · cross-attention K/V (Mu, T5) in \(crossKV)"
             print("Encore \(EncoreVersion.string) · \(Backend.blasName) · \(threads) thread(s) · batch 1, greedy, " + promptNote
                   + encoderNote + crossNote + kvNote)
             print("decode kernels: " + formats.map(kernelLabel).map { "\($0.0) \($0.1)" }.joined(separator: ", ")
@@ -529,12 +531,12 @@ struct BenchCommand: ParsableCommand {
         if let model {
             let loaded = try ModelRegistry.load(folder: model, keepQuantized: keepQuantized)
             if let mu = loaded as? MuModel { lm = try MuModel(config: mu.config, randomSeed: seed) }
-            else if variant == "shared-gemv" { lm = loaded }
-            else { throw ValidationError("--step-ab cross-kv needs a Mu model") }
+            else if variant == "shared-gemv" || loaded is T5Model { lm = loaded }
+            else { throw ValidationError("--step-ab cross-kv needs a Mu or T5 model") }
         } else {
             lm = try MuModel(config: .mu330m, randomSeed: seed)
         }
-        let mu = lm as? MuModel
+        let crossModel = lm as? HalfCrossKVModel
         var rng = SplitMix64(seed: seed)
         let prompt = (0..<lengths[0]).map { _ in 3 + Int(rng.next() % UInt64(lm.vocabSize - 3)) }
         let limits = noLimits ? nil : KernelBench.run(formats: [])
@@ -549,8 +551,8 @@ struct BenchCommand: ParsableCommand {
             let halfCross = crossKV == "f16" || (crossKV == "auto" && format != .f32)
             printStderr("[\(lm.modelType) \(format.rawValue)] \(variant): \(outputLengths[0]) steps per variant…")
             let r = try StepAB.run(lm, prompt: prompt, steps: outputLengths[0]) { v in
-                if variant == "shared-gemv" { DecodeTuning.sharedGEMV = v == 1; mu?.halfCrossKV = halfCross }
-                else { mu?.halfCrossKV = v == 1 }
+                if variant == "shared-gemv" { DecodeTuning.sharedGEMV = v == 1; crossModel?.halfCrossKV = halfCross }
+                else { crossModel?.halfCrossKV = v == 1 }
             }
             let bytes = r.weightBytes
             func side(_ t: StepAB.Times) -> String {

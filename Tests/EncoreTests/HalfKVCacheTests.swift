@@ -142,6 +142,10 @@ final class HalfKVCacheTests: XCTestCase {
         XCTAssertFalse(t5.decodeStreamsFP32)
         XCTAssertFalse(t5.supportsHalfKVCache)
         XCTAssertFalse(try t5.useKVCache(.auto), "T5 keeps fp32 under auto")
+        XCTAssertTrue(t5.halfCrossKV, "T5's cross-attention K/V follow auto beside q8_0 weights")
+        XCTAssertTrue(try t5.encode([[5, 6, 7]]).cross.allSatisfy { if case .f16 = $0 { return true } else { return false } })
+        try t5.useKVCache(.f32)
+        XCTAssertFalse(t5.halfCrossKV)
         XCTAssertThrowsError(try t5.useKVCache(.f16))
         XCTAssertEqual(try KVCacheStorage(parsing: "F16"), .f16)
         XCTAssertThrowsError(try KVCacheStorage(parsing: "f8")) { XCTAssertTrue("\($0)".contains("KV cache storage must be auto, f32 or f16 (got 'f8')"), "\($0)") }

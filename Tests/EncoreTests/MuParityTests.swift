@@ -73,6 +73,21 @@ final class MuParityTests: XCTestCase {
         }
     }
 
+    /// Long decoder inputs (teacher forcing, scoring: 16 queries or more take the BLAS path) over f16 cross K/V widen
+    /// the rows once: the logits stay within 2e-3 of the fp32 K/V's (and differ from them).
+    func testHalfCrossKVWithLongDecoderInputs() throws {
+        let (model, golden, _) = try Self.load(Self.muCases[0])
+        let encoderIds = try intRows(golden["encoder_input_ids"])
+        let decoderIds = encoderIds.map { row in (0..<24).map { 3 + (row[$0 % row.count] + 7 * $0) % (model.vocabSize - 3) } }
+        let full = try model.teacherForcedLogits(encoderIds: encoderIds, decoderIds: decoderIds).toArray()
+        model.halfCrossKV = true
+        let half = try model.teacherForcedLogits(encoderIds: encoderIds, decoderIds: decoderIds).toArray()
+        let err = relativeError(half, full)
+        print("f16 cross K/V, 24 decoder tokens: relative error \(err)")
+        XCTAssertLessThan(err, 2e-3)
+        XCTAssertGreaterThan(err, 0)
+    }
+
     /// HalfTensor keeps values within f16's range (rounded to nearest even) and refuses the others, so a layer whose
     /// K/V does not fit stays fp32.
     func testHalfTensorRangeCheck() {

@@ -150,6 +150,14 @@ extension LlamaModel: HalfKVCacheModel {}
 extension MuDecoderModel: HalfKVCacheModel {}
 extension MuModel: HalfKVCacheModel {}
 
+/// The encoder-decoders whose cross-attention K/V can be kept in f16 (Mu, T5; ``CrossAttentionKV``), set by
+/// ``LanguageModel/useKVCache(_:)``.
+public protocol HalfCrossKVModel: AnyObject {
+    var halfCrossKV: Bool { get set }
+}
+extension MuModel: HalfCrossKVModel {}
+extension T5Model: HalfCrossKVModel {}
+
 extension LanguageModel {
     /// Keeps the self-attention KV caches built afterwards (generation, scoring) in f16 (`true`) or fp32 (`false`, the default):
     /// ``LlamaModel/halfKVCache``, ``MuDecoderModel/halfKVCache``, ``MuModel/halfKVCache``. T5's decoder keeps fp32
@@ -187,9 +195,10 @@ extension LanguageModel {
 
     /// Chooses the storage of the self-attention KV caches built from now on (see ``KVCacheStorage``) and returns
     /// whether it is f16. `.auto` picks f16 when the decode weights are not fp32 and the family supports it, as
-    /// llama.cpp keeps its cache in f16: call it after ``useDecodeWeights(_:)``. `.f16` throws for T5. Mu's
-    /// cross-attention K/V of later encodes (``MuModel/halfCrossKV``), the cache its decode steps read over the encoder
-    /// positions, follow the same choice.
+    /// llama.cpp keeps its cache in f16: call it after ``useDecodeWeights(_:)``. `.f16` throws for T5. The
+    /// cross-attention K/V of later encodes (``MuModel/halfCrossKV``, ``T5Model/halfCrossKV``), the cache an
+    /// encoder-decoder's decode steps read over the encoder positions, follow the same choice (T5's under `.auto` too,
+    /// though its self-attention cache stays fp32).
     ///
     /// ```swift
     /// try model.useDecodeWeights(.q4_0)
@@ -203,19 +212,20 @@ extension LanguageModel {
         case .auto: supportsHalfKVCache && !decodeStreamsFP32
         }
         try useHalfKVCache(half)
-        (self as? MuModel)?.halfCrossKV = half
+        (self as? HalfCrossKVModel)?.halfCrossKV = storage == .f16 || (storage == .auto && !decodeStreamsFP32)
         return half
     }
 }
 
-/// Storage of the self-attention KV caches (decoder-only models, Mu's decoder) and of Mu's cross-attention K/V.
+/// Storage of the self-attention KV caches (decoder-only models, Mu's decoder) and of the cross-attention K/V of the
+/// encoder-decoders (Mu, T5).
 ///
 /// - `f32`: exact; the library's default.
 /// - `f16`: half the cache memory and half the bytes a decode step reads over it; logits within ~1e-3 of the fp32
 ///   cache's (llama.cpp's default cache type). Values beyond f16's range turn a cache back to fp32. For Mu also the
 ///   cross-attention K/V (at 4,096 input tokens 63 of Mu-330M's 200 MB read per int8 decode step in fp32).
 /// - `auto`: f16 when decode steps stream bf16 or quantized weights (whose own rounding is larger), fp32 otherwise
-///   and for T5; the CLI's default.
+///   and for T5's self-attention cache (its cross-attention K/V follow the rule); the CLI's default.
 public enum KVCacheStorage: String, CaseIterable, Sendable {
     case auto, f32, f16
 

@@ -492,6 +492,27 @@ extension AttentionWeights {
     }
 }
 
+/// One decoder layer's cross-attention K and V over the encoder positions, [B*L, kvWidth] each: computed once per
+/// encode and read by every decode step. fp32, or f16 (``MuModel/halfCrossKV``, ``T5Model/halfCrossKV``: half the
+/// bytes a step reads over the encoder positions; scores and outputs still fp32).
+enum CrossAttentionKV {
+    case f32(k: Tensor, v: Tensor)
+    case f16(k: HalfTensor, v: HalfTensor)
+
+    /// K and V as projected (fp32), or in f16 when `half` and both fit f16's range (a layer that does not stays fp32).
+    init(k: Tensor, v: Tensor, half: Bool) {
+        if half, let k16 = HalfTensor(fitting: k), let v16 = HalfTensor(fitting: v) { self = .f16(k: k16, v: v16) }
+        else { self = .f32(k: k, v: v) }
+    }
+
+    var bytes: Int {
+        switch self {
+        case .f32(let k, let v): return (k.count + v.count) * 4
+        case .f16(let k, let v): return k.bytes + v.bytes
+        }
+    }
+}
+
 extension Ops {
     /// Attention for B sequences without a cache: q [B*tq, H*D] against k, v [B*kvRows, Hkv*D], keyKeep
     /// [B*kvRows] (0 = masked); `causalOffset` as in ``Ops/attention(q:tq:k:v:kvRows:kvStride:out:shape:keyKeep:causalOffset:scratch:)``.
@@ -512,19 +533,45 @@ extension Ops {
         return o
     }
 
-    /// As ``batchedAttention(q:k:v:batch:tq:kvRows:keyKeep:shape:causalOffset:scratch:)`` without a causal mask,
-    /// with K and V in f16 (`ek_attention_f16kv`: widened to fp32 per element). Returns [B*tq, H*D].
-    static func batchedAttentionF16KV(q: Tensor, k: HalfTensor, v: HalfTensor, batch B: Int, tq: Int, kvRows: Int,
-                                      keyKeep: [UInt8], shape: AttentionShape, scratch: inout [Float]) -> Tensor {
-        precondition(k.count == B * kvRows * shape.kvWidth && v.count == k.count, "attention: k \(k.shape) v \(v.shape)")
+    /// Cross-attention of q [B*tq, H*D] over a decoder layer's stored encoder K/V ([B*kvRows, Hkv*D] each, fp32 or
+    /// f16), no causal mask: scores scaled by 1/√D (`scaled`, Mu) or not (T5, whose cross-attention has no position
+    /// bias either). f16 rows are widened per element by the short-query kernel (`ek_attention_f16kv`, decode steps),
+    /// or once into fp32 for long queries (teacher forcing, scoring), which take the BLAS path. Returns [B*tq, H*D].
+    static func crossAttention(q: Tensor, kv: CrossAttentionKV, batch B: Int, tq: Int, kvRows: Int, keyKeep: [UInt8],
+                               shape: AttentionShape, scaled: Bool, scratch: inout [Float]) -> Tensor {
+        let (k32, v32): (Tensor, Tensor)
+        switch kv {
+        case .f32(let k, let v): (k32, v32) = (k, v)
+        case .f16(let k, let v):
+            guard tq < longQueryMinimum else { (k32, v32) = (k.widened(), v.widened()); break }
+            precondition(k.count == B * kvRows * shape.kvWidth && v.count == k.count, "attention: k \(k.shape) v \(v.shape)")
+            let o = Tensor(uninitialized: [B * tq, shape.qWidth])
+            let scaleDiv = scaled ? Float(Double(shape.headDim).squareRoot()) : 1
+            withExtendedLifetime((q, k, v)) {
+                keyKeep.withUnsafeBufferPointer { kp in
+                    for b in 0..<B {
+                        attentionF16KV(q: q.data + b * tq * shape.qWidth, tq: tq, k: k.data + b * kvRows * shape.kvWidth,
+                                       v: v.data + b * kvRows * shape.kvWidth, kvRows: kvRows, kvStride: shape.kvWidth,
+                                       out: o.data + b * tq * shape.qWidth, shape: shape, keyKeep: kp.baseAddress! + b * kvRows,
+                                       causalOffset: -1, scaleDiv: scaleDiv, scratch: &scratch)
+                    }
+                }
+            }
+            return o
+        }
+        precondition(k32.count == B * kvRows * shape.kvWidth && v32.count == k32.count, "attention: k \(k32.shape) v \(v32.shape)")
+        if scaled {
+            return batchedAttention(q: q, k: k32, v: v32, batch: B, tq: tq, kvRows: kvRows, keyKeep: keyKeep, shape: shape,
+                                    causalOffset: -1, scratch: &scratch)
+        }
         let o = Tensor(uninitialized: [B * tq, shape.qWidth])
-        withExtendedLifetime((q, k, v)) {
+        withExtendedLifetime((q, k32, v32)) {
             keyKeep.withUnsafeBufferPointer { kp in
                 for b in 0..<B {
-                    attentionF16KV(q: q.data + b * tq * shape.qWidth, tq: tq, k: k.data + b * kvRows * shape.kvWidth,
-                                   v: v.data + b * kvRows * shape.kvWidth, kvRows: kvRows, kvStride: shape.kvWidth,
-                                   out: o.data + b * tq * shape.qWidth, shape: shape, keyKeep: kp.baseAddress! + b * kvRows,
-                                   causalOffset: -1, scratch: &scratch)
+                    relativeBiasAttention(q: q.data + b * tq * shape.qWidth, tq: tq, k: k32.data + b * kvRows * shape.kvWidth,
+                                          v: v32.data + b * kvRows * shape.kvWidth, kvRows: kvRows, kvStride: shape.kvWidth,
+                                          out: o.data + b * tq * shape.qWidth, shape: shape, keyKeep: kp.baseAddress! + b * kvRows,
+                                          causalOffset: -1, bias: nil, scratch: &scratch)
                 }
             }
         }
@@ -532,15 +579,17 @@ extension Ops {
     }
 
     /// ``Ops/attention(q:tq:k:v:kvRows:kvStride:out:shape:keyKeep:causalOffset:scratch:)`` for short queries
-    /// (tq < ``Ops/longQueryMinimum``) over f16 keys and values (`ek_attention_f16kv`: widened per element).
+    /// (tq < ``Ops/longQueryMinimum``) over f16 keys and values (`ek_attention_f16kv`: widened per element); scores
+    /// divided by `scaleDiv`, √D when nil (T5's cross-attention: 1).
     static func attentionF16KV(q: UnsafePointer<Float>, tq: Int, k: UnsafePointer<UInt16>, v: UnsafePointer<UInt16>,
                                kvRows: Int, kvStride: Int, out: UnsafeMutablePointer<Float>, shape: AttentionShape,
-                               keyKeep: UnsafePointer<UInt8>?, causalOffset: Int, scratch: inout [Float]) {
+                               keyKeep: UnsafePointer<UInt8>?, causalOffset: Int, scaleDiv: Float? = nil,
+                               scratch: inout [Float]) {
         precondition(tq < longQueryMinimum, "attentionF16KV: \(tq) queries (long queries take fp32 rows)")
         withShortQueryScratch(tq: tq, kvRows: kvRows, shape: shape, scratch: &scratch) { s in
             ek_attention_f16kv(q, shape.qWidth, k, kvStride, v, kvStride, out, shape.qWidth, tq, kvRows, shape.heads,
                                shape.kvHeads, shape.headDim, shape.interleaved ? 1 : 0, keyKeep, causalOffset,
-                               Float(Double(shape.headDim).squareRoot()), s)
+                               scaleDiv ?? Float(Double(shape.headDim).squareRoot()), s)
         }
     }
 

@@ -51,21 +51,10 @@ public final class MuEncoderOutput {
     public let hidden: Tensor
     /// 1 where the input token is not the pad id: [B*L].
     let keep: [UInt8]
-    /// One decoder layer's cross-attention K and V, [B*L, kvWidth] each: fp32, or f16 (``MuModel/halfCrossKV``).
-    enum CrossKV {
-        case f32(k: Tensor, v: Tensor)
-        case f16(k: HalfTensor, v: HalfTensor)
-        var bytes: Int {
-            switch self {
-            case .f32(let k, let v): return (k.count + v.count) * 4
-            case .f16(let k, let v): return k.bytes + v.bytes
-            }
-        }
-    }
-    /// Per decoder layer: K and V projected from `hidden`.
-    let cross: [CrossKV]
+    /// Per decoder layer: K and V projected from `hidden`, [B*L, kvWidth] each, fp32 or f16 (``MuModel/halfCrossKV``).
+    let cross: [CrossAttentionKV]
 
-    init(batch: Int, length: Int, hidden: Tensor, keep: [UInt8], cross: [CrossKV]) {
+    init(batch: Int, length: Int, hidden: Tensor, keep: [UInt8], cross: [CrossAttentionKV]) {
         self.batch = batch
         self.length = length
         self.hidden = hidden
@@ -325,11 +314,7 @@ public final class MuModel: LanguageModel {
         // every decoder layer's K and V of x in one call where the weights allow (int8 prompts)
         let kv = Linear.shared(x, decoderBlocks.flatMap { [$0.crossAttn.k, $0.crossAttn.v] })
         StepProfile.lap(.crossKV)
-        let cross = (0..<decoderBlocks.count).map { i -> MuEncoderOutput.CrossKV in
-            let k = kv[2 * i], v = kv[2 * i + 1]                           // [B*L, Hkv*D]
-            if halfCrossKV, let k16 = HalfTensor(fitting: k), let v16 = HalfTensor(fitting: v) { return .f16(k: k16, v: v16) }
-            return .f32(k: k, v: v)
-        }
+        let cross = (0..<decoderBlocks.count).map { CrossAttentionKV(k: kv[2 * $0], v: kv[2 * $0 + 1], half: halfCrossKV) }   // [B*L, Hkv*D]
         return MuEncoderOutput(batch: B, length: L, hidden: x.reshaped([B, L, config.nEmbd]), keep: keep, cross: cross)
     }
 
@@ -403,15 +388,8 @@ public final class MuModel: LanguageModel {
             StepProfile.lap(.norm)
             let qc = block.crossAttn.q(h2)                                 // [B*n, H*D]
             StepProfile.lap(.crossQGEMV)
-            let oc: Tensor                                                 // [B*n, H*D]
-            switch state.encoder.cross[layer] {
-            case .f32(let k, let v):
-                oc = Ops.batchedAttention(q: qc, k: k, v: v, batch: B, tq: n, kvRows: L, keyKeep: state.encoder.keep,
-                                          shape: shape, causalOffset: -1, scratch: &state.scratch)
-            case .f16(let k, let v):
-                oc = Ops.batchedAttentionF16KV(q: qc, k: k, v: v, batch: B, tq: n, kvRows: L, keyKeep: state.encoder.keep,
-                                               shape: shape, scratch: &state.scratch)
-            }
+            let oc = Ops.crossAttention(q: qc, kv: state.encoder.cross[layer], batch: B, tq: n, kvRows: L,   // [B*n, H*D]
+                                        keyKeep: state.encoder.keep, shape: shape, scaled: true, scratch: &state.scratch)
             StepProfile.lap(.crossAttention)
             block.crossAttn.out.accumulate(into: x, oc)
             StepProfile.lap(.crossOutGEMV)

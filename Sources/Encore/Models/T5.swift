@@ -355,15 +355,14 @@ public final class T5EncoderOutput {
     public let hidden: Tensor
     /// 1 where the input token is not the pad id: [B*L].
     let keep: [UInt8]
-    /// Per decoder layer: K and V projected from `hidden`, [B*L, A] each.
-    let crossK: [Tensor]
-    let crossV: [Tensor]
+    /// Per decoder layer: K and V projected from `hidden`, [B*L, A] each, fp32 or f16 (``T5Model/halfCrossKV``).
+    let cross: [CrossAttentionKV]
 
-    init(batch: Int, length: Int, hidden: Tensor, keep: [UInt8], crossK: [Tensor], crossV: [Tensor]) {
-        (self.batch, self.length, self.hidden, self.keep, self.crossK, self.crossV) = (batch, length, hidden, keep, crossK, crossV)
+    init(batch: Int, length: Int, hidden: Tensor, keep: [UInt8], cross: [CrossAttentionKV]) {
+        (self.batch, self.length, self.hidden, self.keep, self.cross) = (batch, length, hidden, keep, cross)
     }
 
-    var bytes: Int { (hidden.count + crossK.reduce(0) { $0 + $1.count } + crossV.reduce(0) { $0 + $1.count }) * 4 + keep.count }
+    var bytes: Int { hidden.count * 4 + cross.reduce(0) { $0 + $1.bytes } + keep.count }
 }
 
 /// A T5 / Flan-T5 encoder-decoder (`T5ForConditionalGeneration`) from a Hugging Face folder.
@@ -391,6 +390,11 @@ public final class T5Model: LanguageModel {
     let decoderBias: T5RelativeBias
     let decoderNorm: T5LayerNorm
     public let parameterCount: Int
+    /// Keeps the cross-attention K/V of later ``encode(_:)`` calls in f16 (as ``MuModel/halfCrossKV``): T5-347M's
+    /// decode steps read 100 MB of them at 512 input tokens in fp32 (24 layers × 512 × 1024 × 2). The self-attention
+    /// cache stays fp32. Off by default; ``LanguageModel/useKVCache(_:)`` sets it (`.auto`: on beside bf16 or
+    /// quantized decode weights, the CLI's default).
+    public var halfCrossKV = false
 
     public var modelType: String { "t5" }
     public var vocabSize: Int { config.vocabSize }
@@ -684,9 +688,8 @@ public final class T5Model: LanguageModel {
         // every decoder layer's K and V of x in one call where the weights allow (int8 prompts)
         let kv = Linear.shared(x, decoderBlocks.flatMap { [$0.crossAttn.k, $0.crossAttn.v] })
         StepProfile.lap(.crossKV)
-        let crossK = stride(from: 0, to: kv.count, by: 2).map { kv[$0] }   // [B*L, A] per layer
-        let crossV = stride(from: 1, to: kv.count, by: 2).map { kv[$0] }
-        return T5EncoderOutput(batch: B, length: L, hidden: x.reshaped([B, L, config.dModel]), keep: keep, crossK: crossK, crossV: crossV)
+        let cross = (0..<decoderBlocks.count).map { CrossAttentionKV(k: kv[2 * $0], v: kv[2 * $0 + 1], half: halfCrossKV) }   // [B*L, A]
+        return T5EncoderOutput(batch: B, length: L, hidden: x.reshaped([B, L, config.dModel]), keep: keep, cross: cross)
     }
 
     // MARK: decoder
@@ -750,17 +753,8 @@ public final class T5Model: LanguageModel {
             StepProfile.lap(.norm)
             let qc = block.crossAttn.q(h1)                                 // [B*n, A]
             StepProfile.lap(.crossQGEMV)
-            let kc = state.encoder.crossK[layer], vc = state.encoder.crossV[layer]
-            let oc = Tensor(uninitialized: [B * n, A])
-            withExtendedLifetime((qc, kc, vc)) {
-                state.encoder.keep.withUnsafeBufferPointer { kp in
-                    for b in 0..<B {
-                        Ops.relativeBiasAttention(q: qc.data + b * n * A, tq: n, k: kc.data + b * L * A, v: vc.data + b * L * A,
-                                                  kvRows: L, kvStride: A, out: oc.data + b * n * A, shape: shape,
-                                                  keyKeep: kp.baseAddress! + b * L, causalOffset: -1, bias: nil, scratch: &state.scratch)
-                    }
-                }
-            }
+            let oc = Ops.crossAttention(q: qc, kv: state.encoder.cross[layer], batch: B, tq: n, kvRows: L,   // [B*n, A]
+                                        keyKeep: state.encoder.keep, shape: shape, scaled: false, scratch: &state.scratch)
             StepProfile.lap(.crossAttention)
             Ops.addInPlace(x, block.crossAttn.o(oc))
             StepProfile.lap(.crossOutGEMV)
