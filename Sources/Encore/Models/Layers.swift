@@ -511,6 +511,20 @@ enum CrossAttentionKV {
         case .f16(let k, let v): return k.bytes + v.bytes
         }
     }
+
+    /// Every decoder layer's K and V of the encoder output x [B*L, C] (`projections` = [(k, v)] per layer). fp32: one
+    /// ``Linear/shared(_:_:)`` call for all of them (x quantized once, one pool job, for int8 / block prompts). `half`:
+    /// four layers per call, each group stored in f16 before the next is projected, so the fp32 rows of one group exist
+    /// at a time and the peak memory stays below the fp32 K/V's (all of them at once, then their f16 copies, would
+    /// raise it by half).
+    static func project(_ x: Tensor, _ projections: [(k: Linear, v: Linear)], half: Bool) -> [CrossAttentionKV] {
+        let group = half ? 4 : max(projections.count, 1)
+        return stride(from: 0, to: projections.count, by: group).flatMap { g0 in
+            let layers = projections[g0..<min(g0 + group, projections.count)]
+            let kv = Linear.shared(x, layers.flatMap { [$0.k, $0.v] })
+            return (0..<layers.count).map { CrossAttentionKV(k: kv[2 * $0], v: kv[2 * $0 + 1], half: half) }
+        }
+    }
 }
 
 extension Ops {

@@ -311,10 +311,9 @@ public final class MuModel: LanguageModel {
         }
         x = lnE(x)
         StepProfile.lap(.norm)
-        // every decoder layer's K and V of x in one call where the weights allow (int8 prompts)
-        let kv = Linear.shared(x, decoderBlocks.flatMap { [$0.crossAttn.k, $0.crossAttn.v] })
+        // every decoder layer's K and V of x (in one call, or four layers per call when stored in f16)
+        let cross = CrossAttentionKV.project(x, decoderBlocks.map { ($0.crossAttn.k, $0.crossAttn.v) }, half: halfCrossKV)
         StepProfile.lap(.crossKV)
-        let cross = (0..<decoderBlocks.count).map { CrossAttentionKV(k: kv[2 * $0], v: kv[2 * $0 + 1], half: halfCrossKV) }   // [B*L, Hkv*D]
         return MuEncoderOutput(batch: B, length: L, hidden: x.reshaped([B, L, config.nEmbd]), keep: keep, cross: cross)
     }
 
