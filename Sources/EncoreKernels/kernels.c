@@ -482,6 +482,17 @@ static long softmax_row_limit(float *s, long cols, const uint8_t *keep, long cau
     return limit;
 }
 
+/* 1/d when it is exact, so that x·(1/d) == x/d for every float x (both are the correctly rounded x/d): d a power of
+ * two (attention's √head_dim for head_dim 4, 16, 64, 256, …) whose reciprocal is a normal float; 0 otherwise (the
+ * caller divides). A multiply instead of vdivps per score: the prompt passes' softmax at 4,096 keys spent most of its
+ * first pass in the division. */
+static float exact_reciprocal(float d) {
+    int e;
+    if (!(d > 0.0f) || !isfinite(d) || frexpf(d, &e) != 0.5f) return 0.0f;
+    float r = 1.0f / d;
+    return isnormal(r) ? r : 0.0f;
+}
+
 /* A row with every key masked: uniform over all cols, as the reference's masked_fill(finfo.min). */
 static void softmax_row_uniform(float *s, long cols) {
     float u = 1.0f / (float)cols;
@@ -511,15 +522,21 @@ EK_AVX512F_MATH static void softmax_row_avx512(float *s, long cols, float scale_
                                                   long causal_offset, long r) {
     long limit = softmax_row_limit(s, cols, keep, causal_offset, r);
     const __m512 div = _mm512_set1_ps(scale_div), ninf = _mm512_set1_ps(-INFINITY);
+    /* an exact reciprocal: x = s·(1/d) is recomputed in the second pass instead of stored by the first (same floats) */
+    const float recip = exact_reciprocal(scale_div);
+    const __m512 rv = _mm512_set1_ps(recip);
     __m512 m16 = ninf;
     long c = 0;
-    for (; c + 16 <= limit; c += 16) {
-        __m512 x = _mm512_div_ps(_mm512_loadu_ps(s + c), div);
-        _mm512_storeu_ps(s + c, x);
-        m16 = _mm512_max_ps(m16, x);
-    }
+    if (recip != 0.0f)
+        for (; c + 16 <= limit; c += 16) m16 = _mm512_max_ps(m16, _mm512_mul_ps(_mm512_loadu_ps(s + c), rv));
+    else
+        for (; c + 16 <= limit; c += 16) {
+            __m512 x = _mm512_div_ps(_mm512_loadu_ps(s + c), div);
+            _mm512_storeu_ps(s + c, x);
+            m16 = _mm512_max_ps(m16, x);
+        }
     const __mmask16 tail = (__mmask16)((1u << (limit - c)) - 1);
-    if (tail) {
+    if (tail) {   /* the tail is always stored divided: the second pass reads it as it is */
         __m512 x = _mm512_div_ps(_mm512_maskz_loadu_ps(tail, s + c), div);
         _mm512_mask_storeu_ps(s + c, tail, x);
         m16 = _mm512_mask_max_ps(m16, tail, m16, x);
@@ -529,7 +546,7 @@ EK_AVX512F_MATH static void softmax_row_avx512(float *s, long cols, float scale_
     const __m512 mv = _mm512_set1_ps(m);
     __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
     for (c = 0; c + 16 <= limit; c += 16) {
-        __m512 x = _mm512_loadu_ps(s + c);
+        __m512 x = recip != 0.0f ? _mm512_mul_ps(_mm512_loadu_ps(s + c), rv) : _mm512_loadu_ps(s + c);
         __m512 e = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x, ninf, _CMP_NEQ_OQ), exp512(_mm512_sub_ps(x, mv)));
         _mm512_storeu_ps(s + c, e);
         s0 = _mm512_add_pd(s0, _mm512_cvtps_pd(_mm512_castps512_ps256(e)));
@@ -765,11 +782,13 @@ EK_GROUP_KERNELS(f16_avx2, EK_AVX2_F16C, uint16_t, EK_LDH)
    Masked entries must already be −inf; they come out as exactly 0. */
 EK_AVX2 static float chunk_softmax_avx2(float *sc, long n, float scale_div, const float *b, double *sum_out) {
     const __m256 inv = _mm256_set1_ps(scale_div), ninf = _mm256_set1_ps(-INFINITY);
+    const float recip = exact_reciprocal(scale_div);   /* x·(1/d) == x/d: a multiply instead of vdivps */
+    const __m256 rv = _mm256_set1_ps(recip);
     __m256 m8 = ninf;
     long i = 0;
     for (; i + 8 <= n; i += 8) {
         __m256 x = _mm256_loadu_ps(sc + i);
-        x = b ? _mm256_add_ps(x, _mm256_loadu_ps(b + i)) : _mm256_div_ps(x, inv);
+        x = b ? _mm256_add_ps(x, _mm256_loadu_ps(b + i)) : recip != 0.0f ? _mm256_mul_ps(x, rv) : _mm256_div_ps(x, inv);
         _mm256_storeu_ps(sc + i, x);
         m8 = _mm256_max_ps(m8, x);
     }

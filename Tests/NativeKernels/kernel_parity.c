@@ -208,6 +208,9 @@ static void test_softmax(void) {
     ek_set_isa_limit(level ? EK_ISA_AVX2 : -1);
     for (long s = 0; s < 5; s++) {
         for (int variant = 0; variant < 3; variant++) {
+          /* a divisor with no exact reciprocal (divided), and a power of two (multiplied by 1/d: the same floats) */
+          for (int si = 0; si < 2; si++) {
+            const float div = si ? 8.0f : 1.7f;
             long rows = shapes[s][0], cols = shapes[s][1], ld = cols + 3, causal = variant == 2 ? 0 : -1;
             float *sc = frand(rows * ld, 8);
             uint8_t *keep = NULL;
@@ -217,23 +220,36 @@ static void test_softmax(void) {
             for (long r = 0; r < rows; r++) {
                 double mx = -INFINITY, sum = 0;
                 long live = 0;
-                for (long c = 0; c < cols; c++) if (allowed(keep, causal, r, c)) { live++; if (sc[r * ld + c] / 1.7 > mx) mx = sc[r * ld + c] / 1.7; }
+                for (long c = 0; c < cols; c++) if (allowed(keep, causal, r, c)) { live++; if (sc[r * ld + c] / (double)div > mx) mx = sc[r * ld + c] / (double)div; }
                 for (long c = 0; c < cols; c++) {
-                    double e = live == 0 ? 1.0 : allowed(keep, causal, r, c) ? exp((double)(sc[r * ld + c] / 1.7f) - mx) : 0.0;
+                    double e = live == 0 ? 1.0 : allowed(keep, causal, r, c) ? exp((double)(sc[r * ld + c] / div) - mx) : 0.0;
                     want[r * ld + c] = e; sum += e;
                 }
                 for (long c = 0; c < cols; c++) want[r * ld + c] /= sum;
             }
             float *pad = malloc(sizeof(float) * rows * 3);   /* the 3 floats past each row: never written */
             for (long r = 0; r < rows; r++) memcpy(pad + r * 3, sc + r * ld + cols, sizeof(float) * 3);
-            ek_softmax_masked_f32(sc, rows, cols, ld, 1.7f, keep, causal);
-            for (long r = 0; r < rows; r++) expect_close("softmax_masked_f32", s * 3 + variant, sc + r * ld, want + r * ld, NULL, cols, 1e-6);
+            float *pre = malloc(sizeof(float) * rows * ld);   /* the scores divided beforehand, for a divisor of 1 */
+            for (long i = 0; i < rows * ld; i++) pre[i] = sc[i] / div;
+            ek_softmax_masked_f32(sc, rows, cols, ld, div, keep, causal);
+            for (long r = 0; r < rows; r++) expect_close("softmax_masked_f32", (s * 3 + variant) * 2 + si, sc + r * ld, want + r * ld, NULL, cols, 1e-6);
             for (long r = 0; r < rows; r++)
                 if (memcmp(pad + r * 3, sc + r * ld + cols, sizeof(float) * 3) != 0) {
                     printf("FAIL softmax_masked_f32     case %ld: row %ld wrote past its %ld columns\n", s * 3 + variant, r, cols);
                     g_failures++;
                 }
-            free(sc); free(keep); free(want); free(pad);
+            if (si) {   /* x·(1/8) is x/8 exactly: the same floats as dividing first */
+                ek_softmax_masked_f32(pre, rows, cols, ld, 1.0f, keep, causal);
+                g_checks++;
+                for (long r = 0; r < rows; r++)
+                    if (memcmp(pre + r * ld, sc + r * ld, sizeof(float) * (size_t)cols) != 0) {
+                        printf("FAIL softmax_masked_f32 [%s] case %ld: divisor 8 differs from scores divided by 8 first\n", g_mode, s * 3 + variant);
+                        g_failures++;
+                        break;
+                    }
+            }
+            free(sc); free(keep); free(want); free(pad); free(pre);
+          }
         }
     }
     report("softmax_masked_f32", zmm_level_path(level));
