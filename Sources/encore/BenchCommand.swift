@@ -132,10 +132,10 @@ struct BenchCommand: ParsableCommand {
     @Option(name: .customLong("step-ab"), help: "Instead of the study: Mu decode steps (the first --input-tokens, --output-tokens steps) alternating step by step between two variants, for each --decode-weights format: shared-gemv (q/k/v in one kernel call vs one call each; any --model) or cross-kv (f32 vs f16 cross-attention K/V; a T5 --model too). Prints each variant's p10 and median step time.")
     var stepAB: String?
 
-    @Option(name: .customLong("cross-kv"), help: "Storage of the cross-attention K/V of Mu and T5: auto (the default: as --kv-cache says: f16 beside bf16 or quantized decode weights), f32, or f16 (half the bytes a decode step reads over the encoder positions; logits within ~5e-4 of fp32).")
+    @Option(name: .customLong("cross-kv"), help: "Storage of the cross-attention K/V of Mu and T5: auto (the default: as --kv-cache says: f16 beside bf16 or quantized decode weights), f32, or f16 (half the bytes a decode step reads over the encoder positions; logits within ~2e-3 of fp32 on the parity fixtures, 4.6e-3 on one T5). Each JSON row's cross_kv says what ran.")
     var crossKV = "auto"
 
-    @Option(name: .customLong("kv-cache"), help: "Storage of the self-attention KV caches (Mu's decoder, the twin, Llama): auto (the default: f16 for rows whose decode steps read bf16 or quantized weights, as llama.cpp's cache, including f32 rows with --prompt-weights int8, which then stream the int8 rows; f32 otherwise), f32, or f16 (half the cache memory and the bytes a step reads over it). T5 keeps f32. The KV column says what each row ran.")
+    @Option(name: .customLong("kv-cache"), help: "Storage of the self-attention KV caches (Mu's decoder, the twin, Llama): auto (the default: f16 for rows whose decode steps read bf16 or quantized weights, as llama.cpp's cache, including f32 rows with --prompt-weights int8, which then stream the int8 rows; f32 otherwise), f32, or f16 (half the cache memory and the bytes a step reads over it). T5 keeps an f32 self-attention cache. Mu's and T5's cross-attention K/V follow this choice unless --cross-kv says otherwise. The KV column says what each row's self-attention cache ran, each JSON row's kv_cache and cross_kv both.")
     var kvCache = "auto"
 
     func validate() throws {
@@ -197,7 +197,7 @@ struct BenchCommand: ParsableCommand {
             let isMuFamily = loaded == nil || loaded is MuModel || loaded is MuDecoderModel
             var wanted = (models ?? (isMuFamily ? "mu,mu_decoder" : "model")).split(separator: ",").map(String.init)
             if let loaded { wanted = wanted.map { $0 == "model" ? loaded.modelType : $0 } }
-            // The block format a --keep-quantized file's matrices are in (its most common Q8_0/Q4_x/Q5_x type), whose
+            // The block format a --keep-quantized file's matrices are in (its most common block type), whose
             // GEMM its int8 / blocks prompt passes run.
             let fileBlockFormat: WeightFormat? = keepQuantized && promptInt8 ? model.flatMap { m in
                 GGUFModelFile.isFile(m) ? try? GGUFModelFile(path: m).mainBlockFormat : nil
@@ -327,6 +327,7 @@ struct BenchCommand: ParsableCommand {
                             }
                             r.decodeWeights = label
                             r.kvCache = halfKV ? "f16" : "f32"
+                            r.crossKV = (lm as? HalfCrossKVModel).map { $0.halfCrossKV ? "f16" : "f32" }
                             results.append(r)
                             if StepProfile.enabled {
                                 let p = StepProfile.stepPercentiles()
@@ -344,7 +345,7 @@ struct BenchCommand: ParsableCommand {
                             try lm.useKVCache(.f32)
                             reference = try DecodeQuality.run(lm, prompt: prompt, targets: targets)
                             try lm.useDecodeWeights(format)
-                            try lm.useKVCache(halfKV ? .f16 : .f32)
+                            _ = try configureKVCache(lm)   // the row's caches again, cross K/V included
                         }
                         let q = try DecodeQuality.run(lm, prompt: prompt, targets: targets)
                         let e = q.maxLogitError(against: reference!)
@@ -403,7 +404,9 @@ struct BenchCommand: ParsableCommand {
                 + (Backend.bf16PromptGEMMRuns && formats.contains(.bf16) ? ", bf16 on the vdpbf16ps GEMM)" : ")")
             }
             let encoderNote = encoderWeights.map { " · encoder weights \($0)" } ?? ""
-            let crossNote = crossKV == "auto" ? " · cross-attention K/V (Mu, T5) f16 where the decode weights are bf16 / quantized" : " · cross-attention K/V (Mu, T5) in \(crossKV)"
+            let crossNote = crossKV != "auto" ? " · cross-attention K/V (Mu, T5) \(crossKV)"
+                : kvStorage == .auto ? " · cross-attention K/V (Mu, T5) f16 beside bf16 / quantized decode weights"
+                : " · cross-attention K/V (Mu, T5) \(kvCache)"
             print("Encore \(EncoreVersion.string) · \(Backend.blasName) · \(threads) thread(s) · batch 1, greedy, " + promptNote
                   + encoderNote + crossNote + kvNote)
             print("decode kernels: " + formats.map(kernelLabel).map { "\($0.0) \($0.1)" }.joined(separator: ", ")
@@ -547,8 +550,10 @@ struct BenchCommand: ParsableCommand {
         defer { DecodeTuning.sharedGEMV = true }
         for format in formats {
             if !(keepQuantized && format == .f32) { try lm.useDecodeWeights(format) }
-            // shared-gemv: the cross K/V as --cross-kv says (auto: f16 beside bf16 / quantized decode weights)
-            let halfCross = crossKV == "f16" || (crossKV == "auto" && format != .f32)
+            // shared-gemv: the cross K/V as --cross-kv says (auto: as --kv-cache, whose auto is f16 beside bf16 /
+            // quantized decode weights, a kept GGUF's blocks included)
+            let storage = try KVCacheStorage(parsing: kvCache)
+            let halfCross = crossKV == "f16" || (crossKV == "auto" && (storage == .f16 || (storage == .auto && !lm.decodeStreamsFP32)))
             printStderr("[\(lm.modelType) \(format.rawValue)] \(variant): \(outputLengths[0]) steps per variant…")
             let r = try StepAB.run(lm, prompt: prompt, steps: outputLengths[0]) { v in
                 if variant == "shared-gemv" { DecodeTuning.sharedGEMV = v == 1; crossModel?.halfCrossKV = halfCross }

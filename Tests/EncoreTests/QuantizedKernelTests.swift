@@ -339,6 +339,14 @@ final class QuantizedKernelTests: XCTestCase {
             }
         }
         print("K-quant prompt GEMM paths tested: \(paths.sorted().joined(separator: ", "))")
+        XCTAssertTrue(paths.contains("scalar"))
+        #if arch(x86_64)
+        let f = ek_cpu_features()
+        if f & Int32(EK_CPU_AVX2_FMA) != 0 { XCTAssertTrue(paths.contains("avx2"), "the AVX2 tiles not exercised") }
+        if f & Int32(EK_CPU_AVX512F) != 0 && f & Int32(EK_CPU_AVX512BWVL) != 0 && f & Int32(EK_CPU_AVX512VNNI) != 0 {
+            XCTAssertTrue(paths.contains("avx512vnni"), "the zmm tiles not exercised")
+        }
+        #endif
         var y = [Float](repeating: 0, count: 1)
         XCTAssertEqual(ek_gemm_q8_0(WeightFormat.q6_K.kernelID, randomKQuant(.q6_K, rows: 1, cols: 256), randoms(200), nil, &y, 1, 1, 200,
                                     Int32(EK_EPI_STORE)), -1, "K-quant rows need k % 256 == 0")

@@ -68,6 +68,8 @@ public struct BenchResult: Sendable {
     public var decodeWeights: String = "f32"
     /// Storage of the self-attention KV cache the row ran with ("f32" or "f16").
     public var kvCache: String = "f32"
+    /// Storage of the cross-attention K/V the row ran with (encoder-decoders: "f32" or "f16"; nil for the others).
+    public var crossKV: String? = nil
     /// Weight bytes a decode step reads, counted by the model (``OpCounter``) over the decode steps.
     public var weightBytesPerToken: Double
     /// FLOPs from the input ids to the first token's logits (encoder + cross K/V + first decoder step, or the
@@ -91,7 +93,7 @@ public struct BenchResult: Sendable {
          "e2e_ms": endToEndMs, "peak_rss_mb": peakRSSMB, "cache_mb": cacheMB,
          "first_step_ms": firstStepMs, "prefill_gflop": prefillFLOPs / 1e9, "prefill_gflop_per_s": prefillGFLOPs,
          "sequence_gflop": sequenceFLOPs / 1e9, "decode_weight_bytes_per_token": weightBytesPerToken,
-         "decode_weights": decodeWeights, "kv_cache": kvCache]
+         "decode_weights": decodeWeights, "kv_cache": kvCache, "cross_kv": crossKV ?? NSNull()]
     }
 }
 

@@ -65,9 +65,10 @@ public final class GGUFModelFile: @unchecked Sendable {
     /// Metadata values by key.
     public var metadata: [String: GGUFValue] { gguf.metadata }
 
-    /// The block format Encore's int8 prompt GEMM multiplies as stored (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1) that holds more than half
-    /// the bytes of the file's matrices (the embedding table and the output head, which prompt passes read by rows
-    /// or one position at a time, left out); nil when none does (an F32 or mostly K-quant file).
+    /// The block format Encore's int8 prompt GEMM multiplies as stored (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 or a K-quant)
+    /// that holds more than half the bytes of the file's matrices (the embedding table and the output head, which
+    /// prompt passes read by rows or one position at a time, left out); nil when none does (an F32 file, or a mix with
+    /// no majority).
     public var mainBlockFormat: WeightFormat? {
         var bytes: [WeightFormat: Int] = [:], total = 0
         for t in tensors.values where t.shape.count == 2 && t.name != "token_embd.weight" && t.name != "output.weight" {

@@ -106,7 +106,8 @@ final class WeightLoader {
         }
     }
 
-    /// Keep GGUF Q8_0/Q4_0/Q4_1/Q5_0/Q5_1/Q4_K/Q5_K/Q6_K matrices in their blocks (decode streams them; prompt passes dequantize per call)
+    /// Keep GGUF Q8_0/Q4_0/Q4_1/Q5_0/Q5_1/Q4_K/Q5_K/Q6_K matrices in their blocks (decode streams them; prompt passes
+    /// run the block GEMM on them or widen them per call, as ``PromptWeights`` says)
     /// instead of dequantizing them to fp32 at load.
     var keepQuantized = false
     /// GGUF tensors already regrouped (a tied embedding and head share one).
@@ -349,7 +350,7 @@ struct Linear {
     }
 
     /// What prompt passes (M > 8) multiply with (``PromptWeights``): `.int8` runs the int8 GEMM over int8 rows
-    /// (shared with an int8, Q8_0, Q4_x or Q5_x decode copy: blocks are multiplied as stored) and drops the fp32 copy; `.decode` drops the fp32 copy when a decode copy
+    /// (shared with an int8, Q8_0, Q4_x, Q5_x or K-quant decode copy: blocks are multiplied as stored) and drops the fp32 copy; `.decode` drops the fp32 copy when a decode copy
     /// exists (prompt passes widen it per call); `.f32` brings an fp32 copy back (dequantized when none is left).
     mutating func usePromptWeights(_ weights: PromptWeights) {
         switch weights {

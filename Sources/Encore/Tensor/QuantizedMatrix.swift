@@ -263,9 +263,9 @@ extension Ops {
     /// 7 bits and exact int32 dot products, then the epilogue: stored (`into` nil), GELU'd (`gelu`), or accumulated
     /// into the residual stream `into` [M, N]. ``WeightFormat/int8`` rows run `ek_gemm_int8` (one scale per row);
     /// ``WeightFormat/q8_0``, ``WeightFormat/q4_0``, ``WeightFormat/q4_1``, ``WeightFormat/q5_0`` and
-    /// ``WeightFormat/q5_1`` blocks (a GGUF's tensors as stored) run `ek_gemm_q8_0` (llama.cpp's q8_0 / q8_1
-    /// activations; one scale per block of 32, applied to each block's exact sum, and Q4_1's / Q5_1's minima times the
-    /// activations' block sums).
+    /// ``WeightFormat/q5_1`` blocks and the K-quants (a GGUF's tensors as stored) run `ek_gemm_q8_0` (llama.cpp's
+    /// q8_0 / q8_1 activations; one scale per block of 32 — Q6_K: per 16 — applied to each block's exact sum, and the
+    /// minima of Q4_1, Q5_1, Q4_K and Q5_K times the activations' block sums).
     ///
     /// `relu` gives max(x·Wᵀ + b, 0) from the same epilogue (T5's `DenseReluDense`).
     static func linearInt8(_ x: Tensor, weight: QuantizedMatrix, bias: Tensor?, gelu: Bool = false, relu: Bool = false,
