@@ -518,6 +518,12 @@ EK_AVX2 static void softmax_row_avx2(float *s, long cols, float scale_div, const
  * thousands of keys, and training's attention): 16 lanes, the row's last partial vector under a mask instead of
  * scalar expf, the sum in double over two 8-lane accumulators. The same arithmetic per entry (x / scale_div, exp256's polynomial, a float 1/sum) except the
  * summation order and the tail's exp (the polynomial rather than libm's expf): within ~2 ulp of the ymm path. */
+/* exp(x − m) of 16 scores (x = s·(1/d) when `recip`, else s as the first pass stored it), 0 where x is −inf. */
+EK_AVX512F_MATH static inline __m512 softmax_exp16(const float *p, float recip, __m512 rv, __m512 mv) {
+    __m512 x = recip != 0.0f ? _mm512_mul_ps(_mm512_loadu_ps(p), rv) : _mm512_loadu_ps(p);
+    return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x, _mm512_set1_ps(-INFINITY), _CMP_NEQ_OQ), exp512(_mm512_sub_ps(x, mv)));
+}
+
 EK_AVX512F_MATH static void softmax_row_avx512(float *s, long cols, float scale_div, const uint8_t *keep,
                                                   long causal_offset, long r) {
     long limit = softmax_row_limit(s, cols, keep, causal_offset, r);
@@ -544,10 +550,19 @@ EK_AVX512F_MATH static void softmax_row_avx512(float *s, long cols, float scale_
     float m = _mm512_reduce_max_ps(m16);
     if (m == -INFINITY) { softmax_row_uniform(s, cols); return; }
     const __m512 mv = _mm512_set1_ps(m);
-    __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
-    for (c = 0; c + 16 <= limit; c += 16) {
-        __m512 x = recip != 0.0f ? _mm512_mul_ps(_mm512_loadu_ps(s + c), rv) : _mm512_loadu_ps(s + c);
-        __m512 e = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x, ninf, _CMP_NEQ_OQ), exp512(_mm512_sub_ps(x, mv)));
+    /* four double accumulators over two vectors per step: the sums' add latency no longer paces the exp pass */
+    __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd(), s2 = _mm512_setzero_pd(), s3 = _mm512_setzero_pd();
+    for (c = 0; c + 32 <= limit; c += 32) {
+        __m512 e = softmax_exp16(s + c, recip, rv, mv), f = softmax_exp16(s + c + 16, recip, rv, mv);
+        _mm512_storeu_ps(s + c, e);
+        _mm512_storeu_ps(s + c + 16, f);
+        s0 = _mm512_add_pd(s0, _mm512_cvtps_pd(_mm512_castps512_ps256(e)));
+        s1 = _mm512_add_pd(s1, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(e), 1))));
+        s2 = _mm512_add_pd(s2, _mm512_cvtps_pd(_mm512_castps512_ps256(f)));
+        s3 = _mm512_add_pd(s3, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(f), 1))));
+    }
+    for (; c + 16 <= limit; c += 16) {
+        __m512 e = softmax_exp16(s + c, recip, rv, mv);
         _mm512_storeu_ps(s + c, e);
         s0 = _mm512_add_pd(s0, _mm512_cvtps_pd(_mm512_castps512_ps256(e)));
         s1 = _mm512_add_pd(s1, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(e), 1))));
@@ -559,7 +574,7 @@ EK_AVX512F_MATH static void softmax_row_avx512(float *s, long cols, float scale_
         s0 = _mm512_add_pd(s0, _mm512_cvtps_pd(_mm512_castps512_ps256(e)));
         s1 = _mm512_add_pd(s1, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(e), 1))));
     }
-    double sum = _mm512_reduce_add_pd(_mm512_add_pd(s0, s1));
+    double sum = _mm512_reduce_add_pd(_mm512_add_pd(_mm512_add_pd(s0, s2), _mm512_add_pd(s1, s3)));
     const __m512 inv = _mm512_set1_ps((float)(1.0 / sum));
     for (c = 0; c + 16 <= limit; c += 16) _mm512_storeu_ps(s + c, _mm512_mul_ps(_mm512_loadu_ps(s + c), inv));
     if (tail) _mm512_mask_storeu_ps(s + c, tail, _mm512_mul_ps(_mm512_maskz_loadu_ps(tail, s + c), inv));
