@@ -514,16 +514,17 @@ EK_AVX2 static void softmax_row_avx2(float *s, long cols, float scale_div, const
 #endif
 
 #if EK_X86
-/* softmax_row_avx2 on zmm (ek_softmax_masked_f32's rows: the prompt passes' scores of 128 queries against up to
- * thousands of keys, and training's attention): 16 lanes, the row's last partial vector under a mask instead of
- * scalar expf, the sum in double over two 8-lane accumulators. The same arithmetic per entry (x / scale_div, exp256's polynomial, a float 1/sum) except the
- * summation order and the tail's exp (the polynomial rather than libm's expf): within ~2 ulp of the ymm path. */
 /* exp(x − m) of 16 scores (x = s·(1/d) when `recip`, else s as the first pass stored it), 0 where x is −inf. */
 EK_AVX512F_MATH static inline __m512 softmax_exp16(const float *p, float recip, __m512 rv, __m512 mv) {
     __m512 x = recip != 0.0f ? _mm512_mul_ps(_mm512_loadu_ps(p), rv) : _mm512_loadu_ps(p);
     return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x, _mm512_set1_ps(-INFINITY), _CMP_NEQ_OQ), exp512(_mm512_sub_ps(x, mv)));
 }
 
+/* softmax_row_avx2 on zmm (ek_softmax_masked_f32's rows: the prompt passes' scores of 128 queries against up to
+ * thousands of keys, and training's attention): 16 lanes, the row's last partial vector under a mask instead of
+ * scalar expf, the sum in double over four 8-lane accumulators (two vectors per step). The same arithmetic per entry
+ * (x·(1/d) when 1/d is exact, else x / scale_div; exp256's polynomial; a float 1/sum) except the summation order and
+ * the tail's exp (the polynomial rather than libm's expf): within ~2 ulp of the ymm path. */
 EK_AVX512F_MATH static void softmax_row_avx512(float *s, long cols, float scale_div, const uint8_t *keep,
                                                   long causal_offset, long r) {
     long limit = softmax_row_limit(s, cols, keep, causal_offset, r);

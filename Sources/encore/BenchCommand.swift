@@ -132,7 +132,7 @@ struct BenchCommand: ParsableCommand {
     @Option(name: .customLong("step-ab"), help: "Instead of the study: Mu decode steps (the first --input-tokens, --output-tokens steps) alternating step by step between two variants, for each --decode-weights format: shared-gemv (q/k/v in one kernel call vs one call each; any --model) or cross-kv (f32 vs f16 cross-attention K/V; a T5 --model too). Prints each variant's p10 and median step time.")
     var stepAB: String?
 
-    @Option(name: .customLong("cross-kv"), help: "Storage of the cross-attention K/V of Mu and T5: auto (the default: as --kv-cache says: f16 beside bf16 or quantized decode weights), f32, or f16 (half the bytes a decode step reads over the encoder positions; logits within ~2e-3 of fp32 on the parity fixtures, 4.6e-3 on one T5). Each JSON row's cross_kv says what ran.")
+    @Option(name: .customLong("cross-kv"), help: "Storage of the cross-attention K/V of Mu and T5: auto (the default: as --kv-cache says: f16 beside bf16 or quantized decode weights), f32, or f16 (half the bytes a decode step reads over the encoder positions; logits within ~2e-3 of fp32 on the parity fixtures, 4.6e-3 on one T5). Each JSON row's cross_kv says what it asked for (a layer beyond f16's range stays fp32).")
     var crossKV = "auto"
 
     @Option(name: .customLong("kv-cache"), help: "Storage of the self-attention KV caches (Mu's decoder, the twin, Llama): auto (the default: f16 for rows whose decode steps read bf16 or quantized weights, as llama.cpp's cache, including f32 rows with --prompt-weights int8, which then stream the int8 rows; f32 otherwise), f32, or f16 (half the cache memory and the bytes a step reads over it). T5 keeps an f32 self-attention cache. Mu's and T5's cross-attention K/V follow this choice unless --cross-kv says otherwise. The KV column says what each row's self-attention cache ran, each JSON row's kv_cache and cross_kv both.")
@@ -362,7 +362,7 @@ struct BenchCommand: ParsableCommand {
             let report: [String: Any] = [
                 "system": "encore", "version": EncoreVersion.string, "decode_weights": decodeWeights, "prompt_weights": prompts.rawValue, "encoder_weights": encoderWeights ?? (prompts == .decode || prompts == .blocks ? "decode" : "f32"), "threads": threads, "blas": Backend.blasName,
                 "bf16_prompt_gemm": Backend.bf16PromptGEMMRuns,
-                "cross_kv": crossKV, "kv_cache": kvCacheKeptFP32 ? "f32 (T5)" : kvCache,   // as asked; each row's "kv_cache" says what it ran
+                "cross_kv": crossKV, "kv_cache": kvCacheKeptFP32 ? "f32 (T5)" : kvStorage.rawValue,   // as asked; each row's "kv_cache" says what it ran
                 "kernel_paths": Dictionary(uniqueKeysWithValues: formats.map(kernelLabel)),
                 "quality": qualities.map { q -> [String: Any] in
                     ["model": q.model, "decode_weights": q.format, "max_logit_error": q.absolute, "max_logit_error_relative": q.relative,
@@ -394,7 +394,7 @@ struct BenchCommand: ParsableCommand {
                 print(jsonString(report))
                 return
             }
-            let kvNote: String = " · KV caches " + kvCache + (kvStorage == .auto ? " (f16 for bf16 / quantized decode weights)" : "")
+            let kvNote: String = " · KV caches " + kvStorage.rawValue + (kvStorage == .auto ? " (f16 for bf16 / quantized decode weights)" : "")
             let promptNote: String
             switch prompts {
             case .f32: promptNote = "fp32 prompt passes"
@@ -406,7 +406,7 @@ struct BenchCommand: ParsableCommand {
             let encoderNote = encoderWeights.map { " · encoder weights \($0)" } ?? ""
             let crossNote = crossKV != "auto" ? " · cross-attention K/V (Mu, T5) \(crossKV)"
                 : kvStorage == .auto ? " · cross-attention K/V (Mu, T5) f16 beside bf16 / quantized decode weights"
-                : " · cross-attention K/V (Mu, T5) \(kvCache)"
+                : " · cross-attention K/V (Mu, T5) \(kvStorage.rawValue)"
             print("Encore \(EncoreVersion.string) · \(Backend.blasName) · \(threads) thread(s) · batch 1, greedy, " + promptNote
                   + encoderNote + crossNote + kvNote)
             print("decode kernels: " + formats.map(kernelLabel).map { "\($0.0) \($0.1)" }.joined(separator: ", ")
@@ -548,11 +548,11 @@ struct BenchCommand: ParsableCommand {
               + (limits.map { String(format: "; read ceiling %.1f GB/s", $0.readGBps) } ?? ""))
         print("A = \(names.0), B = \(names.1); ms per step (p10 / median); weight GB/s and fraction of the read ceiling at the p10 step")
         defer { DecodeTuning.sharedGEMV = true }
+        let storage = try KVCacheStorage(parsing: kvCache)
         for format in formats {
             if !(keepQuantized && format == .f32) { try lm.useDecodeWeights(format) }
             // shared-gemv: the cross K/V as --cross-kv says (auto: as --kv-cache, whose auto is f16 beside bf16 /
-            // quantized decode weights, a kept GGUF's blocks included)
-            let storage = try KVCacheStorage(parsing: kvCache)
+            // quantized decode weights, a kept GGUF's blocks included); the self-attention cache stays fp32 here
             let halfCross = crossKV == "f16" || (crossKV == "auto" && (storage == .f16 || (storage == .auto && !lm.decodeStreamsFP32)))
             printStderr("[\(lm.modelType) \(format.rawValue)] \(variant): \(outputLengths[0]) steps per variant…")
             let r = try StepAB.run(lm, prompt: prompt, steps: outputLengths[0]) { v in

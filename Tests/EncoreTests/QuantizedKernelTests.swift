@@ -342,7 +342,7 @@ final class QuantizedKernelTests: XCTestCase {
         XCTAssertTrue(paths.contains("scalar"))
         #if arch(x86_64)
         let f = ek_cpu_features()
-        if f & Int32(EK_CPU_AVX2_FMA) != 0 { XCTAssertTrue(paths.contains("avx2"), "the AVX2 tiles not exercised") }
+        if f & Int32(EK_CPU_AVX2_FMA) != 0 && f & Int32(EK_CPU_F16C) != 0 { XCTAssertTrue(paths.contains("avx2"), "the AVX2 tiles not exercised") }
         if f & Int32(EK_CPU_AVX512F) != 0 && f & Int32(EK_CPU_AVX512BWVL) != 0 && f & Int32(EK_CPU_AVX512VNNI) != 0 {
             XCTAssertTrue(paths.contains("avx512vnni"), "the zmm tiles not exercised")
         }

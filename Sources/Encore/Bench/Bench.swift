@@ -68,7 +68,8 @@ public struct BenchResult: Sendable {
     public var decodeWeights: String = "f32"
     /// Storage of the self-attention KV cache the row ran with ("f32" or "f16").
     public var kvCache: String = "f32"
-    /// Storage of the cross-attention K/V the row ran with (encoder-decoders: "f32" or "f16"; nil for the others).
+    /// Storage of the cross-attention K/V the row asked for (encoder-decoders: "f32" or "f16", a layer beyond f16's
+    /// range staying fp32; nil for the others).
     public var crossKV: String? = nil
     /// Weight bytes a decode step reads, counted by the model (``OpCounter``) over the decode steps.
     public var weightBytesPerToken: Double
