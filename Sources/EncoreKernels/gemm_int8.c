@@ -51,6 +51,7 @@
  * floats. */
 #include "EncoreKernels.h"
 #include "neon.h"   /* arm64: ek_neon_tile_s8 (NEON hook below) */
+#include "kquant.h" /* kq_scale_min, kq_values: the K-quant super-blocks as gemv_quant.c reads them */
 #include <math.h>
 #include <stdlib.h>
 #include <stdint.h>
@@ -560,19 +561,14 @@ static void q5_row(int format, const uint8_t *w, long nb, long k, long c, int8_t
  * Q4_0's nibbles minus 8, Q4_1's as they are; element j of a block the low nibble of byte j, element j + 16 its high
  * nibble), scales into d [nb], Q4_1's minima into m [nb] (when m is not NULL). */
 static void kq_row(int format, const uint8_t *w, long nb, long k, long c, int8_t *q, float *d, float *m);
-static void q6_row(const uint8_t *w, long nb, long k, long c, int8_t *q, float *d);
 
 static void q8_row(int format, const uint8_t *w, long nb, long k, long c, int8_t *q, float *d, float *m) {
     if (format == EK_WF_Q5_0 || format == EK_WF_Q5_1 || format == EK_WF_Q5_0X8 || format == EK_WF_Q5_1X8) {
         q5_row(format, w, nb, k, c, q, d, m);
         return;
     }
-    if (format == EK_WF_Q4_K || format == EK_WF_Q5_K) {
+    if (format == EK_WF_Q4_K || format == EK_WF_Q5_K || format == EK_WF_Q6_K) {   /* Q6_K: d gets 2·nb scales, no minima */
         kq_row(format, w, nb, k, c, q, d, m);
-        return;
-    }
-    if (format == EK_WF_Q6_K) {   /* 16-value blocks: d gets 2·nb scales, no minima */
-        q6_row(w, nb, k, c, q, d);
         return;
     }
     const int q41 = format == EK_WF_Q4_1 || format == EK_WF_Q4_1X8;
@@ -636,57 +632,36 @@ static void q5_row(int format, const uint8_t *w, long nb, long k, long c, int8_t
     for (long i = k; i < nb * 32; i++) q[i] = 0;
 }
 
-/* Row c of Q4_K / Q5_K super-blocks (k % 256 == 0: nb / 8 of them) as 32-value blocks in the Q4_1 form: values
- * 0…15 (Q5_K: 0…31, the 5th bit of sub-block j being bit j of qh[l]), scale d·sc_j and minimum −dmin·m_j per
- * sub-block j (both exact in fp32: an f16 times a 6-bit integer), so w = d·sc_j·v − dmin·m_j as ggml defines it. */
+/* Row c of Q4_K / Q5_K / Q6_K super-blocks (k % 256 == 0: nb / 8 of them), their values as kq_values reads them
+ * (Q4_K 0…15, Q5_K 0…31, Q6_K −32…31, ggml's element order):
+ *   Q4_K / Q5_K as 32-value blocks in the Q4_1 form: scale d·sc_j and minimum −dmin·m_j per sub-block j (both exact in
+ *   fp32: an f16 times a 6-bit integer), so w = d·sc_j·v − dmin·m_j as ggml defines it;
+ *   Q6_K as 16-value blocks: d [2·nb] the scale d·sc_j of each sub-block j of 16 (exact in fp32: an f16 times an
+ *   int8), so w = d·sc_j·q; the only weight format whose blocks hold 16 values (wblock), m untouched. */
 static void kq_row(int format, const uint8_t *w, long nb, long k, long c, int8_t *q, float *d, float *m) {
-    const int five = format == EK_WF_Q5_K;
-    const long SB = five ? 176 : 144, nsb = nb / 8;
+    const int six = format == EK_WF_Q6_K;
+    const long SB = six ? 210 : format == EK_WF_Q5_K ? 176 : 144, nsb = nb / 8;
     const uint8_t *row = w + c * nsb * SB;
     for (long s = 0; s < nsb; s++) {
-        const uint8_t *x = row + s * SB, *sc = x + 4, *qh = x + 16, *ql = five ? x + 48 : x + 16;
+        const uint8_t *x = row + s * SB;
+        kq_values(format, x, q + s * 256);
+        if (six) {
+            const int8_t *sc = (const int8_t *)(const void *)(x + 192);
+            uint16_t h = (uint16_t)(x[208] | (x[209] << 8));
+            float f;
+            ek_f16_to_f32(&h, &f, 1);
+            for (int j = 0; j < 16; j++) d[s * 16 + j] = f * (float)sc[j];
+            continue;
+        }
         uint16_t h[2] = { (uint16_t)(x[0] | (x[1] << 8)), (uint16_t)(x[2] | (x[3] << 8)) };
         float f[2];
         ek_f16_to_f32(h, f, 2);
         for (int j = 0; j < 8; j++) {
             int scale, mn;   /* the 6-bit scale and minimum of sub-block j (ggml's get_scale_min_k4) */
-            if (j < 4) { scale = sc[j] & 63; mn = sc[j + 4] & 63; }
-            else { scale = (sc[j + 4] & 0xF) | ((sc[j - 4] >> 6) << 4); mn = (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4); }
+            kq_scale_min(j, x + 4, &scale, &mn);
             d[s * 8 + j] = f[0] * (float)scale;
             if (m) m[s * 8 + j] = -(f[1] * (float)mn);
-            const uint8_t *qq = ql + 32 * (j / 2);
-            int8_t *out = q + (s * 8 + j) * 32;
-            for (int l = 0; l < 32; l++) {
-                int v = (j & 1) ? qq[l] >> 4 : qq[l] & 0xF;
-                if (five && ((qh[l] >> j) & 1)) v += 16;
-                out[l] = (int8_t)v;
-            }
         }
-    }
-    for (long i = k; i < nb * 32; i++) q[i] = 0;
-}
-
-/* Row c of Q6_K super-blocks (k % 256 == 0: nb / 8 of them) as 16-value blocks: values −32…31 in ggml's element
- * order (dequantize_row_q6_K), and d [2·nb] the scale d·sc_j of each sub-block j of 16 (exact in fp32: an f16 times
- * an int8), so w = d·sc_j·q as ggml defines it. The only weight format whose blocks hold 16 values (wblock). */
-static void q6_row(const uint8_t *w, long nb, long k, long c, int8_t *q, float *d) {
-    const long nsb = nb / 8;
-    const uint8_t *row = w + c * nsb * 210;
-    for (long s = 0; s < nsb; s++) {
-        const uint8_t *x = row + s * 210, *ql = x, *qh = x + 128;
-        const int8_t *sc = (const int8_t *)(const void *)(x + 192);
-        uint16_t h = (uint16_t)(x[208] | (x[209] << 8));
-        float f;
-        ek_f16_to_f32(&h, &f, 1);
-        int8_t *a = q + s * 256;
-        for (int n = 0; n < 256; n += 128, ql += 64, qh += 32)
-            for (int l = 0; l < 32; l++) {
-                a[n + l] = (int8_t)(((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32);
-                a[n + l + 32] = (int8_t)(((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32);
-                a[n + l + 64] = (int8_t)(((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32);
-                a[n + l + 96] = (int8_t)(((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32);
-            }
-        for (int j = 0; j < 16; j++) d[s * 16 + j] = f * (float)sc[j];
     }
     for (long i = k; i < nb * 32; i++) q[i] = 0;
 }
