@@ -534,16 +534,22 @@ extension Ops {
     /// Returns [B*tq, H*D].
     static func batchedAttention(q: Tensor, k: Tensor, v: Tensor, batch B: Int, tq: Int, kvRows: Int, keyKeep: [UInt8],
                                  shape: AttentionShape, causalOffset: Int, scratch: inout [Float]) -> Tensor {
-        let o = Tensor(uninitialized: [B * tq, shape.qWidth])
-        withExtendedLifetime((q, k, v)) {
-            keyKeep.withUnsafeBufferPointer { kp in
-                for b in 0..<B {
-                    attention(q: q.data + b * tq * shape.qWidth, tq: tq, k: k.data + b * kvRows * shape.kvWidth,
-                              v: v.data + b * kvRows * shape.kvWidth, kvRows: kvRows, kvStride: shape.kvWidth,
-                              out: o.data + b * tq * shape.qWidth, shape: shape, keyKeep: kp.baseAddress! + b * kvRows,
-                              causalOffset: causalOffset, scratch: &scratch)
-                }
+        return withExtendedLifetime((q, k, v)) {
+            eachSequence(batch: B, tq: tq, kvRows: kvRows, keyKeep: keyKeep, shape: shape) { b, keep, out in
+                attention(q: q.data + b * tq * shape.qWidth, tq: tq, k: k.data + b * kvRows * shape.kvWidth,
+                          v: v.data + b * kvRows * shape.kvWidth, kvRows: kvRows, kvStride: shape.kvWidth, out: out,
+                          shape: shape, keyKeep: keep, causalOffset: causalOffset, scratch: &scratch)
             }
+        }
+    }
+
+    /// The loop the batched attention calls share: `attend(b, sequence b's key-keep row, its output rows)` for each of
+    /// B sequences of tq queries, into a new [B*tq, H*D]. The caller keeps what `attend` reads alive.
+    private static func eachSequence(batch B: Int, tq: Int, kvRows: Int, keyKeep: [UInt8], shape: AttentionShape,
+                                     _ attend: (Int, UnsafePointer<UInt8>, UnsafeMutablePointer<Float>) -> Void) -> Tensor {
+        let o = Tensor(uninitialized: [B * tq, shape.qWidth])
+        keyKeep.withUnsafeBufferPointer { kp in
+            for b in 0..<B { attend(b, kp.baseAddress! + b * kvRows, o.data + b * tq * shape.qWidth) }
         }
         return o
     }
@@ -560,37 +566,27 @@ extension Ops {
         case .f16(let k, let v):
             guard tq < longQueryMinimum else { (k32, v32) = (k.widened(), v.widened()); break }
             precondition(k.count == B * kvRows * shape.kvWidth && v.count == k.count, "attention: k \(k.shape) v \(v.shape)")
-            let o = Tensor(uninitialized: [B * tq, shape.qWidth])
             let scaleDiv = scaled ? Float(Double(shape.headDim).squareRoot()) : 1
-            withExtendedLifetime((q, k, v)) {
-                keyKeep.withUnsafeBufferPointer { kp in
-                    for b in 0..<B {
-                        attentionF16KV(q: q.data + b * tq * shape.qWidth, tq: tq, k: k.data + b * kvRows * shape.kvWidth,
-                                       v: v.data + b * kvRows * shape.kvWidth, kvRows: kvRows, kvStride: shape.kvWidth,
-                                       out: o.data + b * tq * shape.qWidth, shape: shape, keyKeep: kp.baseAddress! + b * kvRows,
-                                       causalOffset: -1, scaleDiv: scaleDiv, scratch: &scratch)
-                    }
+            return withExtendedLifetime((q, k, v)) {
+                eachSequence(batch: B, tq: tq, kvRows: kvRows, keyKeep: keyKeep, shape: shape) { b, keep, out in
+                    attentionF16KV(q: q.data + b * tq * shape.qWidth, tq: tq, k: k.data + b * kvRows * shape.kvWidth,
+                                   v: v.data + b * kvRows * shape.kvWidth, kvRows: kvRows, kvStride: shape.kvWidth, out: out,
+                                   shape: shape, keyKeep: keep, causalOffset: -1, scaleDiv: scaleDiv, scratch: &scratch)
                 }
             }
-            return o
         }
         precondition(k32.count == B * kvRows * shape.kvWidth && v32.count == k32.count, "attention: k \(k32.shape) v \(v32.shape)")
         if scaled {
             return batchedAttention(q: q, k: k32, v: v32, batch: B, tq: tq, kvRows: kvRows, keyKeep: keyKeep, shape: shape,
                                     causalOffset: -1, scratch: &scratch)
         }
-        let o = Tensor(uninitialized: [B * tq, shape.qWidth])
-        withExtendedLifetime((q, k32, v32)) {
-            keyKeep.withUnsafeBufferPointer { kp in
-                for b in 0..<B {
-                    relativeBiasAttention(q: q.data + b * tq * shape.qWidth, tq: tq, k: k32.data + b * kvRows * shape.kvWidth,
-                                          v: v32.data + b * kvRows * shape.kvWidth, kvRows: kvRows, kvStride: shape.kvWidth,
-                                          out: o.data + b * tq * shape.qWidth, shape: shape, keyKeep: kp.baseAddress! + b * kvRows,
-                                          causalOffset: -1, bias: nil, scratch: &scratch)
-                }
+        return withExtendedLifetime((q, k32, v32)) {
+            eachSequence(batch: B, tq: tq, kvRows: kvRows, keyKeep: keyKeep, shape: shape) { b, keep, out in
+                relativeBiasAttention(q: q.data + b * tq * shape.qWidth, tq: tq, k: k32.data + b * kvRows * shape.kvWidth,
+                                      v: v32.data + b * kvRows * shape.kvWidth, kvRows: kvRows, kvStride: shape.kvWidth,
+                                      out: out, shape: shape, keyKeep: keep, causalOffset: -1, bias: nil, scratch: &scratch)
             }
         }
-        return o
     }
 
     /// ``Ops/attention(q:tq:k:v:kvRows:kvStride:out:shape:keyKeep:causalOffset:scratch:)`` for short queries
