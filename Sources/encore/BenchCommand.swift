@@ -553,7 +553,7 @@ struct BenchCommand: ParsableCommand {
             if !(keepQuantized && format == .f32) { try lm.useDecodeWeights(format) }
             // shared-gemv: the cross K/V as --cross-kv says (auto: as --kv-cache, whose auto is f16 beside bf16 /
             // quantized decode weights, a kept GGUF's blocks included); the self-attention cache stays fp32 here
-            let halfCross = crossKV == "f16" || (crossKV == "auto" && (storage == .f16 || (storage == .auto && !lm.decodeStreamsFP32)))
+            let halfCross = crossKV == "f16" || (crossKV == "auto" && lm.storesCrossKVInF16(storage))
             printStderr("[\(lm.modelType) \(format.rawValue)] \(variant): \(outputLengths[0]) steps per variant…")
             let r = try StepAB.run(lm, prompt: prompt, steps: outputLengths[0]) { v in
                 if variant == "shared-gemv" { DecodeTuning.sharedGEMV = v == 1; crossModel?.halfCrossKV = halfCross }

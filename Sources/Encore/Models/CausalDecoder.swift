@@ -212,8 +212,15 @@ extension LanguageModel {
         case .auto: supportsHalfKVCache && !decodeStreamsFP32
         }
         try useHalfKVCache(half)
-        (self as? HalfCrossKVModel)?.halfCrossKV = storage == .f16 || (storage == .auto && !decodeStreamsFP32)
+        (self as? HalfCrossKVModel)?.halfCrossKV = storesCrossKVInF16(storage)
         return half
+    }
+
+    /// Whether `storage` keeps an encoder-decoder's cross-attention K/V in f16 (the rule ``useKVCache(_:)`` applies):
+    /// `.f16`, or `.auto` beside bf16 or quantized decode weights. T5 follows it too, though its self-attention cache
+    /// stays fp32.
+    public func storesCrossKVInF16(_ storage: KVCacheStorage) -> Bool {
+        storage == .f16 || (storage == .auto && !decodeStreamsFP32)
     }
 }
 
