@@ -1419,6 +1419,82 @@ EG_KERNELS(bf16, EG_BF16, __m256, EG_DOT_BF16)
 typedef void (*eb_kernel_fn)(const uint8_t *, long, const int8_t *, long, __m256 *);
 static const eb_kernel_fn eb_kernels[4] = { kernel_bf16_1, kernel_bf16_2, kernel_bf16_3, kernel_bf16_4 };
 
+/* On zmm, as the int8 path's kernel_zmm2_* / kernel_zmm_*: a packed pair row of a panel (16 columns × 2 bf16 = 64 B)
+ * is one vector, MR ≤ 8 activation rows over adjacent 4-row tiles (a row's 16 fp32 sums are its two ymm tile
+ * vectors). Two panels per call: per pair two weight loads and MR broadcasts feed 2·MR vdpbf16ps into 2·MR
+ * accumulators (16 at MR = 8: more than the instruction's latency × throughput on Zen 4, 6 × 1). Same sums in the
+ * same order per lane as the ymm tile (each lane adds its pair's two products, then the pairs in order of k). */
+#define EB_DOT_ZMM(c, u, s) _mm512_dpbf16_ps((c), (__m512bh)(u), (__m512bh)(s))
+#define EB_KERNEL_ZMM2(MR) \
+EG_BF16 static void kernel_bf16_zmm2_##MR(const uint8_t *a, long lda, const int8_t *b0, const int8_t *b1, long pairs, \
+                                         __m256 *acc0, __m256 *acc1) { \
+    __m512 c[MR], d[MR]; \
+    EG_UNROLL for (int r = 0; r < MR; r++) { \
+        c[r] = _mm512_loadu_ps((const float *)(acc0 + 2 * r)); \
+        d[r] = _mm512_loadu_ps((const float *)(acc1 + 2 * r)); \
+    } \
+    for (long p = 0; p < pairs; p++) { \
+        const __m512 bv = _mm512_loadu_ps((const float *)(const void *)(b0 + p * 4 * EG_NR)); \
+        const __m512 bw = _mm512_loadu_ps((const float *)(const void *)(b1 + p * 4 * EG_NR)); \
+        EG_UNROLL for (int r = 0; r < MR; r++) { \
+            const __m512 av = _mm512_castsi512_ps(_mm512_set1_epi32(*(const int32_t *)(const void *)(a + r * lda + 4 * p))); \
+            c[r] = EB_DOT_ZMM(c[r], av, bv); \
+            d[r] = EB_DOT_ZMM(d[r], av, bw); \
+        } \
+    } \
+    EG_UNROLL for (int r = 0; r < MR; r++) { \
+        _mm512_storeu_ps((float *)(acc0 + 2 * r), c[r]); \
+        _mm512_storeu_ps((float *)(acc1 + 2 * r), d[r]); \
+    } \
+}
+#define EB_KERNEL_ZMM(MR) \
+EG_BF16 static void kernel_bf16_zmm_##MR(const uint8_t *a, long lda, const int8_t *b, long pairs, __m256 *acc) { \
+    __m512 c[MR]; \
+    EG_UNROLL for (int r = 0; r < MR; r++) c[r] = _mm512_loadu_ps((const float *)(acc + 2 * r)); \
+    for (long p = 0; p < pairs; p++) { \
+        const __m512 bv = _mm512_loadu_ps((const float *)(const void *)(b + p * 4 * EG_NR)); \
+        EG_UNROLL for (int r = 0; r < MR; r++) \
+            c[r] = EB_DOT_ZMM(c[r], _mm512_castsi512_ps(_mm512_set1_epi32(*(const int32_t *)(const void *)(a + r * lda + 4 * p))), bv); \
+    } \
+    EG_UNROLL for (int r = 0; r < MR; r++) _mm512_storeu_ps((float *)(acc + 2 * r), c[r]); \
+}
+#ifndef EB_HAVE_ZMM
+#define EB_HAVE_ZMM 1   /* -DEB_HAVE_ZMM=0: the ymm tile (A/B) */
+#endif
+#if EB_HAVE_ZMM
+EB_KERNEL_ZMM2(1) EB_KERNEL_ZMM2(2) EB_KERNEL_ZMM2(3) EB_KERNEL_ZMM2(4) EB_KERNEL_ZMM2(5) EB_KERNEL_ZMM2(6)
+EB_KERNEL_ZMM2(7) EB_KERNEL_ZMM2(8)
+EB_KERNEL_ZMM(1) EB_KERNEL_ZMM(2) EB_KERNEL_ZMM(3) EB_KERNEL_ZMM(4) EB_KERNEL_ZMM(5) EB_KERNEL_ZMM(6)
+EB_KERNEL_ZMM(7) EB_KERNEL_ZMM(8)
+typedef void (*eb_kernel2_fn)(const uint8_t *, long, const int8_t *, const int8_t *, long, __m256 *, __m256 *);
+static const eb_kernel2_fn eb_kernels_zmm2[8] = { kernel_bf16_zmm2_1, kernel_bf16_zmm2_2, kernel_bf16_zmm2_3,
+    kernel_bf16_zmm2_4, kernel_bf16_zmm2_5, kernel_bf16_zmm2_6, kernel_bf16_zmm2_7, kernel_bf16_zmm2_8 };
+static const eb_kernel_fn eb_kernels_zmm[8] = { kernel_bf16_zmm_1, kernel_bf16_zmm_2, kernel_bf16_zmm_3,
+    kernel_bf16_zmm_4, kernel_bf16_zmm_5, kernel_bf16_zmm_6, kernel_bf16_zmm_7, kernel_bf16_zmm_8 };
+#endif
+
+/* Rows r0..r0+mr of columns c0..c0+nc from the fp32 tile: bias, then the epilogue (GELU later, per row). */
+EG_BF16 static void store_tile_bf16(const bf16_ctx *g, long r0, int mr, long c0, long nc, const __m256 *acc) {
+    for (int r = 0; r < mr; r++) {
+        float *yr = g->y + (r0 + r) * g->n + c0;
+        for (int h = 0; h < EG_NV; h++) {
+            long cc = h * 8;
+            if (cc >= nc) break;
+            if (nc - cc >= 8) {
+                __m256 v = acc[r * EG_NV + h];
+                if (g->bias) v = _mm256_add_ps(v, _mm256_loadu_ps(g->bias + c0 + cc));
+                if (g->mode == EK_EPI_ACCUMULATE) v = _mm256_add_ps(v, _mm256_loadu_ps(yr + cc));
+                else if (g->mode == EK_EPI_RELU) v = _mm256_max_ps(v, _mm256_setzero_ps());
+                _mm256_storeu_ps(yr + cc, v);
+            } else {
+                const float *lanes = (const float *)(acc + r * EG_NV + h);
+                for (long j = 0; j < nc - cc; j++)
+                    yr[cc + j] = fp32_epilogue(lanes[j], g->bias, c0 + cc + j, yr[cc + j], g->mode);
+            }
+        }
+    }
+}
+
 /* Columns [c0, c0 + nc): panels packed once ([kp/2][EG_NR][2]), then as columns_avx2 with fp32 tiles. */
 EG_AVX2 static int columns_bf16_simd(const bf16_ctx *g, long c0, long nc) {
     long panels = (nc + EG_NR - 1) / EG_NR, panel_len = g->kp * EG_NR * 2;   /* bytes */
@@ -1450,6 +1526,26 @@ EG_AVX2 static int columns_bf16_simd(const bf16_ctx *g, long c0, long nc) {
             long pc = pairs - p0 < EB_KC ? pairs - p0 : EB_KC;
             for (long p = 0; p < panels; p++) {
                 const int8_t *bk = pb + p * panel_len + p0 * 4 * EG_NR;
+#if EB_HAVE_ZMM
+                if (p + 1 < panels) {   /* this panel and the next, 8 rows (two tiles) per call */
+                    for (long t = 0; t < ntiles; t += 2) {
+                        long r0 = m0 + t * EG_MR;
+                        int mr = (int)(m1 - r0 < 8 ? m1 - r0 : 8);
+                        eb_kernels_zmm2[mr - 1]((const uint8_t *)(g->xb + r0 * g->kp + 2 * p0), 2 * g->kp, bk,
+                                                bk + panel_len, pc, tiles + (p * tiles_per_panel + t) * tile_vecs,
+                                                tiles + ((p + 1) * tiles_per_panel + t) * tile_vecs);
+                    }
+                    p++;
+                    continue;
+                }
+                for (long t = 0; t < ntiles; t += 2) {   /* a lone last panel */
+                    long r0 = m0 + t * EG_MR;
+                    int mr = (int)(m1 - r0 < 8 ? m1 - r0 : 8);
+                    eb_kernels_zmm[mr - 1]((const uint8_t *)(g->xb + r0 * g->kp + 2 * p0), 2 * g->kp, bk, pc,
+                                           tiles + (p * tiles_per_panel + t) * tile_vecs);
+                }
+                continue;
+#endif
                 for (long t = 0; t < ntiles; t++) {
                     long r0 = m0 + t * EG_MR;
                     int mr = (int)(m1 - r0 < EG_MR ? m1 - r0 : EG_MR);
@@ -1458,17 +1554,12 @@ EG_AVX2 static int columns_bf16_simd(const bf16_ctx *g, long c0, long nc) {
                 }
             }
         }
-        for (long p = 0; p < panels; p++) {
-            long pcol = c0 + p * EG_NR, pn = c0 + nc - pcol < EG_NR ? c0 + nc - pcol : EG_NR;
-            for (long t = 0; t < ntiles; t++) {
-                long r0 = m0 + t * EG_MR;
-                int mr = (int)(m1 - r0 < EG_MR ? m1 - r0 : EG_MR);
-                const float *acc = (const float *)(tiles + (p * tiles_per_panel + t) * tile_vecs);
-                for (int r = 0; r < mr; r++)
-                    for (long j = 0; j < pn; j++) {
-                        float *yp = g->y + (r0 + r) * g->n + pcol + j;
-                        *yp = fp32_epilogue(acc[(r * EG_NV + j / 8) * 8 + j % 8], g->bias, pcol + j, *yp, g->mode);
-                    }
+        for (long t = 0; t < ntiles; t++) {   /* tiles outer: each output row is written as one run of nc columns */
+            long r0 = m0 + t * EG_MR;
+            for (long p = 0; p < panels; p++) {
+                long pcol = c0 + p * EG_NR, pn = c0 + nc - pcol < EG_NR ? c0 + nc - pcol : EG_NR;
+                store_tile_bf16(g, r0, (int)(m1 - r0 < EG_MR ? m1 - r0 : EG_MR), pcol, pn,
+                                tiles + (p * tiles_per_panel + t) * tile_vecs);
             }
         }
         if (g->mode == EK_EPI_GELU)

@@ -3,8 +3,9 @@ import EncoreKernels
 @testable import Encore
 
 /// The bf16 prompt GEMM (`ek_gemm_bf16`: AVX512-BF16's vdpbf16ps where the CPU has it, plain C elsewhere) and its use
-/// by prompt passes over bf16 decode copies (`usePromptWeights(.decode)`, opt-in ``Backend/bf16PromptGEMM``). On a CPU
-/// without AVX512-BF16 the tests run the plain path (kernel_parity checks the tile under SIMDe emulation there).
+/// by prompt passes over bf16 decode copies (`usePromptWeights(.decode)`, ``Backend/bf16PromptGEMM``: by default on
+/// CPUs with AVX512-BF16 that are not Intel's). On a CPU without AVX512-BF16 the tests run the plain path
+/// (kernel_parity checks the tiles under SIMDe emulation there).
 final class BF16GEMMTests: XCTestCase {
     var rng = SplitMix64(seed: 23)
     func randoms(_ n: Int, scale: Float = 1) -> [Float] { (0..<n).map { _ in (rng.nextUnitFloat() * 2 - 1) * scale } }
@@ -57,13 +58,23 @@ final class BF16GEMMTests: XCTestCase {
         return out
     }
 
+    /// The default: the vdpbf16ps prompt GEMM on CPUs that are not Intel's (Zen 4 runs it at twice the fp32 FMA
+    /// rate), widened sgemm on Intel's (half rate there); ENCORE_BF16_PROMPT_GEMM=1/0 overrides either way.
+    func testBF16PromptGEMMDefaultRule() {
+        XCTAssertTrue(Backend.defaultBF16PromptGEMM(environment: nil, intelCPU: false))
+        XCTAssertFalse(Backend.defaultBF16PromptGEMM(environment: nil, intelCPU: true))
+        XCTAssertFalse(Backend.defaultBF16PromptGEMM(environment: "auto", intelCPU: true))
+        XCTAssertTrue(Backend.defaultBF16PromptGEMM(environment: "1", intelCPU: true))
+        XCTAssertFalse(Backend.defaultBF16PromptGEMM(environment: "0", intelCPU: false))
+    }
+
     /// With only bf16 decode copies kept (`.decode` prompts), prompt passes multiply the bf16 rows as stored when
-    /// ``Ops/bf16PromptGEMM`` is on (``Backend/bf16PromptGEMM`` on a CPU with AVX512-BF16; here forced, the plain
-    /// path), instead of widening each matrix for BLAS: the logits move by the activations' bf16 rounding (so the GEMM
+    /// ``Ops/bf16PromptGEMM`` is on (``Backend/bf16PromptGEMM`` on a CPU with AVX512-BF16; here forced: the zmm
+    /// vdpbf16ps tiles where the CPU has them, else the plain path), instead of widening each matrix for BLAS: the logits move by the activations' bf16 rounding (so the GEMM
     /// ran) and stay within 2e-2 of the widened path's, for Mu (encoder and decoder) and Llama.
     func testModelsRunBF16PromptsAsStored() throws {
         let saved = Backend.bf16PromptGEMM
-        Backend.bf16PromptGEMM = false   // the widened baseline even with ENCORE_BF16_PROMPT_GEMM=1 on a BF16 CPU
+        Backend.bf16PromptGEMM = false   // the widened baseline, whatever the default on this CPU
         defer { Ops.forceBF16PromptGEMM = false; Backend.bf16PromptGEMM = saved }
         let mu = try XCTUnwrap(ModelRegistry.load(folder: fixture("mu/gqa_interleaved_ntk")) as? MuModel)
         let llama = try XCTUnwrap(ModelRegistry.load(folder: fixture("tiny_llama/f32.gguf")) as? LlamaModel)

@@ -232,8 +232,12 @@ final class Int8GEMMTests: XCTestCase {
 
     /// `.decode`: nothing fp32 stays resident (Mu's and T5's encoders and cross K/V take the decoder's format, packed
     /// only), decode steps are unchanged, and prompt passes equal a model built from the dequantized weights
-    /// (≤ 1e-5: the same fp32 GEMMs on the same values).
+    /// (≤ 1e-5: the same fp32 GEMMs on the same values). bf16 prompts are widened here (``Backend/bf16PromptGEMM``
+    /// off; its vdpbf16ps GEMM, the default on non-Intel CPUs with AVX512-BF16, is BF16GEMMTests').
     func testDecodeFormatPromptsKeepNoFP32() throws {
+        let savedBF16GEMM = Backend.bf16PromptGEMM
+        Backend.bf16PromptGEMM = false
+        defer { Backend.bf16PromptGEMM = savedBF16GEMM }
         for f in [WeightFormat.q4_0, .bf16] {
             let mu = try XCTUnwrap(ModelRegistry.load(folder: fixture("mu/gqa_interleaved_ntk")) as? MuModel)
             mu.useDecodeWeights(f)

@@ -502,12 +502,23 @@ public enum Backend {
     /// The tile path of the int8 and Q8_0/Q4_x prompt GEMMs on this CPU: "avx512vnni", "avxvnni", "avx2",
     /// "neon-dotprod", "neon" or "scalar".
     public static var int8GEMMPath: String { String(cString: ek_gemm_int8_path()) }
-    /// Opt-in: prompt passes over bf16-only weights (`--decode-weights bf16 --prompt-weights decode`) multiply the bf16
+    /// Whether prompt passes over bf16-only weights (`--decode-weights bf16 --prompt-weights decode`) multiply the bf16
     /// rows with AVX512-BF16's `vdpbf16ps` (`ek_gemm_bf16`; x rounded to bf16) instead of widening each matrix for
-    /// BLAS sgemm, on CPUs that have it. Off by default: on the one such CPU timed (an Intel Xeon, session 11),
-    /// vdpbf16ps runs at half the zmm FMA rate and the widened sgemm is faster. `ENCORE_BF16_PROMPT_GEMM=1` in the environment turns it on at start. Set it before
-    /// running models, not while one runs.
-    nonisolated(unsafe) public static var bf16PromptGEMM = ProcessInfo.processInfo.environment["ENCORE_BF16_PROMPT_GEMM"] == "1"
+    /// BLAS sgemm, on CPUs that have it. By default on such CPUs unless they are Intel's: on AMD Zen 4 vdpbf16ps runs
+    /// at twice the fp32 FMA rate and the zmm tile reaches ~400 GFLOP/s on 2 threads against sgemm's ~190 (session
+    /// 21); on the one Intel CPU timed (a Xeon, session 11) it runs at half the zmm FMA rate and the widened sgemm is
+    /// faster. `ENCORE_BF16_PROMPT_GEMM=1` or `=0` in the environment decides instead. Set it before running models,
+    /// not while one runs.
+    nonisolated(unsafe) public static var bf16PromptGEMM = defaultBF16PromptGEMM(
+        environment: ProcessInfo.processInfo.environment["ENCORE_BF16_PROMPT_GEMM"], intelCPU: ek_cpu_is_intel() != 0)
+    /// ``bf16PromptGEMM``'s rule: "1" on, "0" off, else on except on Intel CPUs.
+    static func defaultBF16PromptGEMM(environment: String?, intelCPU: Bool) -> Bool {
+        switch environment {
+        case "1": return true
+        case "0": return false
+        default: return !intelCPU
+        }
+    }
     /// "avx512bf16" where ``bf16PromptGEMM`` would run the vdpbf16ps tile, else "scalar".
     public static var bf16GEMMPath: String { String(cString: ek_gemm_bf16_path()) }
     /// Whether bf16-only prompt passes run the vdpbf16ps GEMM now: opted in, and the CPU (under the ISA cap) has it.
