@@ -523,7 +523,8 @@ public enum Backend {
     public static var bf16GEMMPath: String { String(cString: ek_gemm_bf16_path()) }
     /// Whether bf16-only prompt passes run the vdpbf16ps GEMM now: opted in, and the CPU (under the ISA cap) has it.
     public static var bf16PromptGEMMRuns: Bool { bf16PromptGEMM && bf16GEMMPath == "avx512bf16" }
-    /// x86-64: rows the grouped int8 / Q8_0 / Q4_x decode kernels walk side by side per thread (4 on Intel, 2 elsewhere;
+    /// x86-64: rows the grouped int8 / Q8_0 / Q4_x decode kernels walk side by side per thread (4 on Intel CPUs and
+    /// CPUs with AVX-512, 2 elsewhere;
     /// `EK_X8_STREAMS=2|4` overrides); nil on other CPUs.
     public static var groupedDecodeStreams: Int? {
         #if arch(x86_64)

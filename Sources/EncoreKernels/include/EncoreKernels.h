@@ -22,8 +22,10 @@ enum { EK_CPU_AVX2_FMA = 1, EK_CPU_AVX512F = 2, EK_CPU_NEON = 4, EK_CPU_AVX512BF
        EK_CPU_AVXVNNI = 32, EK_CPU_AVX512BWVL = 64, EK_CPU_F16C = 128, EK_CPU_NEON_DOTPROD = 256 };
 /** Bit set of EK_CPU_* the running CPU has. */
 int ek_cpu_features(void);
-/** 1 on an Intel CPU (cpuid vendor "GenuineIntel"), else 0: picks tuning defaults (ek_gemv_tasks, ek_get_x8_streams, the prompt GEMMs' streamed outputs). */
+/** 1 on an Intel CPU (cpuid vendor "GenuineIntel"), else 0: picks tuning defaults (the prompt GEMMs' streamed outputs, ek_cpu_prefers_long_streams). */
 int ek_cpu_is_intel(void);
+/** 1 on an Intel CPU or a CPU with AVX-512F, else 0: the decode GEMVs' tuning (ek_gemv_tasks, ek_get_x8_streams). */
+int ek_cpu_prefers_long_streams(void);
 /** Force the plain-C paths (1) or allow SIMD paths (0); for tests and benchmarks. */
 void ek_set_force_reference(int force);
 int ek_get_force_reference(void);
@@ -196,7 +198,8 @@ typedef void (*ek_task_fn)(void *ctx, long index, long count);
  *  EK_PARALLEL_MIN_BYTES overrides it, for tuning on other machines). */
 long ek_parallel_min_bytes(void);
 /** Tasks a decode GEMV over `bytes` weight bytes is split into: 1 below ek_parallel_min_bytes(), else about one per
- *  MiB, between P and 16 per thread (P: 1 on Intel CPUs, 4 elsewhere; EK_GEMV_TASKS_PER_THREAD overrides). */
+ *  MiB, between P and 16 per thread (P: 1 where ek_cpu_prefers_long_streams(), 4 elsewhere; EK_GEMV_TASKS_PER_THREAD
+ *  overrides). */
 long ek_gemv_tasks(long bytes);
 /** Runs fn(ctx, i, ntasks) for i in [0, ntasks), tasks claimed by the kernel threads and the caller; returns when all
  *  are done. Called from inside a task, it runs the tasks inline on that thread. */
@@ -252,8 +255,8 @@ int ek_get_isa_limit(void);
 /** int8 GEMV kernel on x86: 1 = blocks in groups of 8 (one scale vector per 8 blocks; the default), 0 = the
  *  per-block kernel, -1 = the default again (EK_INT8_BLOCKWISE=1 in the environment selects the per-block one). */
 void ek_set_int8_grouped(int on);
-/** Rows the x86 grouped (x8 / int8) decode kernels walk side by side in each thread's range: 4 on Intel CPUs (a core
- *  there streams only 11–12 GB/s, more misses in flight pay), 2 elsewhere; EK_X8_STREAMS=2|4 in the environment or
+/** Rows the x86 grouped (x8 / int8) decode kernels walk side by side in each thread's range: 4 where
+ *  ek_cpu_prefers_long_streams() (Intel CPUs, CPUs with AVX-512: more misses in flight pay), 2 elsewhere; EK_X8_STREAMS=2|4 in the environment or
  *  ek_set_x8_streams(2|4) overrides (-1: the default again). Results are the same bytes either way. */
 void ek_set_x8_streams(int n);
 int ek_get_x8_streams(void);
