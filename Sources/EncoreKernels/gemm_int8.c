@@ -349,7 +349,7 @@ EG_AVX2 static void pack_panel(const int8_t *w, long kp, long c0, long nc, int8_
 #endif
 /* The loops over r and v have constant trip counts: fully unrolled (SwiftPM builds C at -O2, where clang would
  * otherwise keep some accumulators in memory). */
-/* T: the accumulator vector (int32 lanes; the bf16 GEMM's tile reuses it with fp32 lanes, pairs of bf16 as quads) */
+/* T: the accumulator vector (int32 lanes) */
 #define EG_KERNEL(MR, SUF, ATTR, T, DOT) \
 ATTR static void kernel_##SUF##_##MR(const uint8_t *a, long lda, const int8_t *b, long quads, T *acc) { \
     const __m256i ones = _mm256_set1_epi16(1); (void)ones; \
@@ -1343,11 +1343,14 @@ int ek_gemm_int8_multi_ref(long count, const int8_t *const *w, const float *cons
  * flushes denormal inputs and outputs to zero, which the plain path and the twin do not), and the sums are fp32.
  * The weight rows (the bf16 decode copy, [n, k] uint16) are packed per panel of 16 columns into pairs interleaved by
  * column ([k/2][16][2]: one 32-bit lane per column, the int8 path's 8×8 transpose of 32-bit lanes when k % 16 == 0),
- * and a 4-row × 16-column fp32 tile adds vdpbf16ps(broadcast pair of x, two vectors of weight pairs) per pair of k,
- * kept across k blocks of 256 in the thread's tile buffer. Without AVX512-BF16 the same function runs plain C (far
- * slower than widening the weights for BLAS sgemm, which is what callers do there: ek_gemm_bf16_path()).
- * Timed in session 11 on an Intel Xeon with AVX512-BF16 (bench/README.md): there vdpbf16ps runs at half the fp32
- * FMA rate (peaks 156–171 against 319–346 GFLOP/s on zmm), so widening for BLAS sgemm (the default) is faster. */
+ * and zmm tiles of up to 8 rows × 32 columns (two panels; a lone last panel 8 × 16) add vdpbf16ps(broadcast pair
+ * of x, a vector of 16 columns' weight pairs) per pair of k, kept across k blocks of 256 in the thread's tile buffer.
+ * Without AVX512-BF16 the same function runs plain C (far slower than widening the weights for BLAS sgemm, which is
+ * what callers do there: ek_gemm_bf16_path()). Whether it beats the widened sgemm depends on the CPU: on session 21's
+ * AMD Zen 4 vdpbf16ps runs at twice the fp32 FMA rate and these tiles reach 398–406 GFLOP/s on 2 threads (512×4096×
+ * 1024; OpenBLAS sgemm 186–192; a ymm 4 × 16 tile, removed, 280–283), so callers use it there by default
+ * (Backend.bf16PromptGEMM); on session 11's Intel Xeon it runs at half the FMA rate (peaks 156–171 against 319–346
+ * GFLOP/s on zmm) and widening for sgemm is faster (bench/README.md, sessions 11 and 21). */
 
 #ifdef EG_X86
 #if defined(EK_EMULATED_FEATURES)
@@ -1411,15 +1414,10 @@ static void columns_bf16_plain(const bf16_ctx *g, long c0, long nc) {
 }
 
 #ifdef EG_X86
-/* The int8 path's kernel over bf16 pairs (4 bytes, as its quads; a and lda in bytes): acc[MR][EG_NV] fp32 += the
- * broadcast pair of each of the MR activation rows · the packed panel's EG_NV vectors of 8 columns' pairs, by
- * vdpbf16ps. */
-#define EG_DOT_BF16(c, u, s) _mm256_dpbf16_ps((c), (__m256bh)(u), (__m256bh)(s))
-EG_KERNELS(bf16, EG_BF16, __m256, EG_DOT_BF16)
 typedef void (*eb_kernel_fn)(const uint8_t *, long, const int8_t *, long, __m256 *);
-static const eb_kernel_fn eb_kernels[4] = { kernel_bf16_1, kernel_bf16_2, kernel_bf16_3, kernel_bf16_4 };
 
-/* On zmm, as the int8 path's kernel_zmm2_* / kernel_zmm_*: a packed pair row of a panel (16 columns × 2 bf16 = 64 B)
+/* The int8 path's kernels over bf16 pairs (4 bytes, as its quads; a and lda in bytes), on zmm as its kernel_zmm2_* /
+ * kernel_zmm_*: a packed pair row of a panel (16 columns × 2 bf16 = 64 B)
  * is one vector, MR ≤ 8 activation rows over adjacent 4-row tiles (a row's 16 fp32 sums are its two ymm tile
  * vectors). Two panels per call: per pair two weight loads and MR broadcasts feed 2·MR vdpbf16ps into 2·MR
  * accumulators (16 at MR = 8: more than the instruction's latency × throughput on Zen 4, 6 × 1). Same sums in the
@@ -1458,10 +1456,6 @@ EG_BF16 static void kernel_bf16_zmm_##MR(const uint8_t *a, long lda, const int8_
     } \
     EG_UNROLL for (int r = 0; r < MR; r++) _mm512_storeu_ps((float *)(acc + 2 * r), c[r]); \
 }
-#ifndef EB_HAVE_ZMM
-#define EB_HAVE_ZMM 1   /* -DEB_HAVE_ZMM=0: the ymm tile (A/B) */
-#endif
-#if EB_HAVE_ZMM
 EB_KERNEL_ZMM2(1) EB_KERNEL_ZMM2(2) EB_KERNEL_ZMM2(3) EB_KERNEL_ZMM2(4) EB_KERNEL_ZMM2(5) EB_KERNEL_ZMM2(6)
 EB_KERNEL_ZMM2(7) EB_KERNEL_ZMM2(8)
 EB_KERNEL_ZMM(1) EB_KERNEL_ZMM(2) EB_KERNEL_ZMM(3) EB_KERNEL_ZMM(4) EB_KERNEL_ZMM(5) EB_KERNEL_ZMM(6)
@@ -1471,7 +1465,6 @@ static const eb_kernel2_fn eb_kernels_zmm2[8] = { kernel_bf16_zmm2_1, kernel_bf1
     kernel_bf16_zmm2_4, kernel_bf16_zmm2_5, kernel_bf16_zmm2_6, kernel_bf16_zmm2_7, kernel_bf16_zmm2_8 };
 static const eb_kernel_fn eb_kernels_zmm[8] = { kernel_bf16_zmm_1, kernel_bf16_zmm_2, kernel_bf16_zmm_3,
     kernel_bf16_zmm_4, kernel_bf16_zmm_5, kernel_bf16_zmm_6, kernel_bf16_zmm_7, kernel_bf16_zmm_8 };
-#endif
 
 /* Rows r0..r0+mr of columns c0..c0+nc from the fp32 tile: bias, then the epilogue (GELU later, per row). */
 EG_BF16 static void store_tile_bf16(const bf16_ctx *g, long r0, int mr, long c0, long nc, const __m256 *acc) {
@@ -1526,7 +1519,6 @@ EG_AVX2 static int columns_bf16_simd(const bf16_ctx *g, long c0, long nc) {
             long pc = pairs - p0 < EB_KC ? pairs - p0 : EB_KC;
             for (long p = 0; p < panels; p++) {
                 const int8_t *bk = pb + p * panel_len + p0 * 4 * EG_NR;
-#if EB_HAVE_ZMM
                 if (p + 1 < panels) {   /* this panel and the next, 8 rows (two tiles) per call */
                     for (long t = 0; t < ntiles; t += 2) {
                         long r0 = m0 + t * EG_MR;
@@ -1543,14 +1535,6 @@ EG_AVX2 static int columns_bf16_simd(const bf16_ctx *g, long c0, long nc) {
                     int mr = (int)(m1 - r0 < 8 ? m1 - r0 : 8);
                     eb_kernels_zmm[mr - 1]((const uint8_t *)(g->xb + r0 * g->kp + 2 * p0), 2 * g->kp, bk, pc,
                                            tiles + (p * tiles_per_panel + t) * tile_vecs);
-                }
-                continue;
-#endif
-                for (long t = 0; t < ntiles; t++) {
-                    long r0 = m0 + t * EG_MR;
-                    int mr = (int)(m1 - r0 < EG_MR ? m1 - r0 : EG_MR);
-                    eb_kernels[mr - 1]((const uint8_t *)(g->xb + r0 * g->kp + 2 * p0), 2 * g->kp, bk, pc,
-                                       tiles + (p * tiles_per_panel + t) * tile_vecs);
                 }
             }
         }

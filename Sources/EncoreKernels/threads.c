@@ -137,7 +137,8 @@ long ek_parallel_min_bytes(void) {
  * streams going (session 12, Llama-362M decode, 128 → 64 tokens, medians of 14 alternating runs: Q4_0 74.7 → 83.4
  * tok/s, int8 49.4 → 50.5, bf16 level; bench/micro/gemv_layers.c, Q4_0: 9.4–9.9 → 8.4–9.0 ms for a step's GEMVs).
  * The AMD Zen 4 of session 21 (AVX-512 kernels) also gains from 1: Llama-362M fp32 decode, 128 → 32 tokens, three
- * alternations, 21.4 → 25.3 tok/s on average, bf16 level; so P is 1 wherever ek_cpu_prefers_long_streams().
+ * alternations, 21.4 → 25.3 tok/s on average, bf16 level; so P is 1 wherever ek_cpu_prefers_long_streams() (the
+ * CPU's features, whatever ISA cap is set later: read once).
  * EK_GEMV_TASKS_PER_THREAD=1..16 in the environment sets P. The count is rounded up to a multiple of the threads: 9
  * equal ranges on 2 threads (Llama-362M's bf16 gate/up, 9.4 MiB) end with one thread running the 5th while the other
  * waits, 11% longer than 10 ranges. */

@@ -38,7 +38,7 @@ final class BF16GEMMTests: XCTestCase {
         }
         var y: [Float] = [0]
         XCTAssertEqual(ek_gemm_bf16([0], [1], nil, &y, 1, 1, 1, 9), -1, "unknown epilogue")
-        // opt-in, and only where the tile runs (AVX512-BF16); the test override runs the plain path anywhere
+        // on by default off Intel, and only where the tile runs (AVX512-BF16); the test override runs the plain path anywhere
         let saved = Backend.bf16PromptGEMM
         defer { Backend.bf16PromptGEMM = saved }
         Backend.bf16PromptGEMM = false

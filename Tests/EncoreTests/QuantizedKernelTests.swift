@@ -67,7 +67,9 @@ final class QuantizedKernelTests: XCTestCase {
     func testGEMVTaskSplit() {
         defer { Backend.setThreads(2) }
         Backend.setThreads(2)
-        let fewest = ek_cpu_prefers_long_streams() != 0 ? 1 : 4
+        let longStreams = ek_cpu_is_intel() != 0 || (ek_cpu_features() & Int32(EK_CPU_AVX512F)) != 0
+        XCTAssertEqual(ek_cpu_prefers_long_streams() != 0, longStreams, "Intel CPUs and CPUs with AVX-512F")
+        let fewest = longStreams ? 1 : 4
         XCTAssertEqual(ek_gemv_tasks(ek_parallel_min_bytes() - 1), 1)
         XCTAssertEqual(ek_gemv_tasks(1 << 20), 2 * fewest, "at least \(fewest) per thread")
         XCTAssertEqual(ek_gemv_tasks(4 << 20), max(4, 2 * fewest), "one per MiB, at least \(fewest) per thread")

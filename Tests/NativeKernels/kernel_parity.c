@@ -735,11 +735,13 @@ static void test_gemm_q8_0(void) {
 /* The bf16 prompt GEMM (gemm_int8.c) vs its twin (sums in double), every epilogue, k a multiple of 16 (the
  * transposing pack) and not: 1e-5 · (Σ|x_b·w| + |bias| + |old y|) per output (GELU: plus its kernel's 1e-5). */
 static void test_gemm_bf16(void) {
-    /* ragged m (tiles of 1–4 rows), n across panels, k odd / not a multiple of 16 (scalar pack) / over the 256-value
-       k block with k % 16 == 0 (accumulators kept across blocks, the transposing pack) */
+    /* ragged m (calls of 1–8 rows, over one or two 96-row blocks), n across panels (tasks of 1–3 panels on 2
+       threads: the two-panel tile and a lone last panel), k odd / not a multiple of 16 (scalar pack) / over the
+       256-value k block with k % 16 == 0 (accumulators kept across blocks, the transposing pack) */
     static const long shapes[][3] = { { 1, 1, 1 }, { 5, 17, 37 }, { 13, 33, 64 }, { 97, 40, 160 }, { 20, 300, 70 },
-                                       { 6, 40, 512 }, { 7, 17, 272 }, { 10, 33, 288 } };
-    for (long si = 0; si < 8; si++) {
+                                       { 6, 40, 512 }, { 7, 17, 272 }, { 10, 33, 288 }, { 100, 300, 512 },
+                                       { 13, 160, 272 } };
+    for (long si = 0; si < 10; si++) {
         long m = shapes[si][0], n = shapes[si][1], k = shapes[si][2];
         float *wf = frand(n * k, 1), *x = frand(m * k, 3), *b = frand(n, 1), *y0 = frand(m * n, 1);
         uint16_t *w = malloc(sizeof(uint16_t) * (size_t)(n * k)), *xb = malloc(sizeof(uint16_t) * (size_t)k);
