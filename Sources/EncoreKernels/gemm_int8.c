@@ -388,41 +388,52 @@ static const eg_kernel_fn eg_kernels[4][4] = {
 #ifndef EG_ZMR
 #define EG_ZMR 8
 #endif
-#define EG_KERNEL_ZMM(MR) \
-EG_AVX512VNNI static void kernel_zmm_##MR(const uint8_t *a, long lda, const int8_t *b, long quads, __m256i *acc) { \
-    __m512i c[MR]; \
-    EG_UNROLL for (int r = 0; r < MR; r++) c[r] = _mm512_loadu_si512((const void *)(acc + 2 * r)); \
+/* The zmm kernels for a vector type V of 16 lanes (accumulators kept in the tile buffer as ACC, two per row) and
+ * its operations Z##_LOAD(p), Z##_STORE(p, v), Z##_BCAST(32-bit quad or pair of a), Z##_DOT(c, a, b): here int8
+ * (EG_ZI: vpdpbusd) and, below, bf16 (EB_ZB: vdpbf16ps over the same packed panels, pairs of bf16 as quads). */
+#define EG_ZI_LOAD(p) _mm512_loadu_si512((const void *)(p))
+#define EG_ZI_STORE(p, v) _mm512_storeu_si512((void *)(p), (v))
+#define EG_ZI_BCAST(q) _mm512_set1_epi32(q)
+#define EG_ZI_DOT(c, u, s) _mm512_dpbusd_epi32((c), (u), (s))
+/* kernel_NAME_MR: MR rows × one panel's 16 columns */
+#define EG_KERNEL_ZMM_OF(MR, NAME, ATTR, V, ACC, Z) \
+ATTR static void kernel_##NAME##_##MR(const uint8_t *a, long lda, const int8_t *b, long quads, ACC *acc) { \
+    V c[MR]; \
+    EG_UNROLL for (int r = 0; r < MR; r++) c[r] = Z##_LOAD(acc + 2 * r); \
     for (long p = 0; p < quads; p++) { \
-        const __m512i bv = _mm512_loadu_si512((const void *)(b + p * 4 * EG_NR)); \
+        const V bv = Z##_LOAD(b + p * 4 * EG_NR); \
         EG_UNROLL for (int r = 0; r < MR; r++) \
-            c[r] = _mm512_dpbusd_epi32(c[r], _mm512_set1_epi32(*(const int32_t *)(a + r * lda + 4 * p)), bv); \
+            c[r] = Z##_DOT(c[r], Z##_BCAST(*(const int32_t *)(const void *)(a + r * lda + 4 * p)), bv); \
     } \
-    EG_UNROLL for (int r = 0; r < MR; r++) _mm512_storeu_si512((void *)(acc + 2 * r), c[r]); \
+    EG_UNROLL for (int r = 0; r < MR; r++) Z##_STORE(acc + 2 * r, c[r]); \
 }
-/* Two panels at once (b0 → acc0, b1 → acc1): MR rows × 32 columns, 2·MR accumulators; per quad two weight loads
- * and MR broadcasts feed 2·MR vpdpbusd (one broadcast per two instructions instead of one per instruction). */
-#define EG_KERNEL_ZMM2(MR) \
-EG_AVX512VNNI static void kernel_zmm2_##MR(const uint8_t *a, long lda, const int8_t *b0, const int8_t *b1, long quads, \
-                                          __m256i *acc0, __m256i *acc1) { \
-    __m512i c[MR], d[MR]; \
+/* kernel_NAME2_MR, two panels at once (b0 → acc0, b1 → acc1): MR rows × 32 columns, 2·MR accumulators; per quad two
+ * weight loads and MR broadcasts feed 2·MR dot instructions (one broadcast per two instructions instead of one per
+ * instruction). */
+#define EG_KERNEL_ZMM2_OF(MR, NAME, ATTR, V, ACC, Z) \
+ATTR static void kernel_##NAME##2_##MR(const uint8_t *a, long lda, const int8_t *b0, const int8_t *b1, long quads, \
+                                      ACC *acc0, ACC *acc1) { \
+    V c[MR], d[MR]; \
     EG_UNROLL for (int r = 0; r < MR; r++) { \
-        c[r] = _mm512_loadu_si512((const void *)(acc0 + 2 * r)); \
-        d[r] = _mm512_loadu_si512((const void *)(acc1 + 2 * r)); \
+        c[r] = Z##_LOAD(acc0 + 2 * r); \
+        d[r] = Z##_LOAD(acc1 + 2 * r); \
     } \
     for (long p = 0; p < quads; p++) { \
-        const __m512i bv = _mm512_loadu_si512((const void *)(b0 + p * 4 * EG_NR)); \
-        const __m512i bw = _mm512_loadu_si512((const void *)(b1 + p * 4 * EG_NR)); \
+        const V bv = Z##_LOAD(b0 + p * 4 * EG_NR); \
+        const V bw = Z##_LOAD(b1 + p * 4 * EG_NR); \
         EG_UNROLL for (int r = 0; r < MR; r++) { \
-            const __m512i av = _mm512_set1_epi32(*(const int32_t *)(a + r * lda + 4 * p)); \
-            c[r] = _mm512_dpbusd_epi32(c[r], av, bv); \
-            d[r] = _mm512_dpbusd_epi32(d[r], av, bw); \
+            const V av = Z##_BCAST(*(const int32_t *)(const void *)(a + r * lda + 4 * p)); \
+            c[r] = Z##_DOT(c[r], av, bv); \
+            d[r] = Z##_DOT(d[r], av, bw); \
         } \
     } \
     EG_UNROLL for (int r = 0; r < MR; r++) { \
-        _mm512_storeu_si512((void *)(acc0 + 2 * r), c[r]); \
-        _mm512_storeu_si512((void *)(acc1 + 2 * r), d[r]); \
+        Z##_STORE(acc0 + 2 * r, c[r]); \
+        Z##_STORE(acc1 + 2 * r, d[r]); \
     } \
 }
+#define EG_KERNEL_ZMM(MR) EG_KERNEL_ZMM_OF(MR, zmm, EG_AVX512VNNI, __m512i, __m256i, EG_ZI)
+#define EG_KERNEL_ZMM2(MR) EG_KERNEL_ZMM2_OF(MR, zmm, EG_AVX512VNNI, __m512i, __m256i, EG_ZI)
 #ifndef EG_HAVE_ZMM
 #define EG_HAVE_ZMM 1   /* -DEG_HAVE_ZMM=0: the ymm tile on every VNNI path (A/B) */
 #endif
@@ -1416,46 +1427,17 @@ static void columns_bf16_plain(const bf16_ctx *g, long c0, long nc) {
 #ifdef EG_X86
 typedef void (*eb_kernel_fn)(const uint8_t *, long, const int8_t *, long, __m256 *);
 
-/* The int8 path's kernels over bf16 pairs (4 bytes, as its quads; a and lda in bytes), on zmm as its kernel_zmm2_* /
- * kernel_zmm_*: a packed pair row of a panel (16 columns × 2 bf16 = 64 B)
- * is one vector, MR ≤ 8 activation rows over adjacent 4-row tiles (a row's 16 fp32 sums are its two ymm tile
- * vectors). Two panels per call: per pair two weight loads and MR broadcasts feed 2·MR vdpbf16ps into 2·MR
- * accumulators (16 at MR = 8: more than the instruction's latency × throughput on Zen 4, 6 × 1). Same sums in the
- * same order per lane as the ymm tile (each lane adds its pair's two products, then the pairs in order of k). */
-#define EB_DOT_ZMM(c, u, s) _mm512_dpbf16_ps((c), (__m512bh)(u), (__m512bh)(s))
-#define EB_KERNEL_ZMM2(MR) \
-EG_BF16 static void kernel_bf16_zmm2_##MR(const uint8_t *a, long lda, const int8_t *b0, const int8_t *b1, long pairs, \
-                                         __m256 *acc0, __m256 *acc1) { \
-    __m512 c[MR], d[MR]; \
-    EG_UNROLL for (int r = 0; r < MR; r++) { \
-        c[r] = _mm512_loadu_ps((const float *)(acc0 + 2 * r)); \
-        d[r] = _mm512_loadu_ps((const float *)(acc1 + 2 * r)); \
-    } \
-    for (long p = 0; p < pairs; p++) { \
-        const __m512 bv = _mm512_loadu_ps((const float *)(const void *)(b0 + p * 4 * EG_NR)); \
-        const __m512 bw = _mm512_loadu_ps((const float *)(const void *)(b1 + p * 4 * EG_NR)); \
-        EG_UNROLL for (int r = 0; r < MR; r++) { \
-            const __m512 av = _mm512_castsi512_ps(_mm512_set1_epi32(*(const int32_t *)(const void *)(a + r * lda + 4 * p))); \
-            c[r] = EB_DOT_ZMM(c[r], av, bv); \
-            d[r] = EB_DOT_ZMM(d[r], av, bw); \
-        } \
-    } \
-    EG_UNROLL for (int r = 0; r < MR; r++) { \
-        _mm512_storeu_ps((float *)(acc0 + 2 * r), c[r]); \
-        _mm512_storeu_ps((float *)(acc1 + 2 * r), d[r]); \
-    } \
-}
-#define EB_KERNEL_ZMM(MR) \
-EG_BF16 static void kernel_bf16_zmm_##MR(const uint8_t *a, long lda, const int8_t *b, long pairs, __m256 *acc) { \
-    __m512 c[MR]; \
-    EG_UNROLL for (int r = 0; r < MR; r++) c[r] = _mm512_loadu_ps((const float *)(acc + 2 * r)); \
-    for (long p = 0; p < pairs; p++) { \
-        const __m512 bv = _mm512_loadu_ps((const float *)(const void *)(b + p * 4 * EG_NR)); \
-        EG_UNROLL for (int r = 0; r < MR; r++) \
-            c[r] = EB_DOT_ZMM(c[r], _mm512_castsi512_ps(_mm512_set1_epi32(*(const int32_t *)(const void *)(a + r * lda + 4 * p))), bv); \
-    } \
-    EG_UNROLL for (int r = 0; r < MR; r++) _mm512_storeu_ps((float *)(acc + 2 * r), c[r]); \
-}
+/* The int8 path's zmm kernels (EG_KERNEL_ZMM_OF / EG_KERNEL_ZMM2_OF) over bf16 pairs (4 bytes, as its quads; a and lda
+ * in bytes): a packed pair row of a panel (16 columns × 2 bf16 = 64 B) is one vector, MR ≤ 8 activation rows over
+ * adjacent 4-row tiles (a row's 16 fp32 sums are its two ymm tile vectors). Two panels per call: per pair two weight
+ * loads and MR broadcasts feed 2·MR vdpbf16ps into 2·MR accumulators (16 at MR = 8: more than the instruction's
+ * latency × throughput on Zen 4, 6 × 1). Each lane adds its pair's two products, then the pairs in order of k. */
+#define EB_ZB_LOAD(p) _mm512_loadu_ps((const float *)(const void *)(p))
+#define EB_ZB_STORE(p, v) _mm512_storeu_ps((float *)(void *)(p), (v))
+#define EB_ZB_BCAST(q) _mm512_castsi512_ps(_mm512_set1_epi32(q))
+#define EB_ZB_DOT(c, u, s) _mm512_dpbf16_ps((c), (__m512bh)(u), (__m512bh)(s))
+#define EB_KERNEL_ZMM(MR) EG_KERNEL_ZMM_OF(MR, bf16_zmm, EG_BF16, __m512, __m256, EB_ZB)
+#define EB_KERNEL_ZMM2(MR) EG_KERNEL_ZMM2_OF(MR, bf16_zmm, EG_BF16, __m512, __m256, EB_ZB)
 EB_KERNEL_ZMM2(1) EB_KERNEL_ZMM2(2) EB_KERNEL_ZMM2(3) EB_KERNEL_ZMM2(4) EB_KERNEL_ZMM2(5) EB_KERNEL_ZMM2(6)
 EB_KERNEL_ZMM2(7) EB_KERNEL_ZMM2(8)
 EB_KERNEL_ZMM(1) EB_KERNEL_ZMM(2) EB_KERNEL_ZMM(3) EB_KERNEL_ZMM(4) EB_KERNEL_ZMM(5) EB_KERNEL_ZMM(6)

@@ -952,8 +952,9 @@ ATTR static void rows_##SUFFIX(const qctx *c, long r0, long r1) {               
  * streams fell back (Q4_0 63.1, Q8_0 41.9 against 79.5 and 48.0 with 4 in the same runs). The AMD Zen 4 of session
  * 21 (AVX-512) also gains from 4 streams with 1 range per thread (ek_gemv_tasks): Llama-362M int8 decode, 128 → 64
  * tokens, three alternations, 81 → 93 tok/s on average (2 streams with 1 range: 86); the binaries before and after,
- * alternated three times, Mu-330M q4_0 350 → 385 tok/s on average. So
- * CPUs where ek_cpu_prefers_long_streams() (Intel, AVX-512) walk 4, others 2; EK_X8_STREAMS=2|4 in the environment or ek_set_x8_streams overrides. A row's float is the same either way. */
+ * alternated three times, Mu-330M q4_0 350 → 385 tok/s on average. So CPUs where ek_cpu_prefers_long_streams()
+ * (Intel, AVX-512) walk 4, others 2; EK_X8_STREAMS=2|4 in the environment or ek_set_x8_streams overrides. A row's
+ * float is the same either way. */
 #define EQ_X8_MAX_STREAMS 4
 #define EQ_DEFINE_X8_ROWS(SUFFIX, ATTR, DOT, PAIRDOT)                                                          \
 ATTR static inline __m256i x8_pair_##SUFFIX(const uint8_t *wq, const int8_t *xq, __m256i m4) {                 \

@@ -256,8 +256,8 @@ int ek_get_isa_limit(void);
  *  per-block kernel, -1 = the default again (EK_INT8_BLOCKWISE=1 in the environment selects the per-block one). */
 void ek_set_int8_grouped(int on);
 /** Rows the x86 grouped (x8 / int8) decode kernels walk side by side in each thread's range: 4 where
- *  ek_cpu_prefers_long_streams() (Intel CPUs, CPUs with AVX-512: more misses in flight pay), 2 elsewhere; EK_X8_STREAMS=2|4 in the environment or
- *  ek_set_x8_streams(2|4) overrides (-1: the default again). Results are the same bytes either way. */
+ *  ek_cpu_prefers_long_streams() (Intel CPUs, CPUs with AVX-512: more misses in flight pay), 2 elsewhere;
+ *  EK_X8_STREAMS=2|4 in the environment or ek_set_x8_streams(2|4) overrides (-1: the default again). Results are the same bytes either way. */
 void ek_set_x8_streams(int n);
 int ek_get_x8_streams(void);
 /** Path a format runs on under the current limit: "avx512vnni", "avxvnni", "avx2", "avx512bf16", "avx512f", "avx512bw"
