@@ -2,6 +2,7 @@
  * longQueryAttention runs it (OpenBLAS single-threaded per task on Encore's pool, ek_softmax_masked_f32 between),
  * against a prototype with own AVX2 register tiles (K packed to 16-key panels, 6×16 tiles, V read in place).
  * Best of N wall-clock runs of one layer, GFLOP/s of the counted work, and the largest difference between the two.
+ * Scores are divided by 8 (√64) with no bias: T5's shape can be run, not T5's unscaled scores plus relative bias.
  *   clang -O2 -I Sources/EncoreKernels/include -I/usr/include/x86_64-linux-gnu/openblas-pthread \
  *       bench/micro/prompt_attention.c Sources/EncoreKernels/[a-z]*.c -lopenblas -lm -lpthread -o /tmp/prompt_attention
  *   /tmp/prompt_attention T heads kv_heads causal threads [runs]   # Mu encoder: 512 6 3 0 2; Llama: 512 15 5 1 2
@@ -121,7 +122,8 @@ int main(int argc, char **argv) {
     long qw = heads * D, kvw = kvh * D;
     float *q = malloc(4 * t * qw), *k = malloc(4 * t * kvw), *v = malloc(4 * t * kvw);
     float *o1 = malloc(4 * t * qw), *o2 = malloc(4 * t * qw);
-    float *scratch = malloc(4 * 8 * BQ * t), *pack = malloc(4 * 8 * (t + 16) * D);
+    long slots = ek_thread_slots();   /* ek_thread_slot() of any task is below this */
+    float *scratch = malloc(4 * slots * BQ * t), *pack = malloc(4 * slots * (t + 16) * D);
     srand(1);
     for (long i = 0; i < t * qw; i++) q[i] = rand() / (float)RAND_MAX - 0.5f;
     for (long i = 0; i < t * kvw; i++) { k[i] = rand() / (float)RAND_MAX - 0.5f; v[i] = rand() / (float)RAND_MAX - 0.5f; }
