@@ -7,9 +7,12 @@
  *       bench/micro/prompt_attention.c Sources/EncoreKernels/[a-z]*.c -lopenblas -lm -lpthread -o /tmp/prompt_attention
  *   /tmp/prompt_attention T heads kv_heads causal threads [runs]   # Mu encoder: 512 6 3 0 2; Llama: 512 15 5 1 2
  *   NO_SOFTMAX=1 /tmp/prompt_attention …                          # the two GEMMs alone (the outputs then differ)
+ *   SPLIT=1 /tmp/prompt_attention 512 15 5 1 2   # second arm: OpenBLAS with each causal block split — the keys every
+ *                                                # row sees in one GEMM, the diagonal by SUBQ rows (-DSUBQ=32 default)
  * Session 23 (AMD EPYC Zen 3, AVX2, 2 threads, best of 7): own ÷ OpenBLAS 0.97× (Mu 512), 1.20× (Llama 512 causal: the
  * tiles skip the diagonal block's masked half), 0.79× (T5 512, 16 heads), 0.82× (Mu 2048): not adopted;
- * bench/README.md "Session 23".
+ * bench/README.md "Session 23". SPLIT=1, quiet, two alternations: SUBQ 32 1.02–1.06× at T 512, 1.09–1.13× at 128,
+ * 1.04× at 2048 (16: 0.98–1.11×, 64: 1.01–1.09×) — 1% of a Llama prompt pass at best: not adopted either.
  */
 #include "EncoreKernels.h"
 #include <cblas.h>
@@ -22,6 +25,9 @@
 #define AV __attribute__((target("avx2,fma")))
 #define BQ 128
 #define D 64
+#ifndef SUBQ
+#define SUBQ 32
+#endif
 static double now(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec + t.tv_nsec * 1e-9; }
 
 typedef struct {
@@ -74,7 +80,26 @@ static void task(void *ctx, long index, long count) {
     float *sc = j->scratch + ek_thread_slot() * BQ * j->t;
     const float *q = j->q + t0 * j->qw + h * D, *k = j->k + g * D, *v = j->v + g * D;
     float *o = j->out + t0 * j->qw + h * D;
-    if (!j->own) {
+    if (j->own == 2 && j->causal && bq > SUBQ) {   /* split: keys every row sees in one GEMM, the diagonal by SUBQ rows */
+        long full = t0 + 1;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, bq, full, D, 1, q, j->qw, k, j->kvw, 0, sc, n);
+        for (long r0 = 0; r0 < bq; r0 += SUBQ) {
+            long r1 = r0 + SUBQ < bq ? r0 + SUBQ : bq, end = t0 + r1 < n ? t0 + r1 : n;
+            if (end > full)
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, r1 - r0, end - full, D, 1, q + r0 * j->qw, j->qw,
+                            k + full * j->kvw, j->kvw, 0, sc + r0 * n + full, n);
+        }
+        if (!getenv("NO_SOFTMAX")) ek_softmax_masked_f32(sc, bq, n, n, 8.0f, NULL, t0);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, bq, D, full, 1, sc, n, v, j->kvw, 0, o, j->qw);
+        for (long r0 = 0; r0 < bq; r0 += SUBQ) {
+            long r1 = r0 + SUBQ < bq ? r0 + SUBQ : bq, end = t0 + r1 < n ? t0 + r1 : n;
+            if (end > full)
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, r1 - r0, D, end - full, 1, sc + r0 * n + full, n,
+                            v + full * j->kvw, j->kvw, 1, o + r0 * j->qw, j->qw);
+        }
+        return;
+    }
+    if (!j->own || j->own == 2) {
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, bq, n, D, 1, q, j->qw, k, j->kvw, 0, sc, n);
         if (!getenv("NO_SOFTMAX")) ek_softmax_masked_f32(sc, bq, n, n, 8.0f, NULL, j->causal ? t0 : -1);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, bq, D, n, 1, sc, n, v, j->kvw, 0, o, j->qw);
@@ -132,9 +157,10 @@ int main(int argc, char **argv) {
     for (long b = 0; b < j.blocks; b++) { long t0 = b * BQ, bq = t - t0 < BQ ? t - t0 : BQ; flops += 4.0 * bq * visible(&j, t0, bq) * D; }
     flops *= heads;
     double best[2] = { 1e9, 1e9 };
+    int alt = getenv("SPLIT") ? 2 : 1;   /* SPLIT=1: the second arm is the split causal blocks, not the own tiles */
     for (int it = 0; it < runs; it++)
         for (int own = 0; own < 2; own++) {
-            j.own = own; j.out = own ? o2 : o1;
+            j.own = own ? alt : 0; j.out = own ? o2 : o1;
             double s = now();
             ek_parallel_for(heads * j.blocks, task, &j);
             s = now() - s;
