@@ -108,12 +108,17 @@ public enum Ops {
         BLAS.gemm(m: m, n: n, k: k, a: x.data, b: weight.data, transB: true, c: r.data, beta: 1)
     }
 
-    /// Floats of the scratch ``linearWidened(_:weight:bias:gelu:into:)`` widens weight rows into (4 MiB).
-    static let widenTileFloats = 1 << 20
+    /// Floats of the scratch ``linearWidened(_:weight:bias:gelu:into:)`` widens weight rows into (16 MiB). Each
+    /// tile's GEMM is as wide as the tile holds rows (widenTileFloats / K), and OpenBLAS loses speed on narrow ones:
+    /// with 4 MiB, T5-347M's down projection (K = 2,816) ran GEMMs of 372 columns. 16 MiB holds a whole 4096 × 1024
+    /// matrix and ≥ 1,024 rows of any K ≤ 4,096. Session 23 (AMD EPYC Zen 3, 512 tokens, bf16 weights widened, six /
+    /// three alternations of two builds): T5-347M first token 2,344 → 2,143 ms (medians), Llama-362M 3,034 → 2,903,
+    /// Mu-330M within the noise; peak RSS +5 to +13 MiB.
+    static let widenTileFloats = 1 << 22
 
     /// A prompt pass's product (M > 8 rows) over a matrix kept only in a decode format (bf16, int8 rows, GGUF blocks):
     /// `widenTileFloats / K` weight rows at a time are widened to fp32 into one pooled buffer and multiplied into their
-    /// columns of the output (ldc = N), so the scratch is one 4 MiB tile whatever the matrix, instead of a whole fp32
+    /// columns of the output (ldc = N), so the scratch is one 16 MiB tile whatever the matrix, instead of a whole fp32
     /// copy per distinct shape held by the buffer pool (Llama-362M's fused gate/up alone: 19.7 MB). The epilogues and
     /// their rounding are ``linear(_:weight:bias:)``'s (the bias first, then the GEMM with beta = 1),
     /// ``linearGELU(_:weight:bias:)``'s (`gelu`) and ``linearAccumulate(into:_:weight:bias:)``'s (`into`: r += x·Wᵀ + b,
