@@ -8,7 +8,8 @@
  *   /tmp/prompt_attention T heads kv_heads causal threads [runs]   # Mu encoder: 512 6 3 0 2; Llama: 512 15 5 1 2
  *   NO_SOFTMAX=1 /tmp/prompt_attention …                          # the two GEMMs alone (the outputs then differ)
  *   SPLIT=1 /tmp/prompt_attention 512 15 5 1 2   # second arm: OpenBLAS with each causal block split — the keys every
- *                                                # row sees in one GEMM, the diagonal by SUBQ rows (-DSUBQ=32 default)
+ *                                                # row sees in one GEMM, the diagonal by SUBQ rows (-DSUBQ=32 default;
+ *                                                # without a causal mask both arms are the same OpenBLAS path)
  * Session 23 (AMD EPYC Zen 3, AVX2, 2 threads, best of 7): own ÷ OpenBLAS 0.97× (Mu 512), 1.20× (Llama 512 causal: the
  * tiles skip the diagonal block's masked half), 0.79× (T5 512, 16 heads), 0.82× (Mu 2048): not adopted;
  * bench/README.md "Session 23". SPLIT=1, quiet, two alternations: SUBQ 32 1.02–1.06× at T 512, 1.09–1.13× at 128,
@@ -168,8 +169,9 @@ int main(int argc, char **argv) {
         }
     double err = 0;
     for (long i = 0; i < t * qw; i++) { double e = fabs(o1[i] - o2[i]); if (e > err) err = e; }
-    printf("T %ld heads %ld/%ld causal %ld threads %d: openblas %.1f GFLOP/s (%.3f ms) | own %.1f GFLOP/s (%.3f ms) | "
+    printf("T %ld heads %ld/%ld causal %ld threads %d: openblas %.1f GFLOP/s (%.3f ms) | %s %.1f GFLOP/s (%.3f ms) | "
            "%.2fx | max diff %.2e\n", t, heads, kvh, causal, threads, flops / best[0] * 1e-9, best[0] * 1e3,
+           alt == 2 ? "split" : "own",
            flops / best[1] * 1e-9, best[1] * 1e3, best[0] / best[1], err);
     return 0;
 }
