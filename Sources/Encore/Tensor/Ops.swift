@@ -111,9 +111,9 @@ public enum Ops {
     /// Floats of the scratch ``linearWidened(_:weight:bias:gelu:into:)`` widens weight rows into (16 MiB). Each
     /// tile's GEMM is as wide as the tile holds rows (widenTileFloats / K), and OpenBLAS loses speed on narrow ones:
     /// with 4 MiB, T5-347M's down projection (K = 4,096) ran GEMMs of 256 columns, 128 per thread. 16 MiB holds a
-    /// whole 4096 × 1024 matrix, and every tile but a matrix's last holds ≥ 1,024 rows when K ≤ 4,096. Session 23 (AMD EPYC Zen 3, 512 tokens, bf16 weights widened, six /
-    /// three alternations of two builds): T5-347M first token 2,344 → 2,143 ms (medians), Llama-362M 3,034 → 2,903,
-    /// Mu-330M within the noise; peak RSS +5 to +13 MiB.
+    /// whole 4096 × 1024 matrix, and every tile but a matrix's last holds ≥ 1,024 rows when K ≤ 4,096. Session 23
+    /// (AMD EPYC Zen 3, 512 tokens, bf16 weights widened, six / three alternations of two builds): T5-347M first token
+    /// 2,344 → 2,143 ms (medians), Llama-362M 3,034 → 2,903, Mu-330M within the noise; peak RSS +5 to +13 MiB.
     static let widenTileFloats = 1 << 22
 
     /// A prompt pass's product (M > 8 rows) over a matrix kept only in a decode format (bf16, int8 rows, GGUF blocks):
