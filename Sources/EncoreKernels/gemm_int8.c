@@ -1547,16 +1547,24 @@ static void bf16_task(void *ctx, long index, long count) {
 
 static _Thread_local scratch g_xb;   /* x rounded to bf16 [m, kp] */
 
+/* x [m, k] → bf16 rows [m, kp] (zero padded), rows split over the threads when there are many values */
+typedef struct { const float *x; uint16_t *xb; long m, k, kp; } bf16_rows_ctx;
+static void bf16_rows_task(void *ctx, long index, long count) {
+    const bf16_rows_ctx *c = ctx;
+    for (long r = c->m * index / count; r < c->m * (index + 1) / count; r++) {
+        ek_f32_to_bf16(c->x + r * c->k, c->xb + r * c->kp, c->k);
+        for (long i = c->k; i < c->kp; i++) c->xb[r * c->kp + i] = 0;
+    }
+}
+
 int ek_gemm_bf16(const uint16_t *w, const float *x, const float *bias, float *y, long m, long n, long k, int mode) {
     if (mode < EK_EPI_STORE || mode > EK_EPI_RELU) return -1;
     if (m <= 0 || n <= 0) return 0;
     long kp = (k + 15) / 16 * 16;
     uint16_t *xb = scratch_get(&g_xb, m * kp * 2);
     if (!xb) return -2;
-    for (long r = 0; r < m; r++) {
-        ek_f32_to_bf16(x + r * k, xb + r * kp, k);
-        for (long i = k; i < kp; i++) xb[r * kp + i] = 0;
-    }
+    bf16_rows_ctx rc = { x, xb, m, k, kp };
+    run_row_tasks(m, k, bf16_rows_task, &rc);
     long npanels = (n + EG_NR - 1) / EG_NR, per = panels_per_task(npanels);
     bf16_ctx g = { .w = w, .bias = bias, .y = y, .xb = xb, .m = m, .n = n, .k = k, .kp = kp, .per = per, .mode = mode,
                    .simd = bf16_gemm_simd() };

@@ -1147,8 +1147,32 @@ void ek_bf16_to_f32(const uint16_t *src, float *dst, long n) {
     for (long i = 0; i < n; i++) { uint32_t b = (uint32_t)src[i] << 16; memcpy(dst + i, &b, 4); }
 }
 
+#if EK_X86
+/* AVX2, 8 values per step: the scalar loop's integer arithmetic (b + 0x7fff + bit 16 of b, NaN → (b >> 16) | 0x40),
+ * so the same bytes on every path, denormals included (vcvtneps2bf16 would flush them to zero) */
+__attribute__((target("avx2"))) static long f32_to_bf16_avx2(const float *src, uint16_t *dst, long n) {
+    const __m256i abs_mask = _mm256_set1_epi32(0x7fffffff), inf = _mm256_set1_epi32(0x7f800000),
+                  bias = _mm256_set1_epi32(0x7fff), one = _mm256_set1_epi32(1), quiet = _mm256_set1_epi32(0x40);
+    long i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256i b = _mm256_loadu_si256((const __m256i *)(src + i));
+        __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(b, abs_mask), inf);
+        __m256i rounded = _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(b, bias),
+                                                             _mm256_and_si256(_mm256_srli_epi32(b, 16), one)), 16);
+        __m256i h = _mm256_blendv_epi8(rounded, _mm256_or_si256(_mm256_srli_epi32(b, 16), quiet), nan);
+        __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(h, h), 0x08);   /* lanes 0, 2: 8 × uint16 */
+        _mm_storeu_si128((__m128i *)(dst + i), _mm256_castsi256_si128(packed));
+    }
+    return i;
+}
+#endif
+
 void ek_f32_to_bf16(const float *src, uint16_t *dst, long n) {
-    for (long i = 0; i < n; i++) {
+    long i = 0;
+#if EK_X86
+    if (use_avx2()) i = f32_to_bf16_avx2(src, dst, n);
+#endif
+    for (; i < n; i++) {
         uint32_t b; memcpy(&b, src + i, 4);
         if ((b & 0x7fffffffu) > 0x7f800000u) { dst[i] = (uint16_t)((b >> 16) | 0x40); continue; } /* NaN stays NaN */
         b += 0x7fffu + ((b >> 16) & 1u);

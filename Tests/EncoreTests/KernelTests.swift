@@ -450,6 +450,34 @@ final class KernelTests: XCTestCase {
         XCTAssertEqual(back[1], 1 + 4.0 / 256)
     }
 
+    /// The vector fp32 → bf16 rounding (AVX2, 8 values a step) gives the plain loop's bytes for every input: ties
+    /// both ways, carries into the exponent, denormals (not flushed), infinities, quiet and signalling NaNs of either
+    /// sign, and random values; the lengths leave a scalar tail.
+    func testBF16RoundingSIMDMatchesPlainBytes() {
+        var bits: [UInt32] = [0, 0x8000_0000, 0x3f80_8000, 0x3f81_8000, 0x3f80_7fff, 0x3f80_8001, 0x7f7f_ffff, 0xff7f_8000,
+                              0x0000_0001, 0x8000_8000, 0x007f_ffff, 0x7f80_0000, 0xff80_0000, 0x7fc0_0000, 0xffc0_0001,
+                              0x7f80_0001, 0xff80_ffff, 0x3fff_ffff, 0xbfff_8000]
+        var rng = SplitMix64(seed: 7)
+        for _ in 0..<1_000 { bits.append(UInt32(truncatingIfNeeded: rng.next())) }
+        let x = bits.map { Float(bitPattern: $0) }
+        defer { ek_set_force_reference(0) }
+        for n in [x.count, 13, 8, 5] {
+            var simd = [UInt16](repeating: 0, count: n), plain = simd
+            ek_set_force_reference(0)
+            ek_f32_to_bf16(x, &simd, n)
+            ek_set_force_reference(1)
+            ek_f32_to_bf16(x, &plain, n)
+            for i in 0..<n where simd[i] != plain[i] {
+                XCTFail(String(format: "n %d: input 0x%08x → 0x%04x, plain loop 0x%04x", n, bits[i], simd[i], plain[i]))
+                break
+            }
+        }
+        // spot values of the plain loop itself: a tie to even, a carry into the exponent, a quietened NaN
+        var b = [UInt16](repeating: 0, count: 3)
+        ek_f32_to_bf16([Float(bitPattern: 0x3f80_8000), Float(bitPattern: 0x3fff_ffff), Float(bitPattern: 0x7f80_0001)], &b, 3)
+        XCTAssertEqual(b, [0x3f80, 0x4000, 0x7fc0])
+    }
+
     func testScalarPathsMatchSIMDPaths() {
         // the run-time dispatch picks the CPU's SIMD path (NEON on every arm64; AVX2+FMA where x86-64 has it)
         #if arch(arm64)
