@@ -1571,3 +1571,195 @@ int ek_gemm_bf16(const uint16_t *w, const float *x, const float *bias, float *y,
     ek_parallel_for((npanels + per - 1) / per, bf16_task, &g);
     return 0;
 }
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Long-query attention with bf16 products (AVX512-BF16): scores = bf16(Q)·bf16(K)ᵀ and out = bf16(P)·bf16(V)   */
+/* with vdpbf16ps, fp32 sums and the fp32 softmax between them (what PyTorch's bf16 attention computes)          */
+
+/* Keys rounded up to whole pairs of 16-key panels (32): the packed K / V and the scores' row length. */
+static long attn_keys_padded(long nk) { return (nk + 31) / 32 * 32; }
+/* Dimensions rounded up to two 16-column panels (32). */
+static long attn_dims_padded(long d) { return (d + 31) / 32 * 32; }
+
+long ek_attn_bf16_packed_len(long nk, long head_dim) {
+    return attn_keys_padded(nk) * attn_dims_padded(head_dim);
+}
+
+typedef struct { const float *k, *v; long stride, nk, d; uint16_t *pk, *pv; } attn_pack_ctx;
+
+/* KV head g: pk [nkp / 16 key panels][dp / 2 pairs][16 keys][2], pv [dp / 16 dim panels][nkp / 2 pairs][16 dims][2],
+ * zero past nk keys and d dimensions (dp = d rounded up to 32: the score kernel's pairs past d / 2 multiply zeros). */
+static void attn_pack_task(void *ctx, long g, long count) {
+    (void)count;
+    const attn_pack_ctx *c = ctx;
+    long d = c->d, nkp = attn_keys_padded(c->nk), dp = attn_dims_padded(d), len = nkp * dp;
+    uint16_t *pk = c->pk + g * len, *pv = c->pv + g * len;
+    memset(pk, 0, (size_t)len * 2);
+    memset(pv, 0, (size_t)len * 2);
+    uint16_t row[1024], row2[1024];
+    for (long j = 0; j < c->nk; j++) {   /* key j's pairs → its lane of panel j / 16 */
+        const float *kr = c->k + j * c->stride + g * d;
+        for (long d0 = 0; d0 < d; d0 += 1024) {
+            long n = d - d0 < 1024 ? d - d0 : 1024;
+            ek_f32_to_bf16(kr + d0, row, n);
+            for (long i = 0; i < n; i++) {
+                long e = d0 + i;
+                pk[((j / 16) * (dp / 2) + e / 2) * 32 + (j % 16) * 2 + (e & 1)] = row[i];
+            }
+        }
+    }
+    for (long j = 0; j < c->nk; j += 2) {   /* keys j, j + 1: the pair of every dimension */
+        const float *v0 = c->v + j * c->stride + g * d, *v1 = v0 + c->stride;
+        for (long d0 = 0; d0 < d; d0 += 1024) {
+            long n = d - d0 < 1024 ? d - d0 : 1024;
+            ek_f32_to_bf16(v0 + d0, row, n);
+            if (j + 1 < c->nk) ek_f32_to_bf16(v1 + d0, row2, n); else memset(row2, 0, (size_t)n * 2);
+            for (long i = 0; i < n; i++) {
+                long e = d0 + i;
+                uint16_t *dst = pv + ((e / 16) * (nkp / 2) + j / 2) * 32 + (e % 16) * 2;
+                dst[0] = row[i];
+                dst[1] = row2[i];
+            }
+        }
+    }
+}
+
+int ek_attn_bf16_pack(const float *k, const float *v, long kv_stride, long nk, long kv_heads, long head_dim,
+                      uint16_t *pk, uint16_t *pv) {
+    if (nk <= 0 || kv_heads <= 0 || head_dim <= 0) return -1;
+    attn_pack_ctx c = { k, v, kv_stride, nk, head_dim, pk, pv };
+    if (kv_heads * nk * head_dim >= (1L << 15)) ek_parallel_for(kv_heads, attn_pack_task, &c);
+    else for (long g = 0; g < kv_heads; g++) attn_pack_task(&c, g, kv_heads);
+    return 0;
+}
+
+int ek_attn_bf16_available(void) { return bf16_gemm_simd(); }
+
+/* The fp32 softmax between the products, as the fp32 path's task: relative bias, masked softmax (inside a task of
+ * the pool it runs inline). */
+static void attn_softmax_rows(float *s, long bq, long visible, long ld, const float *bias_row, float scale_div,
+                              const uint8_t *key_keep, long causal_offset) {
+    if (bias_row) ek_add_relbias_f32(s, bq, visible, ld, bias_row);
+    ek_softmax_masked_f32(s, bq, visible, ld, scale_div, key_keep, causal_offset);
+}
+
+int ek_attention_block_bf16_ref(const float *q, long q_stride, long bq, const uint16_t *pk, const uint16_t *pv,
+                                long nk, long visible, long head_dim, const float *bias_row, float scale_div,
+                                const uint8_t *key_keep, long causal_offset, float *out, long out_stride) {
+    if (bq <= 0 || visible <= 0 || visible > nk || head_dim <= 0) return -1;
+    long d = head_dim, nkp = attn_keys_padded(nk), dp = attn_dims_padded(d);
+    float *s = malloc((size_t)(bq * visible) * 4);
+    uint16_t *qb = malloc((size_t)d * 2), *pb = malloc((size_t)visible * 2);
+    if (!s || !qb || !pb) { free(s); free(qb); free(pb); return -2; }
+    for (long r = 0; r < bq; r++) {
+        ek_f32_to_bf16(q + r * q_stride, qb, d);
+        for (long j = 0; j < visible; j++) {
+            double acc = 0;
+            for (long e = 0; e < d; e++)
+                acc += (double)bf16_value(qb[e]) * bf16_value(pk[((j / 16) * (dp / 2) + e / 2) * 32 + (j % 16) * 2 + (e & 1)]);
+            s[r * visible + j] = (float)acc;
+        }
+    }
+    attn_softmax_rows(s, bq, visible, visible, bias_row, scale_div, key_keep, causal_offset);
+    for (long r = 0; r < bq; r++) {
+        ek_f32_to_bf16(s + r * visible, pb, visible);
+        for (long e = 0; e < d; e++) {
+            double acc = 0;
+            for (long j = 0; j < visible; j++)
+                acc += (double)bf16_value(pb[j]) * bf16_value(pv[((e / 16) * (nkp / 2) + j / 2) * 32 + (e % 16) * 2 + (j & 1)]);
+            out[r * out_stride + e] = (float)acc;
+        }
+    }
+    free(s); free(qb); free(pb);
+    return 0;
+}
+
+#if defined(EG_X86) && EG_HAVE_ZMM
+/* scores [8, 32] (row stride ld) = 8 bf16 query rows (qb, stride dp) · 32 keys: two 16-key panels, dp / 2 pairs */
+EG_BF16 static void attn_scores_8x32(const uint16_t *qb, long dp, const uint16_t *k0, const uint16_t *k1, float *s,
+                                     long ld) {
+    __m512 c[8], e[8];
+    EG_UNROLL for (int r = 0; r < 8; r++) { c[r] = _mm512_setzero_ps(); e[r] = _mm512_setzero_ps(); }
+    for (long p = 0; p < dp / 2; p++) {
+        const __m512bh b0 = (__m512bh)_mm512_loadu_si512((const void *)(k0 + p * 32));
+        const __m512bh b1 = (__m512bh)_mm512_loadu_si512((const void *)(k1 + p * 32));
+        EG_UNROLL for (int r = 0; r < 8; r++) {
+            const __m512bh a = (__m512bh)_mm512_set1_epi32(*(const int32_t *)(const void *)(qb + r * dp + 2 * p));
+            c[r] = _mm512_dpbf16_ps(c[r], a, b0);
+            e[r] = _mm512_dpbf16_ps(e[r], a, b1);
+        }
+    }
+    EG_UNROLL for (int r = 0; r < 8; r++) { _mm512_storeu_ps(s + r * ld, c[r]); _mm512_storeu_ps(s + r * ld + 16, e[r]); }
+}
+
+/* out [rows ≤ 8, dims d0 .. d0 + 32 (masks m0, m1)] = 8 bf16 probability rows (pb, stride ldp) · two 16-dimension
+ * panels of V over `pairs` pairs of keys */
+EG_BF16 static void attn_values_8x32(const uint16_t *pb, long ldp, const uint16_t *v0, const uint16_t *v1, long pairs,
+                                     float *out, long out_stride, int rows, __mmask16 m0, __mmask16 m1) {
+    __m512 c[8], e[8];
+    EG_UNROLL for (int r = 0; r < 8; r++) { c[r] = _mm512_setzero_ps(); e[r] = _mm512_setzero_ps(); }
+    for (long p = 0; p < pairs; p++) {
+        const __m512bh b0 = (__m512bh)_mm512_loadu_si512((const void *)(v0 + p * 32));
+        const __m512bh b1 = (__m512bh)_mm512_loadu_si512((const void *)(v1 + p * 32));
+        EG_UNROLL for (int r = 0; r < 8; r++) {
+            const __m512bh a = (__m512bh)_mm512_set1_epi32(*(const int32_t *)(const void *)(pb + r * ldp + 2 * p));
+            c[r] = _mm512_dpbf16_ps(c[r], a, b0);
+            e[r] = _mm512_dpbf16_ps(e[r], a, b1);
+        }
+    }
+    EG_UNROLL for (int r = 0; r < 8; r++) {
+        if (r >= rows) break;
+        _mm512_mask_storeu_ps(out + r * out_stride, m0, c[r]);
+        _mm512_mask_storeu_ps(out + r * out_stride + 16, m1, e[r]);
+    }
+}
+
+static _Thread_local scratch g_attn_s, g_attn_q, g_attn_p;
+
+EG_BF16 static int attention_block_bf16_simd(const float *q, long q_stride, long bq, const uint16_t *pk,
+                                             const uint16_t *pv, long nk, long visible, long d, const float *bias_row,
+                                             float scale_div, const uint8_t *key_keep, long causal_offset, float *out,
+                                             long out_stride) {
+    long nkp = attn_keys_padded(nk), dp = attn_dims_padded(d), vp = attn_keys_padded(visible), bqp = (bq + 7) / 8 * 8;
+    float *s = scratch_get(&g_attn_s, bqp * vp * 4);          /* scores [bqp, vp] */
+    uint16_t *qb = scratch_get(&g_attn_q, bqp * dp * 2);      /* bf16 queries [bqp, dp], zero padded */
+    uint16_t *pb = scratch_get(&g_attn_p, bqp * vp * 2);      /* bf16 probabilities [bqp, vp], zero past visible */
+    if (!s || !qb || !pb) return -2;
+    memset(qb, 0, (size_t)(bqp * dp) * 2);
+    for (long r = 0; r < bq; r++) ek_f32_to_bf16(q + r * q_stride, qb + r * dp, d);
+    for (long r0 = 0; r0 < bqp; r0 += 8)
+        for (long j = 0; j < vp; j += 32) {
+            const uint16_t *k0 = pk + (j / 16) * (dp / 2) * 32;
+            attn_scores_8x32(qb + r0 * dp, dp, k0, k0 + (dp / 2) * 32, s + r0 * vp + j, vp);
+        }
+    attn_softmax_rows(s, bq, visible, vp, bias_row, scale_div, key_keep, causal_offset);
+    memset(pb + bq * vp, 0, (size_t)((bqp - bq) * vp) * 2);
+    for (long r = 0; r < bq; r++) {
+        ek_f32_to_bf16(s + r * vp, pb + r * vp, visible);
+        memset(pb + r * vp + visible, 0, (size_t)(vp - visible) * 2);
+    }
+    long pairs = (visible + 1) / 2;
+    for (long d0 = 0; d0 < d; d0 += 32) {
+        long n0 = d - d0 < 16 ? d - d0 : 16, n1 = d - d0 - 16 < 0 ? 0 : (d - d0 - 16 < 16 ? d - d0 - 16 : 16);
+        __mmask16 m0 = (__mmask16)((1u << n0) - 1), m1 = (__mmask16)((1u << n1) - 1);
+        const uint16_t *v0 = pv + (d0 / 16) * (nkp / 2) * 32;
+        for (long r0 = 0; r0 < bq; r0 += 8)
+            attn_values_8x32(pb + r0 * vp, vp, v0, v0 + (nkp / 2) * 32, pairs, out + r0 * out_stride + d0, out_stride,
+                             (int)(bq - r0 < 8 ? bq - r0 : 8), m0, m1);
+    }
+    return 0;
+}
+#endif
+
+int ek_attention_block_bf16(const float *q, long q_stride, long bq, const uint16_t *pk, const uint16_t *pv, long nk,
+                            long visible, long head_dim, const float *bias_row, float scale_div,
+                            const uint8_t *key_keep, long causal_offset, float *out, long out_stride) {
+    if (bq <= 0 || visible <= 0 || visible > nk || head_dim <= 0) return -1;
+#if defined(EG_X86) && EG_HAVE_ZMM
+    if (bf16_gemm_simd())
+        return attention_block_bf16_simd(q, q_stride, bq, pk, pv, nk, visible, head_dim, bias_row, scale_div, key_keep,
+                                         causal_offset, out, out_stride);
+#endif
+    return ek_attention_block_bf16_ref(q, q_stride, bq, pk, pv, nk, visible, head_dim, bias_row, scale_div, key_keep,
+                                       causal_offset, out, out_stride);
+}

@@ -91,6 +91,44 @@ final class BF16GEMMTests: XCTestCase {
         }
     }
 
+    /// Long-query attention with ``AttentionShape/bf16Products`` (prompt passes over bf16 rows): on a CPU with
+    /// AVX512-BF16, vdpbf16ps products within bf16's rounding of the fp32 path (2e-2 of the largest |output|) and not
+    /// equal to it; elsewhere the fp32 path itself, bit for bit. Scaled (Mu / Llama, with a causal offset and a key
+    /// mask) and T5's relative bias; 150 queries: two blocks of 128 and 22 (the kernel parity checks the tiles).
+    func testBF16ProductsAttention() {
+        let shape = AttentionShape(heads: 4, kvHeads: 2, headDim: 48, interleaved: true), tq = 150, kvRows = 150
+        let q = randoms(tq * shape.qWidth), k = randoms(kvRows * shape.kvWidth)   // scores of std 2.3 (T5), 0.33 scaled
+        let v = randoms(kvRows * shape.kvWidth), bias = randoms(shape.heads * (tq + kvRows - 1))
+        let keep = (0..<kvRows).map { UInt8($0 % 9 == 4 ? 0 : 1) }
+        var scratch = [Float]()
+        func run(_ s: AttentionShape, causal: Int, relative: Bool) -> [Float] {
+            var out = [Float](repeating: 0, count: tq * shape.qWidth)
+            keep.withUnsafeBufferPointer { kp in
+                out.withUnsafeMutableBufferPointer { o in
+                    if relative {
+                        Ops.relativeBiasAttention(q: q, tq: tq, k: k, v: v, kvRows: kvRows, kvStride: shape.kvWidth,
+                                                  out: o.baseAddress!, shape: s, keyKeep: kp.baseAddress!,
+                                                  causalOffset: causal, bias: bias, scratch: &scratch)
+                    } else {
+                        Ops.attention(q: q, tq: tq, k: k, v: v, kvRows: kvRows, kvStride: shape.kvWidth, out: o.baseAddress!,
+                                      shape: s, keyKeep: kp.baseAddress!, causalOffset: causal, scratch: &scratch)
+                    }
+                }
+            }
+            return out
+        }
+        let bf16Runs = ek_attn_bf16_available() != 0
+        for (causal, relative) in [(-1, false), (0, false), (-1, true)] {
+            let fp32 = run(shape, causal: causal, relative: relative)
+            let bf16 = run(shape.withBF16Products(true), causal: causal, relative: relative)
+            let name = "causal \(causal) relative \(relative)"
+            guard bf16Runs else { XCTAssertEqual(bf16, fp32, name); continue }
+            let scale = fp32.map(abs).max() ?? 1, err = zip(bf16, fp32).map { abs($0 - $1) }.max() ?? 0
+            XCTAssertNotEqual(bf16, fp32, "\(name): the bf16 products ran")
+            XCTAssertLessThan(err, 2e-2 * scale, name)
+        }
+    }
+
     /// Prompt passes over a matrix kept only in a decode format widen it a 16 MiB tile at a time
     /// (`Ops.linearWidened`): against the whole matrix widened (`Ops.linear` / `linearGELU` / `linearAccumulate` on
     /// `dequantized()`), every epilogue, bf16 / int8 / q4_0 rows, shapes of one tile and of three (the last one short).

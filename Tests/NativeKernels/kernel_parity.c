@@ -776,12 +776,69 @@ static void test_gemm_bf16(void) {
     report("gemm_bf16", ek_gemm_bf16_path());
 }
 
+/* Long-query attention with bf16 products (gemm_int8.c) vs its twin (sums in double). Queries and keys are eighths
+ * of small integers, so every score is exact on both paths and the fp32 softmax between the products gets the same
+ * inputs (no probability rounds to a different bf16 on one side); values are random: 1e-5 · max|v| per output
+ * (a convex sum of bf16 values). Ragged query blocks (1–8-row tiles), keys (visible < nk, one or more 32-key
+ * panels), head sizes (odd, not a multiple of 16 or 32), GQA heads, a key mask, a causal offset, T5's relative bias. */
+static void test_attention_bf16(void) {
+    static const long shapes[][4] = { { 1, 1, 1, 2 }, { 5, 17, 17, 64 }, { 8, 33, 20, 48 }, { 37, 100, 97, 64 },
+                                       { 128, 512, 512, 64 }, { 13, 40, 40, 80 }, { 9, 70, 65, 30 }, { 3, 31, 31, 7 },
+                                       { 20, 64, 33, 128 } };
+    for (long si = 0; si < 9; si++) {
+        long bq = shapes[si][0], nk = shapes[si][1], visible = shapes[si][2], d = shapes[si][3], heads = 2;
+        long stride = heads * d + 3, len = ek_attn_bf16_packed_len(nk, d);
+        float *q = malloc(sizeof(float) * (size_t)(bq * stride)), *k = malloc(sizeof(float) * (size_t)(nk * stride));
+        float *v = frand(nk * stride, 2), *bias = frand(bq + nk, 1);
+        for (long i = 0; i < bq * stride; i++) q[i] = (float)((int)(urand() * 6.99f)) / 8;   /* -6/8 … 6/8 */
+        for (long i = 0; i < nk * stride; i++) k[i] = (float)((int)(urand() * 6.99f)) / 8;
+        uint16_t *pk = malloc(sizeof(uint16_t) * (size_t)(heads * len)), *pv = malloc(sizeof(uint16_t) * (size_t)(heads * len));
+        uint8_t *keep = malloc((size_t)nk);
+        for (long j = 0; j < nk; j++) keep[j] = (j % 7) != 3;
+        float *y = malloc(sizeof(float) * (size_t)(bq * stride)), *r = malloc(sizeof(float) * (size_t)(bq * stride));
+        double *want = malloc(sizeof(double) * (size_t)(bq * d)), *sc = malloc(sizeof(double) * (size_t)(bq * d));
+        g_checks++;
+        if (ek_attn_bf16_pack(k, v, stride, nk, heads, d, pk, pv) != 0) { printf("FAIL attention_bf16: pack rc\n"); g_failures++; }
+        double vmax = 0;
+        for (long i = 0; i < nk * stride; i++) vmax = fabs(v[i]) > vmax ? fabs(v[i]) : vmax;
+        for (int mode = 0; mode < 3; mode++)   /* plain; key mask + causal offset; relative bias */
+            for (long g = 0; g < heads; g++) {
+                const uint8_t *kk = mode == 1 ? keep : NULL;
+                long causal = mode == 1 ? visible - bq : -1;
+                const float *b = mode == 2 ? bias : NULL;
+                float div = mode == 2 ? 1 : sqrtf((float)d);
+                g_checks++;
+                if (ek_attention_block_bf16(q + g * d, stride, bq, pk + g * len, pv + g * len, nk, visible, d, b, div, kk,
+                                            causal, y, stride) != 0) { printf("FAIL attention_bf16: rc\n"); g_failures++; }
+                ek_attention_block_bf16_ref(q + g * d, stride, bq, pk + g * len, pv + g * len, nk, visible, d, b, div, kk,
+                                            causal, r, stride);
+                float *got = malloc(sizeof(float) * (size_t)(bq * d));
+                for (long t = 0; t < bq; t++)
+                    for (long e = 0; e < d; e++) {
+                        got[t * d + e] = y[t * stride + e];
+                        want[t * d + e] = r[t * stride + e];
+                        sc[t * d + e] = vmax;
+                    }
+                expect_close("attention_bf16", si * 8 + mode * 2 + g, got, want, sc, bq * d, 1e-5);
+                free(got);
+            }
+        free(q); free(k); free(v); free(bias); free(pk); free(pv); free(keep); free(y); free(r); free(want); free(sc);
+    }
+    g_checks++;
+    if (ek_attention_block_bf16(NULL, 1, 1, NULL, NULL, 4, 5, 8, NULL, 1, NULL, -1, NULL, 1) != -1) {
+        printf("FAIL attention_bf16: visible > nk accepted\n");
+        g_failures++;
+    }
+    report("attention_bf16", ek_attn_bf16_available() ? "avx512bf16" : "scalar");
+}
+
 /* every path this CPU has (int8 rows and Q8_0 blocks): on arm64 the SDOT and the SMULL tiles, on x86-64 the
  * AVX512-VNNI, AVX-VNNI and AVX2 tiles (each level of ek_set_isa_limit whose path differs from the level above) */
 static void test_gemm_int8(void) {
     test_gemm_int8_once();
     test_gemm_q8_0();
     test_gemm_bf16();
+    test_attention_bf16();
 #if defined(__x86_64__)
     if (!ek_get_force_reference()) {
         char last[16];

@@ -286,6 +286,10 @@ struct Linear {
         return nil
     }
 
+    /// Whether prompt passes multiply the bf16 rows as stored (``Ops/bf16PromptGEMM``): the layer's attention then
+    /// takes bf16 products too (``AttentionShape/bf16Products``).
+    var promptRunsBF16: Bool { promptInt8 == nil && dense == nil && packed?.format == .bf16 && Ops.bf16PromptGEMM }
+
     /// The decode-format matrix a prompt pass (more than ``Ops/decodeRows`` rows) widens tile by tile
     /// (``Ops/linearWidened(_:weight:bias:gelu:into:)``) when no fp32 copy is kept; nil otherwise.
     private func widenedProduct(_ x: Tensor, fused: Bool) -> QuantizedMatrix? {
@@ -485,7 +489,7 @@ extension AttentionWeights {
         withExtendedLifetime(q) {
             for b in 0..<B {
                 cache.attend(q: q.data + b * n * shape.qWidth, tq: n, batch: b, out: o.data + b * n * shape.qWidth,
-                             shape: shape, causalOffset: start, scratch: &scratch)
+                             shape: shape.withBF16Products(out.promptRunsBF16), causalOffset: start, scratch: &scratch)
             }
         }
         StepProfile.lap(.selfAttention)

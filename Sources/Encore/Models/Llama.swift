@@ -674,7 +674,8 @@ public final class LlamaModel: CausalDecoder {
                     ? Tensor(shape: [B * n, shape.qWidth], storage: h.storage) : Tensor(uninitialized: [B * n, shape.qWidth])
                 withExtendedLifetime(q) { for b in 0..<B {
                     kv.attend(q: q.data + b * n * shape.qWidth, tq: n, batch: b, out: o.data + b * n * shape.qWidth,
-                              shape: shape, causalOffset: start, scratch: &cache.scratch)
+                              shape: shape.withBF16Products(block.o.promptRunsBF16), causalOffset: start,
+                              scratch: &cache.scratch)
                 } }
                 StepProfile.lap(.selfAttention)
                 block.o.accumulate(into: x, o)                                        // x += o·Wᵀ (+ b), in the GEMM

@@ -668,7 +668,8 @@ public final class T5Model: LanguageModel {
                     bias.withUnsafeBufferPointer { bp in
                         for b in 0..<B {
                             Ops.relativeBiasAttention(q: q.data + b * L * A, tq: L, k: k.data + b * L * A, v: v.data + b * L * A,
-                                                      kvRows: L, kvStride: A, out: o.data + b * L * A, shape: shape,
+                                                      kvRows: L, kvStride: A, out: o.data + b * L * A,
+                                                      shape: shape.withBF16Products(block.selfAttn.o.promptRunsBF16),
                                                       keyKeep: kp.baseAddress! + b * L, causalOffset: -1, bias: bp.baseAddress,
                                                       scratch: &scratch)
                         }

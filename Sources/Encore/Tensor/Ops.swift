@@ -275,6 +275,17 @@ public struct AttentionShape: Sendable {
     public var qWidth: Int { heads * headDim }
     public var kvWidth: Int { kvHeads * headDim }
     public func kvHead(for h: Int) -> Int { interleaved ? h / (heads / kvHeads) : h % kvHeads }
+    /// Long queries' products in bf16 (`ek_attention_block_bf16`: vdpbf16ps, fp32 sums and softmax) where the CPU
+    /// has AVX512-BF16; set for prompt passes whose projections run the bf16 GEMM (``Linear/promptRunsBF16``), as
+    /// PyTorch's bf16 attention computes. Elsewhere, and for short queries, fp32.
+    public var bf16Products = false
+
+    /// This shape with ``bf16Products`` set to `on`.
+    public func withBF16Products(_ on: Bool) -> AttentionShape {
+        var s = self
+        s.bf16Products = on
+        return s
+    }
 }
 
 extension Ops {
@@ -379,6 +390,12 @@ extension Ops {
                                           firstKept: firstKept) * shape.headDim
         }
         OpCounter.add(flops: flops * shape.heads)   // scores + values
+        if shape.bf16Products && ek_attn_bf16_available() != 0 {
+            bf16LongQueryAttention(q: q, tq: tq, k: k, v: v, kvRows: kvRows, kvStride: kvStride, out: out, shape: shape,
+                                   keyKeep: keyKeep, causalOffset: causalOffset, firstKept: firstKept, scaleDiv: scaleDiv,
+                                   bias: bias, blocks: blocks)
+            return
+        }
         let slots = Int(ek_thread_slots()), perSlot = causalQueryBlock * kvRows
         if scratch.count < slots * perSlot { scratch = [Float](repeating: 0, count: slots * perSlot) }
         scratch.withUnsafeMutableBufferPointer { sp in
@@ -387,6 +404,55 @@ extension Ops {
                                    scaleDiv: scaleDiv, bias: bias, blocks: blocks, scratch: sp.baseAddress!)
             withUnsafeMutablePointer(to: &job) { ek_parallel_for(shape.heads * blocks, longQueryTask, $0) }
         }
+    }
+}
+
+/// A long-query attention call with bf16 products (``AttentionShape/bf16Products``): every KV head's keys and values
+/// packed once (`ek_attn_bf16_pack`), then one task per (head, block of queries) as the fp32 path's.
+private struct BF16LongQueryJob {
+    var q: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>
+    var packedK: UnsafePointer<UInt16>, packedV: UnsafePointer<UInt16>, packedLength: Int
+    var tq: Int, kvRows: Int
+    var shape: AttentionShape
+    var keyKeep: UnsafePointer<UInt8>?
+    var causalOffset: Int, firstKept: Int
+    var scaleDiv: Float
+    var bias: UnsafePointer<Float>?
+    var blocks: Int
+}
+
+extension Ops {
+    private static let bf16LongQueryTask: ek_task_fn = { ctx, index, _ in
+        let j = ctx!.assumingMemoryBound(to: BF16LongQueryJob.self).pointee
+        let s = j.shape, h = index % s.heads, g = s.kvHead(for: h)
+        let t0 = (j.blocks - 1 - index / s.heads) * causalQueryBlock, bq = min(causalQueryBlock, j.tq - t0)
+        let visible = visibleKeys(t0: t0, bq: bq, kvRows: j.kvRows, causalOffset: j.causalOffset, firstKept: j.firstKept)
+        let biasRow = j.bias.map { $0 + h * (j.tq + j.kvRows - 1) + (j.tq - bq - t0) }
+        let status = ek_attention_block_bf16(j.q + t0 * s.qWidth + h * s.headDim, s.qWidth, bq,
+                                             j.packedK + g * j.packedLength, j.packedV + g * j.packedLength, j.kvRows,
+                                             visible, s.headDim, biasRow, j.scaleDiv, j.keyKeep,
+                                             j.causalOffset >= 0 ? j.causalOffset + t0 : j.causalOffset,
+                                             j.out + t0 * s.qWidth + h * s.headDim, s.qWidth)
+        precondition(status == 0, "ek_attention_block_bf16: status \(status) (out of memory)")
+    }
+
+    /// ``longQueryAttention`` with bf16 products: the same tasks and masks, scores and outputs from
+    /// `ek_attention_block_bf16` over keys and values packed once per call.
+    fileprivate static func bf16LongQueryAttention(q: UnsafePointer<Float>, tq: Int, k: UnsafePointer<Float>,
+                                                   v: UnsafePointer<Float>, kvRows: Int, kvStride: Int,
+                                                   out: UnsafeMutablePointer<Float>, shape: AttentionShape,
+                                                   keyKeep: UnsafePointer<UInt8>?, causalOffset: Int, firstKept: Int,
+                                                   scaleDiv: Float, bias: UnsafePointer<Float>?, blocks: Int) {
+        let length = ek_attn_bf16_packed_len(kvRows, shape.headDim)
+        let packed = UnsafeMutablePointer<UInt16>.allocate(capacity: 2 * shape.kvHeads * length)   // K then V
+        defer { packed.deallocate() }
+        let kPacked = packed, vPacked = packed + shape.kvHeads * length
+        precondition(ek_attn_bf16_pack(k, v, kvStride, kvRows, shape.kvHeads, shape.headDim, kPacked, vPacked) == 0,
+                     "ek_attn_bf16_pack: \(kvRows) keys, \(shape.kvHeads) heads of \(shape.headDim)")
+        var job = BF16LongQueryJob(q: q, out: out, packedK: kPacked, packedV: vPacked, packedLength: length, tq: tq,
+                                   kvRows: kvRows, shape: shape, keyKeep: keyKeep, causalOffset: causalOffset,
+                                   firstKept: firstKept, scaleDiv: scaleDiv, bias: bias, blocks: blocks)
+        withUnsafeMutablePointer(to: &job) { ek_parallel_for(shape.heads * blocks, bf16LongQueryTask, $0) }
     }
 }
 

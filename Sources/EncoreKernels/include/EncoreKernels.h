@@ -403,6 +403,32 @@ int ek_gemm_bf16_ref(const uint16_t *w, const float *x, const float *bias, float
 /** "avx512bf16" (vdpbf16ps tiles; capped by ek_set_isa_limit below EK_ISA_AVX512) or "scalar". */
 const char *ek_gemm_bf16_path(void);
 
+/**
+ * Long-query attention with bf16 products, for prompt passes over bf16 weights on CPUs with AVX512-BF16 (what
+ * PyTorch's bf16 attention computes): per head and block of queries, scores = bf16(q)·bf16(k)ᵀ in fp32 sums, the
+ * fp32 relative bias and masked softmax of the fp32 path (ek_add_relbias_f32, ek_softmax_masked_f32), then
+ * out = bf16(p)·bf16(v). Keys and values are packed once per call for every KV head:
+ *   ek_attn_bf16_pack(k, v, kv_stride, nk, kv_heads, head_dim, pk, pv): k, v [nk, kv_heads*head_dim] rows kv_stride
+ *   floats apart → pk, pv of ek_attn_bf16_packed_len(nk, head_dim) uint16 per KV head each (head g at g * len).
+ * ek_attention_block_bf16(q, q_stride, bq, pk_g, pv_g, nk, visible, head_dim, bias_row, scale_div, key_keep,
+ * causal_offset, out, out_stride): bq query rows of one head against the first `visible` keys of KV head g's packed
+ * rows; bias_row as ek_add_relbias_f32's (or NULL), scale_div / key_keep / causal_offset as ek_softmax_masked_f32's
+ * for the block's first row. Runs on the calling thread (call it from pool tasks). Returns 0, -1 for bad sizes, -2
+ * out of memory. Without AVX512-BF16 (ek_attn_bf16_available() == 0) it runs the twin, plain C.
+ */
+long ek_attn_bf16_packed_len(long nk, long head_dim);
+int ek_attn_bf16_pack(const float *k, const float *v, long kv_stride, long nk, long kv_heads, long head_dim,
+                      uint16_t *pk, uint16_t *pv);
+int ek_attention_block_bf16(const float *q, long q_stride, long bq, const uint16_t *pk, const uint16_t *pv, long nk,
+                            long visible, long head_dim, const float *bias_row, float scale_div,
+                            const uint8_t *key_keep, long causal_offset, float *out, long out_stride);
+/** Twin: the same bf16 roundings, sums in double. */
+int ek_attention_block_bf16_ref(const float *q, long q_stride, long bq, const uint16_t *pk, const uint16_t *pv, long nk,
+                                long visible, long head_dim, const float *bias_row, float scale_div,
+                                const uint8_t *key_keep, long causal_offset, float *out, long out_stride);
+/** 1 where ek_attention_block_bf16 runs vdpbf16ps tiles (as ek_gemm_bf16_path() == "avx512bf16"), else 0. */
+int ek_attn_bf16_available(void);
+
 /** Sum of n floats on the kernel threads, each reading its own block as four streams (its quarters side by side, as
  *  the decode GEMVs read their weights): measures the memory read ceiling. */
 float ek_sum_f32(const float *x, long n);
