@@ -129,6 +129,30 @@ final class BF16GEMMTests: XCTestCase {
         }
     }
 
+    /// Which prompt passes take bf16 attention products (``Linear/promptRunsNarrow``): the bf16 GEMM's and the int8
+    /// rows'; not fp32, not prompt passes that widen bf16 rows for BLAS, not GGUF blocks (llama.cpp's fp32 attention).
+    func testNarrowPromptsRule() {
+        let saved = Ops.forceBF16PromptGEMM, savedBackend = Backend.bf16PromptGEMM
+        defer { Ops.forceBF16PromptGEMM = saved; Backend.bf16PromptGEMM = savedBackend }
+        Backend.bf16PromptGEMM = false
+        func layer(_ decode: WeightFormat?, _ prompt: PromptWeights?) -> Linear {
+            var l = Linear(weight: Tensor(shape: [8, 64], values: randoms(8 * 64)), bias: nil)
+            if let decode { l.useDecodeWeights(decode) }
+            if let prompt { l.usePromptWeights(prompt) }
+            return l
+        }
+        XCTAssertFalse(layer(nil, nil).promptRunsNarrow, "fp32")
+        XCTAssertTrue(layer(.bf16, .int8).promptRunsNarrow, "int8 prompt rows")
+        XCTAssertFalse(layer(.int8, .decode).promptRunsNarrow, "int8 decode rows widened for prompts")
+        XCTAssertTrue(layer(.int8, .int8).promptRunsNarrow, "int8 rows shared by decode and prompts")
+        XCTAssertFalse(layer(.q8_0, .blocks).promptRunsNarrow, "Q8_0 blocks: llama.cpp's fp32 attention")
+        Ops.forceBF16PromptGEMM = false
+        XCTAssertFalse(layer(.bf16, .decode).promptRunsNarrow, "bf16 rows widened for BLAS")
+        Ops.forceBF16PromptGEMM = true
+        XCTAssertTrue(layer(.bf16, .decode).promptRunsNarrow, "bf16 rows as stored")
+        XCTAssertFalse(layer(.bf16, nil).promptRunsNarrow, "an fp32 copy kept: fp32 prompts")
+    }
+
     /// Prompt passes over a matrix kept only in a decode format widen it a 16 MiB tile at a time
     /// (`Ops.linearWidened`): against the whole matrix widened (`Ops.linear` / `linearGELU` / `linearAccumulate` on
     /// `dequantized()`), every epilogue, bf16 / int8 / q4_0 rows, shapes of one tile and of three (the last one short).

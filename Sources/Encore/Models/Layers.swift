@@ -286,9 +286,13 @@ struct Linear {
         return nil
     }
 
-    /// Whether prompt passes multiply the bf16 rows as stored (``Ops/bf16PromptGEMM``): the layer's attention then
-    /// takes bf16 products too (``AttentionShape/bf16Products``).
+    /// Whether prompt passes multiply the bf16 rows as stored (``Ops/bf16PromptGEMM``).
     var promptRunsBF16: Bool { promptInt8 == nil && dense == nil && packed?.format == .bf16 && Ops.bf16PromptGEMM }
+    /// Whether prompt passes run the bf16 GEMM or the int8 rows' GEMM (7-bit activations). The layer's attention then
+    /// takes bf16 products (``AttentionShape/bf16Products``), whose 8-bit significands are no coarser than the
+    /// activations those GEMMs already round to. GGUF blocks (`ek_gemm_q8_0`) keep fp32 attention: their prompt
+    /// passes give llama.cpp's logits (1e-5, `QuantizedModelTests`), whose CPU attention is fp32.
+    var promptRunsNarrow: Bool { promptInt8?.format == .int8 || promptRunsBF16 }
 
     /// The decode-format matrix a prompt pass (more than ``Ops/decodeRows`` rows) widens tile by tile
     /// (``Ops/linearWidened(_:weight:bias:gelu:into:)``) when no fp32 copy is kept; nil otherwise.
@@ -489,7 +493,7 @@ extension AttentionWeights {
         withExtendedLifetime(q) {
             for b in 0..<B {
                 cache.attend(q: q.data + b * n * shape.qWidth, tq: n, batch: b, out: o.data + b * n * shape.qWidth,
-                             shape: shape.withBF16Products(out.promptRunsBF16), causalOffset: start, scratch: &scratch)
+                             shape: shape.withBF16Products(out.promptRunsNarrow), causalOffset: start, scratch: &scratch)
             }
         }
         StepProfile.lap(.selfAttention)

@@ -674,7 +674,7 @@ public final class LlamaModel: CausalDecoder {
                     ? Tensor(shape: [B * n, shape.qWidth], storage: h.storage) : Tensor(uninitialized: [B * n, shape.qWidth])
                 withExtendedLifetime(q) { for b in 0..<B {
                     kv.attend(q: q.data + b * n * shape.qWidth, tq: n, batch: b, out: o.data + b * n * shape.qWidth,
-                              shape: shape.withBF16Products(block.o.promptRunsBF16), causalOffset: start,
+                              shape: shape.withBF16Products(block.o.promptRunsNarrow), causalOffset: start,
                               scratch: &cache.scratch)
                 } }
                 StepProfile.lap(.selfAttention)

@@ -301,7 +301,7 @@ public final class MuModel: LanguageModel {
             Ops.ropeInPlace(k, heads: shape.kvHeads, headDim: shape.headDim, table: ropeTable)
             StepProfile.lap(.ropeCache)
             let o = Ops.batchedAttention(q: q, k: k, v: v, batch: B, tq: L, kvRows: L, keyKeep: keep,
-                                         shape: shape.withBF16Products(block.attn.out.promptRunsBF16),
+                                         shape: shape.withBF16Products(block.attn.out.promptRunsNarrow),
                                          causalOffset: -1, scratch: &scratch)   // [B*L, H*D]
             StepProfile.lap(.selfAttention)
             block.attn.out.accumulate(into: x, o)                         // x += out(o)

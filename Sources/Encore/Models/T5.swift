@@ -669,7 +669,7 @@ public final class T5Model: LanguageModel {
                         for b in 0..<B {
                             Ops.relativeBiasAttention(q: q.data + b * L * A, tq: L, k: k.data + b * L * A, v: v.data + b * L * A,
                                                       kvRows: L, kvStride: A, out: o.data + b * L * A,
-                                                      shape: shape.withBF16Products(block.selfAttn.o.promptRunsBF16),
+                                                      shape: shape.withBF16Products(block.selfAttn.o.promptRunsNarrow),
                                                       keyKeep: kp.baseAddress! + b * L, causalOffset: -1, bias: bp.baseAddress,
                                                       scratch: &scratch)
                         }

@@ -276,8 +276,8 @@ public struct AttentionShape: Sendable {
     public var kvWidth: Int { kvHeads * headDim }
     public func kvHead(for h: Int) -> Int { interleaved ? h / (heads / kvHeads) : h % kvHeads }
     /// Long queries' products in bf16 (`ek_attention_block_bf16`: vdpbf16ps, fp32 sums and softmax) where the CPU
-    /// has AVX512-BF16; set for prompt passes whose projections run the bf16 GEMM (``Linear/promptRunsBF16``), as
-    /// PyTorch's bf16 attention computes. Elsewhere, and for short queries, fp32.
+    /// has AVX512-BF16; set for prompt passes whose projections run the bf16 or int8-row GEMMs
+    /// (``Linear/promptRunsNarrow``), as PyTorch's bf16 attention computes. Elsewhere, and for short queries, fp32.
     public var bf16Products = false
 
     /// This shape with ``bf16Products`` set to `on`.
