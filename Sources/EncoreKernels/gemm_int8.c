@@ -1381,8 +1381,12 @@ int ek_gemm_int8_multi_ref(long count, const int8_t *const *w, const float *cons
 #define EG_BF16 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512bf16")))
 #endif
 #endif
+#ifndef EB_KC
 #define EB_KC 128    /* pairs of k per block: a panel's block is 16 × 128 × 4 B = 8 KiB (L1), a row block's 96 × 512 B
-                        = 48 KiB (L2); not tuned on AVX512-BF16 hardware */
+                        = 48 KiB (L2). -DEB_KC=n for A/B: on session 24's Zen 4, 128 / 256 / 512 came out within the
+                        host's noise (bench/micro/gemm_cold.c at Mu-330M's four shapes, best of 3: 2.22 / 2.13 / 2.05
+                        ms at 512×768×1024, 10.7 / 10.8 / 10.6 at 512×1024×4096) */
+#endif
 
 static int bf16_gemm_simd(void) {
 #ifdef EG_X86

@@ -700,7 +700,9 @@ public final class LlamaModel: CausalDecoder {
             StepProfile.lap(.head)
             return logits
         }
-        return Ops.linear(hn, weight: head!, bias: nil)   // [*, V]
+        let logits = Ops.linear(hn, weight: head!, bias: nil)   // [*, V]
+        StepProfile.lap(.head)
+        return logits
     }
 
     /// Logits [B, T, V] for a right-padded batch read from position 0 (padding only follows real tokens, so
