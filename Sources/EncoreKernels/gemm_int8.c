@@ -307,12 +307,13 @@ EG_AVX2 static void pack_panel(const int8_t *w, long kp, long c0, long nc, int8_
        hardware prefetchers to ramp up, and prompt passes read every weight from memory. bench/micro/gemm_cold.c,
        2 threads, 6 alternations (session 24, Zen 4), medians: int8 512×4096×1024 8.4 → 7.3 ms, 128×4096×1024 2.03 →
        1.84, bf16 512×5120×960 15.8 → 13.6 */
-    const char *next = (const char *)(w + (c0 + EG_NR) * kp);
+    const uintptr_t next = prefetch ? (uintptr_t)w + (uintptr_t)((c0 + EG_NR) * kp) : 0;   /* may lie past w's end */
     long step = 0;
     for (long g = 0; g < EG_NR; g += 8) {
         __m256i sum = _mm256_setzero_si256();
         for (long p = 0; p < kp / 4; p += 8, step++) {
-            if (EG_PACK_PF && prefetch) for (int l = 0; l < 4; l++) _mm_prefetch(next + (step * 4 + l) * 64, _MM_HINT_T1);
+            if (EG_PACK_PF && prefetch)
+                for (int l = 0; l < 4; l++) _mm_prefetch((const char *)(next + (uintptr_t)((step * 4 + l) * 64)), _MM_HINT_T1);
             __m256i r[8];
             for (int j = 0; j < 8; j++)
                 r[j] = g + j < nc ? _mm256_loadu_si256((const __m256i *)(w + (c0 + g + j) * kp + 4 * p))
@@ -1648,7 +1649,13 @@ int ek_attn_bf16_pack(const float *k, const float *v, long kv_stride, long nk, l
     return 0;
 }
 
-int ek_attn_bf16_available(void) { return bf16_gemm_simd(); }
+int ek_attn_bf16_available(void) {
+#if defined(EG_X86) && EG_HAVE_ZMM
+    return bf16_gemm_simd();
+#else
+    return 0;   /* the twin alone (plain C): callers keep the fp32 path */
+#endif
+}
 
 /* The fp32 softmax between the products, as the fp32 path's task: relative bias, masked softmax (inside a task of
  * the pool it runs inline). */
@@ -1708,25 +1715,30 @@ EG_BF16 static void attn_scores_8x32(const uint16_t *qb, long dp, const uint16_t
 }
 
 /* out [rows ≤ 8, dims d0 .. d0 + 32 (masks m0, m1)] = 8 bf16 probability rows (pb, stride ldp) · two 16-dimension
- * panels of V over `pairs` pairs of keys */
+ * panels of V over `pairs` pairs of keys; `odd`: the last pair's second key is past the visible ones, its values
+ * zeroed (its probability is 0, but an infinite value there would make 0·inf = NaN; the fp32 path never reads it) */
 EG_BF16 static void attn_values_8x32(const uint16_t *pb, long ldp, const uint16_t *v0, const uint16_t *v1, long pairs,
-                                     float *out, long out_stride, int rows, __mmask16 m0, __mmask16 m1) {
+                                     int odd, float *out, long out_stride, int rows, __mmask16 m0, __mmask16 m1) {
     __m512 c[8], e[8];
     EG_UNROLL for (int r = 0; r < 8; r++) { c[r] = _mm512_setzero_ps(); e[r] = _mm512_setzero_ps(); }
     for (long p = 0; p < pairs; p++) {
-        const __m512bh b0 = (__m512bh)_mm512_loadu_si512((const void *)(v0 + p * 32));
-        const __m512bh b1 = (__m512bh)_mm512_loadu_si512((const void *)(v1 + p * 32));
+        __m512i w0 = _mm512_loadu_si512((const void *)(v0 + p * 32)), w1 = _mm512_loadu_si512((const void *)(v1 + p * 32));
+        if (odd && p == pairs - 1) {   /* keep each 32-bit lane's low half: the pair's first key */
+            w0 = _mm512_and_si512(w0, _mm512_set1_epi32(0xffff));
+            w1 = _mm512_and_si512(w1, _mm512_set1_epi32(0xffff));
+        }
+        const __m512bh b0 = (__m512bh)w0, b1 = (__m512bh)w1;
         EG_UNROLL for (int r = 0; r < 8; r++) {
             const __m512bh a = (__m512bh)_mm512_set1_epi32(*(const int32_t *)(const void *)(pb + r * ldp + 2 * p));
             c[r] = _mm512_dpbf16_ps(c[r], a, b0);
             e[r] = _mm512_dpbf16_ps(e[r], a, b1);
         }
     }
-    EG_UNROLL for (int r = 0; r < 8; r++) {
-        if (r >= rows) break;
-        _mm512_mask_storeu_ps(out + r * out_stride, m0, c[r]);
-        _mm512_mask_storeu_ps(out + r * out_stride + 16, m1, e[r]);
-    }
+    EG_UNROLL for (int r = 0; r < 8; r++)
+        if (r < rows) {
+            _mm512_mask_storeu_ps(out + r * out_stride, m0, c[r]);
+            _mm512_mask_storeu_ps(out + r * out_stride + 16, m1, e[r]);
+        }
 }
 
 static _Thread_local scratch g_attn_s, g_attn_q, g_attn_p;
@@ -1759,7 +1771,8 @@ EG_BF16 static int attention_block_bf16_simd(const float *q, long q_stride, long
         __mmask16 m0 = (__mmask16)((1u << n0) - 1), m1 = (__mmask16)((1u << n1) - 1);
         const uint16_t *v0 = pv + (d0 / 16) * (nkp / 2) * 32;
         for (long r0 = 0; r0 < bq; r0 += 8)
-            attn_values_8x32(pb + r0 * vp, vp, v0, v0 + (nkp / 2) * 32, pairs, out + r0 * out_stride + d0, out_stride,
+            attn_values_8x32(pb + r0 * vp, vp, v0, v0 + (nkp / 2) * 32, pairs, (int)(visible & 1),
+                             out + r0 * out_stride + d0, out_stride,
                              (int)(bq - r0 < 8 ? bq - r0 : 8), m0, m1);
     }
     return 0;

@@ -94,9 +94,14 @@ final class BF16GEMMTests: XCTestCase {
     /// Long-query attention with ``AttentionShape/bf16Products`` (prompt passes over bf16 rows): on a CPU with
     /// AVX512-BF16, vdpbf16ps products within bf16's rounding of the fp32 path (2e-2 of the largest |output|) and not
     /// equal to it; elsewhere the fp32 path itself, bit for bit. Scaled (Mu / Llama, with a causal offset and a key
-    /// mask) and T5's relative bias; 150 queries: two blocks of 128 and 22 (the kernel parity checks the tiles).
+    /// mask) and T5's relative bias; 150 queries: two blocks of 128 and 22 (the kernel parity checks the tiles); and a
+    /// prompt chunk after 50 cached positions (150 queries over 200 keys, causal offset 50).
     func testBF16ProductsAttention() {
-        let shape = AttentionShape(heads: 4, kvHeads: 2, headDim: 48, interleaved: true), tq = 150, kvRows = 150
+        for kvRows in [150, 200] { bf16ProductsAttention(tq: 150, kvRows: kvRows) }
+    }
+
+    private func bf16ProductsAttention(tq: Int, kvRows: Int) {
+        let shape = AttentionShape(heads: 4, kvHeads: 2, headDim: 48, interleaved: true)
         let q = randoms(tq * shape.qWidth), k = randoms(kvRows * shape.kvWidth)   // scores of std 2.3 (T5), 0.33 scaled
         let v = randoms(kvRows * shape.kvWidth), bias = randoms(shape.heads * (tq + kvRows - 1))
         let keep = (0..<kvRows).map { UInt8($0 % 9 == 4 ? 0 : 1) }
@@ -118,10 +123,10 @@ final class BF16GEMMTests: XCTestCase {
             return out
         }
         let bf16Runs = ek_attn_bf16_available() != 0
-        for (causal, relative) in [(-1, false), (0, false), (-1, true)] {
+        for (causal, relative) in [(-1, false), (kvRows - tq, false), (-1, true)] {
             let fp32 = run(shape, causal: causal, relative: relative)
             let bf16 = run(shape.withBF16Products(true), causal: causal, relative: relative)
-            let name = "causal \(causal) relative \(relative)"
+            let name = "\(tq) queries, \(kvRows) keys, causal \(causal) relative \(relative)"
             guard bf16Runs else { XCTAssertEqual(bf16, fp32, name); continue }
             let scale = fp32.map(abs).max() ?? 1, err = zip(bf16, fp32).map { abs($0 - $1) }.max() ?? 0
             XCTAssertNotEqual(bf16, fp32, "\(name): the bf16 products ran")

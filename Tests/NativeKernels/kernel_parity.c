@@ -780,7 +780,9 @@ static void test_gemm_bf16(void) {
  * of small integers, so every score is exact on both paths and the fp32 softmax between the products gets the same
  * inputs (no probability rounds to a different bf16 on one side); values are random: 1e-5 · max|v| per output
  * (a convex sum of bf16 values). Ragged query blocks (1–8-row tiles), keys (visible < nk, one or more 32-key
- * panels), head sizes (odd, not a multiple of 16 or 32), GQA heads, a key mask, a causal offset, T5's relative bias. */
+ * panels), head sizes (odd, not a multiple of 16 or 32), GQA heads, a key mask, a causal offset, T5's relative bias;
+ * infinite values in the first key past the visible ones (odd visible: it shares the last pair) and nothing written
+ * past head_dim. */
 static void test_attention_bf16(void) {
     static const long shapes[][4] = { { 1, 1, 1, 2 }, { 5, 17, 17, 64 }, { 8, 33, 20, 48 }, { 37, 100, 97, 64 },
                                        { 128, 512, 512, 64 }, { 13, 40, 40, 80 }, { 9, 70, 65, 30 }, { 3, 31, 31, 7 },
@@ -797,19 +799,27 @@ static void test_attention_bf16(void) {
         for (long j = 0; j < nk; j++) keep[j] = (j % 7) != 3;
         float *y = malloc(sizeof(float) * (size_t)(bq * stride)), *r = malloc(sizeof(float) * (size_t)(bq * stride));
         double *want = malloc(sizeof(double) * (size_t)(bq * d)), *sc = malloc(sizeof(double) * (size_t)(bq * d));
-        g_checks++;
-        if (ek_attn_bf16_pack(k, v, stride, nk, heads, d, pk, pv) != 0) { printf("FAIL attention_bf16: pack rc\n"); g_failures++; }
         double vmax = 0;
         for (long i = 0; i < nk * stride; i++) vmax = fabs(v[i]) > vmax ? fabs(v[i]) : vmax;
+        /* the first key past the visible ones holds infinities: no block may read it (0 · inf is NaN) */
+        if (visible < nk) for (long i = 0; i < stride; i++) v[visible * stride + i] = INFINITY;
+        g_checks++;
+        if (ek_attn_bf16_pack(k, v, stride, nk, heads, d, pk, pv) != 0) { printf("FAIL attention_bf16: pack rc\n"); g_failures++; }
         for (int mode = 0; mode < 3; mode++)   /* plain; key mask + causal offset; relative bias */
             for (long g = 0; g < heads; g++) {
                 const uint8_t *kk = mode == 1 ? keep : NULL;
                 long causal = mode == 1 ? visible - bq : -1;
                 const float *b = mode == 2 ? bias : NULL;
                 float div = mode == 2 ? 1 : sqrtf((float)d);
+                for (long i = 0; i < bq * stride; i++) y[i] = 12345.0f;   /* sentinels: columns past d stay */
                 g_checks++;
                 if (ek_attention_block_bf16(q + g * d, stride, bq, pk + g * len, pv + g * len, nk, visible, d, b, div, kk,
                                             causal, y, stride) != 0) { printf("FAIL attention_bf16: rc\n"); g_failures++; }
+                long spilled = 0;
+                for (long t = 0; t < bq; t++)
+                    for (long e = d; e < stride; e++) spilled += y[t * stride + e] != 12345.0f;
+                g_checks++;
+                if (spilled) { printf("FAIL attention_bf16: case %ld wrote %ld values past head_dim\n", si, spilled); g_failures++; }
                 ek_attention_block_bf16_ref(q + g * d, stride, bq, pk + g * len, pv + g * len, nk, visible, d, b, div, kk,
                                             causal, r, stride);
                 float *got = malloc(sizeof(float) * (size_t)(bq * d));

@@ -447,8 +447,8 @@ extension Ops {
         let packed = UnsafeMutablePointer<UInt16>.allocate(capacity: 2 * shape.kvHeads * length)   // K then V
         defer { packed.deallocate() }
         let kPacked = packed, vPacked = packed + shape.kvHeads * length
-        precondition(ek_attn_bf16_pack(k, v, kvStride, kvRows, shape.kvHeads, shape.headDim, kPacked, vPacked) == 0,
-                     "ek_attn_bf16_pack: \(kvRows) keys, \(shape.kvHeads) heads of \(shape.headDim)")
+        let packStatus = ek_attn_bf16_pack(k, v, kvStride, kvRows, shape.kvHeads, shape.headDim, kPacked, vPacked)
+        precondition(packStatus == 0, "ek_attn_bf16_pack: \(kvRows) keys, \(shape.kvHeads) heads of \(shape.headDim)")
         var job = BF16LongQueryJob(q: q, out: out, packedK: kPacked, packedV: vPacked, packedLength: length, tq: tq,
                                    kvRows: kvRows, shape: shape, keyKeep: keyKeep, causalOffset: causalOffset,
                                    firstKept: firstKept, scaleDiv: scaleDiv, bias: bias, blocks: blocks)

@@ -404,7 +404,7 @@ int ek_gemm_bf16_ref(const uint16_t *w, const float *x, const float *bias, float
 const char *ek_gemm_bf16_path(void);
 
 /**
- * Long-query attention with bf16 products, for prompt passes over bf16 weights on CPUs with AVX512-BF16 (what
+ * Long-query attention with bf16 products, for prompt passes over bf16 weights or int8 rows on CPUs with AVX512-BF16 (what
  * PyTorch's bf16 attention computes): per head and block of queries, scores = bf16(q)·bf16(k)ᵀ in fp32 sums, the
  * fp32 relative bias and masked softmax of the fp32 path (ek_add_relbias_f32, ek_softmax_masked_f32), then
  * out = bf16(p)·bf16(v). Keys and values are packed once per call for every KV head:
@@ -413,8 +413,9 @@ const char *ek_gemm_bf16_path(void);
  * ek_attention_block_bf16(q, q_stride, bq, pk_g, pv_g, nk, visible, head_dim, bias_row, scale_div, key_keep,
  * causal_offset, out, out_stride): bq query rows of one head against the first `visible` keys of KV head g's packed
  * rows; bias_row as ek_add_relbias_f32's (or NULL), scale_div / key_keep / causal_offset as ek_softmax_masked_f32's
- * for the block's first row. Runs on the calling thread (call it from pool tasks). Returns 0, -1 for bad sizes, -2
- * out of memory. Without AVX512-BF16 (ek_attn_bf16_available() == 0) it runs the twin, plain C.
+ * for the block's first row. Meant for pool tasks, where it runs on the calling thread (outside one, the softmax of
+ * a large block spreads over the pool). Returns 0, -1 for bad sizes, -2 out of memory. Without AVX512-BF16
+ * (ek_attn_bf16_available() == 0) it runs the twin, plain C: callers then keep the fp32 path.
  */
 long ek_attn_bf16_packed_len(long nk, long head_dim);
 int ek_attn_bf16_pack(const float *k, const float *v, long kv_stride, long nk, long kv_heads, long head_dim,
