@@ -1573,19 +1573,46 @@ static void bf16_rows_task(void *ctx, long index, long count) {
     }
 }
 
-int ek_gemm_bf16(const uint16_t *w, const float *x, const float *bias, float *y, long m, long n, long k, int mode) {
-    if (mode < EK_EPI_STORE || mode > EK_EPI_RELU) return -1;
-    if (m <= 0 || n <= 0) return 0;
+/* One pool job over several matrices (ek_gemm_bf16_multi): matrix j's tasks are [first[j], first[j + 1]). */
+#define EB_MULTI_MAX 64
+typedef struct { bf16_ctx mat[EB_MULTI_MAX]; long first[EB_MULTI_MAX + 1]; } bf16_multi_ctx;
+
+static void bf16_multi_task(void *ctx, long index, long count) {
+    bf16_multi_ctx *c = ctx;
+    long j = 0;
+    while (index >= c->first[j + 1]) j++;
+    bf16_task(&c->mat[j], index - c->first[j], count);
+}
+
+int ek_gemm_bf16_multi(long count, const uint16_t *const *w, const float *const *bias, float *const *y, const long *n,
+                       const float *x, long m, long k, int mode) {
+    if (mode < EK_EPI_STORE || mode > EK_EPI_RELU || count < 1) return -1;
+    long panels = 0;
+    for (long j = 0; j < count; j++) panels += n[j] > 0 ? (n[j] + EG_NR - 1) / EG_NR : 0;
+    if (m <= 0 || panels == 0) return 0;
     long kp = (k + 15) / 16 * 16;
     uint16_t *xb = scratch_get(&g_xb, m * kp * 2);
     if (!xb) return -2;
-    bf16_rows_ctx rc = { x, xb, m, k, kp };
+    bf16_rows_ctx rc = { x, xb, m, k, kp };   /* x rounded once for every matrix */
     run_row_tasks(m, k, bf16_rows_task, &rc);
-    long npanels = (n + EG_NR - 1) / EG_NR, per = panels_per_task(npanels);
-    bf16_ctx g = { .w = w, .bias = bias, .y = y, .xb = xb, .m = m, .n = n, .k = k, .kp = kp, .per = per, .mode = mode,
-                   .simd = bf16_gemm_simd() };
-    ek_parallel_for((npanels + per - 1) / per, bf16_task, &g);
+    long per = panels_per_task(panels);       /* the split a single matrix of all the panels would get */
+    bf16_multi_ctx c;
+    for (long j0 = 0; j0 < count; j0 += EB_MULTI_MAX) {
+        long batch = count - j0 < EB_MULTI_MAX ? count - j0 : EB_MULTI_MAX;
+        c.first[0] = 0;
+        for (long j = 0; j < batch; j++) {
+            long nj = n[j0 + j] > 0 ? n[j0 + j] : 0, np = (nj + EG_NR - 1) / EG_NR;
+            c.mat[j] = (bf16_ctx){ .w = w[j0 + j], .bias = bias ? bias[j0 + j] : NULL, .y = y[j0 + j], .xb = xb, .m = m,
+                                   .n = nj, .k = k, .kp = kp, .per = per, .mode = mode, .simd = bf16_gemm_simd() };
+            c.first[j + 1] = c.first[j] + (np + per - 1) / per;
+        }
+        if (c.first[batch] > 0) ek_parallel_for(c.first[batch], bf16_multi_task, &c);
+    }
     return 0;
+}
+
+int ek_gemm_bf16(const uint16_t *w, const float *x, const float *bias, float *y, long m, long n, long k, int mode) {
+    return ek_gemm_bf16_multi(1, &w, &bias, &y, &n, x, m, k, mode);
 }
 
 /* ------------------------------------------------------------------------------------------------ */

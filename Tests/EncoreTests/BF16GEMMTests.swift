@@ -134,6 +134,34 @@ final class BF16GEMMTests: XCTestCase {
         }
     }
 
+    /// Layers that read the same x and multiply bf16 rows as stored share one `ek_gemm_bf16_multi` call in
+    /// `Linear.shared` (q/k/v, cross-attention K/V): each output has the bytes of its own `ek_gemm_bf16` call, with and
+    /// without biases, over matrices of 1–3 panels and more.
+    func testSharedBF16PromptGEMM() {
+        let saved = Ops.forceBF16PromptGEMM
+        defer { Ops.forceBF16PromptGEMM = saved }
+        Ops.forceBF16PromptGEMM = true
+        let k = 72, x = Tensor(shape: [21, k], values: randoms(21 * k, scale: 2))
+        var layers: [Linear] = []
+        for (rows, biased) in [(40, true), (16, false), (7, true), (100, false)] {
+            var l = Linear(weight: Tensor(shape: [rows, k], values: randoms(rows * k, scale: 0.2)),
+                           bias: biased ? Tensor(shape: [rows], values: randoms(rows)) : nil)
+            l.useDecodeWeights(.bf16)
+            l.usePromptWeights(.decode)
+            XCTAssertTrue(l.promptRunsBF16)
+            layers.append(l)
+        }
+        let shared = Linear.shared(x, layers), alone = layers.map { $0(x) }
+        for (i, (a, b)) in zip(shared, alone).enumerated() {
+            XCTAssertEqual(a.shape, b.shape)
+            XCTAssertTrue(a.toArray() == b.toArray(), "layer \(i): the shared call's bytes")
+        }
+        let direct = Ops.linearBF16Shared(x, weights: layers.map { $0.packed! }, biases: layers.map(\.bias))
+        XCTAssertTrue(zip(direct, alone).allSatisfy { $0.toArray() == $1.toArray() })
+        XCTAssertNotEqual(alone[0].toArray(), Ops.linear(x, weight: layers[0].weight, bias: layers[0].bias).toArray(),
+                          "bf16 products, not the fp32 weights")
+    }
+
     /// Which prompt passes take bf16 attention products (``Linear/promptRunsNarrow``): the bf16 GEMM's and the int8
     /// rows'; not fp32, not prompt passes that widen bf16 rows for BLAS, not GGUF blocks (llama.cpp's fp32 attention).
     func testNarrowPromptsRule() {

@@ -398,8 +398,9 @@ extension Linear {
     /// Each layer's x·Wᵀ + b for layers that read the same x [R, K] (q/k/v, gate/up, every decoder layer's
     /// cross-attention K/V). In a decode step (R ≤ 8) where every layer streams the same packed layout, one kernel
     /// call serves up to four of them (``Ops/linearQuantizedShared(_:weights:biases:)``); in a prompt pass where
-    /// every layer has int8 prompt rows, one int8 GEMM call serves them all (``Ops/linearInt8Shared(_:weights:biases:)``).
-    /// Both quantize the activations once and run one pool job, with the same results; otherwise each layer runs
+    /// every layer has int8 prompt rows, one int8 GEMM call serves them all (``Ops/linearInt8Shared(_:weights:biases:)``),
+    /// and where every layer multiplies bf16 rows as stored, one bf16 GEMM call (``Ops/linearBF16Shared(_:weights:biases:)``).
+    /// They quantize or round the activations once and run one pool job, with the same results; otherwise each layer runs
     /// on its own. In a decode step, layers of different layouts (llama.cpp's Q4_K_M files: Q5_0 q/k beside a Q8_0
     /// v) share a call with the others of their layout.
     static func shared(_ x: Tensor, _ layers: [Linear]) -> [Tensor] {
@@ -430,6 +431,8 @@ extension Linear {
         } else if DecodeTuning.sharedPromptGEMM, let first = layers[0].promptInt8,
                   layers.allSatisfy({ $0.promptInt8?.layoutID == first.layoutID && $0.inputs == k }) {
             return Ops.linearInt8Shared(x, weights: layers.map { $0.promptInt8! }, biases: layers.map(\.bias))
+        } else if DecodeTuning.sharedPromptGEMM, layers.allSatisfy({ $0.promptRunsBF16 && $0.inputs == k }) {
+            return Ops.linearBF16Shared(x, weights: layers.map { $0.packed! }, biases: layers.map(\.bias))
         }
         return layers.map { $0(x) }
     }

@@ -355,6 +355,34 @@ extension Ops {
         precondition(rc == 0, "gemm_int8 failed (\(rc): out of memory?)")
         return ys
     }
+
+    /// ``linearBF16(_:weight:bias:gelu:relu:into:)`` for several bf16 matrices of one width that read the same x
+    /// [M, K] (q/k/v, every decoder layer's cross-attention K/V): x rounded to bf16 once and one pool job over every
+    /// matrix's panels (`ek_gemm_bf16_multi`). Each result has the bytes of its own call.
+    static func linearBF16Shared(_ x: Tensor, weights: [QuantizedMatrix], biases: [Tensor?]) -> [Tensor] {
+        precondition(!weights.isEmpty && biases.count == weights.count,
+                     "linearBF16Shared: \(weights.count) matrices, \(biases.count) biases")
+        let k = weights[0].columns
+        precondition(x.shape.last == k, "linear: x \(x.shape) vs weight [\(weights[0].rows), \(k)]")
+        for (w, b) in zip(weights, biases) {
+            precondition(w.format == .bf16 && w.columns == k, "linearBF16Shared: \(w.format) [\(w.rows), \(w.columns)] with width \(k)")
+            if let b { precondition(b.count == w.rows, "linear: bias \(b.shape) vs \(w.rows) outputs") }
+        }
+        let m = x.count / k
+        let ys = weights.map { Tensor(uninitialized: Array(x.shape.dropLast()) + [$0.rows]) }   // [M, N_j]
+        for w in weights {
+            OpCounter.add(flops: 2 * m * w.rows * k)
+            OpCounter.add(weightBytes: w.byteCount)
+        }
+        let ws = weights.map { Optional(UnsafePointer($0.data.assumingMemoryBound(to: UInt16.self))) }
+        let bs = biases.map { $0.map { UnsafePointer($0.data) } }
+        let yp = ys.map { Optional($0.data) }, ns = weights.map(\.rows)
+        let rc = withExtendedLifetime((weights, biases, ys)) {
+            ek_gemm_bf16_multi(weights.count, ws, bs, yp, ns, x.data, m, k, Int32(EK_EPI_STORE))
+        }
+        precondition(rc == 0, "gemm_bf16 failed (\(rc): out of memory?)")
+        return ys
+    }
 }
 
 /// Switches for the decode-step fusions, so one binary can time them against the unfused steps (A/B runs).

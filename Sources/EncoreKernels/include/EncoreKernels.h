@@ -398,6 +398,14 @@ int ek_gemm_q8_0_multi_ref(int format, long count, const void *const *w, const f
  * where ek_gemm_bf16_path() is "avx512bf16". Returns 0, -1 for a bad epilogue, -2 out of memory.
  */
 int ek_gemm_bf16(const uint16_t *w, const float *x, const float *bias, float *y, long m, long n, long k, int epilogue);
+/**
+ * ek_gemm_bf16 over `count` matrices that read the same x (w[j] [n[j], k] → y[j] [m, n[j]], bias[j] or NULL; `bias`
+ * itself may be NULL): x rounded to bf16 once and every matrix's panels in one pool job, split as one matrix of all
+ * the panels would be. Each y[j] has the bytes of its own ek_gemm_bf16 call. Returns 0, -1 for a bad epilogue or
+ * count < 1, -2 out of memory.
+ */
+int ek_gemm_bf16_multi(long count, const uint16_t *const *w, const float *const *bias, float *const *y, const long *n,
+                       const float *x, long m, long k, int epilogue);
 /** Twin: x rounded to bf16, sums in double, the plain GELU. */
 int ek_gemm_bf16_ref(const uint16_t *w, const float *x, const float *bias, float *y, long m, long n, long k, int epilogue);
 /** "avx512bf16" (vdpbf16ps tiles; capped by ek_set_isa_limit below EK_ISA_AVX512) or "scalar". */
