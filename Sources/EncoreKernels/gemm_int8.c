@@ -1597,13 +1597,14 @@ int ek_gemm_bf16_multi(long count, const uint16_t *const *w, const float *const 
     run_row_tasks(m, k, bf16_rows_task, &rc);
     long per = panels_per_task(panels);       /* the split a single matrix of all the panels would get */
     bf16_multi_ctx c;
+    const int simd = bf16_gemm_simd();
     for (long j0 = 0; j0 < count; j0 += EB_MULTI_MAX) {
         long batch = count - j0 < EB_MULTI_MAX ? count - j0 : EB_MULTI_MAX;
         c.first[0] = 0;
         for (long j = 0; j < batch; j++) {
             long nj = n[j0 + j] > 0 ? n[j0 + j] : 0, np = (nj + EG_NR - 1) / EG_NR;
             c.mat[j] = (bf16_ctx){ .w = w[j0 + j], .bias = bias ? bias[j0 + j] : NULL, .y = y[j0 + j], .xb = xb, .m = m,
-                                   .n = nj, .k = k, .kp = kp, .per = per, .mode = mode, .simd = bf16_gemm_simd() };
+                                   .n = nj, .k = k, .kp = kp, .per = per, .mode = mode, .simd = simd };
             c.first[j + 1] = c.first[j] + (np + per - 1) / per;
         }
         if (c.first[batch] > 0) ek_parallel_for(c.first[batch], bf16_multi_task, &c);

@@ -138,9 +138,10 @@ final class BF16GEMMTests: XCTestCase {
     /// `Linear.shared` (q/k/v, cross-attention K/V): each output has the bytes of its own `ek_gemm_bf16` call, with and
     /// without biases, over matrices of 1–3 panels and more.
     func testSharedBF16PromptGEMM() {
-        let saved = Ops.forceBF16PromptGEMM
-        defer { Ops.forceBF16PromptGEMM = saved }
+        let saved = Ops.forceBF16PromptGEMM, savedShared = DecodeTuning.sharedPromptGEMM
+        defer { Ops.forceBF16PromptGEMM = saved; DecodeTuning.sharedPromptGEMM = savedShared }
         Ops.forceBF16PromptGEMM = true
+        DecodeTuning.sharedPromptGEMM = true
         let k = 72, x = Tensor(shape: [21, k], values: randoms(21 * k, scale: 2))
         var layers: [Linear] = []
         for (rows, biased) in [(40, true), (16, false), (7, true), (100, false)] {
@@ -151,7 +152,9 @@ final class BF16GEMMTests: XCTestCase {
             XCTAssertTrue(l.promptRunsBF16)
             layers.append(l)
         }
+        let calls = DecodeTuning.sharedBF16PromptCalls
         let shared = Linear.shared(x, layers), alone = layers.map { $0(x) }
+        XCTAssertEqual(DecodeTuning.sharedBF16PromptCalls, calls + 1, "Linear.shared took the bf16 multi call")
         for (i, (a, b)) in zip(shared, alone).enumerated() {
             XCTAssertEqual(a.shape, b.shape)
             XCTAssertTrue(a.toArray() == b.toArray(), "layer \(i): the shared call's bytes")

@@ -771,6 +771,35 @@ static void test_gemm_bf16(void) {
         }
         free(wf); free(x); free(b); free(y0); free(w); free(xb); free(y); free(r); free(want); free(sc);
     }
+    {   /* ek_gemm_bf16_multi: 70 matrices (two batches of the pool job), empty ones among them, biases on some: every
+           output has the bytes of its own ek_gemm_bf16 call */
+        enum { COUNT = 70 };
+        long m = 9, k = 40, n[COUNT];
+        const uint16_t *w[COUNT]; const float *b[COUNT]; float *y[COUNT], *r[COUNT];
+        float *x = frand(m * k, 2);
+        for (long j = 0; j < COUNT; j++) {
+            n[j] = j % 11 == 5 ? 0 : 1 + (j * 7) % 37;
+            float *wf = frand(n[j] * k, 1);
+            uint16_t *wb = malloc(sizeof(uint16_t) * (size_t)(n[j] * k + 1));
+            ek_f32_to_bf16(wf, wb, n[j] * k);
+            free(wf);
+            w[j] = wb;
+            b[j] = j % 3 ? frand(n[j], 1) : NULL;
+            y[j] = malloc(sizeof(float) * (size_t)(m * n[j] + 1));
+            r[j] = malloc(sizeof(float) * (size_t)(m * n[j] + 1));
+        }
+        g_checks++;
+        if (ek_gemm_bf16_multi(COUNT, w, b, y, n, x, m, k, EK_EPI_RELU) != 0) { printf("FAIL gemm_bf16_multi: rc\n"); g_failures++; }
+        long differ = 0;
+        for (long j = 0; j < COUNT; j++) {
+            ek_gemm_bf16(w[j], x, b[j], r[j], m, n[j], k, EK_EPI_RELU);
+            differ += memcmp(y[j], r[j], sizeof(float) * (size_t)(m * n[j])) != 0;
+        }
+        g_checks++;
+        if (differ) { printf("FAIL gemm_bf16_multi: %ld of %d matrices differ from their own calls\n", differ, COUNT); g_failures++; }
+        for (long j = 0; j < COUNT; j++) { free((void *)w[j]); free((void *)b[j]); free(y[j]); free(r[j]); }
+        free(x);
+    }
     g_checks++;
     if (ek_gemm_bf16(NULL, NULL, NULL, NULL, 1, 1, 1, 99) != -1) { printf("FAIL gemm_bf16: bad epilogue accepted\n"); g_failures++; }
     report("gemm_bf16", ek_gemm_bf16_path());

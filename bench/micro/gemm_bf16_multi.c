@@ -14,6 +14,7 @@
 #include <time.h>
 static double now(void){struct timespec t;clock_gettime(CLOCK_MONOTONIC,&t);return t.tv_sec+t.tv_nsec*1e-9;}
 int main(int argc,char**argv){
+  if(argc<3||argc>66){fprintf(stderr,"usage: %s k rows... (1 to 64 matrices)\n",argv[0]);return 2;}
   long m=512,k=atol(argv[1]),count=argc-2; long n[64]; ek_set_threads(2);
   const uint16_t*w[64]; float*y[64],*y2[64]; const float*b[64];
   float*x=malloc(4*m*k); for(long i=0;i<m*k;i++)x[i]=rand()/(float)RAND_MAX-0.5f;

@@ -374,6 +374,7 @@ extension Ops {
             OpCounter.add(flops: 2 * m * w.rows * k)
             OpCounter.add(weightBytes: w.byteCount)
         }
+        DecodeTuning.sharedBF16PromptCalls += 1
         let ws = weights.map { Optional(UnsafePointer($0.data.assumingMemoryBound(to: UInt16.self))) }
         let bs = biases.map { $0.map { UnsafePointer($0.data) } }
         let yp = ys.map { Optional($0.data) }, ns = weights.map(\.rows)
@@ -394,9 +395,12 @@ public enum DecodeTuning {
     nonisolated(unsafe) public static var sharedGEMV = ProcessInfo.processInfo.environment["ENCORE_DECODE_SHARED_GEMV"] != "0"
     /// Shared calls made for a layout group of layers whose layouts differ (``Linear/shared(_:_:)``; a count for tests).
     nonisolated(unsafe) static var groupedSharedCalls = 0
-    /// The same for int8 prompt passes: layers reading the same activations run as one `ek_gemm_int8_multi` call
-    /// (``Ops/linearInt8Shared(_:weights:biases:)``). `ENCORE_SHARED_PROMPT_GEMM=0` turns it off.
+    /// The same for int8 and bf16 prompt passes: layers reading the same activations run as one `ek_gemm_int8_multi`
+    /// or `ek_gemm_bf16_multi` call (``Ops/linearInt8Shared(_:weights:biases:)``, ``Ops/linearBF16Shared(_:weights:biases:)``).
+    /// `ENCORE_SHARED_PROMPT_GEMM=0` turns it off.
     nonisolated(unsafe) public static var sharedPromptGEMM = ProcessInfo.processInfo.environment["ENCORE_SHARED_PROMPT_GEMM"] != "0"
+    /// Shared bf16 prompt calls made (``Ops/linearBF16Shared(_:weights:biases:)``; a count for tests).
+    nonisolated(unsafe) static var sharedBF16PromptCalls = 0
 }
 
 extension Ops {
