@@ -1629,6 +1629,11 @@ long ek_attn_bf16_packed_len(long nk, long head_dim) {
     return attn_keys_padded(nk) * attn_dims_padded(head_dim);
 }
 
+/* Where the packed layouts keep a value: key j's dimension e in pk (16-key panels of dp / 2 pairs), and dimension e
+ * of key j in pv (16-dimension panels of nkp / 2 pairs of keys); both one 32-bit lane per key or dimension. */
+static inline long attn_pk_at(long dp, long j, long e) { return ((j / 16) * (dp / 2) + e / 2) * 32 + (j % 16) * 2 + (e & 1); }
+static inline long attn_pv_at(long nkp, long e, long j) { return ((e / 16) * (nkp / 2) + j / 2) * 32 + (e % 16) * 2 + (j & 1); }
+
 typedef struct { const float *k, *v; long stride, nk, d; uint16_t *pk, *pv; } attn_pack_ctx;
 
 /* KV head g: pk [nkp / 16 key panels][dp / 2 pairs][16 keys][2], pv [dp / 16 dim panels][nkp / 2 pairs][16 dims][2],
@@ -1646,10 +1651,7 @@ static void attn_pack_task(void *ctx, long g, long count) {
         for (long d0 = 0; d0 < d; d0 += 1024) {
             long n = d - d0 < 1024 ? d - d0 : 1024;
             ek_f32_to_bf16(kr + d0, row, n);
-            for (long i = 0; i < n; i++) {
-                long e = d0 + i;
-                pk[((j / 16) * (dp / 2) + e / 2) * 32 + (j % 16) * 2 + (e & 1)] = row[i];
-            }
+            for (long i = 0; i < n; i++) pk[attn_pk_at(dp, j, d0 + i)] = row[i];
         }
     }
     for (long j = 0; j < c->nk; j += 2) {   /* keys j, j + 1: the pair of every dimension */
@@ -1659,10 +1661,8 @@ static void attn_pack_task(void *ctx, long g, long count) {
             ek_f32_to_bf16(v0 + d0, row, n);
             if (j + 1 < c->nk) ek_f32_to_bf16(v1 + d0, row2, n); else memset(row2, 0, (size_t)n * 2);
             for (long i = 0; i < n; i++) {
-                long e = d0 + i;
-                uint16_t *dst = pv + ((e / 16) * (nkp / 2) + j / 2) * 32 + (e % 16) * 2;
-                dst[0] = row[i];
-                dst[1] = row2[i];
+                pv[attn_pv_at(nkp, d0 + i, j)] = row[i];
+                pv[attn_pv_at(nkp, d0 + i, j + 1)] = row2[i];
             }
         }
     }
@@ -1706,7 +1706,7 @@ int ek_attention_block_bf16_ref(const float *q, long q_stride, long bq, const ui
         for (long j = 0; j < visible; j++) {
             double acc = 0;
             for (long e = 0; e < d; e++)
-                acc += (double)bf16_value(qb[e]) * bf16_value(pk[((j / 16) * (dp / 2) + e / 2) * 32 + (j % 16) * 2 + (e & 1)]);
+                acc += (double)bf16_value(qb[e]) * bf16_value(pk[attn_pk_at(dp, j, e)]);
             s[r * visible + j] = (float)acc;
         }
     }
@@ -1716,7 +1716,7 @@ int ek_attention_block_bf16_ref(const float *q, long q_stride, long bq, const ui
         for (long e = 0; e < d; e++) {
             double acc = 0;
             for (long j = 0; j < visible; j++)
-                acc += (double)bf16_value(pb[j]) * bf16_value(pv[((e / 16) * (nkp / 2) + j / 2) * 32 + (e % 16) * 2 + (j & 1)]);
+                acc += (double)bf16_value(pb[j]) * bf16_value(pv[attn_pv_at(nkp, e, j)]);
             out[r * out_stride + e] = (float)acc;
         }
     }

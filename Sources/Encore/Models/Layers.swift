@@ -280,9 +280,7 @@ struct Linear {
     /// (``Ops/bf16PromptGEMM``), the bf16 rows as stored; else nil: fp32 (dequantized per call when only blocks are kept).
     private func promptProduct(_ x: Tensor, gelu: Bool = false, relu: Bool = false, into r: Tensor? = nil) -> Tensor? {
         if let promptInt8 { return Ops.linearInt8(x, weight: promptInt8, bias: bias, gelu: gelu, relu: relu, into: r) }
-        if dense == nil, let packed, packed.format == .bf16, Ops.bf16PromptGEMM {
-            return Ops.linearBF16(x, weight: packed, bias: bias, gelu: gelu, relu: relu, into: r)
-        }
+        if promptRunsBF16 { return Ops.linearBF16(x, weight: packed!, bias: bias, gelu: gelu, relu: relu, into: r) }
         return nil
     }
 

@@ -341,7 +341,28 @@ private struct LongQueryJob {
     var scaleDiv: Float
     var bias: UnsafePointer<Float>?         // [H, tq + kvRows − 1] relative bias, or nil
     var blocks: Int                         // query blocks per head
-    var scratch: UnsafeMutablePointer<Float>   // [thread slots, causalQueryBlock × kvRows]
+    var scratch: UnsafeMutablePointer<Float>?  // [thread slots, causalQueryBlock × kvRows] (the fp32 path's)
+
+    /// Task `index`'s head and block of queries: the last query blocks first (under a causal mask they see the most
+    /// keys, so the threads claim the longest tasks first and finish together; each task writes its own outputs).
+    func block(_ index: Int) -> QueryBlock {
+        let h = index % shape.heads
+        let t0 = (blocks - 1 - index / shape.heads) * Ops.causalQueryBlock, bq = min(Ops.causalQueryBlock, tq - t0)
+        // bias[h, tq − 1 + c − t] with t = t0 + r: the block's rows as the kernels' own (ek_add_relbias_f32)
+        return QueryBlock(head: h, kvHead: shape.kvHead(for: h), t0: t0, rows: bq,
+                          visible: Ops.visibleKeys(t0: t0, bq: bq, kvRows: kvRows, causalOffset: causalOffset,
+                                                   firstKept: firstKept),
+                          biasRow: bias.map { $0 + h * (tq + kvRows - 1) + (tq - bq - t0) },
+                          causalOffset: causalOffset >= 0 ? causalOffset + t0 : causalOffset)
+    }
+}
+
+/// The (head, block of queries) one long-query attention task covers.
+private struct QueryBlock {
+    let head: Int, kvHead: Int, t0: Int, rows: Int
+    let visible: Int                        // keys it multiplies (``Ops/visibleKeys``)
+    let biasRow: UnsafePointer<Float>?      // its rows of the relative bias, or nil
+    let causalOffset: Int                   // the causal offset of its first row (negative: none)
 }
 
 extension Ops {
@@ -354,21 +375,16 @@ extension Ops {
 
     private static let longQueryTask: ek_task_fn = { ctx, index, _ in
         let j = ctx!.assumingMemoryBound(to: LongQueryJob.self).pointee
-        // the last query blocks first: under a causal mask they see the most keys, so the threads claim the longest
-        // tasks first and finish together (the same outputs in any order: each task writes its own)
-        let s = j.shape, h = index % s.heads, g = s.kvHead(for: h)
-        let t0 = (j.blocks - 1 - index / s.heads) * causalQueryBlock, bq = min(causalQueryBlock, j.tq - t0)
-        let visible = visibleKeys(t0: t0, bq: bq, kvRows: j.kvRows, causalOffset: j.causalOffset, firstKept: j.firstKept)
-        let scores = j.scratch + Int(ek_thread_slot()) * causalQueryBlock * j.kvRows   // [bq, visible]
-        BLAS.gemmOnThisThread(m: bq, n: visible, k: s.headDim, a: j.q + t0 * s.qWidth + h * s.headDim, lda: s.qWidth,
-                              b: j.k + g * s.headDim, ldb: j.kvStride, transB: true, c: scores, ldc: visible)
-        if let bias = j.bias {   // bias[h, tq − 1 + c − t] with t = t0 + r: the block's rows as the kernel's own
-            ek_add_relbias_f32(scores, bq, visible, visible, bias + h * (j.tq + j.kvRows - 1) + (j.tq - bq - t0))
-        }
-        ek_softmax_masked_f32(scores, bq, visible, visible, j.scaleDiv, j.keyKeep,
-                              j.causalOffset >= 0 ? j.causalOffset + t0 : j.causalOffset)
-        BLAS.gemmOnThisThread(m: bq, n: s.headDim, k: visible, a: scores, lda: visible, b: j.v + g * s.headDim,
-                              ldb: j.kvStride, transB: false, c: j.out + t0 * s.qWidth + h * s.headDim, ldc: s.qWidth)
+        let s = j.shape, b = j.block(index), bq = b.rows, visible = b.visible
+        let scores = j.scratch! + Int(ek_thread_slot()) * causalQueryBlock * j.kvRows   // [bq, visible]
+        BLAS.gemmOnThisThread(m: bq, n: visible, k: s.headDim, a: j.q + b.t0 * s.qWidth + b.head * s.headDim,
+                              lda: s.qWidth, b: j.k + b.kvHead * s.headDim, ldb: j.kvStride, transB: true, c: scores,
+                              ldc: visible)
+        if let biasRow = b.biasRow { ek_add_relbias_f32(scores, bq, visible, visible, biasRow) }
+        ek_softmax_masked_f32(scores, bq, visible, visible, j.scaleDiv, j.keyKeep, b.causalOffset)
+        BLAS.gemmOnThisThread(m: bq, n: s.headDim, k: visible, a: scores, lda: visible, b: j.v + b.kvHead * s.headDim,
+                              ldb: j.kvStride, transB: false, c: j.out + b.t0 * s.qWidth + b.head * s.headDim,
+                              ldc: s.qWidth)
     }
 
     /// Long queries (tq ≥ 16): per head and block of ≤ ``causalQueryBlock`` queries, scores = Q Kᵀ (BLAS, one thread),
@@ -390,18 +406,17 @@ extension Ops {
                                           firstKept: firstKept) * shape.headDim
         }
         OpCounter.add(flops: flops * shape.heads)   // scores + values
+        var job = LongQueryJob(q: q, k: k, v: v, out: out, tq: tq, kvRows: kvRows, kvStride: kvStride, shape: shape,
+                               keyKeep: keyKeep, causalOffset: causalOffset, firstKept: firstKept,
+                               scaleDiv: scaleDiv, bias: bias, blocks: blocks, scratch: nil)
         if shape.bf16Products && ek_attn_bf16_available() != 0 {
-            bf16LongQueryAttention(q: q, tq: tq, k: k, v: v, kvRows: kvRows, kvStride: kvStride, out: out, shape: shape,
-                                   keyKeep: keyKeep, causalOffset: causalOffset, firstKept: firstKept, scaleDiv: scaleDiv,
-                                   bias: bias, blocks: blocks)
+            bf16LongQueryAttention(job)
             return
         }
         let slots = Int(ek_thread_slots()), perSlot = causalQueryBlock * kvRows
         if scratch.count < slots * perSlot { scratch = [Float](repeating: 0, count: slots * perSlot) }
         scratch.withUnsafeMutableBufferPointer { sp in
-            var job = LongQueryJob(q: q, k: k, v: v, out: out, tq: tq, kvRows: kvRows, kvStride: kvStride, shape: shape,
-                                   keyKeep: keyKeep, causalOffset: causalOffset, firstKept: firstKept,
-                                   scaleDiv: scaleDiv, bias: bias, blocks: blocks, scratch: sp.baseAddress!)
+            job.scratch = sp.baseAddress!
             withUnsafeMutablePointer(to: &job) { ek_parallel_for(shape.heads * blocks, longQueryTask, $0) }
         }
     }
@@ -410,49 +425,33 @@ extension Ops {
 /// A long-query attention call with bf16 products (``AttentionShape/bf16Products``): every KV head's keys and values
 /// packed once (`ek_attn_bf16_pack`), then one task per (head, block of queries) as the fp32 path's.
 private struct BF16LongQueryJob {
-    var q: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>
-    var packedK: UnsafePointer<UInt16>, packedV: UnsafePointer<UInt16>, packedLength: Int
-    var tq: Int, kvRows: Int
-    var shape: AttentionShape
-    var keyKeep: UnsafePointer<UInt8>?
-    var causalOffset: Int, firstKept: Int
-    var scaleDiv: Float
-    var bias: UnsafePointer<Float>?
-    var blocks: Int
+    var job: LongQueryJob
+    var packedK: UnsafePointer<UInt16>, packedV: UnsafePointer<UInt16>, packedLength: Int   // per KV head
 }
 
 extension Ops {
     private static let bf16LongQueryTask: ek_task_fn = { ctx, index, _ in
-        let j = ctx!.assumingMemoryBound(to: BF16LongQueryJob.self).pointee
-        let s = j.shape, h = index % s.heads, g = s.kvHead(for: h)
-        let t0 = (j.blocks - 1 - index / s.heads) * causalQueryBlock, bq = min(causalQueryBlock, j.tq - t0)
-        let visible = visibleKeys(t0: t0, bq: bq, kvRows: j.kvRows, causalOffset: j.causalOffset, firstKept: j.firstKept)
-        let biasRow = j.bias.map { $0 + h * (j.tq + j.kvRows - 1) + (j.tq - bq - t0) }
-        let status = ek_attention_block_bf16(j.q + t0 * s.qWidth + h * s.headDim, s.qWidth, bq,
-                                             j.packedK + g * j.packedLength, j.packedV + g * j.packedLength, j.kvRows,
-                                             visible, s.headDim, biasRow, j.scaleDiv, j.keyKeep,
-                                             j.causalOffset >= 0 ? j.causalOffset + t0 : j.causalOffset,
-                                             j.out + t0 * s.qWidth + h * s.headDim, s.qWidth)
+        let p = ctx!.assumingMemoryBound(to: BF16LongQueryJob.self).pointee
+        let j = p.job, s = j.shape, b = j.block(index), g = b.kvHead
+        let status = ek_attention_block_bf16(j.q + b.t0 * s.qWidth + b.head * s.headDim, s.qWidth, b.rows,
+                                             p.packedK + g * p.packedLength, p.packedV + g * p.packedLength, j.kvRows,
+                                             b.visible, s.headDim, b.biasRow, j.scaleDiv, j.keyKeep, b.causalOffset,
+                                             j.out + b.t0 * s.qWidth + b.head * s.headDim, s.qWidth)
         precondition(status == 0, "ek_attention_block_bf16: status \(status) (out of memory)")
     }
 
     /// ``longQueryAttention`` with bf16 products: the same tasks and masks, scores and outputs from
     /// `ek_attention_block_bf16` over keys and values packed once per call.
-    fileprivate static func bf16LongQueryAttention(q: UnsafePointer<Float>, tq: Int, k: UnsafePointer<Float>,
-                                                   v: UnsafePointer<Float>, kvRows: Int, kvStride: Int,
-                                                   out: UnsafeMutablePointer<Float>, shape: AttentionShape,
-                                                   keyKeep: UnsafePointer<UInt8>?, causalOffset: Int, firstKept: Int,
-                                                   scaleDiv: Float, bias: UnsafePointer<Float>?, blocks: Int) {
-        let length = ek_attn_bf16_packed_len(kvRows, shape.headDim)
+    fileprivate static func bf16LongQueryAttention(_ job: LongQueryJob) {
+        let shape = job.shape, length = ek_attn_bf16_packed_len(job.kvRows, shape.headDim)
         let packed = UnsafeMutablePointer<UInt16>.allocate(capacity: 2 * shape.kvHeads * length)   // K then V
         defer { packed.deallocate() }
         let kPacked = packed, vPacked = packed + shape.kvHeads * length
-        let packStatus = ek_attn_bf16_pack(k, v, kvStride, kvRows, shape.kvHeads, shape.headDim, kPacked, vPacked)
-        precondition(packStatus == 0, "ek_attn_bf16_pack: \(kvRows) keys, \(shape.kvHeads) heads of \(shape.headDim)")
-        var job = BF16LongQueryJob(q: q, out: out, packedK: kPacked, packedV: vPacked, packedLength: length, tq: tq,
-                                   kvRows: kvRows, shape: shape, keyKeep: keyKeep, causalOffset: causalOffset,
-                                   firstKept: firstKept, scaleDiv: scaleDiv, bias: bias, blocks: blocks)
-        withUnsafeMutablePointer(to: &job) { ek_parallel_for(shape.heads * blocks, bf16LongQueryTask, $0) }
+        let packStatus = ek_attn_bf16_pack(job.k, job.v, job.kvStride, job.kvRows, shape.kvHeads, shape.headDim,
+                                           kPacked, vPacked)
+        precondition(packStatus == 0, "ek_attn_bf16_pack: \(job.kvRows) keys, \(shape.kvHeads) heads of \(shape.headDim)")
+        var bf16Job = BF16LongQueryJob(job: job, packedK: kPacked, packedV: vPacked, packedLength: length)
+        withUnsafeMutablePointer(to: &bf16Job) { ek_parallel_for(shape.heads * job.blocks, bf16LongQueryTask, $0) }
     }
 }
 

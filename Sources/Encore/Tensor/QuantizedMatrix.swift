@@ -328,20 +328,9 @@ extension Ops {
     /// let qkv = Ops.linearInt8Shared(h, weights: [wq, wk, wv], biases: [nil, nil, nil])   // [M, Nq], [M, Nk], [M, Nv]
     /// ```
     static func linearInt8Shared(_ x: Tensor, weights: [QuantizedMatrix], biases: [Tensor?]) -> [Tensor] {
-        precondition(!weights.isEmpty && biases.count == weights.count,
-                     "linearInt8Shared: \(weights.count) matrices, \(biases.count) biases")
-        let k = weights[0].columns, layout = weights[0].layoutID
-        precondition(x.shape.last == k, "linear: x \(x.shape) vs weight [\(weights[0].rows), \(k)]")
-        for (w, b) in zip(weights, biases) {
-            precondition(w.format.hasInt8PromptGEMM && w.layoutID == layout && w.columns == k,
-                         "linearInt8Shared: \(w.format) [\(w.rows), \(w.columns)] with width \(k)")
-            if let b { precondition(b.count == w.rows, "linear: bias \(b.shape) vs \(w.rows) outputs") }
-        }
-        let m = x.count / k
-        let ys = weights.map { Tensor(uninitialized: Array(x.shape.dropLast()) + [$0.rows]) }   // [M, N_j]
-        for w in weights {
-            OpCounter.add(flops: 2 * m * w.rows * k)
-            OpCounter.add(weightBytes: w.byteCount)
+        let layout = weights.first?.layoutID ?? 0
+        let (m, k, ys) = sharedPromptOutputs(x, weights: weights, biases: biases, caller: "linearInt8Shared") {
+            $0.format.hasInt8PromptGEMM && $0.layoutID == layout
         }
         let ws = weights.map { Optional(UnsafePointer($0.data.assumingMemoryBound(to: Int8.self))) }
         let scales = weights.map(\.scales), bs = biases.map { $0.map { UnsafePointer($0.data) } }
@@ -356,23 +345,33 @@ extension Ops {
         return ys
     }
 
+    /// What the shared prompt GEMMs check and count before their kernel: matrices of one width K that `accepts`, x
+    /// [M, K], each bias as long as its matrix's rows; FLOPs and weight bytes counted per matrix. Returns M, K and the
+    /// uninitialized outputs [M, N_j].
+    private static func sharedPromptOutputs(_ x: Tensor, weights: [QuantizedMatrix], biases: [Tensor?], caller: String,
+                                            accepts: (QuantizedMatrix) -> Bool) -> (m: Int, k: Int, ys: [Tensor]) {
+        precondition(!weights.isEmpty && biases.count == weights.count,
+                     "\(caller): \(weights.count) matrices, \(biases.count) biases")
+        let k = weights[0].columns
+        precondition(x.shape.last == k, "linear: x \(x.shape) vs weight [\(weights[0].rows), \(k)]")
+        for (w, b) in zip(weights, biases) {
+            precondition(accepts(w) && w.columns == k, "\(caller): \(w.format) [\(w.rows), \(w.columns)] with width \(k)")
+            if let b { precondition(b.count == w.rows, "linear: bias \(b.shape) vs \(w.rows) outputs") }
+        }
+        let m = x.count / k
+        for w in weights {
+            OpCounter.add(flops: 2 * m * w.rows * k)
+            OpCounter.add(weightBytes: w.byteCount)
+        }
+        return (m, k, weights.map { Tensor(uninitialized: Array(x.shape.dropLast()) + [$0.rows]) })   // [M, N_j]
+    }
+
     /// ``linearBF16(_:weight:bias:gelu:relu:into:)`` for several bf16 matrices of one width that read the same x
     /// [M, K] (q/k/v, every decoder layer's cross-attention K/V): x rounded to bf16 once and one pool job over every
     /// matrix's panels (`ek_gemm_bf16_multi`). Each result has the bytes of its own call.
     static func linearBF16Shared(_ x: Tensor, weights: [QuantizedMatrix], biases: [Tensor?]) -> [Tensor] {
-        precondition(!weights.isEmpty && biases.count == weights.count,
-                     "linearBF16Shared: \(weights.count) matrices, \(biases.count) biases")
-        let k = weights[0].columns
-        precondition(x.shape.last == k, "linear: x \(x.shape) vs weight [\(weights[0].rows), \(k)]")
-        for (w, b) in zip(weights, biases) {
-            precondition(w.format == .bf16 && w.columns == k, "linearBF16Shared: \(w.format) [\(w.rows), \(w.columns)] with width \(k)")
-            if let b { precondition(b.count == w.rows, "linear: bias \(b.shape) vs \(w.rows) outputs") }
-        }
-        let m = x.count / k
-        let ys = weights.map { Tensor(uninitialized: Array(x.shape.dropLast()) + [$0.rows]) }   // [M, N_j]
-        for w in weights {
-            OpCounter.add(flops: 2 * m * w.rows * k)
-            OpCounter.add(weightBytes: w.byteCount)
+        let (m, k, ys) = sharedPromptOutputs(x, weights: weights, biases: biases, caller: "linearBF16Shared") {
+            $0.format == .bf16
         }
         DecodeTuning.sharedBF16PromptCalls += 1
         let ws = weights.map { Optional(UnsafePointer($0.data.assumingMemoryBound(to: UInt16.self))) }
