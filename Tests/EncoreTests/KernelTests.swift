@@ -527,6 +527,24 @@ final class KernelTests: XCTestCase {
         XCTAssertEqual(ek_peak_bf16_gflops() > 0, Backend.bf16GEMMPath == "avx512bf16")
     }
 
+    /// A user's OPENBLAS_CORETYPE is kept, but the header says when it holds OpenBLAS below the CPU (an AVX2 set on an
+    /// AVX-512 CPU, a pre-AVX2 set on an AVX2 one) and is silent otherwise.
+    func testForcedOpenBLASKernelSetHint() {
+        let avx512 = EK_CPU_AVX2_FMA | EK_CPU_AVX512F | EK_CPU_AVX512BWVL
+        let forced = ["OPENBLAS_CORETYPE": "Haswell"]
+        XCTAssertEqual(BLAS.environmentCoreHint(running: "Haswell", environment: forced, features: avx512),
+                       " (OPENBLAS_CORETYPE=Haswell; this CPU has AVX-512: unset it for OpenBLAS's AVX-512 kernels)")
+        XCTAssertNil(BLAS.environmentCoreHint(running: "Haswell", environment: forced, features: EK_CPU_AVX2_FMA))
+        XCTAssertNil(BLAS.environmentCoreHint(running: "SkylakeX", environment: ["OPENBLAS_CORETYPE": "SkylakeX"],
+                                              features: avx512))
+        XCTAssertNil(BLAS.environmentCoreHint(running: "Haswell", environment: [:], features: avx512))
+        XCTAssertEqual(BLAS.environmentCoreHint(running: "Prescott", environment: ["OPENBLAS_CORETYPE": "Prescott"],
+                                                features: EK_CPU_AVX2_FMA),
+                       " (OPENBLAS_CORETYPE=Prescott; this CPU has AVX2 and FMA: unset it for OpenBLAS's AVX2 kernels)")
+        XCTAssertNil(BLAS.environmentCoreHint(running: "Prescott", environment: ["OPENBLAS_CORETYPE": "Prescott"],
+                                              features: 0))
+    }
+
     /// OpenBLAS must not run pre-AVX2 kernels on a CPU with AVX2 and FMA: Debian's 0.3.21 picks "Prescott" on CPU
     /// models newer than it knows (Intel family 6 model 207), ~5× slower SGEMM, unless Encore switches it
     /// (BLAS.coreUpgrade). Skipped where the user set OPENBLAS_CORETYPE or the BLAS is not OpenBLAS.

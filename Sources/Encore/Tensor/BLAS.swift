@@ -322,6 +322,27 @@ enum BLAS {
 
     /// OpenBLAS kernel sets (lowercased `openblas_get_corename()`) built on AVX2 and FMA or newer.
     static let avx2KernelSets: Set<String> = ["haswell", "zen", "skylakex", "cooperlake", "sapphirerapids"]
+    /// Those of them built on AVX-512.
+    static let avx512KernelSets: Set<String> = ["skylakex", "cooperlake", "sapphirerapids"]
+
+    /// A note for the header line when `OPENBLAS_CORETYPE` holds OpenBLAS to kernels older than the CPU runs, e.g.
+    /// " (OPENBLAS_CORETYPE=Haswell; this CPU has AVX-512: unset it for OpenBLAS's AVX-512 kernels)"; nil otherwise.
+    /// Encore keeps a set the user chose, but says what it costs: on an AMD Zen 5 whose environment set Haswell,
+    /// SGEMM 512×4096×1024 on 2 threads ran at 197–200 GFLOP/s against 338–362 with SkylakeX's kernels and 321–339 with
+    /// Cooperlake's, which OpenBLAS 0.3.21 picks there by itself (`bench/micro/sgemm_cold.c`, session 25).
+    static func environmentCoreHint(running name: String,
+                                    environment: [String: String] = ProcessInfo.processInfo.environment,
+                                    features: Int = Int(ek_cpu_features())) -> String? {
+        guard let forced = environment["OPENBLAS_CORETYPE"] else { return nil }
+        let running = name.lowercased(), avx512 = EK_CPU_AVX512F | EK_CPU_AVX512BWVL
+        if features & avx512 == avx512, !avx512KernelSets.contains(running) {
+            return " (OPENBLAS_CORETYPE=\(forced); this CPU has AVX-512: unset it for OpenBLAS's AVX-512 kernels)"
+        }
+        if features & EK_CPU_AVX2_FMA != 0, !avx2KernelSets.contains(running) {
+            return " (OPENBLAS_CORETYPE=\(forced); this CPU has AVX2 and FMA: unset it for OpenBLAS's AVX2 kernels)"
+        }
+        return nil
+    }
 
     /// Switches OpenBLAS to the named kernel set (an `OPENBLAS_CORETYPE` name such as "Haswell" or "SkylakeX") through
     /// its `gotoblas_dynamic_init`; false when the BLAS is not a DYNAMIC_ARCH OpenBLAS or did not take the name.
@@ -442,7 +463,9 @@ enum BLAS {
         #else
         _ = onPool
         guard let p = openblas_get_corename() else { return "OpenBLAS" }
-        return "OpenBLAS " + String(cString: p) + (coreUpgrade.map { " (set by Encore; OpenBLAS picked \($0.from))" } ?? "")
+        let name = String(cString: p)
+        return "OpenBLAS " + name + (coreUpgrade.map { " (set by Encore; OpenBLAS picked \($0.from))" } ?? "")
+            + (environmentCoreHint(running: name) ?? "")
         #endif
     }
 }
