@@ -1425,10 +1425,35 @@ typedef struct {
     const uint16_t *w; const float *bias; float *y; const uint16_t *xb;   /* xb [m, kp] bf16, zero padded */
     long m, n, k, kp, per;                                                 /* kp: k rounded up to 16 */
     int mode, simd;
+    uint16_t *yb; long ldyb;   /* ek_gemm_bf16_to_bf16: the result rounded to bf16 rows [m, ldyb] instead of y */
 } bf16_ctx;
+
+static _Thread_local scratch g_yrows;   /* a task's fp32 result rows before they are rounded into yb */
+
+/* The fp32 result row run y[r, c0 .. c0 + nc) (the epilogue applied; GELU here, on the same run ek_gemm_bf16 passes it)
+ * rounded into yb as ek_f32_to_bf16 rounds; the task holding the last columns zeroes the row's padding past n. */
+static void round_row_bf16(const bf16_ctx *g, float *row, long r, long c0, long nc) {
+    if (g->mode == EK_EPI_GELU) ek_gelu_tanh_f32(row, nc);
+    uint16_t *out = g->yb + r * g->ldyb;
+    ek_f32_to_bf16(row, out + c0, nc);
+    if (c0 + nc == g->n) for (long i = g->n; i < g->ldyb; i++) out[i] = 0;
+}
 
 /* Plain path: columns [c0, c0 + nc), fp32 sums in order. */
 static void columns_bf16_plain(const bf16_ctx *g, long c0, long nc) {
+    if (g->yb) {   /* row by row into a scratch run, then rounded */
+        float *row = scratch_get(&g_yrows, nc * (long)sizeof(float));
+        if (!row) return;   /* callers reserve it first (bf16_task) */
+        for (long r = 0; r < g->m; r++) {
+            for (long c = c0; c < c0 + nc; c++) {
+                float s = 0;
+                for (long i = 0; i < g->k; i++) s += bf16_value(g->xb[r * g->kp + i]) * bf16_value(g->w[c * g->k + i]);
+                row[c - c0] = fp32_epilogue(s, g->bias, c, 0.0f, g->mode);
+            }
+            round_row_bf16(g, row, r, c0, nc);
+        }
+        return;
+    }
     for (long c = c0; c < c0 + nc; c++)
         for (long r = 0; r < g->m; r++) {
             float s = 0;
@@ -1464,10 +1489,11 @@ static const eb_kernel2_fn eb_kernels_zmm2[8] = { kernel_bf16_zmm2_1, kernel_bf1
 static const eb_kernel_fn eb_kernels_zmm[8] = { kernel_bf16_zmm_1, kernel_bf16_zmm_2, kernel_bf16_zmm_3,
     kernel_bf16_zmm_4, kernel_bf16_zmm_5, kernel_bf16_zmm_6, kernel_bf16_zmm_7, kernel_bf16_zmm_8 };
 
-/* Rows r0..r0+mr of columns c0..c0+nc from the fp32 tile: bias, then the epilogue (GELU later, per row). */
-EG_BF16 static void store_tile_bf16(const bf16_ctx *g, long r0, int mr, long c0, long nc, const __m256 *acc) {
+/* mr rows of columns c0..c0+nc from the fp32 tile into y0 (row 0's column c0; rows ld apart): bias, then the
+ * epilogue (GELU later, per row). */
+EG_BF16 static void store_tile_bf16(const bf16_ctx *g, float *y0, long ld, int mr, long c0, long nc, const __m256 *acc) {
     for (int r = 0; r < mr; r++) {
-        float *yr = g->y + (r0 + r) * g->n + c0;
+        float *yr = y0 + r * ld;
         for (int h = 0; h < EG_NV; h++) {
             long cc = h * 8;
             if (cc >= nc) break;
@@ -1509,6 +1535,8 @@ EG_AVX2 static int columns_bf16_simd(const bf16_ctx *g, long c0, long nc) {
     const long tile_vecs = EG_MR * EG_NV, tiles_per_panel = (EG_MC + EG_MR - 1) / EG_MR;
     __m256 *tiles = (__m256 *)(void *)tile_buffer(panels * tiles_per_panel * tile_vecs);
     if (!tiles) return -2;
+    float *rows = g->yb ? scratch_get(&g_yrows, EG_MR * nc * (long)sizeof(float)) : NULL;   /* a tile row's results */
+    if (g->yb && !rows) return -2;
     const long pairs = g->kp / 2;
     for (long m0 = 0; m0 < g->m; m0 += EG_MC) {
         long m1 = m0 + EG_MC < g->m ? m0 + EG_MC : g->m, ntiles = (m1 - m0 + EG_MR - 1) / EG_MR;
@@ -1538,13 +1566,17 @@ EG_AVX2 static int columns_bf16_simd(const bf16_ctx *g, long c0, long nc) {
         }
         for (long t = 0; t < ntiles; t++) {   /* tiles outer: each output row is written as one run of nc columns */
             long r0 = m0 + t * EG_MR;
+            int mr = (int)(m1 - r0 < EG_MR ? m1 - r0 : EG_MR);
+            float *y0 = rows ? rows : g->y + r0 * g->n + c0;
+            long ld = rows ? nc : g->n;
             for (long p = 0; p < panels; p++) {
                 long pcol = c0 + p * EG_NR, pn = c0 + nc - pcol < EG_NR ? c0 + nc - pcol : EG_NR;
-                store_tile_bf16(g, r0, (int)(m1 - r0 < EG_MR ? m1 - r0 : EG_MR), pcol, pn,
-                                tiles + (p * tiles_per_panel + t) * tile_vecs);
+                store_tile_bf16(g, y0 + p * EG_NR, ld, mr, pcol, pn, tiles + (p * tiles_per_panel + t) * tile_vecs);
             }
+            if (rows)   /* rounded while the rows are in L1: no fp32 pass over the result */
+                for (int r = 0; r < mr; r++) round_row_bf16(g, rows + r * nc, r0 + r, c0, nc);
         }
-        if (g->mode == EK_EPI_GELU)
+        if (g->mode == EK_EPI_GELU && !rows)
             for (long r = m0; r < m1; r++) ek_gelu_tanh_f32(g->y + r * g->n + c0, nc);
     }
     return 0;
@@ -1558,6 +1590,7 @@ static void bf16_task(void *ctx, long index, long count) {
 #ifdef EG_X86
     if (g->simd && columns_bf16_simd(g, c0, c1 - c0) == 0) return;
 #endif
+    if (g->yb && !scratch_get(&g_yrows, (c1 - c0) * (long)sizeof(float))) return;   /* out of memory: rows left unset */
     columns_bf16_plain(g, c0, c1 - c0);
 }
 
@@ -1584,17 +1617,23 @@ static void bf16_multi_task(void *ctx, long index, long count) {
     bf16_task(&c->mat[j], index - c->first[j], count);
 }
 
-int ek_gemm_bf16_multi(long count, const uint16_t *const *w, const float *const *bias, float *const *y, const long *n,
-                       const float *x, long m, long k, int mode) {
+/* ek_gemm_bf16_multi's body: x rounded to bf16 rows here, or given as xb_in [m, kp]; results into y[j], or, for one
+ * matrix, rounded into yb [m, ldyb]. */
+static int gemm_bf16_run(long count, const uint16_t *const *w, const float *const *bias, float *const *y, const long *n,
+                         const float *x, const uint16_t *xb_in, long m, long k, int mode, uint16_t *yb, long ldyb) {
     if (mode < EK_EPI_STORE || mode > EK_EPI_RELU || count < 1) return -1;
     long panels = 0;
     for (long j = 0; j < count; j++) panels += n[j] > 0 ? (n[j] + EG_NR - 1) / EG_NR : 0;
     if (m <= 0 || panels == 0) return 0;
     long kp = (k + 15) / 16 * 16;
-    uint16_t *xb = scratch_get(&g_xb, m * kp * 2);
-    if (!xb) return -2;
-    bf16_rows_ctx rc = { x, xb, m, k, kp };   /* x rounded once for every matrix */
-    run_row_tasks(m, k, bf16_rows_task, &rc);
+    const uint16_t *xb = xb_in;
+    if (!xb) {
+        uint16_t *rounded = scratch_get(&g_xb, m * kp * 2);
+        if (!rounded) return -2;
+        bf16_rows_ctx rc = { x, rounded, m, k, kp };   /* x rounded once for every matrix */
+        run_row_tasks(m, k, bf16_rows_task, &rc);
+        xb = rounded;
+    }
     long per = panels_per_task(panels);       /* the split a single matrix of all the panels would get */
     bf16_multi_ctx c;
     const int simd = bf16_gemm_simd();
@@ -1603,8 +1642,9 @@ int ek_gemm_bf16_multi(long count, const uint16_t *const *w, const float *const 
         c.first[0] = 0;
         for (long j = 0; j < batch; j++) {
             long nj = n[j0 + j] > 0 ? n[j0 + j] : 0, np = (nj + EG_NR - 1) / EG_NR;
-            c.mat[j] = (bf16_ctx){ .w = w[j0 + j], .bias = bias ? bias[j0 + j] : NULL, .y = y[j0 + j], .xb = xb, .m = m,
-                                   .n = nj, .k = k, .kp = kp, .per = per, .mode = mode, .simd = simd };
+            c.mat[j] = (bf16_ctx){ .w = w[j0 + j], .bias = bias ? bias[j0 + j] : NULL, .y = y ? y[j0 + j] : NULL,
+                                   .xb = xb, .m = m, .n = nj, .k = k, .kp = kp, .per = per, .mode = mode, .simd = simd,
+                                   .yb = yb, .ldyb = ldyb };
             c.first[j + 1] = c.first[j] + (np + per - 1) / per;
         }
         if (c.first[batch] > 0) ek_parallel_for(c.first[batch], bf16_multi_task, &c);
@@ -1612,8 +1652,24 @@ int ek_gemm_bf16_multi(long count, const uint16_t *const *w, const float *const 
     return 0;
 }
 
+int ek_gemm_bf16_multi(long count, const uint16_t *const *w, const float *const *bias, float *const *y, const long *n,
+                       const float *x, long m, long k, int mode) {
+    return gemm_bf16_run(count, w, bias, y, n, x, NULL, m, k, mode, NULL, 0);
+}
+
 int ek_gemm_bf16(const uint16_t *w, const float *x, const float *bias, float *y, long m, long n, long k, int mode) {
-    return ek_gemm_bf16_multi(1, &w, &bias, &y, &n, x, m, k, mode);
+    return gemm_bf16_run(1, &w, &bias, &y, &n, x, NULL, m, k, mode, NULL, 0);
+}
+
+int ek_gemm_bf16_to_bf16(const uint16_t *w, const float *x, const float *bias, uint16_t *yb, long ldyb, long m, long n,
+                         long k, int mode) {
+    if (mode == EK_EPI_ACCUMULATE || ldyb < n || !yb) return -1;
+    return gemm_bf16_run(1, &w, &bias, NULL, &n, x, NULL, m, k, mode, yb, ldyb);
+}
+
+int ek_gemm_bf16_xb(const uint16_t *w, const uint16_t *xb, const float *bias, float *y, long m, long n, long k, int mode) {
+    if (!xb) return -1;
+    return gemm_bf16_run(1, &w, &bias, &y, &n, NULL, xb, m, k, mode, NULL, 0);
 }
 
 /* ------------------------------------------------------------------------------------------------ */

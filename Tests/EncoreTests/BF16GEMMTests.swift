@@ -165,6 +165,51 @@ final class BF16GEMMTests: XCTestCase {
                           "bf16 products, not the fp32 weights")
     }
 
+    /// An MLP whose two matrices run the bf16 GEMM hands its hidden layer over as bf16 rows (DecodeTuning.bf16MLPRows):
+    /// the same bytes as the fp32 hidden layer (GELU for Mu's MLP, ReLU for T5's), both as a product and accumulated into
+    /// a residual stream; hidden widths that are and are not multiples of 16 (the rows' zero padding); decode steps and
+    /// a second matrix that does not run the bf16 GEMM keep the fp32 path.
+    func testBF16MLPRows() throws {
+        let saved = Ops.forceBF16PromptGEMM, savedRows = DecodeTuning.bf16MLPRows
+        defer { Ops.forceBF16PromptGEMM = saved; DecodeTuning.bf16MLPRows = savedRows }
+        Ops.forceBF16PromptGEMM = true
+        let c = 40
+        for hidden in [96, 70] {
+            func linear(_ rows: Int, _ cols: Int, biased: Bool = true) -> Linear {
+                var l = Linear(weight: Tensor(shape: [rows, cols], values: randoms(rows * cols, scale: 0.3)),
+                               bias: biased ? Tensor(shape: [rows], values: randoms(rows)) : nil)
+                l.useDecodeWeights(.bf16)
+                l.usePromptWeights(.decode)
+                return l
+            }
+            let mlp = MLP(fc1: linear(hidden, c), fc2: linear(c, hidden))
+            let ff = T5FeedForward(wi: linear(hidden, c, biased: false), wo: linear(c, hidden, biased: false))
+            let x = Tensor(shape: [2, 13, c], values: randoms(26 * c, scale: 2))
+            let residual = randoms(26 * c)
+            func run(_ rows: Bool) -> [[Float]] {
+                DecodeTuning.bf16MLPRows = rows
+                let r1 = Tensor(shape: [2, 13, c], values: residual), r2 = Tensor(shape: [2, 13, c], values: residual)
+                mlp.accumulate(into: r1, x)
+                ff.accumulate(into: r2, x)
+                return [mlp(x).toArray(), r1.toArray(), ff(x).toArray(), r2.toArray()]
+            }
+            let calls = DecodeTuning.bf16MLPRowsCalls
+            let rows = run(true)
+            XCTAssertEqual(DecodeTuning.bf16MLPRowsCalls, calls + 4, "hidden \(hidden): every call took the bf16 rows")
+            let fp32 = run(false)
+            XCTAssertEqual(DecodeTuning.bf16MLPRowsCalls, calls + 4)
+            for (i, (a, b)) in zip(rows, fp32).enumerated() {
+                XCTAssertTrue(a == b, "hidden \(hidden), output \(i): the bf16 rows' bytes equal the fp32 hidden layer's")
+            }
+            XCTAssertEqual(mlp(x).shape, [2, 13, c])
+            // decode steps (≤ Ops.decodeRows rows) and an fp32 second matrix keep the fp32 hidden layer
+            DecodeTuning.bf16MLPRows = true
+            _ = mlp(Tensor(shape: [1, c], values: randoms(c)))
+            XCTAssertNil(mlp.fc1.bf16Rows(x, gelu: true, feeding: Linear(weight: Tensor(shape: [c, hidden], values: randoms(c * hidden)), bias: nil)))
+            XCTAssertEqual(DecodeTuning.bf16MLPRowsCalls, calls + 4)
+        }
+    }
+
     /// Which prompt passes take bf16 attention products (``Linear/promptRunsNarrow``): the bf16 GEMM's and the int8
     /// rows'; not fp32, not prompt passes that widen bf16 rows for BLAS, not GGUF blocks (llama.cpp's fp32 attention).
     func testNarrowPromptsRule() {

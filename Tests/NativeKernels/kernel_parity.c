@@ -800,6 +800,48 @@ static void test_gemm_bf16(void) {
         for (long j = 0; j < COUNT; j++) { free((void *)w[j]); free((void *)b[j]); free(y[j]); free(r[j]); }
         free(x);
     }
+    /* ek_gemm_bf16_to_bf16 → ek_gemm_bf16_xb (an MLP's two matrices with bf16 rows between them): the rows have the
+       bytes of ek_f32_to_bf16 over ek_gemm_bf16's result, zeros in the padding (garbage before), and the second
+       product the bytes of ek_gemm_bf16 on the widened rows; the same shapes, every epilogue but ACCUMULATE */
+    for (long si = 0; si < 10; si++) {
+        long m = shapes[si][0], n = shapes[si][1], k = shapes[si][2], ld = (n + 15) / 16 * 16, n2 = 1 + (si * 13) % 40;
+        float *wf = frand(n * k, 1), *x = frand(m * k, 3), *b = frand(n, 1), *wf2 = frand(n2 * n, 1);
+        uint16_t *w = malloc(sizeof(uint16_t) * (size_t)(n * k)), *w2 = malloc(sizeof(uint16_t) * (size_t)(n2 * n));
+        uint16_t *yb = malloc(sizeof(uint16_t) * (size_t)(m * ld)), *want = malloc(sizeof(uint16_t) * (size_t)(m * ld));
+        float *y = malloc(sizeof(float) * m * n), *wide = malloc(sizeof(float) * m * n);
+        float *z = malloc(sizeof(float) * m * n2), *zr = malloc(sizeof(float) * m * n2);
+        ek_f32_to_bf16(wf, w, n * k);
+        ek_f32_to_bf16(wf2, w2, n2 * n);
+        for (int epi = EK_EPI_STORE; epi <= EK_EPI_RELU; epi++) {
+            if (epi == EK_EPI_ACCUMULATE) continue;
+            memset(yb, 0xA5, sizeof(uint16_t) * (size_t)(m * ld));
+            g_checks++;
+            if (ek_gemm_bf16_to_bf16(w, x, si % 2 ? NULL : b, yb, ld, m, n, k, epi) != 0) { printf("FAIL gemm_bf16_to_bf16: rc\n"); g_failures++; }
+            ek_gemm_bf16(w, x, si % 2 ? NULL : b, y, m, n, k, epi);
+            memset(want, 0, sizeof(uint16_t) * (size_t)(m * ld));
+            for (long i = 0; i < m; i++) ek_f32_to_bf16(y + i * n, want + i * ld, n);
+            g_checks++;
+            if (memcmp(yb, want, sizeof(uint16_t) * (size_t)(m * ld)) != 0) {
+                printf("FAIL gemm_bf16_to_bf16: shape %ld epilogue %d differs from rounding ek_gemm_bf16's rows\n", si, epi);
+                g_failures++;
+            }
+            for (long i = 0; i < m; i++)
+                for (long c = 0; c < n; c++) { uint32_t u = (uint32_t)yb[i * ld + c] << 16; memcpy(wide + i * n + c, &u, 4); }
+            g_checks++;
+            if (ek_gemm_bf16_xb(w2, yb, NULL, z, m, n2, n, EK_EPI_STORE) != 0) { printf("FAIL gemm_bf16_xb: rc\n"); g_failures++; }
+            ek_gemm_bf16(w2, wide, NULL, zr, m, n2, n, EK_EPI_STORE);
+            g_checks++;
+            if (memcmp(z, zr, sizeof(float) * (size_t)(m * n2)) != 0) {
+                printf("FAIL gemm_bf16_xb: shape %ld epilogue %d differs from ek_gemm_bf16 on the widened rows\n", si, epi);
+                g_failures++;
+            }
+        }
+        free(wf); free(x); free(b); free(wf2); free(w); free(w2); free(yb); free(want); free(y); free(wide); free(z); free(zr);
+    }
+    g_checks++;
+    if (ek_gemm_bf16_to_bf16(NULL, NULL, NULL, (uint16_t *)1, 16, 1, 1, 1, EK_EPI_ACCUMULATE) != -1) { printf("FAIL gemm_bf16_to_bf16: ACCUMULATE accepted\n"); g_failures++; }
+    g_checks++;
+    if (ek_gemm_bf16_to_bf16(NULL, NULL, NULL, (uint16_t *)1, 16, 1, 17, 1, EK_EPI_STORE) != -1) { printf("FAIL gemm_bf16_to_bf16: ldyb < n accepted\n"); g_failures++; }
     g_checks++;
     if (ek_gemm_bf16(NULL, NULL, NULL, NULL, 1, 1, 1, 99) != -1) { printf("FAIL gemm_bf16: bad epilogue accepted\n"); g_failures++; }
     report("gemm_bf16", ek_gemm_bf16_path());

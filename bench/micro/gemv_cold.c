@@ -29,7 +29,7 @@ int main(int argc, char **argv) {
     for (int f = 0; f < 16; f++) if (!strcmp(name, names[f])) fmt = f;
     if (fmt < 0) { fprintf(stderr, "unknown format %s\n", name); return 2; }
     ek_set_threads(getenv("THREADS") ? atoi(getenv("THREADS")) : 2);
-    long nmat = (512L << 20) / (m * k * 4), row = fmt == EK_WF_F32 ? 4 * k : ek_quant_row_bytes(fmt, k);
+    long nmat = ((getenv("MIB") ? atol(getenv("MIB")) : 512L) << 20) / (m * k * 4), row = fmt == EK_WF_F32 ? 4 * k : ek_quant_row_bytes(fmt, k);
     if (nmat < 1) nmat = 1;
     size_t per = (size_t)m * row, bytes = (size_t)nmat * per, r = (bytes + (2u << 20) - 1) & ~(size_t)((2u << 20) - 1);
     char *w = aligned_alloc(2u << 20, r);

@@ -325,6 +325,22 @@ struct Linear {
         return y
     }
 
+    /// For an MLP's first matrix in a prompt pass whose second matrix `next` also runs the bf16 GEMM: act(x·Wᵀ + b)
+    /// handed on as bf16 rows (``Ops/linearBF16Rows(_:weight:bias:gelu:relu:)``), which `next` reads without an fp32
+    /// pass (``callAsFunction(_:)-BF16Rows``, ``accumulate(into:_:)-BF16Rows``); nil otherwise (decode steps, other
+    /// formats, ``DecodeTuning/bf16MLPRows`` off).
+    func bf16Rows(_ x: Tensor, gelu: Bool = false, relu: Bool = false, feeding next: Linear) -> BF16Rows? {
+        guard DecodeTuning.bf16MLPRows, x.count / inputs > Ops.decodeRows, promptRunsBF16, next.promptRunsBF16,
+              next.inputs == outputs else { return nil }
+        return Ops.linearBF16Rows(x, weight: packed!, bias: bias, gelu: gelu, relu: relu)
+    }
+
+    /// a·Wᵀ + b over bf16 rows from ``bf16Rows(_:gelu:relu:feeding:)``.
+    func callAsFunction(_ a: BF16Rows) -> Tensor { Ops.linearBF16(a, weight: packed!, bias: bias) }
+
+    /// r += a·Wᵀ + b over bf16 rows from ``bf16Rows(_:gelu:relu:feeding:)``.
+    func accumulate(into r: Tensor, _ a: BF16Rows) { _ = Ops.linearBF16(a, weight: packed!, bias: bias, into: r) }
+
     /// r += x·Wᵀ + b (a residual stream), accumulated by the GEMM for prompt passes.
     func accumulate(into r: Tensor, _ x: Tensor) {
         if let m = decodeProduct(x) {
@@ -634,16 +650,24 @@ extension Ops {
 /// Mu MLP: `fc1` → tanh-GELU → `fc2`, both with biases.
 struct MLP {
     var fc1: Linear, fc2: Linear
+    init(fc1: Linear, fc2: Linear) { self.fc1 = fc1; self.fc2 = fc2 }
     init(_ loader: WeightLoader, _ prefix: String, nEmbd: Int, hidden: Int) throws {
         fc1 = try Linear(loader, prefix + ".fc1", in: nEmbd, out: hidden)
         fc2 = try Linear(loader, prefix + ".fc2", in: hidden, out: nEmbd)
     }
     func callAsFunction(_ x: Tensor) -> Tensor {
-        fc2(fc1.gelu(x))                                                 // [R, hidden] → [R, C]
+        if let a = fc1.bf16Rows(x, gelu: true, feeding: fc2) { return fc2(a) }   // bf16 prompt passes
+        return fc2(fc1.gelu(x))                                          // [R, hidden] → [R, C]
     }
 
     /// r += mlp(x): the residual stream accumulates fc2's product (fused epilogues for prompt passes).
     func accumulate(into r: Tensor, _ x: Tensor) {
+        if let a = fc1.bf16Rows(x, gelu: true, feeding: fc2) {          // bf16 prompt passes: [R, hidden] bf16
+            StepProfile.lap(.mlpUpGEMV)
+            fc2.accumulate(into: r, a)
+            StepProfile.lap(.mlpDownGEMV)
+            return
+        }
         let a = fc1.gelu(x)                                              // [R, hidden]
         StepProfile.lap(.mlpUpGEMV)
         fc2.accumulate(into: r, a)                                       // → r [R, C]

@@ -281,6 +281,10 @@ struct T5LayerNorm {
 /// `DenseReluDense`: relu → wi, wo; gated-gelu → wi_0, wi_1, wo.
 struct T5FeedForward {
     var wi: Linear?, wi0: Linear?, wi1: Linear?, wo: Linear
+    /// "relu" (wi) or "gated-gelu" (wi0, wi1) from matrices in hand.
+    init(wi: Linear? = nil, wi0: Linear? = nil, wi1: Linear? = nil, wo: Linear) {
+        self.wi = wi; self.wi0 = wi0; self.wi1 = wi1; self.wo = wo
+    }
     init(_ l: WeightLoader, _ p: String, _ c: T5Config) throws {
         if c.isGated {
             wi0 = try Linear(l, p + ".wi_0", in: c.dModel, out: c.dFF, bias: false)
@@ -291,11 +295,17 @@ struct T5FeedForward {
         wo = try Linear(l, p + ".wo", in: c.dFF, out: c.dModel, bias: false)
     }
     func callAsFunction(_ x: Tensor) -> Tensor {                         // x [R, C]
-        wo(hidden(x))                                                    // [R, C]
+        if let wi, let a = wi.bf16Rows(x, relu: true, feeding: wo) { return wo(a) }   // bf16 prompt passes
+        return wo(hidden(x))                                             // [R, C]
     }
 
     /// r += self(x) (the residual stream), accumulated by the last GEMM.
     func accumulate(into r: Tensor, _ x: Tensor) {
+        if let wi, let a = wi.bf16Rows(x, relu: true, feeding: wo) {   // bf16 prompt passes: [R, F] bf16
+            StepProfile.lap(.mlpUpGEMV)
+            wo.accumulate(into: r, a)
+            return
+        }
         let h = hidden(x)
         StepProfile.lap(.mlpUpGEMV)
         wo.accumulate(into: r, h)

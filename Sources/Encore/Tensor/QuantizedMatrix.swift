@@ -319,6 +319,44 @@ extension Ops {
         }
     }
 
+    /// ``linearBF16(_:weight:bias:gelu:relu:into:)`` with its result handed on as bf16 rows (`ek_gemm_bf16_to_bf16`) for
+    /// a following ``linearBF16(_:weight:bias:into:)``: x [M, K] → [M, N] rounded to bf16.
+    static func linearBF16Rows(_ x: Tensor, weight: QuantizedMatrix, bias: Tensor?, gelu: Bool, relu: Bool) -> BF16Rows {
+        precondition(weight.format == .bf16, "linearBF16Rows: \(weight.format) weights")
+        let k = weight.columns, n = weight.rows
+        precondition(x.shape.last == k, "linear: x \(x.shape) vs weight [\(n), \(k)]")
+        if let bias { precondition(bias.count == n, "linear: bias \(bias.shape) vs \(n) outputs") }
+        let m = x.count / k
+        let out = BF16Rows(leading: Array(x.shape.dropLast()), width: n)
+        OpCounter.add(flops: 2 * m * n * k)
+        OpCounter.add(weightBytes: weight.byteCount)
+        let epilogue = gelu ? Int32(EK_EPI_GELU) : relu ? Int32(EK_EPI_RELU) : Int32(EK_EPI_STORE)
+        let rc = ek_gemm_bf16_to_bf16(weight.data.assumingMemoryBound(to: UInt16.self), x.data, bias?.data, out.data,
+                                      out.stride, m, n, k, epilogue)
+        precondition(rc == 0, "prompt GEMM over bf16 weights failed (\(rc): out of memory?)")
+        DecodeTuning.bf16MLPRowsCalls += 1
+        return out
+    }
+
+    /// x · Wᵀ + b over bf16 rows (``linearBF16Rows(_:weight:bias:gelu:relu:)``'s), or r += it (`into`):
+    /// `ek_gemm_bf16_xb`, the bytes of ``linearBF16(_:weight:bias:gelu:relu:into:)`` on the widened rows.
+    static func linearBF16(_ a: BF16Rows, weight: QuantizedMatrix, bias: Tensor?, into r: Tensor? = nil) -> Tensor {
+        precondition(weight.format == .bf16, "linearBF16: \(weight.format) weights")
+        let k = weight.columns, n = weight.rows, m = a.rows
+        precondition(a.width == k, "linear: bf16 rows of \(a.width) vs weight [\(n), \(k)]")
+        if let bias { precondition(bias.count == n, "linear: bias \(bias.shape) vs \(n) outputs") }
+        let y = r ?? Tensor(uninitialized: a.leading + [n])   // [M, N]
+        precondition(y.count == m * n, "linear: residual \(y.shape) vs [\(m), \(n)]")
+        OpCounter.add(flops: 2 * m * n * k)
+        OpCounter.add(weightBytes: weight.byteCount)
+        let rc = withExtendedLifetime(a) {
+            ek_gemm_bf16_xb(weight.data.assumingMemoryBound(to: UInt16.self), a.data, bias?.data, y.data, m, n, k,
+                            r != nil ? Int32(EK_EPI_ACCUMULATE) : Int32(EK_EPI_STORE))
+        }
+        precondition(rc == 0, "prompt GEMM over bf16 weights failed (\(rc): out of memory?)")
+        return y
+    }
+
     /// x · W_jᵀ + b_j for several int8 matrices of one width that read the same x [M, K] in a prompt pass (q/k/v,
     /// gate/up, every decoder layer's cross-attention K/V): x is quantized once and one pool job covers every
     /// matrix's columns (`ek_gemm_int8_multi`). Each result equals ``linearInt8(_:weight:bias:gelu:relu:into:)`` of
@@ -400,6 +438,31 @@ public enum DecodeTuning {
     nonisolated(unsafe) public static var sharedPromptGEMM = ProcessInfo.processInfo.environment["ENCORE_SHARED_PROMPT_GEMM"] != "0"
     /// Shared bf16 prompt calls made (``Ops/linearBF16Shared(_:weights:biases:)``; a count for tests).
     nonisolated(unsafe) static var sharedBF16PromptCalls = 0
+    /// An MLP whose two matrices both run the bf16 prompt GEMM hands its hidden layer over as bf16 rows
+    /// (``Ops/linearBF16Rows(_:weight:bias:gelu:relu:)``): the first GEMM rounds its rows (GELU / ReLU applied) while
+    /// they are in cache, the second reads them as they are; the same bytes as the fp32 hidden layer rounded by the
+    /// second GEMM. `ENCORE_BF16_MLP_ROWS=0` turns it off (the fp32 hidden layer, for A/B runs).
+    nonisolated(unsafe) public static var bf16MLPRows = ProcessInfo.processInfo.environment["ENCORE_BF16_MLP_ROWS"] != "0"
+    /// MLP hidden layers handed over as bf16 rows (a count for tests).
+    nonisolated(unsafe) static var bf16MLPRowsCalls = 0
+}
+
+/// Activations rounded to bf16 between two bf16 prompt GEMMs (an MLP's hidden layer): `rows` rows of `width` values,
+/// `stride` (`width` rounded up to 16) apart, zeros past `width`; the storage is a pooled fp32 tensor of the same bytes.
+struct BF16Rows {
+    let storage: Tensor     // [rows, stride / 2] floats: rows × stride bf16 values
+    let leading: [Int]      // the activations' shape but the last dimension
+    let width: Int
+    let stride: Int
+    var rows: Int { storage.shape[0] }
+    var data: UnsafeMutablePointer<UInt16> { UnsafeMutableRawPointer(storage.data).assumingMemoryBound(to: UInt16.self) }
+
+    init(leading: [Int], width: Int) {
+        self.leading = leading
+        self.width = width
+        stride = (width + 15) / 16 * 16
+        storage = Tensor(uninitialized: [leading.reduce(1, *), stride / 2])
+    }
 }
 
 extension Ops {

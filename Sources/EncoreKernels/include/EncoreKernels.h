@@ -406,6 +406,20 @@ int ek_gemm_bf16(const uint16_t *w, const float *x, const float *bias, float *y,
  */
 int ek_gemm_bf16_multi(long count, const uint16_t *const *w, const float *const *bias, float *const *y, const long *n,
                        const float *x, long m, long k, int epilogue);
+/**
+ * ek_gemm_bf16 with its result rounded to bf16 rows yb [m, ldyb] (ldyb >= n; columns n … ldyb − 1 set to 0) instead
+ * of fp32 rows: the same bytes as ek_f32_to_bf16 of ek_gemm_bf16's result, each row rounded while it is in cache. The
+ * input of a following ek_gemm_bf16_xb (an MLP's second matrix, which rounds its input to bf16 anyway) with no fp32
+ * pass between them. Epilogues STORE, GELU, RELU. Returns 0, -1 for a bad epilogue or ldyb < n, -2 out of memory.
+ */
+int ek_gemm_bf16_to_bf16(const uint16_t *w, const float *x, const float *bias, uint16_t *yb, long ldyb, long m, long n,
+                         long k, int epilogue);
+/**
+ * ek_gemm_bf16 over activations already rounded to bf16: xb [m, (k + 15) / 16 * 16], zero past k in every row (as
+ * ek_gemm_bf16_to_bf16 writes them with ldyb = that width). The bytes of ek_gemm_bf16 on x with those values.
+ */
+int ek_gemm_bf16_xb(const uint16_t *w, const uint16_t *xb, const float *bias, float *y, long m, long n, long k,
+                    int epilogue);
 /** Twin: x rounded to bf16, sums in double, the plain GELU. */
 int ek_gemm_bf16_ref(const uint16_t *w, const float *x, const float *bias, float *y, long m, long n, long k, int epilogue);
 /** "avx512bf16" (vdpbf16ps tiles; capped by ek_set_isa_limit below EK_ISA_AVX512) or "scalar". */
