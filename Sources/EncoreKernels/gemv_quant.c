@@ -1260,6 +1260,87 @@ EQ_AVX512VNNI static void rows_x8z(const qctx *c, long r0, long r1) {
     }
 }
 
+/* ---- int8 rows on zmm (AVX-512 VNNI): each 64-byte load covers two blocks of 32 (lanes 0–7 the first, 8–15 the
+ * second); |w| times x with w's sign moved onto x (vpabsb, vpmovb2m and a masked subtract: AVX-512 has no vpsignb) in
+ * one vpdpbusd; the activation scales of a group of 8 blocks are spread over their lanes by one vpermps per load, once
+ * for the S rows walked side by side, and each product is scaled in its lanes and summed at the row's end: no
+ * horizontal sum per group, and a row's last nb % 8 blocks run as pairs with masked loads. Only the fp32 order of the
+ * partial sums differs from the ymm x8 kernel. On the AMD Zen 5 of session 25 the ymm kernel read hot int8 rows at
+ * 24–44 GB/s on one core (bf16: 58–62), too slow to keep the reads of a decode step in flight: cold GEMVs
+ * (bench/micro/gemv_cold.c, 2 threads, 7 alternations, medians) 5120×960 31.7 → 33.8 GB/s, 960×2560 35.9 → 41.3,
+ * 4096×1024 30.3 → 34.8, 1024×4096 32.2 → 38.6; Llama-362M int8 decode at 512 tokens 76.1 → 79.6 tok/s (6 alternations),
+ * Mu-330M's 196 → 217 (3). Q8_0 groups on zmm (their f16 scales spread per row) were no faster for Llama-362M's
+ * Q8_0 GGUF (62–67 → 61–64 tok/s) and keep the ymm kernel. EK_INT8_ZMM=0 in the environment selects the ymm kernel
+ * for int8 too (A/B runs). ---- */
+EQ_AVX512VNNI static inline __attribute__((always_inline)) __m512i z8_dot(__m512i w, __m512i xv) {
+    const __m512i sx = _mm512_mask_sub_epi8(xv, _mm512_movepi8_mask(w), _mm512_setzero_si512(), xv);
+    return _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_abs_epi8(w), sx);   /* |−128| = 128 as u8: exact */
+}
+/* Rows [r0, r1) of int8 weights in S parts (walk_rows), as x8_body; each row's float is the same whichever step
+ * computed it. */
+EQ_AVX512VNNI static inline __attribute__((always_inline)) void int8z_body(const qctx *c, long r0, long r1, const int S) {
+    const long nb = c->nb, full = nb / 8 * 8;
+    const __m512i sp[4] = { _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1),
+                            _mm512_setr_epi32(2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3),
+                            _mm512_setr_epi32(4, 4, 4, 4, 4, 4, 4, 4, 5, 5, 5, 5, 5, 5, 5, 5),
+                            _mm512_setr_epi32(6, 6, 6, 6, 6, 6, 6, 6, 7, 7, 7, 7, 7, 7, 7, 7) };
+    for (long t = 0, steps = walk_steps(r0, r1, S); t < steps; t++) {
+        long rows[EQ_X8_MAX_STREAMS];
+        const int lanes = walk_rows(r0, r1, S, t, rows);
+        const int L = lanes > 1 ? S : 1;
+        const int8_t *wr[EQ_X8_MAX_STREAMS];
+        for (int u = 0; u < L; u++) wr[u] = (const int8_t *)c->w + rows[u] * c->row_bytes;
+        for (long i = 0; i < c->m; i++) {
+            const int8_t *xq = c->xq + i * nb * 32;
+            const float *xd = c->xd + i * nb;
+            __m512 a0[EQ_X8_MAX_STREAMS], a1[EQ_X8_MAX_STREAMS];
+            for (int u = 0; u < S; u++) a0[u] = a1[u] = _mm512_setzero_ps();
+            for (long b0 = 0; b0 < nb; b0 += 8) {   /* groups of 8 blocks; the last may be shorter (g < 8) */
+                const long g = nb - b0 < 8 ? nb - b0 : 8;
+                const int8_t *xg = xq + b0 * 32;
+                const __m512 xs = _mm512_castps256_ps512(b0 < full ? _mm256_loadu_ps(xd + b0)
+                                                                    : _mm256_maskz_loadu_ps((__mmask8)((1u << g) - 1), xd + b0));
+                if (b0 < full) {
+                    const __m512i x0 = _mm512_loadu_si512((const void *)xg), x1 = _mm512_loadu_si512((const void *)(xg + 64));
+                    const __m512i x2 = _mm512_loadu_si512((const void *)(xg + 128)), x3 = _mm512_loadu_si512((const void *)(xg + 192));
+                    const __m512 s0 = _mm512_permutexvar_ps(sp[0], xs), s1 = _mm512_permutexvar_ps(sp[1], xs);
+                    const __m512 s2 = _mm512_permutexvar_ps(sp[2], xs), s3 = _mm512_permutexvar_ps(sp[3], xs);
+#define EQ_INT8Z_GROUP(u) do { \
+        const int8_t *q_ = wr[u] + b0 * 32; \
+        if (EQ_PF) { _mm_prefetch((const char *)q_ + EQ_PF, _MM_HINT_T0); _mm_prefetch((const char *)q_ + EQ_PF + 64, _MM_HINT_T0); \
+            _mm_prefetch((const char *)q_ + EQ_PF + 128, _MM_HINT_T0); _mm_prefetch((const char *)q_ + EQ_PF + 192, _MM_HINT_T0); } \
+        a0[u] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(z8_dot(_mm512_loadu_si512((const void *)q_), x0)), s0, a0[u]); \
+        a1[u] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(z8_dot(_mm512_loadu_si512((const void *)(q_ + 64)), x1)), s1, a1[u]); \
+        a0[u] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(z8_dot(_mm512_loadu_si512((const void *)(q_ + 128)), x2)), s2, a0[u]); \
+        a1[u] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(z8_dot(_mm512_loadu_si512((const void *)(q_ + 192)), x3)), s3, a1[u]); } while (0)
+                    if (L > 1)   /* S constant: the S rows' groups side by side */
+                        for (int u = 0; u < S; u++) EQ_INT8Z_GROUP(u);
+                    else EQ_INT8Z_GROUP(0);
+#undef EQ_INT8Z_GROUP
+                } else {   /* the last g < 8 blocks: pairs, masked loads past the row's end */
+                    for (int u = 0; u < L; u++) {
+                        const int8_t *q_ = wr[u] + b0 * 32;
+                        if (EQ_PF) { _mm_prefetch((const char *)q_ + EQ_PF, _MM_HINT_T0); _mm_prefetch((const char *)q_ + EQ_PF + 64, _MM_HINT_T0);
+                            _mm_prefetch((const char *)q_ + EQ_PF + 128, _MM_HINT_T0); _mm_prefetch((const char *)q_ + EQ_PF + 192, _MM_HINT_T0); }
+                        for (long j = 0; 2 * j < g; j++) {
+                            const __mmask64 bytes = 2 * j + 2 <= g ? ~(__mmask64)0 : (__mmask64)0xFFFFFFFFu;
+                            const __m512i w = _mm512_maskz_loadu_epi8(bytes, q_ + 64 * j), xv = _mm512_maskz_loadu_epi8(bytes, xg + 64 * j);
+                            a0[u] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(z8_dot(w, xv)), _mm512_permutexvar_ps(sp[j], xs), a0[u]);
+                        }
+                    }
+                }
+            }
+            for (int u = 0; u < lanes; u++) {
+                const float s = _mm512_reduce_add_ps(_mm512_add_ps(a0[u], a1[u])) * c->wscale[rows[u]];
+                c->y[i * c->n + rows[u]] = s + (c->bias ? c->bias[rows[u]] : 0.0f);
+            }
+        }
+    }
+}
+EQ_AVX512VNNI static void rows_int8z(const qctx *c, long r0, long r1) {
+    if (c->streams == 4) int8z_body(c, r0, r1, 4); else int8z_body(c, r0, r1, 2);
+}
+
 /* bf16 weights widened to fp32 (x fp32), AVX2 */
 EQ_AVX2 static inline __m256 bf16x8(const uint16_t *p) {
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16));
@@ -1389,11 +1470,16 @@ int ek_get_x8_streams(void) {
 
 /* int8 rows through the x8 kernels (their 8 blocks' int32 sums scaled by one vector, no per-block float work);
  * EK_INT8_BLOCKWISE=1 in the environment selects the per-block kernel again, for A/B runs. */
+static int g_int8_zmm = -1;   /* int8 rows on zmm (rows_int8z) where the AVX-512 VNNI path runs; EK_INT8_ZMM=0: ymm */
+static void read_int8_zmm(void) {
+    if (g_int8_zmm < 0) { const char *e = getenv("EK_INT8_ZMM"); g_int8_zmm = !(e && e[0] == '0'); }
+}
 static int g_int8_groups = -1;
 void ek_set_int8_grouped(int on) { g_int8_groups = on < 0 ? -1 : on != 0; }
 
 /* The entry points read the environment once, on the caller's thread, before any task runs. */
 static void read_int8_grouped(void) {
+    read_int8_zmm();
     if (g_int8_groups < 0) { const char *e = getenv("EK_INT8_BLOCKWISE"); g_int8_groups = !(e && e[0] == '1'); }
 }
 
@@ -1420,6 +1506,7 @@ static void run_range(const qctx *c, long r0, long r1) {
         return;
     case P_AVX512VNNI:
         if (c->format == EK_WF_Q4_0X8 || c->format == EK_WF_Q4_1X8 || is_q5x8(c->format)) rows_x8z(c, r0, r1);
+        else if (c->format == EK_WF_INT8 && g_int8_groups && g_int8_zmm) rows_int8z(c, r0, r1);
         else if (runs_grouped(c->format)) rows_x8_avx512vnni(c, r0, r1);
         else rows_avx512vnni(c, r0, r1);
         return;
