@@ -1426,6 +1426,7 @@ typedef struct {
     long m, n, k, kp, per;                                                 /* kp: k rounded up to 16 */
     int mode, simd;
     uint16_t *yb; long ldyb;   /* ek_gemm_bf16_to_bf16: the result rounded to bf16 rows [m, ldyb] instead of y */
+    int *out_of_memory;        /* set to 1 by a task that could not get its rows' scratch (yb only) */
 } bf16_ctx;
 
 static _Thread_local scratch g_yrows;   /* a task's fp32 result rows before they are rounded into yb */
@@ -1443,7 +1444,7 @@ static void round_row_bf16(const bf16_ctx *g, float *row, long r, long c0, long 
 static void columns_bf16_plain(const bf16_ctx *g, long c0, long nc) {
     if (g->yb) {   /* row by row into a scratch run, then rounded */
         float *row = scratch_get(&g_yrows, nc * (long)sizeof(float));
-        if (!row) return;   /* callers reserve it first (bf16_task) */
+        if (!row) { __atomic_store_n(g->out_of_memory, 1, __ATOMIC_RELAXED); return; }
         for (long r = 0; r < g->m; r++) {
             for (long c = c0; c < c0 + nc; c++) {
                 float s = 0;
@@ -1590,7 +1591,6 @@ static void bf16_task(void *ctx, long index, long count) {
 #ifdef EG_X86
     if (g->simd && columns_bf16_simd(g, c0, c1 - c0) == 0) return;
 #endif
-    if (g->yb && !scratch_get(&g_yrows, (c1 - c0) * (long)sizeof(float))) return;   /* out of memory: rows left unset */
     columns_bf16_plain(g, c0, c1 - c0);
 }
 
@@ -1624,8 +1624,11 @@ static int gemm_bf16_run(long count, const uint16_t *const *w, const float *cons
     if (mode < EK_EPI_STORE || mode > EK_EPI_RELU || count < 1) return -1;
     long panels = 0;
     for (long j = 0; j < count; j++) panels += n[j] > 0 ? (n[j] + EG_NR - 1) / EG_NR : 0;
+    if (yb && panels == 0)   /* no columns: the rows are all padding */
+        for (long r = 0; r < m; r++) memset(yb + r * ldyb, 0, sizeof(uint16_t) * (size_t)ldyb);
     if (m <= 0 || panels == 0) return 0;
     long kp = (k + 15) / 16 * 16;
+    int out_of_memory = 0;
     const uint16_t *xb = xb_in;
     if (!xb) {
         uint16_t *rounded = scratch_get(&g_xb, m * kp * 2);
@@ -1644,12 +1647,12 @@ static int gemm_bf16_run(long count, const uint16_t *const *w, const float *cons
             long nj = n[j0 + j] > 0 ? n[j0 + j] : 0, np = (nj + EG_NR - 1) / EG_NR;
             c.mat[j] = (bf16_ctx){ .w = w[j0 + j], .bias = bias ? bias[j0 + j] : NULL, .y = y ? y[j0 + j] : NULL,
                                    .xb = xb, .m = m, .n = nj, .k = k, .kp = kp, .per = per, .mode = mode, .simd = simd,
-                                   .yb = yb, .ldyb = ldyb };
+                                   .yb = yb, .ldyb = ldyb, .out_of_memory = &out_of_memory };
             c.first[j + 1] = c.first[j] + (np + per - 1) / per;
         }
         if (c.first[batch] > 0) ek_parallel_for(c.first[batch], bf16_multi_task, &c);
     }
-    return 0;
+    return __atomic_load_n(&out_of_memory, __ATOMIC_RELAXED) ? -2 : 0;
 }
 
 int ek_gemm_bf16_multi(long count, const uint16_t *const *w, const float *const *bias, float *const *y, const long *n,

@@ -1276,6 +1276,11 @@ EQ_AVX512VNNI static inline __attribute__((always_inline)) __m512i z8_dot(__m512
     const __m512i sx = _mm512_mask_sub_epi8(xv, _mm512_movepi8_mask(w), _mm512_setzero_si512(), xv);
     return _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_abs_epi8(w), sx);   /* |−128| = 128 as u8: exact */
 }
+/* The four lines EQ_PF bytes past a group's start (a row's later groups, or the next rows' first bytes), as x8_group. */
+EQ_AVX512VNNI static inline __attribute__((always_inline)) void int8z_prefetch(const int8_t *group) {
+    if (EQ_PF)
+        for (int l = 0; l < 4; l++) _mm_prefetch((const char *)group + EQ_PF + 64 * l, _MM_HINT_T0);
+}
 /* Rows [r0, r1) of int8 weights in S parts (walk_rows), as x8_body; each row's float is the same whichever step
  * computed it. */
 EQ_AVX512VNNI static inline __attribute__((always_inline)) void int8z_body(const qctx *c, long r0, long r1, const int S) {
@@ -1307,8 +1312,7 @@ EQ_AVX512VNNI static inline __attribute__((always_inline)) void int8z_body(const
                     const __m512 s2 = _mm512_permutexvar_ps(sp[2], xs), s3 = _mm512_permutexvar_ps(sp[3], xs);
 #define EQ_INT8Z_GROUP(u) do { \
         const int8_t *q_ = wr[u] + b0 * 32; \
-        if (EQ_PF) { _mm_prefetch((const char *)q_ + EQ_PF, _MM_HINT_T0); _mm_prefetch((const char *)q_ + EQ_PF + 64, _MM_HINT_T0); \
-            _mm_prefetch((const char *)q_ + EQ_PF + 128, _MM_HINT_T0); _mm_prefetch((const char *)q_ + EQ_PF + 192, _MM_HINT_T0); } \
+        int8z_prefetch(q_); \
         a0[u] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(z8_dot(_mm512_loadu_si512((const void *)q_), x0)), s0, a0[u]); \
         a1[u] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(z8_dot(_mm512_loadu_si512((const void *)(q_ + 64)), x1)), s1, a1[u]); \
         a0[u] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(z8_dot(_mm512_loadu_si512((const void *)(q_ + 128)), x2)), s2, a0[u]); \
@@ -1320,8 +1324,7 @@ EQ_AVX512VNNI static inline __attribute__((always_inline)) void int8z_body(const
                 } else {   /* the last g < 8 blocks: pairs, masked loads past the row's end */
                     for (int u = 0; u < L; u++) {
                         const int8_t *q_ = wr[u] + b0 * 32;
-                        if (EQ_PF) { _mm_prefetch((const char *)q_ + EQ_PF, _MM_HINT_T0); _mm_prefetch((const char *)q_ + EQ_PF + 64, _MM_HINT_T0);
-                            _mm_prefetch((const char *)q_ + EQ_PF + 128, _MM_HINT_T0); _mm_prefetch((const char *)q_ + EQ_PF + 192, _MM_HINT_T0); }
+                        int8z_prefetch(q_);   /* as a full group: the next rows' lines */
                         for (long j = 0; 2 * j < g; j++) {
                             const __mmask64 bytes = 2 * j + 2 <= g ? ~(__mmask64)0 : (__mmask64)0xFFFFFFFFu;
                             const __m512i w = _mm512_maskz_loadu_epi8(bytes, q_ + 64 * j), xv = _mm512_maskz_loadu_epi8(bytes, xg + 64 * j);
@@ -1471,6 +1474,7 @@ int ek_get_x8_streams(void) {
 /* int8 rows through the x8 kernels (their 8 blocks' int32 sums scaled by one vector, no per-block float work);
  * EK_INT8_BLOCKWISE=1 in the environment selects the per-block kernel again, for A/B runs. */
 static int g_int8_zmm = -1;   /* int8 rows on zmm (rows_int8z) where the AVX-512 VNNI path runs; EK_INT8_ZMM=0: ymm */
+void ek_set_int8_zmm(int on) { g_int8_zmm = on < 0 ? -1 : on != 0; }
 static void read_int8_zmm(void) {
     if (g_int8_zmm < 0) { const char *e = getenv("EK_INT8_ZMM"); g_int8_zmm = !(e && e[0] == '0'); }
 }

@@ -543,6 +543,8 @@ final class KernelTests: XCTestCase {
                        " (OPENBLAS_CORETYPE=Prescott; this CPU has AVX2 and FMA: unset it for OpenBLAS's AVX2 kernels)")
         XCTAssertNil(BLAS.environmentCoreHint(running: "Prescott", environment: ["OPENBLAS_CORETYPE": "Prescott"],
                                               features: 0))
+        XCTAssertNil(BLAS.environmentCoreHint(running: "Haswell", environment: forced, features: avx512, dynamicArch: false),
+                     "a single-target OpenBLAS ignores the variable")
     }
 
     /// OpenBLAS must not run pre-AVX2 kernels on a CPU with AVX2 and FMA: Debian's 0.3.21 picks "Prescott" on CPU

@@ -479,6 +479,14 @@ static void test_gemv_quant(char seen[][8][16]) {
                 if (f == EK_WF_INT8) {   /* int8 rows run the grouped kernels too */
                     snprintf(what, sizeof what, "gemv_int8@%s", path);
                     expect_same_other_streams(what, si, f, q, ws, x, b, y, m, n, k);
+                    float *yy = malloc(sizeof(float) * m * n);   /* the ymm kernel where AVX-512 VNNI runs zmm */
+                    ek_set_int8_zmm(0);
+                    ek_gemv_quant(f, q, ws, x, b, yy, m, n, k);
+                    snprintf(what, sizeof what, "gemv_int8 ymm@%s", path);
+                    expect_close(what, si, yy, want, sc, m * n, 1e-5);
+                    expect_same_other_streams(what, si, f, q, ws, x, b, yy, m, n, k);
+                    ek_set_int8_zmm(-1);
+                    free(yy);
                 }
                 float *single = malloc(sizeof(float) * m * n);
                 memcpy(single, y, sizeof(float) * m * n);
@@ -805,7 +813,7 @@ static void test_gemm_bf16(void) {
        product the bytes of ek_gemm_bf16 on the widened rows; the same shapes, every epilogue but ACCUMULATE */
     for (long si = 0; si < 10; si++) {
         long m = shapes[si][0], n = shapes[si][1], k = shapes[si][2], ld = (n + 15) / 16 * 16, n2 = 1 + (si * 13) % 40;
-        float *wf = frand(n * k, 1), *x = frand(m * k, 3), *b = frand(n, 1), *wf2 = frand(n2 * n, 1);
+        float *wf = frand(n * k, 1), *x = frand(m * k, 3), *b = frand(n, 1), *wf2 = frand(n2 * n, 1), *bz = frand(n2, 2);
         uint16_t *w = malloc(sizeof(uint16_t) * (size_t)(n * k)), *w2 = malloc(sizeof(uint16_t) * (size_t)(n2 * n));
         uint16_t *yb = malloc(sizeof(uint16_t) * (size_t)(m * ld)), *want = malloc(sizeof(uint16_t) * (size_t)(m * ld));
         float *y = malloc(sizeof(float) * m * n), *wide = malloc(sizeof(float) * m * n);
@@ -827,16 +835,19 @@ static void test_gemm_bf16(void) {
             }
             for (long i = 0; i < m; i++)
                 for (long c = 0; c < n; c++) { uint32_t u = (uint32_t)yb[i * ld + c] << 16; memcpy(wide + i * n + c, &u, 4); }
+            const int epi2 = (epi + (int)si) % 4;   /* the second GEMM: every epilogue across the shapes, bias on some */
+            const float *b2 = si % 3 ? bz : NULL;
+            for (long i = 0; i < m * n2; i++) z[i] = zr[i] = (float)(i % 7) * 0.25f;   /* the residual ACCUMULATE adds to */
             g_checks++;
-            if (ek_gemm_bf16_xb(w2, yb, NULL, z, m, n2, n, EK_EPI_STORE) != 0) { printf("FAIL gemm_bf16_xb: rc\n"); g_failures++; }
-            ek_gemm_bf16(w2, wide, NULL, zr, m, n2, n, EK_EPI_STORE);
+            if (ek_gemm_bf16_xb(w2, yb, b2, z, m, n2, n, epi2) != 0) { printf("FAIL gemm_bf16_xb: rc\n"); g_failures++; }
+            ek_gemm_bf16(w2, wide, b2, zr, m, n2, n, epi2);
             g_checks++;
             if (memcmp(z, zr, sizeof(float) * (size_t)(m * n2)) != 0) {
-                printf("FAIL gemm_bf16_xb: shape %ld epilogue %d differs from ek_gemm_bf16 on the widened rows\n", si, epi);
+                printf("FAIL gemm_bf16_xb: shape %ld epilogues %d / %d differ from ek_gemm_bf16 on the widened rows\n", si, epi, epi2);
                 g_failures++;
             }
         }
-        free(wf); free(x); free(b); free(wf2); free(w); free(w2); free(yb); free(want); free(y); free(wide); free(z); free(zr);
+        free(wf); free(x); free(b); free(wf2); free(bz); free(w); free(w2); free(yb); free(want); free(y); free(wide); free(z); free(zr);
     }
     g_checks++;
     if (ek_gemm_bf16_to_bf16(NULL, NULL, NULL, (uint16_t *)1, 16, 1, 1, 1, EK_EPI_ACCUMULATE) != -1) { printf("FAIL gemm_bf16_to_bf16: ACCUMULATE accepted\n"); g_failures++; }

@@ -327,11 +327,13 @@ struct Linear {
 
     /// For an MLP's first matrix in a prompt pass whose second matrix `next` also runs the bf16 GEMM: act(x·Wᵀ + b)
     /// handed on as bf16 rows (``Ops/linearBF16Rows(_:weight:bias:gelu:relu:)``), which `next` reads without an fp32
-    /// pass (``callAsFunction(_:)-BF16Rows``, ``accumulate(into:_:)-BF16Rows``); nil otherwise (decode steps, other
-    /// formats, ``DecodeTuning/bf16MLPRows`` off).
+    /// pass (`next(rows)`, `next.accumulate(into:rows)`); nil otherwise (decode steps, other formats,
+    /// ``DecodeTuning/bf16MLPRows`` off).
     func bf16Rows(_ x: Tensor, gelu: Bool = false, relu: Bool = false, feeding next: Linear) -> BF16Rows? {
-        guard DecodeTuning.bf16MLPRows, x.count / inputs > Ops.decodeRows, promptRunsBF16, next.promptRunsBF16,
-              next.inputs == outputs else { return nil }
+        precondition(next.inputs == outputs, "bf16Rows: [\(outputs), \(inputs)] feeding [\(next.outputs), \(next.inputs)]")
+        guard DecodeTuning.bf16MLPRows, x.count / inputs > Ops.decodeRows, promptRunsBF16, next.promptRunsBF16 else {
+            return nil
+        }
         return Ops.linearBF16Rows(x, weight: packed!, bias: bias, gelu: gelu, relu: relu)
     }
 
@@ -650,7 +652,11 @@ extension Ops {
 /// Mu MLP: `fc1` → tanh-GELU → `fc2`, both with biases.
 struct MLP {
     var fc1: Linear, fc2: Linear
-    init(fc1: Linear, fc2: Linear) { self.fc1 = fc1; self.fc2 = fc2 }
+    /// An MLP from matrices in hand: fc1 [hidden, C], fc2 [C, hidden].
+    init(fc1: Linear, fc2: Linear) {
+        precondition(fc2.inputs == fc1.outputs, "MLP: fc1 [\(fc1.outputs), \(fc1.inputs)], fc2 [\(fc2.outputs), \(fc2.inputs)]")
+        self.fc1 = fc1; self.fc2 = fc2
+    }
     init(_ loader: WeightLoader, _ prefix: String, nEmbd: Int, hidden: Int) throws {
         fc1 = try Linear(loader, prefix + ".fc1", in: nEmbd, out: hidden)
         fc2 = try Linear(loader, prefix + ".fc2", in: hidden, out: nEmbd)

@@ -283,6 +283,8 @@ struct T5FeedForward {
     var wi: Linear?, wi0: Linear?, wi1: Linear?, wo: Linear
     /// "relu" (wi) or "gated-gelu" (wi0, wi1) from matrices in hand.
     init(wi: Linear? = nil, wi0: Linear? = nil, wi1: Linear? = nil, wo: Linear) {
+        precondition((wi != nil) != (wi0 != nil && wi1 != nil) && (wi0 == nil) == (wi1 == nil),
+                     "T5FeedForward: wi alone (relu) or wi0 and wi1 (gated-gelu)")
         self.wi = wi; self.wi0 = wi0; self.wi1 = wi1; self.wo = wo
     }
     init(_ l: WeightLoader, _ p: String, _ c: T5Config) throws {

@@ -309,9 +309,8 @@ enum BLAS {
         let picked = String(cString: p), current = picked.lowercased()
         let f = Int(ek_cpu_features())
         guard f & EK_CPU_AVX2_FMA != 0, !avx2KernelSets.contains(current) else { return nil }
-        let avx512 = EK_CPU_AVX512F | EK_CPU_AVX512BWVL
         // SkylakeX where the CPU has AVX-512 and the build has those kernels, else Haswell
-        for target in (f & avx512 == avx512 ? ["SkylakeX", "Haswell"] : ["Haswell"]) where switchKernels(to: target) {
+        for target in (runsAVX512Kernels(f) ? ["SkylakeX", "Haswell"] : ["Haswell"]) where switchKernels(to: target) {
             return (picked, target)
         }
         // neither was taken (a build without them): whatever OpenBLAS runs now is reported by `coreName`
@@ -325,17 +324,35 @@ enum BLAS {
     /// Those of them built on AVX-512.
     static let avx512KernelSets: Set<String> = ["skylakex", "cooperlake", "sapphirerapids"]
 
+    /// Whether a CPU with `features` (`ek_cpu_features()`) runs OpenBLAS's AVX-512 kernel sets (AVX-512 F, BW and VL).
+    static func runsAVX512Kernels(_ features: Int) -> Bool {
+        let avx512 = EK_CPU_AVX512F | EK_CPU_AVX512BWVL
+        return features & avx512 == avx512
+    }
+
+    /// Whether the linked BLAS is a DYNAMIC_ARCH OpenBLAS (it exports `gotoblas_dynamic_init`), whose kernel set
+    /// `OPENBLAS_CORETYPE` and ``switchKernels(to:)`` choose.
+    static let isDynamicArch: Bool = {
+        #if canImport(Accelerate) || !os(Linux)
+        return false
+        #else
+        guard let handle = dlopen(nil, RTLD_NOW) else { return false }
+        return dlsym(handle, "gotoblas_dynamic_init") != nil
+        #endif
+    }()
+
     /// A note for the header line when `OPENBLAS_CORETYPE` holds OpenBLAS to kernels older than the CPU runs, e.g.
     /// " (OPENBLAS_CORETYPE=Haswell; this CPU has AVX-512: unset it for OpenBLAS's AVX-512 kernels)"; nil otherwise.
     /// Encore keeps a set the user chose, but says what it costs: on an AMD Zen 5 whose environment set Haswell,
     /// SGEMM 512×4096×1024 on 2 threads ran at 197–200 GFLOP/s against 338–362 with SkylakeX's kernels and 321–339 with
     /// Cooperlake's, which OpenBLAS 0.3.21 picks there by itself (`bench/micro/sgemm_cold.c`, session 25).
+    /// Only for a DYNAMIC_ARCH OpenBLAS (`dynamicArch`), where the variable chooses the kernels at all.
     static func environmentCoreHint(running name: String,
                                     environment: [String: String] = ProcessInfo.processInfo.environment,
-                                    features: Int = Int(ek_cpu_features())) -> String? {
-        guard let forced = environment["OPENBLAS_CORETYPE"] else { return nil }
-        let running = name.lowercased(), avx512 = EK_CPU_AVX512F | EK_CPU_AVX512BWVL
-        if features & avx512 == avx512, !avx512KernelSets.contains(running) {
+                                    features: Int = Int(ek_cpu_features()), dynamicArch: Bool = isDynamicArch) -> String? {
+        guard dynamicArch, let forced = environment["OPENBLAS_CORETYPE"] else { return nil }
+        let running = name.lowercased()
+        if runsAVX512Kernels(features), !avx512KernelSets.contains(running) {
             return " (OPENBLAS_CORETYPE=\(forced); this CPU has AVX-512: unset it for OpenBLAS's AVX-512 kernels)"
         }
         if features & EK_CPU_AVX2_FMA != 0, !avx2KernelSets.contains(running) {

@@ -279,19 +279,29 @@ extension Ops {
         }
     }
 
+    /// What every prompt-pass product over a packed matrix checks and counts before its kernel: inputs `inputWidth`
+    /// wide for the weight's columns (`what` names them in the message), a bias as long as its rows; FLOPs and weight
+    /// bytes counted. Returns M, the `rows` it was given.
+    static func countPromptProduct(inputWidth: Int, rows m: Int, weight: QuantizedMatrix, bias: Tensor?,
+                                   what: @autoclosure () -> String) -> Int {
+        let k = weight.columns, n = weight.rows
+        precondition(inputWidth == k, "linear: \(what()) vs weight [\(n), \(k)]")
+        if let bias { precondition(bias.count == n, "linear: bias \(bias.shape) vs \(n) outputs") }
+        OpCounter.add(flops: 2 * m * n * k)
+        OpCounter.add(weightBytes: weight.byteCount)
+        return m
+    }
+
     /// What the prompt GEMMs over packed weights share: the shape checks, the output (new, or the residual `into`),
     /// the FLOP and byte counts, and the epilogue; `gemm(m, n, k, y, epilogue)` runs the kernel (0 on success).
     private static func packedPromptProduct(_ x: Tensor, weight: QuantizedMatrix, bias: Tensor?, gelu: Bool, relu: Bool,
                                             into r: Tensor?,
                                             _ gemm: (Int, Int, Int, UnsafeMutablePointer<Float>, Int32) -> Int32) -> Tensor {
-        let k = weight.columns, n = weight.rows
-        precondition(x.shape.last == k, "linear: x \(x.shape) vs weight [\(n), \(k)]")
-        if let bias { precondition(bias.count == n, "linear: bias \(bias.shape) vs \(n) outputs") }
-        let m = x.count / k
+        let m = countPromptProduct(inputWidth: x.shape.last ?? 0, rows: x.count / max(weight.columns, 1), weight: weight,
+                                   bias: bias, what: "x \(x.shape)")
+        let n = weight.rows, k = weight.columns
         let y = r ?? Tensor(uninitialized: Array(x.shape.dropLast()) + [n])   // [M, N]
         precondition(y.count == m * n, "linear: residual \(y.shape) vs [\(m), \(n)]")
-        OpCounter.add(flops: 2 * m * n * k)
-        OpCounter.add(weightBytes: weight.byteCount)
         let epilogue = r != nil ? Int32(EK_EPI_ACCUMULATE) : gelu ? Int32(EK_EPI_GELU) : relu ? Int32(EK_EPI_RELU) : Int32(EK_EPI_STORE)
         let rc = gemm(m, n, k, y.data, epilogue)
         precondition(rc == 0, "prompt GEMM over \(weight.format) weights failed (\(rc): out of memory?)")
@@ -323,13 +333,10 @@ extension Ops {
     /// a following ``linearBF16(_:weight:bias:into:)``: x [M, K] → [M, N] rounded to bf16.
     static func linearBF16Rows(_ x: Tensor, weight: QuantizedMatrix, bias: Tensor?, gelu: Bool, relu: Bool) -> BF16Rows {
         precondition(weight.format == .bf16, "linearBF16Rows: \(weight.format) weights")
-        let k = weight.columns, n = weight.rows
-        precondition(x.shape.last == k, "linear: x \(x.shape) vs weight [\(n), \(k)]")
-        if let bias { precondition(bias.count == n, "linear: bias \(bias.shape) vs \(n) outputs") }
-        let m = x.count / k
+        let m = countPromptProduct(inputWidth: x.shape.last ?? 0, rows: x.count / max(weight.columns, 1), weight: weight,
+                                   bias: bias, what: "x \(x.shape)")
+        let n = weight.rows, k = weight.columns
         let out = BF16Rows(leading: Array(x.shape.dropLast()), width: n)
-        OpCounter.add(flops: 2 * m * n * k)
-        OpCounter.add(weightBytes: weight.byteCount)
         let epilogue = gelu ? Int32(EK_EPI_GELU) : relu ? Int32(EK_EPI_RELU) : Int32(EK_EPI_STORE)
         let rc = ek_gemm_bf16_to_bf16(weight.data.assumingMemoryBound(to: UInt16.self), x.data, bias?.data, out.data,
                                       out.stride, m, n, k, epilogue)
@@ -342,13 +349,11 @@ extension Ops {
     /// `ek_gemm_bf16_xb`, the bytes of ``linearBF16(_:weight:bias:gelu:relu:into:)`` on the widened rows.
     static func linearBF16(_ a: BF16Rows, weight: QuantizedMatrix, bias: Tensor?, into r: Tensor? = nil) -> Tensor {
         precondition(weight.format == .bf16, "linearBF16: \(weight.format) weights")
-        let k = weight.columns, n = weight.rows, m = a.rows
-        precondition(a.width == k, "linear: bf16 rows of \(a.width) vs weight [\(n), \(k)]")
-        if let bias { precondition(bias.count == n, "linear: bias \(bias.shape) vs \(n) outputs") }
+        let m = countPromptProduct(inputWidth: a.width, rows: a.rows, weight: weight, bias: bias,
+                                   what: "bf16 rows of \(a.width)")
+        let n = weight.rows, k = weight.columns
         let y = r ?? Tensor(uninitialized: a.leading + [n])   // [M, N]
         precondition(y.count == m * n, "linear: residual \(y.shape) vs [\(m), \(n)]")
-        OpCounter.add(flops: 2 * m * n * k)
-        OpCounter.add(weightBytes: weight.byteCount)
         let rc = withExtendedLifetime(a) {
             ek_gemm_bf16_xb(weight.data.assumingMemoryBound(to: UInt16.self), a.data, bias?.data, y.data, m, n, k,
                             r != nil ? Int32(EK_EPI_ACCUMULATE) : Int32(EK_EPI_STORE))

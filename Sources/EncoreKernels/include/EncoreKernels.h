@@ -255,6 +255,10 @@ int ek_get_isa_limit(void);
 /** int8 GEMV kernel on x86: 1 = blocks in groups of 8 (one scale vector per 8 blocks; the default), 0 = the
  *  per-block kernel, -1 = the default again (EK_INT8_BLOCKWISE=1 in the environment selects the per-block one). */
 void ek_set_int8_grouped(int on);
+/** int8 rows on the AVX-512 VNNI path: 1 = the zmm kernel (two blocks per vpdpbusd; the default), 0 = the ymm x8
+ *  kernel, -1 = the default again (EK_INT8_ZMM=0 in the environment selects the ymm one). Only the fp32 order of the
+ *  partial sums differs. */
+void ek_set_int8_zmm(int on);
 /** Rows the x86 grouped (x8 / int8) decode kernels walk side by side in each thread's range: 4 where
  *  ek_cpu_prefers_long_streams() (Intel CPUs, CPUs with AVX-512: more misses in flight pay), 2 elsewhere;
  *  EK_X8_STREAMS=2|4 in the environment or ek_set_x8_streams(2|4) overrides (-1: the default again). Results are the same bytes either way. */

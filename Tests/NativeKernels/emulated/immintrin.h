@@ -123,4 +123,23 @@ static inline double encore_emulated_mm512_reduce_add_pd(simde__m512d a) {
 #ifndef _MM_FROUND_NO_EXC
 #define _MM_FROUND_NO_EXC SIMDE_MM_FROUND_NO_EXC
 #endif
+/* the int8 decode rows on zmm (session 25): two mask types and two masked loads SIMDe 0.7.4 lacks, lane-exact (only the
+ * selected lanes' memory is read, as the instructions do: the kernel's last blocks end where a row does) */
+typedef simde__mmask8 __mmask8;
+typedef simde__mmask64 __mmask64;
+static inline simde__m256 encore_emulated_mm256_maskz_loadu_ps(simde__mmask8 k, const void *p) {
+    simde__m256_private r_;
+    for (int i = 0; i < 8; i++) r_.f32[i] = ((k >> i) & 1) ? ((const float *)p)[i] : 0.0f;
+    return simde__m256_from_private(r_);
+}
+#undef _mm256_maskz_loadu_ps
+#define _mm256_maskz_loadu_ps(k, p) encore_emulated_mm256_maskz_loadu_ps(k, p)
+static inline simde__m512i encore_emulated_mm512_maskz_loadu_epi8(simde__mmask64 k, const void *p) {
+    simde__m512i_private r_;
+    for (int i = 0; i < 64; i++) r_.i8[i] = ((k >> i) & 1) ? ((const int8_t *)p)[i] : 0;
+    return simde__m512i_from_private(r_);
+}
+#undef _mm512_maskz_loadu_epi8
+#define _mm512_maskz_loadu_epi8(k, p) encore_emulated_mm512_maskz_loadu_epi8(k, p)
+
 #endif
