@@ -27,7 +27,8 @@ struct EncoreCLI: ParsableCommand {
         it, then $VIRTUAL_ENV/lib, $CONDA_PREFIX/lib and the loader's path; else the linked OpenBLAS), openblas, \
         mkl, or a libmkl_rt.so PATH
           OPENBLAS_CORETYPE      OpenBLAS's kernel set (Encore picks SkylakeX or Haswell when OpenBLAS falls back \
-        to pre-AVX2 kernels on a CPU it does not know)
+        to pre-AVX2 kernels on a CPU it does not know; a set you choose is kept, and the bench header says when it is \
+        older than the CPU runs)
           ENCORE_STEP_PROFILE=1  encore bench: where each decode step's time goes
         """,
         version: EncoreVersion.string,
