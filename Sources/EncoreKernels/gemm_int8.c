@@ -1440,27 +1440,28 @@ static void round_row_bf16(const bf16_ctx *g, float *row, long r, long c0, long 
     if (c0 + nc == g->n) for (long i = g->n; i < g->ldyb; i++) out[i] = 0;
 }
 
+/* Row r of xb times weight row c, fp32 sums in order of k (the plain path's product). */
+static float dot_bf16_plain(const bf16_ctx *g, long r, long c) {
+    float s = 0;
+    for (long i = 0; i < g->k; i++) s += bf16_value(g->xb[r * g->kp + i]) * bf16_value(g->w[c * g->k + i]);
+    return s;
+}
+
 /* Plain path: columns [c0, c0 + nc), fp32 sums in order. */
 static void columns_bf16_plain(const bf16_ctx *g, long c0, long nc) {
     if (g->yb) {   /* row by row into a scratch run, then rounded */
         float *row = scratch_get(&g_yrows, nc * (long)sizeof(float));
         if (!row) { __atomic_store_n(g->out_of_memory, 1, __ATOMIC_RELAXED); return; }
         for (long r = 0; r < g->m; r++) {
-            for (long c = c0; c < c0 + nc; c++) {
-                float s = 0;
-                for (long i = 0; i < g->k; i++) s += bf16_value(g->xb[r * g->kp + i]) * bf16_value(g->w[c * g->k + i]);
-                row[c - c0] = fp32_epilogue(s, g->bias, c, 0.0f, g->mode);
-            }
+            for (long c = c0; c < c0 + nc; c++) row[c - c0] = fp32_epilogue(dot_bf16_plain(g, r, c), g->bias, c, 0.0f, g->mode);
             round_row_bf16(g, row, r, c0, nc);
         }
         return;
     }
     for (long c = c0; c < c0 + nc; c++)
         for (long r = 0; r < g->m; r++) {
-            float s = 0;
-            for (long i = 0; i < g->k; i++) s += bf16_value(g->xb[r * g->kp + i]) * bf16_value(g->w[c * g->k + i]);
             float *yp = g->y + r * g->n + c;
-            *yp = fp32_epilogue(s, g->bias, c, *yp, g->mode);
+            *yp = fp32_epilogue(dot_bf16_plain(g, r, c), g->bias, c, *yp, g->mode);
         }
     if (g->mode == EK_EPI_GELU)
         for (long r = 0; r < g->m; r++) ek_gelu_tanh_f32(g->y + r * g->n + c0, nc);

@@ -279,17 +279,23 @@ extension Ops {
         }
     }
 
-    /// What every prompt-pass product over a packed matrix checks and counts before its kernel: inputs `inputWidth`
-    /// wide for the weight's columns (`what` names them in the message), a bias as long as its rows; FLOPs and weight
-    /// bytes counted. Returns M, the `rows` it was given.
-    static func countPromptProduct(inputWidth: Int, rows m: Int, weight: QuantizedMatrix, bias: Tensor?,
+    /// What every prompt-pass product over a packed matrix checks and counts before its kernel: `count` inputs in rows
+    /// `inputWidth` wide, as wide as the weight's columns (`what` names them in the message), a bias as long as its
+    /// rows; FLOPs and weight bytes counted. Returns M, the rows.
+    static func countPromptProduct(inputWidth: Int, count: Int, weight: QuantizedMatrix, bias: Tensor?,
                                    what: @autoclosure () -> String) -> Int {
         let k = weight.columns, n = weight.rows
         precondition(inputWidth == k, "linear: \(what()) vs weight [\(n), \(k)]")
         if let bias { precondition(bias.count == n, "linear: bias \(bias.shape) vs \(n) outputs") }
+        let m = count / k
         OpCounter.add(flops: 2 * m * n * k)
         OpCounter.add(weightBytes: weight.byteCount)
         return m
+    }
+
+    /// The GEMM epilogue of a prompt-pass product: accumulate into a residual, GELU, ReLU, or a plain store.
+    static func promptEpilogue(gelu: Bool, relu: Bool, accumulate: Bool = false) -> Int32 {
+        accumulate ? Int32(EK_EPI_ACCUMULATE) : gelu ? Int32(EK_EPI_GELU) : relu ? Int32(EK_EPI_RELU) : Int32(EK_EPI_STORE)
     }
 
     /// What the prompt GEMMs over packed weights share: the shape checks, the output (new, or the residual `into`),
@@ -297,13 +303,12 @@ extension Ops {
     private static func packedPromptProduct(_ x: Tensor, weight: QuantizedMatrix, bias: Tensor?, gelu: Bool, relu: Bool,
                                             into r: Tensor?,
                                             _ gemm: (Int, Int, Int, UnsafeMutablePointer<Float>, Int32) -> Int32) -> Tensor {
-        let m = countPromptProduct(inputWidth: x.shape.last ?? 0, rows: x.count / max(weight.columns, 1), weight: weight,
-                                   bias: bias, what: "x \(x.shape)")
+        let m = countPromptProduct(inputWidth: x.shape.last ?? 0, count: x.count, weight: weight, bias: bias,
+                                   what: "x \(x.shape)")
         let n = weight.rows, k = weight.columns
         let y = r ?? Tensor(uninitialized: Array(x.shape.dropLast()) + [n])   // [M, N]
         precondition(y.count == m * n, "linear: residual \(y.shape) vs [\(m), \(n)]")
-        let epilogue = r != nil ? Int32(EK_EPI_ACCUMULATE) : gelu ? Int32(EK_EPI_GELU) : relu ? Int32(EK_EPI_RELU) : Int32(EK_EPI_STORE)
-        let rc = gemm(m, n, k, y.data, epilogue)
+        let rc = gemm(m, n, k, y.data, promptEpilogue(gelu: gelu, relu: relu, accumulate: r != nil))
         precondition(rc == 0, "prompt GEMM over \(weight.format) weights failed (\(rc): out of memory?)")
         return y
     }
@@ -333,13 +338,12 @@ extension Ops {
     /// a following ``linearBF16(_:weight:bias:into:)``: x [M, K] → [M, N] rounded to bf16.
     static func linearBF16Rows(_ x: Tensor, weight: QuantizedMatrix, bias: Tensor?, gelu: Bool, relu: Bool) -> BF16Rows {
         precondition(weight.format == .bf16, "linearBF16Rows: \(weight.format) weights")
-        let m = countPromptProduct(inputWidth: x.shape.last ?? 0, rows: x.count / max(weight.columns, 1), weight: weight,
-                                   bias: bias, what: "x \(x.shape)")
+        let m = countPromptProduct(inputWidth: x.shape.last ?? 0, count: x.count, weight: weight, bias: bias,
+                                   what: "x \(x.shape)")
         let n = weight.rows, k = weight.columns
         let out = BF16Rows(leading: Array(x.shape.dropLast()), width: n)
-        let epilogue = gelu ? Int32(EK_EPI_GELU) : relu ? Int32(EK_EPI_RELU) : Int32(EK_EPI_STORE)
         let rc = ek_gemm_bf16_to_bf16(weight.data.assumingMemoryBound(to: UInt16.self), x.data, bias?.data, out.data,
-                                      out.stride, m, n, k, epilogue)
+                                      out.stride, m, n, k, promptEpilogue(gelu: gelu, relu: relu))
         precondition(rc == 0, "prompt GEMM over bf16 weights failed (\(rc): out of memory?)")
         DecodeTuning.bf16MLPRowsCalls += 1
         return out
@@ -349,14 +353,14 @@ extension Ops {
     /// `ek_gemm_bf16_xb`, the bytes of ``linearBF16(_:weight:bias:gelu:relu:into:)`` on the widened rows.
     static func linearBF16(_ a: BF16Rows, weight: QuantizedMatrix, bias: Tensor?, into r: Tensor? = nil) -> Tensor {
         precondition(weight.format == .bf16, "linearBF16: \(weight.format) weights")
-        let m = countPromptProduct(inputWidth: a.width, rows: a.rows, weight: weight, bias: bias,
+        let m = countPromptProduct(inputWidth: a.width, count: a.rows * a.width, weight: weight, bias: bias,
                                    what: "bf16 rows of \(a.width)")
         let n = weight.rows, k = weight.columns
         let y = r ?? Tensor(uninitialized: a.leading + [n])   // [M, N]
         precondition(y.count == m * n, "linear: residual \(y.shape) vs [\(m), \(n)]")
         let rc = withExtendedLifetime(a) {
             ek_gemm_bf16_xb(weight.data.assumingMemoryBound(to: UInt16.self), a.data, bias?.data, y.data, m, n, k,
-                            r != nil ? Int32(EK_EPI_ACCUMULATE) : Int32(EK_EPI_STORE))
+                            promptEpilogue(gelu: false, relu: false, accumulate: r != nil))
         }
         precondition(rc == 0, "prompt GEMM over bf16 weights failed (\(rc): out of memory?)")
         return y
