@@ -368,6 +368,7 @@ typedef struct {
     const float *xd, *xc;
     const int16_t *xbs;      /* K-quants: Q8_K sums of 16 activations [m, k/16] */
     const uint16_t *xb;      /* bf16 activations */
+    const float *xs;         /* bf16 on AVX2: x with every full 16 split into its even and odd elements [m, k] */
     const float *bias;
     float *y;
     long m, n, k, nb, row_bytes;
@@ -956,6 +957,14 @@ ATTR static void rows_##SUFFIX(const qctx *c, long r0, long r1) {               
  * (Intel, AVX-512) walk 4, others 2; EK_X8_STREAMS=2|4 in the environment or ek_set_x8_streams overrides. A row's
  * float is the same either way. */
 #define EQ_X8_MAX_STREAMS 4
+/* The x8 bodies' loop over the S rows unrolled, so each row's accumulators stay in registers: clang kept them in a
+ * stack array otherwise, one store-to-load round trip per group (bench/micro/gemv_cold.c hot Q4_0 / Q8_0 rows, session
+ * 26: 1.13-1.31x). */
+#if defined(__clang__)
+#define EQ_UNROLL _Pragma("clang loop unroll(full)")
+#else
+#define EQ_UNROLL _Pragma("GCC unroll 4")
+#endif
 #define EQ_DEFINE_X8_ROWS(SUFFIX, ATTR, DOT, PAIRDOT)                                                          \
 ATTR static inline __m256i x8_pair_##SUFFIX(const uint8_t *wq, const int8_t *xq, __m256i m4) {                 \
     __m256i v_ = _mm256_loadu_si256((const __m256i *)wq);                                                      \
@@ -1048,7 +1057,7 @@ ATTR static inline __attribute__((always_inline)) void x8_body_##SUFFIX(const qc
             for (int u = 0; u < S; u++) acc[u] = corr[u] = _mm256_setzero_ps();                    \
             for (long b0 = 0; b0 < nb; b0 += 8) {                                                              \
                 if (lanes > 1)                                                                                 \
-                    for (int u = 0; u < S; u++)                                                                \
+                    EQ_UNROLL for (int u = 0; u < S; u++)                                                      \
                         x8_group_##SUFFIX(c->w + rows[u] * c->row_bytes, b0, nb, xq, xd, xc, fmt, &acc[u], &corr[u]); \
                 else x8_group_##SUFFIX(c->w + rows[0] * c->row_bytes, b0, nb, xq, xd, xc, fmt, &acc[0], &corr[0]); \
             }                                                                                                  \
@@ -1089,6 +1098,62 @@ EQ_DEFINE_INT_ROWS(avx512vnni, EQ_AVX512VNNI, EQ_DOT_AVX512VNNI)
 EQ_DEFINE_X8_ROWS(avx2, EQ_AVX2, EQ_DOT_AVX2, EQ_PAIR_AVX2)
 EQ_DEFINE_X8_ROWS(avxvnni, EQ_AVXVNNI, EQ_DOT_AVXVNNI, EQ_PAIR_AVXVNNI)
 EQ_DEFINE_X8_ROWS(avx512vnni, EQ_AVX512VNNI, EQ_DOT_AVX512VNNI, EQ_PAIR_AVX512VNNI)
+
+/* ---- int8 rows on AVX2 without the x8 group's horizontal sums: two blocks per step and R rows (1 or the stream
+ * count) against each pair of activation loads; a block's 8 int32 lanes (vpmaddubsw of |w| and x signed by w, then
+ * vpmaddwd by ones) are converted and scaled by the block's activation scale in one FMA, two accumulators per row.
+ * Six uops per block and row instead of the x8 group's nine and a share of its vphaddd tree. ---- */
+EQ_AVX2 static inline __attribute__((always_inline)) void int8y_rows(const qctx *c, const long *rows, const int R, long i) {
+    const long nb = c->nb;
+    const int8_t *xq = c->xq + i * nb * 32;
+    const float *xd = c->xd + i * nb;
+    const __m256i ones = _mm256_set1_epi16(1);
+    const uint8_t *w[EQ_X8_MAX_STREAMS];
+    __m256 a0[EQ_X8_MAX_STREAMS], a1[EQ_X8_MAX_STREAMS];
+    for (int u = 0; u < R; u++) { w[u] = c->w + rows[u] * c->row_bytes; a0[u] = a1[u] = _mm256_setzero_ps(); }
+    long b = 0;
+    for (; b + 2 <= nb; b += 2) {
+        if (EQ_PF) for (int u = 0; u < R; u++) _mm_prefetch((const char *)(w[u] + b * 32 + EQ_PF), _MM_HINT_T0);
+        const __m256i x0 = _mm256_load_si256((const __m256i *)(xq + b * 32));
+        const __m256i x1 = _mm256_load_si256((const __m256i *)(xq + b * 32 + 32));
+        const __m256 d0 = _mm256_broadcast_ss(xd + b), d1 = _mm256_broadcast_ss(xd + b + 1);
+        for (int u = 0; u < R; u++) {
+            const __m256i v0 = _mm256_loadu_si256((const __m256i *)(w[u] + b * 32));
+            const __m256i v1 = _mm256_loadu_si256((const __m256i *)(w[u] + b * 32 + 32));
+            const __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(v0), _mm256_sign_epi8(x0, v0)), ones);
+            const __m256i p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(v1), _mm256_sign_epi8(x1, v1)), ones);
+            a0[u] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p0), d0, a0[u]);
+            a1[u] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p1), d1, a1[u]);
+        }
+    }
+    if (b < nb) {
+        const __m256i x0 = _mm256_load_si256((const __m256i *)(xq + b * 32));
+        const __m256 d0 = _mm256_broadcast_ss(xd + b);
+        for (int u = 0; u < R; u++) {
+            const __m256i v0 = _mm256_loadu_si256((const __m256i *)(w[u] + b * 32));
+            const __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(v0), _mm256_sign_epi8(x0, v0)), ones);
+            a0[u] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p0), d0, a0[u]);
+        }
+    }
+    for (int u = 0; u < R; u++) {
+        float s;
+        EQ_HSUM256(_mm256_add_ps(a0[u], a1[u]), s);
+        c->y[i * c->n + rows[u]] = s * c->wscale[rows[u]] + (c->bias ? c->bias[rows[u]] : 0.0f);
+    }
+}
+EQ_AVX2 static inline __attribute__((always_inline)) void int8y_body(const qctx *c, long r0, long r1, const int S) {
+    for (long t = 0, steps = walk_steps(r0, r1, S); t < steps; t++) {
+        long rows[EQ_X8_MAX_STREAMS];
+        const int lanes = walk_rows(r0, r1, S, t, rows);
+        for (long i = 0; i < c->m; i++) {
+            if (lanes > 1) int8y_rows(c, rows, S, i);
+            else int8y_rows(c, rows, 1, i);
+        }
+    }
+}
+EQ_AVX2 static void rows_int8y(const qctx *c, long r0, long r1) {
+    if (c->streams == 4) int8y_body(c, r0, r1, 4); else int8y_body(c, r0, r1, 2);
+}
 
 /* ---- 4-bit x8 groups on zmm (AVX-512 VNNI): a full group's 8 payloads are two 64-byte loads, one block per 128-bit
  * lane, and each vpdpbusd covers four blocks. The activations of full groups are arranged by interleave_quads to match
@@ -1352,17 +1417,23 @@ EQ_AVX2 static inline __m256 bf16x8(const uint16_t *p) {
 /* bf16 rows. Each path's dots function sums nr (1 or 4, constant after inlining) rows against one x row with the
  * same per-row operations, so a row's float does not depend on how many rows were computed beside it. */
 
-/* AVX2: weights widened to fp32, two accumulators over 16-element steps, an 8-element step, the scalar tail */
+/* AVX2: 16 weights per 32-byte load, widened in two halves without a shuffle: the even elements by a left shift of
+ * each 32-bit pair (low half to the high bits), the odd ones by masking off the low half, each against x in the
+ * same order (bf16_split_x: every full 16 of x as its 8 even then its 8 odd elements, the rest as they are). Two
+ * uops per 16 weights instead of four (vpmovzxwd + vpslld per 8): bench/micro/gemv_cold.c bf16, session 26. An
+ * 8-element step in plain order, then the scalar tail. */
 EQ_AVX2 static inline __attribute__((always_inline)) void bf16_dots_avx2(const uint16_t *const *w, const int nr,
                                                                          const float *xr, long k, float *s) {
+    const __m256i high = _mm256_set1_epi32((int)0xFFFF0000u);
     __m256 a[4][2];
     for (int t = 0; t < nr; t++) a[t][0] = a[t][1] = _mm256_setzero_ps();
     long j = 0;
     for (; j + 16 <= k; j += 16) {
-        __m256 x0 = _mm256_loadu_ps(xr + j), x1 = _mm256_loadu_ps(xr + j + 8);
+        __m256 xe = _mm256_loadu_ps(xr + j), xo = _mm256_loadu_ps(xr + j + 8);
         for (int t = 0; t < nr; t++) {
-            a[t][0] = _mm256_fmadd_ps(bf16x8(w[t] + j), x0, a[t][0]);
-            a[t][1] = _mm256_fmadd_ps(bf16x8(w[t] + j + 8), x1, a[t][1]);
+            __m256i v = _mm256_loadu_si256((const __m256i *)(w[t] + j));
+            a[t][0] = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(v, 16)), xe, a[t][0]);
+            a[t][1] = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(v, high)), xo, a[t][1]);
         }
     }
     long tail = j;
@@ -1453,7 +1524,7 @@ ATTR static void rows_bf16_##SUFFIX(const qctx *c, long r0, long r1) {          
         }                                                                                                      \
     }                                                                                                          \
 }
-EQ_DEFINE_BF16_ROWS(avx2, EQ_AVX2, c->x)
+EQ_DEFINE_BF16_ROWS(avx2, EQ_AVX2, c->xs)
 EQ_DEFINE_BF16_ROWS(avx512f, EQ_AVX512F, c->x)
 EQ_DEFINE_BF16_ROWS(avx512bf16, EQ_AVX512BF16, c->xb)
 #endif /* EQ_X86 */
@@ -1473,7 +1544,7 @@ int ek_get_x8_streams(void) {
 
 /* int8 rows through the x8 kernels (their 8 blocks' int32 sums scaled by one vector, no per-block float work);
  * EK_INT8_BLOCKWISE=1 in the environment selects the per-block kernel again, for A/B runs. */
-static int g_int8_zmm = -1;   /* int8 rows on zmm (rows_int8z) where the AVX-512 VNNI path runs; EK_INT8_ZMM=0: ymm */
+static int g_int8_zmm = -1;   /* int8 rows' own kernels (rows_int8z on AVX-512 VNNI, rows_int8y on AVX2); EK_INT8_ZMM=0: x8 */
 void ek_set_int8_zmm(int on) { g_int8_zmm = on < 0 ? -1 : on != 0; }
 static void read_int8_zmm(void) {
     if (g_int8_zmm < 0) { const char *e = getenv("EK_INT8_ZMM"); g_int8_zmm = !(e && e[0] == '0'); }
@@ -1500,6 +1571,7 @@ static void run_range(const qctx *c, long r0, long r1) {
         if (is_q5x8(c->format)) rows_q5x8_plain(c, r0, r1, rows_avx2);
         else if (c->format == EK_WF_BF16) rows_bf16_avx2(c, r0, r1);
         else if (is_kq(c->format)) rows_k_avx2(c, r0, r1);
+        else if (c->format == EK_WF_INT8 && g_int8_groups && g_int8_zmm) rows_int8y(c, r0, r1);
         else if (runs_grouped(c->format)) rows_x8_avx2(c, r0, r1);
         else rows_avx2(c, r0, r1);
         return;
@@ -1541,10 +1613,29 @@ static void run_rows(qctx *c) {
     ek_parallel_for(tasks, qtask, c);
 }
 
+/* x [m, k] → xs [m, k] for the AVX2 bf16 rows (bf16_dots_avx2): each full 16 of a row as its 8 even elements, then
+ * its 8 odd ones; the last k % 16 in order. */
+static void bf16_split_x(const float *x, long m, long k, float *xs) {
+    for (long i = 0; i < m; i++) {
+        const float *xr = x + i * k;
+        float *o = xs + i * k;
+        long j = 0;
+        for (; j + 16 <= k; j += 16)
+            for (int e = 0; e < 8; e++) { o[j + e] = xr[j + 2 * e]; o[j + 8 + e] = xr[j + 2 * e + 1]; }
+        for (; j < k; j++) o[j] = xr[j];
+    }
+}
+
 /* Quantizes the activations for `format` into the thread's buffer; returns 0 if it could not grow. */
 static int prepare(qctx *c) {
     act_buf *a = &g_act;
     if (c->format == EK_WF_BF16) {
+        if (c->path == P_AVX2) {
+            if (!act_reserve(a, (long)sizeof(float) * c->m * c->k, 0, 0)) return 0;
+            bf16_split_x(c->x, c->m, c->k, (float *)a->q);
+            c->xs = (const float *)a->q;
+            return 1;
+        }
         if (c->path != P_AVX512BF16) return 1;
         if (!act_reserve(a, 0, 0, c->m * c->k)) return 0;
         ek_f32_to_bf16(c->x, a->xb, c->m * c->k);

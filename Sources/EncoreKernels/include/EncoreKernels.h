@@ -255,8 +255,9 @@ int ek_get_isa_limit(void);
 /** int8 GEMV kernel on x86: 1 = blocks in groups of 8 (one scale vector per 8 blocks; the default), 0 = the
  *  per-block kernel, -1 = the default again (EK_INT8_BLOCKWISE=1 in the environment selects the per-block one). */
 void ek_set_int8_grouped(int on);
-/** int8 rows on the AVX-512 VNNI path: 1 = the zmm kernel (two blocks per vpdpbusd; the default), 0 = the ymm x8
- *  kernel, -1 = the default again (EK_INT8_ZMM=0 in the environment selects the ymm one). Only the fp32 order of the
+/** int8 rows' own kernels: 1 = on the AVX-512 VNNI path the zmm kernel (two blocks per vpdpbusd), on the AVX2 path
+ *  the row kernel without horizontal sums (each block's lanes scaled by one FMA); the default. 0 = the x8 group kernel
+ *  on both, -1 = the default again (EK_INT8_ZMM=0 in the environment selects the x8 one). Only the fp32 order of the
  *  partial sums differs. */
 void ek_set_int8_zmm(int on);
 /** Rows the x86 grouped (x8 / int8) decode kernels walk side by side in each thread's range: 4 where
