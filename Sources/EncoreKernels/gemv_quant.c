@@ -958,8 +958,8 @@ ATTR static void rows_##SUFFIX(const qctx *c, long r0, long r1) {               
  * float is the same either way. */
 #define EQ_X8_MAX_STREAMS 4
 /* The x8 bodies' loop over the S rows unrolled, so each row's accumulators stay in registers: clang kept them in a
- * stack array otherwise, one store-to-load round trip per group (bench/micro/gemv_cold.c hot Q4_0 / Q8_0 rows, session
- * 26: 1.13-1.31x). */
+ * stack array otherwise, one store-to-load round trip per group (bench/micro/gemv_hot.c, session 26, hot Q4_0 groups
+ * 1.11-1.33x on one core; bench/README.md "Session 26"). */
 #if defined(__clang__)
 #define EQ_UNROLL _Pragma("clang loop unroll(full)")
 #else
@@ -1420,7 +1420,7 @@ EQ_AVX2 static inline __m256 bf16x8(const uint16_t *p) {
 /* AVX2: 16 weights per 32-byte load, widened in two halves without a shuffle: the even elements by a left shift of
  * each 32-bit pair (low half to the high bits), the odd ones by masking off the low half, each against x in the
  * same order (bf16_split_x: every full 16 of x as its 8 even then its 8 odd elements, the rest as they are). Two
- * uops per 16 weights instead of four (vpmovzxwd + vpslld per 8): bench/micro/gemv_cold.c bf16, session 26. An
+ * uops per 16 weights instead of four (vpmovzxwd + vpslld per 8): bench/micro/gemv_hot.c bf16, session 26. An
  * 8-element step in plain order, then the scalar tail. */
 EQ_AVX2 static inline __attribute__((always_inline)) void bf16_dots_avx2(const uint16_t *const *w, const int nr,
                                                                          const float *xr, long k, float *s) {
@@ -1542,8 +1542,9 @@ int ek_get_x8_streams(void) {
     return g_x8_streams;
 }
 
-/* int8 rows through the x8 kernels (their 8 blocks' int32 sums scaled by one vector, no per-block float work);
- * EK_INT8_BLOCKWISE=1 in the environment selects the per-block kernel again, for A/B runs. */
+/* int8 rows in groups of blocks: the int8 rows' own kernels (rows_int8z, rows_int8y) or the x8 kernels (8 blocks'
+ * int32 sums scaled by one vector); EK_INT8_BLOCKWISE=1 in the environment selects the per-block kernel again, for A/B
+ * runs. */
 static int g_int8_zmm = -1;   /* int8 rows' own kernels (rows_int8z on AVX-512 VNNI, rows_int8y on AVX2); EK_INT8_ZMM=0: x8 */
 void ek_set_int8_zmm(int on) { g_int8_zmm = on < 0 ? -1 : on != 0; }
 static void read_int8_zmm(void) {

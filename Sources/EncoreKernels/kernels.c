@@ -1523,7 +1523,8 @@ float ek_sum_f32(const float *x, long n) {
 static inline float bf16_to_float(uint16_t h) { uint32_t b = (uint32_t)h << 16; float f; memcpy(&f, &b, 4); return f; }
 
 void ek_gemv_bf16(const uint16_t *w, const float *x, const float *bias, float *y, long m, long n, long k) {
-    ek_gemv_quant(EK_WF_BF16, w, NULL, x, bias, y, m, n, k);
+    /* the AVX2 and AVX512-BF16 paths arrange x in a buffer; if it cannot grow, the reference (no buffer) writes y */
+    if (ek_gemv_quant(EK_WF_BF16, w, NULL, x, bias, y, m, n, k) == -2) ek_gemv_bf16_ref(w, x, bias, y, m, n, k);
 }
 
 void ek_gemv_bf16_ref(const uint16_t *w, const float *x, const float *bias, float *y, long m, long n, long k) {

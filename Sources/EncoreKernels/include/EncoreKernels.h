@@ -252,8 +252,8 @@ enum { EK_ISA_SCALAR = 0, EK_ISA_AVX2 = 1, EK_ISA_AVXVNNI = 2, EK_ISA_AVX512 = 3
  *  and the int8 / block prompt GEMMs may use (default and -1: EK_ISA_AVX512, i.e. the best the CPU has). */
 void ek_set_isa_limit(int level);
 int ek_get_isa_limit(void);
-/** int8 GEMV kernel on x86: 1 = blocks in groups of 8 (one scale vector per 8 blocks; the default), 0 = the
- *  per-block kernel, -1 = the default again (EK_INT8_BLOCKWISE=1 in the environment selects the per-block one). */
+/** int8 GEMV kernel on x86: 1 = blocks in groups (the int8 rows' own kernels, or the x8 ones: see ek_set_int8_zmm;
+ *  the default), 0 = the per-block kernel, -1 = the default again (EK_INT8_BLOCKWISE=1 in the environment selects the per-block one). */
 void ek_set_int8_grouped(int on);
 /** int8 rows' own kernels: 1 = on the AVX-512 VNNI path the zmm kernel (two blocks per vpdpbusd), on the AVX2 path
  *  the row kernel without horizontal sums (each block's lanes scaled by one FMA); the default. 0 = the x8 group kernel
