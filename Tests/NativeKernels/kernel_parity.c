@@ -479,7 +479,7 @@ static void test_gemv_quant(char seen[][8][16]) {
                 if (f == EK_WF_INT8) {   /* int8 rows run the grouped kernels too */
                     snprintf(what, sizeof what, "gemv_int8@%s", path);
                     expect_same_other_streams(what, si, f, q, ws, x, b, y, m, n, k);
-                    float *yy = malloc(sizeof(float) * m * n);   /* the ymm kernel where AVX-512 VNNI runs zmm */
+                    float *yy = malloc(sizeof(float) * m * n);   /* the x8 kernel instead of the rows' own */
                     ek_set_int8_zmm(0);
                     ek_gemv_quant(f, q, ws, x, b, yy, m, n, k);
                     snprintf(what, sizeof what, "gemv_int8 ymm@%s", path);
