@@ -1870,13 +1870,49 @@ int ek_gemv_bf16_xbf16_ref(const uint16_t *w, const float *x, const float *bias,
 /* ------------------------------------------------------------------------------------------------ */
 /* weight quantizers (llama.cpp's reference rounding) and dequantizers                               */
 
-int ek_quantize_rows(int format, const float *src, void *dst, float *scales, long rows, long cols) {
+#if EQ_X86
+/* One int8 row (cols ≥ 1) on AVX2: the same bytes as the plain loop in quantize_rows_serial — the largest |x| skipping
+ * NaN (vmaxps returns its second operand when the first is NaN, as `a > amax` fails), lrintf's rounding (vcvtps2dq
+ * rounds to nearest even in the default MXCSR mode), NaN to 0 (lrintf's LONG_MIN has a zero low byte). */
+EQ_AVX2 static float quantize_row_int8_avx2(const float *x, long cols, long padded, int8_t *q) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    __m256 m = _mm256_setzero_ps();
+    long j = 0;
+    for (; j + 8 <= cols; j += 8) m = _mm256_max_ps(_mm256_andnot_ps(sign, _mm256_loadu_ps(x + j)), m);
+    float amax = hmax256(m);
+    for (; j < cols; j++) { float a = fabsf(x[j]); if (a > amax) amax = a; }
+    const float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+    const __m256 idv = _mm256_set1_ps(id);
+    j = 0;
+    for (; j + 32 <= cols; j += 32) {
+        __m256i i4[4];
+        for (int u = 0; u < 4; u++) {
+            __m256 v = _mm256_mul_ps(_mm256_loadu_ps(x + j + 8 * u), idv);
+            i4[u] = _mm256_cvtps_epi32(_mm256_and_ps(v, _mm256_cmp_ps(v, v, _CMP_ORD_Q)));
+        }
+        __m256i p8 = _mm256_packs_epi16(_mm256_packs_epi32(i4[0], i4[1]), _mm256_packs_epi32(i4[2], i4[3]));
+        _mm256_storeu_si256((__m256i *)(q + j), _mm256_permutevar8x32_epi32(p8, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+    }
+    for (; j < padded; j++) q[j] = j < cols ? (int8_t)lrintf(x[j] * id) : 0;
+    return d;
+}
+#endif
+
+/* Rows [0, rows) one after another; `plain` keeps every format on the plain C loops (ek_quantize_rows_ref). */
+static int quantize_rows_serial(int format, const float *src, void *dst, float *scales, long rows, long cols, int plain) {
     long nb = (cols + 31) / 32, rb = ek_quant_row_bytes(format, cols);
-    if (rb == 0 || format == EK_WF_F32 || is_kq(format) || is_x8(format)) return -1;   /* no quantizer for these */
+#if EQ_X86
+    const int simd = !plain && !ek_get_force_reference() && (ek_cpu_features() & EK_CPU_AVX2_FMA);
+#else
+    (void)plain;
+#endif
     for (long r = 0; r < rows; r++) {
         const float *x = src + r * cols;
         uint8_t *out = (uint8_t *)dst + r * rb;
         if (format == EK_WF_BF16) { ek_f32_to_bf16(x, (uint16_t *)dst + r * cols, cols); continue; }
+#if EQ_X86
+        if (format == EK_WF_INT8 && simd) { scales[r] = quantize_row_int8_avx2(x, cols, nb * 32, (int8_t *)out); continue; }
+#endif
         if (format == EK_WF_INT8) {
             float amax = 0;
             for (long j = 0; j < cols; j++) { float a = fabsf(x[j]); if (a > amax) amax = a; }
@@ -1957,6 +1993,38 @@ int ek_quantize_rows(int format, const float *src, void *dst, float *scales, lon
         }
     }
     return 0;
+}
+
+typedef struct { int format; const float *src; void *dst; float *scales; long rows, cols, rb; int rc; } qr_ctx;
+
+static void qr_task(void *ctx, long index, long count) {
+    qr_ctx *c = ctx;
+    long r0 = c->rows * index / count, r1 = c->rows * (index + 1) / count;
+    if (r0 >= r1) return;
+    int rc = quantize_rows_serial(c->format, c->src + r0 * c->cols, (uint8_t *)c->dst + r0 * c->rb,
+                                  c->scales ? c->scales + r0 : NULL, r1 - r0, c->cols, 0);
+    if (rc != 0) c->rc = rc;
+}
+
+/* Rows split over the kernel threads when there are many values (a checkpoint quantized as it loads): each row's
+ * bytes are the same whichever thread wrote them. */
+int ek_quantize_rows(int format, const float *src, void *dst, float *scales, long rows, long cols) {
+    long rb = ek_quant_row_bytes(format, cols);
+    if (rb == 0 || format == EK_WF_F32 || is_kq(format) || is_x8(format)) return -1;   /* no quantizer for these */
+    if (format == EK_WF_INT8 && !scales) return -1;
+    if (rows < 2 || rows * cols < (1L << 16) || ek_get_threads() <= 1)
+        return quantize_rows_serial(format, src, dst, scales, rows, cols, 0);
+    qr_ctx c = { format, src, dst, scales, rows, cols, rb, 0 };
+    long tasks = 2L * ek_get_threads();
+    ek_parallel_for(tasks < rows ? tasks : rows, qr_task, &c);
+    return c.rc;
+}
+
+int ek_quantize_rows_ref(int format, const float *src, void *dst, float *scales, long rows, long cols) {
+    long rb = ek_quant_row_bytes(format, cols);
+    if (rb == 0 || format == EK_WF_F32 || is_kq(format) || is_x8(format)) return -1;
+    if (format == EK_WF_INT8 && !scales) return -1;
+    return quantize_rows_serial(format, src, dst, scales, rows, cols, 1);
 }
 
 static int dequantize_rows_serial(int format, const void *src, const float *scales, float *dst, long rows, long cols);

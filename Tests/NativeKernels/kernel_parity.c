@@ -555,6 +555,42 @@ static void test_quantize_activations(void) {
     report("quantize_activations", ek_kernel_path());
 }
 
+/* ek_quantize_rows (AVX2 int8 rows, rows split over the threads) against its one-thread plain twin: the same bytes,
+ * with a tie (x·id = 2.5 after scaling), zeros, NaN and ±Inf among the values. */
+static void test_quantize_rows(void) {
+    static const int formats[] = { EK_WF_INT8, EK_WF_Q8_0, EK_WF_Q4_0, EK_WF_Q4_1, EK_WF_BF16 };
+    static const long shapes[][2] = { { 3, 1 }, { 5, 7 }, { 4, 40 }, { 9, 100 }, { 64, 1100 }, { 300, 260 } };
+    for (int fi = 0; fi < 5; fi++) {
+        for (int si = 0; si < 6; si++) {
+            const int f = formats[fi];
+            const long rows = shapes[si][0], cols = shapes[si][1], rb = ek_quant_row_bytes(f, cols);
+            float *x = frand(rows * cols, 11 + si);
+            if (cols >= 40) {
+                x[0] = 127.0f; x[1] = 2.5f; x[2] = -2.5f; x[3] = 0.0f;   /* row 0: amax 127, so 2.5 stays a tie */
+                x[cols + 5] = NAN;                                       /* row 1: a NaN (skipped by amax) */
+                if (f == EK_WF_INT8) x[2 * cols + 1] = INFINITY;         /* row 2: an infinity (scale inf, the rest 0) */
+            }
+            uint8_t *q0 = calloc((size_t)(rows * rb), 1), *q1 = calloc((size_t)(rows * rb), 1);
+            float *s0 = calloc((size_t)rows, sizeof(float)), *s1 = calloc((size_t)rows, sizeof(float));
+            int rc0 = ek_quantize_rows(f, x, q0, s0, rows, cols), rc1 = ek_quantize_rows_ref(f, x, q1, s1, rows, cols);
+            g_checks++;
+            if (rc0 != 0 || rc1 != 0 || memcmp(q0, q1, (size_t)(rows * rb)) ||
+                (f == EK_WF_INT8 && memcmp(s0, s1, sizeof(float) * rows))) {
+                printf("FAIL quantize_rows [%s] %s %ldx%ld: rc %d/%d, bytes differ from the plain twin\n", g_mode,
+                       fmt_names[f], rows, cols, rc0, rc1);
+                g_failures++;
+            }
+            free(x); free(q0); free(q1); free(s0); free(s1);
+        }
+    }
+    g_checks++;
+    if (ek_quantize_rows(EK_WF_INT8, (const float[]){ 1.0f }, (uint8_t[32]){ 0 }, NULL, 1, 1) != -1) {
+        printf("FAIL quantize_rows: int8 without scales accepted\n");
+        g_failures++;
+    }
+    report("quantize_rows", ek_kernel_path());
+}
+
 /* ------------------------------------------------------------------------------------------------ */
 
 static void expect_str(const char *what, const char *got, const char *want) {
@@ -1064,6 +1100,7 @@ int main(void) {
         test_gemm_int8();
         if (mode == 0) {
             test_quantize_activations();
+            test_quantize_rows();
 #if defined(__aarch64__)
             /* the NEON int8 paths must actually have run */
             char joined[64];

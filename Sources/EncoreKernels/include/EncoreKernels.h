@@ -306,8 +306,11 @@ int ek_gemv_quant_ref(int format, const void *w, const float *wscale, const floa
 /** bf16 reference with x rounded to bf16 first (the avx512bf16 path's arithmetic). */
 int ek_gemv_bf16_xbf16_ref(const uint16_t *w, const float *x, const float *bias, float *y, long m, long n, long k);
 /** src [rows, cols] fp32 → dst rows of ek_quant_row_bytes (llama.cpp's reference rounding for Q8_0/Q4_0/Q4_1/Q5_0/Q5_1;
- *  INT8: per-row scale amax/127 into scales[rows]). Returns -1 for F32 or an unknown format. */
+ *  INT8: per-row scale amax/127 into scales[rows], NULL scales rejected). Rows split over the kernel threads from 64 Ki
+ *  values; INT8 rows on AVX2 where the CPU has it. Returns -1 for F32 or an unknown format. */
 int ek_quantize_rows(int format, const float *src, void *dst, float *scales, long rows, long cols);
+/** Reference twin: one thread, plain C loops; the same bytes as ek_quantize_rows. */
+int ek_quantize_rows_ref(int format, const float *src, void *dst, float *scales, long rows, long cols);
 /**
  * x8 layouts: each row's ggml blocks (Q8_0/Q4_0/Q4_1) regrouped by 8 (the last group of a row may be shorter),
  * same bytes per row. A group of g blocks holds the g f16 scales d, then (Q4_1) the g f16 minima m, then the g
