@@ -1103,6 +1103,9 @@ EQ_DEFINE_X8_ROWS(avx512vnni, EQ_AVX512VNNI, EQ_DOT_AVX512VNNI, EQ_PAIR_AVX512VN
  * count) against each pair of activation loads; a block's 8 int32 lanes (vpmaddubsw of |w| and x signed by w, then
  * vpmaddwd by ones) are converted and scaled by the block's activation scale in one FMA, two accumulators per row.
  * Six uops per block and row instead of the x8 group's nine and a share of its vphaddd tree. ---- */
+EQ_AVX2 static inline __m256i int8y_dot(__m256i w, __m256i x, __m256i ones) {   /* one block: 8 int32 partial sums */
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(x, w)), ones);
+}
 EQ_AVX2 static inline __attribute__((always_inline)) void int8y_rows(const qctx *c, const long *rows, const int R, long i) {
     const long nb = c->nb;
     const int8_t *xq = c->xq + i * nb * 32;
@@ -1118,10 +1121,8 @@ EQ_AVX2 static inline __attribute__((always_inline)) void int8y_rows(const qctx 
         const __m256i x1 = _mm256_load_si256((const __m256i *)(xq + b * 32 + 32));
         const __m256 d0 = _mm256_broadcast_ss(xd + b), d1 = _mm256_broadcast_ss(xd + b + 1);
         for (int u = 0; u < R; u++) {
-            const __m256i v0 = _mm256_loadu_si256((const __m256i *)(w[u] + b * 32));
-            const __m256i v1 = _mm256_loadu_si256((const __m256i *)(w[u] + b * 32 + 32));
-            const __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(v0), _mm256_sign_epi8(x0, v0)), ones);
-            const __m256i p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(v1), _mm256_sign_epi8(x1, v1)), ones);
+            const __m256i p0 = int8y_dot(_mm256_loadu_si256((const __m256i *)(w[u] + b * 32)), x0, ones);
+            const __m256i p1 = int8y_dot(_mm256_loadu_si256((const __m256i *)(w[u] + b * 32 + 32)), x1, ones);
             a0[u] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p0), d0, a0[u]);
             a1[u] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p1), d1, a1[u]);
         }
@@ -1130,8 +1131,7 @@ EQ_AVX2 static inline __attribute__((always_inline)) void int8y_rows(const qctx 
         const __m256i x0 = _mm256_load_si256((const __m256i *)(xq + b * 32));
         const __m256 d0 = _mm256_broadcast_ss(xd + b);
         for (int u = 0; u < R; u++) {
-            const __m256i v0 = _mm256_loadu_si256((const __m256i *)(w[u] + b * 32));
-            const __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(v0), _mm256_sign_epi8(x0, v0)), ones);
+            const __m256i p0 = int8y_dot(_mm256_loadu_si256((const __m256i *)(w[u] + b * 32)), x0, ones);
             a0[u] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p0), d0, a0[u]);
         }
     }
@@ -1995,6 +1995,20 @@ static int quantize_rows_serial(int format, const float *src, void *dst, float *
     return 0;
 }
 
+/* Tasks a row-wise conversion of rows × cols values is split into over the kernel threads: 0 (run it on the caller's
+ * thread) below 64 Ki values, for a single row or a single thread. Each row's bytes are the same either way. */
+static long row_split_tasks(long rows, long cols) {
+    if (rows < 2 || rows * cols < (1L << 16) || ek_get_threads() <= 1) return 0;
+    long tasks = 2L * ek_get_threads();
+    return tasks < rows ? tasks : rows;
+}
+
+/* Whether ek_quantize_rows has a quantizer for `format` and what it needs (int8: the scales). */
+static int quantize_rows_accepts(int format, const float *scales, long cols) {
+    return ek_quant_row_bytes(format, cols) != 0 && format != EK_WF_F32 && !is_kq(format) && !is_x8(format) &&
+           !(format == EK_WF_INT8 && !scales);
+}
+
 typedef struct { int format; const float *src; void *dst; float *scales; long rows, cols, rb; int rc; } qr_ctx;
 
 static void qr_task(void *ctx, long index, long count) {
@@ -2009,21 +2023,16 @@ static void qr_task(void *ctx, long index, long count) {
 /* Rows split over the kernel threads when there are many values (a checkpoint quantized as it loads): each row's
  * bytes are the same whichever thread wrote them. */
 int ek_quantize_rows(int format, const float *src, void *dst, float *scales, long rows, long cols) {
-    long rb = ek_quant_row_bytes(format, cols);
-    if (rb == 0 || format == EK_WF_F32 || is_kq(format) || is_x8(format)) return -1;   /* no quantizer for these */
-    if (format == EK_WF_INT8 && !scales) return -1;
-    if (rows < 2 || rows * cols < (1L << 16) || ek_get_threads() <= 1)
-        return quantize_rows_serial(format, src, dst, scales, rows, cols, 0);
-    qr_ctx c = { format, src, dst, scales, rows, cols, rb, 0 };
-    long tasks = 2L * ek_get_threads();
-    ek_parallel_for(tasks < rows ? tasks : rows, qr_task, &c);
+    if (!quantize_rows_accepts(format, scales, cols)) return -1;
+    long tasks = row_split_tasks(rows, cols);
+    if (tasks == 0) return quantize_rows_serial(format, src, dst, scales, rows, cols, 0);
+    qr_ctx c = { format, src, dst, scales, rows, cols, ek_quant_row_bytes(format, cols), 0 };
+    ek_parallel_for(tasks, qr_task, &c);
     return c.rc;
 }
 
 int ek_quantize_rows_ref(int format, const float *src, void *dst, float *scales, long rows, long cols) {
-    long rb = ek_quant_row_bytes(format, cols);
-    if (rb == 0 || format == EK_WF_F32 || is_kq(format) || is_x8(format)) return -1;
-    if (format == EK_WF_INT8 && !scales) return -1;
+    if (!quantize_rows_accepts(format, scales, cols)) return -1;
     return quantize_rows_serial(format, src, dst, scales, rows, cols, 1);
 }
 
@@ -2044,11 +2053,10 @@ static void dqr_task(void *ctx, long index, long count) {
 int ek_dequantize_rows(int format, const void *src, const float *scales, float *dst, long rows, long cols) {
     long rb = ek_quant_row_bytes(format, cols);
     if (rb == 0) return -1;
-    if (is_kq(format) || rows < 2 || rows * cols < (1L << 16) || ek_get_threads() <= 1)   /* K-quants: ek_dequantize splits */
-        return dequantize_rows_serial(format, src, scales, dst, rows, cols);
+    long tasks = is_kq(format) ? 0 : row_split_tasks(rows, cols);   /* K-quants: ek_dequantize splits */
+    if (tasks == 0) return dequantize_rows_serial(format, src, scales, dst, rows, cols);
     dqr_ctx c = { format, src, scales, dst, rows, cols, rb, 0 };
-    long tasks = 2L * ek_get_threads();
-    ek_parallel_for(tasks < rows ? tasks : rows, dqr_task, &c);
+    ek_parallel_for(tasks, dqr_task, &c);
     return c.rc;
 }
 
