@@ -129,7 +129,7 @@ struct BenchCommand: ParsableCommand {
     @Flag(name: .customLong("no-limits"), help: "Skip measuring the machine's ceilings (memory bandwidth, BLAS GEMM rate, FMA and int8 instruction peaks).")
     var noLimits = false
 
-    @Option(name: .customLong("step-ab"), help: "Instead of the study: Mu decode steps (the first --input-tokens, --output-tokens steps) alternating step by step between two variants, for each --decode-weights format: shared-gemv (q/k/v in one kernel call vs one call each; any --model) or cross-kv (f32 vs f16 cross-attention K/V; a T5 --model too). Prints each variant's p10 and median step time.")
+    @Option(name: .customLong("step-ab"), help: "Instead of the study: Mu decode steps (the first --input-tokens, --output-tokens steps) alternating step by step between two variants, for each --decode-weights format: shared-gemv (q/k/v in one kernel call vs one call each; any --model), cross-kv (f32 vs f16 cross-attention K/V; a T5 --model too) or streams (the x86 decode GEMVs walking 2 vs 4 rows side by side per thread; any --model); or read: each decode step followed by a read of as many bytes as its weights (the read ceiling's kernel), so the step's fraction of the read bandwidth is measured under the same load from other tenants (any --model). Prints each variant's p10 and median step time.")
     var stepAB: String?
 
     @Option(name: .customLong("cross-kv"), help: "Storage of the cross-attention K/V of Mu and T5: auto (the default: as --kv-cache says: f16 beside bf16 or quantized decode weights), f32, or f16 (half the bytes a decode step reads over the encoder positions; logits within ~2e-3 of fp32 on the parity fixtures, 4.6e-3 on one T5). Each JSON row's cross_kv says what it asked for (a layer beyond f16's range stays fp32).")
@@ -161,8 +161,8 @@ struct BenchCommand: ParsableCommand {
             throw ValidationError("--keep-quantized needs a GGUF --model and no --decode-weights (it benchmarks the file's own blocks)")
         }
         if reps < 1 { throw ValidationError("--reps must be >= 1") }
-        if let stepAB, !["shared-gemv", "cross-kv"].contains(stepAB) {
-            throw ValidationError("--step-ab: expected shared-gemv or cross-kv (got '\(stepAB)')")
+        if let stepAB, !["shared-gemv", "cross-kv", "streams", "read"].contains(stepAB) {
+            throw ValidationError("--step-ab: expected shared-gemv, cross-kv, streams or read (got '\(stepAB)')")
         }
         if !["auto", "f32", "f16"].contains(crossKV) { throw ValidationError("--cross-kv: expected auto, f32 or f16 (got '\(crossKV)')") }
         try RuntimeOptions.checkKVCache(kvCache)
@@ -534,7 +534,7 @@ struct BenchCommand: ParsableCommand {
         if let model {
             let loaded = try ModelRegistry.load(folder: model, keepQuantized: keepQuantized)
             if let mu = loaded as? MuModel { lm = try MuModel(config: mu.config, randomSeed: seed) }
-            else if variant == "shared-gemv" || loaded is T5Model { lm = loaded }
+            else if variant != "cross-kv" || loaded is T5Model { lm = loaded }
             else { throw ValidationError("--step-ab cross-kv needs a Mu or T5 model") }
         } else {
             lm = try MuModel(config: .mu330m, randomSeed: seed)
@@ -542,12 +542,15 @@ struct BenchCommand: ParsableCommand {
         let crossModel = lm as? HalfCrossKVModel
         var rng = SplitMix64(seed: seed)
         let prompt = (0..<lengths[0]).map { _ in 3 + Int(rng.next() % UInt64(lm.vocabSize - 3)) }
+        if variant == "read" { try runDecodeAgainstRead(lm, prompt: prompt); return }
         let limits = noLimits ? nil : KernelBench.run(formats: [])
-        let names = variant == "shared-gemv" ? ("one GEMV call per layer", "q/k/v (gate/up) in one call") : ("cross K/V f32", "cross K/V f16")
+        let names = variant == "shared-gemv" ? ("one GEMV call per layer", "q/k/v (gate/up) in one call")
+            : variant == "streams" ? ("2 rows side by side per thread", "4 rows side by side per thread")
+            : ("cross K/V f32", "cross K/V f16")
         print("\(lm.modelType) decode steps after \(lengths[0]) input tokens, \(outputLengths[0]) steps per variant, alternating step by step; \(threads) thread(s)"
               + (limits.map { String(format: "; read ceiling %.1f GB/s", $0.readGBps) } ?? ""))
         print("A = \(names.0), B = \(names.1); ms per step (p10 / median); weight GB/s and fraction of the read ceiling at the p10 step")
-        defer { DecodeTuning.sharedGEMV = true }
+        defer { DecodeTuning.sharedGEMV = true; Backend.groupedDecodeStreams = nil }
         let storage = try KVCacheStorage(parsing: kvCache)
         for format in formats {
             if !(keepQuantized && format == .f32) { try lm.useDecodeWeights(format) }
@@ -556,8 +559,11 @@ struct BenchCommand: ParsableCommand {
             let halfCross = crossKV == "f16" || (crossKV == "auto" && lm.storesCrossKVInF16(storage))
             printStderr("[\(lm.modelType) \(format.rawValue)] \(variant): \(outputLengths[0]) steps per variant…")
             let r = try StepAB.run(lm, prompt: prompt, steps: outputLengths[0]) { v in
-                if variant == "shared-gemv" { DecodeTuning.sharedGEMV = v == 1; crossModel?.halfCrossKV = halfCross }
-                else { crossModel?.halfCrossKV = v == 1 }
+                switch variant {
+                case "shared-gemv": DecodeTuning.sharedGEMV = v == 1; crossModel?.halfCrossKV = halfCross
+                case "streams": Backend.groupedDecodeStreams = v == 1 ? 4 : 2; crossModel?.halfCrossKV = halfCross
+                default: crossModel?.halfCrossKV = v == 1
+                }
             }
             let bytes = r.weightBytes
             func side(_ t: StepAB.Times) -> String {
@@ -568,6 +574,31 @@ struct BenchCommand: ParsableCommand {
             let label = keepQuantized && format == .f32 ? "gguf" : format.rawValue   // the file's own blocks
             print(String(format: "%@: A %@ | B %@ | B/A speed p10 %.3f×, median %.3f×", label as NSString,
                          side(r.a) as NSString, side(r.b) as NSString, r.a.p10 / r.b.p10, r.a.median / r.b.median))
+        }
+    }
+
+    /// `--step-ab read`: per --decode-weights format, decode steps each followed by a read of the same bytes
+    /// (StepAB.againstRead); prints the steps' and reads' times and the paired fractions.
+    func runDecodeAgainstRead(_ lm: LanguageModel, prompt: [Int]) throws {
+        print("\(lm.modelType) decode steps after \(lengths[0]) input tokens, \(outputLengths[0]) steps, each followed by a read "
+              + "of as many bytes as its weights (ek_sum_f32 over a touched 512 MiB buffer, as the read ceiling); \(threads) thread(s)")
+        print("ms per step and per read (p10 / median); decode as a fraction of the read: each step's read time over its time (p10 / median / p90)")
+        let storage = try KVCacheStorage(parsing: kvCache)
+        for format in formats {
+            if !(keepQuantized && format == .f32) { try lm.useDecodeWeights(format) }
+            // the caches as the study's rows keep them (--kv-cache auto: f16 beside bf16 / quantized weights; T5 keeps an
+            // fp32 self-attention cache), the cross K/V as --cross-kv says
+            if lm.supportsHalfKVCache || storage != .f16 { _ = try lm.useKVCache(storage) }
+            (lm as? HalfCrossKVModel)?.halfCrossKV = crossKV == "f16" || (crossKV == "auto" && lm.storesCrossKVInF16(storage))
+            printStderr("[\(lm.modelType) \(format.rawValue)] decode against reads: \(outputLengths[0]) steps…")
+            let r = try StepAB.againstRead(lm, prompt: prompt, steps: outputLengths[0])
+            let gb = r.weightBytes / 1e9
+            let label = keepQuantized && format == .f32 ? "gguf" : format.rawValue
+            print(String(format: "%@: %.3f GB a step; step %.3f / %.3f ms (%.1f GB/s at the median); read %.3f / %.3f ms (%.1f GB/s); "
+                         + "decode at %.0f%% / %.0f%% / %.0f%% of the read",
+                         label as NSString, gb, r.step.p10, r.step.median, gb / r.step.median * 1000, r.read.p10, r.read.median,
+                         gb / r.read.median * 1000, 100 * r.fractions.quantile(0.1), 100 * r.fractions.median,
+                         100 * r.fractions.quantile(0.9)))
         }
     }
 

@@ -110,7 +110,7 @@ final class BenchCLITests: XCTestCase {
         XCTAssertNotEqual(wrongType.status, 0, "'llama' is not a --models name (use 'model')")
     }
 
-    /// `--step-ab` (alternating decode steps of two variants) and `--cross-kv f16` run on a small Mu and a Llama GGUF
+    /// `--step-ab` (alternating decode steps of two variants: shared-gemv, cross-kv, streams) and `--cross-kv f16` run on a small Mu and a Llama GGUF
     /// and print their lines; bad values and a cross-kv A/B on a non-Mu model fail with a message. (No timing asserted.)
     func testStepABAndCrossKV() throws {
         let mu = fixture("mu/gqa_mod")
@@ -126,6 +126,20 @@ final class BenchCLITests: XCTestCase {
                             "--output-tokens", "3", "--decode-weights", "q4_0", "--threads", "1", "--no-limits"])
         XCTAssertEqual(llama.status, 0, llama.stderr)
         XCTAssertTrue(llama.stdout.contains("llama decode steps"), llama.stdout)
+        let read = runCLI(["bench", "--step-ab", "read", "--model", fixture("tiny_llama/f32.gguf"), "--input-tokens", "4",
+                           "--output-tokens", "3", "--decode-weights", "f32,q8_0", "--threads", "1", "--no-limits"])
+        XCTAssertEqual(read.status, 0, read.stderr)
+        for format in ["f32", "q8_0"] {   // one line per format, with the pairs' fractions
+            let line = read.stdout.split(separator: "\n").first { $0.hasPrefix("\(format): ") }
+            XCTAssertNotNil(line, read.stdout)
+            XCTAssertTrue(line?.contains("% of the read") == true && line?.contains("GB a step") == true, read.stdout)
+        }
+        #if arch(x86_64)
+        let streams = runCLI(["bench", "--step-ab", "streams", "--model", fixture("tiny_llama/f32.gguf"), "--input-tokens", "4",
+                              "--output-tokens", "3", "--decode-weights", "int8,q4_0", "--threads", "1", "--no-limits"])
+        XCTAssertEqual(streams.status, 0, streams.stderr)
+        XCTAssertTrue(streams.stdout.contains("B = 4 rows side by side per thread") && streams.stdout.contains("q4_0: A "), streams.stdout)
+        #endif
         let half = runCLI(["bench", "--model", mu, "--models", "mu", "--cross-kv", "f16", "--input-tokens", "6", "--output-tokens", "2",
                            "--reps", "1", "--threads", "1", "--no-limits", "--json"])
         XCTAssertEqual(half.status, 0, half.stderr)

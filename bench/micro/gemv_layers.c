@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/mman.h>
 
 static double now(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec + t.tv_nsec * 1e-9; }
 static int cmp(const void *a, const void *b) { double x = *(const double *)a, y = *(const double *)b; return x < y ? -1 : x > y; }
@@ -30,7 +31,24 @@ static long row_bytes(long k) { return g_fmt == EK_WF_F32 ? 4 * k : ek_quant_row
 
 /* n rows of k values in the format (values do not matter for the speed: a fixed pattern, quantized) */
 static char *matrix(long n, long k, float **scales) {
-    char *w = aligned_alloc(64, (size_t)((n * row_bytes(k) + 63) / 64 * 64));
+    size_t size = (size_t)((n * row_bytes(k) + 63) / 64 * 64);
+    char *w;
+    static char *arena; static size_t used;
+    int huge = getenv("HUGE") ? atoi(getenv("HUGE")) : 0;
+    if (huge == 1) {   /* HUGE=1: each matrix 2 MiB-aligned, madvise(MADV_HUGEPAGE) before the first touch */
+        size = (size + (2u << 20) - 1) / (2u << 20) * (2u << 20);
+        w = aligned_alloc(2u << 20, size);
+        madvise(w, size, MADV_HUGEPAGE);
+    } else if (huge >= 2) {   /* HUGE=2: one 4 GiB arena, madvise(MADV_HUGEPAGE); HUGE=3: the same arena without it */
+        if (!arena) {
+            arena = mmap(NULL, 4ul << 30, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+            if (huge == 2) madvise(arena, 4ul << 30, MADV_HUGEPAGE);
+        }
+        w = arena + used;
+        used += size;
+    } else {
+        w = aligned_alloc(64, size);
+    }
     *scales = malloc(sizeof(float) * n);
     float *src = malloc(sizeof(float) * k);
     for (long i = 0; i < k; i++) src[i] = (float)(i % 97) * 1e-3f - 0.04f;

@@ -15,7 +15,7 @@ public enum StepAB {
         public var all: [Double]
         public var p10: Double { quantile(0.1) }
         public var median: Double { quantile(0.5) }
-        func quantile(_ q: Double) -> Double {
+        public func quantile(_ q: Double) -> Double {
             guard !all.isEmpty else { return 0 }
             let s = all.sorted()
             return s[min(s.count - 1, Int(Double(s.count) * q))]
@@ -47,5 +47,52 @@ public enum StepAB {
             }
         }
         return (Times(all: times[0]), Times(all: times[1]), bytes)
+    }
+}
+
+extension StepAB {
+    /// Decode steps alternated with reads of the same bytes: after each step, `ek_sum_f32` (the read ceiling's
+    /// kernel, on the kernel threads) reads as many bytes as the step's weights from a touched 512 MiB buffer (larger
+    /// than the caches; each read starts where the last ended, wrapping), so each step has a read ceiling measured
+    /// under the same load from other tenants. `fractions`: each pair's read time over its step time (the step's
+    /// weight GB/s as a fraction of the read at that moment). Used by `encore bench --step-ab read`.
+    ///
+    /// ```swift
+    /// let r = try StepAB.againstRead(llama, prompt: p, steps: 128)
+    /// print(r.fractions.median)   // e.g. 0.86
+    /// ```
+    public static func againstRead(_ model: LanguageModel, prompt: [Int], steps: Int)
+        throws -> (step: Times, read: Times, fractions: Times, weightBytes: Double) {
+        let state = try model.beginGeneration(prompts: [prompt])
+        let buffer = KernelBench.touchedBuffer()
+        var offset = 0
+        func read(_ bytes: Double) -> Double {
+            var left = max(1, Int(bytes) / 4)
+            var sink: Float = 0
+            let t0 = now()
+            while left > 0 {
+                if offset >= buffer.count { offset = 0 }
+                let n = min(left, buffer.count - offset)
+                sink += ek_sum_f32(buffer.data + offset, n)
+                offset += n
+                left -= n
+            }
+            let t = (now() - t0) * 1000
+            if sink == .infinity { print("") }
+            return t
+        }
+        var step: [Double] = [], reads: [Double] = [], fractions: [Double] = []
+        var bytes = 0.0
+        for i in 0..<(steps + 2) {
+            let next = Int(ek_argmax_f32(state.logits.data, state.logits.count))
+            if i == 0 { OpCounter.start() }
+            let t0 = now()
+            try state.advance(tokens: [next])
+            let ms = (now() - t0) * 1000
+            if i == 0 { bytes = OpCounter.stop().weightBytes }
+            let r = read(bytes)
+            if i >= 2 { step.append(ms); reads.append(r); fractions.append(r / ms) }
+        }
+        return (Times(all: step), Times(all: reads), Times(all: fractions), bytes)
     }
 }

@@ -565,12 +565,16 @@ public enum Backend {
     public static var bf16PromptGEMMRuns: Bool { bf16PromptGEMM && bf16GEMMPath == "avx512bf16" }
     /// x86-64: rows the grouped int8 / Q8_0 / Q4_x decode kernels walk side by side per thread (4 on Intel CPUs and
     /// CPUs with AVX-512, 2 elsewhere;
-    /// `EK_X8_STREAMS=2|4` overrides); nil on other CPUs.
+    /// `EK_X8_STREAMS=2|4` overrides); nil on other CPUs. Setting 2 or 4 overrides too, nil restores the default
+    /// (`encore bench --step-ab streams` alternates them step by step); the results are the same bytes either way.
     public static var groupedDecodeStreams: Int? {
-        #if arch(x86_64)
-        return Int(ek_get_x8_streams())
-        #else
-        return nil
-        #endif
+        get {
+            #if arch(x86_64)
+            return Int(ek_get_x8_streams())
+            #else
+            return nil
+            #endif
+        }
+        set { ek_set_x8_streams(Int32(newValue ?? -1)) }
     }
 }
