@@ -1896,6 +1896,73 @@ EQ_AVX2 static float quantize_row_int8_avx2(const float *x, long cols, long padd
     for (; j < padded; j++) q[j] = j < cols ? (int8_t)lrintf(x[j] * id) : 0;
     return d;
 }
+
+/* The low byte of each int32 lane of a, b, c, d as 32 bytes in lane order (a's 8, then b's, c's, d's): C's (int8_t)
+ * and (uint8_t) casts of an int, which keep the low byte (no saturation). */
+EQ_AVX2 static inline __m256i low_bytes4(__m256i a, __m256i b, __m256i c, __m256i d) {
+    const __m256i ff = _mm256_set1_epi32(0xFF);
+    __m256i p = _mm256_packus_epi16(_mm256_packus_epi32(_mm256_and_si256(a, ff), _mm256_and_si256(b, ff)),
+                                    _mm256_packus_epi32(_mm256_and_si256(c, ff), _mm256_and_si256(d, ff)));
+    return _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+/* The largest |v| of a block's 32 values, skipping NaN as the plain loops' `a > amax` does (vmaxps returns its
+ * second operand, the running maximum, when the first is NaN). */
+EQ_AVX2 static inline float block_amax_avx2(const __m256 *v) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    __m256 m = _mm256_setzero_ps();
+    for (int u = 0; u < 4; u++) m = _mm256_max_ps(_mm256_andnot_ps(sign, v[u]), m);
+    return hmax256(m);
+}
+
+/* One Q8_0 block (32 values, zero-padded) on AVX2: the same bytes as the plain loop in quantize_rows_serial. roundf
+ * (halves away from zero) as trunc(y) ± 1 where |y − trunc(y)| ≥ 0.5 (the difference is exact), and the (int8_t) cast
+ * as vcvttps2dq's value (0x80000000 for NaN and ±Inf, as cvttss2si) cut to its low byte. */
+EQ_AVX2 static void quantize_block_q8_0_avx2(const float *v, uint8_t *blk) {
+    __m256 x[4];
+    for (int u = 0; u < 4; u++) x[u] = _mm256_loadu_ps(v + 8 * u);
+    const float amax = block_amax_avx2(x), d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+    wr16(blk, f32_to_f16(d));
+    const __m256 idv = _mm256_set1_ps(id), sign = _mm256_set1_ps(-0.0f), half = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.0f);
+    __m256i q[4];
+    for (int u = 0; u < 4; u++) {
+        const __m256 y = _mm256_mul_ps(x[u], idv), t = _mm256_round_ps(y, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+        const __m256 away = _mm256_cmp_ps(_mm256_andnot_ps(sign, _mm256_sub_ps(y, t)), half, _CMP_GE_OQ);
+        const __m256 step = _mm256_and_ps(away, _mm256_or_ps(_mm256_and_ps(y, sign), one));   /* ±1 or 0 */
+        q[u] = _mm256_cvttps_epi32(_mm256_add_ps(t, step));
+    }
+    _mm256_storeu_si256((__m256i *)(blk + 2), low_bytes4(q[0], q[1], q[2], q[3]));
+}
+
+/* One Q4_0 block on AVX2, as quantize_block_q8_0_avx2: the value of the largest |v| (its first occurrence; +0 when
+ * every value is zero or NaN) scales the block by −8, then (int)(int8_t)(v·id + 8.5) with the plain loop's separate
+ * multiply and add (no FMA), capped at 15; byte j holds values j and j + 16. */
+EQ_AVX2 static void quantize_block_q4_0_avx2(const float *v, uint8_t *blk) {
+    __m256 x[4];
+    for (int u = 0; u < 4; u++) x[u] = _mm256_loadu_ps(v + 8 * u);
+    const float amax = block_amax_avx2(x);
+    float mx = 0.0f;
+    if (amax > 0.0f) {
+        const __m256 sign = _mm256_set1_ps(-0.0f), a = _mm256_set1_ps(amax);
+        uint32_t hit = 0;
+        for (int u = 0; u < 4; u++)
+            hit |= (uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(_mm256_andnot_ps(sign, x[u]), a, _CMP_EQ_OQ)) << (8 * u);
+        mx = v[__builtin_ctz(hit)];
+    }
+    const float d = mx / -8.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+    wr16(blk, f32_to_f16(d));
+    const __m256 idv = _mm256_set1_ps(id), bias = _mm256_set1_ps(8.5f);
+    const __m256i fifteen = _mm256_set1_epi32(15);
+    __m256i q[4];
+    for (int u = 0; u < 4; u++) {
+        __m256i t = _mm256_cvttps_epi32(_mm256_add_ps(_mm256_mul_ps(x[u], idv), bias));
+        t = _mm256_srai_epi32(_mm256_slli_epi32(t, 24), 24);   /* (int)(int8_t) */
+        q[u] = _mm256_min_epi32(t, fifteen);
+    }
+    const __m256i lo = low_bytes4(_mm256_or_si256(q[0], _mm256_slli_epi32(q[2], 4)),
+                                  _mm256_or_si256(q[1], _mm256_slli_epi32(q[3], 4)), _mm256_setzero_si256(), _mm256_setzero_si256());
+    _mm_storeu_si128((__m128i *)(blk + 2), _mm256_castsi256_si128(lo));
+}
 #endif
 
 /* Rows [0, rows) one after another; `plain` keeps every format on the plain C loops (ek_quantize_rows_ref). */
@@ -1926,6 +1993,10 @@ static int quantize_rows_serial(int format, const float *src, void *dst, float *
             float v[32];
             long j0 = b * 32;
             for (long j = 0; j < 32; j++) v[j] = j0 + j < cols ? x[j0 + j] : 0.0f;
+#if EQ_X86
+            if (simd && format == EK_WF_Q8_0) { quantize_block_q8_0_avx2(v, out + b * 34); continue; }
+            if (simd && format == EK_WF_Q4_0) { quantize_block_q4_0_avx2(v, out + b * 18); continue; }
+#endif
             if (format == EK_WF_Q8_0) {
                 uint8_t *blk = out + b * 34;
                 float amax = 0;

@@ -568,7 +568,11 @@ static void test_quantize_rows(void) {
             if (cols >= 40) {
                 x[0] = 127.0f; x[1] = 2.5f; x[2] = -2.5f; x[3] = 0.0f;   /* row 0: amax 127, so 2.5 stays a tie */
                 x[cols + 5] = NAN;                                       /* row 1: a NaN (skipped by amax) */
-                if (f == EK_WF_INT8) x[2 * cols + 1] = INFINITY;         /* row 2: an infinity (scale inf, the rest 0) */
+                x[2 * cols + 1] = INFINITY;                              /* row 2: an infinity (int8: scale inf, the rest 0) */
+                for (long j = 32; j < 64 && j < cols; j++) x[3 * cols + j] = 0.0f;   /* row 3, block 1: zeros, a −0 */
+                x[3 * cols + 33] = -0.0f;
+                x[3 * cols + 35] = -3.0f; x[3 * cols + 36] = 3.0f;       /* ... and two of the largest |x|: the first counts */
+                if (rows > 4) for (long j = 0; j < 32; j++) x[4 * cols + j] = 0.0f;   /* row 4, block 0: all zero */
             }
             uint8_t *q0 = calloc((size_t)(rows * rb), 1), *q1 = calloc((size_t)(rows * rb), 1);
             float *s0 = calloc((size_t)rows, sizeof(float)), *s1 = calloc((size_t)rows, sizeof(float));

@@ -201,6 +201,11 @@ long ek_parallel_min_bytes(void);
  *  MiB, between P and 16 per thread (P: 1 where ek_cpu_prefers_long_streams(), 4 elsewhere; EK_GEMV_TASKS_PER_THREAD
  *  overrides). */
 long ek_gemv_tasks(long bytes);
+/** Sets P of ek_gemv_tasks (1..16; -1: the default again, as the environment or the CPU says). For A/B runs
+ *  (`encore bench --step-ab tasks`); the results are the same bytes whatever P. */
+void ek_set_gemv_tasks_per_thread(long p);
+/** P of ek_gemv_tasks now. */
+long ek_get_gemv_tasks_per_thread(void);
 /** Runs fn(ctx, i, ntasks) for i in [0, ntasks), tasks claimed by the kernel threads and the caller; returns when all
  *  are done. Called from inside a task, it runs the tasks inline on that thread. */
 void ek_parallel_for(long ntasks, ek_task_fn fn, void *ctx);
