@@ -9,6 +9,9 @@
  *   /tmp/gemv_layers q4_0x8     # f32 | bf16 | int8 | q8_0x8 | q4_0x8 [layers]
  *   EK_GEMV_TASKS_PER_THREAD=4 /tmp/gemv_layers q4_0x8   # the fewest row ranges per thread (ek_gemv_tasks)
  *   THREADS=1 /tmp/gemv_layers q4_0x8                     # one thread (default 2)
+ *   HUGE=1|2|3 /tmp/gemv_layers int8   # weights in transparent huge pages: 1 each matrix 2 MiB-aligned and madvised,
+ *                                      # 2 one madvised 4 GiB arena, 3 the arena without madvise (session 27, Zen 3:
+ *                                      # no gain; bench/README.md "Session 27")
  * Session 12 (Intel Xeon, 2 threads, 08:40–08:52 UTC, one run each unless noted): Q4_0 as a decode step 9.0–9.9 ms, stacked
  * 8.1–8.6, one call 7.4–8.0 (its 128 calls cost about 14 µs each); int8 13.8–15.2 / 14.4–14.5 / 13.8–14.3; bf16
  * 29.2–31.4 / 29.2–32.4 / 27.8–31.2. Fewest ranges per thread 1 against 4 (the split used on Intel since): Q4_0 step
