@@ -1915,9 +1915,16 @@ EQ_AVX2 static inline float block_amax_avx2(const __m256 *v) {
     return hmax256(m);
 }
 
+/* Keeps a product rounded on its own: a compiler that contracts (gcc's default -ffp-contract=fast under the FMA target
+ * of these functions) would otherwise fuse it with the add or subtract that follows, which the plain loops (built
+ * without FMA) never do. */
+#define EQ_NO_CONTRACT(v) __asm__("" : "+x"(v))
+
 /* One Q8_0 block (32 values, zero-padded) on AVX2: the same bytes as the plain loop in quantize_rows_serial. roundf
  * (halves away from zero) as trunc(y) ± 1 where |y − trunc(y)| ≥ 0.5 (the difference is exact), and the (int8_t) cast
- * as vcvttps2dq's value (0x80000000 for NaN and ±Inf, as cvttss2si) cut to its low byte. */
+ * as vcvttps2dq's value (0x80000000 for NaN and ±Inf) cut to its low byte. For NaN, ±Inf and values out of range
+ * that cast is undefined in C; the plain loop's bytes are what x86 compilers emit for it (cvttss2si, then the low
+ * byte), which is what this matches. */
 EQ_AVX2 static void quantize_block_q8_0_avx2(const float *v, uint8_t *blk) {
     __m256 x[4];
     for (int u = 0; u < 4; u++) x[u] = _mm256_loadu_ps(v + 8 * u);
@@ -1926,7 +1933,9 @@ EQ_AVX2 static void quantize_block_q8_0_avx2(const float *v, uint8_t *blk) {
     const __m256 idv = _mm256_set1_ps(id), sign = _mm256_set1_ps(-0.0f), half = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.0f);
     __m256i q[4];
     for (int u = 0; u < 4; u++) {
-        const __m256 y = _mm256_mul_ps(x[u], idv), t = _mm256_round_ps(y, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+        __m256 y = _mm256_mul_ps(x[u], idv);
+        EQ_NO_CONTRACT(y);
+        const __m256 t = _mm256_round_ps(y, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
         const __m256 away = _mm256_cmp_ps(_mm256_andnot_ps(sign, _mm256_sub_ps(y, t)), half, _CMP_GE_OQ);
         const __m256 step = _mm256_and_ps(away, _mm256_or_ps(_mm256_and_ps(y, sign), one));   /* ±1 or 0 */
         q[u] = _mm256_cvttps_epi32(_mm256_add_ps(t, step));
@@ -1955,7 +1964,9 @@ EQ_AVX2 static void quantize_block_q4_0_avx2(const float *v, uint8_t *blk) {
     const __m256i fifteen = _mm256_set1_epi32(15);
     __m256i q[4];
     for (int u = 0; u < 4; u++) {
-        __m256i t = _mm256_cvttps_epi32(_mm256_add_ps(_mm256_mul_ps(x[u], idv), bias));
+        __m256 y = _mm256_mul_ps(x[u], idv);
+        EQ_NO_CONTRACT(y);
+        __m256i t = _mm256_cvttps_epi32(_mm256_add_ps(y, bias));
         t = _mm256_srai_epi32(_mm256_slli_epi32(t, 24), 24);   /* (int)(int8_t) */
         q[u] = _mm256_min_epi32(t, fifteen);
     }

@@ -145,20 +145,22 @@ long ek_parallel_min_bytes(void) {
 static long g_min_tasks = -1;
 
 long ek_get_gemv_tasks_per_thread(void) {
-    if (g_min_tasks < 0) {
-        long v = env_positive("EK_GEMV_TASKS_PER_THREAD", ek_cpu_prefers_long_streams() ? 1 : 4);
-        g_min_tasks = v > 16 ? 16 : v;
+    long p = g_min_tasks;   /* read once (ek_set_gemv_tasks_per_thread may reset it meanwhile) */
+    if (p < 0) {
+        p = env_positive("EK_GEMV_TASKS_PER_THREAD", ek_cpu_prefers_long_streams() ? 1 : 4);
+        if (p > 16) p = 16;
+        g_min_tasks = p;
     }
-    return g_min_tasks;
+    return p;
 }
 
 void ek_set_gemv_tasks_per_thread(long p) { g_min_tasks = p >= 1 && p <= 16 ? p : -1; }
 
 long ek_gemv_tasks(long bytes) {
     if (bytes < ek_parallel_min_bytes()) return 1;
-    ek_get_gemv_tasks_per_thread();
+    long p = ek_get_gemv_tasks_per_thread();   /* read once: a setter on another thread may reset it to -1 */
     long threads = ek_get_threads(), per_mib = bytes >> 20;
-    long n = per_mib < g_min_tasks * threads ? g_min_tasks * threads : per_mib > 16 * threads ? 16 * threads : per_mib;
+    long n = per_mib < p * threads ? p * threads : per_mib > 16 * threads ? 16 * threads : per_mib;
     return (n + threads - 1) / threads * threads;   /* equal ranges: a count the threads share evenly */
 }
 

@@ -129,7 +129,7 @@ struct BenchCommand: ParsableCommand {
     @Flag(name: .customLong("no-limits"), help: "Skip measuring the machine's ceilings (memory bandwidth, BLAS GEMM rate, FMA and int8 instruction peaks).")
     var noLimits = false
 
-    @Option(name: .customLong("step-ab"), help: "Instead of the study: Mu decode steps (the first --input-tokens, --output-tokens steps) alternating step by step between two variants, for each --decode-weights format: shared-gemv (q/k/v in one kernel call vs one call each; any --model), cross-kv (f32 vs f16 cross-attention K/V; a T5 --model too) streams (the x86 decode GEMVs walking 2 vs 4 rows side by side per thread; any --model) or tasks (decode GEMVs split into at least 4 vs 1 row ranges per thread; any --model); or read: each decode step followed by a read of as many bytes as its weights (the read ceiling's kernel), so the step's fraction of the read bandwidth is measured under the same load from other tenants (any --model). Prints each variant's p10 and median step time.")
+    @Option(name: .customLong("step-ab"), help: "Instead of the study: decode steps of the Mu preset (or of --model) after the first --input-tokens, --output-tokens steps per variant, alternating step by step between two variants, for each --decode-weights format; prints each variant's p10 and median step time. Variants: shared-gemv (q/k/v in one kernel call vs one call each; any --model), cross-kv (f32 vs f16 cross-attention K/V; Mu or T5), streams (x86: the int8 and GGUF-block decode GEMVs walking 2 vs 4 rows side by side per thread; any --model), tasks (decode GEMVs split into at least 4 vs 1 row ranges per thread; any --model). Or read: each decode step followed by a read of as many bytes as its weights (the read ceiling's kernel), printing the steps', the reads' and the pairs' fractions (p10 / median / p90), so the fraction of the read bandwidth is taken under the same load from other tenants (any --model).")
     var stepAB: String?
 
     @Option(name: .customLong("cross-kv"), help: "Storage of the cross-attention K/V of Mu and T5: auto (the default: as --kv-cache says: f16 beside bf16 or quantized decode weights), f32, or f16 (half the bytes a decode step reads over the encoder positions; logits within ~2e-3 of fp32 on the parity fixtures, 4.6e-3 on one T5). Each JSON row's cross_kv says what it asked for (a layer beyond f16's range stays fp32).")
@@ -573,7 +573,7 @@ struct BenchCommand: ParsableCommand {
                 if let limits { s += String(format: " (%.0f%%)", 100 * bytes / t.p10 / 1e6 / limits.readGBps) }
                 return s
             }
-            let label = keepQuantized && format == .f32 ? "gguf" : format.rawValue   // the file's own blocks
+            let label = kernelLabel(format).0   // "gguf": the file's own blocks
             print(String(format: "%@: A %@ | B %@ | B/A speed p10 %.3f×, median %.3f×", label as NSString,
                          side(r.a) as NSString, side(r.b) as NSString, r.a.p10 / r.b.p10, r.a.median / r.b.median))
         }
@@ -595,7 +595,7 @@ struct BenchCommand: ParsableCommand {
             printStderr("[\(lm.modelType) \(format.rawValue)] decode against reads: \(outputLengths[0]) steps…")
             let r = try StepAB.againstRead(lm, prompt: prompt, steps: outputLengths[0])
             let gb = r.weightBytes / 1e9
-            let label = keepQuantized && format == .f32 ? "gguf" : format.rawValue
+            let label = kernelLabel(format).0
             print(String(format: "%@: %.3f GB a step; step %.3f / %.3f ms (%.1f GB/s at the median); read %.3f / %.3f ms (%.1f GB/s); "
                          + "decode at %.0f%% / %.0f%% / %.0f%% of the read",
                          label as NSString, gb, r.step.p10, r.step.median, gb / r.step.median * 1000, r.read.p10, r.read.median,

@@ -110,7 +110,8 @@ final class BenchCLITests: XCTestCase {
         XCTAssertNotEqual(wrongType.status, 0, "'llama' is not a --models name (use 'model')")
     }
 
-    /// `--step-ab` (alternating decode steps of two variants: shared-gemv, cross-kv, streams) and `--cross-kv f16` run on a small Mu and a Llama GGUF
+    /// `--step-ab` (alternating decode steps of two variants: shared-gemv, cross-kv, streams, tasks; or each step against a
+    /// read of its bytes: read) and `--cross-kv f16` run on a small Mu and a Llama GGUF
     /// and print their lines; bad values and a cross-kv A/B on a non-Mu model fail with a message. (No timing asserted.)
     func testStepABAndCrossKV() throws {
         let mu = fixture("mu/gqa_mod")
@@ -140,6 +141,10 @@ final class BenchCLITests: XCTestCase {
         XCTAssertEqual(streams.status, 0, streams.stderr)
         XCTAssertTrue(streams.stdout.contains("B = 4 rows side by side per thread") && streams.stdout.contains("q4_0: A "), streams.stdout)
         #endif
+        let tasks = runCLI(["bench", "--step-ab", "tasks", "--model", fixture("tiny_llama/f32.gguf"), "--input-tokens", "4",
+                            "--output-tokens", "3", "--decode-weights", "int8", "--threads", "2", "--no-limits"])
+        XCTAssertEqual(tasks.status, 0, tasks.stderr)
+        XCTAssertTrue(tasks.stdout.contains("B = at least 1 row range per thread") && tasks.stdout.contains("int8: A "), tasks.stdout)
         let half = runCLI(["bench", "--model", mu, "--models", "mu", "--cross-kv", "f16", "--input-tokens", "6", "--output-tokens", "2",
                            "--reps", "1", "--threads", "1", "--no-limits", "--json"])
         XCTAssertEqual(half.status, 0, half.stderr)

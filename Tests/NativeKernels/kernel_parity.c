@@ -426,7 +426,31 @@ static void expect_same_other_streams(const char *what, long case_id, int format
         printf("FAIL %s [%s] case %ld: another stream count changed the floats\n", what, g_mode, case_id);
         g_failures++;
     }
+    /* and with the other fewest row ranges per thread (1 or 4, ek_set_gemv_tasks_per_thread) */
+    ek_set_gemv_tasks_per_thread(ek_get_gemv_tasks_per_thread() == 1 ? 4 : 1);
+    ek_gemv_quant(format, w, ws, x, b, yo, m, n, k);
+    ek_set_gemv_tasks_per_thread(-1);
+    g_checks++;
+    if (memcmp(yo, y, sizeof(float) * m * n) != 0) {
+        printf("FAIL %s [%s] case %ld: another split into row ranges changed the floats\n", what, g_mode, case_id);
+        g_failures++;
+    }
     free(yo);
+}
+
+/* ek_set_gemv_tasks_per_thread: 1..16 set P, anything else restores the default (the environment's or the CPU's). */
+static void test_gemv_tasks_setting(void) {
+    const long p = ek_get_gemv_tasks_per_thread();
+    const long cases[][2] = { { 3, 3 }, { 16, 16 }, { 0, p }, { 17, p }, { -1, p } };
+    for (int i = 0; i < 5; i++) {
+        ek_set_gemv_tasks_per_thread(cases[i][0]);
+        g_checks++;
+        if (ek_get_gemv_tasks_per_thread() != cases[i][1]) {
+            printf("FAIL gemv_tasks: set %ld, got %ld, expected %ld\n", cases[i][0], ek_get_gemv_tasks_per_thread(), cases[i][1]);
+            g_failures++;
+        }
+    }
+    ek_set_gemv_tasks_per_thread(-1);
 }
 
 static void test_gemv_quant(char seen[][8][16]) {
@@ -555,8 +579,9 @@ static void test_quantize_activations(void) {
     report("quantize_activations", ek_kernel_path());
 }
 
-/* ek_quantize_rows (AVX2 int8 rows, rows split over the threads) against its one-thread plain twin: the same bytes,
- * with a tie (x·id = 2.5 after scaling), zeros, NaN and ±Inf among the values. */
+/* ek_quantize_rows (AVX2 int8 rows, Q8_0 and Q4_0 blocks; rows split over the threads) against its one-thread plain
+ * twin: the same bytes, with a tie (x·id = 2.5 after scaling), zeros and −0, NaN, ±Inf, two values of the largest |x|,
+ * denormal scales and values at the rounding boundaries among them. */
 static void test_quantize_rows(void) {
     static const int formats[] = { EK_WF_INT8, EK_WF_Q8_0, EK_WF_Q4_0, EK_WF_Q4_1, EK_WF_BF16 };
     static const long shapes[][2] = { { 3, 1 }, { 5, 7 }, { 4, 40 }, { 9, 100 }, { 64, 1100 }, { 300, 260 } };
@@ -572,7 +597,15 @@ static void test_quantize_rows(void) {
                 for (long j = 32; j < 64 && j < cols; j++) x[3 * cols + j] = 0.0f;   /* row 3, block 1: zeros, a −0 */
                 x[3 * cols + 33] = -0.0f;
                 x[3 * cols + 35] = -3.0f; x[3 * cols + 36] = 3.0f;       /* ... and two of the largest |x|: the first counts */
-                if (rows > 4) for (long j = 0; j < 32; j++) x[4 * cols + j] = 0.0f;   /* row 4, block 0: all zero */
+                if (rows > 4) {                                          /* row 4, block 0: all zero, one −0 */
+                    for (long j = 0; j < 32; j++) x[4 * cols + j] = 0.0f;
+                    x[4 * cols + 1] = -0.0f;
+                }
+                if (rows > 6)                                            /* rows 5, 6, block 0: denormal scales */
+                    for (long j = 0; j < 32; j++) {
+                        x[5 * cols + j] = (float)(j + 1) * 1e-40f;                        /* 1/d overflows to inf */
+                        x[6 * cols + j] = (float)((j % 2) ? -(j + 1) : (j + 1)) * 2e-38f;   /* d denormal, 1/d finite */
+                    }
             }
             uint8_t *q0 = calloc((size_t)(rows * rb), 1), *q1 = calloc((size_t)(rows * rb), 1);
             float *s0 = calloc((size_t)rows, sizeof(float)), *s1 = calloc((size_t)rows, sizeof(float));
@@ -586,6 +619,37 @@ static void test_quantize_rows(void) {
             }
             free(x); free(q0); free(q1); free(s0); free(s1);
         }
+    }
+    /* Values a few ulps either side of where the rounding changes, after an inexact scaling: Q8_0 blocks led by 100
+     * (id = 1.27) around (k + 0.5) / id, Q4_0 blocks led by 7 (id = −8/7) around (n − 8.5) / id. A multiply fused
+     * with the add or subtract after it (an FMA where the plain loop rounds the product first) fails some of them. */
+    for (int fi = 0; fi < 2; fi++) {
+        const int f = fi == 0 ? EK_WF_Q8_0 : EK_WF_Q4_0;
+        const float lead = f == EK_WF_Q8_0 ? 100.0f : 7.0f;
+        const float d = f == EK_WF_Q8_0 ? lead / 127.0f : lead / -8.0f, id = 1.0f / d;
+        const int k0 = f == EK_WF_Q8_0 ? -120 : 1, k1 = f == EK_WF_Q8_0 ? 120 : 15;
+        long n = 0, cap = 32L * 2048;
+        float *x = calloc((size_t)cap, sizeof(float));
+        for (int k = k0; k <= k1; k++)
+            for (int off = -12; off <= 12; off++) {
+                if (n % 32 == 0) x[n++] = lead;                  /* each block's largest |x| first */
+                float v = f == EK_WF_Q8_0 ? ((float)k + 0.5f) / id : ((float)k - 8.5f) / id;
+                for (int i = 0; i < (off < 0 ? -off : off); i++) v = nextafterf(v, off < 0 ? -INFINITY : INFINITY);
+                x[n++] = v;
+            }
+        n = (n + 31) / 32 * 32;
+        const long rb = ek_quant_row_bytes(f, n);
+        uint8_t *q0 = calloc((size_t)rb, 1), *q1 = calloc((size_t)rb, 1);
+        int rc0 = ek_quantize_rows(f, x, q0, NULL, 1, n), rc1 = ek_quantize_rows_ref(f, x, q1, NULL, 1, n);
+        g_checks++;
+        if (rc0 != 0 || rc1 != 0 || memcmp(q0, q1, (size_t)rb)) {
+            long at = 0;
+            while (at < rb && q0[at] == q1[at]) at++;
+            printf("FAIL quantize_rows [%s] %s rounding boundaries (%ld values): rc %d/%d, first differing byte %ld\n",
+                   g_mode, fmt_names[f], n, rc0, rc1, at);
+            g_failures++;
+        }
+        free(x); free(q0); free(q1);
     }
     g_checks++;
     if (ek_quantize_rows(EK_WF_INT8, (const float[]){ 1.0f }, (uint8_t[32]){ 0 }, NULL, 1, 1) != -1) {
@@ -1105,6 +1169,7 @@ int main(void) {
         if (mode == 0) {
             test_quantize_activations();
             test_quantize_rows();
+            test_gemv_tasks_setting();
 #if defined(__aarch64__)
             /* the NEON int8 paths must actually have run */
             char joined[64];

@@ -45,8 +45,10 @@ static char *matrix(long n, long k, float **scales) {
     } else if (huge >= 2) {   /* HUGE=2: one 4 GiB arena, madvise(MADV_HUGEPAGE); HUGE=3: the same arena without it */
         if (!arena) {
             arena = mmap(NULL, 4ul << 30, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+            if (arena == MAP_FAILED) { fprintf(stderr, "HUGE=%d: cannot map a 4 GiB arena\n", huge); exit(1); }
             if (huge == 2) madvise(arena, 4ul << 30, MADV_HUGEPAGE);
         }
+        if (used + size > (4ul << 30)) { fprintf(stderr, "HUGE=%d: the weights pass the 4 GiB arena (fewer layers)\n", huge); exit(1); }
         w = arena + used;
         used += size;
     } else {

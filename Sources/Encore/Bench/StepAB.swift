@@ -37,16 +37,23 @@ public enum StepAB {
         for i in 0..<(steps + 2) {
             for v in (i % 2 == 0 ? [0, 1] : [1, 0]) {   // alternate which goes first
                 select(v)
-                let s = states[v]
-                let next = Int(ek_argmax_f32(s.logits.data, s.logits.count))
-                if i == 0 && v == 0 { OpCounter.start() }
-                let t0 = now()
-                try s.advance(tokens: [next])
-                if i >= 2 { times[v].append((now() - t0) * 1000) }
-                if i == 0 && v == 0 { bytes = OpCounter.stop().weightBytes }
+                let (ms, counted) = try step(states[v], counting: i == 0 && v == 0)
+                if i >= 2 { times[v].append(ms) }
+                if let counted { bytes = counted }
             }
         }
         return (Times(all: times[0]), Times(all: times[1]), bytes)
+    }
+
+    /// One greedy decode step of `state` (its own argmax as the next token), timed in milliseconds; with `counting`,
+    /// also the step's weight bytes (OpCounter).
+    static func step(_ state: GenerationState, counting: Bool) throws -> (ms: Double, weightBytes: Double?) {
+        let next = Int(ek_argmax_f32(state.logits.data, state.logits.count))
+        if counting { OpCounter.start() }
+        let t0 = now()
+        try state.advance(tokens: [next])
+        let ms = (now() - t0) * 1000
+        return (ms, counting ? OpCounter.stop().weightBytes : nil)
     }
 }
 
@@ -81,18 +88,14 @@ extension StepAB {
             if sink == .infinity { print("") }
             return t
         }
-        var step: [Double] = [], reads: [Double] = [], fractions: [Double] = []
+        var stepTimes: [Double] = [], reads: [Double] = [], fractions: [Double] = []
         var bytes = 0.0
         for i in 0..<(steps + 2) {
-            let next = Int(ek_argmax_f32(state.logits.data, state.logits.count))
-            if i == 0 { OpCounter.start() }
-            let t0 = now()
-            try state.advance(tokens: [next])
-            let ms = (now() - t0) * 1000
-            if i == 0 { bytes = OpCounter.stop().weightBytes }
+            let (ms, counted) = try step(state, counting: i == 0)
+            if let counted { bytes = counted }
             let r = read(bytes)
-            if i >= 2 { step.append(ms); reads.append(r); fractions.append(r / ms) }
+            if i >= 2 { stepTimes.append(ms); reads.append(r); fractions.append(r / ms) }
         }
-        return (Times(all: step), Times(all: reads), Times(all: fractions), bytes)
+        return (Times(all: stepTimes), Times(all: reads), Times(all: fractions), bytes)
     }
 }
