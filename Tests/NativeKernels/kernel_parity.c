@@ -414,28 +414,29 @@ static void quant_row(void *ctx, long r, float *yr) {
 }
 
 /* every format at every ISA level vs its reference twin; seen[format][level] records the path each level ran */
-/* The grouped kernels with the other count of rows walked side by side (2 or 4, ek_set_x8_streams) give y's floats. */
-static void expect_same_other_streams(const char *what, long case_id, int format, const void *w, const float *ws,
-                                      const float *x, const float *b, const float *y, long m, long n, long k) {
+/* The GEMV again into a fresh buffer: whether it gives y's floats (after a setting that must not change them). */
+static void expect_same_rerun(const char *what, const char *setting, long case_id, int format, const void *w, const float *ws,
+                              const float *x, const float *b, const float *y, long m, long n, long k) {
     float *yo = malloc(sizeof(float) * m * n);
-    ek_set_x8_streams(ek_get_x8_streams() == 4 ? 2 : 4);
     ek_gemv_quant(format, w, ws, x, b, yo, m, n, k);
-    ek_set_x8_streams(-1);
     g_checks++;
     if (memcmp(yo, y, sizeof(float) * m * n) != 0) {
-        printf("FAIL %s [%s] case %ld: another stream count changed the floats\n", what, g_mode, case_id);
-        g_failures++;
-    }
-    /* and with the other fewest row ranges per thread (1 or 4, ek_set_gemv_tasks_per_thread) */
-    ek_set_gemv_tasks_per_thread(ek_get_gemv_tasks_per_thread() == 1 ? 4 : 1);
-    ek_gemv_quant(format, w, ws, x, b, yo, m, n, k);
-    ek_set_gemv_tasks_per_thread(-1);
-    g_checks++;
-    if (memcmp(yo, y, sizeof(float) * m * n) != 0) {
-        printf("FAIL %s [%s] case %ld: another split into row ranges changed the floats\n", what, g_mode, case_id);
+        printf("FAIL %s [%s] case %ld: %s changed the floats\n", what, g_mode, case_id, setting);
         g_failures++;
     }
     free(yo);
+}
+
+/* The grouped kernels with the other count of rows walked side by side (2 or 4, ek_set_x8_streams), and any GEMV with
+ * the other fewest row ranges per thread (1 or 4, ek_set_gemv_tasks_per_thread), give y's floats. */
+static void expect_same_other_streams(const char *what, long case_id, int format, const void *w, const float *ws,
+                                      const float *x, const float *b, const float *y, long m, long n, long k) {
+    ek_set_x8_streams(ek_get_x8_streams() == 4 ? 2 : 4);
+    expect_same_rerun(what, "another stream count", case_id, format, w, ws, x, b, y, m, n, k);
+    ek_set_x8_streams(-1);
+    ek_set_gemv_tasks_per_thread(ek_get_gemv_tasks_per_thread() == 1 ? 4 : 1);
+    expect_same_rerun(what, "another split into row ranges", case_id, format, w, ws, x, b, y, m, n, k);
+    ek_set_gemv_tasks_per_thread(-1);
 }
 
 /* ek_set_gemv_tasks_per_thread: 1..16 set P, anything else restores the default (the environment's or the CPU's). */
