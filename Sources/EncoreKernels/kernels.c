@@ -65,9 +65,10 @@ int ek_cpu_is_intel(void) {
     return intel;
 }
 
-/* Intel CPUs and CPUs with AVX-512 (both kinds timed: session 12's Intel Xeon, session 21's AMD Zen 4) keep longer
- * decode row ranges and more rows side by side; the AVX2-only AMD EPYC of sessions 1–10 did better with shorter
- * ranges and two rows. The CPU's features decide, not the ISA cap (the callers read it once). */
+/* Intel CPUs and CPUs with AVX-512 (both kinds timed: session 12's Intel Xeon, session 21's AMD Zen 4) walk more rows
+ * side by side in the decode GEMVs; the AVX2-only AMD EPYCs of sessions 1–10 and 27 do as well with two (the longer
+ * row ranges these CPUs also took first are every CPU's since session 27: ek_gemv_tasks). The CPU's features decide,
+ * not the ISA cap (the callers read it once). */
 int ek_cpu_prefers_long_streams(void) {
     return ek_cpu_is_intel() || (ek_cpu_features() & EK_CPU_AVX512F) != 0;
 }

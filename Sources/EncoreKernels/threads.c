@@ -137,8 +137,10 @@ long ek_parallel_min_bytes(void) {
  * streams going (session 12, Llama-362M decode, 128 → 64 tokens, medians of 14 alternating runs: Q4_0 74.7 → 83.4
  * tok/s, int8 49.4 → 50.5, bf16 level; bench/micro/gemv_layers.c, Q4_0: 9.4–9.9 → 8.4–9.0 ms for a step's GEMVs).
  * The AMD Zen 4 of session 21 (AVX-512 kernels) also gains from 1: Llama-362M fp32 decode, 128 → 32 tokens, three
- * alternations, 21.4 → 25.3 tok/s on average, bf16 level; so P is 1 wherever ek_cpu_prefers_long_streams() (the
- * CPU's features, whatever ISA cap is set later: read once).
+ * alternations, 21.4 → 25.3 tok/s on average, bf16 level. The AVX2-only Zen 3 of session 27 gains from 1 too
+ * (`encore bench --step-ab tasks`, decode steps of the two settings alternated in one process, medians: q4_0 Llama-362M
+ * 1.019×, Mu-330M 1.035–1.039×, T5-347M 1.046×; int8 1.006–1.025×; f32, bf16 and q8_0 0.994–1.014×), so P is 1 on
+ * every CPU since.
  * EK_GEMV_TASKS_PER_THREAD=1..16 in the environment sets P. The count is rounded up to a multiple of the threads: 9
  * equal ranges on 2 threads (Llama-362M's bf16 gate/up, 9.4 MiB) end with one thread running the 5th while the other
  * waits, 11% longer than 10 ranges. */
@@ -147,7 +149,7 @@ static long g_min_tasks = -1;
 long ek_get_gemv_tasks_per_thread(void) {
     long p = g_min_tasks;   /* read once (ek_set_gemv_tasks_per_thread may reset it meanwhile) */
     if (p < 0) {
-        p = env_positive("EK_GEMV_TASKS_PER_THREAD", ek_cpu_prefers_long_streams() ? 1 : 4);
+        p = env_positive("EK_GEMV_TASKS_PER_THREAD", 1);
         if (p > 16) p = 16;
         g_min_tasks = p;
     }

@@ -577,8 +577,8 @@ public enum Backend {
         }
         set { ek_set_x8_streams(Int32(newValue ?? -1)) }
     }
-    /// The fewest row ranges per thread a decode GEMV is split into (`ek_gemv_tasks`: 1 on Intel CPUs and CPUs with
-    /// AVX-512, 4 elsewhere; `EK_GEMV_TASKS_PER_THREAD` overrides). Setting 1…16 overrides too, nil restores the default
+    /// The fewest row ranges per thread a decode GEMV is split into (`ek_gemv_tasks`: 1, or as
+    /// `EK_GEMV_TASKS_PER_THREAD` says). Setting 1…16 overrides too, nil restores the default
     /// (`encore bench --step-ab tasks`); the results are the same bytes either way.
     public static var decodeTasksPerThread: Int? {
         get { Int(ek_get_gemv_tasks_per_thread()) }

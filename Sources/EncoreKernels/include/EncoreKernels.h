@@ -24,7 +24,7 @@ enum { EK_CPU_AVX2_FMA = 1, EK_CPU_AVX512F = 2, EK_CPU_NEON = 4, EK_CPU_AVX512BF
 int ek_cpu_features(void);
 /** 1 on an Intel CPU (cpuid vendor "GenuineIntel"), else 0: picks tuning defaults (the prompt GEMMs' streamed outputs, ek_cpu_prefers_long_streams). */
 int ek_cpu_is_intel(void);
-/** 1 on an Intel CPU or a CPU with AVX-512F, else 0: the decode GEMVs' tuning (ek_gemv_tasks, ek_get_x8_streams). */
+/** 1 on an Intel CPU or a CPU with AVX-512F, else 0: the decode GEMVs' tuning (ek_get_x8_streams). */
 int ek_cpu_prefers_long_streams(void);
 /** Force the plain-C paths (1) or allow SIMD paths (0); for tests and benchmarks. */
 void ek_set_force_reference(int force);
@@ -198,10 +198,9 @@ typedef void (*ek_task_fn)(void *ctx, long index, long count);
  *  EK_PARALLEL_MIN_BYTES overrides it, for tuning on other machines). */
 long ek_parallel_min_bytes(void);
 /** Tasks a decode GEMV over `bytes` weight bytes is split into: 1 below ek_parallel_min_bytes(), else about one per
- *  MiB, between P and 16 per thread (P: 1 where ek_cpu_prefers_long_streams(), 4 elsewhere; EK_GEMV_TASKS_PER_THREAD
- *  overrides). */
+ *  MiB, between P and 16 per thread (P: 1; EK_GEMV_TASKS_PER_THREAD or ek_set_gemv_tasks_per_thread overrides). */
 long ek_gemv_tasks(long bytes);
-/** Sets P of ek_gemv_tasks (1..16; -1: the default again, as the environment or the CPU says). For A/B runs
+/** Sets P of ek_gemv_tasks (1..16; -1: the default again, as the environment says, else 1). For A/B runs
  *  (`encore bench --step-ab tasks`); the results are the same bytes whatever P. */
 void ek_set_gemv_tasks_per_thread(long p);
 /** P of ek_gemv_tasks now. */
