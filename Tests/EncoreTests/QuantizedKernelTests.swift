@@ -60,19 +60,25 @@ final class QuantizedKernelTests: XCTestCase {
         print("quantized GEMV paths tested: \(tested.sorted().joined(separator: ", "))")
     }
 
-    /// Decode GEMVs split into about one row range per MiB, P to 16 per thread (P = 1 on Intel CPUs and CPUs with
-    /// AVX-512, 4 elsewhere, with EK_GEMV_TASKS_PER_THREAD unset), a multiple of the threads (one task under the threshold); a 17 MiB fp32 GEMV
+    /// Decode GEMVs split into about one row range per MiB, P to 16 per thread (P = 1 with EK_GEMV_TASKS_PER_THREAD
+    /// unset; `Backend.decodeTasksPerThread` sets it), a multiple of the threads (one task under the threshold); a 17 MiB fp32 GEMV
     /// split 18 ways gives the same floats as on one thread (each row's sum is computed the same way whatever range
     /// holds it).
     func testGEMVTaskSplit() {
         defer { Backend.setThreads(2) }
         Backend.setThreads(2)
+        defer { Backend.decodeTasksPerThread = nil }
         let longStreams = ek_cpu_is_intel() != 0 || (ek_cpu_features() & Int32(EK_CPU_AVX512F)) != 0
         XCTAssertEqual(ek_cpu_prefers_long_streams() != 0, longStreams, "Intel CPUs and CPUs with AVX-512F")
-        let fewest = longStreams ? 1 : 4
+        let fewest = ProcessInfo.processInfo.environment["EK_GEMV_TASKS_PER_THREAD"].flatMap { Int($0) } ?? 1
+        XCTAssertEqual(Backend.decodeTasksPerThread, fewest)
         XCTAssertEqual(ek_gemv_tasks(ek_parallel_min_bytes() - 1), 1)
         XCTAssertEqual(ek_gemv_tasks(1 << 20), 2 * fewest, "at least \(fewest) per thread")
         XCTAssertEqual(ek_gemv_tasks(4 << 20), max(4, 2 * fewest), "one per MiB, at least \(fewest) per thread")
+        Backend.decodeTasksPerThread = 4
+        XCTAssertEqual(ek_gemv_tasks(1 << 20), 8, "at least 4 per thread when set")
+        Backend.decodeTasksPerThread = nil
+        XCTAssertEqual(ek_gemv_tasks(1 << 20), 2 * fewest, "the default again")
         XCTAssertEqual(ek_gemv_tasks(12 << 20), 12)
         XCTAssertEqual(ek_gemv_tasks(9 << 20), 10, "a multiple of the threads")
         Backend.setThreads(3)
