@@ -557,7 +557,7 @@ struct BenchCommand: ParsableCommand {
             if !(keepQuantized && format == .f32) { try lm.useDecodeWeights(format) }
             // shared-gemv: the cross K/V as --cross-kv says (auto: as --kv-cache, whose auto is f16 beside bf16 /
             // quantized decode weights, a kept GGUF's blocks included); the self-attention cache stays fp32 here
-            let halfCross = crossKV == "f16" || (crossKV == "auto" && lm.storesCrossKVInF16(storage))
+            let halfCross = wantsHalfCrossKV(lm, storage)
             printStderr("[\(lm.modelType) \(format.rawValue)] \(variant): \(outputLengths[0]) steps per variant…")
             let r = try StepAB.run(lm, prompt: prompt, steps: outputLengths[0]) { v in
                 switch variant {
@@ -579,6 +579,12 @@ struct BenchCommand: ParsableCommand {
         }
     }
 
+    /// Whether the cross-attention K/V are f16 in a --step-ab run: as --cross-kv says (auto: as --kv-cache's storage
+    /// gives them beside the model's decode weights, `storesCrossKVInF16`).
+    func wantsHalfCrossKV(_ lm: LanguageModel, _ storage: KVCacheStorage) -> Bool {
+        crossKV == "f16" || (crossKV == "auto" && lm.storesCrossKVInF16(storage))
+    }
+
     /// `--step-ab read`: per --decode-weights format, decode steps each followed by a read of the same bytes
     /// (StepAB.againstRead); prints the steps' and reads' times and the paired fractions.
     func runDecodeAgainstRead(_ lm: LanguageModel, prompt: [Int]) throws {
@@ -591,7 +597,7 @@ struct BenchCommand: ParsableCommand {
             // the caches as the study's rows keep them (--kv-cache auto: f16 beside bf16 / quantized weights; T5 keeps an
             // fp32 self-attention cache), the cross K/V as --cross-kv says
             if lm.supportsHalfKVCache || storage != .f16 { _ = try lm.useKVCache(storage) }
-            (lm as? HalfCrossKVModel)?.halfCrossKV = crossKV == "f16" || (crossKV == "auto" && lm.storesCrossKVInF16(storage))
+            (lm as? HalfCrossKVModel)?.halfCrossKV = wantsHalfCrossKV(lm, storage)
             printStderr("[\(lm.modelType) \(format.rawValue)] decode against reads: \(outputLengths[0]) steps…")
             let r = try StepAB.againstRead(lm, prompt: prompt, steps: outputLengths[0])
             let gb = r.weightBytes / 1e9

@@ -439,7 +439,7 @@ static void expect_same_other_streams(const char *what, long case_id, int format
     ek_set_gemv_tasks_per_thread(-1);
 }
 
-/* ek_set_gemv_tasks_per_thread: 1..16 set P, anything else restores the default (the environment's or the CPU's). */
+/* ek_set_gemv_tasks_per_thread: 1..16 set P, anything else restores the default (EK_GEMV_TASKS_PER_THREAD, else 1). */
 static void test_gemv_tasks_setting(void) {
     const long p = ek_get_gemv_tasks_per_thread();
     const long cases[][2] = { { 3, 3 }, { 16, 16 }, { 0, p }, { 17, p }, { -1, p } };
