@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Kernel parity in plain C (Tests/NativeKernels/kernel_parity.c): every SIMD path of Sources/EncoreKernels against
 # its plain reference, in three builds:
-#   1. native (x86-64: the AVX2 paths, and AVX-VNNI / AVX-512 where this CPU has them);
+#   1. native (x86-64: the AVX2 paths, and AVX-VNNI / AVX-512 where this CPU has them), by cc and again by clang;
 #   2. x86-64 with the AVX-VNNI and AVX-512 paths emulated: SIMDe (Debian's libsimde-dev, header-only) implements
 #      their intrinsics in C (Tests/NativeKernels/emulated/immintrin.h) and EK_EMULATED_FEATURES makes the kernels
 #      dispatch to them, twice: every feature (int8/Q8_0/Q4 GEMVs and the prompt GEMMs on "avx512vnni", bf16 on
@@ -35,6 +35,14 @@ echo "== kernel parity, native ($(uname -m)) =="
 cc_native=$(command -v cc || find_clang)
 "$cc_native" "${flags[@]}" "${srcs[@]}" -lm -lpthread -o "$out/kernel_parity"
 "$out/kernel_parity"
+# SwiftPM builds the kernels with clang: the plain twins' bytes must not depend on the compiler (session 28: clang's
+# vectorised plain quantizers turned NaN into −128 where gcc's gave 0, until cvt_low8 defined the cast)
+clang_native=$(find_clang || true)
+if [ -n "$clang_native" ] && [ "$(readlink -f "$clang_native")" != "$(readlink -f "$cc_native")" ]; then
+  echo "== kernel parity, native, built by clang (as SwiftPM builds the kernels) =="
+  "$clang_native" "${flags[@]}" "${srcs[@]}" -lm -lpthread -o "$out/kernel_parity_clang"
+  "$out/kernel_parity_clang"
+fi
 [ "${1:-}" = "--native" ] && exit 0
 
 emulated_x86() {

@@ -262,22 +262,47 @@ EQ_AVX2 static float quantize_block_avx2(const float *x, int8_t *q, int *sum_out
 }
 #endif
 
+#if EQ_X86
+/* The full blocks [0, nfull) of one row on AVX2, as the plain loop below: the f16 rounding by F16C, one instruction
+ * each way instead of two calls to the array conversions with n = 1 (the same values: IEEE round-to-nearest-even
+ * both ways; a NaN stays a quiet NaN of its sign). */
+EQ_AVX2 static inline float f16_round_f16c(float f) { return _cvtsh_ss(_cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT)); }
+EQ_AVX2 static void quantize_act_row_avx2(int format, const float *xr, long nfull, int8_t *q, float *d, float *c) {
+    for (long b = 0; b < nfull; b++) {
+        int sum;
+        const float db = quantize_block_avx2(xr + b * 32, q + b * 32, &sum) / 127.0f;
+        const float dq = format == EK_WF_INT8 ? db : f16_round_f16c(db);
+        d[b] = dq;
+        if (format == EK_WF_Q4_0) c[b] = 8.0f * dq * (float)sum;
+        else if (format == EK_WF_Q5_0) c[b] = 16.0f * dq * (float)sum;
+        else if (has_min(format)) c[b] = f16_round_f16c(db * (float)sum);
+        else c[b] = 0.0f;
+    }
+}
+#endif
+
 /* x [m, k] → q [m, nb*32] (zero padded), d/c [m, nb]. */
 static void quantize_act_impl(int format, const float *x, long m, long k, int8_t *q, float *d, float *c, int plain) {
     long nb = (k + 31) / 32;
     (void)plain;
 #if EQ_X86
     int simd = !plain && !ek_get_force_reference() && (ek_cpu_features() & EK_CPU_AVX2_FMA);
-#define EQ_QBLOCK quantize_block_avx2
 #elif defined(__aarch64__)
     int simd = !plain && !ek_get_force_reference() && (ek_cpu_features() & EK_CPU_NEON);   /* NEON hook */
 #define EQ_QBLOCK ek_neon_quantize_block
 #endif
     for (long i = 0; i < m; i++) {
         const float *xr = x + i * k;
-        for (long b = 0; b < nb; b++) {
+        long b = 0;
+#if EQ_X86
+        if (simd) {
+            b = k / 32;
+            quantize_act_row_avx2(format, xr, b, q + i * nb * 32, d + i * nb, c + i * nb);
+        }
+#endif
+        for (; b < nb; b++) {
             long j0 = b * 32, len = k - j0 < 32 ? k - j0 : 32;
-#if EQ_X86 || defined(__aarch64__)
+#if defined(__aarch64__)
             if (simd && len == 32) {
                 int sum;
                 float db = EQ_QBLOCK(xr + j0, q + (i * nb + b) * 32, &sum) / 127.0f;
@@ -1155,6 +1180,75 @@ EQ_AVX2 static void rows_int8y(const qctx *c, long r0, long r1) {
     if (c->streams == 4) int8y_body(c, r0, r1, 4); else int8y_body(c, r0, r1, 2);
 }
 
+/* ---- Q4_0 / Q4_1 x8 rows on AVX2 in a loop of whole groups, the last shorter group after it (x8_group_avx2's
+ * tail), R rows side by side. A pair of blocks' products stay int16 (|lane| <= 2·2·15·127 = 7620) and a group's four
+ * pairs are reduced by two vphaddw (|lane| <= 30480) and one vpmaddwd: the same int32 block sums as x8_group_avx2's
+ * four vpmaddwd and vphaddd tree, three uops fewer. Each row's activation pointer passes through an empty asm, so
+ * the compiler reloads the activations (folded into vpmaddubsw) instead of holding all eight in registers for the
+ * rows and spilling the accumulators. Same floats as x8_group_avx2, in the same order. ---- */
+EQ_AVX2 static inline __m256i q4y_pair16(const uint8_t *wq, const int8_t *xq, __m256i m4) {
+    const __m256i v = _mm256_loadu_si256((const __m256i *)wq);
+    return _mm256_add_epi16(_mm256_maddubs_epi16(_mm256_and_si256(v, m4), _mm256_load_si256((const __m256i *)xq)),
+                            _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v, 4), m4),
+                                                 _mm256_load_si256((const __m256i *)(xq + 32))));
+}
+/* One whole group (8 blocks at grp: scales [, minima], payloads) against activations xg: into *acc, *corr. */
+EQ_AVX2 static inline __attribute__((always_inline)) void q4y_group(const uint8_t *grp, const int8_t *xg, __m256 xdv,
+        __m256 xcv, const int fmt, __m256 *acc, __m256 *corr) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F), order = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
+    const long h = fmt == EK_WF_Q4_1 ? 4 : 2;
+    const uint8_t *q = grp + 8 * h;
+    if (EQ_PF) { _mm_prefetch((const char *)grp + EQ_PF, _MM_HINT_T0);
+        _mm_prefetch((const char *)grp + EQ_PF + 64, _MM_HINT_T0);
+        _mm_prefetch((const char *)grp + EQ_PF + 128, _MM_HINT_T0);
+        if (h == 4) _mm_prefetch((const char *)grp + EQ_PF + 192, _MM_HINT_T0); }
+    __asm__ volatile("" : "+r"(xg));
+    const __m256i s0 = q4y_pair16(q, xg, m4), s1 = q4y_pair16(q + 32, xg + 64, m4);
+    const __m256i s2 = q4y_pair16(q + 64, xg + 128, m4), s3 = q4y_pair16(q + 96, xg + 192, m4);
+    const __m256i t = _mm256_madd_epi16(_mm256_hadd_epi16(_mm256_hadd_epi16(s0, s1), _mm256_hadd_epi16(s2, s3)),
+                                        _mm256_set1_epi16(1));   /* blocks in lanes [0 2 4 6 | 1 3 5 7] */
+    const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)grp));
+    const __m256 sc = _mm256_permutevar8x32_ps(_mm256_mul_ps(dw, xdv), order);
+    if (fmt == EK_WF_Q4_0) *corr = _mm256_fnmadd_ps(dw, xcv, *corr);
+    else *corr = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(grp + 16))), xcv, *corr);
+    *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(t), sc, *acc);
+}
+EQ_AVX2 static inline __attribute__((always_inline)) void q4y_rows(const qctx *c, const long *rows, const int R,
+                                                                   long i, const int fmt) {
+    const long nb = c->nb, full = nb / 8 * 8, gbytes = 8 * (fmt == EK_WF_Q4_1 ? 20 : 18);
+    const int8_t *xq = c->xq + i * nb * 32;
+    const float *xd = c->xd + i * nb, *xc = c->xc + i * nb;
+    const uint8_t *w[EQ_X8_MAX_STREAMS];
+    __m256 acc[EQ_X8_MAX_STREAMS], corr[EQ_X8_MAX_STREAMS];
+    for (int u = 0; u < R; u++) { w[u] = c->w + rows[u] * c->row_bytes; acc[u] = corr[u] = _mm256_setzero_ps(); }
+    for (long b0 = 0; b0 < full; b0 += 8) {
+        const __m256 xdv = _mm256_loadu_ps(xd + b0), xcv = _mm256_loadu_ps(xc + b0);
+        EQ_UNROLL for (int u = 0; u < R; u++) q4y_group(w[u] + b0 / 8 * gbytes, xq + b0 * 32, xdv, xcv, fmt, &acc[u], &corr[u]);
+    }
+    if (full < nb)
+        for (int u = 0; u < R; u++) x8_group_avx2(w[u], full, nb, xq, xd, xc, fmt, &acc[u], &corr[u]);
+    for (int u = 0; u < R; u++) {
+        float s;
+        EQ_HSUM256(_mm256_add_ps(acc[u], corr[u]), s);
+        c->y[i * c->n + rows[u]] = s + (c->bias ? c->bias[rows[u]] : 0.0f);
+    }
+}
+EQ_AVX2 static inline __attribute__((always_inline)) void q4y_body(const qctx *c, long r0, long r1, const int S, const int fmt) {
+    for (long t = 0, steps = walk_steps(r0, r1, S); t < steps; t++) {
+        long rows[EQ_X8_MAX_STREAMS];
+        const int lanes = walk_rows(r0, r1, S, t, rows);
+        for (long i = 0; i < c->m; i++) {
+            if (lanes > 1) q4y_rows(c, rows, S, i, fmt);
+            else q4y_rows(c, rows, 1, i, fmt);
+        }
+    }
+}
+EQ_AVX2 static void rows_q4y(const qctx *c, long r0, long r1) {   /* Q4_0X8 / Q4_1X8 */
+    const int four = c->streams == 4;
+    if (c->format == EK_WF_Q4_0X8) { if (four) q4y_body(c, r0, r1, 4, EK_WF_Q4_0); else q4y_body(c, r0, r1, 2, EK_WF_Q4_0); }
+    else if (four) q4y_body(c, r0, r1, 4, EK_WF_Q4_1); else q4y_body(c, r0, r1, 2, EK_WF_Q4_1);
+}
+
 /* ---- 4-bit x8 groups on zmm (AVX-512 VNNI): a full group's 8 payloads are two 64-byte loads, one block per 128-bit
  * lane, and each vpdpbusd covers four blocks. The activations of full groups are arranged by interleave_quads to match
  * (blocks 4j…4j+3 as [a0..15 b0..15 c0..15 d0..15 a16..31 … d16..31]); a row's last, shorter group keeps the pair
@@ -1553,8 +1647,17 @@ static void read_int8_zmm(void) {
 static int g_int8_groups = -1;
 void ek_set_int8_grouped(int on) { g_int8_groups = on < 0 ? -1 : on != 0; }
 
+/* Q4_0X8 / Q4_1X8 rows on the AVX2 path: rows_q4y (the default) or rows_x8_avx2 (EK_Q4Y=0); the same floats. */
+static int g_q4y = -1;
+void ek_set_q4y(int on) { g_q4y = on < 0 ? -1 : on != 0; }
+int ek_get_q4y(void) {
+    if (g_q4y < 0) { const char *e = getenv("EK_Q4Y"); g_q4y = !(e && e[0] == '0'); }
+    return g_q4y;
+}
+
 /* The entry points read the environment once, on the caller's thread, before any task runs. */
 static void read_int8_grouped(void) {
+    (void)ek_get_q4y();
     read_int8_zmm();
     if (g_int8_groups < 0) { const char *e = getenv("EK_INT8_BLOCKWISE"); g_int8_groups = !(e && e[0] == '1'); }
 }
@@ -1573,6 +1676,7 @@ static void run_range(const qctx *c, long r0, long r1) {
         else if (c->format == EK_WF_BF16) rows_bf16_avx2(c, r0, r1);
         else if (is_kq(c->format)) rows_k_avx2(c, r0, r1);
         else if (c->format == EK_WF_INT8 && g_int8_groups && g_int8_zmm) rows_int8y(c, r0, r1);
+        else if ((c->format == EK_WF_Q4_0X8 || c->format == EK_WF_Q4_1X8) && g_q4y) rows_q4y(c, r0, r1);
         else if (runs_grouped(c->format)) rows_x8_avx2(c, r0, r1);
         else rows_avx2(c, r0, r1);
         return;
@@ -1897,6 +2001,15 @@ EQ_AVX2 static float quantize_row_int8_avx2(const float *x, long cols, long padd
     return d;
 }
 
+/* C's (int8_t) cast of a float as x86 compilers emit it (cvttss2si's int32 — INT32_MIN for NaN, ±Inf and |y| >= 2^31
+ * — cut to its low byte), defined for every float: the cast itself is undefined out of range, and clang's vectorised
+ * plain loops saturated NaN to −128 where gcc's kept the low byte 0, so the plain loops' bytes (the AVX2 quantizers'
+ * twins, and what arm64 runs) depended on the compiler. */
+static inline int8_t cvt_low8(float y) {
+    const int32_t t = fabsf(y) < 2147483648.0f ? (int32_t)y : INT32_MIN;
+    return (int8_t)(uint8_t)(uint32_t)t;
+}
+
 /* The low byte of each int32 lane of a, b, c, d as 32 bytes in lane order (a's 8, then b's, c's, d's): C's (int8_t)
  * and (uint8_t) casts of an int, which keep the low byte (no saturation). */
 EQ_AVX2 static inline __m256i low_bytes4(__m256i a, __m256i b, __m256i c, __m256i d) {
@@ -2014,7 +2127,7 @@ static int quantize_rows_serial(int format, const float *src, void *dst, float *
                 for (int j = 0; j < 32; j++) { float a = fabsf(v[j]); if (a > amax) amax = a; }
                 float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
                 wr16(blk, f32_to_f16(d));
-                for (int j = 0; j < 32; j++) blk[2 + j] = (uint8_t)(int8_t)roundf(v[j] * id);
+                for (int j = 0; j < 32; j++) blk[2 + j] = (uint8_t)cvt_low8(roundf(v[j] * id));
             } else if (format == EK_WF_Q4_0) {
                 uint8_t *blk = out + b * 18;
                 float amax = 0, mx = 0;
@@ -2022,7 +2135,7 @@ static int quantize_rows_serial(int format, const float *src, void *dst, float *
                 float d = mx / -8.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
                 wr16(blk, f32_to_f16(d));
                 for (int j = 0; j < 16; j++) {
-                    int q0 = (int)(int8_t)(v[j] * id + 8.5f), q1 = (int)(int8_t)(v[j + 16] * id + 8.5f);
+                    int q0 = cvt_low8(v[j] * id + 8.5f), q1 = cvt_low8(v[j + 16] * id + 8.5f);
                     if (q0 > 15) q0 = 15;
                     if (q1 > 15) q1 = 15;
                     blk[2 + j] = (uint8_t)(q0 | (q1 << 4));
@@ -2047,9 +2160,9 @@ static int quantize_rows_serial(int format, const float *src, void *dst, float *
                 uint32_t qh = 0;
                 for (int j = 0; j < 16; j++) {
                     int q0, q1;
-                    if (one) { q0 = (uint8_t)((v[j] - mn) * id + 0.5f); q1 = (uint8_t)((v[j + 16] - mn) * id + 0.5f); }
+                    if (one) { q0 = (uint8_t)cvt_low8((v[j] - mn) * id + 0.5f); q1 = (uint8_t)cvt_low8((v[j + 16] - mn) * id + 0.5f); }
                     else {
-                        q0 = (int)(int8_t)(v[j] * id + 16.5f); q1 = (int)(int8_t)(v[j + 16] * id + 16.5f);
+                        q0 = cvt_low8(v[j] * id + 16.5f); q1 = cvt_low8(v[j + 16] * id + 16.5f);
                         if (q0 > 31) q0 = 31;
                         if (q1 > 31) q1 = 31;
                     }
@@ -2066,7 +2179,7 @@ static int quantize_rows_serial(int format, const float *src, void *dst, float *
                 wr16(blk, f32_to_f16(d));
                 wr16(blk + 2, f32_to_f16(mn));
                 for (int j = 0; j < 16; j++) {
-                    int q0 = (int)(int8_t)((v[j] - mn) * id + 0.5f), q1 = (int)(int8_t)((v[j + 16] - mn) * id + 0.5f);
+                    int q0 = cvt_low8((v[j] - mn) * id + 0.5f), q1 = cvt_low8((v[j + 16] - mn) * id + 0.5f);
                     if (q0 > 15) q0 = 15;
                     if (q1 > 15) q1 = 15;
                     blk[4 + j] = (uint8_t)(q0 | (q1 << 4));

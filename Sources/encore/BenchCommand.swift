@@ -129,7 +129,7 @@ struct BenchCommand: ParsableCommand {
     @Flag(name: .customLong("no-limits"), help: "Skip measuring the machine's ceilings (memory bandwidth, BLAS GEMM rate, FMA and int8 instruction peaks).")
     var noLimits = false
 
-    @Option(name: .customLong("step-ab"), help: "Instead of the study: decode steps of the Mu preset (or of --model) after the first --input-tokens, --output-tokens steps per variant, alternating step by step between two variants, for each --decode-weights format; prints each variant's p10 and median step time. Variants: shared-gemv (q/k/v in one kernel call vs one call each; any --model), cross-kv (f32 vs f16 cross-attention K/V; Mu or T5), streams (x86: the int8 and GGUF-block decode GEMVs walking 2 vs 4 rows side by side per thread; any --model), tasks (decode GEMVs split into at least 4 vs 1 row ranges per thread, the default since session 27; any --model). Or read: each decode step followed by a read of as many bytes as its weights (the read ceiling's kernel), printing the steps', the reads' and the pairs' fractions (p10 / median / p90), so the fraction of the read bandwidth is taken under the same load from other tenants (any --model).")
+    @Option(name: .customLong("step-ab"), help: "Instead of the study: decode steps of the Mu preset (or of --model) after the first --input-tokens, --output-tokens steps per variant, alternating step by step between two variants, for each --decode-weights format; prints each variant's p10 and median step time. Variants: shared-gemv (q/k/v in one kernel call vs one call each; any --model), cross-kv (f32 vs f16 cross-attention K/V; Mu or T5), streams (x86: the int8 and GGUF-block decode GEMVs walking 2 vs 4 rows side by side per thread; any --model), tasks (decode GEMVs split into at least 4 vs 1 row ranges per thread, the default since session 27; any --model), q4y (x86 AVX2: Q4_0 / Q4_1 decode rows on the generic x8 group kernel vs rows_q4y, int16 pair sums in a loop of whole groups, the default since session 28; any --model). Or read: each decode step followed by a read of as many bytes as its weights (the read ceiling's kernel), printing the steps', the reads' and the pairs' fractions (p10 / median / p90), so the fraction of the read bandwidth is taken under the same load from other tenants (any --model).")
     var stepAB: String?
 
     @Option(name: .customLong("cross-kv"), help: "Storage of the cross-attention K/V of Mu and T5: auto (the default: as --kv-cache says: f16 beside bf16 or quantized decode weights), f32, or f16 (half the bytes a decode step reads over the encoder positions; logits within ~2e-3 of fp32 on the parity fixtures, 4.6e-3 on one T5). Each JSON row's cross_kv says what it asked for (a layer beyond f16's range stays fp32).")
@@ -161,8 +161,8 @@ struct BenchCommand: ParsableCommand {
             throw ValidationError("--keep-quantized needs a GGUF --model and no --decode-weights (it benchmarks the file's own blocks)")
         }
         if reps < 1 { throw ValidationError("--reps must be >= 1") }
-        if let stepAB, !["shared-gemv", "cross-kv", "streams", "tasks", "read"].contains(stepAB) {
-            throw ValidationError("--step-ab: expected shared-gemv, cross-kv, streams, tasks or read (got '\(stepAB)')")
+        if let stepAB, !["shared-gemv", "cross-kv", "streams", "tasks", "q4y", "read"].contains(stepAB) {
+            throw ValidationError("--step-ab: expected shared-gemv, cross-kv, streams, tasks, q4y or read (got '\(stepAB)')")
         }
         if !["auto", "f32", "f16"].contains(crossKV) { throw ValidationError("--cross-kv: expected auto, f32 or f16 (got '\(crossKV)')") }
         try RuntimeOptions.checkKVCache(kvCache)
@@ -547,11 +547,15 @@ struct BenchCommand: ParsableCommand {
         let names = variant == "shared-gemv" ? ("one GEMV call per layer", "q/k/v (gate/up) in one call")
             : variant == "streams" ? ("2 rows side by side per thread", "4 rows side by side per thread")
             : variant == "tasks" ? ("at least 4 row ranges per thread", "at least 1 row range per thread")
+            : variant == "q4y" ? ("Q4 rows on the x8 group kernel", "Q4 rows on rows_q4y")
             : ("cross K/V f32", "cross K/V f16")
         print("\(lm.modelType) decode steps after \(lengths[0]) input tokens, \(outputLengths[0]) steps per variant, alternating step by step; \(threads) thread(s)"
               + (limits.map { String(format: "; read ceiling %.1f GB/s", $0.readGBps) } ?? ""))
         print("A = \(names.0), B = \(names.1); ms per step (p10 / median); weight GB/s and fraction of the read ceiling at the p10 step")
-        defer { DecodeTuning.sharedGEMV = true; Backend.groupedDecodeStreams = nil; Backend.decodeTasksPerThread = nil }
+        defer {
+            DecodeTuning.sharedGEMV = true; Backend.groupedDecodeStreams = nil; Backend.decodeTasksPerThread = nil
+            Backend.q4PairSumKernel = nil
+        }
         let storage = try KVCacheStorage(parsing: kvCache)
         for format in formats {
             if !(keepQuantized && format == .f32) { try lm.useDecodeWeights(format) }
@@ -564,6 +568,7 @@ struct BenchCommand: ParsableCommand {
                 case "shared-gemv": DecodeTuning.sharedGEMV = v == 1; crossModel?.halfCrossKV = halfCross
                 case "streams": Backend.groupedDecodeStreams = v == 1 ? 4 : 2; crossModel?.halfCrossKV = halfCross
                 case "tasks": Backend.decodeTasksPerThread = v == 1 ? 1 : 4; crossModel?.halfCrossKV = halfCross
+                case "q4y": Backend.q4PairSumKernel = v == 1; crossModel?.halfCrossKV = halfCross
                 default: crossModel?.halfCrossKV = v == 1
                 }
             }

@@ -110,7 +110,7 @@ final class BenchCLITests: XCTestCase {
         XCTAssertNotEqual(wrongType.status, 0, "'llama' is not a --models name (use 'model')")
     }
 
-    /// `--step-ab` (alternating decode steps of two variants: shared-gemv, cross-kv, streams, tasks; or each step against a
+    /// `--step-ab` (alternating decode steps of two variants: shared-gemv, cross-kv, streams, tasks, q4y; or each step against a
     /// read of its bytes: read) and `--cross-kv f16` run on a small Mu and a Llama GGUF
     /// and print their lines; bad values and a cross-kv A/B on a non-Mu model fail with a message. (No timing asserted.)
     func testStepABAndCrossKV() throws {
@@ -140,6 +140,10 @@ final class BenchCLITests: XCTestCase {
                               "--output-tokens", "3", "--decode-weights", "int8,q4_0", "--threads", "1", "--no-limits"])
         XCTAssertEqual(streams.status, 0, streams.stderr)
         XCTAssertTrue(streams.stdout.contains("B = 4 rows side by side per thread") && streams.stdout.contains("q4_0: A "), streams.stdout)
+        let q4y = runCLI(["bench", "--step-ab", "q4y", "--model", fixture("tiny_llama/f32.gguf"), "--input-tokens", "4",
+                          "--output-tokens", "3", "--decode-weights", "q4_0", "--threads", "1", "--no-limits"])
+        XCTAssertEqual(q4y.status, 0, q4y.stderr)
+        XCTAssertTrue(q4y.stdout.contains("B = Q4 rows on rows_q4y") && q4y.stdout.contains("q4_0: A "), q4y.stdout)
         #endif
         let tasks = runCLI(["bench", "--step-ab", "tasks", "--model", fixture("tiny_llama/f32.gguf"), "--input-tokens", "4",
                             "--output-tokens", "3", "--decode-weights", "int8", "--threads", "2", "--no-limits"])

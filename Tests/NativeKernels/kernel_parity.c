@@ -437,6 +437,54 @@ static void expect_same_other_streams(const char *what, long case_id, int format
     ek_set_gemv_tasks_per_thread(ek_get_gemv_tasks_per_thread() == 1 ? 4 : 1);
     expect_same_rerun(what, "another split into row ranges", case_id, format, w, ws, x, b, y, m, n, k);
     ek_set_gemv_tasks_per_thread(-1);
+    ek_set_q4y(!ek_get_q4y());   /* Q4_0X8 / Q4_1X8 on AVX2: rows_q4y against the x8 group kernel */
+    expect_same_rerun(what, "the other AVX2 4-bit kernel", case_id, format, w, ws, x, b, y, m, n, k);
+    ek_set_q4y(-1);
+}
+
+/* rows_q4y keeps a pair's products in int16 and adds four pairs' lanes with vphaddw: exact only while |lane| <= 32767.
+ * The largest products: every nibble 15 (Q4_0: one −1 and 31 of 0.875 per block; Q4_1: one 0 and 31 of 1) against
+ * activations all ±127 (x constant), 4 products of 15·127 per lane and 4 lanes: 30480. Rows of 2, 8, 9 and 40 blocks
+ * (no whole group, one, one and a tail, five), each against the reference; a wrapped int16 would be off by 65536·d. */
+static void test_q4_int16_bound(void) {
+    static const long ks[] = { 64, 256, 288, 1280 };
+    const int fmts[] = { EK_WF_Q4_0, EK_WF_Q4_1 };
+    for (int fi = 0; fi < 2; fi++)
+        for (int ki = 0; ki < 4; ki++)
+            for (int sign = -1; sign <= 1; sign += 2) {
+                const int f = fmts[fi];
+                const long n = 5, k = ks[ki], m = 2;
+                float *w = malloc(sizeof(float) * n * k), *x = malloc(sizeof(float) * m * k), *ws = malloc(sizeof(float) * n);
+                for (long i = 0; i < n * k; i++) w[i] = i % 32 == 0 ? (f == EK_WF_Q4_0 ? -1.0f : 0.0f) : (f == EK_WF_Q4_0 ? 0.875f : 1.0f);
+                for (long i = 0; i < m * k; i++) x[i] = (float)sign * (i < k ? 1.0f : 3.0f);
+                const long rb = ek_quant_row_bytes(f, k);
+                uint8_t *q = malloc((size_t)(n * rb)), *qx = malloc((size_t)(n * rb));
+                ek_quantize_rows(f, w, q, ws, n, k);
+                g_checks++;
+                if (q[f == EK_WF_Q4_0 ? 2 + 1 : 4 + 1] != 0xFF) {   /* the block's second byte: nibbles 15 and 15 */
+                    printf("FAIL q4 int16 bound: %s block not all 15 (byte %02x)\n", fmt_names[f], q[f == EK_WF_Q4_0 ? 3 : 5]);
+                    g_failures++;
+                }
+                ek_repack_x8(f, q, qx, n, k);
+                float *y = malloc(sizeof(float) * m * n), *r = malloc(sizeof(float) * m * n);
+                ek_gemv_quant_ref(f, q, ws, x, NULL, r, m, n, k);
+                const int x8 = ek_x8_format(f);
+                for (int on = 0; on <= 1; on++) {
+                    ek_set_q4y(on);
+                    ek_gemv_quant(x8, qx, NULL, x, NULL, y, m, n, k);
+                    for (long i = 0; i < m * n; i++) {
+                        g_checks++;
+                        if (!(fabsf(y[i] - r[i]) <= 1e-5f * fabsf(r[i]) + 1e-6f)) {
+                            printf("FAIL q4 int16 bound: %s x8 k=%ld x=%+d q4y=%d y[%ld] %.9g, reference %.9g\n",
+                                   fmt_names[f], k, sign, on, i, y[i], r[i]);
+                            g_failures++;
+                            break;
+                        }
+                    }
+                }
+                ek_set_q4y(-1);
+                free(w); free(x); free(ws); free(q); free(qx); free(y); free(r);
+            }
 }
 
 /* ek_set_gemv_tasks_per_thread: 1..16 set P, anything else restores the default (EK_GEMV_TASKS_PER_THREAD, else 1). */
@@ -560,6 +608,11 @@ static void test_quantize_activations(void) {
             long m = 3, k = sizes[si], nb = (k + 31) / 32;
             float *x = frand(m * k, 5);
             if (k > 40) x[7] = 0, x[3] = 5.0f;   /* a tie-prone value and an exact amax */
+            if (k > 64) {   /* the block scales' f16 rounding at its edges (F16C on AVX2, float_to_half in plain C) */
+                for (long j = k; j < 2 * k; j++) x[j] *= 1e-7f;   /* row 1: subnormal or zero f16 scales */
+                x[2 * k] = 127.06201171875f;                      /* row 2, block 0: d = 1 + 2^-11, a tie: to 1 */
+                x[2 * k + 32] = 1e7f;                             /* block 1: d over 65504, an infinite scale */
+            }
             int8_t *q0 = malloc((size_t)(m * nb * 32)), *q1 = malloc((size_t)(m * nb * 32));
             float *d0 = malloc(sizeof(float) * m * nb), *d1 = malloc(sizeof(float) * m * nb);
             float *c0 = malloc(sizeof(float) * m * nb), *c1 = malloc(sizeof(float) * m * nb);
@@ -1171,6 +1224,10 @@ int main(void) {
             test_quantize_activations();
             test_quantize_rows();
             test_gemv_tasks_setting();
+            ek_set_isa_limit(EK_ISA_AVX2);   /* rows_q4y where x86 has AVX2 (above it the zmm kernels run) */
+            test_q4_int16_bound();
+            ek_set_isa_limit(-1);
+            test_q4_int16_bound();
 #if defined(__aarch64__)
             /* the NEON int8 paths must actually have run */
             char joined[64];

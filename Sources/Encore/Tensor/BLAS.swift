@@ -584,4 +584,11 @@ public enum Backend {
         get { Int(ek_get_gemv_tasks_per_thread()) }
         set { ek_set_gemv_tasks_per_thread(newValue ?? -1) }
     }
+    /// x86-64 AVX2: whether Q4_0 / Q4_1 decode rows run the kernel with int16 pair sums and a loop of whole groups
+    /// (`rows_q4y`, the default; `EK_Q4Y=0` in the environment selects the generic x8 group kernel). Setting true or
+    /// false overrides, nil restores the default (`encore bench --step-ab q4y`); the results are the same bytes either way.
+    public static var q4PairSumKernel: Bool? {
+        get { ek_get_q4y() != 0 }
+        set { ek_set_q4y(newValue.map { $0 ? 1 : 0 } ?? -1) }
+    }
 }

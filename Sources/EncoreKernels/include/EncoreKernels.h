@@ -264,6 +264,11 @@ void ek_set_int8_grouped(int on);
  *  on both, -1 = the default again (EK_INT8_ZMM=0 in the environment selects the x8 one). Only the fp32 order of the
  *  partial sums differs. */
 void ek_set_int8_zmm(int on);
+/** Q4_0X8 / Q4_1X8 decode rows on the AVX2 path: 1 = the kernel with int16 pair sums and a loop of whole groups
+ *  (rows_q4y; the default), 0 = the generic x8 group kernel, -1 = the default again (EK_Q4Y=0 in the environment
+ *  selects the x8 one). The same floats either way. ek_get_q4y: the setting now. */
+void ek_set_q4y(int on);
+int ek_get_q4y(void);
 /** Rows the x86 grouped (x8 / int8) decode kernels walk side by side in each thread's range: 4 where
  *  ek_cpu_prefers_long_streams() (Intel CPUs, CPUs with AVX-512: more misses in flight pay), 2 elsewhere;
  *  EK_X8_STREAMS=2|4 in the environment or ek_set_x8_streams(2|4) overrides (-1: the default again). Results are the same bytes either way. */
