@@ -266,7 +266,9 @@ EQ_AVX2 static float quantize_block_avx2(const float *x, int8_t *q, int *sum_out
 /* The full blocks [0, nfull) of one row on AVX2, as the plain loop below: the f16 rounding by F16C, one instruction
  * each way instead of two calls to the array conversions with n = 1 (the same values: IEEE round-to-nearest-even
  * both ways; a NaN stays a quiet NaN of its sign). */
-EQ_AVX2 static inline float f16_round_f16c(float f) { return _cvtsh_ss(_cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT)); }
+EQ_AVX2 static inline float f16_round_f16c(float f) {
+    return _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtps_ph(_mm_set_ss(f), _MM_FROUND_TO_NEAREST_INT)));
+}
 EQ_AVX2 static void quantize_act_row_avx2(int format, const float *xr, long nfull, int8_t *q, float *d, float *c) {
     for (long b = 0; b < nfull; b++) {
         int sum;
@@ -1974,6 +1976,15 @@ int ek_gemv_bf16_xbf16_ref(const uint16_t *w, const float *x, const float *bias,
 /* ------------------------------------------------------------------------------------------------ */
 /* weight quantizers (llama.cpp's reference rounding) and dequantizers                               */
 
+/* C's (int8_t) cast of a float as x86 compilers emit it (cvttss2si's int32 — INT32_MIN for NaN, ±Inf and |y| >= 2^31
+ * — cut to its low byte), defined for every float: the cast itself is undefined out of range, and clang's vectorised
+ * plain loops saturated NaN to −128 where gcc's kept the low byte 0, so the plain loops' bytes (the AVX2 quantizers'
+ * twins, and what arm64 runs) depended on the compiler. */
+static inline int8_t cvt_low8(float y) {
+    const int32_t t = fabsf(y) < 2147483648.0f ? (int32_t)y : INT32_MIN;
+    return (int8_t)(uint8_t)(uint32_t)t;
+}
+
 #if EQ_X86
 /* One int8 row (cols ≥ 1) on AVX2: the same bytes as the plain loop in quantize_rows_serial — the largest |x| skipping
  * NaN (vmaxps returns its second operand when the first is NaN, as `a > amax` fails), lrintf's rounding (vcvtps2dq
@@ -1999,15 +2010,6 @@ EQ_AVX2 static float quantize_row_int8_avx2(const float *x, long cols, long padd
     }
     for (; j < padded; j++) q[j] = j < cols ? (int8_t)lrintf(x[j] * id) : 0;
     return d;
-}
-
-/* C's (int8_t) cast of a float as x86 compilers emit it (cvttss2si's int32 — INT32_MIN for NaN, ±Inf and |y| >= 2^31
- * — cut to its low byte), defined for every float: the cast itself is undefined out of range, and clang's vectorised
- * plain loops saturated NaN to −128 where gcc's kept the low byte 0, so the plain loops' bytes (the AVX2 quantizers'
- * twins, and what arm64 runs) depended on the compiler. */
-static inline int8_t cvt_low8(float y) {
-    const int32_t t = fabsf(y) < 2147483648.0f ? (int32_t)y : INT32_MIN;
-    return (int8_t)(uint8_t)(uint32_t)t;
 }
 
 /* The low byte of each int32 lane of a, b, c, d as 32 bytes in lane order (a's 8, then b's, c's, d's): C's (int8_t)
