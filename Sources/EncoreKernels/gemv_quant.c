@@ -1215,6 +1215,30 @@ EQ_AVX2 static inline __attribute__((always_inline)) void q4y_group(const uint8_
     else *corr = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(grp + 16))), xcv, *corr);
     *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(t), sc, *acc);
 }
+/* A row's last group of an even g < 8 blocks (Llama's k = 960: 6; T5's 384: 4), as x8_group_avx2's tail computes it
+ * (lanes >= g masked to zero in the scales; the same int32 sums, from int16 pairs): whole pairs, no block of its own. */
+EQ_AVX2 static inline __attribute__((always_inline)) void q4y_tail(const uint8_t *grp, long g, const int8_t *xg,
+        const float *xd, const float *xc, const int fmt, __m256 *acc, __m256 *corr) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F), order = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
+    const long h = fmt == EK_WF_Q4_1 ? 4 : 2;
+    const uint8_t *q = grp + h * g;
+    const __m256i live = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)g), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    const __m256 livef = _mm256_castsi256_ps(live);
+    /* the 16-byte header loads stay inside the group (g·B >= 2h + 16) */
+    const __m256 dw = _mm256_and_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)grp)), livef);
+    const __m256 xdv = _mm256_maskload_ps(xd, live), xcv = _mm256_maskload_ps(xc, live);
+    const __m256i zero = _mm256_setzero_si256();
+    const __m256i s0 = q4y_pair16(q, xg, m4);
+    const __m256i s1 = g > 2 ? q4y_pair16(q + 32, xg + 64, m4) : zero;
+    const __m256i s2 = g > 4 ? q4y_pair16(q + 64, xg + 128, m4) : zero;
+    const __m256i t = _mm256_madd_epi16(_mm256_hadd_epi16(_mm256_hadd_epi16(s0, s1), _mm256_hadd_epi16(s2, zero)),
+                                        _mm256_set1_epi16(1));
+    const __m256 sc = _mm256_permutevar8x32_ps(_mm256_mul_ps(dw, xdv), order);
+    if (fmt == EK_WF_Q4_0) *corr = _mm256_fnmadd_ps(dw, xcv, *corr);
+    else *corr = _mm256_fmadd_ps(_mm256_and_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(grp + 2 * g))), livef),
+                                 xcv, *corr);
+    *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(t), sc, *acc);
+}
 EQ_AVX2 static inline __attribute__((always_inline)) void q4y_rows(const qctx *c, const long *rows, const int R,
                                                                    long i, const int fmt) {
     const long nb = c->nb, full = nb / 8 * 8, gbytes = 8 * (fmt == EK_WF_Q4_1 ? 20 : 18);
@@ -1227,7 +1251,10 @@ EQ_AVX2 static inline __attribute__((always_inline)) void q4y_rows(const qctx *c
         const __m256 xdv = _mm256_loadu_ps(xd + b0), xcv = _mm256_loadu_ps(xc + b0);
         EQ_UNROLL for (int u = 0; u < R; u++) q4y_group(w[u] + b0 / 8 * gbytes, xq + b0 * 32, xdv, xcv, fmt, &acc[u], &corr[u]);
     }
-    if (full < nb)
+    if (full < nb && (nb - full) % 2 == 0)
+        for (int u = 0; u < R; u++)
+            q4y_tail(w[u] + full / 8 * gbytes, nb - full, xq + full * 32, xd + full, xc + full, fmt, &acc[u], &corr[u]);
+    else if (full < nb)   /* an odd last block (activations in plain order there) */
         for (int u = 0; u < R; u++) x8_group_avx2(w[u], full, nb, xq, xd, xc, fmt, &acc[u], &corr[u]);
     for (int u = 0; u < R; u++) {
         float s;
@@ -1235,14 +1262,17 @@ EQ_AVX2 static inline __attribute__((always_inline)) void q4y_rows(const qctx *c
         c->y[i * c->n + rows[u]] = s + (c->bias ? c->bias[rows[u]] : 0.0f);
     }
 }
+/* walk_rows' order (S parts side by side, then the leftover rows one by one) with its division done once */
 EQ_AVX2 static inline __attribute__((always_inline)) void q4y_body(const qctx *c, long r0, long r1, const int S, const int fmt) {
-    for (long t = 0, steps = walk_steps(r0, r1, S); t < steps; t++) {
-        long rows[EQ_X8_MAX_STREAMS];
-        const int lanes = walk_rows(r0, r1, S, t, rows);
-        for (long i = 0; i < c->m; i++) {
-            if (lanes > 1) q4y_rows(c, rows, S, i, fmt);
-            else q4y_rows(c, rows, 1, i, fmt);
-        }
+    const long p = (r1 - r0) / S;
+    long rows[EQ_X8_MAX_STREAMS];
+    for (long t = 0; t < p; t++) {
+        for (int u = 0; u < S; u++) rows[u] = r0 + u * p + t;
+        for (long i = 0; i < c->m; i++) q4y_rows(c, rows, S, i, fmt);
+    }
+    for (long r = r0 + S * p; r < r1; r++) {
+        rows[0] = r;
+        for (long i = 0; i < c->m; i++) q4y_rows(c, rows, 1, i, fmt);
     }
 }
 EQ_AVX2 static void rows_q4y(const qctx *c, long r0, long r1) {   /* Q4_0X8 / Q4_1X8 */

@@ -346,7 +346,7 @@ static void test_attention(void) {
  * vdpbf16ps: 32 + 27) */
 static const long gshapes[][3] = { { 1, 1, 1 }, { 1, 5, 7 }, { 2, 37, 48 }, { 3, 130, 64 }, { 5, 100, 100 },
                                    { 8, 300, 257 }, { 1, 300, 1024 }, { 2, 40, 4099 }, { 4, 17, 96 }, { 1, 513, 200 },
-                                   { 1, 203, 1083 }, { 3, 203, 1083 } };
+                                   { 1, 203, 1083 }, { 3, 203, 1083 }, { 2, 70, 960 }, { 1, 45, 384 } };   /* last groups of 2, 6, 4 */
 #define NGSHAPES (long)(sizeof gshapes / sizeof gshapes[0])
 
 /* scale[i, r] = Σ_j |w[r, j] x[i, j]| + |bias[r]| */
@@ -444,13 +444,14 @@ static void expect_same_other_streams(const char *what, long case_id, int format
 
 /* rows_q4y keeps a pair's products in int16 and adds four pairs' lanes with vphaddw: exact only while |lane| <= 32767.
  * The largest products: every nibble 15 (Q4_0: one −1 and 31 of 0.875 per block; Q4_1: one 0 and 31 of 1) against
- * activations all ±127 (x constant), 4 products of 15·127 per lane and 4 lanes: 30480. Rows of 2, 8, 9 and 40 blocks
- * (no whole group, one, one and a tail, five), each against the reference; a wrapped int16 would be off by 65536·d. */
+ * activations all ±127 (x constant), 4 products of 15·127 per lane and 4 lanes: 30480. Rows of 2, 8, 9, 12, 30 and 40
+ * blocks (no whole group; one; one and a last group of 1, 4, 6; five), each against the reference; a wrapped int16
+ * would be off by 65536·d. */
 static void test_q4_int16_bound(void) {
-    static const long ks[] = { 64, 256, 288, 1280 };
+    static const long ks[] = { 64, 256, 288, 384, 960, 1280 };
     const int fmts[] = { EK_WF_Q4_0, EK_WF_Q4_1 };
     for (int fi = 0; fi < 2; fi++)
-        for (int ki = 0; ki < 4; ki++)
+        for (int ki = 0; ki < 6; ki++)
             for (int sign = -1; sign <= 1; sign += 2) {
                 const int f = fmts[fi];
                 const long n = 5, k = ks[ki], m = 2;
