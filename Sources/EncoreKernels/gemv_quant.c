@@ -38,6 +38,7 @@
 #include "EncoreKernels.h"
 #include <math.h>
 #include <stdlib.h>
+#include <stdatomic.h>
 #include <string.h>
 
 #if defined(__x86_64__) || defined(_M_X64)
@@ -288,7 +289,8 @@ static void quantize_act_impl(int format, const float *x, long m, long k, int8_t
     long nb = (k + 31) / 32;
     (void)plain;
 #if EQ_X86
-    int simd = !plain && !ek_get_force_reference() && (ek_cpu_features() & EK_CPU_AVX2_FMA);
+    int simd = !plain && !ek_get_force_reference() && (ek_cpu_features() & EK_CPU_AVX2_FMA) &&
+               (ek_cpu_features() & EK_CPU_F16C);   /* quantize_act_row_avx2 rounds the scales with F16C */
 #elif defined(__aarch64__)
     int simd = !plain && !ek_get_force_reference() && (ek_cpu_features() & EK_CPU_NEON);   /* NEON hook */
 #define EQ_QBLOCK ek_neon_quantize_block
@@ -1184,7 +1186,7 @@ EQ_AVX2 static void rows_int8y(const qctx *c, long r0, long r1) {
 
 /* ---- Q4_0 / Q4_1 x8 rows on AVX2 in a loop of whole groups, the last shorter group after it (x8_group_avx2's
  * tail), R rows side by side. A pair of blocks' products stay int16 (|lane| <= 2·2·15·127 = 7620) and a group's four
- * pairs are reduced by two vphaddw (|lane| <= 30480) and one vpmaddwd: the same int32 block sums as x8_group_avx2's
+ * pairs are reduced by three vphaddw in two levels (|lane| <= 30480) and one vpmaddwd: the same int32 block sums as x8_group_avx2's
  * four vpmaddwd and vphaddd tree, three uops fewer. Each row's activation pointer passes through an empty asm, so
  * the compiler reloads the activations (folded into vpmaddubsw) instead of holding all eight in registers for the
  * rows and spilling the accumulators. Same floats as x8_group_avx2, in the same order. ---- */
@@ -1284,7 +1286,9 @@ EQ_AVX2 static inline __attribute__((always_inline)) void q4y_body(const qctx *c
         for (long i = 0; i < c->m; i++) q4y_rows(c, rows, 1, i, fmt);
     }
 }
+static _Atomic long g_q4y_calls;   /* row ranges rows_q4y ran (ek_q4y_row_calls: tests check it ran) */
 EQ_AVX2 static void rows_q4y(const qctx *c, long r0, long r1) {   /* Q4_0X8 / Q4_1X8 */
+    atomic_fetch_add_explicit(&g_q4y_calls, 1, memory_order_relaxed);
     const int four = c->streams == 4;
     if (c->format == EK_WF_Q4_0X8) { if (four) q4y_body(c, r0, r1, 4, EK_WF_Q4_0); else q4y_body(c, r0, r1, 2, EK_WF_Q4_0); }
     else if (four) q4y_body(c, r0, r1, 4, EK_WF_Q4_1); else q4y_body(c, r0, r1, 2, EK_WF_Q4_1);
@@ -1696,6 +1700,16 @@ int ek_get_q4y(void) {
     return g_q4y;
 }
 
+static int picks_q4y(int format) { return (format == EK_WF_Q4_0X8 || format == EK_WF_Q4_1X8) && g_q4y; }
+int ek_q4y_runs(int format) { (void)ek_get_q4y(); return path_for(format) == P_AVX2 && picks_q4y(format); }
+long ek_q4y_row_calls(void) {
+#if EQ_X86
+    return atomic_load_explicit(&g_q4y_calls, memory_order_relaxed);
+#else
+    return 0;
+#endif
+}
+
 /* The entry points read the environment once, on the caller's thread, before any task runs. */
 static void read_int8_grouped(void) {
     (void)ek_get_q4y();
@@ -1717,7 +1731,7 @@ static void run_range(const qctx *c, long r0, long r1) {
         else if (c->format == EK_WF_BF16) rows_bf16_avx2(c, r0, r1);
         else if (is_kq(c->format)) rows_k_avx2(c, r0, r1);
         else if (c->format == EK_WF_INT8 && g_int8_groups && g_int8_zmm) rows_int8y(c, r0, r1);
-        else if ((c->format == EK_WF_Q4_0X8 || c->format == EK_WF_Q4_1X8) && g_q4y) rows_q4y(c, r0, r1);
+        else if (picks_q4y(c->format)) rows_q4y(c, r0, r1);
         else if (runs_grouped(c->format)) rows_x8_avx2(c, r0, r1);
         else rows_avx2(c, r0, r1);
         return;

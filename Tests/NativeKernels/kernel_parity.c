@@ -444,9 +444,10 @@ static void expect_same_other_streams(const char *what, long case_id, int format
 
 /* rows_q4y keeps a pair's products in int16 and adds four pairs' lanes with vphaddw: exact only while |lane| <= 32767.
  * The largest products: every nibble 15 (Q4_0: one −1 and 31 of 0.875 per block; Q4_1: one 0 and 31 of 1) against
- * activations all ±127 (x constant), 4 products of 15·127 per lane and 4 lanes: 30480. Rows of 2, 8, 9, 12, 30 and 40
- * blocks (no whole group; one; one and a last group of 1, 4, 6; five), each against the reference; a wrapped int16
- * would be off by 65536·d. */
+ * activations all ±127 (x constant), 4 products of 15·127 per lane and 4 lanes: 30480 (the lanes without element 0,
+ * whose nibble is 0). Rows of 2, 8, 9, 12, 30 and 40 blocks (no whole group; one; one and a last group of 1; one and
+ * 4; three and 6; five), each against the reference; a wrapped int16 would be off by 65536·d. Where the AVX2 path runs,
+ * rows_q4y must be what ran (ek_q4y_runs), or the comparison would be x8 against x8. */
 static void test_q4_int16_bound(void) {
     static const long ks[] = { 64, 256, 288, 384, 960, 1280 };
     const int fmts[] = { EK_WF_Q4_0, EK_WF_Q4_1 };
@@ -472,7 +473,16 @@ static void test_q4_int16_bound(void) {
                 const int x8 = ek_x8_format(f);
                 for (int on = 0; on <= 1; on++) {
                     ek_set_q4y(on);
+                    const long calls = ek_q4y_row_calls();
                     ek_gemv_quant(x8, qx, NULL, x, NULL, y, m, n, k);
+                    if (strcmp(ek_gemv_path(x8), "avx2") == 0) {   /* which kernel ran: rows_q4y exactly when on */
+                        g_checks++;
+                        if ((ek_q4y_row_calls() > calls) != on || ek_q4y_runs(x8) != on) {
+                            printf("FAIL q4 int16 bound: %s x8 on avx2 with ek_set_q4y(%d): rows_q4y ran %ld ranges, ek_q4y_runs %d\n",
+                                   fmt_names[f], on, ek_q4y_row_calls() - calls, ek_q4y_runs(x8));
+                            g_failures++;
+                        }
+                    }
                     for (long i = 0; i < m * n; i++) {
                         g_checks++;
                         if (!(fabsf(y[i] - r[i]) <= 1e-5f * fabsf(r[i]) + 1e-6f)) {
@@ -610,7 +620,8 @@ static void test_quantize_activations(void) {
             float *x = frand(m * k, 5);
             if (k > 40) x[7] = 0, x[3] = 5.0f;   /* a tie-prone value and an exact amax */
             if (k > 64) {   /* the block scales' f16 rounding at its edges (F16C on AVX2, float_to_half in plain C) */
-                for (long j = k; j < 2 * k; j++) x[j] *= 1e-7f;   /* row 1: subnormal or zero f16 scales */
+                for (long j = k; j < 2 * k; j++)                  /* row 1: subnormal (d < 6.1e-5) and zero f16 scales */
+                    x[j] *= ((j - k) / 32) % 2 ? 1e-7f : 1e-3f;
                 x[2 * k] = 127.06201171875f;                      /* row 2, block 0: d = 1 + 2^-11, a tie: to 1 */
                 x[2 * k + 32] = 1e7f;                             /* block 1: d over 65504, an infinite scale */
             }
@@ -1226,6 +1237,10 @@ int main(void) {
             test_quantize_rows();
             test_gemv_tasks_setting();
             ek_set_isa_limit(EK_ISA_AVX2);   /* rows_q4y where x86 has AVX2 (above it the zmm kernels run) */
+#if defined(__x86_64__)
+            if ((ek_cpu_features() & EK_CPU_AVX2_FMA) && (ek_cpu_features() & EK_CPU_F16C))
+                expect_str("q4_0x8 runs rows_q4y at the AVX2 cap", ek_q4y_runs(EK_WF_Q4_0X8) ? "yes" : "no", "yes");
+#endif
             test_q4_int16_bound();
             ek_set_isa_limit(-1);
             test_q4_int16_bound();

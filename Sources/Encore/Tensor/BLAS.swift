@@ -591,4 +591,7 @@ public enum Backend {
         get { ek_get_q4y() != 0 }
         set { ek_set_q4y(newValue.map { $0 ? 1 : 0 } ?? -1) }
     }
+    /// Whether Q4_0 decode rows would run `rows_q4y` now (an x86 CPU on the AVX2 path, and ``q4PairSumKernel``);
+    /// false on AVX-512 VNNI / AVX-VNNI CPUs (their own kernels) and off x86.
+    public static var q4PairSumKernelRuns: Bool { ek_q4y_runs(Int32(EK_WF_Q4_0X8)) != 0 }
 }

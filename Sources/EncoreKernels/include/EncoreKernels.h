@@ -269,6 +269,11 @@ void ek_set_int8_zmm(int on);
  *  selects the x8 one). The same floats either way. ek_get_q4y: the setting now. */
 void ek_set_q4y(int on);
 int ek_get_q4y(void);
+/** 1 when a GEMV of `format` (EK_WF_Q4_0X8 / EK_WF_Q4_1X8) would run rows_q4y now (the AVX2 path under the ISA limit,
+ *  and ek_get_q4y()), else 0. For tests. */
+int ek_q4y_runs(int format);
+/** Row ranges rows_q4y has run since the start (0 off x86): tests check that it, not the x8 kernel, ran. */
+long ek_q4y_row_calls(void);
 /** Rows the x86 grouped (x8 / int8) decode kernels walk side by side in each thread's range: 4 where
  *  ek_cpu_prefers_long_streams() (Intel CPUs, CPUs with AVX-512: more misses in flight pay), 2 elsewhere;
  *  EK_X8_STREAMS=2|4 in the environment or ek_set_x8_streams(2|4) overrides (-1: the default again). Results are the same bytes either way. */
