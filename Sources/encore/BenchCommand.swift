@@ -552,17 +552,15 @@ struct BenchCommand: ParsableCommand {
         print("\(lm.modelType) decode steps after \(lengths[0]) input tokens, \(outputLengths[0]) steps per variant, alternating step by step; \(threads) thread(s)"
               + (limits.map { String(format: "; read ceiling %.1f GB/s", $0.readGBps) } ?? ""))
         print("A = \(names.0), B = \(names.1); ms per step (p10 / median); weight GB/s and fraction of the read ceiling at the p10 step")
-        if variant == "q4y" && !Backend.q4PairSumKernelRuns {
-            let saved = Backend.q4PairSumKernel
+        defer {
+            DecodeTuning.sharedGEMV = true; Backend.groupedDecodeStreams = nil; Backend.decodeTasksPerThread = nil
+            Backend.q4PairSumKernel = nil
+        }
+        if variant == "q4y" {   // B's setting (each step sets its side; the defer above restores the default)
             Backend.q4PairSumKernel = true
             if !Backend.q4PairSumKernelRuns {
                 print("note: rows_q4y does not run on this CPU's decode path (it is the AVX2 one): A and B are the same kernel")
             }
-            Backend.q4PairSumKernel = saved
-        }
-        defer {
-            DecodeTuning.sharedGEMV = true; Backend.groupedDecodeStreams = nil; Backend.decodeTasksPerThread = nil
-            Backend.q4PairSumKernel = nil
         }
         let storage = try KVCacheStorage(parsing: kvCache)
         for format in formats {
