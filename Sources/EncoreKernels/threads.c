@@ -13,6 +13,7 @@
 #include <stdint.h>
 #include <unistd.h>
 #include <stdlib.h>
+#include <time.h>
 
 #define EK_MAX_THREADS 64
 #define EK_SPIN_ITERS 6000    /* ~100 us of spinning before parking (EK_SPIN_ITERS in the environment overrides) */
@@ -171,7 +172,39 @@ int ek_get_threads(void) {
     return g_pool.nthreads;
 }
 
+/* ---- what the calling thread does between jobs (ek_pool_stats) ---- */
+static int g_stats_on;
+static double g_stats_last_exit, g_stats_inside, g_stats_between;
+static long g_stats_jobs;
+
+static double stats_now_us(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec * 1e6 + (double)t.tv_nsec * 1e-3;
+}
+
+void ek_pool_stats_enable(int on) { g_stats_on = on != 0; ek_pool_stats_reset(); }
+void ek_pool_stats_reset(void) { g_stats_last_exit = 0; g_stats_inside = g_stats_between = 0; g_stats_jobs = 0; }
+void ek_pool_stats(long *jobs, double *inside_us, double *between_us) {
+    if (jobs) *jobs = g_stats_jobs;
+    if (inside_us) *inside_us = g_stats_inside;
+    if (between_us) *between_us = g_stats_between;
+}
+
+static void parallel_for(long ntasks, ek_task_fn fn, void *ctx);
+
 void ek_parallel_for(long ntasks, ek_task_fn fn, void *ctx) {
+    if (!g_stats_on || g_in_task) { parallel_for(ntasks, fn, ctx); return; }
+    double t0 = stats_now_us();
+    if (g_stats_last_exit > 0) g_stats_between += t0 - g_stats_last_exit;
+    parallel_for(ntasks, fn, ctx);
+    double t1 = stats_now_us();
+    g_stats_inside += t1 - t0;
+    g_stats_last_exit = t1;
+    g_stats_jobs++;
+}
+
+static void parallel_for(long ntasks, ek_task_fn fn, void *ctx) {
     int n = ek_get_threads();
     if (ntasks <= 0) return;
     if (n <= 1 || ntasks == 1 || g_in_task) {

@@ -8,6 +8,32 @@ final class KernelTests: XCTestCase {
     var rng = SplitMix64(seed: 7)
     func randoms(_ n: Int, scale: Float = 1) -> [Float] { (0..<n).map { _ in (rng.nextUnitFloat() * 2 - 1) * scale } }
 
+    /// ek_pool_stats (ENCORE_STEP_PROFILE's "between kernel jobs"): while on, each outermost ek_parallel_for is a job
+    /// (an inline one too: swiglu over a decode row), the calling thread's time between jobs is summed, and turning it
+    /// off or on again clears the counts.
+    func testPoolStatsCountJobsAndTheGapsBetweenThem() {
+        let n = 1000
+        let g = [Float](repeating: 0.5, count: n), u = [Float](repeating: 2, count: n)
+        var o = [Float](repeating: 0, count: n)
+        var jobs = -1, inside = -1.0, between = -1.0
+        ek_pool_stats_enable(1)
+        defer { ek_pool_stats_enable(0) }
+        for i in 0..<3 {
+            if i > 0 { usleep(2_000) }   // 2 ms of "model code" before the second and third jobs
+            ek_swiglu_f32(g, u, &o, n)
+        }
+        ek_pool_stats(&jobs, &inside, &between)
+        XCTAssertEqual(jobs, 3)
+        XCTAssertGreaterThan(inside, 0)
+        XCTAssertGreaterThanOrEqual(between, 4_000, "two gaps of at least 2 ms, in µs")
+        XCTAssertLessThan(between, 1_000_000)
+        ek_pool_stats_enable(0)
+        ek_swiglu_f32(g, u, &o, n)
+        ek_pool_stats(&jobs, &inside, &between)
+        XCTAssertEqual(jobs, 0, "off: nothing counted")
+        XCTAssertEqual(between, 0)
+    }
+
     func testDot() {
         for n in [1, 7, 8, 33, 64, 1000] {
             let a = randoms(n), b = randoms(n)

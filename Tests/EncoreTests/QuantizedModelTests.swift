@@ -452,14 +452,58 @@ extension QuantizedModelTests {
         }
     }
 
+    /// SharedDecodeCall (q/k/v or gate/up as raw pointers, made once) gives the bytes of Ops.linearQuantizedShared for
+    /// 1, 3 and 10 rows (past 8: the weights read again per 8), biases or none; it exists only for 2…4 layers of one
+    /// layout and width; and AttentionWeights / LlamaBlock make theirs again when a layer changes (a stale one would
+    /// still multiply the old matrices).
+    func testSharedDecodeCallMatchesTheSharedKernelCall() throws {
+        var rng = SplitMix64(seed: 29)
+        func layer(_ out: Int, _ f: WeightFormat, bias: Bool, inputs: Int = 96) -> Linear {
+            let w = Tensor(zeros: [out, inputs])
+            for i in 0..<w.count { w.data[i] = rng.nextUnitFloat() - 0.5 }
+            let b = bias ? Tensor(shape: [out], values: (0..<out).map { _ in rng.nextUnitFloat() }) : nil
+            var l = Linear(weight: w, bias: b)
+            l.useDecodeWeights(f)
+            return l
+        }
+        for f in [WeightFormat.q4_0, .int8, .bf16] {
+            let layers = [layer(64, f, bias: true), layer(32, f, bias: false), layer(40, f, bias: true)]
+            let call = try XCTUnwrap(SharedDecodeCall(layers), "\(f)")
+            for m in [1, 3, 10] {
+                let x = Tensor(shape: [m, 96], values: (0..<(m * 96)).map { _ in rng.nextUnitFloat() * 2 - 1 })
+                let want = Ops.linearQuantizedShared(x, weights: layers.map { $0.decodeMatrixForCall! }, biases: layers.map(\.bias))
+                let got = call(x)
+                XCTAssertEqual(got.map(\.shape), [[m, 64], [m, 32], [m, 40]], "\(f) m\(m)")
+                XCTAssertEqual(got.map { $0.toArray() }, want.map { $0.toArray() }, "\(f) m\(m)")
+            }
+        }
+        XCTAssertNil(SharedDecodeCall([layer(64, .q4_0, bias: false)]), "one layer: no shared call")
+        XCTAssertNil(SharedDecodeCall([layer(64, .q4_0, bias: false), layer(64, .q8_0, bias: false)]), "two layouts")
+        XCTAssertNil(SharedDecodeCall([layer(64, .q4_0, bias: false), layer(64, .q4_0, bias: false, inputs: 64)]), "two widths")
+        XCTAssertNil(SharedDecodeCall([layer(64, .q4_0, bias: false), layer(64, .f32, bias: false)]), "an fp32 layer")
+
+        // a model's calls follow its layers: q/k/v of every Mu decoder layer after each format change
+        let mu = try MuModel(config: MuConfig(nEncoderLayer: 1, nDecoderLayer: 2, nEmbd: 96, qkvEmbd: 64, hiddenDim: 128, nHead: 4,
+                                              nKVHead: 2, blockSize: 64, vocabSize: 100, eosTokenId: 2), randomSeed: 5)
+        for f in [WeightFormat.q8_0, .q4_1, .f32, .int8] {
+            try mu.useDecodeWeights(f)
+            for block in mu.decoderBlocks {
+                let a = block.causalAttn
+                XCTAssertEqual(a.qkvCall?.layout, f == .f32 ? nil : a.q.decodeMatrixForCall?.layoutID, "\(f)")
+                XCTAssertEqual(a.qkvCall?.weightBytes, f == .f32 ? nil : [a.q, a.k, a.v].reduce(0) { $0 + $1.decodeMatrixForCall!.byteCount })
+            }
+        }
+    }
+
     /// Decode steps with the shared-activation GEMVs (q/k/v and gate/up in one kernel call, DecodeTuning.sharedGEMV)
-    /// give exactly the logits of one call per layer, for Mu, mu_decoder and a Llama GGUF, in every decode format.
+    /// give exactly the logits of one call per layer, for Mu, mu_decoder, a Llama GGUF and T5, in every decode format.
     func testSharedDecodeGEMVsGiveTheSameLogits() throws {
         defer { DecodeTuning.sharedGEMV = true }
         let mu = try MuModel(config: MuConfig(nEncoderLayer: 2, nDecoderLayer: 2, nEmbd: 96, qkvEmbd: 64, hiddenDim: 256, nHead: 4,
                                               nKVHead: 2, blockSize: 64, vocabSize: 300, eosTokenId: 2), randomSeed: 4)
         let llama = try ModelRegistry.load(folder: fixture("tiny_llama/f32.gguf"))
-        for (name, model) in [("mu", mu as LanguageModel), ("mu_decoder", try smallDecoder()), ("llama", llama)] {
+        let t5 = try ModelRegistry.load(folder: fixture("t5/v1_1"))   // self-attention q/k/v in one call (T5Attention)
+        for (name, model) in [("mu", mu as LanguageModel), ("mu_decoder", try smallDecoder()), ("llama", llama), ("t5", t5)] {
             for f in quantFormats {
                 try model.useDecodeWeights(f)
                 DecodeTuning.sharedGEMV = false

@@ -1,4 +1,5 @@
 import Foundation
+import EncoreKernels
 
 /// Wall time per part of single-token decode steps, for finding the time a step spends outside its weight GEMVs, and
 /// of prompt passes (the encoders of Mu and T5, and decoder-only models' calls with more than one new token), kept
@@ -50,6 +51,8 @@ public enum StepProfile {
         var totals = [Double](repeating: 0, count: Part.allCases.count)
         /// Wall time of every timed call (seconds).
         var times: [Double] = []
+        /// Kernel jobs and the calling thread's time between them (µs), summed over the calls (`ek_pool_stats`).
+        var jobs = 0, betweenJobs = 0.0
     }
     nonisolated(unsafe) private static var tallies = [Tally(), Tally()]   // [decode steps, prompt passes]
     nonisolated(unsafe) private static var kind = 0
@@ -65,6 +68,7 @@ public enum StepProfile {
         guard enabled else { return }
         active = true
         kind = prompt ? 1 : 0
+        ek_pool_stats_enable(1)
         last = now()
         stepStart = last
     }
@@ -82,6 +86,11 @@ public enum StepProfile {
         guard enabled, active else { return }
         lap(.other)
         tallies[kind].times.append(last - stepStart)
+        var jobs = 0, between = 0.0
+        ek_pool_stats(&jobs, nil, &between)
+        ek_pool_stats_enable(0)
+        tallies[kind].jobs += jobs
+        tallies[kind].betweenJobs += between
         active = false
     }
 
@@ -115,6 +124,13 @@ public enum StepProfile {
             : String(format: "decode step parts (ENCORE_STEP_PROFILE, %d one-token steps): %.3f ms per step (mean); step time p10 %.3f ms, median %.3f ms",
                      count, r.totalMs, p.p10, p.median)]
         for p in r.parts { lines.append("  " + p.label.padding(toLength: 34, withPad: " ", startingAt: 0) + String(format: " %9.3f ms  %5.1f%%", p.ms, 100 * p.ms / max(r.totalMs, 1e-12))) }
+        let tally = tallies[prompt ? 1 : 0]
+        if tally.jobs > 0 {   // the calling thread alone, between kernel jobs: what no core count or bandwidth speeds up
+            let perCall = tally.betweenJobs / 1000 / Double(count)
+            lines.append(String(format: "  (across the parts: %.1f kernel jobs per %@; the calling thread spends %.3f ms (%.1f%%) between them, %.2f µs a gap)",
+                                Double(tally.jobs) / Double(count), prompt ? "pass" : "step", perCall,
+                                100 * perCall / max(r.totalMs, 1e-12), tally.betweenJobs / Double(max(tally.jobs - count, 1))))
+        }
         return lines.joined(separator: "\n")
     }
 }

@@ -454,6 +454,94 @@ extension Linear {
     }
 }
 
+/// One decode kernel call over layers that read the same x (q/k/v, gate/up), kept as raw pointers: made when the
+/// layers' decode weights are set, so a decode step calls `ek_gemv_quant_multi` without copying the layers into an
+/// array or retaining their objects. By then those objects are cold (the weights streamed past evict them) and every
+/// retain waits on memory: Llama-362M's q/k/v and gate/up calls spent 2–3 µs each on that on Zen 3. The results are
+/// ``Ops/linearQuantizedShared(_:weights:biases:)``'s (the same kernel call), in one buffer. Valid while the layers it
+/// was made from are alive and unchanged: their owner makes it again whenever it changes them.
+///
+/// ```swift
+/// let call = SharedDecodeCall([q, k, v])!      // nil unless every layer streams one layout of one width
+/// let qkv = call(h)                            // [M, Nq], [M, Nk], [M, Nv] for h [M, K], M ≤ 8
+/// ```
+struct SharedDecodeCall {
+    let layout: Int32, count: Int, inputs: Int, totalRows: Int, weightBytes: Int
+    /// The matrices and bias buffers the pointers point into, held so that a call made stale by a change its owner
+    /// forgot to follow still reads live memory.
+    private let owners: [AnyObject]
+    private var rows: (Int, Int, Int, Int) = (0, 0, 0, 0)
+    private var weights: (UnsafeRawPointer?, UnsafeRawPointer?, UnsafeRawPointer?, UnsafeRawPointer?) = (nil, nil, nil, nil)
+    /// The matrices' scales, then their biases (the kernel's layout).
+    private var scalesAndBiases: (UnsafePointer<Float>?, UnsafePointer<Float>?, UnsafePointer<Float>?, UnsafePointer<Float>?,
+                                  UnsafePointer<Float>?, UnsafePointer<Float>?, UnsafePointer<Float>?, UnsafePointer<Float>?)
+        = (nil, nil, nil, nil, nil, nil, nil, nil)
+
+    /// Nil unless there are 2…`EK_GEMV_MULTI_MAX` layers that all stream decode matrices of one layout and width.
+    init?(_ layers: [Linear]) {
+        guard layers.count > 1, layers.count <= Int(EK_GEMV_MULTI_MAX), let first = layers[0].decodeMatrixForCall,
+              layers.allSatisfy({ $0.decodeMatrixForCall?.layoutID == first.layoutID && $0.inputs == first.columns })
+        else { return nil }
+        layout = first.layoutID; count = layers.count; inputs = first.columns
+        var total = 0, bytes = 0, held: [AnyObject] = []
+        var r = [Int](repeating: 0, count: 4), w = [UnsafeRawPointer?](repeating: nil, count: 4)
+        var sb = [UnsafePointer<Float>?](repeating: nil, count: 8)
+        for (j, layer) in layers.enumerated() {
+            let m = layer.decodeMatrixForCall!
+            r[j] = m.rows; w[j] = m.data; sb[j] = m.scales; sb[4 + j] = layer.bias.map { UnsafePointer($0.data) }
+            total += m.rows; bytes += m.byteCount
+            held.append(m)
+            if let b = layer.bias { held.append(b.storage) }
+        }
+        owners = held
+        rows = (r[0], r[1], r[2], r[3]); weights = (w[0], w[1], w[2], w[3])
+        scalesAndBiases = (sb[0], sb[1], sb[2], sb[3], sb[4], sb[5], sb[6], sb[7])
+        totalRows = total; weightBytes = bytes
+    }
+
+    /// Each layer's x·Wᵀ + b for x [M, K] (M ≤ 8 in a decode step; more rows re-read the weights per 8), as views of
+    /// one [M, Σ N] buffer.
+    func callAsFunction(_ x: Tensor) -> [Tensor] {
+        precondition(x.shape.last == inputs, "linear: x \(x.shape) vs weights of width \(inputs)")
+        let m = x.count / inputs, k = inputs
+        let storage = TensorStorage(count: m * totalRows, zeroed: false)
+        let lead = Array(x.shape.dropLast())
+        var ys: [Tensor] = []
+        ys.reserveCapacity(count)
+        var n = rows, w = weights, sb = scalesAndBiases
+        withUnsafeBytes(of: &n) { nb in
+        withUnsafeBytes(of: &w) { wb in
+        withUnsafeBytes(of: &sb) { sbb in
+            let ns = nb.bindMemory(to: Int.self), wp = wb.bindMemory(to: UnsafeRawPointer?.self)
+            let sp = sbb.bindMemory(to: UnsafePointer<Float>?.self)
+            var offset = 0
+            for j in 0..<count {
+                ys.append(Tensor(shape: lead + [ns[j]], storage: storage, offset: offset))
+                offset += m * ns[j]
+            }
+            withUnsafeTemporaryAllocation(of: UnsafeMutablePointer<Float>?.self, capacity: count) { yp in
+                var r0 = 0
+                while r0 < m {
+                    let mm = min(8, m - r0)
+                    OpCounter.add(flops: 2 * mm * totalRows * k)
+                    OpCounter.add(weightBytes: weightBytes)
+                    for j in 0..<count { yp[j] = ys[j].data + r0 * ns[j] }
+                    let rc = ek_gemv_quant_multi(layout, count, wp.baseAddress, sp.baseAddress, sp.baseAddress! + 4,
+                                                 yp.baseAddress, ns.baseAddress, x.data + r0 * k, mm, k)
+                    precondition(rc == 0, "gemv: layout \(layout) failed (\(rc): out of memory?)")
+                    r0 += mm
+                }
+            }
+        } } }
+        return ys
+    }
+}
+
+extension Linear {
+    /// The matrix a decode step streams (nil: fp32), for ``SharedDecodeCall``.
+    var decodeMatrixForCall: QuantizedMatrix? { decodeMatrix }
+}
+
 extension AttentionWeights {
     /// Applies `f` to q, k, v and out in place.
     mutating func updateLinears(_ f: (inout Linear) -> Void) { f(&q); f(&k); f(&v); f(&out) }
@@ -475,12 +563,18 @@ struct RMSNorm {
 
 /// Mu attention projections: `q_linear`, `k_linear`, `v_linear`, `out_linear`, all with biases.
 struct AttentionWeights {
-    var q: Linear, k: Linear, v: Linear, out: Linear
+    var q: Linear { didSet { qkvCall = SharedDecodeCall([q, k, v]) } }
+    var k: Linear { didSet { qkvCall = SharedDecodeCall([q, k, v]) } }
+    var v: Linear { didSet { qkvCall = SharedDecodeCall([q, k, v]) } }
+    var out: Linear
+    /// q/k/v as one decode kernel call (``SharedDecodeCall``), made again whenever one of them changes.
+    private(set) var qkvCall: SharedDecodeCall?
     init(_ loader: WeightLoader, _ prefix: String, nEmbd: Int, shape: AttentionShape) throws {
         q = try Linear(loader, prefix + ".q_linear", in: nEmbd, out: shape.qWidth)
         k = try Linear(loader, prefix + ".k_linear", in: nEmbd, out: shape.kvWidth)
         v = try Linear(loader, prefix + ".v_linear", in: nEmbd, out: shape.kvWidth)
         out = try Linear(loader, prefix + ".out_linear", in: shape.qWidth, out: nEmbd)
+        qkvCall = SharedDecodeCall([q, k, v])
     }
 
     mutating func useBF16ForDecode(includingKV: Bool = true) { useDecodeWeights(.bf16, includingKV: includingKV) }
@@ -500,7 +594,8 @@ extension AttentionWeights {
     /// everything cached (keys whose token is the pad id masked) and applies `out_linear`. Returns [B*n, C].
     func cachedSelfAttention(_ h: Tensor, batch B: Int, n: Int, cache: KVCache, newKeep: [UInt8], rope: Ops.RoPETable,
                              shape: AttentionShape, scratch: inout [Float]) -> Tensor {
-        let qkv = Linear.shared(h, [self.q, self.k, self.v])
+        let qkv = qkvCall.flatMap { DecodeTuning.sharedGEMV && h.count / $0.inputs <= Ops.decodeRows ? $0(h) : nil }
+            ?? Linear.shared(h, [self.q, self.k, self.v])                 // one decode kernel call: nothing retained
         let q = qkv[0], k = qkv[1], v = qkv[2]                             // [B*n, H*D], [B*n, Hkv*D]
         StepProfile.lap(.qkvGEMV)
         Ops.ropeInPlace(q, heads: shape.heads, headDim: shape.headDim, table: rope)

@@ -418,8 +418,13 @@ struct LlamaBlock {
         case fused(Linear)          // [2F, C], gate rows first
     }
     var attnNorm: Tensor, ffnNorm: Tensor
-    var qkv: Projection, o: Linear
-    var gateUp: FeedForward, down: Linear
+    var qkv: Projection { didSet { refreshCalls() } }
+    var o: Linear
+    var gateUp: FeedForward { didSet { refreshCalls() } }
+    var down: Linear
+    /// q/k/v and gate/up as one decode kernel call each (separate matrices of one layout), made again whenever
+    /// `qkv` or `gateUp` changes.
+    private(set) var qkvCall: SharedDecodeCall?, gateUpCall: SharedDecodeCall?
 
     init(_ l: WeightLoader, _ i: Int, _ c: LlamaConfig, naming: LlamaNaming) throws {
         let n = naming.block(i)
@@ -450,10 +455,21 @@ struct LlamaBlock {
         o = try linear(n.o, out: C, in: s.qWidth, bias: c.outputBias)
         ffnNorm = try l.tensor(n.ffnNorm + ".weight", shape: [C])
         down = try linear(n.down, out: C, in: c.ffnDim, bias: c.mlpBias)
+        refreshCalls()
+    }
+
+    /// Makes ``qkvCall`` and ``gateUpCall`` from the matrices as they are now.
+    private mutating func refreshCalls() {
+        if case .separate(let q, let k, let v) = qkv { qkvCall = SharedDecodeCall([q, k, v]) } else { qkvCall = nil }
+        if case .separate(let g, let u) = gateUp { gateUpCall = SharedDecodeCall([g, u]) } else { gateUpCall = nil }
     }
 
     /// q [N, H*D], k and v [N, Hkv*D] of h [N, C].
     func project(_ h: Tensor, _ s: AttentionShape) -> (q: Tensor, k: Tensor, v: Tensor) {
+        if let qkvCall, DecodeTuning.sharedGEMV, h.count / qkvCall.inputs <= Ops.decodeRows {
+            let r = qkvCall(h)                                           // one decode kernel call, nothing retained
+            return (r[0], r[1], r[2])
+        }
         switch qkv {
         case .separate(let q, let k, let v):
             let r = Linear.shared(h, [q, k, v])                          // one decode kernel call for the three
@@ -466,6 +482,11 @@ struct LlamaBlock {
 
     /// SwiGLU activations [N, F] of m [N, C].
     func feedForward(_ m: Tensor, hidden: Int) -> Tensor {
+        if let gateUpCall, DecodeTuning.sharedGEMV, m.count / gateUpCall.inputs <= Ops.decodeRows {
+            let r = gateUpCall(m)
+            Ops.swiGLUInPlace(gate: r[0], up: r[1])
+            return r[0]
+        }
         switch gateUp {
         case .separate(let gate, let up):
             let r = Linear.shared(m, [gate, up])                         // one decode kernel call for both
@@ -657,12 +678,15 @@ public final class LlamaModel: CausalDecoder {
         defer { StepProfile.end() }
         var x = Ops.embeddingRows(embedding, blocks: embeddingBlocks, ids: ids)   // [B*n, C]
         StepProfile.lap(.embed)
-        for (layer, block) in blocks.enumerated() {
+        // by address: a LlamaBlock copy per layer would retain and release its ~50 references, cold after the weights
+        // streamed past (3 µs a layer on Zen 3)
+        blocks.withUnsafeBufferPointer { blocks in
+        for layer in blocks.indices {
             do {   // h, q, k, v and o end here, before the MLP's buffers: a prompt pass holds one [B*n, C] fewer
                 let kv = cache.caches[layer]
-                let h = Ops.rmsNorm(x, weight: block.attnNorm, eps: eps)             // [B*n, C]
+                let h = Ops.rmsNorm(x, weight: blocks[layer].attnNorm, eps: eps)      // [B*n, C]
                 StepProfile.lap(.norm)
-                let (q, k, v) = block.project(h, shape)                               // [B*n, H*D], [B*n, Hkv*D] ×2
+                let (q, k, v) = blocks[layer].project(h, shape)                        // [B*n, H*D], [B*n, Hkv*D] ×2
                 StepProfile.lap(.qkvGEMV)
                 Ops.ropeInPlace(q, heads: shape.heads, headDim: shape.headDim, table: ropeTable)
                 Ops.ropeInPlace(k, heads: shape.kvHeads, headDim: shape.headDim, table: ropeTable)
@@ -674,19 +698,20 @@ public final class LlamaModel: CausalDecoder {
                     ? Tensor(shape: [B * n, shape.qWidth], storage: h.storage) : Tensor(uninitialized: [B * n, shape.qWidth])
                 withExtendedLifetime(q) { for b in 0..<B {
                     kv.attend(q: q.data + b * n * shape.qWidth, tq: n, batch: b, out: o.data + b * n * shape.qWidth,
-                              shape: shape.withBF16Products(block.o.promptRunsNarrow), causalOffset: start,
+                              shape: shape.withBF16Products(blocks[layer].o.promptRunsNarrow), causalOffset: start,
                               scratch: &cache.scratch)
                 } }
                 StepProfile.lap(.selfAttention)
-                block.o.accumulate(into: x, o)                                        // x += o·Wᵀ (+ b), in the GEMM
+                blocks[layer].o.accumulate(into: x, o)                                 // x += o·Wᵀ (+ b), in the GEMM
                 StepProfile.lap(.selfOutGEMV)
             }
-            let m = Ops.rmsNorm(x, weight: block.ffnNorm, eps: eps)
+            let m = Ops.rmsNorm(x, weight: blocks[layer].ffnNorm, eps: eps)
             StepProfile.lap(.norm)
-            let f = block.feedForward(m, hidden: config.ffnDim)                   // [B*n, F]
+            let f = blocks[layer].feedForward(m, hidden: config.ffnDim)            // [B*n, F]
             StepProfile.lap(.mlpUpGEMV)
-            block.down.accumulate(into: x, f)                                     // x += ffn, in the GEMM
+            blocks[layer].down.accumulate(into: x, f)                              // x += ffn, in the GEMM
             StepProfile.lap(.mlpDownGEMV)
+        }
         }
         switch outputs {
         case .all: break

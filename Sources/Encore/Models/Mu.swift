@@ -376,26 +376,30 @@ public final class MuModel: LanguageModel {
         defer { StepProfile.end() }
         var x = Ops.embedding(wte, ids: ids)                               // [B*n, C]
         StepProfile.lap(.embed)
-        for (layer, block) in decoderBlocks.enumerated() {
+        // by address: a block copy per layer would retain and release its references, cold after the weights streamed past
+        decoderBlocks.withUnsafeBufferPointer { blocks in
+        for layer in blocks.indices {
             // causal self-attention with the cache
-            let h1 = block.ln1(x)
+            let h1 = blocks[layer].ln1(x)
             StepProfile.lap(.norm)
-            Ops.addInPlace(x, block.causalAttn.cachedSelfAttention(h1, batch: B, n: n, cache: state.caches[layer],
-                                                                   newKeep: newKeep, rope: rope, shape: shape, scratch: &state.scratch))
+            Ops.addInPlace(x, blocks[layer].causalAttn.cachedSelfAttention(h1, batch: B, n: n, cache: state.caches[layer],
+                                                                           newKeep: newKeep, rope: rope, shape: shape,
+                                                                           scratch: &state.scratch))
             StepProfile.lap(.selfOutGEMV)
             // cross-attention over the encoder output (K/V projected once, no RoPE)
-            let h2 = block.ln2(x)
+            let h2 = blocks[layer].ln2(x)
             StepProfile.lap(.norm)
-            let qc = block.crossAttn.q(h2)                                 // [B*n, H*D]
+            let qc = blocks[layer].crossAttn.q(h2)                          // [B*n, H*D]
             StepProfile.lap(.crossQGEMV)
             let oc = Ops.crossAttention(q: qc, kv: state.encoder.cross[layer], batch: B, tq: n, kvRows: L,   // [B*n, H*D]
                                         keyKeep: state.encoder.keep, shape: shape, scaled: true, scratch: &state.scratch)
             StepProfile.lap(.crossAttention)
-            block.crossAttn.out.accumulate(into: x, oc)
+            blocks[layer].crossAttn.out.accumulate(into: x, oc)
             StepProfile.lap(.crossOutGEMV)
-            let h3 = block.ln3(x)
+            let h3 = blocks[layer].ln3(x)
             StepProfile.lap(.norm)
-            block.mlp.accumulate(into: x, h3)
+            blocks[layer].mlp.accumulate(into: x, h3)
+        }
         }
         if lastOnly && n > 1 { x = Ops.lastRows(x, batch: B, n: n) }
         let h = lnF(x)

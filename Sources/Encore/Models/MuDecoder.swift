@@ -150,10 +150,14 @@ public final class MuDecoderModel: CausalDecoder {
         precondition(keyKeep == nil || (ids.count == newIds.count && keyKeep!.count == ids.count), "keyKeep with a recomputed prefix")
         let newKeep = keyKeep ?? ids.map { $0 == config.padTokenId ? UInt8(0) : 1 }
         var x = Ops.embedding(wte, ids: ids)                               // [B*n, C]
-        for (layer, block) in blocks.enumerated() {
-            Ops.addInPlace(x, block.attn.cachedSelfAttention(block.ln1(x), batch: B, n: n, cache: cache.caches[layer],
-                                                             newKeep: newKeep, rope: rope, shape: shape, scratch: &cache.scratch))
-            block.mlp.accumulate(into: x, block.ln2(x))
+        // by address: a block copy per layer would retain and release its references, cold after the weights streamed past
+        blocks.withUnsafeBufferPointer { blocks in
+        for layer in blocks.indices {
+            Ops.addInPlace(x, blocks[layer].attn.cachedSelfAttention(blocks[layer].ln1(x), batch: B, n: n,
+                                                                     cache: cache.caches[layer], newKeep: newKeep, rope: rope,
+                                                                     shape: shape, scratch: &cache.scratch))
+            blocks[layer].mlp.accumulate(into: x, blocks[layer].ln2(x))
+        }
         }
         switch outputs {
         case .all: break

@@ -246,13 +246,29 @@ struct T5RelativeBias {
 
 /// `SelfAttention` / `EncDecAttention`: q, k, v, o without biases.
 struct T5Attention {
-    var q: Linear, k: Linear, v: Linear, o: Linear
+    var q: Linear { didSet { qkvCall = SharedDecodeCall([q, k, v]) } }
+    var k: Linear { didSet { qkvCall = SharedDecodeCall([q, k, v]) } }
+    var v: Linear { didSet { qkvCall = SharedDecodeCall([q, k, v]) } }
+    var o: Linear
+    /// q/k/v as one decode kernel call (``SharedDecodeCall``; self-attention), made again whenever one of them changes.
+    private(set) var qkvCall: SharedDecodeCall?
     init(_ l: WeightLoader, _ p: String, _ c: T5Config) throws {
         let inner = c.numHeads * c.dKV
         q = try Linear(l, p + ".q", in: c.dModel, out: inner, bias: false)
         k = try Linear(l, p + ".k", in: c.dModel, out: inner, bias: false)
         v = try Linear(l, p + ".v", in: c.dModel, out: inner, bias: false)
         o = try Linear(l, p + ".o", in: inner, out: c.dModel, bias: false)
+        qkvCall = SharedDecodeCall([q, k, v])
+    }
+
+    /// q, k and v of h [N, C] ([N, A] each): one decode kernel call where ``qkvCall`` serves (N ≤ 8, one layout), else
+    /// one call each.
+    func projectQKV(_ h: Tensor) -> (q: Tensor, k: Tensor, v: Tensor) {
+        if let qkvCall, DecodeTuning.sharedGEMV, h.count / qkvCall.inputs <= Ops.decodeRows {
+            let r = qkvCall(h)
+            return (r[0], r[1], r[2])
+        }
+        return (q(h), k(h), v(h))
     }
 
     /// Streams q and o (and k, v when `includingKV`) in `format` during decode steps.
@@ -737,13 +753,14 @@ public final class T5Model: LanguageModel {
         defer { StepProfile.end() }
         var x = Ops.embeddingRows(shared, blocks: sharedBlocks, ids: ids)                            // [B*n, C]
         StepProfile.lap(.embed)
-        for (layer, block) in decoderBlocks.enumerated() {
+        // by address: a block copy per layer would retain and release its references, cold after the weights streamed past
+        decoderBlocks.withUnsafeBufferPointer { blocks in
+        for layer in blocks.indices {
             // causal self-attention over the cache, + position bias
-            let h = block.ln0(x)
+            let h = blocks[layer].ln0(x)
             StepProfile.lap(.norm)
-            let q = block.selfAttn.q(h)                                    // [B*n, A]
+            let (q, newK, newV) = blocks[layer].selfAttn.projectQKV(h)     // [B*n, A] each
             let cache = state.caches[layer]
-            let newK = block.selfAttn.k(h), newV = block.selfAttn.v(h)
             StepProfile.lap(.qkvGEMV)
             cache.append(k: newK, v: newV, keep: ones, n: n)
             StepProfile.lap(.ropeCache)
@@ -758,22 +775,23 @@ public final class T5Model: LanguageModel {
                 }
             }
             StepProfile.lap(.selfAttention)
-            Ops.addInPlace(x, block.selfAttn.o(o))
+            Ops.addInPlace(x, blocks[layer].selfAttn.o(o))
             StepProfile.lap(.selfOutGEMV)
             // cross-attention over the encoder output (K/V projected once, no position bias)
-            let h1 = block.ln1(x)
+            let h1 = blocks[layer].ln1(x)
             StepProfile.lap(.norm)
-            let qc = block.crossAttn.q(h1)                                 // [B*n, A]
+            let qc = blocks[layer].crossAttn.q(h1)                          // [B*n, A]
             StepProfile.lap(.crossQGEMV)
             let oc = Ops.crossAttention(q: qc, kv: state.encoder.cross[layer], batch: B, tq: n, kvRows: L,   // [B*n, A]
                                         keyKeep: state.encoder.keep, shape: shape, scaled: false, scratch: &state.scratch)
             StepProfile.lap(.crossAttention)
-            Ops.addInPlace(x, block.crossAttn.o(oc))
+            Ops.addInPlace(x, blocks[layer].crossAttn.o(oc))
             StepProfile.lap(.crossOutGEMV)
-            let h2 = block.ln2(x)
+            let h2 = blocks[layer].ln2(x)
             StepProfile.lap(.norm)
-            block.ff.accumulate(into: x, h2)                               // x += ff(ln2(x)); laps the up part inside
+            blocks[layer].ff.accumulate(into: x, h2)                        // x += ff(ln2(x)); laps the up part inside
             StepProfile.lap(.mlpDownGEMV)
+        }
         }
         if lastOnly && n > 1 { x = Ops.lastRows(x, batch: B, n: n) }
         let y = decoderNorm(x)                                             // [R, C]
