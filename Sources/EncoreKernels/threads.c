@@ -173,9 +173,10 @@ int ek_get_threads(void) {
 }
 
 /* ---- what the calling thread does between jobs (ek_pool_stats) ---- */
-static int g_stats_on;
-static double g_stats_last_exit, g_stats_inside, g_stats_between;
-static long g_stats_jobs;
+/* per thread: the thread that turns the stats on counts its own calls; a worker's nested calls never touch them */
+static _Thread_local int g_stats_on, g_stats_depth;
+static _Thread_local double g_stats_last_exit, g_stats_inside, g_stats_between;
+static _Thread_local long g_stats_jobs;
 
 static double stats_now_us(void) {
     struct timespec t;
@@ -194,10 +195,12 @@ void ek_pool_stats(long *jobs, double *inside_us, double *between_us) {
 static void parallel_for(long ntasks, ek_task_fn fn, void *ctx);
 
 void ek_parallel_for(long ntasks, ek_task_fn fn, void *ctx) {
-    if (!g_stats_on || g_in_task) { parallel_for(ntasks, fn, ctx); return; }
+    if (!g_stats_on || g_stats_depth > 0) { parallel_for(ntasks, fn, ctx); return; }   /* inside a counted job: part of it */
     double t0 = stats_now_us();
     if (g_stats_last_exit > 0) g_stats_between += t0 - g_stats_last_exit;
+    g_stats_depth++;
     parallel_for(ntasks, fn, ctx);
+    g_stats_depth--;
     double t1 = stats_now_us();
     g_stats_inside += t1 - t0;
     g_stats_last_exit = t1;

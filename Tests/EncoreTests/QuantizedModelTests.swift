@@ -507,12 +507,54 @@ extension QuantizedModelTests {
             for f in quantFormats {
                 try model.useDecodeWeights(f)
                 DecodeTuning.sharedGEMV = false
+                var calls = DecodeTuning.keptSharedCalls
                 let separate = try decodeLogits(model)
+                XCTAssertEqual(DecodeTuning.keptSharedCalls, calls, "\(name) \(f): off means one call per layer")
                 DecodeTuning.sharedGEMV = true
+                calls = DecodeTuning.keptSharedCalls
                 let shared = try decodeLogits(model)
+                XCTAssertGreaterThan(DecodeTuning.keptSharedCalls, calls, "\(name) \(f): the kept SharedDecodeCall ran")
                 XCTAssertEqual(shared, separate, "\(name) \(f)")
             }
             try model.useDecodeWeights(.f32)
         }
+    }
+
+    /// LlamaBlock's and T5Attention's kept calls follow their layers through every change of decode or prompt weights:
+    /// each names the layout of the matrices a decode step streams then (fp32: none); int8 prompt rows over fp32
+    /// decode weights become the decode matrices (no fp32 copy left), and the calls with them.
+    func testKeptSharedCallsFollowTheLayers() throws {
+        let llama = try XCTUnwrap(try ModelRegistry.load(folder: fixture("tiny_llama/f32.gguf")) as? LlamaModel)
+        let t5 = try XCTUnwrap(try ModelRegistry.load(folder: fixture("t5/v1_1")) as? T5Model)
+        func check(_ what: String) {
+            for b in llama.blocks {
+                guard case .separate(let q, let k, let v) = b.qkv, case .separate(let g, let u) = b.gateUp else {
+                    return XCTFail("tiny llama: separate q/k/v and gate/up expected")
+                }
+                let layout = q.decodeMatrixForCall?.layoutID
+                XCTAssertEqual(b.qkvCall?.layout, layout, "llama \(what)")
+                XCTAssertEqual(b.qkvCall?.weightBytes, layout == nil ? nil : [q, k, v].reduce(0) { $0 + $1.decodeMatrixForCall!.byteCount })
+                XCTAssertEqual(b.gateUpCall?.layout, g.decodeMatrixForCall?.layoutID, "llama \(what)")
+                XCTAssertEqual(b.gateUpCall?.totalRows, layout == nil ? nil : g.outputs + u.outputs)
+            }
+            for b in t5.decoderBlocks {
+                XCTAssertEqual(b.selfAttn.qkvCall?.layout, b.selfAttn.q.decodeMatrixForCall?.layoutID, "t5 \(what)")
+            }
+        }
+        check("fp32")
+        XCTAssertNil(llama.blocks[0].qkvCall, "fp32: no kept call")
+        for f in quantFormats {
+            try llama.useDecodeWeights(f); try t5.useDecodeWeights(f)
+            check("\(f)")
+            XCTAssertNotNil(llama.blocks[0].qkvCall, "\(f)")
+            XCTAssertNotNil(t5.decoderBlocks[0].selfAttn.qkvCall, "\(f)")
+        }
+        try llama.useDecodeWeights(.f32); try t5.useDecodeWeights(.f32)
+        check("fp32 again")
+        try llama.usePromptWeights(.int8)
+        check("int8 prompt rows")
+        guard case .separate(let q, _, _) = llama.blocks[0].qkv else { return XCTFail("separate q/k/v expected") }
+        XCTAssertEqual(q.decodeMatrixForCall?.format, .int8, "int8 prompt rows are what decode streams")
+        XCTAssertNotNil(llama.blocks[0].qkvCall, "and the kept call streams them")
     }
 }

@@ -127,8 +127,8 @@ public enum StepProfile {
         let tally = tallies[prompt ? 1 : 0]
         if tally.jobs > 0 {   // the calling thread alone, between kernel jobs: what no core count or bandwidth speeds up
             let perCall = tally.betweenJobs / 1000 / Double(count)
-            lines.append(String(format: "  (across the parts: %.1f kernel jobs per %@; the calling thread spends %.3f ms (%.1f%%) between them, %.2f µs a gap)",
-                                Double(tally.jobs) / Double(count), prompt ? "pass" : "step", perCall,
+            lines.append(String(format: "  (across the parts: %.1f kernel jobs per %@; the calling thread spends %.3f ms (%.1f%%) "
+                                + "between them, %.2f µs a gap)", Double(tally.jobs) / Double(count), prompt ? "pass" : "step", perCall,
                                 100 * perCall / max(r.totalMs, 1e-12), tally.betweenJobs / Double(max(tally.jobs - count, 1))))
         }
         return lines.joined(separator: "\n")

@@ -479,6 +479,7 @@ struct SharedDecodeCall {
 
     /// Nil unless there are 2…`EK_GEMV_MULTI_MAX` layers that all stream decode matrices of one layout and width.
     init?(_ layers: [Linear]) {
+        precondition(EK_GEMV_MULTI_MAX == 4, "SharedDecodeCall holds 4 matrices' pointers")
         guard layers.count > 1, layers.count <= Int(EK_GEMV_MULTI_MAX), let first = layers[0].decodeMatrixForCall,
               layers.allSatisfy({ $0.decodeMatrixForCall?.layoutID == first.layoutID && $0.inputs == first.columns })
         else { return nil }
@@ -504,6 +505,7 @@ struct SharedDecodeCall {
     func callAsFunction(_ x: Tensor) -> [Tensor] {
         precondition(x.shape.last == inputs, "linear: x \(x.shape) vs weights of width \(inputs)")
         let m = x.count / inputs, k = inputs
+        DecodeTuning.keptSharedCalls += 1
         let storage = TensorStorage(count: m * totalRows, zeroed: false)
         let lead = Array(x.shape.dropLast())
         var ys: [Tensor] = []
@@ -512,8 +514,9 @@ struct SharedDecodeCall {
         withUnsafeBytes(of: &n) { nb in
         withUnsafeBytes(of: &w) { wb in
         withUnsafeBytes(of: &sb) { sbb in
-            let ns = nb.bindMemory(to: Int.self), wp = wb.bindMemory(to: UnsafeRawPointer?.self)
-            let sp = sbb.bindMemory(to: UnsafePointer<Float>?.self)
+            // homogeneous tuples: their memory is bound to the element type already
+            let ns = nb.assumingMemoryBound(to: Int.self), wp = wb.assumingMemoryBound(to: UnsafeRawPointer?.self)
+            let sp = sbb.assumingMemoryBound(to: UnsafePointer<Float>?.self)
             var offset = 0
             for j in 0..<count {
                 ys.append(Tensor(shape: lead + [ns[j]], storage: storage, offset: offset))
@@ -594,8 +597,12 @@ extension AttentionWeights {
     /// everything cached (keys whose token is the pad id masked) and applies `out_linear`. Returns [B*n, C].
     func cachedSelfAttention(_ h: Tensor, batch B: Int, n: Int, cache: KVCache, newKeep: [UInt8], rope: Ops.RoPETable,
                              shape: AttentionShape, scratch: inout [Float]) -> Tensor {
-        let qkv = qkvCall.flatMap { DecodeTuning.sharedGEMV && h.count / $0.inputs <= Ops.decodeRows ? $0(h) : nil }
-            ?? Linear.shared(h, [self.q, self.k, self.v])                 // one decode kernel call: nothing retained
+        let qkv: [Tensor]
+        if let qkvCall, DecodeTuning.sharedGEMV, h.count / qkvCall.inputs <= Ops.decodeRows {
+            qkv = qkvCall(h)                                               // one decode kernel call, nothing retained
+        } else {
+            qkv = Linear.shared(h, [self.q, self.k, self.v])
+        }
         let q = qkv[0], k = qkv[1], v = qkv[2]                             // [B*n, H*D], [B*n, Hkv*D]
         StepProfile.lap(.qkvGEMV)
         Ops.ropeInPlace(q, heads: shape.heads, headDim: shape.headDim, table: rope)

@@ -441,6 +441,8 @@ public enum DecodeTuning {
     nonisolated(unsafe) public static var sharedGEMV = ProcessInfo.processInfo.environment["ENCORE_DECODE_SHARED_GEMV"] != "0"
     /// Shared calls made for a layout group of layers whose layouts differ (``Linear/shared(_:_:)``; a count for tests).
     nonisolated(unsafe) static var groupedSharedCalls = 0
+    /// Decode kernel calls made through a kept ``SharedDecodeCall`` (tests check the models use theirs).
+    nonisolated(unsafe) static var keptSharedCalls = 0
     /// The same for int8 and bf16 prompt passes: layers reading the same activations run as one `ek_gemm_int8_multi`
     /// or `ek_gemm_bf16_multi` call (``Ops/linearInt8Shared(_:weights:biases:)``, ``Ops/linearBF16Shared(_:weights:biases:)``).
     /// `ENCORE_SHARED_PROMPT_GEMM=0` turns it off.
