@@ -184,8 +184,10 @@ static double stats_now_us(void) {
     return (double)t.tv_sec * 1e6 + (double)t.tv_nsec * 1e-3;
 }
 
-void ek_pool_stats_enable(int on) { g_stats_on = on != 0; ek_pool_stats_reset(); }
-void ek_pool_stats_reset(void) { g_stats_last_exit = 0; g_stats_inside = g_stats_between = 0; g_stats_jobs = 0; }
+void ek_pool_stats_enable(int on) {   /* on or off, from zero */
+    g_stats_on = on != 0;
+    g_stats_last_exit = 0; g_stats_inside = g_stats_between = 0; g_stats_jobs = 0;
+}
 void ek_pool_stats(long *jobs, double *inside_us, double *between_us) {
     if (jobs) *jobs = g_stats_jobs;
     if (inside_us) *inside_us = g_stats_inside;

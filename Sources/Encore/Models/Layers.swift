@@ -500,6 +500,10 @@ struct SharedDecodeCall {
         totalRows = total; weightBytes = bytes
     }
 
+    /// Whether a decode step over x runs this call: ``DecodeTuning/sharedGEMV`` on and at most ``Ops/decodeRows`` rows
+    /// (what ``Linear/shared(_:_:)`` asks of a shared call too); else the layers run as they would without it.
+    func serves(_ x: Tensor) -> Bool { DecodeTuning.sharedGEMV && x.count / inputs <= Ops.decodeRows }
+
     /// Each layer's x·Wᵀ + b for x [M, K] (M ≤ 8 in a decode step; more rows re-read the weights per 8), as views of
     /// one [M, Σ N] buffer.
     func callAsFunction(_ x: Tensor) -> [Tensor] {
@@ -598,7 +602,7 @@ extension AttentionWeights {
     func cachedSelfAttention(_ h: Tensor, batch B: Int, n: Int, cache: KVCache, newKeep: [UInt8], rope: Ops.RoPETable,
                              shape: AttentionShape, scratch: inout [Float]) -> Tensor {
         let qkv: [Tensor]
-        if let qkvCall, DecodeTuning.sharedGEMV, h.count / qkvCall.inputs <= Ops.decodeRows {
+        if let qkvCall, qkvCall.serves(h) {
             qkv = qkvCall(h)                                               // one decode kernel call, nothing retained
         } else {
             qkv = Linear.shared(h, [self.q, self.k, self.v])

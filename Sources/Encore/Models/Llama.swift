@@ -466,7 +466,7 @@ struct LlamaBlock {
 
     /// q [N, H*D], k and v [N, Hkv*D] of h [N, C].
     func project(_ h: Tensor, _ s: AttentionShape) -> (q: Tensor, k: Tensor, v: Tensor) {
-        if let qkvCall, DecodeTuning.sharedGEMV, h.count / qkvCall.inputs <= Ops.decodeRows {
+        if let qkvCall, qkvCall.serves(h) {
             let r = qkvCall(h)                                           // one decode kernel call, nothing retained
             return (r[0], r[1], r[2])
         }
@@ -482,7 +482,7 @@ struct LlamaBlock {
 
     /// SwiGLU activations [N, F] of m [N, C].
     func feedForward(_ m: Tensor, hidden: Int) -> Tensor {
-        if let gateUpCall, DecodeTuning.sharedGEMV, m.count / gateUpCall.inputs <= Ops.decodeRows {
+        if let gateUpCall, gateUpCall.serves(m) {
             let r = gateUpCall(m)
             Ops.swiGLUInPlace(gate: r[0], up: r[1])
             return r[0]

@@ -264,7 +264,7 @@ struct T5Attention {
     /// q, k and v of h [N, C] ([N, A] each): one decode kernel call where ``qkvCall`` serves (N ≤ 8, one layout), else
     /// one call each.
     func projectQKV(_ h: Tensor) -> (q: Tensor, k: Tensor, v: Tensor) {
-        if let qkvCall, DecodeTuning.sharedGEMV, h.count / qkvCall.inputs <= Ops.decodeRows {
+        if let qkvCall, qkvCall.serves(h) {
             let r = qkvCall(h)
             return (r[0], r[1], r[2])
         }

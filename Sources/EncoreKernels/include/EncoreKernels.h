@@ -217,11 +217,10 @@ int ek_thread_slots(void);
  * Where a step's serial time goes (`ENCORE_STEP_PROFILE=1`): with stats on, each outermost ek_parallel_for (a kernel
  * call through the pool, inline ones too) counts as a job; `inside_us` sums the jobs' wall time and `between_us` the
  * time from each job's end to the next one's start on the calling thread (the model code between kernels: norms,
- * RoPE, activation quantization, Swift), since the last reset. Per thread: the thread that turns them on counts its
+ * RoPE, activation quantization, Swift), since stats were last turned on or off. Per thread: the thread that turns them on counts its
  * own calls (a call made inside a counted one, e.g. a kernel that runs another inline, is part of it).
  */
 void ek_pool_stats_enable(int on);
-void ek_pool_stats_reset(void);
 void ek_pool_stats(long *jobs, double *inside_us, double *between_us);
 /** Returns the C allocator's free pages to the system (glibc malloc_trim; a no-op elsewhere). */
 void ek_release_free_memory(void);
