@@ -680,6 +680,9 @@ typedef struct {
     long chunk, nchunks;
     float *part;                                /* [tq][n_head][nchunks][head_dim + 2]: max, sum, o[D] */
     const uint16_t *k16, *v16;                  /* f16 K/V (then k, v are NULL), or NULL */
+    const int8_t *k8, *v8;                      /* int8 K/V (then k, v, k16, v16 are NULL), or NULL, with */
+    const float *k8_scale, *v8_scale;           /* one scale per (key, KV head): [tk][scale_stride] */
+    long scale_stride;
 } attn_ctx;
 
 static inline float h2f(uint16_t h) { float f; ek_f16_to_f32(&h, &f, 1); return f; }
@@ -800,6 +803,9 @@ ATTR static void group_values_##SUF(const float *p, long ld, long G, const T *v,
 EK_GROUP_KERNELS(avx2, EK_AVX2, float, _mm256_loadu_ps)
 EK_GROUP_KERNELS(f16_avx2, EK_AVX2_F16C, uint16_t, EK_LDH)
 #undef EK_LDH
+#define EK_LDB(p) _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(p))))
+EK_GROUP_KERNELS(i8_avx2, EK_AVX2, int8_t, EK_LDB)
+#undef EK_LDB
 #undef EK_GROUP_KERNELS
 
 /* In place over one chunk's scores: x = sc/scale_div (or sc + b when b), then exp(x − max); returns max, sum.
@@ -845,7 +851,9 @@ static inline long chunk_keys(const attn_ctx *c, long t, long chunk_i, long *s0)
     return s1;
 }
 
-/* Query t, KV head g, keys of chunk chunk_i. */
+/* Query t, KV head g, keys of chunk chunk_i. K/V in fp32, f16 (widened per element) or int8 (widened per element;
+ * each score times its key's scale, each probability times its value's scale before the weighted sum: the chunk's
+ * sum of exponentials is taken before, so it stays the softmax's denominator). */
 static void attn_chunk_head(const attn_ctx *c, long t, long g, long chunk_i) {
     long D = c->head_dim, groups = c->n_head / c->n_kv_head;
     long s0, s1 = chunk_keys(c, t, chunk_i, &s0);
@@ -853,14 +861,16 @@ static void attn_chunk_head(const attn_ctx *c, long t, long g, long chunk_i) {
     float scores[EK_ATTN_GROUP * EK_ATTN_CHUNK];
     const float *qs[EK_ATTN_GROUP];
     float *os[EK_ATTN_GROUP], *mxs[EK_ATTN_GROUP];   /* each head's partial: [max, sum, o[D]] in c->part */
-    const int half = c->k16 != NULL;
-    const float *kbase = half ? NULL : c->k + s0 * c->k_stride + g * D, *vbase = half ? NULL : c->v + s0 * c->v_stride + g * D;
+    const int half = c->k16 != NULL, bytes = c->k8 != NULL;
+    const float *kbase = c->k ? c->k + s0 * c->k_stride + g * D : NULL, *vbase = c->v ? c->v + s0 * c->v_stride + g * D : NULL;
     const uint16_t *kb16 = half ? c->k16 + s0 * c->k_stride + g * D : NULL, *vb16 = half ? c->v16 + s0 * c->v_stride + g * D : NULL;
+    const int8_t *kb8 = bytes ? c->k8 + s0 * c->k_stride + g * D : NULL, *vb8 = bytes ? c->v8 + s0 * c->v_stride + g * D : NULL;
+    const float *ksc = bytes ? c->k8_scale + s0 * c->scale_stride + g : NULL, *vsc = bytes ? c->v8_scale + s0 * c->scale_stride + g : NULL;
     int simd = 0;
 #if EK_X86
     simd = use_avx2() && D % 8 == 0 && (!half || (ek_cpu_features() & EK_CPU_F16C));
 #elif defined(__aarch64__)
-    simd = !half && use_neon() && D % 4 == 0;   /* NEON hook: the three calls below (f16 K/V: plain C) */
+    simd = !half && !bytes && use_neon() && D % 4 == 0;   /* NEON hook: the three calls below (f16, int8 K/V: plain C) */
 #endif
     int any_masked = c->keep && n > 0 && memchr(c->keep + s0, 0, (size_t)n) != NULL;   /* once per chunk */
     for (long j0 = 0; j0 < groups; j0 += EK_ATTN_GROUP) {
@@ -872,7 +882,21 @@ static void attn_chunk_head(const attn_ctx *c, long t, long g, long chunk_i) {
             os[j] = mxs[j] + 2;
         }
         /* scores */
-        if (half) {
+        if (bytes) {
+#if EK_X86
+            if (simd) group_scores_i8_avx2(qs, G, kb8, c->k_stride, n, D, scores, EK_ATTN_CHUNK);
+            else
+#endif
+            for (long j = 0; j < G; j++)
+                for (long i = 0; i < n; i++) {
+                    const int8_t *kr = kb8 + i * c->k_stride;
+                    float a = 0;
+                    for (long d = 0; d < D; d++) a += qs[j][d] * (float)kr[d];
+                    scores[j * EK_ATTN_CHUNK + i] = a;
+                }
+            for (long j = 0; j < G; j++)
+                for (long i = 0; i < n; i++) scores[j * EK_ATTN_CHUNK + i] *= ksc[i * c->scale_stride];
+        } else if (half) {
 #if EK_X86
             if (simd) group_scores_f16_avx2(qs, G, kb16, c->k_stride, n, D, scores, EK_ATTN_CHUNK);
             else
@@ -919,7 +943,22 @@ static void attn_chunk_head(const attn_ctx *c, long t, long g, long chunk_i) {
             sum[j] = (float)sm;
         }
         /* weighted values */
-        if (half) {
+        if (bytes) {
+            for (long j = 0; j < G; j++)
+                for (long i = 0; i < n; i++) scores[j * EK_ATTN_CHUNK + i] *= vsc[i * c->scale_stride];
+#if EK_X86
+            if (simd) group_values_i8_avx2(scores, EK_ATTN_CHUNK, G, vb8, c->v_stride, n, D, os);
+            else
+#endif
+            for (long j = 0; j < G; j++) {
+                memset(os[j], 0, sizeof(float) * D);
+                for (long i = 0; i < n; i++) {
+                    float p = scores[j * EK_ATTN_CHUNK + i];
+                    const int8_t *vr = vb8 + i * c->v_stride;
+                    if (p != 0.0f) for (long d = 0; d < D; d++) os[j][d] += p * (float)vr[d];
+                }
+            }
+        } else if (half) {
 #if EK_X86
             if (simd) group_values_f16_avx2(scores, EK_ATTN_CHUNK, G, vb16, c->v_stride, n, D, os);
             else
@@ -980,10 +1019,12 @@ static void attn_task(void *ctx, long index, long count) {
     long t = index / c->nchunks, chunk_i = index % c->nchunks;
     if (EK_ATTN_TOUCH && c->tq == 1) {   /* decode step: the chunk's K/V rows come from memory; bring them in first */
         long s0, s1 = chunk_keys(c, t, chunk_i, &s0);
-        long elt = c->k16 ? 2 : 4, row = c->n_kv_head * c->head_dim * elt;
+        long elt = c->k8 ? 1 : c->k16 ? 2 : 4, row = c->n_kv_head * c->head_dim * elt;
         if (s1 > s0 && row > 0) {
-            const uint8_t *kb = c->k16 ? (const uint8_t *)(c->k16 + s0 * c->k_stride) : (const uint8_t *)(c->k + s0 * c->k_stride);
-            const uint8_t *vb = c->v16 ? (const uint8_t *)(c->v16 + s0 * c->v_stride) : (const uint8_t *)(c->v + s0 * c->v_stride);
+            const uint8_t *kb = c->k8 ? (const uint8_t *)(c->k8 + s0 * c->k_stride)
+                              : c->k16 ? (const uint8_t *)(c->k16 + s0 * c->k_stride) : (const uint8_t *)(c->k + s0 * c->k_stride);
+            const uint8_t *vb = c->v8 ? (const uint8_t *)(c->v8 + s0 * c->v_stride)
+                              : c->v16 ? (const uint8_t *)(c->v16 + s0 * c->v_stride) : (const uint8_t *)(c->v + s0 * c->v_stride);
             uint8_t seen = touch_chunk(kb, vb, row, c->k_stride * elt, c->v_stride * elt, s1 - s0);
             __asm__ __volatile__("" : : "r"(seen));
         }
@@ -1008,7 +1049,11 @@ static void attention_engine(attn_ctx *c) {
                 long g = c->interleaved ? h / (c->n_head / c->n_kv_head) : h % c->n_kv_head;
                 memset(o, 0, sizeof(float) * D);
                 for (long s = 0; s < c->tk; s++) {
-                    if (c->v16) {          /* widened 64 at a time: the same axpy as the fp32 path */
+                    if (c->v8) {
+                        const int8_t *vr = c->v8 + s * c->v_stride + g * D;
+                        float w = c->v8_scale[s * c->scale_stride + g] / (float)c->tk;
+                        for (long d = 0; d < D; d++) o[d] += w * (float)vr[d];
+                    } else if (c->v16) {   /* widened 64 at a time: the same axpy as the fp32 path */
                         float row[64];
                         for (long d0 = 0; d0 < D; d0 += 64) {
                             long len = D - d0 < 64 ? D - d0 : 64;
@@ -1039,15 +1084,25 @@ void ek_attention_f32(const float *q, long q_stride, const float *k, long k_stri
                       long tq, long tk, long n_head, long n_kv_head, long head_dim, int interleaved,
                       const uint8_t *key_keep, long causal_offset, float scale_div, float *scratch) {
     attn_ctx c = { q, k, v, out, q_stride, k_stride, v_stride, out_stride, tq, tk, n_head, n_kv_head, head_dim,
-                   interleaved, key_keep, causal_offset, scale_div, NULL, 0, attn_chunk(tk), attn_chunks(tk), scratch, NULL, NULL };
+                   interleaved, key_keep, causal_offset, scale_div, NULL, 0, attn_chunk(tk), attn_chunks(tk), scratch, NULL, NULL,
+                   NULL, NULL, NULL, NULL, 0 };
     attention_engine(&c);
 }
 
-/* The three attention twins in one loop: keys and values fp32 (kf, vf) or f16 (kh, vh); score = q·k, rounded to
- * float for fp32 keys (as ek_dot_f32_ref returns it), + bias[h, (tq - 1) + s - t] when given, / scale_div; softmax
- * and P·V in double. A row with every key masked is uniform over all keys, as the reference's masked_fill. */
-static void attention_ref(const float *q, long q_stride, const float *kf, const uint16_t *kh, long k_stride,
-                          const float *vf, const uint16_t *vh, long v_stride, float *out, long out_stride,
+/* K or V as the twins read it: fp32 (f), f16 (h) or int8 (b, times scale[s * scale_stride + g]). */
+typedef struct { const float *f; const uint16_t *h; const int8_t *b; const float *scale; long scale_stride; } kv_src;
+
+static inline double kv_at(const kv_src *x, long i, long s, long g) {
+    if (x->f) return x->f[i];
+    if (x->h) return h2f(x->h[i]);
+    return (double)x->b[i] * x->scale[s * x->scale_stride + g];
+}
+
+/* The attention twins in one loop: keys and values fp32, f16 or int8 (kv_src); score = q·k, rounded to float for
+ * fp32 keys (as ek_dot_f32_ref returns it), + bias[h, (tq - 1) + s - t] when given, / scale_div; softmax and P·V in
+ * double. A row with every key masked is uniform over all keys, as the reference's masked_fill. */
+static void attention_ref(const float *q, long q_stride, const kv_src *K, long k_stride,
+                          const kv_src *V, long v_stride, float *out, long out_stride,
                           long tq, long tk, long n_head, long n_kv_head, long head_dim, int interleaved,
                           const uint8_t *key_keep, long causal_offset, float scale_div, const float *bias,
                           long bias_stride, float *scratch) {
@@ -1060,8 +1115,8 @@ static void attention_ref(const float *q, long q_stride, const float *kf, const 
             for (long s = 0; s < tk; s++) {
                 if (!key_allowed(key_keep, causal_offset, t, s)) continue;
                 long k0 = s * k_stride + g * head_dim;
-                double score = kf ? (double)ek_dot_f32_ref(qh, kf + k0, head_dim) : 0.0;
-                if (!kf) for (long d = 0; d < head_dim; d++) score += (double)qh[d] * h2f(kh[k0 + d]);
+                double score = K->f ? (double)ek_dot_f32_ref(qh, K->f + k0, head_dim) : 0.0;
+                if (!K->f) for (long d = 0; d < head_dim; d++) score += (double)qh[d] * kv_at(K, k0 + d, s, g);
                 if (bias) score += bias[h * bias_stride + (tq - 1) + s - t];
                 scratch[s] = (float)(score / scale_div);
                 if (scratch[s] > mx) mx = scratch[s];
@@ -1076,10 +1131,7 @@ static void attention_ref(const float *q, long q_stride, const float *kf, const 
             float *o = out + t * out_stride + h * head_dim;
             for (long d = 0; d < head_dim; d++) {
                 double acc = 0;
-                for (long s = 0; s < tk; s++) {
-                    long i = s * v_stride + g * head_dim + d;
-                    acc += (double)scratch[s] * (vf ? vf[i] : h2f(vh[i]));
-                }
+                for (long s = 0; s < tk; s++) acc += (double)scratch[s] * kv_at(V, s * v_stride + g * head_dim + d, s, g);
                 o[d] = (float)(acc / sum);
             }
         }
@@ -1090,7 +1142,8 @@ void ek_attention_f32_ref(const float *q, long q_stride, const float *k, long k_
                           const float *v, long v_stride, float *out, long out_stride,
                           long tq, long tk, long n_head, long n_kv_head, long head_dim, int interleaved,
                           const uint8_t *key_keep, long causal_offset, float scale_div, float *scratch) {
-    attention_ref(q, q_stride, k, NULL, k_stride, v, NULL, v_stride, out, out_stride, tq, tk, n_head, n_kv_head,
+    kv_src K = { k, NULL, NULL, NULL, 0 }, V = { v, NULL, NULL, NULL, 0 };
+    attention_ref(q, q_stride, &K, k_stride, &V, v_stride, out, out_stride, tq, tk, n_head, n_kv_head,
                   head_dim, interleaved, key_keep, causal_offset, scale_div, NULL, 0, scratch);
 }
 
@@ -1099,7 +1152,8 @@ void ek_attention_f16kv(const float *q, long q_stride, const uint16_t *k, long k
                         long tq, long tk, long n_head, long n_kv_head, long head_dim, int interleaved,
                         const uint8_t *key_keep, long causal_offset, float scale_div, float *scratch) {
     attn_ctx c = { q, NULL, NULL, out, q_stride, k_stride, v_stride, out_stride, tq, tk, n_head, n_kv_head, head_dim,
-                   interleaved, key_keep, causal_offset, scale_div, NULL, 0, attn_chunk(tk), attn_chunks(tk), scratch, k, v };
+                   interleaved, key_keep, causal_offset, scale_div, NULL, 0, attn_chunk(tk), attn_chunks(tk), scratch, k, v,
+                   NULL, NULL, NULL, NULL, 0 };
     attention_engine(&c);
 }
 
@@ -1107,7 +1161,27 @@ void ek_attention_f16kv_ref(const float *q, long q_stride, const uint16_t *k, lo
                             const uint16_t *v, long v_stride, float *out, long out_stride,
                             long tq, long tk, long n_head, long n_kv_head, long head_dim, int interleaved,
                             const uint8_t *key_keep, long causal_offset, float scale_div, float *scratch) {
-    attention_ref(q, q_stride, NULL, k, k_stride, NULL, v, v_stride, out, out_stride, tq, tk, n_head, n_kv_head,
+    kv_src K = { NULL, k, NULL, NULL, 0 }, V = { NULL, v, NULL, NULL, 0 };
+    attention_ref(q, q_stride, &K, k_stride, &V, v_stride, out, out_stride, tq, tk, n_head, n_kv_head,
+                  head_dim, interleaved, key_keep, causal_offset, scale_div, NULL, 0, scratch);
+}
+
+void ek_attention_i8kv(const float *q, long q_stride, const int8_t *k, const float *k_scale, long k_stride,
+                       const int8_t *v, const float *v_scale, long v_stride, long scale_stride,
+                       float *out, long out_stride, long tq, long tk, long n_head, long n_kv_head, long head_dim,
+                       int interleaved, const uint8_t *key_keep, long causal_offset, float scale_div, float *scratch) {
+    attn_ctx c = { q, NULL, NULL, out, q_stride, k_stride, v_stride, out_stride, tq, tk, n_head, n_kv_head, head_dim,
+                   interleaved, key_keep, causal_offset, scale_div, NULL, 0, attn_chunk(tk), attn_chunks(tk), scratch,
+                   NULL, NULL, k, v, k_scale, v_scale, scale_stride };
+    attention_engine(&c);
+}
+
+void ek_attention_i8kv_ref(const float *q, long q_stride, const int8_t *k, const float *k_scale, long k_stride,
+                           const int8_t *v, const float *v_scale, long v_stride, long scale_stride,
+                           float *out, long out_stride, long tq, long tk, long n_head, long n_kv_head, long head_dim,
+                           int interleaved, const uint8_t *key_keep, long causal_offset, float scale_div, float *scratch) {
+    kv_src K = { NULL, NULL, k, k_scale, scale_stride }, V = { NULL, NULL, v, v_scale, scale_stride };
+    attention_ref(q, q_stride, &K, k_stride, &V, v_stride, out, out_stride, tq, tk, n_head, n_kv_head,
                   head_dim, interleaved, key_keep, causal_offset, scale_div, NULL, 0, scratch);
 }
 
@@ -1120,7 +1194,8 @@ void ek_attention_relbias_f32(const float *q, long q_stride, const float *k, lon
                               const uint8_t *key_keep, long causal_offset, const float *bias, long bias_stride,
                               float *scratch) {
     attn_ctx c = { q, k, v, out, q_stride, k_stride, v_stride, out_stride, tq, tk, n_head, n_kv_head, head_dim,
-                   interleaved, key_keep, causal_offset, 1.0f, bias, bias_stride, attn_chunk(tk), attn_chunks(tk), scratch, NULL, NULL };
+                   interleaved, key_keep, causal_offset, 1.0f, bias, bias_stride, attn_chunk(tk), attn_chunks(tk), scratch, NULL, NULL,
+                   NULL, NULL, NULL, NULL, 0 };
     attention_engine(&c);
 }
 
@@ -1129,7 +1204,8 @@ void ek_attention_relbias_f32_ref(const float *q, long q_stride, const float *k,
                                   long tq, long tk, long n_head, long n_kv_head, long head_dim, int interleaved,
                                   const uint8_t *key_keep, long causal_offset, const float *bias, long bias_stride,
                                   float *scratch) {
-    attention_ref(q, q_stride, k, NULL, k_stride, v, NULL, v_stride, out, out_stride, tq, tk, n_head, n_kv_head,
+    kv_src K = { k, NULL, NULL, NULL, 0 }, V = { v, NULL, NULL, NULL, 0 };
+    attention_ref(q, q_stride, &K, k_stride, &V, v_stride, out, out_stride, tq, tk, n_head, n_kv_head,
                   head_dim, interleaved, key_keep, causal_offset, 1.0f, bias, bias_stride, scratch);
 }
 
@@ -1263,9 +1339,9 @@ void ek_f32_to_f16(const float *src, uint16_t *dst, long n) {
 }
 
 #if EK_X86
-/* the vector part of ek_f16_fits: 1 while every |x| <= 65504 (a NaN compares false), over whole blocks of 8 */
-EK_AVX2 static int f16_fits_avx2(const float *x, long n, long *done) {
-    const __m256 lim = _mm256_set1_ps(65504.0f), abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+/* the vector part of ek_all_within: 1 while every |x| <= limit (a NaN compares false), over whole blocks of 8 */
+EK_AVX2 static int all_within_avx2(const float *x, long n, float limit, long *done) {
+    const __m256 lim = _mm256_set1_ps(limit), abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
     __m256 ok = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
     long i = 0;
     for (; i + 8 <= n; i += 8)
@@ -1275,14 +1351,16 @@ EK_AVX2 static int f16_fits_avx2(const float *x, long n, long *done) {
 }
 #endif
 
-int ek_f16_fits(const float *x, long n) {
+int ek_all_within(const float *x, long n, float limit) {
     long i = 0;
 #if EK_X86
-    if (use_avx2() && !f16_fits_avx2(x, n, &i)) return 0;
+    if (use_avx2() && !all_within_avx2(x, n, limit, &i)) return 0;
 #endif
-    for (; i < n; i++) if (!(fabsf(x[i]) <= 65504.0f)) return 0;   /* NaN fails the comparison too */
+    for (; i < n; i++) if (!(fabsf(x[i]) <= limit)) return 0;   /* NaN fails the comparison too */
     return 1;
 }
+
+int ek_f16_fits(const float *x, long n) { return ek_all_within(x, n, 65504.0f); }
 
 long ek_argmax_f32(const float *x, long n) {
     long best = 0;

@@ -129,10 +129,10 @@ struct BenchCommand: ParsableCommand {
     @Flag(name: .customLong("no-limits"), help: "Skip measuring the machine's ceilings (memory bandwidth, BLAS GEMM rate, FMA and int8 instruction peaks).")
     var noLimits = false
 
-    @Option(name: .customLong("step-ab"), help: "Instead of the study: decode steps of the Mu preset (or of --model) after the first --input-tokens, --output-tokens steps per variant, alternating step by step between two variants, for each --decode-weights format; prints each variant's p10 and median step time. Variants: shared-gemv (q/k/v in one kernel call vs one call each; any --model), cross-kv (f32 vs f16 cross-attention K/V; Mu or T5), streams (x86: the int8 and GGUF-block decode GEMVs walking 2 vs 4 rows side by side per thread; any --model), tasks (decode GEMVs split into at least 4 vs 1 row ranges per thread, the default since session 27; any --model), q4y (x86 AVX2: Q4_0 / Q4_1 decode rows on the generic x8 group kernel vs rows_q4y, int16 pair sums in a loop of whole groups, the default since session 28; any --model). Or read: each decode step followed by a read of as many bytes as its weights (the read ceiling's kernel), printing the steps', the reads' and the pairs' fractions (p10 / median / p90), so the fraction of the read bandwidth is taken under the same load from other tenants (any --model).")
+    @Option(name: .customLong("step-ab"), help: "Instead of the study: decode steps of the Mu preset (or of --model) after the first --input-tokens, --output-tokens steps per variant, alternating step by step between two variants, for each --decode-weights format; prints each variant's p10 and median step time. Variants: shared-gemv (q/k/v in one kernel call vs one call each; any --model), cross-kv (f32 vs f16 cross-attention K/V; Mu or T5), cross-kv8 (f16 vs int8 cross-attention K/V; Mu or T5), streams (x86: the int8 and GGUF-block decode GEMVs walking 2 vs 4 rows side by side per thread; any --model), tasks (decode GEMVs split into at least 4 vs 1 row ranges per thread, the default since session 27; any --model), q4y (x86 AVX2: Q4_0 / Q4_1 decode rows on the generic x8 group kernel vs rows_q4y, int16 pair sums in a loop of whole groups, the default since session 28; any --model). Or read: each decode step followed by a read of as many bytes as its weights (the read ceiling's kernel), printing the steps', the reads' and the pairs' fractions (p10 / median / p90), so the fraction of the read bandwidth is taken under the same load from other tenants (any --model).")
     var stepAB: String?
 
-    @Option(name: .customLong("cross-kv"), help: "Storage of the cross-attention K/V of Mu and T5: auto (the default: as --kv-cache says: f16 beside bf16 or quantized decode weights), f32, or f16 (half the bytes a decode step reads over the encoder positions; logits within ~2e-3 of fp32 on the parity fixtures, 4.6e-3 on one T5). Each JSON row's cross_kv says what it asked for (a layer beyond f16's range stays fp32).")
+    @Option(name: .customLong("cross-kv"), help: "Storage of the cross-attention K/V of Mu and T5: auto (the default: as --kv-cache says: f16 beside bf16 or quantized decode weights), f32, f16 (half the bytes a decode step reads over the encoder positions; logits within ~2e-3 of fp32 on the parity fixtures, 4.6e-3 on one T5), or int8 (a quarter: int8 values with a scale per position and head). Each JSON row's cross_kv says what it asked for (a layer beyond f16's range stays fp32).")
     var crossKV = "auto"
 
     @Option(name: .customLong("kv-cache"), help: "Storage of the self-attention KV caches (Mu's decoder, the twin, Llama): auto (the default: f16 for rows whose decode steps read bf16 or quantized weights, as llama.cpp's cache, including f32 rows with --prompt-weights int8, which then stream the int8 rows; f32 otherwise), f32, or f16 (half the cache memory and the bytes a step reads over it). T5 keeps an f32 self-attention cache. Mu's and T5's cross-attention K/V follow this choice unless --cross-kv says otherwise. The KV column says what each row's self-attention cache ran, each JSON row's kv_cache and cross_kv both.")
@@ -161,10 +161,10 @@ struct BenchCommand: ParsableCommand {
             throw ValidationError("--keep-quantized needs a GGUF --model and no --decode-weights (it benchmarks the file's own blocks)")
         }
         if reps < 1 { throw ValidationError("--reps must be >= 1") }
-        if let stepAB, !["shared-gemv", "cross-kv", "streams", "tasks", "q4y", "read"].contains(stepAB) {
-            throw ValidationError("--step-ab: expected shared-gemv, cross-kv, streams, tasks, q4y or read (got '\(stepAB)')")
+        if let stepAB, !["shared-gemv", "cross-kv", "cross-kv8", "streams", "tasks", "q4y", "read"].contains(stepAB) {
+            throw ValidationError("--step-ab: expected shared-gemv, cross-kv, cross-kv8, streams, tasks, q4y or read (got '\(stepAB)')")
         }
-        if !["auto", "f32", "f16"].contains(crossKV) { throw ValidationError("--cross-kv: expected auto, f32 or f16 (got '\(crossKV)')") }
+        if !["auto", "f32", "f16", "int8"].contains(crossKV) { throw ValidationError("--cross-kv: expected auto, f32, f16 or int8 (got '\(crossKV)')") }
         try RuntimeOptions.checkKVCache(kvCache)
         let known = Set(["mu", "mu_decoder", "model"])
         for m in (models ?? "mu").split(separator: ",") where !known.contains(String(m)) {
@@ -269,9 +269,9 @@ struct BenchCommand: ParsableCommand {
                             printStderr("[\(name)] --kv-cache f16: T5 keeps an fp32 self-attention cache (its relative-bias attention reads fp32 rows); its cross-attention K/V are f16")
                             kvCacheKeptFP32 = true
                         }
-                        (lm as? HalfCrossKVModel)?.halfCrossKV = true
+                        (lm as? CrossKVModel)?.halfCrossKV = true
                     }
-                    if crossKV != "auto" { (lm as? HalfCrossKVModel)?.halfCrossKV = crossKV == "f16" }
+                    if let asked = try? CrossKVStorage(parsing: crossKV) { (lm as? CrossKVModel)?.crossKV = asked }
                     return half
                 }
                 var lm: LanguageModel = fromFile ? loaded! : try build()
@@ -327,7 +327,7 @@ struct BenchCommand: ParsableCommand {
                             }
                             r.decodeWeights = label
                             r.kvCache = halfKV ? "f16" : "f32"
-                            r.crossKV = (lm as? HalfCrossKVModel).map { $0.halfCrossKV ? "f16" : "f32" }
+                            r.crossKV = (lm as? CrossKVModel).map { $0.crossKV.rawValue }
                             results.append(r)
                             if StepProfile.enabled {
                                 let p = StepProfile.stepPercentiles()
@@ -534,12 +534,12 @@ struct BenchCommand: ParsableCommand {
         if let model {
             let loaded = try ModelRegistry.load(folder: model, keepQuantized: keepQuantized)
             if let mu = loaded as? MuModel { lm = try MuModel(config: mu.config, randomSeed: seed) }
-            else if variant != "cross-kv" || loaded is T5Model { lm = loaded }
-            else { throw ValidationError("--step-ab cross-kv needs a Mu or T5 model") }
+            else if !variant.hasPrefix("cross-kv") || loaded is T5Model { lm = loaded }
+            else { throw ValidationError("--step-ab \(variant) needs a Mu or T5 model") }
         } else {
             lm = try MuModel(config: .mu330m, randomSeed: seed)
         }
-        let crossModel = lm as? HalfCrossKVModel
+        let crossModel = lm as? CrossKVModel
         var rng = SplitMix64(seed: seed)
         let prompt = (0..<lengths[0]).map { _ in 3 + Int(rng.next() % UInt64(lm.vocabSize - 3)) }
         if variant == "read" { try runDecodeAgainstRead(lm, prompt: prompt); return }
@@ -548,6 +548,7 @@ struct BenchCommand: ParsableCommand {
             : variant == "streams" ? ("2 rows side by side per thread", "4 rows side by side per thread")
             : variant == "tasks" ? ("at least 4 row ranges per thread", "at least 1 row range per thread")
             : variant == "q4y" ? ("Q4 rows on the x8 group kernel", "Q4 rows on rows_q4y")
+            : variant == "cross-kv8" ? ("cross K/V f16", "cross K/V int8")
             : ("cross K/V f32", "cross K/V f16")
         print("\(lm.modelType) decode steps after \(lengths[0]) input tokens, \(outputLengths[0]) steps per variant, alternating step by step; \(threads) thread(s)"
               + (limits.map { String(format: "; read ceiling %.1f GB/s", $0.readGBps) } ?? ""))
@@ -567,14 +568,15 @@ struct BenchCommand: ParsableCommand {
             if !(keepQuantized && format == .f32) { try lm.useDecodeWeights(format) }
             // shared-gemv: the cross K/V as --cross-kv says (auto: as --kv-cache, whose auto is f16 beside bf16 /
             // quantized decode weights, a kept GGUF's blocks included); the self-attention cache stays fp32 here
-            let halfCross = wantsHalfCrossKV(lm, storage)
+            let cross = crossStorage(lm, storage)
             printStderr("[\(lm.modelType) \(format.rawValue)] \(variant): \(outputLengths[0]) steps per variant…")
             let r = try StepAB.run(lm, prompt: prompt, steps: outputLengths[0]) { v in
                 switch variant {
-                case "shared-gemv": DecodeTuning.sharedGEMV = v == 1; crossModel?.halfCrossKV = halfCross
-                case "streams": Backend.groupedDecodeStreams = v == 1 ? 4 : 2; crossModel?.halfCrossKV = halfCross
-                case "tasks": Backend.decodeTasksPerThread = v == 1 ? 1 : 4; crossModel?.halfCrossKV = halfCross
-                case "q4y": Backend.q4PairSumKernel = v == 1; crossModel?.halfCrossKV = halfCross
+                case "shared-gemv": DecodeTuning.sharedGEMV = v == 1; crossModel?.crossKV = cross
+                case "streams": Backend.groupedDecodeStreams = v == 1 ? 4 : 2; crossModel?.crossKV = cross
+                case "tasks": Backend.decodeTasksPerThread = v == 1 ? 1 : 4; crossModel?.crossKV = cross
+                case "q4y": Backend.q4PairSumKernel = v == 1; crossModel?.crossKV = cross
+                case "cross-kv8": crossModel?.crossKV = v == 1 ? .int8 : .f16
                 default: crossModel?.halfCrossKV = v == 1
                 }
             }
@@ -590,10 +592,10 @@ struct BenchCommand: ParsableCommand {
         }
     }
 
-    /// Whether the cross-attention K/V are f16 in a --step-ab run: as --cross-kv says (auto: as --kv-cache's storage
-    /// gives them beside the model's decode weights, `storesCrossKVInF16`).
-    func wantsHalfCrossKV(_ lm: LanguageModel, _ storage: KVCacheStorage) -> Bool {
-        crossKV == "f16" || (crossKV == "auto" && lm.storesCrossKVInF16(storage))
+    /// The cross-attention K/V storage of a --step-ab run: as --cross-kv says (auto: as --kv-cache's storage gives them
+    /// beside the model's decode weights, `storesCrossKVInF16`).
+    func crossStorage(_ lm: LanguageModel, _ storage: KVCacheStorage) -> CrossKVStorage {
+        (try? CrossKVStorage(parsing: crossKV)) ?? (lm.storesCrossKVInF16(storage) ? .f16 : .f32)
     }
 
     /// `--step-ab read`: per --decode-weights format, decode steps each followed by a read of the same bytes
@@ -608,7 +610,7 @@ struct BenchCommand: ParsableCommand {
             // the caches as the study's rows keep them (--kv-cache auto: f16 beside bf16 / quantized weights; T5 keeps an
             // fp32 self-attention cache), the cross K/V as --cross-kv says
             if lm.supportsHalfKVCache || storage != .f16 { _ = try lm.useKVCache(storage) }
-            (lm as? HalfCrossKVModel)?.halfCrossKV = wantsHalfCrossKV(lm, storage)
+            (lm as? CrossKVModel)?.crossKV = crossStorage(lm, storage)
             printStderr("[\(lm.modelType) \(format.rawValue)] decode against reads: \(outputLengths[0]) steps…")
             let r = try StepAB.againstRead(lm, prompt: prompt, steps: outputLengths[0])
             let gb = r.weightBytes / 1e9

@@ -8,6 +8,7 @@ import Encore
 /// encore chat --model smollm2.Q4_1.gguf --keep-quantized --kv-cache f32   # fp32 cache (auto would pick f16)
 /// encore generate --model llama-hf --prompt "Hi" --decode-weights int8 --prompt-weights int8
 /// encore generate --model mu-330m --input-ids 5,6,7 --decode-weights q4_0 --encoder-weights q8_0 --prompt-weights int8
+/// encore generate --model t5-small --prompt "translate English to German: Hi" --decode-weights q4_0 --cross-kv int8
 /// ```
 struct RuntimeOptions: ParsableArguments {
     @Option(name: .customLong("decode-weights"), help: "Weight format streamed by decode steps: f32, bf16, int8, q8_0, q4_0 or q4_1 (prompt passes: see --prompt-weights).")
@@ -22,6 +23,9 @@ struct RuntimeOptions: ParsableArguments {
     @Option(name: .customLong("kv-cache"), help: "Storage of the self-attention KV cache, and of Mu's and T5's cross-attention K/V: auto (the default: f16 when decode steps read bf16 or quantized weights, as llama.cpp's cache: --decode-weights other than f32, a GGUF with --keep-quantized, or --prompt-weights int8, whose int8 rows decode steps then stream; f32 beside fp32 weights, and for T5's self-attention cache), f32, or f16 (half the cache memory and the bytes a step reads over it; logits within ~1e-3; refused for T5, whose self-attention cache stays f32).")
     var kvCache: String = "auto"
 
+    @Option(name: .customLong("cross-kv"), help: "Mu and T5: storage of the cross-attention K/V, which every decode step reads over all the input positions: auto (the default: as --kv-cache gives it, f16 beside bf16 or quantized decode weights, f32 otherwise), f32, f16 (half the bytes), or int8 (a quarter: int8 values with an fp32 scale per position and head; a layer with a non-finite value stays f32). Ignored by decoder-only models.")
+    var crossKV: String = "auto"
+
     @Flag(name: .customLong("keep-quantized"), help: "GGUF models: keep Q8_0/Q4_0/Q4_1/Q5_0/Q5_1/Q4_K/Q5_K/Q6_K matrices and the embedding table in their blocks instead of widening them to fp32 (less memory; decode reads them natively).")
     var keepQuantized = false
 
@@ -30,6 +34,9 @@ struct RuntimeOptions: ParsableArguments {
         try Self.checkPromptWeights(promptWeights)
         try Self.checkEncoderWeights(encoderWeights)
         try Self.checkKVCache(kvCache)
+        if crossKV != "auto" && (try? CrossKVStorage(parsing: crossKV)) == nil {
+            throw ValidationError("--cross-kv must be auto, f32, f16 or int8 (got '\(crossKV)')")
+        }
     }
 
     /// `--prompt-weights` takes auto, f32, int8, decode or blocks (also `encore bench`'s option).
@@ -62,6 +69,7 @@ struct RuntimeOptions: ParsableArguments {
             : try PromptWeights(parsing: promptWeights)
         if prompts != .f32 { try lm.usePromptWeights(prompts) }
         try lm.useKVCache(try KVCacheStorage(parsing: kvCache))
+        if crossKV != "auto", let model = lm as? CrossKVModel { model.crossKV = try CrossKVStorage(parsing: crossKV) }
         return lm
     }
 }

@@ -110,8 +110,8 @@ final class BenchCLITests: XCTestCase {
         XCTAssertNotEqual(wrongType.status, 0, "'llama' is not a --models name (use 'model')")
     }
 
-    /// `--step-ab` (alternating decode steps of two variants: shared-gemv, cross-kv, streams, tasks, q4y; or each step against a
-    /// read of its bytes: read) and `--cross-kv f16` run on a small Mu and a Llama GGUF
+    /// `--step-ab` (alternating decode steps of two variants: shared-gemv, cross-kv, cross-kv8, streams, tasks, q4y; or each
+    /// step against a read of its bytes: read), `--cross-kv f16` and `int8` (bench and generate) run on a small Mu and a Llama GGUF
     /// and print their lines; bad values and a cross-kv A/B on a non-Mu model fail with a message. (No timing asserted.)
     func testStepABAndCrossKV() throws {
         let mu = fixture("mu/gqa_mod")
@@ -154,6 +154,23 @@ final class BenchCLITests: XCTestCase {
         XCTAssertEqual(half.status, 0, half.stderr)
         let o = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(half.stdout.utf8)) as? [String: Any], half.stdout)
         XCTAssertEqual(o["cross_kv"] as? String, "f16")
+        let int8 = runCLI(["bench", "--model", mu, "--models", "mu", "--cross-kv", "int8", "--input-tokens", "6", "--output-tokens", "2",
+                           "--reps", "1", "--threads", "1", "--no-limits", "--json"])
+        XCTAssertEqual(int8.status, 0, int8.stderr)
+        let o8 = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(int8.stdout.utf8)) as? [String: Any], int8.stdout)
+        XCTAssertEqual(o8["cross_kv"] as? String, "int8")
+        let rows8 = try XCTUnwrap(o8["results"] as? [[String: Any]], int8.stdout)
+        XCTAssertEqual(rows8.first { $0["model"] as? String == "mu" }?["cross_kv"] as? String, "int8", int8.stdout)
+        let cross8 = runCLI(["bench", "--step-ab", "cross-kv8", "--model", mu, "--input-tokens", "6", "--output-tokens", "3",
+                             "--decode-weights", "q4_0", "--threads", "1", "--no-limits"])
+        XCTAssertEqual(cross8.status, 0, cross8.stderr)
+        XCTAssertTrue(cross8.stdout.contains("B = cross K/V int8") && cross8.stdout.contains("q4_0: A "), cross8.stdout)
+        // generate takes --cross-kv too: int8 runs; a bad value is a usage error naming the option
+        let gen = runCLI(["generate", "--model", mu, "--input-ids", "5,6,7", "--max-tokens", "3", "--cross-kv", "int8"])
+        XCTAssertEqual(gen.status, 0, gen.stderr)
+        let badGen = runCLI(["generate", "--model", mu, "--input-ids", "5,6,7", "--cross-kv", "q4"])
+        XCTAssertEqual(badGen.status, 64)
+        XCTAssertTrue(badGen.stderr.contains("--cross-kv"), badGen.stderr)
         for bad in [["--step-ab", "fused"], ["--cross-kv", "int4"]] {
             let r = runCLI(["bench"] + bad)
             XCTAssertNotEqual(r.status, 0, bad.joined(separator: " "))

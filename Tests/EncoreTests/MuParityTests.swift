@@ -55,38 +55,75 @@ final class MuParityTests: XCTestCase {
         }
     }
 
-    /// Cross-attention K/V kept in f16 (`halfCrossKV`; the CLI's default beside bf16 or quantized decode weights):
-    /// every layer's K/V is stored in f16, and the
-    /// teacher-forced logits (padded batches: masked encoder keys) stay within 2e-3 of the reference's fp32 logits
-    /// (measured 2.7e-4–5.4e-4 on these deliberately large random weights), not equal to the fp32 path's.
-    func testHalfCrossKVStaysCloseToReference() throws {
+    /// Cross-attention K/V kept in f16 (`halfCrossKV`; the CLI's default beside bf16 or quantized decode weights) or
+    /// int8 (`crossKV = .int8`: a scale per position and head): every layer's K/V is stored so, and the teacher-forced
+    /// logits (padded batches: masked encoder keys; 8 decoder tokens: the decode-step kernels) stay within 2e-3 (f16)
+    /// and 2e-2 (int8) of the reference's fp32 logits (measured f16 2.7e-4–5.4e-4, int8 7.8e-3–1.1e-2 on these
+    /// deliberately large random weights: 7 bits a value cost ~20× f16's 11), not equal to the fp32 path's.
+    func testNarrowCrossKVStaysCloseToReference() throws {
         for name in Self.muCases {
             let (model, golden, tensors) = try Self.load(name)
-            model.halfCrossKV = true
-            let enc = try model.encode(try intRows(golden["encoder_input_ids"]))
-            for layer in enc.cross { guard case .f16 = layer else { return XCTFail("\(name): cross K/V not stored in f16") } }
-            let logits = try model.teacherForcedLogits(encoderIds: try intRows(golden["encoder_input_ids"]),
-                                                       decoderIds: try intRows(golden["decoder_input_ids"]))
-            let err = relativeError(logits.toArray(), try tensors.tensor("logits").toArray())
-            print("\(name): f16 cross K/V logits relative error \(err)")
-            XCTAssertLessThan(err, 2e-3, "\(name): f16 cross K/V logits relative error \(err)")
-            XCTAssertGreaterThan(err, 0, "\(name): f16 K/V should change the logits")
+            for (storage, tolerance) in [(CrossKVStorage.f16, 2e-3), (.int8, 2e-2)] {
+                model.crossKV = storage
+                let enc = try model.encode(try intRows(golden["encoder_input_ids"]))
+                XCTAssertEqual(enc.cross.map(\.storage), Array(repeating: storage, count: enc.cross.count), "\(name)")
+                let logits = try model.teacherForcedLogits(encoderIds: try intRows(golden["encoder_input_ids"]),
+                                                           decoderIds: try intRows(golden["decoder_input_ids"]))
+                let err = relativeError(logits.toArray(), try tensors.tensor("logits").toArray())
+                print("\(name): \(storage) cross K/V logits relative error \(err)")
+                XCTAssertLessThan(err, Float(tolerance), "\(name): \(storage) cross K/V logits relative error \(err)")
+                XCTAssertGreaterThan(err, 0, "\(name): \(storage) K/V should change the logits")
+            }
         }
     }
 
-    /// Long decoder inputs (teacher forcing, scoring: 16 queries or more take the BLAS path) over f16 cross K/V widen
-    /// the rows once: the logits stay within 2e-3 of the fp32 K/V's (and differ from them).
-    func testHalfCrossKVWithLongDecoderInputs() throws {
+    /// Long decoder inputs (teacher forcing, scoring: 16 queries or more take the BLAS path) over f16 or int8 cross
+    /// K/V widen the rows once: the logits stay within 2e-3 (f16) and 4e-2 (int8) of the fp32 K/V's (and differ;
+    /// measured 1.2e-3 and 2.2e-2).
+    func testNarrowCrossKVWithLongDecoderInputs() throws {
         let (model, golden, _) = try Self.load(Self.muCases[0])
         let encoderIds = try intRows(golden["encoder_input_ids"])
         let decoderIds = encoderIds.map { row in (0..<24).map { 3 + (row[$0 % row.count] + 7 * $0) % (model.vocabSize - 3) } }
         let full = try model.teacherForcedLogits(encoderIds: encoderIds, decoderIds: decoderIds).toArray()
-        model.halfCrossKV = true
-        let half = try model.teacherForcedLogits(encoderIds: encoderIds, decoderIds: decoderIds).toArray()
-        let err = relativeError(half, full)
-        print("f16 cross K/V, 24 decoder tokens: relative error \(err)")
-        XCTAssertLessThan(err, 2e-3)
-        XCTAssertGreaterThan(err, 0)
+        for (storage, tolerance) in [(CrossKVStorage.f16, 2e-3), (.int8, 4e-2)] {
+            model.crossKV = storage
+            let narrow = try model.teacherForcedLogits(encoderIds: encoderIds, decoderIds: decoderIds).toArray()
+            let err = relativeError(narrow, full)
+            print("\(storage) cross K/V, 24 decoder tokens: relative error \(err)")
+            XCTAssertLessThan(err, Float(tolerance), "\(storage)")
+            XCTAssertGreaterThan(err, 0, "\(storage)")
+        }
+    }
+
+    /// Int8HeadRows: each head's slice of a row quantized on its own (scale = largest |x| / 127, round to nearest),
+    /// whole blocks of 32 and not (D = 12: the quantizer's padded rows compacted), a zero slice (scale 0), and the
+    /// refusal of NaN and infinities (such a layer stays fp32).
+    func testInt8HeadRowsQuantizePerHead() throws {
+        for headDim in [64, 12] {
+            let rows = 5, heads = 3
+            var values = (0..<(rows * heads * headDim)).map { i in Float(sin(Double(i) * 0.37)) * Float(1 + i % 7) }
+            for d in 0..<headDim { values[headDim + d] = 0 }                    // row 0, head 1: all zero
+            for d in 0..<headDim { values[2 * headDim + d] *= 1000 }            // row 0, head 2: large
+            let t = Tensor(shape: [rows, heads * headDim], values: values)
+            let q = try XCTUnwrap(Int8HeadRows(fitting: t, headDim: headDim))
+            XCTAssertEqual(q.bytes, rows * heads * headDim + rows * heads * 4)
+            let back = q.widened().toArray()
+            for r in 0..<(rows * heads) {
+                let slice = values[(r * headDim)..<((r + 1) * headDim)]
+                let amax = slice.map(abs).max()!
+                XCTAssertEqual(q.scales[r], amax / 127, "D=\(headDim) head row \(r)")
+                for d in 0..<headDim {
+                    let i = r * headDim + d
+                    let want = amax == 0 ? 0 : Int8(clamping: Int((values[i] / (amax / 127)).rounded(.toNearestOrEven)))
+                    XCTAssertEqual(q.data[i], want, "D=\(headDim) \(i)")
+                    XCTAssertLessThanOrEqual(abs(back[i] - values[i]), amax / 254 * 1.0001, "D=\(headDim) \(i)")
+                }
+            }
+            XCTAssertEqual(q.scales[1], 0)
+        }
+        XCTAssertNil(Int8HeadRows(fitting: Tensor(shape: [1, 4], values: [1, .nan, 2, 3]), headDim: 4))
+        XCTAssertNil(Int8HeadRows(fitting: Tensor(shape: [1, 4], values: [1, 2, -.infinity, 3]), headDim: 2))
+        XCTAssertNotNil(Int8HeadRows(fitting: Tensor(shape: [1, 2], values: [1e30, -3e38]), headDim: 2))
     }
 
     /// HalfTensor keeps values within f16's range (rounded to nearest even) and refuses the others, so a layer whose

@@ -310,6 +310,25 @@ static void test_attention(void) {
             }
             free(k16); free(v16);
         }
+        if (!relb && causal < 0) {   /* K/V in int8 with a scale per (key, KV head) (cross-attention K/V kept in 8 bits) */
+            long ss = KV + 1;        /* scale rows wider than the KV heads: the kernel must use scale_stride */
+            int8_t *k8 = malloc((size_t)(tk * ks)), *v8 = malloc((size_t)(tk * ks));
+            float *ksc = malloc(sizeof(float) * tk * ss), *vsc = malloc(sizeof(float) * tk * ss);
+            for (long i = 0; i < tk * ks; i++) { k8[i] = (int8_t)lrintf(127.0f * urand()); v8[i] = (int8_t)lrintf(127.0f * urand()); }
+            for (long i = 0; i < tk * ss; i++) { ksc[i] = 0.002f + 0.02f * fabsf(urand()); vsc[i] = 0.002f + 0.03f * fabsf(urand()); }
+            if (tk > 2) { ksc[1 * ss] = 0.0f; vsc[2 * ss] = 0.0f; }   /* an all-zero head slice quantizes to scale 0 */
+            ek_attention_i8kv(q, qs, k8, ksc, ks, v8, vsc, ks, ss, out, os, tq, tk, H, KV, D, inter, keep, -1, sqrtf((float)D), scr);
+            ek_attention_i8kv_ref(q, qs, k8, ksc, ks, v8, vsc, ks, ss, ref, os, tq, tk, H, KV, D, inter, keep, -1, sqrtf((float)D), rscr);
+            double vmax8 = 0;
+            for (long s = 0; s < tk; s++)
+                for (long i = 0; i < KV * D; i++) { double a = fabs((double)v8[s * ks + i] * vsc[s * ss + i / D]); if (a > vmax8) vmax8 = a; }
+            for (long t = 0; t < tq; t++) {
+                double want[4096], sc[4096];
+                for (long i = 0; i < H * D; i++) { want[i] = ref[t * os + i]; sc[i] = vmax8; }
+                expect_close("attention_i8kv", ci, out + t * os, want, sc, H * D, 1e-5);
+            }
+            free(k8); free(v8); free(ksc); free(vsc);
+        }
         free(q); free(k); free(v); free(out); free(ref); free(keep); free(bias); free(scr); free(rscr);
     }
     /* A query head gets the same bits whichever head block of its KV head it falls in: G = 5 runs as 3 + 2, so
@@ -336,7 +355,7 @@ static void test_attention(void) {
         }
         free(q); free(k); free(v); free(out); free(scr);
     }
-    report("attention (+relbias, f16kv)", ek_kernel_path());
+    report("attention (+relbias, f16kv, i8kv)", ek_kernel_path());
 }
 
 /* ------------------------------------------------------------------------------------------------ */

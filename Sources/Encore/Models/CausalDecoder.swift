@@ -150,13 +150,40 @@ extension LlamaModel: HalfKVCacheModel {}
 extension MuDecoderModel: HalfKVCacheModel {}
 extension MuModel: HalfKVCacheModel {}
 
-/// The encoder-decoders whose cross-attention K/V can be kept in f16 (Mu, T5; ``CrossAttentionKV``), set by
-/// ``LanguageModel/useKVCache(_:)``.
-public protocol HalfCrossKVModel: AnyObject {
-    var halfCrossKV: Bool { get set }
+/// The encoder-decoders whose cross-attention K/V can be kept in f16 or int8 (Mu, T5; ``CrossAttentionKV``): f16 set
+/// by ``LanguageModel/useKVCache(_:)``, int8 by choice (``CrossKVStorage``).
+public protocol CrossKVModel: AnyObject {
+    /// The storage of the cross-attention K/V of later encodes.
+    var crossKV: CrossKVStorage { get set }
 }
-extension MuModel: HalfCrossKVModel {}
-extension T5Model: HalfCrossKVModel {}
+extension CrossKVModel {
+    /// Whether the cross-attention K/V of later encodes are kept in f16 (setting false: fp32).
+    public var halfCrossKV: Bool {
+        get { crossKV == .f16 }
+        set { crossKV = newValue ? .f16 : .f32 }
+    }
+}
+extension MuModel: CrossKVModel {}
+extension T5Model: CrossKVModel {}
+
+/// Storage of an encoder-decoder's cross-attention K/V (Mu, T5), computed once per encode and read by every decode
+/// step over all the encoder positions.
+///
+/// - `f32`: exact.
+/// - `f16`: half the bytes; logits within ~2e-3 of fp32's (a layer beyond f16's range stays fp32).
+/// - `int8`: a quarter of fp32's bytes: one int8 per value and an fp32 scale per (position, head) — largest |x| / 127
+///   (``Int8HeadRows``); decode steps widen the int8 values in the attention kernel (`ek_attention_i8kv`), longer
+///   queries (teacher forcing, scoring) read them dequantized. A layer with a non-finite value stays fp32.
+///
+/// ```swift
+/// try mu.useDecodeWeights(.q4_0); try mu.useKVCache(.auto); mu.crossKV = .int8
+/// ```
+public enum CrossKVStorage: String, CaseIterable, Sendable {
+    case f32, f16, int8
+
+    /// Parses `f32`, `f16` or `int8` (any case), naming the choices otherwise.
+    public init(parsing s: String) throws { self = try Self.parsed(s, what: "cross-attention K/V storage") }
+}
 
 extension LanguageModel {
     /// Keeps the self-attention KV caches built afterwards (generation, scoring) in f16 (`true`) or fp32 (`false`, the default):
@@ -212,7 +239,7 @@ extension LanguageModel {
         case .auto: supportsHalfKVCache && !decodeStreamsFP32
         }
         try useHalfKVCache(half)
-        (self as? HalfCrossKVModel)?.halfCrossKV = storesCrossKVInF16(storage)
+        (self as? CrossKVModel)?.halfCrossKV = storesCrossKVInF16(storage)
         return half
     }
 

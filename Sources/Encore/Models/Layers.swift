@@ -627,36 +627,58 @@ extension AttentionWeights {
 }
 
 /// One decoder layer's cross-attention K and V over the encoder positions, [B*L, kvWidth] each: computed once per
-/// encode and read by every decode step. fp32, or f16 (``MuModel/halfCrossKV``, ``T5Model/halfCrossKV``: half the
-/// bytes a step reads over the encoder positions; scores and outputs still fp32).
+/// encode and read by every decode step. fp32, f16 or int8 (``CrossKVStorage``, ``MuModel/crossKV``,
+/// ``T5Model/crossKV``: half or a quarter of the bytes a step reads over the encoder positions; scores and outputs
+/// still fp32).
 enum CrossAttentionKV {
     case f32(k: Tensor, v: Tensor)
     case f16(k: HalfTensor, v: HalfTensor)
+    case int8(k: Int8HeadRows, v: Int8HeadRows)
 
-    /// K and V as projected (fp32), or in f16 when `half` and both fit f16's range (a layer that does not stays fp32).
-    init(k: Tensor, v: Tensor, half: Bool) {
-        if half, let k16 = HalfTensor(fitting: k), let v16 = HalfTensor(fitting: v) { self = .f16(k: k16, v: v16) }
-        else { self = .f32(k: k, v: v) }
+    /// K and V as projected (fp32), or stored as `storage` asks when both fit it (f16: within its range; int8: finite;
+    /// a layer that does not stays fp32). int8 takes a scale per row and head of `headDim` values.
+    init(k: Tensor, v: Tensor, storage: CrossKVStorage, headDim: Int) {
+        switch storage {
+        case .f16:
+            if let k16 = HalfTensor(fitting: k), let v16 = HalfTensor(fitting: v) { self = .f16(k: k16, v: v16); return }
+        case .int8:
+            if let k8 = Int8HeadRows(fitting: k, headDim: headDim), let v8 = Int8HeadRows(fitting: v, headDim: headDim) {
+                self = .int8(k: k8, v: v8); return
+            }
+        case .f32: break
+        }
+        self = .f32(k: k, v: v)
     }
 
     var bytes: Int {
         switch self {
         case .f32(let k, let v): return (k.count + v.count) * 4
         case .f16(let k, let v): return k.bytes + v.bytes
+        case .int8(let k, let v): return k.bytes + v.bytes
+        }
+    }
+
+    /// The storage these K/V ended up in.
+    var storage: CrossKVStorage {
+        switch self {
+        case .f32: .f32
+        case .f16: .f16
+        case .int8: .int8
         }
     }
 
     /// Every decoder layer's K and V of the encoder output x [B*L, C] (`projections` = [(k, v)] per layer). fp32: one
-    /// ``Linear/shared(_:_:)`` call for all of them (x quantized once, one pool job, for int8 / block prompts). `half`:
-    /// four layers per call, each group stored in f16 before the next is projected, so the fp32 rows of one group exist
-    /// at a time and the peak memory stays below the fp32 K/V's (all of them at once, then their f16 copies, would
+    /// ``Linear/shared(_:_:)`` call for all of them (x quantized once, one pool job, for int8 / block prompts). f16 or
+    /// int8: four layers per call, each group stored before the next is projected, so the fp32 rows of one group exist
+    /// at a time and the peak memory stays below the fp32 K/V's (all of them at once, then their narrow copies, would
     /// raise it by half).
-    static func project(_ x: Tensor, _ projections: [(k: Linear, v: Linear)], half: Bool) -> [CrossAttentionKV] {
-        let group = half ? 4 : max(projections.count, 1)
+    static func project(_ x: Tensor, _ projections: [(k: Linear, v: Linear)], storage: CrossKVStorage,
+                        headDim: Int) -> [CrossAttentionKV] {
+        let group = storage != .f32 ? 4 : max(projections.count, 1)
         return stride(from: 0, to: projections.count, by: group).flatMap { g0 in
             let layers = projections[g0..<min(g0 + group, projections.count)]
             let kv = Linear.shared(x, layers.flatMap { [$0.k, $0.v] })
-            return (0..<layers.count).map { CrossAttentionKV(k: kv[2 * $0], v: kv[2 * $0 + 1], half: half) }
+            return (0..<layers.count).map { CrossAttentionKV(k: kv[2 * $0], v: kv[2 * $0 + 1], storage: storage, headDim: headDim) }
         }
     }
 }
@@ -687,10 +709,11 @@ extension Ops {
         return o
     }
 
-    /// Cross-attention of q [B*tq, H*D] over a decoder layer's stored encoder K/V ([B*kvRows, Hkv*D] each, fp32 or
-    /// f16), no causal mask: scores scaled by 1/√D (`scaled`, Mu) or not (T5, whose cross-attention has no position
-    /// bias either). f16 rows are widened per element by the short-query kernel (`ek_attention_f16kv`, decode steps),
-    /// or once into fp32 for long queries (teacher forcing, scoring), which take the BLAS path. Returns [B*tq, H*D].
+    /// Cross-attention of q [B*tq, H*D] over a decoder layer's stored encoder K/V ([B*kvRows, Hkv*D] each, fp32, f16
+    /// or int8), no causal mask: scores scaled by 1/√D (`scaled`, Mu) or not (T5, whose cross-attention has no position
+    /// bias either). f16 and int8 rows are widened per element by the short-query kernels (`ek_attention_f16kv`,
+    /// `ek_attention_i8kv`: decode steps), or once into fp32 for long queries (teacher forcing, scoring), which take
+    /// the BLAS path. Returns [B*tq, H*D].
     static func crossAttention(q: Tensor, kv: CrossAttentionKV, batch B: Int, tq: Int, kvRows: Int, keyKeep: [UInt8],
                                shape: AttentionShape, scaled: Bool, scratch: inout [Float]) -> Tensor {
         let (k32, v32): (Tensor, Tensor)
@@ -705,6 +728,25 @@ extension Ops {
                     attentionF16KV(q: q.data + b * tq * shape.qWidth, tq: tq, k: k.data + b * kvRows * shape.kvWidth,
                                    v: v.data + b * kvRows * shape.kvWidth, kvRows: kvRows, kvStride: shape.kvWidth, out: out,
                                    shape: shape, keyKeep: keep, causalOffset: -1, scaleDiv: scaleDiv, scratch: &scratch)
+                }
+            }
+        case .int8(let k, let v):
+            guard tq < longQueryMinimum else { (k32, v32) = (k.widened(), v.widened()); break }
+            precondition(k.rows == B * kvRows && k.width == shape.kvWidth && k.headDim == shape.headDim
+                         && v.rows == k.rows && v.width == k.width && v.headDim == k.headDim,
+                         "attention: k \(k.shape) v \(v.shape) in heads of \(k.headDim)")
+            let scaleDiv = scaled ? Float(Double(shape.headDim).squareRoot()) : 1
+            let heads = shape.kvHeads
+            return withExtendedLifetime((q, k, v)) {
+                eachSequence(batch: B, tq: tq, kvRows: kvRows, keyKeep: keyKeep, shape: shape) { b, keep, out in
+                    withShortQueryScratch(tq: tq, kvRows: kvRows, shape: shape, scratch: &scratch) { s in
+                        let row = b * kvRows
+                        ek_attention_i8kv(q.data + b * tq * shape.qWidth, shape.qWidth,
+                                          k.data + row * shape.kvWidth, k.scales + row * heads, shape.kvWidth,
+                                          v.data + row * shape.kvWidth, v.scales + row * heads, shape.kvWidth, heads,
+                                          out, shape.qWidth, tq, kvRows, shape.heads, shape.kvHeads, shape.headDim,
+                                          shape.interleaved ? 1 : 0, keep, -1, scaleDiv, s)
+                    }
                 }
             }
         }

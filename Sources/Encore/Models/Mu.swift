@@ -313,17 +313,18 @@ public final class MuModel: LanguageModel {
         x = lnE(x)
         StepProfile.lap(.norm)
         // every decoder layer's K and V of x (in one call, or four layers per call when stored in f16)
-        let cross = CrossAttentionKV.project(x, decoderBlocks.map { ($0.crossAttn.k, $0.crossAttn.v) }, half: halfCrossKV)
+        let cross = CrossAttentionKV.project(x, decoderBlocks.map { ($0.crossAttn.k, $0.crossAttn.v) }, storage: crossKV, headDim: shape.headDim)
         StepProfile.lap(.crossKV)
         return MuEncoderOutput(batch: B, length: L, hidden: x.reshaped([B, L, config.nEmbd]), keep: keep, cross: cross)
     }
 
-    /// Keeps the cross-attention K/V of later ``encode(_:)`` calls in f16: decode steps read half the bytes over the
-    /// encoder positions (7.9 of Mu-330M's 8.4 MB of attention reads per step at 512 input tokens, 63 MB at 4,096),
-    /// with scores and outputs still computed in fp32 from the widened values. A layer whose K or V exceeds f16's range
-    /// stays fp32. Off by default; ``LanguageModel/useKVCache(_:)`` sets it with the self-attention cache (`.auto`:
-    /// on beside bf16 or quantized decode weights, the CLI's default).
-    public var halfCrossKV = false
+    /// The storage of the cross-attention K/V of later ``encode(_:)`` calls (``CrossKVStorage``): f16 halves the bytes
+    /// decode steps read over the encoder positions (in fp32 7.9 of Mu-330M's 8.4 MB of attention reads per step at
+    /// 512 input tokens, 63 MB at 4,096), int8 quarters them; scores and outputs are computed in fp32 from the widened
+    /// values. A layer whose K or V does not fit the storage stays fp32. fp32 by default;
+    /// ``LanguageModel/useKVCache(_:)`` sets f16 or fp32 with the self-attention cache (`.auto`: f16 beside bf16 or
+    /// quantized decode weights, the CLI's default).
+    public var crossKV: CrossKVStorage = .f32
     /// Keeps the decoder's self-attention KV caches built afterwards (generation, scoring) in f16 (opt-in; see
     /// ``LlamaModel/halfKVCache``). Off by default.
     public var halfKVCache = false

@@ -418,11 +418,11 @@ public final class T5Model: LanguageModel {
     let decoderBias: T5RelativeBias
     let decoderNorm: T5LayerNorm
     public let parameterCount: Int
-    /// Keeps the cross-attention K/V of later ``encode(_:)`` calls in f16 (as ``MuModel/halfCrossKV``): T5-347M's
-    /// decode steps read 100 MB of them at 512 input tokens in fp32 (24 layers × 512 × 1024 × 2). The self-attention
-    /// cache stays fp32. Off by default; ``LanguageModel/useKVCache(_:)`` sets it (`.auto`: on beside bf16 or
-    /// quantized decode weights, the CLI's default).
-    public var halfCrossKV = false
+    /// The storage of the cross-attention K/V of later ``encode(_:)`` calls, as ``MuModel/crossKV``: T5-347M's decode
+    /// steps read 15.7 MB of them at 512 input tokens in fp32 (10 layers × 512 × 384 × 2), 7.9 in f16, 4.1 in int8.
+    /// The self-attention cache stays fp32. fp32 by default; ``LanguageModel/useKVCache(_:)`` sets f16 or fp32
+    /// (`.auto`: f16 beside bf16 or quantized decode weights, the CLI's default).
+    public var crossKV: CrossKVStorage = .f32
 
     public var modelType: String { "t5" }
     public var vocabSize: Int { config.vocabSize }
@@ -715,7 +715,7 @@ public final class T5Model: LanguageModel {
         x = encoderNorm(x)
         StepProfile.lap(.norm)
         // every decoder layer's K and V of x (in one call, or four layers per call when stored in f16)
-        let cross = CrossAttentionKV.project(x, decoderBlocks.map { ($0.crossAttn.k, $0.crossAttn.v) }, half: halfCrossKV)
+        let cross = CrossAttentionKV.project(x, decoderBlocks.map { ($0.crossAttn.k, $0.crossAttn.v) }, storage: crossKV, headDim: shape.headDim)
         StepProfile.lap(.crossKV)
         return T5EncoderOutput(batch: B, length: L, hidden: x.reshaped([B, L, config.dModel]), keep: keep, cross: cross)
     }

@@ -118,6 +118,21 @@ void ek_attention_f16kv_ref(const float *q, long q_stride, const uint16_t *k, lo
                             long tq, long tk, long n_head, long n_kv_head, long head_dim, int interleaved,
                             const uint8_t *key_keep, long causal_offset, float scale_div, float *scratch);
 
+/** As ek_attention_f16kv with K and V stored as int8, one fp32 scale per (key, KV head): key s's slice of KV head g is
+ *  k[s * k_stride + g * head_dim + d] * k_scale[s * scale_stride + g] (the same for v; rows as ek_quantize_rows'
+ *  EK_WF_INT8 writes them for rows of head_dim values). Scores are (q . k_int8) * scale; each probability is
+ *  multiplied by its value's scale after the chunk's softmax sums are taken, before the weighted sum of the widened
+ *  int8 values. For few queries (decode steps: the cross-attention K/V kept in 8 bits, a quarter of fp32's bytes). */
+void ek_attention_i8kv(const float *q, long q_stride, const int8_t *k, const float *k_scale, long k_stride,
+                       const int8_t *v, const float *v_scale, long v_stride, long scale_stride,
+                       float *out, long out_stride, long tq, long tk, long n_head, long n_kv_head, long head_dim,
+                       int interleaved, const uint8_t *key_keep, long causal_offset, float scale_div, float *scratch);
+/** Twin: each key and value element dequantized (int8 · scale) in double, softmax and P·V in double. */
+void ek_attention_i8kv_ref(const float *q, long q_stride, const int8_t *k, const float *k_scale, long k_stride,
+                           const int8_t *v, const float *v_scale, long v_stride, long scale_stride,
+                           float *out, long out_stride, long tq, long tk, long n_head, long n_kv_head, long head_dim,
+                           int interleaved, const uint8_t *key_keep, long causal_offset, float scale_div, float *scratch);
+
 /* ---- attention with a relative-position bias (T5) ---- */
 /**
  * As ek_attention_f32, with unscaled scores plus an additive bias that depends on the key index minus the
@@ -153,6 +168,8 @@ void ek_f32_to_bf16(const float *src, uint16_t *dst, long n);  /* round to neare
 void ek_f32_to_f16(const float *src, uint16_t *dst, long n);   /* round to nearest even */
 /** 1 when every x[i] is finite within f16's range (|x| <= 65504; NaN and ±inf fail), else 0. */
 int ek_f16_fits(const float *x, long n);
+/** 1 when every |x[i]| <= limit (NaN fails; limit FLT_MAX: every value finite), else 0. */
+int ek_all_within(const float *x, long n, float limit);
 
 /* ---- GGML block formats (GGUF tensors) → fp32 ---- */
 /** GGML type ids as stored in GGUF tensor infos. */
