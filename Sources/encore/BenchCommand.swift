@@ -135,7 +135,7 @@ struct BenchCommand: ParsableCommand {
     @Option(name: .customLong("cross-kv"), help: "Storage of the cross-attention K/V of Mu and T5: auto (the default: as --kv-cache says: f16 beside bf16 or quantized decode weights), f32, f16 (half the bytes a decode step reads over the encoder positions; logits within ~2e-3 of fp32 on the parity fixtures, 4.6e-3 on one T5), or int8 (a quarter: int8 values with a scale per position and head). Each JSON row's cross_kv says what it asked for (a layer beyond f16's range stays fp32).")
     var crossKV = "auto"
 
-    @Option(name: .customLong("kv-cache"), help: "Storage of the self-attention KV caches (Mu's decoder, the twin, Llama): auto (the default: f16 for rows whose decode steps read bf16 or quantized weights, as llama.cpp's cache, including f32 rows with --prompt-weights int8, which then stream the int8 rows; f32 otherwise), f32, or f16 (half the cache memory and the bytes a step reads over it). T5 keeps an f32 self-attention cache. Mu's and T5's cross-attention K/V follow this choice unless --cross-kv says otherwise. The KV column says what each row's self-attention cache ran, each JSON row's kv_cache and cross_kv both.")
+    @Option(name: .customLong("kv-cache"), help: "Storage of the self-attention KV caches (Mu's decoder, the twin, Llama): auto (the default: f16 for rows whose decode steps read bf16 or quantized weights, as llama.cpp's cache, including f32 rows with --prompt-weights int8, which then stream the int8 rows; f32 otherwise), f32, f16 (half the cache memory and the bytes a step reads over it), or int8 (a quarter: int8 values with a scale per position and head). T5 keeps an f32 self-attention cache. Mu's and T5's cross-attention K/V follow this choice unless --cross-kv says otherwise. The KV column says what each row's self-attention cache ran, each JSON row's kv_cache and cross_kv both.")
     var kvCache = "auto"
 
     func validate() throws {
@@ -259,20 +259,20 @@ struct BenchCommand: ParsableCommand {
                     return try MuDecoderModel(config: twin, randomSeed: seed)
                 }
                 /// --kv-cache on a model whose decode weights are set (auto: f16 for bf16 / quantized ones; Mu's and
-                /// T5's cross-attention K/V follow it unless --cross-kv says f32 or f16); whether the self-attention
-                /// cache is f16.
-                func configureKVCache(_ lm: LanguageModel) throws -> Bool {
-                    var half = false
-                    if lm.supportsHalfKVCache || kvStorage != .f16 { half = try lm.useKVCache(kvStorage) }
-                    else {   // T5 under f16: its self-attention cache stays fp32, its cross K/V take f16
+                /// T5's cross-attention K/V follow it unless --cross-kv says otherwise); the self-attention cache's
+                /// storage.
+                func configureKVCache(_ lm: LanguageModel) throws -> KVRowFormat {
+                    if lm.supportsHalfKVCache || (kvStorage != .f16 && kvStorage != .int8) { try lm.useKVCache(kvStorage) }
+                    else {   // T5 under f16 / int8: its self-attention cache stays fp32, its cross K/V take the format
                         if !kvCacheKeptFP32 {
-                            printStderr("[\(name)] --kv-cache f16: T5 keeps an fp32 self-attention cache (its relative-bias attention reads fp32 rows); its cross-attention K/V are f16")
+                            printStderr("[\(name)] --kv-cache \(kvStorage.rawValue): T5 keeps an fp32 self-attention cache (its relative-bias attention reads fp32 rows); its cross-attention K/V are \(kvStorage.rawValue)")
                             kvCacheKeptFP32 = true
                         }
-                        (lm as? CrossKVModel)?.halfCrossKV = true
+                        try lm.useKVCache(.f32)
+                        (lm as? CrossKVModel)?.crossKV = kvStorage == .int8 ? .int8 : .f16
                     }
-                    if let asked = try? CrossKVStorage(parsing: crossKV) { (lm as? CrossKVModel)?.crossKV = asked }
-                    return half
+                    if let asked = try? KVRowFormat(parsing: crossKV) { (lm as? CrossKVModel)?.crossKV = asked }
+                    return lm.kvCacheRows
                 }
                 var lm: LanguageModel = fromFile ? loaded! : try build()
                 if fromFile && releases { loaded = nil }   // rebuilt models replace it: only `lm` holds it
@@ -315,7 +315,7 @@ struct BenchCommand: ParsableCommand {
                         else if index == 0 { printStderr("[\(name)] --encoder-weights: a decoder-only model, its weights stay as they are") }
                     }
                     if prompts != .f32 { try lm.usePromptWeights(prompts) }
-                    let halfKV = try configureKVCache(lm)
+                    let cacheRows = try configureKVCache(lm)
                     let label = asLoaded ? "gguf" : format.rawValue
                     let tag = "\(name) \(label)"
                     for length in lengths {
@@ -326,7 +326,7 @@ struct BenchCommand: ParsableCommand {
                                                      : "[\(tag)] \(length) in → \(outputTokens) out: run \(rep)/\(total)…")
                             }
                             r.decodeWeights = label
-                            r.kvCache = halfKV ? "f16" : "f32"
+                            r.kvCache = cacheRows.rawValue
                             r.crossKV = (lm as? CrossKVModel).map { $0.crossKV.rawValue }
                             results.append(r)
                             if StepProfile.enabled {
@@ -594,8 +594,8 @@ struct BenchCommand: ParsableCommand {
 
     /// The cross-attention K/V storage of a --step-ab run: as --cross-kv says (auto: as --kv-cache's storage gives them
     /// beside the model's decode weights, `storesCrossKVInF16`).
-    func crossStorage(_ lm: LanguageModel, _ storage: KVCacheStorage) -> CrossKVStorage {
-        (try? CrossKVStorage(parsing: crossKV)) ?? (lm.storesCrossKVInF16(storage) ? .f16 : .f32)
+    func crossStorage(_ lm: LanguageModel, _ storage: KVCacheStorage) -> KVRowFormat {
+        (try? KVRowFormat(parsing: crossKV)) ?? (lm.storesCrossKVInF16(storage) ? .f16 : .f32)
     }
 
     /// `--step-ab read`: per --decode-weights format, decode steps each followed by a read of the same bytes
@@ -609,7 +609,7 @@ struct BenchCommand: ParsableCommand {
             if !(keepQuantized && format == .f32) { try lm.useDecodeWeights(format) }
             // the caches as the study's rows keep them (--kv-cache auto: f16 beside bf16 / quantized weights; T5 keeps an
             // fp32 self-attention cache), the cross K/V as --cross-kv says
-            if lm.supportsHalfKVCache || storage != .f16 { _ = try lm.useKVCache(storage) }
+            if lm.supportsHalfKVCache || (storage != .f16 && storage != .int8) { _ = try lm.useKVCache(storage) }
             (lm as? CrossKVModel)?.crossKV = crossStorage(lm, storage)
             printStderr("[\(lm.modelType) \(format.rawValue)] decode against reads: \(outputLengths[0]) steps…")
             let r = try StepAB.againstRead(lm, prompt: prompt, steps: outputLengths[0])

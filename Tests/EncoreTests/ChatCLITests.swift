@@ -65,7 +65,7 @@ final class ChatCLITests: XCTestCase {
         XCTAssertNotEqual(reply, try expectedReply(turn, maxTokens: 12), "q4_0 weights change this reply, so the option is seen")
         let bad = runCLI(["chat", "--model", Self.tiny, "--message", "hi", "--kv-cache", "f8"])
         XCTAssertNotEqual(bad.status, 0)
-        XCTAssertTrue(bad.stderr.contains("--kv-cache must be auto, f32 or f16 (got 'f8')"), bad.stderr)
+        XCTAssertTrue(bad.stderr.contains("--kv-cache must be auto, f32, f16 or int8 (got 'f8')"), bad.stderr)
     }
 
     /// The default `--kv-cache auto`: the reply with q4_0 decode weights is the library's with q4_0 and an f16 cache,

@@ -47,14 +47,16 @@ final class DecodeAllocationTests: XCTestCase {
         probe.deallocate()
         XCTAssertEqual(read().large - before.large, 1, "the allocation counter does not see allocations")
         for (name, model, layers) in try models() {
-            // each weight format, then fp32 weights with an f16 KV cache (not T5's)
-            for (f, halfKV) in [(WeightFormat.f32, false), (.bf16, false), (.q4_0, false), (.f32, true)] where !(halfKV && name == "t5") {
+            // each weight format, then fp32 weights with an f16 KV cache and q4_0 ones with an int8 cache (not T5's;
+            // Mu's cross-attention K/V follow the cache: int8 ones too)
+            for (f, kv) in [(WeightFormat.f32, KVCacheStorage.f32), (.bf16, .f32), (.q4_0, .f32), (.f32, .f16), (.q4_0, .int8)]
+            where !(kv != .f32 && name == "t5") {
                 try model.useDecodeWeights(f)
-                try model.useHalfKVCache(halfKV)
-                defer { try? model.useHalfKVCache(false) }
+                try model.useKVCache(kv)
+                defer { try? model.useKVCache(.f32) }
                 let counts = try perStep(model)
                 let maxCalls = counts.map(\.calls).max()!, maxBytes = counts.map(\.bytes).max()!
-                print("\(name) \(f.rawValue)\(halfKV ? " f16 KV" : ""): per decode step \(maxCalls) allocations, \(maxBytes) bytes, \(counts.map(\.large).max()!) of >= 1 KiB")
+                print("\(name) \(f.rawValue)\(kv != .f32 ? " \(kv) KV" : ""): per decode step \(maxCalls) allocations, \(maxBytes) bytes, \(counts.map(\.large).max()!) of >= 1 KiB")
                 XCTAssertEqual(counts.map(\.large).max(), 0, "\(name) \(f): a decode step allocated a buffer of >= 1 KiB")
                 XCTAssertLessThanOrEqual(maxBytes, 64 << 10, "\(name) \(f): \(maxBytes) bytes allocated per step")
                 // small objects (tensor headers, shape and index arrays): measured ≤ 210 per layer in debug builds

@@ -2,8 +2,8 @@ import XCTest
 import EncoreKernels
 @testable import Encore
 
-/// f16 self-attention KV caches (`useHalfKVCache`, `KVCache(half:)`): logits against the fp32 cache's, the storage,
-/// the fallback to fp32 for values beyond f16's range, and the families that refuse it.
+/// f16 and int8 self-attention KV caches (`useHalfKVCache`, `useKVCache(.int8)`, `KVCache(rows:)`): logits against the
+/// fp32 cache's, the storage, the fallback to fp32 for values the storage cannot hold, and the families that refuse it.
 final class HalfKVCacheTests: XCTestCase {
     /// Logits of a prompt pass and four decode steps, through the public generation API; with a second prompt, a
     /// padded batch of two rows (the shorter one left-padded).
@@ -22,43 +22,82 @@ final class HalfKVCacheTests: XCTestCase {
         out += m.forward(cache, ids: Array(5..<25), n: 20, outputs: .all, keyKeep: nil).toArray()
         out += m.forward(cache, ids: Array(30..<50), n: 20, outputs: .all, keyKeep: nil).toArray()
         for t in [7, 8, 9] { out += m.forward(cache, ids: [t], n: 1, outputs: .all, keyKeep: nil).toArray() }
-        XCTAssertEqual(cache.caches[0].half, m.halfKVCache, "the cache takes the model's setting")
+        XCTAssertEqual(cache.caches[0].rows, m.kvRows, "the cache takes the model's setting")
         return out
     }
 
-    /// Llama (the tiny GGUF fixture), the decoder-only Mu twin and Mu's decoder with f16 caches against fp32 ones:
-    /// measured 7e-5–4.5e-4 of the largest logit (bound 3e-3), and not equal (the f16 rows are really read).
-    func testHalfCacheLogitsStayCloseToFP32() throws {
+    /// Llama (the tiny GGUF fixture), the decoder-only Mu twin and Mu's decoder with f16 and int8 caches against fp32
+    /// ones: f16 measured 7e-5–4.5e-4 of the largest logit (bound 3e-3), int8 ~10× that (bound 3e-2; Mu's cross K/V
+    /// follow --kv-cache int8 too), and not equal (the narrow rows are really read), one row and a padded batch of two;
+    /// prompt chunks over cached rows (the widened path) and single tokens (the fused kernels) on a cache that grows.
+    func testNarrowCacheLogitsStayCloseToFP32() throws {
         let llama = try XCTUnwrap(ModelRegistry.load(folder: fixture("tiny_llama/f32.gguf")) as? LlamaModel)
         let dec = try smallMuDecoder(blockSize: 128, seed: 12), mu = try smallMu(seed: 12)
         let prompt = Array(5..<45)
-        for (name, model) in [("llama", llama as LanguageModel), ("mu_decoder", dec), ("mu", mu)] {
-            let ref = try generationLogits(model, prompt: prompt)
-            try model.useHalfKVCache(true)
-            let half = try generationLogits(model, prompt: prompt)
-            try model.useHalfKVCache(false)
-            let err = relativeError(half, ref)
-            print("\(name): f16 KV cache, relative logit error \(err)")
-            XCTAssertLessThan(err, 3e-3, name)
-            XCTAssertGreaterThan(err, 0, "\(name): the f16 cache should be read")
-            XCTAssertEqual(try generationLogits(model, prompt: prompt), ref, "\(name): back on fp32")
-            // two rows, the second 17 tokens shorter (left padding): each row reads its own f16 rows and keep flags
-            let refBatch = try generationLogits(model, prompt: prompt, second: Array(60..<83))
-            try model.useHalfKVCache(true)
-            let halfBatch = try generationLogits(model, prompt: prompt, second: Array(60..<83))
-            try model.useHalfKVCache(false)
-            XCTAssertLessThan(relativeError(halfBatch, refBatch), 3e-3, "\(name) batch of two")
-            XCTAssertGreaterThan(relativeError(halfBatch, refBatch), 0, "\(name) batch of two")
+        for (storage, tolerance) in [(KVCacheStorage.f16, Float(3e-3)), (.int8, 3e-2)] {
+            for (name, model) in [("llama", llama as LanguageModel), ("mu_decoder", dec), ("mu", mu)] {
+                let ref = try generationLogits(model, prompt: prompt)
+                try model.useKVCache(storage)
+                XCTAssertEqual(model.kvCacheRows.rawValue, storage.rawValue, name)
+                let narrow = try generationLogits(model, prompt: prompt)
+                try model.useKVCache(.f32)
+                let err = relativeError(narrow, ref)
+                print("\(name): \(storage) KV cache, relative logit error \(err)")
+                XCTAssertLessThan(err, tolerance, "\(name) \(storage)")
+                XCTAssertGreaterThan(err, 0, "\(name): the \(storage) cache should be read")
+                XCTAssertEqual(try generationLogits(model, prompt: prompt), ref, "\(name): back on fp32")
+                // two rows, the second 17 tokens shorter (left padding): each row reads its own rows and keep flags
+                let refBatch = try generationLogits(model, prompt: prompt, second: Array(60..<83))
+                try model.useKVCache(storage)
+                let narrowBatch = try generationLogits(model, prompt: prompt, second: Array(60..<83))
+                try model.useKVCache(.f32)
+                XCTAssertLessThan(relativeError(narrowBatch, refBatch), tolerance, "\(name) \(storage) batch of two")
+                XCTAssertGreaterThan(relativeError(narrowBatch, refBatch), 0, "\(name) \(storage) batch of two")
+            }
+            for (name, model) in [("llama", llama as any CausalDecoder), ("mu_decoder", dec)] {
+                let ref = chunkedLogits(model)
+                try model.useKVCache(storage)
+                let narrow = chunkedLogits(model)
+                try model.useKVCache(.f32)
+                let err = relativeError(narrow, ref)
+                print("\(name): \(storage) KV cache, chunked, relative logit error \(err)")
+                XCTAssertLessThan(err, tolerance, "\(name) \(storage) chunked")
+                XCTAssertGreaterThan(err, 0, "\(name) \(storage) chunked")
+            }
         }
-        for (name, model) in [("llama", llama as any CausalDecoder), ("mu_decoder", dec)] {
-            let ref = chunkedLogits(model)
-            try model.useHalfKVCache(true)
-            let half = chunkedLogits(model)
-            try model.useHalfKVCache(false)
-            let err = relativeError(half, ref)
-            XCTAssertLessThan(err, 3e-3, "\(name) chunked")
-            XCTAssertGreaterThan(err, 0, "\(name) chunked")
+    }
+
+    /// int8 rows: a quarter of fp32's bytes plus a scale per position and head; rows survive growth (each head's
+    /// slice within half a step of its value); a non-finite value turns the cache back to fp32 with the earlier rows
+    /// widened (their dequantized values, exactly) and the new ones as given.
+    func testInt8StorageGrowthAndFallback() {
+        let c = KVCache(batch: 2, width: 8, capacity: 2, rows: .int8, headDim: 4)
+        XCTAssertEqual(c.bytes, 2 * 2 * 8 * 2 + 2 * 2 * 2 * 8 + 2 * 2)
+        let k1 = Tensor(shape: [2 * 3, 8], values: (0..<48).map { Float($0) * 0.25 - 3 })
+        let v1 = Tensor(shape: [2 * 3, 8], values: (0..<48).map { Float($0 % 5) * -0.5 })
+        c.append(k: k1, v: v1, keep: [1, 1, 1, 1, 1, 0], n: 3)   // grows 2 → 4
+        XCTAssertEqual(c.rows, .int8)
+        XCTAssertEqual(c.capacity, 4)
+        let kq = Int8HeadRows(fitting: k1, headDim: 4)!.widened().toArray(), vq = Int8HeadRows(fitting: v1, headDim: 4)!.widened().toArray()
+        for i in 0..<48 {
+            XCTAssertEqual(kq[i], k1.data[i], accuracy: 9.0 / 254 * 1.0001, "key \(i) within half a step")
         }
+        c.append(k: Tensor(shape: [2, 8], values: [Float](repeating: .infinity, count: 16)),
+                 v: Tensor(shape: [2, 8], values: [Float](repeating: 1, count: 16)), keep: [1, 1], n: 1)
+        XCTAssertEqual(c.rows, .f32, "an infinity does not fit int8 rows: fp32 from now on")
+        XCTAssertEqual(c.length, 4)
+        for b in 0..<2 {
+            let kp = c.keyPointer(batch: b), vp = c.valuePointer(batch: b)
+            for t in 0..<3 {
+                for d in 0..<8 {
+                    XCTAssertEqual(kp[t * 8 + d], kq[(b * 3 + t) * 8 + d], "key row \(b),\(t)")
+                    XCTAssertEqual(vp[t * 8 + d], vq[(b * 3 + t) * 8 + d], "value row \(b),\(t)")
+                }
+            }
+            XCTAssertEqual(kp[3 * 8], .infinity)
+            XCTAssertEqual(vp[3 * 8], 1)
+        }
+        XCTAssertEqual(c.withKeep(batch: 1) { Array(UnsafeBufferPointer(start: $0, count: 4)) }, [1, 1, 0, 1])
     }
 
     /// Half the bytes; rows survive growth; a value beyond f16's range turns the cache back to fp32 with the earlier
@@ -148,7 +187,7 @@ final class HalfKVCacheTests: XCTestCase {
         XCTAssertFalse(t5.halfCrossKV)
         XCTAssertThrowsError(try t5.useKVCache(.f16))
         XCTAssertEqual(try KVCacheStorage(parsing: "F16"), .f16)
-        XCTAssertThrowsError(try KVCacheStorage(parsing: "f8")) { XCTAssertTrue("\($0)".contains("KV cache storage must be auto, f32 or f16 (got 'f8')"), "\($0)") }
+        XCTAssertThrowsError(try KVCacheStorage(parsing: "f8")) { XCTAssertTrue("\($0)".contains("KV cache storage must be auto, f32, f16 or int8 (got 'f8')"), "\($0)") }
         XCTAssertEqual(try PromptWeights(parsing: "INT8"), .int8)
         XCTAssertThrowsError(try PromptWeights(parsing: "i4")) { XCTAssertTrue("\($0)".contains("prompt weights must be f32, int8, decode or blocks (got 'i4')"), "\($0)") }
     }
@@ -176,6 +215,13 @@ final class HalfKVCacheTests: XCTestCase {
         XCTAssertLessThan(gap(auto, half), 1e-6, "auto beside q4_0 weights: f16")
         XCTAssertLessThan(gap(f32, full), 1e-6)
         XCTAssertLessThan(gap(f16, half), 1e-6, "the value is case-insensitive, as the library's parser")
+        // int8 rows: the library's int8-cache scores, which differ from both
+        let m8 = try ModelRegistry.load(folder: model)
+        try m8.useDecodeWeights(.q4_0)
+        try m8.useKVCache(.int8)
+        let int8 = try m8.score(input: input, target: target).map(Double.init)
+        XCTAssertGreaterThan(gap(int8, half), 1e-5, "the int8 cache changes these scores")
+        XCTAssertLessThan(gap(try cli(["--kv-cache", "int8"]), int8), 1e-6, "--kv-cache int8")
     }
 
     /// T5's decoder reads fp32 rows: asking it for an f16 cache is an error that says so; f32 is accepted.
@@ -184,5 +230,6 @@ final class HalfKVCacheTests: XCTestCase {
                                               numHeads: 4), randomSeed: 1)
         XCTAssertThrowsError(try t5.useHalfKVCache(true)) { XCTAssertTrue("\($0)".contains("f16 KV cache is not supported"), "\($0)") }
         XCTAssertNoThrow(try t5.useHalfKVCache(false))
+        XCTAssertThrowsError(try t5.useKVCache(.int8)) { XCTAssertTrue("\($0)".contains("int8 KV cache is not supported"), "\($0)") }
     }
 }

@@ -63,7 +63,7 @@ final class MuParityTests: XCTestCase {
     func testNarrowCrossKVStaysCloseToReference() throws {
         for name in Self.muCases {
             let (model, golden, tensors) = try Self.load(name)
-            for (storage, tolerance) in [(CrossKVStorage.f16, 2e-3), (.int8, 2e-2)] {
+            for (storage, tolerance) in [(KVRowFormat.f16, 2e-3), (.int8, 2e-2)] {
                 model.crossKV = storage
                 let enc = try model.encode(try intRows(golden["encoder_input_ids"]))
                 XCTAssertEqual(enc.cross.map(\.storage), Array(repeating: storage, count: enc.cross.count), "\(name)")
@@ -85,7 +85,7 @@ final class MuParityTests: XCTestCase {
         let encoderIds = try intRows(golden["encoder_input_ids"])
         let decoderIds = encoderIds.map { row in (0..<24).map { 3 + (row[$0 % row.count] + 7 * $0) % (model.vocabSize - 3) } }
         let full = try model.teacherForcedLogits(encoderIds: encoderIds, decoderIds: decoderIds).toArray()
-        for (storage, tolerance) in [(CrossKVStorage.f16, 2e-3), (.int8, 4e-2)] {
+        for (storage, tolerance) in [(KVRowFormat.f16, 2e-3), (.int8, 4e-2)] {
             model.crossKV = storage
             let narrow = try model.teacherForcedLogits(encoderIds: encoderIds, decoderIds: decoderIds).toArray()
             let err = relativeError(narrow, full)

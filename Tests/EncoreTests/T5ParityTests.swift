@@ -89,7 +89,7 @@ final class T5ParityTests: XCTestCase {
     func testNarrowCrossKVStaysCloseToTransformers() throws {
         for name in Self.cases {
             let (model, golden, tensors) = try load(name)
-            for (storage, tolerance, stepTolerance) in [(CrossKVStorage.f16, Float(1e-2), Float(1e-2)), (.int8, 0.12, 2e-2)] {
+            for (storage, tolerance, stepTolerance) in [(KVRowFormat.f16, Float(1e-2), Float(1e-2)), (.int8, 0.12, 2e-2)] {
                 for prefix in ["", "long_"] {
                     model.crossKV = .f32
                     let fp32 = try model.teacherForcedLogits(encoderIds: try intRows(golden[prefix + "encoder_input_ids"]),

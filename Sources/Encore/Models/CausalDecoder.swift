@@ -11,8 +11,8 @@ final class CausalDecoderCache {
     var scratch: [Float] = []
     var length: Int { caches.first?.length ?? 0 }
 
-    init(layers: Int, batch: Int, width: Int, offsets: [Int], capacity: Int, half: Bool = false) {
-        caches = (0..<layers).map { _ in KVCache(batch: batch, width: width, capacity: capacity, half: half) }
+    init(layers: Int, batch: Int, width: Int, offsets: [Int], capacity: Int, rows: KVRowFormat = .f32, headDim: Int) {
+        caches = (0..<layers).map { _ in KVCache(batch: batch, width: width, capacity: capacity, rows: rows, headDim: headDim) }
         self.offsets = offsets
         history = [[Int]](repeating: [], count: batch)
     }
@@ -33,20 +33,23 @@ enum CausalOutputs {
 protocol CausalDecoder: LanguageModel {
     var layerCount: Int { get }
     var kvWidth: Int { get }
+    /// Values per head in a cached row (int8 caches take a scale per head).
+    var kvHeadDim: Int { get }
     /// Runs `n` new tokens per row (ids [B*n]) through the model, extending the cache, and returns the logits
     /// of `outputs`. `keyKeep` [B*n] (0 masks that key), when given, replaces the family's own key mask for the
     /// new positions (a caller's attention mask, as Hugging Face's `attention_mask`).
     func forward(_ cache: CausalDecoderCache, ids: [Int], n: Int, outputs: CausalOutputs, keyKeep: [UInt8]?) -> Tensor
     /// The longest sequence the model attends over in full (sliding-window models), nil when unlimited.
     var attentionSpan: Int? { get }
-    /// KV caches built afterwards (generation, scoring) in f16 (``KVCache``), as llama.cpp's default cache type.
-    var halfKVCache: Bool { get }
+    /// The storage of KV caches built afterwards (generation, scoring; ``KVCache``): fp32, f16 (llama.cpp's default
+    /// cache type) or int8.
+    var kvRows: KVRowFormat { get }
 }
 
 extension CausalDecoder {
     func makeCache(batch: Int, offsets: [Int], capacity: Int) -> CausalDecoderCache {
         CausalDecoderCache(layers: layerCount, batch: batch, width: kvWidth, offsets: offsets, capacity: capacity,
-                           half: halfKVCache)
+                           rows: kvRows, headDim: kvHeadDim)
     }
 
     var attentionSpan: Int? { nil }
@@ -144,17 +147,29 @@ final class CausalDecoderState: GenerationState {
 /// The families whose self-attention KV caches can be f16 (Llama, mu_decoder, Mu's decoder; not T5): the one list
 /// ``LanguageModel/useHalfKVCache(_:)``, ``LanguageModel/usesHalfKVCache`` and ``LanguageModel/supportsHalfKVCache`` read.
 protocol HalfKVCacheModel: AnyObject {
-    var halfKVCache: Bool { get set }
+    var kvRows: KVRowFormat { get set }
+}
+extension LlamaModel {
+    /// Whether the KV caches built afterwards are f16 (``kvRows``; setting false: fp32).
+    public var halfKVCache: Bool { get { kvRows == .f16 } set { kvRows = newValue ? .f16 : .f32 } }
+}
+extension MuDecoderModel {
+    /// Whether the KV caches built afterwards are f16 (``kvRows``; setting false: fp32).
+    public var halfKVCache: Bool { get { kvRows == .f16 } set { kvRows = newValue ? .f16 : .f32 } }
+}
+extension MuModel {
+    /// Whether the decoder's KV caches built afterwards are f16 (``kvRows``; setting false: fp32).
+    public var halfKVCache: Bool { get { kvRows == .f16 } set { kvRows = newValue ? .f16 : .f32 } }
 }
 extension LlamaModel: HalfKVCacheModel {}
 extension MuDecoderModel: HalfKVCacheModel {}
 extension MuModel: HalfKVCacheModel {}
 
 /// The encoder-decoders whose cross-attention K/V can be kept in f16 or int8 (Mu, T5; ``CrossAttentionKV``): f16 set
-/// by ``LanguageModel/useKVCache(_:)``, int8 by choice (``CrossKVStorage``).
+/// by ``LanguageModel/useKVCache(_:)``, int8 by choice (``KVRowFormat``).
 public protocol CrossKVModel: AnyObject {
     /// The storage of the cross-attention K/V of later encodes.
-    var crossKV: CrossKVStorage { get set }
+    var crossKV: KVRowFormat { get set }
 }
 extension CrossKVModel {
     /// Whether the cross-attention K/V of later encodes are kept in f16 (setting false: fp32).
@@ -166,23 +181,25 @@ extension CrossKVModel {
 extension MuModel: CrossKVModel {}
 extension T5Model: CrossKVModel {}
 
-/// Storage of an encoder-decoder's cross-attention K/V (Mu, T5), computed once per encode and read by every decode
-/// step over all the encoder positions.
+/// How cached key and value rows are stored: a self-attention KV cache (``LlamaModel/kvRows``, ``MuModel/kvRows``,
+/// ``MuDecoderModel/kvRows``) or an encoder-decoder's cross-attention K/V (``MuModel/crossKV``, ``T5Model/crossKV``),
+/// computed once per encode and read by every decode step over all the encoder positions.
 ///
 /// - `f32`: exact.
-/// - `f16`: half the bytes; logits within ~2e-3 of fp32's (a layer beyond f16's range stays fp32).
+/// - `f16`: half the bytes; logits within ~1e-3–2e-3 of fp32's (rows beyond f16's range stay or turn fp32).
 /// - `int8`: a quarter of fp32's bytes: one int8 per value and an fp32 scale per (position, head) — largest |x| / 127
 ///   (``Int8HeadRows``); decode steps widen the int8 values in the attention kernel (`ek_attention_i8kv`), longer
-///   queries (teacher forcing, scoring) read them dequantized. A layer with a non-finite value stays fp32.
+///   queries (prompts, teacher forcing, scoring) read them dequantized. Logits within ~1e-2 of fp32's on the parity
+///   fixtures. Rows with a non-finite value stay or turn fp32.
 ///
 /// ```swift
 /// try mu.useDecodeWeights(.q4_0); try mu.useKVCache(.auto); mu.crossKV = .int8
 /// ```
-public enum CrossKVStorage: String, CaseIterable, Sendable {
+public enum KVRowFormat: String, CaseIterable, Sendable {
     case f32, f16, int8
 
     /// Parses `f32`, `f16` or `int8` (any case), naming the choices otherwise.
-    public init(parsing s: String) throws { self = try Self.parsed(s, what: "cross-attention K/V storage") }
+    public init(parsing s: String) throws { self = try Self.parsed(s, what: "K/V row storage") }
 }
 
 extension LanguageModel {
@@ -198,11 +215,14 @@ extension LanguageModel {
             if on { throw EncoreError(.unsupported, "\(modelType): an f16 KV cache is not supported (its decoder attention reads fp32 rows)") }
             return
         }
-        m.halfKVCache = on
+        m.kvRows = on ? .f16 : .f32
     }
 
     /// Whether the self-attention KV caches built from now on are f16 (``useHalfKVCache(_:)``, ``useKVCache(_:)``).
-    public var usesHalfKVCache: Bool { (self as? HalfKVCacheModel)?.halfKVCache ?? false }
+    public var usesHalfKVCache: Bool { (self as? HalfKVCacheModel)?.kvRows == .f16 }
+
+    /// The storage of the self-attention KV caches built from now on (``useKVCache(_:)``): fp32 for T5 always.
+    public var kvCacheRows: KVRowFormat { (self as? HalfKVCacheModel)?.kvRows ?? .f32 }
 
     /// Whether this family can keep its self-attention KV caches in f16 (all but T5).
     public var supportsHalfKVCache: Bool { self is HalfKVCacheModel }
@@ -233,8 +253,16 @@ extension LanguageModel {
     /// ```
     @discardableResult
     public func useKVCache(_ storage: KVCacheStorage) throws -> Bool {
+        if storage == .int8 {
+            guard let m = self as? HalfKVCacheModel else {
+                throw EncoreError(.unsupported, "\(modelType): an int8 KV cache is not supported (its decoder attention reads fp32 rows)")
+            }
+            m.kvRows = .int8
+            (self as? CrossKVModel)?.crossKV = .int8
+            return false
+        }
         let half = switch storage {
-        case .f32: false
+        case .f32, .int8: false
         case .f16: true
         case .auto: supportsHalfKVCache && !decodeStreamsFP32
         }
@@ -258,11 +286,14 @@ extension LanguageModel {
 /// - `f16`: half the cache memory and half the bytes a decode step reads over it; logits within ~1e-3 of the fp32
 ///   cache's (llama.cpp's default cache type). Values beyond f16's range turn a cache back to fp32. For Mu also the
 ///   cross-attention K/V (at 4,096 input tokens 63 of Mu-330M's 200 MB read per int8 decode step in fp32).
+/// - `int8`: a quarter of fp32's memory and bytes read: int8 values with an fp32 scale per position and head
+///   (``KVRowFormat/int8``, llama.cpp's `-ctk q8_0 -ctv q8_0` in spirit); logits within ~1e-2. Mu's and T5's
+///   cross-attention K/V too; refused for T5's self-attention cache. Non-finite values turn a cache back to fp32.
 /// - `auto`: f16 when decode steps stream bf16 or quantized weights (whose own rounding is larger), fp32 otherwise
 ///   and for T5's self-attention cache (its cross-attention K/V follow the rule); the CLI's default.
 public enum KVCacheStorage: String, CaseIterable, Sendable {
-    case auto, f32, f16
+    case auto, f32, f16, int8
 
-    /// Parses `auto`, `f32` or `f16` (any case), naming the choices otherwise.
+    /// Parses `auto`, `f32`, `f16` or `int8` (any case), naming the choices otherwise.
     public init(parsing s: String) throws { self = try Self.parsed(s, what: "KV cache storage") }
 }

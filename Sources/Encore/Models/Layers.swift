@@ -627,7 +627,7 @@ extension AttentionWeights {
 }
 
 /// One decoder layer's cross-attention K and V over the encoder positions, [B*L, kvWidth] each: computed once per
-/// encode and read by every decode step. fp32, f16 or int8 (``CrossKVStorage``, ``MuModel/crossKV``,
+/// encode and read by every decode step. fp32, f16 or int8 (``KVRowFormat``, ``MuModel/crossKV``,
 /// ``T5Model/crossKV``: half or a quarter of the bytes a step reads over the encoder positions; scores and outputs
 /// still fp32).
 enum CrossAttentionKV {
@@ -637,7 +637,7 @@ enum CrossAttentionKV {
 
     /// K and V as projected (fp32), or stored as `storage` asks when both fit it (f16: within its range; int8: finite;
     /// a layer that does not stays fp32). int8 takes a scale per row and head of `headDim` values.
-    init(k: Tensor, v: Tensor, storage: CrossKVStorage, headDim: Int) {
+    init(k: Tensor, v: Tensor, storage: KVRowFormat, headDim: Int) {
         switch storage {
         case .f16:
             if let k16 = HalfTensor(fitting: k), let v16 = HalfTensor(fitting: v) { self = .f16(k: k16, v: v16); return }
@@ -659,7 +659,7 @@ enum CrossAttentionKV {
     }
 
     /// The storage these K/V ended up in.
-    var storage: CrossKVStorage {
+    var storage: KVRowFormat {
         switch self {
         case .f32: .f32
         case .f16: .f16
@@ -672,7 +672,7 @@ enum CrossAttentionKV {
     /// int8: four layers per call, each group stored before the next is projected, so the fp32 rows of one group exist
     /// at a time and the peak memory stays below the fp32 K/V's (all of them at once, then their narrow copies, would
     /// raise it by half).
-    static func project(_ x: Tensor, _ projections: [(k: Linear, v: Linear)], storage: CrossKVStorage,
+    static func project(_ x: Tensor, _ projections: [(k: Linear, v: Linear)], storage: KVRowFormat,
                         headDim: Int) -> [CrossAttentionKV] {
         let group = storage != .f32 ? 4 : max(projections.count, 1)
         return stride(from: 0, to: projections.count, by: group).flatMap { g0 in
@@ -840,53 +840,100 @@ struct MLP {
 final class KVCache {
     let batch: Int
     let width: Int
+    /// Values per head (int8 rows take a scale per position and head).
+    let headDim: Int
     private(set) var capacity: Int
     private(set) var length = 0
-    /// f16 rows (``init(batch:width:capacity:half:)``, llama.cpp's default cache type): half the bytes held and read
-    /// per step. Turns false for good when an appended value does not fit f16 (|x| > 65504 or NaN): the rows are
-    /// widened back to fp32.
-    private(set) var half: Bool
-    private(set) var keys: Tensor     // [B, capacity, kvWidth], RoPE applied (fp32 storage; [1] when half)
+    /// How the rows are stored (``KVRowFormat``): fp32; f16 (llama.cpp's default cache type: half the bytes held and
+    /// read per step); int8 with a scale per position and head (a quarter). An f16 or int8 cache turns fp32 for good
+    /// when an appended value does not fit (f16: |x| > 65504 or NaN; int8: not finite): its rows are widened back.
+    private(set) var rows: KVRowFormat
+    /// Whether the rows are f16.
+    var half: Bool { rows == .f16 }
+    private(set) var keys: Tensor     // [B, capacity, kvWidth], RoPE applied (fp32 storage; [1] otherwise)
     private(set) var values: Tensor   // [B, capacity, kvWidth]
     private var keys16: UnsafeMutablePointer<UInt16>?     // [B, capacity, kvWidth] (f16 storage)
     private var values16: UnsafeMutablePointer<UInt16>?
+    private var keys8: UnsafeMutablePointer<Int8>?        // [B, capacity, kvWidth] (int8 storage)
+    private var values8: UnsafeMutablePointer<Int8>?
+    private var keyScales: UnsafeMutablePointer<Float>?   // [B, capacity, heads] (int8 storage)
+    private var valueScales: UnsafeMutablePointer<Float>?
     private(set) var keep: [UInt8]    // [B, capacity]
 
-    init(batch: Int, width: Int, capacity: Int, half: Bool = false) {
+    /// Heads per row.
+    var heads: Int { width / headDim }
+
+    init(batch: Int, width: Int, capacity: Int, rows: KVRowFormat = .f32, headDim: Int) {
+        precondition(headDim > 0 && width % headDim == 0, "KVCache: width \(width) in heads of \(headDim)")
         self.batch = batch
         self.width = width
+        self.headDim = headDim
         self.capacity = max(capacity, 1)
-        self.half = half
-        if half {
-            keys = Tensor(zeros: [1])
-            values = Tensor(zeros: [1])
-            keys16 = Self.takeHalf(batch * self.capacity * width)
-            values16 = Self.takeHalf(batch * self.capacity * width)
-        } else {
-            // uninitialized: positions are written before they are read, so the pages of the slack past the
-            // prompt (64 positions beyond it for generation) stay out of RSS until a token reaches them (when the
-            // buffer is freshly mapped; one reused from the buffer pool or the heap is resident already)
-            keys = Tensor(uninitialized: [batch, self.capacity, width])
-            values = Tensor(uninitialized: [batch, self.capacity, width])
-        }
+        self.rows = rows
+        keys = Tensor(zeros: [1])
+        values = Tensor(zeros: [1])
         keep = [UInt8](repeating: 0, count: batch * self.capacity)
+        allocate(self.capacity)
     }
 
-    deinit {
-        if let keys16, let values16 { Self.giveHalf(keys16, batch * capacity * width); Self.giveHalf(values16, batch * capacity * width) }
+    /// A cache of `width`-wide rows in fp32 or f16 (`half`), in heads of `width` (T5's, tests).
+    convenience init(batch: Int, width: Int, capacity: Int, half: Bool = false) {
+        self.init(batch: batch, width: width, capacity: capacity, rows: half ? .f16 : .f32, headDim: width)
     }
 
-    /// f16 rows from the ``BufferPool``, as fp32 tensors are: the next request's cache reuses a finished one's pages
-    /// instead of faulting fresh ones in (Llama-362M, 512-token prompt: 10,240 pages a pass).
-    private static func takeHalf(_ count: Int) -> UnsafeMutablePointer<UInt16> {
-        BufferPool.shared.take(max(count, 1) * 2).bindMemory(to: UInt16.self, capacity: max(count, 1))
+    deinit { release() }
+
+    /// The buffers of `rows` storage for `cap` positions per row. fp32 ones uninitialized: positions are written
+    /// before they are read, so the pages of the slack past the prompt (64 positions beyond it for generation) stay
+    /// out of RSS until a token reaches them (when the buffer is freshly mapped; one reused from the buffer pool or
+    /// the heap is resident already). f16 and int8 ones from the ``BufferPool``, as fp32 tensors are: the next
+    /// request's cache reuses a finished one's pages instead of faulting fresh ones in (Llama-362M, 512-token prompt:
+    /// 10,240 pages a pass).
+    private func allocate(_ cap: Int) {
+        let n = batch * cap * width, scales = batch * cap * heads
+        switch rows {
+        case .f32:
+            keys = Tensor(uninitialized: [batch, cap, width])
+            values = Tensor(uninitialized: [batch, cap, width])
+        case .f16:
+            keys16 = Self.take(n, UInt16.self)
+            values16 = Self.take(n, UInt16.self)
+        case .int8:
+            keys8 = Self.take(n, Int8.self)
+            values8 = Self.take(n, Int8.self)
+            keyScales = Self.take(scales, Float.self)
+            valueScales = Self.take(scales, Float.self)
+        }
     }
-    private static func giveHalf(_ p: UnsafeMutablePointer<UInt16>, _ count: Int) {
-        BufferPool.shared.give(UnsafeMutableRawPointer(p), max(count, 1) * 2)
+
+    /// Gives the f16 / int8 buffers back to the pool (capacity as allocated).
+    private func release() {
+        let n = batch * capacity * width, scales = batch * capacity * heads
+        if let keys16 { Self.give(keys16, n) }
+        if let values16 { Self.give(values16, n) }
+        if let keys8 { Self.give(keys8, n) }
+        if let values8 { Self.give(values8, n) }
+        if let keyScales { Self.give(keyScales, scales) }
+        if let valueScales { Self.give(valueScales, scales) }
+        (keys16, values16, keys8, values8, keyScales, valueScales) = (nil, nil, nil, nil, nil, nil)
+    }
+
+    private static func take<T>(_ count: Int, _: T.Type) -> UnsafeMutablePointer<T> {
+        BufferPool.shared.take(max(count, 1) * MemoryLayout<T>.stride).bindMemory(to: T.self, capacity: max(count, 1))
+    }
+    private static func give<T>(_ p: UnsafeMutablePointer<T>, _ count: Int) {
+        BufferPool.shared.give(UnsafeMutableRawPointer(p), max(count, 1) * MemoryLayout<T>.stride)
     }
 
     /// Bytes held by the cache's buffers.
-    var bytes: Int { batch * capacity * width * (half ? 2 : 4) * 2 + keep.count }
+    var bytes: Int {
+        let cells = batch * capacity * width
+        switch rows {
+        case .f32: return cells * 8 + keep.count
+        case .f16: return cells * 4 + keep.count
+        case .int8: return cells * 2 + batch * capacity * heads * 8 + keep.count
+        }
+    }
 
     /// Forgets every cached position (the buffers are kept).
     func reset() { length = 0 }
@@ -894,23 +941,25 @@ final class KVCache {
     private func grow(to needed: Int) {
         var cap = capacity
         while cap < needed { cap *= 2 }
-        if half {
-            func regrow(_ p: UnsafeMutablePointer<UInt16>) -> UnsafeMutablePointer<UInt16> {
-                let n = Self.takeHalf(batch * cap * width)
-                for b in 0..<batch { (n + b * cap * width).update(from: p + b * capacity * width, count: length * width) }
-                Self.giveHalf(p, batch * capacity * width)
-                return n
-            }
-            keys16 = regrow(keys16!)
-            values16 = regrow(values16!)
-        } else {
-            func regrow(_ t: Tensor) -> Tensor {
-                let n = Tensor(uninitialized: [batch, cap, width])
-                for b in 0..<batch { (n.data + b * cap * width).update(from: t.data + b * capacity * width, count: length * width) }
-                return n
-            }
-            keys = regrow(keys)
-            values = regrow(values)
+        func copy<T>(_ from: UnsafeMutablePointer<T>?, _ to: UnsafeMutablePointer<T>?, _ w: Int) {
+            guard let from, let to else { return }
+            for b in 0..<batch { (to + b * cap * w).update(from: from + b * capacity * w, count: length * w) }
+        }
+        let old = (keys, values, keys16, values16, keys8, values8, keyScales, valueScales)
+        let oldCells = batch * capacity * width, oldScales = batch * capacity * heads
+        allocate(cap)
+        switch rows {
+        case .f32:
+            copy(old.0.data, keys.data, width)
+            copy(old.1.data, values.data, width)
+        case .f16:
+            copy(old.2, keys16, width); copy(old.3, values16, width)
+            Self.give(old.2!, oldCells); Self.give(old.3!, oldCells)
+        case .int8:
+            copy(old.4, keys8, width); copy(old.5, values8, width)
+            copy(old.6, keyScales, heads); copy(old.7, valueScales, heads)
+            Self.give(old.4!, oldCells); Self.give(old.5!, oldCells)
+            Self.give(old.6!, oldScales); Self.give(old.7!, oldScales)
         }
         var k2 = [UInt8](repeating: 0, count: batch * cap)
         for b in 0..<batch { for t in 0..<length { k2[b * cap + t] = keep[b * capacity + t] } }
@@ -918,35 +967,63 @@ final class KVCache {
         capacity = cap
     }
 
-    /// f16 storage → fp32 for good (a value out of f16's range arrived): each row's cached positions are widened.
-    private func widenStorage() {
-        guard half, let k16 = keys16, let v16 = values16 else { return }
-        keys = Tensor(uninitialized: [batch, capacity, width])
-        values = Tensor(uninitialized: [batch, capacity, width])
-        for b in 0..<batch {
-            let base = b * capacity * width
-            ek_f16_to_f32(k16 + base, keys.data + base, length * width)
-            ek_f16_to_f32(v16 + base, values.data + base, length * width)
+    /// Positions [0, length) of row b, keys then values, widened to fp32 into `out` ([2, length, width]).
+    private func widen(batch b: Int, into out: UnsafeMutablePointer<Float>) {
+        let cells = length * width, base = b * capacity * width
+        switch rows {
+        case .f32:
+            out.update(from: keys.data + base, count: cells)
+            (out + cells).update(from: values.data + base, count: cells)
+        case .f16:
+            ek_f16_to_f32(keys16! + base, out, cells)
+            ek_f16_to_f32(values16! + base, out + cells, cells)
+        case .int8:
+            let scaleBase = b * capacity * heads
+            Int8HeadRows.dequantize(keys8! + base, scales: keyScales! + scaleBase, headRows: length * heads,
+                                    headDim: headDim, into: out)
+            Int8HeadRows.dequantize(values8! + base, scales: valueScales! + scaleBase, headRows: length * heads,
+                                    headDim: headDim, into: out + cells)
         }
-        Self.giveHalf(k16, batch * capacity * width)
-        Self.giveHalf(v16, batch * capacity * width)
-        keys16 = nil
-        values16 = nil
-        half = false
+    }
+
+    /// f16 / int8 storage → fp32 for good (a value the storage cannot hold arrived): each row's cached positions are
+    /// widened.
+    private func widenStorage() {
+        guard rows != .f32 else { return }
+        let k = Tensor(uninitialized: [batch, capacity, width]), v = Tensor(uninitialized: [batch, capacity, width])
+        let wide = Tensor(uninitialized: [2, max(length, 1), width])
+        for b in 0..<batch {
+            widen(batch: b, into: wide.data)
+            (k.data + b * capacity * width).update(from: wide.data, count: length * width)
+            (v.data + b * capacity * width).update(from: wide.data + length * width, count: length * width)
+        }
+        release()
+        (keys, values, rows) = (k, v, .f32)
     }
 
     /// Appends n new positions per row. k, v: [B*n, width] (row-major by batch then position).
     func append(k: Tensor, v: Tensor, keep newKeep: [UInt8], n: Int) {
         if length + n > capacity { grow(to: length + n) }
-        if half && !(HalfTensor.fits(k) && HalfTensor.fits(v)) { widenStorage() }
+        switch rows {
+        case .f16: if !(HalfTensor.fits(k) && HalfTensor.fits(v)) { widenStorage() }
+        case .int8: if !(Int8HeadRows.finite(k) && Int8HeadRows.finite(v)) { widenStorage() }
+        case .f32: break
+        }
         for b in 0..<batch {
             let src = b * n * width, dst = (b * capacity + length) * width
-            if let k16 = keys16, let v16 = values16 {
-                ek_f32_to_f16(k.data + src, k16 + dst, n * width)
-                ek_f32_to_f16(v.data + src, v16 + dst, n * width)
-            } else {
+            switch rows {
+            case .f32:
                 (keys.data + dst).update(from: k.data + src, count: n * width)
                 (values.data + dst).update(from: v.data + src, count: n * width)
+            case .f16:
+                ek_f32_to_f16(k.data + src, keys16! + dst, n * width)
+                ek_f32_to_f16(v.data + src, values16! + dst, n * width)
+            case .int8:
+                let scaleDst = (b * capacity + length) * heads
+                Int8HeadRows.quantize(k.data + src, headRows: n * heads, headDim: headDim, into: keys8! + dst,
+                                      scales: keyScales! + scaleDst)
+                Int8HeadRows.quantize(v.data + src, headRows: n * heads, headDim: headDim, into: values8! + dst,
+                                      scales: valueScales! + scaleDst)
             }
             for t in 0..<n { keep[b * capacity + length + t] = newKeep[b * n + t] }
         }
@@ -955,11 +1032,11 @@ final class KVCache {
 
     /// fp32 storage only (T5's relative-bias attention reads it directly).
     func keyPointer(batch b: Int) -> UnsafeMutablePointer<Float> {
-        precondition(!half, "keyPointer: an f16 cache")
+        precondition(rows == .f32, "keyPointer: a \(rows) cache")
         return keys.data + b * capacity * width
     }
     func valuePointer(batch b: Int) -> UnsafeMutablePointer<Float> {
-        precondition(!half, "valuePointer: an f16 cache")
+        precondition(rows == .f32, "valuePointer: a \(rows) cache")
         return values.data + b * capacity * width
     }
     func withKeep<R>(batch b: Int, _ body: (UnsafePointer<UInt8>) -> R) -> R {
@@ -968,13 +1045,13 @@ final class KVCache {
 
     /// Attention of row b's `tq` queries (q: [tq, H*D]) over its cached positions [0, length), masked by the cached
     /// keep flags and `causalOffset` (``Ops/attention(q:tq:k:v:kvRows:kvStride:out:shape:keyKeep:causalOffset:scratch:)``):
-    /// fp32 rows as they are; f16 rows with ``Ops/attentionF16KV`` (decode steps, short queries: the fused kernel widens each
-    /// row as it reads it), or widened once into a pooled buffer for longer queries (prompt chunks: it goes back to
-    /// the pool after the call, so layers share it). Writes [tq, H*D].
+    /// fp32 rows as they are; f16 rows with ``Ops/attentionF16KV`` and int8 rows with `ek_attention_i8kv` (decode
+    /// steps, short queries: the fused kernels widen each row as they read it), or widened once into a pooled buffer
+    /// for longer queries (prompt chunks: it goes back to the pool after the call, so layers share it). Writes [tq, H*D].
     func attend(q: UnsafePointer<Float>, tq: Int, batch b: Int, out: UnsafeMutablePointer<Float>, shape: AttentionShape,
                 causalOffset: Int, scratch: inout [Float]) {
         withKeep(batch: b) { kp in
-            guard half, let k16 = keys16, let v16 = values16 else {
+            if rows == .f32 {
                 Ops.attention(q: q, tq: tq, k: keyPointer(batch: b), v: valuePointer(batch: b), kvRows: length,
                               kvStride: width, out: out, shape: shape, keyKeep: kp, causalOffset: causalOffset,
                               scratch: &scratch)
@@ -982,16 +1059,25 @@ final class KVCache {
             }
             let base = b * capacity * width
             if tq < Ops.longQueryMinimum {
-                Ops.attentionF16KV(q: q, tq: tq, k: k16 + base, v: v16 + base, kvRows: length, kvStride: width, out: out,
-                                   shape: shape, keyKeep: kp, causalOffset: causalOffset, scratch: &scratch)
+                if rows == .f16 {
+                    Ops.attentionF16KV(q: q, tq: tq, k: keys16! + base, v: values16! + base, kvRows: length, kvStride: width,
+                                       out: out, shape: shape, keyKeep: kp, causalOffset: causalOffset, scratch: &scratch)
+                    return
+                }
+                precondition(shape.kvWidth == width && shape.headDim == headDim, "attend: \(shape) over rows of \(width) in heads of \(headDim)")
+                let scaleBase = b * capacity * heads
+                Ops.withShortQueryScratch(tq: tq, kvRows: length, shape: shape, scratch: &scratch) { s in
+                    ek_attention_i8kv(q, shape.qWidth, keys8! + base, keyScales! + scaleBase, width,
+                                      values8! + base, valueScales! + scaleBase, width, heads, out, shape.qWidth,
+                                      tq, length, shape.heads, shape.kvHeads, shape.headDim, shape.interleaved ? 1 : 0,
+                                      kp, causalOffset, Float(Double(shape.headDim).squareRoot()), s)
+                }
                 return
             }
-            let rows = length * width
             let wide = Tensor(uninitialized: [2, length, width])   // keys, values [length, width] in fp32
             withExtendedLifetime(wide) {
-                ek_f16_to_f32(k16 + base, wide.data, rows)
-                ek_f16_to_f32(v16 + base, wide.data + rows, rows)
-                Ops.attention(q: q, tq: tq, k: wide.data, v: wide.data + rows, kvRows: length, kvStride: width,
+                widen(batch: b, into: wide.data)
+                Ops.attention(q: q, tq: tq, k: wide.data, v: wide.data + length * width, kvRows: length, kvStride: width,
                               out: out, shape: shape, keyKeep: kp, causalOffset: causalOffset, scratch: &scratch)
             }
         }

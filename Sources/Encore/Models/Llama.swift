@@ -540,11 +540,13 @@ struct LlamaBlock {
 /// are masked, so a row gives the same result alone or in a batch.
 public final class LlamaModel: CausalDecoder {
     public let config: LlamaConfig
-    /// Keeps the self-attention KV caches the model builds afterwards (generation, scoring) in f16 (opt-in; llama.cpp's default cache type): half
-    /// the cache memory and half the bytes a decode step reads over the cached positions, scores and outputs still in
-    /// fp32 (`ek_attention_f16kv`). Logits move by about 1e-3 of their largest value; a cache that receives a value
-    /// beyond f16's range goes back to fp32. Off by default.
-    public var halfKVCache = false
+    /// The storage of the self-attention KV caches the model builds afterwards (generation, scoring; ``KVRowFormat``):
+    /// fp32 (the default), f16 (llama.cpp's default cache type: half the cache memory and half the bytes a decode step
+    /// reads over the cached positions; logits move by about 1e-3 of their largest value; `ek_attention_f16kv`) or int8
+    /// (a quarter, with a scale per position and head; `ek_attention_i8kv`). Scores and outputs stay fp32; a cache that
+    /// receives a value its storage cannot hold (beyond f16's range; not finite) goes back to fp32. ``halfKVCache``:
+    /// whether it is f16.
+    public var kvRows: KVRowFormat = .f32
     /// Token embedding [V, C] in fp32; nil when it is kept in its GGUF blocks (``embeddingBlocks``).
     private(set) var embedding: Tensor?
     /// The GGUF embedding blocks kept quantized (`keepQuantized`), or the decode-format table after
@@ -572,6 +574,7 @@ public final class LlamaModel: CausalDecoder {
     public var isEncoderDecoder: Bool { false }
     var layerCount: Int { blocks.count }
     var kvWidth: Int { config.attention.kvWidth }
+    var kvHeadDim: Int { config.attention.headDim }
     var attentionSpan: Int? { config.slidingWindow }
     public var parameterCount: Int {
         let vectors = 2 * config.nEmbd * blocks.count + config.nEmbd

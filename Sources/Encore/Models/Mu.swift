@@ -318,16 +318,16 @@ public final class MuModel: LanguageModel {
         return MuEncoderOutput(batch: B, length: L, hidden: x.reshaped([B, L, config.nEmbd]), keep: keep, cross: cross)
     }
 
-    /// The storage of the cross-attention K/V of later ``encode(_:)`` calls (``CrossKVStorage``): f16 halves the bytes
+    /// The storage of the cross-attention K/V of later ``encode(_:)`` calls (``KVRowFormat``): f16 halves the bytes
     /// decode steps read over the encoder positions (in fp32 7.9 of Mu-330M's 8.4 MB of attention reads per step at
     /// 512 input tokens, 63 MB at 4,096), int8 quarters them; scores and outputs are computed in fp32 from the widened
     /// values. A layer whose K or V does not fit the storage stays fp32. fp32 by default;
     /// ``LanguageModel/useKVCache(_:)`` sets f16 or fp32 with the self-attention cache (`.auto`: f16 beside bf16 or
     /// quantized decode weights, the CLI's default).
-    public var crossKV: CrossKVStorage = .f32
-    /// Keeps the decoder's self-attention KV caches built afterwards (generation, scoring) in f16 (opt-in; see
-    /// ``LlamaModel/halfKVCache``). Off by default.
-    public var halfKVCache = false
+    public var crossKV: KVRowFormat = .f32
+    /// The storage of the decoder's self-attention KV caches built afterwards (generation, scoring), as
+    /// ``LlamaModel/kvRows``: fp32 by default, f16 or int8.
+    public var kvRows: KVRowFormat = .f32
 
     // MARK: decoder
 
@@ -349,7 +349,8 @@ public final class MuModel: LanguageModel {
 
     func makeDecoderState(_ enc: MuEncoderOutput, capacity: Int) -> DecoderState {
         DecoderState(encoder: enc, caches: decoderBlocks.map { _ in
-            KVCache(batch: enc.batch, width: config.attention.kvWidth, capacity: capacity, half: halfKVCache)
+            KVCache(batch: enc.batch, width: config.attention.kvWidth, capacity: capacity, rows: kvRows,
+                    headDim: config.attention.headDim)
         })
     }
 

@@ -422,7 +422,7 @@ public final class T5Model: LanguageModel {
     /// steps read 15.7 MB of them at 512 input tokens in fp32 (10 layers × 512 × 384 × 2), 7.9 in f16, 4.1 in int8.
     /// The self-attention cache stays fp32. fp32 by default; ``LanguageModel/useKVCache(_:)`` sets f16 or fp32
     /// (`.auto`: f16 beside bf16 or quantized decode weights, the CLI's default).
-    public var crossKV: CrossKVStorage = .f32
+    public var crossKV: KVRowFormat = .f32
 
     public var modelType: String { "t5" }
     public var vocabSize: Int { config.vocabSize }

@@ -4,7 +4,7 @@ import EncoreKernels
 /// A tensor [rows, heads · headDim] stored as int8 with one fp32 scale per (row, head): each head's slice of a row is
 /// quantized on its own (scale = largest |x| / 127, values rounded to nearest, as ``WeightFormat/int8`` rows), so a
 /// large head does not coarsen the others. The cross-attention K/V of Mu and T5 when kept in 8 bits
-/// (``CrossKVStorage/int8``): half the bytes of f16 a decode step reads over the encoder positions.
+/// (``KVRowFormat/int8``): half the bytes of f16 a decode step reads over the encoder positions.
 ///
 /// ```swift
 /// if let k8 = Int8HeadRows(fitting: k, headDim: 64) { … k8.data, k8.scales … }   // nil when a value is not finite
@@ -25,40 +25,61 @@ public final class Int8HeadRows: @unchecked Sendable {
     /// head, or nil when one of them is NaN or infinite.
     public init?(fitting t: Tensor, headDim: Int) {
         precondition(headDim > 0 && (t.shape.last ?? 0) % headDim == 0, "Int8HeadRows: \(t.shape) in heads of \(headDim)")
-        guard withExtendedLifetime(t, { ek_all_within(t.data, t.count, .greatestFiniteMagnitude) != 0 }) else { return nil }
+        guard Self.finite(t) else { return nil }
         shape = t.shape
         width = t.shape.last ?? 0
         rows = width > 0 ? t.count / width : 0
         self.headDim = headDim
         data = .allocate(capacity: max(t.count, 1))
         scales = .allocate(capacity: max(rows * (width / headDim), 1))
-        let headRows = rows * (width / headDim)
-        let rowBytes = ek_quant_row_bytes(Int32(EK_WF_INT8), headDim)
-        withExtendedLifetime(t) {
-            if rowBytes == headDim {   // whole blocks of 32: the quantizer's rows are the heads' slices, back to back
-                _ = ek_quantize_rows(Int32(EK_WF_INT8), t.data, data, scales, headRows, headDim)
-            } else {                   // its rows are padded to 32 values: quantize, then keep each slice's headDim
-                let padded = UnsafeMutablePointer<Int8>.allocate(capacity: max(headRows * rowBytes, 1))
-                defer { padded.deallocate() }
-                _ = ek_quantize_rows(Int32(EK_WF_INT8), t.data, padded, scales, headRows, headDim)
-                for r in 0..<headRows { (data + r * headDim).update(from: padded + r * rowBytes, count: headDim) }
-            }
-        }
+        withExtendedLifetime(t) { Self.quantize(t.data, headRows: rows * (width / headDim), headDim: headDim, into: data, scales: scales) }
     }
 
     deinit { data.deallocate(); scales.deallocate() }
 
+    /// Whether every value of `t` is finite (what int8 rows can hold).
+    static func finite(_ t: Tensor) -> Bool {
+        withExtendedLifetime(t) { ek_all_within(t.data, t.count, .greatestFiniteMagnitude) != 0 }
+    }
+
+    /// `headRows` slices of `headDim` finite values at `src`, back to back, into int8 slices at `dst` (back to back)
+    /// and one scale each (largest |x| / 127; `ek_quantize_rows`' int8 rows).
+    static func quantize(_ src: UnsafePointer<Float>, headRows: Int, headDim: Int, into dst: UnsafeMutablePointer<Int8>,
+                         scales: UnsafeMutablePointer<Float>) {
+        guard headRows > 0 else { return }
+        let rowBytes = ek_quant_row_bytes(Int32(EK_WF_INT8), headDim)
+        if rowBytes == headDim {   // whole blocks of 32: the quantizer's rows are the heads' slices, back to back
+            _ = ek_quantize_rows(Int32(EK_WF_INT8), src, dst, scales, headRows, headDim)
+            return
+        }
+        // its rows are padded to 32 values: one slice at a time through a padded row on the stack (no heap
+        // allocation: KV caches quantize every decode step's rows this way)
+        withUnsafeTemporaryAllocation(of: Int8.self, capacity: rowBytes) { padded in
+            for r in 0..<headRows {
+                _ = ek_quantize_rows(Int32(EK_WF_INT8), src + r * headDim, padded.baseAddress!, scales + r, 1, headDim)
+                (dst + r * headDim).update(from: padded.baseAddress!, count: headDim)
+            }
+        }
+    }
+
+    /// The inverse: `headRows` int8 slices of `headDim` at `src` times their scales into fp32 at `dst`.
+    static func dequantize(_ src: UnsafePointer<Int8>, scales: UnsafePointer<Float>, headRows: Int, headDim: Int,
+                           into dst: UnsafeMutablePointer<Float>) {
+        guard headRows > 0 else { return }
+        if ek_quant_row_bytes(Int32(EK_WF_INT8), headDim) == headDim {
+            _ = ek_dequantize_rows(Int32(EK_WF_INT8), src, scales, dst, headRows, headDim)
+            return
+        }
+        for r in 0..<headRows {
+            let s = scales[r], from = src + r * headDim, to = dst + r * headDim
+            for d in 0..<headDim { to[d] = Float(from[d]) * s }
+        }
+    }
+
     /// The values dequantized to fp32 (new memory): int8 · its scale.
     public func widened() -> Tensor {
         let t = Tensor(uninitialized: shape)
-        if ek_quant_row_bytes(Int32(EK_WF_INT8), headDim) == headDim {
-            _ = ek_dequantize_rows(Int32(EK_WF_INT8), data, scales, t.data, rows * heads, headDim)
-            return t
-        }
-        for r in 0..<rows * heads {
-            let s = scales[r], src = data + r * headDim, dst = t.data + r * headDim
-            for d in 0..<headDim { dst[d] = Float(src[d]) * s }
-        }
+        Self.dequantize(data, scales: scales, headRows: rows * heads, headDim: headDim, into: t.data)
         return t
     }
 
