@@ -659,7 +659,15 @@ static inline long kv_head_for(long h, long n_head, long n_kv_head, int interlea
 static long attn_chunk(long tk) {
     if (tk <= 32) return tk > 0 ? tk : 1;
     long c = ((tk + 7) / 8 + 7) / 8 * 8;
-    return c < 32 ? 32 : c > EK_ATTN_CHUNK ? EK_ATTN_CHUNK : c;
+    c = c < 32 ? 32 : c > EK_ATTN_CHUNK ? EK_ATTN_CHUNK : c;
+    long n = (tk + c - 1) / c;
+    if (n % 2 == 1) {   /* an odd count of like tasks leaves one of two threads idle for a task's time: one chunk
+                           fewer (longer ones), else one more (shorter, at least 16 keys), when a multiple of 8 gets it */
+        long fewer = ((tk + n - 2) / (n - 1) + 7) / 8 * 8, more = ((tk + n) / (n + 1) + 7) / 8 * 8;
+        if (fewer <= EK_ATTN_CHUNK && (tk + fewer - 1) / fewer == n - 1) return fewer;
+        if (more >= 16 && (tk + more - 1) / more == n + 1) return more;
+    }
+    return c;
 }
 static long attn_chunks(long tk) { return tk > 0 ? (tk + attn_chunk(tk) - 1) / attn_chunk(tk) : 1; }
 

@@ -1,10 +1,10 @@
-/* One decode step's self-attention over a cold KV cache: `layers` calls of ek_attention_f32 or ek_attention_f16kv
- * (one query, tk keys, n_head query heads over n_kv_head KV heads of 64), a 256 MiB sweep before each round so the
+/* One decode step's self-attention over a cold KV cache: `layers` calls of ek_attention_f32, ek_attention_f16kv or
+ * ek_attention_i8kv (int8 rows, a scale per key and KV head; one query, tk keys, n_head query heads over n_kv_head KV heads of 64), a 256 MiB sweep before each round so the
  * cache comes from memory as in a real step. Best and median of 30 rounds, wall time. Defaults: Llama-362M
  * (SmolLM2-360M shapes: 32 layers, 15 heads over 5 KV heads) at 544 keys. Build and run from the repository root:
  *   clang -O2 -I Sources/EncoreKernels/include bench/micro/decode_attention_cache.c Sources/EncoreKernels/[a-z]*.c \
  *       -lm -lpthread -o /tmp/decode_attention_cache
- *   /tmp/decode_attention_cache 544 2 f16       # keys threads f16|f32 [layers n_head n_kv_head]
+ *   /tmp/decode_attention_cache 544 2 f16       # keys threads f16|f32|i8 [layers n_head n_kv_head]
  * SUMCHUNK=1 times the attention's reads alone (8 tasks per layer, each its chunk's K rows then V rows).
  * SUMONLY=1 times a plain two-thread sum over the same K and V buffers instead (the read floor).
  * HUGE=1 puts the cache in transparent huge pages.
@@ -40,18 +40,21 @@ __attribute__((target("avx2"))) static void chunk_task(void *ctx, long index, lo
 }
 static int cmp(const void *a, const void *b) { double x = *(const double *)a, y = *(const double *)b; return x < y ? -1 : x > y; }
 int main(int argc, char **argv) {
-    if (argc < 4) { fprintf(stderr, "usage: %s keys threads f16|f32 [layers n_head n_kv_head]\n", argv[0]); return 2; }
-    long L = atol(argv[1]), D = 64; int thr = atoi(argv[2]), half = strcmp(argv[3], "f16") == 0;
+    if (argc < 4) { fprintf(stderr, "usage: %s keys threads f16|f32|i8 [layers n_head n_kv_head]\n", argv[0]); return 2; }
+    long L = atol(argv[1]), D = 64; int thr = atoi(argv[2]), half = strcmp(argv[3], "f16") == 0, i8 = strcmp(argv[3], "i8") == 0;
     long layers = argc > 4 ? atol(argv[4]) : 32, H = argc > 5 ? atol(argv[5]) : 15, HKV = argc > 6 ? atol(argv[6]) : 5;
     ek_set_threads(thr);
-    long n = L * HKV * D, elt = half ? 2 : 4;
+    long n = L * HKV * D, elt = i8 ? 1 : half ? 2 : 4;
     void **k = malloc(sizeof(void *) * layers), **v = malloc(sizeof(void *) * layers);
+    float **ks = malloc(sizeof(float *) * layers), **vs = malloc(sizeof(float *) * layers);   /* i8: [L][HKV] scales */
     float *tmp = malloc(4 * n), *q = malloc(4 * H * D), *o = malloc(4 * H * D);
     for (long l = 0; l < layers; l++) {
         k[l] = alloc(elt * n); v[l] = alloc(elt * n);
+        ks[l] = malloc(sizeof(float) * L * HKV); vs[l] = malloc(sizeof(float) * L * HKV);
         for (int kv = 0; kv < 2; kv++) {
             for (long i = 0; i < n; i++) tmp[i] = (rand() % 100) / 100.f - 0.5f;
-            if (half) ek_f32_to_f16(tmp, kv ? v[l] : k[l], n); else memcpy(kv ? v[l] : k[l], tmp, 4 * n);
+            if (i8) ek_quantize_rows(EK_WF_INT8, tmp, kv ? v[l] : k[l], kv ? vs[l] : ks[l], L * HKV, D);
+            else if (half) ek_f32_to_f16(tmp, kv ? v[l] : k[l], n); else memcpy(kv ? v[l] : k[l], tmp, 4 * n);
         }
     }
     for (long i = 0; i < H * D; i++) q[i] = (rand() % 100) / 100.f;
@@ -67,14 +70,16 @@ int main(int argc, char **argv) {
                 ek_parallel_for(8, chunk_task, &cc); sink += cc.out[0]; continue;
             }
             if (getenv("SUMONLY")) { sink += ek_sum_f32(k[l], n * elt / 4) + ek_sum_f32(v[l], n * elt / 4); continue; }
-            if (half) ek_attention_f16kv(q, H * D, k[l], HKV * D, v[l], HKV * D, o, H * D, 1, L, H, HKV, D, 1, NULL, -1, 8.0f, scr);
+            if (i8) ek_attention_i8kv(q, H * D, k[l], ks[l], HKV * D, v[l], vs[l], HKV * D, HKV, o, H * D, 1, L, H, HKV, D, 1,
+                                      NULL, -1, 8.0f, scr);
+            else if (half) ek_attention_f16kv(q, H * D, k[l], HKV * D, v[l], HKV * D, o, H * D, 1, L, H, HKV, D, 1, NULL, -1, 8.0f, scr);
             else ek_attention_f32(q, H * D, k[l], HKV * D, v[l], HKV * D, o, H * D, 1, L, H, HKV, D, 1, NULL, -1, 8.0f, scr);
         }
         ts[r] = now() - t;
     }
     qsort(ts, 30, sizeof(double), cmp);
-    double bytes = 2.0 * layers * n * elt;
+    double bytes = 2.0 * layers * n * elt + (i8 ? 2.0 * layers * L * HKV * 4 : 0);
     printf("%s keys=%ld layers=%ld heads %ld/%ld thr=%d cold: best %.3f ms (%.1f GB/s), median %.3f ms\n",
-           half ? "f16" : "f32", L, layers, H, HKV, thr, ts[0] * 1e3, bytes / ts[0] / 1e9, ts[15] * 1e3);
+           i8 ? "i8" : half ? "f16" : "f32", L, layers, H, HKV, thr, ts[0] * 1e3, bytes / ts[0] / 1e9, ts[15] * 1e3);
     return 0;
 }
