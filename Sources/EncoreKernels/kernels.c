@@ -672,8 +672,8 @@ static long attn_chunk(long tk) {
 static long attn_chunks(long tk) { return tk > 0 ? (tk + attn_chunk(tk) - 1) / attn_chunk(tk) : 1; }
 
 long ek_attention_scratch_floats(long tq, long tk, long n_head, long head_dim) {
-    /* room for at least 8 chunks: a growing decode cache (chunks of 32 up to 256 keys) then resizes its scratch
-     * once past 1024 keys per 128, not at every 32 */
+    /* room for at least 8 chunks: a growing decode cache (chunks of 32 to 48 up to 256 keys, at most 8 chunks up to
+     * 1024) then resizes its scratch past 1024 keys, not at every chunk */
     long chunks = attn_chunks(tk) > 8 ? attn_chunks(tk) : 8;
     long parts = tq * n_head * chunks * (head_dim + 2);
     return parts > tk ? parts : tk;
@@ -881,6 +881,8 @@ static void attn_chunk_head(const attn_ctx *c, long t, long g, long chunk_i) {
     simd = !half && !bytes && use_neon() && D % 4 == 0;   /* NEON hook: the three calls below (f16, int8 K/V: plain C) */
 #endif
     int any_masked = c->keep && n > 0 && memchr(c->keep + s0, 0, (size_t)n) != NULL;   /* once per chunk */
+    float kscale[EK_ATTN_CHUNK], vscale[EK_ATTN_CHUNK];   /* int8: the chunk's scales of KV head g, side by side */
+    if (bytes) for (long i = 0; i < n; i++) { kscale[i] = ksc[i * c->scale_stride]; vscale[i] = vsc[i * c->scale_stride]; }
     for (long j0 = 0; j0 < groups; j0 += EK_ATTN_GROUP) {
         long G = groups - j0 < EK_ATTN_GROUP ? groups - j0 : EK_ATTN_GROUP;
         for (long j = 0; j < G; j++) {
@@ -903,7 +905,7 @@ static void attn_chunk_head(const attn_ctx *c, long t, long g, long chunk_i) {
                     scores[j * EK_ATTN_CHUNK + i] = a;
                 }
             for (long j = 0; j < G; j++)
-                for (long i = 0; i < n; i++) scores[j * EK_ATTN_CHUNK + i] *= ksc[i * c->scale_stride];
+                for (long i = 0; i < n; i++) scores[j * EK_ATTN_CHUNK + i] *= kscale[i];
         } else if (half) {
 #if EK_X86
             if (simd) group_scores_f16_avx2(qs, G, kb16, c->k_stride, n, D, scores, EK_ATTN_CHUNK);
@@ -953,7 +955,7 @@ static void attn_chunk_head(const attn_ctx *c, long t, long g, long chunk_i) {
         /* weighted values */
         if (bytes) {
             for (long j = 0; j < G; j++)
-                for (long i = 0; i < n; i++) scores[j * EK_ATTN_CHUNK + i] *= vsc[i * c->scale_stride];
+                for (long i = 0; i < n; i++) scores[j * EK_ATTN_CHUNK + i] *= vscale[i];
 #if EK_X86
             if (simd) group_values_i8_avx2(scores, EK_ATTN_CHUNK, G, vb8, c->v_stride, n, D, os);
             else

@@ -132,7 +132,7 @@ struct BenchCommand: ParsableCommand {
     @Option(name: .customLong("step-ab"), help: "Instead of the study: decode steps of the Mu preset (or of --model) after the first --input-tokens, --output-tokens steps per variant, alternating step by step between two variants, for each --decode-weights format; prints each variant's p10 and median step time. Variants: shared-gemv (q/k/v in one kernel call vs one call each; any --model), cross-kv (f32 vs f16 cross-attention K/V; Mu or T5), cross-kv8 (f16 vs int8 cross-attention K/V; Mu or T5), streams (x86: the int8 and GGUF-block decode GEMVs walking 2 vs 4 rows side by side per thread; any --model), tasks (decode GEMVs split into at least 4 vs 1 row ranges per thread, the default since session 27; any --model), q4y (x86 AVX2: Q4_0 / Q4_1 decode rows on the generic x8 group kernel vs rows_q4y, int16 pair sums in a loop of whole groups, the default since session 28; any --model). Or read: each decode step followed by a read of as many bytes as its weights (the read ceiling's kernel), printing the steps', the reads' and the pairs' fractions (p10 / median / p90), so the fraction of the read bandwidth is taken under the same load from other tenants (any --model).")
     var stepAB: String?
 
-    @Option(name: .customLong("cross-kv"), help: "Storage of the cross-attention K/V of Mu and T5: auto (the default: as --kv-cache says: f16 beside bf16 or quantized decode weights), f32, f16 (half the bytes a decode step reads over the encoder positions; logits within ~2e-3 of fp32 on the parity fixtures, 4.6e-3 on one T5), or int8 (a quarter: int8 values with a scale per position and head). Each JSON row's cross_kv says what it asked for (a layer beyond f16's range stays fp32).")
+    @Option(name: .customLong("cross-kv"), help: "Storage of the cross-attention K/V of Mu and T5: auto (the default: as --kv-cache says: f16 beside bf16 or quantized decode weights), f32, f16 (half the bytes a decode step reads over the encoder positions; logits within ~2e-3 of fp32 on the parity fixtures, 4.6e-3 on one T5), or int8 (a quarter: int8 values with a scale per position and head). Each JSON row's cross_kv says what it asked for (a layer whose values f16 cannot hold, or int8 (a non-finite value), stays fp32).")
     var crossKV = "auto"
 
     @Option(name: .customLong("kv-cache"), help: "Storage of the self-attention KV caches (Mu's decoder, the twin, Llama): auto (the default: f16 for rows whose decode steps read bf16 or quantized weights, as llama.cpp's cache, including f32 rows with --prompt-weights int8, which then stream the int8 rows; f32 otherwise), f32, f16 (half the cache memory and the bytes a step reads over it), or int8 (a quarter: int8 values with a scale per position and head). T5 keeps an f32 self-attention cache. Mu's and T5's cross-attention K/V follow this choice unless --cross-kv says otherwise. The KV column says what each row's self-attention cache ran, each JSON row's kv_cache and cross_kv both.")
@@ -593,9 +593,9 @@ struct BenchCommand: ParsableCommand {
     }
 
     /// The cross-attention K/V storage of a --step-ab run: as --cross-kv says (auto: as --kv-cache's storage gives them
-    /// beside the model's decode weights, `storesCrossKVInF16`).
+    /// beside the model's decode weights, `crossKVRows`, the rule useKVCache applies).
     func crossStorage(_ lm: LanguageModel, _ storage: KVCacheStorage) -> KVRowFormat {
-        (try? KVRowFormat(parsing: crossKV)) ?? (lm.storesCrossKVInF16(storage) ? .f16 : .f32)
+        (try? KVRowFormat(parsing: crossKV)) ?? lm.crossKVRows(storage)
     }
 
     /// `--step-ab read`: per --decode-weights format, decode steps each followed by a read of the same bytes

@@ -14,13 +14,15 @@ final class HalfKVCacheTests: XCTestCase {
         return out
     }
 
-    /// Logits of three forward passes over one cache that starts too small (it grows twice): 20 prompt tokens, 20 more
-    /// (a long query over cached f16 rows: the widened path), then 3 single tokens (the fused f16 kernel).
+    /// Logits of forward passes over one cache that starts too small (it grows three times): 20 prompt tokens, 20 more
+    /// (a long query over cached rows: the widened path), 5 more (a short causal query: the fused kernel with a causal
+    /// offset), then 3 single tokens (the fused kernel).
     func chunkedLogits(_ m: some CausalDecoder) -> [Float] {
         let cache = m.makeCache(batch: 1, offsets: [0], capacity: 8)
         var out: [Float] = []
         out += m.forward(cache, ids: Array(5..<25), n: 20, outputs: .all, keyKeep: nil).toArray()
         out += m.forward(cache, ids: Array(30..<50), n: 20, outputs: .all, keyKeep: nil).toArray()
+        out += m.forward(cache, ids: Array(60..<65), n: 5, outputs: .all, keyKeep: nil).toArray()
         for t in [7, 8, 9] { out += m.forward(cache, ids: [t], n: 1, outputs: .all, keyKeep: nil).toArray() }
         XCTAssertEqual(cache.caches[0].rows, m.kvRows, "the cache takes the model's setting")
         return out

@@ -310,15 +310,15 @@ static void test_attention(void) {
             }
             free(k16); free(v16);
         }
-        if (!relb && causal < 0) {   /* K/V in int8 with a scale per (key, KV head) (cross-attention K/V kept in 8 bits) */
+        if (!relb) {   /* K/V in int8 with a scale per (key, KV head) (int8 KV caches, causal too; cross K/V) */
             long ss = KV + 1;        /* scale rows wider than the KV heads: the kernel must use scale_stride */
             int8_t *k8 = malloc((size_t)(tk * ks)), *v8 = malloc((size_t)(tk * ks));
             float *ksc = malloc(sizeof(float) * tk * ss), *vsc = malloc(sizeof(float) * tk * ss);
             for (long i = 0; i < tk * ks; i++) { k8[i] = (int8_t)lrintf(127.0f * urand()); v8[i] = (int8_t)lrintf(127.0f * urand()); }
             for (long i = 0; i < tk * ss; i++) { ksc[i] = 0.002f + 0.02f * fabsf(urand()); vsc[i] = 0.002f + 0.03f * fabsf(urand()); }
             if (tk > 2) { ksc[1 * ss] = 0.0f; vsc[2 * ss] = 0.0f; }   /* an all-zero head slice quantizes to scale 0 */
-            ek_attention_i8kv(q, qs, k8, ksc, ks, v8, vsc, ks, ss, out, os, tq, tk, H, KV, D, inter, keep, -1, sqrtf((float)D), scr);
-            ek_attention_i8kv_ref(q, qs, k8, ksc, ks, v8, vsc, ks, ss, ref, os, tq, tk, H, KV, D, inter, keep, -1, sqrtf((float)D), rscr);
+            ek_attention_i8kv(q, qs, k8, ksc, ks, v8, vsc, ks, ss, out, os, tq, tk, H, KV, D, inter, keep, causal, sqrtf((float)D), scr);
+            ek_attention_i8kv_ref(q, qs, k8, ksc, ks, v8, vsc, ks, ss, ref, os, tq, tk, H, KV, D, inter, keep, causal, sqrtf((float)D), rscr);
             double vmax8 = 0;
             for (long s = 0; s < tk; s++)
                 for (long i = 0; i < KV * D; i++) { double a = fabs((double)v8[s * ks + i] * vsc[s * ss + i / D]); if (a > vmax8) vmax8 = a; }

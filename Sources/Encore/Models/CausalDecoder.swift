@@ -144,8 +144,9 @@ final class CausalDecoderState: GenerationState {
     }
 }
 
-/// The families whose self-attention KV caches can be f16 (Llama, mu_decoder, Mu's decoder; not T5): the one list
-/// ``LanguageModel/useHalfKVCache(_:)``, ``LanguageModel/usesHalfKVCache`` and ``LanguageModel/supportsHalfKVCache`` read.
+/// The families whose self-attention KV caches can be f16 or int8 (Llama, mu_decoder, Mu's decoder; not T5): the one
+/// list ``LanguageModel/useHalfKVCache(_:)``, ``LanguageModel/useKVCache(_:)``, ``LanguageModel/usesHalfKVCache`` and
+/// ``LanguageModel/supportsHalfKVCache`` read.
 protocol HalfKVCacheModel: AnyObject {
     var kvRows: KVRowFormat { get set }
 }
@@ -189,8 +190,9 @@ extension T5Model: CrossKVModel {}
 /// - `f16`: half the bytes; logits within ~1e-3–2e-3 of fp32's (rows beyond f16's range stay or turn fp32).
 /// - `int8`: a quarter of fp32's bytes: one int8 per value and an fp32 scale per (position, head) — largest |x| / 127
 ///   (``Int8HeadRows``); decode steps widen the int8 values in the attention kernel (`ek_attention_i8kv`), longer
-///   queries (prompts, teacher forcing, scoring) read them dequantized. Logits within ~1e-2 of fp32's on the parity
-///   fixtures. Rows with a non-finite value stay or turn fp32.
+///   queries (prompts, teacher forcing, scoring) read them dequantized. Logits within ~1e-2 of fp32's on the Mu
+///   fixtures, 2.7e-2 on SmolLM2-135M, up to 9e-2 on T5's sensitive random ones. Rows with a non-finite value stay
+///   or turn fp32.
 ///
 /// ```swift
 /// try mu.useDecodeWeights(.q4_0); try mu.useKVCache(.auto); mu.crossKV = .int8
@@ -240,35 +242,41 @@ extension LanguageModel {
         }
     }
 
-    /// Chooses the storage of the self-attention KV caches built from now on (see ``KVCacheStorage``) and returns
-    /// whether it is f16. `.auto` picks f16 when the decode weights are not fp32 and the family supports it, as
-    /// llama.cpp keeps its cache in f16: call it after ``useDecodeWeights(_:)``. `.f16` throws for T5. The
-    /// cross-attention K/V of later encodes (``MuModel/halfCrossKV``, ``T5Model/halfCrossKV``), the cache an
-    /// encoder-decoder's decode steps read over the encoder positions, follow the same choice (T5's under `.auto` too,
-    /// though its self-attention cache stays fp32).
+    /// Chooses the storage of the self-attention KV caches built from now on (see ``KVCacheStorage``; ``kvCacheRows``
+    /// reads it back) and returns whether it is f16. `.auto` picks f16 when the decode weights are not fp32 and the
+    /// family supports it, as llama.cpp keeps its cache in f16: call it after ``useDecodeWeights(_:)``. `.f16` and
+    /// `.int8` throw for T5 (nothing changed). The cross-attention K/V of later encodes (``MuModel/crossKV``,
+    /// ``T5Model/crossKV``), the cache an encoder-decoder's decode steps read over the encoder positions, follow the
+    /// same choice (``crossKVRows(_:)``; T5's under `.auto` too, though its self-attention cache stays fp32).
     ///
     /// ```swift
     /// try model.useDecodeWeights(.q4_0)
     /// let half = try model.useKVCache(.auto)   // true: 4-bit weights, f16 cache
+    /// try model.useKVCache(.int8)              // false: int8 rows (Mu's cross K/V too)
     /// ```
     @discardableResult
     public func useKVCache(_ storage: KVCacheStorage) throws -> Bool {
         if storage == .int8 {
             guard let m = self as? HalfKVCacheModel else {
-                throw EncoreError(.unsupported, "\(modelType): an int8 KV cache is not supported (its decoder attention reads fp32 rows)")
+                throw EncoreError(.unsupported, "\(modelType): an int8 KV cache is not supported (its decoder attention reads fp32 rows; --cross-kv int8 keeps its cross-attention K/V in int8)")
             }
             m.kvRows = .int8
-            (self as? CrossKVModel)?.crossKV = .int8
-            return false
+        } else {
+            let half = switch storage {
+            case .f32, .int8: false
+            case .f16: true
+            case .auto: supportsHalfKVCache && !decodeStreamsFP32
+            }
+            try useHalfKVCache(half)
         }
-        let half = switch storage {
-        case .f32, .int8: false
-        case .f16: true
-        case .auto: supportsHalfKVCache && !decodeStreamsFP32
-        }
-        try useHalfKVCache(half)
-        (self as? CrossKVModel)?.halfCrossKV = storesCrossKVInF16(storage)
-        return half
+        (self as? CrossKVModel)?.crossKV = crossKVRows(storage)
+        return usesHalfKVCache
+    }
+
+    /// The cross-attention K/V storage `storage` gives an encoder-decoder (the rule ``useKVCache(_:)`` applies): int8
+    /// under `.int8`, f16 under `.f16` or under `.auto` beside bf16 or quantized decode weights, fp32 otherwise.
+    public func crossKVRows(_ storage: KVCacheStorage) -> KVRowFormat {
+        storage == .int8 ? .int8 : storesCrossKVInF16(storage) ? .f16 : .f32
     }
 
     /// Whether `storage` keeps an encoder-decoder's cross-attention K/V in f16 (the rule ``useKVCache(_:)`` applies):
@@ -287,8 +295,10 @@ extension LanguageModel {
 ///   cache's (llama.cpp's default cache type). Values beyond f16's range turn a cache back to fp32. For Mu also the
 ///   cross-attention K/V (at 4,096 input tokens 63 of Mu-330M's 200 MB read per int8 decode step in fp32).
 /// - `int8`: a quarter of fp32's memory and bytes read: int8 values with an fp32 scale per position and head
-///   (``KVRowFormat/int8``, llama.cpp's `-ctk q8_0 -ctv q8_0` in spirit); logits within ~1e-2. Mu's and T5's
-///   cross-attention K/V too; refused for T5's self-attention cache. Non-finite values turn a cache back to fp32.
+///   (``KVRowFormat/int8``, llama.cpp's `-ctk q8_0 -ctv q8_0` in spirit); logits within ~1e-2 on the Mu fixtures,
+///   2.7e-2 on SmolLM2-135M (perplexity +0.6%), up to 9e-2 on T5's sensitive random fixtures. Mu's cross-attention
+///   K/V too; refused for T5, whose cross K/V take int8 through ``T5Model/crossKV`` (`--cross-kv int8`).
+///   Non-finite values turn a cache back to fp32.
 /// - `auto`: f16 when decode steps stream bf16 or quantized weights (whose own rounding is larger), fp32 otherwise
 ///   and for T5's self-attention cache (its cross-attention K/V follow the rule); the CLI's default.
 public enum KVCacheStorage: String, CaseIterable, Sendable {

@@ -51,7 +51,7 @@ public final class MuEncoderOutput {
     public let hidden: Tensor
     /// 1 where the input token is not the pad id: [B*L].
     let keep: [UInt8]
-    /// Per decoder layer: K and V projected from `hidden`, [B*L, kvWidth] each, fp32 or f16 (``MuModel/halfCrossKV``).
+    /// Per decoder layer: K and V projected from `hidden`, [B*L, kvWidth] each, fp32, f16 or int8 (``MuModel/crossKV``).
     let cross: [CrossAttentionKV]
 
     init(batch: Int, length: Int, hidden: Tensor, keep: [UInt8], cross: [CrossAttentionKV]) {
@@ -312,7 +312,7 @@ public final class MuModel: LanguageModel {
         }
         x = lnE(x)
         StepProfile.lap(.norm)
-        // every decoder layer's K and V of x (in one call, or four layers per call when stored in f16)
+        // every decoder layer's K and V of x (in one call, or four layers per call when stored in f16 or int8)
         let cross = CrossAttentionKV.project(x, decoderBlocks.map { ($0.crossAttn.k, $0.crossAttn.v) }, storage: crossKV, headDim: shape.headDim)
         StepProfile.lap(.crossKV)
         return MuEncoderOutput(batch: B, length: L, hidden: x.reshaped([B, L, config.nEmbd]), keep: keep, cross: cross)
@@ -322,8 +322,8 @@ public final class MuModel: LanguageModel {
     /// decode steps read over the encoder positions (in fp32 7.9 of Mu-330M's 8.4 MB of attention reads per step at
     /// 512 input tokens, 63 MB at 4,096), int8 quarters them; scores and outputs are computed in fp32 from the widened
     /// values. A layer whose K or V does not fit the storage stays fp32. fp32 by default;
-    /// ``LanguageModel/useKVCache(_:)`` sets f16 or fp32 with the self-attention cache (`.auto`: f16 beside bf16 or
-    /// quantized decode weights, the CLI's default).
+    /// ``LanguageModel/useKVCache(_:)`` sets it with the self-attention cache (`.int8`: int8; `.auto`: f16 beside bf16
+    /// or quantized decode weights, the CLI's default; ``LanguageModel/crossKVRows(_:)``).
     public var crossKV: KVRowFormat = .f32
     /// The storage of the decoder's self-attention KV caches built afterwards (generation, scoring), as
     /// ``LlamaModel/kvRows``: fp32 by default, f16 or int8.

@@ -383,7 +383,7 @@ public final class T5EncoderOutput {
     public let hidden: Tensor
     /// 1 where the input token is not the pad id: [B*L].
     let keep: [UInt8]
-    /// Per decoder layer: K and V projected from `hidden`, [B*L, A] each, fp32 or f16 (``T5Model/halfCrossKV``).
+    /// Per decoder layer: K and V projected from `hidden`, [B*L, A] each, fp32, f16 or int8 (``T5Model/crossKV``).
     let cross: [CrossAttentionKV]
 
     init(batch: Int, length: Int, hidden: Tensor, keep: [UInt8], cross: [CrossAttentionKV]) {
@@ -419,9 +419,10 @@ public final class T5Model: LanguageModel {
     let decoderNorm: T5LayerNorm
     public let parameterCount: Int
     /// The storage of the cross-attention K/V of later ``encode(_:)`` calls, as ``MuModel/crossKV``: T5-347M's decode
-    /// steps read 15.7 MB of them at 512 input tokens in fp32 (10 layers × 512 × 384 × 2), 7.9 in f16, 4.1 in int8.
+    /// steps read 15.7 MB of them at 512 input tokens in fp32 (10 layers × 512 × 384 × 2), 7.9 in f16, 4.2 in int8 (scales included).
     /// The self-attention cache stays fp32. fp32 by default; ``LanguageModel/useKVCache(_:)`` sets f16 or fp32
-    /// (`.auto`: f16 beside bf16 or quantized decode weights, the CLI's default).
+    /// (`.auto`: f16 beside bf16 or quantized decode weights, the CLI's default); int8 by setting it (`--cross-kv int8`:
+    /// T5 refuses `useKVCache(.int8)`, its self-attention cache being fp32).
     public var crossKV: KVRowFormat = .f32
 
     public var modelType: String { "t5" }
@@ -714,7 +715,7 @@ public final class T5Model: LanguageModel {
         }
         x = encoderNorm(x)
         StepProfile.lap(.norm)
-        // every decoder layer's K and V of x (in one call, or four layers per call when stored in f16)
+        // every decoder layer's K and V of x (in one call, or four layers per call when stored in f16 or int8)
         let cross = CrossAttentionKV.project(x, decoderBlocks.map { ($0.crossAttn.k, $0.crossAttn.v) }, storage: crossKV, headDim: shape.headDim)
         StepProfile.lap(.crossKV)
         return T5EncoderOutput(batch: B, length: L, hidden: x.reshaped([B, L, config.dModel]), keep: keep, cross: cross)

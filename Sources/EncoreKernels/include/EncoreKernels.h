@@ -122,7 +122,7 @@ void ek_attention_f16kv_ref(const float *q, long q_stride, const uint16_t *k, lo
  *  k[s * k_stride + g * head_dim + d] * k_scale[s * scale_stride + g] (the same for v; rows as ek_quantize_rows'
  *  EK_WF_INT8 writes them for rows of head_dim values). Scores are (q . k_int8) * scale; each probability is
  *  multiplied by its value's scale after the chunk's softmax sums are taken, before the weighted sum of the widened
- *  int8 values. For few queries (decode steps: the cross-attention K/V kept in 8 bits, a quarter of fp32's bytes). */
+ *  int8 values. For few queries (decode steps over int8 KV caches and cross-attention K/V: a quarter of fp32's bytes). */
 void ek_attention_i8kv(const float *q, long q_stride, const int8_t *k, const float *k_scale, long k_stride,
                        const int8_t *v, const float *v_scale, long v_stride, long scale_stride,
                        float *out, long out_stride, long tq, long tk, long n_head, long n_kv_head, long head_dim,
