@@ -689,8 +689,8 @@ typedef struct {
     float *part;                                /* [tq][n_head][nchunks][head_dim + 2]: max, sum, o[D] */
     const uint16_t *k16, *v16;                  /* f16 K/V (then k, v are NULL), or NULL */
     const int8_t *k8, *v8;                      /* int8 K/V (then k, v, k16, v16 are NULL), or NULL, with */
-    const float *k8_scale, *v8_scale;           /* one scale per (key, KV head): [tk][scale_stride] */
-    long scale_stride;
+    const float *k8_scale, *v8_scale;           /* one scale per key and `group` values of a row: [tk][scale_stride], */
+    long scale_stride, group;                   /* column c's at c / group; group divides head_dim */
 } attn_ctx;
 
 static inline float h2f(uint16_t h) { float f; ek_f16_to_f32(&h, &f, 1); return f; }
@@ -873,16 +873,18 @@ static void attn_chunk_head(const attn_ctx *c, long t, long g, long chunk_i) {
     const float *kbase = c->k ? c->k + s0 * c->k_stride + g * D : NULL, *vbase = c->v ? c->v + s0 * c->v_stride + g * D : NULL;
     const uint16_t *kb16 = half ? c->k16 + s0 * c->k_stride + g * D : NULL, *vb16 = half ? c->v16 + s0 * c->v_stride + g * D : NULL;
     const int8_t *kb8 = bytes ? c->k8 + s0 * c->k_stride + g * D : NULL, *vb8 = bytes ? c->v8 + s0 * c->v_stride + g * D : NULL;
-    const float *ksc = bytes ? c->k8_scale + s0 * c->scale_stride + g : NULL, *vsc = bytes ? c->v8_scale + s0 * c->scale_stride + g : NULL;
+    const long group = bytes ? c->group : D, blocks = D / group;   /* int8: scales per KV head's slice of a row */
+    const float *ksc = bytes ? c->k8_scale + s0 * c->scale_stride + g * blocks : NULL;
+    const float *vsc = bytes ? c->v8_scale + s0 * c->scale_stride + g * blocks : NULL;
     int simd = 0;
 #if EK_X86
-    simd = use_avx2() && D % 8 == 0 && (!half || (ek_cpu_features() & EK_CPU_F16C));
+    simd = use_avx2() && D % 8 == 0 && group % 8 == 0 && (!half || (ek_cpu_features() & EK_CPU_F16C));
 #elif defined(__aarch64__)
     simd = !half && !bytes && use_neon() && D % 4 == 0;   /* NEON hook: the three calls below (f16, int8 K/V: plain C) */
 #endif
     int any_masked = c->keep && n > 0 && memchr(c->keep + s0, 0, (size_t)n) != NULL;   /* once per chunk */
-    float kscale[EK_ATTN_CHUNK], vscale[EK_ATTN_CHUNK];   /* int8: the chunk's scales of KV head g, side by side */
-    if (bytes) for (long i = 0; i < n; i++) { kscale[i] = ksc[i * c->scale_stride]; vscale[i] = vsc[i * c->scale_stride]; }
+    float part[EK_ATTN_GROUP * EK_ATTN_CHUNK];   /* int8: one block's scores, then the probabilities times its scales */
+    float scale_i[EK_ATTN_CHUNK];                 /* int8: the chunk's scales of one block of KV head g, side by side */
     for (long j0 = 0; j0 < groups; j0 += EK_ATTN_GROUP) {
         long G = groups - j0 < EK_ATTN_GROUP ? groups - j0 : EK_ATTN_GROUP;
         for (long j = 0; j < G; j++) {
@@ -892,20 +894,30 @@ static void attn_chunk_head(const attn_ctx *c, long t, long g, long chunk_i) {
             os[j] = mxs[j] + 2;
         }
         /* scores */
-        if (bytes) {
+        if (bytes) {   /* per block of `group` values: its dot products times its keys' scales, summed over the blocks */
+            for (long b = 0; b < blocks; b++) {
+                const float *qb[EK_ATTN_GROUP];
+                for (long j = 0; j < G; j++) qb[j] = qs[j] + b * group;
+                float *dst = b == 0 ? scores : part;
 #if EK_X86
-            if (simd) group_scores_i8_avx2(qs, G, kb8, c->k_stride, n, D, scores, EK_ATTN_CHUNK);
-            else
+                if (simd) group_scores_i8_avx2(qb, G, kb8 + b * group, c->k_stride, n, group, dst, EK_ATTN_CHUNK);
+                else
 #endif
-            for (long j = 0; j < G; j++)
-                for (long i = 0; i < n; i++) {
-                    const int8_t *kr = kb8 + i * c->k_stride;
-                    float a = 0;
-                    for (long d = 0; d < D; d++) a += qs[j][d] * (float)kr[d];
-                    scores[j * EK_ATTN_CHUNK + i] = a;
+                for (long j = 0; j < G; j++)
+                    for (long i = 0; i < n; i++) {
+                        const int8_t *kr = kb8 + i * c->k_stride + b * group;
+                        float a = 0;
+                        for (long d = 0; d < group; d++) a += qb[j][d] * (float)kr[d];
+                        dst[j * EK_ATTN_CHUNK + i] = a;
+                    }
+                for (long i = 0; i < n; i++) scale_i[i] = ksc[i * c->scale_stride + b];
+                for (long j = 0; j < G; j++) {
+                    float *sc = scores + j * EK_ATTN_CHUNK;
+                    const float *pt = part + j * EK_ATTN_CHUNK;
+                    if (b == 0) for (long i = 0; i < n; i++) sc[i] *= scale_i[i];
+                    else for (long i = 0; i < n; i++) sc[i] += pt[i] * scale_i[i];
                 }
-            for (long j = 0; j < G; j++)
-                for (long i = 0; i < n; i++) scores[j * EK_ATTN_CHUNK + i] *= kscale[i];
+            }
         } else if (half) {
 #if EK_X86
             if (simd) group_scores_f16_avx2(qs, G, kb16, c->k_stride, n, D, scores, EK_ATTN_CHUNK);
@@ -953,19 +965,27 @@ static void attn_chunk_head(const attn_ctx *c, long t, long g, long chunk_i) {
             sum[j] = (float)sm;
         }
         /* weighted values */
-        if (bytes) {
-            for (long j = 0; j < G; j++)
-                for (long i = 0; i < n; i++) scores[j * EK_ATTN_CHUNK + i] *= vscale[i];
+        if (bytes) {   /* per block of `group` values: the probabilities times its values' scales, its slice of o */
+            for (long b = 0; b < blocks; b++) {
+                float *ob[EK_ATTN_GROUP];
+                for (long i = 0; i < n; i++) scale_i[i] = vsc[i * c->scale_stride + b];
+                for (long j = 0; j < G; j++) {
+                    ob[j] = os[j] + b * group;
+                    const float *sc = scores + j * EK_ATTN_CHUNK;
+                    float *pt = part + j * EK_ATTN_CHUNK;
+                    for (long i = 0; i < n; i++) pt[i] = sc[i] * scale_i[i];
+                }
 #if EK_X86
-            if (simd) group_values_i8_avx2(scores, EK_ATTN_CHUNK, G, vb8, c->v_stride, n, D, os);
-            else
+                if (simd) group_values_i8_avx2(part, EK_ATTN_CHUNK, G, vb8 + b * group, c->v_stride, n, group, ob);
+                else
 #endif
-            for (long j = 0; j < G; j++) {
-                memset(os[j], 0, sizeof(float) * D);
-                for (long i = 0; i < n; i++) {
-                    float p = scores[j * EK_ATTN_CHUNK + i];
-                    const int8_t *vr = vb8 + i * c->v_stride;
-                    if (p != 0.0f) for (long d = 0; d < D; d++) os[j][d] += p * (float)vr[d];
+                for (long j = 0; j < G; j++) {
+                    memset(ob[j], 0, sizeof(float) * group);
+                    for (long i = 0; i < n; i++) {
+                        float p = part[j * EK_ATTN_CHUNK + i];
+                        const int8_t *vr = vb8 + i * c->v_stride + b * group;
+                        if (p != 0.0f) for (long d = 0; d < group; d++) ob[j][d] += p * (float)vr[d];
+                    }
                 }
             }
         } else if (half) {
@@ -1061,8 +1081,8 @@ static void attention_engine(attn_ctx *c) {
                 for (long s = 0; s < c->tk; s++) {
                     if (c->v8) {
                         const int8_t *vr = c->v8 + s * c->v_stride + g * D;
-                        float w = c->v8_scale[s * c->scale_stride + g] / (float)c->tk;
-                        for (long d = 0; d < D; d++) o[d] += w * (float)vr[d];
+                        const float *vs = c->v8_scale + s * c->scale_stride + g * D / c->group;
+                        for (long d = 0; d < D; d++) o[d] += vs[d / c->group] / (float)c->tk * (float)vr[d];
                     } else if (c->v16) {   /* widened 64 at a time: the same axpy as the fp32 path */
                         float row[64];
                         for (long d0 = 0; d0 < D; d0 += 64) {
@@ -1095,17 +1115,17 @@ void ek_attention_f32(const float *q, long q_stride, const float *k, long k_stri
                       const uint8_t *key_keep, long causal_offset, float scale_div, float *scratch) {
     attn_ctx c = { q, k, v, out, q_stride, k_stride, v_stride, out_stride, tq, tk, n_head, n_kv_head, head_dim,
                    interleaved, key_keep, causal_offset, scale_div, NULL, 0, attn_chunk(tk), attn_chunks(tk), scratch, NULL, NULL,
-                   NULL, NULL, NULL, NULL, 0 };
+                   NULL, NULL, NULL, NULL, 0, 1 };
     attention_engine(&c);
 }
 
-/* K or V as the twins read it: fp32 (f), f16 (h) or int8 (b, times scale[s * scale_stride + g]). */
-typedef struct { const float *f; const uint16_t *h; const int8_t *b; const float *scale; long scale_stride; } kv_src;
+/* K or V as the twins read it: fp32 (f), f16 (h) or int8 (b, column c of key s times scale[s * scale_stride + c / group]). */
+typedef struct { const float *f; const uint16_t *h; const int8_t *b; const float *scale; long scale_stride, group; } kv_src;
 
-static inline double kv_at(const kv_src *x, long i, long s, long g) {
+static inline double kv_at(const kv_src *x, long i, long s, long col) {
     if (x->f) return x->f[i];
     if (x->h) return h2f(x->h[i]);
-    return (double)x->b[i] * x->scale[s * x->scale_stride + g];
+    return (double)x->b[i] * x->scale[s * x->scale_stride + col / x->group];
 }
 
 /* The attention twins in one loop: keys and values fp32, f16 or int8 (kv_src); score = q·k, rounded to float for
@@ -1126,7 +1146,7 @@ static void attention_ref(const float *q, long q_stride, const kv_src *K, long k
                 if (!key_allowed(key_keep, causal_offset, t, s)) continue;
                 long k0 = s * k_stride + g * head_dim;
                 double score = K->f ? (double)ek_dot_f32_ref(qh, K->f + k0, head_dim) : 0.0;
-                if (!K->f) for (long d = 0; d < head_dim; d++) score += (double)qh[d] * kv_at(K, k0 + d, s, g);
+                if (!K->f) for (long d = 0; d < head_dim; d++) score += (double)qh[d] * kv_at(K, k0 + d, s, g * head_dim + d);
                 if (bias) score += bias[h * bias_stride + (tq - 1) + s - t];
                 scratch[s] = (float)(score / scale_div);
                 if (scratch[s] > mx) mx = scratch[s];
@@ -1141,7 +1161,7 @@ static void attention_ref(const float *q, long q_stride, const kv_src *K, long k
             float *o = out + t * out_stride + h * head_dim;
             for (long d = 0; d < head_dim; d++) {
                 double acc = 0;
-                for (long s = 0; s < tk; s++) acc += (double)scratch[s] * kv_at(V, s * v_stride + g * head_dim + d, s, g);
+                for (long s = 0; s < tk; s++) acc += (double)scratch[s] * kv_at(V, s * v_stride + g * head_dim + d, s, g * head_dim + d);
                 o[d] = (float)(acc / sum);
             }
         }
@@ -1152,7 +1172,7 @@ void ek_attention_f32_ref(const float *q, long q_stride, const float *k, long k_
                           const float *v, long v_stride, float *out, long out_stride,
                           long tq, long tk, long n_head, long n_kv_head, long head_dim, int interleaved,
                           const uint8_t *key_keep, long causal_offset, float scale_div, float *scratch) {
-    kv_src K = { k, NULL, NULL, NULL, 0 }, V = { v, NULL, NULL, NULL, 0 };
+    kv_src K = { k, NULL, NULL, NULL, 0, 1 }, V = { v, NULL, NULL, NULL, 0, 1 };
     attention_ref(q, q_stride, &K, k_stride, &V, v_stride, out, out_stride, tq, tk, n_head, n_kv_head,
                   head_dim, interleaved, key_keep, causal_offset, scale_div, NULL, 0, scratch);
 }
@@ -1163,7 +1183,7 @@ void ek_attention_f16kv(const float *q, long q_stride, const uint16_t *k, long k
                         const uint8_t *key_keep, long causal_offset, float scale_div, float *scratch) {
     attn_ctx c = { q, NULL, NULL, out, q_stride, k_stride, v_stride, out_stride, tq, tk, n_head, n_kv_head, head_dim,
                    interleaved, key_keep, causal_offset, scale_div, NULL, 0, attn_chunk(tk), attn_chunks(tk), scratch, k, v,
-                   NULL, NULL, NULL, NULL, 0 };
+                   NULL, NULL, NULL, NULL, 0, 1 };
     attention_engine(&c);
 }
 
@@ -1171,26 +1191,28 @@ void ek_attention_f16kv_ref(const float *q, long q_stride, const uint16_t *k, lo
                             const uint16_t *v, long v_stride, float *out, long out_stride,
                             long tq, long tk, long n_head, long n_kv_head, long head_dim, int interleaved,
                             const uint8_t *key_keep, long causal_offset, float scale_div, float *scratch) {
-    kv_src K = { NULL, k, NULL, NULL, 0 }, V = { NULL, v, NULL, NULL, 0 };
+    kv_src K = { NULL, k, NULL, NULL, 0, 1 }, V = { NULL, v, NULL, NULL, 0, 1 };
     attention_ref(q, q_stride, &K, k_stride, &V, v_stride, out, out_stride, tq, tk, n_head, n_kv_head,
                   head_dim, interleaved, key_keep, causal_offset, scale_div, NULL, 0, scratch);
 }
 
 void ek_attention_i8kv(const float *q, long q_stride, const int8_t *k, const float *k_scale, long k_stride,
-                       const int8_t *v, const float *v_scale, long v_stride, long scale_stride,
+                       const int8_t *v, const float *v_scale, long v_stride, long scale_stride, long group,
                        float *out, long out_stride, long tq, long tk, long n_head, long n_kv_head, long head_dim,
                        int interleaved, const uint8_t *key_keep, long causal_offset, float scale_div, float *scratch) {
+    if (group <= 0 || head_dim % group != 0) group = head_dim;   /* programmer error: one scale per head */
     attn_ctx c = { q, NULL, NULL, out, q_stride, k_stride, v_stride, out_stride, tq, tk, n_head, n_kv_head, head_dim,
                    interleaved, key_keep, causal_offset, scale_div, NULL, 0, attn_chunk(tk), attn_chunks(tk), scratch,
-                   NULL, NULL, k, v, k_scale, v_scale, scale_stride };
+                   NULL, NULL, k, v, k_scale, v_scale, scale_stride, group };
     attention_engine(&c);
 }
 
 void ek_attention_i8kv_ref(const float *q, long q_stride, const int8_t *k, const float *k_scale, long k_stride,
-                           const int8_t *v, const float *v_scale, long v_stride, long scale_stride,
+                           const int8_t *v, const float *v_scale, long v_stride, long scale_stride, long group,
                            float *out, long out_stride, long tq, long tk, long n_head, long n_kv_head, long head_dim,
                            int interleaved, const uint8_t *key_keep, long causal_offset, float scale_div, float *scratch) {
-    kv_src K = { NULL, NULL, k, k_scale, scale_stride }, V = { NULL, NULL, v, v_scale, scale_stride };
+    if (group <= 0 || head_dim % group != 0) group = head_dim;
+    kv_src K = { NULL, NULL, k, k_scale, scale_stride, group }, V = { NULL, NULL, v, v_scale, scale_stride, group };
     attention_ref(q, q_stride, &K, k_stride, &V, v_stride, out, out_stride, tq, tk, n_head, n_kv_head,
                   head_dim, interleaved, key_keep, causal_offset, scale_div, NULL, 0, scratch);
 }
@@ -1205,7 +1227,7 @@ void ek_attention_relbias_f32(const float *q, long q_stride, const float *k, lon
                               float *scratch) {
     attn_ctx c = { q, k, v, out, q_stride, k_stride, v_stride, out_stride, tq, tk, n_head, n_kv_head, head_dim,
                    interleaved, key_keep, causal_offset, 1.0f, bias, bias_stride, attn_chunk(tk), attn_chunks(tk), scratch, NULL, NULL,
-                   NULL, NULL, NULL, NULL, 0 };
+                   NULL, NULL, NULL, NULL, 0, 1 };
     attention_engine(&c);
 }
 
@@ -1214,7 +1236,7 @@ void ek_attention_relbias_f32_ref(const float *q, long q_stride, const float *k,
                                   long tq, long tk, long n_head, long n_kv_head, long head_dim, int interleaved,
                                   const uint8_t *key_keep, long causal_offset, const float *bias, long bias_stride,
                                   float *scratch) {
-    kv_src K = { k, NULL, NULL, NULL, 0 }, V = { v, NULL, NULL, NULL, 0 };
+    kv_src K = { k, NULL, NULL, NULL, 0, 1 }, V = { v, NULL, NULL, NULL, 0, 1 };
     attention_ref(q, q_stride, &K, k_stride, &V, v_stride, out, out_stride, tq, tk, n_head, n_kv_head,
                   head_dim, interleaved, key_keep, causal_offset, 1.0f, bias, bias_stride, scratch);
 }

@@ -187,10 +187,10 @@ final class KernelTests: XCTestCase {
         }
     }
 
-    /// int8 K/V with a scale per (key, KV head) (`ek_attention_i8kv`, the cross-attention K/V kept in 8 bits) against
-    /// its double-precision twin on the dequantized values (≤ 1e-5 of the largest output), K/V quantized as the models
-    /// store them (Int8HeadRows); masks, GQA layouts, split-K chunks, D not % 8, a fully masked row; and within 2e-2 of
-    /// the fp32 attention on the unquantized K/V (what the 8 bits cost).
+    /// int8 K/V with a scale per key and block (`ek_attention_i8kv`: blocks of 32 for heads of 64 and 32, whole heads
+    /// of 8, 12 and 16) against its double-precision twin on the dequantized values (≤ 1e-5 of the largest output), K/V
+    /// quantized as the models store them (Int8HeadRows); masks, GQA layouts, split-K chunks, D not % 8, a fully masked
+    /// row; and within 2e-2 of the fp32 attention on the unquantized K/V (what the 8 bits cost).
     func testInt8KVAttentionMatchesReference() throws {
         defer { ek_set_force_reference(0) }
         for force in [Int32(0), 1] {
@@ -208,10 +208,10 @@ final class KernelTests: XCTestCase {
                 var fast = [Float](repeating: 0, count: tq * heads * hd), ref = fast, exact = fast
                 var scratch = [Float](repeating: 0, count: max(ek_attention_scratch_floats(tq, tk, heads, hd), tk))
                 let scale = Float(hd).squareRoot(), il: Int32 = interleaved ? 1 : 0, width = kvHeads * hd
-                ek_attention_i8kv(q, heads * hd, k8.data, k8.scales, width, v8.data, v8.scales, width, kvHeads,
-                                  &fast, heads * hd, tq, tk, heads, kvHeads, hd, il, keep, -1, scale, &scratch)
-                ek_attention_i8kv_ref(q, heads * hd, k8.data, k8.scales, width, v8.data, v8.scales, width, kvHeads,
-                                      &ref, heads * hd, tq, tk, heads, kvHeads, hd, il, keep, -1, scale, &scratch)
+                ek_attention_i8kv(q, heads * hd, k8.data, k8.scales, width, v8.data, v8.scales, width, k8.scalesPerRow,
+                                  k8.group, &fast, heads * hd, tq, tk, heads, kvHeads, hd, il, keep, -1, scale, &scratch)
+                ek_attention_i8kv_ref(q, heads * hd, k8.data, k8.scales, width, v8.data, v8.scales, width,
+                                      k8.scalesPerRow, k8.group, &ref, heads * hd, tq, tk, heads, kvHeads, hd, il, keep, -1, scale, &scratch)
                 ek_attention_f32_ref(q, heads * hd, k32, width, v32, width, &exact, heads * hd, tq, tk, heads, kvHeads, hd,
                                      il, keep, -1, scale, &scratch)
                 let what = "tq=\(tq) tk=\(tk) h=\(heads)/\(kvHeads) D=\(hd) masked=\(allMasked) force=\(force)"

@@ -95,25 +95,26 @@ final class MuParityTests: XCTestCase {
         }
     }
 
-    /// Int8HeadRows: each head's slice of a row quantized on its own (scale = largest |x| / 127, round to nearest),
-    /// whole blocks of 32 and not (D = 12: the quantizer's padded rows compacted), a zero slice (scale 0), and the
-    /// refusal of NaN and infinities (such a layer stays fp32).
-    func testInt8HeadRowsQuantizePerHead() throws {
-        for headDim in [64, 12] {
+    /// Int8HeadRows: each block of a row quantized on its own (scale = largest |x| / 127, round to nearest): blocks of
+    /// 32 in heads of 64, whole heads of 12 (not whole blocks of 32: the quantizer's padded rows compacted); a zero block
+    /// (scale 0), a large one beside others, and the refusal of NaN and infinities (such a layer stays fp32).
+    func testInt8HeadRowsQuantizePerBlock() throws {
+        for (headDim, group) in [(64, 32), (12, 12)] {
             let rows = 5, heads = 3
             var values = (0..<(rows * heads * headDim)).map { i in Float(sin(Double(i) * 0.37)) * Float(1 + i % 7) }
-            for d in 0..<headDim { values[headDim + d] = 0 }                    // row 0, head 1: all zero
-            for d in 0..<headDim { values[2 * headDim + d] *= 1000 }            // row 0, head 2: large
+            for d in 0..<group { values[group + d] = 0 }                       // row 0, block 1: all zero
+            for d in 0..<group { values[2 * group + d] *= 1000 }               // row 0, block 2: large
             let t = Tensor(shape: [rows, heads * headDim], values: values)
             let q = try XCTUnwrap(Int8HeadRows(fitting: t, headDim: headDim))
-            XCTAssertEqual(q.bytes, rows * heads * headDim + rows * heads * 4)
+            XCTAssertEqual(q.group, group)
+            XCTAssertEqual(q.bytes, rows * heads * headDim + rows * (heads * headDim / group) * 4)
             let back = q.widened().toArray()
-            for r in 0..<(rows * heads) {
-                let slice = values[(r * headDim)..<((r + 1) * headDim)]
+            for r in 0..<(rows * heads * headDim / group) {
+                let slice = values[(r * group)..<((r + 1) * group)]
                 let amax = slice.map(abs).max()!
-                XCTAssertEqual(q.scales[r], amax / 127, "D=\(headDim) head row \(r)")
-                for d in 0..<headDim {
-                    let i = r * headDim + d
+                XCTAssertEqual(q.scales[r], amax / 127, "D=\(headDim) block \(r)")
+                for d in 0..<group {
+                    let i = r * group + d
                     let want = amax == 0 ? 0 : Int8(clamping: Int((values[i] / (amax / 127)).rounded(.toNearestOrEven)))
                     XCTAssertEqual(q.data[i], want, "D=\(headDim) \(i)")
                     XCTAssertLessThanOrEqual(abs(back[i] - values[i]), amax / 254 * 1.0001, "D=\(headDim) \(i)")

@@ -310,22 +310,25 @@ static void test_attention(void) {
             }
             free(k16); free(v16);
         }
-        if (!relb) {   /* K/V in int8 with a scale per (key, KV head) (int8 KV caches, causal too; cross K/V) */
-            long ss = KV + 1;        /* scale rows wider than the KV heads: the kernel must use scale_stride */
+        for (int gi = 0; gi < 2 && !relb; gi++) {   /* K/V in int8 with a scale per key and group of values (int8 KV
+                                                        caches, causal too; cross K/V): a head per scale, then blocks */
+            long grp = gi == 0 ? D : D % 32 == 0 && D > 32 ? 32 : D % 8 == 0 && D > 8 ? 8 : D % 2 == 0 ? D / 2 : D;
+            if (gi == 1 && grp == D) break;
+            long ss = KV * D / grp + 1;   /* scale rows wider than needed: the kernel must use scale_stride */
             int8_t *k8 = malloc((size_t)(tk * ks)), *v8 = malloc((size_t)(tk * ks));
             float *ksc = malloc(sizeof(float) * tk * ss), *vsc = malloc(sizeof(float) * tk * ss);
             for (long i = 0; i < tk * ks; i++) { k8[i] = (int8_t)lrintf(127.0f * urand()); v8[i] = (int8_t)lrintf(127.0f * urand()); }
             for (long i = 0; i < tk * ss; i++) { ksc[i] = 0.002f + 0.02f * fabsf(urand()); vsc[i] = 0.002f + 0.03f * fabsf(urand()); }
-            if (tk > 2) { ksc[1 * ss] = 0.0f; vsc[2 * ss] = 0.0f; }   /* an all-zero head slice quantizes to scale 0 */
-            ek_attention_i8kv(q, qs, k8, ksc, ks, v8, vsc, ks, ss, out, os, tq, tk, H, KV, D, inter, keep, causal, sqrtf((float)D), scr);
-            ek_attention_i8kv_ref(q, qs, k8, ksc, ks, v8, vsc, ks, ss, ref, os, tq, tk, H, KV, D, inter, keep, causal, sqrtf((float)D), rscr);
+            if (tk > 2) { ksc[1 * ss] = 0.0f; vsc[2 * ss] = 0.0f; }   /* an all-zero slice quantizes to scale 0 */
+            ek_attention_i8kv(q, qs, k8, ksc, ks, v8, vsc, ks, ss, grp, out, os, tq, tk, H, KV, D, inter, keep, causal, sqrtf((float)D), scr);
+            ek_attention_i8kv_ref(q, qs, k8, ksc, ks, v8, vsc, ks, ss, grp, ref, os, tq, tk, H, KV, D, inter, keep, causal, sqrtf((float)D), rscr);
             double vmax8 = 0;
             for (long s = 0; s < tk; s++)
-                for (long i = 0; i < KV * D; i++) { double a = fabs((double)v8[s * ks + i] * vsc[s * ss + i / D]); if (a > vmax8) vmax8 = a; }
+                for (long i = 0; i < KV * D; i++) { double a = fabs((double)v8[s * ks + i] * vsc[s * ss + i / grp]); if (a > vmax8) vmax8 = a; }
             for (long t = 0; t < tq; t++) {
                 double want[4096], sc[4096];
                 for (long i = 0; i < H * D; i++) { want[i] = ref[t * os + i]; sc[i] = vmax8; }
-                expect_close("attention_i8kv", ci, out + t * os, want, sc, H * D, 1e-5);
+                expect_close(gi ? "attention_i8kv blocks" : "attention_i8kv", ci, out + t * os, want, sc, H * D, 1e-5);
             }
             free(k8); free(v8); free(ksc); free(vsc);
         }

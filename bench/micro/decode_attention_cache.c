@@ -1,5 +1,5 @@
 /* One decode step's self-attention over a cold KV cache: `layers` calls of ek_attention_f32, ek_attention_f16kv or
- * ek_attention_i8kv (int8 rows, a scale per key and KV head; one query, tk keys, n_head query heads over n_kv_head KV heads of 64), a 256 MiB sweep before each round so the
+ * ek_attention_i8kv (int8 rows, a scale per key and 32 values, GROUP=64 per head; one query, tk keys, n_head query heads over n_kv_head KV heads of 64), a 256 MiB sweep before each round so the
  * cache comes from memory as in a real step. Best and median of 30 rounds, wall time. Defaults: Llama-362M
  * (SmolLM2-360M shapes: 32 layers, 15 heads over 5 KV heads) at 544 keys. Build and run from the repository root:
  *   clang -O2 -I Sources/EncoreKernels/include bench/micro/decode_attention_cache.c Sources/EncoreKernels/[a-z]*.c \
@@ -46,14 +46,15 @@ int main(int argc, char **argv) {
     ek_set_threads(thr);
     long n = L * HKV * D, elt = i8 ? 1 : half ? 2 : 4;
     void **k = malloc(sizeof(void *) * layers), **v = malloc(sizeof(void *) * layers);
-    float **ks = malloc(sizeof(float *) * layers), **vs = malloc(sizeof(float *) * layers);   /* i8: [L][HKV] scales */
+    float **ks = malloc(sizeof(float *) * layers), **vs = malloc(sizeof(float *) * layers);   /* i8: [L][HKV*2] scales */
+    long grp = getenv("GROUP") ? atol(getenv("GROUP")) : 32, nsc = HKV * D / grp;   /* i8: values per scale */
     float *tmp = malloc(4 * n), *q = malloc(4 * H * D), *o = malloc(4 * H * D);
     for (long l = 0; l < layers; l++) {
         k[l] = alloc(elt * n); v[l] = alloc(elt * n);
-        ks[l] = malloc(sizeof(float) * L * HKV); vs[l] = malloc(sizeof(float) * L * HKV);
+        ks[l] = malloc(sizeof(float) * L * nsc); vs[l] = malloc(sizeof(float) * L * nsc);
         for (int kv = 0; kv < 2; kv++) {
             for (long i = 0; i < n; i++) tmp[i] = (rand() % 100) / 100.f - 0.5f;
-            if (i8) ek_quantize_rows(EK_WF_INT8, tmp, kv ? v[l] : k[l], kv ? vs[l] : ks[l], L * HKV, D);
+            if (i8) ek_quantize_rows(EK_WF_INT8, tmp, kv ? v[l] : k[l], kv ? vs[l] : ks[l], L * nsc, grp);
             else if (half) ek_f32_to_f16(tmp, kv ? v[l] : k[l], n); else memcpy(kv ? v[l] : k[l], tmp, 4 * n);
         }
     }
@@ -70,7 +71,7 @@ int main(int argc, char **argv) {
                 ek_parallel_for(8, chunk_task, &cc); sink += cc.out[0]; continue;
             }
             if (getenv("SUMONLY")) { sink += ek_sum_f32(k[l], n * elt / 4) + ek_sum_f32(v[l], n * elt / 4); continue; }
-            if (i8) ek_attention_i8kv(q, H * D, k[l], ks[l], HKV * D, v[l], vs[l], HKV * D, HKV, o, H * D, 1, L, H, HKV, D, 1,
+            if (i8) ek_attention_i8kv(q, H * D, k[l], ks[l], HKV * D, v[l], vs[l], HKV * D, nsc, grp, o, H * D, 1, L, H, HKV, D, 1,
                                       NULL, -1, 8.0f, scr);
             else if (half) ek_attention_f16kv(q, H * D, k[l], HKV * D, v[l], HKV * D, o, H * D, 1, L, H, HKV, D, 1, NULL, -1, 8.0f, scr);
             else ek_attention_f32(q, H * D, k[l], HKV * D, v[l], HKV * D, o, H * D, 1, L, H, HKV, D, 1, NULL, -1, 8.0f, scr);
@@ -78,7 +79,7 @@ int main(int argc, char **argv) {
         ts[r] = now() - t;
     }
     qsort(ts, 30, sizeof(double), cmp);
-    double bytes = 2.0 * layers * n * elt + (i8 ? 2.0 * layers * L * HKV * 4 : 0);
+    double bytes = 2.0 * layers * n * elt + (i8 ? 2.0 * layers * L * nsc * 4 : 0);
     printf("%s keys=%ld layers=%ld heads %ld/%ld thr=%d cold: best %.3f ms (%.1f GB/s), median %.3f ms\n",
            i8 ? "i8" : half ? "f16" : "f32", L, layers, H, HKV, thr, ts[0] * 1e3, bytes / ts[0] / 1e9, ts[15] * 1e3);
     return 0;

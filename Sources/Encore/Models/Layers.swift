@@ -733,17 +733,17 @@ extension Ops {
         case .int8(let k, let v):
             guard tq < longQueryMinimum else { (k32, v32) = (k.widened(), v.widened()); break }
             precondition(k.rows == B * kvRows && k.width == shape.kvWidth && k.headDim == shape.headDim
-                         && v.rows == k.rows && v.width == k.width && v.headDim == k.headDim,
+                         && v.rows == k.rows && v.width == k.width && v.headDim == k.headDim && v.group == k.group,
                          "attention: k \(k.shape) v \(v.shape) in heads of \(k.headDim)")
             let scaleDiv = scaled ? Float(Double(shape.headDim).squareRoot()) : 1
-            let heads = shape.kvHeads
+            let perRow = k.scalesPerRow
             return withExtendedLifetime((q, k, v)) {
                 eachSequence(batch: B, tq: tq, kvRows: kvRows, keyKeep: keyKeep, shape: shape) { b, keep, out in
                     withShortQueryScratch(tq: tq, kvRows: kvRows, shape: shape, scratch: &scratch) { s in
                         let row = b * kvRows
                         ek_attention_i8kv(q.data + b * tq * shape.qWidth, shape.qWidth,
-                                          k.data + row * shape.kvWidth, k.scales + row * heads, shape.kvWidth,
-                                          v.data + row * shape.kvWidth, v.scales + row * heads, shape.kvWidth, heads,
+                                          k.data + row * shape.kvWidth, k.scales + row * perRow, shape.kvWidth,
+                                          v.data + row * shape.kvWidth, v.scales + row * perRow, shape.kvWidth, perRow, k.group,
                                           out, shape.qWidth, tq, kvRows, shape.heads, shape.kvHeads, shape.headDim,
                                           shape.interleaved ? 1 : 0, keep, -1, scaleDiv, s)
                     }
@@ -840,8 +840,8 @@ struct MLP {
 final class KVCache {
     let batch: Int
     let width: Int
-    /// Values per head (int8 rows take a scale per position and head).
-    let headDim: Int
+    /// Values per head, and per scale of int8 rows (``Int8HeadRows/group(headDim:)``: 32 or the head).
+    let headDim: Int, group: Int
     private(set) var capacity: Int
     private(set) var length = 0
     /// How the rows are stored (``KVRowFormat``): fp32; f16 (llama.cpp's default cache type: half the bytes held and
@@ -856,18 +856,19 @@ final class KVCache {
     private var values16: UnsafeMutablePointer<UInt16>?
     private var keys8: UnsafeMutablePointer<Int8>?        // [B, capacity, kvWidth] (int8 storage)
     private var values8: UnsafeMutablePointer<Int8>?
-    private var keyScales: UnsafeMutablePointer<Float>?   // [B, capacity, heads] (int8 storage)
+    private var keyScales: UnsafeMutablePointer<Float>?   // [B, capacity, width / group] (int8 storage)
     private var valueScales: UnsafeMutablePointer<Float>?
     private(set) var keep: [UInt8]    // [B, capacity]
 
-    /// Heads per row.
-    var heads: Int { width / headDim }
+    /// Scales per int8 row.
+    var scalesPerRow: Int { width / group }
 
     init(batch: Int, width: Int, capacity: Int, rows: KVRowFormat = .f32, headDim: Int) {
         precondition(headDim > 0 && width % headDim == 0, "KVCache: width \(width) in heads of \(headDim)")
         self.batch = batch
         self.width = width
         self.headDim = headDim
+        group = Int8HeadRows.group(headDim: headDim)
         self.capacity = max(capacity, 1)
         self.rows = rows
         keys = Tensor(zeros: [1])
@@ -890,7 +891,7 @@ final class KVCache {
     /// request's cache reuses a finished one's pages instead of faulting fresh ones in (Llama-362M, 512-token prompt:
     /// 10,240 pages a pass).
     private func allocate(_ cap: Int) {
-        let n = batch * cap * width, scales = batch * cap * heads
+        let n = batch * cap * width, scales = batch * cap * scalesPerRow
         switch rows {
         case .f32:
             keys = Tensor(uninitialized: [batch, cap, width])
@@ -908,7 +909,7 @@ final class KVCache {
 
     /// Gives the f16 / int8 buffers back to the pool (capacity as allocated).
     private func release() {
-        let n = batch * capacity * width, scales = batch * capacity * heads
+        let n = batch * capacity * width, scales = batch * capacity * scalesPerRow
         if let keys16 { Self.give(keys16, n) }
         if let values16 { Self.give(values16, n) }
         if let keys8 { Self.give(keys8, n) }
@@ -931,7 +932,7 @@ final class KVCache {
         switch rows {
         case .f32: return cells * 8 + keep.count
         case .f16: return cells * 4 + keep.count
-        case .int8: return cells * 2 + batch * capacity * heads * 8 + keep.count
+        case .int8: return cells * 2 + batch * capacity * scalesPerRow * 8 + keep.count
         }
     }
 
@@ -946,7 +947,7 @@ final class KVCache {
             for b in 0..<batch { (to + b * cap * w).update(from: from + b * capacity * w, count: length * w) }
         }
         let old = (keys, values, keys16, values16, keys8, values8, keyScales, valueScales)
-        let oldCells = batch * capacity * width, oldScales = batch * capacity * heads
+        let oldCells = batch * capacity * width, oldScales = batch * capacity * scalesPerRow
         allocate(cap)
         switch rows {
         case .f32:
@@ -957,7 +958,7 @@ final class KVCache {
             Self.give(old.2!, oldCells); Self.give(old.3!, oldCells)
         case .int8:
             copy(old.4, keys8, width); copy(old.5, values8, width)
-            copy(old.6, keyScales, heads); copy(old.7, valueScales, heads)
+            copy(old.6, keyScales, scalesPerRow); copy(old.7, valueScales, scalesPerRow)
             Self.give(old.4!, oldCells); Self.give(old.5!, oldCells)
             Self.give(old.6!, oldScales); Self.give(old.7!, oldScales)
         }
@@ -978,11 +979,11 @@ final class KVCache {
             ek_f16_to_f32(keys16! + base, out, cells)
             ek_f16_to_f32(values16! + base, out + cells, cells)
         case .int8:
-            let scaleBase = b * capacity * heads
-            Int8HeadRows.dequantize(keys8! + base, scales: keyScales! + scaleBase, headRows: length * heads,
-                                    headDim: headDim, into: out)
-            Int8HeadRows.dequantize(values8! + base, scales: valueScales! + scaleBase, headRows: length * heads,
-                                    headDim: headDim, into: out + cells)
+            let scaleBase = b * capacity * scalesPerRow
+            Int8HeadRows.dequantize(keys8! + base, scales: keyScales! + scaleBase, blocks: length * scalesPerRow,
+                                    size: group, into: out)
+            Int8HeadRows.dequantize(values8! + base, scales: valueScales! + scaleBase, blocks: length * scalesPerRow,
+                                    size: group, into: out + cells)
         }
     }
 
@@ -1019,10 +1020,10 @@ final class KVCache {
                 ek_f32_to_f16(k.data + src, keys16! + dst, n * width)
                 ek_f32_to_f16(v.data + src, values16! + dst, n * width)
             case .int8:
-                let scaleDst = (b * capacity + length) * heads
-                Int8HeadRows.quantize(k.data + src, headRows: n * heads, headDim: headDim, into: keys8! + dst,
+                let scaleDst = (b * capacity + length) * scalesPerRow
+                Int8HeadRows.quantize(k.data + src, blocks: n * scalesPerRow, size: group, into: keys8! + dst,
                                       scales: keyScales! + scaleDst)
-                Int8HeadRows.quantize(v.data + src, headRows: n * heads, headDim: headDim, into: values8! + dst,
+                Int8HeadRows.quantize(v.data + src, blocks: n * scalesPerRow, size: group, into: values8! + dst,
                                       scales: valueScales! + scaleDst)
             }
             for t in 0..<n { keep[b * capacity + length + t] = newKeep[b * n + t] }
@@ -1065,10 +1066,10 @@ final class KVCache {
                     return
                 }
                 precondition(shape.kvWidth == width && shape.headDim == headDim, "attend: \(shape) over rows of \(width) in heads of \(headDim)")
-                let scaleBase = b * capacity * heads
+                let scaleBase = b * capacity * scalesPerRow
                 Ops.withShortQueryScratch(tq: tq, kvRows: length, shape: shape, scratch: &scratch) { s in
                     ek_attention_i8kv(q, shape.qWidth, keys8! + base, keyScales! + scaleBase, width,
-                                      values8! + base, valueScales! + scaleBase, width, heads, out, shape.qWidth,
+                                      values8! + base, valueScales! + scaleBase, width, scalesPerRow, group, out, shape.qWidth,
                                       tq, length, shape.heads, shape.kvHeads, shape.headDim, shape.interleaved ? 1 : 0,
                                       kp, causalOffset, Float(Double(shape.headDim).squareRoot()), s)
                 }

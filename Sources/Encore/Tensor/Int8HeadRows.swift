@@ -1,28 +1,34 @@
 import Foundation
 import EncoreKernels
 
-/// A tensor [rows, heads · headDim] stored as int8 with one fp32 scale per (row, head): each head's slice of a row is
+/// A tensor [rows, heads · headDim] stored as int8 with one fp32 scale per row and block of ``group`` values of a head:
+/// 32 when the head width is a multiple of 32 (llama.cpp's q8_0 cache blocks), else the whole head. Each block is
 /// quantized on its own (scale = largest |x| / 127, values rounded to nearest, as ``WeightFormat/int8`` rows), so a
-/// large head does not coarsen the others. The cross-attention K/V of Mu and T5 when kept in 8 bits
-/// (``KVRowFormat/int8``): half the bytes of f16 a decode step reads over the encoder positions.
+/// large head or channel does not coarsen the others. K/V rows kept in 8 bits (``KVRowFormat/int8``): about half the
+/// bytes of f16 a decode step reads.
 ///
 /// ```swift
 /// if let k8 = Int8HeadRows(fitting: k, headDim: 64) { … k8.data, k8.scales … }   // nil when a value is not finite
 /// ```
 public final class Int8HeadRows: @unchecked Sendable {
     public let shape: [Int]
-    /// Rows and the values per row (heads · headDim).
-    public let rows: Int, width: Int, headDim: Int
+    /// Rows, the values per row (heads · headDim), the head width and the values per scale.
+    public let rows: Int, width: Int, headDim: Int, group: Int
     /// [rows, width] int8.
     let data: UnsafeMutablePointer<Int8>
-    /// [rows, width / headDim]: the scale of each row's head slice.
+    /// [rows, width / group]: the scale of each block of a row.
     let scales: UnsafeMutablePointer<Float>
 
     /// Heads per row.
     public var heads: Int { width / headDim }
+    /// Scales per row.
+    public var scalesPerRow: Int { width / group }
+
+    /// The values per scale for heads of `headDim`: blocks of 32 when they divide the head, else the head.
+    public static func group(headDim: Int) -> Int { headDim % 32 == 0 ? 32 : headDim }
 
     /// The values of `t` (its last dimension a whole number of `headDim`-wide heads) in int8 with a scale per row and
-    /// head, or nil when one of them is NaN or infinite.
+    /// block (``group(headDim:)``), or nil when one of them is NaN or infinite.
     public init?(fitting t: Tensor, headDim: Int) {
         precondition(headDim > 0 && (t.shape.last ?? 0) % headDim == 0, "Int8HeadRows: \(t.shape) in heads of \(headDim)")
         guard Self.finite(t) else { return nil }
@@ -30,9 +36,10 @@ public final class Int8HeadRows: @unchecked Sendable {
         width = t.shape.last ?? 0
         rows = width > 0 ? t.count / width : 0
         self.headDim = headDim
+        group = Self.group(headDim: headDim)
         data = .allocate(capacity: max(t.count, 1))
-        scales = .allocate(capacity: max(rows * (width / headDim), 1))
-        withExtendedLifetime(t) { Self.quantize(t.data, headRows: rows * (width / headDim), headDim: headDim, into: data, scales: scales) }
+        scales = .allocate(capacity: max(rows * (width / group), 1))
+        withExtendedLifetime(t) { Self.quantize(t.data, blocks: rows * (width / group), size: group, into: data, scales: scales) }
     }
 
     deinit { data.deallocate(); scales.deallocate() }
@@ -42,13 +49,14 @@ public final class Int8HeadRows: @unchecked Sendable {
         withExtendedLifetime(t) { ek_all_within(t.data, t.count, .greatestFiniteMagnitude) != 0 }
     }
 
-    /// `headRows` slices of `headDim` finite values at `src`, back to back, into int8 slices at `dst` (back to back)
-    /// and one scale each (largest |x| / 127; `ek_quantize_rows`' int8 rows).
-    static func quantize(_ src: UnsafePointer<Float>, headRows: Int, headDim: Int, into dst: UnsafeMutablePointer<Int8>,
+    /// `blocks` runs of `size` finite values at `src`, back to back, into int8 runs at `dst` (back to back) and one
+    /// scale each (largest |x| / 127; `ek_quantize_rows`' int8 rows).
+    static func quantize(_ src: UnsafePointer<Float>, blocks: Int, size: Int, into dst: UnsafeMutablePointer<Int8>,
                          scales: UnsafeMutablePointer<Float>) {
+        let headRows = blocks, headDim = size
         guard headRows > 0 else { return }
         let rowBytes = ek_quant_row_bytes(Int32(EK_WF_INT8), headDim)
-        if rowBytes == headDim {   // whole blocks of 32: the quantizer's rows are the heads' slices, back to back
+        if rowBytes == headDim {   // whole blocks of 32: the quantizer's rows are the runs, back to back
             _ = ek_quantize_rows(Int32(EK_WF_INT8), src, dst, scales, headRows, headDim)
             return
         }
@@ -62,9 +70,10 @@ public final class Int8HeadRows: @unchecked Sendable {
         }
     }
 
-    /// The inverse: `headRows` int8 slices of `headDim` at `src` times their scales into fp32 at `dst`.
-    static func dequantize(_ src: UnsafePointer<Int8>, scales: UnsafePointer<Float>, headRows: Int, headDim: Int,
+    /// The inverse: `blocks` int8 runs of `size` at `src` times their scales into fp32 at `dst`.
+    static func dequantize(_ src: UnsafePointer<Int8>, scales: UnsafePointer<Float>, blocks: Int, size: Int,
                            into dst: UnsafeMutablePointer<Float>) {
+        let headRows = blocks, headDim = size
         guard headRows > 0 else { return }
         if ek_quant_row_bytes(Int32(EK_WF_INT8), headDim) == headDim {
             _ = ek_dequantize_rows(Int32(EK_WF_INT8), src, scales, dst, headRows, headDim)
@@ -79,10 +88,10 @@ public final class Int8HeadRows: @unchecked Sendable {
     /// The values dequantized to fp32 (new memory): int8 · its scale.
     public func widened() -> Tensor {
         let t = Tensor(uninitialized: shape)
-        Self.dequantize(data, scales: scales, headRows: rows * heads, headDim: headDim, into: t.data)
+        Self.dequantize(data, scales: scales, blocks: rows * scalesPerRow, size: group, into: t.data)
         return t
     }
 
     /// Bytes held (values and scales).
-    public var bytes: Int { rows * width + rows * heads * 4 }
+    public var bytes: Int { rows * width + rows * scalesPerRow * 4 }
 }

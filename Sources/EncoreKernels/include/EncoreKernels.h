@@ -118,18 +118,20 @@ void ek_attention_f16kv_ref(const float *q, long q_stride, const uint16_t *k, lo
                             long tq, long tk, long n_head, long n_kv_head, long head_dim, int interleaved,
                             const uint8_t *key_keep, long causal_offset, float scale_div, float *scratch);
 
-/** As ek_attention_f16kv with K and V stored as int8, one fp32 scale per (key, KV head): key s's slice of KV head g is
- *  k[s * k_stride + g * head_dim + d] * k_scale[s * scale_stride + g] (the same for v; rows as ek_quantize_rows'
- *  EK_WF_INT8 writes them for rows of head_dim values). Scores are (q . k_int8) * scale; each probability is
- *  multiplied by its value's scale after the chunk's softmax sums are taken, before the weighted sum of the widened
- *  int8 values. For few queries (decode steps over int8 KV caches and cross-attention K/V: a quarter of fp32's bytes). */
+/** As ek_attention_f16kv with K and V stored as int8, one fp32 scale per key and `group` values of a row (group
+ *  divides head_dim; head_dim: one scale per KV head): column c of key s is k[s * k_stride + c] *
+ *  k_scale[s * scale_stride + c / group] (the same for v; ek_quantize_rows' EK_WF_INT8 rows of `group` values, back to
+ *  back). Per block of `group` values, scores are (q . k_int8) * scale, summed over a head's blocks; each probability
+ *  is multiplied by a block's value scales after the chunk's softmax sums are taken, before the weighted sum of the
+ *  widened int8 values. For few queries (decode steps over int8 KV caches and cross-attention K/V: about a quarter of
+ *  fp32's bytes). */
 void ek_attention_i8kv(const float *q, long q_stride, const int8_t *k, const float *k_scale, long k_stride,
-                       const int8_t *v, const float *v_scale, long v_stride, long scale_stride,
+                       const int8_t *v, const float *v_scale, long v_stride, long scale_stride, long group,
                        float *out, long out_stride, long tq, long tk, long n_head, long n_kv_head, long head_dim,
                        int interleaved, const uint8_t *key_keep, long causal_offset, float scale_div, float *scratch);
 /** Twin: each key and value element dequantized (int8 · scale) in double, softmax and P·V in double. */
 void ek_attention_i8kv_ref(const float *q, long q_stride, const int8_t *k, const float *k_scale, long k_stride,
-                           const int8_t *v, const float *v_scale, long v_stride, long scale_stride,
+                           const int8_t *v, const float *v_scale, long v_stride, long scale_stride, long group,
                            float *out, long out_stride, long tq, long tk, long n_head, long n_kv_head, long head_dim,
                            int interleaved, const uint8_t *key_keep, long causal_offset, float scale_div, float *scratch);
 
