@@ -69,7 +69,7 @@ final class HalfKVCacheTests: XCTestCase {
         }
     }
 
-    /// int8 rows: a quarter of fp32's bytes plus a scale per position and head; rows survive growth (each head's
+    /// int8 rows: a quarter of fp32's bytes plus a scale per position and block; rows survive growth (each head's
     /// slice within half a step of its value); a non-finite value turns the cache back to fp32 with the earlier rows
     /// widened (their dequantized values, exactly) and the new ones as given.
     func testInt8StorageGrowthAndFallback() {

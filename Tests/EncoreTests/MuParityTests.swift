@@ -56,7 +56,7 @@ final class MuParityTests: XCTestCase {
     }
 
     /// Cross-attention K/V kept in f16 (`halfCrossKV`; the CLI's default beside bf16 or quantized decode weights) or
-    /// int8 (`crossKV = .int8`: a scale per position and head): every layer's K/V is stored so, and the teacher-forced
+    /// int8 (`crossKV = .int8`: a scale per position and block): every layer's K/V is stored so, and the teacher-forced
     /// logits (padded batches: masked encoder keys; 8 decoder tokens: the decode-step kernels) stay within 2e-3 (f16)
     /// and 2e-2 (int8) of the reference's fp32 logits (measured f16 2.7e-4–5.4e-4, int8 7.8e-3–1.1e-2 on these
     /// deliberately large random weights: 7 bits a value cost ~20× f16's 11), not equal to the fp32 path's.

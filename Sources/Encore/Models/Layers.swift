@@ -636,7 +636,7 @@ enum CrossAttentionKV {
     case int8(k: Int8HeadRows, v: Int8HeadRows)
 
     /// K and V as projected (fp32), or stored as `storage` asks when both fit it (f16: within its range; int8: finite;
-    /// a layer that does not stays fp32). int8 takes a scale per row and head of `headDim` values.
+    /// a layer that does not stays fp32). int8 takes a scale per row and block of 32 values of a `headDim`-wide head (or per head: ``Int8HeadRows``).
     init(k: Tensor, v: Tensor, storage: KVRowFormat, headDim: Int) {
         switch storage {
         case .f16:
@@ -845,7 +845,7 @@ final class KVCache {
     private(set) var capacity: Int
     private(set) var length = 0
     /// How the rows are stored (``KVRowFormat``): fp32; f16 (llama.cpp's default cache type: half the bytes held and
-    /// read per step); int8 with a scale per position and head (a quarter). An f16 or int8 cache turns fp32 for good
+    /// read per step); int8 with a scale per position and block of 32 values or head (about a quarter). An f16 or int8 cache turns fp32 for good
     /// when an appended value does not fit (f16: |x| > 65504 or NaN; int8: not finite): its rows are widened back.
     private(set) var rows: KVRowFormat
     /// Whether the rows are f16.

@@ -32,7 +32,7 @@ public final class MuDecoderModel: CausalDecoder {
     /// The storage of the self-attention KV caches the model builds afterwards (generation, scoring; ``KVRowFormat``):
     /// fp32 (the default), f16 (llama.cpp's default cache type: half the cache memory and half the bytes a decode step
     /// reads over the cached positions; logits move by about 1e-3 of their largest value; `ek_attention_f16kv`) or int8
-    /// (a quarter, with a scale per position and head; `ek_attention_i8kv`). Scores and outputs stay fp32; a cache that
+    /// (about a quarter, with a scale per position and block of 32 values; `ek_attention_i8kv`). Scores and outputs stay fp32; a cache that
     /// receives a value its storage cannot hold (beyond f16's range; not finite) goes back to fp32. ``halfKVCache``:
     /// whether it is f16.
     public var kvRows: KVRowFormat = .f32
