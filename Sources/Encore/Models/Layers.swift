@@ -739,14 +739,13 @@ extension Ops {
             let perRow = k.scalesPerRow
             return withExtendedLifetime((q, k, v)) {
                 eachSequence(batch: B, tq: tq, kvRows: kvRows, keyKeep: keyKeep, shape: shape) { b, keep, out in
-                    withShortQueryScratch(tq: tq, kvRows: kvRows, shape: shape, scratch: &scratch) { s in
-                        let row = b * kvRows
-                        ek_attention_i8kv(q.data + b * tq * shape.qWidth, shape.qWidth,
-                                          k.data + row * shape.kvWidth, k.scales + row * perRow, shape.kvWidth,
-                                          v.data + row * shape.kvWidth, v.scales + row * perRow, shape.kvWidth, perRow, k.group,
-                                          out, shape.qWidth, tq, kvRows, shape.heads, shape.kvHeads, shape.headDim,
-                                          shape.interleaved ? 1 : 0, keep, -1, scaleDiv, s)
-                    }
+                    let row = b * kvRows
+                    attentionInt8KV(q: q.data + b * tq * shape.qWidth, tq: tq,
+                                    k: k.data + row * shape.kvWidth, kScales: k.scales + row * perRow,
+                                    v: v.data + row * shape.kvWidth, vScales: v.scales + row * perRow,
+                                    scalesPerRow: perRow, group: k.group, kvRows: kvRows, kvStride: shape.kvWidth,
+                                    out: out, shape: shape, keyKeep: keep, causalOffset: -1, scaleDiv: scaleDiv,
+                                    scratch: &scratch)
                 }
             }
         }
@@ -776,6 +775,25 @@ extension Ops {
             ek_attention_f16kv(q, shape.qWidth, k, kvStride, v, kvStride, out, shape.qWidth, tq, kvRows, shape.heads,
                                shape.kvHeads, shape.headDim, shape.interleaved ? 1 : 0, keyKeep, causalOffset,
                                scaleDiv ?? Float(Double(shape.headDim).squareRoot()), s)
+        }
+    }
+
+    /// As ``attentionF16KV(q:tq:k:v:kvRows:kvStride:out:shape:keyKeep:causalOffset:scaleDiv:scratch:)`` over int8 keys
+    /// and values (`ek_attention_i8kv`): row s's scales at `kScales` / `vScales` + s · `scalesPerRow`, one per `group`
+    /// values (``Int8HeadRows``).
+    static func attentionInt8KV(q: UnsafePointer<Float>, tq: Int, k: UnsafePointer<Int8>, kScales: UnsafePointer<Float>,
+                                v: UnsafePointer<Int8>, vScales: UnsafePointer<Float>, scalesPerRow: Int, group: Int,
+                                kvRows: Int, kvStride: Int, out: UnsafeMutablePointer<Float>, shape: AttentionShape,
+                                keyKeep: UnsafePointer<UInt8>?, causalOffset: Int, scaleDiv: Float? = nil,
+                                scratch: inout [Float]) {
+        precondition(tq < longQueryMinimum, "attentionInt8KV: \(tq) queries (long queries take fp32 rows)")
+        precondition(shape.headDim % group == 0 && scalesPerRow * group == shape.kvWidth,
+                     "attentionInt8KV: \(shape) in blocks of \(group), \(scalesPerRow) scales a row")
+        withShortQueryScratch(tq: tq, kvRows: kvRows, shape: shape, scratch: &scratch) { s in
+            ek_attention_i8kv(q, shape.qWidth, k, kScales, kvStride, v, vScales, kvStride, scalesPerRow, group, out,
+                              shape.qWidth, tq, kvRows, shape.heads, shape.kvHeads, shape.headDim,
+                              shape.interleaved ? 1 : 0, keyKeep, causalOffset,
+                              scaleDiv ?? Float(Double(shape.headDim).squareRoot()), s)
         }
     }
 
@@ -1046,7 +1064,7 @@ final class KVCache {
 
     /// Attention of row b's `tq` queries (q: [tq, H*D]) over its cached positions [0, length), masked by the cached
     /// keep flags and `causalOffset` (``Ops/attention(q:tq:k:v:kvRows:kvStride:out:shape:keyKeep:causalOffset:scratch:)``):
-    /// fp32 rows as they are; f16 rows with ``Ops/attentionF16KV`` and int8 rows with `ek_attention_i8kv` (decode
+    /// fp32 rows as they are; f16 rows with ``Ops/attentionF16KV`` and int8 rows with ``Ops/attentionInt8KV`` (decode
     /// steps, short queries: the fused kernels widen each row as they read it), or widened once into a pooled buffer
     /// for longer queries (prompt chunks: it goes back to the pool after the call, so layers share it). Writes [tq, H*D].
     func attend(q: UnsafePointer<Float>, tq: Int, batch b: Int, out: UnsafeMutablePointer<Float>, shape: AttentionShape,
@@ -1067,12 +1085,10 @@ final class KVCache {
                 }
                 precondition(shape.kvWidth == width && shape.headDim == headDim, "attend: \(shape) over rows of \(width) in heads of \(headDim)")
                 let scaleBase = b * capacity * scalesPerRow
-                Ops.withShortQueryScratch(tq: tq, kvRows: length, shape: shape, scratch: &scratch) { s in
-                    ek_attention_i8kv(q, shape.qWidth, keys8! + base, keyScales! + scaleBase, width,
-                                      values8! + base, valueScales! + scaleBase, width, scalesPerRow, group, out, shape.qWidth,
-                                      tq, length, shape.heads, shape.kvHeads, shape.headDim, shape.interleaved ? 1 : 0,
-                                      kp, causalOffset, Float(Double(shape.headDim).squareRoot()), s)
-                }
+                Ops.attentionInt8KV(q: q, tq: tq, k: keys8! + base, kScales: keyScales! + scaleBase, v: values8! + base,
+                                    vScales: valueScales! + scaleBase, scalesPerRow: scalesPerRow, group: group,
+                                    kvRows: length, kvStride: width, out: out, shape: shape, keyKeep: kp,
+                                    causalOffset: causalOffset, scratch: &scratch)
                 return
             }
             let wide = Tensor(uninitialized: [2, length, width])   // keys, values [length, width] in fp32

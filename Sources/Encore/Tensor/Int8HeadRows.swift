@@ -53,19 +53,18 @@ public final class Int8HeadRows: @unchecked Sendable {
     /// scale each (largest |x| / 127; `ek_quantize_rows`' int8 rows).
     static func quantize(_ src: UnsafePointer<Float>, blocks: Int, size: Int, into dst: UnsafeMutablePointer<Int8>,
                          scales: UnsafeMutablePointer<Float>) {
-        let headRows = blocks, headDim = size
-        guard headRows > 0 else { return }
-        let rowBytes = ek_quant_row_bytes(Int32(EK_WF_INT8), headDim)
-        if rowBytes == headDim {   // whole blocks of 32: the quantizer's rows are the runs, back to back
-            _ = ek_quantize_rows(Int32(EK_WF_INT8), src, dst, scales, headRows, headDim)
+        guard blocks > 0 else { return }
+        let rowBytes = ek_quant_row_bytes(Int32(EK_WF_INT8), size)
+        if rowBytes == size {   // whole blocks of 32: the quantizer's rows are the runs, back to back
+            _ = ek_quantize_rows(Int32(EK_WF_INT8), src, dst, scales, blocks, size)
             return
         }
-        // its rows are padded to 32 values: one slice at a time through a padded row on the stack (no heap
+        // its rows are padded to 32 values: one run at a time through a padded row on the stack (no heap
         // allocation: KV caches quantize every decode step's rows this way)
         withUnsafeTemporaryAllocation(of: Int8.self, capacity: rowBytes) { padded in
-            for r in 0..<headRows {
-                _ = ek_quantize_rows(Int32(EK_WF_INT8), src + r * headDim, padded.baseAddress!, scales + r, 1, headDim)
-                (dst + r * headDim).update(from: padded.baseAddress!, count: headDim)
+            for r in 0..<blocks {
+                _ = ek_quantize_rows(Int32(EK_WF_INT8), src + r * size, padded.baseAddress!, scales + r, 1, size)
+                (dst + r * size).update(from: padded.baseAddress!, count: size)
             }
         }
     }
@@ -73,15 +72,14 @@ public final class Int8HeadRows: @unchecked Sendable {
     /// The inverse: `blocks` int8 runs of `size` at `src` times their scales into fp32 at `dst`.
     static func dequantize(_ src: UnsafePointer<Int8>, scales: UnsafePointer<Float>, blocks: Int, size: Int,
                            into dst: UnsafeMutablePointer<Float>) {
-        let headRows = blocks, headDim = size
-        guard headRows > 0 else { return }
-        if ek_quant_row_bytes(Int32(EK_WF_INT8), headDim) == headDim {
-            _ = ek_dequantize_rows(Int32(EK_WF_INT8), src, scales, dst, headRows, headDim)
+        guard blocks > 0 else { return }
+        if ek_quant_row_bytes(Int32(EK_WF_INT8), size) == size {
+            _ = ek_dequantize_rows(Int32(EK_WF_INT8), src, scales, dst, blocks, size)
             return
         }
-        for r in 0..<headRows {
-            let s = scales[r], from = src + r * headDim, to = dst + r * headDim
-            for d in 0..<headDim { to[d] = Float(from[d]) * s }
+        for r in 0..<blocks {
+            let s = scales[r], from = src + r * size, to = dst + r * size
+            for d in 0..<size { to[d] = Float(from[d]) * s }
         }
     }
 
