@@ -20,7 +20,7 @@ struct RuntimeOptions: ParsableArguments {
     @Option(name: .customLong("encoder-weights"), help: "Encoder-decoder models (Mu, T5): the format of the encoder's matrices and the cross-attention K/V projections: f32, bf16, int8, q8_0, q4_0 or q4_1, packed only (fp32 copies released; prompt passes widen them one matrix at a time, or run the int8 GEMM over int8 rows or Q8_0/Q4_0/Q4_1 blocks with --prompt-weights int8). Default: the encoder stays as loaded (fp32, or a GGUF's blocks with --keep-quantized); with --prompt-weights decode it takes the decode format.")
     var encoderWeights: String?
 
-    @Option(name: .customLong("kv-cache"), help: "Storage of the self-attention KV cache, and of Mu's and T5's cross-attention K/V: auto (the default: f16 when decode steps read bf16 or quantized weights, as llama.cpp's cache: --decode-weights other than f32, a GGUF with --keep-quantized, or --prompt-weights int8, whose int8 rows decode steps then stream; f32 beside fp32 weights, and for T5's self-attention cache), f32, f16 (half the cache memory and the bytes a step reads over it; logits within ~1e-3; refused for T5, whose self-attention cache stays f32), or int8 (a quarter: int8 values with a scale per position and block of 32 values, as llama.cpp's q8_0 cache; SmolLM2-135M's logits within ~3e-2, perplexity +0.6%; refused for T5: use --cross-kv int8).")
+    @Option(name: .customLong("kv-cache"), help: "Storage of the self-attention KV cache, and of Mu's and T5's cross-attention K/V: auto (the default: f16 when decode steps read bf16 or quantized weights, as llama.cpp's cache: --decode-weights other than f32, a GGUF with --keep-quantized, or --prompt-weights int8, whose int8 rows decode steps then stream; f32 beside fp32 weights, and for T5's self-attention cache), f32, f16 (half the cache memory and the bytes a step reads over it; logits within ~1e-3; refused for T5, whose self-attention cache stays f32), or int8 (a quarter: int8 values with a scale per position and block of 32 values, as llama.cpp's q8_0 cache; SmolLM2-135M's log-probabilities move by 0.016 on average, perplexity unchanged; refused for T5: use --cross-kv int8).")
     var kvCache: String = "auto"
 
     @Option(name: .customLong("cross-kv"), help: "Mu and T5: storage of the cross-attention K/V, which every decode step reads over all the input positions: auto (the default: as --kv-cache gives it, f16 beside bf16 or quantized decode weights, f32 otherwise), f32, f16 (half the bytes), or int8 (a quarter: int8 values with an fp32 scale per position and block of 32 values (or head); a layer with a non-finite value stays f32). Ignored by decoder-only models.")
@@ -53,7 +53,7 @@ struct RuntimeOptions: ParsableArguments {
         }
     }
 
-    /// `--kv-cache` takes auto, f32 or f16 (also `encore bench`'s option).
+    /// `--kv-cache` takes auto, f32, f16 or int8 (also `encore bench`'s option).
     static func checkKVCache(_ value: String) throws {
         if (try? KVCacheStorage(parsing: value)) == nil { throw ValidationError("--kv-cache must be auto, f32, f16 or int8 (got '\(value)')") }
     }
