@@ -29,6 +29,11 @@
  *                    avxvnni (VEX vpdpbusd) > avx2 (vpmaddubsw + vpmaddwd) > scalar
  *   K-quants:        avx512bw (vpmaddubsw + vpmaddwd on zmm) > avx2 > scalar
  *   bf16:            avx512bf16 (vdpbf16ps on zmm) > avx512f (widen + FMA) > avx2 (widen + FMA) > scalar
+ *   On CPUs that run zmm instructions in two halves (AMD Zen 4: ek_cpu_splits_zmm) the int8 and bf16 rows, and
+ *   kernels.c's one-row fp32 GEMV, take their ymm paths by default (ek_set_gemv_ymm): session 31's Zen 4 decoded
+ *   Llama-362M / T5-347M / Mu-330M 1.07–1.25× faster per step that way in fp32 and bf16, 0.9–1.3× in int8 (1.15–1.25×
+ *   in 8 of 10 runs), alternated step by step (`encore bench --step-ab ymm`); the 4-bit x8 groups and the K-quants
+ *   stay on zmm (cold GEMVs faster there).
  * arm64 (neon.c):  bf16 neon (widen + FMA); int8 neon-dotprod (SDOT) > neon (SMULL + SADALP); Q8_0/Q4_x/Q5_x and
  *                  the K-quants still scalar. The activation quantizer has a NEON block too (same bytes as plain C).
  *
@@ -78,10 +83,25 @@ static int g_isa_limit = EK_ISA_AVX512;
 void ek_set_isa_limit(int level) { g_isa_limit = level < 0 ? EK_ISA_AVX512 : level; }
 int ek_get_isa_limit(void) { return g_isa_limit; }
 
+/* fp32 / bf16 / int8 decode GEMVs on ymm where the CPU has AVX-512 (ek_set_gemv_ymm in the header). */
+static int g_gemv_ymm = -1;
+void ek_set_gemv_ymm(int on) { g_gemv_ymm = on < 0 ? -1 : on != 0; }
+int ek_get_gemv_ymm(void) {
+    int v = g_gemv_ymm;
+    if (v < 0) {
+        const char *e = getenv("EK_GEMV_YMM");
+        v = e && (e[0] == '0' || e[0] == '1') ? e[0] == '1' : ek_cpu_splits_zmm();
+        g_gemv_ymm = v;
+    }
+    return v;
+}
+
 /* The path a format runs on this CPU under the current limit. */
 static int path_for(int format) {
     if (ek_get_force_reference()) return P_SCALAR;
     int f = ek_cpu_features(), lim = g_isa_limit;
+    if ((format == EK_WF_BF16 || format == EK_WF_INT8) && (f & EK_CPU_AVX512F) && lim > EK_ISA_AVXVNNI && ek_get_gemv_ymm())
+        lim = EK_ISA_AVXVNNI;   /* ymm: AVX-VNNI's kernels where the CPU has them, else AVX2's */
     int avx512 = (f & EK_CPU_AVX512F) && (f & EK_CPU_AVX512BWVL);
 #if defined(__aarch64__)
     /* NEON hook: f32 (kernels.c), bf16 and int8; limit AVX2 = plain NEON, AVX-VNNI and up = SDOT too */

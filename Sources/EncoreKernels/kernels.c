@@ -65,6 +65,26 @@ int ek_cpu_is_intel(void) {
     return intel;
 }
 
+/* AMD family 19h (Zen 3 / Zen 4; of these only Zen 4 has AVX-512) runs a 512-bit instruction as two 256-bit halves;
+ * Intel's AVX-512 cores and Zen 5 (family 1Ah) have full-width units. */
+int ek_cpu_splits_zmm(void) {
+    static int split = -1;   /* one store of the final answer, as ek_cpu_is_intel */
+    if (split < 0) {
+        int v = 0;
+#if EK_X86
+        unsigned a, b, c, d;   /* leaf 0: "AuthenticAMD" in EBX, EDX, ECX; leaf 1: family = base + extended */
+        if ((ek_cpu_features() & EK_CPU_AVX512F) && __get_cpuid(0, &a, &b, &c, &d) && b == 0x68747541u &&
+            d == 0x69746e65u && c == 0x444d4163u && __get_cpuid(1, &a, &b, &c, &d)) {
+            unsigned family = (a >> 8) & 0xF;
+            if (family == 0xF) family += (a >> 20) & 0xFF;
+            v = family == 0x19;
+        }
+#endif
+        split = v;
+    }
+    return split;
+}
+
 /* Intel CPUs and CPUs with AVX-512 (both kinds timed: session 12's Intel Xeon, session 21's AMD Zen 4) walk more rows
  * side by side in the decode GEMVs; the AVX2-only AMD EPYCs of sessions 1–10 and 27 do as well with two (the longer
  * row ranges these CPUs also took first are every CPU's since session 27: ek_gemv_tasks). The CPU's features decide,
@@ -1503,7 +1523,7 @@ EK_GEMV_ROWS1(avx512, EK_AVX512F_GEMV)
 #undef EK_GEMV_ROWS1
 
 /* Whether single-input fp32 GEMVs run on zmm (ek_gemv_path(EK_WF_F32) reports this same test). */
-int ek_gemv_f32_zmm(void) { return use_avx512f(); }
+int ek_gemv_f32_zmm(void) { return use_avx512f() && !ek_get_gemv_ymm(); }
 
 EK_AVX2 static void gemv_rows_avx2(const gemv_ctx *c, long r0, long r1) {
     const long k = c->k;

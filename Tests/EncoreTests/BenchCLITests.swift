@@ -110,7 +110,7 @@ final class BenchCLITests: XCTestCase {
         XCTAssertNotEqual(wrongType.status, 0, "'llama' is not a --models name (use 'model')")
     }
 
-    /// `--step-ab` (alternating decode steps of two variants: shared-gemv, cross-kv, cross-kv8, streams, tasks, q4y; or each
+    /// `--step-ab` (alternating decode steps of two variants: shared-gemv, cross-kv, cross-kv8, streams, tasks, q4y, ymm; or each
     /// step against a read of its bytes: read), `--cross-kv f16` and `int8` (bench and generate) run on a small Mu and a Llama GGUF
     /// and print their lines; bad values and a cross-kv A/B on a non-Mu model fail with a message. (No timing asserted.)
     func testStepABAndCrossKV() throws {
@@ -144,6 +144,14 @@ final class BenchCLITests: XCTestCase {
                           "--output-tokens", "3", "--decode-weights", "q4_0", "--threads", "1", "--no-limits"])
         XCTAssertEqual(q4y.status, 0, q4y.stderr)
         XCTAssertTrue(q4y.stdout.contains("B = Q4 rows on rows_q4y") && q4y.stdout.contains("q4_0: A "), q4y.stdout)
+        let ymm = runCLI(["bench", "--step-ab", "ymm", "--model", fixture("tiny_llama/f32.gguf"), "--input-tokens", "4",
+                          "--output-tokens", "3", "--decode-weights", "bf16,q4_0", "--threads", "1", "--no-limits"])
+        XCTAssertEqual(ymm.status, 0, ymm.stderr)
+        XCTAssertTrue(ymm.stdout.contains("B = f32 / bf16 / int8 GEMVs on ymm") && ymm.stdout.contains("bf16: A "), ymm.stdout)
+        // the paths each side runs: bf16 differs on AVX-512 CPUs; the 4-bit blocks keep one kernel on every CPU
+        XCTAssertTrue(ymm.stdout.contains("q4_0: A ") && ymm.stdout.contains("(one kernel: A and B are the same)"), ymm.stdout)
+        let bf16Paths = ymm.stdout.split(separator: "\n").first { $0.hasPrefix("bf16: A ") && !$0.contains("ms") }
+        XCTAssertEqual(bf16Paths?.contains("B avx2") == true, true, ymm.stdout)
         #endif
         let tasks = runCLI(["bench", "--step-ab", "tasks", "--model", fixture("tiny_llama/f32.gguf"), "--input-tokens", "4",
                             "--output-tokens", "3", "--decode-weights", "int8", "--threads", "2", "--no-limits"])

@@ -27,11 +27,12 @@ final class QuantizedKernelTests: XCTestCase {
         return y
     }
 
-    /// Each level (scalar, AVX2, AVX-VNNI, AVX-512) against the reference twin, ≤ 1e-5 (only the fp32 order of
-    /// the per-block sums differs; the avx512bf16 path is compared with the bf16-rounded-x reference). int8 runs both
-    /// x86 kernels: blocks grouped by 8 (the default) and block by block.
+    /// Each level (scalar, AVX2, AVX-VNNI, AVX-512: its zmm and its ymm decode kernels, `Backend.decodeGEMVOnYMM`)
+    /// against the reference twin, ≤ 1e-5 (only the fp32 order of the per-block sums differs; the avx512bf16 path is
+    /// compared with the bf16-rounded-x reference). int8 runs both x86 kernels: blocks grouped by 8 (the default) and
+    /// block by block.
     func testEveryDispatchLevelMatchesReference() {
-        defer { ek_set_isa_limit(-1); ek_set_int8_grouped(-1) }
+        defer { ek_set_isa_limit(-1); ek_set_int8_grouped(-1); Backend.decodeGEMVOnYMM = nil }
         var tested = Set<String>()
         for (f, grouped) in Self.formats.map({ ($0, Int32(1)) }) + [(WeightFormat.int8, Int32(0))] {   // int8: both x86 kernels
             ek_set_int8_grouped(grouped)
@@ -41,8 +42,10 @@ final class QuantizedKernelTests: XCTestCase {
                 let ref = gemv(f, q, s, x, b, m: m, n: n, k: k, ref: true)
                 var refXBF16 = [Float](repeating: 0, count: m * n)
                 if f == .bf16 { q.withUnsafeBytes { _ = ek_gemv_bf16_xbf16_ref($0.baseAddress!.assumingMemoryBound(to: UInt16.self), x, b, &refXBF16, m, n, k) } }
-                for level in [EK_ISA_SCALAR, EK_ISA_AVX2, EK_ISA_AVXVNNI, EK_ISA_AVX512] {
+                for (level, ymm) in [(EK_ISA_SCALAR, false), (EK_ISA_AVX2, false), (EK_ISA_AVXVNNI, false),
+                                     (EK_ISA_AVX512, false), (EK_ISA_AVX512, true)] {
                     ek_set_isa_limit(Int32(level))
+                    Backend.decodeGEMVOnYMM = ymm
                     let path = f.kernelPath
                     tested.insert("\(f.rawValue):\(path)")
                     let y = gemv(f, q, s, x, b, m: m, n: n, k: k)
@@ -58,6 +61,36 @@ final class QuantizedKernelTests: XCTestCase {
         #endif
         for f in Self.formats { XCTAssertTrue(tested.contains("\(f.rawValue):scalar"), "\(f): scalar path not exercised") }
         print("quantized GEMV paths tested: \(tested.sorted().joined(separator: ", "))")
+    }
+
+    /// The fp32, bf16 and int8 decode GEMVs run their ymm kernels by default on CPUs that split 512-bit instructions
+    /// (AMD Zen 4, `ek_cpu_splits_zmm`), their zmm kernels on other AVX-512 CPUs; `decodeGEMVOnYMM` switches only those
+    /// three formats (the 4-bit blocks, the K-quants and the prompt GEMMs keep their paths), and nil restores the rule.
+    func testDecodeGEMVWidthRule() {
+        defer { Backend.decodeGEMVOnYMM = nil }
+        Backend.decodeGEMVOnYMM = nil
+        let env = ProcessInfo.processInfo.environment["EK_GEMV_YMM"].flatMap { $0 == "0" ? false : $0 == "1" ? true : nil }
+        XCTAssertEqual(Backend.decodeGEMVOnYMM, env ?? (ek_cpu_splits_zmm() != 0))
+        #if arch(x86_64)
+        let f = ek_cpu_features()
+        if ek_cpu_splits_zmm() != 0 { XCTAssertNotEqual(f & Int32(EK_CPU_AVX512F), 0, "a split zmm unit without AVX-512F") }
+        Backend.decodeGEMVOnYMM = false
+        let zmm = [WeightFormat.f32, .bf16, .int8, .q4_0, .q4_K].map(\.kernelPath)
+        let prompt = (Backend.bf16GEMMPath, String(cString: ek_gemm_int8_path()))
+        Backend.decodeGEMVOnYMM = true
+        let ymm = [WeightFormat.f32, .bf16, .int8, .q4_0, .q4_K].map(\.kernelPath)
+        XCTAssertEqual(Array(ymm[3...]), Array(zmm[3...]), "4-bit blocks and K-quants keep their kernels")
+        XCTAssertEqual(prompt.0, Backend.bf16GEMMPath)
+        XCTAssertEqual(prompt.1, String(cString: ek_gemm_int8_path()))
+        if f & Int32(EK_CPU_AVX512F) != 0 && f & Int32(EK_CPU_AVX2_FMA) != 0 && f & Int32(EK_CPU_F16C) != 0 {
+            XCTAssertEqual(zmm[0], "avx512f")
+            XCTAssertTrue(zmm[1].hasPrefix("avx512"), zmm[1])
+            XCTAssertEqual(Array(ymm[0..<2]), ["avx2", "avx2"])
+            XCTAssertTrue(ymm[2] == "avx2" || ymm[2] == "avxvnni", ymm[2])
+        } else {
+            XCTAssertEqual(ymm, zmm, "no AVX-512: one width")
+        }
+        #endif
     }
 
     /// Decode GEMVs split into about one row range per MiB, P to 16 per thread (P = 1 with EK_GEMV_TASKS_PER_THREAD

@@ -1167,6 +1167,15 @@ static void test_gemm_int8(void) {
 int main(void) {
     ek_set_threads(2);
     int f = ek_cpu_features();
+    /* the decode GEMVs' default width follows the CPU (ymm on Zen 4, ek_cpu_splits_zmm); every check below runs the
+       zmm kernels at the AVX-512 level, so both widths are covered whatever the CPU (the ymm ones at the AVX2 level) */
+    g_checks++;
+    if (ek_get_gemv_ymm() != (getenv("EK_GEMV_YMM") ? getenv("EK_GEMV_YMM")[0] == '1' : ek_cpu_splits_zmm())) {
+        printf("FAIL ek_get_gemv_ymm() default\n"); g_failures++;
+    }
+    g_checks++;
+    if (ek_cpu_splits_zmm() && !(f & EK_CPU_AVX512F)) { printf("FAIL ek_cpu_splits_zmm() without AVX-512F\n"); g_failures++; }
+    ek_set_gemv_ymm(0);
 #if defined(__aarch64__)
     const char *simd = "neon";
     const char *int8_path = (f & EK_CPU_NEON_DOTPROD) ? "neon-dotprod" : "neon";
@@ -1205,6 +1214,14 @@ int main(void) {
         if (ek_gemv_f32_zmm() != ((f & EK_CPU_AVX512F) != 0)) { printf("FAIL ek_gemv_f32_zmm() disagrees with the CPU\n"); g_failures++; }
         expect_str("ek_gemm_int8_path()", ek_gemm_int8_path(), want_int);
         expect_str("ek_gemm_bf16_path()", ek_gemm_bf16_path(), f16c && strcmp(want_bf16, "avx512bf16") == 0 ? "avx512bf16" : "scalar");
+        ek_set_gemv_ymm(1);   /* fp32, bf16 and int8 GEMVs on ymm; the 4-bit blocks and the prompt GEMMs keep their paths */
+        expect_str("ek_gemv_path(int8) on ymm", ek_gemv_path(EK_WF_INT8), avx512 && strcmp(want_int, "avx512vnni") == 0 ? ((f & EK_CPU_AVXVNNI) ? "avxvnni" : "avx2") : want_int);
+        expect_str("ek_gemv_path(q4_0) on ymm", ek_gemv_path(EK_WF_Q4_0), want_int);
+        expect_str("ek_gemv_path(bf16) on ymm", ek_gemv_path(EK_WF_BF16), avx512 && f16c ? "avx2" : want_bf16);
+        expect_str("ek_gemv_path(f32) on ymm", ek_gemv_path(EK_WF_F32), "avx2");
+        expect_str("ek_gemm_int8_path() on ymm", ek_gemm_int8_path(), want_int);
+        expect_str("ek_gemm_bf16_path() on ymm", ek_gemm_bf16_path(), f16c && strcmp(want_bf16, "avx512bf16") == 0 ? "avx512bf16" : "scalar");
+        ek_set_gemv_ymm(0);
         ek_set_isa_limit(EK_ISA_AVXVNNI);
         expect_str("ek_gemm_int8_path() at limit AVX-VNNI", ek_gemm_int8_path(),
                    !f16c ? "scalar" : (f & EK_CPU_AVXVNNI) ? "avxvnni" : "avx2");

@@ -591,6 +591,15 @@ public enum Backend {
         get { ek_get_q4y() != 0 }
         set { ek_set_q4y(newValue.map { $0 ? 1 : 0 } ?? -1) }
     }
+    /// x86-64 with AVX-512: whether the fp32, bf16 and int8 decode GEMVs run their ymm (AVX2) kernels instead of the
+    /// zmm ones. The default is true on CPUs that run 512-bit instructions in two halves (AMD Zen 4), where the ymm
+    /// kernels read cold weights faster, false elsewhere; `EK_GEMV_YMM=0|1` in the environment decides instead. Setting
+    /// true or false overrides, nil restores the default (`encore bench --step-ab ymm`). bf16 rows on ymm keep the
+    /// activations in fp32 rather than rounding them to bf16; the other formats give the same floats either way.
+    public static var decodeGEMVOnYMM: Bool? {
+        get { ek_get_gemv_ymm() != 0 }
+        set { ek_set_gemv_ymm(newValue.map { $0 ? 1 : 0 } ?? -1) }
+    }
     /// Whether Q4_0 decode rows would run `rows_q4y` now (an x86 CPU on the AVX2 path, and ``q4PairSumKernel``);
     /// false on AVX-512 VNNI / AVX-VNNI CPUs (their own kernels) and off x86.
     public static var q4PairSumKernelRuns: Bool { ek_q4y_runs(Int32(EK_WF_Q4_0X8)) != 0 }

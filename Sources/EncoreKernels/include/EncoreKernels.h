@@ -24,6 +24,9 @@ enum { EK_CPU_AVX2_FMA = 1, EK_CPU_AVX512F = 2, EK_CPU_NEON = 4, EK_CPU_AVX512BF
 int ek_cpu_features(void);
 /** 1 on an Intel CPU (cpuid vendor "GenuineIntel"), else 0: picks tuning defaults (the prompt GEMMs' streamed outputs, ek_cpu_prefers_long_streams). */
 int ek_cpu_is_intel(void);
+/** 1 on a CPU with AVX-512F whose cores run 512-bit instructions as two 256-bit halves (AMD family 19h: Zen 4), else 0:
+ *  the decode GEMVs' width (ek_get_gemv_ymm). */
+int ek_cpu_splits_zmm(void);
 /** 1 on an Intel CPU or a CPU with AVX-512F, else 0: the decode GEMVs' tuning (ek_get_x8_streams). */
 int ek_cpu_prefers_long_streams(void);
 /** Force the plain-C paths (1) or allow SIMD paths (0); for tests and benchmarks. */
@@ -251,10 +254,11 @@ int ek_get_threads(void);
 /**
  * y[m, n] = x[m, k] · w[n, k]ᵀ (+ bias[n]) for a few rows m (decode: m = batch, at most 8 per pass).
  * Each thread streams a contiguous block of weight rows once, reusing it for all m inputs. One input row runs on zmm
- * with AVX-512F (ek_gemv_path(EK_WF_F32) "avx512f"; capped by ek_set_isa_limit), else on ymm ("avx2").
+ * with AVX-512F (ek_gemv_path(EK_WF_F32) "avx512f"; capped by ek_set_isa_limit and ek_set_gemv_ymm), else on ymm ("avx2").
  */
 void ek_gemv_f32(const float *w, const float *x, const float *bias, float *y, long m, long n, long k);
-/** 1 when ek_gemv_f32 runs one input row on zmm now (AVX-512F, not forced to the reference, ISA cap at EK_ISA_AVX512). */
+/** 1 when ek_gemv_f32 runs one input row on zmm now (AVX-512F, not forced to the reference, ISA cap at EK_ISA_AVX512,
+ *  ek_get_gemv_ymm() 0). */
 int ek_gemv_f32_zmm(void);
 void ek_gemv_f32_ref(const float *w, const float *x, const float *bias, float *y, long m, long n, long k);
 
@@ -307,6 +311,13 @@ long ek_q4y_row_calls(void);
  *  EK_X8_STREAMS=2|4 in the environment or ek_set_x8_streams(2|4) overrides (-1: the default again). Results are the same bytes either way. */
 void ek_set_x8_streams(int n);
 int ek_get_x8_streams(void);
+/** Whether the fp32, bf16 and int8 decode GEMVs run their ymm (AVX2) kernels on a CPU with AVX-512: 1 = ymm, 0 = the
+ *  zmm kernels (gemv_dots_avx512, the avx512bf16 / avx512f bf16 rows, rows_int8z), -1 = the default again:
+ *  ek_cpu_splits_zmm() (on session 31's Zen 4 the ymm kernels read cold weights 10–20% faster; the 4-bit x8 kernels,
+ *  faster on zmm there too, keep it), or as EK_GEMV_YMM=0|1 in the environment says. The bf16 rows on ymm keep x in
+ *  fp32 (as on AVX2 CPUs) instead of rounding it to bf16; the others are the same floats either way. */
+void ek_set_gemv_ymm(int on);
+int ek_get_gemv_ymm(void);
 /** Path a format runs on under the current limit: "avx512vnni", "avxvnni", "avx2", "avx512bf16", "avx512f", "avx512bw"
  *  (the K-quants), "neon", "neon-dotprod" (arm64: bf16 and int8 only so far), "scalar". */
 const char *ek_gemv_path(int format);
