@@ -31,8 +31,8 @@
  *   bf16:            avx512bf16 (vdpbf16ps on zmm) > avx512f (widen + FMA) > avx2 (widen + FMA) > scalar
  *   On CPUs that run zmm instructions in two halves (AMD Zen 4: ek_cpu_splits_zmm) the int8 and bf16 rows, and
  *   kernels.c's one-row fp32 GEMV, take their ymm paths by default (ek_set_gemv_ymm): session 31's Zen 4 decoded
- *   Llama-362M / T5-347M / Mu-330M 1.07–1.25× faster per step that way in fp32 and bf16, 0.9–1.3× in int8 (1.15–1.25×
- *   in 8 of 10 runs), alternated step by step (`encore bench --step-ab ymm`); the 4-bit x8 groups and the K-quants
+ *   Llama-362M / T5-347M / Mu-330M 1.06–1.26× faster per step that way in fp32 and bf16, 0.89–1.31× in int8 (1.09–1.31×
+ *   in 6 of 8 runs), alternated step by step (`encore bench --step-ab ymm`); the 4-bit x8 groups and the K-quants
  *   stay on zmm (cold GEMVs faster there).
  * arm64 (neon.c):  bf16 neon (widen + FMA); int8 neon-dotprod (SDOT) > neon (SMULL + SADALP); Q8_0/Q4_x/Q5_x and
  *                  the K-quants still scalar. The activation quantizer has a NEON block too (same bytes as plain C).
