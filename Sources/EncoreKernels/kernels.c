@@ -66,7 +66,8 @@ int ek_cpu_is_intel(void) {
 }
 
 /* AMD family 19h (Zen 3 / Zen 4; of these only Zen 4 has AVX-512) runs a 512-bit instruction as two 256-bit halves;
- * Intel's AVX-512 cores and Zen 5 (family 1Ah) have full-width units. */
+ * Intel's AVX-512 cores and server / desktop Zen 5 (family 1Ah) have full-width units (Zen 5 mobile parts split them
+ * too, and are not detected here: they keep zmm). */
 int ek_cpu_splits_zmm(void) {
     static int split = -1;   /* one store of the final answer, as ek_cpu_is_intel */
     if (split < 0) {
@@ -1423,7 +1424,7 @@ long ek_argmax_f32(const float *x, long n) {
 /* ------------------------------------------------------------------------------------------------ */
 /* GEMV / small-M GEMM for decode                                                                    */
 
-typedef struct { const float *w, *x, *bias; float *y; long m, n, k; } gemv_ctx;
+typedef struct { const float *w, *x, *bias; float *y; long m, n, k; int zmm; } gemv_ctx;   /* zmm: ek_gemv_f32_zmm() on the caller */
 
 #if EK_X86
 /* nr (1 or 4, constant after inlining) fp32 weight rows against x for the GEMV, side by side: two accumulators per
@@ -1528,7 +1529,7 @@ int ek_gemv_f32_zmm(void) { return use_avx512f() && !ek_get_gemv_ymm(); }
 EK_AVX2 static void gemv_rows_avx2(const gemv_ctx *c, long r0, long r1) {
     const long k = c->k;
     if (c->m == 1) {
-        if (ek_gemv_f32_zmm()) gemv_rows1_avx512(c, r0, r1);
+        if (c->zmm) gemv_rows1_avx512(c, r0, r1);
         else gemv_rows1_avx2(c, r0, r1);
         return;
     }
@@ -1577,7 +1578,7 @@ static void gemv_task(void *ctx, long index, long count) {
 }
 
 void ek_gemv_f32(const float *w, const float *x, const float *bias, float *y, long m, long n, long k) {
-    gemv_ctx c = { w, x, bias, y, m, n, k };
+    gemv_ctx c = { w, x, bias, y, m, n, k, ek_gemv_f32_zmm() };   /* the width chosen once, on the caller's thread */
     long bytes = n * k * 4;
     /* tiny matrices are not worth a wake-up; otherwise contiguous row blocks (ek_gemv_tasks), claimed
        dynamically so a busy core's share is picked up by the others */

@@ -730,7 +730,10 @@ final class GEMVTests: XCTestCase {
 
 final class BF16DecodeTests: XCTestCase {
     func testBF16GEMVMatchesReference() {
+        defer { Backend.decodeGEMVOnYMM = nil }
         var rng = SplitMix64(seed: 3)
+        for ymm in [false, true] {   // AVX-512 CPUs: the zmm rows and the ymm ones (Zen 4's default)
+        Backend.decodeGEMVOnYMM = ymm
         for (m, n, k) in [(1, 5, 7), (1, 300, 1024), (3, 129, 40), (8, 64, 333)] {
             let w = (0..<(n * k)).map { _ in rng.nextUnitFloat() - 0.5 }
             let x = (0..<(m * k)).map { _ in rng.nextUnitFloat() - 0.5 }
@@ -741,7 +744,8 @@ final class BF16DecodeTests: XCTestCase {
             // with AVX512_BF16 the kernel rounds x to bf16 (vdpbf16ps): its twin is the rounded-x reference
             if WeightFormat.bf16.kernelPath == "avx512bf16" { _ = ek_gemv_bf16_xbf16_ref(wb, x, nil, &ref, m, n, k) }
             else { ek_gemv_bf16_ref(wb, x, nil, &ref, m, n, k) }
-            XCTAssertLessThan(relativeError(fast, ref), 1e-5, "\(m)x\(n)x\(k)")
+            XCTAssertLessThan(relativeError(fast, ref), 1e-5, "\(m)x\(n)x\(k) \(WeightFormat.bf16.kernelPath)")
+        }
         }
     }
 
@@ -749,9 +753,10 @@ final class BF16DecodeTests: XCTestCase {
     /// avx512bf16, which is capped off here) is lossless: same logits at every step as the fp32 path (1e-5).
     /// The avx512bf16 path (x rounded to bf16), where the CPU has it, stays within 3e-2.
     func testBF16DecodeIsExactOnBF16Checkpoint() throws {
-        defer { ek_set_isa_limit(-1) }
-        for limit in [EK_ISA_AVX2, EK_ISA_AVX512] {
+        defer { ek_set_isa_limit(-1); Backend.decodeGEMVOnYMM = nil }
+        for (limit, ymm) in [(EK_ISA_AVX2, false), (EK_ISA_AVX512, false), (EK_ISA_AVX512, true)] {
             ek_set_isa_limit(Int32(limit))
+            Backend.decodeGEMVOnYMM = ymm
             let tolerance: Float = WeightFormat.bf16.kernelPath == "avx512bf16" ? 3e-2 : 1e-5
             try checkBF16Checkpoint(tolerance: tolerance)
         }

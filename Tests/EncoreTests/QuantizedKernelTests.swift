@@ -27,6 +27,12 @@ final class QuantizedKernelTests: XCTestCase {
         return y
     }
 
+    /// The dispatch levels the GEMV tests run: scalar, AVX2, AVX-VNNI, and AVX-512 with its zmm and its ymm decode
+    /// kernels (`Backend.decodeGEMVOnYMM`: the fp32, bf16 and int8 rows differ; the default on Zen 4 is ymm).
+    static let gemvLevels: [(Int32, Bool)] = [(Int32(EK_ISA_SCALAR), false), (Int32(EK_ISA_AVX2), false),
+                                               (Int32(EK_ISA_AVXVNNI), false), (Int32(EK_ISA_AVX512), false),
+                                               (Int32(EK_ISA_AVX512), true)]
+
     /// Each level (scalar, AVX2, AVX-VNNI, AVX-512: its zmm and its ymm decode kernels, `Backend.decodeGEMVOnYMM`)
     /// against the reference twin, ≤ 1e-5 (only the fp32 order of the per-block sums differs; the avx512bf16 path is
     /// compared with the bf16-rounded-x reference). int8 runs both x86 kernels: blocks grouped by 8 (the default) and
@@ -42,9 +48,8 @@ final class QuantizedKernelTests: XCTestCase {
                 let ref = gemv(f, q, s, x, b, m: m, n: n, k: k, ref: true)
                 var refXBF16 = [Float](repeating: 0, count: m * n)
                 if f == .bf16 { q.withUnsafeBytes { _ = ek_gemv_bf16_xbf16_ref($0.baseAddress!.assumingMemoryBound(to: UInt16.self), x, b, &refXBF16, m, n, k) } }
-                for (level, ymm) in [(EK_ISA_SCALAR, false), (EK_ISA_AVX2, false), (EK_ISA_AVXVNNI, false),
-                                     (EK_ISA_AVX512, false), (EK_ISA_AVX512, true)] {
-                    ek_set_isa_limit(Int32(level))
+                for (level, ymm) in Self.gemvLevels {
+                    ek_set_isa_limit(level)
                     Backend.decodeGEMVOnYMM = ymm
                     let path = f.kernelPath
                     tested.insert("\(f.rawValue):\(path)")
@@ -69,10 +74,22 @@ final class QuantizedKernelTests: XCTestCase {
     func testDecodeGEMVWidthRule() {
         defer { Backend.decodeGEMVOnYMM = nil }
         Backend.decodeGEMVOnYMM = nil
-        let env = ProcessInfo.processInfo.environment["EK_GEMV_YMM"].flatMap { $0 == "0" ? false : $0 == "1" ? true : nil }
+        let env = ProcessInfo.processInfo.environment["EK_GEMV_YMM"].flatMap { $0.first == "0" ? false : $0.first == "1" ? true : nil }
         XCTAssertEqual(Backend.decodeGEMVOnYMM, env ?? (ek_cpu_splits_zmm() != 0))
         #if arch(x86_64)
         let f = ek_cpu_features()
+        #if os(Linux)   // the CPU's own description: an AMD of family 25 (19h) with avx512f, i.e. Zen 4
+        if let info = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8) {
+            let lines = info.split(separator: "\n").prefix { !$0.isEmpty }   // the first processor's block
+            func field(_ name: String) -> String? {
+                lines.first { $0.hasPrefix(name) }.flatMap { $0.split(separator: ":", maxSplits: 1).last }
+                    .map { $0.trimmingCharacters(in: .whitespaces) }
+            }
+            let zen4 = field("vendor_id") == "AuthenticAMD" && field("cpu family") == "25"
+                && (field("flags")?.split(separator: " ").contains("avx512f") ?? false)
+            XCTAssertEqual(ek_cpu_splits_zmm() != 0, zen4, "ek_cpu_splits_zmm against /proc/cpuinfo")
+        }
+        #endif
         if ek_cpu_splits_zmm() != 0 { XCTAssertNotEqual(f & Int32(EK_CPU_AVX512F), 0, "a split zmm unit without AVX-512F") }
         Backend.decodeGEMVOnYMM = false
         let zmm = [WeightFormat.f32, .bf16, .int8, .q4_0, .q4_K].map(\.kernelPath)
@@ -269,7 +286,7 @@ final class QuantizedKernelTests: XCTestCase {
     /// twin ≤ 1e-5 (only the fp32 order of the per-block sums differs; short last groups, odd block counts and
     /// several activation rows included). Also the reference twin on x8 equals the one on ggml order exactly.
     func testRegroupedLayoutsMatchReference() {
-        defer { ek_set_isa_limit(-1) }
+        defer { ek_set_isa_limit(-1); Backend.decodeGEMVOnYMM = nil }
         var tested = Set<String>()
         // last groups of every size 1…7 blocks (k = 32 * (8q + g)): the masked tail path of the x8 kernels
         let shapes = Self.shapes + [(1, 33, 32 * 19), (2, 50, 576), (5, 17, 32 * 13), (1, 9, 32 * 8), (3, 64, 1536),
@@ -294,8 +311,9 @@ final class QuantizedKernelTests: XCTestCase {
                 var refX8 = [Float](repeating: .nan, count: m * n)
                 XCTAssertEqual(ek_gemv_quant_ref(x8, r, nil, x, b, &refX8, m, n, k), 0)
                 XCTAssertEqual(refX8, ref, "\(f) x8 reference twin")
-                for level in [EK_ISA_SCALAR, EK_ISA_AVX2, EK_ISA_AVXVNNI, EK_ISA_AVX512] {
-                    ek_set_isa_limit(Int32(level))
+                for (level, ymm) in Self.gemvLevels {
+                    ek_set_isa_limit(level)
+                    Backend.decodeGEMVOnYMM = ymm
                     tested.insert("\(f.rawValue):\(f.kernelPath)")
                     var y = [Float](repeating: .nan, count: m * n)
                     XCTAssertEqual(ek_gemv_quant(x8, r, nil, x, b, &y, m, n, k), 0)
@@ -417,7 +435,7 @@ final class QuantizedKernelTests: XCTestCase {
     /// K-quant blocks of the mixed GGUF fixture. Every row of a call equals, bit for bit, the row computed alone
     /// (the kernels walk four rows side by side, the leftover rows one at a time, in the same operations).
     func testKQuantGEMVs() throws {
-        defer { ek_set_isa_limit(-1) }
+        defer { ek_set_isa_limit(-1); Backend.decodeGEMVOnYMM = nil }
         var tested = Set<String>()
         let file = try GGUFModelFile(path: fixture("tiny_llama/mixed.gguf"))
         var cases: [(WeightFormat, [UInt8], Int, Int, Int)] = []
@@ -439,8 +457,9 @@ final class QuantizedKernelTests: XCTestCase {
             let err = relativeError(ref, exact)
             XCTAssertGreaterThan(err, 0, "\(f): activations should be quantized")
             XCTAssertLessThan(err, 3e-2, "\(f) \(m)x\(n)x\(k) reference vs fp32 on dequantized weights")
-            for level in [EK_ISA_SCALAR, EK_ISA_AVX2, EK_ISA_AVXVNNI, EK_ISA_AVX512] {
-                ek_set_isa_limit(Int32(level))
+            for (level, ymm) in Self.gemvLevels {
+                ek_set_isa_limit(level)
+                Backend.decodeGEMVOnYMM = ymm
                 tested.insert("\(f.rawValue):\(f.kernelPath)")
                 let y = gemv(f, w, [], x, b, m: m, n: n, k: k)
                 XCTAssertLessThan(relativeError(y, ref), 1e-5, "\(f) \(f.kernelPath) \(m)x\(n)x\(k)")
@@ -521,7 +540,7 @@ final class QuantizedKernelTests: XCTestCase {
     /// runs that straddle the matrices' boundaries (2 threads, > 32 KiB of weights) and with one task (small
     /// shapes); and matches the `_ref` twin (each matrix through ek_gemv_quant_ref) within 1e-5 of the largest value.
     func testSharedActivationGEMVMatchesSeparateCalls() {
-        defer { ek_set_isa_limit(-1); ek_set_threads(0) }
+        defer { ek_set_isa_limit(-1); ek_set_threads(0); Backend.decodeGEMVOnYMM = nil }
         ek_set_threads(2)
         let cases: [(m: Int, ns: [Int], k: Int)] = [(1, [100, 37, 55], 1024), (3, [64, 32, 32], 320), (1, [5, 7], 40),
                                                    (2, [300, 300], 512), (8, [9, 1, 17, 3], 96)]
@@ -549,8 +568,9 @@ final class QuantizedKernelTests: XCTestCase {
                     }
                     XCTAssertEqual(rc, 0)
                     XCTAssertEqual(multiRef, refs, "\(f) multi _ref twin")
-                    for level in [EK_ISA_SCALAR, EK_ISA_AVX2, EK_ISA_AVXVNNI, EK_ISA_AVX512] {
-                        ek_set_isa_limit(Int32(level))
+                    for (level, ymm) in Self.gemvLevels {
+                        ek_set_isa_limit(level)
+                        Backend.decodeGEMVOnYMM = ymm
                         let shared = Ops.linearQuantizedShared(x, weights: ws, biases: bs).map { $0.toArray() }
                         for (j, w) in ws.enumerated() {
                             let alone = Ops.linearQuantized(x, weight: w, bias: bs[j]).toArray()

@@ -1170,7 +1170,8 @@ int main(void) {
     /* the decode GEMVs' default width follows the CPU (ymm on Zen 4, ek_cpu_splits_zmm); every check below runs the
        zmm kernels at the AVX-512 level, so both widths are covered whatever the CPU (the ymm ones at the AVX2 level) */
     g_checks++;
-    if (ek_get_gemv_ymm() != (getenv("EK_GEMV_YMM") ? getenv("EK_GEMV_YMM")[0] == '1' : ek_cpu_splits_zmm())) {
+    const char *ymm_env = getenv("EK_GEMV_YMM");   /* "0" / "1" decide; anything else leaves the CPU's rule */
+    if (ek_get_gemv_ymm() != (ymm_env && (ymm_env[0] == '0' || ymm_env[0] == '1') ? ymm_env[0] == '1' : ek_cpu_splits_zmm())) {
         printf("FAIL ek_get_gemv_ymm() default\n"); g_failures++;
     }
     g_checks++;

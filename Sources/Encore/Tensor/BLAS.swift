@@ -595,7 +595,8 @@ public enum Backend {
     /// zmm ones. The default is true on CPUs that run 512-bit instructions in two halves (AMD Zen 4), where the ymm
     /// kernels read cold weights faster, false elsewhere; `EK_GEMV_YMM=0|1` in the environment decides instead. Setting
     /// true or false overrides, nil restores the default (`encore bench --step-ab ymm`). bf16 rows on ymm keep the
-    /// activations in fp32 rather than rounding them to bf16; the other formats give the same floats either way.
+    /// activations in fp32 rather than rounding them to bf16; fp32 and int8 agree up to rounding (their partial sums
+    /// are added in another order).
     public static var decodeGEMVOnYMM: Bool? {
         get { ek_get_gemv_ymm() != 0 }
         set { ek_set_gemv_ymm(newValue.map { $0 ? 1 : 0 } ?? -1) }

@@ -315,7 +315,8 @@ int ek_get_x8_streams(void);
  *  zmm kernels (gemv_dots_avx512, the avx512bf16 / avx512f bf16 rows, rows_int8z), -1 = the default again:
  *  ek_cpu_splits_zmm() (on session 31's Zen 4 the ymm kernels read cold weights 10–20% faster; the 4-bit x8 kernels,
  *  faster on zmm there too, keep it), or as EK_GEMV_YMM=0|1 in the environment says. The bf16 rows on ymm keep x in
- *  fp32 (as on AVX2 CPUs) instead of rounding it to bf16; the others are the same floats either way. */
+ *  fp32 (as on AVX2 CPUs) instead of rounding it to bf16; fp32 and int8 agree up to rounding (partial sums added in
+ *  another order). Read once per call on the caller's thread. */
 void ek_set_gemv_ymm(int on);
 int ek_get_gemv_ymm(void);
 /** Path a format runs on under the current limit: "avx512vnni", "avxvnni", "avx2", "avx512bf16", "avx512f", "avx512bw"
