@@ -985,6 +985,21 @@ ATTR static void rows_##SUFFIX(const qctx *c, long r0, long r1) {               
 #ifndef EQ_PF
 #define EQ_PF 1024   /* software prefetch distance (bytes) in the x8 kernels */
 #endif
+/* Whether the quantized decode kernels issue their software prefetches (ek_set_gemv_prefetch in the header): settled
+ * on the caller's thread before a call's tasks run (settle_prefetch), read by the kernels as a plain int. */
+static int g_gemv_prefetch = -1;
+void ek_set_gemv_prefetch(int on) { g_gemv_prefetch = on < 0 ? -1 : on != 0; }
+int ek_get_gemv_prefetch(void) {
+    int v = g_gemv_prefetch;
+    if (v < 0) {
+        const char *e = getenv("EK_GEMV_PREFETCH");
+        v = e && (e[0] == '0' || e[0] == '1') ? e[0] == '1' : !ek_cpu_splits_zmm();
+        g_gemv_prefetch = v;
+    }
+    return v;
+}
+#define EQ_PF_ON (EQ_PF && g_gemv_prefetch > 0)
+#define EQ_BF16_PF_ON (EQ_BF16_PF && g_gemv_prefetch > 0)
 /* Software prefetch distance of the AVX-512 bf16 GEMVs, in elements (768: 1,536 bytes, most of a 960-wide row, ahead
  * in each of the four rows walked side by side), as the x8 kernels' EQ_PF. On the Intel Xeon of sessions 11-15 (one
  * core streams only 11-12 GB/s alone) the hardware prefetchers keep too few misses in flight for four 2-KB rows:
@@ -1033,7 +1048,7 @@ ATTR static inline __attribute__((always_inline)) void x8_group_##SUFFIX(const u
     const long g = nb - b0 < 8 ? nb - b0 : 8;                                                                  \
     const uint8_t *q = grp + h * g;                                                                            \
     const int8_t *xg = xq + b0 * 32;                                                                           \
-    if (EQ_PF) { _mm_prefetch((const char *)grp + EQ_PF, _MM_HINT_T0);                                         \
+    if (EQ_PF_ON) { _mm_prefetch((const char *)grp + EQ_PF, _MM_HINT_T0);                                         \
         _mm_prefetch((const char *)grp + EQ_PF + 64, _MM_HINT_T0);                                             \
         _mm_prefetch((const char *)grp + EQ_PF + 128, _MM_HINT_T0);                                            \
         if (B * 8 > 192) _mm_prefetch((const char *)grp + EQ_PF + 192, _MM_HINT_T0); }                         \
@@ -1165,7 +1180,7 @@ EQ_AVX2 static inline __attribute__((always_inline)) void int8y_rows(const qctx 
     for (int u = 0; u < R; u++) { w[u] = c->w + rows[u] * c->row_bytes; a0[u] = a1[u] = _mm256_setzero_ps(); }
     long b = 0;
     for (; b + 2 <= nb; b += 2) {
-        if (EQ_PF) for (int u = 0; u < R; u++) _mm_prefetch((const char *)(w[u] + b * 32 + EQ_PF), _MM_HINT_T0);
+        if (EQ_PF_ON) for (int u = 0; u < R; u++) _mm_prefetch((const char *)(w[u] + b * 32 + EQ_PF), _MM_HINT_T0);
         const __m256i x0 = _mm256_load_si256((const __m256i *)(xq + b * 32));
         const __m256i x1 = _mm256_load_si256((const __m256i *)(xq + b * 32 + 32));
         const __m256 d0 = _mm256_broadcast_ss(xd + b), d1 = _mm256_broadcast_ss(xd + b + 1);
@@ -1222,7 +1237,7 @@ EQ_AVX2 static inline __attribute__((always_inline)) void q4y_group(const uint8_
     const __m256i m4 = _mm256_set1_epi8(0x0F), order = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
     const long h = fmt == EK_WF_Q4_1 ? 4 : 2;
     const uint8_t *q = grp + 8 * h;
-    if (EQ_PF) { _mm_prefetch((const char *)grp + EQ_PF, _MM_HINT_T0);
+    if (EQ_PF_ON) { _mm_prefetch((const char *)grp + EQ_PF, _MM_HINT_T0);
         _mm_prefetch((const char *)grp + EQ_PF + 64, _MM_HINT_T0);
         _mm_prefetch((const char *)grp + EQ_PF + 128, _MM_HINT_T0);
         if (h == 4) _mm_prefetch((const char *)grp + EQ_PF + 192, _MM_HINT_T0); }
@@ -1329,7 +1344,7 @@ EQ_AVX512VNNI static inline __attribute__((always_inline)) void x8z_group(const 
     const __m512i spread1 = _mm512_setr_epi32(4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 7, 7, 7, 7);
     const long h = header_bytes(fmt);
     const uint8_t *q = grp + 8 * h;
-    if (EQ_PF) { _mm_prefetch((const char *)grp + EQ_PF, _MM_HINT_T0);
+    if (EQ_PF_ON) { _mm_prefetch((const char *)grp + EQ_PF, _MM_HINT_T0);
         _mm_prefetch((const char *)grp + EQ_PF + 64, _MM_HINT_T0);
         _mm_prefetch((const char *)grp + EQ_PF + 128, _MM_HINT_T0); }
     const __m512i v0 = _mm512_loadu_si512((const void *)q), v1 = _mm512_loadu_si512((const void *)(q + 64));
@@ -1382,7 +1397,7 @@ EQ_AVX512VNNI static inline __attribute__((always_inline)) void x8z5_group(const
     const __m512i spread0 = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
     const __m512i spread1 = _mm512_setr_epi32(4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 7, 7, 7, 7);
     const uint8_t *qm = grp + 16 + 16 * one, *q = qm + 32;
-    if (EQ_PF) { _mm_prefetch((const char *)grp + EQ_PF, _MM_HINT_T0);
+    if (EQ_PF_ON) { _mm_prefetch((const char *)grp + EQ_PF, _MM_HINT_T0);
         _mm_prefetch((const char *)grp + EQ_PF + 64, _MM_HINT_T0);
         _mm_prefetch((const char *)grp + EQ_PF + 128, _MM_HINT_T0); }
     uint64_t k[4];
@@ -1502,7 +1517,7 @@ EQ_AVX512VNNI static inline __attribute__((always_inline)) __m512i z8_dot(__m512
 }
 /* The four lines EQ_PF bytes past a group's start (a row's later groups, or the next rows' first bytes), as x8_group. */
 EQ_AVX512VNNI static inline __attribute__((always_inline)) void int8z_prefetch(const int8_t *group) {
-    if (EQ_PF)
+    if (EQ_PF_ON)
         for (int l = 0; l < 4; l++) _mm_prefetch((const char *)group + EQ_PF + 64 * l, _MM_HINT_T0);
 }
 /* Rows [r0, r1) of int8 weights in S parts (walk_rows), as x8_body; each row's float is the same whichever step
@@ -1619,7 +1634,7 @@ EQ_AVX512F static inline __attribute__((always_inline)) void bf16_dots_avx512f(c
     long j = 0;
     for (; j + 32 <= k; j += 32) {
         __m512 x0 = _mm512_loadu_ps(xr + j), x1 = _mm512_loadu_ps(xr + j + 16);
-        if (EQ_BF16_PF) for (int t = 0; t < nr; t++) _mm_prefetch((const char *)(w[t] + j + EQ_BF16_PF), _MM_HINT_T0);
+        if (EQ_BF16_PF_ON) for (int t = 0; t < nr; t++) _mm_prefetch((const char *)(w[t] + j + EQ_BF16_PF), _MM_HINT_T0);
         for (int t = 0; t < nr; t++) {
             a[t][0] = _mm512_fmadd_ps(bf16x16(w[t] + j), x0, a[t][0]);
             a[t][1] = _mm512_fmadd_ps(bf16x16(w[t] + j + 16), x1, a[t][1]);
@@ -1645,7 +1660,7 @@ EQ_AVX512BF16 static inline __attribute__((always_inline)) void bf16_dots_avx512
     long j = 0;
     for (; j + 64 <= k; j += 64) {
         __m512bh x0 = (__m512bh)_mm512_loadu_si512((const void *)(xr + j)), x1 = (__m512bh)_mm512_loadu_si512((const void *)(xr + j + 32));
-        if (EQ_BF16_PF) for (int t = 0; t < nr; t++) {   /* the two lines this step's 128 bytes will be, 768 elements on */
+        if (EQ_BF16_PF_ON) for (int t = 0; t < nr; t++) {   /* the two lines this step's 128 bytes will be, 768 elements on */
             _mm_prefetch((const char *)(w[t] + j + EQ_BF16_PF), _MM_HINT_T0);
             _mm_prefetch((const char *)(w[t] + j + EQ_BF16_PF) + 64, _MM_HINT_T0);
         }
@@ -1733,6 +1748,7 @@ long ek_q4y_row_calls(void) {
 /* The entry points read the environment once, on the caller's thread, before any task runs. */
 static void read_int8_grouped(void) {
     (void)ek_get_q4y();
+    (void)ek_get_gemv_prefetch();
     read_int8_zmm();
     if (g_int8_groups < 0) { const char *e = getenv("EK_INT8_BLOCKWISE"); g_int8_groups = !(e && e[0] == '1'); }
 }

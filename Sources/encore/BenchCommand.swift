@@ -129,7 +129,7 @@ struct BenchCommand: ParsableCommand {
     @Flag(name: .customLong("no-limits"), help: "Skip measuring the machine's ceilings (memory bandwidth, BLAS GEMM rate, FMA and int8 instruction peaks).")
     var noLimits = false
 
-    @Option(name: .customLong("step-ab"), help: "Instead of the study: decode steps of the Mu preset (or of --model) after the first --input-tokens, --output-tokens steps per variant, alternating step by step between two variants, for each --decode-weights format; prints each variant's p10 and median step time. Variants: shared-gemv (q/k/v in one kernel call vs one call each; any --model), cross-kv (f32 vs f16 cross-attention K/V; Mu or T5), cross-kv8 (f16 vs int8 cross-attention K/V; Mu or T5), streams (x86: the int8 and GGUF-block decode GEMVs walking 2 vs 4 rows side by side per thread; any --model), tasks (decode GEMVs split into at least 4 vs 1 row ranges per thread, the default since session 27; any --model), q4y (x86 AVX2: Q4_0 / Q4_1 decode rows on the generic x8 group kernel vs rows_q4y, int16 pair sums in a loop of whole groups, the default since session 28; any --model), ymm (x86 AVX-512: the fp32, bf16 and int8 decode GEMVs on their zmm vs ymm kernels, ymm the default on Zen 4; any --model). Or read: each decode step followed by a read of as many bytes as its weights (the read ceiling's kernel), printing the steps', the reads' and the pairs' fractions (p10 / median / p90), so the fraction of the read bandwidth is taken under the same load from other tenants (any --model).")
+    @Option(name: .customLong("step-ab"), help: "Instead of the study: decode steps of the Mu preset (or of --model) after the first --input-tokens, --output-tokens steps per variant, alternating step by step between two variants, for each --decode-weights format; prints each variant's p10 and median step time. Variants: shared-gemv (q/k/v in one kernel call vs one call each; any --model), cross-kv (f32 vs f16 cross-attention K/V; Mu or T5), cross-kv8 (f16 vs int8 cross-attention K/V; Mu or T5), streams (x86: the int8 and GGUF-block decode GEMVs walking 2 vs 4 rows side by side per thread; any --model), tasks (decode GEMVs split into at least 4 vs 1 row ranges per thread, the default since session 27; any --model), q4y (x86 AVX2: Q4_0 / Q4_1 decode rows on the generic x8 group kernel vs rows_q4y, int16 pair sums in a loop of whole groups, the default since session 28; any --model), ymm (x86 AVX-512: the fp32, bf16 and int8 decode GEMVs on their zmm vs ymm kernels, ymm the default on Zen 4; any --model), prefetch (the quantized and bf16 decode GEMVs without vs with software prefetches, without the default on Zen 4; any --model). Or read: each decode step followed by a read of as many bytes as its weights (the read ceiling's kernel), printing the steps', the reads' and the pairs' fractions (p10 / median / p90), so the fraction of the read bandwidth is taken under the same load from other tenants (any --model).")
     var stepAB: String?
 
     @Option(name: .customLong("cross-kv"), help: "Storage of the cross-attention K/V of Mu and T5: auto (the default: as --kv-cache says: f16 beside bf16 or quantized decode weights), f32, f16 (half the bytes a decode step reads over the encoder positions; logits within ~2e-3 of fp32 on the parity fixtures, 4.6e-3 on one T5), or int8 (a quarter: int8 values with a scale per position and block of 32 values, as llama.cpp's q8_0 cache). Each JSON row's cross_kv says what it asked for (a layer whose values f16 cannot hold, or int8 (a non-finite value), stays fp32).")
@@ -161,8 +161,8 @@ struct BenchCommand: ParsableCommand {
             throw ValidationError("--keep-quantized needs a GGUF --model and no --decode-weights (it benchmarks the file's own blocks)")
         }
         if reps < 1 { throw ValidationError("--reps must be >= 1") }
-        if let stepAB, !["shared-gemv", "cross-kv", "cross-kv8", "streams", "tasks", "q4y", "ymm", "read"].contains(stepAB) {
-            throw ValidationError("--step-ab: expected shared-gemv, cross-kv, cross-kv8, streams, tasks, q4y, ymm or read (got '\(stepAB)')")
+        if let stepAB, !["shared-gemv", "cross-kv", "cross-kv8", "streams", "tasks", "q4y", "ymm", "prefetch", "read"].contains(stepAB) {
+            throw ValidationError("--step-ab: expected shared-gemv, cross-kv, cross-kv8, streams, tasks, q4y, ymm, prefetch or read (got '\(stepAB)')")
         }
         if !["auto", "f32", "f16", "int8"].contains(crossKV) { throw ValidationError("--cross-kv: expected auto, f32, f16 or int8 (got '\(crossKV)')") }
         try RuntimeOptions.checkKVCache(kvCache)
@@ -549,6 +549,7 @@ struct BenchCommand: ParsableCommand {
             : variant == "tasks" ? ("at least 4 row ranges per thread", "at least 1 row range per thread")
             : variant == "q4y" ? ("Q4 rows on the x8 group kernel", "Q4 rows on rows_q4y")
             : variant == "ymm" ? ("f32 / bf16 / int8 GEMVs on zmm", "f32 / bf16 / int8 GEMVs on ymm")
+            : variant == "prefetch" ? ("decode GEMVs without software prefetch", "decode GEMVs with software prefetch")
             : variant == "cross-kv8" ? ("cross K/V f16", "cross K/V int8")
             : ("cross K/V f32", "cross K/V f16")
         print("\(lm.modelType) decode steps after \(lengths[0]) input tokens, \(outputLengths[0]) steps per variant, alternating step by step; \(threads) thread(s)"
@@ -556,7 +557,7 @@ struct BenchCommand: ParsableCommand {
         print("A = \(names.0), B = \(names.1); ms per step (p10 / median); weight GB/s and fraction of the read ceiling at the p10 step")
         defer {
             DecodeTuning.sharedGEMV = true; Backend.groupedDecodeStreams = nil; Backend.decodeTasksPerThread = nil
-            Backend.q4PairSumKernel = nil; Backend.decodeGEMVOnYMM = nil
+            Backend.q4PairSumKernel = nil; Backend.decodeGEMVOnYMM = nil; Backend.decodeGEMVPrefetch = nil
         }
         if variant == "q4y" {   // B's setting (each step sets its side; the defer above restores the default)
             Backend.q4PairSumKernel = true
@@ -588,6 +589,7 @@ struct BenchCommand: ParsableCommand {
                 case "tasks": Backend.decodeTasksPerThread = v == 1 ? 1 : 4; crossModel?.crossKV = cross
                 case "q4y": Backend.q4PairSumKernel = v == 1; crossModel?.crossKV = cross
                 case "ymm": Backend.decodeGEMVOnYMM = v == 1; crossModel?.crossKV = cross
+                case "prefetch": Backend.decodeGEMVPrefetch = v == 1; crossModel?.crossKV = cross
                 case "cross-kv8": crossModel?.crossKV = v == 1 ? .int8 : .f16
                 default: crossModel?.halfCrossKV = v == 1
                 }

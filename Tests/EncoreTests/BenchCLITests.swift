@@ -110,7 +110,7 @@ final class BenchCLITests: XCTestCase {
         XCTAssertNotEqual(wrongType.status, 0, "'llama' is not a --models name (use 'model')")
     }
 
-    /// `--step-ab` (alternating decode steps of two variants: shared-gemv, cross-kv, cross-kv8, streams, tasks, q4y, ymm; or each
+    /// `--step-ab` (alternating decode steps of two variants: shared-gemv, cross-kv, cross-kv8, streams, tasks, q4y, ymm, prefetch; or each
     /// step against a read of its bytes: read), `--cross-kv f16` and `int8` (bench and generate) run on a small Mu and a Llama GGUF
     /// and print their lines; bad values and a cross-kv A/B on a non-Mu model fail with a message. (No timing asserted.)
     func testStepABAndCrossKV() throws {
@@ -150,6 +150,10 @@ final class BenchCLITests: XCTestCase {
         XCTAssertTrue(ymm.stdout.contains("B = f32 / bf16 / int8 GEMVs on ymm") && ymm.stdout.contains("bf16: A "), ymm.stdout)
         // the paths each side runs: bf16 differs on AVX-512 CPUs; the 4-bit blocks keep one kernel on every CPU
         XCTAssertTrue(ymm.stdout.contains("q4_0: A ") && ymm.stdout.contains("(one kernel: A and B are the same)"), ymm.stdout)
+        let prefetch = runCLI(["bench", "--step-ab", "prefetch", "--model", fixture("tiny_llama/f32.gguf"), "--input-tokens", "4",
+                               "--output-tokens", "3", "--decode-weights", "q4_0", "--threads", "1", "--no-limits"])
+        XCTAssertEqual(prefetch.status, 0, prefetch.stderr)
+        XCTAssertTrue(prefetch.stdout.contains("B = decode GEMVs with software prefetch") && prefetch.stdout.contains("q4_0: A "), prefetch.stdout)
         let bf16Paths = ymm.stdout.split(separator: "\n").first { $0.hasPrefix("bf16: A ") && !$0.contains("ms") }
         defer { Backend.decodeGEMVOnYMM = nil }
         Backend.decodeGEMVOnYMM = false

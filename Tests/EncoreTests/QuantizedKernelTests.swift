@@ -110,6 +110,41 @@ final class QuantizedKernelTests: XCTestCase {
         #endif
     }
 
+    /// Software prefetch in the decode kernels: off by default where zmm is split (Zen 4), on elsewhere; the outputs
+    /// are the same bytes with and without it, on every format's path at both widths.
+    func testDecodePrefetchRuleAndSameBytes() {
+        defer { Backend.decodeGEMVPrefetch = nil; Backend.decodeGEMVOnYMM = nil }
+        Backend.decodeGEMVPrefetch = nil
+        let env = ProcessInfo.processInfo.environment["EK_GEMV_PREFETCH"].flatMap { $0.first == "0" ? false : $0.first == "1" ? true : nil }
+        XCTAssertEqual(Backend.decodeGEMVPrefetch, env ?? (ek_cpu_splits_zmm() == 0))
+        let (m, n, k) = (1, 67, 32 * 19)   // 19 blocks: whole groups and a shorter last one
+        let w = randoms(n * k), x = randoms(m * k, scale: 3), b = randoms(n)
+        for f in Self.formats {
+            let (q, s) = quantize(w, f, rows: n, cols: k)
+            for ymm in [false, true] {
+                Backend.decodeGEMVOnYMM = ymm
+                Backend.decodeGEMVPrefetch = true
+                let on = gemv(f, q, s, x, b, m: m, n: n, k: k)
+                Backend.decodeGEMVPrefetch = false
+                let off = gemv(f, q, s, x, b, m: m, n: n, k: k)
+                XCTAssertEqual(on, off, "\(f) \(f.kernelPath)")
+                guard [.q8_0, .q4_0, .q4_1, .q5_0, .q5_1].contains(f) else { continue }
+                // the x8 layouts: the kernels with most of the prefetches
+                let x8 = ek_x8_format(f.kernelID)
+                var r = [UInt8](repeating: 0, count: q.count)
+                XCTAssertEqual(ek_repack_x8(f.kernelID, q, &r, n, k), 0)
+                var y8 = [[Float]]()
+                for pf in [true, false] {
+                    Backend.decodeGEMVPrefetch = pf
+                    var y = [Float](repeating: .nan, count: m * n)
+                    XCTAssertEqual(ek_gemv_quant(x8, r, nil, x, b, &y, m, n, k), 0)
+                    y8.append(y)
+                }
+                XCTAssertEqual(y8[0], y8[1], "\(f) x8 \(f.kernelPath)")
+            }
+        }
+    }
+
     /// Decode GEMVs split into about one row range per MiB, P to 16 per thread (P = 1 with EK_GEMV_TASKS_PER_THREAD
     /// unset; `Backend.decodeTasksPerThread` sets it), a multiple of the threads (one task under the threshold); a 17 MiB fp32 GEMV
     /// split 18 ways gives the same floats as on one thread (each row's sum is computed the same way whatever range

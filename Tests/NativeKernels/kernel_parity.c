@@ -1177,6 +1177,12 @@ int main(void) {
     g_checks++;
     if (ek_cpu_splits_zmm() && !(f & EK_CPU_AVX512F)) { printf("FAIL ek_cpu_splits_zmm() without AVX-512F\n"); g_failures++; }
     ek_set_gemv_ymm(0);
+    g_checks++;   /* software prefetch in the decode kernels: off by default where zmm is split (Zen 4), else on */
+    const char *pf_env = getenv("EK_GEMV_PREFETCH");
+    if (ek_get_gemv_prefetch() != (pf_env && (pf_env[0] == '0' || pf_env[0] == '1') ? pf_env[0] == '1' : !ek_cpu_splits_zmm())) {
+        printf("FAIL ek_get_gemv_prefetch() default\n"); g_failures++;
+    }
+    ek_set_gemv_prefetch(1);   /* the prefetching kernels run below (the results do not depend on it) */
 #if defined(__aarch64__)
     const char *simd = "neon";
     const char *int8_path = (f & EK_CPU_NEON_DOTPROD) ? "neon-dotprod" : "neon";

@@ -601,6 +601,14 @@ public enum Backend {
         get { ek_get_gemv_ymm() != 0 }
         set { ek_set_gemv_ymm(newValue.map { $0 ? 1 : 0 } ?? -1) }
     }
+    /// Whether the quantized and bf16 decode GEMVs issue software prefetches ahead of their weight rows. The default
+    /// is false on CPUs that split 512-bit instructions (AMD Zen 4), where int8 rows streamed faster without them, true
+    /// elsewhere; `EK_GEMV_PREFETCH=0|1` in the environment decides instead. Setting true or false overrides, nil
+    /// restores the default (`encore bench --step-ab prefetch`); the results are the same bytes either way.
+    public static var decodeGEMVPrefetch: Bool? {
+        get { ek_get_gemv_prefetch() != 0 }
+        set { ek_set_gemv_prefetch(newValue.map { $0 ? 1 : 0 } ?? -1) }
+    }
     /// Whether Q4_0 decode rows would run `rows_q4y` now (an x86 CPU on the AVX2 path, and ``q4PairSumKernel``);
     /// false on AVX-512 VNNI / AVX-VNNI CPUs (their own kernels) and off x86.
     public static var q4PairSumKernelRuns: Bool { ek_q4y_runs(Int32(EK_WF_Q4_0X8)) != 0 }

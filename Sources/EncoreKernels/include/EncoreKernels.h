@@ -319,6 +319,12 @@ int ek_get_x8_streams(void);
  *  another order). Read once per call on the caller's thread. */
 void ek_set_gemv_ymm(int on);
 int ek_get_gemv_ymm(void);
+/** Whether the quantized and bf16 decode GEMVs (gemv_quant.c) issue software prefetches ahead of their weight rows:
+ *  1 = yes, 0 = no, -1 = the default again: off where ek_cpu_splits_zmm() (session 31's Zen 4 streamed int8 rows
+ *  faster without them), on elsewhere (the Intel Xeon of session 15 needed them), or as EK_GEMV_PREFETCH=0|1 in the
+ *  environment says. The same floats either way. */
+void ek_set_gemv_prefetch(int on);
+int ek_get_gemv_prefetch(void);
 /** Path a format runs on under the current limit: "avx512vnni", "avxvnni", "avx2", "avx512bf16", "avx512f", "avx512bw"
  *  (the K-quants), "neon", "neon-dotprod" (arm64: bf16 and int8 only so far), "scalar". */
 const char *ek_gemv_path(int format);
