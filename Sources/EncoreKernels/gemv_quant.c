@@ -83,18 +83,28 @@ static int g_isa_limit = EK_ISA_AVX512;
 void ek_set_isa_limit(int level) { g_isa_limit = level < 0 ? EK_ISA_AVX512 : level; }
 int ek_get_isa_limit(void) { return g_isa_limit; }
 
+/* A switch settled once: *setting if already 0 or 1, else the environment variable `name` when it starts with 0 or
+ * 1, else `fallback` (stored in *setting). */
+static int settle_switch(int *setting, const char *name, int fallback) {
+    if (*setting < 0) {
+        const char *e = getenv(name);
+        *setting = e && (e[0] == '0' || e[0] == '1') ? e[0] == '1' : fallback != 0;
+    }
+    return *setting;
+}
+
 /* fp32 / bf16 / int8 decode GEMVs on ymm where the CPU has AVX-512 (ek_set_gemv_ymm in the header). */
 static int g_gemv_ymm = -1;
 void ek_set_gemv_ymm(int on) { g_gemv_ymm = on < 0 ? -1 : on != 0; }
-int ek_get_gemv_ymm(void) {
-    int v = g_gemv_ymm;
-    if (v < 0) {
-        const char *e = getenv("EK_GEMV_YMM");
-        v = e && (e[0] == '0' || e[0] == '1') ? e[0] == '1' : ek_cpu_splits_zmm();
-        g_gemv_ymm = v;
-    }
-    return v;
-}
+int ek_get_gemv_ymm(void) { return settle_switch(&g_gemv_ymm, "EK_GEMV_YMM", ek_cpu_splits_zmm()); }
+
+/* Whether the quantized decode kernels issue their software prefetches (ek_set_gemv_prefetch in the header; off by
+ * default on Zen 4, where session 31's int8 / Q8_0 / Q4 decode steps ran 2–14% faster without them in 20 of 21 medians; the
+ * K-quants' EQ_KPF is not switched): settled
+ * on the caller's thread before a call's tasks run (read_int8_grouped), read by the kernels as a plain int. */
+static int g_gemv_prefetch = -1;
+void ek_set_gemv_prefetch(int on) { g_gemv_prefetch = on < 0 ? -1 : on != 0; }
+int ek_get_gemv_prefetch(void) { return settle_switch(&g_gemv_prefetch, "EK_GEMV_PREFETCH", !ek_cpu_splits_zmm()); }
 
 /* The path a format runs on this CPU under the current limit. */
 static int path_for(int format) {
@@ -985,20 +995,6 @@ ATTR static void rows_##SUFFIX(const qctx *c, long r0, long r1) {               
 #ifndef EQ_PF
 #define EQ_PF 1024   /* software prefetch distance (bytes) in the x8 kernels */
 #endif
-/* Whether the quantized decode kernels issue their software prefetches (ek_set_gemv_prefetch in the header; off by
- * default on Zen 4, where session 31's int8 / Q8_0 / Q4 decode steps ran 5–15% faster without them): settled
- * on the caller's thread before a call's tasks run (settle_prefetch), read by the kernels as a plain int. */
-static int g_gemv_prefetch = -1;
-void ek_set_gemv_prefetch(int on) { g_gemv_prefetch = on < 0 ? -1 : on != 0; }
-int ek_get_gemv_prefetch(void) {
-    int v = g_gemv_prefetch;
-    if (v < 0) {
-        const char *e = getenv("EK_GEMV_PREFETCH");
-        v = e && (e[0] == '0' || e[0] == '1') ? e[0] == '1' : !ek_cpu_splits_zmm();
-        g_gemv_prefetch = v;
-    }
-    return v;
-}
 #define EQ_PF_ON (EQ_PF && g_gemv_prefetch > 0)
 #define EQ_BF16_PF_ON (EQ_BF16_PF && g_gemv_prefetch > 0)
 /* Software prefetch distance of the AVX-512 bf16 GEMVs, in elements (768: 1,536 bytes, most of a 960-wide row, ahead

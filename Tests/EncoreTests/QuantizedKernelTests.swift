@@ -111,7 +111,9 @@ final class QuantizedKernelTests: XCTestCase {
     }
 
     /// Software prefetch in the decode kernels: off by default where zmm is split (Zen 4), on elsewhere; the outputs
-    /// are the same bytes with and without it, on every format's path at both widths.
+    /// are the same bytes with and without it (a prefetch cannot change them: this guards the switch's plumbing and the
+    /// kernels' other paths, e.g. a prefetch placed inside a computation), on the default path of each format and of
+    /// the x8 layouts, with the fp32 / bf16 / int8 rows at both widths.
     func testDecodePrefetchRuleAndSameBytes() {
         defer { Backend.decodeGEMVPrefetch = nil; Backend.decodeGEMVOnYMM = nil }
         Backend.decodeGEMVPrefetch = nil

@@ -601,7 +601,8 @@ public enum Backend {
         get { ek_get_gemv_ymm() != 0 }
         set { ek_set_gemv_ymm(newValue.map { $0 ? 1 : 0 } ?? -1) }
     }
-    /// Whether the quantized and bf16 decode GEMVs issue software prefetches ahead of their weight rows. The default
+    /// Whether the int8, block and bf16 decode GEMVs issue software prefetches ahead of their weight rows (the
+    /// K-quants' and the fp32 GEMV's are not switched). The default
     /// is false on CPUs that split 512-bit instructions (AMD Zen 4), where int8 rows streamed faster without them, true
     /// elsewhere; `EK_GEMV_PREFETCH=0|1` in the environment decides instead. Setting true or false overrides, nil
     /// restores the default (`encore bench --step-ab prefetch`); the results are the same bytes either way.

@@ -319,7 +319,8 @@ int ek_get_x8_streams(void);
  *  another order). Read once per call on the caller's thread. */
 void ek_set_gemv_ymm(int on);
 int ek_get_gemv_ymm(void);
-/** Whether the quantized and bf16 decode GEMVs (gemv_quant.c) issue software prefetches ahead of their weight rows:
+/** Whether the int8, block (Q8_0 / Q4 / Q5, x8 layouts) and bf16 decode GEMVs of gemv_quant.c issue software
+ *  prefetches ahead of their weight rows (the K-quants' and ek_gemv_f32's are not switched):
  *  1 = yes, 0 = no, -1 = the default again: off where ek_cpu_splits_zmm() (session 31's Zen 4 streamed int8 rows
  *  faster without them), on elsewhere (the Intel Xeon of session 15 needed them), or as EK_GEMV_PREFETCH=0|1 in the
  *  environment says. The same floats either way. */
